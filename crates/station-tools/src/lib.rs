@@ -1,0 +1,24 @@
+//! Station's tool registry: what a tool is, loading and validating tool files, the live
+//! registry with hot reload, parameter resolution, and binding parameters into ComfyUI
+//! workflows. Every platform reads tools from here, so this crate is the single source of
+//! truth for them. The file format is documented in `TOOLS.md`.
+
+mod bind;
+mod def;
+mod load;
+mod params;
+mod registry;
+mod validate;
+
+pub use bind::{BindError, bind_workflow};
+pub use def::{
+    BindingTarget, Category, ComfyUiSpec, Cost, InputDef, InputType, LoraSpec, MediaOperation,
+    MediaSpec, Service, ToolDef, Visibility,
+};
+pub use load::{BUILTIN_PREFIX, ToolLoadError, builtin_tools, check_dir};
+pub use params::{FieldError, ParamErrors, ResolvedParams, is_media_ref, resolve_params};
+pub use registry::{ToolRegistry, ToolWatcher, WatchError};
+pub use validate::{is_valid_command, is_valid_id, is_valid_input_name};
+
+#[cfg(test)]
+mod tests;
