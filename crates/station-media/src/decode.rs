@@ -1,0 +1,302 @@
+//! Bounded decoding: type detection from content, header-only probing, and decoding
+//! that refuses decompression bombs before any pixel buffer is allocated.
+//!
+//! Accepted formats are PNG, JPEG, WebP and GIF. Anything else (BMP, TIFF, AVIF, ...)
+//! is refused with [`MediaError::UnsupportedFormat`]. For animated GIF and WebP only the
+//! first frame is decoded; [`probe`] reports whether more frames exist.
+//!
+//! JPEG EXIF orientation is applied while decoding, so the pixels match what viewers
+//! show and re-encoding (which drops EXIF) does not turn photos sideways.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{MediaError, Result};
+
+/// Image container formats this crate reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaFormat {
+    /// Portable Network Graphics.
+    Png,
+    /// JPEG (JFIF/EXIF).
+    Jpeg,
+    /// WebP (lossy or lossless input; lossless output only).
+    Webp,
+    /// GIF (first frame only when decoding).
+    Gif,
+}
+
+impl MediaFormat {
+    /// The IANA media type, e.g. `image/png`.
+    pub fn mime(self) -> &'static str {
+        match self {
+            MediaFormat::Png => "image/png",
+            MediaFormat::Jpeg => "image/jpeg",
+            MediaFormat::Webp => "image/webp",
+            MediaFormat::Gif => "image/gif",
+        }
+    }
+
+    /// Short lowercase name, also the usual file extension.
+    pub fn name(self) -> &'static str {
+        match self {
+            MediaFormat::Png => "png",
+            MediaFormat::Jpeg => "jpeg",
+            MediaFormat::Webp => "webp",
+            MediaFormat::Gif => "gif",
+        }
+    }
+
+    pub(crate) fn image_format(self) -> ImageFormat {
+        match self {
+            MediaFormat::Png => ImageFormat::Png,
+            MediaFormat::Jpeg => ImageFormat::Jpeg,
+            MediaFormat::Webp => ImageFormat::WebP,
+            MediaFormat::Gif => ImageFormat::Gif,
+        }
+    }
+}
+
+/// Caps applied before and during decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DecodeLimits {
+    /// Largest accepted input, in bytes.
+    pub max_bytes: u64,
+    /// Largest accepted width × height.
+    pub max_pixels: u64,
+    /// Largest accepted width or height.
+    pub max_side: u32,
+}
+
+impl Default for DecodeLimits {
+    /// 50 MiB input, 64 megapixels, 16384 px per side.
+    fn default() -> Self {
+        DecodeLimits {
+            max_bytes: 50 * 1024 * 1024,
+            max_pixels: 64 * 1024 * 1024,
+            max_side: 16384,
+        }
+    }
+}
+
+/// What the header says about an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// Container format, detected from the content.
+    pub format: MediaFormat,
+    /// Width in pixels, as declared by the header.
+    pub width: u32,
+    /// Height in pixels, as declared by the header.
+    pub height: u32,
+    /// True for GIF/WebP with more than one frame.
+    pub animated: bool,
+}
+
+/// Detects the format from the leading magic bytes; names and declared types are
+/// never consulted because both are attacker-controlled.
+pub fn detect_format(bytes: &[u8]) -> Result<MediaFormat> {
+    match image::guess_format(bytes) {
+        Ok(ImageFormat::Png) => Ok(MediaFormat::Png),
+        Ok(ImageFormat::Jpeg) => Ok(MediaFormat::Jpeg),
+        Ok(ImageFormat::WebP) => Ok(MediaFormat::Webp),
+        Ok(ImageFormat::Gif) => Ok(MediaFormat::Gif),
+        Ok(other) => Err(MediaError::UnsupportedFormat(format!(
+            "{} images are not accepted (only png, jpeg, webp, gif)",
+            other
+                .extensions_str()
+                .first()
+                .copied()
+                .unwrap_or("this kind of")
+        ))),
+        Err(_) => Err(MediaError::UnsupportedFormat(
+            "content is not a recognised image (only png, jpeg, webp, gif)".into(),
+        )),
+    }
+}
+
+/// Reads only the header: format, declared dimensions and whether it is animated.
+/// No pixel data is decompressed, so this is safe on untrusted input of any size.
+pub fn probe(bytes: &[u8]) -> Result<ImageInfo> {
+    let format = detect_format(bytes)?;
+    let name = format.name();
+    let (width, height, animated) = match format {
+        MediaFormat::Webp => {
+            let decoder = image::codecs::webp::WebPDecoder::new(Cursor::new(bytes))
+                .map_err(|e| MediaError::from_decode(name, e))?;
+            let (w, h) = decoder.dimensions();
+            (w, h, decoder.has_animation())
+        }
+        MediaFormat::Gif => gif_header(bytes)?,
+        MediaFormat::Png | MediaFormat::Jpeg => {
+            let mut reader = ImageReader::with_format(Cursor::new(bytes), format.image_format());
+            // Probing must report huge declared sizes rather than fail on them: the
+            // caller (decode) turns them into a precise TooLarge error.
+            reader.no_limits();
+            let (w, h) = reader
+                .into_dimensions()
+                .map_err(|e| MediaError::from_decode(name, e))?;
+            (w, h, false)
+        }
+    };
+    Ok(ImageInfo {
+        format,
+        width,
+        height,
+        animated,
+    })
+}
+
+/// GIF dimensions and frame count without LZW decoding: the gif crate can hand back
+/// compressed frame data, which is enough to know whether a second frame exists.
+fn gif_header(bytes: &[u8]) -> Result<(u32, u32, bool)> {
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::Indexed);
+    options.skip_frame_decoding(true);
+    let mut decoder = options.read_info(Cursor::new(bytes)).map_err(gif_error)?;
+    let (w, h) = (u32::from(decoder.width()), u32::from(decoder.height()));
+    if decoder.read_next_frame().map_err(gif_error)?.is_none() {
+        return Err(MediaError::Corrupt {
+            format: "gif",
+            reason: "no image frame".into(),
+        });
+    }
+    // A damaged tail after a complete first frame still yields a usable still image.
+    let animated = matches!(decoder.read_next_frame(), Ok(Some(_)));
+    Ok((w, h, animated))
+}
+
+fn gif_error(e: gif::DecodingError) -> MediaError {
+    match e {
+        gif::DecodingError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            MediaError::Truncated { format: "gif" }
+        }
+        other => {
+            let reason = other.to_string();
+            if reason.to_ascii_lowercase().contains("eof")
+                || reason.to_ascii_lowercase().contains("end of")
+            {
+                MediaError::Truncated { format: "gif" }
+            } else {
+                MediaError::Corrupt {
+                    format: "gif",
+                    reason,
+                }
+            }
+        }
+    }
+}
+
+/// Checks the header against `limits` without decoding any pixels.
+pub fn check_limits(bytes: &[u8], limits: &DecodeLimits) -> Result<ImageInfo> {
+    let len = bytes.len() as u64;
+    if len > limits.max_bytes {
+        return Err(MediaError::TooLarge {
+            what: "input size in bytes",
+            limit: limits.max_bytes,
+            actual: len,
+        });
+    }
+    let info = probe(bytes)?;
+    for (what, value) in [("image width", info.width), ("image height", info.height)] {
+        if value > limits.max_side {
+            return Err(MediaError::TooLarge {
+                what,
+                limit: u64::from(limits.max_side),
+                actual: u64::from(value),
+            });
+        }
+    }
+    let pixels = u64::from(info.width) * u64::from(info.height);
+    if pixels > limits.max_pixels {
+        return Err(MediaError::TooLarge {
+            what: "image pixel count",
+            limit: limits.max_pixels,
+            actual: pixels,
+        });
+    }
+    if info.width == 0 || info.height == 0 {
+        return Err(MediaError::Corrupt {
+            format: info.format.name(),
+            reason: format!("declared size {}x{} is empty", info.width, info.height),
+        });
+    }
+    Ok(info)
+}
+
+/// Decodes an image whose type is detected from content, refusing anything over
+/// `limits` before allocating. Animated GIF/WebP yield their first frame.
+pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage> {
+    let info = check_limits(bytes, limits)?;
+    let name = info.format.name();
+    if info.format == MediaFormat::Jpeg {
+        // zune-jpeg pads a cut-off scan with grey instead of failing; a half-grey photo
+        // must not pass silently, so check the structure ourselves.
+        check_jpeg_complete(bytes)?;
+    }
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), info.format.image_format());
+    let mut decoder_limits = Limits::default();
+    decoder_limits.max_image_width = Some(limits.max_side);
+    decoder_limits.max_image_height = Some(limits.max_side);
+    // Worst case is 16 bytes per pixel (RGBA f32); this is the decoder's own backstop
+    // in case a codec allocates more than the header implies.
+    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(16));
+    reader.limits(decoder_limits);
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| MediaError::from_decode(name, e))?;
+    let orientation = decoder.orientation().ok();
+    let mut img =
+        DynamicImage::from_decoder(decoder).map_err(|e| MediaError::from_decode(name, e))?;
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
+    Ok(img)
+}
+
+/// Walks the JPEG marker segments up to the first scan, then requires an end-of-image
+/// marker after it. Walking (rather than searching) skips embedded EXIF thumbnails,
+/// whose own end markers would otherwise hide a truncated main image.
+fn check_jpeg_complete(bytes: &[u8]) -> Result<()> {
+    let truncated = MediaError::Truncated { format: "jpeg" };
+    let mut pos = 2; // after SOI
+    loop {
+        while bytes.get(pos) == Some(&0xFF) && bytes.get(pos + 1) == Some(&0xFF) {
+            pos += 1; // fill bytes
+        }
+        let (Some(&0xFF), Some(&marker)) = (bytes.get(pos), bytes.get(pos + 1)) else {
+            return Err(if pos + 1 >= bytes.len() {
+                truncated
+            } else {
+                MediaError::Corrupt {
+                    format: "jpeg",
+                    reason: format!("expected a marker at byte {pos}"),
+                }
+            });
+        };
+        if marker == 0xDA {
+            break;
+        }
+        if marker == 0xD9 {
+            return Err(MediaError::Corrupt {
+                format: "jpeg",
+                reason: "end of image before any scan data".into(),
+            });
+        }
+        let (Some(&hi), Some(&lo)) = (bytes.get(pos + 2), bytes.get(pos + 3)) else {
+            return Err(truncated);
+        };
+        pos += 2 + usize::from(u16::from_be_bytes([hi, lo]));
+        if pos >= bytes.len() {
+            return Err(truncated);
+        }
+    }
+    if bytes[pos..].windows(2).any(|w| w == [0xFF, 0xD9]) {
+        Ok(())
+    } else {
+        Err(truncated)
+    }
+}

@@ -1,0 +1,20 @@
+//! station-media: Station's native media layer.
+//!
+//! - [`store`]: a content-addressed blob store (sha256, atomic writes, cached
+//!   thumbnails) behind the [`BlobStore`] trait.
+//! - [`decode`]: bounded decoding that detects the type from content and refuses
+//!   decompression bombs before allocating.
+//! - [`ops`]: pure image operations (resize, crop, convert, watermark, ...) with
+//!   serde option structs, using SIMD resizing.
+//!
+//! Everything is synchronous and CPU-bound: async callers should run it under
+//! `tokio::task::spawn_blocking`.
+
+pub mod decode;
+pub mod error;
+pub mod ops;
+pub mod store;
+
+pub use decode::{DecodeLimits, ImageInfo, MediaFormat, decode, probe};
+pub use error::{MediaError, Result};
+pub use store::{BlobStore, MediaStore, StoredBlob};
