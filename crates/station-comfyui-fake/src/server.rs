@@ -1,0 +1,410 @@
+//! HTTP and websocket endpoints, answering in the recorded shapes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::state::{QueueItem, Shared, SocketConn, now_ms, status_data};
+use crate::validate::{Validation, validate_prompt};
+
+type S = State<Arc<Shared>>;
+
+/// Serves the API on `listener` until [`Shared::stop_listening`] is called.
+pub(crate) fn serve(shared: &Arc<Shared>, listener: TcpListener) {
+    let app = Router::new()
+        .route("/prompt", post(post_prompt).get(get_prompt))
+        .route("/queue", get(get_queue).post(post_queue))
+        .route("/interrupt", post(post_interrupt))
+        .route("/history", get(get_history_all))
+        .route("/history/{id}", get(get_history))
+        .route("/view", get(get_view))
+        .route("/upload/image", post(upload_image))
+        .route("/object_info", get(get_object_info))
+        .route("/object_info/{class}", get(get_object_info_one))
+        .route("/system_stats", get(system_stats))
+        .route("/ws", get(ws_upgrade))
+        .with_state(shared.clone());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    shared.set_listener_stop(stop_tx);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await;
+    });
+}
+
+fn error_body(kind: &str, message: &str, details: &str, node_errors: Value) -> Value {
+    json!({
+        "error": {"type": kind, "message": message, "details": details, "extra_info": {}},
+        "node_errors": node_errors
+    })
+}
+
+async fn post_prompt(State(shared): S, body: Bytes) -> Response {
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return (StatusCode::BAD_REQUEST, "invalid JSON").into_response(),
+    };
+    shared.lock().prompts_received += 1;
+    shared.lock().last_prompt = Some(body.clone());
+    let Some(graph) = body.get("prompt").and_then(Value::as_object).cloned() else {
+        let err = error_body(
+            "no_prompt",
+            "No prompt provided",
+            "No prompt provided",
+            json!([]),
+        );
+        return (StatusCode::BAD_REQUEST, Json(err)).into_response();
+    };
+    let info = shared.object_info();
+    let uploaded: Vec<String> = info
+        .get("LoadImage")
+        .and_then(|n| n.pointer("/input/required/image/0"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let outputs = match validate_prompt(&graph, &info, &uploaded) {
+        Validation::Invalid { error, node_errors } => {
+            let body = json!({"error": error, "node_errors": node_errors});
+            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        }
+        Validation::Valid {
+            outputs,
+            node_errors,
+        } => (outputs, node_errors),
+    };
+    let prompt_id = match body.get("prompt_id") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => uuid::Uuid::new_v4().to_string(),
+        Some(other) => other.to_string(),
+    };
+    let mut extra_data = body
+        .get("extra_data")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(client_id) = body.get("client_id") {
+        extra_data.insert("client_id".into(), client_id.clone());
+    }
+    extra_data.insert("create_time".into(), json!(now_ms()));
+    let number = {
+        let mut st = shared.lock();
+        let number = match body.get("number").and_then(Value::as_i64) {
+            Some(n) => n,
+            None => st.number,
+        };
+        st.number += 1;
+        st.queue.push_back(QueueItem {
+            number,
+            prompt_id: prompt_id.clone(),
+            graph,
+            extra_data,
+            outputs: outputs.0,
+        });
+        number
+    };
+    shared.broadcast_status();
+    shared.wake.notify_one();
+    Json(json!({"prompt_id": prompt_id, "number": number, "node_errors": outputs.1}))
+        .into_response()
+}
+
+async fn get_prompt(State(shared): S) -> Json<Value> {
+    let remaining = {
+        let st = shared.lock();
+        st.queue.len() + usize::from(st.running.is_some())
+    };
+    Json(json!({"exec_info": {"queue_remaining": remaining}}))
+}
+
+async fn get_queue(State(shared): S) -> Json<Value> {
+    let st = shared.lock();
+    let running: Vec<Value> = st.running.iter().map(QueueItem::to_json).collect();
+    let pending: Vec<Value> = st.queue.iter().map(QueueItem::to_json).collect();
+    Json(json!({"queue_running": running, "queue_pending": pending}))
+}
+
+async fn post_queue(State(shared): S, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    {
+        let mut st = shared.lock();
+        if body.get("clear").and_then(Value::as_bool) == Some(true) {
+            st.queue.clear();
+        }
+        if let Some(ids) = body.get("delete").and_then(Value::as_array) {
+            let ids: Vec<&str> = ids.iter().filter_map(Value::as_str).collect();
+            st.queue
+                .retain(|item| !ids.contains(&item.prompt_id.as_str()));
+        }
+    }
+    shared.broadcast_status();
+    StatusCode::OK.into_response()
+}
+
+async fn post_interrupt(State(shared): S, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let target = body.get("prompt_id").and_then(Value::as_str);
+    let mut st = shared.lock();
+    let matches = match (target, &st.running) {
+        (None, _) => true,
+        (Some(id), Some(running)) => running.prompt_id == id,
+        (Some(_), None) => false,
+    };
+    if matches {
+        st.interrupt = true;
+    }
+    StatusCode::OK.into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryQuery {
+    max_items: Option<usize>,
+}
+
+async fn get_history_all(State(shared): S, Query(q): Query<HistoryQuery>) -> Json<Value> {
+    let st = shared.lock();
+    let skip = q
+        .max_items
+        .map(|m| st.history.len().saturating_sub(m))
+        .unwrap_or(0);
+    let map: Map<String, Value> = st
+        .history
+        .iter()
+        .skip(skip)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Json(Value::Object(map))
+}
+
+async fn get_history(State(shared): S, Path(id): Path<String>) -> Json<Value> {
+    let st = shared.lock();
+    let mut map = Map::new();
+    if let Some(entry) = st.history.get(&id) {
+        map.insert(id, entry.clone());
+    }
+    Json(Value::Object(map))
+}
+
+async fn get_view(State(shared): S, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(filename) = q.get("filename") else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let kind = q.get("type").cloned().unwrap_or_else(|| "output".into());
+    let subfolder = q.get("subfolder").cloned().unwrap_or_default();
+    if filename.contains("..") || subfolder.contains("..") {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let file = shared
+        .lock()
+        .files
+        .get(&(kind, subfolder, filename.clone()))
+        .cloned();
+    match file {
+        Some(bytes) => {
+            let mime = mime_for(filename);
+            (
+                [
+                    (header::CONTENT_TYPE, mime.to_owned()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("filename=\"{filename}\""),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn mime_for(filename: &str) -> &'static str {
+    let lower = filename.to_ascii_lowercase();
+    if lower.ends_with(".png") {
+        "image/png"
+    } else if lower.ends_with(".jpg") || lower.ends_with(".jpeg") {
+        "image/jpeg"
+    } else if lower.ends_with(".webp") {
+        "image/webp"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+async fn upload_image(State(shared): S, mut multipart: Multipart) -> Response {
+    let mut image: Option<(String, Vec<u8>)> = None;
+    let mut overwrite = false;
+    let mut subfolder = String::new();
+    let mut kind = "input".to_owned();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        let file_name = field.file_name().map(str::to_owned);
+        let Ok(data) = field.bytes().await else {
+            return StatusCode::BAD_REQUEST.into_response();
+        };
+        let text = || String::from_utf8_lossy(&data).into_owned();
+        match name.as_str() {
+            "image" => image = Some((file_name.unwrap_or_default(), data.to_vec())),
+            "overwrite" => overwrite = matches!(text().as_str(), "true" | "1"),
+            "subfolder" => subfolder = text(),
+            "type" => kind = text(),
+            _ => {}
+        }
+    }
+    let Some((filename, data)) = image else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    if filename.is_empty()
+        || filename.contains("..")
+        || filename.contains('/')
+        || subfolder.contains("..")
+        || !matches!(kind.as_str(), "input" | "temp" | "output")
+    {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    let mut st = shared.lock();
+    let mut name = filename.clone();
+    if !overwrite {
+        // The real server renames clashing uploads to "name (1).ext", "name (2).ext", ...
+        let (stem, ext) = match filename.rsplit_once('.') {
+            Some((s, e)) => (s.to_owned(), format!(".{e}")),
+            None => (filename.clone(), String::new()),
+        };
+        let mut i = 1;
+        while st
+            .files
+            .contains_key(&(kind.clone(), subfolder.clone(), name.clone()))
+        {
+            name = format!("{stem} ({i}){ext}");
+            i += 1;
+        }
+    }
+    st.files
+        .insert((kind.clone(), subfolder.clone(), name.clone()), data);
+    st.uploads.push(if subfolder.is_empty() {
+        name.clone()
+    } else {
+        format!("{subfolder}/{name}")
+    });
+    Json(json!({"name": name, "subfolder": subfolder, "type": kind})).into_response()
+}
+
+async fn get_object_info(State(shared): S) -> Json<Value> {
+    Json(Value::Object(shared.object_info()))
+}
+
+async fn get_object_info_one(State(shared): S, Path(class): Path<String>) -> Json<Value> {
+    let info = shared.object_info();
+    let mut map = Map::new();
+    if let Some(entry) = info.get(&class) {
+        map.insert(class, entry.clone());
+    }
+    Json(Value::Object(map))
+}
+
+async fn system_stats() -> Json<Value> {
+    Json(json!({
+        "system": {
+            "os": "posix",
+            "ram_total": 8_000_000_000u64,
+            "ram_free": 6_000_000_000u64,
+            "comfyui_version": "0.8.0",
+            "required_frontend_version": "1.34.9",
+            "installed_templates_version": null,
+            "required_templates_version": null,
+            "python_version": "3.12.3 (main, Nov  6 2025, 13:44:16) [GCC 13.3.0]",
+            "pytorch_version": "2.9.1+cpu",
+            "embedded_python": false,
+            "argv": ["main.py", "--cpu", "--preview-method", "auto"]
+        },
+        "devices": [{
+            "name": "cpu",
+            "type": "cpu",
+            "index": null,
+            "vram_total": 8_000_000_000u64,
+            "vram_free": 6_000_000_000u64,
+            "torch_vram_total": 8_000_000_000u64,
+            "torch_vram_free": 6_000_000_000u64
+        }]
+    }))
+}
+
+#[derive(serde::Deserialize)]
+struct WsQuery {
+    #[serde(rename = "clientId")]
+    client_id: Option<String>,
+}
+
+async fn ws_upgrade(State(shared): S, Query(q): Query<WsQuery>, ws: WebSocketUpgrade) -> Response {
+    let sid = q
+        .client_id
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    ws.on_upgrade(move |socket| handle_socket(shared, socket, sid))
+}
+
+async fn handle_socket(shared: Arc<Shared>, socket: WebSocket, sid: String) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let conn_id = {
+        let mut st = shared.lock();
+        let remaining = st.queue.len() + usize::from(st.running.is_some());
+        let hello = json!({"type": "status", "data": status_data(remaining, Some(&sid))});
+        let _ = tx.send(Message::Text(hello.to_string().into()));
+        // Like the real server: a client reconnecting during its own prompt learns the node.
+        let running_for_sid = st
+            .running
+            .as_ref()
+            .is_some_and(|r| r.client_id() == Some(sid.as_str()));
+        if running_for_sid && let Some(node) = &st.last_node {
+            let msg = json!({"type": "executing", "data": {"node": node}});
+            let _ = tx.send(Message::Text(msg.to_string().into()));
+        }
+        st.next_conn += 1;
+        let conn_id = st.next_conn;
+        st.sockets.push(SocketConn {
+            conn_id,
+            sid: sid.clone(),
+            tx,
+        });
+        conn_id
+    };
+    let (mut sink, mut stream) = socket.split();
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(msg) => if sink.send(msg).await.is_err() { break },
+                None => break,
+            },
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    shared.lock().sockets.retain(|s| s.conn_id != conn_id);
+    let _ = sink.send(Message::Close(None)).await;
+    let _ = sink.close().await;
+}
