@@ -1,0 +1,94 @@
+-- Accounts: one per person; identities link platform users (telegram:123, local:alice) to it.
+CREATE TABLE accounts (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    role        TEXT NOT NULL DEFAULT 'user',
+    suspended   BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at  BIGINT NOT NULL
+);
+CREATE TABLE identities (
+    provider    TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    account_id  TEXT NOT NULL REFERENCES accounts(id),
+    created_at  BIGINT NOT NULL,
+    PRIMARY KEY (provider, subject)
+);
+
+-- The durable job queue. A job is a row before anything is sent anywhere.
+CREATE TABLE jobs (
+    id               TEXT PRIMARY KEY,
+    account_id       TEXT NOT NULL,
+    tool_id          TEXT NOT NULL,
+    service          TEXT NOT NULL,
+    params           TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    priority         BIGINT NOT NULL DEFAULT 0,
+    fair_key         BIGINT NOT NULL,
+    attempts         BIGINT NOT NULL DEFAULT 0,
+    max_attempts     BIGINT NOT NULL DEFAULT 3,
+    run_after        BIGINT NOT NULL,
+    timeout_ms       BIGINT NOT NULL,
+    lease_owner      TEXT,
+    lease_expires_at BIGINT,
+    backend          TEXT,
+    remote_id        TEXT,
+    progress         DOUBLE PRECISION NOT NULL DEFAULT 0,
+    outputs          TEXT,
+    error_code       TEXT,
+    error            TEXT,
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    source           TEXT,
+    created_at       BIGINT NOT NULL,
+    dispatched_at    BIGINT,
+    started_at       BIGINT,
+    finished_at      BIGINT
+);
+CREATE INDEX jobs_claim ON jobs (service, status, priority DESC, fair_key, created_at);
+CREATE INDEX jobs_account ON jobs (account_id, status);
+CREATE INDEX jobs_account_created ON jobs (account_id, created_at DESC);
+CREATE INDEX jobs_lease ON jobs (status, lease_expires_at);
+
+-- Start-time fair queuing: each account's next job gets max(last key + 1, virtual clock).
+CREATE TABLE queue_accounts (
+    account_id    TEXT NOT NULL,
+    service       TEXT NOT NULL,
+    last_fair_key BIGINT NOT NULL,
+    PRIMARY KEY (account_id, service)
+);
+CREATE TABLE queue_clock (
+    service TEXT PRIMARY KEY,
+    vtime   BIGINT NOT NULL
+);
+
+-- Media: unguessable ids pointing at content-addressed blobs.
+CREATE TABLE media (
+    id          TEXT PRIMARY KEY,
+    hash        TEXT NOT NULL,
+    mime        TEXT NOT NULL,
+    size        BIGINT NOT NULL,
+    width       BIGINT NOT NULL,
+    height      BIGINT NOT NULL,
+    account_id  TEXT,
+    job_id      TEXT,
+    kind        TEXT NOT NULL,
+    created_at  BIGINT NOT NULL
+);
+CREATE INDEX media_job ON media (job_id);
+
+-- Saved per-tool preferences: the middle layer of parameter precedence.
+CREATE TABLE tool_settings (
+    account_id  TEXT NOT NULL,
+    tool_id     TEXT NOT NULL,
+    params      TEXT NOT NULL,
+    updated_at  BIGINT NOT NULL,
+    PRIMARY KEY (account_id, tool_id)
+);
+
+-- Backends added at run time (config ones are not stored).
+CREATE TABLE backends (
+    name        TEXT PRIMARY KEY,
+    url         TEXT NOT NULL,
+    max_concurrent BIGINT NOT NULL,
+    tags        TEXT NOT NULL,
+    created_at  BIGINT NOT NULL
+);

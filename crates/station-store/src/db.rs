@@ -1,0 +1,216 @@
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+/// Errors from the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL could not be understood.
+    #[error("database URL {url:?} is not valid: {reason} (use sqlite://PATH or postgres://USER@HOST/DB)")]
+    BadUrl {
+        /// The offending URL with any password masked.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The database refused or failed a statement.
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// Running migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored JSON column could not be read.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// A row that must exist does not.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// What kind of thing.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+}
+
+/// Which database engine a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file (WAL).
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// The database handle shared by every service. Cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// SQLite pool.
+    Sqlite(SqlitePool),
+    /// PostgreSQL pool.
+    Postgres(PgPool),
+}
+
+/// Runs the same body against whichever pool the store holds. The body is
+/// compiled once per database, so portable SQL is written only once.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::db::Store::Sqlite($pool) => $body,
+            $crate::db::Store::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Masks the password of a URL for messages and logs.
+pub fn mask_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:****{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Store {
+    /// Connects to the database named by `url` (`sqlite://path`, `sqlite::memory:`,
+    /// `postgres://…`). Does not run migrations; call [`Store::migrate`].
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
+                url: mask_url(url),
+                reason: e.to_string(),
+            })?;
+            Self::connect_postgres(opts).await
+        } else if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            Self::connect_sqlite(Path::new(path)).await
+        } else {
+            Err(StoreError::BadUrl {
+                url: mask_url(url),
+                reason: "unknown scheme".into(),
+            })
+        }
+    }
+
+    /// Opens (creating if needed) a SQLite database file in WAL mode.
+    pub async fn connect_sqlite(path: &Path) -> Result<Store, StoreError> {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::BadUrl {
+                url: path.display().to_string(),
+                reason: format!("cannot create folder {}: {e}", parent.display()),
+            })?;
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL is durable across process crashes (the WAL is
+            // fsynced at checkpoints); only an OS crash can lose the last commits.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-16000");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(opts)
+            .await?;
+        Ok(Store::Sqlite(pool))
+    }
+
+    /// Connects to PostgreSQL with explicit options (tests use a per-test schema
+    /// through `search_path`).
+    pub async fn connect_postgres(opts: PgConnectOptions) -> Result<Store, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        Ok(Store::Postgres(pool))
+    }
+
+    /// Creates a fresh schema on a PostgreSQL server and returns a store whose
+    /// connections use it. Used by tests so each one gets an empty database.
+    pub async fn connect_postgres_fresh_schema(url: &str, schema: &str) -> Result<Store, StoreError> {
+        let base = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
+            url: mask_url(url),
+            reason: e.to_string(),
+        })?;
+        let admin = PgPoolOptions::new().max_connections(1).connect_with(base.clone()).await?;
+        sqlx::query(safe(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
+            .execute(&admin)
+            .await?;
+        sqlx::query(safe(&format!("CREATE SCHEMA \"{schema}\""))).execute(&admin).await?;
+        admin.close().await;
+        Self::connect_postgres(base.options([("search_path", schema)])).await
+    }
+
+    /// Which engine this store uses.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Sqlite(_) => Backend::Sqlite,
+            Store::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies every pending migration. Safe to call at every start: applied
+    /// versions are skipped, and concurrent processes are serialised by sqlx.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(p) => SQLITE_MIGRATOR.run(p).await?,
+            Store::Postgres(p) => POSTGRES_MIGRATOR.run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// Lists `(version, description, applied)` for every known migration.
+    pub async fn migration_status(&self) -> Result<Vec<(i64, String, bool)>, StoreError> {
+        let migrator = match self {
+            Store::Sqlite(_) => &SQLITE_MIGRATOR,
+            Store::Postgres(_) => &POSTGRES_MIGRATOR,
+        };
+        let applied: Vec<i64> = with_pool!(self, p => {
+            let exists: Result<Vec<(i64,)>, _> =
+                sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+                    .fetch_all(p)
+                    .await;
+            exists.map(|v| v.into_iter().map(|r| r.0).collect()).unwrap_or_default()
+        });
+        Ok(migrator
+            .iter()
+            .map(|m| (m.version, m.description.to_string(), applied.contains(&m.version)))
+            .collect())
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_pool!(self, p => { sqlx::query("SELECT 1").execute(p).await?; });
+        Ok(())
+    }
+
+    /// Closes every pooled connection (SQLite checkpoints its WAL).
+    pub async fn close(&self) {
+        with_pool!(self, p => p.close().await)
+    }
+}
+
+/// Marks SQL text as audited. Station's dynamic SQL is assembled only from
+/// constant fragments and quoted identifiers it generated itself; values are
+/// always bound parameters.
+pub(crate) fn safe(sql: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(sql.to_owned())
+}

@@ -1,0 +1,650 @@
+//! The durable job queue.
+//!
+//! Fairness is start-time fair queuing: a new job's `fair_key` is
+//! `max(account's last key + 1, service virtual clock)`, and claims take the
+//! smallest keys first (after priority). One account's hundred queued jobs get
+//! keys 1..100 while another account arriving later starts at the clock, so it
+//! is served next instead of after the hundred. The clock advances to the key
+//! of each claimed job, so an account that was idle does not bank credit.
+//!
+//! Workers claim jobs with a lease; every state change after the claim is
+//! fenced by `lease_owner`, so a worker that lost its lease (crash, pause) can
+//! never overwrite the outcome decided by the worker that took over.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::db::{safe, Store, StoreError, with_pool};
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Written and waiting for a worker.
+    Queued,
+    /// Claimed by a worker, being sent to a backend.
+    Dispatched,
+    /// The backend is executing it.
+    Running,
+    /// Finished with outputs.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+    /// Cancelled by its owner or an operator.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Dispatched => "dispatched",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the stored text.
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        Some(match s {
+            "queued" => JobStatus::Queued,
+            "dispatched" => JobStatus::Dispatched,
+            "running" => JobStatus::Running,
+            "succeeded" => JobStatus::Succeeded,
+            "failed" => JobStatus::Failed,
+            "cancelled" => JobStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// True once the job can no longer change.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled)
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One job row, as stored.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct JobRow {
+    /// Job id (UUIDv7 text: time-ordered, unguessable enough for display).
+    pub id: String,
+    /// Owner account.
+    pub account_id: String,
+    /// Tool that runs it.
+    pub tool_id: String,
+    /// Executing service (`comfyui`, `media`).
+    pub service: String,
+    /// Merged, validated parameters (JSON object text).
+    pub params: String,
+    /// Status text; see [`JobRow::status`].
+    pub status: String,
+    /// Higher runs first.
+    pub priority: i64,
+    /// Fair-queuing key (smaller runs first within a priority).
+    pub fair_key: i64,
+    /// Submissions to a backend so far.
+    pub attempts: i64,
+    /// Submissions allowed before transient failures become final.
+    pub max_attempts: i64,
+    /// Not claimable before this time (retry backoff).
+    pub run_after: i64,
+    /// Execution time limit.
+    pub timeout_ms: i64,
+    /// Worker holding the lease.
+    pub lease_owner: Option<String>,
+    /// When the lease lapses unless renewed.
+    pub lease_expires_at: Option<i64>,
+    /// Backend the job was last sent to.
+    pub backend: Option<String>,
+    /// The backend's id for the current submission (ComfyUI prompt id).
+    pub remote_id: Option<String>,
+    /// Last known progress, 0..1.
+    pub progress: f64,
+    /// Output media ids (JSON array text) once succeeded.
+    pub outputs: Option<String>,
+    /// Stable error code when failed.
+    pub error_code: Option<String>,
+    /// Human-readable error or last transient error.
+    pub error: Option<String>,
+    /// The owner asked to cancel while it was running.
+    pub cancel_requested: bool,
+    /// Where the request came from (JSON: platform, conversation), for delivery.
+    pub source: Option<String>,
+    /// Timestamps (Unix ms).
+    pub created_at: i64,
+    /// First claim.
+    pub dispatched_at: Option<i64>,
+    /// Backend started executing.
+    pub started_at: Option<i64>,
+    /// Reached a terminal state.
+    pub finished_at: Option<i64>,
+}
+
+impl JobRow {
+    /// Parsed status (unknown text reads as failed, which is never silently retried).
+    pub fn status(&self) -> JobStatus {
+        JobStatus::parse(&self.status).unwrap_or(JobStatus::Failed)
+    }
+
+    /// Parameters as a JSON object.
+    pub fn params_json(&self) -> serde_json::Map<String, Value> {
+        serde_json::from_str(&self.params).unwrap_or_default()
+    }
+
+    /// Output media ids.
+    pub fn output_ids(&self) -> Vec<String> {
+        self.outputs
+            .as_deref()
+            .and_then(|o| serde_json::from_str(o).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Id chosen by the caller (so it can be returned before the insert).
+    pub id: String,
+    /// Owner.
+    pub account_id: String,
+    /// Tool id.
+    pub tool_id: String,
+    /// Executing service.
+    pub service: String,
+    /// Validated parameters.
+    pub params: serde_json::Map<String, Value>,
+    /// Priority (0 normal).
+    pub priority: i64,
+    /// Backend submissions allowed.
+    pub max_attempts: i64,
+    /// Execution time limit.
+    pub timeout_ms: i64,
+    /// Origin, for delivery.
+    pub source: Option<Value>,
+}
+
+/// Parameters of one claim.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    /// Service whose jobs to claim.
+    pub service: &'a str,
+    /// Worker identity written into the lease.
+    pub owner: &'a str,
+    /// At most this many jobs.
+    pub limit: i64,
+    /// Lease length.
+    pub lease_ms: i64,
+    /// Per-account cap on dispatched + running jobs of this service.
+    pub per_account_running_cap: i64,
+    /// Claim time.
+    pub now: i64,
+}
+
+/// Filter for listing jobs.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this account's jobs.
+    pub account_id: Option<String>,
+    /// Only this status.
+    pub status: Option<JobStatus>,
+    /// Only this tool.
+    pub tool_id: Option<String>,
+    /// Page: jobs created strictly before this job id (ids are time-ordered).
+    pub before_id: Option<String>,
+    /// Page size.
+    pub limit: i64,
+}
+
+/// Where a queued job stands.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct QueuePosition {
+    /// Queued jobs of the same service that will be claimed before it.
+    pub ahead: i64,
+    /// Jobs of the same service currently dispatched or running.
+    pub running: i64,
+}
+
+/// Queue overview for operators.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueStats {
+    /// Count per status.
+    pub by_status: Vec<(String, i64)>,
+    /// Creation time of the oldest queued job.
+    pub oldest_queued_at: Option<i64>,
+}
+
+const JOB_COLUMNS: &str = "id, account_id, tool_id, service, params, status, priority, fair_key, attempts, \
+    max_attempts, run_after, timeout_ms, lease_owner, lease_expires_at, backend, remote_id, progress, outputs, \
+    error_code, error, cancel_requested, source, created_at, dispatched_at, started_at, finished_at";
+
+const ACTIVE: &str = "('dispatched','running')";
+
+impl Store {
+    /// Writes a new queued job, assigning its fair-queuing key. Returns the row.
+    pub async fn insert_job(&self, job: &NewJob, now: i64) -> Result<JobRow, StoreError> {
+        let params = Value::Object(job.params.clone()).to_string();
+        let source = job.source.as_ref().map(|s| s.to_string());
+        let greatest = match self {
+            Store::Sqlite(_) => "MAX",
+            Store::Postgres(_) => "GREATEST",
+        };
+        let key_sql = format!(
+            "INSERT INTO queue_accounts (account_id, service, last_fair_key) \
+             VALUES ($1, $2, COALESCE((SELECT vtime FROM queue_clock WHERE service = $2), 0)) \
+             ON CONFLICT (account_id, service) DO UPDATE SET last_fair_key = {greatest}(\
+               queue_accounts.last_fair_key + 1, \
+               COALESCE((SELECT vtime FROM queue_clock WHERE service = $2), 0)) \
+             RETURNING last_fair_key"
+        );
+        let insert_sql = format!(
+            "INSERT INTO jobs (id, account_id, tool_id, service, params, status, priority, fair_key, \
+             max_attempts, run_after, timeout_ms, source, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11, $9) RETURNING {JOB_COLUMNS}"
+        );
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let (fair_key,): (i64,) = sqlx::query_as(safe(&key_sql))
+                .bind(&job.account_id)
+                .bind(&job.service)
+                .fetch_one(&mut *tx)
+                .await?;
+            let row: JobRow = sqlx::query_as(safe(&insert_sql))
+                .bind(&job.id)
+                .bind(&job.account_id)
+                .bind(&job.tool_id)
+                .bind(&job.service)
+                .bind(&params)
+                .bind(job.priority)
+                .bind(fair_key)
+                .bind(job.max_attempts)
+                .bind(now)
+                .bind(job.timeout_ms)
+                .bind(&source)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(row)
+        })
+    }
+
+    /// Atomically claims up to `limit` queued jobs of one service, in priority
+    /// then fair-key order, skipping accounts already at their running cap.
+    /// On PostgreSQL concurrent claimers skip each other's rows
+    /// (`FOR UPDATE SKIP LOCKED`); SQLite serialises writers, so one statement
+    /// is atomic on its own.
+    pub async fn claim_jobs(&self, req: &ClaimRequest<'_>) -> Result<Vec<JobRow>, StoreError> {
+        // A bounded window of candidates keeps each claim O(window), not O(queue).
+        let window = req.limit * 4 + 256;
+        let order = "priority DESC, fair_key, created_at";
+        let candidates = format!(
+            "busy AS (SELECT account_id, COUNT(*) AS n FROM jobs \
+                      WHERE service = $4 AND status IN {ACTIVE} GROUP BY account_id), \
+             ranked AS (SELECT c.id, c.priority, c.fair_key, c.created_at, \
+                          ROW_NUMBER() OVER (PARTITION BY c.account_id ORDER BY {order}) \
+                            + COALESCE((SELECT n FROM busy b WHERE b.account_id = c.account_id), 0) AS load \
+                        FROM cand c), \
+             picked AS (SELECT id FROM ranked WHERE load <= $5 ORDER BY {order} LIMIT $6)"
+        );
+        let set = "status = 'dispatched', lease_owner = $1, lease_expires_at = $2, \
+                   dispatched_at = COALESCE(dispatched_at, $3)";
+        let sql = match self {
+            Store::Sqlite(_) => format!(
+                "UPDATE jobs SET {set} WHERE id IN (\
+                   WITH cand AS (SELECT id, account_id, priority, fair_key, created_at FROM jobs \
+                                 WHERE service = $4 AND status = 'queued' AND run_after <= $3 \
+                                 ORDER BY {order} LIMIT $7), \
+                   {candidates} SELECT id FROM picked) \
+                 RETURNING {JOB_COLUMNS}"
+            ),
+            Store::Postgres(_) => format!(
+                "WITH cand AS (SELECT id, account_id, priority, fair_key, created_at FROM jobs \
+                               WHERE service = $4 AND status = 'queued' AND run_after <= $3 \
+                               ORDER BY {order} LIMIT $7 FOR UPDATE SKIP LOCKED), \
+                 {candidates} \
+                 UPDATE jobs SET {set} FROM picked WHERE jobs.id = picked.id \
+                 RETURNING {}",
+                JOB_COLUMNS
+                    .split(", ")
+                    .map(|c| format!("jobs.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let mut rows: Vec<JobRow> = with_pool!(self, p => {
+            sqlx::query_as(safe(&sql))
+                .bind(req.owner)
+                .bind(req.now + req.lease_ms)
+                .bind(req.now)
+                .bind(req.service)
+                .bind(req.per_account_running_cap)
+                .bind(req.limit)
+                .bind(window)
+                .fetch_all(p)
+                .await?
+        });
+        rows.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.fair_key.cmp(&b.fair_key))
+                .then(a.created_at.cmp(&b.created_at))
+        });
+        if let Some(first) = rows.iter().map(|r| r.fair_key).min() {
+            self.advance_clock(req.service, first).await?;
+        }
+        Ok(rows)
+    }
+
+    async fn advance_clock(&self, service: &str, key: i64) -> Result<(), StoreError> {
+        let greatest = match self {
+            Store::Sqlite(_) => "MAX",
+            Store::Postgres(_) => "GREATEST",
+        };
+        let sql = format!(
+            "INSERT INTO queue_clock (service, vtime) VALUES ($1, $2) \
+             ON CONFLICT (service) DO UPDATE SET vtime = {greatest}(queue_clock.vtime, excluded.vtime)"
+        );
+        with_pool!(self, p => { sqlx::query(safe(&sql)).bind(service).bind(key).execute(p).await?; });
+        Ok(())
+    }
+
+    /// Renews the leases of every active job held by `owner`. Returns the ids of
+    /// those jobs whose cancellation was requested meanwhile.
+    pub async fn heartbeat(&self, owner: &str, lease_until: i64) -> Result<Vec<String>, StoreError> {
+        with_pool!(self, p => {
+            sqlx::query(safe(&format!(
+                "UPDATE jobs SET lease_expires_at = $1 WHERE lease_owner = $2 AND status IN {ACTIVE}"
+            )))
+            .bind(lease_until)
+            .bind(owner)
+            .execute(p)
+            .await?;
+            let ids: Vec<(String,)> = sqlx::query_as(safe(&format!(
+                "SELECT id FROM jobs WHERE lease_owner = $1 AND cancel_requested = TRUE AND status IN {ACTIVE}"
+            )))
+            .bind(owner)
+            .fetch_all(p)
+            .await?;
+            Ok(ids.into_iter().map(|r| r.0).collect())
+        })
+    }
+
+    /// Puts jobs whose lease lapsed back in the queue, keeping `backend` and
+    /// `remote_id` so the next worker reconciles with the backend before doing
+    /// anything else. Returns how many were requeued.
+    pub async fn requeue_expired(&self, now: i64) -> Result<u64, StoreError> {
+        with_pool!(self, p => {
+            let r = sqlx::query(safe(&format!(
+                "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE status IN {ACTIVE} AND lease_expires_at < $1"
+            )))
+            .bind(now)
+            .execute(p)
+            .await?;
+            Ok(r.rows_affected())
+        })
+    }
+
+    /// Lets go of every lease `owner` holds (graceful shutdown): the jobs are
+    /// requeued at once for another process to reconcile and resume.
+    pub async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
+        with_pool!(self, p => {
+            let r = sqlx::query(safe(&format!(
+                "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE lease_owner = $1 AND status IN {ACTIVE}"
+            )))
+            .bind(owner)
+            .execute(p)
+            .await?;
+            Ok(r.rows_affected())
+        })
+    }
+
+    /// Records where a job is about to be submitted, BEFORE it is sent, so a
+    /// crash right after the send can be reconciled by asking that backend
+    /// about `remote_id`. Counts one attempt. False if the lease was lost.
+    pub async fn record_submission(
+        &self,
+        job_id: &str,
+        owner: &str,
+        backend: &str,
+        remote_id: &str,
+    ) -> Result<bool, StoreError> {
+        with_pool!(self, p => {
+            let r = sqlx::query(safe(&format!(
+                "UPDATE jobs SET backend = $1, remote_id = $2, attempts = attempts + 1 \
+                 WHERE id = $3 AND lease_owner = $4 AND status IN {ACTIVE}"
+            )))
+            .bind(backend)
+            .bind(remote_id)
+            .bind(job_id)
+            .bind(owner)
+            .execute(p)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
+    /// Marks a dispatched job as running on its backend.
+    pub async fn mark_running(&self, job_id: &str, owner: &str, now: i64) -> Result<bool, StoreError> {
+        with_pool!(self, p => {
+            let r = sqlx::query(
+                "UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, $1) \
+                 WHERE id = $2 AND lease_owner = $3 AND status IN ('dispatched','running')",
+            )
+            .bind(now)
+            .bind(job_id)
+            .bind(owner)
+            .execute(p)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
+    /// Stores the latest progress figure (callers throttle).
+    pub async fn set_progress(&self, job_id: &str, owner: &str, progress: f64) -> Result<(), StoreError> {
+        with_pool!(self, p => {
+            sqlx::query(safe(&format!(
+                "UPDATE jobs SET progress = $1 WHERE id = $2 AND lease_owner = $3 AND status IN {ACTIVE}"
+            )))
+            .bind(progress)
+            .bind(job_id)
+            .bind(owner)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Finishes a job the caller still holds. Returns false (and changes
+    /// nothing) when the lease was lost, so an outcome is decided exactly once.
+    pub async fn finish_job(
+        &self,
+        job_id: &str,
+        owner: &str,
+        status: JobStatus,
+        outputs: Option<&[String]>,
+        error: Option<(&str, &str)>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        debug_assert!(status.is_terminal());
+        let outputs = outputs.map(|o| serde_json::to_string(o).unwrap_or_else(|_| "[]".into()));
+        let (code, msg) = error.map(|(c, m)| (Some(c), Some(m))).unwrap_or((None, None));
+        with_pool!(self, p => {
+            let r = sqlx::query(safe(&format!(
+                "UPDATE jobs SET status = $1, outputs = COALESCE($2, outputs), error_code = $3, error = $4, \
+                 finished_at = $5, progress = CASE WHEN $1 = 'succeeded' THEN 1.0 ELSE progress END, \
+                 lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE id = $6 AND lease_owner = $7 AND status IN {ACTIVE}"
+            )))
+            .bind(status.as_str())
+            .bind(outputs)
+            .bind(code)
+            .bind(msg)
+            .bind(now)
+            .bind(job_id)
+            .bind(owner)
+            .execute(p)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
+    /// Sends a job back to the queue after a transient failure, not claimable
+    /// before `run_after`. The failed submission is forgotten (the backend
+    /// has no live copy), the backend is kept so routing can avoid it.
+    pub async fn retry_job(
+        &self,
+        job_id: &str,
+        owner: &str,
+        run_after: i64,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        with_pool!(self, p => {
+            let r = sqlx::query(safe(&format!(
+                "UPDATE jobs SET status = 'queued', run_after = $1, error = $2, remote_id = NULL, \
+                 lease_owner = NULL, lease_expires_at = NULL, progress = 0 \
+                 WHERE id = $3 AND lease_owner = $4 AND status IN {ACTIVE}"
+            )))
+            .bind(run_after)
+            .bind(error)
+            .bind(job_id)
+            .bind(owner)
+            .execute(p)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
+    /// Cancels a job: a queued one at once (returns its new row), an active one
+    /// by flagging it for its worker. Terminal jobs are returned unchanged.
+    pub async fn cancel_job(&self, job_id: &str, now: i64) -> Result<JobRow, StoreError> {
+        with_pool!(self, p => {
+            sqlx::query(
+                "UPDATE jobs SET status = 'cancelled', finished_at = $1, error_code = 'cancelled', \
+                 error = 'cancelled by request' WHERE id = $2 AND status = 'queued'",
+            )
+            .bind(now)
+            .bind(job_id)
+            .execute(p)
+            .await?;
+            sqlx::query(safe(&format!(
+                "UPDATE jobs SET cancel_requested = TRUE WHERE id = $1 AND status IN {ACTIVE}"
+            )))
+            .bind(job_id)
+            .execute(p)
+            .await?;
+        });
+        self.get_job(job_id).await?.ok_or_else(|| StoreError::NotFound {
+            what: "job",
+            id: job_id.to_string(),
+        })
+    }
+
+    /// One job by id.
+    pub async fn get_job(&self, job_id: &str) -> Result<Option<JobRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(safe(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")))
+                .bind(job_id)
+                .fetch_optional(p)
+                .await?)
+        })
+    }
+
+    /// Jobs newest first, filtered and paged.
+    pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<JobRow>, StoreError> {
+        let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1=1");
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        if f.account_id.is_some() {
+            sql += &format!(" AND account_id = {}", next());
+        }
+        if f.status.is_some() {
+            sql += &format!(" AND status = {}", next());
+        }
+        if f.tool_id.is_some() {
+            sql += &format!(" AND tool_id = {}", next());
+        }
+        if f.before_id.is_some() {
+            sql += &format!(" AND id < {}", next());
+        }
+        sql += &format!(" ORDER BY id DESC LIMIT {}", next());
+        with_pool!(self, p => {
+            let mut q = sqlx::query_as::<_, JobRow>(safe(&sql));
+            if let Some(a) = &f.account_id { q = q.bind(a); }
+            if let Some(s) = f.status { q = q.bind(s.as_str()); }
+            if let Some(t) = &f.tool_id { q = q.bind(t); }
+            if let Some(b) = &f.before_id { q = q.bind(b); }
+            Ok(q.bind(f.limit.clamp(1, 1000)).fetch_all(p).await?)
+        })
+    }
+
+    /// How many queued jobs of the same service will be claimed before `job`.
+    pub async fn queue_position(&self, job: &JobRow) -> Result<QueuePosition, StoreError> {
+        with_pool!(self, p => {
+            let (ahead,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM jobs WHERE service = $1 AND status = 'queued' AND id <> $5 AND \
+                 (priority > $2 OR (priority = $2 AND (fair_key < $3 OR (fair_key = $3 AND created_at <= $4))))",
+            )
+            .bind(&job.service)
+            .bind(job.priority)
+            .bind(job.fair_key)
+            .bind(job.created_at)
+            .bind(&job.id)
+            .fetch_one(p)
+            .await?;
+            let (running,): (i64,) = sqlx::query_as(safe(&format!(
+                "SELECT COUNT(*) FROM jobs WHERE service = $1 AND status IN {ACTIVE}"
+            )))
+            .bind(&job.service)
+            .fetch_one(p)
+            .await?;
+            Ok(QueuePosition { ahead, running })
+        })
+    }
+
+    /// Mean run time (ms) of the last `n` successful jobs of a tool, for ETAs.
+    pub async fn recent_run_ms(&self, tool_id: &str, n: i64) -> Result<Option<f64>, StoreError> {
+        with_pool!(self, p => {
+            let rows: Vec<(i64,)> = sqlx::query_as(
+                "SELECT finished_at - COALESCE(started_at, dispatched_at) FROM jobs \
+                 WHERE tool_id = $1 AND status = 'succeeded' AND finished_at IS NOT NULL \
+                 AND COALESCE(started_at, dispatched_at) IS NOT NULL ORDER BY finished_at DESC LIMIT $2",
+            )
+            .bind(tool_id)
+            .bind(n)
+            .fetch_all(p)
+            .await?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(rows.iter().map(|r| r.0 as f64).sum::<f64>() / rows.len() as f64))
+        })
+    }
+
+    /// Counts per status and the oldest queued job.
+    pub async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        with_pool!(self, p => {
+            let by_status: Vec<(String, i64)> =
+                sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
+                    .fetch_all(p)
+                    .await?;
+            let (oldest,): (Option<i64>,) =
+                sqlx::query_as("SELECT MIN(created_at) FROM jobs WHERE status = 'queued'")
+                    .fetch_one(p)
+                    .await?;
+            Ok(QueueStats { by_status, oldest_queued_at: oldest })
+        })
+    }
+}

@@ -1,0 +1,29 @@
+//! Durable storage for Station.
+//!
+//! One [`Store`] type fronts two databases: SQLite in WAL mode (the embedded
+//! default) and PostgreSQL (chosen by a `postgres://` URL, so several Station
+//! processes can share one queue). Every query is written once where the SQL
+//! is portable and twice where it is not (claiming jobs, `GREATEST`/`MAX`);
+//! both run the same test suite.
+//!
+//! All timestamps are Unix milliseconds (`i64`); JSON columns are text.
+
+mod db;
+mod jobs;
+mod misc;
+
+pub use db::{Backend, Store, StoreError};
+pub use jobs::{
+    ClaimRequest, JobFilter, JobRow, JobStatus, NewJob, QueuePosition, QueueStats,
+};
+pub use misc::{AccountRow, BackendRow, MediaRow};
+
+/// Milliseconds since the Unix epoch, the one time unit stored.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub mod testing;
