@@ -191,12 +191,21 @@ fn debounce_loop(
         let Some(inner) = registry.upgrade() else {
             return;
         };
-        ToolRegistry { inner }.reload();
+        let registry_now = ToolRegistry { inner };
+        registry_now.reload();
         if !watching_dir && dir.is_dir() {
             let Some(w) = watcher.upgrade() else { return };
-            let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
-            match w.watch(&dir, RecursiveMode::NonRecursive) {
-                Ok(()) => watching_dir = true,
+            let res = w
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .watch(&dir, RecursiveMode::NonRecursive);
+            match res {
+                Ok(()) => {
+                    watching_dir = true;
+                    // Files written between the folder appearing and the watch starting sent
+                    // no event we could see; read the folder once more to catch them.
+                    registry_now.reload();
+                }
                 Err(e) => tracing::warn!("cannot watch tools folder {}: {e}", dir.display()),
             }
         }

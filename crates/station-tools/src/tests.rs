@@ -708,8 +708,8 @@ fn hot_reload_waits_for_a_missing_folder_to_appear() {
     let (reg, _) = ToolRegistry::load(Some(&dir));
     let _watcher = reg.watch().unwrap();
     std::fs::create_dir(&dir).unwrap();
-    // The folder's creation triggers a reload that starts watching it; then its files count.
-    std::thread::sleep(Duration::from_millis(500));
+    // Written right after the folder appears, possibly before its own watch starts: the
+    // re-read after starting that watch must still find it.
     write(&dir, "late.json", &tool_json("late"));
     wait_until("a tool in the new folder appears", || {
         reg.get("late").is_some()
@@ -1257,4 +1257,34 @@ fn builtins_match_recorded_object_info() {
         }
     }
     assert!(checked > 10, "only {checked} nodes were checked");
+}
+
+/// The examples in the operator reference must stay valid as the format evolves.
+#[test]
+fn tools_md_examples_load() {
+    let doc = include_str!("../TOOLS.md");
+    let blocks: Vec<&str> = doc
+        .split("```json\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .collect();
+    assert_eq!(blocks.len(), 2);
+    let dir = tempfile::tempdir().unwrap();
+    for (i, block) in blocks.iter().enumerate() {
+        std::fs::write(dir.path().join(format!("example{i}.json")), block).unwrap();
+    }
+    let (tools, errors) = check_dir(dir.path());
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(tools.len(), 2);
+    let portrait = tools.iter().find(|t| t.id == "portrait").unwrap();
+    let params = resolve_params(
+        portrait,
+        &map(json!({"prompt": "a lighthouse keeper"})),
+        &Map::new(),
+        &mut rng(),
+    )
+    .unwrap();
+    let bound = bind_workflow(portrait, &params.values, &HashMap::new()).unwrap();
+    assert_eq!(bound["6"]["inputs"]["text"], json!("a lighthouse keeper"));
+    assert_eq!(bound["3"]["inputs"]["sampler_name"], json!("dpmpp_2m"));
 }
