@@ -75,7 +75,9 @@ impl ComfyClient {
     }
 
     fn url(&self, path: &str) -> Url {
-        self.base.join(path).expect("relative API paths always join")
+        self.base
+            .join(path)
+            .expect("relative API paths always join")
     }
 
     fn transport_error(url: &Url, e: reqwest::Error) -> ComfyError {
@@ -99,10 +101,12 @@ impl ComfyClient {
         }
     }
 
-    async fn send(&self, url: &Url, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ComfyError> {
-        req.send()
-            .await
-            .map_err(|e| Self::transport_error(url, e))
+    async fn send(
+        &self,
+        url: &Url,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ComfyError> {
+        req.send().await.map_err(|e| Self::transport_error(url, e))
     }
 
     async fn body(url: &Url, resp: reqwest::Response) -> Result<Bytes, ComfyError> {
@@ -140,7 +144,9 @@ impl ComfyClient {
 
     async fn post_json(&self, path: &str, body: &Value) -> Result<Bytes, ComfyError> {
         let url = self.url(path);
-        let resp = self.send(&url, self.http.post(url.clone()).json(body)).await?;
+        let resp = self
+            .send(&url, self.http.post(url.clone()).json(body))
+            .await?;
         Self::expect_ok(&url, resp).await
     }
 
@@ -155,7 +161,9 @@ impl ComfyClient {
         if let Some(method) = &req.preview_method {
             body["extra_data"] = json!({ "preview_method": method });
         }
-        let resp = self.send(&url, self.http.post(url.clone()).json(&body)).await?;
+        let resp = self
+            .send(&url, self.http.post(url.clone()).json(&body))
+            .await?;
         let status = resp.status();
         let bytes = Self::body(&url, resp).await?;
         if status == reqwest::StatusCode::BAD_REQUEST {
@@ -185,7 +193,9 @@ impl ComfyClient {
             .part("image", part)
             .text("overwrite", "true")
             .text("type", "input");
-        let resp = self.send(&url, self.http.post(url.clone()).multipart(form)).await?;
+        let resp = self
+            .send(&url, self.http.post(url.clone()).multipart(form))
+            .await?;
         let body = Self::expect_ok(&url, resp).await?;
         Self::decode(&url, &body)
     }

@@ -46,7 +46,10 @@ pub enum ComfyError {
         body: String,
     },
     /// The server rejected the prompt (HTTP 400).
-    #[error("ComfyUI rejected the prompt: {message}{}", fmt_node_errors(node_errors))]
+    #[error(
+        "ComfyUI rejected the prompt: {message}{}",
+        fmt_node_errors(node_errors)
+    )]
     Validation {
         /// Prompt-level message (with details when given).
         message: String,

@@ -278,7 +278,11 @@ impl ObjectInfo {
         };
         Some(
             list.iter()
-                .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string())
+                })
                 .collect(),
         )
     }
@@ -593,7 +597,9 @@ impl WsMessage {
                     prompt_id: d.prompt_id,
                 }
             }
-            "execution_error" => WsMessage::ExecutionError(serde_json::from_value(data).map_err(bad)?),
+            "execution_error" => {
+                WsMessage::ExecutionError(serde_json::from_value(data).map_err(bad)?)
+            }
             "execution_interrupted" => {
                 WsMessage::ExecutionInterrupted(serde_json::from_value(data).map_err(bad)?)
             }
@@ -693,7 +699,11 @@ impl BinaryFrame {
                 let mime = match be_u32(&rest[..4]) {
                     1 => "image/jpeg",
                     2 => "image/png",
-                    other => return Err(format!("binary preview frame: unknown image format {other}")),
+                    other => {
+                        return Err(format!(
+                            "binary preview frame: unknown image format {other}"
+                        ));
+                    }
                 };
                 Ok(BinaryFrame::Preview {
                     mime,

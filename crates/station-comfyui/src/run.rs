@@ -81,7 +81,10 @@ fn entry_outcome(entry: &HistoryEntry, prompt_id: &str) -> Result<PromptOutcome,
     {
         return Err(ComfyError::Protocol {
             what: format!("history of {prompt_id}"),
-            reason: format!("status_str is {:?} without an error message", status.status_str),
+            reason: format!(
+                "status_str is {:?} without an error message",
+                status.status_str
+            ),
         });
     }
     Ok(PromptOutcome {
@@ -124,7 +127,12 @@ async fn check(client: &ComfyClient, prompt_id: &str) -> Result<Step, ComfyError
         return Ok(Step::Done(entry_outcome(&entry, prompt_id)));
     }
     let queue = client.queue().await?;
-    if queue.running.iter().chain(&queue.pending).any(|p| p == prompt_id) {
+    if queue
+        .running
+        .iter()
+        .chain(&queue.pending)
+        .any(|p| p == prompt_id)
+    {
         return Ok(Step::Wait);
     }
     match client.history(prompt_id).await? {

@@ -133,7 +133,9 @@ impl Inner {
                 PromptEvent::Started
             }
             WsMessage::ExecutionCached { nodes, .. } => PromptEvent::Cached { nodes },
-            WsMessage::Executing { node: Some(node), .. } => {
+            WsMessage::Executing {
+                node: Some(node), ..
+            } => {
                 *lock(&self.current) = Some(pid.clone());
                 PromptEvent::Executing { node }
             }
@@ -221,7 +223,9 @@ impl BackendSocket {
             .map_err(|_| bad("cannot switch to a websocket scheme".into()))?;
         let path = format!("{}/ws", url.path().trim_end_matches('/'));
         url.set_path(&path);
-        url.query_pairs_mut().clear().append_pair("clientId", client_id);
+        url.query_pairs_mut()
+            .clear()
+            .append_pair("clientId", client_id);
         let (connected, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             client_id: client_id.to_owned(),
