@@ -32,6 +32,22 @@ pub struct Resolution {
     pub warnings: Vec<String>,
 }
 
+impl Resolution {
+    /// `(filename, weight)` of each applied LoRA, in order, ready for
+    /// [`inject_loras`](crate::inject_loras); `catalog` must be the one passed to [`resolve`].
+    ///
+    /// Applied slugs missing from `catalog` (impossible with the same catalog) are skipped.
+    pub fn loader_inputs<'c>(&self, catalog: &'c [LoraRecord]) -> Vec<(&'c str, f64)> {
+        self.applied
+            .iter()
+            .filter_map(|a| {
+                let rec = catalog.iter().find(|r| r.slug == a.slug)?;
+                Some((rec.filename.as_str(), a.weight))
+            })
+            .collect()
+    }
+}
+
 /// Weight step of one `.` or `!` written after a trigger, in hundredths.
 const SHIFT_STEP: i64 = 20;
 /// Highest weight a trigger can ask for, in hundredths.
@@ -536,16 +552,16 @@ impl Resolver<'_, '_, '_> {
             }
             let limit = tags.get(next_tag).map_or(prompt.len(), |t| t.start);
             if let Some((id, end)) = self.index.best_match(prompt, i, limit, prev) {
-                let kept_tag = after_tag.take();
-                if kept_tag.is_some_and(|u| self.index.phrases[id].loras.contains(&u)) {
+                let follows_own_tag = after_tag
+                    .take()
+                    .is_some_and(|u| self.index.phrases[id].loras.contains(&u));
+                i = if follows_own_tag {
                     // The word a previous resolution wrote after its tag: leave it alone.
                     self.out.push_str(&prompt[i..end]);
+                    end
                 } else {
-                    i = self.apply(id, i, end);
-                    prev = prompt[..i].chars().next_back();
-                    continue;
-                }
-                i = end;
+                    self.apply(id, i, end)
+                };
                 prev = prompt[..i].chars().next_back();
                 continue;
             }

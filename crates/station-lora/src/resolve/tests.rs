@@ -775,6 +775,16 @@ fn resolving_a_resolved_prompt_changes_nothing() {
 }
 
 #[test]
+fn loader_inputs_map_applied_slugs_to_files() {
+    let cat = [weight(milady(), 0.8), lora("pixel", &["pixel"])];
+    let r = run("pixel <lora:milady-v1:1.3>", &cat);
+    assert_eq!(
+        r.loader_inputs(&cat),
+        vec![("pixel.safetensors", 1.0), ("milady-v1.safetensors", 1.3)]
+    );
+}
+
+#[test]
 fn resolution_json_shape() {
     let r = run("milady.. <lora:nope:1>", &[milady()]);
     assert_eq!(
