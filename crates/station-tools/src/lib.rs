@@ -3,6 +3,8 @@
 //! workflows. Every platform reads tools from here, so this crate is the single source of
 //! truth for them. The file format is documented in `TOOLS.md`.
 
+#![warn(missing_docs)]
+
 mod bind;
 mod def;
 mod load;
