@@ -15,6 +15,10 @@ pub mod error;
 pub mod ops;
 pub mod store;
 
+/// The `image` crate this one is built on, so callers name the same `DynamicImage`
+/// type without pinning a version of their own.
+pub use image;
+
 pub use decode::{DecodeLimits, ImageInfo, MediaFormat, decode, probe};
 pub use error::{MediaError, Result};
 pub use store::{BlobStore, MediaStore, StoredBlob};

@@ -243,7 +243,9 @@ pub fn encode(img: &DynamicImage, format: MediaFormat, quality: Option<u8>) -> R
         }
         MediaFormat::Gif => {
             let rgba = img.to_rgba8();
-            let mut enc = GifEncoder::new(&mut out);
+            // Speed 10 is the gif crate's suggested balance; the default (1) spends
+            // seconds quantising a large frame for no visible gain.
+            let mut enc = GifEncoder::new_with_speed(&mut out, 10);
             enc.encode(rgba.as_raw(), w, h, image::ExtendedColorType::Rgba8)
                 .map_err(enc_err)?;
         }
@@ -533,7 +535,7 @@ impl Default for WatermarkOptions {
 fn parse_color(s: &str) -> Result<[u8; 3]> {
     let hex = s.strip_prefix('#').unwrap_or(s);
     let bad = || MediaError::option("color", format!("{s:?} is not #rrggbb"));
-    if hex.len() != 6 {
+    if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
     let v = u32::from_str_radix(hex, 16).map_err(|_| bad())?;
@@ -606,9 +608,12 @@ pub fn watermark(
     let m = opts.margin;
     let (x, y) = match opts.position {
         Position::TopLeft => (m, m),
-        Position::TopRight => (w.saturating_sub(mw + m), m),
-        Position::BottomLeft => (m, h.saturating_sub(mh + m)),
-        Position::BottomRight => (w.saturating_sub(mw + m), h.saturating_sub(mh + m)),
+        Position::TopRight => (w.saturating_sub(mw.saturating_add(m)), m),
+        Position::BottomLeft => (m, h.saturating_sub(mh.saturating_add(m))),
+        Position::BottomRight => (
+            w.saturating_sub(mw.saturating_add(m)),
+            h.saturating_sub(mh.saturating_add(m)),
+        ),
         Position::Center => (w.saturating_sub(mw) / 2, h.saturating_sub(mh) / 2),
     };
     let mut base = img.to_rgba8();
@@ -625,7 +630,9 @@ pub fn watermark(
 fn blend_over(base: &mut RgbaImage, mark: &RgbaImage, x: u32, y: u32, opacity: f32) {
     let (bw, bh) = base.dimensions();
     for (mx, my, p) in mark.enumerate_pixels() {
-        let (bx, by) = (x + mx, y + my);
+        let (Some(bx), Some(by)) = (x.checked_add(mx), y.checked_add(my)) else {
+            continue;
+        };
         if bx >= bw || by >= bh {
             continue;
         }
@@ -821,7 +828,9 @@ const MIN_DELIVERY_SIDE: u32 = 64;
 
 /// Returns bytes that satisfy `limits`: the input unchanged if it already fits (so
 /// an animated GIF stays animated), else re-encoded in its own format and, failing
-/// that, as JPEG at falling quality, downscaling by 3/4 between rounds.
+/// that, as JPEG at falling quality, downscaling by 3/4 between rounds. An input that
+/// must be re-encoded is read with the default [`DecodeLimits`]; a re-encoded
+/// animation keeps only its first frame.
 pub fn fit_for_delivery(bytes: &[u8], limits: &DeliveryLimits) -> Result<Vec<u8>> {
     let info = decode::probe(bytes)?;
     if bytes.len() as u64 <= limits.max_bytes && limits.dims_fit(info.width, info.height) {
