@@ -221,24 +221,22 @@ impl Validator<'_> {
                         ));
                     }
                 }
-                Value::Array(choices) => {
-                    if !choices.contains(value) {
-                        let list = if choices.len() > 20 {
-                            format!("(list of length {})", choices.len())
-                        } else {
-                            py_list(choices)
-                        };
-                        let shown = value
-                            .as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| value.to_string());
-                        errors.push(err(
-                            "value_not_in_list",
-                            "Value not in list",
-                            format!("{name}: '{shown}' not in {list}"),
-                            extra,
-                        ));
-                    }
+                Value::Array(choices) if !choices.contains(value) => {
+                    let list = if choices.len() > 20 {
+                        format!("(list of length {})", choices.len())
+                    } else {
+                        py_list(choices)
+                    };
+                    let shown = value
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| value.to_string());
+                    errors.push(err(
+                        "value_not_in_list",
+                        "Value not in list",
+                        format!("{name}: '{shown}' not in {list}"),
+                        extra,
+                    ));
                 }
                 Value::String(t) if t == "INT" || t == "FLOAT" => {
                     let Some(n) = value.as_f64() else {

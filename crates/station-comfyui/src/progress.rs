@@ -47,15 +47,13 @@ impl ProgressTracker {
                 }
                 self.current = Some((node.clone(), 0.0));
             }
-            PromptEvent::Progress { node, value, max } => {
-                if *max > 0.0 {
-                    let frac = (value / max).clamp(0.0, 1.0);
-                    match (&mut self.current, node) {
-                        (Some((cur, f)), Some(n)) if cur == n => *f = frac,
-                        (Some((_, f)), None) => *f = frac,
-                        (_, Some(n)) => self.current = Some((n.clone(), frac)),
-                        (None, None) => {}
-                    }
+            PromptEvent::Progress { node, value, max } if *max > 0.0 => {
+                let frac = (value / max).clamp(0.0, 1.0);
+                match (&mut self.current, node) {
+                    (Some((cur, f)), Some(n)) if cur == n => *f = frac,
+                    (Some((_, f)), None) => *f = frac,
+                    (_, Some(n)) => self.current = Some((n.clone(), frac)),
+                    (None, None) => {}
                 }
             }
             PromptEvent::ProgressState { nodes } => {

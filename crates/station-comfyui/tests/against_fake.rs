@@ -353,6 +353,9 @@ async fn execution_errors_surface_with_message() {
         .unwrap();
 }
 
+type RunHandle = tokio::task::JoinHandle<Result<station_comfyui::PromptOutcome, ComfyError>>;
+type Events = Arc<Mutex<Vec<PromptEvent>>>;
+
 async fn wait_for<F: Fn(&PromptEvent) -> bool>(events: &Arc<Mutex<Vec<PromptEvent>>>, f: F) {
     for _ in 0..400 {
         if events.lock().unwrap().iter().any(&f) {
@@ -363,14 +366,7 @@ async fn wait_for<F: Fn(&PromptEvent) -> bool>(events: &Arc<Mutex<Vec<PromptEven
     panic!("event never arrived: {:?}", events.lock().unwrap());
 }
 
-fn spawn_run(
-    e: &Env,
-    g: Graph,
-    id: &str,
-) -> (
-    tokio::task::JoinHandle<Result<station_comfyui::PromptOutcome, ComfyError>>,
-    Arc<Mutex<Vec<PromptEvent>>>,
-) {
+fn spawn_run(e: &Env, g: Graph, id: &str) -> (RunHandle, Events) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let (client, socket, id, ev) = (
         e.client.clone(),
