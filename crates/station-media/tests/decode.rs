@@ -196,3 +196,75 @@ fn webp_is_probed_and_decoded() {
     let img = decode(&bytes, &DecodeLimits::default()).unwrap();
     assert_eq!(rgb_at(&img, 4, 2), [1, 200, 3]);
 }
+
+/// Minimal big-endian EXIF block holding only an Orientation tag.
+fn exif_orientation(value: u8) -> Vec<u8> {
+    let mut exif = b"Exif\0\0MM\0*\0\0\0\x08".to_vec();
+    exif.extend_from_slice(&[0, 1]); // one IFD entry
+    exif.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, value, 0, 0]);
+    exif.extend_from_slice(&[0, 0, 0, 0]); // no next IFD
+    exif
+}
+
+#[test]
+fn exif_orientation_is_applied_so_stripping_does_not_turn_photos() {
+    // 20x10, red left half; orientation 6 means "rotate 90° clockwise to display".
+    let img = common::stripes(20, 10, &[[255, 0, 0], [0, 0, 255]]);
+    let tagged = jpeg_with_segment(&jpeg(&img), 0xE1, &exif_orientation(6));
+    assert_eq!(
+        probe(&tagged).unwrap().width,
+        20,
+        "header size is the stored one"
+    );
+    let shown = decode(&tagged, &DecodeLimits::default()).unwrap();
+    assert_eq!(shown.dimensions(), (10, 20));
+    // The red left edge ends up on top after a clockwise turn.
+    assert!(
+        near(rgb_at(&shown, 5, 2), [255, 0, 0], 40),
+        "{:?}",
+        rgb_at(&shown, 5, 2)
+    );
+    assert!(near(rgb_at(&shown, 5, 17), [0, 0, 255], 40));
+
+    let clean = station_media::ops::strip_metadata(&tagged, &DecodeLimits::default()).unwrap();
+    assert!(!contains(&clean, b"Exif"));
+    let info = probe(&clean).unwrap();
+    assert_eq!((info.width, info.height), (10, 20));
+}
+
+#[test]
+fn random_damage_never_panics() {
+    let inputs = [
+        png(&noise(24, 24, 1)),
+        jpeg(&noise(24, 24, 2)),
+        station_media::ops::encode(&noise(24, 24, 3), MediaFormat::Webp, None).unwrap(),
+        two_frame_gif(),
+    ];
+    let limits = DecodeLimits::default();
+    let mut s: u32 = 12345;
+    let mut rand = move || {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        s
+    };
+    let mut failures = 0;
+    for input in &inputs {
+        for _ in 0..150 {
+            let mut bytes = input.clone();
+            for _ in 0..1 + rand() % 4 {
+                let i = (rand() as usize) % bytes.len();
+                bytes[i] = rand() as u8;
+            }
+            if rand() % 3 == 0 {
+                bytes.truncate((rand() as usize) % bytes.len());
+            }
+            // Either outcome is fine; a panic fails the test.
+            let _ = probe(&bytes);
+            if decode(&bytes, &limits).is_err() {
+                failures += 1;
+            }
+        }
+    }
+    assert!(failures > 0, "damage was never detected");
+}

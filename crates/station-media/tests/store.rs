@@ -121,3 +121,23 @@ fn thumbnail_of_a_non_image_is_refused() {
         Err(MediaError::UnsupportedFormat(_))
     ));
 }
+
+#[test]
+fn concurrent_puts_of_the_same_content_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MediaStore::open(dir.path()).unwrap();
+    let bytes = png(&noise(64, 64, 8));
+    let hashes: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| store.put(&bytes, None).unwrap().hash))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(store.get(&hashes[0]).unwrap(), bytes);
+    assert_eq!(
+        files_under(dir.path()).len(),
+        1,
+        "duplicates or temp files left"
+    );
+}
