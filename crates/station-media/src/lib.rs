@@ -2,7 +2,7 @@
 //!
 //! - [`store`]: a content-addressed blob store (sha256, atomic writes, cached
 //!   thumbnails) behind the [`BlobStore`] trait.
-//! - [`decode`]: bounded decoding that detects the type from content and refuses
+//! - [`decode`](mod@decode): bounded decoding that detects the type from content and refuses
 //!   decompression bombs before allocating.
 //! - [`ops`]: pure image operations (resize, crop, convert, watermark, ...) with
 //!   serde option structs, using SIMD resizing.
