@@ -159,6 +159,21 @@ impl Store {
         Self::connect_postgres(base.options([("search_path", schema)])).await
     }
 
+    /// Drops a schema made by [`Store::connect_postgres_fresh_schema`] and
+    /// everything in it (benchmarks and tests clean up after themselves).
+    pub async fn drop_postgres_schema(url: &str, schema: &str) -> Result<(), StoreError> {
+        let base = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
+            url: mask_url(url),
+            reason: e.to_string(),
+        })?;
+        let admin = PgPoolOptions::new().max_connections(1).connect_with(base).await?;
+        sqlx::query(safe(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
+            .execute(&admin)
+            .await?;
+        admin.close().await;
+        Ok(())
+    }
+
     /// Which engine this store uses.
     pub fn backend(&self) -> Backend {
         match self {

@@ -648,3 +648,14 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// Counts a try that never reached a backend (so a job that cannot even be
+    /// submitted still runs out of attempts).
+    pub async fn bump_attempts(&self, job_id: &str) -> Result<(), StoreError> {
+        with_pool!(self, p => {
+            sqlx::query("UPDATE jobs SET attempts = attempts + 1 WHERE id = $1").bind(job_id).execute(p).await?;
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,563 @@
+//! The ComfyUI executor: a pool of backends that runs Station jobs.
+//!
+//! Routing: only healthy backends whose `/object_info` has every node type the
+//! tool's workflow uses (and the chosen checkpoint among the loader's
+//! choices); among those the least loaded, preferring the one that last ran
+//! the same checkpoint (model affinity), and avoiding the backend an earlier
+//! attempt failed on when another exists.
+//!
+//! Crash safety: the prompt id is chosen here and recorded in the job row
+//! before `POST /prompt`. A job claimed with a recorded prompt id is first
+//! reconciled with its backend (history, then queue): finished → collect the
+//! outputs, queued/running → follow it, unknown (backend restarted) →
+//! resubmit. A finished run is never repeated.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use station_core::{ExecContext, ExecError, ExecJob, Executor, OutputFile};
+use station_store::JobRow;
+use station_tools::ToolDef;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::client::ComfyClient;
+use crate::error::ComfyError;
+use crate::progress::ProgressTracker;
+use crate::protocol::{Graph, ImageRef, ObjectInfo};
+use crate::run::{RemoteState, RunOptions, reconcile, run_prompt};
+use crate::socket::{BackendSocket, PromptEvent};
+
+/// How a backend is configured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackendSpec {
+    /// Unique name.
+    pub name: String,
+    /// Base URL.
+    pub url: String,
+    /// Prompts it may hold at once.
+    pub max_concurrent: usize,
+    /// Free-form tags.
+    pub tags: Vec<String>,
+}
+
+/// A backend's live state, for `station backends` and readiness.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendStatus {
+    /// Configuration.
+    #[serde(flatten)]
+    pub spec: BackendSpec,
+    /// Passed its last health check.
+    pub healthy: bool,
+    /// Jobs it is running for this process.
+    pub inflight: usize,
+    /// Last health problem.
+    pub last_error: Option<String>,
+    /// Node types it offers (empty until first checked).
+    pub node_count: usize,
+}
+
+struct Backend {
+    spec: BackendSpec,
+    client: ComfyClient,
+    socket: BackendSocket,
+    healthy: AtomicBool,
+    inflight: AtomicUsize,
+    object_info: RwLock<Option<Arc<ObjectInfo>>>,
+    last_checkpoint: Mutex<Option<String>>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Backend {
+    fn free(&self) -> usize {
+        self.spec.max_concurrent.saturating_sub(self.inflight.load(Ordering::SeqCst))
+    }
+
+    /// Why this backend cannot run the tool, or None if it can.
+    fn cannot_run(&self, tool: &ToolDef, checkpoint: Option<&str>) -> Option<String> {
+        let info = self.object_info.read().expect("object_info lock").clone();
+        let Some(info) = info else { return Some("not checked yet".into()) };
+        let missing: Vec<String> = tool.node_types().into_iter().filter(|n| !info.has_node(n)).collect();
+        if !missing.is_empty() {
+            return Some(format!("missing nodes: {}", missing.join(", ")));
+        }
+        if let (Some(ckpt), Some(comfy)) = (checkpoint, &tool.comfyui) {
+            // The checkpoint must be among the choices of the node input it is bound to.
+            for (input, targets) in &comfy.bindings {
+                if tool.inputs.get(input).map(|i| i.kind) != Some(station_tools::InputType::Checkpoint) {
+                    continue;
+                }
+                for t in targets {
+                    let Some(t) = station_tools::BindingTarget::parse(t) else { continue };
+                    let class = comfy.workflow[t.node]["class_type"].as_str().unwrap_or_default();
+                    if let Some(choices) = info.choices(class, t.field)
+                        && !choices.iter().any(|c| c == ckpt)
+                    {
+                        return Some(format!("has no model file {ckpt} for {class}.{}", t.field));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn status(&self) -> BackendStatus {
+        BackendStatus {
+            spec: self.spec.clone(),
+            healthy: self.healthy.load(Ordering::SeqCst),
+            inflight: self.inflight.load(Ordering::SeqCst),
+            last_error: self.last_error.lock().expect("lock").clone(),
+            node_count: self.object_info.read().expect("lock").as_ref().map(|i| i.0.len()).unwrap_or(0),
+        }
+    }
+}
+
+/// Runs `comfyui` tools on a pool of ComfyUI servers.
+pub struct ComfyExecutor {
+    backends: RwLock<Vec<Arc<Backend>>>,
+    preview_method: Option<String>,
+    client_id: String,
+    stop: CancellationToken,
+}
+
+/// Holds a backend slot for the life of one job.
+struct Slot(Arc<Backend>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl ComfyExecutor {
+    /// A pool with these backends. Health checks start with [`ComfyExecutor::start_health_checks`].
+    pub fn new(specs: Vec<BackendSpec>, preview_method: &str) -> Result<Arc<ComfyExecutor>, ComfyError> {
+        let ex = Arc::new(ComfyExecutor {
+            backends: RwLock::new(vec![]),
+            preview_method: (preview_method != "none").then(|| preview_method.to_string()),
+            // One websocket id per Station process, shared by all its prompts on a backend.
+            client_id: uuid::Uuid::new_v4().to_string(),
+            stop: CancellationToken::new(),
+        });
+        for s in specs {
+            ex.add_backend(s)?;
+        }
+        Ok(ex)
+    }
+
+    /// Adds (or replaces) a backend at run time. It takes jobs once its first
+    /// health check passes.
+    pub fn add_backend(&self, spec: BackendSpec) -> Result<(), ComfyError> {
+        let backend = Arc::new(Backend {
+            client: ComfyClient::with_timeout(&spec.url, Duration::from_secs(30))?,
+            socket: BackendSocket::connect(&spec.url, &self.client_id)?,
+            spec,
+            healthy: AtomicBool::new(false),
+            inflight: AtomicUsize::new(0),
+            object_info: RwLock::new(None),
+            last_checkpoint: Mutex::new(None),
+            last_error: Mutex::new(None),
+        });
+        let mut list = self.backends.write().expect("backends lock");
+        list.retain(|b| b.spec.name != backend.spec.name);
+        list.push(backend);
+        Ok(())
+    }
+
+    /// Removes a backend; jobs already running on it finish there.
+    pub fn remove_backend(&self, name: &str) -> bool {
+        let mut list = self.backends.write().expect("backends lock");
+        let before = list.len();
+        list.retain(|b| b.spec.name != name);
+        before != list.len()
+    }
+
+    /// Live state of every backend.
+    pub fn statuses(&self) -> Vec<BackendStatus> {
+        self.backends.read().expect("backends lock").iter().map(|b| b.status()).collect()
+    }
+
+    /// For each backend, which of `tools` it can run, or why not.
+    pub fn capabilities(&self, tools: &[Arc<ToolDef>]) -> Vec<(String, Vec<(String, Option<String>)>)> {
+        self.list()
+            .iter()
+            .map(|b| {
+                let per_tool = tools
+                    .iter()
+                    .filter(|t| t.comfyui.is_some())
+                    .map(|t| (t.id.clone(), b.cannot_run(t, None)))
+                    .collect();
+                (b.spec.name.clone(), per_tool)
+            })
+            .collect()
+    }
+
+    fn list(&self) -> Vec<Arc<Backend>> {
+        self.backends.read().expect("backends lock").clone()
+    }
+
+    fn by_name(&self, name: &str) -> Option<Arc<Backend>> {
+        self.list().into_iter().find(|b| b.spec.name == name)
+    }
+
+    /// Checks every backend once: `/system_stats` for health, `/object_info` for nodes.
+    pub async fn check_all(&self) {
+        let checks = self.list().into_iter().map(|b| async move {
+            let result = async {
+                b.client.system_stats().await?;
+                b.client.object_info().await
+            }
+            .await;
+            match result {
+                Ok(info) => {
+                    *b.object_info.write().expect("lock") = Some(Arc::new(info));
+                    *b.last_error.lock().expect("lock") = None;
+                    if !b.healthy.swap(true, Ordering::SeqCst) {
+                        info!(backend = %b.spec.name, url = %b.spec.url, "backend is up");
+                    }
+                }
+                Err(e) => {
+                    *b.last_error.lock().expect("lock") = Some(e.to_string());
+                    if b.healthy.swap(false, Ordering::SeqCst) {
+                        warn!(backend = %b.spec.name, error = %e, "backend is down; its jobs go elsewhere");
+                    }
+                }
+            }
+        });
+        futures::future::join_all(checks).await;
+    }
+
+    /// Runs [`ComfyExecutor::check_all`] now and then every `every`, until
+    /// [`ComfyExecutor::shutdown`]. `on_change` is called after each round (to
+    /// wake workers when capacity appears).
+    pub async fn start_health_checks(self: &Arc<Self>, every: Duration, on_change: Arc<tokio::sync::Notify>) {
+        self.check_all().await;
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = me.stop.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                me.check_all().await;
+                on_change.notify_waiters();
+            }
+        });
+    }
+
+    /// Stops health checks.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// Picks a backend for a new submission and takes a slot on it.
+    fn route(&self, tool: &ToolDef, checkpoint: Option<&str>, avoid: Option<&str>) -> Result<Slot, ExecError> {
+        let all = self.list();
+        if all.is_empty() {
+            return Err(ExecError::Transient(
+                "no ComfyUI backend is configured; add one with `station backends add`".into(),
+            ));
+        }
+        let able: Vec<&Arc<Backend>> = all.iter().filter(|b| b.cannot_run(tool, checkpoint).is_none()).collect();
+        if able.is_empty() {
+            // Only final when every backend has answered and none has what is needed.
+            let reasons: Vec<String> = all
+                .iter()
+                .map(|b| format!("{}: {}", b.spec.name, b.cannot_run(tool, checkpoint).unwrap_or_default()))
+                .collect();
+            let all_known = all.iter().all(|b| b.object_info.read().expect("lock").is_some());
+            let msg = format!("no backend can run {}: {}", tool.id, reasons.join("; "));
+            return Err(if all_known { ExecError::Unroutable(msg) } else { ExecError::Transient(msg) });
+        }
+        let mut candidates: Vec<&Arc<Backend>> =
+            able.iter().copied().filter(|b| b.healthy.load(Ordering::SeqCst) && b.free() > 0).collect();
+        if candidates.len() > 1
+            && let Some(avoid) = avoid
+        {
+            candidates.retain(|b| b.spec.name != avoid);
+        }
+        let best = candidates.into_iter().min_by_key(|b| {
+            let affinity = checkpoint.is_some()
+                && b.last_checkpoint.lock().expect("lock").as_deref() == checkpoint;
+            let load = b.inflight.load(Ordering::SeqCst) * 1000 / b.spec.max_concurrent.max(1);
+            (!affinity, load)
+        });
+        match best {
+            Some(b) => {
+                b.inflight.fetch_add(1, Ordering::SeqCst);
+                Ok(Slot(b.clone()))
+            }
+            None => Err(ExecError::Transient(format!("every backend able to run {} is down or busy", tool.id))),
+        }
+    }
+
+    /// Submits the job afresh on a routed backend and follows it.
+    async fn submit_new(&self, job: &ExecJob, ctx: &ExecContext) -> Result<Vec<OutputFile>, ExecError> {
+        let comfy = job.tool.comfyui.as_ref().ok_or_else(|| ExecError::Invalid {
+            message: format!("tool {} has no ComfyUI workflow", job.tool.id),
+            field: None,
+        })?;
+        let checkpoint = job.tool.checkpoint_param(&job.params);
+        let slot = self.route(&job.tool, checkpoint.as_deref(), job.row.backend.as_deref())?;
+        let backend = slot.0.clone();
+        // Upload image inputs (idempotent: same name, overwrite).
+        let mut uploaded = HashMap::new();
+        for (name, img) in &job.images {
+            let up = backend
+                .client
+                .upload_image(img.bytes.as_ref().clone(), &img.filename)
+                .await
+                .map_err(|e| map_error(e, &job.tool))?;
+            uploaded.insert(name.clone(), up.load_image_name());
+        }
+        let bound = station_tools::bind_workflow(&job.tool, &job.params, &uploaded)
+            .map_err(|e| ExecError::Invalid { message: e.to_string(), field: None })?;
+        let graph: Graph = match bound {
+            serde_json::Value::Object(m) => m,
+            _ => return Err(ExecError::Invalid { message: "workflow is not an object".into(), field: None }),
+        };
+        let prompt_id = uuid::Uuid::new_v4().to_string();
+        ctx.record_submission(&backend.spec.name, &prompt_id).await?;
+        *backend.last_checkpoint.lock().expect("lock") = checkpoint;
+        let outputs = &comfy.outputs;
+        let images = self.follow(&backend, ctx, &graph, &prompt_id, true).await?;
+        download(&backend, images, outputs, &job.tool).await
+    }
+
+    /// Follows a prompt to its end: submits it first when `submit`, else only
+    /// listens and polls (a resumed job). Cancellation interrupts it remotely.
+    async fn follow(
+        &self,
+        backend: &Arc<Backend>,
+        ctx: &ExecContext,
+        graph: &Graph,
+        prompt_id: &str,
+        submit: bool,
+    ) -> Result<Vec<(String, ImageRef)>, ExecError> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PromptEvent>();
+        let options = RunOptions {
+            preview_method: self.preview_method.clone(),
+            poll_interval: Duration::from_secs(2),
+            unreachable_timeout: Duration::from_secs(30),
+        };
+        let run = async move {
+            if submit {
+                run_prompt(&backend.client, &backend.socket, graph, prompt_id, &options, |e| {
+                    let _ = tx.send(e.clone());
+                })
+                .await
+                .map(|o| o.outputs.into_iter().flat_map(|(n, imgs)| imgs.into_iter().map(move |i| (n.clone(), i))).collect())
+            } else {
+                let mut events = backend.socket.subscribe(prompt_id);
+                loop {
+                    match reconcile(&backend.client, prompt_id).await? {
+                        RemoteState::Done(outputs) => {
+                            return Ok(outputs
+                                .into_iter()
+                                .flat_map(|(n, imgs)| imgs.into_iter().map(move |i| (n.clone(), i)))
+                                .collect());
+                        }
+                        RemoteState::Failed(msg) => {
+                            return Err(ComfyError::Protocol { what: "prompt".into(), reason: msg });
+                        }
+                        RemoteState::Unknown => return Err(ComfyError::Lost { prompt_id: prompt_id.into() }),
+                        RemoteState::Pending | RemoteState::Running => {}
+                    }
+                    let deadline = tokio::time::sleep(Duration::from_millis(500));
+                    tokio::pin!(deadline);
+                    loop {
+                        tokio::select! {
+                            _ = &mut deadline => break,
+                            ev = events.recv() => match ev {
+                                Some(e) => { let _ = tx.send(e); }
+                                None => break,
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let mut tracker = ProgressTracker::for_graph(graph);
+        let mut started = false;
+        let progress = async {
+            while let Some(ev) = rx.recv().await {
+                let fraction = tracker.observe(&ev);
+                match &ev {
+                    PromptEvent::Started | PromptEvent::Executing { .. } if !started => {
+                        started = true;
+                        ctx.running().await;
+                    }
+                    PromptEvent::Preview { mime, bytes } => ctx.preview(mime, bytes.to_vec()),
+                    _ => {}
+                }
+                let (step, of, label) = match &ev {
+                    PromptEvent::Progress { value, max, node } => (
+                        Some(*value as u64),
+                        Some(*max as u64),
+                        node.as_ref().and_then(|n| graph.get(n)).and_then(|n| n["class_type"].as_str()).map(String::from),
+                    ),
+                    PromptEvent::Executing { node } => {
+                        (None, None, graph.get(node).and_then(|n| n["class_type"].as_str()).map(String::from))
+                    }
+                    _ => (None, None, None),
+                };
+                ctx.progress(fraction, step, of, label).await;
+            }
+        };
+        // Progress ends when `run` finishes and drops its sender, so every
+        // event is relayed before the outcome is returned.
+        let result = tokio::select! {
+            (r, ()) = async { tokio::join!(run, progress) } => r,
+            _ = ctx.cancelled().cancelled() => {
+                let _ = backend.client.cancel_pending(prompt_id).await;
+                let _ = backend.client.interrupt(prompt_id).await;
+                return Err(ExecError::Cancelled);
+            }
+        };
+        result.map_err(|e| {
+            if e.is_transient() {
+                backend.healthy.store(false, Ordering::SeqCst);
+                *backend.last_error.lock().expect("lock") = Some(e.to_string());
+            }
+            ExecError::from_comfy(e)
+        })
+    }
+}
+
+trait FromComfy {
+    fn from_comfy(e: ComfyError) -> ExecError;
+}
+
+impl FromComfy for ExecError {
+    fn from_comfy(e: ComfyError) -> ExecError {
+        match e {
+            ComfyError::Lost { .. } => {
+                ExecError::Transient("the backend no longer knows the job (it restarted); resubmitting".into())
+            }
+            ComfyError::Execution { node_type, exception_message, .. } => {
+                ExecError::Failed(format!("{node_type} failed: {exception_message}"))
+            }
+            ComfyError::Interrupted { .. } => ExecError::Failed("interrupted on the backend".into()),
+            e if e.is_transient() => ExecError::Transient(e.to_string()),
+            e => ExecError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// Maps a ComfyUI error to the job error, naming the tool input behind a
+/// failing node where the tool binds one.
+fn map_error(e: ComfyError, tool: &ToolDef) -> ExecError {
+    match e {
+        ComfyError::Validation { message, node_errors } => {
+            let mut field = None;
+            let details: Vec<String> = node_errors
+                .iter()
+                .map(|n| {
+                    let input = tool.input_for_node(&n.node_id).map(String::from);
+                    if field.is_none() {
+                        field = input.clone();
+                    }
+                    match input {
+                        Some(i) => format!("input {i}: {} ({})", n.message, n.details),
+                        None => format!("{} ({}): {} {}", n.class_type, n.node_id, n.message, n.details),
+                    }
+                })
+                .collect();
+            let message = if details.is_empty() { message } else { details.join("; ") };
+            ExecError::Invalid { message, field }
+        }
+        other => ExecError::from_comfy(other),
+    }
+}
+
+async fn download(
+    backend: &Backend,
+    images: Vec<(String, ImageRef)>,
+    output_nodes: &[String],
+    tool: &ToolDef,
+) -> Result<Vec<OutputFile>, ExecError> {
+    let mut files = vec![];
+    for (node, img) in images {
+        // Only the tool's declared outputs are results; previews elsewhere are not.
+        if !output_nodes.is_empty() && !output_nodes.contains(&node) {
+            continue;
+        }
+        let bytes = backend.client.view(&img).await.map_err(|e| map_error(e, tool))?;
+        files.push(OutputFile { bytes: bytes.to_vec(), filename: img.filename });
+    }
+    if files.is_empty() {
+        return Err(ExecError::Failed(format!("{} finished without output images", tool.id)));
+    }
+    Ok(files)
+}
+
+#[async_trait]
+impl Executor for ComfyExecutor {
+    fn service(&self) -> &'static str {
+        "comfyui"
+    }
+
+    fn capacity(&self) -> usize {
+        self.list().iter().filter(|b| b.healthy.load(Ordering::SeqCst)).map(|b| b.free()).sum()
+    }
+
+    async fn execute(&self, job: ExecJob, ctx: ExecContext) -> Result<Vec<OutputFile>, ExecError> {
+        // A job that was submitted before: ask its backend before anything else.
+        if let (Some(prompt_id), Some(name)) = (job.row.remote_id.clone(), job.row.backend.clone())
+            && let Some(backend) = self.by_name(&name)
+        {
+            match reconcile(&backend.client, &prompt_id).await {
+                Ok(RemoteState::Unknown) => {
+                    info!(job = %job.row.id, backend = %name, "backend forgot the job; resubmitting");
+                }
+                Ok(_) => {
+                    info!(job = %job.row.id, backend = %name, "resuming job already on its backend");
+                    backend.inflight.fetch_add(1, Ordering::SeqCst);
+                    let _slot = Slot(backend.clone());
+                    let graph = Graph::new();
+                    let outputs = job.tool.comfyui.as_ref().map(|c| c.outputs.clone()).unwrap_or_default();
+                    let images = self.follow(&backend, &ctx, &graph, &prompt_id, false).await?;
+                    return download(&backend, images, &outputs, &job.tool).await;
+                }
+                Err(e) => {
+                    // Unreachable: its in-memory history is gone or out of reach; run elsewhere.
+                    warn!(job = %job.row.id, backend = %name, error = %e, "cannot reconcile; resubmitting");
+                }
+            }
+        }
+        if ctx.cancelled().is_cancelled() {
+            return Err(ExecError::Cancelled);
+        }
+        self.submit_new(&job, &ctx).await.map_err(|e| match e {
+            ExecError::Failed(m) if m.starts_with("ComfyUI rejected") => ExecError::Invalid { message: m, field: None },
+            other => other,
+        })
+    }
+
+    async fn cancel_remote(&self, job: &JobRow) {
+        if let (Some(id), Some(name)) = (&job.remote_id, &job.backend)
+            && let Some(b) = self.by_name(name)
+        {
+            let _ = b.client.cancel_pending(id).await;
+            let _ = b.client.interrupt(id).await;
+        }
+    }
+
+    async fn health(&self) -> Vec<(String, bool, String)> {
+        self.statuses()
+            .into_iter()
+            .map(|s| {
+                let detail = match (&s.last_error, s.healthy) {
+                    (Some(e), _) => e.clone(),
+                    (None, true) => format!("{} node types, {}/{} busy", s.node_count, s.inflight, s.spec.max_concurrent),
+                    (None, false) => "not checked yet".into(),
+                };
+                (s.spec.name, s.healthy, detail)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,182 @@
+//! The seam between the queue and whatever runs a job (ComfyUI, native media).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use station_store::{JobRow, Store};
+use station_tools::ToolDef;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{EventBus, JobEvent};
+
+/// An image input handed to an executor.
+#[derive(Debug, Clone)]
+pub struct InputImage {
+    /// Media id it came from.
+    pub media_id: String,
+    /// Encoded bytes.
+    pub bytes: Arc<Vec<u8>>,
+    /// Detected MIME type.
+    pub mime: String,
+    /// A file name suitable for uploading (`<hash-prefix>.png`).
+    pub filename: String,
+}
+
+/// Everything an executor needs to run one job.
+#[derive(Debug, Clone)]
+pub struct ExecJob {
+    /// The job row as claimed. `remote_id` set means an earlier attempt was
+    /// submitted and the executor must ask the backend about it first.
+    pub row: JobRow,
+    /// The tool definition.
+    pub tool: Arc<ToolDef>,
+    /// Validated parameters.
+    pub params: Map<String, Value>,
+    /// Image inputs by input name.
+    pub images: HashMap<String, InputImage>,
+}
+
+/// One output file an executor produced.
+#[derive(Debug, Clone)]
+pub struct OutputFile {
+    /// Encoded bytes.
+    pub bytes: Vec<u8>,
+    /// The backend's name for it (kept for info views).
+    pub filename: String,
+}
+
+/// Why a job did not produce outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// Worth retrying, possibly elsewhere: backend unreachable, 5xx, dropped
+    /// socket, backend restarted and forgot the job.
+    #[error("{0}")]
+    Transient(String),
+    /// The request itself is wrong (the backend refused it); retrying cannot help.
+    #[error("{message}")]
+    Invalid {
+        /// User-facing message naming the tool input where known.
+        message: String,
+        /// The tool input behind the problem, if known.
+        field: Option<String>,
+    },
+    /// The backend ran the job and it failed.
+    #[error("{0}")]
+    Failed(String),
+    /// No backend can run this tool (missing nodes or models everywhere).
+    #[error("{0}")]
+    Unroutable(String),
+    /// Cancelled on request.
+    #[error("cancelled")]
+    Cancelled,
+    /// This worker no longer holds the job; another one took over.
+    #[error("lease lost")]
+    LeaseLost,
+}
+
+/// Handed to an executor for one job: durable bookkeeping and progress.
+#[derive(Clone)]
+pub struct ExecContext {
+    pub(crate) store: Store,
+    pub(crate) bus: Arc<dyn EventBus>,
+    pub(crate) owner: Arc<str>,
+    pub(crate) job_id: Arc<str>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) last_progress: Arc<std::sync::Mutex<(f64, i64)>>,
+}
+
+impl ExecContext {
+    /// Builds a context (used by the worker and by executor tests).
+    pub fn new(store: Store, bus: Arc<dyn EventBus>, owner: &str, job_id: &str, cancel: CancellationToken) -> Self {
+        ExecContext {
+            store,
+            bus,
+            owner: owner.into(),
+            job_id: job_id.into(),
+            cancel,
+            last_progress: Arc::new(std::sync::Mutex::new((0.0, 0))),
+        }
+    }
+
+    /// Must be called BEFORE sending the job to `backend` under `remote_id`,
+    /// so that after a crash the job can be looked up there instead of run twice.
+    pub async fn record_submission(&self, backend: &str, remote_id: &str) -> Result<(), ExecError> {
+        match self.store.record_submission(&self.job_id, &self.owner, backend, remote_id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ExecError::LeaseLost),
+            Err(e) => Err(ExecError::Transient(format!("database: {e}"))),
+        }
+    }
+
+    /// The backend started executing the job.
+    pub async fn running(&self) {
+        if let Ok(true) = self.store.mark_running(&self.job_id, &self.owner, station_store::now_ms()).await {
+            self.bus.publish(JobEvent::Status {
+                job_id: self.job_id.to_string(),
+                status: station_store::JobStatus::Running,
+                error: None,
+            });
+        }
+    }
+
+    /// Reports progress. Published at once; written to the database at most
+    /// every 500 ms so status reads stay fresh without a write per step.
+    pub async fn progress(&self, fraction: f64, step: Option<u64>, of: Option<u64>, label: Option<String>) {
+        let fraction = fraction.clamp(0.0, 1.0);
+        let now = station_store::now_ms();
+        let write = {
+            let mut last = self.last_progress.lock().expect("progress lock");
+            if fraction < last.0 {
+                return; // never go backwards within an attempt
+            }
+            let due = now - last.1 >= 500;
+            last.0 = fraction;
+            if due {
+                last.1 = now;
+            }
+            due
+        };
+        self.bus.publish(JobEvent::Progress { job_id: self.job_id.to_string(), fraction, step, of, label });
+        if write {
+            let _ = self.store.set_progress(&self.job_id, &self.owner, fraction).await;
+        }
+    }
+
+    /// Publishes a preview image.
+    pub fn preview(&self, mime: &str, data: Vec<u8>) {
+        self.bus.publish(JobEvent::Preview { job_id: self.job_id.to_string(), mime: mime.into(), data: Arc::new(data) });
+    }
+
+    /// Fires when the job's cancellation was requested.
+    pub fn cancelled(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// The job id.
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+}
+
+/// Runs jobs of one service.
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// The service name tools declare (`comfyui`, `media`).
+    fn service(&self) -> &'static str;
+
+    /// How many jobs it can take right now (sum of free backend slots).
+    fn capacity(&self) -> usize;
+
+    /// Runs (or, when `job.row.remote_id` is set, reconciles and resumes) a job.
+    async fn execute(&self, job: ExecJob, ctx: ExecContext) -> Result<Vec<OutputFile>, ExecError>;
+
+    /// Best-effort cancellation of a submitted job on its backend.
+    async fn cancel_remote(&self, job: &JobRow);
+
+    /// Health summary for readiness checks: `(name, healthy, detail)` per backend.
+    async fn health(&self) -> Vec<(String, bool, String)> {
+        vec![]
+    }
+}

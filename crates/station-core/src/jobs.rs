@@ -1,0 +1,172 @@
+//! Submitting, reading and cancelling jobs.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use station_store::{AccountRow, JobRow, JobStatus, NewJob};
+use station_tools::{FieldError, InputType, ToolDef, Visibility, resolve_params};
+
+use crate::Station;
+use crate::events::JobEvent;
+
+/// A request to run a tool.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitRequest {
+    /// Tool id or chat command.
+    pub tool: String,
+    /// Explicit parameters (highest precedence).
+    pub params: Map<String, Value>,
+    /// Scheduling priority (0 normal; only admins may raise it).
+    pub priority: i64,
+    /// Where the request came from, for delivery.
+    pub source: Option<Value>,
+}
+
+/// Why a submission was refused. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// No such tool, or not visible to the caller.
+    #[error("unknown tool {0:?}; `station tools list` shows the available ones")]
+    UnknownTool(String),
+    /// Parameters failed validation; every bad field is listed.
+    #[error("invalid parameters: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.reason)).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldError>),
+    /// The account may not run jobs.
+    #[error("account is suspended")]
+    Suspended,
+    /// Storage failed.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+/// A job with its queue position and estimated start.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    /// The stored job.
+    #[serde(flatten)]
+    pub row: JobRow,
+    /// Queued jobs that will be claimed before this one (queued jobs only).
+    pub queue_position: Option<i64>,
+    /// Estimated milliseconds until it finishes (queued or running jobs).
+    pub eta_ms: Option<i64>,
+}
+
+impl Station {
+    /// Finds a tool by id or command, as visible to `account`.
+    pub fn find_tool(&self, name: &str, account: &AccountRow) -> Option<Arc<ToolDef>> {
+        let name = name.trim_start_matches('/');
+        let tool = self.tools.get(name).or_else(|| self.tools.by_command(name))?;
+        match tool.visibility {
+            Visibility::Admin if account.role != "admin" => None,
+            _ => Some(tool),
+        }
+    }
+
+    /// Validates and enqueues a job. Parameters merge explicit > the account's
+    /// saved settings for the tool > tool defaults; image inputs must be media
+    /// the account owns. The job row is written before anything is sent.
+    pub async fn submit(&self, account: &AccountRow, req: SubmitRequest) -> Result<JobRow, SubmitError> {
+        if account.suspended {
+            return Err(SubmitError::Suspended);
+        }
+        let tool = self.find_tool(&req.tool, account).ok_or_else(|| SubmitError::UnknownTool(req.tool.clone()))?;
+        let saved = self
+            .store
+            .tool_settings(&account.id, &tool.id)
+            .await
+            .map_err(|e| SubmitError::Storage(e.to_string()))?;
+        let resolved =
+            resolve_params(&tool, &req.params, &saved, &mut rand::rng()).map_err(|e| SubmitError::Invalid(e.0))?;
+        let mut errors = vec![];
+        for (name, input) in &tool.inputs {
+            if input.kind != InputType::Image {
+                continue;
+            }
+            let Some(Value::String(r)) = resolved.values.get(name) else { continue };
+            let id = r.trim_start_matches("media:");
+            match self.store.get_media(id).await.map_err(|e| SubmitError::Storage(e.to_string()))? {
+                Some(m) if m.account_id.as_deref() == Some(account.id.as_str()) || account.role == "admin" => {}
+                _ => errors.push(FieldError { field: name.clone(), reason: format!("no image {r} uploaded by you") }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(SubmitError::Invalid(errors));
+        }
+        let priority = if account.role == "admin" { req.priority } else { req.priority.min(0) };
+        let q = &self.config.queue;
+        let new = NewJob {
+            id: uuid::Uuid::now_v7().to_string(),
+            account_id: account.id.clone(),
+            tool_id: tool.id.clone(),
+            service: service_name(tool.service).to_string(),
+            params: resolved.values,
+            priority,
+            max_attempts: q.max_attempts as i64,
+            timeout_ms: (q.job_timeout_seconds * 1000) as i64,
+            source: req.source,
+        };
+        let row = self
+            .store
+            .insert_job(&new, station_store::now_ms())
+            .await
+            .map_err(|e| SubmitError::Storage(e.to_string()))?;
+        self.bus.publish(JobEvent::Status { job_id: row.id.clone(), status: JobStatus::Queued, error: None });
+        self.wake.notify_waiters();
+        Ok(row)
+    }
+
+    /// A job with its queue position and ETA.
+    pub async fn job_view(&self, job_id: &str) -> Result<Option<JobView>, station_store::StoreError> {
+        let Some(row) = self.store.get_job(job_id).await? else { return Ok(None) };
+        let avg = self.store.recent_run_ms(&row.tool_id, 20).await?;
+        let (queue_position, eta_ms) = match row.status() {
+            JobStatus::Queued => {
+                let pos = self.store.queue_position(&row).await?;
+                let slots = self.slots_for(&row.service).max(1) as f64;
+                let eta = avg.map(|a| (((pos.ahead + pos.running) as f64 / slots) + 1.0) * a);
+                (Some(pos.ahead), eta.map(|e| e as i64))
+            }
+            JobStatus::Dispatched | JobStatus::Running => {
+                (None, avg.map(|a| (a * (1.0 - row.progress)).max(0.0) as i64))
+            }
+            _ => (None, None),
+        };
+        Ok(Some(JobView { row, queue_position, eta_ms }))
+    }
+
+    /// Cancels a job the account owns (admins: any job).
+    pub async fn cancel(&self, account: &AccountRow, job_id: &str) -> Result<Option<JobRow>, station_store::StoreError> {
+        match self.store.get_job(job_id).await? {
+            Some(j) if j.account_id == account.id || account.role == "admin" => {}
+            _ => return Ok(None),
+        }
+        let row = self.store.cancel_job(job_id, station_store::now_ms()).await?;
+        if row.status() == JobStatus::Cancelled {
+            self.bus.publish(JobEvent::Status {
+                job_id: row.id.clone(),
+                status: JobStatus::Cancelled,
+                error: None,
+            });
+        }
+        Ok(Some(row))
+    }
+
+    fn slots_for(&self, service: &str) -> usize {
+        self.executors
+            .read()
+            .expect("executors lock")
+            .iter()
+            .find(|e| e.service() == service)
+            .map(|e| e.capacity())
+            .unwrap_or(1)
+    }
+}
+
+/// The stored name of a tool's service.
+pub fn service_name(s: station_tools::Service) -> &'static str {
+    match s {
+        station_tools::Service::Comfyui => "comfyui",
+        station_tools::Service::Media => "media",
+    }
+}

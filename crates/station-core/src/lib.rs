@@ -1,0 +1,118 @@
+//! Station's platform-agnostic core.
+//!
+//! [`Station`] bundles configuration, storage, the tool registry, media and
+//! the event bus; jobs are submitted through it and run by [`Workers`]
+//! through pluggable [`Executor`]s (ComfyUI, native media). Front ends
+//! (CLI, HTTP, chat bots) call into this crate and never the other way round.
+
+pub mod config;
+pub mod events;
+pub mod executor;
+pub mod jobs;
+pub mod media;
+pub mod native;
+pub mod worker;
+
+use std::sync::{Arc, RwLock};
+
+pub use config::Config;
+pub use events::{EventBus, InProcessBus, JobEvent};
+pub use executor::{ExecContext, ExecError, ExecJob, Executor, InputImage, OutputFile};
+pub use jobs::{JobView, SubmitError, SubmitRequest, service_name};
+pub use media::{MediaService, MediaServiceError};
+pub use native::MediaExecutor;
+pub use worker::Workers;
+
+use station_store::Store;
+use station_tools::{ToolLoadError, ToolRegistry};
+
+/// The core, shared by every front end. Cheap to clone.
+#[derive(Clone)]
+pub struct Station {
+    /// Effective configuration.
+    pub config: Arc<Config>,
+    /// Database.
+    pub store: Store,
+    /// Tools (reloads when the folder changes, once [`ToolRegistry::watch`] runs).
+    pub tools: ToolRegistry,
+    /// Media records and blobs.
+    pub media: MediaService,
+    /// Job events.
+    pub bus: Arc<dyn EventBus>,
+    /// Wakes idle workers when a job is submitted.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Registered executors, one per service.
+    pub executors: Arc<RwLock<Vec<Arc<dyn Executor>>>>,
+}
+
+/// Why Station could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The data folder could not be created.
+    #[error("cannot create data folder {path}: {source}")]
+    DataDir {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] station_store::StoreError),
+    /// The media folder could not be opened.
+    #[error("media folder: {0}")]
+    Media(String),
+}
+
+impl Station {
+    /// Opens the database (running migrations), the media store and the tool
+    /// registry. Returns the tool files that failed to load, which never stop
+    /// the others (nor start-up).
+    pub async fn open(config: Config) -> Result<(Station, Vec<ToolLoadError>), OpenError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| OpenError::DataDir { path: config.data_dir.clone(), source })?;
+        let store = Store::connect(&config.database_url()).await?;
+        store.migrate().await?;
+        Self::with_store(config, store)
+    }
+
+    /// Like [`Station::open`] on an already migrated store (tests).
+    pub fn with_store(config: Config, store: Store) -> Result<(Station, Vec<ToolLoadError>), OpenError> {
+        let blobs = station_media::MediaStore::open(config.media_dir()).map_err(|e| OpenError::Media(e.to_string()))?;
+        let limits = station_media::DecodeLimits {
+            max_bytes: config.media.max_bytes,
+            max_pixels: config.media.max_pixels,
+            ..Default::default()
+        };
+        let tools_dir = config.tools_dir();
+        let (tools, errors) = ToolRegistry::load(Some(&tools_dir));
+        let station = Station {
+            media: MediaService::new(Arc::new(blobs), store.clone(), limits),
+            config: Arc::new(config),
+            store,
+            tools,
+            bus: Arc::new(InProcessBus::default()),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            executors: Default::default(),
+        };
+        Ok((station, errors))
+    }
+
+    /// Registers the executor for a service (replacing any earlier one).
+    /// Register before [`Workers::start`].
+    pub fn register_executor(&self, ex: Arc<dyn Executor>) {
+        let mut list = self.executors.write().expect("executors lock");
+        list.retain(|e| e.service() != ex.service());
+        list.push(ex);
+    }
+
+    /// The account for a platform identity, created on first contact.
+    pub async fn account(
+        &self,
+        provider: &str,
+        subject: &str,
+        name: &str,
+    ) -> Result<station_store::AccountRow, station_store::StoreError> {
+        self.store.account_for_identity(provider, subject, name, station_store::now_ms()).await
+    }
+}

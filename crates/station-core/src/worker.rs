@@ -1,0 +1,309 @@
+//! Workers: claim jobs, run them through their executor, record the outcome.
+//!
+//! One loop per executor claims as many jobs as the executor has free slots.
+//! A heartbeat renews this process's leases and relays cancellation requests;
+//! a sweeper requeues jobs whose lease lapsed (their worker died), keeping the
+//! backend reference so the next worker reconciles before resubmitting.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use station_store::{ClaimRequest, JobRow, JobStatus};
+use station_tools::InputType;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::Station;
+use crate::events::JobEvent;
+use crate::executor::{ExecContext, ExecError, ExecJob, Executor, InputImage};
+
+/// Running workers; dropping it does not stop them, [`Workers::shutdown`] does.
+pub struct Workers {
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+    owner: Arc<str>,
+    station: Station,
+}
+
+type Inflight = Arc<Mutex<HashMap<String, CancellationToken>>>;
+
+impl Workers {
+    /// Starts a claim loop per registered executor, the heartbeat and the sweeper.
+    pub fn start(station: &Station) -> Workers {
+        let owner: Arc<str> = format!(
+            "{}-{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "station".into()),
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )
+        .into();
+        let stop = CancellationToken::new();
+        let inflight: Inflight = Default::default();
+        let mut tasks = JoinSet::new();
+        let executors: Vec<Arc<dyn Executor>> = station.executors.read().expect("executors lock").clone();
+        for ex in executors {
+            tasks.spawn(claim_loop(station.clone(), ex, owner.clone(), stop.clone(), inflight.clone()));
+        }
+        tasks.spawn(heartbeat_loop(station.clone(), owner.clone(), stop.clone(), inflight.clone()));
+        tasks.spawn(sweeper_loop(station.clone(), stop.clone()));
+        info!(%owner, "workers started");
+        Workers { stop, tasks, owner, station: station.clone() }
+    }
+
+    /// This process's lease owner id.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Stops claiming, lets running jobs go (their leases are released so
+    /// another process resumes them at once) and waits for the loops to end.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        match self.station.store.release_leases(&self.owner).await {
+            Ok(n) if n > 0 => info!(jobs = n, "released leases for another process to resume"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "could not release leases; they will lapse"),
+        }
+    }
+}
+
+async fn claim_loop(
+    station: Station,
+    ex: Arc<dyn Executor>,
+    owner: Arc<str>,
+    stop: CancellationToken,
+    inflight: Inflight,
+) {
+    let q = station.config.queue.clone();
+    let mut running = JoinSet::new();
+    let done = Arc::new(tokio::sync::Notify::new());
+    loop {
+        while running.try_join_next().is_some() {}
+        let free = ex.capacity().saturating_sub(running.len());
+        let mut claimed = 0;
+        if free > 0 && !stop.is_cancelled() {
+            let req = ClaimRequest {
+                service: ex.service(),
+                owner: &owner,
+                limit: free as i64,
+                lease_ms: (q.lease_seconds * 1000) as i64,
+                per_account_running_cap: q.per_user_running as i64,
+                now: station_store::now_ms(),
+            };
+            match station.store.claim_jobs(&req).await {
+                Ok(jobs) => {
+                    claimed = jobs.len();
+                    for job in jobs {
+                        let token = stop.child_token();
+                        inflight.lock().expect("inflight").insert(job.id.clone(), token.clone());
+                        let (st, ex, ow, inf, dn) =
+                            (station.clone(), ex.clone(), owner.clone(), inflight.clone(), done.clone());
+                        running.spawn(async move {
+                            let id = job.id.clone();
+                            run_job(&st, ex, &ow, job, token).await;
+                            inf.lock().expect("inflight").remove(&id);
+                            dn.notify_one();
+                        });
+                    }
+                }
+                Err(e) => warn!(service = ex.service(), error = %e, "claim failed; will retry"),
+            }
+        }
+        if stop.is_cancelled() {
+            // Running jobs keep their leases until release_leases in shutdown;
+            // abort them here so nothing writes after we let go.
+            running.abort_all();
+            while running.join_next().await.is_some() {}
+            return;
+        }
+        if claimed > 0 && claimed == free {
+            continue; // more may be waiting
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = station.wake.notified() => {}
+            _ = done.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(q.poll_ms)) => {}
+        }
+    }
+}
+
+async fn heartbeat_loop(station: Station, owner: Arc<str>, stop: CancellationToken, inflight: Inflight) {
+    let lease_ms = (station.config.queue.lease_seconds * 1000) as i64;
+    let every = Duration::from_millis((lease_ms / 3).max(100) as u64);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match station.store.heartbeat(&owner, station_store::now_ms() + lease_ms).await {
+            Ok(cancel_ids) => {
+                let map = inflight.lock().expect("inflight");
+                for id in cancel_ids {
+                    if let Some(t) = map.get(&id) {
+                        t.cancel();
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "heartbeat failed; leases may lapse"),
+        }
+    }
+}
+
+async fn sweeper_loop(station: Station, stop: CancellationToken) {
+    let every = Duration::from_millis((station.config.queue.lease_seconds * 500).max(200));
+    loop {
+        match station.store.requeue_expired(station_store::now_ms()).await {
+            Ok(n) if n > 0 => {
+                info!(jobs = n, "requeued jobs whose worker stopped heartbeating");
+                station.wake.notify_waiters();
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "lease sweep failed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+async fn run_job(station: &Station, ex: Arc<dyn Executor>, owner: &str, job: JobRow, cancel: CancellationToken) {
+    let ctx = ExecContext::new(station.store.clone(), station.bus.clone(), owner, &job.id, cancel.clone());
+    if job.remote_id.is_none() {
+        station.bus.publish(JobEvent::Status { job_id: job.id.clone(), status: JobStatus::Dispatched, error: None });
+    }
+    let exec_job = match prepare(station, &job).await {
+        Ok(j) => j,
+        Err(msg) => {
+            finish(station, owner, &job, Outcome::Failed("invalid_input", msg)).await;
+            return;
+        }
+    };
+    let timeout = Duration::from_millis(job.timeout_ms.max(1) as u64);
+    let result = tokio::select! {
+        r = ex.execute(exec_job, ctx) => r,
+        _ = tokio::time::sleep(timeout) => {
+            ex.cancel_remote(&job).await;
+            finish(station, owner, &job, Outcome::Failed("timeout", format!("timed out after {} s", timeout.as_secs()))).await;
+            return;
+        }
+    };
+    let outcome = match result {
+        Ok(files) => {
+            // A resumed job may have stored outputs before a crash: replace them.
+            let _ = station.store.delete_job_media(&job.id, "output").await;
+            let mut ids = vec![];
+            for f in files {
+                match station.media.put_image(f.bytes, Some(&job.account_id), Some(&job.id), "output").await {
+                    Ok(m) => ids.push(m.id),
+                    Err(e) => {
+                        retry_or_fail(station, owner, &job, format!("could not store output {}: {e}", f.filename)).await;
+                        return;
+                    }
+                }
+            }
+            Outcome::Succeeded(ids)
+        }
+        Err(ExecError::Transient(msg)) => {
+            retry_or_fail(station, owner, &job, msg).await;
+            return;
+        }
+        Err(ExecError::Cancelled) => Outcome::Cancelled,
+        Err(ExecError::LeaseLost) => {
+            info!(job = %job.id, "lease lost; another worker owns the job now");
+            return;
+        }
+        Err(ExecError::Invalid { message, .. }) => Outcome::Failed("invalid_input", message),
+        Err(ExecError::Failed(m)) => Outcome::Failed("execution_error", m),
+        Err(ExecError::Unroutable(m)) => Outcome::Failed("no_backend", m),
+    };
+    finish(station, owner, &job, outcome).await;
+}
+
+enum Outcome {
+    Succeeded(Vec<String>),
+    Failed(&'static str, String),
+    Cancelled,
+}
+
+async fn finish(station: &Station, owner: &str, job: &JobRow, outcome: Outcome) {
+    let now = station_store::now_ms();
+    let (status, outputs, error) = match &outcome {
+        Outcome::Succeeded(ids) => (JobStatus::Succeeded, Some(ids.as_slice()), None),
+        Outcome::Failed(code, msg) => (JobStatus::Failed, None, Some((*code, msg.as_str()))),
+        Outcome::Cancelled => (JobStatus::Cancelled, None, Some(("cancelled", "cancelled by request"))),
+    };
+    match station.store.finish_job(&job.id, owner, status, outputs, error, now).await {
+        Ok(true) => {
+            if let Outcome::Succeeded(ids) = &outcome {
+                station.bus.publish(JobEvent::Result { job_id: job.id.clone(), outputs: ids.clone() });
+            }
+            station.bus.publish(JobEvent::Status {
+                job_id: job.id.clone(),
+                status,
+                error: error.map(|(_, m)| m.to_string()),
+            });
+        }
+        Ok(false) => info!(job = %job.id, "outcome not recorded: lease lost to another worker"),
+        Err(e) => warn!(job = %job.id, error = %e, "could not record outcome; the lease will lapse and the job will be reconciled"),
+    }
+}
+
+async fn retry_or_fail(station: &Station, owner: &str, job: &JobRow, msg: String) {
+    // `attempts` was bumped by record_submission; a job that never reached a
+    // backend still counts the claim so a broken backend cannot loop forever.
+    let current = station.store.get_job(&job.id).await.ok().flatten();
+    let attempts = current.as_ref().map(|j| j.attempts).unwrap_or(job.attempts).max(1);
+    if attempts >= job.max_attempts {
+        let m = format!("gave up after {attempts} attempts: {msg}");
+        finish(station, owner, job, Outcome::Failed("backend_unavailable", m)).await;
+        return;
+    }
+    let base = station.config.queue.retry_base_ms as i64;
+    let delay = base.saturating_mul(1 << (attempts - 1).min(10));
+    warn!(job = %job.id, attempts, delay_ms = delay, error = %msg, "transient failure; retrying");
+    if let Ok(true) = station.store.retry_job(&job.id, owner, station_store::now_ms() + delay, &msg).await {
+        // Count the failed try even if nothing reached a backend.
+        if current.map(|j| j.remote_id.is_none()).unwrap_or(false) {
+            let _ = station.store.bump_attempts(&job.id).await;
+        }
+        station.bus.publish(JobEvent::Status { job_id: job.id.clone(), status: JobStatus::Queued, error: Some(msg) });
+    }
+}
+
+async fn prepare(station: &Station, job: &JobRow) -> Result<ExecJob, String> {
+    let tool = station
+        .tools
+        .get(&job.tool_id)
+        .ok_or_else(|| format!("tool {} no longer exists", job.tool_id))?;
+    let params = job.params_json();
+    let mut images = HashMap::new();
+    for (name, input) in &tool.inputs {
+        if input.kind != InputType::Image {
+            continue;
+        }
+        let Some(serde_json::Value::String(r)) = params.get(name) else { continue };
+        let id = r.trim_start_matches("media:");
+        let (row, bytes) = station.media.get(id, None).await.map_err(|e| format!("{name}: {e}"))?;
+        let ext = match row.mime.as_str() {
+            "image/jpeg" => "jpg",
+            "image/webp" => "webp",
+            "image/gif" => "gif",
+            _ => "png",
+        };
+        images.insert(
+            name.clone(),
+            InputImage {
+                media_id: row.id.clone(),
+                filename: format!("station_{}.{ext}", &row.hash[..16]),
+                bytes: Arc::new(bytes),
+                mime: row.mime,
+            },
+        );
+    }
+    Ok(ExecJob { row: job.clone(), tool, params, images })
+}

@@ -1,0 +1,194 @@
+//! Command-line syntax.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Station: a self-hosted image-generation platform.
+#[derive(Debug, Parser)]
+#[command(name = "station", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Configuration file (default: ./station.toml if present).
+    #[arg(long, global = true, env = "STATION_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// More log output (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 done, 1 job failed or check found problems, 2 bad usage/config/input, \
+3 Station could not start, 130 interrupted (the job stays queued).";
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run Station: workers, HTTP (health at /healthz, readiness at /readyz) and bots.
+    Serve,
+    /// Run a tool once and save its outputs.
+    Run(RunArgs),
+    /// Inspect and cancel jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// List, show and check tool definitions.
+    #[command(subcommand)]
+    Tools(ToolsCommand),
+    /// Manage ComfyUI backends.
+    #[command(subcommand)]
+    Backends(BackendsCommand),
+    /// Apply database migrations (also done at every start).
+    Migrate(MigrateArgs),
+    /// Show or create configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Measure queue throughput (writes figures for docs/PERFORMANCE.md).
+    Bench(BenchArgs),
+}
+
+/// `station run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Tool id or command (e.g. `upscale`).
+    pub tool: String,
+    /// A parameter, `name=value` (repeatable).
+    #[arg(short, long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// An input image: `PATH` for the tool's main image input, or `NAME=PATH`.
+    #[arg(short, long = "image", value_name = "[NAME=]PATH")]
+    pub images: Vec<String>,
+    /// Folder to save outputs in.
+    #[arg(short, long, default_value = ".")]
+    pub out: PathBuf,
+    /// Queue the job, print its id and return at once.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Run as this local user (default: $USER).
+    #[arg(long)]
+    pub user: Option<String>,
+}
+
+/// `station jobs …`.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Recent jobs, newest first.
+    List {
+        /// Only this status (queued, dispatched, running, succeeded, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this tool.
+        #[arg(long)]
+        tool: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job in full, with queue position and ETA.
+    Show {
+        /// Job id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job (queued: at once; running: interrupted on its backend).
+    Cancel {
+        /// Job id.
+        id: String,
+    },
+}
+
+/// `station tools …`.
+#[derive(Debug, Subcommand)]
+pub enum ToolsCommand {
+    /// Every loaded tool.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One tool with its inputs.
+    Show {
+        /// Tool id or command.
+        id: String,
+    },
+    /// Validate a folder of tool files without loading them into Station.
+    Check {
+        /// Folder (default: the configured tools folder).
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `station backends …`.
+#[derive(Debug, Subcommand)]
+pub enum BackendsCommand {
+    /// Configured and added backends.
+    List,
+    /// Add (or replace) a backend at run time.
+    Add {
+        /// Unique name.
+        name: String,
+        /// Base URL, e.g. http://127.0.0.1:8188.
+        url: String,
+        /// Prompts it may run at once.
+        #[arg(long, default_value_t = 1)]
+        max_concurrent: u64,
+        /// Tags such as gpu=24gb (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    /// Remove a backend added at run time.
+    Remove {
+        /// Name.
+        name: String,
+    },
+    /// Ask every backend for health and nodes; show which tools each can run and why not.
+    Check,
+}
+
+/// `station migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Only list migrations and whether they are applied.
+    #[arg(long)]
+    pub status: bool,
+}
+
+/// `station config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (secrets masked).
+    Show,
+    /// Write a commented example configuration.
+    Init {
+        /// Where to write it.
+        #[arg(default_value = "station.toml")]
+        path: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List every environment variable Station reads.
+    Env,
+}
+
+/// `station bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Jobs to push through the queue per run.
+    #[arg(long, default_value_t = 20_000)]
+    pub jobs: usize,
+    /// Database URL (default: a temporary SQLite file). Repeat for several.
+    #[arg(long = "database-url")]
+    pub database_urls: Vec<String>,
+    /// Concurrent workers claiming.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Jobs claimed per round trip.
+    #[arg(long, default_value_t = 64)]
+    pub batch: i64,
+}

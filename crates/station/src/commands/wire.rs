@@ -1,0 +1,167 @@
+//! Wiring executors into the core, and the `station backends` commands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use station_comfyui::{BackendSpec, ComfyClient, ComfyExecutor};
+use station_core::{MediaExecutor, Station};
+use station_store::BackendRow;
+use tracing::{info, warn};
+
+use crate::cli::BackendsCommand;
+use crate::exit;
+
+/// Background services started with the executors.
+pub struct Background {
+    comfy: Arc<ComfyExecutor>,
+}
+
+impl Background {
+    /// Stops health checks.
+    pub async fn shutdown(self) {
+        self.comfy.shutdown();
+    }
+}
+
+/// Every backend: from configuration, then those added at run time.
+async fn backend_specs(station: &Station) -> Vec<BackendSpec> {
+    let mut specs: Vec<BackendSpec> = station
+        .config
+        .comfyui
+        .backends
+        .iter()
+        .map(|b| BackendSpec {
+            name: b.name.clone(),
+            url: b.url.clone(),
+            max_concurrent: b.max_concurrent.max(1) as usize,
+            tags: b.tags.clone(),
+        })
+        .collect();
+    match station.store.list_backends().await {
+        Ok(rows) => {
+            for r in rows {
+                specs.retain(|s| s.name != r.name);
+                specs.push(BackendSpec {
+                    name: r.name,
+                    url: r.url,
+                    max_concurrent: r.max_concurrent.max(1) as usize,
+                    tags: serde_json::from_str(&r.tags).unwrap_or_default(),
+                });
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot read run-time backends"),
+    }
+    specs
+}
+
+/// Registers the native media executor and the ComfyUI pool.
+pub async fn register_executors(station: &Station) -> Background {
+    station.register_executor(Arc::new(MediaExecutor::new(&station.config)));
+    let specs = backend_specs(station).await;
+    if specs.is_empty() {
+        warn!(
+            "no ComfyUI backend configured: ComfyUI tools wait in the queue until one is added \
+             (`station backends add NAME URL`, STATION_COMFYUI_BACKENDS, or [[comfyui.backends]] in station.toml)"
+        );
+    }
+    let mut valid = vec![];
+    for s in specs {
+        match ComfyClient::new(&s.url) {
+            Ok(_) => valid.push(s),
+            Err(e) => warn!(backend = %s.name, error = %e, "backend ignored"),
+        }
+    }
+    let comfy = ComfyExecutor::new(valid, &station.config.comfyui.preview_method).expect("URLs validated above");
+    let every = Duration::from_secs(station.config.comfyui.health_interval_seconds.max(1));
+    comfy.start_health_checks(every, station.wake.clone()).await;
+    for s in comfy.statuses() {
+        info!(backend = %s.spec.name, url = %s.spec.url, healthy = s.healthy, "ComfyUI backend");
+    }
+    station.register_executor(comfy.clone());
+    Background { comfy }
+}
+
+/// `station backends …`.
+pub async fn backends_command(station: &Station, c: BackendsCommand) -> u8 {
+    match c {
+        BackendsCommand::List => {
+            println!("{:<16} {:<36} {:>4}  {:<8} SOURCE", "NAME", "URL", "MAX", "TAGS");
+            let from_db: Vec<String> = station.store.list_backends().await.unwrap_or_default().into_iter().map(|b| b.name).collect();
+            for s in backend_specs(station).await {
+                let src = if from_db.contains(&s.name) { "added" } else { "config" };
+                println!("{:<16} {:<36} {:>4}  {:<8} {src}", s.name, s.url, s.max_concurrent, s.tags.join(","));
+            }
+            exit::OK
+        }
+        BackendsCommand::Add { name, url, max_concurrent, tags } => {
+            if let Err(e) = ComfyClient::new(&url) {
+                eprintln!("error: {e}");
+                return exit::USAGE;
+            }
+            let row = BackendRow {
+                name: name.clone(),
+                url,
+                max_concurrent: max_concurrent.max(1) as i64,
+                tags: serde_json::to_string(&tags).unwrap_or_else(|_| "[]".into()),
+                created_at: station_store::now_ms(),
+            };
+            match station.store.upsert_backend(&row).await {
+                Ok(()) => {
+                    println!("added backend {name}; a running `station serve` picks it up at its next restart");
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    exit::UNAVAILABLE
+                }
+            }
+        }
+        BackendsCommand::Remove { name } => match station.store.remove_backend(&name).await {
+            Ok(true) => {
+                println!("removed backend {name}");
+                exit::OK
+            }
+            Ok(false) => {
+                eprintln!("error: no backend {name} was added at run time (configured ones are removed from station.toml)");
+                exit::USAGE
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::UNAVAILABLE
+            }
+        },
+        BackendsCommand::Check => {
+            let specs = backend_specs(station).await;
+            if specs.is_empty() {
+                println!("no ComfyUI backend configured");
+                return exit::FAILED;
+            }
+            let pool = match ComfyExecutor::new(specs, "none") {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::USAGE;
+                }
+            };
+            pool.check_all().await;
+            let tools = station.tools.list();
+            let caps = pool.capabilities(&tools);
+            let mut all_ok = true;
+            for (status, (_, per_tool)) in pool.statuses().iter().zip(caps) {
+                let state = if status.healthy { "up".to_string() } else { format!("DOWN: {}", status.last_error.clone().unwrap_or_default()) };
+                all_ok &= status.healthy;
+                println!("{} ({}) — {state}", status.spec.name, status.spec.url);
+                if status.healthy {
+                    for (tool, why_not) in per_tool {
+                        match why_not {
+                            None => println!("  can run   {tool}"),
+                            Some(r) => println!("  cannot    {tool}: {r}"),
+                        }
+                    }
+                }
+            }
+            pool.shutdown();
+            if all_ok { exit::OK } else { exit::FAILED }
+        }
+    }
+}
