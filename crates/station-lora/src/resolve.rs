@@ -28,7 +28,8 @@ pub struct Resolution {
     pub prompt: String,
     /// LoRAs applied, in prompt order; each slug appears at most once.
     pub applied: Vec<Applied>,
-    /// Human-readable notes about conflicts and removed or ignored tags, in prompt order.
+    /// Human-readable notes: removed inline tags first, then tags kept as plain text and
+    /// trigger conflicts, in prompt order.
     pub warnings: Vec<String>,
 }
 
@@ -93,8 +94,12 @@ const RUN_CHARS: &[char] = &['.', '!', '?', ',', ';', ':'];
 ///   suffix. Removal collapses the whitespace it would leave: between two whitespace runs one
 ///   is dropped (the one without a line break, preferring the following one), a space before
 ///   `, . ! ? ; : ) ] }` or the end is dropped, and a space after `( [ {` or the start is
-///   dropped. Nothing else changes.
-/// - **Inline tags.** `<lora:slug:weight>` (no `<` or `>` inside) already in the prompt is
+///   dropped. Nothing else changes, except that a space replaces a removed inline tag that
+///   sat between two word characters. Inline tags are removed before triggers are matched,
+///   and a tag that such removals join together (`<lora:x` + `:1>`) is judged like any
+///   other; one joined by removing triggers is removed, with a warning.
+/// - **Inline tags.** `<lora:slug:weight>` (no `<` or `>` inside, no spaces around the slug
+///   or weight) already in the prompt is
 ///   kept verbatim and counts as applied (with its weight as written, unclamped) when the slug
 ///   (case-insensitive) names a usable, compatible LoRA; then every trigger of that LoRA
 ///   elsewhere in the prompt is removed, except the trigger word written directly after the
@@ -117,16 +122,98 @@ pub fn resolve(
     now_ms: i64,
 ) -> Resolution {
     let index = Index::build(catalog, account, tool_base_model, now_ms);
-    Resolver {
-        prompt,
+    let ctx = TagContext {
         index: &index,
-        out: String::with_capacity(prompt.len() + 64),
+        catalog,
+        account,
+        tool_base_model,
+        now_ms,
+    };
+    let (text, warnings) = strip_tags(prompt, &ctx);
+    let mut applied_loras = HashSet::new();
+    let tags = ctx.classify(&text, &mut applied_loras);
+    Resolver {
+        prompt: &text,
+        index: &index,
+        out: String::with_capacity(text.len() + 64),
         applied: Vec::new(),
-        warnings: Vec::new(),
-        applied_loras: HashSet::new(),
+        warnings,
+        applied_loras,
         winners: HashMap::new(),
+        known_spans: Vec::new(),
     }
-    .run(catalog, account, tool_base_model, now_ms)
+    .run(&tags)
+}
+
+/// Removes the inline tags that must go, repeating while removals join text into new tags,
+/// so that trigger matching (and any later resolution) sees the text that will be output.
+fn strip_tags(prompt: &str, ctx: &TagContext<'_, '_>) -> (String, Vec<String>) {
+    let mut text = prompt.to_owned();
+    let mut warnings = Vec::new();
+    loop {
+        let tags = ctx.classify(&text, &mut HashSet::new());
+        if !tags
+            .iter()
+            .any(|t| matches!(t.action, TagAction::Remove(_)))
+        {
+            return (text, warnings);
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut i = 0;
+        for tag in tags {
+            let TagAction::Remove(warning) = tag.action else {
+                continue;
+            };
+            out.push_str(&text[i..tag.start]);
+            warnings.push(warning);
+            i = tag.end + collapse_removal(&mut out, &text[tag.end..]);
+            // A tag separates words; removing it must not glue `foo` and `bar` together.
+            let glued = out.chars().next_back().is_some_and(is_word_char)
+                && text[i..].chars().next().is_some_and(is_word_char);
+            if glued {
+                out.push(' ');
+            }
+        }
+        out.push_str(&text[i..]);
+        text = out;
+    }
+}
+
+/// Drops a removed piece of text: `out` holds the text before the hole, `rest` the text
+/// after it. Collapses the whitespace the hole leaves (see [`resolve`]) and returns how many
+/// bytes of `rest` to skip.
+fn collapse_removal(out: &mut String, rest: &str) -> usize {
+    let right_ws = rest.len() - rest.trim_start().len();
+    let left_ws = out.len() - out.trim_end().len();
+    if left_ws > 0 && right_ws > 0 {
+        let left_has_newline = out[out.len() - left_ws..].contains('\n');
+        let right_has_newline = rest[..right_ws].contains('\n');
+        if right_has_newline && !left_has_newline {
+            out.truncate(out.len() - left_ws);
+            return 0;
+        }
+        return right_ws;
+    }
+    if left_ws > 0 {
+        let closes = rest
+            .chars()
+            .next()
+            .is_none_or(|c| matches!(c, ',' | '.' | '!' | '?' | ';' | ':' | ')' | ']' | '}'));
+        if closes {
+            out.truncate(out.len() - left_ws);
+        }
+        return 0;
+    }
+    if right_ws > 0 {
+        let opens = out
+            .chars()
+            .next_back()
+            .is_none_or(|c| matches!(c, '(' | '[' | '{'));
+        if opens {
+            return right_ws;
+        }
+    }
+    0
 }
 
 /// True for characters that continue a word (see the matching rule of [`resolve`]).
@@ -170,6 +257,21 @@ fn to_hundredths(weight: f64) -> i64 {
     ((weight * 100.0).round().clamp(0.0, MAX_WEIGHT as f64)) as i64
 }
 
+/// Index key of folded text: its leading run of word characters, or its first character
+/// when that is not a word character.
+///
+/// A phrase can only match where the prompt's key equals the phrase's key, which keeps
+/// lookups to a handful of candidates even with thousands of triggers sharing a first letter.
+fn lead_key(mut folded: impl Iterator<Item = char>) -> String {
+    match folded.next() {
+        None => String::new(),
+        Some(c) if !is_word_char(c) => c.to_string(),
+        Some(c) => std::iter::once(c)
+            .chain(folded.take_while(|&c| is_word_char(c)))
+            .collect(),
+    }
+}
+
 /// A usable, compatible LoRA.
 struct Usable<'a> {
     rec: &'a LoraRecord,
@@ -194,8 +296,8 @@ struct Phrase {
 struct Index<'a> {
     usable: Vec<Usable<'a>>,
     phrases: Vec<Phrase>,
-    /// Phrase ids by their first (lowercase) character.
-    by_first: HashMap<char, Vec<usize>>,
+    /// Phrase ids by their [`lead_key`].
+    by_lead: HashMap<String, Vec<usize>>,
 }
 
 impl<'a> Index<'a> {
@@ -246,14 +348,17 @@ impl<'a> Index<'a> {
                 }
             }
         }
-        let mut by_first: HashMap<char, Vec<usize>> = HashMap::new();
+        let mut by_lead: HashMap<String, Vec<usize>> = HashMap::new();
         for (id, p) in phrases.iter().enumerate() {
-            by_first.entry(p.chars[0]).or_default().push(id);
+            by_lead
+                .entry(lead_key(p.chars.iter().copied()))
+                .or_default()
+                .push(id);
         }
         Index {
             usable,
             phrases,
-            by_first,
+            by_lead,
         }
     }
 
@@ -318,14 +423,16 @@ impl<'a> Index<'a> {
         limit: usize,
         prev: Option<char>,
     ) -> Option<(usize, usize)> {
-        let first = fold(prompt[at..].chars().next()?).next()?;
-        let prev_is_word = prev.is_some_and(is_word_char);
+        let first = prompt[at..].chars().next()?;
+        // Candidates start with a word character exactly when `first` is one, so inside a
+        // word none of them can match.
+        if is_word_char(first) && prev.is_some_and(is_word_char) {
+            return None;
+        }
+        let key = lead_key(prompt[at..limit].chars().flat_map(fold));
         let mut best: Option<(usize, usize)> = None;
-        for &id in self.by_first.get(&first)? {
+        for &id in self.by_lead.get(&key)? {
             let phrase = &self.phrases[id];
-            if prev_is_word && is_word_char(phrase.chars[0]) {
-                continue;
-            }
             let Some(end) = Self::match_at(prompt, at, limit, phrase) else {
                 continue;
             };
@@ -451,37 +558,49 @@ struct Resolver<'p, 'i, 'a> {
     applied_loras: HashSet<usize>,
     /// Winning LoRA per phrase id, decided on first use.
     winners: HashMap<usize, usize>,
+    /// Byte ranges in `out` of the `<lora:…>` spans this resolution wrote or kept (including
+    /// those kept as plain text).
+    known_spans: Vec<(usize, usize)>,
 }
 
-impl Resolver<'_, '_, '_> {
-    fn classify_tags(
-        &mut self,
-        catalog: &[LoraRecord],
-        account: Option<&str>,
-        tool_base_model: Option<&str>,
-        now_ms: i64,
-    ) -> Vec<Tag> {
+/// What [`TagContext::classify`] needs to judge inline tags.
+struct TagContext<'i, 'a> {
+    index: &'i Index<'a>,
+    catalog: &'a [LoraRecord],
+    account: Option<&'a str>,
+    tool_base_model: Option<&'a str>,
+    now_ms: i64,
+}
+
+impl TagContext<'_, '_> {
+    /// Decides every inline tag of `prompt`; LoRAs of kept tags go into `applied`, and a
+    /// second tag for one of them is removed.
+    fn classify(&self, prompt: &str, applied: &mut HashSet<usize>) -> Vec<Tag> {
+        let (catalog, account, tool_base_model, now_ms) = (
+            self.catalog,
+            self.account,
+            self.tool_base_model,
+            self.now_ms,
+        );
         let mut tags = Vec::new();
-        for (start, end) in find_tags(self.prompt) {
-            let text = &self.prompt[start..end];
-            let body = &self.prompt[start + 6..end - 1];
+        for (start, end) in find_tags(prompt) {
+            let text = &prompt[start..end];
+            let body = &prompt[start + 6..end - 1];
             let action = match body.split_once(':') {
                 None => TagAction::Plain(format!(
                     "kept {text} as plain text: expected <lora:slug:weight>"
                 )),
-                Some((_, weight)) if !is_tag_weight(weight.trim()) => TagAction::Plain(format!(
-                    "kept {text} as plain text: weight {:?} is not a number",
-                    weight.trim()
+                Some((_, weight)) if !is_tag_weight(weight) => TagAction::Plain(format!(
+                    "kept {text} as plain text: weight {weight:?} is not a number"
                 )),
                 Some((slug, weight)) => {
-                    let slug = slug.trim();
-                    let weight: f64 = weight.trim().parse().unwrap_or(0.0);
+                    let weight: f64 = weight.parse().unwrap_or(0.0);
                     match self.index.by_slug(slug) {
-                        Some(u) if self.applied_loras.contains(&u) => TagAction::Remove(format!(
+                        Some(u) if applied.contains(&u) => TagAction::Remove(format!(
                             "removed {text}: LoRA {slug:?} is already applied"
                         )),
                         Some(u) => {
-                            self.applied_loras.insert(u);
+                            applied.insert(u);
                             TagAction::Keep { u, weight }
                         }
                         None => {
@@ -506,15 +625,11 @@ impl Resolver<'_, '_, '_> {
         }
         tags
     }
+}
 
-    fn run(
-        mut self,
-        catalog: &[LoraRecord],
-        account: Option<&str>,
-        tool_base_model: Option<&str>,
-        now_ms: i64,
-    ) -> Resolution {
-        let tags = self.classify_tags(catalog, account, tool_base_model, now_ms);
+impl Resolver<'_, '_, '_> {
+    /// The trigger pass over the prompt, whose inline tags are already decided in `tags`.
+    fn run(mut self, tags: &[Tag]) -> Resolution {
         let prompt = self.prompt;
         let mut next_tag = 0;
         let mut i = 0;
@@ -528,6 +643,8 @@ impl Resolver<'_, '_, '_> {
                 after_tag = None;
                 match &tag.action {
                     TagAction::Keep { u, weight } => {
+                        self.known_spans
+                            .push((self.out.len(), self.out.len() + text.len()));
                         self.out.push_str(text);
                         self.applied.push(Applied {
                             slug: self.index.usable[*u].rec.slug.clone(),
@@ -538,6 +655,8 @@ impl Resolver<'_, '_, '_> {
                         i = tag.end;
                     }
                     TagAction::Plain(w) => {
+                        self.known_spans
+                            .push((self.out.len(), self.out.len() + text.len()));
                         self.out.push_str(text);
                         self.warnings.push(w.clone());
                         i = tag.end;
@@ -571,10 +690,42 @@ impl Resolver<'_, '_, '_> {
             prev = Some(c);
             i += c.len_utf8();
         }
+        self.drop_formed_tags();
         Resolution {
             prompt: self.out,
             applied: self.applied,
             warnings: self.warnings,
+        }
+    }
+
+    /// Removes `<lora:…>` spans that removals created by joining the text around them (such
+    /// as `<lora:secret` + `:1>` once `<lora:gone:1>` between them is dropped): they were not
+    /// in the prompt, so they were never checked. Repeats because each cut can join again.
+    fn drop_formed_tags(&mut self) {
+        loop {
+            let formed: Vec<(usize, usize)> = find_tags(&self.out)
+                .into_iter()
+                .filter(|span| !self.known_spans.contains(span))
+                .collect();
+            if formed.is_empty() {
+                return;
+            }
+            for &(start, end) in &formed {
+                self.warnings.push(format!(
+                    "removed {}: it was formed by removing text inside it",
+                    &self.out[start..end]
+                ));
+            }
+            // Back to front, so the offsets still to cut stay valid.
+            for &(start, end) in formed.iter().rev() {
+                self.out.replace_range(start..end, "");
+                for tag in &mut self.known_spans {
+                    if tag.0 >= end {
+                        tag.0 -= end - start;
+                        tag.1 -= end - start;
+                    }
+                }
+            }
         }
     }
 
@@ -633,11 +784,13 @@ impl Resolver<'_, '_, '_> {
             return self.remove(stop);
         }
         self.applied_loras.insert(u);
+        let tag_start = self.out.len();
         self.out.push_str("<lora:");
         self.out.push_str(&lora.rec.slug);
         self.out.push(':');
         self.out.push_str(&format_weight(weight));
         self.out.push('>');
+        self.known_spans.push((tag_start, self.out.len()));
         if let Some(word) = self.index.emitted_word(u, id) {
             self.out.push_str(word);
         }
@@ -649,53 +802,10 @@ impl Resolver<'_, '_, '_> {
         stop
     }
 
-    /// Drops the text before `after` (already skipped by the caller), collapsing the whitespace
-    /// left around the hole; returns where to continue.
+    /// Drops the prompt text before `after` (already skipped by the caller), collapsing the
+    /// whitespace left around the hole; returns where to continue.
     fn remove(&mut self, after: usize) -> usize {
-        let rest = &self.prompt[after..];
-        let right_ws = rest.len() - rest.trim_start().len();
-        let left_ws = self.out.len() - self.out.trim_end().len();
-        let mut next = after;
-        if left_ws > 0 && right_ws > 0 {
-            let left_has_newline = self.out[self.out.len() - left_ws..].contains('\n');
-            let right_has_newline = rest[..right_ws].contains('\n');
-            if right_has_newline && !left_has_newline {
-                self.out.truncate(self.out.len() - left_ws);
-            } else {
-                next += right_ws;
-            }
-        } else if left_ws > 0 {
-            let closes = rest
-                .chars()
-                .next()
-                .is_none_or(|c| matches!(c, ',' | '.' | '!' | '?' | ';' | ':' | ')' | ']' | '}'));
-            if closes {
-                self.out.truncate(self.out.len() - left_ws);
-            }
-        } else if right_ws > 0 {
-            let opens = self
-                .out
-                .chars()
-                .next_back()
-                .is_none_or(|c| matches!(c, '(' | '[' | '{'));
-            if opens {
-                next += right_ws;
-            }
-        }
-        // Joining the two sides must not spell a new tag such as `<lo` + `ra:x:1>`.
-        let tail: String = {
-            let mut t: Vec<char> = self.out.chars().rev().take(5).collect();
-            t.reverse();
-            t.into_iter().collect()
-        };
-        let joined: String = tail
-            .chars()
-            .chain(self.prompt[next..].chars().take(5))
-            .collect();
-        if joined.to_ascii_lowercase().contains("<lora:") {
-            self.out.push(' ');
-        }
-        next
+        after + collapse_removal(&mut self.out, &self.prompt[after..])
     }
 }
 

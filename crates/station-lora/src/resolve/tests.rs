@@ -602,12 +602,86 @@ fn broken_tag_shapes_are_plain_text() {
 }
 
 #[test]
-fn removal_never_joins_text_into_a_new_tag() {
-    let cat = [milady(), lora("x", &["xx"])];
-    let r = run("<lo<lora:gone:1>ra:secret:1>", &cat);
-    assert_eq!(r.prompt, "<lo ra:secret:1>");
-    let r = run("xx <lo#xx#ra:secret:1>", &[lora("x", &["xx", "#xx#"])]);
-    assert_eq!(r.prompt, "<lora:x:1>xx <lo ra:secret:1>");
+fn removing_a_tag_never_glues_words() {
+    let cat = [milady()];
+    let r = run("foo<lora:gone:1>milady", &cat);
+    assert_eq!(r.prompt, "foo <lora:milady-v1:1>milady");
+    assert_eq!(
+        rewrite("<lo<lora:gone:1>ra:secret:1>", &cat),
+        "<lo ra:secret:1>"
+    );
+    assert_eq!(rewrite("(<lora:gone:1>)", &cat), "()");
+}
+
+#[test]
+fn tags_formed_by_removing_tags_are_judged_too() {
+    let cat = [milady()];
+    for text in [
+        "<lora:secret<lora:gone:1>:1>",
+        "<lora:<lora:gone:1>secret:1>",
+    ] {
+        let r = run(text, &cat);
+        assert_eq!(r.prompt, "", "{text}");
+        assert_eq!(
+            r.warnings,
+            vec![
+                r#"removed <lora:gone:1>: no LoRA "gone" is available"#,
+                r#"removed <lora:secret:1>: no LoRA "secret" is available"#,
+            ],
+            "{text}"
+        );
+    }
+    let r = run("<lora:milady-v1<lora:gone:1>:0.5> milady", &cat);
+    assert_eq!(r.prompt, "<lora:milady-v1:0.5>");
+    assert_eq!(
+        applied(&r),
+        vec![("milady-v1", 0.5, "<lora:milady-v1:0.5>")]
+    );
+    let r = run("a <lora:x<lora:<lora:gone:1>:1>:1> b milady", &cat);
+    assert_eq!(r.prompt, "a b <lora:milady-v1:1>milady");
+    assert_eq!(
+        r.warnings,
+        vec![
+            r#"removed <lora:gone:1>: no LoRA "gone" is available"#,
+            r#"removed <lora::1>: no LoRA "" is available"#,
+            r#"removed <lora:x:1>: no LoRA "x" is available"#,
+        ]
+    );
+}
+
+#[test]
+fn tags_formed_by_removing_triggers_are_removed() {
+    let cat = [lora("x", &["xx", "#xx#"])];
+    let r = run("xx <lo#xx#ra:secret:1>", &cat);
+    assert_eq!(r.prompt, "<lora:x:1>xx ");
+    assert_eq!(
+        r.warnings,
+        vec!["removed <lora:secret:1>: it was formed by removing text inside it"]
+    );
+}
+
+#[test]
+fn text_inside_tags_is_never_matched() {
+    let cat = [milady()];
+    let r = run("milady <lora:secret milady:x>", &cat);
+    assert_eq!(r.prompt, "<lora:milady-v1:1>milady <lora:secret milady:x>");
+    // Without a closing `>` it is plain words: the repeated trigger and its weight go.
+    let r = run("milady <lora:secret milady:1 b", &cat);
+    assert_eq!(r.prompt, "<lora:milady-v1:1>milady <lora:secret b");
+}
+
+#[test]
+fn inline_tags_allow_no_spaces() {
+    let cat = [milady()];
+    let r = run("<lora: milady-v1:1> <lora:milady-v1: 1>", &cat);
+    assert_eq!(r.prompt, "<lora:milady-v1: 1>");
+    assert_eq!(
+        r.warnings,
+        vec![
+            r#"removed <lora: milady-v1:1>: no LoRA " milady-v1" is available"#,
+            r#"kept <lora:milady-v1: 1> as plain text: weight " 1" is not a number"#,
+        ]
+    );
 }
 
 // ---- visibility and compatibility ------------------------------------------------------
@@ -903,7 +977,7 @@ mod fuzz {
             .into_iter()
             .filter_map(|(s, e)| {
                 let (slug, w) = text[s + 6..e - 1].split_once(':')?;
-                is_tag_weight(w.trim()).then(|| slug.trim().to_ascii_lowercase())
+                is_tag_weight(w).then(|| slug.to_ascii_lowercase())
             })
             .collect()
     }
@@ -946,4 +1020,33 @@ mod fuzz {
             prop_assert_eq!(&again.prompt, &r.prompt, "not idempotent from {:?}", text);
         }
     }
+}
+
+#[test]
+fn large_catalog_and_prompt_stay_fast() {
+    let cat: Vec<LoraRecord> = (0..5000)
+        .map(|i| {
+            lora(
+                &format!("l{i}"),
+                &[&format!("word{i}"), &format!("alt {i}")],
+            )
+        })
+        .collect();
+    let prompt = (0..400)
+        .map(|i| format!("word{} filler", i * 7))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let started = std::time::Instant::now();
+    let r = run(&prompt, &cat);
+    assert_eq!(r.applied.len(), 400);
+    assert!(
+        r.prompt
+            .starts_with("<lora:l0:1>word0 filler, <lora:l7:1>word7 filler")
+    );
+    // Generous bound for unoptimised test builds on a busy machine; catches quadratic blowups.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }
