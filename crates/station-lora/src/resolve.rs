@@ -99,9 +99,9 @@ const RUN_CHARS: &[char] = &['.', '!', '?', ',', ';', ':'];
 ///   and a tag that such removals join together (`<lora:x` + `:1>`) is judged like any
 ///   other; one joined by removing triggers is removed, with a warning.
 /// - **Inline tags.** `<lora:slug:weight>` (no `<` or `>` inside, no spaces around the slug
-///   or weight) already in the prompt is
-///   kept verbatim and counts as applied (with its weight as written, unclamped) when the slug
-///   (case-insensitive) names a usable, compatible LoRA; then every trigger of that LoRA
+///   or weight) already in the prompt is kept verbatim and counts as applied (with its weight
+///   as written, unclamped) when the slug (case-insensitive) names a usable, compatible LoRA;
+///   then every trigger of that LoRA
 ///   elsewhere in the prompt is removed, except the trigger word written directly after the
 ///   tag, which is kept so that resolving a resolved prompt changes nothing. A tag naming an
 ///   unknown or unusable LoRA, an incompatible one, or a LoRA already applied by an earlier
