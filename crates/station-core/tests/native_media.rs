@@ -62,6 +62,18 @@ fn install_media_tools(tools_dir: &Path) -> Vec<String> {
             json!({"sigma": {"type": "number", "default": 2.0, "min": 0.1, "max": 100}}),
         ),
         ("negative", "invert", json!({})),
+        // Mis-authored tools: the error must name the input at fault.
+        (
+            "mirror-number",
+            "flip",
+            json!({"direction": {"type": "integer", "default": 1}}),
+        ),
+        (
+            "mirror-extra",
+            "flip",
+            json!({"direction": {"type": "enum", "choices": ["vertical"], "default": "vertical"},
+                "speed": {"type": "integer", "default": 3}}),
+        ),
     ] {
         let mut inputs = Map::new();
         inputs.insert("image".into(), image.clone());
@@ -658,7 +670,7 @@ async fn watermark_with_text() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_tools_for_blur_and_invert() {
+async fn operator_tools_for_blur_invert_and_misnamed_inputs() {
     let env = setup(testing::sqlite().await).await;
     let id = upload(&env, png(&halves(32, 8))).await;
     let (_, _, img) = run_ok(&env, "negative", json!({"image": format!("media:{id}")})).await;
@@ -676,6 +688,27 @@ async fn operator_tools_for_blur_and_invert() {
         "the red/blue edge is mixed: {edge:?}"
     );
     assert!(close(px(&img, 0, 4), RED, 8));
+
+    let err = run_invalid(
+        &env,
+        "mirror-number",
+        json!({"image": format!("media:{id}")}),
+    )
+    .await;
+    assert!(
+        err.starts_with("direction:") && err.contains("integer"),
+        "{err}"
+    );
+    let err = run_invalid(
+        &env,
+        "mirror-extra",
+        json!({"image": format!("media:{id}")}),
+    )
+    .await;
+    assert!(
+        err.starts_with("speed:") && err.contains("no such option"),
+        "{err}"
+    );
     env.stop().await;
 }
 
