@@ -74,26 +74,40 @@ struct Backend {
 
 impl Backend {
     fn free(&self) -> usize {
-        self.spec.max_concurrent.saturating_sub(self.inflight.load(Ordering::SeqCst))
+        self.spec
+            .max_concurrent
+            .saturating_sub(self.inflight.load(Ordering::SeqCst))
     }
 
     /// Why this backend cannot run the tool, or None if it can.
     fn cannot_run(&self, tool: &ToolDef, checkpoint: Option<&str>) -> Option<String> {
         let info = self.object_info.read().expect("object_info lock").clone();
-        let Some(info) = info else { return Some("not checked yet".into()) };
-        let missing: Vec<String> = tool.node_types().into_iter().filter(|n| !info.has_node(n)).collect();
+        let Some(info) = info else {
+            return Some("not checked yet".into());
+        };
+        let missing: Vec<String> = tool
+            .node_types()
+            .into_iter()
+            .filter(|n| !info.has_node(n))
+            .collect();
         if !missing.is_empty() {
             return Some(format!("missing nodes: {}", missing.join(", ")));
         }
         if let (Some(ckpt), Some(comfy)) = (checkpoint, &tool.comfyui) {
             // The checkpoint must be among the choices of the node input it is bound to.
             for (input, targets) in &comfy.bindings {
-                if tool.inputs.get(input).map(|i| i.kind) != Some(station_tools::InputType::Checkpoint) {
+                if tool.inputs.get(input).map(|i| i.kind)
+                    != Some(station_tools::InputType::Checkpoint)
+                {
                     continue;
                 }
                 for t in targets {
-                    let Some(t) = station_tools::BindingTarget::parse(t) else { continue };
-                    let class = comfy.workflow[t.node]["class_type"].as_str().unwrap_or_default();
+                    let Some(t) = station_tools::BindingTarget::parse(t) else {
+                        continue;
+                    };
+                    let class = comfy.workflow[t.node]["class_type"]
+                        .as_str()
+                        .unwrap_or_default();
                     if let Some(choices) = info.choices(class, t.field)
                         && !choices.iter().any(|c| c == ckpt)
                     {
@@ -111,7 +125,13 @@ impl Backend {
             healthy: self.healthy.load(Ordering::SeqCst),
             inflight: self.inflight.load(Ordering::SeqCst),
             last_error: self.last_error.lock().expect("lock").clone(),
-            node_count: self.object_info.read().expect("lock").as_ref().map(|i| i.0.len()).unwrap_or(0),
+            node_count: self
+                .object_info
+                .read()
+                .expect("lock")
+                .as_ref()
+                .map(|i| i.0.len())
+                .unwrap_or(0),
         }
     }
 }
@@ -135,7 +155,10 @@ impl Drop for Slot {
 
 impl ComfyExecutor {
     /// A pool with these backends. Health checks start with [`ComfyExecutor::start_health_checks`].
-    pub fn new(specs: Vec<BackendSpec>, preview_method: &str) -> Result<Arc<ComfyExecutor>, ComfyError> {
+    pub fn new(
+        specs: Vec<BackendSpec>,
+        preview_method: &str,
+    ) -> Result<Arc<ComfyExecutor>, ComfyError> {
         let ex = Arc::new(ComfyExecutor {
             backends: RwLock::new(vec![]),
             preview_method: (preview_method != "none").then(|| preview_method.to_string()),
@@ -178,11 +201,19 @@ impl ComfyExecutor {
 
     /// Live state of every backend.
     pub fn statuses(&self) -> Vec<BackendStatus> {
-        self.backends.read().expect("backends lock").iter().map(|b| b.status()).collect()
+        self.backends
+            .read()
+            .expect("backends lock")
+            .iter()
+            .map(|b| b.status())
+            .collect()
     }
 
     /// For each backend, which of `tools` it can run, or why not.
-    pub fn capabilities(&self, tools: &[Arc<ToolDef>]) -> Vec<(String, Vec<(String, Option<String>)>)> {
+    pub fn capabilities(
+        &self,
+        tools: &[Arc<ToolDef>],
+    ) -> Vec<(String, Vec<(String, Option<String>)>)> {
         self.list()
             .iter()
             .map(|b| {
@@ -234,7 +265,11 @@ impl ComfyExecutor {
     /// Runs [`ComfyExecutor::check_all`] now and then every `every`, until
     /// [`ComfyExecutor::shutdown`]. `on_change` is called after each round (to
     /// wake workers when capacity appears).
-    pub async fn start_health_checks(self: &Arc<Self>, every: Duration, on_change: Arc<tokio::sync::Notify>) {
+    pub async fn start_health_checks(
+        self: &Arc<Self>,
+        every: Duration,
+        on_change: Arc<tokio::sync::Notify>,
+    ) {
         self.check_all().await;
         let me = self.clone();
         tokio::spawn(async move {
@@ -255,26 +290,49 @@ impl ComfyExecutor {
     }
 
     /// Picks a backend for a new submission and takes a slot on it.
-    fn route(&self, tool: &ToolDef, checkpoint: Option<&str>, avoid: Option<&str>) -> Result<Slot, ExecError> {
+    fn route(
+        &self,
+        tool: &ToolDef,
+        checkpoint: Option<&str>,
+        avoid: Option<&str>,
+    ) -> Result<Slot, ExecError> {
         let all = self.list();
         if all.is_empty() {
             return Err(ExecError::Transient(
                 "no ComfyUI backend is configured; add one with `station backends add`".into(),
             ));
         }
-        let able: Vec<&Arc<Backend>> = all.iter().filter(|b| b.cannot_run(tool, checkpoint).is_none()).collect();
+        let able: Vec<&Arc<Backend>> = all
+            .iter()
+            .filter(|b| b.cannot_run(tool, checkpoint).is_none())
+            .collect();
         if able.is_empty() {
             // Only final when every backend has answered and none has what is needed.
             let reasons: Vec<String> = all
                 .iter()
-                .map(|b| format!("{}: {}", b.spec.name, b.cannot_run(tool, checkpoint).unwrap_or_default()))
+                .map(|b| {
+                    format!(
+                        "{}: {}",
+                        b.spec.name,
+                        b.cannot_run(tool, checkpoint).unwrap_or_default()
+                    )
+                })
                 .collect();
-            let all_known = all.iter().all(|b| b.object_info.read().expect("lock").is_some());
+            let all_known = all
+                .iter()
+                .all(|b| b.object_info.read().expect("lock").is_some());
             let msg = format!("no backend can run {}: {}", tool.id, reasons.join("; "));
-            return Err(if all_known { ExecError::Unroutable(msg) } else { ExecError::Transient(msg) });
+            return Err(if all_known {
+                ExecError::Unroutable(msg)
+            } else {
+                ExecError::Transient(msg)
+            });
         }
-        let mut candidates: Vec<&Arc<Backend>> =
-            able.iter().copied().filter(|b| b.healthy.load(Ordering::SeqCst) && b.free() > 0).collect();
+        let mut candidates: Vec<&Arc<Backend>> = able
+            .iter()
+            .copied()
+            .filter(|b| b.healthy.load(Ordering::SeqCst) && b.free() > 0)
+            .collect();
         if candidates.len() > 1
             && let Some(avoid) = avoid
         {
@@ -291,16 +349,27 @@ impl ComfyExecutor {
                 b.inflight.fetch_add(1, Ordering::SeqCst);
                 Ok(Slot(b.clone()))
             }
-            None => Err(ExecError::Transient(format!("every backend able to run {} is down or busy", tool.id))),
+            None => Err(ExecError::Transient(format!(
+                "every backend able to run {} is down or busy",
+                tool.id
+            ))),
         }
     }
 
     /// Submits the job afresh on a routed backend and follows it.
-    async fn submit_new(&self, job: &ExecJob, ctx: &ExecContext) -> Result<Vec<OutputFile>, ExecError> {
-        let comfy = job.tool.comfyui.as_ref().ok_or_else(|| ExecError::Invalid {
-            message: format!("tool {} has no ComfyUI workflow", job.tool.id),
-            field: None,
-        })?;
+    async fn submit_new(
+        &self,
+        job: &ExecJob,
+        ctx: &ExecContext,
+    ) -> Result<Vec<OutputFile>, ExecError> {
+        let comfy = job
+            .tool
+            .comfyui
+            .as_ref()
+            .ok_or_else(|| ExecError::Invalid {
+                message: format!("tool {} has no ComfyUI workflow", job.tool.id),
+                field: None,
+            })?;
         let checkpoint = job.tool.checkpoint_param(&job.params);
         let slot = self.route(&job.tool, checkpoint.as_deref(), job.row.backend.as_deref())?;
         let backend = slot.0.clone();
@@ -314,14 +383,25 @@ impl ComfyExecutor {
                 .map_err(|e| map_error(e, &job.tool))?;
             uploaded.insert(name.clone(), up.load_image_name());
         }
-        let bound = station_tools::bind_workflow(&job.tool, &job.params, &uploaded)
-            .map_err(|e| ExecError::Invalid { message: e.to_string(), field: None })?;
+        let bound =
+            station_tools::bind_workflow(&job.tool, &job.params, &uploaded).map_err(|e| {
+                ExecError::Invalid {
+                    message: e.to_string(),
+                    field: None,
+                }
+            })?;
         let graph: Graph = match bound {
             serde_json::Value::Object(m) => m,
-            _ => return Err(ExecError::Invalid { message: "workflow is not an object".into(), field: None }),
+            _ => {
+                return Err(ExecError::Invalid {
+                    message: "workflow is not an object".into(),
+                    field: None,
+                });
+            }
         };
         let prompt_id = uuid::Uuid::new_v4().to_string();
-        ctx.record_submission(&backend.spec.name, &prompt_id).await?;
+        ctx.record_submission(&backend.spec.name, &prompt_id)
+            .await?;
         *backend.last_checkpoint.lock().expect("lock") = checkpoint;
         let outputs = &comfy.outputs;
         let images = self.follow(&backend, ctx, &graph, &prompt_id, true).await?;
@@ -346,11 +426,23 @@ impl ComfyExecutor {
         };
         let run = async move {
             if submit {
-                run_prompt(&backend.client, &backend.socket, graph, prompt_id, &options, |e| {
-                    let _ = tx.send(e.clone());
-                })
+                run_prompt(
+                    &backend.client,
+                    &backend.socket,
+                    graph,
+                    prompt_id,
+                    &options,
+                    |e| {
+                        let _ = tx.send(e.clone());
+                    },
+                )
                 .await
-                .map(|o| o.outputs.into_iter().flat_map(|(n, imgs)| imgs.into_iter().map(move |i| (n.clone(), i))).collect())
+                .map(|o| {
+                    o.outputs
+                        .into_iter()
+                        .flat_map(|(n, imgs)| imgs.into_iter().map(move |i| (n.clone(), i)))
+                        .collect()
+                })
             } else {
                 let mut events = backend.socket.subscribe(prompt_id);
                 loop {
@@ -362,9 +454,16 @@ impl ComfyExecutor {
                                 .collect());
                         }
                         RemoteState::Failed(msg) => {
-                            return Err(ComfyError::Protocol { what: "prompt".into(), reason: msg });
+                            return Err(ComfyError::Protocol {
+                                what: "prompt".into(),
+                                reason: msg,
+                            });
                         }
-                        RemoteState::Unknown => return Err(ComfyError::Lost { prompt_id: prompt_id.into() }),
+                        RemoteState::Unknown => {
+                            return Err(ComfyError::Lost {
+                                prompt_id: prompt_id.into(),
+                            });
+                        }
                         RemoteState::Pending | RemoteState::Running => {}
                     }
                     let deadline = tokio::time::sleep(Duration::from_millis(500));
@@ -398,11 +497,19 @@ impl ComfyExecutor {
                     PromptEvent::Progress { value, max, node } => (
                         Some(*value as u64),
                         Some(*max as u64),
-                        node.as_ref().and_then(|n| graph.get(n)).and_then(|n| n["class_type"].as_str()).map(String::from),
+                        node.as_ref()
+                            .and_then(|n| graph.get(n))
+                            .and_then(|n| n["class_type"].as_str())
+                            .map(String::from),
                     ),
-                    PromptEvent::Executing { node } => {
-                        (None, None, graph.get(node).and_then(|n| n["class_type"].as_str()).map(String::from))
-                    }
+                    PromptEvent::Executing { node } => (
+                        None,
+                        None,
+                        graph
+                            .get(node)
+                            .and_then(|n| n["class_type"].as_str())
+                            .map(String::from),
+                    ),
                     _ => (None, None, None),
                 };
                 ctx.progress(fraction, step, of, label).await;
@@ -435,13 +542,17 @@ trait FromComfy {
 impl FromComfy for ExecError {
     fn from_comfy(e: ComfyError) -> ExecError {
         match e {
-            ComfyError::Lost { .. } => {
-                ExecError::Transient("the backend no longer knows the job (it restarted); resubmitting".into())
+            ComfyError::Lost { .. } => ExecError::Transient(
+                "the backend no longer knows the job (it restarted); resubmitting".into(),
+            ),
+            ComfyError::Execution {
+                node_type,
+                exception_message,
+                ..
+            } => ExecError::Failed(format!("{node_type} failed: {exception_message}")),
+            ComfyError::Interrupted { .. } => {
+                ExecError::Failed("interrupted on the backend".into())
             }
-            ComfyError::Execution { node_type, exception_message, .. } => {
-                ExecError::Failed(format!("{node_type} failed: {exception_message}"))
-            }
-            ComfyError::Interrupted { .. } => ExecError::Failed("interrupted on the backend".into()),
             e if e.is_transient() => ExecError::Transient(e.to_string()),
             e => ExecError::Failed(e.to_string()),
         }
@@ -452,7 +563,10 @@ impl FromComfy for ExecError {
 /// failing node where the tool binds one.
 fn map_error(e: ComfyError, tool: &ToolDef) -> ExecError {
     match e {
-        ComfyError::Validation { message, node_errors } => {
+        ComfyError::Validation {
+            message,
+            node_errors,
+        } => {
             let mut field = None;
             let details: Vec<String> = node_errors
                 .iter()
@@ -463,11 +577,18 @@ fn map_error(e: ComfyError, tool: &ToolDef) -> ExecError {
                     }
                     match input {
                         Some(i) => format!("input {i}: {} ({})", n.message, n.details),
-                        None => format!("{} ({}): {} {}", n.class_type, n.node_id, n.message, n.details),
+                        None => format!(
+                            "{} ({}): {} {}",
+                            n.class_type, n.node_id, n.message, n.details
+                        ),
                     }
                 })
                 .collect();
-            let message = if details.is_empty() { message } else { details.join("; ") };
+            let message = if details.is_empty() {
+                message
+            } else {
+                details.join("; ")
+            };
             ExecError::Invalid { message, field }
         }
         other => ExecError::from_comfy(other),
@@ -486,11 +607,21 @@ async fn download(
         if !output_nodes.is_empty() && !output_nodes.contains(&node) {
             continue;
         }
-        let bytes = backend.client.view(&img).await.map_err(|e| map_error(e, tool))?;
-        files.push(OutputFile { bytes: bytes.to_vec(), filename: img.filename });
+        let bytes = backend
+            .client
+            .view(&img)
+            .await
+            .map_err(|e| map_error(e, tool))?;
+        files.push(OutputFile {
+            bytes: bytes.to_vec(),
+            filename: img.filename,
+        });
     }
     if files.is_empty() {
-        return Err(ExecError::Failed(format!("{} finished without output images", tool.id)));
+        return Err(ExecError::Failed(format!(
+            "{} finished without output images",
+            tool.id
+        )));
     }
     Ok(files)
 }
@@ -502,7 +633,11 @@ impl Executor for ComfyExecutor {
     }
 
     fn capacity(&self) -> usize {
-        self.list().iter().filter(|b| b.healthy.load(Ordering::SeqCst)).map(|b| b.free()).sum()
+        self.list()
+            .iter()
+            .filter(|b| b.healthy.load(Ordering::SeqCst))
+            .map(|b| b.free())
+            .sum()
     }
 
     async fn execute(&self, job: ExecJob, ctx: ExecContext) -> Result<Vec<OutputFile>, ExecError> {
@@ -519,8 +654,15 @@ impl Executor for ComfyExecutor {
                     backend.inflight.fetch_add(1, Ordering::SeqCst);
                     let _slot = Slot(backend.clone());
                     let graph = Graph::new();
-                    let outputs = job.tool.comfyui.as_ref().map(|c| c.outputs.clone()).unwrap_or_default();
-                    let images = self.follow(&backend, &ctx, &graph, &prompt_id, false).await?;
+                    let outputs = job
+                        .tool
+                        .comfyui
+                        .as_ref()
+                        .map(|c| c.outputs.clone())
+                        .unwrap_or_default();
+                    let images = self
+                        .follow(&backend, &ctx, &graph, &prompt_id, false)
+                        .await?;
                     return download(&backend, images, &outputs, &job.tool).await;
                 }
                 Err(e) => {
@@ -533,7 +675,10 @@ impl Executor for ComfyExecutor {
             return Err(ExecError::Cancelled);
         }
         self.submit_new(&job, &ctx).await.map_err(|e| match e {
-            ExecError::Failed(m) if m.starts_with("ComfyUI rejected") => ExecError::Invalid { message: m, field: None },
+            ExecError::Failed(m) if m.starts_with("ComfyUI rejected") => ExecError::Invalid {
+                message: m,
+                field: None,
+            },
             other => other,
         })
     }
@@ -553,7 +698,10 @@ impl Executor for ComfyExecutor {
             .map(|s| {
                 let detail = match (&s.last_error, s.healthy) {
                     (Some(e), _) => e.clone(),
-                    (None, true) => format!("{} node types, {}/{} busy", s.node_count, s.inflight, s.spec.max_concurrent),
+                    (None, true) => format!(
+                        "{} node types, {}/{} busy",
+                        s.node_count, s.inflight, s.spec.max_concurrent
+                    ),
                     (None, false) => "not checked yet".into(),
                 };
                 (s.spec.name, s.healthy, detail)
