@@ -45,6 +45,9 @@ pub struct BackendSpec {
     pub tags: Vec<String>,
 }
 
+/// Per tool id: `None` when a backend can run the tool, else why it cannot.
+pub type ToolSupport = Vec<(String, Option<String>)>;
+
 /// A backend's live state, for `station backends` and readiness.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendStatus {
@@ -210,10 +213,7 @@ impl ComfyExecutor {
     }
 
     /// For each backend, which of `tools` it can run, or why not.
-    pub fn capabilities(
-        &self,
-        tools: &[Arc<ToolDef>],
-    ) -> Vec<(String, Vec<(String, Option<String>)>)> {
+    pub fn capabilities(&self, tools: &[Arc<ToolDef>]) -> Vec<(String, ToolSupport)> {
         self.list()
             .iter()
             .map(|b| {
@@ -376,11 +376,19 @@ impl ComfyExecutor {
         // Upload image inputs (idempotent: same name, overwrite).
         let mut uploaded = HashMap::new();
         for (name, img) in &job.images {
-            let up = backend
+            let up = match backend
                 .client
                 .upload_image(img.bytes.as_ref().clone(), &img.filename)
                 .await
-                .map_err(|e| map_error(e, &job.tool))?;
+            {
+                Ok(up) => up,
+                Err(e) => {
+                    // Without this the retry would be routed to the same dead backend
+                    // until the next health check, burning the job's attempts.
+                    mark_down(&backend, &e);
+                    return Err(map_error(e, &job.tool));
+                }
+            };
             uploaded.insert(name.clone(), up.load_image_name());
         }
         let bound =
@@ -404,7 +412,9 @@ impl ComfyExecutor {
             .await?;
         *backend.last_checkpoint.lock().expect("lock") = checkpoint;
         let outputs = &comfy.outputs;
-        let images = self.follow(&backend, ctx, &graph, &prompt_id, true).await?;
+        let images = self
+            .follow(&backend, ctx, &job.tool, &graph, &prompt_id, true)
+            .await?;
         download(&backend, images, outputs, &job.tool).await
     }
 
@@ -414,6 +424,7 @@ impl ComfyExecutor {
         &self,
         backend: &Arc<Backend>,
         ctx: &ExecContext,
+        tool: &ToolDef,
         graph: &Graph,
         prompt_id: &str,
         submit: bool,
@@ -526,11 +537,9 @@ impl ComfyExecutor {
             }
         };
         result.map_err(|e| {
-            if e.is_transient() {
-                backend.healthy.store(false, Ordering::SeqCst);
-                *backend.last_error.lock().expect("lock") = Some(e.to_string());
-            }
-            ExecError::from_comfy(e)
+            mark_down(backend, &e);
+            // The 400 for a refused prompt arrives here (from POST /prompt).
+            map_error(e, tool)
         })
     }
 }
@@ -571,7 +580,7 @@ fn map_error(e: ComfyError, tool: &ToolDef) -> ExecError {
             let details: Vec<String> = node_errors
                 .iter()
                 .map(|n| {
-                    let input = tool.input_for_node(&n.node_id).map(String::from);
+                    let input = tool_input_for(tool, &n.node_id, n.input_name.as_deref());
                     if field.is_none() {
                         field = input.clone();
                     }
@@ -593,6 +602,34 @@ fn map_error(e: ComfyError, tool: &ToolDef) -> ExecError {
         }
         other => ExecError::from_comfy(other),
     }
+}
+
+/// Takes a backend out of service when `e` says it cannot be reached; health
+/// checks bring it back. A lost prompt is not such an error: the backend just
+/// answered (it restarted), so it stays in service for the resubmission.
+fn mark_down(backend: &Backend, e: &ComfyError) {
+    if e.is_transient() && !matches!(e, ComfyError::Lost { .. }) {
+        *backend.last_error.lock().expect("lock") = Some(e.to_string());
+        if backend.healthy.swap(false, Ordering::SeqCst) {
+            warn!(backend = %backend.spec.name, error = %e, "backend unreachable; its jobs go elsewhere");
+        }
+    }
+}
+
+/// The tool input bound to `node_id`'s `field` (the one ComfyUI blames), else
+/// the first tool input bound anywhere into that node.
+fn tool_input_for(tool: &ToolDef, node_id: &str, field: Option<&str>) -> Option<String> {
+    let comfy = tool.comfyui.as_ref()?;
+    let exact = field.and_then(|field| {
+        comfy.bindings.iter().find_map(|(input, targets)| {
+            targets
+                .iter()
+                .filter_map(|t| station_tools::BindingTarget::parse(t))
+                .any(|t| t.node == node_id && t.field == field)
+                .then(|| input.clone())
+        })
+    });
+    exact.or_else(|| tool.input_for_node(node_id).map(String::from))
 }
 
 async fn download(
@@ -661,7 +698,7 @@ impl Executor for ComfyExecutor {
                         .map(|c| c.outputs.clone())
                         .unwrap_or_default();
                     let images = self
-                        .follow(&backend, &ctx, &graph, &prompt_id, false)
+                        .follow(&backend, &ctx, &job.tool, &graph, &prompt_id, false)
                         .await?;
                     return download(&backend, images, &outputs, &job.tool).await;
                 }
@@ -674,13 +711,7 @@ impl Executor for ComfyExecutor {
         if ctx.cancelled().is_cancelled() {
             return Err(ExecError::Cancelled);
         }
-        self.submit_new(&job, &ctx).await.map_err(|e| match e {
-            ExecError::Failed(m) if m.starts_with("ComfyUI rejected") => ExecError::Invalid {
-                message: m,
-                field: None,
-            },
-            other => other,
-        })
+        self.submit_new(&job, &ctx).await
     }
 
     async fn cancel_remote(&self, job: &JobRow) {
