@@ -456,6 +456,7 @@ impl ComfyExecutor {
                 })
             } else {
                 let mut events = backend.socket.subscribe(prompt_id);
+                let mut announced = false;
                 loop {
                     match reconcile(&backend.client, prompt_id).await? {
                         RemoteState::Done(outputs) => {
@@ -474,6 +475,12 @@ impl ComfyExecutor {
                             return Err(ComfyError::Lost {
                                 prompt_id: prompt_id.into(),
                             });
+                        }
+                        // The backend sends a prompt's events only to the client id that
+                        // submitted it (an earlier process), so say it started ourselves.
+                        RemoteState::Running if !announced => {
+                            announced = true;
+                            let _ = tx.send(PromptEvent::Started);
                         }
                         RemoteState::Pending | RemoteState::Running => {}
                     }

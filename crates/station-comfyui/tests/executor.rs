@@ -261,6 +261,26 @@ impl Env {
         image::load_from_memory(&bytes).unwrap()
     }
 
+    /// Simulates a Station restart: workers stop (releasing their leases with
+    /// the prompt ids kept), and a fresh executor and fresh workers take over.
+    async fn restart_station(&mut self, specs: Vec<BackendSpec>) {
+        if let Some(w) = self.workers.take() {
+            w.shutdown().await;
+        }
+        self.comfy.shutdown();
+        let comfy = ComfyExecutor::new(specs, "auto").unwrap();
+        comfy
+            .start_health_checks(Duration::from_millis(200), self.station.wake.clone())
+            .await;
+        self.station.register_executor(comfy.clone());
+        self.comfy = comfy;
+        self.workers = Some(Workers::start(&self.station));
+    }
+
+    fn specs(&self) -> Vec<BackendSpec> {
+        self.comfy.statuses().into_iter().map(|s| s.spec).collect()
+    }
+
     fn fake(&self, i: usize) -> &FakeComfy {
         &self.fakes[i]
     }
@@ -353,6 +373,8 @@ on_every_db!(
     dropped_websocket_is_reconciled,
     restarted_backend_gets_exactly_one_resubmission,
     dead_backend_fails_over_to_another,
+    resumed_job_still_running_is_followed_not_resubmitted,
+    resumed_job_finished_meanwhile_is_collected,
     backend_without_node_gets_no_jobs,
     no_capable_backend_fails_with_no_backend,
 );
@@ -884,6 +906,138 @@ async fn dead_backend_fails_over_to_another(db: TestDb) {
     let s = env.comfy.statuses();
     assert!(!s[0].healthy, "the dead backend is out of service: {s:?}");
     assert!(s[0].last_error.is_some());
+    env.stop().await;
+}
+
+async fn resumed_job_still_running_is_followed_not_resubmitted(db: TestDb) {
+    let mut env = setup(db, Setup::default()).await;
+    let mut rx = env.station.bus.subscribe();
+    let image = env.upload().await;
+    let row = env
+        .submit(
+            "slow-upscale",
+            json!({"image": image, "steps": 30, "step_ms": 40}),
+        )
+        .await;
+    let before = env
+        .wait_for(&row.id, 10, "running", |r| r.status() == JobStatus::Running)
+        .await;
+    env.restart_station(env.specs()).await;
+    let released = env.job(&row.id).await;
+    assert_eq!(
+        released.remote_id, before.remote_id,
+        "prompt id kept for the next worker"
+    );
+    // The new process shows the job as running again, though ComfyUI sends
+    // the prompt's events to the old process's client id.
+    let resumed = env
+        .wait_for(&row.id, 10, "resumed", |r| {
+            r.status() == JobStatus::Running || r.status() == JobStatus::Succeeded
+        })
+        .await;
+    assert_eq!(resumed.status(), JobStatus::Running);
+    let row = env.wait_terminal(&row.id, 20).await;
+    assert_eq!(row.status(), JobStatus::Succeeded, "error: {:?}", row.error);
+    assert_doubled(&env.output(&row).await);
+    assert_eq!(
+        env.fake(0).prompts_received(),
+        1,
+        "reconciled, not resubmitted"
+    );
+    assert_eq!(row.attempts, 1);
+    assert_eq!(row.remote_id, before.remote_id);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let events = drain(&mut rx, &row.id);
+    assert_eq!(statuses_of(&events).last(), Some(&JobStatus::Succeeded));
+    let results = events
+        .iter()
+        .filter(|e| matches!(e, JobEvent::Result { .. }))
+        .count();
+    assert_eq!(results, 1);
+    env.stop().await;
+}
+
+async fn resumed_job_finished_meanwhile_is_collected(db: TestDb) {
+    let mut env = setup(db, Setup::default()).await;
+    let image = env.upload().await;
+    let row = env
+        .submit(
+            "slow-upscale",
+            json!({"image": image, "steps": 10, "step_ms": 40}),
+        )
+        .await;
+    let before = env
+        .wait_for(&row.id, 10, "running", |r| r.status() == JobStatus::Running)
+        .await;
+    let prompt = before.remote_id.clone().unwrap();
+    // Station goes away mid-job; ComfyUI finishes the prompt on its own.
+    if let Some(w) = env.workers.take() {
+        w.shutdown().await;
+    }
+    let client = inspect(env.fake(0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.history(&prompt).await.unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the prompt never finished on the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        env.job(&row.id).await.status(),
+        JobStatus::Queued,
+        "lease released"
+    );
+    env.restart_station(env.specs()).await;
+    let row = env.wait_terminal(&row.id, 20).await;
+    assert_eq!(row.status(), JobStatus::Succeeded, "error: {:?}", row.error);
+    assert_doubled(&env.output(&row).await);
+    assert_eq!(
+        env.fake(0).prompts_received(),
+        1,
+        "outputs collected from history"
+    );
+    assert_eq!(row.attempts, 1);
+    env.stop().await;
+}
+
+/// A backend that dies mid-job is waited for (it may come back with the
+/// result) for the executor's 30 s grace, then the job runs elsewhere. Slow by
+/// nature, so SQLite only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_dying_mid_job_moves_it_to_another() {
+    let env = setup(
+        testing::sqlite().await,
+        Setup {
+            slots: vec![1, 1],
+            ..Default::default()
+        },
+    )
+    .await;
+    let image = env.upload().await;
+    let row = env
+        .submit(
+            "slow-upscale",
+            json!({"image": image, "steps": 40, "step_ms": 40}),
+        )
+        .await;
+    let row = env
+        .wait_for(&row.id, 10, "running", |r| r.status() == JobStatus::Running)
+        .await;
+    assert_eq!(
+        row.backend.as_deref(),
+        Some("b0"),
+        "first of equally loaded backends"
+    );
+    env.fake(0).refuse_connections(true).await;
+    let row = env.wait_terminal(&row.id, 60).await;
+    assert_eq!(row.status(), JobStatus::Succeeded, "error: {:?}", row.error);
+    assert_eq!(row.backend.as_deref(), Some("b1"));
+    assert_eq!(row.attempts, 2);
+    assert_doubled(&env.output(&row).await);
+    assert_eq!(env.fake(0).prompts_received(), 1);
+    assert_eq!(env.fake(1).prompts_received(), 1);
+    assert!(!env.comfy.statuses()[0].healthy);
     env.stop().await;
 }
 
