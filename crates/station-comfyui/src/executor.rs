@@ -145,6 +145,10 @@ pub struct ComfyExecutor {
     preview_method: Option<String>,
     client_id: String,
     stop: CancellationToken,
+    /// Job id → (backend, prompt id) of prompts this process sent and is still
+    /// following. The worker's row predates the submission, so
+    /// [`Executor::cancel_remote`] (on timeout) looks here first.
+    submitted: Mutex<HashMap<String, (String, String)>>,
 }
 
 /// Holds a backend slot for the life of one job.
@@ -168,6 +172,7 @@ impl ComfyExecutor {
             // One websocket id per Station process, shared by all its prompts on a backend.
             client_id: uuid::Uuid::new_v4().to_string(),
             stop: CancellationToken::new(),
+            submitted: Mutex::new(HashMap::new()),
         });
         for s in specs {
             ex.add_backend(s)?;
@@ -411,11 +416,24 @@ impl ComfyExecutor {
         ctx.record_submission(&backend.spec.name, &prompt_id)
             .await?;
         *backend.last_checkpoint.lock().expect("lock") = checkpoint;
+        self.submitted.lock().expect("submitted lock").insert(
+            job.row.id.clone(),
+            (backend.spec.name.clone(), prompt_id.clone()),
+        );
         let outputs = &comfy.outputs;
-        let images = self
-            .follow(&backend, ctx, &job.tool, &graph, &prompt_id, true)
-            .await?;
-        download(&backend, images, outputs, &job.tool).await
+        let result = async {
+            let images = self
+                .follow(&backend, ctx, &job.tool, &graph, &prompt_id, true)
+                .await?;
+            download(&backend, images, outputs, &job.tool).await
+        }
+        .await;
+        // Left in place when this future is dropped (timeout), for cancel_remote.
+        self.submitted
+            .lock()
+            .expect("submitted lock")
+            .remove(&job.row.id);
+        result
     }
 
     /// Follows a prompt to its end: submits it first when `submit`, else only
@@ -466,10 +484,7 @@ impl ComfyExecutor {
                                 .collect());
                         }
                         RemoteState::Failed(msg) => {
-                            return Err(ComfyError::Protocol {
-                                what: "prompt".into(),
-                                reason: msg,
-                            });
+                            return Err(remote_failure(&backend.client, prompt_id, msg).await);
                         }
                         RemoteState::Unknown => {
                             return Err(ComfyError::Lost {
@@ -611,6 +626,29 @@ fn map_error(e: ComfyError, tool: &ToolDef) -> ExecError {
     }
 }
 
+/// The error of a prompt that failed before it was resumed, as detailed as
+/// when it is followed live (so the job reads "ImageScaleBy failed: …").
+async fn remote_failure(client: &ComfyClient, prompt_id: &str, summary: String) -> ComfyError {
+    let entry = client.history(prompt_id).await.ok().flatten();
+    if let Some(e) = entry.as_ref().and_then(|e| e.execution_error()) {
+        return ComfyError::Execution {
+            node_id: e.node_id,
+            node_type: e.node_type,
+            exception_type: e.exception_type,
+            exception_message: e.exception_message.trim_end().to_owned(),
+        };
+    }
+    if entry.as_ref().and_then(|e| e.interrupted()).is_some() {
+        return ComfyError::Interrupted {
+            prompt_id: prompt_id.into(),
+        };
+    }
+    ComfyError::Protocol {
+        what: format!("history of {prompt_id}"),
+        reason: summary,
+    }
+}
+
 /// Takes a backend out of service when `e` says it cannot be reached; health
 /// checks bring it back. A lost prompt is not such an error: the backend just
 /// answered (it restarted), so it stays in service for the resubmission.
@@ -722,11 +760,18 @@ impl Executor for ComfyExecutor {
     }
 
     async fn cancel_remote(&self, job: &JobRow) {
-        if let (Some(id), Some(name)) = (&job.remote_id, &job.backend)
-            && let Some(b) = self.by_name(name)
+        // What this process sent last beats the row, which may be from before the submission.
+        let sent = self
+            .submitted
+            .lock()
+            .expect("submitted lock")
+            .remove(&job.id);
+        let from_row = job.backend.clone().zip(job.remote_id.clone());
+        if let Some((name, id)) = sent.or(from_row)
+            && let Some(b) = self.by_name(&name)
         {
-            let _ = b.client.cancel_pending(id).await;
-            let _ = b.client.interrupt(id).await;
+            let _ = b.client.cancel_pending(&id).await;
+            let _ = b.client.interrupt(&id).await;
         }
     }
 

@@ -166,7 +166,8 @@ pub trait Executor: Send + Sync + 'static {
     /// The service name tools declare (`comfyui`, `media`).
     fn service(&self) -> &'static str;
 
-    /// How many jobs it can take right now (sum of free backend slots).
+    /// How many jobs this process may run at once right now (for ComfyUI: the
+    /// slots of the healthy backends). The worker subtracts its running jobs.
     fn capacity(&self) -> usize;
 
     /// Runs (or, when `job.row.remote_id` is set, reconciles and resumes) a job.

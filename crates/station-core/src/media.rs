@@ -48,7 +48,7 @@ impl MediaService {
         kind: &str,
     ) -> Result<MediaRow, MediaServiceError> {
         let blobs = self.blobs.clone();
-        let limits = self.limits.clone();
+        let limits = self.limits;
         let blob = tokio::task::spawn_blocking(move || {
             station_media::decode(&bytes, &limits).map_err(|e| MediaServiceError::Rejected(e.to_string()))?;
             blobs.put(&bytes, None).map_err(|e| MediaServiceError::Storage(e.to_string()))

@@ -458,7 +458,7 @@ impl Executor for MediaExecutor {
     }
 
     fn capacity(&self) -> usize {
-        self.workers.saturating_sub(self.in_flight())
+        self.workers
     }
 
     async fn execute(&self, job: ExecJob, ctx: ExecContext) -> Result<Vec<OutputFile>, ExecError> {

@@ -916,7 +916,7 @@ async fn cancelled_jobs_do_no_work() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn capacity_counts_jobs_in_flight() {
+async fn in_flight_counts_running_jobs_and_capacity_stays_the_pool_size() {
     let env = setup_with(testing::sqlite().await, false, |c, _| c.media.workers = 3).await;
     let ex = Arc::new(MediaExecutor::new(&env.station.config));
     assert_eq!(ex.service(), "media");
@@ -934,19 +934,20 @@ async fn capacity_counts_jobs_in_flight() {
         async move { ex.execute(job, c).await }
     });
     let deadline = Instant::now() + Duration::from_secs(20);
-    while ex.capacity() == 3 {
+    while ex.in_flight() == 0 {
         assert!(
             !run.is_finished(),
-            "capacity never dropped while the job ran"
+            "in_flight never rose while the job ran"
         );
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    assert_eq!(ex.capacity(), 2);
+    assert_eq!(ex.in_flight(), 1);
+    assert_eq!(ex.capacity(), 3, "capacity is the pool size; the worker subtracts its own running jobs");
     let files = run.await.unwrap().unwrap();
     assert_eq!(files.len(), 1);
     assert!(files[0].filename.ends_with(".png"));
-    assert_eq!(ex.capacity(), 3, "slot freed when the job ends");
+    assert_eq!(ex.in_flight(), 0, "slot freed when the job ends");
     let health = ex.health().await;
     assert!(health[0].1, "{health:?}");
     env.stop().await;

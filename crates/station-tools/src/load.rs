@@ -15,6 +15,14 @@ pub const BUILTIN_PREFIX: &str = "<builtin>";
 
 /// Built-in tool files: (file name, contents).
 const BUILTINS: &[(&str, &str)] = &[
+    ("resize.json", include_str!("../builtin/resize.json")),
+    ("convert.json", include_str!("../builtin/convert.json")),
+    ("crop.json", include_str!("../builtin/crop.json")),
+    ("thumbnail.json", include_str!("../builtin/thumbnail.json")),
+    ("watermark.json", include_str!("../builtin/watermark.json")),
+    ("rotate.json", include_str!("../builtin/rotate.json")),
+    ("flip.json", include_str!("../builtin/flip.json")),
+    ("strip-metadata.json", include_str!("../builtin/strip-metadata.json")),
     ("upscale.json", include_str!("../builtin/upscale.json")),
     ("blur.json", include_str!("../builtin/blur.json")),
     ("invert.json", include_str!("../builtin/invert.json")),

@@ -1,0 +1,251 @@
+//! The real `station` binary as child processes: serve, run, SIGKILL in the
+//! middle of a job and restart, and two servers sharing one PostgreSQL queue.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use station_comfyui_fake::{FakeComfy, FakeOptions};
+use station_store::{JobStatus, Store};
+
+const BIN: &str = env!("CARGO_BIN_EXE_station");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A 4×4 PNG: left half red, right half blue.
+fn input_png(dir: &Path) -> PathBuf {
+    let img = image::RgbImage::from_fn(4, 4, |x, _| if x < 2 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) });
+    let path = dir.join("in.png");
+    img.save(&path).unwrap();
+    path
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    vars: Vec<(String, String)>,
+}
+
+impl Env {
+    fn new(backends: &str, database_url: Option<&str>) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let mut vars = vec![
+            ("STATION_DATA_DIR".to_string(), dir.path().join("data").display().to_string()),
+            ("STATION_COMFYUI_BACKENDS".into(), backends.into()),
+            ("STATION_QUEUE_LEASE_SECONDS".into(), "2".into()),
+            ("STATION_QUEUE_POLL_MS".into(), "100".into()),
+            ("STATION_QUEUE_RETRY_BASE_MS".into(), "100".into()),
+            ("STATION_COMFYUI_HEALTH_INTERVAL_SECONDS".into(), "1".into()),
+            ("RUST_LOG".into(), "info".into()),
+            ("USER".into(), "tester".into()),
+        ];
+        if let Some(url) = database_url {
+            vars.push(("STATION_DATABASE_URL".into(), url.into()));
+        }
+        Env { dir, vars }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        c.current_dir(self.dir.path());
+        c
+    }
+
+    fn serve(&self, name: &str) -> (Child, u16) {
+        let port = free_port();
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        let child = self
+            .command(&["serve"])
+            .env("STATION_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        (child, port)
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    async fn store(&self) -> Store {
+        let url = self
+            .vars
+            .iter()
+            .find(|(k, _)| k == "STATION_DATABASE_URL")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| format!("sqlite://{}/data/station.db", self.dir.path().display()));
+        Store::connect(&url).await.unwrap()
+    }
+}
+
+async fn wait_http(port: u16, path: &str) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "server on {port} never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_job(store: &Store, id: &str, what: &str, pred: impl Fn(&station_store::JobRow) -> bool) -> station_store::JobRow {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(j) = store.get_job(id).await.unwrap()
+            && pred(&j)
+        {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "job {id}: timed out waiting for {what}: {:?}", store.get_job(id).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_defaults_answers_health_and_readiness_without_comfyui() {
+    init();
+    let env = Env::new("", None);
+    let (mut child, port) = env.serve("serve");
+    let health = wait_http(port, "/healthz").await;
+    assert_eq!(health.status(), 200);
+    let ready: serde_json::Value = wait_http(port, "/readyz").await.json().await.unwrap();
+    assert_eq!(ready["database"]["ok"], true, "{ready}");
+    assert!(ready["services"]["media"].is_object(), "{ready}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(env.log("serve").contains("no ComfyUI backend configured"), "{}", env.log("serve"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_upscales_through_a_comfyui_backend_and_saves_the_output() {
+    init();
+    let fake = FakeComfy::start(FakeOptions::default()).await;
+    let env = Env::new(&fake.url(), None);
+    let input = input_png(env.dir.path());
+    let out = env.dir.path().join("out");
+    let output = env
+        .command(&["run", "upscale", "--image", input.to_str().unwrap(), "--param", "scale_by=2", "--param", "upscale_method=nearest-exact", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "station run failed: {stderr}");
+    let saved = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let img = image::open(&saved).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (8, 8));
+    assert_eq!(img.get_pixel(0, 0).0, [255, 0, 0]);
+    assert_eq!(img.get_pixel(7, 7).0, [0, 0, 255]);
+    assert_eq!(fake.prompts_received(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_parameters_are_all_reported_and_nothing_is_queued() {
+    init();
+    let env = Env::new("", None);
+    let output = env.command(&["run", "upscale", "--param", "scale_by=9", "--param", "colour=red"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("scale_by") && stderr.contains("colour") && stderr.contains("image"), "{stderr}");
+    let store = env.store().await;
+    assert!(store.list_jobs(&Default::default()).await.unwrap().is_empty());
+}
+
+/// SIGKILL the server while its job runs on the backend; a new server finds the
+/// finished prompt in the backend's history and does not run it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_job_the_restarted_server_collects_the_result_without_rerunning() {
+    init();
+    let fake = FakeComfy::start(FakeOptions::default()).await;
+    fake.set_step_delay(700);
+    let env = Env::new(&fake.url(), None);
+    let input = input_png(env.dir.path());
+    let (mut first, port) = env.serve("first");
+    wait_http(port, "/healthz").await;
+    let queued = env.command(&["run", "upscale", "--no-wait", "--image", input.to_str().unwrap()]).output().unwrap();
+    assert!(queued.status.success(), "{}", String::from_utf8_lossy(&queued.stderr));
+    let id = String::from_utf8_lossy(&queued.stdout).trim().to_string();
+    let store = env.store().await;
+    wait_job(&store, &id, "submission", |j| j.remote_id.is_some()).await;
+    first.kill().unwrap(); // SIGKILL: no chance to clean up
+    first.wait().unwrap();
+    // The backend finishes the prompt on its own meanwhile.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (mut second, _) = env.serve("second");
+    let done = wait_job(&store, &id, "success", |j| j.status().is_terminal()).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(done.status(), JobStatus::Succeeded, "{:?}\n{}", done.error, env.log("second"));
+    assert_eq!(fake.prompts_received(), 1, "the finished prompt was run again");
+    assert_eq!(done.attempts, 1);
+    assert_eq!(done.output_ids().len(), 1);
+}
+
+/// SIGKILL the server, and the backend restarts too (forgetting its queue):
+/// the new server finds the prompt unknown and resubmits it exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_job_with_a_restarted_backend_resubmits_once() {
+    init();
+    let fake = FakeComfy::start(FakeOptions::default()).await;
+    fake.set_step_delay(700);
+    let env = Env::new(&fake.url(), None);
+    let input = input_png(env.dir.path());
+    let (mut first, port) = env.serve("first");
+    wait_http(port, "/healthz").await;
+    let queued = env.command(&["run", "upscale", "--no-wait", "--image", input.to_str().unwrap()]).output().unwrap();
+    let id = String::from_utf8_lossy(&queued.stdout).trim().to_string();
+    let store = env.store().await;
+    wait_job(&store, &id, "submission", |j| j.remote_id.is_some()).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    fake.restart();
+    fake.set_step_delay(10);
+    let (mut second, _) = env.serve("second");
+    let done = wait_job(&store, &id, "success", |j| j.status().is_terminal()).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(done.status(), JobStatus::Succeeded, "{:?}\n{}", done.error, env.log("second"));
+    assert_eq!(fake.prompts_received(), 2, "expected exactly one resubmission");
+    assert_eq!(done.attempts, 2);
+}
+
+/// Two servers on one PostgreSQL database drain one queue without ever running a job twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_postgres_never_run_the_same_job() {
+    init();
+    let Some(pg) = station_store::testing::postgres().await else {
+        eprintln!("skipped: STATION_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let fake = FakeComfy::start(FakeOptions::default()).await;
+    let env = Env::new(&format!("{}", fake.url()), Some(&pg.url));
+    let input = input_png(env.dir.path());
+    let mut ids = vec![];
+    for _ in 0..12 {
+        let q = env.command(&["run", "invert", "--no-wait", "--image", input.to_str().unwrap()]).output().unwrap();
+        assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+        ids.push(String::from_utf8_lossy(&q.stdout).trim().to_string());
+    }
+    let (mut a, _) = env.serve("a");
+    let (mut b, _) = env.serve("b");
+    let store = &pg.store;
+    for id in &ids {
+        let j = wait_job(store, id, "success", |j| j.status().is_terminal()).await;
+        assert_eq!(j.status(), JobStatus::Succeeded, "{:?}\n{}\n{}", j.error, env.log("a"), env.log("b"));
+        assert_eq!(j.attempts, 1);
+    }
+    a.kill().unwrap();
+    b.kill().unwrap();
+    a.wait().unwrap();
+    b.wait().unwrap();
+    assert_eq!(fake.prompts_received(), 12, "some job ran twice");
+}
