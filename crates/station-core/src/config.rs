@@ -42,6 +42,10 @@ pub struct Config {
     pub telegram: TelegramConfig,
     /// Discord bot.
     pub discord: DiscordConfig,
+    /// Operator's choice of tool for a chat command, overriding the tools'
+    /// own `command` (e.g. `upscale = "resize"` sends `/upscale` to the native
+    /// resize tool instead of the ComfyUI one).
+    pub commands: std::collections::BTreeMap<String, String>,
 }
 
 /// Job queue settings.
@@ -163,6 +167,7 @@ impl Default for Config {
             points: PointsConfig::default(),
             telegram: TelegramConfig::default(),
             discord: DiscordConfig::default(),
+            commands: Default::default(),
         }
     }
 }

@@ -56,7 +56,10 @@ impl Station {
     /// Finds a tool by id or command, as visible to `account`.
     pub fn find_tool(&self, name: &str, account: &AccountRow) -> Option<Arc<ToolDef>> {
         let name = name.trim_start_matches('/');
-        let tool = self.tools.get(name).or_else(|| self.tools.by_command(name))?;
+        let tool = match self.config.commands.get(name) {
+            Some(id) => self.tools.get(id)?,
+            None => self.tools.get(name).or_else(|| self.tools.by_command(name))?,
+        };
         match tool.visibility {
             Visibility::Admin if account.role != "admin" => None,
             _ => Some(tool),
