@@ -249,3 +249,74 @@ async fn two_servers_on_one_postgres_never_run_the_same_job() {
     b.wait().unwrap();
     assert_eq!(fake.prompts_received(), 12, "some job ran twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resize_runs_natively_with_no_comfyui_configured() {
+    init();
+    let env = Env::new("", None);
+    let input = input_png(env.dir.path());
+    let out = env.dir.path().join("out");
+    let output = env
+        .command(&["run", "resize", "--image", input.to_str().unwrap(), "--param", "width=2", "--param", "filter=nearest", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let saved = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let img = image::open(&saved).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (2, 2));
+    assert_eq!(img.get_pixel(0, 0).0, [255, 0, 0]);
+    assert_eq!(img.get_pixel(1, 1).0, [0, 0, 255]);
+}
+
+#[test]
+fn config_show_masks_secrets_and_names_endpoints() {
+    let env = Env::new("", None);
+    let out = env
+        .command(&["config", "show"])
+        .env("STATION_TELEGRAM_TOKEN", "123456:SECRET")
+        .env("STATION_DATABASE_URL", "postgres://station:hunter2@db/station")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("SECRET") && !text.contains("hunter2"), "{text}");
+    assert!(text.contains("/telegram/webhook") && text.contains("/discord/interactions"), "{text}");
+    assert!(text.contains("postgres://station:****@db/station"), "{text}");
+}
+
+#[test]
+fn config_init_writes_an_example_that_loads_and_a_bad_file_is_named() {
+    let env = Env::new("", None);
+    assert!(env.command(&["config", "init"]).output().unwrap().status.success());
+    let file = env.dir.path().join("station.toml");
+    assert!(file.exists());
+    assert!(env.command(&["--config", file.to_str().unwrap(), "config", "show"]).output().unwrap().status.success());
+    // Refuses to overwrite.
+    assert_eq!(env.command(&["config", "init"]).output().unwrap().status.code(), Some(2));
+    std::fs::write(&file, "listen = \"127.0.0.1:1\"\n[queue]\nlease = 3\n").unwrap();
+    let out = env.command(&["--config", file.to_str().unwrap(), "config", "show"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("station.toml") && err.contains("line 3") && err.contains("lease"), "{err}");
+}
+
+#[test]
+fn tools_check_names_file_field_and_reason() {
+    let env = Env::new("", None);
+    let dir = env.dir.path().join("tools");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("bad.json"),
+        r#"{"id":"bad","name":"Bad","category":"utility","service":"media","media":{"operation":"invert"},
+            "cost":{"per_run":1},"inputs":{"image":{"type":"image","primary":true},"amount":{"type":"integer","min":5,"max":1,"default":3}}}"#,
+    )
+    .unwrap();
+    let out = env.command(&["tools", "check", dir.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("bad.json") && text.contains("inputs.amount"), "{text}");
+    // The listing still works and shows built-ins.
+    let list = env.command(&["tools", "list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.contains("upscale") && text.contains("thumbnail"), "{text}");
+}
