@@ -96,6 +96,13 @@ impl Station {
         if !errors.is_empty() {
             return Err(SubmitError::Invalid(errors));
         }
+        let mut values = resolved.values;
+        // Resolved now, not when the job runs, so retries apply the same LoRAs
+        // and the job's params show what was applied.
+        self.loras()
+            .apply_to_params(&tool, account, &mut values)
+            .await
+            .map_err(|e| SubmitError::Storage(format!("LoRA catalog: {e}")))?;
         let priority = if account.role == "admin" { req.priority } else { req.priority.min(0) };
         let q = &self.config.queue;
         let new = NewJob {
@@ -103,7 +110,7 @@ impl Station {
             account_id: account.id.clone(),
             tool_id: tool.id.clone(),
             service: service_name(tool.service).to_string(),
-            params: resolved.values,
+            params: values,
             priority,
             max_attempts: q.max_attempts as i64,
             timeout_ms: (q.job_timeout_seconds * 1000) as i64,

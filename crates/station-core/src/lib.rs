@@ -9,6 +9,7 @@ pub mod config;
 pub mod events;
 pub mod executor;
 pub mod jobs;
+pub mod loras;
 pub mod media;
 pub mod native;
 pub mod worker;
@@ -43,6 +44,8 @@ pub struct Station {
     pub wake: Arc<tokio::sync::Notify>,
     /// Registered executors, one per service.
     pub executors: Arc<RwLock<Vec<Arc<dyn Executor>>>>,
+    /// The LoRA catalog as last read (see [`Station::loras`]).
+    pub lora_cache: loras::LoraCache,
 }
 
 /// Why Station could not start.
@@ -94,6 +97,7 @@ impl Station {
             bus: Arc::new(InProcessBus::default()),
             wake: Arc::new(tokio::sync::Notify::new()),
             executors: Default::default(),
+            lora_cache: Default::default(),
         };
         Ok((station, errors))
     }

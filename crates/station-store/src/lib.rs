@@ -10,12 +10,14 @@
 
 mod db;
 mod jobs;
+mod loras;
 mod misc;
 
 pub use db::{Backend, Store, StoreError};
 pub use jobs::{
     ClaimRequest, JobFilter, JobRow, JobStatus, NewJob, QueuePosition, QueueStats,
 };
+pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use misc::{AccountRow, BackendRow, MediaRow};
 
 /// Milliseconds since the Unix epoch, the one time unit stored.
