@@ -10,12 +10,16 @@
 
 mod db;
 mod jobs;
+mod ledger;
 mod loras;
 mod misc;
 
 pub use db::{Backend, Store, StoreError};
 pub use jobs::{
     ClaimRequest, JobFilter, JobRow, JobStatus, NewJob, QueuePosition, QueueStats,
+};
+pub use ledger::{
+    AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement,
 };
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use misc::{AccountRow, BackendRow, MediaRow};
