@@ -77,9 +77,7 @@ struct Backend {
 
 impl Backend {
     fn free(&self) -> usize {
-        self.spec
-            .max_concurrent
-            .saturating_sub(self.inflight.load(Ordering::SeqCst))
+        self.spec.max_concurrent.saturating_sub(self.inflight.load(Ordering::SeqCst))
     }
 
     /// Why this backend cannot run the tool, or None if it can.
@@ -88,29 +86,21 @@ impl Backend {
         let Some(info) = info else {
             return Some("not checked yet".into());
         };
-        let missing: Vec<String> = tool
-            .node_types()
-            .into_iter()
-            .filter(|n| !info.has_node(n))
-            .collect();
+        let missing: Vec<String> = tool.node_types().into_iter().filter(|n| !info.has_node(n)).collect();
         if !missing.is_empty() {
             return Some(format!("missing nodes: {}", missing.join(", ")));
         }
         if let (Some(ckpt), Some(comfy)) = (checkpoint, &tool.comfyui) {
             // The checkpoint must be among the choices of the node input it is bound to.
             for (input, targets) in &comfy.bindings {
-                if tool.inputs.get(input).map(|i| i.kind)
-                    != Some(station_tools::InputType::Checkpoint)
-                {
+                if tool.inputs.get(input).map(|i| i.kind) != Some(station_tools::InputType::Checkpoint) {
                     continue;
                 }
                 for t in targets {
                     let Some(t) = station_tools::BindingTarget::parse(t) else {
                         continue;
                     };
-                    let class = comfy.workflow[t.node]["class_type"]
-                        .as_str()
-                        .unwrap_or_default();
+                    let class = comfy.workflow[t.node]["class_type"].as_str().unwrap_or_default();
                     if let Some(choices) = info.choices(class, t.field)
                         && !choices.iter().any(|c| c == ckpt)
                     {
@@ -128,13 +118,7 @@ impl Backend {
             healthy: self.healthy.load(Ordering::SeqCst),
             inflight: self.inflight.load(Ordering::SeqCst),
             last_error: self.last_error.lock().expect("lock").clone(),
-            node_count: self
-                .object_info
-                .read()
-                .expect("lock")
-                .as_ref()
-                .map(|i| i.0.len())
-                .unwrap_or(0),
+            node_count: self.object_info.read().expect("lock").as_ref().map(|i| i.0.len()).unwrap_or(0),
         }
     }
 }
@@ -162,10 +146,7 @@ impl Drop for Slot {
 
 impl ComfyExecutor {
     /// A pool with these backends. Health checks start with [`ComfyExecutor::start_health_checks`].
-    pub fn new(
-        specs: Vec<BackendSpec>,
-        preview_method: &str,
-    ) -> Result<Arc<ComfyExecutor>, ComfyError> {
+    pub fn new(specs: Vec<BackendSpec>, preview_method: &str) -> Result<Arc<ComfyExecutor>, ComfyError> {
         let ex = Arc::new(ComfyExecutor {
             backends: RwLock::new(vec![]),
             preview_method: (preview_method != "none").then(|| preview_method.to_string()),
@@ -209,12 +190,7 @@ impl ComfyExecutor {
 
     /// Live state of every backend.
     pub fn statuses(&self) -> Vec<BackendStatus> {
-        self.backends
-            .read()
-            .expect("backends lock")
-            .iter()
-            .map(|b| b.status())
-            .collect()
+        self.backends.read().expect("backends lock").iter().map(|b| b.status()).collect()
     }
 
     /// For each backend, which of `tools` it can run, or why not.
@@ -270,11 +246,7 @@ impl ComfyExecutor {
     /// Runs [`ComfyExecutor::check_all`] now and then every `every`, until
     /// [`ComfyExecutor::shutdown`]. `on_change` is called after each round (to
     /// wake workers when capacity appears).
-    pub async fn start_health_checks(
-        self: &Arc<Self>,
-        every: Duration,
-        on_change: Arc<tokio::sync::Notify>,
-    ) {
+    pub async fn start_health_checks(self: &Arc<Self>, every: Duration, on_change: Arc<tokio::sync::Notify>) {
         self.check_all().await;
         let me = self.clone();
         tokio::spawn(async move {
@@ -295,57 +267,33 @@ impl ComfyExecutor {
     }
 
     /// Picks a backend for a new submission and takes a slot on it.
-    fn route(
-        &self,
-        tool: &ToolDef,
-        checkpoint: Option<&str>,
-        avoid: Option<&str>,
-    ) -> Result<Slot, ExecError> {
+    fn route(&self, tool: &ToolDef, checkpoint: Option<&str>, avoid: Option<&str>) -> Result<Slot, ExecError> {
         let all = self.list();
         if all.is_empty() {
             return Err(ExecError::Transient(
                 "no ComfyUI backend is configured; add one with `station backends add`".into(),
             ));
         }
-        let able: Vec<&Arc<Backend>> = all
-            .iter()
-            .filter(|b| b.cannot_run(tool, checkpoint).is_none())
-            .collect();
+        let able: Vec<&Arc<Backend>> = all.iter().filter(|b| b.cannot_run(tool, checkpoint).is_none()).collect();
         if able.is_empty() {
             // Only final when every backend has answered and none has what is needed.
             let reasons: Vec<String> = all
                 .iter()
-                .map(|b| {
-                    format!(
-                        "{}: {}",
-                        b.spec.name,
-                        b.cannot_run(tool, checkpoint).unwrap_or_default()
-                    )
-                })
+                .map(|b| format!("{}: {}", b.spec.name, b.cannot_run(tool, checkpoint).unwrap_or_default()))
                 .collect();
-            let all_known = all
-                .iter()
-                .all(|b| b.object_info.read().expect("lock").is_some());
+            let all_known = all.iter().all(|b| b.object_info.read().expect("lock").is_some());
             let msg = format!("no backend can run {}: {}", tool.id, reasons.join("; "));
-            return Err(if all_known {
-                ExecError::Unroutable(msg)
-            } else {
-                ExecError::Transient(msg)
-            });
+            return Err(if all_known { ExecError::Unroutable(msg) } else { ExecError::Transient(msg) });
         }
-        let mut candidates: Vec<&Arc<Backend>> = able
-            .iter()
-            .copied()
-            .filter(|b| b.healthy.load(Ordering::SeqCst) && b.free() > 0)
-            .collect();
+        let mut candidates: Vec<&Arc<Backend>> =
+            able.iter().copied().filter(|b| b.healthy.load(Ordering::SeqCst) && b.free() > 0).collect();
         if candidates.len() > 1
             && let Some(avoid) = avoid
         {
             candidates.retain(|b| b.spec.name != avoid);
         }
         let best = candidates.into_iter().min_by_key(|b| {
-            let affinity = checkpoint.is_some()
-                && b.last_checkpoint.lock().expect("lock").as_deref() == checkpoint;
+            let affinity = checkpoint.is_some() && b.last_checkpoint.lock().expect("lock").as_deref() == checkpoint;
             let load = b.inflight.load(Ordering::SeqCst) * 1000 / b.spec.max_concurrent.max(1);
             (!affinity, load)
         });
@@ -354,38 +302,23 @@ impl ComfyExecutor {
                 b.inflight.fetch_add(1, Ordering::SeqCst);
                 Ok(Slot(b.clone()))
             }
-            None => Err(ExecError::Transient(format!(
-                "every backend able to run {} is down or busy",
-                tool.id
-            ))),
+            None => Err(ExecError::Transient(format!("every backend able to run {} is down or busy", tool.id))),
         }
     }
 
     /// Submits the job afresh on a routed backend and follows it.
-    async fn submit_new(
-        &self,
-        job: &ExecJob,
-        ctx: &ExecContext,
-    ) -> Result<Vec<OutputFile>, ExecError> {
-        let comfy = job
-            .tool
-            .comfyui
-            .as_ref()
-            .ok_or_else(|| ExecError::Invalid {
-                message: format!("tool {} has no ComfyUI workflow", job.tool.id),
-                field: None,
-            })?;
+    async fn submit_new(&self, job: &ExecJob, ctx: &ExecContext) -> Result<Vec<OutputFile>, ExecError> {
+        let comfy = job.tool.comfyui.as_ref().ok_or_else(|| ExecError::Invalid {
+            message: format!("tool {} has no ComfyUI workflow", job.tool.id),
+            field: None,
+        })?;
         let checkpoint = job.tool.checkpoint_param(&job.params);
         let slot = self.route(&job.tool, checkpoint.as_deref(), job.row.backend.as_deref())?;
         let backend = slot.0.clone();
         // Upload image inputs (idempotent: same name, overwrite).
         let mut uploaded = HashMap::new();
         for (name, img) in &job.images {
-            let up = match backend
-                .client
-                .upload_image(img.bytes.as_ref().clone(), &img.filename)
-                .await
-            {
+            let up = match backend.client.upload_image(img.bytes.as_ref().clone(), &img.filename).await {
                 Ok(up) => up,
                 Err(e) => {
                     // Without this the retry would be routed to the same dead backend
@@ -396,43 +329,29 @@ impl ComfyExecutor {
             };
             uploaded.insert(name.clone(), up.load_image_name());
         }
-        let bound =
-            station_tools::bind_workflow(&job.tool, &job.params, &uploaded).map_err(|e| {
-                ExecError::Invalid {
-                    message: e.to_string(),
-                    field: None,
-                }
-            })?;
+        let bound = station_tools::bind_workflow(&job.tool, &job.params, &uploaded)
+            .map_err(|e| ExecError::Invalid { message: e.to_string(), field: None })?;
         let graph: Graph = match bound {
             serde_json::Value::Object(m) => m,
             _ => {
-                return Err(ExecError::Invalid {
-                    message: "workflow is not an object".into(),
-                    field: None,
-                });
+                return Err(ExecError::Invalid { message: "workflow is not an object".into(), field: None });
             }
         };
         let prompt_id = uuid::Uuid::new_v4().to_string();
-        ctx.record_submission(&backend.spec.name, &prompt_id)
-            .await?;
+        ctx.record_submission(&backend.spec.name, &prompt_id).await?;
         *backend.last_checkpoint.lock().expect("lock") = checkpoint;
-        self.submitted.lock().expect("submitted lock").insert(
-            job.row.id.clone(),
-            (backend.spec.name.clone(), prompt_id.clone()),
-        );
+        self.submitted
+            .lock()
+            .expect("submitted lock")
+            .insert(job.row.id.clone(), (backend.spec.name.clone(), prompt_id.clone()));
         let outputs = &comfy.outputs;
         let result = async {
-            let images = self
-                .follow(&backend, ctx, &job.tool, &graph, &prompt_id, true)
-                .await?;
+            let images = self.follow(&backend, ctx, &job.tool, &graph, &prompt_id, true).await?;
             download(&backend, images, outputs, &job.tool).await
         }
         .await;
         // Left in place when this future is dropped (timeout), for cancel_remote.
-        self.submitted
-            .lock()
-            .expect("submitted lock")
-            .remove(&job.row.id);
+        self.submitted.lock().expect("submitted lock").remove(&job.row.id);
         result
     }
 
@@ -455,22 +374,12 @@ impl ComfyExecutor {
         };
         let run = async move {
             if submit {
-                run_prompt(
-                    &backend.client,
-                    &backend.socket,
-                    graph,
-                    prompt_id,
-                    &options,
-                    |e| {
-                        let _ = tx.send(e.clone());
-                    },
-                )
+                run_prompt(&backend.client, &backend.socket, graph, prompt_id, &options, |e| {
+                    let _ = tx.send(e.clone());
+                })
                 .await
                 .map(|o| {
-                    o.outputs
-                        .into_iter()
-                        .flat_map(|(n, imgs)| imgs.into_iter().map(move |i| (n.clone(), i)))
-                        .collect()
+                    o.outputs.into_iter().flat_map(|(n, imgs)| imgs.into_iter().map(move |i| (n.clone(), i))).collect()
                 })
             } else {
                 let mut events = backend.socket.subscribe(prompt_id);
@@ -487,9 +396,7 @@ impl ComfyExecutor {
                             return Err(remote_failure(&backend.client, prompt_id, msg).await);
                         }
                         RemoteState::Unknown => {
-                            return Err(ComfyError::Lost {
-                                prompt_id: prompt_id.into(),
-                            });
+                            return Err(ComfyError::Lost { prompt_id: prompt_id.into() });
                         }
                         // The backend sends a prompt's events only to the client id that
                         // submitted it (an earlier process), so say it started ourselves.
@@ -535,14 +442,9 @@ impl ComfyExecutor {
                             .and_then(|n| n["class_type"].as_str())
                             .map(String::from),
                     ),
-                    PromptEvent::Executing { node } => (
-                        None,
-                        None,
-                        graph
-                            .get(node)
-                            .and_then(|n| n["class_type"].as_str())
-                            .map(String::from),
-                    ),
+                    PromptEvent::Executing { node } => {
+                        (None, None, graph.get(node).and_then(|n| n["class_type"].as_str()).map(String::from))
+                    }
                     _ => (None, None, None),
                 };
                 ctx.progress(fraction, step, of, label).await;
@@ -573,17 +475,13 @@ trait FromComfy {
 impl FromComfy for ExecError {
     fn from_comfy(e: ComfyError) -> ExecError {
         match e {
-            ComfyError::Lost { .. } => ExecError::Transient(
-                "the backend no longer knows the job (it restarted); resubmitting".into(),
-            ),
-            ComfyError::Execution {
-                node_type,
-                exception_message,
-                ..
-            } => ExecError::Failed(format!("{node_type} failed: {exception_message}")),
-            ComfyError::Interrupted { .. } => {
-                ExecError::Failed("interrupted on the backend".into())
+            ComfyError::Lost { .. } => {
+                ExecError::Transient("the backend no longer knows the job (it restarted); resubmitting".into())
             }
+            ComfyError::Execution { node_type, exception_message, .. } => {
+                ExecError::Failed(format!("{node_type} failed: {exception_message}"))
+            }
+            ComfyError::Interrupted { .. } => ExecError::Failed("interrupted on the backend".into()),
             e if e.is_transient() => ExecError::Transient(e.to_string()),
             e => ExecError::Failed(e.to_string()),
         }
@@ -594,10 +492,7 @@ impl FromComfy for ExecError {
 /// failing node where the tool binds one.
 fn map_error(e: ComfyError, tool: &ToolDef) -> ExecError {
     match e {
-        ComfyError::Validation {
-            message,
-            node_errors,
-        } => {
+        ComfyError::Validation { message, node_errors } => {
             let mut field = None;
             let details: Vec<String> = node_errors
                 .iter()
@@ -608,18 +503,11 @@ fn map_error(e: ComfyError, tool: &ToolDef) -> ExecError {
                     }
                     match input {
                         Some(i) => format!("input {i}: {} ({})", n.message, n.details),
-                        None => format!(
-                            "{} ({}): {} {}",
-                            n.class_type, n.node_id, n.message, n.details
-                        ),
+                        None => format!("{} ({}): {} {}", n.class_type, n.node_id, n.message, n.details),
                     }
                 })
                 .collect();
-            let message = if details.is_empty() {
-                message
-            } else {
-                details.join("; ")
-            };
+            let message = if details.is_empty() { message } else { details.join("; ") };
             ExecError::Invalid { message, field }
         }
         other => ExecError::from_comfy(other),
@@ -639,14 +527,9 @@ async fn remote_failure(client: &ComfyClient, prompt_id: &str, summary: String) 
         };
     }
     if entry.as_ref().and_then(|e| e.interrupted()).is_some() {
-        return ComfyError::Interrupted {
-            prompt_id: prompt_id.into(),
-        };
+        return ComfyError::Interrupted { prompt_id: prompt_id.into() };
     }
-    ComfyError::Protocol {
-        what: format!("history of {prompt_id}"),
-        reason: summary,
-    }
+    ComfyError::Protocol { what: format!("history of {prompt_id}"), reason: summary }
 }
 
 /// Takes a backend out of service when `e` says it cannot be reached; health
@@ -689,21 +572,11 @@ async fn download(
         if !output_nodes.is_empty() && !output_nodes.contains(&node) {
             continue;
         }
-        let bytes = backend
-            .client
-            .view(&img)
-            .await
-            .map_err(|e| map_error(e, tool))?;
-        files.push(OutputFile {
-            bytes: bytes.to_vec(),
-            filename: img.filename,
-        });
+        let bytes = backend.client.view(&img).await.map_err(|e| map_error(e, tool))?;
+        files.push(OutputFile { bytes: bytes.to_vec(), filename: img.filename });
     }
     if files.is_empty() {
-        return Err(ExecError::Failed(format!(
-            "{} finished without output images",
-            tool.id
-        )));
+        return Err(ExecError::Failed(format!("{} finished without output images", tool.id)));
     }
     Ok(files)
 }
@@ -715,11 +588,7 @@ impl Executor for ComfyExecutor {
     }
 
     fn capacity(&self) -> usize {
-        self.list()
-            .iter()
-            .filter(|b| b.healthy.load(Ordering::SeqCst))
-            .map(|b| b.free())
-            .sum()
+        self.list().iter().filter(|b| b.healthy.load(Ordering::SeqCst)).map(|b| b.free()).sum()
     }
 
     async fn execute(&self, job: ExecJob, ctx: ExecContext) -> Result<Vec<OutputFile>, ExecError> {
@@ -736,15 +605,8 @@ impl Executor for ComfyExecutor {
                     backend.inflight.fetch_add(1, Ordering::SeqCst);
                     let _slot = Slot(backend.clone());
                     let graph = Graph::new();
-                    let outputs = job
-                        .tool
-                        .comfyui
-                        .as_ref()
-                        .map(|c| c.outputs.clone())
-                        .unwrap_or_default();
-                    let images = self
-                        .follow(&backend, &ctx, &job.tool, &graph, &prompt_id, false)
-                        .await?;
+                    let outputs = job.tool.comfyui.as_ref().map(|c| c.outputs.clone()).unwrap_or_default();
+                    let images = self.follow(&backend, &ctx, &job.tool, &graph, &prompt_id, false).await?;
                     return download(&backend, images, &outputs, &job.tool).await;
                 }
                 Err(e) => {
@@ -761,11 +623,7 @@ impl Executor for ComfyExecutor {
 
     async fn cancel_remote(&self, job: &JobRow) {
         // What this process sent last beats the row, which may be from before the submission.
-        let sent = self
-            .submitted
-            .lock()
-            .expect("submitted lock")
-            .remove(&job.id);
+        let sent = self.submitted.lock().expect("submitted lock").remove(&job.id);
         let from_row = job.backend.clone().zip(job.remote_id.clone());
         if let Some((name, id)) = sent.or(from_row)
             && let Some(b) = self.by_name(&name)
@@ -781,10 +639,9 @@ impl Executor for ComfyExecutor {
             .map(|s| {
                 let detail = match (&s.last_error, s.healthy) {
                     (Some(e), _) => e.clone(),
-                    (None, true) => format!(
-                        "{} node types, {}/{} busy",
-                        s.node_count, s.inflight, s.spec.max_concurrent
-                    ),
+                    (None, true) => {
+                        format!("{} node types, {}/{} busy", s.node_count, s.inflight, s.spec.max_concurrent)
+                    }
                     (None, false) => "not checked yet".into(),
                 };
                 (s.spec.name, s.healthy, detail)
