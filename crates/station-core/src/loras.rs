@@ -208,6 +208,25 @@ impl LoraService<'_> {
         }
     }
 
+    /// Like [`LoraService::account_ref`] but never creates an account: an
+    /// identity nobody has used yet is an error naming `field`.
+    pub async fn find_account(&self, field: &str, reference: &str) -> Result<AccountRow, LoraError> {
+        let reference = reference.trim();
+        let store = &self.station.store;
+        if let Some(a) = store.get_account(reference).await? {
+            return Ok(a);
+        }
+        if let Some((provider, subject)) = reference.split_once(':')
+            && let Some(a) = store.account_by_identity(provider.trim(), subject.trim()).await?
+        {
+            return Ok(a);
+        }
+        Err(LoraError::invalid(
+            field,
+            format!("no account {reference:?} (give an account id or an identity like telegram:123)"),
+        ))
+    }
+
     /// Rewrites `prompt`'s trigger words for `account` (anonymous: public LoRAs
     /// only) and a tool built on `base_model`, following [`station_lora::resolve`].
     pub async fn resolve(

@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use crate::db::{Store, StoreError, with_pool};
+use crate::misc::AccountRow;
 
 /// One stored LoRA. List-valued fields are decoded from their JSON text.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -286,6 +287,21 @@ impl Store {
         with_pool!(self, p => {
             let (v,): (i64,) = sqlx::query_as("SELECT version FROM lora_catalog WHERE id = 1").fetch_one(p).await?;
             Ok(v)
+        })
+    }
+
+    /// The account behind a platform identity, without creating one (lookups
+    /// by strangers, e.g. over HTTP, must not add accounts).
+    pub async fn account_by_identity(&self, provider: &str, subject: &str) -> Result<Option<AccountRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(
+                "SELECT a.id, a.name, a.role, a.suspended, a.created_at FROM accounts a \
+                 JOIN identities i ON i.account_id = a.id WHERE i.provider = $1 AND i.subject = $2",
+            )
+            .bind(provider)
+            .bind(subject)
+            .fetch_optional(p)
+            .await?)
         })
     }
 

@@ -38,6 +38,9 @@ pub enum Command {
     /// Manage ComfyUI backends.
     #[command(subcommand)]
     Backends(BackendsCommand),
+    /// Manage the LoRA catalog and try trigger-word resolution.
+    #[command(subcommand)]
+    Loras(crate::commands::loras::LorasCommand),
     /// Apply database migrations (also done at every start).
     Migrate(MigrateArgs),
     /// Show or create configuration.

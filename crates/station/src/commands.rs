@@ -15,6 +15,7 @@ use crate::cli::{BackendsCommand, Cli, Command, ConfigCommand, JobsCommand, RunA
 use crate::exit;
 
 mod bench;
+pub(crate) mod loras;
 mod wire;
 
 /// Runs one parsed command line and returns the process exit code.
@@ -49,6 +50,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
                 Command::Tools(c) => tools(&station, c, &tool_errors),
                 Command::Backends(c) => backends(&station, c).await,
                 Command::Migrate(a) => migrate(&station, a.status).await,
+                Command::Loras(c) => loras::run(&station, c).await,
                 Command::Config(_) | Command::Bench(_) => unreachable!("handled above"),
             };
             station.store.close().await;

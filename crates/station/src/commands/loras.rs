@@ -1,0 +1,291 @@
+//! `station loras …`: the LoRA catalog from the command line.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use station_core::Station;
+use station_core::loras::{LoraEdit, LoraError};
+use station_lora::{LoraRecord, Visibility};
+use station_store::LoraFilter;
+
+use crate::exit;
+
+/// `station loras …`.
+#[derive(Debug, Subcommand)]
+pub enum LorasCommand {
+    /// Catalog entries by slug, optionally narrowed.
+    List {
+        /// Only this base model family (SD1.5, SDXL, FLUX, …).
+        #[arg(long)]
+        checkpoint: Option<String>,
+        /// Only LoRAs with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Only LoRAs whose slug, name, description or words contain this text.
+        #[arg(long)]
+        search: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One LoRA in full, with its grants, as JSON.
+    Show {
+        /// Slug.
+        slug: String,
+    },
+    /// Add a LoRA (needs --checkpoint, --filename and --visibility).
+    Add {
+        /// Slug: lowercase a-z, digits, '-', '_', '.'.
+        slug: String,
+        /// Its fields.
+        #[command(flatten)]
+        fields: LoraFields,
+    },
+    /// Change the given fields of a LoRA (list options replace the whole list).
+    Edit {
+        /// Slug.
+        slug: String,
+        /// Fields to change.
+        #[command(flatten)]
+        fields: LoraFields,
+    },
+    /// Delete a LoRA and its grants.
+    Remove {
+        /// Slug.
+        slug: String,
+    },
+    /// Let an account use a private LoRA.
+    Grant {
+        /// Slug.
+        slug: String,
+        /// Account id or platform identity such as telegram:123.
+        account: String,
+        /// When the grant ends: RFC 3339 time or Unix milliseconds (default: never).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// Withdraw an account's grant.
+    Revoke {
+        /// Slug.
+        slug: String,
+        /// Account id or platform identity such as telegram:123.
+        account: String,
+    },
+    /// Import a JSON array of LoRA records (`-` reads standard input).
+    Import {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print the catalog in the import format.
+    Export,
+    /// Show how a prompt's trigger words resolve, as JSON {prompt, applied, warnings}.
+    Resolve {
+        /// The prompt.
+        prompt: String,
+        /// Resolve as this existing account (id or provider:subject); default: anonymous, public LoRAs only.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only LoRAs usable with this base model (SD1.5, SDXL, FLUX, …).
+        #[arg(long)]
+        base_model: Option<String>,
+    },
+}
+
+/// Fields of `add` and `edit`.
+#[derive(Debug, Args)]
+pub struct LoraFields {
+    /// Display name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Free-text description.
+    #[arg(long)]
+    description: Option<String>,
+    /// Trigger word (repeatable; the first is the canonical one).
+    #[arg(long = "trigger")]
+    triggers: Vec<String>,
+    /// Alternative word replaced by the first trigger word (repeatable).
+    #[arg(long = "cognate")]
+    cognates: Vec<String>,
+    /// Default weight in [0, 2], or `none` for 1.0.
+    #[arg(long)]
+    weight: Option<String>,
+    /// Base model family (SD1.5, SDXL, ILLUSTRIOUS, FLUX, …).
+    #[arg(long)]
+    checkpoint: Option<String>,
+    /// File name on the ComfyUI servers.
+    #[arg(long)]
+    filename: Option<String>,
+    /// Tag (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Owner: account id or provider:subject, or `none` for the operator.
+    #[arg(long)]
+    owner: Option<String>,
+    /// public or private.
+    #[arg(long)]
+    visibility: Option<String>,
+}
+
+/// Usage problems are exit 2; storage trouble is exit 1.
+fn fail(e: LoraError) -> u8 {
+    eprintln!("error: {e}");
+    match e {
+        LoraError::Storage(_) => exit::FAILED,
+        _ => exit::USAGE,
+    }
+}
+
+fn usage(field: &str, reason: String) -> u8 {
+    fail(LoraError::Invalid { field: field.into(), reason })
+}
+
+fn print_json(v: &impl Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).expect("JSON values always serialise"));
+}
+
+impl LoraFields {
+    fn into_edit(self) -> Result<LoraEdit, LoraError> {
+        let invalid = |field: &str, reason: String| LoraError::Invalid { field: field.into(), reason };
+        let default_weight = match self.weight.as_deref().map(str::trim) {
+            None => None,
+            Some("none") => Some(None),
+            Some(w) => Some(Some(w.parse::<f64>().map_err(|_| invalid("weight", format!("{w:?} is not a number")))?)),
+        };
+        let visibility = match &self.visibility {
+            None => None,
+            Some(v) => Some(
+                Visibility::parse(v)
+                    .ok_or_else(|| invalid("visibility", format!("{v:?} is neither \"public\" nor \"private\"")))?,
+            ),
+        };
+        let list = |v: Vec<String>| (!v.is_empty()).then_some(v);
+        Ok(LoraEdit {
+            name: self.name,
+            description: self.description,
+            trigger_words: list(self.triggers),
+            cognates: list(self.cognates),
+            default_weight,
+            checkpoint: self.checkpoint,
+            filename: self.filename,
+            tags: list(self.tags),
+            owner: self.owner.map(|o| (o.trim() != "none").then_some(o)),
+            visibility,
+        })
+    }
+}
+
+/// Unix milliseconds or an RFC 3339 time.
+fn parse_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    text.parse::<i64>().ok().or_else(|| chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis()))
+}
+
+fn print_table(records: &[LoraRecord]) {
+    if records.is_empty() {
+        println!("no LoRAs; add some with `station loras import FILE` or `station loras add`");
+        return;
+    }
+    println!("{:<28} {:<12} {:<8} {:<6} TRIGGERS", "SLUG", "CHECKPOINT", "VISIBLE", "WEIGHT");
+    for r in records {
+        println!(
+            "{:<28} {:<12} {:<8} {:<6} {}",
+            r.slug,
+            r.checkpoint,
+            r.visibility.as_str(),
+            r.effective_default_weight(),
+            r.trigger_words.join(", ")
+        );
+    }
+}
+
+/// Runs one `station loras` command and returns the exit code.
+pub async fn run(station: &Station, c: LorasCommand) -> u8 {
+    let loras = station.loras();
+    match c {
+        LorasCommand::List { checkpoint, tag, search, json } => {
+            match loras.list(&LoraFilter { checkpoint, tag, search }).await {
+                Ok(list) if json => print_json(&list),
+                Ok(list) => print_table(&list),
+                Err(e) => return fail(e),
+            }
+        }
+        LorasCommand::Show { slug } => match loras.show(&slug).await {
+            Ok(r) => print_json(&r),
+            Err(e) => return fail(e),
+        },
+        LorasCommand::Add { slug, fields } => match async { loras.add(&slug, fields.into_edit()?).await }.await {
+            Ok(r) => println!("added {}", r.slug),
+            Err(e) => return fail(e),
+        },
+        LorasCommand::Edit { slug, fields } => match async { loras.edit(&slug, fields.into_edit()?).await }.await {
+            Ok(r) => println!("updated {}", r.slug),
+            Err(e) => return fail(e),
+        },
+        LorasCommand::Remove { slug } => match loras.remove(&slug).await {
+            Ok(()) => println!("removed {slug}"),
+            Err(e) => return fail(e),
+        },
+        LorasCommand::Grant { slug, account, expires } => {
+            let expires_at = match expires.as_deref().map(|t| (t, parse_time(t))) {
+                None => None,
+                Some((_, Some(ms))) => Some(ms),
+                Some((t, None)) => {
+                    return usage("expires", format!("{t:?} is neither Unix milliseconds nor an RFC 3339 time"));
+                }
+            };
+            match loras.grant(&slug, &account, expires_at).await {
+                Ok(id) => println!("granted {slug} to account {id}"),
+                Err(e) => return fail(e),
+            }
+        }
+        LorasCommand::Revoke { slug, account } => match loras.revoke(&slug, &account).await {
+            Ok(true) => println!("revoked {account}'s grant on {slug}"),
+            Ok(false) => println!("{account} had no grant on {slug}"),
+            Err(e) => return fail(e),
+        },
+        LorasCommand::Import { file } => {
+            let text = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s).map(|_| s)
+            } else {
+                std::fs::read_to_string(&file)
+            };
+            let text = match text {
+                Ok(t) => t,
+                Err(e) => return usage("file", format!("cannot read {}: {e}", file.display())),
+            };
+            match loras.import(&text).await {
+                Ok(report) => {
+                    print_json(&report);
+                    for e in &report.errors {
+                        eprintln!("skipped {e}");
+                    }
+                    if !report.errors.is_empty() {
+                        return exit::FAILED;
+                    }
+                }
+                Err(e) => return fail(e),
+            }
+        }
+        LorasCommand::Export => match loras.export().await {
+            Ok(v) => print_json(&v),
+            Err(e) => return fail(e),
+        },
+        LorasCommand::Resolve { prompt, user, base_model } => {
+            let account = match &user {
+                None => None,
+                Some(u) => match loras.find_account("user", u).await {
+                    Ok(a) => Some(a),
+                    Err(e) => return fail(e),
+                },
+            };
+            match loras.resolve(&prompt, account.as_ref(), base_model.as_deref()).await {
+                Ok(r) => print_json(&r),
+                Err(e) => return fail(e),
+            }
+        }
+    }
+    exit::OK
+}
