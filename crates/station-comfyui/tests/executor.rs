@@ -553,8 +553,6 @@ async fn cancel_job_pending_on_backend(db: TestDb) {
 
 /// A backend configured for two prompts gets two jobs at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "station-core worker.rs claim_loop subtracts its running jobs from Executor::capacity(), \
-            which already excludes them, so only half the slots are used"]
 async fn all_backend_slots_are_used() {
     let env = setup(testing::sqlite().await, Setup::default()).await;
     let image = env.upload().await;
@@ -730,9 +728,6 @@ async fn resumed_job_failed_meanwhile_reports_the_node_error(db: TestDb) {
 /// Graceful shutdown must leave prompts running for the next process to
 /// resume. Racy by nature of the bug, so it tries several jobs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails intermittently: station-core worker.rs gives each job stop.child_token(), so \
-            Workers::shutdown fires the job's cancellation and the executor may interrupt the \
-            prompt (and record the job cancelled) before the task is aborted"]
 async fn shutdown_leaves_running_prompts_alone() {
     let mut env = setup(testing::sqlite().await, Setup::default()).await;
     let image = env.upload().await;
