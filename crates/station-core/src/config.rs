@@ -120,8 +120,10 @@ pub struct MediaConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PointsConfig {
-    /// Every tool's price is multiplied by this.
+    /// Every tool's price is multiplied by this (and rounded up to whole points).
     pub multiplier: f64,
+    /// Points every new account is given once, on first contact.
+    pub starting_grant: u64,
 }
 
 /// Telegram settings.
@@ -205,7 +207,7 @@ impl Default for MediaConfig {
 
 impl Default for PointsConfig {
     fn default() -> Self {
-        PointsConfig { multiplier: 1.0 }
+        PointsConfig { multiplier: 1.0, starting_grant: 100 }
     }
 }
 

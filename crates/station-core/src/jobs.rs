@@ -35,6 +35,14 @@ pub enum SubmitError {
     /// The account may not run jobs.
     #[error("account is suspended")]
     Suspended,
+    /// The account cannot afford the job's price.
+    #[error("not enough points: this costs {needed}, you have {available} available")]
+    InsufficientPoints {
+        /// The job's price (points to hold).
+        needed: i64,
+        /// Points the account had available.
+        available: i64,
+    },
     /// Storage failed.
     #[error("storage error: {0}")]
     Storage(String),
@@ -116,11 +124,20 @@ impl Station {
             timeout_ms: (q.job_timeout_seconds * 1000) as i64,
             source: req.source,
         };
-        let row = self
-            .store
-            .insert_job(&new, station_store::now_ms())
-            .await
-            .map_err(|e| SubmitError::Storage(e.to_string()))?;
+        // The price is held in the same transaction that queues the job, so a
+        // refused hold queues nothing and an accepted job is always paid for.
+        let hold = crate::points::price(&tool.cost, self.config.points.multiplier);
+        let actor = format!("account:{}", account.id);
+        let placed = match self.ensure_starting_grant(&account.id).await {
+            Ok(()) => self.store.insert_job_with_hold(&new, hold, &actor, station_store::now_ms()).await,
+            Err(e) => Err(e),
+        };
+        let row = placed.map_err(|e| match e {
+            station_store::LedgerError::Insufficient { needed, available } => {
+                SubmitError::InsufficientPoints { needed, available }
+            }
+            e => SubmitError::Storage(e.to_string()),
+        })?;
         self.bus.publish(JobEvent::Status { job_id: row.id.clone(), status: JobStatus::Queued, error: None });
         self.wake.notify_waiters();
         Ok(row)
@@ -153,6 +170,11 @@ impl Station {
         }
         let row = self.store.cancel_job(job_id, station_store::now_ms()).await?;
         if row.status() == JobStatus::Cancelled {
+            // A queued job never reaches a worker, so its hold is returned here
+            // (a failure is left to the sweeper, which settles stuck holds).
+            if let Err(e) = self.settle_job(&row.id, &format!("account:{}", account.id)).await {
+                tracing::warn!(job = %row.id, error = %e, "could not release the cancelled job's points yet");
+            }
             self.bus.publish(JobEvent::Status {
                 job_id: row.id.clone(),
                 status: JobStatus::Cancelled,

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod loras;
 pub mod media;
 pub mod native;
+pub mod points;
 pub mod worker;
 
 use std::sync::{Arc, RwLock};

@@ -97,7 +97,9 @@ async fn claim_loop(
                 Ok(jobs) => {
                     claimed = jobs.len();
                     for job in jobs {
-                        let token = stop.child_token();
+                        // Not a child of `stop`: shutting down hands jobs back to the
+                        // queue, it must not cancel (interrupt) them on their backend.
+                        let token = CancellationToken::new();
                         inflight.lock().expect("inflight").insert(job.id.clone(), token.clone());
                         let (st, ex, ow, inf, dn) =
                             (station.clone(), ex.clone(), owner.clone(), inflight.clone(), done.clone());
@@ -163,6 +165,11 @@ async fn sweeper_loop(station: Station, stop: CancellationToken) {
             }
             Ok(_) => {}
             Err(e) => warn!(error = %e, "lease sweep failed"),
+        }
+        match station.settle_stuck_holds().await {
+            Ok(n) if n > 0 => info!(jobs = n, "settled points of jobs that ended without settling"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "points sweep failed"),
         }
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -247,6 +254,11 @@ async fn finish(station: &Station, owner: &str, job: &JobRow, outcome: Outcome) 
                 status,
                 error: error.map(|(_, m)| m.to_string()),
             });
+            // Only the worker that recorded the outcome settles the points; if
+            // this fails (or the process dies first) the sweeper settles them.
+            if let Err(e) = station.settle_job(&job.id, &format!("worker:{owner}")).await {
+                warn!(job = %job.id, error = %e, "could not settle the job's points; the sweeper will");
+            }
         }
         Ok(false) => info!(job = %job.id, "outcome not recorded: lease lost to another worker"),
         Err(e) => warn!(job = %job.id, error = %e, "could not record outcome; the lease will lapse and the job will be reconciled"),

@@ -1,0 +1,206 @@
+//! The points economy: prices, the starting grant, operator grants and
+//! adjustments, and settling a finished job's hold.
+//!
+//! The ledger itself (idempotency, overdraft safety, audit) lives in
+//! `station_store`; this module decides amounts. A job's price is its tool's
+//! [`Cost`] times `points.multiplier`, rounded up. It is held when the job is
+//! queued ([`Station::submit`]) and settled once the job ends: a success
+//! captures the price (per-second tools: measured run time × rate, never more
+//! than the hold), anything else releases the hold in full.
+
+use station_store::{
+    AccountRow, AuditProblem, Balance, EntryKind, JobRow, JobStatus, LedgerError, NewEntry, Posted, Settlement,
+    StoreError,
+};
+use station_tools::Cost;
+
+use crate::Station;
+
+/// Points to hold for one run of a tool costing `cost` (0 means free).
+pub fn price(cost: &Cost, multiplier: f64) -> i64 {
+    scaled(cost.estimate() as f64, multiplier)
+}
+
+/// Points to charge for a successful run that took `run_ms` of backend time,
+/// given that `held` points were reserved: per-run tools cost their price,
+/// per-second tools their rate × the measured seconds (rounded up), and
+/// neither ever costs more than was held.
+pub fn charge(cost: &Cost, multiplier: f64, run_ms: i64, held: i64) -> i64 {
+    let full = match *cost {
+        Cost::PerRun(_) => price(cost, multiplier),
+        Cost::PerSecond { points, .. } => scaled(points as f64 * run_ms.max(0) as f64 / 1000.0, multiplier),
+    };
+    full.clamp(0, held.max(0))
+}
+
+fn scaled(points: f64, multiplier: f64) -> i64 {
+    let v = (points * multiplier).ceil();
+    // NaN and negative multipliers make a tool free rather than paying users.
+    if v.is_finite() && v > 0.0 { v.min(i64::MAX as f64) as i64 } else { 0 }
+}
+
+/// Who made a ledger entry from the command line or an operator tool.
+pub fn operator_actor(name: &str) -> String {
+    format!("operator:{name}")
+}
+
+impl Station {
+    /// Gives `account` the configured starting grant unless it already had it
+    /// (the idempotency key `grant:start:<account>` makes this safe to call
+    /// on every contact).
+    pub async fn ensure_starting_grant(&self, account_id: &str) -> Result<(), LedgerError> {
+        let n = self.config.points.starting_grant.min(i64::MAX as u64) as i64;
+        if n == 0 {
+            return Ok(());
+        }
+        let key = format!("grant:start:{account_id}");
+        let entry = NewEntry {
+            idem_key: &key,
+            account_id,
+            kind: EntryKind::Grant,
+            amount: n,
+            job_id: None,
+            reason: Some("starting grant"),
+            actor: "system",
+        };
+        self.store.post_entry(&entry, station_store::now_ms()).await.map(|_| ())
+    }
+
+    /// An account's balance, held and available points.
+    pub async fn points(&self, account_id: &str) -> Result<Balance, StoreError> {
+        self.store.balance(account_id).await
+    }
+
+    /// Gives `amount` (> 0) points to an account. `idem_key` makes a retried
+    /// request a no-op; without one every call is a new grant.
+    pub async fn grant_points(
+        &self,
+        account: &AccountRow,
+        amount: i64,
+        reason: &str,
+        actor: &str,
+        idem_key: Option<&str>,
+    ) -> Result<Posted, LedgerError> {
+        if amount <= 0 {
+            return Err(LedgerError::Invalid {
+                field: "amount",
+                reason: format!("a grant must be positive, got {amount}; use an adjustment to take points away"),
+            });
+        }
+        self.post_operator_entry(account, EntryKind::Grant, amount, reason, actor, idem_key).await
+    }
+
+    /// Corrects an account's points up or down (never below what is held).
+    pub async fn adjust_points(
+        &self,
+        account: &AccountRow,
+        amount: i64,
+        reason: &str,
+        actor: &str,
+        idem_key: Option<&str>,
+    ) -> Result<Posted, LedgerError> {
+        self.post_operator_entry(account, EntryKind::Adjustment, amount, reason, actor, idem_key).await
+    }
+
+    async fn post_operator_entry(
+        &self,
+        account: &AccountRow,
+        kind: EntryKind,
+        amount: i64,
+        reason: &str,
+        actor: &str,
+        idem_key: Option<&str>,
+    ) -> Result<Posted, LedgerError> {
+        if reason.trim().is_empty() {
+            return Err(LedgerError::Invalid { field: "reason", reason: "say why (it is kept in the ledger)".into() });
+        }
+        let generated = format!("{kind}:{}", uuid::Uuid::now_v7().simple());
+        let entry = NewEntry {
+            idem_key: idem_key.unwrap_or(&generated),
+            account_id: &account.id,
+            kind,
+            amount,
+            job_id: None,
+            reason: Some(reason),
+            actor,
+        };
+        self.store.post_entry(&entry, station_store::now_ms()).await
+    }
+
+    /// Settles the hold of a job that has ended: captures the price of a
+    /// success, releases the hold of anything else. Returns None while the job
+    /// is still queued or running (or does not exist). Safe to call any number
+    /// of times; only the first call after the job ended changes anything.
+    pub async fn settle_job(&self, job_id: &str, actor: &str) -> Result<Option<Settlement>, StoreError> {
+        let Some(job) = self.store.get_job(job_id).await? else { return Ok(None) };
+        self.settle_row(&job, actor).await
+    }
+
+    async fn settle_row(&self, job: &JobRow, actor: &str) -> Result<Option<Settlement>, StoreError> {
+        let now = station_store::now_ms();
+        match job.status() {
+            JobStatus::Succeeded => {
+                let Some(hold) = self.store.hold_for_job(&job.id).await? else { return Ok(Some(Settlement::NoHold)) };
+                let run_ms = job.finished_at.unwrap_or(now) - job.started_at.or(job.dispatched_at).unwrap_or(now);
+                // A tool deleted since submission is charged the hold: the
+                // price agreed when the job was accepted.
+                let amount = match self.tools.get(&job.tool_id) {
+                    Some(tool) => charge(&tool.cost, self.config.points.multiplier, run_ms, hold.amount),
+                    None => hold.amount,
+                };
+                self.store.capture_hold(&job.id, amount, actor, now).await.map(Some)
+            }
+            JobStatus::Failed | JobStatus::Cancelled => {
+                let reason = job.error_code.clone().unwrap_or_else(|| job.status.clone());
+                self.store.release_hold(&job.id, actor, Some(&reason), now).await.map(Some)
+            }
+            JobStatus::Queued | JobStatus::Dispatched | JobStatus::Running => Ok(None),
+        }
+    }
+
+    /// Settles holds left active on jobs that already ended (the process died
+    /// between recording the outcome and settling). Returns how many it settled.
+    pub async fn settle_stuck_holds(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for job in self.store.terminal_jobs_with_active_holds(100).await? {
+            if matches!(
+                self.settle_row(&job, "system:sweeper").await?,
+                Some(Settlement::Captured { .. } | Settlement::Released { .. })
+            ) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Checks the points invariants (see [`station_store::Store::audit_points`]).
+    pub async fn audit_points(&self) -> Result<Vec<AuditProblem>, StoreError> {
+        self.store.audit_points().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_round_up_and_never_go_negative() {
+        assert_eq!(price(&Cost::PerRun(3), 1.0), 3);
+        assert_eq!(price(&Cost::PerRun(3), 1.1), 4);
+        assert_eq!(price(&Cost::PerSecond { points: 2, estimate_seconds: 15 }, 0.5), 15);
+        assert_eq!(price(&Cost::PerRun(3), 0.0), 0);
+        assert_eq!(price(&Cost::PerRun(3), -2.0), 0);
+        assert_eq!(price(&Cost::PerRun(3), f64::NAN), 0);
+    }
+
+    #[test]
+    fn per_second_charges_measured_time_capped_at_the_hold() {
+        let c = Cost::PerSecond { points: 2, estimate_seconds: 10 };
+        assert_eq!(charge(&c, 1.0, 3_500, 20), 7);
+        assert_eq!(charge(&c, 1.0, 1, 20), 1, "a started second is charged");
+        assert_eq!(charge(&c, 1.0, 60_000, 20), 20, "never more than held");
+        assert_eq!(charge(&c, 1.0, -5, 20), 0);
+        assert_eq!(charge(&Cost::PerRun(5), 2.0, 99_999, 10), 10);
+        assert_eq!(charge(&Cost::PerRun(5), 2.0, 99_999, 4), 4);
+    }
+}
