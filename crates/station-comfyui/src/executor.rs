@@ -80,8 +80,8 @@ impl Backend {
         self.spec.max_concurrent.saturating_sub(self.inflight.load(Ordering::SeqCst))
     }
 
-    /// Why this backend cannot run the tool, or None if it can.
-    fn cannot_run(&self, tool: &ToolDef, checkpoint: Option<&str>) -> Option<String> {
+    /// Why this backend cannot run the tool with these LoRA files, or None if it can.
+    fn cannot_run(&self, tool: &ToolDef, checkpoint: Option<&str>, loras: &[LoraFile]) -> Option<String> {
         let info = self.object_info.read().expect("object_info lock").clone();
         let Some(info) = info else {
             return Some("not checked yet".into());
@@ -106,6 +106,19 @@ impl Backend {
                     {
                         return Some(format!("has no model file {ckpt} for {class}.{}", t.field));
                     }
+                }
+            }
+        }
+        if !loras.is_empty() {
+            if !info.has_node("LoraLoader") {
+                return Some("missing nodes: LoraLoader".into());
+            }
+            // A server that does not list its LoRA files is given the benefit of the doubt.
+            if let Some(choices) = info.choices("LoraLoader", "lora_name") {
+                let missing: Vec<&str> =
+                    loras.iter().map(|l| l.filename.as_str()).filter(|f| !choices.iter().any(|c| c == f)).collect();
+                if !missing.is_empty() {
+                    return Some(format!("has no LoRA file {}", missing.join(", ")));
                 }
             }
         }
@@ -201,7 +214,7 @@ impl ComfyExecutor {
                 let per_tool = tools
                     .iter()
                     .filter(|t| t.comfyui.is_some())
-                    .map(|t| (t.id.clone(), b.cannot_run(t, None)))
+                    .map(|t| (t.id.clone(), b.cannot_run(t, None, &[])))
                     .collect();
                 (b.spec.name.clone(), per_tool)
             })
@@ -267,19 +280,25 @@ impl ComfyExecutor {
     }
 
     /// Picks a backend for a new submission and takes a slot on it.
-    fn route(&self, tool: &ToolDef, checkpoint: Option<&str>, avoid: Option<&str>) -> Result<Slot, ExecError> {
+    fn route(
+        &self,
+        tool: &ToolDef,
+        checkpoint: Option<&str>,
+        loras: &[LoraFile],
+        avoid: Option<&str>,
+    ) -> Result<Slot, ExecError> {
         let all = self.list();
         if all.is_empty() {
             return Err(ExecError::Transient(
                 "no ComfyUI backend is configured; add one with `station backends add`".into(),
             ));
         }
-        let able: Vec<&Arc<Backend>> = all.iter().filter(|b| b.cannot_run(tool, checkpoint).is_none()).collect();
+        let able: Vec<&Arc<Backend>> = all.iter().filter(|b| b.cannot_run(tool, checkpoint, loras).is_none()).collect();
         if able.is_empty() {
             // Only final when every backend has answered and none has what is needed.
             let reasons: Vec<String> = all
                 .iter()
-                .map(|b| format!("{}: {}", b.spec.name, b.cannot_run(tool, checkpoint).unwrap_or_default()))
+                .map(|b| format!("{}: {}", b.spec.name, b.cannot_run(tool, checkpoint, loras).unwrap_or_default()))
                 .collect();
             let all_known = all.iter().all(|b| b.object_info.read().expect("lock").is_some());
             let msg = format!("no backend can run {}: {}", tool.id, reasons.join("; "));
@@ -313,7 +332,8 @@ impl ComfyExecutor {
             field: None,
         })?;
         let checkpoint = job.tool.checkpoint_param(&job.params);
-        let slot = self.route(&job.tool, checkpoint.as_deref(), job.row.backend.as_deref())?;
+        let loras = job_loras(job)?;
+        let slot = self.route(&job.tool, checkpoint.as_deref(), &loras, job.row.backend.as_deref())?;
         let backend = slot.0.clone();
         // Upload image inputs (idempotent: same name, overwrite).
         let mut uploaded = HashMap::new();
@@ -331,6 +351,16 @@ impl ComfyExecutor {
         }
         let bound = station_tools::bind_workflow(&job.tool, &job.params, &uploaded)
             .map_err(|e| ExecError::Invalid { message: e.to_string(), field: None })?;
+        let bound = match &comfy.loras {
+            Some(spec) if !loras.is_empty() => {
+                let mut graph = bound;
+                let inputs: Vec<(&str, f64)> = loras.iter().map(|l| (l.filename.as_str(), l.weight)).collect();
+                station_lora::inject_loras(&mut graph, &spec.node, &inputs)
+                    .map_err(|e| ExecError::Invalid { message: format!("cannot add LoRAs: {e}"), field: None })?;
+                graph
+            }
+            _ => bound,
+        };
         let graph: Graph = match bound {
             serde_json::Value::Object(m) => m,
             _ => {
@@ -490,6 +520,24 @@ impl FromComfy for ExecError {
 
 /// Maps a ComfyUI error to the job error, naming the tool input behind a
 /// failing node where the tool binds one.
+/// One LoRA a job applies, as the core recorded it at submission.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+struct LoraFile {
+    filename: String,
+    weight: f64,
+}
+
+/// The LoRAs the core resolved for the job (`_loras` in its params), in order.
+fn job_loras(job: &ExecJob) -> Result<Vec<LoraFile>, ExecError> {
+    match job.params.get(station_core::loras::APPLIED_PARAM) {
+        None | Some(serde_json::Value::Null) => Ok(vec![]),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| ExecError::Invalid {
+            message: format!("job parameter {}: {e}", station_core::loras::APPLIED_PARAM),
+            field: None,
+        }),
+    }
+}
+
 fn map_error(e: ComfyError, tool: &ToolDef) -> ExecError {
     match e {
         ComfyError::Validation { message, node_errors } => {

@@ -848,3 +848,71 @@ async fn no_capable_backend_fails_with_no_backend(db: TestDb) {
     assert_eq!(env.fake(0).prompts_received() + env.fake(1).prompts_received(), 0);
     env.stop().await;
 }
+
+/// A LoRA tool's prompt is resolved at submission and its LoraLoader nodes are
+/// injected after the checkpoint loader; only backends holding the LoRA file get
+/// the job, and a file no backend holds fails the job naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lora_tool_gets_loader_nodes_on_a_backend_with_the_file() {
+    for db in testing::all().await {
+        let kind = db.kind;
+        // The built-in tool only offers its stock checkpoint; the fakes are given that file.
+        let ckpt = || vec!["v1-5-pruned-emaonly.safetensors".to_owned()];
+        let lacking =
+            FakeComfy::start(FakeOptions { loras: vec![], checkpoints: ckpt(), ..FakeOptions::default() }).await;
+        let able = FakeComfy::start(FakeOptions { checkpoints: ckpt(), ..FakeOptions::default() }).await;
+        let env = setup_with(db, Setup { slots: vec![4, 1], ..Default::default() }, vec![lacking, able]).await;
+        let report = env
+            .station
+            .loras()
+            .import(
+                r#"[
+                  {"slug": "ink", "trigger_words": ["ink sketch"], "default_weight": 0.7, "checkpoint": "SD1.5",
+                   "filename": "station-test-lora.safetensors", "visibility": "public"},
+                  {"slug": "ghost", "trigger_words": ["ghost"], "checkpoint": "SD1.5",
+                   "filename": "ghost.safetensors", "visibility": "public"}
+                ]"#,
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.created.len(), 2, "{kind}: {report:?}");
+
+        let params = json!({"prompt": "an ink sketch! of a cat", "steps": 2, "width": 64, "height": 64});
+        let row = env.submit("txt2img-sd15", params).await;
+        let row = env.wait_terminal(&row.id, 30).await;
+        assert_eq!(row.status(), JobStatus::Succeeded, "{kind}: error {:?}", row.error);
+        assert_eq!(row.backend.as_deref(), Some("b1"), "{kind}: b0 lacks the LoRA file");
+        assert_eq!(env.fake(0).prompts_received(), 0, "{kind}");
+        let stored = row.params_json();
+        assert_eq!(stored["prompt"], "an <lora:ink:0.9>ink sketch of a cat", "{kind}");
+        assert_eq!(
+            stored["_loras"],
+            json!([{"slug": "ink", "filename": "station-test-lora.safetensors", "weight": 0.9}])
+        );
+
+        let sent = env.fake(1).last_prompt().unwrap()["prompt"].clone();
+        let loaders: Vec<(&String, &Value)> =
+            sent.as_object().unwrap().iter().filter(|(_, n)| n["class_type"] == "LoraLoader").collect();
+        assert_eq!(loaders.len(), 1, "{kind}: {sent}");
+        let (id, loader) = loaders[0];
+        assert_eq!(loader["inputs"]["lora_name"], "station-test-lora.safetensors");
+        assert_eq!(loader["inputs"]["strength_model"], json!(0.9));
+        assert_eq!(loader["inputs"]["strength_clip"], json!(0.9));
+        assert_eq!(loader["inputs"]["model"], json!(["4", 0]), "{kind}: reads the checkpoint loader");
+        assert_eq!(sent["3"]["inputs"]["model"], json!([id, 0]), "{kind}: the sampler uses the LoRA's model");
+        assert_eq!(sent["6"]["inputs"]["clip"], json!([id, 1]), "{kind}: the prompt uses the LoRA's CLIP");
+        assert_eq!(sent["7"]["inputs"]["clip"], json!([id, 1]));
+        assert_eq!(sent["8"]["inputs"]["vae"], json!(["4", 2]), "{kind}: the VAE stays on the checkpoint");
+        assert_eq!(sent["4"]["inputs"]["ckpt_name"], "v1-5-pruned-emaonly.safetensors");
+
+        // No backend has the ghost LoRA's file: the job fails, naming it.
+        let params = json!({"prompt": "a ghost", "steps": 2});
+        let row = env.submit("txt2img-sd15", params).await;
+        let row = env.wait_terminal(&row.id, 30).await;
+        assert_eq!(row.status(), JobStatus::Failed, "{kind}");
+        assert_eq!(row.error_code.as_deref(), Some("no_backend"), "{kind}: {:?}", row.error);
+        assert!(row.error.unwrap().contains("ghost.safetensors"), "{kind}");
+        assert_eq!(env.fake(1).prompts_received(), 1, "{kind}");
+        env.stop().await;
+    }
+}
