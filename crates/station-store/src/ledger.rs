@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use crate::db::{Store, StoreError, safe, with_pool};
 use crate::jobs::{JobRow, NewJob};
+use crate::misc::AccountRow;
 
 /// What a ledger entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -778,4 +779,65 @@ fn job_insert_sql(store: &Store) -> (String, String) {
          VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11, $9)"
         .to_string();
     (key_sql, job_sql)
+}
+
+/// Account administration for the `points` and `users` commands.
+impl Store {
+    /// The account behind a platform identity, without creating one.
+    pub async fn find_account_by_identity(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<AccountRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(
+                "SELECT a.id, a.name, a.role, a.suspended, a.created_at FROM accounts a \
+                 JOIN identities i ON i.account_id = a.id WHERE i.provider = $1 AND i.subject = $2",
+            )
+            .bind(provider)
+            .bind(subject)
+            .fetch_optional(p)
+            .await?)
+        })
+    }
+
+    /// Accounts, oldest first.
+    pub async fn list_accounts(&self, limit: i64) -> Result<Vec<AccountRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as("SELECT id, name, role, suspended, created_at FROM accounts ORDER BY created_at, id LIMIT $1")
+                .bind(limit.clamp(1, 100_000))
+                .fetch_all(p)
+                .await?)
+        })
+    }
+
+    /// The `(provider, subject)` identities linked to an account.
+    pub async fn account_identities(&self, account_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as("SELECT provider, subject FROM identities WHERE account_id = $1 ORDER BY provider, subject")
+                .bind(account_id)
+                .fetch_all(p)
+                .await?)
+        })
+    }
+
+    /// Sets an account's role (`user` or `admin`). False if there is no such account.
+    pub async fn set_account_role(&self, account_id: &str, role: &str) -> Result<bool, StoreError> {
+        with_pool!(self, p => {
+            let r = sqlx::query("UPDATE accounts SET role = $1 WHERE id = $2").bind(role).bind(account_id).execute(p).await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
+    /// Suspends or reinstates an account. False if there is no such account.
+    pub async fn set_account_suspended(&self, account_id: &str, suspended: bool) -> Result<bool, StoreError> {
+        with_pool!(self, p => {
+            let r = sqlx::query("UPDATE accounts SET suspended = $1 WHERE id = $2")
+                .bind(suspended)
+                .bind(account_id)
+                .execute(p)
+                .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
 }

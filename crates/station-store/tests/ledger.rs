@@ -355,3 +355,22 @@ fn random_histories_keep_every_invariant() {
         })
         .unwrap();
 }
+
+#[tokio::test]
+async fn account_administration_finds_promotes_and_suspends() {
+    for db in testing::all().await {
+        let s = &db.store;
+        let a = s.account_for_identity("telegram", "42", "Ann", 1).await.unwrap();
+        assert!(s.find_account_by_identity("telegram", "43").await.unwrap().is_none(), "{}", db.kind);
+        assert_eq!(s.find_account_by_identity("telegram", "42").await.unwrap().unwrap().id, a.id);
+        assert_eq!(s.account_identities(&a.id).await.unwrap(), [("telegram".to_string(), "42".to_string())]);
+        assert!(s.set_account_role(&a.id, "admin").await.unwrap());
+        assert!(s.set_account_suspended(&a.id, true).await.unwrap());
+        let got = s.get_account(&a.id).await.unwrap().unwrap();
+        assert_eq!((got.role.as_str(), got.suspended), ("admin", true), "{}", db.kind);
+        assert!(!s.set_account_suspended("nobody", true).await.unwrap());
+        s.account_for_identity("local", "bob", "Bob", 2).await.unwrap();
+        let names: Vec<_> = s.list_accounts(10).await.unwrap().into_iter().map(|a| a.name).collect();
+        assert_eq!(names, ["Ann", "Bob"], "{}", db.kind);
+    }
+}

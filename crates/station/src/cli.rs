@@ -41,6 +41,12 @@ pub enum Command {
     /// Manage the LoRA catalog and try trigger-word resolution.
     #[command(subcommand)]
     Loras(crate::commands::loras::LorasCommand),
+    /// Balances, history, grants, adjustments and the ledger audit.
+    #[command(subcommand)]
+    Points(crate::commands::points::PointsCommand),
+    /// List, inspect, create, promote and suspend accounts.
+    #[command(subcommand)]
+    Users(crate::commands::users::UsersCommand),
     /// Apply database migrations (also done at every start).
     Migrate(MigrateArgs),
     /// Show or create configuration.

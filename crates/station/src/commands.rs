@@ -16,6 +16,8 @@ use crate::exit;
 
 mod bench;
 pub(crate) mod loras;
+pub(crate) mod points;
+pub(crate) mod users;
 mod wire;
 
 /// Runs one parsed command line and returns the process exit code.
@@ -51,6 +53,8 @@ pub async fn dispatch(cli: Cli) -> u8 {
                 Command::Backends(c) => backends(&station, c).await,
                 Command::Migrate(a) => migrate(&station, a.status).await,
                 Command::Loras(c) => loras::run(&station, c).await,
+                Command::Points(c) => points::run(&station, c).await,
+                Command::Users(c) => users::run(&station, c).await,
                 Command::Config(_) | Command::Bench(_) => unreachable!("handled above"),
             };
             station.store.close().await;

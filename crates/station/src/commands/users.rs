@@ -1,0 +1,155 @@
+//! `station users …`: list, inspect, create, promote and suspend accounts.
+
+use clap::Subcommand;
+use serde_json::json;
+use station_core::Station;
+
+use super::points::find_account;
+use crate::exit;
+
+/// `station users …`.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Every account with its role, state and points.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One account: identities, role, state and points.
+    Show {
+        /// Account id, provider:subject or local user name.
+        user: String,
+    },
+    /// Create an account (it gets the starting grant).
+    Create {
+        /// Display name; also the local identity unless --identity is given.
+        name: String,
+        /// Identity to link, provider:subject (default: local:NAME).
+        #[arg(long)]
+        identity: Option<String>,
+    },
+    /// Make an account an administrator.
+    GrantAdmin {
+        /// Account id, provider:subject or local user name.
+        user: String,
+    },
+    /// Suspend an account (it can no longer start jobs), or reinstate it.
+    Suspend {
+        /// Account id, provider:subject or local user name.
+        user: String,
+        /// Reinstate instead.
+        #[arg(long)]
+        undo: bool,
+    },
+}
+
+/// Runs a `station users` command.
+pub async fn run(station: &Station, c: UsersCommand) -> u8 {
+    match c {
+        UsersCommand::List { limit, json } => {
+            let accounts = match station.store.list_accounts(limit).await {
+                Ok(a) => a,
+                Err(e) => return fail(e),
+            };
+            let mut rows = vec![];
+            for a in accounts {
+                let b = match station.points(&a.id).await {
+                    Ok(b) => b,
+                    Err(e) => return fail(e),
+                };
+                rows.push((a, b));
+            }
+            if json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|(a, b)| json!({"account": a, "balance": b.balance, "held": b.held, "available": b.available()}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                println!("{:<34} {:<20} {:<6} {:<10} {:>8} {:>8}", "ID", "NAME", "ROLE", "STATE", "BALANCE", "HELD");
+                for (a, b) in rows {
+                    let state = if a.suspended { "suspended" } else { "active" };
+                    println!("{:<34} {:<20} {:<6} {:<10} {:>8} {:>8}", a.id, a.name, a.role, state, b.balance, b.held);
+                }
+            }
+            exit::OK
+        }
+        UsersCommand::Show { user } => {
+            let a = match find_account(station, &user).await {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            let (ids, b) = match (station.store.account_identities(&a.id).await, station.points(&a.id).await) {
+                (Ok(i), Ok(b)) => (i, b),
+                (Err(e), _) | (_, Err(e)) => return fail(e),
+            };
+            let v = json!({
+                "account": a,
+                "identities": ids.iter().map(|(p, s)| format!("{p}:{s}")).collect::<Vec<_>>(),
+                "points": {"balance": b.balance, "held": b.held, "available": b.available()},
+            });
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            exit::OK
+        }
+        UsersCommand::Create { name, identity } => {
+            let identity = identity.unwrap_or_else(|| format!("local:{name}"));
+            let Some((provider, subject)) = identity.split_once(':').filter(|(p, s)| !p.is_empty() && !s.is_empty())
+            else {
+                eprintln!("error: --identity {identity:?} must look like provider:subject, e.g. telegram:12345");
+                return exit::USAGE;
+            };
+            match station.store.find_account_by_identity(provider, subject).await {
+                Ok(Some(a)) => {
+                    eprintln!("error: {identity} already belongs to account {} ({})", a.id, a.name);
+                    return exit::USAGE;
+                }
+                Ok(None) => {}
+                Err(e) => return fail(e),
+            }
+            let a = match station.account(provider, subject, &name).await {
+                Ok(a) => a,
+                Err(e) => return fail(e),
+            };
+            if let Err(e) = station.ensure_starting_grant(&a.id).await {
+                return fail(e);
+            }
+            println!("created account {} ({name}) linked to {identity}", a.id);
+            exit::OK
+        }
+        UsersCommand::GrantAdmin { user } => {
+            let a = match find_account(station, &user).await {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            match station.store.set_account_role(&a.id, "admin").await {
+                Ok(_) => {
+                    println!("{} ({}) is now an administrator", a.name, a.id);
+                    exit::OK
+                }
+                Err(e) => fail(e),
+            }
+        }
+        UsersCommand::Suspend { user, undo } => {
+            let a = match find_account(station, &user).await {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            match station.store.set_account_suspended(&a.id, !undo).await {
+                Ok(_) => {
+                    println!("{} ({}) is {}", a.name, a.id, if undo { "active again" } else { "suspended" });
+                    exit::OK
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> u8 {
+    eprintln!("error: {e}");
+    exit::UNAVAILABLE
+}
