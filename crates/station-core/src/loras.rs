@@ -19,9 +19,12 @@ pub const APPLIED_PARAM: &str = "_loras";
 /// Params key holding the resolution's warnings (absent when there are none).
 pub const WARNINGS_PARAM: &str = "_lora_warnings";
 
+/// A catalog as read at one catalog version.
+type Snapshot = (i64, Arc<Vec<LoraRecord>>);
+
 /// The per-process catalog cache shared by clones of a [`Station`].
 #[derive(Clone, Default)]
-pub struct LoraCache(Arc<Mutex<Option<(i64, Arc<Vec<LoraRecord>>)>>>);
+pub struct LoraCache(Arc<Mutex<Option<Snapshot>>>);
 
 /// Why a catalog operation failed.
 #[derive(Debug, thiserror::Error)]

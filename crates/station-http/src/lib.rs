@@ -62,7 +62,8 @@ async fn readyz(State(station): State<Station>) -> impl IntoResponse {
 
 /// An API error: `{"error": {"code", "message", "fields": [{"field", "reason"}]}}`.
 fn api_error(status: StatusCode, code: &str, message: String, fields: Vec<(String, String)>) -> Response {
-    let fields: Vec<Value> = fields.into_iter().map(|(field, reason)| json!({"field": field, "reason": reason})).collect();
+    let fields: Vec<Value> =
+        fields.into_iter().map(|(field, reason)| json!({"field": field, "reason": reason})).collect();
     (status, Json(json!({"error": {"code": code, "message": message, "fields": fields}}))).into_response()
 }
 
@@ -112,15 +113,16 @@ async fn resolve_loras(State(station): State<Station>, body: Result<Json<Value>,
     if let Some(unknown) = obj.keys().find(|k| !matches!(k.as_str(), "prompt" | "base_model" | "account")) {
         return invalid(unknown, "unknown field; known: prompt, base_model, account");
     }
-    let text = |field: &str| match obj.get(field) {
+    // Err carries the field that is not a string.
+    let text = |field: &'static str| match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(invalid(field, "expected a string")),
+        Some(_) => Err(field),
     };
     let (prompt, base_model, account) = match (text("prompt"), text("base_model"), text("account")) {
         (Ok(Some(p)), Ok(b), Ok(a)) => (p, b, a),
         (Ok(None), ..) => return invalid("prompt", "is required"),
-        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => return e,
+        (Err(f), ..) | (_, Err(f), _) | (.., Err(f)) => return invalid(f, "expected a string"),
     };
     let loras = station.loras();
     let account = match account {
