@@ -349,7 +349,8 @@ impl ComfyExecutor {
             };
             uploaded.insert(name.clone(), up.load_image_name());
         }
-        let bound = station_tools::bind_workflow(&job.tool, &job.params, &uploaded)
+        let params = prompt_without_lora_tags(job, &loras);
+        let bound = station_tools::bind_workflow(&job.tool, params.as_ref().unwrap_or(&job.params), &uploaded)
             .map_err(|e| ExecError::Invalid { message: e.to_string(), field: None })?;
         let bound = match &comfy.loras {
             Some(spec) if !loras.is_empty() => {
@@ -538,6 +539,44 @@ fn job_loras(job: &ExecJob) -> Result<Vec<LoraFile>, ExecError> {
     }
 }
 
+/// The job's params with `<lora:…>` tags taken out of the primary text, when
+/// LoRAs apply. ComfyUI encodes prompt text literally, so the tags would only
+/// add noise tokens: the LoraLoader nodes are what applies them.
+fn prompt_without_lora_tags(job: &ExecJob, loras: &[LoraFile]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    if loras.is_empty() {
+        return None;
+    }
+    let (name, _) = job.tool.primary_input()?;
+    let text = strip_lora_tags(job.params.get(name)?.as_str()?);
+    let mut params = job.params.clone();
+    params.insert(name.to_owned(), serde_json::Value::String(text));
+    Some(params)
+}
+
+/// `text` without its `<lora:…>` tags (a `<lora:` not closed before the next
+/// `<` or the end is ordinary text).
+fn strip_lora_tags(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("<lora:") {
+        let after = start + "<lora:".len();
+        match rest[after..].find(['<', '>']) {
+            // A whole tag: drop it.
+            Some(i) if rest.as_bytes()[after + i] == b'>' => {
+                out.push_str(&rest[..start]);
+                rest = &rest[after + i + 1..];
+            }
+            // Not closed before the next `<` or the end: ordinary text.
+            _ => {
+                out.push_str(&rest[..after]);
+                rest = &rest[after..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn map_error(e: ComfyError, tool: &ToolDef) -> ExecError {
     match e {
         ComfyError::Validation { message, node_errors } => {
@@ -695,5 +734,19 @@ impl Executor for ComfyExecutor {
                 (s.spec.name, s.healthy, detail)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_lora_tags;
+
+    #[test]
+    fn lora_tags_are_stripped_and_other_text_kept() {
+        assert_eq!(strip_lora_tags("an <lora:ink:0.9>ink sketch"), "an ink sketch");
+        assert_eq!(strip_lora_tags("<lora:a:1><lora:b:0.5>x"), "x");
+        assert_eq!(strip_lora_tags("<lora:open and <b> <lora:c:1>y"), "<lora:open and <b> y");
+        assert_eq!(strip_lora_tags("tail <lora:never closed"), "tail <lora:never closed");
+        assert_eq!(strip_lora_tags("no tags at all"), "no tags at all");
     }
 }

@@ -904,6 +904,7 @@ async fn lora_tool_gets_loader_nodes_on_a_backend_with_the_file() {
         assert_eq!(sent["7"]["inputs"]["clip"], json!([id, 1]));
         assert_eq!(sent["8"]["inputs"]["vae"], json!(["4", 2]), "{kind}: the VAE stays on the checkpoint");
         assert_eq!(sent["4"]["inputs"]["ckpt_name"], "v1-5-pruned-emaonly.safetensors");
+        assert_eq!(sent["6"]["inputs"]["text"], "an ink sketch of a cat", "{kind}: tags are not sent as text");
 
         // No backend has the ghost LoRA's file: the job fails, naming it.
         let params = json!({"prompt": "a ghost", "steps": 2});
