@@ -226,54 +226,67 @@ const JOB_COLUMNS: &str = "id, account_id, tool_id, service, params, status, pri
     max_attempts, run_after, timeout_ms, lease_owner, lease_expires_at, backend, remote_id, progress, outputs, \
     error_code, error, cancel_requested, source, created_at, dispatched_at, started_at, finished_at";
 
+/// Inserts `job` inside an open transaction (the body is compiled once per
+/// database by `with_pool!`, so this is a macro rather than a generic fn).
+macro_rules! insert_job_in_tx {
+    ($tx:ident, $job:expr, $now:expr, $key_sql:expr, $job_sql:expr) => {{
+        let job: &NewJob = $job;
+        let params = Value::Object(job.params.clone()).to_string();
+        let source = job.source.as_ref().map(|s| s.to_string());
+        let (fair_key,): (i64,) =
+            sqlx::query_as(safe(&$key_sql)).bind(&job.account_id).bind(&job.service).fetch_one(&mut *$tx).await?;
+        sqlx::query(safe(&$job_sql))
+            .bind(&job.id)
+            .bind(&job.account_id)
+            .bind(&job.tool_id)
+            .bind(&job.service)
+            .bind(&params)
+            .bind(job.priority)
+            .bind(fair_key)
+            .bind(job.max_attempts)
+            .bind($now)
+            .bind(job.timeout_ms)
+            .bind(&source)
+            .execute(&mut *$tx)
+            .await?;
+    }};
+}
+pub(crate) use insert_job_in_tx;
+
+/// The two statements that insert a job: its fair key, then the row. Shared by
+/// [`Store::insert_job`] and the ledger's job-with-hold transaction.
+pub(crate) fn job_insert_sql(store: &Store) -> (String, String) {
+    let greatest = match store {
+        Store::Sqlite(_) => "MAX",
+        Store::Postgres(_) => "GREATEST",
+    };
+    let key_sql = format!(
+        "INSERT INTO queue_accounts (account_id, service, last_fair_key) \
+         VALUES ($1, $2, COALESCE((SELECT vtime FROM queue_clock WHERE service = $2), 0)) \
+         ON CONFLICT (account_id, service) DO UPDATE SET last_fair_key = {greatest}(\
+           queue_accounts.last_fair_key + 1, \
+           COALESCE((SELECT vtime FROM queue_clock WHERE service = $2), 0)) \
+         RETURNING last_fair_key"
+    );
+    let job_sql = "INSERT INTO jobs (id, account_id, tool_id, service, params, status, priority, fair_key, \
+         max_attempts, run_after, timeout_ms, source, created_at) \
+         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11, $9)"
+        .to_string();
+    (key_sql, job_sql)
+}
+
 const ACTIVE: &str = "('dispatched','running')";
 
 impl Store {
     /// Writes a new queued job, assigning its fair-queuing key. Returns the row.
     pub async fn insert_job(&self, job: &NewJob, now: i64) -> Result<JobRow, StoreError> {
-        let params = Value::Object(job.params.clone()).to_string();
-        let source = job.source.as_ref().map(|s| s.to_string());
-        let greatest = match self {
-            Store::Sqlite(_) => "MAX",
-            Store::Postgres(_) => "GREATEST",
-        };
-        let key_sql = format!(
-            "INSERT INTO queue_accounts (account_id, service, last_fair_key) \
-             VALUES ($1, $2, COALESCE((SELECT vtime FROM queue_clock WHERE service = $2), 0)) \
-             ON CONFLICT (account_id, service) DO UPDATE SET last_fair_key = {greatest}(\
-               queue_accounts.last_fair_key + 1, \
-               COALESCE((SELECT vtime FROM queue_clock WHERE service = $2), 0)) \
-             RETURNING last_fair_key"
-        );
-        let insert_sql = format!(
-            "INSERT INTO jobs (id, account_id, tool_id, service, params, status, priority, fair_key, \
-             max_attempts, run_after, timeout_ms, source, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11, $9) RETURNING {JOB_COLUMNS}"
-        );
+        let (key_sql, job_sql) = job_insert_sql(self);
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
-            let (fair_key,): (i64,) = sqlx::query_as(safe(&key_sql))
-                .bind(&job.account_id)
-                .bind(&job.service)
-                .fetch_one(&mut *tx)
-                .await?;
-            let row: JobRow = sqlx::query_as(safe(&insert_sql))
-                .bind(&job.id)
-                .bind(&job.account_id)
-                .bind(&job.tool_id)
-                .bind(&job.service)
-                .bind(&params)
-                .bind(job.priority)
-                .bind(fair_key)
-                .bind(job.max_attempts)
-                .bind(now)
-                .bind(job.timeout_ms)
-                .bind(&source)
-                .fetch_one(&mut *tx)
-                .await?;
+            insert_job_in_tx!(tx, job, now, key_sql, job_sql);
             tx.commit().await?;
-            Ok(row)
-        })
+        });
+        self.get_job(&job.id).await?.ok_or_else(|| StoreError::NotFound { what: "job", id: job.id.clone() })
     }
 
     /// Atomically claims up to `limit` queued jobs of one service, in priority

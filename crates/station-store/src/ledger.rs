@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::jobs::{insert_job_in_tx, job_insert_sql};
 use crate::db::{Store, StoreError, safe, with_pool};
 use crate::jobs::{JobRow, NewJob};
 use crate::misc::AccountRow;
@@ -265,31 +266,6 @@ impl std::fmt::Display for AuditProblem {
     }
 }
 
-/// Inserts `job` inside an open transaction (the body is compiled once per
-/// database by `with_pool!`, so this is a macro rather than a generic fn).
-macro_rules! insert_job_in_tx {
-    ($tx:ident, $job:expr, $now:expr, $key_sql:expr, $job_sql:expr) => {{
-        let job: &NewJob = $job;
-        let params = Value::Object(job.params.clone()).to_string();
-        let source = job.source.as_ref().map(|s| s.to_string());
-        let (fair_key,): (i64,) =
-            sqlx::query_as(safe(&$key_sql)).bind(&job.account_id).bind(&job.service).fetch_one(&mut *$tx).await?;
-        sqlx::query(safe(&$job_sql))
-            .bind(&job.id)
-            .bind(&job.account_id)
-            .bind(&job.tool_id)
-            .bind(&job.service)
-            .bind(&params)
-            .bind(job.priority)
-            .bind(fair_key)
-            .bind(job.max_attempts)
-            .bind($now)
-            .bind(job.timeout_ms)
-            .bind(&source)
-            .execute(&mut *$tx)
-            .await?;
-    }};
-}
 
 const ENTRY_COLUMNS: &str = "seq, idem_key, account_id, kind, amount, held, job_id, reason, actor, created_at";
 
@@ -758,28 +734,6 @@ struct HoldAudit {
     hold_entries: i64,
 }
 
-/// The two statements of [`Store::insert_job`], for use inside the hold's
-/// transaction. Kept identical to that method (the ledger tests check that a
-/// job inserted with a hold reads back like one inserted without).
-fn job_insert_sql(store: &Store) -> (String, String) {
-    let greatest = match store {
-        Store::Sqlite(_) => "MAX",
-        Store::Postgres(_) => "GREATEST",
-    };
-    let key_sql = format!(
-        "INSERT INTO queue_accounts (account_id, service, last_fair_key) \
-         VALUES ($1, $2, COALESCE((SELECT vtime FROM queue_clock WHERE service = $2), 0)) \
-         ON CONFLICT (account_id, service) DO UPDATE SET last_fair_key = {greatest}(\
-           queue_accounts.last_fair_key + 1, \
-           COALESCE((SELECT vtime FROM queue_clock WHERE service = $2), 0)) \
-         RETURNING last_fair_key"
-    );
-    let job_sql = "INSERT INTO jobs (id, account_id, tool_id, service, params, status, priority, fair_key, \
-         max_attempts, run_after, timeout_ms, source, created_at) \
-         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11, $9)"
-        .to_string();
-    (key_sql, job_sql)
-}
 
 /// Account administration for the `points` and `users` commands.
 impl Store {
