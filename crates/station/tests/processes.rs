@@ -227,7 +227,7 @@ async fn two_servers_on_one_postgres_never_run_the_same_job() {
         return;
     };
     let fake = FakeComfy::start(FakeOptions::default()).await;
-    let env = Env::new(&format!("{}", fake.url()), Some(&pg.url));
+    let env = Env::new(&fake.url(), Some(&pg.url));
     let input = input_png(env.dir.path());
     let mut ids = vec![];
     for _ in 0..12 {
