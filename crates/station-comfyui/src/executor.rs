@@ -675,7 +675,8 @@ impl Executor for ComfyExecutor {
     }
 
     fn capacity(&self) -> usize {
-        self.list().iter().filter(|b| b.healthy.load(Ordering::SeqCst)).map(|b| b.free()).sum()
+        // Total slots of healthy backends: the worker subtracts the jobs it runs.
+        self.list().iter().filter(|b| b.healthy.load(Ordering::SeqCst)).map(|b| b.spec.max_concurrent).sum()
     }
 
     async fn execute(&self, job: ExecJob, ctx: ExecContext) -> Result<Vec<OutputFile>, ExecError> {
