@@ -41,10 +41,7 @@ enum Stop {
 }
 
 fn fail(message: impl Into<String>) -> Stop {
-    Stop::Fail {
-        message: message.into(),
-        kind: "RuntimeError",
-    }
+    Stop::Fail { message: message.into(), kind: "RuntimeError" }
 }
 
 /// Worker loop; restarted (aborted and respawned) by `FakeComfy::restart`.
@@ -84,11 +81,7 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     fn new(shared: &'a Shared, item: QueueItem) -> Self {
-        let previews = match item
-            .extra_data
-            .get("preview_method")
-            .and_then(Value::as_str)
-        {
+        let previews = match item.extra_data.get("preview_method").and_then(Value::as_str) {
             Some("none") => false,
             Some(_) => true,
             None => shared.options.previews_by_default,
@@ -99,10 +92,7 @@ impl<'a> Run<'a> {
             .iter()
             .filter(|(_, n)| {
                 let class = n["class_type"].as_str().unwrap_or_default();
-                info.get(class)
-                    .and_then(|i| i.get("output_node"))
-                    .and_then(Value::as_bool)
-                    == Some(true)
+                info.get(class).and_then(|i| i.get("output_node")).and_then(Value::as_bool) == Some(true)
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -143,28 +133,16 @@ impl<'a> Run<'a> {
     }
 
     fn send_progress_state(&self) {
-        self.send(
-            "progress_state",
-            json!({"prompt_id": self.pid(), "nodes": self.states}),
-        );
+        self.send("progress_state", json!({"prompt_id": self.pid(), "nodes": self.states}));
     }
 
     /// Nodes needed by the outputs, dependencies first.
     fn order(&self) -> Vec<String> {
-        fn visit(
-            graph: &Map<String, Value>,
-            id: &str,
-            seen: &mut HashSet<String>,
-            out: &mut Vec<String>,
-        ) {
+        fn visit(graph: &Map<String, Value>, id: &str, seen: &mut HashSet<String>, out: &mut Vec<String>) {
             if !seen.insert(id.to_owned()) {
                 return;
             }
-            if let Some(inputs) = graph
-                .get(id)
-                .and_then(|n| n.get("inputs"))
-                .and_then(Value::as_object)
-            {
+            if let Some(inputs) = graph.get(id).and_then(|n| n.get("inputs")).and_then(Value::as_object) {
                 for value in inputs.values() {
                     if let Some((src, _)) = as_link(value) {
                         visit(graph, src, seen, out);
@@ -188,10 +166,7 @@ impl<'a> Run<'a> {
         if let Some(map) = node.get("inputs").and_then(Value::as_object) {
             for (k, v) in map {
                 let v = match as_link(v) {
-                    Some((src, idx)) => json!(format!(
-                        "{}#{idx}",
-                        sigs.get(src).cloned().unwrap_or_default()
-                    )),
+                    Some((src, idx)) => json!(format!("{}#{idx}", sigs.get(src).cloned().unwrap_or_default())),
                     None => v.clone(),
                 };
                 inputs.insert(k.clone(), v);
@@ -202,10 +177,7 @@ impl<'a> Run<'a> {
 
     async fn execute(mut self) {
         let pid = self.pid().to_owned();
-        self.send_recorded(
-            "execution_start",
-            json!({"prompt_id": pid, "timestamp": now_ms()}),
-        );
+        self.send_recorded("execution_start", json!({"prompt_id": pid, "timestamp": now_ms()}));
         let order = self.order();
         let mut sigs = HashMap::new();
         let mut cached = Vec::new();
@@ -220,26 +192,17 @@ impl<'a> Run<'a> {
             }
             sigs.insert(id.clone(), sig);
         }
-        self.send_recorded(
-            "execution_cached",
-            json!({"nodes": cached, "prompt_id": pid, "timestamp": now_ms()}),
-        );
+        self.send_recorded("execution_cached", json!({"nodes": cached, "prompt_id": pid, "timestamp": now_ms()}));
         let mut outcome = Ok(());
         for id in order.iter().filter(|id| !cached.contains(id)) {
             if let Err(stop) = self.check_interrupt() {
                 outcome = Err((id.clone(), stop));
                 break;
             }
-            self.states.insert(
-                id.clone(),
-                self.node_state(id, json!(0.0), json!(1.0), "running"),
-            );
+            self.states.insert(id.clone(), self.node_state(id, json!(0.0), json!(1.0), "running"));
             self.send_progress_state();
             self.shared.lock().last_node = Some(id.clone());
-            self.send(
-                "executing",
-                json!({"node": id, "display_node": id, "prompt_id": pid}),
-            );
+            self.send("executing", json!({"node": id, "display_node": id, "prompt_id": pid}));
             match self.run_node(id).await {
                 Ok((outputs, ui)) => {
                     if self.shared.options.cache && !self.output_nodes.contains(id) {
@@ -251,10 +214,7 @@ impl<'a> Run<'a> {
                     }
                     self.values.insert(id.clone(), outputs);
                     if let Some(ui) = ui {
-                        self.send(
-                            "executed",
-                            json!({"node": id, "display_node": id, "output": ui, "prompt_id": pid}),
-                        );
+                        self.send("executed", json!({"node": id, "display_node": id, "output": ui, "prompt_id": pid}));
                         self.outputs_ui.insert(id.clone(), ui);
                         self.meta.insert(
                             id.clone(),
@@ -267,8 +227,7 @@ impl<'a> Run<'a> {
                         }
                         _ => (json!(1.0), json!(1.0)),
                     };
-                    self.states
-                        .insert(id.clone(), self.node_state(id, value, max, "finished"));
+                    self.states.insert(id.clone(), self.node_state(id, value, max, "finished"));
                     self.send_progress_state();
                     self.executed.push(id.clone());
                 }
@@ -280,10 +239,7 @@ impl<'a> Run<'a> {
         }
         let success = match outcome {
             Ok(()) => {
-                self.send_recorded(
-                    "execution_success",
-                    json!({"prompt_id": pid, "timestamp": now_ms()}),
-                );
+                self.send_recorded("execution_success", json!({"prompt_id": pid, "timestamp": now_ms()}));
                 true
             }
             Err((node, Stop::Interrupted)) => {
@@ -322,10 +278,7 @@ impl<'a> Run<'a> {
     }
 
     fn class_of(&self, node: &str) -> String {
-        self.item.graph[node]["class_type"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        self.item.graph[node]["class_type"].as_str().unwrap_or_default().to_owned()
     }
 
     fn error_data(&self, node: &str, message: &str, kind: &str, order: &[String]) -> Value {
@@ -342,10 +295,7 @@ impl<'a> Run<'a> {
                         Some(other) => format!("{other:?}").chars().take(80).collect(),
                         None => "None".to_owned(),
                     },
-                    None => v
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| v.to_string()),
+                    None => v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()),
                 };
                 current_inputs.insert(k.clone(), json!([shown]));
             }
@@ -382,54 +332,34 @@ impl<'a> Run<'a> {
     }
 
     /// One progress step of `node`: progress_state, progress and (maybe) a JPEG preview frame.
-    async fn progress(
-        &mut self,
-        node: &str,
-        value: u64,
-        max: u64,
-        preview: Option<&RgbImage>,
-    ) -> Result<(), Stop> {
+    async fn progress(&mut self, node: &str, value: u64, max: u64, preview: Option<&RgbImage>) -> Result<(), Stop> {
         self.check_interrupt()?;
-        self.states.insert(
-            node.to_owned(),
-            self.node_state(node, json!(value), json!(max), "running"),
-        );
+        self.states.insert(node.to_owned(), self.node_state(node, json!(value), json!(max), "running"));
         self.send_progress_state();
-        self.send(
-            "progress",
-            json!({"value": value, "max": max, "prompt_id": self.pid(), "node": node}),
-        );
+        self.send("progress", json!({"value": value, "max": max, "prompt_id": self.pid(), "node": node}));
         if self.previews
             && let Some(img) = preview
         {
             let mut frame = vec![0, 0, 0, 1, 0, 0, 0, 1];
             let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut frame, 90);
             if enc.encode_image(img).is_ok() {
-                self.shared
-                    .send(Message::Binary(frame.into()), self.sid.as_deref());
+                self.shared.send(Message::Binary(frame.into()), self.sid.as_deref());
             }
         }
         Ok(())
     }
 
     fn input<'v>(&'v self, node: &'v Value, name: &str) -> Result<&'v Value, Stop> {
-        node.get("inputs")
-            .and_then(|i| i.get(name))
-            .ok_or_else(|| fail(format!("input '{name}' is missing")))
+        node.get("inputs").and_then(|i| i.get(name)).ok_or_else(|| fail(format!("input '{name}' is missing")))
     }
 
     fn linked(&self, node: &Value, name: &str) -> Result<&Data, Stop> {
         let value = self.input(node, name)?;
-        let (src, idx) =
-            as_link(value).ok_or_else(|| fail(format!("input '{name}' must be a link")))?;
+        let (src, idx) = as_link(value).ok_or_else(|| fail(format!("input '{name}' must be a link")))?;
         self.values
             .get(src)
             .and_then(|o| o.get(idx))
-            .ok_or_else(|| {
-                fail(format!(
-                    "input '{name}' links to missing output {src}:{idx}"
-                ))
-            })
+            .ok_or_else(|| fail(format!("input '{name}' links to missing output {src}:{idx}")))
     }
 
     fn images(&self, node: &Value, name: &str) -> Result<Vec<RgbImage>, Stop> {
@@ -461,16 +391,12 @@ impl<'a> Run<'a> {
     }
 
     fn float(&self, node: &Value, name: &str) -> Result<f64, Stop> {
-        self.input(node, name)?
-            .as_f64()
-            .ok_or_else(|| fail(format!("input '{name}' must be a number")))
+        self.input(node, name)?.as_f64().ok_or_else(|| fail(format!("input '{name}' must be a number")))
     }
 
     fn string(&self, node: &Value, name: &str) -> Result<String, Stop> {
         let v = self.input(node, name)?;
-        Ok(v.as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| v.to_string()))
+        Ok(v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
     }
 
     async fn run_node(&mut self, id: &str) -> Result<(Vec<Data>, Option<Value>), Stop> {
@@ -515,21 +441,14 @@ impl<'a> Run<'a> {
                 let (tw, th) = (self.int(n, "width")?, self.int(n, "height")?);
                 let crop = self.string(n, "crop")? == "center";
                 let imgs = self.images(n, "image")?;
-                let out = imgs
-                    .iter()
-                    .map(|i| scale_to(i, tw as u32, th as u32, crop, filter))
-                    .collect();
+                let out = imgs.iter().map(|i| scale_to(i, tw as u32, th as u32, crop, filter)).collect();
                 vec![Data::Image(out)]
             }
             "ImageBlur" => {
                 let radius = self.int(n, "blur_radius")?;
                 let sigma = self.float(n, "sigma")? as f32;
                 let imgs = self.images(n, "image")?;
-                let out = if radius == 0 {
-                    imgs
-                } else {
-                    imgs.iter().map(|i| imageops::blur(i, sigma)).collect()
-                };
+                let out = if radius == 0 { imgs } else { imgs.iter().map(|i| imageops::blur(i, sigma)).collect() };
                 vec![Data::Image(out)]
             }
             "ImageInvert" => {
@@ -546,9 +465,7 @@ impl<'a> Run<'a> {
                 let imgs = self.images(n, "images")?;
                 let suffix: String = {
                     let mut rng = rand::rng();
-                    (0..5)
-                        .map(|_| (b'a' + rng.random_range(0..26u8)) as char)
-                        .collect()
+                    (0..5).map(|_| (b'a' + rng.random_range(0..26u8)) as char).collect()
                 };
                 let prefix = format!("ComfyUI_temp_{suffix}");
                 return Ok((vec![], Some(self.save(&imgs, &prefix, "temp")?)));
@@ -571,11 +488,7 @@ impl<'a> Run<'a> {
                 if !self.shared.options.checkpoints.contains(&name) {
                     return Err(fail(format!("checkpoint not found: {name}")));
                 }
-                vec![
-                    Data::Model(name.clone()),
-                    Data::Clip(name.clone()),
-                    Data::Vae(name),
-                ]
+                vec![Data::Model(name.clone()), Data::Clip(name.clone()), Data::Vae(name)]
             }
             "LoraLoader" => {
                 let name = self.string(n, "lora_name")?;
@@ -586,28 +499,16 @@ impl<'a> Run<'a> {
                 let sc = self.float(n, "strength_clip")?;
                 let model = self.text_of(n, "model")?;
                 let clip = self.text_of(n, "clip")?;
-                vec![
-                    Data::Model(format!("{model}+{name}:{sm}")),
-                    Data::Clip(format!("{clip}+{name}:{sc}")),
-                ]
+                vec![Data::Model(format!("{model}+{name}:{sm}")), Data::Clip(format!("{clip}+{name}:{sc}"))]
             }
             "CLIPTextEncode" => {
                 let clip = self.text_of(n, "clip")?;
-                vec![Data::Conditioning(format!(
-                    "{clip}|{}",
-                    self.string(n, "text")?
-                ))]
+                vec![Data::Conditioning(format!("{clip}|{}", self.string(n, "text")?))]
             }
             "EmptyLatentImage" => {
                 let (w, h) = (self.int(n, "width")?, self.int(n, "height")?);
                 let batch = self.int(n, "batch_size")?.max(1) as usize;
-                vec![Data::Latent(vec![
-                    RgbImage::new(
-                        w.max(8) as u32,
-                        h.max(8) as u32
-                    );
-                    batch
-                ])]
+                vec![Data::Latent(vec![RgbImage::new(w.max(8) as u32, h.max(8) as u32); batch])]
             }
             "KSampler" => self.ksampler(id, n, delay).await?,
             "VAEDecode" => {
@@ -624,12 +525,7 @@ impl<'a> Run<'a> {
                     return Err(fail(format!("upscale model not found: {name}")));
                 }
                 // "4x-foo.pth" → 4: the fake reads the factor off the name, like users do.
-                let scale = name
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect::<String>()
-                    .parse()
-                    .unwrap_or(4);
+                let scale = name.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(4);
                 vec![Data::UpscaleModel(scale)]
             }
             "ImageUpscaleWithModel" => {
@@ -640,14 +536,7 @@ impl<'a> Run<'a> {
                 let imgs = self.images(n, "image")?;
                 let out = imgs
                     .iter()
-                    .map(|i| {
-                        imageops::resize(
-                            i,
-                            i.width() * scale,
-                            i.height() * scale,
-                            FilterType::Lanczos3,
-                        )
-                    })
+                    .map(|i| imageops::resize(i, i.width() * scale, i.height() * scale, FilterType::Lanczos3))
                     .collect();
                 vec![Data::Image(out)]
             }
@@ -669,18 +558,12 @@ impl<'a> Run<'a> {
             .get(&("input".to_owned(), sub, file))
             .cloned()
             .ok_or_else(|| fail(format!("Invalid image file: {name}")))?;
-        let img = image::load_from_memory(&bytes)
-            .map_err(|e| fail(format!("cannot decode {name}: {e}")))?;
+        let img = image::load_from_memory(&bytes).map_err(|e| fail(format!("cannot decode {name}: {e}")))?;
         let mask = match img.as_rgba8() {
-            Some(rgba) => GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
-                Luma([255 - rgba.get_pixel(x, y)[3]])
-            }),
+            Some(rgba) => GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| Luma([255 - rgba.get_pixel(x, y)[3]])),
             None => GrayImage::new(img.width(), img.height()),
         };
-        Ok(vec![
-            Data::Image(vec![img.to_rgb8()]),
-            Data::Mask(vec![mask]),
-        ])
+        Ok(vec![Data::Image(vec![img.to_rgb8()]), Data::Mask(vec![mask])])
     }
 
     /// Saves PNGs as `<prefix>_00001_.png`, continuing from the highest counter on "disk".
@@ -694,12 +577,7 @@ impl<'a> Run<'a> {
             .files
             .keys()
             .filter(|(k, s, _)| k == kind && *s == sub)
-            .filter_map(|(_, _, f)| {
-                f.strip_prefix(&format!("{base}_"))?
-                    .strip_suffix("_.png")?
-                    .parse::<u32>()
-                    .ok()
-            })
+            .filter_map(|(_, _, f)| f.strip_prefix(&format!("{base}_"))?.strip_suffix("_.png")?.parse::<u32>().ok())
             .max()
             .unwrap_or(0)
             + 1;
@@ -709,8 +587,7 @@ impl<'a> Run<'a> {
             let mut buf = Vec::new();
             img.write_to(&mut Cursor::new(&mut buf), ImageFormat::Png)
                 .map_err(|e| fail(format!("cannot encode PNG: {e}")))?;
-            st.files
-                .insert((kind.to_owned(), sub.clone(), filename.clone()), buf);
+            st.files.insert((kind.to_owned(), sub.clone(), filename.clone()), buf);
             refs.push(json!({"filename": filename, "subfolder": sub, "type": kind}));
         }
         Ok(json!({ "images": refs }))
@@ -736,11 +613,7 @@ impl<'a> Run<'a> {
             let preview = shrink(&blend(&latents[0], &finals[0], t), 8);
             self.progress(id, step, steps, Some(&preview)).await?;
         }
-        let out = latents
-            .iter()
-            .zip(&finals)
-            .map(|(l, f)| blend(l, f, denoise))
-            .collect();
+        let out = latents.iter().zip(&finals).map(|(l, f)| blend(l, f, denoise)).collect();
         Ok(vec![Data::Latent(out)])
     }
 }
@@ -759,14 +632,8 @@ fn scale_to(img: &RgbImage, tw: u32, th: u32, crop: bool, filter: FilterType) ->
     let (w, h) = img.dimensions();
     let (tw, th) = match (tw, th) {
         (0, 0) => (w, h),
-        (0, th) => (
-            ((w as f64) * th as f64 / h as f64).round().max(1.0) as u32,
-            th,
-        ),
-        (tw, 0) => (
-            tw,
-            ((h as f64) * tw as f64 / w as f64).round().max(1.0) as u32,
-        ),
+        (0, th) => (((w as f64) * th as f64 / h as f64).round().max(1.0) as u32, th),
+        (tw, 0) => (tw, ((h as f64) * tw as f64 / w as f64).round().max(1.0) as u32),
         other => other,
     };
     if crop {
@@ -788,21 +655,14 @@ fn scale_to(img: &RgbImage, tw: u32, th: u32, crop: bool, filter: FilterType) ->
 /// Previews are small, like latent2rgb ones: at most `1/div` of the image, at least 1 px.
 fn shrink(img: &RgbImage, div: u32) -> RgbImage {
     let (w, h) = img.dimensions();
-    imageops::resize(
-        img,
-        (w / div).max(1),
-        (h / div).max(1),
-        FilterType::Triangle,
-    )
+    imageops::resize(img, (w / div).max(1), (h / div).max(1), FilterType::Triangle)
 }
 
 fn blend(a: &RgbImage, b: &RgbImage, t: f64) -> RgbImage {
     RgbImage::from_fn(a.width(), a.height(), |x, y| {
         let pa = a.get_pixel(x, y);
         let pb = b.get_pixel(x.min(b.width() - 1), y.min(b.height() - 1));
-        Rgb(std::array::from_fn(|c| {
-            (pa[c] as f64 * (1.0 - t) + pb[c] as f64 * t).round() as u8
-        }))
+        Rgb(std::array::from_fn(|c| (pa[c] as f64 * (1.0 - t) + pb[c] as f64 * t).round() as u8))
     })
 }
 

@@ -73,16 +73,12 @@ impl std::error::Error for StartError {}
 impl FakeComfy {
     /// Starts a fake server on 127.0.0.1; panics if it cannot bind (tests want a loud failure).
     pub async fn start(options: FakeOptions) -> FakeComfy {
-        Self::try_start(options)
-            .await
-            .expect("fake ComfyUI failed to start")
+        Self::try_start(options).await.expect("fake ComfyUI failed to start")
     }
 
     /// Starts a fake server on 127.0.0.1, reporting a bind failure.
     pub async fn try_start(options: FakeOptions) -> Result<FakeComfy, StartError> {
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], options.port)))
-            .await
-            .map_err(StartError)?;
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], options.port))).await.map_err(StartError)?;
         let port = listener.local_addr().map_err(StartError)?.port();
         let shared = Shared::new(options);
         shared.start_executor();
@@ -108,10 +104,7 @@ impl FakeComfy {
 
     /// Makes every node of `class_type` raise `message` (a RuntimeError) when it runs.
     pub fn fail_node(&self, class_type: &str, message: &str) {
-        self.shared
-            .lock()
-            .failures
-            .insert(class_type.to_owned(), message.to_owned());
+        self.shared.lock().failures.insert(class_type.to_owned(), message.to_owned());
     }
 
     /// Removes all failures injected with [`FakeComfy::fail_node`].
@@ -145,10 +138,7 @@ impl FakeComfy {
 
     /// Hides these node classes from `/object_info` and rejects prompts using them as unknown.
     pub fn set_missing_nodes<S: AsRef<str>>(&self, class_types: &[S]) {
-        self.shared.lock().missing = class_types
-            .iter()
-            .map(|s| s.as_ref().to_owned())
-            .collect::<HashSet<_>>();
+        self.shared.lock().missing = class_types.iter().map(|s| s.as_ref().to_owned()).collect::<HashSet<_>>();
     }
 
     /// How many `POST /prompt` requests arrived (valid or not).

@@ -62,12 +62,7 @@ async fn post_prompt(State(shared): S, body: Bytes) -> Response {
     shared.lock().prompts_received += 1;
     shared.lock().last_prompt = Some(body.clone());
     let Some(graph) = body.get("prompt").and_then(Value::as_object).cloned() else {
-        let err = error_body(
-            "no_prompt",
-            "No prompt provided",
-            "No prompt provided",
-            json!([]),
-        );
+        let err = error_body("no_prompt", "No prompt provided", "No prompt provided", json!([]));
         return (StatusCode::BAD_REQUEST, Json(err)).into_response();
     };
     let info = shared.object_info();
@@ -75,32 +70,21 @@ async fn post_prompt(State(shared): S, body: Bytes) -> Response {
         .get("LoadImage")
         .and_then(|n| n.pointer("/input/required/image/0"))
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
     let outputs = match validate_prompt(&graph, &info, &uploaded) {
         Validation::Invalid { error, node_errors } => {
             let body = json!({"error": error, "node_errors": node_errors});
             return (StatusCode::BAD_REQUEST, Json(body)).into_response();
         }
-        Validation::Valid {
-            outputs,
-            node_errors,
-        } => (outputs, node_errors),
+        Validation::Valid { outputs, node_errors } => (outputs, node_errors),
     };
     let prompt_id = match body.get("prompt_id") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => uuid::Uuid::new_v4().to_string(),
         Some(other) => other.to_string(),
     };
-    let mut extra_data = body
-        .get("extra_data")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    let mut extra_data = body.get("extra_data").and_then(Value::as_object).cloned().unwrap_or_default();
     if let Some(client_id) = body.get("client_id") {
         extra_data.insert("client_id".into(), client_id.clone());
     }
@@ -112,19 +96,12 @@ async fn post_prompt(State(shared): S, body: Bytes) -> Response {
             None => st.number,
         };
         st.number += 1;
-        st.queue.push_back(QueueItem {
-            number,
-            prompt_id: prompt_id.clone(),
-            graph,
-            extra_data,
-            outputs: outputs.0,
-        });
+        st.queue.push_back(QueueItem { number, prompt_id: prompt_id.clone(), graph, extra_data, outputs: outputs.0 });
         number
     };
     shared.broadcast_status();
     shared.wake.notify_one();
-    Json(json!({"prompt_id": prompt_id, "number": number, "node_errors": outputs.1}))
-        .into_response()
+    Json(json!({"prompt_id": prompt_id, "number": number, "node_errors": outputs.1})).into_response()
 }
 
 async fn get_prompt(State(shared): S) -> Json<Value> {
@@ -151,8 +128,7 @@ async fn post_queue(State(shared): S, body: Bytes) -> Response {
         }
         if let Some(ids) = body.get("delete").and_then(Value::as_array) {
             let ids: Vec<&str> = ids.iter().filter_map(Value::as_str).collect();
-            st.queue
-                .retain(|item| !ids.contains(&item.prompt_id.as_str()));
+            st.queue.retain(|item| !ids.contains(&item.prompt_id.as_str()));
         }
     }
     shared.broadcast_status();
@@ -181,16 +157,8 @@ struct HistoryQuery {
 
 async fn get_history_all(State(shared): S, Query(q): Query<HistoryQuery>) -> Json<Value> {
     let st = shared.lock();
-    let skip = q
-        .max_items
-        .map(|m| st.history.len().saturating_sub(m))
-        .unwrap_or(0);
-    let map: Map<String, Value> = st
-        .history
-        .iter()
-        .skip(skip)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let skip = q.max_items.map(|m| st.history.len().saturating_sub(m)).unwrap_or(0);
+    let map: Map<String, Value> = st.history.iter().skip(skip).map(|(k, v)| (k.clone(), v.clone())).collect();
     Json(Value::Object(map))
 }
 
@@ -212,21 +180,14 @@ async fn get_view(State(shared): S, Query(q): Query<HashMap<String, String>>) ->
     if filename.contains("..") || subfolder.contains("..") {
         return StatusCode::FORBIDDEN.into_response();
     }
-    let file = shared
-        .lock()
-        .files
-        .get(&(kind, subfolder, filename.clone()))
-        .cloned();
+    let file = shared.lock().files.get(&(kind, subfolder, filename.clone())).cloned();
     match file {
         Some(bytes) => {
             let mime = mime_for(filename);
             (
                 [
                     (header::CONTENT_TYPE, mime.to_owned()),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        format!("filename=\"{filename}\""),
-                    ),
+                    (header::CONTENT_DISPOSITION, format!("filename=\"{filename}\"")),
                 ],
                 bytes,
             )
@@ -294,21 +255,13 @@ async fn upload_image(State(shared): S, mut multipart: Multipart) -> Response {
             None => (filename.clone(), String::new()),
         };
         let mut i = 1;
-        while st
-            .files
-            .contains_key(&(kind.clone(), subfolder.clone(), name.clone()))
-        {
+        while st.files.contains_key(&(kind.clone(), subfolder.clone(), name.clone())) {
             name = format!("{stem} ({i}){ext}");
             i += 1;
         }
     }
-    st.files
-        .insert((kind.clone(), subfolder.clone(), name.clone()), data);
-    st.uploads.push(if subfolder.is_empty() {
-        name.clone()
-    } else {
-        format!("{subfolder}/{name}")
-    });
+    st.files.insert((kind.clone(), subfolder.clone(), name.clone()), data);
+    st.uploads.push(if subfolder.is_empty() { name.clone() } else { format!("{subfolder}/{name}") });
     Json(json!({"name": name, "subfolder": subfolder, "type": kind})).into_response()
 }
 
@@ -359,10 +312,7 @@ struct WsQuery {
 }
 
 async fn ws_upgrade(State(shared): S, Query(q): Query<WsQuery>, ws: WebSocketUpgrade) -> Response {
-    let sid = q
-        .client_id
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let sid = q.client_id.filter(|s| !s.is_empty()).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     ws.on_upgrade(move |socket| handle_socket(shared, socket, sid))
 }
 
@@ -374,21 +324,14 @@ async fn handle_socket(shared: Arc<Shared>, socket: WebSocket, sid: String) {
         let hello = json!({"type": "status", "data": status_data(remaining, Some(&sid))});
         let _ = tx.send(Message::Text(hello.to_string().into()));
         // Like the real server: a client reconnecting during its own prompt learns the node.
-        let running_for_sid = st
-            .running
-            .as_ref()
-            .is_some_and(|r| r.client_id() == Some(sid.as_str()));
+        let running_for_sid = st.running.as_ref().is_some_and(|r| r.client_id() == Some(sid.as_str()));
         if running_for_sid && let Some(node) = &st.last_node {
             let msg = json!({"type": "executing", "data": {"node": node}});
             let _ = tx.send(Message::Text(msg.to_string().into()));
         }
         st.next_conn += 1;
         let conn_id = st.next_conn;
-        st.sockets.push(SocketConn {
-            conn_id,
-            sid: sid.clone(),
-            tx,
-        });
+        st.sockets.push(SocketConn { conn_id, sid: sid.clone(), tx });
         conn_id
     };
     let (mut sink, mut stream) = socket.split();

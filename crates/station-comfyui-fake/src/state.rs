@@ -28,13 +28,7 @@ pub(crate) struct QueueItem {
 impl QueueItem {
     /// The 5-element array the real server uses in `/queue` and history.
     pub fn to_json(&self) -> Value {
-        json!([
-            self.number,
-            self.prompt_id,
-            self.graph,
-            self.extra_data,
-            self.outputs
-        ])
+        json!([self.number, self.prompt_id, self.graph, self.extra_data, self.outputs])
     }
 
     pub fn client_id(&self) -> Option<&str> {
@@ -114,12 +108,7 @@ impl Shared {
 
     pub fn start_executor(self: &Arc<Self>) {
         let handle = tokio::spawn(crate::exec::run_worker(self.clone()));
-        if let Some(old) = self
-            .executor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace(handle)
-        {
+        if let Some(old) = self.executor.lock().unwrap_or_else(|e| e.into_inner()).replace(handle) {
             old.abort();
         }
     }
@@ -129,30 +118,17 @@ impl Shared {
     }
 
     pub fn stop_listening(&self) {
-        if let Some(stop) = self
-            .listener_stop
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(stop) = self.listener_stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = stop.send(());
         }
     }
 
     pub fn is_listening(&self) -> bool {
-        self.listener_stop
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.listener_stop.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
     pub fn restart(self: &Arc<Self>) {
-        if let Some(old) = self
-            .executor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(old) = self.executor.lock().unwrap_or_else(|e| e.into_inner()).take() {
             old.abort();
         }
         {
@@ -170,12 +146,7 @@ impl Shared {
 
     pub fn shutdown(&self) {
         self.stop_listening();
-        if let Some(old) = self
-            .executor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(old) = self.executor.lock().unwrap_or_else(|e| e.into_inner()).take() {
             old.abort();
         }
         self.lock().sockets.clear();
@@ -210,8 +181,8 @@ impl Shared {
     pub fn object_info(&self) -> Map<String, Value> {
         let mut info: Map<String, Value> =
             serde_json::from_str(OBJECT_INFO).expect("embedded object_info.json is valid JSON");
-        let extra: Map<String, Value> = serde_json::from_str(OBJECT_INFO_EXTRA)
-            .expect("embedded object_info_extra.json is valid JSON");
+        let extra: Map<String, Value> =
+            serde_json::from_str(OBJECT_INFO_EXTRA).expect("embedded object_info_extra.json is valid JSON");
         info.extend(extra);
         let (inputs, missing) = {
             let st = self.lock();
@@ -219,41 +190,22 @@ impl Shared {
                 .files
                 .keys()
                 .filter(|(kind, _, _)| kind == "input")
-                .map(|(_, sub, name)| {
-                    if sub.is_empty() {
-                        name.clone()
-                    } else {
-                        format!("{sub}/{name}")
-                    }
-                })
+                .map(|(_, sub, name)| if sub.is_empty() { name.clone() } else { format!("{sub}/{name}") })
                 .collect();
             inputs.sort();
             (inputs, st.missing.clone())
         };
         set_choices(&mut info, "LoadImage", "image", &inputs);
-        set_choices(
-            &mut info,
-            "CheckpointLoaderSimple",
-            "ckpt_name",
-            &self.options.checkpoints,
-        );
+        set_choices(&mut info, "CheckpointLoaderSimple", "ckpt_name", &self.options.checkpoints);
         set_choices(&mut info, "LoraLoader", "lora_name", &self.options.loras);
-        set_choices(
-            &mut info,
-            "UpscaleModelLoader",
-            "model_name",
-            &self.options.upscale_models,
-        );
+        set_choices(&mut info, "UpscaleModelLoader", "model_name", &self.options.upscale_models);
         info.retain(|name, _| !missing.contains(name));
         info
     }
 }
 
 fn set_choices(info: &mut Map<String, Value>, node: &str, input: &str, choices: &[String]) {
-    if let Some(spec) = info
-        .get_mut(node)
-        .and_then(|n| n.pointer_mut(&format!("/input/required/{input}/0")))
-    {
+    if let Some(spec) = info.get_mut(node).and_then(|n| n.pointer_mut(&format!("/input/required/{input}/0"))) {
         *spec = json!(choices);
     }
 }
@@ -267,8 +219,5 @@ pub(crate) fn status_data(remaining: usize, sid: Option<&str>) -> Value {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -6,10 +6,7 @@ use serde_json::{Map, Value, json};
 
 pub(crate) enum Validation {
     /// At least one output node is valid; `outputs` are the ones to run.
-    Valid {
-        outputs: Vec<String>,
-        node_errors: Value,
-    },
+    Valid { outputs: Vec<String>, node_errors: Value },
     /// Nothing can run; answered with HTTP 400.
     Invalid { error: Value, node_errors: Value },
 }
@@ -76,21 +73,11 @@ pub(crate) fn validate_prompt(
         .collect();
     if outputs.is_empty() {
         return Validation::Invalid {
-            error: err(
-                "prompt_no_outputs",
-                "Prompt has no outputs",
-                String::new(),
-                json!({}),
-            ),
+            error: err("prompt_no_outputs", "Prompt has no outputs", String::new(), json!({})),
             node_errors: json!({}),
         };
     }
-    let mut v = Validator {
-        graph,
-        info,
-        uploaded,
-        results: HashMap::new(),
-    };
+    let mut v = Validator { graph, info, uploaded, results: HashMap::new() };
     let mut node_errors = Map::new();
     let mut good = Vec::new();
     for out in &outputs {
@@ -103,9 +90,9 @@ pub(crate) fn validate_prompt(
             if errors.is_empty() {
                 continue;
             }
-            let entry = node_errors.entry(id.clone()).or_insert_with(|| {
-                json!({"errors": errors, "dependent_outputs": [], "class_type": graph[&id]["class_type"]})
-            });
+            let entry = node_errors.entry(id.clone()).or_insert_with(
+                || json!({"errors": errors, "dependent_outputs": [], "class_type": graph[&id]["class_type"]}),
+            );
             if let Some(deps) = entry["dependent_outputs"].as_array_mut()
                 && !deps.contains(&json!(out))
             {
@@ -124,10 +111,7 @@ pub(crate) fn validate_prompt(
             node_errors: Value::Object(node_errors),
         };
     }
-    Validation::Valid {
-        outputs: good,
-        node_errors: Value::Object(node_errors),
-    }
+    Validation::Valid { outputs: good, node_errors: Value::Object(node_errors) }
 }
 
 struct Validator<'a> {
@@ -151,11 +135,8 @@ impl Validator<'_> {
         let node = &self.graph[id];
         let class = node["class_type"].as_str().unwrap_or_default();
         let inputs = node.get("inputs").and_then(Value::as_object);
-        let required = self.info[class]
-            .pointer("/input/required")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
+        let required =
+            self.info[class].pointer("/input/required").and_then(Value::as_object).cloned().unwrap_or_default();
         let mut errors = Vec::new();
         let mut ok = true;
         for (name, spec) in &required {
@@ -181,11 +162,8 @@ impl Validator<'_> {
                     continue;
                 };
                 let src_class = src_node["class_type"].as_str().unwrap_or_default();
-                let received = self.info[src_class]
-                    .get("output")
-                    .and_then(|o| o.get(idx))
-                    .cloned()
-                    .unwrap_or(Value::Null);
+                let received =
+                    self.info[src_class].get("output").and_then(|o| o.get(idx)).cloned().unwrap_or(Value::Null);
                 if let Value::String(want) = &input_type
                     && want != "*"
                     && received.as_str() != Some(want.as_str())
@@ -206,8 +184,7 @@ impl Validator<'_> {
                 }
                 continue;
             }
-            let extra =
-                json!({"input_name": name, "input_config": config, "received_value": value});
+            let extra = json!({"input_name": name, "input_config": config, "received_value": value});
             match &input_type {
                 // LoadImage checks the file itself (VALIDATE_INPUTS) instead of the combo list.
                 Value::Array(_) if class == "LoadImage" && name == "image" => {
@@ -227,10 +204,7 @@ impl Validator<'_> {
                     } else {
                         py_list(choices)
                     };
-                    let shown = value
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| value.to_string());
+                    let shown = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
                     errors.push(err(
                         "value_not_in_list",
                         "Value not in list",

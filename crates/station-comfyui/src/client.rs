@@ -9,8 +9,8 @@ use url::Url;
 
 use crate::error::{ComfyError, NodeError};
 use crate::protocol::{
-    Graph, HistoryEntry, ImageRef, ObjectInfo, QueueResponse, QueueState, SubmitAccepted,
-    SystemStats, UploadedImage, ValidationErrorBody,
+    Graph, HistoryEntry, ImageRef, ObjectInfo, QueueResponse, QueueState, SubmitAccepted, SystemStats, UploadedImage,
+    ValidationErrorBody,
 };
 
 /// What to POST to `/prompt`.
@@ -44,15 +44,10 @@ impl ComfyClient {
     pub fn with_timeout(base_url: &str, timeout: Duration) -> Result<ComfyClient, ComfyError> {
         // reqwest is built without a default crypto provider; installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut base = Url::parse(base_url).map_err(|e| ComfyError::BadUrl {
-            url: base_url.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let mut base =
+            Url::parse(base_url).map_err(|e| ComfyError::BadUrl { url: base_url.to_owned(), reason: e.to_string() })?;
         if !matches!(base.scheme(), "http" | "https") {
-            return Err(ComfyError::BadUrl {
-                url: base_url.to_owned(),
-                reason: "scheme must be http or https".into(),
-            });
+            return Err(ComfyError::BadUrl { url: base_url.to_owned(), reason: "scheme must be http or https".into() });
         }
         if !base.path().ends_with('/') {
             let path = format!("{}/", base.path());
@@ -75,16 +70,12 @@ impl ComfyClient {
     }
 
     fn url(&self, path: &str) -> Url {
-        self.base
-            .join(path)
-            .expect("relative API paths always join")
+        self.base.join(path).expect("relative API paths always join")
     }
 
     fn transport_error(url: &Url, e: reqwest::Error) -> ComfyError {
         if e.is_timeout() {
-            ComfyError::Timeout {
-                url: url.to_string(),
-            }
+            ComfyError::Timeout { url: url.to_string() }
         } else {
             // Refused, reset, closed mid-answer: all mean the server is (momentarily) unusable.
             let mut reason = e.to_string();
@@ -94,25 +85,16 @@ impl ComfyClient {
                 reason.push_str(&s.to_string());
                 source = s.source();
             }
-            ComfyError::Connect {
-                url: url.to_string(),
-                reason,
-            }
+            ComfyError::Connect { url: url.to_string(), reason }
         }
     }
 
-    async fn send(
-        &self,
-        url: &Url,
-        req: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, ComfyError> {
+    async fn send(&self, url: &Url, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ComfyError> {
         req.send().await.map_err(|e| Self::transport_error(url, e))
     }
 
     async fn body(url: &Url, resp: reqwest::Response) -> Result<Bytes, ComfyError> {
-        resp.bytes()
-            .await
-            .map_err(|e| Self::transport_error(url, e))
+        resp.bytes().await.map_err(|e| Self::transport_error(url, e))
     }
 
     async fn expect_ok(url: &Url, resp: reqwest::Response) -> Result<Bytes, ComfyError> {
@@ -129,10 +111,8 @@ impl ComfyClient {
     }
 
     fn decode<T: DeserializeOwned>(url: &Url, body: &[u8]) -> Result<T, ComfyError> {
-        serde_json::from_slice(body).map_err(|e| ComfyError::Protocol {
-            what: url.path().to_owned(),
-            reason: e.to_string(),
-        })
+        serde_json::from_slice(body)
+            .map_err(|e| ComfyError::Protocol { what: url.path().to_owned(), reason: e.to_string() })
     }
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ComfyError> {
@@ -144,9 +124,7 @@ impl ComfyClient {
 
     async fn post_json(&self, path: &str, body: &Value) -> Result<Bytes, ComfyError> {
         let url = self.url(path);
-        let resp = self
-            .send(&url, self.http.post(url.clone()).json(body))
-            .await?;
+        let resp = self.send(&url, self.http.post(url.clone()).json(body)).await?;
         Self::expect_ok(&url, resp).await
     }
 
@@ -161,9 +139,7 @@ impl ComfyClient {
         if let Some(method) = &req.preview_method {
             body["extra_data"] = json!({ "preview_method": method });
         }
-        let resp = self
-            .send(&url, self.http.post(url.clone()).json(&body))
-            .await?;
+        let resp = self.send(&url, self.http.post(url.clone()).json(&body)).await?;
         let status = resp.status();
         let bytes = Self::body(&url, resp).await?;
         if status == reqwest::StatusCode::BAD_REQUEST {
@@ -181,21 +157,12 @@ impl ComfyClient {
     }
 
     /// Uploads an input image (overwriting a file of the same name) for `LoadImage`.
-    pub async fn upload_image(
-        &self,
-        bytes: impl Into<Bytes>,
-        filename: &str,
-    ) -> Result<UploadedImage, ComfyError> {
+    pub async fn upload_image(&self, bytes: impl Into<Bytes>, filename: &str) -> Result<UploadedImage, ComfyError> {
         let url = self.url("upload/image");
         let bytes: Bytes = bytes.into();
         let part = reqwest::multipart::Part::stream(bytes).file_name(filename.to_owned());
-        let form = reqwest::multipart::Form::new()
-            .part("image", part)
-            .text("overwrite", "true")
-            .text("type", "input");
-        let resp = self
-            .send(&url, self.http.post(url.clone()).multipart(form))
-            .await?;
+        let form = reqwest::multipart::Form::new().part("image", part).text("overwrite", "true").text("type", "input");
+        let resp = self.send(&url, self.http.post(url.clone()).multipart(form)).await?;
         let body = Self::expect_ok(&url, resp).await?;
         Self::decode(&url, &body)
     }
@@ -219,17 +186,13 @@ impl ComfyClient {
 
     /// One read of `GET /history/<id>`; `None` when the server answers `{}`.
     pub async fn history(&self, prompt_id: &str) -> Result<Option<HistoryEntry>, ComfyError> {
-        let mut map: indexmap::IndexMap<String, HistoryEntry> =
-            self.get_json(&format!("history/{prompt_id}")).await?;
+        let mut map: indexmap::IndexMap<String, HistoryEntry> = self.get_json(&format!("history/{prompt_id}")).await?;
         Ok(map.shift_remove(prompt_id))
     }
 
     /// Reads history for a prompt that just finished: the real server can still answer `{}`
     /// right after `execution_success`, so an empty answer is retried a few times (~1 s).
-    pub async fn history_after_finish(
-        &self,
-        prompt_id: &str,
-    ) -> Result<Option<HistoryEntry>, ComfyError> {
+    pub async fn history_after_finish(&self, prompt_id: &str) -> Result<Option<HistoryEntry>, ComfyError> {
         for attempt in 0..8u32 {
             if let Some(entry) = self.history(prompt_id).await? {
                 return Ok(Some(entry));
@@ -247,16 +210,12 @@ impl ComfyClient {
 
     /// Removes a pending prompt from the queue (no effect once it runs).
     pub async fn cancel_pending(&self, prompt_id: &str) -> Result<(), ComfyError> {
-        self.post_json("queue", &json!({ "delete": [prompt_id] }))
-            .await
-            .map(drop)
+        self.post_json("queue", &json!({ "delete": [prompt_id] })).await.map(drop)
     }
 
     /// Interrupts `prompt_id` if it is the one running (no effect otherwise).
     pub async fn interrupt(&self, prompt_id: &str) -> Result<(), ComfyError> {
-        self.post_json("interrupt", &json!({ "prompt_id": prompt_id }))
-            .await
-            .map(drop)
+        self.post_json("interrupt", &json!({ "prompt_id": prompt_id })).await.map(drop)
     }
 
     /// Node classes and their inputs (with the server's model file lists as choices).
@@ -287,16 +246,9 @@ pub fn validation_error(body: ValidationErrorBody) -> ComfyError {
                 kind: e.kind.clone(),
                 message: e.message.clone(),
                 details: e.details.clone(),
-                input_name: e
-                    .extra_info
-                    .get("input_name")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
+                input_name: e.extra_info.get("input_name").and_then(Value::as_str).map(str::to_owned),
             })
         })
         .collect();
-    ComfyError::Validation {
-        message,
-        node_errors,
-    }
+    ComfyError::Validation { message, node_errors }
 }

@@ -46,10 +46,7 @@ pub enum ComfyError {
         body: String,
     },
     /// The server rejected the prompt (HTTP 400).
-    #[error(
-        "ComfyUI rejected the prompt: {message}{}",
-        fmt_node_errors(node_errors)
-    )]
+    #[error("ComfyUI rejected the prompt: {message}{}", fmt_node_errors(node_errors))]
     Validation {
         /// Prompt-level message (with details when given).
         message: String,
@@ -116,15 +113,8 @@ fn fmt_node_errors(errors: &[NodeError]) -> String {
     errors
         .iter()
         .map(|e| {
-            let input = e
-                .input_name
-                .as_deref()
-                .map(|i| format!(" input '{i}'"))
-                .unwrap_or_default();
-            format!(
-                "; node {} ({}){input}: {} ({})",
-                e.node_id, e.class_type, e.message, e.details
-            )
+            let input = e.input_name.as_deref().map(|i| format!(" input '{i}'")).unwrap_or_default();
+            format!("; node {} ({}){input}: {} ({})", e.node_id, e.class_type, e.message, e.details)
         })
         .collect()
 }

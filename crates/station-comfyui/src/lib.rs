@@ -3,16 +3,16 @@
 
 pub mod client;
 pub mod error;
+pub mod executor;
 pub mod progress;
 pub mod protocol;
 pub mod run;
 pub mod socket;
-pub mod executor;
 
 pub use client::{ComfyClient, SubmitRequest};
 pub use error::{ComfyError, NodeError};
+pub use executor::{BackendSpec, BackendStatus, ComfyExecutor};
 pub use progress::ProgressTracker;
 pub use protocol::{Graph, HistoryEntry, ImageRef, ObjectInfo, QueueState, UploadedImage};
 pub use run::{PromptOutcome, RemoteState, RunOptions, reconcile, run_prompt};
 pub use socket::{BackendSocket, PromptEvent};
-pub use executor::{BackendSpec, BackendStatus, ComfyExecutor};

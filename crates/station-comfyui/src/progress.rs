@@ -17,12 +17,7 @@ pub struct ProgressTracker {
 impl ProgressTracker {
     /// A tracker for a prompt that runs `total_nodes` nodes (at least 1 is assumed).
     pub fn new(total_nodes: usize) -> ProgressTracker {
-        ProgressTracker {
-            total: total_nodes.max(1),
-            done: HashSet::new(),
-            current: None,
-            last: 0.0,
-        }
+        ProgressTracker { total: total_nodes.max(1), done: HashSet::new(), current: None, last: 0.0 }
     }
 
     /// A tracker for every node of `graph`.

@@ -71,9 +71,7 @@ where
     match Either::<T>::deserialize(de)? {
         Either::Map(m) => Ok(m),
         Either::List(l) if l.is_empty() => Ok(IndexMap::new()),
-        Either::List(_) => Err(serde::de::Error::custom(
-            "node_errors: expected an object or an empty list",
-        )),
+        Either::List(_) => Err(serde::de::Error::custom("node_errors: expected an object or an empty list")),
     }
 }
 
@@ -121,11 +119,7 @@ pub struct UploadedImage {
 impl UploadedImage {
     /// The value to put into a `LoadImage` node's `image` input.
     pub fn load_image_name(&self) -> String {
-        if self.subfolder.is_empty() {
-            self.name.clone()
-        } else {
-            format!("{}/{}", self.subfolder, self.name)
-        }
+        if self.subfolder.is_empty() { self.name.clone() } else { format!("{}/{}", self.subfolder, self.name) }
     }
 }
 
@@ -165,9 +159,7 @@ impl HistoryEntry {
 
     /// True when the status says `success`.
     pub fn succeeded(&self) -> bool {
-        self.status
-            .as_ref()
-            .is_some_and(|s| s.status_str == "success")
+        self.status.as_ref().is_some_and(|s| s.status_str == "success")
     }
 
     /// The recorded `execution_error` data, if the prompt failed with one.
@@ -182,19 +174,12 @@ impl HistoryEntry {
 
     fn final_message<T: for<'de> Deserialize<'de>>(&self, kind: &str) -> Option<T> {
         let status = self.status.as_ref()?;
-        status
-            .messages
-            .iter()
-            .find(|(k, _)| k == kind)
-            .and_then(|(_, data)| serde_json::from_value(data.clone()).ok())
+        status.messages.iter().find(|(k, _)| k == kind).and_then(|(_, data)| serde_json::from_value(data.clone()).ok())
     }
 
     /// Images per output node, in the entry's order.
     pub fn output_images(&self) -> IndexMap<String, Vec<ImageRef>> {
-        self.outputs
-            .iter()
-            .map(|(node, out)| (node.clone(), out.images.clone()))
-            .collect()
+        self.outputs.iter().map(|(node, out)| (node.clone(), out.images.clone())).collect()
     }
 }
 
@@ -219,15 +204,9 @@ pub struct QueueState {
 impl From<QueueResponse> for QueueState {
     fn from(q: QueueResponse) -> Self {
         let ids = |items: Vec<Vec<Value>>| {
-            items
-                .into_iter()
-                .filter_map(|i| i.get(1).and_then(Value::as_str).map(str::to_owned))
-                .collect()
+            items.into_iter().filter_map(|i| i.get(1).and_then(Value::as_str).map(str::to_owned)).collect()
         };
-        QueueState {
-            running: ids(q.queue_running),
-            pending: ids(q.queue_pending),
-        }
+        QueueState { running: ids(q.queue_running), pending: ids(q.queue_pending) }
     }
 }
 
@@ -276,15 +255,7 @@ impl ObjectInfo {
             Value::String(s) if s == "COMBO" => spec.get(1)?.get("options")?.as_array()?,
             _ => return None,
         };
-        Some(
-            list.iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| v.to_string())
-                })
-                .collect(),
-        )
+        Some(list.iter().map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())).collect())
     }
 }
 
@@ -535,78 +506,45 @@ impl WsMessage {
     /// Parses one text frame. Unknown types become [`WsMessage::Other`]; known types with a
     /// malformed body are an error naming the type.
     pub fn parse(text: &str) -> Result<WsMessage, String> {
-        let raw: RawMessage =
-            serde_json::from_str(text).map_err(|e| format!("websocket message: {e}"))?;
+        let raw: RawMessage = serde_json::from_str(text).map_err(|e| format!("websocket message: {e}"))?;
         let data = raw.data;
         let bad = |e: serde_json::Error| format!("websocket message '{}': {e}", raw.kind);
         Ok(match raw.kind.as_str() {
             "status" => {
                 let d: StatusData = serde_json::from_value(data).map_err(bad)?;
-                WsMessage::Status {
-                    queue_remaining: d.status.exec_info.queue_remaining,
-                    sid: d.sid,
-                }
+                WsMessage::Status { queue_remaining: d.status.exec_info.queue_remaining, sid: d.sid }
             }
             "execution_start" => {
                 let d: PromptIdData = serde_json::from_value(data).map_err(bad)?;
-                WsMessage::ExecutionStart {
-                    prompt_id: d.prompt_id,
-                }
+                WsMessage::ExecutionStart { prompt_id: d.prompt_id }
             }
             "execution_cached" => {
                 let d: CachedData = serde_json::from_value(data).map_err(bad)?;
-                WsMessage::ExecutionCached {
-                    prompt_id: d.prompt_id,
-                    nodes: d.nodes,
-                }
+                WsMessage::ExecutionCached { prompt_id: d.prompt_id, nodes: d.nodes }
             }
             "executing" => {
                 let d: ExecutingData = serde_json::from_value(data).map_err(bad)?;
-                WsMessage::Executing {
-                    prompt_id: d.prompt_id,
-                    node: d.node,
-                }
+                WsMessage::Executing { prompt_id: d.prompt_id, node: d.node }
             }
             "progress" => {
                 let d: ProgressData = serde_json::from_value(data).map_err(bad)?;
-                WsMessage::Progress {
-                    prompt_id: d.prompt_id,
-                    node: d.node,
-                    value: d.value,
-                    max: d.max,
-                }
+                WsMessage::Progress { prompt_id: d.prompt_id, node: d.node, value: d.value, max: d.max }
             }
             "progress_state" => {
                 let d: ProgressStateData = serde_json::from_value(data).map_err(bad)?;
-                WsMessage::ProgressState {
-                    prompt_id: d.prompt_id,
-                    nodes: d.nodes,
-                }
+                WsMessage::ProgressState { prompt_id: d.prompt_id, nodes: d.nodes }
             }
             "executed" => {
                 let d: ExecutedData = serde_json::from_value(data).map_err(bad)?;
-                WsMessage::Executed {
-                    prompt_id: d.prompt_id,
-                    node: d.node,
-                    output: d.output,
-                }
+                WsMessage::Executed { prompt_id: d.prompt_id, node: d.node, output: d.output }
             }
             "execution_success" => {
                 let d: PromptIdData = serde_json::from_value(data).map_err(bad)?;
-                WsMessage::ExecutionSuccess {
-                    prompt_id: d.prompt_id,
-                }
+                WsMessage::ExecutionSuccess { prompt_id: d.prompt_id }
             }
-            "execution_error" => {
-                WsMessage::ExecutionError(serde_json::from_value(data).map_err(bad)?)
-            }
-            "execution_interrupted" => {
-                WsMessage::ExecutionInterrupted(serde_json::from_value(data).map_err(bad)?)
-            }
-            _ => WsMessage::Other {
-                kind: raw.kind,
-                data,
-            },
+            "execution_error" => WsMessage::ExecutionError(serde_json::from_value(data).map_err(bad)?),
+            "execution_interrupted" => WsMessage::ExecutionInterrupted(serde_json::from_value(data).map_err(bad)?),
+            _ => WsMessage::Other { kind: raw.kind, data },
         })
     }
 
@@ -619,9 +557,7 @@ impl WsMessage {
             | WsMessage::ProgressState { prompt_id, .. }
             | WsMessage::Executed { prompt_id, .. }
             | WsMessage::ExecutionSuccess { prompt_id } => Some(prompt_id),
-            WsMessage::Executing { prompt_id, .. } | WsMessage::Progress { prompt_id, .. } => {
-                prompt_id.as_deref()
-            }
+            WsMessage::Executing { prompt_id, .. } | WsMessage::Progress { prompt_id, .. } => prompt_id.as_deref(),
             WsMessage::ExecutionError(e) => Some(&e.prompt_id),
             WsMessage::ExecutionInterrupted(e) => Some(&e.prompt_id),
         }
@@ -684,10 +620,7 @@ impl BinaryFrame {
     pub fn parse(frame: &[u8]) -> Result<BinaryFrame, String> {
         let be_u32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
         if frame.len() < 4 {
-            return Err(format!(
-                "binary frame: {} bytes, too short for the event type",
-                frame.len()
-            ));
+            return Err(format!("binary frame: {} bytes, too short for the event type", frame.len()));
         }
         let event_type = be_u32(&frame[..4]);
         let rest = &frame[4..];
@@ -700,15 +633,10 @@ impl BinaryFrame {
                     1 => "image/jpeg",
                     2 => "image/png",
                     other => {
-                        return Err(format!(
-                            "binary preview frame: unknown image format {other}"
-                        ));
+                        return Err(format!("binary preview frame: unknown image format {other}"));
                     }
                 };
-                Ok(BinaryFrame::Preview {
-                    mime,
-                    bytes: bytes::Bytes::copy_from_slice(&rest[4..]),
-                })
+                Ok(BinaryFrame::Preview { mime, bytes: bytes::Bytes::copy_from_slice(&rest[4..]) })
             }
             4 => {
                 if rest.len() < 4 {
@@ -724,20 +652,14 @@ impl BinaryFrame {
                 }
                 let metadata: PreviewMetadata = serde_json::from_slice(&body[..len])
                     .map_err(|e| format!("binary preview frame (type 4): metadata: {e}"))?;
-                let mime = metadata
-                    .image_type
-                    .clone()
-                    .unwrap_or_else(|| "image/jpeg".to_owned());
+                let mime = metadata.image_type.clone().unwrap_or_else(|| "image/jpeg".to_owned());
                 Ok(BinaryFrame::PreviewWithMetadata {
                     metadata,
                     mime,
                     bytes: bytes::Bytes::copy_from_slice(&body[len..]),
                 })
             }
-            other => Ok(BinaryFrame::Other {
-                event_type: other,
-                payload: bytes::Bytes::copy_from_slice(rest),
-            }),
+            other => Ok(BinaryFrame::Other { event_type: other, payload: bytes::Bytes::copy_from_slice(rest) }),
         }
     }
 }

@@ -72,25 +72,17 @@ fn entry_outcome(entry: &HistoryEntry, prompt_id: &str) -> Result<PromptOutcome,
         });
     }
     if entry.interrupted().is_some() {
-        return Err(ComfyError::Interrupted {
-            prompt_id: prompt_id.to_owned(),
-        });
+        return Err(ComfyError::Interrupted { prompt_id: prompt_id.to_owned() });
     }
     if let Some(status) = &entry.status
         && status.status_str != "success"
     {
         return Err(ComfyError::Protocol {
             what: format!("history of {prompt_id}"),
-            reason: format!(
-                "status_str is {:?} without an error message",
-                status.status_str
-            ),
+            reason: format!("status_str is {:?} without an error message", status.status_str),
         });
     }
-    Ok(PromptOutcome {
-        prompt_id: prompt_id.to_owned(),
-        outputs: entry.output_images(),
-    })
+    Ok(PromptOutcome { prompt_id: prompt_id.to_owned(), outputs: entry.output_images() })
 }
 
 /// Finds out where `prompt_id` stands: history first, then the queue, then history again (it
@@ -127,19 +119,12 @@ async fn check(client: &ComfyClient, prompt_id: &str) -> Result<Step, ComfyError
         return Ok(Step::Done(entry_outcome(&entry, prompt_id)));
     }
     let queue = client.queue().await?;
-    if queue
-        .running
-        .iter()
-        .chain(&queue.pending)
-        .any(|p| p == prompt_id)
-    {
+    if queue.running.iter().chain(&queue.pending).any(|p| p == prompt_id) {
         return Ok(Step::Wait);
     }
     match client.history(prompt_id).await? {
         Some(entry) => Ok(Step::Done(entry_outcome(&entry, prompt_id))),
-        None => Ok(Step::Done(Err(ComfyError::Lost {
-            prompt_id: prompt_id.to_owned(),
-        }))),
+        None => Ok(Step::Done(Err(ComfyError::Lost { prompt_id: prompt_id.to_owned() }))),
     }
 }
 
@@ -183,35 +168,20 @@ pub async fn run_prompt(
                         succeeded = true;
                         false
                     }
-                    PromptEvent::Error {
-                        node_id,
-                        node_type,
-                        exception_message,
-                        exception_type,
-                    } => {
-                        return Err(ComfyError::Execution {
-                            node_id,
-                            node_type,
-                            exception_type,
-                            exception_message,
-                        });
+                    PromptEvent::Error { node_id, node_type, exception_message, exception_type } => {
+                        return Err(ComfyError::Execution { node_id, node_type, exception_type, exception_message });
                     }
                     PromptEvent::Interrupted { .. } => {
-                        return Err(ComfyError::Interrupted {
-                            prompt_id: prompt_id.to_owned(),
-                        });
+                        return Err(ComfyError::Interrupted { prompt_id: prompt_id.to_owned() });
                     }
                     PromptEvent::Finished => {
                         // History is written before this message; still retry an empty read.
                         return match client.history_after_finish(prompt_id).await {
                             Ok(Some(entry)) => entry_outcome(&entry, prompt_id),
-                            Ok(None) | Err(_) if succeeded => Ok(PromptOutcome {
-                                prompt_id: prompt_id.to_owned(),
-                                outputs: seen_outputs,
-                            }),
-                            Ok(None) => Err(ComfyError::Lost {
-                                prompt_id: prompt_id.to_owned(),
-                            }),
+                            Ok(None) | Err(_) if succeeded => {
+                                Ok(PromptOutcome { prompt_id: prompt_id.to_owned(), outputs: seen_outputs })
+                            }
+                            Ok(None) => Err(ComfyError::Lost { prompt_id: prompt_id.to_owned() }),
                             Err(e) => Err(e),
                         };
                     }

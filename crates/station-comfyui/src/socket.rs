@@ -133,9 +133,7 @@ impl Inner {
                 PromptEvent::Started
             }
             WsMessage::ExecutionCached { nodes, .. } => PromptEvent::Cached { nodes },
-            WsMessage::Executing {
-                node: Some(node), ..
-            } => {
+            WsMessage::Executing { node: Some(node), .. } => {
                 *lock(&self.current) = Some(pid.clone());
                 PromptEvent::Executing { node }
             }
@@ -146,14 +144,9 @@ impl Inner {
                 }
                 PromptEvent::Finished
             }
-            WsMessage::Progress {
-                node, value, max, ..
-            } => PromptEvent::Progress { node, value, max },
+            WsMessage::Progress { node, value, max, .. } => PromptEvent::Progress { node, value, max },
             WsMessage::ProgressState { nodes, .. } => PromptEvent::ProgressState { nodes },
-            WsMessage::Executed { node, output, .. } => PromptEvent::Executed {
-                node,
-                images: output.images,
-            },
+            WsMessage::Executed { node, output, .. } => PromptEvent::Executed { node, images: output.images },
             WsMessage::ExecutionSuccess { .. } => PromptEvent::Success,
             WsMessage::ExecutionError(e) => PromptEvent::Error {
                 node_id: e.node_id,
@@ -176,21 +169,10 @@ impl Inner {
         };
         let current = lock(&self.current).clone();
         let (pid, event) = match frame {
-            BinaryFrame::Preview { mime, bytes } => (
-                current,
-                PromptEvent::Preview {
-                    mime: mime.to_owned(),
-                    bytes,
-                },
-            ),
-            BinaryFrame::PreviewWithMetadata {
-                metadata,
-                mime,
-                bytes,
-            } => (
-                metadata.prompt_id.or(current),
-                PromptEvent::Preview { mime, bytes },
-            ),
+            BinaryFrame::Preview { mime, bytes } => (current, PromptEvent::Preview { mime: mime.to_owned(), bytes }),
+            BinaryFrame::PreviewWithMetadata { metadata, mime, bytes } => {
+                (metadata.prompt_id.or(current), PromptEvent::Preview { mime, bytes })
+            }
             BinaryFrame::Other { .. } => return,
         };
         if let Some(pid) = pid {
@@ -209,23 +191,17 @@ pub struct BackendSocket {
 impl BackendSocket {
     /// Starts connecting to `base_url`'s websocket as `client_id`; returns at once.
     pub fn connect(base_url: &str, client_id: &str) -> Result<BackendSocket, ComfyError> {
-        let bad = |reason: String| ComfyError::BadUrl {
-            url: base_url.to_owned(),
-            reason,
-        };
+        let bad = |reason: String| ComfyError::BadUrl { url: base_url.to_owned(), reason };
         let mut url = Url::parse(base_url).map_err(|e| bad(e.to_string()))?;
         let scheme = match url.scheme() {
             "http" => "ws",
             "https" => "wss",
             other => return Err(bad(format!("scheme {other} is not http or https"))),
         };
-        url.set_scheme(scheme)
-            .map_err(|_| bad("cannot switch to a websocket scheme".into()))?;
+        url.set_scheme(scheme).map_err(|_| bad("cannot switch to a websocket scheme".into()))?;
         let path = format!("{}/ws", url.path().trim_end_matches('/'));
         url.set_path(&path);
-        url.query_pairs_mut()
-            .clear()
-            .append_pair("clientId", client_id);
+        url.query_pairs_mut().clear().append_pair("clientId", client_id);
         let (connected, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             client_id: client_id.to_owned(),
@@ -250,19 +226,14 @@ impl BackendSocket {
     /// Waits until the websocket is open; false if `timeout` passes first.
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
         let mut rx = self.inner.connected.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|c| *c))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, rx.wait_for(|c| *c)).await.is_ok_and(|r| r.is_ok())
     }
 
     /// Receives the events of `prompt_id` (subscribe before submitting so none are missed).
     /// Dropping the receiver unsubscribes.
     pub fn subscribe(&self, prompt_id: &str) -> mpsc::UnboundedReceiver<PromptEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.inner.subs)
-            .entry(prompt_id.to_owned())
-            .or_default()
-            .push(tx);
+        lock(&self.inner.subs).entry(prompt_id.to_owned()).or_default().push(tx);
         rx
     }
 }

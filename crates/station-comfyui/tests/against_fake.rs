@@ -7,8 +7,8 @@ use std::time::Duration;
 use image::{ImageFormat, Rgb, RgbImage};
 use serde_json::{Value, json};
 use station_comfyui::{
-    BackendSocket, ComfyClient, ComfyError, Graph, ProgressTracker, PromptEvent, RemoteState,
-    RunOptions, SubmitRequest, reconcile, run_prompt,
+    BackendSocket, ComfyClient, ComfyError, Graph, ProgressTracker, PromptEvent, RemoteState, RunOptions,
+    SubmitRequest, reconcile, run_prompt,
 };
 use station_comfyui_fake::{FakeComfy, FakeOptions};
 
@@ -25,14 +25,9 @@ async fn env() -> Env {
 async fn env_with(options: FakeOptions) -> Env {
     let fake = FakeComfy::start(options).await;
     let client = ComfyClient::with_timeout(&fake.url(), Duration::from_secs(5)).unwrap();
-    let socket =
-        Arc::new(BackendSocket::connect(&fake.url(), &uuid::Uuid::new_v4().to_string()).unwrap());
+    let socket = Arc::new(BackendSocket::connect(&fake.url(), &uuid::Uuid::new_v4().to_string()).unwrap());
     assert!(socket.wait_connected(Duration::from_secs(5)).await);
-    Env {
-        fake,
-        client,
-        socket,
-    }
+    Env { fake, client, socket }
 }
 
 fn opts() -> RunOptions {
@@ -55,8 +50,7 @@ fn pid() -> String {
 fn test_png() -> Vec<u8> {
     let img = RgbImage::from_fn(4, 4, |x, y| Rgb([(60 * x) as u8, (60 * y) as u8, 200]));
     let mut buf = Vec::new();
-    img.write_to(&mut Cursor::new(&mut buf), ImageFormat::Png)
-        .unwrap();
+    img.write_to(&mut Cursor::new(&mut buf), ImageFormat::Png).unwrap();
     buf
 }
 
@@ -97,11 +91,7 @@ async fn upscale_success_pixels_and_progress() {
     assert_eq!(out.dimensions(), (8, 8));
     for y in 0..8 {
         for x in 0..8 {
-            assert_eq!(
-                *out.get_pixel(x, y),
-                Rgb([(60 * (x / 2)) as u8, (60 * (y / 2)) as u8, 200]),
-                "pixel {x},{y}"
-            );
+            assert_eq!(*out.get_pixel(x, y), Rgb([(60 * (x / 2)) as u8, (60 * (y / 2)) as u8, 200]), "pixel {x},{y}");
         }
     }
     assert!(fractions.windows(2).all(|w| w[0] <= w[1]), "{fractions:?}");
@@ -111,9 +101,7 @@ async fn upscale_success_pixels_and_progress() {
     assert_eq!(last["prompt_id"], json!(id));
     assert_eq!(last["client_id"], json!(e.socket.client_id()));
     // The second save counts on like ComfyUI.
-    let again = run_prompt(&e.client, &e.socket, &g, &pid(), &opts(), |_| {})
-        .await
-        .unwrap();
+    let again = run_prompt(&e.client, &e.socket, &g, &pid(), &opts(), |_| {}).await.unwrap();
     assert_eq!(again.images()[0].filename, "upscaled_00002_.png");
 }
 
@@ -124,23 +112,14 @@ async fn step_progress_and_jpeg_previews() {
     let mut fractions = Vec::new();
     let mut previews = Vec::new();
     let mut steps = Vec::new();
-    run_prompt(
-        &e.client,
-        &e.socket,
-        &steps_graph(4, 5),
-        &pid(),
-        &opts(),
-        |ev| {
-            fractions.push(tracker.observe(ev));
-            match ev {
-                PromptEvent::Preview { mime, bytes } => {
-                    previews.push((mime.clone(), bytes.clone()))
-                }
-                PromptEvent::Progress { value, max, .. } => steps.push((*value, *max)),
-                _ => {}
-            }
-        },
-    )
+    run_prompt(&e.client, &e.socket, &steps_graph(4, 5), &pid(), &opts(), |ev| {
+        fractions.push(tracker.observe(ev));
+        match ev {
+            PromptEvent::Preview { mime, bytes } => previews.push((mime.clone(), bytes.clone())),
+            PromptEvent::Progress { value, max, .. } => steps.push((*value, *max)),
+            _ => {}
+        }
+    })
     .await
     .unwrap();
     assert_eq!(steps, vec![(1.0, 4.0), (2.0, 4.0), (3.0, 4.0), (4.0, 4.0)]);
@@ -151,18 +130,12 @@ async fn step_progress_and_jpeg_previews() {
         assert!(img.width() >= 1);
     }
     assert!(fractions.windows(2).all(|w| w[0] <= w[1]));
-    assert!(
-        fractions.iter().any(|f| *f > 0.3 && *f < 0.9),
-        "intermediate progress: {fractions:?}"
-    );
+    assert!(fractions.iter().any(|f| *f > 0.3 && *f < 0.9), "intermediate progress: {fractions:?}");
     assert_eq!(*fractions.last().unwrap(), 1.0);
 
     // preview_method none: no previews.
     let mut none = 0;
-    let o = RunOptions {
-        preview_method: Some("none".into()),
-        ..opts()
-    };
+    let o = RunOptions { preview_method: Some("none".into()), ..opts() };
     run_prompt(&e.client, &e.socket, &steps_graph(3, 1), &pid(), &o, |ev| {
         if matches!(ev, PromptEvent::Preview { .. }) {
             none += 1;
@@ -176,25 +149,14 @@ async fn step_progress_and_jpeg_previews() {
 #[tokio::test]
 async fn validation_errors_name_node_and_input() {
     let e = env().await;
-    let submit = |g: Graph| SubmitRequest {
-        prompt_id: pid(),
-        graph: g,
-        client_id: "c".into(),
-        preview_method: None,
-    };
+    let submit = |g: Graph| SubmitRequest { prompt_id: pid(), graph: g, client_id: "c".into(), preview_method: None };
     let missing = graph(json!({
         "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1}},
         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}
     }));
     let err = e.client.submit(&submit(missing)).await.unwrap_err();
     assert!(!err.is_transient());
-    let ComfyError::Validation {
-        message,
-        node_errors,
-    } = &err
-    else {
-        panic!("{err}")
-    };
+    let ComfyError::Validation { message, node_errors } = &err else { panic!("{err}") };
     assert_eq!(message, "Prompt outputs failed validation");
     assert_eq!(node_errors[0].node_id, "1");
     assert_eq!(node_errors[0].kind, "required_input_missing");
@@ -203,11 +165,7 @@ async fn validation_errors_name_node_and_input() {
 
     let unknown = graph(json!({"1": {"class_type": "NoSuchNode", "inputs": {}}}));
     let err = e.client.submit(&submit(unknown)).await.unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("Cannot execute because node NoSuchNode does not exist."),
-        "{err}"
-    );
+    assert!(err.to_string().contains("Cannot execute because node NoSuchNode does not exist."), "{err}");
 
     let no_outputs = graph(
         json!({"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}}),
@@ -218,16 +176,8 @@ async fn validation_errors_name_node_and_input() {
     let mut bad_ckpt = txt2img(1);
     bad_ckpt["4"]["inputs"]["ckpt_name"] = json!("nope.safetensors");
     let err = e.client.submit(&submit(bad_ckpt)).await.unwrap_err();
-    let ComfyError::Validation { node_errors, .. } = &err else {
-        panic!("{err}")
-    };
-    assert_eq!(
-        (
-            node_errors[0].node_id.as_str(),
-            node_errors[0].kind.as_str()
-        ),
-        ("4", "value_not_in_list")
-    );
+    let ComfyError::Validation { node_errors, .. } = &err else { panic!("{err}") };
+    assert_eq!((node_errors[0].node_id.as_str(), node_errors[0].kind.as_str()), ("4", "value_not_in_list"));
     assert_eq!(node_errors[0].input_name.as_deref(), Some("ckpt_name"));
 
     e.fake.set_missing_nodes(&["ImageInvert"]);
@@ -239,10 +189,7 @@ async fn validation_errors_name_node_and_input() {
         "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "x"}}
     }));
     let err = e.client.submit(&submit(inv)).await.unwrap_err();
-    assert!(
-        err.to_string().contains("ImageInvert does not exist"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("ImageInvert does not exist"), "{err}");
     assert_eq!(e.fake.prompts_received(), 5);
     assert!(e.client.queue().await.unwrap().pending.is_empty());
 }
@@ -264,32 +211,19 @@ fn txt2img(seed: u64) -> Graph {
 async fn txt2img_is_seed_deterministic_and_models_are_listed() {
     let e = env().await;
     let info = e.client.object_info().await.unwrap();
-    assert_eq!(
-        info.choices("CheckpointLoaderSimple", "ckpt_name").unwrap(),
-        vec!["station-random-sd15.safetensors"]
-    );
-    assert_eq!(
-        info.choices("LoraLoader", "lora_name").unwrap(),
-        vec!["station-test-lora.safetensors"]
-    );
+    assert_eq!(info.choices("CheckpointLoaderSimple", "ckpt_name").unwrap(), vec!["station-random-sd15.safetensors"]);
+    assert_eq!(info.choices("LoraLoader", "lora_name").unwrap(), vec!["station-test-lora.safetensors"]);
     let stats = e.client.system_stats().await.unwrap();
     assert_eq!(stats.system.comfyui_version.as_deref(), Some("0.8.0"));
     assert_eq!(stats.devices[0].kind, "cpu");
 
     let fetch = async |seed| {
         let mut steps = 0;
-        let o = run_prompt(
-            &e.client,
-            &e.socket,
-            &txt2img(seed),
-            &pid(),
-            &opts(),
-            |ev| {
-                if matches!(ev, PromptEvent::Progress { .. }) {
-                    steps += 1;
-                }
-            },
-        )
+        let o = run_prompt(&e.client, &e.socket, &txt2img(seed), &pid(), &opts(), |ev| {
+            if matches!(ev, PromptEvent::Progress { .. }) {
+                steps += 1;
+            }
+        })
         .await
         .unwrap();
         let png = e.client.view(&o.images()[0]).await.unwrap();
@@ -313,44 +247,24 @@ async fn execution_errors_surface_with_message() {
         "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "fail"}}
     }));
     let id = pid();
-    let err = run_prompt(&e.client, &e.socket, &g, &id, &opts(), |_| {})
-        .await
-        .unwrap_err();
-    let ComfyError::Execution {
-        node_id,
-        node_type,
-        exception_message,
-        exception_type,
-    } = &err
-    else {
-        panic!("{err}")
-    };
+    let err = run_prompt(&e.client, &e.socket, &g, &id, &opts(), |_| {}).await.unwrap_err();
+    let ComfyError::Execution { node_id, node_type, exception_message, exception_type } = &err else { panic!("{err}") };
     assert_eq!((node_id.as_str(), node_type.as_str()), ("2", "StationFail"));
     assert_eq!(exception_message, "out of memory (simulated)");
     assert_eq!(exception_type, "RuntimeError");
     assert!(!err.is_transient());
-    assert!(
-        matches!(reconcile(&e.client, &id).await.unwrap(), RemoteState::Failed(m) if m.contains("out of memory"))
-    );
+    assert!(matches!(reconcile(&e.client, &id).await.unwrap(), RemoteState::Failed(m) if m.contains("out of memory")));
 
-    e.fake
-        .fail_node("ImageBlur", "CUDA error: device-side assert");
+    e.fake.fail_node("ImageBlur", "CUDA error: device-side assert");
     let blur = graph(json!({
         "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
         "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": 1, "sigma": 1.0}},
         "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "b"}}
     }));
-    let err = run_prompt(&e.client, &e.socket, &blur, &pid(), &opts(), |_| {})
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("CUDA error: device-side assert"),
-        "{err}"
-    );
+    let err = run_prompt(&e.client, &e.socket, &blur, &pid(), &opts(), |_| {}).await.unwrap_err();
+    assert!(err.to_string().contains("CUDA error: device-side assert"), "{err}");
     e.fake.clear_failures();
-    run_prompt(&e.client, &e.socket, &blur, &pid(), &opts(), |_| {})
-        .await
-        .unwrap();
+    run_prompt(&e.client, &e.socket, &blur, &pid(), &opts(), |_| {}).await.unwrap();
 }
 
 type RunHandle = tokio::task::JoinHandle<Result<station_comfyui::PromptOutcome, ComfyError>>;
@@ -368,17 +282,9 @@ async fn wait_for<F: Fn(&PromptEvent) -> bool>(events: &Arc<Mutex<Vec<PromptEven
 
 fn spawn_run(e: &Env, g: Graph, id: &str) -> (RunHandle, Events) {
     let events = Arc::new(Mutex::new(Vec::new()));
-    let (client, socket, id, ev) = (
-        e.client.clone(),
-        e.socket.clone(),
-        id.to_owned(),
-        events.clone(),
-    );
+    let (client, socket, id, ev) = (e.client.clone(), e.socket.clone(), id.to_owned(), events.clone());
     let h = tokio::spawn(async move {
-        run_prompt(&client, &socket, &g, &id, &opts(), |x| {
-            ev.lock().unwrap().push(x.clone())
-        })
-        .await
+        run_prompt(&client, &socket, &g, &id, &opts(), |x| ev.lock().unwrap().push(x.clone())).await
     });
     (h, events)
 }
@@ -402,31 +308,17 @@ async fn cancel_pending_and_interrupt_running() {
     let q = e.client.queue().await.unwrap();
     assert_eq!(q.running, vec![a.clone()]);
     assert_eq!(q.pending, vec![b.clone()]);
-    assert_eq!(
-        reconcile(&e.client, &b).await.unwrap(),
-        RemoteState::Pending
-    );
-    assert_eq!(
-        reconcile(&e.client, &a).await.unwrap(),
-        RemoteState::Running
-    );
+    assert_eq!(reconcile(&e.client, &b).await.unwrap(), RemoteState::Pending);
+    assert_eq!(reconcile(&e.client, &a).await.unwrap(), RemoteState::Running);
     e.client.cancel_pending(&b).await.unwrap();
     assert!(e.client.queue().await.unwrap().pending.is_empty());
-    assert_eq!(
-        reconcile(&e.client, &b).await.unwrap(),
-        RemoteState::Unknown
-    );
+    assert_eq!(reconcile(&e.client, &b).await.unwrap(), RemoteState::Unknown);
     // Interrupting another id leaves the running prompt alone.
     e.client.interrupt(&b).await.unwrap();
     e.client.interrupt(&a).await.unwrap();
     let err = run_a.await.unwrap().unwrap_err();
-    assert!(
-        matches!(&err, ComfyError::Interrupted { prompt_id } if *prompt_id == a),
-        "{err}"
-    );
-    let RemoteState::Failed(msg) = reconcile(&e.client, &a).await.unwrap() else {
-        panic!()
-    };
+    assert!(matches!(&err, ComfyError::Interrupted { prompt_id } if *prompt_id == a), "{err}");
+    let RemoteState::Failed(msg) = reconcile(&e.client, &a).await.unwrap() else { panic!() };
     assert!(msg.contains("interrupted"), "{msg}");
 }
 
@@ -440,10 +332,7 @@ async fn dropped_websocket_is_reconciled_through_history() {
     let outcome = run.await.unwrap().unwrap();
     assert_eq!(outcome.images()[0].filename, "steps_00001_.png");
     let events = events.lock().unwrap();
-    let disc = events
-        .iter()
-        .position(|ev| *ev == PromptEvent::Disconnected)
-        .expect("disconnect seen");
+    let disc = events.iter().position(|ev| *ev == PromptEvent::Disconnected).expect("disconnect seen");
     assert!(events[disc..].contains(&PromptEvent::Reconnected));
 }
 
@@ -468,26 +357,11 @@ async fn restart_mid_prompt_is_lost() {
     wait_for(&events, |ev| matches!(ev, PromptEvent::Progress { .. })).await;
     e.fake.restart();
     let err = run.await.unwrap().unwrap_err();
-    assert!(
-        matches!(&err, ComfyError::Lost { prompt_id } if *prompt_id == id),
-        "{err}"
-    );
+    assert!(matches!(&err, ComfyError::Lost { prompt_id } if *prompt_id == id), "{err}");
     assert!(err.is_transient());
-    assert_eq!(
-        reconcile(&e.client, &id).await.unwrap(),
-        RemoteState::Unknown
-    );
+    assert_eq!(reconcile(&e.client, &id).await.unwrap(), RemoteState::Unknown);
     // The restarted server works and the resubmission succeeds under the same id.
-    run_prompt(
-        &e.client,
-        &e.socket,
-        &steps_graph(2, 1),
-        &id,
-        &opts(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    run_prompt(&e.client, &e.socket, &steps_graph(2, 1), &id, &opts(), |_| {}).await.unwrap();
 }
 
 #[tokio::test]
@@ -510,68 +384,32 @@ async fn refused_connections_are_transient() {
     assert!(err.is_transient(), "{err}");
     e.fake.refuse_connections(false).await;
     assert!(e.socket.wait_connected(Duration::from_secs(10)).await);
-    run_prompt(
-        &e.client,
-        &e.socket,
-        &steps_graph(1, 1),
-        &pid(),
-        &opts(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    run_prompt(&e.client, &e.socket, &steps_graph(1, 1), &pid(), &opts(), |_| {}).await.unwrap();
 }
 
 #[tokio::test]
 async fn uncached_option_reruns_every_node() {
-    let e = env_with(FakeOptions {
-        cache: false,
-        ..FakeOptions::default()
-    })
-    .await;
+    let e = env_with(FakeOptions { cache: false, ..FakeOptions::default() }).await;
     for _ in 0..2 {
         let mut cached = None;
-        run_prompt(
-            &e.client,
-            &e.socket,
-            &steps_graph(1, 1),
-            &pid(),
-            &opts(),
-            |ev| {
-                if let PromptEvent::Cached { nodes } = ev {
-                    cached = Some(nodes.clone());
-                }
-            },
-        )
+        run_prompt(&e.client, &e.socket, &steps_graph(1, 1), &pid(), &opts(), |ev| {
+            if let PromptEvent::Cached { nodes } = ev {
+                cached = Some(nodes.clone());
+            }
+        })
         .await
         .unwrap();
         assert_eq!(cached, Some(vec![]));
     }
     // With the default cache, an unchanged node is reported cached the second time.
     let e = env().await;
-    run_prompt(
-        &e.client,
-        &e.socket,
-        &steps_graph(1, 1),
-        &pid(),
-        &opts(),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    run_prompt(&e.client, &e.socket, &steps_graph(1, 1), &pid(), &opts(), |_| {}).await.unwrap();
     let mut cached = None;
-    run_prompt(
-        &e.client,
-        &e.socket,
-        &steps_graph(1, 1),
-        &pid(),
-        &opts(),
-        |ev| {
-            if let PromptEvent::Cached { nodes } = ev {
-                cached = Some(nodes.clone());
-            }
-        },
-    )
+    run_prompt(&e.client, &e.socket, &steps_graph(1, 1), &pid(), &opts(), |ev| {
+        if let PromptEvent::Cached { nodes } = ev {
+            cached = Some(nodes.clone());
+        }
+    })
     .await
     .unwrap();
     assert_eq!(cached, Some(vec!["1".to_owned(), "2".to_owned()]));

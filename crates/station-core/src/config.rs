@@ -283,8 +283,8 @@ impl Config {
         };
         let base = match file {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
+                let text =
+                    std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
                 toml::from_str::<Config>(&text)
                     .map_err(|e| ConfigError::Parse { path: p.to_path_buf(), message: e.to_string() })?
             }
@@ -340,9 +340,7 @@ impl Config {
 
     /// The database URL in effect.
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("station.db").display()))
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("station.db").display()))
     }
 
     /// The tools folder in effect.

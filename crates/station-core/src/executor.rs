@@ -146,7 +146,11 @@ impl ExecContext {
 
     /// Publishes a preview image.
     pub fn preview(&self, mime: &str, data: Vec<u8>) {
-        self.bus.publish(JobEvent::Preview { job_id: self.job_id.to_string(), mime: mime.into(), data: Arc::new(data) });
+        self.bus.publish(JobEvent::Preview {
+            job_id: self.job_id.to_string(),
+            mime: mime.into(),
+            data: Arc::new(data),
+        });
     }
 
     /// Fires when the job's cancellation was requested.

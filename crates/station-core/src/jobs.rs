@@ -82,11 +82,8 @@ impl Station {
             return Err(SubmitError::Suspended);
         }
         let tool = self.find_tool(&req.tool, account).ok_or_else(|| SubmitError::UnknownTool(req.tool.clone()))?;
-        let saved = self
-            .store
-            .tool_settings(&account.id, &tool.id)
-            .await
-            .map_err(|e| SubmitError::Storage(e.to_string()))?;
+        let saved =
+            self.store.tool_settings(&account.id, &tool.id).await.map_err(|e| SubmitError::Storage(e.to_string()))?;
         let resolved =
             resolve_params(&tool, &req.params, &saved, &mut rand::rng()).map_err(|e| SubmitError::Invalid(e.0))?;
         let mut errors = vec![];
@@ -163,7 +160,11 @@ impl Station {
     }
 
     /// Cancels a job the account owns (admins: any job).
-    pub async fn cancel(&self, account: &AccountRow, job_id: &str) -> Result<Option<JobRow>, station_store::StoreError> {
+    pub async fn cancel(
+        &self,
+        account: &AccountRow,
+        job_id: &str,
+    ) -> Result<Option<JobRow>, station_store::StoreError> {
         match self.store.get_job(job_id).await? {
             Some(j) if j.account_id == account.id || account.role == "admin" => {}
             _ => return Ok(None),
@@ -175,11 +176,7 @@ impl Station {
             if let Err(e) = self.settle_job(&row.id, &format!("account:{}", account.id)).await {
                 tracing::warn!(job = %row.id, error = %e, "could not release the cancelled job's points yet");
             }
-            self.bus.publish(JobEvent::Status {
-                job_id: row.id.clone(),
-                status: JobStatus::Cancelled,
-                error: None,
-            });
+            self.bus.publish(JobEvent::Status { job_id: row.id.clone(), status: JobStatus::Cancelled, error: None });
         }
         Ok(Some(row))
     }

@@ -24,8 +24,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use station_media::image::DynamicImage;
 use station_media::ops::{
-    self, BlurOptions, ConvertOptions, CropOptions, Fit, FlipOptions, ResizeOptions, RotateOptions,
-    ThumbnailOptions, WatermarkOptions,
+    self, BlurOptions, ConvertOptions, CropOptions, Fit, FlipOptions, ResizeOptions, RotateOptions, ThumbnailOptions,
+    WatermarkOptions,
 };
 use station_media::{DecodeLimits, MediaError, MediaFormat};
 use station_store::JobRow;
@@ -101,11 +101,7 @@ impl MediaExecutor {
     }
 
     /// The configured watermark logo `name`, decoded (cached after the first use).
-    async fn logo(
-        &self,
-        name: &str,
-        guard: &Arc<InFlight>,
-    ) -> Result<Arc<DynamicImage>, ExecError> {
+    async fn logo(&self, name: &str, guard: &Arc<InFlight>) -> Result<Arc<DynamicImage>, ExecError> {
         if let Some(img) = self.logos.lock().expect("logo cache").get(name) {
             return Ok(img.clone());
         }
@@ -114,10 +110,7 @@ impl MediaExecutor {
             let message = if known.is_empty() {
                 format!("logo: no watermark named {name:?}; none are configured (media.watermarks)")
             } else {
-                format!(
-                    "logo: no watermark named {name:?}; configured: {}",
-                    known.join(", ")
-                )
+                format!("logo: no watermark named {name:?}; configured: {}", known.join(", "))
             };
             return Err(invalid("logo", message));
         };
@@ -130,19 +123,12 @@ impl MediaExecutor {
             station_media::decode(&bytes, &limits).map_err(|e| e.to_string())
         })
         .await
-        .map_err(|e| {
-            ExecError::Failed(format!("watermark {name:?} ({shown}): loader crashed: {e}"))
-        })?
+        .map_err(|e| ExecError::Failed(format!("watermark {name:?} ({shown}): loader crashed: {e}")))?
         // The operator's file is at fault, not the user's request; not caching
         // the failure lets a fixed file work without a restart.
-        .map_err(|e| {
-            ExecError::Failed(format!("watermark {name:?} ({shown}) cannot be used: {e}"))
-        })?;
+        .map_err(|e| ExecError::Failed(format!("watermark {name:?} ({shown}) cannot be used: {e}")))?;
         let img = Arc::new(img);
-        self.logos
-            .lock()
-            .expect("logo cache")
-            .insert(name.to_string(), img.clone());
+        self.logos.lock().expect("logo cache").insert(name.to_string(), img.clone());
         Ok(img)
     }
 
@@ -157,13 +143,7 @@ impl MediaExecutor {
         // Image inputs are handed over separately; null means "not given".
         let mut opts: Map<String, Value> = params
             .iter()
-            .filter(|(k, v)| {
-                !v.is_null()
-                    && tool
-                        .inputs
-                        .get(*k)
-                        .is_none_or(|d| d.kind != InputType::Image)
-            })
+            .filter(|(k, v)| !v.is_null() && tool.inputs.get(*k).is_none_or(|d| d.kind != InputType::Image))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         Ok(match operation {
@@ -186,41 +166,28 @@ impl MediaExecutor {
             MediaOperation::Thumbnail => Op::Thumbnail(options(opts)?),
             MediaOperation::Watermark => {
                 let logo = match opts.remove("logo") {
-                    Some(Value::String(name)) if !name.trim().is_empty() => {
-                        Some(self.logo(name.trim(), guard).await?)
-                    }
+                    Some(Value::String(name)) if !name.trim().is_empty() => Some(self.logo(name.trim(), guard).await?),
                     Some(Value::String(_)) | None => None,
                     Some(other) => {
-                        return Err(invalid(
-                            "logo",
-                            format!("logo: expected a watermark name, got {other}"),
-                        ));
+                        return Err(invalid("logo", format!("logo: expected a watermark name, got {other}")));
                     }
                 };
                 let wm: WatermarkOptions = options(opts)?;
                 if logo.is_none() && wm.text.as_deref().is_none_or(|t| t.trim().is_empty()) {
                     let known: Vec<&str> = self.watermarks.keys().map(String::as_str).collect();
-                    let which = if known.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (one of: {})", known.join(", "))
-                    };
-                    return Err(invalid(
-                        "logo",
-                        format!("logo: give a logo{which} or a text"),
-                    ));
+                    let which =
+                        if known.is_empty() { String::new() } else { format!(" (one of: {})", known.join(", ")) };
+                    return Err(invalid("logo", format!("logo: give a logo{which} or a text")));
                 }
                 Op::Watermark(wm, logo)
             }
             MediaOperation::Rotate => {
                 // Enum inputs arrive as strings ("90"); the option is a number.
                 if let Some(Value::String(s)) = opts.get("degrees") {
-                    let n: u32 = s.trim().parse().map_err(|_| {
-                        invalid(
-                            "degrees",
-                            format!("degrees: {s:?} is not one of 90, 180, 270"),
-                        )
-                    })?;
+                    let n: u32 = s
+                        .trim()
+                        .parse()
+                        .map_err(|_| invalid("degrees", format!("degrees: {s:?} is not one of 90, 180, 270")))?;
                     opts.insert("degrees".into(), n.into());
                 }
                 Op::Rotate(options(opts)?)
@@ -246,10 +213,7 @@ impl MediaExecutor {
 struct Empty {}
 
 fn invalid(field: &str, message: String) -> ExecError {
-    ExecError::Invalid {
-        message,
-        field: Some(field.to_string()),
-    }
+    ExecError::Invalid { message, field: Some(field.to_string()) }
 }
 
 /// Crop anchors as focus fractions (x, y) of the image.
@@ -267,17 +231,10 @@ const ANCHORS: &[(&str, f64, f64)] = &[
 
 fn anchor_focus(anchor: &Value) -> Result<(f64, f64), ExecError> {
     let name = anchor.as_str().unwrap_or_default();
-    ANCHORS
-        .iter()
-        .find(|(n, _, _)| *n == name)
-        .map(|&(_, x, y)| (x, y))
-        .ok_or_else(|| {
-            let names: Vec<&str> = ANCHORS.iter().map(|(n, _, _)| *n).collect();
-            invalid(
-                "anchor",
-                format!("anchor: {anchor} is not one of {}", names.join(", ")),
-            )
-        })
+    ANCHORS.iter().find(|(n, _, _)| *n == name).map(|&(_, x, y)| (x, y)).ok_or_else(|| {
+        let names: Vec<&str> = ANCHORS.iter().map(|(n, _, _)| *n).collect();
+        invalid("anchor", format!("anchor: {anchor} is not one of {}", names.join(", ")))
+    })
 }
 
 /// Deserialises an options struct, naming the offending input on failure.
@@ -289,9 +246,7 @@ fn options<T: DeserializeOwned>(opts: Map<String, Value>) -> Result<T, ExecError
     if let Some(field) = backticked(&err, "unknown field `") {
         return Err(invalid(
             &field,
-            format!(
-                "{field}: this operation has no such option (the tool file's input names must match it)"
-            ),
+            format!("{field}: this operation has no such option (the tool file's input names must match it)"),
         ));
     }
     if let Some(field) = backticked(&err, "missing field `") {
@@ -308,10 +263,7 @@ fn options<T: DeserializeOwned>(opts: Map<String, Value>) -> Result<T, ExecError
             }
         }
     }
-    Err(ExecError::Invalid {
-        message: format!("invalid options: {err}"),
-        field: None,
-    })
+    Err(ExecError::Invalid { message: format!("invalid options: {err}"), field: None })
 }
 
 fn backticked(msg: &str, prefix: &str) -> Option<String> {
@@ -322,10 +274,9 @@ fn backticked(msg: &str, prefix: &str) -> Option<String> {
 /// Maps an operation error to the tool input it concerns.
 fn op_error(tool: &ToolDef, operation: MediaOperation, e: MediaError) -> ExecError {
     let field = match &e {
-        MediaError::InvalidOption {
-            field: "focus_x" | "focus_y",
-            ..
-        } if operation == MediaOperation::Crop => Some("anchor"),
+        MediaError::InvalidOption { field: "focus_x" | "focus_y", .. } if operation == MediaOperation::Crop => {
+            Some("anchor")
+        }
         MediaError::InvalidOption { field, .. } => Some(*field),
         MediaError::TooLarge { what, .. } if tool.inputs.contains_key(*what) => Some(*what),
         _ => None,
@@ -334,10 +285,7 @@ fn op_error(tool: &ToolDef, operation: MediaOperation, e: MediaError) -> ExecErr
         (Some(f), MediaError::InvalidOption { reason, .. }) => invalid(f, format!("{f}: {reason}")),
         (Some(f), e) => invalid(f, format!("{f}: {e}")),
         (None, e @ (MediaError::InvalidOption { .. } | MediaError::TooLarge { .. })) => {
-            ExecError::Invalid {
-                message: e.to_string(),
-                field: None,
-            }
+            ExecError::Invalid { message: e.to_string(), field: None }
         }
         (None, e) => ExecError::Failed(e.to_string()),
     }
@@ -361,11 +309,7 @@ fn resize_target(w: u32, h: u32, o: &ResizeOptions) -> Option<(u64, u64, &'stati
         // Inconsistent combinations are refused by the operation itself.
         _ => return None,
     };
-    Some((
-        tw.round().max(1.0) as u64,
-        th.round().max(1.0) as u64,
-        field,
-    ))
+    Some((tw.round().max(1.0) as u64, th.round().max(1.0) as u64, field))
 }
 
 /// Runs the operation on decoded pixels.
@@ -377,9 +321,7 @@ fn run_op(img: DynamicImage, op: &Op, max_pixels: u64) -> Result<DynamicImage, M
             {
                 return Err(MediaError::InvalidOption {
                     field,
-                    reason: format!(
-                        "the result would be {tw}x{th}, over the limit of {max_pixels} pixels"
-                    ),
+                    reason: format!("the result would be {tw}x{th}, over the limit of {max_pixels} pixels"),
                 });
             }
             ops::resize(&img, o)
@@ -397,17 +339,10 @@ fn run_op(img: DynamicImage, op: &Op, max_pixels: u64) -> Result<DynamicImage, M
 
 /// Encodes the result: convert picks the format, thumbnails are JPEG,
 /// strip-metadata keeps the input's format, everything else is lossless PNG.
-fn encode_output(
-    img: &DynamicImage,
-    op: &Op,
-    input: MediaFormat,
-) -> Result<(Vec<u8>, MediaFormat), MediaError> {
+fn encode_output(img: &DynamicImage, op: &Op, input: MediaFormat) -> Result<(Vec<u8>, MediaFormat), MediaError> {
     match op {
         Op::Convert(o) => Ok((ops::convert(img, o)?, o.format)),
-        Op::Thumbnail(o) => Ok((
-            ops::encode(img, MediaFormat::Jpeg, Some(o.quality))?,
-            MediaFormat::Jpeg,
-        )),
+        Op::Thumbnail(o) => Ok((ops::encode(img, MediaFormat::Jpeg, Some(o.quality))?, MediaFormat::Jpeg)),
         Op::StripMetadata => Ok((ops::encode(img, input, None)?, input)),
         _ => Ok((ops::encode(img, MediaFormat::Png, None)?, MediaFormat::Png)),
     }
@@ -432,22 +367,14 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn check_cancel(ctx: &ExecContext) -> Result<(), ExecError> {
-    if ctx.cancelled().is_cancelled() {
-        Err(ExecError::Cancelled)
-    } else {
-        Ok(())
-    }
+    if ctx.cancelled().is_cancelled() { Err(ExecError::Cancelled) } else { Ok(()) }
 }
 
 /// The input holding the image to process: the primary image input, else the first image input.
 fn image_input(tool: &ToolDef) -> Option<&str> {
     match tool.primary_input() {
         Some((name, def)) if def.kind == InputType::Image => Some(name),
-        _ => tool
-            .inputs
-            .iter()
-            .find(|(_, d)| d.kind == InputType::Image)
-            .map(|(n, _)| n.as_str()),
+        _ => tool.inputs.iter().find(|(_, d)| d.kind == InputType::Image).map(|(n, _)| n.as_str()),
     }
 }
 
@@ -465,22 +392,14 @@ impl Executor for MediaExecutor {
         check_cancel(&ctx)?;
         let guard = InFlight::enter(&self.in_flight);
         let tool = job.tool.clone();
-        let operation = tool
-            .media
-            .map(|m| m.operation)
-            .ok_or_else(|| ExecError::Invalid {
-                message: format!("tool {} has no media operation", tool.id),
-                field: None,
-            })?;
-        let op_name = serde_json::to_value(operation)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned));
+        let operation = tool.media.map(|m| m.operation).ok_or_else(|| ExecError::Invalid {
+            message: format!("tool {} has no media operation", tool.id),
+            field: None,
+        })?;
+        let op_name = serde_json::to_value(operation).ok().and_then(|v| v.as_str().map(str::to_owned));
         let op_name = op_name.unwrap_or_else(|| format!("{operation:?}"));
         let image_name = image_input(&tool)
-            .ok_or_else(|| ExecError::Invalid {
-                message: format!("tool {} has no image input", tool.id),
-                field: None,
-            })?
+            .ok_or_else(|| ExecError::Invalid { message: format!("tool {} has no image input", tool.id), field: None })?
             .to_string();
         let input = job
             .images
@@ -492,8 +411,7 @@ impl Executor for MediaExecutor {
 
         check_cancel(&ctx)?;
         ctx.running().await;
-        ctx.progress(0.05, Some(1), Some(3), Some("decoding".into()))
-            .await;
+        ctx.progress(0.05, Some(1), Some(3), Some("decoding".into())).await;
         let limits = self.limits;
         let bytes = input.bytes.clone();
         let decoded = blocking(&ctx, &guard, move || {
@@ -501,8 +419,7 @@ impl Executor for MediaExecutor {
             Ok::<_, MediaError>((station_media::decode(&bytes, &limits)?, format))
         })
         .await?;
-        let (img, format) =
-            decoded.map_err(|e| invalid(&image_name, format!("{image_name}: {e}")))?;
+        let (img, format) = decoded.map_err(|e| invalid(&image_name, format!("{image_name}: {e}")))?;
 
         check_cancel(&ctx)?;
         ctx.progress(0.35, Some(2), Some(3), Some(op_name)).await;
@@ -512,19 +429,14 @@ impl Executor for MediaExecutor {
             .map_err(|e| op_error(&tool, operation, e))?;
 
         check_cancel(&ctx)?;
-        ctx.progress(0.7, Some(3), Some(3), Some("encoding".into()))
-            .await;
+        ctx.progress(0.7, Some(3), Some(3), Some("encoding".into())).await;
         let op3 = op.clone();
         let (bytes, out_format) = blocking(&ctx, &guard, move || encode_output(&out, &op3, format))
             .await?
             .map_err(|e| op_error(&tool, operation, e))?;
-        ctx.progress(1.0, Some(3), Some(3), Some("done".into()))
-            .await;
+        ctx.progress(1.0, Some(3), Some(3), Some("done".into())).await;
         drop(guard);
-        Ok(vec![OutputFile {
-            bytes,
-            filename: format!("{}.{}", tool.id, out_format.name()),
-        }])
+        Ok(vec![OutputFile { bytes, filename: format!("{}.{}", tool.id, out_format.name()) }])
     }
 
     async fn cancel_remote(&self, _job: &JobRow) {
@@ -535,11 +447,7 @@ impl Executor for MediaExecutor {
         vec![(
             "media".into(),
             true,
-            format!(
-                "{} of {} local workers busy",
-                self.in_flight().min(self.workers),
-                self.workers
-            ),
+            format!("{} of {} local workers busy", self.in_flight().min(self.workers), self.workers),
         )]
     }
 }

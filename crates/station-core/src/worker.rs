@@ -208,7 +208,8 @@ async fn run_job(station: &Station, ex: Arc<dyn Executor>, owner: &str, job: Job
                 match station.media.put_image(f.bytes, Some(&job.account_id), Some(&job.id), "output").await {
                     Ok(m) => ids.push(m.id),
                     Err(e) => {
-                        retry_or_fail(station, owner, &job, format!("could not store output {}: {e}", f.filename)).await;
+                        retry_or_fail(station, owner, &job, format!("could not store output {}: {e}", f.filename))
+                            .await;
                         return;
                     }
                 }
@@ -261,7 +262,9 @@ async fn finish(station: &Station, owner: &str, job: &JobRow, outcome: Outcome) 
             }
         }
         Ok(false) => info!(job = %job.id, "outcome not recorded: lease lost to another worker"),
-        Err(e) => warn!(job = %job.id, error = %e, "could not record outcome; the lease will lapse and the job will be reconciled"),
+        Err(e) => {
+            warn!(job = %job.id, error = %e, "could not record outcome; the lease will lapse and the job will be reconciled")
+        }
     }
 }
 
@@ -288,10 +291,7 @@ async fn retry_or_fail(station: &Station, owner: &str, job: &JobRow, msg: String
 }
 
 async fn prepare(station: &Station, job: &JobRow) -> Result<ExecJob, String> {
-    let tool = station
-        .tools
-        .get(&job.tool_id)
-        .ok_or_else(|| format!("tool {} no longer exists", job.tool_id))?;
+    let tool = station.tools.get(&job.tool_id).ok_or_else(|| format!("tool {} no longer exists", job.tool_id))?;
     let params = job.params_json();
     let mut images = HashMap::new();
     for (name, input) in &tool.inputs {

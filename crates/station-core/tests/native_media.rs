@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 use station_core::{
-    Config, ExecContext, ExecError, ExecJob, Executor, InputImage, JobEvent, MediaExecutor,
-    Station, SubmitRequest, Workers,
+    Config, ExecContext, ExecError, ExecJob, Executor, InputImage, JobEvent, MediaExecutor, Station, SubmitRequest,
+    Workers,
 };
 use station_media::image::{DynamicImage, GenericImageView, ImageFormat, Rgba, RgbaImage};
 use station_store::testing::{self, TestDb};
@@ -56,18 +56,10 @@ fn install_media_tools(tools_dir: &Path) -> Vec<String> {
     // Operations without a built-in (blur, invert) through operator-written tools.
     let image = json!({"type": "image", "required": true, "primary": true});
     for (id, op, extra) in [
-        (
-            "soften",
-            "blur",
-            json!({"sigma": {"type": "number", "default": 2.0, "min": 0.1, "max": 100}}),
-        ),
+        ("soften", "blur", json!({"sigma": {"type": "number", "default": 2.0, "min": 0.1, "max": 100}})),
         ("negative", "invert", json!({})),
         // Mis-authored tools: the error must name the input at fault.
-        (
-            "mirror-number",
-            "flip",
-            json!({"direction": {"type": "integer", "default": 1}}),
-        ),
+        ("mirror-number", "flip", json!({"direction": {"type": "integer", "default": 1}})),
         (
             "mirror-extra",
             "flip",
@@ -86,16 +78,9 @@ fn install_media_tools(tools_dir: &Path) -> Vec<String> {
     ids
 }
 
-async fn setup_with(
-    db: TestDb,
-    start_workers: bool,
-    tweak: impl FnOnce(&mut Config, &Path),
-) -> Env {
+async fn setup_with(db: TestDb, start_workers: bool, tweak: impl FnOnce(&mut Config, &Path)) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    };
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
     config.media_dir = Some(dir.path().join("media"));
     config.queue.poll_ms = 50;
     config.media.workers = 2;
@@ -103,16 +88,7 @@ async fn setup_with(
     let ids = install_media_tools(&config.tools_dir());
     assert_eq!(
         ids,
-        [
-            "convert",
-            "crop",
-            "flip",
-            "resize",
-            "rotate",
-            "strip-metadata",
-            "thumbnail",
-            "watermark"
-        ],
+        ["convert", "crop", "flip", "resize", "rotate", "strip-metadata", "thumbnail", "watermark"],
         "media built-ins"
     );
     let (station, errors) = Station::with_store(config.clone(), db.store.clone()).unwrap();
@@ -120,13 +96,7 @@ async fn setup_with(
     station.register_executor(Arc::new(MediaExecutor::new(&config)));
     let workers = start_workers.then(|| Workers::start(&station));
     let account = station.account("local", "tester", "Tester").await.unwrap();
-    Env {
-        station,
-        workers,
-        account,
-        db,
-        dir,
-    }
+    Env { station, workers, account, db, dir }
 }
 
 async fn setup(db: TestDb) -> Env {
@@ -140,9 +110,7 @@ fn image(w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 4]) -> DynamicImage {
 fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
     match format {
-        ImageFormat::Jpeg => DynamicImage::ImageRgb8(img.to_rgb8())
-            .write_to(&mut out, format)
-            .unwrap(),
+        ImageFormat::Jpeg => DynamicImage::ImageRgb8(img.to_rgb8()).write_to(&mut out, format).unwrap(),
         _ => img.write_to(&mut out, format).unwrap(),
     }
     out.into_inner()
@@ -168,12 +136,7 @@ fn marker(w: u32, h: u32) -> DynamicImage {
 }
 
 async fn upload(env: &Env, bytes: Vec<u8>) -> String {
-    env.station
-        .media
-        .put_image(bytes, Some(&env.account.id), None, "input")
-        .await
-        .unwrap()
-        .id
+    env.station.media.put_image(bytes, Some(&env.account.id), None, "input").await.unwrap().id
 }
 
 /// Stores bytes as the account's media without the upload checks, as if they
@@ -201,32 +164,18 @@ fn params(v: Value) -> Map<String, Value> {
 }
 
 async fn submit(env: &Env, tool: &str, p: Value) -> JobRow {
-    let req = SubmitRequest {
-        tool: tool.into(),
-        params: params(p),
-        ..Default::default()
-    };
-    env.station
-        .submit(&env.account, req)
-        .await
-        .unwrap_or_else(|e| panic!("{tool}: {e}"))
+    let req = SubmitRequest { tool: tool.into(), params: params(p), ..Default::default() };
+    env.station.submit(&env.account, req).await.unwrap_or_else(|e| panic!("{tool}: {e}"))
 }
 
 async fn wait(env: &Env, job_id: &str) -> JobRow {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let job = env.station.store.get_job(job_id).await.unwrap().unwrap();
-        if matches!(
-            job.status(),
-            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
-        ) {
+        if matches!(job.status(), JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled) {
             return job;
         }
-        assert!(
-            Instant::now() < deadline,
-            "job {job_id} stuck in {}",
-            job.status
-        );
+        assert!(Instant::now() < deadline, "job {job_id} stuck in {}", job.status);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -239,13 +188,7 @@ async fn run(env: &Env, tool: &str, p: Value) -> JobRow {
 /// Runs a tool that must succeed; returns its single output's record and pixels.
 async fn run_ok(env: &Env, tool: &str, p: Value) -> (MediaRow, Vec<u8>, DynamicImage) {
     let job = run(env, tool, p).await;
-    assert_eq!(
-        job.status(),
-        JobStatus::Succeeded,
-        "{tool} on {}: {:?}",
-        env.db.kind,
-        job.error
-    );
+    assert_eq!(job.status(), JobStatus::Succeeded, "{tool} on {}: {:?}", env.db.kind, job.error);
     let outputs = job.output_ids();
     assert_eq!(outputs.len(), 1, "{tool}: one output");
     let (row, bytes) = env.station.media.get(&outputs[0], None).await.unwrap();
@@ -260,12 +203,7 @@ async fn run_ok(env: &Env, tool: &str, p: Value) -> (MediaRow, Vec<u8>, DynamicI
 async fn run_invalid(env: &Env, tool: &str, p: Value) -> String {
     let job = run(env, tool, p).await;
     assert_eq!(job.status(), JobStatus::Failed, "{tool} should fail");
-    assert_eq!(
-        job.error_code.as_deref(),
-        Some("invalid_input"),
-        "{tool}: {:?}",
-        job.error
-    );
+    assert_eq!(job.error_code.as_deref(), Some("invalid_input"), "{tool}: {:?}", job.error);
     assert!(job.output_ids().is_empty());
     job.error.unwrap()
 }
@@ -293,54 +231,23 @@ async fn resize_scales_keeps_aspect_and_fits() {
         assert_eq!(px(&img, 1, 4), RED);
         assert_eq!(px(&img, 14, 4), BLUE);
 
-        let (_, _, img) = run_ok(
-            &env,
-            "resize",
-            json!({"image": media, "scale": 2.0, "filter": "nearest"}),
-        )
-        .await;
+        let (_, _, img) = run_ok(&env, "resize", json!({"image": media, "scale": 2.0, "filter": "nearest"})).await;
         assert_eq!(img.dimensions(), (64, 32));
         assert_eq!(px(&img, 31, 0), RED);
         assert_eq!(px(&img, 32, 0), BLUE, "nearest keeps the hard edge");
 
-        let (_, _, img) = run_ok(
-            &env,
-            "resize",
-            json!({"image": media, "width": 10, "height": 10}),
-        )
-        .await;
+        let (_, _, img) = run_ok(&env, "resize", json!({"image": media, "width": 10, "height": 10})).await;
         assert_eq!(img.dimensions(), (10, 5), "contain fits inside the box");
-        let (_, _, img) = run_ok(
-            &env,
-            "resize",
-            json!({"image": media, "width": 8, "height": 8, "fit": "cover"}),
-        )
-        .await;
+        let (_, _, img) =
+            run_ok(&env, "resize", json!({"image": media, "width": 8, "height": 8, "fit": "cover"})).await;
         assert_eq!(img.dimensions(), (8, 8));
-        assert_eq!(
-            px(&img, 0, 4),
-            RED,
-            "cover keeps the centre: red on the left"
-        );
+        assert_eq!(px(&img, 0, 4), RED, "cover keeps the centre: red on the left");
         assert_eq!(px(&img, 7, 4), BLUE);
-        let (_, _, img) = run_ok(
-            &env,
-            "resize",
-            json!({"image": media, "width": 8, "height": 8, "fit": "fill"}),
-        )
-        .await;
+        let (_, _, img) = run_ok(&env, "resize", json!({"image": media, "width": 8, "height": 8, "fit": "fill"})).await;
         assert_eq!(img.dimensions(), (8, 8));
 
-        let err = run_invalid(
-            &env,
-            "resize",
-            json!({"image": media, "width": 8, "scale": 2.0}),
-        )
-        .await;
-        assert!(
-            err.starts_with("scale:") && err.contains("cannot be combined"),
-            "{err}"
-        );
+        let err = run_invalid(&env, "resize", json!({"image": media, "width": 8, "scale": 2.0})).await;
+        assert!(err.starts_with("scale:") && err.contains("cannot be combined"), "{err}");
         let err = run_invalid(&env, "resize", json!({"image": media})).await;
         assert!(err.starts_with("width:") && err.contains("scale"), "{err}");
         env.stop().await;
@@ -349,27 +256,11 @@ async fn resize_scales_keeps_aspect_and_fits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resize_refuses_outputs_over_the_pixel_limit() {
-    let env = setup_with(testing::sqlite().await, true, |c, _| {
-        c.media.max_pixels = 10_000
-    })
-    .await;
+    let env = setup_with(testing::sqlite().await, true, |c, _| c.media.max_pixels = 10_000).await;
     let src = upload(&env, png(&halves(80, 80))).await;
-    let err = run_invalid(
-        &env,
-        "resize",
-        json!({"image": format!("media:{src}"), "scale": 2.0}),
-    )
-    .await;
-    assert!(
-        err.starts_with("scale:") && err.contains("160x160") && err.contains("10000"),
-        "{err}"
-    );
-    let (_, _, img) = run_ok(
-        &env,
-        "resize",
-        json!({"image": format!("media:{src}"), "scale": 1.25}),
-    )
-    .await;
+    let err = run_invalid(&env, "resize", json!({"image": format!("media:{src}"), "scale": 2.0})).await;
+    assert!(err.starts_with("scale:") && err.contains("160x160") && err.contains("10000"), "{err}");
+    let (_, _, img) = run_ok(&env, "resize", json!({"image": format!("media:{src}"), "scale": 1.25})).await;
     assert_eq!(img.dimensions(), (100, 100), "exactly at the limit is fine");
     env.stop().await;
 }
@@ -382,23 +273,13 @@ async fn convert_chooses_the_format() {
         let id = upload(&env, png(&src)).await;
         let media = format!("media:{id}");
 
-        let (row, bytes, img) = run_ok(
-            &env,
-            "convert",
-            json!({"image": media, "format": "jpeg", "quality": 95}),
-        )
-        .await;
+        let (row, bytes, img) = run_ok(&env, "convert", json!({"image": media, "format": "jpeg", "quality": 95})).await;
         assert_eq!(row.mime, "image/jpeg");
         assert_eq!(&bytes[..2], &[0xFF, 0xD8]);
         assert_eq!(img.dimensions(), (24, 12));
-        assert!(
-            close(px(&img, 12, 6), px(&src, 12, 6), 24),
-            "{:?}",
-            px(&img, 12, 6)
-        );
+        assert!(close(px(&img, 12, 6), px(&src, 12, 6), 24), "{:?}", px(&img, 12, 6));
 
-        let (row, _, img) =
-            run_ok(&env, "convert", json!({"image": media, "format": "webp"})).await;
+        let (row, _, img) = run_ok(&env, "convert", json!({"image": media, "format": "webp"})).await;
         assert_eq!(row.mime, "image/webp");
         assert_eq!(img.to_rgba8(), src.to_rgba8(), "webp output is lossless");
 
@@ -408,12 +289,7 @@ async fn convert_chooses_the_format() {
 
         // From JPEG back to PNG (the tool's default format).
         let jpeg_id = upload(&env, encode(&halves(16, 16), ImageFormat::Jpeg)).await;
-        let (row, _, img) = run_ok(
-            &env,
-            "convert",
-            json!({"image": format!("media:{jpeg_id}")}),
-        )
-        .await;
+        let (row, _, img) = run_ok(&env, "convert", json!({"image": format!("media:{jpeg_id}")})).await;
         assert_eq!(row.mime, "image/png");
         assert!(close(px(&img, 2, 8), RED, 16) && close(px(&img, 13, 8), BLUE, 16));
         env.stop().await;
@@ -428,12 +304,7 @@ async fn crop_by_box_and_by_aspect_with_anchor() {
         let id = upload(&env, png(&src)).await;
         let media = format!("media:{id}");
 
-        let (_, _, img) = run_ok(
-            &env,
-            "crop",
-            json!({"image": media, "x": 4, "y": 2, "width": 8, "height": 4}),
-        )
-        .await;
+        let (_, _, img) = run_ok(&env, "crop", json!({"image": media, "x": 4, "y": 2, "width": 8, "height": 4})).await;
         assert_eq!(img.dimensions(), (8, 4));
         assert_eq!(px(&img, 0, 0), px(&src, 4, 2));
         assert_eq!(px(&img, 7, 3), px(&src, 11, 5));
@@ -441,37 +312,15 @@ async fn crop_by_box_and_by_aspect_with_anchor() {
         let (_, _, img) = run_ok(&env, "crop", json!({"image": media, "aspect": "1:1"})).await;
         assert_eq!(img.dimensions(), (16, 16));
         assert_eq!(px(&img, 0, 0), px(&src, 8, 0), "centred by default");
-        let (_, _, img) = run_ok(
-            &env,
-            "crop",
-            json!({"image": media, "aspect": "1:1", "anchor": "left"}),
-        )
-        .await;
+        let (_, _, img) = run_ok(&env, "crop", json!({"image": media, "aspect": "1:1", "anchor": "left"})).await;
         assert_eq!(px(&img, 0, 0), px(&src, 0, 0));
-        let (_, _, img) = run_ok(
-            &env,
-            "crop",
-            json!({"image": media, "aspect": "1:1", "anchor": "bottom-right"}),
-        )
-        .await;
+        let (_, _, img) =
+            run_ok(&env, "crop", json!({"image": media, "aspect": "1:1", "anchor": "bottom-right"})).await;
         assert_eq!(px(&img, 0, 0), px(&src, 16, 0));
 
-        let err = run_invalid(
-            &env,
-            "crop",
-            json!({"image": media, "x": 30, "width": 8, "height": 4}),
-        )
-        .await;
-        assert!(
-            err.starts_with("width:") && err.contains("exceeds image width 32"),
-            "{err}"
-        );
-        let err = run_invalid(
-            &env,
-            "crop",
-            json!({"image": media, "width": 8, "height": 4, "anchor": "top"}),
-        )
-        .await;
+        let err = run_invalid(&env, "crop", json!({"image": media, "x": 30, "width": 8, "height": 4})).await;
+        assert!(err.starts_with("width:") && err.contains("exceeds image width 32"), "{err}");
+        let err = run_invalid(&env, "crop", json!({"image": media, "width": 8, "height": 4, "anchor": "top"})).await;
         assert!(err.starts_with("anchor:"), "{err}");
         let err = run_invalid(&env, "crop", json!({"image": media, "aspect": "wide"})).await;
         assert!(err.starts_with("aspect:") && err.contains("W:H"), "{err}");
@@ -484,23 +333,13 @@ async fn thumbnail_is_a_small_jpeg_and_never_enlarges() {
     for db in testing::all().await {
         let env = setup(db).await;
         let id = upload(&env, png(&halves(300, 150))).await;
-        let (row, _, img) = run_ok(
-            &env,
-            "thumbnail",
-            json!({"image": format!("media:{id}"), "max_side": 64}),
-        )
-        .await;
+        let (row, _, img) = run_ok(&env, "thumbnail", json!({"image": format!("media:{id}"), "max_side": 64})).await;
         assert_eq!(row.mime, "image/jpeg");
         assert_eq!(img.dimensions(), (64, 32));
         assert!(close(px(&img, 4, 16), RED, 24) && close(px(&img, 60, 16), BLUE, 24));
 
         let small = upload(&env, png(&halves(40, 20))).await;
-        let (_, _, img) = run_ok(
-            &env,
-            "thumbnail",
-            json!({"image": format!("media:{small}")}),
-        )
-        .await;
+        let (_, _, img) = run_ok(&env, "thumbnail", json!({"image": format!("media:{small}")})).await;
         assert_eq!(img.dimensions(), (40, 20), "default 512 does not enlarge");
         env.stop().await;
     }
@@ -512,30 +351,15 @@ async fn rotate_and_flip_move_pixels() {
         let env = setup(db).await;
         let id = upload(&env, png(&marker(4, 2))).await;
         let media = format!("media:{id}");
-        for (degrees, dims, at) in [
-            ("90", (2, 4), (1, 0)),
-            ("180", (4, 2), (3, 1)),
-            ("270", (2, 4), (0, 3)),
-        ] {
-            let (_, _, img) =
-                run_ok(&env, "rotate", json!({"image": media, "degrees": degrees})).await;
+        for (degrees, dims, at) in [("90", (2, 4), (1, 0)), ("180", (4, 2), (3, 1)), ("270", (2, 4), (0, 3))] {
+            let (_, _, img) = run_ok(&env, "rotate", json!({"image": media, "degrees": degrees})).await;
             assert_eq!(img.dimensions(), dims, "{degrees}");
             assert_eq!(px(&img, at.0, at.1), RED, "{degrees}: clockwise");
             assert_eq!(img.to_rgba8().pixels().filter(|p| p.0 == RED).count(), 1);
         }
-        let (_, _, img) = run_ok(
-            &env,
-            "flip",
-            json!({"image": media, "direction": "horizontal"}),
-        )
-        .await;
+        let (_, _, img) = run_ok(&env, "flip", json!({"image": media, "direction": "horizontal"})).await;
         assert_eq!((img.dimensions(), px(&img, 3, 0)), ((4, 2), RED));
-        let (_, _, img) = run_ok(
-            &env,
-            "flip",
-            json!({"image": media, "direction": "vertical"}),
-        )
-        .await;
+        let (_, _, img) = run_ok(&env, "flip", json!({"image": media, "direction": "vertical"})).await;
         assert_eq!(px(&img, 0, 1), RED);
         // Submission already refuses a degrees value outside the tool's choices.
         let req = SubmitRequest {
@@ -543,12 +367,7 @@ async fn rotate_and_flip_move_pixels() {
             params: params(json!({"image": media, "degrees": "45"})),
             ..Default::default()
         };
-        let err = env
-            .station
-            .submit(&env.account, req)
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = env.station.submit(&env.account, req).await.unwrap_err().to_string();
         assert!(err.contains("degrees"), "{err}");
         env.stop().await;
     }
@@ -572,12 +391,7 @@ async fn strip_metadata_drops_exif_and_comments_and_keeps_the_format() {
         let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
         assert!(contains(&tagged, b"Exif") && contains(&tagged, comment));
         let id = upload(&env, tagged).await;
-        let (row, bytes, img) = run_ok(
-            &env,
-            "strip-metadata",
-            json!({"image": format!("media:{id}")}),
-        )
-        .await;
+        let (row, bytes, img) = run_ok(&env, "strip-metadata", json!({"image": format!("media:{id}")})).await;
         assert_eq!(row.mime, "image/jpeg", "format kept");
         assert!(!contains(&bytes, b"Exif"), "EXIF left in the output");
         assert!(!contains(&bytes, comment), "comment left in the output");
@@ -616,11 +430,7 @@ async fn watermark_with_a_configured_logo_is_read_once() {
         let half = json!({"image": media, "logo": "station", "position": "bottom-right", "margin": 0,
             "opacity": 0.5, "scale": 0.25});
         let (_, _, img) = run_ok(&env, "watermark", half.clone()).await;
-        assert!(
-            close(px(&img, 39, 19), [0, 128, 0, 255], 2),
-            "{:?}",
-            px(&img, 39, 19)
-        );
+        assert!(close(px(&img, 39, 19), [0, 128, 0, 255], 2), "{:?}", px(&img, 39, 19));
         assert_eq!(px(&img, 0, 0), BLACK);
 
         // The logo was decoded once and cached: deleting the file changes nothing.
@@ -628,10 +438,7 @@ async fn watermark_with_a_configured_logo_is_read_once() {
         run_ok(&env, "watermark", p).await;
 
         let err = run_invalid(&env, "watermark", json!({"image": media, "logo": "acme"})).await;
-        assert!(
-            err.starts_with("logo:") && err.contains("acme") && err.contains("station"),
-            "{err}"
-        );
+        assert!(err.starts_with("logo:") && err.contains("acme") && err.contains("station"), "{err}");
         let err = run_invalid(&env, "watermark", json!({"image": media})).await;
         assert!(err.starts_with("logo:") && err.contains("text"), "{err}");
         env.stop().await;
@@ -651,20 +458,13 @@ async fn watermark_with_text() {
     .await;
     let rgba = img.to_rgba8();
     let reddish = |x0: u32, x1: u32, y0: u32, y1: u32| {
-        (x0..x1)
-            .flat_map(|x| (y0..y1).map(move |y| (x, y)))
-            .filter(|&(x, y)| rgba.get_pixel(x, y).0[0] > 128)
-            .count()
+        (x0..x1).flat_map(|x| (y0..y1).map(move |y| (x, y))).filter(|&(x, y)| rgba.get_pixel(x, y).0[0] > 128).count()
     };
     assert!(reddish(100, 200, 50, 100) > 100, "text drawn bottom-right");
     // 100 px of text plus the 16 px default margin starts at x = 84.
     assert_eq!(reddish(0, 80, 0, 100), 0, "nothing drawn left of the mark");
-    let err = run_invalid(
-        &env,
-        "watermark",
-        json!({"image": format!("media:{id}"), "text": "x", "color": "red"}),
-    )
-    .await;
+    let err =
+        run_invalid(&env, "watermark", json!({"image": format!("media:{id}"), "text": "x", "color": "red"})).await;
     assert!(err.starts_with("color:"), "{err}");
     env.stop().await;
 }
@@ -676,39 +476,15 @@ async fn operator_tools_for_blur_invert_and_misnamed_inputs() {
     let (_, _, img) = run_ok(&env, "negative", json!({"image": format!("media:{id}")})).await;
     assert_eq!(px(&img, 0, 0), [0, 255, 255, 255]);
     assert_eq!(px(&img, 31, 0), [255, 255, 0, 255]);
-    let (_, _, img) = run_ok(
-        &env,
-        "soften",
-        json!({"image": format!("media:{id}"), "sigma": 3.0}),
-    )
-    .await;
+    let (_, _, img) = run_ok(&env, "soften", json!({"image": format!("media:{id}"), "sigma": 3.0})).await;
     let edge = px(&img, 16, 4);
-    assert!(
-        edge[0] > 20 && edge[2] > 20,
-        "the red/blue edge is mixed: {edge:?}"
-    );
+    assert!(edge[0] > 20 && edge[2] > 20, "the red/blue edge is mixed: {edge:?}");
     assert!(close(px(&img, 0, 4), RED, 8));
 
-    let err = run_invalid(
-        &env,
-        "mirror-number",
-        json!({"image": format!("media:{id}")}),
-    )
-    .await;
-    assert!(
-        err.starts_with("direction:") && err.contains("integer"),
-        "{err}"
-    );
-    let err = run_invalid(
-        &env,
-        "mirror-extra",
-        json!({"image": format!("media:{id}")}),
-    )
-    .await;
-    assert!(
-        err.starts_with("speed:") && err.contains("no such option"),
-        "{err}"
-    );
+    let err = run_invalid(&env, "mirror-number", json!({"image": format!("media:{id}")})).await;
+    assert!(err.starts_with("direction:") && err.contains("integer"), "{err}");
+    let err = run_invalid(&env, "mirror-extra", json!({"image": format!("media:{id}")})).await;
+    assert!(err.starts_with("speed:") && err.contains("no such option"), "{err}");
     env.stop().await;
 }
 
@@ -720,11 +496,7 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
         }
     }
     !crc
@@ -747,41 +519,20 @@ async fn decompression_bombs_and_truncated_files_fail_cleanly() {
         let env = setup_with(db, true, |c, _| c.media.max_pixels = 1_000_000).await;
 
         let huge = insert_raw(&env, &bomb_header(100_000, 100_000)).await;
-        let err = run_invalid(
-            &env,
-            "resize",
-            json!({"image": format!("media:{huge}"), "width": 16}),
-        )
-        .await;
+        let err = run_invalid(&env, "resize", json!({"image": format!("media:{huge}"), "width": 16})).await;
         assert!(err.starts_with("image:") && err.contains("100000"), "{err}");
 
         // A real image: 4 megapixels of black compress to a few kilobytes.
         let dense = png(&image(2000, 2000, |_, _| BLACK));
         assert!(dense.len() < 100_000);
         let dense = insert_raw(&env, &dense).await;
-        let err = run_invalid(
-            &env,
-            "thumbnail",
-            json!({"image": format!("media:{dense}")}),
-        )
-        .await;
-        assert!(
-            err.starts_with("image:") && err.contains("4000000") && err.contains("1000000"),
-            "{err}"
-        );
+        let err = run_invalid(&env, "thumbnail", json!({"image": format!("media:{dense}")})).await;
+        assert!(err.starts_with("image:") && err.contains("4000000") && err.contains("1000000"), "{err}");
 
         let full = png(&gradient(64, 64));
         let cut = insert_raw(&env, &full[..full.len() / 2]).await;
-        let err = run_invalid(
-            &env,
-            "rotate",
-            json!({"image": format!("media:{cut}"), "degrees": "90"}),
-        )
-        .await;
-        assert!(
-            err.starts_with("image:") && err.contains("truncated"),
-            "{err}"
-        );
+        let err = run_invalid(&env, "rotate", json!({"image": format!("media:{cut}"), "degrees": "90"})).await;
+        assert!(err.starts_with("image:") && err.contains("truncated"), "{err}");
 
         let junk = insert_raw(&env, b"definitely not an image, just text").await;
         let err = run_invalid(&env, "flip", json!({"image": format!("media:{junk}")})).await;
@@ -804,20 +555,12 @@ async fn progress_events_rise_to_one() {
         let env = setup(db).await;
         let id = upload(&env, png(&halves(64, 64))).await;
         let mut events = env.station.bus.subscribe();
-        let job = submit(
-            &env,
-            "resize",
-            json!({"image": format!("media:{id}"), "width": 32}),
-        )
-        .await;
+        let job = submit(&env, "resize", json!({"image": format!("media:{id}"), "width": 32})).await;
         let mut fractions = vec![];
         let mut statuses = vec![];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let ev = tokio::time::timeout_at(deadline, events.recv())
-                .await
-                .expect("job finished")
-                .unwrap();
+            let ev = tokio::time::timeout_at(deadline, events.recv()).await.expect("job finished").unwrap();
             if ev.job_id() != job.id {
                 continue;
             }
@@ -849,12 +592,8 @@ async fn direct_job(env: &Env, tool: &str, bytes: Vec<u8>, p: Value) -> ExecJob 
     let mut p = params(p);
     p.insert("image".into(), json!(format!("media:{id}")));
     let row = submit(env, tool, Value::Object(p.clone())).await;
-    let input = InputImage {
-        media_id: id,
-        bytes: Arc::new(bytes),
-        mime: "image/png".into(),
-        filename: "in.png".into(),
-    };
+    let input =
+        InputImage { media_id: id, bytes: Arc::new(bytes), mime: "image/png".into(), filename: "in.png".into() };
     ExecJob {
         tool: env.station.tools.get(tool).unwrap(),
         params: row.params_json(),
@@ -864,13 +603,7 @@ async fn direct_job(env: &Env, tool: &str, bytes: Vec<u8>, p: Value) -> ExecJob 
 }
 
 fn ctx(env: &Env, job: &ExecJob, cancel: CancellationToken) -> ExecContext {
-    ExecContext::new(
-        env.station.store.clone(),
-        env.station.bus.clone(),
-        "test-owner",
-        &job.row.id,
-        cancel,
-    )
+    ExecContext::new(env.station.store.clone(), env.station.bus.clone(), "test-owner", &job.row.id, cancel)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -883,20 +616,11 @@ async fn cancelled_jobs_do_no_work() {
     let mut events = env.station.bus.subscribe();
     let r = ex.execute(job.clone(), ctx(&env, &job, token)).await;
     assert!(matches!(r, Err(ExecError::Cancelled)), "{r:?}");
-    assert!(
-        events.try_recv().is_err(),
-        "no progress for a job cancelled before it started"
-    );
+    assert!(events.try_recv().is_err(), "no progress for a job cancelled before it started");
     assert_eq!(ex.in_flight(), 0);
 
     // Cancelled mid-way: a heavy blur is abandoned promptly.
-    let job = direct_job(
-        &env,
-        "soften",
-        png(&halves(800, 800)),
-        json!({"sigma": 30.0}),
-    )
-    .await;
+    let job = direct_job(&env, "soften", png(&halves(800, 800)), json!({"sigma": 30.0})).await;
     let token = CancellationToken::new();
     let run = tokio::spawn({
         let (ex, c) = (Arc::new(ex), ctx(&env, &job, token.clone()));
@@ -907,11 +631,7 @@ async fn cancelled_jobs_do_no_work() {
     token.cancel();
     let r = run.await.unwrap();
     assert!(matches!(r, Err(ExecError::Cancelled)), "{r:?}");
-    assert!(
-        t0.elapsed() < Duration::from_secs(2),
-        "cancel took {:?}",
-        t0.elapsed()
-    );
+    assert!(t0.elapsed() < Duration::from_secs(2), "cancel took {:?}", t0.elapsed());
     env.stop().await;
 }
 
@@ -921,13 +641,7 @@ async fn in_flight_counts_running_jobs_and_capacity_stays_the_pool_size() {
     let ex = Arc::new(MediaExecutor::new(&env.station.config));
     assert_eq!(ex.service(), "media");
     assert_eq!(ex.capacity(), 3);
-    let job = direct_job(
-        &env,
-        "soften",
-        png(&halves(600, 600)),
-        json!({"sigma": 20.0}),
-    )
-    .await;
+    let job = direct_job(&env, "soften", png(&halves(600, 600)), json!({"sigma": 20.0})).await;
     let c = ctx(&env, &job, CancellationToken::new());
     let run = tokio::spawn({
         let ex = ex.clone();
@@ -935,10 +649,7 @@ async fn in_flight_counts_running_jobs_and_capacity_stays_the_pool_size() {
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     while ex.in_flight() == 0 {
-        assert!(
-            !run.is_finished(),
-            "in_flight never rose while the job ran"
-        );
+        assert!(!run.is_finished(), "in_flight never rose while the job ran");
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -956,8 +667,6 @@ async fn in_flight_counts_running_jobs_and_capacity_stays_the_pool_size() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_media_workers_defaults_to_cpu_count() {
     let config = Config::default();
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap();
     assert_eq!(MediaExecutor::new(&config).capacity(), cpus);
 }

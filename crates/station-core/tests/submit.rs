@@ -32,14 +32,36 @@ async fn explicit_beats_saved_beats_default() {
         let img = st.media.put_image(png(), Some(&acct.id), None, "input").await.unwrap();
         let image = json!(format!("media:{}", img.id));
         // Default only.
-        let j = st.submit(&acct, SubmitRequest { tool: "upscale".into(), params: params(json!({"image": image})), ..Default::default() }).await.unwrap();
+        let j = st
+            .submit(
+                &acct,
+                SubmitRequest { tool: "upscale".into(), params: params(json!({"image": image})), ..Default::default() },
+            )
+            .await
+            .unwrap();
         assert_eq!(j.params_json()["scale_by"], json!(2.0), "{}", db.kind);
         // Saved preference wins over the default.
         st.store.save_tool_settings(&acct.id, "upscale", &params(json!({"scale_by": 3.0})), 1).await.unwrap();
-        let j = st.submit(&acct, SubmitRequest { tool: "upscale".into(), params: params(json!({"image": image})), ..Default::default() }).await.unwrap();
+        let j = st
+            .submit(
+                &acct,
+                SubmitRequest { tool: "upscale".into(), params: params(json!({"image": image})), ..Default::default() },
+            )
+            .await
+            .unwrap();
         assert_eq!(j.params_json()["scale_by"], json!(3.0), "{}", db.kind);
         // Explicit wins over both, given as text from a chat or CLI.
-        let j = st.submit(&acct, SubmitRequest { tool: "/upscale".into(), params: params(json!({"image": image, "scale_by": "1.5"})), ..Default::default() }).await.unwrap();
+        let j = st
+            .submit(
+                &acct,
+                SubmitRequest {
+                    tool: "/upscale".into(),
+                    params: params(json!({"image": image, "scale_by": "1.5"})),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(j.params_json()["scale_by"], json!(1.5), "{}", db.kind);
         assert_eq!(j.status(), JobStatus::Queued);
     }
@@ -52,7 +74,14 @@ async fn every_bad_field_is_reported_and_nothing_is_written() {
         let st = station(&db, dir.path(), |_| {}).await;
         let acct = st.account("local", "ann", "Ann").await.unwrap();
         let err = st
-            .submit(&acct, SubmitRequest { tool: "upscale".into(), params: params(json!({"scale_by": 99, "colour": "red"})), ..Default::default() })
+            .submit(
+                &acct,
+                SubmitRequest {
+                    tool: "upscale".into(),
+                    params: params(json!({"scale_by": 99, "colour": "red"})),
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap_err();
         let SubmitError::Invalid(fields) = err else { panic!("expected invalid, got {err}") };
@@ -73,7 +102,14 @@ async fn image_inputs_must_belong_to_the_caller() {
         let bob = st.account("local", "bob", "Bob").await.unwrap();
         let img = st.media.put_image(png(), Some(&ann.id), None, "input").await.unwrap();
         let err = st
-            .submit(&bob, SubmitRequest { tool: "invert".into(), params: params(json!({"image": format!("media:{}", img.id)})), ..Default::default() })
+            .submit(
+                &bob,
+                SubmitRequest {
+                    tool: "invert".into(),
+                    params: params(json!({"image": format!("media:{}", img.id)})),
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, SubmitError::Invalid(ref f) if f[0].field == "image"), "{err}");
@@ -94,7 +130,15 @@ async fn operator_maps_a_command_to_another_tool_and_users_cannot_raise_priority
     assert_eq!(st.find_tool("/upscale", &acct).unwrap().id, "resize");
     let img = st.media.put_image(png(), Some(&acct.id), None, "input").await.unwrap();
     let j = st
-        .submit(&acct, SubmitRequest { tool: "upscale".into(), params: params(json!({"image": format!("media:{}", img.id), "width": 8})), priority: 9, ..Default::default() })
+        .submit(
+            &acct,
+            SubmitRequest {
+                tool: "upscale".into(),
+                params: params(json!({"image": format!("media:{}", img.id), "width": 8})),
+                priority: 9,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!((j.tool_id.as_str(), j.service.as_str(), j.priority), ("resize", "media", 0));
@@ -109,7 +153,11 @@ async fn queued_jobs_report_their_position() {
     let img = st.media.put_image(png(), Some(&acct.id), None, "input").await.unwrap();
     let mut last = None;
     for _ in 0..3 {
-        let req = SubmitRequest { tool: "invert".into(), params: params(json!({"image": format!("media:{}", img.id)})), ..Default::default() };
+        let req = SubmitRequest {
+            tool: "invert".into(),
+            params: params(json!({"image": format!("media:{}", img.id)})),
+            ..Default::default()
+        };
         last = Some(st.submit(&acct, req).await.unwrap());
     }
     let view = st.job_view(&last.unwrap().id).await.unwrap().unwrap();

@@ -46,10 +46,7 @@ pub fn validate_slug(slug: &str) -> Result<(), SlugError> {
     if slug.len() > MAX_SLUG_LEN {
         return Err(SlugError::TooLong { len: slug.len() });
     }
-    if let Some(ch) = slug
-        .chars()
-        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '_' | '.'))
-    {
+    if let Some(ch) = slug.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '_' | '.')) {
         return Err(SlugError::BadChar { ch });
     }
     let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
@@ -159,11 +156,7 @@ impl ImportRecord {
             grants: self
                 .grants
                 .into_iter()
-                .map(|g| Grant {
-                    account: g.account,
-                    expires_at: g.expires_at,
-                    revoked: false,
-                })
+                .map(|g| Grant { account: g.account, expires_at: g.expires_at, revoked: false })
                 .collect(),
             rating: None,
             preview_images: Vec::new(),
@@ -189,9 +182,7 @@ pub fn parse_import(json: &str) -> Result<Vec<ImportRecord>, ImportError> {
         message: e.to_string(),
     })?;
     let Value::Array(items) = value else {
-        return Err(ImportError::NotArray {
-            found: json_type(&value),
-        });
+        return Err(ImportError::NotArray { found: json_type(&value) });
     };
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut out = Vec::with_capacity(items.len());
@@ -230,12 +221,7 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn err(&self, field: impl Into<String>, reason: impl Into<String>) -> ImportError {
-        ImportError::Field {
-            index: self.index,
-            slug: self.slug.clone(),
-            field: field.into(),
-            reason: reason.into(),
-        }
+        ImportError::Field { index: self.index, slug: self.slug.clone(), field: field.into(), reason: reason.into() }
     }
 
     /// The field's value, treating `null` as absent.
@@ -248,26 +234,19 @@ impl Reader<'_> {
             None => Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => Err(self.err(field, "is empty")),
             Some(Value::String(s)) => Ok(Some(s.trim().to_owned())),
-            Some(other) => Err(self.err(
-                field,
-                format!("expected a string, found {}", json_type(other)),
-            )),
+            Some(other) => Err(self.err(field, format!("expected a string, found {}", json_type(other)))),
         }
     }
 
     fn string(&self, field: &str) -> Result<String, ImportError> {
-        self.opt_string(field)?
-            .ok_or_else(|| self.err(field, "is required"))
+        self.opt_string(field)?.ok_or_else(|| self.err(field, "is required"))
     }
 
     fn array(&self, field: &str) -> Result<&[Value], ImportError> {
         match self.get(field) {
             None => Ok(&[]),
             Some(Value::Array(a)) => Ok(a),
-            Some(other) => Err(self.err(
-                field,
-                format!("expected an array, found {}", json_type(other)),
-            )),
+            Some(other) => Err(self.err(field, format!("expected an array, found {}", json_type(other)))),
         }
     }
 
@@ -275,29 +254,24 @@ impl Reader<'_> {
         match v {
             Value::String(s) if s.trim().is_empty() => Err(self.err(field, "is empty")),
             Value::String(s) => Ok(s.trim().to_owned()),
-            other => Err(self.err(
-                field,
-                format!("expected a string, found {}", json_type(other)),
-            )),
+            other => Err(self.err(field, format!("expected a string, found {}", json_type(other)))),
         }
     }
 
     fn time(&self, field: String, v: Option<&Value>) -> Result<Option<i64>, ImportError> {
         match v {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| {
-                self.err(field, format!("expected whole unix milliseconds, got {n}"))
-            }),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| self.err(field, format!("expected whole unix milliseconds, got {n}"))),
             Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s.trim())
                 .map(|t| Some(t.timestamp_millis()))
                 .map_err(|e| self.err(field, format!("{s:?} is not an RFC 3339 time: {e}"))),
-            Some(other) => Err(self.err(
-                field,
-                format!(
-                    "expected unix milliseconds or an RFC 3339 time, found {}",
-                    json_type(other)
-                ),
-            )),
+            Some(other) => {
+                Err(self
+                    .err(field, format!("expected unix milliseconds or an RFC 3339 time, found {}", json_type(other))))
+            }
         }
     }
 }
@@ -311,11 +285,7 @@ fn parse_one(index: usize, item: &Value) -> Result<ImportRecord, ImportError> {
             reason: format!("expected an object, found {}", json_type(item)),
         });
     };
-    let mut r = Reader {
-        index,
-        slug: None,
-        obj,
-    };
+    let mut r = Reader { index, slug: None, obj };
     let slug = r.string("slug")?;
     if let Err(e) = validate_slug(&slug) {
         return Err(r.err("slug", format!("{slug:?}: {e}")));
@@ -335,10 +305,7 @@ fn parse_one(index: usize, item: &Value) -> Result<ImportRecord, ImportError> {
         .enumerate()
         .map(|(i, v)| {
             let word = match v {
-                Value::Object(o) => r.word(
-                    format!("cognates[{i}].word"),
-                    o.get("word").unwrap_or(&Value::Null),
-                )?,
+                Value::Object(o) => r.word(format!("cognates[{i}].word"), o.get("word").unwrap_or(&Value::Null))?,
                 other => r.word(format!("cognates[{i}]"), other)?,
             };
             Ok(ImportCognate { word })
@@ -351,27 +318,17 @@ fn parse_one(index: usize, item: &Value) -> Result<ImportRecord, ImportError> {
             _ => return Err(r.err("default_weight", format!("{n} is outside [0, 2]"))),
         },
         Some(other) => {
-            return Err(r.err(
-                "default_weight",
-                format!("expected a number, found {}", json_type(other)),
-            ));
+            return Err(r.err("default_weight", format!("expected a number, found {}", json_type(other))));
         }
     };
     let checkpoint = r.string("checkpoint")?;
     let filename = r.string("filename")?;
     let visibility = match r.get("visibility") {
         None => return Err(r.err("visibility", "is required (\"public\" or \"private\")")),
-        Some(Value::String(s)) => Visibility::parse(s).ok_or_else(|| {
-            r.err(
-                "visibility",
-                format!("{s:?} is neither \"public\" nor \"private\""),
-            )
-        })?,
+        Some(Value::String(s)) => Visibility::parse(s)
+            .ok_or_else(|| r.err("visibility", format!("{s:?} is neither \"public\" nor \"private\"")))?,
         Some(other) => {
-            return Err(r.err(
-                "visibility",
-                format!("expected a string, found {}", json_type(other)),
-            ));
+            return Err(r.err("visibility", format!("expected a string, found {}", json_type(other))));
         }
     };
     let owned_by = r.opt_string("owned_by")?;
@@ -382,20 +339,11 @@ fn parse_one(index: usize, item: &Value) -> Result<ImportRecord, ImportError> {
         .enumerate()
         .map(|(i, v)| {
             let Value::Object(g) = v else {
-                return Err(r.err(
-                    format!("grants[{i}]"),
-                    format!("expected an object, found {}", json_type(v)),
-                ));
+                return Err(r.err(format!("grants[{i}]"), format!("expected an object, found {}", json_type(v))));
             };
-            let account = r.word(
-                format!("grants[{i}].account"),
-                g.get("account").unwrap_or(&Value::Null),
-            )?;
+            let account = r.word(format!("grants[{i}].account"), g.get("account").unwrap_or(&Value::Null))?;
             let expires_at = r.time(format!("grants[{i}].expires_at"), g.get("expires_at"))?;
-            Ok(ImportGrant {
-                account,
-                expires_at,
-            })
+            Ok(ImportGrant { account, expires_at })
         })
         .collect::<Result<Vec<_>, ImportError>>()?;
 
@@ -449,14 +397,7 @@ mod tests {
         assert_eq!(a.trigger_words, vec!["milady", "Remilio"]);
         assert_eq!(
             a.cognates,
-            vec![
-                ImportCognate {
-                    word: "miladys".into()
-                },
-                ImportCognate {
-                    word: "mi-lady".into()
-                }
-            ]
+            vec![ImportCognate { word: "miladys".into() }, ImportCognate { word: "mi-lady".into() }]
         );
         assert_eq!(a.default_weight, Some(0.8));
         assert_eq!(a.visibility, Visibility::Private);
@@ -474,31 +415,20 @@ mod tests {
 
     #[test]
     fn into_record_keeps_accounts_verbatim() {
-        let rec = parse_import(FULL)
-            .unwrap()
-            .remove(0)
-            .into_record("id-1".into(), 5);
+        let rec = parse_import(FULL).unwrap().remove(0).into_record("id-1".into(), 5);
         assert_eq!(rec.id, "id-1");
         assert_eq!(rec.owner.as_deref(), Some("telegram:123"));
         assert_eq!(rec.cognates, vec!["miladys", "mi-lady"]);
         assert_eq!(rec.updated_at, 1_700_000_000_000);
         assert_eq!(rec.created_at, 5);
         assert!(rec.grants.iter().all(|g| !g.revoked));
-        let plain = parse_import(FULL)
-            .unwrap()
-            .remove(1)
-            .into_record("id-2".into(), 5);
+        let plain = parse_import(FULL).unwrap().remove(1).into_record("id-2".into(), 5);
         assert_eq!(plain.updated_at, 5);
     }
 
     fn field_error(json: &str) -> (usize, Option<String>, String, String) {
         match parse_import(json).unwrap_err() {
-            ImportError::Field {
-                index,
-                slug,
-                field,
-                reason,
-            } => (index, slug, field, reason),
+            ImportError::Field { index, slug, field, reason } => (index, slug, field, reason),
             other => panic!("expected a field error, got {other:?}"),
         }
     }
@@ -512,11 +442,7 @@ mod tests {
     #[test]
     fn errors_name_index_and_field() {
         let cases = [
-            (
-                r#"{"checkpoint":"SDXL","filename":"f","visibility":"public"}"#,
-                "slug",
-                "is required",
-            ),
+            (r#"{"checkpoint":"SDXL","filename":"f","visibility":"public"}"#, "slug", "is required"),
             (
                 r#"{"slug":"Bad Slug","checkpoint":"SDXL","filename":"f","visibility":"public"}"#,
                 "slug",
@@ -547,21 +473,9 @@ mod tests {
                 "visibility",
                 "\"secret\" is neither",
             ),
-            (
-                r#"{"slug":"b","checkpoint":"SDXL","filename":"f"}"#,
-                "visibility",
-                "is required",
-            ),
-            (
-                r#"{"slug":"b","checkpoint":"","filename":"f","visibility":"public"}"#,
-                "checkpoint",
-                "is empty",
-            ),
-            (
-                r#"{"slug":"b","checkpoint":"SDXL","visibility":"public"}"#,
-                "filename",
-                "is required",
-            ),
+            (r#"{"slug":"b","checkpoint":"SDXL","filename":"f"}"#, "visibility", "is required"),
+            (r#"{"slug":"b","checkpoint":"","filename":"f","visibility":"public"}"#, "checkpoint", "is empty"),
+            (r#"{"slug":"b","checkpoint":"SDXL","visibility":"public"}"#, "filename", "is required"),
             (
                 r#"{"slug":"b","checkpoint":"SDXL","filename":"f","visibility":"public","grants":[{"account":"a","expires_at":"tomorrow"}]}"#,
                 "grants[0].expires_at",
@@ -583,18 +497,14 @@ mod tests {
             let (index, _, field, reason) = field_error(&with(second));
             assert_eq!(index, 1, "{second}");
             assert_eq!(field, want_field, "{second}");
-            assert!(
-                reason.starts_with(want_reason),
-                "{second}: reason {reason:?} should start with {want_reason:?}"
-            );
+            assert!(reason.starts_with(want_reason), "{second}: reason {reason:?} should start with {want_reason:?}");
         }
     }
 
     #[test]
     fn error_message_names_record_slug_and_field() {
-        let json = with(
-            r#"{"slug":"b","checkpoint":"SDXL","filename":"f","visibility":"public","default_weight":"high"}"#,
-        );
+        let json =
+            with(r#"{"slug":"b","checkpoint":"SDXL","filename":"f","visibility":"public","default_weight":"high"}"#);
         let (_, slug, _, _) = field_error(&json);
         assert_eq!(slug.as_deref(), Some("b"));
         assert_eq!(
@@ -605,14 +515,8 @@ mod tests {
 
     #[test]
     fn top_level_errors() {
-        assert_eq!(
-            parse_import(r#"{"slug":"a"}"#).unwrap_err(),
-            ImportError::NotArray { found: "an object" }
-        );
-        assert!(matches!(
-            parse_import("[{").unwrap_err(),
-            ImportError::Json { line: 1, .. }
-        ));
+        assert_eq!(parse_import(r#"{"slug":"a"}"#).unwrap_err(), ImportError::NotArray { found: "an object" });
+        assert!(matches!(parse_import("[{").unwrap_err(), ImportError::Json { line: 1, .. }));
         assert_eq!(parse_import("[]").unwrap(), vec![]);
     }
 
@@ -622,12 +526,7 @@ mod tests {
             assert_eq!(validate_slug(ok), Ok(()), "{ok}");
         }
         assert_eq!(validate_slug(""), Err(SlugError::Empty));
-        assert_eq!(
-            validate_slug(&"a".repeat(MAX_SLUG_LEN + 1)),
-            Err(SlugError::TooLong {
-                len: MAX_SLUG_LEN + 1
-            })
-        );
+        assert_eq!(validate_slug(&"a".repeat(MAX_SLUG_LEN + 1)), Err(SlugError::TooLong { len: MAX_SLUG_LEN + 1 }));
         assert_eq!(validate_slug("a:b"), Err(SlugError::BadChar { ch: ':' }));
         assert_eq!(validate_slug("Abc"), Err(SlugError::BadChar { ch: 'A' }));
         assert_eq!(validate_slug("a b"), Err(SlugError::BadChar { ch: ' ' }));

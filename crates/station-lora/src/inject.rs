@@ -52,23 +52,15 @@ pub fn inject_loras<S: AsRef<str>>(
     applied: &[(S, f64)],
 ) -> Result<(), InjectError> {
     let nodes = graph.as_object_mut().ok_or(InjectError::NotAnObject)?;
-    let loader = nodes
-        .get(loader_after_node)
-        .ok_or_else(|| InjectError::MissingNode {
-            node: loader_after_node.to_owned(),
-        })?;
+    let loader =
+        nodes.get(loader_after_node).ok_or_else(|| InjectError::MissingNode { node: loader_after_node.to_owned() })?;
     if !loader.get("class_type").is_some_and(Value::is_string) {
-        return Err(InjectError::NotANode {
-            node: loader_after_node.to_owned(),
-        });
+        return Err(InjectError::NotANode { node: loader_after_node.to_owned() });
     }
     for (index, (filename, weight)) in applied.iter().enumerate() {
         let filename = filename.as_ref();
-        let invalid = |reason: &str| InjectError::InvalidLora {
-            index,
-            filename: filename.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let invalid =
+            |reason: &str| InjectError::InvalidLora { index, filename: filename.to_owned(), reason: reason.to_owned() };
         if filename.trim().is_empty() {
             return Err(invalid("file name is empty"));
         }
@@ -126,11 +118,7 @@ fn link_output(input: &Value, node: &str) -> Option<u64> {
 
 /// `count` node ids not used in `nodes`, continuing the numeric ids.
 fn fresh_ids(nodes: &Map<String, Value>, count: usize) -> Vec<String> {
-    let mut next = nodes
-        .keys()
-        .filter_map(|k| k.parse::<u64>().ok())
-        .max()
-        .map_or(1, |m| m + 1);
+    let mut next = nodes.keys().filter_map(|k| k.parse::<u64>().ok()).max().map_or(1, |m| m + 1);
     let mut ids = Vec::with_capacity(count);
     while ids.len() < count {
         let id = next.to_string();
@@ -157,12 +145,7 @@ mod tests {
     #[test]
     fn chains_two_loras_and_rewires_consumers() {
         let mut g = txt2img();
-        inject_loras(
-            &mut g,
-            "4",
-            &[("milady_v1.safetensors", 0.8), ("pixel.safetensors", 1.15)],
-        )
-        .unwrap();
+        inject_loras(&mut g, "4", &[("milady_v1.safetensors", 0.8), ("pixel.safetensors", 1.15)]).unwrap();
         assert_eq!(
             g["10"],
             json!({"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1],
@@ -222,17 +205,10 @@ mod tests {
     #[test]
     fn errors_leave_graph_unchanged() {
         let mut g = txt2img();
-        assert_eq!(
-            inject_loras(&mut g, "99", &[("a", 1.0)]),
-            Err(InjectError::MissingNode { node: "99".into() })
-        );
+        assert_eq!(inject_loras(&mut g, "99", &[("a", 1.0)]), Err(InjectError::MissingNode { node: "99".into() }));
         assert_eq!(
             inject_loras(&mut g, "4", &[("a", 1.0), (" ", 1.0)]),
-            Err(InjectError::InvalidLora {
-                index: 1,
-                filename: " ".into(),
-                reason: "file name is empty".into()
-            })
+            Err(InjectError::InvalidLora { index: 1, filename: " ".into(), reason: "file name is empty".into() })
         );
         assert!(matches!(
             inject_loras(&mut g, "4", &[("a", f64::NAN)]),
@@ -240,14 +216,8 @@ mod tests {
         ));
         assert_eq!(g, txt2img());
         let mut not_graph = json!([1, 2]);
-        assert_eq!(
-            inject_loras(&mut not_graph, "4", &[("a", 1.0)]),
-            Err(InjectError::NotAnObject)
-        );
+        assert_eq!(inject_loras(&mut not_graph, "4", &[("a", 1.0)]), Err(InjectError::NotAnObject));
         let mut bad_node = json!({"4": 7});
-        assert_eq!(
-            inject_loras(&mut bad_node, "4", &[("a", 1.0)]),
-            Err(InjectError::NotANode { node: "4".into() })
-        );
+        assert_eq!(inject_loras(&mut bad_node, "4", &[("a", 1.0)]), Err(InjectError::NotANode { node: "4".into() }));
     }
 }

@@ -49,8 +49,7 @@ mod record;
 mod resolve;
 
 pub use import::{
-    ImportCognate, ImportError, ImportGrant, ImportRecord, MAX_SLUG_LEN, SlugError, parse_import,
-    validate_slug,
+    ImportCognate, ImportError, ImportGrant, ImportRecord, MAX_SLUG_LEN, SlugError, parse_import, validate_slug,
 };
 pub use inject::{InjectError, inject_loras};
 pub use record::{Access, Grant, LoraRecord, Visibility, is_compatible};

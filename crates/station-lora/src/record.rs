@@ -127,11 +127,7 @@ impl LoraRecord {
                 let account = account?;
                 if self.owner.as_deref() == Some(account) {
                     Some(Access::OwnPrivate)
-                } else if self
-                    .grants
-                    .iter()
-                    .any(|g| g.account == account && g.is_live(now_ms))
-                {
+                } else if self.grants.iter().any(|g| g.account == account && g.is_live(now_ms)) {
                     Some(Access::Granted)
                 } else {
                     None
@@ -196,11 +192,7 @@ mod tests {
     }
 
     fn grant(account: &str, expires_at: Option<i64>, revoked: bool) -> Grant {
-        Grant {
-            account: account.into(),
-            expires_at,
-            revoked,
-        }
+        Grant { account: account.into(), expires_at, revoked }
     }
 
     #[test]
@@ -275,19 +267,14 @@ mod tests {
 
     #[test]
     fn record_serde_round_trip_and_defaults() {
-        let r = record(
-            Visibility::Private,
-            Some("a"),
-            vec![grant("b", Some(5), false)],
-        );
+        let r = record(Visibility::Private, Some("a"), vec![grant("b", Some(5), false)]);
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["visibility"], "private");
         let back: LoraRecord = serde_json::from_value(json).unwrap();
         assert_eq!(back, r);
-        let minimal: LoraRecord = serde_json::from_str(
-            r#"{"id":"1","slug":"s","name":"S","checkpoint":"SDXL","filename":"s.safetensors"}"#,
-        )
-        .unwrap();
+        let minimal: LoraRecord =
+            serde_json::from_str(r#"{"id":"1","slug":"s","name":"S","checkpoint":"SDXL","filename":"s.safetensors"}"#)
+                .unwrap();
         assert_eq!(minimal.visibility, Visibility::Public);
         assert_eq!(minimal.effective_default_weight(), 1.0);
     }

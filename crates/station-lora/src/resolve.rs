@@ -122,13 +122,7 @@ pub fn resolve(
     now_ms: i64,
 ) -> Resolution {
     let index = Index::build(catalog, account, tool_base_model, now_ms);
-    let ctx = TagContext {
-        index: &index,
-        catalog,
-        account,
-        tool_base_model,
-        now_ms,
-    };
+    let ctx = TagContext { index: &index, catalog, account, tool_base_model, now_ms };
     let (text, warnings) = strip_tags(prompt, &ctx);
     let mut applied_loras = HashSet::new();
     let tags = ctx.classify(&text, &mut applied_loras);
@@ -152,10 +146,7 @@ fn strip_tags(prompt: &str, ctx: &TagContext<'_, '_>) -> (String, Vec<String>) {
     let mut warnings = Vec::new();
     loop {
         let tags = ctx.classify(&text, &mut HashSet::new());
-        if !tags
-            .iter()
-            .any(|t| matches!(t.action, TagAction::Remove(_)))
-        {
+        if !tags.iter().any(|t| matches!(t.action, TagAction::Remove(_))) {
             return (text, warnings);
         }
         let mut out = String::with_capacity(text.len());
@@ -168,8 +159,8 @@ fn strip_tags(prompt: &str, ctx: &TagContext<'_, '_>) -> (String, Vec<String>) {
             warnings.push(warning);
             i = tag.end + collapse_removal(&mut out, &text[tag.end..]);
             // A tag separates words; removing it must not glue `foo` and `bar` together.
-            let glued = out.chars().next_back().is_some_and(is_word_char)
-                && text[i..].chars().next().is_some_and(is_word_char);
+            let glued =
+                out.chars().next_back().is_some_and(is_word_char) && text[i..].chars().next().is_some_and(is_word_char);
             if glued {
                 out.push(' ');
             }
@@ -195,20 +186,15 @@ fn collapse_removal(out: &mut String, rest: &str) -> usize {
         return right_ws;
     }
     if left_ws > 0 {
-        let closes = rest
-            .chars()
-            .next()
-            .is_none_or(|c| matches!(c, ',' | '.' | '!' | '?' | ';' | ':' | ')' | ']' | '}'));
+        let closes =
+            rest.chars().next().is_none_or(|c| matches!(c, ',' | '.' | '!' | '?' | ';' | ':' | ')' | ']' | '}'));
         if closes {
             out.truncate(out.len() - left_ws);
         }
         return 0;
     }
     if right_ws > 0 {
-        let opens = out
-            .chars()
-            .next_back()
-            .is_none_or(|c| matches!(c, '(' | '[' | '{'));
+        let opens = out.chars().next_back().is_none_or(|c| matches!(c, '(' | '[' | '{'));
         if opens {
             return right_ws;
         }
@@ -224,10 +210,7 @@ fn is_word_char(c: char) -> bool {
 /// A trigger as written back into prompts: trimmed, inner whitespace runs as one space,
 /// lower case.
 fn display_form(word: &str) -> String {
-    word.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
+    word.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
 /// Case-folds one character for matching.
@@ -266,9 +249,7 @@ fn lead_key(mut folded: impl Iterator<Item = char>) -> String {
     match folded.next() {
         None => String::new(),
         Some(c) if !is_word_char(c) => c.to_string(),
-        Some(c) => std::iter::once(c)
-            .chain(folded.take_while(|&c| is_word_char(c)))
-            .collect(),
+        Some(c) => std::iter::once(c).chain(folded.take_while(|&c| is_word_char(c))).collect(),
     }
 }
 
@@ -301,12 +282,7 @@ struct Index<'a> {
 }
 
 impl<'a> Index<'a> {
-    fn build(
-        catalog: &'a [LoraRecord],
-        account: Option<&str>,
-        tool_base_model: Option<&str>,
-        now_ms: i64,
-    ) -> Self {
+    fn build(catalog: &'a [LoraRecord], account: Option<&str>, tool_base_model: Option<&str>, now_ms: i64) -> Self {
         let usable: Vec<Usable<'a>> = catalog
             .iter()
             .filter(|r| tool_base_model.is_none_or(|base| is_compatible(base, &r.checkpoint)))
@@ -318,11 +294,7 @@ impl<'a> Index<'a> {
                     .map(|w| (match_key(w), display_form(w)))
                     .filter(|(key, _)| !key.is_empty())
                     .collect();
-                Some(Usable {
-                    rec,
-                    access,
-                    triggers,
-                })
+                Some(Usable { rec, access, triggers })
             })
             .collect();
         let mut phrases: Vec<Phrase> = Vec::new();
@@ -350,16 +322,9 @@ impl<'a> Index<'a> {
         }
         let mut by_lead: HashMap<String, Vec<usize>> = HashMap::new();
         for (id, p) in phrases.iter().enumerate() {
-            by_lead
-                .entry(lead_key(p.chars.iter().copied()))
-                .or_default()
-                .push(id);
+            by_lead.entry(lead_key(p.chars.iter().copied())).or_default().push(id);
         }
-        Index {
-            usable,
-            phrases,
-            by_lead,
-        }
+        Index { usable, phrases, by_lead }
     }
 
     /// The best usable LoRA with this slug, if any.
@@ -416,13 +381,7 @@ impl<'a> Index<'a> {
     }
 
     /// The longest phrase matching at byte `at` on word boundaries: `(phrase id, end)`.
-    fn best_match(
-        &self,
-        prompt: &str,
-        at: usize,
-        limit: usize,
-        prev: Option<char>,
-    ) -> Option<(usize, usize)> {
+    fn best_match(&self, prompt: &str, at: usize, limit: usize, prev: Option<char>) -> Option<(usize, usize)> {
         let first = prompt[at..].chars().next()?;
         // Candidates start with a word character exactly when `first` is one, so inside a
         // word none of them can match.
@@ -529,10 +488,7 @@ fn find_tags(prompt: &str) -> Vec<(usize, usize)> {
     while let Some(off) = prompt[i..].find('<') {
         let start = i + off;
         i = start + 1;
-        if !bytes[start + 1..]
-            .get(..5)
-            .is_some_and(|s| s.eq_ignore_ascii_case(b"lora:"))
-        {
+        if !bytes[start + 1..].get(..5).is_some_and(|s| s.eq_ignore_ascii_case(b"lora:")) {
             continue;
         }
         let body_from = start + 6;
@@ -576,46 +532,37 @@ impl TagContext<'_, '_> {
     /// Decides every inline tag of `prompt`; LoRAs of kept tags go into `applied`, and a
     /// second tag for one of them is removed.
     fn classify(&self, prompt: &str, applied: &mut HashSet<usize>) -> Vec<Tag> {
-        let (catalog, account, tool_base_model, now_ms) = (
-            self.catalog,
-            self.account,
-            self.tool_base_model,
-            self.now_ms,
-        );
+        let (catalog, account, tool_base_model, now_ms) =
+            (self.catalog, self.account, self.tool_base_model, self.now_ms);
         let mut tags = Vec::new();
         for (start, end) in find_tags(prompt) {
             let text = &prompt[start..end];
             let body = &prompt[start + 6..end - 1];
             let action = match body.split_once(':') {
-                None => TagAction::Plain(format!(
-                    "kept {text} as plain text: expected <lora:slug:weight>"
-                )),
-                Some((_, weight)) if !is_tag_weight(weight) => TagAction::Plain(format!(
-                    "kept {text} as plain text: weight {weight:?} is not a number"
-                )),
+                None => TagAction::Plain(format!("kept {text} as plain text: expected <lora:slug:weight>")),
+                Some((_, weight)) if !is_tag_weight(weight) => {
+                    TagAction::Plain(format!("kept {text} as plain text: weight {weight:?} is not a number"))
+                }
                 Some((slug, weight)) => {
                     let weight: f64 = weight.parse().unwrap_or(0.0);
                     match self.index.by_slug(slug) {
-                        Some(u) if applied.contains(&u) => TagAction::Remove(format!(
-                            "removed {text}: LoRA {slug:?} is already applied"
-                        )),
+                        Some(u) if applied.contains(&u) => {
+                            TagAction::Remove(format!("removed {text}: LoRA {slug:?} is already applied"))
+                        }
                         Some(u) => {
                             applied.insert(u);
                             TagAction::Keep { u, weight }
                         }
                         None => {
-                            let visible_elsewhere = catalog.iter().find(|r| {
-                                r.slug.eq_ignore_ascii_case(slug)
-                                    && r.is_visible_to(account, now_ms)
-                            });
+                            let visible_elsewhere = catalog
+                                .iter()
+                                .find(|r| r.slug.eq_ignore_ascii_case(slug) && r.is_visible_to(account, now_ms));
                             match (visible_elsewhere, tool_base_model) {
                                 (Some(r), Some(base)) => TagAction::Remove(format!(
                                     "removed {text}: LoRA {slug:?} is for {} and this tool uses {base}",
                                     r.checkpoint
                                 )),
-                                _ => TagAction::Remove(format!(
-                                    "removed {text}: no LoRA {slug:?} is available"
-                                )),
+                                _ => TagAction::Remove(format!("removed {text}: no LoRA {slug:?} is available")),
                             }
                         }
                     }
@@ -643,8 +590,7 @@ impl Resolver<'_, '_, '_> {
                 after_tag = None;
                 match &tag.action {
                     TagAction::Keep { u, weight } => {
-                        self.known_spans
-                            .push((self.out.len(), self.out.len() + text.len()));
+                        self.known_spans.push((self.out.len(), self.out.len() + text.len()));
                         self.out.push_str(text);
                         self.applied.push(Applied {
                             slug: self.index.usable[*u].rec.slug.clone(),
@@ -655,8 +601,7 @@ impl Resolver<'_, '_, '_> {
                         i = tag.end;
                     }
                     TagAction::Plain(w) => {
-                        self.known_spans
-                            .push((self.out.len(), self.out.len() + text.len()));
+                        self.known_spans.push((self.out.len(), self.out.len() + text.len()));
                         self.out.push_str(text);
                         self.warnings.push(w.clone());
                         i = tag.end;
@@ -671,9 +616,7 @@ impl Resolver<'_, '_, '_> {
             }
             let limit = tags.get(next_tag).map_or(prompt.len(), |t| t.start);
             if let Some((id, end)) = self.index.best_match(prompt, i, limit, prev) {
-                let follows_own_tag = after_tag
-                    .take()
-                    .is_some_and(|u| self.index.phrases[id].loras.contains(&u));
+                let follows_own_tag = after_tag.take().is_some_and(|u| self.index.phrases[id].loras.contains(&u));
                 i = if follows_own_tag {
                     // The word a previous resolution wrote after its tag: leave it alone.
                     self.out.push_str(&prompt[i..end]);
@@ -691,11 +634,7 @@ impl Resolver<'_, '_, '_> {
             i += c.len_utf8();
         }
         self.drop_formed_tags();
-        Resolution {
-            prompt: self.out,
-            applied: self.applied,
-            warnings: self.warnings,
-        }
+        Resolution { prompt: self.out, applied: self.applied, warnings: self.warnings }
     }
 
     /// Removes `<lora:…>` spans that removals created by joining the text around them (such
@@ -703,18 +642,14 @@ impl Resolver<'_, '_, '_> {
     /// in the prompt, so they were never checked. Repeats because each cut can join again.
     fn drop_formed_tags(&mut self) {
         loop {
-            let formed: Vec<(usize, usize)> = find_tags(&self.out)
-                .into_iter()
-                .filter(|span| !self.known_spans.contains(span))
-                .collect();
+            let formed: Vec<(usize, usize)> =
+                find_tags(&self.out).into_iter().filter(|span| !self.known_spans.contains(span)).collect();
             if formed.is_empty() {
                 return;
             }
             for &(start, end) in &formed {
-                self.warnings.push(format!(
-                    "removed {}: it was formed by removing text inside it",
-                    &self.out[start..end]
-                ));
+                self.warnings
+                    .push(format!("removed {}: it was formed by removing text inside it", &self.out[start..end]));
             }
             // Back to front, so the offsets still to cut stay valid.
             for &(start, end) in formed.iter().rev() {
@@ -736,22 +671,10 @@ impl Resolver<'_, '_, '_> {
         }
         let index = self.index;
         let phrase = &index.phrases[id];
-        let u = *phrase
-            .loras
-            .iter()
-            .min_by_key(|&&u| index.rank(u))
-            .expect("every phrase names at least one LoRA");
-        let public = phrase
-            .loras
-            .iter()
-            .filter(|&&c| index.usable[c].access == Access::Public)
-            .count();
+        let u = *phrase.loras.iter().min_by_key(|&&u| index.rank(u)).expect("every phrase names at least one LoRA");
+        let public = phrase.loras.iter().filter(|&&c| index.usable[c].access == Access::Public).count();
         if public > 1 {
-            let mut names: Vec<&str> = phrase
-                .loras
-                .iter()
-                .map(|&c| index.usable[c].rec.slug.as_str())
-                .collect();
+            let mut names: Vec<&str> = phrase.loras.iter().map(|&c| index.usable[c].rec.slug.as_str()).collect();
             names.sort_unstable();
             self.warnings.push(format!(
                 "trigger {:?} matches several LoRAs ({}); using {}",

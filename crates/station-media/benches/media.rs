@@ -27,11 +27,7 @@ fn generate(side: u32) -> DynamicImage {
         let r = (fx * 200.0) as u8;
         let g = ((fx * fy * 6.0).sin().abs() * 200.0) as u8;
         let b = (fy * 180.0 + 40.0 * (fx * 20.0).cos()) as u8;
-        Rgb([
-            r.saturating_add(n),
-            g.saturating_add(n),
-            b.saturating_add(n),
-        ])
+        Rgb([r.saturating_add(n), g.saturating_add(n), b.saturating_add(n)])
     }))
 }
 
@@ -80,10 +76,7 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let limits = DecodeLimits::default();
-    let thumb_opts = ThumbnailOptions {
-        max_side: 512,
-        quality: 85,
-    };
+    let thumb_opts = ThumbnailOptions { max_side: 512, quality: 85 };
 
     time("thumbnail 4096 PNG -> 512 JPEG (end to end)", 10, || {
         let img = decode(black_box(&big), &limits).unwrap();
@@ -98,11 +91,7 @@ fn main() {
     });
 
     let mid_img = decode(&mid, &limits).unwrap();
-    let resize_opts = ResizeOptions {
-        width: Some(1024),
-        height: Some(1024),
-        ..ResizeOptions::default()
-    };
+    let resize_opts = ResizeOptions { width: Some(1024), height: Some(1024), ..ResizeOptions::default() };
     time("resize 2048^2 -> 1024^2 lanczos3", 30, || {
         black_box(ops::resize(black_box(&mid_img), &resize_opts).unwrap());
     });

@@ -75,11 +75,7 @@ pub struct DecodeLimits {
 impl Default for DecodeLimits {
     /// 50 MiB input, 64 megapixels, 16384 px per side.
     fn default() -> Self {
-        DecodeLimits {
-            max_bytes: 50 * 1024 * 1024,
-            max_pixels: 64 * 1024 * 1024,
-            max_side: 16384,
-        }
+        DecodeLimits { max_bytes: 50 * 1024 * 1024, max_pixels: 64 * 1024 * 1024, max_side: 16384 }
     }
 }
 
@@ -106,15 +102,11 @@ pub fn detect_format(bytes: &[u8]) -> Result<MediaFormat> {
         Ok(ImageFormat::Gif) => Ok(MediaFormat::Gif),
         Ok(other) => Err(MediaError::UnsupportedFormat(format!(
             "{} images are not accepted (only png, jpeg, webp, gif)",
-            other
-                .extensions_str()
-                .first()
-                .copied()
-                .unwrap_or("this kind of")
+            other.extensions_str().first().copied().unwrap_or("this kind of")
         ))),
-        Err(_) => Err(MediaError::UnsupportedFormat(
-            "content is not a recognised image (only png, jpeg, webp, gif)".into(),
-        )),
+        Err(_) => {
+            Err(MediaError::UnsupportedFormat("content is not a recognised image (only png, jpeg, webp, gif)".into()))
+        }
     }
 }
 
@@ -136,18 +128,11 @@ pub fn probe(bytes: &[u8]) -> Result<ImageInfo> {
             // Probing must report huge declared sizes rather than fail on them: the
             // caller (decode) turns them into a precise TooLarge error.
             reader.no_limits();
-            let (w, h) = reader
-                .into_dimensions()
-                .map_err(|e| MediaError::from_decode(name, e))?;
+            let (w, h) = reader.into_dimensions().map_err(|e| MediaError::from_decode(name, e))?;
             (w, h, false)
         }
     };
-    Ok(ImageInfo {
-        format,
-        width,
-        height,
-        animated,
-    })
+    Ok(ImageInfo { format, width, height, animated })
 }
 
 /// GIF dimensions and frame count without LZW decoding: the gif crate can hand back
@@ -159,10 +144,7 @@ fn gif_header(bytes: &[u8]) -> Result<(u32, u32, bool)> {
     let mut decoder = options.read_info(Cursor::new(bytes)).map_err(gif_error)?;
     let (w, h) = (u32::from(decoder.width()), u32::from(decoder.height()));
     if decoder.read_next_frame().map_err(gif_error)?.is_none() {
-        return Err(MediaError::Corrupt {
-            format: "gif",
-            reason: "no image frame".into(),
-        });
+        return Err(MediaError::Corrupt { format: "gif", reason: "no image frame".into() });
     }
     // A damaged tail after a complete first frame still yields a usable still image.
     let animated = matches!(decoder.read_next_frame(), Ok(Some(_)));
@@ -176,15 +158,10 @@ fn gif_error(e: gif::DecodingError) -> MediaError {
         }
         other => {
             let reason = other.to_string();
-            if reason.to_ascii_lowercase().contains("eof")
-                || reason.to_ascii_lowercase().contains("end of")
-            {
+            if reason.to_ascii_lowercase().contains("eof") || reason.to_ascii_lowercase().contains("end of") {
                 MediaError::Truncated { format: "gif" }
             } else {
-                MediaError::Corrupt {
-                    format: "gif",
-                    reason,
-                }
+                MediaError::Corrupt { format: "gif", reason }
             }
         }
     }
@@ -194,29 +171,17 @@ fn gif_error(e: gif::DecodingError) -> MediaError {
 pub fn check_limits(bytes: &[u8], limits: &DecodeLimits) -> Result<ImageInfo> {
     let len = bytes.len() as u64;
     if len > limits.max_bytes {
-        return Err(MediaError::TooLarge {
-            what: "input size in bytes",
-            limit: limits.max_bytes,
-            actual: len,
-        });
+        return Err(MediaError::TooLarge { what: "input size in bytes", limit: limits.max_bytes, actual: len });
     }
     let info = probe(bytes)?;
     for (what, value) in [("image width", info.width), ("image height", info.height)] {
         if value > limits.max_side {
-            return Err(MediaError::TooLarge {
-                what,
-                limit: u64::from(limits.max_side),
-                actual: u64::from(value),
-            });
+            return Err(MediaError::TooLarge { what, limit: u64::from(limits.max_side), actual: u64::from(value) });
         }
     }
     let pixels = u64::from(info.width) * u64::from(info.height);
     if pixels > limits.max_pixels {
-        return Err(MediaError::TooLarge {
-            what: "image pixel count",
-            limit: limits.max_pixels,
-            actual: pixels,
-        });
+        return Err(MediaError::TooLarge { what: "image pixel count", limit: limits.max_pixels, actual: pixels });
     }
     if info.width == 0 || info.height == 0 {
         return Err(MediaError::Corrupt {
@@ -245,12 +210,9 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage> {
     // in case a codec allocates more than the header implies.
     decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(16));
     reader.limits(decoder_limits);
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| MediaError::from_decode(name, e))?;
+    let mut decoder = reader.into_decoder().map_err(|e| MediaError::from_decode(name, e))?;
     let orientation = decoder.orientation().ok();
-    let mut img =
-        DynamicImage::from_decoder(decoder).map_err(|e| MediaError::from_decode(name, e))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| MediaError::from_decode(name, e))?;
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
@@ -271,20 +233,14 @@ fn check_jpeg_complete(bytes: &[u8]) -> Result<()> {
             return Err(if pos + 1 >= bytes.len() {
                 truncated
             } else {
-                MediaError::Corrupt {
-                    format: "jpeg",
-                    reason: format!("expected a marker at byte {pos}"),
-                }
+                MediaError::Corrupt { format: "jpeg", reason: format!("expected a marker at byte {pos}") }
             });
         };
         if marker == 0xDA {
             break;
         }
         if marker == 0xD9 {
-            return Err(MediaError::Corrupt {
-                format: "jpeg",
-                reason: "end of image before any scan data".into(),
-            });
+            return Err(MediaError::Corrupt { format: "jpeg", reason: "end of image before any scan data".into() });
         }
         let (Some(&hi), Some(&lo)) = (bytes.get(pos + 2), bytes.get(pos + 3)) else {
             return Err(truncated);
@@ -294,9 +250,5 @@ fn check_jpeg_complete(bytes: &[u8]) -> Result<()> {
             return Err(truncated);
         }
     }
-    if bytes[pos..].windows(2).any(|w| w == [0xFF, 0xD9]) {
-        Ok(())
-    } else {
-        Err(truncated)
-    }
+    if bytes[pos..].windows(2).any(|w| w == [0xFF, 0xD9]) { Ok(()) } else { Err(truncated) }
 }

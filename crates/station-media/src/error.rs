@@ -81,17 +81,11 @@ pub type Result<T, E = MediaError> = std::result::Result<T, E>;
 
 impl MediaError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        MediaError::Io {
-            context: context.into(),
-            source,
-        }
+        MediaError::Io { context: context.into(), source }
     }
 
     pub(crate) fn option(field: &'static str, reason: impl Into<String>) -> Self {
-        MediaError::InvalidOption {
-            field,
-            reason: reason.into(),
-        }
+        MediaError::InvalidOption { field, reason: reason.into() }
     }
 
     /// Classifies a decoder error: the codecs report running out of input in several
@@ -99,13 +93,8 @@ impl MediaError {
     /// `Truncated` variant for all of them.
     pub(crate) fn from_decode(format: &'static str, err: ImageError) -> Self {
         match err {
-            ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                MediaError::Truncated { format }
-            }
-            ImageError::Limits(l) => MediaError::DecoderLimit {
-                format,
-                reason: l.to_string(),
-            },
+            ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => MediaError::Truncated { format },
+            ImageError::Limits(l) => MediaError::DecoderLimit { format, reason: l.to_string() },
             ImageError::Unsupported(u) => MediaError::UnsupportedFormat(u.to_string()),
             other => {
                 let reason = other.to_string();

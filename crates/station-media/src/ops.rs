@@ -84,11 +84,7 @@ fn check_side(field: &'static str, v: u32) -> Result<u32> {
         return Err(MediaError::option(field, "must be at least 1"));
     }
     if v > MAX_OUTPUT_SIDE {
-        return Err(MediaError::TooLarge {
-            what: field,
-            limit: u64::from(MAX_OUTPUT_SIDE),
-            actual: u64::from(v),
-        });
+        return Err(MediaError::TooLarge { what: field, limit: u64::from(MAX_OUTPUT_SIDE), actual: u64::from(v) });
     }
     Ok(v)
 }
@@ -103,16 +99,10 @@ pub fn resize(img: &DynamicImage, opts: &ResizeOptions) -> Result<DynamicImage> 
     let (w, h) = img.dimensions();
     let (tw, th, cover) = match (opts.width, opts.height, opts.scale) {
         (None, None, None) => {
-            return Err(MediaError::option(
-                "width",
-                "give width and/or height, or scale",
-            ));
+            return Err(MediaError::option("width", "give width and/or height, or scale"));
         }
         (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
-            return Err(MediaError::option(
-                "scale",
-                "cannot be combined with width or height",
-            ));
+            return Err(MediaError::option("scale", "cannot be combined with width or height"));
         }
         (None, None, Some(s)) => {
             if !(s.is_finite() && s > 0.0) {
@@ -160,9 +150,7 @@ pub(crate) fn resize_exact(
     if cover {
         options = options.fit_into_destination(Some((0.5, 0.5)));
     }
-    fir::Resizer::new()
-        .resize(img, &mut dst, &options)
-        .map_err(|e| MediaError::Resize(e.to_string()))?;
+    fir::Resizer::new().resize(img, &mut dst, &options).map_err(|e| MediaError::Resize(e.to_string()))?;
     Ok(dst)
 }
 
@@ -208,16 +196,10 @@ pub fn encode(img: &DynamicImage, format: MediaFormat, quality: Option<u8>) -> R
     if let Some(q) = quality
         && !(1..=100).contains(&q)
     {
-        return Err(MediaError::option(
-            "quality",
-            format!("{q} is not in 1..=100"),
-        ));
+        return Err(MediaError::option("quality", format!("{q} is not in 1..=100")));
     }
     let mut out = Vec::new();
-    let enc_err = |e: image::ImageError| MediaError::Encode {
-        format: format.name(),
-        reason: e.to_string(),
-    };
+    let enc_err = |e: image::ImageError| MediaError::Encode { format: format.name(), reason: e.to_string() };
     let (w, h) = img.dimensions();
     match format {
         MediaFormat::Jpeg => {
@@ -233,21 +215,18 @@ pub fn encode(img: &DynamicImage, format: MediaFormat, quality: Option<u8>) -> R
                 DynamicImage::ImageRgba32F(_) => DynamicImage::ImageRgba16(img.to_rgba16()),
                 other => other.clone(),
             };
-            img.write_with_encoder(PngEncoder::new(&mut out))
-                .map_err(enc_err)?;
+            img.write_with_encoder(PngEncoder::new(&mut out)).map_err(enc_err)?;
         }
         MediaFormat::Webp => {
             let img = to_8bit(img);
-            img.write_with_encoder(WebPEncoder::new_lossless(&mut out))
-                .map_err(enc_err)?;
+            img.write_with_encoder(WebPEncoder::new_lossless(&mut out)).map_err(enc_err)?;
         }
         MediaFormat::Gif => {
             let rgba = img.to_rgba8();
             // Speed 10 is the gif crate's suggested balance; the default (1) spends
             // seconds quantising a large frame for no visible gain.
             let mut enc = GifEncoder::new_with_speed(&mut out, 10);
-            enc.encode(rgba.as_raw(), w, h, image::ExtendedColorType::Rgba8)
-                .map_err(enc_err)?;
+            enc.encode(rgba.as_raw(), w, h, image::ExtendedColorType::Rgba8).map_err(enc_err)?;
         }
     }
     Ok(out)
@@ -316,15 +295,7 @@ pub struct CropOptions {
 
 impl Default for CropOptions {
     fn default() -> Self {
-        CropOptions {
-            x: None,
-            y: None,
-            width: None,
-            height: None,
-            aspect: None,
-            focus_x: 0.5,
-            focus_y: 0.5,
-        }
+        CropOptions { x: None, y: None, width: None, height: None, aspect: None, focus_x: 0.5, focus_y: 0.5 }
     }
 }
 
@@ -345,17 +316,11 @@ pub fn crop(img: &DynamicImage, opts: &CropOptions) -> Result<DynamicImage> {
     let (w, h) = img.dimensions();
     let (x, y, cw, ch) = match (&opts.aspect, opts.width, opts.height) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-            return Err(MediaError::option(
-                "aspect",
-                "cannot be combined with width/height",
-            ));
+            return Err(MediaError::option("aspect", "cannot be combined with width/height"));
         }
         (Some(aspect), None, None) => {
             if opts.x.is_some() || opts.y.is_some() {
-                return Err(MediaError::option(
-                    "aspect",
-                    "use focus_x/focus_y with aspect, not x/y",
-                ));
+                return Err(MediaError::option("aspect", "use focus_x/focus_y with aspect, not x/y"));
             }
             let (a, b) = parse_aspect(aspect)?;
             for (field, v) in [("focus_x", opts.focus_x), ("focus_y", opts.focus_y)] {
@@ -373,40 +338,23 @@ pub fn crop(img: &DynamicImage, opts: &CropOptions) -> Result<DynamicImage> {
                 let start = f64::from(size) * f64::from(focus) - f64::from(len) / 2.0;
                 (start.round().max(0.0) as u32).min(size - len)
             };
-            (
-                place(w, cw, opts.focus_x),
-                place(h, ch, opts.focus_y),
-                cw,
-                ch,
-            )
+            (place(w, cw, opts.focus_x), place(h, ch, opts.focus_y), cw, ch)
         }
         (None, Some(cw), Some(ch)) => {
             let (x, y) = (opts.x.unwrap_or(0), opts.y.unwrap_or(0));
             if cw == 0 || ch == 0 {
-                return Err(MediaError::option(
-                    if cw == 0 { "width" } else { "height" },
-                    "must be at least 1",
-                ));
+                return Err(MediaError::option(if cw == 0 { "width" } else { "height" }, "must be at least 1"));
             }
             if u64::from(x) + u64::from(cw) > u64::from(w) {
-                return Err(MediaError::option(
-                    "width",
-                    format!("x {x} + width {cw} exceeds image width {w}"),
-                ));
+                return Err(MediaError::option("width", format!("x {x} + width {cw} exceeds image width {w}")));
             }
             if u64::from(y) + u64::from(ch) > u64::from(h) {
-                return Err(MediaError::option(
-                    "height",
-                    format!("y {y} + height {ch} exceeds image height {h}"),
-                ));
+                return Err(MediaError::option("height", format!("y {y} + height {ch} exceeds image height {h}")));
             }
             (x, y, cw, ch)
         }
         (None, None, _) => {
-            return Err(MediaError::option(
-                "width",
-                "give width and height, or aspect",
-            ));
+            return Err(MediaError::option("width", "give width and height, or aspect"));
         }
         (None, Some(_), None) => return Err(MediaError::option("height", "required with width")),
     };
@@ -428,10 +376,7 @@ pub struct ThumbnailOptions {
 
 impl Default for ThumbnailOptions {
     fn default() -> Self {
-        ThumbnailOptions {
-            max_side: 512,
-            quality: 85,
-        }
+        ThumbnailOptions { max_side: 512, quality: 85 }
     }
 }
 
@@ -443,10 +388,7 @@ pub fn fit_within(width: u32, height: u32, max_side: u32) -> (u32, u32) {
         return (width, height);
     }
     let f = f64::from(max_side) / f64::from(longest);
-    (
-        scaled(width, f).min(max_side),
-        scaled(height, f).min(max_side),
-    )
+    (scaled(width, f).min(max_side), scaled(height, f).min(max_side))
 }
 
 /// Downscaled still image bounded by `max_side`, ready for [`encode`].
@@ -460,22 +402,13 @@ pub fn thumbnail_image(img: &DynamicImage, max_side: u32) -> Result<DynamicImage
     // Bilinear with a scale-adapted support is a proper area filter for large
     // reductions and much cheaper than Lanczos3, whose extra sharpness a thumbnail
     // does not show.
-    resize_exact(
-        img,
-        tw,
-        th,
-        fir::ResizeAlg::Convolution(fir::FilterType::Bilinear),
-        false,
-    )
+    resize_exact(img, tw, th, fir::ResizeAlg::Convolution(fir::FilterType::Bilinear), false)
 }
 
 /// JPEG thumbnail whose longest side is at most `max_side`.
 pub fn thumbnail(img: &DynamicImage, opts: &ThumbnailOptions) -> Result<Vec<u8>> {
     if !(1..=100).contains(&opts.quality) {
-        return Err(MediaError::option(
-            "quality",
-            format!("{} is not in 1..=100", opts.quality),
-        ));
+        return Err(MediaError::option("quality", format!("{} is not in 1..=100", opts.quality)));
     }
     let small = thumbnail_image(img, opts.max_side)?;
     encode(&small, MediaFormat::Jpeg, Some(opts.quality))
@@ -548,31 +481,18 @@ pub const MAX_WATERMARK_TEXT: usize = 200;
 /// Blends a logo (any colour type; its alpha is honoured) or a text watermark onto
 /// the image. The mark is scaled so its width is `scale` × image width. Output keeps
 /// an alpha channel only if the input had one.
-pub fn watermark(
-    img: &DynamicImage,
-    logo: Option<&DynamicImage>,
-    opts: &WatermarkOptions,
-) -> Result<DynamicImage> {
+pub fn watermark(img: &DynamicImage, logo: Option<&DynamicImage>, opts: &WatermarkOptions) -> Result<DynamicImage> {
     if !(0.0..=1.0).contains(&opts.opacity) {
-        return Err(MediaError::option(
-            "opacity",
-            format!("{} is not in 0..=1", opts.opacity),
-        ));
+        return Err(MediaError::option("opacity", format!("{} is not in 0..=1", opts.opacity)));
     }
     if !(opts.scale > 0.0 && opts.scale <= 1.0) {
-        return Err(MediaError::option(
-            "scale",
-            format!("{} is not in (0, 1]", opts.scale),
-        ));
+        return Err(MediaError::option("scale", format!("{} is not in (0, 1]", opts.scale)));
     }
     let (w, h) = img.dimensions();
     let target_w = ((f64::from(w) * f64::from(opts.scale)).round() as u32).max(1);
     let mark: RgbaImage = match (logo, &opts.text) {
         (Some(_), Some(_)) => {
-            return Err(MediaError::option(
-                "text",
-                "give either a logo or text, not both",
-            ));
+            return Err(MediaError::option("text", "give either a logo or text, not both"));
         }
         (None, None) => {
             return Err(MediaError::option("text", "give a logo or a text"));
@@ -581,14 +501,8 @@ pub fn watermark(
             let (lw, lh) = logo.dimensions();
             let th = scaled(lh, f64::from(target_w) / f64::from(lw)).min(MAX_OUTPUT_SIDE);
             let rgba = DynamicImage::ImageRgba8(logo.to_rgba8());
-            resize_exact(
-                &rgba,
-                target_w,
-                th,
-                fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3),
-                false,
-            )?
-            .into_rgba8()
+            resize_exact(&rgba, target_w, th, fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3), false)?
+                .into_rgba8()
         }
         (None, Some(text)) => {
             let text = text.trim();
@@ -596,10 +510,7 @@ pub fn watermark(
                 return Err(MediaError::option("text", "is empty"));
             }
             if text.chars().count() > MAX_WATERMARK_TEXT {
-                return Err(MediaError::option(
-                    "text",
-                    format!("longer than {MAX_WATERMARK_TEXT} characters"),
-                ));
+                return Err(MediaError::option("text", format!("longer than {MAX_WATERMARK_TEXT} characters")));
             }
             render_text(text, parse_color(&opts.color)?, target_w, h)?
         }
@@ -610,10 +521,7 @@ pub fn watermark(
         Position::TopLeft => (m, m),
         Position::TopRight => (w.saturating_sub(mw.saturating_add(m)), m),
         Position::BottomLeft => (m, h.saturating_sub(mh.saturating_add(m))),
-        Position::BottomRight => (
-            w.saturating_sub(mw.saturating_add(m)),
-            h.saturating_sub(mh.saturating_add(m)),
-        ),
+        Position::BottomRight => (w.saturating_sub(mw.saturating_add(m)), h.saturating_sub(mh.saturating_add(m))),
         Position::Center => (w.saturating_sub(mw) / 2, h.saturating_sub(mh) / 2),
     };
     let mut base = img.to_rgba8();
@@ -727,10 +635,7 @@ pub fn rotate(img: &DynamicImage, opts: &RotateOptions) -> Result<DynamicImage> 
         90 => Ok(img.rotate90()),
         180 => Ok(img.rotate180()),
         270 => Ok(img.rotate270()),
-        d => Err(MediaError::option(
-            "degrees",
-            format!("{d} is not one of 90, 180, 270"),
-        )),
+        d => Err(MediaError::option("degrees", format!("{d} is not one of 90, 180, 270"))),
     }
 }
 
@@ -771,10 +676,7 @@ pub struct BlurOptions {
 /// Separable Gaussian blur.
 pub fn blur(img: &DynamicImage, opts: &BlurOptions) -> Result<DynamicImage> {
     if !(opts.sigma.is_normal() && opts.sigma > 0.0 && opts.sigma <= 100.0) {
-        return Err(MediaError::option(
-            "sigma",
-            format!("{} is not in (0, 100]", opts.sigma),
-        ));
+        return Err(MediaError::option("sigma", format!("{} is not in (0, 100]", opts.sigma)));
     }
     Ok(img.blur_advanced(GaussianBlurParameters::new_from_sigma(opts.sigma)))
 }
@@ -802,24 +704,16 @@ pub struct DeliveryLimits {
 
 impl DeliveryLimits {
     /// Telegram `sendPhoto`: 10 MB, width + height ≤ 10000.
-    pub const TELEGRAM_PHOTO: DeliveryLimits = DeliveryLimits {
-        max_bytes: 10_000_000,
-        max_side: 10_000,
-        max_side_sum: Some(10_000),
-    };
+    pub const TELEGRAM_PHOTO: DeliveryLimits =
+        DeliveryLimits { max_bytes: 10_000_000, max_side: 10_000, max_side_sum: Some(10_000) };
     /// Discord attachment without boost: 10 MiB.
-    pub const DISCORD: DeliveryLimits = DeliveryLimits {
-        max_bytes: 10 * 1024 * 1024,
-        max_side: MAX_OUTPUT_SIDE,
-        max_side_sum: None,
-    };
+    pub const DISCORD: DeliveryLimits =
+        DeliveryLimits { max_bytes: 10 * 1024 * 1024, max_side: MAX_OUTPUT_SIDE, max_side_sum: None };
 
     fn dims_fit(&self, w: u32, h: u32) -> bool {
         w <= self.max_side
             && h <= self.max_side
-            && self
-                .max_side_sum
-                .is_none_or(|s| u64::from(w) + u64::from(h) <= u64::from(s))
+            && self.max_side_sum.is_none_or(|s| u64::from(w) + u64::from(h) <= u64::from(s))
     }
 }
 
@@ -850,11 +744,7 @@ pub fn fit_for_delivery(bytes: &[u8], limits: &DeliveryLimits) -> Result<Vec<u8>
     }
     let candidates: &[(MediaFormat, Option<u8>)] = match info.format {
         MediaFormat::Jpeg => &[(MediaFormat::Jpeg, Some(90)), (MediaFormat::Jpeg, Some(75))],
-        other => &[
-            (other, None),
-            (MediaFormat::Jpeg, Some(90)),
-            (MediaFormat::Jpeg, Some(75)),
-        ],
+        other => &[(other, None), (MediaFormat::Jpeg, Some(90)), (MediaFormat::Jpeg, Some(75))],
     };
     loop {
         for &(format, q) in candidates {
@@ -872,13 +762,7 @@ pub fn fit_for_delivery(bytes: &[u8], limits: &DeliveryLimits) -> Result<Vec<u8>
             });
         }
         // Each round keeps 3/4 of each side (~44% fewer pixels).
-        img = resize_exact(
-            &img,
-            (cw * 3 / 4).max(1),
-            (ch * 3 / 4).max(1),
-            DELIVERY_ALG,
-            false,
-        )?;
+        img = resize_exact(&img, (cw * 3 / 4).max(1), (ch * 3 / 4).max(1), DELIVERY_ALG, false)?;
     }
 }
 

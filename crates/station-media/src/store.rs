@@ -71,13 +71,7 @@ pub fn describe(bytes: &[u8]) -> StoredBlob {
         Ok(info) => (info.format.mime(), Some(info.width), Some(info.height)),
         Err(_) => (sniff_other(bytes), None, None),
     };
-    StoredBlob {
-        hash: content_hash(bytes),
-        mime: mime.to_string(),
-        size: bytes.len() as u64,
-        width,
-        height,
-    }
+    StoredBlob { hash: content_hash(bytes), mime: mime.to_string(), size: bytes.len() as u64, width, height }
 }
 
 fn sniff_other(bytes: &[u8]) -> &'static str {
@@ -105,8 +99,7 @@ impl MediaStore {
         let root = dir.as_ref().to_path_buf();
         for sub in ["tmp", "thumbs"] {
             let p = root.join(sub);
-            fs::create_dir_all(&p)
-                .map_err(|e| MediaError::io(format!("creating {}", p.display()), e))?;
+            fs::create_dir_all(&p).map_err(|e| MediaError::io(format!("creating {}", p.display()), e))?;
         }
         Ok(MediaStore { root })
     }
@@ -123,27 +116,21 @@ impl MediaStore {
     }
 
     fn thumb_index_path(&self, hash: &str, max_side: u32) -> PathBuf {
-        self.root
-            .join("thumbs")
-            .join(&hash[0..2])
-            .join(format!("{hash}-{max_side}.json"))
+        self.root.join("thumbs").join(&hash[0..2]).join(format!("{hash}-{max_side}.json"))
     }
 
     /// Writes via a temporary file in the same filesystem and renames it into
     /// place, so readers never see a partial file even if we crash mid-write.
     fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
         let parent = dest.parent().expect("blob paths always have a parent");
-        fs::create_dir_all(parent)
-            .map_err(|e| MediaError::io(format!("creating {}", parent.display()), e))?;
+        fs::create_dir_all(parent).map_err(|e| MediaError::io(format!("creating {}", parent.display()), e))?;
         let tmp_dir = self.root.join("tmp");
-        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|e| {
-            MediaError::io(format!("creating a temp file in {}", tmp_dir.display()), e)
-        })?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+            .map_err(|e| MediaError::io(format!("creating a temp file in {}", tmp_dir.display()), e))?;
         tmp.write_all(bytes)
             .and_then(|()| tmp.as_file().sync_all())
             .map_err(|e| MediaError::io(format!("writing {}", tmp.path().display()), e))?;
-        tmp.persist(dest)
-            .map_err(|e| MediaError::io(format!("renaming into {}", dest.display()), e.error))?;
+        tmp.persist(dest).map_err(|e| MediaError::io(format!("renaming into {}", dest.display()), e.error))?;
         Ok(())
     }
 
@@ -184,8 +171,7 @@ impl BlobStore for MediaStore {
 
     fn exists(&self, hash: &str) -> Result<bool> {
         let path = self.path(hash)?;
-        path.try_exists()
-            .map_err(|e| MediaError::io(format!("checking {}", path.display()), e))
+        path.try_exists().map_err(|e| MediaError::io(format!("checking {}", path.display()), e))
     }
 
     fn thumbnail(&self, hash: &str, max_side: u32) -> Result<StoredBlob> {
@@ -199,13 +185,7 @@ impl BlobStore for MediaStore {
         }
         let bytes = self.get(hash)?;
         let img = decode::decode(&bytes, &DecodeLimits::default())?;
-        let jpeg = ops::thumbnail(
-            &img,
-            &ThumbnailOptions {
-                max_side,
-                ..ThumbnailOptions::default()
-            },
-        )?;
+        let jpeg = ops::thumbnail(&img, &ThumbnailOptions { max_side, ..ThumbnailOptions::default() })?;
         let blob = self.put(&jpeg, Some("image/jpeg"))?;
         let json = serde_json::to_vec(&blob).expect("StoredBlob always serialises");
         self.write_atomic(&index, &json)?;

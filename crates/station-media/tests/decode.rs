@@ -17,11 +17,7 @@ fn format_comes_from_content_not_from_a_name() {
 
 #[test]
 fn decoding_returns_the_pixels() {
-    let img = decode(
-        &png(&halves(4, 4, [255, 0, 0], [0, 0, 255])),
-        &DecodeLimits::default(),
-    )
-    .unwrap();
+    let img = decode(&png(&halves(4, 4, [255, 0, 0], [0, 0, 255])), &DecodeLimits::default()).unwrap();
     assert_eq!(img.dimensions(), (4, 4));
     assert_eq!(rgb_at(&img, 0, 0), [255, 0, 0]);
     assert_eq!(rgb_at(&img, 3, 3), [0, 0, 255]);
@@ -35,11 +31,7 @@ fn decompression_bomb_is_refused_from_the_header() {
     let info = probe(&bomb).unwrap();
     assert_eq!((info.width, info.height), (100_000, 100_000));
     match decode(&bomb, &DecodeLimits::default()) {
-        Err(MediaError::TooLarge {
-            what,
-            limit,
-            actual,
-        }) => {
+        Err(MediaError::TooLarge { what, limit, actual }) => {
             assert_eq!(what, "image width");
             assert_eq!(limit, 16384);
             assert_eq!(actual, 100_000);
@@ -63,17 +55,10 @@ fn pixel_count_limit_applies_even_when_each_side_is_allowed() {
 #[test]
 fn input_byte_limit() {
     let bytes = png(&noise(64, 64, 1));
-    let limits = DecodeLimits {
-        max_bytes: 100,
-        ..DecodeLimits::default()
-    };
+    let limits = DecodeLimits { max_bytes: 100, ..DecodeLimits::default() };
     assert!(matches!(
         decode(&bytes, &limits),
-        Err(MediaError::TooLarge {
-            what: "input size in bytes",
-            limit: 100,
-            ..
-        })
+        Err(MediaError::TooLarge { what: "input size in bytes", limit: 100, .. })
     ));
 }
 
@@ -82,10 +67,7 @@ fn truncated_png_is_a_clear_error() {
     let bytes = png(&noise(128, 128, 7));
     let cut = &bytes[..bytes.len() / 2];
     let err = decode(cut, &DecodeLimits::default()).unwrap_err();
-    assert!(
-        matches!(err, MediaError::Truncated { format: "png" }),
-        "got {err:?}"
-    );
+    assert!(matches!(err, MediaError::Truncated { format: "png" }), "got {err:?}");
     assert!(err.to_string().contains("truncated"));
 }
 
@@ -94,28 +76,18 @@ fn truncated_jpeg_is_a_clear_error() {
     let bytes = jpeg(&noise(128, 128, 9));
     let cut = &bytes[..bytes.len() * 6 / 10];
     let err = decode(cut, &DecodeLimits::default()).unwrap_err();
-    assert!(
-        matches!(err, MediaError::Truncated { format: "jpeg" }),
-        "got {err:?}"
-    );
+    assert!(matches!(err, MediaError::Truncated { format: "jpeg" }), "got {err:?}");
 }
 
 #[test]
 fn every_cut_point_fails_cleanly_without_panicking() {
     let limits = DecodeLimits::default();
-    for (name, bytes) in [
-        ("png", png(&noise(40, 40, 3))),
-        ("jpeg", jpeg(&noise(40, 40, 4))),
-    ] {
+    for (name, bytes) in [("png", png(&noise(40, 40, 3))), ("jpeg", jpeg(&noise(40, 40, 4)))] {
         // Cutting off the last byte of a PNG loses only IEND's CRC and is fine to
         // accept; everything earlier must fail.
         for cut in (1..bytes.len() - 12).step_by(7) {
             let res = decode(&bytes[..cut], &limits);
-            assert!(
-                res.is_err(),
-                "{name} cut at {cut} of {} decoded",
-                bytes.len()
-            );
+            assert!(res.is_err(), "{name} cut at {cut} of {} decoded", bytes.len());
         }
     }
 }
@@ -129,22 +101,13 @@ fn corrupt_data_is_corrupt_not_a_panic() {
         *b ^= 0x5A;
     }
     let err = decode(&bytes, &DecodeLimits::default()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            MediaError::Corrupt { format: "png", .. } | MediaError::Truncated { .. }
-        ),
-        "got {err:?}"
-    );
+    assert!(matches!(err, MediaError::Corrupt { format: "png", .. } | MediaError::Truncated { .. }), "got {err:?}");
 }
 
 #[test]
 fn unknown_and_unaccepted_formats_are_refused() {
     let err = probe(b"hello, this is not an image at all").unwrap_err();
-    assert!(
-        matches!(err, MediaError::UnsupportedFormat(_)),
-        "got {err:?}"
-    );
+    assert!(matches!(err, MediaError::UnsupportedFormat(_)), "got {err:?}");
     let mut bmp = b"BM".to_vec();
     bmp.extend_from_slice(&[0; 60]);
     let err = decode(&bmp, &DecodeLimits::default()).unwrap_err();
@@ -179,20 +142,15 @@ fn animated_gif_is_detected_and_decodes_to_its_first_frame() {
     let img = decode(&gif, &DecodeLimits::default()).unwrap();
     assert_eq!(rgb_at(&img, 3, 2), [255, 0, 0]);
 
-    let still =
-        station_media::ops::encode(&solid(3, 3, [0, 0, 255]), MediaFormat::Gif, None).unwrap();
+    let still = station_media::ops::encode(&solid(3, 3, [0, 0, 255]), MediaFormat::Gif, None).unwrap();
     assert!(!probe(&still).unwrap().animated);
 }
 
 #[test]
 fn webp_is_probed_and_decoded() {
-    let bytes =
-        station_media::ops::encode(&solid(5, 3, [1, 200, 3]), MediaFormat::Webp, None).unwrap();
+    let bytes = station_media::ops::encode(&solid(5, 3, [1, 200, 3]), MediaFormat::Webp, None).unwrap();
     let info = probe(&bytes).unwrap();
-    assert_eq!(
-        (info.format, info.width, info.height, info.animated),
-        (MediaFormat::Webp, 5, 3, false)
-    );
+    assert_eq!((info.format, info.width, info.height, info.animated), (MediaFormat::Webp, 5, 3, false));
     let img = decode(&bytes, &DecodeLimits::default()).unwrap();
     assert_eq!(rgb_at(&img, 4, 2), [1, 200, 3]);
 }
@@ -211,19 +169,11 @@ fn exif_orientation_is_applied_so_stripping_does_not_turn_photos() {
     // 20x10, red left half; orientation 6 means "rotate 90° clockwise to display".
     let img = common::stripes(20, 10, &[[255, 0, 0], [0, 0, 255]]);
     let tagged = jpeg_with_segment(&jpeg(&img), 0xE1, &exif_orientation(6));
-    assert_eq!(
-        probe(&tagged).unwrap().width,
-        20,
-        "header size is the stored one"
-    );
+    assert_eq!(probe(&tagged).unwrap().width, 20, "header size is the stored one");
     let shown = decode(&tagged, &DecodeLimits::default()).unwrap();
     assert_eq!(shown.dimensions(), (10, 20));
     // The red left edge ends up on top after a clockwise turn.
-    assert!(
-        near(rgb_at(&shown, 5, 2), [255, 0, 0], 40),
-        "{:?}",
-        rgb_at(&shown, 5, 2)
-    );
+    assert!(near(rgb_at(&shown, 5, 2), [255, 0, 0], 40), "{:?}", rgb_at(&shown, 5, 2));
     assert!(near(rgb_at(&shown, 5, 17), [0, 0, 255], 40));
 
     let clean = station_media::ops::strip_metadata(&tagged, &DecodeLimits::default()).unwrap();

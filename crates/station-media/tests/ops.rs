@@ -24,18 +24,10 @@ fn field_of(err: MediaError) -> &'static str {
 fn resize_cover_keeps_the_centre() {
     // blue | red | blue: cover into a square must keep only the red middle third.
     let img = stripes(300, 100, &[BLUE, RED, BLUE]);
-    let out = resize(
-        &img,
-        &opts(r#"{"width": 50, "height": 50, "fit": "cover"}"#),
-    )
-    .unwrap();
+    let out = resize(&img, &opts(r#"{"width": 50, "height": 50, "fit": "cover"}"#)).unwrap();
     assert_eq!(out.dimensions(), (50, 50));
     assert_eq!(rgb_at(&out, 25, 25), RED);
-    assert!(
-        near(rgb_at(&out, 3, 25), RED, 8),
-        "{:?}",
-        rgb_at(&out, 3, 25)
-    );
+    assert!(near(rgb_at(&out, 3, 25), RED, 8), "{:?}", rgb_at(&out, 3, 25));
 }
 
 #[test]
@@ -45,11 +37,7 @@ fn resize_contain_fill_single_side_and_scale() {
     assert_eq!(contain.dimensions(), (100, 50));
     assert_eq!(rgb_at(&contain, 10, 25), RED);
     assert_eq!(rgb_at(&contain, 90, 25), BLUE);
-    let fill = resize(
-        &img,
-        &opts(r#"{"width": 100, "height": 100, "fit": "fill"}"#),
-    )
-    .unwrap();
+    let fill = resize(&img, &opts(r#"{"width": 100, "height": 100, "fit": "fill"}"#)).unwrap();
     assert_eq!(fill.dimensions(), (100, 100));
     let by_width = resize(&img, &opts(r#"{"width": 50}"#)).unwrap();
     assert_eq!(by_width.dimensions(), (50, 25));
@@ -63,11 +51,7 @@ fn resize_contain_fill_single_side_and_scale() {
 #[test]
 fn resize_nearest_creates_no_new_colours() {
     let img = stripes(9, 9, &[RED, GREEN, BLUE]);
-    let out = resize(
-        &img,
-        &opts(r#"{"width": 30, "height": 30, "filter": "nearest", "fit": "fill"}"#),
-    )
-    .unwrap();
+    let out = resize(&img, &opts(r#"{"width": 30, "height": 30, "filter": "nearest", "fit": "fill"}"#)).unwrap();
     for p in out.to_rgb8().pixels() {
         assert!([RED, GREEN, BLUE].contains(&p.0), "new colour {:?}", p.0);
     }
@@ -85,29 +69,16 @@ fn resize_catmullrom_keeps_alpha_images_alpha() {
 fn resize_option_errors_name_the_field() {
     let img = solid(10, 10, RED);
     assert_eq!(field_of(resize(&img, &opts("{}")).unwrap_err()), "width");
-    assert_eq!(
-        field_of(resize(&img, &opts(r#"{"width": 5, "scale": 2.0}"#)).unwrap_err()),
-        "scale"
-    );
-    assert_eq!(
-        field_of(resize(&img, &opts(r#"{"width": 0}"#)).unwrap_err()),
-        "width"
-    );
-    assert!(matches!(
-        resize(&img, &opts(r#"{"width": 100000}"#)),
-        Err(MediaError::TooLarge { what: "width", .. })
-    ));
+    assert_eq!(field_of(resize(&img, &opts(r#"{"width": 5, "scale": 2.0}"#)).unwrap_err()), "scale");
+    assert_eq!(field_of(resize(&img, &opts(r#"{"width": 0}"#)).unwrap_err()), "width");
+    assert!(matches!(resize(&img, &opts(r#"{"width": 100000}"#)), Err(MediaError::TooLarge { what: "width", .. })));
     assert!(serde_json::from_str::<ResizeOptions>(r#"{"fit": "stretch"}"#).is_err());
 }
 
 #[test]
 fn crop_box() {
     let img = halves(100, 80, GREEN, RED);
-    let out = crop(
-        &img,
-        &opts(r#"{"x": 10, "y": 30, "width": 20, "height": 20}"#),
-    )
-    .unwrap();
+    let out = crop(&img, &opts(r#"{"x": 10, "y": 30, "width": 20, "height": 20}"#)).unwrap();
     assert_eq!(out.dimensions(), (20, 20));
     assert_eq!(rgb_at(&out, 0, 0), GREEN); // y 30 < 40
     assert_eq!(rgb_at(&out, 0, 19), RED); // y 49 >= 40
@@ -141,20 +112,14 @@ fn thumbnail_is_a_bounded_jpeg_that_never_upscales() {
     let img = stripes(800, 400, &[RED, BLUE]);
     let bytes = thumbnail(&img, &ThumbnailOptions::default()).unwrap();
     let info = probe(&bytes).unwrap();
-    assert_eq!(
-        (info.format, info.width, info.height),
-        (MediaFormat::Jpeg, 512, 256)
-    );
+    assert_eq!((info.format, info.width, info.height), (MediaFormat::Jpeg, 512, 256));
     let back = decode(&bytes, &DecodeLimits::default()).unwrap();
     assert!(near(rgb_at(&back, 100, 128), RED, 12));
     assert!(near(rgb_at(&back, 400, 128), BLUE, 12));
 
     let small = thumbnail(&solid(40, 30, GREEN), &opts(r#"{"max_side": 512}"#)).unwrap();
     assert_eq!(probe(&small).unwrap().width, 40);
-    assert_eq!(
-        field_of(thumbnail(&img, &opts(r#"{"quality": 0}"#)).unwrap_err()),
-        "quality"
-    );
+    assert_eq!(field_of(thumbnail(&img, &opts(r#"{"quality": 0}"#)).unwrap_err()), "quality");
 }
 
 #[test]
@@ -173,14 +138,7 @@ fn logo_watermark_blends_exactly_where_expected() {
     for (x, y) in [(175, 85), (185, 90), (194, 94)] {
         assert_eq!(rgb_at(&out, x, y), [128, 0, 128], "at {x},{y}");
     }
-    for (x, y) in [
-        (174, 90),
-        (195, 90),
-        (185, 84),
-        (185, 95),
-        (0, 0),
-        (100, 50),
-    ] {
+    for (x, y) in [(174, 90), (195, 90), (185, 84), (185, 95), (0, 0), (100, 50)] {
         assert_eq!(rgb_at(&out, x, y), BLUE, "at {x},{y}");
     }
 }
@@ -190,12 +148,9 @@ fn logo_watermark_scales_and_honours_logo_alpha() {
     let base = solid(400, 200, [0, 0, 0]);
     // Half-transparent white logo, 10x10, scaled to 0.25 * 400 = 100 wide.
     let logo = solid_rgba(10, 10, [255, 255, 255, 128]);
-    let out = watermark(
-        &base,
-        Some(&logo),
-        &opts(r#"{"position": "top-left", "margin": 0, "opacity": 1.0, "scale": 0.25}"#),
-    )
-    .unwrap();
+    let out =
+        watermark(&base, Some(&logo), &opts(r#"{"position": "top-left", "margin": 0, "opacity": 1.0, "scale": 0.25}"#))
+            .unwrap();
     let v = rgb_at(&out, 50, 50)[0];
     assert!(v.abs_diff(128) <= 1, "got {v}");
     assert_eq!(rgb_at(&out, 101, 50), [0, 0, 0]);
@@ -212,11 +167,8 @@ fn text_watermark_draws_in_the_requested_corner() {
     )
     .unwrap()
     .to_rgb8();
-    let lit: Vec<(u32, u32)> = out
-        .enumerate_pixels()
-        .filter(|(_, _, p)| p.0[0] > 128)
-        .map(|(x, y, _)| (x, y))
-        .collect();
+    let lit: Vec<(u32, u32)> =
+        out.enumerate_pixels().filter(|(_, _, p)| p.0[0] > 128).map(|(x, y, _)| (x, y)).collect();
     assert!(lit.len() > 200, "only {} text pixels", lit.len());
     let max_x = lit.iter().map(|p| p.0).max().unwrap();
     let min_x = lit.iter().map(|p| p.0).min().unwrap();
@@ -276,10 +228,7 @@ fn blur_softens_edges_and_keeps_flat_areas() {
     assert!(edge > 40 && edge < 215, "edge {edge}");
     assert_eq!(rgb_at(&out, 5, 10), [0, 0, 0]);
     assert_eq!(rgb_at(&out, 55, 10), [255, 255, 255]);
-    assert_eq!(
-        field_of(blur(&img, &opts(r#"{"sigma": 0}"#)).unwrap_err()),
-        "sigma"
-    );
+    assert_eq!(field_of(blur(&img, &opts(r#"{"sigma": 0}"#)).unwrap_err()), "sigma");
 }
 
 #[test]
@@ -294,22 +243,11 @@ fn convert_between_formats() {
     let webp = convert(&img, &opts(r#"{"format": "webp"}"#)).unwrap();
     assert_eq!(probe(&webp).unwrap().format, MediaFormat::Webp);
     // lossless: every pixel survives
-    assert_eq!(
-        decode(&webp, &DecodeLimits::default()).unwrap().to_rgb8(),
-        img.to_rgb8()
-    );
+    assert_eq!(decode(&webp, &DecodeLimits::default()).unwrap().to_rgb8(), img.to_rgb8());
     let png_bytes = convert(&img, &opts(r#"{"format": "png"}"#)).unwrap();
-    assert_eq!(
-        decode(&png_bytes, &DecodeLimits::default())
-            .unwrap()
-            .to_rgb8(),
-        img.to_rgb8()
-    );
+    assert_eq!(decode(&png_bytes, &DecodeLimits::default()).unwrap().to_rgb8(), img.to_rgb8());
     let gif = convert(&solid(8, 8, RED), &opts(r#"{"format": "gif"}"#)).unwrap();
-    assert_eq!(
-        rgb_at(&decode(&gif, &DecodeLimits::default()).unwrap(), 4, 4),
-        RED
-    );
+    assert_eq!(rgb_at(&decode(&gif, &DecodeLimits::default()).unwrap(), 4, 4), RED);
     let hi = convert(&img, &opts(r#"{"format": "jpeg", "quality": 95}"#)).unwrap();
     let lo = convert(&img, &opts(r#"{"format": "jpeg", "quality": 10}"#)).unwrap();
     assert_eq!(probe(&lo).unwrap().format, MediaFormat::Jpeg);
@@ -334,18 +272,12 @@ fn strip_metadata_removes_text_chunks_and_exif() {
     let img = noise(12, 12, 21);
     let tagged = png_with_chunk(&png(&img), b"tEXt", b"Comment\0secret prompt");
     assert!(contains(&tagged, b"secret prompt"));
-    assert_eq!(
-        decode(&tagged, &DecodeLimits::default()).unwrap().to_rgb8(),
-        img.to_rgb8()
-    );
+    assert_eq!(decode(&tagged, &DecodeLimits::default()).unwrap().to_rgb8(), img.to_rgb8());
     let clean = strip_metadata(&tagged, &DecodeLimits::default()).unwrap();
     assert!(!contains(&clean, b"secret prompt"));
     assert!(!contains(&clean, b"tEXt"));
     assert_eq!(probe(&clean).unwrap().format, MediaFormat::Png);
-    assert_eq!(
-        decode(&clean, &DecodeLimits::default()).unwrap().to_rgb8(),
-        img.to_rgb8()
-    );
+    assert_eq!(decode(&clean, &DecodeLimits::default()).unwrap().to_rgb8(), img.to_rgb8());
 
     let mut exif = b"Exif\0\0".to_vec();
     exif.extend_from_slice(b"MM\0*\0\0\0\x08\0\0GPS-secret");
@@ -368,11 +300,7 @@ fn fit_for_delivery_passes_small_files_through_untouched() {
 fn fit_for_delivery_shrinks_to_the_byte_limit() {
     let bytes = png(&noise(600, 600, 5));
     assert!(bytes.len() > 1_000_000);
-    let limits = DeliveryLimits {
-        max_bytes: 60_000,
-        max_side: 10_000,
-        max_side_sum: None,
-    };
+    let limits = DeliveryLimits { max_bytes: 60_000, max_side: 10_000, max_side_sum: None };
     let out = fit_for_delivery(&bytes, &limits).unwrap();
     assert!(out.len() <= 60_000, "{} bytes", out.len());
     probe(&out).unwrap();
@@ -381,11 +309,7 @@ fn fit_for_delivery_shrinks_to_the_byte_limit() {
 #[test]
 fn fit_for_delivery_respects_side_and_sum_limits() {
     let bytes = png(&stripes(900, 600, &[RED, BLUE]));
-    let limits = DeliveryLimits {
-        max_bytes: 10_000_000,
-        max_side: 800,
-        max_side_sum: Some(1000),
-    };
+    let limits = DeliveryLimits { max_bytes: 10_000_000, max_side: 800, max_side_sum: Some(1000) };
     let out = fit_for_delivery(&bytes, &limits).unwrap();
     let info = probe(&out).unwrap();
     assert!(info.width <= 800 && info.height <= 800);

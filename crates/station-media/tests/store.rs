@@ -28,18 +28,9 @@ fn put_is_content_addressed_and_deduplicated() {
     assert_eq!(a, b);
     assert_eq!(a.hash, hex::encode(Sha256::digest(&bytes)));
     assert_eq!(a.hash, content_hash(&bytes));
-    assert_eq!(
-        (a.size, a.width, a.height),
-        (bytes.len() as u64, Some(30), Some(20))
-    );
+    assert_eq!((a.size, a.width, a.height), (bytes.len() as u64, Some(30), Some(20)));
     let path = store.path(&a.hash).unwrap();
-    assert_eq!(
-        path,
-        dir.path()
-            .join(&a.hash[..2])
-            .join(&a.hash[2..4])
-            .join(&a.hash)
-    );
+    assert_eq!(path, dir.path().join(&a.hash[..2]).join(&a.hash[2..4]).join(&a.hash));
     assert_eq!(store.get(&a.hash).unwrap(), bytes);
     assert!(store.exists(&a.hash).unwrap());
     // exactly one blob file, and no temp leftovers
@@ -52,9 +43,7 @@ fn mime_is_detected_from_content_not_the_declared_type() {
     let dir = tempfile::tempdir().unwrap();
     let store = MediaStore::open(dir.path()).unwrap();
     // PNG bytes uploaded as "photo.jpg"
-    let blob = store
-        .put(&png(&solid(4, 4, [9, 9, 9])), Some("image/jpeg"))
-        .unwrap();
+    let blob = store.put(&png(&solid(4, 4, [9, 9, 9])), Some("image/jpeg")).unwrap();
     assert_eq!(blob.mime, "image/png");
     let other = store.put(b"just some text", Some("image/png")).unwrap();
     assert_eq!(other.mime, "application/octet-stream");
@@ -66,14 +55,8 @@ fn bad_and_missing_hashes() {
     let dir = tempfile::tempdir().unwrap();
     let store = MediaStore::open(dir.path()).unwrap();
     for bad in ["../../etc/passwd", "abc", &"A".repeat(64)] {
-        assert!(
-            matches!(store.get(bad), Err(MediaError::InvalidHash(_))),
-            "{bad}"
-        );
-        assert!(
-            matches!(store.path(bad), Err(MediaError::InvalidHash(_))),
-            "{bad}"
-        );
+        assert!(matches!(store.get(bad), Err(MediaError::InvalidHash(_))), "{bad}");
+        assert!(matches!(store.path(bad), Err(MediaError::InvalidHash(_))), "{bad}");
     }
     let missing = content_hash(b"never stored");
     assert!(matches!(store.get(&missing), Err(MediaError::NotFound(h)) if h == missing));
@@ -84,9 +67,7 @@ fn bad_and_missing_hashes() {
 fn thumbnails_are_blobs_and_are_cached() {
     let dir = tempfile::tempdir().unwrap();
     let store = MediaStore::open(dir.path()).unwrap();
-    let original = store
-        .put(&png(&stripes(1000, 500, &[[255, 0, 0], [0, 0, 255]])), None)
-        .unwrap();
+    let original = store.put(&png(&stripes(1000, 500, &[[255, 0, 0], [0, 0, 255]])), None).unwrap();
     let thumb = store.thumbnail(&original.hash, 200).unwrap();
     assert_eq!(thumb.mime, "image/jpeg");
     assert_eq!((thumb.width, thumb.height), (Some(200), Some(100)));
@@ -104,10 +85,7 @@ fn thumbnails_are_blobs_and_are_cached() {
     assert_eq!(store.thumbnail(&original.hash, 200).unwrap(), thumb);
     // A stale index entry whose blob vanished is not trusted.
     std::fs::remove_file(store.path(&other.hash).unwrap()).unwrap();
-    assert!(matches!(
-        store.thumbnail(&original.hash, 64),
-        Err(MediaError::NotFound(_))
-    ));
+    assert!(matches!(store.thumbnail(&original.hash, 64), Err(MediaError::NotFound(_))));
 }
 
 #[test]
@@ -116,10 +94,7 @@ fn thumbnail_of_a_non_image_is_refused() {
     let store = MediaStore::open(dir.path()).unwrap();
     let blob = store.put(b"%PDF-1.7 not an image", None).unwrap();
     assert_eq!(blob.mime, "application/pdf");
-    assert!(matches!(
-        store.thumbnail(&blob.hash, 100),
-        Err(MediaError::UnsupportedFormat(_))
-    ));
+    assert!(matches!(store.thumbnail(&blob.hash, 100), Err(MediaError::UnsupportedFormat(_))));
 }
 
 #[test]
@@ -128,16 +103,10 @@ fn concurrent_puts_of_the_same_content_agree() {
     let store = MediaStore::open(dir.path()).unwrap();
     let bytes = png(&noise(64, 64, 8));
     let hashes: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| store.put(&bytes, None).unwrap().hash))
-            .collect();
+        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| store.put(&bytes, None).unwrap().hash)).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(hashes.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(store.get(&hashes[0]).unwrap(), bytes);
-    assert_eq!(
-        files_under(dir.path()).len(),
-        1,
-        "duplicates or temp files left"
-    );
+    assert_eq!(files_under(dir.path()).len(), 1, "duplicates or temp files left");
 }

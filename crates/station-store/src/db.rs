@@ -87,19 +87,14 @@ impl Store {
     /// `postgres://…`). Does not run migrations; call [`Store::migrate`].
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
-                url: mask_url(url),
-                reason: e.to_string(),
-            })?;
+            let opts = PgConnectOptions::from_str(url)
+                .map_err(|e| StoreError::BadUrl { url: mask_url(url), reason: e.to_string() })?;
             Self::connect_postgres(opts).await
         } else if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.trim_start_matches("//");
             Self::connect_sqlite(Path::new(path)).await
         } else {
-            Err(StoreError::BadUrl {
-                url: mask_url(url),
-                reason: "unknown scheme".into(),
-            })
+            Err(StoreError::BadUrl { url: mask_url(url), reason: "unknown scheme".into() })
         }
     }
 
@@ -124,11 +119,7 @@ impl Store {
             .foreign_keys(true)
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-16000");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .min_connections(1)
-            .connect_with(opts)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(8).min_connections(1).connect_with(opts).await?;
         Ok(Store::Sqlite(pool))
     }
 
@@ -146,14 +137,10 @@ impl Store {
     /// Creates a fresh schema on a PostgreSQL server and returns a store whose
     /// connections use it. Used by tests so each one gets an empty database.
     pub async fn connect_postgres_fresh_schema(url: &str, schema: &str) -> Result<Store, StoreError> {
-        let base = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
-            url: mask_url(url),
-            reason: e.to_string(),
-        })?;
+        let base = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::BadUrl { url: mask_url(url), reason: e.to_string() })?;
         let admin = PgPoolOptions::new().max_connections(1).connect_with(base.clone()).await?;
-        sqlx::query(safe(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
-            .execute(&admin)
-            .await?;
+        sqlx::query(safe(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))).execute(&admin).await?;
         sqlx::query(safe(&format!("CREATE SCHEMA \"{schema}\""))).execute(&admin).await?;
         admin.close().await;
         Self::connect_postgres(base.options([("search_path", schema)])).await
@@ -162,14 +149,10 @@ impl Store {
     /// Drops a schema made by [`Store::connect_postgres_fresh_schema`] and
     /// everything in it (benchmarks and tests clean up after themselves).
     pub async fn drop_postgres_schema(url: &str, schema: &str) -> Result<(), StoreError> {
-        let base = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
-            url: mask_url(url),
-            reason: e.to_string(),
-        })?;
+        let base = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::BadUrl { url: mask_url(url), reason: e.to_string() })?;
         let admin = PgPoolOptions::new().max_connections(1).connect_with(base).await?;
-        sqlx::query(safe(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
-            .execute(&admin)
-            .await?;
+        sqlx::query(safe(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))).execute(&admin).await?;
         admin.close().await;
         Ok(())
     }
@@ -205,10 +188,7 @@ impl Store {
                     .await;
             exists.map(|v| v.into_iter().map(|r| r.0).collect()).unwrap_or_default()
         });
-        Ok(migrator
-            .iter()
-            .map(|m| (m.version, m.description.to_string(), applied.contains(&m.version)))
-            .collect())
+        Ok(migrator.iter().map(|m| (m.version, m.description.to_string(), applied.contains(&m.version))).collect())
     }
 
     /// A cheap round trip, for readiness checks.

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::db::{safe, Store, StoreError, with_pool};
+use crate::db::{Store, StoreError, safe, with_pool};
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -142,10 +142,7 @@ impl JobRow {
 
     /// Output media ids.
     pub fn output_ids(&self) -> Vec<String> {
-        self.outputs
-            .as_deref()
-            .and_then(|o| serde_json::from_str(o).ok())
-            .unwrap_or_default()
+        self.outputs.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or_default()
     }
 }
 
@@ -327,11 +324,7 @@ impl Store {
                  {candidates} \
                  UPDATE jobs SET {set} FROM picked WHERE jobs.id = picked.id \
                  RETURNING {}",
-                JOB_COLUMNS
-                    .split(", ")
-                    .map(|c| format!("jobs.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                JOB_COLUMNS.split(", ").map(|c| format!("jobs.{c}")).collect::<Vec<_>>().join(", ")
             ),
         };
         let greatest = match self {
@@ -364,10 +357,7 @@ impl Store {
             rows
         });
         rows.sort_by(|a, b| {
-            b.priority
-                .cmp(&a.priority)
-                .then(a.fair_key.cmp(&b.fair_key))
-                .then(a.created_at.cmp(&b.created_at))
+            b.priority.cmp(&a.priority).then(a.fair_key.cmp(&b.fair_key)).then(a.created_at.cmp(&b.created_at))
         });
         Ok(rows)
     }
@@ -517,13 +507,7 @@ impl Store {
     /// Sends a job back to the queue after a transient failure, not claimable
     /// before `run_after`. The failed submission is forgotten (the backend
     /// has no live copy), the backend is kept so routing can avoid it.
-    pub async fn retry_job(
-        &self,
-        job_id: &str,
-        owner: &str,
-        run_after: i64,
-        error: &str,
-    ) -> Result<bool, StoreError> {
+    pub async fn retry_job(&self, job_id: &str, owner: &str, run_after: i64, error: &str) -> Result<bool, StoreError> {
         with_pool!(self, p => {
             let r = sqlx::query(safe(&format!(
                 "UPDATE jobs SET status = 'queued', run_after = $1, error = $2, remote_id = NULL, \
@@ -559,10 +543,7 @@ impl Store {
             .execute(p)
             .await?;
         });
-        self.get_job(job_id).await?.ok_or_else(|| StoreError::NotFound {
-            what: "job",
-            id: job_id.to_string(),
-        })
+        self.get_job(job_id).await?.ok_or_else(|| StoreError::NotFound { what: "job", id: job_id.to_string() })
     }
 
     /// One job by id.

@@ -18,9 +18,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::jobs::{insert_job_in_tx, job_insert_sql};
 use crate::db::{Store, StoreError, safe, with_pool};
 use crate::jobs::{JobRow, NewJob};
+use crate::jobs::{insert_job_in_tx, job_insert_sql};
 use crate::misc::AccountRow;
 
 /// What a ledger entry records.
@@ -265,7 +265,6 @@ impl std::fmt::Display for AuditProblem {
         f.write_str(&self.problem)
     }
 }
-
 
 const ENTRY_COLUMNS: &str = "seq, idem_key, account_id, kind, amount, held, job_id, reason, actor, created_at";
 
@@ -733,7 +732,6 @@ struct HoldAudit {
     settlements: i64,
     hold_entries: i64,
 }
-
 
 /// Account administration for the `points` and `users` commands.
 impl Store {

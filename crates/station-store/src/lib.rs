@@ -15,21 +15,14 @@ mod loras;
 mod misc;
 
 pub use db::{Backend, Store, StoreError};
-pub use jobs::{
-    ClaimRequest, JobFilter, JobRow, JobStatus, NewJob, QueuePosition, QueueStats,
-};
-pub use ledger::{
-    AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement,
-};
+pub use jobs::{ClaimRequest, JobFilter, JobRow, JobStatus, NewJob, QueuePosition, QueueStats};
+pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use misc::{AccountRow, BackendRow, MediaRow};
 
 /// Milliseconds since the Unix epoch, the one time unit stored.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 pub mod testing;

@@ -88,10 +88,9 @@ impl Store {
                 tx.rollback().await?;
             }
         });
-        self.find_identity(provider, subject).await?.ok_or(StoreError::NotFound {
-            what: "identity",
-            id: format!("{provider}:{subject}"),
-        })
+        self.find_identity(provider, subject)
+            .await?
+            .ok_or(StoreError::NotFound { what: "identity", id: format!("{provider}:{subject}") })
     }
 
     async fn find_identity(&self, provider: &str, subject: &str) -> Result<Option<AccountRow>, StoreError> {

@@ -35,10 +35,7 @@ pub fn bind_workflow(
     params: &Map<String, Value>,
     uploaded_images: &HashMap<String, String>,
 ) -> Result<Value, BindError> {
-    let comfy = tool
-        .comfyui
-        .as_ref()
-        .ok_or_else(|| BindError::NotComfyUi(tool.id.clone()))?;
+    let comfy = tool.comfyui.as_ref().ok_or_else(|| BindError::NotComfyUi(tool.id.clone()))?;
     let mut graph = comfy.workflow.clone();
     for (name, def) in &tool.inputs {
         let Some(targets) = comfy.bindings.get(name) else {
@@ -58,17 +55,8 @@ pub fn bind_workflow(
         };
         for target in targets {
             let slot = BindingTarget::parse(target)
-                .and_then(|t| {
-                    graph
-                        .get_mut(t.node)?
-                        .get_mut("inputs")?
-                        .as_object_mut()?
-                        .get_mut(t.field)
-                })
-                .ok_or_else(|| BindError::BadTarget {
-                    input: name.clone(),
-                    target: target.clone(),
-                })?;
+                .and_then(|t| graph.get_mut(t.node)?.get_mut("inputs")?.as_object_mut()?.get_mut(t.field))
+                .ok_or_else(|| BindError::BadTarget { input: name.clone(), target: target.clone() })?;
             *slot = value.clone();
         }
     }

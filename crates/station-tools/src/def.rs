@@ -241,10 +241,7 @@ impl Cost {
     pub fn estimate(&self) -> u64 {
         match *self {
             Cost::PerRun(n) => n,
-            Cost::PerSecond {
-                points,
-                estimate_seconds,
-            } => points.saturating_mul(estimate_seconds),
+            Cost::PerSecond { points, estimate_seconds } => points.saturating_mul(estimate_seconds),
         }
     }
 }
@@ -268,28 +265,18 @@ impl TryFrom<RawCost> for Cost {
 
     fn try_from(raw: RawCost) -> Result<Self, Self::Error> {
         if raw.multiplier.is_some() {
-            return Err(
-                "`multiplier` does not belong in a tool: the operator multiplier is set in config"
-                    .into(),
-            );
+            return Err("`multiplier` does not belong in a tool: the operator multiplier is set in config".into());
         }
         match (raw.per_run, raw.per_second, raw.estimate_seconds) {
             (Some(0), None, None) => Err("per_run must be a positive integer".into()),
             (Some(n), None, None) => Ok(Cost::PerRun(n)),
             (None, Some(0), _) => Err("per_second must be a positive integer".into()),
             (None, Some(_), Some(0)) => Err("estimate_seconds must be a positive integer".into()),
-            (None, Some(p), Some(s)) => Ok(Cost::PerSecond {
-                points: p,
-                estimate_seconds: s,
-            }),
+            (None, Some(p), Some(s)) => Ok(Cost::PerSecond { points: p, estimate_seconds: s }),
             (None, Some(_), None) => Err("per_second needs estimate_seconds".into()),
             (Some(_), Some(_), _) => Err("give either per_run or per_second, not both".into()),
-            (Some(_), None, Some(_)) => {
-                Err("estimate_seconds only goes with per_second, not per_run".into())
-            }
-            (None, None, _) => Err(
-                "expected {\"per_run\": N} or {\"per_second\": N, \"estimate_seconds\": S}".into(),
-            ),
+            (Some(_), None, Some(_)) => Err("estimate_seconds only goes with per_second, not per_run".into()),
+            (None, None, _) => Err("expected {\"per_run\": N} or {\"per_second\": N, \"estimate_seconds\": S}".into()),
         }
     }
 }
@@ -297,16 +284,8 @@ impl TryFrom<RawCost> for Cost {
 impl From<Cost> for RawCost {
     fn from(cost: Cost) -> Self {
         match cost {
-            Cost::PerRun(n) => RawCost {
-                per_run: Some(n),
-                per_second: None,
-                estimate_seconds: None,
-                multiplier: None,
-            },
-            Cost::PerSecond {
-                points,
-                estimate_seconds,
-            } => RawCost {
+            Cost::PerRun(n) => RawCost { per_run: Some(n), per_second: None, estimate_seconds: None, multiplier: None },
+            Cost::PerSecond { points, estimate_seconds } => RawCost {
                 per_run: None,
                 per_second: Some(points),
                 estimate_seconds: Some(estimate_seconds),
@@ -398,10 +377,7 @@ impl<'a> BindingTarget<'a> {
 impl ToolDef {
     /// The input a chat message's text or photo fills, if the tool has one.
     pub fn primary_input(&self) -> Option<(&str, &InputDef)> {
-        self.inputs
-            .iter()
-            .find(|(_, def)| def.primary)
-            .map(|(name, def)| (name.as_str(), def))
+        self.inputs.iter().find(|(_, def)| def.primary).map(|(name, def)| (name.as_str(), def))
     }
 
     /// The ComfyUI `class_type`s the workflow uses (empty for media tools); routing picks
@@ -410,11 +386,7 @@ impl ToolDef {
         let Some(nodes) = self.comfyui.as_ref().and_then(|c| c.workflow.as_object()) else {
             return BTreeSet::new();
         };
-        nodes
-            .values()
-            .filter_map(|node| node.get("class_type")?.as_str())
-            .map(str::to_owned)
-            .collect()
+        nodes.values().filter_map(|node| node.get("class_type")?.as_str()).map(str::to_owned).collect()
     }
 
     /// The tool input bound into `node_id` (the first in input order), so a backend error
@@ -423,27 +395,15 @@ impl ToolDef {
         let comfy = self.comfyui.as_ref()?;
         self.inputs.keys().find_map(|name| {
             let targets = comfy.bindings.get(name)?;
-            targets
-                .iter()
-                .filter_map(|t| BindingTarget::parse(t))
-                .any(|t| t.node == node_id)
-                .then_some(name.as_str())
+            targets.iter().filter_map(|t| BindingTarget::parse(t)).any(|t| t.node == node_id).then_some(name.as_str())
         })
     }
 
     /// The value of the first checkpoint-type input in `params` (or its default), used to
     /// prefer servers that already have that model loaded.
     pub fn checkpoint_param(&self, params: &Map<String, Value>) -> Option<String> {
-        let (name, def) = self
-            .inputs
-            .iter()
-            .find(|(_, def)| def.kind == InputType::Checkpoint)?;
-        params
-            .get(name)
-            .or(def.default.as_ref())
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
+        let (name, def) = self.inputs.iter().find(|(_, def)| def.kind == InputType::Checkpoint)?;
+        params.get(name).or(def.default.as_ref()).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)
     }
 
     /// Whether `source` is a built-in definition compiled into the binary.

@@ -14,8 +14,8 @@ mod validate;
 
 pub use bind::{BindError, bind_workflow};
 pub use def::{
-    BindingTarget, Category, ComfyUiSpec, Cost, InputDef, InputType, LoraSpec, MediaOperation,
-    MediaSpec, Service, ToolDef, Visibility,
+    BindingTarget, Category, ComfyUiSpec, Cost, InputDef, InputType, LoraSpec, MediaOperation, MediaSpec, Service,
+    ToolDef, Visibility,
 };
 pub use load::{BUILTIN_PREFIX, ToolLoadError, builtin_tools, check_dir};
 pub use params::{FieldError, ParamErrors, ResolvedParams, is_media_ref, resolve_params};

@@ -26,30 +26,12 @@ const BUILTINS: &[(&str, &str)] = &[
     ("upscale.json", include_str!("../builtin/upscale.json")),
     ("blur.json", include_str!("../builtin/blur.json")),
     ("invert.json", include_str!("../builtin/invert.json")),
-    (
-        "comfy-resize.json",
-        include_str!("../builtin/comfy-resize.json"),
-    ),
-    (
-        "txt2img-sd15.json",
-        include_str!("../builtin/txt2img-sd15.json"),
-    ),
-    (
-        "txt2img-sdxl.json",
-        include_str!("../builtin/txt2img-sdxl.json"),
-    ),
-    (
-        "txt2img-flux.json",
-        include_str!("../builtin/txt2img-flux.json"),
-    ),
-    (
-        "img2img-sd15.json",
-        include_str!("../builtin/img2img-sd15.json"),
-    ),
-    (
-        "upscale-model.json",
-        include_str!("../builtin/upscale-model.json"),
-    ),
+    ("comfy-resize.json", include_str!("../builtin/comfy-resize.json")),
+    ("txt2img-sd15.json", include_str!("../builtin/txt2img-sd15.json")),
+    ("txt2img-sdxl.json", include_str!("../builtin/txt2img-sdxl.json")),
+    ("txt2img-flux.json", include_str!("../builtin/txt2img-flux.json")),
+    ("img2img-sd15.json", include_str!("../builtin/img2img-sd15.json")),
+    ("upscale-model.json", include_str!("../builtin/upscale-model.json")),
 ];
 
 /// A tool file (or built-in) that could not be loaded, or a problem in it.
@@ -68,24 +50,14 @@ impl fmt::Display for ToolLoadError {
         if self.field.is_empty() {
             write!(f, "{}: {}", self.file.display(), self.reason)
         } else {
-            write!(
-                f,
-                "{}: {}: {}",
-                self.file.display(),
-                self.field,
-                self.reason
-            )
+            write!(f, "{}: {}: {}", self.file.display(), self.field, self.reason)
         }
     }
 }
 
 /// Parses and validates one tool file's text; every problem found is returned.
 pub(crate) fn parse_tool(text: &str, source: &Path) -> Result<ToolDef, Vec<ToolLoadError>> {
-    let err = |field: String, reason: String| ToolLoadError {
-        file: source.to_path_buf(),
-        field,
-        reason,
-    };
+    let err = |field: String, reason: String| ToolLoadError { file: source.to_path_buf(), field, reason };
     let de = &mut serde_json::Deserializer::from_str(text);
     let raw: RawToolDef = match serde_path_to_error::deserialize(de) {
         Ok(raw) => raw,
@@ -97,14 +69,7 @@ pub(crate) fn parse_tool(text: &str, source: &Path) -> Result<ToolDef, Vec<ToolL
     };
     let def = raw.into_def(source.to_path_buf());
     let problems = validate(&def);
-    if problems.is_empty() {
-        Ok(def)
-    } else {
-        Err(problems
-            .into_iter()
-            .map(|p| err(p.field, p.reason))
-            .collect())
-    }
+    if problems.is_empty() { Ok(def) } else { Err(problems.into_iter().map(|p| err(p.field, p.reason)).collect()) }
 }
 
 /// The built-in tools, parsed and validated.

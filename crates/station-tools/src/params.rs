@@ -67,10 +67,8 @@ pub fn resolve_params<R: Rng + ?Sized>(
     for key in explicit.keys() {
         if !tool.inputs.contains_key(key) {
             let known: Vec<&str> = tool.inputs.keys().map(String::as_str).collect();
-            errors.push(FieldError {
-                field: key.clone(),
-                reason: format!("unknown input; known: {}", known.join(", ")),
-            });
+            errors
+                .push(FieldError { field: key.clone(), reason: format!("unknown input; known: {}", known.join(", ")) });
         }
     }
 
@@ -93,10 +91,7 @@ pub fn resolve_params<R: Rng + ?Sized>(
         match chosen {
             Some(Ok(Checked::Value(v))) => {
                 if def.required && v.as_str() == Some("") {
-                    errors.push(FieldError {
-                        field: name.clone(),
-                        reason: "required; must not be empty".into(),
-                    });
+                    errors.push(FieldError { field: name.clone(), reason: "required; must not be empty".into() });
                 } else {
                     out.values.insert(name.clone(), v);
                 }
@@ -105,27 +100,17 @@ pub fn resolve_params<R: Rng + ?Sized>(
                 out.values.insert(name.clone(), random_seed(rng));
                 out.random_seeds.push(name.clone());
             }
-            Some(Err(reason)) => errors.push(FieldError {
-                field: name.clone(),
-                reason,
-            }),
+            Some(Err(reason)) => errors.push(FieldError { field: name.clone(), reason }),
             None if def.kind == InputType::Seed => {
                 out.values.insert(name.clone(), random_seed(rng));
                 out.random_seeds.push(name.clone());
             }
-            None if def.required => errors.push(FieldError {
-                field: name.clone(),
-                reason: "required".into(),
-            }),
+            None if def.required => errors.push(FieldError { field: name.clone(), reason: "required".into() }),
             None => {}
         }
     }
 
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(ParamErrors(errors))
-    }
+    if errors.is_empty() { Ok(out) } else { Err(ParamErrors(errors)) }
 }
 
 fn random_seed<R: Rng + ?Sized>(rng: &mut R) -> Value {
@@ -146,9 +131,7 @@ pub(crate) enum Checked {
 pub(crate) fn check_value(def: &InputDef, value: &Value, lenient: bool) -> Result<Checked, String> {
     let v = match def.kind {
         InputType::Text => {
-            let s = value
-                .as_str()
-                .ok_or_else(|| format!("expected text, got {}", describe(value)))?;
+            let s = value.as_str().ok_or_else(|| format!("expected text, got {}", describe(value)))?;
             if let Some(max) = def.max_length {
                 let len = s.chars().count();
                 if len > max {
@@ -158,35 +141,25 @@ pub(crate) fn check_value(def: &InputDef, value: &Value, lenient: bool) -> Resul
             Value::String(s.to_owned())
         }
         InputType::Integer => {
-            let n = as_integer(value, lenient)
-                .ok_or_else(|| format!("expected an integer, got {}", describe(value)))?;
+            let n =
+                as_integer(value, lenient).ok_or_else(|| format!("expected an integer, got {}", describe(value)))?;
             check_number(def, n as f64)?;
             Value::from(n)
         }
         InputType::Number => {
-            let n = as_number(value, lenient)
-                .ok_or_else(|| format!("expected a number, got {}", describe(value)))?;
+            let n = as_number(value, lenient).ok_or_else(|| format!("expected a number, got {}", describe(value)))?;
             check_number(def, n)?;
-            Value::Number(
-                Number::from_f64(n).ok_or_else(|| "expected a finite number".to_string())?,
-            )
+            Value::Number(Number::from_f64(n).ok_or_else(|| "expected a finite number".to_string())?)
         }
         InputType::Boolean => Value::Bool(
-            as_bool(value, lenient)
-                .ok_or_else(|| format!("expected true or false, got {}", describe(value)))?,
+            as_bool(value, lenient).ok_or_else(|| format!("expected true or false, got {}", describe(value)))?,
         ),
         InputType::Enum => {
-            let s = value
-                .as_str()
-                .filter(|s| def.choices().iter().any(|c| c == s));
+            let s = value.as_str().filter(|s| def.choices().iter().any(|c| c == s));
             match s {
                 Some(s) => Value::String(s.to_owned()),
                 None => {
-                    return Err(format!(
-                        "{} is not one of: {}",
-                        describe(value),
-                        def.choices().join(", ")
-                    ));
+                    return Err(format!("{} is not one of: {}", describe(value), def.choices().join(", ")));
                 }
             }
         }
@@ -195,30 +168,21 @@ pub(crate) fn check_value(def: &InputDef, value: &Value, lenient: bool) -> Resul
                 return Ok(Checked::RandomSeed);
             }
             let n = as_integer(value, lenient).ok_or_else(|| {
-                format!(
-                    "expected a seed (0 to {}, or -1 for random), got {}",
-                    u32::MAX,
-                    describe(value)
-                )
+                format!("expected a seed (0 to {}, or -1 for random), got {}", u32::MAX, describe(value))
             })?;
             if n == -1 {
                 return Ok(Checked::RandomSeed);
             }
             if !(0..=i64::from(u32::MAX)).contains(&n) {
-                return Err(format!(
-                    "seed {n} out of range: must be 0 to {}, or -1 for random",
-                    u32::MAX
-                ));
+                return Err(format!("seed {n} out of range: must be 0 to {}, or -1 for random", u32::MAX));
             }
             Value::from(n)
         }
         InputType::Image => {
-            let s = value.as_str().filter(|s| is_media_ref(s)).ok_or_else(|| {
-                format!(
-                    "expected a stored media reference like media:<id>, got {}",
-                    describe(value)
-                )
-            })?;
+            let s = value
+                .as_str()
+                .filter(|s| is_media_ref(s))
+                .ok_or_else(|| format!("expected a stored media reference like media:<id>, got {}", describe(value)))?;
             Value::String(s.to_owned())
         }
         InputType::Checkpoint => {
@@ -227,10 +191,7 @@ pub(crate) fn check_value(def: &InputDef, value: &Value, lenient: bool) -> Resul
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| format!("expected a model file name, got {}", describe(value)))?;
             if !def.choices().is_empty() && !def.choices().iter().any(|c| c == s) {
-                return Err(format!(
-                    "\"{s}\" is not one of: {}",
-                    def.choices().join(", ")
-                ));
+                return Err(format!("\"{s}\" is not one of: {}", def.choices().join(", ")));
             }
             Value::String(s.to_owned())
         }
@@ -242,20 +203,12 @@ fn check_number(def: &InputDef, n: f64) -> Result<(), String> {
     if let Some(min) = def.min
         && n < min
     {
-        return Err(format!(
-            "{} is below the minimum {}",
-            fmt_num(n),
-            fmt_num(min)
-        ));
+        return Err(format!("{} is below the minimum {}", fmt_num(n), fmt_num(min)));
     }
     if let Some(max) = def.max
         && n > max
     {
-        return Err(format!(
-            "{} is above the maximum {}",
-            fmt_num(n),
-            fmt_num(max)
-        ));
+        return Err(format!("{} is above the maximum {}", fmt_num(n), fmt_num(max)));
     }
     if let Some(step) = def.step
         && step > 0.0
@@ -270,11 +223,7 @@ fn check_number(def: &InputDef, n: f64) -> Result<(), String> {
                     fmt_num(min),
                     fmt_num(step)
                 ),
-                None => format!(
-                    "{} is not on the step: must be a multiple of {}",
-                    fmt_num(n),
-                    fmt_num(step)
-                ),
+                None => format!("{} is not on the step: must be a multiple of {}", fmt_num(n), fmt_num(step)),
             });
         }
     }
@@ -331,10 +280,7 @@ fn as_bool(value: &Value, lenient: bool) -> Option<bool> {
 /// Whether `s` is a stored media reference `media:<id>` (id: 1–64 of `[A-Za-z0-9_-]`).
 pub fn is_media_ref(s: &str) -> bool {
     s.strip_prefix("media:").is_some_and(|id| {
-        (1..=64).contains(&id.len())
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     })
 }
 

@@ -37,15 +37,8 @@ struct State {
 
 impl State {
     fn new(by_id: BTreeMap<String, Arc<ToolDef>>, errors: Vec<ToolLoadError>) -> Self {
-        let by_command = by_id
-            .values()
-            .map(|t| (t.command.clone(), t.clone()))
-            .collect();
-        State {
-            by_id,
-            by_command,
-            errors,
-        }
+        let by_command = by_id.values().map(|t| (t.command.clone(), t.clone())).collect();
+        State { by_id, by_command, errors }
     }
 }
 
@@ -141,22 +134,18 @@ impl ToolRegistry {
     pub fn watch(&self) -> Result<ToolWatcher, WatchError> {
         let dir = self.inner.dir.clone().ok_or(WatchError::NoFolder)?;
         let (tx, rx) = mpsc::channel::<()>();
-        let mut watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-                Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => {}
-                Ok(_) => {
-                    let _ = tx.send(());
-                }
-                Err(e) => tracing::warn!("tools folder watch error: {e}"),
-            })?;
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => {}
+            Ok(_) => {
+                let _ = tx.send(());
+            }
+            Err(e) => tracing::warn!("tools folder watch error: {e}"),
+        })?;
         let watching_dir = if dir.is_dir() {
             watcher.watch(&dir, RecursiveMode::NonRecursive)?;
             true
         } else {
-            let parent = dir
-                .parent()
-                .filter(|p| p.is_dir())
-                .ok_or_else(|| WatchError::NoParent(dir.clone()))?;
+            let parent = dir.parent().filter(|p| p.is_dir()).ok_or_else(|| WatchError::NoParent(dir.clone()))?;
             watcher.watch(parent, RecursiveMode::NonRecursive)?;
             false
         };
@@ -195,10 +184,7 @@ fn debounce_loop(
         registry_now.reload();
         if !watching_dir && dir.is_dir() {
             let Some(w) = watcher.upgrade() else { return };
-            let res = w
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .watch(&dir, RecursiveMode::NonRecursive);
+            let res = w.lock().unwrap_or_else(|p| p.into_inner()).watch(&dir, RecursiveMode::NonRecursive);
             match res {
                 Ok(()) => {
                     watching_dir = true;

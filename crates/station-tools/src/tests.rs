@@ -62,37 +62,25 @@ fn errors_for(v: &Value) -> (PathBuf, Vec<ToolLoadError>) {
 /// Asserts there is an error at exactly `field` whose reason contains every `needle`.
 fn assert_error(v: &Value, field: &str, needles: &[&str]) {
     let (path, errors) = errors_for(v);
-    let hit = errors
-        .iter()
-        .find(|e| e.field == field && needles.iter().all(|n| e.reason.contains(n)));
+    let hit = errors.iter().find(|e| e.field == field && needles.iter().all(|n| e.reason.contains(n)));
     let Some(hit) = hit else {
         panic!("no error at {field} containing {needles:?}; got: {errors:#?}");
     };
     let shown = hit.to_string();
-    assert!(
-        shown.starts_with(&format!("{}: {field}: ", path.display())),
-        "{shown}"
-    );
+    assert!(shown.starts_with(&format!("{}: {field}: ", path.display())), "{shown}");
 }
 
 /// Sets (or adds) the value at `pointer`; its parent must exist.
 fn with(mut v: Value, pointer: &str, new: Value) -> Value {
     let (parent, key) = pointer.rsplit_once('/').unwrap();
-    let parent = v
-        .pointer_mut(parent)
-        .unwrap_or_else(|| panic!("no {parent}"));
+    let parent = v.pointer_mut(parent).unwrap_or_else(|| panic!("no {parent}"));
     parent.as_object_mut().unwrap().insert(key.to_string(), new);
     v
 }
 
 fn without(mut v: Value, pointer: &str) -> Value {
     let (parent, key) = pointer.rsplit_once('/').unwrap();
-    v.pointer_mut(parent)
-        .unwrap()
-        .as_object_mut()
-        .unwrap()
-        .shift_remove(key)
-        .unwrap_or_else(|| panic!("no {pointer}"));
+    v.pointer_mut(parent).unwrap().as_object_mut().unwrap().shift_remove(key).unwrap_or_else(|| panic!("no {pointer}"));
     v
 }
 
@@ -117,10 +105,7 @@ fn valid_tool_loads_with_defaults_filled_in() {
     let (tools, errors) = check_dir(dir.path());
     assert!(errors.is_empty(), "{errors:?}");
     let t = &tools[0];
-    assert_eq!(
-        t.command, "my_tool",
-        "command defaults to the id with - as _"
-    );
+    assert_eq!(t.command, "my_tool", "command defaults to the id with - as _");
     assert_eq!(t.visibility, Visibility::Public);
     assert_eq!(t.version, 1);
     assert_eq!(t.cost, Cost::PerRun(1));
@@ -169,49 +154,25 @@ fn json_syntax_error_gives_the_line() {
 
 #[test]
 fn binding_to_missing_node() {
-    let v = with(
-        tool_json("t"),
-        "/comfyui/bindings/scale",
-        json!(["99.inputs.scale_by"]),
-    );
-    assert_error(
-        &v,
-        "comfyui.bindings.scale[0]",
-        &["node \"99\"", "not in the workflow"],
-    );
+    let v = with(tool_json("t"), "/comfyui/bindings/scale", json!(["99.inputs.scale_by"]));
+    assert_error(&v, "comfyui.bindings.scale[0]", &["node \"99\"", "not in the workflow"]);
 }
 
 #[test]
 fn binding_to_missing_node_field() {
-    let v = with(
-        tool_json("t"),
-        "/comfyui/bindings/scale",
-        json!(["2.inputs.factor"]),
-    );
-    assert_error(
-        &v,
-        "comfyui.bindings.scale[0]",
-        &["no input \"factor\"", "ImageScaleBy", "scale_by"],
-    );
+    let v = with(tool_json("t"), "/comfyui/bindings/scale", json!(["2.inputs.factor"]));
+    assert_error(&v, "comfyui.bindings.scale[0]", &["no input \"factor\"", "ImageScaleBy", "scale_by"]);
 }
 
 #[test]
 fn binding_target_must_have_the_right_form() {
-    let v = with(
-        tool_json("t"),
-        "/comfyui/bindings/scale",
-        json!(["2.scale_by"]),
-    );
+    let v = with(tool_json("t"), "/comfyui/bindings/scale", json!(["2.scale_by"]));
     assert_error(&v, "comfyui.bindings.scale[0]", &["node_id.inputs.field"]);
 }
 
 #[test]
 fn binding_onto_a_link_is_refused() {
-    let v = with(
-        tool_json("t"),
-        "/comfyui/bindings/scale",
-        json!(["2.inputs.image"]),
-    );
+    let v = with(tool_json("t"), "/comfyui/bindings/scale", json!(["2.inputs.image"]));
     assert_error(&v, "comfyui.bindings.scale[0]", &["link", "cut the graph"]);
 }
 
@@ -219,21 +180,13 @@ fn binding_onto_a_link_is_refused() {
 fn binding_for_unknown_input() {
     let mut v = tool_json("t");
     v["comfyui"]["bindings"]["strength"] = json!(["2.inputs.scale_by"]);
-    assert_error(
-        &v,
-        "comfyui.bindings.strength",
-        &["not an input", "image, scale, method"],
-    );
+    assert_error(&v, "comfyui.bindings.strength", &["not an input", "image, scale, method"]);
 }
 
 #[test]
 fn empty_binding_list_is_an_error() {
     let v = with(tool_json("t"), "/comfyui/bindings/method", json!([]));
-    assert_error(
-        &v,
-        "comfyui.bindings.method",
-        &["empty binding list is not allowed"],
-    );
+    assert_error(&v, "comfyui.bindings.method", &["empty binding list is not allowed"]);
 }
 
 #[test]
@@ -244,26 +197,14 @@ fn unbound_input_is_an_error() {
 
 #[test]
 fn two_inputs_bound_to_one_place() {
-    let v = with(
-        tool_json("t"),
-        "/comfyui/bindings/method",
-        json!(["2.inputs.scale_by"]),
-    );
-    assert_error(
-        &v,
-        "comfyui.bindings.method[0]",
-        &["already bound to input \"scale\""],
-    );
+    let v = with(tool_json("t"), "/comfyui/bindings/method", json!(["2.inputs.scale_by"]));
+    assert_error(&v, "comfyui.bindings.method[0]", &["already bound to input \"scale\""]);
 }
 
 #[test]
 fn output_must_be_an_existing_node() {
     let v = with(tool_json("t"), "/comfyui/outputs", json!(["3", "8"]));
-    assert_error(
-        &v,
-        "comfyui.outputs[1]",
-        &["node \"8\"", "not in the workflow"],
-    );
+    assert_error(&v, "comfyui.outputs[1]", &["node \"8\"", "not in the workflow"]);
     let v = with(tool_json("t"), "/comfyui/outputs", json!([]));
     assert_error(&v, "comfyui.outputs", &["at least one output"]);
 }
@@ -276,16 +217,8 @@ fn lora_node_must_exist() {
 
 #[test]
 fn graph_structure_is_checked() {
-    let v = with(
-        tool_json("t"),
-        "/comfyui/workflow/2/inputs/image",
-        json!(["7", 0]),
-    );
-    assert_error(
-        &v,
-        "comfyui.workflow.2.inputs.image",
-        &["links to node \"7\""],
-    );
+    let v = with(tool_json("t"), "/comfyui/workflow/2/inputs/image", json!(["7", 0]));
+    assert_error(&v, "comfyui.workflow.2.inputs.image", &["links to node \"7\""]);
     let v = without(tool_json("t"), "/comfyui/workflow/3/class_type");
     assert_error(&v, "comfyui.workflow.3.class_type", &["missing"]);
     let v = with(tool_json("t"), "/comfyui/workflow/3/inputs", json!("x"));
@@ -297,11 +230,7 @@ fn graph_structure_is_checked() {
 #[test]
 fn default_of_wrong_type() {
     let v = with(tool_json("t"), "/inputs/scale/default", json!("big"));
-    assert_error(
-        &v,
-        "inputs.scale.default",
-        &["expected a number", "\"big\""],
-    );
+    assert_error(&v, "inputs.scale.default", &["expected a number", "\"big\""]);
 }
 
 #[test]
@@ -321,11 +250,7 @@ fn default_off_step() {
 #[test]
 fn enum_default_not_in_choices() {
     let v = with(tool_json("t"), "/inputs/method/default", json!("bicubic"));
-    assert_error(
-        &v,
-        "inputs.method.default",
-        &["\"bicubic\" is not one of: bilinear, lanczos"],
-    );
+    assert_error(&v, "inputs.method.default", &["\"bicubic\" is not one of: bilinear, lanczos"]);
 }
 
 #[test]
@@ -345,11 +270,7 @@ fn min_greater_than_max() {
 #[test]
 fn range_on_non_numeric_input_and_fractional_integer_bounds() {
     let v = with(tool_json("t"), "/inputs/method/max", json!(3));
-    assert_error(
-        &v,
-        "inputs.method.max",
-        &["only integer and number inputs take max"],
-    );
+    assert_error(&v, "inputs.method.max", &["only integer and number inputs take max"]);
     let mut v = tool_json("t");
     v["inputs"]["steps"] = json!({"type": "integer", "step": 0.5});
     v["comfyui"]["workflow"]["2"]["inputs"]["steps"] = json!(1);
@@ -360,31 +281,19 @@ fn range_on_non_numeric_input_and_fractional_integer_bounds() {
 #[test]
 fn two_primary_inputs() {
     let v = with(tool_json("t"), "/inputs/method/primary", json!(true));
-    assert_error(
-        &v,
-        "inputs.method.primary",
-        &["at most one primary", "\"image\""],
-    );
+    assert_error(&v, "inputs.method.primary", &["at most one primary", "\"image\""]);
 }
 
 #[test]
 fn primary_must_be_text_or_image() {
     let v = with(tool_json("t"), "/inputs/image/primary", json!(false));
     let v = with(v, "/inputs/scale/primary", json!(true));
-    assert_error(
-        &v,
-        "inputs.scale.primary",
-        &["must be text or image", "number"],
-    );
+    assert_error(&v, "inputs.scale.primary", &["must be text or image", "number"]);
 }
 
 #[test]
 fn bad_id_syntax() {
-    assert_error(
-        &tool_json("My Tool"),
-        "id",
-        &["\"My Tool\" is not a valid id"],
-    );
+    assert_error(&tool_json("My Tool"), "id", &["\"My Tool\" is not a valid id"]);
     assert_error(&tool_json("-x"), "id", &["not a valid id"]);
     assert_error(&tool_json(&"a".repeat(65)), "id", &["not a valid id"]);
 }
@@ -393,11 +302,7 @@ fn bad_id_syntax() {
 fn bad_command_syntax() {
     let mut v = tool_json("t");
     v["command"] = json!("Big-Command");
-    assert_error(
-        &v,
-        "command",
-        &["\"Big-Command\" is not a valid command", "Telegram"],
-    );
+    assert_error(&v, "command", &["\"Big-Command\" is not a valid command", "Telegram"]);
     let mut v = tool_json("t");
     v["command"] = json!("a".repeat(33));
     assert_error(&v, "command", &["not a valid command"]);
@@ -406,11 +311,7 @@ fn bad_command_syntax() {
 #[test]
 fn bad_input_name() {
     let mut v = tool_json("t");
-    let scale = v["inputs"]
-        .as_object_mut()
-        .unwrap()
-        .shift_remove("scale")
-        .unwrap();
+    let scale = v["inputs"].as_object_mut().unwrap().shift_remove("scale").unwrap();
     v["inputs"]["Scale"] = scale;
     v["comfyui"]["bindings"]["Scale"] = json!(["2.inputs.scale_by"]);
     v = without(v, "/comfyui/bindings/scale");
@@ -452,28 +353,14 @@ fn media_tool_needs_no_bindings_but_needs_its_section() {
 fn cost_shapes_are_checked() {
     let v = with(tool_json("t"), "/cost", json!({"per_second": 2}));
     assert_error(&v, "cost", &["needs estimate_seconds"]);
-    let v = with(
-        tool_json("t"),
-        "/cost",
-        json!({"per_run": 1, "multiplier": 2}),
-    );
+    let v = with(tool_json("t"), "/cost", json!({"per_run": 1, "multiplier": 2}));
     assert_error(&v, "cost", &["multiplier", "config"]);
     let v = with(tool_json("t"), "/cost", json!({"per_run": 0}));
     assert_error(&v, "cost", &["positive"]);
     let v = with(tool_json("t"), "/cost", json!({"per_run": 1.5}));
     assert_error(&v, "cost.per_run", &["1.5"]);
-    let t = parse(&with(
-        tool_json("t"),
-        "/cost",
-        json!({"per_second": 2, "estimate_seconds": 10}),
-    ));
-    assert_eq!(
-        t.cost,
-        Cost::PerSecond {
-            points: 2,
-            estimate_seconds: 10
-        }
-    );
+    let t = parse(&with(tool_json("t"), "/cost", json!({"per_second": 2, "estimate_seconds": 10})));
+    assert_eq!(t.cost, Cost::PerSecond { points: 2, estimate_seconds: 10 });
     assert_eq!(t.cost.estimate(), 20);
 }
 
@@ -494,11 +381,7 @@ fn every_problem_in_a_file_is_reported() {
 fn one_bad_file_does_not_stop_the_others() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.json", &tool_json("alpha"));
-    let bad = write(
-        dir.path(),
-        "b.json",
-        &with(tool_json("beta"), "/service", json!("x")),
-    );
+    let bad = write(dir.path(), "b.json", &with(tool_json("beta"), "/service", json!("x")));
     std::fs::write(dir.path().join("c.json"), "not json").unwrap();
     write(dir.path(), "d.json", &tool_json("delta"));
     let (reg, errors) = ToolRegistry::load(Some(dir.path()));
@@ -586,11 +469,7 @@ fn command_clashing_with_a_builtin_is_rejected() {
     assert_eq!(reg.by_command("sd15").unwrap().id, "txt2img-sd15");
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].file, path);
-    assert!(
-        errors[0].reason.contains("<builtin>/txt2img-sd15.json"),
-        "{}",
-        errors[0]
-    );
+    assert!(errors[0].reason.contains("<builtin>/txt2img-sd15.json"), "{}", errors[0]);
 }
 
 #[test]
@@ -613,11 +492,7 @@ fn file_tool_overrides_builtin() {
 #[test]
 fn broken_override_keeps_the_builtin() {
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "upscale.json",
-        &with(tool_json("upscale"), "/inputs/scale/default", json!(99)),
-    );
+    write(dir.path(), "upscale.json", &with(tool_json("upscale"), "/inputs/scale/default", json!(99)));
     let (reg, errors) = ToolRegistry::load(Some(dir.path()));
     assert_eq!(errors.len(), 1);
     assert!(reg.get("upscale").unwrap().is_builtin());
@@ -641,11 +516,7 @@ fn registry_lookups_and_generation() {
     let mut rx = reg.subscribe();
     let g0 = reg.generation();
     assert!(reg.reload().is_empty());
-    assert_eq!(
-        reg.generation(),
-        g0,
-        "an unchanged folder does not bump the generation"
-    );
+    assert_eq!(reg.generation(), g0, "an unchanged folder does not bump the generation");
     assert!(!rx.has_changed().unwrap());
 
     write(dir.path(), "c.json", &tool_json("ccc"));
@@ -656,17 +527,9 @@ fn registry_lookups_and_generation() {
     assert_eq!(*rx.borrow_and_update(), g0 + 1);
     assert!(reg.get("ccc").is_some());
 
-    write(
-        dir.path(),
-        "c.json",
-        &with(tool_json("ccc"), "/name", json!("Renamed")),
-    );
+    write(dir.path(), "c.json", &with(tool_json("ccc"), "/name", json!("Renamed")));
     reg.reload();
-    assert_eq!(
-        reg.generation(),
-        g0 + 2,
-        "an edited tool bumps the generation"
-    );
+    assert_eq!(reg.generation(), g0 + 2, "an edited tool bumps the generation");
     assert_eq!(reg.get("ccc").unwrap().name, "Renamed");
 }
 
@@ -695,10 +558,7 @@ fn hot_reload_adds_and_removes_tools() {
     std::thread::sleep(Duration::from_millis(400));
     write(dir.path(), "late.json", &tool_json("late"));
     std::thread::sleep(Duration::from_millis(800));
-    assert!(
-        reg.get("late").is_none(),
-        "dropping the watcher stops reloads"
-    );
+    assert!(reg.get("late").is_none(), "dropping the watcher stops reloads");
 }
 
 #[test]
@@ -711,9 +571,7 @@ fn hot_reload_waits_for_a_missing_folder_to_appear() {
     // Written right after the folder appears, possibly before its own watch starts: the
     // re-read after starting that watch must still find it.
     write(&dir, "late.json", &tool_json("late"));
-    wait_until("a tool in the new folder appears", || {
-        reg.get("late").is_some()
-    });
+    wait_until("a tool in the new folder appears", || reg.get("late").is_some());
 }
 
 #[test]
@@ -765,21 +623,13 @@ fn precedence_explicit_over_saved_over_default() {
     assert_eq!(r.values["cfg"], json!(9.5), "saved beats default");
     assert_eq!(r.values["width"], json!(512), "default used last");
     assert_eq!(r.values["sampler"], json!("euler"));
-    assert!(
-        !r.values.contains_key("retired_input"),
-        "unknown saved keys are dropped"
-    );
-    assert!(
-        !r.values.contains_key("note"),
-        "no value, no default: left out"
-    );
+    assert!(!r.values.contains_key("retired_input"), "unknown saved keys are dropped");
+    assert!(!r.values.contains_key("note"), "no value, no default: left out");
     assert!(!r.values.contains_key("image"));
     let keys: Vec<&str> = r.values.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        [
-            "prompt", "steps", "cfg", "width", "hires", "sampler", "seed", "ckpt"
-        ],
+        ["prompt", "steps", "cfg", "width", "hires", "sampler", "seed", "ckpt"],
         "values follow the tool's input order"
     );
 }
@@ -809,13 +659,7 @@ fn strings_are_accepted_for_numbers_and_booleans() {
     assert_eq!(r.values["seed"], json!(123));
     assert_eq!(r.values["image"], json!("media:abc_DEF-9"));
     assert!(r.random_seeds.is_empty());
-    for (text, expected) in [
-        ("off", false),
-        ("0", false),
-        ("on", true),
-        ("no", false),
-        ("1", true),
-    ] {
+    for (text, expected) in [("off", false), ("0", false), ("on", true), ("no", false), ("1", true)] {
         let e = map(json!({"prompt": "x", "hires": text}));
         let r = resolve_params(&tool, &e, &Map::new(), &mut rng()).unwrap();
         assert_eq!(r.values["hires"], json!(expected), "{text}");
@@ -838,16 +682,9 @@ fn every_param_error_is_reported_at_once() {
         "colour": "red"
     }));
     let err = resolve_params(&tool, &explicit, &Map::new(), &mut rng()).unwrap_err();
-    let by_field: HashMap<&str, &str> = err
-        .0
-        .iter()
-        .map(|e| (e.field.as_str(), e.reason.as_str()))
-        .collect();
+    let by_field: HashMap<&str, &str> = err.0.iter().map(|e| (e.field.as_str(), e.reason.as_str())).collect();
     let expect = [
-        (
-            "colour",
-            "unknown input; known: prompt, steps, cfg, width, hires, sampler, seed, image, ckpt, note",
-        ),
+        ("colour", "unknown input; known: prompt, steps, cfg, width, hires, sampler, seed, image, ckpt, note"),
         ("prompt", "required"),
         ("steps", "expected an integer, got 2.5"),
         ("cfg", "40 is above the maximum 30"),
@@ -856,89 +693,41 @@ fn every_param_error_is_reported_at_once() {
         ("sampler", "\"heun\" is not one of: euler, ddim"),
         ("seed", "seed 5000000000 out of range"),
         ("image", "expected a stored media reference like media:<id>"),
-        (
-            "ckpt",
-            "\"c.safetensors\" is not one of: a.safetensors, b.safetensors",
-        ),
+        ("ckpt", "\"c.safetensors\" is not one of: a.safetensors, b.safetensors"),
         ("note", "expected text, got 3"),
     ];
     for (field, reason) in expect {
-        let got = by_field
-            .get(field)
-            .unwrap_or_else(|| panic!("no error for {field}: {err}"));
-        assert!(
-            got.starts_with(reason),
-            "{field}: {got:?} does not start with {reason:?}"
-        );
+        let got = by_field.get(field).unwrap_or_else(|| panic!("no error for {field}: {err}"));
+        assert!(got.starts_with(reason), "{field}: {got:?} does not start with {reason:?}");
     }
     assert_eq!(err.0.len(), expect.len(), "{err}");
     let shown = err.to_string();
-    assert!(
-        shown.contains("; prompt: required; steps: expected an integer"),
-        "{shown}"
-    );
+    assert!(shown.contains("; prompt: required; steps: expected an integer"), "{shown}");
 }
 
 #[test]
 fn more_param_errors() {
     let tool = param_tool();
     let cases = [
-        (
-            json!({"prompt": "far too long here"}),
-            "prompt",
-            "too long: 17 characters, at most 10",
-        ),
-        (
-            json!({"prompt": ""}),
-            "prompt",
-            "required; must not be empty",
-        ),
-        (
-            json!({"prompt": "x", "cfg": 2.25}),
-            "cfg",
-            "2.25 is not on the step: must be 1 plus a multiple of 0.5",
-        ),
-        (
-            json!({"prompt": "x", "steps": 0}),
-            "steps",
-            "0 is below the minimum 1",
-        ),
-        (
-            json!({"prompt": "x", "steps": "ten"}),
-            "steps",
-            "expected an integer, got \"ten\"",
-        ),
-        (
-            json!({"prompt": "x", "seed": -2}),
-            "seed",
-            "seed -2 out of range",
-        ),
-        (
-            json!({"prompt": "x", "image": "media:"}),
-            "image",
-            "expected a stored media reference",
-        ),
+        (json!({"prompt": "far too long here"}), "prompt", "too long: 17 characters, at most 10"),
+        (json!({"prompt": ""}), "prompt", "required; must not be empty"),
+        (json!({"prompt": "x", "cfg": 2.25}), "cfg", "2.25 is not on the step: must be 1 plus a multiple of 0.5"),
+        (json!({"prompt": "x", "steps": 0}), "steps", "0 is below the minimum 1"),
+        (json!({"prompt": "x", "steps": "ten"}), "steps", "expected an integer, got \"ten\""),
+        (json!({"prompt": "x", "seed": -2}), "seed", "seed -2 out of range"),
+        (json!({"prompt": "x", "image": "media:"}), "image", "expected a stored media reference"),
         (
             json!({"prompt": "x", "image": format!("media:{}", "a".repeat(65))}),
             "image",
             "expected a stored media reference",
         ),
-        (
-            json!({"prompt": "x", "ckpt": ""}),
-            "ckpt",
-            "expected a model file name",
-        ),
+        (json!({"prompt": "x", "ckpt": ""}), "ckpt", "expected a model file name"),
     ];
     for (explicit, field, reason) in cases {
-        let err =
-            resolve_params(&tool, &map(explicit.clone()), &Map::new(), &mut rng()).unwrap_err();
+        let err = resolve_params(&tool, &map(explicit.clone()), &Map::new(), &mut rng()).unwrap_err();
         assert_eq!(err.0.len(), 1, "{explicit}: {err}");
         assert_eq!(err.0[0].field, field);
-        assert!(
-            err.0[0].reason.starts_with(reason),
-            "{explicit}: {}",
-            err.0[0].reason
-        );
+        assert!(err.0[0].reason.starts_with(reason), "{explicit}: {}", err.0[0].reason);
     }
 }
 
@@ -958,13 +747,7 @@ fn seeds_are_randomised_and_recorded() {
     // Different generator states give different seeds: the value really comes from the rng.
     let mut g = rng();
     let seeds: std::collections::HashSet<u64> = (0..20)
-        .map(|_| {
-            resolve_params(&tool, &e, &Map::new(), &mut g)
-                .unwrap()
-                .values["seed"]
-                .as_u64()
-                .unwrap()
-        })
+        .map(|_| resolve_params(&tool, &e, &Map::new(), &mut g).unwrap().values["seed"].as_u64().unwrap())
         .collect();
     assert!(seeds.len() > 15, "{seeds:?}");
 
@@ -994,7 +777,8 @@ fn media_reference_syntax() {
 fn binding_writes_every_place_and_image_names() {
     let mut v = tool_json("t");
     // Bind scale to a second place as well.
-    v["comfyui"]["workflow"]["4"] = json!({"class_type": "ImageScaleBy", "inputs": {"image": ["2", 0], "upscale_method": "area", "scale_by": 1.0}});
+    v["comfyui"]["workflow"]["4"] =
+        json!({"class_type": "ImageScaleBy", "inputs": {"image": ["2", 0], "upscale_method": "area", "scale_by": 1.0}});
     v["comfyui"]["bindings"]["scale"] = json!(["2.inputs.scale_by", "4.inputs.scale_by"]);
     let tool = parse(&v);
     let explicit = map(json!({"image": "media:m1", "scale": "3.5"}));
@@ -1005,39 +789,22 @@ fn binding_writes_every_place_and_image_names() {
     assert_eq!(bound["2"]["inputs"]["scale_by"], json!(3.5));
     assert_eq!(bound["4"]["inputs"]["scale_by"], json!(3.5));
     assert_eq!(bound["2"]["inputs"]["upscale_method"], json!("lanczos"));
-    assert_eq!(
-        bound["2"]["inputs"]["image"],
-        json!(["1", 0]),
-        "links are untouched"
-    );
-    assert_eq!(
-        bound["4"]["inputs"]["upscale_method"],
-        json!("area"),
-        "unbound literals stay"
-    );
+    assert_eq!(bound["2"]["inputs"]["image"], json!(["1", 0]), "links are untouched");
+    assert_eq!(bound["4"]["inputs"]["upscale_method"], json!("area"), "unbound literals stay");
     // The definition itself is not modified.
-    assert_eq!(
-        tool.comfyui.as_ref().unwrap().workflow["2"]["inputs"]["scale_by"],
-        json!(1.0)
-    );
+    assert_eq!(tool.comfyui.as_ref().unwrap().workflow["2"]["inputs"]["scale_by"], json!(1.0));
 }
 
 #[test]
 fn binding_errors() {
     let tool = parse(&tool_json("t"));
     let params = map(json!({"image": "media:m1"}));
-    assert_eq!(
-        bind_workflow(&tool, &params, &HashMap::new()),
-        Err(BindError::MissingUpload("image".into()))
-    );
+    assert_eq!(bind_workflow(&tool, &params, &HashMap::new()), Err(BindError::MissingUpload("image".into())));
     let media = parse(&json!({
         "id": "m", "name": "M", "category": "utility", "service": "media",
         "cost": {"per_run": 1}, "media": {"operation": "invert"}
     }));
-    assert_eq!(
-        bind_workflow(&media, &Map::new(), &HashMap::new()),
-        Err(BindError::NotComfyUi("m".into()))
-    );
+    assert_eq!(bind_workflow(&media, &Map::new(), &HashMap::new()), Err(BindError::NotComfyUi("m".into())));
 }
 
 #[test]
@@ -1046,25 +813,13 @@ fn tool_helpers() {
     let types: Vec<String> = tool.node_types().into_iter().collect();
     assert_eq!(types, ["ImageScaleBy", "LoadImage", "SaveImage"]);
     assert_eq!(tool.input_for_node("1"), Some("image"));
-    assert_eq!(
-        tool.input_for_node("2"),
-        Some("scale"),
-        "first bound input in order"
-    );
+    assert_eq!(tool.input_for_node("2"), Some("scale"), "first bound input in order");
     assert_eq!(tool.input_for_node("3"), None);
     assert_eq!(tool.primary_input().map(|(n, _)| n), Some("image"));
 
     let p = param_tool();
-    assert_eq!(
-        p.checkpoint_param(&map(json!({"ckpt": "b.safetensors"})))
-            .as_deref(),
-        Some("b.safetensors")
-    );
-    assert_eq!(
-        p.checkpoint_param(&Map::new()).as_deref(),
-        Some("a.safetensors"),
-        "falls back to the default"
-    );
+    assert_eq!(p.checkpoint_param(&map(json!({"ckpt": "b.safetensors"}))).as_deref(), Some("b.safetensors"));
+    assert_eq!(p.checkpoint_param(&Map::new()).as_deref(), Some("a.safetensors"), "falls back to the default");
     assert_eq!(tool.checkpoint_param(&Map::new()), None);
 }
 
@@ -1078,13 +833,7 @@ fn tool_def_serialises_in_file_shape() {
     assert_eq!(out["inputs"]["scale"]["type"], json!("number"));
     // What is serialised reads back as the same tool.
     let again = parse(&out);
-    assert_eq!(
-        again,
-        ToolDef {
-            source: again.source.clone(),
-            ..tool
-        }
-    );
+    assert_eq!(again, ToolDef { source: again.source.clone(), ..tool });
 }
 
 // ---------- built-ins ----------
@@ -1118,10 +867,7 @@ fn builtins_load_without_errors() {
         ]
     );
     let (reg, errors) = ToolRegistry::load(None);
-    assert!(
-        errors.is_empty(),
-        "built-ins clash with each other: {errors:?}"
-    );
+    assert!(errors.is_empty(), "built-ins clash with each other: {errors:?}");
     for (cmd, id) in [
         ("sd15", "txt2img-sd15"),
         ("sdxl", "txt2img-sdxl"),
@@ -1136,11 +882,7 @@ fn builtins_load_without_errors() {
         assert!(t.is_builtin());
         let hidden = t.visibility == Visibility::Hidden;
         let has_model = t.inputs.values().any(|i| i.kind == InputType::Checkpoint);
-        assert_eq!(
-            hidden, has_model,
-            "{}: model templates are hidden, stock tools public",
-            t.id
-        );
+        assert_eq!(hidden, has_model, "{}: model templates are hidden, stock tools public", t.id);
     }
 }
 
@@ -1165,12 +907,11 @@ fn each_builtin_resolves_and_binds() {
                 explicit.insert(name.clone(), json!("a lighthouse at dusk"));
             }
         }
-        let params = resolve_params(&tool, &explicit, &Map::new(), &mut rng())
-            .unwrap_or_else(|e| panic!("{}: {e}", tool.id));
+        let params =
+            resolve_params(&tool, &explicit, &Map::new(), &mut rng()).unwrap_or_else(|e| panic!("{}: {e}", tool.id));
         // Native media tools have no workflow to bind.
         let Some(comfy) = tool.comfyui.as_ref() else { continue };
-        let bound = bind_workflow(&tool, &params.values, &uploads)
-            .unwrap_or_else(|e| panic!("{}: {e}", tool.id));
+        let bound = bind_workflow(&tool, &params.values, &uploads).unwrap_or_else(|e| panic!("{}: {e}", tool.id));
         for (input, targets) in &comfy.bindings {
             let expected = match tool.inputs[input].kind {
                 InputType::Image => json!("uploaded_in1.png"),
@@ -1178,11 +919,7 @@ fn each_builtin_resolves_and_binds() {
             };
             for target in targets {
                 let t = BindingTarget::parse(target).unwrap();
-                assert_eq!(
-                    bound[t.node]["inputs"][t.field], expected,
-                    "{}: {target}",
-                    tool.id
-                );
+                assert_eq!(bound[t.node]["inputs"][t.field], expected, "{}: {target}", tool.id);
             }
         }
         assert!(!tool.node_types().is_empty());
@@ -1193,8 +930,8 @@ fn each_builtin_resolves_and_binds() {
 /// checked against the recorded `/object_info` for every node the recording covers.
 #[test]
 fn builtins_match_recorded_object_info() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/comfyui/transcripts/object_info_subset.json");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/comfyui/transcripts/object_info_subset.json");
     let Ok(text) = std::fs::read_to_string(&path) else {
         eprintln!("skipping: {} is not available", path.display());
         return;
@@ -1238,29 +975,17 @@ fn builtins_match_recorded_object_info() {
                     && def.kind == InputType::Enum
                 {
                     for c in def.choices() {
-                        assert!(
-                            allowed.contains(&json!(c)),
-                            "{}: {input} choice {c} unknown to {class}",
-                            tool.id
-                        );
+                        assert!(allowed.contains(&json!(c)), "{}: {input} choice {c} unknown to {class}", tool.id);
                     }
                 }
                 if !matches!(def.kind, InputType::Integer | InputType::Number) {
                     continue;
                 }
                 if let Some(min) = decl[1]["min"].as_f64() {
-                    assert!(
-                        def.min.unwrap() >= min,
-                        "{}: {input} min below {class}'s",
-                        tool.id
-                    );
+                    assert!(def.min.unwrap() >= min, "{}: {input} min below {class}'s", tool.id);
                 }
                 if let Some(max) = decl[1]["max"].as_f64() {
-                    assert!(
-                        def.max.unwrap() <= max,
-                        "{}: {input} max above {class}'s",
-                        tool.id
-                    );
+                    assert!(def.max.unwrap() <= max, "{}: {input} max above {class}'s", tool.id);
                 }
             }
         }
@@ -1272,11 +997,7 @@ fn builtins_match_recorded_object_info() {
 #[test]
 fn tools_md_examples_load() {
     let doc = include_str!("../TOOLS.md");
-    let blocks: Vec<&str> = doc
-        .split("```json\n")
-        .skip(1)
-        .map(|rest| rest.split("```").next().unwrap())
-        .collect();
+    let blocks: Vec<&str> = doc.split("```json\n").skip(1).map(|rest| rest.split("```").next().unwrap()).collect();
     assert_eq!(blocks.len(), 2);
     let dir = tempfile::tempdir().unwrap();
     for (i, block) in blocks.iter().enumerate() {
@@ -1286,13 +1007,8 @@ fn tools_md_examples_load() {
     assert!(errors.is_empty(), "{errors:#?}");
     assert_eq!(tools.len(), 2);
     let portrait = tools.iter().find(|t| t.id == "portrait").unwrap();
-    let params = resolve_params(
-        portrait,
-        &map(json!({"prompt": "a lighthouse keeper"})),
-        &Map::new(),
-        &mut rng(),
-    )
-    .unwrap();
+    let params =
+        resolve_params(portrait, &map(json!({"prompt": "a lighthouse keeper"})), &Map::new(), &mut rng()).unwrap();
     let bound = bind_workflow(portrait, &params.values, &HashMap::new()).unwrap();
     assert_eq!(bound["6"]["inputs"]["text"], json!("a lighthouse keeper"));
     assert_eq!(bound["3"]["inputs"]["sampler_name"], json!("dpmpp_2m"));

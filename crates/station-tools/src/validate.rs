@@ -15,10 +15,7 @@ pub(crate) struct Problem {
 }
 
 fn problem(field: impl Into<String>, reason: impl Into<String>) -> Problem {
-    Problem {
-        field: field.into(),
-        reason: reason.into(),
-    }
+    Problem { field: field.into(), reason: reason.into() }
 }
 
 /// Whether `id` is a valid tool id: `[a-z0-9][a-z0-9_-]*`, at most 64 characters.
@@ -27,16 +24,12 @@ pub fn is_valid_id(id: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
 }
 
 /// Whether `cmd` is a valid chat command: `[a-z0-9_]{1,32}` (Telegram's rule).
 pub fn is_valid_command(cmd: &str) -> bool {
-    (1..=32).contains(&cmd.len())
-        && cmd
-            .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+    (1..=32).contains(&cmd.len()) && cmd.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
 }
 
 /// Whether `name` is a valid input name: `[a-z][a-z0-9_]*`.
@@ -44,8 +37,7 @@ pub fn is_valid_input_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && b[0].is_ascii_lowercase()
-        && b.iter()
-            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
 }
 
 /// Every problem in `tool`, in field order.
@@ -66,10 +58,7 @@ pub(crate) fn validate(tool: &ToolDef) -> Vec<Problem> {
     if !is_valid_command(&tool.command) {
         out.push(problem(
             "command",
-            format!(
-                "\"{}\" is not a valid command: use 1-32 of a-z, 0-9 and _ (Telegram's rule)",
-                tool.command
-            ),
+            format!("\"{}\" is not a valid command: use 1-32 of a-z, 0-9 and _ (Telegram's rule)", tool.command),
         ));
     }
     if tool.version == 0 {
@@ -79,10 +68,7 @@ pub(crate) fn validate(tool: &ToolDef) -> Vec<Problem> {
     match tool.service {
         Service::Comfyui => {
             if tool.media.is_some() {
-                out.push(problem(
-                    "media",
-                    "only allowed with service \"media\"; this tool has service \"comfyui\"",
-                ));
+                out.push(problem("media", "only allowed with service \"media\"; this tool has service \"comfyui\""));
             }
             if tool.comfyui.is_none() {
                 out.push(problem(
@@ -94,16 +80,10 @@ pub(crate) fn validate(tool: &ToolDef) -> Vec<Problem> {
         }
         Service::Media => {
             if tool.comfyui.is_some() {
-                out.push(problem(
-                    "comfyui",
-                    "only allowed with service \"comfyui\"; this tool has service \"media\"",
-                ));
+                out.push(problem("comfyui", "only allowed with service \"comfyui\"; this tool has service \"media\""));
             }
             if tool.media.is_none() {
-                out.push(problem(
-                    "media",
-                    "missing: service \"media\" needs a media section with an operation",
-                ));
+                out.push(problem("media", "missing: service \"media\" needs a media section with an operation"));
             }
         }
     }
@@ -114,11 +94,7 @@ fn validate_inputs(tool: &ToolDef, out: &mut Vec<Problem>) {
     let mut primary: Option<&str> = None;
     for (name, def) in &tool.inputs {
         let at = |f: &str| {
-            if f.is_empty() {
-                format!("inputs.{name}")
-            } else {
-                format!("inputs.{name}.{f}")
-            }
+            if f.is_empty() { format!("inputs.{name}") } else { format!("inputs.{name}.{f}") }
         };
         if !is_valid_input_name(name) {
             out.push(problem(
@@ -132,50 +108,32 @@ fn validate_inputs(tool: &ToolDef, out: &mut Vec<Problem>) {
             if !numeric {
                 out.push(problem(
                     at(key),
-                    format!(
-                        "only integer and number inputs take {key}; this input is {}",
-                        def.kind.as_str()
-                    ),
+                    format!("only integer and number inputs take {key}; this input is {}", def.kind.as_str()),
                 ));
             } else if def.kind == InputType::Integer && v.fract() != 0.0 {
-                out.push(problem(
-                    at(key),
-                    format!("{v} is not a whole number, but the input is an integer"),
-                ));
+                out.push(problem(at(key), format!("{v} is not a whole number, but the input is an integer")));
             }
         }
         if let (Some(min), Some(max)) = (def.min, def.max)
             && min > max
         {
-            out.push(problem(
-                at("min"),
-                format!("min {min} is greater than max {max}"),
-            ));
+            out.push(problem(at("min"), format!("min {min} is greater than max {max}")));
         }
         if let Some(step) = def.step
             && step <= 0.0
         {
-            out.push(problem(
-                at("step"),
-                format!("step must be positive, got {step}"),
-            ));
+            out.push(problem(at("step"), format!("step must be positive, got {step}")));
         }
         match def.kind {
             InputType::Enum => match &def.choices {
                 None => out.push(problem(at("choices"), "an enum input needs choices")),
-                Some(c) if c.is_empty() => out.push(problem(
-                    at("choices"),
-                    "an enum input needs at least one choice",
-                )),
+                Some(c) if c.is_empty() => out.push(problem(at("choices"), "an enum input needs at least one choice")),
                 Some(_) => {}
             },
             InputType::Checkpoint => {}
             _ if def.choices.is_some() => out.push(problem(
                 at("choices"),
-                format!(
-                    "only enum and checkpoint inputs take choices; this input is {}",
-                    def.kind.as_str()
-                ),
+                format!("only enum and checkpoint inputs take choices; this input is {}", def.kind.as_str()),
             )),
             _ => {}
         }
@@ -183,10 +141,7 @@ fn validate_inputs(tool: &ToolDef, out: &mut Vec<Problem>) {
             let mut seen = std::collections::HashSet::new();
             for choice in c {
                 if !seen.insert(choice) {
-                    out.push(problem(
-                        at("choices"),
-                        format!("\"{choice}\" is listed twice"),
-                    ));
+                    out.push(problem(at("choices"), format!("\"{choice}\" is listed twice")));
                 }
             }
         }
@@ -194,10 +149,7 @@ fn validate_inputs(tool: &ToolDef, out: &mut Vec<Problem>) {
             if def.kind != InputType::Text {
                 out.push(problem(
                     at("max_length"),
-                    format!(
-                        "only text inputs take max_length; this input is {}",
-                        def.kind.as_str()
-                    ),
+                    format!("only text inputs take max_length; this input is {}", def.kind.as_str()),
                 ));
             } else if n == 0 {
                 out.push(problem(at("max_length"), "must be at least 1"));
@@ -207,10 +159,7 @@ fn validate_inputs(tool: &ToolDef, out: &mut Vec<Problem>) {
             if !matches!(def.kind, InputType::Text | InputType::Image) {
                 out.push(problem(
                     at("primary"),
-                    format!(
-                        "a primary input must be text or image; this input is {}",
-                        def.kind.as_str()
-                    ),
+                    format!("a primary input must be text or image; this input is {}", def.kind.as_str()),
                 ));
             }
             match primary {
@@ -228,10 +177,7 @@ fn validate_inputs(tool: &ToolDef, out: &mut Vec<Problem>) {
                     "image inputs cannot have a default: images are the user's own uploads",
                 ));
             } else if def.kind == InputType::Seed && !default.is_number() {
-                out.push(problem(
-                    at("default"),
-                    "a seed default must be a number (-1 for random)",
-                ));
+                out.push(problem(at("default"), "a seed default must be a number (-1 for random)"));
             } else if let Err(reason) = check_value(def, default, false) {
                 out.push(problem(at("default"), reason));
             }
@@ -254,18 +200,12 @@ fn validate_comfyui(tool: &ToolDef, out: &mut Vec<Problem>) {
     for (id, node) in nodes {
         let at = format!("comfyui.workflow.{id}");
         let Some(node) = node.as_object() else {
-            out.push(problem(
-                at,
-                "a node must be an object with class_type and inputs",
-            ));
+            out.push(problem(at, "a node must be an object with class_type and inputs"));
             continue;
         };
         match node.get("class_type") {
             Some(Value::String(s)) if !s.is_empty() => {}
-            Some(_) => out.push(problem(
-                format!("{at}.class_type"),
-                "must be a non-empty string",
-            )),
+            Some(_) => out.push(problem(format!("{at}.class_type"), "must be a non-empty string")),
             None => out.push(problem(format!("{at}.class_type"), "missing")),
         }
         match node.get("inputs") {
@@ -293,10 +233,7 @@ fn validate_comfyui(tool: &ToolDef, out: &mut Vec<Problem>) {
             let known: Vec<&str> = tool.inputs.keys().map(String::as_str).collect();
             out.push(problem(
                 &at,
-                format!(
-                    "binds \"{input}\", which is not an input of this tool; inputs: {}",
-                    known.join(", ")
-                ),
+                format!("binds \"{input}\", which is not an input of this tool; inputs: {}", known.join(", ")),
             ));
         }
         if targets.is_empty() {
@@ -308,17 +245,11 @@ fn validate_comfyui(tool: &ToolDef, out: &mut Vec<Problem>) {
         for (i, target) in targets.iter().enumerate() {
             let at = format!("{at}[{i}]");
             let Some(t) = BindingTarget::parse(target) else {
-                out.push(problem(
-                    at,
-                    format!("\"{target}\" is not of the form node_id.inputs.field"),
-                ));
+                out.push(problem(at, format!("\"{target}\" is not of the form node_id.inputs.field")));
                 continue;
             };
             let Some(node) = nodes.get(t.node) else {
-                out.push(problem(
-                    at,
-                    format!("binds to node \"{}\", which is not in the workflow", t.node),
-                ));
+                out.push(problem(at, format!("binds to node \"{}\", which is not in the workflow", t.node)));
                 continue;
             };
             let Some(node_inputs) = node.get("inputs").and_then(Value::as_object) else {
@@ -341,19 +272,14 @@ fn validate_comfyui(tool: &ToolDef, out: &mut Vec<Problem>) {
                 }
                 Some(v) if as_link(v).is_some() => out.push(problem(
                     &at,
-                    format!(
-                        "\"{target}\" is a link between nodes; writing a value there would cut the graph"
-                    ),
+                    format!("\"{target}\" is a link between nodes; writing a value there would cut the graph"),
                 )),
                 Some(_) => {}
             }
             if let Some(other) = taken.insert(target.as_str(), input.as_str())
                 && other != input
             {
-                out.push(problem(
-                    at,
-                    format!("\"{target}\" is already bound to input \"{other}\""),
-                ));
+                out.push(problem(at, format!("\"{target}\" is already bound to input \"{other}\"")));
             }
         }
     }
@@ -361,34 +287,23 @@ fn validate_comfyui(tool: &ToolDef, out: &mut Vec<Problem>) {
         if !comfy.bindings.contains_key(name) {
             out.push(problem(
                 format!("inputs.{name}"),
-                format!(
-                    "not bound into the workflow: add \"{name}\": [\"node_id.inputs.field\"] to comfyui.bindings"
-                ),
+                format!("not bound into the workflow: add \"{name}\": [\"node_id.inputs.field\"] to comfyui.bindings"),
             ));
         }
     }
 
     if comfy.outputs.is_empty() {
-        out.push(problem(
-            "comfyui.outputs",
-            "needs at least one output node (usually the SaveImage node)",
-        ));
+        out.push(problem("comfyui.outputs", "needs at least one output node (usually the SaveImage node)"));
     }
     for (i, id) in comfy.outputs.iter().enumerate() {
         if !nodes.contains_key(id) {
-            out.push(problem(
-                format!("comfyui.outputs[{i}]"),
-                format!("node \"{id}\" is not in the workflow"),
-            ));
+            out.push(problem(format!("comfyui.outputs[{i}]"), format!("node \"{id}\" is not in the workflow")));
         }
     }
     if let Some(loras) = &comfy.loras
         && !nodes.contains_key(&loras.node)
     {
-        out.push(problem(
-            "comfyui.loras.node",
-            format!("node \"{}\" is not in the workflow", loras.node),
-        ));
+        out.push(problem("comfyui.loras.node", format!("node \"{}\" is not in the workflow", loras.node)));
     }
 }
 

@@ -150,7 +150,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -171,10 +172,7 @@ async fn server_running(config: &Config) -> bool {
 }
 
 fn local_user(args_user: Option<String>) -> String {
-    args_user
-        .or_else(|| std::env::var("USER").ok())
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "operator".into())
+    args_user.or_else(|| std::env::var("USER").ok()).filter(|u| !u.is_empty()).unwrap_or_else(|| "operator".into())
 }
 
 async fn run(station: &Station, args: RunArgs) -> u8 {
@@ -202,7 +200,10 @@ async fn run(station: &Station, args: RunArgs) -> u8 {
     for spec in &args.images {
         let (name, path) = match spec.split_once('=') {
             Some((n, p)) if tool.inputs.contains_key(n) => (n.to_string(), PathBuf::from(p)),
-            _ => match tool.inputs.iter().find(|(_, i)| i.kind == InputType::Image && i.primary)
+            _ => match tool
+                .inputs
+                .iter()
+                .find(|(_, i)| i.kind == InputType::Image && i.primary)
                 .or_else(|| tool.inputs.iter().find(|(_, i)| i.kind == InputType::Image))
             {
                 Some((n, _)) => (n.clone(), PathBuf::from(spec)),
@@ -229,7 +230,12 @@ async fn run(station: &Station, args: RunArgs) -> u8 {
             }
         }
     }
-    let req = SubmitRequest { tool: tool.id.clone(), params, priority: 0, source: Some(serde_json::json!({"platform": "cli"})) };
+    let req = SubmitRequest {
+        tool: tool.id.clone(),
+        params,
+        priority: 0,
+        source: Some(serde_json::json!({"platform": "cli"})),
+    };
     let job = match station.submit(&account, req).await {
         Ok(j) => j,
         Err(SubmitError::Invalid(errors)) => {
@@ -360,7 +366,9 @@ async fn jobs(station: &Station, c: JobsCommand) -> u8 {
         JobsCommand::List { status, tool, limit, json } => {
             let status = match status.as_deref().map(JobStatus::parse) {
                 Some(None) => {
-                    eprintln!("error: --status must be one of queued, dispatched, running, succeeded, failed, cancelled");
+                    eprintln!(
+                        "error: --status must be one of queued, dispatched, running, succeeded, failed, cancelled"
+                    );
                     return exit::USAGE;
                 }
                 Some(s) => s,
@@ -399,7 +407,13 @@ async fn jobs(station: &Station, c: JobsCommand) -> u8 {
             }
             Ok(Some(v)) => {
                 let r = &v.row;
-                println!("job       {}\ntool      {}\nstatus    {}\nprogress  {:.0}%", r.id, r.tool_id, r.status, r.progress * 100.0);
+                println!(
+                    "job       {}\ntool      {}\nstatus    {}\nprogress  {:.0}%",
+                    r.id,
+                    r.tool_id,
+                    r.status,
+                    r.progress * 100.0
+                );
                 if let Some(p) = v.queue_position {
                     println!("position  {p} ahead");
                 }
@@ -489,7 +503,10 @@ fn tools(station: &Station, c: ToolsCommand, errors: &[station_tools::ToolLoadEr
                         t.id,
                         t.command,
                         station_core::service_name(t.service),
-                        serde_json::to_value(t.category).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                        serde_json::to_value(t.category)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default(),
                         t.cost.estimate(),
                         t.name
                     );
@@ -505,15 +522,33 @@ fn tools(station: &Station, c: ToolsCommand, errors: &[station_tools::ToolLoadEr
                 eprintln!("error: no tool {id:?}");
                 return exit::USAGE;
             };
-            println!("{} ({}) — {}\ncommand /{}  service {}  cost {}\nsource  {}\ninputs:", t.name, t.id, t.description, t.command,
-                station_core::service_name(t.service), t.cost.estimate(), t.source.display());
+            println!(
+                "{} ({}) — {}\ncommand /{}  service {}  cost {}\nsource  {}\ninputs:",
+                t.name,
+                t.id,
+                t.description,
+                t.command,
+                station_core::service_name(t.service),
+                t.cost.estimate(),
+                t.source.display()
+            );
             for (name, i) in &t.inputs {
                 let mut extra = vec![];
-                if i.required { extra.push("required".to_string()); }
-                if i.primary { extra.push("primary".into()); }
-                if let Some(d) = &i.default { extra.push(format!("default {d}")); }
-                if let (Some(a), Some(b)) = (i.min, i.max) { extra.push(format!("{a}..{b}")); }
-                if !i.choices().is_empty() { extra.push(format!("one of {}", i.choices().join("|"))); }
+                if i.required {
+                    extra.push("required".to_string());
+                }
+                if i.primary {
+                    extra.push("primary".into());
+                }
+                if let Some(d) = &i.default {
+                    extra.push(format!("default {d}"));
+                }
+                if let (Some(a), Some(b)) = (i.min, i.max) {
+                    extra.push(format!("{a}..{b}"));
+                }
+                if !i.choices().is_empty() {
+                    extra.push(format!("one of {}", i.choices().join("|")));
+                }
                 println!("  {name:<16} {:<10} {}  {}", i.kind.as_str(), extra.join(", "), i.description);
             }
             exit::OK

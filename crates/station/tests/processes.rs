@@ -16,7 +16,8 @@ fn free_port() -> u16 {
 
 /// A 4×4 PNG: left half red, right half blue.
 fn input_png(dir: &Path) -> PathBuf {
-    let img = image::RgbImage::from_fn(4, 4, |x, _| if x < 2 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) });
+    let img =
+        image::RgbImage::from_fn(4, 4, |x, _| if x < 2 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) });
     let path = dir.join("in.png");
     img.save(&path).unwrap();
     path
@@ -95,7 +96,12 @@ async fn wait_http(port: u16, path: &str) -> reqwest::Response {
     }
 }
 
-async fn wait_job(store: &Store, id: &str, what: &str, pred: impl Fn(&station_store::JobRow) -> bool) -> station_store::JobRow {
+async fn wait_job(
+    store: &Store,
+    id: &str,
+    what: &str,
+    pred: impl Fn(&station_store::JobRow) -> bool,
+) -> station_store::JobRow {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(j) = store.get_job(id).await.unwrap()
@@ -135,7 +141,18 @@ async fn run_upscales_through_a_comfyui_backend_and_saves_the_output() {
     let input = input_png(env.dir.path());
     let out = env.dir.path().join("out");
     let output = env
-        .command(&["run", "upscale", "--image", input.to_str().unwrap(), "--param", "scale_by=2", "--param", "upscale_method=nearest-exact", "--out", out.to_str().unwrap()])
+        .command(&[
+            "run",
+            "upscale",
+            "--image",
+            input.to_str().unwrap(),
+            "--param",
+            "scale_by=2",
+            "--param",
+            "upscale_method=nearest-exact",
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -257,7 +274,18 @@ async fn resize_runs_natively_with_no_comfyui_configured() {
     let input = input_png(env.dir.path());
     let out = env.dir.path().join("out");
     let output = env
-        .command(&["run", "resize", "--image", input.to_str().unwrap(), "--param", "width=2", "--param", "filter=nearest", "--out", out.to_str().unwrap()])
+        .command(&[
+            "run",
+            "resize",
+            "--image",
+            input.to_str().unwrap(),
+            "--param",
+            "width=2",
+            "--param",
+            "filter=nearest",
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

@@ -42,11 +42,7 @@ fn private(mut r: LoraRecord, owner: &str) -> LoraRecord {
 }
 
 fn granted(mut r: LoraRecord, account: &str, expires_at: Option<i64>, revoked: bool) -> LoraRecord {
-    r.grants.push(Grant {
-        account: account.into(),
-        expires_at,
-        revoked,
-    });
+    r.grants.push(Grant { account: account.into(), expires_at, revoked });
     r
 }
 
@@ -75,10 +71,7 @@ fn rewrite(prompt: &str, catalog: &[LoraRecord]) -> String {
 }
 
 fn applied(r: &Resolution) -> Vec<(&str, f64, &str)> {
-    r.applied
-        .iter()
-        .map(|a| (a.slug.as_str(), a.weight, a.matched.as_str()))
-        .collect()
+    r.applied.iter().map(|a| (a.slug.as_str(), a.weight, a.matched.as_str())).collect()
 }
 
 // ---- output -----------------------------------------------------------------------------
@@ -86,10 +79,7 @@ fn applied(r: &Resolution) -> Vec<(&str, f64, &str)> {
 #[test]
 fn spec_examples() {
     let cat = [milady()];
-    assert_eq!(
-        rewrite("a portrait in milady style", &cat),
-        "a portrait in <lora:milady-v1:1>milady style"
-    );
+    assert_eq!(rewrite("a portrait in milady style", &cat), "a portrait in <lora:milady-v1:1>milady style");
     assert_eq!(rewrite("(milady),", &cat), "(<lora:milady-v1:1>milady),");
 }
 
@@ -105,14 +95,8 @@ fn applied_records_slug_weight_and_typed_text() {
 fn trigger_at_start_end_and_alone() {
     let cat = [milady()];
     assert_eq!(rewrite("milady", &cat), "<lora:milady-v1:1>milady");
-    assert_eq!(
-        rewrite("milady at dusk", &cat),
-        "<lora:milady-v1:1>milady at dusk"
-    );
-    assert_eq!(
-        rewrite("at dusk, milady", &cat),
-        "at dusk, <lora:milady-v1:1>milady"
-    );
+    assert_eq!(rewrite("milady at dusk", &cat), "<lora:milady-v1:1>milady at dusk");
+    assert_eq!(rewrite("at dusk, milady", &cat), "at dusk, <lora:milady-v1:1>milady");
     assert_eq!(rewrite("", &cat), "");
 }
 
@@ -124,10 +108,7 @@ fn emitted_word_is_the_matched_trigger_in_lower_case() {
 
 #[test]
 fn cognate_emits_first_trigger_word() {
-    let cat = [cognates(
-        lora("m", &["Milady", "remilio"]),
-        &["miladies", "lady m"],
-    )];
+    let cat = [cognates(lora("m", &["Milady", "remilio"]), &["miladies", "lady m"])];
     let r = run("two miladies", &cat);
     assert_eq!(r.prompt, "two <lora:m:1>milady");
     assert_eq!(applied(&r), vec![("m", 1.0, "miladies")]);
@@ -149,22 +130,10 @@ fn lorahash_trigger_emits_only_the_tag() {
 
 #[test]
 fn weights_print_in_shortest_form() {
-    assert_eq!(
-        rewrite("milady", &[weight(milady(), 0.8)]),
-        "<lora:milady-v1:0.8>milady"
-    );
-    assert_eq!(
-        rewrite("milady", &[weight(milady(), 1.15)]),
-        "<lora:milady-v1:1.15>milady"
-    );
-    assert_eq!(
-        rewrite("milady", &[weight(milady(), 1.0)]),
-        "<lora:milady-v1:1>milady"
-    );
-    assert_eq!(
-        rewrite("milady", &[weight(milady(), 0.333)]),
-        "<lora:milady-v1:0.33>milady"
-    );
+    assert_eq!(rewrite("milady", &[weight(milady(), 0.8)]), "<lora:milady-v1:0.8>milady");
+    assert_eq!(rewrite("milady", &[weight(milady(), 1.15)]), "<lora:milady-v1:1.15>milady");
+    assert_eq!(rewrite("milady", &[weight(milady(), 1.0)]), "<lora:milady-v1:1>milady");
+    assert_eq!(rewrite("milady", &[weight(milady(), 0.333)]), "<lora:milady-v1:0.33>milady");
     assert_eq!(format_weight(200), "2");
     assert_eq!(format_weight(7), "0.07");
     assert_eq!(format_weight(110), "1.1");
@@ -209,44 +178,25 @@ fn every_listed_separator_separates() {
         ("!", "?!"),
     ] {
         let text = format!("x{open}milady{close}y");
-        assert_eq!(
-            rewrite(&text, &cat),
-            format!("x{open}<lora:milady-v1:1>milady{close}y"),
-            "{text:?}"
-        );
+        assert_eq!(rewrite(&text, &cat), format!("x{open}<lora:milady-v1:1>milady{close}y"), "{text:?}");
     }
 }
 
 #[test]
 fn other_characters_after_or_before_the_word_are_kept() {
     let cat = [milady()];
-    assert_eq!(
-        rewrite("milady; art", &cat),
-        "<lora:milady-v1:1>milady; art"
-    );
-    assert_eq!(
-        rewrite("milady: art", &cat),
-        "<lora:milady-v1:1>milady: art"
-    );
+    assert_eq!(rewrite("milady; art", &cat), "<lora:milady-v1:1>milady; art");
+    assert_eq!(rewrite("milady: art", &cat), "<lora:milady-v1:1>milady: art");
     assert_eq!(rewrite("milady:x", &cat), "<lora:milady-v1:1>milady:x");
     assert_eq!(rewrite("#milady", &cat), "#<lora:milady-v1:1>milady");
-    assert_eq!(
-        rewrite("milady's hat", &cat),
-        "<lora:milady-v1:1>milady's hat"
-    );
+    assert_eq!(rewrite("milady's hat", &cat), "<lora:milady-v1:1>milady's hat");
 }
 
 #[test]
 fn unicode_around_words_is_preserved() {
     let cat = [milady()];
-    assert_eq!(
-        rewrite("café «milady» 日本 🔥milady🔥", &cat),
-        "café «<lora:milady-v1:1>milady» 日本 🔥🔥"
-    );
-    assert_eq!(
-        rewrite("Ünïcödé milady ß", &cat),
-        "Ünïcödé <lora:milady-v1:1>milady ß"
-    );
+    assert_eq!(rewrite("café «milady» 日本 🔥milady🔥", &cat), "café «<lora:milady-v1:1>milady» 日本 🔥🔥");
+    assert_eq!(rewrite("Ünïcödé milady ß", &cat), "Ünïcödé <lora:milady-v1:1>milady ß");
 }
 
 #[test]
@@ -270,11 +220,7 @@ fn multi_word_trigger_matches_single_whitespace() {
     let r = run("in MILADY STYLE now", &cat);
     assert_eq!(r.prompt, "in <lora:ms:1>milady style now");
     assert_eq!(applied(&r), vec![("ms", 1.0, "MILADY STYLE")]);
-    assert_eq!(
-        rewrite("milady\tstyle", &cat),
-        "<lora:ms:1>milady style",
-        "longest match wins"
-    );
+    assert_eq!(rewrite("milady\tstyle", &cat), "<lora:ms:1>milady style", "longest match wins");
     assert_eq!(rewrite("milady  style", &cat), "<lora:m:1>milady  style");
     assert_eq!(rewrite("milady styles", &cat), "<lora:m:1>milady styles");
 }
@@ -294,26 +240,12 @@ fn explicit_weights() {
     let r = run("milady:0.5 girl", &cat);
     assert_eq!(r.prompt, "<lora:milady-v1:0.5>milady girl");
     assert_eq!(applied(&r), vec![("milady-v1", 0.5, "milady")]);
-    assert_eq!(
-        rewrite("milady:.4, girl", &cat),
-        "<lora:milady-v1:0.4>milady, girl"
-    );
+    assert_eq!(rewrite("milady:.4, girl", &cat), "<lora:milady-v1:0.4>milady, girl");
     assert_eq!(rewrite("milady:1.25", &cat), "<lora:milady-v1:1.25>milady");
     assert_eq!(rewrite("milady:1.255", &cat), "<lora:milady-v1:1.25>milady");
-    assert_eq!(
-        rewrite("milady:1.", &cat),
-        "<lora:milady-v1:1>milady.",
-        "the dot ends a sentence"
-    );
-    assert_eq!(
-        rewrite("milady:7", &cat),
-        "<lora:milady-v1:2>milady",
-        "clamped to 2"
-    );
-    assert_eq!(
-        rewrite("milady:0.5px", &cat),
-        "<lora:milady-v1:1>milady:0.5px"
-    );
+    assert_eq!(rewrite("milady:1.", &cat), "<lora:milady-v1:1>milady.", "the dot ends a sentence");
+    assert_eq!(rewrite("milady:7", &cat), "<lora:milady-v1:2>milady", "clamped to 2");
+    assert_eq!(rewrite("milady:0.5px", &cat), "<lora:milady-v1:1>milady:0.5px");
     assert_eq!(rewrite("milady:-1", &cat), "<lora:milady-v1:1>milady:-1");
 }
 
@@ -330,47 +262,24 @@ fn explicit_zero_weight_leaves_text_as_typed() {
 #[test]
 fn dots_and_bangs_shift_the_default_weight() {
     let cat = [milady()];
-    assert_eq!(
-        rewrite("milady.. girl", &cat),
-        "<lora:milady-v1:0.6>milady girl"
-    );
-    assert_eq!(
-        rewrite("milady!! girl", &cat),
-        "<lora:milady-v1:1.4>milady girl"
-    );
+    assert_eq!(rewrite("milady.. girl", &cat), "<lora:milady-v1:0.6>milady girl");
+    assert_eq!(rewrite("milady!! girl", &cat), "<lora:milady-v1:1.4>milady girl");
     assert_eq!(rewrite("milady.", &cat), "<lora:milady-v1:0.8>milady");
     assert_eq!(rewrite("(milady!)", &cat), "(<lora:milady-v1:1.2>milady)");
-    assert_eq!(
-        rewrite("milady!!!!!!!!", &cat),
-        "<lora:milady-v1:2>milady",
-        "clamped to 2"
-    );
+    assert_eq!(rewrite("milady!!!!!!!!", &cat), "<lora:milady-v1:2>milady", "clamped to 2");
     let r = run("milady..", &[weight(milady(), 0.75)]);
     assert_eq!(r.prompt, "<lora:milady-v1:0.35>milady");
     assert_eq!(r.applied[0].weight, 0.35);
-    assert_eq!(
-        rewrite("milady!", &[weight(milady(), 0.8)]),
-        "<lora:milady-v1:1>milady"
-    );
+    assert_eq!(rewrite("milady!", &[weight(milady(), 0.8)]), "<lora:milady-v1:1>milady");
 }
 
 #[test]
 fn mixed_punctuation_runs_are_kept() {
     let cat = [milady()];
-    assert_eq!(
-        rewrite("milady!? wow", &cat),
-        "<lora:milady-v1:1>milady!? wow"
-    );
-    assert_eq!(
-        rewrite("milady., wow", &cat),
-        "<lora:milady-v1:1>milady., wow"
-    );
+    assert_eq!(rewrite("milady!? wow", &cat), "<lora:milady-v1:1>milady!? wow");
+    assert_eq!(rewrite("milady., wow", &cat), "<lora:milady-v1:1>milady., wow");
     assert_eq!(rewrite("milady.!", &cat), "<lora:milady-v1:1>milady.!");
-    assert_eq!(
-        rewrite("milady.5", &cat),
-        "<lora:milady-v1:1>milady.5",
-        "not a shift"
-    );
+    assert_eq!(rewrite("milady.5", &cat), "<lora:milady-v1:1>milady.5", "not a shift");
 }
 
 #[test]
@@ -391,10 +300,7 @@ fn shift_to_zero_means_not_applied() {
 #[test]
 fn later_occurrences_are_removed() {
     let cat = [cognates(lora("m", &["milady", "remilio"]), &["miladies"])];
-    let r = run(
-        "milady at the beach, milady again with Remilio and miladies",
-        &cat,
-    );
+    let r = run("milady at the beach, milady again with Remilio and miladies", &cat);
     assert_eq!(r.prompt, "<lora:m:1>milady at the beach, again with and");
     assert_eq!(applied(&r), vec![("m", 1.0, "milady")]);
 }
@@ -402,64 +308,28 @@ fn later_occurrences_are_removed() {
 #[test]
 fn removal_takes_weight_suffix_and_collapses_whitespace() {
     let cat = [milady()];
-    assert_eq!(
-        rewrite("milady x milady:0.5 y", &cat),
-        "<lora:milady-v1:1>milady x y"
-    );
-    assert_eq!(
-        rewrite("milady x milady!! y", &cat),
-        "<lora:milady-v1:1>milady x y"
-    );
-    assert_eq!(
-        rewrite("milady x milady", &cat),
-        "<lora:milady-v1:1>milady x"
-    );
-    assert_eq!(
-        rewrite("milady x (milady y)", &cat),
-        "<lora:milady-v1:1>milady x (y)"
-    );
-    assert_eq!(
-        rewrite("milady x milady, y", &cat),
-        "<lora:milady-v1:1>milady x, y"
-    );
-    assert_eq!(
-        rewrite("milady, milady, milady", &cat),
-        "<lora:milady-v1:1>milady,,"
-    );
-    assert_eq!(
-        rewrite("milady x\nmilady\ny", &cat),
-        "<lora:milady-v1:1>milady x\ny"
-    );
-    assert_eq!(
-        rewrite("milady x milady\ny", &cat),
-        "<lora:milady-v1:1>milady x\ny"
-    );
-    assert_eq!(
-        rewrite("milady x\nmilady y", &cat),
-        "<lora:milady-v1:1>milady x\ny"
-    );
-    assert_eq!(
-        rewrite("milady x  milady  y", &cat),
-        "<lora:milady-v1:1>milady x  y"
-    );
+    assert_eq!(rewrite("milady x milady:0.5 y", &cat), "<lora:milady-v1:1>milady x y");
+    assert_eq!(rewrite("milady x milady!! y", &cat), "<lora:milady-v1:1>milady x y");
+    assert_eq!(rewrite("milady x milady", &cat), "<lora:milady-v1:1>milady x");
+    assert_eq!(rewrite("milady x (milady y)", &cat), "<lora:milady-v1:1>milady x (y)");
+    assert_eq!(rewrite("milady x milady, y", &cat), "<lora:milady-v1:1>milady x, y");
+    assert_eq!(rewrite("milady, milady, milady", &cat), "<lora:milady-v1:1>milady,,");
+    assert_eq!(rewrite("milady x\nmilady\ny", &cat), "<lora:milady-v1:1>milady x\ny");
+    assert_eq!(rewrite("milady x milady\ny", &cat), "<lora:milady-v1:1>milady x\ny");
+    assert_eq!(rewrite("milady x\nmilady y", &cat), "<lora:milady-v1:1>milady x\ny");
+    assert_eq!(rewrite("milady x  milady  y", &cat), "<lora:milady-v1:1>milady x  y");
 }
 
 #[test]
 fn removal_at_prompt_start_drops_following_space() {
     let cat = [milady()];
-    assert_eq!(
-        rewrite("milady and more <lora:milady-v1:0.5>", &cat),
-        "and more <lora:milady-v1:0.5>"
-    );
+    assert_eq!(rewrite("milady and more <lora:milady-v1:0.5>", &cat), "and more <lora:milady-v1:0.5>");
 }
 
 #[test]
 fn zero_weight_occurrences_are_never_removed_and_never_block() {
     let cat = [milady()];
-    assert_eq!(
-        rewrite("milady x milady:0 y", &cat),
-        "<lora:milady-v1:1>milady x milady:0 y"
-    );
+    assert_eq!(rewrite("milady x milady:0 y", &cat), "<lora:milady-v1:1>milady x milady:0 y");
     let r = run("milady:0 x milady.. y milady", &cat);
     assert_eq!(r.prompt, "milady:0 x <lora:milady-v1:0.6>milady y");
     assert_eq!(applied(&r), vec![("milady-v1", 0.6, "milady")]);
@@ -472,17 +342,11 @@ fn usable_inline_tag_is_kept_and_counts_as_applied() {
     let cat = [milady()];
     let r = run("a <lora:milady-v1:0.7> portrait", &cat);
     assert_eq!(r.prompt, "a <lora:milady-v1:0.7> portrait");
-    assert_eq!(
-        applied(&r),
-        vec![("milady-v1", 0.7, "<lora:milady-v1:0.7>")]
-    );
+    assert_eq!(applied(&r), vec![("milady-v1", 0.7, "<lora:milady-v1:0.7>")]);
     assert!(r.warnings.is_empty());
     let r = run("<LoRA:Milady-V1:1.0>", &cat);
     assert_eq!(r.prompt, "<LoRA:Milady-V1:1.0>");
-    assert_eq!(
-        applied(&r),
-        vec![("milady-v1", 1.0, "<LoRA:Milady-V1:1.0>")]
-    );
+    assert_eq!(applied(&r), vec![("milady-v1", 1.0, "<LoRA:Milady-V1:1.0>")]);
 }
 
 #[test]
@@ -490,10 +354,7 @@ fn inline_tag_removes_triggers_before_and_after_it() {
     let cat = [milady()];
     let r = run("milady in <lora:milady-v1:0.5> with milady.", &cat);
     assert_eq!(r.prompt, "in <lora:milady-v1:0.5> with");
-    assert_eq!(
-        applied(&r),
-        vec![("milady-v1", 0.5, "<lora:milady-v1:0.5>")]
-    );
+    assert_eq!(applied(&r), vec![("milady-v1", 0.5, "<lora:milady-v1:0.5>")]);
 }
 
 #[test]
@@ -502,16 +363,10 @@ fn unknown_or_inaccessible_inline_tag_is_removed_with_the_same_warning() {
     let r = run("a <lora:nope:1> b", &cat);
     assert_eq!(r.prompt, "a b");
     assert!(r.applied.is_empty());
-    assert_eq!(
-        r.warnings,
-        vec![r#"removed <lora:nope:1>: no LoRA "nope" is available"#]
-    );
+    assert_eq!(r.warnings, vec![r#"removed <lora:nope:1>: no LoRA "nope" is available"#]);
     let r = resolve("a <lora:secret:1> b", &cat, Some("bob"), None, NOW);
     assert_eq!(r.prompt, "a b");
-    assert_eq!(
-        r.warnings,
-        vec![r#"removed <lora:secret:1>: no LoRA "secret" is available"#]
-    );
+    assert_eq!(r.warnings, vec![r#"removed <lora:secret:1>: no LoRA "secret" is available"#]);
     let r = resolve("a <lora:secret:1> b", &cat, Some("alice"), None, NOW);
     assert_eq!(r.prompt, "a <lora:secret:1> b");
     assert!(r.warnings.is_empty());
@@ -524,9 +379,7 @@ fn incompatible_inline_tag_is_removed_naming_base_models() {
     assert_eq!(r.prompt, "girl");
     assert_eq!(
         r.warnings,
-        vec![
-            r#"removed <lora:milady-v1:1>: LoRA "milady-v1" is for SD1.5 and this tool uses FLUX"#
-        ]
+        vec![r#"removed <lora:milady-v1:1>: LoRA "milady-v1" is for SD1.5 and this tool uses FLUX"#]
     );
 }
 
@@ -536,21 +389,11 @@ fn non_numeric_inline_tag_stays_as_text_and_is_not_reparsed() {
     let r = run("<lora:milady-v1:high> girl", &cat);
     assert_eq!(r.prompt, "<lora:milady-v1:high> girl");
     assert!(r.applied.is_empty());
-    assert_eq!(
-        r.warnings,
-        vec![r#"kept <lora:milady-v1:high> as plain text: weight "high" is not a number"#]
-    );
+    assert_eq!(r.warnings, vec![r#"kept <lora:milady-v1:high> as plain text: weight "high" is not a number"#]);
     let r = run("<lora:milady> milady", &cat);
     assert_eq!(r.prompt, "<lora:milady> <lora:milady-v1:1>milady");
-    assert_eq!(
-        r.warnings,
-        vec!["kept <lora:milady> as plain text: expected <lora:slug:weight>"]
-    );
-    for bad in [
-        "<lora:milady-v1:inf>",
-        "<lora:milady-v1:NaN>",
-        "<lora:milady-v1:1e2>",
-    ] {
+    assert_eq!(r.warnings, vec!["kept <lora:milady> as plain text: expected <lora:slug:weight>"]);
+    for bad in ["<lora:milady-v1:inf>", "<lora:milady-v1:NaN>", "<lora:milady-v1:1e2>"] {
         assert_eq!(rewrite(bad, &cat), bad);
     }
 }
@@ -561,10 +404,7 @@ fn tag_text_is_never_matched_as_words() {
     let r = run("<lora:milady:1> girl", &cat);
     assert_eq!(r.prompt, "girl");
     assert!(r.applied.is_empty());
-    assert_eq!(
-        r.warnings,
-        vec![r#"removed <lora:milady:1>: no LoRA "milady" is available"#]
-    );
+    assert_eq!(r.warnings, vec![r#"removed <lora:milady:1>: no LoRA "milady" is available"#]);
 }
 
 #[test]
@@ -573,10 +413,7 @@ fn duplicate_inline_tag_is_removed() {
     let r = run("<lora:milady-v1:1> x <lora:milady-v1:0.5>", &cat);
     assert_eq!(r.prompt, "<lora:milady-v1:1> x");
     assert_eq!(applied(&r), vec![("milady-v1", 1.0, "<lora:milady-v1:1>")]);
-    assert_eq!(
-        r.warnings,
-        vec![r#"removed <lora:milady-v1:0.5>: LoRA "milady-v1" is already applied"#]
-    );
+    assert_eq!(r.warnings, vec![r#"removed <lora:milady-v1:0.5>: LoRA "milady-v1" is already applied"#]);
 }
 
 #[test]
@@ -591,14 +428,8 @@ fn inline_tag_weight_is_kept_as_written() {
 fn broken_tag_shapes_are_plain_text() {
     let cat = [milady()];
     assert_eq!(rewrite("<lora:milady-v1:1", &cat), "<lora:milady-v1:1");
-    assert_eq!(
-        rewrite("<lora:a <lora:milady-v1:1>", &cat),
-        "<lora:a <lora:milady-v1:1>"
-    );
-    assert_eq!(
-        rewrite("<lora milady", &cat),
-        "<lora <lora:milady-v1:1>milady"
-    );
+    assert_eq!(rewrite("<lora:a <lora:milady-v1:1>", &cat), "<lora:a <lora:milady-v1:1>");
+    assert_eq!(rewrite("<lora milady", &cat), "<lora <lora:milady-v1:1>milady");
 }
 
 #[test]
@@ -606,20 +437,14 @@ fn removing_a_tag_never_glues_words() {
     let cat = [milady()];
     let r = run("foo<lora:gone:1>milady", &cat);
     assert_eq!(r.prompt, "foo <lora:milady-v1:1>milady");
-    assert_eq!(
-        rewrite("<lo<lora:gone:1>ra:secret:1>", &cat),
-        "<lo ra:secret:1>"
-    );
+    assert_eq!(rewrite("<lo<lora:gone:1>ra:secret:1>", &cat), "<lo ra:secret:1>");
     assert_eq!(rewrite("(<lora:gone:1>)", &cat), "()");
 }
 
 #[test]
 fn tags_formed_by_removing_tags_are_judged_too() {
     let cat = [milady()];
-    for text in [
-        "<lora:secret<lora:gone:1>:1>",
-        "<lora:<lora:gone:1>secret:1>",
-    ] {
+    for text in ["<lora:secret<lora:gone:1>:1>", "<lora:<lora:gone:1>secret:1>"] {
         let r = run(text, &cat);
         assert_eq!(r.prompt, "", "{text}");
         assert_eq!(
@@ -633,10 +458,7 @@ fn tags_formed_by_removing_tags_are_judged_too() {
     }
     let r = run("<lora:milady-v1<lora:gone:1>:0.5> milady", &cat);
     assert_eq!(r.prompt, "<lora:milady-v1:0.5>");
-    assert_eq!(
-        applied(&r),
-        vec![("milady-v1", 0.5, "<lora:milady-v1:0.5>")]
-    );
+    assert_eq!(applied(&r), vec![("milady-v1", 0.5, "<lora:milady-v1:0.5>")]);
     let r = run("a <lora:x<lora:<lora:gone:1>:1>:1> b milady", &cat);
     assert_eq!(r.prompt, "a b <lora:milady-v1:1>milady");
     assert_eq!(
@@ -654,10 +476,7 @@ fn tags_formed_by_removing_triggers_are_removed() {
     let cat = [lora("x", &["xx", "#xx#"])];
     let r = run("xx <lo#xx#ra:secret:1>", &cat);
     assert_eq!(r.prompt, "<lora:x:1>xx ");
-    assert_eq!(
-        r.warnings,
-        vec!["removed <lora:secret:1>: it was formed by removing text inside it"]
-    );
+    assert_eq!(r.warnings, vec!["removed <lora:secret:1>: it was formed by removing text inside it"]);
 }
 
 #[test]
@@ -689,43 +508,23 @@ fn inline_tags_allow_no_spaces() {
 #[test]
 fn private_loras_need_owner_or_live_grant() {
     let cat = [
-        granted(
-            granted(private(milady(), "alice"), "bob", Some(NOW + 1), false),
-            "carol",
-            None,
-            true,
-        ),
-        granted(
-            private(lora("old", &["old"]), "alice"),
-            "dave",
-            Some(NOW),
-            false,
-        ),
+        granted(granted(private(milady(), "alice"), "bob", Some(NOW + 1), false), "carol", None, true),
+        granted(private(lora("old", &["old"]), "alice"), "dave", Some(NOW), false),
     ];
     let text = "milady old";
     let for_account = |a: Option<&str>| resolve(text, &cat, a, None, NOW).prompt;
     assert_eq!(for_account(None), "milady old");
-    assert_eq!(
-        for_account(Some("alice")),
-        "<lora:milady-v1:1>milady <lora:old:1>old"
-    );
+    assert_eq!(for_account(Some("alice")), "<lora:milady-v1:1>milady <lora:old:1>old");
     assert_eq!(for_account(Some("bob")), "<lora:milady-v1:1>milady old");
     assert_eq!(for_account(Some("carol")), "milady old", "revoked");
     assert_eq!(for_account(Some("dave")), "milady old", "expired at now");
     assert_eq!(for_account(Some("mallory")), "milady old");
-    assert_eq!(
-        resolve(text, &cat, Some("bob"), None, NOW + 1).prompt,
-        "milady old",
-        "bob's grant expired"
-    );
+    assert_eq!(resolve(text, &cat, Some("bob"), None, NOW + 1).prompt, "milady old", "bob's grant expired");
 }
 
 #[test]
 fn incompatible_loras_are_ignored() {
-    let cat = [
-        checkpoint(milady(), "SD1.5"),
-        checkpoint(lora("f", &["fluxy"]), "FLUX.1"),
-    ];
+    let cat = [checkpoint(milady(), "SD1.5"), checkpoint(lora("f", &["fluxy"]), "FLUX.1")];
     let text = "milady fluxy";
     let with = |base: Option<&str>| resolve(text, &cat, None, base, NOW).prompt;
     assert_eq!(with(None), "<lora:milady-v1:1>milady <lora:f:1>fluxy");
@@ -738,10 +537,7 @@ fn incompatible_loras_are_ignored() {
 
 #[test]
 fn incompatible_candidate_does_not_shadow_compatible_one() {
-    let cat = [
-        updated(checkpoint(lora("new-flux", &["milady"]), "FLUX"), 9),
-        updated(lora("old-xl", &["milady"]), 1),
-    ];
+    let cat = [updated(checkpoint(lora("new-flux", &["milady"]), "FLUX"), 9), updated(lora("old-xl", &["milady"]), 1)];
     let r = resolve("milady", &cat, None, Some("SDXL"), NOW);
     assert_eq!(r.prompt, "<lora:old-xl:1>milady");
     assert!(r.warnings.is_empty(), "only one compatible candidate");
@@ -753,28 +549,14 @@ fn incompatible_candidate_does_not_shadow_compatible_one() {
 fn own_private_beats_granted_beats_public() {
     let cat = [
         updated(lora("pub", &["milady"]), 30),
-        updated(
-            granted(
-                private(lora("shared", &["milady"]), "bob"),
-                "alice",
-                None,
-                false,
-            ),
-            20,
-        ),
+        updated(granted(private(lora("shared", &["milady"]), "bob"), "alice", None, false), 20),
         updated(private(lora("mine", &["milady"]), "alice"), 10),
     ];
     let r = resolve("milady", &cat, Some("alice"), None, NOW);
     assert_eq!(r.prompt, "<lora:mine:1>milady");
     assert!(r.warnings.is_empty(), "only one public candidate");
-    assert_eq!(
-        resolve("milady", &cat[..2], Some("alice"), None, NOW).prompt,
-        "<lora:shared:1>milady"
-    );
-    assert_eq!(
-        resolve("milady", &cat, Some("carol"), None, NOW).prompt,
-        "<lora:pub:1>milady"
-    );
+    assert_eq!(resolve("milady", &cat[..2], Some("alice"), None, NOW).prompt, "<lora:shared:1>milady");
+    assert_eq!(resolve("milady", &cat, Some("carol"), None, NOW).prompt, "<lora:pub:1>milady");
 }
 
 #[test]
@@ -786,25 +568,15 @@ fn newest_public_wins_with_one_warning_per_trigger() {
     ];
     let r = run("milady x Milady", &cat);
     assert_eq!(r.prompt, "<lora:c-new:1>other x");
-    assert_eq!(
-        r.warnings,
-        vec![r#"trigger "milady" matches several LoRAs (a-mid, b-old, c-new); using c-new"#]
-    );
+    assert_eq!(r.warnings, vec![r#"trigger "milady" matches several LoRAs (a-mid, b-old, c-new); using c-new"#]);
 }
 
 #[test]
 fn public_conflict_warns_even_when_private_wins() {
-    let cat = [
-        lora("p1", &["milady"]),
-        lora("p2", &["milady"]),
-        private(lora("mine", &["milady"]), "alice"),
-    ];
+    let cat = [lora("p1", &["milady"]), lora("p2", &["milady"]), private(lora("mine", &["milady"]), "alice")];
     let r = resolve("milady", &cat, Some("alice"), None, NOW);
     assert_eq!(r.prompt, "<lora:mine:1>milady");
-    assert_eq!(
-        r.warnings,
-        vec![r#"trigger "milady" matches several LoRAs (mine, p1, p2); using mine"#]
-    );
+    assert_eq!(r.warnings, vec![r#"trigger "milady" matches several LoRAs (mine, p1, p2); using mine"#]);
 }
 
 #[test]
@@ -820,23 +592,14 @@ fn several_loras_in_prompt_order() {
     let cat = [weight(milady(), 0.8), lora("pixel", &["pixel art"])];
     let r = run("Pixel Art of milady!, pixel art", &cat);
     // `!,` is a mixed run: kept, and the default weight applies.
-    assert_eq!(
-        r.prompt,
-        "<lora:pixel:1>pixel art of <lora:milady-v1:0.8>milady!,"
-    );
-    assert_eq!(
-        applied(&r),
-        vec![("pixel", 1.0, "Pixel Art"), ("milady-v1", 0.8, "milady")]
-    );
+    assert_eq!(r.prompt, "<lora:pixel:1>pixel art of <lora:milady-v1:0.8>milady!,");
+    assert_eq!(applied(&r), vec![("pixel", 1.0, "Pixel Art"), ("milady-v1", 0.8, "milady")]);
 }
 
 #[test]
 fn resolving_a_resolved_prompt_changes_nothing() {
-    let cat = [
-        cognates(weight(milady(), 0.8), &["miladies"]),
-        lora("h", &["lorahash_1"]),
-        lora("pixel", &["pixel art"]),
-    ];
+    let cat =
+        [cognates(weight(milady(), 0.8), &["miladies"]), lora("h", &["lorahash_1"]), lora("pixel", &["pixel art"])];
     for text in [
         "Miladies.. in pixel art, lorahash_1!",
         "milady:0 then milady",
@@ -852,10 +615,7 @@ fn resolving_a_resolved_prompt_changes_nothing() {
 fn loader_inputs_map_applied_slugs_to_files() {
     let cat = [weight(milady(), 0.8), lora("pixel", &["pixel"])];
     let r = run("pixel <lora:milady-v1:1.3>", &cat);
-    assert_eq!(
-        r.loader_inputs(&cat),
-        vec![("pixel.safetensors", 1.0), ("milady-v1.safetensors", 1.3)]
-    );
+    assert_eq!(r.loader_inputs(&cat), vec![("pixel.safetensors", 1.0), ("milady-v1.safetensors", 1.3)]);
 }
 
 #[test]
@@ -880,24 +640,9 @@ mod fuzz {
             updated(lora("pub-b", &["milady"]), 7),
             weight(lora("hash", &["lorahash_x1"]), 0.6),
             private(lora("alice-only", &["secret", "milady"]), "alice"),
-            granted(
-                private(lora("bob-share", &["hush"]), "alice"),
-                "bob",
-                None,
-                false,
-            ),
-            granted(
-                private(lora("expired", &["gone"]), "alice"),
-                "bob",
-                Some(NOW),
-                false,
-            ),
-            granted(
-                private(lora("revoked", &["nope"]), "alice"),
-                "bob",
-                None,
-                true,
-            ),
+            granted(private(lora("bob-share", &["hush"]), "alice"), "bob", None, false),
+            granted(private(lora("expired", &["gone"]), "alice"), "bob", Some(NOW), false),
+            granted(private(lora("revoked", &["nope"]), "alice"), "bob", None, true),
             checkpoint(lora("flux-a", &["fluxy"]), "FLUX.1"),
             checkpoint(lora("sd15", &["old"]), "SD1.5"),
         ]
@@ -1024,29 +769,13 @@ mod fuzz {
 
 #[test]
 fn large_catalog_and_prompt_stay_fast() {
-    let cat: Vec<LoraRecord> = (0..5000)
-        .map(|i| {
-            lora(
-                &format!("l{i}"),
-                &[&format!("word{i}"), &format!("alt {i}")],
-            )
-        })
-        .collect();
-    let prompt = (0..400)
-        .map(|i| format!("word{} filler", i * 7))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let cat: Vec<LoraRecord> =
+        (0..5000).map(|i| lora(&format!("l{i}"), &[&format!("word{i}"), &format!("alt {i}")])).collect();
+    let prompt = (0..400).map(|i| format!("word{} filler", i * 7)).collect::<Vec<_>>().join(", ");
     let started = std::time::Instant::now();
     let r = run(&prompt, &cat);
     assert_eq!(r.applied.len(), 400);
-    assert!(
-        r.prompt
-            .starts_with("<lora:l0:1>word0 filler, <lora:l7:1>word7 filler")
-    );
+    assert!(r.prompt.starts_with("<lora:l0:1>word0 filler, <lora:l7:1>word7 filler"));
     // Generous bound for unoptimised test builds on a busy machine; catches quadratic blowups.
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
 }

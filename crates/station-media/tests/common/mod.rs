@@ -32,16 +32,12 @@ pub fn noise(w: u32, h: u32, seed: u32) -> DynamicImage {
 /// `count` vertical stripes of equal width, colours cycling through `colours`.
 pub fn stripes(w: u32, h: u32, colours: &[[u8; 3]]) -> DynamicImage {
     let n = colours.len() as u32;
-    DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, _| {
-        Rgb(colours[(x * n / w) as usize])
-    }))
+    DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, _| Rgb(colours[(x * n / w) as usize])))
 }
 
 /// Top half `top`, bottom half `bottom`.
 pub fn halves(w: u32, h: u32, top: [u8; 3], bottom: [u8; 3]) -> DynamicImage {
-    DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |_, y| {
-        Rgb(if y < h / 2 { top } else { bottom })
-    }))
+    DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |_, y| Rgb(if y < h / 2 { top } else { bottom })))
 }
 
 pub fn png(img: &DynamicImage) -> Vec<u8> {

@@ -86,7 +86,8 @@ pub async fn backends_command(station: &Station, c: BackendsCommand) -> u8 {
     match c {
         BackendsCommand::List => {
             println!("{:<16} {:<36} {:>4}  {:<8} SOURCE", "NAME", "URL", "MAX", "TAGS");
-            let from_db: Vec<String> = station.store.list_backends().await.unwrap_or_default().into_iter().map(|b| b.name).collect();
+            let from_db: Vec<String> =
+                station.store.list_backends().await.unwrap_or_default().into_iter().map(|b| b.name).collect();
             for s in backend_specs(station).await {
                 let src = if from_db.contains(&s.name) { "added" } else { "config" };
                 println!("{:<16} {:<36} {:>4}  {:<8} {src}", s.name, s.url, s.max_concurrent, s.tags.join(","));
@@ -122,7 +123,9 @@ pub async fn backends_command(station: &Station, c: BackendsCommand) -> u8 {
                 exit::OK
             }
             Ok(false) => {
-                eprintln!("error: no backend {name} was added at run time (configured ones are removed from station.toml)");
+                eprintln!(
+                    "error: no backend {name} was added at run time (configured ones are removed from station.toml)"
+                );
                 exit::USAGE
             }
             Err(e) => {
@@ -148,7 +151,11 @@ pub async fn backends_command(station: &Station, c: BackendsCommand) -> u8 {
             let caps = pool.capabilities(&tools);
             let mut all_ok = true;
             for (status, (_, per_tool)) in pool.statuses().iter().zip(caps) {
-                let state = if status.healthy { "up".to_string() } else { format!("DOWN: {}", status.last_error.clone().unwrap_or_default()) };
+                let state = if status.healthy {
+                    "up".to_string()
+                } else {
+                    format!("DOWN: {}", status.last_error.clone().unwrap_or_default())
+                };
                 all_ok &= status.healthy;
                 println!("{} ({}) — {state}", status.spec.name, status.spec.url);
                 if status.healthy {
