@@ -46,6 +46,9 @@ const WARMUP: usize = 10;
 /// 4 backend slots, so the per-user cap is never what limits the drain.
 const ACCOUNTS: usize = 8;
 
+/// Untimed pause between a direct run and a Station job in the latency series.
+const SETTLE: Duration = Duration::from_millis(5);
+
 fn env_usize(name: &str, default: usize) -> usize {
     match std::env::var(name) {
         Ok(v) => v.parse().unwrap_or_else(|e| panic!("environment variable {name}={v:?}: {e}")),
@@ -313,8 +316,12 @@ async fn latency(n: usize) {
         let mut s: [Series; 5] = Default::default();
         let mut timer_waits = 0;
         for i in 0..WARMUP + n {
+            // The pauses let each side's tail work (the worker's next claim,
+            // the fake's history bookkeeping) end before the other is timed.
             let t = direct.run_once().await;
+            tokio::time::sleep(SETTLE).await;
             let j = station_once(&env, &mut rx, &account, &image).await;
+            tokio::time::sleep(SETTLE).await;
             if i < WARMUP {
                 continue;
             }
@@ -377,26 +384,31 @@ async fn statements(f: &FakeComfy, direct: &Direct) {
     }
     SQL_COUNTING.store(false, Ordering::SeqCst);
     env.stop().await;
-    let mut rows: Vec<(String, (u64, f64))> = SQL_STATS.lock().expect("stats").drain().collect();
+    let mut rows: Vec<(String, (u64, f64, f64))> = SQL_STATS.lock().expect("stats").drain().collect();
     rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
-    let (count, secs) = rows.iter().fold((0, 0.0), |(c, s), (_, (n, t))| (c + n, s + t));
+    let (count, secs) = rows.iter().fold((0, 0.0), |(c, s), (_, (n, t, _))| (c + n, s + t));
     println!(
         "\n## SQL per Station job (SQLite, mean over {JOBS} sequential jobs, health checks and heartbeats included)\n"
     );
-    println!("| statement | per job | ms per job |");
-    println!("|---|---:|---:|");
-    for (summary, (n, t)) in &rows {
+    println!("| statement | per job | ms per job | longest ms |");
+    println!("|---|---:|---:|---:|");
+    for (summary, (n, t, max)) in &rows {
         let summary = summary.replace('|', "\\|");
-        println!("| `{summary}` | {:.2} | {:.3} |", *n as f64 / JOBS as f64, t * 1000.0 / JOBS as f64);
+        println!(
+            "| `{summary}` | {:.2} | {:.3} | {:.2} |",
+            *n as f64 / JOBS as f64,
+            t * 1000.0 / JOBS as f64,
+            max * 1000.0
+        );
     }
-    println!("| **total** | {:.2} | {:.3} |", count as f64 / JOBS as f64, secs * 1000.0 / JOBS as f64);
+    println!("| **total** | {:.2} | {:.3} | |", count as f64 / JOBS as f64, secs * 1000.0 / JOBS as f64);
 }
 
 /// Whether [`SqlCounter`] records statements now.
 static SQL_COUNTING: AtomicBool = AtomicBool::new(false);
 
-/// Statement summary (sqlx's first words of the SQL) → (count, seconds inside it).
-static SQL_STATS: LazyLock<Mutex<HashMap<String, (u64, f64)>>> = LazyLock::new(Default::default);
+/// Statement opening → (count, seconds inside it, longest single run in seconds).
+static SQL_STATS: LazyLock<Mutex<HashMap<String, (u64, f64, f64)>>> = LazyLock::new(Default::default);
 
 /// A tracing subscriber that only listens to sqlx's statement events.
 struct SqlCounter;
@@ -405,6 +417,7 @@ struct SqlCounter;
 #[derive(Default)]
 struct StatementFields {
     summary: String,
+    statement: String,
     secs: f64,
 }
 
@@ -416,8 +429,10 @@ impl Visit for StatementFields {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "summary" {
-            self.summary = value.to_owned();
+        match field.name() {
+            "summary" => self.summary = value.to_owned(),
+            "db.statement" => self.statement = value.to_owned(),
+            _ => {}
         }
     }
 
@@ -449,10 +464,24 @@ impl Subscriber for SqlCounter {
     fn event(&self, event: &Event<'_>) {
         let mut fields = StatementFields::default();
         event.record(&mut fields);
+        // sqlx's summary is only the first words, which several job updates
+        // share; the statement's opening tells claim, running and finish apart.
+        let key = if fields.statement.trim().is_empty() {
+            fields.summary
+        } else {
+            let words: Vec<&str> = fields.statement.split_whitespace().collect();
+            let mut key = words.join(" ");
+            if let Some((cut, _)) = key.char_indices().nth(72) {
+                key.truncate(cut);
+                key.push_str(" …");
+            }
+            key
+        };
         let mut stats = SQL_STATS.lock().expect("stats");
-        let e = stats.entry(fields.summary).or_default();
+        let e = stats.entry(key).or_default();
         e.0 += 1;
         e.1 += fields.secs;
+        e.2 = e.2.max(fields.secs);
     }
 
     fn enter(&self, _: &span::Id) {}
