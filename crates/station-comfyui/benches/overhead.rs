@@ -14,6 +14,8 @@
 //! 3. **Throughput**: with a fixed per-node delay in the fakes so the backend
 //!    is the bottleneck, a burst of jobs drained by 1 backend and by 4
 //!    (each `max_concurrent = 1`), next to the same prompts driven directly.
+//! 4. **SQL per job**: the statements Station runs for one job and the time
+//!    spent inside them, from sqlx's own per-statement tracing events.
 //!
 //! Run with `cargo bench -p station-comfyui --bench overhead`. Knobs (env):
 //! `BENCH_N` (jobs per latency series, default 200), `BENCH_JOBS` (jobs per
@@ -384,7 +386,7 @@ async fn statements(f: &FakeComfy, direct: &Direct) {
     }
     SQL_COUNTING.store(false, Ordering::SeqCst);
     env.stop().await;
-    let mut rows: Vec<(String, (u64, f64, f64))> = SQL_STATS.lock().expect("stats").drain().collect();
+    let mut rows: Vec<(String, StatementStats)> = SQL_STATS.lock().expect("stats").drain().collect();
     rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
     let (count, secs) = rows.iter().fold((0, 0.0), |(c, s), (_, (n, t, _))| (c + n, s + t));
     println!(
@@ -407,8 +409,11 @@ async fn statements(f: &FakeComfy, direct: &Direct) {
 /// Whether [`SqlCounter`] records statements now.
 static SQL_COUNTING: AtomicBool = AtomicBool::new(false);
 
-/// Statement opening → (count, seconds inside it, longest single run in seconds).
-static SQL_STATS: LazyLock<Mutex<HashMap<String, (u64, f64, f64)>>> = LazyLock::new(Default::default);
+/// Statement opening → its [`StatementStats`].
+static SQL_STATS: LazyLock<Mutex<HashMap<String, StatementStats>>> = LazyLock::new(Default::default);
+
+/// Count, seconds inside the statement, longest single run in seconds.
+type StatementStats = (u64, f64, f64);
 
 /// A tracing subscriber that only listens to sqlx's statement events.
 struct SqlCounter;
