@@ -81,6 +81,11 @@ async fn claim_loop(
     let mut running = JoinSet::new();
     let done = Arc::new(tokio::sync::Notify::new());
     loop {
+        // Listen for submits BEFORE claiming: `notify_waiters` stores nothing,
+        // so a submit landing during the claim would otherwise wait a poll tick.
+        let wake = station.wake.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
         while running.try_join_next().is_some() {}
         let free = ex.capacity().saturating_sub(running.len());
         let mut claimed = 0;
@@ -126,7 +131,7 @@ async fn claim_loop(
         }
         tokio::select! {
             _ = stop.cancelled() => {}
-            _ = station.wake.notified() => {}
+            _ = &mut wake => {}
             _ = done.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(q.poll_ms)) => {}
         }
