@@ -447,19 +447,7 @@ fn strip_nulls(v: &mut Value) {
     }
 }
 
-/// Masks the password in a URL.
-pub fn mask_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:****{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
+pub use station_store::mask_url;
 
 /// A commented example configuration, written by `station config init`.
 pub const EXAMPLE: &str = include_str!("../station.example.toml");
