@@ -348,3 +348,40 @@ fn tools_check_names_file_field_and_reason() {
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(text.contains("upscale") && text.contains("thumbnail"), "{text}");
 }
+
+/// A backend added with `station backends add` while a server runs is used
+/// without a restart, and removing it takes it out of the pool again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_added_at_run_time_are_used_without_restart() {
+    init();
+    let fake = FakeComfy::start(FakeOptions::default()).await;
+    let env = Env::new("", None);
+    let input = input_png(env.dir.path());
+    let (mut server, port) = env.serve("serve");
+    wait_http(port, "/healthz").await;
+    let queued = env.command(&["run", "invert", "--no-wait", "--image", input.to_str().unwrap()]).output().unwrap();
+    let id = String::from_utf8_lossy(&queued.stdout).trim().to_string();
+    let store = env.store().await;
+    // No backend yet: the job waits in the queue.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(store.get_job(&id).await.unwrap().unwrap().status(), JobStatus::Queued);
+    let added = env.command(&["backends", "add", "gpu1", &fake.url()]).output().unwrap();
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let done = wait_job(&store, &id, "success", |j| j.status().is_terminal()).await;
+    assert_eq!(done.status(), JobStatus::Succeeded, "{:?}\n{}", done.error, env.log("serve"));
+    assert_eq!(done.backend.as_deref(), Some("gpu1"));
+    let ready: serde_json::Value = wait_http(port, "/readyz").await.json().await.unwrap();
+    assert_eq!(ready["services"]["comfyui"]["backends"][0]["name"], "gpu1", "{ready}");
+    assert!(env.command(&["backends", "remove", "gpu1"]).output().unwrap().status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready: serde_json::Value = wait_http(port, "/readyz").await.json().await.unwrap();
+        if ready["services"]["comfyui"]["backends"].as_array().is_some_and(|b| b.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "backend never removed: {ready}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

@@ -14,12 +14,34 @@ use crate::exit;
 /// Background services started with the executors.
 pub struct Background {
     comfy: Arc<ComfyExecutor>,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl Background {
-    /// Stops health checks.
+    /// Stops health checks and backend syncing.
     pub async fn shutdown(self) {
+        self.stop.cancel();
         self.comfy.shutdown();
+    }
+}
+
+/// Makes the pool match configuration plus the backends added or removed with
+/// `station backends add|remove` (by any process), so no restart is needed.
+async fn sync_backends(station: &Station, comfy: &ComfyExecutor) {
+    let wanted = backend_specs(station).await;
+    let current: Vec<BackendSpec> = comfy.statuses().into_iter().map(|s| s.spec).collect();
+    for spec in &wanted {
+        if !current.contains(spec) {
+            match comfy.add_backend(spec.clone()) {
+                Ok(()) => info!(backend = %spec.name, url = %spec.url, "backend added"),
+                Err(e) => warn!(backend = %spec.name, error = %e, "backend ignored"),
+            }
+        }
+    }
+    for spec in current {
+        if !wanted.iter().any(|w| w.name == spec.name) && comfy.remove_backend(&spec.name) {
+            info!(backend = %spec.name, "backend removed; its running jobs finish there");
+        }
     }
 }
 
@@ -78,7 +100,20 @@ pub async fn register_executors(station: &Station) -> Background {
         info!(backend = %s.spec.name, url = %s.spec.url, healthy = s.healthy, "ComfyUI backend");
     }
     station.register_executor(comfy.clone());
-    Background { comfy }
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let (station, comfy, stop) = (station.clone(), comfy.clone(), stop.clone());
+        async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                sync_backends(&station, &comfy).await;
+            }
+        }
+    });
+    Background { comfy, stop }
 }
 
 /// `station backends …`.
@@ -108,7 +143,7 @@ pub async fn backends_command(station: &Station, c: BackendsCommand) -> u8 {
             };
             match station.store.upsert_backend(&row).await {
                 Ok(()) => {
-                    println!("added backend {name}; a running `station serve` picks it up at its next restart");
+                    println!("added backend {name}; running servers pick it up at their next health check");
                     exit::OK
                 }
                 Err(e) => {
