@@ -45,6 +45,9 @@ pub struct Station {
     pub wake: Arc<tokio::sync::Notify>,
     /// Registered executors, one per service.
     pub executors: Arc<RwLock<Vec<Arc<dyn Executor>>>>,
+    /// Accounts this process knows already received their starting grant, so
+    /// a submit does not write an (idempotent) grant every time.
+    pub starting_granted: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// The LoRA catalog as last read (see [`Station::loras`]).
     pub lora_cache: loras::LoraCache,
 }
@@ -98,6 +101,7 @@ impl Station {
             bus: Arc::new(InProcessBus::default()),
             wake: Arc::new(tokio::sync::Notify::new()),
             executors: Default::default(),
+            starting_granted: Default::default(),
             lora_cache: Default::default(),
         };
         Ok((station, errors))

@@ -50,7 +50,7 @@ impl Station {
     /// on every contact).
     pub async fn ensure_starting_grant(&self, account_id: &str) -> Result<(), LedgerError> {
         let n = self.config.points.starting_grant.min(i64::MAX as u64) as i64;
-        if n == 0 {
+        if n == 0 || self.starting_granted.lock().expect("grant memo").contains(account_id) {
             return Ok(());
         }
         let key = format!("grant:start:{account_id}");
@@ -63,7 +63,9 @@ impl Station {
             reason: Some("starting grant"),
             actor: "system",
         };
-        self.store.post_entry(&entry, station_store::now_ms()).await.map(|_| ())
+        self.store.post_entry(&entry, station_store::now_ms()).await?;
+        self.starting_granted.lock().expect("grant memo").insert(account_id.to_string());
+        Ok(())
     }
 
     /// An account's balance, held and available points.
