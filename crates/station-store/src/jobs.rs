@@ -253,10 +253,7 @@ pub(crate) use insert_job_in_tx;
 /// The two statements that insert a job: its fair key, then the row. Shared by
 /// [`Store::insert_job`] and the ledger's job-with-hold transaction.
 pub(crate) fn job_insert_sql(store: &Store) -> (String, String) {
-    let greatest = match store {
-        Store::Sqlite(_) => "MAX",
-        Store::Postgres(_) => "GREATEST",
-    };
+    let greatest = store.greatest();
     let key_sql = format!(
         "INSERT INTO queue_accounts (account_id, service, last_fair_key) \
          VALUES ($1, $2, COALESCE((SELECT vtime FROM queue_clock WHERE service = $2), 0)) \
@@ -270,6 +267,16 @@ pub(crate) fn job_insert_sql(store: &Store) -> (String, String) {
          VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11, $9)"
         .to_string();
     (key_sql, job_sql)
+}
+
+impl Store {
+    /// The two-argument maximum: SQLite's scalar `MAX`, PostgreSQL's `GREATEST`.
+    fn greatest(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "MAX",
+            Store::Postgres(_) => "GREATEST",
+        }
+    }
 }
 
 const ACTIVE: &str = "('dispatched','running')";
@@ -329,10 +336,7 @@ impl Store {
                 JOB_COLUMNS.split(", ").map(|c| format!("jobs.{c}")).collect::<Vec<_>>().join(", ")
             ),
         };
-        let greatest = match self {
-            Store::Sqlite(_) => "MAX",
-            Store::Postgres(_) => "GREATEST",
-        };
+        let greatest = self.greatest();
         let clock_sql = format!(
             "INSERT INTO queue_clock (service, vtime) VALUES ($1, $2) \
              ON CONFLICT (service) DO UPDATE SET vtime = {greatest}(queue_clock.vtime, excluded.vtime)"

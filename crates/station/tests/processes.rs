@@ -177,10 +177,9 @@ async fn bad_parameters_are_all_reported_and_nothing_is_queued() {
     assert!(store.list_jobs(&Default::default()).await.unwrap().is_empty());
 }
 
-/// SIGKILL the server while its job runs on the backend; a new server finds the
-/// finished prompt in the backend's history and does not run it again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_mid_job_the_restarted_server_collects_the_result_without_rerunning() {
+/// A slow upscale job sent to a fake ComfyUI by a `station serve` that is then
+/// SIGKILLed (no chance to clean up) while the prompt runs on the backend.
+async fn job_submitted_then_server_killed() -> (FakeComfy, Env, Store, String) {
     init();
     let fake = FakeComfy::start(FakeOptions::default()).await;
     fake.set_step_delay(700);
@@ -193,8 +192,16 @@ async fn killed_mid_job_the_restarted_server_collects_the_result_without_rerunni
     let id = String::from_utf8_lossy(&queued.stdout).trim().to_string();
     let store = env.store().await;
     wait_job(&store, &id, "submission", |j| j.remote_id.is_some()).await;
-    first.kill().unwrap(); // SIGKILL: no chance to clean up
+    first.kill().unwrap();
     first.wait().unwrap();
+    (fake, env, store, id)
+}
+
+/// SIGKILL the server while its job runs on the backend; a new server finds the
+/// finished prompt in the backend's history and does not run it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_job_the_restarted_server_collects_the_result_without_rerunning() {
+    let (fake, env, store, id) = job_submitted_then_server_killed().await;
     // The backend finishes the prompt on its own meanwhile.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let (mut second, _) = env.serve("second");
@@ -211,19 +218,7 @@ async fn killed_mid_job_the_restarted_server_collects_the_result_without_rerunni
 /// the new server finds the prompt unknown and resubmits it exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_job_with_a_restarted_backend_resubmits_once() {
-    init();
-    let fake = FakeComfy::start(FakeOptions::default()).await;
-    fake.set_step_delay(700);
-    let env = Env::new(&fake.url(), None);
-    let input = input_png(env.dir.path());
-    let (mut first, port) = env.serve("first");
-    wait_http(port, "/healthz").await;
-    let queued = env.command(&["run", "upscale", "--no-wait", "--image", input.to_str().unwrap()]).output().unwrap();
-    let id = String::from_utf8_lossy(&queued.stdout).trim().to_string();
-    let store = env.store().await;
-    wait_job(&store, &id, "submission", |j| j.remote_id.is_some()).await;
-    first.kill().unwrap();
-    first.wait().unwrap();
+    let (fake, env, store, id) = job_submitted_then_server_killed().await;
     fake.restart();
     fake.set_step_delay(10);
     let (mut second, _) = env.serve("second");
