@@ -38,6 +38,8 @@ pub struct Config {
     pub media: MediaConfig,
     /// Prices.
     pub points: PointsConfig,
+    /// Per-account limits.
+    pub limits: LimitsConfig,
     /// Telegram bot.
     pub telegram: TelegramConfig,
     /// Discord bot.
@@ -126,6 +128,16 @@ pub struct PointsConfig {
     pub starting_grant: u64,
 }
 
+/// Per-account limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// API requests one account may make per minute (a token bucket whose
+    /// burst is the same number); 0 turns the limit off. Administrators are
+    /// not limited.
+    pub requests_per_minute: u64,
+}
+
 /// Telegram settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -167,6 +179,7 @@ impl Default for Config {
             comfyui: ComfyUiConfig::default(),
             media: MediaConfig::default(),
             points: PointsConfig::default(),
+            limits: LimitsConfig::default(),
             telegram: TelegramConfig::default(),
             discord: DiscordConfig::default(),
             commands: Default::default(),
@@ -208,6 +221,12 @@ impl Default for MediaConfig {
 impl Default for PointsConfig {
     fn default() -> Self {
         PointsConfig { multiplier: 1.0, starting_grant: 100 }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { requests_per_minute: 60 }
     }
 }
 
