@@ -219,7 +219,7 @@ pub struct QueueStats {
     pub oldest_queued_at: Option<i64>,
 }
 
-const JOB_COLUMNS: &str = "id, account_id, tool_id, service, params, status, priority, fair_key, attempts, \
+pub(crate) const JOB_COLUMNS: &str = "id, account_id, tool_id, service, params, status, priority, fair_key, attempts, \
     max_attempts, run_after, timeout_ms, lease_owner, lease_expires_at, backend, remote_id, progress, outputs, \
     error_code, error, cancel_requested, source, created_at, dispatched_at, started_at, finished_at";
 
@@ -280,6 +280,29 @@ impl Store {
 }
 
 const ACTIVE: &str = "('dispatched','running')";
+
+/// Records a terminal outcome, fenced by the lease owner ($7).
+const FINISH_SQL: &str = "UPDATE jobs SET status = $1, outputs = COALESCE($2, outputs), error_code = $3, error = $4, \
+     finished_at = $5, progress = CASE WHEN $1 = 'succeeded' THEN 1.0 ELSE progress END, \
+     lease_owner = NULL, lease_expires_at = NULL \
+     WHERE id = $6 AND lease_owner = $7 AND status IN ('dispatched','running')";
+
+/// One outcome for [`Store::finish_jobs`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFinish {
+    /// The job.
+    pub job_id: String,
+    /// The worker that must still hold the job's lease for the outcome to count.
+    pub owner: String,
+    /// A terminal status.
+    pub status: JobStatus,
+    /// Output media ids (kept as they were when None).
+    pub outputs: Option<Vec<String>>,
+    /// Error code and message, for failures and cancellations.
+    pub error: Option<(String, String)>,
+    /// Finish time.
+    pub now: i64,
+}
 
 impl Store {
     /// Writes a new queued job, assigning its fair-queuing key. Returns the row.
@@ -491,32 +514,66 @@ impl Store {
         let outputs = outputs.map(|o| serde_json::to_string(o).unwrap_or_else(|_| "[]".into()));
         let (code, msg) = error.map(|(c, m)| (Some(c), Some(m))).unwrap_or((None, None));
         with_pool!(self, p => {
-            let r = sqlx::query(safe(&format!(
-                "UPDATE jobs SET status = $1, outputs = COALESCE($2, outputs), error_code = $3, error = $4, \
-                 finished_at = $5, progress = CASE WHEN $1 = 'succeeded' THEN 1.0 ELSE progress END, \
-                 lease_owner = NULL, lease_expires_at = NULL \
-                 WHERE id = $6 AND lease_owner = $7 AND status IN {ACTIVE}"
-            )))
-            .bind(status.as_str())
-            .bind(outputs)
-            .bind(code)
-            .bind(msg)
-            .bind(now)
-            .bind(job_id)
-            .bind(owner)
-            .execute(p)
-            .await?;
+            let r = sqlx::query(safe(FINISH_SQL))
+                .bind(status.as_str())
+                .bind(outputs)
+                .bind(code)
+                .bind(msg)
+                .bind(now)
+                .bind(job_id)
+                .bind(owner)
+                .execute(p)
+                .await?;
             Ok(r.rows_affected() == 1)
         })
     }
 
+    /// Finishes many jobs in ONE transaction (one commit, so one WAL flush on
+    /// PostgreSQL and one write-lock round on SQLite for the whole batch).
+    /// Each job is still fenced by its own lease owner: the result says, in
+    /// the order given, whether that job's outcome was recorded (false: its
+    /// lease was lost and nothing was changed for it). Either every recorded
+    /// outcome is committed or, on error, none is.
+    pub async fn finish_jobs(&self, batch: &[JobFinish]) -> Result<Vec<bool>, StoreError> {
+        if batch.is_empty() {
+            return Ok(vec![]);
+        }
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let mut applied = Vec::with_capacity(batch.len());
+            for f in batch {
+                debug_assert!(f.status.is_terminal());
+                let outputs = f.outputs.as_ref().map(|o| serde_json::to_string(o).unwrap_or_else(|_| "[]".into()));
+                let (code, msg) = match &f.error {
+                    Some((c, m)) => (Some(c.as_str()), Some(m.as_str())),
+                    None => (None, None),
+                };
+                let r = sqlx::query(safe(FINISH_SQL))
+                    .bind(f.status.as_str())
+                    .bind(outputs)
+                    .bind(code)
+                    .bind(msg)
+                    .bind(f.now)
+                    .bind(&f.job_id)
+                    .bind(&f.owner)
+                    .execute(&mut *tx)
+                    .await?;
+                applied.push(r.rows_affected() == 1);
+            }
+            tx.commit().await?;
+            Ok(applied)
+        })
+    }
+
     /// Sends a job back to the queue after a transient failure, not claimable
-    /// before `run_after`. The failed submission is forgotten (the backend
-    /// has no live copy), the backend is kept so routing can avoid it.
+    /// before `run_after`. The last submission's `backend` and `remote_id` are
+    /// KEPT: an unreachable backend may still hold (and later run) the prompt,
+    /// so the next attempt reconciles with it first (follow or collect rather
+    /// than run twice) and routing avoids it if it has to resubmit.
     pub async fn retry_job(&self, job_id: &str, owner: &str, run_after: i64, error: &str) -> Result<bool, StoreError> {
         with_pool!(self, p => {
             let r = sqlx::query(safe(&format!(
-                "UPDATE jobs SET status = 'queued', run_after = $1, error = $2, remote_id = NULL, \
+                "UPDATE jobs SET status = 'queued', run_after = $1, error = $2, \
                  lease_owner = NULL, lease_expires_at = NULL, progress = 0 \
                  WHERE id = $3 AND lease_owner = $4 AND status IN {ACTIVE}"
             )))

@@ -15,7 +15,7 @@ mod loras;
 mod misc;
 
 pub use db::{Backend, Store, StoreError, mask_url};
-pub use jobs::{ClaimRequest, JobFilter, JobRow, JobStatus, NewJob, QueuePosition, QueueStats};
+pub use jobs::{ClaimRequest, JobFilter, JobFinish, JobRow, JobStatus, NewJob, QueuePosition, QueueStats};
 pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use misc::{AccountRow, BackendRow, MediaRow};

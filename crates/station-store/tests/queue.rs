@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use station_store::testing;
-use station_store::{ClaimRequest, JobStatus, NewJob, Store};
+use station_store::{ClaimRequest, JobFinish, JobStatus, NewJob, Store};
 
 fn job(account: &str, service: &str) -> NewJob {
     NewJob {
@@ -120,6 +120,85 @@ async fn lost_lease_cannot_decide_the_outcome() {
         assert_eq!(row.status(), JobStatus::Succeeded);
         assert_eq!(row.output_ids(), vec!["m1".to_string()]);
         assert_eq!(row.attempts, 1);
+    }
+}
+
+fn done(id: &str, owner: &str, status: JobStatus, outputs: Option<Vec<String>>, now: i64) -> JobFinish {
+    let error = (status != JobStatus::Succeeded).then(|| ("execution_error".to_string(), "boom".to_string()));
+    JobFinish { job_id: id.into(), owner: owner.into(), status, outputs, error, now }
+}
+
+#[tokio::test]
+async fn finish_jobs_fences_each_job_by_its_own_lease() {
+    for db in testing::all().await {
+        let s = &db.store;
+        let mut ids = vec![];
+        for a in ["a", "b", "c", "d"] {
+            ids.push(s.insert_job(&job(a, "comfyui"), 1).await.unwrap().id);
+        }
+        // The old worker claims job 0 first, the other three later (longer leases).
+        let first = s.claim_jobs(&claim("old", 1, 10, 2)).await.unwrap();
+        let rest = s.claim_jobs(&claim("old", 3, 10, 20_000)).await.unwrap();
+        assert_eq!((first.len(), rest.len()), (1, 3), "{}", db.kind);
+        let stolen = first[0].id.clone();
+        // Job 0's lease lapses; the sweeper requeues it and another worker takes it.
+        assert_eq!(s.requeue_expired(30_003).await.unwrap(), 1, "{}", db.kind);
+        let again = s.claim_jobs(&claim("new", 4, 10, 30_004)).await.unwrap();
+        assert_eq!(again.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), vec![stolen.clone()], "{}", db.kind);
+        ids.retain(|i| *i != stolen);
+        ids.insert(1, stolen.clone());
+        let stolen = &stolen;
+        // The old worker's batch: job 1 must not be applied, the rest must.
+        let batch = vec![
+            done(&ids[0], "old", JobStatus::Succeeded, Some(vec!["m0".into()]), 50),
+            done(stolen, "old", JobStatus::Succeeded, Some(vec!["bad".into()]), 50),
+            done(&ids[2], "old", JobStatus::Failed, None, 51),
+            done(&ids[3], "old", JobStatus::Cancelled, None, 52),
+        ];
+        assert_eq!(s.finish_jobs(&batch).await.unwrap(), vec![true, false, true, true], "{}", db.kind);
+        let row = |i: usize| {
+            let id = ids[i].clone();
+            async move { s.get_job(&id).await.unwrap().unwrap() }
+        };
+        let r0 = row(0).await;
+        assert_eq!((r0.status(), r0.output_ids(), r0.finished_at), (JobStatus::Succeeded, vec!["m0".into()], Some(50)));
+        assert_eq!(r0.progress, 1.0);
+        assert_eq!(r0.lease_owner, None);
+        let r1 = row(1).await;
+        assert_eq!(r1.status(), JobStatus::Dispatched, "{}: the successor still owns it", db.kind);
+        assert_eq!(r1.lease_owner.as_deref(), Some("new"));
+        assert_eq!(r1.outputs, None);
+        let r2 = row(2).await;
+        assert_eq!(
+            (r2.status(), r2.error_code.as_deref(), r2.error.as_deref()),
+            (JobStatus::Failed, Some("execution_error"), Some("boom"))
+        );
+        assert_eq!(row(3).await.status(), JobStatus::Cancelled);
+        // A second delivery of the same batch changes nothing (already terminal).
+        assert_eq!(s.finish_jobs(&batch).await.unwrap(), vec![false; 4]);
+        // The successor decides job 1; an empty batch is a no-op.
+        assert_eq!(
+            s.finish_jobs(&[done(stolen, "new", JobStatus::Succeeded, Some(vec![]), 60)]).await.unwrap(),
+            vec![true]
+        );
+        assert_eq!(s.finish_jobs(&[]).await.unwrap(), Vec::<bool>::new());
+        assert_eq!(row(1).await.status(), JobStatus::Succeeded);
+    }
+}
+
+#[tokio::test]
+async fn retry_keeps_the_submission_for_the_next_attempt_to_reconcile() {
+    for db in testing::all().await {
+        let s = &db.store;
+        let j = s.insert_job(&job("a", "comfyui"), 1).await.unwrap();
+        s.claim_jobs(&claim("w", 1, 10, 2)).await.unwrap();
+        assert!(s.record_submission(&j.id, "w", "gpu1", "prompt-1").await.unwrap());
+        assert!(s.retry_job(&j.id, "w", 10, "gpu1 unreachable for 30 s").await.unwrap());
+        let again = s.claim_jobs(&claim("w2", 1, 10, 10)).await.unwrap();
+        assert_eq!(again.len(), 1, "{}", db.kind);
+        assert_eq!(again[0].backend.as_deref(), Some("gpu1"), "{}", db.kind);
+        assert_eq!(again[0].remote_id.as_deref(), Some("prompt-1"), "{}: the prompt may still be there", db.kind);
+        assert_eq!(again[0].attempts, 1);
     }
 }
 
