@@ -16,11 +16,9 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::db::{Store, StoreError, safe, with_pool};
 use crate::jobs::{JobRow, NewJob};
-use crate::jobs::{insert_job_in_tx, job_insert_sql};
 use crate::misc::AccountRow;
 
 /// What a ledger entry records.
@@ -111,6 +109,11 @@ pub struct LedgerEntry {
     pub actor: String,
     /// When (Unix ms).
     pub created_at: i64,
+    /// Change to the free daily allowance in use (a hold draws, a release or
+    /// a capture of less than the hold returns).
+    pub allowance: i64,
+    /// For a sponsored job: the member the sponsor paid for.
+    pub beneficiary: Option<String>,
 }
 
 impl LedgerEntry {
@@ -201,7 +204,7 @@ pub struct HoldRow {
     pub job_id: String,
     /// Whose points.
     pub account_id: String,
-    /// Points reserved.
+    /// The job's whole price: points reserved from the balance plus `allowance`.
     pub amount: i64,
     /// `active`, `captured` or `released`.
     pub state: String,
@@ -211,6 +214,21 @@ pub struct HoldRow {
     pub created_at: i64,
     /// When captured or released.
     pub settled_at: Option<i64>,
+    /// Part of `amount` drawn from the free daily allowance instead of the balance.
+    pub allowance: i64,
+    /// For a sponsored job (`account_id` is the sponsor): the member.
+    pub beneficiary: Option<String>,
+    /// For a sponsored job: the group whose sponsor pays.
+    pub sponsor_scope: Option<String>,
+    /// UTC day (since 1970-01-01) whose allowance or sponsorship cap the hold counts against.
+    pub day: Option<i64>,
+}
+
+impl HoldRow {
+    /// Points reserved from the payer's balance (the rest is free allowance).
+    pub fn from_balance(&self) -> i64 {
+        self.amount - self.allowance
+    }
 }
 
 /// Why a ledger operation was refused.
@@ -223,6 +241,14 @@ pub enum LedgerError {
         needed: i64,
         /// Points the account had available.
         available: i64,
+    },
+    /// The account already has as many queued jobs as it may.
+    #[error("{queued} jobs queued, the most allowed is {limit}")]
+    QuotaExceeded {
+        /// The most queued jobs allowed.
+        limit: i64,
+        /// Jobs the account has queued.
+        queued: i64,
     },
     /// The request itself is wrong (kind, amount).
     #[error("ledger entry refused: {field}: {reason}")]
@@ -266,14 +292,27 @@ impl std::fmt::Display for AuditProblem {
     }
 }
 
-const ENTRY_COLUMNS: &str = "seq, idem_key, account_id, kind, amount, held, job_id, reason, actor, created_at";
+const ENTRY_COLUMNS: &str =
+    "seq, idem_key, account_id, kind, amount, held, job_id, reason, actor, created_at, allowance, beneficiary";
+
+const HOLD_COLUMNS: &str =
+    "job_id, account_id, amount, state, charged, created_at, settled_at, allowance, beneficiary, sponsor_scope, day";
+
+/// The statement that appends one entry (nothing on a duplicate key),
+/// returning it. Binds: key, account, kind, amount, held, job, reason, actor,
+/// time, allowance, beneficiary.
+pub(crate) fn insert_entry_sql() -> String {
+    format!(
+        "INSERT INTO ledger (idem_key, account_id, kind, amount, held, job_id, reason, actor, created_at, allowance, \
+         beneficiary) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (idem_key) DO NOTHING \
+         RETURNING {ENTRY_COLUMNS}"
+    )
+}
 
 /// What the one transaction in [`Store::apply`] does with the `holds` table.
 enum HoldStep {
     /// Nothing (direct entries).
     None,
-    /// Opens a hold for the entry's job.
-    Open,
     /// Settles the job's active hold: `charge` points (capped at the hold) are
     /// taken, the rest returned. Release is a charge of 0.
     Settle { state: &'static str, charge: i64 },
@@ -289,12 +328,20 @@ struct Op<'a> {
     reason: Option<&'a str>,
     actor: &'a str,
     hold: HoldStep,
-    job: Option<&'a NewJob>,
     now: i64,
+    /// Change to the free allowance in use (settlements fill it in).
+    allowance: i64,
+    /// The sponsored member (settlements fill it in).
+    beneficiary: Option<String>,
 }
 
 enum Applied {
     Posted(Posted),
+    /// A hold was settled: `charged` of its `amount` was taken.
+    Settled {
+        amount: i64,
+        charged: i64,
+    },
     /// Settle found no active hold.
     NoActiveHold,
 }
@@ -326,18 +373,20 @@ impl Store {
             reason: e.reason,
             actor: e.actor,
             hold: HoldStep::None,
-            job: None,
             now,
+            allowance: 0,
+            beneficiary: None,
         };
         match self.apply(op).await? {
             Applied::Posted(p) => Ok(p),
-            Applied::NoActiveHold => unreachable!("direct entries do not settle holds"),
+            Applied::Settled { .. } | Applied::NoActiveHold => unreachable!("direct entries do not settle holds"),
         }
     }
 
     /// Writes a queued job and, in the same transaction, holds `hold` points
     /// of its owner for it. If the account lacks the points nothing is
-    /// written. A hold of 0 (a free tool) just inserts the job.
+    /// written. A hold of 0 (a free tool) just inserts the job. No quota,
+    /// allowance or sponsor: see [`Store::insert_job_paid`] for those.
     pub async fn insert_job_with_hold(
         &self,
         job: &NewJob,
@@ -351,28 +400,8 @@ impl Store {
         if hold == 0 {
             return Ok(self.insert_job(job, now).await?);
         }
-        let op = Op {
-            kind: EntryKind::Hold,
-            idem_key: format!("hold:{}", job.id),
-            account_id: job.account_id.clone(),
-            amount: 0,
-            held: hold,
-            job_id: Some(&job.id),
-            reason: Some(&job.tool_id),
-            actor,
-            hold: HoldStep::Open,
-            job: Some(job),
-            now,
-        };
-        match self.apply(op).await? {
-            Applied::Posted(Posted::Applied(_)) => {}
-            // The job id is fresh per submission, so a duplicate means the
-            // caller reused an id: refuse rather than queue a second job.
-            Applied::Posted(Posted::Duplicate(_)) | Applied::NoActiveHold => {
-                return Err(LedgerError::Invalid { field: "id", reason: format!("job {} already has a hold", job.id) });
-            }
-        }
-        self.get_job(&job.id).await?.ok_or_else(|| StoreError::NotFound { what: "job", id: job.id.clone() }.into())
+        let terms = crate::pricing::PayTerms { price: hold, ..Default::default() };
+        Ok(self.insert_job_paid(job, &terms, actor, now).await?.0)
     }
 
     /// Settles a job's hold by charging `charge` points (capped at the hold);
@@ -419,15 +448,16 @@ impl Store {
             reason,
             actor,
             hold: HoldStep::Settle { state, charge },
-            job: None,
             now,
+            allowance: 0,
+            beneficiary: None,
         };
         match self.apply(op).await {
-            Ok(Applied::Posted(Posted::Applied(e))) => Ok(match kind {
-                EntryKind::Capture => Settlement::Captured { charged: -e.amount, held: -e.held },
-                _ => Settlement::Released { held: -e.held },
+            Ok(Applied::Settled { amount, charged }) => Ok(match kind {
+                EntryKind::Capture => Settlement::Captured { charged, held: amount },
+                _ => Settlement::Released { held: amount },
             }),
-            Ok(Applied::Posted(Posted::Duplicate(_))) => Ok(Settlement::AlreadySettled),
+            Ok(Applied::Posted(_)) => Ok(Settlement::AlreadySettled),
             Ok(Applied::NoActiveHold) => Ok(if self.hold_for_job(job_id).await?.is_some() {
                 Settlement::AlreadySettled
             } else {
@@ -440,21 +470,21 @@ impl Store {
         }
     }
 
-    /// The one transaction behind every ledger change.
+    /// The one transaction behind every direct entry and settlement.
     async fn apply(&self, mut op: Op<'_>) -> Result<Applied, LedgerError> {
-        let insert_entry = format!(
-            "INSERT INTO ledger (idem_key, account_id, kind, amount, held, job_id, reason, actor, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (idem_key) DO NOTHING RETURNING {ENTRY_COLUMNS}"
-        );
-        let (key_sql, job_sql) = job_insert_sql(self);
+        let insert_entry = insert_entry_sql();
+        // (charged of amount, and the daily usage to give back: pool, account, day, points)
+        let mut settled: Option<(i64, i64)> = None;
+        let mut returns: Vec<(String, String, i64, i64)> = vec![];
         let outcome: Result<Applied, LedgerError> = with_pool!(self, p => {
             let mut tx = p.begin().await?;
             if let HoldStep::Settle { state, charge } = op.hold {
                 // Flipping the hold's state first is what makes a capture and
                 // a release of the same job mutually exclusive.
-                let row: Option<(String, i64, i64)> = sqlx::query_as(
+                let row: Option<SettledHold> = sqlx::query_as(
                     "UPDATE holds SET state = $1, charged = CASE WHEN $2 > amount THEN amount ELSE $2 END, \
-                     settled_at = $3 WHERE job_id = $4 AND state = 'active' RETURNING account_id, amount, charged",
+                     settled_at = $3 WHERE job_id = $4 AND state = 'active' \
+                     RETURNING account_id, amount, charged, allowance, beneficiary, sponsor_scope, day",
                 )
                 .bind(state)
                 .bind(charge)
@@ -462,13 +492,34 @@ impl Store {
                 .bind(op.job_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some((account, amount, charged)) = row else {
+                let Some(h) = row else {
                     tx.rollback().await?;
                     return Ok(Applied::NoActiveHold);
                 };
-                op.account_id = account;
-                op.amount = -charged;
-                op.held = -amount;
+                // The charge is taken from the free allowance first; what was
+                // not used returns to the balance first.
+                let from_allowance = h.charged.min(h.allowance);
+                op.account_id = h.account_id.clone();
+                op.amount = -(h.charged - from_allowance);
+                op.held = -(h.amount - h.allowance);
+                op.allowance = -(h.allowance - from_allowance);
+                op.beneficiary = h.beneficiary.clone();
+                settled = Some((h.amount, h.charged));
+                if let Some(day) = h.day {
+                    if h.allowance > from_allowance {
+                        returns.push((
+                            crate::pricing::FREE_POOL.to_string(),
+                            h.account_id.clone(),
+                            day,
+                            h.allowance - from_allowance,
+                        ));
+                    }
+                    if let (Some(scope), Some(member)) = (&h.sponsor_scope, &h.beneficiary)
+                        && h.amount > h.charged
+                    {
+                        returns.push((format!("sponsor:{scope}"), member.clone(), day, h.amount - h.charged));
+                    }
+                }
             }
             sqlx::query(
                 "INSERT INTO balances (account_id, balance, held, updated_at) VALUES ($1, 0, 0, $2) \
@@ -478,17 +529,6 @@ impl Store {
             .bind(op.now)
             .execute(&mut *tx)
             .await?;
-            if let HoldStep::Open = op.hold {
-                sqlx::query(
-                    "INSERT INTO holds (job_id, account_id, amount, state, created_at) VALUES ($1, $2, $3, 'active', $4)",
-                )
-                .bind(op.job_id)
-                .bind(&op.account_id)
-                .bind(op.held)
-                .bind(op.now)
-                .execute(&mut *tx)
-                .await?;
-            }
             let entry: Option<LedgerEntry> = sqlx::query_as(safe(&insert_entry))
                 .bind(&op.idem_key)
                 .bind(&op.account_id)
@@ -499,6 +539,8 @@ impl Store {
                 .bind(op.reason)
                 .bind(op.actor)
                 .bind(op.now)
+                .bind(op.allowance)
+                .bind(&op.beneficiary)
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(entry) = entry else {
@@ -528,11 +570,22 @@ impl Store {
                 let available = self.balance(&op.account_id).await?.available();
                 return Err(LedgerError::Insufficient { needed: op.held.max(-op.amount).max(0), available });
             }
-            if let Some(job) = op.job {
-                insert_job_in_tx!(tx, job, op.now, key_sql, job_sql);
+            // After the balance row: the same lock order as a submission, which
+            // locks balances before it touches daily usage.
+            for (pool, account, day, points) in &returns {
+                sqlx::query("UPDATE daily_usage SET used = used - $1 WHERE pool = $2 AND account_id = $3 AND day = $4")
+                    .bind(points)
+                    .bind(pool)
+                    .bind(account)
+                    .bind(day)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
-            Ok(Applied::Posted(Posted::Applied(entry)))
+            Ok(match settled {
+                Some((amount, charged)) => Applied::Settled { amount, charged },
+                None => Applied::Posted(Posted::Applied(entry)),
+            })
         });
         outcome
     }
@@ -580,9 +633,7 @@ impl Store {
     /// A job's hold, if it has one.
     pub async fn hold_for_job(&self, job_id: &str) -> Result<Option<HoldRow>, StoreError> {
         with_pool!(self, p => {
-            Ok(sqlx::query_as(
-                "SELECT job_id, account_id, amount, state, charged, created_at, settled_at FROM holds WHERE job_id = $1",
-            )
+            Ok(sqlx::query_as(safe(&format!("SELECT {HOLD_COLUMNS} FROM holds WHERE job_id = $1")))
             .bind(job_id)
             .fetch_optional(p)
             .await?)
@@ -614,10 +665,20 @@ impl Store {
     /// no balance or hold total is negative or exceeds the balance, active
     /// holds add up to what is cached as held, every terminal job with a hold
     /// has exactly one capture or release, and no active hold belongs to a
-    /// terminal job. Returns every problem found (empty when clean).
+    /// terminal job. The free allowance and sponsorship counters must equal
+    /// what the holds have in use (active: drawn; captured: charged; released:
+    /// nothing), and each job's ledger entries must move the allowance by
+    /// exactly that. Returns every problem found (empty when clean).
     pub async fn audit_points(&self) -> Result<Vec<AuditProblem>, StoreError> {
         type Sums = BTreeMap<String, (i64, i64)>;
-        let (cached, ledger, active, holds): (AccountSums, AccountSums, Vec<(String, i64)>, Vec<HoldAudit>) = with_pool!(self, p => {
+        type Usage = Vec<(String, String, i64, i64)>;
+        let (cached, ledger, active, holds, usage): (
+            AccountSums,
+            AccountSums,
+            Vec<(String, i64)>,
+            Vec<HoldAudit>,
+            Usage,
+        ) = with_pool!(self, p => {
             let cached = sqlx::query_as("SELECT account_id, balance, held FROM balances").fetch_all(p).await?;
             let ledger = sqlx::query_as(
                 "SELECT account_id, CAST(SUM(amount) AS BIGINT), CAST(SUM(held) AS BIGINT) FROM ledger GROUP BY account_id",
@@ -625,19 +686,27 @@ impl Store {
             .fetch_all(p)
             .await?;
             let active = sqlx::query_as(
-                "SELECT account_id, CAST(SUM(amount) AS BIGINT) FROM holds WHERE state = 'active' GROUP BY account_id",
+                "SELECT account_id, CAST(SUM(amount - allowance) AS BIGINT) FROM holds WHERE state = 'active' \
+                 GROUP BY account_id",
             )
             .fetch_all(p)
             .await?;
             let holds = sqlx::query_as(
-                "SELECT h.job_id, h.account_id, h.amount, h.state, j.status, \
+                "SELECT h.job_id, h.account_id, h.amount, h.state, j.status, h.charged, h.allowance, h.beneficiary, \
+                 h.sponsor_scope, h.day, \
                  (SELECT COUNT(*) FROM ledger l WHERE l.job_id = h.job_id AND l.kind IN ('capture','release')) AS settlements, \
-                 (SELECT COUNT(*) FROM ledger l WHERE l.job_id = h.job_id AND l.kind = 'hold' AND l.held = h.amount) AS hold_entries \
+                 (SELECT COUNT(*) FROM ledger l WHERE l.job_id = h.job_id AND l.kind = 'hold' \
+                    AND l.held = h.amount - h.allowance AND l.allowance = h.allowance) AS hold_entries, \
+                 (SELECT CAST(COALESCE(SUM(l.allowance), 0) AS BIGINT) FROM ledger l WHERE l.job_id = h.job_id) \
+                    AS ledger_allowance \
                  FROM holds h LEFT JOIN jobs j ON j.id = h.job_id ORDER BY h.created_at",
             )
             .fetch_all(p)
             .await?;
-            (cached, ledger, active, holds)
+            let usage = sqlx::query_as("SELECT pool, account_id, day, used FROM daily_usage WHERE used <> 0")
+                .fetch_all(p)
+                .await?;
+            (cached, ledger, active, holds, usage)
         });
         let mut problems = vec![];
         let mut push = |account: Option<&str>, job: Option<&str>, problem: String| {
@@ -672,9 +741,47 @@ impl Store {
                 push(Some(a), None, format!("active holds total {ah} but {ch} is cached as held"));
             }
         }
+        // What the holds have in use, per (pool, account, day).
+        let mut expected: BTreeMap<(String, String, i64), i64> = BTreeMap::new();
         for h in holds {
             let job = Some(h.job_id.as_str());
             let acct = Some(h.account_id.as_str());
+            let (allowance_in_use, sponsored_in_use) = match h.state.as_str() {
+                "active" => (h.allowance, h.amount),
+                "captured" => {
+                    let charged = h.charged.unwrap_or(0);
+                    (charged.min(h.allowance), charged)
+                }
+                _ => (0, 0),
+            };
+            if h.allowance < 0 || h.allowance > h.amount {
+                push(acct, job, format!("free allowance {} is outside 0..=price {}", h.allowance, h.amount));
+            }
+            if h.ledger_allowance != allowance_in_use {
+                push(
+                    acct,
+                    job,
+                    format!(
+                        "ledger moves {} of the free allowance for this job but its {} hold has {allowance_in_use} in use",
+                        h.ledger_allowance, h.state
+                    ),
+                );
+            }
+            match h.day {
+                Some(day) => {
+                    if h.allowance > 0 {
+                        *expected.entry(("free".into(), h.account_id.clone(), day)).or_default() += allowance_in_use;
+                    }
+                    if let (Some(scope), Some(member)) = (&h.sponsor_scope, &h.beneficiary) {
+                        *expected.entry((format!("sponsor:{scope}"), member.clone(), day)).or_default() +=
+                            sponsored_in_use;
+                    }
+                }
+                None if h.allowance > 0 || h.sponsor_scope.is_some() => {
+                    push(acct, job, "hold draws on an allowance or sponsorship but has no day".into());
+                }
+                None => {}
+            }
             if h.hold_entries != 1 {
                 push(
                     acct,
@@ -715,12 +822,37 @@ impl Store {
                 );
             }
         }
+        let recorded: BTreeMap<(String, String, i64), i64> =
+            usage.into_iter().map(|(pool, account, day, used)| ((pool, account, day), used)).collect();
+        let keys: std::collections::BTreeSet<&(String, String, i64)> = expected.keys().chain(recorded.keys()).collect();
+        for key @ (pool, account, day) in keys {
+            let (want, got) = (expected.get(key).copied().unwrap_or(0), recorded.get(key).copied().unwrap_or(0));
+            if want != got {
+                push(
+                    Some(account),
+                    None,
+                    format!("daily usage {pool} on day {day} is {got} but its holds have {want} in use"),
+                );
+            }
+        }
         Ok(problems)
     }
 }
 
 /// `(account, balance, held)` rows.
 type AccountSums = Vec<(String, i64, i64)>;
+
+/// A hold as its settlement left it.
+#[derive(sqlx::FromRow)]
+struct SettledHold {
+    account_id: String,
+    amount: i64,
+    charged: i64,
+    allowance: i64,
+    beneficiary: Option<String>,
+    sponsor_scope: Option<String>,
+    day: Option<i64>,
+}
 
 #[derive(sqlx::FromRow)]
 struct HoldAudit {
@@ -729,8 +861,14 @@ struct HoldAudit {
     amount: i64,
     state: String,
     status: Option<String>,
+    charged: Option<i64>,
+    allowance: i64,
+    beneficiary: Option<String>,
+    sponsor_scope: Option<String>,
+    day: Option<i64>,
     settlements: i64,
     hold_entries: i64,
+    ledger_allowance: i64,
 }
 
 /// Account administration for the `points` and `users` commands.
@@ -753,10 +891,13 @@ impl Store {
         })
     }
 
-    /// Accounts, oldest first.
+    /// Accounts, oldest first (not those linked into another).
     pub async fn list_accounts(&self, limit: i64) -> Result<Vec<AccountRow>, StoreError> {
         with_pool!(self, p => {
-            Ok(sqlx::query_as("SELECT id, name, role, suspended, created_at FROM accounts ORDER BY created_at, id LIMIT $1")
+            Ok(sqlx::query_as(
+                "SELECT id, name, role, suspended, created_at FROM accounts WHERE merged_into IS NULL \
+                 ORDER BY created_at, id LIMIT $1",
+            )
                 .bind(limit.clamp(1, 100_000))
                 .fetch_all(p)
                 .await?)

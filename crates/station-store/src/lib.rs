@@ -13,12 +13,14 @@ mod jobs;
 mod ledger;
 mod loras;
 mod misc;
+mod pricing;
 
 pub use db::{Backend, Store, StoreError, mask_url};
 pub use jobs::{ClaimRequest, JobFilter, JobFinish, JobRow, JobStatus, NewJob, QueuePosition, QueueStats};
 pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use misc::{AccountRow, BackendRow, MediaRow};
+pub use pricing::{PaidBy, PayTerms, Payment, SponsorRow, utc_day};
 
 /// Milliseconds since the Unix epoch, the one time unit stored.
 pub fn now_ms() -> i64 {
