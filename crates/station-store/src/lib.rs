@@ -14,6 +14,7 @@ mod ledger;
 mod loras;
 mod misc;
 mod pricing;
+mod telegram;
 
 pub use db::{Backend, Store, StoreError, mask_url};
 pub use jobs::{ClaimRequest, JobFilter, JobFinish, JobRow, JobStatus, NewJob, QueuePosition, QueueStats};
@@ -21,6 +22,7 @@ pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerE
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use misc::{AccountRow, BackendRow, MediaRow};
 pub use pricing::{PaidBy, PayTerms, Payment, SponsorRow, utc_day};
+pub use telegram::TelegramUpdateRow;
 
 /// Milliseconds since the Unix epoch, the one time unit stored.
 pub fn now_ms() -> i64 {
