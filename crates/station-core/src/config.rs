@@ -164,6 +164,9 @@ pub struct DiscordConfig {
     pub public_key: Option<String>,
     /// REST API base URL.
     pub api_url: String,
+    /// Register commands in this server only (instant updates while testing);
+    /// unset: global commands.
+    pub guild_id: Option<String>,
 }
 
 impl Default for Config {
@@ -248,6 +251,7 @@ impl Default for DiscordConfig {
             application_id: None,
             public_key: None,
             api_url: "https://discord.com/api/v10".into(),
+            guild_id: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! All timestamps are Unix milliseconds (`i64`); JSON columns are text.
 
 mod db;
+mod discord;
 mod jobs;
 mod ledger;
 mod loras;
