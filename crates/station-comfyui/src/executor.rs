@@ -10,10 +10,14 @@
 //! before `POST /prompt`. A job claimed with a recorded prompt id is first
 //! reconciled with its backend (history, then queue): finished → collect the
 //! outputs, queued/running → follow it, unknown (backend restarted) →
-//! resubmit. A finished run is never repeated.
+//! resubmit. A finished run is never repeated. A transient failure keeps the
+//! prompt id in the row too: the retry asks the old backend first, and when
+//! that backend cannot be reached and the job runs elsewhere, the old prompt
+//! is remembered and deleted/interrupted there as soon as the backend answers
+//! a health check again, so it never runs as well.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -146,7 +150,16 @@ pub struct ComfyExecutor {
     /// following. The worker's row predates the submission, so
     /// [`Executor::cancel_remote`] (on timeout) looks here first.
     submitted: Mutex<HashMap<String, (String, String)>>,
+    /// (backend, prompt id) of prompts left on a backend that could not be
+    /// reached when their job moved elsewhere: cancelled once it is back.
+    orphans: Mutex<Vec<(String, String)>>,
+    /// How long a backend may stay unreachable mid-prompt before the job is
+    /// retried (it may come back with the result), in milliseconds.
+    unreachable_grace_ms: AtomicU64,
 }
+
+/// Default for [`ComfyExecutor::set_unreachable_grace`].
+pub const DEFAULT_UNREACHABLE_GRACE: Duration = Duration::from_secs(30);
 
 /// Holds a backend slot for the life of one job.
 struct Slot(Arc<Backend>);
@@ -167,6 +180,8 @@ impl ComfyExecutor {
             client_id: uuid::Uuid::new_v4().to_string(),
             stop: CancellationToken::new(),
             submitted: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(Vec::new()),
+            unreachable_grace_ms: AtomicU64::new(DEFAULT_UNREACHABLE_GRACE.as_millis() as u64),
         });
         for s in specs {
             ex.add_backend(s)?;
@@ -191,6 +206,45 @@ impl ComfyExecutor {
         list.retain(|b| b.spec.name != backend.spec.name);
         list.push(backend);
         Ok(())
+    }
+
+    /// How long a backend may stay unreachable while it holds a prompt before
+    /// the job is retried (default [`DEFAULT_UNREACHABLE_GRACE`]).
+    pub fn set_unreachable_grace(&self, grace: Duration) {
+        self.unreachable_grace_ms.store(grace.as_millis().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    /// Prompts waiting to be cancelled on backends that were unreachable when
+    /// their jobs moved elsewhere, as (backend, prompt id).
+    pub fn orphaned_prompts(&self) -> Vec<(String, String)> {
+        self.orphans.lock().expect("orphans lock").clone()
+    }
+
+    /// Deletes (if queued) and interrupts (if running) the orphaned prompts of
+    /// a backend that answers again; those it cannot reach stay listed.
+    async fn cancel_orphans(&self, backend: &Backend) {
+        let mine: Vec<String> = {
+            let mut list = self.orphans.lock().expect("orphans lock");
+            let (mine, rest): (Vec<_>, Vec<_>) = list.drain(..).partition(|(b, _)| *b == backend.spec.name);
+            *list = rest;
+            mine.into_iter().map(|(_, p)| p).collect()
+        };
+        for prompt_id in mine {
+            let r = async {
+                backend.client.cancel_pending(&prompt_id).await?;
+                backend.client.interrupt(&prompt_id).await
+            }
+            .await;
+            match r {
+                Ok(()) => info!(backend = %backend.spec.name, prompt = %prompt_id,
+                    "cancelled a prompt whose job already ran elsewhere"),
+                Err(e) => {
+                    warn!(backend = %backend.spec.name, prompt = %prompt_id, error = %e,
+                        "could not cancel an orphaned prompt yet; will retry");
+                    self.orphans.lock().expect("orphans lock").push((backend.spec.name.clone(), prompt_id));
+                }
+            }
+        }
     }
 
     /// Removes a backend; jobs already running on it finish there.
@@ -232,6 +286,7 @@ impl ComfyExecutor {
     /// Checks every backend once: `/system_stats` for health, `/object_info` for nodes.
     pub async fn check_all(&self) {
         let checks = self.list().into_iter().map(|b| async move {
+            let b = &b;
             let result = async {
                 b.client.system_stats().await?;
                 b.client.object_info().await
@@ -244,6 +299,7 @@ impl ComfyExecutor {
                     if !b.healthy.swap(true, Ordering::SeqCst) {
                         info!(backend = %b.spec.name, url = %b.spec.url, "backend is up");
                     }
+                    self.cancel_orphans(b).await;
                 }
                 Err(e) => {
                     *b.last_error.lock().expect("lock") = Some(e.to_string());
@@ -401,7 +457,7 @@ impl ComfyExecutor {
         let options = RunOptions {
             preview_method: self.preview_method.clone(),
             poll_interval: Duration::from_secs(2),
-            unreachable_timeout: Duration::from_secs(30),
+            unreachable_timeout: Duration::from_millis(self.unreachable_grace_ms.load(Ordering::Relaxed)),
         };
         let run = async move {
             if submit {
@@ -698,8 +754,10 @@ impl Executor for ComfyExecutor {
                     return download(&backend, images, &outputs, &job.tool).await;
                 }
                 Err(e) => {
-                    // Unreachable: its in-memory history is gone or out of reach; run elsewhere.
+                    // Unreachable: run elsewhere, and make sure the old prompt
+                    // does not run too once the backend is back.
                     warn!(job = %job.row.id, backend = %name, error = %e, "cannot reconcile; resubmitting");
+                    self.orphans.lock().expect("orphans lock").push((name.clone(), prompt_id.clone()));
                 }
             }
         }

@@ -917,3 +917,63 @@ async fn lora_tool_gets_loader_nodes_on_a_backend_with_the_file() {
         env.stop().await;
     }
 }
+
+/// A transient failure must not forget the prompt: the job's backend goes
+/// away while our prompt waits in its queue, the job is retried on another
+/// backend, and when the first backend comes back still holding the prompt
+/// the prompt is deleted there instead of also running. SQLite only (the
+/// store part is covered on both databases in station-store's queue tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_job_does_not_also_run_on_the_backend_that_came_back() {
+    let env = setup(testing::sqlite().await, Setup { slots: vec![1, 1], ..Default::default() }).await;
+    env.comfy.set_unreachable_grace(Duration::from_millis(500));
+    // Another client keeps b0 busy for ~7 s, so the prompt Station sends there waits in its queue.
+    let tool = env.station.tools.get("slow-upscale").unwrap();
+    let client = inspect(env.fake(0));
+    let up = client.upload_image(test_png(), "other.png").await.unwrap();
+    let uploaded = HashMap::from([("image".to_string(), up.load_image_name())]);
+    let params = json!({"image": "x", "scale_by": 2, "upscale_method": "nearest-exact", "steps": 150, "step_ms": 50});
+    let graph = station_tools::bind_workflow(&tool, params.as_object().unwrap(), &uploaded).unwrap();
+    let blocker = uuid::Uuid::new_v4().to_string();
+    let submit = ComfySubmit {
+        prompt_id: blocker.clone(),
+        graph: graph.as_object().unwrap().clone(),
+        client_id: "another-client".into(),
+        preview_method: None,
+    };
+    client.submit(&submit).await.unwrap();
+    let image = env.upload().await;
+    let row = env.submit("upscale", json!({"image": image, "upscale_method": "nearest-exact"})).await;
+    let first = env.wait_for(&row.id, 10, "sent to b0", |r| r.remote_id.is_some()).await;
+    assert_eq!(first.backend.as_deref(), Some("b0"), "first of two idle backends");
+    let orphan = first.remote_id.clone().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let queue = client.queue().await.unwrap();
+    assert!(queue.pending.contains(&orphan), "our prompt waits behind the blocker: {queue:?}");
+    // b0 goes away with our prompt in its queue; after the grace the job is retried on b1.
+    env.fake(0).refuse_connections(true).await;
+    let row = env.wait_terminal(&row.id, 20).await;
+    assert_eq!(row.status(), JobStatus::Succeeded, "error: {:?}", row.error);
+    assert_eq!(row.backend.as_deref(), Some("b1"));
+    assert_doubled(&env.output(&row).await);
+    assert_eq!(env.comfy.orphaned_prompts(), vec![("b0".to_string(), orphan.clone())]);
+    // b0 comes back still holding the prompt: the next health check deletes it.
+    env.fake(0).refuse_connections(false).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.comfy.orphaned_prompts().is_empty() {
+        assert!(Instant::now() < deadline, "orphaned prompt never cancelled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let queue = client.queue().await.unwrap();
+    assert!(!queue.pending.contains(&orphan), "deleted from b0's queue: {queue:?}");
+    // Once the blocker is done, b0 has run nothing else.
+    env.wait_backend_done(&blocker).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(client.history(&orphan).await.unwrap().is_none(), "the orphaned prompt ran on b0 as well");
+    let queue = client.queue().await.unwrap();
+    assert!(queue.pending.is_empty() && queue.running.is_empty(), "{queue:?}");
+    assert_eq!(env.fake(0).prompts_received(), 2, "blocker and our first submission");
+    assert_eq!(env.fake(1).prompts_received(), 1);
+    assert_eq!(row.attempts, 2);
+    env.stop().await;
+}

@@ -4,12 +4,16 @@
 //! A heartbeat renews this process's leases and relays cancellation requests;
 //! a sweeper requeues jobs whose lease lapsed (their worker died), keeping the
 //! backend reference so the next worker reconciles before resubmitting.
+//!
+//! Outcomes go through one [`FinishBatcher`] per process: what finishes while
+//! a commit is in flight shares the next one (group commit). Only after its
+//! commit does a job's worker publish its events and settle its points.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use station_store::{ClaimRequest, JobRow, JobStatus};
+use station_store::{ClaimRequest, DEFAULT_MAX_BATCH, FinishBatcher, JobFinish, JobRow, JobStatus};
 use station_tools::InputType;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -42,10 +46,21 @@ impl Workers {
         let stop = CancellationToken::new();
         let inflight: Inflight = Default::default();
         let mut tasks = JoinSet::new();
+        // The finisher's task ends once the claim loops (holding its only
+        // senders) and their jobs are gone, after recording what they sent.
+        let (finisher, finisher_task) = FinishBatcher::new(station.store.clone(), DEFAULT_MAX_BATCH);
+        tasks.spawn(finisher_task);
         let executors: Vec<Arc<dyn Executor>> = station.executors.read().expect("executors lock").clone();
         for ex in executors {
-            tasks.spawn(claim_loop(station.clone(), ex, owner.clone(), stop.clone(), inflight.clone()));
+            let ctx = LoopCtx {
+                owner: owner.clone(),
+                stop: stop.clone(),
+                inflight: inflight.clone(),
+                finisher: finisher.clone(),
+            };
+            tasks.spawn(claim_loop(station.clone(), ex, ctx));
         }
+        drop(finisher);
         tasks.spawn(heartbeat_loop(station.clone(), owner.clone(), stop.clone(), inflight.clone()));
         tasks.spawn(sweeper_loop(station.clone(), stop.clone()));
         info!(%owner, "workers started");
@@ -70,13 +85,16 @@ impl Workers {
     }
 }
 
-async fn claim_loop(
-    station: Station,
-    ex: Arc<dyn Executor>,
+/// What a claim loop shares with the rest of the process's workers.
+struct LoopCtx {
     owner: Arc<str>,
     stop: CancellationToken,
     inflight: Inflight,
-) {
+    finisher: FinishBatcher,
+}
+
+async fn claim_loop(station: Station, ex: Arc<dyn Executor>, ctx: LoopCtx) {
+    let LoopCtx { owner, stop, inflight, finisher } = ctx;
     let q = station.config.queue.clone();
     let mut running = JoinSet::new();
     let done = Arc::new(tokio::sync::Notify::new());
@@ -106,11 +124,18 @@ async fn claim_loop(
                         // queue, it must not cancel (interrupt) them on their backend.
                         let token = CancellationToken::new();
                         inflight.lock().expect("inflight").insert(job.id.clone(), token.clone());
-                        let (st, ex, ow, inf, dn) =
-                            (station.clone(), ex.clone(), owner.clone(), inflight.clone(), done.clone());
+                        let (st, ex, ow, inf, dn, fin) = (
+                            station.clone(),
+                            ex.clone(),
+                            owner.clone(),
+                            inflight.clone(),
+                            done.clone(),
+                            finisher.clone(),
+                        );
                         running.spawn(async move {
                             let id = job.id.clone();
-                            run_job(&st, ex, &ow, job, token).await;
+                            let w = JobWorker { station: &st, owner: &ow, finisher: &fin };
+                            run_job(&w, ex, job, token).await;
                             inf.lock().expect("inflight").remove(&id);
                             dn.notify_one();
                         });
@@ -183,15 +208,23 @@ async fn sweeper_loop(station: Station, stop: CancellationToken) {
     }
 }
 
-async fn run_job(station: &Station, ex: Arc<dyn Executor>, owner: &str, job: JobRow, cancel: CancellationToken) {
-    let ctx = ExecContext::new(station.store.clone(), station.bus.clone(), owner, &job.id, cancel.clone());
+/// What one job's task needs to record its outcome.
+struct JobWorker<'a> {
+    station: &'a Station,
+    owner: &'a str,
+    finisher: &'a FinishBatcher,
+}
+
+async fn run_job(w: &JobWorker<'_>, ex: Arc<dyn Executor>, job: JobRow, cancel: CancellationToken) {
+    let station = w.station;
+    let ctx = ExecContext::new(station.store.clone(), station.bus.clone(), w.owner, &job.id, cancel.clone());
     if job.remote_id.is_none() {
         station.bus.publish(JobEvent::Status { job_id: job.id.clone(), status: JobStatus::Dispatched, error: None });
     }
     let exec_job = match prepare(station, &job).await {
         Ok(j) => j,
         Err(msg) => {
-            finish(station, owner, &job, Outcome::Failed("invalid_input", msg)).await;
+            finish(w, &job, Outcome::Failed("invalid_input", msg)).await;
             return;
         }
     };
@@ -200,7 +233,7 @@ async fn run_job(station: &Station, ex: Arc<dyn Executor>, owner: &str, job: Job
         r = ex.execute(exec_job, ctx) => r,
         _ = tokio::time::sleep(timeout) => {
             ex.cancel_remote(&job).await;
-            finish(station, owner, &job, Outcome::Failed("timeout", format!("timed out after {} s", timeout.as_secs()))).await;
+            finish(w, &job, Outcome::Failed("timeout", format!("timed out after {} s", timeout.as_secs()))).await;
             return;
         }
     };
@@ -213,8 +246,7 @@ async fn run_job(station: &Station, ex: Arc<dyn Executor>, owner: &str, job: Job
                 match station.media.put_image(f.bytes, Some(&job.account_id), Some(&job.id), "output").await {
                     Ok(m) => ids.push(m.id),
                     Err(e) => {
-                        retry_or_fail(station, owner, &job, format!("could not store output {}: {e}", f.filename))
-                            .await;
+                        retry_or_fail(w, &job, format!("could not store output {}: {e}", f.filename)).await;
                         return;
                     }
                 }
@@ -222,7 +254,7 @@ async fn run_job(station: &Station, ex: Arc<dyn Executor>, owner: &str, job: Job
             Outcome::Succeeded(ids)
         }
         Err(ExecError::Transient(msg)) => {
-            retry_or_fail(station, owner, &job, msg).await;
+            retry_or_fail(w, &job, msg).await;
             return;
         }
         Err(ExecError::Cancelled) => Outcome::Cancelled,
@@ -234,7 +266,7 @@ async fn run_job(station: &Station, ex: Arc<dyn Executor>, owner: &str, job: Job
         Err(ExecError::Failed(m)) => Outcome::Failed("execution_error", m),
         Err(ExecError::Unroutable(m)) => Outcome::Failed("no_backend", m),
     };
-    finish(station, owner, &job, outcome).await;
+    finish(w, &job, outcome).await;
 }
 
 enum Outcome {
@@ -243,26 +275,36 @@ enum Outcome {
     Cancelled,
 }
 
-async fn finish(station: &Station, owner: &str, job: &JobRow, outcome: Outcome) {
-    let now = station_store::now_ms();
+/// Records the outcome through the process's finisher (a shared commit),
+/// then — only once it is committed — publishes the events and settles the
+/// job's points (exactly one capture or release, by the worker that recorded it).
+async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) {
+    let station = w.station;
     let (status, outputs, error) = match &outcome {
-        Outcome::Succeeded(ids) => (JobStatus::Succeeded, Some(ids.as_slice()), None),
-        Outcome::Failed(code, msg) => (JobStatus::Failed, None, Some((*code, msg.as_str()))),
-        Outcome::Cancelled => (JobStatus::Cancelled, None, Some(("cancelled", "cancelled by request"))),
+        Outcome::Succeeded(ids) => (JobStatus::Succeeded, Some(ids.clone()), None),
+        Outcome::Failed(code, msg) => (JobStatus::Failed, None, Some((code.to_string(), msg.clone()))),
+        Outcome::Cancelled => {
+            (JobStatus::Cancelled, None, Some(("cancelled".to_string(), "cancelled by request".to_string())))
+        }
     };
-    match station.store.finish_job(&job.id, owner, status, outputs, error, now).await {
+    let message = error.as_ref().map(|(_, m)| m.clone());
+    let record = JobFinish {
+        job_id: job.id.clone(),
+        owner: w.owner.to_string(),
+        status,
+        outputs,
+        error,
+        now: station_store::now_ms(),
+    };
+    match w.finisher.finish(record).await {
         Ok(true) => {
-            if let Outcome::Succeeded(ids) = &outcome {
-                station.bus.publish(JobEvent::Result { job_id: job.id.clone(), outputs: ids.clone() });
+            if let Outcome::Succeeded(ids) = outcome {
+                station.bus.publish(JobEvent::Result { job_id: job.id.clone(), outputs: ids });
             }
-            station.bus.publish(JobEvent::Status {
-                job_id: job.id.clone(),
-                status,
-                error: error.map(|(_, m)| m.to_string()),
-            });
+            station.bus.publish(JobEvent::Status { job_id: job.id.clone(), status, error: message });
             // Only the worker that recorded the outcome settles the points; if
             // this fails (or the process dies first) the sweeper settles them.
-            if let Err(e) = station.settle_job(&job.id, &format!("worker:{owner}")).await {
+            if let Err(e) = station.settle_job(&job.id, &format!("worker:{}", w.owner)).await {
                 warn!(job = %job.id, error = %e, "could not settle the job's points; the sweeper will");
             }
         }
@@ -273,22 +315,26 @@ async fn finish(station: &Station, owner: &str, job: &JobRow, outcome: Outcome) 
     }
 }
 
-async fn retry_or_fail(station: &Station, owner: &str, job: &JobRow, msg: String) {
-    // `attempts` was bumped by record_submission; a job that never reached a
-    // backend still counts the claim so a broken backend cannot loop forever.
+async fn retry_or_fail(w: &JobWorker<'_>, job: &JobRow, msg: String) {
+    let station = w.station;
+    // `attempts` was bumped by record_submission when this try reached a
+    // backend; a try that never did still counts, so a broken backend cannot
+    // loop forever.
     let current = station.store.get_job(&job.id).await.ok().flatten();
+    let submitted = current.as_ref().is_some_and(|c| c.attempts > job.attempts);
     let attempts = current.as_ref().map(|j| j.attempts).unwrap_or(job.attempts).max(1);
     if attempts >= job.max_attempts {
         let m = format!("gave up after {attempts} attempts: {msg}");
-        finish(station, owner, job, Outcome::Failed("backend_unavailable", m)).await;
+        finish(w, job, Outcome::Failed("backend_unavailable", m)).await;
         return;
     }
     let base = station.config.queue.retry_base_ms as i64;
     let delay = base.saturating_mul(1 << (attempts - 1).min(10));
     warn!(job = %job.id, attempts, delay_ms = delay, error = %msg, "transient failure; retrying");
-    if let Ok(true) = station.store.retry_job(&job.id, owner, station_store::now_ms() + delay, &msg).await {
-        // Count the failed try even if nothing reached a backend.
-        if current.map(|j| j.remote_id.is_none()).unwrap_or(false) {
+    // The row keeps the last backend and prompt id: the next attempt asks that
+    // backend first, so a prompt it still holds is followed, not run twice.
+    if let Ok(true) = station.store.retry_job(&job.id, w.owner, station_store::now_ms() + delay, &msg).await {
+        if !submitted {
             let _ = station.store.bump_attempts(&job.id).await;
         }
         station.bus.publish(JobEvent::Status { job_id: job.id.clone(), status: JobStatus::Queued, error: Some(msg) });

@@ -25,6 +25,10 @@ pub enum StoreError {
     /// A stored JSON column could not be read.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A batched write (see `FinishBatcher`) did not reach the database;
+    /// the message says why. Nothing of the batch was committed.
+    #[error("batched write failed: {0}")]
+    Batch(String),
     /// A row that must exist does not.
     #[error("{what} {id} not found")]
     NotFound {

@@ -9,6 +9,7 @@
 //! All timestamps are Unix milliseconds (`i64`); JSON columns are text.
 
 mod db;
+mod finisher;
 mod discord;
 mod jobs;
 mod ledger;
@@ -18,6 +19,7 @@ mod pricing;
 mod telegram;
 
 pub use db::{Backend, Store, StoreError, mask_url};
+pub use finisher::{DEFAULT_MAX_BATCH, FinishBatcher};
 pub use jobs::{ClaimRequest, JobFilter, JobFinish, JobRow, JobStatus, NewJob, QueuePosition, QueueStats};
 pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use station_store::testing;
-use station_store::{ClaimRequest, JobFinish, JobStatus, NewJob, Store};
+use station_store::{ClaimRequest, DEFAULT_MAX_BATCH, FinishBatcher, JobFinish, JobStatus, NewJob, Store};
 
 fn job(account: &str, service: &str) -> NewJob {
     NewJob {
@@ -293,5 +293,48 @@ async fn identities_map_to_one_account_created_on_first_contact() {
         assert_eq!(a.id, b.id);
         let c = s.account_for_identity("discord", "42", "Ann", 3).await.unwrap();
         assert_ne!(a.id, c.id);
+    }
+}
+
+#[tokio::test]
+async fn finish_batcher_groups_concurrent_outcomes_into_few_commits() {
+    for db in testing::all().await {
+        let s = &db.store;
+        for i in 0..100 {
+            s.insert_job(&job(&format!("acct{}", i % 7), "comfyui"), 1).await.unwrap();
+        }
+        let claimed = s.claim_jobs(&claim("w", 100, 100, 2)).await.unwrap();
+        assert_eq!(claimed.len(), 100, "{}", db.kind);
+        let (batcher, task) = FinishBatcher::new(s.clone(), DEFAULT_MAX_BATCH);
+        let task = tokio::spawn(task);
+        let finishes: Vec<_> = claimed
+            .iter()
+            .enumerate()
+            .map(|(i, j)| {
+                let b = batcher.clone();
+                // One outcome under the wrong owner: refused, the rest recorded.
+                let owner = if i == 42 { "someone-else" } else { "w" };
+                let f = done(&j.id, owner, JobStatus::Succeeded, Some(vec![format!("m{i}")]), 10);
+                tokio::spawn(async move { b.finish(f).await.unwrap() })
+            })
+            .collect();
+        let mut applied = vec![];
+        for f in finishes {
+            applied.push(f.await.unwrap());
+        }
+        assert_eq!(applied.iter().filter(|a| **a).count(), 99, "{}", db.kind);
+        assert!(!applied[42]);
+        assert_eq!(batcher.outcomes(), 100);
+        assert!(batcher.commits() <= 10, "{}: {} commits for 100 concurrent outcomes", db.kind, batcher.commits());
+        let stats = s.queue_stats().await.unwrap();
+        assert!(stats.by_status.contains(&("succeeded".to_string(), 99)), "{}: {:?}", db.kind, stats.by_status);
+        assert_eq!(s.get_job(&claimed[42].id).await.unwrap().unwrap().status(), JobStatus::Dispatched);
+        // The task keeps serving while any clone lives and ends once all are gone.
+        let late = batcher.clone();
+        drop(batcher);
+        let f = done(&claimed[42].id, "w", JobStatus::Succeeded, None, 11);
+        assert!(late.finish(f).await.unwrap(), "{}: served while a clone lives", db.kind);
+        drop(late);
+        tokio::time::timeout(std::time::Duration::from_secs(5), task).await.expect("finisher ends").unwrap();
     }
 }

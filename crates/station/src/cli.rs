@@ -200,4 +200,9 @@ pub struct BenchArgs {
     /// Jobs claimed per round trip.
     #[arg(long, default_value_t = 64)]
     pub batch: i64,
+    /// Most outcomes recorded per commit by the batching finisher, as in the
+    /// core's workers; 0 records each job with its own `finish_job` commit
+    /// (the behaviour before batching, for comparison).
+    #[arg(long, default_value_t = station_store::DEFAULT_MAX_BATCH)]
+    pub finish_batch: usize,
 }

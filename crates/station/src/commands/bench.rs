@@ -3,9 +3,11 @@
 //!
 //! Three figures per database:
 //! - enqueue: `insert_job` from `workers` concurrent submitters, jobs/s;
-//! - drain: `workers` tasks looping `claim_jobs(batch)` → `finish_job` per job
-//!   (the batch's finishes concurrently, as the core runs each claimed job in
-//!   its own task) until the queue is empty, jobs/s;
+//! - drain: `workers` tasks looping `claim_jobs(batch)` → one finish per job,
+//!   each in its own task (as the core runs each claimed job in its own task),
+//!   all through one [`FinishBatcher`] per process as in the core's workers
+//!   (outcomes that arrive while a commit is in flight share the next one),
+//!   until the queue is empty, jobs/s;
 //! - added latency: on a lightly loaded queue (one worker, batch 1), the
 //!   claim round trip plus the finish round trip each job pays, p50/p99.
 //!
@@ -17,7 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use station_store::{Backend, ClaimRequest, JobStatus, NewJob, Store, StoreError, now_ms};
+use station_store::{
+    Backend, ClaimRequest, DEFAULT_MAX_BATCH, FinishBatcher, JobFinish, JobStatus, NewJob, Store, StoreError, now_ms,
+};
 
 use crate::cli::BenchArgs;
 use crate::exit;
@@ -42,6 +46,8 @@ pub struct BenchResult {
     pub workers: usize,
     /// Jobs per claim.
     pub batch: i64,
+    /// Most outcomes per commit (0: one commit per job).
+    pub finish_batch: usize,
     /// Enqueue rate.
     pub enqueue_per_s: f64,
     /// Claim → finish rate.
@@ -158,18 +164,20 @@ async fn bench_store(store: &Store, args: &BenchArgs) -> Result<BenchResult, Str
     eprintln!("{database}: enqueueing {} jobs…", args.jobs);
     let enqueue_time = enqueue(store, args.jobs, args.workers).await.map_err(|e| format!("enqueue: {e}"))?;
     eprintln!("{database}: draining with {} workers, batch {}…", args.workers, args.batch);
-    let (drained, drain_time) = drain(store, args.workers, args.batch).await.map_err(|e| format!("drain: {e}"))?;
+    let (drained, drain_time) =
+        drain(store, args.workers, args.batch, args.finish_batch).await.map_err(|e| format!("drain: {e}"))?;
     if drained != args.jobs {
         return Err(format!("drained {drained} jobs but enqueued {}", args.jobs));
     }
     eprintln!("{database}: timing {LATENCY_JOBS} jobs one at a time…");
     enqueue(store, LATENCY_JOBS, 1).await.map_err(|e| format!("enqueue: {e}"))?;
-    let latency = latency(store).await.map_err(|e| format!("latency: {e}"))?;
+    let latency = latency(store, args.finish_batch).await.map_err(|e| format!("latency: {e}"))?;
     Ok(BenchResult {
         database,
         jobs: args.jobs,
         workers: args.workers,
         batch: args.batch,
+        finish_batch: args.finish_batch,
         enqueue_per_s: args.jobs as f64 / enqueue_time.as_secs_f64(),
         drain_per_s: drained as f64 / drain_time.as_secs_f64(),
         latency,
@@ -216,11 +224,18 @@ async fn enqueue(store: &Store, jobs: usize, submitters: usize) -> Result<Durati
 
 /// Claims and finishes every queued job with `workers` concurrent tasks;
 /// returns how many were finished and the wall time.
-async fn drain(store: &Store, workers: usize, batch: i64) -> Result<(usize, Duration), StoreError> {
+async fn drain(
+    store: &Store,
+    workers: usize,
+    batch: i64,
+    finish_batch: usize,
+) -> Result<(usize, Duration), StoreError> {
+    let (finisher, finisher_task) = Finisher::new(store, finish_batch);
     let start = Instant::now();
     let tasks: Vec<_> = (0..workers)
         .map(|w| {
             let store = store.clone();
+            let finisher = finisher.clone();
             tokio::spawn(async move {
                 let owner = format!("bench-worker-{w}");
                 let mut done = 0usize;
@@ -231,8 +246,17 @@ async fn drain(store: &Store, workers: usize, batch: i64) -> Result<(usize, Dura
                     }
                     // Like the core's claim loop, every claimed job runs (and
                     // finishes) in its own task, so finishes overlap.
-                    let finishes = claimed.iter().map(|job| finish(&store, &job.id, &owner));
-                    done += futures::future::try_join_all(finishes).await?.len();
+                    let finishes: Vec<_> = claimed
+                        .iter()
+                        .map(|job| {
+                            let (f, id, owner) = (finisher.clone(), job.id.clone(), owner.clone());
+                            tokio::spawn(async move { finish(&f, &id, &owner).await })
+                        })
+                        .collect();
+                    for f in finishes {
+                        f.await.expect("finish task panicked")?;
+                        done += 1;
+                    }
                 }
             })
         })
@@ -241,16 +265,50 @@ async fn drain(store: &Store, workers: usize, batch: i64) -> Result<(usize, Dura
     for t in tasks {
         total += t.await.expect("drain task panicked")?;
     }
-    Ok((total, start.elapsed()))
+    let elapsed = start.elapsed();
+    drop(finisher);
+    if let Some(t) = finisher_task {
+        t.await.expect("finisher task panicked");
+    }
+    Ok((total, elapsed))
 }
 
 /// Records an instant backend's success; a lost lease would mean two
 /// claimers shared a job, which the benchmark treats as a failure.
-async fn finish(store: &Store, job_id: &str, owner: &str) -> Result<(), StoreError> {
-    if store.finish_job(job_id, owner, JobStatus::Succeeded, None, None, now_ms()).await? {
-        Ok(())
-    } else {
-        Err(StoreError::Corrupt(format!("job {job_id} lost its lease mid-benchmark")))
+async fn finish(finisher: &Finisher, job_id: &str, owner: &str) -> Result<(), StoreError> {
+    let applied = match finisher {
+        Finisher::Single(store) => store.finish_job(job_id, owner, JobStatus::Succeeded, None, None, now_ms()).await?,
+        Finisher::Batched(b) => {
+            let f = JobFinish {
+                job_id: job_id.into(),
+                owner: owner.into(),
+                status: JobStatus::Succeeded,
+                outputs: None,
+                error: None,
+                now: now_ms(),
+            };
+            b.finish(f).await?
+        }
+    };
+    if applied { Ok(()) } else { Err(StoreError::Corrupt(format!("job {job_id} lost its lease mid-benchmark"))) }
+}
+
+/// How finished jobs are recorded: each with its own commit (the behaviour
+/// before batching), or through the core's batching finisher.
+#[derive(Clone)]
+enum Finisher {
+    Single(Store),
+    Batched(FinishBatcher),
+}
+
+impl Finisher {
+    /// `max_batch` 0 means one commit per job; the batcher's task is spawned.
+    fn new(store: &Store, max_batch: usize) -> (Finisher, Option<tokio::task::JoinHandle<()>>) {
+        if max_batch == 0 {
+            return (Finisher::Single(store.clone()), None);
+        }
+        let (b, task) = FinishBatcher::new(store.clone(), max_batch);
+        (Finisher::Batched(b), Some(tokio::spawn(task)))
     }
 }
 
@@ -259,14 +317,19 @@ fn claim(owner: &str, limit: i64) -> ClaimRequest<'_> {
 }
 
 /// One worker, batch 1: times claim + finish of every queued job.
-async fn latency(store: &Store) -> Result<Latency, StoreError> {
+async fn latency(store: &Store, finish_batch: usize) -> Result<Latency, StoreError> {
     let owner = "bench-latency";
+    let (finisher, finisher_task) = Finisher::new(store, finish_batch);
     let mut samples = Vec::with_capacity(LATENCY_JOBS);
     loop {
         let start = Instant::now();
         let Some(job) = store.claim_jobs(&claim(owner, 1)).await?.pop() else { break };
-        finish(store, &job.id, owner).await?;
+        finish(&finisher, &job.id, owner).await?;
         samples.push(start.elapsed());
+    }
+    drop(finisher);
+    if let Some(t) = finisher_task {
+        t.await.expect("finisher task panicked");
     }
     if samples.is_empty() {
         return Err(StoreError::Corrupt("no job was claimable for the latency run".into()));
@@ -288,7 +351,8 @@ fn table(results: &[BenchResult]) -> String {
     );
     for r in results {
         out += &format!(
-            "| Station | {} | {} | {} | {} | {:.0} | {:.0} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {} | {} |\n",
+            if r.finish_batch == 0 { "Station, commit per job" } else { "Station" },
             r.database,
             r.jobs,
             r.workers,
@@ -322,7 +386,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_small_run_drains_every_job_on_sqlite() {
-        let args = BenchArgs { jobs: 300, database_urls: vec![], workers: 3, batch: 7 };
+        let args =
+            BenchArgs { jobs: 300, database_urls: vec![], workers: 3, batch: 7, finish_batch: DEFAULT_MAX_BATCH };
         let r = bench_sqlite(&args).await.expect("bench");
         assert_eq!((r.database, r.jobs), ("SQLite", 300));
         assert!(r.drain_per_s > 0.0 && r.enqueue_per_s > 0.0);
@@ -336,12 +401,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::connect_sqlite(&dir.path().join("q.db")).await.unwrap();
         store.migrate().await.unwrap();
-        enqueue(&store, 57, 2).await.unwrap();
-        let (n, _) = drain(&store, 4, 5).await.unwrap();
-        assert_eq!(n, 57);
+        for (finish_batch, jobs) in [(DEFAULT_MAX_BATCH, 57), (0, 23)] {
+            enqueue(&store, jobs, 2).await.unwrap();
+            let (n, _) = drain(&store, 4, 5, finish_batch).await.unwrap();
+            assert_eq!(n, jobs, "finish_batch {finish_batch}");
+            // Nothing left: a second drain finds no work.
+            assert_eq!(drain(&store, 2, 5, finish_batch).await.unwrap().0, 0);
+        }
         let stats = store.queue_stats().await.unwrap();
-        assert_eq!(stats.by_status, vec![("succeeded".to_string(), 57)]);
-        // Nothing left: a second drain finds no work.
-        assert_eq!(drain(&store, 2, 5).await.unwrap().0, 0);
+        assert_eq!(stats.by_status, vec![("succeeded".to_string(), 80)]);
     }
 }
