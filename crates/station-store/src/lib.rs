@@ -10,6 +10,7 @@
 
 mod db;
 mod finisher;
+mod flows;
 mod discord;
 mod jobs;
 mod ledger;
@@ -19,6 +20,7 @@ mod pricing;
 mod telegram;
 
 pub use db::{Backend, Store, StoreError, mask_url};
+pub use flows::{ActionRow, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition};
 pub use finisher::{DEFAULT_MAX_BATCH, FinishBatcher};
 pub use jobs::{ClaimRequest, JobFilter, JobFinish, JobRow, JobStatus, NewJob, QueuePosition, QueueStats};
 pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};

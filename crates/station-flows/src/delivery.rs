@@ -1,0 +1,328 @@
+//! The delivery service: sends stored deliveries through the platform
+//! adapters (in order per conversation, with retries and a persisted
+//! status), turns job events into throttled progress edits and result
+//! messages, and closes idle flows.
+//!
+//! Job notifications are keyed (`progress:<job>`, `result:<job>`), so a
+//! restarted process writes what it had not written yet and never twice; a
+//! scan on start-up (and every few seconds) catches jobs that ended while no
+//! process was listening.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use station_core::JobEvent;
+use station_store::{DeliveryResult, DeliveryRow, JobRow, JobStatus, now_ms};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Flows, mint_view, new_delivery};
+use crate::flow::Out;
+use crate::platform::{Conversation, DeliveryKind, Outcome, Outgoing};
+use crate::view::{Block, ImageRef, View};
+
+/// Where a job asked from, stored in the job's `source`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct JobSource {
+    /// The conversation to deliver to.
+    pub conversation: Conversation,
+    /// The flow instance that submitted it.
+    #[serde(default)]
+    pub instance: Option<String>,
+}
+
+impl JobSource {
+    /// Reads a job's source, if it came from a conversation.
+    pub fn of(job: &JobRow) -> Option<JobSource> {
+        serde_json::from_str(job.source.as_deref()?).ok()
+    }
+}
+
+/// The running delivery service; stop it with [`FlowsRunner::shutdown`].
+pub struct FlowsRunner {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl FlowsRunner {
+    /// Stops sending (deliveries in flight finish first).
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+const LEASE_MS: i64 = 60_000;
+const MAX_ATTEMPTS: i64 = 8;
+
+impl Flows {
+    /// Starts the delivery service, the job notifier and the idle-flow sweeper.
+    pub fn start(&self) -> FlowsRunner {
+        let stop = CancellationToken::new();
+        let mut tasks = vec![];
+        let me = self.clone();
+        let s = stop.clone();
+        tasks.push(tokio::spawn(async move { me.send_loop(s).await }));
+        let me = self.clone();
+        let s = stop.clone();
+        let events = self.station().bus.subscribe();
+        tasks.push(tokio::spawn(async move { me.notify_loop(events, s).await }));
+        let me = self.clone();
+        let s = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                if let Err(e) = me.expire_idle().await {
+                    tracing::warn!(error = %e, "could not close idle conversations");
+                }
+                tokio::select! {
+                    _ = s.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+                }
+            }
+        }));
+        FlowsRunner { stop, tasks }
+    }
+
+    async fn send_loop(&self, stop: CancellationToken) {
+        let mut in_flight: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
+        loop {
+            if stop.is_cancelled() {
+                while in_flight.join_next().await.is_some() {}
+                return;
+            }
+            let names: Vec<String> = self.inner.platforms.read().expect("platforms").keys().cloned().collect();
+            let store = &self.station().store;
+            let now = now_ms();
+            if let Err(e) = store.requeue_deliveries(now).await {
+                tracing::warn!(error = %e, "could not requeue deliveries");
+            }
+            let claimed = match store.claim_deliveries(&names, &self.inner.owner, now, LEASE_MS, 32).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not claim deliveries");
+                    vec![]
+                }
+            };
+            let got = !claimed.is_empty();
+            for d in claimed {
+                let me = self.clone();
+                in_flight.spawn(async move { me.send_one(d).await });
+            }
+            while in_flight.try_join_next().is_some() {}
+            let wait = if got { Duration::from_millis(5) } else { Duration::from_millis(250) };
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = self.inner.outbox.notified() => {}
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn send_one(&self, d: DeliveryRow) {
+        let platform = self.inner.platforms.read().expect("platforms").get(&d.platform).cloned();
+        let store = &self.station().store;
+        let Some(platform) = platform else { return };
+        let (conv, view) = match (serde_json::from_str::<Conversation>(&d.conv_json), serde_json::from_str(&d.view)) {
+            (Ok(c), Ok(v)) => (c, v),
+            _ => {
+                let r = DeliveryResult::Failed { error: "stored delivery is unreadable".into() };
+                let _ = store.finish_delivery(&d.id, &self.inner.owner, d.version, &r, now_ms()).await;
+                return;
+            }
+        };
+        let kind = DeliveryKind::parse(&d.kind);
+        let out = Outgoing {
+            delivery_id: d.id.clone(),
+            kind,
+            view,
+            replace: d.message_ref.clone().or(d.replace_ref.clone()),
+            account_id: d.account_id.clone(),
+        };
+        let outcome = platform.deliver(&conv, &out).await;
+        let now = now_ms();
+        let result = match outcome {
+            Outcome::Sent { message_ref } => {
+                let next_at =
+                    if kind == DeliveryKind::Progress { now + self.inner.settings.progress_every_ms } else { now };
+                DeliveryResult::Sent { message_ref, next_at }
+            }
+            Outcome::RetryAfter(after) => {
+                DeliveryResult::Retry { at: now + after.as_millis() as i64, error: "rate limited".into() }
+            }
+            Outcome::Transient(e) if d.attempts + 1 >= MAX_ATTEMPTS => {
+                DeliveryResult::Failed { error: format!("gave up after {} attempts: {e}", d.attempts + 1) }
+            }
+            Outcome::Transient(e) => {
+                let backoff = 500i64 * 2i64.pow(d.attempts.clamp(0, 7) as u32);
+                DeliveryResult::Retry { at: now + backoff, error: e }
+            }
+            Outcome::Permanent(e) => DeliveryResult::Failed { error: e },
+        };
+        if let DeliveryResult::Failed { error } = &result {
+            tracing::warn!(delivery = %d.id, conversation = %d.conversation, error = %error, "delivery failed for good");
+        }
+        if let Err(e) = store.finish_delivery(&d.id, &self.inner.owner, d.version, &result, now).await {
+            tracing::warn!(delivery = %d.id, error = %e, "could not record a delivery outcome");
+        }
+        self.inner.outbox.notify_one();
+    }
+
+    async fn notify_loop(&self, mut events: tokio::sync::broadcast::Receiver<JobEvent>, stop: CancellationToken) {
+        // job id → its conversation (None: not from a conversation).
+        let mut sources: HashMap<String, Option<JobSource>> = HashMap::new();
+        let mut previews: HashMap<String, ImageRef> = HashMap::new();
+        let mut scan = tokio::time::interval(Duration::from_secs(3));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = scan.tick() => {
+                    if let Err(e) = self.catch_up().await {
+                        tracing::warn!(error = %e, "could not write missed job results");
+                    }
+                }
+                ev = events.recv() => match ev {
+                    Ok(ev) => {
+                        let job_id = ev.job_id().to_string();
+                        if !sources.contains_key(&job_id) {
+                            let src = match self.station().store.get_job(&job_id).await {
+                                Ok(Some(job)) => JobSource::of(&job),
+                                _ => None,
+                            };
+                            if sources.len() > 10_000 {
+                                sources.clear();
+                            }
+                            sources.insert(job_id.clone(), src);
+                        }
+                        let Some(Some(src)) = sources.get(&job_id).cloned() else { continue };
+                        if let JobEvent::Preview { mime, data, .. } = &ev {
+                            previews.insert(job_id.clone(), ImageRef::inline(mime, data));
+                        }
+                        if let Err(e) = self.on_event(&src, &ev, previews.get(&job_id).cloned()).await {
+                            tracing::warn!(job = %job_id, error = %e, "could not write a job notification");
+                        }
+                        if matches!(&ev, JobEvent::Status { status, .. } if status.is_terminal()) {
+                            previews.remove(&job_id);
+                            sources.remove(&job_id);
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::debug!(missed = n, "notifier lagged; the periodic scan catches results");
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        }
+    }
+
+    async fn on_event(
+        &self,
+        src: &JobSource,
+        ev: &JobEvent,
+        preview: Option<ImageRef>,
+    ) -> Result<(), crate::flow::FlowError> {
+        let store = &self.station().store;
+        let Some(job) = store.get_job(ev.job_id()).await? else { return Ok(()) };
+        match ev {
+            JobEvent::Progress { .. } | JobEvent::Preview { .. } => {
+                if job.status().is_terminal() {
+                    return Ok(());
+                }
+                let view = self.progress_view(&job, preview).await;
+                self.write_progress(src, &job, view).await?;
+            }
+            JobEvent::Status { status, .. } if !status.is_terminal() => {
+                let view = self.progress_view(&job, preview).await;
+                self.write_progress(src, &job, view).await?;
+            }
+            JobEvent::Status { .. } | JobEvent::Result { .. } => {
+                if job.status().is_terminal() {
+                    self.write_result(src, &job).await?;
+                }
+            }
+        }
+        self.inner.outbox.notify_one();
+        Ok(())
+    }
+
+    /// The progress message of a job.
+    pub async fn progress_view(&self, job: &JobRow, preview: Option<ImageRef>) -> View {
+        let tool = self.station().tools.get(&job.tool_id).map(|t| t.name.clone()).unwrap_or(job.tool_id.clone());
+        let (fraction, label) = match job.status() {
+            JobStatus::Queued => {
+                let pos = self.station().job_view(&job.id).await.ok().flatten().and_then(|v| v.queue_position);
+                let label = match pos {
+                    Some(0) | None => format!("{tool}: queued, starting soon"),
+                    Some(n) => format!("{tool}: queued, {n} ahead of you"),
+                };
+                (None, label)
+            }
+            JobStatus::Dispatched => (Some(job.progress), format!("{tool}: starting")),
+            JobStatus::Running => (Some(job.progress), format!("{tool}: working")),
+            JobStatus::Succeeded => (Some(1.0), format!("{tool}: done")),
+            JobStatus::Failed => (None, format!("{tool}: failed")),
+            JobStatus::Cancelled => (None, format!("{tool}: cancelled")),
+        };
+        let mut view = View::default().block(Block::Progress { fraction, label, preview });
+        if !job.status().is_terminal() {
+            view = view.row(vec![
+                crate::view::Button::action("Cancel", "cancel_job", serde_json::json!({"job": job.id})).danger(),
+            ]);
+        }
+        view
+    }
+
+    async fn write_progress(&self, src: &JobSource, job: &JobRow, mut view: View) -> Result<(), crate::flow::FlowError> {
+        let now = now_ms();
+        let actions = mint_view(&mut view, &job.account_id, None, now);
+        let out = Out { view, kind: DeliveryKind::Progress, dedupe_key: Some(format!("progress:{}", job.id)) };
+        let d = new_delivery(&src.conversation, &job.account_id, &out);
+        self.station().store.save_outbox(&actions, &[d], true, now).await?;
+        Ok(())
+    }
+
+    /// Writes a finished job's result message (once: keyed by the job) and
+    /// the final state of its progress message.
+    pub(crate) async fn write_result(&self, src: &JobSource, job: &JobRow) -> Result<(), crate::flow::FlowError> {
+        let store = &self.station().store;
+        let now = now_ms();
+        // The progress message ends showing the outcome (no preview, no buttons).
+        if store.delivery_by_key(&format!("progress:{}", job.id)).await?.is_some() {
+            let final_progress = self.progress_view(job, None).await;
+            let out =
+                Out { view: final_progress, kind: DeliveryKind::Progress, dedupe_key: Some(format!("progress:{}", job.id)) };
+            store.save_outbox(&[], &[new_delivery(&src.conversation, &job.account_id, &out)], true, now).await?;
+        }
+        let mut view = crate::results::result_view(self, job).await?;
+        let actions = mint_view(&mut view, &job.account_id, None, now);
+        let out = Out { view, kind: DeliveryKind::Result, dedupe_key: Some(format!("result:{}", job.id)) };
+        let d = new_delivery(&src.conversation, &job.account_id, &out);
+        store.save_outbox(&actions, &[d], false, now).await?;
+        self.inner.outbox.notify_one();
+        Ok(())
+    }
+
+    /// Writes result messages for conversation jobs that ended without one
+    /// (another process ran them, or this one died in between).
+    pub async fn catch_up(&self) -> Result<usize, crate::flow::FlowError> {
+        let since = now_ms() - 24 * 3600 * 1000;
+        let jobs = self.station().store.undelivered_results(since, 100).await?;
+        let n = jobs.len();
+        for job in jobs {
+            if let Some(src) = JobSource::of(&job) {
+                self.write_result(&src, &job).await?;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Reads a JSON array of strings (job outputs).
+pub(crate) fn string_list(text: Option<&str>) -> Vec<String> {
+    text.and_then(|t| serde_json::from_str::<Value>(t).ok())
+        .and_then(|v| v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()))
+        .unwrap_or_default()
+}

@@ -1,0 +1,585 @@
+//! The flow engine: routes input to flow instances, applies transitions one
+//! at a time per conversation, and stores each transition (state, minted
+//! buttons, outgoing messages) in one transaction before anything is sent.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use rand::Rng;
+use serde_json::{Value, json};
+use station_core::Station;
+use station_store::{AccountRow, ActionRow, FlowInstanceRow, NewDelivery, Transition, now_ms};
+
+use crate::flow::{Cx, Flow, FlowError, Next, Out, Start, StepInput};
+use crate::platform::{Conversation, DeliveryKind, Input, Platform};
+use crate::view::{ButtonAction, Rich, View};
+
+/// What an adapter may tell the person at once (Telegram's callback answer,
+/// Discord's ephemeral note) besides the messages that follow.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reply {
+    /// Short text.
+    pub toast: Option<String>,
+}
+
+impl Reply {
+    fn toast(s: impl Into<String>) -> Reply {
+        Reply { toast: Some(s.into()) }
+    }
+}
+
+/// An entry of a platform's command menu.
+#[derive(Debug, Clone)]
+pub struct CommandInfo {
+    /// Command name without the slash.
+    pub name: String,
+    /// One line.
+    pub description: String,
+    /// The tool behind it, for tool commands (platforms build typed options from its inputs).
+    pub tool: Option<Arc<station_tools::ToolDef>>,
+}
+
+/// The conversation engine shared by every platform adapter. Cheap to clone.
+#[derive(Clone)]
+pub struct Flows {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) station: Station,
+    pub(crate) flows: HashMap<&'static str, Arc<dyn Flow>>,
+    pub(crate) platforms: RwLock<HashMap<String, Arc<dyn Platform>>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Wakes the delivery service when something was written.
+    pub(crate) outbox: tokio::sync::Notify,
+    /// This process's name for delivery leases.
+    pub(crate) owner: String,
+    pub(crate) settings: FlowSettings,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct FlowSettings {
+    /// Instances with no input for this long are closed with a message.
+    pub idle_ms: i64,
+    /// Minimum time between two progress edits of one message.
+    pub progress_every_ms: i64,
+    /// Base URL of the web app, for `/web` login links.
+    pub public_url: String,
+}
+
+impl Default for FlowSettings {
+    fn default() -> Self {
+        FlowSettings { idle_ms: 30 * 60 * 1000, progress_every_ms: 2000, public_url: "http://127.0.0.1:8480".into() }
+    }
+}
+
+/// Mints an action token: 12 base62 characters (71 bits), far under every
+/// platform's callback-data limit.
+pub(crate) fn mint_token() -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    (0..12).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// Replaces the pending actions of a view's buttons with minted tokens,
+/// returning the action records to store.
+pub(crate) fn mint_view(
+    view: &mut View,
+    account_id: &str,
+    instance: Option<(&str, i64)>,
+    now: i64,
+) -> Vec<ActionRow> {
+    let mut rows = vec![];
+    for b in view.buttons_mut() {
+        if let ButtonAction::Pending(spec) = &b.action {
+            // Result actions work from any message, whatever step its flow is at.
+            let instance = if crate::results::STANDALONE.contains(&spec.name.as_str()) { None } else { instance };
+            let token = mint_token();
+            rows.push(ActionRow {
+                token: token.clone(),
+                account_id: account_id.to_string(),
+                instance_id: instance.map(|(i, _)| i.to_string()),
+                rev: instance.map(|(_, r)| r),
+                name: spec.name.clone(),
+                args: spec.args.to_string(),
+                created_at: now,
+            });
+            b.action = ButtonAction::Token(token);
+        }
+    }
+    rows
+}
+
+pub(crate) fn new_delivery(conv: &Conversation, account_id: &str, out: &Out) -> NewDelivery {
+    NewDelivery {
+        id: uuid::Uuid::now_v7().to_string(),
+        conversation: conv.key(),
+        conv_json: serde_json::to_string(conv).expect("conversation serialises"),
+        platform: conv.platform.clone(),
+        account_id: account_id.to_string(),
+        kind: out.kind.as_str().to_string(),
+        dedupe_key: out.dedupe_key.clone(),
+        view: serde_json::to_string(&out.view).expect("view serialises"),
+        replace_ref: None,
+    }
+}
+
+/// Built-in commands that are not tools.
+const BUILTIN_COMMANDS: &[&str] = &["start", "help", "make", "settings", "status", "history", "balance", "link", "web"];
+
+impl Flows {
+    /// An engine with the built-in flows.
+    pub fn new(station: Station) -> Flows {
+        Flows::with_settings(station, FlowSettings::default())
+    }
+
+    /// An engine with explicit settings.
+    pub fn with_settings(station: Station, settings: FlowSettings) -> Flows {
+        let mut flows: HashMap<&'static str, Arc<dyn Flow>> = HashMap::new();
+        for f in crate::flows::builtin() {
+            flows.insert(f.name(), f);
+        }
+        Flows {
+            inner: Arc::new(Inner {
+                station,
+                flows,
+                platforms: Default::default(),
+                locks: Default::default(),
+                outbox: tokio::sync::Notify::new(),
+                owner: format!("flows-{}", uuid::Uuid::new_v4().simple()),
+                settings,
+            }),
+        }
+    }
+
+    /// The core.
+    pub fn station(&self) -> &Station {
+        &self.inner.station
+    }
+
+    /// Engine settings.
+    pub fn settings(&self) -> &FlowSettings {
+        &self.inner.settings
+    }
+
+    /// Registers a platform adapter; its deliveries are sent by the delivery service.
+    pub fn add_platform(&self, platform: Arc<dyn Platform>) {
+        self.inner.platforms.write().expect("platforms lock").insert(platform.name().to_string(), platform);
+        self.inner.outbox.notify_one();
+    }
+
+    /// The command menu: built-ins, then every tool the account may see.
+    pub fn commands(&self, account: Option<&AccountRow>) -> Vec<CommandInfo> {
+        let mut out: Vec<CommandInfo> = BUILTIN_COMMANDS
+            .iter()
+            .map(|name| CommandInfo {
+                name: name.to_string(),
+                description: self.inner.flows.get(name).map(|f| f.description()).unwrap_or("").to_string(),
+                tool: None,
+            })
+            .collect();
+        out.push(CommandInfo { name: "cancel".into(), description: "Stop what you are doing".into(), tool: None });
+        let admin = account.is_some_and(|a| a.role == "admin");
+        for tool in self.inner.station.tools.list() {
+            let visible = match tool.visibility {
+                station_tools::Visibility::Public => true,
+                station_tools::Visibility::Admin => admin,
+                station_tools::Visibility::Hidden => false,
+            };
+            if visible && !BUILTIN_COMMANDS.contains(&tool.command.as_str()) && tool.command != "cancel" {
+                out.push(CommandInfo { name: tool.command.clone(), description: tool.name.clone(), tool: Some(tool) });
+            }
+        }
+        out
+    }
+
+    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.locks.lock().expect("locks");
+        if locks.len() > 10_000 {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(key.to_string()).or_default().clone()
+    }
+
+    /// Handles one input from a person in a conversation. Inputs for one
+    /// conversation are applied one after the other; a button from a step
+    /// that is already over is answered with a toast and changes nothing.
+    pub async fn handle(&self, account: &AccountRow, conv: &Conversation, input: Input) -> Result<Reply, FlowError> {
+        let lock = self.lock_for(&format!("{}|{}", conv.key(), account.id));
+        let _guard = lock.lock().await;
+        let reply = self.handle_locked(account, conv, input).await;
+        self.inner.outbox.notify_one();
+        reply
+    }
+
+    async fn handle_locked(&self, account: &AccountRow, conv: &Conversation, input: Input) -> Result<Reply, FlowError> {
+        match input {
+            Input::Command { name, text, images, params } => {
+                let name = name.trim_start_matches('/').split('@').next().unwrap_or("").to_lowercase();
+                let start = Start { text, images, params, args: Value::Null };
+                self.run_command(account, conv, &name, start).await
+            }
+            Input::Action { token } => {
+                let Some(action) = self.inner.station.store.get_action(&token).await? else {
+                    return Ok(Reply::toast("This button has expired."));
+                };
+                if action.account_id != account.id {
+                    return Ok(Reply::toast("This button belongs to someone else's request."));
+                }
+                let args: Value = serde_json::from_str(&action.args).unwrap_or(Value::Null);
+                match action.instance_id {
+                    None => crate::results::standalone(self, account, conv, &action.name, args).await,
+                    Some(instance_id) => {
+                        let current = self.inner.station.store.get_flow(&instance_id).await?;
+                        match current {
+                            Some(inst) if inst.status == "active" && Some(inst.rev) == action.rev => {
+                                self.step_input(account, conv, inst, StepInput::Action { name: action.name, args })
+                                    .await
+                            }
+                            _ => Ok(Reply::toast("That step is over: the conversation has moved on.")),
+                        }
+                    }
+                }
+            }
+            Input::Text { text } => self.to_active(account, conv, StepInput::Text(text)).await,
+            Input::Images { media } => self.to_active(account, conv, StepInput::Images(media)).await,
+            Input::Form { values, token } => {
+                if let Some(token) = token
+                    && let Some(action) = self.inner.station.store.get_action(&token).await?
+                    && action.instance_id.is_none()
+                    && action.account_id == account.id
+                {
+                    // A form opened by a standalone button (Discord modal for "tweak").
+                    let args = json!({"form": values, "args": serde_json::from_str::<Value>(&action.args).ok()});
+                    return crate::results::standalone(self, account, conv, &format!("{}_form", action.name), args)
+                        .await;
+                }
+                self.to_active(account, conv, StepInput::Form(values)).await
+            }
+        }
+    }
+
+    async fn to_active(&self, account: &AccountRow, conv: &Conversation, input: StepInput) -> Result<Reply, FlowError> {
+        match self.inner.station.store.active_flow(&conv.key(), &account.id).await? {
+            Some(inst) => self.step_input(account, conv, inst, input).await,
+            None => {
+                let hint = match input {
+                    StepInput::Images(_) => {
+                        "To use a photo, send it with a command as its caption (for example /upscale), or reply to \
+                         it with the command."
+                    }
+                    _ => "Send /make to create something, or /help to see what I can do.",
+                };
+                self.notice(account, conv, View::text(hint)).await?;
+                Ok(Reply::default())
+            }
+        }
+    }
+
+    /// Starts the flow behind a command (built-in flows and tool commands).
+    pub(crate) async fn run_command(
+        &self,
+        account: &AccountRow,
+        conv: &Conversation,
+        name: &str,
+        mut start: Start,
+    ) -> Result<Reply, FlowError> {
+        if name == "cancel" {
+            return self.cancel_active(account, conv).await;
+        }
+        let flow_name = if self.inner.flows.contains_key(name) && name != "make" {
+            name.to_string()
+        } else if name == "make" {
+            "make".to_string()
+        } else if let Some(tool) = self.inner.station.find_tool(name, account) {
+            start.args = json!({"tool": tool.id});
+            "make".to_string()
+        } else {
+            self.notice(
+                account,
+                conv,
+                View::text(Rich::plain("Unknown command ").code(format!("/{name}")).text(". Send /help for the list.")),
+            )
+            .await?;
+            return Ok(Reply::default());
+        };
+        self.start_flow(account, conv, &flow_name, start).await
+    }
+
+    /// Starts a flow by name (replacing the conversation's active flow).
+    pub async fn start_flow(
+        &self,
+        account: &AccountRow,
+        conv: &Conversation,
+        flow_name: &str,
+        start: Start,
+    ) -> Result<Reply, FlowError> {
+        let flow = self.flow(flow_name)?;
+        let instance_id = uuid::Uuid::now_v7().to_string();
+        let cx = Cx { station: &self.inner.station, account, conversation: conv, instance_id: &instance_id, flows: self };
+        let next = flow.start(&cx, start).await?;
+        let now = now_ms();
+        let fresh = FlowInstanceRow {
+            id: instance_id.clone(),
+            account_id: account.id.clone(),
+            conversation: conv.key(),
+            conv_json: serde_json::to_string(conv).expect("conversation serialises"),
+            flow: flow_name.to_string(),
+            flow_version: flow.version(),
+            step: String::new(),
+            state: "{}".into(),
+            history: "[]".into(),
+            rev: 0,
+            status: "active".into(),
+            created_at: now,
+            updated_at: now,
+        };
+        self.apply(&cx, flow.as_ref(), fresh, None, next).await
+    }
+
+    fn flow(&self, name: &str) -> Result<Arc<dyn Flow>, FlowError> {
+        self.inner.flows.get(name).cloned().ok_or_else(|| FlowError::Other(format!("no flow named {name:?}")))
+    }
+
+    async fn cancel_active(&self, account: &AccountRow, conv: &Conversation) -> Result<Reply, FlowError> {
+        let store = &self.inner.station.store;
+        match store.active_flow(&conv.key(), &account.id).await? {
+            Some(inst) => {
+                let out = Out { view: View::text("Cancelled."), kind: DeliveryKind::Notice, dedupe_key: None };
+                let d = new_delivery(conv, &account.id, &out);
+                store.end_flow(&inst.id, inst.rev, "cancelled", &[d], now_ms()).await?;
+                Ok(Reply::toast("Cancelled"))
+            }
+            None => {
+                self.notice(
+                    account,
+                    conv,
+                    View::text("Nothing to cancel here. To stop a running job, open /status and press Cancel."),
+                )
+                .await?;
+                Ok(Reply::default())
+            }
+        }
+    }
+
+    async fn step_input(
+        &self,
+        account: &AccountRow,
+        conv: &Conversation,
+        inst: FlowInstanceRow,
+        input: StepInput,
+    ) -> Result<Reply, FlowError> {
+        let flow = self.flow(&inst.flow)?;
+        let instance_id = inst.id.clone();
+        let cx = Cx { station: &self.inner.station, account, conversation: conv, instance_id: &instance_id, flows: self };
+        let mut inst = inst;
+        if inst.flow_version != flow.version() {
+            let state: Value = serde_json::from_str(&inst.state).unwrap_or(Value::Null);
+            match flow.upgrade(inst.flow_version, &inst.step, state) {
+                Some((step, state)) => {
+                    inst.step = step;
+                    inst.state = state.to_string();
+                    inst.flow_version = flow.version();
+                }
+                None => {
+                    let view = View::text(format!(
+                        "Station was updated and this /{} conversation cannot continue. Please start again with /{}.",
+                        inst.flow, inst.flow
+                    ));
+                    let out = Out { view, kind: DeliveryKind::Notice, dedupe_key: None };
+                    let d = new_delivery(conv, &account.id, &out);
+                    self.inner.station.store.end_flow(&inst.id, inst.rev, "ended", &[d], now_ms()).await?;
+                    return Ok(Reply::default());
+                }
+            }
+        }
+        let state: Value = serde_json::from_str(&inst.state).unwrap_or(Value::Null);
+        let spec = flow.steps().iter().find(|s| s.id == inst.step);
+        let kind = input.kind();
+        if kind != crate::flow::Accepts::Action
+            && let Some(spec) = spec
+            && !spec.accepts.contains(&kind)
+        {
+            let expects = describe_accepts(spec.accepts);
+            let next = Next::Invalid(format!("This step expects {expects}."));
+            return self.apply(&cx, flow.as_ref(), inst.clone(), Some(inst.rev), next).await;
+        }
+        let next = match input {
+            StepInput::Action { name, .. } if name == "back" => Next::Back,
+            StepInput::Action { name, .. } if name == "cancel" => Next::Cancel,
+            input => flow.input(&cx, &inst.step, &state, input).await?,
+        };
+        let rev = inst.rev;
+        self.apply(&cx, flow.as_ref(), inst, Some(rev), next).await
+    }
+
+    /// Applies a transition and stores it with the messages it sends. Loops
+    /// while `before_step` hooks redirect.
+    async fn apply(
+        &self,
+        cx: &Cx<'_>,
+        flow: &dyn Flow,
+        mut inst: FlowInstanceRow,
+        expected_rev: Option<i64>,
+        mut next: Next,
+    ) -> Result<Reply, FlowError> {
+        let store = &self.inner.station.store;
+        let now = now_ms();
+        let from = inst.step.clone();
+        let mut history: Vec<(String, Value)> = serde_json::from_str(&inst.history).unwrap_or_default();
+        let mut notes: Vec<Out> = vec![];
+        let mut hops = 0;
+        loop {
+            hops += 1;
+            if hops > 32 {
+                return Err(FlowError::Other(format!("flow {} redirected more than 32 times", flow.name())));
+            }
+            let state_now: Value = serde_json::from_str(&inst.state).unwrap_or(Value::Null);
+            match next {
+                Next::Goto(step, state) => {
+                    if !inst.step.is_empty() {
+                        history.push((inst.step.clone(), state_now));
+                    }
+                    inst.step = step;
+                    inst.state = state.to_string();
+                }
+                Next::Stay(state) => inst.state = state.to_string(),
+                Next::Invalid(msg) => {
+                    notes.push(Out { view: View::text(format!("⚠ {msg}")), kind: DeliveryKind::Notice, dedupe_key: None });
+                }
+                Next::Back => match history.pop() {
+                    Some((step, state)) => {
+                        inst.step = step;
+                        inst.state = state.to_string();
+                    }
+                    None => notes.push(Out {
+                        view: View::text("⚠ This is the first step; there is nothing to go back to."),
+                        kind: DeliveryKind::Notice,
+                        dedupe_key: None,
+                    }),
+                },
+                Next::Cancel => {
+                    notes.push(Out { view: View::text("Cancelled."), kind: DeliveryKind::Notice, dedupe_key: None });
+                    return self.finish(cx, inst, expected_rev, "cancelled", notes, now).await;
+                }
+                Next::Finish(outs) => {
+                    notes.extend(outs);
+                    return self.finish(cx, inst, expected_rev, "finished", notes, now).await;
+                }
+            }
+            let state: Value = serde_json::from_str(&inst.state).unwrap_or(Value::Null);
+            match flow.before_step(cx, &inst.step, &state).await? {
+                Some(redirect) => next = redirect,
+                None => break,
+            }
+        }
+        let state: Value = serde_json::from_str(&inst.state).unwrap_or(Value::Null);
+        let mut view = flow.view(cx, &inst.step, &state).await?;
+        inst.rev += 1;
+        inst.history = serde_json::to_string(&history).expect("history serialises");
+        inst.updated_at = now;
+        let mut actions = mint_view(&mut view, &cx.account.id, Some((&inst.id, inst.rev)), now);
+        let mut deliveries = vec![];
+        for mut note in notes {
+            actions.extend(mint_view(&mut note.view, &cx.account.id, None, now));
+            deliveries.push(new_delivery(cx.conversation, &cx.account.id, &note));
+        }
+        deliveries.push(new_delivery(cx.conversation, &cx.account.id, &Out::message(view)));
+        let t = Transition { instance: inst.clone(), expected_rev, actions, deliveries };
+        if !store.save_transition(&t, now).await? {
+            return Ok(Reply::toast("That arrived after the conversation moved on; nothing changed."));
+        }
+        flow.after_step(cx, &from, &inst.step, &state).await;
+        Ok(Reply::default())
+    }
+
+    async fn finish(
+        &self,
+        cx: &Cx<'_>,
+        inst: FlowInstanceRow,
+        expected_rev: Option<i64>,
+        status: &str,
+        notes: Vec<Out>,
+        now: i64,
+    ) -> Result<Reply, FlowError> {
+        let store = &self.inner.station.store;
+        let mut actions = vec![];
+        let mut deliveries = vec![];
+        for mut note in notes {
+            actions.extend(mint_view(&mut note.view, &cx.account.id, None, now));
+            deliveries.push(new_delivery(cx.conversation, &cx.account.id, &note));
+        }
+        match expected_rev {
+            // A flow that finished in its first step never needs an instance row.
+            None => store.save_outbox(&actions, &deliveries, true, now).await?,
+            Some(rev) => {
+                store.save_outbox(&actions, &[], false, now).await?;
+                if !store.end_flow(&inst.id, rev, status, &deliveries, now).await? {
+                    return Ok(Reply::toast("That arrived after the conversation moved on; nothing changed."));
+                }
+            }
+        }
+        Ok(Reply::default())
+    }
+
+    /// Sends a standalone message (no flow state changes).
+    pub async fn notice(&self, account: &AccountRow, conv: &Conversation, view: View) -> Result<(), FlowError> {
+        self.send(account, conv, Out { view, kind: DeliveryKind::Notice, dedupe_key: None }).await
+    }
+
+    /// Stores a standalone outgoing message (minting its buttons) for delivery.
+    pub async fn send(&self, account: &AccountRow, conv: &Conversation, mut out: Out) -> Result<(), FlowError> {
+        let now = now_ms();
+        let actions = mint_view(&mut out.view, &account.id, None, now);
+        let d = new_delivery(conv, &account.id, &out);
+        self.inner.station.store.save_outbox(&actions, &[d], true, now).await?;
+        self.inner.outbox.notify_one();
+        Ok(())
+    }
+
+    /// Closes instances idle for longer than the configured time, telling
+    /// each conversation. Returns how many were closed.
+    pub async fn expire_idle(&self) -> Result<usize, FlowError> {
+        let store = &self.inner.station.store;
+        let now = now_ms();
+        let idle = store.idle_flows(now - self.inner.settings.idle_ms, 100).await?;
+        let mut n = 0;
+        for inst in idle {
+            let conv: Conversation = match serde_json::from_str(&inst.conv_json) {
+                Ok(c) => c,
+                Err(_) => continue,
+            };
+            let minutes = self.inner.settings.idle_ms / 60_000;
+            let view = View::text(format!(
+                "Your /{} conversation was closed after {} without a reply. Send /{} to start again.",
+                inst.flow,
+                if minutes >= 1 { format!("{minutes} minutes") } else { "a while".to_string() },
+                inst.flow
+            ));
+            let out = Out { view, kind: DeliveryKind::Notice, dedupe_key: None };
+            let d = new_delivery(&conv, &inst.account_id, &out);
+            if store.end_flow(&inst.id, inst.rev, "expired", &[d], now).await? {
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.inner.outbox.notify_one();
+        }
+        Ok(n)
+    }
+}
+
+fn describe_accepts(accepts: &[crate::flow::Accepts]) -> String {
+    use crate::flow::Accepts::*;
+    let words: Vec<&str> = accepts
+        .iter()
+        .filter_map(|a| match a {
+            Text => Some("text"),
+            Image => Some("an image"),
+            Form => Some("a form"),
+            Action => None,
+        })
+        .collect();
+    if words.is_empty() { "a button press".to_string() } else { words.join(" or ") + " (or a button press)" }
+}

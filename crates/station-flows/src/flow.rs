@@ -1,0 +1,205 @@
+//! What a flow is: steps that show views, accept input, validate it and
+//! choose what comes next.
+
+use serde_json::{Map, Value};
+use station_core::Station;
+use station_store::AccountRow;
+
+use crate::platform::{Conversation, DeliveryKind};
+use crate::view::View;
+
+/// Kinds of input a step accepts. Input of another kind is refused with a
+/// message naming what the step expects, and the step is asked again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepts {
+    /// Free text.
+    Text,
+    /// Images.
+    Image,
+    /// Button presses (always accepted for the step's own buttons).
+    Action,
+    /// A form (several fields at once).
+    Form,
+}
+
+/// A step's declaration.
+#[derive(Debug, Clone, Copy)]
+pub struct StepSpec {
+    /// Step id, unique within the flow.
+    pub id: &'static str,
+    /// What it accepts besides its own buttons.
+    pub accepts: &'static [Accepts],
+}
+
+/// Input as a step sees it (tokens already resolved to actions).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepInput {
+    /// Text.
+    Text(String),
+    /// Stored image media ids.
+    Images(Vec<String>),
+    /// A button of this step's view.
+    Action {
+        /// Action name.
+        name: String,
+        /// Its arguments.
+        args: Value,
+    },
+    /// A submitted form.
+    Form(Map<String, Value>),
+}
+
+impl StepInput {
+    /// The kind, for the accepts check.
+    pub fn kind(&self) -> Accepts {
+        match self {
+            StepInput::Text(_) => Accepts::Text,
+            StepInput::Images(_) => Accepts::Image,
+            StepInput::Action { .. } => Accepts::Action,
+            StepInput::Form(_) => Accepts::Form,
+        }
+    }
+}
+
+/// How a flow starts: the command's inline text, attached images, explicit
+/// parameters and, when started by a button, its arguments.
+#[derive(Debug, Clone, Default)]
+pub struct Start {
+    /// Text after the command.
+    pub text: String,
+    /// Images that came with the command.
+    pub images: Vec<String>,
+    /// Explicit parameters.
+    pub params: Map<String, Value>,
+    /// Flow-specific arguments (tool id, job id …).
+    pub args: Value,
+}
+
+/// A message a flow sends as it moves or ends.
+#[derive(Debug, Clone)]
+pub struct Out {
+    /// The view.
+    pub view: View,
+    /// Kind of delivery.
+    pub kind: DeliveryKind,
+    /// At most one delivery per key (`progress:<job>` lets job progress edit this message).
+    pub dedupe_key: Option<String>,
+}
+
+impl Out {
+    /// An ordinary message.
+    pub fn message(view: View) -> Out {
+        Out { view, kind: DeliveryKind::Message, dedupe_key: None }
+    }
+}
+
+/// What happens after an input.
+#[derive(Debug, Clone)]
+pub enum Next {
+    /// Go to a step with a new state (the old frame goes on the history, so
+    /// `Back` returns to it). Used for fixed successors, branches, loops and jumps.
+    Goto(String, Value),
+    /// Stay on this step with a new state, showing its view again (paging,
+    /// "add another image").
+    Stay(Value),
+    /// The input was refused: the message says why and the step is asked again.
+    Invalid(String),
+    /// Return to the previous step and state.
+    Back,
+    /// End the flow, saying it was cancelled.
+    Cancel,
+    /// End the flow, sending these messages.
+    Finish(Vec<Out>),
+}
+
+/// Everything a flow may use while handling one input.
+pub struct Cx<'a> {
+    /// The core.
+    pub station: &'a Station,
+    /// Who is talking.
+    pub account: &'a AccountRow,
+    /// Where.
+    pub conversation: &'a Conversation,
+    /// The flow instance id (known before the first step is stored).
+    pub instance_id: &'a str,
+    /// The engine (for submitting jobs with their progress messages).
+    pub flows: &'a crate::Flows,
+}
+
+/// Errors a flow cannot turn into a friendly "try again" (storage failures).
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// Storage failed.
+    #[error("storage error: {0}")]
+    Storage(#[from] station_store::StoreError),
+    /// Anything else that prevents the flow from going on.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A conversation flow. Flows are data-driven where they can be: the make
+/// flow works for every tool in the registry with no per-tool code.
+#[async_trait::async_trait]
+pub trait Flow: Send + Sync {
+    /// Flow name (also its command, for built-ins).
+    fn name(&self) -> &'static str;
+
+    /// One line for help and command menus.
+    fn description(&self) -> &'static str;
+
+    /// Bump when the steps or state shape change; older stored instances are
+    /// passed through [`Flow::upgrade`].
+    fn version(&self) -> i64 {
+        1
+    }
+
+    /// The steps.
+    fn steps(&self) -> &'static [StepSpec];
+
+    /// Starts the flow: the first step (or an immediate finish).
+    async fn start(&self, cx: &Cx<'_>, start: Start) -> Result<Next, FlowError>;
+
+    /// What a step shows.
+    async fn view(&self, cx: &Cx<'_>, step: &str, state: &Value) -> Result<View, FlowError>;
+
+    /// Handles an input to a step.
+    async fn input(&self, cx: &Cx<'_>, step: &str, state: &Value, input: StepInput) -> Result<Next, FlowError>;
+
+    /// Hook run before a step is shown; may redirect (skip a step whose
+    /// answer is already known).
+    async fn before_step(&self, _cx: &Cx<'_>, _step: &str, _state: &Value) -> Result<Option<Next>, FlowError> {
+        Ok(None)
+    }
+
+    /// Hook run after a transition is stored.
+    async fn after_step(&self, _cx: &Cx<'_>, _from: &str, _to: &str, _state: &Value) {}
+
+    /// Converts an instance stored by an older version; `None` ends it politely.
+    fn upgrade(&self, _from_version: i64, _step: &str, _state: Value) -> Option<(String, Value)> {
+        None
+    }
+}
+
+/// Reads a string field of a state object.
+pub fn get_str<'v>(state: &'v Value, key: &str) -> Option<&'v str> {
+    state.get(key).and_then(Value::as_str)
+}
+
+/// A copy of `state` with `key` set.
+pub fn with(state: &Value, key: &str, value: impl Into<Value>) -> Value {
+    let mut s = state.clone();
+    if !s.is_object() {
+        s = Value::Object(Map::new());
+    }
+    s.as_object_mut().expect("object").insert(key.to_string(), value.into());
+    s
+}
+
+/// A copy of `state` without `key`.
+pub fn without(state: &Value, key: &str) -> Value {
+    let mut s = state.clone();
+    if let Some(o) = s.as_object_mut() {
+        o.remove(key);
+    }
+    s
+}

@@ -1,0 +1,536 @@
+//! `make`: choose a tool → fill only the missing required inputs → optional
+//! settings → cost (confirmed when over the user's threshold) → queued.
+//! Works for every tool in the registry with no per-tool code.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use station_tools::{InputDef, InputType, ToolDef, Visibility, resolve_params};
+
+use crate::flow::{Accepts, Cx, Flow, FlowError, Next, Start, StepInput, StepSpec, get_str, with, without};
+use crate::results::{Refused, submit_for};
+use crate::view::{Block, Button, Field, InputKind, Rich, View};
+
+/// The make flow.
+pub struct Make;
+
+const PAGE: usize = 8;
+
+const STEPS: &[StepSpec] = &[
+    StepSpec { id: "tool", accepts: &[Accepts::Text] },
+    StepSpec { id: "ask", accepts: &[Accepts::Text, Accepts::Image, Accepts::Form] },
+    StepSpec { id: "options", accepts: &[Accepts::Text, Accepts::Form] },
+    StepSpec { id: "pick_setting", accepts: &[Accepts::Text] },
+    StepSpec { id: "set", accepts: &[Accepts::Text, Accepts::Image] },
+    StepSpec { id: "confirm", accepts: &[] },
+];
+
+/// Tools the account can pick (public, or admin tools for admins); with
+/// `needs_image`, only tools that take an image.
+pub fn pickable_tools(cx: &Cx<'_>, needs_image: bool) -> Vec<Arc<ToolDef>> {
+    cx.station
+        .tools
+        .list()
+        .into_iter()
+        .filter(|t| match t.visibility {
+            Visibility::Public => true,
+            Visibility::Admin => cx.account.role == "admin",
+            Visibility::Hidden => false,
+        })
+        .filter(|t| !needs_image || t.inputs.values().any(|i| i.kind == InputType::Image))
+        .collect()
+}
+
+/// Turns what a person typed (or a form value) into a value of the input's type.
+pub fn coerce(input: &InputDef, v: &Value) -> Value {
+    let Value::String(s) = v else { return v.clone() };
+    let s = s.trim();
+    match input.kind {
+        InputType::Integer | InputType::Seed => s.parse::<i64>().map(Value::from).unwrap_or(Value::String(s.into())),
+        InputType::Number => s.parse::<f64>().map(|f| json!(f)).unwrap_or(Value::String(s.into())),
+        InputType::Boolean => match s.to_lowercase().as_str() {
+            "yes" | "y" | "true" | "on" | "1" => Value::Bool(true),
+            "no" | "n" | "false" | "off" | "0" => Value::Bool(false),
+            _ => Value::String(s.into()),
+        },
+        InputType::Enum => {
+            let found = input.choices().iter().find(|c| c.eq_ignore_ascii_case(s));
+            Value::String(found.cloned().unwrap_or_else(|| s.to_string()))
+        }
+        _ => Value::String(s.to_string()),
+    }
+}
+
+/// Checks one input's value against the tool; `Err` says why in words.
+pub fn check_one(tool: &ToolDef, name: &str, value: &Value) -> Result<(), String> {
+    let mut explicit = Map::new();
+    explicit.insert(name.to_string(), value.clone());
+    match resolve_params(tool, &explicit, &Map::new(), &mut rand::rng()) {
+        Ok(_) => Ok(()),
+        Err(errs) => match errs.0.iter().find(|e| e.field == name) {
+            Some(e) => Err(format!("{name}: {}", e.reason)),
+            None => Ok(()),
+        },
+    }
+}
+
+/// The input request for one tool input.
+pub fn ask_kind(input: &InputDef) -> InputKind {
+    match input.kind {
+        InputType::Integer | InputType::Seed => {
+            InputKind::Number { min: input.min, max: input.max, step: input.step, integer: true }
+        }
+        InputType::Number => InputKind::Number { min: input.min, max: input.max, step: input.step, integer: false },
+        InputType::Enum => InputKind::Choice {
+            options: input.choices().iter().map(|c| Button::action(c.clone(), "choose", json!({"value": c}))).collect(),
+        },
+        InputType::Boolean => InputKind::Choice {
+            options: vec![
+                Button::action("Yes", "choose", json!({"value": true})),
+                Button::action("No", "choose", json!({"value": false})),
+            ],
+        },
+        InputType::Image => InputKind::Image { min: 1, max: 1 },
+        _ => InputKind::Text {
+            placeholder: None,
+            multiline: input.primary,
+            max_len: input.max_length.map(|m| m as u32),
+        },
+    }
+}
+
+/// How one input should be asked for, in words.
+pub fn ask_text(name: &str, input: &InputDef) -> Rich {
+    let what = match input.kind {
+        InputType::Image => "Send an image for ".to_string(),
+        InputType::Enum | InputType::Boolean => "Choose ".to_string(),
+        _ => "Send ".to_string(),
+    };
+    let mut r = Rich::plain(what).bold(name);
+    if !input.description.is_empty() {
+        r = r.text(format!(" — {}", input.description));
+    }
+    match (input.min, input.max) {
+        (Some(a), Some(b)) => r.text(format!(" ({a}–{b})")),
+        (Some(a), None) => r.text(format!(" (at least {a})")),
+        (None, Some(b)) => r.text(format!(" (at most {b})")),
+        _ => r,
+    }
+}
+
+fn params_of(state: &Value) -> Map<String, Value> {
+    state.get("params").and_then(Value::as_object).cloned().unwrap_or_default()
+}
+
+fn tool_of(cx: &Cx<'_>, state: &Value) -> Result<Arc<ToolDef>, FlowError> {
+    let id = get_str(state, "tool").unwrap_or("");
+    cx.station.find_tool(id, cx.account).ok_or_else(|| FlowError::Other(format!("the tool {id:?} is gone")))
+}
+
+impl Make {
+    /// Puts the command's text and images into the tool's inputs.
+    fn place_inputs(tool: &ToolDef, state: Value, text: &str, images: &[String]) -> Value {
+        let mut params = params_of(&state);
+        let text = text.trim();
+        if !text.is_empty() {
+            let target = tool
+                .primary_input()
+                .filter(|(_, d)| d.kind == InputType::Text)
+                .map(|(n, _)| n.to_string())
+                .or_else(|| tool.inputs.iter().find(|(_, d)| d.kind == InputType::Text).map(|(n, _)| n.clone()));
+            if let Some(name) = target {
+                params.insert(name, Value::String(text.to_string()));
+            }
+        }
+        // Images fill image inputs, the primary one first.
+        let mut slots: Vec<&String> = tool.inputs.iter().filter(|(_, d)| d.kind == InputType::Image).map(|(n, _)| n).collect();
+        slots.sort_by_key(|n| !tool.inputs[*n].primary);
+        for (slot, media) in slots.into_iter().zip(images) {
+            if !params.contains_key(slot) {
+                params.insert(slot.clone(), Value::String(format!("media:{media}")));
+            }
+        }
+        with(&state, "params", params)
+    }
+
+    /// The first required input with no value from the request, the saved
+    /// settings or the tool's defaults.
+    async fn missing(cx: &Cx<'_>, tool: &ToolDef, params: &Map<String, Value>) -> Result<Option<String>, FlowError> {
+        let saved = cx.station.store.tool_settings(&cx.account.id, &tool.id).await?;
+        Ok(tool
+            .inputs
+            .iter()
+            .find(|(name, d)| {
+                d.required && d.default.is_none() && !params.contains_key(*name) && !saved.contains_key(*name)
+            })
+            .map(|(n, _)| n.clone()))
+    }
+
+    /// After an answer: ask the next missing input, or show options, or run.
+    async fn proceed(cx: &Cx<'_>, state: Value) -> Result<Next, FlowError> {
+        let tool = tool_of(cx, &state)?;
+        let params = params_of(&state);
+        if let Some(name) = Self::missing(cx, &tool, &params).await? {
+            return Ok(Next::Goto("ask".into(), with(&state, "asking", name)));
+        }
+        if state.get("interactive").and_then(Value::as_bool).unwrap_or(false) {
+            return Ok(Next::Goto("options".into(), without(&state, "asking")));
+        }
+        Self::run(cx, &tool, state).await
+    }
+
+    /// Queues the job, or asks for confirmation first when the price is over
+    /// the user's threshold.
+    async fn run(cx: &Cx<'_>, tool: &ToolDef, state: Value) -> Result<Next, FlowError> {
+        let params = params_of(&state);
+        let confirmed = state.get("confirmed").and_then(Value::as_bool).unwrap_or(false);
+        if !confirmed && let Some(price) = confirmation_needed(cx, tool, &params).await? {
+            return Ok(Next::Goto("confirm".into(), with(&state, "price", price)));
+        }
+        match submit_for(cx.flows, cx.account, cx.conversation, &tool.id, params, Some(cx.instance_id), confirmed)
+            .await?
+        {
+            Ok((_, out)) => Ok(Next::Finish(vec![out])),
+            // The threshold changed between our check and the submit.
+            Err(Refused::Confirm(price)) => Ok(Next::Goto("confirm".into(), with(&state, "price", price))),
+            Err(Refused::Text(msg)) => Ok(Next::Invalid(msg)),
+        }
+    }
+
+    fn summary(cx: &Cx<'_>, tool: &ToolDef, state: &Value, saved: &Map<String, Value>) -> View {
+        let params = params_of(state);
+        let mut fields = vec![];
+        for (name, def) in &tool.inputs {
+            let (value, origin) = match (params.get(name), saved.get(name), &def.default) {
+                (Some(v), _, _) => (v.clone(), ""),
+                (None, Some(v), _) => (v.clone(), " (your default)"),
+                (None, None, Some(v)) => (v.clone(), " (default)"),
+                _ => continue,
+            };
+            let shown = match (&def.kind, &value) {
+                (InputType::Image, _) => "an image".to_string(),
+                (InputType::Seed, Value::Number(n)) if n.as_i64() == Some(-1) => "random".to_string(),
+                (_, Value::String(s)) => s.clone(),
+                (_, v) => v.to_string(),
+            };
+            fields.push(Field { name: name.clone(), value: format!("{shown}{origin}"), inline: !def.primary });
+        }
+        let price = station_core::points::price(&tool.cost, cx.station.config.points.multiplier);
+        View::default()
+            .block(Block::Card {
+                title: tool.name.clone(),
+                body: Some(Rich::plain(tool.description.clone())),
+                image: None,
+                fields,
+            })
+            .with_text(Rich::plain("Price: ").bold(format!("{price} points")).text(
+                ". Send name=value to change a setting, or use the buttons.",
+            ))
+            .row(vec![
+                Button::action(format!("▶ Run · {price} points"), "run", Value::Null).primary(),
+                Button::action("⚙ Change a setting", "settings", Value::Null),
+            ])
+            .row(vec![Button::action("Cancel", "cancel", Value::Null).danger()])
+    }
+}
+
+/// The price when it needs the user's confirmation, else `None`.
+async fn confirmation_needed(cx: &Cx<'_>, tool: &ToolDef, _params: &Map<String, Value>) -> Result<Option<i64>, FlowError> {
+    let price = station_core::points::price(&tool.cost, cx.station.config.points.multiplier);
+    let threshold = crate::flows::confirm_threshold(cx).await?;
+    Ok(match threshold {
+        Some(t) if price > t => Some(price),
+        _ => None,
+    })
+}
+
+/// Parses `name=value` lines.
+fn parse_assignments(text: &str) -> Option<Vec<(String, String)>> {
+    let pairs: Vec<(String, String)> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .collect::<Option<_>>()?;
+    (!pairs.is_empty()).then_some(pairs)
+}
+
+#[async_trait::async_trait]
+impl Flow for Make {
+    fn name(&self) -> &'static str {
+        "make"
+    }
+
+    fn description(&self) -> &'static str {
+        "Create something with any tool"
+    }
+
+    fn steps(&self) -> &'static [StepSpec] {
+        STEPS
+    }
+
+    async fn start(&self, cx: &Cx<'_>, start: Start) -> Result<Next, FlowError> {
+        let mut state = json!({
+            "params": start.params,
+            "images": start.images,
+            "interactive": false,
+            "page": 0,
+        });
+        let tweak = start.args.get("tweak").and_then(Value::as_bool).unwrap_or(false);
+        let tool_id = start.args.get("tool").and_then(Value::as_str).map(str::to_owned);
+        match tool_id {
+            Some(id) => {
+                let Some(tool) = cx.station.find_tool(&id, cx.account) else {
+                    return Ok(Next::Finish(vec![crate::flow::Out::message(View::text(format!(
+                        "The tool {id:?} is not available any more. Send /make to pick another."
+                    )))]));
+                };
+                state = with(&state, "tool", tool.id.clone());
+                state = Self::place_inputs(&tool, state, &start.text, &start.images);
+                if tweak {
+                    state = with(&state, "interactive", true);
+                    return Ok(Next::Goto("options".into(), state));
+                }
+                if let Some(price) = start.args.get("confirm_price").and_then(Value::as_i64) {
+                    return Ok(Next::Goto("confirm".into(), with(&state, "price", price)));
+                }
+                Self::proceed(cx, state).await
+            }
+            None => {
+                // Picking a tool for a result (use as input) runs it at once;
+                // `/make` on its own shows the settings before running.
+                let use_as_input = start.args.get("use_as_input").and_then(Value::as_bool).unwrap_or(false);
+                state = with(&state, "interactive", !use_as_input);
+                state = with(&state, "text", start.text.clone());
+                if !start.text.trim().is_empty() {
+                    // `/make upscale …`: the first word may name the tool.
+                    let first = start.text.split_whitespace().next().unwrap_or("");
+                    if let Some(tool) = cx.station.find_tool(first, cx.account) {
+                        let rest = start.text.trim_start()[first.len()..].to_string();
+                        state = with(&state, "tool", tool.id.clone());
+                        state = Self::place_inputs(&tool, state, &rest, &start.images);
+                        return Self::proceed(cx, state).await;
+                    }
+                }
+                Ok(Next::Goto("tool".into(), state))
+            }
+        }
+    }
+
+    async fn view(&self, cx: &Cx<'_>, step: &str, state: &Value) -> Result<View, FlowError> {
+        match step {
+            "tool" => {
+                let needs_image = state.get("images").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+                let tools = pickable_tools(cx, needs_image);
+                let page = state.get("page").and_then(Value::as_u64).unwrap_or(0) as usize;
+                let pages = tools.len().div_ceil(PAGE).max(1);
+                let page = page.min(pages - 1);
+                let options: Vec<Button> = tools
+                    .iter()
+                    .skip(page * PAGE)
+                    .take(PAGE)
+                    .map(|t| Button::action(t.name.clone(), "choose", json!({"tool": t.id})))
+                    .collect();
+                let mut nav = vec![];
+                if page > 0 {
+                    nav.push(Button::action("◀ Previous", "page", json!({"page": page - 1})));
+                }
+                if page + 1 < pages {
+                    nav.push(Button::action("Next ▶", "page", json!({"page": page + 1})));
+                }
+                let title = if needs_image { "Which tool should use this image?" } else { "What would you like to make?" };
+                let mut view = View::text(Rich::plain(title).text(" Choose a tool (or type its name)."));
+                if pages > 1 {
+                    view = view.with_text(format!("Page {} of {pages}", page + 1));
+                }
+                Ok(view
+                    .row(nav)
+                    .row(vec![Button::action("Cancel", "cancel", Value::Null).danger()])
+                    .ask("Tool", InputKind::Choice { options }))
+            }
+            "ask" | "set" => {
+                let tool = tool_of(cx, state)?;
+                let name = get_str(state, "asking").unwrap_or("");
+                let Some(input) = tool.inputs.get(name) else {
+                    return Ok(View::text(format!("{} has no input {name:?}.", tool.name)));
+                };
+                let mut view = View::text(ask_text(name, input)).ask(name, ask_kind(input));
+                let mut row = vec![Button::action("◀ Back", "back", Value::Null)];
+                if step == "set" && !input.required {
+                    row.push(Button::action("Clear", "clear", Value::Null));
+                }
+                row.push(Button::action("Cancel", "cancel", Value::Null).danger());
+                view = view.row(row);
+                Ok(view)
+            }
+            "options" => {
+                let tool = tool_of(cx, state)?;
+                let saved = cx.station.store.tool_settings(&cx.account.id, &tool.id).await?;
+                Ok(Self::summary(cx, &tool, state, &saved))
+            }
+            "pick_setting" => {
+                let tool = tool_of(cx, state)?;
+                let options = tool
+                    .inputs
+                    .iter()
+                    .map(|(n, d)| {
+                        let label = if d.advanced { format!("{n} (advanced)") } else { n.clone() };
+                        Button::action(label, "choose", json!({"input": n}))
+                    })
+                    .collect();
+                Ok(View::text("Which setting?")
+                    .row(vec![Button::action("◀ Back", "back", Value::Null)])
+                    .ask("Setting", InputKind::Choice { options }))
+            }
+            "confirm" => {
+                let price = state.get("price").and_then(Value::as_i64).unwrap_or(0);
+                let balance = cx.station.points(&cx.account.id).await?;
+                Ok(View::text(
+                    Rich::plain("This run costs ")
+                        .bold(format!("{price} points"))
+                        .text(format!(" (you have {} available). Run it?", balance.available())),
+                )
+                .row(vec![
+                    Button::action(format!("Yes, spend {price}"), "confirm", Value::Null).primary(),
+                    Button::action("Cancel", "cancel", Value::Null).danger(),
+                ]))
+            }
+            other => Ok(View::text(format!("(unknown step {other})"))),
+        }
+    }
+
+    async fn input(&self, cx: &Cx<'_>, step: &str, state: &Value, input: StepInput) -> Result<Next, FlowError> {
+        match step {
+            "tool" => {
+                let chosen = match &input {
+                    StepInput::Action { name, args } if name == "page" => {
+                        return Ok(Next::Stay(with(state, "page", args.get("page").cloned().unwrap_or(json!(0)))));
+                    }
+                    StepInput::Action { name, args } if name == "choose" => {
+                        get_str(args, "tool").and_then(|t| cx.station.find_tool(t, cx.account))
+                    }
+                    StepInput::Text(t) => cx.station.find_tool(t.trim(), cx.account).or_else(|| {
+                        pickable_tools(cx, false).into_iter().find(|x| x.name.eq_ignore_ascii_case(t.trim()))
+                    }),
+                    _ => None,
+                };
+                let Some(tool) = chosen else {
+                    return Ok(Next::Invalid("I don't know that tool. Choose one of the buttons.".into()));
+                };
+                let images: Vec<String> = state
+                    .get("images")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                let s = with(state, "tool", tool.id.clone());
+                let s = Self::place_inputs(&tool, s, "", &images);
+                Self::proceed(cx, s).await
+            }
+            "ask" | "set" => {
+                let tool = tool_of(cx, state)?;
+                let name = get_str(state, "asking").unwrap_or("").to_string();
+                let Some(def) = tool.inputs.get(&name) else { return Ok(Next::Back) };
+                let value = match input {
+                    StepInput::Action { name: a, .. } if a == "clear" => {
+                        let params = params_of(state);
+                        let mut p = params.clone();
+                        p.remove(&name);
+                        return Ok(Next::Goto("options".into(), with(state, "params", p)));
+                    }
+                    StepInput::Action { name: a, args } if a == "choose" => args.get("value").cloned().unwrap_or(Value::Null),
+                    StepInput::Text(t) if def.kind == InputType::Image => {
+                        let _ = t;
+                        return Ok(Next::Invalid(format!("{name} needs an image: send a photo.")));
+                    }
+                    StepInput::Text(t) => coerce(def, &Value::String(t)),
+                    StepInput::Images(m) if def.kind == InputType::Image => {
+                        Value::String(format!("media:{}", m.first().cloned().unwrap_or_default()))
+                    }
+                    StepInput::Images(_) => {
+                        return Ok(Next::Invalid(format!("{name} needs text, not an image.")));
+                    }
+                    StepInput::Form(f) => match f.get(&name) {
+                        Some(v) => coerce(def, v),
+                        None => return Ok(Next::Invalid(format!("the form has no {name} field"))),
+                    },
+                    StepInput::Action { .. } => return Ok(Next::Invalid("Use the buttons of this step.".into())),
+                };
+                if def.kind != InputType::Image
+                    && let Err(why) = check_one(&tool, &name, &value)
+                {
+                    return Ok(Next::Invalid(why));
+                }
+                let mut params = params_of(state);
+                params.insert(name, value);
+                let s = without(&with(state, "params", params), "asking");
+                if step == "set" { Ok(Next::Goto("options".into(), s)) } else { Self::proceed(cx, s).await }
+            }
+            "options" => match input {
+                StepInput::Action { name, .. } if name == "run" => {
+                    let tool = tool_of(cx, state)?;
+                    // Required inputs may still be missing after a "clear".
+                    if let Some(missing) = Self::missing(cx, &tool, &params_of(state)).await? {
+                        return Ok(Next::Goto("ask".into(), with(state, "asking", missing)));
+                    }
+                    Self::run(cx, &tool, state.clone()).await
+                }
+                StepInput::Action { name, .. } if name == "settings" => Ok(Next::Goto("pick_setting".into(), state.clone())),
+                StepInput::Text(t) => {
+                    let tool = tool_of(cx, state)?;
+                    let Some(pairs) = parse_assignments(&t) else {
+                        return Ok(Next::Invalid(
+                            "To change a setting send name=value (for example steps=30), or press Run.".into(),
+                        ));
+                    };
+                    let mut params = params_of(state);
+                    for (k, v) in pairs {
+                        let Some(def) = tool.inputs.get(&k) else {
+                            let known: Vec<&str> = tool.inputs.keys().map(String::as_str).collect();
+                            return Ok(Next::Invalid(format!("{k}: no such setting; known: {}", known.join(", "))));
+                        };
+                        let value = coerce(def, &Value::String(v));
+                        if let Err(why) = check_one(&tool, &k, &value) {
+                            return Ok(Next::Invalid(why));
+                        }
+                        params.insert(k, value);
+                    }
+                    Ok(Next::Stay(with(state, "params", params)))
+                }
+                StepInput::Form(values) => {
+                    let tool = tool_of(cx, state)?;
+                    let mut params = params_of(state);
+                    for (k, v) in values {
+                        if let Some(def) = tool.inputs.get(&k) {
+                            let value = coerce(def, &v);
+                            if let Err(why) = check_one(&tool, &k, &value) {
+                                return Ok(Next::Invalid(why));
+                            }
+                            params.insert(k, value);
+                        }
+                    }
+                    Ok(Next::Stay(with(state, "params", params)))
+                }
+                _ => Ok(Next::Invalid("Press Run, or change a setting.".into())),
+            },
+            "pick_setting" => {
+                let tool = tool_of(cx, state)?;
+                let name = match input {
+                    StepInput::Action { name, args } if name == "choose" => get_str(&args, "input").map(str::to_owned),
+                    StepInput::Text(t) => Some(t.trim().to_string()),
+                    _ => None,
+                };
+                match name.filter(|n| tool.inputs.contains_key(n)) {
+                    Some(n) => Ok(Next::Goto("set".into(), with(state, "asking", n))),
+                    None => Ok(Next::Invalid("Choose one of the settings listed.".into())),
+                }
+            }
+            "confirm" => match input {
+                StepInput::Action { name, .. } if name == "confirm" => {
+                    let tool = tool_of(cx, state)?;
+                    Self::run(cx, &tool, with(state, "confirmed", true)).await
+                }
+                _ => Ok(Next::Invalid("Press Yes to run it, or Cancel.".into())),
+            },
+            _ => Ok(Next::Invalid("This step takes no input.".into())),
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! `settings`: per tool, view and change saved defaults (validated against
+//! the tool's inputs), reset one or all.
+
+use serde_json::{Map, Value, json};
+use station_store::now_ms;
+use station_tools::InputType;
+
+use super::make::{ask_kind, ask_text, check_one, coerce, pickable_tools};
+use crate::flow::{Accepts, Cx, Flow, FlowError, Next, Start, StepInput, StepSpec, get_str, with, without};
+use crate::view::{Block, Button, Field, InputKind, Rich, View};
+
+/// The settings flow.
+pub struct Settings;
+
+const STEPS: &[StepSpec] = &[
+    StepSpec { id: "tool", accepts: &[Accepts::Text] },
+    StepSpec { id: "edit", accepts: &[Accepts::Text] },
+    StepSpec { id: "set", accepts: &[Accepts::Text] },
+];
+
+#[async_trait::async_trait]
+impl Flow for Settings {
+    fn name(&self) -> &'static str {
+        "settings"
+    }
+
+    fn description(&self) -> &'static str {
+        "Your default settings per tool"
+    }
+
+    fn steps(&self) -> &'static [StepSpec] {
+        STEPS
+    }
+
+    async fn start(&self, cx: &Cx<'_>, start: Start) -> Result<Next, FlowError> {
+        let named = start.args.get("tool").and_then(Value::as_str).map(str::to_owned).or_else(|| {
+            let t = start.text.trim();
+            (!t.is_empty()).then(|| t.to_string())
+        });
+        match named.and_then(|n| cx.station.find_tool(&n, cx.account)) {
+            Some(tool) => Ok(Next::Goto("edit".into(), json!({"tool": tool.id}))),
+            None => Ok(Next::Goto("tool".into(), json!({}))),
+        }
+    }
+
+    async fn view(&self, cx: &Cx<'_>, step: &str, state: &Value) -> Result<View, FlowError> {
+        match step {
+            "tool" => {
+                let options =
+                    pickable_tools(cx, false).iter().map(|t| Button::action(t.name.clone(), "choose", json!({"tool": t.id}))).collect();
+                Ok(View::text("Settings for which tool?")
+                    .row(vec![Button::action("Close", "cancel", Value::Null)])
+                    .ask("Tool", InputKind::Choice { options }))
+            }
+            "edit" => {
+                let tool = tool(cx, state)?;
+                let saved = cx.station.store.tool_settings(&cx.account.id, &tool.id).await?;
+                let mut fields = vec![];
+                let mut buttons = vec![];
+                for (name, def) in tool.inputs.iter().filter(|(_, d)| d.kind != InputType::Image) {
+                    let value = match (saved.get(name), &def.default) {
+                        (Some(v), _) => format!("{} (yours)", show(v)),
+                        (None, Some(v)) => format!("{} (default)", show(v)),
+                        (None, None) => "not set".to_string(),
+                    };
+                    fields.push(Field { name: name.clone(), value, inline: true });
+                    buttons.push(Button::action(format!("Change {name}"), "change", json!({"input": name})));
+                }
+                let mut view = View::default().block(Block::Card {
+                    title: format!("{} settings", tool.name),
+                    body: Some(Rich::plain("Your defaults are used whenever you run this tool without saying otherwise.")),
+                    image: None,
+                    fields,
+                });
+                for chunk in buttons.chunks(2) {
+                    view = view.row(chunk.to_vec());
+                }
+                Ok(view.row(vec![
+                    Button::action("Reset all", "reset_all", Value::Null).danger(),
+                    Button::action("Done", "done", Value::Null).primary(),
+                ]))
+            }
+            "set" => {
+                let tool = tool(cx, state)?;
+                let name = get_str(state, "input").unwrap_or("");
+                let Some(def) = tool.inputs.get(name) else { return Ok(View::text("That setting is gone.")) };
+                Ok(View::text(ask_text(name, def))
+                    .row(vec![
+                        Button::action("Reset to default", "reset", Value::Null),
+                        Button::action("◀ Back", "back", Value::Null),
+                    ])
+                    .ask(name, ask_kind(def)))
+            }
+            other => Ok(View::text(format!("(unknown step {other})"))),
+        }
+    }
+
+    async fn input(&self, cx: &Cx<'_>, step: &str, state: &Value, input: StepInput) -> Result<Next, FlowError> {
+        match step {
+            "tool" => {
+                let name = match input {
+                    StepInput::Action { args, .. } => get_str(&args, "tool").map(str::to_owned),
+                    StepInput::Text(t) => Some(t.trim().to_string()),
+                    _ => None,
+                };
+                match name.and_then(|n| cx.station.find_tool(&n, cx.account)) {
+                    Some(t) => Ok(Next::Goto("edit".into(), with(state, "tool", t.id.clone()))),
+                    None => Ok(Next::Invalid("I don't know that tool. Choose one of the buttons.".into())),
+                }
+            }
+            "edit" => {
+                let tool = tool(cx, state)?;
+                match input {
+                    StepInput::Action { name, args } if name == "change" => {
+                        let input = get_str(&args, "input").unwrap_or("").to_string();
+                        Ok(Next::Goto("set".into(), with(state, "input", input)))
+                    }
+                    StepInput::Action { name, .. } if name == "reset_all" => {
+                        cx.station.store.save_tool_settings(&cx.account.id, &tool.id, &Map::new(), now_ms()).await?;
+                        Ok(Next::Stay(state.clone()))
+                    }
+                    StepInput::Action { name, .. } if name == "done" => Ok(Next::Finish(vec![crate::flow::Out::message(
+                        View::text(format!("Saved. Your next {} run uses these settings.", tool.name)),
+                    )])),
+                    StepInput::Text(t) => match t.split_once('=') {
+                        Some((k, v)) => save(cx, &tool, state, k.trim(), &Value::String(v.trim().to_string())).await,
+                        None => Ok(Next::Invalid("Send name=value, or use the buttons.".into())),
+                    },
+                    _ => Ok(Next::Invalid("Use the buttons, or send name=value.".into())),
+                }
+            }
+            "set" => {
+                let tool = tool(cx, state)?;
+                let name = get_str(state, "input").unwrap_or("").to_string();
+                match input {
+                    StepInput::Action { name: a, .. } if a == "reset" => {
+                        let mut saved = cx.station.store.tool_settings(&cx.account.id, &tool.id).await?;
+                        saved.remove(&name);
+                        cx.station.store.save_tool_settings(&cx.account.id, &tool.id, &saved, now_ms()).await?;
+                        Ok(Next::Goto("edit".into(), without(state, "input")))
+                    }
+                    StepInput::Action { name: a, args } if a == "choose" => {
+                        save(cx, &tool, state, &name, &args.get("value").cloned().unwrap_or(Value::Null)).await
+                    }
+                    StepInput::Text(t) => save(cx, &tool, state, &name, &Value::String(t)).await,
+                    _ => Ok(Next::Invalid("Send the new value, or press Back.".into())),
+                }
+            }
+            _ => Ok(Next::Invalid("This step takes no input.".into())),
+        }
+    }
+}
+
+fn tool(cx: &Cx<'_>, state: &Value) -> Result<std::sync::Arc<station_tools::ToolDef>, FlowError> {
+    let id = get_str(state, "tool").unwrap_or("");
+    cx.station.find_tool(id, cx.account).ok_or_else(|| FlowError::Other(format!("the tool {id:?} is gone")))
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) if n.as_i64() == Some(-1) => "random".into(),
+        other => other.to_string(),
+    }
+}
+
+async fn save(
+    cx: &Cx<'_>,
+    tool: &station_tools::ToolDef,
+    state: &Value,
+    name: &str,
+    raw: &Value,
+) -> Result<Next, FlowError> {
+    let Some(def) = tool.inputs.get(name) else {
+        let known: Vec<&str> = tool.inputs.keys().map(String::as_str).collect();
+        return Ok(Next::Invalid(format!("{name}: no such setting; known: {}", known.join(", "))));
+    };
+    if def.kind == InputType::Image {
+        return Ok(Next::Invalid(format!("{name} is an image; it cannot have a saved default.")));
+    }
+    let value = coerce(def, raw);
+    if let Err(why) = check_one(tool, name, &value) {
+        return Ok(Next::Invalid(why));
+    }
+    let mut saved = cx.station.store.tool_settings(&cx.account.id, &tool.id).await?;
+    saved.insert(name.to_string(), value);
+    cx.station.store.save_tool_settings(&cx.account.id, &tool.id, &saved, now_ms()).await?;
+    Ok(Next::Goto("edit".into(), without(state, "input")))
+}

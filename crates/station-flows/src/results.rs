@@ -1,0 +1,318 @@
+//! Results and the actions on them: rerun, tweak, use as input, info, rate,
+//! hide, cancel — the same everywhere a result is shown.
+
+use serde_json::{Map, Value, json};
+use station_core::{SubmitError, SubmitRequest};
+use station_store::{AccountRow, JobRow, JobStatus, now_ms};
+use station_tools::InputType;
+
+use crate::delivery::{JobSource, string_list};
+use crate::engine::{Flows, Reply};
+use crate::flow::{FlowError, Out, Start};
+use crate::platform::{Conversation, DeliveryKind};
+use crate::view::{Block, Button, Field, ImageRef, Rich, View};
+
+/// Actions that never belong to a flow step: they act on a job or start a
+/// flow, so their buttons keep working after the flow that showed them moved on.
+pub const STANDALONE: &[&str] =
+    &["open", "rerun", "tweak", "use", "info", "rate", "rate_set", "hide", "cancel_job", "start"];
+
+/// The message showing a finished job.
+pub async fn result_view(flows: &Flows, job: &JobRow) -> Result<View, FlowError> {
+    let station = flows.station();
+    let tool = station.tools.get(&job.tool_id);
+    let tool_name = tool.as_ref().map(|t| t.name.clone()).unwrap_or(job.tool_id.clone());
+    let args = json!({"job": job.id});
+    match job.status() {
+        JobStatus::Succeeded => {
+            let mut images = vec![];
+            for id in string_list(job.outputs.as_deref()) {
+                if let Some(m) = station.store.get_media(&id).await? {
+                    let mut r = ImageRef::media(&m.id, &m.mime);
+                    r.width = Some(m.width as u32);
+                    r.height = Some(m.height as u32);
+                    images.push(r);
+                }
+            }
+            let caption = caption(job, &tool_name);
+            let mut view = View::default();
+            match images.len() {
+                0 => view = view.with_text(format!("{tool_name} finished but produced no images.")),
+                1 => {
+                    let mut img = images.remove(0);
+                    img.caption = Some(caption);
+                    view = view.block(Block::Image { image: img });
+                }
+                _ => {
+                    if let Some(first) = images.first_mut() {
+                        first.caption = Some(caption);
+                    }
+                    view = view.block(Block::Gallery { images });
+                }
+            }
+            Ok(view
+                .row(vec![
+                    Button::action("🔁 Rerun", "rerun", args.clone()).primary(),
+                    Button::action("✏️ Tweak", "tweak", args.clone()),
+                    Button::action("➡️ Use as input", "use", args.clone()),
+                ])
+                .row(vec![
+                    Button::action("ℹ️ Info", "info", args.clone()),
+                    Button::action("⭐ Rate", "rate", args.clone()),
+                    Button::action("🙈 Hide", "hide", args),
+                ]))
+        }
+        JobStatus::Failed => Ok(View::text(
+            Rich::plain("⚠ ").bold(tool_name).text(format!(
+                " failed: {}",
+                job.error.clone().unwrap_or_else(|| "unknown error".into())
+            )),
+        )
+        .with_text("Your points for this run were returned.")
+        .row(vec![Button::action("🔁 Try again", "rerun", args)])),
+        JobStatus::Cancelled => Ok(View::text(format!("{tool_name} was cancelled; your points were returned."))),
+        _ => Ok(flows.progress_view(job, None).await),
+    }
+}
+
+fn caption(job: &JobRow, tool_name: &str) -> String {
+    let params: Map<String, Value> = serde_json::from_str(&job.params).unwrap_or_default();
+    let seed = params.iter().find(|(k, _)| k.contains("seed")).map(|(_, v)| v.to_string());
+    match seed {
+        Some(s) => format!("{tool_name} · seed {s}"),
+        None => tool_name.to_string(),
+    }
+}
+
+/// A job's parameters as a user could send them again: internal keys
+/// (applied LoRAs, warnings) removed; seeds reset to random when `new_seed`.
+pub fn reusable_params(flows: &Flows, job: &JobRow, new_seed: bool) -> Map<String, Value> {
+    let mut params: Map<String, Value> = serde_json::from_str(&job.params).unwrap_or_default();
+    params.retain(|k, _| !k.starts_with('_'));
+    if let Some(tool) = flows.station().tools.get(&job.tool_id) {
+        params.retain(|k, _| tool.inputs.contains_key(k));
+        if new_seed {
+            for (name, input) in &tool.inputs {
+                if input.kind == InputType::Seed {
+                    params.insert(name.clone(), json!(-1));
+                }
+            }
+        }
+    }
+    params
+}
+
+/// Submits a job for a conversation and writes its progress message
+/// (which later updates edit in place). Refusals become friendly text.
+pub async fn submit_for(
+    flows: &Flows,
+    account: &AccountRow,
+    conv: &Conversation,
+    tool: &str,
+    params: Map<String, Value>,
+    instance: Option<&str>,
+    confirmed: bool,
+) -> Result<Result<(JobRow, Out), Refused>, FlowError> {
+    let station = flows.station();
+    let source = JobSource { conversation: conv.clone(), instance: instance.map(str::to_owned) };
+    let req = SubmitRequest {
+        tool: tool.to_string(),
+        params,
+        source: Some(serde_json::to_value(&source).expect("source serialises")),
+        confirmed,
+        sponsor_scope: conv.group.clone(),
+        ..Default::default()
+    };
+    match station.submit(account, req).await {
+        Ok(job) => {
+            let view = flows.progress_view(&job, None).await;
+            let out = Out { view, kind: DeliveryKind::Progress, dedupe_key: Some(format!("progress:{}", job.id)) };
+            Ok(Ok((job, out)))
+        }
+        Err(SubmitError::Storage(e)) => Err(FlowError::Other(e)),
+        Err(SubmitError::ConfirmationRequired { price, .. }) => Ok(Err(Refused::Confirm(price))),
+        Err(e) => Ok(Err(Refused::Text(refusal_text(&e)))),
+    }
+}
+
+/// Why a conversation's submission did not queue a job.
+#[derive(Debug, Clone)]
+pub enum Refused {
+    /// The price is over the user's threshold: ask first.
+    Confirm(i64),
+    /// Anything else, in words.
+    Text(String),
+}
+
+/// A submission refusal as a chat user should read it.
+pub fn refusal_text(e: &SubmitError) -> String {
+    match e {
+        SubmitError::Invalid(fields) => {
+            let lines: Vec<String> = fields.iter().map(|f| format!("• {}: {}", f.field, f.reason)).collect();
+            format!("Some settings are not right:\n{}", lines.join("\n"))
+        }
+        SubmitError::InsufficientPoints { needed, available } => format!(
+            "Not enough points: this costs {needed} and you have {available}. /balance shows your points and \
+             history."
+        ),
+        other => other.to_string(),
+    }
+}
+
+async fn own_job(flows: &Flows, account: &AccountRow, args: &Value) -> Result<Option<JobRow>, FlowError> {
+    let Some(id) = args.get("job").and_then(Value::as_str) else { return Ok(None) };
+    Ok(flows.station().store.get_job(id).await?.filter(|j| j.account_id == account.id || account.role == "admin"))
+}
+
+/// Handles a button that belongs to no flow step (result actions, menu shortcuts).
+pub async fn standalone(
+    flows: &Flows,
+    account: &AccountRow,
+    conv: &Conversation,
+    name: &str,
+    args: Value,
+) -> Result<Reply, FlowError> {
+    let station = flows.station();
+    if name == "start" {
+        let flow = args.get("flow").and_then(Value::as_str).unwrap_or("help").to_string();
+        let start = Start { args: args.get("args").cloned().unwrap_or(Value::Null), ..Default::default() };
+        return flows.start_flow(account, conv, &flow, start).await;
+    }
+    if name == "tweak_form" {
+        // A form opened by a result's tweak button (Discord modal): run at once.
+        let inner = args.get("args").cloned().unwrap_or(Value::Null);
+        let Some(job) = own_job(flows, account, &inner).await? else {
+            return Ok(Reply { toast: Some("That result is gone.".into()) });
+        };
+        let mut params = reusable_params(flows, &job, true);
+        let tool = station.tools.get(&job.tool_id);
+        if let (Some(form), Some(tool)) = (args.get("form").and_then(Value::as_object), tool.as_ref()) {
+            for (k, v) in form {
+                if let Some(input) = tool.inputs.get(k) {
+                    params.insert(k.clone(), crate::flows::make::coerce(input, v));
+                }
+            }
+        }
+        return run_again(flows, account, conv, &job, params).await;
+    }
+    let Some(job) = own_job(flows, account, &args).await? else {
+        return Ok(Reply { toast: Some("That result is no longer available.".into()) });
+    };
+    match name {
+        "rerun" => {
+            let params = reusable_params(flows, &job, true);
+            run_again(flows, account, conv, &job, params).await
+        }
+        "tweak" => {
+            let params = reusable_params(flows, &job, true);
+            let start = Start {
+                params,
+                args: json!({"tool": job.tool_id, "tweak": true}),
+                ..Default::default()
+            };
+            flows.start_flow(account, conv, "make", start).await
+        }
+        "use" => {
+            let images = string_list(job.outputs.as_deref());
+            let start = Start { images, args: json!({"use_as_input": true}), ..Default::default() };
+            flows.start_flow(account, conv, "make", start).await
+        }
+        "open" => {
+            let view = result_view(flows, &job).await?;
+            flows.send(account, conv, Out { view, kind: DeliveryKind::Message, dedupe_key: None }).await?;
+            Ok(Reply::default())
+        }
+        "info" => {
+            let view = info_view(flows, &job).await?;
+            flows.send(account, conv, Out::message(view)).await?;
+            Ok(Reply::default())
+        }
+        "rate" => {
+            let buttons = (1..=5)
+                .map(|n| Button::action("★".repeat(n), "rate_set", json!({"job": job.id, "stars": n})))
+                .collect();
+            flows.send(account, conv, Out::message(View::text("How good is this result?").row(buttons))).await?;
+            Ok(Reply::default())
+        }
+        "rate_set" => {
+            let stars = args.get("stars").and_then(Value::as_i64).unwrap_or(0).clamp(1, 5);
+            station.store.mark_job(&job.id, &account.id, Some(stars), None, now_ms()).await?;
+            Ok(Reply { toast: Some(format!("Rated {}", "★".repeat(stars as usize))) })
+        }
+        "hide" => {
+            station.store.mark_job(&job.id, &account.id, None, Some(true), now_ms()).await?;
+            Ok(Reply { toast: Some("Hidden from your /history.".into()) })
+        }
+        "cancel_job" => match station.cancel(account, &job.id).await? {
+            Some(row) if row.status() == JobStatus::Cancelled => Ok(Reply { toast: Some("Cancelled.".into()) }),
+            Some(row) if row.status().is_terminal() => {
+                Ok(Reply { toast: Some(format!("Too late: it already {}.", row.status)) })
+            }
+            Some(_) => Ok(Reply { toast: Some("Stopping it…".into()) }),
+            None => Ok(Reply { toast: Some("That job is not yours.".into()) }),
+        },
+        other => Ok(Reply { toast: Some(format!("Unknown action {other:?}.")) }),
+    }
+}
+
+async fn run_again(
+    flows: &Flows,
+    account: &AccountRow,
+    conv: &Conversation,
+    job: &JobRow,
+    params: Map<String, Value>,
+) -> Result<Reply, FlowError> {
+    match submit_for(flows, account, conv, &job.tool_id, params.clone(), None, false).await? {
+        Ok((_, out)) => {
+            flows.send(account, conv, out).await?;
+            Ok(Reply { toast: Some("Queued".into()) })
+        }
+        Err(Refused::Confirm(price)) => {
+            let start = Start { params, args: json!({"tool": job.tool_id, "confirm_price": price}), ..Default::default() };
+            flows.start_flow(account, conv, "make", start).await
+        }
+        Err(Refused::Text(msg)) => {
+            flows.notice(account, conv, View::text(format!("⚠ {msg}"))).await?;
+            Ok(Reply::default())
+        }
+    }
+}
+
+/// The info card of a job.
+pub async fn info_view(flows: &Flows, job: &JobRow) -> Result<View, FlowError> {
+    let station = flows.station();
+    let tool = station.tools.get(&job.tool_id);
+    let params: Map<String, Value> = serde_json::from_str(&job.params).unwrap_or_default();
+    let mut fields = vec![
+        Field { name: "Tool".into(), value: tool.as_ref().map(|t| t.name.clone()).unwrap_or(job.tool_id.clone()), inline: true },
+        Field { name: "Status".into(), value: job.status.clone(), inline: true },
+    ];
+    for (k, v) in params.iter().filter(|(k, _)| !k.starts_with('_')) {
+        let shown = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        fields.push(Field { name: k.clone(), value: shown, inline: k != "prompt" });
+    }
+    if let Some(loras) = params.get("_loras").and_then(Value::as_array).filter(|a| !a.is_empty()) {
+        let names: Vec<String> =
+            loras.iter().filter_map(|l| l.get("slug").and_then(Value::as_str).map(str::to_owned)).collect();
+        fields.push(Field { name: "LoRAs".into(), value: names.join(", "), inline: false });
+    }
+    let charged = station
+        .store
+        .ledger_for_job(&job.id)
+        .await
+        .map(|entries| entries.iter().filter(|e| e.kind == "capture").map(|e| e.amount.abs()).sum::<i64>())
+        .unwrap_or(0);
+    fields.push(Field { name: "Cost".into(), value: format!("{charged} points"), inline: true });
+    if let (Some(s), Some(f)) = (job.started_at, job.finished_at) {
+        fields.push(Field { name: "Time".into(), value: format!("{:.1} s", (f - s) as f64 / 1000.0), inline: true });
+    }
+    let (rating, _) = station.store.job_mark(&job.id).await?;
+    if let Some(r) = rating {
+        fields.push(Field { name: "Your rating".into(), value: "★".repeat(r as usize), inline: true });
+    }
+    fields.push(Field { name: "Job".into(), value: job.id.clone(), inline: false });
+    Ok(View::default().block(Block::Card { title: "About this result".into(), body: None, image: None, fields }))
+}

@@ -1,0 +1,513 @@
+//! Every built-in flow end to end through the in-memory test platform, the
+//! real core, real workers and the fake ComfyUI — on SQLite and PostgreSQL.
+
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use station_comfyui::{BackendSpec, ComfyExecutor};
+use station_comfyui_fake::{FakeComfy, FakeOptions};
+use station_core::{Config, Station, Workers};
+use station_flows::testing::{Shown, TestPlatform};
+use station_flows::view::{Block, InputKind};
+use station_flows::{Conversation, DeliveryKind, FlowSettings, Flows, FlowsRunner, Input, Outcome};
+use station_media::image::{ImageFormat, Rgb, RgbImage};
+use station_store::testing::TestDb;
+use station_store::{AccountRow, JobFilter, JobRow};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Env {
+    station: Station,
+    flows: Flows,
+    runner: Option<FlowsRunner>,
+    workers: Option<Workers>,
+    comfy: Arc<ComfyExecutor>,
+    platform: TestPlatform,
+    account: AccountRow,
+    conv: Conversation,
+    fake: FakeComfy,
+    _db: TestDb,
+    _dir: tempfile::TempDir,
+}
+
+/// A public text-to-image tool (the SD1.5 template, small and fast).
+fn install_tools(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../station-tools/builtin/txt2img-sd15.json"))
+        .unwrap();
+    let mut tool: Value = serde_json::from_str(&text).unwrap();
+    tool["id"] = json!("dream");
+    tool["name"] = json!("Dream");
+    tool["command"] = json!("dream");
+    tool["visibility"] = json!("public");
+    tool["inputs"]["width"]["default"] = json!(64);
+    tool["inputs"]["height"]["default"] = json!(64);
+    tool["inputs"]["steps"]["default"] = json!(3);
+    std::fs::write(dir.join("dream.json"), tool.to_string()).unwrap();
+}
+
+fn settings() -> FlowSettings {
+    FlowSettings { progress_every_ms: 50, ..Default::default() }
+}
+
+async fn setup(db: TestDb) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config =
+        Config { data_dir: dir.path().to_path_buf(), media_dir: Some(dir.path().join("media")), ..Default::default() };
+    config.queue.lease_seconds = 2;
+    config.queue.retry_base_ms = 50;
+    config.queue.poll_ms = 50;
+    config.points.starting_grant = 1000;
+    install_tools(&config.tools_dir());
+    let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
+    assert!(errors.is_empty(), "tool files failed to load: {errors:?}");
+    let fake = FakeComfy::start(FakeOptions {
+        checkpoints: vec!["v1-5-pruned-emaonly.safetensors".into()],
+        ..Default::default()
+    })
+    .await;
+    let spec = BackendSpec { name: "b0".into(), url: fake.url(), max_concurrent: 2, tags: vec![] };
+    let comfy = ComfyExecutor::new(vec![spec], "auto").unwrap();
+    comfy.start_health_checks(Duration::from_millis(200), station.wake.clone()).await;
+    station.register_executor(comfy.clone());
+    station.register_executor(Arc::new(station_core::MediaExecutor::new(&station.config)));
+    let workers = Some(Workers::start(&station));
+    let flows = Flows::with_settings(station.clone(), settings());
+    let platform = TestPlatform::new("test");
+    flows.add_platform(Arc::new(platform.clone()));
+    let runner = Some(flows.start());
+    let account = station.account("test", "u1", "Ada").await.unwrap();
+    station.ensure_starting_grant(&account.id).await.unwrap();
+    let conv = Conversation::new("test", "chat1");
+    Env { station, flows, runner, workers, comfy, platform, account, conv, fake, _db: db, _dir: dir }
+}
+
+impl Env {
+    async fn stop(mut self) {
+        if let Some(r) = self.runner.take() {
+            r.shutdown().await;
+        }
+        if let Some(w) = self.workers.take() {
+            w.shutdown().await;
+        }
+        self.comfy.shutdown();
+    }
+
+    async fn send(&self, input: Input) -> station_flows::Reply {
+        self.flows.handle(&self.account, &self.conv, input).await.unwrap()
+    }
+
+    async fn command(&self, name: &str, text: &str) {
+        self.send(Input::Command { name: name.into(), text: text.into(), images: vec![], params: Map::new() }).await;
+    }
+
+    async fn text(&self, text: &str) {
+        self.send(Input::Text { text: text.into() }).await;
+    }
+
+    /// Presses the button whose label contains `label` on message `msg`.
+    async fn press(&self, msg: &Shown, label: &str) -> station_flows::Reply {
+        let token = token_of(msg, label);
+        self.send(Input::Action { token }).await
+    }
+
+    async fn wait(&self, what: &str, pred: impl Fn(&[Shown]) -> bool) -> Vec<Shown> {
+        self.platform.wait_for(&self.conv.chat, WAIT, what, pred).await
+    }
+
+    async fn wait_results(&self, n: usize) -> Vec<Shown> {
+        let msgs = self.wait(&format!("{n} result(s)"), |m| results(m).len() >= n).await;
+        results(&msgs)
+    }
+
+    async fn jobs(&self) -> Vec<JobRow> {
+        let f = JobFilter { account_id: Some(self.account.id.clone()), limit: 100, ..Default::default() };
+        let mut jobs = self.station.store.list_jobs(&f).await.unwrap();
+        jobs.sort_by(|a, b| a.id.cmp(&b.id));
+        jobs
+    }
+
+    async fn upload(&self, w: u32, h: u32) -> String {
+        let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x * 40) as u8, (y * 40) as u8, 100]));
+        let mut buf = vec![];
+        img.write_to(&mut Cursor::new(&mut buf), ImageFormat::Png).unwrap();
+        self.station.media.put_image(buf, Some(&self.account.id), None, "input").await.unwrap().id
+    }
+}
+
+fn results(msgs: &[Shown]) -> Vec<Shown> {
+    msgs.iter().filter(|m| m.kind == DeliveryKind::Result).cloned().collect()
+}
+
+fn labels(msg: &Shown) -> Vec<String> {
+    msg.view.all_buttons().iter().map(|b| b.label.clone()).collect()
+}
+
+fn token_of(msg: &Shown, label: &str) -> String {
+    let b = msg
+        .view
+        .all_buttons()
+        .into_iter()
+        .find(|b| b.label.contains(label))
+        .unwrap_or_else(|| panic!("no button {label:?} in {:?} (has {:?})", msg.view.plain_text(), labels(msg)));
+    let t = b.token().expect("button has a minted token").to_string();
+    assert!(t.len() <= 16 && t.is_ascii(), "tokens fit callback data: {t}");
+    t
+}
+
+fn result_image(msg: &Shown) -> String {
+    msg.view.media_ids().first().cloned().unwrap_or_else(|| panic!("result has an image: {}", msg.view.plain_text()))
+}
+
+fn job_params(job: &JobRow) -> Map<String, Value> {
+    serde_json::from_str(&job.params).unwrap()
+}
+
+async fn make_with_prompt_inline(db: TestDb) {
+    let env = setup(db).await;
+    env.fake.set_step_delay(40);
+    env.command("dream", "a red fox in the snow").await;
+    let msgs = env
+        .wait("a progress message", |m| m.iter().any(|m| m.kind == DeliveryKind::Progress))
+        .await;
+    let progress = msgs.iter().find(|m| m.kind == DeliveryKind::Progress).unwrap().clone();
+    assert!(progress.view.plain_text().contains("Dream"), "{}", progress.view.plain_text());
+    let result = env.wait_results(1).await.remove(0);
+    // Progress was one message edited in place, ending at "done".
+    let msgs = env.platform.messages(&env.conv.chat);
+    let progress_msgs: Vec<_> = msgs.iter().filter(|m| m.kind == DeliveryKind::Progress).collect();
+    assert_eq!(progress_msgs.len(), 1, "one progress message, edited in place");
+    let p = progress_msgs[0];
+    let final_text = p.view.plain_text();
+    let _ = env.wait("progress shows done", |m| m.iter().any(|m| m.kind == DeliveryKind::Progress && m.view.plain_text().contains("done"))).await;
+    assert!(!p.edits.is_empty() || final_text.contains("done"), "progress edited: {final_text}");
+    for label in ["Rerun", "Tweak", "Use as input", "Info", "Rate", "Hide"] {
+        assert!(labels(&result).iter().any(|l| l.contains(label)), "result offers {label}: {:?}", labels(&result));
+    }
+    let media = env.station.store.get_media(&result_image(&result)).await.unwrap().unwrap();
+    assert_eq!((media.width, media.height), (64, 64));
+    let jobs = env.jobs().await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(job_params(&jobs[0])["prompt"], "a red fox in the snow");
+    assert!(env.platform.send_counts().values().all(|&n| n == 1), "nothing sent twice");
+    env.stop().await;
+}
+
+async fn make_asks_only_for_missing_inputs(db: TestDb) {
+    let env = setup(db).await;
+    env.command("make", "").await;
+    let msgs = env.wait("tool choice", |m| m.last().is_some_and(|m| m.view.input.is_some())).await;
+    let choose = msgs.last().unwrap().clone();
+    assert!(matches!(&choose.view.input.as_ref().unwrap().kind, InputKind::Choice { .. }));
+    env.press(&choose, "Dream").await;
+    // Only the prompt is missing (everything else has defaults) …
+    let msgs = env.wait("prompt question", |m| m.last().is_some_and(|m| m.view.plain_text().contains("prompt"))).await;
+    assert_eq!(msgs.last().unwrap().view.input.as_ref().unwrap().label, "prompt");
+    // … an empty prompt is refused and asked again …
+    env.text("   ").await;
+    let msgs = env.wait("refusal", |m| m.iter().any(|m| m.view.plain_text().contains("⚠"))).await;
+    assert!(msgs.last().unwrap().view.plain_text().contains("prompt"), "asked again");
+    env.text("a lighthouse at dusk").await;
+    // … then the options step shows the price with a Run button.
+    let msgs = env.wait("options", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("Run")))).await;
+    let options = msgs.last().unwrap().clone();
+    assert!(options.view.plain_text().contains("points"), "{}", options.view.plain_text());
+    env.press(&options, "Run").await;
+    env.wait_results(1).await;
+    assert_eq!(job_params(&env.jobs().await[0])["prompt"], "a lighthouse at dusk");
+    env.stop().await;
+}
+
+async fn photo_tool_rerun_tweak_and_use_as_input(db: TestDb) {
+    let env = setup(db).await;
+    let photo = env.upload(4, 3).await;
+    env.send(Input::Command { name: "upscale".into(), text: String::new(), images: vec![photo], params: Map::new() })
+        .await;
+    let first = env.wait_results(1).await.remove(0);
+    let out = env.station.store.get_media(&result_image(&first)).await.unwrap().unwrap();
+    assert_eq!((out.width, out.height), (8, 6), "upscaled 2×");
+
+    // Rerun: same parameters, a new job.
+    let reply = env.press(&first, "Rerun").await;
+    assert_eq!(reply.toast.as_deref(), Some("Queued"));
+    env.wait_results(2).await;
+    assert_eq!(env.jobs().await.len(), 2);
+
+    // Tweak: change a parameter, then run.
+    env.press(&first, "Tweak").await;
+    let msgs = env.wait("tweak options", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("Run")))).await;
+    env.text("scale_by=3").await;
+    let msgs2 = env
+        .wait("updated options", |m| m.len() > msgs.len() && m.last().unwrap().view.plain_text().contains("3"))
+        .await;
+    env.press(msgs2.last().unwrap(), "Run").await;
+    let third = env.wait_results(3).await.remove(2);
+    let out = env.station.store.get_media(&result_image(&third)).await.unwrap().unwrap();
+    assert_eq!((out.width, out.height), (12, 9), "tweaked to 3×");
+
+    // Use as input: the result goes into another image tool.
+    env.press(&third, "Use as input").await;
+    let msgs = env.wait("image tool choice", |m| m.last().is_some_and(|m| m.view.plain_text().contains("image"))).await;
+    let choice = msgs.last().unwrap().clone();
+    let names = labels(&choice);
+    assert!(!names.iter().any(|n| n == "Dream"), "text-only tools are not offered for an image: {names:?}");
+    // Typing the tool's command works as well as its button.
+    env.text("upscale").await;
+    let fourth = env.wait_results(4).await.remove(3);
+    let out = env.station.store.get_media(&result_image(&fourth)).await.unwrap().unwrap();
+    assert_eq!((out.width, out.height), (24, 18), "the tweaked result upscaled again");
+    env.stop().await;
+}
+
+async fn settings_change_is_used_by_next_make(db: TestDb) {
+    let env = setup(db).await;
+    env.command("settings", "dream").await;
+    let msgs = env.wait("settings card", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l == "Change width"))).await;
+    env.press(msgs.last().unwrap(), "Change width").await;
+    env.wait("width question", |m| m.last().is_some_and(|m| m.view.input.as_ref().is_some_and(|i| i.label == "width"))).await;
+    env.text("abc").await;
+    let msgs = env.wait("type refusal", |m| m.iter().any(|m| m.view.plain_text().contains("⚠ width"))).await;
+    assert!(msgs.last().unwrap().view.input.as_ref().is_some_and(|i| i.label == "width"), "asked again");
+    env.text("100000").await;
+    env.wait("range refusal", |m| m.iter().filter(|m| m.view.plain_text().contains("⚠ width")).count() >= 2).await;
+    env.text("96").await;
+    let msgs = env.wait("card with new width", |m| m.last().is_some_and(|m| m.view.plain_text().contains("96 (yours)"))).await;
+    env.press(msgs.last().unwrap(), "Done").await;
+    env.command("dream", "a cat").await;
+    env.wait_results(1).await;
+    assert_eq!(job_params(&env.jobs().await[0])["width"], 96);
+    env.stop().await;
+}
+
+async fn status_during_a_running_job(db: TestDb) {
+    let env = setup(db).await;
+    env.fake.set_step_delay(400);
+    env.command("dream", "slow").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !env.jobs().await.iter().any(|j| j.status == "running") {
+        assert!(tokio::time::Instant::now() < deadline, "job never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.command("status", "").await;
+    let msgs = env.wait("status", |m| m.iter().any(|m| m.view.plain_text().contains("Balance"))).await;
+    let status = msgs.iter().find(|m| m.view.plain_text().contains("Balance")).unwrap();
+    assert!(status.view.blocks.iter().any(|b| matches!(b, Block::Progress { .. })), "{}", status.view.plain_text());
+    assert!(labels(status).iter().any(|l| l.contains("Cancel")));
+    // Cancel from the status message.
+    env.press(status, "Cancel").await;
+    let msgs = env.wait("cancelled result", |m| results(m).len() == 1).await;
+    assert!(results(&msgs)[0].view.plain_text().contains("cancelled"));
+    env.stop().await;
+}
+
+async fn history_is_paginated(db: TestDb) {
+    let env = setup(db).await;
+    for i in 0..8 {
+        env.command("dream", &format!("picture {i}")).await;
+    }
+    env.wait_results(8).await;
+    env.command("history", "").await;
+    let msgs = env.wait("history page 1", |m| m.last().is_some_and(|m| m.view.plain_text().contains("page 1 of 2"))).await;
+    let page1 = msgs.last().unwrap().clone();
+    let cells = |m: &Shown| match m.view.blocks.iter().find(|b| matches!(b, Block::Grid { .. })) {
+        Some(Block::Grid { cells, .. }) => cells.len(),
+        _ => 0,
+    };
+    assert_eq!(cells(&page1), 6);
+    env.press(&page1, "Older").await;
+    let msgs = env.wait("history page 2", |m| m.last().is_some_and(|m| m.view.plain_text().contains("page 2 of 2"))).await;
+    assert_eq!(cells(msgs.last().unwrap()), 2);
+    // Opening a result from the gallery shows it again with its actions.
+    env.press(msgs.last().unwrap(), "Open").await;
+    env.wait("reopened result", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("Rerun")))).await;
+    // The page-1 buttons belong to an earlier step now.
+    let reply = env.press(&page1, "Older").await;
+    assert!(reply.toast.unwrap().contains("moved on"));
+    env.stop().await;
+}
+
+async fn concurrent_inputs_never_corrupt_a_flow(db: TestDb) {
+    let env = setup(db).await;
+    env.command("make", "").await;
+    let msgs = env.wait("tool choice", |m| m.last().is_some_and(|m| m.view.input.is_some())).await;
+    let choose = msgs.last().unwrap().clone();
+    let token = token_of(&choose, "Dream");
+    let (a, b) = tokio::join!(
+        env.flows.handle(&env.account, &env.conv, Input::Action { token: token.clone() }),
+        env.flows.handle(&env.account, &env.conv, Input::Action { token: token.clone() }),
+    );
+    let toasts: Vec<Option<String>> = vec![a.unwrap().toast, b.unwrap().toast];
+    assert_eq!(toasts.iter().filter(|t| t.is_none()).count(), 1, "exactly one press applied: {toasts:?}");
+    assert!(toasts.iter().flatten().any(|t| t.contains("moved on")));
+    let inst = env.station.store.active_flow(&env.conv.key(), &env.account.id).await.unwrap().unwrap();
+    assert_eq!(inst.step, "ask");
+    let history: Vec<(String, Value)> = serde_json::from_str(&inst.history).unwrap();
+    assert_eq!(history.len(), 1, "one transition recorded");
+    // A second engine (another process) racing on the same instance: only one wins.
+    let other = Flows::with_settings(env.station.clone(), settings());
+    let (a, b) = tokio::join!(
+        env.flows.handle(&env.account, &env.conv, Input::Text { text: "one".into() }),
+        other.handle(&env.account, &env.conv, Input::Text { text: "two".into() }),
+    );
+    let toasts = [a.unwrap().toast, b.unwrap().toast];
+    let msgs = env.wait("options", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("Run")))).await;
+    env.press(msgs.last().unwrap(), "Run").await;
+    env.wait_results(1).await;
+    let jobs = env.jobs().await;
+    assert_eq!(jobs.len(), 1, "one job, whichever input won: {toasts:?}");
+    env.stop().await;
+}
+
+async fn restart_mid_flow_and_mid_job(db: TestDb) {
+    let mut env = setup(db).await;
+    // Mid-flow: the conversation is at the prompt question when the process stops.
+    env.command("make", "").await;
+    let msgs = env.wait("tool choice", |m| m.last().is_some_and(|m| m.view.input.is_some())).await;
+    env.press(msgs.last().unwrap(), "Dream").await;
+    env.wait("prompt question", |m| m.last().is_some_and(|m| m.view.plain_text().contains("prompt"))).await;
+    env.runner.take().unwrap().shutdown().await;
+    // A new engine (a restarted process) continues at the same step.
+    env.flows = Flows::with_settings(env.station.clone(), settings());
+    env.flows.add_platform(Arc::new(env.platform.clone()));
+    env.runner = Some(env.flows.start());
+    env.text("after restart").await;
+    let msgs = env.wait("options", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("Run")))).await;
+    assert!(msgs.last().unwrap().view.plain_text().contains("after restart"));
+    // Mid-job: nobody is delivering while the job runs and finishes.
+    env.runner.take().unwrap().shutdown().await;
+    env.press(msgs.last().unwrap(), "Run").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let jobs = env.jobs().await;
+        if jobs.first().is_some_and(|j| j.status == "succeeded") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "job never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(results(&env.platform.messages(&env.conv.chat)).is_empty(), "nothing delivered while stopped");
+    // The options/progress message written before the stop, and the result, arrive once.
+    env.runner = Some(env.flows.start());
+    env.wait_results(1).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(results(&env.platform.messages(&env.conv.chat)).len(), 1, "result delivered once");
+    assert!(env.platform.send_counts().values().all(|&n| n == 1));
+    env.stop().await;
+}
+
+async fn deliveries_retry_and_stop_when_blocked(db: TestDb) {
+    let env = setup(db).await;
+    env.platform.script(vec![Outcome::RetryAfter(Duration::from_millis(100)), Outcome::Transient("502".into())]);
+    env.command("help", "").await;
+    let msgs = env.wait("help after retries", |m| m.iter().any(|m| m.view.plain_text().contains("Commands"))).await;
+    assert_eq!(msgs.len(), 1);
+    let d = env.station.store.get_delivery(&msgs[0].delivery_id).await.unwrap().unwrap();
+    assert_eq!((d.status.as_str(), d.attempts), ("sent", 3));
+    // Blocked: this and every later pending delivery of the chat fail for good.
+    env.platform.script(vec![Outcome::Permanent("Forbidden: bot was blocked by the user".into())]);
+    env.command("help", "").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let rows = env.station.store.conversation_deliveries(&env.conv.key()).await.unwrap();
+        if rows.iter().any(|r| r.status == "failed") {
+            assert!(rows.last().unwrap().error.as_deref().unwrap().contains("blocked"));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "blocked delivery never failed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.stop().await;
+}
+
+async fn idle_flows_expire_with_a_message(db: TestDb) {
+    let env = setup(db).await;
+    env.command("make", "").await;
+    env.wait("tool choice", |m| m.last().is_some_and(|m| m.view.input.is_some())).await;
+    let short = Flows::with_settings(env.station.clone(), FlowSettings { idle_ms: 0, ..settings() });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(short.expire_idle().await.unwrap(), 1);
+    env.wait("expiry notice", |m| m.iter().any(|m| m.view.plain_text().contains("closed after"))).await;
+    assert!(env.station.store.active_flow(&env.conv.key(), &env.account.id).await.unwrap().is_none());
+    env.text("hello?").await;
+    env.wait("hint", |m| m.last().is_some_and(|m| m.view.plain_text().contains("/make"))).await;
+    env.stop().await;
+}
+
+async fn start_help_and_unknown_input(db: TestDb) {
+    let env = setup(db).await;
+    env.command("start", "").await;
+    let msgs = env.wait("welcome", |m| m.iter().any(|m| m.view.plain_text().contains("Welcome"))).await;
+    assert!(msgs[0].view.plain_text().contains("1000 points"), "{}", msgs[0].view.plain_text());
+    env.press(&msgs[0], "Help").await;
+    let msgs = env.wait("help", |m| m.iter().any(|m| m.view.plain_text().contains("/dream"))).await;
+    assert!(msgs.last().unwrap().view.plain_text().contains("/upscale"));
+    env.command("nonsense", "").await;
+    env.wait("unknown command", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Unknown command"))).await;
+    let menu: Vec<String> = env.flows.commands(Some(&env.account)).into_iter().map(|c| c.name).collect();
+    for name in ["start", "help", "make", "settings", "status", "history", "balance", "link", "web", "cancel", "dream"] {
+        assert!(menu.contains(&name.to_string()), "menu has /{name}: {menu:?}");
+    }
+    env.stop().await;
+}
+
+async fn balance_and_link(db: TestDb) {
+    let env = setup(db).await;
+    env.command("balance", "").await;
+    env.wait("balance", |m| m.iter().any(|m| m.view.plain_text().contains("1000 points"))).await;
+    env.command("link", "").await;
+    let msgs = env.wait("link code", |m| m.last().is_some_and(|m| m.view.plain_text().contains("link code"))).await;
+    let text = msgs.last().unwrap().view.plain_text();
+    let code = text.split("/link ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    // The same person on another platform joins with the code.
+    let other = env.station.account("discord", "d1", "Ada").await.unwrap();
+    let conv2 = Conversation::new("test", "chat2");
+    env.flows
+        .handle(&other, &conv2, Input::Command { name: "link".into(), text: code, images: vec![], params: Map::new() })
+        .await
+        .unwrap();
+    env.platform.wait_for("chat2", WAIT, "linked", |m| m.iter().any(|m| m.view.plain_text().contains("Linked"))).await;
+    let joined = env.station.account("discord", "d1", "Ada").await.unwrap();
+    assert_eq!(joined.id, env.account.id);
+    env.stop().await;
+}
+
+/// Runs the case on SQLite and, when configured, on PostgreSQL.
+macro_rules! on_every_db {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(station_store::testing::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = station_store::testing::postgres().await else { return };
+                    super::$name(db).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_db!(
+    make_with_prompt_inline,
+    make_asks_only_for_missing_inputs,
+    photo_tool_rerun_tweak_and_use_as_input,
+    settings_change_is_used_by_next_make,
+    status_during_a_running_job,
+    history_is_paginated,
+    concurrent_inputs_never_corrupt_a_flow,
+    restart_mid_flow_and_mid_job,
+    deliveries_retry_and_stop_when_blocked,
+    idle_flows_expire_with_a_message,
+    start_help_and_unknown_input,
+    balance_and_link,
+);

@@ -1,0 +1,607 @@
+//! Conversations: flow instances, action records, the delivery outbox and
+//! per-job marks (rating, hidden).
+//!
+//! A flow transition (new state, the buttons it minted, the messages it
+//! sends) is one transaction, fenced by the instance's revision so two
+//! inputs racing for one instance can never both apply.
+
+use serde::Serialize;
+
+use crate::db::{Store, StoreError, with_pool};
+use crate::jobs::{JOB_COLUMNS, JobRow};
+
+/// One conversation flow instance.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct FlowInstanceRow {
+    /// Instance id.
+    pub id: String,
+    /// Owner.
+    pub account_id: String,
+    /// `platform:chat`.
+    pub conversation: String,
+    /// The conversation as JSON (platform, chat, group).
+    pub conv_json: String,
+    /// Flow name.
+    pub flow: String,
+    /// Version of the flow that wrote the state.
+    pub flow_version: i64,
+    /// Current step.
+    pub step: String,
+    /// Current state (JSON).
+    pub state: String,
+    /// Earlier `(step, state)` frames (JSON array), newest last.
+    pub history: String,
+    /// Bumped by every transition.
+    pub rev: i64,
+    /// `active`, `finished`, `cancelled`, `expired`, `replaced`.
+    pub status: String,
+    /// Created.
+    pub created_at: i64,
+    /// Last input.
+    pub updated_at: i64,
+}
+
+/// A button's server-side record.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct ActionRow {
+    /// The opaque token in the platform's callback data.
+    pub token: String,
+    /// Only this account may press it.
+    pub account_id: String,
+    /// The flow instance it belongs to (none: a standalone action such as a
+    /// result's rerun button).
+    pub instance_id: Option<String>,
+    /// The instance revision that showed it.
+    pub rev: Option<i64>,
+    /// Action name.
+    pub name: String,
+    /// Arguments (JSON).
+    pub args: String,
+    /// Minted.
+    pub created_at: i64,
+}
+
+/// One message to send (or edit), written before it is sent.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct DeliveryRow {
+    /// Delivery id (UUIDv7: time-ordered, so id order is send order).
+    pub id: String,
+    /// `platform:chat`.
+    pub conversation: String,
+    /// The conversation as JSON.
+    pub conv_json: String,
+    /// Platform name.
+    pub platform: String,
+    /// Recipient account.
+    pub account_id: String,
+    /// `message`, `progress`, `result`, `notice`.
+    pub kind: String,
+    /// `progress:<job>`, `result:<job>`…: at most one row per key.
+    pub dedupe_key: Option<String>,
+    /// The view (JSON).
+    pub view: String,
+    /// Bumped whenever the view changes (progress updates).
+    pub version: i64,
+    /// Platform message to edit instead of sending a new one.
+    pub replace_ref: Option<String>,
+    /// Platform message this delivery produced.
+    pub message_ref: Option<String>,
+    /// `pending`, `sending`, `sent`, `failed`.
+    pub status: String,
+    /// Send attempts.
+    pub attempts: i64,
+    /// Not before this time (retry backoff, progress throttling).
+    pub next_attempt_at: i64,
+    /// Process sending it.
+    pub lease_owner: Option<String>,
+    /// Lease end.
+    pub lease_until: Option<i64>,
+    /// Last error.
+    pub error: Option<String>,
+    /// Written.
+    pub created_at: i64,
+    /// Last sent.
+    pub sent_at: Option<i64>,
+}
+
+/// A delivery to write.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// Id (UUIDv7).
+    pub id: String,
+    /// `platform:chat`.
+    pub conversation: String,
+    /// Conversation JSON.
+    pub conv_json: String,
+    /// Platform.
+    pub platform: String,
+    /// Recipient.
+    pub account_id: String,
+    /// Kind name.
+    pub kind: String,
+    /// Unique key; a second write with the same key updates the view
+    /// (`upsert`) or is ignored (`insert_once`).
+    pub dedupe_key: Option<String>,
+    /// View JSON.
+    pub view: String,
+    /// Message to edit.
+    pub replace_ref: Option<String>,
+}
+
+/// How a send attempt ended, as recorded.
+#[derive(Debug, Clone)]
+pub enum DeliveryResult {
+    /// Sent; next edit not before `next_at` (throttling).
+    Sent {
+        /// Platform message reference.
+        message_ref: Option<String>,
+        /// Earliest next send of this row.
+        next_at: i64,
+    },
+    /// Try again at `at`.
+    Retry {
+        /// When.
+        at: i64,
+        /// Why.
+        error: String,
+    },
+    /// Never: marks this and every pending delivery of the conversation failed.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// A state transition to store atomically.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    /// The instance after the transition (its `rev` is the new revision).
+    pub instance: FlowInstanceRow,
+    /// The revision the caller read (`None`: a new instance).
+    pub expected_rev: Option<i64>,
+    /// Buttons minted for the views sent.
+    pub actions: Vec<ActionRow>,
+    /// Messages to send.
+    pub deliveries: Vec<NewDelivery>,
+}
+
+const INSTANCE_COLUMNS: &str = "id, account_id, conversation, conv_json, flow, flow_version, step, state, history, rev, \
+                                status, created_at, updated_at";
+const DELIVERY_COLUMNS: &str = "id, conversation, conv_json, platform, account_id, kind, dedupe_key, view, version, \
+                                replace_ref, message_ref, status, attempts, next_attempt_at, lease_owner, lease_until, \
+                                error, created_at, sent_at";
+
+macro_rules! insert_delivery {
+    ($tx:expr, $d:expr, $now:expr, $on_conflict:expr) => {{
+        let d: &NewDelivery = $d;
+        sqlx::query(crate::db::safe(&format!(
+            "INSERT INTO deliveries (id, conversation, conv_json, platform, account_id, kind, dedupe_key, view, \
+             replace_ref, status, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $10) {}",
+            $on_conflict
+        )))
+        .bind(&d.id)
+        .bind(&d.conversation)
+        .bind(&d.conv_json)
+        .bind(&d.platform)
+        .bind(&d.account_id)
+        .bind(&d.kind)
+        .bind(&d.dedupe_key)
+        .bind(&d.view)
+        .bind(&d.replace_ref)
+        .bind($now)
+        .execute($tx)
+        .await?
+    }};
+}
+
+/// Progress rows take the new view; a row already sent goes back to pending
+/// (an edit), keeping its message reference and throttle time.
+const UPSERT_VIEW: &str = "ON CONFLICT (dedupe_key) DO UPDATE SET view = excluded.view, \
+     version = deliveries.version + 1, \
+     status = CASE WHEN deliveries.status = 'sent' THEN 'pending' ELSE deliveries.status END";
+
+impl Store {
+    /// The active flow instance of an account in a conversation.
+    pub async fn active_flow(
+        &self,
+        conversation: &str,
+        account_id: &str,
+    ) -> Result<Option<FlowInstanceRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(crate::db::safe(&format!(
+                "SELECT {INSTANCE_COLUMNS} FROM flow_instances \
+                 WHERE conversation = $1 AND account_id = $2 AND status = 'active' ORDER BY updated_at DESC LIMIT 1"
+            )))
+            .bind(conversation)
+            .bind(account_id)
+            .fetch_optional(p)
+            .await?)
+        })
+    }
+
+    /// One flow instance.
+    pub async fn get_flow(&self, id: &str) -> Result<Option<FlowInstanceRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(crate::db::safe(&format!("SELECT {INSTANCE_COLUMNS} FROM flow_instances WHERE id = $1")))
+                .bind(id)
+                .fetch_optional(p)
+                .await?)
+        })
+    }
+
+    /// Stores a transition: the instance (inserted, or updated only if its
+    /// revision is still `expected_rev`), its minted actions and its
+    /// deliveries, in one transaction. A new instance replaces any other
+    /// active instance of the same account in the same conversation.
+    /// Returns `false` (writing nothing) when another input won the race.
+    pub async fn save_transition(&self, t: &Transition, now: i64) -> Result<bool, StoreError> {
+        let i = &t.instance;
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            match t.expected_rev {
+                None => {
+                    sqlx::query(
+                        "UPDATE flow_instances SET status = 'replaced', updated_at = $3 \
+                         WHERE conversation = $1 AND account_id = $2 AND status = 'active'",
+                    )
+                    .bind(&i.conversation).bind(&i.account_id).bind(now)
+                    .execute(&mut *tx).await?;
+                    sqlx::query(crate::db::safe(&format!(
+                        "INSERT INTO flow_instances ({INSTANCE_COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                    )))
+                    .bind(&i.id).bind(&i.account_id).bind(&i.conversation).bind(&i.conv_json).bind(&i.flow)
+                    .bind(i.flow_version).bind(&i.step).bind(&i.state).bind(&i.history).bind(i.rev)
+                    .bind(&i.status).bind(i.created_at).bind(i.updated_at)
+                    .execute(&mut *tx).await?;
+                }
+                Some(expected) => {
+                    let done = sqlx::query(
+                        "UPDATE flow_instances SET flow_version = $2, step = $3, state = $4, history = $5, rev = $6, \
+                         status = $7, updated_at = $8 WHERE id = $1 AND rev = $9 AND status = 'active'",
+                    )
+                    .bind(&i.id).bind(i.flow_version).bind(&i.step).bind(&i.state).bind(&i.history).bind(i.rev)
+                    .bind(&i.status).bind(i.updated_at).bind(expected)
+                    .execute(&mut *tx).await?;
+                    if done.rows_affected() == 0 {
+                        tx.rollback().await?;
+                        return Ok(false);
+                    }
+                }
+            }
+            for a in &t.actions {
+                sqlx::query(
+                    "INSERT INTO flow_actions (token, account_id, instance_id, rev, name, args, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&a.token).bind(&a.account_id).bind(&a.instance_id).bind(a.rev).bind(&a.name).bind(&a.args)
+                .bind(a.created_at)
+                .execute(&mut *tx).await?;
+            }
+            for d in &t.deliveries {
+                insert_delivery!(&mut *tx, d, now, UPSERT_VIEW);
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Stores standalone actions and deliveries (job notifications), with no
+    /// flow instance. Deliveries whose dedupe key exists already take the new
+    /// view when `upsert`, and are skipped otherwise (results: never twice).
+    pub async fn save_outbox(
+        &self,
+        actions: &[ActionRow],
+        deliveries: &[NewDelivery],
+        upsert: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let conflict = if upsert { UPSERT_VIEW } else { "ON CONFLICT (dedupe_key) DO NOTHING" };
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for a in actions {
+                sqlx::query(
+                    "INSERT INTO flow_actions (token, account_id, instance_id, rev, name, args, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&a.token).bind(&a.account_id).bind(&a.instance_id).bind(a.rev).bind(&a.name).bind(&a.args)
+                .bind(a.created_at)
+                .execute(&mut *tx).await?;
+            }
+            for d in deliveries {
+                insert_delivery!(&mut *tx, d, now, conflict);
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Ends an instance (`finished`, `cancelled`, `expired`) if it is still at
+    /// `rev`, with optional deliveries (the goodbye message). Returns whether it applied.
+    pub async fn end_flow(
+        &self,
+        id: &str,
+        rev: i64,
+        status: &str,
+        deliveries: &[NewDelivery],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let done = sqlx::query(
+                "UPDATE flow_instances SET status = $2, rev = rev + 1, updated_at = $3 \
+                 WHERE id = $1 AND rev = $4 AND status = 'active'",
+            )
+            .bind(id).bind(status).bind(now).bind(rev)
+            .execute(&mut *tx).await?;
+            if done.rows_affected() == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            for d in deliveries {
+                insert_delivery!(&mut *tx, d, now, UPSERT_VIEW);
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Active instances idle since before `before`.
+    pub async fn idle_flows(&self, before: i64, limit: i64) -> Result<Vec<FlowInstanceRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(crate::db::safe(&format!(
+                "SELECT {INSTANCE_COLUMNS} FROM flow_instances WHERE status = 'active' AND updated_at < $1 \
+                 ORDER BY updated_at LIMIT $2"
+            )))
+            .bind(before)
+            .bind(limit)
+            .fetch_all(p)
+            .await?)
+        })
+    }
+
+    /// The record behind an action token.
+    pub async fn get_action(&self, token: &str) -> Result<Option<ActionRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(
+                "SELECT token, account_id, instance_id, rev, name, args, created_at FROM flow_actions WHERE token = $1",
+            )
+            .bind(token)
+            .fetch_optional(p)
+            .await?)
+        })
+    }
+
+    /// Returns deliveries whose sending lease lapsed (a crashed process) to pending.
+    pub async fn requeue_deliveries(&self, now: i64) -> Result<u64, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query(
+                "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_until = NULL \
+                 WHERE status = 'sending' AND lease_until < $1",
+            )
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected())
+        })
+    }
+
+    /// Claims due deliveries for `platforms`: per conversation only the oldest
+    /// one that may go now (an earlier unsent message holds later ones back,
+    /// except throttled progress edits, and nothing goes while another
+    /// delivery of the conversation is being sent).
+    pub async fn claim_deliveries(
+        &self,
+        platforms: &[String],
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        if platforms.is_empty() {
+            return Ok(vec![]);
+        }
+        let list = platforms.iter().map(|p| format!("'{}'", p.replace('\'', "''"))).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d WHERE d.status = 'pending' AND d.platform IN ({list}) \
+             AND d.next_attempt_at <= $1 \
+             AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.conversation = d.conversation AND e.id < d.id \
+                             AND e.status = 'pending' AND e.kind <> 'progress') \
+             AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.conversation = d.conversation \
+                             AND e.status = 'sending') \
+             ORDER BY d.id LIMIT $2"
+        );
+        let candidates: Vec<DeliveryRow> = with_pool!(self, p => {
+            sqlx::query_as(crate::db::safe(&sql)).bind(now).bind(limit * 4).fetch_all(p).await?
+        });
+        let mut seen = std::collections::HashSet::new();
+        let mut out = vec![];
+        for mut d in candidates {
+            if out.len() as i64 >= limit || !seen.insert(d.conversation.clone()) {
+                continue;
+            }
+            let claimed = with_pool!(self, p => {
+                sqlx::query(
+                    "UPDATE deliveries SET status = 'sending', lease_owner = $2, lease_until = $3 \
+                     WHERE id = $1 AND status = 'pending'",
+                )
+                .bind(&d.id).bind(owner).bind(now + lease_ms)
+                .execute(p).await?.rows_affected()
+            });
+            if claimed == 1 {
+                d.status = "sending".into();
+                d.lease_owner = Some(owner.to_string());
+                // Re-read the view: a progress update may have landed between
+                // the select and the claim.
+                if let Some(fresh) = self.get_delivery(&d.id).await? {
+                    d.view = fresh.view;
+                    d.version = fresh.version;
+                    d.message_ref = fresh.message_ref;
+                }
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One delivery.
+    pub async fn get_delivery(&self, id: &str) -> Result<Option<DeliveryRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(crate::db::safe(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1")))
+                .bind(id)
+                .fetch_optional(p)
+                .await?)
+        })
+    }
+
+    /// The delivery with a dedupe key.
+    pub async fn delivery_by_key(&self, key: &str) -> Result<Option<DeliveryRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(crate::db::safe(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE dedupe_key = $1")))
+                .bind(key)
+                .fetch_optional(p)
+                .await?)
+        })
+    }
+
+    /// A conversation's deliveries, oldest first.
+    pub async fn conversation_deliveries(&self, conversation: &str) -> Result<Vec<DeliveryRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(crate::db::safe(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE conversation = $1 ORDER BY id"
+            )))
+            .bind(conversation)
+            .fetch_all(p)
+            .await?)
+        })
+    }
+
+    /// Records how a claimed send ended. A progress row whose view changed
+    /// while it was being sent goes back to pending (one more edit).
+    pub async fn finish_delivery(
+        &self,
+        id: &str,
+        owner: &str,
+        version_sent: i64,
+        result: &DeliveryResult,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, p => {
+            match result {
+                DeliveryResult::Sent { message_ref, next_at } => {
+                    sqlx::query(
+                        "UPDATE deliveries SET status = CASE WHEN version = $3 THEN 'sent' ELSE 'pending' END, \
+                         message_ref = COALESCE($4, message_ref), attempts = attempts + 1, sent_at = $5, \
+                         next_attempt_at = $6, lease_owner = NULL, lease_until = NULL, error = NULL \
+                         WHERE id = $1 AND lease_owner = $2",
+                    )
+                    .bind(id).bind(owner).bind(version_sent).bind(message_ref).bind(now).bind(next_at)
+                    .execute(p).await?;
+                }
+                DeliveryResult::Retry { at, error } => {
+                    sqlx::query(
+                        "UPDATE deliveries SET status = 'pending', attempts = attempts + 1, next_attempt_at = $3, \
+                         error = $4, lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
+                    )
+                    .bind(id).bind(owner).bind(at).bind(error)
+                    .execute(p).await?;
+                }
+                DeliveryResult::Failed { error } => {
+                    let mut tx = p.begin().await?;
+                    let conv: Option<(String,)> = sqlx::query_as("SELECT conversation FROM deliveries WHERE id = $1")
+                        .bind(id).fetch_optional(&mut *tx).await?;
+                    sqlx::query(
+                        "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, error = $3, \
+                         lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
+                    )
+                    .bind(id).bind(owner).bind(error)
+                    .execute(&mut *tx).await?;
+                    if let Some((conv,)) = conv {
+                        sqlx::query(
+                            "UPDATE deliveries SET status = 'failed', error = $2 \
+                             WHERE conversation = $1 AND status = 'pending'",
+                        )
+                        .bind(conv).bind(format!("not sent: an earlier delivery failed for good ({error})"))
+                        .execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Ended jobs that came from a conversation but whose result delivery was
+    /// never written (the process died between the two): the notifier writes them.
+    pub async fn undelivered_results(&self, since: i64, limit: i64) -> Result<Vec<JobRow>, StoreError> {
+        let cols = JOB_COLUMNS.split(", ").map(|c| format!("j.{}", c.trim())).collect::<Vec<_>>().join(", ");
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(crate::db::safe(&format!(
+                "SELECT {cols} FROM jobs j WHERE j.source IS NOT NULL \
+                 AND j.status IN ('succeeded', 'failed', 'cancelled') AND j.finished_at >= $1 \
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.dedupe_key = 'result:' || j.id) \
+                 ORDER BY j.finished_at LIMIT $2"
+            )))
+            .bind(since)
+            .bind(limit)
+            .fetch_all(p)
+            .await?)
+        })
+    }
+
+    /// An account's succeeded, not hidden jobs, newest first, one page; and the total.
+    pub async fn history_page(
+        &self,
+        account_id: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<JobRow>, i64), StoreError> {
+        let cols = JOB_COLUMNS.split(", ").map(|c| format!("j.{}", c.trim())).collect::<Vec<_>>().join(", ");
+        let filter = "j.account_id = $1 AND j.status = 'succeeded' \
+                      AND NOT EXISTS (SELECT 1 FROM job_marks m WHERE m.job_id = j.id AND m.hidden)";
+        with_pool!(self, p => {
+            let rows = sqlx::query_as(crate::db::safe(&format!(
+                "SELECT {cols} FROM jobs j WHERE {filter} ORDER BY j.created_at DESC, j.id DESC LIMIT $2 OFFSET $3"
+            )))
+            .bind(account_id).bind(limit).bind(offset)
+            .fetch_all(p).await?;
+            let (total,): (i64,) = sqlx::query_as(crate::db::safe(&format!("SELECT COUNT(*) FROM jobs j WHERE {filter}")))
+                .bind(account_id)
+                .fetch_one(p).await?;
+            Ok((rows, total))
+        })
+    }
+
+    /// Rates a job (1–5) or hides it from history.
+    pub async fn mark_job(
+        &self,
+        job_id: &str,
+        account_id: &str,
+        rating: Option<i64>,
+        hidden: Option<bool>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, p => {
+            sqlx::query(
+                "INSERT INTO job_marks (job_id, account_id, rating, hidden, updated_at) \
+                 VALUES ($1, $2, $3, COALESCE($4, FALSE), $5) \
+                 ON CONFLICT (job_id) DO UPDATE SET rating = COALESCE($3, job_marks.rating), \
+                 hidden = COALESCE($4, job_marks.hidden), updated_at = $5",
+            )
+            .bind(job_id).bind(account_id).bind(rating).bind(hidden).bind(now)
+            .execute(p).await?;
+            Ok(())
+        })
+    }
+
+    /// A job's rating and hidden flag.
+    pub async fn job_mark(&self, job_id: &str) -> Result<(Option<i64>, bool), StoreError> {
+        with_pool!(self, p => {
+            let row: Option<(Option<i64>, bool)> =
+                sqlx::query_as("SELECT rating, hidden FROM job_marks WHERE job_id = $1")
+                    .bind(job_id).fetch_optional(p).await?;
+            Ok(row.unwrap_or((None, false)))
+        })
+    }
+}
