@@ -1,0 +1,407 @@
+//! Receiving: updates are stored (one row each, keyed by update id) before
+//! Telegram is told they arrived — the next `getUpdates` offset, or the
+//! webhook's 200 — then processed in update order within a chat and
+//! concurrently across chats.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{Map, Value, json};
+use station_flows::{Conversation, Input};
+use station_store::{AccountRow, now_ms};
+use tokio_util::sync::CancellationToken;
+
+use crate::{TelegramBot, WEBHOOK_PATH};
+
+/// The ordering key of an update: its chat (or its sender, without a chat).
+fn chat_key(update: &Value) -> String {
+    let chat = update["message"]["chat"]["id"]
+        .as_i64()
+        .or_else(|| update["edited_message"]["chat"]["id"].as_i64())
+        .or_else(|| update["callback_query"]["message"]["chat"]["id"].as_i64());
+    match chat {
+        Some(c) => format!("chat:{c}"),
+        None => {
+            let from = update["callback_query"]["from"]["id"].as_i64().unwrap_or(0);
+            format!("user:{from}")
+        }
+    }
+}
+
+fn eq_constant_time(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn webhook(State(bot): State<TelegramBot>, headers: HeaderMap, body: axum::body::Bytes) -> impl IntoResponse {
+    let given = headers.get("x-telegram-bot-api-secret-token").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !eq_constant_time(given, &bot.inner.secret) {
+        tracing::warn!("Telegram webhook call without the right secret token refused");
+        return (StatusCode::UNAUTHORIZED, "wrong or missing X-Telegram-Bot-Api-Secret-Token").into_response();
+    }
+    let Ok(update) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "body is not a JSON update").into_response();
+    };
+    match bot.store_update(&update).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        // Telegram delivers it again later.
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+    }
+}
+
+impl TelegramBot {
+    /// The webhook route (`POST /telegram/webhook`), for `station serve` to
+    /// mount. Calls without the secret token are refused with 401.
+    pub fn webhook_router(&self) -> Router {
+        Router::new().route(WEBHOOK_PATH, axum::routing::post(webhook)).with_state(self.clone())
+    }
+
+    /// Stores one update (a no-op when it is already stored) and wakes the dispatcher.
+    pub(crate) async fn store_update(&self, update: &Value) -> Result<(), String> {
+        let Some(id) = update["update_id"].as_i64() else {
+            return Err("update without update_id".into());
+        };
+        let inner = &self.inner;
+        inner
+            .station
+            .store
+            .insert_telegram_update(&inner.bot_id, id, &chat_key(update), &update.to_string(), now_ms())
+            .await
+            .map_err(|e| format!("could not store Telegram update {id}: {e}"))?;
+        inner.stored.notify_one();
+        Ok(())
+    }
+
+    pub(crate) async fn poll_loop(&self, stop: CancellationToken) {
+        let inner = &self.inner;
+        let mut offset: Option<i64> = None;
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            if offset.is_none() {
+                match inner.station.store.max_telegram_update_id(&inner.bot_id).await {
+                    Ok(max) => offset = Some(max.map(|m| m + 1).unwrap_or(0)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the Telegram offset; retrying");
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(backoff) => continue,
+                        }
+                    }
+                }
+            }
+            let mut body = json!({
+                "timeout": inner.options.poll_timeout.as_secs(),
+                "allowed_updates": ["message", "callback_query"],
+            });
+            if let Some(o) = offset.filter(|o| *o > 0) {
+                body["offset"] = json!(o);
+            }
+            let call =
+                inner.api.call_timeout("getUpdates", &body, inner.options.poll_timeout + Duration::from_secs(15));
+            let res = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = call => r,
+            };
+            match res {
+                Ok(list) => {
+                    backoff = Duration::from_millis(500);
+                    for u in list.as_array().into_iter().flatten() {
+                        // Stored before the next getUpdates acknowledges it.
+                        if let Err(e) = self.store_update(u).await {
+                            tracing::warn!(error = %e, "update not stored; it will be fetched again");
+                            break;
+                        }
+                        if let Some(id) = u["update_id"].as_i64() {
+                            offset = Some(offset.unwrap_or(0).max(id + 1));
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let Some(s) = e.retry_after() {
+                        backoff = Duration::from_secs(s);
+                    }
+                    tracing::warn!(error = %e, wait_ms = backoff.as_millis() as u64, "getUpdates failed");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn dispatch_loop(&self, stop: CancellationToken) {
+        let inner = &self.inner;
+        let mut chats = tokio::task::JoinSet::new();
+        loop {
+            if stop.is_cancelled() {
+                while chats.join_next().await.is_some() {}
+                return;
+            }
+            match inner.station.store.pending_telegram_updates(&inner.bot_id, 500).await {
+                Ok(rows) => {
+                    for row in rows {
+                        let fresh = inner.busy.lock().unwrap_or_else(|e| e.into_inner()).insert(row.chat_key.clone());
+                        if fresh {
+                            let me = self.clone();
+                            let s = stop.clone();
+                            chats.spawn(async move {
+                                me.run_chat(&row.chat_key, s).await;
+                                me.inner.busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&row.chat_key);
+                                me.inner.stored.notify_one();
+                            });
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read stored Telegram updates"),
+            }
+            while chats.try_join_next().is_some() {}
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = inner.stored.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Processes one chat's stored updates in order until none is left.
+    async fn run_chat(&self, key: &str, stop: CancellationToken) {
+        let inner = &self.inner;
+        let store = &inner.station.store;
+        while !stop.is_cancelled() {
+            let row = match store.next_telegram_update(&inner.bot_id, key).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the next Telegram update");
+                    return;
+                }
+            };
+            if row.state != "pending" {
+                // Someone else (another process) is on it.
+                return;
+            }
+            match store.claim_telegram_update(&inner.bot_id, row.update_id, &inner.owner).await {
+                Ok(true) => {}
+                _ => return,
+            }
+            let update: Value = serde_json::from_str(&row.payload).unwrap_or(Value::Null);
+            let outcome = self.process(&update).await;
+            if let Err(e) = &outcome {
+                tracing::warn!(update = row.update_id, error = %e, "Telegram update failed");
+            }
+            if let Err(e) =
+                store.finish_telegram_update(&inner.bot_id, row.update_id, outcome.err().as_deref(), now_ms()).await
+            {
+                tracing::warn!(error = %e, "could not record a processed Telegram update");
+                return;
+            }
+        }
+    }
+
+    fn conversation(&self, chat: &Value) -> Conversation {
+        let id = chat["id"].as_i64().unwrap_or(0);
+        let mut conv = Conversation::new("telegram", &id.to_string());
+        if chat["type"].as_str().unwrap_or("private") != "private" {
+            conv.group = Some(format!("telegram:{id}"));
+        }
+        conv
+    }
+
+    async fn account(&self, user: &Value) -> Result<AccountRow, String> {
+        let id = user["id"].as_i64().ok_or("update without a sender")?;
+        let mut name = user["first_name"].as_str().unwrap_or("").to_string();
+        if let Some(last) = user["last_name"].as_str() {
+            name = format!("{name} {last}");
+        }
+        if name.trim().is_empty() {
+            name = user["username"].as_str().map(str::to_string).unwrap_or_else(|| format!("telegram {id}"));
+        }
+        self.inner.station.account("telegram", &id.to_string(), &name).await.map_err(|e| e.to_string())
+    }
+
+    /// Turns one update into engine input.
+    pub(crate) async fn process(&self, update: &Value) -> Result<(), String> {
+        if let Some(cq) = update.get("callback_query") {
+            return self.process_callback(cq).await;
+        }
+        let Some(msg) = update.get("message") else { return Ok(()) };
+        if msg["from"]["is_bot"].as_bool().unwrap_or(true) {
+            return Ok(());
+        }
+        let account = self.account(&msg["from"]).await?;
+        let conv = self.conversation(&msg["chat"]);
+        let inputs = match self.inputs(&account, msg).await {
+            Ok(i) => i,
+            Err(notice) => {
+                self.notice(&conv, msg, &notice).await;
+                return Ok(());
+            }
+        };
+        for input in inputs {
+            if let Err(e) = self.inner.flows.handle(&account, &conv, input).await {
+                self.notice(&conv, msg, "Something went wrong on our side; please try again in a moment.").await;
+                return Err(e.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    async fn process_callback(&self, cq: &Value) -> Result<(), String> {
+        let id = cq["id"].as_str().unwrap_or_default().to_string();
+        let answer = |text: Option<String>| {
+            let mut body = json!({"callback_query_id": id});
+            if let Some(t) = text {
+                body["text"] = json!(t.chars().take(200).collect::<String>());
+            }
+            body
+        };
+        let (Some(data), Some(chat)) = (cq["data"].as_str(), cq["message"].get("chat")) else {
+            let _ = self.inner.api.call("answerCallbackQuery", &answer(None)).await;
+            return Ok(());
+        };
+        let account = self.account(&cq["from"]).await?;
+        let conv = self.conversation(chat);
+        let result = self.inner.flows.handle(&account, &conv, Input::Action { token: data.to_string() }).await;
+        let (toast, outcome) = match result {
+            Ok(reply) => (reply.toast, Ok(())),
+            Err(e) => (Some("Something went wrong; please try again.".into()), Err(e.to_string())),
+        };
+        // Stops the client's spinner; a stale query (after a restart) is fine to miss.
+        if let Err(e) = self.inner.api.call("answerCallbackQuery", &answer(toast)).await {
+            tracing::debug!(error = %e, "callback answer not accepted");
+        }
+        outcome
+    }
+
+    async fn notice(&self, conv: &Conversation, msg: &Value, text: &str) {
+        let chat: i64 = conv.chat.parse().unwrap_or(0);
+        self.inner.pacer.acquire(chat, conv.group.is_some()).await;
+        let mut body = json!({"chat_id": chat, "text": text});
+        if let Some(id) = msg["message_id"].as_i64() {
+            body["reply_parameters"] = json!({"message_id": id, "allow_sending_without_reply": true});
+        }
+        if let Err(e) = self.inner.api.call("sendMessage", &body).await {
+            tracing::warn!(error = %e, "could not send a notice");
+        }
+    }
+
+    /// Parses `/name@bot rest` into the name and the rest, or None when the
+    /// command is addressed to another bot.
+    fn command(&self, text: &str) -> Option<(String, String)> {
+        let text = text.trim_start();
+        let rest = text.strip_prefix('/')?;
+        let (head, tail) = match rest.find(char::is_whitespace) {
+            Some(i) => (&rest[..i], rest[i..].trim()),
+            None => (rest, ""),
+        };
+        let (name, target) = match head.split_once('@') {
+            Some((n, t)) => (n, Some(t)),
+            None => (head, None),
+        };
+        if let Some(t) = target
+            && !t.eq_ignore_ascii_case(&self.username())
+        {
+            return None;
+        }
+        if name.is_empty() {
+            return None;
+        }
+        Some((name.to_lowercase(), tail.to_string()))
+    }
+
+    /// The stored media id of a message's picture (photo, or an image sent as a file).
+    async fn image_of(&self, account: &AccountRow, msg: &Value) -> Result<Option<String>, String> {
+        let file_id = if let Some(sizes) = msg["photo"].as_array() {
+            sizes.last().and_then(|p| p["file_id"].as_str()).map(str::to_string)
+        } else if msg["document"]["mime_type"].as_str().is_some_and(|m| m.starts_with("image/")) {
+            msg["document"]["file_id"].as_str().map(str::to_string)
+        } else {
+            None
+        };
+        let Some(file_id) = file_id else { return Ok(None) };
+        let max = self.inner.station.config.media.max_bytes;
+        let bytes = self.inner.api.download(&file_id, max).await.map_err(|e| match e {
+            crate::ApiError::Api { code: 413, .. } => {
+                format!("That picture is too large (the limit is {} MB).", max / 1_000_000)
+            }
+            e => format!("That picture could not be downloaded from Telegram ({e}); please send it again."),
+        })?;
+        let row = self
+            .inner
+            .station
+            .media
+            .put_image(bytes, Some(&account.id), None, "input")
+            .await
+            .map_err(|e| format!("That picture cannot be used: {e}"))?;
+        Ok(Some(row.id))
+    }
+
+    /// The engine input(s) of a message, or a notice for the person.
+    async fn inputs(&self, account: &AccountRow, msg: &Value) -> Result<Vec<Input>, String> {
+        let private = msg["chat"]["type"].as_str() == Some("private");
+        let text = msg["text"].as_str().or_else(|| msg["caption"].as_str()).unwrap_or("").to_string();
+        let album = msg["media_group_id"].as_str().map(str::to_string);
+        let store = &self.inner.station.store;
+        let bot = &self.inner.bot_id;
+        let mut command = self.command(&text);
+        if text.trim_start().starts_with('/') && command.is_none() {
+            // Addressed to another bot.
+            return Ok(vec![]);
+        }
+        // An album's caption rides on its first photo: remember the command
+        // for the photos that follow (stored, so a restart keeps it).
+        if let Some(g) = &album {
+            let key = format!("album:{g}");
+            match &command {
+                Some((n, t)) => {
+                    let v = json!({"name": n, "text": t}).to_string();
+                    let _ = store.set_telegram_meta(bot, &key, &v, now_ms()).await;
+                }
+                None => {
+                    if let Some(v) = store.telegram_meta(bot, &key).await.ok().flatten()
+                        && let Ok(v) = serde_json::from_str::<Value>(&v)
+                    {
+                        command = Some((
+                            v["name"].as_str().unwrap_or_default().to_string(),
+                            v["text"].as_str().unwrap_or_default().to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+        let own = self.image_of(account, msg).await?;
+        if let Some((name, rest)) = command {
+            let mut images: Vec<String> = own.into_iter().collect();
+            if images.is_empty()
+                && let Some(reply) = msg.get("reply_to_message")
+                && let Some(id) = self.image_of(account, reply).await?
+            {
+                images.push(id);
+            }
+            return Ok(vec![Input::Command { name, text: rest, images, params: Map::new() }]);
+        }
+        // Outside private chats, only what is addressed to the bot.
+        let to_bot = msg["reply_to_message"]["from"]["username"]
+            .as_str()
+            .is_some_and(|u| u.eq_ignore_ascii_case(&self.username()));
+        let mention = format!("@{}", self.username());
+        let (addressed, text) = match text.trim_start().strip_prefix(&mention) {
+            Some(rest) if !self.username().is_empty() => (true, rest.trim().to_string()),
+            _ => (private || to_bot, text),
+        };
+        if !addressed {
+            return Ok(vec![]);
+        }
+        if let Some(id) = own {
+            return Ok(vec![Input::Images { media: vec![id] }]);
+        }
+        if text.trim().is_empty() {
+            return Ok(vec![]);
+        }
+        Ok(vec![Input::Text { text }])
+    }
+}

@@ -1,0 +1,287 @@
+//! Station's Telegram bot.
+//!
+//! - [`client`]: a thin Bot API client (JSON and multipart calls, downloads,
+//!   errors classified by what the adapter does about them).
+//! - receiving: long polling by default, or a webhook ([`TelegramBot::webhook_router`])
+//!   when `telegram.public_url` is set. Every update is stored before it is
+//!   acknowledged and processed in order within its chat, concurrently across
+//!   chats; see `inbound.rs`.
+//! - [`render`]: views as HTML messages, captions, albums and inline keyboards.
+//! - sending: [`TelegramBot`] is the flows engine's [`Platform`] for
+//!   `telegram` conversations, paced by [`pace::Pacer`].
+
+pub mod client;
+mod inbound;
+mod outbound;
+pub mod pace;
+pub mod render;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::json;
+use station_core::Station;
+use station_core::config::TelegramConfig;
+use station_flows::Flows;
+use tokio_util::sync::CancellationToken;
+
+pub use client::{ApiError, BotApi};
+pub use pace::{PaceLimits, Pacer};
+
+/// Where `station serve` mounts the webhook.
+pub const WEBHOOK_PATH: &str = "/telegram/webhook";
+
+/// Tuning for tests and unusual deployments.
+#[derive(Debug, Clone)]
+pub struct TelegramOptions {
+    /// Outgoing limits.
+    pub pace: PaceLimits,
+    /// `getUpdates` long-poll timeout.
+    pub poll_timeout: Duration,
+    /// Process stored updates (turning this off only stores them: tests of
+    /// crash recovery use it to stop between receiving and processing).
+    pub process: bool,
+    /// Progress edits are skipped while the chat's queue is longer than this.
+    pub progress_skip_backlog: Duration,
+    /// A send that would wait longer than this for its slot is handed back
+    /// to the delivery service to retry later (its lease must not lapse).
+    pub max_wait: Duration,
+}
+
+impl Default for TelegramOptions {
+    fn default() -> Self {
+        TelegramOptions {
+            pace: PaceLimits::default(),
+            poll_timeout: Duration::from_secs(25),
+            process: true,
+            progress_skip_backlog: Duration::from_secs(3),
+            max_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the bot could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelegramError {
+    /// No token configured.
+    #[error("telegram.token is not set (set STATION_TELEGRAM_TOKEN to the token from @BotFather)")]
+    NoToken,
+    /// The token does not look like `123456:ABC…`.
+    #[error("telegram.token does not look like a bot token (expected digits, a colon, then letters)")]
+    BadToken,
+    /// The Bot API refused a start-up call.
+    #[error("{0} (check telegram.token and telegram.api_url)")]
+    Api(#[from] ApiError),
+}
+
+pub(crate) struct Inner {
+    pub station: Station,
+    pub flows: Flows,
+    pub api: BotApi,
+    /// The numeric bot id from the token (rows are kept per bot).
+    pub bot_id: String,
+    pub username: RwLock<String>,
+    pub pacer: Pacer,
+    pub options: TelegramOptions,
+    pub secret: String,
+    pub public_url: Option<String>,
+    /// Wakes the dispatcher when an update was stored or a chat finished.
+    pub stored: tokio::sync::Notify,
+    /// Chats being processed now.
+    pub busy: Mutex<HashSet<String>>,
+    pub owner: String,
+}
+
+/// The Telegram adapter. Cheap to clone.
+#[derive(Clone)]
+pub struct TelegramBot {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// The running bot; stop it with [`TelegramRunner::shutdown`].
+pub struct TelegramRunner {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl TelegramRunner {
+    /// Stops receiving; updates being processed finish first.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Stops at once, as a crash would (tests of recovery).
+    pub fn abort(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn derive_secret(token: &str) -> String {
+    // Stable across restarts and processes, and not the token itself.
+    use std::hash::{Hash, Hasher};
+    let mut a = std::collections::hash_map::DefaultHasher::new();
+    ("station-telegram-webhook", token).hash(&mut a);
+    let mut b = std::collections::hash_map::DefaultHasher::new();
+    (token, "secret", a.finish()).hash(&mut b);
+    format!("st{:016x}{:016x}", a.finish(), b.finish())
+}
+
+impl TelegramBot {
+    /// A bot for the configured token and API URL, feeding `flows`.
+    pub fn new(
+        station: Station,
+        flows: Flows,
+        config: &TelegramConfig,
+        options: TelegramOptions,
+    ) -> Result<TelegramBot, TelegramError> {
+        let token = config.token.clone().filter(|t| !t.is_empty()).ok_or(TelegramError::NoToken)?;
+        let bot_id = token.split_once(':').map(|(id, _)| id).filter(|id| id.chars().all(|c| c.is_ascii_digit()));
+        let bot_id = bot_id.filter(|id| !id.is_empty()).ok_or(TelegramError::BadToken)?.to_string();
+        let secret = config.webhook_secret.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| derive_secret(&token));
+        Ok(TelegramBot {
+            inner: Arc::new(Inner {
+                api: BotApi::new(&config.api_url, &token),
+                station,
+                flows,
+                bot_id,
+                username: RwLock::new(String::new()),
+                pacer: Pacer::new(options.pace.clone()),
+                options,
+                secret,
+                public_url: config.public_url.clone().filter(|u| !u.is_empty()),
+                stored: tokio::sync::Notify::new(),
+                busy: Mutex::new(HashSet::new()),
+                owner: format!("telegram-{}", uuid::Uuid::new_v4().simple()),
+            }),
+        })
+    }
+
+    /// The Bot API client.
+    pub fn api(&self) -> &BotApi {
+        &self.inner.api
+    }
+
+    /// The bot's username (known after [`TelegramBot::start`]).
+    pub fn username(&self) -> String {
+        self.inner.username.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The numeric bot id from the token.
+    pub fn bot_id(&self) -> &str {
+        &self.inner.bot_id
+    }
+
+    /// Whether updates arrive by webhook (a public URL is configured).
+    pub fn webhook_mode(&self) -> bool {
+        self.inner.public_url.is_some()
+    }
+
+    /// The webhook's full URL, in webhook mode.
+    pub fn webhook_url(&self) -> Option<String> {
+        self.inner.public_url.as_ref().map(|u| format!("{}{WEBHOOK_PATH}", u.trim_end_matches('/')))
+    }
+
+    /// Registers with the flows engine, sets the command menu, then receives
+    /// (long polling, or registers the webhook) and processes updates.
+    pub async fn start(&self) -> Result<TelegramRunner, TelegramError> {
+        let me = self.inner.api.call("getMe", &json!({})).await?;
+        let username = me["username"].as_str().unwrap_or_default().to_string();
+        *self.inner.username.write().unwrap_or_else(|e| e.into_inner()) = username;
+        self.inner.flows.add_platform(Arc::new(self.clone()));
+        if let Err(e) = self.sync_commands().await {
+            tracing::warn!(error = %e, "could not set the Telegram command menu; retrying when tools change");
+        }
+        let allowed = json!(["message", "callback_query"]);
+        match self.webhook_url() {
+            Some(url) => {
+                self.inner
+                    .api
+                    .call(
+                        "setWebhook",
+                        &json!({"url": url, "secret_token": self.inner.secret, "allowed_updates": allowed}),
+                    )
+                    .await?;
+                tracing::info!(%url, "Telegram webhook registered");
+            }
+            None => {
+                self.inner.api.call("deleteWebhook", &json!({"drop_pending_updates": false})).await?;
+            }
+        }
+        let requeued = self.inner.station.store.requeue_telegram_updates(&self.inner.bot_id).await.unwrap_or(0);
+        if requeued > 0 {
+            tracing::warn!(requeued, "Telegram updates interrupted by a stop are processed again");
+        }
+        let stop = CancellationToken::new();
+        let mut tasks = vec![];
+        if !self.webhook_mode() {
+            let me = self.clone();
+            let s = stop.clone();
+            tasks.push(tokio::spawn(async move { me.poll_loop(s).await }));
+        }
+        if self.inner.options.process {
+            let me = self.clone();
+            let s = stop.clone();
+            tasks.push(tokio::spawn(async move { me.dispatch_loop(s).await }));
+        }
+        let me = self.clone();
+        let s = stop.clone();
+        tasks.push(tokio::spawn(async move { me.menu_loop(s).await }));
+        Ok(TelegramRunner { stop, tasks })
+    }
+
+    /// Sets the command menu (`setMyCommands`) when it differs from the one
+    /// last set.
+    pub async fn sync_commands(&self) -> Result<bool, ApiError> {
+        let commands: Vec<serde_json::Value> = self
+            .inner
+            .flows
+            .commands(None)
+            .into_iter()
+            .filter(|c| {
+                !c.name.is_empty()
+                    && c.name.len() <= 32
+                    && c.name.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
+            })
+            .take(100)
+            .map(|c| {
+                let d: String = c.description.chars().take(256).collect();
+                let d = if d.trim().is_empty() { c.name.clone() } else { d };
+                json!({"command": c.name, "description": d})
+            })
+            .collect();
+        let body = json!({"commands": commands});
+        let text = body.to_string();
+        let store = &self.inner.station.store;
+        if store.telegram_meta(&self.inner.bot_id, "commands").await.ok().flatten().as_deref() == Some(text.as_str()) {
+            return Ok(false);
+        }
+        self.inner.api.call("setMyCommands", &body).await?;
+        if let Err(e) = store.set_telegram_meta(&self.inner.bot_id, "commands", &text, station_store::now_ms()).await {
+            tracing::warn!(error = %e, "could not remember the Telegram command menu");
+        }
+        Ok(true)
+    }
+
+    async fn menu_loop(&self, stop: CancellationToken) {
+        let mut changes = self.inner.station.tools.subscribe();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = changes.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    if let Err(e) = self.sync_commands().await {
+                        tracing::warn!(error = %e, "could not update the Telegram command menu");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! Sending: the flows engine's deliveries as Telegram messages, paced per
+//! chat, group and bot, with 429s, vanished messages and blocked users
+//! turned into the engine's outcomes.
+//!
+//! A message reference is the message id prefixed by what it is: `t` text,
+//! `p` photo, `d` document — edits need to know which edit method applies.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use station_flows::{DeliveryKind, ImageRef, Outcome, Outgoing, Platform};
+
+use crate::TelegramBot;
+use crate::client::{ApiError, Upload};
+use crate::render::{ALBUM_LIMIT, CAPTION_LIMIT, Rendered, TEXT_LIMIT, render};
+use station_flows::Conversation;
+
+/// Telegram's photo limits: 10 MB, width + height ≤ 10000, ratio ≤ 20.
+fn fits_photo(mime: &str, size: i64, w: i64, h: i64) -> bool {
+    let ratio = w.max(h) as f64 / w.min(h).max(1) as f64;
+    matches!(mime, "image/png" | "image/jpeg" | "image/webp") && size <= 10_000_000 && w + h <= 10_000 && ratio <= 20.0
+}
+
+enum Media {
+    FileId(String),
+    Bytes { name: String, bytes: Vec<u8> },
+}
+
+struct Resolved {
+    /// `photo` or `document`.
+    kind: &'static str,
+    media: Media,
+    media_id: Option<String>,
+}
+
+/// One Bot API call.
+enum Call<'a> {
+    Json(&'static str, &'a Value),
+    Upload(&'static str, &'a Value, Vec<Upload>),
+}
+
+/// A failed step of a delivery.
+enum Fail {
+    Api(ApiError),
+    /// Our side (media missing, unreadable view).
+    Local(String),
+    /// The pace asks to come back later.
+    Later(Duration),
+}
+
+impl From<ApiError> for Fail {
+    fn from(e: ApiError) -> Fail {
+        Fail::Api(e)
+    }
+}
+
+fn ext(mime: &str) -> &'static str {
+    match mime {
+        "image/png" => "png",
+        "image/jpeg" => "jpg",
+        "image/webp" => "webp",
+        "image/gif" => "gif",
+        _ => "bin",
+    }
+}
+
+/// The id and kind of a sent message.
+fn message_ref(msg: &Value) -> Option<String> {
+    let id = msg["message_id"].as_i64()?;
+    let kind = if msg.get("photo").is_some() {
+        'p'
+    } else if msg.get("document").is_some() {
+        'd'
+    } else {
+        't'
+    };
+    Some(format!("{kind}{id}"))
+}
+
+fn parse_ref(r: &str) -> Option<(char, i64)> {
+    let mut chars = r.chars();
+    let kind = chars.next()?;
+    let id = chars.as_str().parse().ok()?;
+    matches!(kind, 't' | 'p' | 'd').then_some((kind, id))
+}
+
+#[async_trait::async_trait]
+impl Platform for TelegramBot {
+    fn name(&self) -> &str {
+        "telegram"
+    }
+
+    async fn deliver(&self, conversation: &Conversation, out: &Outgoing) -> Outcome {
+        let Ok(chat) = conversation.chat.parse::<i64>() else {
+            return Outcome::Permanent(format!("{:?} is not a Telegram chat id", conversation.chat));
+        };
+        let group = conversation.group.is_some() || chat < 0;
+        let rendered = render(&out.view);
+        let inner = &self.inner;
+        // A live progress edit can wait for the next one when the chat is busy
+        // (its last state, without buttons, is always sent).
+        if out.kind == DeliveryKind::Progress
+            && out.replace.is_some()
+            && !out.view.buttons.is_empty()
+            && inner.pacer.backlog(chat) > inner.options.progress_skip_backlog
+        {
+            return Outcome::Sent { message_ref: out.replace.clone() };
+        }
+        let result = match out.replace.as_deref().and_then(parse_ref) {
+            Some((kind, id)) => self.edit(chat, group, kind, id, &rendered, out).await,
+            None => self.send(chat, group, &rendered).await,
+        };
+        match result {
+            Ok(r) => Outcome::Sent { message_ref: r },
+            Err(Fail::Later(d)) => Outcome::RetryAfter(d),
+            Err(Fail::Local(e)) => Outcome::Permanent(e),
+            Err(Fail::Api(e)) => {
+                if let Some(s) = e.retry_after() {
+                    inner.pacer.penalize(chat, s);
+                    Outcome::RetryAfter(Duration::from_secs(s))
+                } else if e.is_transient() {
+                    Outcome::Transient(e.to_string())
+                } else {
+                    if !e.is_permanent_for_chat() {
+                        tracing::warn!(error = %e, delivery = %out.delivery_id, "Telegram refused a message");
+                    }
+                    Outcome::Permanent(e.to_string())
+                }
+            }
+        }
+    }
+}
+
+impl TelegramBot {
+    /// Waits for the chat's slot, unless that would be long (then the
+    /// delivery comes back later).
+    async fn slot(&self, chat: i64, group: bool) -> Result<(), Fail> {
+        let backlog = self.inner.pacer.backlog(chat);
+        if backlog > self.inner.options.max_wait {
+            return Err(Fail::Later(backlog));
+        }
+        self.inner.pacer.acquire(chat, group).await;
+        Ok(())
+    }
+
+    /// One API call in a chat, paced; a 429 in the middle of a multi-message
+    /// view is waited out here (the parts already sent must not repeat).
+    async fn paced(&self, chat: i64, group: bool, first: bool, call: Call<'_>) -> Result<Value, Fail> {
+        loop {
+            self.slot(chat, group).await?;
+            let res = match &call {
+                Call::Json(method, body) => self.inner.api.call(method, body).await,
+                Call::Upload(method, fields, uploads) => {
+                    self.inner.api.call_upload(method, fields, uploads.clone()).await
+                }
+            };
+            match res {
+                Err(e)
+                    if !first
+                        && e.retry_after().is_some_and(|s| Duration::from_secs(s) <= self.inner.options.max_wait) =>
+                {
+                    self.inner.pacer.penalize(chat, e.retry_after().unwrap_or(1));
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    async fn resolve(&self, img: &ImageRef) -> Result<Resolved, Fail> {
+        if img.media_id.is_empty() {
+            let bytes = img.inline_bytes().ok_or_else(|| Fail::Local("an inline image is not valid base64".into()))?;
+            let name = format!("preview.{}", ext(&img.mime));
+            let kind = if fits_photo(&img.mime, bytes.len() as i64, 1, 1) { "photo" } else { "document" };
+            return Ok(Resolved { kind, media: Media::Bytes { name, bytes }, media_id: None });
+        }
+        let station = &self.inner.station;
+        let row = station
+            .store
+            .get_media(&img.media_id)
+            .await
+            .map_err(|e| Fail::Local(e.to_string()))?
+            .ok_or_else(|| Fail::Local(format!("media {} not found", img.media_id)))?;
+        let kind = if fits_photo(&row.mime, row.size, row.width, row.height) { "photo" } else { "document" };
+        if let Ok(Some(file_id)) = station.store.telegram_file_id(&self.inner.bot_id, &row.id, kind).await {
+            return Ok(Resolved { kind, media: Media::FileId(file_id), media_id: Some(row.id) });
+        }
+        let (_, bytes) = station.media.get(&row.id, None).await.map_err(|e| Fail::Local(e.to_string()))?;
+        let name = format!("{}.{}", &row.id[..row.id.len().min(12)], ext(&row.mime));
+        Ok(Resolved { kind, media: Media::Bytes { name, bytes }, media_id: Some(row.id) })
+    }
+
+    /// Loads the bytes of a media item whose cached file id Telegram no longer knows.
+    async fn reload(&self, r: &Resolved) -> Option<Resolved> {
+        let id = r.media_id.as_ref()?;
+        let (row, bytes) = self.inner.station.media.get(id, None).await.ok()?;
+        let name = format!("{}.{}", &row.id[..row.id.len().min(12)], ext(&row.mime));
+        Some(Resolved { kind: r.kind, media: Media::Bytes { name, bytes }, media_id: Some(row.id) })
+    }
+
+    async fn remember(&self, r: &Resolved, msg: &Value) {
+        let (Some(media_id), Media::Bytes { .. }) = (&r.media_id, &r.media) else { return };
+        let file_id = match r.kind {
+            "photo" => msg["photo"].as_array().and_then(|s| s.last()).and_then(|p| p["file_id"].as_str()),
+            _ => msg["document"]["file_id"].as_str(),
+        };
+        if let Some(f) = file_id {
+            let store = &self.inner.station.store;
+            let _ = store.save_telegram_file_id(&self.inner.bot_id, media_id, r.kind, f, station_store::now_ms()).await;
+        }
+    }
+
+    /// Sends one picture with an optional caption and keyboard.
+    async fn send_image(
+        &self,
+        chat: i64,
+        group: bool,
+        first: bool,
+        img: &ImageRef,
+        caption: Option<&str>,
+        keyboard: Option<&Value>,
+    ) -> Result<Value, Fail> {
+        let mut r = self.resolve(img).await?;
+        let method = if r.kind == "photo" { "sendPhoto" } else { "sendDocument" };
+        let mut fields = json!({"chat_id": chat});
+        if let Some(c) = caption.filter(|c| !c.is_empty()) {
+            fields["caption"] = json!(c);
+            fields["parse_mode"] = json!("HTML");
+        }
+        if let Some(k) = keyboard {
+            fields["reply_markup"] = k.clone();
+        }
+        for attempt in 0..2 {
+            let res = match &r.media {
+                Media::FileId(id) => {
+                    let mut body = fields.clone();
+                    body[r.kind] = json!(id);
+                    self.paced(chat, group, first, Call::Json(method, &body)).await
+                }
+                Media::Bytes { name, bytes } => {
+                    let upload = Upload { part: r.kind.to_string(), file_name: name.clone(), bytes: bytes.clone() };
+                    self.paced(chat, group, first, Call::Upload(method, &fields, vec![upload.clone()])).await
+                }
+            };
+            match res {
+                Err(Fail::Api(e)) if attempt == 0 && e.is_bad_file_id() => {
+                    r = self.reload(&r).await.ok_or(Fail::Api(e))?;
+                }
+                Ok(msg) => {
+                    self.remember(&r, &msg).await;
+                    return Ok(msg);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Fail::Local("file could not be sent".into()))
+    }
+
+    /// Sends several pictures as albums of up to ten.
+    async fn send_album(
+        &self,
+        chat: i64,
+        group: bool,
+        first: bool,
+        images: &[ImageRef],
+        caption: Option<&str>,
+    ) -> Result<(), Fail> {
+        let mut resolved = vec![];
+        for img in images {
+            resolved.push(self.resolve(img).await?);
+        }
+        // Photos and documents cannot share an album.
+        if resolved.iter().any(|r| r.kind == "document") {
+            for r in &mut resolved {
+                if r.kind == "photo" {
+                    r.kind = "document";
+                    if let Media::FileId(_) = r.media {
+                        *r = self.reload(r).await.ok_or_else(|| Fail::Local("media vanished".into()))?;
+                        r.kind = "document";
+                    }
+                }
+            }
+        }
+        let mut first = first;
+        for (n, chunk) in resolved.chunks(ALBUM_LIMIT).enumerate() {
+            let cap = if n == 0 { caption } else { None };
+            if chunk.len() == 1 {
+                self.send_image(chat, group, first, &images[n * ALBUM_LIMIT], cap, None).await?;
+            } else {
+                let mut media = vec![];
+                let mut uploads = vec![];
+                for (i, r) in chunk.iter().enumerate() {
+                    let mut item = json!({"type": r.kind});
+                    match &r.media {
+                        Media::FileId(id) => item["media"] = json!(id),
+                        Media::Bytes { name, bytes } => {
+                            let part = format!("f{i}");
+                            item["media"] = json!(format!("attach://{part}"));
+                            uploads.push(Upload { part, file_name: name.clone(), bytes: bytes.clone() });
+                        }
+                    }
+                    if i == 0
+                        && let Some(c) = cap.filter(|c| !c.is_empty())
+                    {
+                        item["caption"] = json!(c);
+                        item["parse_mode"] = json!("HTML");
+                    }
+                    media.push(item);
+                }
+                let fields = json!({"chat_id": chat, "media": media});
+                let sent =
+                    self.paced(chat, group, first, Call::Upload("sendMediaGroup", &fields, uploads.clone())).await?;
+                for (r, msg) in chunk.iter().zip(sent.as_array().into_iter().flatten()) {
+                    self.remember(r, msg).await;
+                }
+            }
+            first = false;
+        }
+        Ok(())
+    }
+
+    async fn send_text(
+        &self,
+        chat: i64,
+        group: bool,
+        first: bool,
+        html: &str,
+        keyboard: Option<&Value>,
+    ) -> Result<Value, Fail> {
+        let mut body = json!({"chat_id": chat, "text": html, "parse_mode": "HTML",
+            "link_preview_options": {"is_disabled": true}});
+        if let Some(k) = keyboard {
+            body["reply_markup"] = k.clone();
+        }
+        self.paced(chat, group, first, Call::Json("sendMessage", &body)).await
+    }
+
+    /// Sends a view as new messages; returns the reference of the main one
+    /// (the one with the keyboard).
+    async fn send(&self, chat: i64, group: bool, r: &Rendered) -> Result<Option<String>, Fail> {
+        let kb = r.keyboard.as_ref();
+        match r.images.len() {
+            0 => {
+                let texts = if r.texts.is_empty() { vec!["…".to_string()] } else { r.texts.clone() };
+                let mut last = None;
+                for (i, t) in texts.iter().enumerate() {
+                    let keyboard = if i + 1 == texts.len() { kb } else { None };
+                    last = Some(self.send_text(chat, group, i == 0, t, keyboard).await?);
+                }
+                Ok(last.as_ref().and_then(message_ref))
+            }
+            1 => {
+                let caption = r.caption();
+                let msg = self
+                    .send_image(chat, group, true, &r.images[0], caption, if caption.is_some() { kb } else { None })
+                    .await?;
+                if caption.is_some() {
+                    return Ok(message_ref(&msg));
+                }
+                let mut last = msg;
+                for (i, t) in r.texts.iter().enumerate() {
+                    let keyboard = if i + 1 == r.texts.len() { kb } else { None };
+                    last = self.send_text(chat, group, false, t, keyboard).await?;
+                }
+                Ok(message_ref(&last))
+            }
+            _ => {
+                let caption = r.caption().filter(|_| kb.is_none());
+                self.send_album(chat, group, true, &r.images, caption).await?;
+                // Albums carry no keyboard: the text and buttons follow.
+                if caption.is_some() {
+                    return Ok(None);
+                }
+                let texts = if r.texts.is_empty() { vec!["⬆️".to_string()] } else { r.texts.clone() };
+                let mut last = None;
+                for (i, t) in texts.iter().enumerate() {
+                    let keyboard = if i + 1 == texts.len() { kb } else { None };
+                    last = Some(self.send_text(chat, group, false, t, keyboard).await?);
+                }
+                Ok(last.as_ref().and_then(message_ref))
+            }
+        }
+    }
+
+    /// Edits message `id` to show the view, or replaces it when Telegram
+    /// cannot turn one kind of message into the other.
+    async fn edit(
+        &self,
+        chat: i64,
+        group: bool,
+        kind: char,
+        id: i64,
+        r: &Rendered,
+        out: &Outgoing,
+    ) -> Result<Option<String>, Fail> {
+        let same = Some(format!("{kind}{id}"));
+        let mut body = json!({"chat_id": chat, "message_id": id});
+        if let Some(k) = &r.keyboard {
+            body["reply_markup"] = k.clone();
+        }
+        let res = match (kind, r.images.len()) {
+            ('t', 0) => {
+                body["text"] = json!(r.truncated(TEXT_LIMIT));
+                body["parse_mode"] = json!("HTML");
+                body["link_preview_options"] = json!({"is_disabled": true});
+                self.paced(chat, group, true, Call::Json("editMessageText", &body)).await
+            }
+            ('p' | 'd', 0) => {
+                body["caption"] = json!(r.truncated(CAPTION_LIMIT));
+                body["parse_mode"] = json!("HTML");
+                self.paced(chat, group, true, Call::Json("editMessageCaption", &body)).await
+            }
+            ('p' | 'd', 1) => {
+                let m = self.resolve(&r.images[0]).await?;
+                let mut media = json!({"type": m.kind, "caption": r.truncated(CAPTION_LIMIT), "parse_mode": "HTML"});
+                let mut uploads = vec![];
+                match &m.media {
+                    Media::FileId(f) => media["media"] = json!(f),
+                    Media::Bytes { name, bytes } => {
+                        media["media"] = json!("attach://f0");
+                        uploads.push(Upload { part: "f0".into(), file_name: name.clone(), bytes: bytes.clone() });
+                    }
+                }
+                body["media"] = media;
+                let res = self.paced(chat, group, true, Call::Upload("editMessageMedia", &body, uploads.clone())).await;
+                if let Ok(msg) = &res {
+                    self.remember(&m, msg).await;
+                }
+                res
+            }
+            _ => {
+                // Text ↔ media, or an album: send anew and remove the old message.
+                let new = self.send(chat, group, r).await?;
+                let _ = self.inner.api.call("deleteMessage", &json!({"chat_id": chat, "message_id": id})).await;
+                return Ok(new);
+            }
+        };
+        match res {
+            Ok(msg) => Ok(message_ref(&msg).or(same)),
+            Err(Fail::Api(e)) if e.is_not_modified() => Ok(same),
+            Err(Fail::Api(e)) if e.is_edit_target_gone() => {
+                if out.kind == DeliveryKind::Progress {
+                    Ok(same)
+                } else {
+                    self.send(chat, group, r).await
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
