@@ -41,6 +41,9 @@ pub enum EntryKind {
     Adjustment,
     /// Points earned (sponsorship, referrals).
     Reward,
+    /// Points moved from one account to another when two accounts are
+    /// linked into one (a pair of entries: out of one, into the other).
+    Transfer,
 }
 
 impl EntryKind {
@@ -55,6 +58,7 @@ impl EntryKind {
             EntryKind::Refund => "refund",
             EntryKind::Adjustment => "adjustment",
             EntryKind::Reward => "reward",
+            EntryKind::Transfer => "transfer",
         }
     }
 
@@ -69,6 +73,7 @@ impl EntryKind {
             "refund" => EntryKind::Refund,
             "adjustment" => EntryKind::Adjustment,
             "reward" => EntryKind::Reward,
+            "transfer" => EntryKind::Transfer,
             _ => return None,
         })
     }
@@ -898,9 +903,9 @@ impl Store {
                 "SELECT id, name, role, suspended, created_at FROM accounts WHERE merged_into IS NULL \
                  ORDER BY created_at, id LIMIT $1",
             )
-                .bind(limit.clamp(1, 100_000))
-                .fetch_all(p)
-                .await?)
+            .bind(limit.clamp(1, 100_000))
+            .fetch_all(p)
+            .await?)
         })
     }
 

@@ -9,9 +9,10 @@
 //! All timestamps are Unix milliseconds (`i64`); JSON columns are text.
 
 mod db;
+mod discord;
 mod finisher;
 mod flows;
-mod discord;
+mod identity;
 mod jobs;
 mod ledger;
 mod loras;
@@ -20,8 +21,9 @@ mod pricing;
 mod telegram;
 
 pub use db::{Backend, Store, StoreError, mask_url};
-pub use flows::{ActionRow, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition};
 pub use finisher::{DEFAULT_MAX_BATCH, FinishBatcher};
+pub use flows::{ActionRow, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition};
+pub use identity::{ApiKeyRow, LinkError, OneTimeState, SessionRow};
 pub use jobs::{ClaimRequest, JobFilter, JobFinish, JobRow, JobStatus, NewJob, QueuePosition, QueueStats};
 pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};

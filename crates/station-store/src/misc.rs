@@ -106,13 +106,17 @@ impl Store {
         })
     }
 
-    /// One account by id.
+    /// One account by id. The id of an account that was linked into another
+    /// (see [`Store::redeem_link_code`]) gives the account it was joined into.
     pub async fn get_account(&self, id: &str) -> Result<Option<AccountRow>, StoreError> {
         with_pool!(self, p => {
-            Ok(sqlx::query_as("SELECT id, name, role, suspended, created_at FROM accounts WHERE id = $1")
-                .bind(id)
-                .fetch_optional(p)
-                .await?)
+            Ok(sqlx::query_as(
+                "SELECT id, name, role, suspended, created_at FROM accounts \
+                 WHERE id = COALESCE((SELECT merged_into FROM accounts WHERE id = $1), $1)",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await?)
         })
     }
 
