@@ -8,6 +8,7 @@
 pub mod config;
 pub mod events;
 pub mod executor;
+pub mod identity;
 pub mod jobs;
 pub mod loras;
 pub mod media;
@@ -50,6 +51,8 @@ pub struct Station {
     pub starting_granted: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// The LoRA catalog as last read (see [`Station::loras`]).
     pub lora_cache: loras::LoraCache,
+    /// Per-account request budgets (see [`Station::check_rate`]).
+    pub rate_limits: Arc<identity::RateLimiter>,
 }
 
 /// Why Station could not start.
@@ -93,6 +96,7 @@ impl Station {
         };
         let tools_dir = config.tools_dir();
         let (tools, errors) = ToolRegistry::load(Some(&tools_dir));
+        let rate_limits = Arc::new(identity::RateLimiter::new(config.limits.requests_per_minute));
         let station = Station {
             media: MediaService::new(Arc::new(blobs), store.clone(), limits),
             config: Arc::new(config),
@@ -103,6 +107,7 @@ impl Station {
             executors: Default::default(),
             starting_granted: Default::default(),
             lora_cache: Default::default(),
+            rate_limits,
         };
         Ok((station, errors))
     }
