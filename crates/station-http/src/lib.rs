@@ -1,5 +1,6 @@
-//! Station's HTTP surface. For now: liveness and readiness; the REST API and
-//! web app build on the same router.
+//! Station's HTTP surface: liveness and readiness, LoRA resolution, and the
+//! account API with API-key authentication ([`Caller`]) and rate limits; the
+//! REST API and web app build on the same router.
 
 use std::time::Duration;
 
@@ -13,12 +14,17 @@ use serde_json::{Value, json};
 use station_core::Station;
 use station_core::loras::LoraError;
 
+pub mod account;
+
+pub use account::Caller;
+
 /// The router with every route Station serves.
 pub fn router(station: Station) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/loras/resolve", post(resolve_loras))
+        .merge(account::routes())
         .with_state(station)
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
@@ -61,7 +67,7 @@ async fn readyz(State(station): State<Station>) -> impl IntoResponse {
 }
 
 /// An API error: `{"error": {"code", "message", "fields": [{"field", "reason"}]}}`.
-fn api_error(status: StatusCode, code: &str, message: String, fields: Vec<(String, String)>) -> Response {
+pub(crate) fn api_error(status: StatusCode, code: &str, message: String, fields: Vec<(String, String)>) -> Response {
     let fields: Vec<Value> =
         fields.into_iter().map(|(field, reason)| json!({"field": field, "reason": reason})).collect();
     (status, Json(json!({"error": {"code": code, "message": message, "fields": fields}}))).into_response()

@@ -1,0 +1,248 @@
+//! Authenticated callers and the account endpoints: who am I, API keys, and
+//! linking platform accounts with a `/link` code.
+
+// Helpers return `Result<_, Response>` as axum's extractors do; the error
+// variant's size does not matter on these once-per-request paths.
+#![allow(clippy::result_large_err)]
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+use station_core::Station;
+use station_core::identity::{AuthError, IdentityError, RateLimited};
+use station_store::{AccountRow, LinkError};
+
+use crate::api_error;
+
+/// The account making a request, authenticated by `Authorization: Bearer
+/// <key>` or `X-API-Key: <key>` and counted against its rate limit. Handlers
+/// take it as an argument; a request without a valid key never reaches them.
+///
+/// Refusals use the API's error shape: 401 `unauthorized` (with
+/// `WWW-Authenticate: Bearer`), 403 `suspended`, 429 `rate_limited` (with
+/// `Retry-After` in seconds).
+#[derive(Debug, Clone)]
+pub struct Caller(pub AccountRow);
+
+impl FromRequestParts<Station> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, station: &Station) -> Result<Self, Self::Rejection> {
+        let key = api_key(parts).map_err(auth_error)?;
+        let account = station.authenticate_api_key(&key).await.map_err(auth_error)?;
+        station.check_rate(&account).map_err(rate_limited)?;
+        Ok(Caller(account))
+    }
+}
+
+/// The key from `Authorization: Bearer …` or `X-API-Key`.
+fn api_key(parts: &Parts) -> Result<String, AuthError> {
+    let text = |name| parts.headers.get(name).map(|v: &HeaderValue| v.to_str().unwrap_or_default().trim());
+    if let Some(auth) = text(header::AUTHORIZATION.as_str()) {
+        return match auth.split_once(' ') {
+            Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty() => {
+                Ok(key.trim().to_string())
+            }
+            _ => Err(AuthError::Missing),
+        };
+    }
+    match text("x-api-key") {
+        Some(key) if !key.is_empty() => Ok(key.to_string()),
+        _ => Err(AuthError::Missing),
+    }
+}
+
+/// The HTTP answer for a refused credential.
+pub fn auth_error(e: AuthError) -> Response {
+    match e {
+        AuthError::Suspended(_) => api_error(StatusCode::FORBIDDEN, "suspended", e.to_string(), vec![]),
+        AuthError::Store(e) => internal(e),
+        e => {
+            let challenge = match e {
+                AuthError::Missing => "Bearer",
+                _ => "Bearer error=\"invalid_token\"",
+            };
+            let mut r = api_error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string(), vec![]);
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            r
+        }
+    }
+}
+
+/// The HTTP answer for a request over the rate limit.
+pub fn rate_limited(e: RateLimited) -> Response {
+    let secs = e.retry_after_secs();
+    let message = format!("too many requests for this account; try again in {secs} s");
+    let mut r = api_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message, vec![]);
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "account request failed");
+    api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "storage error; try again later".into(), vec![])
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> Response {
+    let reason = reason.into();
+    api_error(StatusCode::BAD_REQUEST, "invalid_input", format!("{field}: {reason}"), vec![(field.into(), reason)])
+}
+
+/// The body as a JSON object with only `known` fields.
+fn object(body: Result<Json<Value>, JsonRejection>, known: &[&str]) -> Result<Map<String, Value>, Response> {
+    let body = match body {
+        Ok(Json(v)) => v,
+        Err(e) => return Err(api_error(StatusCode::BAD_REQUEST, "invalid_json", e.body_text(), vec![])),
+    };
+    let Value::Object(obj) = body else {
+        return Err(invalid("(body)", format!("expected a JSON object with {}", known.join(", "))));
+    };
+    if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(invalid(k, format!("unknown field; known: {}", known.join(", "))));
+    }
+    Ok(obj)
+}
+
+/// Routes for `/api/v1/account…`.
+pub fn routes() -> Router<Station> {
+    Router::new()
+        .route("/api/v1/account", get(show_account))
+        .route("/api/v1/account/keys", get(list_keys).post(create_key))
+        .route("/api/v1/account/keys/{id}", delete(revoke_key))
+        .route("/api/v1/account/link-code", post(create_link_code))
+        .route("/api/v1/account/link", post(link))
+}
+
+async fn account_json(station: &Station, a: &AccountRow) -> Result<Value, Response> {
+    let ids = station.store.account_identities(&a.id).await.map_err(internal)?;
+    let b = station.points(&a.id).await.map_err(internal)?;
+    Ok(json!({
+        "id": a.id,
+        "name": a.name,
+        "role": a.role,
+        "suspended": a.suspended,
+        "created_at": a.created_at,
+        "identities": ids.iter().map(|(p, s)| json!({"provider": p, "subject": s})).collect::<Vec<_>>(),
+        "points": {"balance": b.balance, "held": b.held, "available": b.available()},
+    }))
+}
+
+/// `GET /api/v1/account`: the caller's account, identities and points.
+async fn show_account(State(station): State<Station>, Caller(a): Caller) -> Response {
+    match account_json(&station, &a).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/v1/account/keys`: the caller's API keys (never their text).
+async fn list_keys(State(station): State<Station>, Caller(a): Caller) -> Response {
+    match station.list_api_keys(&a).await {
+        Ok(keys) => Json(json!({"keys": keys})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `POST /api/v1/account/keys` with `{name, expires_in_days?}`: a new key,
+/// shown in this answer only.
+async fn create_key(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let obj = match object(body, &["name", "expires_in_days"]) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let name = match obj.get("name") {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => return invalid("name", "is required: say what the key is for"),
+        Some(_) => return invalid("name", "expected a string"),
+    };
+    let expires_at = match obj.get("expires_in_days") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64().filter(|d| (1..=3650).contains(d)) {
+            Some(days) => Some(station_store::now_ms() + days as i64 * 86_400_000),
+            None => return invalid("expires_in_days", "expected a whole number of days from 1 to 3650"),
+        },
+    };
+    match station.create_api_key(&a, &name, expires_at).await {
+        Ok((info, key)) => (
+            StatusCode::CREATED,
+            Json(json!({
+                "key": key,
+                "api_key": info,
+                "note": "store this key now: it is shown only once (Station keeps only its hash)",
+            })),
+        )
+            .into_response(),
+        Err(IdentityError::Invalid { field, reason }) => invalid(field, reason),
+        Err(e @ IdentityError::Suspended(_)) => api_error(StatusCode::FORBIDDEN, "suspended", e.to_string(), vec![]),
+        Err(IdentityError::Store(e)) => internal(e),
+    }
+}
+
+/// `DELETE /api/v1/account/keys/{id}`: revokes one of the caller's keys
+/// (an administrator's: anyone's).
+async fn revoke_key(State(station): State<Station>, Caller(a): Caller, Path(id): Path<String>) -> Response {
+    match station.revoke_api_key(&a, &id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no API key {id} on this account; GET /api/v1/account/keys lists them"),
+            vec![],
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+/// `POST /api/v1/account/link-code`: a code that, entered on another
+/// platform within 10 minutes, joins that platform's account into this one.
+async fn create_link_code(State(station): State<Station>, Caller(a): Caller) -> Response {
+    match station.create_link_code(&a).await {
+        Ok(code) => (StatusCode::CREATED, Json(code)).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `POST /api/v1/account/link` with `{code}`: joins the caller's account
+/// into the account that made the code; answers with the joined account.
+async fn link(State(station): State<Station>, Caller(a): Caller, body: Result<Json<Value>, JsonRejection>) -> Response {
+    let obj = match object(body, &["code"]) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let code = match obj.get("code") {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => return invalid("code", "is required: the 8-character code from /link"),
+        Some(_) => return invalid("code", "expected a string"),
+    };
+    match station.redeem_link_code(&a, &code).await {
+        Ok(joined) => match account_json(&station, &joined).await {
+            Ok(v) => Json(json!({"account": v})).into_response(),
+            Err(r) => r,
+        },
+        Err(LinkError::Store(e)) => internal(e),
+        Err(e) => {
+            let (status, code) = match &e {
+                LinkError::UnknownCode | LinkError::UsedCode | LinkError::ExpiredCode => {
+                    return invalid("code", e.to_string());
+                }
+                LinkError::Suspended(_) => (StatusCode::FORBIDDEN, "suspended"),
+                LinkError::JobsActive(_) | LinkError::PointsHeld(_) | LinkError::Changed => {
+                    (StatusCode::CONFLICT, "busy")
+                }
+                LinkError::SameAccount | LinkError::Merged(_) | LinkError::AdminMustSurvive | LinkError::Store(_) => {
+                    (StatusCode::CONFLICT, "cannot_link")
+                }
+            };
+            api_error(status, code, e.to_string(), vec![])
+        }
+    }
+}
