@@ -47,6 +47,9 @@ pub enum Command {
     /// List, inspect, create, promote and suspend accounts.
     #[command(subcommand)]
     Users(crate::commands::users::UsersCommand),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(crate::commands::keys::KeysCommand),
     /// Apply database migrations (also done at every start).
     Migrate(MigrateArgs),
     /// Show or create configuration.

@@ -15,6 +15,7 @@ use crate::cli::{BackendsCommand, Cli, Command, ConfigCommand, JobsCommand, RunA
 use crate::exit;
 
 mod bench;
+pub(crate) mod keys;
 pub(crate) mod loras;
 pub(crate) mod points;
 pub(crate) mod users;
@@ -55,6 +56,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
                 Command::Loras(c) => loras::run(&station, c).await,
                 Command::Points(c) => points::run(&station, c).await,
                 Command::Users(c) => users::run(&station, c).await,
+                Command::Keys(c) => keys::run(&station, c).await,
                 Command::Config(_) | Command::Bench(_) => unreachable!("handled above"),
             };
             station.store.close().await;

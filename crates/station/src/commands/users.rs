@@ -37,6 +37,14 @@ pub enum UsersCommand {
         /// Account id, provider:subject or local user name.
         user: String,
     },
+    /// Make a `/link` code for an account: entered on another platform within
+    /// 10 minutes (`/link CODE`, or POST /api/v1/account/link), it joins that
+    /// platform's account into this one.
+    LinkCode {
+        /// Account id, provider:subject or local user name.
+        #[arg(long)]
+        user: String,
+    },
     /// Suspend an account (it can no longer start jobs), or reinstate it.
     Suspend {
         /// Account id, provider:subject or local user name.
@@ -128,6 +136,25 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
             match station.store.set_account_role(&a.id, "admin").await {
                 Ok(_) => {
                     println!("{} ({}) is now an administrator", a.name, a.id);
+                    exit::OK
+                }
+                Err(e) => fail(e),
+            }
+        }
+        UsersCommand::LinkCode { user } => {
+            let a = match find_account(station, &user).await {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            match station.create_link_code(&a).await {
+                Ok(code) => {
+                    println!("{}", code.code);
+                    let minutes = (code.expires_at - station_store::now_ms() + 59_999) / 60_000;
+                    eprintln!(
+                        "link code for {} ({}); enter it on the other platform within {minutes} minutes \
+                         (it works once). That platform's account, points included, joins this one.",
+                        a.name, a.id
+                    );
                     exit::OK
                 }
                 Err(e) => fail(e),
