@@ -29,6 +29,8 @@ pub enum Command {
     Serve,
     /// Run a tool once and save its outputs.
     Run(RunArgs),
+    /// Talk to Station in the terminal: the same conversations as the chat bots.
+    Chat(ChatArgs),
     /// Inspect and cancel jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -79,6 +81,17 @@ pub struct RunArgs {
     /// Run as this local user (default: $USER).
     #[arg(long)]
     pub user: Option<String>,
+}
+
+/// `station chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Chat as this local user (default: $USER).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Folder where images shown in the chat are saved.
+    #[arg(short, long, default_value = "station-chat")]
+    pub out: PathBuf,
 }
 
 /// `station jobs …`.

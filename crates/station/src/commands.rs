@@ -15,6 +15,7 @@ use crate::cli::{BackendsCommand, Cli, Command, ConfigCommand, JobsCommand, RunA
 use crate::exit;
 
 mod bench;
+mod chat;
 pub(crate) mod keys;
 pub(crate) mod loras;
 pub(crate) mod points;
@@ -49,6 +50,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
             let code = match command {
                 Command::Serve => serve(station.clone()).await,
                 Command::Run(args) => run(&station, args).await,
+                Command::Chat(args) => chat::run(&station, args).await,
                 Command::Jobs(c) => jobs(&station, c).await,
                 Command::Tools(c) => tools(&station, c, &tool_errors),
                 Command::Backends(c) => backends(&station, c).await,
@@ -237,6 +239,9 @@ async fn run(station: &Station, args: RunArgs) -> u8 {
         params,
         priority: 0,
         source: Some(serde_json::json!({"platform": "cli"})),
+        // The operator at the terminal asked for this job by name.
+        confirmed: true,
+        ..Default::default()
     };
     let job = match station.submit(&account, req).await {
         Ok(j) => j,

@@ -1,0 +1,96 @@
+//! `station chat` driven through a real pseudo-terminal: the make flow with
+//! missing inputs asked for, settings changed with name=value, a native
+//! media tool run, a result rerun, and a restart that resumes the
+//! conversation where it was.
+
+use std::io::Cursor;
+use std::path::Path;
+use std::process::Command;
+
+use image::{ImageFormat, Rgb, RgbImage};
+use rexpect::session::{PtySession, spawn_command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_station");
+
+fn chat(data: &Path, out: &Path) -> PtySession {
+    // A port nothing listens on, so the chat runs jobs in its own process.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["chat", "--user", "tester", "--out"])
+        .arg(out)
+        .env("STATION_DATA_DIR", data)
+        .env("STATION_LISTEN", format!("127.0.0.1:{port}"))
+        .env_remove("STATION_DATABASE_URL")
+        .env_remove("STATION_COMFYUI_BACKENDS")
+        .env("NO_COLOR", "1");
+    let mut p = spawn_command(cmd, Some(30_000)).expect("station chat starts in a pty");
+    p.exp_string("Station chat as tester").expect("greeting");
+    p
+}
+
+/// Waits for a button labelled `label` and returns its number.
+fn button(p: &mut PtySession, label: &str) -> String {
+    let (_, m) = p
+        .exp_regex(&format!(r"\[\d+\] [^\[\n]*{}", regex_escape(label)))
+        .unwrap_or_else(|e| panic!("button {label}: {e}"));
+    m.trim_start_matches('[').split(']').next().unwrap().to_string()
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars().map(|c| if "[](){}.*+?^$|\\".contains(c) { format!("\\{c}") } else { c.to_string() }).collect()
+}
+
+#[test]
+fn make_settings_rerun_and_resume_in_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    let photo = dir.path().join("in.png");
+    let img = RgbImage::from_fn(16, 12, |x, y| Rgb([(x * 15) as u8, (y * 20) as u8, 90]));
+    let mut buf = vec![];
+    img.write_to(&mut Cursor::new(&mut buf), ImageFormat::Png).unwrap();
+    std::fs::write(&photo, buf).unwrap();
+
+    let mut p = chat(&data, &out);
+    p.send_line("/make").unwrap();
+    p.exp_string("What would you like to make?").unwrap();
+    // Typing the tool's name picks it; only the missing image is asked for.
+    p.send_line("resize").unwrap();
+    p.exp_string("Send an image for image").unwrap();
+    p.send_line("not a picture").unwrap();
+    p.exp_string("image needs an image").unwrap();
+    p.send_line(&format!("@{}", photo.display())).unwrap();
+    p.exp_string("Price:").unwrap();
+    p.send_line("width=abc").unwrap();
+    p.exp_string("width: ").unwrap();
+    p.send_line("width=8").unwrap();
+    p.exp_string("width: 8").unwrap();
+    let run = button(&mut p, "Run");
+    p.send_line(&run).unwrap();
+    // The result is saved to a file and its path shown, with numbered actions.
+    // (rexpect reads bytes one by one, so only ASCII is matched here.)
+    let (_, shown) = p.exp_regex(r"/\S+\.png 8\S+6").unwrap();
+    let path = shown.split(' ').next().unwrap().to_string();
+    assert!(Path::new(&path).exists(), "result saved at {path}");
+    let rerun = button(&mut p, "Rerun");
+    p.send_line(&rerun).unwrap();
+    p.exp_string("Queued").unwrap();
+    p.exp_regex(r"/\S+\.png 8\S+6").unwrap();
+
+    // Leave in the middle of a flow …
+    p.send_line("/settings").unwrap();
+    p.exp_string("Settings for which tool?").unwrap();
+    p.send_line("/quit").unwrap();
+    p.exp_eof().unwrap();
+
+    // … and a new process resumes it at the same step.
+    let mut p = chat(&data, &out);
+    p.send_line("resize").unwrap();
+    p.exp_string("Resize settings").unwrap();
+    p.send_line("width=10").unwrap();
+    p.exp_string("10 (yours)").unwrap();
+    p.send_line("/status").unwrap();
+    p.exp_string("Recent results").unwrap();
+    p.send_line("/quit").unwrap();
+    p.exp_eof().unwrap();
+}
