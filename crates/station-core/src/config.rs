@@ -116,6 +116,19 @@ pub struct MediaConfig {
     pub watermarks: std::collections::BTreeMap<String, PathBuf>,
     /// Whether users may opt out of watermarks with a setting.
     pub watermark_opt_out: bool,
+    /// Watermark stamped on every image result of a job before it is stored:
+    /// the name of one of `watermarks`, or `text:YOUR TEXT`. Unset: none.
+    /// Results of the `watermark` tool itself are left alone.
+    pub auto_watermark: Option<String>,
+    /// Corner of the automatic watermark: `top-left`, `top-right`,
+    /// `bottom-left`, `bottom-right` or `center`.
+    pub auto_watermark_position: station_media::ops::Position,
+    /// Opacity of the automatic watermark, 0..=1.
+    pub auto_watermark_opacity: f32,
+    /// Width of the automatic watermark as a fraction of the image width, (0, 1].
+    pub auto_watermark_scale: f32,
+    /// Distance of the automatic watermark from the image edges, in pixels.
+    pub auto_watermark_margin: u32,
 }
 
 /// Pricing settings.
@@ -217,6 +230,11 @@ impl Default for MediaConfig {
             max_pixels: 64_000_000,
             watermarks: Default::default(),
             watermark_opt_out: true,
+            auto_watermark: None,
+            auto_watermark_position: station_media::ops::Position::BottomRight,
+            auto_watermark_opacity: 0.5,
+            auto_watermark_scale: 0.2,
+            auto_watermark_margin: 16,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod loras;
 pub mod media;
 pub mod native;
 pub mod points;
+pub mod watermark;
 pub mod worker;
 
 use std::sync::{Arc, RwLock};
@@ -51,6 +52,8 @@ pub struct Station {
     pub starting_granted: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// The LoRA catalog as last read (see [`Station::loras`]).
     pub lora_cache: loras::LoraCache,
+    /// The operator's automatic watermark on job results (`media.auto_watermark`).
+    pub auto_watermark: watermark::AutoWatermark,
     /// Per-account request budgets (see [`Station::check_rate`]).
     pub rate_limits: Arc<identity::RateLimiter>,
 }
@@ -72,6 +75,9 @@ pub enum OpenError {
     /// The media folder could not be opened.
     #[error("media folder: {0}")]
     Media(String),
+    /// The automatic watermark settings are unusable.
+    #[error("{0}")]
+    Watermark(String),
 }
 
 impl Station {
@@ -94,6 +100,8 @@ impl Station {
             max_pixels: config.media.max_pixels,
             ..Default::default()
         };
+        let auto_watermark =
+            watermark::AutoWatermark::from_config(&config.media, limits).map_err(OpenError::Watermark)?;
         let tools_dir = config.tools_dir();
         let (tools, errors) = ToolRegistry::load(Some(&tools_dir));
         let rate_limits = Arc::new(identity::RateLimiter::new(config.limits.requests_per_minute));
@@ -107,6 +115,7 @@ impl Station {
             executors: Default::default(),
             starting_granted: Default::default(),
             lora_cache: Default::default(),
+            auto_watermark,
             rate_limits,
         };
         Ok((station, errors))

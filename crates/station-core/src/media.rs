@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use station_media::ops::DeliveryLimits;
 use station_media::{BlobStore, DecodeLimits};
 use station_store::{AccountRow, MediaRow, Store};
 
@@ -93,6 +94,76 @@ impl MediaService {
             .map_err(|e| MediaServiceError::Storage(e.to_string()))?
             .map_err(|e| MediaServiceError::Storage(e.to_string()))?;
         Ok((row, bytes))
+    }
+}
+
+impl MediaService {
+    /// A stored image ready for a platform with these limits: `(bytes, mime,
+    /// was_changed)`. An image that already fits comes back as stored
+    /// (`was_changed` false, so an animation stays animated); one that does
+    /// not is re-encoded and/or scaled down by `fit_for_delivery`, and that
+    /// variant is cached as a derived blob, so the next delivery of the same
+    /// media to the same limits costs one file read. The original stays
+    /// stored and downloadable. Trusted internal use: no owner check (front
+    /// ends deliver a job's results to where the job came from).
+    pub async fn deliverable(
+        &self,
+        media_id: &str,
+        limits: DeliveryLimits,
+    ) -> Result<(Vec<u8>, String, bool), MediaServiceError> {
+        let storage = |e: &dyn std::fmt::Display| MediaServiceError::Storage(e.to_string());
+        let row = self
+            .store
+            .get_media(media_id)
+            .await
+            .map_err(|e| storage(&e))?
+            .ok_or_else(|| MediaServiceError::NotFound(media_id.into()))?;
+        let (w, h) = (row.width.max(0) as u64, row.height.max(0) as u64);
+        let fits = row.size.max(0) as u64 <= limits.max_bytes
+            && w <= u64::from(limits.max_side)
+            && h <= u64::from(limits.max_side)
+            && limits.max_side_sum.is_none_or(|s| w + h <= u64::from(s));
+        let blobs = self.blobs.clone();
+        let hash = row.hash.clone();
+        if fits {
+            let bytes = tokio::task::spawn_blocking(move || blobs.get(&hash))
+                .await
+                .map_err(|e| storage(&e))?
+                .map_err(|e| storage(&e))?;
+            return Ok((bytes, row.mime, false));
+        }
+        let variant = format!(
+            "fit-{}-{}-{}",
+            limits.max_bytes,
+            limits.max_side,
+            limits.max_side_sum.map_or("none".to_string(), |s| s.to_string())
+        );
+        let fitted = tokio::task::spawn_blocking(move || -> Result<_, MediaServiceError> {
+            if let Some(blob) = blobs.derived(&hash, &variant).map_err(|e| storage(&e))? {
+                let bytes = blobs.get(&blob.hash).map_err(|e| storage(&e))?;
+                return Ok((bytes, blob.mime));
+            }
+            let original = blobs.get(&hash).map_err(|e| storage(&e))?;
+            let bytes = station_media::ops::fit_for_delivery(&original, &limits)
+                .map_err(|e| MediaServiceError::Rejected(format!("media {hash} cannot be fitted for delivery: {e}")))?;
+            let blob = blobs.put_derived(&hash, &variant, &bytes).map_err(|e| storage(&e))?;
+            Ok((bytes, blob.mime))
+        })
+        .await
+        .map_err(|e| storage(&e))??;
+        Ok((fitted.0, fitted.1, true))
+    }
+}
+
+impl crate::Station {
+    /// See [`MediaService::deliverable`]: a stored image fitted to a
+    /// platform's upload limits, `(bytes, mime, was_changed)`, cached.
+    pub async fn deliverable(
+        &self,
+        media_id: &str,
+        limits: DeliveryLimits,
+    ) -> Result<(Vec<u8>, String, bool), MediaServiceError> {
+        self.media.deliverable(media_id, limits).await
     }
 }
 

@@ -241,9 +241,29 @@ async fn run_job(w: &JobWorker<'_>, ex: Arc<dyn Executor>, job: JobRow, cancel: 
         Ok(files) => {
             // A resumed job may have stored outputs before a crash: replace them.
             let _ = station.store.delete_job_media(&job.id, "output").await;
+            // The operator's watermark goes on before anything is stored.
+            let watermark = match station.watermarks_results(&job.account_id, &job.tool_id).await {
+                Ok(w) => w,
+                Err(e) => {
+                    retry_or_fail(w, &job, format!("could not read the account's watermark setting: {e}")).await;
+                    return;
+                }
+            };
             let mut ids = vec![];
             for f in files {
-                match station.media.put_image(f.bytes, Some(&job.account_id), Some(&job.id), "output").await {
+                let bytes = if watermark {
+                    match station.auto_watermark.apply(f.bytes).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let msg = format!("output {}: {e}", f.filename);
+                            finish(w, &job, Outcome::Failed("execution_error", msg)).await;
+                            return;
+                        }
+                    }
+                } else {
+                    f.bytes
+                };
+                match station.media.put_image(bytes, Some(&job.account_id), Some(&job.id), "output").await {
                     Ok(m) => ids.push(m.id),
                     Err(e) => {
                         retry_or_fail(w, &job, format!("could not store output {}: {e}", f.filename)).await;

@@ -3,8 +3,10 @@
 //! A blob's name is the sha256 of its bytes, so storing the same content twice is a
 //! no-op and a blob can never change under its name. The filesystem layout is
 //! `dir/ab/cd/<hash>` (first two byte pairs of the hash as folders, keeping folder
-//! sizes sane), temporary files in `dir/tmp`, and the thumbnail index in
-//! `dir/thumbs/ab/<hash>-<max_side>.json`.
+//! sizes sane), temporary files in `dir/tmp`, the thumbnail index in
+//! `dir/thumbs/ab/<hash>-<max_side>.json` and the index of other derived
+//! variants (e.g. a result fitted to a chat platform's limits) in
+//! `dir/derived/ab/<hash>-<variant>.json`.
 //!
 //! Ownership, media ids and other metadata belong to the database, not here.
 
@@ -47,6 +49,34 @@ pub trait BlobStore: Send + Sync {
     /// A JPEG thumbnail of an image blob with its longest side at most `max_side`,
     /// itself stored as a blob; repeated calls return the cached one.
     fn thumbnail(&self, hash: &str, max_side: u32) -> Result<StoredBlob>;
+    /// The blob stored as `variant` of blob `hash` by [`BlobStore::put_derived`],
+    /// if any. The default remembers nothing.
+    fn derived(&self, hash: &str, variant: &str) -> Result<Option<StoredBlob>> {
+        validate_hash(hash)?;
+        validate_variant(variant)?;
+        Ok(None)
+    }
+    /// Stores `bytes` as the `variant` of blob `hash` (a name of lowercase
+    /// letters, digits and `-`, e.g. `fit-10000000-10000-10000`) so
+    /// [`BlobStore::derived`] finds it next time. The default only stores it.
+    fn put_derived(&self, hash: &str, variant: &str, bytes: &[u8]) -> Result<StoredBlob> {
+        validate_hash(hash)?;
+        validate_variant(variant)?;
+        self.put(bytes, None)
+    }
+}
+
+/// Refuses variant names that are empty, longer than 100 characters or hold
+/// anything but lowercase letters, digits and `-` (they become file names).
+pub fn validate_variant(variant: &str) -> Result<()> {
+    if !variant.is_empty()
+        && variant.len() <= 100
+        && variant.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+    {
+        Ok(())
+    } else {
+        Err(MediaError::option("variant", format!("{variant:?} must be 1-100 of a-z, 0-9 and -")))
+    }
 }
 
 /// sha256 of `bytes` as lowercase hex.
@@ -97,7 +127,7 @@ impl MediaStore {
     /// Opens (creating if needed) a store rooted at `dir`.
     pub fn open(dir: impl AsRef<Path>) -> Result<MediaStore> {
         let root = dir.as_ref().to_path_buf();
-        for sub in ["tmp", "thumbs"] {
+        for sub in ["tmp", "thumbs", "derived"] {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(|e| MediaError::io(format!("creating {}", p.display()), e))?;
         }
@@ -132,6 +162,10 @@ impl MediaStore {
             .map_err(|e| MediaError::io(format!("writing {}", tmp.path().display()), e))?;
         tmp.persist(dest).map_err(|e| MediaError::io(format!("renaming into {}", dest.display()), e.error))?;
         Ok(())
+    }
+
+    fn derived_index_path(&self, hash: &str, variant: &str) -> PathBuf {
+        self.root.join("derived").join(&hash[0..2]).join(format!("{hash}-{variant}.json"))
     }
 
     fn read_cached_thumb(&self, index: &Path) -> Option<StoredBlob> {
@@ -189,6 +223,21 @@ impl BlobStore for MediaStore {
         let blob = self.put(&jpeg, Some("image/jpeg"))?;
         let json = serde_json::to_vec(&blob).expect("StoredBlob always serialises");
         self.write_atomic(&index, &json)?;
+        Ok(blob)
+    }
+
+    fn derived(&self, hash: &str, variant: &str) -> Result<Option<StoredBlob>> {
+        validate_hash(hash)?;
+        validate_variant(variant)?;
+        Ok(self.read_cached_thumb(&self.derived_index_path(hash, variant)))
+    }
+
+    fn put_derived(&self, hash: &str, variant: &str, bytes: &[u8]) -> Result<StoredBlob> {
+        validate_hash(hash)?;
+        validate_variant(variant)?;
+        let blob = self.put(bytes, None)?;
+        let json = serde_json::to_vec(&blob).expect("StoredBlob always serialises");
+        self.write_atomic(&self.derived_index_path(hash, variant), &json)?;
         Ok(blob)
     }
 }
