@@ -144,11 +144,13 @@ async fn resolve_loras(State(station): State<Station>, body: Result<Json<Value>,
     }
 }
 
-/// Serves the router on `listener` until `shutdown` resolves.
+/// Serves the router, plus `extra` routes (chat webhooks, interactions
+/// endpoints mounted by the binary), on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     station: Station,
+    extra: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(station)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(station).merge(extra)).with_graceful_shutdown(shutdown).await
 }

@@ -135,9 +135,18 @@ async fn serve(station: Station) -> u8 {
     let background = wire::register_executors(&station).await;
     let workers = Workers::start(&station);
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| listen.to_string());
+    // Conversations: chat adapters register with the engine; its delivery
+    // service sends what flows and job notifications stored.
+    let flows = station_flows::Flows::with_settings(
+        station.clone(),
+        station_flows::FlowSettings { public_url: public_url(&station.config, &addr), ..Default::default() },
+    );
+    // Routes the chat adapters serve (webhooks, interactions) join the HTTP router.
+    let extra = axum::Router::new();
+    let deliveries = flows.start();
     info!(%addr, data_dir = %station.config.data_dir.display(), "Station is serving; health at /healthz, readiness at /readyz");
     let stop = tokio_util::sync::CancellationToken::new();
-    let http = tokio::spawn(station_http::serve(listener, station.clone(), {
+    let http = tokio::spawn(station_http::serve(listener, station.clone(), extra, {
         let stop = stop.clone();
         async move { stop.cancelled().await }
     }));
@@ -145,9 +154,15 @@ async fn serve(station: Station) -> u8 {
     info!("shutting down: finishing HTTP requests and handing running jobs back to the queue");
     stop.cancel();
     let _ = http.await;
+    deliveries.shutdown().await;
     workers.shutdown().await;
     background.shutdown().await;
     exit::OK
+}
+
+/// The address people reach this Station at (login links, webhooks).
+fn public_url(config: &Config, addr: &str) -> String {
+    config.telegram.public_url.clone().unwrap_or_else(|| format!("http://{addr}"))
 }
 
 async fn shutdown_signal() {
