@@ -24,7 +24,7 @@ async fn serve(db: &TestDb, requests_per_minute: u64) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(station_http::serve(listener, station.clone(), async move {
+    tokio::spawn(station_http::serve(listener, station.clone(), axum::Router::new(), async move {
         let _ = stopped.await;
     }));
     Server { base, station, http: Client::new(), _dir: dir, _stop: stop }

@@ -219,5 +219,5 @@ async fn import_resolve_export_and_http_agree() {
 }
 
 async fn axum_serve(listener: tokio::net::TcpListener, station: Station) {
-    station_http::serve(listener, station, std::future::pending()).await.unwrap();
+    station_http::serve(listener, station, axum::Router::new(), std::future::pending()).await.unwrap();
 }
