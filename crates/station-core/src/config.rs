@@ -139,6 +139,15 @@ pub struct PointsConfig {
     pub multiplier: f64,
     /// Points every new account is given once, on first contact.
     pub starting_grant: u64,
+    /// Points each account may spend per UTC day without touching its
+    /// balance; unused points do not carry over. 0: none.
+    pub free_daily: u64,
+    /// Jobs priced above this many points are quoted and need the user's
+    /// confirmation before they are queued, unless the user set their own
+    /// threshold. The default lets routine generations through (the built-in
+    /// SD 1.5 and SDXL tools cost 20 and 40) and asks before longer ones.
+    /// 0: confirm every job that costs anything; a very large number: never ask.
+    pub confirm_above: u64,
 }
 
 /// Per-account limits.
@@ -149,6 +158,10 @@ pub struct LimitsConfig {
     /// burst is the same number); 0 turns the limit off. Administrators are
     /// not limited.
     pub requests_per_minute: u64,
+    /// Jobs one account may have queued (waiting for a worker) at once; a
+    /// submission beyond it is refused until one starts. 0 turns the limit
+    /// off. Running jobs are limited by `queue.per_user_running`.
+    pub max_queued: u64,
 }
 
 /// Telegram settings.
@@ -241,13 +254,13 @@ impl Default for MediaConfig {
 
 impl Default for PointsConfig {
     fn default() -> Self {
-        PointsConfig { multiplier: 1.0, starting_grant: 100 }
+        PointsConfig { multiplier: 1.0, starting_grant: 100, free_daily: 0, confirm_above: 50 }
     }
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { requests_per_minute: 60 }
+        LimitsConfig { requests_per_minute: 60, max_queued: 20 }
     }
 }
 

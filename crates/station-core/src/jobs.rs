@@ -21,6 +21,13 @@ pub struct SubmitRequest {
     pub priority: i64,
     /// Where the request came from, for delivery.
     pub source: Option<Value>,
+    /// The user has seen the price and agreed: jobs priced above the
+    /// account's quote threshold are refused with
+    /// [`SubmitError::ConfirmationRequired`] unless this is set.
+    pub confirmed: bool,
+    /// The group the request was made in (`telegram:-100123`,
+    /// `discord-guild:987`); its sponsor, if any, pays within the per-member cap.
+    pub sponsor_scope: Option<String>,
 }
 
 /// Why a submission was refused. Nothing was written.
@@ -43,9 +50,39 @@ pub enum SubmitError {
         /// Points the account had available.
         available: i64,
     },
+    /// The job costs more than the account's quote threshold and the
+    /// request was not confirmed; show the quote ([`Station::quote`]) and
+    /// submit again with `confirmed`.
+    #[error(
+        "this job costs {price} points, more than your confirmation threshold of {threshold}; \
+         confirm to queue it, or raise your threshold"
+    )]
+    ConfirmationRequired {
+        /// The job's price.
+        price: i64,
+        /// The threshold it exceeds.
+        threshold: i64,
+    },
+    /// The account is at one of its limits.
+    #[error("you have {limit} {what}, the most allowed; wait for one to finish, then try again")]
+    QuotaExceeded {
+        /// The limit reached.
+        limit: u64,
+        /// What is limited, e.g. `jobs queued`.
+        what: &'static str,
+        /// A rough wait before a retry can succeed, when known.
+        retry_after_secs: Option<u64>,
+    },
     /// Storage failed.
     #[error("storage error: {0}")]
     Storage(String),
+}
+
+/// A submission checked and priced, not yet written.
+pub(crate) struct Prepared {
+    pub(crate) tool: Arc<ToolDef>,
+    pub(crate) job: NewJob,
+    pub(crate) price: i64,
 }
 
 /// A job with its queue position and estimated start.
@@ -77,7 +114,54 @@ impl Station {
     /// Validates and enqueues a job. Parameters merge explicit > the account's
     /// saved settings for the tool > tool defaults; image inputs must be media
     /// the account owns. The job row is written before anything is sent.
+    /// Refused when the price is above the account's quote threshold and the
+    /// request is not `confirmed`, when the account has `limits.max_queued`
+    /// jobs queued (administrators excepted), or when it cannot pay.
     pub async fn submit(&self, account: &AccountRow, req: SubmitRequest) -> Result<JobRow, SubmitError> {
+        self.submit_at(account, req, station_store::now_ms()).await
+    }
+
+    /// [`Station::submit`] at a given time (Unix ms), which picks the UTC day
+    /// whose free allowance and sponsorship caps the job counts against.
+    pub async fn submit_at(&self, account: &AccountRow, req: SubmitRequest, now: i64) -> Result<JobRow, SubmitError> {
+        let p = self.prepare(account, &req).await?;
+        if !req.confirmed
+            && let Some(threshold) =
+                self.quote_threshold(account).await.map_err(|e| SubmitError::Storage(e.to_string()))?
+            && p.price > threshold
+        {
+            return Err(SubmitError::ConfirmationRequired { price: p.price, threshold });
+        }
+        // The price is paid in the same transaction that queues the job, so a
+        // refused payment queues nothing and an accepted job is always paid for.
+        let terms = self.pay_terms(account, p.price, req.sponsor_scope.as_deref());
+        let actor = format!("account:{}", account.id);
+        let placed = match self.ensure_starting_grant(&account.id).await {
+            Ok(()) => self.store.insert_job_paid(&p.job, &terms, &actor, now).await,
+            Err(e) => Err(e),
+        };
+        let row = match placed {
+            Ok((row, _)) => row,
+            Err(station_store::LedgerError::Insufficient { needed, available }) => {
+                return Err(SubmitError::InsufficientPoints { needed, available });
+            }
+            Err(station_store::LedgerError::QuotaExceeded { limit, .. }) => {
+                // A queued slot frees when one of the account's jobs starts,
+                // roughly one run of this tool from now.
+                let avg = self.store.recent_run_ms(&p.tool.id, 20).await.ok().flatten();
+                let retry_after_secs = avg.map(|ms| ((ms / 1000.0).ceil() as u64).max(1));
+                return Err(SubmitError::QuotaExceeded { limit: limit as u64, what: "jobs queued", retry_after_secs });
+            }
+            Err(e) => return Err(SubmitError::Storage(e.to_string())),
+        };
+        self.bus.publish(JobEvent::Status { job_id: row.id.clone(), status: JobStatus::Queued, error: None });
+        self.wake.notify_waiters();
+        Ok(row)
+    }
+
+    /// Validates a request and prices it without writing anything: the
+    /// checks and parameter resolution of [`Station::submit`].
+    pub(crate) async fn prepare(&self, account: &AccountRow, req: &SubmitRequest) -> Result<Prepared, SubmitError> {
         if account.suspended {
             return Err(SubmitError::Suspended);
         }
@@ -110,7 +194,7 @@ impl Station {
             .map_err(|e| SubmitError::Storage(format!("LoRA catalog: {e}")))?;
         let priority = if account.role == "admin" { req.priority } else { req.priority.min(0) };
         let q = &self.config.queue;
-        let new = NewJob {
+        let job = NewJob {
             id: uuid::Uuid::now_v7().to_string(),
             account_id: account.id.clone(),
             tool_id: tool.id.clone(),
@@ -119,25 +203,10 @@ impl Station {
             priority,
             max_attempts: q.max_attempts as i64,
             timeout_ms: (q.job_timeout_seconds * 1000) as i64,
-            source: req.source,
+            source: req.source.clone(),
         };
-        // The price is held in the same transaction that queues the job, so a
-        // refused hold queues nothing and an accepted job is always paid for.
-        let hold = crate::points::price(&tool.cost, self.config.points.multiplier);
-        let actor = format!("account:{}", account.id);
-        let placed = match self.ensure_starting_grant(&account.id).await {
-            Ok(()) => self.store.insert_job_with_hold(&new, hold, &actor, station_store::now_ms()).await,
-            Err(e) => Err(e),
-        };
-        let row = placed.map_err(|e| match e {
-            station_store::LedgerError::Insufficient { needed, available } => {
-                SubmitError::InsufficientPoints { needed, available }
-            }
-            e => SubmitError::Storage(e.to_string()),
-        })?;
-        self.bus.publish(JobEvent::Status { job_id: row.id.clone(), status: JobStatus::Queued, error: None });
-        self.wake.notify_waiters();
-        Ok(row)
+        let price = crate::points::price(&tool.cost, self.config.points.multiplier);
+        Ok(Prepared { tool, job, price })
     }
 
     /// A job with its queue position and ETA.

@@ -7,14 +7,60 @@
 //! queued ([`Station::submit`]) and settled once the job ends: a success
 //! captures the price (per-second tools: measured run time × rate, never more
 //! than the hold), anything else releases the hold in full.
+//!
+//! Who pays is decided at submit ([`station_store::Store::insert_job_paid`]):
+//! a group's sponsor (within its per-member daily cap), else the account —
+//! today's free allowance (`points.free_daily`) first, then its balance.
+//! Jobs priced above the account's quote threshold (its own, or
+//! `points.confirm_above`) are quoted ([`Station::quote`]) and need confirming.
 
+use serde::Serialize;
 use station_store::{
-    AccountRow, AuditProblem, Balance, EntryKind, JobRow, JobStatus, LedgerError, NewEntry, Posted, Settlement,
-    StoreError,
+    AccountRow, AuditProblem, Balance, EntryKind, JobRow, JobStatus, LedgerError, NewEntry, PayTerms, Posted,
+    Settlement, StoreError,
 };
+pub use station_store::{PaidBy, SponsorRow};
 use station_tools::Cost;
 
 use crate::Station;
+use crate::jobs::{SubmitError, SubmitRequest};
+
+/// What a job would cost and who would pay, shown before queueing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Quote {
+    /// The tool the request resolved to.
+    pub tool_id: String,
+    /// Points the job costs (held when queued; per-second tools may be
+    /// charged less when they finish).
+    pub price: i64,
+    /// The account's own spendable points: available balance plus the free
+    /// allowance left today.
+    pub available: i64,
+    /// Free allowance left today.
+    pub allowance_left: i64,
+    /// Who would pay.
+    pub paid_by: PaidBy,
+    /// Whether the payer can cover it now.
+    pub affordable: bool,
+    /// The account's quote threshold (None: never asks).
+    pub threshold: Option<i64>,
+    /// Whether submitting needs `confirmed` (the price exceeds the threshold).
+    pub needs_confirmation: bool,
+}
+
+/// The most characters a sponsorship scope may have.
+const MAX_SCOPE_LEN: usize = 200;
+
+/// Checks a group scope such as `telegram:-100123` or `discord-guild:987`.
+pub fn check_scope(scope: &str) -> Result<(), LedgerError> {
+    let bad = |reason: String| Err(LedgerError::Invalid { field: "scope", reason });
+    match scope.split_once(':') {
+        _ if scope.len() > MAX_SCOPE_LEN => bad(format!("longer than {MAX_SCOPE_LEN} characters")),
+        _ if scope.chars().any(char::is_whitespace) => bad(format!("{scope:?} contains spaces")),
+        Some((kind, id)) if !kind.is_empty() && !id.is_empty() => Ok(()),
+        _ => bad(format!("{scope:?} is not KIND:ID, e.g. telegram:-100123 or discord-guild:987")),
+    }
+}
 
 /// Points to hold for one run of a tool costing `cost` (0 means free).
 pub fn price(cost: &Cost, multiplier: f64) -> i64 {
@@ -173,6 +219,118 @@ impl Station {
             }
         }
         Ok(n)
+    }
+
+    /// The payment terms for a job of `account` costing `price`: the free
+    /// allowance, the group's sponsor and the queued-jobs quota
+    /// (administrators have none).
+    pub(crate) fn pay_terms<'a>(&self, account: &AccountRow, price: i64, scope: Option<&'a str>) -> PayTerms<'a> {
+        let limit = self.config.limits.max_queued;
+        PayTerms {
+            price,
+            free_daily: self.config.points.free_daily.min(i64::MAX as u64) as i64,
+            sponsor_scope: scope,
+            max_queued: (limit > 0 && account.role != "admin").then(|| limit.min(i64::MAX as u64) as i64),
+        }
+    }
+
+    /// What `req` would cost `account` now and who would pay, validated
+    /// exactly like [`Station::submit`] (every refusal it would give except
+    /// a short balance, which the quote shows, and an unconfirmed price). It
+    /// writes nothing but the account's starting grant if that is still due,
+    /// so a new account's first quote shows the points its first job will have.
+    pub async fn quote(&self, account: &AccountRow, req: &SubmitRequest) -> Result<Quote, SubmitError> {
+        self.quote_at(account, req, station_store::now_ms()).await
+    }
+
+    /// [`Station::quote`] at a given time (Unix ms).
+    pub async fn quote_at(&self, account: &AccountRow, req: &SubmitRequest, now: i64) -> Result<Quote, SubmitError> {
+        let storage = |e: &dyn std::fmt::Display| SubmitError::Storage(e.to_string());
+        let p = self.prepare(account, req).await?;
+        self.ensure_starting_grant(&account.id).await.map_err(|e| storage(&e))?;
+        let terms = self.pay_terms(account, p.price, req.sponsor_scope.as_deref());
+        let plan = self.store.plan_payment(&account.id, &terms, now).await.map_err(|e| storage(&e))?;
+        if let Some(limit) = terms.max_queued
+            && plan.queued >= limit
+        {
+            return Err(SubmitError::QuotaExceeded {
+                limit: limit as u64,
+                what: "jobs queued",
+                retry_after_secs: None,
+            });
+        }
+        let threshold = self.quote_threshold(account).await.map_err(|e| storage(&e))?;
+        Ok(Quote {
+            tool_id: p.tool.id.clone(),
+            price: p.price,
+            available: plan.available,
+            allowance_left: plan.allowance_left,
+            paid_by: plan.paid_by,
+            affordable: plan.affordable,
+            threshold,
+            needs_confirmation: threshold.is_some_and(|t| p.price > t),
+        })
+    }
+
+    /// The account's quote threshold in effect: its own setting, else
+    /// `points.confirm_above`. None: never ask.
+    pub async fn quote_threshold(&self, account: &AccountRow) -> Result<Option<i64>, StoreError> {
+        Ok(match self.store.quote_threshold(&account.id).await? {
+            Some(own) => own,
+            None => Some(self.config.points.confirm_above.min(i64::MAX as u64) as i64),
+        })
+    }
+
+    /// Sets the price above which the account is asked to confirm a job
+    /// (None: never ask). Refused for a negative threshold.
+    pub async fn set_quote_threshold(&self, account: &AccountRow, threshold: Option<i64>) -> Result<(), LedgerError> {
+        if let Some(t) = threshold
+            && t < 0
+        {
+            return Err(LedgerError::Invalid {
+                field: "threshold",
+                reason: format!("must be 0 or more points, got {t}; use none to never be asked"),
+            });
+        }
+        Ok(self.store.set_quote_threshold(&account.id, threshold, station_store::now_ms()).await?)
+    }
+
+    /// Makes `sponsor` pay for jobs its members submit in `scope` (a group,
+    /// e.g. `telegram:-100123`), up to `per_member_daily_cap` points per
+    /// member per UTC day; past the cap, or when the sponsor runs short,
+    /// members pay themselves. Replaces any earlier sponsor of the group.
+    pub async fn set_sponsor(
+        &self,
+        scope: &str,
+        sponsor: &AccountRow,
+        per_member_daily_cap: i64,
+        actor: &str,
+    ) -> Result<SponsorRow, LedgerError> {
+        check_scope(scope)?;
+        if per_member_daily_cap <= 0 {
+            return Err(LedgerError::Invalid {
+                field: "per_member_daily_cap",
+                reason: format!("must be at least 1 point, got {per_member_daily_cap}; remove the sponsor instead"),
+            });
+        }
+        if sponsor.suspended {
+            return Err(LedgerError::Invalid {
+                field: "sponsor",
+                reason: format!("account {} is suspended; reinstate it first", sponsor.id),
+            });
+        }
+        Ok(self.store.set_sponsor(scope, &sponsor.id, per_member_daily_cap, actor, station_store::now_ms()).await?)
+    }
+
+    /// Ends a group's sponsorship; jobs it already paid for stay paid. False
+    /// if the group had no sponsor.
+    pub async fn remove_sponsor(&self, scope: &str) -> Result<bool, StoreError> {
+        self.store.remove_sponsor(scope).await
+    }
+
+    /// A group's sponsor, if it has one.
+    pub async fn sponsor(&self, scope: &str) -> Result<Option<SponsorRow>, StoreError> {
+        self.store.sponsor(scope).await
     }
 
     /// Checks the points invariants (see [`station_store::Store::audit_points`]).

@@ -306,8 +306,13 @@ async fn submit_resolves_the_prompt_of_a_lora_tool() {
         env.station.loras().import(CATALOG).await.unwrap();
         let owner = env.station.account("telegram", "123", "x").await.unwrap();
         let submit = |tool: &str, params: Value| {
-            let req =
-                SubmitRequest { tool: tool.into(), params: params.as_object().unwrap().clone(), ..Default::default() };
+            // Confirmed: the flux job costs more than the default confirmation threshold.
+            let req = SubmitRequest {
+                tool: tool.into(),
+                params: params.as_object().unwrap().clone(),
+                confirmed: true,
+                ..Default::default()
+            };
             let station = env.station.clone();
             let owner = owner.clone();
             async move { station.submit(&owner, req).await.unwrap() }

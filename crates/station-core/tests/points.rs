@@ -41,8 +41,14 @@ fn params(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap()
 }
 
+/// Confirmed: these tests are about holds, not the confirmation threshold.
 fn txt2img(prompt: &str) -> SubmitRequest {
-    SubmitRequest { tool: "txt2img-sd15".into(), params: params(json!({"prompt": prompt})), ..Default::default() }
+    SubmitRequest {
+        tool: "txt2img-sd15".into(),
+        params: params(json!({"prompt": prompt})),
+        confirmed: true,
+        ..Default::default()
+    }
 }
 
 fn station(db: &testing::TestDb, dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> Station {
@@ -116,7 +122,8 @@ async fn insufficient_points_queue_nothing_and_say_how_many() {
 async fn five_hundred_concurrent_submits_against_exactly_one_hundred_points() {
     for db in testing::all().await {
         let dir = tempfile::tempdir().unwrap();
-        let st = station(&db, dir.path(), |_| {});
+        // No queued-jobs quota here: this is about points alone.
+        let st = station(&db, dir.path(), |c| c.limits.max_queued = 0);
         let acct = st.account("local", "ann", "Ann").await.unwrap();
         // The starting grant is 100 and invert costs 1 per run.
         let png = {

@@ -91,7 +91,9 @@ async fn one_hundred_concurrent_submits_queue_exactly_the_quota() {
         assert!(matches!(err, LedgerError::QuotaExceeded { .. }), "{}: {err}", db.kind);
         // Another account has its own quota.
         let b = account(s, "bob").await;
-        s.insert_job_paid(&job(&b), &PayTerms { max_queued: Some(20), ..Default::default() }, "test", T0).await.unwrap();
+        s.insert_job_paid(&job(&b), &PayTerms { max_queued: Some(20), ..Default::default() }, "test", T0)
+            .await
+            .unwrap();
         assert_clean(&db).await;
     }
 }
@@ -191,7 +193,10 @@ async fn a_sponsor_pays_within_its_cap_then_members_pay_themselves() {
         assert_eq!(hold.account_id, sponsor);
         assert_eq!(hold.beneficiary.as_deref(), Some(member.as_str()));
         let entry = &s.ledger_for_job(&j1.id).await.unwrap()[0];
-        assert_eq!((entry.account_id.as_str(), entry.beneficiary.as_deref()), (sponsor.as_str(), Some(member.as_str())));
+        assert_eq!(
+            (entry.account_id.as_str(), entry.beneficiary.as_deref()),
+            (sponsor.as_str(), Some(member.as_str()))
+        );
         assert_eq!(s.balance(&sponsor).await.unwrap().held, 6);
         assert_eq!(s.balance(&member).await.unwrap().held, 0, "{}: the member pays nothing", db.kind);
 

@@ -66,6 +66,39 @@ pub enum PointsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A group's sponsor: an account that pays for its members' jobs up to a
+    /// daily cap per member.
+    #[command(subcommand)]
+    Sponsor(SponsorCommand),
+}
+
+/// `station points sponsor …`.
+#[derive(Debug, Subcommand)]
+pub enum SponsorCommand {
+    /// Make an account the sponsor of a group (replacing any earlier one).
+    Set {
+        /// The group: telegram:CHAT_ID or discord-guild:GUILD_ID.
+        scope: String,
+        /// The paying account: id or provider:subject.
+        #[arg(long)]
+        user: String,
+        /// Points the sponsor pays per member per UTC day.
+        #[arg(long)]
+        daily_cap: i64,
+    },
+    /// Show a group's sponsor.
+    Show {
+        /// The group.
+        scope: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a group's sponsorship (jobs already paid for stay paid).
+    Remove {
+        /// The group.
+        scope: String,
+    },
 }
 
 /// Finds the account named on the command line: an account id, a
@@ -187,6 +220,88 @@ pub async fn run(station: &Station, c: PointsCommand) -> u8 {
                     eprintln!("{} problem(s) found", problems.len());
                 }
                 if problems.is_empty() { exit::OK } else { exit::FAILED }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::UNAVAILABLE
+            }
+        },
+        PointsCommand::Sponsor(c) => sponsor(station, c, &actor).await,
+    }
+}
+
+async fn sponsor(station: &Station, c: SponsorCommand, actor: &str) -> u8 {
+    match c {
+        SponsorCommand::Set { scope, user, daily_cap } => {
+            let account = match find_account(station, &user).await {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            match station.set_sponsor(&scope, &account, daily_cap, actor).await {
+                Ok(s) => {
+                    let available = station.points(&account.id).await.map(|b| b.available()).unwrap_or(0);
+                    println!(
+                        "{} ({}) now pays for members of {} up to {} points each per day; {available} points available",
+                        account.name, account.id, s.scope, s.per_member_daily_cap
+                    );
+                    exit::OK
+                }
+                Err(LedgerError::Store(e)) => {
+                    eprintln!("error: {e}");
+                    exit::UNAVAILABLE
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    exit::USAGE
+                }
+            }
+        }
+        SponsorCommand::Show { scope, json } => match station.sponsor(&scope).await {
+            Ok(Some(s)) => {
+                let account = station.store.get_account(&s.account_id).await.ok().flatten();
+                let name = account.as_ref().map(|a| a.name.as_str()).unwrap_or("?");
+                let b = station.points(&s.account_id).await.unwrap_or_default();
+                if json {
+                    let v = serde_json::json!({
+                        "scope": s.scope, "account_id": s.account_id, "name": name,
+                        "per_member_daily_cap": s.per_member_daily_cap, "available": b.available(),
+                        "suspended": account.as_ref().is_some_and(|a| a.suspended),
+                        "created_by": s.created_by, "updated_at": s.updated_at,
+                    });
+                    println!("{v}");
+                } else {
+                    let state =
+                        if account.as_ref().is_some_and(|a| a.suspended) { " (suspended: not paying)" } else { "" };
+                    println!(
+                        "{}: sponsored by {name} ({}){state}, up to {} points per member per day; {} points available; set by {}",
+                        s.scope,
+                        s.account_id,
+                        s.per_member_daily_cap,
+                        b.available(),
+                        s.created_by
+                    );
+                }
+                exit::OK
+            }
+            Ok(None) => {
+                eprintln!(
+                    "{scope} has no sponsor; add one with `station points sponsor set {scope} --user REF --daily-cap N`"
+                );
+                exit::FAILED
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::UNAVAILABLE
+            }
+        },
+        SponsorCommand::Remove { scope } => match station.remove_sponsor(&scope).await {
+            Ok(true) => {
+                println!("{scope} is no longer sponsored; its members pay for their own jobs");
+                exit::OK
+            }
+            Ok(false) => {
+                eprintln!("{scope} had no sponsor; nothing changed");
+                exit::FAILED
             }
             Err(e) => {
                 eprintln!("error: {e}");
