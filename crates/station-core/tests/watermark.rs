@@ -190,12 +190,15 @@ async fn the_watermark_tool_itself_is_not_marked_twice() {
     env.workers.shutdown().await;
 }
 
+/// A change to the configuration under test.
+type Tweak = Box<dyn Fn(&mut Config)>;
+
 #[tokio::test]
 async fn unusable_watermark_settings_stop_start_up_with_the_setting_named() {
     let db = testing::sqlite().await;
     let dir = tempfile::tempdir().unwrap();
     let base = Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
-    let cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
+    let cases: Vec<(Tweak, &str)> = vec![
         (Box::new(|c| c.media.auto_watermark = Some("nope".into())), "no watermark named \"nope\""),
         (Box::new(|c| c.media.auto_watermark = Some("text:  ".into())), "is empty"),
         (

@@ -19,9 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use station_store::{
-    Backend, ClaimRequest, DEFAULT_MAX_BATCH, FinishBatcher, JobFinish, JobStatus, NewJob, Store, StoreError, now_ms,
-};
+use station_store::{Backend, ClaimRequest, FinishBatcher, JobFinish, JobStatus, NewJob, Store, StoreError, now_ms};
 
 use crate::cli::BenchArgs;
 use crate::exit;
@@ -386,8 +384,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_small_run_drains_every_job_on_sqlite() {
-        let args =
-            BenchArgs { jobs: 300, database_urls: vec![], workers: 3, batch: 7, finish_batch: DEFAULT_MAX_BATCH };
+        let args = BenchArgs {
+            jobs: 300,
+            database_urls: vec![],
+            workers: 3,
+            batch: 7,
+            finish_batch: station_store::DEFAULT_MAX_BATCH,
+        };
         let r = bench_sqlite(&args).await.expect("bench");
         assert_eq!((r.database, r.jobs), ("SQLite", 300));
         assert!(r.drain_per_s > 0.0 && r.enqueue_per_s > 0.0);
@@ -401,7 +404,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::connect_sqlite(&dir.path().join("q.db")).await.unwrap();
         store.migrate().await.unwrap();
-        for (finish_batch, jobs) in [(DEFAULT_MAX_BATCH, 57), (0, 23)] {
+        for (finish_batch, jobs) in [(station_store::DEFAULT_MAX_BATCH, 57), (0, 23)] {
             enqueue(&store, jobs, 2).await.unwrap();
             let (n, _) = drain(&store, 4, 5, finish_batch).await.unwrap();
             assert_eq!(n, jobs, "finish_batch {finish_batch}");
