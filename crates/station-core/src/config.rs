@@ -44,6 +44,8 @@ pub struct Config {
     pub telegram: TelegramConfig,
     /// Discord bot.
     pub discord: DiscordConfig,
+    /// Web app: public address and sign-in sessions.
+    pub web: WebConfig,
     /// Operator's choice of tool for a chat command, overriding the tools'
     /// own `command` (e.g. `upscale = "resize"` sends `/upscale` to the native
     /// resize tool instead of the ComfyUI one).
@@ -164,6 +166,24 @@ pub struct LimitsConfig {
     pub max_queued: u64,
 }
 
+/// Web app settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// The address people reach Station at (e.g. `https://station.example.com`),
+    /// used in sign-in links; `https` also marks the session cookie `Secure`.
+    /// Default: `telegram.public_url`, else `http://` + `listen`.
+    pub public_url: Option<String>,
+    /// How long a web sign-in lasts, in hours.
+    pub session_hours: u64,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig { public_url: None, session_hours: 24 * 7 }
+    }
+}
+
 /// Telegram settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -211,6 +231,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             telegram: TelegramConfig::default(),
             discord: DiscordConfig::default(),
+            web: WebConfig::default(),
             commands: Default::default(),
         }
     }
@@ -405,6 +426,13 @@ impl Config {
     /// The media folder in effect.
     pub fn media_dir(&self) -> PathBuf {
         self.media_dir.clone().unwrap_or_else(|| self.data_dir.join("media"))
+    }
+
+    /// The public base URL without a trailing `/`: `web.public_url`, else
+    /// `telegram.public_url`, else `http://` + `listen`.
+    pub fn public_url(&self) -> String {
+        let url = self.web.public_url.clone().or_else(|| self.telegram.public_url.clone());
+        url.unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_string()
     }
 
     /// Worker count for native media jobs.
