@@ -275,7 +275,12 @@ impl Flows {
         view
     }
 
-    async fn write_progress(&self, src: &JobSource, job: &JobRow, mut view: View) -> Result<(), crate::flow::FlowError> {
+    async fn write_progress(
+        &self,
+        src: &JobSource,
+        job: &JobRow,
+        mut view: View,
+    ) -> Result<(), crate::flow::FlowError> {
         let now = now_ms();
         let actions = mint_view(&mut view, &job.account_id, None, now);
         let out = Out { view, kind: DeliveryKind::Progress, dedupe_key: Some(format!("progress:{}", job.id)) };
@@ -292,8 +297,11 @@ impl Flows {
         // The progress message ends showing the outcome (no preview, no buttons).
         if store.delivery_by_key(&format!("progress:{}", job.id)).await?.is_some() {
             let final_progress = self.progress_view(job, None).await;
-            let out =
-                Out { view: final_progress, kind: DeliveryKind::Progress, dedupe_key: Some(format!("progress:{}", job.id)) };
+            let out = Out {
+                view: final_progress,
+                kind: DeliveryKind::Progress,
+                dedupe_key: Some(format!("progress:{}", job.id)),
+            };
             store.save_outbox(&[], &[new_delivery(&src.conversation, &job.account_id, &out)], true, now).await?;
         }
         let mut view = crate::results::result_view(self, job).await?;

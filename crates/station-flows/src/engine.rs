@@ -84,12 +84,7 @@ pub(crate) fn mint_token() -> String {
 
 /// Replaces the pending actions of a view's buttons with minted tokens,
 /// returning the action records to store.
-pub(crate) fn mint_view(
-    view: &mut View,
-    account_id: &str,
-    instance: Option<(&str, i64)>,
-    now: i64,
-) -> Vec<ActionRow> {
+pub(crate) fn mint_view(view: &mut View, account_id: &str, instance: Option<(&str, i64)>, now: i64) -> Vec<ActionRow> {
     let mut rows = vec![];
     for b in view.buttons_mut() {
         if let ButtonAction::Pending(spec) = &b.action {
@@ -136,8 +131,14 @@ impl Flows {
 
     /// An engine with explicit settings.
     pub fn with_settings(station: Station, settings: FlowSettings) -> Flows {
+        Flows::with_flows(station, settings, vec![])
+    }
+
+    /// An engine with extra flows beside the built-ins (a flow with a
+    /// built-in's name replaces it). Extra flows start by their name as a command.
+    pub fn with_flows(station: Station, settings: FlowSettings, extra: Vec<Arc<dyn Flow>>) -> Flows {
         let mut flows: HashMap<&'static str, Arc<dyn Flow>> = HashMap::new();
-        for f in crate::flows::builtin() {
+        for f in crate::flows::builtin().into_iter().chain(extra) {
             flows.insert(f.name(), f);
         }
         Flows {
@@ -317,7 +318,8 @@ impl Flows {
     ) -> Result<Reply, FlowError> {
         let flow = self.flow(flow_name)?;
         let instance_id = uuid::Uuid::now_v7().to_string();
-        let cx = Cx { station: &self.inner.station, account, conversation: conv, instance_id: &instance_id, flows: self };
+        let cx =
+            Cx { station: &self.inner.station, account, conversation: conv, instance_id: &instance_id, flows: self };
         let next = flow.start(&cx, start).await?;
         let now = now_ms();
         let fresh = FlowInstanceRow {
@@ -372,7 +374,8 @@ impl Flows {
     ) -> Result<Reply, FlowError> {
         let flow = self.flow(&inst.flow)?;
         let instance_id = inst.id.clone();
-        let cx = Cx { station: &self.inner.station, account, conversation: conv, instance_id: &instance_id, flows: self };
+        let cx =
+            Cx { station: &self.inner.station, account, conversation: conv, instance_id: &instance_id, flows: self };
         let mut inst = inst;
         if inst.flow_version != flow.version() {
             let state: Value = serde_json::from_str(&inst.state).unwrap_or(Value::Null);
@@ -446,7 +449,11 @@ impl Flows {
                 }
                 Next::Stay(state) => inst.state = state.to_string(),
                 Next::Invalid(msg) => {
-                    notes.push(Out { view: View::text(format!("⚠ {msg}")), kind: DeliveryKind::Notice, dedupe_key: None });
+                    notes.push(Out {
+                        view: View::text(format!("⚠ {msg}")),
+                        kind: DeliveryKind::Notice,
+                        dedupe_key: None,
+                    });
                 }
                 Next::Back => match history.pop() {
                     Some((step, state)) => {

@@ -63,10 +63,9 @@ pub async fn result_view(flows: &Flows, job: &JobRow) -> Result<View, FlowError>
                 ]))
         }
         JobStatus::Failed => Ok(View::text(
-            Rich::plain("⚠ ").bold(tool_name).text(format!(
-                " failed: {}",
-                job.error.clone().unwrap_or_else(|| "unknown error".into())
-            )),
+            Rich::plain("⚠ ")
+                .bold(tool_name)
+                .text(format!(" failed: {}", job.error.clone().unwrap_or_else(|| "unknown error".into()))),
         )
         .with_text("Your points for this run were returned.")
         .row(vec![Button::action("🔁 Try again", "rerun", args)])),
@@ -205,11 +204,7 @@ pub async fn standalone(
         }
         "tweak" => {
             let params = reusable_params(flows, &job, true);
-            let start = Start {
-                params,
-                args: json!({"tool": job.tool_id, "tweak": true}),
-                ..Default::default()
-            };
+            let start = Start { params, args: json!({"tool": job.tool_id, "tweak": true}), ..Default::default() };
             flows.start_flow(account, conv, "make", start).await
         }
         "use" => {
@@ -268,7 +263,8 @@ async fn run_again(
             Ok(Reply { toast: Some("Queued".into()) })
         }
         Err(Refused::Confirm(price)) => {
-            let start = Start { params, args: json!({"tool": job.tool_id, "confirm_price": price}), ..Default::default() };
+            let start =
+                Start { params, args: json!({"tool": job.tool_id, "confirm_price": price}), ..Default::default() };
             flows.start_flow(account, conv, "make", start).await
         }
         Err(Refused::Text(msg)) => {
@@ -284,7 +280,11 @@ pub async fn info_view(flows: &Flows, job: &JobRow) -> Result<View, FlowError> {
     let tool = station.tools.get(&job.tool_id);
     let params: Map<String, Value> = serde_json::from_str(&job.params).unwrap_or_default();
     let mut fields = vec![
-        Field { name: "Tool".into(), value: tool.as_ref().map(|t| t.name.clone()).unwrap_or(job.tool_id.clone()), inline: true },
+        Field {
+            name: "Tool".into(),
+            value: tool.as_ref().map(|t| t.name.clone()).unwrap_or(job.tool_id.clone()),
+            inline: true,
+        },
         Field { name: "Status".into(), value: job.status.clone(), inline: true },
     ];
     for (k, v) in params.iter().filter(|(k, _)| !k.starts_with('_')) {

@@ -36,8 +36,10 @@ struct Env {
 /// A public text-to-image tool (the SD1.5 template, small and fast).
 fn install_tools(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../station-tools/builtin/txt2img-sd15.json"))
-        .unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../station-tools/builtin/txt2img-sd15.json"),
+    )
+    .unwrap();
     let mut tool: Value = serde_json::from_str(&text).unwrap();
     tool["id"] = json!("dream");
     tool["name"] = json!("Dream");
@@ -170,9 +172,7 @@ async fn make_with_prompt_inline(db: TestDb) {
     let env = setup(db).await;
     env.fake.set_step_delay(40);
     env.command("dream", "a red fox in the snow").await;
-    let msgs = env
-        .wait("a progress message", |m| m.iter().any(|m| m.kind == DeliveryKind::Progress))
-        .await;
+    let msgs = env.wait("a progress message", |m| m.iter().any(|m| m.kind == DeliveryKind::Progress)).await;
     let progress = msgs.iter().find(|m| m.kind == DeliveryKind::Progress).unwrap().clone();
     assert!(progress.view.plain_text().contains("Dream"), "{}", progress.view.plain_text());
     let result = env.wait_results(1).await.remove(0);
@@ -182,7 +182,11 @@ async fn make_with_prompt_inline(db: TestDb) {
     assert_eq!(progress_msgs.len(), 1, "one progress message, edited in place");
     let p = progress_msgs[0];
     let final_text = p.view.plain_text();
-    let _ = env.wait("progress shows done", |m| m.iter().any(|m| m.kind == DeliveryKind::Progress && m.view.plain_text().contains("done"))).await;
+    let _ = env
+        .wait("progress shows done", |m| {
+            m.iter().any(|m| m.kind == DeliveryKind::Progress && m.view.plain_text().contains("done"))
+        })
+        .await;
     assert!(!p.edits.is_empty() || final_text.contains("done"), "progress edited: {final_text}");
     for label in ["Rerun", "Tweak", "Use as input", "Info", "Rate", "Hide"] {
         assert!(labels(&result).iter().any(|l| l.contains(label)), "result offers {label}: {:?}", labels(&result));
@@ -238,7 +242,8 @@ async fn photo_tool_rerun_tweak_and_use_as_input(db: TestDb) {
 
     // Tweak: change a parameter, then run.
     env.press(&first, "Tweak").await;
-    let msgs = env.wait("tweak options", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("Run")))).await;
+    let msgs =
+        env.wait("tweak options", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("Run")))).await;
     env.text("scale_by=3").await;
     let msgs2 = env
         .wait("updated options", |m| m.len() > msgs.len() && m.last().unwrap().view.plain_text().contains("3"))
@@ -265,16 +270,19 @@ async fn photo_tool_rerun_tweak_and_use_as_input(db: TestDb) {
 async fn settings_change_is_used_by_next_make(db: TestDb) {
     let env = setup(db).await;
     env.command("settings", "dream").await;
-    let msgs = env.wait("settings card", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l == "Change width"))).await;
+    let msgs =
+        env.wait("settings card", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l == "Change width"))).await;
     env.press(msgs.last().unwrap(), "Change width").await;
-    env.wait("width question", |m| m.last().is_some_and(|m| m.view.input.as_ref().is_some_and(|i| i.label == "width"))).await;
+    env.wait("width question", |m| m.last().is_some_and(|m| m.view.input.as_ref().is_some_and(|i| i.label == "width")))
+        .await;
     env.text("abc").await;
     let msgs = env.wait("type refusal", |m| m.iter().any(|m| m.view.plain_text().contains("⚠ width"))).await;
     assert!(msgs.last().unwrap().view.input.as_ref().is_some_and(|i| i.label == "width"), "asked again");
     env.text("100000").await;
     env.wait("range refusal", |m| m.iter().filter(|m| m.view.plain_text().contains("⚠ width")).count() >= 2).await;
     env.text("96").await;
-    let msgs = env.wait("card with new width", |m| m.last().is_some_and(|m| m.view.plain_text().contains("96 (yours)"))).await;
+    let msgs =
+        env.wait("card with new width", |m| m.last().is_some_and(|m| m.view.plain_text().contains("96 (yours)"))).await;
     env.press(msgs.last().unwrap(), "Done").await;
     env.command("dream", "a cat").await;
     env.wait_results(1).await;
@@ -310,7 +318,8 @@ async fn history_is_paginated(db: TestDb) {
     }
     env.wait_results(8).await;
     env.command("history", "").await;
-    let msgs = env.wait("history page 1", |m| m.last().is_some_and(|m| m.view.plain_text().contains("page 1 of 2"))).await;
+    let msgs =
+        env.wait("history page 1", |m| m.last().is_some_and(|m| m.view.plain_text().contains("page 1 of 2"))).await;
     let page1 = msgs.last().unwrap().clone();
     let cells = |m: &Shown| match m.view.blocks.iter().find(|b| matches!(b, Block::Grid { .. })) {
         Some(Block::Grid { cells, .. }) => cells.len(),
@@ -318,7 +327,8 @@ async fn history_is_paginated(db: TestDb) {
     };
     assert_eq!(cells(&page1), 6);
     env.press(&page1, "Older").await;
-    let msgs = env.wait("history page 2", |m| m.last().is_some_and(|m| m.view.plain_text().contains("page 2 of 2"))).await;
+    let msgs =
+        env.wait("history page 2", |m| m.last().is_some_and(|m| m.view.plain_text().contains("page 2 of 2"))).await;
     assert_eq!(cells(msgs.last().unwrap()), 2);
     // Opening a result from the gallery shows it again with its actions.
     env.press(msgs.last().unwrap(), "Open").await;
@@ -447,7 +457,8 @@ async fn start_help_and_unknown_input(db: TestDb) {
     env.command("nonsense", "").await;
     env.wait("unknown command", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Unknown command"))).await;
     let menu: Vec<String> = env.flows.commands(Some(&env.account)).into_iter().map(|c| c.name).collect();
-    for name in ["start", "help", "make", "settings", "status", "history", "balance", "link", "web", "cancel", "dream"] {
+    for name in ["start", "help", "make", "settings", "status", "history", "balance", "link", "web", "cancel", "dream"]
+    {
         assert!(menu.contains(&name.to_string()), "menu has /{name}: {menu:?}");
     }
     env.stop().await;

@@ -91,11 +91,9 @@ pub fn ask_kind(input: &InputDef) -> InputKind {
             ],
         },
         InputType::Image => InputKind::Image { min: 1, max: 1 },
-        _ => InputKind::Text {
-            placeholder: None,
-            multiline: input.primary,
-            max_len: input.max_length.map(|m| m as u32),
-        },
+        _ => {
+            InputKind::Text { placeholder: None, multiline: input.primary, max_len: input.max_length.map(|m| m as u32) }
+        }
     }
 }
 
@@ -143,7 +141,8 @@ impl Make {
             }
         }
         // Images fill image inputs, the primary one first.
-        let mut slots: Vec<&String> = tool.inputs.iter().filter(|(_, d)| d.kind == InputType::Image).map(|(n, _)| n).collect();
+        let mut slots: Vec<&String> =
+            tool.inputs.iter().filter(|(_, d)| d.kind == InputType::Image).map(|(n, _)| n).collect();
         slots.sort_by_key(|n| !tool.inputs[*n].primary);
         for (slot, media) in slots.into_iter().zip(images) {
             if !params.contains_key(slot) {
@@ -223,9 +222,11 @@ impl Make {
                 image: None,
                 fields,
             })
-            .with_text(Rich::plain("Price: ").bold(format!("{price} points")).text(
-                ". Send name=value to change a setting, or use the buttons.",
-            ))
+            .with_text(
+                Rich::plain("Price: ")
+                    .bold(format!("{price} points"))
+                    .text(". Send name=value to change a setting, or use the buttons."),
+            )
             .row(vec![
                 Button::action(format!("▶ Run · {price} points"), "run", Value::Null).primary(),
                 Button::action("⚙ Change a setting", "settings", Value::Null),
@@ -235,7 +236,11 @@ impl Make {
 }
 
 /// The price when it needs the user's confirmation, else `None`.
-async fn confirmation_needed(cx: &Cx<'_>, tool: &ToolDef, _params: &Map<String, Value>) -> Result<Option<i64>, FlowError> {
+async fn confirmation_needed(
+    cx: &Cx<'_>,
+    tool: &ToolDef,
+    _params: &Map<String, Value>,
+) -> Result<Option<i64>, FlowError> {
     let price = station_core::points::price(&tool.cost, cx.station.config.points.multiplier);
     let threshold = crate::flows::confirm_threshold(cx).await?;
     Ok(match threshold {
@@ -337,7 +342,8 @@ impl Flow for Make {
                 if page + 1 < pages {
                     nav.push(Button::action("Next ▶", "page", json!({"page": page + 1})));
                 }
-                let title = if needs_image { "Which tool should use this image?" } else { "What would you like to make?" };
+                let title =
+                    if needs_image { "Which tool should use this image?" } else { "What would you like to make?" };
                 let mut view = View::text(Rich::plain(title).text(" Choose a tool (or type its name)."));
                 if pages > 1 {
                     view = view.with_text(format!("Page {} of {pages}", page + 1));
@@ -436,7 +442,9 @@ impl Flow for Make {
                         p.remove(&name);
                         return Ok(Next::Goto("options".into(), with(state, "params", p)));
                     }
-                    StepInput::Action { name: a, args } if a == "choose" => args.get("value").cloned().unwrap_or(Value::Null),
+                    StepInput::Action { name: a, args } if a == "choose" => {
+                        args.get("value").cloned().unwrap_or(Value::Null)
+                    }
                     StepInput::Text(t) if def.kind == InputType::Image => {
                         let _ = t;
                         return Ok(Next::Invalid(format!("{name} needs an image: send a photo.")));
@@ -473,7 +481,9 @@ impl Flow for Make {
                     }
                     Self::run(cx, &tool, state.clone()).await
                 }
-                StepInput::Action { name, .. } if name == "settings" => Ok(Next::Goto("pick_setting".into(), state.clone())),
+                StepInput::Action { name, .. } if name == "settings" => {
+                    Ok(Next::Goto("pick_setting".into(), state.clone()))
+                }
                 StepInput::Text(t) => {
                     let tool = tool_of(cx, state)?;
                     let Some(pairs) = parse_assignments(&t) else {

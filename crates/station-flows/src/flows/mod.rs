@@ -97,7 +97,11 @@ impl Welcome {
             tools.len(),
             tools.iter().find(|t| t.primary_input().is_some()).map(|t| t.command.as_str()).unwrap_or("make")
         ));
-        Ok(finish(View::text(text).row(menu_row()).row(vec![Button::action("❓ Help", "start", json!({"flow": "help"}))])))
+        Ok(finish(View::text(text).row(menu_row()).row(vec![Button::action(
+            "❓ Help",
+            "start",
+            json!({"flow": "help"}),
+        )])))
     }
 }
 
@@ -119,14 +123,17 @@ impl Status {
     async fn answer(&self, cx: &Cx<'_>, _start: Start) -> Result<Next, FlowError> {
         let station = cx.station;
         let balance = station.points(&cx.account.id).await?;
-        let mut view = View::text(
-            Rich::plain("Balance: ")
-                .bold(format!("{} points", balance.available()))
-                .text(if balance.held > 0 { format!(" ({} on hold for running jobs)", balance.held) } else { String::new() }),
-        );
+        let mut view = View::text(Rich::plain("Balance: ").bold(format!("{} points", balance.available())).text(
+            if balance.held > 0 { format!(" ({} on hold for running jobs)", balance.held) } else { String::new() },
+        ));
         let mut active = vec![];
         for status in [JobStatus::Running, JobStatus::Dispatched, JobStatus::Queued] {
-            let f = JobFilter { account_id: Some(cx.account.id.clone()), status: Some(status), limit: 10, ..Default::default() };
+            let f = JobFilter {
+                account_id: Some(cx.account.id.clone()),
+                status: Some(status),
+                limit: 10,
+                ..Default::default()
+            };
             active.extend(station.store.list_jobs(&f).await?);
         }
         if active.is_empty() {
@@ -141,7 +148,8 @@ impl Status {
                 _ => (Some(job.progress), format!("{tool}: running")),
             };
             view = view.block(Block::Progress { fraction, label, preview: None });
-            view = view.row(vec![Button::action(format!("Cancel {tool}"), "cancel_job", json!({"job": job.id})).danger()]);
+            view =
+                view.row(vec![Button::action(format!("Cancel {tool}"), "cancel_job", json!({"job": job.id})).danger()]);
         }
         let (recent, _) = station.store.history_page(&cx.account.id, 0, 3).await?;
         if !recent.is_empty() {
@@ -161,7 +169,11 @@ async fn recent_cells(cx: &Cx<'_>, jobs: &[station_store::JobRow]) -> Result<Vec
             None => None,
         };
         let tool = cx.station.tools.get(&job.tool_id).map(|t| t.name.clone()).unwrap_or(job.tool_id.clone());
-        cells.push(GridCell { image, label: tool, button: Some(Button::action("Open", "open", json!({"job": job.id}))) });
+        cells.push(GridCell {
+            image,
+            label: tool,
+            button: Some(Button::action("Open", "open", json!({"job": job.id}))),
+        });
     }
     Ok(cells)
 }
@@ -252,8 +264,11 @@ impl Flow for History {
         let page = state.get("page").and_then(Value::as_i64).unwrap_or(0).max(0);
         let (jobs, total) = cx.station.store.history_page(&cx.account.id, page * HISTORY_PAGE, HISTORY_PAGE).await?;
         if total == 0 {
-            return Ok(View::text("No results yet. Send /make to create something.")
-                .row(vec![Button::action("Close", "cancel", Value::Null)]));
+            return Ok(View::text("No results yet. Send /make to create something.").row(vec![Button::action(
+                "Close",
+                "cancel",
+                Value::Null,
+            )]));
         }
         let pages = (total + HISTORY_PAGE - 1) / HISTORY_PAGE;
         let cells = recent_cells(cx, &jobs).await?;

@@ -46,8 +46,10 @@ impl Flow for Settings {
     async fn view(&self, cx: &Cx<'_>, step: &str, state: &Value) -> Result<View, FlowError> {
         match step {
             "tool" => {
-                let options =
-                    pickable_tools(cx, false).iter().map(|t| Button::action(t.name.clone(), "choose", json!({"tool": t.id}))).collect();
+                let options = pickable_tools(cx, false)
+                    .iter()
+                    .map(|t| Button::action(t.name.clone(), "choose", json!({"tool": t.id})))
+                    .collect();
                 Ok(View::text("Settings for which tool?")
                     .row(vec![Button::action("Close", "cancel", Value::Null)])
                     .ask("Tool", InputKind::Choice { options }))
@@ -68,7 +70,9 @@ impl Flow for Settings {
                 }
                 let mut view = View::default().block(Block::Card {
                     title: format!("{} settings", tool.name),
-                    body: Some(Rich::plain("Your defaults are used whenever you run this tool without saying otherwise.")),
+                    body: Some(Rich::plain(
+                        "Your defaults are used whenever you run this tool without saying otherwise.",
+                    )),
                     image: None,
                     fields,
                 });
@@ -119,9 +123,12 @@ impl Flow for Settings {
                         cx.station.store.save_tool_settings(&cx.account.id, &tool.id, &Map::new(), now_ms()).await?;
                         Ok(Next::Stay(state.clone()))
                     }
-                    StepInput::Action { name, .. } if name == "done" => Ok(Next::Finish(vec![crate::flow::Out::message(
-                        View::text(format!("Saved. Your next {} run uses these settings.", tool.name)),
-                    )])),
+                    StepInput::Action { name, .. } if name == "done" => {
+                        Ok(Next::Finish(vec![crate::flow::Out::message(View::text(format!(
+                            "Saved. Your next {} run uses these settings.",
+                            tool.name
+                        )))]))
+                    }
                     StepInput::Text(t) => match t.split_once('=') {
                         Some((k, v)) => save(cx, &tool, state, k.trim(), &Value::String(v.trim().to_string())).await,
                         None => Ok(Next::Invalid("Send name=value, or use the buttons.".into())),
