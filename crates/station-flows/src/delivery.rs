@@ -165,6 +165,14 @@ impl Flows {
         if let DeliveryResult::Failed { error } = &result {
             tracing::warn!(delivery = %d.id, conversation = %d.conversation, error = %error, "delivery failed for good");
         }
+        // Throttle the conversation's other progress edits while this row is
+        // still `sending` (nothing else of the conversation can be claimed yet).
+        if kind == DeliveryKind::Progress
+            && let DeliveryResult::Sent { next_at, .. } = &result
+            && let Err(e) = store.delay_progress(&d.conversation, *next_at).await
+        {
+            tracing::warn!(conversation = %d.conversation, error = %e, "could not throttle progress edits");
+        }
         if let Err(e) = store.finish_delivery(&d.id, &self.inner.owner, d.version, &result, now).await {
             tracing::warn!(delivery = %d.id, error = %e, "could not record a delivery outcome");
         }

@@ -22,6 +22,8 @@ pub struct Shown {
     pub edits: Vec<View>,
     /// The delivery record id that created it.
     pub delivery_id: String,
+    /// When each edit arrived.
+    pub edited_at: Vec<std::time::Instant>,
 }
 
 /// Records deliveries per conversation chat id.
@@ -108,6 +110,7 @@ impl Platform for TestPlatform {
         {
             let old = std::mem::replace(&mut m.view, out.view.clone());
             m.edits.push(old);
+            m.edited_at.push(std::time::Instant::now());
             return Outcome::Sent { message_ref: Some(r.clone()) };
         }
         let _ = chat;
@@ -120,6 +123,7 @@ impl Platform for TestPlatform {
             view: out.view.clone(),
             edits: vec![],
             delivery_id: out.delivery_id.clone(),
+            edited_at: vec![],
         });
         Outcome::Sent { message_ref: Some(message_ref) }
     }

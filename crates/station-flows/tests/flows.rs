@@ -200,6 +200,35 @@ async fn make_with_prompt_inline(db: TestDb) {
     env.stop().await;
 }
 
+async fn progress_edits_are_throttled_per_conversation(db: TestDb) {
+    let mut env = setup(db).await;
+    // A slower throttle than the other tests, on a fresh engine.
+    env.runner.take().unwrap().shutdown().await;
+    env.flows =
+        Flows::with_settings(env.station.clone(), FlowSettings { progress_every_ms: 300, ..Default::default() });
+    env.flows.add_platform(Arc::new(env.platform.clone()));
+    env.runner = Some(env.flows.start());
+    env.fake.set_step_delay(60);
+    env.command("dream", "first").await;
+    env.command("dream", "second").await;
+    env.wait_results(2).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut edits: Vec<std::time::Instant> = env
+        .platform
+        .messages(&env.conv.chat)
+        .iter()
+        .filter(|m| m.kind == DeliveryKind::Progress)
+        .flat_map(|m| m.edited_at.clone())
+        .collect();
+    edits.sort();
+    assert!(edits.len() >= 3, "progress was edited: {} edits", edits.len());
+    for pair in edits.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_millis(250), "two progress edits {gap:?} apart in one conversation");
+    }
+    env.stop().await;
+}
+
 async fn make_asks_only_for_missing_inputs(db: TestDb) {
     let env = setup(db).await;
     env.command("make", "").await;
@@ -276,8 +305,12 @@ async fn settings_change_is_used_by_next_make(db: TestDb) {
     env.wait("width question", |m| m.last().is_some_and(|m| m.view.input.as_ref().is_some_and(|i| i.label == "width")))
         .await;
     env.text("abc").await;
-    let msgs = env.wait("type refusal", |m| m.iter().any(|m| m.view.plain_text().contains("⚠ width"))).await;
-    assert!(msgs.last().unwrap().view.input.as_ref().is_some_and(|i| i.label == "width"), "asked again");
+    // The refusal, then the same question again.
+    env.wait("type refusal", |m| {
+        m.iter().any(|m| m.view.plain_text().contains("⚠ width"))
+            && m.last().unwrap().view.input.as_ref().is_some_and(|i| i.label == "width")
+    })
+    .await;
     env.text("100000").await;
     env.wait("range refusal", |m| m.iter().filter(|m| m.view.plain_text().contains("⚠ width")).count() >= 2).await;
     env.text("96").await;
@@ -414,7 +447,15 @@ async fn deliveries_retry_and_stop_when_blocked(db: TestDb) {
     env.command("help", "").await;
     let msgs = env.wait("help after retries", |m| m.iter().any(|m| m.view.plain_text().contains("Commands"))).await;
     assert_eq!(msgs.len(), 1);
-    let d = env.station.store.get_delivery(&msgs[0].delivery_id).await.unwrap().unwrap();
+    // The outcome is recorded just after the platform answers.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let d = loop {
+        let d = env.station.store.get_delivery(&msgs[0].delivery_id).await.unwrap().unwrap();
+        if d.status != "sending" || tokio::time::Instant::now() > deadline {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!((d.status.as_str(), d.attempts), ("sent", 3));
     // Blocked: this and every later pending delivery of the chat fail for good.
     env.platform.script(vec![Outcome::Permanent("Forbidden: bot was blocked by the user".into())]);
@@ -510,6 +551,7 @@ macro_rules! on_every_db {
 
 on_every_db!(
     make_with_prompt_inline,
+    progress_edits_are_throttled_per_conversation,
     make_asks_only_for_missing_inputs,
     photo_tool_rerun_tweak_and_use_as_input,
     settings_change_is_used_by_next_make,

@@ -532,6 +532,20 @@ impl Store {
         })
     }
 
+    /// Holds back every progress edit of a conversation until `until`
+    /// (chat platforms punish frequent edits, whichever message they touch).
+    pub async fn delay_progress(&self, conversation: &str, until: i64) -> Result<(), StoreError> {
+        with_pool!(self, p => {
+            sqlx::query(
+                "UPDATE deliveries SET next_attempt_at = CASE WHEN next_attempt_at < $2 THEN $2 ELSE next_attempt_at END \
+                 WHERE conversation = $1 AND kind = 'progress' AND status IN ('pending', 'sent')",
+            )
+            .bind(conversation).bind(until)
+            .execute(p).await?;
+            Ok(())
+        })
+    }
+
     /// Ended jobs that came from a conversation but whose result delivery was
     /// never written (the process died between the two): the notifier writes them.
     pub async fn undelivered_results(&self, since: i64, limit: i64) -> Result<Vec<JobRow>, StoreError> {
