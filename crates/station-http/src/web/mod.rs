@@ -1,0 +1,400 @@
+//! The web app: sign-in with one-time links, sessions, and the pages, served
+//! from the binary with their assets embedded (no CDN, no build step).
+//!
+//! Pages are small server-rendered shells — navigation, the account's name,
+//! the session's CSRF token in `<meta name="csrf-token">`, and which page it is
+//! in `<body data-page>` — that the embedded scripts fill by calling the REST
+//! API with `fetch`. The scripts send the CSRF token as `X-CSRF-Token` on every
+//! state-changing request. No inline scripts or event handlers, so the pages
+//! work under a CSP of `script-src 'self'`.
+//!
+//! Sessions: `GET /login?token=…` redeems a sign-in link and sets the
+//! `station_session` cookie (HttpOnly, SameSite=Lax, Path=/, and Secure when
+//! the public URL is https). A page requested without an open session
+//! redirects to `/signin`, which explains how to get a link. `POST /logout`
+//! (CSRF-checked) ends the session.
+
+// Helpers return `Result<_, Response>` as axum's extractors do.
+#![allow(clippy::result_large_err)]
+
+mod assets;
+
+use std::time::Duration;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::Deserialize;
+use station_core::Station;
+use station_core::identity::{AuthError, SessionInfo};
+use station_store::AccountRow;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "station_session";
+
+/// The Content-Security-Policy of every page: scripts, styles and
+/// connections only from Station itself; images also from `data:`/`blob:`
+/// (upload previews); no framing.
+pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+     connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Routes of the web app: pages, sign-in and sign-out, assets.
+pub fn routes() -> Router<Station> {
+    Router::new()
+        .route("/", get(home))
+        .route("/signin", get(signin))
+        .route("/login", get(login))
+        .route("/logout", post(logout))
+        .route("/assets/{file}", get(assets::serve))
+        .route("/tools", get(|s: WebSession| async move { page(&s, Page::simple("tools", "Tools")) }))
+        .route("/tools/{id}", get(tool_page))
+        .route("/jobs/{id}", get(job_page))
+        .route("/history", get(|s: WebSession| async move { page(&s, Page::simple("history", "History")) }))
+        .route("/settings", get(|s: WebSession| async move { page(&s, Page::simple("settings", "Settings")) }))
+        .route("/points", get(|s: WebSession| async move { page(&s, Page::simple("points", "Points")) }))
+        .route("/keys", get(|s: WebSession| async move { page(&s, Page::simple("keys", "API keys")) }))
+        .route("/admin", get(admin_page))
+}
+
+/// A signed-in visitor: the account, the session id (from the cookie) and its
+/// CSRF token. Pages take it as an argument; without an open session the
+/// visitor is redirected to `/signin` (with `reason=expired` when a cookie
+/// was sent but its session is over).
+#[derive(Debug, Clone)]
+pub struct WebSession {
+    /// The signed-in account.
+    pub account: AccountRow,
+    /// The session id from the cookie.
+    pub session_id: String,
+    /// The session's details, its CSRF token among them.
+    pub info: SessionInfo,
+}
+
+impl FromRequestParts<Station> for WebSession {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, station: &Station) -> Result<Self, Self::Rejection> {
+        let next = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+        let Some(session_id) = session_cookie(&parts.headers) else {
+            return Err(to_signin("required", &next));
+        };
+        match station.session_account(&session_id).await {
+            Ok((account, info)) => Ok(WebSession { account, session_id, info }),
+            Err(AuthError::Suspended(_)) => Err(to_signin("suspended", &next)),
+            Err(AuthError::Store(e)) => {
+                tracing::error!(error = %e, "session lookup failed");
+                Err(error_page(StatusCode::SERVICE_UNAVAILABLE, "Station cannot read its database right now; try again in a moment."))
+            }
+            Err(_) => Err(to_signin("expired", &next)),
+        }
+    }
+}
+
+/// The `station_session` cookie's value, if sent.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
+        .map(|(_, value)| value.to_string())
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn to_signin(reason: &str, next: &str) -> Response {
+    let next = if next.starts_with('/') && !next.starts_with("//") { next } else { "/" };
+    Redirect::to(&format!("/signin?reason={reason}&next={}", encode(next))).into_response()
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Escapes text for HTML content and quoted attributes.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whether cookies must be `Secure`: the public URL is https.
+fn secure(station: &Station) -> bool {
+    station.config.public_url().starts_with("https://")
+}
+
+fn session_cookie_header(station: &Station, value: &str, max_age_secs: i64) -> HeaderValue {
+    let secure = if secure(station) { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_COOKIE}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age_secs}{secure}");
+    HeaderValue::from_str(&cookie).expect("cookie text is ASCII")
+}
+
+/// `GET /`: the tool gallery when signed in, else the sign-in help.
+async fn home(State(station): State<Station>, headers: HeaderMap) -> Response {
+    if let Some(id) = session_cookie(&headers)
+        && station.session_account(&id).await.is_ok()
+    {
+        return Redirect::to("/tools").into_response();
+    }
+    signin_page(StatusCode::OK, None)
+}
+
+#[derive(Deserialize)]
+struct SigninQuery {
+    reason: Option<String>,
+}
+
+/// `GET /signin`: how to get a sign-in link, and why you are here.
+async fn signin(Query(q): Query<SigninQuery>) -> Response {
+    let reason = match q.reason.as_deref() {
+        Some("expired") => Some("Your session has ended. Sign in again with a new link."),
+        Some("required") => Some("Please sign in to see that page."),
+        Some("signed-out") => Some("You are signed out."),
+        Some("suspended") => Some("This account is suspended; ask the operator."),
+        _ => None,
+    };
+    signin_page(StatusCode::OK, reason)
+}
+
+fn signin_page(status: StatusCode, message: Option<&str>) -> Response {
+    let message = message.map(|m| format!(r#"<p class="notice" role="status">{}</p>"#, esc(m))).unwrap_or_default();
+    let body = format!(
+        r#"<main id="main" class="narrow">
+<h1>Sign in to Station</h1>
+{message}
+<p>Station signs you in with a one-time link instead of a password.</p>
+<ul class="steps">
+<li>In a chat with the Station bot (Telegram or Discord), send <code>/web</code>: the bot answers with your link.</li>
+<li>Operators: run <code>station users login-link NAME</code> on the server (or <code>station users create --admin NAME</code> for the first administrator).</li>
+</ul>
+<p>A link works once, for 15 minutes. Opening it signs this browser in.</p>
+</main>"#
+    );
+    shell(status, "Sign in", "signin", "", None, &body)
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    token: Option<String>,
+}
+
+/// `GET /login?token=…`: redeems a sign-in link, opens a session and sends
+/// the browser to the tool gallery.
+async fn login(State(station): State<Station>, Query(q): Query<LoginQuery>) -> Response {
+    let Some(token) = q.token.filter(|t| !t.trim().is_empty()) else {
+        return signin_page(
+            StatusCode::BAD_REQUEST,
+            Some("This sign-in link has no token. Copy the whole link, or ask for a new one."),
+        );
+    };
+    let account = match station.redeem_login_token(&token).await {
+        Ok(a) => a,
+        Err(AuthError::Store(e)) => {
+            tracing::error!(error = %e, "sign-in failed");
+            return error_page(StatusCode::SERVICE_UNAVAILABLE, "Station cannot read its database right now; try the link again in a moment.");
+        }
+        Err(e) => {
+            let why = match e {
+                AuthError::Used(_) => "This sign-in link was already used: each link works once.",
+                AuthError::Expired(_) => "This sign-in link has expired: links work for 15 minutes.",
+                AuthError::Suspended(_) => "This account is suspended; ask the operator.",
+                _ => "This sign-in link is not valid. Check that you copied all of it.",
+            };
+            return signin_page(StatusCode::UNAUTHORIZED, Some(&format!("{why} Ask for a new one below.")));
+        }
+    };
+    let ttl = Duration::from_secs(station.config.web.session_hours.max(1) * 3600);
+    match station.create_session(&account, ttl).await {
+        Ok((id, _csrf, _expires)) => {
+            let mut r = Redirect::to("/tools").into_response();
+            r.headers_mut().insert(header::SET_COOKIE, session_cookie_header(&station, &id, ttl.as_secs() as i64));
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "creating a session failed");
+            error_page(StatusCode::SERVICE_UNAVAILABLE, "Station could not start your session; try the link again in a moment.")
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct LogoutForm {
+    csrf: Option<String>,
+}
+
+/// `POST /logout`: ends the session (the CSRF token must come as the `csrf`
+/// form field or the `X-CSRF-Token` header) and clears the cookie.
+async fn logout(State(station): State<Station>, headers: HeaderMap, form: Result<Form<LogoutForm>, FormRejection>) -> Response {
+    let Some(id) = session_cookie(&headers) else {
+        return Redirect::to("/signin?reason=signed-out").into_response();
+    };
+    let sent = form
+        .ok()
+        .and_then(|Form(f)| f.csrf)
+        .or_else(|| headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).map(str::to_string));
+    match station.session_account(&id).await {
+        Ok((_, info)) => {
+            if !sent.is_some_and(|s| same_secret(&s, &info.csrf_token)) {
+                return error_page(
+                    StatusCode::FORBIDDEN,
+                    "Sign-out refused: the request did not carry this page's CSRF token. Reload the page and use its Sign out button.",
+                );
+            }
+            if let Err(e) = station.end_session(&id).await {
+                tracing::error!(error = %e, "ending a session failed");
+                return error_page(StatusCode::SERVICE_UNAVAILABLE, "Station could not sign you out; try again in a moment.");
+            }
+        }
+        // Already over: just clear the cookie.
+        Err(AuthError::Store(e)) => {
+            tracing::error!(error = %e, "session lookup failed");
+            return error_page(StatusCode::SERVICE_UNAVAILABLE, "Station cannot read its database right now; try again.");
+        }
+        Err(_) => {}
+    }
+    let mut r = Redirect::to("/signin?reason=signed-out").into_response();
+    r.headers_mut().insert(header::SET_COOKIE, session_cookie_header(&station, "", 0));
+    r
+}
+
+/// What the shell of one page carries.
+struct Page {
+    name: &'static str,
+    title: String,
+    /// Extra `data-*` attributes on `<body>` (already escaped).
+    data: String,
+}
+
+impl Page {
+    fn simple(name: &'static str, title: &str) -> Page {
+        Page { name, title: title.into(), data: String::new() }
+    }
+}
+
+/// Tool and job ids are the API's to judge; here they only must be plain.
+fn plain_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+async fn tool_page(s: WebSession, Path(id): Path<String>) -> Response {
+    if !plain_id(&id) {
+        return error_page(StatusCode::NOT_FOUND, "No such tool. The gallery lists them.");
+    }
+    page(&s, Page { name: "tool", title: "Tool".into(), data: format!(r#" data-tool="{}""#, esc(&id)) })
+}
+
+async fn job_page(s: WebSession, Path(id): Path<String>) -> Response {
+    if !plain_id(&id) {
+        return error_page(StatusCode::NOT_FOUND, "No such generation. Your history lists them.");
+    }
+    page(&s, Page { name: "job", title: "Generation".into(), data: format!(r#" data-job="{}""#, esc(&id)) })
+}
+
+async fn admin_page(s: WebSession) -> Response {
+    if s.account.role != "admin" {
+        return error_page(StatusCode::FORBIDDEN, "The admin dashboard is for administrators only.");
+    }
+    page(&s, Page::simple("admin", "Admin"))
+}
+
+/// A signed-in page: navigation, account, sign-out form, and an empty
+/// `<main>` the page's script fills.
+fn page(s: &WebSession, p: Page) -> Response {
+    let admin = s.account.role == "admin";
+    let link = |href: &str, name: &str, label: &str| {
+        let current = if p.name == name { r#" aria-current="page""# } else { "" };
+        format!(r#"<a href="{href}"{current}>{label}</a>"#)
+    };
+    let mut nav = [
+        link("/tools", "tools", "Tools"),
+        link("/history", "history", "History"),
+        link("/points", "points", "Points"),
+        link("/settings", "settings", "Settings"),
+        link("/keys", "keys", "API keys"),
+    ]
+    .join("");
+    if admin {
+        nav.push_str(&link("/admin", "admin", "Admin"));
+    }
+    let header = format!(
+        r#"<header class="top"><a class="brand" href="/tools">Station</a>
+<nav aria-label="Main">{nav}</nav>
+<div class="who"><span class="name">{name}</span> · <a href="/points" id="balance" aria-label="Points balance">… points</a>
+<form method="post" action="/logout" class="signout"><input type="hidden" name="csrf" value="{csrf}"><button type="submit">Sign out</button></form></div>
+</header>"#,
+        name = esc(&s.account.name),
+        csrf = esc(&s.info.csrf_token),
+    );
+    let body = format!(
+        "{header}\n<main id=\"main\" aria-live=\"polite\"><p class=\"loading\">Loading…</p></main>\n<div id=\"toast\" role=\"status\" aria-live=\"polite\"></div>"
+    );
+    let data = format!(r#"{} data-role="{}""#, p.data, esc(&s.account.role));
+    shell(StatusCode::OK, &p.title, p.name, &data, Some(&s.info.csrf_token), &body)
+}
+
+/// A plain error page (no session needed).
+fn error_page(status: StatusCode, message: &str) -> Response {
+    let body = format!(
+        r#"<main id="main" class="narrow"><h1>{}</h1><p>{}</p><p><a href="/">Back to Station</a></p></main>"#,
+        status.canonical_reason().unwrap_or("Error"),
+        esc(message)
+    );
+    shell(status, "Error", "error", "", None, &body)
+}
+
+/// The HTML document around a page body, with the CSP and no caching.
+fn shell(status: StatusCode, title: &str, name: &str, data: &str, csrf: Option<&str>, body: &str) -> Response {
+    let csrf = csrf.map(|c| format!(r#"<meta name="csrf-token" content="{}">"#, esc(c))).unwrap_or_default();
+    let v = assets::VERSION;
+    let html = format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · Station</title>
+{csrf}
+<link rel="stylesheet" href="/assets/app.css?v={v}">
+<script type="module" src="/assets/app.js?v={v}"></script>
+</head>
+<body data-page="{name}"{data}>
+{body}
+</body>
+</html>
+"#,
+        title = esc(title),
+    );
+    let mut r = (status, Html(html)).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    r
+}

@@ -1,0 +1,411 @@
+// The signed-in pages: tool gallery, tool form, live progress and result,
+// history, settings, points and API keys.
+
+import { ApiError, api, el, job, listOf, main, mediaUrl, refreshBalance, showError, toast, when } from './app.js';
+import { inputsOf, toolForm } from './form.js';
+
+const TERMINAL = ['succeeded', 'failed', 'cancelled'];
+const query = new URLSearchParams(location.search);
+
+async function loadTools() {
+  return listOf(await api('GET', '/api/v1/tools'), 'tools');
+}
+
+function priceOf(tool) {
+  const c = tool.cost || {};
+  if (c.per_run !== undefined) return `${c.per_run} pt`;
+  if (c.per_second !== undefined) return `${c.per_second} pt/s`;
+  if (typeof tool.price === 'number') return `${tool.price} pt`;
+  return '';
+}
+
+/** Tool gallery, grouped by category. With ?media=ID: tools that take an image. */
+async function tools() {
+  const useMedia = query.get('media');
+  const m = main(useMedia ? 'Use as input: pick a tool' : 'Tools');
+  let list = await loadTools();
+  if (useMedia) {
+    list = list.filter((t) => inputsOf(t).some((d) => d.type === 'image') || t.category === 'image-to-image');
+    m.append(el('p', {}, el('img', { src: mediaUrl(useMedia, true), alt: 'The image to use', class: 'use-thumb' })));
+  }
+  const groups = new Map();
+  for (const t of list) {
+    const cat = t.category || 'other';
+    if (!groups.has(cat)) groups.set(cat, []);
+    groups.get(cat).push(t);
+  }
+  for (const [cat, ts] of groups) {
+    const grid = el('ul', { class: 'cards', 'aria-label': cat });
+    for (const t of ts) {
+      const href = `/tools/${encodeURIComponent(t.id)}` + (useMedia ? `?media=${encodeURIComponent(useMedia)}` : '');
+      grid.append(el('li', { class: 'card', dataset: { tool: t.id } },
+        el('a', { href }, el('h3', {}, t.name || t.id), el('p', {}, t.description || ''),
+          el('span', { class: 'price' }, priceOf(t)))));
+    }
+    m.append(el('section', {}, el('h2', {}, cat.replace(/-/g, ' ')), grid));
+  }
+  if (!list.length) m.append(el('p', {}, 'No tools are available to you yet.'));
+}
+
+/** Submits, asking to confirm when the price is above the account's threshold. */
+async function submitJob(body) {
+  try {
+    return job(await api('POST', '/api/v1/generations', body));
+  } catch (e) {
+    if (e instanceof ApiError && e.code === 'confirmation_required') {
+      if (!window.confirm(`${e.message}\n\nRun it anyway?`)) throw new Error('Not started.');
+      return job(await api('POST', '/api/v1/generations', { ...body, confirmed: true }));
+    }
+    throw e;
+  }
+}
+
+/** One tool's generated form. ?from=JOB prefills it (tweak); ?media=ID fills the image. */
+async function tool() {
+  const id = document.body.dataset.tool;
+  const t = await api('GET', `/api/v1/tools/${encodeURIComponent(id)}`).then((r) => r.tool || r);
+  const m = main(t.name || t.id);
+  m.append(el('p', { class: 'lead' }, t.description || ''), el('p', { class: 'price' }, `Price: ${priceOf(t)}`));
+  let values = {};
+  if (query.get('from')) {
+    const src = job(await api('GET', `/api/v1/generations/${encodeURIComponent(query.get('from'))}`));
+    values = { ...(src.params || {}) };
+    m.append(el('p', { class: 'notice' }, 'Tweaking an earlier generation: change what you like and run it.'));
+  }
+  if (query.get('media')) {
+    const img = inputsOf(t).find((d) => d.type === 'image');
+    if (img) values[img.name] = `media:${query.get('media')}`;
+  }
+  const form = toolForm(t, values, 'Generate', async (params) => {
+    const j = await submitJob({ tool: t.id, params });
+    location.href = `/jobs/${encodeURIComponent(j.id)}`;
+  });
+  m.append(form);
+}
+
+function progressBar() {
+  const bar = el('div', { class: 'bar' });
+  const outer = el('div', {
+    class: 'progress', role: 'progressbar', 'aria-label': 'Progress', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': 0,
+  }, bar);
+  const label = el('span', { class: 'progress-label', id: 'progress-label' }, '0 %');
+  return {
+    node: el('div', { class: 'progress-wrap' }, outer, label),
+    set(fraction) {
+      const pct = Math.max(0, Math.min(100, Math.round(fraction * 100)));
+      bar.style.width = `${pct}%`;
+      outer.setAttribute('aria-valuenow', pct);
+      label.textContent = `${pct} %`;
+    },
+  };
+}
+
+function statusText(j) {
+  switch (j.status) {
+    case 'queued':
+      return j.queue_position !== undefined && j.queue_position !== null
+        ? `Queued: ${j.queue_position} ahead of you` : 'Queued';
+    case 'dispatched':
+      return 'Starting…';
+    case 'running':
+      return 'Running';
+    case 'succeeded':
+      return 'Done';
+    case 'failed':
+      return `Failed: ${j.error || 'unknown error'}`;
+    case 'cancelled':
+      return 'Cancelled';
+    default:
+      return j.status;
+  }
+}
+
+/** A generation: live progress with previews, then the result and its actions. */
+async function jobPage() {
+  const id = document.body.dataset.job;
+  let j = job(await api('GET', `/api/v1/generations/${encodeURIComponent(id)}`));
+  const m = main('Generation');
+  const status = el('p', { class: 'status', id: 'job-status', role: 'status' }, statusText(j));
+  const progress = progressBar();
+  const preview = el('img', { class: 'live-preview', alt: 'Preview of the image being made', hidden: true });
+  const cancel = el('button', { type: 'button', class: 'secondary' }, 'Cancel');
+  const live = el('section', { class: 'live', 'aria-label': 'Progress' }, status, progress.node, preview, el('div', { class: 'actions' }, cancel));
+  const result = el('section', { class: 'result', 'aria-label': 'Result' });
+  m.append(el('p', { class: 'lead' }, el('a', { href: `/tools/${encodeURIComponent(j.tool_id)}` }, j.tool_id), ` · ${when(j.created_at)}`), live, result);
+  progress.set(j.progress || 0);
+  cancel.addEventListener('click', async () => {
+    try {
+      await api('POST', `/api/v1/generations/${encodeURIComponent(id)}/cancel`);
+      toast('Stopping it…');
+    } catch (e) {
+      showError(e);
+    }
+  });
+
+  let done = false;
+  let source;
+  let poll;
+  const finish = () => {
+    done = true;
+    if (source) source.close();
+    clearInterval(poll);
+    live.querySelector('.actions').hidden = true;
+    if (j.status === 'succeeded') progress.set(1);
+    status.textContent = statusText(j);
+    renderResult(result, j);
+    refreshBalance();
+  };
+  const refresh = async () => {
+    if (done) return;
+    try {
+      j = job(await api('GET', `/api/v1/generations/${encodeURIComponent(id)}`));
+    } catch {
+      return;
+    }
+    if (TERMINAL.includes(j.status)) finish();
+    else {
+      status.textContent = statusText(j);
+      if (j.progress) progress.set(j.progress);
+    }
+  };
+  if (TERMINAL.includes(j.status)) {
+    finish();
+    return;
+  }
+  source = new EventSource(`/api/v1/generations/${encodeURIComponent(id)}/events`);
+  const onEvent = (ev) => {
+    let e;
+    try {
+      e = JSON.parse(ev.data);
+    } catch {
+      return;
+    }
+    const type = e.type || ev.type;
+    if (type === 'progress') {
+      progress.set(e.fraction || 0);
+      status.textContent = e.label ? `Running: ${e.label}` : 'Running';
+    } else if (type === 'preview') {
+      if (e.data) preview.src = `data:${e.mime || 'image/jpeg'};base64,${e.data}`;
+      else if (e.media_id) preview.src = mediaUrl(e.media_id);
+      preview.hidden = false;
+    } else if (type === 'status' || type === 'result') {
+      refresh();
+    }
+  };
+  source.addEventListener('message', onEvent);
+  for (const t of ['status', 'progress', 'preview', 'result']) source.addEventListener(t, onEvent);
+  // Queue position is not an event: the row is read now and then as well.
+  poll = setInterval(refresh, 1500);
+}
+
+/** The result images and the same actions as in chat. */
+function renderResult(box, j) {
+  box.replaceChildren();
+  if (j.status !== 'succeeded') {
+    box.append(el('div', { class: 'actions' }, rerunButton(j), el('a', { class: 'button', href: `/tools/${encodeURIComponent(j.tool_id)}?from=${encodeURIComponent(j.id)}` }, 'Tweak')));
+    return;
+  }
+  const figures = el('div', { class: 'outputs' });
+  for (const [i, mid] of j.outputs.entries()) {
+    figures.append(el('figure', {},
+      el('img', { src: mediaUrl(mid), alt: `Result ${i + 1} of ${j.tool_id}`, class: 'result-image' }),
+      el('figcaption', {}, el('a', { href: `${mediaUrl(mid)}?download=1`, download: `${j.tool_id}-${j.id}-${i + 1}`, class: 'button' }, 'Download'),
+        el('a', { href: `/tools?media=${encodeURIComponent(mid)}`, class: 'button' }, 'Use as input'))));
+  }
+  const info = el('details', { class: 'info' }, el('summary', {}, 'Info'),
+    el('dl', {},
+      el('dt', {}, 'Tool'), el('dd', {}, j.tool_id),
+      el('dt', {}, 'Started'), el('dd', {}, when(j.started_at || j.created_at)),
+      el('dt', {}, 'Finished'), el('dd', {}, when(j.finished_at)),
+      el('dt', {}, 'Took'), el('dd', {}, j.finished_at && j.started_at ? `${((j.finished_at - j.started_at) / 1000).toFixed(1)} s` : ''),
+      el('dt', {}, 'Parameters'), el('dd', {}, el('pre', {}, JSON.stringify(j.params, null, 2)))));
+  const stars = el('div', { class: 'stars', role: 'group', 'aria-label': 'Rate this result' });
+  for (let n = 1; n <= 5; n++) {
+    const b = el('button', { type: 'button', 'aria-label': `${n} star${n > 1 ? 's' : ''}`, 'aria-pressed': j.rating === n ? 'true' : 'false' }, '★');
+    b.addEventListener('click', async () => {
+      try {
+        await api('POST', `/api/v1/generations/${encodeURIComponent(j.id)}/rating`, { stars: n });
+        stars.querySelectorAll('button').forEach((x, k) => x.setAttribute('aria-pressed', k + 1 === n ? 'true' : 'false'));
+        toast(`Rated ${'★'.repeat(n)}`);
+      } catch (e) {
+        showError(e);
+      }
+    });
+    stars.append(b);
+  }
+  box.append(figures,
+    el('div', { class: 'actions' }, rerunButton(j),
+      el('a', { class: 'button', href: `/tools/${encodeURIComponent(j.tool_id)}?from=${encodeURIComponent(j.id)}` }, 'Tweak'), stars),
+    info);
+}
+
+function rerunButton(j) {
+  const b = el('button', { type: 'button', class: 'primary', id: 'rerun' }, 'Rerun');
+  b.addEventListener('click', async () => {
+    b.disabled = true;
+    try {
+      let n;
+      try {
+        n = job(await api('POST', `/api/v1/generations/${encodeURIComponent(j.id)}/rerun`));
+      } catch (e) {
+        if (!(e instanceof ApiError && e.code === 'confirmation_required')) throw e;
+        if (!window.confirm(`${e.message}\n\nRun it anyway?`)) return;
+        n = job(await api('POST', `/api/v1/generations/${encodeURIComponent(j.id)}/rerun`, { confirmed: true }));
+      }
+      location.href = `/jobs/${encodeURIComponent(n.id)}`;
+    } catch (e) {
+      showError(e);
+    } finally {
+      b.disabled = false;
+    }
+  });
+  return b;
+}
+
+/** Every generation, newest first, loading more as you scroll. */
+async function history() {
+  const m = main('History');
+  const grid = el('ul', { class: 'gallery', 'aria-label': 'Your generations' });
+  const sentinel = el('p', { class: 'more', role: 'status' }, 'Loading…');
+  m.append(grid, sentinel);
+  let cursor = null;
+  let loading = false;
+  let end = false;
+  const more = async () => {
+    if (loading || end) return;
+    loading = true;
+    try {
+      const qs = new URLSearchParams({ limit: '24' });
+      if (cursor) qs.set('cursor', cursor);
+      const data = await api('GET', `/api/v1/generations?${qs}`);
+      const items = listOf(data, 'generations', 'jobs').map(job);
+      for (const j of items) {
+        const thumb = j.outputs.length
+          ? el('img', { src: mediaUrl(j.outputs[0], true), alt: `${j.tool_id} result`, loading: 'lazy' })
+          : el('span', { class: `placeholder ${j.status}` }, j.status);
+        grid.append(el('li', { dataset: { job: j.id } }, el('a', { href: `/jobs/${encodeURIComponent(j.id)}` }, thumb,
+          el('span', { class: 'caption' }, `${j.tool_id} · ${when(j.created_at)}`))));
+      }
+      cursor = data && (data.next_cursor || data.next || data.cursor);
+      end = !cursor || !items.length;
+      sentinel.textContent = end ? (grid.children.length ? 'That is everything.' : 'Nothing yet: pick a tool to make something.') : '';
+    } catch (e) {
+      sentinel.textContent = e.message;
+      end = true;
+    } finally {
+      loading = false;
+    }
+    // Keep filling until the page scrolls.
+    if (!end && sentinel.getBoundingClientRect().top < window.innerHeight) more();
+  };
+  new IntersectionObserver((entries) => entries.some((e) => e.isIntersecting) && more()).observe(sentinel);
+  await more();
+}
+
+/** Saved parameters per tool: what the form starts with. */
+async function settings() {
+  const m = main('Settings');
+  m.append(el('p', { class: 'lead' }, 'Saved values are used whenever you run the tool without setting them (here, in chat or through the API).'));
+  const list = await loadTools();
+  const select = el('select', { id: 'settings-tool', name: 'tool' }, list.map((t) => el('option', { value: t.id }, t.name || t.id)));
+  const holder = el('div', { class: 'settings-form' });
+  m.append(el('div', { class: 'field' }, el('label', { for: 'settings-tool' }, 'Tool'), select), holder);
+  const show = async () => {
+    const id = select.value;
+    if (!id) return;
+    const t = await api('GET', `/api/v1/tools/${encodeURIComponent(id)}`).then((r) => r.tool || r);
+    const saved = await api('GET', `/api/v1/settings/${encodeURIComponent(id)}`).catch(() => ({}));
+    const values = (saved && (saved.settings || saved.params)) || saved || {};
+    const usable = { ...t, inputs: inputsOf(t).filter((d) => d.type !== 'image') };
+    holder.replaceChildren(toolForm(usable, values, 'Save settings', async (params) => {
+      await api('PUT', `/api/v1/settings/${encodeURIComponent(id)}`, { settings: params });
+      toast('Settings saved.');
+    }));
+  };
+  select.addEventListener('change', show);
+  if (query.get('tool')) select.value = query.get('tool');
+  await show();
+}
+
+/** Balance and the ledger. */
+async function points() {
+  const m = main('Points');
+  const p = await api('GET', '/api/v1/points');
+  const b = (p && (p.points || p)) || {};
+  m.append(el('dl', { class: 'balance' },
+    el('dt', {}, 'Balance'), el('dd', { id: 'points-balance' }, String(b.balance ?? '')),
+    el('dt', {}, 'Held for running jobs'), el('dd', {}, String(b.held ?? 0)),
+    el('dt', {}, 'Available'), el('dd', { id: 'points-available' }, String(b.available ?? b.balance ?? ''))));
+  const data = await api('GET', '/api/v1/points/history?limit=100');
+  const rows = listOf(data, 'entries', 'history', 'ledger');
+  const table = el('table', { class: 'ledger' },
+    el('caption', {}, 'Ledger (newest first)'),
+    el('thead', {}, el('tr', {}, ['When', 'Change', 'Kind', 'Note'].map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, rows.map((r) => el('tr', {},
+      el('td', {}, when(r.created_at)),
+      el('td', { class: (r.amount ?? r.delta) < 0 ? 'neg' : 'pos' }, String(r.amount ?? r.delta ?? '')),
+      el('td', {}, r.kind || r.reason || ''),
+      el('td', {}, r.note || r.job_id || r.memo || '')))));
+  m.append(el('div', { class: 'table-wrap' }, table));
+}
+
+/** API keys: create (shown once), list, revoke. */
+async function keys() {
+  const m = main('API keys');
+  m.append(el('p', { class: 'lead' }, 'Keys let programs use the API as you: send one as "Authorization: Bearer KEY".'));
+  const name = el('input', { id: 'key-name', name: 'name', required: true, maxlength: 64, placeholder: 'e.g. my script' });
+  const days = el('input', { id: 'key-days', name: 'expires_in_days', type: 'number', min: 1, max: 3650, placeholder: 'never' });
+  const form = el('form', { class: 'key-form', 'aria-label': 'New API key' },
+    el('div', { class: 'field' }, el('label', { for: 'key-name' }, 'Name'), name),
+    el('div', { class: 'field' }, el('label', { for: 'key-days' }, 'Expires after (days)'), days),
+    el('div', { class: 'actions' }, el('button', { type: 'submit', class: 'primary' }, 'Create key')));
+  const shown = el('div', { class: 'new-key', id: 'new-key', hidden: true });
+  const table = el('tbody', { id: 'keys' });
+  m.append(form, shown, el('div', { class: 'table-wrap' }, el('table', {},
+    el('caption', {}, 'Your keys'),
+    el('thead', {}, el('tr', {}, ['Name', 'Key', 'Created', 'Last used', 'State', ''].map((h) => el('th', { scope: 'col' }, h)))),
+    table)));
+  const load = async () => {
+    const list = listOf(await api('GET', '/api/v1/account/keys'), 'keys');
+    table.replaceChildren(...list.map((k) => {
+      const state = k.revoked_at ? 'revoked' : k.expires_at && k.expires_at < Date.now() ? 'expired' : 'active';
+      const revoke = el('button', { type: 'button', class: 'danger', 'aria-label': `Revoke ${k.name}` }, 'Revoke');
+      revoke.addEventListener('click', async () => {
+        if (!window.confirm(`Revoke the key "${k.name}"? Programs using it stop working.`)) return;
+        try {
+          await api('DELETE', `/api/v1/account/keys/${encodeURIComponent(k.id)}`);
+          toast('Key revoked.');
+          await load();
+        } catch (e) {
+          showError(e);
+        }
+      });
+      return el('tr', { dataset: { key: k.id, state } },
+        el('td', {}, k.name), el('td', {}, el('code', {}, `${k.prefix || ''}…`)), el('td', {}, when(k.created_at)),
+        el('td', {}, when(k.last_used_at) || 'never'), el('td', { class: 'state' }, state),
+        el('td', {}, state === 'active' ? revoke : ''));
+    }));
+  };
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    form.querySelectorAll('.field-error').forEach((n) => n.remove());
+    const body = { name: name.value };
+    if (days.value) body.expires_in_days = parseInt(days.value, 10);
+    try {
+      const r = await api('POST', '/api/v1/account/keys', body);
+      const copy = el('button', { type: 'button' }, 'Copy');
+      copy.addEventListener('click', () => navigator.clipboard.writeText(r.key).then(() => toast('Copied.')));
+      shown.replaceChildren(el('p', {}, el('strong', {}, 'Your new key — copy it now, it is shown only once:')),
+        el('p', {}, el('code', { id: 'new-key-text' }, r.key), ' ', copy));
+      shown.hidden = false;
+      form.reset();
+      await load();
+    } catch (err) {
+      showError(err, form);
+    }
+  });
+  await load();
+}
+
+/** Page name (from <body data-page>) → function that fills it. */
+export const pages = { tools, tool, job: jobPage, history, settings, points, keys };
