@@ -323,6 +323,37 @@ async fn settings_change_is_used_by_next_make(db: TestDb) {
     env.stop().await;
 }
 
+async fn runs_over_the_threshold_are_confirmed_first(db: TestDb) {
+    let env = setup(db).await;
+    env.command("settings", "").await;
+    let msgs = env
+        .wait("settings menu", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("when I ask"))))
+        .await;
+    env.press(msgs.last().unwrap(), "when I ask").await;
+    env.wait("threshold question", |m| m.last().is_some_and(|m| m.view.plain_text().contains("above which"))).await;
+    env.text("-3").await;
+    env.wait("refusal", |m| m.iter().any(|m| m.view.plain_text().contains("⚠ the threshold"))).await;
+    env.text("0").await;
+    env.wait("menu again", |m| m.last().is_some_and(|m| m.view.plain_text().contains("more than 0 points"))).await;
+    env.command("dream", "a costly picture").await;
+    let msgs =
+        env.wait("price question", |m| m.last().is_some_and(|m| m.view.plain_text().contains("This run costs"))).await;
+    assert!(env.jobs().await.is_empty(), "nothing queued before confirming");
+    env.press(msgs.last().unwrap(), "Yes, spend").await;
+    let result = env.wait_results(1).await.remove(0);
+    // Rerunning asks again, then runs.
+    env.press(&result, "Rerun").await;
+    let msgs = env
+        .wait("price question for the rerun", |m| {
+            m.last().is_some_and(|m| m.view.plain_text().contains("This run costs"))
+        })
+        .await;
+    env.press(msgs.last().unwrap(), "Yes, spend").await;
+    env.wait_results(2).await;
+    assert_eq!(env.jobs().await.len(), 2);
+    env.stop().await;
+}
+
 async fn status_during_a_running_job(db: TestDb) {
     let env = setup(db).await;
     env.fake.set_step_delay(400);
@@ -556,6 +587,7 @@ on_every_db!(
     photo_tool_rerun_tweak_and_use_as_input,
     settings_change_is_used_by_next_make,
     status_during_a_running_job,
+    runs_over_the_threshold_are_confirmed_first,
     history_is_paginated,
     concurrent_inputs_never_corrupt_a_flow,
     restart_mid_flow_and_mid_job,

@@ -14,6 +14,7 @@ pub struct Settings;
 
 const STEPS: &[StepSpec] = &[
     StepSpec { id: "tool", accepts: &[Accepts::Text] },
+    StepSpec { id: "threshold", accepts: &[Accepts::Text] },
     StepSpec { id: "edit", accepts: &[Accepts::Text] },
     StepSpec { id: "set", accepts: &[Accepts::Text] },
 ];
@@ -50,10 +51,28 @@ impl Flow for Settings {
                     .iter()
                     .map(|t| Button::action(t.name.clone(), "choose", json!({"tool": t.id})))
                     .collect();
-                Ok(View::text("Settings for which tool?")
+                let threshold = cx.station.quote_threshold(cx.account).await?;
+                let ask = match threshold {
+                    Some(t) => format!("I ask before runs that cost more than {t} points."),
+                    None => "I never ask before a run.".to_string(),
+                };
+                let mut view = View::text(Rich::plain("Settings for which tool?\n\n").text(ask))
+                    .row(vec![Button::action("Change when I ask", "threshold", Value::Null)]);
+                let media = &cx.station.config.media;
+                if media.auto_watermark.is_some() && media.watermark_opt_out {
+                    let off = cx.station.watermark_opt_out(&cx.account.id).await?;
+                    let label = if off { "Watermark: off (turn on)" } else { "Watermark: on (turn off)" };
+                    view = view.row(vec![Button::action(label, "watermark", json!({"off": !off}))]);
+                }
+                Ok(view
                     .row(vec![Button::action("Close", "cancel", Value::Null)])
                     .ask("Tool", InputKind::Choice { options }))
             }
+            "threshold" => Ok(View::text(
+                "Send the price in points above which I should ask you first (0 asks every time), or \"never\".",
+            )
+            .row(vec![Button::action("◀ Back", "back", Value::Null)])
+            .ask("Threshold", InputKind::Number { min: Some(0.0), max: None, step: Some(1.0), integer: true })),
             "edit" => {
                 let tool = tool(cx, state)?;
                 let saved = cx.station.store.tool_settings(&cx.account.id, &tool.id).await?;
@@ -101,8 +120,32 @@ impl Flow for Settings {
 
     async fn input(&self, cx: &Cx<'_>, step: &str, state: &Value, input: StepInput) -> Result<Next, FlowError> {
         match step {
+            "threshold" => {
+                let StepInput::Text(t) = input else {
+                    return Ok(Next::Invalid("Send a number of points, or \"never\".".into()));
+                };
+                let value = match t.trim().to_lowercase().as_str() {
+                    "never" | "off" => None,
+                    n => match n.parse::<i64>() {
+                        Ok(v) if v >= 0 => Some(v),
+                        _ => return Ok(Next::Invalid("the threshold is a whole number of points, 0 or more".into())),
+                    },
+                };
+                cx.station.set_quote_threshold(cx.account, value).await.map_err(|e| FlowError::Other(e.to_string()))?;
+                Ok(Next::Back)
+            }
             "tool" => {
                 let name = match input {
+                    StepInput::Action { name, .. } if name == "threshold" => {
+                        return Ok(Next::Goto("threshold".into(), state.clone()));
+                    }
+                    StepInput::Action { name, args } if name == "watermark" => {
+                        let off = args.get("off").and_then(Value::as_bool).unwrap_or(false);
+                        return match cx.station.set_watermark_opt_out(cx.account, off).await {
+                            Ok(()) => Ok(Next::Stay(state.clone())),
+                            Err(e) => Ok(Next::Invalid(e.to_string())),
+                        };
+                    }
                     StepInput::Action { args, .. } => get_str(&args, "tool").map(str::to_owned),
                     StepInput::Text(t) => Some(t.trim().to_string()),
                     _ => None,
