@@ -303,3 +303,128 @@ async fn login_tokens_work_once_even_concurrently_and_sessions_end() {
         assert!(matches!(st.session_account(&sid).await, Err(AuthError::Suspended(_))), "{kind}");
     }
 }
+
+fn lora(slug: &str, owner: Option<&str>) -> station_store::LoraRow {
+    station_store::LoraRow {
+        id: format!("id-{slug}"),
+        slug: slug.into(),
+        name: slug.into(),
+        description: String::new(),
+        trigger_words: vec![slug.into()],
+        cognates: vec![],
+        default_weight: None,
+        checkpoint: "SD1.5".into(),
+        filename: format!("{slug}.safetensors"),
+        tags: vec![],
+        owner_id: owner.map(str::to_string),
+        visibility: "private".into(),
+        rating: None,
+        preview_images: vec![],
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+#[tokio::test]
+async fn link_moves_lora_ownership_and_keeps_the_better_grant() {
+    for db in testing::all().await {
+        let kind = db.kind;
+        let dir = tempfile::tempdir().unwrap();
+        let st = station(&db, dir.path());
+        let keep = st.account("telegram", "1", "k").await.unwrap();
+        let gone = st.account("discord", "2", "g").await.unwrap();
+        let s = &db.store;
+        s.upsert_lora(&lora("mine", Some(&gone.id)), &[], 1).await.unwrap();
+        s.upsert_lora(&lora("both", None), &[], 1).await.unwrap();
+        s.upsert_lora(&lora("only", None), &[], 1).await.unwrap();
+        // Both hold a grant to `both`: the survivor's expires, the other's does not.
+        s.grant_lora("both", &keep.id, Some(5_000_000_000_000), 1).await.unwrap();
+        s.grant_lora("both", &gone.id, None, 1).await.unwrap();
+        s.grant_lora("only", &gone.id, Some(6_000_000_000_000), 1).await.unwrap();
+        let version = s.lora_catalog_version().await.unwrap();
+
+        let code = st.create_link_code(&keep).await.unwrap();
+        st.redeem_link_code(&gone, &code.code).await.unwrap();
+
+        assert_eq!(s.get_lora("mine").await.unwrap().unwrap().0.owner_id.as_deref(), Some(&*keep.id), "{kind}");
+        let grants = |slug: &'static str| async move { s.get_lora(slug).await.unwrap().unwrap().1 };
+        let both = grants("both").await;
+        assert_eq!(both.len(), 1, "{kind}: one grant per account: {both:?}");
+        assert_eq!((both[0].account_id.as_str(), both[0].expires_at), (&*keep.id, None), "{kind}: the better grant");
+        let only = grants("only").await;
+        assert_eq!((only[0].account_id.as_str(), only[0].expires_at), (&*keep.id, Some(6_000_000_000_000)));
+        assert!(s.lora_catalog_version().await.unwrap() > version, "{kind}: caches must see the change");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_link_code_redeemed_concurrently_joins_exactly_one_account() {
+    for db in testing::all().await {
+        let kind = db.kind;
+        let dir = tempfile::tempdir().unwrap();
+        let st = station(&db, dir.path());
+        let owner = st.account("telegram", "1", "o").await.unwrap();
+        st.ensure_starting_grant(&owner.id).await.unwrap();
+        let code = st.create_link_code(&owner).await.unwrap();
+        let mut callers = vec![];
+        for i in 0..8 {
+            let a = st.account("discord", &i.to_string(), "c").await.unwrap();
+            st.ensure_starting_grant(&a.id).await.unwrap();
+            callers.push(a);
+        }
+        let tries: Vec<_> = callers
+            .into_iter()
+            .map(|a| {
+                let st = st.clone();
+                let code = code.code.clone();
+                tokio::spawn(async move { st.redeem_link_code(&a, &code).await })
+            })
+            .collect();
+        let mut joined = 0;
+        for t in tries {
+            match t.await.unwrap() {
+                Ok(a) => {
+                    assert_eq!(a.id, owner.id);
+                    joined += 1;
+                }
+                Err(LinkError::UsedCode) => {}
+                Err(e) => panic!("{kind}: unexpected {e}"),
+            }
+        }
+        assert_eq!(joined, 1, "{kind}");
+        assert_eq!(st.points(&owner.id).await.unwrap().balance, 200, "{kind}: exactly one balance moved");
+        assert_eq!(db.store.account_identities(&owner.id).await.unwrap().len(), 2, "{kind}");
+        assert_eq!(st.audit_points().await.unwrap(), vec![], "{kind}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redeeming_each_others_codes_at_once_merges_one_way_only() {
+    for db in testing::all().await {
+        let kind = db.kind;
+        let dir = tempfile::tempdir().unwrap();
+        let st = station(&db, dir.path());
+        for round in 0..5 {
+            let a = st.account("telegram", &format!("a{round}"), "a").await.unwrap();
+            let b = st.account("discord", &format!("b{round}"), "b").await.unwrap();
+            st.ensure_starting_grant(&a.id).await.unwrap();
+            st.ensure_starting_grant(&b.id).await.unwrap();
+            let (ca, cb) = (st.create_link_code(&a).await.unwrap(), st.create_link_code(&b).await.unwrap());
+            let (st1, st2) = (st.clone(), st.clone());
+            let (a2, b2) = (a.clone(), b.clone());
+            let one = tokio::spawn(async move { st1.redeem_link_code(&a2, &cb.code).await });
+            let two = tokio::spawn(async move { st2.redeem_link_code(&b2, &ca.code).await });
+            let results = [one.await.unwrap(), two.await.unwrap()];
+            assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{kind}: {results:?}");
+            // The other is told plainly, not failed by a deadlock.
+            let told = |r: &Result<_, LinkError>| matches!(r, Err(LinkError::Merged(_) | LinkError::SameAccount));
+            assert!(results.iter().any(told), "{kind}: {results:?}");
+            let merged = [db.store.merged_into(&a.id).await.unwrap(), db.store.merged_into(&b.id).await.unwrap()];
+            assert_eq!(merged.iter().filter(|m| m.is_some()).count(), 1, "{kind}: a cycle: {merged:?}");
+            let survivor = if merged[0].is_some() { &b.id } else { &a.id };
+            assert_eq!(db.store.account_identities(survivor).await.unwrap().len(), 2, "{kind}");
+            assert_eq!(st.points(survivor).await.unwrap().balance, 200, "{kind}");
+        }
+        assert_eq!(st.audit_points().await.unwrap(), vec![], "{kind}");
+    }
+}

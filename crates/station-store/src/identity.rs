@@ -380,6 +380,22 @@ impl Store {
         })
     }
 
+    /// The owner of a usable link code; `None` when it is the caller's own.
+    async fn link_code_owner(&self, code_hash: &str, caller: &str, now: i64) -> Result<Option<String>, LinkError> {
+        let row: Option<(String, Option<i64>, i64)> = with_pool!(self, p => {
+            sqlx::query_as("SELECT account_id, used_at, expires_at FROM link_codes WHERE code_hash = $1")
+                .bind(code_hash)
+                .fetch_optional(p)
+                .await?
+        });
+        match row {
+            None => Err(LinkError::UnknownCode),
+            Some((_, Some(_), _)) => Err(LinkError::UsedCode),
+            Some((_, None, expires_at)) if expires_at <= now => Err(LinkError::ExpiredCode),
+            Some((owner, None, _)) => Ok((owner != caller).then_some(owner)),
+        }
+    }
+
     /// Redeems the link code with hash `code_hash` for the `caller` account:
     /// the caller's account is joined into the code owner's, in one
     /// transaction. Its identities, API keys, sessions, jobs, media, saved
@@ -389,42 +405,51 @@ impl Store {
     /// The ledger's older entries stay where they were (it is append-only).
     /// Returns the surviving account.
     pub async fn redeem_link_code(&self, code_hash: &str, caller: &str, now: i64) -> Result<AccountRow, LinkError> {
+        // Who made the code, read before the transaction so that on
+        // PostgreSQL both accounts can be locked before anything else.
+        let Some(owner) = self.link_code_owner(code_hash, caller, now).await? else {
+            return Err(LinkError::SameAccount);
+        };
+        let postgres = self.backend() == crate::db::Backend::Postgres;
+        // Both account rows are locked first (PostgreSQL; in id order, so
+        // links never deadlock each other), so two people redeeming each
+        // other's codes at once cannot merge each account into the other:
+        // the second waits, then finds its code now belongs to itself.
+        // SQLite's single writer serialises the whole transaction instead.
+        let states_sql = format!(
+            "SELECT id, role, suspended, merged_into FROM accounts WHERE id = $1 OR id = $2 ORDER BY id{}",
+            if postgres { " FOR UPDATE" } else { "" }
+        );
         let survivor: String = with_pool!(self, p => {
             let mut tx = p.begin().await?;
-            // Claiming the code is the first write, so on SQLite this
-            // transaction holds the write lock from here on.
-            let owner: Option<(String,)> = sqlx::query_as(
+            if postgres {
+                sqlx::query(crate::db::safe(&states_sql)).bind(&owner).bind(caller).execute(&mut *tx).await?;
+            }
+            // Claiming the code is SQLite's first write: from here on this
+            // transaction holds the write lock.
+            let claimed = sqlx::query(
                 "UPDATE link_codes SET used_at = $1, used_by = $2 \
-                 WHERE code_hash = $3 AND used_at IS NULL AND expires_at > $1 RETURNING account_id",
+                 WHERE code_hash = $3 AND used_at IS NULL AND expires_at > $1 AND account_id = $4",
             )
             .bind(now)
             .bind(caller)
             .bind(code_hash)
-            .fetch_optional(&mut *tx)
+            .bind(&owner)
+            .execute(&mut *tx)
             .await?;
-            let Some((owner,)) = owner else {
+            if claimed.rows_affected() != 1 {
+                // Used, expired or re-pointed by a merge since it was read: say which.
                 drop(tx);
-                let row: Option<(Option<i64>,)> = sqlx::query_as("SELECT used_at FROM link_codes WHERE code_hash = $1")
-                    .bind(code_hash)
-                    .fetch_optional(p)
-                    .await?;
-                return Err(match row {
-                    None => LinkError::UnknownCode,
-                    Some((Some(_),)) => LinkError::UsedCode,
-                    Some((None,)) => LinkError::ExpiredCode,
+                return Err(match self.link_code_owner(code_hash, caller, now).await? {
+                    None => LinkError::SameAccount,
+                    Some(_) => LinkError::Changed,
                 });
-            };
-            if owner == caller {
-                // Dropping the transaction rolls back: the code stays usable
-                // on the other platform.
-                return Err(LinkError::SameAccount);
             }
-            let states: Vec<AccountState> =
-                sqlx::query_as("SELECT id, role, suspended, merged_into FROM accounts WHERE id = $1 OR id = $2")
-                    .bind(&owner)
-                    .bind(caller)
-                    .fetch_all(&mut *tx)
-                    .await?;
+            let states: Vec<AccountState> = sqlx::query_as(crate::db::safe(&states_sql))
+                .bind(&owner)
+                .bind(caller)
+                .fetch_all(&mut *tx)
+                .await?;
             let state = |id: &str| states.iter().find(|s| s.id == id);
             let (Some(o), Some(c)) = (state(&owner), state(caller)) else {
                 return Err(StoreError::NotFound { what: "account", id: format!("{owner} or {caller}") }.into());
