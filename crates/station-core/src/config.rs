@@ -40,6 +40,8 @@ pub struct Config {
     pub points: PointsConfig,
     /// Per-account limits.
     pub limits: LimitsConfig,
+    /// Chat conversations.
+    pub flows: FlowsConfig,
     /// Telegram bot.
     pub telegram: TelegramConfig,
     /// Discord bot.
@@ -152,6 +154,24 @@ pub struct PointsConfig {
     pub confirm_above: u64,
 }
 
+/// Chat conversation settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsConfig {
+    /// Minutes without input after which a conversation (a /make in
+    /// progress, a settings menu) is closed, with a message saying so.
+    pub idle_minutes: u64,
+    /// Shortest time between two progress edits in one chat, in
+    /// milliseconds (chat platforms punish frequent edits).
+    pub progress_every_ms: u64,
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        FlowsConfig { idle_minutes: 30, progress_every_ms: 2000 }
+    }
+}
+
 /// Per-account limits.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -229,6 +249,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             points: PointsConfig::default(),
             limits: LimitsConfig::default(),
+            flows: FlowsConfig::default(),
             telegram: TelegramConfig::default(),
             discord: DiscordConfig::default(),
             web: WebConfig::default(),

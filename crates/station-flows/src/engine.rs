@@ -68,6 +68,17 @@ pub struct FlowSettings {
     pub public_url: String,
 }
 
+impl FlowSettings {
+    /// Settings from Station's configuration (`[flows]`, the public URL).
+    pub fn from_config(config: &station_core::Config) -> FlowSettings {
+        FlowSettings {
+            idle_ms: (config.flows.idle_minutes.max(1) * 60_000).min(i64::MAX as u64) as i64,
+            progress_every_ms: config.flows.progress_every_ms.min(i64::MAX as u64) as i64,
+            public_url: config.public_url(),
+        }
+    }
+}
+
 impl Default for FlowSettings {
     fn default() -> Self {
         FlowSettings { idle_ms: 30 * 60 * 1000, progress_every_ms: 2000, public_url: "http://127.0.0.1:8480".into() }

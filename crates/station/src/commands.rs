@@ -139,10 +139,31 @@ async fn serve(station: Station) -> u8 {
     // service sends what flows and job notifications stored.
     let flows = station_flows::Flows::with_settings(
         station.clone(),
-        station_flows::FlowSettings { public_url: public_url(&station.config, &addr), ..Default::default() },
+        station_flows::FlowSettings {
+            public_url: public_url(&station.config, &addr),
+            ..station_flows::FlowSettings::from_config(&station.config)
+        },
     );
     // Routes the chat adapters serve (webhooks, interactions) join the HTTP router.
-    let extra = axum::Router::new();
+    let mut extra = axum::Router::new();
+    // Telegram: long polling, or the webhook route when telegram.public_url is set.
+    let telegram = match station.config.telegram.token.as_deref().filter(|t| !t.is_empty()) {
+        None => None,
+        Some(_) => {
+            let options = station_telegram::TelegramOptions::default();
+            let config = &station.config.telegram;
+            match station_telegram::TelegramBot::new(station.clone(), flows.clone(), config, options) {
+                Ok(bot) => {
+                    extra = extra.merge(bot.webhook_router());
+                    Some(bot)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::USAGE;
+                }
+            }
+        }
+    };
     let deliveries = flows.start();
     info!(%addr, data_dir = %station.config.data_dir.display(), "Station is serving; health at /healthz, readiness at /readyz");
     let stop = tokio_util::sync::CancellationToken::new();
@@ -150,8 +171,24 @@ async fn serve(station: Station) -> u8 {
         let stop = stop.clone();
         async move { stop.cancelled().await }
     }));
+    let telegram = match telegram {
+        Some(bot) => match bot.start().await {
+            Ok(runner) => {
+                info!(bot = %bot.username(), webhook = bot.webhook_mode(), "Telegram bot started");
+                Some(runner)
+            }
+            Err(e) => {
+                warn!(error = %e, "the Telegram bot did not start; Station serves without it");
+                None
+            }
+        },
+        None => None,
+    };
     shutdown_signal().await;
     info!("shutting down: finishing HTTP requests and handing running jobs back to the queue");
+    if let Some(t) = telegram {
+        t.shutdown().await;
+    }
     stop.cancel();
     let _ = http.await;
     deliveries.shutdown().await;
@@ -162,7 +199,8 @@ async fn serve(station: Station) -> u8 {
 
 /// The address people reach this Station at (login links, webhooks).
 fn public_url(config: &Config, addr: &str) -> String {
-    config.telegram.public_url.clone().unwrap_or_else(|| format!("http://{addr}"))
+    let configured = config.web.public_url.clone().or_else(|| config.telegram.public_url.clone());
+    configured.map(|u| u.trim_end_matches('/').to_string()).unwrap_or_else(|| format!("http://{addr}"))
 }
 
 async fn shutdown_signal() {

@@ -201,15 +201,7 @@ pub async fn run(station: &Station, args: ChatArgs) -> u8 {
         let background = super::wire::register_executors(station).await;
         Some((Workers::start(station), background))
     };
-    let settings = FlowSettings {
-        public_url: station
-            .config
-            .telegram
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", station.config.listen)),
-        ..Default::default()
-    };
+    let settings = FlowSettings::from_config(&station.config);
     let flows = Flows::with_settings(station.clone(), settings);
     let terminal = Arc::new(Terminal { station: station.clone(), out_dir: args.out, state: Default::default() });
     flows.add_platform(terminal.clone());
