@@ -154,7 +154,7 @@ impl BotApi {
 
     async fn answer(method: &str, res: Result<reqwest::Response, reqwest::Error>) -> Result<Value, ApiError> {
         let net = |reason: String| ApiError::Network { method: method.to_string(), reason };
-        let res = res.map_err(|e| net(e.to_string()))?;
+        let res = res.map_err(|e| net(e.without_url().to_string()))?;
         let status = res.status().as_u16();
         let body: Value = match res.json().await {
             Ok(v) => v,
@@ -162,11 +162,11 @@ impl BotApi {
                 return Err(ApiError::Api {
                     method: method.into(),
                     code: status,
-                    description: format!("server error: {e}"),
+                    description: format!("server error: {}", e.without_url()),
                     retry_after: None,
                 });
             }
-            Err(e) => return Err(net(format!("unreadable answer (HTTP {status}): {e}"))),
+            Err(e) => return Err(net(format!("unreadable answer (HTTP {status}): {}", e.without_url()))),
         };
         if body["ok"] == json!(true) {
             return Ok(body["result"].clone());
@@ -207,7 +207,7 @@ impl BotApi {
             .timeout(Duration::from_secs(120))
             .send()
             .await
-            .map_err(|e| net(e.to_string()))?;
+            .map_err(|e| net(e.without_url().to_string()))?;
         if !res.status().is_success() {
             return Err(ApiError::Api {
                 method: "download".into(),
@@ -217,7 +217,7 @@ impl BotApi {
             });
         }
         let mut out = Vec::new();
-        while let Some(chunk) = res.chunk().await.map_err(|e| net(e.to_string()))? {
+        while let Some(chunk) = res.chunk().await.map_err(|e| net(e.without_url().to_string()))? {
             out.extend_from_slice(&chunk);
             if out.len() as u64 > max_bytes {
                 return Err(too_big(out.len() as u64));

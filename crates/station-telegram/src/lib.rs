@@ -42,7 +42,8 @@ pub struct TelegramOptions {
     /// Process stored updates (turning this off only stores them: tests of
     /// crash recovery use it to stop between receiving and processing).
     pub process: bool,
-    /// Progress edits are skipped while the chat's queue is longer than this.
+    /// Live progress edits only use spare capacity: one is skipped when the
+    /// chat's queue reaches further than one send interval plus this.
     pub progress_skip_backlog: Duration,
     /// A send that would wait longer than this for its slot is handed back
     /// to the delivery service to retry later (its lease must not lapse).
@@ -55,7 +56,7 @@ impl Default for TelegramOptions {
             pace: PaceLimits::default(),
             poll_timeout: Duration::from_secs(25),
             process: true,
-            progress_skip_backlog: Duration::from_secs(3),
+            progress_skip_backlog: Duration::ZERO,
             max_wait: Duration::from_secs(10),
         }
     }

@@ -102,7 +102,7 @@ impl Platform for TelegramBot {
         if out.kind == DeliveryKind::Progress
             && out.replace.is_some()
             && !out.view.buttons.is_empty()
-            && inner.pacer.backlog(chat) > inner.options.progress_skip_backlog
+            && inner.pacer.backlog(chat) > inner.pacer.limits().chat_interval + inner.options.progress_skip_backlog
         {
             return Outcome::Sent { message_ref: out.replace.clone() };
         }

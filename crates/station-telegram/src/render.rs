@@ -370,7 +370,7 @@ mod tests {
         assert!(out.html.contains("▰▰▰▰▰▱▱▱▱▱ 50%"));
         assert!(out.html.contains("<i>page 1 of 3</i>"));
         assert!(out.html.contains("<i>Prompt: send it as a message.</i>"));
-        let kb = out.keyboard.unwrap();
+        let kb = out.keyboard.clone().unwrap();
         assert_eq!(kb["inline_keyboard"][0][0]["callback_data"], json!("t1"));
         assert_eq!(kb["inline_keyboard"][1].as_array().unwrap().len(), 2, "the over-long token is left out");
         assert_eq!(kb["inline_keyboard"][1][1]["url"], json!("https://e.x"));
