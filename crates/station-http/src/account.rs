@@ -8,36 +8,109 @@
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{Map, Value, json};
 use station_core::Station;
 use station_core::identity::{AuthError, IdentityError, RateLimited};
 use station_store::{AccountRow, LinkError};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::ErrorBody;
 use crate::api_error;
 
 /// The account making a request, authenticated by `Authorization: Bearer
-/// <key>` or `X-API-Key: <key>` and counted against its rate limit. Handlers
-/// take it as an argument; a request without a valid key never reaches them.
+/// <key>` or `X-API-Key: <key>`, or by the web session cookie
+/// `station_session`, and counted against its rate limit. Handlers take it
+/// as an argument; a request without a valid credential never reaches them.
+///
+/// A request authenticated by the session cookie with a state-changing
+/// method (POST, PUT, PATCH, DELETE) must also carry the session's CSRF
+/// token in `X-CSRF-Token`; API-key requests need none (a browser never
+/// sends an API key on its own).
 ///
 /// Refusals use the API's error shape: 401 `unauthorized` (with
-/// `WWW-Authenticate: Bearer`), 403 `suspended`, 429 `rate_limited` (with
-/// `Retry-After` in seconds).
+/// `WWW-Authenticate: Bearer`), 403 `suspended`, 403 `csrf`, 429
+/// `rate_limited` (with `Retry-After` in seconds).
 #[derive(Debug, Clone)]
 pub struct Caller(pub AccountRow);
+
+/// The web session cookie's name.
+pub const SESSION_COOKIE: &str = "station_session";
+/// The header carrying a session's CSRF token on state-changing requests.
+pub const CSRF_HEADER: &str = "x-csrf-token";
 
 impl FromRequestParts<Station> for Caller {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, station: &Station) -> Result<Self, Self::Rejection> {
-        let key = api_key(parts).map_err(auth_error)?;
-        let account = station.authenticate_api_key(&key).await.map_err(auth_error)?;
+        let account = match (api_key(parts), session_cookie(parts)) {
+            (Err(AuthError::Missing), Some(session)) => {
+                let (account, info) = station.session_account(&session).await.map_err(auth_error)?;
+                let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+                let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+                if !safe && !constant_time_eq(sent.as_bytes(), info.csrf_token.as_bytes()) {
+                    let why = if sent.is_empty() { "is missing" } else { "does not match this session" };
+                    return Err(api_error(
+                        StatusCode::FORBIDDEN,
+                        "csrf",
+                        format!(
+                            "the X-CSRF-Token header {why}: requests that change something with a session cookie \
+                             must send the session's CSRF token (reload the page to get it)"
+                        ),
+                        vec![],
+                    ));
+                }
+                account
+            }
+            (key, _) => station.authenticate_api_key(&key.map_err(auth_error)?).await.map_err(auth_error)?,
+        };
         station.check_rate(&account).map_err(rate_limited)?;
         Ok(Caller(account))
     }
+}
+
+/// An authenticated [`Caller`] with the `admin` role; anyone else gets 403
+/// `forbidden` (after the usual 401/429 refusals).
+#[derive(Debug, Clone)]
+pub struct AdminCaller(pub AccountRow);
+
+impl FromRequestParts<Station> for AdminCaller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, station: &Station) -> Result<Self, Self::Rejection> {
+        let Caller(account) = Caller::from_request_parts(parts, station).await?;
+        if account.role != "admin" {
+            return Err(api_error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this endpoint is for administrators; ask an operator (`station users` on the server)".into(),
+                vec![],
+            ));
+        }
+        Ok(AdminCaller(account))
+    }
+}
+
+/// The `station_session` cookie's value, if sent.
+fn session_cookie(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
+        .map(|(_, value)| value.trim_matches('"').to_string())
+}
+
+/// Compares two secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The key from `Authorization: Bearer …` or `X-API-Key`.
@@ -109,13 +182,13 @@ fn object(body: Result<Json<Value>, JsonRejection>, known: &[&str]) -> Result<Ma
 }
 
 /// Routes for `/api/v1/account…`.
-pub fn routes() -> Router<Station> {
-    Router::new()
-        .route("/api/v1/account", get(show_account))
-        .route("/api/v1/account/keys", get(list_keys).post(create_key))
-        .route("/api/v1/account/keys/{id}", delete(revoke_key))
-        .route("/api/v1/account/link-code", post(create_link_code))
-        .route("/api/v1/account/link", post(link))
+pub fn routes() -> OpenApiRouter<Station> {
+    OpenApiRouter::new()
+        .routes(routes!(show_account))
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(revoke_key))
+        .routes(routes!(create_link_code))
+        .routes(routes!(link))
 }
 
 async fn account_json(station: &Station, a: &AccountRow) -> Result<Value, Response> {
@@ -133,6 +206,9 @@ async fn account_json(station: &Station, a: &AccountRow) -> Result<Value, Respon
 }
 
 /// `GET /api/v1/account`: the caller's account, identities and points.
+#[utoipa::path(get, path = "/api/v1/account", tag = "account",
+    responses((status = 200, description = "`{id, name, role, suspended, created_at, identities, points}`"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn show_account(State(station): State<Station>, Caller(a): Caller) -> Response {
     match account_json(&station, &a).await {
         Ok(v) => Json(v).into_response(),
@@ -141,6 +217,9 @@ async fn show_account(State(station): State<Station>, Caller(a): Caller) -> Resp
 }
 
 /// `GET /api/v1/account/keys`: the caller's API keys (never their text).
+#[utoipa::path(get, path = "/api/v1/account/keys", tag = "account",
+    responses((status = 200, description = "`{keys: [{id, name, created_at, last_used_at, expires_at, revoked_at}]}`"),
+        (status = 401, body = ErrorBody)))]
 async fn list_keys(State(station): State<Station>, Caller(a): Caller) -> Response {
     match station.list_api_keys(&a).await {
         Ok(keys) => Json(json!({"keys": keys})).into_response(),
@@ -150,6 +229,10 @@ async fn list_keys(State(station): State<Station>, Caller(a): Caller) -> Respons
 
 /// `POST /api/v1/account/keys` with `{name, expires_in_days?}`: a new key,
 /// shown in this answer only.
+#[utoipa::path(post, path = "/api/v1/account/keys", tag = "account",
+    request_body(content = Object, description = "`{name, expires_in_days?}`"),
+    responses((status = 201, description = "`{key, api_key, note}`: the key is shown only here"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn create_key(
     State(station): State<Station>,
     Caller(a): Caller,
@@ -189,6 +272,9 @@ async fn create_key(
 
 /// `DELETE /api/v1/account/keys/{id}`: revokes one of the caller's keys
 /// (an administrator's: anyone's).
+#[utoipa::path(delete, path = "/api/v1/account/keys/{id}", tag = "account",
+    params(("id" = String, Path, description = "API key id")),
+    responses((status = 204, description = "Revoked"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn revoke_key(State(station): State<Station>, Caller(a): Caller, Path(id): Path<String>) -> Response {
     match station.revoke_api_key(&a, &id).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
@@ -204,6 +290,8 @@ async fn revoke_key(State(station): State<Station>, Caller(a): Caller, Path(id):
 
 /// `POST /api/v1/account/link-code`: a code that, entered on another
 /// platform within 10 minutes, joins that platform's account into this one.
+#[utoipa::path(post, path = "/api/v1/account/link-code", tag = "account",
+    responses((status = 201, description = "`{code, expires_at}`"), (status = 401, body = ErrorBody)))]
 async fn create_link_code(State(station): State<Station>, Caller(a): Caller) -> Response {
     match station.create_link_code(&a).await {
         Ok(code) => (StatusCode::CREATED, Json(code)).into_response(),
@@ -213,6 +301,10 @@ async fn create_link_code(State(station): State<Station>, Caller(a): Caller) -> 
 
 /// `POST /api/v1/account/link` with `{code}`: joins the caller's account
 /// into the account that made the code; answers with the joined account.
+#[utoipa::path(post, path = "/api/v1/account/link", tag = "account",
+    request_body(content = Object, description = "`{code}`"),
+    responses((status = 200, description = "`{account}`: the joined account"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn link(State(station): State<Station>, Caller(a): Caller, body: Result<Json<Value>, JsonRejection>) -> Response {
     let obj = match object(body, &["code"]) {
         Ok(o) => o,

@@ -1,41 +1,140 @@
-//! Station's HTTP surface: liveness and readiness, LoRA resolution, and the
-//! account API with API-key authentication ([`Caller`]) and rate limits; the
-//! REST API and web app build on the same router.
+//! Station's HTTP surface: liveness and readiness, LoRA resolution, the
+//! account API with API-key or session authentication ([`Caller`]) and rate
+//! limits, and the REST API ([`api`]) with its OpenAPI document; the web app
+//! builds on the same router.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 use station_core::Station;
 use station_core::loras::LoraError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub mod account;
+pub mod api;
+pub mod web;
 
-pub use account::Caller;
+pub use account::{AdminCaller, Caller};
+
+/// Largest JSON (or other non-upload) request body accepted.
+pub const MAX_JSON_BODY: usize = 1024 * 1024;
+/// Images one multipart request may carry (each at most `media.max_bytes`).
+pub const MAX_UPLOAD_FILES: u64 = 4;
+
+/// Every documented route (health, account, REST API, documentation): the
+/// single list both the router and the OpenAPI document come from.
+pub fn documented_routes() -> OpenApiRouter<Station> {
+    api::routes()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(resolve_loras))
+        .merge(account::routes())
+        .merge(api::openapi::routes())
+}
+
+/// The OpenAPI document of [`documented_routes`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes().split_for_parts().1
+}
+
+/// The largest request body for `station`'s configuration: a multipart
+/// generation with [`MAX_UPLOAD_FILES`] images of `media.max_bytes` each.
+pub fn max_request_body(station: &Station) -> usize {
+    let per_file = station.config.media.max_bytes;
+    usize::try_from(per_file.saturating_mul(MAX_UPLOAD_FILES).saturating_add(64 * 1024)).unwrap_or(usize::MAX)
+}
 
 /// The router with every route Station serves.
 pub fn router(station: Station) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/api/v1/loras/resolve", post(resolve_loras))
-        .merge(account::routes())
-        .with_state(station)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+    let (routes, spec) = documented_routes().split_for_parts();
+    let spec = api::openapi::SpecJson(Arc::new(spec.to_pretty_json().expect("the OpenAPI document serialises")));
+    let limit = max_request_body(&station);
+    secured(
+        routes
+            .layer(Extension(spec))
+            .merge(web::routes())
+            .with_state(station)
+            .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
+            .layer(axum::middleware::from_fn(json_errors))
+            .layer(tower_http::trace::TraceLayer::new_for_http()),
+    )
+}
+
+/// Adds the security headers to every response of `router`.
+pub fn secured(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(security_headers))
+}
+
+/// The Content-Security-Policy of every response: no inline scripts or
+/// styles, nothing from other origins, images also from data: and blob: URLs
+/// (previews, local upload previews), no framing.
+pub const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; \
+    connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    r
+}
+
+/// Gives the API's error shape to refusals made below the handlers (the body
+/// limit's 413, unknown API paths, wrong methods) that would otherwise be plain text.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let r = next.run(req).await;
+    let is_json = r.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || r.status().is_success() {
+        return r;
+    }
+    let (code, message) = match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ("too_large", "the request body is over the limit; send smaller images (media.max_bytes)".to_string())
+        }
+        StatusCode::NOT_FOUND if api => ("not_found", format!("no API endpoint {path}; see /api/v1/docs")),
+        StatusCode::METHOD_NOT_ALLOWED if api => {
+            ("method_not_allowed", format!("{path} does not accept {method}; see /api/v1/docs"))
+        }
+        _ => return r,
+    };
+    let (mut parts, _) = r.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let fresh = api_error(parts.status, code, message, vec![]);
+    let mut out = Response::from_parts(parts, fresh.into_body());
+    out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    out
 }
 
 /// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "service", security(()),
+    responses((status = 200, description = "`{status: ok, version}`")))]
 async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
 /// Readiness: the database answers; backends are reported (a Station with no
 /// healthy backend is still ready: jobs wait in the durable queue).
+#[utoipa::path(get, path = "/readyz", tag = "service", security(()),
+    responses((status = 200, description = "Ready: database and services"), (status = 503, description = "Not ready")))]
 async fn readyz(State(station): State<Station>) -> impl IntoResponse {
     let db = match tokio::time::timeout(Duration::from_secs(2), station.store.ping()).await {
         Ok(Ok(())) => json!({"ok": true}),
@@ -108,6 +207,9 @@ fn lora_error(e: LoraError) -> Response {
 /// prompt's trigger words resolved for that existing account (id or
 /// `provider:subject`; anonymous when absent) as `{prompt, applied, warnings}`,
 /// the same JSON `station loras resolve` prints.
+#[utoipa::path(post, path = "/api/v1/loras/resolve", tag = "service", security(()),
+    request_body(content = Object, description = "`{prompt, base_model?, account?}`"),
+    responses((status = 200, description = "`{prompt, applied, warnings}`"), (status = 400, body = api::ErrorBody)))]
 async fn resolve_loras(State(station): State<Station>, body: Result<Json<Value>, JsonRejection>) -> Response {
     let body = match body {
         Ok(Json(v)) => v,
@@ -152,5 +254,5 @@ pub async fn serve(
     extra: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(station).merge(extra)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, secured(router(station).merge(extra))).with_graceful_shutdown(shutdown).await
 }

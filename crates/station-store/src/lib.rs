@@ -8,6 +8,7 @@
 //!
 //! All timestamps are Unix milliseconds (`i64`); JSON columns are text.
 
+mod api;
 mod db;
 mod discord;
 mod finisher;
@@ -20,6 +21,7 @@ mod misc;
 mod pricing;
 mod telegram;
 
+pub use api::{BackendLoad, GenerationFilter, RatedJob};
 pub use db::{Backend, Store, StoreError, mask_url};
 pub use finisher::{DEFAULT_MAX_BATCH, FinishBatcher};
 pub use flows::{ActionRow, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition};

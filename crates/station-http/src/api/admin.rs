@@ -1,0 +1,284 @@
+//! Administration: backends with health and load, the queue, users and grants.
+//! Every route takes [`AdminCaller`]: 403 `forbidden` for anyone else.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use station_core::Station;
+use station_store::{LedgerError, Posted};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, ApiResult, ErrorBody, MAX_PAGE, object, required_str};
+use crate::AdminCaller;
+
+/// Routes of this module.
+pub fn routes() -> OpenApiRouter<Station> {
+    OpenApiRouter::new()
+        .routes(routes!(admin_backends))
+        .routes(routes!(admin_queue))
+        .routes(routes!(admin_users))
+        .routes(routes!(admin_grant))
+}
+
+/// One backend.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackendStatus {
+    /// Name.
+    pub name: String,
+    /// Whether its last health check passed.
+    pub healthy: bool,
+    /// What the health check said.
+    pub detail: String,
+    /// Generations dispatched to or running on it now (all Station processes).
+    pub active: i64,
+}
+
+/// One service (`comfyui`, `media`) and its backends.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceStatus {
+    /// Service name.
+    pub service: String,
+    /// Jobs this process may run at once now.
+    pub capacity: usize,
+    /// Dispatched or running jobs of this service (all processes).
+    pub active: i64,
+    /// Its backends (none for the native media service).
+    pub backends: Vec<BackendStatus>,
+}
+
+/// Backends by service.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackendsView {
+    /// Registered services.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// A failed generation, for operators.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FailureItem {
+    /// Generation id.
+    pub id: String,
+    /// Owner account.
+    pub account: String,
+    /// Tool id.
+    pub tool: String,
+    /// Backend it last ran on.
+    pub backend: Option<String>,
+    /// Error code.
+    pub error_code: Option<String>,
+    /// Error text.
+    pub error: Option<String>,
+    /// Submissions made.
+    pub attempts: i64,
+    /// When it failed (Unix ms).
+    pub finished_at: Option<i64>,
+}
+
+/// The queue at a glance.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueView {
+    /// Jobs waiting for a worker.
+    pub depth: i64,
+    /// Jobs per status.
+    pub by_status: BTreeMap<String, i64>,
+    /// Creation time of the oldest queued job (Unix ms).
+    pub oldest_queued_at: Option<i64>,
+    /// How long the oldest queued job has waited (ms).
+    pub oldest_queued_age_ms: Option<i64>,
+    /// The latest failures, newest first.
+    pub recent_failures: Vec<FailureItem>,
+}
+
+/// One account, for operators.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserItem {
+    /// Account id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `user` or `admin`.
+    pub role: String,
+    /// Whether it may not run jobs.
+    pub suspended: bool,
+    /// Created (Unix ms).
+    pub created_at: i64,
+    /// Points owned.
+    pub balance: i64,
+    /// Points on hold.
+    pub held: i64,
+    /// Linked platform identities as `provider:subject`.
+    pub identities: Vec<String>,
+}
+
+/// A page of accounts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserPage {
+    /// By id.
+    pub items: Vec<UserItem>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next: Option<String>,
+}
+
+/// Paging for the user list (ordered by id).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserQuery {
+    /// Items per page, 1–200 (default 50).
+    pub limit: Option<u32>,
+    /// The `next` value of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// `POST /api/v1/admin/users/{id}/grant`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct GrantRequest {
+    /// Points to give (> 0).
+    amount: i64,
+    /// Why (kept in the ledger).
+    reason: String,
+    /// Makes a retried request a no-op.
+    idempotency_key: Option<String>,
+}
+
+/// The answer to a grant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrantResult {
+    /// False when the idempotency key was already used (nothing changed).
+    pub applied: bool,
+    /// The account's balance after it.
+    pub balance: i64,
+    /// Points on hold.
+    pub held: i64,
+}
+
+/// Backends with health and load.
+#[utoipa::path(get, path = "/api/v1/admin/backends", tag = "admin",
+    responses((status = 200, body = BackendsView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn admin_backends(State(station): State<Station>, _: AdminCaller) -> ApiResult<Json<BackendsView>> {
+    let load = station.store.backend_load().await?;
+    let executors = station.executors.read().expect("executors lock").clone();
+    let mut services = vec![];
+    for ex in executors {
+        let service = ex.service().to_string();
+        let backends = ex
+            .health()
+            .await
+            .into_iter()
+            .map(|(name, healthy, detail)| {
+                let active = load.iter().filter(|l| l.service == service && l.backend == name).map(|l| l.active).sum();
+                BackendStatus { name, healthy, detail, active }
+            })
+            .collect();
+        let active = load.iter().filter(|l| l.service == service).map(|l| l.active).sum();
+        services.push(ServiceStatus { service, capacity: ex.capacity(), active, backends });
+    }
+    Ok(Json(BackendsView { services }))
+}
+
+/// Queue depth, the oldest queued job and recent failures.
+#[utoipa::path(get, path = "/api/v1/admin/queue", tag = "admin",
+    responses((status = 200, body = QueueView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn admin_queue(State(station): State<Station>, _: AdminCaller) -> ApiResult<Json<QueueView>> {
+    let stats = station.store.queue_stats().await?;
+    let by_status: BTreeMap<String, i64> = stats.by_status.into_iter().collect();
+    let failures = station.store.recent_failures(20).await?;
+    Ok(Json(QueueView {
+        depth: by_status.get("queued").copied().unwrap_or(0),
+        by_status,
+        oldest_queued_at: stats.oldest_queued_at,
+        oldest_queued_age_ms: stats.oldest_queued_at.map(|t| (station_store::now_ms() - t).max(0)),
+        recent_failures: failures
+            .into_iter()
+            .map(|j| FailureItem {
+                id: j.id,
+                account: j.account_id,
+                tool: j.tool_id,
+                backend: j.backend,
+                error_code: j.error_code,
+                error: j.error,
+                attempts: j.attempts,
+                finished_at: j.finished_at,
+            })
+            .collect(),
+    }))
+}
+
+/// Accounts with their points and identities, by id.
+#[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin", params(UserQuery),
+    responses((status = 200, body = UserPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+async fn admin_users(
+    State(station): State<Station>,
+    _: AdminCaller,
+    Query(q): Query<UserQuery>,
+) -> ApiResult<Json<UserPage>> {
+    let limit = super::Paging { limit: q.limit, before: None }.limit()?.min(MAX_PAGE);
+    let mut rows = station.store.list_accounts_page(q.cursor.as_deref(), i64::from(limit) + 1).await?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next = if more { rows.last().map(|r| r.id.clone()) } else { None };
+    let mut items = vec![];
+    for a in rows {
+        let b = station.points(&a.id).await?;
+        let ids = station.store.account_identities(&a.id).await?;
+        items.push(UserItem {
+            identities: ids.into_iter().map(|(p, s)| format!("{p}:{s}")).collect(),
+            id: a.id,
+            name: a.name,
+            role: a.role,
+            suspended: a.suspended,
+            created_at: a.created_at,
+            balance: b.balance,
+            held: b.held,
+        });
+    }
+    Ok(Json(UserPage { items, next }))
+}
+
+/// Gives points to an account.
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/grant", tag = "admin",
+    params(("id" = String, Path, description = "Account id")),
+    request_body = GrantRequest,
+    responses((status = 200, body = GrantResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn admin_grant(
+    State(station): State<Station>,
+    AdminCaller(admin): AdminCaller,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult<Json<GrantResult>> {
+    let obj = object(body, &["amount", "reason", "idempotency_key"])?;
+    let amount = obj
+        .get("amount")
+        .and_then(Value::as_i64)
+        .filter(|a| *a > 0)
+        .ok_or_else(|| ApiError::invalid("amount", "is required: a whole number of points above 0"))?;
+    let reason = required_str(&obj, "reason", "say why (it is kept in the ledger)")?;
+    let key = match obj.get("idempotency_key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 => Some(format!("api-grant:{s}")),
+        Some(_) => return Err(ApiError::invalid("idempotency_key", "expected a string of 1 to 200 characters")),
+    };
+    let account = station
+        .store
+        .get_account(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("account", &id, "GET /api/v1/admin/users lists them"))?;
+    let actor = format!("account:{}", admin.id);
+    let applied = match station.grant_points(&account, amount, &reason, &actor, key.as_deref()).await {
+        Ok(Posted::Applied(_)) => true,
+        Ok(_) => false,
+        Err(LedgerError::Invalid { field, reason }) => return Err(ApiError::invalid(field, reason)),
+        Err(e) => return Err(ApiError::new(StatusCode::CONFLICT, "not_granted", e.to_string())),
+    };
+    let b = station.points(&account.id).await?;
+    Ok(Json(GrantResult { applied, balance: b.balance, held: b.held }))
+}

@@ -1,0 +1,148 @@
+//! `GET /api/v1/generations/{id}/events`: a generation's live events as
+//! Server-Sent Events. Events published on this process's bus arrive at
+//! once; the job row is also polled every 500 ms, so a generation run by
+//! another Station process (which only changes the row) is followed too.
+//!
+//! Event types: `status` (`{status, progress, queue_position, eta_ms, error?}`),
+//! `progress` (`{fraction, step?, of?, label?}`), `preview` (`{mime,
+//! data_url}`), `result` (`{outputs: [{id, ref, url, thumbnail_url}]}`). The
+//! stream ends after the terminal `status` (and `result` when it succeeded).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use base64::Engine;
+use futures::Stream;
+use serde_json::{Value, json};
+use station_core::{JobEvent, Station};
+use station_store::JobStatus;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::generations::{OutputRef, own_job};
+use super::{ApiResult, ErrorBody};
+use crate::Caller;
+
+/// How often the row is read for changes made by other processes.
+pub const POLL: Duration = Duration::from_millis(500);
+
+/// Routes of this module.
+pub fn routes() -> OpenApiRouter<Station> {
+    OpenApiRouter::new().routes(routes!(generation_events))
+}
+
+/// Live events of one of your generations (Server-Sent Events: `status`,
+/// `progress`, `preview`, `result`); the stream ends when the generation does.
+#[utoipa::path(get, path = "/api/v1/generations/{id}/events", tag = "generations",
+    params(("id" = String, Path, description = "Generation id")),
+    responses((status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn generation_events(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    // Subscribe before the first read so nothing published in between is lost.
+    let bus = station.bus.subscribe();
+    own_job(&station, &a, &id).await?;
+    let (tx, rx) = mpsc::channel::<Event>(64);
+    tokio::spawn(follow(station, id, bus, tx));
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn event(kind: &str, data: Value) -> Event {
+    Event::default().event(kind).data(data.to_string())
+}
+
+/// Sends the job's events until it ends or the client goes away.
+async fn follow(
+    station: Station,
+    id: String,
+    mut bus: tokio::sync::broadcast::Receiver<JobEvent>,
+    tx: mpsc::Sender<Event>,
+) {
+    let mut last_status: Option<(JobStatus, Option<i64>)> = None;
+    let mut last_progress = 0.0f64;
+    // Whether the job was seen before it ended (else only its end state is sent).
+    let mut followed = false;
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // The row is the truth: read it on every tick and after every status event.
+        let mut read_row = false;
+        tokio::select! {
+            _ = poll.tick() => read_row = true,
+            _ = tx.closed() => return,
+            ev = bus.recv() => match ev {
+                Ok(ev) if ev.job_id() == id => match ev {
+                    JobEvent::Progress { fraction, step, of, label, .. } => {
+                        if fraction > last_progress {
+                            last_progress = fraction;
+                            let data = json!({"fraction": fraction, "step": step, "of": of, "label": label});
+                            if tx.send(event("progress", data)).await.is_err() { return; }
+                        }
+                    }
+                    JobEvent::Preview { mime, data, .. } => {
+                        let b64 = base64::engine::general_purpose::STANDARD.encode(data.as_slice());
+                        let data = json!({"mime": mime, "data_url": format!("data:{mime};base64,{b64}")});
+                        if tx.send(event("preview", data)).await.is_err() { return; }
+                    }
+                    JobEvent::Status { .. } | JobEvent::Result { .. } => read_row = true,
+                },
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => read_row = true,
+                Err(RecvError::Closed) => read_row = true,
+            },
+        }
+        if !read_row {
+            continue;
+        }
+        let view = match station.job_view(&id).await {
+            Ok(Some(v)) => v,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "event stream could not read the job; retrying");
+                continue;
+            }
+        };
+        let row = &view.row;
+        let status = row.status();
+        followed |= !status.is_terminal();
+        // A status event when the status or the queue position changes.
+        if last_status != Some((status, view.queue_position)) {
+            last_status = Some((status, view.queue_position));
+            let data = json!({
+                "status": status,
+                "progress": if status == JobStatus::Succeeded { 1.0 } else { row.progress },
+                "queue_position": view.queue_position,
+                "eta_ms": view.eta_ms,
+                "error": row.error.as_ref().filter(|_| matches!(status, JobStatus::Failed | JobStatus::Cancelled)),
+            });
+            if tx.send(event("status", data)).await.is_err() {
+                return;
+            }
+        }
+        if row.progress > last_progress && !status.is_terminal() {
+            last_progress = row.progress;
+            if tx.send(event("progress", json!({"fraction": row.progress}))).await.is_err() {
+                return;
+            }
+        }
+        if status.is_terminal() {
+            if status == JobStatus::Succeeded {
+                // Followed live: progress ends at 100 % before the result.
+                if followed && last_progress < 1.0 {
+                    let _ = tx.send(event("progress", json!({"fraction": 1.0}))).await;
+                }
+                let outputs: Vec<OutputRef> = row.output_ids().iter().map(|o| OutputRef::new(o)).collect();
+                let _ = tx.send(event("result", json!({"outputs": outputs}))).await;
+            }
+            return;
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! Generations: create (JSON, or multipart with the images in the same
+//! request), list with filters and paging, read one with its queue position
+//! and outputs, cancel, rerun with a new seed, rate, and hide.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use station_core::{Station, SubmitRequest};
+use station_store::{AccountRow, GenerationFilter, JobRow, JobStatus};
+use station_tools::InputType;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::media::{MediaInfo, store_upload};
+use super::{ApiError, ApiResult, ErrorBody, FieldIssue, Paging, object, optional_bool, optional_object, required_str};
+use crate::Caller;
+
+/// Routes of this module.
+pub fn routes() -> OpenApiRouter<Station> {
+    OpenApiRouter::new()
+        .routes(routes!(list_generations, create_generation))
+        // Multipart creation carries images: bounded by the outer request limit (media.max_bytes) instead.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .routes(routes!(show_generation, hide_generation))
+        .routes(routes!(cancel_generation))
+        .routes(routes!(rerun_generation))
+        .routes(routes!(rate_generation))
+}
+
+/// A result image of a generation.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OutputRef {
+    /// Media id.
+    pub id: String,
+    /// The reference to pass as an image parameter (`media:<id>`): "use as input".
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Download URL.
+    pub url: String,
+    /// Thumbnail URL (add `?size=N` for another size).
+    pub thumbnail_url: String,
+    /// Details (in single-generation answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaInfo>,
+}
+
+impl OutputRef {
+    /// The reference for media `id`.
+    pub fn new(id: &str) -> OutputRef {
+        OutputRef {
+            id: id.into(),
+            reference: format!("media:{id}"),
+            url: format!("/api/v1/media/{id}"),
+            thumbnail_url: format!("/api/v1/media/{id}/thumbnail"),
+            media: None,
+        }
+    }
+}
+
+/// Why a generation failed or was cancelled.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JobErrorInfo {
+    /// Stable code (`execution`, `timeout`, `cancelled`, …).
+    pub code: Option<String>,
+    /// What happened.
+    pub message: Option<String>,
+}
+
+/// A generation (a job) as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Generation {
+    /// Generation id (time-ordered).
+    pub id: String,
+    /// Tool id.
+    pub tool: String,
+    /// `queued`, `dispatched`, `running`, `succeeded`, `failed`, `cancelled`.
+    pub status: String,
+    /// The parameters it runs with (after defaults and saved settings; seeds resolved).
+    #[schema(value_type = Object)]
+    pub params: Map<String, Value>,
+    /// 0–1.
+    pub progress: f64,
+    /// Queued generations that start before this one (queued only).
+    pub queue_position: Option<i64>,
+    /// Estimated milliseconds until it finishes (queued or running; from recent runs).
+    pub eta_ms: Option<i64>,
+    /// Result images (succeeded only).
+    pub outputs: Vec<OutputRef>,
+    /// Failure or cancellation details.
+    pub error: Option<JobErrorInfo>,
+    /// A cancellation was asked for while it ran.
+    pub cancel_requested: bool,
+    /// Backend submissions so far.
+    pub attempts: i64,
+    /// Your rating, 1–5.
+    pub rating: Option<i64>,
+    /// Hidden from your history (DELETE).
+    pub hidden: bool,
+    /// Created (Unix ms).
+    pub created_at: i64,
+    /// Started executing (Unix ms).
+    pub started_at: Option<i64>,
+    /// Finished (Unix ms).
+    pub finished_at: Option<i64>,
+    /// Live events of this generation (Server-Sent Events).
+    pub events_url: String,
+}
+
+impl Generation {
+    /// The API view of a job row.
+    pub fn from_row(row: &JobRow, rating: Option<i64>, hidden: bool) -> Generation {
+        let status = row.status();
+        Generation {
+            id: row.id.clone(),
+            tool: row.tool_id.clone(),
+            status: row.status.clone(),
+            params: row.params_json(),
+            progress: row.progress,
+            queue_position: None,
+            eta_ms: None,
+            outputs: row.output_ids().iter().map(|id| OutputRef::new(id)).collect(),
+            error: matches!(status, JobStatus::Failed | JobStatus::Cancelled)
+                .then(|| JobErrorInfo { code: row.error_code.clone(), message: row.error.clone() }),
+            cancel_requested: row.cancel_requested,
+            attempts: row.attempts,
+            rating,
+            hidden,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            events_url: format!("/api/v1/generations/{}/events", row.id),
+        }
+    }
+}
+
+/// A page of generations.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GenerationPage {
+    /// Newest first.
+    pub items: Vec<Generation>,
+    /// Pass as `before` for the next page; absent on the last page.
+    pub next: Option<String>,
+}
+
+/// Filters for the generation list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GenerationQuery {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this tool id.
+    pub tool: Option<String>,
+    /// Include hidden generations.
+    pub include_hidden: Option<bool>,
+}
+
+/// `POST /api/v1/generations` as JSON.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // documents the body; parsed field by field for precise errors
+pub struct CreateGeneration {
+    /// Tool id or chat command.
+    tool: String,
+    /// Parameter values by input name; images as `media:<id>` of your uploads.
+    #[schema(value_type = Object)]
+    params: Option<Map<String, Value>>,
+    /// You saw the price and agree (needed above your confirmation threshold).
+    confirmed: Option<bool>,
+    /// Scheduling priority (administrators only; others are capped at 0).
+    priority: Option<i64>,
+}
+
+/// `POST /api/v1/generations` as `multipart/form-data`: text parts `tool`,
+/// `params` (a JSON object) and `confirmed`, plus one file part per image
+/// input, named after the input.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // documents the form
+pub struct CreateGenerationForm {
+    /// Tool id or chat command.
+    tool: String,
+    /// A JSON object of parameters.
+    params: Option<String>,
+    /// `true` to accept a price above your confirmation threshold.
+    confirmed: Option<String>,
+    /// An image file for the input named like the part (e.g. `image`).
+    #[schema(value_type = String, format = Binary)]
+    image: Option<Vec<u8>>,
+}
+
+/// `POST /api/v1/generations/{id}/rerun`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct RerunRequest {
+    /// Parameters to change from the original run (the seed is new unless given).
+    #[schema(value_type = Object)]
+    params: Option<Map<String, Value>>,
+    /// Accept a price above your confirmation threshold.
+    confirmed: Option<bool>,
+}
+
+/// `POST /api/v1/generations/{id}/rating`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct RatingRequest {
+    /// 1 to 5 stars.
+    stars: i64,
+}
+
+/// The caller's job `id`, or 404 (also for other people's jobs).
+pub async fn own_job(station: &Station, caller: &AccountRow, id: &str) -> ApiResult<JobRow> {
+    match station.store.get_job(id).await? {
+        Some(j) if j.account_id == caller.id || caller.role == "admin" => Ok(j),
+        _ => Err(ApiError::not_found("generation", id, "GET /api/v1/generations lists yours")),
+    }
+}
+
+/// The full view of one job: queue position, ETA, marks and output details.
+pub async fn full_view(station: &Station, job_id: &str) -> ApiResult<Generation> {
+    let view = station
+        .job_view(job_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("generation", job_id, "GET /api/v1/generations lists yours"))?;
+    let (rating, hidden) = station.store.job_mark(job_id).await?;
+    let mut g = Generation::from_row(&view.row, rating, hidden);
+    g.queue_position = view.queue_position;
+    g.eta_ms = view.eta_ms;
+    for out in &mut g.outputs {
+        if let Some(m) = station.store.get_media(&out.id).await? {
+            out.media = Some(MediaInfo::from_row(&m));
+        }
+    }
+    Ok(g)
+}
+
+async fn submit(station: &Station, caller: &AccountRow, req: SubmitRequest) -> ApiResult<Response> {
+    let row = station.submit(caller, req).await?;
+    let g = full_view(station, &row.id).await?;
+    let location = format!("/api/v1/generations/{}", row.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(g)).into_response())
+}
+
+/// Starts a generation. Send JSON, or `multipart/form-data` with the image
+/// files in the same request (each part named after its image input).
+/// Answers 201 with the queued generation; prices above your threshold
+/// need `confirmed` (409 `confirmation_required` says the price).
+#[utoipa::path(post, path = "/api/v1/generations", tag = "generations",
+    request_body(content(
+        (CreateGeneration = "application/json"),
+        (CreateGenerationForm = "multipart/form-data"))),
+    responses(
+        (status = 201, body = Generation, description = "Queued"),
+        (status = 400, body = ErrorBody, description = "Invalid input, with a reason per field"),
+        (status = 401, body = ErrorBody), (status = 402, body = ErrorBody, description = "Not enough points"),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "Confirmation required"),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "Rate limit or queued-jobs quota")))]
+async fn create_generation(State(station): State<Station>, Caller(a): Caller, req: Request) -> ApiResult<Response> {
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let req = if is_multipart {
+        let form = Multipart::from_request(req, &station)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text()))?;
+        from_form(&station, &a, form).await?
+    } else {
+        let body = <Json<Value> as FromRequest<Station>>::from_request(req, &station).await;
+        let obj = object(body, &["tool", "params", "confirmed", "priority"])?;
+        let priority = match obj.get("priority") {
+            None | Some(Value::Null) => 0,
+            Some(v) => v.as_i64().ok_or_else(|| ApiError::invalid("priority", "expected a whole number"))?,
+        };
+        SubmitRequest {
+            tool: required_str(&obj, "tool", "the tool id (GET /api/v1/tools)")?,
+            params: optional_object(&obj, "params")?,
+            confirmed: optional_bool(&obj, "confirmed")?,
+            priority,
+            ..Default::default()
+        }
+    };
+    submit(&station, &a, req).await
+}
+
+/// Reads a creation form: text parts first-class, file parts stored as the
+/// caller's media (each checked and decoded before it is stored).
+async fn from_form(station: &Station, caller: &AccountRow, mut form: Multipart) -> ApiResult<SubmitRequest> {
+    let max = station.config.media.max_bytes;
+    let mut tool = None;
+    let mut params = Map::new();
+    let mut confirmed = false;
+    let mut files: Vec<(String, Vec<u8>)> = vec![];
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        ApiError::new(e.status(), "invalid_multipart", format!("could not read the form: {}", e.body_text()))
+    };
+    while let Some(mut field) = form.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if field.file_name().is_some() {
+            let mut bytes = vec![];
+            while let Some(chunk) = field.chunk().await.map_err(bad)? {
+                if (bytes.len() + chunk.len()) as u64 > max {
+                    return Err(super::media::too_big(&name, max));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            files.push((name, bytes));
+            continue;
+        }
+        let text = field.text().await.map_err(bad)?;
+        match name.as_str() {
+            "tool" => tool = Some(text.trim().to_string()),
+            "params" if !text.trim().is_empty() => match serde_json::from_str(&text) {
+                Ok(Value::Object(m)) => params.extend(m),
+                _ => return Err(ApiError::invalid("params", "expected a JSON object of parameter names to values")),
+            },
+            "params" => {}
+            "confirmed" => confirmed = matches!(text.trim(), "true" | "1" | "on" | "yes"),
+            // A text part named after a parameter sets it (HTML forms).
+            other if !other.is_empty() => {
+                params.insert(other.to_string(), Value::String(text));
+            }
+            _ => return Err(ApiError::invalid("(form)", "every part needs a name")),
+        }
+    }
+    let tool_name = tool
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::invalid("tool", "is required: the tool id (GET /api/v1/tools)"))?;
+    let def = station.find_tool(&tool_name, caller).ok_or_else(|| {
+        ApiError::invalid("tool", format!("unknown tool {tool_name:?}; GET /api/v1/tools lists the tools you can use"))
+    })?;
+    // Text parts arrive as strings; give them the input's JSON type.
+    for (name, input) in &def.inputs {
+        if let Some(Value::String(s)) = params.get(name) {
+            let typed = match input.kind {
+                InputType::Integer | InputType::Seed => s.trim().parse::<i64>().ok().map(Value::from),
+                InputType::Number => s.trim().parse::<f64>().ok().map(Value::from),
+                InputType::Boolean => match s.trim() {
+                    "true" | "on" | "1" => Some(Value::Bool(true)),
+                    "false" | "off" | "0" | "" => Some(Value::Bool(false)),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(v) = typed {
+                params.insert(name.clone(), v);
+            }
+        }
+    }
+    let mut issues = vec![];
+    for (name, _) in &files {
+        match def.inputs.get(name) {
+            Some(i) if i.kind == InputType::Image => {}
+            _ => issues.push(FieldIssue {
+                field: name.clone(),
+                reason: format!(
+                    "not an image input of {}; its image inputs are: {}",
+                    def.id,
+                    def.inputs
+                        .iter()
+                        .filter(|(_, i)| i.kind == InputType::Image)
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        }
+    }
+    if !issues.is_empty() {
+        return Err(ApiError::invalid_fields(issues));
+    }
+    for (name, bytes) in files {
+        let row = store_upload(station, caller, &name, bytes).await?;
+        params.insert(name, Value::String(format!("media:{}", row.id)));
+    }
+    Ok(SubmitRequest {
+        tool: def.id.clone(),
+        params,
+        confirmed,
+        ..Default::default()
+    })
+}
+
+/// Your generations, newest first, filtered by status and tool; hidden ones
+/// only with `include_hidden`.
+#[utoipa::path(get, path = "/api/v1/generations", tag = "generations",
+    params(GenerationQuery, Paging),
+    responses((status = 200, body = GenerationPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn list_generations(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Query(q): Query<GenerationQuery>,
+    Query(page): Query<Paging>,
+) -> ApiResult<Json<GenerationPage>> {
+    let limit = page.limit()?;
+    let status = match q.status.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
+            ApiError::invalid("status", "expected queued, dispatched, running, succeeded, failed or cancelled")
+        })?),
+    };
+    let filter = GenerationFilter {
+        account_id: a.id.clone(),
+        status,
+        tool_id: q.tool.filter(|t| !t.is_empty()),
+        before_id: page.before.filter(|b| !b.is_empty()),
+        include_hidden: q.include_hidden.unwrap_or(false),
+        limit: i64::from(limit) + 1,
+    };
+    let mut rows = station.store.list_generations(&filter).await?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next = if more { rows.last().map(|r| r.job.id.clone()) } else { None };
+    let items = rows.iter().map(|r| Generation::from_row(&r.job, r.rating, false)).collect();
+    Ok(Json(GenerationPage { items, next }))
+}
+
+/// One of your generations with its queue position, ETA and outputs.
+#[utoipa::path(get, path = "/api/v1/generations/{id}", tag = "generations",
+    params(("id" = String, Path, description = "Generation id")),
+    responses((status = 200, body = Generation), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn show_generation(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Generation>> {
+    own_job(&station, &a, &id).await?;
+    Ok(Json(full_view(&station, &id).await?))
+}
+
+/// Cancels a generation: a queued one at once (points returned), a running
+/// one as soon as its backend stops (`cancel_requested`). 409 when it has
+/// already finished.
+#[utoipa::path(post, path = "/api/v1/generations/{id}/cancel", tag = "generations",
+    params(("id" = String, Path, description = "Generation id")),
+    responses((status = 200, body = Generation), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "Already finished")))]
+async fn cancel_generation(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Generation>> {
+    let job = own_job(&station, &a, &id).await?;
+    if job.status().is_terminal() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_finished",
+            format!("generation {id} already {}; nothing to cancel", job.status),
+        ));
+    }
+    station.cancel(&a, &id).await?;
+    Ok(Json(full_view(&station, &id).await?))
+}
+
+/// Runs a generation again with the same parameters and a new seed
+/// (`params` overrides some). Answers 201 with the new generation.
+#[utoipa::path(post, path = "/api/v1/generations/{id}/rerun", tag = "generations",
+    params(("id" = String, Path, description = "Generation id")),
+    request_body(content = Option<RerunRequest>, content_type = "application/json"),
+    responses((status = 201, body = Generation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 402, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn rerun_generation(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult<Response> {
+    let job = own_job(&station, &a, &id).await?;
+    let obj = match body {
+        Err(JsonRejection::MissingJsonContentType(_)) => Map::new(),
+        body => object(body, &["params", "confirmed"])?,
+    };
+    let flows = station_flows::Flows::new(station.clone());
+    let mut params = station_flows::results::reusable_params(&flows, &job, true);
+    params.extend(optional_object(&obj, "params")?);
+    let req = SubmitRequest {
+        tool: job.tool_id.clone(),
+        params,
+        confirmed: optional_bool(&obj, "confirmed")?,
+        ..Default::default()
+    };
+    submit(&station, &a, req).await
+}
+
+/// Rates a generation 1–5 stars.
+#[utoipa::path(post, path = "/api/v1/generations/{id}/rating", tag = "generations",
+    params(("id" = String, Path, description = "Generation id")),
+    request_body = RatingRequest,
+    responses((status = 200, body = Generation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn rate_generation(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult<Json<Generation>> {
+    let job = own_job(&station, &a, &id).await?;
+    let obj = object(body, &["stars"])?;
+    let stars = obj
+        .get("stars")
+        .and_then(Value::as_i64)
+        .filter(|s| (1..=5).contains(s))
+        .ok_or_else(|| ApiError::invalid("stars", "is required: a whole number from 1 to 5"))?;
+    station.store.mark_job(&job.id, &job.account_id, Some(stars), None, station_store::now_ms()).await?;
+    Ok(Json(full_view(&station, &id).await?))
+}
+
+/// Hides a generation from your history (its images stay downloadable by id).
+#[utoipa::path(delete, path = "/api/v1/generations/{id}", tag = "generations",
+    params(("id" = String, Path, description = "Generation id")),
+    responses((status = 204, description = "Hidden"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn hide_generation(State(station): State<Station>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let job = own_job(&station, &a, &id).await?;
+    station.store.mark_job(&job.id, &job.account_id, None, Some(true), station_store::now_ms()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

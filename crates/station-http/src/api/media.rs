@@ -1,0 +1,242 @@
+//! Media: upload an image (checked, decoded within limits, and typed from its
+//! content before anything is stored), download it, and thumbnails.
+
+use axum::body::Body;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use station_core::Station;
+use station_media::{DecodeLimits, MediaError};
+use station_store::{AccountRow, MediaRow};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, ApiResult, ErrorBody, FieldIssue};
+use crate::Caller;
+
+/// Routes of this module.
+pub fn routes() -> OpenApiRouter<Station> {
+    OpenApiRouter::new()
+        .routes(routes!(upload_media))
+        // Uploads are bounded by the outer request limit (sized from media.max_bytes) instead.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .routes(routes!(download_media))
+        .routes(routes!(media_thumbnail))
+}
+
+/// A stored image.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MediaInfo {
+    /// Media id (unguessable).
+    pub id: String,
+    /// The reference to pass as an image parameter.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Type detected from the content.
+    pub mime: String,
+    /// Bytes.
+    pub size: i64,
+    /// Pixels.
+    pub width: i64,
+    /// Pixels.
+    pub height: i64,
+    /// `input` (uploaded) or `output` (a result).
+    pub kind: String,
+    /// The generation that made it, for results.
+    pub generation: Option<String>,
+    /// Download URL.
+    pub url: String,
+    /// Thumbnail URL.
+    pub thumbnail_url: String,
+    /// Stored (Unix ms).
+    pub created_at: i64,
+}
+
+impl MediaInfo {
+    /// The API view of a media row.
+    pub fn from_row(m: &MediaRow) -> MediaInfo {
+        MediaInfo {
+            id: m.id.clone(),
+            reference: format!("media:{}", m.id),
+            mime: m.mime.clone(),
+            size: m.size,
+            width: m.width,
+            height: m.height,
+            kind: m.kind.clone(),
+            generation: m.job_id.clone(),
+            url: format!("/api/v1/media/{}", m.id),
+            thumbnail_url: format!("/api/v1/media/{}/thumbnail", m.id),
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// The upload form: one file part named `file`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // documents the form
+pub struct UploadForm {
+    /// A PNG, JPEG, WebP or GIF image.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// Thumbnail size.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ThumbnailQuery {
+    /// Longest side in pixels, 16–1024 (default 256).
+    pub size: Option<u32>,
+}
+
+/// 413 `too_large` for an upload part over `max` bytes.
+pub fn too_big(field: &str, max: u64) -> ApiError {
+    let reason = format!("the file is over the {max}-byte limit (media.max_bytes); send a smaller image");
+    ApiError {
+        fields: vec![FieldIssue { field: field.into(), reason: reason.clone() }],
+        ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("{field}: {reason}"))
+    }
+}
+
+/// The decode limits from configuration.
+pub fn limits(station: &Station) -> DecodeLimits {
+    DecodeLimits {
+        max_bytes: station.config.media.max_bytes,
+        max_pixels: station.config.media.max_pixels,
+        ..Default::default()
+    }
+}
+
+/// Checks an upload's header (type from content, size, dimensions) before
+/// any decoding, then stores it as the caller's input media (which decodes
+/// it fully within the same limits first). `field` names the part in errors.
+pub async fn store_upload(station: &Station, caller: &AccountRow, field: &str, bytes: Vec<u8>) -> ApiResult<MediaRow> {
+    let limits = limits(station);
+    if bytes.is_empty() {
+        return Err(ApiError::invalid(field, "the file is empty"));
+    }
+    if let Err(e) = station_media::decode::check_limits(&bytes, &limits) {
+        let (status, code) = match e {
+            MediaError::UnsupportedFormat(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media"),
+            MediaError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            _ => (StatusCode::BAD_REQUEST, "invalid_image"),
+        };
+        let reason = e.to_string();
+        return Err(ApiError {
+            fields: vec![FieldIssue { field: field.into(), reason: reason.clone() }],
+            ..ApiError::new(status, code, format!("{field}: {reason}"))
+        });
+    }
+    station.media.put_image(bytes, Some(&caller.id), None, "input").await.map_err(|e| match e {
+        station_core::MediaServiceError::Rejected(reason) => ApiError {
+            fields: vec![FieldIssue { field: field.into(), reason: reason.clone() }],
+            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_image", format!("{field}: {reason}"))
+        },
+        other => other.into(),
+    })
+}
+
+/// Uploads an image for use as a generation input (`ref`). The type comes
+/// from the content; size, dimensions and a full decode are checked before
+/// anything is stored.
+#[utoipa::path(post, path = "/api/v1/media", tag = "media",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses((status = 201, body = MediaInfo), (status = 400, body = ErrorBody, description = "Not a valid image"),
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody, description = "Too many bytes or pixels"),
+        (status = 415, body = ErrorBody, description = "Not an image type Station accepts")))]
+async fn upload_media(State(station): State<Station>, Caller(a): Caller, form: Result<Multipart, axum::extract::multipart::MultipartRejection>) -> ApiResult<Response> {
+    let mut form = form.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_multipart",
+            format!("{}; send multipart/form-data with a `file` part", e.body_text()),
+        )
+    })?;
+    let max = station.config.media.max_bytes;
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        ApiError::new(e.status(), "invalid_multipart", format!("could not read the form: {}", e.body_text()))
+    };
+    while let Some(mut field) = form.next_field().await.map_err(bad)? {
+        if field.name() != Some("file") {
+            continue;
+        }
+        let mut bytes = vec![];
+        while let Some(chunk) = field.chunk().await.map_err(bad)? {
+            if (bytes.len() + chunk.len()) as u64 > max {
+                return Err(too_big("file", max));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let row = store_upload(&station, &a, "file", bytes).await?;
+        let location = format!("/api/v1/media/{}", row.id);
+        return Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(MediaInfo::from_row(&row))).into_response());
+    }
+    Err(ApiError::invalid("file", "is required: a multipart part named `file` holding the image"))
+}
+
+fn image_response(bytes: Vec<u8>, mime: &str, filename: &str) -> Response {
+    let mut r = Body::from(bytes).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_str(mime).unwrap_or(HeaderValue::from_static("application/octet-stream")));
+    // Ids never change content: cache for a year, privately (ownership is checked).
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable"));
+    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{filename}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    r
+}
+
+fn extension(mime: &str) -> &'static str {
+    match mime {
+        "image/png" => "png",
+        "image/jpeg" => "jpg",
+        "image/webp" => "webp",
+        "image/gif" => "gif",
+        _ => "bin",
+    }
+}
+
+/// Downloads an image you own, with its content type.
+#[utoipa::path(get, path = "/api/v1/media/{id}", tag = "media",
+    params(("id" = String, Path, description = "Media id")),
+    responses((status = 200, description = "The image", content_type = "image/*"), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn download_media(State(station): State<Station>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    let (row, bytes) = station.media.get(&id, Some(&a)).await?;
+    Ok(image_response(bytes, &row.mime, &format!("{}.{}", row.id, extension(&row.mime))))
+}
+
+/// A JPEG thumbnail of an image you own (made once per size, then cached).
+#[utoipa::path(get, path = "/api/v1/media/{id}/thumbnail", tag = "media",
+    params(("id" = String, Path, description = "Media id"), ThumbnailQuery),
+    responses((status = 200, description = "JPEG thumbnail", content_type = "image/jpeg"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn media_thumbnail(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+    Query(q): Query<ThumbnailQuery>,
+) -> ApiResult<Response> {
+    let size = q.size.unwrap_or(256);
+    if !(16..=1024).contains(&size) {
+        return Err(ApiError::invalid("size", format!("{size} is out of range; use 16 to 1024 pixels")));
+    }
+    let row = station
+        .store
+        .get_media(&id)
+        .await?
+        .filter(|m| a.role == "admin" || m.account_id.as_deref() == Some(a.id.as_str()))
+        .ok_or_else(|| ApiError::not_found("media", &id, "upload images with POST /api/v1/media"))?;
+    let blobs = station.media.blobs().clone();
+    let hash = row.hash.clone();
+    let bytes = tokio::task::spawn_blocking(move || {
+        let thumb = blobs.thumbnail(&hash, size)?;
+        blobs.get(&thumb.hash)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    Ok(image_response(bytes, "image/jpeg", &format!("{}-{size}.jpg", row.id)))
+}

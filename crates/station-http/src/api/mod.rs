@@ -1,0 +1,117 @@
+//! The REST API under `/api/v1`: tools, generations, media, live events,
+//! points, settings per tool and the admin endpoints, documented by an
+//! OpenAPI 3 document built from the handlers themselves ([`openapi`]).
+//!
+//! Every handler authenticates with [`crate::Caller`] (API key or web session
+//! with CSRF) or [`crate::AdminCaller`]; other people's jobs and media answer
+//! 404, exactly like ids that do not exist.
+
+pub mod admin;
+pub mod error;
+pub mod events;
+pub mod generations;
+pub mod media;
+pub mod openapi;
+pub mod points;
+pub mod settings;
+pub mod tools;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use station_core::Station;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+
+pub use error::{ApiError, ApiResult, ErrorBody, FieldIssue};
+
+/// Largest page a list endpoint returns.
+pub const MAX_PAGE: u32 = 200;
+/// Page size when `limit` is absent.
+pub const DEFAULT_PAGE: u32 = 50;
+
+/// Paging for list endpoints: newest first; pass a page's `next` as `before`
+/// to get the one after it.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Paging {
+    /// Items per page, 1–200 (default 50).
+    pub limit: Option<u32>,
+    /// Cursor: the `next` value of the previous page.
+    pub before: Option<String>,
+}
+
+impl Paging {
+    /// The page size, refusing values out of range.
+    pub fn limit(&self) -> ApiResult<u32> {
+        match self.limit {
+            None => Ok(DEFAULT_PAGE),
+            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            Some(n) => Err(ApiError::invalid("limit", format!("{n} is out of range; use 1 to {MAX_PAGE}"))),
+        }
+    }
+}
+
+/// Every API route, with its OpenAPI description: the one list both the
+/// router and the document are built from.
+pub fn routes() -> OpenApiRouter<Station> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .merge(tools::routes())
+        .merge(generations::routes())
+        .merge(media::routes())
+        .merge(events::routes())
+        .merge(points::routes())
+        .merge(settings::routes())
+        .merge(admin::routes())
+}
+
+/// The body as a JSON object holding only `known` keys; a missing or
+/// malformed body is `invalid_json`, an unknown key `invalid_input` naming it.
+pub fn object(body: Result<Json<Value>, JsonRejection>, known: &[&str]) -> ApiResult<Map<String, Value>> {
+    let body = match body {
+        Ok(Json(v)) => v,
+        Err(e) => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("{}; send a JSON object with Content-Type: application/json", e.body_text()),
+            ));
+        }
+    };
+    let Value::Object(obj) = body else {
+        return Err(ApiError::invalid("(body)", format!("expected a JSON object with {}", known.join(", "))));
+    };
+    if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::invalid(k.as_str(), format!("unknown field; known: {}", known.join(", "))));
+    }
+    Ok(obj)
+}
+
+/// A required string field.
+pub fn required_str(obj: &Map<String, Value>, field: &str, what: &str) -> ApiResult<String> {
+    match obj.get(field) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        None | Some(Value::Null) => Err(ApiError::invalid(field, format!("is required: {what}"))),
+        Some(Value::String(_)) => Err(ApiError::invalid(field, format!("must not be empty: {what}"))),
+        Some(_) => Err(ApiError::invalid(field, "expected a string")),
+    }
+}
+
+/// An optional JSON object field (`params`).
+pub fn optional_object(obj: &Map<String, Value>, field: &str) -> ApiResult<Map<String, Value>> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(_) => Err(ApiError::invalid(field, "expected a JSON object of parameter names to values")),
+    }
+}
+
+/// An optional boolean field.
+pub fn optional_bool(obj: &Map<String, Value>, field: &str) -> ApiResult<bool> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::invalid(field, "expected true or false")),
+    }
+}

@@ -1,0 +1,232 @@
+//! `GET /api/v1/tools` and `GET /api/v1/tools/{id}`: what a caller may run,
+//! with each tool's inputs as a form description and as JSON Schema.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use station_core::Station;
+use station_store::AccountRow;
+use station_tools::{InputDef, InputType, ToolDef, Visibility};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, ApiResult, ErrorBody};
+use crate::Caller;
+
+/// Routes of this module.
+pub fn routes() -> OpenApiRouter<Station> {
+    OpenApiRouter::new().routes(routes!(list_tools)).routes(routes!(show_tool))
+}
+
+/// A tool in the list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolSummary {
+    /// Stable id, used in `POST /api/v1/generations`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Chat command.
+    pub command: String,
+    /// What it does.
+    pub description: String,
+    /// `text-to-image`, `image-to-image`, `upscale`, …
+    pub category: String,
+    /// Which backend runs it (`comfyui`, `media`).
+    pub service: String,
+    /// Model family, if any.
+    pub base_model: Option<String>,
+    /// Points a run holds (after the operator's multiplier).
+    pub price: i64,
+    /// Whether the price is per second of run time (the hold is an estimate).
+    pub per_second: bool,
+    /// Names of the image inputs (uploads).
+    pub image_inputs: Vec<String>,
+}
+
+/// The tool list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolList {
+    /// Tools the caller may run, by name.
+    pub tools: Vec<ToolSummary>,
+}
+
+/// One input of a tool, as a form field.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InputField {
+    /// Parameter name.
+    pub name: String,
+    /// `text`, `integer`, `number`, `boolean`, `enum`, `seed`, `image`, `checkpoint`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Whether a run needs a value (a default counts).
+    pub required: bool,
+    /// Value used when none is given.
+    #[schema(value_type = Object)]
+    pub default: Option<Value>,
+    /// Help text.
+    pub description: String,
+    /// Smallest value (numbers).
+    pub min: Option<f64>,
+    /// Largest value (numbers).
+    pub max: Option<f64>,
+    /// Step between values (numbers).
+    pub step: Option<f64>,
+    /// Allowed values (enums, checkpoints).
+    pub choices: Option<Vec<String>>,
+    /// Folded under "advanced" in forms.
+    pub advanced: bool,
+    /// The input a chat message's text or photo fills.
+    pub primary: bool,
+    /// Longest text, in characters.
+    pub max_length: Option<usize>,
+}
+
+/// One tool with its inputs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolDetail {
+    /// The summary fields.
+    #[serde(flatten)]
+    pub summary: ToolSummary,
+    /// Definition version.
+    pub version: u32,
+    /// Inputs in display order.
+    pub inputs: Vec<InputField>,
+    /// The parameters as a JSON Schema object (`media:<id>` strings for images).
+    #[schema(value_type = Object)]
+    pub input_schema: Value,
+}
+
+/// Tools `account` may see in lists: public ones, and admin ones for admins.
+pub fn listed(station: &Station, account: &AccountRow) -> Vec<Arc<ToolDef>> {
+    let mut tools: Vec<_> = station
+        .tools
+        .list()
+        .into_iter()
+        .filter(|t| match t.visibility {
+            Visibility::Public => true,
+            Visibility::Admin => account.role == "admin",
+            Visibility::Hidden => false,
+        })
+        .collect();
+    tools.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()).then(a.id.cmp(&b.id)));
+    tools
+}
+
+fn text<T: Serialize>(v: T) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// The summary of a tool.
+pub fn summary(station: &Station, t: &ToolDef) -> ToolSummary {
+    ToolSummary {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        command: t.command.clone(),
+        description: t.description.clone(),
+        category: text(t.category),
+        service: station_core::service_name(t.service).into(),
+        base_model: t.base_model.clone(),
+        price: station_core::points::price(&t.cost, station.config.points.multiplier),
+        per_second: matches!(t.cost, station_tools::Cost::PerSecond { .. }),
+        image_inputs: t.inputs.iter().filter(|(_, i)| i.kind == InputType::Image).map(|(n, _)| n.clone()).collect(),
+    }
+}
+
+fn field(name: &str, i: &InputDef) -> InputField {
+    InputField {
+        name: name.into(),
+        kind: i.kind.as_str().into(),
+        required: i.required,
+        default: i.default.clone(),
+        description: i.description.clone(),
+        min: i.min,
+        max: i.max,
+        step: i.step,
+        choices: i.choices.clone(),
+        advanced: i.advanced,
+        primary: i.primary,
+        max_length: i.max_length,
+    }
+}
+
+/// A tool's parameters as JSON Schema (draft 2020-12 vocabulary).
+pub fn input_schema(t: &ToolDef) -> Value {
+    let mut props = Map::new();
+    let mut required = vec![];
+    for (name, i) in &t.inputs {
+        let mut s = match i.kind {
+            InputType::Text => json!({"type": "string"}),
+            InputType::Integer => json!({"type": "integer"}),
+            InputType::Number => json!({"type": "number"}),
+            InputType::Boolean => json!({"type": "boolean"}),
+            InputType::Enum => json!({"type": "string", "enum": i.choices()}),
+            InputType::Seed => json!({"type": "integer", "minimum": -1, "description": "-1 picks a random seed"}),
+            InputType::Image => json!({"type": "string", "pattern": "^media:[0-9a-f]{32}$"}),
+            InputType::Checkpoint => match &i.choices {
+                Some(c) => json!({"type": "string", "enum": c}),
+                None => json!({"type": "string"}),
+            },
+        };
+        let o = s.as_object_mut().expect("object");
+        if !i.description.is_empty() && !o.contains_key("description") {
+            o.insert("description".into(), json!(i.description));
+        }
+        if let Some(d) = &i.default {
+            o.insert("default".into(), d.clone());
+        }
+        if let Some(m) = i.min {
+            o.insert("minimum".into(), json!(m));
+        }
+        if let Some(m) = i.max {
+            o.insert("maximum".into(), json!(m));
+        }
+        if let (Some(step), InputType::Integer | InputType::Number) = (i.step, i.kind)
+            && i.min.is_none_or(|m| m == 0.0)
+        {
+            o.insert("multipleOf".into(), json!(step));
+        }
+        if let Some(l) = i.max_length {
+            o.insert("maxLength".into(), json!(l));
+        }
+        if i.required && i.default.is_none() {
+            required.push(name.clone());
+        }
+        props.insert(name.clone(), s);
+    }
+    json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
+}
+
+/// The detail of a tool.
+pub fn detail(station: &Station, t: &ToolDef) -> ToolDetail {
+    ToolDetail {
+        summary: summary(station, t),
+        version: t.version,
+        inputs: t.inputs.iter().map(|(n, i)| field(n, i)).collect(),
+        input_schema: input_schema(t),
+    }
+}
+
+/// The tools you may run.
+#[utoipa::path(get, path = "/api/v1/tools", tag = "tools",
+    responses((status = 200, body = ToolList), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn list_tools(State(station): State<Station>, Caller(a): Caller) -> Json<ToolList> {
+    Json(ToolList { tools: listed(&station, &a).iter().map(|t| summary(&station, t)).collect() })
+}
+
+/// One tool by id or chat command, with its inputs and their JSON Schema.
+#[utoipa::path(get, path = "/api/v1/tools/{id}", tag = "tools",
+    params(("id" = String, Path, description = "Tool id or chat command")),
+    responses((status = 200, body = ToolDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn show_tool(State(station): State<Station>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult<Json<ToolDetail>> {
+    let t = station
+        .find_tool(&id, &a)
+        .ok_or_else(|| ApiError::not_found("tool", &id, "GET /api/v1/tools lists the tools you can use"))?;
+    Ok(Json(detail(&station, &t)))
+}

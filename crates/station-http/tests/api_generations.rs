@@ -1,0 +1,354 @@
+//! Generations over real HTTP with real media workers, on SQLite and
+//! PostgreSQL: create (JSON and multipart), validation with per-field
+//! details, list with filters and paging, get, cancel, rerun, rating, hide,
+//! ownership (another user's job is 404), and the live event stream.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{png, serve};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use station_store::testing;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_run_list_rerun_rate_hide_and_ownership() {
+    for db in testing::all().await {
+        let s = serve(&db, true, |_| {}).await;
+        let k = s.kind;
+        let up = s.upload(&s.alice_key, png(64, 32), "in.png").await;
+        assert_eq!(up.status, StatusCode::CREATED, "{k}: {}", up.body);
+        let image = up.body["ref"].as_str().unwrap().to_string();
+
+        // Create with JSON: 201, Location, queued with the resolved params.
+        let a = s
+            .post("/api/v1/generations", &s.alice_key, json!({"tool": "resize", "params": {"image": image, "width": 16}}))
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+        let id = a.body["id"].as_str().unwrap().to_string();
+        assert_eq!(a.headers["location"], format!("/api/v1/generations/{id}").as_str());
+        assert_eq!(a.body["tool"], "resize");
+        assert_eq!(a.body["params"]["fit"], "contain", "{k}: defaults resolved: {}", a.body);
+        let done = s.wait(&s.alice_key, &id).await;
+        assert_eq!(done["status"], "succeeded", "{k}: {done}");
+        assert_eq!(done["progress"], 1.0);
+        let out = &done["outputs"][0];
+        assert_eq!((out["media"]["width"].as_i64(), out["media"]["height"].as_i64()), (Some(16), Some(8)), "{k}: {done}");
+        assert!(out["ref"].as_str().unwrap().starts_with("media:"));
+
+        // The result downloads as a PNG for its owner; bob gets 404.
+        let url = out["url"].as_str().unwrap();
+        let r = s.http.get(s.url(url)).bearer_auth(&s.alice_key).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{k}");
+        assert_eq!(r.headers()["content-type"], "image/png");
+        let bytes = r.bytes().await.unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+        assert_eq!(s.get(url, &s.bob_key).await.status, StatusCode::NOT_FOUND, "{k}");
+
+        // The points went: starting grant 100, resize costs 1.
+        let p = s.get("/api/v1/points", &s.alice_key).await;
+        assert_eq!((p.body["balance"].as_i64(), p.body["held"].as_i64()), (Some(99), Some(0)), "{k}: {}", p.body);
+
+        // Ownership: bob cannot see, cancel, rerun, rate, hide or follow alice's job.
+        for (m, path) in [
+            (Method::GET, format!("/api/v1/generations/{id}")),
+            (Method::POST, format!("/api/v1/generations/{id}/cancel")),
+            (Method::POST, format!("/api/v1/generations/{id}/rerun")),
+            (Method::DELETE, format!("/api/v1/generations/{id}")),
+            (Method::GET, format!("/api/v1/generations/{id}/events")),
+        ] {
+            let a = s.call(m.clone(), &path, Some(&s.bob_key), None).await;
+            assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "not_found"), "{k}: bob {m} {path}");
+        }
+        let a = s.post(&format!("/api/v1/generations/{id}/rating"), &s.bob_key, json!({"stars": 5})).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{k}");
+        assert_eq!(s.get("/api/v1/generations", &s.bob_key).await.body["items"], json!([]), "{k}");
+        // Bob cannot use alice's upload as an input either.
+        let a = s.post("/api/v1/generations", &s.bob_key, json!({"tool": "resize", "params": {"image": image, "width": 8}})).await;
+        assert_eq!((a.status, a.fields()), (StatusCode::BAD_REQUEST, vec!["image".to_string()]), "{k}: {}", a.body);
+
+        // Rerun: a new generation with the same parameters.
+        let a = s.call(Method::POST, &format!("/api/v1/generations/{id}/rerun"), Some(&s.alice_key), None).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+        let rerun = a.body["id"].as_str().unwrap().to_string();
+        assert_ne!(rerun, id);
+        assert_eq!(a.body["params"]["width"], 16);
+        assert_eq!(s.wait(&s.alice_key, &rerun).await["status"], "succeeded", "{k}");
+        // Rerun with a change.
+        let a = s
+            .post(&format!("/api/v1/generations/{id}/rerun"), &s.alice_key, json!({"params": {"width": 4}}))
+            .await;
+        assert_eq!((a.status, &a.body["params"]["width"]), (StatusCode::CREATED, &json!(4)), "{k}: {}", a.body);
+        let third = a.body["id"].as_str().unwrap().to_string();
+        let third_done = s.wait(&s.alice_key, &third).await;
+        assert_eq!(third_done["outputs"].as_array().unwrap().len(), 1, "{k}");
+
+        // Rating: 1–5 only.
+        let a = s.post(&format!("/api/v1/generations/{id}/rating"), &s.alice_key, json!({"stars": 4})).await;
+        assert_eq!((a.status, &a.body["rating"]), (StatusCode::OK, &json!(4)), "{k}: {}", a.body);
+        for bad in [json!({"stars": 0}), json!({"stars": 6}), json!({}), json!({"stars": 3, "x": 1})] {
+            let a = s.post(&format!("/api/v1/generations/{id}/rating"), &s.alice_key, bad).await;
+            assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_input"), "{k}: {}", a.body);
+        }
+
+        // List, newest first, paged with `before`/`next`, filtered.
+        let a = s.get("/api/v1/generations?limit=2", &s.alice_key).await;
+        let ids: Vec<_> = a.body["items"].as_array().unwrap().iter().map(|g| g["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, [third.as_str(), rerun.as_str()], "{k}: {}", a.body);
+        let next = a.body["next"].as_str().unwrap();
+        let a = s.get(&format!("/api/v1/generations?limit=2&before={next}"), &s.alice_key).await;
+        let ids: Vec<_> = a.body["items"].as_array().unwrap().iter().map(|g| g["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, [id.as_str()], "{k}: {}", a.body);
+        assert!(a.body["next"].is_null(), "{k}: last page: {}", a.body);
+        assert_eq!(a.body["items"][0]["rating"], 4);
+        let a = s.get("/api/v1/generations?status=failed", &s.alice_key).await;
+        assert_eq!(a.body["items"], json!([]), "{k}");
+        let a = s.get("/api/v1/generations?tool=resize&status=succeeded", &s.alice_key).await;
+        assert_eq!(a.body["items"].as_array().unwrap().len(), 3, "{k}");
+        for (q, field) in [("status=done", "status"), ("limit=0", "limit"), ("limit=201", "limit")] {
+            let a = s.get(&format!("/api/v1/generations?{q}"), &s.alice_key).await;
+            assert_eq!((a.status, a.fields()), (StatusCode::BAD_REQUEST, vec![field.to_string()]), "{k}: {q}");
+        }
+        let a = s.get("/api/v1/generations?limit=abc", &s.alice_key).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{k}");
+
+        // Hide: gone from the list, still readable by id.
+        let a = s.call(Method::DELETE, &format!("/api/v1/generations/{rerun}"), Some(&s.alice_key), None).await;
+        assert_eq!(a.status, StatusCode::NO_CONTENT, "{k}: {}", a.body);
+        let a = s.get("/api/v1/generations", &s.alice_key).await;
+        assert_eq!(a.body["items"].as_array().unwrap().len(), 2, "{k}");
+        assert_eq!(s.get("/api/v1/generations?include_hidden=true", &s.alice_key).await.body["items"].as_array().unwrap().len(), 3);
+        let a = s.get(&format!("/api/v1/generations/{rerun}"), &s.alice_key).await;
+        assert_eq!((a.status, &a.body["hidden"]), (StatusCode::OK, &json!(true)), "{k}");
+
+        // Cancel a finished job: 409.
+        let a = s.call(Method::POST, &format!("/api/v1/generations/{id}/cancel"), Some(&s.alice_key), None).await;
+        assert_eq!((a.status, a.code()), (StatusCode::CONFLICT, "already_finished"), "{k}");
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_names_every_field_and_refusals_have_codes() {
+    for db in testing::all().await {
+        let s = serve(&db, false, |c| c.points.confirm_above = 2).await;
+        let k = s.kind;
+        for (body, fields) in [
+            (json!({}), vec!["tool"]),
+            (json!({"tool": ""}), vec!["tool"]),
+            (json!({"tool": "nope"}), vec!["tool"]),
+            (json!({"tool": "resize", "colour": 1}), vec!["colour"]),
+            (json!({"tool": "resize", "params": []}), vec!["params"]),
+            (json!({"tool": "resize", "params": {"image": "media:0123", "width": 0, "fit": "squash", "zoom": 2}}),
+                vec!["zoom", "width", "fit"]),
+            (json!({"tool": "resize", "confirmed": "yes"}), vec!["confirmed"]),
+            (json!([1]), vec!["(body)"]),
+        ] {
+            let a = s.post("/api/v1/generations", &s.alice_key, body.clone()).await;
+            assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_input"), "{k}: {body}: {}", a.body);
+            let mut got = a.fields();
+            let mut want: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{k}: {body}: {}", a.body);
+            assert!(a.body["error"]["message"].as_str().unwrap().len() > 10);
+        }
+        // Not JSON at all.
+        let r = s.http.post(s.url("/api/v1/generations")).bearer_auth(&s.alice_key).header("content-type", "application/json").body("{").send().await.unwrap();
+        let a = common::Server::answer(r).await;
+        assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_json"), "{k}");
+
+        // No credentials: 401 with a challenge; a wrong key: 401.
+        let a = s.call(Method::POST, "/api/v1/generations", None, Some(json!({"tool": "resize"}))).await;
+        assert_eq!((a.status, a.code()), (StatusCode::UNAUTHORIZED, "unauthorized"), "{k}");
+        assert!(a.headers.contains_key("www-authenticate"));
+        let a = s.call(Method::GET, "/api/v1/generations", Some("st_wrong"), None).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{k}");
+
+        let up = s.upload(&s.alice_key, png(8, 8), "a.png").await;
+        let image = up.body["ref"].as_str().unwrap().to_string();
+        let params = json!({"image": image, "width": 4});
+        // A quote writes nothing and reports the price; bad parameters are named.
+        let q = s.post("/api/v1/points/quote", &s.alice_key, json!({"tool": "resize", "params": params})).await;
+        assert_eq!(q.status, StatusCode::OK, "{k}: {}", q.body);
+        assert_eq!(q.body["price"], 1);
+        assert_eq!(q.body["needs_confirmation"], false);
+        let q = s.post("/api/v1/points/quote", &s.alice_key, json!({"tool": "resize", "params": {"width": "x"}})).await;
+        assert_eq!(q.status, StatusCode::BAD_REQUEST, "{k}: {}", q.body);
+
+        // Suspended: 403.
+        db.store.set_account_suspended(&s.bob.id, true).await.unwrap();
+        let a = s.post("/api/v1/generations", &s.bob_key, json!({"tool": "resize"})).await;
+        assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "suspended"), "{k}");
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmation_points_and_quota_refusals() {
+    for db in testing::all().await {
+        // Price 3 (multiplier) above a threshold of 2; at most 2 queued jobs; no workers so jobs stay queued.
+        let s = serve(&db, false, |c| {
+            c.points.multiplier = 3.0;
+            c.points.confirm_above = 2;
+            c.limits.max_queued = 2;
+        })
+        .await;
+        let k = s.kind;
+        let image = s.upload(&s.alice_key, png(8, 8), "a.png").await.body["ref"].as_str().unwrap().to_string();
+        let body = json!({"tool": "resize", "params": {"image": image, "width": 4}});
+        let a = s.post("/api/v1/generations", &s.alice_key, body.clone()).await;
+        assert_eq!((a.status, a.code()), (StatusCode::CONFLICT, "confirmation_required"), "{k}: {}", a.body);
+        assert_eq!(a.body["error"]["details"], json!({"price": 3, "threshold": 2}));
+        let mut confirmed = body.clone();
+        confirmed["confirmed"] = json!(true);
+        let first = s.post("/api/v1/generations", &s.alice_key, confirmed.clone()).await;
+        assert_eq!(first.status, StatusCode::CREATED, "{k}: {}", first.body);
+        assert_eq!(first.body["queue_position"], 0, "{k}: {}", first.body);
+        let second = s.post("/api/v1/generations", &s.alice_key, confirmed.clone()).await;
+        assert_eq!(second.body["queue_position"], 1, "{k}: {}", second.body);
+        let a = s.post("/api/v1/generations", &s.alice_key, confirmed.clone()).await;
+        assert_eq!((a.status, a.code()), (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"), "{k}: {}", a.body);
+
+        // Cancel a queued job: cancelled at once, points released.
+        let id = first.body["id"].as_str().unwrap();
+        let a = s.call(Method::POST, &format!("/api/v1/generations/{id}/cancel"), Some(&s.alice_key), None).await;
+        assert_eq!((a.status, &a.body["status"]), (StatusCode::OK, &json!("cancelled")), "{k}: {}", a.body);
+        assert_eq!(a.body["error"]["code"], "cancelled");
+        let p = s.get("/api/v1/points", &s.alice_key).await;
+        assert_eq!((p.body["balance"].as_i64(), p.body["held"].as_i64()), (Some(100), Some(3)), "{k}: {}", p.body);
+
+        // Not enough points: 402 with what is needed.
+        db.store.set_account_role(&s.bob.id, "user").await.unwrap();
+        let bob_image = s.upload(&s.bob_key, png(8, 8), "b.png").await.body["ref"].as_str().unwrap().to_string();
+        s.station
+            .adjust_points(&s.bob, -99, "test", "test", None)
+            .await
+            .unwrap();
+        let a = s
+            .post("/api/v1/generations", &s.bob_key, json!({"tool": "resize", "confirmed": true, "params": {"image": bob_image, "width": 4}}))
+            .await;
+        assert_eq!((a.status, a.code()), (StatusCode::PAYMENT_REQUIRED, "insufficient_points"), "{k}: {}", a.body);
+        assert_eq!(a.body["error"]["details"]["needed"], 3);
+
+        // Points history pages by `before`.
+        let h = s.get("/api/v1/points/history?limit=2", &s.alice_key).await;
+        assert_eq!(h.status, StatusCode::OK, "{k}: {}", h.body);
+        let items = h.body["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{k}: {}", h.body);
+        assert_eq!(items[0]["kind"], "release", "{k}: newest first: {}", h.body);
+        let next = h.body["next"].as_str().unwrap();
+        let h2 = s.get(&format!("/api/v1/points/history?limit=50&before={next}"), &s.alice_key).await;
+        let older = h2.body["items"].as_array().unwrap();
+        assert!(older.iter().all(|e| e["seq"].as_i64() < items[1]["seq"].as_i64()), "{k}");
+        assert!(older.iter().any(|e| e["kind"] == "grant"), "{k}: {}", h2.body);
+        assert!(h2.body["next"].is_null());
+        let bad = s.get("/api/v1/points/history?before=abc", &s.alice_key).await;
+        assert_eq!(bad.fields(), vec!["before".to_string()], "{k}");
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_creation_uploads_images_in_the_same_request() {
+    for db in testing::all().await {
+        let s = serve(&db, true, |_| {}).await;
+        let k = s.kind;
+        let form = reqwest::multipart::Form::new()
+            .text("tool", "resize")
+            .text("params", r#"{"fit": "fill"}"#)
+            .text("width", "10")
+            .text("height", "6")
+            .part("image", reqwest::multipart::Part::bytes(png(40, 40)).file_name("x.png"));
+        let r = s.http.post(s.url("/api/v1/generations")).bearer_auth(&s.alice_key).multipart(form).send().await.unwrap();
+        let a = common::Server::answer(r).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+        assert!(a.body["params"]["image"].as_str().unwrap().starts_with("media:"), "{k}: {}", a.body);
+        let done = s.wait(&s.alice_key, a.body["id"].as_str().unwrap()).await;
+        assert_eq!(done["outputs"][0]["media"]["width"], 10, "{k}: {done}");
+        assert_eq!(done["outputs"][0]["media"]["height"], 6, "{k}: {done}");
+
+        // A file for a non-image input, and a file that is not an image.
+        let form = reqwest::multipart::Form::new()
+            .text("tool", "resize")
+            .part("width", reqwest::multipart::Part::bytes(png(4, 4)).file_name("w.png"));
+        let r = s.http.post(s.url("/api/v1/generations")).bearer_auth(&s.alice_key).multipart(form).send().await.unwrap();
+        let a = common::Server::answer(r).await;
+        assert_eq!((a.status, a.fields()), (StatusCode::BAD_REQUEST, vec!["width".to_string()]), "{k}: {}", a.body);
+        let form = reqwest::multipart::Form::new()
+            .text("tool", "resize")
+            .part("image", reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("x.png"));
+        let r = s.http.post(s.url("/api/v1/generations")).bearer_auth(&s.alice_key).multipart(form).send().await.unwrap();
+        let a = common::Server::answer(r).await;
+        assert_eq!((a.status, a.code()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media"), "{k}: {}", a.body);
+        assert_eq!(a.fields(), vec!["image".to_string()]);
+        s.stop().await;
+    }
+}
+
+/// Reads an SSE stream into `(event, data)` pairs until it ends.
+async fn read_events(resp: reqwest::Response) -> Vec<(String, Value)> {
+    let text = tokio::time::timeout(Duration::from_secs(30), resp.text()).await.expect("the stream ends").unwrap();
+    let mut out = vec![];
+    for block in text.split("\n\n") {
+        let mut event = String::new();
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(e) = line.strip_prefix("event:") {
+                event = e.trim().to_string();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                data += d.trim_start();
+            }
+        }
+        if !event.is_empty() {
+            out.push((event, serde_json::from_str(&data).unwrap()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_stream_follows_a_generation_to_its_result() {
+    for db in testing::all().await {
+        // No workers yet: the stream starts while the job is queued.
+        let s = serve(&db, false, |_| {}).await;
+        let k = s.kind;
+        let image = s.upload(&s.alice_key, png(64, 64), "a.png").await.body["ref"].as_str().unwrap().to_string();
+        let a = s.post("/api/v1/generations", &s.alice_key, json!({"tool": "resize", "params": {"image": image, "width": 32}})).await;
+        let id = a.body["id"].as_str().unwrap().to_string();
+        let resp = s
+            .http
+            .get(s.url(&format!("/api/v1/generations/{id}/events")))
+            .bearer_auth(&s.alice_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{k}");
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        let reader = tokio::spawn(read_events(resp));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let workers = station_core::Workers::start(&s.station);
+        let events = reader.await.unwrap();
+        workers.shutdown().await;
+        let kinds: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+        assert_eq!(events[0].0, "status", "{k}: {kinds:?}");
+        assert_eq!(events[0].1["status"], "queued", "{k}: {events:?}");
+        assert_eq!(events[0].1["queue_position"], 0);
+        let last_status = events.iter().rev().find(|(e, _)| e == "status").unwrap();
+        assert_eq!(last_status.1["status"], "succeeded", "{k}: {events:?}");
+        let top = events.iter().filter(|(e, _)| e == "progress").map(|(_, d)| d["fraction"].as_f64().unwrap()).fold(0.0, f64::max);
+        assert_eq!(top, 1.0, "{k}: progress reaches 100 %: {events:?}");
+        let (last, data) = events.last().unwrap();
+        assert_eq!(last, "result", "{k}: {kinds:?}");
+        let out = data["outputs"][0]["url"].as_str().unwrap();
+        assert_eq!(s.http.get(s.url(out)).bearer_auth(&s.alice_key).send().await.unwrap().status(), StatusCode::OK);
+
+        // A finished job's stream answers at once with its end state.
+        let resp = s.http.get(s.url(&format!("/api/v1/generations/{id}/events"))).bearer_auth(&s.alice_key).send().await.unwrap();
+        let events = read_events(resp).await;
+        let kinds: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+        assert_eq!(kinds, ["status", "result"], "{k}: {events:?}");
+        s.stop().await;
+    }
+}

@@ -1,0 +1,121 @@
+//! Reads for the REST API: an account's generations paged by id with their
+//! marks, accounts paged by id, recent failures and backend load.
+
+use serde::Serialize;
+
+use crate::db::{Store, StoreError, safe, with_pool};
+use crate::jobs::{JOB_COLUMNS, JobRow, JobStatus};
+use crate::misc::AccountRow;
+
+/// One page of an account's generations, filtered.
+#[derive(Debug, Clone, Default)]
+pub struct GenerationFilter {
+    /// Owner (required: the API never lists across accounts here).
+    pub account_id: String,
+    /// Only this status.
+    pub status: Option<JobStatus>,
+    /// Only this tool.
+    pub tool_id: Option<String>,
+    /// Jobs strictly older than this job id (ids are UUIDv7, time-ordered).
+    pub before_id: Option<String>,
+    /// Include jobs the owner hid.
+    pub include_hidden: bool,
+    /// Page size (clamped to 1..=200).
+    pub limit: i64,
+}
+
+/// A job with the owner's rating.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct RatedJob {
+    /// The job.
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub job: JobRow,
+    /// 1–5 stars, when rated.
+    pub rating: Option<i64>,
+}
+
+/// Jobs in flight on one backend.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, PartialEq, Eq)]
+pub struct BackendLoad {
+    /// Service (`comfyui`, `media`).
+    pub service: String,
+    /// Backend name (empty for jobs not yet sent anywhere).
+    pub backend: String,
+    /// Dispatched or running jobs.
+    pub active: i64,
+}
+
+impl Store {
+    /// An account's generations, newest first, without hidden ones unless asked.
+    pub async fn list_generations(&self, f: &GenerationFilter) -> Result<Vec<RatedJob>, StoreError> {
+        let cols = JOB_COLUMNS.split(", ").map(|c| format!("j.{}", c.trim())).collect::<Vec<_>>().join(", ");
+        let mut sql =
+            format!("SELECT {cols}, (SELECT m.rating FROM job_marks m WHERE m.job_id = j.id) AS rating FROM jobs j \
+                     WHERE j.account_id = $1");
+        let mut n = 1;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        if f.status.is_some() {
+            sql += &format!(" AND j.status = {}", next());
+        }
+        if f.tool_id.is_some() {
+            sql += &format!(" AND j.tool_id = {}", next());
+        }
+        if f.before_id.is_some() {
+            sql += &format!(" AND j.id < {}", next());
+        }
+        if !f.include_hidden {
+            sql += " AND NOT EXISTS (SELECT 1 FROM job_marks h WHERE h.job_id = j.id AND h.hidden)";
+        }
+        sql += &format!(" ORDER BY j.id DESC LIMIT {}", next());
+        with_pool!(self, p => {
+            let mut q = sqlx::query_as::<_, RatedJob>(safe(&sql)).bind(&f.account_id);
+            if let Some(s) = f.status { q = q.bind(s.as_str()); }
+            if let Some(t) = &f.tool_id { q = q.bind(t); }
+            if let Some(b) = &f.before_id { q = q.bind(b); }
+            Ok(q.bind(f.limit.clamp(1, 200)).fetch_all(p).await?)
+        })
+    }
+
+    /// Accounts ordered by id (not those linked into another), after `after_id`.
+    pub async fn list_accounts_page(&self, after_id: Option<&str>, limit: i64) -> Result<Vec<AccountRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(
+                "SELECT id, name, role, suspended, created_at FROM accounts WHERE merged_into IS NULL AND id > $1 \
+                 ORDER BY id LIMIT $2",
+            )
+            .bind(after_id.unwrap_or(""))
+            .bind(limit.clamp(1, 500))
+            .fetch_all(p)
+            .await?)
+        })
+    }
+
+    /// The most recently failed jobs, newest first.
+    pub async fn recent_failures(&self, limit: i64) -> Result<Vec<JobRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(safe(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'failed' ORDER BY finished_at DESC, id DESC LIMIT $1"
+            )))
+            .bind(limit.clamp(1, 200))
+            .fetch_all(p)
+            .await?)
+        })
+    }
+
+    /// Dispatched and running jobs per service and backend.
+    pub async fn backend_load(&self) -> Result<Vec<BackendLoad>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(
+                "SELECT service, COALESCE(backend, '') AS backend, COUNT(*) AS active FROM jobs \
+                 WHERE status IN ('dispatched', 'running') GROUP BY service, COALESCE(backend, '') \
+                 ORDER BY service, backend",
+            )
+            .fetch_all(p)
+            .await?)
+        })
+    }
+}
