@@ -501,10 +501,13 @@ impl FakeDiscord {
     }
 
     /// Waits until `f` finds something among all messages, or panics after `timeout`.
+    /// `f` may call the fake's other methods.
     pub async fn wait_for<T>(&self, timeout: Duration, what: &str, f: impl Fn(&[Message]) -> Option<T>) -> T {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(t) = f(&self.lock().messages) {
+            // Cloned so `f` may call other methods of the fake (which lock it too).
+            let messages = self.lock().messages.clone();
+            if let Some(t) = f(&messages) {
                 return t;
             }
             if Instant::now() > deadline {

@@ -120,17 +120,17 @@ fn spawn_handle(
         let conv = o.conversation();
         let (account, input) = match input.await {
             Ok(x) => x,
-            Err(msg) => return d.note(&o.id, &msg).await,
+            Err(msg) => return d.note(&o.id, &msg, false).await,
         };
         match d.inner.flows.handle(&account, &conv, input).await {
             Ok(reply) => {
                 if let Some(t) = reply.toast {
-                    d.note(&o.id, &t).await;
+                    d.note(&o.id, &t, false).await;
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "flow failed for a Discord interaction");
-                d.note(&o.id, &format!("Something went wrong: {e}")).await;
+                d.note(&o.id, &format!("Something went wrong: {e}"), false).await;
             }
         }
         let denied = d.inner.denied.lock().unwrap_or_else(|p| p.into_inner()).remove(&o.channel);
@@ -139,6 +139,7 @@ fn spawn_handle(
                 &o.id,
                 "I could not post in this channel earlier: I am missing permissions here. Ask a server admin to let \
                  me View Channel, Send Messages, Embed Links and Attach Files.",
+                true,
             )
             .await;
         }
@@ -230,7 +231,8 @@ async fn command(d: Discord, v: Value) -> Response {
             for att in &images {
                 media.push(store_attachment(&dd, &a, att).await?);
             }
-            Ok((a, Input::Images { media }))
+            // `/make` with images offers the tools that take an image.
+            Ok((a, Input::Command { name: "make".into(), text: String::new(), images: media, params: Map::new() }))
         });
         return json_response(json!({"type": 5}));
     }

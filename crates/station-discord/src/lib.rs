@@ -352,10 +352,12 @@ impl Discord {
         }
     }
 
-    /// Sends an ephemeral note through an interaction (toasts, errors).
-    pub(crate) async fn note(&self, interaction: &str, text: &str) {
+    /// Sends a note through an interaction (toasts, errors): into the
+    /// deferred response while it is unused (unless `ephemeral`), else as an
+    /// ephemeral follow-up.
+    pub(crate) async fn note(&self, interaction: &str, text: &str, ephemeral: bool) {
         let Some(sess) = self.session(interaction) else { return };
-        let claimed = {
+        let claimed = !ephemeral && {
             let mut s = self.inner.sessions.lock().unwrap_or_else(|p| p.into_inner());
             match s.by_id.get_mut(interaction) {
                 Some(x) if x.original_free => {
@@ -386,6 +388,16 @@ impl Platform for Discord {
     }
 
     async fn deliver(&self, conversation: &Conversation, out: &Outgoing) -> Outcome {
+        let outcome = self.deliver_inner(conversation, out).await;
+        if let Outcome::Permanent(why) = &outcome {
+            tracing::warn!(conversation = %conversation.key(), delivery = %out.delivery_id, %why, "Discord message not delivered");
+        }
+        outcome
+    }
+}
+
+impl Discord {
+    async fn deliver_inner(&self, conversation: &Conversation, out: &Outgoing) -> Outcome {
         let channel = channel_of(&conversation.chat).to_string();
         let rendered = render::render(&self.inner.station, &out.view, &self.inner.modals).await;
         // Edits of an earlier message.

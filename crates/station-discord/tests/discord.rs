@@ -1,0 +1,515 @@
+//! The Discord adapter end to end: signed interactions from the fake Discord
+//! to the real endpoint, the real flow engine, core, workers and the fake
+//! ComfyUI, and everything the bot sends read back from the fake — on
+//! SQLite and PostgreSQL.
+
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use station_comfyui::{BackendSpec, ComfyExecutor};
+use station_comfyui_fake::{FakeComfy, FakeOptions};
+use station_core::{Config, Station, Workers};
+use station_discord::{Discord, DiscordOptions, INTERACTIONS_PATH};
+use station_discord_fake::{APP_ID, Actor, BOT_TOKEN, FakeDiscord, Message, Source};
+use station_flows::{FlowSettings, Flows, FlowsRunner};
+use station_media::image::{ImageFormat, Rgb, RgbImage};
+use station_store::testing::TestDb;
+
+const WAIT: Duration = Duration::from_secs(30);
+const GUILD: &str = "5000";
+const CHANNEL: &str = "6000";
+
+struct Env {
+    station: Station,
+    discord: Discord,
+    fake: FakeDiscord,
+    comfy_fake: FakeComfy,
+    endpoint: String,
+    actor: Actor,
+    runner: Option<FlowsRunner>,
+    workers: Option<Workers>,
+    comfy: Arc<ComfyExecutor>,
+    server: tokio::task::JoinHandle<()>,
+    _db: TestDb,
+    _dir: tempfile::TempDir,
+}
+
+/// A public text-to-image tool (the SD1.5 template at 64×64, 3 steps).
+fn install_tools(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../station-tools/builtin/txt2img-sd15.json"),
+    )
+    .unwrap();
+    let mut tool: Value = serde_json::from_str(&text).unwrap();
+    tool["id"] = json!("dream");
+    tool["name"] = json!("Dream");
+    tool["command"] = json!("dream");
+    tool["visibility"] = json!("public");
+    tool["description"] = json!("Dreams up a picture from your words. ".repeat(10));
+    tool["inputs"]["width"]["default"] = json!(64);
+    tool["inputs"]["height"]["default"] = json!(64);
+    tool["inputs"]["steps"]["default"] = json!(3);
+    std::fs::write(dir.join("dream.json"), tool.to_string()).unwrap();
+}
+
+async fn setup(db: TestDb) -> Env {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeDiscord::start().await;
+    let mut config =
+        Config { data_dir: dir.path().to_path_buf(), media_dir: Some(dir.path().join("media")), ..Default::default() };
+    config.queue.lease_seconds = 2;
+    config.queue.retry_base_ms = 50;
+    config.queue.poll_ms = 50;
+    config.points.starting_grant = 1000;
+    config.discord.token = Some(BOT_TOKEN.into());
+    config.discord.application_id = Some(APP_ID.into());
+    config.discord.public_key = Some(fake.public_key_hex());
+    config.discord.api_url = fake.api_url();
+    config.discord.guild_id = Some(GUILD.into());
+    install_tools(&config.tools_dir());
+    let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
+    assert!(errors.is_empty(), "tool files failed to load: {errors:?}");
+    let comfy_fake = FakeComfy::start(FakeOptions {
+        checkpoints: vec!["v1-5-pruned-emaonly.safetensors".into()],
+        ..Default::default()
+    })
+    .await;
+    let spec = BackendSpec { name: "b0".into(), url: comfy_fake.url(), max_concurrent: 2, tags: vec![] };
+    let comfy = ComfyExecutor::new(vec![spec], "auto").unwrap();
+    comfy.start_health_checks(Duration::from_millis(200), station.wake.clone()).await;
+    station.register_executor(comfy.clone());
+    station.register_executor(Arc::new(station_core::MediaExecutor::new(&station.config)));
+    let workers = Some(Workers::start(&station));
+    let flows = Flows::with_settings(station.clone(), FlowSettings { progress_every_ms: 50, ..Default::default() });
+    let options = DiscordOptions::from_config(&station.config.discord).unwrap().expect("configured");
+    let discord = Discord::new(station.clone(), flows.clone(), options).unwrap();
+    flows.add_platform(Arc::new(discord.clone()));
+    let runner = Some(flows.start());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}{INTERACTIONS_PATH}", listener.local_addr().unwrap());
+    let router = discord.router();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    let actor = Actor::member("7001", "ada", GUILD, CHANNEL);
+    Env { station, discord, fake, comfy_fake, endpoint, actor, runner, workers, comfy, server, _db: db, _dir: dir }
+}
+
+impl Env {
+    async fn stop(mut self) {
+        if let Some(r) = self.runner.take() {
+            r.shutdown().await;
+        }
+        if let Some(w) = self.workers.take() {
+            w.shutdown().await;
+        }
+        self.comfy.shutdown();
+        self.server.abort();
+    }
+
+    async fn send(&self, interaction: Value) -> station_discord_fake::Sent {
+        let sent = self.fake.send(&self.endpoint, interaction).await;
+        assert_eq!(sent.status, 200, "endpoint answered {}: {}", sent.status, sent.body);
+        assert!(sent.elapsed < Duration::from_secs(3), "answered within Discord's 3 s: {:?}", sent.elapsed);
+        sent
+    }
+
+    async fn slash(&self, name: &str, options: Value) -> station_discord_fake::Sent {
+        self.send(self.fake.slash(&self.actor, name, options, &[])).await
+    }
+
+    /// Presses the button whose label contains `label` on `msg`.
+    async fn press(&self, msg: &Message, label: &str) -> station_discord_fake::Sent {
+        let id = custom_id(msg, label);
+        self.send(self.fake.component(&self.actor, &msg.id, &id, None)).await
+    }
+
+    /// Bot messages in the test channel matching `f`, waiting for at least `n`.
+    async fn wait_n(&self, n: usize, what: &str, f: impl Fn(&Message) -> bool) -> Vec<Message> {
+        self.fake
+            .wait_for(WAIT, what, |all| {
+                let found: Vec<Message> = all
+                    .iter()
+                    .filter(|m| m.channel_id == CHANNEL && m.source != Source::User && f(m))
+                    .cloned()
+                    .collect();
+                (found.len() >= n).then_some(found)
+            })
+            .await
+    }
+
+    async fn results(&self, n: usize) -> Vec<Message> {
+        self.wait_n(n, &format!("{n} result(s)"), is_result).await
+    }
+}
+
+fn is_result(m: &Message) -> bool {
+    !m.files.is_empty() && m.buttons().iter().any(|(_, l)| l.contains("Rerun"))
+}
+
+fn custom_id(msg: &Message, label: &str) -> String {
+    msg.buttons()
+        .into_iter()
+        .find(|(_, l)| l.contains(label))
+        .map(|(id, _)| id)
+        .unwrap_or_else(|| panic!("no button {label:?} on {:?}: {:?}", msg.text(), msg.buttons()))
+}
+
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x * 40) as u8, (y * 40) as u8, 100]));
+    let mut buf = vec![];
+    img.write_to(&mut Cursor::new(&mut buf), ImageFormat::Png).unwrap();
+    buf
+}
+
+fn dims(bytes: &[u8]) -> (u32, u32) {
+    let i = station_media::probe(bytes).unwrap();
+    (i.width, i.height)
+}
+
+async fn bad_signatures_are_refused_and_ping_is_answered(db: TestDb) {
+    let env = setup(db).await;
+    let body = serde_json::to_vec(&env.fake.ping()).unwrap();
+    let ts = "1700000000";
+    let forged = FakeDiscord::forge_signature(&body, ts);
+    assert_eq!(env.fake.send_raw(&env.endpoint, body.clone(), &forged, ts).await.status, 401, "forged signature");
+    assert_eq!(env.fake.send_raw(&env.endpoint, body.clone(), "zz", ts).await.status, 401, "malformed signature");
+    assert_eq!(env.fake.send_raw(&env.endpoint, body.clone(), &"00".repeat(64), ts).await.status, 401);
+    // A signed PING gets a PONG.
+    let sent = env.fake.send(&env.endpoint, env.fake.ping()).await;
+    assert_eq!(sent.status, 200);
+    assert_eq!(sent.body, json!({"type": 1}));
+    // A correctly signed body that was tampered with after signing is refused.
+    let tampered = env.fake.slash(&env.actor, "balance", json!([]), &[]);
+    let good_body = serde_json::to_vec(&tampered).unwrap();
+    let sig = FakeDiscord::forge_signature(&good_body, ts);
+    assert_eq!(env.fake.send_raw(&env.endpoint, good_body, &sig, ts).await.status, 401);
+    env.stop().await;
+}
+
+async fn registration_fits_discords_limits_and_follows_tool_changes(db: TestDb) {
+    let env = setup(db).await;
+    let task = env.discord.keep_commands_registered();
+    let first = env.fake.wait_for(WAIT, "registration", |_| env.fake.registrations().first().cloned()).await;
+    assert_eq!(first.0.as_deref(), Some(GUILD), "guild-scoped when configured");
+    let cmds = env.fake.guild_commands(GUILD);
+    let by_name = |n: &str| cmds.iter().find(|c| c["name"] == n).cloned().unwrap_or_else(|| panic!("no /{n}"));
+    for n in ["make", "settings", "status", "history", "balance", "link", "web", "cancel", "admin", "upscale"] {
+        by_name(n);
+    }
+    assert_eq!(by_name("Use in Station…")["type"], 3, "message context-menu command");
+    let dream = by_name("dream");
+    assert!(dream["description"].as_str().unwrap().chars().count() <= 100, "description cut to 100");
+    let opt = |c: &Value, n: &str| c["options"].as_array().unwrap().iter().find(|o| o["name"] == n).cloned().unwrap();
+    assert_eq!(opt(&dream, "prompt")["type"], 3);
+    assert_eq!(opt(&dream, "prompt")["required"], true);
+    assert_eq!(opt(&dream, "steps")["type"], 4, "integers are integer options");
+    assert!(opt(&dream, "steps")["max_value"].is_number(), "with min/max");
+    let upscale = by_name("upscale");
+    assert_eq!(opt(&upscale, "image")["type"], 11, "images are attachment options");
+    assert!(opt(&upscale, "upscale_method")["choices"].as_array().is_some_and(|c| !c.is_empty() && c.len() <= 25));
+    // A new tool with 30 choices and 30 inputs is registered within limits at the next change.
+    let mut tool: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.station.config.tools_dir().join("dream.json")).unwrap())
+            .unwrap();
+    tool["id"] = json!("many-things");
+    tool["command"] = json!("many_things");
+    tool["inputs"]["sampler"] = json!({"type": "enum", "choices": (0..30).map(|i| format!("s{i}")).collect::<Vec<_>>(),
+                                       "default": "s0", "description": "x".repeat(300)});
+    for i in 0..30 {
+        tool["inputs"][format!("extra{i}")] = json!({"type": "integer", "default": 64, "advanced": true});
+        let node = format!("{}", 100 + i);
+        tool["comfyui"]["workflow"][&node] = tool["comfyui"]["workflow"]["5"].clone();
+        tool["comfyui"]["bindings"][format!("extra{i}")] = json!([format!("{node}.inputs.width")]);
+    }
+    std::fs::write(env.station.config.tools_dir().join("many.json"), tool.to_string()).unwrap();
+    let errors = env.station.tools.reload();
+    assert!(errors.is_empty(), "{errors:?}");
+    let cmds = env
+        .fake
+        .wait_for(WAIT, "re-registration", |_| {
+            let c = env.fake.guild_commands(GUILD);
+            c.iter().any(|c| c["name"] == "many_things").then_some(c)
+        })
+        .await;
+    let many = cmds.iter().find(|c| c["name"] == "many_things").unwrap();
+    let opts = many["options"].as_array().unwrap();
+    assert_eq!(opts.len(), 25, "at most 25 options");
+    assert_eq!(opts[0]["name"], "prompt", "required first");
+    let sampler = opts.iter().find(|o| o["name"] == "sampler").expect("non-advanced inputs kept");
+    assert!(sampler.get("choices").is_none(), "more than 25 choices become free text");
+    assert!(sampler["description"].as_str().unwrap().chars().count() <= 100);
+    task.abort();
+    env.stop().await;
+}
+
+async fn slash_command_defers_then_progress_and_result_then_rerun(db: TestDb) {
+    let env = setup(db).await;
+    env.comfy_fake.set_step_delay(150);
+    let sent = env.slash("dream", json!([{"name": "prompt", "type": 3, "value": "a red fox in the snow"}])).await;
+    assert_eq!(sent.body["type"], 5, "deferred at once: {}", sent.body);
+    let cb = env.fake.callback(&sent.id).expect("callback recorded");
+    assert!(cb.after < Duration::from_secs(3));
+    // The deferred response becomes the progress message, edited in place.
+    let progress = env
+        .fake
+        .wait_for(WAIT, "progress in the original", |_| {
+            env.fake.original(&sent.id).filter(|m| !m.deferred && m.text().contains('%'))
+        })
+        .await;
+    assert!(progress.text().contains("Dream") || progress.text().contains("dream"), "{}", progress.text());
+    let result = env.results(1).await.remove(0);
+    let original = env.fake.original(&sent.id).unwrap();
+    assert!(original.edits >= 2, "progress edited several times: {}", original.edits);
+    assert_eq!(result.files.len(), 1);
+    assert_eq!(dims(&result.files[0].bytes), (64, 64));
+    for label in ["Rerun", "Tweak", "Use as input", "Info", "Hide"] {
+        custom_id(&result, label);
+    }
+    assert!(result.components.len() <= 5 && result.buttons().iter().all(|(id, _)| id.len() <= 100));
+    // Rerun: a deferred update at once, then a second result.
+    let pressed = env.press(&result, "Rerun").await;
+    assert_eq!(pressed.body["type"], 6, "{}", pressed.body);
+    env.results(2).await;
+    assert!(env.fake.violations().is_empty(), "{:?}", env.fake.violations());
+    env.stop().await;
+}
+
+async fn tweak_through_a_modal(db: TestDb) {
+    let env = setup(db).await;
+    env.slash("dream", json!([{"name": "prompt", "type": 3, "value": "a lighthouse"}])).await;
+    let result = env.results(1).await.remove(0);
+    env.press(&result, "Tweak").await;
+    let options =
+        env.wait_n(1, "tweak options", |m| m.buttons().iter().any(|(_, l)| l.contains("Change a setting"))).await;
+    env.press(&options[0], "Change a setting").await;
+    // Which setting: a select menu whose values are the engine's action tokens.
+    let pick = env.wait_n(1, "setting choice", |m| !m.selects().is_empty()).await.remove(0);
+    let (select_id, opts) = pick.selects().remove(0);
+    let steps = opts.iter().find(|(l, _)| l.starts_with("steps")).expect("steps offered").1.clone();
+    env.send(env.fake.component(&env.actor, &pick.id, &select_id, Some(vec![steps]))).await;
+    // The number is asked through a modal opened by a button.
+    let (msg, modal_button) = env
+        .fake
+        .wait_for(WAIT, "a modal button", |all| {
+            all.iter().rev().find_map(|m| {
+                m.buttons()
+                    .into_iter()
+                    .find(|(id, l)| id.starts_with("m:") && l.contains("steps"))
+                    .map(|(id, _)| (m.clone(), id))
+            })
+        })
+        .await;
+    let opened = env.send(env.fake.component(&env.actor, &msg.id, &modal_button, None)).await;
+    assert_eq!(opened.body["type"], 9, "a modal: {}", opened.body);
+    assert!(env.fake.callback(&opened.id).is_some(), "the fake accepted the modal");
+    let form_id = opened.body["data"]["custom_id"].as_str().unwrap().to_string();
+    let field = opened.body["data"]["components"][0]["components"][0]["custom_id"].as_str().unwrap().to_string();
+    let before = env.fake.channel_messages(CHANNEL).len();
+    let submitted = env.send(env.fake.modal_submit(&env.actor, &form_id, &[(&field, "4")])).await;
+    assert_eq!(submitted.body["type"], 6);
+    let run = env
+        .wait_n(1, "options after the tweak", |m| {
+            m.text().contains("steps: 4") && m.buttons().iter().any(|(_, l)| l.contains("Run"))
+        })
+        .await;
+    assert!(env.fake.channel_messages(CHANNEL).len() > before || run.iter().any(|m| m.edits > 0));
+    env.press(run.last().unwrap(), "Run").await;
+    env.results(2).await;
+    let jobs =
+        env.station.store.list_jobs(&station_store::JobFilter { limit: 10, ..Default::default() }).await.unwrap();
+    assert!(
+        jobs.iter().any(|j| serde_json::from_str::<Value>(&j.params).unwrap()["steps"] == 4),
+        "the tweaked job ran with steps=4"
+    );
+    env.stop().await;
+}
+
+async fn image_tool_with_an_attachment_option(db: TestDb) {
+    let env = setup(db).await;
+    let att = env.fake.upload("photo.png", "image/png", png(4, 3));
+    let options =
+        json!([{"name": "image", "type": 11, "value": att["id"]}, {"name": "scale_by", "type": 10, "value": 2}]);
+    let sent = env.send(env.fake.slash(&env.actor, "upscale", options, std::slice::from_ref(&att))).await;
+    assert_eq!(sent.body["type"], 5);
+    let result = env.results(1).await.remove(0);
+    assert_eq!(dims(&result.files[0].bytes), (8, 6), "upscaled 2×");
+    // Not an image: refused with a clear note, nothing submitted.
+    let junk = env.fake.upload("notes.png", "image/png", b"definitely not a png".to_vec());
+    let options = json!([{"name": "image", "type": 11, "value": junk["id"]}]);
+    let sent = env.send(env.fake.slash(&env.actor, "upscale", options, std::slice::from_ref(&junk))).await;
+    let note = env
+        .fake
+        .wait_for(WAIT, "refusal", |_| env.fake.original(&sent.id).filter(|m| m.text().contains("not an image")))
+        .await;
+    assert!(note.text().contains("notes.png"), "{}", note.text());
+    // "Use in Station…" on a message with an image offers the image tools.
+    let photo = env.fake.upload("cat.png", "image/png", png(5, 3));
+    let msg = env.fake.user_message(&env.actor, "look", vec![photo]);
+    let sent = env.send(env.fake.message_command(&env.actor, "Use in Station…", &msg)).await;
+    assert_eq!(sent.body["type"], 5);
+    let choice = env
+        .fake
+        .wait_for(WAIT, "a tool choice", |_| env.fake.original(&sent.id).filter(|m| !m.selects().is_empty()))
+        .await;
+    let (select_id, options) = choice.selects().remove(0);
+    assert!(options.iter().all(|(l, _)| l != "Dream"), "only tools that take an image: {options:?}");
+    let flip = options.iter().find(|(l, _)| l.contains("Flip")).unwrap_or_else(|| panic!("Flip offered: {options:?}"));
+    env.send(env.fake.component(&env.actor, &choice.id, &select_id, Some(vec![flip.1.clone()]))).await;
+    let options = env
+        .wait_n(1, "Flip's options", |m| {
+            m.text().contains("Flip") && m.buttons().iter().any(|(_, l)| l.contains("Run"))
+        })
+        .await;
+    env.press(&options[0], "Run").await;
+    let results = env.results(2).await;
+    assert_eq!(dims(&results[1].files[0].bytes), (5, 3), "the flipped picture");
+    env.stop().await;
+}
+
+async fn settings_change_through_a_modal(db: TestDb) {
+    let env = setup(db).await;
+    env.slash("settings", json!([{"name": "tool", "type": 3, "value": "dream"}])).await;
+    let card = env.wait_n(1, "settings card", |m| m.buttons().iter().any(|(_, l)| l == "Change width")).await.remove(0);
+    env.press(&card, "Change width").await;
+    let (msg, button) = env
+        .fake
+        .wait_for(WAIT, "width modal button", |all| {
+            all.iter().rev().find_map(|m| {
+                m.buttons()
+                    .into_iter()
+                    .find(|(id, l)| id.starts_with("m:") && l.contains("width"))
+                    .map(|(id, _)| (m.clone(), id))
+            })
+        })
+        .await;
+    let opened = env.send(env.fake.component(&env.actor, &msg.id, &button, None)).await;
+    assert_eq!(opened.body["type"], 9);
+    let form = opened.body["data"]["custom_id"].as_str().unwrap().to_string();
+    let field = opened.body["data"]["components"][0]["components"][0]["custom_id"].as_str().unwrap().to_string();
+    // The adapter checks numbers before the engine sees them.
+    let refused = env.send(env.fake.modal_submit(&env.actor, &form, &[(&field, "abc")])).await;
+    assert_eq!(refused.body["type"], 4);
+    assert_eq!(refused.body["data"]["flags"], 64, "ephemeral");
+    assert!(refused.body["data"]["content"].as_str().unwrap().contains("not a number"));
+    env.send(env.fake.modal_submit(&env.actor, &form, &[(&field, "96")])).await;
+    env.wait_n(1, "card with the new width", |m| m.text().contains("96 (yours)")).await;
+    env.stop().await;
+}
+
+async fn rate_limits_are_honoured(db: TestDb) {
+    let env = setup(db).await;
+    // The next edit of an interaction response gets a 429 for its route; a later one a global 429.
+    env.fake.force_429("/messages/@original", 1, 0.6, false);
+    env.fake.force_429("/webhooks/", 1, 0.4, true);
+    env.slash("dream", json!([{"name": "prompt", "type": 3, "value": "a fox"}])).await;
+    env.results(1).await;
+    assert!(env.fake.violations().is_empty(), "requests during a limit: {:?}", env.fake.violations());
+    let reqs = env.fake.requests();
+    let limited: Vec<_> = reqs.iter().filter(|r| r.status == 429).collect();
+    assert!(!limited.is_empty(), "the fake did limit");
+    for l in &limited {
+        let next = reqs.iter().find(|r| r.at > l.at && r.bucket == l.bucket).expect("retried");
+        assert!(next.at - l.at >= Duration::from_millis(350), "waited out retry_after: {:?}", next.at - l.at);
+    }
+    // Bucket exhaustion announced by headers is waited out too.
+    env.fake.set_bucket_limit(2, Duration::from_millis(700));
+    let started = Instant::now();
+    env.slash("dream", json!([{"name": "prompt", "type": 3, "value": "an owl"}])).await;
+    env.results(2).await;
+    assert!(env.fake.violations().is_empty(), "{:?}", env.fake.violations());
+    assert!(started.elapsed() < WAIT);
+    env.stop().await;
+}
+
+async fn expired_token_falls_back_to_channel_messages(db: TestDb) {
+    let env = setup(db).await;
+    env.comfy_fake.set_step_delay(300);
+    let sent = env.slash("dream", json!([{"name": "prompt", "type": 3, "value": "a slow fox"}])).await;
+    env.fake.wait_for(WAIT, "first progress", |_| env.fake.original(&sent.id).filter(|m| !m.deferred)).await;
+    env.fake.expire_tokens();
+    let result = env.results(1).await.remove(0);
+    assert_eq!(result.source, Source::Channel, "the result went to the channel once the token expired");
+    assert!(!result.ephemeral());
+    let reqs = env.fake.requests();
+    assert!(reqs.iter().any(|r| r.status == 401 && r.path.contains("/webhooks/")), "the token was refused");
+    // Missing permissions: the post fails, and the next interaction there gets a clear ephemeral note.
+    env.fake.deny_channel(CHANNEL);
+    env.press(&result, "Rerun").await;
+    env.fake.expire_tokens();
+    env.fake
+        .wait_for(WAIT, "a refused channel post", |_| env.fake.requests().iter().any(|r| r.status == 403).then_some(()))
+        .await;
+    let sent = env.slash("balance", json!([])).await;
+    let note = env
+        .fake
+        .wait_for(WAIT, "permission note", |all| {
+            all.iter().find(|m| m.ephemeral() && m.text().contains("missing permissions")).cloned()
+        })
+        .await;
+    assert_eq!(note.interaction_token.as_deref(), Some(sent.token.as_str()));
+    env.stop().await;
+}
+
+async fn server_admins_switch_tools_off(db: TestDb) {
+    let env = setup(db).await;
+    let admin = env.actor.clone().admin();
+    let off = json!([{"name": "disable-tool", "type": 1, "options": [{"name": "tool", "type": 3, "value": "dream"}]}]);
+    // Members without Manage Server are refused.
+    let refused = env.send(env.fake.slash(&env.actor, "admin", off.clone(), &[])).await;
+    assert!(refused.body["data"]["content"].as_str().unwrap().contains("Manage Server"), "{}", refused.body);
+    let done = env.send(env.fake.slash(&admin, "admin", off, &[])).await;
+    assert!(done.body["data"]["content"].as_str().unwrap().contains("off"), "{}", done.body);
+    let blocked = env.slash("dream", json!([{"name": "prompt", "type": 3, "value": "x"}])).await;
+    assert_eq!(blocked.body["type"], 4);
+    assert_eq!(blocked.body["data"]["flags"], 64);
+    // Another server is unaffected.
+    let elsewhere = Actor::member("7001", "ada", "5999", "6999");
+    let ok =
+        env.send(env.fake.slash(&elsewhere, "dream", json!([{"name": "prompt", "type": 3, "value": "x"}]), &[])).await;
+    assert_eq!(ok.body["type"], 5);
+    let on = json!([{"name": "enable-tool", "type": 1, "options": [{"name": "tool", "type": 3, "value": "/dream"}]}]);
+    env.send(env.fake.slash(&admin, "admin", on, &[])).await;
+    assert_eq!(env.slash("dream", json!([{"name": "prompt", "type": 3, "value": "x"}])).await.body["type"], 5);
+    env.stop().await;
+}
+
+/// Runs the case on SQLite and, when configured, on PostgreSQL.
+macro_rules! on_every_db {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(station_store::testing::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = station_store::testing::postgres().await else { return };
+                    super::$name(db).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_db!(
+    bad_signatures_are_refused_and_ping_is_answered,
+    registration_fits_discords_limits_and_follows_tool_changes,
+    slash_command_defers_then_progress_and_result_then_rerun,
+    tweak_through_a_modal,
+    image_tool_with_an_attachment_option,
+    settings_change_through_a_modal,
+    rate_limits_are_honoured,
+    expired_token_falls_back_to_channel_messages,
+    server_admins_switch_tools_off,
+);
