@@ -179,13 +179,19 @@ async fn expired_sessions_redirect_and_the_admin_page_is_for_admins() {
 async fn assets_are_embedded_with_their_types() {
     let db = testing::sqlite().await;
     let s = serve(&db, None).await;
-    for (file, mime) in [("app.js", "text/javascript"), ("pages.js", "text/javascript"), ("app.css", "text/css")] {
+    for (file, mime) in [("main.js", "text/javascript"), ("app.js", "text/javascript"), ("pages.js", "text/javascript"), ("app.css", "text/css")] {
         let r = s.get(&format!("/assets/{file}"), None).await;
         assert_eq!(r.status(), StatusCode::OK, "{file}");
         assert!(r.headers()[CONTENT_TYPE].to_str().unwrap().starts_with(mime), "{file}");
         assert_eq!(r.headers()["x-content-type-options"], "nosniff");
         assert!(!r.bytes().await.unwrap().is_empty());
     }
+    // Revalidation: the ETag answers 304.
+    let r = s.get("/assets/main.js", None).await;
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(r.headers()["cache-control"], "no-cache");
+    let again = s.http.get(format!("{}/assets/main.js", s.base)).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(s.get("/assets/nope.js", None).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(s.get("/assets/..%2Fsrc%2Flib.rs", None).await.status(), StatusCode::NOT_FOUND);
 }

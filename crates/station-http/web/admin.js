@@ -10,10 +10,10 @@ function table(caption, heads, rows) {
     el('tbody', {}, rows)));
 }
 
-function ago(ms) {
-  if (!ms) return '';
-  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
-  return s < 90 ? `${s} s ago` : s < 5400 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
+function age(ms) {
+  if (ms === null || ms === undefined) return '';
+  const s = Math.max(0, Math.round(ms / 1000));
+  return s < 90 ? `${s} s` : s < 5400 ? `${Math.round(s / 60)} min` : `${Math.round(s / 3600)} h`;
 }
 
 async function section(title, id, fill) {
@@ -26,65 +26,78 @@ async function section(title, id, fill) {
   return box;
 }
 
+function backends(box, data) {
+  const rows = [];
+  for (const s of listOf(data, 'services')) {
+    for (const b of s.backends || []) {
+      rows.push(el('tr', { dataset: { backend: b.name } },
+        el('td', {}, b.name), el('td', {}, s.service),
+        el('td', { class: b.healthy ? 'ok' : 'bad' }, b.healthy ? 'healthy' : 'down'),
+        el('td', {}, String(b.active ?? 0)), el('td', {}, b.detail || '')));
+    }
+    rows.push(el('tr', { class: 'total' }, el('td', {}, el('strong', {}, `${s.service} total`)), el('td', {}, s.service), el('td', {}, ''),
+      el('td', {}, `${s.active ?? 0} of ${s.capacity ?? '?'}`), el('td', {}, '')));
+  }
+  box.append(table('Backends', ['Name', 'Service', 'Health', 'Running jobs', 'Detail'], rows));
+  if (!rows.length) box.append(el('p', {}, 'No services configured: add a ComfyUI backend with station backends add.'));
+}
+
+function queue(box, q) {
+  const counts = Object.entries(q.by_status || {}).map(([k, v]) => `${v} ${k}`).join(', ');
+  box.append(el('dl', { class: 'balance' },
+    el('dt', {}, 'Waiting'), el('dd', { id: 'queue-depth' }, String(q.depth ?? 0)),
+    el('dt', {}, 'Oldest waiting for'), el('dd', {}, q.oldest_queued_age_ms !== null && q.oldest_queued_age_ms !== undefined ? age(q.oldest_queued_age_ms) : '—'),
+    el('dt', {}, 'By status'), el('dd', {}, counts || '—')));
+  const failures = q.recent_failures || [];
+  box.append(el('h3', {}, 'Recent failures'));
+  box.append(failures.length
+    ? table('Recent failures', ['When', 'Tool', 'Backend', 'Error', 'Attempts'], failures.map((f) => el('tr', {},
+      el('td', {}, when(f.finished_at)), el('td', {}, f.tool), el('td', {}, f.backend || ''),
+      el('td', {}, f.error || f.error_code || ''), el('td', {}, String(f.attempts)))))
+    : el('p', {}, 'None.'));
+}
+
 /** Fills the dashboard. */
 export async function admin() {
   const m = main('Admin');
+  let users = [];
   const parts = await Promise.all([
-    section('Backends', 'admin-backends', async (box) => {
-      const list = listOf(await api('GET', '/api/v1/admin/backends'), 'backends');
-      box.append(table('Backends', ['Name', 'Service', 'Health', 'Load', 'Detail'], list.map((b) =>
-        el('tr', { dataset: { backend: b.name } },
-          el('td', {}, b.name), el('td', {}, b.service || ''),
-          el('td', { class: b.healthy ? 'ok' : 'bad' }, b.healthy ? 'healthy' : 'down'),
-          el('td', {}, b.running !== undefined ? `${b.running}/${b.capacity ?? b.max_concurrent ?? '?'}` : String(b.load ?? '')),
-          el('td', {}, b.detail || b.url || '')))));
-      if (!list.length) box.append(el('p', {}, 'No backends configured: add one with station backends add.'));
-    }),
-    section('Queue', 'admin-queue', async (box) => {
-      const q = await api('GET', '/api/v1/admin/queue');
-      const services = listOf(q, 'services');
-      const rows = services.length ? services : [q];
-      box.append(table('Queue', ['Service', 'Queued', 'Running', 'Oldest queued'], rows.map((s) =>
-        el('tr', {}, el('td', {}, s.service || 'all'), el('td', {}, String(s.queued ?? s.depth ?? 0)),
-          el('td', {}, String(s.running ?? 0)), el('td', {}, ago(s.oldest_queued_at ?? s.oldest_at))))));
-      const failures = listOf(q.recent_failures || q.failures || []);
-      box.append(el('h3', {}, 'Recent failures'));
-      box.append(failures.length
-        ? table('Recent failures', ['When', 'Tool', 'Error'], failures.map((f) => el('tr', {},
-          el('td', {}, when(f.finished_at || f.created_at)), el('td', {}, f.tool_id || ''), el('td', {}, f.error || f.error_code || ''))))
-        : el('p', {}, 'None.'));
-    }),
+    section('Backends', 'admin-backends', async (box) => backends(box, await api('GET', '/api/v1/admin/backends'))),
+    section('Queue', 'admin-queue', async (box) => queue(box, await api('GET', '/api/v1/admin/queue'))),
     section('Users', 'admin-users', async (box) => {
-      const users = listOf(await api('GET', '/api/v1/admin/users?limit=100'), 'users', 'accounts');
-      box.append(table('Users', ['Name', 'Role', 'State', 'Balance', 'Id'], users.map((u) => {
-        const a = u.account || u;
-        const pts = u.points || u;
-        return el('tr', { dataset: { account: a.id } }, el('td', {}, a.name), el('td', {}, a.role),
-          el('td', {}, a.suspended ? 'suspended' : 'active'), el('td', {}, String(pts.balance ?? '')), el('td', {}, el('code', {}, a.id)));
-      })));
-    }),
-    section('Grant points', 'admin-grants', async (box) => {
-      const who = el('input', { id: 'grant-account', name: 'account', required: true, placeholder: 'account id or provider:subject' });
-      const amount = el('input', { id: 'grant-amount', name: 'amount', type: 'number', min: 1, required: true });
-      const note = el('input', { id: 'grant-note', name: 'note', maxlength: 200 });
-      const form = el('form', { 'aria-label': 'Grant points' },
-        el('div', { class: 'field' }, el('label', { for: 'grant-account' }, 'Account'), who),
-        el('div', { class: 'field' }, el('label', { for: 'grant-amount' }, 'Points'), amount),
-        el('div', { class: 'field' }, el('label', { for: 'grant-note' }, 'Note'), note),
-        el('div', { class: 'actions' }, el('button', { type: 'submit', class: 'primary' }, 'Grant')));
-      form.addEventListener('submit', async (e) => {
-        e.preventDefault();
-        form.querySelectorAll('.field-error').forEach((n) => n.remove());
-        try {
-          await api('POST', '/api/v1/admin/grants', { account: who.value, amount: parseInt(amount.value, 10), note: note.value || undefined });
-          toast(`Granted ${amount.value} points.`);
-          form.reset();
-        } catch (err) {
-          showError(err, form);
-        }
-      });
-      box.append(form);
+      users = listOf(await api('GET', '/api/v1/admin/users?limit=200'));
+      box.append(table('Users', ['Name', 'Role', 'State', 'Balance', 'Identities'], users.map((u) =>
+        el('tr', { dataset: { account: u.id } }, el('td', {}, u.name), el('td', {}, u.role),
+          el('td', {}, u.suspended ? 'suspended' : 'active'), el('td', {}, String(u.balance)),
+          el('td', {}, (u.identities || []).join(', '))))));
     }),
   ]);
-  m.append(el('div', { class: 'dashboard' }, parts));
+  const grant = await section('Grant points', 'admin-grants', async (box) => {
+    const who = el('select', { id: 'grant-account', name: 'account', required: true },
+      users.map((u) => el('option', { value: u.id }, `${u.name} (${(u.identities || [])[0] || u.id})`)));
+    const amount = el('input', { id: 'grant-amount', name: 'amount', type: 'number', min: 1, step: 1, required: true });
+    const reason = el('input', { id: 'grant-reason', name: 'reason', maxlength: 200, required: true, placeholder: 'kept in the ledger' });
+    const form = el('form', { 'aria-label': 'Grant points' },
+      el('div', { class: 'field' }, el('label', { for: 'grant-account' }, 'Account'), who),
+      el('div', { class: 'field' }, el('label', { for: 'grant-amount' }, 'Points'), amount),
+      el('div', { class: 'field' }, el('label', { for: 'grant-reason' }, 'Reason'), reason),
+      el('div', { class: 'actions' }, el('button', { type: 'submit', class: 'primary' }, 'Grant')));
+    // One key per filled-in form: a double click grants once.
+    let key = crypto.randomUUID();
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      form.querySelectorAll('.field-error').forEach((n) => n.remove());
+      try {
+        const r = await api('POST', `/api/v1/admin/users/${encodeURIComponent(who.value)}/grant`,
+          { amount: parseInt(amount.value, 10), reason: reason.value, idempotency_key: key });
+        toast(r.applied ? `Granted ${amount.value} points; balance now ${r.balance}.` : 'Already granted.');
+        key = crypto.randomUUID();
+        form.reset();
+      } catch (err) {
+        showError(err, form);
+      }
+    });
+    box.append(form);
+  });
+  m.append(el('div', { class: 'dashboard' }, parts, grant));
 }

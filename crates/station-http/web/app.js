@@ -1,6 +1,6 @@
-// Station web app: shared helpers and the page dispatcher.
+// Station web app: helpers shared by every page script (main.js starts the page).
 // Every page is a server-rendered shell; <body data-page> says which one and
-// the matching function below fills <main> by calling the REST API.
+// a function of pages.js or admin.js fills <main> by calling the REST API.
 // No inline scripts or handlers anywhere: the CSP allows scripts from 'self' only.
 
 const csrfMeta = document.querySelector('meta[name="csrf-token"]');
@@ -127,6 +127,8 @@ export function job(data) {
   }
   if (!Array.isArray(j.outputs)) j.outputs = j.outputs ? [].concat(j.outputs) : [];
   j.outputs = j.outputs.map((o) => (typeof o === 'string' ? o : o.id));
+  j.tool_id = j.tool_id || j.tool;
+  if (j.error && typeof j.error === 'object') j.error = j.error.message || j.error.code;
   return j;
 }
 
@@ -154,25 +156,3 @@ export async function refreshBalance() {
     b.textContent = 'points';
   }
 }
-
-async function start() {
-  const page = document.body.dataset.page;
-  if (page === 'signin' || page === 'error') return;
-  refreshBalance();
-  try {
-    if (page === 'admin') {
-      const m = await import('./admin.js');
-      await m.admin();
-    } else {
-      const m = await import('./pages.js');
-      const fn = m.pages[page];
-      if (fn) await fn();
-    }
-  } catch (e) {
-    if (e instanceof ApiError && e.status === 401) return;
-    const m = document.getElementById('main');
-    m.replaceChildren(el('h1', {}, 'Something went wrong'), el('p', { class: 'error', role: 'alert' }, e.message || String(e)));
-  }
-}
-
-start();

@@ -4,12 +4,15 @@
 
 import { api, el, mediaUrl, showError, toast } from './app.js';
 
-/** The tool's inputs as [name, definition] pairs, primary input first. */
+/** The tool's inputs as definitions with their `name`, in display order. */
 export function inputsOf(tool) {
+  // The API lists inputs in display order; a map (tool file order) puts the primary input first.
   let list = tool.inputs || [];
-  if (!Array.isArray(list)) list = Object.entries(list).map(([name, d]) => ({ name, ...d }));
-  list = list.map((d) => ({ ...d, type: d.type || d.kind }));
-  return list.sort((a, b) => (b.primary ? 1 : 0) - (a.primary ? 1 : 0));
+  if (!Array.isArray(list)) {
+    list = Object.entries(list).map(([name, d]) => ({ name, ...d }));
+    list.sort((a, b) => (b.primary ? 1 : 0) - (a.primary ? 1 : 0));
+  }
+  return list.map((d) => ({ ...d, type: d.type || d.kind }));
 }
 
 const RANDOM_SEED_MAX = 4294967295;

@@ -12,11 +12,8 @@ async function loadTools() {
 }
 
 function priceOf(tool) {
-  const c = tool.cost || {};
-  if (c.per_run !== undefined) return `${c.per_run} pt`;
-  if (c.per_second !== undefined) return `${c.per_second} pt/s`;
-  if (typeof tool.price === 'number') return `${tool.price} pt`;
-  return '';
+  if (typeof tool.price !== 'number') return '';
+  return tool.per_second ? `up to ${tool.price} points (charged per second)` : `${tool.price} point${tool.price === 1 ? '' : 's'}`;
 }
 
 /** Tool gallery, grouped by category. With ?media=ID: tools that take an image. */
@@ -25,7 +22,7 @@ async function tools() {
   const m = main(useMedia ? 'Use as input: pick a tool' : 'Tools');
   let list = await loadTools();
   if (useMedia) {
-    list = list.filter((t) => inputsOf(t).some((d) => d.type === 'image') || t.category === 'image-to-image');
+    list = list.filter((t) => (t.image_inputs || []).length > 0);
     m.append(el('p', {}, el('img', { src: mediaUrl(useMedia, true), alt: 'The image to use', class: 'use-thumb' })));
   }
   const groups = new Map();
@@ -172,6 +169,7 @@ async function jobPage() {
     finish();
     return;
   }
+  // Live events: `progress`, `preview`, `status` (with the queue position), `result`.
   source = new EventSource(`/api/v1/generations/${encodeURIComponent(id)}/events`);
   const onEvent = (ev) => {
     let e;
@@ -180,22 +178,27 @@ async function jobPage() {
     } catch {
       return;
     }
-    const type = e.type || ev.type;
-    if (type === 'progress') {
+    if (ev.type === 'progress') {
       progress.set(e.fraction || 0);
+      if (j.status !== 'running') j.status = 'running';
       status.textContent = e.label ? `Running: ${e.label}` : 'Running';
-    } else if (type === 'preview') {
-      if (e.data) preview.src = `data:${e.mime || 'image/jpeg'};base64,${e.data}`;
-      else if (e.media_id) preview.src = mediaUrl(e.media_id);
+    } else if (ev.type === 'preview') {
+      preview.src = e.data_url || (e.media_id ? mediaUrl(e.media_id) : preview.src);
       preview.hidden = false;
-    } else if (type === 'status' || type === 'result') {
+    } else if (ev.type === 'status') {
+      j = { ...j, status: e.status, queue_position: e.queue_position, error: e.error || j.error };
+      if (TERMINAL.includes(e.status)) refresh();
+      else {
+        status.textContent = statusText(j);
+        if (e.progress) progress.set(e.progress);
+      }
+    } else if (ev.type === 'result') {
       refresh();
     }
   };
-  source.addEventListener('message', onEvent);
   for (const t of ['status', 'progress', 'preview', 'result']) source.addEventListener(t, onEvent);
-  // Queue position is not an event: the row is read now and then as well.
-  poll = setInterval(refresh, 1500);
+  // Should the stream drop, the row is read now and then as well.
+  poll = setInterval(refresh, 3000);
 }
 
 /** The result images and the same actions as in chat. */
@@ -209,7 +212,7 @@ function renderResult(box, j) {
   for (const [i, mid] of j.outputs.entries()) {
     figures.append(el('figure', {},
       el('img', { src: mediaUrl(mid), alt: `Result ${i + 1} of ${j.tool_id}`, class: 'result-image' }),
-      el('figcaption', {}, el('a', { href: `${mediaUrl(mid)}?download=1`, download: `${j.tool_id}-${j.id}-${i + 1}`, class: 'button' }, 'Download'),
+      el('figcaption', {}, el('a', { href: mediaUrl(mid), download: `${j.tool_id}-${j.id}-${i + 1}`, class: 'button' }, 'Download'),
         el('a', { href: `/tools?media=${encodeURIComponent(mid)}`, class: 'button' }, 'Use as input'))));
   }
   const info = el('details', { class: 'info' }, el('summary', {}, 'Info'),
@@ -276,7 +279,7 @@ async function history() {
     loading = true;
     try {
       const qs = new URLSearchParams({ limit: '24' });
-      if (cursor) qs.set('cursor', cursor);
+      if (cursor) qs.set('before', cursor);
       const data = await api('GET', `/api/v1/generations?${qs}`);
       const items = listOf(data, 'generations', 'jobs').map(job);
       for (const j of items) {
@@ -286,7 +289,7 @@ async function history() {
         grid.append(el('li', { dataset: { job: j.id } }, el('a', { href: `/jobs/${encodeURIComponent(j.id)}` }, thumb,
           el('span', { class: 'caption' }, `${j.tool_id} · ${when(j.created_at)}`))));
       }
-      cursor = data && (data.next_cursor || data.next || data.cursor);
+      cursor = data && data.next;
       end = !cursor || !items.length;
       sentinel.textContent = end ? (grid.children.length ? 'That is everything.' : 'Nothing yet: pick a tool to make something.') : '';
     } catch (e) {
@@ -315,10 +318,11 @@ async function settings() {
     if (!id) return;
     const t = await api('GET', `/api/v1/tools/${encodeURIComponent(id)}`).then((r) => r.tool || r);
     const saved = await api('GET', `/api/v1/settings/${encodeURIComponent(id)}`).catch(() => ({}));
-    const values = (saved && (saved.settings || saved.params)) || saved || {};
-    const usable = { ...t, inputs: inputsOf(t).filter((d) => d.type !== 'image') };
+    const values = (saved && saved.params) || {};
+    // Images and seeds belong to one run, not to saved settings.
+    const usable = { ...t, inputs: inputsOf(t).filter((d) => d.type !== 'image' && d.type !== 'seed') };
     holder.replaceChildren(toolForm(usable, values, 'Save settings', async (params) => {
-      await api('PUT', `/api/v1/settings/${encodeURIComponent(id)}`, { settings: params });
+      await api('PUT', `/api/v1/settings/${encodeURIComponent(id)}`, { params });
       toast('Settings saved.');
     }));
   };
@@ -337,15 +341,15 @@ async function points() {
     el('dt', {}, 'Held for running jobs'), el('dd', {}, String(b.held ?? 0)),
     el('dt', {}, 'Available'), el('dd', { id: 'points-available' }, String(b.available ?? b.balance ?? ''))));
   const data = await api('GET', '/api/v1/points/history?limit=100');
-  const rows = listOf(data, 'entries', 'history', 'ledger');
+  const rows = listOf(data);
   const table = el('table', { class: 'ledger' },
     el('caption', {}, 'Ledger (newest first)'),
     el('thead', {}, el('tr', {}, ['When', 'Change', 'Kind', 'Note'].map((h) => el('th', { scope: 'col' }, h)))),
     el('tbody', {}, rows.map((r) => el('tr', {},
       el('td', {}, when(r.created_at)),
-      el('td', { class: (r.amount ?? r.delta) < 0 ? 'neg' : 'pos' }, String(r.amount ?? r.delta ?? '')),
-      el('td', {}, r.kind || r.reason || ''),
-      el('td', {}, r.note || r.job_id || r.memo || '')))));
+      el('td', { class: r.amount < 0 ? 'neg' : 'pos' }, (r.amount > 0 ? '+' : '') + r.amount),
+      el('td', {}, r.kind),
+      el('td', {}, r.generation ? el('a', { href: `/jobs/${encodeURIComponent(r.generation)}` }, r.reason || 'generation') : r.reason || '')))));
   m.append(el('div', { class: 'table-wrap' }, table));
 }
 

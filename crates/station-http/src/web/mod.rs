@@ -380,7 +380,7 @@ fn shell(status: StatusCode, title: &str, name: &str, data: &str, csrf: Option<&
 <title>{title} · Station</title>
 {csrf}
 <link rel="stylesheet" href="/assets/app.css?v={v}">
-<script type="module" src="/assets/app.js?v={v}"></script>
+<script type="module" src="/assets/main.js?v={v}"></script>
 </head>
 <body data-page="{name}"{data}>
 {body}

@@ -24,13 +24,24 @@ pub enum UsersCommand {
         /// Account id, provider:subject or local user name.
         user: String,
     },
-    /// Create an account (it gets the starting grant).
+    /// Create an account (it gets the starting grant). With --admin it is an
+    /// administrator and a one-time web sign-in link is printed.
     Create {
         /// Display name; also the local identity unless --identity is given.
         name: String,
         /// Identity to link, provider:subject (default: local:NAME).
         #[arg(long)]
         identity: Option<String>,
+        /// Make the account an administrator and print a sign-in link for the
+        /// web app (the usual way to set up the first operator).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Print a one-time sign-in link for the web app (works once, for 15
+    /// minutes). The link is the only thing on stdout.
+    LoginLink {
+        /// Account id, provider:subject or local user name.
+        user: String,
     },
     /// Make an account an administrator.
     GrantAdmin {
@@ -103,7 +114,7 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             exit::OK
         }
-        UsersCommand::Create { name, identity } => {
+        UsersCommand::Create { name, identity, admin } => {
             let identity = identity.unwrap_or_else(|| format!("local:{name}"));
             let Some((provider, subject)) = identity.split_once(':').filter(|(p, s)| !p.is_empty() && !s.is_empty())
             else {
@@ -125,8 +136,26 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
             if let Err(e) = station.ensure_starting_grant(&a.id).await {
                 return fail(e);
             }
-            println!("created account {} ({name}) linked to {identity}", a.id);
-            exit::OK
+            if !admin {
+                println!("created account {} ({name}) linked to {identity}", a.id);
+                return exit::OK;
+            }
+            let a = match station.store.set_account_role(&a.id, "admin").await {
+                Ok(_) => match find_account(station, &a.id).await {
+                    Ok(a) => a,
+                    Err(code) => return code,
+                },
+                Err(e) => return fail(e),
+            };
+            println!("created administrator {} ({name}) linked to {identity}", a.id);
+            print_login_link(station, &a).await
+        }
+        UsersCommand::LoginLink { user } => {
+            let a = match find_account(station, &user).await {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            print_login_link(station, &a).await
         }
         UsersCommand::GrantAdmin { user } => {
             let a = match find_account(station, &user).await {
@@ -173,6 +202,23 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
                 Err(e) => fail(e),
             }
         }
+    }
+}
+
+/// Prints `public URL/login?token=…` for `a` on stdout (how long it works on stderr).
+async fn print_login_link(station: &Station, a: &station_store::AccountRow) -> u8 {
+    match station.create_login_token(a).await {
+        Ok((token, expires_at)) => {
+            println!("{}/login?token={token}", station.config.public_url());
+            let minutes = (expires_at - station_store::now_ms() + 59_999) / 60_000;
+            eprintln!(
+                "sign-in link for {} ({}): open it in a browser within {minutes} minutes; it works once. \
+                 Another link: station users login-link {}",
+                a.name, a.id, a.id
+            );
+            exit::OK
+        }
+        Err(e) => fail(e),
     }
 }
 

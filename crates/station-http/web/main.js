@@ -1,0 +1,27 @@
+// Entry point: fills the page named by <body data-page>. Kept apart from
+// app.js so that every module shares one instance of the helpers (a module
+// is instantiated once per URL).
+
+import { ApiError, el, refreshBalance } from './app.js';
+
+async function start() {
+  const page = document.body.dataset.page;
+  if (page === 'signin' || page === 'error') return;
+  refreshBalance();
+  try {
+    if (page === 'admin') {
+      const m = await import('./admin.js');
+      await m.admin();
+    } else {
+      const m = await import('./pages.js');
+      const fn = m.pages[page];
+      if (fn) await fn();
+    }
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return;
+    const m = document.getElementById('main');
+    m.replaceChildren(el('h1', {}, 'Something went wrong'), el('p', { class: 'error', role: 'alert' }, e.message || String(e)));
+  }
+}
+
+start();

@@ -1,0 +1,468 @@
+//! The web app in real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`), driven over WebDriver with fantoccini, against the real
+//! `station serve` binary and a fake ComfyUI — on SQLite and (when configured)
+//! PostgreSQL.
+//!
+//! The operator's first sign-in link comes from `station users create --admin`;
+//! the admin opens a tool, fills the generated form, uploads an image, watches
+//! progress reach 100 %, sees the result, reruns it and sees the balance drop,
+//! creates and revokes an API key, opens the admin dashboard and signs out; a
+//! second user signs in and is refused the dashboard. Screenshots of the main
+//! pages are saved under `target/screenshots/`.
+//!
+//! Without chromium and chromedriver the test is skipped with a message —
+//! unless `CI=true`, where their absence fails it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use station_comfyui_fake::{FakeComfy, FakeOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_station");
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `chromedriver` on PATH and the chromium binary, or why not.
+fn browser_available() -> Result<PathBuf, String> {
+    let driver = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("chromedriver"))
+        .find(|p| p.is_file())
+        .ok_or("chromedriver is not on PATH")?;
+    if !Path::new(CHROMIUM).is_file() {
+        return Err(format!("{CHROMIUM} is missing"));
+    }
+    Ok(driver)
+}
+
+/// Kills a child process when dropped (also when an assertion fails).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Where screenshots go: `target/screenshots` beside the test binary's profile folder.
+fn screenshot_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/browser-… → target
+    let target = exe.ancestors().nth(3).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("target"));
+    let dir = target.join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+/// Evaluates `js` (a function body returning a value) until it returns true.
+async fn until(c: &Client, what: &str, js: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = c.execute(js, vec![]).await.unwrap_or(Value::Null);
+        if v == Value::Bool(true) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let body = c.execute("return document.body ? document.body.innerText : ''", vec![]).await;
+            let url = c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+            panic!("timed out waiting for {what} at {url}; page text: {body:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    c.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css(css)).await.unwrap().text().await.unwrap()
+}
+
+async fn click(c: &Client, css: &str) {
+    c.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css(css)).await.unwrap().click().await.unwrap();
+}
+
+async fn type_into(c: &Client, css: &str, text: &str) {
+    let e = c.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css(css)).await.unwrap();
+    e.clear().await.unwrap();
+    e.send_keys(text).await.unwrap();
+}
+
+/// The header's available points once loaded.
+async fn balance(c: &Client) -> i64 {
+    until(c, "the balance", "return !!document.querySelector('#balance[data-available]')").await;
+    let v = c.execute("return document.getElementById('balance').dataset.available", vec![]).await.unwrap();
+    v.as_str().unwrap().parse().unwrap()
+}
+
+/// Waits for the job page to finish, recording the progress bar on the way.
+/// Returns the distinct progress values seen and whether a preview was shown.
+async fn watch_job(c: &Client) -> (Vec<i64>, bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = vec![];
+    let mut previewed = false;
+    loop {
+        let v = c
+            .execute(
+                "const p = document.querySelector('.progress');
+                 const pre = document.querySelector('.live-preview');
+                 const img = document.querySelector('.result-image');
+                 return {
+                   pct: p ? parseInt(p.getAttribute('aria-valuenow'), 10) : null,
+                   preview: !!(pre && !pre.hidden && pre.src.startsWith('data:image/')),
+                   done: !!(img && img.complete && img.naturalWidth > 0),
+                   status: (document.getElementById('job-status') || {}).textContent,
+                 };",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if let Some(p) = v["pct"].as_i64()
+            && seen.last() != Some(&p)
+        {
+            seen.push(p);
+        }
+        previewed |= v["preview"] == true;
+        if v["done"] == true {
+            return (seen, previewed);
+        }
+        assert!(Instant::now() < deadline, "job did not finish: {v}; progress seen {seen:?}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+/// An operator tool for the scenario: an image input, a slider, an enum, a
+/// seed and advanced inputs; StationSteps makes progress and preview frames.
+fn install_tool(tools_dir: &Path) {
+    std::fs::create_dir_all(tools_dir).unwrap();
+    let tool = json!({
+        "id": "sketch", "name": "Sketch", "category": "image-to-image", "service": "comfyui",
+        "description": "Enlarges a picture step by step (a test tool).",
+        "inputs": {
+            "image": {"type": "image", "required": true, "primary": true, "description": "The picture to enlarge."},
+            "scale_by": {"type": "number", "default": 2, "min": 1, "max": 4, "step": 1, "description": "How many times larger."},
+            "upscale_method": {"type": "enum", "choices": ["nearest-exact", "lanczos"], "default": "nearest-exact"},
+            "steps": {"type": "integer", "default": 4, "min": 1, "max": 50, "advanced": true},
+            "step_ms": {"type": "integer", "default": 20, "min": 0, "max": 1000, "advanced": true}
+        },
+        "cost": {"per_run": 3},
+        "comfyui": {
+            "workflow": {
+                "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+                "2": {"class_type": "StationSteps", "inputs": {"image": ["1", 0], "steps": 4, "step_ms": 20}},
+                "3": {"class_type": "ImageScaleBy", "inputs": {"image": ["2", 0], "upscale_method": "nearest-exact", "scale_by": 2.0}},
+                "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "station-sketch"}}
+            },
+            "bindings": {
+                "image": ["1.inputs.image"],
+                "scale_by": ["3.inputs.scale_by"],
+                "upscale_method": ["3.inputs.upscale_method"],
+                "steps": ["2.inputs.steps"],
+                "step_ms": ["2.inputs.step_ms"]
+            },
+            "outputs": ["4"]
+        }
+    });
+    std::fs::write(tools_dir.join("sketch.json"), serde_json::to_vec_pretty(&tool).unwrap()).unwrap();
+}
+
+/// A 32×24 PNG to upload.
+fn input_png(dir: &Path) -> PathBuf {
+    let img = image::RgbImage::from_fn(32, 24, |x, y| image::Rgb([(x * 8) as u8, (y * 10) as u8, 200]));
+    let path = dir.join("upload.png");
+    img.save(&path).unwrap();
+    path
+}
+
+/// One Station process with its data folder, for one database.
+struct Server {
+    dir: tempfile::TempDir,
+    port: u16,
+    vars: Vec<(String, String)>,
+    child: Option<Reaped>,
+}
+
+impl Server {
+    fn new(backend: &str, database_url: Option<&str>) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut vars = vec![
+            ("STATION_DATA_DIR".to_string(), dir.path().join("data").display().to_string()),
+            ("STATION_COMFYUI_BACKENDS".into(), backend.into()),
+            ("STATION_LISTEN".into(), format!("127.0.0.1:{port}")),
+            ("STATION_WEB_PUBLIC_URL".into(), format!("http://127.0.0.1:{port}")),
+            ("STATION_QUEUE_POLL_MS".into(), "100".into()),
+            ("STATION_COMFYUI_HEALTH_INTERVAL_SECONDS".into(), "1".into()),
+            ("RUST_LOG".into(), "info".into()),
+        ];
+        if let Some(url) = database_url {
+            vars.push(("STATION_DATABASE_URL".into(), url.into()));
+        }
+        install_tool(&dir.path().join("data").join("tools"));
+        Server { dir, port, vars, child: None }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        c.current_dir(self.dir.path());
+        c
+    }
+
+    /// Runs a CLI command; its stdout.
+    fn run(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().unwrap();
+        assert!(out.status.success(), "station {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    async fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("serve.log")).unwrap();
+        let child = self.command(&["serve"]).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        self.child = Some(Reaped(child));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(self.url("/healthz")).await.is_err() {
+            assert!(Instant::now() < deadline, "station serve never answered:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+}
+
+/// The link line of `station users create --admin` / `login-link` output.
+fn link_in(out: &str) -> String {
+    out.lines().find(|l| l.starts_with("http")).unwrap_or_else(|| panic!("no link in {out:?}")).trim().to_string()
+}
+
+async fn chromedriver(driver: &Path) -> (Reaped, Client) {
+    let port = free_port();
+    let child = Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let child = Reaped(child);
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--window-size=1280,900", "--lang=en-US"],
+        },
+    });
+    let caps = caps.as_object().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector).capabilities(caps.clone()).connect(&format!("http://127.0.0.1:{port}")).await
+        {
+            Ok(c) => return (child, c),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "chromedriver did not start a session: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_generate_rerun_keys_and_admin_in_chromium() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let driver = match browser_available() {
+        Ok(d) => d,
+        Err(why) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!(
+                "skipped: {why}; install Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver) to run the browser tests"
+            );
+            return;
+        }
+        Err(why) => panic!("CI=true but the browser tests cannot run: {why} (.ci/run installs chromium and chromium-driver)"),
+    };
+    let (_driver, c) = chromedriver(&driver).await;
+    let mut dbs = vec![("sqlite", None)];
+    let pg = station_store::testing::postgres().await;
+    if let Some(pg) = &pg {
+        dbs.push(("postgres", Some(pg.url.clone())));
+    }
+    for (kind, url) in dbs {
+        c.delete_all_cookies().await.unwrap();
+        c.set_window_size(1280, 900).await.unwrap();
+        // A fresh backend per run: ComfyUI's cache would answer the same prompt at once.
+        let fake = FakeComfy::start(FakeOptions::default()).await;
+        scenario(&c, &fake, kind, url.as_deref()).await;
+    }
+    c.close().await.unwrap();
+}
+
+async fn scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: Option<&str>) {
+    let mut server = Server::new(&fake.url(), database_url);
+    // The first operator: an administrator and a sign-in link, printed by the CLI.
+    let admin_link = link_in(&server.run(&["users", "create", "--admin", "root"]));
+    assert!(admin_link.starts_with(&server.url("/login?token=")), "{admin_link}");
+    server.run(&["users", "create", "bob"]);
+    let bob_link = link_in(&server.run(&["users", "login-link", "bob"]));
+    server.start().await;
+    let shots = |name: &str| format!("{kind}-{name}");
+    let upload = input_png(server.dir.path());
+
+    // Signing in through the link lands on the tool gallery.
+    c.goto(&admin_link).await.unwrap();
+    until(c, "the gallery", "return !!document.querySelector('.card[data-tool=\"sketch\"]')").await;
+    assert!(c.current_url().await.unwrap().path().ends_with("/tools"));
+    assert_eq!(text_of(c, ".who .name").await, "root");
+    let start_balance = balance(c).await;
+    assert_eq!(start_balance, 100, "{kind}: the starting grant");
+    screenshot(c, &shots("tools")).await;
+
+    // The tool page: a form generated from the tool's inputs.
+    click(c, ".card[data-tool=\"sketch\"] a").await;
+    until(c, "the form", "return !!document.querySelector('form.tool-form .field[data-input=\"scale_by\"]')").await;
+    let kinds = c
+        .execute(
+            "return [...document.querySelectorAll('.tool-form .field')].map(f => f.dataset.input + ':' + f.dataset.type +
+               (f.closest('details.advanced') ? ':advanced' : '') +
+               (f.querySelector('input[type=range]') ? ':slider' : '') + (f.querySelector('select') ? ':select' : ''))",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        kinds,
+        json!([
+            "image:image",
+            "scale_by:number:slider",
+            "upscale_method:enum:select",
+            "steps:integer:advanced:slider",
+            "step_ms:integer:advanced:slider"
+        ]),
+        "{kind}"
+    );
+    // Every control has a label or an accessible name.
+    let unlabeled = c
+        .execute(
+            "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+               .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+               .map(e => e.outerHTML)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unlabeled, json!([]), "{kind}: controls without a label");
+
+    // Fill it: upload an image (preview shown), move the slider, open the advanced inputs.
+    let file = c.find(Locator::Css("#in-image")).await.unwrap();
+    file.send_keys(upload.to_str().unwrap()).await.unwrap();
+    until(c, "the upload", "return !!document.querySelector('.drop[data-uploaded]')").await;
+    until(c, "the preview", "const i = document.querySelector('.drop .preview'); return !i.hidden && i.complete && i.naturalWidth === 32").await;
+    type_into(c, ".field[data-input=\"scale_by\"] .range-value", "3").await;
+    let slider = c.execute("return document.getElementById('in-scale_by').value", vec![]).await.unwrap();
+    assert_eq!(slider, json!("3"), "typing the number moves the slider");
+    click(c, "details.advanced summary").await;
+    type_into(c, ".field[data-input=\"steps\"] .range-value", "10").await;
+    type_into(c, ".field[data-input=\"step_ms\"] .range-value", "150").await;
+    screenshot(c, &shots("tool-form")).await;
+    click(c, "form.tool-form button[type=submit]").await;
+
+    // Live progress up to 100 %, then the result image (32×24 enlarged 3×).
+    until(c, "the job page", "return location.pathname.startsWith('/jobs/')").await;
+    let first_job = c.current_url().await.unwrap().path().to_string();
+    let (seen, previewed) = watch_job(c).await;
+    assert_eq!(seen.last(), Some(&100), "{kind}: progress ends at 100 %: {seen:?}");
+    assert!(seen.iter().any(|p| *p > 0 && *p < 100), "{kind}: progress was seen on the way: {seen:?}");
+    assert!(previewed, "{kind}: a live preview was shown");
+    let width = c.execute("return document.querySelector('.result-image').naturalWidth", vec![]).await.unwrap();
+    assert_eq!(width, json!(96), "{kind}: the slider's value reached the backend");
+    assert_eq!(text_of(c, "#progress-label").await, "100 %");
+    screenshot(c, &shots("result")).await;
+    until(c, "the balance to drop", &format!("return document.getElementById('balance').dataset.available == {}", start_balance - 3)).await;
+
+    // Rerun: a new generation, paid again.
+    click(c, "#rerun").await;
+    until(c, "the rerun's page", &format!("return location.pathname.startsWith('/jobs/') && location.pathname !== '{first_job}'")).await;
+    let (seen, _) = watch_job(c).await;
+    assert_eq!(seen.last(), Some(&100), "{kind}: rerun progress {seen:?}");
+    until(c, "the balance to drop again", &format!("return document.getElementById('balance').dataset.available == {}", start_balance - 6)).await;
+
+    // History shows both; points show the ledger.
+    c.goto(&server.url("/history")).await.unwrap();
+    until(c, "two generations", "return document.querySelectorAll('.gallery li img').length === 2").await;
+    screenshot(c, &shots("history")).await;
+    c.goto(&server.url("/points")).await.unwrap();
+    until(c, "the ledger", "return document.querySelectorAll('table.ledger tbody tr').length >= 3").await;
+    assert_eq!(text_of(c, "#points-balance").await, (start_balance - 6).to_string());
+    screenshot(c, &shots("points")).await;
+    c.goto(&server.url("/settings")).await.unwrap();
+    until(c, "the settings form", "return !!document.querySelector('.settings-form form')").await;
+    screenshot(c, &shots("settings")).await;
+
+    // API keys: created (shown once, and it works), then revoked (and it stops working).
+    c.goto(&server.url("/keys")).await.unwrap();
+    type_into(c, "#key-name", "ci script").await;
+    click(c, "form.key-form button[type=submit]").await;
+    let key = text_of(c, "#new-key-text").await;
+    assert!(key.starts_with("st_"), "{kind}: {key}");
+    until(c, "the key in the list", "return document.querySelectorAll('#keys tr[data-state=active]').length === 1").await;
+    let http = reqwest::Client::new();
+    let me = http.get(server.url("/api/v1/account")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(me.status(), 200, "{kind}: the new key works");
+    screenshot(c, &shots("keys")).await;
+    click(c, "#keys tr[data-state=active] button.danger").await;
+    c.accept_alert().await.unwrap();
+    until(c, "the key to be revoked", "return document.querySelectorAll('#keys tr[data-state=revoked]').length === 1").await;
+    let me = http.get(server.url("/api/v1/account")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(me.status(), 401, "{kind}: the revoked key is refused");
+
+    // The admin dashboard: backends, queue, users.
+    click(c, "nav a[href=\"/admin\"]").await;
+    until(c, "the dashboard", "return !!document.querySelector('#admin-backends td.ok') && !!document.getElementById('queue-depth') && document.querySelectorAll('#admin-users tbody tr').length === 2").await;
+    screenshot(c, &shots("admin")).await;
+
+    // On a phone: no sideways scrolling.
+    c.goto(&server.url("/tools/sketch")).await.unwrap();
+    c.set_window_size(390, 844).await.unwrap();
+    until(c, "the form on a phone", "return !!document.querySelector('form.tool-form')").await;
+    let fits = c.execute("return document.documentElement.scrollWidth <= window.innerWidth", vec![]).await.unwrap();
+    assert_eq!(fits, json!(true), "{kind}: the tool page fits a phone screen");
+    screenshot(c, &shots("tool-phone")).await;
+    c.set_window_size(1280, 900).await.unwrap();
+
+    // Sign out; the pages then ask to sign in.
+    click(c, ".signout button").await;
+    until(c, "the sign-in page", "return location.pathname === '/signin' && location.search.includes('signed-out')").await;
+    c.goto(&server.url("/tools")).await.unwrap();
+    until(c, "the sign-in help", "return location.pathname === '/signin' && document.body.innerText.includes('station users login-link')").await;
+    screenshot(c, &shots("signin")).await;
+
+    // A user: no admin link, and the dashboard is refused.
+    c.goto(&bob_link).await.unwrap();
+    until(c, "bob's gallery", "return !!document.querySelector('.card')").await;
+    assert_eq!(text_of(c, ".who .name").await, "bob");
+    assert!(c.find(Locator::Css("nav a[href=\"/admin\"]")).await.is_err(), "{kind}: no admin link for a user");
+    c.goto(&server.url("/admin")).await.unwrap();
+    until(c, "the refusal", "return document.body.innerText.includes('administrators only')").await;
+    let forbidden = http.get(server.url("/api/v1/admin/users")).send().await.unwrap();
+    assert_eq!(forbidden.status(), 401);
+    screenshot(c, &shots("admin-refused")).await;
+    drop(server);
+}
