@@ -218,6 +218,14 @@ impl Flows {
     /// conversation are applied one after the other; a button from a step
     /// that is already over is answered with a toast and changes nothing.
     pub async fn handle(&self, account: &AccountRow, conv: &Conversation, input: Input) -> Result<Reply, FlowError> {
+        // The same per-account token bucket as the API (`limits.requests_per_minute`).
+        if let Err(limited) = self.inner.station.check_rate(account) {
+            let text = format!("You're going a bit fast. Please wait {} s and try again.", limited.retry_after_secs());
+            if !matches!(input, Input::Action { .. }) {
+                self.notice(account, conv, View::text(text.clone())).await?;
+            }
+            return Ok(Reply::toast(text));
+        }
         let lock = self.lock_for(&format!("{}|{}", conv.key(), account.id));
         let _guard = lock.lock().await;
         let reply = self.handle_locked(account, conv, input).await;

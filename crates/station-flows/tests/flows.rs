@@ -125,6 +125,19 @@ impl Env {
         results(&msgs)
     }
 
+    /// Waits until every delivery stored for the conversation was sent.
+    async fn settled(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let rows = self.station.store.conversation_deliveries(&self.conv.key()).await.unwrap();
+            if rows.iter().all(|r| r.status == "sent") {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "deliveries never settled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn jobs(&self) -> Vec<JobRow> {
         let f = JobFilter { account_id: Some(self.account.id.clone()), limit: 100, ..Default::default() };
         let mut jobs = self.station.store.list_jobs(&f).await.unwrap();
@@ -427,6 +440,9 @@ async fn concurrent_inputs_never_corrupt_a_flow(db: TestDb) {
         other.handle(&env.account, &env.conv, Input::Text { text: "two".into() }),
     );
     let toasts = [a.unwrap().toast, b.unwrap().toast];
+    // Both inputs may apply one after the other (the second then lands on the
+    // options step): wait until everything stored was shown, then press Run.
+    env.settled().await;
     let msgs = env.wait("options", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("Run")))).await;
     env.press(msgs.last().unwrap(), "Run").await;
     env.wait_results(1).await;
@@ -536,6 +552,19 @@ async fn start_help_and_unknown_input(db: TestDb) {
     env.stop().await;
 }
 
+async fn too_many_inputs_get_a_friendly_refusal(db: TestDb) {
+    let env = setup(db).await;
+    // Each input takes a token from the account's bucket (shared with the API).
+    let limit = env.station.config.limits.requests_per_minute as usize;
+    for _ in 0..limit {
+        env.send(Input::Text { text: "hello".into() }).await;
+    }
+    let reply = env.send(Input::Text { text: "hello".into() }).await;
+    assert!(reply.toast.unwrap().contains("going a bit fast"));
+    env.wait("refusal in the chat", |m| m.iter().any(|m| m.view.plain_text().contains("Please wait"))).await;
+    env.stop().await;
+}
+
 async fn balance_and_link(db: TestDb) {
     let env = setup(db).await;
     env.command("balance", "").await;
@@ -594,5 +623,6 @@ on_every_db!(
     deliveries_retry_and_stop_when_blocked,
     idle_flows_expire_with_a_message,
     start_help_and_unknown_input,
+    too_many_inputs_get_a_friendly_refusal,
     balance_and_link,
 );

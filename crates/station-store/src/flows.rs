@@ -534,11 +534,13 @@ impl Store {
 
     /// Holds back every progress edit of a conversation until `until`
     /// (chat platforms punish frequent edits, whichever message they touch).
+    /// A job's first progress message is not an edit and goes at once.
     pub async fn delay_progress(&self, conversation: &str, until: i64) -> Result<(), StoreError> {
         with_pool!(self, p => {
             sqlx::query(
                 "UPDATE deliveries SET next_attempt_at = CASE WHEN next_attempt_at < $2 THEN $2 ELSE next_attempt_at END \
-                 WHERE conversation = $1 AND kind = 'progress' AND status IN ('pending', 'sent')",
+                 WHERE conversation = $1 AND kind = 'progress' AND status IN ('pending', 'sent') \
+                 AND message_ref IS NOT NULL",
             )
             .bind(conversation).bind(until)
             .execute(p).await?;
