@@ -13,6 +13,10 @@ use rexpect::session::{PtySession, spawn_command};
 const BIN: &str = env!("CARGO_BIN_EXE_station");
 
 fn chat(data: &Path, out: &Path) -> PtySession {
+    chat_with(data, out, None)
+}
+
+fn chat_with(data: &Path, out: &Path, comfyui: Option<&str>) -> PtySession {
     // A port nothing listens on, so the chat runs jobs in its own process.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut cmd = Command::new(BIN);
@@ -23,6 +27,9 @@ fn chat(data: &Path, out: &Path) -> PtySession {
         .env_remove("STATION_DATABASE_URL")
         .env_remove("STATION_COMFYUI_BACKENDS")
         .env("NO_COLOR", "1");
+    if let Some(url) = comfyui {
+        cmd.env("STATION_COMFYUI_BACKENDS", url);
+    }
     let mut p = spawn_command(cmd, Some(30_000)).expect("station chat starts in a pty");
     p.exp_string("Station chat as tester").expect("greeting");
     p
@@ -93,4 +100,79 @@ fn make_settings_rerun_and_resume_in_a_terminal() {
     p.exp_string("Recent results").unwrap();
     p.send_line("/quit").unwrap();
     p.exp_eof().unwrap();
+}
+
+/// A public text-to-image tool (the SD1.5 template, 64 px, 3 steps).
+fn install_dream(tools: &Path) {
+    std::fs::create_dir_all(tools).unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../station-tools/builtin/txt2img-sd15.json"),
+    )
+    .unwrap();
+    let mut tool: serde_json::Value = serde_json::from_str(&text).unwrap();
+    tool["id"] = "dream".into();
+    tool["name"] = "Dream".into();
+    tool["command"] = "dream".into();
+    tool["visibility"] = "public".into();
+    tool["inputs"]["width"]["default"] = 64.into();
+    tool["inputs"]["height"]["default"] = 64.into();
+    tool["inputs"]["steps"]["default"] = 3.into();
+    std::fs::write(tools.join("dream.json"), tool.to_string()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_inline_status_tweak_use_as_input_and_history_in_a_terminal() {
+    use station_comfyui_fake::{FakeComfy, FakeOptions};
+    let fake = FakeComfy::start(FakeOptions {
+        checkpoints: vec!["v1-5-pruned-emaonly.safetensors".into()],
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    install_dream(&data.join("tools"));
+    let out = dir.path().join("out");
+    let url = fake.url();
+    fake.set_step_delay(700);
+    tokio::task::spawn_blocking(move || {
+        let fake_for_test = &fake;
+        let mut p = chat_with(&data, &out, Some(&url));
+        // The prompt inline; /status while it runs shows it with its progress.
+        p.send_line("/dream a red fox in the snow").unwrap();
+        p.exp_string("Dream: ").unwrap();
+        p.send_line("/status").unwrap();
+        p.exp_string("Balance:").unwrap();
+        p.exp_regex(r"Dream: (queued|running)").unwrap();
+        p.exp_regex(r"/\S+\.png 64\S+64").unwrap();
+        fake_for_test.set_step_delay(0);
+        // Tweak: change the width, then run.
+        let tweak = button(&mut p, "Tweak");
+        p.send_line(&tweak).unwrap();
+        p.exp_string("Price:").unwrap();
+        p.send_line("width=128").unwrap();
+        p.exp_string("width: 128").unwrap();
+        let run = button(&mut p, "Run");
+        p.send_line(&run).unwrap();
+        p.exp_regex(r"/\S+\.png 128\S+64").unwrap();
+        // Use as input: the tweaked result goes into upscale.
+        let use_it = button(&mut p, "Use as input");
+        p.send_line(&use_it).unwrap();
+        p.exp_string("Which tool should use this image?").unwrap();
+        p.send_line("upscale").unwrap();
+        p.exp_regex(r"/\S+\.png 256\S+128").unwrap();
+        // Enough results for two history pages.
+        for i in 0..4 {
+            p.send_line(&format!("/dream picture {i}")).unwrap();
+            p.exp_regex(r"/\S+\.png 64\S+64").unwrap();
+        }
+        p.send_line("/history").unwrap();
+        p.exp_string("page 1 of 2").unwrap();
+        let older = button(&mut p, "Older");
+        p.send_line(&older).unwrap();
+        p.exp_string("page 2 of 2").unwrap();
+        p.send_line("/quit").unwrap();
+        p.exp_eof().unwrap();
+    })
+    .await
+    .unwrap();
 }
