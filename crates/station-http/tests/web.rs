@@ -179,7 +179,12 @@ async fn expired_sessions_redirect_and_the_admin_page_is_for_admins() {
 async fn assets_are_embedded_with_their_types() {
     let db = testing::sqlite().await;
     let s = serve(&db, None).await;
-    for (file, mime) in [("main.js", "text/javascript"), ("app.js", "text/javascript"), ("pages.js", "text/javascript"), ("app.css", "text/css")] {
+    for (file, mime) in [
+        ("main.js", "text/javascript"),
+        ("app.js", "text/javascript"),
+        ("pages.js", "text/javascript"),
+        ("app.css", "text/css"),
+    ] {
         let r = s.get(&format!("/assets/{file}"), None).await;
         assert_eq!(r.status(), StatusCode::OK, "{file}");
         assert!(r.headers()[CONTENT_TYPE].to_str().unwrap().starts_with(mime), "{file}");

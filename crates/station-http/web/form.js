@@ -29,7 +29,8 @@ function humanName(name) {
 function control(tool, d, value) {
   const id = `in-${d.name}`;
   const label = el('label', { for: id }, humanName(d.name), d.required ? el('span', { class: 'req', 'aria-hidden': 'true' }, ' *') : null);
-  const help = d.description ? el('p', { class: 'help', id: `${id}-help` }, d.description) : null;
+  // (DOM append would write a null as the text "null".)
+  const help = d.description ? el('p', { class: 'help', id: `${id}-help` }, d.description) : '';
   const described = d.description ? `${id}-help` : undefined;
   const v = value !== undefined && value !== null ? value : d.default;
   const box = el('div', { class: `field field-${d.type}`, dataset: { input: d.name, type: d.type } });

@@ -147,6 +147,7 @@ async function jobPage() {
     if (source) source.close();
     clearInterval(poll);
     live.querySelector('.actions').hidden = true;
+    preview.hidden = true;
     if (j.status === 'succeeded') progress.set(1);
     status.textContent = statusText(j);
     renderResult(result, j);

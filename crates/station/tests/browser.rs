@@ -63,6 +63,8 @@ fn screenshot_dir() -> PathBuf {
 }
 
 async fn screenshot(c: &Client, name: &str) {
+    // Let transitions (the progress bar's, the toast's) settle.
+    tokio::time::sleep(Duration::from_millis(350)).await;
     let png = c.screenshot().await.unwrap();
     std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
 }
@@ -275,7 +277,10 @@ async fn chromedriver(driver: &Path) -> (Reaped, Client) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector).capabilities(caps.clone()).connect(&format!("http://127.0.0.1:{port}")).await
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
         {
             Ok(c) => return (child, c),
             Err(e) => {
@@ -297,7 +302,9 @@ async fn sign_in_generate_rerun_keys_and_admin_in_chromium() {
             );
             return;
         }
-        Err(why) => panic!("CI=true but the browser tests cannot run: {why} (.ci/run installs chromium and chromium-driver)"),
+        Err(why) => {
+            panic!("CI=true but the browser tests cannot run: {why} (.ci/run installs chromium and chromium-driver)")
+        }
     };
     let (_driver, c) = chromedriver(&driver).await;
     let mut dbs = vec![("sqlite", None)];
@@ -369,12 +376,19 @@ async fn scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: Option
         .await
         .unwrap();
     assert_eq!(unlabeled, json!([]), "{kind}: controls without a label");
+    let form_text = text_of(c, "form.tool-form").await;
+    assert!(!form_text.contains("null") && !form_text.contains("undefined"), "{kind}: {form_text}");
 
     // Fill it: upload an image (preview shown), move the slider, open the advanced inputs.
     let file = c.find(Locator::Css("#in-image")).await.unwrap();
     file.send_keys(upload.to_str().unwrap()).await.unwrap();
     until(c, "the upload", "return !!document.querySelector('.drop[data-uploaded]')").await;
-    until(c, "the preview", "const i = document.querySelector('.drop .preview'); return !i.hidden && i.complete && i.naturalWidth === 32").await;
+    until(
+        c,
+        "the preview",
+        "const i = document.querySelector('.drop .preview'); return !i.hidden && i.complete && i.naturalWidth === 32",
+    )
+    .await;
     type_into(c, ".field[data-input=\"scale_by\"] .range-value", "3").await;
     let slider = c.execute("return document.getElementById('in-scale_by').value", vec![]).await.unwrap();
     assert_eq!(slider, json!("3"), "typing the number moves the slider");
@@ -394,15 +408,32 @@ async fn scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: Option
     let width = c.execute("return document.querySelector('.result-image').naturalWidth", vec![]).await.unwrap();
     assert_eq!(width, json!(96), "{kind}: the slider's value reached the backend");
     assert_eq!(text_of(c, "#progress-label").await, "100 %");
+    let cancel_shown = c.execute("return document.querySelector('.live .actions').offsetParent !== null", vec![]).await;
+    assert_eq!(cancel_shown.unwrap(), json!(false), "{kind}: no Cancel button on a finished generation");
     screenshot(c, &shots("result")).await;
-    until(c, "the balance to drop", &format!("return document.getElementById('balance').dataset.available == {}", start_balance - 3)).await;
+    until(
+        c,
+        "the balance to drop",
+        &format!("return document.getElementById('balance').dataset.available == {}", start_balance - 3),
+    )
+    .await;
 
     // Rerun: a new generation, paid again.
     click(c, "#rerun").await;
-    until(c, "the rerun's page", &format!("return location.pathname.startsWith('/jobs/') && location.pathname !== '{first_job}'")).await;
+    until(
+        c,
+        "the rerun's page",
+        &format!("return location.pathname.startsWith('/jobs/') && location.pathname !== '{first_job}'"),
+    )
+    .await;
     let (seen, _) = watch_job(c).await;
     assert_eq!(seen.last(), Some(&100), "{kind}: rerun progress {seen:?}");
-    until(c, "the balance to drop again", &format!("return document.getElementById('balance').dataset.available == {}", start_balance - 6)).await;
+    until(
+        c,
+        "the balance to drop again",
+        &format!("return document.getElementById('balance').dataset.available == {}", start_balance - 6),
+    )
+    .await;
 
     // History shows both; points show the ledger.
     c.goto(&server.url("/history")).await.unwrap();
@@ -422,14 +453,16 @@ async fn scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: Option
     click(c, "form.key-form button[type=submit]").await;
     let key = text_of(c, "#new-key-text").await;
     assert!(key.starts_with("st_"), "{kind}: {key}");
-    until(c, "the key in the list", "return document.querySelectorAll('#keys tr[data-state=active]').length === 1").await;
+    until(c, "the key in the list", "return document.querySelectorAll('#keys tr[data-state=active]').length === 1")
+        .await;
     let http = reqwest::Client::new();
     let me = http.get(server.url("/api/v1/account")).bearer_auth(&key).send().await.unwrap();
     assert_eq!(me.status(), 200, "{kind}: the new key works");
     screenshot(c, &shots("keys")).await;
     click(c, "#keys tr[data-state=active] button.danger").await;
     c.accept_alert().await.unwrap();
-    until(c, "the key to be revoked", "return document.querySelectorAll('#keys tr[data-state=revoked]').length === 1").await;
+    until(c, "the key to be revoked", "return document.querySelectorAll('#keys tr[data-state=revoked]').length === 1")
+        .await;
     let me = http.get(server.url("/api/v1/account")).bearer_auth(&key).send().await.unwrap();
     assert_eq!(me.status(), 401, "{kind}: the revoked key is refused");
 
@@ -449,9 +482,15 @@ async fn scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: Option
 
     // Sign out; the pages then ask to sign in.
     click(c, ".signout button").await;
-    until(c, "the sign-in page", "return location.pathname === '/signin' && location.search.includes('signed-out')").await;
+    until(c, "the sign-in page", "return location.pathname === '/signin' && location.search.includes('signed-out')")
+        .await;
     c.goto(&server.url("/tools")).await.unwrap();
-    until(c, "the sign-in help", "return location.pathname === '/signin' && document.body.innerText.includes('station users login-link')").await;
+    until(
+        c,
+        "the sign-in help",
+        "return location.pathname === '/signin' && document.body.innerText.includes('station users login-link')",
+    )
+    .await;
     screenshot(c, &shots("signin")).await;
 
     // A user: no admin link, and the dashboard is refused.

@@ -87,7 +87,10 @@ impl FromRequestParts<Station> for WebSession {
             Err(AuthError::Suspended(_)) => Err(to_signin("suspended", &next)),
             Err(AuthError::Store(e)) => {
                 tracing::error!(error = %e, "session lookup failed");
-                Err(error_page(StatusCode::SERVICE_UNAVAILABLE, "Station cannot read its database right now; try again in a moment."))
+                Err(error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Station cannot read its database right now; try again in a moment.",
+                ))
             }
             Err(_) => Err(to_signin("expired", &next)),
         }
@@ -215,7 +218,10 @@ async fn login(State(station): State<Station>, Query(q): Query<LoginQuery>) -> R
         Ok(a) => a,
         Err(AuthError::Store(e)) => {
             tracing::error!(error = %e, "sign-in failed");
-            return error_page(StatusCode::SERVICE_UNAVAILABLE, "Station cannot read its database right now; try the link again in a moment.");
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Station cannot read its database right now; try the link again in a moment.",
+            );
         }
         Err(e) => {
             let why = match e {
@@ -237,7 +243,10 @@ async fn login(State(station): State<Station>, Query(q): Query<LoginQuery>) -> R
         }
         Err(e) => {
             tracing::error!(error = %e, "creating a session failed");
-            error_page(StatusCode::SERVICE_UNAVAILABLE, "Station could not start your session; try the link again in a moment.")
+            error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Station could not start your session; try the link again in a moment.",
+            )
         }
     }
 }
@@ -249,7 +258,11 @@ struct LogoutForm {
 
 /// `POST /logout`: ends the session (the CSRF token must come as the `csrf`
 /// form field or the `X-CSRF-Token` header) and clears the cookie.
-async fn logout(State(station): State<Station>, headers: HeaderMap, form: Result<Form<LogoutForm>, FormRejection>) -> Response {
+async fn logout(
+    State(station): State<Station>,
+    headers: HeaderMap,
+    form: Result<Form<LogoutForm>, FormRejection>,
+) -> Response {
     let Some(id) = session_cookie(&headers) else {
         return Redirect::to("/signin?reason=signed-out").into_response();
     };
@@ -267,13 +280,19 @@ async fn logout(State(station): State<Station>, headers: HeaderMap, form: Result
             }
             if let Err(e) = station.end_session(&id).await {
                 tracing::error!(error = %e, "ending a session failed");
-                return error_page(StatusCode::SERVICE_UNAVAILABLE, "Station could not sign you out; try again in a moment.");
+                return error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Station could not sign you out; try again in a moment.",
+                );
             }
         }
         // Already over: just clear the cookie.
         Err(AuthError::Store(e)) => {
             tracing::error!(error = %e, "session lookup failed");
-            return error_page(StatusCode::SERVICE_UNAVAILABLE, "Station cannot read its database right now; try again.");
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Station cannot read its database right now; try again.",
+            );
         }
         Err(_) => {}
     }
