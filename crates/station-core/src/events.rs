@@ -2,9 +2,9 @@
 //!
 //! Producers publish to an [`EventBus`]; every front end subscribes and keeps
 //! what concerns it. The in-process bus is a broadcast channel. Events are
-//! plain serialisable values (previews as base64) so a PostgreSQL
-//! LISTEN/NOTIFY bus can carry them between Station processes: a payload too
-//! large for NOTIFY (previews) would then travel by media id instead.
+//! plain serialisable values (previews as base64) so [`PgBus`] carries them
+//! between Station processes on one PostgreSQL with LISTEN/NOTIFY (a preview
+//! too large for a notification stays in its process).
 
 use std::sync::Arc;
 
@@ -124,5 +124,84 @@ impl EventBus for InProcessBus {
 
     fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
         self.tx.subscribe()
+    }
+}
+
+/// Job events shared by every Station process on one PostgreSQL database:
+/// each event is published locally and sent with `NOTIFY`; events other
+/// processes send arrive through `LISTEN` and are published locally, so a
+/// chat conversation sees live progress of a job another process runs.
+///
+/// Payloads must stay under PostgreSQL's 8000 bytes: previews travel only
+/// when small enough (a process that did not run the job may miss some
+/// previews, never a status or a result — and results are in the row anyway).
+pub struct PgBus {
+    local: InProcessBus,
+    outbox: tokio::sync::mpsc::UnboundedSender<JobEvent>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    origin: String,
+    event: JobEvent,
+}
+
+const PG_PAYLOAD_MAX: usize = 7900;
+
+impl PgBus {
+    /// Starts the bus on `store`'s event channel; `None` on SQLite (one
+    /// process: the in-process bus is enough).
+    pub async fn start(store: station_store::Store) -> Result<Option<Arc<PgBus>>, station_store::StoreError> {
+        let Some(channel) = store.event_channel("station_events").await? else { return Ok(None) };
+        let Some(mut listener) = store.listen(&channel).await? else { return Ok(None) };
+        let origin = uuid::Uuid::new_v4().simple().to_string();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
+        let bus = Arc::new(PgBus { local: InProcessBus::default(), outbox: tx });
+        // Sender: one NOTIFY per event, in order.
+        let send_store = store.clone();
+        let send_channel = channel.clone();
+        let send_origin = origin.clone();
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                let text = match serde_json::to_string(&Envelope { origin: send_origin.clone(), event }) {
+                    Ok(t) if t.len() <= PG_PAYLOAD_MAX => t,
+                    _ => continue,
+                };
+                if let Err(e) = send_store.notify(&send_channel, &text).await {
+                    tracing::debug!(error = %e, "could not share a job event with other processes");
+                }
+            }
+        });
+        // Receiver: events from other processes join the local bus.
+        let weak = Arc::downgrade(&bus);
+        tokio::spawn(async move {
+            loop {
+                let payload = match listener.recv().await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event listener stopped; other processes' progress is read from the rows");
+                        return;
+                    }
+                };
+                let Some(bus) = weak.upgrade() else { return };
+                match serde_json::from_str::<Envelope>(&payload) {
+                    Ok(env) if env.origin != origin => bus.local.publish(env.event),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "ignoring an unreadable event notification"),
+                }
+            }
+        });
+        Ok(Some(bus))
+    }
+}
+
+impl EventBus for PgBus {
+    fn publish(&self, event: JobEvent) {
+        self.local.publish(event.clone());
+        let _ = self.outbox.send(event);
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.local.subscribe()
     }
 }

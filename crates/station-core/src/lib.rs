@@ -20,7 +20,7 @@ pub mod worker;
 use std::sync::{Arc, RwLock};
 
 pub use config::Config;
-pub use events::{EventBus, InProcessBus, JobEvent};
+pub use events::{EventBus, InProcessBus, JobEvent, PgBus};
 pub use executor::{ExecContext, ExecError, ExecJob, Executor, InputImage, OutputFile};
 pub use jobs::{JobView, SubmitError, SubmitRequest, service_name};
 pub use media::{MediaService, MediaServiceError};
@@ -89,7 +89,12 @@ impl Station {
             .map_err(|source| OpenError::DataDir { path: config.data_dir.clone(), source })?;
         let store = Store::connect(&config.database_url()).await?;
         store.migrate().await?;
-        Self::with_store(config, store)
+        let (mut station, errors) = Self::with_store(config, store)?;
+        // Several processes on one PostgreSQL share job events.
+        if let Some(bus) = events::PgBus::start(station.store.clone()).await? {
+            station.bus = bus;
+        }
+        Ok((station, errors))
     }
 
     /// Like [`Station::open`] on an already migrated store (tests).
