@@ -5,12 +5,12 @@
 // variant's size does not matter on these once-per-request paths.
 #![allow(clippy::result_large_err)]
 
+use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::{Map, Value, json};
 use station_core::Station;
 use station_core::identity::{AuthError, IdentityError, RateLimited};

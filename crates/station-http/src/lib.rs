@@ -61,6 +61,7 @@ pub fn router(station: Station) -> Router {
         routes
             .layer(Extension(spec))
             .merge(web::routes())
+            .fallback(not_found)
             .with_state(station)
             .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
             .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
@@ -93,6 +94,15 @@ async fn security_headers(req: Request, next: Next) -> Response {
         h.insert(name, HeaderValue::from_static(value));
     }
     r
+}
+
+/// Unknown paths: the API's error shape under `/api/`, a plain 404 elsewhere.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        let message = format!("no API endpoint {}; see /api/v1/docs", uri.path());
+        return api_error(StatusCode::NOT_FOUND, "not_found", message, vec![]);
+    }
+    (StatusCode::NOT_FOUND, "not found").into_response()
 }
 
 /// Gives the API's error shape to refusals made below the handlers (the body

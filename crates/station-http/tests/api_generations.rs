@@ -23,7 +23,11 @@ async fn create_run_list_rerun_rate_hide_and_ownership() {
 
         // Create with JSON: 201, Location, queued with the resolved params.
         let a = s
-            .post("/api/v1/generations", &s.alice_key, json!({"tool": "resize", "params": {"image": image, "width": 16}}))
+            .post(
+                "/api/v1/generations",
+                &s.alice_key,
+                json!({"tool": "resize", "params": {"image": image, "width": 16}}),
+            )
             .await;
         assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
         let id = a.body["id"].as_str().unwrap().to_string();
@@ -34,7 +38,11 @@ async fn create_run_list_rerun_rate_hide_and_ownership() {
         assert_eq!(done["status"], "succeeded", "{k}: {done}");
         assert_eq!(done["progress"], 1.0);
         let out = &done["outputs"][0];
-        assert_eq!((out["media"]["width"].as_i64(), out["media"]["height"].as_i64()), (Some(16), Some(8)), "{k}: {done}");
+        assert_eq!(
+            (out["media"]["width"].as_i64(), out["media"]["height"].as_i64()),
+            (Some(16), Some(8)),
+            "{k}: {done}"
+        );
         assert!(out["ref"].as_str().unwrap().starts_with("media:"));
 
         // The result downloads as a PNG for its owner; bob gets 404.
@@ -65,7 +73,9 @@ async fn create_run_list_rerun_rate_hide_and_ownership() {
         assert_eq!(a.status, StatusCode::NOT_FOUND, "{k}");
         assert_eq!(s.get("/api/v1/generations", &s.bob_key).await.body["items"], json!([]), "{k}");
         // Bob cannot use alice's upload as an input either.
-        let a = s.post("/api/v1/generations", &s.bob_key, json!({"tool": "resize", "params": {"image": image, "width": 8}})).await;
+        let a = s
+            .post("/api/v1/generations", &s.bob_key, json!({"tool": "resize", "params": {"image": image, "width": 8}}))
+            .await;
         assert_eq!((a.status, a.fields()), (StatusCode::BAD_REQUEST, vec!["image".to_string()]), "{k}: {}", a.body);
 
         // Rerun: a new generation with the same parameters.
@@ -76,9 +86,7 @@ async fn create_run_list_rerun_rate_hide_and_ownership() {
         assert_eq!(a.body["params"]["width"], 16);
         assert_eq!(s.wait(&s.alice_key, &rerun).await["status"], "succeeded", "{k}");
         // Rerun with a change.
-        let a = s
-            .post(&format!("/api/v1/generations/{id}/rerun"), &s.alice_key, json!({"params": {"width": 4}}))
-            .await;
+        let a = s.post(&format!("/api/v1/generations/{id}/rerun"), &s.alice_key, json!({"params": {"width": 4}})).await;
         assert_eq!((a.status, &a.body["params"]["width"]), (StatusCode::CREATED, &json!(4)), "{k}: {}", a.body);
         let third = a.body["id"].as_str().unwrap().to_string();
         let third_done = s.wait(&s.alice_key, &third).await;
@@ -118,7 +126,13 @@ async fn create_run_list_rerun_rate_hide_and_ownership() {
         assert_eq!(a.status, StatusCode::NO_CONTENT, "{k}: {}", a.body);
         let a = s.get("/api/v1/generations", &s.alice_key).await;
         assert_eq!(a.body["items"].as_array().unwrap().len(), 2, "{k}");
-        assert_eq!(s.get("/api/v1/generations?include_hidden=true", &s.alice_key).await.body["items"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            s.get("/api/v1/generations?include_hidden=true", &s.alice_key).await.body["items"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
         let a = s.get(&format!("/api/v1/generations/{rerun}"), &s.alice_key).await;
         assert_eq!((a.status, &a.body["hidden"]), (StatusCode::OK, &json!(true)), "{k}");
 
@@ -140,8 +154,10 @@ async fn validation_names_every_field_and_refusals_have_codes() {
             (json!({"tool": "nope"}), vec!["tool"]),
             (json!({"tool": "resize", "colour": 1}), vec!["colour"]),
             (json!({"tool": "resize", "params": []}), vec!["params"]),
-            (json!({"tool": "resize", "params": {"image": "media:0123", "width": 0, "fit": "squash", "zoom": 2}}),
-                vec!["zoom", "width", "fit"]),
+            (
+                json!({"tool": "resize", "params": {"image": "media:0123", "width": 0, "fit": "squash", "zoom": 2}}),
+                vec!["zoom", "width", "fit"],
+            ),
             (json!({"tool": "resize", "confirmed": "yes"}), vec!["confirmed"]),
             (json!([1]), vec!["(body)"]),
         ] {
@@ -155,7 +171,15 @@ async fn validation_names_every_field_and_refusals_have_codes() {
             assert!(a.body["error"]["message"].as_str().unwrap().len() > 10);
         }
         // Not JSON at all.
-        let r = s.http.post(s.url("/api/v1/generations")).bearer_auth(&s.alice_key).header("content-type", "application/json").body("{").send().await.unwrap();
+        let r = s
+            .http
+            .post(s.url("/api/v1/generations"))
+            .bearer_auth(&s.alice_key)
+            .header("content-type", "application/json")
+            .body("{")
+            .send()
+            .await
+            .unwrap();
         let a = common::Server::answer(r).await;
         assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_json"), "{k}");
 
@@ -222,12 +246,13 @@ async fn confirmation_points_and_quota_refusals() {
         // Not enough points: 402 with what is needed.
         db.store.set_account_role(&s.bob.id, "user").await.unwrap();
         let bob_image = s.upload(&s.bob_key, png(8, 8), "b.png").await.body["ref"].as_str().unwrap().to_string();
-        s.station
-            .adjust_points(&s.bob, -99, "test", "test", None)
-            .await
-            .unwrap();
+        s.station.adjust_points(&s.bob, -99, "test", "test", None).await.unwrap();
         let a = s
-            .post("/api/v1/generations", &s.bob_key, json!({"tool": "resize", "confirmed": true, "params": {"image": bob_image, "width": 4}}))
+            .post(
+                "/api/v1/generations",
+                &s.bob_key,
+                json!({"tool": "resize", "confirmed": true, "params": {"image": bob_image, "width": 4}}),
+            )
             .await;
         assert_eq!((a.status, a.code()), (StatusCode::PAYMENT_REQUIRED, "insufficient_points"), "{k}: {}", a.body);
         assert_eq!(a.body["error"]["details"]["needed"], 3);
@@ -261,7 +286,8 @@ async fn multipart_creation_uploads_images_in_the_same_request() {
             .text("width", "10")
             .text("height", "6")
             .part("image", reqwest::multipart::Part::bytes(png(40, 40)).file_name("x.png"));
-        let r = s.http.post(s.url("/api/v1/generations")).bearer_auth(&s.alice_key).multipart(form).send().await.unwrap();
+        let r =
+            s.http.post(s.url("/api/v1/generations")).bearer_auth(&s.alice_key).multipart(form).send().await.unwrap();
         let a = common::Server::answer(r).await;
         assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
         assert!(a.body["params"]["image"].as_str().unwrap().starts_with("media:"), "{k}: {}", a.body);
@@ -273,13 +299,15 @@ async fn multipart_creation_uploads_images_in_the_same_request() {
         let form = reqwest::multipart::Form::new()
             .text("tool", "resize")
             .part("width", reqwest::multipart::Part::bytes(png(4, 4)).file_name("w.png"));
-        let r = s.http.post(s.url("/api/v1/generations")).bearer_auth(&s.alice_key).multipart(form).send().await.unwrap();
+        let r =
+            s.http.post(s.url("/api/v1/generations")).bearer_auth(&s.alice_key).multipart(form).send().await.unwrap();
         let a = common::Server::answer(r).await;
         assert_eq!((a.status, a.fields()), (StatusCode::BAD_REQUEST, vec!["width".to_string()]), "{k}: {}", a.body);
         let form = reqwest::multipart::Form::new()
             .text("tool", "resize")
             .part("image", reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("x.png"));
-        let r = s.http.post(s.url("/api/v1/generations")).bearer_auth(&s.alice_key).multipart(form).send().await.unwrap();
+        let r =
+            s.http.post(s.url("/api/v1/generations")).bearer_auth(&s.alice_key).multipart(form).send().await.unwrap();
         let a = common::Server::answer(r).await;
         assert_eq!((a.status, a.code()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media"), "{k}: {}", a.body);
         assert_eq!(a.fields(), vec!["image".to_string()]);
@@ -315,7 +343,13 @@ async fn event_stream_follows_a_generation_to_its_result() {
         let s = serve(&db, false, |_| {}).await;
         let k = s.kind;
         let image = s.upload(&s.alice_key, png(64, 64), "a.png").await.body["ref"].as_str().unwrap().to_string();
-        let a = s.post("/api/v1/generations", &s.alice_key, json!({"tool": "resize", "params": {"image": image, "width": 32}})).await;
+        let a = s
+            .post(
+                "/api/v1/generations",
+                &s.alice_key,
+                json!({"tool": "resize", "params": {"image": image, "width": 32}}),
+            )
+            .await;
         let id = a.body["id"].as_str().unwrap().to_string();
         let resp = s
             .http
@@ -337,7 +371,11 @@ async fn event_stream_follows_a_generation_to_its_result() {
         assert_eq!(events[0].1["queue_position"], 0);
         let last_status = events.iter().rev().find(|(e, _)| e == "status").unwrap();
         assert_eq!(last_status.1["status"], "succeeded", "{k}: {events:?}");
-        let top = events.iter().filter(|(e, _)| e == "progress").map(|(_, d)| d["fraction"].as_f64().unwrap()).fold(0.0, f64::max);
+        let top = events
+            .iter()
+            .filter(|(e, _)| e == "progress")
+            .map(|(_, d)| d["fraction"].as_f64().unwrap())
+            .fold(0.0, f64::max);
         assert_eq!(top, 1.0, "{k}: progress reaches 100 %: {events:?}");
         let (last, data) = events.last().unwrap();
         assert_eq!(last, "result", "{k}: {kinds:?}");
@@ -345,7 +383,13 @@ async fn event_stream_follows_a_generation_to_its_result() {
         assert_eq!(s.http.get(s.url(out)).bearer_auth(&s.alice_key).send().await.unwrap().status(), StatusCode::OK);
 
         // A finished job's stream answers at once with its end state.
-        let resp = s.http.get(s.url(&format!("/api/v1/generations/{id}/events"))).bearer_auth(&s.alice_key).send().await.unwrap();
+        let resp = s
+            .http
+            .get(s.url(&format!("/api/v1/generations/{id}/events")))
+            .bearer_auth(&s.alice_key)
+            .send()
+            .await
+            .unwrap();
         let events = read_events(resp).await;
         let kinds: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
         assert_eq!(kinds, ["status", "result"], "{k}: {events:?}");

@@ -50,9 +50,10 @@ impl Store {
     /// An account's generations, newest first, without hidden ones unless asked.
     pub async fn list_generations(&self, f: &GenerationFilter) -> Result<Vec<RatedJob>, StoreError> {
         let cols = JOB_COLUMNS.split(", ").map(|c| format!("j.{}", c.trim())).collect::<Vec<_>>().join(", ");
-        let mut sql =
-            format!("SELECT {cols}, (SELECT m.rating FROM job_marks m WHERE m.job_id = j.id) AS rating FROM jobs j \
-                     WHERE j.account_id = $1");
+        let mut sql = format!(
+            "SELECT {cols}, (SELECT m.rating FROM job_marks m WHERE m.job_id = j.id) AS rating FROM jobs j \
+                     WHERE j.account_id = $1"
+        );
         let mut n = 1;
         let mut next = || {
             n += 1;

@@ -104,7 +104,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
-            error: ErrorDetail { code: self.code.into(), message: self.message, fields: self.fields, details: self.details },
+            error: ErrorDetail {
+                code: self.code.into(),
+                message: self.message,
+                fields: self.fields,
+                details: self.details,
+            },
         };
         let mut r = (self.status, Json(body)).into_response();
         for (k, v) in self.headers {

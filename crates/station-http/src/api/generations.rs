@@ -377,12 +377,7 @@ async fn from_form(station: &Station, caller: &AccountRow, mut form: Multipart) 
         let row = store_upload(station, caller, &name, bytes).await?;
         params.insert(name, Value::String(format!("media:{}", row.id)));
     }
-    Ok(SubmitRequest {
-        tool: def.id.clone(),
-        params,
-        confirmed,
-        ..Default::default()
-    })
+    Ok(SubmitRequest { tool: def.id.clone(), params, confirmed, ..Default::default() })
 }
 
 /// Your generations, newest first, filtered by status and tool; hidden ones
@@ -513,7 +508,11 @@ async fn rate_generation(
 #[utoipa::path(delete, path = "/api/v1/generations/{id}", tag = "generations",
     params(("id" = String, Path, description = "Generation id")),
     responses((status = 204, description = "Hidden"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn hide_generation(State(station): State<Station>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn hide_generation(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let job = own_job(&station, &a, &id).await?;
     station.store.mark_job(&job.id, &job.account_id, None, Some(true), station_store::now_ms()).await?;
     Ok(StatusCode::NO_CONTENT)

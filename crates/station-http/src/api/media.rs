@@ -1,11 +1,11 @@
 //! Media: upload an image (checked, decoded within limits, and typed from its
 //! content before anything is stored), download it, and thumbnails.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use station_core::Station;
 use station_media::{DecodeLimits, MediaError};
@@ -146,7 +146,11 @@ pub async fn store_upload(station: &Station, caller: &AccountRow, field: &str, b
     responses((status = 201, body = MediaInfo), (status = 400, body = ErrorBody, description = "Not a valid image"),
         (status = 401, body = ErrorBody), (status = 413, body = ErrorBody, description = "Too many bytes or pixels"),
         (status = 415, body = ErrorBody, description = "Not an image type Station accepts")))]
-async fn upload_media(State(station): State<Station>, Caller(a): Caller, form: Result<Multipart, axum::extract::multipart::MultipartRejection>) -> ApiResult<Response> {
+async fn upload_media(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> ApiResult<Response> {
     let mut form = form.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -171,7 +175,9 @@ async fn upload_media(State(station): State<Station>, Caller(a): Caller, form: R
         }
         let row = store_upload(&station, &a, "file", bytes).await?;
         let location = format!("/api/v1/media/{}", row.id);
-        return Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(MediaInfo::from_row(&row))).into_response());
+        return Ok(
+            (StatusCode::CREATED, [(header::LOCATION, location)], Json(MediaInfo::from_row(&row))).into_response()
+        );
     }
     Err(ApiError::invalid("file", "is required: a multipart part named `file` holding the image"))
 }
@@ -179,7 +185,10 @@ async fn upload_media(State(station): State<Station>, Caller(a): Caller, form: R
 fn image_response(bytes: Vec<u8>, mime: &str, filename: &str) -> Response {
     let mut r = Body::from(bytes).into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_str(mime).unwrap_or(HeaderValue::from_static("application/octet-stream")));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(mime).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
     // Ids never change content: cache for a year, privately (ownership is checked).
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable"));
     if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{filename}\"")) {
@@ -203,7 +212,11 @@ fn extension(mime: &str) -> &'static str {
     params(("id" = String, Path, description = "Media id")),
     responses((status = 200, description = "The image", content_type = "image/*"), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-async fn download_media(State(station): State<Station>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult<Response> {
+async fn download_media(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let (row, bytes) = station.media.get(&id, Some(&a)).await?;
     Ok(image_response(bytes, &row.mime, &format!("{}.{}", row.id, extension(&row.mime))))
 }

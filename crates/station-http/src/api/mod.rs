@@ -75,6 +75,10 @@ pub fn routes() -> OpenApiRouter<Station> {
 pub fn object(body: Result<Json<Value>, JsonRejection>, known: &[&str]) -> ApiResult<Map<String, Value>> {
     let body = match body {
         Ok(Json(v)) => v,
+        Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            let message = format!("the body is over the {} KiB limit for JSON requests", crate::MAX_JSON_BODY / 1024);
+            return Err(ApiError::new(e.status(), "too_large", message));
+        }
         Err(e) => {
             return Err(ApiError::new(
                 axum::http::StatusCode::BAD_REQUEST,

@@ -81,7 +81,11 @@ pub fn check(t: &ToolDef, params: &Map<String, Value>) -> ApiResult<()> {
 #[utoipa::path(get, path = "/api/v1/settings/{tool}", tag = "settings",
     params(("tool" = String, Path, description = "Tool id or command")),
     responses((status = 200, body = ToolSettings), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get_settings(State(station): State<Station>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult<Json<ToolSettings>> {
+async fn get_settings(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ToolSettings>> {
     let t = tool(&station, &a, &id)?;
     let params = station.store.tool_settings(&a.id, &t.id).await?;
     Ok(Json(ToolSettings { tool: t.id.clone(), params }))
@@ -116,7 +120,11 @@ async fn put_settings(
 #[utoipa::path(delete, path = "/api/v1/settings/{tool}", tag = "settings",
     params(("tool" = String, Path, description = "Tool id or command")),
     responses((status = 204, description = "Cleared"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn delete_settings(State(station): State<Station>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_settings(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let t = tool(&station, &a, &id)?;
     station.store.save_tool_settings(&a.id, &t.id, &Map::new(), station_store::now_ms()).await?;
     Ok(StatusCode::NO_CONTENT)

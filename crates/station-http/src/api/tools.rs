@@ -224,7 +224,11 @@ async fn list_tools(State(station): State<Station>, Caller(a): Caller) -> Json<T
 #[utoipa::path(get, path = "/api/v1/tools/{id}", tag = "tools",
     params(("id" = String, Path, description = "Tool id or chat command")),
     responses((status = 200, body = ToolDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn show_tool(State(station): State<Station>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult<Json<ToolDetail>> {
+async fn show_tool(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ToolDetail>> {
     let t = station
         .find_tool(&id, &a)
         .ok_or_else(|| ApiError::not_found("tool", &id, "GET /api/v1/tools lists the tools you can use"))?;

@@ -87,7 +87,9 @@ pub struct Answer {
 impl Answer {
     /// The error code of an API error answer.
     pub fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an API error ({}): {}", self.status, self.body))
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an API error ({}): {}", self.status, self.body))
     }
 
     /// The fields named by an API error answer.
@@ -155,7 +157,12 @@ impl Server {
             if matches!(a.body["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
                 return a.body;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{}: generation {id} never finished: {}", self.kind, a.body);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: generation {id} never finished: {}",
+                self.kind,
+                a.body
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
