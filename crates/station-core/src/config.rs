@@ -425,7 +425,16 @@ impl Config {
                     reason: format!("expected {}, got {raw:?}", kind_of(template)),
                 })?,
             };
+            // An unset optional key has no type to go by: `123` may be a number or,
+            // for ids such as STATION_DISCORD_APPLICATION_ID, text. Keep the text
+            // when the number does not fit the key.
+            let fallback = (template.is_null() && !value.is_string()).then(|| Value::String(raw.clone()));
             set_path(&mut tree, path, value);
+            if let Some(text) = fallback
+                && serde_json::from_value::<Config>(tree.clone()).is_err()
+            {
+                set_path(&mut tree, path, text);
+            }
             touched = true;
         }
         if !touched {
@@ -595,6 +604,17 @@ mod tests {
         let shown = c.show();
         assert!(!shown.contains("123:abc"), "secret leaked: {shown}");
         assert!(shown.contains("/telegram/webhook"));
+    }
+
+    #[test]
+    fn numeric_ids_in_the_environment_stay_text() {
+        let c = Config::load_with_env(
+            None,
+            env(&[("STATION_DISCORD_APPLICATION_ID", "1100000000000000001"), ("STATION_DISCORD_GUILD_ID", "42")]),
+        )
+        .unwrap();
+        assert_eq!(c.discord.application_id.as_deref(), Some("1100000000000000001"));
+        assert_eq!(c.discord.guild_id.as_deref(), Some("42"));
     }
 
     #[test]

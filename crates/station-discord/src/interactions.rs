@@ -120,7 +120,10 @@ fn spawn_handle(
         let conv = o.conversation();
         let (account, input) = match input.await {
             Ok(x) => x,
-            Err(msg) => return d.note(&o.id, &msg, false).await,
+            Err(msg) => {
+                d.note(&o.id, &msg, false).await;
+                return;
+            }
         };
         match d.inner.flows.handle(&account, &conv, input).await {
             Ok(reply) => {
@@ -133,15 +136,19 @@ fn spawn_handle(
                 d.note(&o.id, &format!("Something went wrong: {e}"), false).await;
             }
         }
-        let denied = d.inner.denied.lock().unwrap_or_else(|p| p.into_inner()).remove(&o.channel);
+        let denied = d.inner.denied.lock().unwrap_or_else(|p| p.into_inner()).contains(&o.channel);
         if denied {
-            d.note(
-                &o.id,
-                "I could not post in this channel earlier: I am missing permissions here. Ask a server admin to let \
-                 me View Channel, Send Messages, Embed Links and Attach Files.",
-                true,
-            )
-            .await;
+            let told = d
+                .note(
+                    &o.id,
+                    "I could not post in this channel earlier: I am missing permissions here. Ask a server admin to \
+                     let me View Channel, Send Messages, Embed Links and Attach Files.",
+                    true,
+                )
+                .await;
+            if told {
+                d.inner.denied.lock().unwrap_or_else(|p| p.into_inner()).remove(&o.channel);
+            }
         }
     });
 }

@@ -355,8 +355,9 @@ impl Discord {
     /// Sends a note through an interaction (toasts, errors): into the
     /// deferred response while it is unused (unless `ephemeral`), else as an
     /// ephemeral follow-up.
-    pub(crate) async fn note(&self, interaction: &str, text: &str, ephemeral: bool) {
-        let Some(sess) = self.session(interaction) else { return };
+    /// Returns whether Discord took it.
+    pub(crate) async fn note(&self, interaction: &str, text: &str, ephemeral: bool) -> bool {
+        let Some(sess) = self.session(interaction) else { return false };
         let claimed = !ephemeral && {
             let mut s = self.inner.sessions.lock().unwrap_or_else(|p| p.into_inner());
             match s.by_id.get_mut(interaction) {
@@ -375,8 +376,12 @@ impl Discord {
             self.webhook_call(Method::POST, &format!("{}?wait=true", self.webhook_path(&sess.token)), &r, sess.started)
                 .await
         };
-        if let Err(e) = res {
-            tracing::warn!(error = %e, "Discord note not delivered");
+        match res {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "Discord note not delivered");
+                false
+            }
         }
     }
 }

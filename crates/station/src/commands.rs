@@ -164,6 +164,26 @@ async fn serve(station: Station) -> u8 {
             }
         }
     };
+    // Discord: the signed interactions endpoint, and commands registered (and
+    // re-registered whenever the tools change) when the bot is configured.
+    let discord = match station_discord::DiscordOptions::from_config(&station.config.discord) {
+        Ok(None) => None,
+        Ok(Some(options)) => match station_discord::Discord::new(station.clone(), flows.clone(), options) {
+            Ok(bot) => {
+                flows.add_platform(Arc::new(bot.clone()));
+                extra = extra.merge(bot.router());
+                Some(bot)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::USAGE;
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
     let deliveries = flows.start();
     info!(%addr, data_dir = %station.config.data_dir.display(), "Station is serving; health at /healthz, readiness at /readyz");
     let stop = tokio_util::sync::CancellationToken::new();
@@ -184,7 +204,14 @@ async fn serve(station: Station) -> u8 {
         },
         None => None,
     };
+    let discord_commands = discord.map(|bot| {
+        info!(endpoint = station_discord::INTERACTIONS_PATH, "Discord interactions endpoint ready");
+        bot.keep_commands_registered()
+    });
     shutdown_signal().await;
+    if let Some(task) = discord_commands {
+        task.abort();
+    }
     info!("shutting down: finishing HTTP requests and handing running jobs back to the queue");
     if let Some(t) = telegram {
         t.shutdown().await;
