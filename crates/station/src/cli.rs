@@ -203,7 +203,11 @@ pub enum ConfigCommand {
 
 /// `station bench`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// Other benchmarks (without one: the queue benchmark).
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
     /// Jobs to push through the queue per run.
     #[arg(long, default_value_t = 20_000)]
     pub jobs: usize,
@@ -221,4 +225,11 @@ pub struct BenchArgs {
     /// (the behaviour before batching, for comparison).
     #[arg(long, default_value_t = station_store::DEFAULT_MAX_BATCH)]
     pub finish_batch: usize,
+}
+
+/// `station bench <what>`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Requests per second of the REST API against bare axum handlers, same process, same run.
+    Http(crate::commands::bench_http::HttpBenchArgs),
 }

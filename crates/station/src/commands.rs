@@ -15,6 +15,7 @@ use crate::cli::{BackendsCommand, Cli, Command, ConfigCommand, JobsCommand, RunA
 use crate::exit;
 
 mod bench;
+pub mod bench_http;
 mod chat;
 pub(crate) mod keys;
 pub(crate) mod loras;

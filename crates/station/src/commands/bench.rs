@@ -66,6 +66,9 @@ pub struct Latency {
 /// Runs the benchmark on SQLite and every `--database-url`, prints a
 /// markdown table and returns the exit code.
 pub async fn run(args: BenchArgs) -> u8 {
+    if let Some(crate::cli::BenchCommand::Http(http)) = args.command {
+        return super::bench_http::run(http).await;
+    }
     if args.jobs == 0 || args.workers == 0 || args.batch < 1 {
         eprintln!(
             "error: --jobs ({}), --workers ({}) and --batch ({}) must all be at least 1",
@@ -385,6 +388,7 @@ mod tests {
     #[tokio::test]
     async fn a_small_run_drains_every_job_on_sqlite() {
         let args = BenchArgs {
+            command: None,
             jobs: 300,
             database_urls: vec![],
             workers: 3,
