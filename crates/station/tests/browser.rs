@@ -154,6 +154,8 @@ fn install_tool(tools_dir: &Path) {
             "image": {"type": "image", "required": true, "primary": true, "description": "The picture to enlarge."},
             "scale_by": {"type": "number", "default": 2, "min": 1, "max": 4, "step": 1, "description": "How many times larger."},
             "upscale_method": {"type": "enum", "choices": ["nearest-exact", "lanczos"], "default": "nearest-exact"},
+            "name": {"type": "text", "default": "sketch", "max_length": 40, "description": "Saved file name prefix."},
+            "seed": {"type": "seed", "default": -1, "advanced": true},
             "steps": {"type": "integer", "default": 4, "min": 1, "max": 50, "advanced": true},
             "step_ms": {"type": "integer", "default": 20, "min": 0, "max": 1000, "advanced": true}
         },
@@ -161,7 +163,7 @@ fn install_tool(tools_dir: &Path) {
         "comfyui": {
             "workflow": {
                 "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
-                "2": {"class_type": "StationSteps", "inputs": {"image": ["1", 0], "steps": 4, "step_ms": 20}},
+                "2": {"class_type": "StationSteps", "inputs": {"image": ["1", 0], "steps": 4, "step_ms": 20, "seed": 0}},
                 "3": {"class_type": "ImageScaleBy", "inputs": {"image": ["2", 0], "upscale_method": "nearest-exact", "scale_by": 2.0}},
                 "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "station-sketch"}}
             },
@@ -169,6 +171,8 @@ fn install_tool(tools_dir: &Path) {
                 "image": ["1.inputs.image"],
                 "scale_by": ["3.inputs.scale_by"],
                 "upscale_method": ["3.inputs.upscale_method"],
+                "name": ["4.inputs.filename_prefix"],
+                "seed": ["2.inputs.seed"],
                 "steps": ["2.inputs.steps"],
                 "step_ms": ["2.inputs.step_ms"]
             },
@@ -360,6 +364,8 @@ async fn scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: Option
             "image:image",
             "scale_by:number:slider",
             "upscale_method:enum:select",
+            "name:text",
+            "seed:seed:advanced",
             "steps:integer:advanced:slider",
             "step_ms:integer:advanced:slider"
         ]),
@@ -393,6 +399,11 @@ async fn scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: Option
     let slider = c.execute("return document.getElementById('in-scale_by').value", vec![]).await.unwrap();
     assert_eq!(slider, json!("3"), "typing the number moves the slider");
     click(c, "details.advanced summary").await;
+    type_into(c, "#in-name", "lighthouse").await;
+    click(c, ".field[data-input=\"seed\"] button.dice").await;
+    let seed = c.execute("return document.getElementById('in-seed').value", vec![]).await.unwrap();
+    let seed: u64 = seed.as_str().unwrap().parse().expect("the dice fills in a seed");
+    assert!(seed <= u64::from(u32::MAX));
     type_into(c, ".field[data-input=\"steps\"] .range-value", "10").await;
     type_into(c, ".field[data-input=\"step_ms\"] .range-value", "150").await;
     screenshot(c, &shots("tool-form")).await;
@@ -408,6 +419,9 @@ async fn scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: Option
     let width = c.execute("return document.querySelector('.result-image').naturalWidth", vec![]).await.unwrap();
     assert_eq!(width, json!(96), "{kind}: the slider's value reached the backend");
     assert_eq!(text_of(c, "#progress-label").await, "100 %");
+    let sent = fake.last_prompt().unwrap();
+    assert_eq!(sent["prompt"]["2"]["inputs"]["seed"], json!(seed), "{kind}: the rolled seed was used");
+    assert_eq!(sent["prompt"]["4"]["inputs"]["filename_prefix"], json!("lighthouse"));
     let cancel_shown = c.execute("return document.querySelector('.live .actions').offsetParent !== null", vec![]).await;
     assert_eq!(cancel_shown.unwrap(), json!(false), "{kind}: no Cancel button on a finished generation");
     screenshot(c, &shots("result")).await;
