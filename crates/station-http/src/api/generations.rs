@@ -220,10 +220,20 @@ pub async fn own_job(station: &Station, caller: &AccountRow, id: &str) -> ApiRes
 
 /// The full view of one job: queue position, ETA, marks and output details.
 pub async fn full_view(station: &Station, job_id: &str) -> ApiResult<Generation> {
-    let view = station
-        .job_view(job_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("generation", job_id, "GET /api/v1/generations lists yours"))?;
+    owned_view(station, None, job_id).await
+}
+
+/// [`full_view`] of a job `caller` owns (or any job for an admin; `None`:
+/// trusted use), read once: another user's job is 404.
+pub async fn owned_view(station: &Station, caller: Option<&AccountRow>, job_id: &str) -> ApiResult<Generation> {
+    let not_found = || ApiError::not_found("generation", job_id, "GET /api/v1/generations lists yours");
+    let view = station.job_view(job_id).await?.ok_or_else(not_found)?;
+    if let Some(c) = caller
+        && view.row.account_id != c.id
+        && c.role != "admin"
+    {
+        return Err(not_found());
+    }
     let (rating, hidden) = station.store.job_mark(job_id).await?;
     let mut g = Generation::from_row(&view.row, rating, hidden);
     g.queue_position = view.queue_position;
@@ -423,8 +433,7 @@ async fn show_generation(
     Caller(a): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Generation>> {
-    own_job(&station, &a, &id).await?;
-    Ok(Json(full_view(&station, &id).await?))
+    Ok(Json(owned_view(&station, Some(&a), &id).await?))
 }
 
 /// Cancels a generation: a queued one at once (points returned), a running

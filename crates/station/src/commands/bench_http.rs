@@ -68,7 +68,9 @@ pub async fn run(args: HttpBenchArgs) -> u8 {
         return exit::USAGE;
     }
     if cfg!(debug_assertions) {
-        eprintln!("warning: this is a debug build; for real figures run `cargo run --release -p station -- bench http`");
+        eprintln!(
+            "warning: this is a debug build; for real figures run `cargo run --release -p station -- bench http`"
+        );
     }
     match bench(&args).await {
         Ok(results) => {
