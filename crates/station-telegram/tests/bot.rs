@@ -49,7 +49,7 @@ struct Env {
     runner: Option<FlowsRunner>,
     workers: Option<Workers>,
     comfy: Arc<ComfyExecutor>,
-    _fake: FakeComfy,
+    comfy_fake: FakeComfy,
     db: TestDb,
     _dir: tempfile::TempDir,
 }
@@ -87,6 +87,9 @@ async fn setup(db: TestDb, tg: FakeTelegram) -> Env {
     config.queue.retry_base_ms = 50;
     config.queue.poll_ms = 50;
     config.queue.per_user_running = 16;
+    // The flood test sends 100 commands at once; the anti-abuse limits are not under test here.
+    config.limits.requests_per_minute = 10_000;
+    config.limits.max_queued = 10_000;
     config.points.starting_grant = 100_000;
     config.telegram = TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() };
     install_tools(&config.tools_dir());
@@ -105,7 +108,7 @@ async fn setup(db: TestDb, tg: FakeTelegram) -> Env {
     let workers = Some(Workers::start(&station));
     let flows = Flows::with_settings(station.clone(), FlowSettings { progress_every_ms: 50, ..Default::default() });
     let runner = Some(flows.start());
-    Env { station, flows, tg, bot: None, runner, workers, comfy, _fake: fake, db, _dir: dir }
+    Env { station, flows, tg, bot: None, runner, workers, comfy, comfy_fake: fake, db, _dir: dir }
 }
 
 impl Env {
@@ -175,16 +178,26 @@ async fn start_upscale_reply_dream_progress_rerun_and_menu() {
         let p = result.content.photo.as_ref().expect("sent as a photo");
         assert_eq!((p.width, p.height), (16, 12), "[{k}] upscaled 2x");
         // A text-to-image command: live progress edited in place, then the result with buttons.
+        // Slow sampling steps, so the job runs long enough to report progress.
+        env.comfy_fake.set_step_delay(400);
         env.tg.send_text(&chat, &ann, "/dream a red fox in the snow");
         let msgs = env.wait_msgs(chat.id, "the dream result", |m| results(m).len() >= 2).await;
         let dream = results(&msgs)[1].clone();
-        let progress: Vec<&FakeMessage> = msgs
-            .iter()
-            .filter(|m| m.message_id < dream.message_id && m.message_id > result.message_id)
-            .filter(|m| m.content.text.as_deref().is_some_and(|t| t.contains("Dream")) || !m.history.is_empty())
-            .collect();
-        assert!(!progress.is_empty(), "[{k}] a progress message: {msgs:#?}");
-        assert!(progress.iter().any(|m| !m.history.is_empty()), "[{k}] progress edited in place: {progress:#?}");
+        // Text, or a photo with the latest preview and the progress as its caption.
+        let shown = |m: &FakeMessage| m.content.text.clone().or(m.content.caption.clone()).unwrap_or_default();
+        let is_progress = |m: &FakeMessage| m.message_id > result.message_id && shown(m).starts_with("Dream: ");
+        // Edited in place until it shows the outcome, its buttons gone.
+        let done = env
+            .wait_msgs(chat.id, "the progress message to show the outcome", |m| {
+                m.iter().any(|m| is_progress(m) && shown(m).contains("done"))
+            })
+            .await;
+        let p = done.iter().find(|m| is_progress(m)).unwrap();
+        assert!(p.message_id < dream.message_id, "[{k}] progress came before the result");
+        assert!(!p.history.is_empty(), "[{k}] edited in place, not sent again: {p:#?}");
+        env.comfy_fake.set_step_delay(0);
+        assert_eq!(done.iter().filter(|m| is_progress(m)).count(), 1, "[{k}] one progress message per job");
+        assert!(p.content.buttons().is_empty(), "[{k}] no Cancel on a finished job");
         // Rerun: answered, and a new result.
         let q = env.tg.press(&chat, &ann, dream.message_id, "Rerun");
         env.wait_msgs(chat.id, "the rerun result", |m| results(m).len() >= 3).await;
@@ -304,9 +317,24 @@ async fn a_flood_of_jobs_from_one_chat_respects_the_limits() {
         .tg
         .wait_for(Duration::from_secs(240), |t| Some(t.bot_messages(chat.id)).filter(|m| results(m).len() >= n))
         .await;
-    let msgs = msgs.unwrap_or_else(|| {
-        panic!("only {} results; requests {:?}", results(&env.tg.bot_messages(chat.id)).len(), env.tg.stats().requests)
-    });
+    let Some(msgs) = msgs else {
+        let jobs =
+            env.station.store.list_jobs(&station_store::JobFilter { limit: 500, ..Default::default() }).await.unwrap();
+        let mut by_status = std::collections::BTreeMap::new();
+        for j in &jobs {
+            *by_status.entry(j.status.clone()).or_insert(0) += 1;
+        }
+        let deliveries = env.station.store.conversation_deliveries(&format!("telegram:{}", chat.id)).await.unwrap();
+        let mut by_state = std::collections::BTreeMap::new();
+        for d in &deliveries {
+            *by_state.entry((d.kind.clone(), d.status.clone())).or_insert(0) += 1;
+        }
+        panic!(
+            "only {} results; requests {:?}; jobs {by_status:?}; deliveries {by_state:?}",
+            results(&env.tg.bot_messages(chat.id)).len(),
+            env.tg.stats().requests
+        );
+    };
     let stats = env.tg.stats();
     eprintln!(
         "{n} jobs delivered in {:?}: {} bot messages, {} requests, {} 429s",
