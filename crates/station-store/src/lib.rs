@@ -30,8 +30,8 @@ pub use identity::{ApiKeyRow, LinkError, OneTimeState, SessionRow};
 pub use jobs::{ClaimRequest, JobFilter, JobFinish, JobRow, JobStatus, NewJob, QueuePosition, QueueStats};
 pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
-pub use notify::{Channel, Notifications};
 pub use misc::{AccountRow, BackendRow, MediaRow};
+pub use notify::{Channel, Notifications};
 pub use pricing::{PaidBy, PayTerms, Payment, SponsorRow, utc_day};
 pub use telegram::TelegramUpdateRow;
 
