@@ -47,7 +47,7 @@ impl FromRequestParts<Station> for Caller {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, station: &Station) -> Result<Self, Self::Rejection> {
-        let account = match (api_key(parts), session_cookie(parts)) {
+        let account = match (api_key(parts), session_cookie(&parts.headers)) {
             (Err(AuthError::Missing), Some(session)) => {
                 let (account, info) = station.session_account(&session).await.map_err(auth_error)?;
                 let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -95,10 +95,9 @@ impl FromRequestParts<Station> for AdminCaller {
     }
 }
 
-/// The `station_session` cookie's value, if sent.
-fn session_cookie(parts: &Parts) -> Option<String> {
-    parts
-        .headers
+/// The `station_session` cookie's value, if sent (API and web pages alike).
+pub(crate) fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())

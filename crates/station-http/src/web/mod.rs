@@ -33,8 +33,8 @@ use station_core::Station;
 use station_core::identity::{AuthError, SessionInfo};
 use station_store::AccountRow;
 
-/// The session cookie's name.
-pub const SESSION_COOKIE: &str = "station_session";
+pub use crate::account::SESSION_COOKIE;
+use crate::account::session_cookie;
 
 /// The Content-Security-Policy of every page: scripts, styles and
 /// connections only from Station itself; images also from `data:`/`blob:`
@@ -95,18 +95,6 @@ impl FromRequestParts<Station> for WebSession {
             Err(_) => Err(to_signin("expired", &next)),
         }
     }
-}
-
-/// The `station_session` cookie's value, if sent.
-pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
-        .map(|(_, value)| value.to_string())
 }
 
 /// Compares two secrets in time independent of where they differ.
