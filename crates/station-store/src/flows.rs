@@ -171,6 +171,26 @@ const DELIVERY_COLUMNS: &str = "id, conversation, conv_json, platform, account_i
                                 replace_ref, message_ref, status, attempts, next_attempt_at, lease_owner, lease_until, \
                                 error, created_at, sent_at";
 
+/// Stores one minted action record (a button's token) in a transaction.
+macro_rules! insert_action {
+    ($tx:expr, $a:expr) => {{
+        let a: &ActionRow = $a;
+        sqlx::query(
+            "INSERT INTO flow_actions (token, account_id, instance_id, rev, name, args, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&a.token)
+        .bind(&a.account_id)
+        .bind(&a.instance_id)
+        .bind(a.rev)
+        .bind(&a.name)
+        .bind(&a.args)
+        .bind(a.created_at)
+        .execute($tx)
+        .await?
+    }};
+}
+
 macro_rules! insert_delivery {
     ($tx:expr, $d:expr, $now:expr, $on_conflict:expr) => {{
         let d: &NewDelivery = $d;
@@ -271,13 +291,7 @@ impl Store {
                 }
             }
             for a in &t.actions {
-                sqlx::query(
-                    "INSERT INTO flow_actions (token, account_id, instance_id, rev, name, args, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(&a.token).bind(&a.account_id).bind(&a.instance_id).bind(a.rev).bind(&a.name).bind(&a.args)
-                .bind(a.created_at)
-                .execute(&mut *tx).await?;
+                insert_action!(&mut *tx, a);
             }
             for d in &t.deliveries {
                 insert_delivery!(&mut *tx, d, now, UPSERT_VIEW);
@@ -301,13 +315,7 @@ impl Store {
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
             for a in actions {
-                sqlx::query(
-                    "INSERT INTO flow_actions (token, account_id, instance_id, rev, name, args, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(&a.token).bind(&a.account_id).bind(&a.instance_id).bind(a.rev).bind(&a.name).bind(&a.args)
-                .bind(a.created_at)
-                .execute(&mut *tx).await?;
+                insert_action!(&mut *tx, a);
             }
             for d in deliveries {
                 insert_delivery!(&mut *tx, d, now, conflict);
