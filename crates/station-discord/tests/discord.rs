@@ -479,28 +479,7 @@ async fn server_admins_switch_tools_off(db: TestDb) {
     env.stop().await;
 }
 
-/// Runs the case on SQLite and, when configured, on PostgreSQL.
-macro_rules! on_every_db {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(station_store::testing::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(db) = station_store::testing::postgres().await else { return };
-                    super::$name(db).await;
-                }
-            )*
-        }
-    };
-}
+use station_store::on_every_db;
 
 on_every_db!(
     bad_signatures_are_refused_and_ping_is_answered,

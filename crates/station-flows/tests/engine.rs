@@ -251,26 +251,6 @@ async fn buttons_of_others_and_unknown_tokens(db: TestDb) {
     env.runner.unwrap().shutdown().await;
 }
 
-macro_rules! on_every_db {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(station_store::testing::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(db) = station_store::testing::postgres().await else { return };
-                    super::$name(db).await;
-                }
-            )*
-        }
-    };
-}
+use station_store::on_every_db;
 
 on_every_db!(loops_branches_back_and_hooks, old_versions_end_politely, buttons_of_others_and_unknown_tokens);

@@ -62,3 +62,30 @@ pub async fn all() -> Vec<TestDb> {
     }
     v
 }
+
+/// Defines `mod sqlite` and `mod postgres`, each with one test per named
+/// `async fn case(db: TestDb)`: SQLite always, PostgreSQL when
+/// `STATION_TEST_POSTGRES_URL` is set. Multi-threaded runtimes, because cases
+/// spawn servers and blocking work.
+#[macro_export]
+macro_rules! on_every_db {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::testing::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = $crate::testing::postgres().await else { return };
+                    super::$name(db).await;
+                }
+            )*
+        }
+    };
+}
