@@ -88,6 +88,9 @@ impl Flows {
 
     async fn send_loop(&self, stop: CancellationToken) {
         let mut in_flight: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
+        // Lapsed leases (a crashed sender) are rare: look for them every few
+        // seconds, not on every pass of this loop.
+        let mut next_requeue = tokio::time::Instant::now();
         loop {
             if stop.is_cancelled() {
                 while in_flight.join_next().await.is_some() {}
@@ -96,8 +99,11 @@ impl Flows {
             let names: Vec<String> = self.inner.platforms.read().expect("platforms").keys().cloned().collect();
             let store = &self.station().store;
             let now = now_ms();
-            if let Err(e) = store.requeue_deliveries(now).await {
-                tracing::warn!(error = %e, "could not requeue deliveries");
+            if tokio::time::Instant::now() >= next_requeue {
+                next_requeue = tokio::time::Instant::now() + Duration::from_secs(5);
+                if let Err(e) = store.requeue_deliveries(now).await {
+                    tracing::warn!(error = %e, "could not requeue deliveries");
+                }
             }
             let claimed = match store.claim_deliveries(&names, &self.inner.owner, now, LEASE_MS, 32).await {
                 Ok(c) => c,
