@@ -5,6 +5,7 @@
 //! through pluggable [`Executor`]s (ComfyUI, native media). Front ends
 //! (CLI, HTTP, chat bots) call into this crate and never the other way round.
 
+pub mod admin;
 pub mod config;
 pub mod events;
 pub mod executor;
@@ -19,6 +20,7 @@ pub mod worker;
 
 use std::sync::{Arc, RwLock};
 
+pub use admin::{BackendHealth, QueueOverview, ServiceHealth};
 pub use config::Config;
 pub use events::{EventBus, InProcessBus, JobEvent, PgBus};
 pub use executor::{ExecContext, ExecError, ExecJob, Executor, InputImage, OutputFile};

@@ -171,3 +171,28 @@ impl crate::Station {
 pub fn new_media_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
+
+/// The key in an account's settings (`tool_settings` under
+/// [`crate::watermark::ACCOUNT_SETTINGS`]) that asks chat platforms to send
+/// results as files with their original bytes instead of (re-compressed) photos.
+pub const ORIGINALS_KEY: &str = "send_originals";
+
+impl crate::Station {
+    /// Whether the account wants results as files with the original bytes.
+    pub async fn sends_originals(&self, account_id: &str) -> Result<bool, station_store::StoreError> {
+        let settings = self.store.tool_settings(account_id, crate::watermark::ACCOUNT_SETTINGS).await?;
+        Ok(settings.get(ORIGINALS_KEY).and_then(serde_json::Value::as_bool).unwrap_or(false))
+    }
+
+    /// Turns "send originals as files" on or off for an account's results.
+    pub async fn set_send_originals(
+        &self,
+        account: &station_store::AccountRow,
+        on: bool,
+    ) -> Result<(), station_store::StoreError> {
+        let key = crate::watermark::ACCOUNT_SETTINGS;
+        let mut settings = self.store.tool_settings(&account.id, key).await?;
+        settings.insert(ORIGINALS_KEY.into(), serde_json::Value::Bool(on));
+        self.store.save_tool_settings(&account.id, key, &settings, station_store::now_ms()).await
+    }
+}

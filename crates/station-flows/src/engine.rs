@@ -133,6 +133,8 @@ pub(crate) fn new_delivery(conv: &Conversation, account_id: &str, out: &Out) -> 
 
 /// Built-in commands that are not tools.
 const BUILTIN_COMMANDS: &[&str] = &["start", "help", "make", "settings", "status", "history", "balance", "link", "web"];
+/// Operator commands, listed only for admins (their flows are `admin_only`).
+const ADMIN_COMMANDS: &[&str] = &["queue", "grant"];
 
 impl Flows {
     /// An engine with the built-in flows.
@@ -192,14 +194,22 @@ impl Flows {
             })
             .collect();
         out.push(CommandInfo { name: "cancel".into(), description: "Stop what you are doing".into(), tool: None });
-        let admin = account.is_some_and(|a| a.role == "admin");
+        let admin = account.is_some_and(crate::flows::admin::is_admin);
+        if admin {
+            out.extend(ADMIN_COMMANDS.iter().filter_map(|name| {
+                let f = self.inner.flows.get(name)?;
+                Some(CommandInfo { name: name.to_string(), description: f.description().to_string(), tool: None })
+            }));
+        }
         for tool in self.inner.station.tools.list() {
             let visible = match tool.visibility {
                 station_tools::Visibility::Public => true,
                 station_tools::Visibility::Admin => admin,
                 station_tools::Visibility::Hidden => false,
             };
-            if visible && !BUILTIN_COMMANDS.contains(&tool.command.as_str()) && tool.command != "cancel" {
+            let taken = BUILTIN_COMMANDS.contains(&tool.command.as_str())
+                || (admin && ADMIN_COMMANDS.contains(&tool.command.as_str()));
+            if visible && !taken && tool.command != "cancel" {
                 out.push(CommandInfo { name: tool.command.clone(), description: tool.name.clone(), tool: Some(tool) });
             }
         }
@@ -308,7 +318,10 @@ impl Flows {
         if name == "cancel" {
             return self.cancel_active(account, conv).await;
         }
-        let flow_name = if self.inner.flows.contains_key(name) && name != "make" {
+        // Operator flows do not exist for anyone else (a tool may use the name).
+        let runnable =
+            self.inner.flows.get(name).is_some_and(|f| !f.admin_only() || crate::flows::admin::is_admin(account));
+        let flow_name = if runnable && name != "make" {
             name.to_string()
         } else if name == "make" {
             "make".to_string()
@@ -336,6 +349,12 @@ impl Flows {
         start: Start,
     ) -> Result<Reply, FlowError> {
         let flow = self.flow(flow_name)?;
+        if flow.admin_only() && !crate::flows::admin::is_admin(account) {
+            // A button or stale menu reaching an operator flow: as unknown as the command.
+            let text = Rich::plain("Unknown command ").code(format!("/{flow_name}")).text(". Send /help for the list.");
+            self.notice(account, conv, View::text(text)).await?;
+            return Ok(Reply::default());
+        }
         let instance_id = uuid::Uuid::now_v7().to_string();
         let cx =
             Cx { station: &self.inner.station, account, conversation: conv, instance_id: &instance_id, flows: self };

@@ -153,6 +153,12 @@ pub trait Flow: Send + Sync {
         1
     }
 
+    /// Operator commands: only accounts with the admin role see and start
+    /// them; for anyone else they are unknown commands.
+    fn admin_only(&self) -> bool {
+        false
+    }
+
     /// The steps.
     fn steps(&self) -> &'static [StepSpec];
 

@@ -919,6 +919,28 @@ impl Store {
         })
     }
 
+    /// Accounts with `role` that have an identity on `provider`, as
+    /// `(account, subject)`, by subject (chat adapters give admins their menus).
+    pub async fn role_identities(&self, role: &str, provider: &str) -> Result<Vec<(AccountRow, String)>, StoreError> {
+        let rows: Vec<(String, String, String, bool, i64, String)> = with_pool!(self, p => {
+            sqlx::query_as(
+                "SELECT a.id, a.name, a.role, a.suspended, a.created_at, i.subject FROM accounts a \
+                 JOIN identities i ON i.account_id = a.id \
+                 WHERE a.role = $1 AND i.provider = $2 AND a.merged_into IS NULL ORDER BY i.subject",
+            )
+            .bind(role)
+            .bind(provider)
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, role, suspended, created_at, subject)| {
+                (AccountRow { id, name, role, suspended, created_at }, subject)
+            })
+            .collect())
+    }
+
     /// Sets an account's role (`user` or `admin`). False if there is no such account.
     pub async fn set_account_role(&self, account_id: &str, role: &str) -> Result<bool, StoreError> {
         with_pool!(self, p => {

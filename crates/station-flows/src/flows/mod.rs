@@ -1,6 +1,7 @@
 //! The built-in flows: start, help, make, settings, status, history,
-//! balance, link, web.
+//! balance, link, web, and the operators' queue and grant.
 
+pub mod admin;
 pub mod make;
 mod settings;
 
@@ -25,6 +26,8 @@ pub fn builtin() -> Vec<Arc<dyn Flow>> {
         Arc::new(BalanceFlow),
         Arc::new(Link),
         Arc::new(Web),
+        Arc::new(admin::Queue),
+        Arc::new(admin::Grant),
     ]
 }
 

@@ -64,6 +64,14 @@ impl Flow for Settings {
                     let label = if off { "Watermark: off (turn on)" } else { "Watermark: on (turn off)" };
                     view = view.row(vec![Button::action(label, "watermark", json!({"off": !off}))]);
                 }
+                // Chat platforms send results as photos (re-compressed by some); this asks for the files.
+                let originals = cx.station.sends_originals(&cx.account.id).await?;
+                let label = if originals {
+                    "Results as original files: on (send photos)"
+                } else {
+                    "Results as photos (send original files)"
+                };
+                view = view.row(vec![Button::action(label, "originals", json!({"on": !originals}))]);
                 Ok(view
                     .row(vec![Button::action("Close", "cancel", Value::Null)])
                     .ask("Tool", InputKind::Choice { options }))
@@ -145,6 +153,11 @@ impl Flow for Settings {
                             Ok(()) => Ok(Next::Stay(state.clone())),
                             Err(e) => Ok(Next::Invalid(e.to_string())),
                         };
+                    }
+                    StepInput::Action { name, args } if name == "originals" => {
+                        let on = args.get("on").and_then(Value::as_bool).unwrap_or(false);
+                        cx.station.set_send_originals(cx.account, on).await?;
+                        return Ok(Next::Stay(state.clone()));
                     }
                     StepInput::Action { args, .. } => get_str(&args, "tool").map(str::to_owned),
                     StepInput::Text(t) => Some(t.trim().to_string()),
