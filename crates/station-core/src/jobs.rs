@@ -159,32 +159,103 @@ impl Station {
         Ok(row)
     }
 
+    /// Every refusal [`Station::submit`] would give `req` now — parameters
+    /// and images, the confirmation threshold, the queued-jobs quota, the
+    /// payment — found without writing a job or a hold (only a starting
+    /// grant that is due, as [`Station::quote`] does). `pending` lists
+    /// `media:` references standing for images not stored yet (uploads in the
+    /// same request): they count as the account's own. A front end that
+    /// stores uploads only after this passes leaves nothing behind for a
+    /// refused request; `submit` still decides (a concurrent job can take
+    /// the last points or queue slot in between).
+    pub async fn check_submit(
+        &self,
+        account: &AccountRow,
+        req: &SubmitRequest,
+        pending: &[String],
+    ) -> Result<(), SubmitError> {
+        let storage = |e: &dyn std::fmt::Display| SubmitError::Storage(e.to_string());
+        let p = self.prepare_with(account, req, pending).await?;
+        if !req.confirmed
+            && let Some(threshold) = self.quote_threshold(account).await.map_err(|e| storage(&e))?
+            && p.price > threshold
+        {
+            return Err(SubmitError::ConfirmationRequired { price: p.price, threshold });
+        }
+        self.ensure_starting_grant(&account.id).await.map_err(|e| storage(&e))?;
+        let terms = self.pay_terms(account, p.price, req.sponsor_scope.as_deref());
+        let plan =
+            self.store.plan_payment(&account.id, &terms, station_store::now_ms()).await.map_err(|e| storage(&e))?;
+        if let Some(limit) = terms.max_queued
+            && plan.queued >= limit
+        {
+            return Err(SubmitError::QuotaExceeded {
+                limit: limit as u64,
+                what: "jobs queued",
+                retry_after_secs: None,
+            });
+        }
+        if !plan.affordable {
+            return Err(SubmitError::InsufficientPoints { needed: p.price, available: plan.available });
+        }
+        Ok(())
+    }
+
     /// Validates a request and prices it without writing anything: the
     /// checks and parameter resolution of [`Station::submit`].
     pub(crate) async fn prepare(&self, account: &AccountRow, req: &SubmitRequest) -> Result<Prepared, SubmitError> {
+        self.prepare_with(account, req, &[]).await
+    }
+
+    /// [`Station::prepare`] taking the image references in `pending` as the
+    /// account's own without looking them up (see [`Station::check_submit`]).
+    async fn prepare_with(
+        &self,
+        account: &AccountRow,
+        req: &SubmitRequest,
+        pending: &[String],
+    ) -> Result<Prepared, SubmitError> {
         if account.suspended {
             return Err(SubmitError::Suspended);
         }
         let tool = self.find_tool(&req.tool, account).ok_or_else(|| SubmitError::UnknownTool(req.tool.clone()))?;
         let saved =
             self.store.tool_settings(&account.id, &tool.id).await.map_err(|e| SubmitError::Storage(e.to_string()))?;
-        let resolved =
-            resolve_params(&tool, &req.params, &saved, &mut rand::rng()).map_err(|e| SubmitError::Invalid(e.0))?;
-        let mut errors = vec![];
+        let resolved = resolve_params(&tool, &req.params, &saved, &mut rand::rng());
+        // Image references are checked even when other parameters failed, so
+        // one answer names every bad field (an unknown image among them).
+        let mut errors = resolved.as_ref().err().map(|e| e.0.clone()).unwrap_or_default();
         for (name, input) in &tool.inputs {
-            if input.kind != InputType::Image {
+            if input.kind != InputType::Image || errors.iter().any(|e| &e.field == name) {
                 continue;
             }
-            let Some(Value::String(r)) = resolved.values.get(name) else { continue };
-            let id = r.trim_start_matches("media:");
+            let value = match &resolved {
+                Ok(r) => r.values.get(name),
+                // Whichever value resolution would have used for this input.
+                Err(_) => req.params.get(name).filter(|v| !v.is_null()).or_else(|| saved.get(name)),
+            };
+            let Some(Value::String(r)) = value else { continue };
+            let Some(id) = r.strip_prefix("media:") else { continue };
+            if pending.iter().any(|p| p == r) {
+                continue;
+            }
             match self.store.get_media(id).await.map_err(|e| SubmitError::Storage(e.to_string()))? {
                 Some(m) if m.account_id.as_deref() == Some(account.id.as_str()) || account.role == "admin" => {}
-                _ => errors.push(FieldError { field: name.clone(), reason: format!("no image {r} uploaded by you") }),
+                // Someone else's image is answered exactly like a missing one.
+                _ => errors.push(FieldError {
+                    field: name.clone(),
+                    reason: format!("image {r} not found among your uploads"),
+                }),
             }
         }
-        if !errors.is_empty() {
-            return Err(SubmitError::Invalid(errors));
-        }
+        let resolved = match resolved {
+            Ok(r) if errors.is_empty() => r,
+            _ => {
+                // Report in the tool's input order, unknown names last.
+                errors.sort_by_key(|e| tool.inputs.keys().position(|k| k == &e.field).unwrap_or(usize::MAX));
+                return Err(SubmitError::Invalid(errors));
+            }
+        };
         let mut values = resolved.values;
         // Resolved now, not when the job runs, so retries apply the same LoRAs
         // and the job's params show what was applied.

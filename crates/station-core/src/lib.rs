@@ -25,7 +25,7 @@ pub use config::Config;
 pub use events::{EventBus, InProcessBus, JobEvent, PgBus};
 pub use executor::{ExecContext, ExecError, ExecJob, Executor, InputImage, OutputFile};
 pub use jobs::{JobView, SubmitError, SubmitRequest, service_name};
-pub use media::{MediaService, MediaServiceError};
+pub use media::{CheckedImage, MediaService, MediaServiceError};
 pub use native::MediaExecutor;
 pub use worker::Workers;
 

@@ -20,6 +20,20 @@ pub enum MediaServiceError {
     Storage(String),
 }
 
+/// Image bytes that decoded within the limits ([`MediaService::check_image`]),
+/// ready to store without decoding them again.
+#[derive(Debug, Clone)]
+pub struct CheckedImage {
+    bytes: Vec<u8>,
+}
+
+impl CheckedImage {
+    /// The image's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// Stores and reads media with ownership checks.
 #[derive(Clone)]
 pub struct MediaService {
@@ -48,11 +62,33 @@ impl MediaService {
         job_id: Option<&str>,
         kind: &str,
     ) -> Result<MediaRow, MediaServiceError> {
-        let blobs = self.blobs.clone();
+        let image = self.check_image(bytes).await?;
+        self.put_checked(image, account_id, job_id, kind).await
+    }
+
+    /// Decodes bytes within the limits without storing anything, so a caller
+    /// can check every part of a request before it keeps any of it.
+    pub async fn check_image(&self, bytes: Vec<u8>) -> Result<CheckedImage, MediaServiceError> {
         let limits = self.limits;
-        let blob = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             station_media::decode(&bytes, &limits).map_err(|e| MediaServiceError::Rejected(e.to_string()))?;
-            blobs.put(&bytes, None).map_err(|e| MediaServiceError::Storage(e.to_string()))
+            Ok(CheckedImage { bytes })
+        })
+        .await
+        .map_err(|e| MediaServiceError::Storage(e.to_string()))?
+    }
+
+    /// Stores an image [`MediaService::check_image`] accepted, with its row.
+    pub async fn put_checked(
+        &self,
+        image: CheckedImage,
+        account_id: Option<&str>,
+        job_id: Option<&str>,
+        kind: &str,
+    ) -> Result<MediaRow, MediaServiceError> {
+        let blobs = self.blobs.clone();
+        let blob = tokio::task::spawn_blocking(move || {
+            blobs.put(&image.bytes, None).map_err(|e| MediaServiceError::Storage(e.to_string()))
         })
         .await
         .map_err(|e| MediaServiceError::Storage(e.to_string()))??;

@@ -1,7 +1,9 @@
 //! Generations over real HTTP with real media workers, on SQLite and
 //! PostgreSQL: create (JSON and multipart), validation with per-field
 //! details, list with filters and paging, get, cancel, rerun, rating, hide,
-//! ownership (another user's job is 404), and the live event stream.
+//! ownership (another user's job is 404), every bad field in one answer
+//! (another user's image is "not found"), refused multipart creations that
+//! store nothing, and the live event stream.
 
 mod common;
 
@@ -156,7 +158,7 @@ async fn validation_names_every_field_and_refusals_have_codes() {
             (json!({"tool": "resize", "params": []}), vec!["params"]),
             (
                 json!({"tool": "resize", "params": {"image": "media:0123", "width": 0, "fit": "squash", "zoom": 2}}),
-                vec!["zoom", "width", "fit"],
+                vec!["zoom", "width", "fit", "image"],
             ),
             (json!({"tool": "resize", "confirmed": "yes"}), vec!["confirmed"]),
             (json!([1]), vec!["(body)"]),
@@ -302,7 +304,13 @@ async fn multipart_creation_uploads_images_in_the_same_request() {
         let r =
             s.http.post(s.url("/api/v1/generations")).bearer_auth(&s.alice_key).multipart(form).send().await.unwrap();
         let a = common::Server::answer(r).await;
-        assert_eq!((a.status, a.fields()), (StatusCode::BAD_REQUEST, vec!["width".to_string()]), "{k}: {}", a.body);
+        // Both problems at once: the file is in the wrong part and the image is missing.
+        assert_eq!(
+            (a.status, a.fields()),
+            (StatusCode::BAD_REQUEST, vec!["width".to_string(), "image".to_string()]),
+            "{k}: {}",
+            a.body
+        );
         let form = reqwest::multipart::Form::new()
             .text("tool", "resize")
             .part("image", reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("x.png"));
@@ -393,6 +401,185 @@ async fn event_stream_follows_a_generation_to_its_result() {
         let events = read_events(resp).await;
         let kinds: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
         assert_eq!(kinds, ["status", "result"], "{k}: {events:?}");
+        s.stop().await;
+    }
+}
+
+/// Sends a multipart creation as `key`.
+async fn create_multipart(s: &common::Server, key: &str, form: reqwest::multipart::Form) -> common::Answer {
+    let r = s.http.post(s.url("/api/v1/generations")).bearer_auth(key).multipart(form).send().await.unwrap();
+    common::Server::answer(r).await
+}
+
+/// An account's media rows (read from the database) and the files in the media folder.
+async fn stored(s: &common::Server, account: &str) -> (i64, usize) {
+    fn walk(dir: &std::path::Path) -> usize {
+        let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+        entries.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()
+    }
+    (s.station.store.count_account_media(account).await.unwrap(), walk(&s.station.config.media_dir()))
+}
+
+fn image_part(bytes: Vec<u8>) -> reqwest::multipart::Part {
+    reqwest::multipart::Part::bytes(bytes).file_name("in.png")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_multipart_creations_store_no_uploads() {
+    for db in testing::all().await {
+        // resize costs 1 × 3 = 3, above a threshold of 2; one queued job at most; no workers.
+        let s = serve(&db, false, |c| {
+            c.points.multiplier = 3.0;
+            c.points.confirm_above = 2;
+            c.limits.max_queued = 1;
+        })
+        .await;
+        let k = s.kind;
+        let form = |extra: &[(&str, &str)]| {
+            let mut f = reqwest::multipart::Form::new().part("image", image_part(png(24, 16)));
+            for (name, value) in extra {
+                f = f.text(name.to_string(), value.to_string());
+            }
+            f
+        };
+        let before = stored(&s, &s.alice.id).await;
+        assert_eq!(before.0, 0, "{k}");
+        type Case<'a> = (&'a str, reqwest::multipart::Form, StatusCode, &'a str, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                "bad parameters",
+                form(&[("tool", "resize"), ("width", "0"), ("fit", "squash"), ("confirmed", "true")]),
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                vec!["width", "fit"],
+            ),
+            (
+                "a file for a number input and a bad parameter",
+                form(&[("tool", "resize"), ("fit", "squash"), ("confirmed", "true")])
+                    .part("width", image_part(png(4, 4))),
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                vec!["width", "fit"],
+            ),
+            (
+                "a file that is no image, and a bad parameter",
+                reqwest::multipart::Form::new()
+                    .text("tool", "resize")
+                    .text("fit", "squash")
+                    .part("image", image_part(b"not an image".to_vec())),
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                vec!["image", "fit"],
+            ),
+            ("unknown tool", form(&[("tool", "nope")]), StatusCode::BAD_REQUEST, "invalid_input", vec!["tool"]),
+            ("no tool", form(&[]), StatusCode::BAD_REQUEST, "invalid_input", vec!["tool"]),
+            (
+                "price above the threshold, unconfirmed",
+                form(&[("tool", "resize"), ("width", "8")]),
+                StatusCode::CONFLICT,
+                "confirmation_required",
+                vec![],
+            ),
+        ];
+        for (what, f, status, code, fields) in cases {
+            let a = create_multipart(&s, &s.alice_key, f).await;
+            assert_eq!((a.status, a.code()), (status, code), "{k}: {what}: {}", a.body);
+            let mut got = a.fields();
+            got.sort();
+            let mut want: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+            want.sort();
+            assert_eq!(got, want, "{k}: {what}: {}", a.body);
+            assert_eq!(stored(&s, &s.alice.id).await, before, "{k}: {what}: nothing stored");
+        }
+
+        // At the queued-jobs quota: 429, and the upload is not kept.
+        let a = create_multipart(&s, &s.alice_key, form(&[("tool", "resize"), ("width", "8"), ("confirmed", "true")]))
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+        let after_one = stored(&s, &s.alice.id).await;
+        assert_eq!(after_one.0, before.0 + 1, "{k}: an accepted creation keeps its upload");
+        let a = create_multipart(&s, &s.alice_key, form(&[("tool", "resize"), ("width", "8"), ("confirmed", "true")]))
+            .await;
+        assert_eq!((a.status, a.code()), (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"), "{k}: {}", a.body);
+        assert_eq!(stored(&s, &s.alice.id).await, after_one, "{k}: quota: nothing stored");
+
+        // Not enough points: 402, nothing stored.
+        s.station.adjust_points(&s.bob, -99, "test", "test", None).await.unwrap();
+        let bob_before = stored(&s, &s.bob.id).await;
+        let a =
+            create_multipart(&s, &s.bob_key, form(&[("tool", "resize"), ("width", "8"), ("confirmed", "true")])).await;
+        assert_eq!((a.status, a.code()), (StatusCode::PAYMENT_REQUIRED, "insufficient_points"), "{k}: {}", a.body);
+        assert_eq!(stored(&s, &s.bob.id).await, bob_before, "{k}: points: nothing stored");
+
+        // Suspended: 403, nothing stored.
+        let carol = s.station.account("test", "carol", "carol").await.unwrap();
+        let (_, carol_key) = s.station.create_api_key(&carol, "test", None).await.unwrap();
+        db.store.set_account_suspended(&carol.id, true).await.unwrap();
+        let a = create_multipart(&s, &carol_key, form(&[("tool", "resize"), ("width", "8")])).await;
+        assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "suspended"), "{k}: {}", a.body);
+        assert_eq!(stored(&s, &carol.id).await.0, 0, "{k}: suspended: nothing stored");
+        assert_eq!(stored(&s, &s.bob.id).await.1, bob_before.1, "{k}: suspended: no file");
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_field_at_once_and_other_peoples_images_are_not_found() {
+    for db in testing::all().await {
+        let s = serve(&db, false, |_| {}).await;
+        let k = s.kind;
+        let bobs = s.upload(&s.bob_key, png(8, 8), "b.png").await.body["ref"].as_str().unwrap().to_string();
+        let missing = "media:00000000000000000000000000000000";
+        let reason_for = |a: &common::Answer, field: &str| -> String {
+            a.body["error"]["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["field"] == field)
+                .unwrap_or_else(|| panic!("no {field} in {}", a.body))["reason"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let mut reasons = vec![];
+        for image in [bobs.as_str(), missing] {
+            // JSON: the image, two bad values and an unknown name in one answer.
+            let a = s
+                .post(
+                    "/api/v1/generations",
+                    &s.alice_key,
+                    json!({"tool": "resize", "params": {"image": image, "width": -1, "fit": "squash", "zoom": 2}}),
+                )
+                .await;
+            assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_input"), "{k}: {}", a.body);
+            let mut fields = a.fields();
+            fields.sort();
+            assert_eq!(fields, ["fit", "image", "width", "zoom"], "{k}: {}", a.body);
+            let reason = reason_for(&a, "image");
+            assert!(reason.contains("not found") && reason.contains(image), "{k}: {reason}");
+            assert!(!a.body.to_string().contains(&s.bob.id), "{k}: the owner is not revealed: {}", a.body);
+            reasons.push(reason.replace(image, "X"));
+
+            // Multipart with the reference in `params`: the same fields.
+            let f = reqwest::multipart::Form::new()
+                .text("tool", "resize")
+                .text("params", json!({"image": image, "fit": "squash"}).to_string())
+                .text("width", "0");
+            let a = create_multipart(&s, &s.alice_key, f).await;
+            assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_input"), "{k}: {}", a.body);
+            let mut fields = a.fields();
+            fields.sort();
+            assert_eq!(fields, ["fit", "image", "width"], "{k}: {}", a.body);
+        }
+        // Someone else's image reads exactly like one that does not exist.
+        assert_eq!(reasons[0], reasons[1], "{k}");
+
+        // Only the image wrong: still named, still 400.
+        let a = s.post("/api/v1/generations", &s.alice_key, json!({"tool": "resize", "params": {"image": bobs}})).await;
+        assert_eq!((a.status, a.fields()), (StatusCode::BAD_REQUEST, vec!["image".to_string()]), "{k}: {}", a.body);
+        // Bob may use his own.
+        let a = s.post("/api/v1/generations", &s.bob_key, json!({"tool": "resize", "params": {"image": bobs}})).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
         s.stop().await;
     }
 }

@@ -173,6 +173,24 @@ impl Store {
         Ok(())
     }
 
+    /// How many media rows an account owns (uploads and results).
+    pub async fn count_account_media(&self, account_id: &str) -> Result<i64, StoreError> {
+        let n: i64 = with_pool!(self, p => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM media WHERE account_id = $1").bind(account_id).fetch_one(p).await?
+        });
+        Ok(n)
+    }
+
+    /// Deletes one media row (an upload whose request was refused after it
+    /// was stored); true if it existed. The blob stays: content is shared by
+    /// hash and may back other rows.
+    pub async fn delete_media(&self, id: &str) -> Result<bool, StoreError> {
+        let n = with_pool!(self, p => {
+            sqlx::query("DELETE FROM media WHERE id = $1").bind(id).execute(p).await?.rows_affected()
+        });
+        Ok(n == 1)
+    }
+
     /// An account's saved parameters for a tool (empty when none).
     pub async fn tool_settings(
         &self,

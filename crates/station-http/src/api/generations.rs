@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::media::{MediaInfo, store_upload};
+use super::media::{MediaInfo, check_upload};
 use super::{ApiError, ApiResult, ErrorBody, FieldIssue, Paging, object, optional_bool, optional_object, required_str};
 use crate::Caller;
 
@@ -278,7 +278,7 @@ async fn create_generation(State(station): State<Station>, Caller(a): Caller, re
         let form = Multipart::from_request(req, &station)
             .await
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text()))?;
-        from_form(&station, &a, form).await?
+        return create_from_form(&station, &a, form).await;
     } else {
         let body = <Json<Value> as FromRequest<Station>>::from_request(req, &station).await;
         let obj = object(body, &["tool", "params", "confirmed", "priority"])?;
@@ -297,9 +297,13 @@ async fn create_generation(State(station): State<Station>, Caller(a): Caller, re
     submit(&station, &a, req).await
 }
 
-/// Reads a creation form: text parts first-class, file parts stored as the
-/// caller's media (each checked and decoded before it is stored).
-async fn from_form(station: &Station, caller: &AccountRow, mut form: Multipart) -> ApiResult<SubmitRequest> {
+/// Creates a generation from a form. Every part is read and checked (images
+/// decoded within the limits) and the submission is checked as a whole —
+/// parameters, image references, confirmation, quota, points — before any
+/// upload is stored, so a refused request stores nothing. Problems with
+/// several fields are answered together; one problem keeps its own status
+/// (415 for a file that is no image, 409 for an unconfirmed price, …).
+async fn create_from_form(station: &Station, caller: &AccountRow, mut form: Multipart) -> ApiResult<Response> {
     let max = station.config.media.max_bytes;
     let mut tool = None;
     let mut params = Map::new();
@@ -308,6 +312,7 @@ async fn from_form(station: &Station, caller: &AccountRow, mut form: Multipart) 
     let bad = |e: axum::extract::multipart::MultipartError| {
         ApiError::new(e.status(), "invalid_multipart", format!("could not read the form: {}", e.body_text()))
     };
+    let mut problems: Vec<ApiError> = vec![];
     while let Some(mut field) = form.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or_default().to_string();
         if field.file_name().is_some() {
@@ -326,7 +331,7 @@ async fn from_form(station: &Station, caller: &AccountRow, mut form: Multipart) 
             "tool" => tool = Some(text.trim().to_string()),
             "params" if !text.trim().is_empty() => match serde_json::from_str(&text) {
                 Ok(Value::Object(m)) => params.extend(m),
-                _ => return Err(ApiError::invalid("params", "expected a JSON object of parameter names to values")),
+                _ => problems.push(ApiError::invalid("params", "expected a JSON object of parameter names to values")),
             },
             "params" => {}
             "confirmed" => confirmed = matches!(text.trim(), "true" | "1" | "on" | "yes"),
@@ -334,15 +339,45 @@ async fn from_form(station: &Station, caller: &AccountRow, mut form: Multipart) 
             other if !other.is_empty() => {
                 params.insert(other.to_string(), Value::String(text));
             }
-            _ => return Err(ApiError::invalid("(form)", "every part needs a name")),
+            _ => problems.push(ApiError::invalid("(form)", "every part needs a name")),
         }
     }
-    let tool_name = tool
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::invalid("tool", "is required: the tool id (GET /api/v1/tools)"))?;
-    let def = station.find_tool(&tool_name, caller).ok_or_else(|| {
-        ApiError::invalid("tool", format!("unknown tool {tool_name:?}; GET /api/v1/tools lists the tools you can use"))
-    })?;
+    let def = match tool.filter(|t| !t.is_empty()) {
+        None => {
+            problems.push(ApiError::invalid("tool", "is required: the tool id (GET /api/v1/tools)"));
+            None
+        }
+        Some(name) => {
+            let def = station.find_tool(&name, caller);
+            if def.is_none() {
+                problems.push(ApiError::invalid(
+                    "tool",
+                    format!("unknown tool {name:?}; GET /api/v1/tools lists the tools you can use"),
+                ));
+            }
+            def
+        }
+    };
+    // Files: each for an image input of the tool, each a real image.
+    let mut checked = vec![];
+    for (name, bytes) in files {
+        if let Some(def) = &def
+            && !def.inputs.get(&name).is_some_and(|i| i.kind == InputType::Image)
+        {
+            let images: Vec<&str> =
+                def.inputs.iter().filter(|(_, i)| i.kind == InputType::Image).map(|(n, _)| n.as_str()).collect();
+            problems.push(ApiError::invalid(
+                name,
+                format!("not an image input of {}; its image inputs are: {}", def.id, images.join(", ")),
+            ));
+            continue;
+        }
+        match check_upload(station, &name, bytes).await {
+            Ok(image) => checked.push((name, image)),
+            Err(e) => problems.push(e),
+        }
+    }
+    let Some(def) = def else { return Err(merge(problems)) };
     // Text parts arrive as strings; give them the input's JSON type.
     for (name, input) in &def.inputs {
         if let Some(Value::String(s)) = params.get(name) {
@@ -361,33 +396,74 @@ async fn from_form(station: &Station, caller: &AccountRow, mut form: Multipart) 
             }
         }
     }
-    let mut issues = vec![];
-    for (name, _) in &files {
-        match def.inputs.get(name) {
-            Some(i) if i.kind == InputType::Image => {}
-            _ => issues.push(FieldIssue {
-                field: name.clone(),
-                reason: format!(
-                    "not an image input of {}; its image inputs are: {}",
-                    def.id,
-                    def.inputs
-                        .iter()
-                        .filter(|(_, i)| i.kind == InputType::Image)
-                        .map(|(n, _)| n.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }),
+    // Until they are stored, uploads stand in the parameters as references
+    // no stored media can have (media ids are plain hex).
+    let mut pending = vec![];
+    for (name, _) in &checked {
+        let placeholder = format!("media:upload-{:016x}", rand::random::<u64>());
+        params.insert(name.clone(), Value::String(placeholder.clone()));
+        pending.push(placeholder);
+    }
+    let mut req = SubmitRequest { tool: def.id.clone(), params, confirmed, ..Default::default() };
+    match station.check_submit(caller, &req, &pending).await {
+        Ok(()) => {}
+        Err(e @ station_core::SubmitError::Invalid(_)) => problems.push(e.into()),
+        // Refusals other than bad input matter only for a request without any.
+        Err(e) if problems.is_empty() => return Err(e.into()),
+        Err(_) => {}
+    }
+    if !problems.is_empty() {
+        return Err(merge(problems));
+    }
+    let mut stored: Vec<String> = vec![];
+    let mut outcome = Ok(());
+    for (name, image) in checked {
+        match station.media.put_checked(image, Some(&caller.id), None, "input").await {
+            Ok(row) => {
+                req.params.insert(name, Value::String(format!("media:{}", row.id)));
+                stored.push(row.id);
+            }
+            Err(e) => {
+                outcome = Err(ApiError::from(e));
+                break;
+            }
         }
     }
-    if !issues.is_empty() {
-        return Err(ApiError::invalid_fields(issues));
+    let answer = match outcome {
+        Ok(()) => submit(station, caller, req).await,
+        Err(e) => Err(e),
+    };
+    if answer.is_err() {
+        // Refused after all (another request took the last points or queue
+        // slot since the check): the uploads go with it.
+        for id in &stored {
+            if let Err(e) = station.store.delete_media(id).await {
+                tracing::warn!(media = %id, error = %e, "could not delete an upload of a refused request");
+            }
+        }
     }
-    for (name, bytes) in files {
-        let row = store_upload(station, caller, &name, bytes).await?;
-        params.insert(name, Value::String(format!("media:{}", row.id)));
+    answer
+}
+
+/// One answer for the problems of a request, each field named once (the
+/// first reason wins: a file that is no image is not also "required"): a
+/// lone problem keeps its own status and code, several become one
+/// `invalid_input` listing every field.
+fn merge(problems: Vec<ApiError>) -> ApiError {
+    let mut seen: Vec<String> = vec![];
+    let mut kept: Vec<ApiError> = vec![];
+    for mut p in problems {
+        p.fields.retain(|f| !seen.contains(&f.field));
+        if p.fields.is_empty() {
+            continue;
+        }
+        seen.extend(p.fields.iter().map(|f| f.field.clone()));
+        kept.push(p);
     }
-    Ok(SubmitRequest { tool: def.id.clone(), params, confirmed, ..Default::default() })
+    if kept.len() == 1 {
+        return kept.remove(0);
+    }
+    ApiError::invalid_fields(kept.into_iter().flat_map(|p| p.fields).collect())
 }
 
 /// Your generations, newest first, filtered by status and tool; hidden ones

@@ -7,7 +7,7 @@ use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use station_core::Station;
+use station_core::{CheckedImage, Station};
 use station_media::{DecodeLimits, MediaError};
 use station_store::{AccountRow, MediaRow};
 use utoipa::{IntoParams, ToSchema};
@@ -113,6 +113,15 @@ pub fn limits(station: &Station) -> DecodeLimits {
 /// any decoding, then stores it as the caller's input media (which decodes
 /// it fully within the same limits first). `field` names the part in errors.
 pub async fn store_upload(station: &Station, caller: &AccountRow, field: &str, bytes: Vec<u8>) -> ApiResult<MediaRow> {
+    let image = check_upload(station, field, bytes).await?;
+    Ok(station.media.put_checked(image, Some(&caller.id), None, "input").await?)
+}
+
+/// The checks of [`store_upload`] without storing: the header first (type,
+/// size, dimensions), then a full decode within the limits. Errors name
+/// `field`: 415 for a type Station does not take, 413 over the limits, 400
+/// for a broken image.
+pub async fn check_upload(station: &Station, field: &str, bytes: Vec<u8>) -> ApiResult<CheckedImage> {
     let limits = limits(station);
     if bytes.is_empty() {
         return Err(ApiError::invalid(field, "the file is empty"));
@@ -129,7 +138,7 @@ pub async fn store_upload(station: &Station, caller: &AccountRow, field: &str, b
             ..ApiError::new(status, code, format!("{field}: {reason}"))
         });
     }
-    station.media.put_image(bytes, Some(&caller.id), None, "input").await.map_err(|e| match e {
+    station.media.check_image(bytes).await.map_err(|e| match e {
         station_core::MediaServiceError::Rejected(reason) => ApiError {
             fields: vec![FieldIssue { field: field.into(), reason: reason.clone() }],
             ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_image", format!("{field}: {reason}"))
