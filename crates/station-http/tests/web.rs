@@ -200,3 +200,140 @@ async fn assets_are_embedded_with_their_types() {
     assert_eq!(s.get("/assets/nope.js", None).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(s.get("/assets/..%2Fsrc%2Flib.rs", None).await.status(), StatusCode::NOT_FOUND);
 }
+
+/// Every `Set-Cookie` of a response.
+fn set_cookies(r: &reqwest::Response) -> Vec<String> {
+    r.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_returns_to_the_page_that_asked_and_never_to_another_site() {
+    for db in testing::all().await {
+        let kind = db.kind;
+        let s = serve(&db, None).await;
+        let alice = s.station.account("telegram", "1", "alice").await.unwrap();
+
+        // Signed out on a deep page: to the sign-in help, which remembers the page.
+        let r = s.get("/jobs/0123abc?tab=info", None).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{kind:?}");
+        let signin = r.headers()[LOCATION].to_str().unwrap().to_string();
+        assert_eq!(signin, "/signin?reason=required&next=/jobs/0123abc%3Ftab%3Dinfo");
+        let r = s.get(&signin, None).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let remembered = set_cookies(&r).into_iter().find(|c| c.starts_with("station_next=")).expect("next kept");
+        for flag in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age="] {
+            assert!(remembered.contains(flag), "{kind:?}: {remembered} lacks {flag}");
+        }
+        let next_cookie = remembered.split(';').next().unwrap().to_string();
+
+        // The one-time link, opened in this browser, lands there and forgets it.
+        let (token, _) = s.station.create_login_token(&alice).await.unwrap();
+        let r = s.get(&format!("/login?token={token}"), Some(&next_cookie)).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{kind:?}");
+        assert_eq!(r.headers()[LOCATION], "/jobs/0123abc?tab=info", "{kind:?}");
+        let cookies = set_cookies(&r);
+        assert!(cookies.iter().any(|c| c.starts_with("station_session=") && !c.contains("Max-Age=0")), "{cookies:?}");
+        assert!(cookies.iter().any(|c| c.starts_with("station_next=;") && c.contains("Max-Age=0")), "{cookies:?}");
+        let session = cookies.iter().find(|c| c.starts_with("station_session=")).unwrap();
+        let session = session.split(';').next().unwrap();
+        assert_eq!(s.get("/jobs/0123abc?tab=info", Some(session)).await.status(), StatusCode::OK, "{kind:?}");
+
+        // A link may also say where to go.
+        let (token, _) = s.station.create_login_token(&alice).await.unwrap();
+        let r = s.get(&format!("/login?token={token}&next=%2Fhistory"), None).await;
+        assert_eq!(r.headers()[LOCATION], "/history", "{kind:?}");
+
+        // Open redirects: other hosts, schemes, backslashes, characters browsers
+        // drop or fold — neither remembered, nor followed from the link or a forged cookie.
+        for evil in [
+            "//evil.example/x",
+            "https://evil.example/",
+            "http:evil.example",
+            "javascript:alert(1)",
+            "evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/\t/evil.example",
+            "/ /evil.example",
+            "/\n/evil.example",
+            "",
+        ] {
+            let q = urlencode(evil);
+            let r = s.get(&format!("/signin?reason=required&next={q}"), None).await;
+            assert_eq!(r.status(), StatusCode::OK, "{kind:?}: {evil:?}");
+            assert!(set_cookies(&r).iter().all(|c| !c.starts_with("station_next")), "{kind:?}: {evil:?} remembered");
+
+            let (token, _) = s.station.create_login_token(&alice).await.unwrap();
+            let r = s.get(&format!("/login?token={token}&next={q}"), None).await;
+            assert_eq!(r.status(), StatusCode::SEE_OTHER, "{kind:?}: {evil:?}");
+            assert_eq!(r.headers()[LOCATION], "/tools", "{kind:?}: next={evil:?} followed");
+
+            let (token, _) = s.station.create_login_token(&alice).await.unwrap();
+            let forged = format!("station_next={q}");
+            let r = s.get(&format!("/login?token={token}"), Some(&forged)).await;
+            assert_eq!(r.headers()[LOCATION], "/tools", "{kind:?}: cookie {evil:?} followed");
+        }
+    }
+}
+
+/// Percent-encodes every byte but unreserved characters.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_out_ends_the_session_on_the_server_and_the_api_refuses_ended_or_expired_ones() {
+    for db in testing::all().await {
+        let kind = db.kind;
+        let s = serve(&db, None).await;
+        let alice = s.station.account("telegram", "1", "alice").await.unwrap();
+        let (cookie, _) = s.sign_in(&alice).await;
+        let session_id = cookie.strip_prefix("station_session=").unwrap().to_string();
+        let api = |c: String| s.http.get(format!("{}/api/v1/points", s.base)).header(COOKIE, c).send();
+        assert_eq!(api(cookie.clone()).await.unwrap().status(), StatusCode::OK, "{kind:?}");
+        let html = s.get("/settings", Some(&cookie)).await.text().await.unwrap();
+        let csrf = csrf_of(&html);
+
+        let r = s
+            .http
+            .post(format!("{}/logout", s.base))
+            .header(COOKIE, &cookie)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{kind:?}");
+        // The server forgot the session: a browser that kept the cookie gets nothing with it.
+        assert!(s.station.session_account(&session_id).await.is_err(), "{kind:?}: session still open");
+        let r = api(cookie.clone()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{kind:?}");
+        let r = s
+            .http
+            .put(format!("{}/api/v1/settings/resize", s.base))
+            .header(COOKIE, &cookie)
+            .header("x-csrf-token", &csrf)
+            .json(&serde_json::json!({"params": {"width": 3}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{kind:?}: a write with the old token");
+        assert_eq!(
+            s.get("/settings", Some(&cookie)).await.headers()[LOCATION],
+            "/signin?reason=expired&next=/settings"
+        );
+
+        // A session past its lifetime is refused by the API as well as the pages.
+        let (short, _, _) = s.station.create_session(&alice, Duration::from_millis(1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let r = api(format!("station_session={short}")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{kind:?}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized", "{kind:?}: {body}");
+    }
+}

@@ -11,8 +11,9 @@
 //! Sessions: `GET /login?token=…` redeems a sign-in link and sets the
 //! `station_session` cookie (HttpOnly, SameSite=Lax, Path=/, and Secure when
 //! the public URL is https). A page requested without an open session
-//! redirects to `/signin`, which explains how to get a link. `POST /logout`
-//! (CSRF-checked) ends the session.
+//! redirects to `/signin?next=…`, which explains how to get a link and
+//! remembers the page (a `station_next` cookie, same-site paths only), so the
+//! link lands there. `POST /logout` (CSRF-checked) ends the session.
 
 // Helpers return `Result<_, Response>` as axum's extractors do.
 #![allow(clippy::result_large_err)]
@@ -103,8 +104,68 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 }
 
 fn to_signin(reason: &str, next: &str) -> Response {
-    let next = if next.starts_with('/') && !next.starts_with("//") { next } else { "/" };
+    let next = safe_next(next).unwrap_or("/");
     Redirect::to(&format!("/signin?reason={reason}&next={}", encode(next))).into_response()
+}
+
+/// The cookie that carries `next` from `/signin` to `/login`: the sign-in
+/// link arrives by chat or from the operator and cannot know the page.
+pub const NEXT_COOKIE: &str = "station_next";
+
+/// How long `/signin` remembers the page to return to.
+const NEXT_TTL_SECS: i64 = 3600;
+
+/// `next` if it is a path on this site to send a browser to after sign-in:
+/// it starts with one `/` and holds only printable ASCII without `\`, so no
+/// `//host`, `/\host`, scheme, or control or space character (which URL
+/// parsers drop or fold, turning a path into another host) gets through.
+pub fn safe_next(next: &str) -> Option<&str> {
+    let ok = next.len() <= 2048
+        && next.starts_with('/')
+        && !next.starts_with("//")
+        && next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    ok.then_some(next)
+}
+
+/// Undoes [`encode`] (`None` for broken escapes or non-UTF-8).
+fn decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The value of cookie `name`, if sent.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(n, v)| *n == name && !v.is_empty())
+        .map(|(_, v)| v.trim_matches('"').to_string())
+}
+
+/// `Set-Cookie` for the page to return to (`None`: clear it).
+fn next_cookie_header(station: &Station, next: Option<&str>) -> HeaderValue {
+    let secure = if secure(station) { "; Secure" } else { "" };
+    let (value, age) = match next {
+        Some(n) => (encode(n), NEXT_TTL_SECS),
+        None => (String::new(), 0),
+    };
+    let cookie = format!("{NEXT_COOKIE}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={age}{secure}");
+    HeaderValue::from_str(&cookie).expect("encoded cookie text is ASCII")
 }
 
 /// Percent-encodes everything but unreserved characters.
@@ -157,10 +218,13 @@ async fn home(State(station): State<Station>, headers: HeaderMap) -> Response {
 #[derive(Deserialize)]
 struct SigninQuery {
     reason: Option<String>,
+    next: Option<String>,
 }
 
-/// `GET /signin`: how to get a sign-in link, and why you are here.
-async fn signin(Query(q): Query<SigninQuery>) -> Response {
+/// `GET /signin`: how to get a sign-in link, and why you are here. A safe
+/// `next` is remembered in a cookie for an hour, so the link (opened in this
+/// browser) lands on the page that asked for a sign-in.
+async fn signin(State(station): State<Station>, Query(q): Query<SigninQuery>) -> Response {
     let reason = match q.reason.as_deref() {
         Some("expired") => Some("Your session has ended. Sign in again with a new link."),
         Some("required") => Some("Please sign in to see that page."),
@@ -168,7 +232,11 @@ async fn signin(Query(q): Query<SigninQuery>) -> Response {
         Some("suspended") => Some("This account is suspended; ask the operator."),
         _ => None,
     };
-    signin_page(StatusCode::OK, reason)
+    let mut r = signin_page(StatusCode::OK, reason);
+    if let Some(next) = q.next.as_deref().and_then(safe_next).filter(|n| *n != "/") {
+        r.headers_mut().append(header::SET_COOKIE, next_cookie_header(&station, Some(next)));
+    }
+    r
 }
 
 fn signin_page(status: StatusCode, message: Option<&str>) -> Response {
@@ -191,11 +259,14 @@ fn signin_page(status: StatusCode, message: Option<&str>) -> Response {
 #[derive(Deserialize)]
 struct LoginQuery {
     token: Option<String>,
+    next: Option<String>,
 }
 
-/// `GET /login?token=…`: redeems a sign-in link, opens a session and sends
-/// the browser to the tool gallery.
-async fn login(State(station): State<Station>, Query(q): Query<LoginQuery>) -> Response {
+/// `GET /login?token=…[&next=/path]`: redeems a sign-in link, opens a
+/// session and sends the browser on: to `next` (the query's, else the one
+/// `/signin` remembered) when it is a path on this site, else to the tool
+/// gallery.
+async fn login(State(station): State<Station>, headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
     let Some(token) = q.token.filter(|t| !t.trim().is_empty()) else {
         return signin_page(
             StatusCode::BAD_REQUEST,
@@ -224,8 +295,13 @@ async fn login(State(station): State<Station>, Query(q): Query<LoginQuery>) -> R
     let ttl = Duration::from_secs(station.config.web.session_hours.max(1) * 3600);
     match station.create_session(&account, ttl).await {
         Ok((id, _csrf, _expires)) => {
-            let mut r = Redirect::to("/tools").into_response();
+            let remembered = cookie(&headers, NEXT_COOKIE).and_then(|c| decode(&c));
+            let next = q.next.as_deref().and_then(safe_next).or(remembered.as_deref().and_then(safe_next));
+            let mut r = Redirect::to(next.unwrap_or("/tools")).into_response();
             r.headers_mut().insert(header::SET_COOKIE, session_cookie_header(&station, &id, ttl.as_secs() as i64));
+            if remembered.is_some() {
+                r.headers_mut().append(header::SET_COOKIE, next_cookie_header(&station, None));
+            }
             r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
