@@ -17,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::media::{MediaInfo, check_upload};
-use super::{ApiError, ApiResult, ErrorBody, FieldIssue, Paging, object, optional_bool, optional_object, required_str};
+use super::{ApiError, ApiResult, ErrorBody, Paging, object, optional_bool, optional_object, required_str};
 use crate::Caller;
 
 /// Routes of this module.
