@@ -257,7 +257,8 @@ pub(crate) struct Inner {
     pub next_file: u64,
     pub callbacks: HashMap<String, (CallbackRecord, Instant)>,
     pub callback_order: Vec<String>,
-    pub commands: Vec<(String, String)>,
+    /// Command menus by scope key (see [`FakeTelegram::menu`]).
+    pub commands: BTreeMap<String, Vec<(String, String)>>,
     pub limiter: limits::Limiter,
     pub stats: FakeStats,
     pub next_group_id: u64,
@@ -439,7 +440,7 @@ impl FakeTelegram {
             next_file: 0,
             callbacks: HashMap::new(),
             callback_order: vec![],
-            commands: vec![],
+            commands: BTreeMap::new(),
             limiter,
             stats: FakeStats::default(),
             next_group_id: 13_000_000_000_000_000,
@@ -646,7 +647,39 @@ impl FakeTelegram {
 
     /// The command menu as last set with `setMyCommands` (default scope).
     pub fn commands(&self) -> Vec<(String, String)> {
+        self.menu("default").unwrap_or_default()
+    }
+
+    /// The menu set for one scope, by its key: `default`,
+    /// `all_private_chats`, `all_group_chats`, `all_chat_administrators`,
+    /// `chat:<chat_id>`, `chat_administrators:<chat_id>`,
+    /// `chat_member:<chat_id>:<user_id>`; with a `language_code`, the key
+    /// ends in `|<code>`. `None` when none is set for it.
+    pub fn menu(&self, scope: &str) -> Option<Vec<(String, String)>> {
+        self.shared.lock().commands.get(scope).cloned()
+    }
+
+    /// Every menu set, by scope key.
+    pub fn menus(&self) -> BTreeMap<String, Vec<(String, String)>> {
         self.shared.lock().commands.clone()
+    }
+
+    /// The menu `user_id` sees in chat `chat_id` (no language), resolved as
+    /// Telegram does: the narrowest scope that has one, down to the default
+    /// (administrator scopes are not modelled: the fake has no chat admins).
+    pub fn menu_seen(&self, chat_id: i64, user_id: i64) -> Vec<(String, String)> {
+        let keys = if chat_id > 0 {
+            vec![format!("chat:{chat_id}"), "all_private_chats".into(), "default".into()]
+        } else {
+            vec![
+                format!("chat_member:{chat_id}:{user_id}"),
+                format!("chat:{chat_id}"),
+                "all_group_chats".into(),
+                "default".into(),
+            ]
+        };
+        let inner = self.shared.lock();
+        keys.iter().find_map(|k| inner.commands.get(k).cloned()).unwrap_or_default()
     }
 
     /// Counters and served errors.

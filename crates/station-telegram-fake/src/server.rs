@@ -139,13 +139,8 @@ async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         "answercallbackquery" => answer_callback(&shared, &params),
         "getfile" => get_file(&shared, &params),
         "setmycommands" => set_commands(&shared, &params),
-        "getmycommands" => Ok(json!(
-            shared.lock().commands.iter().map(|(c, d)| json!({"command": c, "description": d})).collect::<Vec<_>>()
-        )),
-        "deletemycommands" => {
-            shared.lock().commands.clear();
-            Ok(json!(true))
-        }
+        "getmycommands" => get_commands(&shared, &params),
+        "deletemycommands" => delete_commands(&shared, &params),
         _ => Err(ApiError { code: 404, description: "Not Found".into(), retry_after: None }),
     };
     match result {
@@ -464,11 +459,23 @@ fn check_caption(raw: Option<&str>, parse_mode: Option<&str>) -> Result<Option<S
     Ok(Some(text))
 }
 
-fn reply_to(p: &Params) -> Result<Option<i64>, ApiError> {
-    if let Some(id) = p.int("reply_to_message_id") {
-        return Ok(Some(id));
+/// The message a send replies to: must exist in the chat, unless
+/// `allow_sending_without_reply` says to send without the reply then.
+fn reply_to(inner: &Inner, chat: &FakeChat, p: &Params) -> Result<Option<i64>, ApiError> {
+    let (id, allow) = match p.int("reply_to_message_id") {
+        Some(id) => (Some(id), p.bool("allow_sending_without_reply")),
+        None => match p.json("reply_parameters")? {
+            Some(r) => (r["message_id"].as_i64(), r["allow_sending_without_reply"].as_bool().unwrap_or(false)),
+            None => (None, false),
+        },
+    };
+    let Some(id) = id else { return Ok(None) };
+    let exists = inner.chats.get(&chat.id).and_then(|c| c.messages.get(&id)).is_some_and(|m| !m.deleted);
+    match (exists, allow) {
+        (true, _) => Ok(Some(id)),
+        (false, true) => Ok(None),
+        (false, false) => Err(bad("Bad Request: message to be replied not found")),
     }
-    Ok(p.json("reply_parameters")?.and_then(|r| r["message_id"].as_i64()))
 }
 
 fn store_bot_message(
@@ -505,12 +512,7 @@ fn send_message(shared: &Shared, p: &Params) -> ApiResult {
     let text = check_text(&raw, parse_mode.as_deref())?;
     let markup = p.json("reply_markup")?;
     check_markup(&markup)?;
-    let reply = reply_to(p)?;
-    if let Some(r) = reply
-        && !inner.chats.get(&chat.id).is_some_and(|c| c.messages.contains_key(&r))
-    {
-        return Err(bad("Bad Request: message to be replied not found"));
-    }
+    let reply = reply_to(&inner, &chat, p)?;
     take_slot(&mut inner, &chat)?;
     let content =
         Content { text: Some(text), raw: Some(raw), caption: None, photo: None, document: None, reply_markup: markup };
@@ -597,7 +599,7 @@ fn send_media(shared: &Shared, p: &Params, kind: &str) -> ApiResult {
     let caption = check_caption(raw.as_deref(), parse_mode.as_deref())?;
     let markup = p.json("reply_markup")?;
     check_markup(&markup)?;
-    let reply = reply_to(p)?;
+    let reply = reply_to(&inner, &chat, p)?;
     let value = p.str(kind);
     let file = media_file(&mut inner, p, kind, value.as_deref(), kind)?;
     take_slot(&mut inner, &chat)?;
@@ -625,7 +627,7 @@ fn send_media_group(shared: &Shared, p: &Params) -> ApiResult {
         let file = media_file(&mut inner, p, "", m["media"].as_str(), kind)?;
         items.push((kind.to_string(), raw, caption, file));
     }
-    let reply = reply_to(p)?;
+    let reply = reply_to(&inner, &chat, p)?;
     take_slot(&mut inner, &chat)?;
     inner.next_group_id += 1;
     let group = inner.next_group_id.to_string();
@@ -790,6 +792,62 @@ fn set_commands(shared: &Shared, p: &Params) -> ApiResult {
         }
         out.push((name, desc));
     }
-    shared.lock().commands = out;
+    let mut inner = shared.lock();
+    let key = scope_key(&inner, p)?;
+    inner.commands.insert(key, out);
+    Ok(json!(true))
+}
+
+/// The stored key of a call's `scope` and `language_code` (see `FakeTelegram::menu`).
+fn scope_key(inner: &Inner, p: &Params) -> Result<String, ApiError> {
+    let scope = p.json("scope")?.unwrap_or_else(|| json!({"type": "default"}));
+    let chat = |inner: &Inner| -> Result<i64, ApiError> {
+        let id = match &scope["chat_id"] {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse().ok(),
+            Value::Null => return Err(bad("Bad Request: chat_id is empty")),
+            _ => None,
+        };
+        // Only chats the bot has seen exist for it.
+        id.filter(|id| inner.chats.get(id).is_some_and(|c| c.chat.is_some()))
+            .ok_or_else(|| bad("Bad Request: chat not found"))
+    };
+    let key = match scope["type"].as_str().unwrap_or_default() {
+        t @ ("default" | "all_private_chats" | "all_group_chats" | "all_chat_administrators") => t.to_string(),
+        "chat" => format!("chat:{}", chat(inner)?),
+        "chat_administrators" => {
+            let id = chat(inner)?;
+            if id > 0 {
+                return Err(bad("Bad Request: can't use chat_administrators scope in private chats"));
+            }
+            format!("chat_administrators:{id}")
+        }
+        "chat_member" => {
+            let id = chat(inner)?;
+            let user = scope["user_id"].as_i64().ok_or_else(|| bad("Bad Request: user_id is empty"))?;
+            if id > 0 {
+                return Err(bad("Bad Request: can't use chat_member scope in private chats"));
+            }
+            format!("chat_member:{id}:{user}")
+        }
+        _ => return Err(bad("Bad Request: can't parse BotCommandScope JSON object")),
+    };
+    Ok(match p.str("language_code").filter(|l| !l.is_empty()) {
+        Some(lang) => format!("{key}|{lang}"),
+        None => key,
+    })
+}
+
+fn get_commands(shared: &Shared, p: &Params) -> ApiResult {
+    let inner = shared.lock();
+    let key = scope_key(&inner, p)?;
+    let list = inner.commands.get(&key).cloned().unwrap_or_default();
+    Ok(json!(list.iter().map(|(c, d)| json!({"command": c, "description": d})).collect::<Vec<_>>()))
+}
+
+fn delete_commands(shared: &Shared, p: &Params) -> ApiResult {
+    let mut inner = shared.lock();
+    let key = scope_key(&inner, p)?;
+    inner.commands.remove(&key);
     Ok(json!(true))
 }

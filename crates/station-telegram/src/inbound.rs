@@ -241,6 +241,18 @@ impl TelegramBot {
                 return Ok(());
             }
         };
+        if conv.group.is_some()
+            && !inputs.is_empty()
+            && let Some(id) = msg["message_id"].as_i64()
+        {
+            // Replies to this person in the group answer their latest message.
+            let key = crate::outbound::asker_key(msg["chat"]["id"].as_i64().unwrap_or(0), &account.id);
+            let inner = &self.inner;
+            if let Err(e) = inner.station.store.set_telegram_meta(&inner.bot_id, &key, &id.to_string(), now_ms()).await
+            {
+                tracing::warn!(error = %e, "could not remember the asker's message");
+            }
+        }
         for input in inputs {
             if let Err(e) = self.inner.flows.handle(&account, &conv, input).await {
                 self.notice(&conv, msg, "Something went wrong on our side; please try again in a moment.").await;

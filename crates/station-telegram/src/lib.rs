@@ -24,6 +24,7 @@ use serde_json::json;
 use station_core::Station;
 use station_core::config::TelegramConfig;
 use station_flows::Flows;
+use station_store::now_ms;
 use tokio_util::sync::CancellationToken;
 
 pub use client::{ApiError, BotApi};
@@ -48,6 +49,10 @@ pub struct TelegramOptions {
     /// A send that would wait longer than this for its slot is handed back
     /// to the delivery service to retry later (its lease must not lapse).
     pub max_wait: Duration,
+    /// How often the command menus are compared with the admins (roles are
+    /// changed by other processes, e.g. `station users`); tool changes
+    /// update them at once.
+    pub menu_refresh: Duration,
 }
 
 impl Default for TelegramOptions {
@@ -58,6 +63,7 @@ impl Default for TelegramOptions {
             process: true,
             progress_skip_backlog: Duration::ZERO,
             max_wait: Duration::from_secs(10),
+            menu_refresh: Duration::from_secs(60),
         }
     }
 }
@@ -236,13 +242,72 @@ impl TelegramBot {
         Ok(TelegramRunner { stop, tasks })
     }
 
-    /// Sets the command menu (`setMyCommands`) when it differs from the one
-    /// last set.
+    /// Sets the command menus when they differ from the ones last set: the
+    /// public commands for the default scope, and for every admin with a
+    /// Telegram identity a `BotCommandScopeChat` menu in their private chat
+    /// with the operator commands added. Menus of people who are no longer
+    /// admins are deleted, so they fall back to the default. Returns whether
+    /// anything was sent.
     pub async fn sync_commands(&self) -> Result<bool, ApiError> {
+        let inner = &self.inner;
+        let store = &inner.station.store;
+        let mut changed = self.set_menu(None, None).await?;
+        let admins = match store.role_identities("admin", "telegram").await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the admins for their Telegram menus");
+                return Ok(changed);
+            }
+        };
+        let had: Vec<i64> = store
+            .telegram_meta(&inner.bot_id, "admin_menus")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .unwrap_or_default();
+        let mut set = vec![];
+        for (account, subject) in &admins {
+            // A private chat's id is the user's id.
+            let Ok(chat) = subject.parse::<i64>() else { continue };
+            match self.set_menu(Some(chat), Some(account)).await {
+                Ok(c) => {
+                    changed |= c;
+                    set.push(chat);
+                }
+                // Telegram knows the chat only once the admin has talked to the bot: next time.
+                Err(e) if e.is_permanent_for_chat() => {
+                    tracing::debug!(chat, error = %e, "admin menu not set yet");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for chat in had.iter().filter(|c| !set.contains(c)) {
+            let body = json!({"scope": {"type": "chat", "chat_id": chat}});
+            match inner.api.call("deleteMyCommands", &body).await {
+                Ok(_) => changed = true,
+                Err(e) if e.is_permanent_for_chat() => {}
+                Err(e) => return Err(e),
+            }
+            let _ = store.set_telegram_meta(&inner.bot_id, &format!("commands:chat:{chat}"), "", now_ms()).await;
+        }
+        if had != set {
+            let v = serde_json::to_string(&set).expect("ids serialise");
+            if let Err(e) = store.set_telegram_meta(&inner.bot_id, "admin_menus", &v, now_ms()).await {
+                tracing::warn!(error = %e, "could not remember the admins' Telegram menus");
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Sets one menu (`chat` None: the default scope, with the commands
+    /// everyone has; else that private chat's, with what `account` may use)
+    /// unless it is what was last set there.
+    async fn set_menu(&self, chat: Option<i64>, account: Option<&station_store::AccountRow>) -> Result<bool, ApiError> {
         let commands: Vec<serde_json::Value> = self
             .inner
             .flows
-            .commands(None)
+            .commands(account)
             .into_iter()
             .filter(|c| {
                 !c.name.is_empty()
@@ -256,14 +321,21 @@ impl TelegramBot {
                 json!({"command": c.name, "description": d})
             })
             .collect();
-        let body = json!({"commands": commands});
+        let mut body = json!({"commands": commands});
+        let key = match chat {
+            Some(id) => {
+                body["scope"] = json!({"type": "chat", "chat_id": id});
+                format!("commands:chat:{id}")
+            }
+            None => "commands".to_string(),
+        };
         let text = body.to_string();
         let store = &self.inner.station.store;
-        if store.telegram_meta(&self.inner.bot_id, "commands").await.ok().flatten().as_deref() == Some(text.as_str()) {
+        if store.telegram_meta(&self.inner.bot_id, &key).await.ok().flatten().as_deref() == Some(text.as_str()) {
             return Ok(false);
         }
         self.inner.api.call("setMyCommands", &body).await?;
-        if let Err(e) = store.set_telegram_meta(&self.inner.bot_id, "commands", &text, station_store::now_ms()).await {
+        if let Err(e) = store.set_telegram_meta(&self.inner.bot_id, &key, &text, now_ms()).await {
             tracing::warn!(error = %e, "could not remember the Telegram command menu");
         }
         Ok(true)
@@ -271,6 +343,9 @@ impl TelegramBot {
 
     async fn menu_loop(&self, stop: CancellationToken) {
         let mut changes = self.inner.station.tools.subscribe();
+        let mut refresh = tokio::time::interval(self.inner.options.menu_refresh.max(Duration::from_millis(10)));
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        refresh.tick().await;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -278,10 +353,12 @@ impl TelegramBot {
                     if r.is_err() {
                         return;
                     }
-                    if let Err(e) = self.sync_commands().await {
-                        tracing::warn!(error = %e, "could not update the Telegram command menu");
-                    }
                 }
+                // Admins added or removed (by any process) show up here.
+                _ = refresh.tick() => {}
+            }
+            if let Err(e) = self.sync_commands().await {
+                tracing::warn!(error = %e, "could not update the Telegram command menus");
             }
         }
     }

@@ -4,6 +4,18 @@
 //!
 //! A message reference is the message id prefixed by what it is: `t` text,
 //! `p` photo, `d` document — edits need to know which edit method applies.
+//!
+//! Pictures: a result goes as a document with the original bytes and a file
+//! name with its extension when its account asked for originals (`/settings`).
+//! Otherwise a picture is a photo: as stored when it fits Telegram's photo
+//! limits, else the variant `Station::deliverable` fits to them (scaled or
+//! re-encoded, cached). It goes as a document (original bytes) only when no
+//! photo can show it: a format Telegram does not take as a photo (GIF, which
+//! a photo would freeze), a side ratio over 20 (scaling keeps the ratio), or
+//! an image that cannot be fitted.
+//!
+//! In groups, new messages for someone reply to the last message they sent
+//! in the chat, so it is clear whose request they answer.
 
 use std::time::Duration;
 
@@ -14,11 +26,35 @@ use crate::TelegramBot;
 use crate::client::{ApiError, Upload};
 use crate::render::{ALBUM_LIMIT, CAPTION_LIMIT, Rendered, TEXT_LIMIT, render};
 use station_flows::Conversation;
+use station_media::ops::DeliveryLimits;
+use station_store::MediaRow;
 
 /// Telegram's photo limits: 10 MB, width + height ≤ 10000, ratio ≤ 20.
 fn fits_photo(mime: &str, size: i64, w: i64, h: i64) -> bool {
+    photo_shape(mime, w, h) && size <= 10_000_000 && w + h <= 10_000
+}
+
+/// Whether some photo can show the image: a format `sendPhoto` takes and a
+/// side ratio of at most 20 (size and dimensions can be fitted; the ratio cannot).
+fn photo_shape(mime: &str, w: i64, h: i64) -> bool {
     let ratio = w.max(h) as f64 / w.min(h).max(1) as f64;
-    matches!(mime, "image/png" | "image/jpeg" | "image/webp") && size <= 10_000_000 && w + h <= 10_000 && ratio <= 20.0
+    matches!(mime, "image/png" | "image/jpeg" | "image/webp") && ratio <= 20.0
+}
+
+/// The meta key of the last message `account` sent in group `chat`.
+pub(crate) fn asker_key(chat: i64, account: &str) -> String {
+    format!("asker:{chat}:{account}")
+}
+
+/// How one delivery is sent.
+#[derive(Clone, Copy)]
+struct Target {
+    chat: i64,
+    group: bool,
+    /// Pictures as documents with their original bytes.
+    as_file: bool,
+    /// The message new messages reply to (in groups: the asker's).
+    reply_to: Option<i64>,
 }
 
 enum Media {
@@ -106,9 +142,24 @@ impl Platform for TelegramBot {
         {
             return Outcome::Sent { message_ref: out.replace.clone() };
         }
+        let store = &inner.station.store;
+        let as_file = out.kind == DeliveryKind::Result
+            && !rendered.images.is_empty()
+            && match inner.station.sends_originals(&out.account_id).await {
+                Ok(v) => v,
+                Err(e) => return Outcome::Transient(format!("cannot read the account's settings: {e}")),
+            };
+        // Also for edits: one that must become a new message (text ↔ photo) replies too.
+        let reply_to = if group {
+            let key = asker_key(chat, &out.account_id);
+            store.telegram_meta(&inner.bot_id, &key).await.ok().flatten().and_then(|v| v.parse().ok())
+        } else {
+            None
+        };
+        let t = Target { chat, group, as_file, reply_to };
         let result = match out.replace.as_deref().and_then(parse_ref) {
-            Some((kind, id)) => self.edit(chat, group, kind, id, &rendered, out).await,
-            None => self.send(chat, group, &rendered).await,
+            Some((kind, id)) => self.edit(t, kind, id, &rendered, out).await,
+            None => self.send(t, &rendered).await,
         };
         match result {
             Ok(r) => Outcome::Sent { message_ref: r },
@@ -145,9 +196,9 @@ impl TelegramBot {
 
     /// One API call in a chat, paced; a 429 in the middle of a multi-message
     /// view is waited out here (the parts already sent must not repeat).
-    async fn paced(&self, chat: i64, group: bool, first: bool, call: Call<'_>) -> Result<Value, Fail> {
+    async fn paced(&self, t: Target, first: bool, call: Call<'_>) -> Result<Value, Fail> {
         loop {
-            self.slot(chat, group).await?;
+            self.slot(t.chat, t.group).await?;
             let res = match &call {
                 Call::Json(method, body) => self.inner.api.call(method, body).await,
                 Call::Upload(method, fields, uploads) => {
@@ -159,14 +210,21 @@ impl TelegramBot {
                     if !first
                         && e.retry_after().is_some_and(|s| Duration::from_secs(s) <= self.inner.options.max_wait) =>
                 {
-                    self.inner.pacer.penalize(chat, e.retry_after().unwrap_or(1));
+                    self.inner.pacer.penalize(t.chat, e.retry_after().unwrap_or(1));
                 }
                 other => return Ok(other?),
             }
         }
     }
 
-    async fn resolve(&self, img: &ImageRef) -> Result<Resolved, Fail> {
+    /// Sets `reply_parameters` on the first message of a view.
+    fn reply(t: Target, first: bool, body: &mut Value) {
+        if first && let Some(id) = t.reply_to {
+            body["reply_parameters"] = json!({"message_id": id, "allow_sending_without_reply": true});
+        }
+    }
+
+    async fn resolve(&self, img: &ImageRef, as_file: bool) -> Result<Resolved, Fail> {
         if img.media_id.is_empty() {
             let bytes = img.inline_bytes().ok_or_else(|| Fail::Local("an inline image is not valid base64".into()))?;
             let name = format!("preview.{}", ext(&img.mime));
@@ -180,21 +238,60 @@ impl TelegramBot {
             .await
             .map_err(|e| Fail::Local(e.to_string()))?
             .ok_or_else(|| Fail::Local(format!("media {} not found", img.media_id)))?;
-        let kind = if fits_photo(&row.mime, row.size, row.width, row.height) { "photo" } else { "document" };
+        let kind = if !as_file && photo_shape(&row.mime, row.width, row.height) { "photo" } else { "document" };
         if let Ok(Some(file_id)) = station.store.telegram_file_id(&self.inner.bot_id, &row.id, kind).await {
             return Ok(Resolved { kind, media: Media::FileId(file_id), media_id: Some(row.id) });
         }
+        self.load(&row, kind).await
+    }
+
+    /// The bytes to upload for a stored picture: a photo as stored when it
+    /// fits, else fitted by `Station::deliverable`; a document (also a photo
+    /// that could not be fitted) with the original bytes.
+    async fn load(&self, row: &MediaRow, kind: &'static str) -> Result<Resolved, Fail> {
+        let station = &self.inner.station;
+        if kind == "photo" && !fits_photo(&row.mime, row.size, row.width, row.height) {
+            match station.deliverable(&row.id, DeliveryLimits::TELEGRAM_PHOTO).await {
+                Ok((bytes, mime, _)) => {
+                    let name = self.file_name(row, &mime).await;
+                    return Ok(Resolved { kind, media: Media::Bytes { name, bytes }, media_id: Some(row.id.clone()) });
+                }
+                Err(e) => {
+                    tracing::warn!(media = %row.id, error = %e, "cannot fit a picture as a photo; sent as a file")
+                }
+            }
+        }
+        let kind = if kind == "photo" && fits_photo(&row.mime, row.size, row.width, row.height) {
+            "photo"
+        } else {
+            "document"
+        };
         let (_, bytes) = station.media.get(&row.id, None).await.map_err(|e| Fail::Local(e.to_string()))?;
-        let name = format!("{}.{}", &row.id[..row.id.len().min(12)], ext(&row.mime));
-        Ok(Resolved { kind, media: Media::Bytes { name, bytes }, media_id: Some(row.id) })
+        let name = self.file_name(row, &row.mime).await;
+        Ok(Resolved { kind, media: Media::Bytes { name, bytes }, media_id: Some(row.id.clone()) })
+    }
+
+    /// `<tool>-<id>.<ext>` for a job's picture, `<id>.<ext>` for others.
+    async fn file_name(&self, row: &MediaRow, mime: &str) -> String {
+        let short = &row.id[..row.id.len().min(12)];
+        let tool = match &row.job_id {
+            Some(job) => self.inner.station.store.get_job(job).await.ok().flatten().map(|j| j.tool_id),
+            None => None,
+        };
+        let tool: String = tool
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(40)
+            .collect();
+        if tool.is_empty() { format!("{short}.{}", ext(mime)) } else { format!("{tool}-{short}.{}", ext(mime)) }
     }
 
     /// Loads the bytes of a media item whose cached file id Telegram no longer knows.
     async fn reload(&self, r: &Resolved) -> Option<Resolved> {
         let id = r.media_id.as_ref()?;
-        let (row, bytes) = self.inner.station.media.get(id, None).await.ok()?;
-        let name = format!("{}.{}", &row.id[..row.id.len().min(12)], ext(&row.mime));
-        Some(Resolved { kind: r.kind, media: Media::Bytes { name, bytes }, media_id: Some(row.id) })
+        let row = self.inner.station.store.get_media(id).await.ok()??;
+        self.load(&row, r.kind).await.ok()
     }
 
     async fn remember(&self, r: &Resolved, msg: &Value) {
@@ -212,16 +309,14 @@ impl TelegramBot {
     /// Sends one picture with an optional caption and keyboard.
     async fn send_image(
         &self,
-        chat: i64,
-        group: bool,
+        t: Target,
         first: bool,
         img: &ImageRef,
         caption: Option<&str>,
         keyboard: Option<&Value>,
     ) -> Result<Value, Fail> {
-        let mut r = self.resolve(img).await?;
-        let method = if r.kind == "photo" { "sendPhoto" } else { "sendDocument" };
-        let mut fields = json!({"chat_id": chat});
+        let mut r = self.resolve(img, t.as_file).await?;
+        let mut fields = json!({"chat_id": t.chat});
         if let Some(c) = caption.filter(|c| !c.is_empty()) {
             fields["caption"] = json!(c);
             fields["parse_mode"] = json!("HTML");
@@ -229,16 +324,18 @@ impl TelegramBot {
         if let Some(k) = keyboard {
             fields["reply_markup"] = k.clone();
         }
+        Self::reply(t, first, &mut fields);
         for attempt in 0..2 {
+            let method = if r.kind == "photo" { "sendPhoto" } else { "sendDocument" };
             let res = match &r.media {
                 Media::FileId(id) => {
                     let mut body = fields.clone();
                     body[r.kind] = json!(id);
-                    self.paced(chat, group, first, Call::Json(method, &body)).await
+                    self.paced(t, first, Call::Json(method, &body)).await
                 }
                 Media::Bytes { name, bytes } => {
                     let upload = Upload { part: r.kind.to_string(), file_name: name.clone(), bytes: bytes.clone() };
-                    self.paced(chat, group, first, Call::Upload(method, &fields, vec![upload.clone()])).await
+                    self.paced(t, first, Call::Upload(method, &fields, vec![upload.clone()])).await
                 }
             };
             match res {
@@ -256,35 +353,28 @@ impl TelegramBot {
     }
 
     /// Sends several pictures as albums of up to ten.
-    async fn send_album(
-        &self,
-        chat: i64,
-        group: bool,
-        first: bool,
-        images: &[ImageRef],
-        caption: Option<&str>,
-    ) -> Result<(), Fail> {
+    async fn send_album(&self, t: Target, first: bool, images: &[ImageRef], caption: Option<&str>) -> Result<(), Fail> {
         let mut resolved = vec![];
         for img in images {
-            resolved.push(self.resolve(img).await?);
+            resolved.push(self.resolve(img, t.as_file).await?);
         }
-        // Photos and documents cannot share an album.
-        if resolved.iter().any(|r| r.kind == "document") {
-            for r in &mut resolved {
+        // Photos and documents cannot share an album: all go as files then.
+        let t = if resolved.iter().any(|r| r.kind == "document") && !t.as_file {
+            let t = Target { as_file: true, ..t };
+            for (r, img) in resolved.iter_mut().zip(images) {
                 if r.kind == "photo" {
-                    r.kind = "document";
-                    if let Media::FileId(_) = r.media {
-                        *r = self.reload(r).await.ok_or_else(|| Fail::Local("media vanished".into()))?;
-                        r.kind = "document";
-                    }
+                    *r = self.resolve(img, true).await?;
                 }
             }
-        }
+            t
+        } else {
+            t
+        };
         let mut first = first;
         for (n, chunk) in resolved.chunks(ALBUM_LIMIT).enumerate() {
             let cap = if n == 0 { caption } else { None };
             if chunk.len() == 1 {
-                self.send_image(chat, group, first, &images[n * ALBUM_LIMIT], cap, None).await?;
+                self.send_image(t, first, &images[n * ALBUM_LIMIT], cap, None).await?;
             } else {
                 let mut media = vec![];
                 let mut uploads = vec![];
@@ -306,9 +396,9 @@ impl TelegramBot {
                     }
                     media.push(item);
                 }
-                let fields = json!({"chat_id": chat, "media": media});
-                let sent =
-                    self.paced(chat, group, first, Call::Upload("sendMediaGroup", &fields, uploads.clone())).await?;
+                let mut fields = json!({"chat_id": t.chat, "media": media});
+                Self::reply(t, first, &mut fields);
+                let sent = self.paced(t, first, Call::Upload("sendMediaGroup", &fields, uploads.clone())).await?;
                 for (r, msg) in chunk.iter().zip(sent.as_array().into_iter().flatten()) {
                     self.remember(r, msg).await;
                 }
@@ -318,63 +408,56 @@ impl TelegramBot {
         Ok(())
     }
 
-    async fn send_text(
-        &self,
-        chat: i64,
-        group: bool,
-        first: bool,
-        html: &str,
-        keyboard: Option<&Value>,
-    ) -> Result<Value, Fail> {
-        let mut body = json!({"chat_id": chat, "text": html, "parse_mode": "HTML",
+    async fn send_text(&self, t: Target, first: bool, html: &str, keyboard: Option<&Value>) -> Result<Value, Fail> {
+        let mut body = json!({"chat_id": t.chat, "text": html, "parse_mode": "HTML",
             "link_preview_options": {"is_disabled": true}});
         if let Some(k) = keyboard {
             body["reply_markup"] = k.clone();
         }
-        self.paced(chat, group, first, Call::Json("sendMessage", &body)).await
+        Self::reply(t, first, &mut body);
+        self.paced(t, first, Call::Json("sendMessage", &body)).await
     }
 
     /// Sends a view as new messages; returns the reference of the main one
     /// (the one with the keyboard).
-    async fn send(&self, chat: i64, group: bool, r: &Rendered) -> Result<Option<String>, Fail> {
+    async fn send(&self, t: Target, r: &Rendered) -> Result<Option<String>, Fail> {
         let kb = r.keyboard.as_ref();
         match r.images.len() {
             0 => {
                 let texts = if r.texts.is_empty() { vec!["…".to_string()] } else { r.texts.clone() };
                 let mut last = None;
-                for (i, t) in texts.iter().enumerate() {
+                for (i, text) in texts.iter().enumerate() {
                     let keyboard = if i + 1 == texts.len() { kb } else { None };
-                    last = Some(self.send_text(chat, group, i == 0, t, keyboard).await?);
+                    last = Some(self.send_text(t, i == 0, text, keyboard).await?);
                 }
                 Ok(last.as_ref().and_then(message_ref))
             }
             1 => {
                 let caption = r.caption();
-                let msg = self
-                    .send_image(chat, group, true, &r.images[0], caption, if caption.is_some() { kb } else { None })
-                    .await?;
+                let msg =
+                    self.send_image(t, true, &r.images[0], caption, if caption.is_some() { kb } else { None }).await?;
                 if caption.is_some() {
                     return Ok(message_ref(&msg));
                 }
                 let mut last = msg;
-                for (i, t) in r.texts.iter().enumerate() {
+                for (i, text) in r.texts.iter().enumerate() {
                     let keyboard = if i + 1 == r.texts.len() { kb } else { None };
-                    last = self.send_text(chat, group, false, t, keyboard).await?;
+                    last = self.send_text(t, false, text, keyboard).await?;
                 }
                 Ok(message_ref(&last))
             }
             _ => {
                 let caption = r.caption().filter(|_| kb.is_none());
-                self.send_album(chat, group, true, &r.images, caption).await?;
+                self.send_album(t, true, &r.images, caption).await?;
                 // Albums carry no keyboard: the text and buttons follow.
                 if caption.is_some() {
                     return Ok(None);
                 }
                 let texts = if r.texts.is_empty() { vec!["⬆️".to_string()] } else { r.texts.clone() };
                 let mut last = None;
-                for (i, t) in texts.iter().enumerate() {
+                for (i, text) in texts.iter().enumerate() {
                     let keyboard = if i + 1 == texts.len() { kb } else { None };
-                    last = Some(self.send_text(chat, group, false, t, keyboard).await?);
+                    last = Some(self.send_text(t, false, text, keyboard).await?);
                 }
                 Ok(last.as_ref().and_then(message_ref))
             }
@@ -383,17 +466,9 @@ impl TelegramBot {
 
     /// Edits message `id` to show the view, or replaces it when Telegram
     /// cannot turn one kind of message into the other.
-    async fn edit(
-        &self,
-        chat: i64,
-        group: bool,
-        kind: char,
-        id: i64,
-        r: &Rendered,
-        out: &Outgoing,
-    ) -> Result<Option<String>, Fail> {
+    async fn edit(&self, t: Target, kind: char, id: i64, r: &Rendered, out: &Outgoing) -> Result<Option<String>, Fail> {
         let same = Some(format!("{kind}{id}"));
-        let mut body = json!({"chat_id": chat, "message_id": id});
+        let mut body = json!({"chat_id": t.chat, "message_id": id});
         if let Some(k) = &r.keyboard {
             body["reply_markup"] = k.clone();
         }
@@ -402,15 +477,15 @@ impl TelegramBot {
                 body["text"] = json!(r.truncated(TEXT_LIMIT));
                 body["parse_mode"] = json!("HTML");
                 body["link_preview_options"] = json!({"is_disabled": true});
-                self.paced(chat, group, true, Call::Json("editMessageText", &body)).await
+                self.paced(t, true, Call::Json("editMessageText", &body)).await
             }
             ('p' | 'd', 0) => {
                 body["caption"] = json!(r.truncated(CAPTION_LIMIT));
                 body["parse_mode"] = json!("HTML");
-                self.paced(chat, group, true, Call::Json("editMessageCaption", &body)).await
+                self.paced(t, true, Call::Json("editMessageCaption", &body)).await
             }
             ('p' | 'd', 1) => {
-                let m = self.resolve(&r.images[0]).await?;
+                let m = self.resolve(&r.images[0], t.as_file).await?;
                 let mut media = json!({"type": m.kind, "caption": r.truncated(CAPTION_LIMIT), "parse_mode": "HTML"});
                 let mut uploads = vec![];
                 match &m.media {
@@ -421,7 +496,7 @@ impl TelegramBot {
                     }
                 }
                 body["media"] = media;
-                let res = self.paced(chat, group, true, Call::Upload("editMessageMedia", &body, uploads.clone())).await;
+                let res = self.paced(t, true, Call::Upload("editMessageMedia", &body, uploads.clone())).await;
                 if let Ok(msg) = &res {
                     self.remember(&m, msg).await;
                 }
@@ -429,8 +504,8 @@ impl TelegramBot {
             }
             _ => {
                 // Text ↔ media, or an album: send anew and remove the old message.
-                let new = self.send(chat, group, r).await?;
-                let _ = self.inner.api.call("deleteMessage", &json!({"chat_id": chat, "message_id": id})).await;
+                let new = self.send(t, r).await?;
+                let _ = self.inner.api.call("deleteMessage", &json!({"chat_id": t.chat, "message_id": id})).await;
                 return Ok(new);
             }
         };
@@ -441,7 +516,7 @@ impl TelegramBot {
                 if out.kind == DeliveryKind::Progress {
                     Ok(same)
                 } else {
-                    self.send(chat, group, r).await
+                    self.send(t, r).await
                 }
             }
             Err(e) => Err(e),

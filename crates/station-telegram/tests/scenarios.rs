@@ -1,0 +1,497 @@
+//! Telegram scenarios end to end through the fake Bot API, the real core,
+//! flows, workers and the fake ComfyUI, on SQLite and PostgreSQL: operator
+//! commands and their menus, groups, albums, /settings and /status, results
+//! as original files and photos fitted to Telegram's limits.
+
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use station_comfyui::{BackendSpec, ComfyExecutor};
+use station_comfyui_fake::{FakeComfy, FakeOptions};
+use station_core::config::TelegramConfig;
+use station_core::{Config, Station, Workers};
+use station_flows::{FlowSettings, Flows, FlowsRunner};
+use station_store::on_every_db;
+use station_store::testing::TestDb;
+use station_store::{JobFilter, JobStatus};
+use station_telegram::{PaceLimits, TelegramBot, TelegramOptions, TelegramRunner};
+use station_telegram_fake::{FakeChat, FakeConfig, FakeMessage, FakeTelegram, FakeUser, RateLimits};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(w, h, image::Rgb([30, 140, 200])).write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+fn dims(bytes: &[u8]) -> (u32, u32) {
+    image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().unwrap().into_dimensions().unwrap()
+}
+
+fn dream_tool(id: &str) -> Value {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../station-tools/builtin/txt2img-sd15.json"),
+    )
+    .unwrap();
+    let mut tool: Value = serde_json::from_str(&text).unwrap();
+    tool["id"] = json!(id);
+    tool["name"] = json!("Dream");
+    tool["command"] = json!(id);
+    tool["visibility"] = json!("public");
+    tool["inputs"]["width"]["default"] = json!(64);
+    tool["inputs"]["height"]["default"] = json!(64);
+    tool["inputs"]["steps"]["default"] = json!(3);
+    tool
+}
+
+struct Env {
+    station: Station,
+    flows: Flows,
+    tg: FakeTelegram,
+    bot: Option<(TelegramBot, TelegramRunner)>,
+    runner: Option<FlowsRunner>,
+    workers: Option<Workers>,
+    comfy: Arc<ComfyExecutor>,
+    comfy_fake: FakeComfy,
+    kind: &'static str,
+    _db: TestDb,
+    _dir: tempfile::TempDir,
+}
+
+fn options() -> TelegramOptions {
+    TelegramOptions {
+        pace: PaceLimits {
+            chat_interval: Duration::from_millis(60),
+            group_max: 200,
+            group_window: Duration::from_secs(60),
+            global_per_second: 30,
+        },
+        poll_timeout: Duration::from_secs(2),
+        menu_refresh: Duration::from_millis(150),
+        ..Default::default()
+    }
+}
+
+async fn start(db: TestDb) -> Env {
+    let tg = FakeTelegram::start_with(FakeConfig {
+        limits: RateLimits {
+            chat_per_second: 1000.0 / 60.0,
+            chat_burst: 3.0,
+            group_per_minute: 200,
+            global_per_second: 30,
+        },
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config =
+        Config { data_dir: dir.path().to_path_buf(), media_dir: Some(dir.path().join("media")), ..Default::default() };
+    config.queue.lease_seconds = 2;
+    config.queue.retry_base_ms = 50;
+    config.queue.poll_ms = 50;
+    config.limits.requests_per_minute = 10_000;
+    config.points.starting_grant = 100_000;
+    config.telegram = TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() };
+    std::fs::create_dir_all(config.tools_dir()).unwrap();
+    std::fs::write(config.tools_dir().join("dream.json"), dream_tool("dream").to_string()).unwrap();
+    let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let fake = FakeComfy::start(FakeOptions {
+        checkpoints: vec!["v1-5-pruned-emaonly.safetensors".into()],
+        ..Default::default()
+    })
+    .await;
+    let spec = BackendSpec { name: "b0".into(), url: fake.url(), max_concurrent: 8, tags: vec![] };
+    let comfy = ComfyExecutor::new(vec![spec], "auto").unwrap();
+    comfy.start_health_checks(Duration::from_millis(200), station.wake.clone()).await;
+    station.register_executor(comfy.clone());
+    station.register_executor(Arc::new(station_core::MediaExecutor::new(&station.config)));
+    let workers = Some(Workers::start(&station));
+    let flows = Flows::with_settings(station.clone(), FlowSettings { progress_every_ms: 50, ..Default::default() });
+    let runner = Some(flows.start());
+    let bot = TelegramBot::new(station.clone(), flows.clone(), &station.config.telegram, options()).unwrap();
+    let bot_runner = bot.start().await.unwrap();
+    Env {
+        station,
+        flows,
+        tg,
+        bot: Some((bot, bot_runner)),
+        runner,
+        workers,
+        comfy,
+        comfy_fake: fake,
+        kind: db.kind,
+        _db: db,
+        _dir: dir,
+    }
+}
+
+fn shown(m: &FakeMessage) -> String {
+    m.content.text.clone().or(m.content.caption.clone()).unwrap_or_default()
+}
+
+fn results(msgs: &[FakeMessage]) -> Vec<FakeMessage> {
+    msgs.iter()
+        .filter(|m| m.content.photo.is_some() || m.content.document.is_some())
+        .filter(|m| m.content.buttons().iter().any(|(l, _)| l.contains("Rerun")))
+        .cloned()
+        .collect()
+}
+
+impl Env {
+    async fn stop(mut self) {
+        if let Some((_, r)) = self.bot.take() {
+            r.shutdown().await;
+        }
+        if let Some(r) = self.runner.take() {
+            r.shutdown().await;
+        }
+        if let Some(w) = self.workers.take() {
+            w.shutdown().await;
+        }
+        self.comfy.shutdown();
+        let _ = &self.flows;
+    }
+
+    async fn wait_msgs(&self, chat: i64, what: &str, pred: impl Fn(&[FakeMessage]) -> bool) -> Vec<FakeMessage> {
+        match self.tg.wait_for(WAIT, |t| Some(t.bot_messages(chat)).filter(|m| pred(m))).await {
+            Some(m) => m,
+            None => panic!("[{}] timed out waiting for {what}; bot sent: {:#?}", self.kind, self.tg.bot_messages(chat)),
+        }
+    }
+
+    /// The newest bot message in `chat` whose text or caption contains `needle`.
+    async fn wait_text(&self, chat: i64, needle: &str) -> FakeMessage {
+        let msgs = self.wait_msgs(chat, needle, |m| m.iter().any(|m| shown(m).contains(needle))).await;
+        msgs.into_iter().rev().find(|m| shown(m).contains(needle)).unwrap()
+    }
+
+    /// The newest bot message in `chat` with a button whose label contains `label`.
+    async fn wait_button(&self, chat: i64, label: &str) -> FakeMessage {
+        let has = |m: &FakeMessage| m.content.buttons().iter().any(|(l, _)| l.contains(label));
+        let msgs = self.wait_msgs(chat, &format!("a {label:?} button"), |m| m.iter().any(has)).await;
+        msgs.into_iter().rev().find(has).unwrap()
+    }
+
+    /// Waits for the answer to a button press.
+    async fn answer(&self, query: &str) -> String {
+        let q = query.to_string();
+        let found =
+            self.tg.wait_for(WAIT, |t| t.callbacks().into_iter().find(|c| c.id == q && c.answer.is_some())).await;
+        found.unwrap_or_else(|| panic!("[{}] press {query} was never answered", self.kind)).answer.unwrap()
+    }
+
+    /// Whether one of the account's jobs reaches `running` within the wait.
+    async fn wait_running(&self, account_id: &str) -> bool {
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            if self.jobs_of(account_id).await.iter().any(|j| j.status() == JobStatus::Running) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
+    async fn jobs_of(&self, account_id: &str) -> Vec<station_store::JobRow> {
+        let f = JobFilter { account_id: Some(account_id.into()), limit: 100, ..Default::default() };
+        self.station.store.list_jobs(&f).await.unwrap()
+    }
+}
+
+fn names(menu: &[(String, String)]) -> Vec<String> {
+    menu.iter().map(|(c, _)| c.clone()).collect()
+}
+
+/// `/queue` and `/grant` exist for admins only, with a menu of their own in
+/// their private chat that follows role changes and tool changes.
+async fn operator_commands_and_menus(db: TestDb) {
+    let env = start(db).await;
+    let k = env.kind;
+    let ann = FakeUser::new(7101, "Ann");
+    let olga = FakeUser::new(7102, "Olga");
+    let (ann_chat, olga_chat) = (FakeChat::private(&ann), FakeChat::private(&olga));
+    env.tg.send_text(&ann_chat, &ann, "/start");
+    env.tg.send_text(&olga_chat, &olga, "/start");
+    env.wait_msgs(ann.id, "ann's welcome", |m| !m.is_empty()).await;
+    env.wait_msgs(olga.id, "olga's welcome", |m| !m.is_empty()).await;
+    let default = env.tg.wait_for(WAIT, |t| Some(t.commands()).filter(|c| !c.is_empty())).await.unwrap();
+    assert!(!names(&default).iter().any(|c| c == "queue" || c == "grant"), "[{k}] public menu: {default:?}");
+
+    // Not an admin yet: the commands do not exist.
+    env.tg.send_text(&olga_chat, &olga, "/queue");
+    env.wait_text(olga.id, "Unknown command /queue").await;
+    assert_eq!(env.tg.menu(&format!("chat:{}", olga.id)), None, "[{k}] no admin menu yet");
+
+    // Made an admin by another process (`station users`): the menu follows.
+    let olga_acc = env.station.store.find_account_by_identity("telegram", &olga.id.to_string()).await.unwrap().unwrap();
+    let ann_acc = env.station.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
+    env.station.store.set_account_role(&olga_acc.id, "admin").await.unwrap();
+    let scope = format!("chat:{}", olga.id);
+    let admin_menu = env
+        .tg
+        .wait_for(WAIT, |t| t.menu(&scope).filter(|m| names(m).contains(&"grant".to_string())))
+        .await
+        .unwrap_or_else(|| panic!("[{k}] admin menu never set: {:?}", env.tg.menus()));
+    for c in ["start", "help", "dream", "queue", "grant"] {
+        assert!(names(&admin_menu).iter().any(|n| n == c), "[{k}] admin menu lacks /{c}: {admin_menu:?}");
+    }
+    assert_eq!(names(&env.tg.menu_seen(olga.id, olga.id)), names(&admin_menu), "[{k}] what Olga sees");
+    assert_eq!(names(&env.tg.menu_seen(ann.id, ann.id)), names(&default), "[{k}] what Ann sees");
+
+    // A new tool reaches both menus.
+    let tools = env.station.config.tools_dir();
+    std::fs::write(tools.join("muse.json"), dream_tool("muse").to_string()).unwrap();
+    env.station.tools.reload();
+    env.tg
+        .wait_for(WAIT, |t| {
+            let both = names(&t.commands()).contains(&"muse".to_string())
+                && t.menu(&scope).is_some_and(|m| names(&m).contains(&"muse".to_string()));
+            both.then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("[{k}] menus not updated for the new tool: {:?}", env.tg.menus()));
+
+    // Ann cannot use them.
+    env.tg.send_text(&ann_chat, &ann, "/queue");
+    env.wait_text(ann.id, "Unknown command /queue").await;
+    env.tg.send_text(&ann_chat, &ann, &format!("/grant telegram:{} 1000", ann.id));
+    env.wait_text(ann.id, "Unknown command /grant").await;
+
+    // /queue: depth, running jobs, backends with health and load.
+    env.tg.send_text(&olga_chat, &olga, "/queue");
+    let q = env.wait_text(olga.id, "Queue: ").await;
+    let text = shown(&q);
+    assert!(text.contains("Queue: 0 waiting"), "[{k}] {text}");
+    assert!(text.contains("Running: none"), "[{k}] {text}");
+    assert!(text.contains("comfyui") && text.contains("b0") && text.contains("media"), "[{k}] {text}");
+    // With a job running on a slowed backend.
+    env.comfy_fake.set_step_delay(300);
+    env.tg.send_text(&ann_chat, &ann, "/dream a slow lighthouse");
+    let running = env.wait_running(&ann_acc.id).await;
+    assert!(running, "[{k}] the job started");
+    env.tg.send_text(&olga_chat, &olga, "/queue");
+    let q = env.wait_text(olga.id, "Running: 1").await;
+    let text = shown(&q);
+    assert!(text.contains("Dream for Ann") && text.contains("on b0"), "[{k}] {text}");
+    assert!(text.contains("1 active"), "[{k}] the backend's load: {text}");
+    env.comfy_fake.set_step_delay(0);
+
+    // /grant: refused with the reason, then confirmed once.
+    env.tg.send_text(&olga_chat, &olga, "/grant telegram:999999 5");
+    env.wait_text(olga.id, "no account is known as \"telegram:999999\"").await;
+    env.tg.send_text(&olga_chat, &olga, &format!("/grant telegram:{} lots", ann.id));
+    env.wait_text(olga.id, "points must be a whole number above 0, got \"lots\"").await;
+    env.tg.send_text(&olga_chat, &olga, &format!("/grant telegram:{} 50 thanks for testing", ann.id));
+    let confirm = env.wait_button(olga.id, "Grant 50 points").await;
+    assert!(shown(&confirm).contains("Grant 50 points to Ann?"), "[{k}] {}", shown(&confirm));
+    assert!(shown(&confirm).contains(&ann_acc.id), "[{k}] names the account");
+    let entries = env.station.store.ledger_history(&ann_acc.id, None, 100).await.unwrap();
+    assert!(entries.iter().all(|e| e.kind != "grant" || e.actor == "system"), "[{k}] nothing before the press");
+    let q1 = env.tg.press(&olga_chat, &olga, confirm.message_id, "Grant 50 points");
+    env.answer(&q1).await;
+    env.wait_text(olga.id, "Granted 50 points to Ann").await;
+    // A second press of the same button changes nothing.
+    let q2 = env.tg.press(&olga_chat, &olga, confirm.message_id, "Grant 50 points");
+    assert!(env.answer(&q2).await.contains("moved on"), "[{k}] the stale press is refused");
+    // (Ann's balance also moves with her job's settlement: the ledger tells grants apart.)
+    let olga_grants = || async {
+        let entries = env.station.store.ledger_history(&ann_acc.id, None, 100).await.unwrap();
+        entries.into_iter().filter(|e| e.actor == format!("account:{}", olga_acc.id)).collect::<Vec<_>>()
+    };
+    let grants = olga_grants().await;
+    assert_eq!(grants.len(), 1, "[{k}] granted exactly once: {grants:?}");
+    assert_eq!((grants[0].kind.as_str(), grants[0].amount), ("grant", 50), "[{k}]");
+    assert_eq!(grants[0].reason.as_deref(), Some("thanks for testing"));
+    assert_eq!(grants[0].actor, format!("account:{}", olga_acc.id));
+    assert!(grants[0].idem_key.starts_with("chat-grant:"), "[{k}] {}", grants[0].idem_key);
+    // Ann, by account id this time; Olga's /help lists the operator commands.
+    env.tg.send_text(&olga_chat, &olga, &format!("/grant {} 7", ann_acc.id));
+    let confirm = env.wait_button(olga.id, "Grant 7 points").await;
+    assert!(shown(&confirm).contains(&format!("telegram:{}", ann.id)), "[{k}] shows the identities");
+    env.tg.send_text(&olga_chat, &olga, "/help");
+    let help = env.wait_text(olga.id, "/grant — ").await;
+    assert!(shown(&help).contains("/queue — "), "[{k}]");
+
+    // Demoted: the confirmation still on screen is refused, the menu goes, the commands with it.
+    env.station.store.set_account_role(&olga_acc.id, "user").await.unwrap();
+    let q3 = env.tg.press(&olga_chat, &olga, confirm.message_id, "Grant 7 points");
+    env.answer(&q3).await;
+    env.wait_text(olga.id, "Only operators can grant points.").await;
+    assert_eq!(olga_grants().await.len(), 1, "[{k}] no grant after demotion");
+    env.tg
+        .wait_for(WAIT, |t| t.menu(&scope).is_none().then_some(()))
+        .await
+        .unwrap_or_else(|| panic!("[{k}] admin menu not removed: {:?}", env.tg.menus()));
+    assert_eq!(names(&env.tg.menu_seen(olga.id, olga.id)), names(&env.tg.commands()), "[{k}] back to default");
+    env.tg.send_text(&olga_chat, &olga, "/queue");
+    let n = env.tg.bot_messages(olga.id).iter().filter(|m| shown(m).contains("Unknown command /queue")).count();
+    env.wait_msgs(olga.id, "a second unknown /queue", |m| {
+        m.iter().filter(|m| shown(m).contains("Unknown command /queue")).count() > n
+    })
+    .await;
+    let stats = env.tg.stats();
+    let bad: Vec<_> =
+        stats.errors.iter().filter(|e| e.code == 400 && !e.description.contains("not modified")).collect();
+    assert!(bad.is_empty(), "[{k}] requests refused: {bad:?}");
+    env.stop().await;
+}
+
+/// In a group: commands for other bots are ignored, replies answer the
+/// asker's message, and someone else's presses are refused politely.
+async fn group_commands_replies_and_foreign_buttons(db: TestDb) {
+    let env = start(db).await;
+    let k = env.kind;
+    let group = FakeChat::group(-100_777, "Painters");
+    let ann = FakeUser::new(7201, "Ann");
+    let bob = FakeUser::new(7202, "Bob");
+    let me = env.tg.bot_username();
+    env.tg.send_text(&group, &ann, "/dream@some_other_bot a cat");
+    env.tg.send_text(&group, &bob, "good morning everyone");
+    let asked = env.tg.send_text(&group, &ann, &format!("/dream@{me} a red fox"));
+    let msgs = env.wait_msgs(group.id, "ann's result", |m| !results(m).is_empty()).await;
+    let result = results(&msgs)[0].clone();
+    assert_eq!(result.reply_to, Some(asked), "[{k}] the result answers Ann's message");
+    assert!(msgs.iter().all(|m| m.reply_to == Some(asked)), "[{k}] every answer replies to the asker: {msgs:#?}");
+    let ann_acc = env.station.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
+    let jobs = env.jobs_of(&ann_acc.id).await;
+    assert_eq!(jobs.len(), 1, "[{k}] the command for another bot was ignored");
+    assert!(jobs[0].params.contains("red fox"), "[{k}] {}", jobs[0].params);
+    // Chatter not addressed to the bot got no answer (every answer replies to Ann, above).
+
+    // Bob presses Ann's Rerun: refused with a toast, nothing runs.
+    let q = env.tg.press(&group, &bob, result.message_id, "Rerun");
+    let answer = env.answer(&q).await;
+    assert!(answer.contains("someone else"), "[{k}] {answer}");
+    // Ann's own press works, and its result answers her latest message.
+    let q = env.tg.press(&group, &ann, result.message_id, "Rerun");
+    env.answer(&q).await;
+    let msgs = env.wait_msgs(group.id, "the rerun", |m| results(m).len() >= 2).await;
+    assert_eq!(results(&msgs)[1].reply_to, Some(asked), "[{k}]");
+    assert_eq!(env.jobs_of(&ann_acc.id).await.len(), 2, "[{k}] Bob's press ran nothing");
+    // Bob's own command is answered in reply to him.
+    let bobs = env.tg.send_text(&group, &bob, "/balance");
+    let b = env.wait_text(group.id, "You have").await;
+    assert_eq!(b.reply_to, Some(bobs), "[{k}]");
+    env.stop().await;
+}
+
+/// An album with a command caption runs the tool once per photo.
+async fn album_runs_the_tool_per_photo(db: TestDb) {
+    let env = start(db).await;
+    let k = env.kind;
+    let ann = FakeUser::new(7301, "Ann");
+    let chat = FakeChat::private(&ann);
+    env.tg.send_album(&chat, &ann, vec![png(8, 6), png(10, 4), png(6, 12)], Some("/flip"));
+    let msgs = env.wait_msgs(chat.id, "three results", |m| results(m).len() >= 3).await;
+    let mut got: Vec<(u32, u32)> = results(&msgs)
+        .iter()
+        .map(|m| {
+            let p = m.content.photo.as_ref().expect("a photo");
+            (p.width, p.height)
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![(6, 12), (8, 6), (10, 4)], "[{k}] one result per photo");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(results(&env.tg.bot_messages(chat.id)).len(), 3, "[{k}] and no more");
+    let acc = env.station.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
+    assert_eq!(env.jobs_of(&acc.id).await.len(), 3, "[{k}]");
+    env.stop().await;
+}
+
+/// `/settings` changes a default that the next command uses; `/status`
+/// during a running job shows it.
+async fn settings_then_status_during_a_job(db: TestDb) {
+    let env = start(db).await;
+    let k = env.kind;
+    let ann = FakeUser::new(7401, "Ann");
+    let chat = FakeChat::private(&ann);
+    env.tg.send_text(&chat, &ann, "/settings dream");
+    let edit = env.wait_button(chat.id, "Change width").await;
+    assert!(shown(&edit).contains("width: 64 (default)"), "[{k}] {}", shown(&edit));
+    env.tg.press(&chat, &ann, edit.message_id, "Change width");
+    env.wait_text(chat.id, "send it as a message").await;
+    env.tg.send_text(&chat, &ann, "96");
+    let edit = env.wait_msgs(chat.id, "the saved width", |m| m.iter().any(|m| shown(m).contains("96 (yours)"))).await;
+    let edit = edit.into_iter().rev().find(|m| shown(m).contains("96 (yours)")).unwrap();
+    env.tg.press(&chat, &ann, edit.message_id, "Done");
+    env.wait_text(chat.id, "Your next Dream run uses these settings").await;
+    // The next run uses it, slowly enough to ask for /status meanwhile.
+    env.comfy_fake.set_step_delay(400);
+    env.tg.send_text(&chat, &ann, "/dream a quiet harbour");
+    let acc = env.station.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
+    let running = env.wait_running(&acc.id).await;
+    assert!(running, "[{k}] the job runs");
+    env.tg.send_text(&chat, &ann, "/status");
+    let status = env.wait_text(chat.id, "Dream: running").await;
+    assert!(status.content.buttons().iter().any(|(l, _)| l == "Cancel Dream"), "[{k}] {:?}", status.content);
+    env.comfy_fake.set_step_delay(0);
+    let msgs = env.wait_msgs(chat.id, "the result", |m| !results(m).is_empty()).await;
+    let p = results(&msgs)[0].content.photo.clone().expect("a photo");
+    assert_eq!((p.width, p.height), (96, 64), "[{k}] the saved width was used");
+    env.stop().await;
+}
+
+/// With "send originals" on, results come as documents with the original
+/// bytes and a file name; without it, an oversized picture is a photo
+/// fitted to Telegram's limits, and one no photo can show is a document.
+async fn originals_as_files_and_fitted_photos(db: TestDb) {
+    let env = start(db).await;
+    let k = env.kind;
+    let ann = FakeUser::new(7501, "Ann");
+    let chat = FakeChat::private(&ann);
+    env.tg.send_text(&chat, &ann, "/settings");
+    let m = env.wait_button(chat.id, "send original files").await;
+    env.tg.press(&chat, &ann, m.message_id, "send original files");
+    env.wait_button(chat.id, "Results as original files: on").await;
+    env.tg.send_photo(&chat, &ann, png(8, 6), Some("/flip"));
+    let msgs = env.wait_msgs(chat.id, "the result", |m| !results(m).is_empty()).await;
+    let doc = results(&msgs)[0].content.document.clone().expect("sent as a file");
+    let name = doc.file_name.clone().unwrap_or_default();
+    assert!(name.starts_with("flip-") && name.ends_with(".png"), "[{k}] {name}");
+    assert_eq!(doc.mime_type.as_deref(), Some("image/png"));
+    let acc = env.station.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
+    let job = env.jobs_of(&acc.id).await.remove(0);
+    let output: Vec<String> = serde_json::from_str(job.outputs.as_deref().unwrap()).unwrap();
+    let (_, original) = env.station.media.get(&output[0], None).await.unwrap();
+    assert_eq!(doc.bytes.as_ref(), &original, "[{k}] the original bytes");
+
+    // Bob keeps photos.
+    let bob = FakeUser::new(7502, "Bob");
+    let chat = FakeChat::private(&bob);
+    // Width + height over 10000: fitted.
+    env.tg.send_photo(&chat, &bob, png(5200, 5000), Some("/flip"));
+    let msgs = env.wait_msgs(chat.id, "the big result", |m| !results(m).is_empty()).await;
+    let photo = results(&msgs)[0].content.photo.clone().expect("still a photo");
+    assert!(photo.width + photo.height <= 10_000, "[{k}] fitted: {}x{}", photo.width, photo.height);
+    assert!(
+        photo.width >= 5000 && photo.height >= 4800,
+        "[{k}] only as small as needed: {}x{}",
+        photo.width,
+        photo.height
+    );
+    assert_eq!(dims(&photo.bytes), (photo.width, photo.height));
+    // A ratio over 20 cannot be a photo at any size: a file.
+    env.tg.send_photo(&chat, &bob, png(420, 20), Some("/flip"));
+    let msgs = env.wait_msgs(chat.id, "the long result", |m| results(m).len() >= 2).await;
+    let doc = results(&msgs)[1].content.document.clone().expect("sent as a file");
+    assert_eq!(dims(&doc.bytes), (420, 20), "[{k}]");
+    let stats = env.tg.stats();
+    let bad: Vec<_> =
+        stats.errors.iter().filter(|e| e.code == 400 && !e.description.contains("not modified")).collect();
+    assert!(bad.is_empty(), "[{k}] requests refused: {bad:?}");
+    env.stop().await;
+}
+
+on_every_db!(
+    operator_commands_and_menus,
+    group_commands_replies_and_foreign_buttons,
+    album_runs_the_tool_per_photo,
+    settings_then_status_during_a_job,
+    originals_as_files_and_fitted_photos,
+);
