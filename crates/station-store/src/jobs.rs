@@ -210,6 +210,50 @@ pub struct QueuePosition {
     pub running: i64,
 }
 
+/// A job as a status read shows it (see [`Store::job_status`]).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobStatusRow {
+    /// The job.
+    #[sqlx(flatten)]
+    pub job: JobRow,
+    /// The owner's rating, 1–5.
+    pub mark_rating: Option<i64>,
+    /// Hidden from the owner's history.
+    pub mark_hidden: bool,
+    /// Queued jobs of the same service claimed before it (queued jobs only).
+    pub queue_ahead: Option<i64>,
+    /// Dispatched or running jobs of the same service (queued jobs only).
+    pub queue_running: Option<i64>,
+}
+
+impl JobStatusRow {
+    /// The queue position, for a queued job.
+    pub fn queue_position(&self) -> Option<QueuePosition> {
+        Some(QueuePosition { ahead: self.queue_ahead?, running: self.queue_running? })
+    }
+}
+
+/// [`Store::job_status`]'s query. The position subqueries run only for a
+/// queued job (both engines evaluate a CASE branch lazily) and use the
+/// `jobs_claim` index; the ordering is the claim order, as in
+/// [`Store::queue_position`].
+/// Built once and leaked, so every call passes sqlx a `&'static str` (no copy).
+static JOB_STATUS_SQL: std::sync::LazyLock<&'static str> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {JOB_COLUMNS}, \
+         (SELECT m.rating FROM job_marks m WHERE m.job_id = jobs.id) AS mark_rating, \
+         COALESCE((SELECT m.hidden FROM job_marks m WHERE m.job_id = jobs.id), FALSE) AS mark_hidden, \
+         CASE WHEN status = 'queued' THEN (SELECT COUNT(*) FROM jobs q WHERE q.service = jobs.service \
+           AND q.status = 'queued' AND q.id <> jobs.id AND (q.priority > jobs.priority \
+           OR (q.priority = jobs.priority AND (q.fair_key < jobs.fair_key \
+           OR (q.fair_key = jobs.fair_key AND q.created_at <= jobs.created_at))))) END AS queue_ahead, \
+         CASE WHEN status = 'queued' THEN (SELECT COUNT(*) FROM jobs r WHERE r.service = jobs.service \
+           AND r.status IN {ACTIVE}) END AS queue_running \
+         FROM jobs WHERE id = $1"
+    )
+    .leak()
+});
+
 /// Queue overview for operators.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct QueueStats {
@@ -647,6 +691,19 @@ impl Store {
             if let Some(t) = &f.tool_id { q = q.bind(t); }
             if let Some(b) = &f.before_id { q = q.bind(b); }
             Ok(q.bind(f.limit.clamp(1, 1000)).fetch_all(p).await?)
+        })
+    }
+
+    /// A job with what a status read shows beside it, in one query: the
+    /// owner's mark (rating, hidden) and, for a queued job only, its queue
+    /// position (the same counts as [`Store::queue_position`]).
+    pub async fn job_status(&self, job_id: &str) -> Result<Option<JobStatusRow>, StoreError> {
+        let sql: &'static str = *JOB_STATUS_SQL;
+        with_pool!(self, p => {
+            Ok(sqlx::query_as::<_, JobStatusRow>(sql)
+                .bind(job_id)
+                .fetch_optional(p)
+                .await?)
         })
     }
 

@@ -27,7 +27,9 @@ pub use db::{Backend, Store, StoreError, mask_url};
 pub use finisher::{DEFAULT_MAX_BATCH, FinishBatcher};
 pub use flows::{ActionRow, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition};
 pub use identity::{ApiKeyRow, LinkError, OneTimeState, SessionRow};
-pub use jobs::{ClaimRequest, JobFilter, JobFinish, JobRow, JobStatus, NewJob, QueuePosition, QueueStats};
+pub use jobs::{
+    ClaimRequest, JobFilter, JobFinish, JobRow, JobStatus, JobStatusRow, NewJob, QueuePosition, QueueStats,
+};
 pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use misc::{AccountRow, BackendRow, MediaRow};

@@ -24,6 +24,13 @@ impl Notifications {
     pub async fn recv(&mut self) -> Result<String, StoreError> {
         Ok(self.0.recv().await?.payload().to_string())
     }
+
+    /// Like [`Notifications::recv`], but says when the connection was lost
+    /// and has just been re-established (`None`): notifications sent
+    /// meanwhile were missed, so whoever relies on them can start afresh.
+    pub async fn next(&mut self) -> Result<Option<String>, StoreError> {
+        Ok(self.0.try_recv().await?.map(|n| n.payload().to_string()))
+    }
 }
 
 impl Store {

@@ -237,6 +237,31 @@ async fn queue_position_counts_jobs_claimed_earlier() {
 }
 
 #[tokio::test]
+async fn a_status_read_is_the_row_its_mark_and_a_queued_jobs_position_in_one_query() {
+    for db in testing::all().await {
+        let (s, k) = (&db.store, db.kind);
+        assert!(s.job_status("no-such-job").await.unwrap().is_none(), "{k}");
+        for _ in 0..3 {
+            s.insert_job(&job("a", "comfyui"), 1).await.unwrap();
+        }
+        let b = s.insert_job(&job("b", "comfyui"), 2).await.unwrap();
+        let running = s.claim_jobs(&claim("w", 1, 10, 3)).await.unwrap();
+        assert_eq!(running.len(), 1, "{k}");
+        let st = s.job_status(&b.id).await.unwrap().unwrap();
+        let pos = s.queue_position(&b).await.unwrap();
+        assert_eq!((st.queue_ahead, st.queue_running), (Some(pos.ahead), Some(pos.running)), "{k}: same counts");
+        assert_eq!((pos.ahead, pos.running), (0, 1), "{k}: a's first runs; b is next in fair order");
+        assert_eq!((st.job.id.as_str(), st.mark_rating, st.mark_hidden), (b.id.as_str(), None, false), "{k}");
+        s.mark_job(&b.id, "b", Some(4), Some(true), 5).await.unwrap();
+        let st = s.job_status(&b.id).await.unwrap().unwrap();
+        assert_eq!((st.mark_rating, st.mark_hidden), (Some(4), true), "{k}");
+        // Positions are only computed for queued jobs.
+        let st = s.job_status(&running[0].id).await.unwrap().unwrap();
+        assert_eq!((st.job.status(), st.queue_position().is_none()), (JobStatus::Dispatched, true), "{k}");
+    }
+}
+
+#[tokio::test]
 async fn concurrent_claimers_never_share_a_job() {
     for db in testing::all().await {
         let s = db.store.clone();
