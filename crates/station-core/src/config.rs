@@ -184,6 +184,12 @@ pub struct LimitsConfig {
     /// submission beyond it is refused until one starts. 0 turns the limit
     /// off. Running jobs are limited by `queue.per_user_running`.
     pub max_queued: u64,
+    /// How long a process trusts an API key or session it has checked, in
+    /// milliseconds, before reading it again; 0 reads it on every request.
+    /// Revocation, sign-out, suspension, role changes and merges apply at
+    /// once regardless (they are announced to every process on PostgreSQL);
+    /// this only bounds changes nothing announced.
+    pub auth_cache_ms: u64,
 }
 
 /// Web app settings.
@@ -302,7 +308,7 @@ impl Default for PointsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { requests_per_minute: 60, max_queued: 20 }
+        LimitsConfig { requests_per_minute: 60, max_queued: 20, auth_cache_ms: 2_000 }
     }
 }
 

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use station_store::JobStatus;
 use tokio::sync::broadcast;
 
+use crate::auth_cache::{AuthCache, Invalidation, Remote};
+
 /// Something that happened to a job.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -140,10 +142,21 @@ pub struct PgBus {
     outbox: tokio::sync::mpsc::UnboundedSender<JobEvent>,
 }
 
+/// One notification: a job event, or a credential that stopped working
+/// (see [`crate::auth_cache`]).
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     origin: String,
-    event: JobEvent,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event: Option<JobEvent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth: Option<Invalidation>,
+}
+
+/// The notification text announcing `inv` from process `origin`.
+pub(crate) fn auth_envelope(origin: &str, inv: &Invalidation) -> String {
+    serde_json::to_string(&Envelope { origin: origin.to_string(), event: None, auth: Some(inv.clone()) })
+        .expect("an invalidation serialises")
 }
 
 const PG_PAYLOAD_MAX: usize = 7900;
@@ -152,18 +165,33 @@ impl PgBus {
     /// Starts the bus on `store`'s event channel; `None` on SQLite (one
     /// process: the in-process bus is enough).
     pub async fn start(store: station_store::Store) -> Result<Option<Arc<PgBus>>, station_store::StoreError> {
+        Self::start_with(store, None).await
+    }
+
+    /// [`PgBus::start`] that also carries credential invalidations for
+    /// `auth`: those other processes announce are applied to it, and
+    /// [`crate::Station::invalidate_credentials`] announces this process's
+    /// on the same channel.
+    pub async fn start_with(
+        store: station_store::Store,
+        auth: Option<Arc<AuthCache>>,
+    ) -> Result<Option<Arc<PgBus>>, station_store::StoreError> {
         let Some(channel) = store.event_channel("station_events").await? else { return Ok(None) };
         let Some(mut listener) = store.listen(&channel).await? else { return Ok(None) };
         let origin = uuid::Uuid::new_v4().simple().to_string();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
         let bus = Arc::new(PgBus { local: InProcessBus::default(), outbox: tx });
+        if let Some(auth) = &auth {
+            auth.set_remote(Remote { store: store.clone(), channel: channel.clone(), origin: origin.clone() });
+        }
         // Sender: one NOTIFY per event, in order.
         let send_store = store.clone();
         let send_channel = channel.clone();
         let send_origin = origin.clone();
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
-                let text = match serde_json::to_string(&Envelope { origin: send_origin.clone(), event }) {
+                let envelope = Envelope { origin: send_origin.clone(), event: Some(event), auth: None };
+                let text = match serde_json::to_string(&envelope) {
                     Ok(t) if t.len() <= PG_PAYLOAD_MAX => t,
                     _ => continue,
                 };
@@ -176,8 +204,15 @@ impl PgBus {
         let weak = Arc::downgrade(&bus);
         tokio::spawn(async move {
             loop {
-                let payload = match listener.recv().await {
-                    Ok(p) => p,
+                let payload = match listener.next().await {
+                    Ok(Some(p)) => p,
+                    Ok(None) => {
+                        // Reconnected: announcements sent meanwhile were missed.
+                        if let Some(auth) = &auth {
+                            auth.apply(&Invalidation::All);
+                        }
+                        continue;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "event listener stopped; other processes' progress is read from the rows");
                         return;
@@ -185,7 +220,14 @@ impl PgBus {
                 };
                 let Some(bus) = weak.upgrade() else { return };
                 match serde_json::from_str::<Envelope>(&payload) {
-                    Ok(env) if env.origin != origin => bus.local.publish(env.event),
+                    Ok(env) if env.origin != origin => {
+                        if let Some(event) = env.event {
+                            bus.local.publish(event);
+                        }
+                        if let (Some(inv), Some(auth)) = (env.auth, &auth) {
+                            auth.apply(&inv);
+                        }
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::debug!(error = %e, "ignoring an unreadable event notification"),
                 }

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use station_store::{AccountRow, OneTimeState, SessionRow, StoreError};
 
 use crate::Station;
+use crate::auth_cache::{CachedKey, CachedSession, Invalidation};
 
 pub use station_store::{ApiKeyRow as ApiKeyInfo, LinkError};
 
@@ -247,36 +248,60 @@ impl Station {
 
     /// Revokes one of `account`'s keys (an administrator may revoke anyone's).
     /// False when there is no such key (or it is someone else's).
+    /// Its next use is refused in this process and, on PostgreSQL, in every
+    /// other one as soon as the announcement arrives.
     pub async fn revoke_api_key(&self, account: &AccountRow, key_id: &str) -> Result<bool, StoreError> {
         let only = (account.role != "admin").then_some(account.id.as_str());
-        self.store.revoke_api_key(key_id, only, now_ms()).await
+        let revoked = self.store.revoke_api_key(key_id, only, now_ms()).await?;
+        if revoked {
+            self.invalidate_credentials(Invalidation::ApiKey { id: key_id.to_string() }).await;
+        }
+        Ok(revoked)
     }
 
     /// The account an API key belongs to. Records the use (at most once a
     /// minute per key, so busy clients do not cause a write per request).
+    /// A key checked in the last `limits.auth_cache_ms` is not read again
+    /// (see [`crate::auth_cache`]).
     pub async fn authenticate_api_key(&self, key: &str) -> Result<AccountRow, AuthError> {
         let key = key.trim();
         let unknown = AuthError::Unknown(Credential::ApiKey);
         if !key.starts_with(API_KEY_PREFIX) || key.len() != API_KEY_PREFIX.len() + API_KEY_RANDOM_CHARS {
             return Err(unknown);
         }
-        let Some((info, account)) = self.store.api_key_by_hash(&hash_secret(key)).await? else {
-            return Err(unknown);
-        };
+        let hash = hash_secret(key);
         let now = now_ms();
-        if info.revoked_at.is_some() {
-            return Err(AuthError::Revoked(Credential::ApiKey));
-        }
-        if info.expires_at.is_some_and(|at| at <= now) {
+        let cached = match self.auth_cache.key(&hash) {
+            Some(k) => k,
+            None => {
+                let generation = self.auth_cache.generation();
+                let Some((info, account)) = self.store.api_key_by_hash(&hash).await? else {
+                    return Err(unknown);
+                };
+                if info.revoked_at.is_some() {
+                    return Err(AuthError::Revoked(Credential::ApiKey));
+                }
+                if account.suspended {
+                    return Err(AuthError::Suspended(account.id));
+                }
+                let k = CachedKey {
+                    key_id: info.id,
+                    expires_at: info.expires_at,
+                    last_used_at: info.last_used_at,
+                    account,
+                };
+                self.auth_cache.put_key(generation, &hash, k.clone());
+                k
+            }
+        };
+        if cached.expires_at.is_some_and(|at| at <= now) {
             return Err(AuthError::Expired(Credential::ApiKey));
         }
-        if account.suspended {
-            return Err(AuthError::Suspended(account.id));
+        if cached.last_used_at.is_none_or(|t| now - t >= TOUCH_GAP_MS) {
+            self.store.touch_api_key(&cached.key_id, now, TOUCH_GAP_MS).await?;
+            self.auth_cache.touched_key(&hash, now);
         }
-        if info.last_used_at.is_none_or(|t| now - t >= TOUCH_GAP_MS) {
-            self.store.touch_api_key(&info.id, now, TOUCH_GAP_MS).await?;
-        }
-        Ok(account)
+        Ok(cached.account)
     }
 
     /// Makes a `/link` code for `account`: entered on another platform within
@@ -301,6 +326,9 @@ impl Station {
         let survivor = self.store.redeem_link_code(&hash_secret(&code), &caller.id, now_ms()).await?;
         // The merged account's bucket is dropped; its requests count against the survivor from now on.
         self.rate_limits.forget(&caller.id);
+        // Its keys and sessions now belong to the survivor: resolve them afresh.
+        self.invalidate_credentials(Invalidation::Account { id: caller.id.clone() }).await;
+        self.invalidate_credentials(Invalidation::Account { id: survivor.id.clone() }).await;
         Ok(survivor)
     }
 
@@ -347,28 +375,45 @@ impl Station {
         Ok((id, csrf, row.expires_at))
     }
 
-    /// The account and details of an open session.
+    /// The account and details of an open session (cached like API keys,
+    /// see [`crate::auth_cache`]).
     pub async fn session_account(&self, session_id: &str) -> Result<(AccountRow, SessionInfo), AuthError> {
         let what = Credential::Session;
-        let Some(row) = self.store.get_session(&hash_secret(session_id)).await? else {
-            return Err(AuthError::Unknown(what));
+        let hash = hash_secret(session_id);
+        let cached = match self.auth_cache.session(&hash) {
+            Some(s) => s,
+            None => {
+                let generation = self.auth_cache.generation();
+                let Some(row) = self.store.get_session(&hash).await? else {
+                    return Err(AuthError::Unknown(what));
+                };
+                if row.ended_at.is_some() {
+                    return Err(AuthError::Revoked(what));
+                }
+                if row.expires_at <= now_ms() {
+                    return Err(AuthError::Expired(what));
+                }
+                let account = self.live_account(&row.account_id).await?;
+                let info =
+                    SessionInfo { csrf_token: row.csrf_token, created_at: row.created_at, expires_at: row.expires_at };
+                let s = CachedSession { info, account };
+                self.auth_cache.put_session(generation, &hash, s.clone());
+                s
+            }
         };
-        if row.ended_at.is_some() {
-            return Err(AuthError::Revoked(what));
-        }
-        if row.expires_at <= now_ms() {
+        if cached.info.expires_at <= now_ms() {
             return Err(AuthError::Expired(what));
         }
-        let account = self.live_account(&row.account_id).await?;
-        Ok((
-            account,
-            SessionInfo { csrf_token: row.csrf_token, created_at: row.created_at, expires_at: row.expires_at },
-        ))
+        Ok((cached.account, cached.info))
     }
 
-    /// Signs a session out. False if it was not open.
+    /// Signs a session out (at once in every process, like a key revocation).
+    /// False if it was not open.
     pub async fn end_session(&self, session_id: &str) -> Result<bool, StoreError> {
-        self.store.end_session(&hash_secret(session_id), now_ms()).await
+        let id_hash = hash_secret(session_id);
+        let ended = self.store.end_session(&id_hash, now_ms()).await?;
+        self.invalidate_credentials(Invalidation::Session { id_hash }).await;
+        Ok(ended)
     }
 
     async fn live_account(&self, account_id: &str) -> Result<AccountRow, AuthError> {

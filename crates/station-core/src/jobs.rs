@@ -1,6 +1,8 @@
 //! Submitting, reading and cancelling jobs.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -95,6 +97,45 @@ pub struct JobView {
     pub queue_position: Option<i64>,
     /// Estimated milliseconds until it finishes (queued or running jobs).
     pub eta_ms: Option<i64>,
+}
+
+/// A job's view with the owner's mark, as a status read shows it.
+#[derive(Debug, Clone)]
+pub struct JobStatusView {
+    /// Row, queue position and ETA.
+    pub view: JobView,
+    /// The owner's rating, 1–5.
+    pub rating: Option<i64>,
+    /// Hidden from the owner's history.
+    pub hidden: bool,
+}
+
+/// How long a tool's recent run times are reused for ETAs.
+pub const ETA_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Recent mean run time per tool (for ETAs), kept [`ETA_CACHE_TTL`] per
+/// process: an ETA is an estimate, and polling clients would otherwise
+/// read the same 20 rows on every status request.
+#[derive(Debug, Clone, Default)]
+pub struct EtaCache(Arc<Mutex<HashMap<String, EtaEntry>>>);
+
+/// When a tool's mean run time was read, and what it was.
+type EtaEntry = (Instant, Option<f64>);
+
+impl EtaCache {
+    fn get(&self, tool_id: &str) -> Option<Option<f64>> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(tool_id).filter(|(at, _)| at.elapsed() < ETA_CACHE_TTL).map(|(_, avg)| *avg)
+    }
+
+    fn put(&self, tool_id: &str, avg: Option<f64>) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Tools are few; stale entries of removed tools are dropped when the map grows.
+        if map.len() > 1_024 {
+            map.retain(|_, (at, _)| at.elapsed() < ETA_CACHE_TTL);
+        }
+        map.insert(tool_id.to_string(), (Instant::now(), avg));
+    }
 }
 
 impl Station {
@@ -282,21 +323,47 @@ impl Station {
 
     /// A job with its queue position and ETA.
     pub async fn job_view(&self, job_id: &str) -> Result<Option<JobView>, station_store::StoreError> {
-        let Some(row) = self.store.get_job(job_id).await? else { return Ok(None) };
-        let avg = self.store.recent_run_ms(&row.tool_id, 20).await?;
+        Ok(self.job_status(job_id).await?.map(|s| s.view))
+    }
+
+    /// [`Station::job_view`] with the owner's mark (rating, hidden): one
+    /// query for the row, the mark and a queued job's position; the ETA's
+    /// recent run times come from [`EtaCache`] and are read only for queued
+    /// or running jobs.
+    pub async fn job_status(&self, job_id: &str) -> Result<Option<JobStatusView>, station_store::StoreError> {
+        let Some(s) = self.store.job_status(job_id).await? else { return Ok(None) };
+        let position = s.queue_position();
+        let row = s.job;
         let (queue_position, eta_ms) = match row.status() {
             JobStatus::Queued => {
-                let pos = self.store.queue_position(&row).await?;
+                let avg = self.recent_run_ms(&row.tool_id).await?;
+                let pos = position.unwrap_or(station_store::QueuePosition { ahead: 0, running: 0 });
                 let slots = self.slots_for(&row.service).max(1) as f64;
                 let eta = avg.map(|a| (((pos.ahead + pos.running) as f64 / slots) + 1.0) * a);
                 (Some(pos.ahead), eta.map(|e| e as i64))
             }
             JobStatus::Dispatched | JobStatus::Running => {
+                let avg = self.recent_run_ms(&row.tool_id).await?;
                 (None, avg.map(|a| (a * (1.0 - row.progress)).max(0.0) as i64))
             }
             _ => (None, None),
         };
-        Ok(Some(JobView { row, queue_position, eta_ms }))
+        Ok(Some(JobStatusView {
+            view: JobView { row, queue_position, eta_ms },
+            rating: s.mark_rating,
+            hidden: s.mark_hidden,
+        }))
+    }
+
+    /// Mean run time of the tool's last 20 successful jobs, read at most
+    /// once per [`ETA_CACHE_TTL`] per tool in this process.
+    async fn recent_run_ms(&self, tool_id: &str) -> Result<Option<f64>, station_store::StoreError> {
+        if let Some(avg) = self.eta_cache.get(tool_id) {
+            return Ok(avg);
+        }
+        let avg = self.store.recent_run_ms(tool_id, 20).await?;
+        self.eta_cache.put(tool_id, avg);
+        Ok(avg)
     }
 
     /// Cancels a job the account owns (admins: any job).

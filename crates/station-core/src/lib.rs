@@ -6,6 +6,7 @@
 //! (CLI, HTTP, chat bots) call into this crate and never the other way round.
 
 pub mod admin;
+pub mod auth_cache;
 pub mod config;
 pub mod events;
 pub mod executor;
@@ -24,7 +25,7 @@ pub use admin::{BackendHealth, QueueOverview, ServiceHealth};
 pub use config::Config;
 pub use events::{EventBus, InProcessBus, JobEvent, PgBus};
 pub use executor::{ExecContext, ExecError, ExecJob, Executor, InputImage, OutputFile};
-pub use jobs::{JobView, SubmitError, SubmitRequest, service_name};
+pub use jobs::{JobStatusView, JobView, SubmitError, SubmitRequest, service_name};
 pub use media::{CheckedImage, MediaService, MediaServiceError};
 pub use native::MediaExecutor;
 pub use worker::Workers;
@@ -58,6 +59,10 @@ pub struct Station {
     pub auto_watermark: watermark::AutoWatermark,
     /// Per-account request budgets (see [`Station::check_rate`]).
     pub rate_limits: Arc<identity::RateLimiter>,
+    /// Recently resolved API keys and sessions (see [`auth_cache`]).
+    pub auth_cache: Arc<auth_cache::AuthCache>,
+    /// Recent run times per tool for ETAs, read at most once a second.
+    pub eta_cache: jobs::EtaCache,
 }
 
 /// Why Station could not start.
@@ -92,11 +97,19 @@ impl Station {
         let store = Store::connect(&config.database_url()).await?;
         store.migrate().await?;
         let (mut station, errors) = Self::with_store(config, store)?;
-        // Several processes on one PostgreSQL share job events.
-        if let Some(bus) = events::PgBus::start(station.store.clone()).await? {
-            station.bus = bus;
-        }
+        station.join_processes().await?;
         Ok((station, errors))
+    }
+
+    /// On PostgreSQL, shares job events and credential invalidations with
+    /// every other Station process on the same schema (LISTEN/NOTIFY); on
+    /// SQLite, nothing. [`Station::open`] does this; stations made with
+    /// [`Station::with_store`] (tests) may.
+    pub async fn join_processes(&mut self) -> Result<(), OpenError> {
+        if let Some(bus) = events::PgBus::start_with(self.store.clone(), Some(self.auth_cache.clone())).await? {
+            self.bus = bus;
+        }
+        Ok(())
     }
 
     /// Like [`Station::open`] on an already migrated store (tests).
@@ -112,6 +125,8 @@ impl Station {
         let tools_dir = config.tools_dir();
         let (tools, errors) = ToolRegistry::load(Some(&tools_dir));
         let rate_limits = Arc::new(identity::RateLimiter::new(config.limits.requests_per_minute));
+        let auth_cache =
+            Arc::new(auth_cache::AuthCache::new(std::time::Duration::from_millis(config.limits.auth_cache_ms)));
         let station = Station {
             media: MediaService::new(Arc::new(blobs), store.clone(), limits),
             config: Arc::new(config),
@@ -124,6 +139,8 @@ impl Station {
             lora_cache: Default::default(),
             auto_watermark,
             rate_limits,
+            auth_cache,
+            eta_cache: Default::default(),
         };
         Ok((station, errors))
     }

@@ -85,7 +85,7 @@ async fn api_keys_authenticate_record_use_and_revoke() {
 
         // An administrator may revoke anyone's key.
         let (other, other_key) = st.create_api_key(&bob, "ci", None).await.unwrap();
-        db.store.set_account_role(&alice.id, "admin").await.unwrap();
+        st.set_account_role(&alice.id, "admin").await.unwrap();
         let admin = db.store.get_account(&alice.id).await.unwrap().unwrap();
         assert!(st.revoke_api_key(&admin, &other.id).await.unwrap(), "{kind}");
         assert!(matches!(st.authenticate_api_key(&other_key).await, Err(AuthError::Revoked(_))));
@@ -98,7 +98,7 @@ async fn api_keys_authenticate_record_use_and_revoke() {
         let err = st.authenticate_api_key(&short).await.unwrap_err();
         assert!(matches!(err, AuthError::Expired(Credential::ApiKey)), "{kind}: {err}");
         let (_, bobs) = st.create_api_key(&bob, "phone", None).await.unwrap();
-        db.store.set_account_suspended(&bob.id, true).await.unwrap();
+        st.set_account_suspended(&bob.id, true).await.unwrap();
         let err = st.authenticate_api_key(&bobs).await.unwrap_err();
         assert!(matches!(&err, AuthError::Suspended(id) if *id == bob.id), "{kind}: {err}");
 
@@ -230,7 +230,7 @@ async fn link_refuses_suspended_accounts_and_admin_callers() {
         let st = station(&db, dir.path());
         let user = st.account("telegram", "1", "u").await.unwrap();
         let admin = st.account("discord", "2", "a").await.unwrap();
-        db.store.set_account_role(&admin.id, "admin").await.unwrap();
+        st.set_account_role(&admin.id, "admin").await.unwrap();
         let admin = db.store.get_account(&admin.id).await.unwrap().unwrap();
 
         let code = st.create_link_code(&user).await.unwrap();
@@ -241,7 +241,7 @@ async fn link_refuses_suspended_accounts_and_admin_callers() {
         assert_eq!(st.redeem_link_code(&user, &code.code).await.unwrap().role, "admin", "{kind}");
 
         let bad = st.account("telegram", "3", "b").await.unwrap();
-        db.store.set_account_suspended(&bad.id, true).await.unwrap();
+        st.set_account_suspended(&bad.id, true).await.unwrap();
         let code = st.create_link_code(&admin).await.unwrap();
         let err = st.redeem_link_code(&bad, &code.code).await.unwrap_err();
         assert!(matches!(&err, LinkError::Suspended(id) if *id == bad.id), "{kind}: {err}");
@@ -298,7 +298,7 @@ async fn login_tokens_work_once_even_concurrently_and_sessions_end() {
         let (short, _, _) = st.create_session(&alice, Duration::ZERO).await.unwrap();
         assert!(matches!(st.session_account(&short).await, Err(AuthError::Expired(_))), "{kind}");
         assert!(matches!(st.session_account("forged").await, Err(AuthError::Unknown(_))), "{kind}");
-        db.store.set_account_suspended(&alice.id, true).await.unwrap();
+        st.set_account_suspended(&alice.id, true).await.unwrap();
         let (sid, _, _) = st.create_session(&alice, Duration::from_secs(60)).await.unwrap();
         assert!(matches!(st.session_account(&sid).await, Err(AuthError::Suspended(_))), "{kind}");
     }
