@@ -60,6 +60,7 @@ pub fn router(station: Station) -> Router {
     secured(
         routes
             .layer(Extension(spec))
+            .layer(Extension(Arc::new(api::tools::ToolListCache::default())))
             .merge(web::routes())
             .fallback(not_found)
             .with_state(station)

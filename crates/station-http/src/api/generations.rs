@@ -227,15 +227,16 @@ pub async fn full_view(station: &Station, job_id: &str) -> ApiResult<Generation>
 /// trusted use), read once: another user's job is 404.
 pub async fn owned_view(station: &Station, caller: Option<&AccountRow>, job_id: &str) -> ApiResult<Generation> {
     let not_found = || ApiError::not_found("generation", job_id, "GET /api/v1/generations lists yours");
-    let view = station.job_view(job_id).await?.ok_or_else(not_found)?;
+    // One query: the row, its mark and (queued only) its queue position.
+    let status = station.job_status(job_id).await?.ok_or_else(not_found)?;
+    let view = status.view;
     if let Some(c) = caller
         && view.row.account_id != c.id
         && c.role != "admin"
     {
         return Err(not_found());
     }
-    let (rating, hidden) = station.store.job_mark(job_id).await?;
-    let mut g = Generation::from_row(&view.row, rating, hidden);
+    let mut g = Generation::from_row(&view.row, status.rating, status.hidden);
     g.queue_position = view.queue_position;
     g.eta_ms = view.eta_ms;
     for out in &mut g.outputs {

@@ -1,10 +1,13 @@
 //! `GET /api/v1/tools` and `GET /api/v1/tools/{id}`: what a caller may run,
 //! with each tool's inputs as a form description and as JSON Schema.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use station_core::Station;
@@ -213,11 +216,48 @@ pub fn detail(station: &Station, t: &ToolDef) -> ToolDetail {
     }
 }
 
+/// `GET /api/v1/tools` answers, serialised once per tool registry
+/// generation. The list depends only on the registry, the caller's role
+/// (admin tools) and the price multiplier (fixed for a Station), so there
+/// are two answers: one for users, one for administrators.
+#[derive(Debug, Default)]
+pub struct ToolListCache {
+    /// `[users, administrators]`: the generation each was made from, and the bytes.
+    slots: Mutex<[Option<(u64, Bytes)>; 2]>,
+}
+
+impl ToolListCache {
+    /// The serialised list for `account`, made afresh when the tools changed.
+    pub fn get(&self, station: &Station, account: &AccountRow) -> Bytes {
+        let slot = usize::from(account.role == "admin");
+        // Read before listing: a reload between the two only makes this answer
+        // newer than its label, and the next request replaces it.
+        let generation = station.tools.generation();
+        if let Some((g, bytes)) = &self.lock()[slot]
+            && *g == generation
+        {
+            return bytes.clone();
+        }
+        let list = ToolList { tools: listed(station, account).iter().map(|t| summary(station, t)).collect() };
+        let bytes = Bytes::from(serde_json::to_vec(&list).expect("the tool list serialises"));
+        self.lock()[slot] = Some((generation, bytes.clone()));
+        bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, [Option<(u64, Bytes)>; 2]> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The tools you may run.
 #[utoipa::path(get, path = "/api/v1/tools", tag = "tools",
     responses((status = 200, body = ToolList), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
-async fn list_tools(State(station): State<Station>, Caller(a): Caller) -> Json<ToolList> {
-    Json(ToolList { tools: listed(&station, &a).iter().map(|t| summary(&station, t)).collect() })
+async fn list_tools(
+    State(station): State<Station>,
+    Extension(cache): Extension<Arc<ToolListCache>>,
+    Caller(a): Caller,
+) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], cache.get(&station, &a)).into_response()
 }
 
 /// One tool by id or chat command, with its inputs and their JSON Schema.

@@ -58,7 +58,7 @@ pub async fn serve(db: &TestDb, workers: bool, tweak: impl FnOnce(&mut Config)) 
     let (alice, alice_key) = mk("alice").await;
     let (bob, bob_key) = mk("bob").await;
     let (admin, admin_key) = mk("admin").await;
-    db.store.set_account_role(&admin.id, "admin").await.unwrap();
+    station.set_account_role(&admin.id, "admin").await.unwrap();
     let admin = db.store.get_account(&admin.id).await.unwrap().unwrap();
     Server {
         base,

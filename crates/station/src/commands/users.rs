@@ -140,7 +140,7 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
                 println!("created account {} ({name}) linked to {identity}", a.id);
                 return exit::OK;
             }
-            let a = match station.store.set_account_role(&a.id, "admin").await {
+            let a = match station.set_account_role(&a.id, "admin").await {
                 Ok(_) => match find_account(station, &a.id).await {
                     Ok(a) => a,
                     Err(code) => return code,
@@ -162,7 +162,7 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
                 Ok(a) => a,
                 Err(code) => return code,
             };
-            match station.store.set_account_role(&a.id, "admin").await {
+            match station.set_account_role(&a.id, "admin").await {
                 Ok(_) => {
                     println!("{} ({}) is now an administrator", a.name, a.id);
                     exit::OK
@@ -194,7 +194,7 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
                 Ok(a) => a,
                 Err(code) => return code,
             };
-            match station.store.set_account_suspended(&a.id, !undo).await {
+            match station.set_account_suspended(&a.id, !undo).await {
                 Ok(_) => {
                     println!("{} ({}) is {}", a.name, a.id, if undo { "active again" } else { "suspended" });
                     exit::OK
