@@ -30,6 +30,11 @@ pub struct SubmitRequest {
     /// The group the request was made in (`telegram:-100123`,
     /// `discord-guild:987`); its sponsor, if any, pays within the per-member cap.
     pub sponsor_scope: Option<String>,
+    /// Names this submission: a second submit with the same key (an input
+    /// processed again after a crash) queues and charges nothing and returns
+    /// the job the first one queued. Keys are global; one used by another
+    /// account is refused as an invalid `idempotency_key`.
+    pub idempotency_key: Option<String>,
 }
 
 /// Why a submission was refused. Nothing was written.
@@ -165,6 +170,15 @@ impl Station {
     /// [`Station::submit`] at a given time (Unix ms), which picks the UTC day
     /// whose free allowance and sponsorship caps the job counts against.
     pub async fn submit_at(&self, account: &AccountRow, req: SubmitRequest, now: i64) -> Result<JobRow, SubmitError> {
+        let key = req.idempotency_key.as_deref().filter(|k| !k.is_empty());
+        if let Some(key) = key {
+            // Answered before validating: a repeat must not be refused for a
+            // price or a quota that changed since the first one was queued.
+            let earlier = self.store.job_by_idem_key(key).await.map_err(|e| SubmitError::Storage(e.to_string()))?;
+            if let Some(job) = earlier {
+                return self.keyed_repeat(account, job);
+            }
+        }
         let p = self.prepare(account, &req).await?;
         if !req.confirmed
             && let Some(threshold) =
@@ -178,11 +192,13 @@ impl Station {
         let terms = self.pay_terms(account, p.price, req.sponsor_scope.as_deref());
         let actor = format!("account:{}", account.id);
         let placed = match self.ensure_starting_grant(&account.id).await {
-            Ok(()) => self.store.insert_job_paid(&p.job, &terms, &actor, now).await,
+            Ok(()) => self.store.insert_job_paid_keyed(&p.job, &terms, &actor, key, now).await,
             Err(e) => Err(e),
         };
         let row = match placed {
-            Ok((row, _)) => row,
+            Ok(station_store::Placed::New(row, _)) => row,
+            // A concurrent submit with the same key won.
+            Ok(station_store::Placed::Existing(job)) => return self.keyed_repeat(account, job),
             Err(station_store::LedgerError::Insufficient { needed, available }) => {
                 return Err(SubmitError::InsufficientPoints { needed, available });
             }
@@ -240,6 +256,17 @@ impl Station {
             return Err(SubmitError::InsufficientPoints { needed: p.price, available: plan.available });
         }
         Ok(())
+    }
+
+    /// The answer to a submit whose idempotency key queued `job` before.
+    fn keyed_repeat(&self, account: &AccountRow, job: JobRow) -> Result<JobRow, SubmitError> {
+        if job.account_id != account.id {
+            return Err(SubmitError::Invalid(vec![FieldError {
+                field: "idempotency_key".into(),
+                reason: "already used for another account's job".into(),
+            }]));
+        }
+        Ok(job)
     }
 
     /// Validates a request and prices it without writing anything: the

@@ -125,7 +125,9 @@ fn spawn_handle(
                 return;
             }
         };
-        match d.inner.flows.handle(&account, &conv, input).await {
+        // Interaction ids are unique: one delivered twice changes nothing twice.
+        let key = format!("discord:{}", o.id);
+        match d.inner.flows.handle_once(&key, &account, &conv, input).await {
             Ok(reply) => {
                 if let Some(t) = reply.toast {
                     d.note(&o.id, &t, false).await;

@@ -58,6 +58,11 @@ impl FlowsRunner {
 const LEASE_MS: i64 = 60_000;
 const MAX_ATTEMPTS: i64 = 8;
 
+/// How often old input keys ([`Flows::handle_once`]) are pruned.
+const INPUT_PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How long input keys are kept: 30 days.
+const INPUT_KEYS_KEPT_MS: i64 = 30 * 86_400_000;
+
 impl Flows {
     /// Starts the delivery service, the job notifier and the idle-flow sweeper.
     pub fn start(&self) -> FlowsRunner {
@@ -73,9 +78,19 @@ impl Flows {
         let me = self.clone();
         let s = stop.clone();
         tasks.push(tokio::spawn(async move {
+            let mut next_prune = tokio::time::Instant::now();
             loop {
                 if let Err(e) = me.expire_idle().await {
                     tracing::warn!(error = %e, "could not close idle conversations");
+                }
+                if tokio::time::Instant::now() >= next_prune {
+                    next_prune += INPUT_PRUNE_EVERY;
+                    // Adapters replay an input only while it is unprocessed in
+                    // their inbox; a month is far past any restart.
+                    let before = now_ms() - INPUT_KEYS_KEPT_MS;
+                    if let Err(e) = me.station().store.prune_flow_inputs(before).await {
+                        tracing::warn!(error = %e, "could not prune old input keys");
+                    }
                 }
                 tokio::select! {
                     _ = s.cancelled() => return,

@@ -3,6 +3,7 @@
 //! buttons, outgoing messages) in one transaction before anything is sent.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use rand::Rng;
@@ -13,6 +14,43 @@ use station_store::{AccountRow, ActionRow, FlowInstanceRow, NewDelivery, Transit
 use crate::flow::{Cx, Flow, FlowError, Next, Out, Start, StepInput};
 use crate::platform::{Conversation, DeliveryKind, Input, Platform};
 use crate::view::{ButtonAction, Rich, View};
+
+/// The input being handled by [`Flows::handle_once`]. Kept task-local so
+/// flows and result actions need no extra argument: every durable write the
+/// engine makes for the input, and every job it submits, takes its key from here.
+struct InputScope {
+    key: String,
+    writes: AtomicU32,
+    jobs: AtomicU32,
+}
+
+tokio::task_local! {
+    static INPUT: InputScope;
+}
+
+/// The key to record with the next durable write of the input being handled:
+/// the input's own key for the first write (which [`Flows::handle_once`]
+/// checks), `KEY#n` for the n-th. None outside [`Flows::handle_once`].
+pub(crate) fn next_write_key() -> Option<String> {
+    INPUT
+        .try_with(|s| match s.writes.fetch_add(1, Ordering::SeqCst) {
+            0 => s.key.clone(),
+            n => format!("{}#{}", s.key, n + 1),
+        })
+        .ok()
+}
+
+/// The idempotency key of the next job the input being handled submits:
+/// [`job_key`] of the input's key and the submission's number.
+pub(crate) fn next_job_key() -> Option<String> {
+    INPUT.try_with(|s| job_key(&s.key, s.jobs.fetch_add(1, Ordering::SeqCst) + 1)).ok()
+}
+
+/// The idempotency key of the `n`-th job (from 1) an input submits: a
+/// replayed input submits under the same keys, so it queues and charges nothing new.
+pub fn job_key(input_key: &str, n: u32) -> String {
+    format!("{input_key}/job{n}")
+}
 
 /// What an adapter may tell the person at once (Telegram's callback answer,
 /// Discord's ephemeral note) besides the messages that follow.
@@ -224,6 +262,46 @@ impl Flows {
         locks.entry(key.to_string()).or_default().clone()
     }
 
+    /// [`Flows::handle`] for an input the adapter can name (`telegram:<bot>:<update>`,
+    /// `discord:<interaction>`) and may hand over again after a crash. The
+    /// key is stored in the same transaction as the transition or message the
+    /// input causes, and jobs it submits are keyed by it ([`job_key`]); an
+    /// input whose key is stored already returns at once, changing nothing.
+    /// Processed again after a crash between its submit and its transition,
+    /// it finds its job instead of queueing (and charging) a second one.
+    pub async fn handle_once(
+        &self,
+        key: &str,
+        account: &AccountRow,
+        conv: &Conversation,
+        input: Input,
+    ) -> Result<Reply, FlowError> {
+        if self.input_handled(key).await? {
+            return Ok(Reply::default());
+        }
+        INPUT.scope(InputScope::new(key), self.handle(account, conv, input)).await
+    }
+
+    /// [`Flows::notice`] once per input key (see [`Flows::handle_once`]): an
+    /// adapter's own answer to an input it could not hand to a flow.
+    pub async fn notice_once(
+        &self,
+        key: &str,
+        account: &AccountRow,
+        conv: &Conversation,
+        view: View,
+    ) -> Result<(), FlowError> {
+        if self.input_handled(key).await? {
+            return Ok(());
+        }
+        INPUT.scope(InputScope::new(key), self.notice(account, conv, view)).await
+    }
+
+    /// Whether the input with this key already had its effect.
+    pub async fn input_handled(&self, key: &str) -> Result<bool, FlowError> {
+        Ok(self.inner.station.store.input_handled(key).await?)
+    }
+
     /// Handles one input from a person in a conversation. Inputs for one
     /// conversation are applied one after the other; a button from a step
     /// that is already over is answered with a toast and changes nothing.
@@ -388,7 +466,9 @@ impl Flows {
             Some(inst) => {
                 let out = Out { view: View::text("Cancelled."), kind: DeliveryKind::Notice, dedupe_key: None };
                 let d = new_delivery(conv, &account.id, &out);
-                store.end_flow(&inst.id, inst.rev, "cancelled", &[d], now_ms()).await?;
+                store
+                    .end_flow_keyed(&inst.id, inst.rev, "cancelled", &[d], next_write_key().as_deref(), now_ms())
+                    .await?;
                 Ok(Reply::toast("Cancelled"))
             }
             None => {
@@ -430,7 +510,12 @@ impl Flows {
                     ));
                     let out = Out { view, kind: DeliveryKind::Notice, dedupe_key: None };
                     let d = new_delivery(conv, &account.id, &out);
-                    self.inner.station.store.end_flow(&inst.id, inst.rev, "ended", &[d], now_ms()).await?;
+                    let key = next_write_key();
+                    self.inner
+                        .station
+                        .store
+                        .end_flow_keyed(&inst.id, inst.rev, "ended", &[d], key.as_deref(), now_ms())
+                        .await?;
                     return Ok(Reply::default());
                 }
             }
@@ -531,7 +616,7 @@ impl Flows {
             deliveries.push(new_delivery(cx.conversation, &cx.account.id, &note));
         }
         deliveries.push(new_delivery(cx.conversation, &cx.account.id, &Out::message(view)));
-        let t = Transition { instance: inst.clone(), expected_rev, actions, deliveries };
+        let t = Transition { instance: inst.clone(), expected_rev, actions, deliveries, input_key: next_write_key() };
         if !store.save_transition(&t, now).await? {
             return Ok(Reply::toast("That arrived after the conversation moved on; nothing changed."));
         }
@@ -557,10 +642,13 @@ impl Flows {
         }
         match expected_rev {
             // A flow that finished in its first step never needs an instance row.
-            None => store.save_outbox(&actions, &deliveries, true, now).await?,
+            None => {
+                store.save_outbox_keyed(&actions, &deliveries, true, next_write_key().as_deref(), now).await?;
+            }
             Some(rev) => {
+                // Button records alone send nothing; the input is recorded with the flow's end.
                 store.save_outbox(&actions, &[], false, now).await?;
-                if !store.end_flow(&inst.id, rev, status, &deliveries, now).await? {
+                if !store.end_flow_keyed(&inst.id, rev, status, &deliveries, next_write_key().as_deref(), now).await? {
                     return Ok(Reply::toast("That arrived after the conversation moved on; nothing changed."));
                 }
             }
@@ -578,7 +666,7 @@ impl Flows {
         let now = now_ms();
         let actions = mint_view(&mut out.view, &account.id, None, now);
         let d = new_delivery(conv, &account.id, &out);
-        self.inner.station.store.save_outbox(&actions, &[d], true, now).await?;
+        self.inner.station.store.save_outbox_keyed(&actions, &[d], true, next_write_key().as_deref(), now).await?;
         self.inner.outbox.notify_one();
         Ok(())
     }
@@ -612,6 +700,12 @@ impl Flows {
             self.inner.outbox.notify_one();
         }
         Ok(n)
+    }
+}
+
+impl InputScope {
+    fn new(key: &str) -> InputScope {
+        InputScope { key: key.to_string(), writes: AtomicU32::new(0), jobs: AtomicU32::new(0) }
     }
 }
 

@@ -22,7 +22,7 @@ pub mod testing;
 pub mod view;
 
 pub use delivery::{FlowsRunner, JobSource};
-pub use engine::{CommandInfo, FlowSettings, Flows, Reply};
+pub use engine::{CommandInfo, FlowSettings, Flows, Reply, job_key};
 pub use flow::{Flow, FlowError};
 pub use platform::{Conversation, DeliveryKind, Input, Outcome, Outgoing, Platform};
 pub use view::{Block, Button, ButtonAction, ImageRef, InputKind, InputRequest, Rich, View};

@@ -120,6 +120,8 @@ pub async fn submit_for(
         source: Some(serde_json::to_value(&source).expect("source serialises")),
         confirmed,
         sponsor_scope: conv.group.clone(),
+        // Under Flows::handle_once: a replayed input finds its job.
+        idempotency_key: crate::engine::next_job_key(),
         ..Default::default()
     };
     match station.submit(account, req).await {

@@ -163,6 +163,10 @@ pub struct Transition {
     pub actions: Vec<ActionRow>,
     /// Messages to send.
     pub deliveries: Vec<NewDelivery>,
+    /// The input that caused it (see [`Store::input_handled`]); recorded in
+    /// the same transaction, and a key recorded before makes the whole
+    /// transition a no-op.
+    pub input_key: Option<String>,
 }
 
 const INSTANCE_COLUMNS: &str = "id, account_id, conversation, conv_json, flow, flow_version, step, state, history, rev, \
@@ -188,6 +192,25 @@ macro_rules! insert_action {
         .bind(a.created_at)
         .execute($tx)
         .await?
+    }};
+}
+
+/// Records an input key in a transaction; evaluates to false when it was
+/// recorded before (the caller rolls back: that input already had its effect).
+macro_rules! record_input {
+    ($tx:expr, $key:expr, $now:expr) => {{
+        match $key {
+            None => true,
+            Some(key) => sqlx::query(
+                "INSERT INTO flow_inputs (input_key, created_at) VALUES ($1, $2) ON CONFLICT (input_key) DO NOTHING",
+            )
+            .bind(key)
+            .bind($now)
+            .execute($tx)
+            .await?
+            .rows_affected()
+                == 1,
+        }
     }};
 }
 
@@ -254,11 +277,16 @@ impl Store {
     /// revision is still `expected_rev`), its minted actions and its
     /// deliveries, in one transaction. A new instance replaces any other
     /// active instance of the same account in the same conversation.
-    /// Returns `false` (writing nothing) when another input won the race.
+    /// Returns `false` (writing nothing) when another input won the race, or
+    /// when the transition's input key was recorded before.
     pub async fn save_transition(&self, t: &Transition, now: i64) -> Result<bool, StoreError> {
         let i = &t.instance;
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
+            if !record_input!(&mut *tx, t.input_key.as_deref(), now) {
+                tx.rollback().await?;
+                return Ok(false);
+            }
             match t.expected_rev {
                 None => {
                     sqlx::query(
@@ -311,9 +339,27 @@ impl Store {
         upsert: bool,
         now: i64,
     ) -> Result<(), StoreError> {
+        self.save_outbox_keyed(actions, deliveries, upsert, None, now).await.map(|_| ())
+    }
+
+    /// [`Store::save_outbox`] on behalf of an input: the key is recorded in
+    /// the same transaction. Returns false, writing nothing, when it was
+    /// recorded before.
+    pub async fn save_outbox_keyed(
+        &self,
+        actions: &[ActionRow],
+        deliveries: &[NewDelivery],
+        upsert: bool,
+        input_key: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let conflict = if upsert { UPSERT_VIEW } else { "ON CONFLICT (dedupe_key) DO NOTHING" };
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
+            if !record_input!(&mut *tx, input_key, now) {
+                tx.rollback().await?;
+                return Ok(false);
+            }
             for a in actions {
                 insert_action!(&mut *tx, a);
             }
@@ -321,7 +367,7 @@ impl Store {
                 insert_delivery!(&mut *tx, d, now, conflict);
             }
             tx.commit().await?;
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -335,8 +381,26 @@ impl Store {
         deliveries: &[NewDelivery],
         now: i64,
     ) -> Result<bool, StoreError> {
+        self.end_flow_keyed(id, rev, status, deliveries, None, now).await
+    }
+
+    /// [`Store::end_flow`] on behalf of an input, recording its key in the
+    /// same transaction; false (nothing written) when it was recorded before.
+    pub async fn end_flow_keyed(
+        &self,
+        id: &str,
+        rev: i64,
+        status: &str,
+        deliveries: &[NewDelivery],
+        input_key: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
+            if !record_input!(&mut *tx, input_key, now) {
+                tx.rollback().await?;
+                return Ok(false);
+            }
             let done = sqlx::query(
                 "UPDATE flow_instances SET status = $2, rev = rev + 1, updated_at = $3 \
                  WHERE id = $1 AND rev = $4 AND status = 'active'",
@@ -352,6 +416,26 @@ impl Store {
             }
             tx.commit().await?;
             Ok(true)
+        })
+    }
+
+    /// Whether an input with this key already had its effect (its transition
+    /// or message was stored).
+    pub async fn input_handled(&self, input_key: &str) -> Result<bool, StoreError> {
+        with_pool!(self, p => {
+            let r: Option<(i64,)> = sqlx::query_as("SELECT created_at FROM flow_inputs WHERE input_key = $1")
+                .bind(input_key)
+                .fetch_optional(p)
+                .await?;
+            Ok(r.is_some())
+        })
+    }
+
+    /// Forgets input keys recorded before `before` (by then their inputs can
+    /// no longer be replayed). Returns how many.
+    pub async fn prune_flow_inputs(&self, before: i64) -> Result<u64, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query("DELETE FROM flow_inputs WHERE created_at < $1").bind(before).execute(p).await?.rows_affected())
         })
     }
 

@@ -34,7 +34,7 @@ pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerE
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use misc::{AccountRow, BackendRow, MediaRow};
 pub use notify::{Channel, Notifications};
-pub use pricing::{PaidBy, PayTerms, Payment, SponsorRow, utc_day};
+pub use pricing::{PaidBy, PayTerms, Payment, Placed, SponsorRow, utc_day};
 pub use telegram::TelegramUpdateRow;
 
 /// Milliseconds since the Unix epoch, the one time unit stored.

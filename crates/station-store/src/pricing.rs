@@ -38,6 +38,15 @@ fn sponsor_pool(scope: &str) -> String {
 /// The `daily_usage` pool counting the free allowance in use.
 pub(crate) const FREE_POOL: &str = "free";
 
+/// What [`Store::insert_job_paid_keyed`] did.
+#[derive(Debug, Clone)]
+pub enum Placed {
+    /// Queued now, paid as said.
+    New(JobRow, PaidBy),
+    /// The key was used before: this is the job it queued (nothing written).
+    Existing(JobRow),
+}
+
 /// How a job is to be paid for; see [`Store::insert_job_paid`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PayTerms<'a> {
@@ -246,6 +255,28 @@ impl Store {
         actor: &str,
         now: i64,
     ) -> Result<(JobRow, PaidBy), LedgerError> {
+        match self.insert_job_paid_keyed(job, terms, actor, None, now).await? {
+            Placed::New(row, paid_by) => Ok((row, paid_by)),
+            // Only a keyed insert finds an earlier job.
+            Placed::Existing(row) => {
+                Err(LedgerError::Invalid { field: "id", reason: format!("job {} already exists", row.id) })
+            }
+        }
+    }
+
+    /// [`Store::insert_job_paid`] with an idempotency key: the key is written
+    /// in the same transaction as the job and its hold, so a submission
+    /// repeated with the same key (a chat input processed again after a
+    /// crash) writes nothing and returns the job the first one queued —
+    /// one job, one charge.
+    pub async fn insert_job_paid_keyed(
+        &self,
+        job: &NewJob,
+        terms: &PayTerms<'_>,
+        actor: &str,
+        idem_key: Option<&str>,
+        now: i64,
+    ) -> Result<Placed, LedgerError> {
         check_terms(terms)?;
         let day = utc_day(now);
         let member = job.account_id.as_str();
@@ -256,6 +287,27 @@ impl Store {
             // A write first: on SQLite it takes the database's write lock, so
             // nothing read below can change before the commit.
             sqlx::query(ENSURE_BALANCE).bind(member).bind(now).execute(&mut *tx).await?;
+            if let Some(key) = idem_key {
+                // On PostgreSQL a concurrent insert of the same key waits for
+                // the first transaction and then finds its row.
+                let fresh = sqlx::query(
+                    "INSERT INTO job_keys (idem_key, job_id, account_id, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (idem_key) DO NOTHING",
+                )
+                .bind(key).bind(&job.id).bind(member).bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if fresh == 0 {
+                    let (id,): (String,) = sqlx::query_as("SELECT job_id FROM job_keys WHERE idem_key = $1")
+                        .bind(key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    tx.rollback().await?;
+                    let row = self.get_job(&id).await?.ok_or(StoreError::NotFound { what: "job", id })?;
+                    return Ok(Placed::Existing(row));
+                }
+            }
             let sponsor = match terms.sponsor_scope {
                 Some(scope) if terms.price > 0 => {
                     let row: Option<(String, i64)> =
@@ -366,7 +418,18 @@ impl Store {
         });
         let row =
             self.get_job(&job.id).await?.ok_or_else(|| StoreError::NotFound { what: "job", id: job.id.clone() })?;
-        Ok((row, paid_by))
+        Ok(Placed::New(row, paid_by))
+    }
+
+    /// The job queued with an idempotency key, if any.
+    pub async fn job_by_idem_key(&self, key: &str) -> Result<Option<JobRow>, StoreError> {
+        let id: Option<(String,)> = with_pool!(self, p => {
+            sqlx::query_as("SELECT job_id FROM job_keys WHERE idem_key = $1").bind(key).fetch_optional(p).await?
+        });
+        match id {
+            Some((id,)) => self.get_job(&id).await,
+            None => Ok(None),
+        }
     }
 
     /// Makes `account_id` the sponsor of `scope`, paying up to
