@@ -222,6 +222,9 @@ pub struct TelegramConfig {
     pub webhook_secret: Option<String>,
     /// Public base URL; when set, webhook mode is used instead of long polling.
     pub public_url: Option<String>,
+    /// Days processed updates are kept in the inbox before the bot's hourly
+    /// housekeeping deletes them (unprocessed ones are never deleted).
+    pub keep_updates_days: u64,
 }
 
 /// Discord settings.
@@ -319,6 +322,7 @@ impl Default for TelegramConfig {
             api_url: "https://api.telegram.org".into(),
             webhook_secret: None,
             public_url: None,
+            keep_updates_days: 7,
         }
     }
 }

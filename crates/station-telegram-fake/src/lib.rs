@@ -261,6 +261,8 @@ pub(crate) struct Inner {
     pub commands: BTreeMap<String, Vec<(String, String)>>,
     pub limiter: limits::Limiter,
     pub stats: FakeStats,
+    /// Error codes the next calls of a method (lower-case) answer, in order.
+    pub failures: HashMap<String, VecDeque<u16>>,
     pub next_group_id: u64,
 }
 
@@ -425,6 +427,17 @@ impl FakeTelegram {
 
     /// Starts a server with `config` on a free port of 127.0.0.1.
     pub async fn start_with(config: FakeConfig) -> FakeTelegram {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake Telegram");
+        Self::serve(listener, config)
+    }
+
+    /// Starts a server with `config` on `addr` (a test of a bot that found
+    /// the API unreachable binds a port, frees it, then starts the fake there).
+    pub async fn start_at(addr: SocketAddr, config: FakeConfig) -> std::io::Result<FakeTelegram> {
+        Ok(Self::serve(tokio::net::TcpListener::bind(addr).await?, config))
+    }
+
+    fn serve(listener: tokio::net::TcpListener, config: FakeConfig) -> FakeTelegram {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let limiter = limits::Limiter::new(config.limits.clone());
         let inner = Inner {
@@ -443,12 +456,12 @@ impl FakeTelegram {
             commands: BTreeMap::new(),
             limiter,
             stats: FakeStats::default(),
+            failures: HashMap::new(),
             next_group_id: 13_000_000_000_000_000,
             config,
         };
         let (changed, _) = tokio::sync::watch::channel(0);
         let shared = Arc::new(Shared { inner: Mutex::new(inner), changed });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake Telegram");
         let addr = listener.local_addr().expect("local addr");
         let app = server::router(shared.clone());
         let http = tokio::spawn(async move {
@@ -680,6 +693,13 @@ impl FakeTelegram {
         };
         let inner = self.shared.lock();
         keys.iter().find_map(|k| inner.commands.get(k).cloned()).unwrap_or_default()
+    }
+
+    /// The next `times` calls of `method` answer with `code` (500, 502, 401 …,
+    /// with Telegram's description for it) instead of being served.
+    pub fn fail_next(&self, method: &str, times: usize, code: u16) {
+        let mut inner = self.shared.lock();
+        inner.failures.entry(method.to_ascii_lowercase()).or_default().extend(std::iter::repeat_n(code, times));
     }
 
     /// Counters and served errors.

@@ -117,6 +117,17 @@ async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
     let method = method.to_ascii_lowercase();
     *shared.lock().stats.requests.entry(method.clone()).or_default() += 1;
+    let injected = shared.lock().failures.get_mut(&method).and_then(|q| q.pop_front());
+    if let Some(code) = injected {
+        let description = match code {
+            401 => "Unauthorized",
+            500 => "Internal Server Error",
+            502 => "Bad Gateway",
+            503 => "Service Unavailable",
+            _ => "Injected failure",
+        };
+        return error_response(&shared, &method, ApiError { code, description: description.into(), retry_after: None });
+    }
     let params = match read_params(req).await {
         Ok(p) => p,
         Err(e) => return error_response(&shared, &method, e),

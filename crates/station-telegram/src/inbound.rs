@@ -190,6 +190,9 @@ impl TelegramBot {
             }
             let update: Value = serde_json::from_str(&row.payload).unwrap_or(Value::Null);
             let outcome = self.process(&update).await;
+            if inner.options.crash_after_handling {
+                return;
+            }
             if let Err(e) = &outcome {
                 tracing::warn!(update = row.update_id, error = %e, "Telegram update failed");
             }
@@ -225,8 +228,16 @@ impl TelegramBot {
 
     /// Turns one update into engine input.
     pub(crate) async fn process(&self, update: &Value) -> Result<(), String> {
+        // The engine records this key with what the update causes, so an
+        // update processed again after a crash (stored, handled, not yet
+        // marked done) changes nothing: no second transition, job or charge.
+        let key = format!("telegram:{}:{}", self.inner.bot_id, update["update_id"].as_i64().unwrap_or(0));
+        if self.inner.flows.input_handled(&key).await.map_err(|e| e.to_string())? {
+            tracing::info!(%key, "Telegram update was handled before a stop; not again");
+            return Ok(());
+        }
         if let Some(cq) = update.get("callback_query") {
-            return self.process_callback(cq).await;
+            return self.process_callback(&key, cq).await;
         }
         let Some(msg) = update.get("message") else { return Ok(()) };
         if msg["from"]["is_bot"].as_bool().unwrap_or(true) {
@@ -237,8 +248,9 @@ impl TelegramBot {
         let inputs = match self.inputs(&account, msg).await {
             Ok(i) => i,
             Err(notice) => {
-                self.notice(&conv, msg, &notice).await;
-                return Ok(());
+                // Durable like every other answer (sent by the delivery service), and once.
+                let view = station_flows::View::text(notice);
+                return self.inner.flows.notice_once(&key, &account, &conv, view).await.map_err(|e| e.to_string());
             }
         };
         if conv.group.is_some()
@@ -253,8 +265,9 @@ impl TelegramBot {
                 tracing::warn!(error = %e, "could not remember the asker's message");
             }
         }
-        for input in inputs {
-            if let Err(e) = self.inner.flows.handle(&account, &conv, input).await {
+        for (i, input) in inputs.into_iter().enumerate() {
+            let key = if i == 0 { key.clone() } else { format!("{key}.{i}") };
+            if let Err(e) = self.inner.flows.handle_once(&key, &account, &conv, input).await {
                 self.notice(&conv, msg, "Something went wrong on our side; please try again in a moment.").await;
                 return Err(e.to_string());
             }
@@ -262,7 +275,7 @@ impl TelegramBot {
         Ok(())
     }
 
-    async fn process_callback(&self, cq: &Value) -> Result<(), String> {
+    async fn process_callback(&self, key: &str, cq: &Value) -> Result<(), String> {
         let id = cq["id"].as_str().unwrap_or_default().to_string();
         let answer = |text: Option<String>| {
             let mut body = json!({"callback_query_id": id});
@@ -277,7 +290,8 @@ impl TelegramBot {
         };
         let account = self.account(&cq["from"]).await?;
         let conv = self.conversation(chat);
-        let result = self.inner.flows.handle(&account, &conv, Input::Action { token: data.to_string() }).await;
+        let result =
+            self.inner.flows.handle_once(key, &account, &conv, Input::Action { token: data.to_string() }).await;
         let (toast, outcome) = match result {
             Ok(reply) => (reply.toast, Ok(())),
             Err(e) => (Some("Something went wrong; please try again.".into()), Err(e.to_string())),

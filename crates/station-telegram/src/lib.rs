@@ -46,6 +46,16 @@ pub struct TelegramOptions {
     /// Live progress edits only use spare capacity: one is skipped when the
     /// chat's queue reaches further than one send interval plus this.
     pub progress_skip_backlog: Duration,
+    /// Tests of crash recovery: after handling an update, stop that chat's
+    /// processing without recording the update done, as a process killed at
+    /// that moment would (the next start processes it again).
+    pub crash_after_handling: bool,
+    /// First wait before trying the Bot API again when it cannot be reached
+    /// at start (doubling up to a minute).
+    pub start_retry: Duration,
+    /// How often processed updates older than `telegram.keep_updates_days`
+    /// are deleted from the inbox.
+    pub housekeeping_every: Duration,
     /// A send that would wait longer than this for its slot is handed back
     /// to the delivery service to retry later (its lease must not lapse).
     pub max_wait: Duration,
@@ -63,6 +73,9 @@ impl Default for TelegramOptions {
             process: true,
             progress_skip_backlog: Duration::ZERO,
             max_wait: Duration::from_secs(10),
+            crash_after_handling: false,
+            start_retry: Duration::from_secs(1),
+            housekeeping_every: Duration::from_secs(3600),
             menu_refresh: Duration::from_secs(60),
         }
     }
@@ -77,6 +90,12 @@ pub enum TelegramError {
     /// The token does not look like `123456:ABC…`.
     #[error("telegram.token does not look like a bot token (expected digits, a colon, then letters)")]
     BadToken,
+    /// The Bot API refused the token: nothing will work until it is replaced.
+    #[error(
+        "the Telegram Bot API refused the bot token ({0}); set STATION_TELEGRAM_TOKEN (telegram.token) to the \
+         token @BotFather gave you"
+    )]
+    Unauthorized(ApiError),
     /// The Bot API refused a start-up call.
     #[error("{0} (check telegram.token and telegram.api_url)")]
     Api(#[from] ApiError),
@@ -93,6 +112,8 @@ pub(crate) struct Inner {
     pub options: TelegramOptions,
     pub secret: String,
     pub public_url: Option<String>,
+    /// Processed updates older than this are pruned.
+    pub keep_updates: Duration,
     /// Wakes the dispatcher when an update was stored or a chat finished.
     pub stored: tokio::sync::Notify,
     /// Chats being processed now.
@@ -121,11 +142,30 @@ impl TelegramRunner {
         }
     }
 
+    /// Whether it still runs (or still tries to reach the Bot API): false
+    /// once stopped, or after the API refused the token for good.
+    pub fn is_running(&self) -> bool {
+        self.tasks.iter().any(|t| !t.is_finished())
+    }
+
     /// Stops at once, as a crash would (tests of recovery).
     pub fn abort(self) {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// Worth trying again at start: the API unreachable, 5xx, or 429.
+fn retryable(e: &ApiError) -> bool {
+    e.is_transient() || e.retry_after().is_some()
+}
+
+/// A start-up failure that will not go away by waiting, named for the operator.
+fn start_error(e: ApiError) -> TelegramError {
+    match e {
+        ApiError::Api { code: 401 | 404, .. } => TelegramError::Unauthorized(e),
+        e => TelegramError::Api(e),
     }
 }
 
@@ -162,6 +202,7 @@ impl TelegramBot {
                 options,
                 secret,
                 public_url: config.public_url.clone().filter(|u| !u.is_empty()),
+                keep_updates: Duration::from_secs(config.keep_updates_days.saturating_mul(86_400)),
                 stored: tokio::sync::Notify::new(),
                 busy: Mutex::new(HashSet::new()),
                 owner: format!("telegram-{}", uuid::Uuid::new_v4().simple()),
@@ -196,14 +237,48 @@ impl TelegramBot {
 
     /// Registers with the flows engine, sets the command menu, then receives
     /// (long polling, or registers the webhook) and processes updates.
+    ///
+    /// A token the Bot API refuses (401/404) is an error at once
+    /// ([`TelegramError::Unauthorized`]). When the API cannot be reached or
+    /// answers 5xx/429, the failure is logged and the runner keeps trying in
+    /// the background (from `start_retry`, doubling up to a minute), so
+    /// `station serve` goes on serving; the bot starts once the API answers.
     pub async fn start(&self) -> Result<TelegramRunner, TelegramError> {
+        let stop = CancellationToken::new();
+        match self.connect().await {
+            Ok(()) => {
+                let tasks = self.launch(&stop);
+                Ok(TelegramRunner { stop, tasks })
+            }
+            Err(e) if !retryable(&e) => Err(start_error(e)),
+            Err(e) => {
+                let wait = self.inner.options.start_retry;
+                tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "the Telegram Bot API is not reachable; retrying");
+                let me = self.clone();
+                let s = stop.clone();
+                let task = tokio::spawn(async move {
+                    if !me.connect_with_retries(e, &s).await {
+                        return;
+                    }
+                    // Owned here, so aborting the runner aborts them too.
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for t in me.launch(&s) {
+                        tasks.spawn(async move {
+                            let _ = t.await;
+                        });
+                    }
+                    while tasks.join_next().await.is_some() {}
+                });
+                Ok(TelegramRunner { stop, tasks: vec![task] })
+            }
+        }
+    }
+
+    /// `getMe`, then the webhook registered (or removed, for long polling).
+    async fn connect(&self) -> Result<(), ApiError> {
         let me = self.inner.api.call("getMe", &json!({})).await?;
         let username = me["username"].as_str().unwrap_or_default().to_string();
         *self.inner.username.write().unwrap_or_else(|e| e.into_inner()) = username;
-        self.inner.flows.add_platform(Arc::new(self.clone()));
-        if let Err(e) = self.sync_commands().await {
-            tracing::warn!(error = %e, "could not set the Telegram command menu; retrying when tools change");
-        }
         let allowed = json!(["message", "callback_query"]);
         match self.webhook_url() {
             Some(url) => {
@@ -220,26 +295,93 @@ impl TelegramBot {
                 self.inner.api.call("deleteWebhook", &json!({"drop_pending_updates": false})).await?;
             }
         }
-        let requeued = self.inner.station.store.requeue_telegram_updates(&self.inner.bot_id).await.unwrap_or(0);
-        if requeued > 0 {
-            tracing::warn!(requeued, "Telegram updates interrupted by a stop are processed again");
+        Ok(())
+    }
+
+    /// Retries [`TelegramBot::connect`] with backoff after `first` failed.
+    /// False when stopped, or when the API refused for good (logged).
+    async fn connect_with_retries(&self, first: ApiError, stop: &CancellationToken) -> bool {
+        let mut wait = self.inner.options.start_retry;
+        let mut last = first;
+        loop {
+            if let Some(s) = last.retry_after() {
+                wait = wait.max(Duration::from_secs(s));
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            match self.connect().await {
+                Ok(()) => {
+                    tracing::info!(bot = %self.username(), "the Telegram Bot API answers; the bot starts");
+                    return true;
+                }
+                Err(e) if !retryable(&e) => {
+                    tracing::error!(error = %start_error(e), "the Telegram bot stops trying to start");
+                    return false;
+                }
+                Err(e) => {
+                    wait = (wait * 2).min(Duration::from_secs(60));
+                    tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "the Telegram Bot API is still not reachable; retrying");
+                    last = e;
+                }
+            }
         }
-        let stop = CancellationToken::new();
+    }
+
+    /// After a successful [`TelegramBot::connect`]: registers with the flows
+    /// engine, sets the menu, requeues interrupted updates and spawns the loops.
+    fn launch(&self, stop: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        self.inner.flows.add_platform(Arc::new(self.clone()));
+        let stop = stop.clone();
         let mut tasks = vec![];
+        let me = self.clone();
+        let s = stop.clone();
+        // Before the dispatcher starts: nothing of ours is processing yet.
+        let requeue = tokio::spawn(async move {
+            if let Err(e) = me.sync_commands().await {
+                tracing::warn!(error = %e, "could not set the Telegram command menu; retrying when tools change");
+            }
+            let requeued = me.inner.station.store.requeue_telegram_updates(&me.inner.bot_id).await.unwrap_or(0);
+            if requeued > 0 {
+                tracing::warn!(requeued, "Telegram updates interrupted by a stop are processed again");
+            }
+            me.inner.stored.notify_one();
+            if me.inner.options.process {
+                me.dispatch_loop(s).await;
+            }
+        });
+        tasks.push(requeue);
+        let me = self.clone();
+        let s = stop.clone();
+        tasks.push(tokio::spawn(async move { me.housekeeping_loop(s).await }));
         if !self.webhook_mode() {
             let me = self.clone();
             let s = stop.clone();
             tasks.push(tokio::spawn(async move { me.poll_loop(s).await }));
         }
-        if self.inner.options.process {
-            let me = self.clone();
-            let s = stop.clone();
-            tasks.push(tokio::spawn(async move { me.dispatch_loop(s).await }));
-        }
         let me = self.clone();
         let s = stop.clone();
         tasks.push(tokio::spawn(async move { me.menu_loop(s).await }));
-        Ok(TelegramRunner { stop, tasks })
+        tasks
+    }
+
+    /// Deletes processed updates older than `telegram.keep_updates_days`,
+    /// every `housekeeping_every` (unprocessed ones stay, whatever their age).
+    async fn housekeeping_loop(&self, stop: CancellationToken) {
+        let every = self.inner.options.housekeeping_every.max(Duration::from_millis(10));
+        loop {
+            let before = station_store::now_ms() - self.inner.keep_updates.as_millis().min(i64::MAX as u128) as i64;
+            match self.inner.station.store.prune_telegram_updates(&self.inner.bot_id, before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "old processed Telegram updates deleted"),
+                Err(e) => tracing::warn!(error = %e, "could not prune old Telegram updates"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
     }
 
     /// Sets the command menus when they differ from the ones last set: the
