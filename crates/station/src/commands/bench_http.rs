@@ -10,9 +10,18 @@
 //! - `bare static`: a bare axum handler returning a fixed JSON body;
 //! - `bare job read`: a bare handler reading the job row and serialising it
 //!   (no authentication, no ownership check, no queue position);
+//! - two bare handlers that each do one part of a real status read: the
+//!   status query (`Store::job_status`) alone, the API-key check alone;
+//! - `GET /healthz`: the real router's constant answer, so the cost of its
+//!   middleware (tracing, JSON errors, body limits, security headers) shows
+//!   on its own;
 //! - `GET /api/v1/tools`: the real endpoint with an API key;
 //! - `GET /api/v1/generations/{id}`: the real job status read with an API
-//!   key (authentication, ownership, queue position and ETA).
+//!   key, of a queued job (authentication, ownership, queue position, ETA)
+//!   and of a finished one.
+//!
+//! On PostgreSQL the run uses a throwaway schema (dropped afterwards) and
+//! the cross-process bus, as `station serve` does.
 //!
 //! The load generator shares the CPU with the server, equally for every
 //! scenario; machine load (`/proc/loadavg`) is printed with the table.
@@ -28,7 +37,7 @@ use axum::routing::get;
 use clap::Args;
 use serde_json::json;
 use station_core::{Config, Station};
-use station_store::NewJob;
+use station_store::{JobStatus, NewJob, Store};
 
 use crate::exit;
 
@@ -38,6 +47,9 @@ pub struct HttpBenchArgs {
     /// Seconds each scenario runs.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// Rounds: every scenario runs once per round, in rotation; the median round is shown.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
@@ -59,6 +71,8 @@ pub struct Scenario {
     pub p99: Duration,
     /// Answers other than 200 (must be 0).
     pub errors: u64,
+    /// Slowest and fastest round's requests per second.
+    pub range: (f64, f64),
 }
 
 /// Runs the benchmark and prints a markdown table.
@@ -93,10 +107,37 @@ pub async fn bench(args: &HttpBenchArgs) -> Result<Vec<Scenario>, String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile_dir()?;
     let mut config = Config { data_dir: dir.clone(), ..Config::default() };
-    config.database_url = args.database_url.clone();
     // The limit would otherwise stop the run: it is not what is measured.
     config.limits.requests_per_minute = u64::MAX / 2;
-    let (station, _) = Station::open(config).await.map_err(|e| e.to_string())?;
+    let pg = args.database_url.as_deref().filter(|u| u.starts_with("postgres"));
+    let schema = pg.map(|_| format!("station_bench_http_{}", uuid::Uuid::new_v4().simple()));
+    let station = match (pg, &schema) {
+        (Some(url), Some(schema)) => {
+            // A throwaway schema: the benchmark never touches a real database's rows.
+            let store = Store::connect_postgres_fresh_schema(url, schema).await.map_err(|e| e.to_string())?;
+            store.migrate().await.map_err(|e| e.to_string())?;
+            let mut station = Station::with_store(config, store).map_err(|e| e.to_string())?.0;
+            station.join_processes().await.map_err(|e| e.to_string())?;
+            station
+        }
+        _ => {
+            config.database_url = args.database_url.clone();
+            Station::open(config).await.map_err(|e| e.to_string())?.0
+        }
+    };
+    let results = scenarios(args, &station).await;
+    station.store.close().await;
+    if let (Some(url), Some(schema)) = (pg, &schema)
+        && let Err(e) = Store::drop_postgres_schema(url, schema).await
+    {
+        eprintln!("warning: could not drop schema {schema}: {e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    results
+}
+
+/// Serves the two routers from `station` and runs every scenario.
+async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenario>, String> {
     let account = station.account("bench", "http", "bench").await.map_err(|e| e.to_string())?;
     let (_, key) = station.create_api_key(&account, "bench", None).await.map_err(|e| e.to_string())?;
     let job_id = uuid::Uuid::now_v7().to_string();
@@ -112,6 +153,25 @@ pub async fn bench(args: &HttpBenchArgs) -> Result<Vec<Scenario>, String> {
         source: None,
     };
     station.store.insert_job(&job, station_store::now_ms()).await.map_err(|e| e.to_string())?;
+    // A finished job: no queue position or ETA to compute.
+    let done_id = uuid::Uuid::now_v7().to_string();
+    let done = NewJob { id: done_id.clone(), service: "bench-http-done".into(), ..job };
+    let now = station_store::now_ms();
+    station.store.insert_job(&done, now).await.map_err(|e| e.to_string())?;
+    let claim = station_store::ClaimRequest {
+        service: "bench-http-done",
+        owner: "bench",
+        limit: 1,
+        lease_ms: 60_000,
+        per_account_running_cap: 1,
+        now,
+    };
+    station.store.claim_jobs(&claim).await.map_err(|e| e.to_string())?;
+    station
+        .store
+        .finish_job(&done_id, "bench", JobStatus::Succeeded, Some(&[]), None, now + 1)
+        .await
+        .map_err(|e| e.to_string())?;
 
     let api = serve(station_http::router(station.clone())).await?;
     let bare_router = axum::Router::new()
@@ -125,23 +185,56 @@ pub async fn bench(args: &HttpBenchArgs) -> Result<Vec<Scenario>, String> {
                 }
             }),
         )
+        // Decomposition: the real status query alone, and the real
+        // authentication alone, each in an otherwise bare handler.
+        .route(
+            "/bare/status/{id}",
+            get(|State(s): State<Station>, Path(id): Path<String>| async move {
+                match s.store.job_status(&id).await {
+                    Ok(Some(j)) => Json(json!(j.job)).into_response(),
+                    _ => axum::http::StatusCode::NOT_FOUND.into_response(),
+                }
+            }),
+        )
+        .route(
+            "/bare/auth",
+            get(|station_http::Caller(a): station_http::Caller| async move { Json(json!({"account": a.id})) }),
+        )
         .with_state(station.clone());
     let bare = serve(bare_router).await?;
 
     let secs = Duration::from_secs(args.seconds);
     let n = args.connections;
-    let mut results = vec![];
-    for (name, url, auth) in [
+    let list = [
         ("bare axum: static JSON".to_string(), format!("{bare}/bare"), false),
         ("bare axum: job row read".to_string(), format!("{bare}/bare/jobs/{job_id}"), false),
+        ("bare axum: status query (`Store::job_status`)".to_string(), format!("{bare}/bare/status/{job_id}"), false),
+        ("bare axum: API key check (cached) only".to_string(), format!("{bare}/bare/auth"), true),
+        ("GET /healthz (router + middleware, no auth)".to_string(), format!("{api}/healthz"), false),
         ("GET /api/v1/tools".to_string(), format!("{api}/api/v1/tools"), true),
-        ("GET /api/v1/generations/{id}".to_string(), format!("{api}/api/v1/generations/{job_id}"), true),
-    ] {
-        let key = auth.then(|| key.clone());
-        results.push(load(name, url, key, n, secs).await);
+        ("GET /api/v1/generations/{id} (queued)".to_string(), format!("{api}/api/v1/generations/{job_id}"), true),
+        ("GET /api/v1/generations/{id} (succeeded)".to_string(), format!("{api}/api/v1/generations/{done_id}"), true),
+    ];
+    // Rounds in rotation, so a burst of load from elsewhere on the machine
+    // lands on every scenario alike; each scenario reports its median round.
+    let mut rounds: Vec<Vec<Scenario>> = vec![vec![]; list.len()];
+    for _ in 0..args.rounds.max(1) {
+        for (i, (name, url, auth)) in list.iter().enumerate() {
+            let key = auth.then(|| key.clone());
+            rounds[i].push(load(name.clone(), url.clone(), key, n, secs).await);
+        }
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(results)
+    Ok(rounds
+        .into_iter()
+        .map(|mut r| {
+            r.sort_by(|a, b| a.per_s.total_cmp(&b.per_s));
+            let (min, max) = (r[0].per_s, r[r.len() - 1].per_s);
+            let mut median = r[r.len() / 2].clone();
+            median.range = (min, max);
+            median.errors = r.iter().map(|x| x.errors).sum();
+            median
+        })
+        .collect())
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, String> {
@@ -174,7 +267,8 @@ async fn load(name: String, url: String, key: Option<String>, connections: usize
             latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1]
         }
     };
-    Scenario { name, per_s: ok as f64 / elapsed.as_secs_f64(), p50: pick(0.5), p99: pick(0.99), errors }
+    let per_s = ok as f64 / elapsed.as_secs_f64();
+    Scenario { name, per_s, p50: pick(0.5), p99: pick(0.99), errors, range: (per_s, per_s) }
 }
 
 async fn run_clients(
@@ -228,21 +322,24 @@ fn table(args: &HttpBenchArgs, results: &[Scenario]) -> String {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let mut out = format!(
-        "{} s per scenario, {} keep-alive connections, {} CPUs, load average {}\n\n",
+        "{} round(s) of {} s per scenario (median round shown), {} keep-alive connections, {} CPUs, load average {}\n\n",
+        args.rounds.max(1),
         args.seconds,
         args.connections,
         cpus,
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
-    out += "| scenario | requests/s | p50 | p99 | errors | vs bare static | vs bare job read |\n";
-    out += "| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n";
+    out += "| scenario | requests/s | rounds' range | p50 | p99 | errors | vs bare static | vs bare job read |\n";
+    out += "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
     let base = results.first().map(|r| r.per_s).unwrap_or(1.0);
     let job = results.get(1).map(|r| r.per_s).unwrap_or(1.0);
     for r in results {
         out += &format!(
-            "| {} | {:.0} | {:.2} ms | {:.2} ms | {} | {:.0} % | {:.0} % |\n",
+            "| {} | {:.0} | {:.0}–{:.0} | {:.2} ms | {:.2} ms | {} | {:.0} % | {:.0} % |\n",
             r.name,
             r.per_s,
+            r.range.0,
+            r.range.1,
             r.p50.as_secs_f64() * 1000.0,
             r.p99.as_secs_f64() * 1000.0,
             r.errors,
@@ -259,9 +356,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_short_run_measures_every_scenario_without_errors() {
-        let args = HttpBenchArgs { seconds: 1, connections: 4, database_url: None };
+        let args = HttpBenchArgs { seconds: 1, rounds: 1, connections: 4, database_url: None };
         let results = bench(&args).await.expect("bench");
-        assert_eq!(results.len(), 4);
+        assert_eq!(results.len(), 8);
         for r in &results {
             assert_eq!(r.errors, 0, "{r:?}");
             assert!(r.per_s > 0.0 && r.p50 <= r.p99, "{r:?}");
