@@ -215,13 +215,20 @@ fn lora_error(e: LoraError) -> Response {
 }
 
 /// `POST /api/v1/loras/resolve` with `{prompt, base_model?, account?}`: the
-/// prompt's trigger words resolved for that existing account (id or
-/// `provider:subject`; anonymous when absent) as `{prompt, applied, warnings}`,
-/// the same JSON `station loras resolve` prints.
-#[utoipa::path(post, path = "/api/v1/loras/resolve", tag = "service", security(()),
-    request_body(content = Object, description = "`{prompt, base_model?, account?}`"),
-    responses((status = 200, description = "`{prompt, applied, warnings}`"), (status = 400, body = api::ErrorBody)))]
-async fn resolve_loras(State(station): State<Station>, body: Result<Json<Value>, JsonRejection>) -> Response {
+/// prompt's trigger words resolved for the caller, or, for an administrator
+/// only, for another existing `account` (id or `provider:subject`), as
+/// `{prompt, applied, warnings}` — the same JSON `station loras resolve`
+/// prints. A caller is required because the answer shows which private
+/// LoRAs an account may use (and whether the account exists).
+#[utoipa::path(post, path = "/api/v1/loras/resolve", tag = "service",
+    request_body(content = Object, description = "`{prompt, base_model?, account?}`; `account` is for administrators"),
+    responses((status = 200, description = "`{prompt, applied, warnings}`"), (status = 400, body = api::ErrorBody),
+        (status = 401, body = api::ErrorBody), (status = 403, body = api::ErrorBody)))]
+async fn resolve_loras(
+    State(station): State<Station>,
+    Caller(caller): Caller,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
     let body = match body {
         Ok(Json(v)) => v,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "invalid_json", e.body_text(), vec![]),
@@ -245,13 +252,23 @@ async fn resolve_loras(State(station): State<Station>, body: Result<Json<Value>,
     };
     let loras = station.loras();
     let account = match account {
-        None => None,
+        None => caller,
+        // Checked before the lookup, so a user learns nothing about other accounts.
+        Some(_) if caller.role != "admin" => {
+            return api_error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "account: only administrators may resolve for another account; leave it out to resolve for yourself"
+                    .into(),
+                vec![("account".into(), "only administrators may resolve for another account".into())],
+            );
+        }
         Some(a) => match loras.find_account("account", &a).await {
-            Ok(a) => Some(a),
+            Ok(a) => a,
             Err(e) => return lora_error(e),
         },
     };
-    match loras.resolve(&prompt, account.as_ref(), base_model.as_deref()).await {
+    match loras.resolve(&prompt, Some(&account), base_model.as_deref()).await {
         Ok(r) => Json(r).into_response(),
         Err(e) => lora_error(e),
     }

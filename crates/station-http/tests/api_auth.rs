@@ -13,9 +13,8 @@ use serde_json::{Value, json};
 use station_store::testing;
 
 /// Operations anyone may call, as the document declares them (`security:
-/// [{}]`): the health checks, the API's own documentation, and the LoRA
-/// prompt resolver of `station loras resolve`. Opening another one is a
-/// deliberate change of this list.
+/// [{}]`): the health checks and the API's own documentation. Opening
+/// another one is a deliberate change of this list.
 const PUBLIC: &[&str] = &[
     "GET /healthz",
     "GET /readyz",
@@ -23,7 +22,6 @@ const PUBLIC: &[&str] = &[
     "GET /api/v1/docs",
     "GET /api/v1/docs/docs.js",
     "GET /api/v1/docs/docs.css",
-    "POST /api/v1/loras/resolve",
 ];
 
 /// Every `(method, path, "METHOD /path", declared public)` in the OpenAPI

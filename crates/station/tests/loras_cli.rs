@@ -50,15 +50,17 @@ fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// POSTs `body` to the resolve endpoint of a router serving `station`.
-async fn post(port: u16, body: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
+/// POSTs `body` to the resolve endpoint of a router serving `station`, with
+/// `key` as the caller's API key (none: anonymous).
+async fn post(port: u16, key: Option<&str>, body: &str) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/api/v1/loras/resolve"))
         .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
+        .body(body.to_owned());
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let r = request.send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
 }
@@ -131,7 +133,13 @@ async fn import_resolve_export_and_http_agree() {
         let err = expect(dir, &db, &["loras", "resolve", "--user", "telegram:999", "milady"], 2);
         assert!(err.contains("user: no account \"telegram:999\""), "{kind}: {err}");
 
-        // The HTTP endpoint gives the same answers.
+        // The HTTP endpoint gives the same answers to an administrator, who
+        // may name any account (without one: for the administrator, who owns nothing).
+        expect(dir, &db, &["users", "create", "--admin", "ops"], 0);
+        let admin_key =
+            expect(dir, &db, &["keys", "create", "--user", "local:ops", "--name", "t"], 0).trim().to_owned();
+        let owner_key =
+            expect(dir, &db, &["keys", "create", "--user", "telegram:123", "--name", "t"], 0).trim().to_owned();
         let config = Config { data_dir: dir.join("data"), ..Default::default() };
         let (st, _) = Station::with_store(config, db.store.clone()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -143,9 +151,23 @@ async fn import_resolve_export_and_http_agree() {
             json!({"prompt": "miladies <lora:nope:1>", "account": "discord:9", "base_model": null}),
         ];
         for (body, cli) in bodies.iter().zip(&cli_answers) {
-            let (status, got) = post(port, &body.to_string()).await;
+            let (status, got) = post(port, Some(&admin_key), &body.to_string()).await;
             assert_eq!(status, 200, "{kind}: {got}");
             assert_eq!(&got, cli, "{kind}: HTTP and CLI disagree for {body}");
+        }
+        // Which private LoRAs an account has is not public: no caller, no answer;
+        // a user resolves for themselves only, and naming any account (even a
+        // missing one) is refused before it is looked up.
+        let own = json!({"prompt": "an ink sketch of milady! in the glow", "base_model": "SD1.5"}).to_string();
+        let (status, got) = post(port, None, &own).await;
+        assert_eq!((status, got["error"]["code"].as_str()), (401, Some("unauthorized")), "{kind}: {got}");
+        let (status, got) = post(port, Some(&owner_key), &own).await;
+        assert_eq!((status, &got), (200, &cli_answers[0]), "{kind}: the owner's own resolution");
+        for account in ["discord:9", "telegram:999"] {
+            let body = json!({"prompt": "milady", "account": account}).to_string();
+            let (status, got) = post(port, Some(&owner_key), &body).await;
+            assert_eq!((status, got["error"]["code"].as_str()), (403, Some("forbidden")), "{kind}: {got}");
+            assert_eq!(got["error"]["fields"][0]["field"], "account", "{kind}: {got}");
         }
         for (body, field) in [
             (r#"{"base_model": "SD1.5"}"#, "prompt"),
@@ -153,12 +175,12 @@ async fn import_resolve_export_and_http_agree() {
             (r#"{"prompt": "x", "acount": "telegram:123"}"#, "acount"),
             (r#"{"prompt": "x", "account": "telegram:999"}"#, "account"),
         ] {
-            let (status, got) = post(port, body).await;
+            let (status, got) = post(port, Some(&admin_key), body).await;
             assert_eq!(status, 400, "{kind} {body}: {got}");
             assert_eq!(got["error"]["code"], "invalid_input", "{kind} {body}: {got}");
             assert_eq!(got["error"]["fields"][0]["field"], field, "{kind} {body}: {got}");
         }
-        let (status, got) = post(port, "{not json").await;
+        let (status, got) = post(port, Some(&admin_key), "{not json").await;
         assert_eq!((status, got["error"]["code"].as_str()), (400, Some("invalid_json")), "{kind}");
         server.abort();
 
