@@ -583,3 +583,93 @@ async fn every_bad_field_at_once_and_other_peoples_images_are_not_found() {
         s.stop().await;
     }
 }
+
+/// Sends `body` (JSON) or `form` (multipart) to `path` as `key` with an
+/// `Idempotency-Key` header.
+async fn keyed(
+    s: &common::Server,
+    path: &str,
+    key: &str,
+    idem: &str,
+    body: Option<Value>,
+    form: Option<reqwest::multipart::Form>,
+) -> common::Answer {
+    let mut r = s.http.post(s.url(path)).bearer_auth(key).header("Idempotency-Key", idem);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    if let Some(f) = form {
+        r = r.multipart(f);
+    }
+    common::Server::answer(r.send().await.unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_create_with_the_same_idempotency_key_queues_and_charges_once() {
+    for db in testing::all().await {
+        let s = serve(&db, false, |_| {}).await;
+        let k = s.kind;
+        let image = s.upload(&s.alice_key, png(8, 8), "a.png").await.body["ref"].as_str().unwrap().to_string();
+        let body = json!({"tool": "resize", "params": {"image": image}});
+        let before = available(&s).await;
+
+        // JSON: the retry gets the first generation; one job, one charge.
+        let first = keyed(&s, "/api/v1/generations", &s.alice_key, "order-1", Some(body.clone()), None).await;
+        assert_eq!(first.status, StatusCode::CREATED, "{k}: {}", first.body);
+        let again = keyed(&s, "/api/v1/generations", &s.alice_key, "order-1", Some(body.clone()), None).await;
+        assert_eq!((again.status, &again.body["id"]), (StatusCode::CREATED, &first.body["id"]), "{k}: {}", again.body);
+        assert_eq!(
+            again.headers.get("location").unwrap(),
+            &format!("/api/v1/generations/{}", first.body["id"].as_str().unwrap()),
+            "{k}"
+        );
+        assert_eq!(available(&s).await, before - 1, "{k}: charged once");
+        let list = s.get("/api/v1/generations", &s.alice_key).await;
+        assert_eq!(list.body["items"].as_array().unwrap().len(), 1, "{k}: {}", list.body);
+
+        // Keys belong to their account: bob's "order-1" is his own request.
+        let bob_image = s.upload(&s.bob_key, png(8, 8), "b.png").await.body["ref"].as_str().unwrap().to_string();
+        let bobs = keyed(
+            &s,
+            "/api/v1/generations",
+            &s.bob_key,
+            "order-1",
+            Some(json!({"tool": "resize", "params": {"image": bob_image}})),
+            None,
+        )
+        .await;
+        assert_eq!(bobs.status, StatusCode::CREATED, "{k}: {}", bobs.body);
+        assert_ne!(bobs.body["id"], first.body["id"], "{k}");
+
+        // Multipart: a repeat is answered before its upload is read or stored.
+        let form = || reqwest::multipart::Form::new().text("tool", "resize").part("image", image_part(png(24, 16)));
+        let m1 = keyed(&s, "/api/v1/generations", &s.alice_key, "upload-1", None, Some(form())).await;
+        assert_eq!(m1.status, StatusCode::CREATED, "{k}: {}", m1.body);
+        let media = stored(&s, &s.alice.id).await;
+        let m2 = keyed(&s, "/api/v1/generations", &s.alice_key, "upload-1", None, Some(form())).await;
+        assert_eq!((m2.status, &m2.body["id"]), (StatusCode::CREATED, &m1.body["id"]), "{k}: {}", m2.body);
+        assert_eq!(stored(&s, &s.alice.id).await, media, "{k}: the repeat stored nothing");
+
+        // Rerun: the same.
+        let path = format!("/api/v1/generations/{}/rerun", first.body["id"].as_str().unwrap());
+        let r1 = keyed(&s, &path, &s.alice_key, "again-1", None, None).await;
+        let r2 = keyed(&s, &path, &s.alice_key, "again-1", None, None).await;
+        assert_eq!(r1.status, StatusCode::CREATED, "{k}: {}", r1.body);
+        assert_eq!(r2.body["id"], r1.body["id"], "{k}");
+        assert_eq!(available(&s).await, before - 3, "{k}: create, upload create and one rerun");
+
+        // A key that is not one: named in the error, nothing queued.
+        for bad in ["", "two words", &"x".repeat(201)] {
+            let a = keyed(&s, "/api/v1/generations", &s.alice_key, bad, Some(body.clone()), None).await;
+            assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_input"), "{k} {bad:?}: {}", a.body);
+            assert_eq!(a.fields(), vec!["Idempotency-Key".to_string()], "{k}");
+        }
+        assert_eq!(available(&s).await, before - 3, "{k}");
+        s.stop().await;
+    }
+}
+
+/// Alice's points available now.
+async fn available(s: &common::Server) -> i64 {
+    s.get("/api/v1/points", &s.alice_key).await.body["available"].as_i64().unwrap()
+}

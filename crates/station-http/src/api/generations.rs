@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -249,16 +249,44 @@ pub async fn owned_view(station: &Station, caller: Option<&AccountRow>, job_id: 
 
 async fn submit(station: &Station, caller: &AccountRow, req: SubmitRequest) -> ApiResult<Response> {
     let row = station.submit(caller, req).await?;
-    let g = full_view(station, &row.id).await?;
-    let location = format!("/api/v1/generations/{}", row.id);
+    created(station, &row.id).await
+}
+
+/// The 201 answer for generation `id` (also what a repeated key gets).
+async fn created(station: &Station, id: &str) -> ApiResult<Response> {
+    let g = full_view(station, id).await?;
+    let location = format!("/api/v1/generations/{id}");
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(g)).into_response())
+}
+
+/// The header naming a create or rerun, so a client retrying after a lost
+/// answer gets the first generation instead of queuing (and paying) twice.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The caller's `Idempotency-Key` as the core's submission key. Keys are
+/// scoped to the account, so two clients can never collide or probe each
+/// other's keys.
+fn idempotency_key(headers: &HeaderMap, caller: &AccountRow) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    let key = value.to_str().map(str::trim).unwrap_or_default();
+    if key.is_empty() || key.len() > 200 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::invalid(
+            "Idempotency-Key",
+            "expected 1 to 200 printable ASCII characters without spaces (a UUID is a good key)",
+        ));
+    }
+    Ok(Some(format!("api:{}:{key}", caller.id)))
 }
 
 /// Starts a generation. Send JSON, or `multipart/form-data` with the image
 /// files in the same request (each part named after its image input).
 /// Answers 201 with the queued generation; prices above your threshold
-/// need `confirmed` (409 `confirmation_required` says the price).
+/// need `confirmed` (409 `confirmation_required` says the price). With an
+/// `Idempotency-Key` header, a repeat of the key answers the generation the
+/// first request queued (201, nothing queued or charged again, its body not read).
 #[utoipa::path(post, path = "/api/v1/generations", tag = "generations",
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Your name for this request (1–200 printable ASCII characters, e.g. a UUID): a retry with the same key gets the first answer")),
     request_body(content(
         (CreateGeneration = "application/json"),
         (CreateGenerationForm = "multipart/form-data"))),
@@ -270,6 +298,13 @@ async fn submit(station: &Station, caller: &AccountRow, req: SubmitRequest) -> A
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 429, body = ErrorBody, description = "Rate limit or queued-jobs quota")))]
 async fn create_generation(State(station): State<Station>, Caller(a): Caller, req: Request) -> ApiResult<Response> {
+    let key = idempotency_key(req.headers(), &a)?;
+    if let Some(key) = &key
+        && let Some(earlier) = station.store.job_by_idem_key(key).await?
+    {
+        // Answered before the body is read: a repeated upload is not stored again.
+        return created(&station, &earlier.id).await;
+    }
     let is_multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -279,7 +314,7 @@ async fn create_generation(State(station): State<Station>, Caller(a): Caller, re
         let form = Multipart::from_request(req, &station)
             .await
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text()))?;
-        return create_from_form(&station, &a, form).await;
+        return create_from_form(&station, &a, form, key).await;
     } else {
         let body = <Json<Value> as FromRequest<Station>>::from_request(req, &station).await;
         let obj = object(body, &["tool", "params", "confirmed", "priority"])?;
@@ -292,6 +327,7 @@ async fn create_generation(State(station): State<Station>, Caller(a): Caller, re
             params: optional_object(&obj, "params")?,
             confirmed: optional_bool(&obj, "confirmed")?,
             priority,
+            idempotency_key: key,
             ..Default::default()
         }
     };
@@ -304,7 +340,12 @@ async fn create_generation(State(station): State<Station>, Caller(a): Caller, re
 /// upload is stored, so a refused request stores nothing. Problems with
 /// several fields are answered together; one problem keeps its own status
 /// (415 for a file that is no image, 409 for an unconfirmed price, …).
-async fn create_from_form(station: &Station, caller: &AccountRow, mut form: Multipart) -> ApiResult<Response> {
+async fn create_from_form(
+    station: &Station,
+    caller: &AccountRow,
+    mut form: Multipart,
+    key: Option<String>,
+) -> ApiResult<Response> {
     let max = station.config.media.max_bytes;
     let mut tool = None;
     let mut params = Map::new();
@@ -405,7 +446,7 @@ async fn create_from_form(station: &Station, caller: &AccountRow, mut form: Mult
         params.insert(name.clone(), Value::String(placeholder.clone()));
         pending.push(placeholder);
     }
-    let mut req = SubmitRequest { tool: def.id.clone(), params, confirmed, ..Default::default() };
+    let mut req = SubmitRequest { tool: def.id.clone(), params, confirmed, idempotency_key: key, ..Default::default() };
     match station.check_submit(caller, &req, &pending).await {
         Ok(()) => {}
         Err(e @ station_core::SubmitError::Invalid(_)) => problems.push(e.into()),
@@ -431,10 +472,16 @@ async fn create_from_form(station: &Station, caller: &AccountRow, mut form: Mult
         }
     }
     let answer = match outcome {
-        Ok(()) => submit(station, caller, req).await,
+        Ok(()) => station.submit(caller, req).await.map_err(ApiError::from),
         Err(e) => Err(e),
     };
-    if answer.is_err() {
+    // Refused, or answered with the generation a concurrent request with the
+    // same key queued (which does not use these uploads): they go.
+    let unused = match &answer {
+        Ok(row) => !stored.iter().all(|id| row.params.contains(id.as_str())),
+        Err(_) => true,
+    };
+    if unused {
         // Refused after all (another request took the last points or queue
         // slot since the check): the uploads go with it.
         for id in &stored {
@@ -443,7 +490,7 @@ async fn create_from_form(station: &Station, caller: &AccountRow, mut form: Mult
             }
         }
     }
-    answer
+    created(station, &answer?.id).await
 }
 
 /// One answer for the problems of a request, each field named once (the
@@ -538,9 +585,12 @@ async fn cancel_generation(
 }
 
 /// Runs a generation again with the same parameters and a new seed
-/// (`params` overrides some). Answers 201 with the new generation.
+/// (`params` overrides some). Answers 201 with the new generation; a
+/// repeated `Idempotency-Key` answers the first rerun made with it.
 #[utoipa::path(post, path = "/api/v1/generations/{id}/rerun", tag = "generations",
-    params(("id" = String, Path, description = "Generation id")),
+    params(("id" = String, Path, description = "Generation id"),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Your name for this request: a retry with the same key gets the first answer")),
     request_body(content = Option<RerunRequest>, content_type = "application/json"),
     responses((status = 201, body = Generation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 402, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -548,9 +598,11 @@ async fn rerun_generation(
     State(station): State<Station>,
     Caller(a): Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<Response> {
     let job = own_job(&station, &a, &id).await?;
+    let key = idempotency_key(&headers, &a)?;
     let obj = match body {
         Err(JsonRejection::MissingJsonContentType(_)) => Map::new(),
         body => object(body, &["params", "confirmed"])?,
@@ -562,6 +614,7 @@ async fn rerun_generation(
         tool: job.tool_id.clone(),
         params,
         confirmed: optional_bool(&obj, "confirmed")?,
+        idempotency_key: key,
         ..Default::default()
     };
     submit(&station, &a, req).await
