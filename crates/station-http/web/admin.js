@@ -48,6 +48,13 @@ function queue(box, q) {
     el('dt', {}, 'Waiting'), el('dd', { id: 'queue-depth' }, String(q.depth ?? 0)),
     el('dt', {}, 'Oldest waiting for'), el('dd', {}, q.oldest_queued_age_ms !== null && q.oldest_queued_age_ms !== undefined ? age(q.oldest_queued_age_ms) : '—'),
     el('dt', {}, 'By status'), el('dd', {}, counts || '—')));
+  const running = q.running || [];
+  box.append(el('h3', {}, 'Running now'));
+  box.append(running.length
+    ? table('Running now', ['Since', 'Tool', 'Backend', 'State', 'Progress'], running.map((j) => el('tr', {},
+      el('td', {}, when(j.created_at)), el('td', {}, j.tool), el('td', {}, j.backend || ''),
+      el('td', {}, j.status), el('td', {}, `${Math.round((j.progress || 0) * 100)} %`))))
+    : el('p', {}, 'None.'));
   const failures = q.recent_failures || [];
   box.append(el('h3', {}, 'Recent failures'));
   box.append(failures.length

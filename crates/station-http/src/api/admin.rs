@@ -81,6 +81,25 @@ pub struct FailureItem {
     pub finished_at: Option<i64>,
 }
 
+/// A generation dispatched to or running on a backend, for operators.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunningItem {
+    /// Generation id.
+    pub id: String,
+    /// Owner account.
+    pub account: String,
+    /// Tool id.
+    pub tool: String,
+    /// `dispatched` or `running`.
+    pub status: String,
+    /// Backend it runs on.
+    pub backend: Option<String>,
+    /// Progress, 0–1.
+    pub progress: f64,
+    /// When it was created (Unix ms).
+    pub created_at: i64,
+}
+
 /// The queue at a glance.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueueView {
@@ -92,6 +111,8 @@ pub struct QueueView {
     pub oldest_queued_at: Option<i64>,
     /// How long the oldest queued job has waited (ms).
     pub oldest_queued_age_ms: Option<i64>,
+    /// Dispatched and running generations, oldest first (up to 20).
+    pub running: Vec<RunningItem>,
     /// The latest failures, newest first.
     pub recent_failures: Vec<FailureItem>,
 }
@@ -163,38 +184,52 @@ pub struct GrantResult {
 #[utoipa::path(get, path = "/api/v1/admin/backends", tag = "admin",
     responses((status = 200, body = BackendsView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn admin_backends(State(station): State<Station>, _: AdminCaller) -> ApiResult<Json<BackendsView>> {
-    let load = station.store.backend_load().await?;
-    let executors = station.executors.read().expect("executors lock").clone();
-    let mut services = vec![];
-    for ex in executors {
-        let service = ex.service().to_string();
-        let backends = ex
-            .health()
-            .await
-            .into_iter()
-            .map(|(name, healthy, detail)| {
-                let active = load.iter().filter(|l| l.service == service && l.backend == name).map(|l| l.active).sum();
-                BackendStatus { name, healthy, detail, active }
-            })
-            .collect();
-        let active = load.iter().filter(|l| l.service == service).map(|l| l.active).sum();
-        services.push(ServiceStatus { service, capacity: ex.capacity(), active, backends });
-    }
+    // The same figures chat operators see with /queue.
+    let services = station
+        .service_health()
+        .await?
+        .into_iter()
+        .map(|s| ServiceStatus {
+            service: s.service,
+            capacity: s.capacity,
+            active: s.active,
+            backends: s
+                .backends
+                .into_iter()
+                .map(|b| BackendStatus { name: b.name, healthy: b.healthy, detail: b.detail, active: b.active })
+                .collect(),
+        })
+        .collect();
     Ok(Json(BackendsView { services }))
 }
 
-/// Queue depth, the oldest queued job and recent failures.
+/// How many running jobs the queue view lists.
+const RUNNING_SHOWN: i64 = 20;
+
+/// Queue depth, the oldest queued job, what runs now and recent failures.
 #[utoipa::path(get, path = "/api/v1/admin/queue", tag = "admin",
     responses((status = 200, body = QueueView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn admin_queue(State(station): State<Station>, _: AdminCaller) -> ApiResult<Json<QueueView>> {
-    let stats = station.store.queue_stats().await?;
-    let by_status: BTreeMap<String, i64> = stats.by_status.into_iter().collect();
+    let overview = station.queue_overview(RUNNING_SHOWN).await?;
     let failures = station.store.recent_failures(20).await?;
     Ok(Json(QueueView {
-        depth: by_status.get("queued").copied().unwrap_or(0),
-        by_status,
-        oldest_queued_at: stats.oldest_queued_at,
-        oldest_queued_age_ms: stats.oldest_queued_at.map(|t| (station_store::now_ms() - t).max(0)),
+        depth: overview.depth,
+        by_status: overview.by_status,
+        oldest_queued_at: overview.oldest_queued_at,
+        oldest_queued_age_ms: overview.oldest_queued_age_ms,
+        running: overview
+            .running
+            .into_iter()
+            .map(|j| RunningItem {
+                id: j.id,
+                account: j.account_id,
+                tool: j.tool_id,
+                status: j.status,
+                backend: j.backend,
+                progress: j.progress,
+                created_at: j.created_at,
+            })
+            .collect(),
         recent_failures: failures
             .into_iter()
             .map(|j| FailureItem {
