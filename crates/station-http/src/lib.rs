@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
@@ -52,28 +51,42 @@ pub fn max_request_body(station: &Station) -> usize {
     usize::try_from(per_file.saturating_mul(MAX_UPLOAD_FILES).saturating_add(64 * 1024)).unwrap_or(usize::MAX)
 }
 
-/// The router with every route Station serves.
+/// The router with every route Station serves, security headers included.
 pub fn router(station: Station) -> Router {
+    secured(app_routes(station))
+}
+
+/// Every route with its per-request layers, without the security headers
+/// (added once, by [`router`] or [`serve`] around whatever is merged in).
+///
+/// The layers are plain tower services rather than `from_fn` closures: each
+/// `from_fn` boxes a future and clones the inner router per request, which
+/// measured as most of the gap between a real and a bare constant handler
+/// (docs/PERFORMANCE.md). Errors raised below the handlers get the API's
+/// shape without a per-request copy of the path: unknown paths by the
+/// fallback, wrong methods by the method fallback, an over-limit body by
+/// [`polish`].
+fn app_routes(station: Station) -> Router {
     let (routes, spec) = documented_routes().split_for_parts();
     let spec = api::openapi::SpecJson(Arc::new(spec.to_pretty_json().expect("the OpenAPI document serialises")));
     let limit = max_request_body(&station);
-    secured(
-        routes
-            .layer(Extension(spec))
-            .layer(Extension(Arc::new(api::tools::ToolListCache::default())))
-            .merge(web::routes())
-            .fallback(not_found)
-            .with_state(station)
-            .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
-            .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
-            .layer(axum::middleware::from_fn(json_errors))
-            .layer(tower_http::trace::TraceLayer::new_for_http()),
-    )
+    routes
+        .layer(Extension(spec))
+        .layer(Extension(Arc::new(api::tools::ToolListCache::default())))
+        .merge(web::routes())
+        .fallback(not_found)
+        // After every route is registered: it applies to those present.
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(station)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
+        .layer(tower::util::MapResponseLayer::new(too_large_as_json))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 /// Adds the security headers to every response of `router`.
 pub fn secured(router: Router) -> Router {
-    router.layer(axum::middleware::from_fn(security_headers))
+    router.layer(tower::util::MapResponseLayer::new(polish))
 }
 
 /// The Content-Security-Policy of every response: no inline scripts or
@@ -82,8 +95,8 @@ pub fn secured(router: Router) -> Router {
 pub const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; \
     connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-async fn security_headers(req: Request, next: Next) -> Response {
-    let mut r = next.run(req).await;
+/// The security headers every response carries.
+fn polish(mut r: Response) -> Response {
     let h = r.headers_mut();
     for (name, value) in [
         (header::CONTENT_SECURITY_POLICY, CSP),
@@ -106,30 +119,28 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     (StatusCode::NOT_FOUND, "not found").into_response()
 }
 
-/// Gives the API's error shape to refusals made below the handlers (the body
-/// limit's 413, unknown API paths, wrong methods) that would otherwise be plain text.
-async fn json_errors(req: Request, next: Next) -> Response {
-    let api = req.uri().path().starts_with("/api/");
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let r = next.run(req).await;
-    let is_json = r.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json || r.status().is_success() {
+/// A known path with a method it does not take (axum adds `Allow`): the
+/// API's error shape under `/api/`, a plain 405 elsewhere.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        let message = format!("{} does not accept {method}; see /api/v1/docs", uri.path());
+        return api_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message, vec![]);
+    }
+    (StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response()
+}
+
+/// The body limit's plain-text 413, in the API's error shape (the only
+/// refusal made below the handlers that has no fallback of its own).
+fn too_large_as_json(r: Response) -> Response {
+    if r.status() != StatusCode::PAYLOAD_TOO_LARGE
+        || r.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+    {
         return r;
     }
-    let (code, message) = match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ("too_large", "the request body is over the limit; send smaller images (media.max_bytes)".to_string())
-        }
-        StatusCode::NOT_FOUND if api => ("not_found", format!("no API endpoint {path}; see /api/v1/docs")),
-        StatusCode::METHOD_NOT_ALLOWED if api => {
-            ("method_not_allowed", format!("{path} does not accept {method}; see /api/v1/docs"))
-        }
-        _ => return r,
-    };
     let (mut parts, _) = r.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
-    let fresh = api_error(parts.status, code, message, vec![]);
+    let message = "the request body is over the limit; send smaller images (media.max_bytes)".to_string();
+    let fresh = api_error(parts.status, "too_large", message, vec![]);
     let mut out = Response::from_parts(parts, fresh.into_body());
     out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     out
@@ -282,5 +293,5 @@ pub async fn serve(
     extra: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, secured(router(station).merge(extra))).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, secured(app_routes(station).merge(extra))).with_graceful_shutdown(shutdown).await
 }

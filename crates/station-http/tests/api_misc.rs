@@ -40,6 +40,16 @@ async fn tools_and_settings() {
         assert_eq!(schema["properties"]["fit"]["enum"], json!(["contain", "cover", "fill"]));
         let a = s.get("/api/v1/tools/nope", &s.alice_key).await;
         assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "not_found"), "{k}");
+        // Refusals made by the router, not a handler, keep the error shape
+        // (and the security headers): an unknown path, a method a path does not take.
+        let a = s.get("/api/v1/nothing-here", &s.alice_key).await;
+        assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "not_found"), "{k}: {}", a.body);
+        assert!(a.body["error"]["message"].as_str().unwrap().contains("/api/v1/nothing-here"), "{k}: {}", a.body);
+        let a = s.call(Method::DELETE, "/api/v1/tools", Some(&s.alice_key), None).await;
+        assert_eq!((a.status, a.code()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"), "{k}: {}", a.body);
+        assert!(a.body["error"]["message"].as_str().unwrap().contains("does not accept DELETE"), "{k}: {}", a.body);
+        assert!(a.headers.get("allow").is_some_and(|v| v.to_str().unwrap().contains("GET")), "{k}: {:?}", a.headers);
+        assert_eq!(a.headers.get("x-content-type-options").map(|v| v.as_bytes()), Some(&b"nosniff"[..]), "{k}");
 
         // Settings: empty, saved (checked), used by a generation, cleared.
         let a = s.get("/api/v1/settings/resize", &s.alice_key).await;
@@ -147,6 +157,7 @@ async fn admin_endpoints_are_for_admins() {
         assert_eq!(a.body["depth"], 2, "{k}: {}", a.body);
         assert!(a.body["oldest_queued_age_ms"].as_i64().unwrap() >= 20, "{k}: {}", a.body);
         assert_eq!(a.body["recent_failures"], json!([]));
+        assert_eq!(a.body["running"], json!([]), "{k}: both wait, nothing runs: {}", a.body);
 
         let a = s.get("/api/v1/admin/backends", &s.admin_key).await;
         assert_eq!(a.status, StatusCode::OK, "{k}: {}", a.body);
