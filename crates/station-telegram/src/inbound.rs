@@ -243,6 +243,11 @@ impl TelegramBot {
         if msg["from"]["is_bot"].as_bool().unwrap_or(true) {
             return Ok(());
         }
+        if !self.for_us(msg).await {
+            // Group chatter: no account is made and no picture downloaded
+            // for someone who never spoke to the bot.
+            return Ok(());
+        }
         let account = self.account(&msg["from"]).await?;
         let conv = self.conversation(&msg["chat"]);
         let inputs = match self.inputs(&account, msg).await {
@@ -337,6 +342,31 @@ impl TelegramBot {
             return None;
         }
         Some((name.to_lowercase(), tail.to_string()))
+    }
+
+    /// Whether a message may be for the bot: anything in a private chat; in
+    /// a group, one of its commands (or a photo of an album captioned with
+    /// one), a reply to it, or a message starting with its @name. A cheap
+    /// first look, before any account or download; [`Self::inputs`] decides.
+    async fn for_us(&self, msg: &Value) -> bool {
+        if msg["chat"]["type"].as_str() == Some("private") {
+            return true;
+        }
+        let text = msg["text"].as_str().or_else(|| msg["caption"].as_str()).unwrap_or("");
+        let me = self.username();
+        let replied_to_me =
+            msg["reply_to_message"]["from"]["username"].as_str().is_some_and(|u| u.eq_ignore_ascii_case(&me));
+        let mentioned = !me.is_empty() && text.trim_start().starts_with(&format!("@{me}"));
+        if self.command(text).is_some() || replied_to_me || mentioned {
+            return true;
+        }
+        match msg["media_group_id"].as_str() {
+            Some(g) if !text.trim_start().starts_with('/') => {
+                let inner = &self.inner;
+                inner.station.store.telegram_meta(&inner.bot_id, &format!("album:{g}")).await.ok().flatten().is_some()
+            }
+            _ => false,
+        }
     }
 
     /// The stored media id of a message's picture (photo, or an image sent as a file).

@@ -352,6 +352,10 @@ async fn group_commands_replies_and_foreign_buttons(db: TestDb) {
     let me = env.tg.bot_username();
     env.tg.send_text(&group, &ann, "/dream@some_other_bot a cat");
     env.tg.send_text(&group, &bob, "good morning everyone");
+    // Someone who never speaks to the bot: chatter and a photo.
+    let cid = FakeUser::new(7203, "Cid");
+    env.tg.send_text(&group, &cid, "nice weather");
+    env.tg.send_photo(&group, &cid, png(16, 16), None);
     let asked = env.tg.send_text(&group, &ann, &format!("/dream@{me} a red fox"));
     let msgs = env.wait_msgs(group.id, "ann's result", |m| !results(m).is_empty()).await;
     let result = results(&msgs)[0].clone();
@@ -361,7 +365,13 @@ async fn group_commands_replies_and_foreign_buttons(db: TestDb) {
     let jobs = env.jobs_of(&ann_acc.id).await;
     assert_eq!(jobs.len(), 1, "[{k}] the command for another bot was ignored");
     assert!(jobs[0].params.contains("red fox"), "[{k}] {}", jobs[0].params);
-    // Chatter not addressed to the bot got no answer (every answer replies to Ann, above).
+    // Chatter not addressed to the bot got no answer (every answer replies to
+    // Ann, above), and (updates of one chat run in order) made no account:
+    // so no picture of Cid's was downloaded or stored either.
+    let cid_acc = env.station.store.find_account_by_identity("telegram", &cid.id.to_string()).await.unwrap();
+    assert!(cid_acc.is_none(), "[{k}] no account for a member who never addressed the bot");
+    let bob_acc = env.station.store.find_account_by_identity("telegram", &bob.id.to_string()).await.unwrap();
+    assert!(bob_acc.is_none(), "[{k}] nor for Bob's greeting");
 
     // Bob presses Ann's Rerun: refused with a toast, nothing runs.
     let q = env.tg.press(&group, &bob, result.message_id, "Rerun");
