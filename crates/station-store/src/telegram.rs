@@ -209,6 +209,22 @@ impl Store {
         })
     }
 
+    /// Deletes per-bot facts whose key starts with `prefix` and that were
+    /// last set before `before`. Returns how many.
+    pub async fn prune_telegram_meta(&self, bot_id: &str, prefix: &str, before: i64) -> Result<u64, StoreError> {
+        // A plain prefix comparison, not LIKE: `_` and `%` mean themselves.
+        let done = with_pool!(self, p => {
+            sqlx::query(
+                "DELETE FROM telegram_meta WHERE bot_id = $1 AND substr(key, 1, length($2)) = $2 AND updated_at < $3",
+            )
+            .bind(bot_id).bind(prefix).bind(before)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(done)
+    }
+
     /// Sets a per-bot fact.
     pub async fn set_telegram_meta(&self, bot_id: &str, key: &str, value: &str, now: i64) -> Result<(), StoreError> {
         with_pool!(self, p => {

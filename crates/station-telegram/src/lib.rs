@@ -33,6 +33,9 @@ pub use pace::{PaceLimits, Pacer};
 /// Where `station serve` mounts the webhook.
 pub const WEBHOOK_PATH: &str = "/telegram/webhook";
 
+/// How long an album's command caption is remembered for its later photos.
+pub const ALBUM_MEMORY: Duration = Duration::from_secs(86_400);
+
 /// Tuning for tests and unusual deployments.
 #[derive(Debug, Clone)]
 pub struct TelegramOptions {
@@ -366,8 +369,9 @@ impl TelegramBot {
         tasks
     }
 
-    /// Deletes processed updates older than `telegram.keep_updates_days`,
-    /// every `housekeeping_every` (unprocessed ones stay, whatever their age).
+    /// Deletes processed updates older than `telegram.keep_updates_days`
+    /// and album captions older than [`ALBUM_MEMORY`], every
+    /// `housekeeping_every` (unprocessed updates stay, whatever their age).
     async fn housekeeping_loop(&self, stop: CancellationToken) {
         let every = self.inner.options.housekeeping_every.max(Duration::from_millis(10));
         loop {
@@ -376,6 +380,14 @@ impl TelegramBot {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(pruned = n, "old processed Telegram updates deleted"),
                 Err(e) => tracing::warn!(error = %e, "could not prune old Telegram updates"),
+            }
+            // An album's photos arrive within seconds of its caption; a day
+            // later the remembered caption is only clutter.
+            let albums_before = station_store::now_ms() - ALBUM_MEMORY.as_millis() as i64;
+            if let Err(e) =
+                self.inner.station.store.prune_telegram_meta(&self.inner.bot_id, "album:", albums_before).await
+            {
+                tracing::warn!(error = %e, "could not prune remembered album captions");
             }
             tokio::select! {
                 _ = stop.cancelled() => return,

@@ -372,6 +372,10 @@ async fn housekeeping_prunes_old_processed_updates_only(db: TestDb) {
             store.finish_telegram_update(bot_id, id, (id == 3).then_some("failed for a test"), at).await.unwrap();
         }
     }
+    // Remembered album captions: a stale one goes, a fresh one and other facts stay.
+    store.set_telegram_meta(bot_id, "album:old", "{}", now - 2 * day).await.unwrap();
+    store.set_telegram_meta(bot_id, "album:new", "{}", now).await.unwrap();
+    store.set_telegram_meta(bot_id, "albumish", "x", now - 2 * day).await.unwrap();
     let mut p = env.process().await;
     // Receive only (the old pending update stays pending), prune often.
     let options = TelegramOptions { process: false, housekeeping_every: Duration::from_millis(50), ..fast_options() };
@@ -386,6 +390,18 @@ async fn housekeeping_prunes_old_processed_updates_only(db: TestDb) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(left, vec![2, 4], "[{k}] done and failed updates past 7 days pruned; pending and recent kept");
+    let meta = |key: &'static str| {
+        let store = store.clone();
+        async move { store.telegram_meta(bot_id, key).await.unwrap() }
+    };
+    for _ in 0..400 {
+        if meta("album:old").await.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(meta("album:old").await, None, "[{k}] a day-old album caption is forgotten");
+    assert!(meta("album:new").await.is_some() && meta("albumish").await.is_some(), "[{k}] the rest stays");
     p.stop().await;
 }
 
