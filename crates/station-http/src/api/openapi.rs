@@ -3,9 +3,8 @@
 //! reference page (`/api/v1/docs`) rendered in the browser by a small script
 //! served from the binary (no CDN, no inline script: the CSP forbids it).
 
-use std::sync::Arc;
+use std::sync::OnceLock;
 
-use axum::Extension;
 use axum::http::header;
 use axum::response::IntoResponse;
 use station_core::Station;
@@ -14,9 +13,14 @@ use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder, Tag};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// The rendered document, handed to the handler by the router.
-#[derive(Clone)]
-pub struct SpecJson(pub Arc<String>);
+/// The rendered document. It is a function of the code alone (the
+/// handlers' annotations), so one copy serves every router in the process.
+static SPEC_JSON: OnceLock<String> = OnceLock::new();
+
+/// The document as served, rendered on first use.
+pub fn spec_json() -> &'static str {
+    SPEC_JSON.get_or_init(|| crate::openapi().to_pretty_json().expect("the OpenAPI document serialises"))
+}
 
 /// Routes of this module.
 pub fn routes() -> OpenApiRouter<Station> {
@@ -83,8 +87,8 @@ pub fn base() -> OpenApi {
 /// This document (OpenAPI 3.1, JSON).
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "service", security(()),
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
-async fn openapi_json(Extension(spec): Extension<SpecJson>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], spec.0.as_str().to_owned())
+async fn openapi_json() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], axum::body::Bytes::from_static(spec_json().as_bytes()))
 }
 
 /// The API reference, rendered from this document in the browser.

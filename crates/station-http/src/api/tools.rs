@@ -22,7 +22,12 @@ use crate::Caller;
 
 /// Routes of this module.
 pub fn routes() -> OpenApiRouter<Station> {
-    OpenApiRouter::new().routes(routes!(list_tools)).routes(routes!(show_tool))
+    // The list's cache rides on its own route only: other requests do not
+    // pay for inserting it.
+    OpenApiRouter::new()
+        .routes(routes!(list_tools))
+        .layer(Extension(Arc::new(ToolListCache::default())))
+        .routes(routes!(show_tool))
 }
 
 /// A tool in the list.
