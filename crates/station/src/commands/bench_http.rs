@@ -73,7 +73,14 @@ pub struct Scenario {
     pub errors: u64,
     /// Slowest and fastest round's requests per second.
     pub range: (f64, f64),
+    /// The bare scenario answering the same body with no middleware, no
+    /// authentication and (for reads) one plain query: the fair comparison.
+    pub baseline: Option<&'static str>,
 }
+
+const BARE_STATIC: &str = "bare axum: static JSON";
+const BARE_TOOLS: &str = "bare axum: the tool list's bytes (constant)";
+const BARE_JOB: &str = "bare axum: job row read";
 
 /// Runs the benchmark and prints a markdown table.
 pub async fn run(args: HttpBenchArgs) -> u8 {
@@ -174,8 +181,26 @@ async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenar
         .map_err(|e| e.to_string())?;
 
     let api = serve(station_http::router(station.clone())).await?;
+    // The real tool list's bytes, for a bare handler answering the same body:
+    // the fair baseline for `GET /api/v1/tools` (a constant of the same size).
+    let tools_body = reqwest::Client::new()
+        .get(format!("{api}/api/v1/tools"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .bytes()
+        .await
+        .map_err(|e| e.to_string())?;
     let bare_router = axum::Router::new()
         .route("/bare", get(|| async { Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})) }))
+        .route(
+            "/bare/tools",
+            get(move || {
+                let body = tools_body.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        )
         .route(
             "/bare/jobs/{id}",
             get(|State(s): State<Station>, Path(id): Path<String>| async move {
@@ -202,26 +227,44 @@ async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenar
         )
         .with_state(station.clone());
     let bare = serve(bare_router).await?;
+    // Decomposition of the middleware: the bare constant handler behind the
+    // real security headers alone, and behind the real trace layer alone.
+    let constant = || {
+        axum::Router::new()
+            .route("/bare", get(|| async { Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})) }))
+    };
+    let headed = serve(station_http::secured(constant())).await?;
+    let traced = serve(constant().layer(tower_http::trace::TraceLayer::new_for_http())).await?;
 
     let secs = Duration::from_secs(args.seconds);
     let n = args.connections;
-    let list = [
-        ("bare axum: static JSON".to_string(), format!("{bare}/bare"), false),
-        ("bare axum: job row read".to_string(), format!("{bare}/bare/jobs/{job_id}"), false),
-        ("bare axum: status query (`Store::job_status`)".to_string(), format!("{bare}/bare/status/{job_id}"), false),
-        ("bare axum: API key check (cached) only".to_string(), format!("{bare}/bare/auth"), true),
-        ("GET /healthz (router + middleware, no auth)".to_string(), format!("{api}/healthz"), false),
-        ("GET /api/v1/tools".to_string(), format!("{api}/api/v1/tools"), true),
-        ("GET /api/v1/generations/{id} (queued)".to_string(), format!("{api}/api/v1/generations/{job_id}"), true),
-        ("GET /api/v1/generations/{id} (succeeded)".to_string(), format!("{api}/api/v1/generations/{done_id}"), true),
+    let list: [(&str, String, bool, Option<&'static str>); 11] = [
+        (BARE_STATIC, format!("{bare}/bare"), false, None),
+        (BARE_TOOLS, format!("{bare}/bare/tools"), false, None),
+        (BARE_JOB, format!("{bare}/bare/jobs/{job_id}"), false, None),
+        ("bare axum: status query (`Store::job_status`)", format!("{bare}/bare/status/{job_id}"), false, None),
+        ("bare axum: API key check (cached) only", format!("{bare}/bare/auth"), true, None),
+        ("bare axum: static JSON + security headers", format!("{headed}/bare"), false, None),
+        ("bare axum: static JSON + trace layer", format!("{traced}/bare"), false, None),
+        ("GET /healthz (router + middleware, no auth)", format!("{api}/healthz"), false, Some(BARE_STATIC)),
+        ("GET /api/v1/tools", format!("{api}/api/v1/tools"), true, Some(BARE_TOOLS)),
+        ("GET /api/v1/generations/{id} (queued)", format!("{api}/api/v1/generations/{job_id}"), true, Some(BARE_JOB)),
+        (
+            "GET /api/v1/generations/{id} (succeeded)",
+            format!("{api}/api/v1/generations/{done_id}"),
+            true,
+            Some(BARE_JOB),
+        ),
     ];
     // Rounds in rotation, so a burst of load from elsewhere on the machine
     // lands on every scenario alike; each scenario reports its median round.
     let mut rounds: Vec<Vec<Scenario>> = vec![vec![]; list.len()];
     for _ in 0..args.rounds.max(1) {
-        for (i, (name, url, auth)) in list.iter().enumerate() {
+        for (i, (name, url, auth, baseline)) in list.iter().enumerate() {
             let key = auth.then(|| key.clone());
-            rounds[i].push(load(name.clone(), url.clone(), key, n, secs).await);
+            let mut one = load(name.to_string(), url.clone(), key, n, secs).await;
+            one.baseline = *baseline;
+            rounds[i].push(one);
         }
     }
     Ok(rounds
@@ -268,7 +311,7 @@ async fn load(name: String, url: String, key: Option<String>, connections: usize
         }
     };
     let per_s = ok as f64 / elapsed.as_secs_f64();
-    Scenario { name, per_s, p50: pick(0.5), p99: pick(0.99), errors, range: (per_s, per_s) }
+    Scenario { name, per_s, p50: pick(0.5), p99: pick(0.99), errors, range: (per_s, per_s), baseline: None }
 }
 
 async fn run_clients(
@@ -329,13 +372,17 @@ fn table(args: &HttpBenchArgs, results: &[Scenario]) -> String {
         cpus,
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
-    out += "| scenario | requests/s | rounds' range | p50 | p99 | errors | vs bare static | vs bare job read |\n";
+    out += "| scenario | requests/s | rounds' range | p50 | p99 | errors | vs bare static | vs its bare baseline |\n";
     out += "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
-    let base = results.first().map(|r| r.per_s).unwrap_or(1.0);
-    let job = results.get(1).map(|r| r.per_s).unwrap_or(1.0);
+    let rate = |name: &str| results.iter().find(|r| r.name == name).map(|r| r.per_s);
+    let base = rate(BARE_STATIC).unwrap_or(1.0);
     for r in results {
+        let vs_baseline = match r.baseline.and_then(|b| rate(b).map(|rate| (b, rate))) {
+            Some((b, rate)) => format!("{:.0} % (of {})", 100.0 * r.per_s / rate, b.trim_start_matches("bare axum: ")),
+            None => "—".into(),
+        };
         out += &format!(
-            "| {} | {:.0} | {:.0}–{:.0} | {:.2} ms | {:.2} ms | {} | {:.0} % | {:.0} % |\n",
+            "| {} | {:.0} | {:.0}–{:.0} | {:.2} ms | {:.2} ms | {} | {:.0} % | {} |\n",
             r.name,
             r.per_s,
             r.range.0,
@@ -344,7 +391,7 @@ fn table(args: &HttpBenchArgs, results: &[Scenario]) -> String {
             r.p99.as_secs_f64() * 1000.0,
             r.errors,
             100.0 * r.per_s / base,
-            100.0 * r.per_s / job
+            vs_baseline
         );
     }
     out
@@ -358,12 +405,12 @@ mod tests {
     async fn a_short_run_measures_every_scenario_without_errors() {
         let args = HttpBenchArgs { seconds: 1, rounds: 1, connections: 4, database_url: None };
         let results = bench(&args).await.expect("bench");
-        assert_eq!(results.len(), 8);
+        assert_eq!(results.len(), 11);
         for r in &results {
             assert_eq!(r.errors, 0, "{r:?}");
             assert!(r.per_s > 0.0 && r.p50 <= r.p99, "{r:?}");
         }
         let t = table(&args, &results);
-        assert!(t.contains("| GET /api/v1/tools |"), "{t}");
+        assert!(t.contains("| GET /api/v1/tools |") && t.contains("(of the tool list's bytes (constant))"), "{t}");
     }
 }
