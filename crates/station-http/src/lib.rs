@@ -58,13 +58,12 @@ pub fn router(station: Station) -> Router {
 /// Every route with its per-request layers, without the security headers
 /// (added once, by [`router`] or [`serve`] around whatever is merged in).
 ///
-/// The layers are plain tower services rather than `from_fn` closures: each
-/// `from_fn` boxes a future and clones the inner router per request, which
-/// measured as most of the gap between a real and a bare constant handler
-/// (docs/PERFORMANCE.md). Errors raised below the handlers get the API's
-/// shape without a per-request copy of the path: unknown paths by the
-/// fallback, wrong methods by the method fallback, an over-limit body by
-/// [`polish`].
+/// The layers are plain tower services rather than `from_fn` closures, each
+/// of which boxes a future and clones the inner router per request (what
+/// each layer costs is measured in docs/PERFORMANCE.md). Errors raised below
+/// the handlers get the API's shape without a per-request copy of the path:
+/// unknown paths by the fallback, wrong methods by the method fallback, an
+/// over-limit body by [`too_large_as_json`].
 fn app_routes(station: Station) -> Router {
     let (routes, _) = documented_routes().split_for_parts();
     let limit = max_request_body(&station);
