@@ -354,19 +354,22 @@ impl TelegramBot {
         }
         let text = msg["text"].as_str().or_else(|| msg["caption"].as_str()).unwrap_or("");
         let me = self.username();
-        let replied_to_me =
-            msg["reply_to_message"]["from"]["username"].as_str().is_some_and(|u| u.eq_ignore_ascii_case(&me));
         let mentioned = !me.is_empty() && text.trim_start().starts_with(&format!("@{me}"));
-        if self.command(text).is_some() || replied_to_me || mentioned {
+        if self.command(text).is_some() || self.replies_to_me(msg) || mentioned {
             return true;
         }
         match msg["media_group_id"].as_str() {
             Some(g) if !text.trim_start().starts_with('/') => {
                 let inner = &self.inner;
-                inner.station.store.telegram_meta(&inner.bot_id, &format!("album:{g}")).await.ok().flatten().is_some()
+                inner.station.store.telegram_meta(&inner.bot_id, &album_key(g)).await.ok().flatten().is_some()
             }
             _ => false,
         }
+    }
+
+    /// Whether a message answers one of the bot's own.
+    fn replies_to_me(&self, msg: &Value) -> bool {
+        msg["reply_to_message"]["from"]["username"].as_str().is_some_and(|u| u.eq_ignore_ascii_case(&self.username()))
     }
 
     /// The stored media id of a message's picture (photo, or an image sent as a file).
@@ -411,7 +414,7 @@ impl TelegramBot {
         // An album's caption rides on its first photo: remember the command
         // for the photos that follow (stored, so a restart keeps it).
         if let Some(g) = &album {
-            let key = format!("album:{g}");
+            let key = album_key(g);
             match &command {
                 Some((n, t)) => {
                     let v = json!({"name": n, "text": t}).to_string();
@@ -441,9 +444,7 @@ impl TelegramBot {
             return Ok(vec![Input::Command { name, text: rest, images, params: Map::new() }]);
         }
         // Outside private chats, only what is addressed to the bot.
-        let to_bot = msg["reply_to_message"]["from"]["username"]
-            .as_str()
-            .is_some_and(|u| u.eq_ignore_ascii_case(&self.username()));
+        let to_bot = self.replies_to_me(msg);
         let mention = format!("@{}", self.username());
         let (addressed, text) = match text.trim_start().strip_prefix(&mention) {
             Some(rest) if !self.username().is_empty() => (true, rest.trim().to_string()),
@@ -460,4 +461,9 @@ impl TelegramBot {
         }
         Ok(vec![Input::Text { text }])
     }
+}
+
+/// Where an album's command caption is remembered for its later photos.
+pub(crate) fn album_key(media_group_id: &str) -> String {
+    format!("{}{media_group_id}", crate::ALBUM_KEY_PREFIX)
 }

@@ -36,6 +36,9 @@ pub const WEBHOOK_PATH: &str = "/telegram/webhook";
 /// How long an album's command caption is remembered for its later photos.
 pub const ALBUM_MEMORY: Duration = Duration::from_secs(86_400);
 
+/// The `telegram_meta` key prefix of remembered album captions.
+const ALBUM_KEY_PREFIX: &str = "album:";
+
 /// Tuning for tests and unusual deployments.
 #[derive(Debug, Clone)]
 pub struct TelegramOptions {
@@ -385,7 +388,7 @@ impl TelegramBot {
             // later the remembered caption is only clutter.
             let albums_before = station_store::now_ms() - ALBUM_MEMORY.as_millis() as i64;
             if let Err(e) =
-                self.inner.station.store.prune_telegram_meta(&self.inner.bot_id, "album:", albums_before).await
+                self.inner.station.store.prune_telegram_meta(&self.inner.bot_id, ALBUM_KEY_PREFIX, albums_before).await
             {
                 tracing::warn!(error = %e, "could not prune remembered album captions");
             }

@@ -194,7 +194,7 @@ async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenar
         .await
         .map_err(|e| e.to_string())?;
     let bare_router = axum::Router::new()
-        .route("/bare", get(|| async { Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})) }))
+        .route("/bare", get(static_json))
         .route(
             "/bare/tools",
             get(move || {
@@ -230,10 +230,7 @@ async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenar
     let bare = serve(bare_router).await?;
     // Decomposition of the middleware: the bare constant handler behind the
     // real security headers alone, and behind the real trace layer alone.
-    let constant = || {
-        axum::Router::new()
-            .route("/bare", get(|| async { Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})) }))
-    };
+    let constant = || axum::Router::new().route("/bare", get(static_json));
     let headed = serve(station_http::secured(constant())).await?;
     let traced = serve(constant().layer(tower_http::trace::TraceLayer::new_for_http())).await?;
 
@@ -282,6 +279,11 @@ async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenar
             median
         })
         .collect())
+}
+
+/// The bare constant answer (the same body as `/healthz`).
+async fn static_json() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, String> {
