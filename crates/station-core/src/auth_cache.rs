@@ -54,7 +54,8 @@ pub enum Invalidation {
 /// An API key as resolved from the database.
 #[derive(Debug, Clone)]
 pub(crate) struct CachedKey {
-    pub key_id: String,
+    /// Shared, so a hit copies no string for it.
+    pub key_id: std::sync::Arc<str>,
     pub expires_at: Option<i64>,
     /// Last `last_used_at` written (or read), so the minute gap holds without a read.
     pub last_used_at: Option<i64>,
@@ -94,9 +95,13 @@ impl std::fmt::Debug for AuthCache {
     }
 }
 
+/// An API key's SHA-256 as raw bytes: the cache's key, so a request needs
+/// no hex string to look its key up (the database stores the hex form).
+pub(crate) type KeyDigest = [u8; 32];
+
 #[derive(Default)]
 struct Inner {
-    keys: HashMap<String, (Instant, CachedKey)>,
+    keys: HashMap<KeyDigest, (Instant, CachedKey)>,
     sessions: HashMap<String, (Instant, CachedSession)>,
     /// Goes up on every invalidation.
     generation: u64,
@@ -132,25 +137,25 @@ impl AuthCache {
         self.lock().generation
     }
 
-    pub(crate) fn key(&self, hash: &str) -> Option<CachedKey> {
+    pub(crate) fn key(&self, digest: &KeyDigest) -> Option<CachedKey> {
         let inner = self.lock();
-        inner.keys.get(hash).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, k)| k.clone())
+        inner.keys.get(digest).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, k)| k.clone())
     }
 
-    pub(crate) fn put_key(&self, generation: u64, hash: &str, key: CachedKey) {
+    pub(crate) fn put_key(&self, generation: u64, digest: &KeyDigest, key: CachedKey) {
         if self.ttl.is_zero() {
             return;
         }
         let mut inner = self.lock();
         if inner.generation == generation {
             inner.sweep(self.ttl);
-            inner.keys.insert(hash.to_string(), (Instant::now(), key));
+            inner.keys.insert(*digest, (Instant::now(), key));
         }
     }
 
     /// Records a `last_used_at` write on the cached entry (keeps its age).
-    pub(crate) fn touched_key(&self, hash: &str, at: i64) {
-        if let Some((_, k)) = self.lock().keys.get_mut(hash) {
+    pub(crate) fn touched_key(&self, digest: &KeyDigest, at: i64) {
+        if let Some((_, k)) = self.lock().keys.get_mut(digest) {
             k.last_used_at = Some(at);
         }
     }
@@ -177,7 +182,7 @@ impl AuthCache {
         let mut inner = self.lock();
         inner.generation += 1;
         match inv {
-            Invalidation::ApiKey { id } => inner.keys.retain(|_, (_, k)| k.key_id != *id),
+            Invalidation::ApiKey { id } => inner.keys.retain(|_, (_, k)| *k.key_id != **id),
             Invalidation::Session { id_hash } => {
                 inner.sessions.remove(id_hash);
             }
@@ -263,6 +268,10 @@ mod tests {
         AccountRow { id: id.into(), name: id.into(), role: "user".into(), suspended: false, created_at: 0 }
     }
 
+    fn d(name: &str) -> KeyDigest {
+        crate::identity::digest_secret(name)
+    }
+
     fn key(id: &str, account_id: &str) -> CachedKey {
         CachedKey { key_id: id.into(), expires_at: None, last_used_at: None, account: account(account_id) }
     }
@@ -270,13 +279,13 @@ mod tests {
     #[test]
     fn entries_expire_after_the_ttl_and_zero_turns_caching_off() {
         let c = AuthCache::new(Duration::from_millis(30));
-        c.put_key(c.generation(), "h1", key("k1", "a"));
-        assert!(c.key("h1").is_some());
+        c.put_key(c.generation(), &d("h1"), key("k1", "a"));
+        assert!(c.key(&d("h1")).is_some());
         std::thread::sleep(Duration::from_millis(40));
-        assert!(c.key("h1").is_none(), "older than the TTL is a miss");
+        assert!(c.key(&d("h1")).is_none(), "older than the TTL is a miss");
         let off = AuthCache::new(Duration::ZERO);
-        off.put_key(off.generation(), "h1", key("k1", "a"));
-        assert!(off.key("h1").is_none());
+        off.put_key(off.generation(), &d("h1"), key("k1", "a"));
+        assert!(off.key(&d("h1")).is_none());
     }
 
     #[test]
@@ -287,20 +296,20 @@ mod tests {
             account: account(a),
         };
         let g = c.generation();
-        c.put_key(g, "h1", key("k1", "a"));
-        c.put_key(g, "h2", key("k2", "a"));
-        c.put_key(g, "h3", key("k3", "b"));
+        c.put_key(g, &d("h1"), key("k1", "a"));
+        c.put_key(g, &d("h2"), key("k2", "a"));
+        c.put_key(g, &d("h3"), key("k3", "b"));
         c.put_session(g, "s1", s("a"));
         c.put_session(g, "s2", s("b"));
         c.apply(&Invalidation::ApiKey { id: "k1".into() });
-        assert!(c.key("h1").is_none() && c.key("h2").is_some());
+        assert!(c.key(&d("h1")).is_none() && c.key(&d("h2")).is_some());
         c.apply(&Invalidation::Session { id_hash: "s2".into() });
         assert!(c.session("s2").is_none() && c.session("s1").is_some());
         c.apply(&Invalidation::Account { id: "a".into() });
-        assert!(c.key("h2").is_none() && c.session("s1").is_none());
-        assert!(c.key("h3").is_some(), "other accounts stay");
+        assert!(c.key(&d("h2")).is_none() && c.session("s1").is_none());
+        assert!(c.key(&d("h3")).is_some(), "other accounts stay");
         c.apply(&Invalidation::All);
-        assert!(c.key("h3").is_none());
+        assert!(c.key(&d("h3")).is_none());
     }
 
     #[test]
@@ -308,10 +317,10 @@ mod tests {
         let c = AuthCache::new(Duration::from_secs(60));
         let before = c.generation();
         c.apply(&Invalidation::ApiKey { id: "k1".into() });
-        c.put_key(before, "h1", key("k1", "a"));
-        assert!(c.key("h1").is_none(), "the answer read before the revocation is dropped");
-        c.put_key(c.generation(), "h1", key("k1", "a"));
-        assert!(c.key("h1").is_some());
+        c.put_key(before, &d("h1"), key("k1", "a"));
+        assert!(c.key(&d("h1")).is_none(), "the answer read before the revocation is dropped");
+        c.put_key(c.generation(), &d("h1"), key("k1", "a"));
+        assert!(c.key(&d("h1")).is_some());
     }
 
     #[test]

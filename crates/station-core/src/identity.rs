@@ -164,7 +164,12 @@ fn retry_after_secs(d: &Duration) -> u64 {
 
 /// Hex SHA-256 of a secret: what is stored and looked up.
 pub fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    hex::encode(digest_secret(secret))
+}
+
+/// The raw SHA-256 of a secret (what [`hash_secret`] writes in hex).
+pub(crate) fn digest_secret(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
 }
 
 /// `n` characters drawn uniformly from `alphabet` with the thread-local
@@ -269,13 +274,13 @@ impl Station {
         if !key.starts_with(API_KEY_PREFIX) || key.len() != API_KEY_PREFIX.len() + API_KEY_RANDOM_CHARS {
             return Err(unknown);
         }
-        let hash = hash_secret(key);
+        let digest = digest_secret(key);
         let now = now_ms();
-        let cached = match self.auth_cache.key(&hash) {
+        let cached = match self.auth_cache.key(&digest) {
             Some(k) => k,
             None => {
                 let generation = self.auth_cache.generation();
-                let Some((info, account)) = self.store.api_key_by_hash(&hash).await? else {
+                let Some((info, account)) = self.store.api_key_by_hash(&hex::encode(digest)).await? else {
                     return Err(unknown);
                 };
                 if info.revoked_at.is_some() {
@@ -285,12 +290,12 @@ impl Station {
                     return Err(AuthError::Suspended(account.id));
                 }
                 let k = CachedKey {
-                    key_id: info.id,
+                    key_id: info.id.into(),
                     expires_at: info.expires_at,
                     last_used_at: info.last_used_at,
                     account,
                 };
-                self.auth_cache.put_key(generation, &hash, k.clone());
+                self.auth_cache.put_key(generation, &digest, k.clone());
                 k
             }
         };
@@ -299,7 +304,7 @@ impl Station {
         }
         if cached.last_used_at.is_none_or(|t| now - t >= TOUCH_GAP_MS) {
             self.store.touch_api_key(&cached.key_id, now, TOUCH_GAP_MS).await?;
-            self.auth_cache.touched_key(&hash, now);
+            self.auth_cache.touched_key(&digest, now);
         }
         Ok(cached.account)
     }

@@ -33,9 +33,22 @@ pub use worker::Workers;
 use station_store::Store;
 use station_tools::{ToolLoadError, ToolRegistry};
 
-/// The core, shared by every front end. Cheap to clone.
+/// The core, shared by every front end. Cloning is one reference count:
+/// axum clones the state for every request, often twice.
 #[derive(Clone)]
-pub struct Station {
+pub struct Station(Arc<StationParts>);
+
+impl std::ops::Deref for Station {
+    type Target = StationParts;
+
+    fn deref(&self) -> &StationParts {
+        &self.0
+    }
+}
+
+/// What a [`Station`] holds; its fields are read through the `Station`.
+#[derive(Clone)]
+pub struct StationParts {
     /// Effective configuration.
     pub config: Arc<Config>,
     /// Database.
@@ -107,7 +120,8 @@ impl Station {
     /// [`Station::with_store`] (tests) may.
     pub async fn join_processes(&mut self) -> Result<(), OpenError> {
         if let Some(bus) = events::PgBus::start_with(self.store.clone(), Some(self.auth_cache.clone())).await? {
-            self.bus = bus;
+            // A clone made before joining keeps the in-process bus.
+            Arc::make_mut(&mut self.0).bus = bus;
         }
         Ok(())
     }
@@ -127,7 +141,7 @@ impl Station {
         let rate_limits = Arc::new(identity::RateLimiter::new(config.limits.requests_per_minute));
         let auth_cache =
             Arc::new(auth_cache::AuthCache::new(std::time::Duration::from_millis(config.limits.auth_cache_ms)));
-        let station = Station {
+        let station = Station(Arc::new(StationParts {
             media: MediaService::new(Arc::new(blobs), store.clone(), limits),
             config: Arc::new(config),
             store,
@@ -141,7 +155,7 @@ impl Station {
             rate_limits,
             auth_cache,
             eta_cache: Default::default(),
-        };
+        }));
         Ok((station, errors))
     }
 

@@ -66,7 +66,7 @@ impl FromRequestParts<Station> for Caller {
                 }
                 account
             }
-            (key, _) => station.authenticate_api_key(&key.map_err(auth_error)?).await.map_err(auth_error)?,
+            (key, _) => station.authenticate_api_key(key.map_err(auth_error)?).await.map_err(auth_error)?,
         };
         station.check_rate(&account).map_err(rate_limited)?;
         Ok(Caller(account))
@@ -112,19 +112,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The key from `Authorization: Bearer …` or `X-API-Key`.
-fn api_key(parts: &Parts) -> Result<String, AuthError> {
+/// The key from `Authorization: Bearer …` or `X-API-Key` (borrowed: a
+/// request's key is hashed, never kept).
+fn api_key(parts: &Parts) -> Result<&str, AuthError> {
     let text = |name| parts.headers.get(name).map(|v: &HeaderValue| v.to_str().unwrap_or_default().trim());
     if let Some(auth) = text(header::AUTHORIZATION.as_str()) {
         return match auth.split_once(' ') {
-            Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty() => {
-                Ok(key.trim().to_string())
-            }
+            Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty() => Ok(key.trim()),
             _ => Err(AuthError::Missing),
         };
     }
     match text("x-api-key") {
-        Some(key) if !key.is_empty() => Ok(key.to_string()),
+        Some(key) if !key.is_empty() => Ok(key),
         _ => Err(AuthError::Missing),
     }
 }
