@@ -1,5 +1,6 @@
 //! The live set of tools, reloadable while Station runs.
 
+use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -26,6 +27,15 @@ struct Inner {
     dir: Option<PathBuf>,
     state: RwLock<State>,
     generation: watch::Sender<u64>,
+    derived: Mutex<Derived>,
+}
+
+/// Values front ends computed from the tools (see [`ToolRegistry::derived`]),
+/// one per type, all from the same generation.
+#[derive(Default)]
+struct Derived {
+    generation: u64,
+    values: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
 }
 
 #[derive(Default)]
@@ -39,6 +49,13 @@ impl State {
     fn new(by_id: BTreeMap<String, Arc<ToolDef>>, errors: Vec<ToolLoadError>) -> Self {
         let by_command = by_id.values().map(|t| (t.command.clone(), t.clone())).collect();
         State { by_id, by_command, errors }
+    }
+}
+
+impl Derived {
+    fn get<T: Any + Send + Sync>(&self, generation: u64) -> Option<Arc<T>> {
+        let value = self.values.get(&TypeId::of::<T>()).filter(|_| self.generation == generation)?;
+        value.clone().downcast().ok()
     }
 }
 
@@ -63,6 +80,7 @@ impl ToolRegistry {
                 dir: dir.map(Path::to_path_buf),
                 state: RwLock::new(State::new(by_id, errors.clone())),
                 generation,
+                derived: Mutex::default(),
             }),
         };
         (registry, errors)
@@ -121,6 +139,28 @@ impl ToolRegistry {
     /// A counter that goes up every time the set of tools changes.
     pub fn generation(&self) -> u64 {
         *self.inner.generation.borrow()
+    }
+
+    /// A value computed from the current tools, such as a front end's
+    /// rendered list: `make` runs once per type until the tools change, and
+    /// every call in between gets the same value.
+    pub fn derived<T: Any + Send + Sync>(&self, make: impl FnOnce() -> T) -> Arc<T> {
+        // Read before making: a reload in between only labels the value
+        // older than it is, and the next call makes it again.
+        let generation = self.generation();
+        let lock = || self.inner.derived.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = lock().get(generation) {
+            return v;
+        }
+        let value = Arc::new(make());
+        let mut derived = lock();
+        if derived.generation < generation {
+            *derived = Derived { generation, values: HashMap::new() };
+        }
+        if derived.generation == generation {
+            derived.values.insert(TypeId::of::<T>(), value.clone());
+        }
+        value
     }
 
     /// A receiver that sees every generation change, so platforms can re-register commands.

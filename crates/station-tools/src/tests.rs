@@ -533,6 +533,39 @@ fn registry_lookups_and_generation() {
     assert_eq!(reg.get("ccc").unwrap().name, "Renamed");
 }
 
+#[test]
+fn derived_values_are_made_once_per_generation_and_type() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.json", &tool_json("aaa"));
+    let (reg, _) = ToolRegistry::load(Some(dir.path()));
+    let names = |reg: &ToolRegistry| reg.list().iter().map(|t| t.id.clone()).collect::<Vec<_>>().join(",");
+    let made = std::cell::Cell::new(0);
+    let list = |reg: &ToolRegistry| {
+        reg.derived(|| {
+            made.set(made.get() + 1);
+            names(reg)
+        })
+    };
+    let first = list(&reg);
+    assert!(first.contains("aaa"));
+    assert!(std::sync::Arc::ptr_eq(&first, &list(&reg.clone())), "clones share the value");
+    assert_eq!(made.get(), 1);
+    // Another type has its own slot.
+    assert_eq!(*reg.derived(|| 7u32), 7);
+    assert_eq!(*reg.derived(|| 8u32), 7, "made once");
+    assert_eq!(made.get(), 1);
+
+    // Unchanged folder: same generation, same value.
+    reg.reload();
+    assert!(std::sync::Arc::ptr_eq(&first, &list(&reg)));
+    write(dir.path(), "b.json", &tool_json("bbb"));
+    reg.reload();
+    let second = list(&reg);
+    assert_eq!(made.get(), 2, "a new generation makes it again");
+    assert!(second.contains("bbb"), "{second}");
+    assert_eq!(*reg.derived(|| 8u32), 8, "every type is made again");
+}
+
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !f() {

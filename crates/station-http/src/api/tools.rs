@@ -1,13 +1,13 @@
 //! `GET /api/v1/tools` and `GET /api/v1/tools/{id}`: what a caller may run,
 //! with each tool's inputs as a form description and as JSON Schema.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use station_core::Station;
@@ -22,12 +22,7 @@ use crate::Caller;
 
 /// Routes of this module.
 pub fn routes() -> OpenApiRouter<Station> {
-    // The list's cache rides on its own route only: other requests do not
-    // pay for inserting it.
-    OpenApiRouter::new()
-        .routes(routes!(list_tools))
-        .layer(Extension(Arc::new(ToolListCache::default())))
-        .routes(routes!(show_tool))
+    OpenApiRouter::new().routes(routes!(list_tools)).routes(routes!(show_tool))
 }
 
 /// A tool in the list.
@@ -110,13 +105,17 @@ pub struct ToolDetail {
 
 /// Tools `account` may see in lists: public ones, and admin ones for admins.
 pub fn listed(station: &Station, account: &AccountRow) -> Vec<Arc<ToolDef>> {
+    listed_for(station, account.role == "admin")
+}
+
+fn listed_for(station: &Station, admin: bool) -> Vec<Arc<ToolDef>> {
     let mut tools: Vec<_> = station
         .tools
         .list()
         .into_iter()
         .filter(|t| match t.visibility {
             Visibility::Public => true,
-            Visibility::Admin => account.role == "admin",
+            Visibility::Admin => admin,
             Visibility::Hidden => false,
         })
         .collect();
@@ -222,47 +221,31 @@ pub fn detail(station: &Station, t: &ToolDef) -> ToolDetail {
 }
 
 /// `GET /api/v1/tools` answers, serialised once per tool registry
-/// generation. The list depends only on the registry, the caller's role
-/// (admin tools) and the price multiplier (fixed for a Station), so there
-/// are two answers: one for users, one for administrators.
-#[derive(Debug, Default)]
-pub struct ToolListCache {
-    /// `[users, administrators]`: the generation each was made from, and the bytes.
-    slots: Mutex<[Option<(u64, Bytes)>; 2]>,
+/// generation (kept by [`station_tools::ToolRegistry::derived`]). The list
+/// depends only on the registry, the caller's role (admin tools) and the
+/// price multiplier (fixed for a Station), so there are two answers.
+struct ToolLists {
+    users: Bytes,
+    admins: Bytes,
 }
 
-impl ToolListCache {
-    /// The serialised list for `account`, made afresh when the tools changed.
-    pub fn get(&self, station: &Station, account: &AccountRow) -> Bytes {
-        let slot = usize::from(account.role == "admin");
-        // Read before listing: a reload between the two only makes this answer
-        // newer than its label, and the next request replaces it.
-        let generation = station.tools.generation();
-        if let Some((g, bytes)) = &self.lock()[slot]
-            && *g == generation
-        {
-            return bytes.clone();
-        }
-        let list = ToolList { tools: listed(station, account).iter().map(|t| summary(station, t)).collect() };
-        let bytes = Bytes::from(serde_json::to_vec(&list).expect("the tool list serialises"));
-        self.lock()[slot] = Some((generation, bytes.clone()));
-        bytes
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, [Option<(u64, Bytes)>; 2]> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+impl ToolLists {
+    fn render(station: &Station) -> ToolLists {
+        let bytes = |admin| {
+            let list = ToolList { tools: listed_for(station, admin).iter().map(|t| summary(station, t)).collect() };
+            Bytes::from(serde_json::to_vec(&list).expect("the tool list serialises"))
+        };
+        ToolLists { users: bytes(false), admins: bytes(true) }
     }
 }
 
 /// The tools you may run.
 #[utoipa::path(get, path = "/api/v1/tools", tag = "tools",
     responses((status = 200, body = ToolList), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
-async fn list_tools(
-    State(station): State<Station>,
-    Extension(cache): Extension<Arc<ToolListCache>>,
-    Caller(a): Caller,
-) -> Response {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], cache.get(&station, &a)).into_response()
+async fn list_tools(State(station): State<Station>, Caller(a): Caller) -> Response {
+    let lists = station.tools.derived(|| ToolLists::render(&station));
+    let body = if a.role == "admin" { lists.admins.clone() } else { lists.users.clone() };
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 /// One tool by id or chat command, with its inputs and their JSON Schema.
