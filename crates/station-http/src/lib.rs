@@ -50,38 +50,99 @@ pub fn max_request_body(station: &Station) -> usize {
     usize::try_from(per_file.saturating_mul(MAX_UPLOAD_FILES).saturating_add(64 * 1024)).unwrap_or(usize::MAX)
 }
 
-/// The router with every route Station serves, security headers included.
+/// The router with every route Station serves, behind its layers (for
+/// tests and embedding; [`serve`] serves [`service`] directly, one boxed
+/// call less per request).
 pub fn router(station: Station) -> Router {
-    secured(app_routes(station))
+    Router::new().fallback_service(service(station, Router::new()))
 }
 
-/// Every route with its per-request layers, without the security headers
-/// (added once, by [`router`] or [`serve`] around whatever is merged in).
-///
-/// The layers are plain tower services rather than `from_fn` closures, each
-/// of which boxes a future and clones the inner router per request (what
-/// each layer costs is measured in docs/PERFORMANCE.md). Errors raised below
-/// the handlers get the API's shape without a per-request copy of the path:
-/// unknown paths by the fallback, wrong methods by the method fallback, an
-/// over-limit body by [`too_large_as_json`].
+/// A complete HTTP service, as `axum::serve` takes it (through
+/// `axum::ServiceExt::into_make_service`): what [`service`] returns.
+pub trait HttpService:
+    tower::Service<axum::extract::Request, Response = Response, Error = std::convert::Infallible, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: tower::Service<axum::extract::Request, Response = Response, Error = std::convert::Infallible, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// What [`serve`] serves: every route Station serves plus `extra`, behind
+/// the per-request layers. Serve it with `axum::ServiceExt::into_make_service`.
+pub fn service(station: Station, extra: Router) -> impl HttpService {
+    let limit = max_request_body(&station);
+    layered(app_routes(station).merge(extra), limit)
+}
+
+/// Every route, without the per-request layers ([`layered`] adds them once
+/// around whatever is merged in). Errors raised below the handlers get the
+/// API's shape without a per-request copy of the path: unknown paths by the
+/// fallback, wrong methods by the method fallback.
 fn app_routes(station: Station) -> Router {
     let (routes, _) = documented_routes().split_for_parts();
-    let limit = max_request_body(&station);
     routes
         .merge(web::routes())
         .fallback(not_found)
         // After every route is registered: it applies to those present.
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(station)
-        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
-        .layer(tower::util::MapResponseLayer::new(too_large_as_json))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
-/// Adds the security headers to every response of `router`.
-pub fn secured(router: Router) -> Router {
-    router.layer(tower::util::MapResponseLayer::new(polish))
+/// `routes` behind Station's per-request layers: security headers and the
+/// API-shaped 413 ([`finish`]), the trace span, and the body limits.
+///
+/// The layers form one tower stack around the whole router rather than
+/// `Router::layer` calls: axum wraps every route's endpoint in each such
+/// layer, and on every request clones each wrapped level (an allocation per
+/// level) and boxes its future and response body. Around the router, the
+/// stack is built once and monomorphised; a request pays one boxed body at
+/// the top (docs/PERFORMANCE.md has the measurements).
+fn layered(routes: Router, body_limit: usize) -> impl HttpService {
+    tower::ServiceBuilder::new()
+        .map_response(finish)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .service(routes)
+}
+
+/// `router` with the security headers on every response, and no other
+/// layer: what [`service`] adds with its other layers (the HTTP benchmark
+/// measures it alone).
+pub fn secured(router: Router) -> impl HttpService {
+    tower::ServiceBuilder::new().map_response(polish).service(router)
+}
+
+/// The last step of every answer: the body limit's plain-text 413 in the
+/// API's error shape (the only refusal made below the handlers that has no
+/// fallback of its own), then the security headers.
+fn finish<B>(r: axum::http::Response<B>) -> Response
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let plain_413 = r.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && !r.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !plain_413 {
+        return polish(r.map(axum::body::Body::new));
+    }
+    let (mut parts, _) = r.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let message = "the request body is over the limit; send smaller images (media.max_bytes)".to_string();
+    let fresh = api_error(parts.status, "too_large", message, vec![]);
+    let mut out = Response::from_parts(parts, fresh.into_body());
+    out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    polish(out)
 }
 
 /// The Content-Security-Policy of the web app's pages (HTML): no inline
@@ -130,23 +191,6 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
         return api_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message, vec![]);
     }
     (StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response()
-}
-
-/// The body limit's plain-text 413, in the API's error shape (the only
-/// refusal made below the handlers that has no fallback of its own).
-fn too_large_as_json(r: Response) -> Response {
-    if r.status() != StatusCode::PAYLOAD_TOO_LARGE
-        || r.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
-    {
-        return r;
-    }
-    let (mut parts, _) = r.into_parts();
-    parts.headers.remove(header::CONTENT_LENGTH);
-    let message = "the request body is over the limit; send smaller images (media.max_bytes)".to_string();
-    let fresh = api_error(parts.status, "too_large", message, vec![]);
-    let mut out = Response::from_parts(parts, fresh.into_body());
-    out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    out
 }
 
 /// Liveness: the process answers.
@@ -296,5 +340,6 @@ pub async fn serve(
     extra: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, secured(app_routes(station).merge(extra))).with_graceful_shutdown(shutdown).await
+    use axum::ServiceExt as _;
+    axum::serve(listener, service(station, extra).into_make_service()).with_graceful_shutdown(shutdown).await
 }

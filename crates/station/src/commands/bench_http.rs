@@ -24,7 +24,10 @@
 //! the cross-process bus, as `station serve` does.
 //!
 //! The load generator shares the CPU with the server, equally for every
-//! scenario; machine load (`/proc/loadavg`) is printed with the table.
+//! scenario; machine load (`/proc/loadavg`) is printed with the table. With
+//! `--load wrk` the load comes from `wrk`, a separate process (Debian's
+//! `wrk` package), as the issue suggests: its client costs are a fraction of
+//! reqwest's, so the server's own costs weigh more in every ratio.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,6 +59,32 @@ pub struct HttpBenchArgs {
     /// Database URL (default: a temporary SQLite file).
     #[arg(long = "database-url")]
     pub database_url: Option<String>,
+    /// What sends the requests: `in-process` (reqwest, in this process) or
+    /// `wrk` (the `wrk` program, a separate process; it must be on PATH).
+    #[arg(long, value_enum, default_value_t = LoadGenerator::InProcess)]
+    pub load: LoadGenerator,
+    /// Threads `wrk` uses (with `--load wrk`).
+    #[arg(long = "wrk-threads", default_value_t = 1)]
+    pub wrk_threads: usize,
+    /// CPUs `wrk` runs on (a `taskset -c` list, e.g. `1`). With the
+    /// benchmark itself started under `taskset -c 0`, server and load
+    /// generator each get their own CPU and the server's cost per request
+    /// sets the rate, with far less noise than when they compete.
+    #[arg(long = "wrk-cpus")]
+    pub wrk_cpus: Option<String>,
+    /// Run only the scenarios whose name contains this text (with their
+    /// bare baselines and `bare axum: static JSON`), e.g. `tools`.
+    #[arg(long)]
+    pub only: Option<String>,
+}
+
+/// What sends the benchmark's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadGenerator {
+    /// reqwest clients on this process's runtime, beside the server.
+    InProcess,
+    /// The `wrk` program, a separate process.
+    Wrk,
 }
 
 /// One scenario's figures.
@@ -76,6 +105,15 @@ pub struct Scenario {
     /// The bare scenario answering the same body with no middleware, no
     /// authentication and (for reads) one plain query: the fair comparison.
     pub baseline: Option<&'static str>,
+    /// With `--load wrk`: this process's CPU time per answered request —
+    /// the server's cost alone, as the load comes from another process.
+    pub cpu_per_request: Option<Duration>,
+    /// This scenario's rate over its baseline's, round by round (each pair
+    /// run one after the other): the median, lowest and highest.
+    pub vs_baseline: Option<(f64, f64, f64)>,
+    /// With `--load wrk`: CPUs this process kept busy (1.0 = one CPU); a
+    /// server pinned to one CPU below about 0.95 was not the bottleneck.
+    pub busy: Option<f64>,
 }
 
 const BARE_STATIC: &str = "bare axum: static JSON";
@@ -88,6 +126,16 @@ pub async fn run(args: HttpBenchArgs) -> u8 {
     if args.seconds == 0 || args.connections == 0 {
         eprintln!("error: --seconds and --connections must be at least 1");
         return exit::USAGE;
+    }
+    if args.load == LoadGenerator::Wrk {
+        if args.wrk_threads == 0 || args.wrk_threads > args.connections {
+            eprintln!("error: --wrk-threads must be between 1 and --connections ({})", args.connections);
+            return exit::USAGE;
+        }
+        if let Err(e) = std::process::Command::new("wrk").arg("--version").output() {
+            eprintln!("error: --load wrk needs the `wrk` program on PATH ({e}); on Debian: apt-get install wrk");
+            return exit::USAGE;
+        }
     }
     if cfg!(debug_assertions) {
         eprintln!(
@@ -181,7 +229,8 @@ async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenar
         .await
         .map_err(|e| e.to_string())?;
 
-    let api = serve(station_http::router(station.clone())).await?;
+    // What `station serve` serves (not the test wrapper `station_http::router`).
+    let api = serve_service(station_http::service(station.clone(), axum::Router::new())).await?;
     // The real tool list's bytes, for a bare handler answering the same body:
     // the fair baseline for `GET /api/v1/tools` (a constant of the same size).
     let tools_body = reqwest::Client::new()
@@ -231,24 +280,27 @@ async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenar
     // Decomposition of the middleware: the bare constant handler behind the
     // real security headers alone, and behind the real trace layer alone.
     let constant = || axum::Router::new().route("/bare", get(static_json));
-    let headed = serve(station_http::secured(constant())).await?;
-    let traced = serve(constant().layer(tower_http::trace::TraceLayer::new_for_http())).await?;
+    let headed = serve_service(station_http::secured(constant())).await?;
+    let traced = serve_service(
+        tower::ServiceBuilder::new()
+            .map_response(IntoResponse::into_response)
+            .layer(tower_http::trace::TraceLayer::new_for_http())
+            .service(constant()),
+    )
+    .await?;
 
     let secs = Duration::from_secs(args.seconds);
     let n = args.connections;
+    // Each real scenario runs right after its bare baseline, so the pair
+    // shares the machine's conditions; the decomposition rows come last.
     let list: [(&str, String, bool, Option<&'static str>); 12] = [
         (BARE_STATIC, format!("{bare}/bare"), false, None),
-        (BARE_TOOLS, format!("{bare}/bare/tools"), false, None),
+        ("GET /healthz (router + middleware, no auth)", format!("{api}/healthz"), false, Some(BARE_STATIC)),
         // The same bytes on the wire both ways as the real list: what the
         // credential costs the client and HTTP parsing, apart from checking it.
         (BARE_TOOLS_KEYED, format!("{bare}/bare/tools"), true, None),
-        (BARE_JOB, format!("{bare}/bare/jobs/{job_id}"), false, None),
-        ("bare axum: status query (`Store::job_status`)", format!("{bare}/bare/status/{job_id}"), false, None),
-        ("bare axum: API key check (cached) only", format!("{bare}/bare/auth"), true, None),
-        ("bare axum: static JSON + security headers", format!("{headed}/bare"), false, None),
-        ("bare axum: static JSON + trace layer", format!("{traced}/bare"), false, None),
-        ("GET /healthz (router + middleware, no auth)", format!("{api}/healthz"), false, Some(BARE_STATIC)),
         ("GET /api/v1/tools", format!("{api}/api/v1/tools"), true, Some(BARE_TOOLS_KEYED)),
+        (BARE_JOB, format!("{bare}/bare/jobs/{job_id}"), false, None),
         ("GET /api/v1/generations/{id} (queued)", format!("{api}/api/v1/generations/{job_id}"), true, Some(BARE_JOB)),
         (
             "GET /api/v1/generations/{id} (succeeded)",
@@ -256,26 +308,52 @@ async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenar
             true,
             Some(BARE_JOB),
         ),
+        (BARE_TOOLS, format!("{bare}/bare/tools"), false, None),
+        ("bare axum: status query (`Store::job_status`)", format!("{bare}/bare/status/{job_id}"), false, None),
+        ("bare axum: API key check (cached) only", format!("{bare}/bare/auth"), true, None),
+        ("bare axum: static JSON + security headers", format!("{headed}/bare"), false, None),
+        ("bare axum: static JSON + trace layer", format!("{traced}/bare"), false, None),
     ];
     // Rounds in rotation, so a burst of load from elsewhere on the machine
     // lands on every scenario alike; each scenario reports its median round.
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|only| name.contains(only));
+    let baselines: Vec<&str> = list.iter().filter(|s| wanted(s.0)).filter_map(|s| s.3).chain([BARE_STATIC]).collect();
+    if !list.iter().any(|s| wanted(s.0)) {
+        return Err(format!("no scenario's name contains {:?}", args.only.as_deref().unwrap_or_default()));
+    }
+    let list: Vec<_> = list.into_iter().filter(|s| wanted(s.0) || baselines.contains(&s.0)).collect();
     let mut rounds: Vec<Vec<Scenario>> = vec![vec![]; list.len()];
     for _ in 0..args.rounds.max(1) {
         for (i, (name, url, auth, baseline)) in list.iter().enumerate() {
             let key = auth.then(|| key.clone());
-            let mut one = load(name.to_string(), url.clone(), key, n, secs).await;
+            let mut one = match args.load {
+                LoadGenerator::InProcess => load(name.to_string(), url.clone(), key, n, secs).await,
+                LoadGenerator::Wrk => {
+                    let cpus = args.wrk_cpus.as_deref();
+                    load_wrk(name, url, key.as_deref(), n, args.wrk_threads, cpus, args.seconds).await?
+                }
+            };
             one.baseline = *baseline;
             rounds[i].push(one);
         }
     }
+    let by_name = |name: &str| list.iter().position(|s| s.0 == name).map(|j| &rounds[j]);
     Ok(rounds
-        .into_iter()
-        .map(|mut r| {
+        .iter()
+        .map(|r| {
+            // Paired: each round's rate over its baseline's in the same round.
+            let paired = r[0].baseline.and_then(by_name).map(|base| {
+                let mut ratios: Vec<f64> = r.iter().zip(base).map(|(x, b)| x.per_s / b.per_s).collect();
+                ratios.sort_by(f64::total_cmp);
+                (ratios[ratios.len() / 2], ratios[0], ratios[ratios.len() - 1])
+            });
+            let mut r = r.clone();
             r.sort_by(|a, b| a.per_s.total_cmp(&b.per_s));
             let (min, max) = (r[0].per_s, r[r.len() - 1].per_s);
             let mut median = r[r.len() / 2].clone();
             median.range = (min, max);
             median.errors = r.iter().map(|x| x.errors).sum();
+            median.vs_baseline = paired;
             median
         })
         .collect())
@@ -293,10 +371,15 @@ fn tempfile_dir() -> Result<std::path::PathBuf, String> {
 }
 
 async fn serve(router: axum::Router) -> Result<String, String> {
+    serve_service(router).await
+}
+
+async fn serve_service(service: impl station_http::HttpService) -> Result<String, String> {
+    use axum::ServiceExt as _;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let base = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
+        let _ = axum::serve(listener, service.into_make_service()).await;
     });
     Ok(base)
 }
@@ -317,7 +400,18 @@ async fn load(name: String, url: String, key: Option<String>, connections: usize
         }
     };
     let per_s = ok as f64 / elapsed.as_secs_f64();
-    Scenario { name, per_s, p50: pick(0.5), p99: pick(0.99), errors, range: (per_s, per_s), baseline: None }
+    Scenario {
+        name,
+        per_s,
+        p50: pick(0.5),
+        p99: pick(0.99),
+        errors,
+        range: (per_s, per_s),
+        baseline: None,
+        cpu_per_request: None,
+        busy: None,
+        vs_baseline: None,
+    }
 }
 
 async fn run_clients(
@@ -367,28 +461,153 @@ async fn run_clients(
     (ok.load(Ordering::Relaxed), errors.load(Ordering::Relaxed), latencies, elapsed)
 }
 
+/// Runs `wrk` against `url` (a one-second warm-up, then `seconds`) and
+/// reads its report.
+async fn load_wrk(
+    name: &str,
+    url: &str,
+    key: Option<&str>,
+    connections: usize,
+    threads: usize,
+    cpus: Option<&str>,
+    seconds: u64,
+) -> Result<Scenario, String> {
+    let run = |secs: u64| {
+        let mut cmd = match cpus {
+            Some(cpus) => {
+                let mut c = tokio::process::Command::new("taskset");
+                c.args(["-c", cpus, "wrk"]);
+                c
+            }
+            None => tokio::process::Command::new("wrk"),
+        };
+        cmd.args(["--latency", "-t", &threads.to_string(), "-c", &connections.to_string()]);
+        cmd.args(["-d", &format!("{secs}s")]);
+        // The benchmark's own throwaway key, in its throwaway database.
+        if let Some(k) = key {
+            cmd.args(["-H", &format!("Authorization: Bearer {k}")]);
+        }
+        cmd.arg(url).kill_on_drop(true).output()
+    };
+    run(1).await.map_err(|e| format!("cannot run wrk: {e}"))?;
+    let (cpu_before, started) = (process_cpu_time(), Instant::now());
+    let out = run(seconds).await.map_err(|e| format!("cannot run wrk: {e}"))?;
+    let (cpu, wall) = (process_cpu_time().saturating_sub(cpu_before), started.elapsed());
+    let report = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("wrk failed ({}): {}{}", out.status, report, String::from_utf8_lossy(&out.stderr)));
+    }
+    let (mut one, requests) = parse_wrk(&report).ok_or_else(|| format!("unexpected wrk report:\n{report}"))?;
+    one.name = name.to_string();
+    if requests > 0 {
+        one.cpu_per_request = Some(cpu / u32::try_from(requests).unwrap_or(u32::MAX));
+    }
+    one.busy = Some(cpu.as_secs_f64() / wall.as_secs_f64());
+    Ok(one)
+}
+
+/// CPU time (user and system) this process has used so far.
+fn process_cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return Duration::ZERO;
+        }
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// The figures in a `wrk --latency` report: requests per second, the 50 %
+/// and 99 % latencies, and non-2xx answers plus socket errors as errors;
+/// with the number of requests made.
+fn parse_wrk(report: &str) -> Option<(Scenario, u64)> {
+    let field = |label: &str| {
+        report.lines().map(str::trim).find_map(|l| l.strip_prefix(label)).map(str::trim).map(str::to_string)
+    };
+    let per_s: f64 = field("Requests/sec:")?.parse().ok()?;
+    let latency = |q: &str| field(q).and_then(|v| wrk_duration(&v));
+    let mut errors: u64 = field("Non-2xx or 3xx responses:").and_then(|v| v.parse().ok()).unwrap_or(0);
+    if let Some(socket) = field("Socket errors:") {
+        // "connect 0, read 0, write 0, timeout 0"
+        errors += socket.split(',').filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok()).sum::<u64>();
+    }
+    // "180000 requests in 3.00s, 30.00MB read"
+    let requests = report.lines().find(|l| l.contains(" requests in "))?.split_whitespace().next()?.parse().ok()?;
+    let scenario = Scenario {
+        name: String::new(),
+        per_s,
+        p50: latency("50%")?,
+        p99: latency("99%")?,
+        errors,
+        range: (per_s, per_s),
+        baseline: None,
+        cpu_per_request: None,
+        busy: None,
+        vs_baseline: None,
+    };
+    Some((scenario, requests))
+}
+
+/// A `wrk` duration such as `812.00us`, `1.25ms` or `2.00s`.
+fn wrk_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number.trim().parse().ok()?;
+    let secs = match unit {
+        "us" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(secs))
+}
+
 fn table(args: &HttpBenchArgs, results: &[Scenario]) -> String {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let generator = match args.load {
+        LoadGenerator::InProcess => "in-process reqwest".to_string(),
+        LoadGenerator::Wrk => match &args.wrk_cpus {
+            Some(cpus) => format!("wrk ({} thread(s), on CPUs {cpus})", args.wrk_threads),
+            None => format!("wrk ({} thread(s))", args.wrk_threads),
+        },
+    };
     let mut out = format!(
-        "{} round(s) of {} s per scenario (median round shown), {} keep-alive connections, {} CPUs, load average {}\n\n",
+        "{} round(s) of {} s per scenario (median round shown), {} keep-alive connections from {}, {} CPUs, load average {}\n\n",
         args.rounds.max(1),
         args.seconds,
         args.connections,
+        generator,
         cpus,
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
-    out += "| scenario | requests/s | rounds' range | p50 | p99 | errors | vs bare static | vs its bare baseline |\n";
-    out += "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
+    let cpu = results.iter().any(|r| r.cpu_per_request.is_some());
+    out += "| scenario | requests/s | rounds' range | p50 | p99 | errors |";
+    out += if cpu { " server CPU/request | server busy |" } else { "" };
+    out += " vs bare static | vs its bare baseline, round by round: median (range) |\n";
+    out += "| --- | ---: | ---: | ---: | ---: | ---: |";
+    out += if cpu { " ---: | ---: |" } else { "" };
+    out += " ---: | ---: |\n";
     let rate = |name: &str| results.iter().find(|r| r.name == name).map(|r| r.per_s);
     let base = rate(BARE_STATIC).unwrap_or(1.0);
     for r in results {
-        let vs_baseline = match r.baseline.and_then(|b| rate(b).map(|rate| (b, rate))) {
-            Some((b, rate)) => format!("{:.0} % (of {})", 100.0 * r.per_s / rate, b.trim_start_matches("bare axum: ")),
-            None => "—".into(),
+        let vs_baseline = match (r.baseline, r.vs_baseline) {
+            (Some(b), Some((median, low, high))) => format!(
+                "{:.0} % ({:.0}–{:.0}) of {}",
+                100.0 * median,
+                100.0 * low,
+                100.0 * high,
+                b.trim_start_matches("bare axum: ")
+            ),
+            _ => "—".into(),
         };
         out += &format!(
-            "| {} | {:.0} | {:.0}–{:.0} | {:.2} ms | {:.2} ms | {} | {:.0} % | {} |\n",
+            "| {} | {:.0} | {:.0}–{:.0} | {:.2} ms | {:.2} ms | {} |",
             r.name,
             r.per_s,
             r.range.0,
@@ -396,9 +615,13 @@ fn table(args: &HttpBenchArgs, results: &[Scenario]) -> String {
             r.p50.as_secs_f64() * 1000.0,
             r.p99.as_secs_f64() * 1000.0,
             r.errors,
-            100.0 * r.per_s / base,
-            vs_baseline
         );
+        if cpu {
+            let per = r.cpu_per_request.map_or("—".into(), |d| format!("{:.1} µs", d.as_secs_f64() * 1e6));
+            let busy = r.busy.map_or("—".into(), |b| format!("{b:.2} CPU"));
+            out += &format!(" {per} | {busy} |");
+        }
+        out += &format!(" {:.0} % | {} |\n", 100.0 * r.per_s / base, vs_baseline);
     }
     out
 }
@@ -409,7 +632,16 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_short_run_measures_every_scenario_without_errors() {
-        let args = HttpBenchArgs { seconds: 1, rounds: 1, connections: 4, database_url: None };
+        let args = HttpBenchArgs {
+            seconds: 1,
+            rounds: 1,
+            connections: 4,
+            database_url: None,
+            load: LoadGenerator::InProcess,
+            wrk_threads: 1,
+            wrk_cpus: None,
+            only: None,
+        };
         let results = bench(&args).await.expect("bench");
         assert_eq!(results.len(), 12);
         for r in &results {
@@ -419,8 +651,37 @@ mod tests {
         let t = table(&args, &results);
         assert!(
             t.contains("| GET /api/v1/tools |")
-                && t.contains("(of the tool list's bytes, request with the API key (ignored))"),
+                && t.contains("of the tool list's bytes, request with the API key (ignored) |"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn a_wrk_report_is_read() {
+        let report = "Running 3s test @ http://127.0.0.1:4000/bare
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   512.34us  100.00us   5.00ms   90.00%
+    Req/Sec    60.00k     1.00k   65.00k    80.00%
+  Latency Distribution
+     50%  498.00us
+     75%  600.00us
+     90%  700.00us
+     99%    1.25ms
+  180000 requests in 3.00s, 30.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 5
+Requests/sec:  60012.34
+Transfer/sec:     10.00MB
+";
+        let (s, requests) = parse_wrk(report).expect("parsed");
+        assert_eq!(requests, 180000);
+        assert_eq!(s.per_s, 60012.34);
+        assert_eq!(s.p50, Duration::from_micros(498));
+        assert_eq!(s.p99, Duration::from_micros(1250));
+        assert_eq!(s.errors, 8);
+        assert!(parse_wrk("wrk: unable to connect").is_none());
+        assert_eq!(wrk_duration("2.00s"), Some(Duration::from_secs(2)));
+        assert_eq!(wrk_duration("1.5x"), None);
     }
 }
