@@ -116,6 +116,25 @@ pub struct Scenario {
     pub busy: Option<f64>,
 }
 
+impl Scenario {
+    /// One round's figures, before rounds are combined and baselines known.
+    fn round(name: String, per_s: f64, p50: Duration, p99: Duration, errors: u64) -> Scenario {
+        let range = (per_s, per_s);
+        Scenario {
+            name,
+            per_s,
+            p50,
+            p99,
+            errors,
+            range,
+            baseline: None,
+            cpu_per_request: None,
+            busy: None,
+            vs_baseline: None,
+        }
+    }
+}
+
 const BARE_STATIC: &str = "bare axum: static JSON";
 const BARE_TOOLS: &str = "bare axum: the tool list's bytes (constant)";
 const BARE_TOOLS_KEYED: &str = "bare axum: the tool list's bytes, request with the API key (ignored)";
@@ -399,19 +418,7 @@ async fn load(name: String, url: String, key: Option<String>, connections: usize
             latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1]
         }
     };
-    let per_s = ok as f64 / elapsed.as_secs_f64();
-    Scenario {
-        name,
-        per_s,
-        p50: pick(0.5),
-        p99: pick(0.99),
-        errors,
-        range: (per_s, per_s),
-        baseline: None,
-        cpu_per_request: None,
-        busy: None,
-        vs_baseline: None,
-    }
+    Scenario::round(name, ok as f64 / elapsed.as_secs_f64(), pick(0.5), pick(0.99), errors)
 }
 
 async fn run_clients(
@@ -536,19 +543,7 @@ fn parse_wrk(report: &str) -> Option<(Scenario, u64)> {
     }
     // "180000 requests in 3.00s, 30.00MB read"
     let requests = report.lines().find(|l| l.contains(" requests in "))?.split_whitespace().next()?.parse().ok()?;
-    let scenario = Scenario {
-        name: String::new(),
-        per_s,
-        p50: latency("50%")?,
-        p99: latency("99%")?,
-        errors,
-        range: (per_s, per_s),
-        baseline: None,
-        cpu_per_request: None,
-        busy: None,
-        vs_baseline: None,
-    };
-    Some((scenario, requests))
+    Some((Scenario::round(String::new(), per_s, latency("50%")?, latency("99%")?, errors), requests))
 }
 
 /// A `wrk` duration such as `812.00us`, `1.25ms` or `2.00s`.
