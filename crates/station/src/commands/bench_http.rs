@@ -249,7 +249,7 @@ async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenar
         .map_err(|e| e.to_string())?;
 
     // What `station serve` serves (not the test wrapper `station_http::router`).
-    let api = serve_service(station_http::service(station.clone(), axum::Router::new())).await?;
+    let api = serve(station_http::service(station.clone(), axum::Router::new())).await?;
     // The real tool list's bytes, for a bare handler answering the same body:
     // the fair baseline for `GET /api/v1/tools` (a constant of the same size).
     let tools_body = reqwest::Client::new()
@@ -299,8 +299,8 @@ async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenar
     // Decomposition of the middleware: the bare constant handler behind the
     // real security headers alone, and behind the real trace layer alone.
     let constant = || axum::Router::new().route("/bare", get(static_json));
-    let headed = serve_service(station_http::secured(constant())).await?;
-    let traced = serve_service(
+    let headed = serve(station_http::secured(constant())).await?;
+    let traced = serve(
         tower::ServiceBuilder::new()
             .map_response(IntoResponse::into_response)
             .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -389,11 +389,7 @@ fn tempfile_dir() -> Result<std::path::PathBuf, String> {
     Ok(dir)
 }
 
-async fn serve(router: axum::Router) -> Result<String, String> {
-    serve_service(router).await
-}
-
-async fn serve_service(service: impl station_http::HttpService) -> Result<String, String> {
+async fn serve(service: impl station_http::HttpService) -> Result<String, String> {
     use axum::ServiceExt as _;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let base = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
