@@ -362,20 +362,23 @@ async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenar
         .map(|r| {
             // Paired: each round's rate over its baseline's in the same round.
             let paired = r[0].baseline.and_then(by_name).map(|base| {
-                let mut ratios: Vec<f64> = r.iter().zip(base).map(|(x, b)| x.per_s / b.per_s).collect();
-                ratios.sort_by(f64::total_cmp);
-                (ratios[ratios.len() / 2], ratios[0], ratios[ratios.len() - 1])
+                median_and_range(r.iter().zip(base).map(|(x, b)| x.per_s / b.per_s).collect::<Vec<_>>(), |x| *x)
             });
-            let mut r = r.clone();
-            r.sort_by(|a, b| a.per_s.total_cmp(&b.per_s));
-            let (min, max) = (r[0].per_s, r[r.len() - 1].per_s);
-            let mut median = r[r.len() / 2].clone();
+            let (mut median, min, max) = median_and_range(r.clone(), |s| s.per_s);
             median.range = (min, max);
             median.errors = r.iter().map(|x| x.errors).sum();
             median.vs_baseline = paired;
             median
         })
         .collect())
+}
+
+/// The middle item by `value` (the upper one of an even count), with the
+/// lowest and highest value.
+fn median_and_range<T>(mut items: Vec<T>, value: impl Fn(&T) -> f64) -> (T, f64, f64) {
+    items.sort_by(|a, b| value(a).total_cmp(&value(b)));
+    let (low, high) = (value(&items[0]), value(&items[items.len() - 1]));
+    (items.swap_remove(items.len() / 2), low, high)
 }
 
 /// The bare constant answer (the same body as `/healthz`).
