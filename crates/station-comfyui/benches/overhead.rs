@@ -32,8 +32,8 @@ use image::{ImageFormat, Rgb, RgbImage};
 use serde_json::{Map, Value, json};
 use station_comfyui::{BackendSocket, BackendSpec, ComfyClient, ComfyExecutor, RunOptions, run_prompt};
 use station_comfyui_fake::{FakeComfy, FakeOptions};
+use station_core::{AccountRow, JobStatus};
 use station_core::{Config, JobEvent, Station, SubmitRequest, Workers};
-use station_store::{AccountRow, JobStatus};
 use tokio::sync::broadcast;
 use tracing::field::{Field, Visit};
 use tracing::subscriber::Interest;
@@ -290,7 +290,7 @@ async fn station_once(
             _ => {}
         }
     };
-    let row = env.station.store.get_job(&id).await.expect("read job").expect("job exists");
+    let row = env.station.job(&id).await.expect("read job").expect("job exists");
     assert_eq!(row.status(), JobStatus::Succeeded);
     assert_eq!(row.output_ids().len(), 1, "one stored output");
     StationTimes {
@@ -556,7 +556,7 @@ async fn station_burst(backends: usize, jobs: usize, step_ms: u64) -> (f64, Vec<
     let secs = t0.elapsed().as_secs_f64();
     let mut per_backend = vec![0; backends];
     for id in &ids {
-        let row = env.station.store.get_job(id).await.expect("read").expect("job");
+        let row = env.station.job(id).await.expect("read").expect("job");
         assert_eq!(row.status(), JobStatus::Succeeded);
         assert_eq!(row.output_ids().len(), 1);
         let name = row.backend.expect("backend recorded");

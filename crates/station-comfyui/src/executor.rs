@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
+use station_core::JobRow;
 use station_core::{ExecContext, ExecError, ExecJob, Executor, OutputFile};
-use station_store::JobRow;
 use station_tools::ToolDef;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};

@@ -14,8 +14,8 @@ use serde_json::{Map, Value, json};
 use station_comfyui::{BackendSpec, ComfyClient, ComfyExecutor, SubmitRequest as ComfySubmit};
 use station_comfyui_fake::{FakeComfy, FakeOptions};
 use station_core::{Config, JobEvent, Station, SubmitRequest, Workers};
-use station_store::testing::{self, TestDb};
 use station_store::{AccountRow, ClaimRequest, JobRow, JobStatus};
+use station_testkit::testing::{self, TestDb};
 use tokio::sync::broadcast;
 
 /// A running Station with the ComfyUI executor over some fakes, and one account.
@@ -25,7 +25,7 @@ struct Env {
     workers: Option<Workers>,
     account: AccountRow,
     fakes: Vec<FakeComfy>,
-    _db: TestDb,
+    db: TestDb,
     _dir: tempfile::TempDir,
 }
 
@@ -158,7 +158,7 @@ async fn setup_with(db: TestDb, s: Setup, fakes: Vec<FakeComfy>) -> Env {
     station.register_executor(comfy.clone());
     let workers = s.workers.then(|| Workers::start(&station));
     let account = station.account("local", "t", "T").await.unwrap();
-    Env { station, comfy, workers, account, fakes, _db: db, _dir: dir }
+    Env { station, comfy, workers, account, fakes, db, _dir: dir }
 }
 
 impl Env {
@@ -183,7 +183,7 @@ impl Env {
     }
 
     async fn job(&self, id: &str) -> JobRow {
-        self.station.store.get_job(id).await.unwrap().unwrap()
+        self.db.store.get_job(id).await.unwrap().unwrap()
     }
 
     /// Polls the job until `done` holds for it, failing after `secs`.
@@ -229,7 +229,7 @@ impl Env {
     /// job with the prompt id for the next worker to reconcile. Returns the
     /// prompt id.
     async fn crashed_submission(&self, job: &JobRow) -> String {
-        let store = &self.station.store;
+        let store = &self.db.store;
         let claimed = store
             .claim_jobs(&ClaimRequest {
                 service: "comfyui",
@@ -333,7 +333,7 @@ fn inspect(fake: &FakeComfy) -> ComfyClient {
     ComfyClient::with_timeout(&fake.url(), Duration::from_secs(5)).unwrap()
 }
 
-use station_store::on_every_db;
+use station_testkit::on_every_db;
 
 on_every_db!(
     success_with_pixels_progress_and_previews,

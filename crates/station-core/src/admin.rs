@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use station_store::{AccountRow, JobFilter, JobRow, JobStatus, StoreError};
+use station_store::{AccountRow, BackendRow, JobFilter, JobRow, JobStatus, StoreError};
 
 use crate::Station;
 
@@ -96,20 +96,89 @@ impl Station {
         })
     }
 
+    /// One account by id (a linked-away id gives the account it was joined into).
+    pub async fn account_by_id(&self, id: &str) -> Result<Option<AccountRow>, StoreError> {
+        self.store.get_account(id).await
+    }
+
+    /// Accounts ordered by id (not those linked into another), after `after_id`.
+    pub async fn accounts_page(&self, after_id: Option<&str>, limit: i64) -> Result<Vec<AccountRow>, StoreError> {
+        self.store.list_accounts_page(after_id, limit).await
+    }
+
+    /// Accounts, oldest first (not those linked into another), at most `limit`.
+    pub async fn accounts(&self, limit: i64) -> Result<Vec<AccountRow>, StoreError> {
+        self.store.list_accounts(limit).await
+    }
+
+    /// The `(provider, subject)` platform identities that lead to an account.
+    pub async fn account_identities(&self, account_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.store.account_identities(account_id).await
+    }
+
+    /// Administrators with an identity on `provider` (e.g. `telegram`), as
+    /// `(account, subject)` by subject: chat adapters give them operator menus.
+    pub async fn admins_on(&self, provider: &str) -> Result<Vec<(AccountRow, String)>, StoreError> {
+        self.store.role_identities(station_store::Role::Admin, provider).await
+    }
+
+    /// The most recently failed jobs, newest first.
+    pub async fn recent_failures(&self, limit: i64) -> Result<Vec<JobRow>, StoreError> {
+        self.store.recent_failures(limit).await
+    }
+
+    /// Whether the database answers within `timeout`: `Ok` or why not, in words.
+    pub async fn database_health(&self, timeout: std::time::Duration) -> Result<(), String> {
+        match tokio::time::timeout(timeout, self.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("timed out after {} s", timeout.as_secs_f64())),
+        }
+    }
+
     /// The account an operator means: `provider:subject` (a platform identity
-    /// such as `telegram:123`) or an account id (a linked-away id gives the
-    /// account it was joined into). Never creates an account.
+    /// such as `telegram:123`), an account id (a linked-away id gives the
+    /// account it was joined into), or a bare local user name (`local:NAME`).
+    /// Never creates an account.
     pub async fn find_account(&self, who: &str) -> Result<Option<AccountRow>, StoreError> {
         let who = who.trim();
-        if let Some((provider, subject)) = who.split_once(':')
-            && !provider.is_empty()
-            && !subject.is_empty()
-        {
+        if let Some((provider, subject)) = who.split_once(':') {
+            if provider.is_empty() || subject.is_empty() {
+                return Ok(None);
+            }
             return self.store.find_account_by_identity(provider, subject).await;
         }
         if who.is_empty() {
             return Ok(None);
         }
-        self.store.get_account(who).await
+        match self.store.get_account(who).await? {
+            Some(a) => Ok(Some(a)),
+            None => self.store.find_account_by_identity("local", who).await,
+        }
+    }
+
+    /// Jobs of every account, newest first, filtered (operator views: `station jobs list`).
+    pub async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>, StoreError> {
+        self.store.list_jobs(filter).await
+    }
+
+    /// Every migration known to this build: `(version, description, applied)`.
+    pub async fn migration_status(&self) -> Result<Vec<(i64, String, bool)>, StoreError> {
+        self.store.migration_status().await
+    }
+
+    /// ComfyUI backends added at run time (`station backends add`).
+    pub async fn runtime_backends(&self) -> Result<Vec<BackendRow>, StoreError> {
+        self.store.list_backends().await
+    }
+
+    /// Adds or replaces a run-time backend; every process picks it up.
+    pub async fn save_runtime_backend(&self, backend: &BackendRow) -> Result<(), StoreError> {
+        self.store.upsert_backend(backend).await
+    }
+
+    /// Removes a run-time backend; true if it existed.
+    pub async fn remove_runtime_backend(&self, name: &str) -> Result<bool, StoreError> {
+        self.store.remove_backend(name).await
     }
 }

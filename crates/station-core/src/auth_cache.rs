@@ -251,9 +251,13 @@ impl Station {
         Ok(changed)
     }
 
-    /// Sets an account's role (`user` or `admin`), effective from the next
-    /// request. False if there is no such account.
-    pub async fn set_account_role(&self, account_id: &str, role: &str) -> Result<bool, station_store::StoreError> {
+    /// Sets an account's role, effective from the next request. False if
+    /// there is no such account.
+    pub async fn set_account_role(
+        &self,
+        account_id: &str,
+        role: station_store::Role,
+    ) -> Result<bool, station_store::StoreError> {
         let changed = self.store.set_account_role(account_id, role).await?;
         self.invalidate_credentials(Invalidation::Account { id: account_id.to_string() }).await;
         Ok(changed)
@@ -265,7 +269,7 @@ mod tests {
     use super::*;
 
     fn account(id: &str) -> AccountRow {
-        AccountRow { id: id.into(), name: id.into(), role: "user".into(), suspended: false, created_at: 0 }
+        AccountRow { id: id.into(), name: id.into(), role: station_store::Role::User, suspended: false, created_at: 0 }
     }
 
     fn d(name: &str) -> KeyDigest {

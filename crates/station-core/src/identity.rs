@@ -162,6 +162,12 @@ fn retry_after_secs(d: &Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
+/// Whether two secrets are equal, in time independent of where they differ
+/// (webhook secrets, CSRF tokens): the one comparison every front end uses.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Hex SHA-256 of a secret: what is stored and looked up.
 pub fn hash_secret(secret: &str) -> String {
     hex::encode(digest_secret(secret))
@@ -256,7 +262,7 @@ impl Station {
     /// Its next use is refused in this process and, on PostgreSQL, in every
     /// other one as soon as the announcement arrives.
     pub async fn revoke_api_key(&self, account: &AccountRow, key_id: &str) -> Result<bool, StoreError> {
-        let only = (account.role != "admin").then_some(account.id.as_str());
+        let only = (!account.is_admin()).then_some(account.id.as_str());
         let revoked = self.store.revoke_api_key(key_id, only, now_ms()).await?;
         if revoked {
             self.invalidate_credentials(Invalidation::ApiKey { id: key_id.to_string() }).await;
@@ -437,7 +443,7 @@ impl Station {
     /// Administrators are not limited: they operate the service and can
     /// change the limit anyway.
     pub fn check_rate(&self, account: &AccountRow) -> Result<(), RateLimited> {
-        if account.role == "admin" {
+        if account.is_admin() {
             return Ok(());
         }
         self.rate_limits.check(&account.id, Instant::now())

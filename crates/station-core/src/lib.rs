@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth_cache;
 pub mod config;
+pub mod conversations;
 pub mod events;
 pub mod executor;
 pub mod identity;
@@ -16,6 +17,7 @@ pub mod loras;
 pub mod media;
 pub mod native;
 pub mod points;
+pub mod settings;
 pub mod watermark;
 pub mod worker;
 
@@ -25,12 +27,31 @@ pub use admin::{BackendHealth, QueueOverview, ServiceHealth};
 pub use config::Config;
 pub use events::{EventBus, InProcessBus, JobEvent, PgBus};
 pub use executor::{ExecContext, ExecError, ExecJob, Executor, InputImage, OutputFile};
-pub use jobs::{JobStatusView, JobView, SubmitError, SubmitRequest, service_name};
-pub use media::{CheckedImage, MediaService, MediaServiceError};
+pub use jobs::{
+    GenerationPage, JobAccessError, JobStatusView, JobView, RatingError, SubmitError, SubmitRequest, service_name,
+};
+pub use media::{CheckedImage, ImageProblem, MediaService, MediaServiceError};
 pub use native::MediaExecutor;
+pub use settings::{SettingsError, SettingsService};
 pub use worker::Workers;
 
 use station_store::Store;
+/// What a tool is, for front ends that draw forms and commands from tool
+/// definitions: the types, and the one way text typed by a person becomes a
+/// parameter value.
+pub mod tools {
+    pub use station_tools::{
+        Cost, FieldError, InputDef, InputType, ToolDef, ToolLoadError, ToolRegistry, Visibility, check_dir,
+        check_input, coerce_text, coerce_value,
+    };
+}
+
+/// The records front ends read, as the core hands them out. Only the core
+/// writes them; front ends never name the store.
+pub use station_store::{
+    AccountRow, BackendRow, GenerationFilter, JobFilter, JobRow, JobStatus, MediaRow, RatedJob, Role, StoreError,
+    now_ms,
+};
 use station_tools::{ToolLoadError, ToolRegistry};
 
 /// The core, shared by every front end. Cloning is one reference count:
@@ -165,6 +186,12 @@ impl Station {
         let mut list = self.executors.write().expect("executors lock");
         list.retain(|e| e.service() != ex.service());
         list.push(ex);
+    }
+
+    /// Closes the database connections (and with them, on PostgreSQL, the
+    /// listener sharing events between processes). Call once, at exit.
+    pub async fn shutdown(&self) {
+        self.store.close().await;
     }
 
     /// The account for a platform identity, created on first contact.

@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use station_lora::{Grant, ImportError, LoraRecord, Resolution, Visibility, validate_slug};
-use station_store::{AccountRow, LoraFilter, LoraGrantRow, LoraRow, StoreError, Upserted};
+pub use station_lora::{Grant, LoraRecord, Resolution, Visibility};
+use station_lora::{ImportError, validate_slug};
+pub use station_store::LoraFilter;
+use station_store::{AccountRow, LoraGrantRow, LoraRow, StoreError, Upserted};
 use station_tools::{InputType, ToolDef};
 
 use crate::Station;

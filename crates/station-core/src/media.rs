@@ -12,12 +12,54 @@ pub enum MediaServiceError {
     /// No such media, or the caller may not see it (deliberately the same answer).
     #[error("media {0} not found")]
     NotFound(String),
-    /// The content is not an acceptable image.
-    #[error("{0}")]
-    Rejected(String),
-    /// Storage failed.
+    /// The content is not an acceptable image: why, and which kind of refusal.
+    #[error("{reason}")]
+    Rejected {
+        /// Which kind of refusal (front ends choose their status from it).
+        problem: ImageProblem,
+        /// What is wrong, for people.
+        reason: String,
+    },
+    /// The database failed.
     #[error("storage error: {0}")]
-    Storage(String),
+    Storage(#[from] station_store::StoreError),
+    /// Reading or writing a blob failed.
+    #[error("media store: {0}")]
+    Blob(String),
+}
+
+/// How an image was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageProblem {
+    /// No bytes at all.
+    Empty,
+    /// Not an image type Station takes.
+    Unsupported,
+    /// Over a size limit (bytes, pixels, frames).
+    TooLarge,
+    /// Broken or not decodable.
+    Invalid,
+}
+
+impl MediaServiceError {
+    fn rejected(problem: ImageProblem, reason: impl Into<String>) -> MediaServiceError {
+        MediaServiceError::Rejected { problem, reason: reason.into() }
+    }
+
+    fn from_media(e: station_media::MediaError) -> MediaServiceError {
+        use station_media::MediaError as M;
+        let problem = match &e {
+            M::UnsupportedFormat(_) => ImageProblem::Unsupported,
+            M::TooLarge { .. } => ImageProblem::TooLarge,
+            _ => ImageProblem::Invalid,
+        };
+        MediaServiceError::rejected(problem, e.to_string())
+    }
+}
+
+/// A failure of blob I/O or of the blocking task doing it.
+fn blob_error(e: impl std::fmt::Display) -> MediaServiceError {
+    MediaServiceError::Blob(e.to_string())
 }
 
 /// Image bytes that decoded within the limits ([`MediaService::check_image`]),
@@ -69,13 +111,19 @@ impl MediaService {
     /// Decodes bytes within the limits without storing anything, so a caller
     /// can check every part of a request before it keeps any of it.
     pub async fn check_image(&self, bytes: Vec<u8>) -> Result<CheckedImage, MediaServiceError> {
+        if bytes.is_empty() {
+            return Err(MediaServiceError::rejected(ImageProblem::Empty, "the file is empty"));
+        }
         let limits = self.limits;
+        // The header first: type, bytes and dimensions are refused before
+        // any pixel buffer is allocated.
+        station_media::decode::check_limits(&bytes, &limits).map_err(MediaServiceError::from_media)?;
         tokio::task::spawn_blocking(move || {
-            station_media::decode(&bytes, &limits).map_err(|e| MediaServiceError::Rejected(e.to_string()))?;
+            station_media::decode(&bytes, &limits).map_err(MediaServiceError::from_media)?;
             Ok(CheckedImage { bytes })
         })
         .await
-        .map_err(|e| MediaServiceError::Storage(e.to_string()))?
+        .map_err(blob_error)?
     }
 
     /// Stores an image [`MediaService::check_image`] accepted, with its row.
@@ -87,11 +135,9 @@ impl MediaService {
         kind: &str,
     ) -> Result<MediaRow, MediaServiceError> {
         let blobs = self.blobs.clone();
-        let blob = tokio::task::spawn_blocking(move || {
-            blobs.put(&image.bytes, None).map_err(|e| MediaServiceError::Storage(e.to_string()))
-        })
-        .await
-        .map_err(|e| MediaServiceError::Storage(e.to_string()))??;
+        let blob = tokio::task::spawn_blocking(move || blobs.put(&image.bytes, None).map_err(blob_error))
+            .await
+            .map_err(blob_error)??;
         let row = MediaRow {
             id: new_media_id(),
             hash: blob.hash,
@@ -104,32 +150,50 @@ impl MediaService {
             kind: kind.into(),
             created_at: station_store::now_ms(),
         };
-        self.store.insert_media(&row).await.map_err(|e| MediaServiceError::Storage(e.to_string()))?;
+        self.store.insert_media(&row).await?;
         Ok(row)
     }
 
-    /// Reads a media record the caller may see (owner, admin, or `None` caller
-    /// for trusted internal use).
-    pub async fn get(&self, id: &str, caller: Option<&AccountRow>) -> Result<(MediaRow, Vec<u8>), MediaServiceError> {
-        let row = self
-            .store
-            .get_media(id)
-            .await
-            .map_err(|e| MediaServiceError::Storage(e.to_string()))?
-            .ok_or_else(|| MediaServiceError::NotFound(id.into()))?;
+    /// The record of media `id` if `caller` may see it (its owner, an admin,
+    /// or `None` for trusted internal use); someone else's answers NotFound,
+    /// exactly like an id that does not exist.
+    pub async fn row(&self, id: &str, caller: Option<&AccountRow>) -> Result<MediaRow, MediaServiceError> {
+        let row = self.store.get_media(id).await?.ok_or_else(|| MediaServiceError::NotFound(id.into()))?;
         if let Some(c) = caller
-            && c.role != "admin"
-            && row.account_id.as_deref() != Some(c.id.as_str())
+            && !c.may_access(row.account_id.as_deref())
         {
             return Err(MediaServiceError::NotFound(id.into()));
         }
+        Ok(row)
+    }
+
+    /// Reads a media record the caller may see ([`MediaService::row`]) with its bytes.
+    pub async fn get(&self, id: &str, caller: Option<&AccountRow>) -> Result<(MediaRow, Vec<u8>), MediaServiceError> {
+        let row = self.row(id, caller).await?;
         let blobs = self.blobs.clone();
         let hash = row.hash.clone();
-        let bytes = tokio::task::spawn_blocking(move || blobs.get(&hash))
-            .await
-            .map_err(|e| MediaServiceError::Storage(e.to_string()))?
-            .map_err(|e| MediaServiceError::Storage(e.to_string()))?;
+        let bytes =
+            tokio::task::spawn_blocking(move || blobs.get(&hash)).await.map_err(blob_error)?.map_err(blob_error)?;
         Ok((row, bytes))
+    }
+
+    /// A JPEG thumbnail (at most `max_side` pixels a side) of media the
+    /// caller may see, made once and kept as a derived blob.
+    pub async fn thumbnail(
+        &self,
+        id: &str,
+        caller: Option<&AccountRow>,
+        max_side: u32,
+    ) -> Result<Vec<u8>, MediaServiceError> {
+        let row = self.row(id, caller).await?;
+        let blobs = self.blobs.clone();
+        tokio::task::spawn_blocking(move || {
+            let thumb = blobs.thumbnail(&row.hash, max_side)?;
+            blobs.get(&thumb.hash)
+        })
+        .await
+        .map_err(blob_error)?
+        .map_err(blob_error)
     }
 }
 
@@ -147,13 +211,8 @@ impl MediaService {
         media_id: &str,
         limits: DeliveryLimits,
     ) -> Result<(Vec<u8>, String, bool), MediaServiceError> {
-        let storage = |e: &dyn std::fmt::Display| MediaServiceError::Storage(e.to_string());
-        let row = self
-            .store
-            .get_media(media_id)
-            .await
-            .map_err(|e| storage(&e))?
-            .ok_or_else(|| MediaServiceError::NotFound(media_id.into()))?;
+        let storage = |e: &dyn std::fmt::Display| blob_error(e);
+        let row = self.store.get_media(media_id).await?.ok_or_else(|| MediaServiceError::NotFound(media_id.into()))?;
         let (w, h) = (row.width.max(0) as u64, row.height.max(0) as u64);
         let fits = row.size.max(0) as u64 <= limits.max_bytes
             && w <= u64::from(limits.max_side)
@@ -180,8 +239,12 @@ impl MediaService {
                 return Ok((bytes, blob.mime));
             }
             let original = blobs.get(&hash).map_err(|e| storage(&e))?;
-            let bytes = station_media::ops::fit_for_delivery(&original, &limits)
-                .map_err(|e| MediaServiceError::Rejected(format!("media {hash} cannot be fitted for delivery: {e}")))?;
+            let bytes = station_media::ops::fit_for_delivery(&original, &limits).map_err(|e| {
+                MediaServiceError::rejected(
+                    ImageProblem::Invalid,
+                    format!("media {hash} cannot be fitted for delivery: {e}"),
+                )
+            })?;
             let blob = blobs.put_derived(&hash, &variant, &bytes).map_err(|e| storage(&e))?;
             Ok((bytes, blob.mime))
         })
@@ -200,6 +263,33 @@ impl crate::Station {
         limits: DeliveryLimits,
     ) -> Result<(Vec<u8>, String, bool), MediaServiceError> {
         self.media.deliverable(media_id, limits).await
+    }
+}
+
+/// The file extension (without the dot) for a media type: `png`, `jpg`,
+/// `webp`, `gif`, or `bin`.
+pub use station_media::extension_for_mime;
+
+impl crate::Station {
+    /// The name a stored image gets when it is downloaded or sent as a file:
+    /// `<tool>-<id prefix>.<ext>` for a job's result, `<id prefix>.<ext>`
+    /// for other media, the extension from `mime` (the stored type, or that
+    /// of a re-encoded copy). The prefix is the start of the media id, so a
+    /// name leads back to its media.
+    pub async fn download_name(&self, row: &MediaRow, mime: &str) -> String {
+        let short = &row.id[..row.id.len().min(12)];
+        let tool = match &row.job_id {
+            Some(job) => self.store.get_job(job).await.ok().flatten().map(|j| j.tool_id),
+            None => None,
+        };
+        let tool: String = tool
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(40)
+            .collect();
+        let ext = extension_for_mime(mime);
+        if tool.is_empty() { format!("{short}.{ext}") } else { format!("{tool}-{short}.{ext}") }
     }
 }
 

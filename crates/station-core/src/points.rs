@@ -15,11 +15,8 @@
 //! `points.confirm_above`) are quoted ([`Station::quote`]) and need confirming.
 
 use serde::Serialize;
-use station_store::{
-    AccountRow, AuditProblem, Balance, EntryKind, JobRow, JobStatus, LedgerError, NewEntry, PayTerms, Posted,
-    Settlement, StoreError,
-};
-pub use station_store::{PaidBy, SponsorRow};
+use station_store::{AccountRow, EntryKind, JobRow, JobStatus, NewEntry, PayTerms, Settlement, StoreError};
+pub use station_store::{AuditProblem, Balance, LedgerEntry, LedgerError, PaidBy, Posted, SponsorRow};
 use station_tools::Cost;
 
 use crate::Station;
@@ -117,6 +114,24 @@ impl Station {
     /// An account's balance, held and available points.
     pub async fn points(&self, account_id: &str) -> Result<Balance, StoreError> {
         self.store.balance(account_id).await
+    }
+
+    /// `account_id`'s ledger, newest first: entries with `seq` below
+    /// `before` (all when None), at most `limit`.
+    pub async fn ledger_history(
+        &self,
+        account_id: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.store.ledger_history(account_id, before, limit).await
+    }
+
+    /// The points a job was charged (what its capture kept; 0 while it runs
+    /// or when it was released).
+    pub async fn job_charge(&self, job_id: &str) -> Result<i64, StoreError> {
+        let entries = self.store.ledger_for_job(job_id).await?;
+        Ok(entries.iter().filter(|e| e.kind == EntryKind::Capture.as_str()).map(|e| e.amount.abs()).sum())
     }
 
     /// Gives `amount` (> 0) points to an account. `idem_key` makes a retried
@@ -230,7 +245,7 @@ impl Station {
             price,
             free_daily: self.config.points.free_daily.min(i64::MAX as u64) as i64,
             sponsor_scope: scope,
-            max_queued: (limit > 0 && account.role != "admin").then(|| limit.min(i64::MAX as u64) as i64),
+            max_queued: (limit > 0 && !account.is_admin()).then(|| limit.min(i64::MAX as u64) as i64),
         }
     }
 
@@ -245,30 +260,18 @@ impl Station {
 
     /// [`Station::quote`] at a given time (Unix ms).
     pub async fn quote_at(&self, account: &AccountRow, req: &SubmitRequest, now: i64) -> Result<Quote, SubmitError> {
-        let storage = |e: &dyn std::fmt::Display| SubmitError::Storage(e.to_string());
-        let p = self.prepare(account, req).await?;
-        self.ensure_starting_grant(&account.id).await.map_err(|e| storage(&e))?;
-        let terms = self.pay_terms(account, p.price, req.sponsor_scope.as_deref());
-        let plan = self.store.plan_payment(&account.id, &terms, now).await.map_err(|e| storage(&e))?;
-        if let Some(limit) = terms.max_queued
-            && plan.queued >= limit
-        {
-            return Err(SubmitError::QuotaExceeded {
-                limit: limit as u64,
-                what: "jobs queued",
-                retry_after_secs: None,
-            });
-        }
-        let threshold = self.quote_threshold(account).await.map_err(|e| storage(&e))?;
+        let a = self.assess(account, req, &[], now).await?;
+        crate::jobs::quota_check(&a)?;
+        let price = a.prepared.price;
         Ok(Quote {
-            tool_id: p.tool.id.clone(),
-            price: p.price,
-            available: plan.available,
-            allowance_left: plan.allowance_left,
-            paid_by: plan.paid_by,
-            affordable: plan.affordable,
-            threshold,
-            needs_confirmation: threshold.is_some_and(|t| p.price > t),
+            tool_id: a.prepared.tool.id.clone(),
+            price,
+            available: a.plan.available,
+            allowance_left: a.plan.allowance_left,
+            paid_by: a.plan.paid_by,
+            affordable: a.plan.affordable,
+            threshold: a.threshold,
+            needs_confirmation: a.threshold.is_some_and(|t| price > t),
         })
     }
 

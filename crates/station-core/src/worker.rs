@@ -372,12 +372,7 @@ async fn prepare(station: &Station, job: &JobRow) -> Result<ExecJob, String> {
         let Some(serde_json::Value::String(r)) = params.get(name) else { continue };
         let id = r.trim_start_matches("media:");
         let (row, bytes) = station.media.get(id, None).await.map_err(|e| format!("{name}: {e}"))?;
-        let ext = match row.mime.as_str() {
-            "image/jpeg" => "jpg",
-            "image/webp" => "webp",
-            "image/gif" => "gif",
-            _ => "png",
-        };
+        let ext = station_media::extension_for_mime(&row.mime);
         images.insert(
             name.clone(),
             InputImage {

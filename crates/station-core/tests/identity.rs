@@ -2,6 +2,7 @@
 //! (points, identities, jobs, media, settings), one-time login tokens and web
 //! sessions — on SQLite and (when configured) PostgreSQL.
 
+use station_core::Role;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -85,7 +86,7 @@ async fn api_keys_authenticate_record_use_and_revoke() {
 
         // An administrator may revoke anyone's key.
         let (other, other_key) = st.create_api_key(&bob, "ci", None).await.unwrap();
-        st.set_account_role(&alice.id, "admin").await.unwrap();
+        st.set_account_role(&alice.id, Role::Admin).await.unwrap();
         let admin = db.store.get_account(&alice.id).await.unwrap().unwrap();
         assert!(st.revoke_api_key(&admin, &other.id).await.unwrap(), "{kind}");
         assert!(matches!(st.authenticate_api_key(&other_key).await, Err(AuthError::Revoked(_))));
@@ -230,7 +231,7 @@ async fn link_refuses_suspended_accounts_and_admin_callers() {
         let st = station(&db, dir.path());
         let user = st.account("telegram", "1", "u").await.unwrap();
         let admin = st.account("discord", "2", "a").await.unwrap();
-        st.set_account_role(&admin.id, "admin").await.unwrap();
+        st.set_account_role(&admin.id, Role::Admin).await.unwrap();
         let admin = db.store.get_account(&admin.id).await.unwrap().unwrap();
 
         let code = st.create_link_code(&user).await.unwrap();
@@ -238,7 +239,7 @@ async fn link_refuses_suspended_accounts_and_admin_callers() {
         assert!(matches!(err, LinkError::AdminMustSurvive), "{kind}: {err}");
         // The other way round works and keeps the administrator's account.
         let code = st.create_link_code(&admin).await.unwrap();
-        assert_eq!(st.redeem_link_code(&user, &code.code).await.unwrap().role, "admin", "{kind}");
+        assert_eq!(st.redeem_link_code(&user, &code.code).await.unwrap().role, Role::Admin, "{kind}");
 
         let bad = st.account("telegram", "3", "b").await.unwrap();
         st.set_account_suspended(&bad.id, true).await.unwrap();

@@ -3,6 +3,7 @@
 //! the free daily allowance and group sponsorship — with the points audit
 //! clean after each.
 
+use station_core::Role;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -169,7 +170,7 @@ async fn one_hundred_concurrent_submits_queue_exactly_max_queued() {
         assert!(matches!(err, SubmitError::QuotaExceeded { limit: 20, .. }), "{err}");
         // Administrators are not limited; other accounts have their own quota.
         let admin = st.account("local", "root", "Root").await.unwrap();
-        st.store.set_account_role(&admin.id, "admin").await.unwrap();
+        st.store.set_account_role(&admin.id, Role::Admin).await.unwrap();
         let admin = st.store.get_account(&admin.id).await.unwrap().unwrap();
         for i in 0..21 {
             st.submit(&admin, confirmed(txt2img(&format!("admin {i}")))).await.unwrap();

@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 
 use serde_json::{Value, json};
+use station_core::tools::{InputDef, InputType, ToolDef};
 use station_flows::CommandInfo;
-use station_tools::{InputDef, InputType, ToolDef};
 
 /// Name of the message context-menu command.
 pub const USE_IN_STATION: &str = "Use in Station…";

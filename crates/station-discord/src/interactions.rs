@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use ed25519_dalek::Signature;
 use serde_json::{Map, Value, json};
+use station_core::AccountRow;
 use station_flows::{Conversation, Input};
-use station_store::AccountRow;
 
 use crate::commands::{ADMIN, USE_IN_STATION};
 use crate::render;
@@ -198,7 +198,7 @@ async fn store_attachment(d: &Discord, a: &AccountRow, att: &Value) -> Result<St
     Ok(row.id)
 }
 
-fn tool_for(d: &Discord, name: &str) -> Option<std::sync::Arc<station_tools::ToolDef>> {
+fn tool_for(d: &Discord, name: &str) -> Option<std::sync::Arc<station_core::tools::ToolDef>> {
     d.inner.flows.commands(None).into_iter().find(|c| c.name == name).and_then(|c| c.tool)
 }
 
@@ -300,7 +300,7 @@ async fn admin(d: &Discord, o: &Origin, data: &Value) -> Response {
             let off = store.discord_guild_tools(guild).await.unwrap_or_default();
             let lines: Vec<String> = tools
                 .iter()
-                .filter(|t| t.visibility == station_tools::Visibility::Public)
+                .filter(|t| t.visibility == station_core::tools::Visibility::Public)
                 .map(|t| {
                     let on = !off.iter().any(|(id, e)| id == &t.id && !e);
                     format!("{} `/{}` — {}", if on { "✅" } else { "⛔" }, t.command, t.name)

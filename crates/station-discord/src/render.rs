@@ -264,15 +264,6 @@ fn progress_line(fraction: Option<f64>, label: &str) -> String {
     }
 }
 
-fn ext(mime: &str) -> &'static str {
-    match mime {
-        "image/jpeg" => "jpg",
-        "image/webp" => "webp",
-        "image/gif" => "gif",
-        _ => "png",
-    }
-}
-
 /// Loads a stored image and fits it to Discord's attachment limit.
 async fn load_image(station: &Station, image: &ImageRef, name: &str) -> Result<FilePart, String> {
     let (mime, bytes) = if let Some(b) = image.inline_bytes() {
@@ -286,7 +277,7 @@ async fn load_image(station: &Station, image: &ImageRef, name: &str) -> Result<F
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("image {name} cannot be sent to Discord: {e}"))?;
     let mime = station_media::probe(&fitted).map(|i| i.format.mime().to_string()).unwrap_or(mime);
-    Ok(FilePart { name: format!("{name}.{}", ext(&mime)), mime, bytes: fitted })
+    Ok(FilePart { name: format!("{name}.{}", station_core::media::extension_for_mime(&mime)), mime, bytes: fitted })
 }
 
 /// Renders a view. `modals` keeps the specs of modal-opening buttons.

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use station_core::JobEvent;
-use station_store::{DeliveryResult, DeliveryRow, JobRow, JobStatus, now_ms};
+use station_core::conversations::{DeliveryResult, DeliveryRow};
+use station_core::{JobRow, JobStatus, now_ms};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
@@ -88,7 +89,7 @@ impl Flows {
                     // Adapters replay an input only while it is unprocessed in
                     // their inbox; a month is far past any restart.
                     let before = now_ms() - INPUT_KEYS_KEPT_MS;
-                    if let Err(e) = me.station().store.prune_flow_inputs(before).await {
+                    if let Err(e) = me.station().conversations().prune_inputs(before).await {
                         tracing::warn!(error = %e, "could not prune old input keys");
                     }
                 }
@@ -112,7 +113,7 @@ impl Flows {
                 return;
             }
             let names: Vec<String> = self.inner.platforms.read().expect("platforms").keys().cloned().collect();
-            let store = &self.station().store;
+            let store = self.station().conversations();
             let now = now_ms();
             if tokio::time::Instant::now() >= next_requeue {
                 next_requeue = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -145,7 +146,7 @@ impl Flows {
 
     async fn send_one(&self, d: DeliveryRow) {
         let platform = self.inner.platforms.read().expect("platforms").get(&d.platform).cloned();
-        let store = &self.station().store;
+        let store = self.station().conversations();
         let Some(platform) = platform else { return };
         let (conv, view) = match (serde_json::from_str::<Conversation>(&d.conv_json), serde_json::from_str(&d.view)) {
             (Ok(c), Ok(v)) => (c, v),
@@ -217,7 +218,7 @@ impl Flows {
                     Ok(ev) => {
                         let job_id = ev.job_id().to_string();
                         if !sources.contains_key(&job_id) {
-                            let src = match self.station().store.get_job(&job_id).await {
+                            let src = match self.station().job(&job_id).await {
                                 Ok(Some(job)) => JobSource::of(&job),
                                 _ => None,
                             };
@@ -253,8 +254,7 @@ impl Flows {
         ev: &JobEvent,
         preview: Option<ImageRef>,
     ) -> Result<(), crate::flow::FlowError> {
-        let store = &self.station().store;
-        let Some(job) = store.get_job(ev.job_id()).await? else { return Ok(()) };
+        let Some(job) = self.station().job(ev.job_id()).await? else { return Ok(()) };
         match ev {
             JobEvent::Progress { .. } | JobEvent::Preview { .. } => {
                 if job.status().is_terminal() {
@@ -314,14 +314,14 @@ impl Flows {
         let actions = mint_view(&mut view, &job.account_id, None, now);
         let out = Out { view, kind: DeliveryKind::Progress, dedupe_key: Some(format!("progress:{}", job.id)) };
         let d = new_delivery(&src.conversation, &job.account_id, &out);
-        self.station().store.save_outbox(&actions, &[d], true, now).await?;
+        self.station().conversations().save_outbox(&actions, &[d], true, None, now).await?;
         Ok(())
     }
 
     /// Writes a finished job's result message (once: keyed by the job) and
     /// the final state of its progress message.
     pub(crate) async fn write_result(&self, src: &JobSource, job: &JobRow) -> Result<(), crate::flow::FlowError> {
-        let store = &self.station().store;
+        let store = self.station().conversations();
         let now = now_ms();
         // The progress message ends showing the outcome (no preview, no buttons).
         if store.delivery_by_key(&format!("progress:{}", job.id)).await?.is_some() {
@@ -331,13 +331,13 @@ impl Flows {
                 kind: DeliveryKind::Progress,
                 dedupe_key: Some(format!("progress:{}", job.id)),
             };
-            store.save_outbox(&[], &[new_delivery(&src.conversation, &job.account_id, &out)], true, now).await?;
+            store.save_outbox(&[], &[new_delivery(&src.conversation, &job.account_id, &out)], true, None, now).await?;
         }
         let mut view = crate::results::result_view(self, job).await?;
         let actions = mint_view(&mut view, &job.account_id, None, now);
         let out = Out { view, kind: DeliveryKind::Result, dedupe_key: Some(format!("result:{}", job.id)) };
         let d = new_delivery(&src.conversation, &job.account_id, &out);
-        store.save_outbox(&actions, &[d], false, now).await?;
+        store.save_outbox(&actions, &[d], false, None, now).await?;
         self.inner.outbox.notify_one();
         Ok(())
     }
@@ -346,7 +346,7 @@ impl Flows {
     /// (another process ran them, or this one died in between).
     pub async fn catch_up(&self) -> Result<usize, crate::flow::FlowError> {
         let since = now_ms() - 24 * 3600 * 1000;
-        let jobs = self.station().store.undelivered_results(since, 100).await?;
+        let jobs = self.station().conversations().undelivered_results(since, 100).await?;
         let n = jobs.len();
         for job in jobs {
             if let Some(src) = JobSource::of(&job) {

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use rand::Rng;
 use serde_json::{Value, json};
 use station_core::Station;
-use station_store::{AccountRow, ActionRow, FlowInstanceRow, NewDelivery, Transition, now_ms};
+use station_core::conversations::{ActionRow, FlowInstanceRow, NewDelivery, Transition};
+use station_core::{AccountRow, now_ms};
 
 use crate::flow::{Cx, Flow, FlowError, Next, Out, Start, StepInput};
 use crate::platform::{Conversation, DeliveryKind, Input, Platform};
@@ -74,7 +75,7 @@ pub struct CommandInfo {
     /// One line.
     pub description: String,
     /// The tool behind it, for tool commands (platforms build typed options from its inputs).
-    pub tool: Option<Arc<station_tools::ToolDef>>,
+    pub tool: Option<Arc<station_core::tools::ToolDef>>,
 }
 
 /// The conversation engine shared by every platform adapter. Cheap to clone.
@@ -241,9 +242,9 @@ impl Flows {
         }
         for tool in self.inner.station.tools.list() {
             let visible = match tool.visibility {
-                station_tools::Visibility::Public => true,
-                station_tools::Visibility::Admin => admin,
-                station_tools::Visibility::Hidden => false,
+                station_core::tools::Visibility::Public => true,
+                station_core::tools::Visibility::Admin => admin,
+                station_core::tools::Visibility::Hidden => false,
             };
             let taken = BUILTIN_COMMANDS.contains(&tool.command.as_str())
                 || (admin && ADMIN_COMMANDS.contains(&tool.command.as_str()));
@@ -299,7 +300,7 @@ impl Flows {
 
     /// Whether the input with this key already had its effect.
     pub async fn input_handled(&self, key: &str) -> Result<bool, FlowError> {
-        Ok(self.inner.station.store.input_handled(key).await?)
+        Ok(self.inner.station.conversations().input_handled(key).await?)
     }
 
     /// Handles one input from a person in a conversation. Inputs for one
@@ -329,7 +330,7 @@ impl Flows {
                 self.run_command(account, conv, &name, start).await
             }
             Input::Action { token } => {
-                let Some(action) = self.inner.station.store.get_action(&token).await? else {
+                let Some(action) = self.inner.station.conversations().action(&token).await? else {
                     return Ok(Reply::toast("This button has expired."));
                 };
                 if action.account_id != account.id {
@@ -339,7 +340,7 @@ impl Flows {
                 match action.instance_id {
                     None => crate::results::standalone(self, account, conv, &action.name, args).await,
                     Some(instance_id) => {
-                        let current = self.inner.station.store.get_flow(&instance_id).await?;
+                        let current = self.inner.station.conversations().get(&instance_id).await?;
                         match current {
                             Some(inst) if inst.status == "active" && Some(inst.rev) == action.rev => {
                                 self.step_input(account, conv, inst, StepInput::Action { name: action.name, args })
@@ -354,7 +355,7 @@ impl Flows {
             Input::Images { media } => self.to_active(account, conv, StepInput::Images(media)).await,
             Input::Form { values, token } => {
                 if let Some(token) = token
-                    && let Some(action) = self.inner.station.store.get_action(&token).await?
+                    && let Some(action) = self.inner.station.conversations().action(&token).await?
                     && action.instance_id.is_none()
                     && action.account_id == account.id
                 {
@@ -369,7 +370,7 @@ impl Flows {
     }
 
     async fn to_active(&self, account: &AccountRow, conv: &Conversation, input: StepInput) -> Result<Reply, FlowError> {
-        match self.inner.station.store.active_flow(&conv.key(), &account.id).await? {
+        match self.inner.station.conversations().active(&conv.key(), &account.id).await? {
             Some(inst) => self.step_input(account, conv, inst, input).await,
             None => {
                 let hint = match input {
@@ -457,18 +458,16 @@ impl Flows {
     }
 
     fn flow(&self, name: &str) -> Result<Arc<dyn Flow>, FlowError> {
-        self.inner.flows.get(name).cloned().ok_or_else(|| FlowError::Other(format!("no flow named {name:?}")))
+        self.inner.flows.get(name).cloned().ok_or_else(|| FlowError::UnknownFlow(name.to_string()))
     }
 
     async fn cancel_active(&self, account: &AccountRow, conv: &Conversation) -> Result<Reply, FlowError> {
-        let store = &self.inner.station.store;
-        match store.active_flow(&conv.key(), &account.id).await? {
+        let store = self.inner.station.conversations();
+        match store.active(&conv.key(), &account.id).await? {
             Some(inst) => {
                 let out = Out { view: View::text("Cancelled."), kind: DeliveryKind::Notice, dedupe_key: None };
                 let d = new_delivery(conv, &account.id, &out);
-                store
-                    .end_flow_keyed(&inst.id, inst.rev, "cancelled", &[d], next_write_key().as_deref(), now_ms())
-                    .await?;
+                store.end(&inst.id, inst.rev, "cancelled", &[d], next_write_key().as_deref(), now_ms()).await?;
                 Ok(Reply::toast("Cancelled"))
             }
             None => {
@@ -513,8 +512,8 @@ impl Flows {
                     let key = next_write_key();
                     self.inner
                         .station
-                        .store
-                        .end_flow_keyed(&inst.id, inst.rev, "ended", &[d], key.as_deref(), now_ms())
+                        .conversations()
+                        .end(&inst.id, inst.rev, "ended", &[d], key.as_deref(), now_ms())
                         .await?;
                     return Ok(Reply::default());
                 }
@@ -550,7 +549,7 @@ impl Flows {
         expected_rev: Option<i64>,
         mut next: Next,
     ) -> Result<Reply, FlowError> {
-        let store = &self.inner.station.store;
+        let store = self.inner.station.conversations();
         let now = now_ms();
         let from = inst.step.clone();
         let mut history: Vec<(String, Value)> = serde_json::from_str(&inst.history).unwrap_or_default();
@@ -559,7 +558,7 @@ impl Flows {
         loop {
             hops += 1;
             if hops > 32 {
-                return Err(FlowError::Other(format!("flow {} redirected more than 32 times", flow.name())));
+                return Err(FlowError::Redirects(flow.name()));
             }
             let state_now: Value = serde_json::from_str(&inst.state).unwrap_or(Value::Null);
             match next {
@@ -633,7 +632,7 @@ impl Flows {
         notes: Vec<Out>,
         now: i64,
     ) -> Result<Reply, FlowError> {
-        let store = &self.inner.station.store;
+        let store = self.inner.station.conversations();
         let mut actions = vec![];
         let mut deliveries = vec![];
         for mut note in notes {
@@ -643,12 +642,12 @@ impl Flows {
         match expected_rev {
             // A flow that finished in its first step never needs an instance row.
             None => {
-                store.save_outbox_keyed(&actions, &deliveries, true, next_write_key().as_deref(), now).await?;
+                store.save_outbox(&actions, &deliveries, true, next_write_key().as_deref(), now).await?;
             }
             Some(rev) => {
                 // Button records alone send nothing; the input is recorded with the flow's end.
-                store.save_outbox(&actions, &[], false, now).await?;
-                if !store.end_flow_keyed(&inst.id, rev, status, &deliveries, next_write_key().as_deref(), now).await? {
+                store.save_outbox(&actions, &[], false, None, now).await?;
+                if !store.end(&inst.id, rev, status, &deliveries, next_write_key().as_deref(), now).await? {
                     return Ok(Reply::toast("That arrived after the conversation moved on; nothing changed."));
                 }
             }
@@ -666,7 +665,7 @@ impl Flows {
         let now = now_ms();
         let actions = mint_view(&mut out.view, &account.id, None, now);
         let d = new_delivery(conv, &account.id, &out);
-        self.inner.station.store.save_outbox_keyed(&actions, &[d], true, next_write_key().as_deref(), now).await?;
+        self.inner.station.conversations().save_outbox(&actions, &[d], true, next_write_key().as_deref(), now).await?;
         self.inner.outbox.notify_one();
         Ok(())
     }
@@ -674,9 +673,9 @@ impl Flows {
     /// Closes instances idle for longer than the configured time, telling
     /// each conversation. Returns how many were closed.
     pub async fn expire_idle(&self) -> Result<usize, FlowError> {
-        let store = &self.inner.station.store;
+        let store = self.inner.station.conversations();
         let now = now_ms();
-        let idle = store.idle_flows(now - self.inner.settings.idle_ms, 100).await?;
+        let idle = store.idle(now - self.inner.settings.idle_ms, 100).await?;
         let mut n = 0;
         for inst in idle {
             let conv: Conversation = match serde_json::from_str(&inst.conv_json) {
@@ -692,7 +691,7 @@ impl Flows {
             ));
             let out = Out { view, kind: DeliveryKind::Notice, dedupe_key: None };
             let d = new_delivery(&conv, &inst.account_id, &out);
-            if store.end_flow(&inst.id, inst.rev, "expired", &[d], now).await? {
+            if store.end(&inst.id, inst.rev, "expired", &[d], None, now).await? {
                 n += 1;
             }
         }

@@ -2,8 +2,8 @@
 //! choose what comes next.
 
 use serde_json::{Map, Value};
+use station_core::AccountRow;
 use station_core::Station;
-use station_store::AccountRow;
 
 use crate::platform::{Conversation, DeliveryKind};
 use crate::view::View;
@@ -126,15 +126,25 @@ pub struct Cx<'a> {
     pub flows: &'a crate::Flows,
 }
 
-/// Errors a flow cannot turn into a friendly "try again" (storage failures).
+/// Errors a flow cannot turn into a friendly "try again": the engine ends
+/// the input with an apology and logs them.
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
     /// Storage failed.
     #[error("storage error: {0}")]
-    Storage(#[from] station_store::StoreError),
-    /// Anything else that prevents the flow from going on.
-    #[error("{0}")]
-    Other(String),
+    Storage(#[from] station_core::StoreError),
+    /// The points ledger refused or failed.
+    #[error("points: {0}")]
+    Ledger(#[from] station_core::points::LedgerError),
+    /// A stored instance names a flow this build does not have.
+    #[error("no flow named {0:?}")]
+    UnknownFlow(String),
+    /// A flow kept redirecting between steps.
+    #[error("flow {0} redirected more than 32 times")]
+    Redirects(&'static str),
+    /// The tool a flow was working with was removed or hidden meanwhile.
+    #[error("the tool {0:?} is gone")]
+    ToolGone(String),
 }
 
 /// A conversation flow. Flows are data-driven where they can be: the make

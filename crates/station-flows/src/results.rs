@@ -2,9 +2,8 @@
 //! hide, cancel — the same everywhere a result is shown.
 
 use serde_json::{Map, Value, json};
+use station_core::{AccountRow, JobRow, JobStatus, RatingError};
 use station_core::{SubmitError, SubmitRequest};
-use station_store::{AccountRow, JobRow, JobStatus, now_ms};
-use station_tools::InputType;
 
 use crate::delivery::{JobSource, string_list};
 use crate::engine::{Flows, Reply};
@@ -26,13 +25,11 @@ pub async fn result_view(flows: &Flows, job: &JobRow) -> Result<View, FlowError>
     match job.status() {
         JobStatus::Succeeded => {
             let mut images = vec![];
-            for id in string_list(job.outputs.as_deref()) {
-                if let Some(m) = station.store.get_media(&id).await? {
-                    let mut r = ImageRef::media(&m.id, &m.mime);
-                    r.width = Some(m.width as u32);
-                    r.height = Some(m.height as u32);
-                    images.push(r);
-                }
+            for m in station.job_outputs(job).await? {
+                let mut r = ImageRef::media(&m.id, &m.mime);
+                r.width = Some(m.width as u32);
+                r.height = Some(m.height as u32);
+                images.push(r);
             }
             let caption = caption(job, &tool_name);
             let mut view = View::default();
@@ -83,24 +80,6 @@ fn caption(job: &JobRow, tool_name: &str) -> String {
     }
 }
 
-/// A job's parameters as a user could send them again: internal keys
-/// (applied LoRAs, warnings) removed; seeds reset to random when `new_seed`.
-pub fn reusable_params(flows: &Flows, job: &JobRow, new_seed: bool) -> Map<String, Value> {
-    let mut params: Map<String, Value> = serde_json::from_str(&job.params).unwrap_or_default();
-    params.retain(|k, _| !k.starts_with('_'));
-    if let Some(tool) = flows.station().tools.get(&job.tool_id) {
-        params.retain(|k, _| tool.inputs.contains_key(k));
-        if new_seed {
-            for (name, input) in &tool.inputs {
-                if input.kind == InputType::Seed {
-                    params.insert(name.clone(), json!(-1));
-                }
-            }
-        }
-    }
-    params
-}
-
 /// Submits a job for a conversation and writes its progress message
 /// (which later updates edit in place). Refusals become friendly text.
 pub async fn submit_for(
@@ -130,7 +109,7 @@ pub async fn submit_for(
             let out = Out { view, kind: DeliveryKind::Progress, dedupe_key: Some(format!("progress:{}", job.id)) };
             Ok(Ok((job, out)))
         }
-        Err(SubmitError::Storage(e)) => Err(FlowError::Other(e)),
+        Err(SubmitError::Storage(e)) => Err(e.into()),
         Err(SubmitError::ConfirmationRequired { price, .. }) => Ok(Err(Refused::Confirm(price))),
         Err(e) => Ok(Err(Refused::Text(refusal_text(&e)))),
     }
@@ -162,7 +141,11 @@ pub fn refusal_text(e: &SubmitError) -> String {
 
 async fn own_job(flows: &Flows, account: &AccountRow, args: &Value) -> Result<Option<JobRow>, FlowError> {
     let Some(id) = args.get("job").and_then(Value::as_str) else { return Ok(None) };
-    Ok(flows.station().store.get_job(id).await?.filter(|j| j.account_id == account.id || account.role == "admin"))
+    match flows.station().job_for(account, id).await {
+        Ok(job) => Ok(Some(job)),
+        Err(station_core::JobAccessError::NotFound(_)) => Ok(None),
+        Err(station_core::JobAccessError::Storage(e)) => Err(e.into()),
+    }
 }
 
 /// Handles a button that belongs to no flow step (result actions, menu shortcuts).
@@ -185,12 +168,12 @@ pub async fn standalone(
         let Some(job) = own_job(flows, account, &inner).await? else {
             return Ok(Reply { toast: Some("That result is gone.".into()) });
         };
-        let mut params = reusable_params(flows, &job, true);
+        let mut params = station.reusable_params(&job, true);
         let tool = station.tools.get(&job.tool_id);
         if let (Some(form), Some(tool)) = (args.get("form").and_then(Value::as_object), tool.as_ref()) {
             for (k, v) in form {
                 if let Some(input) = tool.inputs.get(k) {
-                    params.insert(k.clone(), crate::flows::make::coerce(input, v));
+                    params.insert(k.clone(), station_core::tools::coerce_value(input, v));
                 }
             }
         }
@@ -201,11 +184,11 @@ pub async fn standalone(
     };
     match name {
         "rerun" => {
-            let params = reusable_params(flows, &job, true);
+            let params = station.reusable_params(&job, true);
             run_again(flows, account, conv, &job, params).await
         }
         "tweak" => {
-            let params = reusable_params(flows, &job, true);
+            let params = station.reusable_params(&job, true);
             let start = Start { params, args: json!({"tool": job.tool_id, "tweak": true}), ..Default::default() };
             flows.start_flow(account, conv, "make", start).await
         }
@@ -233,11 +216,19 @@ pub async fn standalone(
         }
         "rate_set" => {
             let stars = args.get("stars").and_then(Value::as_i64).unwrap_or(0).clamp(1, 5);
-            station.store.mark_job(&job.id, &account.id, Some(stars), None, now_ms()).await?;
+            match station.rate_job(account, &job.id, stars).await {
+                Ok(_) | Err(RatingError::OutOfRange(_)) => {}
+                Err(RatingError::Access(station_core::JobAccessError::NotFound(_))) => {
+                    return Ok(Reply { toast: Some("That result is no longer available.".into()) });
+                }
+                Err(RatingError::Access(station_core::JobAccessError::Storage(e))) => return Err(e.into()),
+            }
             Ok(Reply { toast: Some(format!("Rated {}", "★".repeat(stars as usize))) })
         }
         "hide" => {
-            station.store.mark_job(&job.id, &account.id, None, Some(true), now_ms()).await?;
+            if let Err(station_core::JobAccessError::Storage(e)) = station.hide_job(account, &job.id).await {
+                return Err(e.into());
+            }
             Ok(Reply { toast: Some("Hidden from your /history.".into()) })
         }
         "cancel_job" => match station.cancel(account, &job.id).await? {
@@ -301,17 +292,12 @@ pub async fn info_view(flows: &Flows, job: &JobRow) -> Result<View, FlowError> {
             loras.iter().filter_map(|l| l.get("slug").and_then(Value::as_str).map(str::to_owned)).collect();
         fields.push(Field { name: "LoRAs".into(), value: names.join(", "), inline: false });
     }
-    let charged = station
-        .store
-        .ledger_for_job(&job.id)
-        .await
-        .map(|entries| entries.iter().filter(|e| e.kind == "capture").map(|e| e.amount.abs()).sum::<i64>())
-        .unwrap_or(0);
+    let charged = station.job_charge(&job.id).await.unwrap_or(0);
     fields.push(Field { name: "Cost".into(), value: format!("{charged} points"), inline: true });
     if let (Some(s), Some(f)) = (job.started_at, job.finished_at) {
         fields.push(Field { name: "Time".into(), value: format!("{:.1} s", (f - s) as f64 / 1000.0), inline: true });
     }
-    let (rating, _) = station.store.job_mark(&job.id).await?;
+    let (rating, _) = station.job_marks(job).await?;
     if let Some(r) = rating {
         fields.push(Field { name: "Your rating".into(), value: "★".repeat(r as usize), inline: true });
     }

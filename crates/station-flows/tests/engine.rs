@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
+use station_core::AccountRow;
 use station_core::{Config, Station};
 use station_flows::flow::{Accepts, Cx, Flow, FlowError, Next, Out, Start, StepInput, StepSpec, with};
 use station_flows::testing::{Shown, TestPlatform};
 use station_flows::view::{Button, InputKind};
 use station_flows::{Conversation, FlowSettings, Flows, FlowsRunner, Input, View};
-use station_store::AccountRow;
-use station_store::testing::TestDb;
+use station_testkit::TestDb;
 
 /// A dataset-like flow: name → images (loop until ≥ 2) → kind (branch:
 /// "portrait" asks for a trigger word, "style" jumps to the summary) → done.
@@ -109,7 +109,7 @@ struct Env {
     conv: Conversation,
     before: Arc<AtomicUsize>,
     after: Arc<AtomicUsize>,
-    _db: TestDb,
+    db: TestDb,
     _dir: tempfile::TempDir,
 }
 
@@ -137,7 +137,7 @@ async fn setup(db: TestDb) -> Env {
         conv: Conversation::new("test", "c1"),
         before,
         after,
-        _db: db,
+        db,
         _dir: dir,
     }
 }
@@ -175,13 +175,7 @@ impl Env {
         self.platform.wait_for("c1", Duration::from_secs(10), &format!("{n} messages"), |m| m.len() >= n).await
     }
     async fn step(&self) -> String {
-        self.station
-            .store
-            .active_flow(&self.conv.key(), &self.account.id)
-            .await
-            .unwrap()
-            .map(|i| i.step)
-            .unwrap_or_default()
+        self.db.store.active_flow(&self.conv.key(), &self.account.id).await.unwrap().map(|i| i.step).unwrap_or_default()
     }
 }
 
@@ -251,6 +245,6 @@ async fn buttons_of_others_and_unknown_tokens(db: TestDb) {
     env.runner.unwrap().shutdown().await;
 }
 
-use station_store::on_every_db;
+use station_testkit::on_every_db;
 
 on_every_db!(loops_branches_back_and_hooks, old_versions_end_politely, buttons_of_others_and_unknown_tokens);

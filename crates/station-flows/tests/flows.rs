@@ -2,20 +2,19 @@
 //! real core, real workers and the fake ComfyUI — on SQLite and PostgreSQL.
 
 use std::io::Cursor;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use station_comfyui::{BackendSpec, ComfyExecutor};
 use station_comfyui_fake::{FakeComfy, FakeOptions};
+use station_core::{AccountRow, JobFilter, JobRow};
 use station_core::{Config, Station, Workers};
 use station_flows::testing::{Shown, TestPlatform};
 use station_flows::view::{Block, InputKind};
 use station_flows::{Conversation, DeliveryKind, FlowSettings, Flows, FlowsRunner, Input, Outcome};
 use station_media::image::{ImageFormat, Rgb, RgbImage};
-use station_store::testing::TestDb;
-use station_store::{AccountRow, JobFilter, JobRow};
+use station_testkit::TestDb;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -29,27 +28,11 @@ struct Env {
     account: AccountRow,
     conv: Conversation,
     fake: FakeComfy,
-    _db: TestDb,
+    db: TestDb,
     _dir: tempfile::TempDir,
 }
 
 /// A public text-to-image tool (the SD1.5 template, small and fast).
-fn install_tools(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../station-tools/builtin/txt2img-sd15.json"),
-    )
-    .unwrap();
-    let mut tool: Value = serde_json::from_str(&text).unwrap();
-    tool["id"] = json!("dream");
-    tool["name"] = json!("Dream");
-    tool["command"] = json!("dream");
-    tool["visibility"] = json!("public");
-    tool["inputs"]["width"]["default"] = json!(64);
-    tool["inputs"]["height"]["default"] = json!(64);
-    tool["inputs"]["steps"]["default"] = json!(3);
-    std::fs::write(dir.join("dream.json"), tool.to_string()).unwrap();
-}
 
 fn settings() -> FlowSettings {
     FlowSettings { progress_every_ms: 50, ..Default::default() }
@@ -63,7 +46,7 @@ async fn setup(db: TestDb) -> Env {
     config.queue.retry_base_ms = 50;
     config.queue.poll_ms = 50;
     config.points.starting_grant = 1000;
-    install_tools(&config.tools_dir());
+    station_testkit::install_dream(&config.tools_dir());
     let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
     assert!(errors.is_empty(), "tool files failed to load: {errors:?}");
     let fake = FakeComfy::start(FakeOptions {
@@ -84,7 +67,7 @@ async fn setup(db: TestDb) -> Env {
     let account = station.account("test", "u1", "Ada").await.unwrap();
     station.ensure_starting_grant(&account.id).await.unwrap();
     let conv = Conversation::new("test", "chat1");
-    Env { station, flows, runner, workers, comfy, platform, account, conv, fake, _db: db, _dir: dir }
+    Env { station, flows, runner, workers, comfy, platform, account, conv, fake, db, _dir: dir }
 }
 
 impl Env {
@@ -129,7 +112,7 @@ impl Env {
     async fn settled(&self) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let rows = self.station.store.conversation_deliveries(&self.conv.key()).await.unwrap();
+            let rows = self.db.store.conversation_deliveries(&self.conv.key()).await.unwrap();
             if rows.iter().all(|r| r.status == "sent") {
                 return;
             }
@@ -140,7 +123,7 @@ impl Env {
 
     async fn jobs(&self) -> Vec<JobRow> {
         let f = JobFilter { account_id: Some(self.account.id.clone()), limit: 100, ..Default::default() };
-        let mut jobs = self.station.store.list_jobs(&f).await.unwrap();
+        let mut jobs = self.db.store.list_jobs(&f).await.unwrap();
         jobs.sort_by(|a, b| a.id.cmp(&b.id));
         jobs
     }
@@ -204,7 +187,7 @@ async fn make_with_prompt_inline(db: TestDb) {
     for label in ["Rerun", "Tweak", "Use as input", "Info", "Rate", "Hide"] {
         assert!(labels(&result).iter().any(|l| l.contains(label)), "result offers {label}: {:?}", labels(&result));
     }
-    let media = env.station.store.get_media(&result_image(&result)).await.unwrap().unwrap();
+    let media = env.db.store.get_media(&result_image(&result)).await.unwrap().unwrap();
     assert_eq!((media.width, media.height), (64, 64));
     let jobs = env.jobs().await;
     assert_eq!(jobs.len(), 1);
@@ -273,7 +256,7 @@ async fn photo_tool_rerun_tweak_and_use_as_input(db: TestDb) {
     env.send(Input::Command { name: "upscale".into(), text: String::new(), images: vec![photo], params: Map::new() })
         .await;
     let first = env.wait_results(1).await.remove(0);
-    let out = env.station.store.get_media(&result_image(&first)).await.unwrap().unwrap();
+    let out = env.db.store.get_media(&result_image(&first)).await.unwrap().unwrap();
     assert_eq!((out.width, out.height), (8, 6), "upscaled 2×");
 
     // Rerun: same parameters, a new job.
@@ -292,7 +275,7 @@ async fn photo_tool_rerun_tweak_and_use_as_input(db: TestDb) {
         .await;
     env.press(msgs2.last().unwrap(), "Run").await;
     let third = env.wait_results(3).await.remove(2);
-    let out = env.station.store.get_media(&result_image(&third)).await.unwrap().unwrap();
+    let out = env.db.store.get_media(&result_image(&third)).await.unwrap().unwrap();
     assert_eq!((out.width, out.height), (12, 9), "tweaked to 3×");
 
     // Use as input: the result goes into another image tool.
@@ -304,7 +287,7 @@ async fn photo_tool_rerun_tweak_and_use_as_input(db: TestDb) {
     // Typing the tool's command works as well as its button.
     env.text("upscale").await;
     let fourth = env.wait_results(4).await.remove(3);
-    let out = env.station.store.get_media(&result_image(&fourth)).await.unwrap().unwrap();
+    let out = env.db.store.get_media(&result_image(&fourth)).await.unwrap().unwrap();
     assert_eq!((out.width, out.height), (24, 18), "the tweaked result upscaled again");
     env.stop().await;
 }
@@ -429,7 +412,7 @@ async fn concurrent_inputs_never_corrupt_a_flow(db: TestDb) {
     let toasts: Vec<Option<String>> = vec![a.unwrap().toast, b.unwrap().toast];
     assert_eq!(toasts.iter().filter(|t| t.is_none()).count(), 1, "exactly one press applied: {toasts:?}");
     assert!(toasts.iter().flatten().any(|t| t.contains("moved on")));
-    let inst = env.station.store.active_flow(&env.conv.key(), &env.account.id).await.unwrap().unwrap();
+    let inst = env.db.store.active_flow(&env.conv.key(), &env.account.id).await.unwrap().unwrap();
     assert_eq!(inst.step, "ask");
     let history: Vec<(String, Value)> = serde_json::from_str(&inst.history).unwrap();
     assert_eq!(history.len(), 1, "one transition recorded");
@@ -497,7 +480,7 @@ async fn deliveries_retry_and_stop_when_blocked(db: TestDb) {
     // The outcome is recorded just after the platform answers.
     let deadline = tokio::time::Instant::now() + WAIT;
     let d = loop {
-        let d = env.station.store.get_delivery(&msgs[0].delivery_id).await.unwrap().unwrap();
+        let d = env.db.store.get_delivery(&msgs[0].delivery_id).await.unwrap().unwrap();
         if d.status != "sending" || tokio::time::Instant::now() > deadline {
             break d;
         }
@@ -509,7 +492,7 @@ async fn deliveries_retry_and_stop_when_blocked(db: TestDb) {
     env.command("help", "").await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let rows = env.station.store.conversation_deliveries(&env.conv.key()).await.unwrap();
+        let rows = env.db.store.conversation_deliveries(&env.conv.key()).await.unwrap();
         if rows.iter().any(|r| r.status == "failed") {
             assert!(rows.last().unwrap().error.as_deref().unwrap().contains("blocked"));
             break;
@@ -528,7 +511,7 @@ async fn idle_flows_expire_with_a_message(db: TestDb) {
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(short.expire_idle().await.unwrap(), 1);
     env.wait("expiry notice", |m| m.iter().any(|m| m.view.plain_text().contains("closed after"))).await;
-    assert!(env.station.store.active_flow(&env.conv.key(), &env.account.id).await.unwrap().is_none());
+    assert!(env.db.store.active_flow(&env.conv.key(), &env.account.id).await.unwrap().is_none());
     env.text("hello?").await;
     env.wait("hint", |m| m.last().is_some_and(|m| m.view.plain_text().contains("/make"))).await;
     env.stop().await;
@@ -586,7 +569,7 @@ async fn balance_and_link(db: TestDb) {
     env.stop().await;
 }
 
-use station_store::on_every_db;
+use station_testkit::on_every_db;
 
 on_every_db!(
     make_with_prompt_inline,

@@ -12,9 +12,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
+use station_core::AccountRow;
 use station_core::Station;
+use station_core::identity::LinkError;
 use station_core::identity::{AuthError, IdentityError, RateLimited};
-use station_store::{AccountRow, LinkError};
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -52,7 +53,7 @@ impl FromRequestParts<Station> for Caller {
                 let (account, info) = station.session_account(&session).await.map_err(auth_error)?;
                 let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
                 let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-                if !safe && !constant_time_eq(sent.as_bytes(), info.csrf_token.as_bytes()) {
+                if !safe && !station_core::identity::same_secret(sent.as_bytes(), info.csrf_token.as_bytes()) {
                     let why = if sent.is_empty() { "is missing" } else { "does not match this session" };
                     return Err(api_error(
                         StatusCode::FORBIDDEN,
@@ -83,7 +84,7 @@ impl FromRequestParts<Station> for AdminCaller {
 
     async fn from_request_parts(parts: &mut Parts, station: &Station) -> Result<Self, Self::Rejection> {
         let Caller(account) = Caller::from_request_parts(parts, station).await?;
-        if account.role != "admin" {
+        if !account.is_admin() {
             return Err(api_error(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -97,19 +98,7 @@ impl FromRequestParts<Station> for AdminCaller {
 
 /// The `station_session` cookie's value, if sent (API and web pages alike).
 pub(crate) fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
-        .map(|(_, value)| value.trim_matches('"').to_string())
-}
-
-/// Compares two secrets in time independent of where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::web::cookie(headers, SESSION_COOKIE)
 }
 
 /// The key from `Authorization: Bearer …` or `X-API-Key` (borrowed: a
@@ -190,7 +179,7 @@ pub fn routes() -> OpenApiRouter<Station> {
 }
 
 async fn account_json(station: &Station, a: &AccountRow) -> Result<Value, Response> {
-    let ids = station.store.account_identities(&a.id).await.map_err(internal)?;
+    let ids = station.account_identities(&a.id).await.map_err(internal)?;
     let b = station.points(&a.id).await.map_err(internal)?;
     Ok(json!({
         "id": a.id,
@@ -248,7 +237,7 @@ async fn create_key(
     let expires_at = match obj.get("expires_in_days") {
         None | Some(Value::Null) => None,
         Some(v) => match v.as_u64().filter(|d| (1..=3650).contains(d)) {
-            Some(days) => Some(station_store::now_ms() + days as i64 * 86_400_000),
+            Some(days) => Some(station_core::now_ms() + days as i64 * 86_400_000),
             None => return invalid("expires_in_days", "expected a whole number of days from 1 to 3650"),
         },
     };

@@ -205,10 +205,9 @@ async fn healthz() -> impl IntoResponse {
 #[utoipa::path(get, path = "/readyz", tag = "service", security(()),
     responses((status = 200, description = "Ready: database and services"), (status = 503, description = "Not ready")))]
 async fn readyz(State(station): State<Station>) -> impl IntoResponse {
-    let db = match tokio::time::timeout(Duration::from_secs(2), station.store.ping()).await {
-        Ok(Ok(())) => json!({"ok": true}),
-        Ok(Err(e)) => json!({"ok": false, "error": e.to_string()}),
-        Err(_) => json!({"ok": false, "error": "timed out after 2 s"}),
+    let db = match station.database_health(Duration::from_secs(2)).await {
+        Ok(()) => json!({"ok": true}),
+        Err(e) => json!({"ok": false, "error": e}),
     };
     let executors = station.executors.read().expect("executors lock").clone();
     let mut services = serde_json::Map::new();
@@ -312,7 +311,7 @@ async fn resolve_loras(
     let account = match account {
         None => caller,
         // Checked before the lookup, so a user learns nothing about other accounts.
-        Some(_) if caller.role != "admin" => {
+        Some(_) if !caller.is_admin() => {
             return api_error(
                 StatusCode::FORBIDDEN,
                 "forbidden",

@@ -4,8 +4,9 @@
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
+use station_core::Role;
 use station_core::{Config, Station};
-use station_store::testing::{self, TestDb};
+use station_testkit::testing::{self, TestDb};
 
 struct Server {
     base: String,
@@ -97,7 +98,7 @@ async fn keys_authenticate_list_revoke_and_refuse_clearly() {
         assert_eq!(status, StatusCode::CREATED, "{kind}: {made}");
         let second = made["key"].as_str().unwrap().to_string();
         let second_id = made["api_key"]["id"].as_str().unwrap().to_string();
-        assert!(made["api_key"]["expires_at"].as_i64().unwrap() > station_store::now_ms() + 29 * 86_400_000);
+        assert!(made["api_key"]["expires_at"].as_i64().unwrap() > station_core::now_ms() + 29 * 86_400_000);
         let (_, _, listed) = s.call(Method::GET, "/api/v1/account/keys", Some(&second), None).await;
         let keys = listed["keys"].as_array().unwrap();
         assert_eq!(keys.len(), 2, "{kind}: {listed}");
@@ -205,7 +206,7 @@ async fn rate_limit_answers_429_with_retry_after() {
         let b = s.station.account("telegram", "10", "b").await.unwrap();
         let (_, bkey) = s.station.create_api_key(&b, "k", None).await.unwrap();
         assert_eq!(s.call(Method::GET, "/api/v1/account", Some(&bkey), None).await.0, StatusCode::OK);
-        s.station.set_account_role(&a.id, "admin").await.unwrap();
+        s.station.set_account_role(&a.id, Role::Admin).await.unwrap();
         for _ in 0..10 {
             assert_eq!(s.call(Method::GET, "/api/v1/account", Some(&key), None).await.0, StatusCode::OK, "{kind}");
         }

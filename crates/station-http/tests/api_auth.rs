@@ -10,7 +10,7 @@ mod common;
 use common::serve;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use station_store::testing;
+use station_testkit::testing;
 
 /// Operations anyone may call, as the document declares them (`security:
 /// [{}]`): the health checks and the API's own documentation. Opening

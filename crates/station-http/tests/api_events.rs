@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use station_comfyui::{BackendSpec, ComfyExecutor};
 use station_comfyui_fake::{FakeComfy, FakeOptions};
-use station_store::testing;
+use station_testkit::testing;
 
 /// A ComfyUI tool whose `StationSteps` node reports `steps` progress steps,
 /// each with a preview frame of the input, then doubles the image.

@@ -7,12 +7,13 @@
 
 mod common;
 
+use station_core::Role;
 use std::time::Duration;
 
 use common::{png, serve};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use station_store::testing;
+use station_testkit::testing;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_run_list_rerun_rate_hide_and_ownership() {
@@ -246,7 +247,7 @@ async fn confirmation_points_and_quota_refusals() {
         assert_eq!((p.body["balance"].as_i64(), p.body["held"].as_i64()), (Some(100), Some(3)), "{k}: {}", p.body);
 
         // Not enough points: 402 with what is needed.
-        s.station.set_account_role(&s.bob.id, "user").await.unwrap();
+        s.station.set_account_role(&s.bob.id, Role::User).await.unwrap();
         let bob_image = s.upload(&s.bob_key, png(8, 8), "b.png").await.body["ref"].as_str().unwrap().to_string();
         s.station.adjust_points(&s.bob, -99, "test", "test", None).await.unwrap();
         let a = s
@@ -417,7 +418,7 @@ async fn stored(s: &common::Server, account: &str) -> (i64, usize) {
         let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
         entries.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()
     }
-    (s.station.store.count_account_media(account).await.unwrap(), walk(&s.station.config.media_dir()))
+    (s.store.count_account_media(account).await.unwrap(), walk(&s.station.config.media_dir()))
 }
 
 fn image_part(bytes: Vec<u8>) -> reqwest::multipart::Part {

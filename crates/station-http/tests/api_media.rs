@@ -6,7 +6,7 @@ mod common;
 
 use common::{png, serve};
 use reqwest::StatusCode;
-use station_store::testing;
+use station_testkit::testing;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_are_checked_before_storing_and_downloads_check_the_owner() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{png, serve};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use station_store::testing;
+use station_testkit::testing;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tools_and_settings() {

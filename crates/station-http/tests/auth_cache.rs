@@ -7,13 +7,14 @@
 
 mod common;
 
+use station_core::Role;
 use std::time::{Duration, Instant};
 
 use common::serve;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use station_core::{Config, Station};
-use station_store::{Store, testing};
+use station_testkit::{Store, testing};
 
 /// Long enough that only an invalidation can explain a refusal within a test.
 const LONG_TTL_MS: u64 = 600_000;
@@ -65,9 +66,9 @@ async fn revocation_sign_out_suspension_role_and_merge_apply_to_the_next_request
 
         // Role changes: promoted and demoted between two requests.
         assert_eq!(s.get("/api/v1/admin/queue", &s.bob_key).await.status, StatusCode::FORBIDDEN, "{k}");
-        s.station.set_account_role(&s.bob.id, "admin").await.unwrap();
+        s.station.set_account_role(&s.bob.id, Role::Admin).await.unwrap();
         assert_eq!(s.get("/api/v1/admin/queue", &s.bob_key).await.status, StatusCode::OK, "{k}: promoted");
-        s.station.set_account_role(&s.bob.id, "user").await.unwrap();
+        s.station.set_account_role(&s.bob.id, Role::User).await.unwrap();
         assert_eq!(s.get("/api/v1/admin/queue", &s.bob_key).await.status, StatusCode::FORBIDDEN, "{k}: demoted");
 
         // Merge: bob joins alice's account; bob's cached key speaks for alice on the next request.
@@ -89,7 +90,7 @@ async fn without_an_announcement_the_ttl_bounds_how_long_a_key_is_trusted() {
         assert_eq!(s.get("/api/v1/tools", &s.alice_key).await.status, StatusCode::OK, "{k}");
         // A change nobody announces (as if made by hand in the database).
         let key_id = s.station.list_api_keys(&s.alice).await.unwrap()[0].id.clone();
-        assert!(s.station.store.revoke_api_key(&key_id, None, station_store::now_ms()).await.unwrap());
+        assert!(s.store.revoke_api_key(&key_id, None, station_core::now_ms()).await.unwrap());
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let a = s.get("/api/v1/tools", &s.alice_key).await;
@@ -122,7 +123,7 @@ async fn a_key_revoked_by_another_process_is_refused_within_a_bounded_wait() {
         assert_eq!(s.get("/api/v1/tools", &key).await.status, StatusCode::OK, "{what}: cached in A");
         match what {
             "revoked key" => {
-                let alice = other.store.get_account(&s.alice.id).await.unwrap().unwrap();
+                let alice = other.account_by_id(&s.alice.id).await.unwrap().unwrap();
                 let id = other.list_api_keys(&alice).await.unwrap()[0].id.clone();
                 assert!(other.revoke_api_key(&alice, &id).await.unwrap());
             }

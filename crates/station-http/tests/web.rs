@@ -3,12 +3,13 @@
 //! sessions, the admin page, embedded assets and the pages' security headers —
 //! on SQLite and (when configured) PostgreSQL.
 
+use station_core::Role;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Client, StatusCode, redirect};
 use station_core::{Config, Station};
-use station_store::testing::{self, TestDb};
+use station_testkit::testing::{self, TestDb};
 
 struct Server {
     base: String,
@@ -44,7 +45,7 @@ impl Server {
     }
 
     /// Signs `account` in through a fresh login link; returns the `name=value` cookie and the Set-Cookie text.
-    async fn sign_in(&self, account: &station_store::AccountRow) -> (String, String) {
+    async fn sign_in(&self, account: &station_core::AccountRow) -> (String, String) {
         let (token, _) = self.station.create_login_token(account).await.unwrap();
         let r = self.get(&format!("/login?token={token}"), None).await;
         assert_eq!(r.status(), StatusCode::SEE_OTHER, "a good link redirects");
@@ -138,8 +139,8 @@ async fn expired_sessions_redirect_and_the_admin_page_is_for_admins() {
         let s = serve(&db, Some("https://station.example.com/")).await;
         let bob = s.station.account("telegram", "2", "bob").await.unwrap();
         let root = s.station.account("local", "root", "root").await.unwrap();
-        s.station.set_account_role(&root.id, "admin").await.unwrap();
-        let root = s.station.store.get_account(&root.id).await.unwrap().unwrap();
+        s.station.set_account_role(&root.id, Role::Admin).await.unwrap();
+        let root = s.station.account_by_id(&root.id).await.unwrap().unwrap();
 
         // https public URL: the cookie is Secure.
         let (bob_cookie, set) = s.sign_in(&bob).await;

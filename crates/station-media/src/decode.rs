@@ -29,6 +29,13 @@ pub enum MediaFormat {
     Gif,
 }
 
+/// The file extension (without the dot) for media type `mime`: `png`,
+/// `jpg`, `webp`, `gif`, or `bin` for anything else. The one mapping every
+/// front end uses for file names.
+pub fn extension_for_mime(mime: &str) -> &'static str {
+    MediaFormat::from_mime(mime).map_or("bin", MediaFormat::extension)
+}
+
 impl MediaFormat {
     /// The IANA media type, e.g. `image/png`.
     pub fn mime(self) -> &'static str {
@@ -37,6 +44,25 @@ impl MediaFormat {
             MediaFormat::Jpeg => "image/jpeg",
             MediaFormat::Webp => "image/webp",
             MediaFormat::Gif => "image/gif",
+        }
+    }
+
+    /// The format of IANA media type `mime`, if it is one of these.
+    pub fn from_mime(mime: &str) -> Option<MediaFormat> {
+        match mime {
+            "image/png" => Some(MediaFormat::Png),
+            "image/jpeg" => Some(MediaFormat::Jpeg),
+            "image/webp" => Some(MediaFormat::Webp),
+            "image/gif" => Some(MediaFormat::Gif),
+            _ => None,
+        }
+    }
+
+    /// The usual file extension, without the dot (`jpg` for JPEG).
+    pub fn extension(self) -> &'static str {
+        match self {
+            MediaFormat::Jpeg => "jpg",
+            other => other.name(),
         }
     }
 

@@ -19,6 +19,6 @@ pub mod store;
 /// type without pinning a version of their own.
 pub use image;
 
-pub use decode::{DecodeLimits, ImageInfo, MediaFormat, decode, probe};
+pub use decode::{DecodeLimits, ImageInfo, MediaFormat, decode, extension_for_mime, probe};
 pub use error::{MediaError, Result};
 pub use store::{BlobStore, MediaStore, StoredBlob};

@@ -7,8 +7,8 @@
 
 use serde::Serialize;
 
+use crate::accounts::{AccountRow, Role};
 use crate::db::{Store, StoreError, with_pool};
-use crate::misc::AccountRow;
 
 /// One API key, without its secret.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
@@ -120,7 +120,8 @@ struct KeyWithAccount {
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
     a_name: String,
-    a_role: String,
+    #[sqlx(try_from = "String")]
+    a_role: Role,
     a_suspended: bool,
     a_created_at: i64,
 }
@@ -135,7 +136,8 @@ type GrantPair = (String, Option<i64>, bool, Option<bool>, Option<i64>);
 #[derive(sqlx::FromRow)]
 struct AccountState {
     id: String,
-    role: String,
+    #[sqlx(try_from = "String")]
+    role: Role,
     suspended: bool,
     merged_into: Option<String>,
 }
@@ -466,7 +468,7 @@ impl Store {
                     return Err(LinkError::Suspended(s.id.clone()));
                 }
             }
-            if c.role == "admin" && o.role != "admin" {
+            if c.role == Role::Admin && o.role != Role::Admin {
                 return Err(LinkError::AdminMustSurvive);
             }
             for id in [&owner, caller] {

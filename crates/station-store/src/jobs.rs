@@ -554,22 +554,15 @@ impl Store {
         error: Option<(&str, &str)>,
         now: i64,
     ) -> Result<bool, StoreError> {
-        debug_assert!(status.is_terminal());
-        let outputs = outputs.map(|o| serde_json::to_string(o).unwrap_or_else(|_| "[]".into()));
-        let (code, msg) = error.map(|(c, m)| (Some(c), Some(m))).unwrap_or((None, None));
-        with_pool!(self, p => {
-            let r = sqlx::query(safe(FINISH_SQL))
-                .bind(status.as_str())
-                .bind(outputs)
-                .bind(code)
-                .bind(msg)
-                .bind(now)
-                .bind(job_id)
-                .bind(owner)
-                .execute(p)
-                .await?;
-            Ok(r.rows_affected() == 1)
-        })
+        let finish = JobFinish {
+            job_id: job_id.to_string(),
+            owner: owner.to_string(),
+            status,
+            outputs: outputs.map(<[String]>::to_vec),
+            error: error.map(|(c, m)| (c.to_string(), m.to_string())),
+            now,
+        };
+        Ok(self.finish_jobs(std::slice::from_ref(&finish)).await?[0])
     }
 
     /// Finishes many jobs in ONE transaction (one commit, so one WAL flush on

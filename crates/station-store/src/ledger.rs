@@ -18,8 +18,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::db::{Store, StoreError, safe, with_pool};
-use crate::jobs::{JobRow, NewJob};
-use crate::misc::AccountRow;
+use crate::jobs::JobRow;
+
+/// The daily-usage pool of the free allowance (`daily_usage.pool`); a
+/// sponsorship's pool is `sponsor:<scope>`.
+pub(crate) const FREE_POOL: &str = "free";
 
 /// What a ledger entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -388,27 +391,6 @@ impl Store {
         }
     }
 
-    /// Writes a queued job and, in the same transaction, holds `hold` points
-    /// of its owner for it. If the account lacks the points nothing is
-    /// written. A hold of 0 (a free tool) just inserts the job. No quota,
-    /// allowance or sponsor: see [`Store::insert_job_paid`] for those.
-    pub async fn insert_job_with_hold(
-        &self,
-        job: &NewJob,
-        hold: i64,
-        actor: &str,
-        now: i64,
-    ) -> Result<JobRow, LedgerError> {
-        if hold < 0 {
-            return Err(LedgerError::Invalid { field: "hold", reason: format!("must not be negative, got {hold}") });
-        }
-        if hold == 0 {
-            return Ok(self.insert_job(job, now).await?);
-        }
-        let terms = crate::pricing::PayTerms { price: hold, ..Default::default() };
-        Ok(self.insert_job_paid(job, &terms, actor, now).await?.0)
-    }
-
     /// Settles a job's hold by charging `charge` points (capped at the hold);
     /// the rest returns to the account. Idempotent: once a job's hold is
     /// captured or released, further calls return [`Settlement::AlreadySettled`].
@@ -513,7 +495,7 @@ impl Store {
                 if let Some(day) = h.day {
                     if h.allowance > from_allowance {
                         returns.push((
-                            crate::pricing::FREE_POOL.to_string(),
+                            FREE_POOL.to_string(),
                             h.account_id.clone(),
                             day,
                             h.allowance - from_allowance,
@@ -874,90 +856,4 @@ struct HoldAudit {
     settlements: i64,
     hold_entries: i64,
     ledger_allowance: i64,
-}
-
-/// Account administration for the `points` and `users` commands.
-impl Store {
-    /// The account behind a platform identity, without creating one.
-    pub async fn find_account_by_identity(
-        &self,
-        provider: &str,
-        subject: &str,
-    ) -> Result<Option<AccountRow>, StoreError> {
-        with_pool!(self, p => {
-            Ok(sqlx::query_as(
-                "SELECT a.id, a.name, a.role, a.suspended, a.created_at FROM accounts a \
-                 JOIN identities i ON i.account_id = a.id WHERE i.provider = $1 AND i.subject = $2",
-            )
-            .bind(provider)
-            .bind(subject)
-            .fetch_optional(p)
-            .await?)
-        })
-    }
-
-    /// Accounts, oldest first (not those linked into another).
-    pub async fn list_accounts(&self, limit: i64) -> Result<Vec<AccountRow>, StoreError> {
-        with_pool!(self, p => {
-            Ok(sqlx::query_as(
-                "SELECT id, name, role, suspended, created_at FROM accounts WHERE merged_into IS NULL \
-                 ORDER BY created_at, id LIMIT $1",
-            )
-            .bind(limit.clamp(1, 100_000))
-            .fetch_all(p)
-            .await?)
-        })
-    }
-
-    /// The `(provider, subject)` identities linked to an account.
-    pub async fn account_identities(&self, account_id: &str) -> Result<Vec<(String, String)>, StoreError> {
-        with_pool!(self, p => {
-            Ok(sqlx::query_as("SELECT provider, subject FROM identities WHERE account_id = $1 ORDER BY provider, subject")
-                .bind(account_id)
-                .fetch_all(p)
-                .await?)
-        })
-    }
-
-    /// Accounts with `role` that have an identity on `provider`, as
-    /// `(account, subject)`, by subject (chat adapters give admins their menus).
-    pub async fn role_identities(&self, role: &str, provider: &str) -> Result<Vec<(AccountRow, String)>, StoreError> {
-        let rows: Vec<(String, String, String, bool, i64, String)> = with_pool!(self, p => {
-            sqlx::query_as(
-                "SELECT a.id, a.name, a.role, a.suspended, a.created_at, i.subject FROM accounts a \
-                 JOIN identities i ON i.account_id = a.id \
-                 WHERE a.role = $1 AND i.provider = $2 AND a.merged_into IS NULL ORDER BY i.subject",
-            )
-            .bind(role)
-            .bind(provider)
-            .fetch_all(p)
-            .await?
-        });
-        Ok(rows
-            .into_iter()
-            .map(|(id, name, role, suspended, created_at, subject)| {
-                (AccountRow { id, name, role, suspended, created_at }, subject)
-            })
-            .collect())
-    }
-
-    /// Sets an account's role (`user` or `admin`). False if there is no such account.
-    pub async fn set_account_role(&self, account_id: &str, role: &str) -> Result<bool, StoreError> {
-        with_pool!(self, p => {
-            let r = sqlx::query("UPDATE accounts SET role = $1 WHERE id = $2").bind(role).bind(account_id).execute(p).await?;
-            Ok(r.rows_affected() == 1)
-        })
-    }
-
-    /// Suspends or reinstates an account. False if there is no such account.
-    pub async fn set_account_suspended(&self, account_id: &str, suspended: bool) -> Result<bool, StoreError> {
-        with_pool!(self, p => {
-            let r = sqlx::query("UPDATE accounts SET suspended = $1 WHERE id = $2")
-                .bind(suspended)
-                .bind(account_id)
-                .execute(p)
-                .await?;
-            Ok(r.rows_affected() == 1)
-        })
-    }
 }

@@ -8,31 +8,36 @@
 //!
 //! All timestamps are Unix milliseconds (`i64`); JSON columns are text.
 
-mod api;
+mod accounts;
+mod backends;
 mod db;
 mod discord;
 mod finisher;
 mod flows;
+mod history;
 mod identity;
 mod jobs;
 mod ledger;
 mod loras;
-mod misc;
+mod media;
 mod notify;
 mod pricing;
+mod settings;
 mod telegram;
 
-pub use api::{BackendLoad, GenerationFilter, RatedJob};
+pub use accounts::{AccountRow, Role};
+pub use backends::{BackendLoad, BackendRow};
 pub use db::{Backend, Store, StoreError, mask_url};
 pub use finisher::{DEFAULT_MAX_BATCH, FinishBatcher};
 pub use flows::{ActionRow, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition};
+pub use history::{GenerationFilter, RatedJob};
 pub use identity::{ApiKeyRow, LinkError, OneTimeState, SessionRow};
 pub use jobs::{
     ClaimRequest, JobFilter, JobFinish, JobRow, JobStatus, JobStatusRow, NewJob, QueuePosition, QueueStats,
 };
 pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
-pub use misc::{AccountRow, BackendRow, MediaRow};
+pub use media::MediaRow;
 pub use notify::{Channel, Notifications};
 pub use pricing::{PaidBy, PayTerms, Payment, Placed, SponsorRow, utc_day};
 pub use telegram::TelegramUpdateRow;

@@ -6,8 +6,8 @@
 
 use serde::Serialize;
 
+use crate::accounts::AccountRow;
 use crate::db::{Store, StoreError, with_pool};
-use crate::misc::AccountRow;
 
 /// One stored LoRA. List-valued fields are decoded from their JSON text.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::db::{Store, StoreError, safe, with_pool};
 use crate::jobs::{JobRow, NewJob, insert_job_in_tx, job_insert_sql};
-use crate::ledger::{Balance, EntryKind, LedgerEntry, LedgerError, insert_entry_sql};
+use crate::ledger::{Balance, EntryKind, FREE_POOL, LedgerEntry, LedgerError, insert_entry_sql};
 
 /// Milliseconds in a day.
 const DAY_MS: i64 = 86_400_000;
@@ -34,9 +34,6 @@ pub fn utc_day(now_ms: i64) -> i64 {
 fn sponsor_pool(scope: &str) -> String {
     format!("sponsor:{scope}")
 }
-
-/// The `daily_usage` pool counting the free allowance in use.
-pub(crate) const FREE_POOL: &str = "free";
 
 /// What [`Store::insert_job_paid_keyed`] did.
 #[derive(Debug, Clone)]
@@ -219,6 +216,27 @@ fn check_terms(t: &PayTerms<'_>) -> Result<(), LedgerError> {
 }
 
 impl Store {
+    /// Writes a queued job and, in the same transaction, holds `hold` points
+    /// of its owner for it. If the account lacks the points nothing is
+    /// written. A hold of 0 (a free tool) just inserts the job. No quota,
+    /// allowance or sponsor: see [`Store::insert_job_paid`] for those.
+    pub async fn insert_job_with_hold(
+        &self,
+        job: &NewJob,
+        hold: i64,
+        actor: &str,
+        now: i64,
+    ) -> Result<JobRow, LedgerError> {
+        if hold < 0 {
+            return Err(LedgerError::Invalid { field: "hold", reason: format!("must not be negative, got {hold}") });
+        }
+        if hold == 0 {
+            return Ok(self.insert_job(job, now).await?);
+        }
+        let terms = PayTerms { price: hold, ..Default::default() };
+        Ok(self.insert_job_paid(job, &terms, actor, now).await?.0)
+    }
+
     /// Who would pay `terms.price` for a job of `account_id` now, and what
     /// the account has; the same decision [`Store::insert_job_paid`] makes,
     /// without writing or locking anything.

@@ -3,6 +3,7 @@
 //! concurrency, exactly one settlement per job, and an audit that stays clean
 //! through random sequences of operations.
 
+use station_store::Role;
 use std::collections::HashMap;
 
 use proptest::prelude::*;
@@ -364,7 +365,7 @@ async fn account_administration_finds_promotes_and_suspends() {
         assert!(s.find_account_by_identity("telegram", "43").await.unwrap().is_none(), "{}", db.kind);
         assert_eq!(s.find_account_by_identity("telegram", "42").await.unwrap().unwrap().id, a.id);
         assert_eq!(s.account_identities(&a.id).await.unwrap(), [("telegram".to_string(), "42".to_string())]);
-        assert!(s.set_account_role(&a.id, "admin").await.unwrap());
+        assert!(s.set_account_role(&a.id, Role::Admin).await.unwrap());
         assert!(s.set_account_suspended(&a.id, true).await.unwrap());
         let got = s.get_account(&a.id).await.unwrap().unwrap();
         assert_eq!((got.role.as_str(), got.suspended), ("admin", true), "{}", db.kind);

@@ -10,8 +10,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{Map, Value, json};
+use station_core::{AccountRow, now_ms};
 use station_flows::{Conversation, Input};
-use station_store::{AccountRow, now_ms};
 use tokio_util::sync::CancellationToken;
 
 use crate::{TelegramBot, WEBHOOK_PATH};
@@ -31,13 +31,9 @@ fn chat_key(update: &Value) -> String {
     }
 }
 
-fn eq_constant_time(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn webhook(State(bot): State<TelegramBot>, headers: HeaderMap, body: axum::body::Bytes) -> impl IntoResponse {
     let given = headers.get("x-telegram-bot-api-secret-token").and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !eq_constant_time(given, &bot.inner.secret) {
+    if !station_core::identity::same_secret(given.as_bytes(), bot.inner.secret.as_bytes()) {
         tracing::warn!("Telegram webhook call without the right secret token refused");
         return (StatusCode::UNAUTHORIZED, "wrong or missing X-Telegram-Bot-Api-Secret-Token").into_response();
     }

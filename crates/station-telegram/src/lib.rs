@@ -409,7 +409,7 @@ impl TelegramBot {
         let inner = &self.inner;
         let store = &inner.station.store;
         let mut changed = self.set_menu(None, None).await?;
-        let admins = match store.role_identities("admin", "telegram").await {
+        let admins = match inner.station.admins_on("telegram").await {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the admins for their Telegram menus");
@@ -460,7 +460,7 @@ impl TelegramBot {
     /// Sets one menu (`chat` None: the default scope, with the commands
     /// everyone has; else that private chat's, with what `account` may use)
     /// unless it is what was last set there.
-    async fn set_menu(&self, chat: Option<i64>, account: Option<&station_store::AccountRow>) -> Result<bool, ApiError> {
+    async fn set_menu(&self, chat: Option<i64>, account: Option<&station_core::AccountRow>) -> Result<bool, ApiError> {
         let commands: Vec<serde_json::Value> = self
             .inner
             .flows

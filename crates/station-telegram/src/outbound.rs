@@ -25,9 +25,9 @@ use station_flows::{DeliveryKind, ImageRef, Outcome, Outgoing, Platform};
 use crate::TelegramBot;
 use crate::client::{ApiError, Upload};
 use crate::render::{ALBUM_LIMIT, CAPTION_LIMIT, Rendered, TEXT_LIMIT, render};
+use station_core::MediaRow;
 use station_flows::Conversation;
 use station_media::ops::DeliveryLimits;
-use station_store::MediaRow;
 
 /// Telegram's photo limits: 10 MB, width + height ≤ 10000, ratio ≤ 20.
 fn fits_photo(mime: &str, size: i64, w: i64, h: i64) -> bool {
@@ -87,16 +87,6 @@ enum Fail {
 impl From<ApiError> for Fail {
     fn from(e: ApiError) -> Fail {
         Fail::Api(e)
-    }
-}
-
-fn ext(mime: &str) -> &'static str {
-    match mime {
-        "image/png" => "png",
-        "image/jpeg" => "jpg",
-        "image/webp" => "webp",
-        "image/gif" => "gif",
-        _ => "bin",
     }
 }
 
@@ -227,7 +217,7 @@ impl TelegramBot {
     async fn resolve(&self, img: &ImageRef, as_file: bool) -> Result<Resolved, Fail> {
         if img.media_id.is_empty() {
             let bytes = img.inline_bytes().ok_or_else(|| Fail::Local("an inline image is not valid base64".into()))?;
-            let name = format!("preview.{}", ext(&img.mime));
+            let name = format!("preview.{}", station_core::media::extension_for_mime(&img.mime));
             let kind = if fits_photo(&img.mime, bytes.len() as i64, 1, 1) { "photo" } else { "document" };
             return Ok(Resolved { kind, media: Media::Bytes { name, bytes }, media_id: None });
         }
@@ -253,7 +243,7 @@ impl TelegramBot {
         if kind == "photo" && !fits_photo(&row.mime, row.size, row.width, row.height) {
             match station.deliverable(&row.id, DeliveryLimits::TELEGRAM_PHOTO).await {
                 Ok((bytes, mime, _)) => {
-                    let name = self.file_name(row, &mime).await;
+                    let name = self.inner.station.download_name(row, &mime).await;
                     return Ok(Resolved { kind, media: Media::Bytes { name, bytes }, media_id: Some(row.id.clone()) });
                 }
                 Err(e) => {
@@ -267,30 +257,14 @@ impl TelegramBot {
             "document"
         };
         let (_, bytes) = station.media.get(&row.id, None).await.map_err(|e| Fail::Local(e.to_string()))?;
-        let name = self.file_name(row, &row.mime).await;
+        let name = self.inner.station.download_name(row, &row.mime).await;
         Ok(Resolved { kind, media: Media::Bytes { name, bytes }, media_id: Some(row.id.clone()) })
-    }
-
-    /// `<tool>-<id>.<ext>` for a job's picture, `<id>.<ext>` for others.
-    async fn file_name(&self, row: &MediaRow, mime: &str) -> String {
-        let short = &row.id[..row.id.len().min(12)];
-        let tool = match &row.job_id {
-            Some(job) => self.inner.station.store.get_job(job).await.ok().flatten().map(|j| j.tool_id),
-            None => None,
-        };
-        let tool: String = tool
-            .unwrap_or_default()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .take(40)
-            .collect();
-        if tool.is_empty() { format!("{short}.{}", ext(mime)) } else { format!("{tool}-{short}.{}", ext(mime)) }
     }
 
     /// Loads the bytes of a media item whose cached file id Telegram no longer knows.
     async fn reload(&self, r: &Resolved) -> Option<Resolved> {
         let id = r.media_id.as_ref()?;
-        let row = self.inner.station.store.get_media(id).await.ok()??;
+        let row = self.inner.station.media.row(id, None).await.ok()?;
         self.load(&row, r.kind).await.ok()
     }
 

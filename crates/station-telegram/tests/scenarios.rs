@@ -3,6 +3,7 @@
 //! commands and their menus, groups, albums, /settings and /status, results
 //! as original files and photos fitted to Telegram's limits.
 
+use station_core::Role;
 use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
@@ -230,7 +231,7 @@ async fn operator_commands_and_menus(db: TestDb) {
     // Made an admin by another process (`station users`): the menu follows.
     let olga_acc = env.station.store.find_account_by_identity("telegram", &olga.id.to_string()).await.unwrap().unwrap();
     let ann_acc = env.station.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
-    env.station.store.set_account_role(&olga_acc.id, "admin").await.unwrap();
+    env.station.store.set_account_role(&olga_acc.id, Role::Admin).await.unwrap();
     let scope = format!("chat:{}", olga.id);
     let admin_menu = env
         .tg
@@ -318,7 +319,7 @@ async fn operator_commands_and_menus(db: TestDb) {
     assert!(shown(&help).contains("/queue — "), "[{k}]");
 
     // Demoted: the confirmation still on screen is refused, the menu goes, the commands with it.
-    env.station.store.set_account_role(&olga_acc.id, "user").await.unwrap();
+    env.station.store.set_account_role(&olga_acc.id, Role::User).await.unwrap();
     let q3 = env.tg.press(&olga_chat, &olga, confirm.message_id, "Grant 7 points");
     env.answer(&q3).await;
     env.wait_text(olga.id, "Only operators can grant points.").await;

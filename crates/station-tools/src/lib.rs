@@ -18,7 +18,9 @@ pub use def::{
     ToolDef, Visibility,
 };
 pub use load::{BUILTIN_PREFIX, ToolLoadError, builtin_tools, check_dir};
-pub use params::{FieldError, ParamErrors, ResolvedParams, is_media_ref, resolve_params};
+pub use params::{
+    FieldError, ParamErrors, ResolvedParams, check_input, coerce_text, coerce_value, is_media_ref, resolve_params,
+};
 pub use registry::{ToolRegistry, ToolWatcher, WatchError};
 pub use validate::{is_valid_command, is_valid_id, is_valid_input_name};
 

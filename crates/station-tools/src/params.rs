@@ -277,6 +277,54 @@ fn as_bool(value: &Value, lenient: bool) -> Option<bool> {
     }
 }
 
+/// A value typed as text (a chat message, a form field, a CLI `--param`)
+/// turned into the input's JSON type, with one vocabulary for every front
+/// end: whole numbers for integers and seeds, decimals for numbers,
+/// `true/yes/on/1` and `false/no/off/0` (any case) for booleans, a choice
+/// matched without regard to case for enums. Empty text means "not given"
+/// (`null`) for every input but text, so an empty optional field falls back
+/// to saved settings and defaults; text is trimmed. Text that does not parse is returned as
+/// it is, so [`resolve_params`] reports why.
+pub fn coerce_text(def: &InputDef, text: &str) -> Value {
+    let s = text.trim();
+    if s.is_empty() && def.kind != InputType::Text {
+        return Value::Null;
+    }
+    let raw = Value::String(s.to_owned());
+    let typed = match def.kind {
+        InputType::Integer | InputType::Seed => as_integer(&raw, true).map(Value::from),
+        InputType::Number => as_number(&raw, true).and_then(Number::from_f64).map(Value::Number),
+        InputType::Boolean => as_bool(&raw, true).map(Value::Bool),
+        InputType::Enum => def.choices().iter().find(|c| c.eq_ignore_ascii_case(s)).cloned().map(Value::String),
+        InputType::Text => Some(raw.clone()),
+        InputType::Image | InputType::Checkpoint => None,
+    };
+    typed.unwrap_or(raw)
+}
+
+/// [`coerce_text`] for a value that may already be typed: strings are read
+/// as text typed by a person, anything else is kept as it is.
+pub fn coerce_value(def: &InputDef, value: &Value) -> Value {
+    match value {
+        Value::String(s) => coerce_text(def, s),
+        other => other.clone(),
+    }
+}
+
+/// Checks one input's value of `tool` on its own (other inputs, required or
+/// not, are not this check's business). `Err` names the field and says why.
+pub fn check_input(tool: &ToolDef, name: &str, value: &Value) -> Result<(), FieldError> {
+    let mut explicit = Map::new();
+    explicit.insert(name.to_string(), value.clone());
+    match resolve_params(tool, &explicit, &Map::new(), &mut rand::rng()) {
+        Ok(_) => Ok(()),
+        Err(errs) => match errs.0.into_iter().find(|e| e.field == name) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        },
+    }
+}
+
 /// Whether `s` is a stored media reference `media:<id>` (id: 1–64 of `[A-Za-z0-9_-]`).
 pub fn is_media_ref(s: &str) -> bool {
     s.strip_prefix("media:").is_some_and(|id| {

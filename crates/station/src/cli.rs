@@ -58,7 +58,7 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Measure queue throughput (writes figures for docs/PERFORMANCE.md).
-    Bench(BenchArgs),
+    Bench(station_bench::BenchArgs),
 }
 
 /// `station run`.
@@ -199,37 +199,4 @@ pub enum ConfigCommand {
     },
     /// List every environment variable Station reads.
     Env,
-}
-
-/// `station bench`.
-#[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
-pub struct BenchArgs {
-    /// Other benchmarks (without one: the queue benchmark).
-    #[command(subcommand)]
-    pub command: Option<BenchCommand>,
-    /// Jobs to push through the queue per run.
-    #[arg(long, default_value_t = 20_000)]
-    pub jobs: usize,
-    /// Database URL (default: a temporary SQLite file). Repeat for several.
-    #[arg(long = "database-url")]
-    pub database_urls: Vec<String>,
-    /// Concurrent workers claiming.
-    #[arg(long, default_value_t = 4)]
-    pub workers: usize,
-    /// Jobs claimed per round trip.
-    #[arg(long, default_value_t = 64)]
-    pub batch: i64,
-    /// Most outcomes recorded per commit by the batching finisher, as in the
-    /// core's workers; 0 records each job with its own `finish_job` commit
-    /// (the behaviour before batching, for comparison).
-    #[arg(long, default_value_t = station_store::DEFAULT_MAX_BATCH)]
-    pub finish_batch: usize,
-}
-
-/// `station bench <what>`.
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Requests per second of the REST API against bare axum handlers, same process, same run.
-    Http(crate::commands::bench_http::HttpBenchArgs),
 }

@@ -6,16 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use station_core::tools::InputType;
 use station_core::{Config, JobEvent, Station, SubmitError, SubmitRequest, Workers};
-use station_store::{JobFilter, JobRow, JobStatus};
-use station_tools::InputType;
+use station_core::{JobFilter, JobRow, JobStatus};
 use tracing::{info, warn};
 
 use crate::cli::{BackendsCommand, Cli, Command, ConfigCommand, JobsCommand, RunArgs, ToolsCommand};
 use crate::exit;
 
-mod bench;
-pub mod bench_http;
 mod chat;
 pub(crate) mod keys;
 pub(crate) mod loras;
@@ -36,7 +34,12 @@ pub async fn dispatch(cli: Cli) -> u8 {
     match cli.command {
         Command::Config(c) => config_cmd(&config, c),
         Command::Tools(ToolsCommand::Check { dir }) => tools_check(dir.unwrap_or_else(|| config.tools_dir())),
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(args) => match station_bench::run(args).await {
+            station_bench::Outcome::Done => exit::OK,
+            station_bench::Outcome::BadUsage => exit::USAGE,
+            station_bench::Outcome::Failed => exit::FAILED,
+            station_bench::Outcome::Unavailable => exit::UNAVAILABLE,
+        },
         command => {
             let (station, tool_errors) = match Station::open(config).await {
                 Ok(s) => s,
@@ -62,7 +65,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
                 Command::Keys(c) => keys::run(&station, c).await,
                 Command::Config(_) | Command::Bench(_) => unreachable!("handled above"),
             };
-            station.store.close().await;
+            station.shutdown().await;
             code
         }
     }
@@ -432,7 +435,7 @@ async fn save_outputs(station: &Station, job: &JobRow, out: &Path) -> u8 {
     for (i, id) in job.output_ids().iter().enumerate() {
         match station.media.get(id, None).await {
             Ok((row, bytes)) => {
-                let ext = row.mime.rsplit('/').next().unwrap_or("bin").replace("jpeg", "jpg");
+                let ext = station_core::media::extension_for_mime(&row.mime);
                 let path = out.join(format!("{}-{short}-{}.{ext}", job.tool_id, i + 1));
                 if let Err(e) = std::fs::write(&path, bytes) {
                     eprintln!("error: cannot write {}: {e}", path.display());
@@ -463,7 +466,7 @@ async fn jobs(station: &Station, c: JobsCommand) -> u8 {
                 None => None,
             };
             let f = JobFilter { status, tool_id: tool, limit, ..Default::default() };
-            match station.store.list_jobs(&f).await {
+            match station.jobs(&f).await {
                 Ok(rows) if json => {
                     println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
                     exit::OK
@@ -537,7 +540,7 @@ async fn jobs(station: &Station, c: JobsCommand) -> u8 {
         JobsCommand::Cancel { id } => {
             let admin = match station.account("local", "operator", "operator").await {
                 Ok(mut a) => {
-                    a.role = "admin".into(); // the local operator owns the data folder
+                    a.role = station_core::Role::Admin; // the local operator owns the data folder
                     a
                 }
                 Err(e) => {
@@ -577,7 +580,7 @@ fn fmt_time(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-fn tools(station: &Station, c: ToolsCommand, errors: &[station_tools::ToolLoadError]) -> u8 {
+fn tools(station: &Station, c: ToolsCommand, errors: &[station_core::tools::ToolLoadError]) -> u8 {
     match c {
         ToolsCommand::List { json } => {
             let list = station.tools.list();
@@ -650,7 +653,7 @@ fn tools_check(dir: PathBuf) -> u8 {
         eprintln!("error: {} is not a folder", dir.display());
         return exit::USAGE;
     }
-    let (tools, errors) = station_tools::check_dir(&dir);
+    let (tools, errors) = station_core::tools::check_dir(&dir);
     for t in &tools {
         println!("ok      {} ({})", t.id, t.source.display());
     }
@@ -667,7 +670,7 @@ async fn backends(station: &Station, c: BackendsCommand) -> u8 {
 
 async fn migrate(station: &Station, status_only: bool) -> u8 {
     // Station::open already applied pending migrations; report what is there.
-    match station.store.migration_status().await {
+    match station.migration_status().await {
         Ok(list) => {
             for (v, d, applied) in list {
                 println!("{v:>4}  {}  {d}", if applied { "applied" } else { "pending" });

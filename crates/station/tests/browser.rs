@@ -312,7 +312,7 @@ async fn sign_in_generate_rerun_keys_and_admin_in_chromium() {
     };
     let (_driver, c) = chromedriver(&driver).await;
     let mut dbs = vec![("sqlite", None)];
-    let pg = station_store::testing::postgres().await;
+    let pg = station_testkit::testing::postgres().await;
     if let Some(pg) = &pg {
         dbs.push(("postgres", Some(pg.url.clone())));
     }

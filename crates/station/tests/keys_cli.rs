@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use station_core::identity::AuthError;
 use station_core::{Config, Station};
-use station_store::testing::{self, TestDb};
+use station_testkit::testing::{self, TestDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_station");
 
@@ -61,7 +61,7 @@ async fn keys_create_list_revoke_and_link_code() {
         assert_eq!(keys.len(), 2, "{kind}: {listed}");
         assert_eq!((keys[0]["name"].as_str(), keys[1]["name"].as_str()), (Some("laptop"), Some("ci")));
         assert!(keys[0]["last_used_at"].is_i64() && keys[1]["last_used_at"].is_null(), "{kind}: {listed}");
-        assert!(keys[1]["expires_at"].as_i64().unwrap() > station_store::now_ms() + 6 * 86_400_000, "{kind}");
+        assert!(keys[1]["expires_at"].as_i64().unwrap() > station_core::now_ms() + 6 * 86_400_000, "{kind}");
         assert!(!listed.to_string().contains(&key[3..]) && !listed.to_string().contains(&expiring.trim()[3..]));
         let (table, _) = expect(dir, &db, &["keys", "list", "--user", "alice"], 0);
         assert!(table.contains("laptop") && table.contains(&key[..11]) && table.contains("active"), "{table}");

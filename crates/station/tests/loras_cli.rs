@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 use station_core::{Config, Station};
-use station_store::testing::{self, TestDb};
+use station_testkit::testing::{self, TestDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_station");
 

@@ -6,7 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use station_comfyui_fake::{FakeComfy, FakeOptions};
-use station_store::{JobStatus, Store};
+use station_core::JobStatus;
+use station_testkit::Store;
 
 const BIN: &str = env!("CARGO_BIN_EXE_station");
 
@@ -100,8 +101,8 @@ async fn wait_job(
     store: &Store,
     id: &str,
     what: &str,
-    pred: impl Fn(&station_store::JobRow) -> bool,
-) -> station_store::JobRow {
+    pred: impl Fn(&station_core::JobRow) -> bool,
+) -> station_core::JobRow {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(j) = store.get_job(id).await.unwrap()
@@ -234,7 +235,7 @@ async fn killed_mid_job_with_a_restarted_backend_resubmits_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_one_postgres_never_run_the_same_job() {
     init();
-    let Some(pg) = station_store::testing::postgres().await else {
+    let Some(pg) = station_testkit::testing::postgres().await else {
         eprintln!("skipped: STATION_TEST_POSTGRES_URL is not set");
         return;
     };

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use serde_json::{Value, json};
 use station_core::points::PaidBy;
 use station_core::{Config, Station, SubmitRequest};
-use station_store::testing::{self, TestDb};
+use station_testkit::testing::{self, TestDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_station");
 
@@ -72,7 +72,7 @@ async fn sponsor_set_show_remove() {
             ..Default::default()
         };
         let job = st.submit(&ann, req).await.unwrap();
-        assert_eq!(st.store.hold_for_job(&job.id).await.unwrap().unwrap().account_id, patron.id, "{}", db.kind);
+        assert_eq!(db.store.hold_for_job(&job.id).await.unwrap().unwrap().account_id, patron.id, "{}", db.kind);
 
         let out = expect(d, &db, &["points", "sponsor", "remove", scope], 0);
         assert!(out.contains("no longer sponsored"), "{out}");

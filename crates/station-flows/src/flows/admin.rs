@@ -10,8 +10,8 @@ use crate::flow::{Cx, Flow, FlowError, Next, Out, Start, StepInput, StepSpec, ge
 use crate::view::{Block, Button, Field, Rich, View};
 
 /// Whether an account may use operator commands.
-pub fn is_admin(account: &station_store::AccountRow) -> bool {
-    account.role == "admin"
+pub fn is_admin(account: &station_core::AccountRow) -> bool {
+    account.is_admin()
 }
 
 /// `12 s`, `3 min 10 s`, `2 h 5 min`.
@@ -51,7 +51,7 @@ impl Flow for Queue {
     async fn start(&self, cx: &Cx<'_>, _start: Start) -> Result<Next, FlowError> {
         let station = cx.station;
         let q = station.queue_overview(RUNNING_SHOWN).await?;
-        let now = station_store::now_ms();
+        let now = station_core::now_ms();
         let mut text = Rich::plain("Queue: ").bold(format!("{} waiting", q.depth));
         if let Some(a) = q.oldest_queued_age_ms {
             text = text.text(format!(", the oldest for {}", age(a)));
@@ -64,7 +64,7 @@ impl Flow for Queue {
         let mut running = vec![];
         for job in &q.running {
             let tool = station.tools.get(&job.tool_id).map(|t| t.name.clone()).unwrap_or(job.tool_id.clone());
-            let owner = station.store.get_account(&job.account_id).await?.map(|a| a.name).unwrap_or_default();
+            let owner = station.account_by_id(&job.account_id).await?.map(|a| a.name).unwrap_or_default();
             let since = job.started_at.or(job.dispatched_at).unwrap_or(job.created_at);
             running.push(Field {
                 name: format!("{tool} for {owner}"),
@@ -174,7 +174,7 @@ impl Flow for Grant {
         let id = get_str(state, "account").unwrap_or("");
         let amount = state.get("amount").and_then(Value::as_i64).unwrap_or(0);
         let balance = cx.station.points(id).await?;
-        let identities = cx.station.store.account_identities(id).await?;
+        let identities = cx.station.account_identities(id).await?;
         let ids: Vec<String> = identities.into_iter().map(|(p, s)| format!("{p}:{s}")).collect();
         let fields = vec![
             Field { name: "Account".into(), value: id.to_string(), inline: false },
@@ -207,7 +207,7 @@ impl Flow for Grant {
             return Ok(Next::Finish(vec![Out::message(View::text("Only operators can grant points."))]));
         }
         let id = get_str(state, "account").unwrap_or("");
-        let Some(target) = cx.station.store.get_account(id).await? else {
+        let Some(target) = cx.station.account_by_id(id).await? else {
             return Ok(Next::Finish(vec![Out::message(View::text(format!("⚠ Not granted: account {id} is gone.")))]));
         };
         let amount = state.get("amount").and_then(Value::as_i64).unwrap_or(0);
@@ -215,7 +215,7 @@ impl Flow for Grant {
         let actor = format!("account:{}", cx.account.id);
         let key = get_str(state, "key");
         let text = match cx.station.grant_points(&target, amount, reason, &actor, key).await {
-            Ok(station_store::Posted::Applied(_)) => {
+            Ok(station_core::points::Posted::Applied(_)) => {
                 let b = cx.station.points(&target.id).await?;
                 Rich::plain("Granted ")
                     .bold(format!("{amount} points"))

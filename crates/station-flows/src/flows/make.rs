@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
-use station_tools::{InputDef, InputType, ToolDef, Visibility, resolve_params};
+use station_core::tools::{InputDef, InputType, ToolDef, Visibility, check_input, coerce_text, coerce_value};
 
 use crate::flow::{Accepts, Cx, Flow, FlowError, Next, Start, StepInput, StepSpec, get_str, with, without};
 use crate::results::{Refused, submit_for};
@@ -34,44 +34,16 @@ pub fn pickable_tools(cx: &Cx<'_>, needs_image: bool) -> Vec<Arc<ToolDef>> {
         .into_iter()
         .filter(|t| match t.visibility {
             Visibility::Public => true,
-            Visibility::Admin => cx.account.role == "admin",
+            Visibility::Admin => cx.account.is_admin(),
             Visibility::Hidden => false,
         })
         .filter(|t| !needs_image || t.inputs.values().any(|i| i.kind == InputType::Image))
         .collect()
 }
 
-/// Turns what a person typed (or a form value) into a value of the input's type.
-pub fn coerce(input: &InputDef, v: &Value) -> Value {
-    let Value::String(s) = v else { return v.clone() };
-    let s = s.trim();
-    match input.kind {
-        InputType::Integer | InputType::Seed => s.parse::<i64>().map(Value::from).unwrap_or(Value::String(s.into())),
-        InputType::Number => s.parse::<f64>().map(|f| json!(f)).unwrap_or(Value::String(s.into())),
-        InputType::Boolean => match s.to_lowercase().as_str() {
-            "yes" | "y" | "true" | "on" | "1" => Value::Bool(true),
-            "no" | "n" | "false" | "off" | "0" => Value::Bool(false),
-            _ => Value::String(s.into()),
-        },
-        InputType::Enum => {
-            let found = input.choices().iter().find(|c| c.eq_ignore_ascii_case(s));
-            Value::String(found.cloned().unwrap_or_else(|| s.to_string()))
-        }
-        _ => Value::String(s.to_string()),
-    }
-}
-
 /// Checks one input's value against the tool; `Err` says why in words.
 pub fn check_one(tool: &ToolDef, name: &str, value: &Value) -> Result<(), String> {
-    let mut explicit = Map::new();
-    explicit.insert(name.to_string(), value.clone());
-    match resolve_params(tool, &explicit, &Map::new(), &mut rand::rng()) {
-        Ok(_) => Ok(()),
-        Err(errs) => match errs.0.iter().find(|e| e.field == name) {
-            Some(e) => Err(format!("{name}: {}", e.reason)),
-            None => Ok(()),
-        },
-    }
+    check_input(tool, name, value).map_err(|e| e.to_string())
 }
 
 /// The input request for one tool input.
@@ -122,7 +94,7 @@ fn params_of(state: &Value) -> Map<String, Value> {
 
 fn tool_of(cx: &Cx<'_>, state: &Value) -> Result<Arc<ToolDef>, FlowError> {
     let id = get_str(state, "tool").unwrap_or("");
-    cx.station.find_tool(id, cx.account).ok_or_else(|| FlowError::Other(format!("the tool {id:?} is gone")))
+    cx.station.find_tool(id, cx.account).ok_or_else(|| FlowError::ToolGone(id.to_string()))
 }
 
 impl Make {
@@ -155,7 +127,7 @@ impl Make {
     /// The first required input with no value from the request, the saved
     /// settings or the tool's defaults.
     async fn missing(cx: &Cx<'_>, tool: &ToolDef, params: &Map<String, Value>) -> Result<Option<String>, FlowError> {
-        let saved = cx.station.store.tool_settings(&cx.account.id, &tool.id).await?;
+        let saved = cx.station.settings().get(cx.account, &tool).await?;
         Ok(tool
             .inputs
             .iter()
@@ -370,7 +342,7 @@ impl Flow for Make {
             }
             "options" => {
                 let tool = tool_of(cx, state)?;
-                let saved = cx.station.store.tool_settings(&cx.account.id, &tool.id).await?;
+                let saved = cx.station.settings().get(cx.account, &tool).await?;
                 Ok(Self::summary(cx, &tool, state, &saved))
             }
             "pick_setting" => {
@@ -449,7 +421,7 @@ impl Flow for Make {
                         let _ = t;
                         return Ok(Next::Invalid(format!("{name} needs an image: send a photo.")));
                     }
-                    StepInput::Text(t) => coerce(def, &Value::String(t)),
+                    StepInput::Text(t) => coerce_text(def, &t),
                     StepInput::Images(m) if def.kind == InputType::Image => {
                         Value::String(format!("media:{}", m.first().cloned().unwrap_or_default()))
                     }
@@ -457,7 +429,7 @@ impl Flow for Make {
                         return Ok(Next::Invalid(format!("{name} needs text, not an image.")));
                     }
                     StepInput::Form(f) => match f.get(&name) {
-                        Some(v) => coerce(def, v),
+                        Some(v) => coerce_value(def, v),
                         None => return Ok(Next::Invalid(format!("the form has no {name} field"))),
                     },
                     StepInput::Action { .. } => return Ok(Next::Invalid("Use the buttons of this step.".into())),
@@ -497,7 +469,7 @@ impl Flow for Make {
                             let known: Vec<&str> = tool.inputs.keys().map(String::as_str).collect();
                             return Ok(Next::Invalid(format!("{k}: no such setting; known: {}", known.join(", "))));
                         };
-                        let value = coerce(def, &Value::String(v));
+                        let value = coerce_text(def, &v);
                         if let Err(why) = check_one(&tool, &k, &value) {
                             return Ok(Next::Invalid(why));
                         }
@@ -510,7 +482,7 @@ impl Flow for Make {
                     let mut params = params_of(state);
                     for (k, v) in values {
                         if let Some(def) = tool.inputs.get(&k) {
-                            let value = coerce(def, &v);
+                            let value = coerce_value(def, &v);
                             if let Err(why) = check_one(&tool, &k, &value) {
                                 return Ok(Next::Invalid(why));
                             }

@@ -8,9 +8,8 @@ mod settings;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use station_store::{JobFilter, JobStatus};
+use station_core::{JobRow, JobStatus};
 
-use crate::delivery::string_list;
 use crate::flow::{Accepts, Cx, Flow, FlowError, Next, Out, Start, StepInput, StepSpec};
 use crate::view::{Block, Button, Field, GridCell, ImageRef, Rich, View};
 
@@ -88,7 +87,7 @@ one_shot!(Web, "web", "A sign-in link for the web app");
 
 impl Welcome {
     async fn answer(&self, cx: &Cx<'_>, _start: Start) -> Result<Next, FlowError> {
-        cx.station.ensure_starting_grant(&cx.account.id).await.map_err(|e| FlowError::Other(e.to_string()))?;
+        cx.station.ensure_starting_grant(&cx.account.id).await?;
         let balance = cx.station.points(&cx.account.id).await?;
         let tools = make::pickable_tools(cx, false);
         let mut text = Rich::plain("Welcome to Station, ").bold(cx.account.name.clone()).text("!\n\n");
@@ -129,16 +128,7 @@ impl Status {
         let mut view = View::text(Rich::plain("Balance: ").bold(format!("{} points", balance.available())).text(
             if balance.held > 0 { format!(" ({} on hold for running jobs)", balance.held) } else { String::new() },
         ));
-        let mut active = vec![];
-        for status in [JobStatus::Running, JobStatus::Dispatched, JobStatus::Queued] {
-            let f = JobFilter {
-                account_id: Some(cx.account.id.clone()),
-                status: Some(status),
-                limit: 10,
-                ..Default::default()
-            };
-            active.extend(station.store.list_jobs(&f).await?);
-        }
+        let active = station.active_jobs(cx.account, 10).await?;
         if active.is_empty() {
             view = view.with_text("Nothing running or queued.");
         }
@@ -154,7 +144,7 @@ impl Status {
             view =
                 view.row(vec![Button::action(format!("Cancel {tool}"), "cancel_job", json!({"job": job.id})).danger()]);
         }
-        let (recent, _) = station.store.history_page(&cx.account.id, 0, 3).await?;
+        let (recent, _) = station.history_page(cx.account, 0, 3).await?;
         if !recent.is_empty() {
             let cells = recent_cells(cx, &recent).await?;
             view = view.with_text("Recent results").block(Block::Grid { columns: 3, cells });
@@ -163,14 +153,10 @@ impl Status {
     }
 }
 
-async fn recent_cells(cx: &Cx<'_>, jobs: &[station_store::JobRow]) -> Result<Vec<GridCell>, FlowError> {
+async fn recent_cells(cx: &Cx<'_>, jobs: &[JobRow]) -> Result<Vec<GridCell>, FlowError> {
     let mut cells = vec![];
     for job in jobs {
-        let first = string_list(job.outputs.as_deref()).into_iter().next();
-        let image = match first {
-            Some(id) => cx.station.store.get_media(&id).await?.map(|m| ImageRef::media(&m.id, &m.mime)),
-            None => None,
-        };
+        let image = cx.station.job_outputs(job).await?.first().map(|m| ImageRef::media(&m.id, &m.mime));
         let tool = cx.station.tools.get(&job.tool_id).map(|t| t.name.clone()).unwrap_or(job.tool_id.clone());
         cells.push(GridCell {
             image,
@@ -184,7 +170,7 @@ async fn recent_cells(cx: &Cx<'_>, jobs: &[station_store::JobRow]) -> Result<Vec
 impl BalanceFlow {
     async fn answer(&self, cx: &Cx<'_>, _start: Start) -> Result<Next, FlowError> {
         let b = cx.station.points(&cx.account.id).await?;
-        let entries = cx.station.store.ledger_history(&cx.account.id, None, 10).await?;
+        let entries = cx.station.ledger_history(&cx.account.id, None, 10).await?;
         let fields = entries
             .iter()
             .map(|e| Field {
@@ -265,7 +251,7 @@ impl Flow for History {
 
     async fn view(&self, cx: &Cx<'_>, _step: &str, state: &Value) -> Result<View, FlowError> {
         let page = state.get("page").and_then(Value::as_i64).unwrap_or(0).max(0);
-        let (jobs, total) = cx.station.store.history_page(&cx.account.id, page * HISTORY_PAGE, HISTORY_PAGE).await?;
+        let (jobs, total) = cx.station.history_page(cx.account, page * HISTORY_PAGE, HISTORY_PAGE).await?;
         if total == 0 {
             return Ok(View::text("No results yet. Send /make to create something.").row(vec![Button::action(
                 "Close",

@@ -1,11 +1,11 @@
 //! `settings`: per tool, view and change saved defaults (validated against
 //! the tool's inputs), reset one or all.
 
-use serde_json::{Map, Value, json};
-use station_store::now_ms;
-use station_tools::InputType;
+use serde_json::{Value, json};
+use station_core::SettingsError;
+use station_core::tools::InputType;
 
-use super::make::{ask_kind, ask_text, check_one, coerce, pickable_tools};
+use super::make::{ask_kind, ask_text, pickable_tools};
 use crate::flow::{Accepts, Cx, Flow, FlowError, Next, Start, StepInput, StepSpec, get_str, with, without};
 use crate::view::{Block, Button, Field, InputKind, Rich, View};
 
@@ -83,7 +83,7 @@ impl Flow for Settings {
             .ask("Threshold", InputKind::Number { min: Some(0.0), max: None, step: Some(1.0), integer: true })),
             "edit" => {
                 let tool = tool(cx, state)?;
-                let saved = cx.station.store.tool_settings(&cx.account.id, &tool.id).await?;
+                let saved = cx.station.settings().get(cx.account, &tool).await?;
                 let mut fields = vec![];
                 let mut buttons = vec![];
                 for (name, def) in tool.inputs.iter().filter(|(_, d)| d.kind != InputType::Image) {
@@ -139,7 +139,7 @@ impl Flow for Settings {
                         _ => return Ok(Next::Invalid("the threshold is a whole number of points, 0 or more".into())),
                     },
                 };
-                cx.station.set_quote_threshold(cx.account, value).await.map_err(|e| FlowError::Other(e.to_string()))?;
+                cx.station.set_quote_threshold(cx.account, value).await?;
                 Ok(Next::Back)
             }
             "tool" => {
@@ -176,7 +176,7 @@ impl Flow for Settings {
                         Ok(Next::Goto("set".into(), with(state, "input", input)))
                     }
                     StepInput::Action { name, .. } if name == "reset_all" => {
-                        cx.station.store.save_tool_settings(&cx.account.id, &tool.id, &Map::new(), now_ms()).await?;
+                        cx.station.settings().clear(cx.account, &tool).await?;
                         Ok(Next::Stay(state.clone()))
                     }
                     StepInput::Action { name, .. } if name == "done" => {
@@ -197,9 +197,7 @@ impl Flow for Settings {
                 let name = get_str(state, "input").unwrap_or("").to_string();
                 match input {
                     StepInput::Action { name: a, .. } if a == "reset" => {
-                        let mut saved = cx.station.store.tool_settings(&cx.account.id, &tool.id).await?;
-                        saved.remove(&name);
-                        cx.station.store.save_tool_settings(&cx.account.id, &tool.id, &saved, now_ms()).await?;
+                        cx.station.settings().unset(cx.account, &tool, &name).await?;
                         Ok(Next::Goto("edit".into(), without(state, "input")))
                     }
                     StepInput::Action { name: a, args } if a == "choose" => {
@@ -214,9 +212,9 @@ impl Flow for Settings {
     }
 }
 
-fn tool(cx: &Cx<'_>, state: &Value) -> Result<std::sync::Arc<station_tools::ToolDef>, FlowError> {
+fn tool(cx: &Cx<'_>, state: &Value) -> Result<std::sync::Arc<station_core::tools::ToolDef>, FlowError> {
     let id = get_str(state, "tool").unwrap_or("");
-    cx.station.find_tool(id, cx.account).ok_or_else(|| FlowError::Other(format!("the tool {id:?} is gone")))
+    cx.station.find_tool(id, cx.account).ok_or_else(|| FlowError::ToolGone(id.to_string()))
 }
 
 fn show(v: &Value) -> String {
@@ -229,7 +227,7 @@ fn show(v: &Value) -> String {
 
 async fn save(
     cx: &Cx<'_>,
-    tool: &station_tools::ToolDef,
+    tool: &station_core::tools::ToolDef,
     state: &Value,
     name: &str,
     raw: &Value,
@@ -241,12 +239,12 @@ async fn save(
     if def.kind == InputType::Image {
         return Ok(Next::Invalid(format!("{name} is an image; it cannot have a saved default.")));
     }
-    let value = coerce(def, raw);
-    if let Err(why) = check_one(tool, name, &value) {
-        return Ok(Next::Invalid(why));
+    match cx.station.settings().set(cx.account, tool, name, raw).await {
+        Ok(_) => Ok(Next::Goto("edit".into(), without(state, "input"))),
+        Err(SettingsError::Invalid(errors)) => {
+            let why: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            Ok(Next::Invalid(why.join("; ")))
+        }
+        Err(SettingsError::Storage(e)) => Err(e.into()),
     }
-    let mut saved = cx.station.store.tool_settings(&cx.account.id, &tool.id).await?;
-    saved.insert(name.to_string(), value);
-    cx.station.store.save_tool_settings(&cx.account.id, &tool.id, &saved, now_ms()).await?;
-    Ok(Next::Goto("edit".into(), without(state, "input")))
 }

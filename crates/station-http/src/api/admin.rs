@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use station_core::Station;
-use station_store::{LedgerError, Posted};
+use station_core::points::{LedgerError, Posted};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -211,7 +211,7 @@ const RUNNING_SHOWN: i64 = 20;
     responses((status = 200, body = QueueView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn admin_queue(State(station): State<Station>, _: AdminCaller) -> ApiResult<Json<QueueView>> {
     let overview = station.queue_overview(RUNNING_SHOWN).await?;
-    let failures = station.store.recent_failures(20).await?;
+    let failures = station.recent_failures(20).await?;
     Ok(Json(QueueView {
         depth: overview.depth,
         by_status: overview.by_status,
@@ -256,19 +256,19 @@ async fn admin_users(
     Query(q): Query<UserQuery>,
 ) -> ApiResult<Json<UserPage>> {
     let limit = super::Paging { limit: q.limit, before: None }.limit()?.min(MAX_PAGE);
-    let mut rows = station.store.list_accounts_page(q.cursor.as_deref(), i64::from(limit) + 1).await?;
+    let mut rows = station.accounts_page(q.cursor.as_deref(), i64::from(limit) + 1).await?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let next = if more { rows.last().map(|r| r.id.clone()) } else { None };
     let mut items = vec![];
     for a in rows {
         let b = station.points(&a.id).await?;
-        let ids = station.store.account_identities(&a.id).await?;
+        let ids = station.account_identities(&a.id).await?;
         items.push(UserItem {
             identities: ids.into_iter().map(|(p, s)| format!("{p}:{s}")).collect(),
             id: a.id,
             name: a.name,
-            role: a.role,
+            role: a.role.to_string(),
             suspended: a.suspended,
             created_at: a.created_at,
             balance: b.balance,
@@ -303,8 +303,7 @@ async fn admin_grant(
         Some(_) => return Err(ApiError::invalid("idempotency_key", "expected a string of 1 to 200 characters")),
     };
     let account = station
-        .store
-        .get_account(&id)
+        .account_by_id(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("account", &id, "GET /api/v1/admin/users lists them"))?;
     let actor = format!("account:{}", admin.id);

@@ -7,8 +7,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
-use station_core::{MediaServiceError, SubmitError};
-use station_store::StoreError;
+use station_core::{JobAccessError, MediaServiceError, RatingError, SettingsError, StoreError, SubmitError};
 use utoipa::ToSchema;
 
 /// The body of every error answer.
@@ -131,8 +130,9 @@ impl From<MediaServiceError> for ApiError {
             MediaServiceError::NotFound(id) => {
                 ApiError::not_found("media", &id, "upload images with POST /api/v1/media")
             }
-            MediaServiceError::Rejected(reason) => ApiError::invalid("file", reason),
+            e @ MediaServiceError::Rejected { .. } => super::media::upload_error("file", e),
             MediaServiceError::Storage(e) => ApiError::internal(e),
+            MediaServiceError::Blob(e) => ApiError::internal(e),
         }
     }
 }
@@ -171,7 +171,37 @@ impl From<SubmitError> for ApiError {
                 }
                 err
             }
+            SubmitError::Upload(e) => e.into(),
             SubmitError::Storage(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<JobAccessError> for ApiError {
+    fn from(e: JobAccessError) -> ApiError {
+        match e {
+            JobAccessError::NotFound(id) => super::generations::not_found(&id),
+            JobAccessError::Storage(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<RatingError> for ApiError {
+    fn from(e: RatingError) -> ApiError {
+        match e {
+            RatingError::OutOfRange(_) => ApiError::invalid("stars", "is required: a whole number from 1 to 5"),
+            RatingError::Access(e) => e.into(),
+        }
+    }
+}
+
+impl From<SettingsError> for ApiError {
+    fn from(e: SettingsError) -> ApiError {
+        match e {
+            SettingsError::Invalid(fields) => ApiError::invalid_fields(
+                fields.into_iter().map(|f| FieldIssue { field: f.field, reason: f.reason }).collect(),
+            ),
+            SettingsError::Storage(e) => ApiError::internal(e),
         }
     }
 }

@@ -16,14 +16,14 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use base64::Engine;
 use futures::Stream;
 use serde_json::{Value, json};
+use station_core::JobStatus;
 use station_core::{JobEvent, Station};
-use station_store::JobStatus;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::generations::{OutputRef, own_job};
+use super::generations::OutputRef;
 use super::{ApiResult, ErrorBody};
 use crate::Caller;
 
@@ -48,7 +48,7 @@ async fn generation_events(
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     // Subscribe before the first read so nothing published in between is lost.
     let bus = station.bus.subscribe();
-    own_job(&station, &a, &id).await?;
+    station.job_for(&a, &id).await?;
     let (tx, rx) = mpsc::channel::<Event>(64);
     tokio::spawn(follow(station, id, bus, tx));
     let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) });

@@ -9,9 +9,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use station_core::{Station, SubmitRequest};
-use station_store::{AccountRow, GenerationFilter, JobRow, JobStatus};
-use station_tools::InputType;
+use station_core::tools::InputType;
+use station_core::{AccountRow, GenerationFilter, JobRow, JobStatus, Station, SubmitRequest};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -210,41 +209,33 @@ pub struct RatingRequest {
     stars: i64,
 }
 
-/// The caller's job `id`, or 404 (also for other people's jobs).
-pub async fn own_job(station: &Station, caller: &AccountRow, id: &str) -> ApiResult<JobRow> {
-    match station.store.get_job(id).await? {
-        Some(j) if j.account_id == caller.id || caller.role == "admin" => Ok(j),
-        _ => Err(ApiError::not_found("generation", id, "GET /api/v1/generations lists yours")),
-    }
-}
-
 /// The full view of one job: queue position, ETA, marks and output details.
 pub async fn full_view(station: &Station, job_id: &str) -> ApiResult<Generation> {
-    owned_view(station, None, job_id).await
+    let status = station.job_status(job_id).await?.ok_or_else(|| not_found(job_id))?;
+    view_of(station, status).await
 }
 
-/// [`full_view`] of a job `caller` owns (or any job for an admin; `None`:
-/// trusted use), read once: another user's job is 404.
-pub async fn owned_view(station: &Station, caller: Option<&AccountRow>, job_id: &str) -> ApiResult<Generation> {
-    let not_found = || ApiError::not_found("generation", job_id, "GET /api/v1/generations lists yours");
-    // One query: the row, its mark and (queued only) its queue position.
-    let status = station.job_status(job_id).await?.ok_or_else(not_found)?;
+/// [`full_view`] of a job `caller` may see (theirs, or any for an
+/// admin), read once: another user's job is 404.
+pub async fn owned_view(station: &Station, caller: &AccountRow, job_id: &str) -> ApiResult<Generation> {
+    view_of(station, station.job_status_for(caller, job_id).await?).await
+}
+
+async fn view_of(station: &Station, status: station_core::JobStatusView) -> ApiResult<Generation> {
     let view = status.view;
-    if let Some(c) = caller
-        && view.row.account_id != c.id
-        && c.role != "admin"
-    {
-        return Err(not_found());
-    }
     let mut g = Generation::from_row(&view.row, status.rating, status.hidden);
     g.queue_position = view.queue_position;
     g.eta_ms = view.eta_ms;
+    let media = station.job_outputs(&view.row).await?;
     for out in &mut g.outputs {
-        if let Some(m) = station.store.get_media(&out.id).await? {
-            out.media = Some(MediaInfo::from_row(&m));
-        }
+        out.media = media.iter().find(|m| m.id == out.id).map(MediaInfo::from_row);
     }
     Ok(g)
+}
+
+/// The 404 for a generation the caller cannot see.
+pub fn not_found(id: &str) -> ApiError {
+    ApiError::not_found("generation", id, "GET /api/v1/generations lists yours")
 }
 
 async fn submit(station: &Station, caller: &AccountRow, req: SubmitRequest) -> ApiResult<Response> {
@@ -300,7 +291,7 @@ fn idempotency_key(headers: &HeaderMap, caller: &AccountRow) -> ApiResult<Option
 async fn create_generation(State(station): State<Station>, Caller(a): Caller, req: Request) -> ApiResult<Response> {
     let key = idempotency_key(req.headers(), &a)?;
     if let Some(key) = &key
-        && let Some(earlier) = station.store.job_by_idem_key(key).await?
+        && let Some(earlier) = station.job_by_idempotency_key(&a, key).await?
     {
         // Answered before the body is read: a repeated upload is not stored again.
         return created(&station, &earlier.id).await;
@@ -423,74 +414,23 @@ async fn create_from_form(
     // Text parts arrive as strings; give them the input's JSON type.
     for (name, input) in &def.inputs {
         if let Some(Value::String(s)) = params.get(name) {
-            let typed = match input.kind {
-                InputType::Integer | InputType::Seed => s.trim().parse::<i64>().ok().map(Value::from),
-                InputType::Number => s.trim().parse::<f64>().ok().map(Value::from),
-                InputType::Boolean => match s.trim() {
-                    "true" | "on" | "1" => Some(Value::Bool(true)),
-                    "false" | "off" | "0" | "" => Some(Value::Bool(false)),
-                    _ => None,
-                },
-                _ => None,
-            };
-            if let Some(v) = typed {
-                params.insert(name.clone(), v);
-            }
+            let typed = station_core::tools::coerce_text(input, s);
+            params.insert(name.clone(), typed);
         }
     }
-    // Until they are stored, uploads stand in the parameters as references
-    // no stored media can have (media ids are plain hex).
-    let mut pending = vec![];
-    for (name, _) in &checked {
-        let placeholder = format!("media:upload-{:016x}", rand::random::<u64>());
-        params.insert(name.clone(), Value::String(placeholder.clone()));
-        pending.push(placeholder);
-    }
-    let mut req = SubmitRequest { tool: def.id.clone(), params, confirmed, idempotency_key: key, ..Default::default() };
-    match station.check_submit(caller, &req, &pending).await {
-        Ok(()) => {}
-        Err(e @ station_core::SubmitError::Invalid(_)) => problems.push(e.into()),
-        // Refusals other than bad input matter only for a request without any.
-        Err(e) if problems.is_empty() => return Err(e.into()),
-        Err(_) => {}
-    }
+    let req = SubmitRequest { tool: def.id.clone(), params, confirmed, idempotency_key: key, ..Default::default() };
     if !problems.is_empty() {
+        // Name every bad field at once: the parameters' problems too.
+        let names: Vec<String> = checked.iter().map(|(n, _)| n.clone()).collect();
+        if let Err(e @ station_core::SubmitError::Invalid(_)) =
+            station.check_submit_with_uploads(caller, &req, &names).await
+        {
+            problems.push(e.into());
+        }
         return Err(merge(problems));
     }
-    let mut stored: Vec<String> = vec![];
-    let mut outcome = Ok(());
-    for (name, image) in checked {
-        match station.media.put_checked(image, Some(&caller.id), None, "input").await {
-            Ok(row) => {
-                req.params.insert(name, Value::String(format!("media:{}", row.id)));
-                stored.push(row.id);
-            }
-            Err(e) => {
-                outcome = Err(ApiError::from(e));
-                break;
-            }
-        }
-    }
-    let answer = match outcome {
-        Ok(()) => station.submit(caller, req).await.map_err(ApiError::from),
-        Err(e) => Err(e),
-    };
-    // Refused, or answered with the generation a concurrent request with the
-    // same key queued (which does not use these uploads): they go.
-    let unused = match &answer {
-        Ok(row) => !stored.iter().all(|id| row.params.contains(id.as_str())),
-        Err(_) => true,
-    };
-    if unused {
-        // Refused after all (another request took the last points or queue
-        // slot since the check): the uploads go with it.
-        for id in &stored {
-            if let Err(e) = station.store.delete_media(id).await {
-                tracing::warn!(media = %id, error = %e, "could not delete an upload of a refused request");
-            }
-        }
-    }
-    created(station, &answer?.id).await
+    let row = station.submit_with_uploads(caller, req, checked).await?;
+    created(station, &row.id).await
 }
 
 /// One answer for the problems of a request, each field named once (the
@@ -533,19 +473,16 @@ async fn list_generations(
         })?),
     };
     let filter = GenerationFilter {
-        account_id: a.id.clone(),
         status,
         tool_id: q.tool.filter(|t| !t.is_empty()),
         before_id: page.before.filter(|b| !b.is_empty()),
         include_hidden: q.include_hidden.unwrap_or(false),
-        limit: i64::from(limit) + 1,
+        limit: i64::from(limit),
+        ..Default::default()
     };
-    let mut rows = station.store.list_generations(&filter).await?;
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    let next = if more { rows.last().map(|r| r.job.id.clone()) } else { None };
-    let items = rows.iter().map(|r| Generation::from_row(&r.job, r.rating, false)).collect();
-    Ok(Json(GenerationPage { items, next }))
+    let page = station.generations(&a, filter).await?;
+    let items = page.items.iter().map(|r| Generation::from_row(&r.job, r.rating, false)).collect();
+    Ok(Json(GenerationPage { items, next: page.next }))
 }
 
 /// One of your generations with its queue position, ETA and outputs.
@@ -557,7 +494,7 @@ async fn show_generation(
     Caller(a): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Generation>> {
-    Ok(Json(owned_view(&station, Some(&a), &id).await?))
+    Ok(Json(owned_view(&station, &a, &id).await?))
 }
 
 /// Cancels a generation: a queued one at once (points returned), a running
@@ -572,7 +509,7 @@ async fn cancel_generation(
     Caller(a): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Generation>> {
-    let job = own_job(&station, &a, &id).await?;
+    let job = station.job_for(&a, &id).await?;
     if job.status().is_terminal() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -601,22 +538,14 @@ async fn rerun_generation(
     headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<Response> {
-    let job = own_job(&station, &a, &id).await?;
     let key = idempotency_key(&headers, &a)?;
     let obj = match body {
         Err(JsonRejection::MissingJsonContentType(_)) => Map::new(),
         body => object(body, &["params", "confirmed"])?,
     };
-    let flows = station_flows::Flows::new(station.clone());
-    let mut params = station_flows::results::reusable_params(&flows, &job, true);
-    params.extend(optional_object(&obj, "params")?);
-    let req = SubmitRequest {
-        tool: job.tool_id.clone(),
-        params,
-        confirmed: optional_bool(&obj, "confirmed")?,
-        idempotency_key: key,
-        ..Default::default()
-    };
+    let mut req = station.rerun_request(&a, &id, optional_object(&obj, "params")?).await?;
+    req.confirmed = optional_bool(&obj, "confirmed")?;
+    req.idempotency_key = key;
     submit(&station, &a, req).await
 }
 
@@ -632,15 +561,13 @@ async fn rate_generation(
     Path(id): Path<String>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<Json<Generation>> {
-    let job = own_job(&station, &a, &id).await?;
     let obj = object(body, &["stars"])?;
     let stars = obj
         .get("stars")
         .and_then(Value::as_i64)
-        .filter(|s| (1..=5).contains(s))
         .ok_or_else(|| ApiError::invalid("stars", "is required: a whole number from 1 to 5"))?;
-    station.store.mark_job(&job.id, &job.account_id, Some(stars), None, station_store::now_ms()).await?;
-    Ok(Json(full_view(&station, &id).await?))
+    station.rate_job(&a, &id, stars).await?;
+    Ok(Json(owned_view(&station, &a, &id).await?))
 }
 
 /// Hides a generation from your history (its images stay downloadable by id).
@@ -652,7 +579,6 @@ async fn hide_generation(
     Caller(a): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let job = own_job(&station, &a, &id).await?;
-    station.store.mark_job(&job.id, &job.account_id, None, Some(true), station_store::now_ms()).await?;
+    station.hide_job(&a, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

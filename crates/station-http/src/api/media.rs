@@ -7,9 +7,7 @@ use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use station_core::{CheckedImage, Station};
-use station_media::{DecodeLimits, MediaError};
-use station_store::{AccountRow, MediaRow};
+use station_core::{AccountRow, CheckedImage, ImageProblem, MediaRow, MediaServiceError, Station};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -100,15 +98,6 @@ pub fn too_big(field: &str, max: u64) -> ApiError {
     }
 }
 
-/// The decode limits from configuration.
-pub fn limits(station: &Station) -> DecodeLimits {
-    DecodeLimits {
-        max_bytes: station.config.media.max_bytes,
-        max_pixels: station.config.media.max_pixels,
-        ..Default::default()
-    }
-}
-
 /// Checks an upload's header (type from content, size, dimensions) before
 /// any decoding, then stores it as the caller's input media (which decodes
 /// it fully within the same limits first). `field` names the part in errors.
@@ -117,34 +106,26 @@ pub async fn store_upload(station: &Station, caller: &AccountRow, field: &str, b
     Ok(station.media.put_checked(image, Some(&caller.id), None, "input").await?)
 }
 
-/// The checks of [`store_upload`] without storing: the header first (type,
-/// size, dimensions), then a full decode within the limits. Errors name
-/// `field`: 415 for a type Station does not take, 413 over the limits, 400
-/// for a broken image.
+/// The checks of [`store_upload`] without storing ([`station_core::MediaService::check_image`]).
+/// Errors name `field`: 415 for a type Station does not take, 413 over the
+/// limits, 400 for an empty or broken image.
 pub async fn check_upload(station: &Station, field: &str, bytes: Vec<u8>) -> ApiResult<CheckedImage> {
-    let limits = limits(station);
-    if bytes.is_empty() {
-        return Err(ApiError::invalid(field, "the file is empty"));
+    station.media.check_image(bytes).await.map_err(|e| upload_error(field, e))
+}
+
+/// A refused upload as the API answers it, naming the form `field`.
+pub fn upload_error(field: &str, e: MediaServiceError) -> ApiError {
+    let MediaServiceError::Rejected { problem, reason } = e else { return e.into() };
+    let (status, code) = match problem {
+        ImageProblem::Unsupported => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media"),
+        ImageProblem::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        ImageProblem::Empty => return ApiError::invalid(field, reason),
+        ImageProblem::Invalid => (StatusCode::BAD_REQUEST, "invalid_image"),
+    };
+    ApiError {
+        fields: vec![FieldIssue { field: field.into(), reason: reason.clone() }],
+        ..ApiError::new(status, code, format!("{field}: {reason}"))
     }
-    if let Err(e) = station_media::decode::check_limits(&bytes, &limits) {
-        let (status, code) = match e {
-            MediaError::UnsupportedFormat(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media"),
-            MediaError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            _ => (StatusCode::BAD_REQUEST, "invalid_image"),
-        };
-        let reason = e.to_string();
-        return Err(ApiError {
-            fields: vec![FieldIssue { field: field.into(), reason: reason.clone() }],
-            ..ApiError::new(status, code, format!("{field}: {reason}"))
-        });
-    }
-    station.media.check_image(bytes).await.map_err(|e| match e {
-        station_core::MediaServiceError::Rejected(reason) => ApiError {
-            fields: vec![FieldIssue { field: field.into(), reason: reason.clone() }],
-            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_image", format!("{field}: {reason}"))
-        },
-        other => other.into(),
-    })
 }
 
 /// Uploads an image for use as a generation input (`ref`). The type comes
@@ -206,16 +187,6 @@ fn image_response(bytes: Vec<u8>, mime: &str, filename: &str) -> Response {
     r
 }
 
-fn extension(mime: &str) -> &'static str {
-    match mime {
-        "image/png" => "png",
-        "image/jpeg" => "jpg",
-        "image/webp" => "webp",
-        "image/gif" => "gif",
-        _ => "bin",
-    }
-}
-
 /// Downloads an image you own, with its content type.
 #[utoipa::path(get, path = "/api/v1/media/{id}", tag = "media",
     params(("id" = String, Path, description = "Media id")),
@@ -227,7 +198,7 @@ async fn download_media(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let (row, bytes) = station.media.get(&id, Some(&a)).await?;
-    Ok(image_response(bytes, &row.mime, &format!("{}.{}", row.id, extension(&row.mime))))
+    Ok(image_response(bytes, &row.mime, &format!("{}.{}", row.id, station_core::media::extension_for_mime(&row.mime))))
 }
 
 /// A JPEG thumbnail of an image you own (made once per size, then cached).
@@ -245,20 +216,6 @@ async fn media_thumbnail(
     if !(16..=1024).contains(&size) {
         return Err(ApiError::invalid("size", format!("{size} is out of range; use 16 to 1024 pixels")));
     }
-    let row = station
-        .store
-        .get_media(&id)
-        .await?
-        .filter(|m| a.role == "admin" || m.account_id.as_deref() == Some(a.id.as_str()))
-        .ok_or_else(|| ApiError::not_found("media", &id, "upload images with POST /api/v1/media"))?;
-    let blobs = station.media.blobs().clone();
-    let hash = row.hash.clone();
-    let bytes = tokio::task::spawn_blocking(move || {
-        let thumb = blobs.thumbnail(&hash, size)?;
-        blobs.get(&thumb.hash)
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
-    Ok(image_response(bytes, "image/jpeg", &format!("{}-{size}.jpg", row.id)))
+    let bytes = station.media.thumbnail(&id, Some(&a), size).await?;
+    Ok(image_response(bytes, "image/jpeg", &format!("{id}-{size}.jpg")))
 }

@@ -127,7 +127,7 @@ async fn points_history(
             ApiError::invalid("before", "expected the `next` value of a previous page (a whole number)")
         })?),
     };
-    let mut rows = station.store.ledger_history(&a.id, before, i64::from(limit) + 1).await?;
+    let mut rows = station.ledger_history(&a.id, before, i64::from(limit) + 1).await?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let next = if more { rows.last().map(|r| r.seq.to_string()) } else { None };

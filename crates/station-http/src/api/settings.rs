@@ -7,14 +7,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use station_core::Station;
-use station_store::AccountRow;
-use station_tools::{InputType, ToolDef};
+use station_core::tools::ToolDef;
+use station_core::{AccountRow, Station};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, ApiResult, ErrorBody, FieldIssue, object};
+use super::{ApiError, ApiResult, ErrorBody, object};
 use crate::Caller;
 
 /// Routes of this module.
@@ -45,38 +44,6 @@ fn tool(station: &Station, a: &AccountRow, id: &str) -> ApiResult<std::sync::Arc
     station.find_tool(id, a).ok_or_else(|| ApiError::not_found("tool", id, "GET /api/v1/tools lists the tools"))
 }
 
-/// Checks values to save: known inputs, valid values, no images or seeds.
-pub fn check(t: &ToolDef, params: &Map<String, Value>) -> ApiResult<()> {
-    let mut issues = vec![];
-    for (k, v) in params {
-        match t.inputs.get(k) {
-            None => issues.push(FieldIssue {
-                field: k.clone(),
-                reason: format!("unknown input; known: {}", t.inputs.keys().cloned().collect::<Vec<_>>().join(", ")),
-            }),
-            Some(i) if i.kind == InputType::Image => {
-                issues.push(FieldIssue { field: k.clone(), reason: "images cannot be saved as a setting".into() })
-            }
-            Some(_) if v.is_null() => {
-                issues.push(FieldIssue { field: k.clone(), reason: "null cannot be saved; leave the input out".into() })
-            }
-            Some(_) => {}
-        }
-    }
-    if issues.is_empty()
-        && let Err(errors) = station_tools::resolve_params(t, params, &Map::new(), &mut rand::rng())
-    {
-        // Only the saved fields matter (a missing prompt is not this request's problem).
-        issues = errors
-            .0
-            .into_iter()
-            .filter(|e| params.contains_key(&e.field))
-            .map(|e| FieldIssue { field: e.field, reason: e.reason })
-            .collect();
-    }
-    if issues.is_empty() { Ok(()) } else { Err(ApiError::invalid_fields(issues)) }
-}
-
 /// Your saved parameters for a tool (an empty object when none).
 #[utoipa::path(get, path = "/api/v1/settings/{tool}", tag = "settings",
     params(("tool" = String, Path, description = "Tool id or command")),
@@ -87,7 +54,7 @@ async fn get_settings(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ToolSettings>> {
     let t = tool(&station, &a, &id)?;
-    let params = station.store.tool_settings(&a.id, &t.id).await?;
+    let params = station.settings().get(&a, &t).await?;
     Ok(Json(ToolSettings { tool: t.id.clone(), params }))
 }
 
@@ -111,8 +78,7 @@ async fn put_settings(
         None | Some(Value::Null) => return Err(ApiError::invalid("params", "is required: an object of input values")),
         Some(_) => return Err(ApiError::invalid("params", "expected an object of input names to values")),
     };
-    check(&t, &params)?;
-    station.store.save_tool_settings(&a.id, &t.id, &params, station_store::now_ms()).await?;
+    let params = station.settings().replace(&a, &t, params).await?;
     Ok(Json(ToolSettings { tool: t.id.clone(), params }))
 }
 
@@ -126,6 +92,6 @@ async fn delete_settings(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let t = tool(&station, &a, &id)?;
-    station.store.save_tool_settings(&a.id, &t.id, &Map::new(), station_store::now_ms()).await?;
+    station.settings().clear(&a, &t).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,9 +10,9 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use station_core::AccountRow;
 use station_core::Station;
-use station_store::AccountRow;
-use station_tools::{InputDef, InputType, ToolDef, Visibility};
+use station_core::tools::{InputDef, InputType, ToolDef, Visibility};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -105,7 +105,7 @@ pub struct ToolDetail {
 
 /// Tools `account` may see in lists: public ones, and admin ones for admins.
 pub fn listed(station: &Station, account: &AccountRow) -> Vec<Arc<ToolDef>> {
-    listed_for(station, account.role == "admin")
+    listed_for(station, account.is_admin())
 }
 
 fn listed_for(station: &Station, admin: bool) -> Vec<Arc<ToolDef>> {
@@ -141,7 +141,7 @@ pub fn summary(station: &Station, t: &ToolDef) -> ToolSummary {
         service: station_core::service_name(t.service).into(),
         base_model: t.base_model.clone(),
         price: station_core::points::price(&t.cost, station.config.points.multiplier),
-        per_second: matches!(t.cost, station_tools::Cost::PerSecond { .. }),
+        per_second: matches!(t.cost, station_core::tools::Cost::PerSecond { .. }),
         image_inputs: t.inputs.iter().filter(|(_, i)| i.kind == InputType::Image).map(|(n, _)| n.clone()).collect(),
     }
 }
@@ -221,7 +221,7 @@ pub fn detail(station: &Station, t: &ToolDef) -> ToolDetail {
 }
 
 /// `GET /api/v1/tools` answers, serialised once per tool registry
-/// generation (kept by [`station_tools::ToolRegistry::derived`]). The list
+/// generation (kept by [`station_core::tools::ToolRegistry::derived`]). The list
 /// depends only on the registry, the caller's role (admin tools) and the
 /// price multiplier (fixed for a Station), so there are two answers.
 struct ToolLists {
@@ -244,7 +244,7 @@ impl ToolLists {
     responses((status = 200, body = ToolList), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn list_tools(State(station): State<Station>, Caller(a): Caller) -> Response {
     let lists = station.tools.derived(|| ToolLists::render(&station));
-    let body = if a.role == "admin" { lists.admins.clone() } else { lists.users.clone() };
+    let body = if a.is_admin() { lists.admins.clone() } else { lists.users.clone() };
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 

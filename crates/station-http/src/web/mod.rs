@@ -30,12 +30,13 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
+use station_core::AccountRow;
 use station_core::Station;
 use station_core::identity::{AuthError, SessionInfo};
-use station_store::AccountRow;
 
 pub use crate::account::SESSION_COOKIE;
 use crate::account::session_cookie;
+use station_core::identity::same_secret;
 
 /// The Content-Security-Policy of every page: scripts, styles and
 /// connections only from Station itself; images also from `data:`/`blob:`
@@ -98,11 +99,6 @@ impl FromRequestParts<Station> for WebSession {
     }
 }
 
-/// Compares two secrets in time independent of where they differ.
-pub fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn to_signin(reason: &str, next: &str) -> Response {
     let next = safe_next(next).unwrap_or("/");
     Redirect::to(&format!("/signin?reason={reason}&next={}", encode(next))).into_response()
@@ -146,7 +142,7 @@ fn decode(s: &str) -> Option<String> {
 }
 
 /// The value of cookie `name`, if sent.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -336,7 +332,7 @@ async fn logout(
         .or_else(|| headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).map(str::to_string));
     match station.session_account(&id).await {
         Ok((_, info)) => {
-            if !sent.is_some_and(|s| same_secret(&s, &info.csrf_token)) {
+            if !sent.is_some_and(|s| same_secret(s.as_bytes(), info.csrf_token.as_bytes())) {
                 return error_page(
                     StatusCode::FORBIDDEN,
                     "Sign-out refused: the request did not carry this page's CSRF token. Reload the page and use its Sign out button.",
@@ -399,7 +395,7 @@ async fn job_page(s: WebSession, Path(id): Path<String>) -> Response {
 }
 
 async fn admin_page(s: WebSession) -> Response {
-    if s.account.role != "admin" {
+    if !s.account.is_admin() {
         return error_page(StatusCode::FORBIDDEN, "The admin dashboard is for administrators only.");
     }
     page(&s, Page::simple("admin", "Admin"))
@@ -408,7 +404,7 @@ async fn admin_page(s: WebSession) -> Response {
 /// A signed-in page: navigation, account, sign-out form, and an empty
 /// `<main>` the page's script fills.
 fn page(s: &WebSession, p: Page) -> Response {
-    let admin = s.account.role == "admin";
+    let admin = s.account.is_admin();
     let link = |href: &str, name: &str, label: &str| {
         let current = if p.name == name { r#" aria-current="page""# } else { "" };
         format!(r#"<a href="{href}"{current}>{label}</a>"#)
@@ -436,7 +432,7 @@ fn page(s: &WebSession, p: Page) -> Response {
     let body = format!(
         "{header}\n<main id=\"main\" aria-live=\"polite\"><p class=\"loading\">Loading…</p></main>\n<div id=\"toast\" role=\"status\" aria-live=\"polite\"></div>"
     );
-    let data = format!(r#"{} data-role="{}""#, p.data, esc(&s.account.role));
+    let data = format!(r#"{} data-role="{}""#, p.data, esc(s.account.role.as_str()));
     shell(StatusCode::OK, &p.title, p.name, &data, Some(&s.info.csrf_token), &body)
 }
 

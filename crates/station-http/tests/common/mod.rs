@@ -2,20 +2,23 @@
 //! 127.0.0.1:0, and a small client for the API tests.
 #![allow(dead_code)] // each test binary uses part of this
 
+use station_core::Role;
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Client, Method, StatusCode, header::HeaderMap};
 use serde_json::Value;
+use station_core::AccountRow;
 use station_core::{Config, MediaExecutor, Station, Workers};
 use station_media::image::{DynamicImage, ImageFormat, Rgba, RgbaImage};
-use station_store::AccountRow;
-use station_store::testing::TestDb;
+use station_testkit::TestDb;
 
 /// A served Station with two users (alice, bob) and an admin.
 pub struct Server {
     pub base: String,
     pub station: Station,
+    /// The database behind `station`, for assertions on rows.
+    pub store: station_testkit::Store,
     pub http: Client,
     pub alice: AccountRow,
     pub alice_key: String,
@@ -58,11 +61,12 @@ pub async fn serve(db: &TestDb, workers: bool, tweak: impl FnOnce(&mut Config)) 
     let (alice, alice_key) = mk("alice").await;
     let (bob, bob_key) = mk("bob").await;
     let (admin, admin_key) = mk("admin").await;
-    station.set_account_role(&admin.id, "admin").await.unwrap();
+    station.set_account_role(&admin.id, Role::Admin).await.unwrap();
     let admin = db.store.get_account(&admin.id).await.unwrap().unwrap();
     Server {
         base,
         station,
+        store: db.store.clone(),
         http: Client::new(),
         alice,
         alice_key,

@@ -36,12 +36,7 @@ struct TermState {
 
 impl Terminal {
     fn save_image(&self, image: &ImageRef, bytes: &[u8]) -> String {
-        let ext = match image.mime.as_str() {
-            "image/jpeg" => "jpg",
-            "image/webp" => "webp",
-            "image/gif" => "gif",
-            _ => "png",
-        };
+        let ext = station_core::media::extension_for_mime(&image.mime);
         let name = if image.media_id.is_empty() { "preview".to_string() } else { image.media_id.clone() };
         let path = self.out_dir.join(format!("{name}.{ext}"));
         match std::fs::create_dir_all(&self.out_dir).and_then(|_| std::fs::write(&path, bytes)) {

@@ -59,7 +59,7 @@ pub async fn run(station: &Station, c: KeysCommand) -> u8 {
                 Ok(a) => a,
                 Err(code) => return code,
             };
-            let expires_at = expires_days.map(|d| station_store::now_ms() + d as i64 * 86_400_000);
+            let expires_at = expires_days.map(|d| station_core::now_ms() + d as i64 * 86_400_000);
             match station.create_api_key(&account, &name, expires_at).await {
                 Ok((info, key)) => {
                     if json {
@@ -109,7 +109,7 @@ pub async fn run(station: &Station, c: KeysCommand) -> u8 {
                 println!("{}", serde_json::to_string_pretty(&keys).unwrap_or_default());
                 return exit::OK;
             }
-            let now = station_store::now_ms();
+            let now = station_core::now_ms();
             println!(
                 "{:<32} {:<20} {:<12} {:<16} {:<16} {:<16} STATE",
                 "ID", "NAME", "PREFIX", "CREATED", "LAST USED", "EXPIRES"

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use station_core::Station;
+use station_core::loras::LoraFilter;
 use station_core::loras::{LoraEdit, LoraError};
-use station_lora::{LoraRecord, Visibility};
-use station_store::LoraFilter;
+use station_core::loras::{LoraRecord, Visibility};
 
 use crate::exit;
 

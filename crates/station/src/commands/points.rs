@@ -2,9 +2,10 @@
 //! and the ledger audit.
 
 use clap::Subcommand;
+use station_core::AccountRow;
 use station_core::Station;
 use station_core::points::operator_actor;
-use station_store::{AccountRow, LedgerError, Posted};
+use station_core::points::{LedgerError, Posted};
 
 use crate::exit;
 
@@ -104,14 +105,7 @@ pub enum SponsorCommand {
 /// Finds the account named on the command line: an account id, a
 /// `provider:subject` identity, or a bare local user name.
 pub(crate) async fn find_account(station: &Station, spec: &str) -> Result<AccountRow, u8> {
-    let found = match spec.split_once(':') {
-        Some((provider, subject)) => station.store.find_account_by_identity(provider, subject).await,
-        None => match station.store.get_account(spec).await {
-            Ok(None) => station.store.find_account_by_identity("local", spec).await,
-            other => other,
-        },
-    };
-    match found {
+    match station.find_account(spec).await {
         Ok(Some(a)) => Ok(a),
         Ok(None) => {
             eprintln!(
@@ -171,7 +165,7 @@ pub async fn run(station: &Station, c: PointsCommand) -> u8 {
                 Ok(a) => a,
                 Err(code) => return code,
             };
-            let entries = match station.store.ledger_history(&account.id, None, limit).await {
+            let entries = match station.ledger_history(&account.id, None, limit).await {
                 Ok(e) => e,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -258,7 +252,7 @@ async fn sponsor(station: &Station, c: SponsorCommand, actor: &str) -> u8 {
         }
         SponsorCommand::Show { scope, json } => match station.sponsor(&scope).await {
             Ok(Some(s)) => {
-                let account = station.store.get_account(&s.account_id).await.ok().flatten();
+                let account = station.account_by_id(&s.account_id).await.ok().flatten();
                 let name = account.as_ref().map(|a| a.name.as_str()).unwrap_or("?");
                 let b = station.points(&s.account_id).await.unwrap_or_default();
                 if json {

@@ -2,6 +2,7 @@
 
 use clap::Subcommand;
 use serde_json::json;
+use station_core::Role;
 use station_core::Station;
 
 use super::points::find_account;
@@ -70,7 +71,7 @@ pub enum UsersCommand {
 pub async fn run(station: &Station, c: UsersCommand) -> u8 {
     match c {
         UsersCommand::List { limit, json } => {
-            let accounts = match station.store.list_accounts(limit).await {
+            let accounts = match station.accounts(limit).await {
                 Ok(a) => a,
                 Err(e) => return fail(e),
             };
@@ -102,7 +103,7 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
                 Ok(a) => a,
                 Err(code) => return code,
             };
-            let (ids, b) = match (station.store.account_identities(&a.id).await, station.points(&a.id).await) {
+            let (ids, b) = match (station.account_identities(&a.id).await, station.points(&a.id).await) {
                 (Ok(i), Ok(b)) => (i, b),
                 (Err(e), _) | (_, Err(e)) => return fail(e),
             };
@@ -121,7 +122,7 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
                 eprintln!("error: --identity {identity:?} must look like provider:subject, e.g. telegram:12345");
                 return exit::USAGE;
             };
-            match station.store.find_account_by_identity(provider, subject).await {
+            match station.find_account(&identity).await {
                 Ok(Some(a)) => {
                     eprintln!("error: {identity} already belongs to account {} ({})", a.id, a.name);
                     return exit::USAGE;
@@ -140,7 +141,7 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
                 println!("created account {} ({name}) linked to {identity}", a.id);
                 return exit::OK;
             }
-            let a = match station.set_account_role(&a.id, "admin").await {
+            let a = match station.set_account_role(&a.id, Role::Admin).await {
                 Ok(_) => match find_account(station, &a.id).await {
                     Ok(a) => a,
                     Err(code) => return code,
@@ -162,7 +163,7 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
                 Ok(a) => a,
                 Err(code) => return code,
             };
-            match station.set_account_role(&a.id, "admin").await {
+            match station.set_account_role(&a.id, Role::Admin).await {
                 Ok(_) => {
                     println!("{} ({}) is now an administrator", a.name, a.id);
                     exit::OK
@@ -178,7 +179,7 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
             match station.create_link_code(&a).await {
                 Ok(code) => {
                     println!("{}", code.code);
-                    let minutes = (code.expires_at - station_store::now_ms() + 59_999) / 60_000;
+                    let minutes = (code.expires_at - station_core::now_ms() + 59_999) / 60_000;
                     eprintln!(
                         "link code for {} ({}); enter it on the other platform within {minutes} minutes \
                          (it works once). That platform's account, points included, joins this one.",
@@ -206,11 +207,11 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
 }
 
 /// Prints `public URL/login?token=…` for `a` on stdout (how long it works on stderr).
-async fn print_login_link(station: &Station, a: &station_store::AccountRow) -> u8 {
+async fn print_login_link(station: &Station, a: &station_core::AccountRow) -> u8 {
     match station.create_login_token(a).await {
         Ok((token, expires_at)) => {
             println!("{}/login?token={token}", station.config.public_url());
-            let minutes = (expires_at - station_store::now_ms() + 59_999) / 60_000;
+            let minutes = (expires_at - station_core::now_ms() + 59_999) / 60_000;
             eprintln!(
                 "sign-in link for {} ({}): open it in a browser within {minutes} minutes; it works once. \
                  Another link: station users login-link {}",

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use station_comfyui::{BackendSpec, ComfyClient, ComfyExecutor};
+use station_core::BackendRow;
 use station_core::{MediaExecutor, Station};
-use station_store::BackendRow;
 use tracing::{info, warn};
 
 use crate::cli::BackendsCommand;
@@ -59,7 +59,7 @@ async fn backend_specs(station: &Station) -> Vec<BackendSpec> {
             tags: b.tags.clone(),
         })
         .collect();
-    match station.store.list_backends().await {
+    match station.runtime_backends().await {
         Ok(rows) => {
             for r in rows {
                 specs.retain(|s| s.name != r.name);
@@ -122,7 +122,7 @@ pub async fn backends_command(station: &Station, c: BackendsCommand) -> u8 {
         BackendsCommand::List => {
             println!("{:<16} {:<36} {:>4}  {:<8} SOURCE", "NAME", "URL", "MAX", "TAGS");
             let from_db: Vec<String> =
-                station.store.list_backends().await.unwrap_or_default().into_iter().map(|b| b.name).collect();
+                station.runtime_backends().await.unwrap_or_default().into_iter().map(|b| b.name).collect();
             for s in backend_specs(station).await {
                 let src = if from_db.contains(&s.name) { "added" } else { "config" };
                 println!("{:<16} {:<36} {:>4}  {:<8} {src}", s.name, s.url, s.max_concurrent, s.tags.join(","));
@@ -139,9 +139,9 @@ pub async fn backends_command(station: &Station, c: BackendsCommand) -> u8 {
                 url,
                 max_concurrent: max_concurrent.max(1) as i64,
                 tags: serde_json::to_string(&tags).unwrap_or_else(|_| "[]".into()),
-                created_at: station_store::now_ms(),
+                created_at: station_core::now_ms(),
             };
-            match station.store.upsert_backend(&row).await {
+            match station.save_runtime_backend(&row).await {
                 Ok(()) => {
                     println!("added backend {name}; running servers pick it up at their next health check");
                     exit::OK
@@ -152,7 +152,7 @@ pub async fn backends_command(station: &Station, c: BackendsCommand) -> u8 {
                 }
             }
         }
-        BackendsCommand::Remove { name } => match station.store.remove_backend(&name).await {
+        BackendsCommand::Remove { name } => match station.remove_runtime_backend(&name).await {
             Ok(true) => {
                 println!("removed backend {name}");
                 exit::OK

@@ -1,11 +1,10 @@
-//! Reads for the REST API: an account's generations paged by id with their
-//! marks, accounts paged by id, recent failures and backend load.
+//! Reads of past work: an account's generations paged by id with their
+//! ratings, and the most recent failures (admin views).
 
 use serde::Serialize;
 
 use crate::db::{Store, StoreError, safe, with_pool};
 use crate::jobs::{JOB_COLUMNS, JobRow, JobStatus};
-use crate::misc::AccountRow;
 
 /// One page of an account's generations, filtered.
 #[derive(Debug, Clone, Default)]
@@ -33,17 +32,6 @@ pub struct RatedJob {
     pub job: JobRow,
     /// 1–5 stars, when rated.
     pub rating: Option<i64>,
-}
-
-/// Jobs in flight on one backend.
-#[derive(Debug, Clone, sqlx::FromRow, Serialize, PartialEq, Eq)]
-pub struct BackendLoad {
-    /// Service (`comfyui`, `media`).
-    pub service: String,
-    /// Backend name (empty for jobs not yet sent anywhere).
-    pub backend: String,
-    /// Dispatched or running jobs.
-    pub active: i64,
 }
 
 impl Store {
@@ -81,20 +69,6 @@ impl Store {
         })
     }
 
-    /// Accounts ordered by id (not those linked into another), after `after_id`.
-    pub async fn list_accounts_page(&self, after_id: Option<&str>, limit: i64) -> Result<Vec<AccountRow>, StoreError> {
-        with_pool!(self, p => {
-            Ok(sqlx::query_as(
-                "SELECT id, name, role, suspended, created_at FROM accounts WHERE merged_into IS NULL AND id > $1 \
-                 ORDER BY id LIMIT $2",
-            )
-            .bind(after_id.unwrap_or(""))
-            .bind(limit.clamp(1, 500))
-            .fetch_all(p)
-            .await?)
-        })
-    }
-
     /// The most recently failed jobs, newest first.
     pub async fn recent_failures(&self, limit: i64) -> Result<Vec<JobRow>, StoreError> {
         with_pool!(self, p => {
@@ -102,19 +76,6 @@ impl Store {
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'failed' ORDER BY finished_at DESC, id DESC LIMIT $1"
             )))
             .bind(limit.clamp(1, 200))
-            .fetch_all(p)
-            .await?)
-        })
-    }
-
-    /// Dispatched and running jobs per service and backend.
-    pub async fn backend_load(&self) -> Result<Vec<BackendLoad>, StoreError> {
-        with_pool!(self, p => {
-            Ok(sqlx::query_as(
-                "SELECT service, COALESCE(backend, '') AS backend, COUNT(*) AS active FROM jobs \
-                 WHERE status IN ('dispatched', 'running') GROUP BY service, COALESCE(backend, '') \
-                 ORDER BY service, backend",
-            )
             .fetch_all(p)
             .await?)
         })

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use clap::Args;
@@ -42,7 +42,7 @@ use serde_json::json;
 use station_core::{Config, Station};
 use station_store::{JobStatus, NewJob, Store};
 
-use crate::exit;
+use crate::Outcome;
 
 /// `station bench http`.
 #[derive(Debug, Args, Clone)]
@@ -141,19 +141,19 @@ const BARE_TOOLS_KEYED: &str = "bare axum: the tool list's bytes, request with t
 const BARE_JOB: &str = "bare axum: job row read";
 
 /// Runs the benchmark and prints a markdown table.
-pub async fn run(args: HttpBenchArgs) -> u8 {
+pub async fn run(args: HttpBenchArgs) -> Outcome {
     if args.seconds == 0 || args.connections == 0 {
         eprintln!("error: --seconds and --connections must be at least 1");
-        return exit::USAGE;
+        return Outcome::BadUsage;
     }
     if args.load == LoadGenerator::Wrk {
         if args.wrk_threads == 0 || args.wrk_threads > args.connections {
             eprintln!("error: --wrk-threads must be between 1 and --connections ({})", args.connections);
-            return exit::USAGE;
+            return Outcome::BadUsage;
         }
         if let Err(e) = std::process::Command::new("wrk").arg("--version").output() {
             eprintln!("error: --load wrk needs the `wrk` program on PATH ({e}); on Debian: apt-get install wrk");
-            return exit::USAGE;
+            return Outcome::BadUsage;
         }
     }
     if cfg!(debug_assertions) {
@@ -166,13 +166,13 @@ pub async fn run(args: HttpBenchArgs) -> u8 {
             print!("{}", table(&args, &results));
             if results.iter().any(|r| r.errors > 0) {
                 eprintln!("error: some requests failed (see the errors column)");
-                return exit::FAILED;
+                return Outcome::Failed;
             }
-            exit::OK
+            Outcome::Done
         }
         Err(e) => {
             eprintln!("error: HTTP benchmark failed: {e}");
-            exit::FAILED
+            Outcome::Failed
         }
     }
 }
@@ -186,22 +186,20 @@ pub async fn bench(args: &HttpBenchArgs) -> Result<Vec<Scenario>, String> {
     config.limits.requests_per_minute = u64::MAX / 2;
     let pg = args.database_url.as_deref().filter(|u| u.starts_with("postgres"));
     let schema = pg.map(|_| format!("station_bench_http_{}", uuid::Uuid::new_v4().simple()));
-    let station = match (pg, &schema) {
-        (Some(url), Some(schema)) => {
-            // A throwaway schema: the benchmark never touches a real database's rows.
-            let store = Store::connect_postgres_fresh_schema(url, schema).await.map_err(|e| e.to_string())?;
-            store.migrate().await.map_err(|e| e.to_string())?;
-            let mut station = Station::with_store(config, store).map_err(|e| e.to_string())?.0;
-            station.join_processes().await.map_err(|e| e.to_string())?;
-            station
-        }
+    let store = match (pg, &schema) {
+        // A throwaway schema: the benchmark never touches a real database's rows.
+        (Some(url), Some(schema)) => Store::connect_postgres_fresh_schema(url, schema).await,
         _ => {
             config.database_url = args.database_url.clone();
-            Station::open(config).await.map_err(|e| e.to_string())?.0
+            Store::connect(&config.database_url()).await
         }
-    };
-    let results = scenarios(args, &station).await;
-    station.store.close().await;
+    }
+    .map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    let mut station = Station::with_store(config, store.clone()).map_err(|e| e.to_string())?.0;
+    station.join_processes().await.map_err(|e| e.to_string())?;
+    let results = scenarios(args, &station, &store).await;
+    station.shutdown().await;
     if let (Some(url), Some(schema)) = (pg, &schema)
         && let Err(e) = Store::drop_postgres_schema(url, schema).await
     {
@@ -212,7 +210,7 @@ pub async fn bench(args: &HttpBenchArgs) -> Result<Vec<Scenario>, String> {
 }
 
 /// Serves the two routers from `station` and runs every scenario.
-async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenario>, String> {
+async fn scenarios(args: &HttpBenchArgs, station: &Station, store: &Store) -> Result<Vec<Scenario>, String> {
     let account = station.account("bench", "http", "bench").await.map_err(|e| e.to_string())?;
     let (_, key) = station.create_api_key(&account, "bench", None).await.map_err(|e| e.to_string())?;
     let job_id = uuid::Uuid::now_v7().to_string();
@@ -227,12 +225,12 @@ async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenar
         timeout_ms: 60_000,
         source: None,
     };
-    station.store.insert_job(&job, station_store::now_ms()).await.map_err(|e| e.to_string())?;
+    store.insert_job(&job, station_store::now_ms()).await.map_err(|e| e.to_string())?;
     // A finished job: no queue position or ETA to compute.
     let done_id = uuid::Uuid::now_v7().to_string();
     let done = NewJob { id: done_id.clone(), service: "bench-http-done".into(), ..job };
     let now = station_store::now_ms();
-    station.store.insert_job(&done, now).await.map_err(|e| e.to_string())?;
+    store.insert_job(&done, now).await.map_err(|e| e.to_string())?;
     let claim = station_store::ClaimRequest {
         service: "bench-http-done",
         owner: "bench",
@@ -241,9 +239,8 @@ async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenar
         per_account_running_cap: 1,
         now,
     };
-    station.store.claim_jobs(&claim).await.map_err(|e| e.to_string())?;
-    station
-        .store
+    store.claim_jobs(&claim).await.map_err(|e| e.to_string())?;
+    store
         .finish_job(&done_id, "bench", JobStatus::Succeeded, Some(&[]), None, now + 1)
         .await
         .map_err(|e| e.to_string())?;
@@ -261,6 +258,7 @@ async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenar
         .bytes()
         .await
         .map_err(|e| e.to_string())?;
+    let (rows, statuses) = (store.clone(), store.clone());
     let bare_router = axum::Router::new()
         .route("/bare", get(static_json))
         .route(
@@ -272,10 +270,13 @@ async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenar
         )
         .route(
             "/bare/jobs/{id}",
-            get(|State(s): State<Station>, Path(id): Path<String>| async move {
-                match s.store.get_job(&id).await {
-                    Ok(Some(j)) => Json(json!(j)).into_response(),
-                    _ => axum::http::StatusCode::NOT_FOUND.into_response(),
+            get(move |Path(id): Path<String>| {
+                let rows = rows.clone();
+                async move {
+                    match rows.get_job(&id).await {
+                        Ok(Some(j)) => Json(json!(j)).into_response(),
+                        _ => axum::http::StatusCode::NOT_FOUND.into_response(),
+                    }
                 }
             }),
         )
@@ -283,10 +284,13 @@ async fn scenarios(args: &HttpBenchArgs, station: &Station) -> Result<Vec<Scenar
         // authentication alone, each in an otherwise bare handler.
         .route(
             "/bare/status/{id}",
-            get(|State(s): State<Station>, Path(id): Path<String>| async move {
-                match s.store.job_status(&id).await {
-                    Ok(Some(j)) => Json(json!(j.job)).into_response(),
-                    _ => axum::http::StatusCode::NOT_FOUND.into_response(),
+            get(move |Path(id): Path<String>| {
+                let statuses = statuses.clone();
+                async move {
+                    match statuses.job_status(&id).await {
+                        Ok(Some(j)) => Json(json!(j.job)).into_response(),
+                        _ => axum::http::StatusCode::NOT_FOUND.into_response(),
+                    }
                 }
             }),
         )

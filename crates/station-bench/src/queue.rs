@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 
 use station_store::{Backend, ClaimRequest, FinishBatcher, JobFinish, JobStatus, NewJob, Store, StoreError, now_ms};
 
-use crate::cli::BenchArgs;
-use crate::exit;
+use crate::{BenchArgs, BenchCommand, Outcome};
 
 /// Service name the benchmark's jobs use, so they never mix with real ones.
 const SERVICE: &str = "bench";
@@ -64,17 +63,17 @@ pub struct Latency {
 }
 
 /// Runs the benchmark on SQLite and every `--database-url`, prints a
-/// markdown table and returns the exit code.
-pub async fn run(args: BenchArgs) -> u8 {
-    if let Some(crate::cli::BenchCommand::Http(http)) = args.command {
-        return super::bench_http::run(http).await;
+/// markdown table and says how it went.
+pub async fn run(args: BenchArgs) -> Outcome {
+    if let Some(BenchCommand::Http(http)) = args.command {
+        return crate::http::run(http).await;
     }
     if args.jobs == 0 || args.workers == 0 || args.batch < 1 {
         eprintln!(
             "error: --jobs ({}), --workers ({}) and --batch ({}) must all be at least 1",
             args.jobs, args.workers, args.batch
         );
-        return exit::USAGE;
+        return Outcome::BadUsage;
     }
     if cfg!(debug_assertions) {
         eprintln!(
@@ -88,7 +87,7 @@ pub async fn run(args: BenchArgs) -> u8 {
         Ok(r) => results.push(r),
         Err(e) => {
             eprintln!("error: SQLite benchmark failed: {e}");
-            return exit::FAILED;
+            return Outcome::Failed;
         }
     }
     for url in &args.database_urls {
@@ -96,12 +95,12 @@ pub async fn run(args: BenchArgs) -> u8 {
             Ok(r) => results.push(r),
             Err(e) => {
                 eprintln!("error: benchmark on {} failed: {e}", host_part(url));
-                return exit::UNAVAILABLE;
+                return Outcome::Unavailable;
             }
         }
     }
     print!("{}", table(&results));
-    exit::OK
+    Outcome::Done
 }
 
 async fn bench_sqlite(args: &BenchArgs) -> Result<BenchResult, String> {

@@ -1,0 +1,242 @@
+//! Accounts and the platform identities that lead to them: created on first
+//! contact, looked up, listed and administered (role, suspension).
+
+use serde::{Deserialize, Serialize};
+
+use crate::db::{Store, StoreError, with_pool};
+
+/// What an account may do: everyone is a user; administrators also run the
+/// operator commands, see every job and use admin-only tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// An ordinary account.
+    #[default]
+    User,
+    /// An operator.
+    Admin,
+}
+
+impl Role {
+    /// The stored name: `user` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The role named `s` (`user` or `admin`).
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "user" => Some(Role::User),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for Role {
+    type Error = StoreError;
+
+    fn try_from(s: String) -> Result<Role, StoreError> {
+        Role::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("accounts.role: unknown role {s:?}")))
+    }
+}
+
+/// One account.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct AccountRow {
+    /// Account id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// What the account may do.
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    /// Suspended accounts cannot start jobs.
+    pub suspended: bool,
+    /// Creation time.
+    pub created_at: i64,
+}
+
+impl AccountRow {
+    /// Whether the account is an administrator.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Whether the account may act on something `owner` owns: its owner, or
+    /// an administrator.
+    pub fn may_access(&self, owner: Option<&str>) -> bool {
+        self.is_admin() || owner == Some(self.id.as_str())
+    }
+}
+
+impl Store {
+    /// The account behind a platform identity, created on first contact.
+    pub async fn account_for_identity(
+        &self,
+        provider: &str,
+        subject: &str,
+        name: &str,
+        now: i64,
+    ) -> Result<AccountRow, StoreError> {
+        if let Some(a) = self.find_identity(provider, subject).await? {
+            return Ok(a);
+        }
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("INSERT INTO accounts (id, name, role, suspended, created_at) VALUES ($1, $2, 'user', FALSE, $3)")
+                .bind(&id).bind(name).bind(now).execute(&mut *tx).await?;
+            let inserted = sqlx::query(
+                "INSERT INTO identities (provider, subject, account_id, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (provider, subject) DO NOTHING",
+            )
+            .bind(provider).bind(subject).bind(&id).bind(now).execute(&mut *tx).await?;
+            if inserted.rows_affected() == 1 {
+                tx.commit().await?;
+            } else {
+                // Someone else created it concurrently: use theirs.
+                tx.rollback().await?;
+            }
+        });
+        self.find_identity(provider, subject)
+            .await?
+            .ok_or(StoreError::NotFound { what: "identity", id: format!("{provider}:{subject}") })
+    }
+
+    async fn find_identity(&self, provider: &str, subject: &str) -> Result<Option<AccountRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(
+                "SELECT a.id, a.name, a.role, a.suspended, a.created_at FROM accounts a \
+                 JOIN identities i ON i.account_id = a.id WHERE i.provider = $1 AND i.subject = $2",
+            )
+            .bind(provider)
+            .bind(subject)
+            .fetch_optional(p)
+            .await?)
+        })
+    }
+
+    /// One account by id. The id of an account that was linked into another
+    /// (see [`Store::redeem_link_code`]) gives the account it was joined into.
+    pub async fn get_account(&self, id: &str) -> Result<Option<AccountRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(
+                "SELECT id, name, role, suspended, created_at FROM accounts \
+                 WHERE id = COALESCE((SELECT merged_into FROM accounts WHERE id = $1), $1)",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await?)
+        })
+    }
+
+    /// The account behind a platform identity, without creating one.
+    pub async fn find_account_by_identity(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<AccountRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(
+                "SELECT a.id, a.name, a.role, a.suspended, a.created_at FROM accounts a \
+                 JOIN identities i ON i.account_id = a.id WHERE i.provider = $1 AND i.subject = $2",
+            )
+            .bind(provider)
+            .bind(subject)
+            .fetch_optional(p)
+            .await?)
+        })
+    }
+
+    /// Accounts, oldest first (not those linked into another).
+    pub async fn list_accounts(&self, limit: i64) -> Result<Vec<AccountRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(
+                "SELECT id, name, role, suspended, created_at FROM accounts WHERE merged_into IS NULL \
+                 ORDER BY created_at, id LIMIT $1",
+            )
+            .bind(limit.clamp(1, 100_000))
+            .fetch_all(p)
+            .await?)
+        })
+    }
+
+    /// The `(provider, subject)` identities linked to an account.
+    pub async fn account_identities(&self, account_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as("SELECT provider, subject FROM identities WHERE account_id = $1 ORDER BY provider, subject")
+                .bind(account_id)
+                .fetch_all(p)
+                .await?)
+        })
+    }
+
+    /// Accounts with `role` that have an identity on `provider`, as
+    /// `(account, subject)`, by subject (chat adapters give admins their menus).
+    pub async fn role_identities(&self, role: Role, provider: &str) -> Result<Vec<(AccountRow, String)>, StoreError> {
+        let rows: Vec<(String, String, String, bool, i64, String)> = with_pool!(self, p => {
+            sqlx::query_as(
+                "SELECT a.id, a.name, a.role, a.suspended, a.created_at, i.subject FROM accounts a \
+                 JOIN identities i ON i.account_id = a.id \
+                 WHERE a.role = $1 AND i.provider = $2 AND a.merged_into IS NULL ORDER BY i.subject",
+            )
+            .bind(role.as_str())
+            .bind(provider)
+            .fetch_all(p)
+            .await?
+        });
+        rows.into_iter()
+            .map(|(id, name, role, suspended, created_at, subject)| {
+                Ok((AccountRow { id, name, role: Role::try_from(role)?, suspended, created_at }, subject))
+            })
+            .collect()
+    }
+
+    /// Sets an account's role. False if there is no such account.
+    pub async fn set_account_role(&self, account_id: &str, role: Role) -> Result<bool, StoreError> {
+        with_pool!(self, p => {
+            let r = sqlx::query("UPDATE accounts SET role = $1 WHERE id = $2")
+                .bind(role.as_str())
+                .bind(account_id)
+                .execute(p)
+                .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
+    /// Suspends or reinstates an account. False if there is no such account.
+    pub async fn set_account_suspended(&self, account_id: &str, suspended: bool) -> Result<bool, StoreError> {
+        with_pool!(self, p => {
+            let r = sqlx::query("UPDATE accounts SET suspended = $1 WHERE id = $2")
+                .bind(suspended)
+                .bind(account_id)
+                .execute(p)
+                .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
+    /// Accounts ordered by id (not those linked into another), after `after_id`.
+    pub async fn list_accounts_page(&self, after_id: Option<&str>, limit: i64) -> Result<Vec<AccountRow>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(
+                "SELECT id, name, role, suspended, created_at FROM accounts WHERE merged_into IS NULL AND id > $1 \
+                 ORDER BY id LIMIT $2",
+            )
+            .bind(after_id.unwrap_or(""))
+            .bind(limit.clamp(1, 500))
+            .fetch_all(p)
+            .await?)
+        })
+    }
+}
