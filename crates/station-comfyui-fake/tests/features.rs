@@ -457,6 +457,18 @@ async fn text_outputs_and_the_caption_node() {
     );
 }
 
+/// `/queue` once the worker has taken a prompt (it does so at once; polling keeps slow machines happy).
+async fn queue_with_running(fake: &FakeComfy) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, queue) = get(fake, "/queue").await;
+        if !queue["queue_running"].as_array().unwrap().is_empty() || Instant::now() > deadline {
+            return queue;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn pending_ids(queue: &Value) -> Vec<String> {
     queue["queue_pending"].as_array().unwrap().iter().map(|i| i[1].as_str().unwrap().to_owned()).collect()
 }
@@ -466,9 +478,8 @@ async fn queue_lists_runs_one_at_a_time_and_deletes_pending() {
     let rec = recording("models_queue_text.json");
     let fake = FakeComfy::start(FakeOptions::default()).await;
     assert_eq!(get(&fake, "/queue").await.1, json!({"queue_running": [], "queue_pending": []}));
-    let external = fake.enqueue_external(3, 60);
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let (_, queue) = get(&fake, "/queue").await;
+    let external = fake.enqueue_external(3, 150);
+    let queue = queue_with_running(&fake).await;
     let recorded = &rec["GET /queue (1 running, 2 pending)"];
     // Same entry layout as the recording: [number, id, prompt, extra_data, outputs].
     let layout = |item: &Value| {
@@ -485,7 +496,7 @@ async fn queue_lists_runs_one_at_a_time_and_deletes_pending() {
     assert_eq!(layout(&queue["queue_pending"][0]), layout(&recorded["queue_pending"][0]));
     // The recorded graph, with this call's step time and our prefix.
     let mut graph = recorded["queue_running"][0][2].clone();
-    graph["2"]["inputs"]["step_ms"] = json!(60);
+    graph["2"]["inputs"]["step_ms"] = json!(150);
     graph["3"]["inputs"]["filename_prefix"] = json!("external");
     assert_eq!(queue["queue_running"][0][2], graph);
     assert_eq!(queue["queue_running"][0][1], external[0]);
@@ -530,8 +541,7 @@ async fn queue_lists_runs_one_at_a_time_and_deletes_pending() {
 
     // {"clear": true} empties the pending list.
     let more = fake.enqueue_external(3, 200);
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    assert_eq!(pending_ids(&get(&fake, "/queue").await.1).len(), 2);
+    assert_eq!(pending_ids(&queue_with_running(&fake).await).len(), 2);
     let (status, _) = post(&fake, "/queue", json!({"clear": true})).await;
     assert_eq!(status, 200);
     let (_, queue) = get(&fake, "/queue").await;
