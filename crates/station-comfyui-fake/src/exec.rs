@@ -1,5 +1,10 @@
 //! The prompt worker: runs one prompt at a time in queue order and reports like ComfyUI's
 //! `PromptExecutor` (execution_start … executing null), computing images for real.
+//!
+//! Nodes run in the real `ExecutionList` order ([`crate::graph`]). Outputs marked
+//! `output_is_list` (the dataset loader's) are lists: a node fed a list runs once per item and
+//! its outputs become lists too, as in ComfyUI's `_map_node_over_list`, unless it takes whole
+//! lists (`TrainLoraNode`).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Cursor;
@@ -12,8 +17,13 @@ use image::{GrayImage, ImageFormat, Luma, Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 
+use crate::graph::execution_order;
 use crate::state::{QueueItem, Shared, now_ms};
+use crate::train::{TrainingRun, fingerprint, lora_file, read_dataset, save_path};
 use crate::validate::as_link;
+
+/// Nodes that take their inputs as whole lists (`INPUT_IS_LIST` / `is_input_list`).
+const INPUT_IS_LIST: [&str; 1] = ["TrainLoraNode"];
 
 /// Outputs of one node kept by the cache.
 pub(crate) type CachedOutputs = Vec<Data>;
@@ -30,8 +40,23 @@ pub(crate) enum Data {
     Model(String),
     Clip(String),
     Vae(String),
-    Conditioning(String),
+    Conditioning {
+        clip: String,
+        text: String,
+    },
     UpscaleModel(u32),
+    /// STRING and INT outputs.
+    Text(String),
+    Int(i64),
+    /// `TrainLoraNode`'s LORA_MODEL: the finished safetensors file and its `trainings()` entry.
+    Lora {
+        file: Arc<Vec<u8>>,
+        record: usize,
+    },
+    /// `TrainLoraNode`'s LOSS_MAP: one loss per step.
+    LossMap(Vec<f64>),
+    /// An `output_is_list` output, or the outputs of a node run once per list item.
+    List(Vec<Data>),
 }
 
 /// Why a node stopped.
@@ -41,15 +66,22 @@ enum Stop {
 }
 
 fn fail(message: impl Into<String>) -> Stop {
-    Stop::Fail { message: message.into(), kind: "RuntimeError" }
+    fail_as("RuntimeError", message)
+}
+
+/// A failure with the Python exception type the real node raises (`ValueError`, …).
+fn fail_as(kind: &'static str, message: impl Into<String>) -> Stop {
+    Stop::Fail { message: message.into(), kind }
 }
 
 /// Worker loop; restarted (aborted and respawned) by `FakeComfy::restart`.
 pub(crate) async fn run_worker(shared: Arc<Shared>) {
     loop {
+        // A frozen process takes nothing off its queue.
+        shared.thawed().await;
         let item = {
             let mut st = shared.lock();
-            let item = st.queue.pop_front();
+            let item = st.queue.pop();
             if let Some(item) = &item {
                 st.running = Some(item.clone());
                 st.interrupt = false;
@@ -77,6 +109,8 @@ struct Run<'a> {
     meta: Map<String, Value>,
     values: HashMap<String, Vec<Data>>,
     output_nodes: HashSet<String>,
+    /// While a node runs once per list item: the item's index (list inputs read that item).
+    slice: Option<usize>,
 }
 
 impl<'a> Run<'a> {
@@ -108,6 +142,7 @@ impl<'a> Run<'a> {
             meta: Map::new(),
             values: HashMap::new(),
             output_nodes,
+            slice: None,
         }
     }
 
@@ -136,8 +171,8 @@ impl<'a> Run<'a> {
         self.send("progress_state", json!({"prompt_id": self.pid(), "nodes": self.states}));
     }
 
-    /// Nodes needed by the outputs, dependencies first.
-    fn order(&self) -> Vec<String> {
+    /// Nodes needed by the outputs, dependencies first (the cache signatures need that order).
+    fn needed(&self) -> Vec<String> {
         fn visit(graph: &Map<String, Value>, id: &str, seen: &mut HashSet<String>, out: &mut Vec<String>) {
             if !seen.insert(id.to_owned()) {
                 return;
@@ -178,23 +213,28 @@ impl<'a> Run<'a> {
     async fn execute(mut self) {
         let pid = self.pid().to_owned();
         self.send_recorded("execution_start", json!({"prompt_id": pid, "timestamp": now_ms()}));
-        let order = self.order();
+        let needed = self.needed();
         let mut sigs = HashMap::new();
-        let mut cached = Vec::new();
-        for id in &order {
+        let mut cached = HashSet::new();
+        for id in &needed {
             let sig = self.signature(id, &sigs);
             if self.shared.options.cache
                 && !self.output_nodes.contains(id)
                 && let Some(outputs) = self.shared.lock().cache.get(&sig).cloned()
             {
                 self.values.insert(id.clone(), outputs);
-                cached.push(id.clone());
+                cached.insert(id.clone());
             }
             sigs.insert(id.clone(), sig);
         }
-        self.send_recorded("execution_cached", json!({"nodes": cached, "prompt_id": pid, "timestamp": now_ms()}));
+        // The real server lists cached nodes in the prompt's order.
+        let cached_list: Vec<&String> = self.item.graph.keys().filter(|id| cached.contains(*id)).collect();
+        self.send_recorded("execution_cached", json!({"nodes": cached_list, "prompt_id": pid, "timestamp": now_ms()}));
+        let order = execution_order(&self.item.graph, &self.item.outputs, &cached, |id| self.output_nodes.contains(id));
         let mut outcome = Ok(());
-        for id in order.iter().filter(|id| !cached.contains(id)) {
+        for id in &order {
+            // A frozen process does not start its next node.
+            self.shared.thawed().await;
             if let Err(stop) = self.check_interrupt() {
                 outcome = Err((id.clone(), stop));
                 break;
@@ -251,7 +291,7 @@ impl<'a> Run<'a> {
                 false
             }
             Err((node, Stop::Fail { message, kind })) => {
-                let data = self.error_data(&node, &message, kind, &order);
+                let data = self.error_data(&node, &message, kind, &needed);
                 self.send_recorded("execution_error", data);
                 false
             }
@@ -332,7 +372,9 @@ impl<'a> Run<'a> {
     }
 
     /// One progress step of `node`: progress_state, progress and (maybe) a JPEG preview frame.
+    /// A frozen server holds the step until thawed.
     async fn progress(&mut self, node: &str, value: u64, max: u64, preview: Option<&RgbImage>) -> Result<(), Stop> {
+        self.shared.thawed().await;
         self.check_interrupt()?;
         self.states.insert(node.to_owned(), self.node_state(node, json!(value), json!(max), "running"));
         self.send_progress_state();
@@ -353,13 +395,39 @@ impl<'a> Run<'a> {
         node.get("inputs").and_then(|i| i.get(name)).ok_or_else(|| fail(format!("input '{name}' is missing")))
     }
 
+    /// The value a linked input receives; while the node runs per list item, that item.
     fn linked(&self, node: &Value, name: &str) -> Result<&Data, Stop> {
         let value = self.input(node, name)?;
         let (src, idx) = as_link(value).ok_or_else(|| fail(format!("input '{name}' must be a link")))?;
-        self.values
+        let data = self
+            .values
             .get(src)
             .and_then(|o| o.get(idx))
-            .ok_or_else(|| fail(format!("input '{name}' links to missing output {src}:{idx}")))
+            .ok_or_else(|| fail(format!("input '{name}' links to missing output {src}:{idx}")))?;
+        match (data, self.slice) {
+            // Shorter lists repeat their last item, as in `_map_node_over_list`.
+            (Data::List(items), Some(i)) => items
+                .get(i.min(items.len().saturating_sub(1)))
+                .ok_or_else(|| fail_as("IndexError", "list index out of range")),
+            _ => Ok(data),
+        }
+    }
+
+    /// How many times the node runs: the longest list among its linked inputs, `None` when no
+    /// input is a list (or the node takes whole lists).
+    fn list_len(&self, node: &Value, class: &str) -> Option<usize> {
+        if INPUT_IS_LIST.contains(&class) {
+            return None;
+        }
+        node.get("inputs")?
+            .as_object()?
+            .values()
+            .filter_map(as_link)
+            .filter_map(|(src, idx)| match self.values.get(src)?.get(idx)? {
+                Data::List(items) => Some(items.len()),
+                _ => None,
+            })
+            .max()
     }
 
     fn images(&self, node: &Value, name: &str) -> Result<Vec<RgbImage>, Stop> {
@@ -378,28 +446,90 @@ impl<'a> Run<'a> {
 
     fn text_of(&self, node: &Value, name: &str) -> Result<String, Stop> {
         match self.linked(node, name)? {
-            Data::Model(s) | Data::Clip(s) | Data::Vae(s) | Data::Conditioning(s) => Ok(s.clone()),
+            Data::Model(s) | Data::Clip(s) | Data::Vae(s) => Ok(s.clone()),
+            Data::Conditioning { clip, text } => Ok(format!("{clip}|{text}")),
             _ => Err(fail(format!("input '{name}' expects a model value"))),
         }
     }
 
-    fn int(&self, node: &Value, name: &str) -> Result<i64, Stop> {
+    /// A widget input: its literal value, or what the linked node produced (a widget converted
+    /// to an input, like `CLIPTextEncode.text` fed by the dataset's captions).
+    fn widget(&self, node: &Value, name: &str) -> Result<Value, Stop> {
         let v = self.input(node, name)?;
+        if as_link(v).is_none() {
+            return Ok(v.clone());
+        }
+        match self.linked(node, name)? {
+            Data::Text(s) => Ok(json!(s)),
+            Data::Int(i) => Ok(json!(i)),
+            other => Err(fail(format!("input '{name}' expects a value, got {other:?}"))),
+        }
+    }
+
+    fn int(&self, node: &Value, name: &str) -> Result<i64, Stop> {
+        let v = self.widget(node, name)?;
         v.as_i64()
             .or_else(|| v.as_f64().map(|f| f as i64))
             .ok_or_else(|| fail(format!("input '{name}' must be an integer")))
     }
 
     fn float(&self, node: &Value, name: &str) -> Result<f64, Stop> {
-        self.input(node, name)?.as_f64().ok_or_else(|| fail(format!("input '{name}' must be a number")))
+        self.widget(node, name)?.as_f64().ok_or_else(|| fail(format!("input '{name}' must be a number")))
     }
 
     fn string(&self, node: &Value, name: &str) -> Result<String, Stop> {
-        let v = self.input(node, name)?;
+        let v = self.widget(node, name)?;
         Ok(v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
     }
 
+    fn boolean(&self, node: &Value, name: &str) -> Result<bool, Stop> {
+        let v = self.widget(node, name)?;
+        v.as_bool().ok_or_else(|| fail(format!("input '{name}' must be a boolean")))
+    }
+
+    /// Loaders check the file is (still) in its folder: `get_full_path_or_raise`.
+    fn require_model(&self, folder: &str, name: &str) -> Result<(), Stop> {
+        if self.shared.lock().has_model(folder, name) {
+            return Ok(());
+        }
+        Err(fail_as("FileNotFoundError", format!("Model in folder '{folder}' with filename '{name}' not found.")))
+    }
+
+    /// Runs a node, once per item when a linked input is a list (outputs become lists and the
+    /// `ui` parts are concatenated per key, as `get_output_data` merges them).
     async fn run_node(&mut self, id: &str) -> Result<(Vec<Data>, Option<Value>), Stop> {
+        let node = self.item.graph[id].clone();
+        let class = self.class_of(id);
+        let Some(len) = self.list_len(&node, &class) else {
+            return self.run_once(id).await;
+        };
+        let mut outputs: Vec<Vec<Data>> = Vec::new();
+        let mut ui: Option<Map<String, Value>> = None;
+        for i in 0..len {
+            self.slice = Some(i);
+            let result = self.run_once(id).await;
+            self.slice = None;
+            let (out, part) = result?;
+            for (slot, value) in out.into_iter().enumerate() {
+                if outputs.len() <= slot {
+                    outputs.resize_with(slot + 1, Vec::new);
+                }
+                outputs[slot].push(value);
+            }
+            if let Some(Value::Object(part)) = part {
+                let merged = ui.get_or_insert_with(Map::new);
+                for (key, values) in part {
+                    let entry = merged.entry(key).or_insert_with(|| json!([]));
+                    if let (Some(all), Some(more)) = (entry.as_array_mut(), values.as_array()) {
+                        all.extend(more.iter().cloned());
+                    }
+                }
+            }
+        }
+        Ok((outputs.into_iter().map(Data::List).collect(), ui.map(Value::Object)))
+    }
+
+    async fn run_once(&mut self, id: &str) -> Result<(Vec<Data>, Option<Value>), Stop> {
         let node = self.item.graph[id].clone();
         let class = self.class_of(id);
         let injected = self.shared.lock().failures.get(&class).cloned();
@@ -407,8 +537,9 @@ impl<'a> Run<'a> {
             return Err(fail(message));
         }
         let delay = self.step_delay();
-        if delay > 0 && !matches!(class.as_str(), "KSampler" | "StationSteps") {
+        if delay > 0 && !matches!(class.as_str(), "KSampler" | "StationSteps" | "TrainLoraNode") {
             tokio::time::sleep(Duration::from_millis(delay)).await;
+            self.shared.thawed().await;
             self.check_interrupt()?;
         }
         let n = &node;
@@ -485,25 +616,62 @@ impl<'a> Run<'a> {
             "StationFail" => return Err(fail(self.string(n, "message")?)),
             "CheckpointLoaderSimple" => {
                 let name = self.string(n, "ckpt_name")?;
-                if !self.shared.options.checkpoints.contains(&name) {
-                    return Err(fail(format!("checkpoint not found: {name}")));
-                }
+                self.require_model("checkpoints", &name)?;
                 vec![Data::Model(name.clone()), Data::Clip(name.clone()), Data::Vae(name)]
+            }
+            "UNETLoader" => {
+                let name = self.string(n, "unet_name")?;
+                self.require_model("diffusion_models", &name)?;
+                vec![Data::Model(name)]
+            }
+            "CLIPLoader" => {
+                let name = self.string(n, "clip_name")?;
+                self.require_model("text_encoders", &name)?;
+                vec![Data::Clip(name)]
+            }
+            "VAELoader" => {
+                let name = self.string(n, "vae_name")?;
+                if name != "pixel_space" {
+                    self.require_model("vae", &name)?;
+                }
+                vec![Data::Vae(name)]
             }
             "LoraLoader" => {
                 let name = self.string(n, "lora_name")?;
-                if !self.shared.options.loras.contains(&name) {
-                    return Err(fail(format!("lora not found: {name}")));
-                }
+                self.require_model("loras", &name)?;
                 let sm = self.float(n, "strength_model")?;
                 let sc = self.float(n, "strength_clip")?;
                 let model = self.text_of(n, "model")?;
                 let clip = self.text_of(n, "clip")?;
                 vec![Data::Model(format!("{model}+{name}:{sm}")), Data::Clip(format!("{clip}+{name}:{sc}"))]
             }
+            "LoraLoaderModelOnly" => {
+                let name = self.string(n, "lora_name")?;
+                self.require_model("loras", &name)?;
+                let sm = self.float(n, "strength_model")?;
+                let model = self.text_of(n, "model")?;
+                vec![Data::Model(format!("{model}+{name}:{sm}"))]
+            }
             "CLIPTextEncode" => {
                 let clip = self.text_of(n, "clip")?;
-                vec![Data::Conditioning(format!("{clip}|{}", self.string(n, "text")?))]
+                vec![Data::Conditioning { clip, text: self.string(n, "text")? }]
+            }
+            "PrimitiveString" => vec![Data::Text(self.string(n, "value")?)],
+            "PreviewAny" => {
+                let text = preview_text(self.linked(n, "source")?);
+                return Ok((vec![], Some(json!({"text": [text]}))));
+            }
+            "StationCaption" => {
+                let imgs = self.images(n, "image")?;
+                let img = imgs.first().ok_or_else(|| fail("StationCaption got an empty image batch"))?;
+                vec![Data::Text(caption(img))]
+            }
+            "LoadImageTextDataSetFromFolder" => self.load_dataset(n)?,
+            "TrainLoraNode" => self.train_lora(id, n, delay).await?,
+            "SaveLoRA" => {
+                self.save_lora(n)?;
+                // SaveLoRA reports nothing: no `executed`, no history outputs (recorded).
+                return Ok((vec![], None));
             }
             "EmptyLatentImage" => {
                 let (w, h) = (self.int(n, "width")?, self.int(n, "height")?);
@@ -521,9 +689,7 @@ impl<'a> Run<'a> {
             }
             "UpscaleModelLoader" => {
                 let name = self.string(n, "model_name")?;
-                if !self.shared.options.upscale_models.contains(&name) {
-                    return Err(fail(format!("upscale model not found: {name}")));
-                }
+                self.require_model("upscale_models", &name)?;
                 // "4x-foo.pth" → 4: the fake reads the factor off the name, like users do.
                 let scale = name.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(4);
                 vec![Data::UpscaleModel(scale)]
@@ -566,24 +732,14 @@ impl<'a> Run<'a> {
         Ok(vec![Data::Image(vec![img.to_rgb8()]), Data::Mask(vec![mask])])
     }
 
-    /// Saves PNGs as `<prefix>_00001_.png`, continuing from the highest counter on "disk".
+    /// Saves PNGs as `<prefix>_00001_.png`, `…_00002_.png`, counting on from the files on "disk"
+    /// as `folder_paths.get_save_image_path` does.
     fn save(&self, imgs: &[RgbImage], prefix: &str, kind: &str) -> Result<Value, Stop> {
-        let (sub, base) = match prefix.rsplit_once('/') {
-            Some((s, b)) => (s.to_owned(), b.to_owned()),
-            None => (String::new(), prefix.to_owned()),
-        };
         let mut st = self.shared.lock();
-        let start = st
-            .files
-            .keys()
-            .filter(|(k, s, _)| k == kind && *s == sub)
-            .filter_map(|(_, _, f)| f.strip_prefix(&format!("{base}_"))?.strip_suffix("_.png")?.parse::<u32>().ok())
-            .max()
-            .unwrap_or(0)
-            + 1;
+        let (sub, base, start) = save_path(&st.files, kind, prefix);
         let mut refs = Vec::new();
         for (i, img) in imgs.iter().enumerate() {
-            let filename = format!("{base}_{:05}_.png", start + i as u32);
+            let filename = format!("{base}_{:05}_.png", start + i as i64);
             let mut buf = Vec::new();
             img.write_to(&mut Cursor::new(&mut buf), ImageFormat::Png)
                 .map_err(|e| fail(format!("cannot encode PNG: {e}")))?;
@@ -591,6 +747,186 @@ impl<'a> Run<'a> {
             refs.push(json!({"filename": filename, "subfolder": sub, "type": kind}));
         }
         Ok(json!({ "images": refs }))
+    }
+
+    /// `LoadImageTextDataSetFromFolder`: the folder's images and captions, as two lists.
+    fn load_dataset(&self, n: &Value) -> Result<Vec<Data>, Stop> {
+        let folder = self.string(n, "folder")?;
+        let st = self.shared.lock();
+        let items = read_dataset(&st.files, &folder);
+        if items.is_empty() {
+            return Err(fail_as("ValueError", "No valid images found in input"));
+        }
+        let mut images = Vec::new();
+        let mut texts = Vec::new();
+        for item in items {
+            let bytes = st.files.get(&item.key).map(Vec::as_slice).unwrap_or_default();
+            let img = image::load_from_memory(bytes).map_err(|_| {
+                let path = format!("input/{folder}/{}", item.name);
+                fail_as("PIL.UnidentifiedImageError", format!("cannot identify image file '{path}'"))
+            })?;
+            images.push(Data::Image(vec![img.to_rgb8()]));
+            texts.push(Data::Text(item.caption));
+        }
+        Ok(vec![Data::List(images), Data::List(texts)])
+    }
+
+    /// The `LoadImageTextDataSetFromFolder` folder upstream of `id`, if any.
+    fn dataset_folder_of(&self, id: &str) -> Option<String> {
+        let mut todo = vec![id.to_owned()];
+        let mut seen = HashSet::new();
+        while let Some(node) = todo.pop() {
+            if !seen.insert(node.clone()) {
+                continue;
+            }
+            let n = self.item.graph.get(&node)?;
+            if n["class_type"] == "LoadImageTextDataSetFromFolder" {
+                return n["inputs"]["folder"].as_str().map(str::to_owned);
+            }
+            if let Some(inputs) = n.get("inputs").and_then(Value::as_object) {
+                todo.extend(inputs.values().filter_map(as_link).map(|(src, _)| src.to_owned()));
+            }
+        }
+        None
+    }
+
+    /// `TrainLoraNode`: one `progress` per step on this node, then the LoRA, whose bytes depend
+    /// on the latents, the captions and the settings. Recorded for `FakeComfy::trainings`.
+    async fn train_lora(&mut self, id: &str, n: &Value, delay: u64) -> Result<Vec<Data>, Stop> {
+        let model = self.text_of(n, "model")?;
+        let flatten = |data: &Data| -> Vec<Data> {
+            match data {
+                Data::List(items) => items.clone(),
+                other => vec![other.clone()],
+            }
+        };
+        let mut latents = Vec::new();
+        for item in flatten(self.linked(n, "latents")?) {
+            match item {
+                Data::Latent(batch) => latents.extend(batch),
+                _ => return Err(fail("input 'latents' expects LATENT")),
+            }
+        }
+        let mut captions = Vec::new();
+        for item in flatten(self.linked(n, "positive")?) {
+            match item {
+                Data::Conditioning { text, .. } => captions.push(text),
+                _ => return Err(fail("input 'positive' expects CONDITIONING")),
+            }
+        }
+        // As the real node: one conditioning serves every image, otherwise one per image.
+        if captions.len() == 1 && latents.len() > 1 {
+            captions = vec![captions[0].clone(); latents.len()];
+        } else if captions.len() != latents.len() {
+            return Err(fail_as(
+                "ValueError",
+                format!(
+                    "Number of positive conditions ({}) does not match number of images ({}).",
+                    captions.len(),
+                    latents.len()
+                ),
+            ));
+        }
+        let steps = self.int(n, "steps")?.max(1) as u64;
+        let mut settings = Map::new();
+        for name in [
+            "batch_size",
+            "grad_accumulation_steps",
+            "steps",
+            "learning_rate",
+            "rank",
+            "optimizer",
+            "loss_function",
+            "seed",
+            "training_dtype",
+            "lora_dtype",
+            "algorithm",
+            "gradient_checkpointing",
+            "existing_lora",
+            "bucket_mode",
+        ] {
+            if n["inputs"].get(name).is_some() {
+                settings.insert(name.to_owned(), self.widget(n, name)?);
+            }
+        }
+        let rank = self.int(n, "rank")?.max(1) as u64;
+        let seed = self.widget(n, "seed")?.as_u64().unwrap_or(0);
+        let bf16 = self.string(n, "lora_dtype").is_ok_and(|d| d == "bf16");
+        let _ = self.boolean(n, "gradient_checkpointing");
+        let folder = self.dataset_folder_of(id);
+        let images = {
+            let st = self.shared.lock();
+            folder
+                .as_deref()
+                .map(|f| read_dataset(&st.files, f).into_iter().map(|i| i.name).collect())
+                .unwrap_or_default()
+        };
+        let record = {
+            let mut st = self.shared.lock();
+            st.trainings.push(TrainingRun {
+                prompt_id: self.item.prompt_id.clone(),
+                node_id: id.to_owned(),
+                folder,
+                images,
+                captions: captions.clone(),
+                steps,
+                steps_done: 0,
+                learning_rate: self.float(n, "learning_rate")?,
+                rank,
+                batch_size: self.int(n, "batch_size")?.max(1) as u64,
+                seed,
+                settings: settings.clone(),
+                saved_file: None,
+            });
+            st.trainings.len() - 1
+        };
+        let delay = if delay > 0 { delay } else { 5 };
+        let mut losses = Vec::new();
+        for step in 1..=steps {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            self.progress(id, step, steps, None).await?;
+            losses.push(1.0 / (step as f64 + 1.0));
+            if let Some(run) = self.shared.lock().trainings.get_mut(record) {
+                run.steps_done = step;
+            }
+        }
+        let settings_text = Value::Object(settings).to_string();
+        let pixels: Vec<&[u8]> = latents.iter().map(|l| l.as_raw().as_slice()).collect();
+        let chunks = pixels
+            .into_iter()
+            .chain(captions.iter().map(|c| c.as_bytes()))
+            .chain([model.as_bytes(), settings_text.as_bytes()]);
+        let file = lora_file(fingerprint(chunks), rank, bf16);
+        Ok(vec![
+            Data::Model(format!("{model}+trained")),
+            Data::Lora { file: Arc::new(file), record },
+            Data::LossMap(losses),
+            Data::Int(steps as i64),
+        ])
+    }
+
+    /// `SaveLoRA`: `output/<prefix>_<steps>_steps_<counter:05>_.safetensors` (without `steps`:
+    /// `<prefix>_<counter:05>_.safetensors`). Under `output/loras` it is at once a LoRA of this
+    /// server.
+    fn save_lora(&self, n: &Value) -> Result<(), Stop> {
+        let (file, record) = match self.linked(n, "lora")? {
+            Data::Lora { file, record } => (file.clone(), *record),
+            _ => return Err(fail("input 'lora' expects LORA_MODEL")),
+        };
+        let prefix = self.string(n, "prefix")?;
+        let steps = if n["inputs"].get("steps").is_some() { Some(self.int(n, "steps")?) } else { None };
+        let mut st = self.shared.lock();
+        let (sub, base, counter) = save_path(&st.files, "output", &prefix);
+        let filename = match steps {
+            Some(steps) => format!("{base}_{steps}_steps_{counter:05}_.safetensors"),
+            None => format!("{base}_{counter:05}_.safetensors"),
+        };
+        let path = if sub.is_empty() { filename.clone() } else { format!("{sub}/{filename}") };
+        st.files.insert(("output".to_owned(), sub, filename), file.as_ref().clone());
+        if let Some(run) = st.trainings.get_mut(record) {
+            run.saved_file = Some(path);
+        }
+        Ok(())
     }
 
     async fn ksampler(&mut self, id: &str, n: &Value, delay: u64) -> Result<Vec<Data>, Stop> {
@@ -683,4 +1019,123 @@ fn synth(seed: u64, model: &str, prompt: &str, w: u32, h: u32) -> RgbImage {
             (v as i16 + noise).clamp(0, 255) as u8
         }))
     })
+}
+
+/// What `PreviewAny` shows: strings as they are, numbers as Python prints them, a loss map as
+/// its JSON, anything else described (the real node prints the tensor or object).
+fn preview_text(data: &Data) -> String {
+    match data {
+        Data::Text(s) => s.clone(),
+        Data::Int(i) => i.to_string(),
+        Data::LossMap(losses) => {
+            let parts: Vec<String> = losses.iter().map(|l| py_float(*l)).collect();
+            format!("{{\"loss\": [{}]}}", parts.join(", "))
+        }
+        Data::Image(imgs) | Data::Latent(imgs) => {
+            let (w, h) = imgs.first().map(|i| i.dimensions()).unwrap_or((0, 0));
+            format!("tensor of shape [{}, {h}, {w}, 3]", imgs.len())
+        }
+        Data::List(items) => {
+            let parts: Vec<String> = items.iter().map(preview_text).collect();
+            format!("[{}]", parts.join(", "))
+        }
+        other => format!("{other:?}").chars().take(200).collect(),
+    }
+}
+
+/// Python's `str(float)`: `1.0`, `0.5`, `1e-07`, `inf`.
+fn py_float(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".to_owned();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf" } else { "-inf" }.to_owned();
+    }
+    let abs = f.abs();
+    if abs != 0.0 && !(1e-4..1e16).contains(&abs) {
+        // Rust prints `1e-7`; Python pads the exponent to two digits: `1e-07`.
+        let text = format!("{f:e}");
+        let (mantissa, exp) = text.split_once('e').unwrap_or((&text, "0"));
+        let (sign, digits) = exp.strip_prefix('-').map(|d| ("-", d)).unwrap_or(("+", exp));
+        return format!("{mantissa}e{sign}{digits:0>2}");
+    }
+    let text = f.to_string();
+    if text.contains('.') { text } else { format!("{text}.0") }
+}
+
+/// `StationCaption`: a deterministic description of an image from its shape and the colour most
+/// of its pixels have, e.g. "a photo of a mostly red square, 64x64".
+pub(crate) fn caption(img: &RgbImage) -> String {
+    const NAMES: [&str; 11] =
+        ["red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink", "white", "grey", "black"];
+    let mut counts = [0usize; 11];
+    for px in img.pixels() {
+        counts[colour_name(px.0)] += 1;
+    }
+    // Ties go to the earlier name, so the answer never depends on iteration order.
+    let (best, _) = counts.iter().enumerate().fold((0, 0), |acc, (i, c)| if *c > acc.1 { (i, *c) } else { acc });
+    let (w, h) = img.dimensions();
+    let shape = match w.cmp(&h) {
+        std::cmp::Ordering::Equal => "square",
+        std::cmp::Ordering::Greater => "landscape picture",
+        std::cmp::Ordering::Less => "portrait picture",
+    };
+    format!("a photo of a mostly {} {shape}, {w}x{h}", NAMES[best])
+}
+
+/// Index into `caption`'s colour names: grey levels by value, colours by hue.
+fn colour_name([r, g, b]: [u8; 3]) -> usize {
+    let (r, g, b) = (r as f64 / 255.0, g as f64 / 255.0, b as f64 / 255.0);
+    let max = r.max(g).max(b);
+    let min = r.min(g).min(b);
+    let chroma = max - min;
+    if max < 0.2 {
+        return 10;
+    }
+    if chroma < 0.15 || chroma / max < 0.2 {
+        return if max > 0.8 { 8 } else { 9 };
+    }
+    let hue = if max == r {
+        60.0 * ((g - b) / chroma).rem_euclid(6.0)
+    } else if max == g {
+        60.0 * ((b - r) / chroma + 2.0)
+    } else {
+        60.0 * ((r - g) / chroma + 4.0)
+    };
+    match hue {
+        h if !(15.0..345.0).contains(&h) => 0,
+        h if h < 45.0 => 1,
+        h if h < 70.0 => 2,
+        h if h < 165.0 => 3,
+        h if h < 195.0 => 4,
+        h if h < 260.0 => 5,
+        h if h < 290.0 => 6,
+        _ => 7,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captions_describe_colour_and_shape() {
+        let red = RgbImage::from_pixel(64, 64, Rgb([220, 20, 30]));
+        assert_eq!(caption(&red), "a photo of a mostly red square, 64x64");
+        let mut blue = RgbImage::from_pixel(40, 20, Rgb([10, 40, 200]));
+        blue.put_pixel(0, 0, Rgb([255, 255, 255]));
+        assert_eq!(caption(&blue), "a photo of a mostly blue landscape picture, 40x20");
+        assert_eq!(
+            caption(&RgbImage::from_pixel(2, 3, Rgb([0, 0, 0]))),
+            "a photo of a mostly black portrait picture, 2x3"
+        );
+    }
+
+    #[test]
+    fn floats_print_like_python() {
+        assert_eq!(py_float(1.0), "1.0");
+        assert_eq!(py_float(0.5), "0.5");
+        assert_eq!(py_float(1e-7), "1e-07");
+        assert_eq!(py_float(0.0005), "0.0005");
+    }
 }

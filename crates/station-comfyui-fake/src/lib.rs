@@ -3,21 +3,32 @@
 //! It speaks the protocol recorded from a real ComfyUI 0.8.0 (see `shared/comfyui/transcripts`):
 //! the same HTTP endpoints, JSON shapes, websocket message order and binary preview frames. Image
 //! nodes really compute (on small images) with the `image` crate; model nodes produce cheap,
-//! seed-determined pictures so text-to-image graphs can be tested end to end. Control methods on
-//! [`FakeComfy`] inject faults: slowness, node failures, dropped sockets, restarts, refused
-//! connections and missing nodes.
+//! seed-determined pictures so text-to-image graphs can be tested end to end; ComfyUI's own LoRA
+//! training nodes "train" in milliseconds and save a small valid safetensors file; text flows
+//! through `PrimitiveString`, a test captioning node (`StationCaption`) and `PreviewAny`.
+//!
+//! Control methods on [`FakeComfy`] change what the server has (model files per folder), load it
+//! with other people's prompts, let tests read what a training run saw, and inject faults:
+//! slowness, node failures, dropped sockets, restarts, refused connections, missing nodes and a
+//! frozen (SIGSTOPped) process.
 
 mod exec;
+mod graph;
+mod models;
+mod queue;
 mod server;
 mod state;
+mod train;
 mod validate;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::net::TcpListener;
+
+pub use crate::train::TrainingRun;
 
 use crate::state::Shared;
 
@@ -26,12 +37,18 @@ use crate::state::Shared;
 pub struct FakeOptions {
     /// Port to bind on 127.0.0.1; 0 picks a free one.
     pub port: u16,
-    /// Checkpoint names offered by `CheckpointLoaderSimple` (anything else fails validation).
+    /// Files of the `checkpoints` model folder, offered by `CheckpointLoaderSimple` (anything
+    /// else fails validation).
     pub checkpoints: Vec<String>,
-    /// LoRA names offered by `LoraLoader`.
+    /// Files of the `loras` folder, offered by `LoraLoader` and `LoraLoaderModelOnly`.
     pub loras: Vec<String>,
-    /// Upscale model names offered by `UpscaleModelLoader`.
+    /// Files of the `upscale_models` folder, offered by `UpscaleModelLoader`.
     pub upscale_models: Vec<String>,
+    /// Files of any other model folder, by folder name: `vae` (`VAELoader`), `diffusion_models`
+    /// (`UNETLoader`), `text_encoders` (`CLIPLoader`), `embeddings`, … ComfyUI's legacy names
+    /// `clip` and `unet` mean `text_encoders` and `diffusion_models`, as on the real server.
+    /// Merged with the three fields above; the server lists every folder sorted.
+    pub models: BTreeMap<String, Vec<String>>,
     /// Send preview frames when a prompt does not say `extra_data.preview_method`
     /// (the real server's `--preview-method` flag).
     pub previews_by_default: bool,
@@ -46,6 +63,7 @@ impl Default for FakeOptions {
             checkpoints: vec!["station-random-sd15.safetensors".to_owned()],
             loras: vec!["station-test-lora.safetensors".to_owned()],
             upscale_models: vec!["4x-station.pth".to_owned()],
+            models: BTreeMap::new(),
             previews_by_default: true,
             cache: true,
         }
@@ -96,8 +114,9 @@ impl FakeComfy {
         self.port
     }
 
-    /// Adds `ms` milliseconds to every progress step (KSampler, StationSteps) and to every
-    /// other node's run, so prompts take long enough to be cancelled or interrupted. 0 restores.
+    /// Adds `ms` milliseconds to every progress step (KSampler, StationSteps, each TrainLoraNode
+    /// training step) and to every other node's run, so prompts take long enough to be
+    /// cancelled or interrupted. 0 restores.
     pub fn set_step_delay(&self, ms: u64) {
         self.shared.lock().step_delay_ms = ms;
     }
@@ -118,7 +137,8 @@ impl FakeComfy {
     }
 
     /// Behaves like a restarted ComfyUI process on the same port: queue, history, cache and the
-    /// running prompt are forgotten and sockets dropped; files on "disk" (inputs, outputs) stay.
+    /// running prompt are forgotten and sockets dropped; files on "disk" (inputs, outputs, model
+    /// folders) stay. A frozen server is thawed.
     pub fn restart(&self) {
         self.shared.restart();
     }
@@ -159,6 +179,79 @@ impl FakeComfy {
     /// Number of websockets currently open.
     pub fn open_websockets(&self) -> usize {
         self.shared.lock().sockets.len()
+    }
+
+    /// Replaces the files of a model folder (`checkpoints`, `loras`, `vae`, `diffusion_models`,
+    /// `text_encoders` or its legacy name `clip`, `embeddings`, …; an unknown name becomes a new
+    /// folder). `GET /models/{folder}`, the loaders' option lists and validation follow at once.
+    /// LoRAs saved by training stay listed: they are files in `output/loras`.
+    pub fn set_models<S: AsRef<str>>(&self, folder: &str, files: &[S]) {
+        self.shared.lock().models.set(folder, files.iter().map(|f| f.as_ref().to_owned()));
+    }
+
+    /// Puts one file into a model folder.
+    pub fn add_model(&self, folder: &str, file: &str) {
+        self.shared.lock().models.add(folder, file);
+    }
+
+    /// Takes one file out of a model folder, including a file saved under `output/<folder>`
+    /// (e.g. a trained LoRA), as if it was deleted from disk.
+    pub fn remove_model(&self, folder: &str, file: &str) {
+        let mut st = self.shared.lock();
+        st.models.remove(folder, file);
+        let folder = models::canonical(folder);
+        let on_disk = if folder == "text_encoders" { "clip" } else { folder };
+        let (sub, name) = match file.rsplit_once('/') {
+            Some((dir, name)) => (format!("{on_disk}/{dir}"), name.to_owned()),
+            None => (on_disk.to_owned(), file.to_owned()),
+        };
+        st.files.remove(&("output".to_owned(), sub, name));
+    }
+
+    /// The files of a model folder as `GET /models/{folder}` lists them now (legacy names
+    /// allowed here); empty for an unknown folder.
+    pub fn models(&self, folder: &str) -> Vec<String> {
+        self.shared.lock().model_list(models::canonical(folder)).unwrap_or_default()
+    }
+
+    /// Every `TrainLoraNode` run so far, oldest first: the dataset folder, image files and
+    /// captions it trained on, its settings and the file `SaveLoRA` wrote.
+    pub fn trainings(&self) -> Vec<TrainingRun> {
+        self.shared.lock().trainings.clone()
+    }
+
+    /// A file on the server's "disk": `kind` is `input`, `output` or `temp`; `subfolder` may be
+    /// empty (`file("output", "loras", "x_3_steps_00001_.safetensors")`).
+    pub fn file(&self, kind: &str, subfolder: &str, filename: &str) -> Option<Vec<u8>> {
+        self.shared.lock().files.get(&(kind.to_owned(), subfolder.to_owned(), filename.to_owned())).cloned()
+    }
+
+    /// Queues `count` prompts from another client (a client id no Station socket uses), each
+    /// `EmptyImage → StationSteps (4 steps of step_ms) → SaveImage`, like the recorded busy
+    /// queue: the backend is busy with other people's work, in FIFO order with Station's
+    /// prompts. Returns their prompt ids. (The step delay of [`FakeComfy::set_step_delay`],
+    /// when set, replaces `step_ms`.)
+    pub fn enqueue_external(&self, count: usize, step_ms: u64) -> Vec<String> {
+        let client_id = uuid::Uuid::new_v4().to_string();
+        (0..count).map(|i| server::enqueue_external(&self.shared, &client_id, i, step_ms)).collect()
+    }
+
+    /// Freezes the process like SIGSTOP: connections are still accepted (the kernel does that),
+    /// but no HTTP request is answered and no websocket frame sent or read until
+    /// [`FakeComfy::thaw`]; the running prompt stops advancing. Held requests are answered after
+    /// the thaw, as a continued process would.
+    pub fn freeze(&self) {
+        self.shared.set_frozen(true);
+    }
+
+    /// Ends [`FakeComfy::freeze`] (SIGCONT): held requests are answered and prompts continue.
+    pub fn thaw(&self) {
+        self.shared.set_frozen(false);
+    }
+
+    /// Whether the server is frozen.
+    pub fn is_frozen(&self) -> bool {
+        self.shared.is_frozen()
     }
 
     /// Stops the server now (also done on drop).

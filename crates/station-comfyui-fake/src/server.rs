@@ -7,17 +7,22 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{Multipart, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::{SinkExt, StreamExt};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Number, Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::state::{QueueItem, Shared, SocketConn, now_ms, status_data};
 use crate::validate::{Validation, validate_prompt};
+
+/// `execution.SENSITIVE_EXTRA_DATA_KEYS`: taken out of `extra_data` before the prompt is queued,
+/// so `/queue` and history never show them.
+const SENSITIVE_EXTRA_DATA_KEYS: [&str; 2] = ["auth_token_comfy_org", "api_key_comfy_org"];
 
 type S = State<Arc<Shared>>;
 
@@ -34,7 +39,11 @@ pub(crate) fn serve(shared: &Arc<Shared>, listener: TcpListener) {
         .route("/object_info", get(get_object_info))
         .route("/object_info/{class}", get(get_object_info_one))
         .route("/system_stats", get(system_stats))
+        .route("/models", get(get_model_folders))
+        .route("/models/{folder}", get(get_models))
+        .route("/embeddings", get(get_embeddings))
         .route("/ws", get(ws_upgrade))
+        .layer(middleware::from_fn_with_state(shared.clone(), hold_while_frozen))
         .with_state(shared.clone());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     shared.set_listener_stop(stop_tx);
@@ -54,30 +63,38 @@ fn error_body(kind: &str, message: &str, details: &str, node_errors: Value) -> V
     })
 }
 
+/// A frozen (SIGSTOPped) server reads nothing and answers nothing; requests wait for the thaw.
+async fn hold_while_frozen(State(shared): S, request: Request, next: Next) -> Response {
+    shared.thawed().await;
+    next.run(request).await
+}
+
 async fn post_prompt(State(shared): S, body: Bytes) -> Response {
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => return (StatusCode::BAD_REQUEST, "invalid JSON").into_response(),
     };
-    shared.lock().prompts_received += 1;
-    shared.lock().last_prompt = Some(body.clone());
-    let Some(graph) = body.get("prompt").and_then(Value::as_object).cloned() else {
-        let err = error_body("no_prompt", "No prompt provided", "No prompt provided", json!([]));
-        return (StatusCode::BAD_REQUEST, Json(err)).into_response();
-    };
-    let info = shared.object_info();
-    let uploaded: Vec<String> = info
-        .get("LoadImage")
-        .and_then(|n| n.pointer("/input/required/image/0"))
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default();
-    let outputs = match validate_prompt(&graph, &info, &uploaded) {
-        Validation::Invalid { error, node_errors } => {
-            let body = json!({"error": error, "node_errors": node_errors});
-            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    // Like server.py: the number is taken (and the counter moves) before validation.
+    let number = {
+        let mut st = shared.lock();
+        st.prompts_received += 1;
+        st.last_prompt = Some(body.clone());
+        match body.get("number") {
+            Some(n) => {
+                Number::from_f64(n.as_f64().or_else(|| n.as_str().and_then(|s| s.trim().parse().ok())).unwrap_or(0.0))
+                    .unwrap_or_else(|| Number::from(0))
+            }
+            None => {
+                let n = st.number;
+                st.number += 1;
+                let front = body.get("front").is_some_and(|f| f.as_bool().unwrap_or(!f.is_null()));
+                Number::from(if front { -n } else { n })
+            }
         }
-        Validation::Valid { outputs, node_errors } => (outputs, node_errors),
+    };
+    let Some(graph) = body.get("prompt").and_then(Value::as_object).cloned() else {
+        let err = error_body("no_prompt", "No prompt provided", "No prompt provided", json!({}));
+        return (StatusCode::BAD_REQUEST, Json(err)).into_response();
     };
     let prompt_id = match body.get("prompt_id") {
         Some(Value::String(s)) => s.clone(),
@@ -88,27 +105,73 @@ async fn post_prompt(State(shared): S, body: Bytes) -> Response {
     if let Some(client_id) = body.get("client_id") {
         extra_data.insert("client_id".into(), client_id.clone());
     }
-    extra_data.insert("create_time".into(), json!(now_ms()));
-    let number = {
-        let mut st = shared.lock();
-        let number = match body.get("number").and_then(Value::as_i64) {
-            Some(n) => n,
-            None => st.number,
-        };
-        st.number += 1;
-        st.queue.push_back(QueueItem { number, prompt_id: prompt_id.clone(), graph, extra_data, outputs: outputs.0 });
-        number
+    match enqueue(&shared, number, prompt_id, graph, extra_data) {
+        Ok(accepted) => Json(accepted).into_response(),
+        Err(rejected) => (StatusCode::BAD_REQUEST, Json(rejected)).into_response(),
+    }
+}
+
+/// Validates and queues a prompt; answers the `/prompt` body for success (200) or failure (400).
+fn enqueue(
+    shared: &Arc<Shared>,
+    number: Number,
+    prompt_id: String,
+    graph: Map<String, Value>,
+    mut extra_data: Map<String, Value>,
+) -> Result<Value, Value> {
+    let info = shared.object_info();
+    let inputs: Vec<String> = {
+        let st = shared.lock();
+        st.files
+            .keys()
+            .filter(|(kind, _, _)| kind == "input")
+            .map(|(_, sub, name)| if sub.is_empty() { name.clone() } else { format!("{sub}/{name}") })
+            .collect()
     };
+    let (outputs, node_errors) = match validate_prompt(&graph, &info, &inputs) {
+        Validation::Invalid { error, node_errors } => return Err(json!({"error": error, "node_errors": node_errors})),
+        Validation::Valid { outputs, node_errors } => (outputs, node_errors),
+    };
+    for key in SENSITIVE_EXTRA_DATA_KEYS {
+        extra_data.remove(key);
+    }
+    push_queued(shared, QueueItem { number: number.clone(), prompt_id: prompt_id.clone(), graph, extra_data, outputs });
+    Ok(json!({"prompt_id": prompt_id, "number": number, "node_errors": node_errors}))
+}
+
+/// Stamps `create_time`, queues the item and tells everyone (`status`) and the worker.
+fn push_queued(shared: &Arc<Shared>, mut item: QueueItem) {
+    item.extra_data.insert("create_time".into(), json!(now_ms()));
+    shared.lock().queue.push(item);
     shared.broadcast_status();
     shared.wake.notify_one();
-    Json(json!({"prompt_id": prompt_id, "number": number, "node_errors": outputs.1})).into_response()
+}
+
+/// Queues the `index`th prompt of another client: the recorded busy-queue graph
+/// (`EmptyImage → StationSteps → SaveImage`), one colour per prompt. Returns its id.
+pub(crate) fn enqueue_external(shared: &Arc<Shared>, client_id: &str, index: usize, step_ms: u64) -> String {
+    let graph = json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 99037 + index}},
+        "2": {"class_type": "StationSteps", "inputs": {"image": ["1", 0], "steps": 4, "step_ms": step_ms}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "external"}}
+    });
+    let graph = graph.as_object().cloned().unwrap_or_default();
+    let number = {
+        let mut st = shared.lock();
+        st.number += 1;
+        Number::from(st.number - 1)
+    };
+    let prompt_id = uuid::Uuid::new_v4().to_string();
+    let mut extra_data = Map::new();
+    extra_data.insert("client_id".into(), json!(client_id));
+    // The graph is fixed and valid, so it skips validation (it queues even with hidden nodes).
+    let outputs = vec!["3".to_owned()];
+    push_queued(shared, QueueItem { number, prompt_id: prompt_id.clone(), graph, extra_data, outputs });
+    prompt_id
 }
 
 async fn get_prompt(State(shared): S) -> Json<Value> {
-    let remaining = {
-        let st = shared.lock();
-        st.queue.len() + usize::from(st.running.is_some())
-    };
+    let remaining = shared.lock().remaining();
     Json(json!({"exec_info": {"queue_remaining": remaining}}))
 }
 
@@ -121,17 +184,24 @@ async fn get_queue(State(shared): S) -> Json<Value> {
 
 async fn post_queue(State(shared): S, body: Bytes) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // server.py reports the queue once per change it makes: a wipe once, a deleted item once
+    // (twice when it was the last one: that delete wipes, then reports), nothing for unknown ids.
+    let mut updates = 0;
     {
         let mut st = shared.lock();
         if body.get("clear").and_then(Value::as_bool) == Some(true) {
             st.queue.clear();
+            updates += 1;
         }
         if let Some(ids) = body.get("delete").and_then(Value::as_array) {
-            let ids: Vec<&str> = ids.iter().filter_map(Value::as_str).collect();
-            st.queue.retain(|item| !ids.contains(&item.prompt_id.as_str()));
+            for id in ids.iter().filter_map(Value::as_str) {
+                updates += st.queue.delete(id);
+            }
         }
     }
-    shared.broadcast_status();
+    for _ in 0..updates {
+        shared.broadcast_status();
+    }
     StatusCode::OK.into_response()
 }
 
@@ -265,6 +335,27 @@ async fn upload_image(State(shared): S, mut multipart: Multipart) -> Response {
     Json(json!({"name": name, "subfolder": subfolder, "type": kind})).into_response()
 }
 
+async fn get_model_folders(State(shared): S) -> Json<Value> {
+    Json(json!(shared.lock().models.names()))
+}
+
+/// The sorted files of one model folder; a folder the server does not register (including the
+/// legacy names `clip` and `unet`) is a bare 404, as `server.py` answers.
+async fn get_models(State(shared): S, Path(folder): Path<String>) -> Response {
+    match shared.lock().model_list(&folder) {
+        Some(files) => Json(json!(files)).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// Embedding names without their extension (what `embedding:name` in a prompt refers to).
+async fn get_embeddings(State(shared): S) -> Json<Value> {
+    let files = shared.lock().model_list("embeddings").unwrap_or_default();
+    let names: Vec<String> =
+        files.into_iter().map(|f| f.rsplit_once('.').map(|(stem, _)| stem.to_owned()).unwrap_or(f)).collect();
+    Json(json!(names))
+}
+
 async fn get_object_info(State(shared): S) -> Json<Value> {
     Json(Value::Object(shared.object_info()))
 }
@@ -320,7 +411,7 @@ async fn handle_socket(shared: Arc<Shared>, socket: WebSocket, sid: String) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
     let conn_id = {
         let mut st = shared.lock();
-        let remaining = st.queue.len() + usize::from(st.running.is_some());
+        let remaining = st.remaining();
         let hello = json!({"type": "status", "data": status_data(remaining, Some(&sid))});
         let _ = tx.send(Message::Text(hello.to_string().into()));
         // Like the real server: a client reconnecting during its own prompt learns the node.
@@ -335,8 +426,14 @@ async fn handle_socket(shared: Arc<Shared>, socket: WebSocket, sid: String) {
         conn_id
     };
     let (mut sink, mut stream) = socket.split();
+    let mut frozen = shared.frozen_watch();
     loop {
+        // Frozen: neither read (no pong to pings) nor write until thawed.
+        if frozen.wait_for(|f| !*f).await.is_err() {
+            break;
+        }
         tokio::select! {
+            _ = frozen.changed() => {}
             out = rx.recv() => match out {
                 Some(msg) => if sink.send(msg).await.is_err() { break },
                 None => break,

@@ -1,24 +1,48 @@
 //! Shared server state: queue, history, sockets, files and injected faults.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Message;
-use serde_json::{Map, Value, json};
-use tokio::sync::{Notify, mpsc, oneshot};
+use serde_json::{Map, Number, Value, json};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::FakeOptions;
 use crate::exec::CachedOutputs;
+use crate::models::ModelFolders;
+use crate::queue::PromptHeap;
+use crate::train::{TrainingRun, input_subfolders};
 
-static OBJECT_INFO: &str = include_str!("../data/object_info.json");
-static OBJECT_INFO_EXTRA: &str = include_str!("../data/object_info_extra.json");
+/// Node definitions with empty model/file lists, filled per request from the live state:
+/// `object_info.json` is the recorded `object_info_subset.json`; `object_info_recorded_more.json`
+/// holds the loaders, text and training nodes recorded in `models_queue_text.json` and
+/// `object_info_training.json`; `object_info_extra.json` has nodes the recordings use without
+/// listing them, the recordings' test nodes (`StationSteps`, `StationFail`) and the fake's own
+/// `StationCaption`, plus `LoraLoaderModelOnly` and `CLIPLoader`, written from ComfyUI's
+/// `nodes.py` (not recorded).
+static BASE_OBJECT_INFO: LazyLock<Map<String, Value>> = LazyLock::new(|| {
+    let mut info = Map::new();
+    for text in [
+        include_str!("../data/object_info.json"),
+        include_str!("../data/object_info_recorded_more.json"),
+        include_str!("../data/object_info_extra.json"),
+    ] {
+        let part: Map<String, Value> = serde_json::from_str(text).expect("embedded object_info data is valid JSON");
+        info.extend(part);
+    }
+    info
+});
+
+/// Image extensions `LoadImage` offers (it filters the input folder by image MIME type).
+const IMAGE_EXTENSIONS: [&str; 7] = [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tiff"];
 
 /// One queued prompt, as the real server keeps it.
 #[derive(Debug, Clone)]
 pub(crate) struct QueueItem {
-    pub number: i64,
+    /// An integer from the server's counter, or the float a client sent as `number`.
+    pub number: Number,
     pub prompt_id: String,
     pub graph: Map<String, Value>,
     pub extra_data: Map<String, Value>,
@@ -34,6 +58,10 @@ impl QueueItem {
     pub fn client_id(&self) -> Option<&str> {
         self.extra_data.get("client_id").and_then(Value::as_str)
     }
+
+    pub fn number_f64(&self) -> f64 {
+        self.number.as_f64().unwrap_or(0.0)
+    }
 }
 
 /// One open websocket.
@@ -45,7 +73,7 @@ pub(crate) struct SocketConn {
 
 /// Mutable state behind one lock; never held across an await.
 pub(crate) struct State {
-    pub queue: VecDeque<QueueItem>,
+    pub queue: PromptHeap,
     pub running: Option<QueueItem>,
     pub interrupt: bool,
     /// Node currently executing, for the "executing" message sent to a reconnecting client.
@@ -63,22 +91,46 @@ pub(crate) struct State {
     pub last_prompt: Option<Value>,
     pub uploads: Vec<String>,
     pub cache: HashMap<String, CachedOutputs>,
+    /// Model files per folder, as configured (saved files are found in `files`).
+    pub models: ModelFolders,
+    /// Every `TrainLoraNode` run, oldest first.
+    pub trainings: Vec<TrainingRun>,
+}
+
+impl State {
+    /// `GET /models/{folder}`: `None` for a folder the server does not have.
+    pub fn model_list(&self, folder: &str) -> Option<Vec<String>> {
+        self.models.list(folder, &self.files)
+    }
+
+    /// Whether `folder` (legacy names allowed) lists `name`, as loaders check before loading.
+    pub fn has_model(&self, folder: &str, name: &str) -> bool {
+        self.model_list(crate::models::canonical(folder)).is_some_and(|l| l.iter().any(|f| f == name))
+    }
+
+    /// Queued plus running prompts (`exec_info.queue_remaining`).
+    pub fn remaining(&self) -> usize {
+        self.queue.len() + usize::from(self.running.is_some())
+    }
 }
 
 pub(crate) struct Shared {
     pub options: FakeOptions,
     state: Mutex<State>,
     pub wake: Notify,
+    /// `true` while frozen (a SIGSTOPped process): nothing is answered and nothing advances.
+    frozen: watch::Sender<bool>,
     executor: Mutex<Option<JoinHandle<()>>>,
     listener_stop: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl Shared {
     pub fn new(options: FakeOptions) -> Arc<Shared> {
+        let models = ModelFolders::new(&options.checkpoints, &options.loras, &options.upscale_models, &options.models);
         Arc::new(Shared {
             options,
             state: Mutex::new(State {
-                queue: VecDeque::new(),
+                queue: PromptHeap::default(),
                 running: None,
                 interrupt: false,
                 last_node: None,
@@ -94,8 +146,11 @@ impl Shared {
                 last_prompt: None,
                 uploads: Vec::new(),
                 cache: HashMap::new(),
+                models,
+                trainings: Vec::new(),
             }),
             wake: Notify::new(),
+            frozen: watch::Sender::new(false),
             executor: Mutex::new(None),
             listener_stop: Mutex::new(None),
         })
@@ -127,7 +182,29 @@ impl Shared {
         self.listener_stop.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
+    pub fn set_frozen(&self, frozen: bool) {
+        self.frozen.send_replace(frozen);
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        *self.frozen.borrow()
+    }
+
+    /// A receiver to watch freezing and thawing.
+    pub fn frozen_watch(&self) -> watch::Receiver<bool> {
+        self.frozen.subscribe()
+    }
+
+    /// Returns at once unless frozen; then waits for the thaw.
+    pub async fn thawed(&self) {
+        let mut rx = self.frozen.subscribe();
+        // The sender lives as long as `self`, so this only ends by thawing.
+        let _ = rx.wait_for(|frozen| !*frozen).await;
+    }
+
     pub fn restart(self: &Arc<Self>) {
+        // A restarted process is not stopped any more.
+        self.set_frozen(false);
         if let Some(old) = self.executor.lock().unwrap_or_else(|e| e.into_inner()).take() {
             old.abort();
         }
@@ -145,6 +222,8 @@ impl Shared {
     }
 
     pub fn shutdown(&self) {
+        // Let held requests finish rather than hang a test's runtime forever.
+        self.set_frozen(false);
         self.stop_listening();
         if let Some(old) = self.executor.lock().unwrap_or_else(|e| e.into_inner()).take() {
             old.abort();
@@ -170,43 +249,61 @@ impl Shared {
 
     /// `status` with the queue size, sent to everyone whenever the queue changes.
     pub fn broadcast_status(&self) {
-        let remaining = {
-            let st = self.lock();
-            st.queue.len() + usize::from(st.running.is_some())
-        };
+        let remaining = self.lock().remaining();
         self.send_json("status", status_data(remaining, None), None);
     }
 
-    /// `/object_info` as it stands now: recorded entries + extras, with live model lists.
+    /// `/object_info` as it stands now: the recorded definitions with live model and file lists.
     pub fn object_info(&self) -> Map<String, Value> {
-        let mut info: Map<String, Value> =
-            serde_json::from_str(OBJECT_INFO).expect("embedded object_info.json is valid JSON");
-        let extra: Map<String, Value> =
-            serde_json::from_str(OBJECT_INFO_EXTRA).expect("embedded object_info_extra.json is valid JSON");
-        info.extend(extra);
-        let (inputs, missing) = {
-            let st = self.lock();
-            let mut inputs: Vec<String> = st
-                .files
-                .keys()
-                .filter(|(kind, _, _)| kind == "input")
-                .map(|(_, sub, name)| if sub.is_empty() { name.clone() } else { format!("{sub}/{name}") })
-                .collect();
-            inputs.sort();
-            (inputs, st.missing.clone())
-        };
-        set_choices(&mut info, "LoadImage", "image", &inputs);
-        set_choices(&mut info, "CheckpointLoaderSimple", "ckpt_name", &self.options.checkpoints);
-        set_choices(&mut info, "LoraLoader", "lora_name", &self.options.loras);
-        set_choices(&mut info, "UpscaleModelLoader", "model_name", &self.options.upscale_models);
-        info.retain(|name, _| !missing.contains(name));
+        let mut info = BASE_OBJECT_INFO.clone();
+        let st = self.lock();
+        let list = |folder: &str| st.model_list(folder).unwrap_or_default();
+        // LoadImage offers the images directly in `input/` (subfolder files still validate).
+        let mut inputs: Vec<String> = st
+            .files
+            .keys()
+            .filter(|(kind, sub, name)| kind == "input" && sub.is_empty() && is_image_name(name))
+            .map(|(_, _, name)| name.clone())
+            .collect();
+        inputs.sort();
+        set_choices(&mut info, "LoadImage", "image", inputs);
+        set_choices(&mut info, "CheckpointLoaderSimple", "ckpt_name", list("checkpoints"));
+        set_choices(&mut info, "LoraLoader", "lora_name", list("loras"));
+        set_choices(&mut info, "LoraLoaderModelOnly", "lora_name", list("loras"));
+        set_choices(&mut info, "UpscaleModelLoader", "model_name", list("upscale_models"));
+        set_choices(&mut info, "UNETLoader", "unet_name", list("diffusion_models"));
+        set_choices(&mut info, "CLIPLoader", "clip_name", list("text_encoders"));
+        // VAELoader.vae_list: the vae files, then the latent-free "pixel_space" choice.
+        let mut vaes = list("vae");
+        vaes.push("pixel_space".to_owned());
+        set_choices(&mut info, "VAELoader", "vae_name", vaes);
+        let mut existing = list("loras");
+        existing.push("[None]".to_owned());
+        set_choices(&mut info, "TrainLoraNode", "existing_lora", existing);
+        set_choices(&mut info, "LoadImageTextDataSetFromFolder", "folder", input_subfolders(&st.files));
+        info.retain(|name, _| !st.missing.contains(name));
         info
     }
 }
 
-fn set_choices(info: &mut Map<String, Value>, node: &str, input: &str, choices: &[String]) {
-    if let Some(spec) = info.get_mut(node).and_then(|n| n.pointer_mut(&format!("/input/required/{input}/0"))) {
-        *spec = json!(choices);
+/// Whether `LoadImage` lists a file of this name.
+pub(crate) fn is_image_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    IMAGE_EXTENSIONS.iter().any(|ext| lower.ends_with(ext))
+}
+
+/// Fills a combo's choices: `[[choices], {…}]` (classic nodes) or `["COMBO", {"options": …}]`
+/// (nodes written with the v3 schema), whichever the definition uses.
+fn set_choices(info: &mut Map<String, Value>, node: &str, input: &str, choices: Vec<String>) {
+    let Some(spec) = info.get_mut(node).and_then(|n| n.pointer_mut(&format!("/input/required/{input}"))) else {
+        return;
+    };
+    if spec.get(0).and_then(Value::as_str) == Some("COMBO") {
+        if let Some(options) = spec.pointer_mut("/1/options") {
+            *options = json!(choices);
+        }
+    } else if let Some(list) = spec.get_mut(0) {
+        *list = json!(choices);
     }
 }
 

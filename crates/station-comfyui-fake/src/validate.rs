@@ -23,15 +23,67 @@ pub(crate) fn as_link(value: &Value) -> Option<(&str, usize)> {
     }
 }
 
+/// Python's `repr` of a string: single quotes unless the text has one and no double quote.
+fn py_repr(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let mut out = String::from(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+/// Python's `str` of a JSON value as it appears in messages (`True`, `None`, lists with reprs).
+fn py_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => py_value(other),
+    }
+}
+
+/// Python's `repr` of a JSON value.
+fn py_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => py_repr(s),
+        Value::Bool(true) => "True".to_owned(),
+        Value::Bool(false) => "False".to_owned(),
+        Value::Null => "None".to_owned(),
+        Value::Array(items) => py_list(items),
+        other => other.to_string(),
+    }
+}
+
+/// Python's `str(list)`, as `value_not_in_list` shows the choices.
 fn py_list(items: &[Value]) -> String {
-    let parts: Vec<String> = items
-        .iter()
-        .map(|v| match v {
-            Value::String(s) => format!("'{s}'"),
-            other => other.to_string(),
-        })
-        .collect();
+    let parts: Vec<String> = items.iter().map(py_value).collect();
     format!("[{}]", parts.join(", "))
+}
+
+/// `validate_node_input`: equal types, `*` on either side, or a shared type in
+/// comma-separated unions (`IMAGE,MASK`).
+fn types_match(received: &Value, wanted: &Value) -> bool {
+    if received == wanted {
+        return true;
+    }
+    let (Some(received), Some(wanted)) = (received.as_str(), wanted.as_str()) else {
+        return false;
+    };
+    if received == "*" || wanted == "*" {
+        return true;
+    }
+    let got: Vec<&str> = received.split(',').map(str::trim).collect();
+    wanted.split(',').map(str::trim).any(|t| got.contains(&t))
 }
 
 pub(crate) fn validate_prompt(
@@ -135,47 +187,54 @@ impl Validator<'_> {
         let node = &self.graph[id];
         let class = node["class_type"].as_str().unwrap_or_default();
         let inputs = node.get("inputs").and_then(Value::as_object);
-        let required =
-            self.info[class].pointer("/input/required").and_then(Value::as_object).cloned().unwrap_or_default();
+        // validate_inputs checks the required and the optional inputs; a missing optional one is fine.
+        let mut specs: Vec<(String, Value, bool)> = Vec::new();
+        for (section, required) in [("required", true), ("optional", false)] {
+            if let Some(map) = self.info[class].pointer(&format!("/input/{section}")).and_then(Value::as_object) {
+                specs.extend(map.iter().map(|(name, spec)| (name.clone(), spec.clone(), required)));
+            }
+        }
         let mut errors = Vec::new();
         let mut ok = true;
-        for (name, spec) in &required {
+        for (name, spec, required) in &specs {
             let Some(value) = inputs.and_then(|i| i.get(name)) else {
-                errors.push(err(
-                    "required_input_missing",
-                    "Required input is missing",
-                    name.clone(),
-                    json!({"input_name": name}),
-                ));
+                if *required {
+                    errors.push(err(
+                        "required_input_missing",
+                        "Required input is missing",
+                        name.clone(),
+                        json!({"input_name": name}),
+                    ));
+                }
                 continue;
             };
             let input_type = spec.get(0).cloned().unwrap_or(Value::Null);
             let config = spec.get(1).cloned().unwrap_or(json!({}));
+            // `info = (input_type, extra_info)`: what the real errors carry as `input_config`.
+            let info = json!([input_type, config]);
             if let Some((src, idx)) = as_link(value) {
                 let Some(src_node) = self.graph.get(src) else {
                     errors.push(err(
                         "bad_linked_input",
                         "Bad linked input, must be a length-2 list of [string, int]",
                         name.clone(),
-                        json!({"input_name": name, "input_config": config, "received_value": value}),
+                        json!({"input_name": name, "input_config": info, "received_value": value}),
                     ));
                     continue;
                 };
                 let src_class = src_node["class_type"].as_str().unwrap_or_default();
                 let received =
                     self.info[src_class].get("output").and_then(|o| o.get(idx)).cloned().unwrap_or(Value::Null);
-                if let Value::String(want) = &input_type
-                    && want != "*"
-                    && received.as_str() != Some(want.as_str())
-                {
+                if !types_match(&received, &input_type) {
                     errors.push(err(
                         "return_type_mismatch",
                         "Return type mismatch between linked nodes",
                         format!(
-                            "{name}, received_type({}) mismatch input_type({want})",
-                            received.as_str().unwrap_or("None")
+                            "{name}, received_type({}) mismatch input_type({})",
+                            received.as_str().unwrap_or("None"),
+                            py_str(&input_type)
                         ),
-                        json!({"input_name": name, "input_config": config, "received_type": received, "linked_node": value}),
+                        json!({"input_name": name, "input_config": info, "received_type": received, "linked_node": value}),
                     ));
                     continue;
                 }
@@ -184,10 +243,18 @@ impl Validator<'_> {
                 }
                 continue;
             }
-            let extra = json!({"input_name": name, "input_config": config, "received_value": value});
-            match &input_type {
+            let extra = json!({"input_name": name, "input_config": info, "received_value": value});
+            // Combo choices: `[[choices], {…}]`, or `["COMBO", {"options": [choices]}]` (v3 nodes).
+            let choices = match &input_type {
+                Value::Array(choices) => Some(choices.clone()),
+                Value::String(t) if t == "COMBO" => {
+                    Some(config.get("options").and_then(Value::as_array).cloned().unwrap_or_default())
+                }
+                _ => None,
+            };
+            match (&input_type, choices) {
                 // LoadImage checks the file itself (VALIDATE_INPUTS) instead of the combo list.
-                Value::Array(_) if class == "LoadImage" && name == "image" => {
+                (Value::Array(_), _) if class == "LoadImage" && name == "image" => {
                     let file = value.as_str().unwrap_or_default();
                     if !self.uploaded.iter().any(|u| u == file) {
                         errors.push(err(
@@ -198,21 +265,21 @@ impl Validator<'_> {
                         ));
                     }
                 }
-                Value::Array(choices) if !choices.contains(value) => {
-                    let list = if choices.len() > 20 {
-                        format!("(list of length {})", choices.len())
+                (_, Some(choices)) if !choices.contains(value) => {
+                    // Long lists (many model files) are summarised and the config left out.
+                    let (list, input_config) = if choices.len() > 20 {
+                        (format!("(list of length {})", choices.len()), Value::Null)
                     } else {
-                        py_list(choices)
+                        (py_list(&choices), info.clone())
                     };
-                    let shown = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
                     errors.push(err(
                         "value_not_in_list",
                         "Value not in list",
-                        format!("{name}: '{shown}' not in {list}"),
-                        extra,
+                        format!("{name}: '{}' not in {list}", py_str(value)),
+                        json!({"input_name": name, "input_config": input_config, "received_value": value}),
                     ));
                 }
-                Value::String(t) if t == "INT" || t == "FLOAT" => {
+                (Value::String(t), _) if t == "INT" || t == "FLOAT" => {
                     let Some(n) = value.as_f64() else {
                         errors.push(err(
                             "invalid_input_type",
