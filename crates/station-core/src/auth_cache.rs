@@ -18,14 +18,13 @@
 //! read racing a revocation cannot put the old answer back.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use station_store::{AccountRow, Store};
+use station_store::AccountRow;
 
 use crate::Station;
-use crate::identity::SessionInfo;
 
 /// Something that stopped being a valid credential, announced to every process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +61,17 @@ pub(crate) struct CachedKey {
     pub account: AccountRow,
 }
 
+/// A web session's details.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionInfo {
+    /// The token forms must send back.
+    pub csrf_token: String,
+    /// When the session began (Unix ms).
+    pub created_at: i64,
+    /// When it ends (Unix ms).
+    pub expires_at: i64,
+}
+
 /// A web session as resolved from the database.
 #[derive(Debug, Clone)]
 pub(crate) struct CachedSession {
@@ -69,18 +79,21 @@ pub(crate) struct CachedSession {
     pub account: AccountRow,
 }
 
-/// Where invalidations go to reach other processes (PostgreSQL only).
-pub(crate) struct Remote {
-    pub store: Store,
-    pub channel: station_store::Channel,
-    pub origin: String,
+/// Carries this process's invalidations to the other processes
+/// (PostgreSQL's event channel: [`crate::events::PgBus`]).
+#[async_trait::async_trait]
+pub(crate) trait Announcer: Send + Sync {
+    /// Sends `inv`; awaited, so a short-lived process (the CLI) has sent it
+    /// before it exits. Failures are logged, not returned: the TTL still
+    /// bounds how long other processes trust the credential.
+    async fn announce(&self, inv: &Invalidation);
 }
 
 /// The per-process credential cache (see the module documentation).
 pub struct AuthCache {
     ttl: Duration,
     inner: Mutex<Inner>,
-    remote: OnceLock<Remote>,
+    remote: OnceLock<Arc<dyn Announcer>>,
 }
 
 impl std::fmt::Debug for AuthCache {
@@ -197,8 +210,8 @@ impl AuthCache {
         }
     }
 
-    /// Makes [`AuthCache::share`] send to other processes on `store`'s channel.
-    pub(crate) fn set_remote(&self, remote: Remote) {
+    /// Makes [`AuthCache::share`] send to other processes through `remote`.
+    pub(crate) fn set_remote(&self, remote: Arc<dyn Announcer>) {
         let _ = self.remote.set(remote);
     }
 
@@ -210,11 +223,8 @@ impl AuthCache {
     /// Sends `inv` to the other processes (PostgreSQL); awaited, so a short-lived
     /// process (the CLI) has sent it before it exits.
     async fn share(&self, inv: &Invalidation) {
-        let Some(r) = self.remote.get() else { return };
-        let payload = crate::events::auth_envelope(&r.origin, inv);
-        if let Err(e) = r.store.notify(&r.channel, &payload).await {
-            // The TTL still bounds how long other processes trust the credential.
-            tracing::warn!(error = %e, "could not announce a credential change to other processes");
+        if let Some(r) = self.remote.get() {
+            r.announce(inv).await;
         }
     }
 }
@@ -273,7 +283,7 @@ mod tests {
     }
 
     fn d(name: &str) -> KeyDigest {
-        crate::identity::digest_secret(name)
+        crate::secrets::digest_secret(name)
     }
 
     fn key(id: &str, account_id: &str) -> CachedKey {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use station_store::JobStatus;
 use tokio::sync::broadcast;
 
-use crate::auth_cache::{AuthCache, Invalidation, Remote};
+use crate::auth_cache::{Announcer, AuthCache, Invalidation};
 
 /// Something that happened to a job.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -153,10 +153,22 @@ struct Envelope {
     auth: Option<Invalidation>,
 }
 
-/// The notification text announcing `inv` from process `origin`.
-pub(crate) fn auth_envelope(origin: &str, inv: &Invalidation) -> String {
-    serde_json::to_string(&Envelope { origin: origin.to_string(), event: None, auth: Some(inv.clone()) })
-        .expect("an invalidation serialises")
+/// Announces this process's credential invalidations on the event channel.
+struct PgAnnouncer {
+    store: station_store::Store,
+    channel: station_store::Channel,
+    origin: String,
+}
+
+#[async_trait::async_trait]
+impl Announcer for PgAnnouncer {
+    async fn announce(&self, inv: &Invalidation) {
+        let envelope = Envelope { origin: self.origin.clone(), event: None, auth: Some(inv.clone()) };
+        let payload = serde_json::to_string(&envelope).expect("an invalidation serialises");
+        if let Err(e) = self.store.notify(&self.channel, &payload).await {
+            tracing::warn!(error = %e, "could not announce a credential change to other processes");
+        }
+    }
 }
 
 const PG_PAYLOAD_MAX: usize = 7900;
@@ -182,7 +194,11 @@ impl PgBus {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
         let bus = Arc::new(PgBus { local: InProcessBus::default(), outbox: tx });
         if let Some(auth) = &auth {
-            auth.set_remote(Remote { store: store.clone(), channel: channel.clone(), origin: origin.clone() });
+            auth.set_remote(Arc::new(PgAnnouncer {
+                store: store.clone(),
+                channel: channel.clone(),
+                origin: origin.clone(),
+            }));
         }
         // Sender: one NOTIFY per event, in order.
         let send_store = store.clone();

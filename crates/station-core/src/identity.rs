@@ -17,11 +17,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use sha2::{Digest, Sha256};
 use station_store::{AccountRow, OneTimeState, SessionRow, StoreError};
 
 use crate::Station;
+pub use crate::auth_cache::SessionInfo;
 use crate::auth_cache::{CachedKey, CachedSession, Invalidation};
+use crate::secrets::digest_secret;
+pub use crate::secrets::{hash_secret, same_secret};
 
 pub use station_store::{ApiKeyRow as ApiKeyInfo, LinkError};
 
@@ -51,17 +53,6 @@ pub struct LinkCode {
     /// The code to enter on the other platform (8 characters).
     pub code: String,
     /// When it stops working (Unix ms).
-    pub expires_at: i64,
-}
-
-/// A web session's details.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SessionInfo {
-    /// The token forms must send back.
-    pub csrf_token: String,
-    /// When the session began (Unix ms).
-    pub created_at: i64,
-    /// When it ends (Unix ms).
     pub expires_at: i64,
 }
 
@@ -160,22 +151,6 @@ impl RateLimited {
 
 fn retry_after_secs(d: &Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
-}
-
-/// Whether two secrets are equal, in time independent of where they differ
-/// (webhook secrets, CSRF tokens): the one comparison every front end uses.
-pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Hex SHA-256 of a secret: what is stored and looked up.
-pub fn hash_secret(secret: &str) -> String {
-    hex::encode(digest_secret(secret))
-}
-
-/// The raw SHA-256 of a secret (what [`hash_secret`] writes in hex).
-pub(crate) fn digest_secret(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
 }
 
 /// `n` characters drawn uniformly from `alphabet` with the thread-local

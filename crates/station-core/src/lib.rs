@@ -17,6 +17,7 @@ pub mod loras;
 pub mod media;
 pub mod native;
 pub mod points;
+pub mod secrets;
 pub mod settings;
 pub mod watermark;
 pub mod worker;

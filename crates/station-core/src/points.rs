@@ -12,38 +12,13 @@
 //! a group's sponsor (within its per-member daily cap), else the account —
 //! today's free allowance (`points.free_daily`) first, then its balance.
 //! Jobs priced above the account's quote threshold (its own, or
-//! `points.confirm_above`) are quoted ([`Station::quote`]) and need confirming.
+//! `points.confirm_above`) are quoted (`Station::quote`) and need confirming.
 
-use serde::Serialize;
 use station_store::{AccountRow, EntryKind, JobRow, JobStatus, NewEntry, PayTerms, Settlement, StoreError};
 pub use station_store::{AuditProblem, Balance, LedgerEntry, LedgerError, PaidBy, Posted, SponsorRow};
 use station_tools::Cost;
 
 use crate::Station;
-use crate::jobs::{SubmitError, SubmitRequest};
-
-/// What a job would cost and who would pay, shown before queueing it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Quote {
-    /// The tool the request resolved to.
-    pub tool_id: String,
-    /// Points the job costs (held when queued; per-second tools may be
-    /// charged less when they finish).
-    pub price: i64,
-    /// The account's own spendable points: available balance plus the free
-    /// allowance left today.
-    pub available: i64,
-    /// Free allowance left today.
-    pub allowance_left: i64,
-    /// Who would pay.
-    pub paid_by: PaidBy,
-    /// Whether the payer can cover it now.
-    pub affordable: bool,
-    /// The account's quote threshold (None: never asks).
-    pub threshold: Option<i64>,
-    /// Whether submitting needs `confirmed` (the price exceeds the threshold).
-    pub needs_confirmation: bool,
-}
 
 /// The most characters a sponsorship scope may have.
 const MAX_SCOPE_LEN: usize = 200;
@@ -247,32 +222,6 @@ impl Station {
             sponsor_scope: scope,
             max_queued: (limit > 0 && !account.is_admin()).then(|| limit.min(i64::MAX as u64) as i64),
         }
-    }
-
-    /// What `req` would cost `account` now and who would pay, validated
-    /// exactly like [`Station::submit`] (every refusal it would give except
-    /// a short balance, which the quote shows, and an unconfirmed price). It
-    /// writes nothing but the account's starting grant if that is still due,
-    /// so a new account's first quote shows the points its first job will have.
-    pub async fn quote(&self, account: &AccountRow, req: &SubmitRequest) -> Result<Quote, SubmitError> {
-        self.quote_at(account, req, station_store::now_ms()).await
-    }
-
-    /// [`Station::quote`] at a given time (Unix ms).
-    pub async fn quote_at(&self, account: &AccountRow, req: &SubmitRequest, now: i64) -> Result<Quote, SubmitError> {
-        let a = self.assess(account, req, &[], now).await?;
-        crate::jobs::quota_check(&a)?;
-        let price = a.prepared.price;
-        Ok(Quote {
-            tool_id: a.prepared.tool.id.clone(),
-            price,
-            available: a.plan.available,
-            allowance_left: a.plan.allowance_left,
-            paid_by: a.plan.paid_by,
-            affordable: a.plan.affordable,
-            threshold: a.threshold,
-            needs_confirmation: a.threshold.is_some_and(|t| price > t),
-        })
     }
 
     /// The account's quote threshold in effect: its own setting, else

@@ -11,34 +11,17 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::Value;
 use station_core::JobEvent;
 use station_core::conversations::{DeliveryResult, DeliveryRow};
 use station_core::{JobRow, JobStatus, now_ms};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Flows, mint_view, new_delivery};
+use crate::engine::Flows;
 use crate::flow::Out;
+use crate::outbox::{JobSource, mint_view, new_delivery};
 use crate::platform::{Conversation, DeliveryKind, Outcome, Outgoing};
 use crate::view::{Block, ImageRef, View};
-
-/// Where a job asked from, stored in the job's `source`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct JobSource {
-    /// The conversation to deliver to.
-    pub conversation: Conversation,
-    /// The flow instance that submitted it.
-    #[serde(default)]
-    pub instance: Option<String>,
-}
-
-impl JobSource {
-    /// Reads a job's source, if it came from a conversation.
-    pub fn of(job: &JobRow) -> Option<JobSource> {
-        serde_json::from_str(job.source.as_deref()?).ok()
-    }
-}
 
 /// The running delivery service; stop it with [`FlowsRunner::shutdown`].
 pub struct FlowsRunner {
@@ -355,11 +338,4 @@ impl Flows {
         }
         Ok(n)
     }
-}
-
-/// Reads a JSON array of strings (job outputs).
-pub(crate) fn string_list(text: Option<&str>) -> Vec<String> {
-    text.and_then(|t| serde_json::from_str::<Value>(t).ok())
-        .and_then(|v| v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()))
-        .unwrap_or_default()
 }

@@ -3,55 +3,18 @@
 //! buttons, outgoing messages) in one transaction before anything is sent.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use rand::Rng;
 use serde_json::{Value, json};
 use station_core::Station;
-use station_core::conversations::{ActionRow, FlowInstanceRow, NewDelivery, Transition};
+use station_core::conversations::{FlowInstanceRow, Transition};
 use station_core::{AccountRow, now_ms};
 
 use crate::flow::{Cx, Flow, FlowError, Next, Out, Start, StepInput};
+use crate::input::InputKey;
+use crate::outbox::{mint_view, new_delivery};
 use crate::platform::{Conversation, DeliveryKind, Input, Platform};
-use crate::view::{ButtonAction, Rich, View};
-
-/// The input being handled by [`Flows::handle_once`]. Kept task-local so
-/// flows and result actions need no extra argument: every durable write the
-/// engine makes for the input, and every job it submits, takes its key from here.
-struct InputScope {
-    key: String,
-    writes: AtomicU32,
-    jobs: AtomicU32,
-}
-
-tokio::task_local! {
-    static INPUT: InputScope;
-}
-
-/// The key to record with the next durable write of the input being handled:
-/// the input's own key for the first write (which [`Flows::handle_once`]
-/// checks), `KEY#n` for the n-th. None outside [`Flows::handle_once`].
-pub(crate) fn next_write_key() -> Option<String> {
-    INPUT
-        .try_with(|s| match s.writes.fetch_add(1, Ordering::SeqCst) {
-            0 => s.key.clone(),
-            n => format!("{}#{}", s.key, n + 1),
-        })
-        .ok()
-}
-
-/// The idempotency key of the next job the input being handled submits:
-/// [`job_key`] of the input's key and the submission's number.
-pub(crate) fn next_job_key() -> Option<String> {
-    INPUT.try_with(|s| job_key(&s.key, s.jobs.fetch_add(1, Ordering::SeqCst) + 1)).ok()
-}
-
-/// The idempotency key of the `n`-th job (from 1) an input submits: a
-/// replayed input submits under the same keys, so it queues and charges nothing new.
-pub fn job_key(input_key: &str, n: u32) -> String {
-    format!("{input_key}/job{n}")
-}
+use crate::view::{Rich, View};
 
 /// What an adapter may tell the person at once (Telegram's callback answer,
 /// Discord's ephemeral note) besides the messages that follow.
@@ -65,6 +28,23 @@ impl Reply {
     fn toast(s: impl Into<String>) -> Reply {
         Reply { toast: Some(s.into()) }
     }
+}
+
+/// Handles buttons that belong to no flow step: they act on a job or start
+/// a flow, so they keep working after the flow that showed them moved on.
+/// The engine dispatches to it; [`crate::results`] implements it.
+#[async_trait::async_trait]
+pub trait StandaloneActions: Send + Sync {
+    /// Runs action `name` with `args` for `account` in `conv`, on behalf of the input named by `key`.
+    async fn run(
+        &self,
+        flows: &Flows,
+        key: &InputKey,
+        account: &AccountRow,
+        conv: &Conversation,
+        name: &str,
+        args: Value,
+    ) -> Result<Reply, FlowError>;
 }
 
 /// An entry of a platform's command menu.
@@ -87,6 +67,8 @@ pub struct Flows {
 pub(crate) struct Inner {
     pub(crate) station: Station,
     pub(crate) flows: HashMap<&'static str, Arc<dyn Flow>>,
+    /// Buttons that belong to no flow step (result actions, menu shortcuts).
+    pub(crate) actions: Arc<dyn StandaloneActions>,
     pub(crate) platforms: RwLock<HashMap<String, Arc<dyn Platform>>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Wakes the delivery service when something was written.
@@ -124,79 +106,27 @@ impl Default for FlowSettings {
     }
 }
 
-/// Mints an action token: 12 base62 characters (71 bits), far under every
-/// platform's callback-data limit.
-pub(crate) fn mint_token() -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    (0..12).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
-}
-
-/// Replaces the pending actions of a view's buttons with minted tokens,
-/// returning the action records to store.
-pub(crate) fn mint_view(view: &mut View, account_id: &str, instance: Option<(&str, i64)>, now: i64) -> Vec<ActionRow> {
-    let mut rows = vec![];
-    for b in view.buttons_mut() {
-        if let ButtonAction::Pending(spec) = &b.action {
-            // Result actions work from any message, whatever step its flow is at.
-            let instance = if crate::results::STANDALONE.contains(&spec.name.as_str()) { None } else { instance };
-            let token = mint_token();
-            rows.push(ActionRow {
-                token: token.clone(),
-                account_id: account_id.to_string(),
-                instance_id: instance.map(|(i, _)| i.to_string()),
-                rev: instance.map(|(_, r)| r),
-                name: spec.name.clone(),
-                args: spec.args.to_string(),
-                created_at: now,
-            });
-            b.action = ButtonAction::Token(token);
-        }
-    }
-    rows
-}
-
-pub(crate) fn new_delivery(conv: &Conversation, account_id: &str, out: &Out) -> NewDelivery {
-    NewDelivery {
-        id: uuid::Uuid::now_v7().to_string(),
-        conversation: conv.key(),
-        conv_json: serde_json::to_string(conv).expect("conversation serialises"),
-        platform: conv.platform.clone(),
-        account_id: account_id.to_string(),
-        kind: out.kind.as_str().to_string(),
-        dedupe_key: out.dedupe_key.clone(),
-        view: serde_json::to_string(&out.view).expect("view serialises"),
-        replace_ref: None,
-    }
-}
-
 /// Built-in commands that are not tools.
 const BUILTIN_COMMANDS: &[&str] = &["start", "help", "make", "settings", "status", "history", "balance", "link", "web"];
 /// Operator commands, listed only for admins (their flows are `admin_only`).
 const ADMIN_COMMANDS: &[&str] = &["queue", "grant"];
 
 impl Flows {
-    /// An engine with the built-in flows.
-    pub fn new(station: Station) -> Flows {
-        Flows::with_settings(station, FlowSettings::default())
-    }
-
-    /// An engine with explicit settings.
-    pub fn with_settings(station: Station, settings: FlowSettings) -> Flows {
-        Flows::with_flows(station, settings, vec![])
-    }
-
-    /// An engine with extra flows beside the built-ins (a flow with a
-    /// built-in's name replaces it). Extra flows start by their name as a command.
-    pub fn with_flows(station: Station, settings: FlowSettings, extra: Vec<Arc<dyn Flow>>) -> Flows {
-        let mut flows: HashMap<&'static str, Arc<dyn Flow>> = HashMap::new();
-        for f in crate::flows::builtin().into_iter().chain(extra) {
-            flows.insert(f.name(), f);
-        }
+    /// An engine with these flows (by name) and standalone action handler.
+    /// `station_flows::Flows::new` and friends (in [`crate::flows`]) give it
+    /// the built-in flows and result actions.
+    pub(crate) fn assemble(
+        station: Station,
+        settings: FlowSettings,
+        flows: Vec<Arc<dyn Flow>>,
+        actions: Arc<dyn StandaloneActions>,
+    ) -> Flows {
+        let flows = flows.into_iter().map(|f| (f.name(), f)).collect();
         Flows {
             inner: Arc::new(Inner {
                 station,
                 flows,
+                actions,
                 platforms: Default::default(),
                 locks: Default::default(),
                 outbox: tokio::sync::Notify::new(),
@@ -233,7 +163,7 @@ impl Flows {
             })
             .collect();
         out.push(CommandInfo { name: "cancel".into(), description: "Stop what you are doing".into(), tool: None });
-        let admin = account.is_some_and(crate::flows::admin::is_admin);
+        let admin = account.is_some_and(AccountRow::is_admin);
         if admin {
             out.extend(ADMIN_COMMANDS.iter().filter_map(|name| {
                 let f = self.inner.flows.get(name)?;
@@ -280,7 +210,7 @@ impl Flows {
         if self.input_handled(key).await? {
             return Ok(Reply::default());
         }
-        INPUT.scope(InputScope::new(key), self.handle(account, conv, input)).await
+        self.handle_keyed(&InputKey::new(key), account, conv, input).await
     }
 
     /// [`Flows::notice`] once per input key (see [`Flows::handle_once`]): an
@@ -295,7 +225,7 @@ impl Flows {
         if self.input_handled(key).await? {
             return Ok(());
         }
-        INPUT.scope(InputScope::new(key), self.notice(account, conv, view)).await
+        self.notice_keyed(&InputKey::new(key), account, conv, view).await
     }
 
     /// Whether the input with this key already had its effect.
@@ -307,27 +237,43 @@ impl Flows {
     /// conversation are applied one after the other; a button from a step
     /// that is already over is answered with a toast and changes nothing.
     pub async fn handle(&self, account: &AccountRow, conv: &Conversation, input: Input) -> Result<Reply, FlowError> {
+        self.handle_keyed(&InputKey::none(), account, conv, input).await
+    }
+
+    async fn handle_keyed(
+        &self,
+        key: &InputKey,
+        account: &AccountRow,
+        conv: &Conversation,
+        input: Input,
+    ) -> Result<Reply, FlowError> {
         // The same per-account token bucket as the API (`limits.requests_per_minute`).
         if let Err(limited) = self.inner.station.check_rate(account) {
             let text = format!("You're going a bit fast. Please wait {} s and try again.", limited.retry_after_secs());
             if !matches!(input, Input::Action { .. }) {
-                self.notice(account, conv, View::text(text.clone())).await?;
+                self.notice_keyed(key, account, conv, View::text(text.clone())).await?;
             }
             return Ok(Reply::toast(text));
         }
         let lock = self.lock_for(&format!("{}|{}", conv.key(), account.id));
         let _guard = lock.lock().await;
-        let reply = self.handle_locked(account, conv, input).await;
+        let reply = self.handle_locked(key, account, conv, input).await;
         self.inner.outbox.notify_one();
         reply
     }
 
-    async fn handle_locked(&self, account: &AccountRow, conv: &Conversation, input: Input) -> Result<Reply, FlowError> {
+    async fn handle_locked(
+        &self,
+        key: &InputKey,
+        account: &AccountRow,
+        conv: &Conversation,
+        input: Input,
+    ) -> Result<Reply, FlowError> {
         match input {
             Input::Command { name, text, images, params } => {
                 let name = name.trim_start_matches('/').split('@').next().unwrap_or("").to_lowercase();
                 let start = Start { text, images, params, args: Value::Null };
-                self.run_command(account, conv, &name, start).await
+                self.run_command(key, account, conv, &name, start).await
             }
             Input::Action { token } => {
                 let Some(action) = self.inner.station.conversations().action(&token).await? else {
@@ -338,12 +284,12 @@ impl Flows {
                 }
                 let args: Value = serde_json::from_str(&action.args).unwrap_or(Value::Null);
                 match action.instance_id {
-                    None => crate::results::standalone(self, account, conv, &action.name, args).await,
+                    None => self.inner.actions.run(self, key, account, conv, &action.name, args).await,
                     Some(instance_id) => {
                         let current = self.inner.station.conversations().get(&instance_id).await?;
                         match current {
                             Some(inst) if inst.status == "active" && Some(inst.rev) == action.rev => {
-                                self.step_input(account, conv, inst, StepInput::Action { name: action.name, args })
+                                self.step_input(key, account, conv, inst, StepInput::Action { name: action.name, args })
                                     .await
                             }
                             _ => Ok(Reply::toast("That step is over: the conversation has moved on.")),
@@ -351,8 +297,8 @@ impl Flows {
                     }
                 }
             }
-            Input::Text { text } => self.to_active(account, conv, StepInput::Text(text)).await,
-            Input::Images { media } => self.to_active(account, conv, StepInput::Images(media)).await,
+            Input::Text { text } => self.to_active(key, account, conv, StepInput::Text(text)).await,
+            Input::Images { media } => self.to_active(key, account, conv, StepInput::Images(media)).await,
             Input::Form { values, token } => {
                 if let Some(token) = token
                     && let Some(action) = self.inner.station.conversations().action(&token).await?
@@ -361,17 +307,23 @@ impl Flows {
                 {
                     // A form opened by a standalone button (Discord modal for "tweak").
                     let args = json!({"form": values, "args": serde_json::from_str::<Value>(&action.args).ok()});
-                    return crate::results::standalone(self, account, conv, &format!("{}_form", action.name), args)
-                        .await;
+                    let name = format!("{}_form", action.name);
+                    return self.inner.actions.run(self, key, account, conv, &name, args).await;
                 }
-                self.to_active(account, conv, StepInput::Form(values)).await
+                self.to_active(key, account, conv, StepInput::Form(values)).await
             }
         }
     }
 
-    async fn to_active(&self, account: &AccountRow, conv: &Conversation, input: StepInput) -> Result<Reply, FlowError> {
+    async fn to_active(
+        &self,
+        key: &InputKey,
+        account: &AccountRow,
+        conv: &Conversation,
+        input: StepInput,
+    ) -> Result<Reply, FlowError> {
         match self.inner.station.conversations().active(&conv.key(), &account.id).await? {
-            Some(inst) => self.step_input(account, conv, inst, input).await,
+            Some(inst) => self.step_input(key, account, conv, inst, input).await,
             None => {
                 let hint = match input {
                     StepInput::Images(_) => {
@@ -380,7 +332,7 @@ impl Flows {
                     }
                     _ => "Send /make to create something, or /help to see what I can do.",
                 };
-                self.notice(account, conv, View::text(hint)).await?;
+                self.notice_keyed(key, account, conv, View::text(hint)).await?;
                 Ok(Reply::default())
             }
         }
@@ -389,17 +341,17 @@ impl Flows {
     /// Starts the flow behind a command (built-in flows and tool commands).
     pub(crate) async fn run_command(
         &self,
+        key: &InputKey,
         account: &AccountRow,
         conv: &Conversation,
         name: &str,
         mut start: Start,
     ) -> Result<Reply, FlowError> {
         if name == "cancel" {
-            return self.cancel_active(account, conv).await;
+            return self.cancel_active(key, account, conv).await;
         }
         // Operator flows do not exist for anyone else (a tool may use the name).
-        let runnable =
-            self.inner.flows.get(name).is_some_and(|f| !f.admin_only() || crate::flows::admin::is_admin(account));
+        let runnable = self.inner.flows.get(name).is_some_and(|f| !f.admin_only() || account.is_admin());
         let flow_name = if runnable && name != "make" {
             name.to_string()
         } else if name == "make" {
@@ -408,15 +360,11 @@ impl Flows {
             start.args = json!({"tool": tool.id});
             "make".to_string()
         } else {
-            self.notice(
-                account,
-                conv,
-                View::text(Rich::plain("Unknown command ").code(format!("/{name}")).text(". Send /help for the list.")),
-            )
-            .await?;
+            let text = Rich::plain("Unknown command ").code(format!("/{name}")).text(". Send /help for the list.");
+            self.notice_keyed(key, account, conv, View::text(text)).await?;
             return Ok(Reply::default());
         };
-        self.start_flow(account, conv, &flow_name, start).await
+        self.start_flow_keyed(key, account, conv, &flow_name, start).await
     }
 
     /// Starts a flow by name (replacing the conversation's active flow).
@@ -427,16 +375,34 @@ impl Flows {
         flow_name: &str,
         start: Start,
     ) -> Result<Reply, FlowError> {
+        self.start_flow_keyed(&InputKey::none(), account, conv, flow_name, start).await
+    }
+
+    /// [`Flows::start_flow`] on behalf of the input named by `key`.
+    pub(crate) async fn start_flow_keyed(
+        &self,
+        key: &InputKey,
+        account: &AccountRow,
+        conv: &Conversation,
+        flow_name: &str,
+        start: Start,
+    ) -> Result<Reply, FlowError> {
         let flow = self.flow(flow_name)?;
-        if flow.admin_only() && !crate::flows::admin::is_admin(account) {
+        if flow.admin_only() && !account.is_admin() {
             // A button or stale menu reaching an operator flow: as unknown as the command.
             let text = Rich::plain("Unknown command ").code(format!("/{flow_name}")).text(". Send /help for the list.");
-            self.notice(account, conv, View::text(text)).await?;
+            self.notice_keyed(key, account, conv, View::text(text)).await?;
             return Ok(Reply::default());
         }
         let instance_id = uuid::Uuid::now_v7().to_string();
-        let cx =
-            Cx { station: &self.inner.station, account, conversation: conv, instance_id: &instance_id, flows: self };
+        let cx = Cx {
+            station: &self.inner.station,
+            account,
+            conversation: conv,
+            instance_id: &instance_id,
+            flows: self,
+            input: key,
+        };
         let next = flow.start(&cx, start).await?;
         let now = now_ms();
         let fresh = FlowInstanceRow {
@@ -461,22 +427,23 @@ impl Flows {
         self.inner.flows.get(name).cloned().ok_or_else(|| FlowError::UnknownFlow(name.to_string()))
     }
 
-    async fn cancel_active(&self, account: &AccountRow, conv: &Conversation) -> Result<Reply, FlowError> {
+    async fn cancel_active(
+        &self,
+        key: &InputKey,
+        account: &AccountRow,
+        conv: &Conversation,
+    ) -> Result<Reply, FlowError> {
         let store = self.inner.station.conversations();
         match store.active(&conv.key(), &account.id).await? {
             Some(inst) => {
                 let out = Out { view: View::text("Cancelled."), kind: DeliveryKind::Notice, dedupe_key: None };
                 let d = new_delivery(conv, &account.id, &out);
-                store.end(&inst.id, inst.rev, "cancelled", &[d], next_write_key().as_deref(), now_ms()).await?;
+                store.end(&inst.id, inst.rev, "cancelled", &[d], key.next_write().as_deref(), now_ms()).await?;
                 Ok(Reply::toast("Cancelled"))
             }
             None => {
-                self.notice(
-                    account,
-                    conv,
-                    View::text("Nothing to cancel here. To stop a running job, open /status and press Cancel."),
-                )
-                .await?;
+                let text = "Nothing to cancel here. To stop a running job, open /status and press Cancel.";
+                self.notice_keyed(key, account, conv, View::text(text)).await?;
                 Ok(Reply::default())
             }
         }
@@ -484,6 +451,7 @@ impl Flows {
 
     async fn step_input(
         &self,
+        key: &InputKey,
         account: &AccountRow,
         conv: &Conversation,
         inst: FlowInstanceRow,
@@ -491,8 +459,14 @@ impl Flows {
     ) -> Result<Reply, FlowError> {
         let flow = self.flow(&inst.flow)?;
         let instance_id = inst.id.clone();
-        let cx =
-            Cx { station: &self.inner.station, account, conversation: conv, instance_id: &instance_id, flows: self };
+        let cx = Cx {
+            station: &self.inner.station,
+            account,
+            conversation: conv,
+            instance_id: &instance_id,
+            flows: self,
+            input: key,
+        };
         let mut inst = inst;
         if inst.flow_version != flow.version() {
             let state: Value = serde_json::from_str(&inst.state).unwrap_or(Value::Null);
@@ -509,11 +483,11 @@ impl Flows {
                     ));
                     let out = Out { view, kind: DeliveryKind::Notice, dedupe_key: None };
                     let d = new_delivery(conv, &account.id, &out);
-                    let key = next_write_key();
+                    let write = key.next_write();
                     self.inner
                         .station
                         .conversations()
-                        .end(&inst.id, inst.rev, "ended", &[d], key.as_deref(), now_ms())
+                        .end(&inst.id, inst.rev, "ended", &[d], write.as_deref(), now_ms())
                         .await?;
                     return Ok(Reply::default());
                 }
@@ -615,7 +589,8 @@ impl Flows {
             deliveries.push(new_delivery(cx.conversation, &cx.account.id, &note));
         }
         deliveries.push(new_delivery(cx.conversation, &cx.account.id, &Out::message(view)));
-        let t = Transition { instance: inst.clone(), expected_rev, actions, deliveries, input_key: next_write_key() };
+        let t =
+            Transition { instance: inst.clone(), expected_rev, actions, deliveries, input_key: cx.input.next_write() };
         if !store.save_transition(&t, now).await? {
             return Ok(Reply::toast("That arrived after the conversation moved on; nothing changed."));
         }
@@ -642,12 +617,12 @@ impl Flows {
         match expected_rev {
             // A flow that finished in its first step never needs an instance row.
             None => {
-                store.save_outbox(&actions, &deliveries, true, next_write_key().as_deref(), now).await?;
+                store.save_outbox(&actions, &deliveries, true, cx.input.next_write().as_deref(), now).await?;
             }
             Some(rev) => {
                 // Button records alone send nothing; the input is recorded with the flow's end.
                 store.save_outbox(&actions, &[], false, None, now).await?;
-                if !store.end(&inst.id, rev, status, &deliveries, next_write_key().as_deref(), now).await? {
+                if !store.end(&inst.id, rev, status, &deliveries, cx.input.next_write().as_deref(), now).await? {
                     return Ok(Reply::toast("That arrived after the conversation moved on; nothing changed."));
                 }
             }
@@ -657,15 +632,38 @@ impl Flows {
 
     /// Sends a standalone message (no flow state changes).
     pub async fn notice(&self, account: &AccountRow, conv: &Conversation, view: View) -> Result<(), FlowError> {
-        self.send(account, conv, Out { view, kind: DeliveryKind::Notice, dedupe_key: None }).await
+        self.notice_keyed(&InputKey::none(), account, conv, view).await
+    }
+
+    /// [`Flows::notice`] on behalf of the input named by `key`.
+    pub(crate) async fn notice_keyed(
+        &self,
+        key: &InputKey,
+        account: &AccountRow,
+        conv: &Conversation,
+        view: View,
+    ) -> Result<(), FlowError> {
+        self.send_keyed(key, account, conv, Out { view, kind: DeliveryKind::Notice, dedupe_key: None }).await
     }
 
     /// Stores a standalone outgoing message (minting its buttons) for delivery.
-    pub async fn send(&self, account: &AccountRow, conv: &Conversation, mut out: Out) -> Result<(), FlowError> {
+    pub async fn send(&self, account: &AccountRow, conv: &Conversation, out: Out) -> Result<(), FlowError> {
+        self.send_keyed(&InputKey::none(), account, conv, out).await
+    }
+
+    /// [`Flows::send`] on behalf of the input named by `key`.
+    pub(crate) async fn send_keyed(
+        &self,
+        key: &InputKey,
+        account: &AccountRow,
+        conv: &Conversation,
+        mut out: Out,
+    ) -> Result<(), FlowError> {
         let now = now_ms();
         let actions = mint_view(&mut out.view, &account.id, None, now);
         let d = new_delivery(conv, &account.id, &out);
-        self.inner.station.conversations().save_outbox(&actions, &[d], true, next_write_key().as_deref(), now).await?;
+        let write = key.next_write();
+        self.inner.station.conversations().save_outbox(&actions, &[d], true, write.as_deref(), now).await?;
         self.inner.outbox.notify_one();
         Ok(())
     }
@@ -699,12 +697,6 @@ impl Flows {
             self.inner.outbox.notify_one();
         }
         Ok(n)
-    }
-}
-
-impl InputScope {
-    fn new(key: &str) -> InputScope {
-        InputScope { key: key.to_string(), writes: AtomicU32::new(0), jobs: AtomicU32::new(0) }
     }
 }
 

@@ -124,6 +124,9 @@ pub struct Cx<'a> {
     pub instance_id: &'a str,
     /// The engine (for submitting jobs with their progress messages).
     pub flows: &'a crate::Flows,
+    /// The name of the input being handled: writes and jobs it causes are
+    /// keyed by it, so a replayed input does nothing twice.
+    pub input: &'a crate::input::InputKey,
 }
 
 /// Errors a flow cannot turn into a friendly "try again": the engine ends

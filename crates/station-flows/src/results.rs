@@ -5,16 +5,12 @@ use serde_json::{Map, Value, json};
 use station_core::{AccountRow, JobRow, JobStatus, RatingError};
 use station_core::{SubmitError, SubmitRequest};
 
-use crate::delivery::{JobSource, string_list};
-use crate::engine::{Flows, Reply};
+use crate::engine::{Flows, Reply, StandaloneActions};
 use crate::flow::{FlowError, Out, Start};
+use crate::input::InputKey;
+use crate::outbox::{JobSource, string_list};
 use crate::platform::{Conversation, DeliveryKind};
 use crate::view::{Block, Button, Field, ImageRef, Rich, View};
-
-/// Actions that never belong to a flow step: they act on a job or start a
-/// flow, so their buttons keep working after the flow that showed them moved on.
-pub const STANDALONE: &[&str] =
-    &["open", "rerun", "tweak", "use", "info", "rate", "rate_set", "hide", "cancel_job", "start"];
 
 /// The message showing a finished job.
 pub async fn result_view(flows: &Flows, job: &JobRow) -> Result<View, FlowError> {
@@ -82,8 +78,10 @@ fn caption(job: &JobRow, tool_name: &str) -> String {
 
 /// Submits a job for a conversation and writes its progress message
 /// (which later updates edit in place). Refusals become friendly text.
+#[allow(clippy::too_many_arguments)] // one submission's who, where, what and how, each needed
 pub async fn submit_for(
     flows: &Flows,
+    key: &InputKey,
     account: &AccountRow,
     conv: &Conversation,
     tool: &str,
@@ -100,7 +98,7 @@ pub async fn submit_for(
         confirmed,
         sponsor_scope: conv.group.clone(),
         // Under Flows::handle_once: a replayed input finds its job.
-        idempotency_key: crate::engine::next_job_key(),
+        idempotency_key: key.next_job(),
         ..Default::default()
     };
     match station.submit(account, req).await {
@@ -148,9 +146,28 @@ async fn own_job(flows: &Flows, account: &AccountRow, args: &Value) -> Result<Op
     }
 }
 
+/// The result actions and menu shortcuts: buttons that belong to no flow step.
+pub struct ResultActions;
+
+#[async_trait::async_trait]
+impl StandaloneActions for ResultActions {
+    async fn run(
+        &self,
+        flows: &Flows,
+        key: &InputKey,
+        account: &AccountRow,
+        conv: &Conversation,
+        name: &str,
+        args: Value,
+    ) -> Result<Reply, FlowError> {
+        standalone(flows, key, account, conv, name, args).await
+    }
+}
+
 /// Handles a button that belongs to no flow step (result actions, menu shortcuts).
-pub async fn standalone(
+async fn standalone(
     flows: &Flows,
+    key: &InputKey,
     account: &AccountRow,
     conv: &Conversation,
     name: &str,
@@ -160,7 +177,7 @@ pub async fn standalone(
     if name == "start" {
         let flow = args.get("flow").and_then(Value::as_str).unwrap_or("help").to_string();
         let start = Start { args: args.get("args").cloned().unwrap_or(Value::Null), ..Default::default() };
-        return flows.start_flow(account, conv, &flow, start).await;
+        return flows.start_flow_keyed(key, account, conv, &flow, start).await;
     }
     if name == "tweak_form" {
         // A form opened by a result's tweak button (Discord modal): run at once.
@@ -177,7 +194,7 @@ pub async fn standalone(
                 }
             }
         }
-        return run_again(flows, account, conv, &job, params).await;
+        return run_again(flows, key, account, conv, &job, params).await;
     }
     let Some(job) = own_job(flows, account, &args).await? else {
         return Ok(Reply { toast: Some("That result is no longer available.".into()) });
@@ -185,33 +202,34 @@ pub async fn standalone(
     match name {
         "rerun" => {
             let params = station.reusable_params(&job, true);
-            run_again(flows, account, conv, &job, params).await
+            run_again(flows, key, account, conv, &job, params).await
         }
         "tweak" => {
             let params = station.reusable_params(&job, true);
             let start = Start { params, args: json!({"tool": job.tool_id, "tweak": true}), ..Default::default() };
-            flows.start_flow(account, conv, "make", start).await
+            flows.start_flow_keyed(key, account, conv, "make", start).await
         }
         "use" => {
             let images = string_list(job.outputs.as_deref());
             let start = Start { images, args: json!({"use_as_input": true}), ..Default::default() };
-            flows.start_flow(account, conv, "make", start).await
+            flows.start_flow_keyed(key, account, conv, "make", start).await
         }
         "open" => {
             let view = result_view(flows, &job).await?;
-            flows.send(account, conv, Out { view, kind: DeliveryKind::Message, dedupe_key: None }).await?;
+            flows.send_keyed(key, account, conv, Out { view, kind: DeliveryKind::Message, dedupe_key: None }).await?;
             Ok(Reply::default())
         }
         "info" => {
             let view = info_view(flows, &job).await?;
-            flows.send(account, conv, Out::message(view)).await?;
+            flows.send_keyed(key, account, conv, Out::message(view)).await?;
             Ok(Reply::default())
         }
         "rate" => {
             let buttons = (1..=5)
                 .map(|n| Button::action("★".repeat(n), "rate_set", json!({"job": job.id, "stars": n})))
                 .collect();
-            flows.send(account, conv, Out::message(View::text("How good is this result?").row(buttons))).await?;
+            let out = Out::message(View::text("How good is this result?").row(buttons));
+            flows.send_keyed(key, account, conv, out).await?;
             Ok(Reply::default())
         }
         "rate_set" => {
@@ -245,23 +263,24 @@ pub async fn standalone(
 
 async fn run_again(
     flows: &Flows,
+    key: &InputKey,
     account: &AccountRow,
     conv: &Conversation,
     job: &JobRow,
     params: Map<String, Value>,
 ) -> Result<Reply, FlowError> {
-    match submit_for(flows, account, conv, &job.tool_id, params.clone(), None, false).await? {
+    match submit_for(flows, key, account, conv, &job.tool_id, params.clone(), None, false).await? {
         Ok((_, out)) => {
-            flows.send(account, conv, out).await?;
+            flows.send_keyed(key, account, conv, out).await?;
             Ok(Reply { toast: Some("Queued".into()) })
         }
         Err(Refused::Confirm(price)) => {
             let start =
                 Start { params, args: json!({"tool": job.tool_id, "confirm_price": price}), ..Default::default() };
-            flows.start_flow(account, conv, "make", start).await
+            flows.start_flow_keyed(key, account, conv, "make", start).await
         }
         Err(Refused::Text(msg)) => {
-            flows.notice(account, conv, View::text(format!("⚠ {msg}"))).await?;
+            flows.notice_keyed(key, account, conv, View::text(format!("⚠ {msg}"))).await?;
             Ok(Reply::default())
         }
     }

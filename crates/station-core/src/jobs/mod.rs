@@ -4,9 +4,11 @@
 //! - [`request`]: what a front end asks ([`SubmitRequest`]) and every refusal ([`SubmitError`]);
 //! - [`view`]: a job as people waiting for it see it (queue position, ETA);
 //! - [`owned`]: lookups that check ownership, marks, history pages, reruns;
+//! - [`quote`]: what a request would cost, before it is submitted;
 //! - this module: finding tools, submitting and cancelling.
 
 pub mod owned;
+pub mod quote;
 pub mod request;
 pub mod view;
 
@@ -18,6 +20,7 @@ use crate::Station;
 use crate::events::JobEvent;
 use crate::media::CheckedImage;
 pub use owned::{GenerationPage, JobAccessError, RatingError};
+pub use quote::Quote;
 pub(crate) use request::Prepared;
 pub use request::{SubmitError, SubmitRequest};
 pub use view::{ETA_CACHE_TTL, EtaCache, JobStatusView, JobView};

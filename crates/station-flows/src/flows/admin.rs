@@ -9,11 +9,6 @@ use serde_json::{Value, json};
 use crate::flow::{Cx, Flow, FlowError, Next, Out, Start, StepInput, StepSpec, get_str};
 use crate::view::{Block, Button, Field, Rich, View};
 
-/// Whether an account may use operator commands.
-pub fn is_admin(account: &station_core::AccountRow) -> bool {
-    account.is_admin()
-}
-
 /// `12 s`, `3 min 10 s`, `2 h 5 min`.
 fn age(ms: i64) -> String {
     let s = ms.max(0) / 1000;
@@ -203,7 +198,7 @@ impl Flow for Grant {
             return Ok(Next::Invalid("Press the button to grant, or Cancel.".into()));
         }
         // The role is read again: an operator demoted since /grant cannot confirm.
-        if !is_admin(cx.account) {
+        if !cx.account.is_admin() {
             return Ok(Next::Finish(vec![Out::message(View::text("Only operators can grant points."))]));
         }
         let id = get_str(state, "account").unwrap_or("");

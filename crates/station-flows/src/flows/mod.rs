@@ -2,6 +2,7 @@
 //! balance, link, web, and the operators' queue and grant.
 
 pub mod admin;
+pub mod inputs;
 pub mod make;
 mod settings;
 
@@ -12,6 +13,29 @@ use station_core::{JobRow, JobStatus};
 
 use crate::flow::{Accepts, Cx, Flow, FlowError, Next, Out, Start, StepInput, StepSpec};
 use crate::view::{Block, Button, Field, GridCell, ImageRef, Rich, View};
+
+impl crate::Flows {
+    /// An engine with the built-in flows and result actions.
+    pub fn new(station: station_core::Station) -> crate::Flows {
+        crate::Flows::with_settings(station, crate::FlowSettings::default())
+    }
+
+    /// An engine with explicit settings.
+    pub fn with_settings(station: station_core::Station, settings: crate::FlowSettings) -> crate::Flows {
+        crate::Flows::with_flows(station, settings, vec![])
+    }
+
+    /// An engine with extra flows beside the built-ins (a flow with a
+    /// built-in's name replaces it). Extra flows start by their name as a command.
+    pub fn with_flows(
+        station: station_core::Station,
+        settings: crate::FlowSettings,
+        extra: Vec<Arc<dyn Flow>>,
+    ) -> crate::Flows {
+        let flows = builtin().into_iter().chain(extra).collect();
+        crate::Flows::assemble(station, settings, flows, Arc::new(crate::results::ResultActions))
+    }
+}
 
 /// Every built-in flow.
 pub fn builtin() -> Vec<Arc<dyn Flow>> {
@@ -28,11 +52,6 @@ pub fn builtin() -> Vec<Arc<dyn Flow>> {
         Arc::new(admin::Queue),
         Arc::new(admin::Grant),
     ]
-}
-
-/// The price above which the user must confirm a run (`None`: never ask).
-pub async fn confirm_threshold(cx: &Cx<'_>) -> Result<Option<i64>, FlowError> {
-    Ok(cx.station.quote_threshold(cx.account).await?)
 }
 
 fn finish(view: View) -> Next {
@@ -89,7 +108,7 @@ impl Welcome {
     async fn answer(&self, cx: &Cx<'_>, _start: Start) -> Result<Next, FlowError> {
         cx.station.ensure_starting_grant(&cx.account.id).await?;
         let balance = cx.station.points(&cx.account.id).await?;
-        let tools = make::pickable_tools(cx, false);
+        let tools = inputs::pickable_tools(cx, false);
         let mut text = Rich::plain("Welcome to Station, ").bold(cx.account.name.clone()).text("!\n\n");
         text = text.text("I make images with AI tools. You have ").bold(format!("{} points", balance.available()));
         text = text.text(format!(

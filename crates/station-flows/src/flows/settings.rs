@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use station_core::SettingsError;
 use station_core::tools::InputType;
 
-use super::make::{ask_kind, ask_text, pickable_tools};
+use super::inputs::{ask_kind, ask_text, pickable_tools};
 use crate::flow::{Accepts, Cx, Flow, FlowError, Next, Start, StepInput, StepSpec, get_str, with, without};
 use crate::view::{Block, Button, Field, InputKind, Rich, View};
 

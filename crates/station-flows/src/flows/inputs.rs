@@ -1,0 +1,73 @@
+//! How flows ask for tool inputs and which tools a person can pick: shared
+//! by the make and settings flows.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use station_core::tools::{InputDef, InputType, ToolDef, Visibility, check_input};
+
+use crate::flow::Cx;
+use crate::view::{Button, InputKind, Rich};
+
+/// Tools the account can pick (public, or admin tools for admins); with
+/// `needs_image`, only tools that take an image.
+pub fn pickable_tools(cx: &Cx<'_>, needs_image: bool) -> Vec<Arc<ToolDef>> {
+    cx.station
+        .tools
+        .list()
+        .into_iter()
+        .filter(|t| match t.visibility {
+            Visibility::Public => true,
+            Visibility::Admin => cx.account.is_admin(),
+            Visibility::Hidden => false,
+        })
+        .filter(|t| !needs_image || t.inputs.values().any(|i| i.kind == InputType::Image))
+        .collect()
+}
+
+/// Checks one input's value against the tool; `Err` says why in words.
+pub fn check_one(tool: &ToolDef, name: &str, value: &Value) -> Result<(), String> {
+    check_input(tool, name, value).map_err(|e| e.to_string())
+}
+
+/// The input request for one tool input.
+pub fn ask_kind(input: &InputDef) -> InputKind {
+    match input.kind {
+        InputType::Integer | InputType::Seed => {
+            InputKind::Number { min: input.min, max: input.max, step: input.step, integer: true }
+        }
+        InputType::Number => InputKind::Number { min: input.min, max: input.max, step: input.step, integer: false },
+        InputType::Enum => InputKind::Choice {
+            options: input.choices().iter().map(|c| Button::action(c.clone(), "choose", json!({"value": c}))).collect(),
+        },
+        InputType::Boolean => InputKind::Choice {
+            options: vec![
+                Button::action("Yes", "choose", json!({"value": true})),
+                Button::action("No", "choose", json!({"value": false})),
+            ],
+        },
+        InputType::Image => InputKind::Image { min: 1, max: 1 },
+        _ => {
+            InputKind::Text { placeholder: None, multiline: input.primary, max_len: input.max_length.map(|m| m as u32) }
+        }
+    }
+}
+
+/// How one input should be asked for, in words.
+pub fn ask_text(name: &str, input: &InputDef) -> Rich {
+    let what = match input.kind {
+        InputType::Image => "Send an image for ".to_string(),
+        InputType::Enum | InputType::Boolean => "Choose ".to_string(),
+        _ => "Send ".to_string(),
+    };
+    let mut r = Rich::plain(what).bold(name);
+    if !input.description.is_empty() {
+        r = r.text(format!(" — {}", input.description));
+    }
+    match (input.min, input.max) {
+        (Some(a), Some(b)) => r.text(format!(" ({a}–{b})")),
+        (Some(a), None) => r.text(format!(" (at least {a})")),
+        (None, Some(b)) => r.text(format!(" (at most {b})")),
+        _ => r,
+    }
+}
