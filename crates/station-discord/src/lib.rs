@@ -30,6 +30,7 @@ use serde_json::Value;
 use station_core::Station;
 use station_core::config::DiscordConfig;
 use station_flows::{Conversation, Flows, Outcome, Outgoing, Platform};
+use station_media::ops::{DeliveryLimits, MAX_OUTPUT_SIDE};
 
 use crate::render::Modals;
 use crate::rest::{Body, Rest, RestError};
@@ -39,6 +40,11 @@ pub const INTERACTIONS_PATH: &str = "/discord/interactions";
 
 /// Discord's interaction token lifetime.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+/// Discord's attachment limit without boosts: 10 MiB; pictures over it are
+/// fitted before they are sent.
+pub const ATTACHMENT_LIMITS: DeliveryLimits =
+    DeliveryLimits { max_bytes: 10 * 1024 * 1024, max_side: MAX_OUTPUT_SIDE, max_side_sum: None };
 
 /// A configuration problem, naming the setting and what to do.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use station_core::Station;
 use station_flows::view::{FormField, split_text};
 use station_flows::{Block, Button, ButtonAction, ImageRef, InputKind, View};
-use station_media::ops::{DeliveryLimits, fit_for_delivery};
+use station_media::ops::fit_for_delivery;
 
 use crate::commands::cut;
 use crate::rest::FilePart;
@@ -281,7 +281,7 @@ async fn load_image(station: &Station, image: &ImageRef, name: &str) -> Result<F
         let (row, bytes) = station.media.get(&image.media_id, None).await.map_err(|e| e.to_string())?;
         (row.mime, bytes)
     };
-    let fitted = tokio::task::spawn_blocking(move || fit_for_delivery(&bytes, &DeliveryLimits::DISCORD))
+    let fitted = tokio::task::spawn_blocking(move || fit_for_delivery(&bytes, &crate::ATTACHMENT_LIMITS))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("image {name} cannot be sent to Discord: {e}"))?;

@@ -24,6 +24,7 @@ use serde_json::json;
 use station_core::Station;
 use station_core::config::TelegramConfig;
 use station_flows::Flows;
+use station_media::ops::DeliveryLimits;
 use station_store::now_ms;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +39,11 @@ pub const ALBUM_MEMORY: Duration = Duration::from_secs(86_400);
 
 /// The `telegram_meta` key prefix of remembered album captions.
 const ALBUM_KEY_PREFIX: &str = "album:";
+
+/// Telegram's `sendPhoto` limits: 10 MB, width + height ≤ 10000. Pictures
+/// over them are fitted by `Station::deliverable` before they go as photos.
+pub const PHOTO_LIMITS: DeliveryLimits =
+    DeliveryLimits { max_bytes: 10_000_000, max_side: 10_000, max_side_sum: Some(10_000) };
 
 /// Tuning for tests and unusual deployments.
 #[derive(Debug, Clone)]

@@ -26,7 +26,6 @@ use crate::TelegramBot;
 use crate::client::{ApiError, Upload};
 use crate::render::{ALBUM_LIMIT, CAPTION_LIMIT, Rendered, TEXT_LIMIT, render};
 use station_flows::Conversation;
-use station_media::ops::DeliveryLimits;
 use station_store::MediaRow;
 
 /// Telegram's photo limits: 10 MB, width + height ≤ 10000, ratio ≤ 20.
@@ -251,7 +250,7 @@ impl TelegramBot {
     async fn load(&self, row: &MediaRow, kind: &'static str) -> Result<Resolved, Fail> {
         let station = &self.inner.station;
         if kind == "photo" && !fits_photo(&row.mime, row.size, row.width, row.height) {
-            match station.deliverable(&row.id, DeliveryLimits::TELEGRAM_PHOTO).await {
+            match station.deliverable(&row.id, crate::PHOTO_LIMITS).await {
                 Ok((bytes, mime, _)) => {
                     let name = self.file_name(row, &mime).await;
                     return Ok(Resolved { kind, media: Media::Bytes { name, bytes }, media_id: Some(row.id.clone()) });
