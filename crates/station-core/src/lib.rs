@@ -5,12 +5,15 @@
 //! through pluggable [`Executor`]s (ComfyUI, native media). Front ends
 //! (CLI, HTTP, chat bots) call into this crate and never the other way round.
 
+pub mod adapter_state;
 pub mod admin;
 pub mod auth_cache;
 pub mod config;
 pub mod events;
 pub mod executor;
+pub mod group_tools;
 pub mod identity;
+pub mod inbox;
 pub mod jobs;
 pub mod loras;
 pub mod media;
@@ -21,10 +24,12 @@ pub mod worker;
 
 use std::sync::{Arc, RwLock};
 
+pub use adapter_state::AdapterState;
 pub use admin::{BackendHealth, QueueOverview, ServiceHealth};
 pub use config::Config;
 pub use events::{EventBus, InProcessBus, JobEvent, PgBus};
 pub use executor::{ExecContext, ExecError, ExecJob, Executor, InputImage, OutputFile};
+pub use inbox::InboxService;
 pub use jobs::{JobStatusView, JobView, SubmitError, SubmitRequest, service_name};
 pub use media::{CheckedImage, MediaService, MediaServiceError};
 pub use native::MediaExecutor;

@@ -46,6 +46,13 @@ pub const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
 pub const ATTACHMENT_LIMITS: DeliveryLimits =
     DeliveryLimits { max_bytes: 10 * 1024 * 1024, max_side: MAX_OUTPUT_SIDE, max_side_sum: None };
 
+/// The group scope of a server (guild): conversations there name it as
+/// their group, and its tool switches are kept under it
+/// ([`Station::group_tools`]).
+pub fn guild_scope(guild_id: &str) -> String {
+    format!("discord-guild:{guild_id}")
+}
+
 /// A configuration problem, naming the setting and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscordError {

@@ -465,6 +465,11 @@ async fn server_admins_switch_tools_off(db: TestDb) {
     assert!(refused.body["data"]["content"].as_str().unwrap().contains("Manage Server"), "{}", refused.body);
     let done = env.send(env.fake.slash(&admin, "admin", off, &[])).await;
     assert!(done.body["data"]["content"].as_str().unwrap().contains("off"), "{}", done.body);
+    // Kept as the server's group switch in the core.
+    let scope = station_discord::guild_scope(GUILD);
+    let switches = env.station.group_tools(&scope).await.unwrap();
+    assert_eq!(switches.iter().map(|s| (s.tool_id.as_str(), s.enabled)).collect::<Vec<_>>(), vec![("dream", false)]);
+    assert!(!env.station.group_tool_enabled(&scope, "dream").await.unwrap());
     let blocked = env.slash("dream", json!([{"name": "prompt", "type": 3, "value": "x"}])).await;
     assert_eq!(blocked.body["type"], 4);
     assert_eq!(blocked.body["data"]["flags"], 64);

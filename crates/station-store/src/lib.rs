@@ -8,25 +8,28 @@
 //!
 //! All timestamps are Unix milliseconds (`i64`); JSON columns are text.
 
+mod adapter_state;
 mod api;
 mod db;
-mod discord;
 mod finisher;
 mod flows;
+mod group_tools;
 mod identity;
+mod inbox;
 mod jobs;
 mod ledger;
 mod loras;
 mod misc;
 mod notify;
 mod pricing;
-mod telegram;
 
 pub use api::{BackendLoad, GenerationFilter, RatedJob};
 pub use db::{Backend, Store, StoreError, mask_url};
 pub use finisher::{DEFAULT_MAX_BATCH, FinishBatcher};
 pub use flows::{ActionRow, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition};
+pub use group_tools::GroupToolRow;
 pub use identity::{ApiKeyRow, LinkError, OneTimeState, SessionRow};
+pub use inbox::InboxRow;
 pub use jobs::{
     ClaimRequest, JobFilter, JobFinish, JobRow, JobStatus, JobStatusRow, NewJob, QueuePosition, QueueStats,
 };
@@ -35,7 +38,6 @@ pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use misc::{AccountRow, BackendRow, MediaRow};
 pub use notify::{Channel, Notifications};
 pub use pricing::{PaidBy, PayTerms, Payment, Placed, SponsorRow, utc_day};
-pub use telegram::TelegramUpdateRow;
 
 /// Milliseconds since the Unix epoch, the one time unit stored.
 pub fn now_ms() -> i64 {

@@ -231,10 +231,11 @@ async fn updates_survive_a_stop_between_receiving_and_processing() {
             env.tg.send_text(&FakeChat::private(u), u, "/balance");
         }
         let bot_id = env.bot.as_ref().unwrap().0.bot_id().to_string();
-        let store = env.station.store.clone();
+        let source = station_telegram::scope(&bot_id);
+        let inbox = env.station.inbox(&source);
         let mut stored = 0;
         for _ in 0..200 {
-            stored = store.telegram_updates(&bot_id).await.unwrap().len();
+            stored = inbox.list().await.unwrap().len();
             if stored == 6 && env.tg.pending_updates() == 0 {
                 break;
             }
@@ -254,7 +255,7 @@ async fn updates_survive_a_stop_between_receiving_and_processing() {
         for u in &users {
             assert_eq!(env.tg.bot_messages(u.id).len(), 2, "[{k}] exactly one answer per update");
         }
-        let rows = store.telegram_updates(&bot_id).await.unwrap();
+        let rows = env.station.inbox(&source).list().await.unwrap();
         assert!(rows.iter().all(|r| r.state == "done" && r.attempts == 1), "[{k}] {rows:?}");
         env.stop().await;
     }
@@ -288,7 +289,7 @@ async fn webhook_mode_checks_the_secret() {
         }
         assert_eq!(req.send().await.unwrap().status().as_u16(), 401);
     }
-    assert!(env.station.store.telegram_updates(bot.bot_id()).await.unwrap().is_empty());
+    assert!(env.station.inbox(&station_telegram::scope(bot.bot_id())).list().await.unwrap().is_empty());
     // Real deliveries from the fake carry the secret and are processed.
     let bob = FakeUser::new(77, "Bob");
     env.tg.send_text(&FakeChat::private(&bob), &bob, "/help");

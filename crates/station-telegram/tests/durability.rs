@@ -115,6 +115,8 @@ impl Process {
 
 struct Env {
     config: Config,
+    /// Reads what the bots stored, as a Station of its own (no workers, no bot).
+    observer: Station,
     db: TestDb,
     tg: FakeTelegram,
     comfy_fake: FakeComfy,
@@ -132,12 +134,13 @@ async fn env(db: TestDb) -> Env {
     config.points.starting_grant = 100_000;
     config.telegram = TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() };
     install_tools(&config.tools_dir());
+    let (observer, _) = Station::with_store(config.clone(), db.store.clone()).unwrap();
     let comfy_fake = FakeComfy::start(FakeOptions {
         checkpoints: vec!["v1-5-pruned-emaonly.safetensors".into()],
         ..Default::default()
     })
     .await;
-    Env { config, db, tg, comfy_fake, _dir: dir }
+    Env { config, observer, db, tg, comfy_fake, _dir: dir }
 }
 
 impl Env {
@@ -155,9 +158,9 @@ impl Env {
     }
 
     /// Waits until the bot stored `n` updates and returns them.
-    async fn stored(&self, bot_id: &str, n: usize) -> Vec<station_store::TelegramUpdateRow> {
+    async fn stored(&self, bot_id: &str, n: usize) -> Vec<station_store::InboxRow> {
         for _ in 0..800 {
-            let rows = self.db.store.telegram_updates(bot_id).await.unwrap();
+            let rows = self.inbox(bot_id).await;
             if rows.len() >= n {
                 return rows;
             }
@@ -179,15 +182,20 @@ impl Env {
         panic!("[{}] deliveries never settled: {:#?}", self.db.kind, self.db.store.conversation_deliveries(&conv).await)
     }
 
-    async fn wait_update_state(&self, bot_id: &str, update_id: i64, state: &str) -> station_store::TelegramUpdateRow {
+    async fn wait_update_state(&self, bot_id: &str, update_id: i64, state: &str) -> station_store::InboxRow {
         for _ in 0..1600 {
-            let rows = self.db.store.telegram_updates(bot_id).await.unwrap();
-            if let Some(r) = rows.into_iter().find(|r| r.update_id == update_id && r.state == state) {
+            let rows = self.inbox(bot_id).await;
+            if let Some(r) = rows.into_iter().find(|r| r.seq == update_id && r.state == state) {
                 return r;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("[{}] update {update_id} never became {state}", self.db.kind)
+    }
+
+    /// Every update a bot stored in its inbox.
+    async fn inbox(&self, bot_id: &str) -> Vec<station_store::InboxRow> {
+        self.observer.inbox(&station_telegram::scope(bot_id)).list().await.unwrap()
     }
 }
 
@@ -231,7 +239,7 @@ async fn an_update_handled_before_a_crash_changes_nothing_the_second_time(db: Te
     let chat = FakeChat::private(&ann);
     env.tg.send_text(&chat, &ann, "/dream a lighthouse at dusk");
     let rows = env.stored(&bot_id, 1).await;
-    let update_id = rows[0].update_id;
+    let update_id = rows[0].seq;
     // Handled: the result arrives; the update stays `processing`, as a kill would leave it.
     env.wait_msgs(chat.id, "the result", |m| results(m).len() == 1).await;
     let row = env.wait_update_state(&bot_id, update_id, "processing").await;
@@ -267,7 +275,7 @@ async fn a_crash_between_submit_and_transition_queues_and_charges_once(db: TestD
     let bob = FakeUser::new(7002, "Bob");
     let chat = FakeChat::private(&bob);
     env.tg.send_text(&chat, &bob, "/dream a paper boat");
-    let update_id = env.stored(&bot_id, 1).await[0].update_id;
+    let update_id = env.stored(&bot_id, 1).await[0].seq;
     // What the crashed process got as far as: the job queued and paid for
     // under the update's key, nothing else.
     let account = first.station.account("telegram", "7002", "Bob").await.unwrap();
@@ -359,23 +367,25 @@ async fn restart_mid_job_delivers_the_result_once(db: TestDb) {
 async fn housekeeping_prunes_old_processed_updates_only(db: TestDb) {
     let env = env(db).await;
     let k = env.db.kind;
-    let store = env.db.store.clone();
     let bot_id = "123456";
+    let scope = station_telegram::scope(bot_id);
+    let inbox = env.observer.inbox(&scope);
+    let state = env.observer.adapter_state(&scope);
     let day = 86_400_000;
     let now = now_ms();
     // (update id, received, processed)
     let rows = [(1, now - 9 * day, true), (2, now - 8 * day, false), (3, now - 9 * day, true), (4, now - day, true)];
     for (id, at, processed) in rows {
         let payload = json!({"update_id": id}).to_string();
-        store.insert_telegram_update(bot_id, id, &format!("chat:{id}"), &payload, at).await.unwrap();
+        inbox.insert_at(id, &format!("chat:{id}"), &payload, at).await.unwrap();
         if processed {
-            store.finish_telegram_update(bot_id, id, (id == 3).then_some("failed for a test"), at).await.unwrap();
+            inbox.finish_at(id, (id == 3).then_some("failed for a test"), at).await.unwrap();
         }
     }
     // Remembered album captions: a stale one goes, a fresh one and other facts stay.
-    store.set_telegram_meta(bot_id, "album:old", "{}", now - 2 * day).await.unwrap();
-    store.set_telegram_meta(bot_id, "album:new", "{}", now).await.unwrap();
-    store.set_telegram_meta(bot_id, "albumish", "x", now - 2 * day).await.unwrap();
+    state.set_at("album:old", "{}", now - 2 * day).await.unwrap();
+    state.set_at("album:new", "{}", now).await.unwrap();
+    state.set_at("albumish", "x", now - 2 * day).await.unwrap();
     let mut p = env.process().await;
     // Receive only (the old pending update stays pending), prune often.
     let options = TelegramOptions { process: false, housekeeping_every: Duration::from_millis(50), ..fast_options() };
@@ -383,25 +393,23 @@ async fn housekeeping_prunes_old_processed_updates_only(db: TestDb) {
     assert_eq!(bot.bot_id(), bot_id);
     let mut left = vec![];
     for _ in 0..400 {
-        left = store.telegram_updates(bot_id).await.unwrap().into_iter().map(|r| r.update_id).collect::<Vec<_>>();
+        left = inbox.list().await.unwrap().into_iter().map(|r| r.seq).collect::<Vec<_>>();
         if left.len() == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(left, vec![2, 4], "[{k}] done and failed updates past 7 days pruned; pending and recent kept");
-    let meta = |key: &'static str| {
-        let store = store.clone();
-        async move { store.telegram_meta(bot_id, key).await.unwrap() }
-    };
+    let meta = |key: &'static str| state.get(key);
     for _ in 0..400 {
-        if meta("album:old").await.is_none() {
+        if meta("album:old").await.unwrap().is_none() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(meta("album:old").await, None, "[{k}] a day-old album caption is forgotten");
-    assert!(meta("album:new").await.is_some() && meta("albumish").await.is_some(), "[{k}] the rest stays");
+    assert_eq!(meta("album:old").await.unwrap(), None, "[{k}] a day-old album caption is forgotten");
+    let kept = (meta("album:new").await.unwrap(), meta("albumish").await.unwrap());
+    assert!(kept.0.is_some() && kept.1.is_some(), "[{k}] the rest stays");
     p.stop().await;
 }
 
