@@ -11,11 +11,14 @@
 //! follow-ups while the interaction token is valid (15 minutes) and ordinary
 //! channel messages afterwards.
 //!
+//! - [`config`]: the `[discord]` settings ([`DiscordConfig`]), registered
+//!   with the core's configuration loader by the binary.
 //! - [`rest`]: the REST client (per-route and global rate limits).
 //! - [`render`]: views as embeds, files and components.
 //! - [`commands`]: the command registration payload.
 
 pub mod commands;
+pub mod config;
 mod interactions;
 pub mod render;
 pub mod rest;
@@ -28,12 +31,13 @@ use ed25519_dalek::VerifyingKey;
 use reqwest::Method;
 use serde_json::Value;
 use station_core::Station;
-use station_core::config::DiscordConfig;
 use station_flows::{Conversation, Flows, Outcome, Outgoing, Platform};
 use station_media::ops::{DeliveryLimits, MAX_OUTPUT_SIDE};
 
 use crate::render::Modals;
 use crate::rest::{Body, Rest, RestError};
+
+pub use config::DiscordConfig;
 
 /// Where `station serve` mounts the interactions endpoint.
 pub const INTERACTIONS_PATH: &str = "/discord/interactions";

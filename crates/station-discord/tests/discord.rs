@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use station_comfyui::{BackendSpec, ComfyExecutor};
 use station_comfyui_fake::{FakeComfy, FakeOptions};
 use station_core::{Config, Station, Workers};
-use station_discord::{Discord, DiscordOptions, INTERACTIONS_PATH};
+use station_discord::{Discord, DiscordConfig, DiscordOptions, INTERACTIONS_PATH};
 use station_discord_fake::{APP_ID, Actor, BOT_TOKEN, FakeDiscord, Message, Source};
 use station_flows::{FlowSettings, Flows, FlowsRunner};
 use station_media::image::{ImageFormat, Rgb, RgbImage};
@@ -66,11 +66,14 @@ async fn setup(db: TestDb) -> Env {
     config.queue.retry_base_ms = 50;
     config.queue.poll_ms = 50;
     config.points.starting_grant = 1000;
-    config.discord.token = Some(BOT_TOKEN.into());
-    config.discord.application_id = Some(APP_ID.into());
-    config.discord.public_key = Some(fake.public_key_hex());
-    config.discord.api_url = fake.api_url();
-    config.discord.guild_id = Some(GUILD.into());
+    DiscordConfig {
+        token: Some(BOT_TOKEN.into()),
+        application_id: Some(APP_ID.into()),
+        public_key: Some(fake.public_key_hex()),
+        api_url: fake.api_url(),
+        guild_id: Some(GUILD.into()),
+    }
+    .apply_to(&mut config);
     install_tools(&config.tools_dir());
     let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
     assert!(errors.is_empty(), "tool files failed to load: {errors:?}");
@@ -86,7 +89,8 @@ async fn setup(db: TestDb) -> Env {
     station.register_executor(Arc::new(station_core::MediaExecutor::new(&station.config)));
     let workers = Some(Workers::start(&station));
     let flows = Flows::with_settings(station.clone(), FlowSettings { progress_every_ms: 50, ..Default::default() });
-    let options = DiscordOptions::from_config(&station.config.discord).unwrap().expect("configured");
+    let discord_config = DiscordConfig::from_config(&station.config).unwrap();
+    let options = DiscordOptions::from_config(&discord_config).unwrap().expect("configured");
     let discord = Discord::new(station.clone(), flows.clone(), options).unwrap();
     flows.add_platform(Arc::new(discord.clone()));
     let runner = Some(flows.start());

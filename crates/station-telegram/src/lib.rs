@@ -2,6 +2,8 @@
 //!
 //! - [`client`]: a thin Bot API client (JSON and multipart calls, downloads,
 //!   errors classified by what the adapter does about them).
+//! - [`config`]: the `[telegram]` settings ([`TelegramConfig`]), registered
+//!   with the core's configuration loader by the binary.
 //! - receiving: long polling by default, or a webhook ([`TelegramBot::webhook_router`])
 //!   when `telegram.public_url` is set. Every update is stored in the core's
 //!   inbox ([`Station::inbox`]) before it is acknowledged and processed in
@@ -11,6 +13,7 @@
 //!   `telegram` conversations, paced by [`pace::Pacer`].
 
 pub mod client;
+pub mod config;
 mod inbound;
 mod outbound;
 pub mod pace;
@@ -22,12 +25,12 @@ use std::time::Duration;
 
 use serde_json::json;
 use station_core::Station;
-use station_core::config::TelegramConfig;
 use station_flows::Flows;
 use station_media::ops::DeliveryLimits;
 use tokio_util::sync::CancellationToken;
 
 pub use client::{ApiError, BotApi};
+pub use config::TelegramConfig;
 pub use pace::{PaceLimits, Pacer};
 
 /// Where `station serve` mounts the webhook.

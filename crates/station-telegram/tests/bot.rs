@@ -9,11 +9,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use station_comfyui::{BackendSpec, ComfyExecutor};
 use station_comfyui_fake::{FakeComfy, FakeOptions};
-use station_core::config::TelegramConfig;
 use station_core::{Config, Station, Workers};
 use station_flows::{FlowSettings, Flows, FlowsRunner};
 use station_store::testing::{self, TestDb};
-use station_telegram::{PaceLimits, TelegramBot, TelegramOptions, TelegramRunner};
+use station_telegram::{PaceLimits, TelegramBot, TelegramConfig, TelegramOptions, TelegramRunner};
 use station_telegram_fake::{FakeChat, FakeConfig, FakeMessage, FakeTelegram, FakeUser, RateLimits};
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -91,7 +90,7 @@ async fn setup(db: TestDb, tg: FakeTelegram) -> Env {
     config.limits.requests_per_minute = 10_000;
     config.limits.max_queued = 10_000;
     config.points.starting_grant = 100_000;
-    config.telegram = TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() };
+    TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() }.apply_to(&mut config);
     install_tools(&config.tools_dir());
     let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
     assert!(errors.is_empty(), "{errors:?}");
@@ -113,8 +112,8 @@ async fn setup(db: TestDb, tg: FakeTelegram) -> Env {
 
 impl Env {
     async fn start_bot(&mut self, options: TelegramOptions) {
-        let bot =
-            TelegramBot::new(self.station.clone(), self.flows.clone(), &self.station.config.telegram, options).unwrap();
+        let config = TelegramConfig::from_config(&self.station.config).unwrap();
+        let bot = TelegramBot::new(self.station.clone(), self.flows.clone(), &config, options).unwrap();
         let runner = bot.start().await.unwrap();
         self.bot = Some((bot, runner));
     }
@@ -272,7 +271,7 @@ async fn webhook_mode_checks_the_secret() {
     let config = TelegramConfig {
         public_url: Some(base.clone()),
         webhook_secret: Some("hook_secret-1".into()),
-        ..env.station.config.telegram.clone()
+        ..TelegramConfig::from_config(&env.station.config).unwrap()
     };
     let bot = TelegramBot::new(env.station.clone(), env.flows.clone(), &config, fast_options()).unwrap();
     let router = bot.webhook_router();

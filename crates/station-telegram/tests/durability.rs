@@ -11,13 +11,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use station_comfyui::{BackendSpec, ComfyExecutor};
 use station_comfyui_fake::{FakeComfy, FakeOptions};
-use station_core::config::TelegramConfig;
 use station_core::{Config, Station, SubmitRequest, Workers};
 use station_flows::{Conversation, FlowSettings, Flows, FlowsRunner, JobSource};
 use station_store::on_every_db;
 use station_store::testing::TestDb;
 use station_store::{JobFilter, now_ms};
-use station_telegram::{PaceLimits, TelegramBot, TelegramOptions, TelegramRunner};
+use station_telegram::{PaceLimits, TelegramBot, TelegramConfig, TelegramOptions, TelegramRunner};
 use station_telegram_fake::{FakeChat, FakeConfig, FakeMessage, FakeTelegram, FakeUser, RateLimits};
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -91,8 +90,8 @@ impl Process {
     }
 
     async fn start_bot(&mut self, options: TelegramOptions) -> TelegramBot {
-        let bot =
-            TelegramBot::new(self.station.clone(), self.flows.clone(), &self.station.config.telegram, options).unwrap();
+        let config = TelegramConfig::from_config(&self.station.config).unwrap();
+        let bot = TelegramBot::new(self.station.clone(), self.flows.clone(), &config, options).unwrap();
         let runner = bot.start().await.unwrap();
         self.bot = Some((bot.clone(), runner));
         bot
@@ -132,7 +131,7 @@ async fn env(db: TestDb) -> Env {
     config.queue.retry_base_ms = 50;
     config.queue.poll_ms = 50;
     config.points.starting_grant = 100_000;
-    config.telegram = TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() };
+    TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() }.apply_to(&mut config);
     install_tools(&config.tools_dir());
     let (observer, _) = Station::with_store(config.clone(), db.store.clone()).unwrap();
     let comfy_fake = FakeComfy::start(FakeOptions {
@@ -436,7 +435,8 @@ async fn start_waits_out_a_refused_connection(db: TestDb) {
     // A port nothing listens on (bound, then freed).
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let p = env.process().await;
-    let config = TelegramConfig { api_url: format!("http://{addr}"), ..p.station.config.telegram.clone() };
+    let config =
+        TelegramConfig { api_url: format!("http://{addr}"), ..TelegramConfig::from_config(&p.station.config).unwrap() };
     let bot = TelegramBot::new(p.station.clone(), p.flows.clone(), &config, fast_options()).unwrap();
     let runner = bot.start().await.expect("an unreachable API is not a start error");
     assert!(runner.is_running());
@@ -456,14 +456,15 @@ async fn a_refused_token_is_a_clear_error(db: TestDb) {
     let k = env.db.kind;
     let p = env.process().await;
     // At once.
-    let config = TelegramConfig { token: Some("123456:not-the-token".into()), ..p.station.config.telegram.clone() };
+    let configured = TelegramConfig::from_config(&p.station.config).unwrap();
+    let config = TelegramConfig { token: Some("123456:not-the-token".into()), ..configured.clone() };
     let bot = TelegramBot::new(p.station.clone(), p.flows.clone(), &config, fast_options()).unwrap();
     let err = bot.start().await.err().expect("a refused token is an error").to_string();
     assert!(err.contains("STATION_TELEGRAM_TOKEN") && err.contains("401"), "[{k}] {err}");
     // After a transient failure: the runner stops trying.
     env.tg.fail_next("getMe", 1, 503);
     env.tg.fail_next("getMe", 1, 401);
-    let bot = TelegramBot::new(p.station.clone(), p.flows.clone(), &p.station.config.telegram, fast_options()).unwrap();
+    let bot = TelegramBot::new(p.station.clone(), p.flows.clone(), &configured, fast_options()).unwrap();
     let runner = bot.start().await.expect("a 503 is retried");
     let stopped = env.tg.wait_for(WAIT, |_| (!runner.is_running()).then_some(())).await;
     assert!(stopped.is_some(), "[{k}] gave up after the 401");

@@ -11,13 +11,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use station_comfyui::{BackendSpec, ComfyExecutor};
 use station_comfyui_fake::{FakeComfy, FakeOptions};
-use station_core::config::TelegramConfig;
 use station_core::{Config, Station, Workers};
 use station_flows::{FlowSettings, Flows, FlowsRunner};
 use station_store::on_every_db;
 use station_store::testing::TestDb;
 use station_store::{JobFilter, JobStatus};
-use station_telegram::{PaceLimits, TelegramBot, TelegramOptions, TelegramRunner};
+use station_telegram::{PaceLimits, TelegramBot, TelegramConfig, TelegramOptions, TelegramRunner};
 use station_telegram_fake::{FakeChat, FakeConfig, FakeMessage, FakeTelegram, FakeUser, RateLimits};
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -95,7 +94,7 @@ async fn start(db: TestDb) -> Env {
     config.queue.poll_ms = 50;
     config.limits.requests_per_minute = 10_000;
     config.points.starting_grant = 100_000;
-    config.telegram = TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() };
+    TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() }.apply_to(&mut config);
     std::fs::create_dir_all(config.tools_dir()).unwrap();
     std::fs::write(config.tools_dir().join("dream.json"), dream_tool("dream").to_string()).unwrap();
     let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
@@ -113,7 +112,8 @@ async fn start(db: TestDb) -> Env {
     let workers = Some(Workers::start(&station));
     let flows = Flows::with_settings(station.clone(), FlowSettings { progress_every_ms: 50, ..Default::default() });
     let runner = Some(flows.start());
-    let bot = TelegramBot::new(station.clone(), flows.clone(), &station.config.telegram, options()).unwrap();
+    let tg_config = TelegramConfig::from_config(&station.config).unwrap();
+    let bot = TelegramBot::new(station.clone(), flows.clone(), &tg_config, options()).unwrap();
     let bot_runner = bot.start().await.unwrap();
     Env {
         station,
