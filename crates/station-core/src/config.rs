@@ -590,7 +590,7 @@ impl Config {
 
     /// Reads a tree made by [`Config::tree`] back, checking every
     /// registered section's table.
-    fn from_tree(&self, mut tree: Value) -> Result<Config, String> {
+    fn read_tree(&self, mut tree: Value) -> Result<Config, String> {
         let mut tables = BTreeMap::new();
         if let Value::Object(m) = &mut tree {
             for name in self.sections.tables.keys() {
@@ -652,7 +652,7 @@ impl Config {
             let fallback = (template.is_null() && !value.is_string()).then(|| Value::String(raw.clone()));
             set_path(&mut tree, path, value);
             if let Some(text) = fallback
-                && self.from_tree(tree.clone()).is_err()
+                && self.read_tree(tree.clone()).is_err()
             {
                 set_path(&mut tree, path, text);
             }
@@ -661,7 +661,7 @@ impl Config {
         if !touched {
             return Ok(self);
         }
-        self.from_tree(tree).map_err(|reason| ConfigError::Env { name: "STATION_*".into(), reason })
+        self.read_tree(tree).map_err(|reason| ConfigError::Env { name: "STATION_*".into(), reason })
     }
 
     /// The database URL in effect.
