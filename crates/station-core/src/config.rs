@@ -2,14 +2,24 @@
 //!
 //! Environment names follow one rule: `STATION_` followed by the key's path in
 //! upper case with `.` written as `_` — `listen` → `STATION_LISTEN`,
-//! `telegram.token` → `STATION_TELEGRAM_TOKEN`, `queue.lease_seconds` →
+//! `web.public_url` → `STATION_WEB_PUBLIC_URL`, `queue.lease_seconds` →
 //! `STATION_QUEUE_LEASE_SECONDS`. Lists take JSON or comma-separated values;
 //! `STATION_COMFYUI_BACKENDS=http://gpu1:8188,http://gpu2:8188` is a shorthand
 //! for backends named after their position.
+//!
+//! Front ends own their settings: the binary registers each one's
+//! [`Section`] (its table name, its typed defaults, how to check it) when it
+//! loads the configuration. The core keeps those tables opaque in
+//! [`Config::sections`], fills in their defaults, applies the environment to
+//! them by the same rule, reports their bad keys like its own, and shows,
+//! lists and documents them; the front end reads its typed settings back
+//! with [`Config::section_as`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -42,16 +52,17 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Chat conversations.
     pub flows: FlowsConfig,
-    /// Telegram bot.
-    pub telegram: TelegramConfig,
-    /// Discord bot.
-    pub discord: DiscordConfig,
     /// Web app: public address and sign-in sessions.
     pub web: WebConfig,
     /// Operator's choice of tool for a chat command, overriding the tools'
     /// own `command` (e.g. `upscale = "resize"` sends `/upscale` to the native
     /// resize tool instead of the ComfyUI one).
     pub commands: std::collections::BTreeMap<String, String>,
+    /// The front ends' own sections (see [`Section`]), kept as tables the
+    /// core does not read. Not part of the core's serde form: loading,
+    /// [`Config::with_env`] and [`Config::show`] handle them.
+    #[serde(skip)]
+    pub sections: Sections,
 }
 
 /// Job queue settings.
@@ -198,7 +209,8 @@ pub struct LimitsConfig {
 pub struct WebConfig {
     /// The address people reach Station at (e.g. `https://station.example.com`),
     /// used in sign-in links; `https` also marks the session cookie `Secure`.
-    /// Default: `telegram.public_url`, else `http://` + `listen`.
+    /// Default: the public URL a front end's section gives (see
+    /// [`Section::public_url_key`]), else `http://` + `listen`.
     pub public_url: Option<String>,
     /// How long a web sign-in lasts, in hours.
     pub session_hours: u64,
@@ -208,40 +220,6 @@ impl Default for WebConfig {
     fn default() -> Self {
         WebConfig { public_url: None, session_hours: 24 * 7 }
     }
-}
-
-/// Telegram settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TelegramConfig {
-    /// Bot token from @BotFather (secret).
-    pub token: Option<String>,
-    /// Bot API base URL (a self-hosted Bot API server, or a test fake).
-    pub api_url: String,
-    /// Secret expected in `X-Telegram-Bot-Api-Secret-Token` (webhook mode).
-    pub webhook_secret: Option<String>,
-    /// Public base URL; when set, webhook mode is used instead of long polling.
-    pub public_url: Option<String>,
-    /// Days processed updates are kept in the inbox before the bot's hourly
-    /// housekeeping deletes them (unprocessed ones are never deleted).
-    pub keep_updates_days: u64,
-}
-
-/// Discord settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct DiscordConfig {
-    /// Bot token (secret).
-    pub token: Option<String>,
-    /// Application id.
-    pub application_id: Option<String>,
-    /// Application public key (hex), to verify interaction signatures.
-    pub public_key: Option<String>,
-    /// REST API base URL.
-    pub api_url: String,
-    /// Register commands in this server only (instant updates while testing);
-    /// unset: global commands.
-    pub guild_id: Option<String>,
 }
 
 impl Default for Config {
@@ -259,10 +237,9 @@ impl Default for Config {
             points: PointsConfig::default(),
             limits: LimitsConfig::default(),
             flows: FlowsConfig::default(),
-            telegram: TelegramConfig::default(),
-            discord: DiscordConfig::default(),
             web: WebConfig::default(),
             commands: Default::default(),
+            sections: Sections::default(),
         }
     }
 }
@@ -315,27 +292,121 @@ impl Default for LimitsConfig {
     }
 }
 
-impl Default for TelegramConfig {
-    fn default() -> Self {
-        TelegramConfig {
-            token: None,
-            api_url: "https://api.telegram.org".into(),
-            webhook_secret: None,
-            public_url: None,
-            keep_updates_days: 7,
+/// A configuration section owned by a front end (a chat adapter, say):
+/// `[name]` in the file, `STATION_NAME_*` in the environment. The binary
+/// registers it when loading ([`Config::load`]); the core keeps its table
+/// without knowing its keys and checks it by deserialising the front end's
+/// own typed settings, so a bad key is reported with the file, line and key
+/// (or the variable) as for the core's own sections.
+#[derive(Clone)]
+pub struct Section {
+    name: &'static str,
+    defaults: Value,
+    check_value: fn(&Value) -> Result<(), String>,
+    check_file: for<'i> fn(toml::Deserializer<'i>) -> Result<(), toml::de::Error>,
+    public_url_key: Option<&'static str>,
+    notes: Vec<String>,
+    example: &'static str,
+}
+
+impl Section {
+    /// The section `name` whose settings are `T`: its defaults are
+    /// `T::default()` (every key `T` serialises is a key of the section, so
+    /// `T` must serialise all its fields, unset options as null), and a
+    /// table is valid when it deserialises as `T` (use
+    /// `#[serde(deny_unknown_fields, default)]` to refuse unknown keys and
+    /// allow missing ones). `name` must not be one of the core's own keys.
+    pub fn new<T: Serialize + DeserializeOwned + Default>(name: &'static str) -> Section {
+        Section {
+            name,
+            defaults: serde_json::to_value(T::default()).expect("section defaults serialise"),
+            check_value: check_value::<T>,
+            check_file: check_file::<T>,
+            public_url_key: None,
+            notes: vec![],
+            example: "",
         }
+    }
+
+    /// Declares that this section's `key`, when set, is the address people
+    /// reach Station at: [`Config::public_url`] uses it when `web.public_url`
+    /// is not set (the first registered section that has one wins).
+    pub fn public_url_key(mut self, key: &'static str) -> Section {
+        self.public_url_key = Some(key);
+        self
+    }
+
+    /// Adds a comment line to [`Config::show`] (e.g. the path of an endpoint
+    /// the front end serves).
+    pub fn note(mut self, line: impl Into<String>) -> Section {
+        self.notes.push(line.into());
+        self
+    }
+
+    /// The commented `[name]` table `station config init` writes (see
+    /// [`Config::example`]); its values should be the defaults.
+    pub fn example(mut self, toml: &'static str) -> Section {
+        self.example = toml;
+        self
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Every key with its default, as a serde tree.
+    pub fn defaults(&self) -> &Value {
+        &self.defaults
     }
 }
 
-impl Default for DiscordConfig {
-    fn default() -> Self {
-        DiscordConfig {
-            token: None,
-            application_id: None,
-            public_key: None,
-            api_url: "https://discord.com/api/v10".into(),
-            guild_id: None,
-        }
+impl std::fmt::Debug for Section {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Section")
+            .field("name", &self.name)
+            .field("defaults", &self.defaults)
+            .field("public_url_key", &self.public_url_key)
+            .field("notes", &self.notes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sections are told apart by what they declare; their check functions
+/// follow from the settings type, whose defaults are compared.
+impl PartialEq for Section {
+    fn eq(&self, other: &Section) -> bool {
+        (self.name, &self.defaults, self.public_url_key, &self.notes, self.example)
+            == (other.name, &other.defaults, other.public_url_key, &other.notes, other.example)
+    }
+}
+
+fn check_value<T: DeserializeOwned>(table: &Value) -> Result<(), String> {
+    T::deserialize(table).map(drop).map_err(|e| e.to_string())
+}
+
+/// Checks a document holding only this section's table, so toml's error
+/// names the table, the key and (with the input set) the line.
+fn check_file<T: DeserializeOwned>(document: toml::Deserializer<'_>) -> Result<(), toml::de::Error> {
+    BTreeMap::<String, T>::deserialize(document).map(drop)
+}
+
+/// The front ends' sections of a [`Config`]: which are registered, and
+/// each one's table (defaults, then file, then environment).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sections {
+    registered: Vec<Section>,
+    tables: BTreeMap<String, Value>,
+}
+
+impl Sections {
+    /// The registered sections, in registration order.
+    pub fn registered(&self) -> &[Section] {
+        &self.registered
+    }
+
+    fn definition(&self, name: &str) -> Option<&Section> {
+        self.registered.iter().find(|s| s.name == name)
     }
 }
 
@@ -367,18 +438,30 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// A front end's section does not hold its settings (a table set in
+    /// code with [`Config::set_section`] that was never checked).
+    #[error("config section [{section}]: {reason}")]
+    Section {
+        /// The section's name.
+        section: String,
+        /// What is wrong, naming the key.
+        reason: String,
+    },
 }
 
 impl Config {
     /// Loads configuration: defaults, then the file (if given, or if
     /// `station.toml` exists in the working folder), then the environment.
-    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        Self::load_with_env(path, std::env::vars())
+    /// `sections` are the front ends' own tables (see [`Section`]); a table
+    /// in the file that is neither the core's nor one of them is an error.
+    pub fn load(path: Option<&Path>, sections: &[Section]) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, sections, std::env::vars())
     }
 
     /// [`Config::load`] with an explicit environment (tests).
     pub fn load_with_env(
         path: Option<&Path>,
+        sections: &[Section],
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let default_path = Path::new("station.toml");
@@ -391,18 +474,146 @@ impl Config {
             Some(p) => {
                 let text =
                     std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
-                toml::from_str::<Config>(&text)
-                    .map_err(|e| ConfigError::Parse { path: p.to_path_buf(), message: e.to_string() })?
+                Self::from_toml(&text, sections)
+                    .map_err(|message| ConfigError::Parse { path: p.to_path_buf(), message })?
             }
-            None => Config::default(),
+            None => {
+                let mut c = Config::default();
+                for s in sections {
+                    c.register(s.clone());
+                }
+                c
+            }
         };
         base.with_env(env)
     }
 
-    /// Applies `STATION_*` overrides.
+    /// Parses a configuration file's text with `sections` registered; the
+    /// error is toml's message with line, column and key.
+    fn from_toml(text: &str, sections: &[Section]) -> Result<Config, String> {
+        let with_input = |mut e: toml::de::Error| {
+            e.set_input(Some(text));
+            e.to_string()
+        };
+        let mut root = toml::de::DeTable::parse(text).map_err(with_input)?;
+        let span = root.span();
+        // The front ends' tables are taken out, with their spans, before the
+        // core's part is read (it refuses keys it does not know).
+        let mut found = vec![];
+        for s in sections {
+            if let Some(entry) = root.get_mut().remove_entry(s.name) {
+                found.push((s, entry));
+            }
+        }
+        let mut config = Config::deserialize(toml::Deserializer::from(root)).map_err(with_input)?;
+        for s in sections {
+            config.register(s.clone());
+        }
+        for (s, (key, value)) in found {
+            let mut only = toml::de::DeTable::new();
+            only.insert(key, value);
+            let document = || toml::Deserializer::from(toml::Spanned::new(span.clone(), only.clone()));
+            (s.check_file)(document()).map_err(with_input)?;
+            let mut tree = BTreeMap::<String, Value>::deserialize(document()).map_err(with_input)?;
+            let given = tree.remove(s.name).unwrap_or(Value::Null);
+            let table = config.sections.tables.entry(s.name.to_string()).or_insert(Value::Null);
+            merge(table, given);
+        }
+        Ok(config)
+    }
+
+    /// Registers a front end's section: its table starts as the section's
+    /// defaults with any table already set (see [`Config::set_section`])
+    /// laid over them. Registering a name again replaces the definition.
+    ///
+    /// # Panics
+    ///
+    /// When the name is one of the core's own keys (a programming error).
+    pub fn register(&mut self, section: Section) {
+        let core = serde_json::to_value(Config::default()).expect("config serialises");
+        assert!(core.get(section.name).is_none(), "config section [{}] would hide the core's own key", section.name);
+        let mut table = section.defaults.clone();
+        if let Some(given) = self.sections.tables.remove(section.name) {
+            merge(&mut table, given);
+        }
+        self.sections.tables.insert(section.name.to_string(), table);
+        self.sections.registered.retain(|s| s.name != section.name);
+        self.sections.registered.push(section);
+    }
+
+    /// A front end's table: defaults, file and environment merged; None when
+    /// the section is neither registered nor set.
+    pub fn section(&self, name: &str) -> Option<&Value> {
+        self.sections.tables.get(name)
+    }
+
+    /// A front end's typed settings from its table (`T::default()` when
+    /// there is none, e.g. in a configuration built in code).
+    pub fn section_as<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T, ConfigError> {
+        match self.sections.tables.get(name) {
+            None => Ok(T::default()),
+            Some(table) => T::deserialize(table)
+                .map_err(|e| ConfigError::Section { section: name.to_string(), reason: e.to_string() }),
+        }
+    }
+
+    /// Sets a front end's table from its typed settings (configurations
+    /// built in code, such as tests'); replaces any table of that name.
+    pub fn set_section<T: Serialize>(&mut self, name: &str, settings: &T) {
+        let table = serde_json::to_value(settings).expect("section settings serialise");
+        self.sections.tables.insert(name.to_string(), table);
+    }
+
+    /// The core's keys and every section's table as one serde tree (the
+    /// registered sections in registration order, then any others).
+    fn tree(&self) -> Value {
+        let mut tree = serde_json::to_value(self).expect("config serialises");
+        let registered = self.sections.registered.iter().map(|s| s.name);
+        let others = self.sections.tables.keys().map(String::as_str).filter(|n| self.sections.definition(n).is_none());
+        for name in registered.chain(others) {
+            if let Some(table) = self.sections.tables.get(name) {
+                tree[name] = table.clone();
+            }
+        }
+        tree
+    }
+
+    /// The defaults of the core and of every registered section as one
+    /// serde tree: its leaves are the keys the environment can set.
+    fn default_tree(&self) -> Value {
+        let mut tree = serde_json::to_value(Config::default()).expect("config serialises");
+        for s in &self.sections.registered {
+            tree[s.name] = s.defaults.clone();
+        }
+        tree
+    }
+
+    /// Reads a tree made by [`Config::tree`] back, checking every
+    /// registered section's table.
+    fn read_tree(&self, mut tree: Value) -> Result<Config, String> {
+        let mut tables = BTreeMap::new();
+        if let Value::Object(m) = &mut tree {
+            for name in self.sections.tables.keys() {
+                if let Some(t) = m.remove(name) {
+                    tables.insert(name.clone(), t);
+                }
+            }
+        }
+        let mut config: Config = serde_json::from_value(tree).map_err(|e| e.to_string())?;
+        for (name, table) in &tables {
+            if let Some(s) = self.sections.definition(name) {
+                (s.check_value)(table).map_err(|e| format!("[{name}]: {e}"))?;
+            }
+        }
+        config.sections = Sections { registered: self.sections.registered.clone(), tables };
+        Ok(config)
+    }
+
+    /// Applies `STATION_*` overrides, to the core's keys and to every
+    /// registered section's.
     pub fn with_env(self, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
-        let mut tree = serde_json::to_value(&self).expect("config serialises");
-        let leaves = leaf_paths(&serde_json::to_value(Config::default()).expect("config serialises"));
+        let mut tree = self.tree();
+        let leaves = leaf_paths(&self.default_tree());
         let mut touched = false;
         for (name, raw) in env {
             let Some(rest) = name.strip_prefix("STATION_") else { continue };
@@ -436,12 +647,12 @@ impl Config {
                 })?,
             };
             // An unset optional key has no type to go by: `123` may be a number or,
-            // for ids such as STATION_DISCORD_APPLICATION_ID, text. Keep the text
-            // when the number does not fit the key.
+            // for ids such as an application id, text. Keep the text when the
+            // number does not fit the key.
             let fallback = (template.is_null() && !value.is_string()).then(|| Value::String(raw.clone()));
             set_path(&mut tree, path, value);
             if let Some(text) = fallback
-                && serde_json::from_value::<Config>(tree.clone()).is_err()
+                && self.read_tree(tree.clone()).is_err()
             {
                 set_path(&mut tree, path, text);
             }
@@ -450,7 +661,7 @@ impl Config {
         if !touched {
             return Ok(self);
         }
-        serde_json::from_value(tree).map_err(|e| ConfigError::Env { name: "STATION_*".into(), reason: e.to_string() })
+        self.read_tree(tree).map_err(|reason| ConfigError::Env { name: "STATION_*".into(), reason })
     }
 
     /// The database URL in effect.
@@ -468,10 +679,22 @@ impl Config {
         self.media_dir.clone().unwrap_or_else(|| self.data_dir.join("media"))
     }
 
-    /// The public base URL without a trailing `/`: `web.public_url`, else
-    /// `telegram.public_url`, else `http://` + `listen`.
+    /// The public address configured, as given: `web.public_url`, else the
+    /// first registered section's public URL key that is set (see
+    /// [`Section::public_url_key`]). None: only the listen address is known.
+    pub fn configured_public_url(&self) -> Option<String> {
+        self.web.public_url.clone().or_else(|| {
+            self.sections.registered.iter().find_map(|s| {
+                let table = self.sections.tables.get(s.name)?;
+                table.get(s.public_url_key?)?.as_str().map(str::to_string)
+            })
+        })
+    }
+
+    /// The public base URL without a trailing `/`: [`Config::configured_public_url`],
+    /// else `http://` + `listen`.
     pub fn public_url(&self) -> String {
-        let url = self.web.public_url.clone().or_else(|| self.telegram.public_url.clone());
+        let url = self.configured_public_url();
         url.unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_string()
     }
 
@@ -484,34 +707,56 @@ impl Config {
     }
 
     /// The effective configuration as TOML with secrets masked, plus derived
-    /// values (resolved paths, webhook and interaction endpoints).
+    /// values (resolved paths) and the registered sections' notes (such as
+    /// the endpoints front ends serve).
     pub fn show(&self) -> String {
-        let mut tree = serde_json::to_value(self).expect("config serialises");
+        let mut tree = self.tree();
         tree["database_url"] = Value::String(mask_url(&self.database_url()));
         tree["tools_dir"] = Value::String(self.tools_dir().display().to_string());
         tree["media_dir"] = Value::String(self.media_dir().display().to_string());
         mask_secrets(&mut tree);
         strip_nulls(&mut tree);
         let body = toml::to_string_pretty(&tree).unwrap_or_else(|e| format!("# cannot render: {e}"));
+        let notes: String =
+            self.sections.registered.iter().flat_map(|s| &s.notes).map(|n| format!("# {n}\n")).collect();
         format!(
-            "# Effective configuration (defaults < file < STATION_* environment). Secrets are masked.\n\
-             # Telegram webhook path: /telegram/webhook\n\
-             # Discord interactions endpoint path: /discord/interactions\n{body}"
+            "# Effective configuration (defaults < file < STATION_* environment). Secrets are masked.\n{notes}{body}"
         )
+    }
+
+    /// Every configurable key with its environment name, for documentation:
+    /// the core's and every registered section's.
+    pub fn env_names(&self) -> Vec<(String, String)> {
+        leaf_paths(&self.default_tree()).into_iter().map(|(p, _)| (p.join("."), env_name(&p))).collect()
+    }
+
+    /// A commented example configuration, written by `station config init`:
+    /// the core's [`EXAMPLE`], then every registered section's example.
+    pub fn example(&self) -> String {
+        let mut text = EXAMPLE.to_string();
+        for s in self.sections.registered.iter().filter(|s| !s.example.is_empty()) {
+            text.push('\n');
+            text.push_str(s.example);
+        }
+        text
+    }
+}
+
+/// Lays `over` onto `base`: tables key by key (recursively), anything else replaced.
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o,
     }
 }
 
 /// `STATION_` + upper-cased path joined by `_`.
 pub fn env_name(path: &[String]) -> String {
     format!("STATION_{}", path.join("_").to_uppercase())
-}
-
-/// Every configurable key with its environment name, for documentation.
-pub fn env_names() -> Vec<(String, String)> {
-    leaf_paths(&serde_json::to_value(Config::default()).expect("config serialises"))
-        .into_iter()
-        .map(|(p, _)| (p.join("."), env_name(&p)))
-        .collect()
 }
 
 fn leaf_paths(v: &Value) -> Vec<(Vec<String>, Value)> {
@@ -571,7 +816,8 @@ fn strip_nulls(v: &mut Value) {
 
 pub use station_store::mask_url;
 
-/// A commented example configuration, written by `station config init`.
+/// The commented example of the core's own keys; `station config init`
+/// writes it with the front ends' sections ([`Config::example`]).
 pub const EXAMPLE: &str = include_str!("../station.example.toml");
 
 #[cfg(test)]
@@ -582,24 +828,70 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    /// A front end's settings, as an adapter crate would declare them.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct ChatSettings {
+        token: Option<String>,
+        api_url: String,
+        application_id: Option<String>,
+        public_url: Option<String>,
+        keep_days: u64,
+    }
+
+    impl Default for ChatSettings {
+        fn default() -> Self {
+            ChatSettings {
+                token: None,
+                api_url: "https://chat.example".into(),
+                application_id: None,
+                public_url: None,
+                keep_days: 7,
+            }
+        }
+    }
+
+    const CHAT_EXAMPLE: &str = "[chat]\napi_url = \"https://chat.example\"\n# token = \"...\"\nkeep_days = 7\n";
+
+    fn sections() -> Vec<Section> {
+        vec![
+            Section::new::<ChatSettings>("chat")
+                .public_url_key("public_url")
+                .note("Chat webhook path: /chat/webhook")
+                .example(CHAT_EXAMPLE),
+        ]
+    }
+
+    fn chat(c: &Config) -> ChatSettings {
+        c.section_as("chat").unwrap()
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("station.toml");
+        std::fs::write(&f, text).unwrap();
+        (dir, f)
+    }
+
     #[test]
     fn defaults_need_no_file() {
-        let c = Config::load_with_env(None, env(&[])).unwrap();
+        let c = Config::load_with_env(None, &sections(), env(&[])).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8480");
         assert_eq!(c.database_url(), "sqlite://./station-data/station.db");
         assert_eq!(c.tools_dir(), PathBuf::from("./station-data/tools"));
+        assert_eq!(chat(&c), ChatSettings::default());
+        assert_eq!(c.section("chat").unwrap()["keep_days"], 7);
     }
 
     #[test]
     fn environment_overrides_file_and_follows_one_rule() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("station.toml");
-        std::fs::write(&f, "listen = \"0.0.0.0:9000\"\n[queue]\nlease_seconds = 5\n").unwrap();
+        let (_dir, f) = file("listen = \"0.0.0.0:9000\"\n[queue]\nlease_seconds = 5\n[chat]\nkeep_days = 3\n");
         let c = Config::load_with_env(
             Some(&f),
+            &sections(),
             env(&[
                 ("STATION_QUEUE_LEASE_SECONDS", "7"),
-                ("STATION_TELEGRAM_TOKEN", "123:abc"),
+                ("STATION_CHAT_TOKEN", "123:abc"),
                 ("STATION_DATA_DIR", "/tmp/x"),
                 ("STATION_COMFYUI_BACKENDS", "http://a:8188, http://b:8188"),
             ]),
@@ -607,47 +899,122 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(c.queue.lease_seconds, 7);
-        assert_eq!(c.telegram.token.as_deref(), Some("123:abc"));
+        assert_eq!(chat(&c).token.as_deref(), Some("123:abc"));
+        assert_eq!(chat(&c).keep_days, 3, "the file's value, the rest defaults");
+        assert_eq!(chat(&c).api_url, "https://chat.example");
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.comfyui.backends.len(), 2);
         assert_eq!(c.comfyui.backends[1].url, "http://b:8188");
         let shown = c.show();
         assert!(!shown.contains("123:abc"), "secret leaked: {shown}");
-        assert!(shown.contains("/telegram/webhook"));
+        assert!(shown.contains("# Chat webhook path: /chat/webhook"), "{shown}");
+        assert!(shown.contains("[chat]") && shown.contains("keep_days = 3"), "{shown}");
     }
 
     #[test]
     fn numeric_ids_in_the_environment_stay_text() {
-        let c = Config::load_with_env(
-            None,
-            env(&[("STATION_DISCORD_APPLICATION_ID", "1100000000000000001"), ("STATION_DISCORD_GUILD_ID", "42")]),
-        )
-        .unwrap();
-        assert_eq!(c.discord.application_id.as_deref(), Some("1100000000000000001"));
-        assert_eq!(c.discord.guild_id.as_deref(), Some("42"));
+        let c =
+            Config::load_with_env(None, &sections(), env(&[("STATION_CHAT_APPLICATION_ID", "1100000000000000001")]))
+                .unwrap();
+        assert_eq!(chat(&c).application_id.as_deref(), Some("1100000000000000001"));
+        let c = Config::load_with_env(None, &sections(), env(&[("STATION_CHAT_KEEP_DAYS", "2")])).unwrap();
+        assert_eq!(chat(&c).keep_days, 2);
     }
 
     #[test]
     fn bad_file_names_file_line_and_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("station.toml");
-        std::fs::write(&f, "listen = \"127.0.0.1:1\"\n\n[queue]\nlease_secnds = 5\n").unwrap();
-        let err = Config::load_with_env(Some(&f), env(&[])).unwrap_err().to_string();
+        let (_dir, f) = file("listen = \"127.0.0.1:1\"\n\n[queue]\nlease_secnds = 5\n");
+        let err = Config::load_with_env(Some(&f), &sections(), env(&[])).unwrap_err().to_string();
         assert!(err.contains("station.toml"), "{err}");
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("lease_secnds"), "{err}");
     }
 
     #[test]
+    fn a_bad_key_in_a_front_end_section_names_file_line_and_key() {
+        let (_dir, f) = file("[queue]\nlease_seconds = 5\n\n[chat]\napi_url = \"x\"\ntokn = \"1\"\n");
+        let err = Config::load_with_env(Some(&f), &sections(), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("station.toml") && err.contains("line 6") && err.contains("tokn"), "{err}");
+        let (_dir, f) = file("[chat]\nkeep_days = \"soon\"\n");
+        let err = Config::load_with_env(Some(&f), &sections(), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("keep_days"), "{err}");
+        // Unregistered, the section is an unknown key of the file.
+        let (_dir, f) = file("[chat]\nkeep_days = 1\n");
+        let err = Config::load_with_env(Some(&f), &[], env(&[])).unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("chat"), "{err}");
+    }
+
+    #[test]
     fn bad_env_value_names_the_variable() {
-        let err = Config::load_with_env(None, env(&[("STATION_QUEUE_POLL_MS", "soon")])).unwrap_err().to_string();
+        let err = Config::load_with_env(None, &sections(), env(&[("STATION_QUEUE_POLL_MS", "soon")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("STATION_QUEUE_POLL_MS") && err.contains("number"), "{err}");
+        let err = Config::load_with_env(None, &sections(), env(&[("STATION_CHAT_KEEP_DAYS", "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("STATION_CHAT_KEEP_DAYS") && err.contains("number"), "{err}");
+    }
+
+    #[test]
+    fn env_names_cover_the_sections() {
+        let c = Config::load_with_env(None, &sections(), env(&[])).unwrap();
+        let names = c.env_names();
+        for (key, var) in [
+            ("queue.lease_seconds", "STATION_QUEUE_LEASE_SECONDS"),
+            ("web.public_url", "STATION_WEB_PUBLIC_URL"),
+            ("chat.token", "STATION_CHAT_TOKEN"),
+            ("chat.public_url", "STATION_CHAT_PUBLIC_URL"),
+        ] {
+            assert!(names.contains(&(key.to_string(), var.to_string())), "{key} missing: {names:?}");
+        }
+        assert!(!Config::default().env_names().iter().any(|(k, _)| k.starts_with("chat.")));
+    }
+
+    #[test]
+    fn public_url_falls_back_to_a_section_that_declares_one() {
+        let c = Config::load_with_env(None, &sections(), env(&[])).unwrap();
+        assert_eq!(c.public_url(), "http://127.0.0.1:8480");
+        assert_eq!(c.configured_public_url(), None);
+        let c = Config::load_with_env(None, &sections(), env(&[("STATION_CHAT_PUBLIC_URL", "https://bot.example/")]))
+            .unwrap();
+        assert_eq!(c.public_url(), "https://bot.example");
+        let c = Config::load_with_env(
+            None,
+            &sections(),
+            env(&[
+                ("STATION_CHAT_PUBLIC_URL", "https://bot.example/"),
+                ("STATION_WEB_PUBLIC_URL", "https://web.example"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.public_url(), "https://web.example");
+    }
+
+    #[test]
+    fn sections_set_in_code_are_read_back_typed() {
+        let mut c = Config::default();
+        assert_eq!(chat(&c), ChatSettings::default(), "absent: the defaults");
+        let mine = ChatSettings { token: Some("t".into()), ..Default::default() };
+        c.set_section("chat", &mine);
+        assert_eq!(chat(&c), mine);
+        c.register(sections().remove(0));
+        assert_eq!(chat(&c), mine, "registering keeps the table set");
+        c.set_section("chat", &serde_json::json!({"keep_days": "soon"}));
+        let err = c.section_as::<ChatSettings>("chat").unwrap_err().to_string();
+        assert!(err.contains("[chat]") && err.contains("string"), "{err}");
     }
 
     #[test]
     fn example_file_parses_and_equals_defaults() {
         let c: Config = toml::from_str(EXAMPLE).unwrap();
         assert_eq!(c, Config::default());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("station.toml");
+        let with_sections = Config::load_with_env(None, &sections(), env(&[])).unwrap();
+        std::fs::write(&f, with_sections.example()).unwrap();
+        assert!(with_sections.example().contains(CHAT_EXAMPLE));
+        assert_eq!(Config::load_with_env(Some(&f), &sections(), env(&[])).unwrap(), with_sections);
     }
 
     #[test]

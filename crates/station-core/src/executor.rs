@@ -88,8 +88,15 @@ pub struct ExecContext {
 }
 
 impl ExecContext {
-    /// Builds a context (used by the worker and by executor tests).
-    pub fn new(store: Store, bus: Arc<dyn EventBus>, owner: &str, job_id: &str, cancel: CancellationToken) -> Self {
+    /// Builds a context for a claimed job (the worker; executor tests use
+    /// [`crate::Station::exec_context`]).
+    pub(crate) fn new(
+        store: Store,
+        bus: Arc<dyn EventBus>,
+        owner: &str,
+        job_id: &str,
+        cancel: CancellationToken,
+    ) -> Self {
         ExecContext {
             store,
             bus,

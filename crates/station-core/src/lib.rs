@@ -5,13 +5,16 @@
 //! through pluggable [`Executor`]s (ComfyUI, native media). Front ends
 //! (CLI, HTTP, chat bots) call into this crate and never the other way round.
 
+pub mod adapter_state;
 pub mod admin;
 pub mod auth_cache;
 pub mod config;
 pub mod conversations;
 pub mod events;
 pub mod executor;
+pub mod group_tools;
 pub mod identity;
+pub mod inbox;
 pub mod jobs;
 pub mod loras;
 pub mod media;
@@ -24,10 +27,12 @@ pub mod worker;
 
 use std::sync::{Arc, RwLock};
 
+pub use adapter_state::AdapterState;
 pub use admin::{BackendHealth, QueueOverview, ServiceHealth};
 pub use config::Config;
 pub use events::{EventBus, InProcessBus, JobEvent, PgBus};
 pub use executor::{ExecContext, ExecError, ExecJob, Executor, InputImage, OutputFile};
+pub use inbox::InboxService;
 pub use jobs::{
     GenerationPage, JobAccessError, JobStatusView, JobView, RatingError, SubmitError, SubmitRequest, service_name,
 };
@@ -73,8 +78,9 @@ impl std::ops::Deref for Station {
 pub struct StationParts {
     /// Effective configuration.
     pub config: Arc<Config>,
-    /// Database.
-    pub store: Store,
+    /// Database: private to the core. Front ends call `Station` methods and
+    /// services, which enforce ownership, validation and idempotency once.
+    pub(crate) store: Store,
     /// Tools (reloads when the folder changes, once [`ToolRegistry::watch`] runs).
     pub tools: ToolRegistry,
     /// Media records and blobs.
@@ -187,6 +193,12 @@ impl Station {
         let mut list = self.executors.write().expect("executors lock");
         list.retain(|e| e.service() != ex.service());
         list.push(ex);
+    }
+
+    /// The context an executor runs job `job_id` with, as worker `owner`
+    /// holding its lease: what tests use to drive an executor directly.
+    pub fn exec_context(&self, owner: &str, job_id: &str, cancel: tokio_util::sync::CancellationToken) -> ExecContext {
+        ExecContext::new(self.store.clone(), self.bus.clone(), owner, job_id, cancel)
     }
 
     /// Closes the database connections (and with them, on PostgreSQL, the

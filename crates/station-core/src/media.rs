@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use station_media::ops::DeliveryLimits;
 use station_media::{BlobStore, DecodeLimits};
 use station_store::{AccountRow, MediaRow, Store};
 
@@ -269,6 +268,23 @@ impl crate::Station {
 /// The file extension (without the dot) for a media type: `png`, `jpg`,
 /// `webp`, `gif`, or `bin`.
 pub use station_media::extension_for_mime;
+/// A platform's upload limits ([`MediaService::deliverable`]), and the
+/// largest side Station ever writes.
+pub use station_media::ops::{DeliveryLimits, MAX_OUTPUT_SIDE};
+
+/// Image bytes not stored (an inline preview) fitted to a platform's
+/// limits, with their type: `(bytes, mime)`. Stored media use
+/// [`MediaService::deliverable`], which caches the fitted copy.
+pub async fn fit_bytes(bytes: Vec<u8>, limits: DeliveryLimits) -> Result<(Vec<u8>, String), MediaServiceError> {
+    tokio::task::spawn_blocking(move || {
+        let fitted = station_media::ops::fit_for_delivery(&bytes, &limits)
+            .map_err(|e| MediaServiceError::rejected(ImageProblem::Invalid, format!("cannot be fitted: {e}")))?;
+        let mime = station_media::probe(&fitted).map(|i| i.format.mime().to_string()).unwrap_or_default();
+        Ok((fitted, mime))
+    })
+    .await
+    .map_err(blob_error)?
+}
 
 impl crate::Station {
     /// The name a stored image gets when it is downloaded or sent as a file:

@@ -102,10 +102,15 @@ impl Station {
         self.store.ledger_history(account_id, before, limit).await
     }
 
+    /// The ledger entries of one job (its hold, and the capture or release), oldest first.
+    pub async fn job_ledger(&self, job_id: &str) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.store.ledger_for_job(job_id).await
+    }
+
     /// The points a job was charged (what its capture kept; 0 while it runs
     /// or when it was released).
     pub async fn job_charge(&self, job_id: &str) -> Result<i64, StoreError> {
-        let entries = self.store.ledger_for_job(job_id).await?;
+        let entries = self.job_ledger(job_id).await?;
         Ok(entries.iter().filter(|e| e.kind == EntryKind::Capture.as_str()).map(|e| e.amount.abs()).sum())
     }
 

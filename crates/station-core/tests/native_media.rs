@@ -155,7 +155,7 @@ async fn insert_raw(env: &Env, bytes: &[u8]) -> String {
         kind: "input".into(),
         created_at: station_store::now_ms(),
     };
-    env.station.store.insert_media(&row).await.unwrap();
+    env.db.store.insert_media(&row).await.unwrap();
     row.id
 }
 
@@ -171,7 +171,7 @@ async fn submit(env: &Env, tool: &str, p: Value) -> JobRow {
 async fn wait(env: &Env, job_id: &str) -> JobRow {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let job = env.station.store.get_job(job_id).await.unwrap().unwrap();
+        let job = env.station.job(job_id).await.unwrap().unwrap();
         if matches!(job.status(), JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled) {
             return job;
         }
@@ -580,7 +580,7 @@ async fn progress_events_rise_to_one() {
         assert!(fractions.windows(2).all(|w| w[0] <= w[1]), "{fractions:?}");
         assert_eq!(fractions.last(), Some(&1.0));
         assert!(statuses.contains(&JobStatus::Running), "{statuses:?}");
-        let done = env.station.store.get_job(&job.id).await.unwrap().unwrap();
+        let done = env.station.job(&job.id).await.unwrap().unwrap();
         assert_eq!(done.progress, 1.0);
         env.stop().await;
     }
@@ -603,7 +603,7 @@ async fn direct_job(env: &Env, tool: &str, bytes: Vec<u8>, p: Value) -> ExecJob 
 }
 
 fn ctx(env: &Env, job: &ExecJob, cancel: CancellationToken) -> ExecContext {
-    ExecContext::new(env.station.store.clone(), env.station.bus.clone(), "test-owner", &job.row.id, cancel)
+    env.station.exec_context("test-owner", &job.row.id, cancel)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,7 +62,7 @@ fn station(db: &testing::TestDb, dir: &std::path::Path, edit: impl FnOnce(&mut C
 
 async fn wait_terminal(st: &Station, id: &str) -> JobRow {
     for _ in 0..300 {
-        let j = st.store.get_job(id).await.unwrap().unwrap();
+        let j = st.job(id).await.unwrap().unwrap();
         if j.status().is_terminal() {
             return j;
         }
@@ -74,7 +74,7 @@ async fn wait_terminal(st: &Station, id: &str) -> JobRow {
 /// The settlement happens right after the outcome is recorded; give it a moment.
 async fn wait_settled(st: &Station, id: &str) -> Vec<String> {
     for _ in 0..100 {
-        let kinds: Vec<String> = st.store.ledger_for_job(id).await.unwrap().into_iter().map(|e| e.kind).collect();
+        let kinds: Vec<String> = st.job_ledger(id).await.unwrap().into_iter().map(|e| e.kind).collect();
         if kinds.len() >= 2 {
             return kinds;
         }
@@ -93,11 +93,11 @@ async fn new_accounts_get_the_starting_grant_once_and_prices_are_held() {
         let j = st.submit(&acct, txt2img("a cat")).await.unwrap();
         let b = st.points(&acct.id).await.unwrap();
         assert_eq!((b.balance, b.held, b.available()), (100, 30, 70), "{}", db.kind);
-        assert_eq!(st.store.hold_for_job(&j.id).await.unwrap().unwrap().amount, 30);
+        assert_eq!(db.store.hold_for_job(&j.id).await.unwrap().unwrap().amount, 30);
         // Submitting again does not grant again.
         st.submit(&acct, txt2img("a dog")).await.unwrap();
         assert_eq!(st.points(&acct.id).await.unwrap().balance, 100, "{}", db.kind);
-        let grants = st.store.ledger_history(&acct.id, None, 100).await.unwrap();
+        let grants = db.store.ledger_history(&acct.id, None, 100).await.unwrap();
         assert_eq!(grants.iter().filter(|e| e.kind == "grant").count(), 1);
         assert!(st.audit_points().await.unwrap().is_empty());
     }
@@ -113,7 +113,7 @@ async fn insufficient_points_queue_nothing_and_say_how_many() {
         let err = st.submit(&acct, txt2img("two")).await.unwrap_err();
         assert!(matches!(err, SubmitError::InsufficientPoints { needed: 20, available: 5 }), "{}: {err}", db.kind);
         assert!(err.to_string().contains("costs 20") && err.to_string().contains("5 available"), "{err}");
-        let jobs = st.store.list_jobs(&station_store::JobFilter { limit: 10, ..Default::default() }).await.unwrap();
+        let jobs = db.store.list_jobs(&station_store::JobFilter { limit: 10, ..Default::default() }).await.unwrap();
         assert_eq!(jobs.len(), 1, "{}: the refused job must not be queued", db.kind);
     }
 }
@@ -169,13 +169,7 @@ async fn success_captures_measured_time_failure_and_cancel_release() {
         let queued_then_cancelled = st.submit(&acct, txt2img("later")).await.unwrap();
         st.cancel(&acct, &queued_then_cancelled.id).await.unwrap();
         assert_eq!(
-            st.store
-                .ledger_for_job(&queued_then_cancelled.id)
-                .await
-                .unwrap()
-                .iter()
-                .map(|e| e.kind.as_str())
-                .collect::<Vec<_>>(),
+            st.job_ledger(&queued_then_cancelled.id).await.unwrap().iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
             ["hold", "release"],
             "{}",
             db.kind
@@ -190,7 +184,7 @@ async fn success_captures_measured_time_failure_and_cancel_release() {
         workers.shutdown().await;
         // The scripted run takes 1.2 s at 1 point/s: 2 points (started
         // seconds are charged), far below the 20 held.
-        let hold = st.store.hold_for_job(&good.id).await.unwrap().unwrap();
+        let hold = db.store.hold_for_job(&good.id).await.unwrap().unwrap();
         let charged = hold.charged.unwrap();
         assert!((2..20).contains(&charged), "{}: charged {charged}", db.kind);
         let b = st.points(&acct.id).await.unwrap();
@@ -219,18 +213,18 @@ async fn a_worker_dying_between_hold_and_capture_ends_with_exactly_one_capture()
             per_account_running_cap: 10,
             now,
         };
-        assert_eq!(st.store.claim_jobs(&claim).await.unwrap().len(), 1, "{}", db.kind);
+        assert_eq!(db.store.claim_jobs(&claim).await.unwrap().len(), 1, "{}", db.kind);
         // Worker B's sweeper requeues it once the lease lapses, then runs it.
         let workers = Workers::start(&st);
         let done = wait_terminal(&st, &job.id).await;
         assert_eq!(done.status(), JobStatus::Succeeded, "{}", db.kind);
         assert_eq!(wait_settled(&st, &job.id).await, ["hold", "capture"], "{}", db.kind);
         // A's late report of the same outcome is refused and settles nothing more.
-        let late = st.store.finish_job(&job.id, "worker-a", JobStatus::Succeeded, Some(&[]), None, now).await.unwrap();
+        let late = db.store.finish_job(&job.id, "worker-a", JobStatus::Succeeded, Some(&[]), None, now).await.unwrap();
         assert!(!late, "{}: a lapsed lease must not record an outcome", db.kind);
         assert_eq!(st.settle_job(&job.id, "worker-a").await.unwrap(), Some(Settlement::AlreadySettled));
         workers.shutdown().await;
-        let entries = st.store.ledger_for_job(&job.id).await.unwrap();
+        let entries = db.store.ledger_for_job(&job.id).await.unwrap();
         assert_eq!(entries.iter().filter(|e| e.kind == "capture").count(), 1, "{}", db.kind);
         assert!(entries.iter().all(|e| e.kind != "release"));
         assert!(st.audit_points().await.unwrap().is_empty(), "{}", db.kind);
@@ -253,8 +247,8 @@ async fn the_sweeper_settles_a_job_that_ended_without_settling() {
             per_account_running_cap: 10,
             now: station_store::now_ms(),
         };
-        st.store.claim_jobs(&claim).await.unwrap();
-        assert!(st.store.finish_job(&job.id, "w", JobStatus::Failed, None, Some(("x", "boom")), 2).await.unwrap());
+        db.store.claim_jobs(&claim).await.unwrap();
+        assert!(db.store.finish_job(&job.id, "w", JobStatus::Failed, None, Some(("x", "boom")), 2).await.unwrap());
         assert_eq!(st.audit_points().await.unwrap().len(), 1, "{}: the audit sees the stuck hold", db.kind);
         assert_eq!(st.settle_stuck_holds().await.unwrap(), 1, "{}", db.kind);
         assert_eq!(st.settle_stuck_holds().await.unwrap(), 0);

@@ -74,7 +74,7 @@ async fn assert_clean(st: &Station, kind: &str) {
 
 async fn wait_settled(st: &Station, id: &str) -> Vec<String> {
     for _ in 0..200 {
-        let kinds: Vec<String> = st.store.ledger_for_job(id).await.unwrap().into_iter().map(|e| e.kind).collect();
+        let kinds: Vec<String> = st.job_ledger(id).await.unwrap().into_iter().map(|e| e.kind).collect();
         if kinds.len() >= 2 {
             return kinds;
         }
@@ -95,17 +95,17 @@ async fn a_quote_matches_the_hold_and_pricey_jobs_need_confirming() {
         assert_eq!(q.paid_by, PaidBy::Own { allowance: 0, balance: 20 });
         assert_eq!((q.threshold, q.needs_confirmation, q.affordable), (Some(10), true, true), "{}", db.kind);
         // The quote wrote nothing but the starting grant.
-        assert!(st.store.list_jobs(&Default::default()).await.unwrap().is_empty());
+        assert!(db.store.list_jobs(&Default::default()).await.unwrap().is_empty());
         assert_eq!(st.points(&ann.id).await.unwrap().held, 0);
 
         // Above the default threshold of 10 an unconfirmed request is refused.
         let err = st.submit(&ann, txt2img("a cat")).await.unwrap_err();
         assert!(matches!(err, SubmitError::ConfirmationRequired { price: 20, threshold: 10 }), "{}: {err}", db.kind);
         assert!(err.to_string().contains("costs 20 points") && err.to_string().contains("confirm"), "{err}");
-        assert!(st.store.list_jobs(&Default::default()).await.unwrap().is_empty(), "{}", db.kind);
+        assert!(db.store.list_jobs(&Default::default()).await.unwrap().is_empty(), "{}", db.kind);
         // Confirmed, it is queued and holds exactly the quoted price.
         let job = st.submit(&ann, confirmed(txt2img("a cat"))).await.unwrap();
-        let hold = st.store.hold_for_job(&job.id).await.unwrap().unwrap();
+        let hold = db.store.hold_for_job(&job.id).await.unwrap().unwrap();
         assert_eq!((hold.amount, hold.allowance, hold.account_id.as_str()), (q.price, 0, ann.id.as_str()));
         assert_eq!(st.points(&ann.id).await.unwrap().available(), q.available - q.price, "{}", db.kind);
 
@@ -170,8 +170,8 @@ async fn one_hundred_concurrent_submits_queue_exactly_max_queued() {
         assert!(matches!(err, SubmitError::QuotaExceeded { limit: 20, .. }), "{err}");
         // Administrators are not limited; other accounts have their own quota.
         let admin = st.account("local", "root", "Root").await.unwrap();
-        st.store.set_account_role(&admin.id, Role::Admin).await.unwrap();
-        let admin = st.store.get_account(&admin.id).await.unwrap().unwrap();
+        db.store.set_account_role(&admin.id, Role::Admin).await.unwrap();
+        let admin = db.store.get_account(&admin.id).await.unwrap().unwrap();
         for i in 0..21 {
             st.submit(&admin, confirmed(txt2img(&format!("admin {i}")))).await.unwrap();
         }
@@ -200,7 +200,7 @@ async fn the_free_allowance_pays_first_comes_back_when_released_and_resets_daily
         let b = st.points(&ann.id).await.unwrap();
         assert_eq!((b.balance, b.held), (100, 0), "{}: the balance is untouched", db.kind);
         let second = st.submit_at(&ann, confirmed(txt2img("two")), t0 + 1_000).await.unwrap();
-        let hold = st.store.hold_for_job(&second.id).await.unwrap().unwrap();
+        let hold = db.store.hold_for_job(&second.id).await.unwrap().unwrap();
         assert_eq!(
             (hold.amount, hold.allowance),
             (20, 10),
@@ -208,19 +208,19 @@ async fn the_free_allowance_pays_first_comes_back_when_released_and_resets_daily
             db.kind
         );
         assert_eq!(st.points(&ann.id).await.unwrap().held, 10);
-        assert_eq!(st.store.daily_usage(None, &ann.id, day).await.unwrap(), 30);
+        assert_eq!(db.store.daily_usage(None, &ann.id, day).await.unwrap(), 30);
         assert_clean(&st, db.kind).await;
 
         // Cancelling the first returns its 20 to that day's allowance.
         st.cancel(&ann, &first.id).await.unwrap();
-        assert_eq!(st.store.daily_usage(None, &ann.id, day).await.unwrap(), 10, "{}", db.kind);
+        assert_eq!(db.store.daily_usage(None, &ann.id, day).await.unwrap(), 10, "{}", db.kind);
         let q = st.quote_at(&ann, &txt2img("three"), t0 + 2_000).await.unwrap();
         assert_eq!(q.paid_by, PaidBy::Own { allowance: 20, balance: 0 }, "{}", db.kind);
         assert_clean(&st, db.kind).await;
 
         // The next day starts with the whole allowance again.
         let third = st.submit_at(&ann, confirmed(txt2img("three")), t0 + DAY).await.unwrap();
-        let hold = st.store.hold_for_job(&third.id).await.unwrap().unwrap();
+        let hold = db.store.hold_for_job(&third.id).await.unwrap().unwrap();
         assert_eq!((hold.allowance, hold.day), (20, Some(day + 1)), "{}", db.kind);
         let q = st.quote_at(&ann, &txt2img("four"), t0 + DAY).await.unwrap();
         assert_eq!(q.allowance_left, 10, "{}", db.kind);
@@ -235,7 +235,7 @@ async fn the_free_allowance_pays_first_comes_back_when_released_and_resets_daily
         assert_eq!(wait_settled(&st, &third.id).await, ["hold", "capture"], "{}", db.kind);
         workers.shutdown().await;
         for id in [&second.id, &third.id] {
-            let h = st.store.hold_for_job(id).await.unwrap().unwrap();
+            let h = db.store.hold_for_job(id).await.unwrap().unwrap();
             assert!(h.charged.unwrap() <= 10, "{}: {h:?}", db.kind);
         }
         // The scripted run takes well under 10 s, so both captures fit in their
@@ -269,7 +269,7 @@ async fn a_group_sponsor_pays_up_to_the_cap_and_gets_failed_jobs_back() {
         let q = st.quote(&ann, &sponsored(txt2img("one"), scope)).await.unwrap();
         assert_eq!(q.paid_by, PaidBy::Sponsor { scope: scope.into(), account_id: patron.id.clone() }, "{}", db.kind);
         let one = st.submit(&ann, sponsored(txt2img("one"), scope)).await.unwrap();
-        let hold = st.store.hold_for_job(&one.id).await.unwrap().unwrap();
+        let hold = db.store.hold_for_job(&one.id).await.unwrap().unwrap();
         assert_eq!(
             (hold.account_id.as_str(), hold.beneficiary.as_deref()),
             (patron.id.as_str(), Some(ann.id.as_str()))
@@ -279,7 +279,7 @@ async fn a_group_sponsor_pays_up_to_the_cap_and_gets_failed_jobs_back() {
         let q = st.quote(&ann, &sponsored(txt2img("three"), scope)).await.unwrap();
         assert_eq!(q.paid_by, PaidBy::Own { allowance: 0, balance: 20 }, "{}", db.kind);
         let three = st.submit(&ann, sponsored(txt2img("three"), scope)).await.unwrap();
-        assert_eq!(st.store.hold_for_job(&three.id).await.unwrap().unwrap().account_id, ann.id);
+        assert_eq!(db.store.hold_for_job(&three.id).await.unwrap().unwrap().account_id, ann.id);
         // Without the scope nobody sponsors.
         let q = st.quote(&ann, &confirmed(txt2img("four"))).await.unwrap();
         assert!(matches!(q.paid_by, PaidBy::Own { .. }), "{}", db.kind);
@@ -294,15 +294,15 @@ async fn a_group_sponsor_pays_up_to_the_cap_and_gets_failed_jobs_back() {
         assert_eq!(wait_settled(&st, &two.id).await, ["hold", "release"], "{}", db.kind);
         assert_eq!(wait_settled(&st, &three.id).await, ["hold", "capture"], "{}", db.kind);
         workers.shutdown().await;
-        let charged = st.store.hold_for_job(&one.id).await.unwrap().unwrap().charged.unwrap();
+        let charged = db.store.hold_for_job(&one.id).await.unwrap().unwrap().charged.unwrap();
         let p = st.points(&patron.id).await.unwrap();
         assert_eq!((p.balance, p.held), (400 - charged, 0), "{}", db.kind);
-        let release = st.store.ledger_for_job(&two.id).await.unwrap().pop().unwrap();
+        let release = db.store.ledger_for_job(&two.id).await.unwrap().pop().unwrap();
         assert_eq!(
             (release.account_id.as_str(), release.beneficiary.as_deref()),
             (patron.id.as_str(), Some(ann.id.as_str()))
         );
-        let used = st.store.daily_usage(Some(scope), &ann.id, utc_day(station_store::now_ms())).await.unwrap();
+        let used = db.store.daily_usage(Some(scope), &ann.id, utc_day(station_store::now_ms())).await.unwrap();
         assert_eq!(used, charged, "{}", db.kind);
         assert_eq!(st.points(&ann.id).await.unwrap().held, 0);
         assert_clean(&st, db.kind).await;

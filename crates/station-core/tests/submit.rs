@@ -41,7 +41,7 @@ async fn explicit_beats_saved_beats_default() {
             .unwrap();
         assert_eq!(j.params_json()["scale_by"], json!(2.0), "{}", db.kind);
         // Saved preference wins over the default.
-        st.store.save_tool_settings(&acct.id, "upscale", &params(json!({"scale_by": 3.0})), 1).await.unwrap();
+        db.store.save_tool_settings(&acct.id, "upscale", &params(json!({"scale_by": 3.0})), 1).await.unwrap();
         let j = st
             .submit(
                 &acct,
@@ -87,7 +87,7 @@ async fn every_bad_field_is_reported_and_nothing_is_written() {
         let SubmitError::Invalid(fields) = err else { panic!("expected invalid, got {err}") };
         let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
         assert!(names.contains(&"scale_by") && names.contains(&"colour") && names.contains(&"image"), "{names:?}");
-        assert!(st.store.list_jobs(&Default::default()).await.unwrap().is_empty());
+        assert!(db.store.list_jobs(&Default::default()).await.unwrap().is_empty());
         let err = st.submit(&acct, SubmitRequest { tool: "nope".into(), ..Default::default() }).await.unwrap_err();
         assert!(err.to_string().contains("unknown tool"), "{err}");
     }

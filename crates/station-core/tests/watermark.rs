@@ -74,7 +74,7 @@ async fn rotate_blue(env: &Env) -> (JobRow, Vec<u8>) {
     let job = job.await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let job = loop {
-        let row = env.station.store.get_job(&job.id).await.unwrap().unwrap();
+        let row = env.station.job(&job.id).await.unwrap().unwrap();
         if row.status().is_terminal() {
             break row;
         }
@@ -120,7 +120,7 @@ async fn results_get_the_operator_watermark_unless_the_account_opted_out() {
         let (job, marked) = rotate_blue(&env).await;
         assert_marked_bottom_right(&marked);
         // What is stored as the job's output is the watermarked image.
-        let row = env.station.store.get_media(&job.output_ids()[0]).await.unwrap().unwrap();
+        let row = env.station.media.row(&job.output_ids()[0], None).await.unwrap();
         assert_eq!((row.width, row.height, row.mime.as_str()), (40, 40, "image/png"), "{}", db.kind);
 
         // Opted out (the operator allows it by default): identical to no watermark.
@@ -176,7 +176,7 @@ async fn the_watermark_tool_itself_is_not_marked_twice() {
     let job = env.station.submit(&env.account, req).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let job = loop {
-        let row = env.station.store.get_job(&job.id).await.unwrap().unwrap();
+        let row = env.station.job(&job.id).await.unwrap().unwrap();
         if row.status().is_terminal() {
             break row;
         }
@@ -263,7 +263,7 @@ async fn deliverable_fits_the_limits_and_caches_the_variant() {
         // The original is still stored, unchanged.
         assert_eq!(station.media.get(&row.id, None).await.unwrap().1, original);
         // An image within the limits comes back as stored.
-        let roomy = DeliveryLimits::TELEGRAM_PHOTO;
+        let roomy = DeliveryLimits { max_bytes: 10_000_000, max_side: 10_000, max_side_sum: Some(10_000) };
         assert_eq!(station.deliverable(&row.id, roomy).await.unwrap(), (original, "image/png".to_string(), false));
         assert!(station.deliverable("no-such-media", limits).await.is_err());
     }

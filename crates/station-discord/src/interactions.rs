@@ -93,7 +93,7 @@ impl Origin {
             Some(g) => Conversation {
                 platform: "discord".into(),
                 chat: format!("{}:{}", self.channel, self.user_id),
-                group: Some(format!("discord-guild:{g}")),
+                group: Some(crate::guild_scope(g)),
             },
             None => Conversation::new("discord", &self.channel),
         }
@@ -204,8 +204,8 @@ fn tool_for(d: &Discord, name: &str) -> Option<std::sync::Arc<station_core::tool
 
 async fn tool_disabled(d: &Discord, guild: &Option<String>, tool_id: &str) -> bool {
     let Some(g) = guild else { return false };
-    match d.inner.station.store.discord_guild_tools(g).await {
-        Ok(list) => list.iter().any(|(t, on)| t == tool_id && !on),
+    match d.inner.station.group_tool_enabled(&crate::guild_scope(g), tool_id).await {
+        Ok(enabled) => !enabled,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the server's tool settings; allowing the tool");
             false
@@ -293,16 +293,17 @@ async fn admin(d: &Discord, o: &Origin, data: &Value) -> Response {
     }
     let sub = &data["options"][0];
     let sub_name = sub["name"].as_str().unwrap_or("");
-    let store = &d.inner.station.store;
-    let tools = d.inner.station.tools.list();
+    let station = &d.inner.station;
+    let scope = crate::guild_scope(guild);
+    let tools = station.tools.list();
     match sub_name {
         "tools" => {
-            let off = store.discord_guild_tools(guild).await.unwrap_or_default();
+            let switches = station.group_tools(&scope).await.unwrap_or_default();
             let lines: Vec<String> = tools
                 .iter()
                 .filter(|t| t.visibility == station_core::tools::Visibility::Public)
                 .map(|t| {
-                    let on = !off.iter().any(|(id, e)| id == &t.id && !e);
+                    let on = !switches.iter().any(|s| s.tool_id == t.id && !s.enabled);
                     format!("{} `/{}` — {}", if on { "✅" } else { "⛔" }, t.command, t.name)
                 })
                 .collect();
@@ -318,7 +319,7 @@ async fn admin(d: &Discord, o: &Origin, data: &Value) -> Response {
                 Ok(a) => a.id,
                 Err(e) => return ephemeral(&e),
             };
-            if let Err(e) = store.set_discord_guild_tool(guild, &tool.id, enable, &by, station_store::now_ms()).await {
+            if let Err(e) = station.set_group_tool(&scope, &tool.id, enable, &by).await {
                 return ephemeral(&format!("The setting could not be saved ({e}); please try again."));
             }
             ephemeral(&format!("/{} is now {} in this server.", tool.command, if enable { "on" } else { "off" }))

@@ -11,11 +11,14 @@
 //! follow-ups while the interaction token is valid (15 minutes) and ordinary
 //! channel messages afterwards.
 //!
+//! - [`config`]: the `[discord]` settings ([`DiscordConfig`]), registered
+//!   with the core's configuration loader by the binary.
 //! - [`rest`]: the REST client (per-route and global rate limits).
 //! - [`render`]: views as embeds, files and components.
 //! - [`commands`]: the command registration payload.
 
 pub mod commands;
+pub mod config;
 mod interactions;
 pub mod render;
 pub mod rest;
@@ -28,17 +31,31 @@ use ed25519_dalek::VerifyingKey;
 use reqwest::Method;
 use serde_json::Value;
 use station_core::Station;
-use station_core::config::DiscordConfig;
+use station_core::media::{DeliveryLimits, MAX_OUTPUT_SIDE};
 use station_flows::{Conversation, Flows, Outcome, Outgoing, Platform};
 
 use crate::render::Modals;
 use crate::rest::{Body, Rest, RestError};
+
+pub use config::DiscordConfig;
 
 /// Where `station serve` mounts the interactions endpoint.
 pub const INTERACTIONS_PATH: &str = "/discord/interactions";
 
 /// Discord's interaction token lifetime.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+/// Discord's attachment limit without boosts: 10 MiB; pictures over it are
+/// fitted before they are sent.
+pub const ATTACHMENT_LIMITS: DeliveryLimits =
+    DeliveryLimits { max_bytes: 10 * 1024 * 1024, max_side: MAX_OUTPUT_SIDE, max_side_sum: None };
+
+/// The group scope of a server (guild): conversations there name it as
+/// their group, and its tool switches are kept under it
+/// ([`Station::group_tools`]).
+pub fn guild_scope(guild_id: &str) -> String {
+    format!("discord-guild:{guild_id}")
+}
 
 /// A configuration problem, naming the setting and what to do.
 #[derive(Debug, thiserror::Error)]

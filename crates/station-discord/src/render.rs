@@ -10,7 +10,6 @@ use serde_json::{Map, Value, json};
 use station_core::Station;
 use station_flows::view::{FormField, split_text};
 use station_flows::{Block, Button, ButtonAction, ImageRef, InputKind, View};
-use station_media::ops::{DeliveryLimits, fit_for_delivery};
 
 use crate::commands::cut;
 use crate::rest::FilePart;
@@ -266,18 +265,16 @@ fn progress_line(fraction: Option<f64>, label: &str) -> String {
 
 /// Loads a stored image and fits it to Discord's attachment limit.
 async fn load_image(station: &Station, image: &ImageRef, name: &str) -> Result<FilePart, String> {
-    let (mime, bytes) = if let Some(b) = image.inline_bytes() {
-        (image.mime.clone(), b)
-    } else {
-        let (row, bytes) = station.media.get(&image.media_id, None).await.map_err(|e| e.to_string())?;
-        (row.mime, bytes)
+    let refused = |e: station_core::MediaServiceError| format!("image {name} cannot be sent to Discord: {e}");
+    let (bytes, mime) = match image.inline_bytes() {
+        Some(b) => station_core::media::fit_bytes(b, crate::ATTACHMENT_LIMITS).await.map_err(refused)?,
+        None => {
+            let (bytes, mime, _) =
+                station.deliverable(&image.media_id, crate::ATTACHMENT_LIMITS).await.map_err(refused)?;
+            (bytes, mime)
+        }
     };
-    let fitted = tokio::task::spawn_blocking(move || fit_for_delivery(&bytes, &DeliveryLimits::DISCORD))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("image {name} cannot be sent to Discord: {e}"))?;
-    let mime = station_media::probe(&fitted).map(|i| i.format.mime().to_string()).unwrap_or(mime);
-    Ok(FilePart { name: format!("{name}.{}", station_core::media::extension_for_mime(&mime)), mime, bytes: fitted })
+    Ok(FilePart { name: format!("{name}.{}", station_core::media::extension_for_mime(&mime)), mime, bytes })
 }
 
 /// Renders a view. `modals` keeps the specs of modal-opening buttons.

@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 use station_comfyui::{BackendSpec, ComfyExecutor};
 use station_comfyui_fake::{FakeComfy, FakeOptions};
 use station_core::{Config, Station, Workers};
-use station_discord::{Discord, DiscordOptions, INTERACTIONS_PATH};
+use station_discord::{Discord, DiscordConfig, DiscordOptions, INTERACTIONS_PATH};
 use station_discord_fake::{APP_ID, Actor, BOT_TOKEN, FakeDiscord, Message, Source};
 use station_flows::{FlowSettings, Flows, FlowsRunner};
 use station_media::image::{ImageFormat, Rgb, RgbImage};
-use station_store::testing::TestDb;
+use station_testkit::TestDb;
 
 const WAIT: Duration = Duration::from_secs(30);
 const GUILD: &str = "5000";
@@ -33,7 +33,7 @@ struct Env {
     workers: Option<Workers>,
     comfy: Arc<ComfyExecutor>,
     server: tokio::task::JoinHandle<()>,
-    _db: TestDb,
+    db: TestDb,
     _dir: tempfile::TempDir,
 }
 
@@ -66,11 +66,14 @@ async fn setup(db: TestDb) -> Env {
     config.queue.retry_base_ms = 50;
     config.queue.poll_ms = 50;
     config.points.starting_grant = 1000;
-    config.discord.token = Some(BOT_TOKEN.into());
-    config.discord.application_id = Some(APP_ID.into());
-    config.discord.public_key = Some(fake.public_key_hex());
-    config.discord.api_url = fake.api_url();
-    config.discord.guild_id = Some(GUILD.into());
+    DiscordConfig {
+        token: Some(BOT_TOKEN.into()),
+        application_id: Some(APP_ID.into()),
+        public_key: Some(fake.public_key_hex()),
+        api_url: fake.api_url(),
+        guild_id: Some(GUILD.into()),
+    }
+    .apply_to(&mut config);
     install_tools(&config.tools_dir());
     let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
     assert!(errors.is_empty(), "tool files failed to load: {errors:?}");
@@ -86,7 +89,8 @@ async fn setup(db: TestDb) -> Env {
     station.register_executor(Arc::new(station_core::MediaExecutor::new(&station.config)));
     let workers = Some(Workers::start(&station));
     let flows = Flows::with_settings(station.clone(), FlowSettings { progress_every_ms: 50, ..Default::default() });
-    let options = DiscordOptions::from_config(&station.config.discord).unwrap().expect("configured");
+    let discord_config = DiscordConfig::from_config(&station.config).unwrap();
+    let options = DiscordOptions::from_config(&discord_config).unwrap().expect("configured");
     let discord = Discord::new(station.clone(), flows.clone(), options).unwrap();
     flows.add_platform(Arc::new(discord.clone()));
     let runner = Some(flows.start());
@@ -97,7 +101,7 @@ async fn setup(db: TestDb) -> Env {
         axum::serve(listener, router).await.unwrap();
     });
     let actor = Actor::member("7001", "ada", GUILD, CHANNEL);
-    Env { station, discord, fake, comfy_fake, endpoint, actor, runner, workers, comfy, server, _db: db, _dir: dir }
+    Env { station, discord, fake, comfy_fake, endpoint, actor, runner, workers, comfy, server, db, _dir: dir }
 }
 
 impl Env {
@@ -321,8 +325,7 @@ async fn tweak_through_a_modal(db: TestDb) {
     assert!(env.fake.channel_messages(CHANNEL).len() > before || run.iter().any(|m| m.edits > 0));
     env.press(run.last().unwrap(), "Run").await;
     env.results(2).await;
-    let jobs =
-        env.station.store.list_jobs(&station_store::JobFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let jobs = env.db.store.list_jobs(&station_core::JobFilter { limit: 10, ..Default::default() }).await.unwrap();
     assert!(
         jobs.iter().any(|j| serde_json::from_str::<Value>(&j.params).unwrap()["steps"] == 4),
         "the tweaked job ran with steps=4"
@@ -465,6 +468,11 @@ async fn server_admins_switch_tools_off(db: TestDb) {
     assert!(refused.body["data"]["content"].as_str().unwrap().contains("Manage Server"), "{}", refused.body);
     let done = env.send(env.fake.slash(&admin, "admin", off, &[])).await;
     assert!(done.body["data"]["content"].as_str().unwrap().contains("off"), "{}", done.body);
+    // Kept as the server's group switch in the core.
+    let scope = station_discord::guild_scope(GUILD);
+    let switches = env.station.group_tools(&scope).await.unwrap();
+    assert_eq!(switches.iter().map(|s| (s.tool_id.as_str(), s.enabled)).collect::<Vec<_>>(), vec![("dream", false)]);
+    assert!(!env.station.group_tool_enabled(&scope, "dream").await.unwrap());
     let blocked = env.slash("dream", json!([{"name": "prompt", "type": 3, "value": "x"}])).await;
     assert_eq!(blocked.body["type"], 4);
     assert_eq!(blocked.body["data"]["flags"], 64);
@@ -479,7 +487,7 @@ async fn server_admins_switch_tools_off(db: TestDb) {
     env.stop().await;
 }
 
-use station_store::on_every_db;
+use station_testkit::on_every_db;
 
 on_every_db!(
     bad_signatures_are_refused_and_ping_is_answered,

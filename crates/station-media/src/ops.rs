@@ -691,7 +691,7 @@ pub fn invert(img: &DynamicImage) -> DynamicImage {
 // ---------------------------------------------------------------------------
 // delivery
 
-/// A platform's upload limits.
+/// A platform's upload limits (each front end declares its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryLimits {
     /// Largest accepted file, in bytes.
@@ -703,13 +703,6 @@ pub struct DeliveryLimits {
 }
 
 impl DeliveryLimits {
-    /// Telegram `sendPhoto`: 10 MB, width + height ≤ 10000.
-    pub const TELEGRAM_PHOTO: DeliveryLimits =
-        DeliveryLimits { max_bytes: 10_000_000, max_side: 10_000, max_side_sum: Some(10_000) };
-    /// Discord attachment without boost: 10 MiB.
-    pub const DISCORD: DeliveryLimits =
-        DeliveryLimits { max_bytes: 10 * 1024 * 1024, max_side: MAX_OUTPUT_SIDE, max_side_sum: None };
-
     fn dims_fit(&self, w: u32, h: u32) -> bool {
         w <= self.max_side
             && h <= self.max_side

@@ -292,7 +292,8 @@ fn strip_metadata_removes_text_chunks_and_exif() {
 #[test]
 fn fit_for_delivery_passes_small_files_through_untouched() {
     let bytes = png(&solid(50, 50, RED));
-    let out = fit_for_delivery(&bytes, &DeliveryLimits::DISCORD).unwrap();
+    let limits = DeliveryLimits { max_bytes: 10 * 1024 * 1024, max_side: 16_384, max_side_sum: None };
+    let out = fit_for_delivery(&bytes, &limits).unwrap();
     assert_eq!(out, bytes);
 }
 

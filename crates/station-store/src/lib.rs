@@ -9,13 +9,15 @@
 //! All timestamps are Unix milliseconds (`i64`); JSON columns are text.
 
 mod accounts;
+mod adapter_state;
 mod backends;
 mod db;
-mod discord;
 mod finisher;
 mod flows;
+mod group_tools;
 mod history;
 mod identity;
+mod inbox;
 mod jobs;
 mod ledger;
 mod loras;
@@ -23,15 +25,16 @@ mod media;
 mod notify;
 mod pricing;
 mod settings;
-mod telegram;
 
 pub use accounts::{AccountRow, Role};
 pub use backends::{BackendLoad, BackendRow};
 pub use db::{Backend, Store, StoreError, mask_url};
 pub use finisher::{DEFAULT_MAX_BATCH, FinishBatcher};
 pub use flows::{ActionRow, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition};
+pub use group_tools::GroupToolRow;
 pub use history::{GenerationFilter, RatedJob};
 pub use identity::{ApiKeyRow, LinkError, OneTimeState, SessionRow};
+pub use inbox::InboxRow;
 pub use jobs::{
     ClaimRequest, JobFilter, JobFinish, JobRow, JobStatus, JobStatusRow, NewJob, QueuePosition, QueueStats,
 };
@@ -40,7 +43,6 @@ pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use media::MediaRow;
 pub use notify::{Channel, Notifications};
 pub use pricing::{PaidBy, PayTerms, Payment, Placed, SponsorRow, utc_day};
-pub use telegram::TelegramUpdateRow;
 
 /// Milliseconds since the Unix epoch, the one time unit stored.
 pub fn now_ms() -> i64 {

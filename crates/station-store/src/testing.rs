@@ -35,29 +35,57 @@ fn unique(prefix: &str) -> String {
 
 /// A fresh SQLite database.
 pub async fn sqlite() -> TestDb {
+    sqlite_at(None).await
+}
+
+/// A fresh SQLite database migrated up to `version` (None: every migration).
+async fn sqlite_at(version: Option<i64>) -> TestDb {
     let dir = std::env::temp_dir().join(unique("station_test"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("station.db");
     let store = Store::connect_sqlite(&path).await.expect("open sqlite");
-    store.migrate().await.expect("migrate sqlite");
+    migrate(&store, version).await.expect("migrate sqlite");
     TestDb { store, kind: "sqlite", url: format!("sqlite://{}", path.display()), schema: None, _dir: Some(dir) }
 }
 
 /// A fresh PostgreSQL schema, or None when no server is configured.
 pub async fn postgres() -> Option<TestDb> {
+    postgres_at(None).await
+}
+
+/// A fresh PostgreSQL schema migrated up to `version` (None: every migration).
+async fn postgres_at(version: Option<i64>) -> Option<TestDb> {
     let url = postgres_url()?;
     let schema = unique("t");
     let store = Store::connect_postgres_fresh_schema(&url, &schema).await.expect("postgres schema");
-    store.migrate().await.expect("migrate postgres");
+    migrate(&store, version).await.expect("migrate postgres");
     let sep = if url.contains('?') { '&' } else { '?' };
     let with_schema = format!("{url}{sep}options=-c%20search_path%3D{schema}");
     Some(TestDb { store, kind: "postgres", url: with_schema, schema: Some(schema), _dir: None })
+}
+
+async fn migrate(store: &Store, version: Option<i64>) -> Result<(), crate::StoreError> {
+    match version {
+        Some(v) => store.migrate_to(v).await,
+        None => store.migrate().await,
+    }
 }
 
 /// Every configured database: SQLite always, PostgreSQL when available.
 pub async fn all() -> Vec<TestDb> {
     let mut v = vec![sqlite().await];
     if let Some(pg) = postgres().await {
+        v.push(pg);
+    }
+    v
+}
+
+/// Every configured database (as [`all`]) with migrations applied only up
+/// to `version`, for tests that write rows in an older schema and then
+/// upgrade it with [`Store::migrate`].
+pub async fn all_at(version: i64) -> Vec<TestDb> {
+    let mut v = vec![sqlite_at(Some(version)).await];
+    if let Some(pg) = postgres_at(Some(version)).await {
         v.push(pg);
     }
     v

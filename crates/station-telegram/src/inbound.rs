@@ -1,5 +1,5 @@
-//! Receiving: updates are stored (one row each, keyed by update id) before
-//! Telegram is told they arrived — the next `getUpdates` offset, or the
+//! Receiving: updates are stored in the core's inbox (one row each, keyed by
+//! update id, laned by chat) before Telegram is told they arrived — the next `getUpdates` offset, or the
 //! webhook's 200 — then processed in update order within a chat and
 //! concurrently across chats.
 
@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{Map, Value, json};
-use station_core::{AccountRow, now_ms};
+use station_core::AccountRow;
 use station_flows::{Conversation, Input};
 use tokio_util::sync::CancellationToken;
 
@@ -62,8 +62,8 @@ impl TelegramBot {
         let inner = &self.inner;
         inner
             .station
-            .store
-            .insert_telegram_update(&inner.bot_id, id, &chat_key(update), &update.to_string(), now_ms())
+            .inbox(&inner.scope)
+            .insert(id, &chat_key(update), &update.to_string())
             .await
             .map_err(|e| format!("could not store Telegram update {id}: {e}"))?;
         inner.stored.notify_one();
@@ -76,7 +76,7 @@ impl TelegramBot {
         let mut backoff = Duration::from_millis(500);
         loop {
             if offset.is_none() {
-                match inner.station.store.max_telegram_update_id(&inner.bot_id).await {
+                match inner.station.inbox(&inner.scope).max_seq().await {
                     Ok(max) => offset = Some(max.map(|m| m + 1).unwrap_or(0)),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read the Telegram offset; retrying");
@@ -137,16 +137,16 @@ impl TelegramBot {
                 while chats.join_next().await.is_some() {}
                 return;
             }
-            match inner.station.store.pending_telegram_updates(&inner.bot_id, 500).await {
+            match inner.station.inbox(&inner.scope).pending(500).await {
                 Ok(rows) => {
                     for row in rows {
-                        let fresh = inner.busy.lock().unwrap_or_else(|e| e.into_inner()).insert(row.chat_key.clone());
+                        let fresh = inner.busy.lock().unwrap_or_else(|e| e.into_inner()).insert(row.lane.clone());
                         if fresh {
                             let me = self.clone();
                             let s = stop.clone();
                             chats.spawn(async move {
-                                me.run_chat(&row.chat_key, s).await;
-                                me.inner.busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&row.chat_key);
+                                me.run_chat(&row.lane, s).await;
+                                me.inner.busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&row.lane);
                                 me.inner.stored.notify_one();
                             });
                         }
@@ -166,9 +166,9 @@ impl TelegramBot {
     /// Processes one chat's stored updates in order until none is left.
     async fn run_chat(&self, key: &str, stop: CancellationToken) {
         let inner = &self.inner;
-        let store = &inner.station.store;
+        let inbox = inner.station.inbox(&inner.scope);
         while !stop.is_cancelled() {
-            let row = match store.next_telegram_update(&inner.bot_id, key).await {
+            let row = match inbox.next(key).await {
                 Ok(Some(r)) => r,
                 Ok(None) => return,
                 Err(e) => {
@@ -180,7 +180,7 @@ impl TelegramBot {
                 // Someone else (another process) is on it.
                 return;
             }
-            match store.claim_telegram_update(&inner.bot_id, row.update_id, &inner.owner).await {
+            match inbox.claim(row.seq, &inner.owner).await {
                 Ok(true) => {}
                 _ => return,
             }
@@ -190,11 +190,9 @@ impl TelegramBot {
                 return;
             }
             if let Err(e) = &outcome {
-                tracing::warn!(update = row.update_id, error = %e, "Telegram update failed");
+                tracing::warn!(update = row.seq, error = %e, "Telegram update failed");
             }
-            if let Err(e) =
-                store.finish_telegram_update(&inner.bot_id, row.update_id, outcome.err().as_deref(), now_ms()).await
-            {
+            if let Err(e) = inbox.finish(row.seq, outcome.err().as_deref()).await {
                 tracing::warn!(error = %e, "could not record a processed Telegram update");
                 return;
             }
@@ -261,8 +259,7 @@ impl TelegramBot {
             // Replies to this person in the group answer their latest message.
             let key = crate::outbound::asker_key(msg["chat"]["id"].as_i64().unwrap_or(0), &account.id);
             let inner = &self.inner;
-            if let Err(e) = inner.station.store.set_telegram_meta(&inner.bot_id, &key, &id.to_string(), now_ms()).await
-            {
+            if let Err(e) = inner.station.adapter_state(&inner.scope).set(&key, &id.to_string()).await {
                 tracing::warn!(error = %e, "could not remember the asker's message");
             }
         }
@@ -357,7 +354,7 @@ impl TelegramBot {
         match msg["media_group_id"].as_str() {
             Some(g) if !text.trim_start().starts_with('/') => {
                 let inner = &self.inner;
-                inner.station.store.telegram_meta(&inner.bot_id, &album_key(g)).await.ok().flatten().is_some()
+                inner.station.adapter_state(&inner.scope).get(&album_key(g)).await.ok().flatten().is_some()
             }
             _ => false,
         }
@@ -400,8 +397,7 @@ impl TelegramBot {
         let private = msg["chat"]["type"].as_str() == Some("private");
         let text = msg["text"].as_str().or_else(|| msg["caption"].as_str()).unwrap_or("").to_string();
         let album = msg["media_group_id"].as_str().map(str::to_string);
-        let store = &self.inner.station.store;
-        let bot = &self.inner.bot_id;
+        let state = self.inner.station.adapter_state(&self.inner.scope);
         let mut command = self.command(&text);
         if text.trim_start().starts_with('/') && command.is_none() {
             // Addressed to another bot.
@@ -414,10 +410,10 @@ impl TelegramBot {
             match &command {
                 Some((n, t)) => {
                     let v = json!({"name": n, "text": t}).to_string();
-                    let _ = store.set_telegram_meta(bot, &key, &v, now_ms()).await;
+                    let _ = state.set(&key, &v).await;
                 }
                 None => {
-                    if let Some(v) = store.telegram_meta(bot, &key).await.ok().flatten()
+                    if let Some(v) = state.get(&key).await.ok().flatten()
                         && let Ok(v) = serde_json::from_str::<Value>(&v)
                     {
                         command = Some((

@@ -2,15 +2,18 @@
 //!
 //! - [`client`]: a thin Bot API client (JSON and multipart calls, downloads,
 //!   errors classified by what the adapter does about them).
+//! - [`config`]: the `[telegram]` settings ([`TelegramConfig`]), registered
+//!   with the core's configuration loader by the binary.
 //! - receiving: long polling by default, or a webhook ([`TelegramBot::webhook_router`])
-//!   when `telegram.public_url` is set. Every update is stored before it is
-//!   acknowledged and processed in order within its chat, concurrently across
-//!   chats; see `inbound.rs`.
+//!   when `telegram.public_url` is set. Every update is stored in the core's
+//!   inbox ([`Station::inbox`]) before it is acknowledged and processed in
+//!   order within its chat, concurrently across chats; see `inbound.rs`.
 //! - [`render`]: views as HTML messages, captions, albums and inline keyboards.
 //! - sending: [`TelegramBot`] is the flows engine's [`Platform`] for
 //!   `telegram` conversations, paced by [`pace::Pacer`].
 
 pub mod client;
+pub mod config;
 mod inbound;
 mod outbound;
 pub mod pace;
@@ -22,12 +25,12 @@ use std::time::Duration;
 
 use serde_json::json;
 use station_core::Station;
-use station_core::config::TelegramConfig;
+use station_core::media::DeliveryLimits;
 use station_flows::Flows;
-use station_store::now_ms;
 use tokio_util::sync::CancellationToken;
 
 pub use client::{ApiError, BotApi};
+pub use config::TelegramConfig;
 pub use pace::{PaceLimits, Pacer};
 
 /// Where `station serve` mounts the webhook.
@@ -36,8 +39,20 @@ pub const WEBHOOK_PATH: &str = "/telegram/webhook";
 /// How long an album's command caption is remembered for its later photos.
 pub const ALBUM_MEMORY: Duration = Duration::from_secs(86_400);
 
-/// The `telegram_meta` key prefix of remembered album captions.
+/// The adapter-state key prefix of remembered album captions.
 const ALBUM_KEY_PREFIX: &str = "album:";
+
+/// Telegram's `sendPhoto` limits: 10 MB, width + height ≤ 10000. Pictures
+/// over them are fitted by `Station::deliverable` before they go as photos.
+pub const PHOTO_LIMITS: DeliveryLimits =
+    DeliveryLimits { max_bytes: 10_000_000, max_side: 10_000, max_side_sum: Some(10_000) };
+
+/// The scope a bot keeps its rows under in the core — its inbox
+/// ([`Station::inbox`]) and its adapter state ([`Station::adapter_state`]):
+/// `telegram:<bot id>`.
+pub fn scope(bot_id: &str) -> String {
+    format!("telegram:{bot_id}")
+}
 
 /// Tuning for tests and unusual deployments.
 #[derive(Debug, Clone)]
@@ -111,8 +126,10 @@ pub(crate) struct Inner {
     pub station: Station,
     pub flows: Flows,
     pub api: BotApi,
-    /// The numeric bot id from the token (rows are kept per bot).
+    /// The numeric bot id from the token.
     pub bot_id: String,
+    /// Where the bot's inbox and state are kept: [`scope`] of `bot_id`.
+    pub scope: String,
     pub username: RwLock<String>,
     pub pacer: Pacer,
     pub options: TelegramOptions,
@@ -202,6 +219,7 @@ impl TelegramBot {
                 api: BotApi::new(&config.api_url, &token),
                 station,
                 flows,
+                scope: scope(&bot_id),
                 bot_id,
                 username: RwLock::new(String::new()),
                 pacer: Pacer::new(options.pace.clone()),
@@ -348,7 +366,7 @@ impl TelegramBot {
             if let Err(e) = me.sync_commands().await {
                 tracing::warn!(error = %e, "could not set the Telegram command menu; retrying when tools change");
             }
-            let requeued = me.inner.station.store.requeue_telegram_updates(&me.inner.bot_id).await.unwrap_or(0);
+            let requeued = me.inner.station.inbox(&me.inner.scope).requeue().await.unwrap_or(0);
             if requeued > 0 {
                 tracing::warn!(requeued, "Telegram updates interrupted by a stop are processed again");
             }
@@ -378,17 +396,17 @@ impl TelegramBot {
     async fn housekeeping_loop(&self, stop: CancellationToken) {
         let every = self.inner.options.housekeeping_every.max(Duration::from_millis(10));
         loop {
-            let before = station_store::now_ms() - self.inner.keep_updates.as_millis().min(i64::MAX as u128) as i64;
-            match self.inner.station.store.prune_telegram_updates(&self.inner.bot_id, before).await {
+            let before = station_core::now_ms() - self.inner.keep_updates.as_millis().min(i64::MAX as u128) as i64;
+            match self.inner.station.inbox(&self.inner.scope).prune(before).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(pruned = n, "old processed Telegram updates deleted"),
                 Err(e) => tracing::warn!(error = %e, "could not prune old Telegram updates"),
             }
             // An album's photos arrive within seconds of its caption; a day
             // later the remembered caption is only clutter.
-            let albums_before = station_store::now_ms() - ALBUM_MEMORY.as_millis() as i64;
+            let albums_before = station_core::now_ms() - ALBUM_MEMORY.as_millis() as i64;
             if let Err(e) =
-                self.inner.station.store.prune_telegram_meta(&self.inner.bot_id, ALBUM_KEY_PREFIX, albums_before).await
+                self.inner.station.adapter_state(&self.inner.scope).prune(ALBUM_KEY_PREFIX, albums_before).await
             {
                 tracing::warn!(error = %e, "could not prune remembered album captions");
             }
@@ -407,7 +425,6 @@ impl TelegramBot {
     /// anything was sent.
     pub async fn sync_commands(&self) -> Result<bool, ApiError> {
         let inner = &self.inner;
-        let store = &inner.station.store;
         let mut changed = self.set_menu(None, None).await?;
         let admins = match inner.station.admins_on("telegram").await {
             Ok(a) => a,
@@ -416,8 +433,9 @@ impl TelegramBot {
                 return Ok(changed);
             }
         };
-        let had: Vec<i64> = store
-            .telegram_meta(&inner.bot_id, "admin_menus")
+        let state = inner.station.adapter_state(&inner.scope);
+        let had: Vec<i64> = state
+            .get("admin_menus")
             .await
             .ok()
             .flatten()
@@ -446,11 +464,11 @@ impl TelegramBot {
                 Err(e) if e.is_permanent_for_chat() => {}
                 Err(e) => return Err(e),
             }
-            let _ = store.set_telegram_meta(&inner.bot_id, &format!("commands:chat:{chat}"), "", now_ms()).await;
+            let _ = state.set(&format!("commands:chat:{chat}"), "").await;
         }
         if had != set {
             let v = serde_json::to_string(&set).expect("ids serialise");
-            if let Err(e) = store.set_telegram_meta(&inner.bot_id, "admin_menus", &v, now_ms()).await {
+            if let Err(e) = state.set("admin_menus", &v).await {
                 tracing::warn!(error = %e, "could not remember the admins' Telegram menus");
             }
         }
@@ -487,12 +505,12 @@ impl TelegramBot {
             None => "commands".to_string(),
         };
         let text = body.to_string();
-        let store = &self.inner.station.store;
-        if store.telegram_meta(&self.inner.bot_id, &key).await.ok().flatten().as_deref() == Some(text.as_str()) {
+        let state = self.inner.station.adapter_state(&self.inner.scope);
+        if state.get(&key).await.ok().flatten().as_deref() == Some(text.as_str()) {
             return Ok(false);
         }
         self.inner.api.call("setMyCommands", &body).await?;
-        if let Err(e) = store.set_telegram_meta(&self.inner.bot_id, &key, &text, now_ms()).await {
+        if let Err(e) = state.set(&key, &text).await {
             tracing::warn!(error = %e, "could not remember the Telegram command menu");
         }
         Ok(true)

@@ -27,7 +27,6 @@ use crate::client::{ApiError, Upload};
 use crate::render::{ALBUM_LIMIT, CAPTION_LIMIT, Rendered, TEXT_LIMIT, render};
 use station_core::MediaRow;
 use station_flows::Conversation;
-use station_media::ops::DeliveryLimits;
 
 /// Telegram's photo limits: 10 MB, width + height ≤ 10000, ratio ≤ 20.
 fn fits_photo(mime: &str, size: i64, w: i64, h: i64) -> bool {
@@ -41,7 +40,14 @@ fn photo_shape(mime: &str, w: i64, h: i64) -> bool {
     matches!(mime, "image/png" | "image/jpeg" | "image/webp") && ratio <= 20.0
 }
 
-/// The meta key of the last message `account` sent in group `chat`.
+/// The adapter-state key of the Telegram file id of media `media_id`
+/// uploaded as `kind` (`photo` or `document`), reused instead of uploading
+/// the bytes again.
+fn file_key(kind: &str, media_id: &str) -> String {
+    format!("file:{kind}:{media_id}")
+}
+
+/// The adapter-state key of the last message `account` sent in group `chat`.
 pub(crate) fn asker_key(chat: i64, account: &str) -> String {
     format!("asker:{chat}:{account}")
 }
@@ -132,7 +138,6 @@ impl Platform for TelegramBot {
         {
             return Outcome::Sent { message_ref: out.replace.clone() };
         }
-        let store = &inner.station.store;
         let as_file = out.kind == DeliveryKind::Result
             && !rendered.images.is_empty()
             && match inner.station.sends_originals(&out.account_id).await {
@@ -142,7 +147,8 @@ impl Platform for TelegramBot {
         // Also for edits: one that must become a new message (text ↔ photo) replies too.
         let reply_to = if group {
             let key = asker_key(chat, &out.account_id);
-            store.telegram_meta(&inner.bot_id, &key).await.ok().flatten().and_then(|v| v.parse().ok())
+            let state = inner.station.adapter_state(&inner.scope);
+            state.get(&key).await.ok().flatten().and_then(|v| v.parse().ok())
         } else {
             None
         };
@@ -222,14 +228,10 @@ impl TelegramBot {
             return Ok(Resolved { kind, media: Media::Bytes { name, bytes }, media_id: None });
         }
         let station = &self.inner.station;
-        let row = station
-            .store
-            .get_media(&img.media_id)
-            .await
-            .map_err(|e| Fail::Local(e.to_string()))?
-            .ok_or_else(|| Fail::Local(format!("media {} not found", img.media_id)))?;
+        let row = station.media.row(&img.media_id, None).await.map_err(|e| Fail::Local(e.to_string()))?;
         let kind = if !as_file && photo_shape(&row.mime, row.width, row.height) { "photo" } else { "document" };
-        if let Ok(Some(file_id)) = station.store.telegram_file_id(&self.inner.bot_id, &row.id, kind).await {
+        let state = station.adapter_state(&self.inner.scope);
+        if let Ok(Some(file_id)) = state.get(&file_key(kind, &row.id)).await {
             return Ok(Resolved { kind, media: Media::FileId(file_id), media_id: Some(row.id) });
         }
         self.load(&row, kind).await
@@ -241,7 +243,7 @@ impl TelegramBot {
     async fn load(&self, row: &MediaRow, kind: &'static str) -> Result<Resolved, Fail> {
         let station = &self.inner.station;
         if kind == "photo" && !fits_photo(&row.mime, row.size, row.width, row.height) {
-            match station.deliverable(&row.id, DeliveryLimits::TELEGRAM_PHOTO).await {
+            match station.deliverable(&row.id, crate::PHOTO_LIMITS).await {
                 Ok((bytes, mime, _)) => {
                     let name = self.inner.station.download_name(row, &mime).await;
                     return Ok(Resolved { kind, media: Media::Bytes { name, bytes }, media_id: Some(row.id.clone()) });
@@ -275,8 +277,8 @@ impl TelegramBot {
             _ => msg["document"]["file_id"].as_str(),
         };
         if let Some(f) = file_id {
-            let store = &self.inner.station.store;
-            let _ = store.save_telegram_file_id(&self.inner.bot_id, media_id, r.kind, f, station_store::now_ms()).await;
+            let state = self.inner.station.adapter_state(&self.inner.scope);
+            let _ = state.set(&file_key(r.kind, media_id), f).await;
         }
     }
 

@@ -9,12 +9,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use station_comfyui::{BackendSpec, ComfyExecutor};
 use station_comfyui_fake::{FakeComfy, FakeOptions};
-use station_core::config::TelegramConfig;
 use station_core::{Config, Station, Workers};
 use station_flows::{FlowSettings, Flows, FlowsRunner};
-use station_store::testing::{self, TestDb};
-use station_telegram::{PaceLimits, TelegramBot, TelegramOptions, TelegramRunner};
+use station_telegram::{PaceLimits, TelegramBot, TelegramConfig, TelegramOptions, TelegramRunner};
 use station_telegram_fake::{FakeChat, FakeConfig, FakeMessage, FakeTelegram, FakeUser, RateLimits};
+use station_testkit::testing::{self, TestDb};
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -91,7 +90,7 @@ async fn setup(db: TestDb, tg: FakeTelegram) -> Env {
     config.limits.requests_per_minute = 10_000;
     config.limits.max_queued = 10_000;
     config.points.starting_grant = 100_000;
-    config.telegram = TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() };
+    TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() }.apply_to(&mut config);
     install_tools(&config.tools_dir());
     let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
     assert!(errors.is_empty(), "{errors:?}");
@@ -113,8 +112,8 @@ async fn setup(db: TestDb, tg: FakeTelegram) -> Env {
 
 impl Env {
     async fn start_bot(&mut self, options: TelegramOptions) {
-        let bot =
-            TelegramBot::new(self.station.clone(), self.flows.clone(), &self.station.config.telegram, options).unwrap();
+        let config = TelegramConfig::from_config(&self.station.config).unwrap();
+        let bot = TelegramBot::new(self.station.clone(), self.flows.clone(), &config, options).unwrap();
         let runner = bot.start().await.unwrap();
         self.bot = Some((bot, runner));
     }
@@ -231,10 +230,11 @@ async fn updates_survive_a_stop_between_receiving_and_processing() {
             env.tg.send_text(&FakeChat::private(u), u, "/balance");
         }
         let bot_id = env.bot.as_ref().unwrap().0.bot_id().to_string();
-        let store = env.station.store.clone();
+        let source = station_telegram::scope(&bot_id);
+        let inbox = env.station.inbox(&source);
         let mut stored = 0;
         for _ in 0..200 {
-            stored = store.telegram_updates(&bot_id).await.unwrap().len();
+            stored = inbox.list().await.unwrap().len();
             if stored == 6 && env.tg.pending_updates() == 0 {
                 break;
             }
@@ -254,7 +254,7 @@ async fn updates_survive_a_stop_between_receiving_and_processing() {
         for u in &users {
             assert_eq!(env.tg.bot_messages(u.id).len(), 2, "[{k}] exactly one answer per update");
         }
-        let rows = store.telegram_updates(&bot_id).await.unwrap();
+        let rows = env.station.inbox(&source).list().await.unwrap();
         assert!(rows.iter().all(|r| r.state == "done" && r.attempts == 1), "[{k}] {rows:?}");
         env.stop().await;
     }
@@ -271,7 +271,7 @@ async fn webhook_mode_checks_the_secret() {
     let config = TelegramConfig {
         public_url: Some(base.clone()),
         webhook_secret: Some("hook_secret-1".into()),
-        ..env.station.config.telegram.clone()
+        ..TelegramConfig::from_config(&env.station.config).unwrap()
     };
     let bot = TelegramBot::new(env.station.clone(), env.flows.clone(), &config, fast_options()).unwrap();
     let router = bot.webhook_router();
@@ -288,7 +288,7 @@ async fn webhook_mode_checks_the_secret() {
         }
         assert_eq!(req.send().await.unwrap().status().as_u16(), 401);
     }
-    assert!(env.station.store.telegram_updates(bot.bot_id()).await.unwrap().is_empty());
+    assert!(env.station.inbox(&station_telegram::scope(bot.bot_id())).list().await.unwrap().is_empty());
     // Real deliveries from the fake carry the secret and are processed.
     let bob = FakeUser::new(77, "Bob");
     env.tg.send_text(&FakeChat::private(&bob), &bob, "/help");
@@ -318,13 +318,12 @@ async fn a_flood_of_jobs_from_one_chat_respects_the_limits() {
         .wait_for(Duration::from_secs(240), |t| Some(t.bot_messages(chat.id)).filter(|m| results(m).len() >= n))
         .await;
     let Some(msgs) = msgs else {
-        let jobs =
-            env.station.store.list_jobs(&station_store::JobFilter { limit: 500, ..Default::default() }).await.unwrap();
+        let jobs = env.db.store.list_jobs(&station_core::JobFilter { limit: 500, ..Default::default() }).await.unwrap();
         let mut by_status = std::collections::BTreeMap::new();
         for j in &jobs {
             *by_status.entry(j.status.clone()).or_insert(0) += 1;
         }
-        let deliveries = env.station.store.conversation_deliveries(&format!("telegram:{}", chat.id)).await.unwrap();
+        let deliveries = env.db.store.conversation_deliveries(&format!("telegram:{}", chat.id)).await.unwrap();
         let mut by_state = std::collections::BTreeMap::new();
         for d in &deliveries {
             *by_state.entry((d.kind.clone(), d.status.clone())).or_insert(0) += 1;

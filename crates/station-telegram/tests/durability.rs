@@ -11,14 +11,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use station_comfyui::{BackendSpec, ComfyExecutor};
 use station_comfyui_fake::{FakeComfy, FakeOptions};
-use station_core::config::TelegramConfig;
 use station_core::{Config, Station, SubmitRequest, Workers};
+use station_core::{JobFilter, now_ms};
 use station_flows::{Conversation, FlowSettings, Flows, FlowsRunner, JobSource};
-use station_store::on_every_db;
-use station_store::testing::TestDb;
-use station_store::{JobFilter, now_ms};
-use station_telegram::{PaceLimits, TelegramBot, TelegramOptions, TelegramRunner};
+use station_telegram::{PaceLimits, TelegramBot, TelegramConfig, TelegramOptions, TelegramRunner};
 use station_telegram_fake::{FakeChat, FakeConfig, FakeMessage, FakeTelegram, FakeUser, RateLimits};
+use station_testkit::TestDb;
+use station_testkit::on_every_db;
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -91,8 +90,8 @@ impl Process {
     }
 
     async fn start_bot(&mut self, options: TelegramOptions) -> TelegramBot {
-        let bot =
-            TelegramBot::new(self.station.clone(), self.flows.clone(), &self.station.config.telegram, options).unwrap();
+        let config = TelegramConfig::from_config(&self.station.config).unwrap();
+        let bot = TelegramBot::new(self.station.clone(), self.flows.clone(), &config, options).unwrap();
         let runner = bot.start().await.unwrap();
         self.bot = Some((bot.clone(), runner));
         bot
@@ -115,6 +114,8 @@ impl Process {
 
 struct Env {
     config: Config,
+    /// Reads what the bots stored, as a Station of its own (no workers, no bot).
+    observer: Station,
     db: TestDb,
     tg: FakeTelegram,
     comfy_fake: FakeComfy,
@@ -130,14 +131,15 @@ async fn env(db: TestDb) -> Env {
     config.queue.retry_base_ms = 50;
     config.queue.poll_ms = 50;
     config.points.starting_grant = 100_000;
-    config.telegram = TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() };
+    TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() }.apply_to(&mut config);
     install_tools(&config.tools_dir());
+    let (observer, _) = Station::with_store(config.clone(), db.store.clone()).unwrap();
     let comfy_fake = FakeComfy::start(FakeOptions {
         checkpoints: vec!["v1-5-pruned-emaonly.safetensors".into()],
         ..Default::default()
     })
     .await;
-    Env { config, db, tg, comfy_fake, _dir: dir }
+    Env { config, observer, db, tg, comfy_fake, _dir: dir }
 }
 
 impl Env {
@@ -155,9 +157,9 @@ impl Env {
     }
 
     /// Waits until the bot stored `n` updates and returns them.
-    async fn stored(&self, bot_id: &str, n: usize) -> Vec<station_store::TelegramUpdateRow> {
+    async fn stored(&self, bot_id: &str, n: usize) -> Vec<station_core::inbox::InboxRow> {
         for _ in 0..800 {
-            let rows = self.db.store.telegram_updates(bot_id).await.unwrap();
+            let rows = self.inbox(bot_id).await;
             if rows.len() >= n {
                 return rows;
             }
@@ -167,7 +169,7 @@ impl Env {
     }
 
     /// Waits until every delivery of a private chat is sent, and returns them.
-    async fn settled(&self, chat: i64) -> Vec<station_store::DeliveryRow> {
+    async fn settled(&self, chat: i64) -> Vec<station_core::conversations::DeliveryRow> {
         let conv = format!("telegram:{chat}");
         for _ in 0..1600 {
             let rows = self.db.store.conversation_deliveries(&conv).await.unwrap();
@@ -179,15 +181,20 @@ impl Env {
         panic!("[{}] deliveries never settled: {:#?}", self.db.kind, self.db.store.conversation_deliveries(&conv).await)
     }
 
-    async fn wait_update_state(&self, bot_id: &str, update_id: i64, state: &str) -> station_store::TelegramUpdateRow {
+    async fn wait_update_state(&self, bot_id: &str, update_id: i64, state: &str) -> station_core::inbox::InboxRow {
         for _ in 0..1600 {
-            let rows = self.db.store.telegram_updates(bot_id).await.unwrap();
-            if let Some(r) = rows.into_iter().find(|r| r.update_id == update_id && r.state == state) {
+            let rows = self.inbox(bot_id).await;
+            if let Some(r) = rows.into_iter().find(|r| r.seq == update_id && r.state == state) {
                 return r;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("[{}] update {update_id} never became {state}", self.db.kind)
+    }
+
+    /// Every update a bot stored in its inbox.
+    async fn inbox(&self, bot_id: &str) -> Vec<station_core::inbox::InboxRow> {
+        self.observer.inbox(&station_telegram::scope(bot_id)).list().await.unwrap()
     }
 }
 
@@ -210,11 +217,10 @@ fn progress(msgs: &[FakeMessage]) -> Vec<FakeMessage> {
 /// Jobs and points holds of an account.
 async fn jobs_and_holds(station: &Station, account_id: &str) -> (usize, usize) {
     let jobs = station
-        .store
-        .list_jobs(&JobFilter { account_id: Some(account_id.to_string()), limit: 100, ..Default::default() })
+        .jobs(&JobFilter { account_id: Some(account_id.to_string()), limit: 100, ..Default::default() })
         .await
         .unwrap();
-    let entries = station.store.ledger_history(account_id, None, 1000).await.unwrap();
+    let entries = station.ledger_history(account_id, None, 1000).await.unwrap();
     (jobs.len(), entries.iter().filter(|e| e.kind == "hold").count())
 }
 
@@ -231,7 +237,7 @@ async fn an_update_handled_before_a_crash_changes_nothing_the_second_time(db: Te
     let chat = FakeChat::private(&ann);
     env.tg.send_text(&chat, &ann, "/dream a lighthouse at dusk");
     let rows = env.stored(&bot_id, 1).await;
-    let update_id = rows[0].update_id;
+    let update_id = rows[0].seq;
     // Handled: the result arrives; the update stays `processing`, as a kill would leave it.
     env.wait_msgs(chat.id, "the result", |m| results(m).len() == 1).await;
     let row = env.wait_update_state(&bot_id, update_id, "processing").await;
@@ -267,7 +273,7 @@ async fn a_crash_between_submit_and_transition_queues_and_charges_once(db: TestD
     let bob = FakeUser::new(7002, "Bob");
     let chat = FakeChat::private(&bob);
     env.tg.send_text(&chat, &bob, "/dream a paper boat");
-    let update_id = env.stored(&bot_id, 1).await[0].update_id;
+    let update_id = env.stored(&bot_id, 1).await[0].seq;
     // What the crashed process got as far as: the job queued and paid for
     // under the update's key, nothing else.
     let account = first.station.account("telegram", "7002", "Bob").await.unwrap();
@@ -298,7 +304,7 @@ async fn a_crash_between_submit_and_transition_queues_and_charges_once(db: TestD
     assert_eq!(results(&msgs_after).len(), 1, "[{k}] one result: {msgs:#?}");
     assert_eq!(progress(&msgs_after).len(), 1, "[{k}] one progress message: {msgs_after:#?}");
     assert_eq!(jobs_and_holds(&second.station, &account.id).await, (1, 1), "[{k}] one job, one charge");
-    let jobs = second.station.store.list_jobs(&JobFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let jobs = second.station.jobs(&JobFilter { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(jobs[0].id, job.id, "[{k}] the flow found the queued job");
     second.stop().await;
 }
@@ -321,8 +327,7 @@ async fn restart_mid_job_delivers_the_result_once(db: TestDb) {
         for _ in 0..800 {
             let jobs = first
                 .station
-                .store
-                .list_jobs(&JobFilter { account_id: Some(account.id.clone()), limit: 5, ..Default::default() })
+                .jobs(&JobFilter { account_id: Some(account.id.clone()), limit: 5, ..Default::default() })
                 .await
                 .unwrap();
             if jobs.first().is_some_and(|j| j.status == "running" && j.remote_id.is_some()) {
@@ -349,7 +354,7 @@ async fn restart_mid_job_delivers_the_result_once(db: TestDb) {
     let p = progress(&done);
     assert_eq!(p.len(), 1, "[{k}] the progress message was edited, not sent again: {done:#?}");
     assert!(!p[0].history.is_empty(), "[{k}] edited in place: {:#?}", p[0]);
-    let job = second.station.store.get_job(&running.id).await.unwrap().unwrap();
+    let job = second.station.job(&running.id).await.unwrap().unwrap();
     assert_eq!(job.status, "succeeded", "[{k}]");
     assert_eq!(jobs_and_holds(&second.station, &account.id).await, (1, 1), "[{k}] one job, one charge");
     second.stop().await;
@@ -359,23 +364,25 @@ async fn restart_mid_job_delivers_the_result_once(db: TestDb) {
 async fn housekeeping_prunes_old_processed_updates_only(db: TestDb) {
     let env = env(db).await;
     let k = env.db.kind;
-    let store = env.db.store.clone();
     let bot_id = "123456";
+    let scope = station_telegram::scope(bot_id);
+    let inbox = env.observer.inbox(&scope);
+    let state = env.observer.adapter_state(&scope);
     let day = 86_400_000;
     let now = now_ms();
     // (update id, received, processed)
     let rows = [(1, now - 9 * day, true), (2, now - 8 * day, false), (3, now - 9 * day, true), (4, now - day, true)];
     for (id, at, processed) in rows {
         let payload = json!({"update_id": id}).to_string();
-        store.insert_telegram_update(bot_id, id, &format!("chat:{id}"), &payload, at).await.unwrap();
+        inbox.insert_at(id, &format!("chat:{id}"), &payload, at).await.unwrap();
         if processed {
-            store.finish_telegram_update(bot_id, id, (id == 3).then_some("failed for a test"), at).await.unwrap();
+            inbox.finish_at(id, (id == 3).then_some("failed for a test"), at).await.unwrap();
         }
     }
     // Remembered album captions: a stale one goes, a fresh one and other facts stay.
-    store.set_telegram_meta(bot_id, "album:old", "{}", now - 2 * day).await.unwrap();
-    store.set_telegram_meta(bot_id, "album:new", "{}", now).await.unwrap();
-    store.set_telegram_meta(bot_id, "albumish", "x", now - 2 * day).await.unwrap();
+    state.set_at("album:old", "{}", now - 2 * day).await.unwrap();
+    state.set_at("album:new", "{}", now).await.unwrap();
+    state.set_at("albumish", "x", now - 2 * day).await.unwrap();
     let mut p = env.process().await;
     // Receive only (the old pending update stays pending), prune often.
     let options = TelegramOptions { process: false, housekeeping_every: Duration::from_millis(50), ..fast_options() };
@@ -383,25 +390,23 @@ async fn housekeeping_prunes_old_processed_updates_only(db: TestDb) {
     assert_eq!(bot.bot_id(), bot_id);
     let mut left = vec![];
     for _ in 0..400 {
-        left = store.telegram_updates(bot_id).await.unwrap().into_iter().map(|r| r.update_id).collect::<Vec<_>>();
+        left = inbox.list().await.unwrap().into_iter().map(|r| r.seq).collect::<Vec<_>>();
         if left.len() == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(left, vec![2, 4], "[{k}] done and failed updates past 7 days pruned; pending and recent kept");
-    let meta = |key: &'static str| {
-        let store = store.clone();
-        async move { store.telegram_meta(bot_id, key).await.unwrap() }
-    };
+    let meta = |key: &'static str| state.get(key);
     for _ in 0..400 {
-        if meta("album:old").await.is_none() {
+        if meta("album:old").await.unwrap().is_none() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(meta("album:old").await, None, "[{k}] a day-old album caption is forgotten");
-    assert!(meta("album:new").await.is_some() && meta("albumish").await.is_some(), "[{k}] the rest stays");
+    assert_eq!(meta("album:old").await.unwrap(), None, "[{k}] a day-old album caption is forgotten");
+    let kept = (meta("album:new").await.unwrap(), meta("albumish").await.unwrap());
+    assert!(kept.0.is_some() && kept.1.is_some(), "[{k}] the rest stays");
     p.stop().await;
 }
 
@@ -428,7 +433,8 @@ async fn start_waits_out_a_refused_connection(db: TestDb) {
     // A port nothing listens on (bound, then freed).
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let p = env.process().await;
-    let config = TelegramConfig { api_url: format!("http://{addr}"), ..p.station.config.telegram.clone() };
+    let config =
+        TelegramConfig { api_url: format!("http://{addr}"), ..TelegramConfig::from_config(&p.station.config).unwrap() };
     let bot = TelegramBot::new(p.station.clone(), p.flows.clone(), &config, fast_options()).unwrap();
     let runner = bot.start().await.expect("an unreachable API is not a start error");
     assert!(runner.is_running());
@@ -448,14 +454,15 @@ async fn a_refused_token_is_a_clear_error(db: TestDb) {
     let k = env.db.kind;
     let p = env.process().await;
     // At once.
-    let config = TelegramConfig { token: Some("123456:not-the-token".into()), ..p.station.config.telegram.clone() };
+    let configured = TelegramConfig::from_config(&p.station.config).unwrap();
+    let config = TelegramConfig { token: Some("123456:not-the-token".into()), ..configured.clone() };
     let bot = TelegramBot::new(p.station.clone(), p.flows.clone(), &config, fast_options()).unwrap();
     let err = bot.start().await.err().expect("a refused token is an error").to_string();
     assert!(err.contains("STATION_TELEGRAM_TOKEN") && err.contains("401"), "[{k}] {err}");
     // After a transient failure: the runner stops trying.
     env.tg.fail_next("getMe", 1, 503);
     env.tg.fail_next("getMe", 1, 401);
-    let bot = TelegramBot::new(p.station.clone(), p.flows.clone(), &p.station.config.telegram, fast_options()).unwrap();
+    let bot = TelegramBot::new(p.station.clone(), p.flows.clone(), &configured, fast_options()).unwrap();
     let runner = bot.start().await.expect("a 503 is retried");
     let stopped = env.tg.wait_for(WAIT, |_| (!runner.is_running()).then_some(())).await;
     assert!(stopped.is_some(), "[{k}] gave up after the 401");

@@ -12,14 +12,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use station_comfyui::{BackendSpec, ComfyExecutor};
 use station_comfyui_fake::{FakeComfy, FakeOptions};
-use station_core::config::TelegramConfig;
 use station_core::{Config, Station, Workers};
+use station_core::{JobFilter, JobStatus};
 use station_flows::{FlowSettings, Flows, FlowsRunner};
-use station_store::on_every_db;
-use station_store::testing::TestDb;
-use station_store::{JobFilter, JobStatus};
-use station_telegram::{PaceLimits, TelegramBot, TelegramOptions, TelegramRunner};
+use station_telegram::{PaceLimits, TelegramBot, TelegramConfig, TelegramOptions, TelegramRunner};
 use station_telegram_fake::{FakeChat, FakeConfig, FakeMessage, FakeTelegram, FakeUser, RateLimits};
+use station_testkit::TestDb;
+use station_testkit::on_every_db;
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -59,7 +58,7 @@ struct Env {
     comfy: Arc<ComfyExecutor>,
     comfy_fake: FakeComfy,
     kind: &'static str,
-    _db: TestDb,
+    db: TestDb,
     _dir: tempfile::TempDir,
 }
 
@@ -96,7 +95,7 @@ async fn start(db: TestDb) -> Env {
     config.queue.poll_ms = 50;
     config.limits.requests_per_minute = 10_000;
     config.points.starting_grant = 100_000;
-    config.telegram = TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() };
+    TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() }.apply_to(&mut config);
     std::fs::create_dir_all(config.tools_dir()).unwrap();
     std::fs::write(config.tools_dir().join("dream.json"), dream_tool("dream").to_string()).unwrap();
     let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
@@ -114,7 +113,8 @@ async fn start(db: TestDb) -> Env {
     let workers = Some(Workers::start(&station));
     let flows = Flows::with_settings(station.clone(), FlowSettings { progress_every_ms: 50, ..Default::default() });
     let runner = Some(flows.start());
-    let bot = TelegramBot::new(station.clone(), flows.clone(), &station.config.telegram, options()).unwrap();
+    let tg_config = TelegramConfig::from_config(&station.config).unwrap();
+    let bot = TelegramBot::new(station.clone(), flows.clone(), &tg_config, options()).unwrap();
     let bot_runner = bot.start().await.unwrap();
     Env {
         station,
@@ -126,7 +126,7 @@ async fn start(db: TestDb) -> Env {
         comfy,
         comfy_fake: fake,
         kind: db.kind,
-        _db: db,
+        db,
         _dir: dir,
     }
 }
@@ -198,9 +198,9 @@ impl Env {
         false
     }
 
-    async fn jobs_of(&self, account_id: &str) -> Vec<station_store::JobRow> {
+    async fn jobs_of(&self, account_id: &str) -> Vec<station_core::JobRow> {
         let f = JobFilter { account_id: Some(account_id.into()), limit: 100, ..Default::default() };
-        self.station.store.list_jobs(&f).await.unwrap()
+        self.db.store.list_jobs(&f).await.unwrap()
     }
 }
 
@@ -229,9 +229,9 @@ async fn operator_commands_and_menus(db: TestDb) {
     assert_eq!(env.tg.menu(&format!("chat:{}", olga.id)), None, "[{k}] no admin menu yet");
 
     // Made an admin by another process (`station users`): the menu follows.
-    let olga_acc = env.station.store.find_account_by_identity("telegram", &olga.id.to_string()).await.unwrap().unwrap();
-    let ann_acc = env.station.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
-    env.station.store.set_account_role(&olga_acc.id, Role::Admin).await.unwrap();
+    let olga_acc = env.db.store.find_account_by_identity("telegram", &olga.id.to_string()).await.unwrap().unwrap();
+    let ann_acc = env.db.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
+    env.db.store.set_account_role(&olga_acc.id, Role::Admin).await.unwrap();
     let scope = format!("chat:{}", olga.id);
     let admin_menu = env
         .tg
@@ -291,7 +291,7 @@ async fn operator_commands_and_menus(db: TestDb) {
     let confirm = env.wait_button(olga.id, "Grant 50 points").await;
     assert!(shown(&confirm).contains("Grant 50 points to Ann?"), "[{k}] {}", shown(&confirm));
     assert!(shown(&confirm).contains(&ann_acc.id), "[{k}] names the account");
-    let entries = env.station.store.ledger_history(&ann_acc.id, None, 100).await.unwrap();
+    let entries = env.db.store.ledger_history(&ann_acc.id, None, 100).await.unwrap();
     assert!(entries.iter().all(|e| e.kind != "grant" || e.actor == "system"), "[{k}] nothing before the press");
     let q1 = env.tg.press(&olga_chat, &olga, confirm.message_id, "Grant 50 points");
     env.answer(&q1).await;
@@ -301,7 +301,7 @@ async fn operator_commands_and_menus(db: TestDb) {
     assert!(env.answer(&q2).await.contains("moved on"), "[{k}] the stale press is refused");
     // (Ann's balance also moves with her job's settlement: the ledger tells grants apart.)
     let olga_grants = || async {
-        let entries = env.station.store.ledger_history(&ann_acc.id, None, 100).await.unwrap();
+        let entries = env.db.store.ledger_history(&ann_acc.id, None, 100).await.unwrap();
         entries.into_iter().filter(|e| e.actor == format!("account:{}", olga_acc.id)).collect::<Vec<_>>()
     };
     let grants = olga_grants().await;
@@ -319,7 +319,7 @@ async fn operator_commands_and_menus(db: TestDb) {
     assert!(shown(&help).contains("/queue — "), "[{k}]");
 
     // Demoted: the confirmation still on screen is refused, the menu goes, the commands with it.
-    env.station.store.set_account_role(&olga_acc.id, Role::User).await.unwrap();
+    env.db.store.set_account_role(&olga_acc.id, Role::User).await.unwrap();
     let q3 = env.tg.press(&olga_chat, &olga, confirm.message_id, "Grant 7 points");
     env.answer(&q3).await;
     env.wait_text(olga.id, "Only operators can grant points.").await;
@@ -362,16 +362,16 @@ async fn group_commands_replies_and_foreign_buttons(db: TestDb) {
     let result = results(&msgs)[0].clone();
     assert_eq!(result.reply_to, Some(asked), "[{k}] the result answers Ann's message");
     assert!(msgs.iter().all(|m| m.reply_to == Some(asked)), "[{k}] every answer replies to the asker: {msgs:#?}");
-    let ann_acc = env.station.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
+    let ann_acc = env.db.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
     let jobs = env.jobs_of(&ann_acc.id).await;
     assert_eq!(jobs.len(), 1, "[{k}] the command for another bot was ignored");
     assert!(jobs[0].params.contains("red fox"), "[{k}] {}", jobs[0].params);
     // Chatter not addressed to the bot got no answer (every answer replies to
     // Ann, above), and (updates of one chat run in order) made no account:
     // so no picture of Cid's was downloaded or stored either.
-    let cid_acc = env.station.store.find_account_by_identity("telegram", &cid.id.to_string()).await.unwrap();
+    let cid_acc = env.db.store.find_account_by_identity("telegram", &cid.id.to_string()).await.unwrap();
     assert!(cid_acc.is_none(), "[{k}] no account for a member who never addressed the bot");
-    let bob_acc = env.station.store.find_account_by_identity("telegram", &bob.id.to_string()).await.unwrap();
+    let bob_acc = env.db.store.find_account_by_identity("telegram", &bob.id.to_string()).await.unwrap();
     assert!(bob_acc.is_none(), "[{k}] nor for Bob's greeting");
 
     // Bob presses Ann's Rerun: refused with a toast, nothing runs.
@@ -410,7 +410,7 @@ async fn album_runs_the_tool_per_photo(db: TestDb) {
     assert_eq!(got, vec![(6, 12), (8, 6), (10, 4)], "[{k}] one result per photo");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(results(&env.tg.bot_messages(chat.id)).len(), 3, "[{k}] and no more");
-    let acc = env.station.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
+    let acc = env.db.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
     assert_eq!(env.jobs_of(&acc.id).await.len(), 3, "[{k}]");
     env.stop().await;
 }
@@ -435,7 +435,7 @@ async fn settings_then_status_during_a_job(db: TestDb) {
     // The next run uses it, slowly enough to ask for /status meanwhile.
     env.comfy_fake.set_step_delay(400);
     env.tg.send_text(&chat, &ann, "/dream a quiet harbour");
-    let acc = env.station.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
+    let acc = env.db.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
     let running = env.wait_running(&acc.id).await;
     assert!(running, "[{k}] the job runs");
     env.tg.send_text(&chat, &ann, "/status");
@@ -466,7 +466,7 @@ async fn originals_as_files_and_fitted_photos(db: TestDb) {
     let name = doc.file_name.clone().unwrap_or_default();
     assert!(name.starts_with("flip-") && name.ends_with(".png"), "[{k}] {name}");
     assert_eq!(doc.mime_type.as_deref(), Some("image/png"));
-    let acc = env.station.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
+    let acc = env.db.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
     let job = env.jobs_of(&acc.id).await.remove(0);
     let output: Vec<String> = serde_json::from_str(job.outputs.as_deref().unwrap()).unwrap();
     let (_, original) = env.station.media.get(&output[0], None).await.unwrap();

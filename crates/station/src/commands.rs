@@ -21,9 +21,16 @@ pub(crate) mod points;
 pub(crate) mod users;
 mod wire;
 
+/// The front ends' configuration sections (`[telegram]`, `[discord]`): the
+/// core loads, checks, shows and documents them with its own keys, and each
+/// adapter reads its settings back from the loaded configuration.
+pub fn config_sections() -> Vec<station_core::config::Section> {
+    vec![station_telegram::TelegramConfig::section(), station_discord::DiscordConfig::section()]
+}
+
 /// Runs one parsed command line and returns the process exit code.
 pub async fn dispatch(cli: Cli) -> u8 {
-    let config = match Config::load(cli.config.as_deref()) {
+    let config = match Config::load(cli.config.as_deref(), &config_sections()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -98,7 +105,7 @@ fn config_cmd(config: &Config, c: ConfigCommand) -> u8 {
                 eprintln!("error: {} already exists; pass --force to overwrite it", path.display());
                 return exit::USAGE;
             }
-            match std::fs::write(&path, station_core::config::EXAMPLE) {
+            match std::fs::write(&path, config.example()) {
                 Ok(()) => {
                     println!("wrote {}; every key is optional and shows its default", path.display());
                     exit::OK
@@ -110,7 +117,7 @@ fn config_cmd(config: &Config, c: ConfigCommand) -> u8 {
             }
         }
         ConfigCommand::Env => {
-            for (key, env) in station_core::config::env_names() {
+            for (key, env) in config.env_names() {
                 println!("{env:<44} {key}");
             }
             println!("{:<44} comma-separated backend URLs (shorthand)", "STATION_COMFYUI_BACKENDS");
@@ -151,11 +158,18 @@ async fn serve(station: Station) -> u8 {
     // Routes the chat adapters serve (webhooks, interactions) join the HTTP router.
     let mut extra = axum::Router::new();
     // Telegram: long polling, or the webhook route when telegram.public_url is set.
-    let telegram = match station.config.telegram.token.as_deref().filter(|t| !t.is_empty()) {
+    let telegram_config = match station_telegram::TelegramConfig::from_config(&station.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let telegram = match telegram_config.token.as_deref().filter(|t| !t.is_empty()) {
         None => None,
         Some(_) => {
             let options = station_telegram::TelegramOptions::default();
-            let config = &station.config.telegram;
+            let config = &telegram_config;
             match station_telegram::TelegramBot::new(station.clone(), flows.clone(), config, options) {
                 Ok(bot) => {
                     extra = extra.merge(bot.webhook_router());
@@ -170,7 +184,14 @@ async fn serve(station: Station) -> u8 {
     };
     // Discord: the signed interactions endpoint, and commands registered (and
     // re-registered whenever the tools change) when the bot is configured.
-    let discord = match station_discord::DiscordOptions::from_config(&station.config.discord) {
+    let discord_config = match station_discord::DiscordConfig::from_config(&station.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let discord = match station_discord::DiscordOptions::from_config(&discord_config) {
         Ok(None) => None,
         Ok(Some(options)) => match station_discord::Discord::new(station.clone(), flows.clone(), options) {
             Ok(bot) => {
@@ -230,7 +251,7 @@ async fn serve(station: Station) -> u8 {
 
 /// The address people reach this Station at (login links, webhooks).
 fn public_url(config: &Config, addr: &str) -> String {
-    let configured = config.web.public_url.clone().or_else(|| config.telegram.public_url.clone());
+    let configured = config.configured_public_url();
     configured.map(|u| u.trim_end_matches('/').to_string()).unwrap_or_else(|| format!("http://{addr}"))
 }
 

@@ -1,0 +1,27 @@
+//! Per-group tool switches: the operators of a group (a chat group, a
+//! server) turn tools off or on again there. Groups are named by their
+//! scope, as conversations name their group (e.g. `discord-guild:<id>`).
+//! A tool nobody switched is enabled.
+
+pub use station_store::GroupToolRow;
+use station_store::{StoreError, now_ms};
+
+use crate::Station;
+
+impl Station {
+    /// A group's tool switches, by tool id: one for every tool someone
+    /// switched there; tools without one are enabled.
+    pub async fn group_tools(&self, scope: &str) -> Result<Vec<GroupToolRow>, StoreError> {
+        self.store.group_tools(scope).await
+    }
+
+    /// Whether `tool_id` may be used in the group: true unless it was switched off there.
+    pub async fn group_tool_enabled(&self, scope: &str, tool_id: &str) -> Result<bool, StoreError> {
+        Ok(!self.group_tools(scope).await?.iter().any(|t| t.tool_id == tool_id && !t.enabled))
+    }
+
+    /// Switches a tool on or off in a group; `by` is the account that did it.
+    pub async fn set_group_tool(&self, scope: &str, tool_id: &str, enabled: bool, by: &str) -> Result<(), StoreError> {
+        self.store.set_group_tool(scope, tool_id, enabled, by, now_ms()).await
+    }
+}

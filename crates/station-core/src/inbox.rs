@@ -1,0 +1,93 @@
+//! The durable inbox front ends keep what they receive in: every event is
+//! stored before the sender is told it arrived, processed once, and in order
+//! within its lane (a chat), concurrently across lanes.
+//!
+//! `station.inbox("telegram:<bot>")` is the inbox of one source; see
+//! [`InboxService`].
+
+pub use station_store::InboxRow;
+use station_store::{StoreError, now_ms};
+
+use crate::Station;
+
+/// One source's inbox (e.g. `telegram:<bot>`), from [`Station::inbox`].
+pub struct InboxService<'a> {
+    station: &'a Station,
+    source: &'a str,
+}
+
+impl Station {
+    /// The inbox of events from `source` (a front end names its own, e.g.
+    /// `telegram:<bot>`).
+    pub fn inbox<'a>(&'a self, source: &'a str) -> InboxService<'a> {
+        InboxService { station: self, source }
+    }
+}
+
+impl InboxService<'_> {
+    /// The source this inbox holds.
+    pub fn source(&self) -> &str {
+        self.source
+    }
+
+    /// Stores event `seq` of lane `lane` unless it is stored already (a
+    /// redelivery). Returns whether it was new.
+    pub async fn insert(&self, seq: i64, lane: &str, payload: &str) -> Result<bool, StoreError> {
+        self.insert_at(seq, lane, payload, now_ms()).await
+    }
+
+    /// [`InboxService::insert`] received at `now` (tests of pruning).
+    pub async fn insert_at(&self, seq: i64, lane: &str, payload: &str, now: i64) -> Result<bool, StoreError> {
+        self.station.store.inbox_insert(self.source, seq, lane, payload, now).await
+    }
+
+    /// The highest sequence number stored (the next one to ask for is one more).
+    pub async fn max_seq(&self) -> Result<Option<i64>, StoreError> {
+        self.station.store.inbox_max_seq(self.source).await
+    }
+
+    /// Up to `limit` pending events, lowest `seq` first.
+    pub async fn pending(&self, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
+        self.station.store.inbox_pending(self.source, limit).await
+    }
+
+    /// The oldest unfinished event of a lane (pending, or processing by
+    /// someone); the lane's later events wait for it.
+    pub async fn next(&self, lane: &str) -> Result<Option<InboxRow>, StoreError> {
+        self.station.store.inbox_next(self.source, lane).await
+    }
+
+    /// Takes a pending event for processing by `owner`. False when someone
+    /// else took it first.
+    pub async fn claim(&self, seq: i64, owner: &str) -> Result<bool, StoreError> {
+        self.station.store.inbox_claim(self.source, seq, owner).await
+    }
+
+    /// Records an event processed: `done`, or `failed` with the reason.
+    pub async fn finish(&self, seq: i64, error: Option<&str>) -> Result<(), StoreError> {
+        self.finish_at(seq, error, now_ms()).await
+    }
+
+    /// [`InboxService::finish`] at `now` (tests of pruning).
+    pub async fn finish_at(&self, seq: i64, error: Option<&str>, now: i64) -> Result<(), StoreError> {
+        self.station.store.inbox_finish(self.source, seq, error, now).await
+    }
+
+    /// Puts events a stopped process left processing back to pending; call
+    /// at start, before processing begins. Returns how many.
+    pub async fn requeue(&self) -> Result<u64, StoreError> {
+        self.station.store.inbox_requeue(self.source).await
+    }
+
+    /// Every stored event, lowest `seq` first (tests and diagnostics).
+    pub async fn list(&self) -> Result<Vec<InboxRow>, StoreError> {
+        self.station.store.inbox_list(self.source).await
+    }
+
+    /// Deletes processed events (done or failed) received before `before`
+    /// (Unix ms), keeping the newest event, which carries the sequence.
+    /// Unprocessed events stay whatever their age. Returns how many.
+    pub async fn prune(&self, before: i64) -> Result<u64, StoreError> {
+        self.station.store.inbox_prune(self.source, before).await
+    }
+}
