@@ -570,7 +570,7 @@ fn wrk_duration(text: &str) -> Option<Duration> {
 
 fn table(args: &HttpBenchArgs, results: &[Scenario]) -> String {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpus = std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(0);
     let generator = match args.load {
         LoadGenerator::InProcess => "in-process reqwest".to_string(),
         LoadGenerator::Wrk => match &args.wrk_cpus {

@@ -329,7 +329,7 @@ impl<'a> Run<'a> {
                 let shown = match as_link(v) {
                     Some((src, idx)) => match self.values.get(src).and_then(|o| o.get(idx)) {
                         Some(Data::Image(imgs)) => {
-                            let (w, h) = imgs.first().map(|i| i.dimensions()).unwrap_or((0, 0));
+                            let (w, h) = imgs.first().map(image::ImageBuffer::dimensions).unwrap_or((0, 0));
                             format!("tensor of shape [{}, {h}, {w}, 3]", imgs.len())
                         }
                         Some(other) => format!("{other:?}").chars().take(80).collect(),
@@ -894,7 +894,7 @@ impl<'a> Run<'a> {
         let pixels: Vec<&[u8]> = latents.iter().map(|l| l.as_raw().as_slice()).collect();
         let chunks = pixels
             .into_iter()
-            .chain(captions.iter().map(|c| c.as_bytes()))
+            .chain(captions.iter().map(std::string::String::as_bytes))
             .chain([model.as_bytes(), settings_text.as_bytes()]);
         let file = lora_file(fingerprint(chunks), rank, bf16);
         Ok(vec![
@@ -1032,7 +1032,7 @@ fn preview_text(data: &Data) -> String {
             format!("{{\"loss\": [{}]}}", parts.join(", "))
         }
         Data::Image(imgs) | Data::Latent(imgs) => {
-            let (w, h) = imgs.first().map(|i| i.dimensions()).unwrap_or((0, 0));
+            let (w, h) = imgs.first().map(image::ImageBuffer::dimensions).unwrap_or((0, 0));
             format!("tensor of shape [{}, {h}, {w}, 3]", imgs.len())
         }
         Data::List(items) => {

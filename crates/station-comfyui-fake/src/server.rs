@@ -439,7 +439,7 @@ async fn handle_socket(shared: Arc<Shared>, socket: WebSocket, sid: String) {
                 None => break,
             },
             incoming = stream.next() => match incoming {
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
         }

@@ -158,28 +158,28 @@ impl Shared {
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind; keep serving.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn start_executor(self: &Arc<Self>) {
         let handle = tokio::spawn(crate::exec::run_worker(self.clone()));
-        if let Some(old) = self.executor.lock().unwrap_or_else(|e| e.into_inner()).replace(handle) {
+        if let Some(old) = self.executor.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(handle) {
             old.abort();
         }
     }
 
     pub fn set_listener_stop(&self, stop: oneshot::Sender<()>) {
-        *self.listener_stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop);
+        *self.listener_stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stop);
     }
 
     pub fn stop_listening(&self) {
-        if let Some(stop) = self.listener_stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(stop) = self.listener_stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
             let _ = stop.send(());
         }
     }
 
     pub fn is_listening(&self) -> bool {
-        self.listener_stop.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+        self.listener_stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
     }
 
     pub fn set_frozen(&self, frozen: bool) {
@@ -205,7 +205,7 @@ impl Shared {
     pub fn restart(self: &Arc<Self>) {
         // A restarted process is not stopped any more.
         self.set_frozen(false);
-        if let Some(old) = self.executor.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(old) = self.executor.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
             old.abort();
         }
         {
@@ -225,7 +225,7 @@ impl Shared {
         // Let held requests finish rather than hang a test's runtime forever.
         self.set_frozen(false);
         self.stop_listening();
-        if let Some(old) = self.executor.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(old) = self.executor.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
             old.abort();
         }
         self.lock().sockets.clear();

@@ -563,7 +563,7 @@ async fn station_burst(backends: usize, jobs: usize, step_ms: u64) -> (f64, Vec<
         let i: usize = name[1..].parse().expect("backend name b<i>");
         per_backend[i] += 1;
     }
-    let received: u64 = fakes.iter().map(|f| f.prompts_received()).sum();
+    let received: u64 = fakes.iter().map(station_comfyui_fake::FakeComfy::prompts_received).sum();
     assert_eq!(received, jobs as u64, "every job ran exactly once");
     env.stop().await;
     (secs, per_backend)
@@ -588,7 +588,7 @@ async fn direct_burst(backends: usize, jobs: usize, step_ms: u64) -> f64 {
     }))
     .await;
     let secs = t0.elapsed().as_secs_f64();
-    let received: u64 = fakes.iter().map(|f| f.prompts_received()).sum();
+    let received: u64 = fakes.iter().map(station_comfyui_fake::FakeComfy::prompts_received).sum();
     assert_eq!(received, jobs as u64);
     secs
 }

@@ -661,7 +661,7 @@ fn map_error(e: ComfyError, tool: &ToolDef) -> ExecError {
 /// when it is followed live (so the job reads "ImageScaleBy failed: …").
 async fn remote_failure(client: &ComfyClient, prompt_id: &str, summary: String) -> ComfyError {
     let entry = client.history(prompt_id).await.ok().flatten();
-    if let Some(e) = entry.as_ref().and_then(|e| e.execution_error()) {
+    if let Some(e) = entry.as_ref().and_then(super::protocol::HistoryEntry::execution_error) {
         return ComfyError::Execution {
             node_id: e.node_id,
             node_type: e.node_type,
@@ -669,7 +669,7 @@ async fn remote_failure(client: &ComfyClient, prompt_id: &str, summary: String) 
             exception_message: e.exception_message.trim_end().to_owned(),
         };
     }
-    if entry.as_ref().and_then(|e| e.interrupted()).is_some() {
+    if entry.as_ref().and_then(super::protocol::HistoryEntry::interrupted).is_some() {
         return ComfyError::Interrupted { prompt_id: prompt_id.into() };
     }
     ComfyError::Protocol { what: format!("history of {prompt_id}"), reason: summary }

@@ -142,7 +142,7 @@ impl AuthCache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // Every critical section leaves the maps consistent, so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The generation to pass to `put_*` after a database read begun now.

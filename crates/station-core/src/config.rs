@@ -701,7 +701,7 @@ impl Config {
     /// Worker count for native media jobs.
     pub fn media_workers(&self) -> usize {
         match self.media.workers {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            0 => std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(2),
             n => n as usize,
         }
     }

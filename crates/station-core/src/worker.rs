@@ -330,7 +330,7 @@ async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) {
         }
         Ok(false) => info!(job = %job.id, "outcome not recorded: lease lost to another worker"),
         Err(e) => {
-            warn!(job = %job.id, error = %e, "could not record outcome; the lease will lapse and the job will be reconciled")
+            warn!(job = %job.id, error = %e, "could not record outcome; the lease will lapse and the job will be reconciled");
         }
     }
 }

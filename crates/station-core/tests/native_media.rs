@@ -667,6 +667,6 @@ async fn in_flight_counts_running_jobs_and_capacity_stays_the_pool_size() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_media_workers_defaults_to_cpu_count() {
     let config = Config::default();
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap();
+    let cpus = std::thread::available_parallelism().map(std::num::NonZero::get).unwrap();
     assert_eq!(MediaExecutor::new(&config).capacity(), cpus);
 }

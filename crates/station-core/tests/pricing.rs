@@ -157,7 +157,7 @@ async fn one_hundred_concurrent_submits_queue_exactly_max_queued() {
                 Ok(_) => ok += 1,
                 Err(e @ SubmitError::QuotaExceeded { limit: 20, what: "jobs queued", .. }) => {
                     assert!(e.to_string().contains("you have 20 jobs queued, the most allowed"), "{e}");
-                    refused += 1
+                    refused += 1;
                 }
                 Err(e) => panic!("{}: unexpected {e}", db.kind),
             }

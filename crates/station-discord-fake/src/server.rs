@@ -61,7 +61,7 @@ impl IntoResponse for FakeError {
 type Res = Result<Response, FakeError>;
 
 fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
+    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub(crate) async fn serve(state: Shared, listener: tokio::net::TcpListener) {

@@ -153,7 +153,7 @@ fn custom_id(out: &mut Vec<FieldError>, c: &Value, path: &str, ids: &mut HashSet
     match c.get("custom_id").and_then(Value::as_str) {
         None | Some("") => out.push(err(format!("{path}custom_id"), "is required")),
         Some(id) if id.chars().count() > 100 => {
-            out.push(err(format!("{path}custom_id"), "must be 100 or fewer in length"))
+            out.push(err(format!("{path}custom_id"), "must be 100 or fewer in length"));
         }
         Some(id) => {
             if !ids.insert(id.to_string()) {
@@ -255,9 +255,9 @@ pub fn commands(list: &[Value]) -> Vec<FieldError> {
             }
             2 | 3 => {
                 if kind == 2 {
-                    user += 1
+                    user += 1;
                 } else {
-                    message += 1
+                    message += 1;
                 }
                 let n = name.chars().count();
                 if n == 0 || n > 32 {

@@ -101,7 +101,7 @@ impl Origin {
 }
 
 fn begin(d: &Discord, o: &Origin, original_free: bool) {
-    let mut s = d.inner.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = d.inner.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let lifetime = d.inner.options.token_lifetime;
     s.by_id.retain(|_, x| x.started.elapsed() < lifetime);
     let live: std::collections::HashSet<String> = s.by_id.keys().cloned().collect();
@@ -138,7 +138,7 @@ fn spawn_handle(
                 d.note(&o.id, &format!("Something went wrong: {e}"), false).await;
             }
         }
-        let denied = d.inner.denied.lock().unwrap_or_else(|p| p.into_inner()).contains(&o.channel);
+        let denied = d.inner.denied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&o.channel);
         if denied {
             let told = d
                 .note(
@@ -149,7 +149,7 @@ fn spawn_handle(
                 )
                 .await;
             if told {
-                d.inner.denied.lock().unwrap_or_else(|p| p.into_inner()).remove(&o.channel);
+                d.inner.denied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&o.channel);
             }
         }
     });
@@ -177,7 +177,7 @@ async fn store_attachment(d: &Discord, a: &AccountRow, att: &Value) -> Result<St
         .get(url)
         .send()
         .await
-        .and_then(|r| r.error_for_status())
+        .and_then(reqwest::Response::error_for_status)
         .map_err(|e| format!("{name} could not be downloaded ({e}); try again."))?;
     let mut bytes = vec![];
     while let Some(chunk) =

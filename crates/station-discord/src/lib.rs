@@ -301,13 +301,13 @@ impl Discord {
     }
 
     pub(crate) fn session(&self, interaction: &str) -> Option<Session> {
-        let s = self.inner.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self.inner.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.by_id.get(interaction).filter(|s| s.started.elapsed() < self.inner.options.token_lifetime).cloned()
     }
 
     /// Takes the deferred response for a new message, if it is still free.
     fn claim_original(&self, chat: &str) -> Option<(String, Session, bool)> {
-        let mut s = self.inner.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.inner.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let iid = s.by_chat.get(chat)?.clone();
         let lifetime = self.inner.options.token_lifetime;
         let sess = s.by_id.get_mut(&iid).filter(|x| x.started.elapsed() < lifetime)?;
@@ -359,7 +359,7 @@ impl Discord {
                 ),
             },
             Err(e @ RestError::Api { code: 50013 | 50001, .. }) => {
-                self.inner.denied.lock().unwrap_or_else(|p| p.into_inner()).insert(channel.to_string());
+                self.inner.denied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(channel.to_string());
                 Outcome::Permanent(format!(
                     "missing permissions in Discord channel {channel} ({e}): the server must let the bot view the \
                      channel, send messages, embed links and attach files"
@@ -376,7 +376,7 @@ impl Discord {
     pub(crate) async fn note(&self, interaction: &str, text: &str, ephemeral: bool) -> bool {
         let Some(sess) = self.session(interaction) else { return false };
         let claimed = !ephemeral && {
-            let mut s = self.inner.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = self.inner.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             match s.by_id.get_mut(interaction) {
                 Some(x) if x.original_free => {
                     x.original_free = false;
@@ -444,7 +444,7 @@ impl Discord {
                 // The message is gone or not editable this way (ephemeral): send a new one.
                 Err(RestError::Api { code: 10008, .. }) => {}
                 Err(e @ RestError::Api { code: 50013 | 50001, .. }) => {
-                    self.inner.denied.lock().unwrap_or_else(|p| p.into_inner()).insert(ch.clone());
+                    self.inner.denied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(ch.clone());
                     return Outcome::Permanent(format!("missing permissions in Discord channel {ch}: {e}"));
                 }
                 Err(e) => return outcome_of(&e),

@@ -90,7 +90,7 @@ impl Modals {
     /// Stores a spec, returning its key.
     pub fn put(&self, spec: ModalSpec) -> String {
         let key: String = (0..16).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         m.retain(|_, (at, _)| at.elapsed() < MODAL_TTL);
         m.insert(key.clone(), (Instant::now(), spec));
         key
@@ -98,7 +98,7 @@ impl Modals {
 
     /// The spec behind a key.
     pub fn get(&self, key: &str) -> Option<ModalSpec> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).get(key).map(|(_, s)| s.clone())
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).map(|(_, s)| s.clone())
     }
 }
 
@@ -380,7 +380,7 @@ pub async fn render(station: &Station, view: &View, modals: &Modals) -> Rendered
                 if main_image.as_deref() == Some(name.as_str()) {
                     main_image = Some(f.name.clone());
                 }
-                for e in embeds.iter_mut() {
+                for e in &mut embeds {
                     if e["image"]["url"] == json!(format!("attachment://{name}")) {
                         e["image"]["url"] = json!(format!("attachment://{}", f.name));
                     }

@@ -114,7 +114,7 @@ impl Rest {
     }
 
     fn limits(&self) -> std::sync::MutexGuard<'_, Limits> {
-        self.limits.lock().unwrap_or_else(|p| p.into_inner())
+        self.limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// How long a request on `route` must wait now, taking one from its bucket if it may go.

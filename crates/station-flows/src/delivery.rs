@@ -131,13 +131,11 @@ impl Flows {
         let platform = self.inner.platforms.read().expect("platforms").get(&d.platform).cloned();
         let store = self.station().conversations();
         let Some(platform) = platform else { return };
-        let (conv, view) = match (serde_json::from_str::<Conversation>(&d.conv_json), serde_json::from_str(&d.view)) {
-            (Ok(c), Ok(v)) => (c, v),
-            _ => {
-                let r = DeliveryResult::Failed { error: "stored delivery is unreadable".into() };
-                let _ = store.finish_delivery(&d.id, &self.inner.owner, d.version, &r, now_ms()).await;
-                return;
-            }
+        let (Ok(conv), Ok(view)) = (serde_json::from_str::<Conversation>(&d.conv_json), serde_json::from_str(&d.view))
+        else {
+            let r = DeliveryResult::Failed { error: "stored delivery is unreadable".into() };
+            let _ = store.finish_delivery(&d.id, &self.inner.owner, d.version, &r, now_ms()).await;
+            return;
         };
         let kind = DeliveryKind::parse(&d.kind);
         let out = Outgoing {

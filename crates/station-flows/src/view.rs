@@ -609,7 +609,7 @@ impl View {
         let mut out = vec![];
         let mut push = |i: &ImageRef| {
             if !i.media_id.is_empty() {
-                out.push(i.media_id.clone())
+                out.push(i.media_id.clone());
             }
         };
         for b in &self.blocks {

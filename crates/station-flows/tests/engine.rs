@@ -49,7 +49,7 @@ impl Flow for Album {
         Ok(Next::Goto("name".into(), json!({"images": []})))
     }
     async fn view(&self, _cx: &Cx<'_>, step: &str, state: &Value) -> Result<View, FlowError> {
-        let n = state["images"].as_array().map(|a| a.len()).unwrap_or(0);
+        let n = state["images"].as_array().map(std::vec::Vec::len).unwrap_or(0);
         Ok(match step {
             "name" => View::text("Name?")
                 .ask("name", InputKind::Text { placeholder: None, multiline: false, max_len: Some(20) }),

@@ -32,8 +32,6 @@ struct Env {
     _dir: tempfile::TempDir,
 }
 
-/// A public text-to-image tool (the SD1.5 template, small and fast).
-
 fn settings() -> FlowSettings {
     FlowSettings { progress_every_ms: 50, ..Default::default() }
 }

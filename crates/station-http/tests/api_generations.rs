@@ -167,7 +167,7 @@ async fn validation_names_every_field_and_refusals_have_codes() {
             let a = s.post("/api/v1/generations", &s.alice_key, body.clone()).await;
             assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_input"), "{k}: {body}: {}", a.body);
             let mut got = a.fields();
-            let mut want: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+            let mut want: Vec<String> = fields.iter().map(std::string::ToString::to_string).collect();
             got.sort();
             want.sort();
             assert_eq!(got, want, "{k}: {body}: {}", a.body);
@@ -487,7 +487,7 @@ async fn refused_multipart_creations_store_no_uploads() {
             assert_eq!((a.status, a.code()), (status, code), "{k}: {what}: {}", a.body);
             let mut got = a.fields();
             got.sort();
-            let mut want: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+            let mut want: Vec<String> = fields.iter().map(std::string::ToString::to_string).collect();
             want.sort();
             assert_eq!(got, want, "{k}: {what}: {}", a.body);
             assert_eq!(stored(&s, &s.alice.id).await, before, "{k}: {what}: nothing stored");

@@ -49,7 +49,11 @@ async fn tools_and_settings() {
         assert_eq!((a.status, a.code()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"), "{k}: {}", a.body);
         assert!(a.body["error"]["message"].as_str().unwrap().contains("does not accept DELETE"), "{k}: {}", a.body);
         assert!(a.headers.get("allow").is_some_and(|v| v.to_str().unwrap().contains("GET")), "{k}: {:?}", a.headers);
-        assert_eq!(a.headers.get("x-content-type-options").map(|v| v.as_bytes()), Some(&b"nosniff"[..]), "{k}");
+        assert_eq!(
+            a.headers.get("x-content-type-options").map(reqwest::header::HeaderValue::as_bytes),
+            Some(&b"nosniff"[..]),
+            "{k}"
+        );
 
         // Settings: empty, saved (checked), used by a generation, cleared.
         let a = s.get("/api/v1/settings/resize", &s.alice_key).await;

@@ -73,7 +73,7 @@ fn main() {
         "input_4096.png {} bytes, input_2048.png {} bytes, rayon threads {}",
         big.len(),
         mid.len(),
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     );
     let limits = DecodeLimits::default();
     let thumb_opts = ThumbnailOptions { max_side: 512, quality: 85 };

@@ -1,3 +1,5 @@
+//! Bounded decoding: every format, limits checked from the header before allocating, broken files.
+
 mod common;
 
 use common::*;

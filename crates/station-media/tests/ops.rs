@@ -1,3 +1,5 @@
+//! Native image operations: resize, crop, convert, thumbnail, watermark, rotate/flip, fit for delivery.
+
 mod common;
 
 use common::*;

@@ -1,3 +1,5 @@
+//! The content-addressed blob store: deduplication, derived blobs, thumbnails, bad hashes.
+
 mod common;
 
 use common::*;

@@ -214,7 +214,7 @@ impl Store {
 
     /// Closes every pooled connection (SQLite checkpoints its WAL).
     pub async fn close(&self) {
-        with_pool!(self, p => p.close().await)
+        with_pool!(self, p => p.close().await);
     }
 }
 

@@ -701,7 +701,7 @@ impl Store {
                 account_id: account.map(str::to_string),
                 job_id: job.map(str::to_string),
                 problem,
-            })
+            });
         };
         let cached: Sums = cached.into_iter().map(|(a, b, h)| (a, (b, h))).collect();
         let ledger: Sums = ledger.into_iter().map(|(a, b, h)| (a, (b, h))).collect();

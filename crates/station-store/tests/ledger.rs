@@ -287,7 +287,7 @@ async fn play(db: &TestDb, account: &str, steps: &[Step]) {
                         m.open.push((j.id, *a));
                     }
                     Err(LedgerError::Insufficient { .. }) => {
-                        assert!(m.balance - m.held < *a, "refused an affordable hold")
+                        assert!(m.balance - m.held < *a, "refused an affordable hold");
                     }
                     Err(e) => panic!("{e}"),
                 }

@@ -117,7 +117,7 @@ async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
     let method = method.to_ascii_lowercase();
     *shared.lock().stats.requests.entry(method.clone()).or_default() += 1;
-    let injected = shared.lock().failures.get_mut(&method).and_then(|q| q.pop_front());
+    let injected = shared.lock().failures.get_mut(&method).and_then(std::collections::VecDeque::pop_front);
     if let Some(code) = injected {
         let description = match code {
             401 => "Unauthorized",
@@ -445,7 +445,7 @@ fn shown(raw: &str, parse_mode: Option<&str>) -> Result<String, ApiError> {
     match parse_mode.map(str::to_ascii_lowercase).as_deref() {
         Some("html") => parse_html(raw).map_err(bad),
         None | Some("") => Ok(raw.to_string()),
-        Some("markdownv2") | Some("markdown") => Ok(raw.to_string()),
+        Some("markdownv2" | "markdown") => Ok(raw.to_string()),
         Some(other) => Err(bad(format!("Bad Request: unsupported parse_mode \"{other}\""))),
     }
 }

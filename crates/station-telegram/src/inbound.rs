@@ -140,13 +140,21 @@ impl TelegramBot {
             match inner.station.inbox(&inner.scope).pending(500).await {
                 Ok(rows) => {
                     for row in rows {
-                        let fresh = inner.busy.lock().unwrap_or_else(|e| e.into_inner()).insert(row.lane.clone());
+                        let fresh = inner
+                            .busy
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(row.lane.clone());
                         if fresh {
                             let me = self.clone();
                             let s = stop.clone();
                             chats.spawn(async move {
                                 me.run_chat(&row.lane, s).await;
-                                me.inner.busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&row.lane);
+                                me.inner
+                                    .busy
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .remove(&row.lane);
                                 me.inner.stored.notify_one();
                             });
                         }

@@ -241,7 +241,7 @@ impl TelegramBot {
 
     /// The bot's username (known after [`TelegramBot::start`]).
     pub fn username(&self) -> String {
-        self.inner.username.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner.username.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The numeric bot id from the token.
@@ -302,7 +302,7 @@ impl TelegramBot {
     async fn connect(&self) -> Result<(), ApiError> {
         let me = self.inner.api.call("getMe", &json!({})).await?;
         let username = me["username"].as_str().unwrap_or_default().to_string();
-        *self.inner.username.write().unwrap_or_else(|e| e.into_inner()) = username;
+        *self.inner.username.write().unwrap_or_else(std::sync::PoisonError::into_inner) = username;
         let allowed = json!(["message", "callback_query"]);
         match self.webhook_url() {
             Some(url) => {

@@ -249,7 +249,7 @@ impl TelegramBot {
                     return Ok(Resolved { kind, media: Media::Bytes { name, bytes }, media_id: Some(row.id.clone()) });
                 }
                 Err(e) => {
-                    tracing::warn!(media = %row.id, error = %e, "cannot fit a picture as a photo; sent as a file")
+                    tracing::warn!(media = %row.id, error = %e, "cannot fit a picture as a photo; sent as a file");
                 }
             }
         }

@@ -63,7 +63,7 @@ impl Pacer {
 
     fn reserve(&self, chat: i64, group: bool) -> Instant {
         let now = Instant::now();
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut t = s.chat_next.get(&chat).copied().unwrap_or(now).max(now);
         if group {
             let w = s.groups.entry(chat).or_default();
@@ -99,14 +99,14 @@ impl Pacer {
 
     /// How long a send to this chat would wait now.
     pub fn backlog(&self, chat: i64) -> Duration {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.chat_next.get(&chat).map(|t| t.saturating_duration_since(Instant::now())).unwrap_or_default()
     }
 
     /// Telegram said to wait `secs` before writing to this chat again.
     pub fn penalize(&self, chat: i64, secs: u64) {
         let until = Instant::now() + Duration::from_secs(secs) + Duration::from_millis(50);
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let next = s.chat_next.entry(chat).or_insert(until);
         *next = (*next).max(until);
     }

@@ -91,7 +91,7 @@ impl ToolRegistry {
     pub fn reload(&self) -> Vec<ToolLoadError> {
         let (by_id, errors) = load_all(self.inner.dir.as_deref());
         let changed = {
-            let mut state = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.inner.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             let changed = state.by_id != by_id;
             *state = State::new(by_id, errors.clone());
             changed
@@ -108,7 +108,7 @@ impl ToolRegistry {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         // A panic while holding the lock cannot leave State half-written (it is replaced whole).
-        self.inner.state.read().unwrap_or_else(|p| p.into_inner())
+        self.inner.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The tool with this id.
@@ -148,7 +148,7 @@ impl ToolRegistry {
         // Read before making: a reload in between only labels the value
         // older than it is, and the next call makes it again.
         let generation = self.generation();
-        let lock = || self.inner.derived.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = || self.inner.derived.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(v) = lock().get(generation) {
             return v;
         }
@@ -224,7 +224,8 @@ fn debounce_loop(
         registry_now.reload();
         if !watching_dir && dir.is_dir() {
             let Some(w) = watcher.upgrade() else { return };
-            let res = w.lock().unwrap_or_else(|p| p.into_inner()).watch(&dir, RecursiveMode::NonRecursive);
+            let res =
+                w.lock().unwrap_or_else(std::sync::PoisonError::into_inner).watch(&dir, RecursiveMode::NonRecursive);
             match res {
                 Ok(()) => {
                     watching_dir = true;

@@ -372,7 +372,7 @@ async fn backends_added_at_run_time_are_used_without_restart() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let ready: serde_json::Value = wait_http(port, "/readyz").await.json().await.unwrap();
-        if ready["services"]["comfyui"]["backends"].as_array().is_some_and(|b| b.is_empty()) {
+        if ready["services"]["comfyui"]["backends"].as_array().is_some_and(std::vec::Vec::is_empty) {
             break;
         }
         assert!(Instant::now() < deadline, "backend never removed: {ready}");

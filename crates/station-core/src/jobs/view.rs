@@ -47,12 +47,12 @@ type EtaEntry = (Instant, Option<f64>);
 
 impl EtaCache {
     fn get(&self, tool_id: &str) -> Option<Option<f64>> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         map.get(tool_id).filter(|(at, _)| at.elapsed() < ETA_CACHE_TTL).map(|(_, avg)| *avg)
     }
 
     fn put(&self, tool_id: &str, avg: Option<f64>) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Tools are few; stale entries of removed tools are dropped when the map grows.
         if map.len() > 1_024 {
             map.retain(|_, (at, _)| at.elapsed() < ETA_CACHE_TTL);

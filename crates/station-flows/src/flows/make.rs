@@ -65,7 +65,7 @@ impl Make {
     /// The first required input with no value from the request, the saved
     /// settings or the tool's defaults.
     async fn missing(cx: &Cx<'_>, tool: &ToolDef, params: &Map<String, Value>) -> Result<Option<String>, FlowError> {
-        let saved = cx.station.settings().get(cx.account, &tool).await?;
+        let saved = cx.station.settings().get(cx.account, tool).await?;
         Ok(tool
             .inputs
             .iter()

@@ -9,7 +9,7 @@ fn lora(slug: &str, triggers: &[&str]) -> LoraRecord {
         slug: slug.into(),
         name: slug.into(),
         description: String::new(),
-        trigger_words: triggers.iter().map(|s| s.to_string()).collect(),
+        trigger_words: triggers.iter().map(std::string::ToString::to_string).collect(),
         cognates: vec![],
         default_weight: None,
         checkpoint: "SDXL".into(),
@@ -31,7 +31,7 @@ fn weight(mut r: LoraRecord, w: f64) -> LoraRecord {
 }
 
 fn cognates(mut r: LoraRecord, c: &[&str]) -> LoraRecord {
-    r.cognates = c.iter().map(|s| s.to_string()).collect();
+    r.cognates = c.iter().map(std::string::ToString::to_string).collect();
     r
 }
 
