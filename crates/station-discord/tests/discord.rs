@@ -4,7 +4,6 @@
 //! SQLite and PostgreSQL.
 
 use std::io::Cursor;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,25 +36,6 @@ struct Env {
     _dir: tempfile::TempDir,
 }
 
-/// A public text-to-image tool (the SD1.5 template at 64×64, 3 steps).
-fn install_tools(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../station-tools/builtin/txt2img-sd15.json"),
-    )
-    .unwrap();
-    let mut tool: Value = serde_json::from_str(&text).unwrap();
-    tool["id"] = json!("dream");
-    tool["name"] = json!("Dream");
-    tool["command"] = json!("dream");
-    tool["visibility"] = json!("public");
-    tool["description"] = json!("Dreams up a picture from your words. ".repeat(10));
-    tool["inputs"]["width"]["default"] = json!(64);
-    tool["inputs"]["height"]["default"] = json!(64);
-    tool["inputs"]["steps"]["default"] = json!(3);
-    std::fs::write(dir.join("dream.json"), tool.to_string()).unwrap();
-}
-
 async fn setup(db: TestDb) -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
@@ -74,7 +54,9 @@ async fn setup(db: TestDb) -> Env {
         guild_id: Some(GUILD.into()),
     }
     .apply_to(&mut config);
-    install_tools(&config.tools_dir());
+    let mut dream = station_testkit::dream_tool("dream");
+    dream["description"] = json!("Dreams up a picture from your words. ".repeat(10));
+    station_testkit::install_tools(&config.tools_dir(), &[dream]);
     let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
     assert!(errors.is_empty(), "tool files failed to load: {errors:?}");
     let comfy_fake = FakeComfy::start(FakeOptions {

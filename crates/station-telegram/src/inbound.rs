@@ -42,9 +42,31 @@ async fn webhook(State(bot): State<TelegramBot>, headers: HeaderMap, body: axum:
     };
     match bot.store_update(&update).await {
         Ok(()) => StatusCode::OK.into_response(),
+        // Not an update Telegram sends: a 5xx would make it deliver it forever.
+        Err(UpdateError::Malformed) => {
+            tracing::warn!("Telegram webhook body without update_id acknowledged and dropped");
+            StatusCode::OK.into_response()
+        }
         // Telegram delivers it again later.
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
+}
+
+/// Why an update could not be stored or processed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpdateError {
+    /// Not an update as Telegram sends them (no `update_id`): nothing to store.
+    #[error("update without update_id")]
+    Malformed,
+    /// A message or button press without a sender.
+    #[error("update without a sender")]
+    NoSender,
+    /// The database failed; the update is tried again.
+    #[error("storage error: {0}")]
+    Storage(#[from] station_core::StoreError),
+    /// The conversation engine failed.
+    #[error(transparent)]
+    Flow(#[from] station_flows::FlowError),
 }
 
 impl TelegramBot {
@@ -55,17 +77,12 @@ impl TelegramBot {
     }
 
     /// Stores one update (a no-op when it is already stored) and wakes the dispatcher.
-    pub(crate) async fn store_update(&self, update: &Value) -> Result<(), String> {
+    pub(crate) async fn store_update(&self, update: &Value) -> Result<(), UpdateError> {
         let Some(id) = update["update_id"].as_i64() else {
-            return Err("update without update_id".into());
+            return Err(UpdateError::Malformed);
         };
         let inner = &self.inner;
-        inner
-            .station
-            .inbox(&inner.scope)
-            .insert(id, &chat_key(update), &update.to_string())
-            .await
-            .map_err(|e| format!("could not store Telegram update {id}: {e}"))?;
+        inner.station.inbox(&inner.scope).insert(id, &chat_key(update), &update.to_string()).await?;
         inner.stored.notify_one();
         Ok(())
     }
@@ -200,7 +217,7 @@ impl TelegramBot {
             if let Err(e) = &outcome {
                 tracing::warn!(update = row.seq, error = %e, "Telegram update failed");
             }
-            if let Err(e) = inbox.finish(row.seq, outcome.err().as_deref()).await {
+            if let Err(e) = inbox.finish(row.seq, outcome.err().map(|e| e.to_string()).as_deref()).await {
                 tracing::warn!(error = %e, "could not record a processed Telegram update");
                 return;
             }
@@ -216,8 +233,8 @@ impl TelegramBot {
         conv
     }
 
-    async fn account(&self, user: &Value) -> Result<AccountRow, String> {
-        let id = user["id"].as_i64().ok_or("update without a sender")?;
+    async fn account(&self, user: &Value) -> Result<AccountRow, UpdateError> {
+        let id = user["id"].as_i64().ok_or(UpdateError::NoSender)?;
         let mut name = user["first_name"].as_str().unwrap_or("").to_string();
         if let Some(last) = user["last_name"].as_str() {
             name = format!("{name} {last}");
@@ -225,16 +242,16 @@ impl TelegramBot {
         if name.trim().is_empty() {
             name = user["username"].as_str().map(str::to_string).unwrap_or_else(|| format!("telegram {id}"));
         }
-        self.inner.station.account("telegram", &id.to_string(), &name).await.map_err(|e| e.to_string())
+        Ok(self.inner.station.account("telegram", &id.to_string(), &name).await?)
     }
 
     /// Turns one update into engine input.
-    pub(crate) async fn process(&self, update: &Value) -> Result<(), String> {
+    pub(crate) async fn process(&self, update: &Value) -> Result<(), UpdateError> {
         // The engine records this key with what the update causes, so an
         // update processed again after a crash (stored, handled, not yet
         // marked done) changes nothing: no second transition, job or charge.
         let key = format!("telegram:{}:{}", self.inner.bot_id, update["update_id"].as_i64().unwrap_or(0));
-        if self.inner.flows.input_handled(&key).await.map_err(|e| e.to_string())? {
+        if self.inner.flows.input_handled(&key).await? {
             tracing::info!(%key, "Telegram update was handled before a stop; not again");
             return Ok(());
         }
@@ -257,7 +274,7 @@ impl TelegramBot {
             Err(notice) => {
                 // Durable like every other answer (sent by the delivery service), and once.
                 let view = station_flows::View::text(notice);
-                return self.inner.flows.notice_once(&key, &account, &conv, view).await.map_err(|e| e.to_string());
+                return Ok(self.inner.flows.notice_once(&key, &account, &conv, view).await?);
             }
         };
         if conv.group.is_some()
@@ -275,13 +292,13 @@ impl TelegramBot {
             let key = if i == 0 { key.clone() } else { format!("{key}.{i}") };
             if let Err(e) = self.inner.flows.handle_once(&key, &account, &conv, input).await {
                 self.notice(&conv, msg, "Something went wrong on our side; please try again in a moment.").await;
-                return Err(e.to_string());
+                return Err(e.into());
             }
         }
         Ok(())
     }
 
-    async fn process_callback(&self, key: &str, cq: &Value) -> Result<(), String> {
+    async fn process_callback(&self, key: &str, cq: &Value) -> Result<(), UpdateError> {
         let id = cq["id"].as_str().unwrap_or_default().to_string();
         let answer = |text: Option<String>| {
             let mut body = json!({"callback_query_id": id});
@@ -300,7 +317,7 @@ impl TelegramBot {
             self.inner.flows.handle_once(key, &account, &conv, Input::Action { token: data.to_string() }).await;
         let (toast, outcome) = match result {
             Ok(reply) => (reply.toast, Ok(())),
-            Err(e) => (Some("Something went wrong; please try again.".into()), Err(e.to_string())),
+            Err(e) => (Some("Something went wrong; please try again.".into()), Err(e.into())),
         };
         // Stops the client's spinner; a stale query (after a restart) is fine to miss.
         if let Err(e) = self.inner.api.call("answerCallbackQuery", &answer(toast)).await {

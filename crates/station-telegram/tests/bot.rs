@@ -2,11 +2,10 @@
 //! workers and the fake ComfyUI — on SQLite and PostgreSQL.
 
 use std::io::Cursor;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use station_comfyui::{BackendSpec, ComfyExecutor};
 use station_comfyui_fake::{FakeComfy, FakeOptions};
 use station_core::{Config, Station, Workers};
@@ -21,23 +20,6 @@ fn png(w: u32, h: u32) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
     image::RgbImage::from_pixel(w, h, image::Rgb([30, 140, 200])).write_to(&mut out, image::ImageFormat::Png).unwrap();
     out.into_inner()
-}
-
-fn install_tools(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../station-tools/builtin/txt2img-sd15.json"),
-    )
-    .unwrap();
-    let mut tool: Value = serde_json::from_str(&text).unwrap();
-    tool["id"] = json!("dream");
-    tool["name"] = json!("Dream");
-    tool["command"] = json!("dream");
-    tool["visibility"] = json!("public");
-    tool["inputs"]["width"]["default"] = json!(64);
-    tool["inputs"]["height"]["default"] = json!(64);
-    tool["inputs"]["steps"]["default"] = json!(3);
-    std::fs::write(dir.join("dream.json"), tool.to_string()).unwrap();
 }
 
 struct Env {
@@ -91,7 +73,7 @@ async fn setup(db: TestDb, tg: FakeTelegram) -> Env {
     config.limits.max_queued = 10_000;
     config.points.starting_grant = 100_000;
     TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() }.apply_to(&mut config);
-    install_tools(&config.tools_dir());
+    station_testkit::install_dream(&config.tools_dir());
     let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
     assert!(errors.is_empty(), "{errors:?}");
     let fake = FakeComfy::start(FakeOptions {

@@ -4,11 +4,10 @@
 //! a restart of everything with its result delivered once, old updates are
 //! pruned, and start-up waits out an unreachable Bot API.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use station_comfyui::{BackendSpec, ComfyExecutor};
 use station_comfyui_fake::{FakeComfy, FakeOptions};
 use station_core::{Config, Station, SubmitRequest, Workers};
@@ -20,23 +19,6 @@ use station_testkit::TestDb;
 use station_testkit::on_every_db;
 
 const WAIT: Duration = Duration::from_secs(40);
-
-fn install_tools(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../station-tools/builtin/txt2img-sd15.json"),
-    )
-    .unwrap();
-    let mut tool: Value = serde_json::from_str(&text).unwrap();
-    tool["id"] = json!("dream");
-    tool["name"] = json!("Dream");
-    tool["command"] = json!("dream");
-    tool["visibility"] = json!("public");
-    tool["inputs"]["width"]["default"] = json!(64);
-    tool["inputs"]["height"]["default"] = json!(64);
-    tool["inputs"]["steps"]["default"] = json!(3);
-    std::fs::write(dir.join("dream.json"), tool.to_string()).unwrap();
-}
 
 fn fast_options() -> TelegramOptions {
     TelegramOptions {
@@ -132,7 +114,7 @@ async fn env(db: TestDb) -> Env {
     config.queue.poll_ms = 50;
     config.points.starting_grant = 100_000;
     TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() }.apply_to(&mut config);
-    install_tools(&config.tools_dir());
+    station_testkit::install_dream(&config.tools_dir());
     let (observer, _) = Station::with_store(config.clone(), db.store.clone()).unwrap();
     let comfy_fake = FakeComfy::start(FakeOptions {
         checkpoints: vec!["v1-5-pruned-emaonly.safetensors".into()],

@@ -5,11 +5,9 @@
 
 use station_core::Role;
 use std::io::Cursor;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use station_comfyui::{BackendSpec, ComfyExecutor};
 use station_comfyui_fake::{FakeComfy, FakeOptions};
 use station_core::{Config, Station, Workers};
@@ -30,22 +28,6 @@ fn png(w: u32, h: u32) -> Vec<u8> {
 
 fn dims(bytes: &[u8]) -> (u32, u32) {
     image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().unwrap().into_dimensions().unwrap()
-}
-
-fn dream_tool(id: &str) -> Value {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../station-tools/builtin/txt2img-sd15.json"),
-    )
-    .unwrap();
-    let mut tool: Value = serde_json::from_str(&text).unwrap();
-    tool["id"] = json!(id);
-    tool["name"] = json!("Dream");
-    tool["command"] = json!(id);
-    tool["visibility"] = json!("public");
-    tool["inputs"]["width"]["default"] = json!(64);
-    tool["inputs"]["height"]["default"] = json!(64);
-    tool["inputs"]["steps"]["default"] = json!(3);
-    tool
 }
 
 struct Env {
@@ -97,7 +79,7 @@ async fn start(db: TestDb) -> Env {
     config.points.starting_grant = 100_000;
     TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() }.apply_to(&mut config);
     std::fs::create_dir_all(config.tools_dir()).unwrap();
-    std::fs::write(config.tools_dir().join("dream.json"), dream_tool("dream").to_string()).unwrap();
+    std::fs::write(config.tools_dir().join("dream.json"), station_testkit::dream_tool("dream").to_string()).unwrap();
     let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
     assert!(errors.is_empty(), "{errors:?}");
     let fake = FakeComfy::start(FakeOptions {
@@ -246,7 +228,7 @@ async fn operator_commands_and_menus(db: TestDb) {
 
     // A new tool reaches both menus.
     let tools = env.station.config.tools_dir();
-    std::fs::write(tools.join("muse.json"), dream_tool("muse").to_string()).unwrap();
+    std::fs::write(tools.join("muse.json"), station_testkit::dream_tool("muse").to_string()).unwrap();
     env.station.tools.reload();
     env.tg
         .wait_for(WAIT, |t| {
