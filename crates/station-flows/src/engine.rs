@@ -360,9 +360,7 @@ impl Flows {
             start.args = json!({"tool": tool.id});
             "make".to_string()
         } else {
-            let text = Rich::plain("Unknown command ").code(format!("/{name}")).text(". Send /help for the list.");
-            self.notice_keyed(key, account, conv, View::text(text)).await?;
-            return Ok(Reply::default());
+            return self.unknown_command(key, account, conv, name).await;
         };
         self.start_flow_keyed(key, account, conv, &flow_name, start).await
     }
@@ -390,9 +388,7 @@ impl Flows {
         let flow = self.flow(flow_name)?;
         if flow.admin_only() && !account.is_admin() {
             // A button or stale menu reaching an operator flow: as unknown as the command.
-            let text = Rich::plain("Unknown command ").code(format!("/{flow_name}")).text(". Send /help for the list.");
-            self.notice_keyed(key, account, conv, View::text(text)).await?;
-            return Ok(Reply::default());
+            return self.unknown_command(key, account, conv, flow_name).await;
         }
         let instance_id = uuid::Uuid::now_v7().to_string();
         let cx = Cx {
@@ -421,6 +417,18 @@ impl Flows {
             updated_at: now,
         };
         self.apply(&cx, flow.as_ref(), fresh, None, next).await
+    }
+
+    async fn unknown_command(
+        &self,
+        key: &InputKey,
+        account: &AccountRow,
+        conv: &Conversation,
+        name: &str,
+    ) -> Result<Reply, FlowError> {
+        let text = Rich::plain("Unknown command ").code(format!("/{name}")).text(". Send /help for the list.");
+        self.notice_keyed(key, account, conv, View::text(text)).await?;
+        Ok(Reply::default())
     }
 
     fn flow(&self, name: &str) -> Result<Arc<dyn Flow>, FlowError> {

@@ -88,7 +88,7 @@ impl Store {
         name: &str,
         now: i64,
     ) -> Result<AccountRow, StoreError> {
-        if let Some(a) = self.find_identity(provider, subject).await? {
+        if let Some(a) = self.find_account_by_identity(provider, subject).await? {
             return Ok(a);
         }
         let id = uuid::Uuid::now_v7().simple().to_string();
@@ -108,22 +108,9 @@ impl Store {
                 tx.rollback().await?;
             }
         });
-        self.find_identity(provider, subject)
+        self.find_account_by_identity(provider, subject)
             .await?
             .ok_or(StoreError::NotFound { what: "identity", id: format!("{provider}:{subject}") })
-    }
-
-    async fn find_identity(&self, provider: &str, subject: &str) -> Result<Option<AccountRow>, StoreError> {
-        with_pool!(self, p => {
-            Ok(sqlx::query_as(
-                "SELECT a.id, a.name, a.role, a.suspended, a.created_at FROM accounts a \
-                 JOIN identities i ON i.account_id = a.id WHERE i.provider = $1 AND i.subject = $2",
-            )
-            .bind(provider)
-            .bind(subject)
-            .fetch_optional(p)
-            .await?)
-        })
     }
 
     /// One account by id. The id of an account that was linked into another
