@@ -396,12 +396,14 @@ fn tempfile_dir() -> Result<std::path::PathBuf, String> {
     Ok(dir)
 }
 
-async fn serve(service: impl station_http::HttpService) -> Result<String, String> {
+/// Serves `service` on an ephemeral port of 127.0.0.1 (as `station serve`
+/// does: no delay on small writes); returns its base URL.
+pub(crate) async fn serve(service: impl station_http::HttpService) -> Result<String, String> {
     use axum::ServiceExt as _;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let base = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
     tokio::spawn(async move {
-        let _ = axum::serve(listener, service.into_make_service()).await;
+        let _ = axum::serve(station_http::no_delay(listener), service.into_make_service()).await;
     });
     Ok(base)
 }

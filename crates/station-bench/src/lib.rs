@@ -1,14 +1,17 @@
 //! Station's benchmarks, run by `station bench …`: how fast the durable
-//! queue moves jobs ([`queue`]) and what the REST API costs against bare
-//! axum handlers in the same process ([`http`]).
+//! queue moves jobs ([`queue`]), what the REST API costs against bare
+//! axum handlers in the same process ([`http`]) how many submissions
+//! per second it takes ([`submit`]) and how many chat updates ([`chat`]).
 //!
 //! Figures only mean something from a release build; results and how to
 //! reproduce them are in `docs/PERFORMANCE.md`. Benchmarks may read the
 //! store directly (they measure it, and their baselines bypass the core);
 //! nothing else outside `station-core` does.
 
+pub mod chat;
 pub mod http;
 pub mod queue;
+pub mod submit;
 
 use clap::{Args, Subcommand};
 
@@ -27,7 +30,11 @@ pub enum Outcome {
 
 /// Runs `station bench …`.
 pub async fn run(args: BenchArgs) -> Outcome {
-    queue::run(args).await
+    match args.command {
+        Some(BenchCommand::Submit(a)) => submit::run(a).await,
+        Some(BenchCommand::Chat(a)) => chat::run(a).await,
+        _ => queue::run(args).await,
+    }
 }
 
 /// `station bench`.
@@ -61,4 +68,8 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Requests per second of the REST API against bare axum handlers, same process, same run.
     Http(http::HttpBenchArgs),
+    /// `POST /api/v1/generations` creates per second (each with its points hold), SQLite and PostgreSQL.
+    Submit(submit::SubmitBenchArgs),
+    /// Telegram updates per second through the adapter, the flows and the database, and update-to-reply latency.
+    Chat(chat::ChatBenchArgs),
 }

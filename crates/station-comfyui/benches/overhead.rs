@@ -16,11 +16,18 @@
 //!    (each `max_concurrent = 1`), next to the same prompts driven directly.
 //! 4. **SQL per job**: the statements Station runs for one job and the time
 //!    spent inside them, from sqlx's own per-statement tracing events.
+//! 5. **End to end through the REST API** ([`e2e`]): the real HTTP server,
+//!    driven as a client drives it (create, SSE until the result, download),
+//!    against a direct ComfyUI client, alternating job by job; prints the ratio.
 //!
 //! Run with `cargo bench -p station-comfyui --bench overhead`. Knobs (env):
 //! `BENCH_N` (jobs per latency series, default 200), `BENCH_JOBS` (jobs per
 //! throughput burst, default 200), `BENCH_STEP_MS` (fake per-node delay for
-//! the throughput part, default 20).
+//! the throughput part, default 20), `BENCH_ONLY` (`e2e`, `latency` or
+//! `throughput`: run that part alone).
+
+#[path = "overhead/e2e.rs"]
+mod e2e;
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -626,8 +633,17 @@ fn main() {
     let step_ms = env_usize("BENCH_STEP_MS", 20) as u64;
     // The machine this is meant for has 2 cores; match it so results compare.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let runs = |part: &str| only.is_empty() || only == part;
     rt.block_on(async {
-        latency(n).await;
-        throughput(jobs, step_ms).await;
+        if runs("e2e") {
+            e2e::run(n).await;
+        }
+        if runs("latency") {
+            latency(n).await;
+        }
+        if runs("throughput") {
+            throughput(jobs, step_ms).await;
+        }
     });
 }

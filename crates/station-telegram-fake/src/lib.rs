@@ -188,6 +188,8 @@ pub struct FakeMessage {
     pub reply_to: Option<i64>,
     /// Deleted by the bot.
     pub deleted: bool,
+    /// When the fake stored it (benchmarks time replies from it).
+    pub sent_at: std::time::Instant,
 }
 
 /// An answered (or pending) button press.
@@ -510,6 +512,7 @@ impl FakeTelegram {
             media_group_id: group,
             reply_to,
             deleted: false,
+            sent_at: std::time::Instant::now(),
         };
         c.messages.insert(id, m.clone());
         let json = inner.message_json(&m, false);

@@ -510,6 +510,7 @@ fn store_bot_message(
         media_group_id: group,
         reply_to: reply,
         deleted: false,
+        sent_at: std::time::Instant::now(),
     };
     c.messages.insert(id, m.clone());
     inner.message_json(&m, false)

@@ -393,9 +393,13 @@ async fn follow(station: &Station, job: &JobRow, out: &Path, embedded: bool) -> 
     bar.set_prefix(format!("{} {}", job.tool_id, &job.id[job.id.len() - 8..]));
     bar.enable_steady_tick(Duration::from_millis(120));
     let mut events = station.bus.subscribe();
-    let mut poll = tokio::time::interval(Duration::from_millis(if embedded { 1000 } else { 250 }));
+    // With a server running the job, its changes reach this process as bus
+    // events only on PostgreSQL: poll the row often (one indexed read) so
+    // the result shows as soon as in the web app. In-process, events lead.
+    let mut poll = tokio::time::interval(Duration::from_millis(if embedded { 1000 } else { 25 }));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let final_row = loop {
-        tokio::select! {
+        let read_row = tokio::select! {
             _ = tokio::signal::ctrl_c() => {
                 bar.abandon_with_message("interrupted");
                 if embedded {
@@ -405,32 +409,44 @@ async fn follow(station: &Station, job: &JobRow, out: &Path, embedded: bool) -> 
                 }
                 return exit::INTERRUPTED;
             }
-            ev = events.recv() => {
-                if let Ok(JobEvent::Progress { job_id, fraction, label, .. }) = ev
-                    && job_id == job.id
-                {
+            ev = events.recv() => match ev {
+                Ok(JobEvent::Progress { job_id, fraction, label, .. }) if job_id == job.id => {
                     bar.set_position((fraction * 1000.0) as u64);
                     if let Some(l) = label { bar.set_message(l); }
+                    false
                 }
-            }
-            _ = poll.tick() => {
-                match station.job_view(&job.id).await {
-                    Ok(Some(v)) => {
-                        let st = v.row.status();
-                        if st.is_terminal() { break v.row; }
-                        match (st, v.queue_position) {
-                            (JobStatus::Queued, Some(p)) => bar.set_message(format!("queued, {p} ahead")),
-                            (JobStatus::Queued, None) => bar.set_message("queued"),
-                            (s, _) => {
-                                bar.set_position((v.row.progress * 1000.0).max(bar.position() as f64) as u64);
-                                if bar.message().starts_with("queued") { bar.set_message(s.to_string()); }
-                            }
+                // A status change or the result: read the row now, not at the next tick.
+                Ok(ev @ (JobEvent::Status { .. } | JobEvent::Result { .. })) => ev.job_id() == job.id,
+                Ok(_) => false,
+                Err(_) => true,
+            },
+            _ = poll.tick() => true,
+        };
+        if !read_row {
+            continue;
+        }
+        match station.job_view(&job.id).await {
+            Ok(Some(v)) => {
+                let st = v.row.status();
+                if st.is_terminal() {
+                    break v.row;
+                }
+                match (st, v.queue_position) {
+                    (JobStatus::Queued, Some(p)) => bar.set_message(format!("queued, {p} ahead")),
+                    (JobStatus::Queued, None) => bar.set_message("queued"),
+                    (s, _) => {
+                        bar.set_position((v.row.progress * 1000.0).max(bar.position() as f64) as u64);
+                        if bar.message().starts_with("queued") {
+                            bar.set_message(s.to_string());
                         }
                     }
-                    Ok(None) => { bar.abandon_with_message("job vanished"); return exit::FAILED; }
-                    Err(e) => warn!(error = %e, "cannot read job status"),
                 }
             }
+            Ok(None) => {
+                bar.abandon_with_message("job vanished");
+                return exit::FAILED;
+            }
+            Err(e) => warn!(error = %e, "cannot read job status"),
         }
     };
     match final_row.status() {
