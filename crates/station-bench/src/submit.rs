@@ -36,6 +36,9 @@ pub struct SubmitBenchArgs {
     /// one more column written per create).
     #[arg(long)]
     pub idempotency_keys: bool,
+    /// Every client creates for the same account (default: one account per client).
+    #[arg(long)]
+    pub one_account: bool,
 }
 
 /// One database's figures.
@@ -89,8 +92,9 @@ pub async fn run(args: SubmitBenchArgs) -> Outcome {
 fn table(args: &SubmitBenchArgs, results: &[SubmitResult]) -> String {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut out = format!(
-        "\nPOST /api/v1/generations (JSON, API key, points hold), {} clients, {} s each; load average {}\n\n",
+        "\nPOST /api/v1/generations (JSON, API key, points hold), {} clients ({}), {} s each; load average {}\n\n",
         args.clients,
+        if args.one_account { "one account" } else { "one account each" },
         args.seconds,
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
@@ -176,18 +180,24 @@ async fn load(
     store: &Store,
     database: String,
 ) -> Result<SubmitResult, String> {
-    let account = station.account("bench", "submit", "bench").await.map_err(|e| e.to_string())?;
-    station
-        .grant_points(&account, 1_000_000_000, "benchmark jobs", "operator:bench", None)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (_, key) = station.create_api_key(&account, "bench", None).await.map_err(|e| e.to_string())?;
+    // One account (and key) per client, as from many users; with
+    // `--one-account` every client shares one, so every hold contends for
+    // the same balance row.
+    let mut keys = vec![];
+    for c in 0..if args.one_account { 1 } else { args.clients.max(1) } {
+        let account = station.account("bench", &format!("submit-{c}"), "bench").await.map_err(|e| e.to_string())?;
+        station
+            .grant_points(&account, 1_000_000_000, "benchmark jobs", "operator:bench", None)
+            .await
+            .map_err(|e| e.to_string())?;
+        keys.push(station.create_api_key(&account, "bench", None).await.map_err(|e| e.to_string())?.1);
+    }
     let base = crate::http::serve(station_http::service(station.clone(), axum::Router::new())).await?;
     let url = format!("{base}/api/v1/generations");
     // Warm-up (connections, statement caches), then the measured run.
-    let _ = clients(args, &url, &key, Duration::from_millis(500)).await;
+    let _ = clients(args, &url, &keys, Duration::from_millis(500)).await;
     let before = count_jobs(store).await?;
-    let (created, errors, mut latencies, elapsed) = clients(args, &url, &key, Duration::from_secs(args.seconds)).await;
+    let (created, errors, mut latencies, elapsed) = clients(args, &url, &keys, Duration::from_secs(args.seconds)).await;
     let jobs_stored = count_jobs(store).await? - before;
     latencies.sort();
     let pick = |q: f64| {
@@ -219,7 +229,7 @@ async fn count_jobs(store: &Store) -> Result<u64, String> {
 async fn clients(
     args: &SubmitBenchArgs,
     url: &str,
-    key: &str,
+    keys: &[String],
     duration: Duration,
 ) -> (u64, u64, Vec<Duration>, Duration) {
     let stop = Arc::new(AtomicBool::new(false));
@@ -228,7 +238,7 @@ async fn clients(
     let mut tasks = vec![];
     for c in 0..args.clients {
         let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client");
-        let (url, key, keys) = (url.to_owned(), key.to_owned(), args.idempotency_keys);
+        let (url, key, with_keys) = (url.to_owned(), keys[c % keys.len()].clone(), args.idempotency_keys);
         let (stop, ok, errors) = (stop.clone(), ok.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(4096);
@@ -240,7 +250,7 @@ async fn clients(
                     .post(&url)
                     .bearer_auth(&key)
                     .json(&json!({"tool": "bench-submit", "params": {"prompt": format!("client {c} job {n}")}}));
-                if keys {
+                if with_keys {
                     req = req.header("Idempotency-Key", uuid::Uuid::new_v4().to_string());
                 }
                 match req.send().await {
@@ -281,7 +291,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_short_run_stores_every_create_it_counts() {
-        let args = SubmitBenchArgs { seconds: 1, clients: 4, database_urls: vec![], idempotency_keys: true };
+        let args = SubmitBenchArgs {
+            seconds: 1,
+            clients: 4,
+            database_urls: vec![],
+            idempotency_keys: true,
+            one_account: false,
+        };
         let r = bench(&args, None).await.expect("bench");
         assert_eq!(r.errors, 0, "{r:?}");
         assert!(r.created > 0, "{r:?}");
