@@ -273,9 +273,13 @@ async fn the_sweeper_settles_a_job_that_ended_without_settling() {
 /// Runs one statement on either engine.
 async fn exec_sql(store: &station_store::Store, sql: &str) {
     match store {
-        station_store::Store::Sqlite(p) => sqlx::query(sql).execute(p).await.unwrap(),
-        station_store::Store::Postgres(p) => sqlx::query(sql).execute(p).await.unwrap(),
-    };
+        station_store::Store::Sqlite(p) => {
+            sqlx::query(sql).execute(p).await.unwrap();
+        }
+        station_store::Store::Postgres(p) => {
+            sqlx::query(sql).execute(p).await.unwrap();
+        }
+    }
 }
 
 /// Issue 17, item 5: a grant or adjustment beyond `points.max_amount`, or

@@ -897,9 +897,6 @@ impl Store {
     }
 }
 
-/// `(account, balance, held)` rows.
-type AccountSums = Vec<(String, i64, i64)>;
-
 /// A hold as its settlement left it.
 #[derive(sqlx::FromRow)]
 struct SettledHold {
