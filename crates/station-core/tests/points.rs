@@ -274,10 +274,10 @@ async fn the_sweeper_settles_a_job_that_ended_without_settling() {
 async fn exec_sql(store: &station_store::Store, sql: &str) {
     match store {
         station_store::Store::Sqlite(p) => {
-            sqlx::query(sql).execute(p).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(p).await.unwrap();
         }
         station_store::Store::Postgres(p) => {
-            sqlx::query(sql).execute(p).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(p).await.unwrap();
         }
     }
 }
