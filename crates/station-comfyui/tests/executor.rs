@@ -113,7 +113,9 @@ fn install_tools(dir: &Path) {
             "outputs": ["3"]
         }
     });
-    for (name, tool) in [("slow-upscale", slow), ("wide-upscale", wide)] {
+    // The SD 1.5 template is hidden (administrators only): the test's member runs a public copy.
+    let sd15 = station_testkit::public_builtin("txt2img-sd15");
+    for (name, tool) in [("slow-upscale", slow), ("wide-upscale", wide), ("txt2img-sd15", sd15)] {
         std::fs::write(dir.join(format!("{name}.json")), tool.to_string()).unwrap();
     }
 }

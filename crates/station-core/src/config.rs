@@ -146,6 +146,9 @@ pub struct MediaConfig {
     pub auto_watermark_margin: u32,
 }
 
+/// `points.max_amount` by default: 10^12 points.
+pub const DEFAULT_MAX_AMOUNT: u64 = 1_000_000_000_000;
+
 /// Pricing settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -163,6 +166,11 @@ pub struct PointsConfig {
     /// SD 1.5 and SDXL tools cost 20 and 40) and asks before longer ones.
     /// 0: confirm every job that costs anything; a very large number: never ask.
     pub confirm_above: u64,
+    /// The most points one grant or adjustment may move (either way); larger
+    /// amounts are refused before anything is written. Balances themselves
+    /// never pass the largest 64-bit integer: an entry that would take one
+    /// there is refused too.
+    pub max_amount: u64,
 }
 
 /// Chat conversation settings.
@@ -282,7 +290,13 @@ impl Default for MediaConfig {
 
 impl Default for PointsConfig {
     fn default() -> Self {
-        PointsConfig { multiplier: 1.0, starting_grant: 100, free_daily: 0, confirm_above: 50 }
+        PointsConfig {
+            multiplier: 1.0,
+            starting_grant: 100,
+            free_daily: 0,
+            confirm_above: 50,
+            max_amount: DEFAULT_MAX_AMOUNT,
+        }
     }
 }
 

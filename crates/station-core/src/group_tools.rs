@@ -24,4 +24,19 @@ impl Station {
     pub async fn set_group_tool(&self, scope: &str, tool_id: &str, enabled: bool, by: &str) -> Result<(), StoreError> {
         self.store.set_group_tool(scope, tool_id, enabled, by, now_ms()).await
     }
+
+    /// [`Station::set_group_tool`] once per input key, like every chat input
+    /// (the key joins the flows' input keys in the same transaction): an
+    /// input replayed later (a re-sent interaction) changes nothing and
+    /// returns false.
+    pub async fn set_group_tool_once(
+        &self,
+        input_key: &str,
+        scope: &str,
+        tool_id: &str,
+        enabled: bool,
+        by: &str,
+    ) -> Result<bool, StoreError> {
+        self.store.set_group_tool_keyed(scope, tool_id, enabled, by, Some(input_key), now_ms()).await
+    }
 }

@@ -157,6 +157,13 @@ impl Station {
         if reason.trim().is_empty() {
             return Err(LedgerError::Invalid { field: "reason", reason: "say why (it is kept in the ledger)".into() });
         }
+        let max = i64::try_from(self.config.points.max_amount).unwrap_or(i64::MAX);
+        if amount.checked_abs().is_none_or(|a| a > max) {
+            return Err(LedgerError::Invalid {
+                field: "amount",
+                reason: format!("{amount} is more than the {max} points one entry may move (points.max_amount)"),
+            });
+        }
         let generated = format!("{kind}:{}", uuid::Uuid::now_v7().simple());
         let entry = NewEntry {
             idem_key: idem_key.unwrap_or(&generated),

@@ -10,10 +10,21 @@ use station_core::identity::{AuthError, Credential, hash_secret};
 use station_core::{Config, Station, SubmitRequest};
 use station_store::{EntryKind, LinkError, MediaRow, Store, testing};
 
+/// Templates (`txt2img-sd15`, …) are hidden: only administrators may run
+/// them. The test's accounts run a public copy from the tools folder.
+fn publish_builtin(config: &Config, id: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../station-tools/builtin/{id}.json"));
+    let mut tool: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    tool["visibility"] = serde_json::json!("public");
+    std::fs::create_dir_all(config.tools_dir()).unwrap();
+    std::fs::write(config.tools_dir().join(format!("{id}.json")), tool.to_string()).unwrap();
+}
+
 fn station(db: &testing::TestDb, dir: &std::path::Path) -> Station {
     let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
     // Cheap jobs (8 points for txt2img), so submitting needs no price confirmation.
     config.points.multiplier = 0.4;
+    publish_builtin(&config, "txt2img-sd15");
     Station::with_store(config, db.store.clone()).unwrap().0
 }
 

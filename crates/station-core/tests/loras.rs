@@ -16,9 +16,21 @@ struct Env {
     _dir: tempfile::TempDir,
 }
 
+/// Templates (`txt2img-sd15`, …) are hidden: only administrators may run
+/// them. The test's accounts run a public copy from the tools folder.
+fn publish_builtin(config: &Config, id: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../station-tools/builtin/{id}.json"));
+    let mut tool: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    tool["visibility"] = serde_json::json!("public");
+    std::fs::create_dir_all(config.tools_dir()).unwrap();
+    std::fs::write(config.tools_dir().join(format!("{id}.json")), tool.to_string()).unwrap();
+}
+
 fn station_on(db: &TestDb) -> (Station, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
+    publish_builtin(&config, "txt2img-sd15");
+    publish_builtin(&config, "txt2img-flux");
     let (station, _) = Station::with_store(config, db.store.clone()).unwrap();
     (station, dir)
 }

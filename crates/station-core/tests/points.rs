@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
+use station_core::points::LedgerError;
 use station_core::{
     Config, ExecContext, ExecError, ExecJob, Executor, OutputFile, Station, SubmitError, SubmitRequest, Workers,
 };
@@ -51,10 +52,21 @@ fn txt2img(prompt: &str) -> SubmitRequest {
     }
 }
 
+/// Templates (`txt2img-sd15`, …) are hidden: only administrators may run
+/// them. The test's accounts run a public copy from the tools folder.
+fn publish_builtin(config: &Config, id: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../station-tools/builtin/{id}.json"));
+    let mut tool: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    tool["visibility"] = serde_json::json!("public");
+    std::fs::create_dir_all(config.tools_dir()).unwrap();
+    std::fs::write(config.tools_dir().join(format!("{id}.json")), tool.to_string()).unwrap();
+}
+
 fn station(db: &testing::TestDb, dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> Station {
     let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
     config.queue.poll_ms = 50;
     edit(&mut config);
+    publish_builtin(&config, "txt2img-sd15");
     let st = Station::with_store(config, db.store.clone()).unwrap().0;
     st.register_executor(Arc::new(Scripted { run_ms: 1_200 }));
     st
@@ -255,5 +267,107 @@ async fn the_sweeper_settles_a_job_that_ended_without_settling() {
         let b = st.points(&acct.id).await.unwrap();
         assert_eq!((b.balance, b.held), (100, 0), "{}", db.kind);
         assert!(st.audit_points().await.unwrap().is_empty());
+    }
+}
+
+/// Runs one statement on either engine.
+async fn exec_sql(store: &station_store::Store, sql: &str) {
+    match store {
+        station_store::Store::Sqlite(p) => {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(p).await.unwrap();
+        }
+        station_store::Store::Postgres(p) => {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(p).await.unwrap();
+        }
+    }
+}
+
+/// Issue 17, item 5: a grant or adjustment beyond `points.max_amount`, or
+/// one that would take a balance past 2^63−1, is refused naming the amount
+/// and writes nothing; balances and the audit keep working.
+#[tokio::test]
+async fn ledger_overflow_is_refused_and_nothing_is_written() {
+    for db in testing::all().await {
+        let k = db.kind;
+        let dir = tempfile::tempdir().unwrap();
+        let st = station(&db, dir.path(), |_| {});
+        assert_eq!(st.config.points.max_amount, 1_000_000_000_000, "the documented default");
+        let ann = st.account("local", "ann", "Ann").await.unwrap();
+        st.ensure_starting_grant(&ann.id).await.unwrap();
+        let entries = |st: Station, id: String| async move { st.ledger_history(&id, None, 100).await.unwrap().len() };
+        let before = entries(st.clone(), ann.id.clone()).await;
+        for amount in [i64::MAX, 1_000_000_000_001] {
+            let err = st.grant_points(&ann, amount, "overflow", "operator:test", None).await.unwrap_err();
+            assert!(
+                matches!(&err, LedgerError::Invalid { field: "amount", reason } if reason.contains("points.max_amount")),
+                "{k}: {err}"
+            );
+        }
+        for amount in [i64::MIN, -i64::MAX, -1_000_000_000_001] {
+            let err = st.adjust_points(&ann, amount, "underflow", "operator:test", None).await.unwrap_err();
+            assert!(matches!(&err, LedgerError::Invalid { field: "amount", .. }), "{k}: {err}");
+        }
+        assert_eq!(entries(st.clone(), ann.id.clone()).await, before, "{k}: nothing written");
+        assert_eq!(st.points(&ann.id).await.unwrap().balance, 100, "{k}");
+        st.grant_points(&ann, 1_000_000_000_000, "the most", "operator:test", None).await.unwrap();
+
+        // With no practical bound, the balance itself is checked: the sum
+        // would pass i64::MAX, so the entry is refused and nothing written.
+        let dir2 = tempfile::tempdir().unwrap();
+        let wide = station(&db, dir2.path(), |c| c.points.max_amount = u64::MAX);
+        let before = entries(wide.clone(), ann.id.clone()).await;
+        let err = wide.grant_points(&ann, i64::MAX, "overflow", "operator:test", None).await.unwrap_err();
+        assert!(
+            matches!(&err, LedgerError::Invalid { field: "amount", reason } if reason.contains("most points")),
+            "{k}: {err}"
+        );
+        assert_eq!(entries(wide.clone(), ann.id.clone()).await, before, "{k}: nothing written");
+        let b = wide.points(&ann.id).await.unwrap();
+        assert_eq!(b.balance, 1_000_000_000_100, "{k}");
+        // Up to the very top is fine; one more is not.
+        wide.grant_points(&ann, i64::MAX - b.balance, "to the top", "operator:test", None).await.unwrap();
+        assert_eq!(wide.points(&ann.id).await.unwrap().balance, i64::MAX, "{k}");
+        let err = wide.grant_points(&ann, 1, "one more", "operator:test", None).await.unwrap_err();
+        assert!(matches!(&err, LedgerError::Invalid { field: "amount", .. }), "{k}: {err}");
+        assert!(wide.audit_points().await.unwrap().is_empty(), "{k}: {:?}", wide.audit_points().await);
+        assert!(wide.accounts(100).await.is_ok(), "{k}");
+    }
+}
+
+/// Issue 17, item 5: the audit reports rows no 64-bit integer can hold (a
+/// ledger whose sum overflows, a float SQLite stored for an overflowing
+/// balance) instead of failing.
+#[tokio::test]
+async fn the_audit_reports_a_bad_row_instead_of_failing() {
+    for db in testing::all().await {
+        let k = db.kind;
+        let dir = tempfile::tempdir().unwrap();
+        let st = station(&db, dir.path(), |_| {});
+        let ann = st.account("local", "ann", "Ann").await.unwrap();
+        let bob = st.account("local", "bob", "Bob").await.unwrap();
+        st.ensure_starting_grant(&ann.id).await.unwrap();
+        st.ensure_starting_grant(&bob.id).await.unwrap();
+        // What the unchecked ledger wrote: two entries whose sum passes i64::MAX.
+        for n in 0..2 {
+            exec_sql(
+                &db.store,
+                &format!(
+                    "INSERT INTO ledger (idem_key, account_id, kind, amount, held, job_id, reason, actor, created_at) \
+                     VALUES ('bad:{n}', '{}', 'grant', {}, 0, NULL, 'overflow', 'test', 1)",
+                    ann.id,
+                    i64::MAX
+                ),
+            )
+            .await;
+        }
+        if k == "sqlite" {
+            // SQLite turned the overflowing balance into a float.
+            exec_sql(&db.store, &format!("UPDATE balances SET balance = 9.3e18 WHERE account_id = '{}'", ann.id)).await;
+        }
+        let problems = st.audit_points().await.expect("the audit reports, it does not fail");
+        let about_ann: Vec<_> = problems.iter().filter(|p| p.account_id.as_deref() == Some(ann.id.as_str())).collect();
+        assert!(about_ann.iter().any(|p| p.problem.contains("not a whole number of points")), "{k}: {problems:?}");
+        assert!(problems.iter().all(|p| p.account_id.as_deref() != Some(bob.id.as_str())), "{k}: {problems:?}");
+        assert_eq!(st.points(&bob.id).await.unwrap().balance, 100, "{k}: others' balances still read");
     }
 }

@@ -58,10 +58,21 @@ fn sponsored(mut r: SubmitRequest, scope: &str) -> SubmitRequest {
     r
 }
 
+/// Templates (`txt2img-sd15`, …) are hidden: only administrators may run
+/// them. The test's accounts run a public copy from the tools folder.
+fn publish_builtin(config: &Config, id: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../station-tools/builtin/{id}.json"));
+    let mut tool: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    tool["visibility"] = serde_json::json!("public");
+    std::fs::create_dir_all(config.tools_dir()).unwrap();
+    std::fs::write(config.tools_dir().join(format!("{id}.json")), tool.to_string()).unwrap();
+}
+
 fn station(db: &testing::TestDb, dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> Station {
     let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
     config.queue.poll_ms = 50;
     edit(&mut config);
+    publish_builtin(&config, "txt2img-sd15");
     let st = Station::with_store(config, db.store.clone()).unwrap().0;
     st.register_executor(Arc::new(Scripted));
     st

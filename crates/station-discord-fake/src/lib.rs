@@ -280,6 +280,8 @@ pub(crate) struct Interaction {
     /// The message `@original` refers to (created by the callback, or the component's message).
     pub original: Option<String>,
     pub component_message: Option<String>,
+    /// The request as signed and sent: body, signature, timestamp (for replays).
+    pub signed: Option<(Vec<u8>, String, String)>,
 }
 
 #[derive(Debug)]
@@ -642,6 +644,7 @@ impl FakeDiscord {
                     callback: None,
                     original: component_message.clone(),
                     component_message,
+                    signed: None,
                 },
             );
             s.by_token.insert(token.clone(), id.clone());
@@ -655,9 +658,10 @@ impl FakeDiscord {
             .unwrap_or_default()
             .as_secs()
             .to_string();
-        let mut signed = ts.as_bytes().to_vec();
-        signed.extend_from_slice(&body);
-        let sig = hex::encode(self.signing.sign(&signed).to_bytes());
+        let sig = self.sign(&body, &ts);
+        if let Some(i) = self.lock().interactions.get_mut(&id) {
+            i.signed = Some((body.clone(), sig.clone(), ts.clone()));
+        }
         let mut sent = self.send_raw(endpoint, body, &sig, &ts).await;
         if sent.status == 200 && sent.body.get("type").is_some() {
             let mut s = self.lock();
@@ -691,6 +695,25 @@ impl FakeDiscord {
             body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
             elapsed,
         }
+    }
+
+    /// Signs `timestamp` + `body` with the application's real key, as Discord
+    /// does (`X-Signature-Ed25519`), for requests built by the test (stale
+    /// timestamps).
+    pub fn sign(&self, body: &[u8], timestamp: &str) -> String {
+        let mut signed = timestamp.as_bytes().to_vec();
+        signed.extend_from_slice(body);
+        hex::encode(self.signing.sign(&signed).to_bytes())
+    }
+
+    /// Sends an earlier interaction again, byte for byte with its original
+    /// signature and timestamp, as someone who captured it would (a replay).
+    pub async fn replay(&self, endpoint: &str, interaction_id: &str) -> Sent {
+        let signed = self.lock().interactions.get(interaction_id).and_then(|i| i.signed.clone());
+        let (body, sig, ts) = signed.expect("an interaction sent with FakeDiscord::send");
+        let mut sent = self.send_raw(endpoint, body, &sig, &ts).await;
+        sent.id = interaction_id.to_string();
+        sent
     }
 
     /// Signs `body` with a different key (a forged request).

@@ -25,9 +25,26 @@ pub(crate) fn router(d: Discord) -> Router {
     Router::new().route(INTERACTIONS_PATH, post(endpoint)).with_state(d)
 }
 
+/// How far a request's `X-Signature-Timestamp` may be from now: Discord's
+/// docs ask endpoints to refuse older (replayed) requests.
+pub(crate) const MAX_CLOCK_SKEW_SECS: i64 = 5 * 60;
+
+/// Whether `ts` (Unix seconds) is within [`MAX_CLOCK_SKEW_SECS`] of now.
+fn fresh(ts: &str) -> bool {
+    let Ok(ts) = ts.trim().parse::<i64>() else { return false };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    now.checked_sub(ts).is_some_and(|skew| skew.abs() <= MAX_CLOCK_SKEW_SECS)
+}
+
 fn verify(d: &Discord, headers: &HeaderMap, body: &[u8]) -> bool {
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     let (Some(sig_hex), Some(ts)) = (h("x-signature-ed25519"), h("x-signature-timestamp")) else { return false };
+    if !fresh(ts) {
+        tracing::warn!(timestamp = ts, "Discord interaction with a timestamp more than 5 minutes from now refused");
+        return false;
+    }
     let Ok(sig_bytes) = hex::decode(sig_hex) else { return false };
     let Ok(sig) = Signature::from_slice(&sig_bytes) else { return false };
     let mut msg = ts.as_bytes().to_vec();
@@ -100,13 +117,13 @@ impl Origin {
     }
 }
 
-fn begin(d: &Discord, o: &Origin, original_free: bool) {
+fn begin(d: &Discord, o: &Origin, original_free: bool, ephemeral: bool) {
     let mut s = d.inner.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let lifetime = d.inner.options.token_lifetime;
     s.by_id.retain(|_, x| x.started.elapsed() < lifetime);
     let live: std::collections::HashSet<String> = s.by_id.keys().cloned().collect();
     s.by_chat.retain(|_, iid| live.contains(iid));
-    s.by_id.insert(o.id.clone(), Session { token: o.token.clone(), started: Instant::now(), original_free });
+    s.by_id.insert(o.id.clone(), Session { token: o.token.clone(), started: Instant::now(), original_free, ephemeral });
     s.by_chat.insert(o.conversation().chat, o.id.clone());
 }
 
@@ -231,7 +248,7 @@ async fn command(d: Discord, v: Value) -> Response {
         if images.is_empty() {
             return ephemeral("That message has no image. Use this on a message with an image attached.");
         }
-        begin(&d, &o, true);
+        begin(&d, &o, true, false);
         let dd = d.clone();
         let oo = o.clone();
         spawn_handle(d, o, async move {
@@ -254,7 +271,11 @@ async fn command(d: Discord, v: Value) -> Response {
     {
         return ephemeral(&format!("/{name} is switched off in this server by its admins."));
     }
-    begin(&d, &o, true);
+    // Commands whose answer is a secret (sign-in link, link code) are
+    // deferred ephemerally: the answer then replaces a message only the
+    // asker sees.
+    let private = d.inner.flows.answers_privately(&name);
+    begin(&d, &o, true, private);
     let dd = d.clone();
     let oo = o.clone();
     spawn_handle(d, o, async move {
@@ -283,7 +304,7 @@ async fn command(d: Discord, v: Value) -> Response {
         }
         Ok((a, Input::Command { name, text: words.join(" "), images, params }))
     });
-    json_response(json!({"type": 5}))
+    if private { json_response(json!({"type": 5, "data": {"flags": 64}})) } else { json_response(json!({"type": 5})) }
 }
 
 async fn admin(d: &Discord, o: &Origin, data: &Value) -> Response {
@@ -319,8 +340,11 @@ async fn admin(d: &Discord, o: &Origin, data: &Value) -> Response {
                 Ok(a) => a.id,
                 Err(e) => return ephemeral(&e),
             };
-            if let Err(e) = station.set_group_tool(&scope, &tool.id, enable, &by).await {
-                return ephemeral(&format!("The setting could not be saved ({e}); please try again."));
+            // Once per interaction, as every other input: a replayed one changes nothing.
+            match station.set_group_tool_once(&format!("discord:{}", o.id), &scope, &tool.id, enable, &by).await {
+                Ok(true) => {}
+                Ok(false) => return ephemeral("This request was handled already; nothing changed."),
+                Err(e) => return ephemeral(&format!("The setting could not be saved ({e}); please try again.")),
             }
             ephemeral(&format!("/{} is now {} in this server.", tool.command, if enable { "on" } else { "off" }))
         }
@@ -344,7 +368,7 @@ async fn component(d: Discord, v: Value) -> Response {
     if token.is_empty() {
         return ephemeral("Nothing was chosen.");
     }
-    begin(&d, &o, false);
+    begin(&d, &o, false, false);
     let dd = d.clone();
     let oo = o.clone();
     spawn_handle(d, o, async move { Ok((account(&dd, &oo).await?, Input::Action { token })) });
@@ -373,7 +397,7 @@ async fn modal_submit(d: Discord, v: Value) -> Response {
     } else {
         Input::Form { values, token: None }
     };
-    begin(&d, &o, false);
+    begin(&d, &o, false, false);
     let dd = d.clone();
     let oo = o.clone();
     spawn_handle(d, o, async move { Ok((account(&dd, &oo).await?, input)) });

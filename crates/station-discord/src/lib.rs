@@ -148,6 +148,8 @@ pub(crate) struct Session {
     pub(crate) started: Instant,
     /// The deferred response is still showing "thinking…" and may take the next message.
     pub(crate) original_free: bool,
+    /// The deferred response is ephemeral (only the asker sees it).
+    pub(crate) ephemeral: bool,
 }
 
 #[derive(Default)]
@@ -409,6 +411,11 @@ impl Platform for Discord {
         "discord"
     }
 
+    /// Private views are ephemeral messages of their interaction.
+    fn delivers_privately(&self) -> bool {
+        true
+    }
+
     async fn deliver(&self, conversation: &Conversation, out: &Outgoing) -> Outcome {
         let outcome = self.deliver_inner(conversation, out).await;
         if let Outcome::Permanent(why) = &outcome {
@@ -419,9 +426,75 @@ impl Platform for Discord {
 }
 
 impl Discord {
+    /// A private view ([`station_flows::View::private`]): always an ephemeral
+    /// message of the interaction that asked (in DMs and servers alike) —
+    /// the ephemeral deferred response, else an ephemeral follow-up (a public
+    /// "thinking…" left by the deferral is told where the answer went). With
+    /// no live interaction it is refused, never posted in the channel.
+    async fn deliver_private(
+        &self,
+        conversation: &Conversation,
+        out: &Outgoing,
+        rendered: render::Rendered,
+    ) -> Outcome {
+        let channel = channel_of(&conversation.chat).to_string();
+        let mut rendered = rendered;
+        rendered.payload["flags"] = serde_json::json!(64);
+        if let Some(MessageRef::Interaction { interaction, message, .. }) =
+            out.replace.as_deref().and_then(MessageRef::parse)
+            && let Some(sess) = self.session(&interaction)
+        {
+            let path = format!("{}/messages/{message}", self.webhook_path(&sess.token));
+            return match self.webhook_call(Method::PATCH, &path, &rendered, sess.started).await {
+                Ok(_) => Outcome::Sent { message_ref: out.replace.clone() },
+                Err(e) => outcome_of(&e),
+            };
+        }
+        let Some((iid, sess, original_free)) = self.claim_original(&conversation.chat) else {
+            return Outcome::Permanent(
+                "a private message can only be sent through the interaction that asked for it, and it has \
+                 expired; not posted in the channel"
+                    .into(),
+            );
+        };
+        let res = if original_free && sess.ephemeral {
+            let path = format!("{}/messages/@original", self.webhook_path(&sess.token));
+            self.webhook_call(Method::PATCH, &path, &rendered, sess.started).await
+        } else {
+            if original_free {
+                let note = render::Rendered {
+                    payload: render::note("🔒 I sent you the answer privately: only you can see it.", false),
+                    files: vec![],
+                };
+                let path = format!("{}/messages/@original", self.webhook_path(&sess.token));
+                if let Err(e) = self.webhook_call(Method::PATCH, &path, &note, sess.started).await {
+                    tracing::debug!(error = %e, "could not replace the public deferred response");
+                }
+            }
+            let path = format!("{}?wait=true", self.webhook_path(&sess.token));
+            self.webhook_call(Method::POST, &path, &rendered, sess.started).await
+        };
+        match res {
+            Ok(m) => {
+                let message = m["id"].as_str().unwrap_or("").to_string();
+                Outcome::Sent {
+                    message_ref: Some(MessageRef::Interaction { interaction: iid, channel, message }.render()),
+                }
+            }
+            Err(e) if token_gone(&e) => Outcome::Permanent(format!(
+                "a private message can only be sent through its interaction, whose token is no longer valid ({e}); \
+                 not posted in the channel"
+            )),
+            Err(e) => outcome_of(&e),
+        }
+    }
+
     async fn deliver_inner(&self, conversation: &Conversation, out: &Outgoing) -> Outcome {
         let channel = channel_of(&conversation.chat).to_string();
         let rendered = render::render(&self.inner.station, &out.view, &self.inner.modals).await;
+        if out.view.private {
+            return self.deliver_private(conversation, out, rendered).await;
+        }
         // Edits of an earlier message.
         if let Some(r) = out.replace.as_deref().and_then(MessageRef::parse) {
             if let MessageRef::Interaction { interaction, message, .. } = &r

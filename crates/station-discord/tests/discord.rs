@@ -161,7 +161,9 @@ fn dims(bytes: &[u8]) -> (u32, u32) {
 async fn bad_signatures_are_refused_and_ping_is_answered(db: TestDb) {
     let env = setup(db).await;
     let body = serde_json::to_vec(&env.fake.ping()).unwrap();
-    let ts = "1700000000";
+    // A current timestamp: these requests are refused for their signatures alone.
+    let now = now_secs().to_string();
+    let ts = now.as_str();
     let forged = FakeDiscord::forge_signature(&body, ts);
     assert_eq!(env.fake.send_raw(&env.endpoint, body.clone(), &forged, ts).await.status, 401, "forged signature");
     assert_eq!(env.fake.send_raw(&env.endpoint, body.clone(), "zz", ts).await.status, 401, "malformed signature");
@@ -469,9 +471,115 @@ async fn server_admins_switch_tools_off(db: TestDb) {
     env.stop().await;
 }
 
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Issue 17, item 7: a correctly signed request whose timestamp is more than
+/// five minutes from now (a replay of a captured request) is refused.
+async fn stale_or_future_timestamps_are_refused(db: TestDb) {
+    let env = setup(db).await;
+    let body = serde_json::to_vec(&env.fake.ping()).unwrap();
+    for skew in [-301, 301, -3600, 86_400] {
+        let ts = (now_secs() + skew).to_string();
+        let sig = env.fake.sign(&body, &ts);
+        let sent = env.fake.send_raw(&env.endpoint, body.clone(), &sig, &ts).await;
+        assert_eq!(sent.status, 401, "timestamp {skew} s from now: {}", sent.body);
+    }
+    for ts in ["", "soon", "1e9"] {
+        let sig = env.fake.sign(&body, ts);
+        assert_eq!(env.fake.send_raw(&env.endpoint, body.clone(), &sig, ts).await.status, 401, "{ts:?}");
+    }
+    // Within the window, the same request signed the same way is answered.
+    let ts = (now_secs() - 60).to_string();
+    let sig = env.fake.sign(&body, &ts);
+    let sent = env.fake.send_raw(&env.endpoint, body, &sig, &ts).await;
+    assert_eq!((sent.status, sent.body), (200, json!({"type": 1})));
+    env.stop().await;
+}
+
+/// Issue 17, item 7: `/admin disable-tool` replayed (the same interaction,
+/// signature and timestamp, after the tool was switched back on) changes
+/// nothing: it goes through the same once-only input keys as the flows.
+async fn a_replayed_admin_switch_changes_nothing(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    let admin = env.actor.clone().admin();
+    let scope = station_discord::guild_scope(GUILD);
+    let off = json!([{"name": "disable-tool", "type": 1, "options": [{"name": "tool", "type": 3, "value": "dream"}]}]);
+    let on = json!([{"name": "enable-tool", "type": 1, "options": [{"name": "tool", "type": 3, "value": "dream"}]}]);
+    let first = env.send(env.fake.slash(&admin, "admin", off, &[])).await;
+    assert!(!env.station.group_tool_enabled(&scope, "dream").await.unwrap(), "[{k}]");
+    env.send(env.fake.slash(&admin, "admin", on, &[])).await;
+    assert!(env.station.group_tool_enabled(&scope, "dream").await.unwrap(), "[{k}]");
+    let again = env.fake.replay(&env.endpoint, &first.id).await;
+    assert_eq!(again.status, 200, "[{k}] {}", again.body);
+    assert!(again.body["data"]["content"].as_str().unwrap().contains("handled already"), "[{k}] {}", again.body);
+    assert!(env.station.group_tool_enabled(&scope, "dream").await.unwrap(), "[{k}] the replay switched dream off");
+    env.stop().await;
+}
+
+/// Issue 17, item 1: `/web` and `/link` answer with an ephemeral message
+/// (flag 64) only the asker sees — in a server channel and in a DM — and no
+/// message others can read carries the sign-in link or the link code.
+async fn sign_in_secrets_are_ephemeral(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    let dm = Actor::dm("7002", "bob", "6100");
+    for actor in [env.actor.clone(), dm] {
+        let where_ = if actor.guild_id.is_some() { "server" } else { "DM" };
+        let web = env.send(env.fake.slash(&actor, "web", json!([]), &[])).await;
+        assert_eq!(web.body, json!({"type": 5, "data": {"flags": 64}}), "[{k}] {where_}: deferred ephemerally");
+        let link = env
+            .fake
+            .wait_for(WAIT, "the sign-in link", |all| {
+                all.iter()
+                    .find(|m| {
+                        m.channel_id == actor.channel_id && m.buttons().iter().any(|(u, _)| u.contains("login?token="))
+                    })
+                    .cloned()
+            })
+            .await;
+        assert!(link.ephemeral(), "[{k}] {where_}: the sign-in link is ephemeral: {link:?}");
+        assert_eq!(link.interaction_token.as_deref(), Some(web.token.as_str()), "[{k}] {where_}");
+        let token = link.buttons().into_iter().find_map(|(u, _)| u.split("token=").nth(1).map(str::to_owned)).unwrap();
+        let code_sent = env.send(env.fake.slash(&actor, "link", json!([]), &[])).await;
+        assert_eq!(code_sent.body["data"]["flags"], 64, "[{k}] {where_}");
+        let code_msg = env
+            .fake
+            .wait_for(WAIT, "the link code", |all| {
+                all.iter().find(|m| m.channel_id == actor.channel_id && m.text().contains("Your link code")).cloned()
+            })
+            .await;
+        assert!(code_msg.ephemeral(), "[{k}] {where_}: the link code is ephemeral: {code_msg:?}");
+        let code = code_msg
+            .text()
+            .split("code: ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_matches('`')
+            .to_string();
+        assert!(code.len() >= 6, "[{k}] {code}");
+        for m in env.fake.channel_messages(&actor.channel_id).iter().filter(|m| !m.ephemeral()) {
+            let seen = format!("{} {:?} {:?}", m.text(), m.buttons(), m.history);
+            assert!(
+                !seen.contains(&token) && !seen.contains(&code),
+                "[{k}] {where_}: a public message shows a secret: {seen}"
+            );
+        }
+    }
+    env.stop().await;
+}
+
 use station_testkit::on_every_db;
 
 on_every_db!(
+    sign_in_secrets_are_ephemeral,
+    stale_or_future_timestamps_are_refused,
+    a_replayed_admin_switch_changes_nothing,
     bad_signatures_are_refused_and_ping_is_answered,
     registration_fits_discords_limits_and_follows_tool_changes,
     slash_command_defers_then_progress_and_result_then_rerun,

@@ -145,7 +145,13 @@ impl Flows {
             replace: d.message_ref.clone().or(d.replace_ref.clone()),
             account_id: d.account_id.clone(),
         };
-        let outcome = platform.deliver(&conv, &out).await;
+        // A secret for one person never goes through an adapter that cannot
+        // keep it to them.
+        let outcome = if out.view.private && !platform.delivers_privately() {
+            Outcome::Permanent(format!("{} cannot deliver a private message; not sent", d.platform))
+        } else {
+            platform.deliver(&conv, &out).await
+        };
         let now = now_ms();
         let result = match outcome {
             Outcome::Sent { message_ref } => {

@@ -431,6 +431,14 @@ impl Flows {
         Ok(Reply::default())
     }
 
+    /// Whether the command's answer is private to its asker ([`Flow::private`]):
+    /// adapters that answer before the flow runs (Discord's deferred
+    /// response) make that first answer private too.
+    pub fn answers_privately(&self, command: &str) -> bool {
+        let name = command.trim_start_matches('/').split('@').next().unwrap_or("").to_lowercase();
+        self.inner.flows.get(name.as_str()).is_some_and(|f| f.private())
+    }
+
     fn flow(&self, name: &str) -> Result<Arc<dyn Flow>, FlowError> {
         self.inner.flows.get(name).cloned().ok_or_else(|| FlowError::UnknownFlow(name.to_string()))
     }
@@ -576,6 +584,9 @@ impl Flows {
                 }
                 Next::Finish(outs) => {
                     notes.extend(outs);
+                    if flow.private() {
+                        notes.iter_mut().for_each(|n| n.view.private = true);
+                    }
                     return self.finish(cx, inst, expected_rev, "finished", notes, now).await;
                 }
             }
@@ -587,6 +598,11 @@ impl Flows {
         }
         let state: Value = serde_json::from_str(&inst.state).unwrap_or(Value::Null);
         let mut view = flow.view(cx, &inst.step, &state).await?;
+        if flow.private() {
+            // Everything a private flow says is for its asker alone.
+            view.private = true;
+            notes.iter_mut().for_each(|n| n.view.private = true);
+        }
         inst.rev += 1;
         inst.history = serde_json::to_string(&history).expect("history serialises");
         inst.updated_at = now;

@@ -172,6 +172,13 @@ pub trait Flow: Send + Sync {
         false
     }
 
+    /// Flows that hand out secrets granting the account (a sign-in link, a
+    /// link code): every message they send is private to the asker
+    /// ([`crate::View::private`]), whatever the flow's views say.
+    fn private(&self) -> bool {
+        false
+    }
+
     /// The steps.
     fn steps(&self) -> &'static [StepSpec];
 

@@ -157,6 +157,15 @@ pub trait Platform: Send + Sync {
     /// The platform name used in [`Conversation::platform`].
     fn name(&self) -> &str;
 
+    /// Whether the adapter can show a view to its account alone, wherever
+    /// the conversation is (a private chat, an ephemeral message, a terminal
+    /// only its user reads). A [`View::private`](crate::View::private) view
+    /// is never handed to an adapter that answers false: the delivery
+    /// service fails it instead. An adapter that answers true must deliver
+    /// such views only to their account, or refuse them
+    /// ([`Outcome::Permanent`]) — never post them where others read.
+    fn delivers_privately(&self) -> bool;
+
     /// Renders and sends (or edits) one message.
     async fn deliver(&self, conversation: &Conversation, out: &Outgoing) -> Outcome;
 }

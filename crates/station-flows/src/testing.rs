@@ -31,6 +31,8 @@ pub struct Shown {
 pub struct TestPlatform {
     name: String,
     state: Arc<Mutex<State>>,
+    /// Cannot show a view to one person alone (a shared screen).
+    public_only: bool,
 }
 
 #[derive(Default)]
@@ -46,7 +48,18 @@ struct State {
 impl TestPlatform {
     /// A test platform named `name` (conversations use it as their platform).
     pub fn new(name: &str) -> TestPlatform {
-        TestPlatform { name: name.to_string(), state: Default::default() }
+        TestPlatform { name: name.to_string(), state: Default::default(), public_only: false }
+    }
+
+    /// A platform that cannot deliver privately (everything it shows, all
+    /// of the chat reads): private views must never reach it.
+    pub fn public_only(name: &str) -> TestPlatform {
+        TestPlatform { public_only: true, ..TestPlatform::new(name) }
+    }
+
+    /// The chat where private views for `account_id` asked in a group are shown.
+    pub fn private_chat(account_id: &str) -> String {
+        format!("private:{account_id}")
     }
 
     /// Makes the next sends return these outcomes instead of succeeding.
@@ -99,11 +112,22 @@ impl Platform for TestPlatform {
         &self.name
     }
 
+    /// Private views in a group conversation go to the chat
+    /// [`TestPlatform::private_chat`] of their account, never the group.
+    fn delivers_privately(&self) -> bool {
+        !self.public_only
+    }
+
     async fn deliver(&self, conversation: &Conversation, out: &Outgoing) -> Outcome {
         let mut s = self.state.lock().expect("state");
         if let Some(o) = s.scripted.pop_front() {
             return o;
         }
+        let conversation = &if out.view.private && conversation.group.is_some() {
+            Conversation::new(&conversation.platform, &TestPlatform::private_chat(&out.account_id))
+        } else {
+            conversation.clone()
+        };
         let chat = s.chats.entry(conversation.chat.clone()).or_default();
         if let Some(r) = &out.replace
             && let Some(m) = chat.iter_mut().find(|m| &m.message_ref == r)

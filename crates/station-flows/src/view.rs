@@ -25,6 +25,14 @@ pub struct View {
     /// What input the step waits for, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<InputRequest>,
+    /// Private to the asker: the view holds a secret that grants their
+    /// account (a sign-in link, a link code) and must reach only the account
+    /// it is for — never a group or a channel others read. Every adapter
+    /// honours it (Telegram: a private chat, Discord: an ephemeral message);
+    /// the delivery service refuses to hand it to an adapter that cannot
+    /// deliver privately ([`crate::Platform::delivers_privately`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
 }
 
 /// One component.
@@ -495,6 +503,12 @@ impl View {
     /// A view of one text block.
     pub fn text(text: impl Into<Rich>) -> View {
         View { blocks: vec![Block::Text { text: text.into() }], ..Default::default() }
+    }
+
+    /// The same view, private to the account it is for (see [`View::private`]).
+    pub fn private(mut self) -> View {
+        self.private = true;
+        self
     }
 
     /// Appends a block.

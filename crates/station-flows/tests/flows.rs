@@ -567,9 +567,76 @@ async fn balance_and_link(db: TestDb) {
     env.stop().await;
 }
 
+/// Issue 17, item 1: `/web` and `/link` asked in a group reach only the
+/// asker (their private views go to the platform's private chat with them,
+/// never the group), and a platform that cannot deliver privately is never
+/// handed them: the delivery fails, nothing is shown.
+async fn secrets_asked_in_a_group_reach_only_the_asker(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    let group = Conversation { group: Some("test:-100".into()), ..Conversation::new("test", "-100") };
+    for name in ["web", "link"] {
+        let input = Input::Command { name: name.into(), text: String::new(), images: vec![], params: Map::new() };
+        env.flows.handle(&env.account, &group, input).await.unwrap();
+    }
+    let private = TestPlatform::private_chat(&env.account.id);
+    let msgs = env
+        .platform
+        .wait_for(&private, WAIT, "both secrets in private", |m| {
+            let all = serde_json::to_string(&m.iter().map(|m| &m.view).collect::<Vec<_>>()).unwrap();
+            all.contains("login?token=") && all.contains("link code")
+        })
+        .await;
+    assert!(msgs.iter().all(|m| m.view.private), "[{k}] the secrets are private views");
+    assert!(
+        env.platform.messages(&group.chat).is_empty(),
+        "[{k}] the group got: {:?}",
+        env.platform.messages(&group.chat)
+    );
+
+    // A shared screen: the secret is refused, not shown.
+    let shared = TestPlatform::public_only("kiosk");
+    env.flows.add_platform(Arc::new(shared.clone()));
+    let kiosk = Conversation::new("kiosk", "hall");
+    let input = Input::Command { name: "web".into(), text: String::new(), images: vec![], params: Map::new() };
+    env.flows.handle(&env.account, &kiosk, input).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let rows = env.db.store.conversation_deliveries(&kiosk.key()).await.unwrap();
+        if !rows.is_empty() && rows.iter().all(|r| r.status == "failed") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "[{k}] the kiosk delivery never failed: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(shared.messages("hall").is_empty(), "[{k}] nothing was shown on the shared screen");
+    env.stop().await;
+}
+
+/// Issue 17, item 10: tools whose visibility is `hidden` (the built-in
+/// templates) do not exist for members in a chat: their commands are
+/// unknown, and nothing is queued.
+async fn hidden_tools_are_unknown_commands(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    for (name, text) in [("sdxl", "a cat"), ("txt2img-sdxl", "a cat"), ("sd15", "a dog")] {
+        env.command(name, text).await;
+        env.wait(&format!("/{name} unknown"), |m| {
+            m.last().is_some_and(|m| m.view.plain_text().contains(&format!("Unknown command /{name}")))
+        })
+        .await;
+    }
+    assert!(env.jobs().await.is_empty(), "[{k}] a hidden tool was queued");
+    let menu: Vec<String> = env.flows.commands(Some(&env.account)).into_iter().map(|c| c.name).collect();
+    assert!(!menu.contains(&"sdxl".to_string()), "[{k}] {menu:?}");
+    env.stop().await;
+}
+
 use station_testkit::on_every_db;
 
 on_every_db!(
+    secrets_asked_in_a_group_reach_only_the_asker,
+    hidden_tools_are_unknown_commands,
     make_with_prompt_inline,
     progress_edits_are_throttled_per_conversation,
     make_asks_only_for_missing_inputs,

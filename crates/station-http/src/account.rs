@@ -317,9 +317,11 @@ async fn link(State(station): State<Station>, Caller(a): Caller, body: Result<Js
                 LinkError::JobsActive(_) | LinkError::PointsHeld(_) | LinkError::Changed => {
                     (StatusCode::CONFLICT, "busy")
                 }
-                LinkError::SameAccount | LinkError::Merged(_) | LinkError::AdminMustSurvive | LinkError::Store(_) => {
-                    (StatusCode::CONFLICT, "cannot_link")
-                }
+                LinkError::SameAccount
+                | LinkError::Merged(_)
+                | LinkError::AdminMustSurvive
+                | LinkError::TooManyPoints
+                | LinkError::Store(_) => (StatusCode::CONFLICT, "cannot_link"),
             };
             api_error(status, code, e.to_string(), vec![])
         }

@@ -49,16 +49,49 @@ impl Store {
         by: &str,
         now: i64,
     ) -> Result<(), StoreError> {
+        self.set_group_tool_keyed(scope, tool_id, enabled, by, None, now).await.map(|_| ())
+    }
+
+    /// [`Store::set_group_tool`] on behalf of a named input (a chat
+    /// platform's interaction): the key is recorded in the flows' input keys
+    /// in the same transaction. Returns false, changing nothing, when the key
+    /// was recorded before (a replayed input).
+    pub async fn set_group_tool_keyed(
+        &self,
+        scope: &str,
+        tool_id: &str,
+        enabled: bool,
+        by: &str,
+        input_key: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            if let Some(key) = input_key {
+                let fresh = sqlx::query(
+                    "INSERT INTO flow_inputs (input_key, created_at) VALUES ($1, $2) ON CONFLICT (input_key) DO NOTHING",
+                )
+                .bind(key)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !fresh {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+            }
             sqlx::query(
                 "INSERT INTO group_tools (scope, tool_id, enabled, updated_by, updated_at) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, tool_id) DO UPDATE SET \
                  enabled = excluded.enabled, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
             )
             .bind(scope).bind(tool_id).bind(i64::from(enabled)).bind(by).bind(now)
-            .execute(p)
+            .execute(&mut *tx)
             .await?;
-        });
-        Ok(())
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 }

@@ -93,6 +93,9 @@ pub enum LinkError {
     /// The caller's points changed while linking.
     #[error("your points changed while linking; please try again")]
     Changed,
+    /// Together the two balances would pass the most points an account can hold.
+    #[error("together the two accounts would hold more points than an account can; ask an administrator")]
+    TooManyPoints,
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -529,12 +532,20 @@ impl Store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("UPDATE balances SET balance = balance + $1, updated_at = $2 WHERE account_id = $3")
-                    .bind(balance)
-                    .bind(now)
-                    .bind(&owner)
-                    .execute(&mut *tx)
-                    .await?;
+                // Checked: the sum must stay a 64-bit integer (SQLite would
+                // store a float, PostgreSQL would fail the statement).
+                let moved = sqlx::query(
+                    "UPDATE balances SET balance = balance + $1, updated_at = $2 WHERE account_id = $3 AND balance <= $4",
+                )
+                .bind(balance)
+                .bind(now)
+                .bind(&owner)
+                .bind(i64::MAX - balance)
+                .execute(&mut *tx)
+                .await?;
+                if moved.rows_affected() != 1 {
+                    return Err(LinkError::TooManyPoints);
+                }
             }
             // Saved settings and pricing preferences: the surviving account's own win.
             sqlx::query(

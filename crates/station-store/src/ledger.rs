@@ -541,20 +541,39 @@ impl Store {
                 return Ok(Applied::Posted(Posted::Duplicate(earlier)));
             };
             // The whole overdraft rule is this WHERE: evaluated on the locked
-            // row, so concurrent spends see each other's effect.
+            // row, so concurrent spends see each other's effect. Its first two
+            // terms keep the sums below from overflowing (checked in SQL, so a
+            // concurrent entry cannot slip between a check and the write):
+            // SQLite would turn an overflowing sum into a float, PostgreSQL
+            // would fail the statement.
             let r = sqlx::query(
                 "UPDATE balances SET balance = balance + $1, held = held + $2, updated_at = $3 \
-                 WHERE account_id = $4 AND held + $2 >= 0 AND balance + $1 >= held + $2",
+                 WHERE account_id = $4 AND balance <= $5 AND held <= $6 \
+                 AND held + $2 >= 0 AND balance + $1 >= held + $2",
             )
             .bind(op.amount)
             .bind(op.held)
             .bind(op.now)
             .bind(&op.account_id)
+            .bind(i64::MAX - op.amount.max(0))
+            .bind(i64::MAX - op.held.max(0))
             .execute(&mut *tx)
             .await?;
             if r.rows_affected() != 1 {
                 tx.rollback().await?;
-                let available = self.balance(&op.account_id).await?.available();
+                let b = self.balance(&op.account_id).await?;
+                if b.balance.checked_add(op.amount).is_none() || b.held.checked_add(op.held).is_none() {
+                    return Err(LedgerError::Invalid {
+                        field: "amount",
+                        reason: format!(
+                            "{} would take the balance of {} past the most points an account can hold ({})",
+                            op.amount,
+                            b.balance,
+                            i64::MAX
+                        ),
+                    });
+                }
+                let available = b.available();
                 return Err(LedgerError::Insufficient { needed: op.held.max(-op.amount).max(0), available });
             }
             // After the balance row: the same lock order as a submission, which
@@ -659,41 +678,66 @@ impl Store {
     pub async fn audit_points(&self) -> Result<Vec<AuditProblem>, StoreError> {
         type Sums = BTreeMap<String, (i64, i64)>;
         type Usage = Vec<(String, String, i64, i64)>;
-        let (cached, ledger, active, holds, usage): (
-            AccountSums,
-            AccountSums,
-            Vec<(String, i64)>,
-            Vec<HoldAudit>,
-            Usage,
-        ) = with_pool!(self, p => {
-            let cached = sqlx::query_as("SELECT account_id, balance, held FROM balances").fetch_all(p).await?;
-            let ledger = sqlx::query_as(
-                "SELECT account_id, CAST(SUM(amount) AS BIGINT), CAST(SUM(held) AS BIGINT) FROM ledger GROUP BY account_id",
+        type Texts = Vec<(String, String, String)>;
+        // Numbers are read as text and parsed here, so a row no 64-bit
+        // integer can hold (a float SQLite stored for an overflowing sum, a
+        // sum past the range) is reported, never a failed audit.
+        let (cached, ledger, rest): (Texts, Texts, Result<_, sqlx::Error>) = with_pool!(self, p => {
+            let cached: Texts = sqlx::query_as(
+                "SELECT account_id, CAST(balance AS TEXT), CAST(held AS TEXT) FROM balances",
             )
             .fetch_all(p)
             .await?;
-            let active = sqlx::query_as(
-                "SELECT account_id, CAST(SUM(amount - allowance) AS BIGINT) FROM holds WHERE state = 'active' \
-                 GROUP BY account_id",
+            let grouped: Result<Texts, sqlx::Error> = sqlx::query_as(
+                "SELECT account_id, CAST(SUM(amount) AS TEXT), CAST(SUM(held) AS TEXT) FROM ledger GROUP BY account_id",
             )
             .fetch_all(p)
-            .await?;
-            let holds = sqlx::query_as(
-                "SELECT h.job_id, h.account_id, h.amount, h.state, j.status, h.charged, h.allowance, h.beneficiary, \
-                 h.sponsor_scope, h.day, \
-                 (SELECT COUNT(*) FROM ledger l WHERE l.job_id = h.job_id AND l.kind IN ('capture','release')) AS settlements, \
-                 (SELECT COUNT(*) FROM ledger l WHERE l.job_id = h.job_id AND l.kind = 'hold' \
-                    AND l.held = h.amount - h.allowance AND l.allowance = h.allowance) AS hold_entries, \
-                 (SELECT CAST(COALESCE(SUM(l.allowance), 0) AS BIGINT) FROM ledger l WHERE l.job_id = h.job_id) \
-                    AS ledger_allowance \
-                 FROM holds h LEFT JOIN jobs j ON j.id = h.job_id ORDER BY h.created_at",
-            )
-            .fetch_all(p)
-            .await?;
-            let usage = sqlx::query_as("SELECT pool, account_id, day, used FROM daily_usage WHERE used <> 0")
+            .await;
+            let ledger = match grouped {
+                Ok(rows) => rows,
+                // SQLite's SUM fails on an integer overflow: add up row by row.
+                Err(_) => {
+                    let rows: Texts = sqlx::query_as(
+                        "SELECT account_id, CAST(amount AS TEXT), CAST(held AS TEXT) FROM ledger",
+                    )
+                    .fetch_all(p)
+                    .await?;
+                    let mut sums: BTreeMap<String, (Option<i128>, Option<i128>)> = BTreeMap::new();
+                    for (account, amount, held) in rows {
+                        let e = sums.entry(account).or_insert((Some(0), Some(0)));
+                        e.0 = e.0.zip(amount.trim().parse::<i64>().ok()).map(|(s, a)| s + i128::from(a));
+                        e.1 = e.1.zip(held.trim().parse::<i64>().ok()).map(|(s, h)| s + i128::from(h));
+                    }
+                    let text = |v: Option<i128>| v.map_or_else(|| "not a whole number".to_string(), |v| v.to_string());
+                    sums.into_iter().map(|(a, (b, h))| (a, text(b), text(h))).collect()
+                }
+            };
+            let rest = async {
+                let active: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT account_id, CAST(SUM(amount - allowance) AS BIGINT) FROM holds WHERE state = 'active' \
+                     GROUP BY account_id",
+                )
                 .fetch_all(p)
                 .await?;
-            (cached, ledger, active, holds, usage)
+                let holds: Vec<HoldAudit> = sqlx::query_as(
+                    "SELECT h.job_id, h.account_id, h.amount, h.state, j.status, h.charged, h.allowance, h.beneficiary, \
+                     h.sponsor_scope, h.day, \
+                     (SELECT COUNT(*) FROM ledger l WHERE l.job_id = h.job_id AND l.kind IN ('capture','release')) AS settlements, \
+                     (SELECT COUNT(*) FROM ledger l WHERE l.job_id = h.job_id AND l.kind = 'hold' \
+                        AND l.held = h.amount - h.allowance AND l.allowance = h.allowance) AS hold_entries, \
+                     (SELECT CAST(COALESCE(SUM(l.allowance), 0) AS BIGINT) FROM ledger l WHERE l.job_id = h.job_id) \
+                        AS ledger_allowance \
+                     FROM holds h LEFT JOIN jobs j ON j.id = h.job_id ORDER BY h.created_at",
+                )
+                .fetch_all(p)
+                .await?;
+                let usage: Usage = sqlx::query_as("SELECT pool, account_id, day, used FROM daily_usage WHERE used <> 0")
+                    .fetch_all(p)
+                    .await?;
+                Ok::<_, sqlx::Error>((active, holds, usage))
+            }
+            .await;
+            (cached, ledger, rest)
         });
         let mut problems = vec![];
         let mut push = |account: Option<&str>, job: Option<&str>, problem: String| {
@@ -703,11 +747,38 @@ impl Store {
                 problem,
             });
         };
-        let cached: Sums = cached.into_iter().map(|(a, b, h)| (a, (b, h))).collect();
-        let ledger: Sums = ledger.into_iter().map(|(a, b, h)| (a, (b, h))).collect();
+        let (active, holds, usage) = match rest {
+            Ok(r) => r,
+            Err(e) => {
+                push(None, None, format!("holds and daily usage could not be read: {e}"));
+                (vec![], vec![], vec![])
+            }
+        };
+        let mut unreadable = std::collections::BTreeSet::new();
+        let mut parse = |rows: Texts, what: &str, push: &mut dyn FnMut(Option<&str>, Option<&str>, String)| -> Sums {
+            let mut out = Sums::new();
+            for (a, b, h) in rows {
+                match (b.trim().parse::<i64>(), h.trim().parse::<i64>()) {
+                    (Ok(b), Ok(h)) => {
+                        out.insert(a, (b, h));
+                    }
+                    _ => {
+                        push(
+                            Some(&a),
+                            None,
+                            format!("{what} balance {b} held {h} is not a whole number of points in the 64-bit range"),
+                        );
+                        unreadable.insert(a);
+                    }
+                }
+            }
+            out
+        };
+        let cached: Sums = parse(cached, "cached", &mut push);
+        let ledger: Sums = parse(ledger, "the ledger's sum of", &mut push);
         let active: BTreeMap<String, i64> = active.into_iter().collect();
         let accounts: std::collections::BTreeSet<&String> = cached.keys().chain(ledger.keys()).collect();
-        for a in accounts {
+        for a in accounts.into_iter().filter(|a| !unreadable.contains(*a)) {
             let (cb, ch) = cached.get(a).copied().unwrap_or_default();
             let (lb, lh) = ledger.get(a).copied().unwrap_or_default();
             if (cb, ch) != (lb, lh) {
@@ -825,9 +896,6 @@ impl Store {
         Ok(problems)
     }
 }
-
-/// `(account, balance, held)` rows.
-type AccountSums = Vec<(String, i64, i64)>;
 
 /// A hold as its settlement left it.
 #[derive(sqlx::FromRow)]

@@ -5,7 +5,9 @@
 //! answering with the real API's shapes: `{ok:true,result}` or
 //! `{ok:false,error_code,description,parameters:{retry_after}}` with the
 //! real descriptions (`Bad Request: message is not modified: …`,
-//! `Forbidden: bot was blocked by the user`, `Too Many Requests: retry after N`).
+//! `Forbidden: bot was blocked by the user`, `Forbidden: bot can't initiate
+//! conversation with a user` for someone seen only in groups who never
+//! started a private chat, `Too Many Requests: retry after N`).
 //! `getUpdates` long-polls and acknowledges by offset; `setWebhook` switches
 //! to delivering updates by POST with `X-Telegram-Bot-Api-Secret-Token`.
 //! Limits checked: 64-byte callback data, 4096-character text, 1024-character

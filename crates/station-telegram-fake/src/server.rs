@@ -384,9 +384,18 @@ pub(crate) async fn webhook_loop(shared: Arc<Shared>) {
     }
 }
 
-/// The chat a send goes to: must be known and not blocked.
+/// The chat a send goes to: must be known and not blocked. A user the bot
+/// knows (from a group) who never started a private chat with it cannot be
+/// written to first: 403, as the real API answers.
 fn target_chat(inner: &Inner, p: &Params) -> Result<FakeChat, ApiError> {
     let id = p.int("chat_id").ok_or_else(|| bad("Bad Request: chat_id is empty"))?;
+    if id > 0 && !inner.chats.contains_key(&id) && inner.users.contains_key(&id) {
+        return Err(ApiError {
+            code: 403,
+            description: "Forbidden: bot can't initiate conversation with a user".into(),
+            retry_after: None,
+        });
+    }
     let chat = inner.chats.get(&id).and_then(|c| c.chat.clone()).ok_or_else(|| bad("Bad Request: chat not found"))?;
     if chat.kind == "private" && inner.blocked.contains(&chat.id) {
         return Err(ApiError {

@@ -413,3 +413,20 @@ async fn flood_control_per_chat_group_and_global() {
     assert_eq!(codes[8], 429);
     assert!(fake.stats().served_429 >= 4);
 }
+
+/// Someone the bot saw only in a group cannot be written to privately until
+/// they start a private chat (the real API's 403).
+#[tokio::test]
+async fn private_chats_exist_only_once_the_user_starts_one() {
+    let fake = FakeTelegram::start_with(relaxed()).await;
+    let api = Api::new(&fake);
+    let ann = FakeUser::new(5, "Ann");
+    let group = FakeChat::group(-100_5, "Friends");
+    fake.send_text(&group, &ann, "hello all");
+    let (status, d) = api.err("sendMessage", json!({"chat_id": 5, "text": "secret"})).await;
+    assert_eq!((status, d.as_str()), (403, "Forbidden: bot can't initiate conversation with a user"));
+    assert!(fake.bot_messages(5).is_empty());
+    fake.send_text(&FakeChat::private(&ann), &ann, "/start");
+    api.ok("sendMessage", json!({"chat_id": 5, "text": "secret"})).await;
+    assert_eq!(fake.bot_messages(5).len(), 1);
+}

@@ -122,6 +122,11 @@ impl Platform for TelegramBot {
         "telegram"
     }
 
+    /// Private views asked for in a group go to the asker's private chat.
+    fn delivers_privately(&self) -> bool {
+        true
+    }
+
     async fn deliver(&self, conversation: &Conversation, out: &Outgoing) -> Outcome {
         let Ok(chat) = conversation.chat.parse::<i64>() else {
             return Outcome::Permanent(format!("{:?} is not a Telegram chat id", conversation.chat));
@@ -153,9 +158,14 @@ impl Platform for TelegramBot {
             None
         };
         let t = Target { chat, group, as_file, reply_to };
-        let result = match out.replace.as_deref().and_then(parse_ref) {
-            Some((kind, id)) => self.edit(t, kind, id, &rendered, out).await,
-            None => self.send(t, &rendered).await,
+        let result = if out.view.private && group {
+            // A secret for the asker: never in the group.
+            self.send_privately(t, &rendered, out).await
+        } else {
+            match out.replace.as_deref().and_then(parse_ref) {
+                Some((kind, id)) => self.edit(t, kind, id, &rendered, out).await,
+                None => self.send(t, &rendered).await,
+            }
         };
         match result {
             Ok(r) => Outcome::Sent { message_ref: r },
@@ -179,6 +189,51 @@ impl Platform for TelegramBot {
 }
 
 impl TelegramBot {
+    /// A private view asked for in a group ([`station_flows::View::private`]):
+    /// sent to the account's private chat with the bot (a Telegram user's
+    /// private chat has their user id), and the group is told so. When the
+    /// bot cannot write to them privately (they never started it: 403 "bot
+    /// can't initiate conversation with a user", or blocked it), the group is
+    /// told to open a private chat first; the view itself never goes there.
+    async fn send_privately(&self, t: Target, rendered: &Rendered, out: &Outgoing) -> Result<Option<String>, Fail> {
+        let identities = self
+            .inner
+            .station
+            .account_identities(&out.account_id)
+            .await
+            .map_err(|e| Fail::Api(ApiError::Network { method: "identities".into(), reason: e.to_string() }))?;
+        let users: Vec<i64> = identities
+            .iter()
+            .filter(|(provider, _)| provider == "telegram")
+            .filter_map(|(_, subject)| subject.parse::<i64>().ok())
+            .filter(|id| *id > 0)
+            .collect();
+        let mut reached = false;
+        for user in users {
+            let dm = Target { chat: user, group: false, as_file: t.as_file, reply_to: None };
+            match self.send(dm, rendered).await {
+                Ok(_) => {
+                    reached = true;
+                    break;
+                }
+                Err(Fail::Api(e)) if e.is_permanent_for_chat() => {
+                    tracing::info!(error = %e, "cannot write to a user privately; telling them in the group");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let username = self.username();
+        let note = if reached {
+            station_flows::View::text("🔒 I sent it to you in a private chat.")
+        } else {
+            station_flows::View::text(format!(
+                "🔒 That is only for you, so I send it in a private chat, but I can't write to you privately yet.                  Open a private chat with @{username}, press Start, then send the command again."
+            ))
+            .row(vec![station_flows::Button::url("Open a private chat", format!("https://t.me/{username}"))])
+        };
+        self.send(t, &render(&note)).await
+    }
+
     /// Waits for the chat's slot, unless that would be long (then the
     /// delivery comes back later).
     async fn slot(&self, chat: i64, group: bool) -> Result<(), Fail> {

@@ -281,6 +281,49 @@ async fn webhook_mode_checks_the_secret() {
     env.stop().await;
 }
 
+/// Issue 17, item 13: a webhook body without `update_id` is acknowledged
+/// with 200 and dropped (stored nowhere, answered nowhere); a 5xx would make
+/// Telegram deliver it again forever. Updates after it are processed.
+#[tokio::test]
+async fn webhook_update_without_update_id_is_acknowledged_and_dropped() {
+    let db = testing::sqlite().await;
+    let tg = FakeTelegram::start_with(fast_fake()).await;
+    let mut env = setup(db, tg).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = TelegramConfig {
+        public_url: Some(base.clone()),
+        webhook_secret: Some("hook_secret-2".into()),
+        ..TelegramConfig::from_config(&env.station.config).unwrap()
+    };
+    let bot = TelegramBot::new(env.station.clone(), env.flows.clone(), &config, fast_options()).unwrap();
+    let router = bot.webhook_router();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let runner = bot.start().await.unwrap();
+    let http = reqwest::Client::new();
+    let no_id = json!({"message": {"message_id": 1, "date": 0, "chat": {"id": 9, "type": "private"},
+        "from": {"id": 9, "is_bot": false, "first_name": "Eve"}, "text": "/help"}});
+    for body in [no_id, json!({"update_id": "seven"}), json!({})] {
+        let res = http
+            .post(format!("{base}/telegram/webhook"))
+            .header("X-Telegram-Bot-Api-Secret-Token", "hook_secret-2")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{body}");
+    }
+    assert!(env.station.inbox(&station_telegram::scope(bot.bot_id())).list().await.unwrap().is_empty());
+    // Real updates still flow.
+    let bob = FakeUser::new(78, "Bob");
+    env.tg.send_text(&FakeChat::private(&bob), &bob, "/help");
+    env.wait_msgs(78, "help over the webhook", |m| !m.is_empty()).await;
+    assert!(env.tg.bot_messages(9).is_empty(), "the dropped update was not answered");
+    runner.shutdown().await;
+    env.bot = None;
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn a_flood_of_jobs_from_one_chat_respects_the_limits() {
     let db = testing::sqlite().await;

@@ -481,7 +481,66 @@ async fn originals_as_files_and_fitted_photos(db: TestDb) {
     env.stop().await;
 }
 
+/// Whether `secret` shows anywhere in a message: text, caption, buttons
+/// (a link button's URL), or any earlier version of it.
+fn shows(m: &FakeMessage, secret: &str) -> bool {
+    std::iter::once(&m.content).chain(m.history.iter()).any(|c| {
+        [c.text.as_deref(), c.raw.as_deref(), c.caption.as_deref()].into_iter().flatten().any(|t| t.contains(secret))
+            || c.reply_markup.as_ref().is_some_and(|k| k.to_string().contains(secret))
+    })
+}
+
+/// Issue 17, item 1: `/web` and `/link` in a group never post the sign-in
+/// link or the link code there. The secret goes to the asker's private chat
+/// and the group is told so; someone who never started the bot privately
+/// (Telegram answers 403 "bot can't initiate conversation with a user") is
+/// told in the group to open a private chat first, and gets the secret only
+/// when they ask again after that.
+async fn sign_in_secrets_reach_only_their_owner(db: TestDb) {
+    let env = start(db).await;
+    let k = env.kind;
+    let group = FakeChat::group(-100_888, "Lobby");
+    let ann = FakeUser::new(7401, "Ann");
+    let me = env.tg.bot_username();
+    env.tg.send_text(&group, &ann, &format!("/web@{me}"));
+    let hint = env.wait_text(group.id, "private chat with").await;
+    assert!(shows(&hint, &format!("t.me/{me}")), "[{k}] the hint links to the bot: {hint:#?}");
+    assert!(env.tg.bot_messages(ann.id).is_empty(), "[{k}] no private chat could be opened by the bot");
+    let refused = env.tg.stats().errors.iter().any(|e| e.code == 403 && e.description.contains("initiate"));
+    assert!(refused, "[{k}] the bot tried the private chat first: {:?}", env.tg.stats().errors);
+
+    // Ann opens a private chat, then asks again in the group.
+    env.tg.send_text(&FakeChat::private(&ann), &ann, "/start");
+    env.wait_text(ann.id, "Welcome").await;
+    env.tg.send_text(&group, &ann, &format!("/web@{me}"));
+    let link =
+        env.wait_msgs(ann.id, "the sign-in link in private", |m| m.iter().any(|m| shows(m, "login?token="))).await;
+    let link = link.into_iter().find(|m| shows(m, "login?token=")).unwrap();
+    let url = link.content.reply_markup.as_ref().unwrap().to_string();
+    let token = url.split("token=").nth(1).unwrap().split('"').next().unwrap().to_string();
+    assert!(token.len() >= 20, "[{k}] {url}");
+    env.wait_text(group.id, "I sent it to you in a private chat").await;
+
+    env.tg.send_text(&group, &ann, &format!("/link@{me}"));
+    let code_msg = env.wait_text(ann.id, "Your link code").await;
+    let code = code_msg.content.text.as_deref().unwrap().split("code: ").nth(1).unwrap().split_whitespace().next();
+    let code = code.unwrap().to_string();
+    assert!(code.len() >= 6, "[{k}] {code}");
+    let told = env
+        .wait_msgs(group.id, "two private-chat notes", |m| {
+            m.iter().filter(|m| shown(m).contains("I sent it to you in a private chat")).count() >= 2
+        })
+        .await;
+    for m in &told {
+        assert!(!shows(m, &token), "[{k}] the sign-in token reached the group: {m:#?}");
+        assert!(!shows(m, &code), "[{k}] the link code reached the group: {m:#?}");
+        assert!(!shows(m, "login?token="), "[{k}] a sign-in link reached the group: {m:#?}");
+    }
+    env.stop().await;
+}
+
 on_every_db!(
+    sign_in_secrets_reach_only_their_owner,
     operator_commands_and_menus,
     group_commands_replies_and_foreign_buttons,
     album_runs_the_tool_per_photo,

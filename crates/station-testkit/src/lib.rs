@@ -32,6 +32,24 @@ pub fn dream_tool(id: &str) -> Value {
     tool
 }
 
+/// A built-in template (`txt2img-sd15`, `txt2img-sdxl`, `txt2img-flux`,
+/// `img2img-sd15`, `upscale-model`) as a public tool: templates are hidden,
+/// so only administrators may run them; a copy in the tools folder with the
+/// same id replaces the built-in for everyone.
+pub fn public_builtin(id: &str) -> Value {
+    let text = match id {
+        "txt2img-sd15" => include_str!("../../station-tools/builtin/txt2img-sd15.json"),
+        "txt2img-sdxl" => include_str!("../../station-tools/builtin/txt2img-sdxl.json"),
+        "txt2img-flux" => include_str!("../../station-tools/builtin/txt2img-flux.json"),
+        "img2img-sd15" => include_str!("../../station-tools/builtin/img2img-sd15.json"),
+        "upscale-model" => include_str!("../../station-tools/builtin/upscale-model.json"),
+        other => panic!("{other} is not a built-in template"),
+    };
+    let mut tool: Value = serde_json::from_str(text).expect("the built-in template is JSON");
+    tool["visibility"] = json!("public");
+    tool
+}
+
 /// Writes each tool as `<id>.json` into `dir` (created if missing).
 pub fn install_tools(dir: &Path, tools: &[Value]) {
     std::fs::create_dir_all(dir).expect("tools folder");

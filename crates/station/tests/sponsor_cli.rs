@@ -42,6 +42,8 @@ async fn sponsor_set_show_remove() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let config = Config { data_dir: d.join("data"), ..Config::default() };
+        // The template is hidden (admins only): the members run a public copy.
+        station_testkit::install_tools(&config.tools_dir(), &[station_testkit::public_builtin("txt2img-sd15")]);
         let st = Station::with_store(config, db.store.clone()).unwrap().0;
         let patron = st.account("telegram", "1", "Patron").await.unwrap();
         let ann = st.account("telegram", "2", "Ann").await.unwrap();

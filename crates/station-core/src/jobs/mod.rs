@@ -39,7 +39,10 @@ pub(crate) struct Assessment<'a> {
 }
 
 impl Station {
-    /// Finds a tool by id or command, as visible to `account`.
+    /// Finds a tool by id or command, as visible to `account`: tools with
+    /// visibility `admin` or `hidden` (templates) do not exist for anyone but
+    /// administrators, so quoting, submitting, rerunning and saving settings
+    /// all answer "unknown tool", on every front end (they all look tools up here).
     pub fn find_tool(&self, name: &str, account: &AccountRow) -> Option<std::sync::Arc<ToolDef>> {
         let name = name.trim_start_matches('/');
         let tool = match self.config.commands.get(name) {
@@ -47,7 +50,7 @@ impl Station {
             None => self.tools.get(name).or_else(|| self.tools.by_command(name))?,
         };
         match tool.visibility {
-            Visibility::Admin if !account.is_admin() => None,
+            Visibility::Admin | Visibility::Hidden if !account.is_admin() => None,
             _ => Some(tool),
         }
     }

@@ -71,6 +71,9 @@ const NO_STEPS: &[StepSpec] = &[];
 
 macro_rules! one_shot {
     ($ty:ident, $name:literal, $desc:literal) => {
+        one_shot!($ty, $name, $desc, false);
+    };
+    ($ty:ident, $name:literal, $desc:literal, $private:literal) => {
         /// A flow that answers at once.
         pub struct $ty;
         #[async_trait::async_trait]
@@ -80,6 +83,9 @@ macro_rules! one_shot {
             }
             fn description(&self) -> &'static str {
                 $desc
+            }
+            fn private(&self) -> bool {
+                $private
             }
             fn steps(&self) -> &'static [StepSpec] {
                 NO_STEPS
@@ -101,8 +107,9 @@ one_shot!(Welcome, "start", "Welcome and your starting points");
 one_shot!(Help, "help", "What I can do");
 one_shot!(Status, "status", "Your balance, running jobs and recent results");
 one_shot!(BalanceFlow, "balance", "Your points and their history");
-one_shot!(Link, "link", "Link this account with another platform");
-one_shot!(Web, "web", "A sign-in link for the web app");
+// Their answers hold secrets that grant the account: only the asker sees them.
+one_shot!(Link, "link", "Link this account with another platform", true);
+one_shot!(Web, "web", "A sign-in link for the web app", true);
 
 impl Welcome {
     async fn answer(&self, cx: &Cx<'_>, _start: Start) -> Result<Next, FlowError> {
@@ -219,7 +226,7 @@ impl Link {
                  and both will share one account and one balance.",
                 c.code
             ));
-            return Ok(finish(View::text(text)));
+            return Ok(finish(View::text(text).private()));
         }
         match cx.station.redeem_link_code(cx.account, &code).await {
             Ok(joined) => Ok(finish(View::text(
@@ -239,7 +246,8 @@ impl Web {
         let url = format!("{base}/login?token={token}");
         Ok(finish(
             View::text("Here is your sign-in link for the web app. It works once, for 15 minutes; don't share it.")
-                .row(vec![Button::url("Open Station on the web", url)]),
+                .row(vec![Button::url("Open Station on the web", url)])
+                .private(),
         ))
     }
 }

@@ -165,6 +165,11 @@ impl Platform for Terminal {
         "terminal"
     }
 
+    /// Only the person at the terminal reads it.
+    fn delivers_privately(&self) -> bool {
+        true
+    }
+
     async fn deliver(&self, _conversation: &Conversation, out: &Outgoing) -> Outcome {
         let text = self.render(&out.view, out.kind).await;
         let message_ref = {
