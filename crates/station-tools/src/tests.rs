@@ -1046,3 +1046,116 @@ fn tools_md_examples_load() {
     assert_eq!(bound["6"]["inputs"]["text"], json!("a lighthouse keeper"));
     assert_eq!(bound["3"]["inputs"]["sampler_name"], json!("dpmpp_2m"));
 }
+
+// ---------- issue 17: skipped entries, logging once, file size ----------
+
+/// Log lines of the whole test process (a global subscriber: the watcher's
+/// reload thread logs too), for tests to filter by their own folder.
+fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOGS: std::sync::OnceLock<std::sync::Mutex<Vec<u8>>> = std::sync::OnceLock::new();
+    static INIT: std::sync::Once = std::sync::Once::new();
+    struct Sink;
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            captured_logs().lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = LOGS.get_or_init(Default::default);
+    INIT.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(|| Sink)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .try_init();
+    });
+    logs
+}
+
+fn log_lines_with(needles: &[&str]) -> usize {
+    let text = String::from_utf8_lossy(&captured_logs().lock().unwrap()).to_string();
+    text.lines().filter(|l| needles.iter().all(|n| l.contains(n))).count()
+}
+
+/// Issue 17, item 11: `*.json` entries that are no readable file are listed
+/// with a reason each, and logged once — also when the tools folder is
+/// created after start (its parent, the data folder, kept triggering
+/// reloads that logged "overrides the built-in tool" every time).
+#[cfg(unix)]
+#[test]
+fn skipped_entries_are_listed_with_a_reason_and_logged_once() {
+    captured_logs();
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("tools");
+    let (reg, _) = ToolRegistry::load(Some(&dir));
+    let _watcher = reg.watch().unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::symlink(dir.join("loop.json"), dir.join("loop.json")).unwrap();
+    std::os::unix::fs::symlink(dir.join("nothing-here.json.bak"), dir.join("dangling.json")).unwrap();
+    std::fs::create_dir(dir.join("folder.json")).unwrap();
+    let fifo = std::process::Command::new("mkfifo").arg(dir.join("pipe.json")).status().unwrap();
+    assert!(fifo.success());
+    let mut resize = tool_json("resize");
+    resize["command"] = json!("resize");
+    write(&dir, "resize.json", &resize);
+    wait_until("the file replaces the built-in", || reg.get("resize").is_some_and(|t| !t.is_builtin()));
+
+    let (_, errors) = check_dir(&dir);
+    let expected = [
+        ("loop.json", "symbolic link loop"),
+        ("dangling.json", "does not exist"),
+        ("folder.json", "a folder"),
+        ("pipe.json", "named pipe"),
+    ];
+    for (name, reason) in expected {
+        let e =
+            errors.iter().find(|e| e.file.ends_with(name)).unwrap_or_else(|| panic!("{name} not listed: {errors:?}"));
+        assert!(e.reason.contains(reason), "{name}: {e}");
+    }
+    assert_eq!(errors.len(), expected.len(), "{errors:?}");
+
+    // The data folder keeps changing (the database lives there) and the
+    // folder is reloaded again: nothing new, nothing logged again.
+    for i in 0..5 {
+        std::fs::write(parent.path().join(format!("station.db-{i}")), "x").unwrap();
+        reg.reload();
+        std::thread::sleep(DEBOUNCE_WAIT);
+    }
+    let shown = dir.display().to_string();
+    assert_eq!(log_lines_with(&["overrides the built-in tool", &shown]), 1, "one override line");
+    for (name, _) in expected {
+        let path = dir.join(name).display().to_string();
+        assert_eq!(log_lines_with(&["tool not loaded", &path]), 1, "{name} logged once");
+    }
+}
+
+/// Longer than the registry's debounce, so a reload from the watcher would have run.
+const DEBOUNCE_WAIT: Duration = Duration::from_millis(400);
+
+/// Issue 17, item 13: a tool file over `tools.max_file_bytes` is refused
+/// with an error naming the limit, so no huge description is ever served.
+#[test]
+fn tool_files_over_the_size_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut big = tool_json("big");
+    big["description"] = json!("x".repeat(2 * 1024 * 1024));
+    big["command"] = json!("big");
+    let path = write(dir.path(), "big.json", &big);
+    let mut small = tool_json("small");
+    small["command"] = json!("small");
+    write(dir.path(), "small.json", &small);
+    let (tools, errors) = check_dir(dir.path());
+    assert_eq!(tools.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["small"]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].file, path);
+    assert!(errors[0].reason.contains("tools.max_file_bytes") && errors[0].reason.contains("1048576"), "{}", errors[0]);
+    let (reg, _) = ToolRegistry::load(Some(dir.path()));
+    assert!(reg.get("big").is_none() && reg.get("small").is_some());
+    // The operator can raise it.
+    let (tools, errors) = check_dir_with(dir.path(), LoadOptions { max_file_bytes: 4 * 1024 * 1024 });
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(tools.len(), 2);
+}
