@@ -940,6 +940,11 @@ fn each_builtin_resolves_and_binds() {
                 explicit.insert(name.clone(), json!("a lighthouse at dusk"));
             }
         }
+        // What the tools' rules ask for (a size for resize and crop).
+        if matches!(tool.id.as_str(), "resize" | "crop") {
+            explicit.insert("width".into(), json!(64));
+            explicit.insert("height".into(), json!(64));
+        }
         let params =
             resolve_params(&tool, &explicit, &Map::new(), &mut rng()).unwrap_or_else(|e| panic!("{}: {e}", tool.id));
         // Native media tools have no workflow to bind.
@@ -1158,4 +1163,56 @@ fn tool_files_over_the_size_limit_are_refused() {
     let (tools, errors) = check_dir_with(dir.path(), LoadOptions { max_file_bytes: 4 * 1024 * 1024 });
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(tools.len(), 2);
+}
+
+/// Issue 17, item 9: `rules` between inputs are validated when a tool loads
+/// (file, field, reason) and checked when parameters resolve, every
+/// problem at once.
+#[test]
+fn cross_field_rules_are_validated_and_checked() {
+    let mut bad = tool_json("ruled");
+    bad["rules"] = json!([
+        {"one_of": ["scale", "nope"]},
+        {"requires": {"ghost": "scale"}},
+        {"excludes": {}},
+        {"sometimes": ["scale"]}
+    ]);
+    let (_, errors) = errors_for(&bad);
+    assert!(!errors.is_empty());
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    // An unknown rule kind is a shape error reported on its own.
+    assert!(fields.iter().all(|f| f.starts_with("rules")), "{errors:?}");
+    bad["rules"].as_array_mut().unwrap().pop();
+    let (_, errors) = errors_for(&bad);
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["rules[0].one_of[1]", "rules[1].requires", "rules[2]"], "{errors:?}");
+    assert!(errors[0].reason.contains("no input named \"nope\""), "{}", errors[0]);
+
+    let (builtins, errors) = builtin_tools();
+    assert!(errors.is_empty(), "{errors:?}");
+    let tool = |id: &str| builtins.iter().find(|t| t.id == id).unwrap().clone();
+    let image = json!("media:0123456789abcdef0123456789abcdef");
+    let resolve = |t: &ToolDef, params: Value| {
+        let params = params.as_object().unwrap().clone();
+        resolve_params(t, &params, &Map::new(), &mut StdRng::seed_from_u64(1))
+            .err()
+            .map(|e| e.0.into_iter().map(|f| (f.field, f.reason)).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let resize = tool("resize");
+    let e = resolve(&resize, json!({"image": image}));
+    assert_eq!(e, [("width".to_string(), "give one of width, height, scale".to_string())]);
+    let e = resolve(&resize, json!({"image": image, "scale": 2, "width": 10}));
+    assert_eq!(e, [("scale".to_string(), "cannot be combined with width".to_string())]);
+    assert!(resolve(&resize, json!({"image": image, "scale": 2})).is_empty());
+    assert!(resolve(&resize, json!({"image": image, "width": 10, "height": 5})).is_empty());
+    let crop = tool("crop");
+    // Every problem at once: no size and an anchor without aspect.
+    let e = resolve(&crop, json!({"image": image, "anchor": "top"}));
+    let fields: Vec<&str> = e.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(fields, ["width", "anchor"], "{e:?}");
+    assert!(e[1].1.contains("aspect"), "{e:?}");
+    assert!(resolve(&crop, json!({"image": image, "anchor": "top", "aspect": "1:1"})).is_empty());
+    let e = resolve(&crop, json!({"image": image, "aspect": "1:1", "x": 3}));
+    assert_eq!(e, [("aspect".to_string(), "cannot be combined with x".to_string())]);
 }
