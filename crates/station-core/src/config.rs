@@ -44,6 +44,8 @@ pub struct Config {
     pub queue: QueueConfig,
     /// ComfyUI backends.
     pub comfyui: ComfyUiConfig,
+    /// Tool files.
+    pub tools: ToolsConfig,
     /// Native media workers.
     pub media: MediaConfig,
     /// Prices.
@@ -116,6 +118,28 @@ pub struct ComfyUiConfig {
     pub health_interval_seconds: u64,
 }
 
+/// Tool file settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolsConfig {
+    /// Largest tool file read from the tools folder, in bytes; a larger one
+    /// is not loaded (`station tools check` names it and the limit).
+    pub max_file_bytes: u64,
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        ToolsConfig { max_file_bytes: station_tools::DEFAULT_MAX_FILE_BYTES }
+    }
+}
+
+impl ToolsConfig {
+    /// How the registry and `tools check` read tool files.
+    pub fn load_options(&self) -> station_tools::LoadOptions {
+        station_tools::LoadOptions { max_file_bytes: self.max_file_bytes }
+    }
+}
+
 /// Native media settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -124,8 +148,21 @@ pub struct MediaConfig {
     pub workers: u64,
     /// Largest accepted upload or input, in bytes.
     pub max_bytes: u64,
-    /// Largest accepted image, in pixels.
+    /// Largest accepted image, in pixels; for an animation, the sum over
+    /// its frames (width × height × frames).
     pub max_pixels: u64,
+    /// Most frames an animated image (GIF, APNG, WebP) may have. Image inputs
+    /// of tools take still images (one frame) unless the input declares
+    /// `"animated": true`; uploads whose input is not known yet (the media
+    /// endpoint, chat pictures) and results are held to this number.
+    pub max_frames: u64,
+    /// Images decoded at once in this process (uploads, chat pictures,
+    /// results, native media jobs); more wait for a slot, and an HTTP upload
+    /// that cannot get one within 10 seconds is answered 503 with
+    /// `Retry-After`. An HTTP upload takes its slot before its body is read,
+    /// so waiting uploads hold no image bytes. Bounds decoding memory: see
+    /// README "Security" for the formula.
+    pub decode_concurrency: u64,
     /// Operator watermark images by name (PNG files with alpha), usable by the
     /// `watermark` tool's `logo` input.
     pub watermarks: std::collections::BTreeMap<String, PathBuf>,
@@ -241,6 +278,7 @@ impl Default for Config {
             log_format: "text".into(),
             queue: QueueConfig::default(),
             comfyui: ComfyUiConfig::default(),
+            tools: ToolsConfig::default(),
             media: MediaConfig::default(),
             points: PointsConfig::default(),
             limits: LimitsConfig::default(),
@@ -277,6 +315,8 @@ impl Default for MediaConfig {
             workers: 0,
             max_bytes: 50 * 1024 * 1024,
             max_pixels: 64_000_000,
+            max_frames: 100,
+            decode_concurrency: 2,
             watermarks: Default::default(),
             watermark_opt_out: true,
             auto_watermark: None,

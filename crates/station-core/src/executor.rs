@@ -85,6 +85,7 @@ pub struct ExecContext {
     pub(crate) job_id: Arc<str>,
     pub(crate) cancel: CancellationToken,
     pub(crate) last_progress: Arc<std::sync::Mutex<(f64, i64)>>,
+    pub(crate) media: crate::media::MediaService,
 }
 
 impl ExecContext {
@@ -96,6 +97,7 @@ impl ExecContext {
         owner: &str,
         job_id: &str,
         cancel: CancellationToken,
+        media: crate::media::MediaService,
     ) -> Self {
         ExecContext {
             store,
@@ -104,6 +106,18 @@ impl ExecContext {
             job_id: job_id.into(),
             cancel,
             last_progress: Arc::new(std::sync::Mutex::new((0.0, 0))),
+            media,
+        }
+    }
+
+    /// One of the process's decoding slots (`media.decode_concurrency`),
+    /// waited for until it frees or the job is cancelled: an executor that
+    /// decodes images in this process holds one while it does.
+    pub async fn decode_slot(&self) -> Result<crate::media::DecodeSlot, ExecError> {
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => Err(ExecError::Cancelled),
+            slot = self.media.decode_slot() => Ok(slot),
         }
     }
 

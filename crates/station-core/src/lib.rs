@@ -36,7 +36,7 @@ pub use inbox::InboxService;
 pub use jobs::{
     GenerationPage, JobAccessError, JobStatusView, JobView, RatingError, SubmitError, SubmitRequest, service_name,
 };
-pub use media::{CheckedImage, ImageProblem, MediaService, MediaServiceError};
+pub use media::{CheckedImage, DecodeSlot, ImageProblem, MediaService, MediaServiceError, UPLOAD_SLOT_WAIT};
 pub use native::MediaExecutor;
 pub use settings::{SettingsError, SettingsService};
 pub use worker::Workers;
@@ -47,8 +47,8 @@ use station_store::Store;
 /// parameter value.
 pub mod tools {
     pub use station_tools::{
-        Cost, FieldError, InputDef, InputType, ToolDef, ToolLoadError, ToolRegistry, Visibility, check_dir,
-        check_input, coerce_text, coerce_value,
+        Cost, FieldError, InputDef, InputType, LoadOptions, ToolDef, ToolLoadError, ToolRegistry, Visibility,
+        check_dir, check_dir_with, check_input, coerce_text, coerce_value,
     };
 }
 
@@ -160,17 +160,23 @@ impl Station {
         let limits = station_media::DecodeLimits {
             max_bytes: config.media.max_bytes,
             max_pixels: config.media.max_pixels,
+            max_frames: config.media.max_frames,
             ..Default::default()
         };
         let auto_watermark =
             watermark::AutoWatermark::from_config(&config.media, limits).map_err(OpenError::Watermark)?;
         let tools_dir = config.tools_dir();
-        let (tools, errors) = ToolRegistry::load(Some(&tools_dir));
+        let (tools, errors) = ToolRegistry::load_with(Some(&tools_dir), config.tools.load_options());
         let rate_limits = Arc::new(identity::RateLimiter::new(config.limits.requests_per_minute));
         let auth_cache =
             Arc::new(auth_cache::AuthCache::new(std::time::Duration::from_millis(config.limits.auth_cache_ms)));
         let station = Station(Arc::new(StationParts {
-            media: MediaService::new(Arc::new(blobs), store.clone(), limits),
+            media: MediaService::new(
+                Arc::new(blobs),
+                store.clone(),
+                limits,
+                usize::try_from(config.media.decode_concurrency).unwrap_or(usize::MAX),
+            ),
             config: Arc::new(config),
             store,
             tools,
@@ -198,7 +204,7 @@ impl Station {
     /// The context an executor runs job `job_id` with, as worker `owner`
     /// holding its lease: what tests use to drive an executor directly.
     pub fn exec_context(&self, owner: &str, job_id: &str, cancel: tokio_util::sync::CancellationToken) -> ExecContext {
-        ExecContext::new(self.store.clone(), self.bus.clone(), owner, job_id, cancel)
+        ExecContext::new(self.store.clone(), self.bus.clone(), owner, job_id, cancel, self.media.clone())
     }
 
     /// Closes the database connections (and with them, on PostgreSQL, the

@@ -1,9 +1,12 @@
 //! Media records: content-addressed blobs plus database rows with owners.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use station_media::{BlobStore, DecodeLimits};
 use station_store::{AccountRow, MediaRow, Store};
+use station_tools::InputDef;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Why a media operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +28,13 @@ pub enum MediaServiceError {
     /// Reading or writing a blob failed.
     #[error("media store: {0}")]
     Blob(String),
+    /// Every decoding slot (`media.decode_concurrency`) stayed taken while
+    /// the upload waited; nothing was read or stored.
+    #[error("the server is busy decoding other images; try again in {retry_after_secs} s")]
+    Busy {
+        /// When to try again, in seconds.
+        retry_after_secs: u64,
+    },
 }
 
 /// How an image was refused.
@@ -75,18 +85,66 @@ impl CheckedImage {
     }
 }
 
+/// One of the process's `media.decode_concurrency` decoding slots, held
+/// while an image is read and decoded: what bounds decoding memory.
+#[derive(Debug)]
+pub struct DecodeSlot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// How long an HTTP upload waits for a decoding slot before it is answered
+/// "busy" ([`MediaServiceError::Busy`]).
+pub const UPLOAD_SLOT_WAIT: Duration = Duration::from_secs(10);
+
 /// Stores and reads media with ownership checks.
 #[derive(Clone)]
 pub struct MediaService {
     blobs: Arc<dyn BlobStore>,
     store: Store,
     limits: DecodeLimits,
+    slots: Arc<Semaphore>,
 }
 
 impl MediaService {
-    /// Wraps a blob store and the database.
-    pub fn new(blobs: Arc<dyn BlobStore>, store: Store, limits: DecodeLimits) -> MediaService {
-        MediaService { blobs, store, limits }
+    /// Wraps a blob store and the database; at most `decode_concurrency`
+    /// images (at least one) are decoded at once.
+    pub fn new(
+        blobs: Arc<dyn BlobStore>,
+        store: Store,
+        limits: DecodeLimits,
+        decode_concurrency: usize,
+    ) -> MediaService {
+        MediaService { blobs, store, limits, slots: Arc::new(Semaphore::new(decode_concurrency.max(1))) }
+    }
+
+    /// Waits for a decoding slot (`media.decode_concurrency`), however long
+    /// it takes: for bytes already in memory (chat pictures, results,
+    /// native media jobs).
+    pub async fn decode_slot(&self) -> DecodeSlot {
+        DecodeSlot(self.slots.clone().acquire_owned().await.expect("the decode semaphore is never closed"))
+    }
+
+    /// A decoding slot for an upload whose body is not read yet: waits at
+    /// most [`UPLOAD_SLOT_WAIT`], else [`MediaServiceError::Busy`]. Taken
+    /// before the body is read, so uploads waiting hold no image bytes.
+    pub async fn upload_slot(&self) -> Result<DecodeSlot, MediaServiceError> {
+        match tokio::time::timeout(UPLOAD_SLOT_WAIT, self.decode_slot()).await {
+            Ok(slot) => Ok(slot),
+            Err(_) => Err(MediaServiceError::Busy { retry_after_secs: 2 }),
+        }
+    }
+
+    /// Decoding slots free now (tests and health).
+    pub fn free_decode_slots(&self) -> usize {
+        self.slots.available_permits()
+    }
+
+    /// The most frames an image for `input` may have: `media.max_frames` for
+    /// an input declaring `"animated": true` or when the input is not known
+    /// yet (`None`: the media endpoint, chat pictures, results), else 1.
+    pub fn max_frames_for(&self, input: Option<&InputDef>) -> u64 {
+        match input {
+            Some(i) if !i.animated => 1,
+            _ => self.limits.max_frames,
+        }
     }
 
     /// The underlying blob store.
@@ -108,21 +166,60 @@ impl MediaService {
     }
 
     /// Decodes bytes within the limits without storing anything, so a caller
-    /// can check every part of a request before it keeps any of it.
+    /// can check every part of a request before it keeps any of it. Waits
+    /// for a decoding slot; animations up to `media.max_frames` pass.
     pub async fn check_image(&self, bytes: Vec<u8>) -> Result<CheckedImage, MediaServiceError> {
+        let slot = self.decode_slot().await;
+        self.check_image_in(bytes, &slot, None).await
+    }
+
+    /// [`MediaService::check_image`] in a slot the caller holds (taken with
+    /// [`MediaService::upload_slot`] before reading the bytes), for an image
+    /// meant for `input` (its frame limit: [`MediaService::max_frames_for`]).
+    /// Type, bytes, dimensions, frames and pixels over all frames are
+    /// checked from the headers before any pixel buffer is allocated.
+    pub async fn check_image_in(
+        &self,
+        bytes: Vec<u8>,
+        _slot: &DecodeSlot,
+        input: Option<&InputDef>,
+    ) -> Result<CheckedImage, MediaServiceError> {
         if bytes.is_empty() {
             return Err(MediaServiceError::rejected(ImageProblem::Empty, "the file is empty"));
         }
-        let limits = self.limits;
-        // The header first: type, bytes and dimensions are refused before
-        // any pixel buffer is allocated.
-        station_media::decode::check_limits(&bytes, &limits).map_err(MediaServiceError::from_media)?;
+        let limits = DecodeLimits { max_frames: self.max_frames_for(input), ..self.limits };
         tokio::task::spawn_blocking(move || {
+            station_media::decode::check_limits(&bytes, &limits).map_err(|e| {
+                if matches!(e, station_media::MediaError::TooLarge { what: "number of animation frames", .. })
+                    && limits.max_frames == 1
+                {
+                    MediaServiceError::rejected(
+                        ImageProblem::TooLarge,
+                        format!("{e}: this input takes a still image, not an animation"),
+                    )
+                } else {
+                    MediaServiceError::from_media(e)
+                }
+            })?;
             station_media::decode(&bytes, &limits).map_err(MediaServiceError::from_media)?;
             Ok(CheckedImage { bytes })
         })
         .await
         .map_err(blob_error)?
+    }
+
+    /// The number of frames of a stored image, counted from its headers
+    /// (only GIF, PNG and WebP can be animated; `Some(1)` for the others);
+    /// `None` when its bytes cannot be read.
+    pub async fn stored_frames(&self, row: &MediaRow) -> Option<u64> {
+        if !matches!(row.mime.as_str(), "image/gif" | "image/png" | "image/webp") {
+            return Some(1);
+        }
+        let (blobs, hash) = (self.blobs.clone(), row.hash.clone());
+        tokio::task::spawn_blocking(move || station_media::probe(&blobs.get(&hash).ok()?).ok().map(|i| i.frames))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Stores an image [`MediaService::check_image`] accepted, with its row.

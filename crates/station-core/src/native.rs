@@ -140,70 +140,146 @@ impl MediaExecutor {
         params: &Map<String, Value>,
         guard: &Arc<InFlight>,
     ) -> Result<Op, ExecError> {
-        // Image inputs are handed over separately; null means "not given".
-        let mut opts: Map<String, Value> = params
-            .iter()
-            .filter(|(k, v)| !v.is_null() && tool.inputs.get(*k).is_none_or(|d| d.kind != InputType::Image))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        Ok(match operation {
-            MediaOperation::Resize => Op::Resize(options(opts)?),
-            MediaOperation::Convert => Op::Convert(options(opts)?),
-            MediaOperation::Crop => {
-                if let Some(anchor) = opts.remove("anchor") {
-                    if !opts.contains_key("aspect") {
-                        return Err(invalid(
-                            "anchor",
-                            "anchor: only applies with aspect; place a width/height box with x and y".into(),
-                        ));
-                    }
-                    let (fx, fy) = anchor_focus(&anchor)?;
-                    opts.insert("focus_x".into(), fx.into());
-                    opts.insert("focus_y".into(), fy.into());
-                }
-                Op::Crop(options(opts)?)
-            }
-            MediaOperation::Thumbnail => Op::Thumbnail(options(opts)?),
-            MediaOperation::Watermark => {
-                let logo = match opts.remove("logo") {
-                    Some(Value::String(name)) if !name.trim().is_empty() => Some(self.logo(name.trim(), guard).await?),
-                    Some(Value::String(_)) | None => None,
-                    Some(other) => {
-                        return Err(invalid("logo", format!("logo: expected a watermark name, got {other}")));
-                    }
-                };
-                let wm: WatermarkOptions = options(opts)?;
-                if logo.is_none() && wm.text.as_deref().is_none_or(|t| t.trim().is_empty()) {
+        let (op, logo) = options_of(tool, operation, params)?;
+        Ok(match (op, logo) {
+            (Op::Watermark(wm, _), Some(name)) => Op::Watermark(wm, Some(self.logo(&name, guard).await?)),
+            (Op::Watermark(wm, None), None) => {
+                if wm.text.as_deref().is_none_or(|t| t.trim().is_empty()) {
                     let known: Vec<&str> = self.watermarks.keys().map(String::as_str).collect();
                     let which =
                         if known.is_empty() { String::new() } else { format!(" (one of: {})", known.join(", ")) };
                     return Err(invalid("logo", format!("logo: give a logo{which} or a text")));
                 }
-                Op::Watermark(wm, logo)
+                Op::Watermark(wm, None)
             }
-            MediaOperation::Rotate => {
-                // Enum inputs arrive as strings ("90"); the option is a number.
-                if let Some(Value::String(s)) = opts.get("degrees") {
-                    let n: u32 = s
-                        .trim()
-                        .parse()
-                        .map_err(|_| invalid("degrees", format!("degrees: {s:?} is not one of 90, 180, 270")))?;
-                    opts.insert("degrees".into(), n.into());
-                }
-                Op::Rotate(options(opts)?)
-            }
-            MediaOperation::Flip => Op::Flip(options(opts)?),
-            MediaOperation::StripMetadata => {
-                options::<Empty>(opts)?;
-                Op::StripMetadata
-            }
-            MediaOperation::Blur => Op::Blur(options(opts)?),
-            MediaOperation::Invert => {
-                options::<Empty>(opts)?;
-                Op::Invert
-            }
+            (op, _) => op,
         })
     }
+}
+
+/// The operation and its options from a job's parameters, without touching
+/// pixels or files; for watermark, the logo's name (loaded by the caller).
+fn options_of(
+    tool: &ToolDef,
+    operation: MediaOperation,
+    params: &Map<String, Value>,
+) -> Result<(Op, Option<String>), ExecError> {
+    // Image inputs are handed over separately; null means "not given".
+    let mut opts: Map<String, Value> = params
+        .iter()
+        .filter(|(k, v)| !v.is_null() && tool.inputs.get(*k).is_none_or(|d| d.kind != InputType::Image))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut logo = None;
+    let op = match operation {
+        MediaOperation::Resize => Op::Resize(options(opts)?),
+        MediaOperation::Convert => Op::Convert(options(opts)?),
+        MediaOperation::Crop => {
+            if let Some(anchor) = opts.remove("anchor") {
+                if !opts.contains_key("aspect") {
+                    return Err(invalid(
+                        "anchor",
+                        "anchor: only applies with aspect; place a width/height box with x and y".into(),
+                    ));
+                }
+                let (fx, fy) = anchor_focus(&anchor)?;
+                opts.insert("focus_x".into(), fx.into());
+                opts.insert("focus_y".into(), fy.into());
+            }
+            Op::Crop(options(opts)?)
+        }
+        MediaOperation::Thumbnail => Op::Thumbnail(options(opts)?),
+        MediaOperation::Watermark => {
+            match opts.remove("logo") {
+                Some(Value::String(name)) if !name.trim().is_empty() => logo = Some(name.trim().to_string()),
+                Some(Value::String(_)) | None => {}
+                Some(other) => {
+                    return Err(invalid("logo", format!("logo: expected a watermark name, got {other}")));
+                }
+            }
+            Op::Watermark(options(opts)?, None)
+        }
+        MediaOperation::Rotate => {
+            // Enum inputs arrive as strings ("90"); the option is a number.
+            if let Some(Value::String(s)) = opts.get("degrees") {
+                let n: u32 = s
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid("degrees", format!("degrees: {s:?} is not one of 90, 180, 270")))?;
+                opts.insert("degrees".into(), n.into());
+            }
+            Op::Rotate(options(opts)?)
+        }
+        MediaOperation::Flip => Op::Flip(options(opts)?),
+        MediaOperation::StripMetadata => {
+            options::<Empty>(opts)?;
+            Op::StripMetadata
+        }
+        MediaOperation::Blur => Op::Blur(options(opts)?),
+        MediaOperation::Invert => {
+            options::<Empty>(opts)?;
+            Op::Invert
+        }
+    };
+    Ok((op, logo))
+}
+
+/// What a native media tool's job would be refused for that can be known
+/// before it is queued, as `(input, reason)`: options that do not parse,
+/// crop's anchor without aspect, a logo that is not configured, watermark
+/// colour, text and ranges, and a resize beyond `media.max_pixels` when the
+/// input image's size (`image_size`) is known. Run at submit by
+/// [`crate::Station::submit`] and every front end's pre-flight check.
+pub fn check(
+    tool: &ToolDef,
+    params: &Map<String, Value>,
+    config: &Config,
+    image_size: Option<(u32, u32)>,
+) -> Vec<(String, String)> {
+    let Some(operation) = tool.media.map(|m| m.operation) else { return vec![] };
+    let problem = |e: ExecError| match e {
+        ExecError::Invalid { message, field } => {
+            let field = field.unwrap_or_default();
+            // Messages repeat the field first ("logo: ..."): the answer names it already.
+            let reason = message.strip_prefix(&format!("{field}: ")).unwrap_or(&message).to_string();
+            vec![(field, reason)]
+        }
+        other => vec![(String::new(), other.to_string())],
+    };
+    let (op, logo) = match options_of(tool, operation, params) {
+        Ok(parsed) => parsed,
+        Err(e) => return problem(e),
+    };
+    let mut out = vec![];
+    match &op {
+        Op::Watermark(wm, _) => {
+            if let Some(name) = &logo
+                && !config.media.watermarks.contains_key(name)
+            {
+                let known: Vec<&str> = config.media.watermarks.keys().map(String::as_str).collect();
+                let reason = if known.is_empty() {
+                    format!("no watermark named {name:?}; none are configured (media.watermarks)")
+                } else {
+                    format!("no watermark named {name:?}; configured: {}", known.join(", "))
+                };
+                out.push(("logo".to_string(), reason));
+            }
+            if let Err(e) = wm.check(logo.is_some()) {
+                out.extend(problem(op_error(tool, operation, e)));
+            }
+        }
+        Op::Resize(o) => {
+            if let Some((w, h)) = image_size
+                && let Some((tw, th, field)) = resize_target(w, h, o)
+                && tw.saturating_mul(th) > config.media.max_pixels
+            {
+                let max = config.media.max_pixels;
+                out.push((field.to_string(), format!("the result would be {tw}x{th}, over the limit of {max} pixels")));
+            }
+        }
+        _ => {}
+    }
+    out
 }
 
 /// Operations without options still refuse stray inputs, so a mistyped tool
@@ -411,6 +487,9 @@ impl Executor for MediaExecutor {
 
         check_cancel(&ctx)?;
         ctx.running().await;
+        // Decoding, the operation and encoding hold one of the process's
+        // decoding slots (media.decode_concurrency): what bounds memory.
+        let slot = ctx.decode_slot().await?;
         ctx.progress(0.05, Some(1), Some(3), Some("decoding".into())).await;
         let limits = self.limits;
         let bytes = input.bytes.clone();
@@ -434,6 +513,7 @@ impl Executor for MediaExecutor {
         let (bytes, out_format) = blocking(&ctx, &guard, move || encode_output(&out, &op3, format))
             .await?
             .map_err(|e| op_error(&tool, operation, e))?;
+        drop(slot);
         ctx.progress(1.0, Some(3), Some(3), Some("done".into())).await;
         drop(guard);
         Ok(vec![OutputFile { bytes, filename: format!("{}.{}", tool.id, out_format.name()) }])

@@ -217,7 +217,14 @@ struct JobWorker<'a> {
 
 async fn run_job(w: &JobWorker<'_>, ex: Arc<dyn Executor>, job: JobRow, cancel: CancellationToken) {
     let station = w.station;
-    let ctx = ExecContext::new(station.store.clone(), station.bus.clone(), w.owner, &job.id, cancel.clone());
+    let ctx = ExecContext::new(
+        station.store.clone(),
+        station.bus.clone(),
+        w.owner,
+        &job.id,
+        cancel.clone(),
+        station.media.clone(),
+    );
     if job.remote_id.is_none() {
         station.bus.publish(JobEvent::Status { job_id: job.id.clone(), status: JobStatus::Dispatched, error: None });
     }

@@ -199,6 +199,24 @@ async fn run_ok(env: &Env, tool: &str, p: Value) -> (MediaRow, Vec<u8>, DynamicI
     (row, bytes, img)
 }
 
+/// The account's job rows.
+async fn job_rows(env: &Env) -> usize {
+    let f = station_store::JobFilter { account_id: Some(env.account.id.clone()), limit: 1000, ..Default::default() };
+    env.db.store.list_jobs(&f).await.unwrap().len()
+}
+
+/// Submits a request that must be refused before queuing (issue 17, item
+/// 9: the tool's rules and the operation's own check run at submit): no job
+/// row is written. Returns the problems as `field: reason`, one per line.
+async fn refused(env: &Env, tool: &str, p: Value) -> String {
+    let before = job_rows(env).await;
+    let req = SubmitRequest { tool: tool.into(), params: params(p), ..Default::default() };
+    let err = env.station.submit(&env.account, req).await.expect_err("refused at submit");
+    let station_core::SubmitError::Invalid(fields) = err else { panic!("{tool}: expected invalid input, got {err}") };
+    assert_eq!(job_rows(env).await, before, "{tool}: no job row");
+    fields.iter().map(|f| format!("{}: {}", f.field, f.reason)).collect::<Vec<_>>().join("\n")
+}
+
 /// Runs a tool that must fail as invalid input; returns the error text.
 async fn run_invalid(env: &Env, tool: &str, p: Value) -> String {
     let job = run(env, tool, p).await;
@@ -246,9 +264,9 @@ async fn resize_scales_keeps_aspect_and_fits() {
         let (_, _, img) = run_ok(&env, "resize", json!({"image": media, "width": 8, "height": 8, "fit": "fill"})).await;
         assert_eq!(img.dimensions(), (8, 8));
 
-        let err = run_invalid(&env, "resize", json!({"image": media, "width": 8, "scale": 2.0})).await;
+        let err = refused(&env, "resize", json!({"image": media, "width": 8, "scale": 2.0})).await;
         assert!(err.starts_with("scale:") && err.contains("cannot be combined"), "{err}");
-        let err = run_invalid(&env, "resize", json!({"image": media})).await;
+        let err = refused(&env, "resize", json!({"image": media})).await;
         assert!(err.starts_with("width:") && err.contains("scale"), "{err}");
         env.stop().await;
     }
@@ -258,7 +276,7 @@ async fn resize_scales_keeps_aspect_and_fits() {
 async fn resize_refuses_outputs_over_the_pixel_limit() {
     let env = setup_with(testing::sqlite().await, true, |c, _| c.media.max_pixels = 10_000).await;
     let src = upload(&env, png(&halves(80, 80))).await;
-    let err = run_invalid(&env, "resize", json!({"image": format!("media:{src}"), "scale": 2.0})).await;
+    let err = refused(&env, "resize", json!({"image": format!("media:{src}"), "scale": 2.0})).await;
     assert!(err.starts_with("scale:") && err.contains("160x160") && err.contains("10000"), "{err}");
     let (_, _, img) = run_ok(&env, "resize", json!({"image": format!("media:{src}"), "scale": 1.25})).await;
     assert_eq!(img.dimensions(), (100, 100), "exactly at the limit is fine");
@@ -320,7 +338,7 @@ async fn crop_by_box_and_by_aspect_with_anchor() {
 
         let err = run_invalid(&env, "crop", json!({"image": media, "x": 30, "width": 8, "height": 4})).await;
         assert!(err.starts_with("width:") && err.contains("exceeds image width 32"), "{err}");
-        let err = run_invalid(&env, "crop", json!({"image": media, "width": 8, "height": 4, "anchor": "top"})).await;
+        let err = refused(&env, "crop", json!({"image": media, "width": 8, "height": 4, "anchor": "top"})).await;
         assert!(err.starts_with("anchor:"), "{err}");
         let err = run_invalid(&env, "crop", json!({"image": media, "aspect": "wide"})).await;
         assert!(err.starts_with("aspect:") && err.contains("W:H"), "{err}");
@@ -437,10 +455,10 @@ async fn watermark_with_a_configured_logo_is_read_once() {
         std::fs::remove_file(env.dir.path().join("logo.png")).unwrap();
         run_ok(&env, "watermark", p).await;
 
-        let err = run_invalid(&env, "watermark", json!({"image": media, "logo": "acme"})).await;
+        let err = refused(&env, "watermark", json!({"image": media, "logo": "acme"})).await;
         assert!(err.starts_with("logo:") && err.contains("acme") && err.contains("station"), "{err}");
-        let err = run_invalid(&env, "watermark", json!({"image": media})).await;
-        assert!(err.starts_with("logo:") && err.contains("text"), "{err}");
+        let err = refused(&env, "watermark", json!({"image": media})).await;
+        assert!(err.starts_with("text:") && err.contains("logo"), "{err}");
         env.stop().await;
     }
 }
@@ -463,8 +481,7 @@ async fn watermark_with_text() {
     assert!(reddish(100, 200, 50, 100) > 100, "text drawn bottom-right");
     // 100 px of text plus the 16 px default margin starts at x = 84.
     assert_eq!(reddish(0, 80, 0, 100), 0, "nothing drawn left of the mark");
-    let err =
-        run_invalid(&env, "watermark", json!({"image": format!("media:{id}"), "text": "x", "color": "red"})).await;
+    let err = refused(&env, "watermark", json!({"image": format!("media:{id}"), "text": "x", "color": "red"})).await;
     assert!(err.starts_with("color:"), "{err}");
     env.stop().await;
 }

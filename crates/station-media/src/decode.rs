@@ -2,15 +2,19 @@
 //! that refuses decompression bombs before any pixel buffer is allocated.
 //!
 //! Accepted formats are PNG, JPEG, WebP and GIF. Anything else (BMP, TIFF, AVIF, ...)
-//! is refused with [`MediaError::UnsupportedFormat`]. For animated GIF and WebP only the
-//! first frame is decoded; [`probe`] reports whether more frames exist.
+//! is refused with [`MediaError::UnsupportedFormat`]. For animated GIF, APNG and WebP
+//! only the first frame is decoded; [`probe`] counts the frames without decoding any
+//! (GIF frames are skipped compressed, APNG `fcTL` and WebP `ANMF` chunks are counted),
+//! and [`check_limits`] refuses more frames than [`DecodeLimits::max_frames`] or more
+//! pixels over all frames than [`DecodeLimits::max_pixels`]: a consumer that loads
+//! every frame (ComfyUI's LoadImage does) decodes frames × width × height pixels.
 //!
 //! JPEG EXIF orientation is applied while decoding, so the pixels match what viewers
 //! show and re-encoding (which drops EXIF) does not turn photos sideways.
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
+use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MediaError, Result};
@@ -92,16 +96,18 @@ impl MediaFormat {
 pub struct DecodeLimits {
     /// Largest accepted input, in bytes.
     pub max_bytes: u64,
-    /// Largest accepted width × height.
+    /// Largest accepted width × height × frames (the pixels of every frame).
     pub max_pixels: u64,
     /// Largest accepted width or height.
     pub max_side: u32,
+    /// Most frames an animation (GIF, APNG, WebP) may have; 1 accepts still images only.
+    pub max_frames: u64,
 }
 
 impl Default for DecodeLimits {
-    /// 50 MiB input, 64 megapixels, 16384 px per side.
+    /// 50 MiB input, 64 megapixels over all frames, 16384 px per side, 100 frames.
     fn default() -> Self {
-        DecodeLimits { max_bytes: 50 * 1024 * 1024, max_pixels: 64 * 1024 * 1024, max_side: 16384 }
+        DecodeLimits { max_bytes: 50 * 1024 * 1024, max_pixels: 64 * 1024 * 1024, max_side: 16384, max_frames: 100 }
     }
 }
 
@@ -114,8 +120,10 @@ pub struct ImageInfo {
     pub width: u32,
     /// Height in pixels, as declared by the header.
     pub height: u32,
-    /// True for GIF/WebP with more than one frame.
+    /// True for GIF/APNG/WebP with more than one frame.
     pub animated: bool,
+    /// Number of frames (1 for a still image), counted without decoding them.
+    pub frames: u64,
 }
 
 /// Detects the format from the leading magic bytes; names and declared types are
@@ -136,17 +144,20 @@ pub fn detect_format(bytes: &[u8]) -> Result<MediaFormat> {
     }
 }
 
-/// Reads only the header: format, declared dimensions and whether it is animated.
+/// Reads only the headers: format, declared dimensions and the number of frames.
 /// No pixel data is decompressed, so this is safe on untrusted input of any size.
 pub fn probe(bytes: &[u8]) -> Result<ImageInfo> {
     let format = detect_format(bytes)?;
     let name = format.name();
-    let (width, height, animated) = match format {
+    let (width, height, frames) = match format {
         MediaFormat::Webp => {
-            let decoder = image::codecs::webp::WebPDecoder::new(Cursor::new(bytes))
-                .map_err(|e| MediaError::from_decode(name, e))?;
+            // image-webp walks the RIFF chunks when opening and counts the `ANMF`
+            // (animation frame) chunks without decoding them.
+            let decoder = image_webp::WebPDecoder::new(Cursor::new(bytes))
+                .map_err(|e| MediaError::from_decode(name, webp_error(e)))?;
             let (w, h) = decoder.dimensions();
-            (w, h, decoder.has_animation())
+            let frames = if decoder.is_animated() { u64::from(decoder.num_frames()).max(1) } else { 1 };
+            (w, h, frames)
         }
         MediaFormat::Gif => gif_header(bytes)?,
         MediaFormat::Png | MediaFormat::Jpeg => {
@@ -155,15 +166,49 @@ pub fn probe(bytes: &[u8]) -> Result<ImageInfo> {
             // caller (decode) turns them into a precise TooLarge error.
             reader.no_limits();
             let (w, h) = reader.into_dimensions().map_err(|e| MediaError::from_decode(name, e))?;
-            (w, h, false)
+            let frames = if format == MediaFormat::Png { apng_frames(bytes) } else { 1 };
+            (w, h, frames)
         }
     };
-    Ok(ImageInfo { format, width, height, animated })
+    Ok(ImageInfo { format, width, height, animated: frames > 1, frames })
+}
+
+/// The image crate's own translation of WebP errors (its `from_webp_decode` is private).
+fn webp_error(e: image_webp::DecodingError) -> ImageError {
+    match e {
+        image_webp::DecodingError::IoError(e) => ImageError::IoError(e),
+        e => ImageError::Decoding(image::error::DecodingError::new(ImageFormat::WebP.into(), e)),
+    }
+}
+
+/// Frames of a PNG: 1, or for an APNG the larger of the frame count its `acTL`
+/// chunk declares and the `fcTL` (frame control) chunks present — whichever a
+/// consumer believes, it is not allowed to load more. Walks chunk headers only.
+fn apng_frames(bytes: &[u8]) -> u64 {
+    let (mut declared, mut controls) = (0u64, 0u64);
+    let mut pos = 8; // after the signature
+    while let Some(head) = bytes.get(pos..pos + 8) {
+        let len = u64::from(u32::from_be_bytes([head[0], head[1], head[2], head[3]]));
+        match &head[4..8] {
+            b"acTL" => {
+                if let Some(d) = bytes.get(pos + 8..pos + 12) {
+                    declared = u64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
+                }
+            }
+            b"fcTL" => controls += 1,
+            b"IEND" => break,
+            _ => {}
+        }
+        // length, type, data, CRC
+        let Some(next) = usize::try_from(len).ok().and_then(|l| pos.checked_add(12)?.checked_add(l)) else { break };
+        pos = next;
+    }
+    declared.max(controls).max(1)
 }
 
 /// GIF dimensions and frame count without LZW decoding: the gif crate can hand back
-/// compressed frame data, which is enough to know whether a second frame exists.
-fn gif_header(bytes: &[u8]) -> Result<(u32, u32, bool)> {
+/// compressed frame data, which is enough to count the frames.
+fn gif_header(bytes: &[u8]) -> Result<(u32, u32, u64)> {
     let mut options = gif::DecodeOptions::new();
     options.set_color_output(gif::ColorOutput::Indexed);
     options.skip_frame_decoding(true);
@@ -172,9 +217,13 @@ fn gif_header(bytes: &[u8]) -> Result<(u32, u32, bool)> {
     if decoder.read_next_frame().map_err(gif_error)?.is_none() {
         return Err(MediaError::Corrupt { format: "gif", reason: "no image frame".into() });
     }
-    // A damaged tail after a complete first frame still yields a usable still image.
-    let animated = matches!(decoder.read_next_frame(), Ok(Some(_)));
-    Ok((w, h, animated))
+    // A damaged tail after a complete first frame still yields a usable image
+    // with the frames read so far.
+    let mut frames = 1;
+    while let Ok(Some(_)) = decoder.read_next_frame() {
+        frames += 1;
+    }
+    Ok((w, h, frames))
 }
 
 fn gif_error(e: gif::DecodingError) -> MediaError {
@@ -208,6 +257,21 @@ pub fn check_limits(bytes: &[u8], limits: &DecodeLimits) -> Result<ImageInfo> {
     let pixels = u64::from(info.width) * u64::from(info.height);
     if pixels > limits.max_pixels {
         return Err(MediaError::TooLarge { what: "image pixel count", limit: limits.max_pixels, actual: pixels });
+    }
+    if info.frames > limits.max_frames {
+        return Err(MediaError::TooLarge {
+            what: "number of animation frames",
+            limit: limits.max_frames,
+            actual: info.frames,
+        });
+    }
+    let all = pixels.saturating_mul(info.frames);
+    if all > limits.max_pixels {
+        return Err(MediaError::TooLarge {
+            what: "pixel count over all frames",
+            limit: limits.max_pixels,
+            actual: all,
+        });
     }
     if info.width == 0 || info.height == 0 {
         return Err(MediaError::Corrupt {

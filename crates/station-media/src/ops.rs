@@ -475,6 +475,30 @@ fn parse_color(s: &str) -> Result<[u8; 3]> {
     Ok([(v >> 16) as u8, (v >> 8) as u8, v as u8])
 }
 
+impl WatermarkOptions {
+    /// Every check [`watermark`] makes that needs no image, so a request can
+    /// be refused before it is queued: opacity and scale ranges, the colour's
+    /// `#rrggbb` syntax, logo or text (`has_logo`: a logo is given), text length.
+    pub fn check(&self, has_logo: bool) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.opacity) {
+            return Err(MediaError::option("opacity", format!("{} is not in 0..=1", self.opacity)));
+        }
+        if !(self.scale > 0.0 && self.scale <= 1.0) {
+            return Err(MediaError::option("scale", format!("{} is not in (0, 1]", self.scale)));
+        }
+        let text = self.text.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        match (has_logo, text) {
+            (true, Some(_)) => return Err(MediaError::option("text", "give either a logo or text, not both")),
+            (false, None) => return Err(MediaError::option("text", "give a logo or a text")),
+            (false, Some(t)) if t.chars().count() > MAX_WATERMARK_TEXT => {
+                return Err(MediaError::option("text", format!("longer than {MAX_WATERMARK_TEXT} characters")));
+            }
+            _ => {}
+        }
+        parse_color(&self.color).map(|_| ())
+    }
+}
+
 /// Longest watermark text accepted; a watermark is a signature, not a caption.
 pub const MAX_WATERMARK_TEXT: usize = 200;
 

@@ -220,3 +220,150 @@ fn random_damage_never_panics() {
     }
     assert!(failures > 0, "damage was never detected");
 }
+
+/// A GIF of `n` frames of `w`×`h`, alternating two colours.
+fn gif_frames(n: usize, w: u32, h: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut enc = GifEncoder::new(&mut out);
+        let frames = (0..n).map(|i| {
+            let c = if i % 2 == 0 { Rgba([255, 0, 0, 255]) } else { Rgba([0, 0, 255, 255]) };
+            Frame::from_parts(RgbaImage::from_pixel(w, h, c), 0, 0, Delay::from_numer_denom_ms(40, 1))
+        });
+        enc.encode_frames(frames).unwrap();
+    }
+    out
+}
+
+/// The chunks of a PNG as (type, data).
+fn png_chunks(png: &[u8]) -> Vec<([u8; 4], Vec<u8>)> {
+    let mut out = vec![];
+    let mut pos = 8;
+    while pos + 8 <= png.len() {
+        let len = u32::from_be_bytes(png[pos..pos + 4].try_into().unwrap()) as usize;
+        let kind: [u8; 4] = png[pos + 4..pos + 8].try_into().unwrap();
+        out.push((kind, png[pos + 8..pos + 8 + len].to_vec()));
+        pos += 12 + len;
+    }
+    out
+}
+
+/// An APNG of `n` frames of 4×4 (the default image is frame 0), built by hand
+/// (the image crate writes no APNG): acTL, then fcTL before IDAT and a
+/// fcTL + fdAT pair per further frame.
+fn apng(n: u32) -> Vec<u8> {
+    let still = png(&solid(4, 4, [0, 128, 0]));
+    let chunks = png_chunks(&still);
+    let idat: Vec<u8> = chunks.iter().filter(|(k, _)| k == b"IDAT").flat_map(|(_, d)| d.clone()).collect();
+    let fctl = |seq: u32| {
+        let mut d = vec![];
+        for v in [seq, 4, 4, 0, 0] {
+            d.extend_from_slice(&v.to_be_bytes());
+        }
+        d.extend_from_slice(&[0, 10, 0, 100, 0, 0]);
+        d
+    };
+    let mut out = still[..8].to_vec();
+    let mut seq = 0;
+    for (kind, data) in &chunks {
+        match kind {
+            b"IHDR" => {
+                out.extend(png_chunk(b"IHDR", data));
+                let mut actl = n.to_be_bytes().to_vec();
+                actl.extend_from_slice(&0u32.to_be_bytes());
+                out.extend(png_chunk(b"acTL", &actl));
+            }
+            b"IDAT" if seq == 0 => {
+                out.extend(png_chunk(b"fcTL", &fctl(0)));
+                seq = 1;
+                out.extend(png_chunk(b"IDAT", &idat));
+                for _ in 1..n {
+                    out.extend(png_chunk(b"fcTL", &fctl(seq)));
+                    let mut fdat = (seq + 1).to_be_bytes().to_vec();
+                    fdat.extend_from_slice(&idat);
+                    out.extend(png_chunk(b"fdAT", &fdat));
+                    seq += 2;
+                }
+            }
+            b"IDAT" => {}
+            other => out.extend(png_chunk(other, data)),
+        }
+    }
+    out
+}
+
+/// An animated WebP of `n` frames of 4×4 built by hand: VP8X with the
+/// animation flag, ANIM, and one ANMF per frame holding a lossless frame.
+fn animated_webp(n: u32) -> Vec<u8> {
+    let still = station_media::ops::encode(&solid(4, 4, [200, 10, 10]), MediaFormat::Webp, None).unwrap();
+    let frame = &still[12..]; // the VP8L chunk, header included
+    let chunk = |kind: &[u8; 4], data: &[u8]| {
+        let mut c = kind.to_vec();
+        c.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        c.extend_from_slice(data);
+        if data.len() % 2 == 1 {
+            c.push(0);
+        }
+        c
+    };
+    let u24 = |v: u32| v.to_le_bytes()[..3].to_vec();
+    let mut vp8x = vec![0x02, 0, 0, 0];
+    vp8x.extend(u24(3));
+    vp8x.extend(u24(3));
+    let mut body = b"WEBP".to_vec();
+    body.extend(chunk(b"VP8X", &vp8x));
+    body.extend(chunk(b"ANIM", &[0, 0, 0, 0, 0, 0]));
+    for _ in 0..n {
+        let mut anmf = vec![];
+        for v in [0, 0, 3, 3, 100] {
+            anmf.extend(u24(v));
+        }
+        anmf.push(0);
+        anmf.extend_from_slice(frame);
+        body.extend(chunk(b"ANMF", &anmf));
+    }
+    let mut out = b"RIFF".to_vec();
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend(body);
+    out
+}
+
+/// Issue 17, item 3: animations are counted frame by frame from their
+/// headers (GIF, APNG, animated WebP) and refused over `max_frames`, or when
+/// the pixels of all frames together exceed `max_pixels`, before decoding.
+#[test]
+fn animation_frames_are_counted_and_limited_before_decoding() {
+    use station_media::decode::check_limits;
+    let cases =
+        [("gif", gif_frames(300, 8, 8), 300u64, 64u64), ("apng", apng(5), 5, 16), ("webp", animated_webp(7), 7, 16)];
+    for (name, bytes, frames, frame_pixels) in cases {
+        let info = probe(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((info.frames, info.animated), (frames, true), "{name}");
+        let within = DecodeLimits { max_frames: frames, ..DecodeLimits::default() };
+        check_limits(&bytes, &within).unwrap_or_else(|e| panic!("{name}: {e}"));
+        decode(&bytes, &within).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let fewer = DecodeLimits { max_frames: frames - 1, ..DecodeLimits::default() };
+        for result in [check_limits(&bytes, &fewer).map(|_| ()), decode(&bytes, &fewer).map(|_| ())] {
+            match result {
+                Err(MediaError::TooLarge { what: "number of animation frames", limit, actual }) => {
+                    assert_eq!((limit, actual), (frames - 1, frames), "{name}");
+                }
+                other => panic!("{name}: expected too many frames, got {other:?}"),
+            }
+        }
+        // Each frame fits the pixel limit; all of them together do not.
+        let pixels =
+            DecodeLimits { max_frames: frames, max_pixels: frame_pixels * frames - 1, ..DecodeLimits::default() };
+        match check_limits(&bytes, &pixels) {
+            Err(MediaError::TooLarge { what: "pixel count over all frames", actual, .. }) => {
+                assert_eq!(actual, frame_pixels * frames, "{name}");
+            }
+            other => panic!("{name}: expected too many pixels over all frames, got {other:?}"),
+        }
+    }
+    // Still images are one frame.
+    for still in [png(&solid(3, 3, [1, 2, 3])), jpeg(&solid(3, 3, [1, 2, 3])), gif_frames(1, 3, 3)] {
+        assert_eq!(probe(&still).unwrap().frames, 1);
+        check_limits(&still, &DecodeLimits { max_frames: 1, ..DecodeLimits::default() }).unwrap();
+    }
+}

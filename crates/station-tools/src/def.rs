@@ -36,6 +36,9 @@ pub struct ToolDef {
     pub comfyui: Option<ComfyUiSpec>,
     /// The native media operation (present iff `service` is `media`).
     pub media: Option<MediaSpec>,
+    /// Rules between inputs, checked when a job is submitted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
     /// Where the definition came from: a file path, or `<builtin>/NAME.json`.
     #[serde(skip)]
     pub source: PathBuf,
@@ -66,6 +69,68 @@ pub(crate) struct RawToolDef {
     pub comfyui: Option<ComfyUiSpec>,
     #[serde(default)]
     pub media: Option<MediaSpec>,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// A rule between inputs of a tool (`rules` in a tool file). An input is
+/// *given* when a value for it resolved (from the request, the user's saved
+/// settings or its default) and is not empty text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Rule {
+    /// At least one of these inputs must be given (`{"one_of": ["width", "height", "scale"]}`).
+    OneOf(Vec<String>),
+    /// When the key input is given, the inputs it names must be given too
+    /// (`{"requires": {"anchor": "aspect"}}`, or a list of names).
+    Requires(std::collections::BTreeMap<String, Names>),
+    /// When the key input is given, none of the inputs it names may be
+    /// (`{"excludes": {"scale": ["width", "height"]}}`).
+    Excludes(std::collections::BTreeMap<String, Names>),
+}
+
+/// One input name or a list of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Names {
+    /// A single input name.
+    One(String),
+    /// Several input names.
+    Many(Vec<String>),
+}
+
+impl Names {
+    /// The names, as a slice.
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            Names::One(n) => std::slice::from_ref(n),
+            Names::Many(v) => v,
+        }
+    }
+}
+
+impl Rule {
+    /// Every input name the rule mentions, with the JSON path of where.
+    pub(crate) fn names(&self, at: &str) -> Vec<(String, String)> {
+        let mut out = vec![];
+        match self {
+            Rule::OneOf(list) => {
+                for (i, n) in list.iter().enumerate() {
+                    out.push((format!("{at}.one_of[{i}]"), n.clone()));
+                }
+            }
+            Rule::Requires(map) | Rule::Excludes(map) => {
+                let kind = if matches!(self, Rule::Requires(_)) { "requires" } else { "excludes" };
+                for (key, names) in map {
+                    out.push((format!("{at}.{kind}"), key.clone()));
+                    for n in names.as_slice() {
+                        out.push((format!("{at}.{kind}.{key}"), n.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 fn default_version() -> u32 {
@@ -89,6 +154,7 @@ impl RawToolDef {
             cost: self.cost,
             comfyui: self.comfyui,
             media: self.media,
+            rules: self.rules,
             source,
         }
     }
@@ -212,6 +278,12 @@ pub struct InputDef {
     /// Longest allowed text, in characters (text inputs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_length: Option<usize>,
+    /// Image inputs only: takes animations (GIF, APNG, WebP) of up to
+    /// `media.max_frames` frames. Without it an image input takes a still
+    /// image (one frame): a consumer such as ComfyUI's LoadImage would load
+    /// every frame.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub animated: bool,
 }
 
 impl InputDef {

@@ -14,10 +14,12 @@ mod validate;
 
 pub use bind::{BindError, bind_workflow};
 pub use def::{
-    BindingTarget, Category, ComfyUiSpec, Cost, InputDef, InputType, LoraSpec, MediaOperation, MediaSpec, Service,
-    ToolDef, Visibility,
+    BindingTarget, Category, ComfyUiSpec, Cost, InputDef, InputType, LoraSpec, MediaOperation, MediaSpec, Names, Rule,
+    Service, ToolDef, Visibility,
 };
-pub use load::{BUILTIN_PREFIX, ToolLoadError, builtin_tools, check_dir};
+pub use load::{
+    BUILTIN_PREFIX, DEFAULT_MAX_FILE_BYTES, LoadOptions, ToolLoadError, builtin_tools, check_dir, check_dir_with,
+};
 pub use params::{
     FieldError, ParamErrors, ResolvedParams, check_input, coerce_text, coerce_value, is_media_ref, resolve_params,
 };

@@ -86,12 +86,94 @@ pub fn builtin_tools() -> (Vec<Arc<ToolDef>>, Vec<ToolLoadError>) {
     (tools, errors)
 }
 
-/// The `*.json` files directly in `dir`, sorted by file name so loading is deterministic.
-/// Hidden files (editor swap files, `.#x.json`) are skipped. A missing folder has no files.
-fn tool_files(dir: &Path) -> Result<Vec<PathBuf>, ToolLoadError> {
+/// How tool files are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Largest tool file read, in bytes (`tools.max_file_bytes`); a larger
+    /// one is refused with an error naming the limit, so no tool (and no
+    /// 100 MB description) of that size ever reaches `GET /api/v1/tools`.
+    pub max_file_bytes: u64,
+}
+
+/// 1 MiB: the largest built-in workflow is a few KB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { max_file_bytes: DEFAULT_MAX_FILE_BYTES }
+    }
+}
+
+/// Why a `*.json` entry of the tools folder is not a file that can be read:
+/// a symbolic link loop or one to nothing, a named pipe, a folder, a socket
+/// or device. `None` for a regular file (or a link to one).
+fn not_a_file(path: &Path) -> Option<String> {
+    let link = std::fs::symlink_metadata(path).ok()?;
+    let target = || std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        // ELOOP: too many levels of symbolic links.
+        Err(e) if e.raw_os_error() == Some(40) => {
+            return Some(format!("skipped: a symbolic link loop (to {})", target()));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && link.file_type().is_symlink() => {
+            return Some(format!("skipped: a symbolic link to {}, which does not exist", target()));
+        }
+        Err(e) => return Some(format!("skipped: cannot read: {e}")),
+    };
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return None;
+    }
+    if kind.is_dir() {
+        return Some("skipped: a folder, not a tool file".into());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return Some("skipped: a named pipe (FIFO), not a tool file".into());
+        }
+        if kind.is_socket() {
+            return Some("skipped: a socket, not a tool file".into());
+        }
+        if kind.is_block_device() || kind.is_char_device() {
+            return Some("skipped: a device, not a tool file".into());
+        }
+    }
+    Some("skipped: not a regular file".into())
+}
+
+/// Reads a tool file of at most `max` bytes: a larger one is refused
+/// without reading it (and one growing while read is cut at `max + 1`).
+fn read_limited(path: &Path, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let too_big = |n: u64| {
+        format!(
+            "the file is {n} bytes, over the limit of {max} (tools.max_file_bytes); a tool file holds a workflow and short texts"
+        )
+    };
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let len = file.metadata().map_err(|e| format!("cannot read: {e}"))?.len();
+    if len > max {
+        return Err(too_big(len));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > max {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("cannot read: not UTF-8 text ({e})"))
+}
+
+/// The `*.json` files directly in `dir`, sorted by file name so loading is deterministic,
+/// and the `*.json` entries that are no readable file (a symbolic link loop or one to
+/// nothing, a named pipe, a folder), each with the reason it is skipped.
+/// Hidden files (editor swap files, `.#x.json`) are ignored. A missing folder has no files.
+fn tool_files(dir: &Path) -> Result<(Vec<PathBuf>, Vec<ToolLoadError>), ToolLoadError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => {
             return Err(ToolLoadError {
                 file: dir.to_path_buf(),
@@ -100,38 +182,52 @@ fn tool_files(dir: &Path) -> Result<Vec<PathBuf>, ToolLoadError> {
             });
         }
     };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            !name.starts_with('.') && name.ends_with(".json") && p.is_file()
-        })
-        .collect();
+    let mut files: Vec<PathBuf> = vec![];
+    let mut skipped = vec![];
+    for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') || !name.ends_with(".json") {
+            continue;
+        }
+        match not_a_file(&path) {
+            None => files.push(path),
+            Some(reason) => skipped.push(ToolLoadError { file: path, field: String::new(), reason }),
+        }
+    }
     files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    Ok(files)
+    skipped.sort_by(|a, b| a.file.cmp(&b.file));
+    Ok((files, skipped))
+}
+
+/// Things worth saying once about a load that are not errors: a tool file
+/// replacing a built-in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Notices {
+    /// (built-in id, file replacing it).
+    pub overrides: Vec<(String, PathBuf)>,
 }
 
 /// Loads built-ins, then every tool file in `dir`, into one set keyed by id.
 ///
 /// A file tool with a built-in's id replaces the built-in. Two files with one id, or two tools
 /// with one command, reject the later file (built-ins come first, files in name order).
-pub(crate) fn load_all(dir: Option<&Path>) -> (BTreeMap<String, Arc<ToolDef>>, Vec<ToolLoadError>) {
+pub(crate) fn load_all(
+    dir: Option<&Path>,
+    options: LoadOptions,
+) -> (BTreeMap<String, Arc<ToolDef>>, Vec<ToolLoadError>, Notices) {
     let (builtins, mut errors) = builtin_tools();
+    let mut notices = Notices::default();
 
     let mut files: Vec<Arc<ToolDef>> = Vec::new();
     if let Some(dir) = dir {
         match tool_files(dir) {
-            Ok(paths) => {
+            Ok((paths, skipped)) => {
+                errors.extend(skipped);
                 for path in paths {
-                    let text = match std::fs::read_to_string(&path) {
+                    let text = match read_limited(&path, options.max_file_bytes) {
                         Ok(t) => t,
-                        Err(e) => {
-                            errors.push(ToolLoadError {
-                                file: path,
-                                field: String::new(),
-                                reason: format!("cannot read: {e}"),
-                            });
+                        Err(reason) => {
+                            errors.push(ToolLoadError { file: path, field: String::new(), reason });
                             continue;
                         }
                     };
@@ -164,11 +260,8 @@ pub(crate) fn load_all(dir: Option<&Path>) -> (BTreeMap<String, Arc<ToolDef>>, V
     let mut ordered: Vec<Arc<ToolDef>> = Vec::new();
     for b in builtins {
         match files.iter().find(|f| f.id == b.id) {
-            Some(f) => tracing::info!(
-                tool = %b.id,
-                file = %f.source.display(),
-                "tool file overrides the built-in tool"
-            ),
+            // Logged by the registry when it changes, not on every reload.
+            Some(f) => notices.overrides.push((b.id.clone(), f.source.clone())),
             None => ordered.push(b),
         }
     }
@@ -193,12 +286,19 @@ pub(crate) fn load_all(dir: Option<&Path>) -> (BTreeMap<String, Arc<ToolDef>>, V
         commands.insert(tool.command.clone(), tool.clone());
         by_id.insert(tool.id.clone(), tool);
     }
-    (by_id, errors)
+    (by_id, errors, notices)
 }
 
 /// Checks the tool files in `dir` as the registry would load them (including clashes with
 /// built-ins), for `station tools check DIR`. Returns the tools from `dir` that loaded.
 pub fn check_dir(dir: &Path) -> (Vec<Arc<ToolDef>>, Vec<ToolLoadError>) {
+    check_dir_with(dir, LoadOptions::default())
+}
+
+/// [`check_dir`] reading files as `options` say (`tools.max_file_bytes`).
+/// Entries that are skipped (symbolic link loops, links to nothing, named
+/// pipes, folders named `*.json`) are among the errors, each with its reason.
+pub fn check_dir_with(dir: &Path, options: LoadOptions) -> (Vec<Arc<ToolDef>>, Vec<ToolLoadError>) {
     // The registry tolerates a missing folder, but asking to check one that is not there is
     // almost certainly a typo worth reporting.
     if !dir.is_dir() {
@@ -209,7 +309,7 @@ pub fn check_dir(dir: &Path) -> (Vec<Arc<ToolDef>>, Vec<ToolLoadError>) {
         };
         return (Vec::new(), vec![err]);
     }
-    let (by_id, errors) = load_all(Some(dir));
+    let (by_id, errors, _) = load_all(Some(dir), options);
     let tools = by_id.into_values().filter(|t| !t.is_builtin()).collect();
     (tools, errors)
 }

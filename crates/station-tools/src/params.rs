@@ -6,7 +6,7 @@ use rand::Rng;
 use serde::Serialize;
 use serde_json::{Map, Number, Value};
 
-use crate::def::{InputDef, InputType, ToolDef};
+use crate::def::{InputDef, InputType, Rule, ToolDef};
 
 /// Tolerance for `step` checks: float steps such as 0.1 are not exact in binary.
 const STEP_TOLERANCE: f64 = 1e-9;
@@ -110,7 +110,53 @@ pub fn resolve_params<R: Rng + ?Sized>(
         }
     }
 
+    check_rules(tool, &out.values, &mut errors);
     if errors.is_empty() { Ok(out) } else { Err(ParamErrors(errors)) }
+}
+
+/// The tool's `rules` over the resolved `values`; a rule involving an input
+/// that already has an error is skipped (that error says enough).
+fn check_rules(tool: &ToolDef, values: &Map<String, Value>, errors: &mut Vec<FieldError>) {
+    let given = |n: &str| values.get(n).is_some_and(|v| !v.is_null() && v.as_str() != Some(""));
+    let failed: Vec<String> = errors.iter().map(|e| e.field.clone()).collect();
+    let clean = |names: &[&String]| names.iter().all(|n| !failed.contains(n));
+    for rule in &tool.rules {
+        match rule {
+            Rule::OneOf(list) => {
+                let all: Vec<&String> = list.iter().collect();
+                if clean(&all) && !list.iter().any(|n| given(n)) && !list.is_empty() {
+                    let names: Vec<&str> = list.iter().map(String::as_str).collect();
+                    errors.push(FieldError {
+                        field: list[0].clone(),
+                        reason: format!("give one of {}", names.join(", ")),
+                    });
+                }
+            }
+            Rule::Requires(map) => {
+                for (key, needs) in map {
+                    let missing: Vec<&str> =
+                        needs.as_slice().iter().filter(|n| !given(n)).map(String::as_str).collect();
+                    if given(key) && !missing.is_empty() && clean(&[key]) {
+                        errors.push(FieldError {
+                            field: key.clone(),
+                            reason: format!("only applies together with {}; give it too", missing.join(" and ")),
+                        });
+                    }
+                }
+            }
+            Rule::Excludes(map) => {
+                for (key, others) in map {
+                    let clash: Vec<&str> = others.as_slice().iter().filter(|n| given(n)).map(String::as_str).collect();
+                    if given(key) && !clash.is_empty() && clean(&[key]) {
+                        errors.push(FieldError {
+                            field: key.clone(),
+                            reason: format!("cannot be combined with {}", clash.join(", ")),
+                        });
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn random_seed<R: Rng + ?Sized>(rng: &mut R) -> Value {

@@ -11,7 +11,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::watch;
 
 use crate::def::ToolDef;
-use crate::load::{ToolLoadError, load_all};
+use crate::load::{LoadOptions, Notices, ToolLoadError, load_all};
 
 /// Quiet time after the last file event before reloading: editors write a file in several
 /// steps (truncate, write, rename), and one reload per save is enough.
@@ -25,6 +25,7 @@ pub struct ToolRegistry {
 
 struct Inner {
     dir: Option<PathBuf>,
+    options: LoadOptions,
     state: RwLock<State>,
     generation: watch::Sender<u64>,
     derived: Mutex<Derived>,
@@ -43,12 +44,26 @@ struct State {
     by_id: BTreeMap<String, Arc<ToolDef>>,
     by_command: HashMap<String, Arc<ToolDef>>,
     errors: Vec<ToolLoadError>,
+    notices: Notices,
 }
 
 impl State {
-    fn new(by_id: BTreeMap<String, Arc<ToolDef>>, errors: Vec<ToolLoadError>) -> Self {
+    fn new(by_id: BTreeMap<String, Arc<ToolDef>>, errors: Vec<ToolLoadError>, notices: Notices) -> Self {
         let by_command = by_id.values().map(|t| (t.command.clone(), t.clone())).collect();
-        State { by_id, by_command, errors }
+        State { by_id, by_command, errors, notices }
+    }
+}
+
+/// Logs what a load found that `before` did not have: each problem and
+/// each override once, not again on every reload while it persists.
+fn log_news(before: Option<(&[ToolLoadError], &Notices)>, errors: &[ToolLoadError], notices: &Notices) {
+    let (old_errors, old_overrides): (&[ToolLoadError], &[(String, PathBuf)]) =
+        before.map_or((&[], &[]), |(e, n)| (e, &n.overrides));
+    for e in errors.iter().filter(|e| !old_errors.contains(e)) {
+        tracing::warn!("tool not loaded: {e}");
+    }
+    for (id, file) in notices.overrides.iter().filter(|o| !old_overrides.contains(o)) {
+        tracing::info!(tool = %id, file = %file.display(), "tool file overrides the built-in tool");
     }
 }
 
@@ -73,12 +88,22 @@ impl ToolRegistry {
     /// Loads the built-in tools and the tool files in `dir` (a missing folder just means
     /// built-ins only). Bad files are skipped and reported; the rest load.
     pub fn load(dir: Option<&Path>) -> (ToolRegistry, Vec<ToolLoadError>) {
-        let (by_id, errors) = load_all(dir);
+        Self::load_with(dir, LoadOptions::default())
+    }
+
+    /// [`ToolRegistry::load`] reading files as `options` say
+    /// (`tools.max_file_bytes`), now and on every reload. Each problem and
+    /// each built-in a file overrides is logged once, and again on a reload
+    /// only if it is new.
+    pub fn load_with(dir: Option<&Path>, options: LoadOptions) -> (ToolRegistry, Vec<ToolLoadError>) {
+        let (by_id, errors, notices) = load_all(dir, options);
+        log_news(None, &errors, &notices);
         let (generation, _) = watch::channel(1);
         let registry = ToolRegistry {
             inner: Arc::new(Inner {
                 dir: dir.map(Path::to_path_buf),
-                state: RwLock::new(State::new(by_id, errors.clone())),
+                options,
+                state: RwLock::new(State::new(by_id, errors.clone(), notices)),
                 generation,
                 derived: Mutex::default(),
             }),
@@ -89,16 +114,14 @@ impl ToolRegistry {
     /// Reads the folder again and swaps in the new set; the generation goes up only if some
     /// tool was added, removed or changed.
     pub fn reload(&self) -> Vec<ToolLoadError> {
-        let (by_id, errors) = load_all(self.inner.dir.as_deref());
+        let (by_id, errors, notices) = load_all(self.inner.dir.as_deref(), self.inner.options);
         let changed = {
             let mut state = self.inner.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             let changed = state.by_id != by_id;
-            *state = State::new(by_id, errors.clone());
+            log_news(Some((&state.errors, &state.notices)), &errors, &notices);
+            *state = State::new(by_id, errors.clone(), notices);
             changed
         };
-        for e in &errors {
-            tracing::warn!("tool not loaded: {e}");
-        }
         if changed {
             self.inner.generation.send_modify(|g| *g += 1);
             tracing::info!(generation = self.generation(), "tools reloaded");
@@ -229,6 +252,12 @@ fn debounce_loop(
             match res {
                 Ok(()) => {
                     watching_dir = true;
+                    // The parent (often the data folder, with the database in it) was
+                    // watched only to see the folder appear; its changes are no reason
+                    // to reload.
+                    if let Some(parent) = dir.parent() {
+                        let _ = w.lock().unwrap_or_else(std::sync::PoisonError::into_inner).unwatch(parent);
+                    }
                     // Files written between the folder appearing and the watch starting sent
                     // no event we could see; read the folder once more to catch them.
                     registry_now.reload();

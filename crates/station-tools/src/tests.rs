@@ -940,6 +940,11 @@ fn each_builtin_resolves_and_binds() {
                 explicit.insert(name.clone(), json!("a lighthouse at dusk"));
             }
         }
+        // What the tools' rules ask for (a size for resize and crop).
+        if matches!(tool.id.as_str(), "resize" | "crop") {
+            explicit.insert("width".into(), json!(64));
+            explicit.insert("height".into(), json!(64));
+        }
         let params =
             resolve_params(&tool, &explicit, &Map::new(), &mut rng()).unwrap_or_else(|e| panic!("{}: {e}", tool.id));
         // Native media tools have no workflow to bind.
@@ -1045,4 +1050,169 @@ fn tools_md_examples_load() {
     let bound = bind_workflow(portrait, &params.values, &HashMap::new()).unwrap();
     assert_eq!(bound["6"]["inputs"]["text"], json!("a lighthouse keeper"));
     assert_eq!(bound["3"]["inputs"]["sampler_name"], json!("dpmpp_2m"));
+}
+
+// ---------- issue 17: skipped entries, logging once, file size ----------
+
+/// Log lines of the whole test process (a global subscriber: the watcher's
+/// reload thread logs too), for tests to filter by their own folder.
+fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOGS: std::sync::OnceLock<std::sync::Mutex<Vec<u8>>> = std::sync::OnceLock::new();
+    static INIT: std::sync::Once = std::sync::Once::new();
+    struct Sink;
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            captured_logs().lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = LOGS.get_or_init(Default::default);
+    INIT.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(|| Sink)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .try_init();
+    });
+    logs
+}
+
+fn log_lines_with(needles: &[&str]) -> usize {
+    let text = String::from_utf8_lossy(&captured_logs().lock().unwrap()).to_string();
+    text.lines().filter(|l| needles.iter().all(|n| l.contains(n))).count()
+}
+
+/// Issue 17, item 11: `*.json` entries that are no readable file are listed
+/// with a reason each, and logged once — also when the tools folder is
+/// created after start (its parent, the data folder, kept triggering
+/// reloads that logged "overrides the built-in tool" every time).
+#[cfg(unix)]
+#[test]
+fn skipped_entries_are_listed_with_a_reason_and_logged_once() {
+    captured_logs();
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("tools");
+    let (reg, _) = ToolRegistry::load(Some(&dir));
+    let _watcher = reg.watch().unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::symlink(dir.join("loop.json"), dir.join("loop.json")).unwrap();
+    std::os::unix::fs::symlink(dir.join("nothing-here.json.bak"), dir.join("dangling.json")).unwrap();
+    std::fs::create_dir(dir.join("folder.json")).unwrap();
+    let fifo = std::process::Command::new("mkfifo").arg(dir.join("pipe.json")).status().unwrap();
+    assert!(fifo.success());
+    let mut resize = tool_json("resize");
+    resize["command"] = json!("resize");
+    write(&dir, "resize.json", &resize);
+    wait_until("the file replaces the built-in", || reg.get("resize").is_some_and(|t| !t.is_builtin()));
+
+    let (_, errors) = check_dir(&dir);
+    let expected = [
+        ("loop.json", "symbolic link loop"),
+        ("dangling.json", "does not exist"),
+        ("folder.json", "a folder"),
+        ("pipe.json", "named pipe"),
+    ];
+    for (name, reason) in expected {
+        let e =
+            errors.iter().find(|e| e.file.ends_with(name)).unwrap_or_else(|| panic!("{name} not listed: {errors:?}"));
+        assert!(e.reason.contains(reason), "{name}: {e}");
+    }
+    assert_eq!(errors.len(), expected.len(), "{errors:?}");
+
+    // The data folder keeps changing (the database lives there) and the
+    // folder is reloaded again: nothing new, nothing logged again.
+    for i in 0..5 {
+        std::fs::write(parent.path().join(format!("station.db-{i}")), "x").unwrap();
+        reg.reload();
+        std::thread::sleep(DEBOUNCE_WAIT);
+    }
+    let shown = dir.display().to_string();
+    assert_eq!(log_lines_with(&["overrides the built-in tool", &shown]), 1, "one override line");
+    for (name, _) in expected {
+        let path = dir.join(name).display().to_string();
+        assert_eq!(log_lines_with(&["tool not loaded", &path]), 1, "{name} logged once");
+    }
+}
+
+/// Longer than the registry's debounce, so a reload from the watcher would have run.
+const DEBOUNCE_WAIT: Duration = Duration::from_millis(400);
+
+/// Issue 17, item 13: a tool file over `tools.max_file_bytes` is refused
+/// with an error naming the limit, so no huge description is ever served.
+#[test]
+fn tool_files_over_the_size_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut big = tool_json("big");
+    big["description"] = json!("x".repeat(2 * 1024 * 1024));
+    big["command"] = json!("big");
+    let path = write(dir.path(), "big.json", &big);
+    let mut small = tool_json("small");
+    small["command"] = json!("small");
+    write(dir.path(), "small.json", &small);
+    let (tools, errors) = check_dir(dir.path());
+    assert_eq!(tools.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["small"]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].file, path);
+    assert!(errors[0].reason.contains("tools.max_file_bytes") && errors[0].reason.contains("1048576"), "{}", errors[0]);
+    let (reg, _) = ToolRegistry::load(Some(dir.path()));
+    assert!(reg.get("big").is_none() && reg.get("small").is_some());
+    // The operator can raise it.
+    let (tools, errors) = check_dir_with(dir.path(), LoadOptions { max_file_bytes: 4 * 1024 * 1024 });
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(tools.len(), 2);
+}
+
+/// Issue 17, item 9: `rules` between inputs are validated when a tool loads
+/// (file, field, reason) and checked when parameters resolve, every
+/// problem at once.
+#[test]
+fn cross_field_rules_are_validated_and_checked() {
+    let mut bad = tool_json("ruled");
+    bad["rules"] = json!([
+        {"one_of": ["scale", "nope"]},
+        {"requires": {"ghost": "scale"}},
+        {"excludes": {}},
+        {"sometimes": ["scale"]}
+    ]);
+    let (_, errors) = errors_for(&bad);
+    assert!(!errors.is_empty());
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    // An unknown rule kind is a shape error reported on its own.
+    assert!(fields.iter().all(|f| f.starts_with("rules")), "{errors:?}");
+    bad["rules"].as_array_mut().unwrap().pop();
+    let (_, errors) = errors_for(&bad);
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["rules[0].one_of[1]", "rules[1].requires", "rules[2]"], "{errors:?}");
+    assert!(errors[0].reason.contains("no input named \"nope\""), "{}", errors[0]);
+
+    let (builtins, errors) = builtin_tools();
+    assert!(errors.is_empty(), "{errors:?}");
+    let tool = |id: &str| builtins.iter().find(|t| t.id == id).unwrap().clone();
+    let image = json!("media:0123456789abcdef0123456789abcdef");
+    let resolve = |t: &ToolDef, params: Value| {
+        let params = params.as_object().unwrap().clone();
+        resolve_params(t, &params, &Map::new(), &mut StdRng::seed_from_u64(1))
+            .err()
+            .map(|e| e.0.into_iter().map(|f| (f.field, f.reason)).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let resize = tool("resize");
+    let e = resolve(&resize, json!({"image": image}));
+    assert_eq!(e, [("width".to_string(), "give one of width, height, scale".to_string())]);
+    let e = resolve(&resize, json!({"image": image, "scale": 2, "width": 10}));
+    assert_eq!(e, [("scale".to_string(), "cannot be combined with width".to_string())]);
+    assert!(resolve(&resize, json!({"image": image, "scale": 2})).is_empty());
+    assert!(resolve(&resize, json!({"image": image, "width": 10, "height": 5})).is_empty());
+    let crop = tool("crop");
+    // Every problem at once: no size and an anchor without aspect.
+    let e = resolve(&crop, json!({"image": image, "anchor": "top"}));
+    let fields: Vec<&str> = e.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(fields, ["width", "anchor"], "{e:?}");
+    assert!(e[1].1.contains("aspect"), "{e:?}");
+    assert!(resolve(&crop, json!({"image": image, "anchor": "top", "aspect": "1:1"})).is_empty());
+    let e = resolve(&crop, json!({"image": image, "aspect": "1:1", "x": 3}));
+    assert_eq!(e, [("aspect".to_string(), "cannot be combined with x".to_string())]);
 }

@@ -65,6 +65,7 @@ pub(crate) fn validate(tool: &ToolDef) -> Vec<Problem> {
         out.push(problem("version", "must be at least 1"));
     }
     validate_inputs(tool, &mut out);
+    validate_rules(tool, &mut out);
     match tool.service {
         Service::Comfyui => {
             if tool.media.is_some() {
@@ -90,6 +91,27 @@ pub(crate) fn validate(tool: &ToolDef) -> Vec<Problem> {
     out
 }
 
+fn validate_rules(tool: &ToolDef, out: &mut Vec<Problem>) {
+    for (i, rule) in tool.rules.iter().enumerate() {
+        let at = format!("rules[{i}]");
+        let empty = match rule {
+            crate::def::Rule::OneOf(list) => list.is_empty(),
+            crate::def::Rule::Requires(m) | crate::def::Rule::Excludes(m) => {
+                m.is_empty() || m.values().any(|n| n.as_slice().is_empty())
+            }
+        };
+        if empty {
+            out.push(problem(at.clone(), "names no inputs; remove the rule or list the inputs it relates"));
+        }
+        for (field, name) in rule.names(&at) {
+            if !tool.inputs.contains_key(&name) {
+                let known: Vec<&str> = tool.inputs.keys().map(String::as_str).collect();
+                out.push(problem(field, format!("no input named \"{name}\"; inputs: {}", known.join(", "))));
+            }
+        }
+    }
+}
+
 fn validate_inputs(tool: &ToolDef, out: &mut Vec<Problem>) {
     let mut primary: Option<&str> = None;
     for (name, def) in &tool.inputs {
@@ -100,6 +122,12 @@ fn validate_inputs(tool: &ToolDef, out: &mut Vec<Problem>) {
             out.push(problem(
                 at(""),
                 format!("\"{name}\" is not a valid input name: use a-z, 0-9 and _, starting with a letter"),
+            ));
+        }
+        if def.animated && def.kind != InputType::Image {
+            out.push(problem(
+                at("animated"),
+                format!("only image inputs take animated; this input is {}", def.kind.as_str()),
             ));
         }
         let numeric = matches!(def.kind, InputType::Integer | InputType::Number);

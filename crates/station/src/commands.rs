@@ -40,7 +40,9 @@ pub async fn dispatch(cli: Cli) -> u8 {
     init_logging(&config, cli.verbose, matches!(cli.command, Command::Serve));
     match cli.command {
         Command::Config(c) => config_cmd(&config, c),
-        Command::Tools(ToolsCommand::Check { dir }) => tools_check(dir.unwrap_or_else(|| config.tools_dir())),
+        Command::Tools(ToolsCommand::Check { dir }) => {
+            tools_check(dir.unwrap_or_else(|| config.tools_dir()), config.tools.load_options())
+        }
         Command::Bench(args) => match station_bench::run(args).await {
             station_bench::Outcome::Done => exit::OK,
             station_bench::Outcome::BadUsage => exit::USAGE,
@@ -55,9 +57,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
                     return exit::UNAVAILABLE;
                 }
             };
-            for e in &tool_errors {
-                warn!("tool not loaded: {e}");
-            }
+            // The registry logged each tool problem once while loading.
             let code = match command {
                 Command::Serve => serve(station.clone()).await,
                 Command::Run(args) => run(&station, args).await,
@@ -685,12 +685,12 @@ fn tools(station: &Station, c: ToolsCommand, errors: &[station_core::tools::Tool
     }
 }
 
-fn tools_check(dir: PathBuf) -> u8 {
+fn tools_check(dir: PathBuf, options: station_core::tools::LoadOptions) -> u8 {
     if !dir.is_dir() {
         eprintln!("error: {} is not a folder", dir.display());
         return exit::USAGE;
     }
-    let (tools, errors) = station_core::tools::check_dir(&dir);
+    let (tools, errors) = station_core::tools::check_dir_with(&dir, options);
     for t in &tools {
         println!("ok      {} ({})", t.id, t.source.display());
     }

@@ -242,6 +242,8 @@ impl Station {
         // Image references are checked even when other parameters failed, so
         // one answer names every bad field (an unknown image among them).
         let mut errors = resolved.as_ref().err().map(|e| e.0.clone()).unwrap_or_default();
+        // The size of the first stored input image, for checks that need it.
+        let mut image_size: Option<(u32, u32)> = None;
         for (name, input) in &tool.inputs {
             if input.kind != InputType::Image || errors.iter().any(|e| &e.field == name) {
                 continue;
@@ -257,12 +259,40 @@ impl Station {
                 continue;
             }
             match self.store.get_media(id).await? {
-                Some(m) if account.may_access(m.account_id.as_deref()) => {}
+                Some(m) if account.may_access(m.account_id.as_deref()) => {
+                    if image_size.is_none() {
+                        image_size = Some((
+                            u32::try_from(m.width).unwrap_or(u32::MAX),
+                            u32::try_from(m.height).unwrap_or(u32::MAX),
+                        ));
+                    }
+                    if !input.animated
+                        && let Some(frames) = self.media.stored_frames(&m).await
+                        && frames > 1
+                    {
+                        errors.push(FieldError {
+                            field: name.clone(),
+                            reason: format!(
+                                "image {r} is an animation of {frames} frames; this input takes a still image"
+                            ),
+                        });
+                    }
+                }
                 // Someone else's image is answered exactly like a missing one.
                 _ => errors.push(FieldError {
                     field: name.clone(),
                     reason: format!("image {r} not found among your uploads"),
                 }),
+            }
+        }
+        // Rules of the native operation itself (a logo that is not
+        // configured, a colour, a resize beyond the pixel limit): refused
+        // now rather than failing after queuing.
+        if let Ok(r) = &resolved {
+            for (field, reason) in crate::native::check(&tool, &r.values, &self.config, image_size) {
+                if !errors.iter().any(|e| e.field == field) {
+                    errors.push(FieldError { field, reason });
+                }
             }
         }
         let resolved = match resolved {

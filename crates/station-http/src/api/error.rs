@@ -133,6 +133,10 @@ impl From<MediaServiceError> for ApiError {
             e @ MediaServiceError::Rejected { .. } => super::media::upload_error("file", e),
             MediaServiceError::Storage(e) => ApiError::internal(e),
             MediaServiceError::Blob(e) => ApiError::internal(e),
+            e @ MediaServiceError::Busy { retry_after_secs } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+                    .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after_secs))
+            }
         }
     }
 }

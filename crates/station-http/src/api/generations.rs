@@ -287,7 +287,8 @@ fn idempotency_key(headers: &HeaderMap, caller: &AccountRow) -> ApiResult<Option
         (status = 401, body = ErrorBody), (status = 402, body = ErrorBody, description = "Not enough points"),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "Confirmation required"),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 429, body = ErrorBody, description = "Rate limit or queued-jobs quota")))]
+        (status = 429, body = ErrorBody, description = "Rate limit or queued-jobs quota"),
+        (status = 503, body = ErrorBody, description = "Busy decoding other images (media.decode_concurrency); see Retry-After")))]
 async fn create_generation(State(station): State<Station>, Caller(a): Caller, req: Request) -> ApiResult<Response> {
     let key = idempotency_key(req.headers(), &a)?;
     if let Some(key) = &key
@@ -338,6 +339,8 @@ async fn create_from_form(
     key: Option<String>,
 ) -> ApiResult<Response> {
     let max = station.config.media.max_bytes;
+    // A decoding slot before the body is read (see upload_media).
+    let slot = station.media.upload_slot().await?;
     let mut tool = None;
     let mut params = Map::new();
     let mut confirmed = false;
@@ -405,7 +408,8 @@ async fn create_from_form(
             ));
             continue;
         }
-        match check_upload(station, &name, bytes).await {
+        let input = def.as_ref().and_then(|d| d.inputs.get(&name));
+        match check_upload(station, &name, bytes, &slot, input).await {
             Ok(image) => checked.push((name, image)),
             Err(e) => problems.push(e),
         }

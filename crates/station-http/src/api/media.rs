@@ -7,7 +7,8 @@ use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use station_core::{AccountRow, CheckedImage, ImageProblem, MediaRow, MediaServiceError, Station};
+use station_core::tools::InputDef;
+use station_core::{AccountRow, CheckedImage, DecodeSlot, ImageProblem, MediaRow, MediaServiceError, Station};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -101,16 +102,31 @@ pub fn too_big(field: &str, max: u64) -> ApiError {
 /// Checks an upload's header (type from content, size, dimensions) before
 /// any decoding, then stores it as the caller's input media (which decodes
 /// it fully within the same limits first). `field` names the part in errors.
-pub async fn store_upload(station: &Station, caller: &AccountRow, field: &str, bytes: Vec<u8>) -> ApiResult<MediaRow> {
-    let image = check_upload(station, field, bytes).await?;
+pub async fn store_upload(
+    station: &Station,
+    caller: &AccountRow,
+    field: &str,
+    bytes: Vec<u8>,
+    slot: &DecodeSlot,
+) -> ApiResult<MediaRow> {
+    let image = check_upload(station, field, bytes, slot, None).await?;
     Ok(station.media.put_checked(image, Some(&caller.id), None, "input").await?)
 }
 
-/// The checks of [`store_upload`] without storing ([`station_core::MediaService::check_image`]).
-/// Errors name `field`: 415 for a type Station does not take, 413 over the
-/// limits, 400 for an empty or broken image.
-pub async fn check_upload(station: &Station, field: &str, bytes: Vec<u8>) -> ApiResult<CheckedImage> {
-    station.media.check_image(bytes).await.map_err(|e| upload_error(field, e))
+/// The checks of [`store_upload`] without storing
+/// ([`station_core::MediaService::check_image_in`]), in the decoding `slot`
+/// the request took before reading its body, for tool input `input` when
+/// known (its frame limit). Errors name `field`: 415 for a type Station does
+/// not take, 413 over the limits (bytes, pixels, frames), 400 for an empty
+/// or broken image.
+pub async fn check_upload(
+    station: &Station,
+    field: &str,
+    bytes: Vec<u8>,
+    slot: &DecodeSlot,
+    input: Option<&InputDef>,
+) -> ApiResult<CheckedImage> {
+    station.media.check_image_in(bytes, slot, input).await.map_err(|e| upload_error(field, e))
 }
 
 /// A refused upload as the API answers it, naming the form `field`.
@@ -135,7 +151,8 @@ pub fn upload_error(field: &str, e: MediaServiceError) -> ApiError {
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses((status = 201, body = MediaInfo), (status = 400, body = ErrorBody, description = "Not a valid image"),
         (status = 401, body = ErrorBody), (status = 413, body = ErrorBody, description = "Too many bytes or pixels"),
-        (status = 415, body = ErrorBody, description = "Not an image type Station accepts")))]
+        (status = 415, body = ErrorBody, description = "Not an image type Station accepts"),
+        (status = 503, body = ErrorBody, description = "Busy decoding other images (media.decode_concurrency); see Retry-After")))]
 async fn upload_media(
     State(station): State<Station>,
     Caller(a): Caller,
@@ -149,6 +166,10 @@ async fn upload_media(
         )
     })?;
     let max = station.config.media.max_bytes;
+    // A decoding slot before the body is read: uploads beyond
+    // media.decode_concurrency wait without holding image bytes (503 busy
+    // if none frees up in time).
+    let slot = station.media.upload_slot().await?;
     let bad = |e: axum::extract::multipart::MultipartError| {
         ApiError::new(e.status(), "invalid_multipart", format!("could not read the form: {}", e.body_text()))
     };
@@ -163,7 +184,7 @@ async fn upload_media(
             }
             bytes.extend_from_slice(&chunk);
         }
-        let row = store_upload(&station, &a, "file", bytes).await?;
+        let row = store_upload(&station, &a, "file", bytes, &slot).await?;
         let location = format!("/api/v1/media/{}", row.id);
         return Ok(
             (StatusCode::CREATED, [(header::LOCATION, location)], Json(MediaInfo::from_row(&row))).into_response()
