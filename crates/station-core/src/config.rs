@@ -124,6 +124,9 @@ pub struct MediaConfig {
     pub workers: u64,
     /// Largest accepted upload or input, in bytes.
     pub max_bytes: u64,
+    /// Files one multipart request may carry; the whole form is at most
+    /// `max_upload_files` × `max_bytes` + 64 KiB (its text parts).
+    pub max_upload_files: u64,
     /// Largest accepted image, in pixels.
     pub max_pixels: u64,
     /// Operator watermark images by name (PNG files with alpha), usable by the
@@ -268,6 +271,7 @@ impl Default for MediaConfig {
         MediaConfig {
             workers: 0,
             max_bytes: 50 * 1024 * 1024,
+            max_upload_files: 4,
             max_pixels: 64_000_000,
             watermarks: Default::default(),
             watermark_opt_out: true,
