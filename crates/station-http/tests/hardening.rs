@@ -187,3 +187,61 @@ async fn item2_multipart_forms_are_limited_per_file_and_in_total() {
     assert_eq!(s.store.count_account_media(&s.alice.id).await.unwrap(), 0, "nothing stored");
     s.stop().await;
 }
+
+/// The account's job rows, read from the database.
+async fn job_rows(s: &common::Server, account: &str) -> usize {
+    let filter =
+        station_testkit::store::JobFilter { account_id: Some(account.into()), limit: 1000, ..Default::default() };
+    s.store.list_jobs(&filter).await.unwrap().len()
+}
+
+/// Item 8: a multipart creation naming a part twice (two `image` files, or
+/// two `tool` texts) is refused with 400 naming the part before anything is
+/// stored: no job row, no media row.
+async fn item8_duplicate_multipart_fields_are_refused_before_storing(db: station_testkit::TestDb) {
+    let s = serve(&db, false, |_| {}).await;
+    let k = s.kind;
+    let image = || reqwest::multipart::Part::bytes(png(24, 16)).file_name("in.png");
+    let forms = [
+        (
+            "image",
+            reqwest::multipart::Form::new()
+                .text("tool", "resize")
+                .text("width", "8")
+                .text("confirmed", "true")
+                .part("image", image())
+                .part("image", image()),
+        ),
+        (
+            "tool",
+            reqwest::multipart::Form::new()
+                .text("tool", "resize")
+                .text("tool", "crop")
+                .text("width", "8")
+                .part("image", image()),
+        ),
+        ("width", reqwest::multipart::Form::new().text("tool", "resize").text("width", "8").text("width", "9")),
+    ];
+    for (field, form) in forms {
+        let r =
+            s.http.post(s.url("/api/v1/generations")).bearer_auth(&s.alice_key).multipart(form).send().await.unwrap();
+        let a = common::Server::answer(r).await;
+        assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_input"), "{k}: {field}: {}", a.body);
+        assert_eq!(a.fields(), vec![field.to_string()], "{k}: {}", a.body);
+        assert_eq!(job_rows(&s, &s.alice.id).await, 0, "{k}: {field}: no job row");
+        assert_eq!(s.store.count_account_media(&s.alice.id).await.unwrap(), 0, "{k}: {field}: no media row");
+    }
+    // The same form with one image is accepted (and stores one upload, one job).
+    let form = reqwest::multipart::Form::new()
+        .text("tool", "resize")
+        .text("width", "8")
+        .text("confirmed", "true")
+        .part("image", image());
+    let r = s.http.post(s.url("/api/v1/generations")).bearer_auth(&s.alice_key).multipart(form).send().await.unwrap();
+    let a = common::Server::answer(r).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+    assert_eq!((job_rows(&s, &s.alice.id).await, s.store.count_account_media(&s.alice.id).await.unwrap()), (1, 1));
+    s.stop().await;
+}
+
+station_testkit::on_every_db!(item8_duplicate_multipart_fields_are_refused_before_storing);

@@ -344,8 +344,17 @@ async fn create_from_form(
         ApiError::new(e.status(), "invalid_multipart", format!("could not read the form: {}", e.body_text()))
     };
     let mut problems: Vec<ApiError> = vec![];
+    let mut seen: Vec<String> = vec![];
     while let Some(mut field) = form.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or_default().to_string();
+        // A part named twice (two `image` files, two `tool`s) is ambiguous:
+        // refused before anything is read further or stored.
+        if !name.is_empty() {
+            if seen.contains(&name) {
+                return Err(ApiError::invalid(name, "sent more than once; send each part once"));
+            }
+            seen.push(name.clone());
+        }
         if field.file_name().is_some() {
             let most = station.config.media.max_upload_files;
             if files.len() as u64 >= most {
