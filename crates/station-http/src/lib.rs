@@ -85,7 +85,8 @@ impl<S> HttpService for S where
 /// the per-request layers. Serve it with `axum::ServiceExt::into_make_service`.
 pub fn service(station: Station, extra: Router) -> impl HttpService {
     let limits = BodyLimits { json: MAX_JSON_BODY, multipart: max_multipart_body(&station) };
-    layered(app_routes(station).merge(extra), limits)
+    let hsts = station.config.public_url().starts_with("https://");
+    layered(app_routes(station).merge(extra), limits, hsts)
 }
 
 /// Every route, without the per-request layers ([`layered`] adds them once
@@ -102,8 +103,9 @@ fn app_routes(station: Station) -> Router {
         .with_state(station)
 }
 
-/// `routes` behind Station's per-request layers: security headers and the
-/// API-shaped 413 ([`finish`]), the trace span, and the body limits.
+/// `routes` behind Station's per-request layers: security headers (HSTS
+/// when `hsts`, the public URL being https) and the API-shaped 413
+/// ([`finish`]), the trace span, and the body limits.
 ///
 /// The layers form one tower stack around the whole router rather than
 /// `Router::layer` calls: axum wraps every route's endpoint in each such
@@ -111,9 +113,15 @@ fn app_routes(station: Station) -> Router {
 /// level) and boxes its future and response body. Around the router, the
 /// stack is built once and monomorphised; a request pays one boxed body at
 /// the top (docs/PERFORMANCE.md has the measurements).
-fn layered(routes: Router, limits: BodyLimits) -> impl HttpService {
+fn layered(routes: Router, limits: BodyLimits, hsts: bool) -> impl HttpService {
     tower::ServiceBuilder::new()
-        .map_response(finish)
+        .map_response(move |r| {
+            let mut r = finish(r);
+            if hsts {
+                r.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+            }
+            r
+        })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(limits)
         // Every limit is [`BodyLimits`]'s: the extractors' own 2 MB default is off.
@@ -232,6 +240,10 @@ where
     out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     polish(out)
 }
+
+/// `Strict-Transport-Security` of every answer when `web.public_url` is
+/// https: browsers then use only https for this host for a year.
+pub const HSTS: &str = "max-age=31536000";
 
 /// The Content-Security-Policy of the web app's pages (HTML): no inline
 /// scripts or styles, nothing from other origins, images also from data:

@@ -245,3 +245,25 @@ async fn item8_duplicate_multipart_fields_are_refused_before_storing(db: station
 }
 
 station_testkit::on_every_db!(item8_duplicate_multipart_fields_are_refused_before_storing);
+
+/// Item 13: `Strict-Transport-Security` on every answer when
+/// `web.public_url` is https, and never when it is http.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item13_hsts_when_the_public_url_is_https() {
+    let db = testing::sqlite().await;
+    for (url, want) in
+        [(Some("https://station.example.com"), true), (Some("http://station.example.com"), false), (None, false)]
+    {
+        let s = serve(&db, false, |c| c.web.public_url = url.map(str::to_string)).await;
+        for path in ["/healthz", "/api/v1/tools", "/api/v1/nope", "/web"] {
+            let r = s.http.get(s.url(path)).bearer_auth(&s.alice_key).send().await.unwrap();
+            let got = r.headers().get("strict-transport-security").map(|v| v.to_str().unwrap().to_string());
+            if want {
+                assert_eq!(got.as_deref(), Some("max-age=31536000"), "{url:?} {path}");
+            } else {
+                assert_eq!(got, None, "{url:?} {path}");
+            }
+        }
+        s.stop().await;
+    }
+}
