@@ -148,6 +148,9 @@ pub struct MediaConfig {
     pub workers: u64,
     /// Largest accepted upload or input, in bytes.
     pub max_bytes: u64,
+    /// Files one multipart request may carry; the whole form is at most
+    /// `max_upload_files` × `max_bytes` + 64 KiB (its text parts).
+    pub max_upload_files: u64,
     /// Largest accepted image, in pixels; for an animation, the sum over
     /// its frames (width × height × frames).
     pub max_pixels: u64,
@@ -314,6 +317,7 @@ impl Default for MediaConfig {
         MediaConfig {
             workers: 0,
             max_bytes: 50 * 1024 * 1024,
+            max_upload_files: 4,
             max_pixels: 64_000_000,
             max_frames: 100,
             decode_concurrency: 2,

@@ -153,19 +153,9 @@ fn invalid(field: &str, reason: impl Into<String>) -> Response {
     api_error(StatusCode::BAD_REQUEST, "invalid_input", format!("{field}: {reason}"), vec![(field.into(), reason)])
 }
 
-/// The body as a JSON object with only `known` fields.
+/// The body as a JSON object with only `known` fields ([`crate::api::object`]).
 fn object(body: Result<Json<Value>, JsonRejection>, known: &[&str]) -> Result<Map<String, Value>, Response> {
-    let body = match body {
-        Ok(Json(v)) => v,
-        Err(e) => return Err(api_error(StatusCode::BAD_REQUEST, "invalid_json", e.body_text(), vec![])),
-    };
-    let Value::Object(obj) = body else {
-        return Err(invalid("(body)", format!("expected a JSON object with {}", known.join(", "))));
-    };
-    if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(invalid(k, format!("unknown field; known: {}", known.join(", "))));
-    }
-    Ok(obj)
+    crate::api::object(body, known).map_err(IntoResponse::into_response)
 }
 
 /// Routes for `/api/v1/account…`.

@@ -22,10 +22,12 @@ pub mod web;
 
 pub use account::{AdminCaller, Caller};
 
-/// Largest JSON (or other non-upload) request body accepted.
+/// Largest JSON (or other non-multipart) request body accepted, on every
+/// route: 1 MiB.
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
-/// Images one multipart request may carry (each at most `media.max_bytes`).
-pub const MAX_UPLOAD_FILES: u64 = 4;
+/// Room for a multipart form's text parts and part headers, on top of its
+/// files.
+pub const MULTIPART_TEXT_BYTES: u64 = 64 * 1024;
 
 /// Every documented route (health, account, REST API, documentation): the
 /// single list both the router and the OpenAPI document come from.
@@ -43,11 +45,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     documented_routes().split_for_parts().1
 }
 
-/// The largest request body for `station`'s configuration: a multipart
-/// generation with [`MAX_UPLOAD_FILES`] images of `media.max_bytes` each.
-pub fn max_request_body(station: &Station) -> usize {
-    let per_file = station.config.media.max_bytes;
-    usize::try_from(per_file.saturating_mul(MAX_UPLOAD_FILES).saturating_add(64 * 1024)).unwrap_or(usize::MAX)
+/// The largest multipart request body for `station`'s configuration:
+/// `media.max_upload_files` files of at most `media.max_bytes` each, plus
+/// [`MULTIPART_TEXT_BYTES`] for the text parts.
+pub fn max_multipart_body(station: &Station) -> usize {
+    let media = &station.config.media;
+    let files = media.max_bytes.saturating_mul(media.max_upload_files);
+    usize::try_from(files.saturating_add(MULTIPART_TEXT_BYTES)).unwrap_or(usize::MAX)
 }
 
 /// The router with every route Station serves, behind its layers (for
@@ -80,8 +84,9 @@ impl<S> HttpService for S where
 /// What [`serve`] serves: every route Station serves plus `extra`, behind
 /// the per-request layers. Serve it with `axum::ServiceExt::into_make_service`.
 pub fn service(station: Station, extra: Router) -> impl HttpService {
-    let limit = max_request_body(&station);
-    layered(app_routes(station).merge(extra), limit)
+    let limits = BodyLimits { json: MAX_JSON_BODY, multipart: max_multipart_body(&station) };
+    let hsts = station.config.public_url().starts_with("https://");
+    layered(app_routes(station).merge(extra), limits, hsts)
 }
 
 /// Every route, without the per-request layers ([`layered`] adds them once
@@ -98,8 +103,9 @@ fn app_routes(station: Station) -> Router {
         .with_state(station)
 }
 
-/// `routes` behind Station's per-request layers: security headers and the
-/// API-shaped 413 ([`finish`]), the trace span, and the body limits.
+/// `routes` behind Station's per-request layers: security headers (HSTS
+/// when `hsts`, the public URL being https) and the API-shaped 413
+/// ([`finish`]), the trace span, and the body limits.
 ///
 /// The layers form one tower stack around the whole router rather than
 /// `Router::layer` calls: axum wraps every route's endpoint in each such
@@ -107,13 +113,103 @@ fn app_routes(station: Station) -> Router {
 /// level) and boxes its future and response body. Around the router, the
 /// stack is built once and monomorphised; a request pays one boxed body at
 /// the top (docs/PERFORMANCE.md has the measurements).
-fn layered(routes: Router, body_limit: usize) -> impl HttpService {
+fn layered(routes: Router, limits: BodyLimits, hsts: bool) -> impl HttpService {
     tower::ServiceBuilder::new()
-        .map_response(finish)
+        .map_response(move |r| {
+            let mut r = finish(r);
+            if hsts {
+                r.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+            }
+            r
+        })
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
-        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(limits)
+        // Every limit is [`BodyLimits`]'s: the extractors' own 2 MB default is off.
+        .layer(DefaultBodyLimit::disable())
         .service(routes)
+}
+
+/// The request body limits of every route, chosen by the body's type: a
+/// `multipart/form-data` body (uploads) may be `multipart` bytes, any other
+/// body `json` bytes. A declared `Content-Length` over the limit is refused
+/// at once without reading the body; any other body is read through a
+/// counter that fails at the limit, so no more than the limit is ever
+/// buffered, whatever the handler does with it (the refusal is 413
+/// `too_large` in the API's error shape).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Largest non-multipart body (JSON, forms).
+    pub json: usize,
+    /// Largest `multipart/form-data` body.
+    pub multipart: usize,
+}
+
+impl<S> tower::Layer<S> for BodyLimits {
+    type Service = BodyLimited<S>;
+
+    fn layer(&self, inner: S) -> BodyLimited<S> {
+        BodyLimited { inner, limits: *self }
+    }
+}
+
+/// A service behind [`BodyLimits`].
+#[derive(Debug, Clone)]
+pub struct BodyLimited<S> {
+    inner: S,
+    limits: BodyLimits,
+}
+
+impl<S> tower::Service<axum::extract::Request> for BodyLimited<S>
+where
+    S: tower::Service<axum::extract::Request, Response = Response, Error = std::convert::Infallible>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::Either<S::Future, std::future::Ready<Result<Response, std::convert::Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        use axum::body::HttpBody as _;
+        let multipart = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
+        let limit = if multipart { self.limits.multipart } else { self.limits.json };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return futures::future::Either::Right(std::future::ready(Ok(body_too_large(multipart, limit))));
+        }
+        let req = if req.body().size_hint().exact() == Some(0) {
+            req
+        } else {
+            req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, limit)))
+        };
+        futures::future::Either::Left(self.inner.call(req))
+    }
+}
+
+/// 413 `too_large` for a body over [`BodyLimits`].
+fn body_too_large(multipart: bool, limit: usize) -> Response {
+    let message = if multipart {
+        format!(
+            "the form is over the {limit}-byte limit for uploads (media.max_upload_files files of at most \
+             media.max_bytes bytes each); send fewer or smaller images"
+        )
+    } else {
+        format!("the body is over the {} KiB limit for JSON requests", limit / 1024)
+    };
+    let mut r = api_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message, vec![]);
+    // The body is not read: the connection cannot be reused.
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// `router` with the security headers on every response, and no other
@@ -144,6 +240,10 @@ where
     out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     polish(out)
 }
+
+/// `Strict-Transport-Security` of every answer when `web.public_url` is
+/// https: browsers then use only https for this host for a year.
+pub const HSTS: &str = "max-age=31536000";
 
 /// The Content-Security-Policy of the web app's pages (HTML): no inline
 /// scripts or styles, nothing from other origins, images also from data:
@@ -286,16 +386,11 @@ async fn resolve_loras(
     Caller(caller): Caller,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(Json(v)) => v,
-        Err(e) => return api_error(StatusCode::BAD_REQUEST, "invalid_json", e.body_text(), vec![]),
+    let obj = match api::object(body, &["prompt", "base_model", "account"]) {
+        Ok(obj) => obj,
+        Err(e) => return e.into_response(),
     };
-    let Some(obj) = body.as_object() else {
-        return invalid("(body)", "expected a JSON object {prompt, base_model?, account?}");
-    };
-    if let Some(unknown) = obj.keys().find(|k| !matches!(k.as_str(), "prompt" | "base_model" | "account")) {
-        return invalid(unknown, "unknown field; known: prompt, base_model, account");
-    }
+    let obj = &obj;
     // Err carries the field that is not a string.
     let text = |field: &'static str| match obj.get(field) {
         None | Some(Value::Null) => Ok(None),

@@ -23,8 +23,6 @@ use crate::Caller;
 pub fn routes() -> OpenApiRouter<Station> {
     OpenApiRouter::new()
         .routes(routes!(list_generations, create_generation))
-        // Multipart creation carries images: bounded by the outer request limit (media.max_bytes) instead.
-        .layer(axum::extract::DefaultBodyLimit::disable())
         .routes(routes!(show_generation, hide_generation))
         .routes(routes!(cancel_generation))
         .routes(routes!(rerun_generation))
@@ -349,9 +347,26 @@ async fn create_from_form(
         ApiError::new(e.status(), "invalid_multipart", format!("could not read the form: {}", e.body_text()))
     };
     let mut problems: Vec<ApiError> = vec![];
+    let mut seen: Vec<String> = vec![];
     while let Some(mut field) = form.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or_default().to_string();
+        // A part named twice (two `image` files, two `tool`s) is ambiguous:
+        // refused before anything is read further or stored.
+        if !name.is_empty() {
+            if seen.contains(&name) {
+                return Err(ApiError::invalid(name, "sent more than once; send each part once"));
+            }
+            seen.push(name.clone());
+        }
         if field.file_name().is_some() {
+            let most = station.config.media.max_upload_files;
+            if files.len() as u64 >= most {
+                let reason = format!("more than {most} files in one request (media.max_upload_files)");
+                return Err(ApiError {
+                    fields: vec![super::FieldIssue { field: name.clone(), reason: reason.clone() }],
+                    ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("{name}: {reason}"))
+                });
+            }
             let mut bytes = vec![];
             while let Some(chunk) = field.chunk().await.map_err(bad)? {
                 if (bytes.len() + chunk.len()) as u64 > max {

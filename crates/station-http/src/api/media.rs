@@ -18,12 +18,7 @@ use crate::Caller;
 
 /// Routes of this module.
 pub fn routes() -> OpenApiRouter<Station> {
-    OpenApiRouter::new()
-        .routes(routes!(upload_media))
-        // Uploads are bounded by the outer request limit (sized from media.max_bytes) instead.
-        .layer(axum::extract::DefaultBodyLimit::disable())
-        .routes(routes!(download_media))
-        .routes(routes!(media_thumbnail))
+    OpenApiRouter::new().routes(routes!(upload_media)).routes(routes!(download_media)).routes(routes!(media_thumbnail))
 }
 
 /// A stored image.
