@@ -286,6 +286,8 @@ async fn finish(finisher: &Finisher, job_id: &str, owner: &str) -> Result<(), St
                 outputs: None,
                 error: None,
                 now: now_ms(),
+                media: vec![],
+                cancel_remote: false,
             };
             b.finish(f).await?
         }

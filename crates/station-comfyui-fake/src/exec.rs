@@ -605,9 +605,11 @@ impl<'a> Run<'a> {
                 let imgs = self.images(n, "image")?;
                 let steps = self.int(n, "steps")?.max(1) as u64;
                 let step_ms = self.int(n, "step_ms")?.max(0) as u64;
-                let delay = if delay > 0 { delay } else { step_ms };
                 let preview = imgs.first().map(|i| shrink(i, 64));
                 for step in 1..=steps {
+                    // Read at every step, so a test can slow a running prompt down or speed it up.
+                    let delay = self.step_delay();
+                    let delay = if delay > 0 { delay } else { step_ms };
                     tokio::time::sleep(Duration::from_millis(delay)).await;
                     self.progress(id, step, steps, preview.as_ref()).await?;
                 }

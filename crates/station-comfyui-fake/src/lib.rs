@@ -116,7 +116,8 @@ impl FakeComfy {
 
     /// Adds `ms` milliseconds to every progress step (KSampler, StationSteps, each TrainLoraNode
     /// training step) and to every other node's run, so prompts take long enough to be
-    /// cancelled or interrupted. 0 restores.
+    /// cancelled or interrupted. 0 restores. StationSteps reads it at every step, so a change
+    /// applies to a prompt already running.
     pub fn set_step_delay(&self, ms: u64) {
         self.shared.lock().step_delay_ms = ms;
     }

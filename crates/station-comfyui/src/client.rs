@@ -42,6 +42,12 @@ impl ComfyClient {
 
     /// Makes a client whose requests give up after `timeout`.
     pub fn with_timeout(base_url: &str, timeout: Duration) -> Result<ComfyClient, ComfyError> {
+        Self::with_timeouts(base_url, Duration::from_secs(5).min(timeout), timeout)
+    }
+
+    /// Makes a client that gives up connecting after `connect` and waiting
+    /// for a whole answer after `request`.
+    pub fn with_timeouts(base_url: &str, connect: Duration, request: Duration) -> Result<ComfyClient, ComfyError> {
         // reqwest is built without a default crypto provider; installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut base =
@@ -53,13 +59,9 @@ impl ComfyClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5).min(timeout))
-            .build()
-            .map_err(|e| ComfyError::BadUrl {
-                url: base_url.to_owned(),
-                reason: format!("cannot build HTTP client: {e}"),
+        let http =
+            reqwest::Client::builder().timeout(request).connect_timeout(connect.min(request)).build().map_err(|e| {
+                ComfyError::BadUrl { url: base_url.to_owned(), reason: format!("cannot build HTTP client: {e}") }
             })?;
         Ok(ComfyClient { base, http })
     }

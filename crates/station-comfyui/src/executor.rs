@@ -24,6 +24,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 use station_core::JobRow;
+use station_core::faults::FaultPoint;
 use station_core::{ExecContext, ExecError, ExecJob, Executor, OutputFile};
 use station_tools::ToolDef;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +34,7 @@ use crate::client::ComfyClient;
 use crate::error::ComfyError;
 use crate::progress::ProgressTracker;
 use crate::protocol::{Graph, ImageRef, ObjectInfo};
-use crate::run::{RemoteState, RunOptions, reconcile, run_prompt};
+use crate::run::{RemoteState, RunOptions, reconcile, run_prompt_then};
 use crate::socket::{BackendSocket, PromptEvent};
 
 /// How a backend is configured.
@@ -71,6 +72,9 @@ pub struct BackendStatus {
 struct Backend {
     spec: BackendSpec,
     client: ComfyClient,
+    /// For health checks only: short timeouts, so a backend that accepts
+    /// connections and never answers is found out in seconds.
+    health: ComfyClient,
     socket: BackendSocket,
     healthy: AtomicBool,
     inflight: AtomicUsize,
@@ -150,13 +154,18 @@ pub struct ComfyExecutor {
     /// following. The worker's row predates the submission, so
     /// [`Executor::cancel_remote`] (on timeout) looks here first.
     submitted: Mutex<HashMap<String, (String, String)>>,
-    /// (backend, prompt id) of prompts left on a backend that could not be
-    /// reached when their job moved elsewhere: cancelled once it is back.
-    orphans: Mutex<Vec<(String, String)>>,
+    /// The Station whose prompts to cancel (rows, so a restart forgets
+    /// none) this pool works off whenever a backend answers a health check.
+    station: std::sync::OnceLock<station_core::WeakStation>,
     /// How long a backend may stay unreachable mid-prompt before the job is
     /// retried (it may come back with the result), in milliseconds.
     unreachable_grace_ms: AtomicU64,
+    /// Health checks' (connect, request) timeouts.
+    health_timeouts: (Duration, Duration),
 }
+
+/// Default health-check timeouts: (connect, whole request).
+pub const DEFAULT_HEALTH_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(5));
 
 /// Default for [`ComfyExecutor::set_unreachable_grace`].
 pub const DEFAULT_UNREACHABLE_GRACE: Duration = Duration::from_secs(30);
@@ -173,6 +182,16 @@ impl Drop for Slot {
 impl ComfyExecutor {
     /// A pool with these backends. Health checks start with [`ComfyExecutor::start_health_checks`].
     pub fn new(specs: Vec<BackendSpec>, preview_method: &str) -> Result<Arc<ComfyExecutor>, ComfyError> {
+        Self::with_health_timeouts(specs, preview_method, DEFAULT_HEALTH_TIMEOUTS)
+    }
+
+    /// [`ComfyExecutor::new`] with health checks that give up connecting
+    /// after `timeouts.0` and waiting for an answer after `timeouts.1`.
+    pub fn with_health_timeouts(
+        specs: Vec<BackendSpec>,
+        preview_method: &str,
+        timeouts: (Duration, Duration),
+    ) -> Result<Arc<ComfyExecutor>, ComfyError> {
         let ex = Arc::new(ComfyExecutor {
             backends: RwLock::new(vec![]),
             preview_method: (preview_method != "none").then(|| preview_method.to_string()),
@@ -180,8 +199,9 @@ impl ComfyExecutor {
             client_id: uuid::Uuid::new_v4().to_string(),
             stop: CancellationToken::new(),
             submitted: Mutex::new(HashMap::new()),
-            orphans: Mutex::new(Vec::new()),
+            station: std::sync::OnceLock::new(),
             unreachable_grace_ms: AtomicU64::new(DEFAULT_UNREACHABLE_GRACE.as_millis() as u64),
+            health_timeouts: timeouts,
         });
         for s in specs {
             ex.add_backend(s)?;
@@ -194,6 +214,7 @@ impl ComfyExecutor {
     pub fn add_backend(&self, spec: BackendSpec) -> Result<(), ComfyError> {
         let backend = Arc::new(Backend {
             client: ComfyClient::with_timeout(&spec.url, Duration::from_secs(30))?,
+            health: ComfyClient::with_timeouts(&spec.url, self.health_timeouts.0, self.health_timeouts.1)?,
             socket: BackendSocket::connect(&spec.url, &self.client_id)?,
             spec,
             healthy: AtomicBool::new(false),
@@ -214,34 +235,46 @@ impl ComfyExecutor {
         self.unreachable_grace_ms.store(grace.as_millis().min(u64::MAX as u128) as u64, Ordering::Relaxed);
     }
 
-    /// Prompts waiting to be cancelled on backends that were unreachable when
-    /// their jobs moved elsewhere, as (backend, prompt id).
-    pub fn orphaned_prompts(&self) -> Vec<(String, String)> {
-        self.orphans.lock().expect("orphans lock").clone()
+    /// Prompts waiting to be cancelled on backends, as (backend, prompt id):
+    /// earlier prompts of jobs that moved elsewhere while their backend could
+    /// not be reached, and prompts of jobs that timed out. Kept as rows.
+    pub async fn orphaned_prompts(&self) -> Vec<(String, String)> {
+        match self.station.get().and_then(station_core::WeakStation::upgrade) {
+            Some(st) => st.prompts_to_cancel(None).await.unwrap_or_default(),
+            None => vec![],
+        }
     }
 
-    /// Deletes (if queued) and interrupts (if running) the orphaned prompts of
-    /// a backend that answers again; those it cannot reach stay listed.
+    /// Deletes (if queued) and interrupts (if running) the prompts to cancel
+    /// on a backend that answers again, whichever process recorded them;
+    /// those it cannot reach stay recorded for the next check.
     async fn cancel_orphans(&self, backend: &Backend) {
-        let mine: Vec<String> = {
-            let mut list = self.orphans.lock().expect("orphans lock");
-            let (mine, rest): (Vec<_>, Vec<_>) = list.drain(..).partition(|(b, _)| *b == backend.spec.name);
-            *list = rest;
-            mine.into_iter().map(|(_, p)| p).collect()
+        let Some(station) = self.station.get().and_then(station_core::WeakStation::upgrade) else { return };
+        let prompts = match station.prompts_to_cancel(Some(&backend.spec.name)).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(backend = %backend.spec.name, error = %e, "cannot read the prompts to cancel; will retry");
+                return;
+            }
         };
-        for prompt_id in mine {
+        for (_, prompt_id) in prompts {
             let r = async {
-                backend.client.cancel_pending(&prompt_id).await?;
-                backend.client.interrupt(&prompt_id).await
+                backend.health.cancel_pending(&prompt_id).await?;
+                backend.health.interrupt(&prompt_id).await
             }
             .await;
             match r {
-                Ok(()) => info!(backend = %backend.spec.name, prompt = %prompt_id,
-                    "cancelled a prompt whose job already ran elsewhere"),
+                Ok(()) => {
+                    info!(backend = %backend.spec.name, prompt = %prompt_id,
+                        "cancelled a prompt whose job moved on (ran elsewhere or timed out)");
+                    if let Err(e) = station.prompt_cancelled(&backend.spec.name, &prompt_id).await {
+                        warn!(error = %e, "could not record a cancelled prompt; it is cancelled again next time");
+                    }
+                }
                 Err(e) => {
                     warn!(backend = %backend.spec.name, prompt = %prompt_id, error = %e,
                         "could not cancel an orphaned prompt yet; will retry");
-                    self.orphans.lock().expect("orphans lock").push((backend.spec.name.clone(), prompt_id));
+                    return;
                 }
             }
         }
@@ -288,8 +321,8 @@ impl ComfyExecutor {
         let checks = self.list().into_iter().map(|b| async move {
             let b = &b;
             let result = async {
-                b.client.system_stats().await?;
-                b.client.object_info().await
+                b.health.system_stats().await?;
+                b.health.object_info().await
             }
             .await;
             match result {
@@ -302,7 +335,13 @@ impl ComfyExecutor {
                     self.cancel_orphans(b).await;
                 }
                 Err(e) => {
-                    *b.last_error.lock().expect("lock") = Some(e.to_string());
+                    let problem = match &e {
+                        ComfyError::Timeout { .. } => {
+                            format!("not answering: no reply within {} s ({e})", self.health_timeouts.1.as_secs_f64())
+                        }
+                        _ => e.to_string(),
+                    };
+                    *b.last_error.lock().expect("lock") = Some(problem);
                     if b.healthy.swap(false, Ordering::SeqCst) {
                         warn!(backend = %b.spec.name, error = %e, "backend is down; its jobs go elsewhere");
                     }
@@ -317,14 +356,35 @@ impl ComfyExecutor {
     /// wake workers when capacity appears).
     pub async fn start_health_checks(self: &Arc<Self>, every: Duration, on_change: Arc<tokio::sync::Notify>) {
         self.check_all().await;
+        self.spawn_health_loop(every, on_change, false);
+    }
+
+    /// Runs every health check in the background, the first one at once:
+    /// nothing waits for a backend (one that never answers is marked down
+    /// after its health timeouts, and the others are used meanwhile).
+    pub fn spawn_health_checks(self: &Arc<Self>, every: Duration, on_change: Arc<tokio::sync::Notify>) {
+        self.spawn_health_loop(every, on_change, true);
+    }
+
+    fn spawn_health_loop(self: &Arc<Self>, every: Duration, on_change: Arc<tokio::sync::Notify>, first_now: bool) {
         let me = self.clone();
         tokio::spawn(async move {
+            if first_now {
+                tokio::select! {
+                    _ = me.stop.cancelled() => return,
+                    () = me.check_all() => {}
+                }
+                on_change.notify_waiters();
+            }
             loop {
                 tokio::select! {
                     _ = me.stop.cancelled() => return,
                     _ = tokio::time::sleep(every) => {}
                 }
-                me.check_all().await;
+                tokio::select! {
+                    _ = me.stop.cancelled() => return,
+                    () = me.check_all() => {}
+                }
                 on_change.notify_waiters();
             }
         });
@@ -426,6 +486,7 @@ impl ComfyExecutor {
         };
         let prompt_id = uuid::Uuid::new_v4().to_string();
         ctx.record_submission(&backend.spec.name, &prompt_id).await?;
+        ctx.fault_point(FaultPoint::BeforePost).await;
         *backend.last_checkpoint.lock().expect("lock") = checkpoint;
         self.submitted
             .lock()
@@ -461,7 +522,8 @@ impl ComfyExecutor {
         };
         let run = async move {
             if submit {
-                run_prompt(&backend.client, &backend.socket, graph, prompt_id, &options, |e| {
+                let after_submit = ctx.fault_point(FaultPoint::AfterPost);
+                run_prompt_then(&backend.client, &backend.socket, graph, prompt_id, &options, after_submit, |e| {
                     let _ = tx.send(e.clone());
                 })
                 .await
@@ -754,10 +816,11 @@ impl Executor for ComfyExecutor {
                     return download(&backend, images, &outputs, &job.tool).await;
                 }
                 Err(e) => {
-                    // Unreachable: run elsewhere, and make sure the old prompt
-                    // does not run too once the backend is back.
+                    // Unreachable: run elsewhere. Recording the new submission
+                    // records the old prompt as one to cancel on its backend
+                    // (same transaction), so it does not run too once the
+                    // backend is back, even after a restart.
                     warn!(job = %job.row.id, backend = %name, error = %e, "cannot reconcile; resubmitting");
-                    self.orphans.lock().expect("orphans lock").push((name.clone(), prompt_id.clone()));
                 }
             }
         }
@@ -777,6 +840,10 @@ impl Executor for ComfyExecutor {
             let _ = b.client.cancel_pending(&id).await;
             let _ = b.client.interrupt(&id).await;
         }
+    }
+
+    fn attach(&self, station: &station_core::Station) {
+        let _ = self.station.set(station.downgrade());
     }
 
     async fn health(&self) -> Vec<(String, bool, String)> {

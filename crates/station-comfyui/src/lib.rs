@@ -11,7 +11,7 @@ pub mod socket;
 
 pub use client::{ComfyClient, SubmitRequest};
 pub use error::{ComfyError, NodeError};
-pub use executor::{BackendSpec, BackendStatus, ComfyExecutor, DEFAULT_UNREACHABLE_GRACE};
+pub use executor::{BackendSpec, BackendStatus, ComfyExecutor, DEFAULT_HEALTH_TIMEOUTS, DEFAULT_UNREACHABLE_GRACE};
 pub use progress::ProgressTracker;
 pub use protocol::{Graph, HistoryEntry, ImageRef, ObjectInfo, QueueState, UploadedImage};
 pub use run::{PromptOutcome, RemoteState, RunOptions, reconcile, run_prompt};

@@ -138,6 +138,20 @@ pub async fn run_prompt(
     graph: &Graph,
     prompt_id: &str,
     options: &RunOptions,
+    on_event: impl FnMut(&PromptEvent),
+) -> Result<PromptOutcome, ComfyError> {
+    run_prompt_then(client, socket, graph, prompt_id, options, async {}, on_event).await
+}
+
+/// [`run_prompt`], awaiting `after_submit` once `POST /prompt` was accepted
+/// and before following the prompt (a fault-injection point for tests).
+pub async fn run_prompt_then(
+    client: &ComfyClient,
+    socket: &BackendSocket,
+    graph: &Graph,
+    prompt_id: &str,
+    options: &RunOptions,
+    after_submit: impl Future<Output = ()>,
     mut on_event: impl FnMut(&PromptEvent),
 ) -> Result<PromptOutcome, ComfyError> {
     let mut rx = socket.subscribe(prompt_id);
@@ -151,6 +165,7 @@ pub async fn run_prompt(
             preview_method: options.preview_method.clone(),
         })
         .await?;
+    after_submit.await;
     let mut seen_outputs: IndexMap<String, Vec<ImageRef>> = IndexMap::new();
     let mut succeeded = false;
     let mut unreachable_since: Option<Instant> = None;

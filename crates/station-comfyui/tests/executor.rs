@@ -937,11 +937,11 @@ async fn retried_job_does_not_also_run_on_the_backend_that_came_back() {
     assert_eq!(row.status(), JobStatus::Succeeded, "error: {:?}", row.error);
     assert_eq!(row.backend.as_deref(), Some("b1"));
     assert_doubled(&env.output(&row).await);
-    assert_eq!(env.comfy.orphaned_prompts(), vec![("b0".to_string(), orphan.clone())]);
+    assert_eq!(env.comfy.orphaned_prompts().await, vec![("b0".to_string(), orphan.clone())]);
     // b0 comes back still holding the prompt: the next health check deletes it.
     env.fake(0).refuse_connections(false).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.comfy.orphaned_prompts().is_empty() {
+    while !env.comfy.orphaned_prompts().await.is_empty() {
         assert!(Instant::now() < deadline, "orphaned prompt never cancelled");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

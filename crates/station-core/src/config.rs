@@ -40,6 +40,9 @@ pub struct Config {
     pub media_dir: Option<PathBuf>,
     /// `text` or `json` log lines.
     pub log_format: String,
+    /// On SIGTERM/Ctrl-C, how long `serve` waits for in-flight work (HTTP
+    /// requests, chat deliveries, job outcomes) before it exits anyway.
+    pub shutdown_grace_seconds: u64,
     /// Job queue behaviour.
     pub queue: QueueConfig,
     /// ComfyUI backends.
@@ -116,6 +119,11 @@ pub struct ComfyUiConfig {
     pub preview_method: String,
     /// Seconds between health checks.
     pub health_interval_seconds: u64,
+    /// A health check gives up connecting to a backend after this long.
+    pub health_connect_timeout_seconds: u64,
+    /// A health check gives up waiting for a backend's answer after this
+    /// long (a frozen backend accepts the connection and never answers).
+    pub health_timeout_seconds: u64,
 }
 
 /// Tool file settings.
@@ -279,6 +287,7 @@ impl Default for Config {
             tools_dir: None,
             media_dir: None,
             log_format: "text".into(),
+            shutdown_grace_seconds: 10,
             queue: QueueConfig::default(),
             comfyui: ComfyUiConfig::default(),
             tools: ToolsConfig::default(),
@@ -308,7 +317,13 @@ impl Default for QueueConfig {
 
 impl Default for ComfyUiConfig {
     fn default() -> Self {
-        ComfyUiConfig { backends: vec![], preview_method: "auto".into(), health_interval_seconds: 10 }
+        ComfyUiConfig {
+            backends: vec![],
+            preview_method: "auto".into(),
+            health_interval_seconds: 10,
+            health_connect_timeout_seconds: 2,
+            health_timeout_seconds: 5,
+        }
     }
 }
 

@@ -140,6 +140,8 @@ impl EventBus for InProcessBus {
 pub struct PgBus {
     local: InProcessBus,
     outbox: tokio::sync::mpsc::UnboundedSender<JobEvent>,
+    stop: tokio_util::sync::CancellationToken,
+    receiver: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// One notification: a job event, or a credential that stopped working
@@ -192,7 +194,13 @@ impl PgBus {
         let Some(mut listener) = store.listen(&channel).await? else { return Ok(None) };
         let origin = uuid::Uuid::new_v4().simple().to_string();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
-        let bus = Arc::new(PgBus { local: InProcessBus::default(), outbox: tx });
+        let stop = tokio_util::sync::CancellationToken::new();
+        let bus = Arc::new(PgBus {
+            local: InProcessBus::default(),
+            outbox: tx,
+            stop: stop.clone(),
+            receiver: std::sync::Mutex::new(None),
+        });
         if let Some(auth) = &auth {
             auth.set_remote(Arc::new(PgAnnouncer {
                 store: store.clone(),
@@ -218,9 +226,14 @@ impl PgBus {
         });
         // Receiver: events from other processes join the local bus.
         let weak = Arc::downgrade(&bus);
-        tokio::spawn(async move {
+        let receiver = tokio::spawn(async move {
             loop {
-                let payload = match listener.next().await {
+                let next = tokio::select! {
+                    // Closing: the listener is dropped here, before the pool closes.
+                    () = stop.cancelled() => return,
+                    n = listener.next() => n,
+                };
+                let payload = match next {
                     Ok(Some(p)) => p,
                     Ok(None) => {
                         // Reconnected: announcements sent meanwhile were missed.
@@ -249,7 +262,20 @@ impl PgBus {
                 }
             }
         });
+        *bus.receiver.lock().expect("receiver lock") = Some(receiver);
         Ok(Some(bus))
+    }
+}
+
+impl PgBus {
+    /// Stops listening (the listener's connection is closed) and waits until
+    /// it has stopped. Called before the pool closes.
+    pub async fn close(&self) {
+        self.stop.cancel();
+        let task = self.receiver.lock().expect("receiver lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 }
 

@@ -86,27 +86,22 @@ pub struct ExecContext {
     pub(crate) cancel: CancellationToken,
     pub(crate) last_progress: Arc<std::sync::Mutex<(f64, i64)>>,
     pub(crate) media: crate::media::MediaService,
+    pub(crate) faults: crate::faults::Faults,
 }
 
 impl ExecContext {
     /// Builds a context for a claimed job (the worker; executor tests use
     /// [`crate::Station::exec_context`]).
-    pub(crate) fn new(
-        store: Store,
-        bus: Arc<dyn EventBus>,
-        owner: &str,
-        job_id: &str,
-        cancel: CancellationToken,
-        media: crate::media::MediaService,
-    ) -> Self {
+    pub(crate) fn new(station: &crate::Station, owner: &str, job_id: &str, cancel: CancellationToken) -> Self {
         ExecContext {
-            store,
-            bus,
+            store: station.store.clone(),
+            bus: station.bus.clone(),
             owner: owner.into(),
             job_id: job_id.into(),
             cancel,
             last_progress: Arc::new(std::sync::Mutex::new((0.0, 0))),
-            media,
+            media: station.media.clone(),
+            faults: station.faults.clone(),
         }
     }
 
@@ -119,6 +114,12 @@ impl ExecContext {
             () = self.cancel.cancelled() => Err(ExecError::Cancelled),
             slot = self.media.decode_slot() => Ok(slot),
         }
+    }
+
+    /// Test-only fault injection: stalls or crashes here when a test asks.
+    #[doc(hidden)]
+    pub async fn fault_point(&self, point: crate::faults::FaultPoint) {
+        self.faults.hit(point, &self.owner, &self.job_id).await;
     }
 
     /// Must be called BEFORE sending the job to `backend` under `remote_id`,
@@ -200,6 +201,11 @@ pub trait Executor: Send + Sync + 'static {
 
     /// Best-effort cancellation of a submitted job on its backend.
     async fn cancel_remote(&self, job: &JobRow);
+
+    /// Called once by [`crate::Station::register_executor`]: an executor
+    /// that keeps durable bookkeeping (prompts to cancel) holds on to the
+    /// Station weakly here.
+    fn attach(&self, _station: &crate::Station) {}
 
     /// Health summary for readiness checks: `(name, healthy, detail)` per backend.
     async fn health(&self) -> Vec<(String, bool, String)> {

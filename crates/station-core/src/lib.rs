@@ -12,6 +12,8 @@ pub mod config;
 pub mod conversations;
 pub mod events;
 pub mod executor;
+#[doc(hidden)]
+pub mod faults;
 pub mod group_tools;
 pub mod identity;
 pub mod inbox;
@@ -104,6 +106,25 @@ pub struct StationParts {
     pub auth_cache: Arc<auth_cache::AuthCache>,
     /// Recent run times per tool for ETAs, read at most once a second.
     pub eta_cache: jobs::EtaCache,
+    /// Cancelled when the process begins to shut down ([`Station::begin_shutdown`]):
+    /// long-lived streams (server-sent events) end on it.
+    pub closing: tokio_util::sync::CancellationToken,
+    /// The cross-process event bus on PostgreSQL, closed before the pool.
+    pg_bus: Option<Arc<events::PgBus>>,
+    /// Test-only fault injection (stall or crash at named points).
+    #[doc(hidden)]
+    pub faults: faults::Faults,
+}
+
+/// A [`Station`] that does not keep it alive ([`Station::downgrade`]).
+#[derive(Clone)]
+pub struct WeakStation(std::sync::Weak<StationParts>);
+
+impl WeakStation {
+    /// The Station, while it exists.
+    pub fn upgrade(&self) -> Option<Station> {
+        self.0.upgrade().map(Station)
+    }
 }
 
 /// Why Station could not start.
@@ -149,7 +170,9 @@ impl Station {
     pub async fn join_processes(&mut self) -> Result<(), OpenError> {
         if let Some(bus) = events::PgBus::start_with(self.store.clone(), Some(self.auth_cache.clone())).await? {
             // A clone made before joining keeps the in-process bus.
-            Arc::make_mut(&mut self.0).bus = bus;
+            let parts = Arc::make_mut(&mut self.0);
+            parts.bus = bus.clone() as Arc<dyn EventBus>;
+            parts.pg_bus = Some(bus);
         }
         Ok(())
     }
@@ -189,6 +212,9 @@ impl Station {
             rate_limits,
             auth_cache,
             eta_cache: Default::default(),
+            faults: Default::default(),
+            closing: tokio_util::sync::CancellationToken::new(),
+            pg_bus: None,
         }));
         Ok((station, errors))
     }
@@ -196,6 +222,7 @@ impl Station {
     /// Registers the executor for a service (replacing any earlier one).
     /// Register before [`Workers::start`].
     pub fn register_executor(&self, ex: Arc<dyn Executor>) {
+        ex.attach(self);
         let mut list = self.executors.write().expect("executors lock");
         list.retain(|e| e.service() != ex.service());
         list.push(ex);
@@ -204,12 +231,42 @@ impl Station {
     /// The context an executor runs job `job_id` with, as worker `owner`
     /// holding its lease: what tests use to drive an executor directly.
     pub fn exec_context(&self, owner: &str, job_id: &str, cancel: tokio_util::sync::CancellationToken) -> ExecContext {
-        ExecContext::new(self.store.clone(), self.bus.clone(), owner, job_id, cancel, self.media.clone())
+        ExecContext::new(self, owner, job_id, cancel)
     }
 
-    /// Closes the database connections (and with them, on PostgreSQL, the
-    /// listener sharing events between processes). Call once, at exit.
+    /// A reference that does not keep the Station alive (for executors,
+    /// which the Station holds).
+    pub fn downgrade(&self) -> WeakStation {
+        WeakStation(Arc::downgrade(&self.0))
+    }
+
+    /// Prompts to cancel on `backend` (every backend when None): the
+    /// earlier prompts of jobs that moved elsewhere and the prompts of jobs
+    /// that timed out, as `(backend, prompt id)`, oldest first.
+    pub async fn prompts_to_cancel(&self, backend: Option<&str>) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.store.remote_cancels(backend).await?.into_iter().map(|r| (r.backend, r.remote_id)).collect())
+    }
+
+    /// A prompt listed by [`Station::prompts_to_cancel`] was cancelled on its
+    /// backend (or is gone there).
+    pub async fn prompt_cancelled(&self, backend: &str, prompt_id: &str) -> Result<(), StoreError> {
+        self.store.remote_cancel_done(backend, prompt_id).await
+    }
+
+    /// Tells long-lived work of this process (event streams) to end: the
+    /// first step of a graceful shutdown.
+    pub fn begin_shutdown(&self) {
+        self.closing.cancel();
+    }
+
+    /// Closes the database connections: on PostgreSQL the listener sharing
+    /// events between processes first (so it does not report the pool it
+    /// reconnects through as closed), then the pool. Call once, at exit.
     pub async fn shutdown(&self) {
+        self.begin_shutdown();
+        if let Some(bus) = &self.pg_bus {
+            bus.close().await;
+        }
         self.store.close().await;
     }
 

@@ -230,6 +230,32 @@ impl MediaService {
         job_id: Option<&str>,
         kind: &str,
     ) -> Result<MediaRow, MediaServiceError> {
+        let row = self.stage_checked(image, account_id, job_id, kind).await?;
+        self.store.insert_media(&row).await?;
+        Ok(row)
+    }
+
+    /// Writes the blob of an image and returns its media row WITHOUT
+    /// recording it: a job's outputs are recorded by the fenced finish of
+    /// the worker that still holds the job (a blob alone is never served).
+    pub(crate) async fn stage_image(
+        &self,
+        bytes: Vec<u8>,
+        account_id: Option<&str>,
+        job_id: Option<&str>,
+        kind: &str,
+    ) -> Result<MediaRow, MediaServiceError> {
+        let image = self.check_image(bytes).await?;
+        self.stage_checked(image, account_id, job_id, kind).await
+    }
+
+    async fn stage_checked(
+        &self,
+        image: CheckedImage,
+        account_id: Option<&str>,
+        job_id: Option<&str>,
+        kind: &str,
+    ) -> Result<MediaRow, MediaServiceError> {
         let blobs = self.blobs.clone();
         let blob = tokio::task::spawn_blocking(move || blobs.put(&image.bytes, None).map_err(blob_error))
             .await
@@ -246,7 +272,6 @@ impl MediaService {
             kind: kind.into(),
             created_at: station_store::now_ms(),
         };
-        self.store.insert_media(&row).await?;
         Ok(row)
     }
 

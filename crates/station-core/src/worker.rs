@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use crate::Station;
 use crate::events::JobEvent;
 use crate::executor::{ExecContext, ExecError, ExecJob, Executor, InputImage};
+use crate::faults::FaultPoint;
 
 /// Running workers; dropping it does not stop them, [`Workers::shutdown`] does.
 pub struct Workers {
@@ -108,6 +109,7 @@ async fn claim_loop(station: Station, ex: Arc<dyn Executor>, ctx: LoopCtx) {
         let free = ex.capacity().saturating_sub(running.len());
         let mut claimed = 0;
         if free > 0 && !stop.is_cancelled() {
+            station.faults.hit(FaultPoint::Claim, &owner, "").await;
             let req = ClaimRequest {
                 service: ex.service(),
                 owner: &owner,
@@ -137,6 +139,7 @@ async fn claim_loop(station: Station, ex: Arc<dyn Executor>, ctx: LoopCtx) {
                             let w = JobWorker { station: &st, owner: &ow, finisher: &fin };
                             run_job(&w, ex, job, token).await;
                             inf.lock().expect("inflight").remove(&id);
+                            st.faults.hit(FaultPoint::JobDone, &ow, &id).await;
                             dn.notify_one();
                         });
                     }
@@ -171,6 +174,7 @@ async fn heartbeat_loop(station: Station, owner: Arc<str>, stop: CancellationTok
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
+        station.faults.hit(FaultPoint::Heartbeat, &owner, "").await;
         match station.store.heartbeat(&owner, station_store::now_ms() + lease_ms).await {
             Ok(cancel_ids) => {
                 let map = inflight.lock().expect("inflight");
@@ -217,14 +221,7 @@ struct JobWorker<'a> {
 
 async fn run_job(w: &JobWorker<'_>, ex: Arc<dyn Executor>, job: JobRow, cancel: CancellationToken) {
     let station = w.station;
-    let ctx = ExecContext::new(
-        station.store.clone(),
-        station.bus.clone(),
-        w.owner,
-        &job.id,
-        cancel.clone(),
-        station.media.clone(),
-    );
+    let ctx = ExecContext::new(station, w.owner, &job.id, cancel.clone());
     if job.remote_id.is_none() {
         station.bus.publish(JobEvent::Status { job_id: job.id.clone(), status: JobStatus::Dispatched, error: None });
     }
@@ -239,15 +236,21 @@ async fn run_job(w: &JobWorker<'_>, ex: Arc<dyn Executor>, job: JobRow, cancel: 
     let result = tokio::select! {
         r = ex.execute(exec_job, ctx) => r,
         _ = tokio::time::sleep(timeout) => {
-            ex.cancel_remote(&job).await;
-            finish(w, &job, Outcome::Failed("timeout", format!("timed out after {} s", timeout.as_secs()))).await;
+            station.faults.hit(FaultPoint::Timeout, w.owner, &job.id).await;
+            // Fenced first: only a worker that still holds the job may end it,
+            // and only then may it touch the prompt on the backend. A stale
+            // timer (the job moved to another worker meanwhile) does nothing.
+            let msg = format!("timed out after {} s", timeout.as_secs());
+            if finish(w, &job, Outcome::Failed("timeout", msg)).await {
+                let current = station.store.get_job(&job.id).await.ok().flatten();
+                ex.cancel_remote(current.as_ref().unwrap_or(&job)).await;
+            }
             return;
         }
     };
+    station.faults.hit(FaultPoint::AfterExecute, w.owner, &job.id).await;
     let outcome = match result {
         Ok(files) => {
-            // A resumed job may have stored outputs before a crash: replace them.
-            let _ = station.store.delete_job_media(&job.id, "output").await;
             // The operator's watermark goes on before anything is stored.
             let watermark = match station.watermarks_results(&job.account_id, &job.tool_id).await {
                 Ok(w) => w,
@@ -256,7 +259,8 @@ async fn run_job(w: &JobWorker<'_>, ex: Arc<dyn Executor>, job: JobRow, cancel: 
                     return;
                 }
             };
-            let mut ids = vec![];
+            // Blobs are written now; their media rows only by the fenced finish.
+            let mut rows = vec![];
             for f in files {
                 let bytes = if watermark {
                     match station.auto_watermark.apply(f.bytes).await {
@@ -270,15 +274,15 @@ async fn run_job(w: &JobWorker<'_>, ex: Arc<dyn Executor>, job: JobRow, cancel: 
                 } else {
                     f.bytes
                 };
-                match station.media.put_image(bytes, Some(&job.account_id), Some(&job.id), "output").await {
-                    Ok(m) => ids.push(m.id),
+                match station.media.stage_image(bytes, Some(&job.account_id), Some(&job.id), "output").await {
+                    Ok(m) => rows.push(m),
                     Err(e) => {
                         retry_or_fail(w, &job, format!("could not store output {}: {e}", f.filename)).await;
                         return;
                     }
                 }
             }
-            Outcome::Succeeded(ids)
+            Outcome::Succeeded(rows)
         }
         Err(ExecError::Transient(msg)) => {
             retry_or_fail(w, &job, msg).await;
@@ -297,7 +301,7 @@ async fn run_job(w: &JobWorker<'_>, ex: Arc<dyn Executor>, job: JobRow, cancel: 
 }
 
 enum Outcome {
-    Succeeded(Vec<String>),
+    Succeeded(Vec<station_store::MediaRow>),
     Failed(&'static str, String),
     Cancelled,
 }
@@ -305,13 +309,19 @@ enum Outcome {
 /// Records the outcome through the process's finisher (a shared commit),
 /// then — only once it is committed — publishes the events and settles the
 /// job's points (exactly one capture or release, by the worker that recorded it).
-async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) {
+/// True when this worker's outcome was recorded (it still held the lease).
+async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) -> bool {
     let station = w.station;
-    let (status, outputs, error) = match &outcome {
-        Outcome::Succeeded(ids) => (JobStatus::Succeeded, Some(ids.clone()), None),
-        Outcome::Failed(code, msg) => (JobStatus::Failed, None, Some((code.to_string(), msg.clone()))),
+    // A timed-out job's prompt is recorded, with the outcome, as one to
+    // cancel on its backend: durable even if this process dies next.
+    let cancel_remote = matches!(outcome, Outcome::Failed("timeout", _));
+    let (status, outputs, error, media) = match outcome {
+        Outcome::Succeeded(rows) => {
+            (JobStatus::Succeeded, Some(rows.iter().map(|m| m.id.clone()).collect::<Vec<_>>()), None, rows)
+        }
+        Outcome::Failed(code, msg) => (JobStatus::Failed, None, Some((code.to_string(), msg)), vec![]),
         Outcome::Cancelled => {
-            (JobStatus::Cancelled, None, Some(("cancelled".to_string(), "cancelled by request".to_string())))
+            (JobStatus::Cancelled, None, Some(("cancelled".to_string(), "cancelled by request".to_string())), vec![])
         }
     };
     let message = error.as_ref().map(|(_, m)| m.clone());
@@ -319,13 +329,15 @@ async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) {
         job_id: job.id.clone(),
         owner: w.owner.to_string(),
         status,
-        outputs,
+        outputs: outputs.clone(),
         error,
         now: station_store::now_ms(),
+        media,
+        cancel_remote,
     };
     match w.finisher.finish(record).await {
         Ok(true) => {
-            if let Outcome::Succeeded(ids) = outcome {
+            if let Some(ids) = outputs {
                 station.bus.publish(JobEvent::Result { job_id: job.id.clone(), outputs: ids });
             }
             station.bus.publish(JobEvent::Status { job_id: job.id.clone(), status, error: message });
@@ -334,10 +346,15 @@ async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) {
             if let Err(e) = station.settle_job(&job.id, &format!("worker:{}", w.owner)).await {
                 warn!(job = %job.id, error = %e, "could not settle the job's points; the sweeper will");
             }
+            true
         }
-        Ok(false) => info!(job = %job.id, "outcome not recorded: lease lost to another worker"),
+        Ok(false) => {
+            info!(job = %job.id, "outcome not recorded: lease lost to another worker");
+            false
+        }
         Err(e) => {
             warn!(job = %job.id, error = %e, "could not record outcome; the lease will lapse and the job will be reconciled");
+            false
         }
     }
 }
@@ -360,10 +377,10 @@ async fn retry_or_fail(w: &JobWorker<'_>, job: &JobRow, msg: String) {
     warn!(job = %job.id, attempts, delay_ms = delay, error = %msg, "transient failure; retrying");
     // The row keeps the last backend and prompt id: the next attempt asks that
     // backend first, so a prompt it still holds is followed, not run twice.
-    if let Ok(true) = station.store.retry_job(&job.id, w.owner, station_store::now_ms() + delay, &msg).await {
-        if !submitted {
-            let _ = station.store.bump_attempts(&job.id).await;
-        }
+    // Fenced, and the attempt of a try that never reached a backend is
+    // counted in the same statement.
+    let run_after = station_store::now_ms() + delay;
+    if let Ok(true) = station.store.retry_job_counting(&job.id, w.owner, run_after, &msg, !submitted).await {
         station.bus.publish(JobEvent::Status { job_id: job.id.clone(), status: JobStatus::Queued, error: Some(msg) });
     }
 }

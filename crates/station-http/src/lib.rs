@@ -311,10 +311,19 @@ async fn readyz(State(station): State<Station>) -> impl IntoResponse {
     };
     let executors = station.executors.read().expect("executors lock").clone();
     let mut services = serde_json::Map::new();
+    // What is not working, in words: the database, each backend that is down.
+    let mut problems: Vec<String> = vec![];
+    if let Some(e) = db["error"].as_str() {
+        problems.push(format!("the database is unreachable: {e}"));
+    }
     for ex in executors {
-        let backends: Vec<_> = ex
-            .health()
-            .await
+        let health = ex.health().await;
+        for (name, healthy, detail) in &health {
+            if !healthy {
+                problems.push(format!("{} backend {name} is down: {detail}", ex.service()));
+            }
+        }
+        let backends: Vec<_> = health
             .into_iter()
             .map(|(name, healthy, detail)| json!({"name": name, "healthy": healthy, "detail": detail}))
             .collect();
@@ -326,6 +335,7 @@ async fn readyz(State(station): State<Station>) -> impl IntoResponse {
         "status": if ok { "ready" } else { "not ready" },
         "database": db,
         "services": services,
+        "problems": problems,
         "notes": if comfy_configured { vec![] } else {
             vec!["no ComfyUI backend configured: ComfyUI tools wait in the queue until one is added"]
         },

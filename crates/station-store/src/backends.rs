@@ -75,3 +75,54 @@ impl Store {
         })
     }
 }
+
+/// A prompt left on a backend that must not run (its job moved on).
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, PartialEq, Eq)]
+pub struct RemoteCancel {
+    /// Backend name.
+    pub backend: String,
+    /// The backend's prompt id.
+    pub remote_id: String,
+    /// The job it was sent for.
+    pub job_id: String,
+    /// When it was recorded.
+    pub created_at: i64,
+}
+
+/// Records the job's current prompt as one to cancel, in a transaction that
+/// is moving the job on (the caller's fence already applied).
+pub(crate) const REMEMBER_CURRENT_PROMPT_SQL: &str = "INSERT INTO remote_cancels (backend, remote_id, job_id, created_at) \
+     SELECT backend, remote_id, id, $2 FROM jobs WHERE id = $1 AND backend IS NOT NULL AND remote_id IS NOT NULL \
+     ON CONFLICT (backend, remote_id) DO NOTHING";
+
+impl Store {
+    /// Prompts to cancel on `backend` (all backends when None), oldest
+    /// first. A prompt that is again the current one of an unfinished job
+    /// is never listed.
+    pub async fn remote_cancels(&self, backend: Option<&str>) -> Result<Vec<RemoteCancel>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(
+                "SELECT rc.backend, rc.remote_id, rc.job_id, rc.created_at FROM remote_cancels rc \
+                 WHERE ($1 IS NULL OR rc.backend = $1) AND NOT EXISTS (SELECT 1 FROM jobs j \
+                   WHERE j.backend = rc.backend AND j.remote_id = rc.remote_id \
+                   AND j.status IN ('queued','dispatched','running')) \
+                 ORDER BY rc.created_at, rc.remote_id LIMIT 500",
+            )
+            .bind(backend)
+            .fetch_all(p)
+            .await?)
+        })
+    }
+
+    /// The prompt was cancelled on its backend (or found gone): forget it.
+    pub async fn remote_cancel_done(&self, backend: &str, remote_id: &str) -> Result<(), StoreError> {
+        with_pool!(self, p => {
+            sqlx::query("DELETE FROM remote_cancels WHERE backend = $1 AND remote_id = $2")
+                .bind(backend)
+                .bind(remote_id)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+}

@@ -346,6 +346,14 @@ pub struct JobFinish {
     pub error: Option<(String, String)>,
     /// Finish time.
     pub now: i64,
+    /// Output media rows, inserted in the finish's transaction only when the
+    /// outcome is applied (so a worker that lost its lease leaves no row and
+    /// removes none of its successor's). Earlier output rows of the job are
+    /// replaced by these.
+    pub media: Vec<crate::media::MediaRow>,
+    /// The job's prompt must not go on running on its backend (a timeout):
+    /// it is recorded as a prompt to cancel there, with the outcome.
+    pub cancel_remote: bool,
 }
 
 impl Store {
@@ -497,7 +505,24 @@ impl Store {
         backend: &str,
         remote_id: &str,
     ) -> Result<bool, StoreError> {
+        // The job's earlier prompt, if any, may still be on its backend (it
+        // could not be reached, or answered "unknown"): it becomes a prompt
+        // to cancel there, in the same fenced transaction.
+        let orphan_sql = format!(
+            "INSERT INTO remote_cancels (backend, remote_id, job_id, created_at) \
+             SELECT backend, remote_id, id, $3 FROM jobs WHERE id = $1 AND lease_owner = $2 \
+             AND status IN {ACTIVE} AND backend IS NOT NULL AND remote_id IS NOT NULL AND remote_id <> $4 \
+             ON CONFLICT (backend, remote_id) DO NOTHING"
+        );
         with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query(safe(&orphan_sql))
+                .bind(job_id)
+                .bind(owner)
+                .bind(crate::now_ms())
+                .bind(remote_id)
+                .execute(&mut *tx)
+                .await?;
             let r = sqlx::query(safe(&format!(
                 "UPDATE jobs SET backend = $1, remote_id = $2, attempts = attempts + 1 \
                  WHERE id = $3 AND lease_owner = $4 AND status IN {ACTIVE}"
@@ -506,8 +531,9 @@ impl Store {
             .bind(remote_id)
             .bind(job_id)
             .bind(owner)
-            .execute(p)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             Ok(r.rows_affected() == 1)
         })
     }
@@ -561,6 +587,8 @@ impl Store {
             outputs: outputs.map(<[String]>::to_vec),
             error: error.map(|(c, m)| (c.to_string(), m.to_string())),
             now,
+            media: vec![],
+            cancel_remote: false,
         };
         Ok(self.finish_jobs(std::slice::from_ref(&finish)).await?[0])
     }
@@ -595,7 +623,30 @@ impl Store {
                     .bind(&f.owner)
                     .execute(&mut *tx)
                     .await?;
-                applied.push(r.rows_affected() == 1);
+                let done = r.rows_affected() == 1;
+                if done && f.cancel_remote {
+                    sqlx::query(crate::backends::REMEMBER_CURRENT_PROMPT_SQL)
+                        .bind(&f.job_id)
+                        .bind(f.now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                // Fenced with the outcome: only the lease holder's outputs
+                // replace the job's media rows, in the same transaction.
+                if done && !f.media.is_empty() {
+                    sqlx::query("DELETE FROM media WHERE job_id = $1 AND kind = 'output'")
+                        .bind(&f.job_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    for m in &f.media {
+                        sqlx::query(crate::media::INSERT_MEDIA_SQL)
+                            .bind(&m.id).bind(&m.hash).bind(&m.mime).bind(m.size).bind(m.width).bind(m.height)
+                            .bind(&m.account_id).bind(&m.job_id).bind(&m.kind).bind(m.created_at)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                applied.push(done);
             }
             tx.commit().await?;
             Ok(applied)
@@ -608,16 +659,31 @@ impl Store {
     /// so the next attempt reconciles with it first (follow or collect rather
     /// than run twice) and routing avoids it if it has to resubmit.
     pub async fn retry_job(&self, job_id: &str, owner: &str, run_after: i64, error: &str) -> Result<bool, StoreError> {
+        self.retry_job_counting(job_id, owner, run_after, error, false).await
+    }
+
+    /// [`Store::retry_job`], also counting one attempt when `count_attempt`
+    /// (a try that never reached a backend), in the same fenced statement.
+    pub async fn retry_job_counting(
+        &self,
+        job_id: &str,
+        owner: &str,
+        run_after: i64,
+        error: &str,
+        count_attempt: bool,
+    ) -> Result<bool, StoreError> {
         with_pool!(self, p => {
             let r = sqlx::query(safe(&format!(
                 "UPDATE jobs SET status = 'queued', run_after = $1, error = $2, \
-                 lease_owner = NULL, lease_expires_at = NULL, progress = 0 \
+                 lease_owner = NULL, lease_expires_at = NULL, progress = 0, \
+                 attempts = attempts + $5 \
                  WHERE id = $3 AND lease_owner = $4 AND status IN {ACTIVE}"
             )))
             .bind(run_after)
             .bind(error)
             .bind(job_id)
             .bind(owner)
+            .bind(i64::from(count_attempt))
             .execute(p)
             .await?;
             Ok(r.rows_affected() == 1)
@@ -756,16 +822,5 @@ impl Store {
                     .await?;
             Ok(QueueStats { by_status, oldest_queued_at: oldest })
         })
-    }
-}
-
-impl Store {
-    /// Counts a try that never reached a backend (so a job that cannot even be
-    /// submitted still runs out of attempts).
-    pub async fn bump_attempts(&self, job_id: &str) -> Result<(), StoreError> {
-        with_pool!(self, p => {
-            sqlx::query("UPDATE jobs SET attempts = attempts + 1 WHERE id = $1").bind(job_id).execute(p).await?;
-        });
-        Ok(())
     }
 }

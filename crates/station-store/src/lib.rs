@@ -27,7 +27,7 @@ mod pricing;
 mod settings;
 
 pub use accounts::{AccountRow, Role};
-pub use backends::{BackendLoad, BackendRow};
+pub use backends::{BackendLoad, BackendRow, RemoteCancel};
 pub use db::{Backend, Store, StoreError, mask_url};
 pub use finisher::{DEFAULT_MAX_BATCH, FinishBatcher};
 pub use flows::{ActionRow, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition};

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::db::{Store, StoreError, with_pool};
 
 /// One stored media item (input, output, preview or thumbnail).
-#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
 pub struct MediaRow {
     /// Unguessable id handed to clients.
     pub id: String,
@@ -30,14 +30,14 @@ pub struct MediaRow {
     pub created_at: i64,
 }
 
+pub(crate) const INSERT_MEDIA_SQL: &str = "INSERT INTO media (id, hash, mime, size, width, height, account_id, job_id, kind, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
 impl Store {
     /// Records a media item.
     pub async fn insert_media(&self, m: &MediaRow) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            sqlx::query(
-                "INSERT INTO media (id, hash, mime, size, width, height, account_id, job_id, kind, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
+            sqlx::query(INSERT_MEDIA_SQL)
             .bind(&m.id).bind(&m.hash).bind(&m.mime).bind(m.size).bind(m.width).bind(m.height)
             .bind(&m.account_id).bind(&m.job_id).bind(&m.kind).bind(m.created_at)
             .execute(p)
@@ -70,18 +70,6 @@ impl Store {
             .fetch_all(p)
             .await?)
         })
-    }
-
-    /// Deletes a job's media of one kind (a retried job's partial outputs).
-    pub async fn delete_job_media(&self, job_id: &str, kind: &str) -> Result<(), StoreError> {
-        with_pool!(self, p => {
-            sqlx::query("DELETE FROM media WHERE job_id = $1 AND kind = $2")
-                .bind(job_id)
-                .bind(kind)
-                .execute(p)
-                .await?;
-        });
-        Ok(())
     }
 
     /// How many media rows an account owns (uploads and results).

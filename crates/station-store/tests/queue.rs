@@ -125,7 +125,16 @@ async fn lost_lease_cannot_decide_the_outcome() {
 
 fn done(id: &str, owner: &str, status: JobStatus, outputs: Option<Vec<String>>, now: i64) -> JobFinish {
     let error = (status != JobStatus::Succeeded).then(|| ("execution_error".to_string(), "boom".to_string()));
-    JobFinish { job_id: id.into(), owner: owner.into(), status, outputs, error, now }
+    JobFinish {
+        job_id: id.into(),
+        owner: owner.into(),
+        status,
+        outputs,
+        error,
+        now,
+        media: vec![],
+        cancel_remote: false,
+    }
 }
 
 #[tokio::test]

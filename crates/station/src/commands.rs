@@ -234,17 +234,39 @@ async fn serve(station: Station) -> u8 {
         bot.keep_commands_registered()
     });
     shutdown_signal().await;
+    // Every step below shares one deadline: in-flight work gets at most
+    // `shutdown_grace_seconds`, then the process exits anyway.
+    let grace = Duration::from_secs(station.config.shutdown_grace_seconds);
+    let deadline = tokio::time::Instant::now() + grace;
+    // Event streams end now; a browser reconnects to another server.
+    station.begin_shutdown();
     if let Some(task) = discord_commands {
         task.abort();
     }
-    info!("shutting down: finishing HTTP requests and handing running jobs back to the queue");
-    if let Some(t) = telegram {
-        t.shutdown().await;
+    info!(
+        grace_seconds = grace.as_secs(),
+        "shutting down: finishing HTTP requests and handing running jobs back to the queue"
+    );
+    if let Some(t) = telegram
+        && tokio::time::timeout_at(deadline, t.shutdown()).await.is_err()
+    {
+        warn!("the Telegram bot did not stop within the shutdown grace");
     }
     stop.cancel();
-    let _ = http.await;
-    deliveries.shutdown().await;
-    workers.shutdown().await;
+    let mut http = http;
+    if tokio::time::timeout_at(deadline, &mut http).await.is_err() {
+        warn!("HTTP requests still open after the shutdown grace; closing them");
+        http.abort();
+    }
+    if tokio::time::timeout_at(deadline, deliveries.shutdown()).await.is_err() {
+        warn!("chat deliveries did not stop within the shutdown grace; they resume at the next start");
+    }
+    // Handing jobs back is quick (one UPDATE); past the deadline their
+    // leases lapse and another process resumes them all the same.
+    let hand_back = deadline.max(tokio::time::Instant::now() + Duration::from_secs(2));
+    if tokio::time::timeout_at(hand_back, workers.shutdown()).await.is_err() {
+        warn!("running jobs were not handed back in time; their leases will lapse");
+    }
     background.shutdown().await;
     exit::OK
 }

@@ -6,7 +6,8 @@
 //! Event types: `status` (`{status, progress, queue_position, eta_ms, error?}`),
 //! `progress` (`{fraction, step?, of?, label?}`), `preview` (`{mime,
 //! data_url}`), `result` (`{outputs: [{id, ref, url, thumbnail_url}]}`). The
-//! stream ends after the terminal `status` (and `result` when it succeeded).
+//! stream ends after the terminal `status` (and `result` when it succeeded),
+//! or when the server shuts down (the client reconnects to another).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -78,6 +79,8 @@ async fn follow(
         tokio::select! {
             _ = poll.tick() => read_row = true,
             _ = tx.closed() => return,
+            // Shutting down: end the stream so the connection can close.
+            () = station.closing.cancelled() => return,
             ev = bus.recv() => match ev {
                 Ok(ev) if ev.job_id() == id => match ev {
                     JobEvent::Progress { fraction, step, of, label, .. } => {

@@ -76,6 +76,12 @@ async fn backend_specs(station: &Station) -> Vec<BackendSpec> {
     specs
 }
 
+/// Health checks' (connect, request) timeouts from configuration.
+fn health_timeouts(station: &Station) -> (Duration, Duration) {
+    let c = &station.config.comfyui;
+    (Duration::from_secs(c.health_connect_timeout_seconds.max(1)), Duration::from_secs(c.health_timeout_seconds.max(1)))
+}
+
 /// Registers the native media executor and the ComfyUI pool.
 pub async fn register_executors(station: &Station) -> Background {
     station.register_executor(Arc::new(MediaExecutor::new(&station.config)));
@@ -93,12 +99,16 @@ pub async fn register_executors(station: &Station) -> Background {
             Err(e) => warn!(backend = %s.name, error = %e, "backend ignored"),
         }
     }
-    let comfy = ComfyExecutor::new(valid, &station.config.comfyui.preview_method).expect("URLs validated above");
+    let comfy =
+        ComfyExecutor::with_health_timeouts(valid, &station.config.comfyui.preview_method, health_timeouts(station))
+            .expect("URLs validated above");
     let every = Duration::from_secs(station.config.comfyui.health_interval_seconds.max(1));
-    comfy.start_health_checks(every, station.wake.clone()).await;
     for s in comfy.statuses() {
-        info!(backend = %s.spec.name, url = %s.spec.url, healthy = s.healthy, "ComfyUI backend");
+        info!(backend = %s.spec.name, url = %s.spec.url, "ComfyUI backend; takes jobs once its health check passes");
     }
+    // In the background: a backend that accepts connections and never
+    // answers must not hold up serving, native tools or the other backends.
+    comfy.spawn_health_checks(every, station.wake.clone());
     station.register_executor(comfy.clone());
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn({
@@ -174,7 +184,7 @@ pub async fn backends_command(station: &Station, c: BackendsCommand) -> u8 {
                 println!("no ComfyUI backend configured");
                 return exit::FAILED;
             }
-            let pool = match ComfyExecutor::new(specs, "none") {
+            let pool = match ComfyExecutor::with_health_timeouts(specs, "none", health_timeouts(station)) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("error: {e}");
