@@ -679,6 +679,7 @@ impl Store {
         type Sums = BTreeMap<String, (i64, i64)>;
         type Usage = Vec<(String, String, i64, i64)>;
         type Texts = Vec<(String, String, String)>;
+        type Report<'a> = &'a mut dyn FnMut(Option<&str>, Option<&str>, String);
         // Numbers are read as text and parsed here, so a row no 64-bit
         // integer can hold (a float SQLite stored for an overflowing sum, a
         // sum past the range) is reported, never a failed audit.
@@ -755,7 +756,7 @@ impl Store {
             }
         };
         let mut unreadable = std::collections::BTreeSet::new();
-        let mut parse = |rows: Texts, what: &str, push: &mut dyn FnMut(Option<&str>, Option<&str>, String)| -> Sums {
+        let mut parse = |rows: Texts, what: &str, push: Report<'_>| -> Sums {
             let mut out = Sums::new();
             for (a, b, h) in rows {
                 match (b.trim().parse::<i64>(), h.trim().parse::<i64>()) {

@@ -421,7 +421,7 @@ async fn private_chats_exist_only_once_the_user_starts_one() {
     let fake = FakeTelegram::start_with(relaxed()).await;
     let api = Api::new(&fake);
     let ann = FakeUser::new(5, "Ann");
-    let group = FakeChat::group(-100_5, "Friends");
+    let group = FakeChat::group(-1005, "Friends");
     fake.send_text(&group, &ann, "hello all");
     let (status, d) = api.err("sendMessage", json!({"chat_id": 5, "text": "secret"})).await;
     assert_eq!((status, d.as_str()), (403, "Forbidden: bot can't initiate conversation with a user"));
