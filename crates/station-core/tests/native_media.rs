@@ -498,9 +498,9 @@ async fn operator_tools_for_blur_invert_and_misnamed_inputs() {
     assert!(edge[0] > 20 && edge[2] > 20, "the red/blue edge is mixed: {edge:?}");
     assert!(close(px(&img, 0, 4), RED, 8));
 
-    let err = run_invalid(&env, "mirror-number", json!({"image": format!("media:{id}")})).await;
+    let err = refused(&env, "mirror-number", json!({"image": format!("media:{id}")})).await;
     assert!(err.starts_with("direction:") && err.contains("integer"), "{err}");
-    let err = run_invalid(&env, "mirror-extra", json!({"image": format!("media:{id}")})).await;
+    let err = refused(&env, "mirror-extra", json!({"image": format!("media:{id}")})).await;
     assert!(err.starts_with("speed:") && err.contains("no such option"), "{err}");
     env.stop().await;
 }

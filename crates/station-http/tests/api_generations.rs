@@ -674,3 +674,36 @@ async fn a_retried_create_with_the_same_idempotency_key_queues_and_charges_once(
 async fn available(s: &common::Server) -> i64 {
     s.get("/api/v1/points", &s.alice_key).await.body["available"].as_i64().unwrap()
 }
+
+/// Issue 17, item 9: problems that involve several fields, or the native
+/// operation's own rules, are refused at submit with every field named —
+/// and no generation is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_field_problems_are_refused_before_queuing() {
+    for db in testing::all().await {
+        let s = serve(&db, false, |c| c.media.max_pixels = 10_000).await;
+        let k = s.kind;
+        let up = s.upload(&s.alice_key, png(80, 80), "a.png").await;
+        let image = up.body["ref"].as_str().unwrap().to_string();
+        let count = |a: common::Answer| a.body["items"].as_array().map_or(0, Vec::len);
+        let before = count(s.get("/api/v1/generations", &s.alice_key).await);
+        for (body, fields) in [
+            (json!({"tool": "resize", "params": {"image": image}}), vec!["width"]),
+            (json!({"tool": "resize", "params": {"image": image, "scale": 0.5, "width": 4}}), vec!["scale"]),
+            (json!({"tool": "resize", "params": {"image": image, "scale": 2}}), vec!["scale"]),
+            (
+                json!({"tool": "crop", "params": {"image": image, "width": 4, "height": 4, "anchor": "top"}}),
+                vec!["anchor"],
+            ),
+            (json!({"tool": "crop", "params": {"image": image, "anchor": "top"}}), vec!["width", "anchor"]),
+            (json!({"tool": "watermark", "params": {"image": image, "text": "x", "color": "red"}}), vec!["color"]),
+            (json!({"tool": "watermark", "params": {"image": image, "logo": "acme"}}), vec!["logo"]),
+        ] {
+            let a = s.post("/api/v1/generations", &s.alice_key, body.clone()).await;
+            assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_input"), "{k}: {body}: {}", a.body);
+            assert_eq!(a.fields(), fields, "{k}: {body}: {}", a.body);
+        }
+        assert_eq!(count(s.get("/api/v1/generations", &s.alice_key).await), before, "{k}: nothing queued");
+        s.stop().await;
+    }
+}
