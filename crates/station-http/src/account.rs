@@ -5,9 +5,10 @@
 // variant's size does not matter on these once-per-request paths.
 #![allow(clippy::result_large_err)]
 
+use crate::extract::Path;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};

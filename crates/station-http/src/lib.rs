@@ -18,6 +18,7 @@ use utoipa_axum::routes;
 
 pub mod account;
 pub mod api;
+pub mod extract;
 pub mod web;
 
 pub use account::{AdminCaller, Caller};

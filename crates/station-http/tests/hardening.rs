@@ -267,3 +267,65 @@ async fn item13_hsts_when_the_public_url_is_https() {
         s.stop().await;
     }
 }
+
+/// Item 6: every extractor refusal — query, path, JSON body, multipart —
+/// answers the API's error shape naming the field, on several routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item6_extractor_refusals_are_in_the_error_shape_naming_the_field() {
+    let db = testing::sqlite().await;
+    let s = serve(&db, false, |_| {}).await;
+    let cases: Vec<(&str, &str, &str)> = vec![
+        // Query strings.
+        ("/api/v1/generations?limit=abc", "limit", "whole number"),
+        ("/api/v1/generations?include_hidden=maybe", "include_hidden", "true or false"),
+        ("/api/v1/points/history?limit=-1", "limit", "whole number"),
+        ("/api/v1/admin/users?limit=1.5", "limit", "whole number"),
+        ("/api/v1/media/x/thumbnail?size=big", "size", "whole number"),
+        ("/api/v1/generations?limit=1&limit=2", "limit", "more than once"),
+        // Path segments that are not UTF-8 once decoded.
+        ("/api/v1/generations/%FF", "id", "UTF-8"),
+        ("/api/v1/media/%C3%28", "id", "UTF-8"),
+        ("/api/v1/tools/%FF", "id", "UTF-8"),
+    ];
+    for (path, field, reason) in cases {
+        let a = s.get(path, &s.admin_key).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{path}: {}", a.body);
+        assert_eq!(a.headers["content-type"], "application/json", "{path}");
+        assert_eq!(a.code(), "invalid_input", "{path}: {}", a.body);
+        assert_eq!(a.fields(), vec![field.to_string()], "{path}: {}", a.body);
+        let why = a.body["error"]["fields"][0]["reason"].as_str().unwrap();
+        assert!(why.contains(reason), "{path}: {why}");
+    }
+    // JSON bodies: not JSON, or not declared as JSON.
+    for path in ["/api/v1/points/quote", "/api/v1/account/keys", "/api/v1/generations"] {
+        let r = s
+            .http
+            .post(s.url(path))
+            .bearer_auth(&s.alice_key)
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap();
+        let a = common::Server::answer(r).await;
+        assert_eq!((a.status, a.code(), a.fields()), (StatusCode::BAD_REQUEST, "invalid_json", vec!["(body)".into()]));
+        let r = s.http.post(s.url(path)).bearer_auth(&s.alice_key).body("{}").send().await.unwrap();
+        let a = common::Server::answer(r).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{path}: {}", a.body);
+        assert_eq!(a.fields(), vec!["Content-Type".to_string()], "{path}: {}", a.body);
+    }
+    // A multipart body that is not multipart.
+    let r = s
+        .http
+        .post(s.url("/api/v1/media"))
+        .bearer_auth(&s.alice_key)
+        .header("content-type", "multipart/form-data")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    let a = common::Server::answer(r).await;
+    assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_multipart"), "{}", a.body);
+    assert_eq!(a.fields(), vec!["Content-Type".to_string()], "{}", a.body);
+    s.stop().await;
+}

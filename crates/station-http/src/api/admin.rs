@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::extract::{Path, Query};
 use axum::Json;
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -12,7 +12,8 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use crate::extract::Path;
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use base64::Engine;
 use futures::Stream;

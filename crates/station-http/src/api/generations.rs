@@ -2,9 +2,10 @@
 //! request), list with filters and paging, read one with its queue position
 //! and outputs, cancel, rerun with a new seed, rate, and hide.
 
+use crate::extract::{Path, Query};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -303,7 +304,7 @@ async fn create_generation(State(station): State<Station>, Caller(a): Caller, re
     let req = if is_multipart {
         let form = Multipart::from_request(req, &station)
             .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text()))?;
+            .map_err(|e| super::media::not_multipart(&e, "send the form's parts with their boundary"))?;
         return create_from_form(&station, &a, form, key).await;
     } else {
         let body = <Json<Value> as FromRequest<Station>>::from_request(req, &station).await;
@@ -343,9 +344,7 @@ async fn create_from_form(
     let mut params = Map::new();
     let mut confirmed = false;
     let mut files: Vec<(String, Vec<u8>)> = vec![];
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        ApiError::new(e.status(), "invalid_multipart", format!("could not read the form: {}", e.body_text()))
-    };
+    let bad = super::media::bad_form;
     let mut problems: Vec<ApiError> = vec![];
     let mut seen: Vec<String> = vec![];
     while let Some(mut field) = form.next_field().await.map_err(bad)? {

@@ -1,9 +1,10 @@
 //! Media: upload an image (checked, decoded within limits, and typed from its
 //! content before anything is stored), download it, and thumbnails.
 
+use crate::extract::{Path, Query};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{Multipart, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -124,6 +125,26 @@ pub async fn check_upload(
     station.media.check_image_in(bytes, slot, input).await.map_err(|e| upload_error(field, e))
 }
 
+/// 400 `invalid_multipart` for a body that is not a multipart form, naming
+/// the `Content-Type` header; `hint` says what to send.
+pub fn not_multipart(e: &axum::extract::multipart::MultipartRejection, hint: &str) -> ApiError {
+    let reason = format!("expected multipart/form-data with a boundary: {}", e.body_text());
+    ApiError {
+        fields: vec![FieldIssue { field: "Content-Type".into(), reason }],
+        ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", format!("{}; {hint}", e.body_text()))
+    }
+}
+
+/// `invalid_multipart` (with the error's status) for a form that breaks
+/// off or is malformed while it is read, naming the form.
+pub fn bad_form(e: axum::extract::multipart::MultipartError) -> ApiError {
+    let reason = format!("could not read the form: {}", e.body_text());
+    ApiError {
+        fields: vec![FieldIssue { field: "(form)".into(), reason: reason.clone() }],
+        ..ApiError::new(e.status(), "invalid_multipart", reason)
+    }
+}
+
 /// A refused upload as the API answers it, naming the form `field`.
 pub fn upload_error(field: &str, e: MediaServiceError) -> ApiError {
     let MediaServiceError::Rejected { problem, reason } = e else { return e.into() };
@@ -153,21 +174,13 @@ async fn upload_media(
     Caller(a): Caller,
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> ApiResult<Response> {
-    let mut form = form.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_multipart",
-            format!("{}; send multipart/form-data with a `file` part", e.body_text()),
-        )
-    })?;
+    let mut form = form.map_err(|e| not_multipart(&e, "send multipart/form-data with a `file` part"))?;
     let max = station.config.media.max_bytes;
     // A decoding slot before the body is read: uploads beyond
     // media.decode_concurrency wait without holding image bytes (503 busy
     // if none frees up in time).
     let slot = station.media.upload_slot().await?;
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        ApiError::new(e.status(), "invalid_multipart", format!("could not read the form: {}", e.body_text()))
-    };
+    let bad = bad_form;
     while let Some(mut field) = form.next_field().await.map_err(bad)? {
         if field.name() != Some("file") {
             continue;

@@ -80,11 +80,19 @@ pub fn object(body: Result<Json<Value>, JsonRejection>, known: &[&str]) -> ApiRe
             return Err(ApiError::new(e.status(), "too_large", message));
         }
         Err(e) => {
-            return Err(ApiError::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("{}; send a JSON object with Content-Type: application/json", e.body_text()),
-            ));
+            // Name what was wrong: the header, or the body itself.
+            let (field, reason) = match &e {
+                JsonRejection::MissingJsonContentType(_) => ("Content-Type", "expected application/json".to_string()),
+                e => ("(body)", e.body_text()),
+            };
+            return Err(ApiError {
+                fields: vec![FieldIssue { field: field.into(), reason }],
+                ..ApiError::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    format!("{}; send a JSON object with Content-Type: application/json", e.body_text()),
+                )
+            });
         }
     };
     let Value::Object(obj) = body else {

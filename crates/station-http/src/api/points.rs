@@ -1,8 +1,9 @@
 //! Points: balance, history (paged), and a quote for a would-be generation.
 
+use crate::extract::Query;
 use axum::Json;
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Query, State};
 use serde::Serialize;
 use serde_json::Value;
 use station_core::{Station, SubmitRequest};

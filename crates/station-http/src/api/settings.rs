@@ -1,9 +1,10 @@
 //! Saved parameters per tool: the middle layer of parameter precedence
 //! (explicit > saved > tool default).
 
+use crate::extract::Path;
 use axum::Json;
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::{Map, Value};

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
+use crate::extract::Path;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use axum::extract::Path;
+use crate::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 

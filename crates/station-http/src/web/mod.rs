@@ -22,8 +22,9 @@ mod assets;
 
 use std::time::Duration;
 
+use crate::extract::{Path, Query};
 use axum::extract::rejection::FormRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
