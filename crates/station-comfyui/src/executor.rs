@@ -13,8 +13,13 @@
 //! resubmit. A finished run is never repeated. A transient failure keeps the
 //! prompt id in the row too: the retry asks the old backend first, and when
 //! that backend cannot be reached and the job runs elsewhere, the old prompt
-//! is remembered and deleted/interrupted there as soon as the backend answers
-//! a health check again, so it never runs as well.
+//! is recorded (a `remote_cancels` row, with the new submission) and
+//! deleted/interrupted there by whichever process next sees the backend
+//! answer a health check, so it never runs as well, even across a restart.
+//!
+//! Health checks use their own client with short timeouts and run in the
+//! background: a backend that accepts connections and never answers is
+//! marked down in seconds and holds nothing else up.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

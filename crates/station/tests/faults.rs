@@ -316,6 +316,9 @@ async fn sigterm_with_an_open_event_stream_exits_promptly_and_cleanly() {
             status.is_some_and(|s| s.success()),
             "{kind}: serve did not exit cleanly on SIGTERM: {status:?}\n{log}"
         );
-        assert!(!log.contains("WARN"), "{kind}: a clean exit logs no warning:\n{log}");
+        // The one expected warning is about the missing backend, at start.
+        let warnings: Vec<&str> =
+            log.lines().filter(|l| l.contains("WARN") && !l.contains("no ComfyUI backend configured")).collect();
+        assert!(warnings.is_empty(), "{kind}: a clean exit logs no warning:\n{log}");
     }
 }
