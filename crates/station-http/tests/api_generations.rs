@@ -641,7 +641,7 @@ async fn a_retried_create_with_the_same_idempotency_key_queues_and_charges_once(
             "/api/v1/generations",
             &s.bob_key,
             "order-1",
-            Some(json!({"tool": "resize", "params": {"image": bob_image}})),
+            Some(json!({"tool": "resize", "params": {"image": bob_image, "width": 4}})),
             None,
         )
         .await;
@@ -649,7 +649,12 @@ async fn a_retried_create_with_the_same_idempotency_key_queues_and_charges_once(
         assert_ne!(bobs.body["id"], first.body["id"], "{k}");
 
         // Multipart: a repeat is answered before its upload is read or stored.
-        let form = || reqwest::multipart::Form::new().text("tool", "resize").part("image", image_part(png(24, 16)));
+        let form = || {
+            reqwest::multipart::Form::new()
+                .text("tool", "resize")
+                .text("width", "4")
+                .part("image", image_part(png(24, 16)))
+        };
         let m1 = keyed(&s, "/api/v1/generations", &s.alice_key, "upload-1", None, Some(form())).await;
         assert_eq!(m1.status, StatusCode::CREATED, "{k}: {}", m1.body);
         let media = stored(&s, &s.alice.id).await;
