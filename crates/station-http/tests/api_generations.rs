@@ -314,6 +314,7 @@ async fn multipart_creation_uploads_images_in_the_same_request() {
         );
         let form = reqwest::multipart::Form::new()
             .text("tool", "resize")
+            .text("width", "4")
             .part("image", reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("x.png"));
         let r =
             s.http.post(s.url("/api/v1/generations")).bearer_auth(&s.alice_key).multipart(form).send().await.unwrap();
@@ -467,6 +468,7 @@ async fn refused_multipart_creations_store_no_uploads() {
                 reqwest::multipart::Form::new()
                     .text("tool", "resize")
                     .text("fit", "squash")
+                    .text("width", "4")
                     .part("image", image_part(b"not an image".to_vec())),
                 StatusCode::BAD_REQUEST,
                 "invalid_input",
@@ -576,10 +578,14 @@ async fn every_bad_field_at_once_and_other_peoples_images_are_not_found() {
         assert_eq!(reasons[0], reasons[1], "{k}");
 
         // Only the image wrong: still named, still 400.
-        let a = s.post("/api/v1/generations", &s.alice_key, json!({"tool": "resize", "params": {"image": bobs}})).await;
+        let a = s
+            .post("/api/v1/generations", &s.alice_key, json!({"tool": "resize", "params": {"image": bobs, "width": 4}}))
+            .await;
         assert_eq!((a.status, a.fields()), (StatusCode::BAD_REQUEST, vec!["image".to_string()]), "{k}: {}", a.body);
         // Bob may use his own.
-        let a = s.post("/api/v1/generations", &s.bob_key, json!({"tool": "resize", "params": {"image": bobs}})).await;
+        let a = s
+            .post("/api/v1/generations", &s.bob_key, json!({"tool": "resize", "params": {"image": bobs, "width": 4}}))
+            .await;
         assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
         s.stop().await;
     }
@@ -611,7 +617,7 @@ async fn a_retried_create_with_the_same_idempotency_key_queues_and_charges_once(
         let s = serve(&db, false, |_| {}).await;
         let k = s.kind;
         let image = s.upload(&s.alice_key, png(8, 8), "a.png").await.body["ref"].as_str().unwrap().to_string();
-        let body = json!({"tool": "resize", "params": {"image": image}});
+        let body = json!({"tool": "resize", "params": {"image": image, "width": 4}});
         let before = available(&s).await;
 
         // JSON: the retry gets the first generation; one job, one charge.
@@ -635,7 +641,7 @@ async fn a_retried_create_with_the_same_idempotency_key_queues_and_charges_once(
             "/api/v1/generations",
             &s.bob_key,
             "order-1",
-            Some(json!({"tool": "resize", "params": {"image": bob_image}})),
+            Some(json!({"tool": "resize", "params": {"image": bob_image, "width": 4}})),
             None,
         )
         .await;
@@ -643,7 +649,12 @@ async fn a_retried_create_with_the_same_idempotency_key_queues_and_charges_once(
         assert_ne!(bobs.body["id"], first.body["id"], "{k}");
 
         // Multipart: a repeat is answered before its upload is read or stored.
-        let form = || reqwest::multipart::Form::new().text("tool", "resize").part("image", image_part(png(24, 16)));
+        let form = || {
+            reqwest::multipart::Form::new()
+                .text("tool", "resize")
+                .text("width", "4")
+                .part("image", image_part(png(24, 16)))
+        };
         let m1 = keyed(&s, "/api/v1/generations", &s.alice_key, "upload-1", None, Some(form())).await;
         assert_eq!(m1.status, StatusCode::CREATED, "{k}: {}", m1.body);
         let media = stored(&s, &s.alice.id).await;
