@@ -44,8 +44,10 @@ async fn fifty_parallel_worst_case_uploads_stay_within_the_memory_bound() {
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
 
     // README "Security": the decoding part of serve's worst case is
-    // decode_concurrency × (2 × max_bytes + 8 × max_pixels).
-    let bound = slots * (2 * max_bytes + 8 * max_pixels);
+    // decode_concurrency × (2 × max_bytes + 16 × max_pixels): the decoded
+    // 16-bit frame (8 bytes a pixel) and the copies made while checking it.
+    // Without the slots, fifty would decode 50 × 32 MB at once.
+    let bound = slots * (2 * max_bytes + 16 * max_pixels);
     // Fifty connections and their requests, and whatever else moves meanwhile.
     let slack = 32 * 1024 * 1024;
     let rss_before = proc_status("VmRSS:");

@@ -1035,7 +1035,13 @@ fn builtins_match_recorded_object_info() {
 #[test]
 fn tools_md_examples_load() {
     let doc = include_str!("../TOOLS.md");
-    let blocks: Vec<&str> = doc.split("```json\n").skip(1).map(|rest| rest.split("```").next().unwrap()).collect();
+    // Whole tool files (fragments such as a `rules` line are shown too).
+    let blocks: Vec<&str> = doc
+        .split("```json\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .filter(|b| b.trim_start().starts_with('{'))
+        .collect();
     assert_eq!(blocks.len(), 2);
     let dir = tempfile::tempdir().unwrap();
     for (i, block) in blocks.iter().enumerate() {
