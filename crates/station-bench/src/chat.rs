@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use station_core::{Config, Station};
 use station_flows::{FlowSettings, Flows};
-use station_store::Store;
 use station_telegram::{PaceLimits, TelegramBot, TelegramConfig, TelegramOptions};
 use station_telegram_fake::{FakeChat, FakeConfig, FakeTelegram, FakeUser, RateLimits};
 
@@ -67,10 +66,8 @@ pub async fn run(args: ChatBenchArgs) -> Outcome {
             "warning: this is a debug build; for real figures run `cargo run --release -p station -- bench chat`"
         );
     }
-    let urls: Vec<Option<String>> =
-        if args.database_urls.is_empty() { vec![None] } else { args.database_urls.iter().cloned().map(Some).collect() };
     let mut results = vec![];
-    for url in &urls {
+    for url in &crate::database_urls(&args.database_urls) {
         match bench(&args, url.as_deref()).await {
             Ok(r) => results.push(r),
             Err(e) => {
@@ -88,13 +85,12 @@ pub async fn run(args: ChatBenchArgs) -> Outcome {
 }
 
 fn table(args: &ChatBenchArgs, results: &[ChatResult]) -> String {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut out = format!(
         "\nTelegram /balance updates, {} offered per second over {} chats for {} s; load average {}\n\n",
         args.rate,
         args.chats,
         args.seconds,
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        crate::load_average()
     );
     out += "| database | updates | replies/s | p50 ms | p99 ms | max ms | chats out of step |\n";
     out += "|---|---:|---:|---:|---:|---:|---:|\n";
@@ -129,19 +125,9 @@ pub async fn bench(args: &ChatBenchArgs, url: Option<&str>) -> Result<ChatResult
     config.limits.requests_per_minute = 0;
     TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() }.apply_to(&mut config);
     std::fs::create_dir_all(config.tools_dir()).map_err(|e| e.to_string())?;
-    let pg = url.filter(|u| u.starts_with("postgres"));
-    let schema = pg.map(|_| format!("station_bench_chat_{}", uuid::Uuid::new_v4().simple()));
-    let store = match (pg, &schema) {
-        (Some(url), Some(schema)) => Store::connect_postgres_fresh_schema(url, schema).await,
-        _ => {
-            config.database_url = url.map(str::to_owned);
-            Store::connect(&config.database_url()).await
-        }
-    }
-    .map_err(|e| e.to_string())?;
-    store.migrate().await.map_err(|e| e.to_string())?;
-    let database = if pg.is_some() { "PostgreSQL" } else { "SQLite" }.to_string();
-    let (mut station, _) = Station::with_store(config, store).map_err(|e| e.to_string())?;
+    let db = crate::BenchDb::open(url, "chat", &mut config).await?;
+    let database = db.name.to_string();
+    let (mut station, _) = Station::with_store(config, db.store.clone()).map_err(|e| e.to_string())?;
     station.join_processes().await.map_err(|e| e.to_string())?;
     let flows = Flows::with_settings(station.clone(), FlowSettings::from_config(&station.config));
     let flows_runner = flows.start();
@@ -162,11 +148,7 @@ pub async fn bench(args: &ChatBenchArgs, url: Option<&str>) -> Result<ChatResult
     bot_runner.shutdown().await;
     flows_runner.shutdown().await;
     station.shutdown().await;
-    if let (Some(url), Some(schema)) = (pg, &schema)
-        && let Err(e) = Store::drop_postgres_schema(url, schema).await
-    {
-        eprintln!("warning: could not drop schema {schema}: {e}");
-    }
+    db.remove().await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -224,13 +206,7 @@ async fn measure(args: &ChatBenchArgs, tg: &FakeTelegram, database: String) -> R
         }
     }
     latencies.sort();
-    let pick = |q: f64| {
-        if latencies.is_empty() {
-            Duration::ZERO
-        } else {
-            latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1]
-        }
-    };
+    let pick = |q: f64| crate::percentile(&latencies, q);
     Ok(ChatResult {
         database,
         updates: total,

@@ -13,7 +13,11 @@ pub mod http;
 pub mod queue;
 pub mod submit;
 
+use std::time::Duration;
+
 use clap::{Args, Subcommand};
+use station_core::Config;
+use station_store::Store;
 
 /// How a benchmark run ended; the binary turns it into its exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,4 +76,65 @@ pub enum BenchCommand {
     Submit(submit::SubmitBenchArgs),
     /// Telegram updates per second through the adapter, the flows and the database, and update-to-reply latency.
     Chat(chat::ChatBenchArgs),
+}
+
+/// A benchmark's own database: a temporary SQLite file in the run's data
+/// folder, another URL as given, or a throwaway schema of a PostgreSQL URL
+/// (dropped by [`BenchDb::remove`]), migrated.
+pub(crate) struct BenchDb {
+    /// The migrated store.
+    pub store: Store,
+    /// "SQLite" or "PostgreSQL", for tables.
+    pub name: &'static str,
+    /// PostgreSQL URL and schema to drop afterwards.
+    schema: Option<(String, String)>,
+}
+
+impl BenchDb {
+    /// Opens `url` (None: `config`'s default SQLite file) for benchmark `what`.
+    pub async fn open(url: Option<&str>, what: &str, config: &mut Config) -> Result<BenchDb, String> {
+        let schema = url
+            .filter(|u| u.starts_with("postgres"))
+            .map(|u| (u.to_owned(), format!("station_bench_{what}_{}", uuid::Uuid::new_v4().simple())));
+        let store = match &schema {
+            Some((url, schema)) => Store::connect_postgres_fresh_schema(url, schema).await,
+            None => {
+                config.database_url = url.map(str::to_owned);
+                Store::connect(&config.database_url()).await
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        store.migrate().await.map_err(|e| e.to_string())?;
+        let name = if schema.is_some() { "PostgreSQL" } else { "SQLite" };
+        Ok(BenchDb { store, name, schema })
+    }
+
+    /// Drops the throwaway schema, if any (a warning when it cannot).
+    pub async fn remove(self) {
+        if let Some((url, schema)) = &self.schema
+            && let Err(e) = Store::drop_postgres_schema(url, schema).await
+        {
+            eprintln!("warning: could not drop schema {schema}: {e}");
+        }
+    }
+}
+
+/// The databases a benchmark runs on: each `--database-url`, or the default
+/// temporary SQLite file when none is given.
+pub(crate) fn database_urls(given: &[String]) -> Vec<Option<String>> {
+    if given.is_empty() { vec![None] } else { given.iter().cloned().map(Some).collect() }
+}
+
+/// Nearest-rank percentile `q` (0–1) of `sorted` latencies; zero when empty.
+pub(crate) fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// The first three fields of `/proc/loadavg` (empty where there is none).
+pub(crate) fn load_average() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }

@@ -68,10 +68,8 @@ pub async fn run(args: SubmitBenchArgs) -> Outcome {
         );
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let urls: Vec<Option<String>> =
-        if args.database_urls.is_empty() { vec![None] } else { args.database_urls.iter().cloned().map(Some).collect() };
     let mut results = vec![];
-    for url in &urls {
+    for url in &crate::database_urls(&args.database_urls) {
         match bench(&args, url.as_deref()).await {
             Ok(r) => results.push(r),
             Err(e) => {
@@ -90,13 +88,12 @@ pub async fn run(args: SubmitBenchArgs) -> Outcome {
 
 /// The table, with the machine's load.
 fn table(args: &SubmitBenchArgs, results: &[SubmitResult]) -> String {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut out = format!(
         "\nPOST /api/v1/generations (JSON, API key, points hold), {} clients ({}), {} s each; load average {}\n\n",
         args.clients,
         if args.one_account { "one account" } else { "one account each" },
         args.seconds,
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        crate::load_average()
     );
     out += "| database | creates/s | p50 ms | p99 ms | errors | jobs stored |\n|---|---:|---:|---:|---:|---:|\n";
     for r in results {
@@ -146,30 +143,16 @@ pub async fn bench(args: &SubmitBenchArgs, url: Option<&str>) -> Result<SubmitRe
     config.points.starting_grant = 0;
     std::fs::create_dir_all(config.tools_dir()).map_err(|e| e.to_string())?;
     std::fs::write(config.tools_dir().join("bench-submit.json"), tool().to_string()).map_err(|e| e.to_string())?;
-    let pg = url.filter(|u| u.starts_with("postgres"));
-    let schema = pg.map(|_| format!("station_bench_submit_{}", uuid::Uuid::new_v4().simple()));
-    let store = match (pg, &schema) {
-        (Some(url), Some(schema)) => Store::connect_postgres_fresh_schema(url, schema).await,
-        _ => {
-            config.database_url = url.map(str::to_owned);
-            Store::connect(&config.database_url()).await
-        }
-    }
-    .map_err(|e| e.to_string())?;
-    store.migrate().await.map_err(|e| e.to_string())?;
-    let database = if pg.is_some() { "PostgreSQL" } else { "SQLite" }.to_string();
-    let (mut station, errors) = Station::with_store(config, store.clone()).map_err(|e| e.to_string())?;
+    let db = crate::BenchDb::open(url, "submit", &mut config).await?;
+    let database = db.name.to_string();
+    let (mut station, errors) = Station::with_store(config, db.store.clone()).map_err(|e| e.to_string())?;
     if !errors.is_empty() {
         return Err(format!("the benchmark tool failed to load: {errors:?}"));
     }
     station.join_processes().await.map_err(|e| e.to_string())?;
-    let result = load(args, &station, &store, database).await;
+    let result = load(args, &station, &db.store, database).await;
     station.shutdown().await;
-    if let (Some(url), Some(schema)) = (pg, &schema)
-        && let Err(e) = Store::drop_postgres_schema(url, schema).await
-    {
-        eprintln!("warning: could not drop schema {schema}: {e}");
-    }
+    db.remove().await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -200,13 +183,7 @@ async fn load(
     let (created, errors, mut latencies, elapsed) = clients(args, &url, &keys, Duration::from_secs(args.seconds)).await;
     let jobs_stored = count_jobs(store).await? - before;
     latencies.sort();
-    let pick = |q: f64| {
-        if latencies.is_empty() {
-            Duration::ZERO
-        } else {
-            latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1]
-        }
-    };
+    let pick = |q: f64| crate::percentile(&latencies, q);
     Ok(SubmitResult {
         database,
         per_s: created as f64 / elapsed.as_secs_f64(),
