@@ -5,6 +5,10 @@
 //! PostgreSQL. On SQLite, and on PostgreSQL when `STATION_TEST_POSTGRES_URL`
 //! is set.
 
+mod common;
+
+use common::{wait_http, wait_job};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -111,35 +115,6 @@ impl Env {
         // closed before the pool, not reported as having lost it).
         assert!(!stderr.contains("WARN"), "{}: station {args:?} warned: {stderr}", self.kind);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-async fn wait_http(port: u16, path: &str) -> reqwest::Response {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "server on {port} never answered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn wait_job(
-    store: &Store,
-    id: &str,
-    what: &str,
-    pred: impl Fn(&station_core::JobRow) -> bool,
-) -> station_core::JobRow {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(j) = store.get_job(id).await.unwrap()
-            && pred(&j)
-        {
-            return j;
-        }
-        assert!(Instant::now() < deadline, "job {id}: timed out waiting for {what}: {:?}", store.get_job(id).await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -1,6 +1,10 @@
 //! The real `station` binary as child processes: serve, run, SIGKILL in the
 //! middle of a job and restart, and two servers sharing one PostgreSQL queue.
 
+mod common;
+
+use common::{wait_http, wait_job};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -83,35 +87,6 @@ impl Env {
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| format!("sqlite://{}/data/station.db", self.dir.path().display()));
         Store::connect(&url).await.unwrap()
-    }
-}
-
-async fn wait_http(port: u16, path: &str) -> reqwest::Response {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}{path}")).await {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "server on {port} never answered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn wait_job(
-    store: &Store,
-    id: &str,
-    what: &str,
-    pred: impl Fn(&station_core::JobRow) -> bool,
-) -> station_core::JobRow {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(j) = store.get_job(id).await.unwrap()
-            && pred(&j)
-        {
-            return j;
-        }
-        assert!(Instant::now() < deadline, "job {id}: timed out waiting for {what}: {:?}", store.get_job(id).await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
