@@ -35,6 +35,7 @@ pub struct ToolSettings {
 /// `PUT /api/v1/settings/{tool}`.
 #[derive(Debug, serde::Deserialize, ToSchema)]
 #[allow(dead_code)]
+#[serde(deny_unknown_fields)] // as `object` refuses them
 pub struct PutSettings {
     /// Values by input name; replaces what was saved. Images cannot be saved.
     #[schema(value_type = Object)]
