@@ -171,6 +171,7 @@ pub struct UserQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 #[allow(dead_code)]
 #[serde(deny_unknown_fields)] // as `object` refuses them
+#[schema(example = json!({"amount": 100, "reason": "welcome", "idempotency_key": "grant-2026-01"}))]
 pub struct GrantRequest {
     /// Points to give (> 0).
     #[schema(minimum = 1)]

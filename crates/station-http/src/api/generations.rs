@@ -170,6 +170,7 @@ pub struct GenerationQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 #[allow(dead_code)] // documents the body; parsed field by field for precise errors
 #[serde(deny_unknown_fields)] // as `object` refuses them
+#[schema(example = json!({"tool": "resize", "params": {"image": "media:0123456789abcdef0123456789abcdef", "width": 512}}))]
 pub struct CreateGeneration {
     /// Tool id or chat command.
     tool: String,
@@ -203,6 +204,7 @@ pub struct CreateGenerationForm {
 #[derive(Debug, Deserialize, ToSchema)]
 #[allow(dead_code)]
 #[serde(deny_unknown_fields)] // as `object` refuses them
+#[schema(example = json!({"params": {"width": 256}, "confirmed": true}))]
 pub struct RerunRequest {
     /// Parameters to change from the original run (the seed is new unless given).
     #[schema(value_type = Option<Object>)]
@@ -215,6 +217,7 @@ pub struct RerunRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[allow(dead_code)]
 #[serde(deny_unknown_fields)] // as `object` refuses them
+#[schema(example = json!({"stars": 5}))]
 pub struct RatingRequest {
     /// 1 to 5 stars.
     #[schema(minimum = 1, maximum = 5)]

@@ -95,6 +95,7 @@ pub struct QuoteView {
 #[derive(Debug, serde::Deserialize, ToSchema)]
 #[allow(dead_code)]
 #[serde(deny_unknown_fields)] // as `object` refuses them
+#[schema(example = json!({"tool": "resize", "params": {"image": "media:0123456789abcdef0123456789abcdef", "width": 512}}))]
 pub struct QuoteRequest {
     /// Tool id or command.
     tool: String,
