@@ -71,14 +71,18 @@ pub struct FailureItem {
     /// Tool id.
     pub tool: String,
     /// Backend it last ran on.
+    #[schema(required = true)]
     pub backend: Option<String>,
     /// Error code.
+    #[schema(required = true)]
     pub error_code: Option<String>,
     /// Error text.
+    #[schema(required = true)]
     pub error: Option<String>,
     /// Submissions made.
     pub attempts: i64,
     /// When it failed (Unix ms).
+    #[schema(required = true)]
     pub finished_at: Option<i64>,
 }
 
@@ -94,6 +98,7 @@ pub struct RunningItem {
     /// `dispatched` or `running`.
     pub status: String,
     /// Backend it runs on.
+    #[schema(required = true)]
     pub backend: Option<String>,
     /// Progress, 0–1.
     pub progress: f64,
@@ -109,8 +114,10 @@ pub struct QueueView {
     /// Jobs per status.
     pub by_status: BTreeMap<String, i64>,
     /// Creation time of the oldest queued job (Unix ms).
+    #[schema(required = true)]
     pub oldest_queued_at: Option<i64>,
     /// How long the oldest queued job has waited (ms).
+    #[schema(required = true)]
     pub oldest_queued_age_ms: Option<i64>,
     /// Dispatched and running generations, oldest first (up to 20).
     pub running: Vec<RunningItem>,
@@ -145,6 +152,7 @@ pub struct UserPage {
     /// By id.
     pub items: Vec<UserItem>,
     /// Pass as `cursor` for the next page; absent on the last page.
+    #[schema(required = true)]
     pub next: Option<String>,
 }
 
@@ -153,6 +161,7 @@ pub struct UserPage {
 #[into_params(parameter_in = Query)]
 pub struct UserQuery {
     /// Items per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// The `next` value of the previous page.
     pub cursor: Option<String>,
@@ -161,8 +170,11 @@ pub struct UserQuery {
 /// `POST /api/v1/admin/users/{id}/grant`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[allow(dead_code)]
+#[serde(deny_unknown_fields)] // as `object` refuses them
+#[schema(example = json!({"amount": 100, "reason": "welcome", "idempotency_key": "grant-2026-01"}))]
 pub struct GrantRequest {
     /// Points to give (> 0).
+    #[schema(minimum = 1)]
     amount: i64,
     /// Why (kept in the ledger).
     reason: String,

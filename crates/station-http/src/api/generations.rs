@@ -64,8 +64,10 @@ impl OutputRef {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct JobErrorInfo {
     /// Stable code (`execution`, `timeout`, `cancelled`, …).
+    #[schema(required = true)]
     pub code: Option<String>,
     /// What happened.
+    #[schema(required = true)]
     pub message: Option<String>,
 }
 
@@ -84,26 +86,32 @@ pub struct Generation {
     /// 0–1.
     pub progress: f64,
     /// Queued generations that start before this one (queued only).
+    #[schema(required = true)]
     pub queue_position: Option<i64>,
     /// Estimated milliseconds until it finishes (queued or running; from recent runs).
+    #[schema(required = true)]
     pub eta_ms: Option<i64>,
     /// Result images (succeeded only).
     pub outputs: Vec<OutputRef>,
     /// Failure or cancellation details.
+    #[schema(required = true)]
     pub error: Option<JobErrorInfo>,
     /// A cancellation was asked for while it ran.
     pub cancel_requested: bool,
     /// Backend submissions so far.
     pub attempts: i64,
     /// Your rating, 1–5.
+    #[schema(required = true)]
     pub rating: Option<i64>,
     /// Hidden from your history (DELETE).
     pub hidden: bool,
     /// Created (Unix ms).
     pub created_at: i64,
     /// Started executing (Unix ms).
+    #[schema(required = true)]
     pub started_at: Option<i64>,
     /// Finished (Unix ms).
+    #[schema(required = true)]
     pub finished_at: Option<i64>,
     /// Live events of this generation (Server-Sent Events).
     pub events_url: String,
@@ -142,6 +150,7 @@ pub struct GenerationPage {
     /// Newest first.
     pub items: Vec<Generation>,
     /// Pass as `before` for the next page; absent on the last page.
+    #[schema(required = true)]
     pub next: Option<String>,
 }
 
@@ -160,11 +169,13 @@ pub struct GenerationQuery {
 /// `POST /api/v1/generations` as JSON.
 #[derive(Debug, Deserialize, ToSchema)]
 #[allow(dead_code)] // documents the body; parsed field by field for precise errors
+#[serde(deny_unknown_fields)] // as `object` refuses them
+#[schema(example = json!({"tool": "resize", "params": {"image": "media:0123456789abcdef0123456789abcdef", "width": 512}}))]
 pub struct CreateGeneration {
     /// Tool id or chat command.
     tool: String,
     /// Parameter values by input name; images as `media:<id>` of your uploads.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     params: Option<Map<String, Value>>,
     /// You saw the price and agree (needed above your confirmation threshold).
     confirmed: Option<bool>,
@@ -192,9 +203,11 @@ pub struct CreateGenerationForm {
 /// `POST /api/v1/generations/{id}/rerun`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[allow(dead_code)]
+#[serde(deny_unknown_fields)] // as `object` refuses them
+#[schema(example = json!({"params": {"width": 256}, "confirmed": true}))]
 pub struct RerunRequest {
     /// Parameters to change from the original run (the seed is new unless given).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     params: Option<Map<String, Value>>,
     /// Accept a price above your confirmation threshold.
     confirmed: Option<bool>,
@@ -203,8 +216,11 @@ pub struct RerunRequest {
 /// `POST /api/v1/generations/{id}/rating`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[allow(dead_code)]
+#[serde(deny_unknown_fields)] // as `object` refuses them
+#[schema(example = json!({"stars": 5}))]
 pub struct RatingRequest {
     /// 1 to 5 stars.
+    #[schema(minimum = 1, maximum = 5)]
     stars: i64,
 }
 
@@ -275,7 +291,7 @@ fn idempotency_key(headers: &HeaderMap, caller: &AccountRow) -> ApiResult<Option
 /// `Idempotency-Key` header, a repeat of the key answers the generation the
 /// first request queued (201, nothing queued or charged again, its body not read).
 #[utoipa::path(post, path = "/api/v1/generations", tag = "generations",
-    params(("Idempotency-Key" = Option<String>, Header,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = r"^[\x21-\x7E]{1,200}$",
         description = "Your name for this request (1–200 printable ASCII characters, e.g. a UUID): a retry with the same key gets the first answer")),
     request_body(content(
         (CreateGeneration = "application/json"),
@@ -544,8 +560,8 @@ async fn cancel_generation(
 /// repeated `Idempotency-Key` answers the first rerun made with it.
 #[utoipa::path(post, path = "/api/v1/generations/{id}/rerun", tag = "generations",
     params(("id" = String, Path, description = "Generation id"),
-        ("Idempotency-Key" = Option<String>, Header,
-            description = "Your name for this request: a retry with the same key gets the first answer")),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = r"^[\x21-\x7E]{1,200}$",
+            description = "Your name for this request (1–200 printable ASCII characters): a retry with the same key gets the first answer")),
     request_body(content = Option<RerunRequest>, content_type = "application/json"),
     responses((status = 201, body = Generation), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 402, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]

@@ -41,6 +41,7 @@ pub struct MediaInfo {
     /// `input` (uploaded) or `output` (a result).
     pub kind: String,
     /// The generation that made it, for results.
+    #[schema(required = true)]
     pub generation: Option<String>,
     /// Download URL.
     pub url: String,

@@ -41,6 +41,7 @@ pub const DEFAULT_PAGE: u32 = 50;
 #[into_params(parameter_in = Query)]
 pub struct Paging {
     /// Items per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// Cursor: the `next` value of the previous page.
     pub before: Option<String>,

@@ -31,6 +31,7 @@ pub struct PointsView {
     /// Free points per day the operator gives everyone (spent before your balance).
     pub free_daily: u64,
     /// Generations priced above this need `confirmed` (none: never asks).
+    #[schema(required = true)]
     pub confirm_above: Option<i64>,
 }
 
@@ -48,8 +49,10 @@ pub struct LedgerItem {
     /// Change to today's free allowance in use.
     pub allowance: i64,
     /// The generation it belongs to.
+    #[schema(required = true)]
     pub generation: Option<String>,
     /// Why.
+    #[schema(required = true)]
     pub reason: Option<String>,
     /// When (Unix ms).
     pub created_at: i64,
@@ -61,6 +64,7 @@ pub struct LedgerPage {
     /// Newest first.
     pub items: Vec<LedgerItem>,
     /// Pass as `before` for the next page; absent on the last page.
+    #[schema(required = true)]
     pub next: Option<String>,
 }
 
@@ -81,6 +85,7 @@ pub struct QuoteView {
     /// Whether it can be paid now.
     pub affordable: bool,
     /// Your confirmation threshold.
+    #[schema(required = true)]
     pub threshold: Option<i64>,
     /// Whether creating it needs `"confirmed": true`.
     pub needs_confirmation: bool,
@@ -89,11 +94,13 @@ pub struct QuoteView {
 /// `POST /api/v1/points/quote`.
 #[derive(Debug, serde::Deserialize, ToSchema)]
 #[allow(dead_code)]
+#[serde(deny_unknown_fields)] // as `object` refuses them
+#[schema(example = json!({"tool": "resize", "params": {"image": "media:0123456789abcdef0123456789abcdef", "width": 512}}))]
 pub struct QuoteRequest {
     /// Tool id or command.
     tool: String,
     /// Parameters, as for creating a generation.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     params: Option<serde_json::Map<String, Value>>,
 }
 

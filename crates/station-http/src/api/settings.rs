@@ -35,6 +35,8 @@ pub struct ToolSettings {
 /// `PUT /api/v1/settings/{tool}`.
 #[derive(Debug, serde::Deserialize, ToSchema)]
 #[allow(dead_code)]
+#[serde(deny_unknown_fields)] // as `object` refuses them
+#[schema(example = json!({"params": {"width": 512}}))]
 pub struct PutSettings {
     /// Values by input name; replaces what was saved. Images cannot be saved.
     #[schema(value_type = Object)]

@@ -42,6 +42,7 @@ pub struct ToolSummary {
     /// Which backend runs it (`comfyui`, `media`).
     pub service: String,
     /// Model family, if any.
+    #[schema(required = true)]
     pub base_model: Option<String>,
     /// Points a run holds (after the operator's multiplier).
     pub price: i64,
@@ -68,24 +69,29 @@ pub struct InputField {
     pub kind: String,
     /// Whether a run needs a value (a default counts).
     pub required: bool,
-    /// Value used when none is given.
-    #[schema(value_type = Object)]
+    /// Value used when none is given: a string, number or boolean, or null.
+    #[schema(schema_with = scalar_or_null, required = true)]
     pub default: Option<Value>,
     /// Help text.
     pub description: String,
     /// Smallest value (numbers).
+    #[schema(required = true)]
     pub min: Option<f64>,
     /// Largest value (numbers).
+    #[schema(required = true)]
     pub max: Option<f64>,
     /// Step between values (numbers).
+    #[schema(required = true)]
     pub step: Option<f64>,
     /// Allowed values (enums, checkpoints).
+    #[schema(required = true)]
     pub choices: Option<Vec<String>>,
     /// Folded under "advanced" in forms.
     pub advanced: bool,
     /// The input a chat message's text or photo fills.
     pub primary: bool,
     /// Longest text, in characters.
+    #[schema(required = true)]
     pub max_length: Option<usize>,
 }
 
@@ -162,6 +168,16 @@ fn field(name: &str, i: &InputDef) -> InputField {
         primary: i.primary,
         max_length: i.max_length,
     }
+}
+
+/// The schema of an input's default: a scalar (string, number, boolean) or null.
+fn scalar_or_null() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    [Type::String, Type::Number, Type::Boolean, Type::Null]
+        .into_iter()
+        .fold(OneOfBuilder::new(), |b, t| b.item(ObjectBuilder::new().schema_type(t)))
+        .build()
+        .into()
 }
 
 /// A tool's parameters as JSON Schema (draft 2020-12 vocabulary).
