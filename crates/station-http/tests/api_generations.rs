@@ -474,7 +474,7 @@ async fn refused_multipart_creations_store_no_uploads() {
                 "invalid_input",
                 vec!["image", "fit"],
             ),
-            ("unknown tool", form(&[("tool", "nope")]), StatusCode::BAD_REQUEST, "invalid_input", vec!["tool"]),
+            ("unknown tool", form(&[("tool", "nope")]), StatusCode::NOT_FOUND, "unknown_tool", vec!["tool"]),
             ("no tool", form(&[]), StatusCode::BAD_REQUEST, "invalid_input", vec!["tool"]),
             (
                 "price above the threshold, unconfirmed",

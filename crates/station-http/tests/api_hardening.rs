@@ -33,7 +33,9 @@ async fn hidden_tools_are_unknown_to_members() {
                 body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
                 s.post(path, &s.alice_key, body).await
             };
-            assert!(unknown.status.is_client_error(), "{k} {path}: {}", unknown.body);
+            // Item 10: hidden means "404 unknown tool", as for a tool that does not exist.
+            assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{k} {path}: {}", unknown.body);
+            assert_eq!(unknown.code(), "unknown_tool", "{k} {path}: {}", unknown.body);
             for tool in ["txt2img-sdxl", "sdxl", "/sdxl", "txt2img-sd15", "flux", "img2img"] {
                 let mut body = json!({"tool": tool, "params": params});
                 body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());

@@ -73,6 +73,17 @@ impl ApiError {
         }
     }
 
+    /// 404 `unknown_tool` naming the `tool` field: a tool that does not
+    /// exist, or one the caller may not use (hidden and admin-only tools
+    /// answer exactly the same to everyone else).
+    pub fn unknown_tool(name: &str) -> ApiError {
+        let reason = format!("unknown tool {name:?}; GET /api/v1/tools lists the tools you can use");
+        ApiError {
+            fields: vec![FieldIssue { field: "tool".into(), reason: reason.clone() }],
+            ..ApiError::new(StatusCode::NOT_FOUND, "unknown_tool", format!("tool: {reason}"))
+        }
+    }
+
     /// 400 `invalid_input` listing every bad field.
     pub fn invalid_fields(fields: Vec<FieldIssue>) -> ApiError {
         let message = format!(
@@ -145,9 +156,7 @@ impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> ApiError {
         let message = e.to_string();
         match e {
-            SubmitError::UnknownTool(t) => {
-                ApiError::invalid("tool", format!("unknown tool {t:?}; GET /api/v1/tools lists the tools you can use"))
-            }
+            SubmitError::UnknownTool(t) => ApiError::unknown_tool(&t),
             SubmitError::Invalid(fields) => ApiError::invalid_fields(
                 fields.into_iter().map(|f| FieldIssue { field: f.field, reason: f.reason }).collect(),
             ),

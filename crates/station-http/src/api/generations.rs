@@ -300,6 +300,7 @@ fn idempotency_key(headers: &HeaderMap, caller: &AccountRow) -> ApiResult<Option
         (status = 201, body = Generation, description = "Queued"),
         (status = 400, body = ErrorBody, description = "Invalid input, with a reason per field"),
         (status = 401, body = ErrorBody), (status = 402, body = ErrorBody, description = "Not enough points"),
+        (status = 404, body = ErrorBody, description = "Unknown tool (or one you may not use)"),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "Confirmation required"),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 429, body = ErrorBody, description = "Rate limit or queued-jobs quota"),
@@ -416,10 +417,7 @@ async fn create_from_form(
         Some(name) => {
             let def = station.find_tool(&name, caller);
             if def.is_none() {
-                problems.push(ApiError::invalid(
-                    "tool",
-                    format!("unknown tool {name:?}; GET /api/v1/tools lists the tools you can use"),
-                ));
+                problems.push(ApiError::unknown_tool(&name));
             }
             def
         }

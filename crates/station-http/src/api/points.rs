@@ -158,7 +158,8 @@ async fn points_history(
 /// What a generation with these parameters would cost you, and who would
 /// pay; nothing is written.
 #[utoipa::path(post, path = "/api/v1/points/quote", tag = "points", request_body = QuoteRequest,
-    responses((status = 200, body = QuoteView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = QuoteView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "Unknown tool (or one you may not use)")))]
 async fn quote(
     State(station): State<Station>,
     Caller(a): Caller,
