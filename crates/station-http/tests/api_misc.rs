@@ -240,6 +240,10 @@ async fn session_cookie_needs_csrf_for_changes_and_every_answer_has_security_hea
                 .http
                 .put(s.url("/api/v1/settings/resize"))
                 .header("cookie", &cookie)
+                // A refusal answered before its body is read ends the
+                // connection (HTTP/1.1); the client must not reuse it for the
+                // next request, which would then race the close (broken pipe).
+                .header("connection", "close")
                 .json(&json!({"params": {"width": 3}}));
             if let Some(t) = token {
                 r = r.header("x-csrf-token", t);
