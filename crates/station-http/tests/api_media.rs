@@ -127,22 +127,6 @@ fn walk(dir: &std::path::Path) -> usize {
     entries.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()
 }
 
-/// A GIF of `n` frames of `w`×`h`, made here (two alternating colours).
-fn gif(n: usize, w: u32, h: u32) -> Vec<u8> {
-    use station_media::image::codecs::gif::GifEncoder;
-    use station_media::image::{Delay, Frame, Rgba, RgbaImage};
-    let mut out = Vec::new();
-    {
-        let mut enc = GifEncoder::new(&mut out);
-        let frames = (0..n).map(|i| {
-            let c = if i % 2 == 0 { Rgba([255, 0, 0, 255]) } else { Rgba([0, 0, 255, 255]) };
-            Frame::from_parts(RgbaImage::from_pixel(w, h, c), 0, 0, Delay::from_numer_denom_ms(40, 1))
-        });
-        enc.encode_frames(frames).unwrap();
-    }
-    out
-}
-
 /// Issue 17, item 3: a many-frame GIF is refused with 413 naming the field
 /// before anything is stored — on the media endpoint (over `media.max_frames`)
 /// and in a multipart creation (an image input takes one frame unless it
@@ -170,18 +154,18 @@ async fn animated_images_are_refused_by_frames_before_storing() {
         let jobs_before = jobs(s.get("/api/v1/generations", &s.alice_key).await);
 
         // 10,000 tiny frames (a few dozen KB): far over max_frames.
-        let many = gif(10_000, 2, 2);
+        let many = station_testkit::animated_gif(10_000, 2, 2);
         let a = s.upload(&s.alice_key, many.clone(), "many.gif").await;
         assert_eq!((a.status, a.code()), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"), "{k}: {}", a.body);
         assert_eq!(a.fields(), vec!["file".to_string()], "{k}");
         assert!(a.body["error"]["message"].as_str().unwrap().contains("frames"), "{k}: {}", a.body);
         // Within max_frames, but 20 frames of 100×100 are 200,000 pixels > 100,000.
-        let a = s.upload(&s.alice_key, gif(20, 100, 100), "big.gif").await;
+        let a = s.upload(&s.alice_key, station_testkit::animated_gif(20, 100, 100), "big.gif").await;
         assert_eq!((a.status, a.code()), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"), "{k}: {}", a.body);
         assert!(a.body["error"]["message"].as_str().unwrap().contains("all frames"), "{k}: {}", a.body);
 
         // A multipart creation for a still input: even three frames are refused, naming the input.
-        for bytes in [many.clone(), gif(3, 8, 8)] {
+        for bytes in [many.clone(), station_testkit::animated_gif(3, 8, 8)] {
             let form = reqwest::multipart::Form::new()
                 .text("tool", "convert")
                 .part("image", reqwest::multipart::Part::bytes(bytes).file_name("a.gif"));
@@ -201,14 +185,14 @@ async fn animated_images_are_refused_by_frames_before_storing() {
         let form = reqwest::multipart::Form::new()
             .text("tool", "gif-convert")
             .text("format", "gif")
-            .part("image", reqwest::multipart::Part::bytes(gif(3, 8, 8)).file_name("a.gif"));
+            .part("image", reqwest::multipart::Part::bytes(station_testkit::animated_gif(3, 8, 8)).file_name("a.gif"));
         let r = s.http.post(s.url("/api/v1/generations")).bearer_auth(&s.alice_key).multipart(form).send();
         let a = common::Server::answer(r.await.unwrap()).await;
         assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
 
         // Stored through the media endpoint (whose input is not known yet),
         // an animation is still refused for a still input at submit.
-        let a = s.upload(&s.alice_key, gif(3, 8, 8), "small.gif").await;
+        let a = s.upload(&s.alice_key, station_testkit::animated_gif(3, 8, 8), "small.gif").await;
         assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
         let id = a.body["id"].as_str().unwrap().to_string();
         let body = serde_json::json!({"tool": "convert", "params": {"image": format!("media:{id}")}});

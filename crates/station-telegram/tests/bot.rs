@@ -397,22 +397,6 @@ async fn blocked_users_get_nothing_more_and_their_deliveries_fail() {
     env.stop().await;
 }
 
-/// A GIF of `n` frames of `w`×`h`, made here.
-fn gif(n: usize, w: u32, h: u32) -> Vec<u8> {
-    use image::codecs::gif::GifEncoder;
-    use image::{Delay, Frame, Rgba, RgbaImage};
-    let mut out = Vec::new();
-    {
-        let mut enc = GifEncoder::new(&mut out);
-        let frames = (0..n).map(|i| {
-            let c = if i % 2 == 0 { Rgba([255, 0, 0, 255]) } else { Rgba([0, 0, 255, 255]) };
-            Frame::from_parts(RgbaImage::from_pixel(w, h, c), 0, 0, Delay::from_numer_denom_ms(40, 1))
-        });
-        enc.encode_frames(frames).unwrap();
-    }
-    out
-}
-
 /// Issue 17, item 3: a many-frame GIF sent in a chat is refused (over
 /// `media.max_frames`) with a message saying why, and nothing is stored.
 #[tokio::test]
@@ -423,7 +407,7 @@ async fn a_many_frame_gif_from_chat_is_refused_before_storing() {
         env.start_bot(fast_options()).await;
         let ann = FakeUser::new(4343, "Ann");
         let chat = FakeChat::private(&ann);
-        env.tg.send_photo(&chat, &ann, gif(10_000, 2, 2), Some("/flip"));
+        env.tg.send_photo(&chat, &ann, station_testkit::animated_gif(10_000, 2, 2), Some("/flip"));
         let msgs = env
             .wait_msgs(chat.id, "the refusal", |m| {
                 m.iter().any(|m| m.content.text.as_deref().is_some_and(|t| t.contains("cannot be used")))

@@ -71,3 +71,20 @@ pub fn station(db: &TestDb, config: Config) -> Station {
     assert!(errors.is_empty(), "tool files failed to load: {errors:?}");
     station
 }
+
+/// A GIF of `n` frames of `w`×`h`, alternating two colours: an animation
+/// made in the test, for the frame limits (`media.max_frames`).
+pub fn animated_gif(n: usize, w: u32, h: u32) -> Vec<u8> {
+    use image::codecs::gif::GifEncoder;
+    use image::{Delay, Frame, Rgba, RgbaImage};
+    let mut out = Vec::new();
+    {
+        let mut enc = GifEncoder::new(&mut out);
+        let frames = (0..n).map(|i| {
+            let c = if i % 2 == 0 { Rgba([255, 0, 0, 255]) } else { Rgba([0, 0, 255, 255]) };
+            Frame::from_parts(RgbaImage::from_pixel(w, h, c), 0, 0, Delay::from_numer_denom_ms(40, 1))
+        });
+        enc.encode_frames(frames).expect("encode the test GIF");
+    }
+    out
+}
