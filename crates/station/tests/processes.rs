@@ -3,9 +3,8 @@
 
 mod common;
 
-use common::{wait_http, wait_job};
+use common::{free_port, input_png, station_vars, wait_http, wait_job};
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,19 +14,6 @@ use station_testkit::Store;
 
 const BIN: &str = env!("CARGO_BIN_EXE_station");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A 4×4 PNG: left half red, right half blue.
-fn input_png(dir: &Path) -> PathBuf {
-    let img =
-        image::RgbImage::from_fn(4, 4, |x, _| if x < 2 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) });
-    let path = dir.join("in.png");
-    img.save(&path).unwrap();
-    path
-}
-
 struct Env {
     dir: tempfile::TempDir,
     vars: Vec<(String, String)>,
@@ -36,19 +22,7 @@ struct Env {
 impl Env {
     fn new(backends: &str, database_url: Option<&str>) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let mut vars = vec![
-            ("STATION_DATA_DIR".to_string(), dir.path().join("data").display().to_string()),
-            ("STATION_COMFYUI_BACKENDS".into(), backends.into()),
-            ("STATION_QUEUE_LEASE_SECONDS".into(), "2".into()),
-            ("STATION_QUEUE_POLL_MS".into(), "100".into()),
-            ("STATION_QUEUE_RETRY_BASE_MS".into(), "100".into()),
-            ("STATION_COMFYUI_HEALTH_INTERVAL_SECONDS".into(), "1".into()),
-            ("RUST_LOG".into(), "info".into()),
-            ("USER".into(), "tester".into()),
-        ];
-        if let Some(url) = database_url {
-            vars.push(("STATION_DATABASE_URL".into(), url.into()));
-        }
+        let vars = station_vars(&dir, backends, database_url);
         Env { dir, vars }
     }
 

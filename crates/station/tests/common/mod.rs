@@ -1,9 +1,44 @@
 //! Helpers shared by the tests that run the real `station` binary
-//! (`processes.rs`, `faults.rs`): waiting for a server and for a job row.
+//! (`processes.rs`, `faults.rs`): their environment, a test picture, a free
+//! port, and waiting for a server and for a job row.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use station_testkit::Store;
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A 4×4 PNG in `dir`: left half red, right half blue.
+pub fn input_png(dir: &Path) -> PathBuf {
+    let img =
+        image::RgbImage::from_fn(4, 4, |x, _| if x < 2 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) });
+    let path = dir.join("in.png");
+    img.save(&path).unwrap();
+    path
+}
+
+/// The environment of a `station` process under test: its data folder in
+/// `dir`, `backends`, short leases and polls, and `database_url` if given.
+pub fn station_vars(dir: &tempfile::TempDir, backends: &str, database_url: Option<&str>) -> Vec<(String, String)> {
+    let mut vars = vec![
+        ("STATION_DATA_DIR".to_string(), dir.path().join("data").display().to_string()),
+        ("STATION_COMFYUI_BACKENDS".into(), backends.into()),
+        ("STATION_QUEUE_LEASE_SECONDS".into(), "2".into()),
+        ("STATION_QUEUE_POLL_MS".into(), "100".into()),
+        ("STATION_QUEUE_RETRY_BASE_MS".into(), "100".into()),
+        ("STATION_COMFYUI_HEALTH_INTERVAL_SECONDS".into(), "1".into()),
+        ("RUST_LOG".into(), "info".into()),
+        ("USER".into(), "tester".into()),
+    ];
+    if let Some(url) = database_url {
+        vars.push(("STATION_DATABASE_URL".into(), url.into()));
+    }
+    vars
+}
 
 /// The first answer of the server on `port` to `path`, trying for 30 s.
 pub async fn wait_http(port: u16, path: &str) -> reqwest::Response {
