@@ -24,6 +24,7 @@ pub mod native;
 pub mod points;
 pub mod secrets;
 pub mod settings;
+pub mod telemetry;
 pub mod watermark;
 pub mod worker;
 

@@ -81,7 +81,9 @@ impl Station {
             reason: Some("starting grant"),
             actor: "system",
         };
-        self.store.post_entry(&entry, station_store::now_ms()).await?;
+        if let Posted::Applied(_) = self.store.post_entry(&entry, station_store::now_ms()).await? {
+            crate::telemetry::points("granted", n);
+        }
         self.starting_granted.lock().expect("grant memo").insert(account_id.to_string());
         Ok(())
     }
@@ -130,7 +132,11 @@ impl Station {
                 reason: format!("a grant must be positive, got {amount}; use an adjustment to take points away"),
             });
         }
-        self.post_operator_entry(account, EntryKind::Grant, amount, reason, actor, idem_key).await
+        let posted = self.post_operator_entry(account, EntryKind::Grant, amount, reason, actor, idem_key).await?;
+        if let Posted::Applied(_) = posted {
+            crate::telemetry::points("granted", amount);
+        }
+        Ok(posted)
     }
 
     /// Corrects an account's points up or down (never below what is held).
@@ -198,11 +204,20 @@ impl Station {
                     Some(tool) => charge(&tool.cost, self.config.points.multiplier, run_ms, hold.amount),
                     None => hold.amount,
                 };
-                self.store.capture_hold(&job.id, amount, actor, now).await.map(Some)
+                let settled = self.store.capture_hold(&job.id, amount, actor, now).await?;
+                if let Settlement::Captured { charged, held } = settled {
+                    crate::telemetry::points("captured", charged);
+                    crate::telemetry::points("released", held - charged);
+                }
+                Ok(Some(settled))
             }
             JobStatus::Failed | JobStatus::Cancelled => {
                 let reason = job.error_code.clone().unwrap_or_else(|| job.status.clone());
-                self.store.release_hold(&job.id, actor, Some(&reason), now).await.map(Some)
+                let settled = self.store.release_hold(&job.id, actor, Some(&reason), now).await?;
+                if let Settlement::Released { held } = settled {
+                    crate::telemetry::points("released", held);
+                }
+                Ok(Some(settled))
             }
             JobStatus::Queued | JobStatus::Dispatched | JobStatus::Running => Ok(None),
         }

@@ -337,6 +337,13 @@ async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) -> bool {
     };
     match w.finisher.finish(record).await {
         Ok(true) => {
+            let outcome = match status {
+                JobStatus::Succeeded => "succeeded",
+                JobStatus::Cancelled => "cancelled",
+                _ => "failed",
+            };
+            // Timed from the claimed row: no extra read on the hot path.
+            crate::telemetry::job_finished(job, outcome, station_store::now_ms());
             if let Some(ids) = outputs {
                 station.bus.publish(JobEvent::Result { job_id: job.id.clone(), outputs: ids });
             }

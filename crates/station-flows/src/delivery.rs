@@ -153,6 +153,8 @@ impl Flows {
             platform.deliver(&conv, &out).await
         };
         let now = now_ms();
+        let outcome_kind =
+            if matches!(outcome, Outcome::RetryAfter(_)) { OutcomeKind::RateLimited } else { OutcomeKind::Other };
         let result = match outcome {
             Outcome::Sent { message_ref } => {
                 let next_at =
@@ -171,6 +173,13 @@ impl Flows {
             }
             Outcome::Permanent(e) => DeliveryResult::Failed { error: e },
         };
+        let counted = match (&outcome_kind, &result) {
+            (_, DeliveryResult::Sent { .. }) => "sent",
+            (OutcomeKind::RateLimited, _) => "rate_limited",
+            (_, DeliveryResult::Retry { .. }) => "retry",
+            (_, DeliveryResult::Failed { .. }) => "failed",
+        };
+        station_core::telemetry::delivery(&d.platform, counted);
         if let DeliveryResult::Failed { error } = &result {
             tracing::warn!(delivery = %d.id, conversation = %d.conversation, error = %error, "delivery failed for good");
         }
@@ -342,4 +351,11 @@ impl Flows {
         }
         Ok(n)
     }
+}
+
+/// Whether a send was refused for the platform's rate limit (counted apart
+/// from other retries).
+enum OutcomeKind {
+    RateLimited,
+    Other,
 }

@@ -208,9 +208,12 @@ impl Flows {
         input: Input,
     ) -> Result<Reply, FlowError> {
         if self.input_handled(key).await? {
+            station_core::telemetry::chat_update(&conv.platform, "duplicate");
             return Ok(Reply::default());
         }
-        self.handle_keyed(&InputKey::new(key), account, conv, input).await
+        let reply = self.handle_keyed(&InputKey::new(key), account, conv, input).await;
+        station_core::telemetry::chat_update(&conv.platform, if reply.is_ok() { "handled" } else { "error" });
+        reply
     }
 
     /// [`Flows::notice`] once per input key (see [`Flows::handle_once`]): an

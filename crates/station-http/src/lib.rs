@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 pub mod account;
 pub mod api;
 pub mod extract;
+pub mod metrics;
 pub mod web;
 
 pub use account::{AdminCaller, Caller};
@@ -124,6 +125,7 @@ fn layered(routes: Router, limits: BodyLimits, hsts: bool) -> impl HttpService {
             r
         })
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(metrics::ObserveLayer)
         .layer(limits)
         // Every limit is [`BodyLimits`]'s: the extractors' own 2 MB default is off.
         .layer(DefaultBodyLimit::disable())

@@ -87,6 +87,11 @@ pub fn mask_url(url: &str) -> String {
 }
 
 impl Store {
+    /// Connections the pool holds and how many of them are idle.
+    pub fn pool_connections(&self) -> (u32, usize) {
+        with_pool!(self, p => (p.size(), p.num_idle()))
+    }
+
     /// Connects to the database named by `url` (`sqlite://path`, `sqlite::memory:`,
     /// `postgres://…`). Does not run migrations; call [`Store::migrate`].
     pub async fn connect(url: &str) -> Result<Store, StoreError> {

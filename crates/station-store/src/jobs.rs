@@ -146,6 +146,17 @@ impl JobRow {
     }
 }
 
+/// Queued jobs of one service ([`Store::queued_by_service`]).
+#[derive(Debug, Clone, sqlx::FromRow, PartialEq, Eq)]
+pub struct ServiceQueued {
+    /// The service.
+    pub service: String,
+    /// Jobs waiting for a worker.
+    pub queued: i64,
+    /// Creation time of the oldest (Unix ms).
+    pub oldest_created_at: Option<i64>,
+}
+
 /// A job to enqueue.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -821,6 +832,19 @@ impl Store {
                     .fetch_one(p)
                     .await?;
             Ok(QueueStats { by_status, oldest_queued_at: oldest })
+        })
+    }
+
+    /// Per service: jobs waiting for a worker and the creation time of the
+    /// oldest of them (for the metrics exporter's queue gauges).
+    pub async fn queued_by_service(&self) -> Result<Vec<ServiceQueued>, StoreError> {
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(
+                "SELECT service, COUNT(*) AS queued, MIN(created_at) AS oldest_created_at FROM jobs \
+                 WHERE status = 'queued' GROUP BY service ORDER BY service",
+            )
+            .fetch_all(p)
+            .await?)
         })
     }
 }

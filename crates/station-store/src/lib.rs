@@ -37,6 +37,7 @@ pub use identity::{ApiKeyRow, LinkError, OneTimeState, SessionRow};
 pub use inbox::InboxRow;
 pub use jobs::{
     ClaimRequest, JobFilter, JobFinish, JobRow, JobStatus, JobStatusRow, NewJob, QueuePosition, QueueStats,
+    ServiceQueued,
 };
 pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};

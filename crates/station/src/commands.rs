@@ -21,11 +21,16 @@ pub(crate) mod points;
 pub(crate) mod users;
 mod wire;
 
-/// The front ends' configuration sections (`[telegram]`, `[discord]`): the
+/// The front ends' configuration sections (`[telegram]`, `[discord]`,
+/// `[metrics]`): the
 /// core loads, checks, shows and documents them with its own keys, and each
 /// adapter reads its settings back from the loaded configuration.
 pub fn config_sections() -> Vec<station_core::config::Section> {
-    vec![station_telegram::TelegramConfig::section(), station_discord::DiscordConfig::section()]
+    vec![
+        station_telegram::TelegramConfig::section(),
+        station_discord::DiscordConfig::section(),
+        station_http::metrics::MetricsConfig::section(),
+    ]
 }
 
 /// Runs one parsed command line and returns the process exit code.
@@ -143,6 +148,18 @@ async fn serve(station: Station) -> u8 {
             None
         }
     };
+    // Metrics: the recorder goes in before any work, so every job counts.
+    let metrics_config = match station_http::metrics::MetricsConfig::from_config(&station.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    if metrics_config.enabled {
+        station_http::metrics::install();
+    }
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
     let background = wire::register_executors(&station).await;
     let workers = Workers::start(&station);
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| listen.to_string());
@@ -209,6 +226,27 @@ async fn serve(station: Station) -> u8 {
             return exit::USAGE;
         }
     };
+    let metrics_alone = match (metrics_config.enabled, metrics_config.listen) {
+        (false, _) => None,
+        (true, None) => {
+            if metrics_config.token.is_none() && station.config.public_url().starts_with("https://") {
+                warn!("/metrics is served on the public address without a token; set metrics.token or metrics.listen");
+            }
+            extra = extra.merge(station_http::metrics::router(station.clone(), &metrics_config));
+            None
+        }
+        (true, Some(metrics_addr)) => {
+            let (station, config) = (station.clone(), metrics_config.clone());
+            let stop = metrics_stop.clone();
+            info!(%metrics_addr, "metrics served on their own address");
+            Some(tokio::spawn(async move {
+                let stopped = async move { stop.cancelled().await };
+                if let Err(e) = station_http::metrics::serve_alone(metrics_addr, station, &config, stopped).await {
+                    warn!(error = %e, %metrics_addr, "the metrics address could not be served");
+                }
+            }))
+        }
+    };
     let deliveries = flows.start();
     info!(%addr, data_dir = %station.config.data_dir.display(), "Station is serving; health at /healthz, readiness at /readyz");
     let stop = tokio_util::sync::CancellationToken::new();
@@ -253,6 +291,10 @@ async fn serve(station: Station) -> u8 {
         warn!("the Telegram bot did not stop within the shutdown grace");
     }
     stop.cancel();
+    metrics_stop.cancel();
+    if let Some(task) = metrics_alone {
+        let _ = tokio::time::timeout_at(deadline, task).await;
+    }
     let mut http = http;
     if tokio::time::timeout_at(deadline, &mut http).await.is_err() {
         warn!("HTTP requests still open after the shutdown grace; closing them");

@@ -89,7 +89,13 @@ impl Station {
         let actor = format!("account:{}", account.id);
         self.ensure_starting_grant(&account.id).await?;
         let row = match self.store.insert_job_paid_keyed(&p.job, &terms, &actor, key, now).await {
-            Ok(station_store::Placed::New(row, _)) => row,
+            Ok(station_store::Placed::New(row, paid_by)) => {
+                crate::telemetry::job_submitted(&row.tool_id, &row.service);
+                if !matches!(paid_by, station_store::PaidBy::Free) {
+                    crate::telemetry::points("held", p.price);
+                }
+                row
+            }
             // A concurrent submit with the same key won.
             Ok(station_store::Placed::Existing(job)) => return keyed_repeat(account, job),
             Err(LedgerError::Insufficient { needed, available }) => {
