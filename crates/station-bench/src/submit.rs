@@ -170,7 +170,13 @@ async fn load(
     for c in 0..if args.one_account { 1 } else { args.clients.max(1) } {
         let account = station.account("bench", &format!("submit-{c}"), "bench").await.map_err(|e| e.to_string())?;
         station
-            .grant_points(&account, 1_000_000_000, "benchmark jobs", "operator:bench", None)
+            .grant_points(
+                &account,
+                1_000_000_000,
+                "benchmark jobs",
+                &station_core::audit::Actor::operator("bench"),
+                None,
+            )
             .await
             .map_err(|e| e.to_string())?;
         keys.push(station.create_api_key(&account, "bench", None).await.map_err(|e| e.to_string())?.1);

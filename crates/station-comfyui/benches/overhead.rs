@@ -233,7 +233,7 @@ impl Env {
         // Every job holds and then captures its price, as in production; the
         // starting grant would not cover a whole series.
         self.station
-            .grant_points(&account, 1_000_000, "benchmark jobs", "operator:bench", None)
+            .grant_points(&account, 1_000_000, "benchmark jobs", &station_core::audit::Actor::operator("bench"), None)
             .await
             .expect("grant points");
         let media = self

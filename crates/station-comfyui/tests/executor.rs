@@ -853,6 +853,7 @@ async fn lora_tool_gets_loader_nodes_on_a_backend_with_the_file() {
                   {"slug": "ghost", "trigger_words": ["ghost"], "checkpoint": "SD1.5",
                    "filename": "ghost.safetensors", "visibility": "public"}
                 ]"#,
+                &station_core::audit::Actor::operator("test"),
             )
             .await
             .unwrap();

@@ -173,12 +173,26 @@ impl Station {
     }
 
     /// Adds or replaces a run-time backend; every process picks it up.
-    pub async fn save_runtime_backend(&self, backend: &BackendRow) -> Result<(), StoreError> {
-        self.store.upsert_backend(backend).await
+    /// Audited (`backend.add`).
+    pub async fn save_runtime_backend(&self, backend: &BackendRow, by: &crate::audit::Actor) -> Result<(), StoreError> {
+        self.store.upsert_backend(backend).await?;
+        let detail = format!(
+            "{} at {}, {} at once",
+            backend.name,
+            station_store::mask_url(&backend.url),
+            backend.max_concurrent
+        );
+        self.audit(by, "backend.add", &backend.name, detail).await;
+        Ok(())
     }
 
-    /// Removes a run-time backend; true if it existed.
-    pub async fn remove_runtime_backend(&self, name: &str) -> Result<bool, StoreError> {
-        self.store.remove_backend(name).await
+    /// Removes a run-time backend; true if it existed. Audited
+    /// (`backend.remove`) when it did.
+    pub async fn remove_runtime_backend(&self, name: &str, by: &crate::audit::Actor) -> Result<bool, StoreError> {
+        let removed = self.store.remove_backend(name).await?;
+        if removed {
+            self.audit(by, "backend.remove", name, format!("{name} removed")).await;
+        }
+        Ok(removed)
     }
 }

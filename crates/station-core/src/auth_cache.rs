@@ -250,26 +250,37 @@ impl Station {
     }
 
     /// Suspends or reinstates an account; its keys and sessions are refused
-    /// (or accepted) from the next request on. False if there is no such account.
+    /// (or accepted) from the next request on. False if there is no such
+    /// account. Audited (`account.suspend`, `account.reinstate`).
     pub async fn set_account_suspended(
         &self,
         account_id: &str,
         suspended: bool,
+        by: &crate::audit::Actor,
     ) -> Result<bool, station_store::StoreError> {
         let changed = self.store.set_account_suspended(account_id, suspended).await?;
         self.invalidate_credentials(Invalidation::Account { id: account_id.to_string() }).await;
+        if changed {
+            let (action, detail) =
+                if suspended { ("account.suspend", "suspended") } else { ("account.reinstate", "reinstated") };
+            self.audit(by, action, account_id, detail).await;
+        }
         Ok(changed)
     }
 
     /// Sets an account's role, effective from the next request. False if
-    /// there is no such account.
+    /// there is no such account. Audited (`account.role`).
     pub async fn set_account_role(
         &self,
         account_id: &str,
         role: station_store::Role,
+        by: &crate::audit::Actor,
     ) -> Result<bool, station_store::StoreError> {
         let changed = self.store.set_account_role(account_id, role).await?;
         self.invalidate_credentials(Invalidation::Account { id: account_id.to_string() }).await;
+        if changed {
+            self.audit(by, "account.role", account_id, format!("role set to {}", role.as_str())).await;
+        }
         Ok(changed)
     }
 }

@@ -7,6 +7,7 @@ pub use station_store::GroupToolRow;
 use station_store::{StoreError, now_ms};
 
 use crate::Station;
+use crate::audit::Actor;
 
 impl Station {
     /// A group's tool switches, by tool id: one for every tool someone
@@ -20,9 +21,22 @@ impl Station {
         Ok(!self.group_tools(scope).await?.iter().any(|t| t.tool_id == tool_id && !t.enabled))
     }
 
-    /// Switches a tool on or off in a group; `by` is the account that did it.
-    pub async fn set_group_tool(&self, scope: &str, tool_id: &str, enabled: bool, by: &str) -> Result<(), StoreError> {
-        self.store.set_group_tool(scope, tool_id, enabled, by, now_ms()).await
+    /// Switches a tool on or off in a group. Audited (`tool.group`).
+    pub async fn set_group_tool(
+        &self,
+        scope: &str,
+        tool_id: &str,
+        enabled: bool,
+        by: &Actor,
+    ) -> Result<(), StoreError> {
+        self.store.set_group_tool(scope, tool_id, enabled, &by.who, now_ms()).await?;
+        self.audit_group_tool(scope, tool_id, enabled, by).await;
+        Ok(())
+    }
+
+    async fn audit_group_tool(&self, scope: &str, tool_id: &str, enabled: bool, by: &Actor) {
+        let detail = format!("{tool_id} turned {} in {scope}", if enabled { "on" } else { "off" });
+        self.audit(by, "tool.group", tool_id, detail).await;
     }
 
     /// [`Station::set_group_tool`] once per input key, like every chat input
@@ -35,8 +49,13 @@ impl Station {
         scope: &str,
         tool_id: &str,
         enabled: bool,
-        by: &str,
+        by: &Actor,
     ) -> Result<bool, StoreError> {
-        self.store.set_group_tool_keyed(scope, tool_id, enabled, by, Some(input_key), now_ms()).await
+        let fresh =
+            self.store.set_group_tool_keyed(scope, tool_id, enabled, &by.who, Some(input_key), now_ms()).await?;
+        if fresh {
+            self.audit_group_tool(scope, tool_id, enabled, by).await;
+        }
+        Ok(fresh)
     }
 }

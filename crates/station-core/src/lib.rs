@@ -7,9 +7,11 @@
 
 pub mod adapter_state;
 pub mod admin;
+pub mod audit;
 pub mod auth_cache;
 pub mod config;
 pub mod conversations;
+pub mod doctor;
 pub mod events;
 pub mod executor;
 #[doc(hidden)]
@@ -59,7 +61,7 @@ pub mod tools {
 /// writes them; front ends never name the store.
 pub use station_store::{
     AccountRow, BackendRow, GenerationFilter, JobFilter, JobRow, JobStatus, MediaRow, RatedJob, Role, StoreError,
-    now_ms,
+    mask_url, now_ms,
 };
 use station_tools::{ToolLoadError, ToolRegistry};
 

@@ -15,6 +15,7 @@ use station_store::{AccountRow, LoraGrantRow, LoraRow, StoreError, Upserted};
 use station_tools::{InputType, ToolDef};
 
 use crate::Station;
+use crate::audit::Actor;
 
 /// Params key holding the LoRAs a job applies: `[{slug, filename, weight}]`, in order.
 pub const APPLIED_PARAM: &str = "_loras";
@@ -100,6 +101,26 @@ pub struct LoraEdit {
     pub owner: Option<Option<String>>,
     /// `public` or `private` (required on add).
     pub visibility: Option<Visibility>,
+}
+
+impl LoraEdit {
+    /// The fields this edit sets, for the audit log ("name, trigger_words").
+    pub fn changed_fields(&self) -> String {
+        let fields = [
+            ("name", self.name.is_some()),
+            ("description", self.description.is_some()),
+            ("trigger_words", self.trigger_words.is_some()),
+            ("cognates", self.cognates.is_some()),
+            ("default_weight", self.default_weight.is_some()),
+            ("checkpoint", self.checkpoint.is_some()),
+            ("filename", self.filename.is_some()),
+            ("tags", self.tags.is_some()),
+            ("owner", self.owner.is_some()),
+            ("visibility", self.visibility.is_some()),
+        ];
+        let set: Vec<&str> = fields.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+        if set.is_empty() { "nothing".to_string() } else { set.join(", ") }
+    }
 }
 
 /// The LoRA catalog of one [`Station`]; get it with [`Station::loras`].
@@ -300,7 +321,8 @@ impl LoraService<'_> {
     /// keep their id, creation time, description, tags, rating and previews
     /// (the file format does not carry them); listed grants are set, others
     /// kept. Owners also get a grant, so sharing survives an owner change.
-    pub async fn import(&self, json: &str) -> Result<ImportReport, LoraError> {
+    /// Audited (`lora.import`) when it changed anything.
+    pub async fn import(&self, json: &str, by: &Actor) -> Result<ImportReport, LoraError> {
         let records = station_lora::parse_import(json)?;
         let catalog = self.catalog().await?;
         let now = station_store::now_ms();
@@ -346,6 +368,15 @@ impl LoraService<'_> {
                 Upserted::Created => report.created.push(slug),
                 Upserted::Updated => report.updated.push(slug),
             }
+        }
+        if !report.created.is_empty() || !report.updated.is_empty() {
+            let detail = format!(
+                "{} created, {} updated, {} skipped",
+                report.created.len(),
+                report.updated.len(),
+                report.errors.len()
+            );
+            self.station.audit(by, "lora.import", "catalog", detail).await;
         }
         Ok(report)
     }
@@ -401,8 +432,8 @@ impl LoraService<'_> {
         }
     }
 
-    /// Adds a new LoRA; the slug must be free.
-    pub async fn add(&self, slug: &str, edit: LoraEdit) -> Result<LoraRecord, LoraError> {
+    /// Adds a new LoRA; the slug must be free. Audited (`lora.add`).
+    pub async fn add(&self, slug: &str, edit: LoraEdit, by: &Actor) -> Result<LoraRecord, LoraError> {
         validate_slug(slug).map_err(|e| LoraError::invalid("slug", format!("{slug:?}: {e}")))?;
         if self.station.store.get_lora(slug).await?.is_some() {
             return Err(LoraError::invalid("slug", format!("{slug:?} is taken; use edit to change it")));
@@ -430,13 +461,19 @@ impl LoraService<'_> {
             preview_images: vec![],
             created_at: now,
         };
-        self.write(record, edit, now).await
+        let added = self.write(record, edit, now).await?;
+        let detail = format!("{} ({}, {})", added.name, added.filename, added.visibility.as_str());
+        self.station.audit(by, "lora.add", slug, detail).await;
+        Ok(added)
     }
 
-    /// Changes the given fields of an existing LoRA.
-    pub async fn edit(&self, slug: &str, edit: LoraEdit) -> Result<LoraRecord, LoraError> {
+    /// Changes the given fields of an existing LoRA. Audited (`lora.edit`).
+    pub async fn edit(&self, slug: &str, edit: LoraEdit, by: &Actor) -> Result<LoraRecord, LoraError> {
         let record = self.show(slug).await?;
-        self.write(record, edit, station_store::now_ms()).await
+        let changed = edit.changed_fields();
+        let edited = self.write(record, edit, station_store::now_ms()).await?;
+        self.station.audit(by, "lora.edit", slug, format!("changed {changed}")).await;
+        Ok(edited)
     }
 
     async fn write(&self, mut r: LoraRecord, e: LoraEdit, now: i64) -> Result<LoraRecord, LoraError> {
@@ -488,28 +525,51 @@ impl LoraService<'_> {
         self.show(&r.slug).await
     }
 
-    /// Deletes a LoRA and its grants.
-    pub async fn remove(&self, slug: &str) -> Result<(), LoraError> {
-        if self.station.store.remove_lora(slug).await? { Ok(()) } else { Err(LoraError::NotFound(slug.to_owned())) }
+    /// Deletes a LoRA and its grants. Audited (`lora.remove`).
+    pub async fn remove(&self, slug: &str, by: &Actor) -> Result<(), LoraError> {
+        if !self.station.store.remove_lora(slug).await? {
+            return Err(LoraError::NotFound(slug.to_owned()));
+        }
+        self.station.audit(by, "lora.remove", slug, "removed with its grants").await;
+        Ok(())
     }
 
     /// Lets the referenced account (id or `provider:subject`) use a LoRA until
     /// `expires_at` (Unix ms; `None` for good). Returns the account's id.
-    pub async fn grant(&self, slug: &str, account: &str, expires_at: Option<i64>) -> Result<String, LoraError> {
+    /// Audited (`lora.grant`).
+    pub async fn grant(
+        &self,
+        slug: &str,
+        account: &str,
+        expires_at: Option<i64>,
+        by: &Actor,
+    ) -> Result<String, LoraError> {
         let account = self.account_ref("account", account).await?;
         match self.station.store.grant_lora(slug, &account.id, expires_at, station_store::now_ms()).await {
-            Ok(_) => Ok(account.id),
+            Ok(_) => {
+                let until = match expires_at {
+                    Some(t) => format!("until {}", crate::audit::utc_text(t)),
+                    None => "for good".to_string(),
+                };
+                self.station.audit(by, "lora.grant", slug, format!("{} may use it {until}", account.name)).await;
+                Ok(account.id)
+            }
             Err(StoreError::NotFound { .. }) => Err(LoraError::NotFound(slug.to_owned())),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Revokes the referenced account's grant on a LoRA; false when it had none.
-    pub async fn revoke(&self, slug: &str, account: &str) -> Result<bool, LoraError> {
+    /// Revokes the referenced account's grant on a LoRA; false when it had
+    /// none. Audited (`lora.revoke`) when it had one.
+    pub async fn revoke(&self, slug: &str, account: &str, by: &Actor) -> Result<bool, LoraError> {
         if self.station.store.get_lora(slug).await?.is_none() {
             return Err(LoraError::NotFound(slug.to_owned()));
         }
         let account = self.account_ref("account", account).await?;
-        Ok(self.station.store.revoke_lora(slug, &account.id).await?)
+        let revoked = self.station.store.revoke_lora(slug, &account.id).await?;
+        if revoked {
+            self.station.audit(by, "lora.revoke", slug, format!("{} may no longer use it", account.name)).await;
+        }
+        Ok(revoked)
     }
 }

@@ -19,6 +19,7 @@ pub use station_store::{AuditProblem, Balance, LedgerEntry, LedgerError, PaidBy,
 use station_tools::Cost;
 
 use crate::Station;
+use crate::audit::Actor;
 
 /// The most characters a sponsorship scope may have.
 const MAX_SCOPE_LEN: usize = 200;
@@ -55,6 +56,11 @@ fn scaled(points: f64, multiplier: f64) -> i64 {
     let v = (points * multiplier).ceil();
     // NaN and negative multipliers make a tool free rather than paying users.
     if v.is_finite() && v > 0.0 { v.min(i64::MAX as f64) as i64 } else { 0 }
+}
+
+/// "1 point", "2 points": an amount of points in a sentence.
+pub fn plural_points(n: i64) -> String {
+    if n.abs() == 1 { format!("{n} point") } else { format!("{n} points") }
 }
 
 /// Who made a ledger entry from the command line or an operator tool.
@@ -117,13 +123,14 @@ impl Station {
     }
 
     /// Gives `amount` (> 0) points to an account. `idem_key` makes a retried
-    /// request a no-op; without one every call is a new grant.
+    /// request a no-op; without one every call is a new grant. Audited
+    /// (`points.grant`) when applied.
     pub async fn grant_points(
         &self,
         account: &AccountRow,
         amount: i64,
         reason: &str,
-        actor: &str,
+        by: &Actor,
         idem_key: Option<&str>,
     ) -> Result<Posted, LedgerError> {
         if amount <= 0 {
@@ -132,23 +139,32 @@ impl Station {
                 reason: format!("a grant must be positive, got {amount}; use an adjustment to take points away"),
             });
         }
-        let posted = self.post_operator_entry(account, EntryKind::Grant, amount, reason, actor, idem_key).await?;
+        let posted = self.post_operator_entry(account, EntryKind::Grant, amount, reason, &by.who, idem_key).await?;
         if let Posted::Applied(_) = posted {
             crate::telemetry::points("granted", amount);
+            let detail = format!("{} to {}: {reason}", plural_points(amount), account.name);
+            self.audit(by, "points.grant", &account.id, detail).await;
         }
         Ok(posted)
     }
 
     /// Corrects an account's points up or down (never below what is held).
+    /// Audited (`points.adjust`) when applied.
     pub async fn adjust_points(
         &self,
         account: &AccountRow,
         amount: i64,
         reason: &str,
-        actor: &str,
+        by: &Actor,
         idem_key: Option<&str>,
     ) -> Result<Posted, LedgerError> {
-        self.post_operator_entry(account, EntryKind::Adjustment, amount, reason, actor, idem_key).await
+        let posted =
+            self.post_operator_entry(account, EntryKind::Adjustment, amount, reason, &by.who, idem_key).await?;
+        if let Posted::Applied(_) = posted {
+            let detail = format!("{amount:+} points for {}: {reason}", account.name);
+            self.audit(by, "points.adjust", &account.id, detail).await;
+        }
+        Ok(posted)
     }
 
     async fn post_operator_entry(
@@ -283,7 +299,7 @@ impl Station {
         scope: &str,
         sponsor: &AccountRow,
         per_member_daily_cap: i64,
-        actor: &str,
+        by: &Actor,
     ) -> Result<SponsorRow, LedgerError> {
         check_scope(scope)?;
         if per_member_daily_cap <= 0 {
@@ -298,13 +314,25 @@ impl Station {
                 reason: format!("account {} is suspended; reinstate it first", sponsor.id),
             });
         }
-        Ok(self.store.set_sponsor(scope, &sponsor.id, per_member_daily_cap, actor, station_store::now_ms()).await?)
+        let row =
+            self.store.set_sponsor(scope, &sponsor.id, per_member_daily_cap, &by.who, station_store::now_ms()).await?;
+        let detail = format!(
+            "{} pays for {scope}, up to {} per member a day",
+            sponsor.name,
+            plural_points(per_member_daily_cap)
+        );
+        self.audit(by, "sponsor.set", scope, detail).await;
+        Ok(row)
     }
 
     /// Ends a group's sponsorship; jobs it already paid for stay paid. False
-    /// if the group had no sponsor.
-    pub async fn remove_sponsor(&self, scope: &str) -> Result<bool, StoreError> {
-        self.store.remove_sponsor(scope).await
+    /// if the group had no sponsor. Audited (`sponsor.remove`) when it had one.
+    pub async fn remove_sponsor(&self, scope: &str, by: &Actor) -> Result<bool, StoreError> {
+        let removed = self.store.remove_sponsor(scope).await?;
+        if removed {
+            self.audit(by, "sponsor.remove", scope, format!("{scope} pays for itself again")).await;
+        }
+        Ok(removed)
     }
 
     /// A group's sponsor, if it has one.

@@ -85,14 +85,14 @@ async fn group_tool_switches_default_to_enabled() {
         let group = "chat-group:9";
         assert!(st.group_tools(group).await.unwrap().is_empty(), "{k}");
         assert!(st.group_tool_enabled(group, "dream").await.unwrap(), "{k}: nobody switched it");
-        st.set_group_tool(group, "dream", false, "acc-1").await.unwrap();
+        st.set_group_tool(group, "dream", false, &station_core::audit::Actor::operator("acc-1")).await.unwrap();
         assert!(!st.group_tool_enabled(group, "dream").await.unwrap(), "{k}");
         assert!(st.group_tool_enabled("chat-group:10", "dream").await.unwrap(), "{k}: other groups unaffected");
         assert!(st.group_tool_enabled(group, "blur").await.unwrap(), "{k}");
-        st.set_group_tool(group, "dream", true, "acc-2").await.unwrap();
+        st.set_group_tool(group, "dream", true, &station_core::audit::Actor::operator("acc-2")).await.unwrap();
         let switches = st.group_tools(group).await.unwrap();
         assert_eq!(switches.len(), 1, "{k}");
-        assert!(switches[0].enabled && switches[0].updated_by == "acc-2", "{k}: {switches:?}");
+        assert!(switches[0].enabled && switches[0].updated_by == "operator:acc-2", "{k}: {switches:?}");
         assert!(st.group_tool_enabled(group, "dream").await.unwrap(), "{k}");
     }
 }

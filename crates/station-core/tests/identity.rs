@@ -97,7 +97,7 @@ async fn api_keys_authenticate_record_use_and_revoke() {
 
         // An administrator may revoke anyone's key.
         let (other, other_key) = st.create_api_key(&bob, "ci", None).await.unwrap();
-        st.set_account_role(&alice.id, Role::Admin).await.unwrap();
+        st.set_account_role(&alice.id, Role::Admin, &station_core::audit::Actor::operator("test")).await.unwrap();
         let admin = db.store.get_account(&alice.id).await.unwrap().unwrap();
         assert!(st.revoke_api_key(&admin, &other.id).await.unwrap(), "{kind}");
         assert!(matches!(st.authenticate_api_key(&other_key).await, Err(AuthError::Revoked(_))));
@@ -110,7 +110,7 @@ async fn api_keys_authenticate_record_use_and_revoke() {
         let err = st.authenticate_api_key(&short).await.unwrap_err();
         assert!(matches!(err, AuthError::Expired(Credential::ApiKey)), "{kind}: {err}");
         let (_, bobs) = st.create_api_key(&bob, "phone", None).await.unwrap();
-        st.set_account_suspended(&bob.id, true).await.unwrap();
+        st.set_account_suspended(&bob.id, true, &station_core::audit::Actor::operator("test")).await.unwrap();
         let err = st.authenticate_api_key(&bobs).await.unwrap_err();
         assert!(matches!(&err, AuthError::Suspended(id) if *id == bob.id), "{kind}: {err}");
 
@@ -140,7 +140,7 @@ async fn link_code_joins_accounts_with_one_exact_balance() {
         let dc = st.account("discord", "222", "alice#1").await.unwrap();
         st.ensure_starting_grant(&tg.id).await.unwrap();
         st.ensure_starting_grant(&dc.id).await.unwrap();
-        st.grant_points(&dc, 37, "contest prize", "operator:test", None).await.unwrap();
+        st.grant_points(&dc, 37, "contest prize", &station_core::audit::Actor::operator("test"), None).await.unwrap();
         // History on the Discord side: a job that was queued then cancelled, media, a setting, a key.
         let job = st.submit(&dc, txt2img()).await.unwrap();
         let code = st.create_link_code(&tg).await.unwrap();
@@ -242,7 +242,7 @@ async fn link_refuses_suspended_accounts_and_admin_callers() {
         let st = station(&db, dir.path());
         let user = st.account("telegram", "1", "u").await.unwrap();
         let admin = st.account("discord", "2", "a").await.unwrap();
-        st.set_account_role(&admin.id, Role::Admin).await.unwrap();
+        st.set_account_role(&admin.id, Role::Admin, &station_core::audit::Actor::operator("test")).await.unwrap();
         let admin = db.store.get_account(&admin.id).await.unwrap().unwrap();
 
         let code = st.create_link_code(&user).await.unwrap();
@@ -253,7 +253,7 @@ async fn link_refuses_suspended_accounts_and_admin_callers() {
         assert_eq!(st.redeem_link_code(&user, &code.code).await.unwrap().role, Role::Admin, "{kind}");
 
         let bad = st.account("telegram", "3", "b").await.unwrap();
-        st.set_account_suspended(&bad.id, true).await.unwrap();
+        st.set_account_suspended(&bad.id, true, &station_core::audit::Actor::operator("test")).await.unwrap();
         let code = st.create_link_code(&admin).await.unwrap();
         let err = st.redeem_link_code(&bad, &code.code).await.unwrap_err();
         assert!(matches!(&err, LinkError::Suspended(id) if *id == bad.id), "{kind}: {err}");
@@ -310,7 +310,7 @@ async fn login_tokens_work_once_even_concurrently_and_sessions_end() {
         let (short, _, _) = st.create_session(&alice, Duration::ZERO).await.unwrap();
         assert!(matches!(st.session_account(&short).await, Err(AuthError::Expired(_))), "{kind}");
         assert!(matches!(st.session_account("forged").await, Err(AuthError::Unknown(_))), "{kind}");
-        st.set_account_suspended(&alice.id, true).await.unwrap();
+        st.set_account_suspended(&alice.id, true, &station_core::audit::Actor::operator("test")).await.unwrap();
         let (sid, _, _) = st.create_session(&alice, Duration::from_secs(60)).await.unwrap();
         assert!(matches!(st.session_account(&sid).await, Err(AuthError::Suspended(_))), "{kind}");
     }

@@ -63,7 +63,7 @@ async fn import_maps_identities_and_reports_created_then_updated() {
     for env in envs().await {
         let kind = env.db.kind;
         let loras = env.station.loras();
-        let report = loras.import(CATALOG).await.unwrap();
+        let report = loras.import(CATALOG, &station_core::audit::Actor::operator("test")).await.unwrap();
         assert_eq!(report.created, vec!["milady-v1", "ink", "xl-glow"], "{kind}");
         assert!(report.updated.is_empty() && report.errors.is_empty(), "{kind}: {report:?}");
 
@@ -81,7 +81,7 @@ async fn import_maps_identities_and_reports_created_then_updated() {
 
         // Account ids work as references too, and a second import updates in place.
         let again = CATALOG.replace("\"owned_by\": \"telegram:123\"", &format!("\"owned_by\": \"{}\"", friend.id));
-        let report = loras.import(&again).await.unwrap();
+        let report = loras.import(&again, &station_core::audit::Actor::operator("test")).await.unwrap();
         assert!(report.created.is_empty(), "{kind}");
         assert_eq!(report.updated, vec!["milady-v1", "ink", "xl-glow"]);
         let milady2 = loras.show("milady-v1").await.unwrap();
@@ -102,7 +102,7 @@ async fn import_errors_name_the_record_and_field() {
           {"slug": "badgrant", "checkpoint": "SD1.5", "filename": "c.safetensors", "visibility": "private",
            "grants": [{"account": "telegram:5"}, {"account": ":7"}]}
         ]"#;
-        let report = loras.import(file).await.unwrap();
+        let report = loras.import(file, &station_core::audit::Actor::operator("test")).await.unwrap();
         assert_eq!(report.created, vec!["ok"]);
         assert_eq!(report.errors.len(), 2, "{report:?}");
         assert!(report.errors[0].starts_with("record 1 (slug \"orphan\"): owned_by: \"nobody\""), "{report:?}");
@@ -110,7 +110,13 @@ async fn import_errors_name_the_record_and_field() {
         assert!(matches!(loras.show("orphan").await, Err(LoraError::NotFound(_))));
 
         // A file that does not parse is refused whole, naming the field.
-        let err = loras.import(r#"[{"slug": "x", "checkpoint": "SD1.5", "filename": "f"}]"#).await.unwrap_err();
+        let err = loras
+            .import(
+                r#"[{"slug": "x", "checkpoint": "SD1.5", "filename": "f"}]"#,
+                &station_core::audit::Actor::operator("test"),
+            )
+            .await
+            .unwrap_err();
         assert_eq!(err.field(), Some("visibility"), "{err}");
         assert!(matches!(loras.show("x").await, Err(LoraError::NotFound(_))));
     }
@@ -121,7 +127,7 @@ async fn visibility_follows_owner_grants_revocation_and_expiry() {
     for env in envs().await {
         let kind = env.db.kind;
         let loras = env.station.loras();
-        loras.import(CATALOG).await.unwrap();
+        loras.import(CATALOG, &station_core::audit::Actor::operator("test")).await.unwrap();
         let owner = env.station.account("telegram", "123", "x").await.unwrap();
         let friend = env.station.account("discord", "9", "x").await.unwrap();
         let expired = env.station.account("discord", "10", "x").await.unwrap();
@@ -148,23 +154,40 @@ async fn visibility_follows_owner_grants_revocation_and_expiry() {
         }
 
         // Revoking is seen at once through the cached catalog.
-        assert!(loras.revoke("milady-v1", "discord:9").await.unwrap());
-        assert!(!loras.revoke("milady-v1", "discord:9").await.unwrap(), "{kind}: nothing left to revoke");
+        assert!(loras.revoke("milady-v1", "discord:9", &station_core::audit::Actor::operator("test")).await.unwrap());
+        assert!(
+            !loras.revoke("milady-v1", "discord:9", &station_core::audit::Actor::operator("test")).await.unwrap(),
+            "{kind}: nothing left to revoke"
+        );
         let r = loras.resolve(prompt, Some(&friend), None).await.unwrap();
         assert!(r.applied.is_empty(), "{kind}: revoked grant still applied");
         // Granting to the stranger by identity, with an expiry in the future.
-        loras.grant("milady-v1", "discord:11", Some(station_store::now_ms() + 3_600_000)).await.unwrap();
+        loras
+            .grant(
+                "milady-v1",
+                "discord:11",
+                Some(station_store::now_ms() + 3_600_000),
+                &station_core::audit::Actor::operator("test"),
+            )
+            .await
+            .unwrap();
         let r = loras.resolve(prompt, Some(&stranger), None).await.unwrap();
         assert_eq!(applied(&r), vec!["milady-v1"], "{kind}");
         // A second Station on the same database (another process) sees writes made here.
         let (other, _dir) = station_on(&env.db);
         assert_eq!(other.loras().resolve(prompt, Some(&stranger), None).await.unwrap().applied.len(), 1);
-        loras.grant("milady-v1", "discord:11", Some(1)).await.unwrap();
+        loras.grant("milady-v1", "discord:11", Some(1), &station_core::audit::Actor::operator("test")).await.unwrap();
         let r = other.loras().resolve(prompt, Some(&stranger), None).await.unwrap();
         assert!(r.applied.is_empty(), "{kind}: the other process kept a stale catalog");
 
-        assert!(matches!(loras.grant("nope", "discord:11", None).await, Err(LoraError::NotFound(_))));
-        let err = loras.grant("milady-v1", "not-an-account", None).await.unwrap_err();
+        assert!(matches!(
+            loras.grant("nope", "discord:11", None, &station_core::audit::Actor::operator("test")).await,
+            Err(LoraError::NotFound(_))
+        ));
+        let err = loras
+            .grant("milady-v1", "not-an-account", None, &station_core::audit::Actor::operator("test"))
+            .await
+            .unwrap_err();
         assert_eq!(err.field(), Some("account"), "{err}");
     }
 }
@@ -173,7 +196,7 @@ async fn visibility_follows_owner_grants_revocation_and_expiry() {
 async fn resolve_agrees_with_station_lora_on_the_stored_catalog() {
     for env in envs().await {
         let loras = env.station.loras();
-        loras.import(CATALOG).await.unwrap();
+        loras.import(CATALOG, &station_core::audit::Actor::operator("test")).await.unwrap();
         let owner = env.station.account("telegram", "123", "x").await.unwrap();
         let catalog = loras.catalog().await.unwrap();
         assert_eq!(catalog.len(), 3);
@@ -212,7 +235,7 @@ async fn export_then_import_round_trips() {
     for env in envs().await {
         let kind = env.db.kind;
         let loras = env.station.loras();
-        loras.import(CATALOG).await.unwrap();
+        loras.import(CATALOG, &station_core::audit::Actor::operator("test")).await.unwrap();
         loras
             .edit(
                 "ink",
@@ -221,11 +244,12 @@ async fn export_then_import_round_trips() {
                     tags: Some(vec!["style".into()]),
                     ..Default::default()
                 },
+                &station_core::audit::Actor::operator("test"),
             )
             .await
             .unwrap();
         let exported = loras.export().await.unwrap();
-        let report = loras.import(&exported.to_string()).await.unwrap();
+        let report = loras.import(&exported.to_string(), &station_core::audit::Actor::operator("test")).await.unwrap();
         assert_eq!(report.updated.len(), 3, "{kind}: {report:?}");
         assert!(report.errors.is_empty());
         assert_eq!(loras.export().await.unwrap(), exported, "{kind}: re-import changed the catalog");
@@ -234,9 +258,9 @@ async fn export_then_import_round_trips() {
 
         // Into an emptied catalog: the same records, owners and grants.
         for slug in ["milady-v1", "ink", "xl-glow"] {
-            loras.remove(slug).await.unwrap();
+            loras.remove(slug, &station_core::audit::Actor::operator("test")).await.unwrap();
         }
-        let report = loras.import(&exported.to_string()).await.unwrap();
+        let report = loras.import(&exported.to_string(), &station_core::audit::Actor::operator("test")).await.unwrap();
         assert_eq!(report.created.len(), 3, "{kind}: {report:?}");
         let mut a = loras.export().await.unwrap();
         let mut b = exported.clone();
@@ -262,20 +286,33 @@ async fn add_edit_list_remove_validate_fields() {
             tags: Some(vec!["Style".into()]),
             ..Default::default()
         };
-        let added = loras.add("neon", base.clone()).await.unwrap();
+        let added = loras.add("neon", base.clone(), &station_core::audit::Actor::operator("test")).await.unwrap();
         assert_eq!(added.trigger_words, vec!["neon"]);
         assert_eq!(added.name, "neon");
-        let err = loras.add("neon", base.clone()).await.unwrap_err();
+        let err = loras.add("neon", base.clone(), &station_core::audit::Actor::operator("test")).await.unwrap_err();
         assert_eq!(err.field(), Some("slug"));
-        let err = loras.add("Bad Slug", base.clone()).await.unwrap_err();
+        let err = loras.add("Bad Slug", base.clone(), &station_core::audit::Actor::operator("test")).await.unwrap_err();
         assert_eq!(err.field(), Some("slug"));
-        let err = loras.add("x", LoraEdit { filename: None, ..base.clone() }).await.unwrap_err();
+        let err = loras
+            .add("x", LoraEdit { filename: None, ..base.clone() }, &station_core::audit::Actor::operator("test"))
+            .await
+            .unwrap_err();
         assert_eq!((err.field(), err.to_string().as_str()), (Some("filename"), "filename: is required"));
-        let err =
-            loras.edit("neon", LoraEdit { default_weight: Some(Some(2.5)), ..Default::default() }).await.unwrap_err();
+        let err = loras
+            .edit(
+                "neon",
+                LoraEdit { default_weight: Some(Some(2.5)), ..Default::default() },
+                &station_core::audit::Actor::operator("test"),
+            )
+            .await
+            .unwrap_err();
         assert_eq!(err.to_string(), "default_weight: 2.5 is outside [0, 2]");
         let err = loras
-            .edit("neon", LoraEdit { trigger_words: Some(vec!["a".into(), " ".into()]), ..Default::default() })
+            .edit(
+                "neon",
+                LoraEdit { trigger_words: Some(vec!["a".into(), " ".into()]), ..Default::default() },
+                &station_core::audit::Actor::operator("test"),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.field(), Some("trigger_words[1]"));
@@ -288,6 +325,7 @@ async fn add_edit_list_remove_validate_fields() {
                     visibility: Some(Visibility::Private),
                     ..Default::default()
                 },
+                &station_core::audit::Actor::operator("test"),
             )
             .await
             .unwrap();
@@ -296,7 +334,14 @@ async fn add_edit_list_remove_validate_fields() {
         assert!(edited.updated_at >= added.updated_at);
         assert_eq!(edited.created_at, added.created_at);
 
-        loras.add("other", LoraEdit { checkpoint: Some("FLUX".into()), ..base.clone() }).await.unwrap();
+        loras
+            .add(
+                "other",
+                LoraEdit { checkpoint: Some("FLUX".into()), ..base.clone() },
+                &station_core::audit::Actor::operator("test"),
+            )
+            .await
+            .unwrap();
         let by_tag = loras.list(&LoraFilter { tag: Some("style".into()), ..Default::default() }).await.unwrap();
         assert_eq!(by_tag.iter().map(|r| r.slug.as_str()).collect::<Vec<_>>(), vec!["neon", "other"]);
         let by_ckpt = loras.list(&LoraFilter { checkpoint: Some("flux".into()), ..Default::default() }).await.unwrap();
@@ -305,8 +350,11 @@ async fn add_edit_list_remove_validate_fields() {
         assert_eq!(by_text.len(), 2, "trigger word `neon` is in both");
         assert_eq!(by_text[0].grants.len(), 1, "list carries grants (alice as owner)");
 
-        loras.remove("neon").await.unwrap();
-        assert!(matches!(loras.remove("neon").await, Err(LoraError::NotFound(_))));
+        loras.remove("neon", &station_core::audit::Actor::operator("test")).await.unwrap();
+        assert!(matches!(
+            loras.remove("neon", &station_core::audit::Actor::operator("test")).await,
+            Err(LoraError::NotFound(_))
+        ));
         assert_eq!(loras.catalog().await.unwrap().len(), 1);
     }
 }
@@ -315,7 +363,7 @@ async fn add_edit_list_remove_validate_fields() {
 async fn submit_resolves_the_prompt_of_a_lora_tool() {
     for env in envs().await {
         let kind = env.db.kind;
-        env.station.loras().import(CATALOG).await.unwrap();
+        env.station.loras().import(CATALOG, &station_core::audit::Actor::operator("test")).await.unwrap();
         let owner = env.station.account("telegram", "123", "x").await.unwrap();
         let submit = |tool: &str, params: Value| {
             // Confirmed: the flux job costs more than the default confirmation threshold.

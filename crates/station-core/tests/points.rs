@@ -297,26 +297,37 @@ async fn ledger_overflow_is_refused_and_nothing_is_written() {
         let entries = |st: Station, id: String| async move { st.ledger_history(&id, None, 100).await.unwrap().len() };
         let before = entries(st.clone(), ann.id.clone()).await;
         for amount in [i64::MAX, 1_000_000_000_001] {
-            let err = st.grant_points(&ann, amount, "overflow", "operator:test", None).await.unwrap_err();
+            let err = st
+                .grant_points(&ann, amount, "overflow", &station_core::audit::Actor::operator("test"), None)
+                .await
+                .unwrap_err();
             assert!(
                 matches!(&err, LedgerError::Invalid { field: "amount", reason } if reason.contains("points.max_amount")),
                 "{k}: {err}"
             );
         }
         for amount in [i64::MIN, -i64::MAX, -1_000_000_000_001] {
-            let err = st.adjust_points(&ann, amount, "underflow", "operator:test", None).await.unwrap_err();
+            let err = st
+                .adjust_points(&ann, amount, "underflow", &station_core::audit::Actor::operator("test"), None)
+                .await
+                .unwrap_err();
             assert!(matches!(&err, LedgerError::Invalid { field: "amount", .. }), "{k}: {err}");
         }
         assert_eq!(entries(st.clone(), ann.id.clone()).await, before, "{k}: nothing written");
         assert_eq!(st.points(&ann.id).await.unwrap().balance, 100, "{k}");
-        st.grant_points(&ann, 1_000_000_000_000, "the most", "operator:test", None).await.unwrap();
+        st.grant_points(&ann, 1_000_000_000_000, "the most", &station_core::audit::Actor::operator("test"), None)
+            .await
+            .unwrap();
 
         // With no practical bound, the balance itself is checked: the sum
         // would pass i64::MAX, so the entry is refused and nothing written.
         let dir2 = tempfile::tempdir().unwrap();
         let wide = station(&db, dir2.path(), |c| c.points.max_amount = u64::MAX);
         let before = entries(wide.clone(), ann.id.clone()).await;
-        let err = wide.grant_points(&ann, i64::MAX, "overflow", "operator:test", None).await.unwrap_err();
+        let err = wide
+            .grant_points(&ann, i64::MAX, "overflow", &station_core::audit::Actor::operator("test"), None)
+            .await
+            .unwrap_err();
         assert!(
             matches!(&err, LedgerError::Invalid { field: "amount", reason } if reason.contains("most points")),
             "{k}: {err}"
@@ -325,9 +336,20 @@ async fn ledger_overflow_is_refused_and_nothing_is_written() {
         let b = wide.points(&ann.id).await.unwrap();
         assert_eq!(b.balance, 1_000_000_000_100, "{k}");
         // Up to the very top is fine; one more is not.
-        wide.grant_points(&ann, i64::MAX - b.balance, "to the top", "operator:test", None).await.unwrap();
+        wide.grant_points(
+            &ann,
+            i64::MAX - b.balance,
+            "to the top",
+            &station_core::audit::Actor::operator("test"),
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(wide.points(&ann.id).await.unwrap().balance, i64::MAX, "{k}");
-        let err = wide.grant_points(&ann, 1, "one more", "operator:test", None).await.unwrap_err();
+        let err = wide
+            .grant_points(&ann, 1, "one more", &station_core::audit::Actor::operator("test"), None)
+            .await
+            .unwrap_err();
         assert!(matches!(&err, LedgerError::Invalid { field: "amount", .. }), "{k}: {err}");
         assert!(wide.audit_points().await.unwrap().is_empty(), "{k}: {:?}", wide.audit_points().await);
         assert!(wide.accounts(100).await.is_ok(), "{k}");

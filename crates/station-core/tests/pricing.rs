@@ -265,15 +265,25 @@ async fn a_group_sponsor_pays_up_to_the_cap_and_gets_failed_jobs_back() {
         let patron = st.account("telegram", "1", "Patron").await.unwrap();
         let ann = st.account("telegram", "2", "Ann").await.unwrap();
         let scope = "telegram:-100123";
-        st.grant_points(&patron, 400, "sponsoring the group", "operator:test", None).await.unwrap();
+        st.grant_points(&patron, 400, "sponsoring the group", &station_core::audit::Actor::operator("test"), None)
+            .await
+            .unwrap();
 
         // Bad sponsorships are refused with the field and the reason.
-        let err = st.set_sponsor("no scope", &patron, 10, "operator:test").await.unwrap_err().to_string();
+        let err = st
+            .set_sponsor("no scope", &patron, 10, &station_core::audit::Actor::operator("test"))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("scope"), "{err}");
-        let err = st.set_sponsor("telegram:-1", &patron, 0, "operator:test").await.unwrap_err().to_string();
+        let err = st
+            .set_sponsor("telegram:-1", &patron, 0, &station_core::audit::Actor::operator("test"))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("per_member_daily_cap"), "{err}");
         assert!(st.sponsor(scope).await.unwrap().is_none());
-        let row = st.set_sponsor(scope, &patron, 50, "operator:test").await.unwrap();
+        let row = st.set_sponsor(scope, &patron, 50, &station_core::audit::Actor::operator("test")).await.unwrap();
         assert_eq!((row.account_id.as_str(), row.per_member_daily_cap), (patron.id.as_str(), 50));
 
         // Sponsored: the hold is on the patron's account for Ann.
@@ -319,7 +329,7 @@ async fn a_group_sponsor_pays_up_to_the_cap_and_gets_failed_jobs_back() {
         assert_clean(&st, db.kind).await;
 
         // Removed, the group no longer pays.
-        assert!(st.remove_sponsor(scope).await.unwrap());
+        assert!(st.remove_sponsor(scope, &station_core::audit::Actor::operator("test")).await.unwrap());
         let q = st.quote(&ann, &sponsored(txt2img("five"), scope)).await.unwrap();
         assert!(matches!(q.paid_by, PaidBy::Own { .. }), "{}", db.kind);
     }

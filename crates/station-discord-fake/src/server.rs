@@ -69,6 +69,7 @@ pub(crate) async fn serve(state: Shared, listener: tokio::net::TcpListener) {
         .route("/interactions/{id}/{token}/callback", post(callback))
         .route("/webhooks/{app}/{token}", post(followup))
         .route("/webhooks/{app}/{token}/messages/{mid}", get(webhook_get).patch(webhook_edit).delete(webhook_delete))
+        .route("/applications/@me", get(current_application))
         .route("/applications/{app}/commands", get(get_global).put(put_global))
         .route("/applications/{app}/guilds/{guild}/commands", get(get_guild).put(put_guild))
         .route("/channels/{cid}/messages", post(channel_post))
@@ -527,6 +528,14 @@ async fn put_global(AxState(state): AxState<Shared>, Path(app): Path<String>, he
     s.global_commands = list.clone();
     s.registrations.push((None, list.clone()));
     Ok(axum::Json(list).into_response())
+}
+
+/// `GET /applications/@me`: the bot token's application (a subset of
+/// Discord's application object).
+async fn current_application(headers: HeaderMap) -> Res {
+    check_bot(&headers)?;
+    let bot = json!({"id": APP_ID, "username": "station", "bot": true});
+    Ok(axum::Json(json!({"id": APP_ID, "name": "Station", "bot_public": true, "bot": bot})).into_response())
 }
 
 async fn get_global(AxState(state): AxState<Shared>, headers: HeaderMap) -> Res {

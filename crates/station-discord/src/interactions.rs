@@ -337,7 +337,7 @@ async fn admin(d: &Discord, o: &Origin, data: &Value) -> Response {
             };
             let enable = sub_name == "enable-tool";
             let by = match account(d, o).await {
-                Ok(a) => a.id,
+                Ok(a) => station_core::audit::Actor::account(&a, station_core::audit::Via::Chat("discord".into())),
                 Err(e) => return ephemeral(&e),
             };
             // Once per interaction, as every other input: a replayed one changes nothing.

@@ -19,6 +19,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod doctor;
 mod interactions;
 pub mod render;
 pub mod rest;

@@ -162,13 +162,30 @@ pub struct BodyLimited<S> {
     limits: BodyLimits,
 }
 
+/// Bodies declared this small are read in full before the request is
+/// routed. A refusal made from the headers alone (401, 403 `csrf`, 429)
+/// then still leaves the connection clean: otherwise the server answers
+/// while the client is still writing, closes the connection, and the client
+/// sees a broken pipe instead of the answer. Every handler reads such small
+/// bodies whole anyway, so this buffers nothing extra.
+const READ_FIRST_BELOW: u64 = 64 * 1024;
+
+type Answered = futures::future::BoxFuture<'static, Result<Response, std::convert::Infallible>>;
+
 impl<S> tower::Service<axum::extract::Request> for BodyLimited<S>
 where
-    S: tower::Service<axum::extract::Request, Response = Response, Error = std::convert::Infallible>,
+    S: tower::Service<axum::extract::Request, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = std::convert::Infallible;
-    type Future = futures::future::Either<S::Future, std::future::Ready<Result<Response, std::convert::Infallible>>>;
+    type Future = futures::future::Either<
+        S::Future,
+        futures::future::Either<std::future::Ready<Result<Response, std::convert::Infallible>>, Answered>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -188,7 +205,24 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
-            return futures::future::Either::Right(std::future::ready(Ok(body_too_large(multipart, limit))));
+            let refused = std::future::ready(Ok(body_too_large(multipart, limit)));
+            return futures::future::Either::Right(futures::future::Either::Left(refused));
+        }
+        if !multipart && declared.is_some_and(|n| n > 0 && n <= READ_FIRST_BELOW) {
+            // The ready service answers this request; a clone waits for the next.
+            let clone = self.inner.clone();
+            let mut ready = std::mem::replace(&mut self.inner, clone);
+            let (parts, body) = req.into_parts();
+            return futures::future::Either::Right(futures::future::Either::Right(Box::pin(async move {
+                let body = match axum::body::to_bytes(body, READ_FIRST_BELOW as usize).await {
+                    Ok(bytes) => axum::body::Body::from(bytes),
+                    // A body shorter or longer than declared, or a client gone:
+                    // hyper refuses such a body itself; pass the failure on
+                    // as an empty body the handler's extractor rejects.
+                    Err(_) => axum::body::Body::empty(),
+                };
+                ready.call(axum::extract::Request::from_parts(parts, body)).await
+            })));
         }
         let req = if req.body().size_hint().exact() == Some(0) {
             req

@@ -137,7 +137,7 @@ async fn keys_authenticate_list_revoke_and_refuse_clearly() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{kind}");
 
         // Suspended: 403 `suspended`.
-        s.station.set_account_suspended(&bob.id, true).await.unwrap();
+        s.station.set_account_suspended(&bob.id, true, &station_core::audit::Actor::operator("test")).await.unwrap();
         let (status, _, e) = s.call(Method::GET, "/api/v1/account", Some(&bobs), None).await;
         assert_eq!((status, error_code(&e)), (StatusCode::FORBIDDEN, "suspended"), "{kind}");
     }
@@ -206,7 +206,7 @@ async fn rate_limit_answers_429_with_retry_after() {
         let b = s.station.account("telegram", "10", "b").await.unwrap();
         let (_, bkey) = s.station.create_api_key(&b, "k", None).await.unwrap();
         assert_eq!(s.call(Method::GET, "/api/v1/account", Some(&bkey), None).await.0, StatusCode::OK);
-        s.station.set_account_role(&a.id, Role::Admin).await.unwrap();
+        s.station.set_account_role(&a.id, Role::Admin, &station_core::audit::Actor::operator("test")).await.unwrap();
         for _ in 0..10 {
             assert_eq!(s.call(Method::GET, "/api/v1/account", Some(&key), None).await.0, StatusCode::OK, "{kind}");
         }

@@ -208,7 +208,7 @@ async fn validation_names_every_field_and_refusals_have_codes() {
         assert_eq!(q.status, StatusCode::BAD_REQUEST, "{k}: {}", q.body);
 
         // Suspended: 403.
-        s.station.set_account_suspended(&s.bob.id, true).await.unwrap();
+        s.station.set_account_suspended(&s.bob.id, true, &station_core::audit::Actor::operator("test")).await.unwrap();
         let a = s.post("/api/v1/generations", &s.bob_key, json!({"tool": "resize"})).await;
         assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "suspended"), "{k}");
         s.stop().await;
@@ -250,9 +250,12 @@ async fn confirmation_points_and_quota_refusals() {
         assert_eq!((p.body["balance"].as_i64(), p.body["held"].as_i64()), (Some(100), Some(3)), "{k}: {}", p.body);
 
         // Not enough points: 402 with what is needed.
-        s.station.set_account_role(&s.bob.id, Role::User).await.unwrap();
+        s.station.set_account_role(&s.bob.id, Role::User, &station_core::audit::Actor::operator("test")).await.unwrap();
         let bob_image = s.upload(&s.bob_key, png(8, 8), "b.png").await.body["ref"].as_str().unwrap().to_string();
-        s.station.adjust_points(&s.bob, -99, "test", "test", None).await.unwrap();
+        s.station
+            .adjust_points(&s.bob, -99, "test", &station_core::audit::Actor::operator("test"), None)
+            .await
+            .unwrap();
         let a = s
             .post(
                 "/api/v1/generations",
@@ -510,7 +513,10 @@ async fn refused_multipart_creations_store_no_uploads() {
         assert_eq!(stored(&s, &s.alice.id).await, after_one, "{k}: quota: nothing stored");
 
         // Not enough points: 402, nothing stored.
-        s.station.adjust_points(&s.bob, -99, "test", "test", None).await.unwrap();
+        s.station
+            .adjust_points(&s.bob, -99, "test", &station_core::audit::Actor::operator("test"), None)
+            .await
+            .unwrap();
         let bob_before = stored(&s, &s.bob.id).await;
         let a =
             create_multipart(&s, &s.bob_key, form(&[("tool", "resize"), ("width", "8"), ("confirmed", "true")])).await;
@@ -520,7 +526,7 @@ async fn refused_multipart_creations_store_no_uploads() {
         // Suspended: 403, nothing stored.
         let carol = s.station.account("test", "carol", "carol").await.unwrap();
         let (_, carol_key) = s.station.create_api_key(&carol, "test", None).await.unwrap();
-        s.station.set_account_suspended(&carol.id, true).await.unwrap();
+        s.station.set_account_suspended(&carol.id, true, &station_core::audit::Actor::operator("test")).await.unwrap();
         let a = create_multipart(&s, &carol_key, form(&[("tool", "resize"), ("width", "8")])).await;
         assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "suspended"), "{k}: {}", a.body);
         assert_eq!(stored(&s, &carol.id).await.0, 0, "{k}: suspended: nothing stored");

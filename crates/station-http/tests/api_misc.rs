@@ -395,6 +395,7 @@ async fn openapi_document_is_valid_and_lists_every_route() {
         "/api/v1/admin/queue",
         "/api/v1/admin/users",
         "/api/v1/admin/users/{id}/grant",
+        "/api/v1/admin/audit",
         "/api/v1/openapi.json",
         "/api/v1/docs",
         "/healthz",

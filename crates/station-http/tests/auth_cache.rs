@@ -57,18 +57,26 @@ async fn revocation_sign_out_suspension_role_and_merge_apply_to_the_next_request
         let bob_session = || s.http.get(s.url("/api/v1/account")).header("cookie", &bob_cookie).send();
         assert_eq!(s.get("/api/v1/account", &s.bob_key).await.status, StatusCode::OK, "{k}");
         assert_eq!(bob_session().await.unwrap().status(), StatusCode::OK, "{k}");
-        assert!(s.station.set_account_suspended(&s.bob.id, true).await.unwrap());
+        assert!(
+            s.station
+                .set_account_suspended(&s.bob.id, true, &station_core::audit::Actor::operator("test"))
+                .await
+                .unwrap()
+        );
         let a = s.get("/api/v1/account", &s.bob_key).await;
         assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "suspended"), "{k}: suspended key");
         assert_eq!(bob_session().await.unwrap().status(), StatusCode::FORBIDDEN, "{k}: suspended session");
-        s.station.set_account_suspended(&s.bob.id, false).await.unwrap();
+        s.station.set_account_suspended(&s.bob.id, false, &station_core::audit::Actor::operator("test")).await.unwrap();
         assert_eq!(s.get("/api/v1/account", &s.bob_key).await.status, StatusCode::OK, "{k}: reinstated");
 
         // Role changes: promoted and demoted between two requests.
         assert_eq!(s.get("/api/v1/admin/queue", &s.bob_key).await.status, StatusCode::FORBIDDEN, "{k}");
-        s.station.set_account_role(&s.bob.id, Role::Admin).await.unwrap();
+        s.station
+            .set_account_role(&s.bob.id, Role::Admin, &station_core::audit::Actor::operator("test"))
+            .await
+            .unwrap();
         assert_eq!(s.get("/api/v1/admin/queue", &s.bob_key).await.status, StatusCode::OK, "{k}: promoted");
-        s.station.set_account_role(&s.bob.id, Role::User).await.unwrap();
+        s.station.set_account_role(&s.bob.id, Role::User, &station_core::audit::Actor::operator("test")).await.unwrap();
         assert_eq!(s.get("/api/v1/admin/queue", &s.bob_key).await.status, StatusCode::FORBIDDEN, "{k}: demoted");
 
         // Merge: bob joins alice's account; bob's cached key speaks for alice on the next request.
@@ -127,7 +135,12 @@ async fn a_key_revoked_by_another_process_is_refused_within_a_bounded_wait() {
                 let id = other.list_api_keys(&alice).await.unwrap()[0].id.clone();
                 assert!(other.revoke_api_key(&alice, &id).await.unwrap());
             }
-            _ => assert!(other.set_account_suspended(&s.bob.id, true).await.unwrap()),
+            _ => assert!(
+                other
+                    .set_account_suspended(&s.bob.id, true, &station_core::audit::Actor::operator("test"))
+                    .await
+                    .unwrap()
+            ),
         }
         let started = Instant::now();
         let deadline = started + Duration::from_secs(10);

@@ -139,7 +139,7 @@ async fn expired_sessions_redirect_and_the_admin_page_is_for_admins() {
         let s = serve(&db, Some("https://station.example.com/")).await;
         let bob = s.station.account("telegram", "2", "bob").await.unwrap();
         let root = s.station.account("local", "root", "root").await.unwrap();
-        s.station.set_account_role(&root.id, Role::Admin).await.unwrap();
+        s.station.set_account_role(&root.id, Role::Admin, &station_core::audit::Actor::operator("test")).await.unwrap();
         let root = s.station.account_by_id(&root.id).await.unwrap().unwrap();
 
         // https public URL: the cookie is Secure.
@@ -170,7 +170,7 @@ async fn expired_sessions_redirect_and_the_admin_page_is_for_admins() {
         assert!(s.get("/", None).await.text().await.unwrap().contains("Sign in to Station"));
 
         // A suspended account's session no longer opens pages.
-        s.station.set_account_suspended(&bob.id, true).await.unwrap();
+        s.station.set_account_suspended(&bob.id, true, &station_core::audit::Actor::operator("test")).await.unwrap();
         let r = s.get("/tools", Some(&bob_cookie)).await;
         assert_eq!(r.headers()[LOCATION], "/signin?reason=suspended&next=/tools");
     }

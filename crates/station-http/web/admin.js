@@ -64,6 +64,31 @@ function queue(box, q) {
     : el('p', {}, 'None.'));
 }
 
+// The latest administrative actions, newest first; "Older" pages back.
+async function auditLog(box) {
+  const rows = el('tbody', {});
+  const more = el('button', { type: 'button', hidden: true }, 'Older');
+  let before = null;
+  async function load() {
+    const page = await api('GET', `/api/v1/admin/audit?limit=20${before ? `&before=${before}` : ''}`);
+    for (const a of listOf(page)) {
+      rows.append(el('tr', { dataset: { audit: String(a.id) } },
+        el('td', {}, when(a.at)), el('td', {}, a.actor), el('td', {}, a.via),
+        el('td', {}, a.summary), el('td', {}, a.target), el('td', {}, a.detail)));
+    }
+    before = page.next;
+    more.hidden = !before;
+  }
+  await load();
+  more.addEventListener('click', () => load().catch((e) => showError(e, box)));
+  box.append(el('div', { class: 'table-wrap' }, el('table', {},
+    el('caption', {}, 'Audit log (never changed or removed)'),
+    el('thead', {}, el('tr', {}, ['When', 'Who', 'Through', 'What', 'To', 'Details'].map((h) => el('th', { scope: 'col' }, h)))),
+    rows)));
+  if (!rows.children.length) box.append(el('p', {}, 'No administrative actions yet.'));
+  box.append(more);
+}
+
 /** Fills the dashboard. */
 export async function admin() {
   const m = main('Admin');
@@ -106,5 +131,6 @@ export async function admin() {
     });
     box.append(form);
   });
-  m.append(el('div', { class: 'dashboard' }, parts, grant));
+  const audit = await section('Audit log', 'admin-audit', auditLog);
+  m.append(el('div', { class: 'dashboard' }, parts, grant, audit));
 }

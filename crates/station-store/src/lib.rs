@@ -10,6 +10,7 @@
 
 mod accounts;
 mod adapter_state;
+mod audit;
 mod backends;
 mod db;
 mod finisher;
@@ -27,6 +28,7 @@ mod pricing;
 mod settings;
 
 pub use accounts::{AccountRow, Role};
+pub use audit::{AuditFilter, AuditRow, NewAuditEntry};
 pub use backends::{BackendLoad, BackendRow, RemoteCancel};
 pub use db::{Backend, Store, StoreError, mask_url};
 pub use finisher::{DEFAULT_MAX_BATCH, FinishBatcher};

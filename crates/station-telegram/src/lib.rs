@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod config;
+pub mod doctor;
 mod inbound;
 mod outbound;
 pub mod pace;

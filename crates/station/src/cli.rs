@@ -52,6 +52,10 @@ pub enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(crate::commands::keys::KeysCommand),
+    /// Check configuration, database, migrations, disk, tools, every backend and the bots; print what to fix.
+    Doctor,
+    /// The audit log: every administrative action, who did it, when and how.
+    Audit(crate::commands::audit::AuditArgs),
     /// Apply database migrations (also done at every start).
     Migrate(MigrateArgs),
     /// Show or create configuration.

@@ -14,7 +14,9 @@ use tracing::{info, warn};
 use crate::cli::{BackendsCommand, Cli, Command, ConfigCommand, JobsCommand, RunArgs, ToolsCommand};
 use crate::exit;
 
+pub(crate) mod audit;
 mod chat;
+mod doctor;
 pub(crate) mod keys;
 pub(crate) mod loras;
 pub(crate) mod points;
@@ -75,6 +77,11 @@ pub async fn dispatch(cli: Cli) -> u8 {
                 Command::Points(c) => points::run(&station, c).await,
                 Command::Users(c) => users::run(&station, c).await,
                 Command::Keys(c) => keys::run(&station, c).await,
+                Command::Audit(a) => audit::run(&station, a).await,
+                Command::Doctor => {
+                    let problems: Vec<String> = tool_errors.iter().map(ToString::to_string).collect();
+                    doctor::run(&station, &problems).await
+                }
                 Command::Config(_) | Command::Bench(_) => unreachable!("handled above"),
             };
             station.shutdown().await;

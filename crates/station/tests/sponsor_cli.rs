@@ -47,7 +47,9 @@ async fn sponsor_set_show_remove() {
         let st = Station::with_store(config, db.store.clone()).unwrap().0;
         let patron = st.account("telegram", "1", "Patron").await.unwrap();
         let ann = st.account("telegram", "2", "Ann").await.unwrap();
-        st.grant_points(&patron, 50, "for the group", "operator:test", None).await.unwrap();
+        st.grant_points(&patron, 50, "for the group", &station_core::audit::Actor::operator("test"), None)
+            .await
+            .unwrap();
 
         let scope = "telegram:-100123";
         let err = expect(d, &db, &["points", "sponsor", "show", scope], 1);

@@ -102,7 +102,10 @@ impl Served {
         station.register_executor(comfy.clone());
         let workers = Some(Workers::start(&station));
         let account = station.account("bench", "e2e", "E2E").await.expect("account");
-        station.grant_points(&account, 1_000_000, "benchmark jobs", "operator:bench", None).await.expect("grant");
+        station
+            .grant_points(&account, 1_000_000, "benchmark jobs", &station_core::audit::Actor::operator("bench"), None)
+            .await
+            .expect("grant");
         let (_, key) = station.create_api_key(&account, "e2e bench", None).await.expect("API key");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("address"));

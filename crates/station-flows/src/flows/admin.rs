@@ -207,7 +207,10 @@ impl Flow for Grant {
         };
         let amount = state.get("amount").and_then(Value::as_i64).unwrap_or(0);
         let reason = get_str(state, "reason").unwrap_or("");
-        let actor = format!("account:{}", cx.account.id);
+        let actor = station_core::audit::Actor::account(
+            cx.account,
+            station_core::audit::Via::Chat(cx.conversation.platform.clone()),
+        );
         let key = get_str(state, "key");
         let text = match cx.station.grant_points(&target, amount, reason, &actor, key).await {
             Ok(station_core::points::Posted::Applied(_)) => {

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use station_core::Station;
+use station_core::audit::{Actor, Via};
 use station_core::points::{LedgerError, Posted};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -26,6 +27,98 @@ pub fn routes() -> OpenApiRouter<Station> {
         .routes(routes!(admin_queue))
         .routes(routes!(admin_users))
         .routes(routes!(admin_grant))
+        .routes(routes!(admin_audit))
+}
+
+/// One administrative action from the audit log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditItem {
+    /// Increasing with time; pass the last one as `before` for the next page.
+    pub id: i64,
+    /// When (Unix ms).
+    pub at: i64,
+    /// Who: `operator:<name>` (the server's command line) or `account:<id>`.
+    pub actor: String,
+    /// Through which door: `cli`, `api`, or a chat platform.
+    pub via: String,
+    /// What, as a dotted name (`points.grant`, `account.suspend`, `backend.add`, `lora.edit`, …).
+    pub action: String,
+    /// The same in words ("granted points").
+    pub summary: String,
+    /// To what: an account id, tool id, backend name, LoRA slug or group.
+    pub target: String,
+    /// The particulars, as a sentence.
+    pub detail: String,
+}
+
+/// A page of the audit log, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// Newest first.
+    pub items: Vec<AuditItem>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    #[schema(required = true)]
+    pub next: Option<i64>,
+}
+
+/// Filters and paging for the audit log.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQueryParams {
+    /// Items per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+    /// Only entries older than this id (the `next` of the previous page).
+    pub before: Option<i64>,
+    /// Only entries at or after this time (Unix ms).
+    pub since: Option<i64>,
+    /// Only this actor (`operator:<name>` or `account:<id>`).
+    pub actor: Option<String>,
+    /// Only this action (`points.grant`), or every action under a prefix ending in a dot (`points.`).
+    pub action: Option<String>,
+    /// Only entries about this target.
+    pub target: Option<String>,
+}
+
+/// The audit log: every administrative action (grants, adjustments,
+/// suspensions, role changes, tool switches, sponsors, backends, LoRA
+/// catalog changes) with who did it, when and through which door. Entries
+/// are never changed or removed.
+#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "admin", params(AuditQueryParams),
+    responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+async fn admin_audit(
+    State(station): State<Station>,
+    _: AdminCaller,
+    Query(q): Query<AuditQueryParams>,
+) -> ApiResult<Json<AuditPage>> {
+    let limit = super::Paging { limit: q.limit, before: None }.limit()?.min(MAX_PAGE);
+    let query = station_core::audit::AuditQuery {
+        since: q.since,
+        actor: q.actor,
+        action: q.action,
+        target: q.target,
+        before_id: q.before,
+        limit: i64::from(limit) + 1,
+    };
+    let mut rows = station.audit_log(&query).await?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next = if more { rows.last().map(|r| r.id) } else { None };
+    let items = rows
+        .into_iter()
+        .map(|r| AuditItem {
+            summary: station_core::audit::describe_action(&r.action).to_string(),
+            id: r.id,
+            at: r.at,
+            actor: r.actor,
+            via: r.via,
+            action: r.action,
+            target: r.target,
+            detail: r.detail,
+        })
+        .collect();
+    Ok(Json(AuditPage { items, next }))
 }
 
 /// One backend.
@@ -319,7 +412,7 @@ async fn admin_grant(
         .account_by_id(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("account", &id, "GET /api/v1/admin/users lists them"))?;
-    let actor = format!("account:{}", admin.id);
+    let actor = Actor::account(&admin, Via::Api);
     let applied = match station.grant_points(&account, amount, &reason, &actor, key.as_deref()).await {
         Ok(Posted::Applied(_)) => true,
         Ok(_) => false,

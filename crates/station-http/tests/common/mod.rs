@@ -61,7 +61,7 @@ pub async fn serve(db: &TestDb, workers: bool, tweak: impl FnOnce(&mut Config)) 
     let (alice, alice_key) = mk("alice").await;
     let (bob, bob_key) = mk("bob").await;
     let (admin, admin_key) = mk("admin").await;
-    station.set_account_role(&admin.id, Role::Admin).await.unwrap();
+    station.set_account_role(&admin.id, Role::Admin, &station_core::audit::Actor::operator("test")).await.unwrap();
     let admin = db.store.get_account(&admin.id).await.unwrap().unwrap();
     Server {
         base,

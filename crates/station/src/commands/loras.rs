@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use station_core::Station;
+use station_core::audit::Actor;
 use station_core::loras::LoraFilter;
 use station_core::loras::{LoraEdit, LoraError};
 use station_core::loras::{LoraRecord, Visibility};
@@ -203,6 +204,7 @@ fn print_table(records: &[LoraRecord]) {
 /// Runs one `station loras` command and returns the exit code.
 pub async fn run(station: &Station, c: LorasCommand) -> u8 {
     let loras = station.loras();
+    let by = Actor::operator(&super::local_user(None));
     match c {
         LorasCommand::List { checkpoint, tag, search, json } => {
             match loras.list(&LoraFilter { checkpoint, tag, search }).await {
@@ -215,15 +217,17 @@ pub async fn run(station: &Station, c: LorasCommand) -> u8 {
             Ok(r) => print_json(&r),
             Err(e) => return fail(e),
         },
-        LorasCommand::Add { slug, fields } => match async { loras.add(&slug, fields.into_edit()?).await }.await {
+        LorasCommand::Add { slug, fields } => match async { loras.add(&slug, fields.into_edit()?, &by).await }.await {
             Ok(r) => println!("added {}", r.slug),
             Err(e) => return fail(e),
         },
-        LorasCommand::Edit { slug, fields } => match async { loras.edit(&slug, fields.into_edit()?).await }.await {
-            Ok(r) => println!("updated {}", r.slug),
-            Err(e) => return fail(e),
-        },
-        LorasCommand::Remove { slug } => match loras.remove(&slug).await {
+        LorasCommand::Edit { slug, fields } => {
+            match async { loras.edit(&slug, fields.into_edit()?, &by).await }.await {
+                Ok(r) => println!("updated {}", r.slug),
+                Err(e) => return fail(e),
+            }
+        }
+        LorasCommand::Remove { slug } => match loras.remove(&slug, &by).await {
             Ok(()) => println!("removed {slug}"),
             Err(e) => return fail(e),
         },
@@ -235,12 +239,12 @@ pub async fn run(station: &Station, c: LorasCommand) -> u8 {
                     return usage("expires", format!("{t:?} is neither Unix milliseconds nor an RFC 3339 time"));
                 }
             };
-            match loras.grant(&slug, &account, expires_at).await {
+            match loras.grant(&slug, &account, expires_at, &by).await {
                 Ok(id) => println!("granted {slug} to account {id}"),
                 Err(e) => return fail(e),
             }
         }
-        LorasCommand::Revoke { slug, account } => match loras.revoke(&slug, &account).await {
+        LorasCommand::Revoke { slug, account } => match loras.revoke(&slug, &account, &by).await {
             Ok(true) => println!("revoked {account}'s grant on {slug}"),
             Ok(false) => println!("{account} had no grant on {slug}"),
             Err(e) => return fail(e),
@@ -256,7 +260,7 @@ pub async fn run(station: &Station, c: LorasCommand) -> u8 {
                 Ok(t) => t,
                 Err(e) => return usage("file", format!("cannot read {}: {e}", file.display())),
             };
-            match loras.import(&text).await {
+            match loras.import(&text, &by).await {
                 Ok(report) => {
                     print_json(&report);
                     for e in &report.errors {

@@ -4,7 +4,7 @@
 use clap::Subcommand;
 use station_core::AccountRow;
 use station_core::Station;
-use station_core::points::operator_actor;
+use station_core::audit::Actor;
 use station_core::points::{LedgerError, Posted};
 
 use crate::exit;
@@ -127,7 +127,7 @@ fn default_user(user: Option<String>) -> String {
 
 /// Runs a `station points` command.
 pub async fn run(station: &Station, c: PointsCommand) -> u8 {
-    let actor = operator_actor(&super::local_user(None));
+    let actor = Actor::operator(&super::local_user(None));
     match c {
         PointsCommand::Balance { user, json } => {
             let account = match find_account(station, &default_user(user)).await {
@@ -224,7 +224,7 @@ pub async fn run(station: &Station, c: PointsCommand) -> u8 {
     }
 }
 
-async fn sponsor(station: &Station, c: SponsorCommand, actor: &str) -> u8 {
+async fn sponsor(station: &Station, c: SponsorCommand, actor: &Actor) -> u8 {
     match c {
         SponsorCommand::Set { scope, user, daily_cap } => {
             let account = match find_account(station, &user).await {
@@ -288,7 +288,7 @@ async fn sponsor(station: &Station, c: SponsorCommand, actor: &str) -> u8 {
                 exit::UNAVAILABLE
             }
         },
-        SponsorCommand::Remove { scope } => match station.remove_sponsor(&scope).await {
+        SponsorCommand::Remove { scope } => match station.remove_sponsor(&scope, actor).await {
             Ok(true) => {
                 println!("{scope} is no longer sponsored; its members pay for their own jobs");
                 exit::OK

@@ -141,7 +141,7 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
                 println!("created account {} ({name}) linked to {identity}", a.id);
                 return exit::OK;
             }
-            let a = match station.set_account_role(&a.id, Role::Admin).await {
+            let a = match station.set_account_role(&a.id, Role::Admin, &operator()).await {
                 Ok(_) => match find_account(station, &a.id).await {
                     Ok(a) => a,
                     Err(code) => return code,
@@ -163,7 +163,7 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
                 Ok(a) => a,
                 Err(code) => return code,
             };
-            match station.set_account_role(&a.id, Role::Admin).await {
+            match station.set_account_role(&a.id, Role::Admin, &operator()).await {
                 Ok(_) => {
                     println!("{} ({}) is now an administrator", a.name, a.id);
                     exit::OK
@@ -195,7 +195,7 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
                 Ok(a) => a,
                 Err(code) => return code,
             };
-            match station.set_account_suspended(&a.id, !undo).await {
+            match station.set_account_suspended(&a.id, !undo, &operator()).await {
                 Ok(_) => {
                     println!("{} ({}) is {}", a.name, a.id, if undo { "active again" } else { "suspended" });
                     exit::OK
@@ -221,6 +221,11 @@ async fn print_login_link(station: &Station, a: &station_core::AccountRow) -> u8
         }
         Err(e) => fail(e),
     }
+}
+
+/// The operator at this command line, for the audit log.
+fn operator() -> station_core::audit::Actor {
+    station_core::audit::Actor::operator(&super::local_user(None))
 }
 
 fn fail(e: impl std::fmt::Display) -> u8 {

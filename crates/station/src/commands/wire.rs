@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use station_comfyui::{BackendSpec, ComfyClient, ComfyExecutor};
 use station_core::BackendRow;
+use station_core::audit::Actor;
 use station_core::{MediaExecutor, Station};
 use tracing::{info, warn};
 
@@ -46,7 +47,7 @@ async fn sync_backends(station: &Station, comfy: &ComfyExecutor) {
 }
 
 /// Every backend: from configuration, then those added at run time.
-async fn backend_specs(station: &Station) -> Vec<BackendSpec> {
+pub(super) async fn backend_specs(station: &Station) -> Vec<BackendSpec> {
     let mut specs: Vec<BackendSpec> = station
         .config
         .comfyui
@@ -77,7 +78,7 @@ async fn backend_specs(station: &Station) -> Vec<BackendSpec> {
 }
 
 /// Health checks' (connect, request) timeouts from configuration.
-fn health_timeouts(station: &Station) -> (Duration, Duration) {
+pub(super) fn health_timeouts(station: &Station) -> (Duration, Duration) {
     let c = &station.config.comfyui;
     (Duration::from_secs(c.health_connect_timeout_seconds.max(1)), Duration::from_secs(c.health_timeout_seconds.max(1)))
 }
@@ -151,7 +152,7 @@ pub async fn backends_command(station: &Station, c: BackendsCommand) -> u8 {
                 tags: serde_json::to_string(&tags).unwrap_or_else(|_| "[]".into()),
                 created_at: station_core::now_ms(),
             };
-            match station.save_runtime_backend(&row).await {
+            match station.save_runtime_backend(&row, &Actor::operator(&super::local_user(None))).await {
                 Ok(()) => {
                     println!("added backend {name}; running servers pick it up at their next health check");
                     exit::OK
@@ -162,22 +163,24 @@ pub async fn backends_command(station: &Station, c: BackendsCommand) -> u8 {
                 }
             }
         }
-        BackendsCommand::Remove { name } => match station.remove_runtime_backend(&name).await {
-            Ok(true) => {
-                println!("removed backend {name}");
-                exit::OK
+        BackendsCommand::Remove { name } => {
+            match station.remove_runtime_backend(&name, &Actor::operator(&super::local_user(None))).await {
+                Ok(true) => {
+                    println!("removed backend {name}");
+                    exit::OK
+                }
+                Ok(false) => {
+                    eprintln!(
+                        "error: no backend {name} was added at run time (configured ones are removed from station.toml)"
+                    );
+                    exit::USAGE
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    exit::UNAVAILABLE
+                }
             }
-            Ok(false) => {
-                eprintln!(
-                    "error: no backend {name} was added at run time (configured ones are removed from station.toml)"
-                );
-                exit::USAGE
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                exit::UNAVAILABLE
-            }
-        },
+        }
         BackendsCommand::Check => {
             let specs = backend_specs(station).await;
             if specs.is_empty() {

@@ -1,0 +1,144 @@
+//! `station doctor`'s findings: one [`Check`] per thing looked at, with what
+//! to do when it is not right. The core checks what it owns (configuration,
+//! database, migrations, disk, tools); the ComfyUI pool and the chat
+//! adapters add theirs in the same shape.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::Station;
+
+/// How a check went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    /// Fine.
+    Ok,
+    /// Works, but something should be looked at.
+    Warn,
+    /// Broken: Station (or that part of it) cannot work like this.
+    Fail,
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked ("database", "backend gpu-1", "Telegram bot").
+    pub subject: String,
+    /// How it went.
+    pub verdict: Verdict,
+    /// What was found, as a sentence.
+    pub detail: String,
+    /// What to do about it (for warnings and failures).
+    pub fix: Option<String>,
+}
+
+impl Check {
+    /// A check that passed.
+    pub fn ok(subject: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check { subject: subject.into(), verdict: Verdict::Ok, detail: detail.into(), fix: None }
+    }
+
+    /// A warning, with what to do.
+    pub fn warn(subject: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check { subject: subject.into(), verdict: Verdict::Warn, detail: detail.into(), fix: Some(fix.into()) }
+    }
+
+    /// A failure, with what to do.
+    pub fn fail(subject: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check { subject: subject.into(), verdict: Verdict::Fail, detail: detail.into(), fix: Some(fix.into()) }
+    }
+}
+
+/// Free space below this share of the data folder's file system is a failure.
+const DISK_FAIL_SHARE: f64 = 0.05;
+/// … and below this, a warning.
+const DISK_WARN_SHARE: f64 = 0.15;
+/// Less than this many bytes free is a failure whatever the share.
+const DISK_FAIL_BYTES: u64 = 1 << 30;
+
+impl Station {
+    /// The core's own checks: the data folder, the database and its
+    /// migrations, free disk space, and the tool definitions.
+    pub async fn doctor(&self, tool_problems: &[String]) -> Vec<Check> {
+        let mut out = vec![data_folder(&self.config.data_dir)];
+        let db = station_store::mask_url(&self.config.database_url());
+        match self.database_health(Duration::from_secs(5)).await {
+            Ok(()) => out.push(Check::ok("database", format!("{db} answers"))),
+            Err(e) => out.push(Check::fail(
+                "database",
+                format!("{db}: {e}"),
+                "start the database or correct database.url (STATION_DATABASE_URL)",
+            )),
+        }
+        match self.migration_status().await {
+            Ok(list) => {
+                let pending: Vec<String> =
+                    list.iter().filter(|(_, _, applied)| !applied).map(|(v, d, _)| format!("{v} {d}")).collect();
+                if pending.is_empty() {
+                    out.push(Check::ok("migrations", format!("all {} applied", list.len())));
+                } else {
+                    out.push(Check::fail(
+                        "migrations",
+                        format!("{} not applied: {}", pending.len(), pending.join(", ")),
+                        "run `station migrate` (every `station serve` also applies them at start)",
+                    ));
+                }
+            }
+            Err(e) => out.push(Check::fail("migrations", format!("cannot be read: {e}"), "fix the database first")),
+        }
+        out.push(disk(&self.config.data_dir));
+        let tools = self.tools.list();
+        if tool_problems.is_empty() {
+            out.push(Check::ok("tools", format!("{} loaded from {}", tools.len(), self.config.tools_dir().display())));
+        } else {
+            for p in tool_problems {
+                out.push(Check::fail(
+                    "tools",
+                    p.clone(),
+                    "correct the file; `station tools check` shows every problem",
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn data_folder(dir: &Path) -> Check {
+    let probe = dir.join(format!(".doctor-{}", std::process::id()));
+    match std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&probe, b"ok")) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            Check::ok("data folder", format!("{} is writable", dir.display()))
+        }
+        Err(e) => Check::fail(
+            "data folder",
+            format!("{} cannot be written: {e}", dir.display()),
+            "give the user running Station write access, or set data_dir (STATION_DATA_DIR)",
+        ),
+    }
+}
+
+fn disk(dir: &Path) -> Check {
+    let stat = match rustix::fs::statvfs(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            return Check::warn("disk", format!("free space of {} unknown: {e}", dir.display()), "check it with df");
+        }
+    };
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    let total = stat.f_blocks.saturating_mul(stat.f_frsize).max(1);
+    let share = free as f64 / total as f64;
+    let detail = format!("{} free of {} ({:.0} %) where {} is", gib(free), gib(total), share * 100.0, dir.display());
+    let fix = "free space or move data_dir: media, the database and uploads all live there";
+    if share < DISK_FAIL_SHARE || free < DISK_FAIL_BYTES {
+        Check::fail("disk", detail, fix)
+    } else if share < DISK_WARN_SHARE {
+        Check::warn("disk", detail, fix)
+    } else {
+        Check::ok("disk", detail)
+    }
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
