@@ -385,10 +385,8 @@ async fn a_backend_full_of_other_clients_prompts_gets_no_more_than_its_slots(db:
     let b0 = ComfyClient::with_timeout(&env.fake.url(), Duration::from_secs(5)).unwrap();
     // Another client's prompt runs for ~6 s (4 steps of 1.5 s).
     let blocker = env.fake.enqueue_external(1, 1_500).remove(0);
-    eventually("the health check saw the other client's prompt", || async {
-        env.comfy.statuses()[0].foreign == 1
-    })
-    .await;
+    eventually("the health check saw the other client's prompt", || async { env.comfy.statuses()[0].foreign == 1 })
+        .await;
     let workers = Workers::start(&env.station);
     let first = env.submit(2).await;
     let second = env.submit(2).await;

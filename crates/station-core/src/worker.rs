@@ -320,7 +320,11 @@ async fn run_job(w: &JobWorker<'_>, ex: Arc<dyn Executor>, job: JobRow, cancel: 
             // backend's FIFO, and is claimed again once a slot frees up.
             let run_after = station_store::now_ms() + station.config.queue.poll_ms as i64;
             if let Ok(true) = station.store.retry_job_counting(&job.id, w.owner, run_after, &msg, false).await {
-                station.bus.publish(JobEvent::Status { job_id: job.id.clone(), status: JobStatus::Queued, error: None });
+                station.bus.publish(JobEvent::Status {
+                    job_id: job.id.clone(),
+                    status: JobStatus::Queued,
+                    error: None,
+                });
             }
             return;
         }
@@ -359,7 +363,9 @@ async fn move_waiting(w: &JobWorker<'_>, ex: &Arc<dyn Executor>, job: &JobRow, m
             ex.cancel_remote(&current).await;
         }
         Ok(false) => info!(job = %job.id, "not moved: it started or another worker owns it now"),
-        Err(e) => warn!(job = %job.id, error = %e, "could not move the job; its lease will lapse and it will be reconciled"),
+        Err(e) => {
+            warn!(job = %job.id, error = %e, "could not move the job; its lease will lapse and it will be reconciled");
+        }
     }
 }
 

@@ -483,7 +483,12 @@ impl Store {
     /// while the database was unreachable — is not renewed, so its lease
     /// lapses and another worker reconciles it). Returns those whose owner
     /// asked to cancel.
-    pub async fn heartbeat_jobs(&self, owner: &str, ids: &[String], lease_until: i64) -> Result<Vec<String>, StoreError> {
+    pub async fn heartbeat_jobs(
+        &self,
+        owner: &str,
+        ids: &[String],
+        lease_until: i64,
+    ) -> Result<Vec<String>, StoreError> {
         if ids.is_empty() {
             return Ok(vec![]);
         }

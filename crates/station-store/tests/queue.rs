@@ -421,8 +421,12 @@ async fn heartbeat_renews_only_the_jobs_still_worked_on() {
         let claimed = s.claim_jobs(&claim("w", 2, 10, 2)).await.unwrap();
         assert_eq!(claimed.len(), 2, "{k}");
         s.cancel_job(&a.id, 3).await.unwrap();
-        assert_eq!(s.heartbeat_jobs("w", &[a.id.clone()], 100_000).await.unwrap(), vec![a.id.clone()], "{k}");
-        assert!(s.heartbeat_jobs("other", &[b.id.clone()], 100_000).await.unwrap().is_empty(), "{k}");
+        assert_eq!(
+            s.heartbeat_jobs("w", std::slice::from_ref(&a.id), 100_000).await.unwrap(),
+            vec![a.id.clone()],
+            "{k}"
+        );
+        assert!(s.heartbeat_jobs("other", std::slice::from_ref(&b.id), 100_000).await.unwrap().is_empty(), "{k}");
         assert!(s.heartbeat_jobs("w", &[], 100_000).await.unwrap().is_empty(), "{k}");
         // b's lease (30 s from the claim) lapses; a's was renewed.
         assert_eq!(s.requeue_expired(50_000).await.unwrap(), 1, "{k}");

@@ -162,7 +162,9 @@ impl Status {
             let v = station.job_view(&job.id).await?;
             let tool = station.tools.get(&job.tool_id).map(|t| t.name.clone()).unwrap_or(job.tool_id.clone());
             // The core's wording: "queued, 2 ahead", "waiting for a GPU (3 ahead)", "running 45 %".
-            let text = v.as_ref().map_or_else(|| station_core::jobs::status_text(job, None), |v| v.status_text());
+            let text = v
+                .as_ref()
+                .map_or_else(|| station_core::jobs::status_text(job, None), station_core::JobView::status_text);
             let fraction = (job.status() == JobStatus::Running).then_some(job.progress);
             let label = format!("{tool}: {text}");
             view = view.block(Block::Progress { fraction, label, preview: None });

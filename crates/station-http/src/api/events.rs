@@ -69,7 +69,9 @@ async fn follow(
     mut bus: tokio::sync::broadcast::Receiver<JobEvent>,
     tx: mpsc::Sender<Event>,
 ) {
-    let mut last_status: Option<(JobStatus, (Option<i64>, Option<i64>))> = None;
+    // Status and position (in Station's queue, on the backend) last sent.
+    type Shown = (JobStatus, (Option<i64>, Option<i64>));
+    let mut last_status: Option<Shown> = None;
     let mut last_progress = 0.0f64;
     // Whether the job was seen before it ended (else only its end state is sent).
     let mut followed = false;
