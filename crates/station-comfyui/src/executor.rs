@@ -68,6 +68,9 @@ pub struct BackendStatus {
     pub healthy: bool,
     /// Jobs it is running for this process.
     pub inflight: usize,
+    /// Prompts in its queue (running or pending) that this process did not
+    /// send — other clients, other Station processes — at the last look.
+    pub foreign: usize,
     /// Last health problem.
     pub last_error: Option<String>,
     /// Node types it offers (empty until first checked).
@@ -83,14 +86,32 @@ struct Backend {
     socket: BackendSocket,
     healthy: AtomicBool,
     inflight: AtomicUsize,
+    /// Prompts in its `/queue` that this process is not following, at the
+    /// last look (health check or a waiting job's poll).
+    foreign: AtomicUsize,
+    /// Prompt ids this process sent (or resumed) there and still follows.
+    mine: Mutex<std::collections::HashSet<String>>,
     object_info: RwLock<Option<Arc<ObjectInfo>>>,
     last_checkpoint: Mutex<Option<String>>,
     last_error: Mutex<Option<String>>,
 }
 
 impl Backend {
+    /// Slots left: `max_concurrent` less this process's jobs and the prompts
+    /// others queued there (no overcommit: a job waits in Station's fair
+    /// queue, not in the backend's FIFO).
     fn free(&self) -> usize {
-        self.spec.max_concurrent.saturating_sub(self.inflight.load(Ordering::SeqCst))
+        self.spec
+            .max_concurrent
+            .saturating_sub(self.inflight.load(Ordering::SeqCst))
+            .saturating_sub(self.foreign.load(Ordering::SeqCst))
+    }
+
+    /// Counts the prompts of `queue` this process does not follow.
+    fn note_queue(&self, queue: &crate::protocol::QueueState) {
+        let mine = self.mine.lock().expect("mine lock");
+        let foreign = queue.running.iter().chain(&queue.pending).filter(|p| !mine.contains(*p)).count();
+        self.foreign.store(foreign, Ordering::SeqCst);
     }
 
     /// Why this backend cannot run the tool with these LoRA files, or None if it can.
@@ -143,6 +164,7 @@ impl Backend {
             spec: self.spec.clone(),
             healthy: self.healthy.load(Ordering::SeqCst),
             inflight: self.inflight.load(Ordering::SeqCst),
+            foreign: self.foreign.load(Ordering::SeqCst),
             last_error: self.last_error.lock().expect("lock").clone(),
             node_count: self.object_info.read().expect("lock").as_ref().map(|i| i.0.len()).unwrap_or(0),
         }
@@ -181,6 +203,23 @@ struct Slot(Arc<Backend>);
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A prompt this process follows on a backend (not counted as foreign
+/// there) for as long as it lives.
+struct Following(Arc<Backend>, String);
+
+impl Following {
+    fn new(backend: &Arc<Backend>, prompt_id: &str) -> Following {
+        backend.mine.lock().expect("mine lock").insert(prompt_id.to_owned());
+        Following(backend.clone(), prompt_id.to_owned())
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.0.mine.lock().expect("mine lock").remove(&self.1);
     }
 }
 
@@ -224,6 +263,8 @@ impl ComfyExecutor {
             spec,
             healthy: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
+            foreign: AtomicUsize::new(0),
+            mine: Mutex::new(std::collections::HashSet::new()),
             object_info: RwLock::new(None),
             last_checkpoint: Mutex::new(None),
             last_error: Mutex::new(None),
@@ -327,11 +368,14 @@ impl ComfyExecutor {
             let b = &b;
             let result = async {
                 b.health.system_stats().await?;
-                b.health.object_info().await
+                let info = b.health.object_info().await?;
+                let queue = b.health.queue().await?;
+                Ok::<_, ComfyError>((info, queue))
             }
             .await;
             match result {
-                Ok(info) => {
+                Ok((info, queue)) => {
+                    b.note_queue(&queue);
                     *b.object_info.write().expect("lock") = Some(Arc::new(info));
                     *b.last_error.lock().expect("lock") = None;
                     if !b.healthy.swap(true, Ordering::SeqCst) {
@@ -425,8 +469,12 @@ impl ComfyExecutor {
             let msg = format!("no backend can run {}: {}", tool.id, reasons.join("; "));
             return Err(if all_known { ExecError::Unroutable(msg) } else { ExecError::Transient(msg) });
         }
-        let mut candidates: Vec<&Arc<Backend>> =
-            able.iter().copied().filter(|b| b.healthy.load(Ordering::SeqCst) && b.free() > 0).collect();
+        let healthy: Vec<&Arc<Backend>> = able.iter().copied().filter(|b| b.healthy.load(Ordering::SeqCst)).collect();
+        let mut candidates: Vec<&Arc<Backend>> = healthy.iter().copied().filter(|b| b.free() > 0).collect();
+        if candidates.is_empty() && !healthy.is_empty() {
+            // Full, not broken: back to Station's queue without counting an attempt.
+            return Err(ExecError::Busy(format!("every backend able to run {} is busy", tool.id)));
+        }
         if candidates.len() > 1
             && let Some(avoid) = avoid
         {
@@ -434,7 +482,8 @@ impl ComfyExecutor {
         }
         let best = candidates.into_iter().min_by_key(|b| {
             let affinity = checkpoint.is_some() && b.last_checkpoint.lock().expect("lock").as_deref() == checkpoint;
-            let load = b.inflight.load(Ordering::SeqCst) * 1000 / b.spec.max_concurrent.max(1);
+            let busy = b.inflight.load(Ordering::SeqCst) + b.foreign.load(Ordering::SeqCst);
+            let load = busy * 1000 / b.spec.max_concurrent.max(1);
             (!affinity, load)
         });
         match best {
@@ -490,6 +539,7 @@ impl ComfyExecutor {
             }
         };
         let prompt_id = uuid::Uuid::new_v4().to_string();
+        let _following = Following::new(&backend, &prompt_id);
         ctx.record_submission(&backend.spec.name, &prompt_id).await?;
         ctx.fault_point(FaultPoint::BeforePost).await;
         *backend.last_checkpoint.lock().expect("lock") = checkpoint;
@@ -608,6 +658,7 @@ impl ComfyExecutor {
         // event is relayed before the outcome is returned.
         let result = tokio::select! {
             (r, ()) = async { tokio::join!(run, progress) } => r,
+            e = self.watch_waiting(backend, ctx, prompt_id) => return Err(e),
             _ = ctx.cancelled().cancelled() => {
                 let _ = backend.client.cancel_pending(prompt_id).await;
                 let _ = backend.client.interrupt(prompt_id).await;
@@ -619,6 +670,45 @@ impl ComfyExecutor {
             // The 400 for a refused prompt arrives here (from POST /prompt).
             map_error(e, tool)
         })
+    }
+}
+
+impl ComfyExecutor {
+    /// While the prompt waits in the backend's own queue (pending in `GET
+    /// /queue`), notes how many prompts are ahead of it (the job shows
+    /// "waiting for a GPU (n ahead)") and, past `queue.backend_wait_seconds`,
+    /// returns [`ExecError::WaitedTooLong`] so the worker moves the job back
+    /// to Station's queue. Seeing it running there marks the job running.
+    /// Never returns once the job runs.
+    async fn watch_waiting(&self, backend: &Arc<Backend>, ctx: &ExecContext, prompt_id: &str) -> ExecError {
+        let since = tokio::time::Instant::now();
+        let limit = ctx.backend_wait();
+        let every = Duration::from_millis(500);
+        loop {
+            if ctx.is_running() {
+                return std::future::pending().await;
+            }
+            if let Ok(queue) = backend.client.queue().await {
+                backend.note_queue(&queue);
+                if queue.running.iter().any(|p| p == prompt_id) {
+                    ctx.running().await;
+                    continue;
+                }
+                if let Some(ahead) = queue.ahead_of(prompt_id) {
+                    ctx.waiting(Some(ahead)).await;
+                    if let Some(limit) = limit
+                        && since.elapsed() >= limit
+                    {
+                        return ExecError::WaitedTooLong(format!(
+                            "waited {} s on {} behind {ahead} other prompts without starting; trying again",
+                            since.elapsed().as_secs(),
+                            backend.spec.name
+                        ));
+                    }
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
     }
 }
 
@@ -798,8 +888,17 @@ impl Executor for ComfyExecutor {
     }
 
     fn capacity(&self) -> usize {
-        // Total slots of healthy backends: the worker subtracts the jobs it runs.
-        self.list().iter().filter(|b| b.healthy.load(Ordering::SeqCst)).map(|b| b.spec.max_concurrent).sum()
+        // Slots of healthy backends less the prompts others queued there:
+        // the worker subtracts the jobs it runs.
+        self.list()
+            .iter()
+            .filter(|b| b.healthy.load(Ordering::SeqCst))
+            .map(|b| b.spec.max_concurrent.saturating_sub(b.foreign.load(Ordering::SeqCst)))
+            .sum()
+    }
+
+    fn reports_start(&self) -> bool {
+        true
     }
 
     async fn execute(&self, job: ExecJob, ctx: ExecContext) -> Result<Vec<OutputFile>, ExecError> {
@@ -815,6 +914,7 @@ impl Executor for ComfyExecutor {
                     info!(job = %job.row.id, backend = %name, "resuming job already on its backend");
                     backend.inflight.fetch_add(1, Ordering::SeqCst);
                     let _slot = Slot(backend.clone());
+                    let _following = Following::new(&backend, &prompt_id);
                     let graph = Graph::new();
                     let outputs = job.tool.comfyui.as_ref().map(|c| c.outputs.clone()).unwrap_or_default();
                     let images = self.follow(&backend, &ctx, &job.tool, &graph, &prompt_id, false).await?;
@@ -857,6 +957,10 @@ impl Executor for ComfyExecutor {
             .map(|s| {
                 let detail = match (&s.last_error, s.healthy) {
                     (Some(e), _) => e.clone(),
+                    (None, true) if s.foreign > 0 => format!(
+                        "{} node types, {}/{} busy, {} prompts from other clients",
+                        s.node_count, s.inflight, s.spec.max_concurrent, s.foreign
+                    ),
                     (None, true) => {
                         format!("{} node types, {}/{} busy", s.node_count, s.inflight, s.spec.max_concurrent)
                     }

@@ -202,11 +202,31 @@ pub struct QueueState {
 }
 
 impl From<QueueResponse> for QueueState {
+    /// Pending prompts come in the order the server will run them: by their
+    /// queue number (`GET /queue` lists the heap's array, which is that order
+    /// only for plain FIFO use).
     fn from(q: QueueResponse) -> Self {
         let ids = |items: Vec<Vec<Value>>| {
             items.into_iter().filter_map(|i| i.get(1).and_then(Value::as_str).map(str::to_owned)).collect()
         };
-        QueueState { running: ids(q.queue_running), pending: ids(q.queue_pending) }
+        let mut pending: Vec<(f64, String)> = q
+            .queue_pending
+            .into_iter()
+            .filter_map(|i| {
+                let id = i.get(1).and_then(Value::as_str)?.to_owned();
+                Some((i.first().and_then(Value::as_f64).unwrap_or(f64::MAX), id))
+            })
+            .collect();
+        pending.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        QueueState { running: ids(q.queue_running), pending: pending.into_iter().map(|p| p.1).collect() }
+    }
+}
+
+impl QueueState {
+    /// Prompts the server will run before `prompt_id` (all running ones and
+    /// the pending ones before it), or None when it is not pending.
+    pub fn ahead_of(&self, prompt_id: &str) -> Option<usize> {
+        self.pending.iter().position(|p| p == prompt_id).map(|i| self.running.len() + i)
     }
 }
 

@@ -104,6 +104,11 @@ async fn setup(db: TestDb, job_timeout_s: u64) -> Env {
 /// A Station over one fake per entry of `slots` (its `max_concurrent`),
 /// named `b0`, `b1`, …
 async fn setup_with(db: TestDb, job_timeout_s: u64, slots: &[usize]) -> Env {
+    setup_cfg(db, slots, |c| c.queue.job_timeout_seconds = job_timeout_s).await
+}
+
+/// [`setup_with`], with the configuration adjusted by `tweak`.
+async fn setup_cfg(db: TestDb, slots: &[usize], tweak: impl FnOnce(&mut Config)) -> Env {
     let mut fakes = vec![];
     for _ in slots {
         fakes.push(FakeComfy::start(FakeOptions::default()).await);
@@ -114,7 +119,7 @@ async fn setup_with(db: TestDb, job_timeout_s: u64, slots: &[usize]) -> Env {
     config.queue.lease_seconds = 2;
     config.queue.retry_base_ms = 50;
     config.queue.poll_ms = 50;
-    config.queue.job_timeout_seconds = job_timeout_s;
+    tweak(&mut config);
     install_slow_upscale(&config.tools_dir());
     let specs: Vec<BackendSpec> = fakes
         .iter()
@@ -216,6 +221,8 @@ on_every_db!(
     a_paused_worker_leaves_its_successors_outputs_alone,
     a_stale_timeout_does_not_interrupt_the_successor,
     an_orphaned_prompt_is_cancelled_by_the_process_that_next_sees_its_backend,
+    a_backend_full_of_other_clients_prompts_gets_no_more_than_its_slots,
+    a_job_waiting_on_a_busy_backend_moves_to_an_idle_one_and_only_running_time_counts,
 );
 
 /// Worker A runs the job, then pauses (between execution and finish, its
@@ -297,7 +304,10 @@ async fn a_stale_timeout_does_not_interrupt_the_successor(db: TestDb) {
 /// before b0 is back: the new process, which never saw the first prompt,
 /// must still delete it from b0's queue so the work is not done twice.
 async fn an_orphaned_prompt_is_cancelled_by_the_process_that_next_sees_its_backend(db: TestDb) {
-    let env = setup_with(db, 600, &[1, 1]).await;
+    // b0 takes two prompts; b1 cannot run the tool until the job waits on b0.
+    let env = setup_with(db, 600, &[2, 1]).await;
+    env.others[0].set_missing_nodes(&["StationSteps"]);
+    env.comfy.check_all().await;
     env.comfy.set_unreachable_grace(Duration::from_millis(500));
     let b0 = ComfyClient::with_timeout(&env.fake.url(), Duration::from_secs(5)).unwrap();
     // Another client keeps b0 busy for ~8 s.
@@ -305,7 +315,7 @@ async fn an_orphaned_prompt_is_cancelled_by_the_process_that_next_sees_its_backe
     let workers = Workers::start(&env.station);
     let job = env.submit(2).await;
     let first = env.wait_for(&job.id, "sent to b0", |r| r.remote_id.is_some()).await;
-    assert_eq!(first.backend.as_deref(), Some("b0"), "first of two idle backends");
+    assert_eq!(first.backend.as_deref(), Some("b0"), "the only backend able to run it");
     let orphan = first.remote_id.clone().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !b0.queue().await.unwrap().pending.contains(&orphan) {
@@ -314,6 +324,7 @@ async fn an_orphaned_prompt_is_cancelled_by_the_process_that_next_sees_its_backe
     }
 
     // b0 stops answering; after the grace the job runs on b1.
+    env.others[0].set_missing_nodes::<&str>(&[]);
     env.fake.refuse_connections(true).await;
     let done = env.wait_for(&job.id, "finished", |r| r.status().is_terminal()).await;
     assert_eq!(done.status(), JobStatus::Succeeded, "{:?}", done.error);
@@ -324,7 +335,7 @@ async fn an_orphaned_prompt_is_cancelled_by_the_process_that_next_sees_its_backe
     workers.shutdown().await;
     env.comfy.shutdown();
     let specs = vec![
-        BackendSpec { name: "b0".into(), url: env.fake.url(), max_concurrent: 1, tags: vec![] },
+        BackendSpec { name: "b0".into(), url: env.fake.url(), max_concurrent: 2, tags: vec![] },
         BackendSpec { name: "b1".into(), url: env.others[0].url(), max_concurrent: 1, tags: vec![] },
     ];
     let (station, comfy) = open(&env.db, &env.config, specs).await;
@@ -350,4 +361,110 @@ async fn an_orphaned_prompt_is_cancelled_by_the_process_that_next_sees_its_backe
     assert!(b0.history(&orphan).await.unwrap().is_none(), "the orphaned prompt ran on b0 as well");
     workers.shutdown().await;
     comfy.shutdown();
+}
+
+/// Waits until `cond` holds, failing with `what` after a generous deadline.
+async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// No overcommit: b0 may hold two prompts and another client already has
+/// one running there, so Station sends one job (which waits behind the
+/// other client's prompt, "waiting for a GPU (1 ahead)") and keeps the
+/// second in its own fair queue until b0 has room again.
+async fn a_backend_full_of_other_clients_prompts_gets_no_more_than_its_slots(db: TestDb) {
+    let env = setup_with(db, 600, &[2]).await;
+    let b0 = ComfyClient::with_timeout(&env.fake.url(), Duration::from_secs(5)).unwrap();
+    // Another client's prompt runs for ~6 s (4 steps of 1.5 s).
+    let blocker = env.fake.enqueue_external(1, 1_500).remove(0);
+    eventually("the health check saw the other client's prompt", || async { env.comfy.statuses()[0].foreign == 1 })
+        .await;
+    let workers = Workers::start(&env.station);
+    let first = env.submit(2).await;
+    let second = env.submit(2).await;
+    let waiting = env.wait_for(&first.id, "sent to b0", |r| r.remote_id.is_some()).await;
+    let prompt = waiting.remote_id.clone().unwrap();
+    // It waits in b0's own queue, behind the other client's prompt, and says so.
+    let view = loop {
+        let v = env.station.job_view(&first.id).await.unwrap().unwrap();
+        if v.backend_ahead() == Some(1) || v.row.status().is_terminal() {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(view.row.status(), JobStatus::Dispatched, "waiting, not running: {:?}", view.row);
+    assert_eq!(view.status_text(), "waiting for a GPU (1 ahead)");
+    let queue = b0.queue().await.unwrap();
+    assert!(queue.pending.contains(&prompt) && queue.running == vec![blocker.clone()], "{queue:?}");
+    // While the other client's prompt runs, b0 holds two prompts: the second job stays in Station's queue.
+    while b0.history(&blocker).await.unwrap().is_none() {
+        let second_row = env.db.store.get_job(&second.id).await.unwrap().unwrap();
+        assert_eq!(second_row.status(), JobStatus::Queued, "b0 was sent more than its slots: {second_row:?}");
+        assert!(second_row.remote_id.is_none());
+        assert_eq!(env.fake.prompts_received(), 1, "only one prompt sent while b0 is full");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in [&first.id, &second.id] {
+        let done = env.wait_for(id, "finished", |r| r.status().is_terminal()).await;
+        assert_eq!(done.status(), JobStatus::Succeeded, "{:?}", done.error);
+        assert_eq!(done.attempts, 1, "{done:?}");
+        assert_eq!(done.backend_ahead, None, "cleared once it ran");
+        env.assert_outputs_downloadable(&done).await;
+    }
+    assert_eq!(env.fake.prompts_received(), 2);
+    workers.shutdown().await;
+    env.comfy.shutdown();
+}
+
+/// Two backends, b0 busy with another client's long prompt, b1 unable to
+/// run the tool at first: the job is sent to b0 and waits there. Waiting is
+/// not running — the 2 s job timeout does not fire while it waits; after
+/// `queue.backend_wait_seconds` (4 s) the pending prompt is deleted from
+/// b0's queue and the job moves on to b1 (able by then), where it runs.
+async fn a_job_waiting_on_a_busy_backend_moves_to_an_idle_one_and_only_running_time_counts(db: TestDb) {
+    let env = setup_cfg(db, &[2, 1], |c| {
+        c.queue.job_timeout_seconds = 2;
+        c.queue.backend_wait_seconds = 4;
+    })
+    .await;
+    env.others[0].set_missing_nodes(&["StationSteps"]);
+    env.comfy.check_all().await;
+    let b0 = ComfyClient::with_timeout(&env.fake.url(), Duration::from_secs(5)).unwrap();
+    // Another client keeps b0 busy for ~20 s.
+    let blocker = env.fake.enqueue_external(1, 5_000).remove(0);
+    let workers = Workers::start(&env.station);
+    let job = env.submit(2).await;
+    let sent = env.wait_for(&job.id, "sent to b0", |r| r.remote_id.is_some()).await;
+    assert_eq!(sent.backend.as_deref(), Some("b0"));
+    let prompt = sent.remote_id.clone().unwrap();
+    eventually("the job shows its place on b0", || async {
+        env.station.job_view(&job.id).await.unwrap().unwrap().backend_ahead() == Some(1)
+    })
+    .await;
+    // Now b1 can run it too.
+    env.others[0].set_missing_nodes::<&str>(&[]);
+    let done = env.wait_for(&job.id, "finished", |r| r.status().is_terminal()).await;
+    assert_eq!(done.status(), JobStatus::Succeeded, "waiting must not count as running: {:?}", done.error);
+    assert_eq!(done.backend.as_deref(), Some("b1"), "{done:?}");
+    assert_ne!(done.remote_id.as_deref(), Some(prompt.as_str()));
+    assert_eq!(done.attempts, 1, "moving a job that never started is not a failed attempt: {done:?}");
+    assert_eq!(env.others[0].prompts_received(), 1);
+    env.assert_outputs_downloadable(&done).await;
+    // The waiting prompt was deleted from b0's queue (and the record of it removed).
+    let queue = b0.queue().await.unwrap();
+    assert!(!queue.pending.contains(&prompt) && !queue.running.contains(&prompt), "{queue:?}");
+    eventually("the prompt to delete on b0 was processed", || async { env.comfy.orphaned_prompts().await.is_empty() })
+        .await;
+    assert!(b0.history(&prompt).await.unwrap().is_none(), "the moved prompt never ran on b0");
+    assert!(queue.running.contains(&blocker) || b0.history(&blocker).await.unwrap().is_some());
+    workers.shutdown().await;
+    env.comfy.shutdown();
 }

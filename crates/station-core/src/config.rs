@@ -78,8 +78,13 @@ pub struct QueueConfig {
     pub lease_seconds: u64,
     /// Jobs one account may have dispatched or running at once, per service.
     pub per_user_running: u64,
-    /// Default per-job execution limit.
+    /// Default per-job execution limit: time running on a backend, not time
+    /// waiting in a backend's own queue (see `backend_wait_seconds`).
     pub job_timeout_seconds: u64,
+    /// How long a job's prompt may wait in a backend's own queue before it
+    /// starts: after that it is deleted there and the job goes back to
+    /// Station's queue (another backend, or the same one once it has room).
+    pub backend_wait_seconds: u64,
     /// Backend submissions before a transient failure becomes final.
     pub max_attempts: u64,
     /// First retry delay; doubles each attempt.
@@ -308,6 +313,7 @@ impl Default for QueueConfig {
             lease_seconds: 30,
             per_user_running: 2,
             job_timeout_seconds: 600,
+            backend_wait_seconds: 300,
             max_attempts: 3,
             retry_base_ms: 1_000,
             poll_ms: 500,
@@ -1035,6 +1041,7 @@ mod tests {
         let names = c.env_names();
         for (key, var) in [
             ("queue.lease_seconds", "STATION_QUEUE_LEASE_SECONDS"),
+            ("queue.backend_wait_seconds", "STATION_QUEUE_BACKEND_WAIT_SECONDS"),
             ("web.public_url", "STATION_WEB_PUBLIC_URL"),
             ("chat.token", "STATION_CHAT_TOKEN"),
             ("chat.public_url", "STATION_CHAT_PUBLIC_URL"),

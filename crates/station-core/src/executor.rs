@@ -74,6 +74,17 @@ pub enum ExecError {
     /// This worker no longer holds the job; another one took over.
     #[error("lease lost")]
     LeaseLost,
+    /// Every backend able to run the job is healthy but full right now
+    /// (counting prompts other clients queued there): the job goes back to
+    /// Station's queue without counting an attempt.
+    #[error("{0}")]
+    Busy(String),
+    /// The job's prompt waited in its backend's own queue past
+    /// `queue.backend_wait_seconds` without starting: the worker moves the
+    /// job back to Station's queue (fenced, with the prompt recorded as one
+    /// to delete there) and only then deletes the prompt on the backend.
+    #[error("{0}")]
+    WaitedTooLong(String),
 }
 
 /// Handed to an executor for one job: durable bookkeeping and progress.
@@ -87,6 +98,12 @@ pub struct ExecContext {
     pub(crate) last_progress: Arc<std::sync::Mutex<(f64, i64)>>,
     pub(crate) media: crate::media::MediaService,
     pub(crate) faults: crate::faults::Faults,
+    /// Set once the backend started executing the job: the job timeout
+    /// counts from then (waiting in a backend's queue is not running).
+    pub(crate) started: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The last `backend_ahead` written (None: none yet or unknown).
+    pub(crate) last_ahead: Arc<std::sync::Mutex<Option<Option<i64>>>>,
+    pub(crate) backend_wait: Option<std::time::Duration>,
 }
 
 impl ExecContext {
@@ -102,6 +119,54 @@ impl ExecContext {
             last_progress: Arc::new(std::sync::Mutex::new((0.0, 0))),
             media: station.media.clone(),
             faults: station.faults.clone(),
+            started: Arc::new(tokio::sync::watch::channel(false).0),
+            last_ahead: Arc::new(std::sync::Mutex::new(None)),
+            backend_wait: match station.config.queue.backend_wait_seconds {
+                0 => None,
+                s => Some(std::time::Duration::from_secs(s)),
+            },
+        }
+    }
+
+    /// How long a prompt may wait in a backend's own queue before the job
+    /// is moved back to Station's (`queue.backend_wait_seconds`; None: no limit).
+    pub fn backend_wait(&self) -> Option<std::time::Duration> {
+        self.backend_wait
+    }
+
+    /// Whether the backend started executing the job ([`ExecContext::running`] was called).
+    pub fn is_running(&self) -> bool {
+        *self.started.borrow()
+    }
+
+    /// Resolves once [`ExecContext::running`] was called (the worker's job
+    /// timer starts there).
+    pub(crate) fn started(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.started.subscribe()
+    }
+
+    /// The job's prompt waits in its backend's own queue with `ahead`
+    /// prompts before it (None: unknown). Written (fenced: the lease holder,
+    /// while the job is `dispatched`) only when it changed, and published as
+    /// a `dispatched` status so front ends show the new position.
+    pub async fn waiting(&self, ahead: Option<usize>) {
+        if self.is_running() {
+            return;
+        }
+        let ahead = ahead.map(|a| a.min(i64::MAX as usize) as i64);
+        {
+            let mut last = self.last_ahead.lock().expect("ahead lock");
+            if *last == Some(ahead) {
+                return;
+            }
+            *last = Some(ahead);
+        }
+        if let Ok(true) = self.store.set_backend_ahead(&self.job_id, &self.owner, ahead).await {
+            self.bus.publish(JobEvent::Status {
+                job_id: self.job_id.to_string(),
+                status: station_store::JobStatus::Dispatched,
+                error: None,
+            });
         }
     }
 
@@ -132,8 +197,12 @@ impl ExecContext {
         }
     }
 
-    /// The backend started executing the job.
+    /// The backend started executing the job (from here the job timeout
+    /// runs). Only the first call writes.
     pub async fn running(&self) {
+        if self.started.send_replace(true) {
+            return;
+        }
         if let Ok(true) = self.store.mark_running(&self.job_id, &self.owner, station_store::now_ms()).await {
             self.bus.publish(JobEvent::Status {
                 job_id: self.job_id.to_string(),
@@ -198,6 +267,14 @@ pub trait Executor: Send + Sync + 'static {
 
     /// Runs (or, when `job.row.remote_id` is set, reconciles and resumes) a job.
     async fn execute(&self, job: ExecJob, ctx: ExecContext) -> Result<Vec<OutputFile>, ExecError>;
+
+    /// Whether this executor tells waiting (in a backend's own queue) from
+    /// running by calling [`ExecContext::running`] when execution starts:
+    /// then the job timeout counts from there. Otherwise (the default) it
+    /// counts from the claim.
+    fn reports_start(&self) -> bool {
+        false
+    }
 
     /// Best-effort cancellation of a submitted job on its backend.
     async fn cancel_remote(&self, job: &JobRow);

@@ -99,6 +99,7 @@ async fn claim_loop(station: Station, ex: Arc<dyn Executor>, ctx: LoopCtx) {
     let q = station.config.queue.clone();
     let mut running = JoinSet::new();
     let done = Arc::new(tokio::sync::Notify::new());
+    let mut failures = 0u32;
     loop {
         // Listen for submits BEFORE claiming: `notify_waiters` stores nothing,
         // so a submit landing during the claim would otherwise wait a poll tick.
@@ -120,6 +121,7 @@ async fn claim_loop(station: Station, ex: Arc<dyn Executor>, ctx: LoopCtx) {
             };
             match station.store.claim_jobs(&req).await {
                 Ok(jobs) => {
+                    failures = 0;
                     claimed = jobs.len();
                     for job in jobs {
                         // Not a child of `stop`: shutting down hands jobs back to the
@@ -144,7 +146,17 @@ async fn claim_loop(station: Station, ex: Arc<dyn Executor>, ctx: LoopCtx) {
                         });
                     }
                 }
-                Err(e) => warn!(service = ex.service(), error = %e, "claim failed; will retry"),
+                Err(e) => {
+                    // Database unreachable (or failing): back off, then resume.
+                    failures = (failures + 1).min(6);
+                    let backoff = Duration::from_millis(q.poll_ms.max(50) << failures).min(Duration::from_secs(5));
+                    warn!(service = ex.service(), error = %e, retry_in_ms = backoff.as_millis() as u64, "claim failed; will retry");
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    continue;
+                }
             }
         }
         if stop.is_cancelled() {
@@ -175,7 +187,10 @@ async fn heartbeat_loop(station: Station, owner: Arc<str>, stop: CancellationTok
             _ = tokio::time::sleep(every) => {}
         }
         station.faults.hit(FaultPoint::Heartbeat, &owner, "").await;
-        match station.store.heartbeat(&owner, station_store::now_ms() + lease_ms).await {
+        // Only the jobs this process still works on: one whose worker gave up
+        // (its outcome could not be written) must lapse to be reconciled.
+        let ids: Vec<String> = inflight.lock().expect("inflight").keys().cloned().collect();
+        match station.store.heartbeat_jobs(&owner, &ids, station_store::now_ms() + lease_ms).await {
             Ok(cancel_ids) => {
                 let map = inflight.lock().expect("inflight");
                 for id in cancel_ids {
@@ -233,9 +248,21 @@ async fn run_job(w: &JobWorker<'_>, ex: Arc<dyn Executor>, job: JobRow, cancel: 
         }
     };
     let timeout = Duration::from_millis(job.timeout_ms.max(1) as u64);
+    // The job timeout counts running time: for an executor that reports when
+    // the backend starts the job, waiting in the backend's own queue does
+    // not count (that wait has its own bound, `queue.backend_wait_seconds`).
+    let mut started = ctx.started();
+    let from_claim = !ex.reports_start();
+    let timer = async move {
+        if !from_claim {
+            // An error means the context is gone, and with it the execution.
+            let _ = started.wait_for(|s| *s).await;
+        }
+        tokio::time::sleep(timeout).await;
+    };
     let result = tokio::select! {
         r = ex.execute(exec_job, ctx) => r,
-        _ = tokio::time::sleep(timeout) => {
+        () = timer => {
             station.faults.hit(FaultPoint::Timeout, w.owner, &job.id).await;
             // Fenced first: only a worker that still holds the job may end it,
             // and only then may it touch the prompt on the backend. A stale
@@ -288,6 +315,23 @@ async fn run_job(w: &JobWorker<'_>, ex: Arc<dyn Executor>, job: JobRow, cancel: 
             retry_or_fail(w, &job, msg).await;
             return;
         }
+        Err(ExecError::Busy(msg)) => {
+            // Not a failure: the job waits in Station's fair queue, not in a
+            // backend's FIFO, and is claimed again once a slot frees up.
+            let run_after = station_store::now_ms() + station.config.queue.poll_ms as i64;
+            if let Ok(true) = station.store.retry_job_counting(&job.id, w.owner, run_after, &msg, false).await {
+                station.bus.publish(JobEvent::Status {
+                    job_id: job.id.clone(),
+                    status: JobStatus::Queued,
+                    error: None,
+                });
+            }
+            return;
+        }
+        Err(ExecError::WaitedTooLong(msg)) => {
+            move_waiting(w, &ex, &job, msg).await;
+            return;
+        }
         Err(ExecError::Cancelled) => Outcome::Cancelled,
         Err(ExecError::LeaseLost) => {
             info!(job = %job.id, "lease lost; another worker owns the job now");
@@ -298,6 +342,31 @@ async fn run_job(w: &JobWorker<'_>, ex: Arc<dyn Executor>, job: JobRow, cancel: 
         Err(ExecError::Unroutable(m)) => Outcome::Failed("no_backend", m),
     };
     finish(w, &job, outcome).await;
+}
+
+/// Moves a job whose prompt waited too long in its backend's own queue back
+/// to Station's queue: fenced first (the prompt becomes a `remote_cancels`
+/// row in the same transaction), and only if that applied is the prompt
+/// deleted on the backend — so a stale worker touches nothing, and a crash
+/// in between leaves the deletion to whoever next sees the backend healthy.
+async fn move_waiting(w: &JobWorker<'_>, ex: &Arc<dyn Executor>, job: &JobRow, msg: String) {
+    let station = w.station;
+    let Ok(Some(current)) = station.store.get_job(&job.id).await else {
+        warn!(job = %job.id, "cannot read the job to move it; its lease will lapse and it will be reconciled");
+        return;
+    };
+    match station.store.requeue_waiting(&job.id, w.owner, &msg, station_store::now_ms()).await {
+        Ok(true) => {
+            info!(job = %job.id, backend = ?current.backend, "moved back to the queue: {msg}");
+            station.bus.publish(JobEvent::Status { job_id: job.id.clone(), status: JobStatus::Queued, error: None });
+            station.wake.notify_waiters();
+            ex.cancel_remote(&current).await;
+        }
+        Ok(false) => info!(job = %job.id, "not moved: it started or another worker owns it now"),
+        Err(e) => {
+            warn!(job = %job.id, error = %e, "could not move the job; its lease will lapse and it will be reconciled");
+        }
+    }
 }
 
 enum Outcome {
@@ -335,7 +404,23 @@ async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) -> bool {
         media,
         cancel_remote,
     };
-    match w.finisher.finish(record).await {
+    // While the database is unreachable the outcome is retried for a while
+    // (the lease may lapse meanwhile: then the fenced finish is refused and
+    // the successor reconciles). A worker that gives up stops renewing the
+    // lease (the heartbeat renews only jobs still being worked on).
+    let give_up = std::time::Instant::now() + Duration::from_secs(station.config.queue.lease_seconds.max(1) * 2);
+    let mut delay = Duration::from_millis(200);
+    let recorded = loop {
+        match w.finisher.finish(record.clone()).await {
+            Err(e) if e.is_unavailable() && std::time::Instant::now() < give_up => {
+                warn!(job = %job.id, error = %e, "database unreachable; retrying the outcome");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            r => break r,
+        }
+    };
+    match recorded {
         Ok(true) => {
             let outcome = match status {
                 JobStatus::Succeeded => "succeeded",

@@ -276,21 +276,21 @@ impl Flows {
     /// The progress message of a job.
     pub async fn progress_view(&self, job: &JobRow, preview: Option<ImageRef>) -> View {
         let tool = self.station().tools.get(&job.tool_id).map(|t| t.name.clone()).unwrap_or(job.tool_id.clone());
-        let (fraction, label) = match job.status() {
-            JobStatus::Queued => {
-                let pos = self.station().job_view(&job.id).await.ok().flatten().and_then(|v| v.queue_position);
-                let label = match pos {
-                    Some(0) | None => format!("{tool}: queued, starting soon"),
-                    Some(n) => format!("{tool}: queued, {n} ahead of you"),
-                };
-                (None, label)
-            }
-            JobStatus::Dispatched => (Some(job.progress), format!("{tool}: starting")),
-            JobStatus::Running => (Some(job.progress), format!("{tool}: working")),
-            JobStatus::Succeeded => (Some(1.0), format!("{tool}: done")),
-            JobStatus::Failed => (None, format!("{tool}: failed")),
-            JobStatus::Cancelled => (None, format!("{tool}: cancelled")),
+        // The core's wording: "queued, 2 ahead", "waiting for a GPU (3 ahead)"
+        // (sent to a backend that has not started it), "running 45 %".
+        let text = match job.status() {
+            JobStatus::Queued | JobStatus::Dispatched => match self.station().job_view(&job.id).await {
+                Ok(Some(v)) => v.status_text(),
+                _ => station_core::jobs::status_text(job, None),
+            },
+            _ => station_core::jobs::status_text(job, None),
         };
+        let fraction = match job.status() {
+            JobStatus::Running => Some(job.progress),
+            JobStatus::Succeeded => Some(1.0),
+            _ => None,
+        };
+        let label = format!("{tool}: {text}");
         let mut view = View::default().block(Block::Progress { fraction, label, preview });
         if !job.status().is_terminal() {
             view = view.row(vec![

@@ -122,6 +122,9 @@ fn api_key(parts: &Parts) -> Result<&str, AuthError> {
 pub fn auth_error(e: AuthError) -> Response {
     match e {
         AuthError::Suspended(_) => api_error(StatusCode::FORBIDDEN, "suspended", e.to_string(), vec![]),
+        AuthError::Store(e) if e.is_unavailable() => {
+            crate::api::error::ApiError::database_unavailable().into_response()
+        }
         AuthError::Store(e) => internal(e),
         e => {
             let challenge = match e {

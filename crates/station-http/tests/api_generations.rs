@@ -236,8 +236,11 @@ async fn confirmation_points_and_quota_refusals() {
         let first = s.post("/api/v1/generations", &s.alice_key, confirmed.clone()).await;
         assert_eq!(first.status, StatusCode::CREATED, "{k}: {}", first.body);
         assert_eq!(first.body["queue_position"], 0, "{k}: {}", first.body);
+        assert_eq!(first.body["status_text"], "queued, starting soon", "{k}: {}", first.body);
+        assert_eq!(first.body["backend_ahead"], Value::Null, "{k}: only while waiting on a backend");
         let second = s.post("/api/v1/generations", &s.alice_key, confirmed.clone()).await;
         assert_eq!(second.body["queue_position"], 1, "{k}: {}", second.body);
+        assert_eq!(second.body["status_text"], "queued, 1 ahead", "{k}: {}", second.body);
         let a = s.post("/api/v1/generations", &s.alice_key, confirmed.clone()).await;
         assert_eq!((a.status, a.code()), (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"), "{k}: {}", a.body);
 

@@ -35,7 +35,18 @@ fn issue17_item12_fields_always_present_are_required() {
     let doc = doc();
     // Serialised as null when unset, so always present: required, and nullable.
     let g = required(&doc, "Generation");
-    for field in ["id", "status", "queue_position", "eta_ms", "error", "rating", "started_at", "finished_at"] {
+    for field in [
+        "id",
+        "status",
+        "status_text",
+        "queue_position",
+        "backend_ahead",
+        "eta_ms",
+        "error",
+        "rating",
+        "started_at",
+        "finished_at",
+    ] {
         assert!(g.contains(&field.to_owned()), "Generation.{field} is required: {g:?}");
     }
     let queue_position = &schema(&doc, "Generation")["properties"]["queue_position"]["type"];

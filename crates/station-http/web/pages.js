@@ -97,7 +97,9 @@ function progressBar() {
   };
 }
 
+/** The server's wording of where a job stands ("waiting for a GPU (3 ahead)"), capitalised. */
 function statusText(j) {
+  if (j.status_text && j.status !== 'failed') return j.status_text.charAt(0).toUpperCase() + j.status_text.slice(1);
   switch (j.status) {
     case 'queued':
       return j.queue_position !== undefined && j.queue_position !== null
@@ -187,7 +189,14 @@ async function jobPage() {
       preview.src = e.data_url || (e.media_id ? mediaUrl(e.media_id) : preview.src);
       preview.hidden = false;
     } else if (ev.type === 'status') {
-      j = { ...j, status: e.status, queue_position: e.queue_position, error: e.error || j.error };
+      j = {
+        ...j,
+        status: e.status,
+        status_text: e.status_text,
+        queue_position: e.queue_position,
+        backend_ahead: e.backend_ahead,
+        error: e.error || j.error,
+      };
       if (TERMINAL.includes(e.status)) refresh();
       else {
         status.textContent = statusText(j);

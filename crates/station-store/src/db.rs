@@ -39,6 +39,32 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The database could not be reached (connection refused or dropped,
+    /// pool timed out waiting for a connection, server shutting down or
+    /// starting up): worth answering "try again shortly", not a bug.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Sql(e) => match e {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed => true,
+                // SQLSTATE class 08 (connection exception), 57P01–57P03
+                // (the server is shutting down or not accepting connections yet).
+                sqlx::Error::Database(d) => {
+                    d.code().is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03"))
+                }
+                _ => false,
+            },
+            StoreError::Batch(m) => m.contains("pool timed out") || m.contains("error communicating"),
+            _ => false,
+        }
+    }
+}
+
 /// Which database engine a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

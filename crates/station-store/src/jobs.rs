@@ -127,6 +127,9 @@ pub struct JobRow {
     pub started_at: Option<i64>,
     /// Reached a terminal state.
     pub finished_at: Option<i64>,
+    /// Prompts ahead of it in its backend's own queue at the executor's last
+    /// look, while it waits there (status `dispatched`); None when unknown.
+    pub backend_ahead: Option<i64>,
 }
 
 impl JobRow {
@@ -276,7 +279,7 @@ pub struct QueueStats {
 
 pub(crate) const JOB_COLUMNS: &str = "id, account_id, tool_id, service, params, status, priority, fair_key, attempts, \
     max_attempts, run_after, timeout_ms, lease_owner, lease_expires_at, backend, remote_id, progress, outputs, \
-    error_code, error, cancel_requested, source, created_at, dispatched_at, started_at, finished_at";
+    error_code, error, cancel_requested, source, created_at, dispatched_at, started_at, finished_at, backend_ahead";
 
 /// Inserts `job` inside an open transaction (the body is compiled once per
 /// database by `with_pool!`, so this is a macro rather than a generic fn).
@@ -475,13 +478,46 @@ impl Store {
         })
     }
 
+    /// Renews the leases of the jobs `owner` is still working on (`ids`;
+    /// a job whose worker gave up — say its outcome could not be written
+    /// while the database was unreachable — is not renewed, so its lease
+    /// lapses and another worker reconciles it). Returns those whose owner
+    /// asked to cancel.
+    pub async fn heartbeat_jobs(
+        &self,
+        owner: &str,
+        ids: &[String],
+        lease_until: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut cancel = vec![];
+        for chunk in ids.chunks(500) {
+            let list = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect::<Vec<_>>().join(", ");
+            let sql = format!(
+                "UPDATE jobs SET lease_expires_at = $1 WHERE lease_owner = $2 AND status IN {ACTIVE} \
+                 AND id IN ({list}) RETURNING id, cancel_requested"
+            );
+            with_pool!(self, p => {
+                let mut q = sqlx::query_as::<_, (String, bool)>(safe(&sql)).bind(lease_until).bind(owner);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                let rows = q.fetch_all(p).await?;
+                cancel.extend(rows.into_iter().filter(|r| r.1).map(|r| r.0));
+            });
+        }
+        Ok(cancel)
+    }
+
     /// Puts jobs whose lease lapsed back in the queue, keeping `backend` and
     /// `remote_id` so the next worker reconciles with the backend before doing
     /// anything else. Returns how many were requeued.
     pub async fn requeue_expired(&self, now: i64) -> Result<u64, StoreError> {
         with_pool!(self, p => {
             let r = sqlx::query(safe(&format!(
-                "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL \
+                "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, backend_ahead = NULL \
                  WHERE status IN {ACTIVE} AND lease_expires_at < $1"
             )))
             .bind(now)
@@ -496,7 +532,7 @@ impl Store {
     pub async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
         with_pool!(self, p => {
             let r = sqlx::query(safe(&format!(
-                "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL \
+                "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, backend_ahead = NULL \
                  WHERE lease_owner = $1 AND status IN {ACTIVE}"
             )))
             .bind(owner)
@@ -553,7 +589,7 @@ impl Store {
     pub async fn mark_running(&self, job_id: &str, owner: &str, now: i64) -> Result<bool, StoreError> {
         with_pool!(self, p => {
             let r = sqlx::query(
-                "UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, $1) \
+                "UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, $1), backend_ahead = NULL \
                  WHERE id = $2 AND lease_owner = $3 AND status IN ('dispatched','running')",
             )
             .bind(now)
@@ -562,6 +598,55 @@ impl Store {
             .execute(p)
             .await?;
             Ok(r.rows_affected() == 1)
+        })
+    }
+
+    /// Notes how many prompts are ahead of a dispatched job in its backend's
+    /// own queue (None: unknown). Fenced: only the lease holder, and only
+    /// while the job waits there (`dispatched`). False if nothing changed.
+    pub async fn set_backend_ahead(&self, job_id: &str, owner: &str, ahead: Option<i64>) -> Result<bool, StoreError> {
+        with_pool!(self, p => {
+            let r = sqlx::query(
+                "UPDATE jobs SET backend_ahead = $1 \
+                 WHERE id = $2 AND lease_owner = $3 AND status = 'dispatched'",
+            )
+            .bind(ahead)
+            .bind(job_id)
+            .bind(owner)
+            .execute(p)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
+    /// Moves a job that waited too long in its backend's own queue back to
+    /// Station's queue (claimable at once, keeping its fair key), in one
+    /// fenced transaction: its prompt there becomes a `remote_cancels` row
+    /// (deleted from the backend's queue by whoever next sees the backend
+    /// healthy, so a crash right after forgets nothing), the prompt id is
+    /// cleared (the next claim submits afresh; `backend` stays, so routing
+    /// avoids it) and the submission that never started is not counted as
+    /// an attempt. False (nothing written) if the lease was lost or the job
+    /// already runs.
+    pub async fn requeue_waiting(&self, job_id: &str, owner: &str, reason: &str, now: i64) -> Result<bool, StoreError> {
+        let remember = "INSERT INTO remote_cancels (backend, remote_id, job_id, created_at) \
+             SELECT backend, remote_id, id, $2 FROM jobs WHERE id = $1 AND lease_owner = $3 \
+             AND status = 'dispatched' AND backend IS NOT NULL AND remote_id IS NOT NULL \
+             ON CONFLICT (backend, remote_id) DO NOTHING";
+        let requeue = "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
+             run_after = $1, error = $2, remote_id = NULL, backend_ahead = NULL, progress = 0, \
+             attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END \
+             WHERE id = $3 AND lease_owner = $4 AND status = 'dispatched'";
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query(remember).bind(job_id).bind(now).bind(owner).execute(&mut *tx).await?;
+            let r = sqlx::query(requeue).bind(now).bind(reason).bind(job_id).bind(owner).execute(&mut *tx).await?;
+            if r.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            tx.commit().await?;
+            Ok(true)
         })
     }
 
@@ -686,7 +771,7 @@ impl Store {
         with_pool!(self, p => {
             let r = sqlx::query(safe(&format!(
                 "UPDATE jobs SET status = 'queued', run_after = $1, error = $2, \
-                 lease_owner = NULL, lease_expires_at = NULL, progress = 0, \
+                 lease_owner = NULL, lease_expires_at = NULL, progress = 0, backend_ahead = NULL, \
                  attempts = attempts + $5 \
                  WHERE id = $3 AND lease_owner = $4 AND status IN {ACTIVE}"
             )))

@@ -372,3 +372,65 @@ async fn finish_batcher_groups_concurrent_outcomes_into_few_commits() {
         tokio::time::timeout(std::time::Duration::from_secs(5), task).await.expect("finisher ends").unwrap();
     }
 }
+
+/// A job whose prompt waited too long on its backend goes back to the queue
+/// only for the lease holder and only while it waits (`dispatched`): its
+/// prompt becomes a prompt to cancel in the same transaction, the prompt id
+/// is cleared, `backend` stays (routing avoids it) and the submission that
+/// never started is not counted. `backend_ahead` is written only by the
+/// lease holder while the job waits, and cleared when it runs.
+#[tokio::test]
+async fn a_waiting_job_is_requeued_fenced_with_its_prompt_to_cancel() {
+    for db in testing::all().await {
+        let (s, k) = (&db.store, db.kind);
+        let j = s.insert_job(&job("a", "comfyui"), 1).await.unwrap();
+        s.claim_jobs(&claim("w", 1, 10, 2)).await.unwrap();
+        assert!(s.record_submission(&j.id, "w", "gpu1", "p-1").await.unwrap());
+        assert!(!s.set_backend_ahead(&j.id, "stale", Some(3)).await.unwrap(), "{k}: fenced");
+        assert!(s.set_backend_ahead(&j.id, "w", Some(3)).await.unwrap(), "{k}");
+        assert_eq!(s.get_job(&j.id).await.unwrap().unwrap().backend_ahead, Some(3), "{k}");
+        // A stale worker moves nothing and records nothing.
+        assert!(!s.requeue_waiting(&j.id, "stale", "waited", 5).await.unwrap(), "{k}");
+        assert!(s.remote_cancels(None).await.unwrap().is_empty(), "{k}");
+        assert!(s.requeue_waiting(&j.id, "w", "waited too long", 5).await.unwrap(), "{k}");
+        let row = s.get_job(&j.id).await.unwrap().unwrap();
+        assert_eq!(row.status(), JobStatus::Queued, "{k}");
+        assert_eq!((row.backend.as_deref(), row.remote_id.as_deref()), (Some("gpu1"), None), "{k}");
+        assert_eq!((row.attempts, row.backend_ahead, row.lease_owner.as_deref()), (0, None, None), "{k}");
+        let cancels = s.remote_cancels(None).await.unwrap();
+        assert_eq!(cancels.len(), 1, "{k}");
+        assert_eq!((cancels[0].backend.as_str(), cancels[0].remote_id.as_str()), ("gpu1", "p-1"), "{k}");
+        // Claimed again and running: no longer waiting, so neither write applies.
+        s.claim_jobs(&claim("w2", 1, 10, 6)).await.unwrap();
+        assert!(s.record_submission(&j.id, "w2", "gpu2", "p-2").await.unwrap());
+        assert!(s.mark_running(&j.id, "w2", 7).await.unwrap());
+        assert!(!s.set_backend_ahead(&j.id, "w2", Some(1)).await.unwrap(), "{k}");
+        assert!(!s.requeue_waiting(&j.id, "w2", "waited", 8).await.unwrap(), "{k}: it runs");
+        assert_eq!(s.get_job(&j.id).await.unwrap().unwrap().status(), JobStatus::Running, "{k}");
+    }
+}
+
+/// The heartbeat renews only the jobs a worker still works on: one its
+/// worker gave up on lapses and is requeued for another to reconcile.
+#[tokio::test]
+async fn heartbeat_renews_only_the_jobs_still_worked_on() {
+    for db in testing::all().await {
+        let (s, k) = (&db.store, db.kind);
+        let a = s.insert_job(&job("a", "comfyui"), 1).await.unwrap();
+        let b = s.insert_job(&job("b", "comfyui"), 1).await.unwrap();
+        let claimed = s.claim_jobs(&claim("w", 2, 10, 2)).await.unwrap();
+        assert_eq!(claimed.len(), 2, "{k}");
+        s.cancel_job(&a.id, 3).await.unwrap();
+        assert_eq!(
+            s.heartbeat_jobs("w", std::slice::from_ref(&a.id), 100_000).await.unwrap(),
+            vec![a.id.clone()],
+            "{k}"
+        );
+        assert!(s.heartbeat_jobs("other", std::slice::from_ref(&b.id), 100_000).await.unwrap().is_empty(), "{k}");
+        assert!(s.heartbeat_jobs("w", &[], 100_000).await.unwrap().is_empty(), "{k}");
+        // b's lease (30 s from the claim) lapses; a's was renewed.
+        assert_eq!(s.requeue_expired(50_000).await.unwrap(), 1, "{k}");
+        assert_eq!(s.get_job(&b.id).await.unwrap().unwrap().status(), JobStatus::Queued, "{k}");
+        assert_eq!(s.get_job(&a.id).await.unwrap().unwrap().status(), JobStatus::Dispatched, "{k}");
+    }
+}

@@ -502,14 +502,14 @@ async fn follow(station: &Station, job: &JobRow, out: &Path, embedded: bool) -> 
                 if st.is_terminal() {
                     break v.row;
                 }
-                match (st, v.queue_position) {
-                    (JobStatus::Queued, Some(p)) => bar.set_message(format!("queued, {p} ahead")),
-                    (JobStatus::Queued, None) => bar.set_message("queued"),
-                    (s, _) => {
-                        bar.set_position((v.row.progress * 1000.0).max(bar.position() as f64) as u64);
-                        if bar.message().starts_with("queued") {
-                            bar.set_message(s.to_string());
-                        }
+                // The core's wording: "queued, 2 ahead", "waiting for a GPU (3 ahead)", "running 45 %".
+                // While running, the node labels of progress events say more.
+                if st != JobStatus::Running {
+                    bar.set_message(v.status_text());
+                } else {
+                    bar.set_position((v.row.progress * 1000.0).max(bar.position() as f64) as u64);
+                    if bar.message().starts_with("queued") || bar.message().starts_with("waiting") {
+                        bar.set_message(v.status_text());
                     }
                 }
             }
@@ -607,14 +607,18 @@ async fn jobs(station: &Station, c: JobsCommand) -> u8 {
             Ok(Some(v)) => {
                 let r = &v.row;
                 println!(
-                    "job       {}\ntool      {}\nstatus    {}\nprogress  {:.0}%",
+                    "job       {}\ntool      {}\nstatus    {} ({})\nprogress  {:.0}%",
                     r.id,
                     r.tool_id,
                     r.status,
+                    v.status_text(),
                     r.progress * 100.0
                 );
                 if let Some(p) = v.queue_position {
                     println!("position  {p} ahead");
+                }
+                if let Some(n) = v.backend_ahead() {
+                    println!("on GPU    waiting, {n} ahead on its backend");
                 }
                 if let Some(eta) = v.eta_ms {
                     println!("eta       ~{} s", (eta + 999) / 1000);

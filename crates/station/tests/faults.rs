@@ -1,8 +1,9 @@
 //! The real `station` binary under faults: a crash at the exact point
 //! between recording a prompt id and `POST /prompt` (the core's crash hook,
 //! compiled in for tests only), a backend that accepts connections and never
-//! answers at start, SIGTERM with event streams open, and clean exits on
-//! PostgreSQL. On SQLite, and on PostgreSQL when `STATION_TEST_POSTGRES_URL`
+//! answers at start, SIGTERM with event streams open, clean exits on
+//! PostgreSQL, and PostgreSQL dropping every connection for a few seconds
+//! during load. On SQLite, and on PostgreSQL when `STATION_TEST_POSTGRES_URL`
 //! is set.
 
 mod common;
@@ -270,4 +271,239 @@ async fn sigterm_with_an_open_event_stream_exits_promptly_and_cleanly() {
             log.lines().filter(|l| l.contains("WARN") && !l.contains("no ComfyUI backend configured")).collect();
         assert!(warnings.is_empty(), "{kind}: a clean exit logs no warning:\n{log}");
     }
+}
+
+/// A TCP proxy between Station and PostgreSQL that can drop every
+/// connection at once and refuse new ones (accepting and closing them at
+/// once, as a restarting server does), like a PostgreSQL restart.
+struct DbProxy {
+    addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl DbProxy {
+    async fn start(target: String) -> DbProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<tokio::task::AbortHandle>::new()));
+        let (c, list) = (cut.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if c.load(Ordering::SeqCst) {
+                    drop(client); // closed at once: "the server went away"
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                let mut l = list.lock().unwrap();
+                l.retain(|h| !h.is_finished());
+                l.push(task.abort_handle());
+            }
+        });
+        DbProxy { addr, cut, conns, accept }
+    }
+
+    /// Drops every open connection and refuses new ones until [`DbProxy::restore`].
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for DbProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// One REST submission with an idempotency key, as a client does it: on
+/// 503 `database_unavailable` (with `Retry-After: 5`) it tries again with
+/// the same key. Returns the generation id and how many 503s it saw.
+async fn submit_until_accepted(http: &reqwest::Client, port: u16, key: &str, image: &str, ikey: &str) -> (String, u32) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut refused = 0;
+    loop {
+        let r = http
+            .post(format!("http://127.0.0.1:{port}/api/v1/generations"))
+            .bearer_auth(key)
+            .header("Idempotency-Key", ikey)
+            .json(&serde_json::json!({"tool": "upscale", "params": {"image": image}}))
+            .send()
+            .await;
+        if let Ok(r) = r {
+            let status = r.status().as_u16();
+            let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            match status {
+                200 | 201 => return (body["id"].as_str().unwrap().to_string(), refused),
+                503 => {
+                    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+                    assert_eq!(retry_after.as_deref(), Some("5"), "{body}");
+                    let message = body["error"]["message"].as_str().unwrap();
+                    assert!(message.contains("database") && message.contains("Try again"), "{message}");
+                    refused += 1;
+                }
+                other => panic!("submission {ikey}: unexpected {other}: {body}"),
+            }
+        }
+        assert!(Instant::now() < deadline, "submission {ikey} never accepted");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// PostgreSQL drops every connection for a few seconds while jobs are being
+/// submitted and run (a proxy in between plays the restart): submissions
+/// answer 503 `database_unavailable` with `Retry-After: 5`, `/readyz` says
+/// the database is unreachable, workers back off and resume. Afterwards
+/// every accepted submission is exactly one job, every job ran once on the
+/// backend and succeeded, and the points audit is clean. (PostgreSQL only:
+/// an embedded SQLite file cannot become unreachable.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_during_load_loses_and_doubles_nothing() {
+    init();
+    let Some(pg) = testing::postgres().await else {
+        eprintln!("STATION_TEST_POSTGRES_URL is not set: the database outage test needs PostgreSQL");
+        return;
+    };
+    // postgres://user@HOST:PORT/db?options=… → the proxy's address instead.
+    let after_at = pg.url.split_once('@').unwrap().1;
+    let target = after_at.split('/').next().unwrap().to_string();
+    let proxy = DbProxy::start(target.clone()).await;
+    let via_proxy = pg.url.replacen(&format!("@{target}/"), &format!("@{}/", proxy.addr), 1);
+    let fake = FakeComfy::start(FakeOptions::default()).await;
+    let env = Env::new(&fake.url(), Some(&via_proxy));
+    env.ok(&["users", "create", "alice"]);
+    let key = env.ok(&["keys", "create", "--user", "alice", "--name", "t"]);
+    let (mut server, port) = env.serve("serve", &[]);
+    wait_http(port, "/healthz").await;
+    let http = reqwest::Client::new();
+    let png = std::fs::read(input_png(env.dir.path())).unwrap();
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(png).file_name("in.png").mime_str("image/png").unwrap());
+    let up: serde_json::Value = http
+        .post(format!("http://127.0.0.1:{port}/api/v1/media"))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let image = format!("media:{}", up["id"].as_str().unwrap_or_else(|| panic!("{up}")));
+
+    // The load: 12 submissions, one after another, while jobs run.
+    const N: usize = 12;
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let load = {
+        let (http, key, image, accepted) = (http.clone(), key.clone(), image.clone(), accepted.clone());
+        tokio::spawn(async move {
+            let mut ids = vec![];
+            for i in 0..N {
+                let (id, _) = submit_until_accepted(&http, port, &key, &image, &format!("load-{i}")).await;
+                ids.push(id);
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            ids
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "the first submissions were never accepted\n{}", env.log("serve"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // PostgreSQL goes away.
+    proxy.cut();
+    let cut_at = Instant::now();
+    // /readyz says so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap();
+        if status == 503 {
+            let problems = body["problems"].to_string();
+            assert!(problems.contains("the database is unreachable"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz never noticed the database was gone: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A submission now is refused with 503 and Retry-After, nothing queued.
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/api/v1/generations"))
+        .bearer_auth(&key)
+        .header("Idempotency-Key", "probe")
+        .json(&serde_json::json!({"tool": "upscale", "params": {"image": image}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers().get("retry-after").unwrap(), "5");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+    // The outage lasts a few seconds (part of the scenario, not an assertion).
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(cut_at.elapsed())).await;
+    proxy.restore();
+
+    // The probe is accepted once the database is back; the load finishes.
+    let (probe, _) = submit_until_accepted(&http, port, &key, &image, "probe").await;
+    let mut ids = tokio::time::timeout(Duration::from_secs(180), load).await.expect("the load finished").unwrap();
+    ids.push(probe);
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), N + 1, "one job per submission: {ids:?}");
+
+    // Read directly, not through the proxy.
+    let store = Store::connect(&pg.url).await.unwrap();
+    for id in &ids {
+        let done = wait_job(&store, id, "finished", |j| j.status().is_terminal()).await;
+        assert_eq!(done.status(), JobStatus::Succeeded, "{id}: {:?}\n{}", done.error, env.log("serve"));
+        assert_eq!(done.output_ids().len(), 1);
+    }
+    // No other job was created (a refused submission wrote nothing).
+    let all = store
+        .list_jobs(&station_core::JobFilter { tool_id: Some("upscale".into()), limit: 1000, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), N + 1, "jobs in the database: {:?}", all.iter().map(|j| &j.id).collect::<Vec<_>>());
+    assert_eq!(fake.prompts_received(), (N + 1) as u64, "every job ran exactly once on the backend");
+
+    // The points audit is clean once the load settled (the sweeper settles
+    // any hold whose worker could not).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = env.command(&["points", "audit"]).output().unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "points audit not clean: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = env.log("serve");
+    assert!(log.contains("claim failed") || log.contains("database"), "workers noticed the outage:\n{log}");
+    let term = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    assert!(wait_exit(&mut server, Duration::from_secs(60)).is_some_and(|s| s.success()), "{log}");
 }

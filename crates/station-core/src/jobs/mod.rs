@@ -23,7 +23,7 @@ pub use owned::{GenerationPage, JobAccessError, RatingError};
 pub use quote::Quote;
 pub(crate) use request::Prepared;
 pub use request::{SubmitError, SubmitRequest};
-pub use view::{ETA_CACHE_TTL, EtaCache, JobStatusView, JobView};
+pub use view::{ETA_CACHE_TTL, EtaCache, JobStatusView, JobView, status_text};
 
 /// A submission validated and priced, with the payer's position, before
 /// anything is written: what both a quote and a pre-flight check read.

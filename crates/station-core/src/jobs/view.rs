@@ -22,6 +22,40 @@ pub struct JobView {
     pub eta_ms: Option<i64>,
 }
 
+impl JobView {
+    /// Prompts ahead of the job in its backend's own queue, while it waits
+    /// there (status `dispatched`); None otherwise or when not known yet.
+    pub fn backend_ahead(&self) -> Option<i64> {
+        (self.row.status() == JobStatus::Dispatched).then_some(self.row.backend_ahead).flatten()
+    }
+
+    /// Where the job stands, in words for a person — the one wording every
+    /// front end shows: "queued, 2 ahead", "waiting for a GPU (3 ahead)"
+    /// (sent to a backend that has not started it: `dispatched`), "running
+    /// 45 %", "done", "failed", "cancelled".
+    pub fn status_text(&self) -> String {
+        status_text(&self.row, self.queue_position)
+    }
+}
+
+/// [`JobView::status_text`] for a row and its Station queue position.
+pub fn status_text(row: &JobRow, queue_position: Option<i64>) -> String {
+    match row.status() {
+        JobStatus::Queued => match queue_position {
+            Some(0) | None => "queued, starting soon".to_string(),
+            Some(n) => format!("queued, {n} ahead"),
+        },
+        JobStatus::Dispatched => match row.backend_ahead {
+            Some(n) if n > 0 => format!("waiting for a GPU ({n} ahead)"),
+            _ => "waiting for a GPU".to_string(),
+        },
+        JobStatus::Running => format!("running {:.0} %", (row.progress * 100.0).clamp(0.0, 100.0).floor()),
+        JobStatus::Succeeded => "done".to_string(),
+        JobStatus::Failed => "failed".to_string(),
+        JobStatus::Cancelled => "cancelled".to_string(),
+    }
+}
+
 /// A job's view with the owner's mark, as a status read shows it.
 #[derive(Debug, Clone)]
 pub struct JobStatusView {

@@ -161,11 +161,12 @@ impl Status {
         for job in active.iter().take(10) {
             let v = station.job_view(&job.id).await?;
             let tool = station.tools.get(&job.tool_id).map(|t| t.name.clone()).unwrap_or(job.tool_id.clone());
-            let (fraction, label) = match (job.status(), v.as_ref().and_then(|v| v.queue_position)) {
-                (JobStatus::Queued, Some(n)) => (None, format!("{tool}: queued, {n} ahead")),
-                (JobStatus::Queued, None) => (None, format!("{tool}: queued")),
-                _ => (Some(job.progress), format!("{tool}: running")),
-            };
+            // The core's wording: "queued, 2 ahead", "waiting for a GPU (3 ahead)", "running 45 %".
+            let text = v
+                .as_ref()
+                .map_or_else(|| station_core::jobs::status_text(job, None), station_core::JobView::status_text);
+            let fraction = (job.status() == JobStatus::Running).then_some(job.progress);
+            let label = format!("{tool}: {text}");
             view = view.block(Block::Progress { fraction, label, preview: None });
             view =
                 view.row(vec![Button::action(format!("Cancel {tool}"), "cancel_job", json!({"job": job.id})).danger()]);

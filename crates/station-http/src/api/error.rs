@@ -104,12 +104,37 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; try again later")
     }
 
+    /// 503 `database_unavailable` with `Retry-After: 5`: the database cannot
+    /// be reached right now; nothing was written. Clients retry.
+    pub fn database_unavailable() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "Station cannot reach its database right now; nothing was queued. Try again in a few seconds.",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(DATABASE_RETRY_AFTER_SECS))
+    }
+
+    /// A storage failure: [`ApiError::database_unavailable`] when the
+    /// database cannot be reached, else 500 `internal`.
+    pub fn storage(e: StoreError) -> ApiError {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "database unreachable; answered 503");
+            ApiError::database_unavailable()
+        } else {
+            ApiError::internal(e)
+        }
+    }
+
     /// Adds a header.
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> ApiError {
         self.headers.push((name, value));
         self
     }
 }
+
+/// `Retry-After` of a [`ApiError::database_unavailable`] answer, in seconds.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 5;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -131,7 +156,7 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        ApiError::internal(e)
+        ApiError::storage(e)
     }
 }
 
@@ -142,7 +167,7 @@ impl From<MediaServiceError> for ApiError {
                 ApiError::not_found("media", &id, "upload images with POST /api/v1/media")
             }
             e @ MediaServiceError::Rejected { .. } => super::media::upload_error("file", e),
-            MediaServiceError::Storage(e) => ApiError::internal(e),
+            MediaServiceError::Storage(e) => ApiError::storage(e),
             MediaServiceError::Blob(e) => ApiError::internal(e),
             e @ MediaServiceError::Busy { retry_after_secs } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
@@ -185,7 +210,7 @@ impl From<SubmitError> for ApiError {
                 err
             }
             SubmitError::Upload(e) => e.into(),
-            SubmitError::Storage(e) => ApiError::internal(e),
+            SubmitError::Storage(e) => ApiError::storage(e),
         }
     }
 }
@@ -194,7 +219,7 @@ impl From<JobAccessError> for ApiError {
     fn from(e: JobAccessError) -> ApiError {
         match e {
             JobAccessError::NotFound(id) => super::generations::not_found(&id),
-            JobAccessError::Storage(e) => ApiError::internal(e),
+            JobAccessError::Storage(e) => ApiError::storage(e),
         }
     }
 }
@@ -214,7 +239,7 @@ impl From<SettingsError> for ApiError {
             SettingsError::Invalid(fields) => ApiError::invalid_fields(
                 fields.into_iter().map(|f| FieldIssue { field: f.field, reason: f.reason }).collect(),
             ),
-            SettingsError::Storage(e) => ApiError::internal(e),
+            SettingsError::Storage(e) => ApiError::storage(e),
         }
     }
 }

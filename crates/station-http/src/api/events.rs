@@ -3,7 +3,8 @@
 //! once; the job row is also polled every 500 ms, so a generation run by
 //! another Station process (which only changes the row) is followed too.
 //!
-//! Event types: `status` (`{status, progress, queue_position, eta_ms, error?}`),
+//! Event types: `status` (`{status, status_text, progress, queue_position,
+//! backend_ahead, eta_ms, error?}`),
 //! `progress` (`{fraction, step?, of?, label?}`), `preview` (`{mime,
 //! data_url}`), `result` (`{outputs: [{id, ref, url, thumbnail_url}]}`). The
 //! stream ends after the terminal `status` (and `result` when it succeeded),
@@ -68,7 +69,9 @@ async fn follow(
     mut bus: tokio::sync::broadcast::Receiver<JobEvent>,
     tx: mpsc::Sender<Event>,
 ) {
-    let mut last_status: Option<(JobStatus, Option<i64>)> = None;
+    // Status and position (in Station's queue, on the backend) last sent.
+    type Shown = (JobStatus, (Option<i64>, Option<i64>));
+    let mut last_status: Option<Shown> = None;
     let mut last_progress = 0.0f64;
     // Whether the job was seen before it ended (else only its end state is sent).
     let mut followed = false;
@@ -118,10 +121,13 @@ async fn follow(
         let status = row.status();
         followed |= !status.is_terminal();
         // A status event when the status or the queue position changes.
-        if last_status != Some((status, view.queue_position)) {
-            last_status = Some((status, view.queue_position));
+        let position = (view.queue_position, view.backend_ahead());
+        if last_status != Some((status, position)) {
+            last_status = Some((status, position));
             let data = json!({
                 "status": status,
+                "status_text": view.status_text(),
+                "backend_ahead": view.backend_ahead(),
                 "progress": if status == JobStatus::Succeeded { 1.0 } else { row.progress },
                 "queue_position": view.queue_position,
                 "eta_ms": view.eta_ms,

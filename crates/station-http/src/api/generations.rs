@@ -91,6 +91,14 @@ pub struct Generation {
     /// Estimated milliseconds until it finishes (queued or running; from recent runs).
     #[schema(required = true)]
     pub eta_ms: Option<i64>,
+    /// Prompts ahead of it in the GPU backend's own queue while it waits
+    /// there (status `dispatched`: sent to a backend that has not started
+    /// it yet); null otherwise or when not known yet.
+    #[schema(required = true)]
+    pub backend_ahead: Option<i64>,
+    /// Where it stands, in words for a person: "queued, 2 ahead", "waiting
+    /// for a GPU (3 ahead)", "running 45 %", "done", "failed", "cancelled".
+    pub status_text: String,
     /// Result images (succeeded only).
     pub outputs: Vec<OutputRef>,
     /// Failure or cancellation details.
@@ -129,6 +137,8 @@ impl Generation {
             progress: row.progress,
             queue_position: None,
             eta_ms: None,
+            backend_ahead: (status == JobStatus::Dispatched).then_some(row.backend_ahead).flatten(),
+            status_text: station_core::jobs::status_text(row, None),
             outputs: row.output_ids().iter().map(|id| OutputRef::new(id)).collect(),
             error: matches!(status, JobStatus::Failed | JobStatus::Cancelled)
                 .then(|| JobErrorInfo { code: row.error_code.clone(), message: row.error.clone() }),
@@ -241,6 +251,7 @@ async fn view_of(station: &Station, status: station_core::JobStatusView) -> ApiR
     let mut g = Generation::from_row(&view.row, status.rating, status.hidden);
     g.queue_position = view.queue_position;
     g.eta_ms = view.eta_ms;
+    g.status_text = view.status_text();
     let media = station.job_outputs(&view.row).await?;
     for out in &mut g.outputs {
         out.media = media.iter().find(|m| m.id == out.id).map(MediaInfo::from_row);
@@ -304,7 +315,7 @@ fn idempotency_key(headers: &HeaderMap, caller: &AccountRow) -> ApiResult<Option
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "Confirmation required"),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 429, body = ErrorBody, description = "Rate limit or queued-jobs quota"),
-        (status = 503, body = ErrorBody, description = "Busy decoding other images (media.decode_concurrency); see Retry-After")))]
+        (status = 503, body = ErrorBody, description = "`busy`: busy decoding other images (media.decode_concurrency); `database_unavailable`: the database cannot be reached, nothing was queued. Both carry Retry-After")))]
 async fn create_generation(State(station): State<Station>, Caller(a): Caller, req: Request) -> ApiResult<Response> {
     let key = idempotency_key(req.headers(), &a)?;
     if let Some(key) = &key
