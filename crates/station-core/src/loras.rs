@@ -255,6 +255,7 @@ impl LoraService<'_> {
         &self,
         tool: &ToolDef,
         account: &AccountRow,
+        base_model: Option<&str>,
         params: &mut Map<String, Value>,
     ) -> Result<Option<Resolution>, LoraError> {
         if tool.comfyui.as_ref().and_then(|c| c.loras.as_ref()).is_none() {
@@ -270,7 +271,7 @@ impl LoraService<'_> {
             prompt,
             &catalog,
             Some(&account.id),
-            tool.base_model.as_deref(),
+            base_model,
             station_store::now_ms(),
         );
         let applied: Vec<Value> = r

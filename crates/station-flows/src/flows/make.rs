@@ -82,6 +82,17 @@ impl Make {
         if let Some(name) = Self::missing(cx, &tool, &params).await? {
             return Ok(Next::Goto("ask".into(), with(&state, "asking", name)));
         }
+        let interactive = state.get("interactive").and_then(Value::as_bool).unwrap_or(false);
+        // The model picker, once, when there is a choice to make.
+        if interactive
+            && let Some((name, def)) = tool.model_input()
+            && !params.contains_key(name)
+            && state.get("model_asked").is_none()
+            && cx.station.model_choices(def).len() > 1
+        {
+            let s = with(&state, "model_asked", true);
+            return Ok(Next::Goto("ask".into(), with(&s, "asking", name)));
+        }
         if state.get("interactive").and_then(Value::as_bool).unwrap_or(false) {
             return Ok(Next::Goto("options".into(), without(&state, "asking")));
         }
@@ -119,7 +130,11 @@ impl Make {
         let params = params_of(state);
         let mut fields = vec![];
         for (name, def) in &tool.inputs {
-            let (value, origin) = match (params.get(name), saved.get(name), &def.default) {
+            // A model input's default is the first model offered now.
+            let model_default = (def.kind == InputType::Model)
+                .then(|| cx.station.model_choices(def).into_iter().next().map(|m| Value::String(m.name)))
+                .flatten();
+            let (value, origin) = match (params.get(name), saved.get(name), def.default.as_ref().or(model_default.as_ref())) {
                 (Some(v), _, _) => (v.clone(), ""),
                 (None, Some(v), _) => (v.clone(), " (your default)"),
                 (None, None, Some(v)) => (v.clone(), " (default)"),
@@ -278,7 +293,7 @@ impl Flow for Make {
                 let Some(input) = tool.inputs.get(name) else {
                     return Ok(View::text(format!("{} has no input {name:?}.", tool.name)));
                 };
-                let mut view = View::text(ask_text(name, input)).ask(name, ask_kind(input));
+                let mut view = View::text(ask_text(name, input)).ask(name, ask_kind(cx.station, input));
                 let mut row = vec![Button::action("◀ Back", "back", Value::Null)];
                 if step == "set" && !input.required {
                     row.push(Button::action("Clear", "clear", Value::Null));
