@@ -47,11 +47,16 @@ fn line_of<'a>(text: &'a str, needle: &str) -> &'a str {
 async fn refresh_list_set_and_run_with_a_model() {
     let a = FakeComfy::start(FakeOptions {
         checkpoints: vec!["sd_xl_base_1.0.safetensors".into(), "dreamshaper_8.safetensors".into()],
+        loras: vec![],
         ..Default::default()
     })
     .await;
-    let b = FakeComfy::start(FakeOptions { checkpoints: vec!["dreamshaper_8.safetensors".into()], ..Default::default() })
-        .await;
+    let b = FakeComfy::start(FakeOptions {
+        checkpoints: vec!["dreamshaper_8.safetensors".into()],
+        loras: vec![],
+        ..Default::default()
+    })
+    .await;
     let backends = format!("{},{}", a.url(), b.url());
     for db in testing::all().await {
         let kind = db.kind;
@@ -73,6 +78,7 @@ async fn refresh_list_set_and_run_with_a_model() {
         assert!(shaper.contains("backend1,backend2"), "{kind}: {shaper}");
         assert!(xl.contains("backend1") && !xl.contains("backend2"), "{kind}: {xl}");
         assert!(list.contains("hint: 1 model(s) have an unknown base model"), "{kind}: {list}");
+        assert!(line_of(&list, "4x-station.pth").contains(" -  "), "{kind}: no base model for upscale models: {list}");
 
         let set = expect(
             dir,
@@ -97,7 +103,7 @@ async fn refresh_list_set_and_run_with_a_model() {
 
         let unknown = expect(dir, &db, &backends, &["models", "set", "nope.safetensors", "--hidden"], 2);
         assert!(unknown.contains("no backend has a model named") && unknown.contains("dreamshaper_8"), "{kind}: {unknown}");
-        let bad = expect(dir, &db, &backends, &["models", "set", "dreamshaper_8.safetensors", "--price-multiplier", "-1"], 2);
+        let bad = expect(dir, &db, &backends, &["models", "set", "dreamshaper_8.safetensors", "--price-multiplier=0"], 2);
         assert!(bad.contains("price_multiplier"), "{kind}: {bad}");
 
         // `backends check` names the models each backend can run the tool with.

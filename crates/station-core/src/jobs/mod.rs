@@ -41,7 +41,8 @@ pub(crate) struct Assessment<'a> {
 impl Station {
     /// Finds a tool by id or command, as visible to `account`: tools with
     /// visibility `admin` or `hidden` (templates) do not exist for anyone but
-    /// administrators, so quoting, submitting, rerunning and saving settings
+    /// administrators (nor do tools with a `model` input while no backend that
+    /// is up offers a model for them), so quoting, submitting, rerunning and saving settings
     /// all answer "unknown tool", on every front end (they all look tools up here).
     pub fn find_tool(&self, name: &str, account: &AccountRow) -> Option<std::sync::Arc<ToolDef>> {
         let name = name.trim_start_matches('/');
@@ -51,6 +52,8 @@ impl Station {
         };
         match tool.visibility {
             Visibility::Admin | Visibility::Hidden if !account.is_admin() => None,
+            // A tool with a model input is hidden while no backend offers a model for it.
+            Visibility::Public if !account.is_admin() && !self.tool_offered(&tool) => None,
             _ => Some(tool),
         }
     }

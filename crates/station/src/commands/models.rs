@@ -66,10 +66,10 @@ pub async fn run(station: &Station, c: ModelsCommand) -> u8 {
             let mut unknown = 0;
             for m in models.iter() {
                 let base = match (m.base_model_source, &m.base_model) {
+                    // Upscale models and VAEs belong to no base model that matters here.
+                    _ if !matches!(m.kind.as_str(), "checkpoint" | "lora" | "diffusion_model") => "-".to_string(),
                     (BaseModelSource::Unknown, _) | (_, None) => {
-                        if m.kind == "checkpoint" || m.kind == "lora" {
-                            unknown += 1;
-                        }
+                        unknown += 1;
                         "unknown".to_string()
                     }
                     (BaseModelSource::Inferred, Some(b)) => format!("{b}?"),
