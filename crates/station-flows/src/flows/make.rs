@@ -128,13 +128,22 @@ impl Make {
 
     fn summary(cx: &Cx<'_>, tool: &ToolDef, state: &Value, saved: &Map<String, Value>) -> View {
         let params = params_of(state);
+        // The model the job would use, and the defaults of its base model.
+        let model = tool.model_input().and_then(|(name, def)| {
+            let choices = cx.station.model_choices(def);
+            let wanted = params.get(name).or_else(|| saved.get(name)).and_then(Value::as_str);
+            wanted.and_then(|w| choices.iter().find(|m| m.name == w).cloned()).or_else(|| choices.first().cloned())
+        });
+        let base_defaults =
+            model.as_ref().and_then(|m| m.base_model.as_ref()).and_then(|b| tool.base_model_defaults.get(b));
         let mut fields = vec![];
         for (name, def) in &tool.inputs {
-            // A model input's default is the first model offered now.
-            let model_default = (def.kind == InputType::Model)
-                .then(|| cx.station.model_choices(def).into_iter().next().map(|m| Value::String(m.name)))
-                .flatten();
-            let (value, origin) = match (params.get(name), saved.get(name), def.default.as_ref().or(model_default.as_ref())) {
+            // A model input's default is the model chosen above.
+            let default = match (def.kind, &model) {
+                (InputType::Model, Some(m)) => Some(Value::String(m.name.clone())),
+                _ => base_defaults.and_then(|d| d.get(name)).or(def.default.as_ref()).cloned(),
+            };
+            let (value, origin) = match (params.get(name), saved.get(name), default.as_ref()) {
                 (Some(v), _, _) => (v.clone(), ""),
                 (None, Some(v), _) => (v.clone(), " (your default)"),
                 (None, None, Some(v)) => (v.clone(), " (default)"),
@@ -148,7 +157,8 @@ impl Make {
             };
             fields.push(Field { name: name.clone(), value: format!("{shown}{origin}"), inline: !def.primary });
         }
-        let price = station_core::points::price(&tool.cost, cx.station.config.points.multiplier);
+        let model_multiplier = model.as_ref().map_or(1.0, |m| m.price_multiplier);
+        let price = station_core::points::price(&tool.cost, cx.station.config.points.multiplier * model_multiplier);
         View::default()
             .block(Block::Card {
                 title: tool.name.clone(),
