@@ -130,3 +130,102 @@ async fn refresh_list_set_and_run_with_a_model() {
         assert!(refused.contains("model") && refused.contains("dreamshaper_8.safetensors"), "{kind}: {refused}");
     }
 }
+
+/// Kills the server when the test ends, passing or not.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue 20 item 6: a fresh `station serve` pointed at a ComfyUI with one
+/// checkpoint lists Text to image first and generates with it, no JSON written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_run_with_one_checkpoint_generates_text_to_image() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fake = FakeComfy::start(FakeOptions {
+        checkpoints: vec!["my-first-model.safetensors".into()],
+        ..Default::default()
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // The operator makes an account first (one process at a time on a fresh SQLite file).
+    let user = Command::new(BIN)
+        .args(["users", "create", "alice"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STATION_DATA_DIR", dir.join("data"))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(user.status.success(), "{}", String::from_utf8_lossy(&user.stderr));
+    let key_out = Command::new(BIN)
+        .args(["keys", "create", "--user", "alice", "--name", "first"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STATION_DATA_DIR", dir.join("data"))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(key_out.status.success(), "{}", String::from_utf8_lossy(&key_out.stderr));
+    let key = String::from_utf8(key_out.stdout).unwrap().trim().to_owned();
+    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    let _server = Server(
+        Command::new(BIN)
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("STATION_DATA_DIR", dir.join("data"))
+            .env("STATION_COMFYUI_BACKENDS", fake.url())
+            .env("STATION_LISTEN", format!("127.0.0.1:{port}"))
+            .env("STATION_QUEUE_POLL_MS", "100")
+            .env("USER", "tester")
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let logs = || std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
+    // The gallery's list: Text to image first, once the first health check stored the model.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/api/v1/tools")).bearer_auth(&key).send().await
+            && let Ok(v) = r.json::<Value>().await
+            && v["tools"][0]["id"] == "txt2img"
+        {
+            assert_eq!(v["tools"][0]["name"], "Text to image");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "Text to image never listed first:\n{}", logs());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let body = serde_json::json!({"tool": "txt2img", "params": {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2}});
+    let r = http.post(format!("{base}/api/v1/generations")).bearer_auth(&key).json(&body).send().await.unwrap();
+    let status = r.status();
+    let job: Value = r.json().await.unwrap();
+    assert!(status.is_success(), "{status}: {job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    loop {
+        let j: Value =
+            http.get(format!("{base}/api/v1/generations/{id}")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+        match j["status"].as_str() {
+            Some("succeeded") => {
+                assert_eq!(j["params"]["model"], "my-first-model.safetensors", "{j}");
+                break;
+            }
+            Some("failed" | "cancelled") => panic!("{j}\n{}", logs()),
+            _ => {}
+        }
+        assert!(std::time::Instant::now() < deadline, "never finished: {j}\n{}", logs());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(fake.last_prompt().unwrap()["prompt"]["4"]["inputs"]["ckpt_name"], "my-first-model.safetensors");
+}
