@@ -491,12 +491,15 @@ impl ComfyExecutor {
                 "no ComfyUI backend is configured; add one with `station backends add`".into(),
             ));
         }
-        let able: Vec<&Arc<Backend>> = all.iter().filter(|b| b.cannot_run(tool, checkpoint, models, loras).is_none()).collect();
+        let able: Vec<&Arc<Backend>> =
+            all.iter().filter(|b| b.cannot_run(tool, checkpoint, models, loras).is_none()).collect();
         if able.is_empty() {
             // Only final when every backend has answered and none has what is needed.
             let reasons: Vec<String> = all
                 .iter()
-                .map(|b| format!("{}: {}", b.spec.name, b.cannot_run(tool, checkpoint, models, loras).unwrap_or_default()))
+                .map(|b| {
+                    format!("{}: {}", b.spec.name, b.cannot_run(tool, checkpoint, models, loras).unwrap_or_default())
+                })
                 .collect();
             let all_known = all.iter().all(|b| b.object_info.read().expect("lock").is_some());
             let msg = format!("no backend can run {}: {}", tool.id, reasons.join("; "));

@@ -35,7 +35,10 @@ fn the_recorded_object_info_gives_the_servers_files_and_no_built_in_options() {
     // VAELoader offers only `pixel_space`, which is no file.
     assert_eq!(
         found,
-        pairs(&[("checkpoint", "station-random-sd15.safetensors"), ("lora", "station_test_3_steps_00001_.safetensors")])
+        pairs(&[
+            ("checkpoint", "station-random-sd15.safetensors"),
+            ("lora", "station_test_3_steps_00001_.safetensors")
+        ])
     );
     // The recorded GET /models lists the folders Station reads.
     let folders: Vec<String> = serde_json::from_value(t["GET /models"]["body"].clone()).unwrap();
@@ -85,8 +88,9 @@ struct Env {
 }
 
 async fn two_backends(db: &testing::TestDb) -> Env {
-    let a = FakeComfy::start(FakeOptions { checkpoints: vec!["only_on_a_sd15.safetensors".into()], ..Default::default() })
-        .await;
+    let a =
+        FakeComfy::start(FakeOptions { checkpoints: vec!["only_on_a_sd15.safetensors".into()], ..Default::default() })
+            .await;
     let b = FakeComfy::start(FakeOptions {
         checkpoints: vec!["only_on_b_sd15.safetensors".into(), "shared_sd15.safetensors".into()],
         ..Default::default()
@@ -121,10 +125,11 @@ impl Env {
 }
 
 fn draw(model: &str) -> SubmitRequest {
-    let params: Map<String, Value> = json!({"prompt": "a lighthouse", "model": model, "width": 64, "height": 64, "steps": 3})
-        .as_object()
-        .unwrap()
-        .clone();
+    let params: Map<String, Value> =
+        json!({"prompt": "a lighthouse", "model": model, "width": 64, "height": 64, "steps": 3})
+            .as_object()
+            .unwrap()
+            .clone();
     SubmitRequest { tool: "txt2img".into(), params, ..Default::default() }
 }
 

@@ -267,13 +267,7 @@ impl LoraService<'_> {
         }
         let Some(Value::String(prompt)) = params.get(name) else { return Ok(None) };
         let catalog = self.catalog().await?;
-        let r = station_lora::resolve(
-            prompt,
-            &catalog,
-            Some(&account.id),
-            base_model,
-            station_store::now_ms(),
-        );
+        let r = station_lora::resolve(prompt, &catalog, Some(&account.id), base_model, station_store::now_ms());
         let applied: Vec<Value> = r
             .applied
             .iter()

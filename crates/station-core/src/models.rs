@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use station_store::{ModelCatalogRow, StoreError};
-use station_tools::{FieldError, InputDef, InputType, ToolDef, Visibility};
+use station_tools::{FieldError, InputDef, ToolDef, Visibility};
 
 use crate::Station;
 
@@ -131,14 +131,17 @@ pub enum ModelError {
 
 /// This process's copy of the inventory and catalog (see [`MODELS_CACHE_TTL`]).
 #[derive(Clone, Default)]
-pub struct ModelCache(Arc<Mutex<Option<(Instant, Arc<Vec<ModelInfo>>)>>>);
+pub struct ModelCache(Arc<Mutex<Option<CachedModels>>>);
+
+/// When the models were read, and what they were.
+type CachedModels = (Instant, Arc<Vec<ModelInfo>>);
 
 /// Guesses a base model from hints in a file name (`sd_xl_base_1.0`,
 /// `v1-5-pruned`, `flux1-dev`, `…XL_v3`, `pony…`). `None` when there is none.
 pub fn infer_base_model(file: &str) -> Option<&'static str> {
     let name = file.rsplit('/').next().unwrap_or(file).to_ascii_lowercase();
     let name = name.rsplit_once('.').map(|(stem, _)| stem).unwrap_or(&name);
-    let flat: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let flat: String = name.chars().filter(char::is_ascii_alphanumeric).collect();
     let tokens: Vec<&str> = name.split(|c: char| !c.is_ascii_alphanumeric()).filter(|t| !t.is_empty()).collect();
     if flat.contains("flux") {
         return Some("FLUX");
@@ -152,7 +155,10 @@ pub fn infer_base_model(file: &str) -> Option<&'static str> {
     {
         return Some("SDXL");
     }
-    if flat.contains("sd15") || flat.contains("v15") || flat.contains("sd1") || tokens.windows(2).any(|w| w == ["1", "5"])
+    if flat.contains("sd15")
+        || flat.contains("v15")
+        || flat.contains("sd1")
+        || tokens.windows(2).any(|w| w == ["1", "5"])
     {
         return Some("SD1.5");
     }
@@ -331,7 +337,7 @@ impl Station {
                 return Err(ModelError::Invalid { field: "base_model", reason: "at most 32 characters".into() });
             }
             // Known names are written as Station spells them (sdxl → SDXL).
-            let known = KNOWN_BASE_MODELS.iter().find(|k| k.eq_ignore_ascii_case(b)).map(|k| k.to_string());
+            let known = KNOWN_BASE_MODELS.iter().find(|k| k.eq_ignore_ascii_case(b)).map(ToString::to_string);
             row.base_model = (!b.is_empty()).then(|| known.unwrap_or_else(|| b.to_owned()));
         }
         if let Some(l) = &s.label {
@@ -442,17 +448,18 @@ impl Station {
                 });
                 match found {
                     Some(m) => Ok(Some((name.to_owned(), m.clone()))),
-                    None => Err(FieldError { field: name.to_owned(), reason: format!("unknown model {v:?}; {}", listing()) }),
+                    None => Err(FieldError {
+                        field: name.to_owned(),
+                        reason: format!("unknown model {v:?}; {}", listing()),
+                    }),
                 }
             }
             None => {
                 // A saved choice that is gone falls back to the default, as
                 // saved settings the tool no longer accepts do.
                 let saved = saved.get(name).and_then(Value::as_str);
-                let pick = saved
-                    .and_then(|s| choices.iter().find(|m| m.name == s))
-                    .or_else(|| choices.first())
-                    .cloned();
+                let pick =
+                    saved.and_then(|s| choices.iter().find(|m| m.name == s)).or_else(|| choices.first()).cloned();
                 match pick {
                     Some(m) => Ok(Some((name.to_owned(), m))),
                     None => Err(FieldError { field: name.to_owned(), reason: listing() }),
@@ -467,11 +474,6 @@ fn base_models_note(def: &InputDef) -> String {
         Some(list) if !list.is_empty() => format!(" for {}", list.join(" or ")),
         _ => String::new(),
     }
-}
-
-/// Whether `def` is a model input (for front ends drawing a picker).
-pub fn is_model_input(def: &InputDef) -> bool {
-    def.kind == InputType::Model
 }
 
 #[cfg(test)]

@@ -67,9 +67,7 @@ async fn a_fresh_install_lists_text_to_image_first_once_a_backend_has_a_checkpoi
             other => panic!("{kind}: expected a validation error, got {other:?}"),
         }
 
-        st.record_backend_models("gpu1", &files(&[("checkpoint", "station-random-sd15.safetensors")]))
-            .await
-            .unwrap();
+        st.record_backend_models("gpu1", &files(&[("checkpoint", "station-random-sd15.safetensors")])).await.unwrap();
         let after = listed(st);
         assert_eq!(after.first().map(String::as_str), Some("txt2img"), "{kind}: first card: {after:?}");
         assert!(!after.contains(&"upscale-model".to_string()), "{kind}: no upscale model yet");
@@ -107,9 +105,17 @@ async fn defaults_follow_the_base_model_and_explicit_values_win() {
             }
         };
         let xl = job(json!({"prompt": "x", "model": "sd_xl_base_1.0.safetensors"})).await;
-        assert_eq!((xl["width"].clone(), xl["steps"].clone(), xl["sampler"].clone()), (json!(1024), json!(25), json!("dpmpp_2m")), "{kind}");
+        assert_eq!(
+            (xl["width"].clone(), xl["steps"].clone(), xl["sampler"].clone()),
+            (json!(1024), json!(25), json!("dpmpp_2m")),
+            "{kind}"
+        );
         let flux = job(json!({"prompt": "x", "model": "flux1-dev-fp8.safetensors"})).await;
-        assert_eq!((flux["width"].clone(), flux["cfg"].clone(), flux["scheduler"].clone()), (json!(1024), json!(1.0), json!("simple")), "{kind}");
+        assert_eq!(
+            (flux["width"].clone(), flux["cfg"].clone(), flux["scheduler"].clone()),
+            (json!(1024), json!(1.0), json!("simple")),
+            "{kind}"
+        );
         let mine = job(json!({"prompt": "x", "model": "sd_xl_base_1.0.safetensors", "width": 832})).await;
         assert_eq!(mine["width"], 832, "{kind}: an explicit value beats the base model's default");
         // Unknown base model: the tool's own defaults; the catalog says so.
@@ -122,11 +128,19 @@ async fn defaults_follow_the_base_model_and_explicit_values_win() {
         assert_eq!((xl.base_model.as_deref(), xl.base_model_source), (Some("SDXL"), BaseModelSource::Inferred));
 
         // The operator names it: now SDXL defaults apply, and the label is what people see.
-        let set = ModelSettings { base_model: Some("sdxl".into()), label: Some("Mystery XL".into()), ..Default::default() };
+        let set =
+            ModelSettings { base_model: Some("sdxl".into()), label: Some("Mystery XL".into()), ..Default::default() };
         let m = st.set_model("mystery.safetensors", &set).await.unwrap();
-        assert_eq!((m.base_model.as_deref(), m.base_model_source, m.label.as_str()), (Some("SDXL"), BaseModelSource::Catalog, "Mystery XL"));
+        assert_eq!(
+            (m.base_model.as_deref(), m.base_model_source, m.label.as_str()),
+            (Some("SDXL"), BaseModelSource::Catalog, "Mystery XL")
+        );
         let named = job(json!({"prompt": "x", "model": "Mystery XL"})).await;
-        assert_eq!((named["model"].clone(), named["width"].clone()), (json!("mystery.safetensors"), json!(1024)), "{kind}");
+        assert_eq!(
+            (named["model"].clone(), named["width"].clone()),
+            (json!("mystery.safetensors"), json!(1024)),
+            "{kind}"
+        );
     }
 }
 

@@ -523,7 +523,8 @@ async fn start_help_and_unknown_input(db: TestDb) {
     env.press(&msgs[0], "Help").await;
     // A long help may arrive in parts: wait for both commands, in any part.
     env.wait("help", |m| {
-        m.iter().any(|m| m.view.plain_text().contains("/dream")) && m.iter().any(|m| m.view.plain_text().contains("/upscale "))
+        m.iter().any(|m| m.view.plain_text().contains("/dream"))
+            && m.iter().any(|m| m.view.plain_text().contains("/upscale "))
     })
     .await;
     env.command("nonsense", "").await;
@@ -656,7 +657,8 @@ async fn make_offers_the_backends_models(db: TestDb) {
     env.press(&choose, "Text to image").await;
     env.wait("prompt question", |m| m.last().is_some_and(|m| m.view.plain_text().contains("prompt"))).await;
     env.text("a red fox").await;
-    let msgs = env.wait("model picker", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("(SDXL)")))).await;
+    let msgs =
+        env.wait("model picker", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("(SDXL)")))).await;
     let picker = msgs.last().unwrap().clone();
     assert!(labels(&picker).contains(&"dreamshaper_8_sd15 (SD1.5)".to_string()), "[{k}] {:?}", labels(&picker));
     env.press(&picker, "tiny_xl (SDXL)").await;
@@ -664,13 +666,21 @@ async fn make_offers_the_backends_models(db: TestDb) {
     let options = msgs.last().unwrap().clone();
     assert!(options.view.plain_text().contains("tiny_xl.safetensors"), "[{k}] {}", options.view.plain_text());
     // Small enough for the fake to draw quickly.
-    assert!(options.view.plain_text().contains("width: 1024 (default)"), "[{k}] SDXL size: {}", options.view.plain_text());
+    assert!(
+        options.view.plain_text().contains("width: 1024 (default)"),
+        "[{k}] SDXL size: {}",
+        options.view.plain_text()
+    );
     env.text("width=64\nheight=64\nsteps=2").await;
     let msgs = env.wait("options again", |m| m.last().is_some_and(|m| m.view.plain_text().contains("64"))).await;
     env.press(msgs.last().unwrap(), "Run").await;
     env.wait_results(1).await;
     let p = job_params(&env.jobs().await[0]);
-    assert_eq!((p["model"].clone(), p["sampler"].clone()), (Value::from("tiny_xl.safetensors"), Value::from("dpmpp_2m")), "[{k}] SDXL defaults");
+    assert_eq!(
+        (p["model"].clone(), p["sampler"].clone()),
+        (Value::from("tiny_xl.safetensors"), Value::from("dpmpp_2m")),
+        "[{k}] SDXL defaults"
+    );
     env.stop().await;
 }
 

@@ -46,8 +46,13 @@ async fn models_list_tool_choices_and_refusals() {
 
         let list = s.get("/api/v1/models", &s.alice_key).await;
         assert_eq!(list.status.as_u16(), 200, "{k}: {}", list.body);
-        let names: Vec<&str> = list.body["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly.safetensors", "4x-UltraSharp.pth"], "{k}");
+        let names: Vec<&str> =
+            list.body["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            ["sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly.safetensors", "4x-UltraSharp.pth"],
+            "{k}"
+        );
         let xl = &list.body["models"][0];
         assert_eq!(
             (&xl["kind"], &xl["label"], &xl["base_model"], &xl["default"], &xl["backends"]),
@@ -55,7 +60,13 @@ async fn models_list_tool_choices_and_refusals() {
             "{k}"
         );
         let admin = s.get("/api/v1/models", &s.admin_key).await;
-        assert!(admin.body["models"].as_array().unwrap().iter().any(|m| m["name"] == "secret.safetensors" && m["hidden"] == true));
+        assert!(
+            admin.body["models"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "secret.safetensors" && m["hidden"] == true)
+        );
 
         let tools = s.get("/api/v1/tools", &s.alice_key).await;
         let listed = ids(&tools.body);
@@ -73,17 +84,23 @@ async fn models_list_tool_choices_and_refusals() {
         assert_eq!(tool.body["base_model_defaults"]["SDXL"]["width"], 1024, "{k}");
 
         let refused = s
-            .post("/api/v1/generations", &s.alice_key, json!({"tool": "txt2img", "params": {"prompt": "x", "model": "secret.safetensors"}}))
+            .post(
+                "/api/v1/generations",
+                &s.alice_key,
+                json!({"tool": "txt2img", "params": {"prompt": "x", "model": "secret.safetensors"}}),
+            )
             .await;
         assert_eq!(refused.status.as_u16(), 400, "{k}: {}", refused.body);
         assert_eq!(refused.fields(), ["model"], "{k}: {}", refused.body);
         let reason = refused.body["error"]["fields"][0]["reason"].as_str().unwrap().to_owned();
         let available = reason.split_once("available: ").map(|(_, a)| a).unwrap_or_default();
-        assert_eq!(available, "sd_xl_base_1.0.safetensors, v1-5-pruned-emaonly.safetensors", "{k}: hidden ones not listed: {reason}");
+        assert_eq!(
+            available, "sd_xl_base_1.0.safetensors, v1-5-pruned-emaonly.safetensors",
+            "{k}: hidden ones not listed: {reason}"
+        );
 
-        let quote = s
-            .post("/api/v1/points/quote", &s.alice_key, json!({"tool": "txt2img", "params": {"prompt": "x"}}))
-            .await;
+        let quote =
+            s.post("/api/v1/points/quote", &s.alice_key, json!({"tool": "txt2img", "params": {"prompt": "x"}})).await;
         assert_eq!(quote.status.as_u16(), 200, "{k}: {}", quote.body);
 
         let doc = s.get("/api/v1/openapi.json", &s.alice_key).await;

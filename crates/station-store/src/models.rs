@@ -78,7 +78,8 @@ impl Store {
     /// Forgets every backend's files but those named in `keep` (backends removed).
     pub async fn forget_backend_models_except(&self, keep: &[String]) -> Result<(), StoreError> {
         let rows = self.backend_models().await?;
-        let mut gone: Vec<&str> = rows.iter().map(|r| r.backend.as_str()).filter(|b| !keep.iter().any(|k| k == b)).collect();
+        let mut gone: Vec<&str> =
+            rows.iter().map(|r| r.backend.as_str()).filter(|b| !keep.iter().any(|k| k == b)).collect();
         gone.dedup();
         for b in gone {
             with_pool!(self, p => {

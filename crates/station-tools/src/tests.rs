@@ -1257,14 +1257,21 @@ fn model_inputs_are_checked_and_base_model_defaults_apply() {
     let t = parse(&tool);
     assert_eq!(t.model_input().map(|(n, d)| (n, d.model_kind.as_deref())), Some(("model", Some("checkpoint"))));
     let defaults = t.base_model_defaults["SDXL"].clone();
-    let explicit: Map<String, Value> = serde_json::from_value(json!({"prompt": "x", "model": " a.safetensors "})).unwrap();
+    let explicit: Map<String, Value> =
+        serde_json::from_value(json!({"prompt": "x", "model": " a.safetensors "})).unwrap();
     let r = crate::resolve_params_with_defaults(&t, &explicit, &Map::new(), &defaults, &mut rand::rng()).unwrap();
     assert_eq!(r.values["width"], json!(1024));
     assert_eq!(r.values["model"], json!("a.safetensors"));
     let explicit: Map<String, Value> = serde_json::from_value(json!({"prompt": "x", "width": 640})).unwrap();
     let r = crate::resolve_params_with_defaults(&t, &explicit, &Map::new(), &defaults, &mut rand::rng()).unwrap();
     assert_eq!(r.values["width"], json!(640), "an explicit value beats the base model's default");
-    let e = crate::resolve_params(&t, &serde_json::from_value(json!({"prompt": "x", "model": 3})).unwrap(), &Map::new(), &mut rand::rng()).unwrap_err();
+    let e = crate::resolve_params(
+        &t,
+        &serde_json::from_value(json!({"prompt": "x", "model": 3})).unwrap(),
+        &Map::new(),
+        &mut rand::rng(),
+    )
+    .unwrap_err();
     assert_eq!(e.0[0].field, "model");
 
     tool["inputs"]["model"] = json!({"type": "model", "kind": "spaceship"});

@@ -179,10 +179,8 @@ fn validate_inputs(tool: &ToolDef, out: &mut Vec<Problem>) {
                 Some(_) => {}
             },
             InputType::Checkpoint => {}
-            InputType::Model if def.choices.is_some() => out.push(problem(
-                at("choices"),
-                "a model input takes no choices: they are the models the backends have",
-            )),
+            InputType::Model if def.choices.is_some() => out
+                .push(problem(at("choices"), "a model input takes no choices: they are the models the backends have")),
             _ if def.choices.is_some() => out.push(problem(
                 at("choices"),
                 format!("only enum and checkpoint inputs take choices; this input is {}", def.kind.as_str()),
@@ -202,15 +200,12 @@ fn validate_inputs(tool: &ToolDef, out: &mut Vec<Problem>) {
                 at("kind"),
                 "a model input needs a kind: checkpoint, lora, upscale_model, vae or diffusion_model",
             )),
-            (InputType::Model, Some(k)) if !MODEL_KINDS.contains(&k.as_str()) => out.push(problem(
-                at("kind"),
-                format!("unknown model kind \"{k}\"; known: {}", MODEL_KINDS.join(", ")),
-            )),
+            (InputType::Model, Some(k)) if !MODEL_KINDS.contains(&k.as_str()) => {
+                out.push(problem(at("kind"), format!("unknown model kind \"{k}\"; known: {}", MODEL_KINDS.join(", "))));
+            }
             (InputType::Model, _) => {}
-            (_, Some(_)) => out.push(problem(
-                at("kind"),
-                format!("only model inputs take kind; this input is {}", def.kind.as_str()),
-            )),
+            (_, Some(_)) => out
+                .push(problem(at("kind"), format!("only model inputs take kind; this input is {}", def.kind.as_str()))),
             (_, None) => {}
         }
         if def.base_models.is_some() && def.kind != InputType::Model {

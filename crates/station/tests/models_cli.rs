@@ -84,7 +84,18 @@ async fn refresh_list_set_and_run_with_a_model() {
             dir,
             &db,
             &backends,
-            &["models", "set", "dreamshaper_8.safetensors", "--base-model", "sd1.5", "--label", "DreamShaper 8", "--default", "--price-multiplier", "1.5"],
+            &[
+                "models",
+                "set",
+                "dreamshaper_8.safetensors",
+                "--base-model",
+                "sd1.5",
+                "--label",
+                "DreamShaper 8",
+                "--default",
+                "--price-multiplier",
+                "1.5",
+            ],
             0,
         );
         assert!(set.contains("base model SD1.5, default"), "{kind}: {set}");
@@ -102,8 +113,12 @@ async fn refresh_list_set_and_run_with_a_model() {
         assert!(line_of(&list, "sd_xl_base_1.0.safetensors").contains("hidden"), "{kind}: {list}");
 
         let unknown = expect(dir, &db, &backends, &["models", "set", "nope.safetensors", "--hidden"], 2);
-        assert!(unknown.contains("no backend has a model named") && unknown.contains("dreamshaper_8"), "{kind}: {unknown}");
-        let bad = expect(dir, &db, &backends, &["models", "set", "dreamshaper_8.safetensors", "--price-multiplier=0"], 2);
+        assert!(
+            unknown.contains("no backend has a model named") && unknown.contains("dreamshaper_8"),
+            "{kind}: {unknown}"
+        );
+        let bad =
+            expect(dir, &db, &backends, &["models", "set", "dreamshaper_8.safetensors", "--price-multiplier=0"], 2);
         assert!(bad.contains("price_multiplier"), "{kind}: {bad}");
 
         // `backends check` names the models each backend can run the tool with.
@@ -116,7 +131,22 @@ async fn refresh_list_set_and_run_with_a_model() {
             dir,
             &db,
             &backends,
-            &["run", "txt2img", "--param", "prompt=a lighthouse", "--param", "model=dreamshaper_8.safetensors", "--param", "width=64", "--param", "height=64", "--param", "steps=2", "--out", dir.join("out").to_str().unwrap()],
+            &[
+                "run",
+                "txt2img",
+                "--param",
+                "prompt=a lighthouse",
+                "--param",
+                "model=dreamshaper_8.safetensors",
+                "--param",
+                "width=64",
+                "--param",
+                "height=64",
+                "--param",
+                "steps=2",
+                "--out",
+                dir.join("out").to_str().unwrap(),
+            ],
             0,
         );
         assert!(!run.is_empty(), "{kind}");
@@ -146,11 +176,9 @@ impl Drop for Server {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_run_with_one_checkpoint_generates_text_to_image() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let fake = FakeComfy::start(FakeOptions {
-        checkpoints: vec!["my-first-model.safetensors".into()],
-        ..Default::default()
-    })
-    .await;
+    let fake =
+        FakeComfy::start(FakeOptions { checkpoints: vec!["my-first-model.safetensors".into()], ..Default::default() })
+            .await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -214,8 +242,15 @@ async fn first_run_with_one_checkpoint_generates_text_to_image() {
     assert!(status.is_success(), "{status}: {job}");
     let id = job["id"].as_str().unwrap().to_owned();
     loop {
-        let j: Value =
-            http.get(format!("{base}/api/v1/generations/{id}")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+        let j: Value = http
+            .get(format!("{base}/api/v1/generations/{id}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         match j["status"].as_str() {
             Some("succeeded") => {
                 assert_eq!(j["params"]["model"], "my-first-model.safetensors", "{j}");

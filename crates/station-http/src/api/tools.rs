@@ -176,7 +176,7 @@ fn field(station: &Station, name: &str, i: &InputDef) -> InputField {
             Some(m) => Some(m.iter().map(|m| m.name.clone()).collect()),
             None => i.choices.clone(),
         },
-        choice_labels: models.as_ref().map(|m| m.iter().map(|m| m.display()).collect()),
+        choice_labels: models.as_ref().map(|m| m.iter().map(station_core::models::ModelInfo::display).collect()),
         choice_base_models: models.as_ref().map(|m| m.iter().map(|m| m.base_model.clone()).collect()),
         advanced: i.advanced,
         primary: i.primary,
