@@ -225,6 +225,26 @@ impl ComfyClient {
         self.get_json("object_info").await
     }
 
+    /// `GET /models`: the names of the server's model folders. `None` when the
+    /// server does not have the route (older ComfyUI: 404/405).
+    pub async fn model_folders(&self) -> Result<Option<Vec<String>>, ComfyError> {
+        match self.get_json("models").await {
+            Ok(v) => Ok(Some(v)),
+            Err(ComfyError::Http { status: 404 | 405, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /models/<folder>`: the files of one model folder, sorted. `None`
+    /// when the server has no such folder (404).
+    pub async fn model_files(&self, folder: &str) -> Result<Option<Vec<String>>, ComfyError> {
+        match self.get_json(&format!("models/{folder}")).await {
+            Ok(v) => Ok(Some(v)),
+            Err(ComfyError::Http { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Host, version and device facts; doubles as a health check.
     pub async fn system_stats(&self) -> Result<SystemStats, ComfyError> {
         self.get_json("system_stats").await

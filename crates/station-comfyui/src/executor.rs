@@ -37,6 +37,7 @@ use tracing::{info, warn};
 
 use crate::client::ComfyClient;
 use crate::error::ComfyError;
+use crate::inventory::Inventory;
 use crate::progress::ProgressTracker;
 use crate::protocol::{Graph, ImageRef, ObjectInfo};
 use crate::run::{RemoteState, RunOptions, reconcile, run_prompt_then};
@@ -92,8 +93,12 @@ struct Backend {
     /// Prompt ids this process sent (or resumed) there and still follows.
     mine: Mutex<std::collections::HashSet<String>>,
     object_info: RwLock<Option<Arc<ObjectInfo>>>,
+    /// Model files it offers (`(kind, name)`), from its last good health check.
+    models: RwLock<Option<Arc<Inventory>>>,
     last_checkpoint: Mutex<Option<String>>,
     last_error: Mutex<Option<String>>,
+    /// Its current inventory is stored (set after a write, cleared when it goes down).
+    recorded: AtomicBool,
 }
 
 impl Backend {
@@ -114,8 +119,15 @@ impl Backend {
         self.foreign.store(foreign, Ordering::SeqCst);
     }
 
-    /// Why this backend cannot run the tool with these LoRA files, or None if it can.
-    fn cannot_run(&self, tool: &ToolDef, checkpoint: Option<&str>, loras: &[LoraFile]) -> Option<String> {
+    /// Why this backend cannot run the tool with these models (`(kind, file)`
+    /// of its model inputs) and LoRA files, or None if it can.
+    fn cannot_run(
+        &self,
+        tool: &ToolDef,
+        checkpoint: Option<&str>,
+        models: &[(String, String)],
+        loras: &[LoraFile],
+    ) -> Option<String> {
         let info = self.object_info.read().expect("object_info lock").clone();
         let Some(info) = info else {
             return Some("not checked yet".into());
@@ -123,6 +135,13 @@ impl Backend {
         let missing: Vec<String> = tool.node_types().into_iter().filter(|n| !info.has_node(n)).collect();
         if !missing.is_empty() {
             return Some(format!("missing nodes: {}", missing.join(", ")));
+        }
+        // Exact: the backend must list the very file (its inventory is what it can load).
+        let inventory = self.models.read().expect("models lock").clone().unwrap_or_default();
+        for (kind, name) in models {
+            if !inventory.contains(&(kind.clone(), name.clone())) {
+                return Some(format!("has no {} file {name}", kind.replace('_', " ")));
+            }
         }
         if let (Some(ckpt), Some(comfy)) = (checkpoint, &tool.comfyui) {
             // The checkpoint must be among the choices of the node input it is bound to.
@@ -266,8 +285,10 @@ impl ComfyExecutor {
             foreign: AtomicUsize::new(0),
             mine: Mutex::new(std::collections::HashSet::new()),
             object_info: RwLock::new(None),
+            models: RwLock::new(None),
             last_checkpoint: Mutex::new(None),
             last_error: Mutex::new(None),
+            recorded: AtomicBool::new(false),
         });
         let mut list = self.backends.write().expect("backends lock");
         list.retain(|b| b.spec.name != backend.spec.name);
@@ -339,19 +360,38 @@ impl ComfyExecutor {
         self.backends.read().expect("backends lock").iter().map(|b| b.status()).collect()
     }
 
-    /// For each backend, which of `tools` it can run, or why not.
+    /// For each backend, which of `tools` it can run, or why not. A tool
+    /// with a model input needs at least one model of its kind there.
     pub fn capabilities(&self, tools: &[Arc<ToolDef>]) -> Vec<(String, ToolSupport)> {
         self.list()
             .iter()
             .map(|b| {
+                let inventory = b.models.read().expect("models lock").clone().unwrap_or_default();
                 let per_tool = tools
                     .iter()
                     .filter(|t| t.comfyui.is_some())
-                    .map(|t| (t.id.clone(), b.cannot_run(t, None, &[])))
+                    .map(|t| {
+                        let mut why = b.cannot_run(t, None, &[], &[]);
+                        if why.is_none()
+                            && let Some((_, input)) = t.model_input()
+                        {
+                            let kind = input.model_kind.clone().unwrap_or_default();
+                            if !inventory.iter().any(|(k, _)| *k == kind) {
+                                why = Some(format!("has no {} model", kind.replace('_', " ")));
+                            }
+                        }
+                        (t.id.clone(), why)
+                    })
                     .collect();
                 (b.spec.name.clone(), per_tool)
             })
             .collect()
+    }
+
+    /// The model files a backend offered at its last good health check
+    /// (`None`: not checked yet, or unknown backend).
+    pub fn inventory(&self, backend: &str) -> Option<Arc<Inventory>> {
+        self.by_name(backend).and_then(|b| b.models.read().expect("models lock").clone())
     }
 
     fn list(&self) -> Vec<Arc<Backend>> {
@@ -376,11 +416,20 @@ impl ComfyExecutor {
             match result {
                 Ok((info, queue)) => {
                     b.note_queue(&queue);
+                    // The model folders are extra detail: a server without the
+                    // route, or one that fails it, still lists its loaders' files.
+                    let mut models = crate::inventory::from_object_info(&info);
+                    if let Err(e) = crate::inventory::add_folders(&b.health, &mut models).await {
+                        warn!(backend = %b.spec.name, error = %e, "cannot list model folders; using the loaders' lists");
+                    }
+                    let changed = b.models.read().expect("lock").as_deref() != Some(&models);
+                    *b.models.write().expect("lock") = Some(Arc::new(models.clone()));
                     *b.object_info.write().expect("lock") = Some(Arc::new(info));
                     *b.last_error.lock().expect("lock") = None;
                     if !b.healthy.swap(true, Ordering::SeqCst) {
                         info!(backend = %b.spec.name, url = %b.spec.url, "backend is up");
                     }
+                    self.record_models(b, Some(models), changed).await;
                     self.cancel_orphans(b).await;
                 }
                 Err(e) => {
@@ -394,10 +443,37 @@ impl ComfyExecutor {
                     if b.healthy.swap(false, Ordering::SeqCst) {
                         warn!(backend = %b.spec.name, error = %e, "backend is down; its jobs go elsewhere");
                     }
+                    self.record_models(b, None, true).await;
                 }
             }
         });
         futures::future::join_all(checks).await;
+    }
+
+    /// Stores what a backend offers (`None`: it is down, its files are not
+    /// offered) through the attached Station, so every process, the catalog
+    /// and submit-time validation see it. Written at every check (the rows
+    /// say when each file was last seen), unless nothing changed and the
+    /// backend was already up.
+    async fn record_models(&self, b: &Backend, models: Option<Inventory>, changed: bool) {
+        let Some(station) = self.station.get().and_then(station_core::WeakStation::upgrade) else { return };
+        let r = match models {
+            Some(m) => {
+                let list: Vec<(String, String)> = m.into_iter().collect();
+                if !changed && b.recorded.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+                station.record_backend_models(&b.spec.name, &list).await
+            }
+            None => {
+                b.recorded.store(false, Ordering::SeqCst);
+                station.backend_models_offline(&b.spec.name).await
+            }
+        };
+        if let Err(e) = r {
+            warn!(backend = %b.spec.name, error = %e, "cannot record the backend's models; will retry");
+            b.recorded.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Runs [`ComfyExecutor::check_all`] now and then every `every`, until
@@ -449,6 +525,7 @@ impl ComfyExecutor {
         &self,
         tool: &ToolDef,
         checkpoint: Option<&str>,
+        models: &[(String, String)],
         loras: &[LoraFile],
         avoid: Option<&str>,
     ) -> Result<Slot, ExecError> {
@@ -458,12 +535,15 @@ impl ComfyExecutor {
                 "no ComfyUI backend is configured; add one with `station backends add`".into(),
             ));
         }
-        let able: Vec<&Arc<Backend>> = all.iter().filter(|b| b.cannot_run(tool, checkpoint, loras).is_none()).collect();
+        let able: Vec<&Arc<Backend>> =
+            all.iter().filter(|b| b.cannot_run(tool, checkpoint, models, loras).is_none()).collect();
         if able.is_empty() {
             // Only final when every backend has answered and none has what is needed.
             let reasons: Vec<String> = all
                 .iter()
-                .map(|b| format!("{}: {}", b.spec.name, b.cannot_run(tool, checkpoint, loras).unwrap_or_default()))
+                .map(|b| {
+                    format!("{}: {}", b.spec.name, b.cannot_run(tool, checkpoint, models, loras).unwrap_or_default())
+                })
                 .collect();
             let all_known = all.iter().all(|b| b.object_info.read().expect("lock").is_some());
             let msg = format!("no backend can run {}: {}", tool.id, reasons.join("; "));
@@ -503,7 +583,8 @@ impl ComfyExecutor {
         })?;
         let checkpoint = job.tool.checkpoint_param(&job.params);
         let loras = job_loras(job)?;
-        let slot = self.route(&job.tool, checkpoint.as_deref(), &loras, job.row.backend.as_deref())?;
+        let models = job_models(job);
+        let slot = self.route(&job.tool, checkpoint.as_deref(), &models, &loras, job.row.backend.as_deref())?;
         let backend = slot.0.clone();
         // Upload image inputs (idempotent: same name, overwrite).
         let mut uploaded = HashMap::new();
@@ -739,6 +820,19 @@ impl FromComfy for ExecError {
 struct LoraFile {
     filename: String,
     weight: f64,
+}
+
+/// The model files the job's model inputs name, as `(kind, file)`.
+fn job_models(job: &ExecJob) -> Vec<(String, String)> {
+    job.tool
+        .inputs
+        .iter()
+        .filter(|(_, def)| def.kind == station_tools::InputType::Model)
+        .filter_map(|(name, def)| {
+            let value = job.params.get(name)?.as_str()?;
+            Some((def.model_kind.clone()?, value.to_owned()))
+        })
+        .collect()
 }
 
 /// The LoRAs the core resolved for the job (`_loras` in its params), in order.

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod error;
 pub mod executor;
+pub mod inventory;
 pub mod progress;
 pub mod protocol;
 pub mod run;

@@ -22,6 +22,7 @@ pub mod inbox;
 pub mod jobs;
 pub mod loras;
 pub mod media;
+pub mod models;
 pub mod native;
 pub mod points;
 pub mod secrets;
@@ -101,6 +102,8 @@ pub struct StationParts {
     pub starting_granted: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// The LoRA catalog as last read (see [`Station::loras`]).
     pub lora_cache: loras::LoraCache,
+    /// The backends' models and the catalog as last read (see [`models`]).
+    pub model_cache: models::ModelCache,
     /// The operator's automatic watermark on job results (`media.auto_watermark`).
     pub auto_watermark: watermark::AutoWatermark,
     /// Per-account request budgets (see [`Station::check_rate`]).
@@ -163,6 +166,8 @@ impl Station {
         store.migrate().await?;
         let (mut station, errors) = Self::with_store(config, store)?;
         station.join_processes().await?;
+        // Tool lists (synchronous) read the inventory from this copy.
+        station.reload_models().await?;
         Ok((station, errors))
     }
 
@@ -211,6 +216,7 @@ impl Station {
             executors: Default::default(),
             starting_granted: Default::default(),
             lora_cache: Default::default(),
+            model_cache: Default::default(),
             auto_watermark,
             rate_limits,
             auth_cache,

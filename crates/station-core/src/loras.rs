@@ -276,6 +276,7 @@ impl LoraService<'_> {
         &self,
         tool: &ToolDef,
         account: &AccountRow,
+        base_model: Option<&str>,
         params: &mut Map<String, Value>,
     ) -> Result<Option<Resolution>, LoraError> {
         if tool.comfyui.as_ref().and_then(|c| c.loras.as_ref()).is_none() {
@@ -287,13 +288,7 @@ impl LoraService<'_> {
         }
         let Some(Value::String(prompt)) = params.get(name) else { return Ok(None) };
         let catalog = self.catalog().await?;
-        let r = station_lora::resolve(
-            prompt,
-            &catalog,
-            Some(&account.id),
-            tool.base_model.as_deref(),
-            station_store::now_ms(),
-        );
+        let r = station_lora::resolve(prompt, &catalog, Some(&account.id), base_model, station_store::now_ms());
         let applied: Vec<Value> = r
             .applied
             .iter()

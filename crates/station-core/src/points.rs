@@ -217,7 +217,13 @@ impl Station {
                 // A tool deleted since submission is charged the hold: the
                 // price agreed when the job was accepted.
                 let amount = match self.tools.get(&job.tool_id) {
-                    Some(tool) => charge(&tool.cost, self.config.points.multiplier, run_ms, hold.amount),
+                    Some(tool) => {
+                        let model: f64 = serde_json::from_str::<serde_json::Value>(&job.params)
+                            .ok()
+                            .and_then(|p| p.get(crate::models::MULTIPLIER_PARAM)?.as_f64())
+                            .unwrap_or(1.0);
+                        charge(&tool.cost, self.config.points.multiplier * model, run_ms, hold.amount)
+                    }
                     None => hold.amount,
                 };
                 let settled = self.store.capture_hold(&job.id, amount, actor, now).await?;

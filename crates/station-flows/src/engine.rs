@@ -170,15 +170,11 @@ impl Flows {
                 Some(CommandInfo { name: name.to_string(), description: f.description().to_string(), tool: None })
             }));
         }
-        for tool in self.inner.station.tools.list() {
-            let visible = match tool.visibility {
-                station_core::tools::Visibility::Public => true,
-                station_core::tools::Visibility::Admin => admin,
-                station_core::tools::Visibility::Hidden => false,
-            };
+        // Listed tools only: a tool with a model input waits for a backend that has one.
+        for tool in self.inner.station.listed_tools(admin) {
             let taken = BUILTIN_COMMANDS.contains(&tool.command.as_str())
                 || (admin && ADMIN_COMMANDS.contains(&tool.command.as_str()));
-            if visible && !taken && tool.command != "cancel" {
+            if !taken && tool.command != "cancel" {
                 out.push(CommandInfo { name: tool.command.clone(), description: tool.name.clone(), tool: Some(tool) });
             }
         }

@@ -521,8 +521,12 @@ async fn start_help_and_unknown_input(db: TestDb) {
     let msgs = env.wait("welcome", |m| m.iter().any(|m| m.view.plain_text().contains("Welcome"))).await;
     assert!(msgs[0].view.plain_text().contains("1000 points"), "{}", msgs[0].view.plain_text());
     env.press(&msgs[0], "Help").await;
-    let msgs = env.wait("help", |m| m.iter().any(|m| m.view.plain_text().contains("/dream"))).await;
-    assert!(msgs.last().unwrap().view.plain_text().contains("/upscale"));
+    // A long help may arrive in parts: wait for both commands, in any part.
+    env.wait("help", |m| {
+        m.iter().any(|m| m.view.plain_text().contains("/dream"))
+            && m.iter().any(|m| m.view.plain_text().contains("/upscale "))
+    })
+    .await;
     env.command("nonsense", "").await;
     env.wait("unknown command", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Unknown command"))).await;
     let menu: Vec<String> = env.flows.commands(Some(&env.account)).into_iter().map(|c| c.name).collect();
@@ -632,9 +636,58 @@ async fn hidden_tools_are_unknown_commands(db: TestDb) {
     env.stop().await;
 }
 
+/// Issue 20: `/make` offers Text to image once the backend has checkpoints,
+/// asks which model (by label and base model) when there is a choice, and
+/// the job runs with the chosen model and its base model's defaults.
+async fn make_offers_the_backends_models(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    env.fake.set_models("checkpoints", &["dreamshaper_8_sd15.safetensors", "tiny_xl.safetensors"]);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.station.model_choices(env.station.tools.get("txt2img").unwrap().model_input().unwrap().1).len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "[{k}] the health check never stored the models");
+        env.station.reload_models().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.command("make", "").await;
+    let msgs = env.wait("tool choice", |m| m.last().is_some_and(|m| m.view.input.is_some())).await;
+    let choose = msgs.last().unwrap().clone();
+    let tools: Vec<String> = labels(&choose).into_iter().filter(|l| !l.contains("Next") && l != "Cancel").collect();
+    assert_eq!(tools.first().map(String::as_str), Some("Text to image"), "[{k}] first: {tools:?}");
+    env.press(&choose, "Text to image").await;
+    env.wait("prompt question", |m| m.last().is_some_and(|m| m.view.plain_text().contains("prompt"))).await;
+    env.text("a red fox").await;
+    let msgs =
+        env.wait("model picker", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("(SDXL)")))).await;
+    let picker = msgs.last().unwrap().clone();
+    assert!(labels(&picker).contains(&"dreamshaper_8_sd15 (SD1.5)".to_string()), "[{k}] {:?}", labels(&picker));
+    env.press(&picker, "tiny_xl (SDXL)").await;
+    let msgs = env.wait("options", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("Run")))).await;
+    let options = msgs.last().unwrap().clone();
+    assert!(options.view.plain_text().contains("tiny_xl.safetensors"), "[{k}] {}", options.view.plain_text());
+    // Small enough for the fake to draw quickly.
+    assert!(
+        options.view.plain_text().contains("width: 1024 (default)"),
+        "[{k}] SDXL size: {}",
+        options.view.plain_text()
+    );
+    env.text("width=64\nheight=64\nsteps=2").await;
+    let msgs = env.wait("options again", |m| m.last().is_some_and(|m| m.view.plain_text().contains("64"))).await;
+    env.press(msgs.last().unwrap(), "Run").await;
+    env.wait_results(1).await;
+    let p = job_params(&env.jobs().await[0]);
+    assert_eq!(
+        (p["model"].clone(), p["sampler"].clone()),
+        (Value::from("tiny_xl.safetensors"), Value::from("dpmpp_2m")),
+        "[{k}] SDXL defaults"
+    );
+    env.stop().await;
+}
+
 use station_testkit::on_every_db;
 
 on_every_db!(
+    make_offers_the_backends_models,
     secrets_asked_in_a_group_reach_only_the_asker,
     hidden_tools_are_unknown_commands,
     make_with_prompt_inline,

@@ -78,6 +78,30 @@ function control(tool, d, value) {
       box.append(label, sel, help);
       break;
     }
+    case 'model': {
+      // The models the backends offer now, by label and base model; the last
+      // one chosen for this kind of model is remembered in this browser.
+      const names = d.choices || [];
+      const labels = d.choice_labels || names;
+      const key = `station.model.${d.model_kind || 'model'}`;
+      let chosen = value !== undefined && value !== null ? value : null;
+      if (chosen === null) {
+        try {
+          const last = localStorage.getItem(key);
+          if (last && names.includes(last)) chosen = last;
+        } catch (_) { /* storage may be off */ }
+      }
+      if (chosen === null) chosen = d.default ?? names[0];
+      const sel = el('select', { id, name: d.name, 'aria-describedby': described },
+        names.map((c, i) => el('option', { value: c, selected: c === chosen }, labels[i] || c)));
+      sel.addEventListener('change', () => {
+        try { localStorage.setItem(key, sel.value); } catch (_) { /* storage may be off */ }
+        applyBaseDefaults(tool, sel);
+      });
+      box.append(label, sel, help);
+      if (!names.length) box.append(el('p', { class: 'help' }, 'No backend offers a model for this right now.'));
+      break;
+    }
     case 'seed': {
       const num = el('input', { type: 'number', id, name: d.name, min: -1, max: RANDOM_SEED_MAX, step: 1, 'aria-describedby': described, placeholder: 'random' });
       num.value = v === undefined || v === null || v === -1 ? '' : v;
@@ -100,6 +124,24 @@ function control(tool, d, value) {
     }
   }
   return box;
+}
+
+/** Sets the inputs the tool's `base_model_defaults` names for the base model of the model chosen in `sel`. */
+function applyBaseDefaults(tool, sel) {
+  const d = inputsOf(tool).find((x) => x.name === sel.name);
+  const names = (d && d.choices) || [];
+  const bases = (d && d.choice_base_models) || [];
+  const base = bases[names.indexOf(sel.value)];
+  const defaults = (tool.base_model_defaults || {})[base];
+  if (!defaults) return;
+  for (const [name, v] of Object.entries(defaults)) {
+    const box = sel.form && sel.form.querySelector(`[data-input="${CSS.escape(name)}"]`);
+    if (!box) continue;
+    box.querySelectorAll('input, select, textarea').forEach((n) => {
+      if (n.type === 'checkbox') n.checked = !!v;
+      else if (n.type !== 'hidden' && n.type !== 'file') n.value = v;
+    });
+  }
 }
 
 /** A file picker that also takes drops and pastes, uploads at once and previews. */
@@ -177,6 +219,13 @@ export function toolForm(tool, values, submitLabel, onSubmit) {
     (d.advanced ? advanced : form).append(c);
   }
   if (advanced.children.length > 1) form.append(advanced);
+  // The other inputs start from the defaults of the chosen model's base model
+  // (unless a tweak prefilled them).
+  form.querySelectorAll('.field-model select').forEach((sel) => {
+    const governed = Object.values(tool.base_model_defaults || {}).flatMap((x) => Object.keys(x));
+    const prefilled = values && governed.some((k) => values[k] !== undefined);
+    if (!prefilled) applyBaseDefaults(tool, sel);
+  });
   const submit = el('button', { type: 'submit', class: 'primary' }, submitLabel);
   form.append(el('div', { class: 'actions' }, submit));
   form.addEventListener('submit', async (e) => {

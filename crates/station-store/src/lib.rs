@@ -23,6 +23,7 @@ mod jobs;
 mod ledger;
 mod loras;
 mod media;
+mod models;
 mod notify;
 mod pricing;
 mod settings;
@@ -44,6 +45,7 @@ pub use jobs::{
 pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use media::MediaRow;
+pub use models::{BackendModelRow, ModelCatalogRow};
 pub use notify::{Channel, Notifications};
 pub use pricing::{PaidBy, PayTerms, Payment, Placed, SponsorRow, utc_day};
 

@@ -33,7 +33,8 @@ pub fn dream_tool(id: &str) -> Value {
 }
 
 /// A built-in template (`txt2img-sd15`, `txt2img-sdxl`, `txt2img-flux`,
-/// `img2img-sd15`, `upscale-model`) as a public tool: templates are hidden,
+/// `img2img-sd15`; `upscale-model`, public already, takes a model input) as a
+/// public tool: templates hard-wired to a file are hidden,
 /// so only administrators may run them; a copy in the tools folder with the
 /// same id replaces the built-in for everyone.
 pub fn public_builtin(id: &str) -> Value {

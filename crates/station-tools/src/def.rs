@@ -39,6 +39,11 @@ pub struct ToolDef {
     /// Rules between inputs, checked when a job is submitted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
+    /// Defaults per base model of the chosen model (`{"SDXL": {"width": 1024}}`):
+    /// they replace the tool's defaults when the job's model input names a
+    /// model of that base model (explicit values and saved settings still win).
+    #[serde(skip_serializing_if = "indexmap::IndexMap::is_empty")]
+    pub base_model_defaults: IndexMap<String, Map<String, Value>>,
     /// Where the definition came from: a file path, or `<builtin>/NAME.json`.
     #[serde(skip)]
     pub source: PathBuf,
@@ -71,6 +76,8 @@ pub(crate) struct RawToolDef {
     pub media: Option<MediaSpec>,
     #[serde(default)]
     pub rules: Vec<Rule>,
+    #[serde(default)]
+    pub base_model_defaults: IndexMap<String, Map<String, Value>>,
 }
 
 /// A rule between inputs of a tool (`rules` in a tool file). An input is
@@ -155,6 +162,7 @@ impl RawToolDef {
             comfyui: self.comfyui,
             media: self.media,
             rules: self.rules,
+            base_model_defaults: self.base_model_defaults,
             source,
         }
     }
@@ -223,6 +231,10 @@ pub enum InputType {
     Image,
     /// A model file name on the backend.
     Checkpoint,
+    /// A model discovered on the backends (`kind` says which: `checkpoint`,
+    /// `lora`, `upscale_model`, …); its choices are the visible inventory,
+    /// checked by the core when a job is submitted.
+    Model,
 }
 
 impl InputType {
@@ -237,6 +249,7 @@ impl InputType {
             InputType::Seed => "seed",
             InputType::Image => "image",
             InputType::Checkpoint => "checkpoint",
+            InputType::Model => "model",
         }
     }
 }
@@ -284,6 +297,14 @@ pub struct InputDef {
     /// every frame.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub animated: bool,
+    /// Model inputs only: which kind of model (`checkpoint`, `lora`,
+    /// `upscale_model`, `vae`, `diffusion_model`).
+    #[serde(default, rename = "kind", skip_serializing_if = "Option::is_none")]
+    pub model_kind: Option<String>,
+    /// Model inputs only: the base models (`SD1.5`, `SDXL`, `FLUX`) whose
+    /// models it takes; any when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_models: Option<Vec<String>>,
 }
 
 impl InputDef {
@@ -471,10 +492,20 @@ impl ToolDef {
         })
     }
 
-    /// The value of the first checkpoint-type input in `params` (or its default), used to
-    /// prefer servers that already have that model loaded.
+    /// The first model-type input (`"type": "model"`), whose value picks the
+    /// model a job runs with.
+    pub fn model_input(&self) -> Option<(&str, &InputDef)> {
+        self.inputs.iter().find(|(_, def)| def.kind == InputType::Model).map(|(n, d)| (n.as_str(), d))
+    }
+
+    /// The value of the first checkpoint-type input (or model input of kind
+    /// `checkpoint`) in `params` (or its default), used to prefer servers that
+    /// already have that model loaded.
     pub fn checkpoint_param(&self, params: &Map<String, Value>) -> Option<String> {
-        let (name, def) = self.inputs.iter().find(|(_, def)| def.kind == InputType::Checkpoint)?;
+        let (name, def) = self.inputs.iter().find(|(_, def)| {
+            def.kind == InputType::Checkpoint
+                || (def.kind == InputType::Model && def.model_kind.as_deref() == Some("checkpoint"))
+        })?;
         params.get(name).or(def.default.as_ref()).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)
     }
 

@@ -22,9 +22,10 @@ pub use load::{
 };
 pub use params::{
     FieldError, ParamErrors, ResolvedParams, check_input, coerce_text, coerce_value, is_media_ref, resolve_params,
+    resolve_params_with_defaults,
 };
 pub use registry::{ToolRegistry, ToolWatcher, WatchError};
-pub use validate::{is_valid_command, is_valid_id, is_valid_input_name};
+pub use validate::{MODEL_KINDS, is_valid_command, is_valid_id, is_valid_input_name};
 
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,8 @@ pub const BUILTIN_PREFIX: &str = "<builtin>";
 
 /// Built-in tool files: (file name, contents).
 const BUILTINS: &[(&str, &str)] = &[
+    ("txt2img.json", include_str!("../builtin/txt2img.json")),
+    ("img2img.json", include_str!("../builtin/img2img.json")),
     ("resize.json", include_str!("../builtin/resize.json")),
     ("convert.json", include_str!("../builtin/convert.json")),
     ("crop.json", include_str!("../builtin/crop.json")),

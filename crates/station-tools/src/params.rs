@@ -63,6 +63,18 @@ pub fn resolve_params<R: Rng + ?Sized>(
     saved: &Map<String, Value>,
     rng: &mut R,
 ) -> Result<ResolvedParams, ParamErrors> {
+    resolve_params_with_defaults(tool, explicit, saved, &Map::new(), rng)
+}
+
+/// [`resolve_params`] with `defaults` in place of the tool's own defaults for
+/// the inputs it names (a tool's `base_model_defaults` for the chosen model).
+pub fn resolve_params_with_defaults<R: Rng + ?Sized>(
+    tool: &ToolDef,
+    explicit: &Map<String, Value>,
+    saved: &Map<String, Value>,
+    defaults: &Map<String, Value>,
+    rng: &mut R,
+) -> Result<ResolvedParams, ParamErrors> {
     let mut errors = Vec::new();
     for key in explicit.keys() {
         if !tool.inputs.contains_key(key) {
@@ -86,7 +98,7 @@ pub fn resolve_params<R: Rng + ?Sized>(
                         None
                     }
                 })
-                .or_else(|| def.default.as_ref().map(|v| check_value(def, v, false))),
+                .or_else(|| defaults.get(name).or(def.default.as_ref()).map(|v| check_value(def, v, false))),
         };
         match chosen {
             Some(Ok(Checked::Value(v))) => {
@@ -241,6 +253,16 @@ pub(crate) fn check_value(def: &InputDef, value: &Value, lenient: bool) -> Resul
             }
             Value::String(s.to_owned())
         }
+        // Which models exist is known to the core (the backends' inventory),
+        // which checks the name when a job is submitted.
+        InputType::Model => {
+            let s = value
+                .as_str()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| format!("expected a model name, got {}", describe(value)))?;
+            Value::String(s.to_owned())
+        }
     };
     Ok(Checked::Value(v))
 }
@@ -343,7 +365,7 @@ pub fn coerce_text(def: &InputDef, text: &str) -> Value {
         InputType::Boolean => as_bool(&raw, true).map(Value::Bool),
         InputType::Enum => def.choices().iter().find(|c| c.eq_ignore_ascii_case(s)).cloned().map(Value::String),
         InputType::Text => Some(raw.clone()),
-        InputType::Image | InputType::Checkpoint => None,
+        InputType::Image | InputType::Checkpoint | InputType::Model => None,
     };
     typed.unwrap_or(raw)
 }

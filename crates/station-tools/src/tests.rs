@@ -885,12 +885,14 @@ fn builtins_load_without_errors() {
             "convert",
             "crop",
             "flip",
+            "img2img",
             "img2img-sd15",
             "invert",
             "resize",
             "rotate",
             "strip-metadata",
             "thumbnail",
+            "txt2img",
             "txt2img-flux",
             "txt2img-sd15",
             "txt2img-sdxl",
@@ -908,14 +910,21 @@ fn builtins_load_without_errors() {
         ("img2img", "img2img-sd15"),
         ("comfy_resize", "comfy-resize"),
         ("upscale", "upscale"),
+        ("draw", "txt2img"),
+        ("reimagine", "img2img"),
     ] {
         assert_eq!(reg.by_command(cmd).unwrap().id, id);
     }
     for t in reg.list() {
         assert!(t.is_builtin());
         let hidden = t.visibility == Visibility::Hidden;
-        let has_model = t.inputs.values().any(|i| i.kind == InputType::Checkpoint);
-        assert_eq!(hidden, has_model, "{}: model templates are hidden, stock tools public", t.id);
+        let has_file_name = t.inputs.values().any(|i| i.kind == InputType::Checkpoint);
+        assert_eq!(hidden, has_file_name, "{}: templates hard-wired to a file are hidden, the others public", t.id);
+        // Tools with a model input are public: the core lists them only
+        // while some backend has a model of that kind.
+        if let Some((_, m)) = t.model_input() {
+            assert!(crate::MODEL_KINDS.contains(&m.model_kind.as_deref().unwrap_or_default()), "{}", t.id);
+        }
     }
 }
 
@@ -939,6 +948,10 @@ fn each_builtin_resolves_and_binds() {
             if def.required && !explicit.contains_key(name) && def.kind == InputType::Text {
                 explicit.insert(name.clone(), json!("a lighthouse at dusk"));
             }
+        }
+        // A model input is filled by the core from the inventory.
+        if let Some((name, _)) = tool.model_input() {
+            explicit.insert(name.into(), json!("some-model.safetensors"));
         }
         // What the tools' rules ask for (a size for resize and crop).
         if matches!(tool.id.as_str(), "resize" | "crop") {
@@ -1221,4 +1234,51 @@ fn cross_field_rules_are_validated_and_checked() {
     assert!(resolve(&crop, json!({"image": image, "anchor": "top", "aspect": "1:1"})).is_empty());
     let e = resolve(&crop, json!({"image": image, "aspect": "1:1", "x": 3}));
     assert_eq!(e, [("aspect".to_string(), "cannot be combined with x".to_string())]);
+}
+
+#[test]
+fn model_inputs_are_checked_and_base_model_defaults_apply() {
+    let mut tool = json!({
+        "id": "m", "name": "M", "category": "text-to-image", "service": "comfyui",
+        "inputs": {
+            "prompt": {"type": "text", "required": true, "primary": true},
+            "model": {"type": "model", "kind": "checkpoint"},
+            "width": {"type": "integer", "default": 512, "min": 64, "max": 2048}
+        },
+        "base_model_defaults": {"SDXL": {"width": 1024}},
+        "cost": {"per_run": 1},
+        "comfyui": {"workflow": {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ""}},
+                    "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+                    "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+                    "9": {"class_type": "SaveImage", "inputs": {"images": ["4", 0]}}},
+                    "bindings": {"model": ["4.inputs.ckpt_name"], "prompt": ["6.inputs.text"],
+                                 "width": ["5.inputs.width"]}, "outputs": ["9"]}
+    });
+    let t = parse(&tool);
+    assert_eq!(t.model_input().map(|(n, d)| (n, d.model_kind.as_deref())), Some(("model", Some("checkpoint"))));
+    let defaults = t.base_model_defaults["SDXL"].clone();
+    let explicit: Map<String, Value> =
+        serde_json::from_value(json!({"prompt": "x", "model": " a.safetensors "})).unwrap();
+    let r = crate::resolve_params_with_defaults(&t, &explicit, &Map::new(), &defaults, &mut rand::rng()).unwrap();
+    assert_eq!(r.values["width"], json!(1024));
+    assert_eq!(r.values["model"], json!("a.safetensors"));
+    let explicit: Map<String, Value> = serde_json::from_value(json!({"prompt": "x", "width": 640})).unwrap();
+    let r = crate::resolve_params_with_defaults(&t, &explicit, &Map::new(), &defaults, &mut rand::rng()).unwrap();
+    assert_eq!(r.values["width"], json!(640), "an explicit value beats the base model's default");
+    let e = crate::resolve_params(
+        &t,
+        &serde_json::from_value(json!({"prompt": "x", "model": 3})).unwrap(),
+        &Map::new(),
+        &mut rand::rng(),
+    )
+    .unwrap_err();
+    assert_eq!(e.0[0].field, "model");
+
+    tool["inputs"]["model"] = json!({"type": "model", "kind": "spaceship"});
+    tool["base_model_defaults"] = json!({"SDXL": {"width": 9999, "nope": 1}});
+    assert_error(&tool, "inputs.model.kind", &["spaceship"]);
+    assert_error(&tool, "base_model_defaults.SDXL.width", &["2048"]);
+    assert_error(&tool, "base_model_defaults.SDXL.nope", &["no such input"]);
+    tool["inputs"]["model"] = json!({"type": "text", "kind": "checkpoint"});
+    assert_error(&tool, "inputs.model.kind", &["only model inputs take kind"]);
 }

@@ -66,6 +66,7 @@ pub(crate) fn validate(tool: &ToolDef) -> Vec<Problem> {
     }
     validate_inputs(tool, &mut out);
     validate_rules(tool, &mut out);
+    validate_base_model_defaults(tool, &mut out);
     match tool.service {
         Service::Comfyui => {
             if tool.media.is_some() {
@@ -89,6 +90,25 @@ pub(crate) fn validate(tool: &ToolDef) -> Vec<Problem> {
         }
     }
     out
+}
+
+fn validate_base_model_defaults(tool: &ToolDef, out: &mut Vec<Problem>) {
+    if !tool.base_model_defaults.is_empty() && tool.model_input().is_none() {
+        out.push(problem("base_model_defaults", "only a tool with a model input takes base_model_defaults"));
+    }
+    for (base, values) in &tool.base_model_defaults {
+        for (name, v) in values {
+            let at = format!("base_model_defaults.{base}.{name}");
+            match tool.inputs.get(name) {
+                None => out.push(problem(at, "no such input")),
+                Some(def) => {
+                    if let Err(reason) = check_value(def, v, false) {
+                        out.push(problem(at, reason));
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn validate_rules(tool: &ToolDef, out: &mut Vec<Problem>) {
@@ -159,6 +179,8 @@ fn validate_inputs(tool: &ToolDef, out: &mut Vec<Problem>) {
                 Some(_) => {}
             },
             InputType::Checkpoint => {}
+            InputType::Model if def.choices.is_some() => out
+                .push(problem(at("choices"), "a model input takes no choices: they are the models the backends have")),
             _ if def.choices.is_some() => out.push(problem(
                 at("choices"),
                 format!("only enum and checkpoint inputs take choices; this input is {}", def.kind.as_str()),
@@ -172,6 +194,25 @@ fn validate_inputs(tool: &ToolDef, out: &mut Vec<Problem>) {
                     out.push(problem(at("choices"), format!("\"{choice}\" is listed twice")));
                 }
             }
+        }
+        match (def.kind, &def.model_kind) {
+            (InputType::Model, None) => out.push(problem(
+                at("kind"),
+                "a model input needs a kind: checkpoint, lora, upscale_model, vae or diffusion_model",
+            )),
+            (InputType::Model, Some(k)) if !MODEL_KINDS.contains(&k.as_str()) => {
+                out.push(problem(at("kind"), format!("unknown model kind \"{k}\"; known: {}", MODEL_KINDS.join(", "))));
+            }
+            (InputType::Model, _) => {}
+            (_, Some(_)) => out
+                .push(problem(at("kind"), format!("only model inputs take kind; this input is {}", def.kind.as_str()))),
+            (_, None) => {}
+        }
+        if def.base_models.is_some() && def.kind != InputType::Model {
+            out.push(problem(
+                at("base_models"),
+                format!("only model inputs take base_models; this input is {}", def.kind.as_str()),
+            ));
         }
         if let Some(n) = def.max_length {
             if def.kind != InputType::Text {
@@ -342,3 +383,7 @@ pub(crate) fn as_link(v: &Value) -> Option<(&str, u64)> {
         _ => None,
     }
 }
+
+/// The model kinds a `model` input may name (`"kind"`), as the backends'
+/// inventory files them.
+pub const MODEL_KINDS: [&str; 5] = ["checkpoint", "lora", "upscale_model", "vae", "diffusion_model"];

@@ -43,6 +43,9 @@ pub enum Command {
     /// Manage the LoRA catalog and try trigger-word resolution.
     #[command(subcommand)]
     Loras(crate::commands::loras::LorasCommand),
+    /// Models the backends offer, and the catalog of them.
+    #[command(subcommand)]
+    Models(crate::commands::models::ModelsCommand),
     /// Balances, history, grants, adjustments and the ledger audit.
     #[command(subcommand)]
     Points(crate::commands::points::PointsCommand),
@@ -177,6 +180,9 @@ pub enum BackendsCommand {
     },
     /// Ask every backend for health and nodes; show which tools each can run and why not.
     Check,
+    /// Ask every backend what models it has now and store that (running
+    /// servers also do it at every health check).
+    Refresh,
 }
 
 /// `station migrate`.

@@ -19,6 +19,7 @@ mod chat;
 mod doctor;
 pub(crate) mod keys;
 pub(crate) mod loras;
+pub(crate) mod models;
 pub(crate) mod points;
 pub(crate) mod users;
 mod wire;
@@ -74,6 +75,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
                 Command::Backends(c) => backends(&station, c).await,
                 Command::Migrate(a) => migrate(&station, a.status).await,
                 Command::Loras(c) => loras::run(&station, c).await,
+                Command::Models(c) => models::run(&station, c).await,
                 Command::Points(c) => points::run(&station, c).await,
                 Command::Users(c) => users::run(&station, c).await,
                 Command::Keys(c) => keys::run(&station, c).await,

@@ -14,7 +14,7 @@ pub mod view;
 
 use serde_json::Value;
 use station_store::{AccountRow, JobRow, JobStatus, LedgerError, NewJob, PayTerms, Payment};
-use station_tools::{FieldError, InputType, ToolDef, Visibility, resolve_params};
+use station_tools::{FieldError, InputType, ToolDef, Visibility, resolve_params_with_defaults};
 
 use crate::Station;
 use crate::events::JobEvent;
@@ -41,7 +41,8 @@ pub(crate) struct Assessment<'a> {
 impl Station {
     /// Finds a tool by id or command, as visible to `account`: tools with
     /// visibility `admin` or `hidden` (templates) do not exist for anyone but
-    /// administrators, so quoting, submitting, rerunning and saving settings
+    /// administrators (nor do tools with a `model` input while no backend that
+    /// is up offers a model for them), so quoting, submitting, rerunning and saving settings
     /// all answer "unknown tool", on every front end (they all look tools up here).
     pub fn find_tool(&self, name: &str, account: &AccountRow) -> Option<std::sync::Arc<ToolDef>> {
         let name = name.trim_start_matches('/');
@@ -51,6 +52,8 @@ impl Station {
         };
         match tool.visibility {
             Visibility::Admin | Visibility::Hidden if !account.is_admin() => None,
+            // A tool with a model input is hidden while no backend offers a model for it.
+            Visibility::Public if !account.is_admin() && !self.tool_offered(&tool) => None,
             _ => Some(tool),
         }
     }
@@ -244,10 +247,27 @@ impl Station {
         }
         let tool = self.find_tool(&req.tool, account).ok_or_else(|| SubmitError::UnknownTool(req.tool.clone()))?;
         let saved = self.store.tool_settings(&account.id, &tool.id).await?;
-        let resolved = resolve_params(&tool, &req.params, &saved, &mut rand::rng());
+        // The model first: its base model picks the defaults of the rest.
+        let (model, model_error) = match self.choose_model(&tool, &req.params, &saved).await {
+            Ok(m) => (m, None),
+            Err(e) => (None, Some(e)),
+        };
+        let mut explicit = std::borrow::Cow::Borrowed(&req.params);
+        let mut base_defaults = serde_json::Map::new();
+        if let Some((input, m)) = &model {
+            explicit.to_mut().insert(input.clone(), Value::String(m.name.clone()));
+            if let Some(d) = m.base_model.as_ref().and_then(|b| tool.base_model_defaults.get(b)) {
+                base_defaults = d.clone();
+            }
+        }
+        let resolved = resolve_params_with_defaults(&tool, &explicit, &saved, &base_defaults, &mut rand::rng());
         // Image references are checked even when other parameters failed, so
         // one answer names every bad field (an unknown image among them).
         let mut errors = resolved.as_ref().err().map(|e| e.0.clone()).unwrap_or_default();
+        if let Some(e) = model_error {
+            errors.retain(|x| x.field != e.field);
+            errors.push(e);
+        }
         // The size of the first stored input image, for checks that need it.
         let mut image_size: Option<(u32, u32)> = None;
         for (name, input) in &tool.inputs {
@@ -312,7 +332,19 @@ impl Station {
         let mut values = resolved.values;
         // Resolved now, not when the job runs, so retries apply the same LoRAs
         // and the job's params show what was applied.
-        self.loras().apply_to_params(&tool, account, &mut values).await?;
+        // With a model input, LoRAs follow the chosen model's base model.
+        let base_model = match &model {
+            Some((_, m)) => m.base_model.clone(),
+            None => tool.base_model.clone(),
+        };
+        self.loras().apply_to_params(&tool, account, base_model.as_deref(), &mut values).await?;
+        let mut multiplier = self.config.points.multiplier;
+        if let Some((_, m)) = &model
+            && m.price_multiplier != 1.0
+        {
+            multiplier *= m.price_multiplier;
+            values.insert(crate::models::MULTIPLIER_PARAM.into(), Value::from(m.price_multiplier));
+        }
         let priority = if account.is_admin() { req.priority } else { req.priority.min(0) };
         let q = &self.config.queue;
         let job = NewJob {
@@ -326,7 +358,7 @@ impl Station {
             timeout_ms: (q.job_timeout_seconds * 1000) as i64,
             source: req.source.clone(),
         };
-        let price = crate::points::price(&tool.cost, self.config.points.multiplier);
+        let price = crate::points::price(&tool.cost, multiplier);
         Ok(Prepared { tool, job, price })
     }
 

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use station_core::tools::{InputDef, InputType, ToolDef, Visibility, check_input};
+use station_core::Station;
+use station_core::tools::{InputDef, InputType, ToolDef, check_input};
 
 use crate::flow::Cx;
 use crate::view::{Button, InputKind, Rich};
@@ -12,15 +13,10 @@ use crate::view::{Button, InputKind, Rich};
 /// Tools the account can pick (public, or admin tools for admins); with
 /// `needs_image`, only tools that take an image.
 pub fn pickable_tools(cx: &Cx<'_>, needs_image: bool) -> Vec<Arc<ToolDef>> {
+    // Tools with a model input only while a backend offers a model for them.
     cx.station
-        .tools
-        .list()
+        .listed_tools(cx.account.is_admin())
         .into_iter()
-        .filter(|t| match t.visibility {
-            Visibility::Public => true,
-            Visibility::Admin => cx.account.is_admin(),
-            Visibility::Hidden => false,
-        })
         .filter(|t| !needs_image || t.inputs.values().any(|i| i.kind == InputType::Image))
         .collect()
 }
@@ -30,9 +26,17 @@ pub fn check_one(tool: &ToolDef, name: &str, value: &Value) -> Result<(), String
     check_input(tool, name, value).map_err(|e| e.to_string())
 }
 
-/// The input request for one tool input.
-pub fn ask_kind(input: &InputDef) -> InputKind {
+/// The input request for one tool input (model inputs offer the models
+/// the backends have now, by label and base model).
+pub fn ask_kind(station: &Station, input: &InputDef) -> InputKind {
     match input.kind {
+        InputType::Model => InputKind::Choice {
+            options: station
+                .model_choices(input)
+                .into_iter()
+                .map(|m| Button::action(m.display(), "choose", json!({"value": m.name})))
+                .collect(),
+        },
         InputType::Integer | InputType::Seed => {
             InputKind::Number { min: input.min, max: input.max, step: input.step, integer: true }
         }
@@ -57,7 +61,7 @@ pub fn ask_kind(input: &InputDef) -> InputKind {
 pub fn ask_text(name: &str, input: &InputDef) -> Rich {
     let what = match input.kind {
         InputType::Image => "Send an image for ".to_string(),
-        InputType::Enum | InputType::Boolean => "Choose ".to_string(),
+        InputType::Enum | InputType::Boolean | InputType::Model => "Choose ".to_string(),
         _ => "Send ".to_string(),
     };
     let mut r = Rich::plain(what).bold(name);

@@ -82,6 +82,17 @@ impl Make {
         if let Some(name) = Self::missing(cx, &tool, &params).await? {
             return Ok(Next::Goto("ask".into(), with(&state, "asking", name)));
         }
+        let interactive = state.get("interactive").and_then(Value::as_bool).unwrap_or(false);
+        // The model picker, once, when there is a choice to make.
+        if interactive
+            && let Some((name, def)) = tool.model_input()
+            && !params.contains_key(name)
+            && state.get("model_asked").is_none()
+            && cx.station.model_choices(def).len() > 1
+        {
+            let s = with(&state, "model_asked", true);
+            return Ok(Next::Goto("ask".into(), with(&s, "asking", name)));
+        }
         if state.get("interactive").and_then(Value::as_bool).unwrap_or(false) {
             return Ok(Next::Goto("options".into(), without(&state, "asking")));
         }
@@ -117,9 +128,22 @@ impl Make {
 
     fn summary(cx: &Cx<'_>, tool: &ToolDef, state: &Value, saved: &Map<String, Value>) -> View {
         let params = params_of(state);
+        // The model the job would use, and the defaults of its base model.
+        let model = tool.model_input().and_then(|(name, def)| {
+            let choices = cx.station.model_choices(def);
+            let wanted = params.get(name).or_else(|| saved.get(name)).and_then(Value::as_str);
+            wanted.and_then(|w| choices.iter().find(|m| m.name == w).cloned()).or_else(|| choices.first().cloned())
+        });
+        let base_defaults =
+            model.as_ref().and_then(|m| m.base_model.as_ref()).and_then(|b| tool.base_model_defaults.get(b));
         let mut fields = vec![];
         for (name, def) in &tool.inputs {
-            let (value, origin) = match (params.get(name), saved.get(name), &def.default) {
+            // A model input's default is the model chosen above.
+            let default = match (def.kind, &model) {
+                (InputType::Model, Some(m)) => Some(Value::String(m.name.clone())),
+                _ => base_defaults.and_then(|d| d.get(name)).or(def.default.as_ref()).cloned(),
+            };
+            let (value, origin) = match (params.get(name), saved.get(name), default.as_ref()) {
                 (Some(v), _, _) => (v.clone(), ""),
                 (None, Some(v), _) => (v.clone(), " (your default)"),
                 (None, None, Some(v)) => (v.clone(), " (default)"),
@@ -133,7 +157,8 @@ impl Make {
             };
             fields.push(Field { name: name.clone(), value: format!("{shown}{origin}"), inline: !def.primary });
         }
-        let price = station_core::points::price(&tool.cost, cx.station.config.points.multiplier);
+        let model_multiplier = model.as_ref().map_or(1.0, |m| m.price_multiplier);
+        let price = station_core::points::price(&tool.cost, cx.station.config.points.multiplier * model_multiplier);
         View::default()
             .block(Block::Card {
                 title: tool.name.clone(),
@@ -278,7 +303,7 @@ impl Flow for Make {
                 let Some(input) = tool.inputs.get(name) else {
                     return Ok(View::text(format!("{} has no input {name:?}.", tool.name)));
                 };
-                let mut view = View::text(ask_text(name, input)).ask(name, ask_kind(input));
+                let mut view = View::text(ask_text(name, input)).ask(name, ask_kind(cx.station, input));
                 let mut row = vec![Button::action("◀ Back", "back", Value::Null)];
                 if step == "set" && !input.required {
                     row.push(Button::action("Clear", "clear", Value::Null));

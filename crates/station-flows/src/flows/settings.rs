@@ -120,7 +120,7 @@ impl Flow for Settings {
                         Button::action("Reset to default", "reset", Value::Null),
                         Button::action("◀ Back", "back", Value::Null),
                     ])
-                    .ask(name, ask_kind(def)))
+                    .ask(name, ask_kind(cx.station, def)))
             }
             other => Ok(View::text(format!("(unknown step {other})"))),
         }

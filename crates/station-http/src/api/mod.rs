@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod generations;
 pub mod media;
+pub mod models;
 pub mod openapi;
 pub mod points;
 pub mod settings;
@@ -63,6 +64,7 @@ impl Paging {
 pub fn routes() -> OpenApiRouter<Station> {
     OpenApiRouter::with_openapi(openapi::base())
         .merge(tools::routes())
+        .merge(models::routes())
         .merge(generations::routes())
         .merge(media::routes())
         .merge(events::routes())

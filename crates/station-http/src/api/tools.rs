@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use station_core::AccountRow;
 use station_core::Station;
-use station_core::tools::{InputDef, InputType, ToolDef, Visibility};
+use station_core::tools::{InputDef, InputType, ToolDef};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -64,9 +64,12 @@ pub struct ToolList {
 pub struct InputField {
     /// Parameter name.
     pub name: String,
-    /// `text`, `integer`, `number`, `boolean`, `enum`, `seed`, `image`, `checkpoint`.
+    /// `text`, `integer`, `number`, `boolean`, `enum`, `seed`, `image`, `checkpoint`, `model`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// Model inputs: the kind of model (`checkpoint`, `lora`, `upscale_model`, …).
+    #[schema(required = true)]
+    pub model_kind: Option<String>,
     /// Whether a run needs a value (a default counts).
     pub required: bool,
     /// Value used when none is given: a string, number or boolean, or null.
@@ -83,9 +86,17 @@ pub struct InputField {
     /// Step between values (numbers).
     #[schema(required = true)]
     pub step: Option<f64>,
-    /// Allowed values (enums, checkpoints).
+    /// Allowed values (enums, checkpoints; for model inputs the models the
+    /// backends offer now, the default first).
     #[schema(required = true)]
     pub choices: Option<Vec<String>>,
+    /// What to show for each of `choices` (model inputs: `Label (SDXL)`).
+    #[schema(required = true)]
+    pub choice_labels: Option<Vec<String>>,
+    /// Model inputs: the base model of each of `choices` (null when unknown),
+    /// which picks the tool's `base_model_defaults`.
+    #[schema(required = true)]
+    pub choice_base_models: Option<Vec<Option<String>>>,
     /// Folded under "advanced" in forms.
     pub advanced: bool,
     /// The input a chat message's text or photo fills.
@@ -108,6 +119,10 @@ pub struct ToolDetail {
     /// The parameters as a JSON Schema object (`media:<id>` strings for images).
     #[schema(value_type = Object)]
     pub input_schema: Value,
+    /// Defaults per base model of the chosen model (`{"SDXL": {"width": 1024}}`),
+    /// used instead of the inputs' defaults when a model of that base model is chosen.
+    #[schema(value_type = Object)]
+    pub base_model_defaults: Value,
 }
 
 /// Tools `account` may see in lists: public ones, and admin ones for admins.
@@ -116,18 +131,7 @@ pub fn listed(station: &Station, account: &AccountRow) -> Vec<Arc<ToolDef>> {
 }
 
 fn listed_for(station: &Station, admin: bool) -> Vec<Arc<ToolDef>> {
-    let mut tools: Vec<_> = station
-        .tools
-        .list()
-        .into_iter()
-        .filter(|t| match t.visibility {
-            Visibility::Public => true,
-            Visibility::Admin => admin,
-            Visibility::Hidden => false,
-        })
-        .collect();
-    tools.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()).then(a.id.cmp(&b.id)));
-    tools
+    station.listed_tools(admin)
 }
 
 fn text<T: Serialize>(v: T) -> String {
@@ -153,17 +157,27 @@ pub fn summary(station: &Station, t: &ToolDef) -> ToolSummary {
     }
 }
 
-fn field(name: &str, i: &InputDef) -> InputField {
+fn field(station: &Station, name: &str, i: &InputDef) -> InputField {
+    let models = (i.kind == InputType::Model).then(|| station.model_choices(i));
     InputField {
         name: name.into(),
         kind: i.kind.as_str().into(),
+        model_kind: i.model_kind.clone(),
         required: i.required,
-        default: i.default.clone(),
+        default: match &models {
+            Some(m) => m.first().map(|m| Value::String(m.name.clone())),
+            None => i.default.clone(),
+        },
         description: i.description.clone(),
         min: i.min,
         max: i.max,
         step: i.step,
-        choices: i.choices.clone(),
+        choices: match &models {
+            Some(m) => Some(m.iter().map(|m| m.name.clone()).collect()),
+            None => i.choices.clone(),
+        },
+        choice_labels: models.as_ref().map(|m| m.iter().map(station_core::models::ModelInfo::display).collect()),
+        choice_base_models: models.as_ref().map(|m| m.iter().map(|m| m.base_model.clone()).collect()),
         advanced: i.advanced,
         primary: i.primary,
         max_length: i.max_length,
@@ -180,8 +194,9 @@ fn scalar_or_null() -> utoipa::openapi::schema::Schema {
         .into()
 }
 
-/// A tool's parameters as JSON Schema (draft 2020-12 vocabulary).
-pub fn input_schema(t: &ToolDef) -> Value {
+/// A tool's parameters as JSON Schema (draft 2020-12 vocabulary); model
+/// inputs list the models the backends offer now.
+pub fn input_schema(station: &Station, t: &ToolDef) -> Value {
     let mut props = Map::new();
     let mut required = vec![];
     for (name, i) in &t.inputs {
@@ -197,6 +212,14 @@ pub fn input_schema(t: &ToolDef) -> Value {
                 Some(c) => json!({"type": "string", "enum": c}),
                 None => json!({"type": "string"}),
             },
+            InputType::Model => {
+                let names: Vec<String> = station.model_choices(i).into_iter().map(|m| m.name).collect();
+                let mut s = json!({"type": "string", "enum": names});
+                if let Some(first) = names.first() {
+                    s["default"] = json!(first);
+                }
+                s
+            }
         };
         let o = s.as_object_mut().expect("object");
         if !i.description.is_empty() && !o.contains_key("description") {
@@ -232,8 +255,9 @@ pub fn detail(station: &Station, t: &ToolDef) -> ToolDetail {
     ToolDetail {
         summary: summary(station, t),
         version: t.version,
-        inputs: t.inputs.iter().map(|(n, i)| field(n, i)).collect(),
-        input_schema: input_schema(t),
+        inputs: t.inputs.iter().map(|(n, i)| field(station, n, i)).collect(),
+        input_schema: input_schema(station, t),
+        base_model_defaults: serde_json::to_value(&t.base_model_defaults).unwrap_or_default(),
     }
 }
 
@@ -241,18 +265,30 @@ pub fn detail(station: &Station, t: &ToolDef) -> ToolDetail {
 /// generation (kept by [`station_core::tools::ToolRegistry::derived`]). The list
 /// depends only on the registry, the caller's role (admin tools) and the
 /// price multiplier (fixed for a Station), so there are two answers.
-struct ToolLists {
+/// Tools with a model input are listed while a backend offers a model for
+/// them, so the answers are rendered again when the models change.
+struct ToolLists(std::sync::Mutex<Option<RenderedLists>>);
+
+struct RenderedLists {
+    models: Arc<Vec<station_core::models::ModelInfo>>,
     users: Bytes,
     admins: Bytes,
 }
 
 impl ToolLists {
-    fn render(station: &Station) -> ToolLists {
-        let bytes = |admin| {
-            let list = ToolList { tools: listed_for(station, admin).iter().map(|t| summary(station, t)).collect() };
-            Bytes::from(serde_json::to_vec(&list).expect("the tool list serialises"))
-        };
-        ToolLists { users: bytes(false), admins: bytes(true) }
+    fn get(&self, station: &Station, admin: bool) -> Bytes {
+        let models = station.models_snapshot();
+        let mut slot = self.0.lock().expect("tool lists");
+        let fresh = slot.as_ref().is_some_and(|r| Arc::ptr_eq(&r.models, &models) || *r.models == *models);
+        if !fresh {
+            let bytes = |admin| {
+                let list = ToolList { tools: listed_for(station, admin).iter().map(|t| summary(station, t)).collect() };
+                Bytes::from(serde_json::to_vec(&list).expect("the tool list serialises"))
+            };
+            *slot = Some(RenderedLists { models, users: bytes(false), admins: bytes(true) });
+        }
+        let r = slot.as_ref().expect("rendered");
+        if admin { r.admins.clone() } else { r.users.clone() }
     }
 }
 
@@ -260,8 +296,8 @@ impl ToolLists {
 #[utoipa::path(get, path = "/api/v1/tools", tag = "tools",
     responses((status = 200, body = ToolList), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn list_tools(State(station): State<Station>, Caller(a): Caller) -> Response {
-    let lists = station.tools.derived(|| ToolLists::render(&station));
-    let body = if a.is_admin() { lists.admins.clone() } else { lists.users.clone() };
+    let lists = station.tools.derived(|| ToolLists(std::sync::Mutex::new(None)));
+    let body = lists.get(&station, a.is_admin());
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 

@@ -44,6 +44,11 @@ async fn sync_backends(station: &Station, comfy: &ComfyExecutor) {
             info!(backend = %spec.name, "backend removed; its running jobs finish there");
         }
     }
+    // A removed backend offers no models any more (to any process).
+    let names: Vec<String> = wanted.iter().map(|w| w.name.clone()).collect();
+    if let Err(e) = station.forget_models_except(&names).await {
+        warn!(error = %e, "cannot forget the models of removed backends; will retry");
+    }
 }
 
 /// Every backend: from configuration, then those added at run time.
@@ -107,10 +112,11 @@ pub async fn register_executors(station: &Station) -> Background {
     for s in comfy.statuses() {
         info!(backend = %s.spec.name, url = %s.spec.url, "ComfyUI backend; takes jobs once its health check passes");
     }
+    // Attached first, so the first health check already stores each backend's models.
+    station.register_executor(comfy.clone());
     // In the background: a backend that accepts connections and never
     // answers must not hold up serving, native tools or the other backends.
     comfy.spawn_health_checks(every, station.wake.clone());
-    station.register_executor(comfy.clone());
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn({
         let (station, comfy, stop) = (station.clone(), comfy.clone(), stop.clone());
@@ -181,20 +187,43 @@ pub async fn backends_command(station: &Station, c: BackendsCommand) -> u8 {
                 }
             }
         }
-        BackendsCommand::Check => {
-            let specs = backend_specs(station).await;
-            if specs.is_empty() {
-                println!("no ComfyUI backend configured");
-                return exit::FAILED;
-            }
-            let pool = match ComfyExecutor::with_health_timeouts(specs, "none", health_timeouts(station)) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return exit::USAGE;
+        BackendsCommand::Refresh => {
+            let Some(pool) = checked_pool(station).await else { return exit::FAILED };
+            let mut all_ok = true;
+            for status in pool.statuses() {
+                let name = &status.spec.name;
+                if !status.healthy {
+                    all_ok = false;
+                    println!("{name} — DOWN: {} (its models are not offered)", status.last_error.unwrap_or_default());
+                    continue;
                 }
-            };
-            pool.check_all().await;
+                let inventory = pool.inventory(name).unwrap_or_default();
+                let mut kinds: Vec<(String, usize)> = vec![];
+                for (kind, _) in inventory.iter() {
+                    match kinds.iter_mut().find(|(k, _)| k == kind) {
+                        Some((_, n)) => *n += 1,
+                        None => kinds.push((kind.clone(), 1)),
+                    }
+                }
+                let summary: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+                println!(
+                    "{name} — up: {}",
+                    if summary.is_empty() { "no model files".to_string() } else { summary.join(", ") }
+                );
+            }
+            // Backends no longer configured offer nothing.
+            let names: Vec<String> = pool.statuses().into_iter().map(|s| s.spec.name).collect();
+            if let Err(e) = station.forget_models_except(&names).await {
+                eprintln!("error: {e}");
+                pool.shutdown();
+                return exit::UNAVAILABLE;
+            }
+            pool.shutdown();
+            println!("stored; `station models list` shows every model and which backends have it");
+            if all_ok { exit::OK } else { exit::FAILED }
+        }
+        BackendsCommand::Check => {
+            let Some(pool) = checked_pool(station).await else { return exit::FAILED };
             let tools = station.tools.list();
             let caps = pool.capabilities(&tools);
             let mut all_ok = true;
@@ -207,11 +236,27 @@ pub async fn backends_command(station: &Station, c: BackendsCommand) -> u8 {
                 all_ok &= status.healthy;
                 println!("{} ({}) — {state}", status.spec.name, status.spec.url);
                 if status.healthy {
+                    let inventory = pool.inventory(&status.spec.name).unwrap_or_default();
                     for (tool, why_not) in per_tool {
-                        match why_not {
-                            None => println!("  can run   {tool}"),
-                            Some(r) => println!("  cannot    {tool}: {r}"),
+                        let model_kind = station
+                            .tools
+                            .get(&tool)
+                            .and_then(|t| t.model_input().and_then(|(_, d)| d.model_kind.clone()));
+                        match (why_not, model_kind) {
+                            (None, Some(kind)) => {
+                                let files: Vec<&str> =
+                                    inventory.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n.as_str()).collect();
+                                println!("  can run   {tool} with {}", files.join(", "));
+                            }
+                            (None, None) => println!("  can run   {tool}"),
+                            (Some(r), _) => println!("  cannot    {tool}: {r}"),
                         }
+                    }
+                    if inventory.is_empty() {
+                        println!("  models    none");
+                    }
+                    for (kind, file) in inventory.iter() {
+                        println!("  model     {kind:<15} {file}");
                     }
                 }
             }
@@ -219,4 +264,25 @@ pub async fn backends_command(station: &Station, c: BackendsCommand) -> u8 {
             if all_ok { exit::OK } else { exit::FAILED }
         }
     }
+}
+
+/// A pool of every configured and added backend, checked once and attached
+/// to `station` (so what each offers is stored); `None` (said why) when
+/// there is no backend.
+async fn checked_pool(station: &Station) -> Option<Arc<ComfyExecutor>> {
+    let specs = backend_specs(station).await;
+    if specs.is_empty() {
+        println!("no ComfyUI backend configured");
+        return None;
+    }
+    let pool = match ComfyExecutor::with_health_timeouts(specs, "none", health_timeouts(station)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    station_core::Executor::attach(&*pool, station);
+    pool.check_all().await;
+    Some(pool)
 }
