@@ -249,7 +249,7 @@ fn inputs_list(tool: &ToolDef) -> String {
         .inputs
         .iter()
         .find(|(_, d)| matches!(d.kind, InputType::Integer | InputType::Number))
-        .map(|(n, d)| format!("{n}={}", d.default.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "1".into())))
+        .map(|(n, d)| format!("{n}={}", d.default.as_ref().map(Value::to_string).unwrap_or_else(|| "1".into())))
         .or_else(|| tool.inputs.iter().find(|(_, d)| d.kind != InputType::Image).map(|(n, _)| format!("{n}=…")));
     match example {
         Some(e) => format!("Inputs of {}: {}. Set one as name=value, for example {e}.", tool.name, names.join(", ")),
