@@ -534,6 +534,11 @@ impl Discord {
                 let path = format!("{}/messages/{message}", self.webhook_path(&sess.token));
                 match self.webhook_call(Method::PATCH, &path, &rendered, sess.started).await {
                     Ok(_) => return Outcome::Sent { message_ref: Some(r.render()) },
+                    // A result that cannot take its progress message's place
+                    // (the token expired) is posted in the channel instead.
+                    Err(e) if token_gone(&e) && out.kind == station_flows::DeliveryKind::Result => {
+                        return self.channel_post(&channel, &rendered).await;
+                    }
                     Err(e) if token_gone(&e) => {}
                     Err(e) => return outcome_of(&e),
                 }

@@ -653,9 +653,33 @@ async fn make_tool_option_is_autocompleted(db: TestDb) {
     env.stop().await;
 }
 
+/// Issue 21, items 3 and 6: a result lands under its own command — it takes
+/// the place of its progress message (the deferred response of /dream), even
+/// when another command came in between — and a finished job leaves one
+/// message.
+async fn a_result_lands_under_its_own_command(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    env.comfy_fake.set_step_delay(300);
+    let dream = env.slash("dream", json!([{"name": "prompt", "type": 3, "value": "a patient heron"}])).await;
+    env.fake.wait_for(WAIT, "first progress", |_| env.fake.original(&dream.id).filter(|m| !m.deferred)).await;
+    let help = env.slash("help", json!([])).await;
+    env.comfy_fake.set_step_delay(0);
+    let result = env.results(1).await.remove(0);
+    assert_eq!(result.interaction_token.as_deref(), Some(dream.token.as_str()), "[{k}] under /dream, not /help");
+    assert_ne!(result.interaction_token.as_deref(), Some(help.token.as_str()), "[{k}]");
+    let original = env.fake.original(&dream.id).expect("the deferred response");
+    assert_eq!(original.id, result.id, "[{k}] the progress message became the result");
+    let public: Vec<Message> =
+        env.fake.channel_messages(CHANNEL).into_iter().filter(|m| m.source != Source::User && !m.ephemeral()).collect();
+    assert_eq!(public.len(), 1, "[{k}] one public message for the job: {public:#?}");
+    env.stop().await;
+}
+
 use station_testkit::on_every_db;
 
 on_every_db!(
+    a_result_lands_under_its_own_command,
     personal_answers_are_ephemeral_in_a_server,
     make_tool_option_is_autocompleted,
     sign_in_secrets_are_ephemeral,

@@ -170,18 +170,18 @@ async fn make_with_prompt_inline(db: TestDb) {
     let progress = msgs.iter().find(|m| m.kind == DeliveryKind::Progress).unwrap().clone();
     assert!(progress.view.plain_text().contains("Dream"), "{}", progress.view.plain_text());
     let result = env.wait_results(1).await.remove(0);
-    // Progress was one message edited in place, ending at "done".
+    // Issue 21, item 6: one message for the job — the progress message,
+    // edited in place as it ran, became the result.
     let msgs = env.platform.messages(&env.conv.chat);
-    let progress_msgs: Vec<_> = msgs.iter().filter(|m| m.kind == DeliveryKind::Progress).collect();
-    assert_eq!(progress_msgs.len(), 1, "one progress message, edited in place");
-    let p = progress_msgs[0];
-    let final_text = p.view.plain_text();
-    let _ = env
-        .wait("progress shows done", |m| {
-            m.iter().any(|m| m.kind == DeliveryKind::Progress && m.view.plain_text().contains("done"))
-        })
-        .await;
-    assert!(!p.edits.is_empty() || final_text.contains("done"), "progress edited: {final_text}");
+    assert_eq!(msgs.len(), 1, "a finished job leaves exactly one message: {msgs:?}");
+    assert_eq!(result.message_ref, progress.message_ref, "the progress message became the result");
+    assert!(
+        result.edits.iter().all(|v| v.blocks.iter().any(|b| matches!(b, Block::Progress { .. }))),
+        "every earlier version was progress"
+    );
+    // Late progress never overwrites the result.
+    env.settled().await;
+    assert_eq!(env.platform.messages(&env.conv.chat)[0].kind, DeliveryKind::Result);
     for label in ["Rerun", "Tweak", "Use as input", "Info", "Rate", "Hide"] {
         assert!(labels(&result).iter().any(|l| l.contains(label)), "result offers {label}: {:?}", labels(&result));
     }
@@ -202,17 +202,17 @@ async fn progress_edits_are_throttled_per_conversation(db: TestDb) {
         Flows::with_settings(env.station.clone(), FlowSettings { progress_every_ms: 300, ..Default::default() });
     env.flows.add_platform(Arc::new(env.platform.clone()));
     env.runner = Some(env.flows.start());
-    env.fake.set_step_delay(60);
+    env.fake.set_step_delay(200);
     env.command("dream", "first").await;
     env.command("dream", "second").await;
     env.wait_results(2).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Progress edits only: the last edit of each message turned it into its result.
     let mut edits: Vec<std::time::Instant> = env
         .platform
         .messages(&env.conv.chat)
         .iter()
-        .filter(|m| m.kind == DeliveryKind::Progress)
-        .flat_map(|m| m.edited_at.clone())
+        .filter(|m| m.kind == DeliveryKind::Result)
+        .flat_map(|m| m.edited_at[..m.edited_at.len().saturating_sub(1)].to_vec())
         .collect();
     edits.sort();
     assert!(edits.len() >= 3, "progress was edited: {} edits", edits.len());
