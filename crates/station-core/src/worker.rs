@@ -394,6 +394,7 @@ async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) -> bool {
         }
     };
     let message = error.as_ref().map(|(_, m)| m.clone());
+    let record_error = error.clone();
     let record = JobFinish {
         job_id: job.id.clone(),
         owner: w.owner.to_string(),
@@ -429,6 +430,10 @@ async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) -> bool {
             };
             // Timed from the claimed row: no extra read on the hot path.
             crate::telemetry::job_finished(job, outcome, station_store::now_ms());
+            if status == JobStatus::Failed {
+                let (code, why) = record_error.as_ref().map(|(c, m)| (c.as_str(), m.as_str())).unwrap_or(("", ""));
+                warn!(job = %job.id, tool = %job.tool_id, code, error = %why, "job failed");
+            }
             if let Some(ids) = outputs {
                 station.bus.publish(JobEvent::Result { job_id: job.id.clone(), outputs: ids });
             }

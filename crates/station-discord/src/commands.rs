@@ -118,12 +118,14 @@ pub fn tool_options(tool: &ToolDef) -> Vec<Value> {
 fn builtin_options(name: &str) -> Vec<Value> {
     match name {
         "make" => vec![
-            json!({"type": 3, "name": "tool", "description": "Tool to run (leave empty to pick from a list)", "required": false}),
+            json!({"type": 3, "name": "tool", "description": "Tool to run (leave empty to pick from a list)", "required": false, "autocomplete": true}),
             json!({"type": 3, "name": "prompt", "description": "What to make", "required": false}),
             json!({"type": 11, "name": "image", "description": "An input image, for tools that take one", "required": false}),
         ],
         "settings" => {
-            vec![json!({"type": 3, "name": "tool", "description": "Tool whose defaults to change", "required": false})]
+            vec![
+                json!({"type": 3, "name": "tool", "description": "Tool whose defaults to change", "required": false, "autocomplete": true}),
+            ]
         }
         "link" => vec![
             json!({"type": 3, "name": "code", "description": "A link code from another platform", "required": false}),

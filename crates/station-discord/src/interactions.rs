@@ -71,10 +71,40 @@ async fn endpoint(State(d): State<Discord>, headers: HeaderMap, body: Bytes) -> 
         Some(1) => json_response(json!({"type": 1})),
         Some(2) => command(d, v).await,
         Some(3) => component(d, v).await,
-        Some(4) => json_response(json!({"type": 8, "data": {"choices": []}})),
+        Some(4) => json_response(autocomplete(&d, &v)),
         Some(5) => modal_submit(d, v).await,
         other => (StatusCode::BAD_REQUEST, format!("unknown interaction type {other:?}")).into_response(),
     }
+}
+
+/// Answers an autocomplete interaction (type 4) with up to 25 choices
+/// (type 8): for a `tool` option, the public tools whose name or command
+/// contains what was typed — the registry can be larger than a fixed list.
+fn autocomplete(d: &Discord, v: &Value) -> Value {
+    let focused = v["data"]["options"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|o| o["focused"].as_bool().unwrap_or(false))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut choices = vec![];
+    if focused["name"] == "tool" {
+        let typed = focused["value"].as_str().unwrap_or("").trim().trim_start_matches('/').to_lowercase();
+        for c in d.inner.flows.commands(None) {
+            let Some(tool) = &c.tool else { continue };
+            let hit =
+                typed.is_empty() || tool.name.to_lowercase().contains(&typed) || c.name.to_lowercase().contains(&typed);
+            if hit {
+                let label = crate::commands::cut(&format!("{} · /{}", tool.name, c.name), 100, &c.name);
+                choices.push(json!({"name": label, "value": c.name}));
+            }
+            if choices.len() == 25 {
+                break;
+            }
+        }
+    }
+    json!({"type": 8, "data": {"choices": choices}})
 }
 
 /// Who and where an interaction comes from.
@@ -152,7 +182,7 @@ fn spawn_handle(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "flow failed for a Discord interaction");
-                d.note(&o.id, &format!("Something went wrong: {e}"), false).await;
+                d.note(&o.id, "Something went wrong on my side; please try again in a moment.", false).await;
             }
         }
         let denied = d.inner.denied.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&o.channel);
@@ -271,10 +301,12 @@ async fn command(d: Discord, v: Value) -> Response {
     {
         return ephemeral(&format!("/{name} is switched off in this server by its admins."));
     }
-    // Commands whose answer is a secret (sign-in link, link code) are
-    // deferred ephemerally: the answer then replaces a message only the
-    // asker sees.
-    let private = d.inner.flows.answers_privately(&name);
+    // Commands whose answer is for the asker alone (a secret, their balance,
+    // settings, history, help) are deferred ephemerally: the answer then
+    // replaces a message only the asker sees.
+    // (In a DM everything is just a message; secrets are ephemeral everywhere.)
+    let private =
+        d.inner.flows.answers_privately(&name) || (o.guild.is_some() && d.inner.flows.answers_personally(&name));
     begin(&d, &o, true, private);
     let dd = d.clone();
     let oo = o.clone();

@@ -207,6 +207,10 @@ impl MessageRef {
     }
 }
 
+async fn rendered_again(station: &Station, out: &Outgoing, modals: &Modals) -> render::Rendered {
+    render::render(station, &out.view, modals).await
+}
+
 /// The channel id of a conversation's chat (`CHANNEL` in DMs, `CHANNEL:USER` in servers).
 pub fn channel_of(chat: &str) -> &str {
     chat.split(':').next().unwrap_or(chat)
@@ -412,6 +416,11 @@ impl Platform for Discord {
         "discord"
     }
 
+    /// Slash commands, buttons, select menus and modals: typed text never reaches the bot.
+    fn style(&self) -> station_flows::ChatStyle {
+        station_flows::ChatStyle::Interactions
+    }
+
     /// Private views are ephemeral messages of their interaction.
     fn delivers_privately(&self) -> bool {
         true
@@ -438,6 +447,9 @@ impl Discord {
         out: &Outgoing,
         rendered: render::Rendered,
     ) -> Outcome {
+        // A personal view (no secret) with no interaction to carry it is an
+        // ordinary message; a private one is refused.
+        let personal_only = !out.view.private;
         let channel = channel_of(&conversation.chat).to_string();
         let mut rendered = rendered;
         rendered.payload["flags"] = serde_json::json!(64);
@@ -452,6 +464,11 @@ impl Discord {
             };
         }
         let Some((iid, sess, original_free)) = self.claim_original(&conversation.chat) else {
+            if personal_only {
+                let mut public = rendered;
+                public.payload.as_object_mut().map(|p| p.remove("flags"));
+                return self.channel_post(&channel, &public).await;
+            }
             return Outcome::Permanent(
                 "a private message can only be sent through the interaction that asked for it, and it has \
                  expired; not posted in the channel"
@@ -462,7 +479,14 @@ impl Discord {
             let path = format!("{}/messages/@original", self.webhook_path(&sess.token));
             self.webhook_call(Method::PATCH, &path, &rendered, sess.started).await
         } else {
-            if original_free {
+            if original_free && personal_only {
+                // The public "thinking…" of a command refused or answered
+                // privately goes away rather than pointing at the answer.
+                let path = format!("{}/messages/@original", self.webhook_path(&sess.token));
+                if let Err(e) = self.inner.rest.call(Method::DELETE, &path, Body::Empty).await {
+                    tracing::debug!(error = %e, "could not remove the public deferred response");
+                }
+            } else if original_free {
                 let note = render::Rendered {
                     payload: render::note("🔒 I sent you the answer privately: only you can see it.", false),
                     files: vec![],
@@ -482,6 +506,11 @@ impl Discord {
                     message_ref: Some(MessageRef::Interaction { interaction: iid, channel, message }.render()),
                 }
             }
+            Err(e) if token_gone(&e) && personal_only => {
+                let mut public = rendered_again(&self.inner.station, out, &self.inner.modals).await;
+                public.payload.as_object_mut().map(|p| p.remove("flags"));
+                self.channel_post(&channel, &public).await
+            }
             Err(e) if token_gone(&e) => Outcome::Permanent(format!(
                 "a private message can only be sent through its interaction, whose token is no longer valid ({e}); \
                  not posted in the channel"
@@ -493,7 +522,9 @@ impl Discord {
     async fn deliver_inner(&self, conversation: &Conversation, out: &Outgoing) -> Outcome {
         let channel = channel_of(&conversation.chat).to_string();
         let rendered = render::render(&self.inner.station, &out.view, &self.inner.modals).await;
-        if out.view.private {
+        // Secrets always, and the asker's own things in a server channel, go
+        // as ephemeral messages; in a DM everything is just a message.
+        if out.view.private || (out.view.personal && conversation.group.is_some()) {
             return self.deliver_private(conversation, out, rendered).await;
         }
         // Edits of an earlier message.
@@ -504,6 +535,11 @@ impl Discord {
                 let path = format!("{}/messages/{message}", self.webhook_path(&sess.token));
                 match self.webhook_call(Method::PATCH, &path, &rendered, sess.started).await {
                     Ok(_) => return Outcome::Sent { message_ref: Some(r.render()) },
+                    // A result that cannot take its progress message's place
+                    // (the token expired) is posted in the channel instead.
+                    Err(e) if token_gone(&e) && out.kind == station_flows::DeliveryKind::Result => {
+                        return self.channel_post(&channel, &rendered).await;
+                    }
                     Err(e) if token_gone(&e) => {}
                     Err(e) => return outcome_of(&e),
                 }

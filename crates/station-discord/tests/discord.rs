@@ -574,9 +574,114 @@ async fn sign_in_secrets_are_ephemeral(db: TestDb) {
     env.stop().await;
 }
 
+/// Issue 21, item 1: in a server channel, what concerns only the asker —
+/// /status, /balance, /help, /history, /settings, a refusal — is ephemeral
+/// (deferred with flag 64, answered by a message only they see); a tool's
+/// progress and result are public. In a DM nothing needs the flag.
+async fn personal_answers_are_ephemeral_in_a_server(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    for (name, needle) in
+        [("status", "Balance:"), ("balance", "You have"), ("help", "Commands"), ("history", "No results yet")]
+    {
+        let sent = env.slash(name, json!([])).await;
+        assert_eq!(sent.body, json!({"type": 5, "data": {"flags": 64}}), "[{k}] /{name} deferred ephemerally");
+        let msg = env
+            .fake
+            .wait_for(WAIT, needle, |all| {
+                all.iter()
+                    .find(|m| m.channel_id == CHANNEL && m.interaction_token.as_deref() == Some(sent.token.as_str()))
+                    .filter(|m| m.text().contains(needle))
+                    .cloned()
+            })
+            .await;
+        assert!(msg.ephemeral(), "[{k}] /{name} answered ephemerally: {msg:?}");
+    }
+    let help = env.fake.channel_messages(CHANNEL).into_iter().find(|m| m.text().contains("Commands")).unwrap();
+    assert!(!help.text().contains("/start"), "[{k}] no /start on Discord: {}", help.text());
+    assert!(!help.text().contains("caption") && !help.text().contains("name=value"), "[{k}] {}", help.text());
+    // A refused run: the refusal is for the asker; the public "thinking…" goes away.
+    let refused = env.slash("dream", json!([{"type": 3, "name": "prompt", "value": "x".repeat(3000)}])).await;
+    assert_eq!(refused.body, json!({"type": 5}), "[{k}] a tool command is deferred publicly");
+    let note = env
+        .fake
+        .wait_for(WAIT, "the refusal", |all| {
+            all.iter().find(|m| m.channel_id == CHANNEL && m.text().contains("too long")).cloned()
+        })
+        .await;
+    assert!(note.ephemeral(), "[{k}] the refusal is ephemeral: {note:?}");
+    // A run: progress and result are public.
+    env.slash("dream", json!([{"type": 3, "name": "prompt", "value": "a red fox"}])).await;
+    let result = env.results(1).await.remove(0);
+    assert!(!result.ephemeral(), "[{k}] the result is public");
+    // In a DM the same command is an ordinary deferral.
+    let dm = Actor::dm("7009", "dee", "6900");
+    let sent = env.send(env.fake.slash(&dm, "status", json!([]), &[])).await;
+    assert_eq!(sent.body, json!({"type": 5}), "[{k}] in a DM nothing needs to be ephemeral");
+    env.stop().await;
+}
+
+/// Issue 21, item 5: `/make`'s tool option is autocompleted: an
+/// autocomplete interaction (type 4) is answered with choices (type 8) of
+/// the tools matching what was typed, at most 25.
+async fn make_tool_option_is_autocompleted(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    let registered = env.discord.command_payload();
+    let make = registered.iter().find(|c| c["name"] == "make").unwrap();
+    assert_eq!(make["options"][0]["autocomplete"], true, "[{k}] {make}");
+    let ask = |typed: &str| {
+        let mut v = env.fake.slash(
+            &env.actor,
+            "make",
+            json!([{"type": 3, "name": "tool", "value": typed, "focused": true}]),
+            &[],
+        );
+        v["type"] = json!(4);
+        v
+    };
+    let sent = env.send(ask("dre")).await;
+    assert_eq!(sent.body["type"], 8, "[{k}] {}", sent.body);
+    let choices = sent.body["data"]["choices"].as_array().unwrap().clone();
+    assert!(choices.iter().any(|c| c["value"] == "dream"), "[{k}] {choices:?}");
+    assert!(choices.iter().all(|c| c["value"] != "sdxl"), "[{k}] no hidden tool: {choices:?}");
+    let all = env.send(ask("")).await;
+    let n = all.body["data"]["choices"].as_array().unwrap().len();
+    assert!(n > 1 && n <= 25, "[{k}] {n} choices");
+    let none = env.send(ask("zzzz")).await;
+    assert_eq!(none.body["data"]["choices"], json!([]), "[{k}]");
+    env.stop().await;
+}
+
+/// Issue 21, items 3 and 6: a result lands under its own command — it takes
+/// the place of its progress message (the deferred response of /dream), even
+/// when another command came in between — and a finished job leaves one
+/// message.
+async fn a_result_lands_under_its_own_command(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    env.comfy_fake.set_step_delay(300);
+    let dream = env.slash("dream", json!([{"name": "prompt", "type": 3, "value": "a patient heron"}])).await;
+    env.fake.wait_for(WAIT, "first progress", |_| env.fake.original(&dream.id).filter(|m| !m.deferred)).await;
+    let help = env.slash("help", json!([])).await;
+    env.comfy_fake.set_step_delay(0);
+    let result = env.results(1).await.remove(0);
+    assert_eq!(result.interaction_token.as_deref(), Some(dream.token.as_str()), "[{k}] under /dream, not /help");
+    assert_ne!(result.interaction_token.as_deref(), Some(help.token.as_str()), "[{k}]");
+    let original = env.fake.original(&dream.id).expect("the deferred response");
+    assert_eq!(original.id, result.id, "[{k}] the progress message became the result");
+    let public: Vec<Message> =
+        env.fake.channel_messages(CHANNEL).into_iter().filter(|m| m.source != Source::User && !m.ephemeral()).collect();
+    assert_eq!(public.len(), 1, "[{k}] one public message for the job: {public:#?}");
+    env.stop().await;
+}
+
 use station_testkit::on_every_db;
 
 on_every_db!(
+    a_result_lands_under_its_own_command,
+    personal_answers_are_ephemeral_in_a_server,
+    make_tool_option_is_autocompleted,
     sign_in_secrets_are_ephemeral,
     stale_or_future_timestamps_are_refused,
     a_replayed_admin_switch_changes_nothing,

@@ -138,13 +138,30 @@ impl Flows {
             return;
         };
         let kind = DeliveryKind::parse(&d.kind);
-        let out = Outgoing {
-            delivery_id: d.id.clone(),
-            kind,
-            view,
-            replace: d.message_ref.clone().or(d.replace_ref.clone()),
-            account_id: d.account_id.clone(),
-        };
+        let mut replace = d.message_ref.clone().or(d.replace_ref.clone());
+        // A job's progress message becomes its result (one message per job);
+        // once the result is out, late progress edits must not touch it.
+        let job = d.dedupe_key.as_deref().and_then(|k| k.split_once(':')).map(|(_, j)| j.to_string());
+        match (kind, &job) {
+            (DeliveryKind::Result, Some(job)) if replace.is_none() => {
+                // Sent at least once (an edit may still be waiting: it is dropped below).
+                if let Ok(Some(p)) = store.delivery_by_key(&format!("progress:{job}")).await {
+                    replace = p.message_ref;
+                }
+            }
+            (DeliveryKind::Progress, Some(job)) => {
+                if let Ok(Some(r)) = store.delivery_by_key(&format!("result:{job}")).await
+                    && r.status != "pending"
+                {
+                    let r = DeliveryResult::Sent { message_ref: d.message_ref.clone(), next_at: now_ms() };
+                    let _ = store.finish_delivery(&d.id, &self.inner.owner, d.version, &r, now_ms()).await;
+                    self.inner.outbox.notify_one();
+                    return;
+                }
+            }
+            _ => {}
+        }
+        let out = Outgoing { delivery_id: d.id.clone(), kind, view, replace, account_id: d.account_id.clone() };
         // A secret for one person never goes through an adapter that cannot
         // keep it to them.
         let outcome = if out.view.private && !platform.delivers_privately() {
@@ -319,16 +336,8 @@ impl Flows {
     pub(crate) async fn write_result(&self, src: &JobSource, job: &JobRow) -> Result<(), crate::flow::FlowError> {
         let store = self.station().conversations();
         let now = now_ms();
-        // The progress message ends showing the outcome (no preview, no buttons).
-        if store.delivery_by_key(&format!("progress:{}", job.id)).await?.is_some() {
-            let final_progress = self.progress_view(job, None).await;
-            let out = Out {
-                view: final_progress,
-                kind: DeliveryKind::Progress,
-                dedupe_key: Some(format!("progress:{}", job.id)),
-            };
-            store.save_outbox(&[], &[new_delivery(&src.conversation, &job.account_id, &out)], true, None, now).await?;
-        }
+        // No final progress edit: the result (or the failure) takes the
+        // progress message's place when it is sent (see `send_one`).
         let mut view = crate::results::result_view(self, job).await?;
         let actions = mint_view(&mut view, &job.account_id, None, now);
         let out = Out { view, kind: DeliveryKind::Result, dedupe_key: Some(format!("result:{}", job.id)) };

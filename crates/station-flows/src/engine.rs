@@ -181,6 +181,11 @@ impl Flows {
         out
     }
 
+    /// How people talk in a conversation's platform ([`Platform::style`]).
+    pub fn style_of(&self, conv: &Conversation) -> crate::platform::ChatStyle {
+        self.inner.platforms.read().expect("platforms lock").get(&conv.platform).map(|p| p.style()).unwrap_or_default()
+    }
+
     fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.inner.locks.lock().expect("locks");
         if locks.len() > 10_000 {
@@ -254,9 +259,15 @@ impl Flows {
             }
             return Ok(Reply::toast(text));
         }
+        // A new account sees its starting points in /status, /balance and
+        // the first price before any job (memoised: free after the first input).
+        self.inner.station.ensure_starting_grant(&account.id).await?;
         let lock = self.lock_for(&format!("{}|{}", conv.key(), account.id));
         let _guard = lock.lock().await;
         let reply = self.handle_locked(key, account, conv, input).await;
+        if let Err(e) = &reply {
+            tracing::warn!(conversation = %conv.key(), error = %e, "a chat input failed");
+        }
         self.inner.outbox.notify_one();
         reply
     }
@@ -324,8 +335,11 @@ impl Flows {
         match self.inner.station.conversations().active(&conv.key(), &account.id).await? {
             Some(inst) => self.step_input(key, account, conv, inst, input).await,
             None => {
-                let hint = match input {
-                    StepInput::Images(_) => {
+                let hint = match (input, self.style_of(conv)) {
+                    (StepInput::Images(_), crate::platform::ChatStyle::Terminal) => {
+                        "To use a picture, put its path after a command (for example /upscale @photo.png)."
+                    }
+                    (StepInput::Images(_), _) => {
                         "To use a photo, send it with a command as its caption (for example /upscale), or reply to \
                          it with the command."
                     }
@@ -438,6 +452,14 @@ impl Flows {
         self.inner.flows.get(name.as_str()).is_some_and(|f| f.private())
     }
 
+    /// Whether the command's answer is only for its asker
+    /// ([`Flow::personal`] or [`Flow::private`]): adapters with ephemeral
+    /// messages defer it ephemerally.
+    pub fn answers_personally(&self, command: &str) -> bool {
+        let name = command.trim_start_matches('/').split('@').next().unwrap_or("").to_lowercase();
+        self.inner.flows.get(name.as_str()).is_some_and(|f| f.private() || f.personal())
+    }
+
     fn flow(&self, name: &str) -> Result<Arc<dyn Flow>, FlowError> {
         self.inner.flows.get(name).cloned().ok_or_else(|| FlowError::UnknownFlow(name.to_string()))
     }
@@ -451,7 +473,8 @@ impl Flows {
         let store = self.inner.station.conversations();
         match store.active(&conv.key(), &account.id).await? {
             Some(inst) => {
-                let out = Out { view: View::text("Cancelled."), kind: DeliveryKind::Notice, dedupe_key: None };
+                let out =
+                    Out { view: View::text("Cancelled.").personal(), kind: DeliveryKind::Notice, dedupe_key: None };
                 let d = new_delivery(conv, &account.id, &out);
                 store.end(&inst.id, inst.rev, "cancelled", &[d], key.next_write().as_deref(), now_ms()).await?;
                 Ok(Reply::toast("Cancelled"))
@@ -560,11 +583,18 @@ impl Flows {
                 }
                 Next::Stay(state) => inst.state = state.to_string(),
                 Next::Invalid(msg) => {
+                    tracing::debug!(flow = flow.name(), step = %inst.step, reason = %msg, "input refused");
                     notes.push(Out {
-                        view: View::text(format!("⚠ {msg}")),
+                        view: View::text(format!("⚠ {msg}")).personal(),
                         kind: DeliveryKind::Notice,
                         dedupe_key: None,
                     });
+                    if inst.step.is_empty() {
+                        // Refused while starting (an over-long prompt after a
+                        // tool command): there is no step to stay in, so the
+                        // flow ends with the reason instead of waiting in none.
+                        return self.finish(cx, inst, expected_rev, "ended", notes, now).await;
+                    }
                 }
                 Next::Back => match history.pop() {
                     Some((step, state)) => {
@@ -578,13 +608,20 @@ impl Flows {
                     }),
                 },
                 Next::Cancel => {
-                    notes.push(Out { view: View::text("Cancelled."), kind: DeliveryKind::Notice, dedupe_key: None });
+                    notes.push(Out {
+                        view: View::text("Cancelled.").personal(),
+                        kind: DeliveryKind::Notice,
+                        dedupe_key: None,
+                    });
                     return self.finish(cx, inst, expected_rev, "cancelled", notes, now).await;
                 }
                 Next::Finish(outs) => {
                     notes.extend(outs);
                     if flow.private() {
                         notes.iter_mut().for_each(|n| n.view.private = true);
+                    }
+                    if flow.personal() {
+                        notes.iter_mut().for_each(|n| n.view.personal = true);
                     }
                     return self.finish(cx, inst, expected_rev, "finished", notes, now).await;
                 }
@@ -595,6 +632,10 @@ impl Flows {
                 None => break,
             }
         }
+        if !flow.steps().iter().any(|s| s.id == inst.step) {
+            // Nothing is stored: the conversation stays where it was.
+            return Err(FlowError::UnknownStep(flow.name(), inst.step.clone()));
+        }
         let state: Value = serde_json::from_str(&inst.state).unwrap_or(Value::Null);
         let mut view = flow.view(cx, &inst.step, &state).await?;
         if flow.private() {
@@ -602,6 +643,11 @@ impl Flows {
             view.private = true;
             notes.iter_mut().for_each(|n| n.view.private = true);
         }
+        if flow.personal() {
+            view.personal = true;
+        }
+        // Refusals and notes are for the asker.
+        notes.iter_mut().filter(|n| n.kind == DeliveryKind::Notice).for_each(|n| n.view.personal = true);
         inst.rev += 1;
         inst.history = serde_json::to_string(&history).expect("history serialises");
         inst.updated_at = now;
@@ -653,6 +699,38 @@ impl Flows {
         Ok(Reply::default())
     }
 
+    /// Shows the conversation's open question again (a terminal chat
+    /// started anew): the active step's view, sent as a new message with
+    /// buttons for the same step. False when no flow is open.
+    pub async fn show_open_step(&self, account: &AccountRow, conv: &Conversation) -> Result<bool, FlowError> {
+        let store = self.inner.station.conversations();
+        let Some(inst) = store.active(&conv.key(), &account.id).await? else { return Ok(false) };
+        let flow = self.flow(&inst.flow)?;
+        if inst.flow_version != flow.version() || !flow.steps().iter().any(|s| s.id == inst.step) {
+            // The next input ends or upgrades it; there is no question to repeat.
+            return Ok(false);
+        }
+        let key = InputKey::none();
+        let cx = Cx {
+            station: &self.inner.station,
+            account,
+            conversation: conv,
+            instance_id: &inst.id,
+            flows: self,
+            input: &key,
+        };
+        let state: Value = serde_json::from_str(&inst.state).unwrap_or(Value::Null);
+        let mut view = flow.view(&cx, &inst.step, &state).await?;
+        view.private |= flow.private();
+        view.personal |= flow.personal();
+        let now = now_ms();
+        let actions = mint_view(&mut view, &account.id, Some((&inst.id, inst.rev)), now);
+        let d = new_delivery(conv, &account.id, &Out::message(view));
+        store.save_outbox(&actions, &[d], true, None, now).await?;
+        self.inner.outbox.notify_one();
+        Ok(true)
+    }
+
     /// Sends a standalone message (no flow state changes).
     pub async fn notice(&self, account: &AccountRow, conv: &Conversation, view: View) -> Result<(), FlowError> {
         self.notice_keyed(&InputKey::none(), account, conv, view).await
@@ -666,6 +744,7 @@ impl Flows {
         conv: &Conversation,
         view: View,
     ) -> Result<(), FlowError> {
+        let view = view.personal();
         self.send_keyed(key, account, conv, Out { view, kind: DeliveryKind::Notice, dedupe_key: None }).await
     }
 

@@ -145,6 +145,10 @@ pub enum FlowError {
     /// A flow kept redirecting between steps.
     #[error("flow {0} redirected more than 32 times")]
     Redirects(&'static str),
+    /// A flow moved to a step it does not declare (a bug in the flow):
+    /// nothing was stored, the conversation stays where it was.
+    #[error("flow {0} has no step {1:?}")]
+    UnknownStep(&'static str, String),
     /// The tool a flow was working with was removed or hidden meanwhile.
     #[error("the tool {0:?} is gone")]
     ToolGone(String),
@@ -176,6 +180,13 @@ pub trait Flow: Send + Sync {
     /// link code): every message they send is private to the asker
     /// ([`crate::View::private`]), whatever the flow's views say.
     fn private(&self) -> bool {
+        false
+    }
+
+    /// Flows whose answers concern only the asker (balance, settings,
+    /// history, help): their messages are [`crate::View::personal`], so a
+    /// platform with ephemeral messages keeps them out of a shared channel.
+    fn personal(&self) -> bool {
         false
     }
 

@@ -31,5 +31,5 @@ pub use engine::{CommandInfo, FlowSettings, Flows, Reply, StandaloneActions};
 pub use flow::{Flow, FlowError};
 pub use input::{InputKey, job_key};
 pub use outbox::JobSource;
-pub use platform::{Conversation, DeliveryKind, Input, Outcome, Outgoing, Platform};
+pub use platform::{ChatStyle, Conversation, DeliveryKind, Input, Outcome, Outgoing, Platform};
 pub use view::{Block, Button, ButtonAction, ImageRef, InputKind, InputRequest, Rich, View};

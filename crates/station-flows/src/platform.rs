@@ -151,6 +151,20 @@ impl DeliveryKind {
     }
 }
 
+/// How a platform's people give input (see [`Platform::style`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChatStyle {
+    /// Typed messages, commands with inline text, photos with captions
+    /// or replied to (Telegram, the test platform).
+    #[default]
+    Messages,
+    /// Interactions only: slash commands with typed options, buttons,
+    /// select menus and modals; typed text never reaches the bot (Discord).
+    Interactions,
+    /// Lines typed in a terminal; images are file paths (`@photo.png`).
+    Terminal,
+}
+
 /// A chat platform as the delivery service sees it.
 #[async_trait::async_trait]
 pub trait Platform: Send + Sync {
@@ -165,6 +179,13 @@ pub trait Platform: Send + Sync {
     /// such views only to their account, or refuse them
     /// ([`Outcome::Permanent`]) — never post them where others read.
     fn delivers_privately(&self) -> bool;
+
+    /// How people talk to the bot here, so flows word their hints in the
+    /// platform's own vocabulary (captions and typed text, slash-command
+    /// options, a terminal's lines).
+    fn style(&self) -> ChatStyle {
+        ChatStyle::Messages
+    }
 
     /// Renders and sends (or edits) one message.
     async fn deliver(&self, conversation: &Conversation, out: &Outgoing) -> Outcome;

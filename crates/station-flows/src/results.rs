@@ -55,15 +55,62 @@ pub async fn result_view(flows: &Flows, job: &JobRow) -> Result<View, FlowError>
                     Button::action("🙈 Hide", "hide", args),
                 ]))
         }
-        JobStatus::Failed => Ok(View::text(
-            Rich::plain("⚠ ")
-                .bold(tool_name)
-                .text(format!(" failed: {}", job.error.clone().unwrap_or_else(|| "unknown error".into()))),
-        )
-        .with_text("Your points for this run were returned.")
-        .row(vec![Button::action("🔁 Try again", "rerun", args)])),
+        JobStatus::Failed => {
+            Ok(View::text(Rich::plain("⚠ ").bold(tool_name).text(format!(" failed: {}.", failure_words(job))))
+                .with_text("Your points for this run were returned.")
+                .row(vec![Button::action("🔁 Try again", "rerun", args)]))
+        }
         JobStatus::Cancelled => Ok(View::text(format!("{tool_name} was cancelled; your points were returned."))),
         _ => Ok(flows.progress_view(job, None).await),
+    }
+}
+
+/// Why a job failed, in words for a person: never the stored code
+/// (`timeout`, `no_backend`) or a backend's raw message.
+pub fn failure_words(job: &JobRow) -> &'static str {
+    match job.error_code.as_deref() {
+        Some("timeout") => "it took too long and was stopped",
+        Some("no_backend") => "no image server can run this tool right now",
+        Some("backend_unavailable") => "the image servers could not be reached",
+        Some("invalid_input") => "the image server did not accept these settings",
+        Some("execution_error") => "the image server ran into an error",
+        _ => "something went wrong",
+    }
+}
+
+/// What a job was, in a few words: its tool, the start of its prompt (or
+/// other text input) and how long ago it was made — "Dream: a red fox… · 5 min ago".
+pub fn job_label(flows: &Flows, job: &JobRow, now_ms: i64) -> String {
+    let tool = flows.station().tools.get(&job.tool_id);
+    let name = tool.as_ref().map(|t| t.name.clone()).unwrap_or_else(|| job.tool_id.clone());
+    let params: Map<String, Value> = serde_json::from_str(&job.params).unwrap_or_default();
+    let text = tool
+        .as_ref()
+        .and_then(|t| {
+            let mut text_inputs = t.inputs.iter().filter(|(_, d)| d.kind == station_core::tools::InputType::Text);
+            let (n, _) = t
+                .primary_input()
+                .filter(|(_, d)| d.kind == station_core::tools::InputType::Text)
+                .or_else(|| text_inputs.next().map(|(n, d)| (n.as_str(), d)))?;
+            params.get(n).and_then(Value::as_str).map(str::to_owned)
+        })
+        .filter(|t| !t.trim().is_empty());
+    let ago = ago(now_ms - job.created_at);
+    match text {
+        Some(t) => format!("{name}: {} · {ago}", crate::view::excerpt(&t, 24)),
+        None => format!("{name} · {ago}"),
+    }
+}
+
+/// A duration in the past, roughly: "just now", "5 min ago", "3 h ago", "2 days ago".
+pub fn ago(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => "just now".into(),
+        60..3600 => format!("{} min ago", s / 60),
+        3600..86_400 => format!("{} h ago", s / 3600),
+        86_400..172_800 => "yesterday".into(),
+        _ => format!("{} days ago", s / 86_400),
     }
 }
 
@@ -220,7 +267,7 @@ async fn standalone(
             Ok(Reply::default())
         }
         "info" => {
-            let view = info_view(flows, &job).await?;
+            let view = info_view(flows, &job).await?.personal();
             flows.send_keyed(key, account, conv, Out::message(view)).await?;
             Ok(Reply::default())
         }
@@ -228,7 +275,7 @@ async fn standalone(
             let buttons = (1..=5)
                 .map(|n| Button::action("★".repeat(n), "rate_set", json!({"job": job.id, "stars": n})))
                 .collect();
-            let out = Out::message(View::text("How good is this result?").row(buttons));
+            let out = Out::message(View::text("How good is this result?").row(buttons).personal());
             flows.send_keyed(key, account, conv, out).await?;
             Ok(Reply::default())
         }
@@ -297,10 +344,11 @@ pub async fn info_view(flows: &Flows, job: &JobRow) -> Result<View, FlowError> {
             value: tool.as_ref().map(|t| t.name.clone()).unwrap_or(job.tool_id.clone()),
             inline: true,
         },
-        Field { name: "Status".into(), value: job.status.clone(), inline: true },
+        Field { name: "Status".into(), value: status_words(job.status()).into(), inline: true },
     ];
     for (k, v) in params.iter().filter(|(k, _)| !k.starts_with('_')) {
         let shown = match v {
+            Value::String(s) if s.starts_with("media:") => "an image".to_string(),
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
@@ -312,7 +360,7 @@ pub async fn info_view(flows: &Flows, job: &JobRow) -> Result<View, FlowError> {
         fields.push(Field { name: "LoRAs".into(), value: names.join(", "), inline: false });
     }
     let charged = station.job_charge(&job.id).await.unwrap_or(0);
-    fields.push(Field { name: "Cost".into(), value: format!("{charged} points"), inline: true });
+    fields.push(Field { name: "Cost".into(), value: crate::view::points(charged), inline: true });
     if let (Some(s), Some(f)) = (job.started_at, job.finished_at) {
         fields.push(Field { name: "Time".into(), value: format!("{:.1} s", (f - s) as f64 / 1000.0), inline: true });
     }
@@ -320,6 +368,17 @@ pub async fn info_view(flows: &Flows, job: &JobRow) -> Result<View, FlowError> {
     if let Some(r) = rating {
         fields.push(Field { name: "Your rating".into(), value: "★".repeat(r as usize), inline: true });
     }
-    fields.push(Field { name: "Job".into(), value: job.id.clone(), inline: false });
     Ok(View::default().block(Block::Card { title: "About this result".into(), body: None, image: None, fields }))
+}
+
+/// A job's status in words.
+pub fn status_words(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Queued => "waiting",
+        JobStatus::Dispatched => "starting",
+        JobStatus::Running => "running",
+        JobStatus::Succeeded => "done",
+        JobStatus::Failed => "failed",
+        JobStatus::Cancelled => "cancelled",
+    }
 }

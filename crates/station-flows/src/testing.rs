@@ -133,6 +133,8 @@ impl Platform for TestPlatform {
             && let Some(m) = chat.iter_mut().find(|m| &m.message_ref == r)
         {
             let old = std::mem::replace(&mut m.view, out.view.clone());
+            // A progress message that becomes its job's result is a result now.
+            m.kind = out.kind;
             m.edits.push(old);
             m.edited_at.push(std::time::Instant::now());
             return Outcome::Sent { message_ref: Some(r.clone()) };

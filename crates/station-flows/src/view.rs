@@ -33,6 +33,12 @@ pub struct View {
     /// deliver privately ([`crate::Platform::delivers_privately`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub private: bool,
+    /// For the asker, though no secret: their balance, settings, history,
+    /// help, refusals. Where a platform has messages only one person sees in
+    /// a shared channel (Discord's ephemeral messages) it uses them; elsewhere
+    /// it is an ordinary message of the conversation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub personal: bool,
 }
 
 /// One component.
@@ -487,6 +493,24 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
+/// A number of points in words: "1 point", "2 points", "-1 point".
+pub fn points(n: i64) -> String {
+    if n.unsigned_abs() == 1 { format!("{n} point") } else { format!("{n} points") }
+}
+
+/// `text` cut to at most `max` characters (whole characters, control
+/// characters shown as spaces), with "…" when something was cut.
+pub fn excerpt(text: &str, max: usize) -> String {
+    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let clean = clean.split_whitespace().collect::<Vec<_>>().join(" ");
+    if clean.chars().count() <= max {
+        clean
+    } else {
+        let cut: String = clean.chars().take(max.saturating_sub(1)).collect();
+        format!("{}…", cut.trim_end())
+    }
+}
+
 /// Escapes Discord markdown characters.
 pub fn escape_markdown(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -508,6 +532,13 @@ impl View {
     /// The same view, private to the account it is for (see [`View::private`]).
     pub fn private(mut self) -> View {
         self.private = true;
+        self
+    }
+
+    /// The same view, for its asker's eyes where the platform can do that
+    /// without a private chat (see [`View::personal`]).
+    pub fn personal(mut self) -> View {
+        self.personal = true;
         self
     }
 

@@ -170,18 +170,18 @@ async fn make_with_prompt_inline(db: TestDb) {
     let progress = msgs.iter().find(|m| m.kind == DeliveryKind::Progress).unwrap().clone();
     assert!(progress.view.plain_text().contains("Dream"), "{}", progress.view.plain_text());
     let result = env.wait_results(1).await.remove(0);
-    // Progress was one message edited in place, ending at "done".
+    // Issue 21, item 6: one message for the job — the progress message,
+    // edited in place as it ran, became the result.
     let msgs = env.platform.messages(&env.conv.chat);
-    let progress_msgs: Vec<_> = msgs.iter().filter(|m| m.kind == DeliveryKind::Progress).collect();
-    assert_eq!(progress_msgs.len(), 1, "one progress message, edited in place");
-    let p = progress_msgs[0];
-    let final_text = p.view.plain_text();
-    let _ = env
-        .wait("progress shows done", |m| {
-            m.iter().any(|m| m.kind == DeliveryKind::Progress && m.view.plain_text().contains("done"))
-        })
-        .await;
-    assert!(!p.edits.is_empty() || final_text.contains("done"), "progress edited: {final_text}");
+    assert_eq!(msgs.len(), 1, "a finished job leaves exactly one message: {msgs:?}");
+    assert_eq!(result.message_ref, progress.message_ref, "the progress message became the result");
+    assert!(
+        result.edits.iter().all(|v| v.blocks.iter().any(|b| matches!(b, Block::Progress { .. }))),
+        "every earlier version was progress"
+    );
+    // Late progress never overwrites the result.
+    env.settled().await;
+    assert_eq!(env.platform.messages(&env.conv.chat)[0].kind, DeliveryKind::Result);
     for label in ["Rerun", "Tweak", "Use as input", "Info", "Rate", "Hide"] {
         assert!(labels(&result).iter().any(|l| l.contains(label)), "result offers {label}: {:?}", labels(&result));
     }
@@ -202,17 +202,17 @@ async fn progress_edits_are_throttled_per_conversation(db: TestDb) {
         Flows::with_settings(env.station.clone(), FlowSettings { progress_every_ms: 300, ..Default::default() });
     env.flows.add_platform(Arc::new(env.platform.clone()));
     env.runner = Some(env.flows.start());
-    env.fake.set_step_delay(60);
+    env.fake.set_step_delay(200);
     env.command("dream", "first").await;
     env.command("dream", "second").await;
     env.wait_results(2).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Progress edits only: the last edit of each message turned it into its result.
     let mut edits: Vec<std::time::Instant> = env
         .platform
         .messages(&env.conv.chat)
         .iter()
-        .filter(|m| m.kind == DeliveryKind::Progress)
-        .flat_map(|m| m.edited_at.clone())
+        .filter(|m| m.kind == DeliveryKind::Result)
+        .flat_map(|m| m.edited_at[..m.edited_at.len().saturating_sub(1)].to_vec())
         .collect();
     edits.sort();
     assert!(edits.len() >= 3, "progress was edited: {} edits", edits.len());
@@ -384,12 +384,17 @@ async fn history_is_paginated(db: TestDb) {
         _ => 0,
     };
     assert_eq!(cells(&page1), 6);
+    // Issue 21, item 13: each button says which job it opens (tool, prompt start, time).
+    let opens: Vec<String> = labels(&page1).into_iter().filter(|l| l.starts_with("Dream: picture")).collect();
+    assert_eq!(opens.len(), 6, "{:?}", labels(&page1));
+    assert_eq!(opens.iter().collect::<std::collections::HashSet<_>>().len(), 6, "distinct: {opens:?}");
+    assert!(opens.iter().all(|l| l.ends_with("just now")), "{opens:?}");
     env.press(&page1, "Older").await;
     let msgs =
         env.wait("history page 2", |m| m.last().is_some_and(|m| m.view.plain_text().contains("page 2 of 2"))).await;
     assert_eq!(cells(msgs.last().unwrap()), 2);
     // Opening a result from the gallery shows it again with its actions.
-    env.press(msgs.last().unwrap(), "Open").await;
+    env.press(msgs.last().unwrap(), "Dream: picture 0").await;
     env.wait("reopened result", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("Rerun")))).await;
     // The page-1 buttons belong to an earlier step now.
     let reply = env.press(&page1, "Older").await;
@@ -684,6 +689,142 @@ async fn make_offers_the_backends_models(db: TestDb) {
     env.stop().await;
 }
 
+/// Issue 21, item 9: an account that never ran a job (and never sent
+/// /start, as on Discord) sees its starting points in /status, /balance and
+/// the price of its first run.
+async fn starting_grant_shows_before_the_first_job(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    let fresh = env.station.account("test", "newcomer", "Bea").await.unwrap();
+    let conv = Conversation::new("test", "newcomer");
+    let cmd =
+        |name: &str| Input::Command { name: name.into(), text: String::new(), images: vec![], params: Map::new() };
+    env.flows.handle(&fresh, &conv, cmd("status")).await.unwrap();
+    env.platform.wait_for("newcomer", WAIT, "status", |m| !m.is_empty()).await;
+    let status = env.platform.last("newcomer").unwrap().view.plain_text();
+    assert!(status.contains("Balance: 1000 points"), "[{k}] {status}");
+    env.flows.handle(&fresh, &conv, cmd("balance")).await.unwrap();
+    let msgs = env.platform.wait_for("newcomer", WAIT, "balance", |m| m.len() >= 2).await;
+    let balance = msgs[1].view.plain_text();
+    assert!(balance.contains("You have 1000 points"), "[{k}] {balance}");
+    assert!(balance.contains("+1000 points") && balance.contains("Starting points"), "[{k}] {balance}");
+    assert!(!balance.contains("grant"), "[{k}] no ledger kinds: {balance}");
+    env.stop().await;
+}
+
+/// Issue 21, item 11: `name=value` after a tool command sets that input;
+/// an unknown name, or text for a tool that takes none, is answered with
+/// the tool's inputs and queues nothing.
+async fn inline_parameters_set_inputs(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    let photo = env.upload(64, 48).await;
+    let with_photo = |text: &str| Input::Command {
+        name: "resize".into(),
+        text: text.into(),
+        images: vec![photo.clone()],
+        params: Map::new(),
+    };
+    env.send(with_photo("widht=32")).await;
+    let msgs =
+        env.wait("unknown name", |m| m.iter().any(|m| m.view.plain_text().contains("no input called widht"))).await;
+    let text = msgs.last().unwrap().view.plain_text();
+    assert!(text.contains("Inputs of Resize") && text.contains("width") && text.contains("height"), "[{k}] {text}");
+    env.send(with_photo("make it small")).await;
+    env.wait("text refused", |m| m.iter().any(|m| m.view.plain_text().contains("takes no text"))).await;
+    assert!(env.jobs().await.is_empty(), "[{k}] nothing queued for refused input");
+    assert!(env.db.store.active_flow(&env.conv.key(), &env.account.id).await.unwrap().is_none(), "[{k}] ended cleanly");
+    env.send(with_photo("width=32")).await;
+    let result = env.wait_results(1).await.remove(0);
+    let media = env.db.store.get_media(&result_image(&result)).await.unwrap().unwrap();
+    assert_eq!(media.width, 32, "[{k}] width set inline");
+    // A prompt and a setting together.
+    env.command("dream", "a red fox steps=5").await;
+    env.wait_results(2).await;
+    let jobs = env.jobs().await;
+    let p = job_params(jobs.last().unwrap());
+    assert_eq!((p["prompt"].as_str(), p["steps"].as_i64()), (Some("a red fox"), Some(5)), "[{k}] {p:?}");
+    env.stop().await;
+}
+
+/// Issue 21, item 12: /start and /help give examples from tools the account
+/// can run (a prompt example from a tool with a prompt, never a hidden
+/// one), and two tools with one name get distinct labels in pickers.
+async fn examples_and_labels_come_from_runnable_tools(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    env.command("start", "").await;
+    let msgs = env.wait("welcome", |m| m.iter().any(|m| m.view.plain_text().contains("Welcome"))).await;
+    let welcome = msgs.last().unwrap().view.plain_text();
+    assert!(welcome.contains("/dream a lighthouse at dusk"), "[{k}] {welcome}");
+    assert!(!welcome.contains("/sdxl") && !welcome.contains("/sd15"), "[{k}] hidden tools: {welcome}");
+    let image_example = welcome.split("for example /").nth(2).map(|s| s.split(')').next().unwrap_or("").to_string());
+    let image_cmd = image_example.expect("an image example");
+    let tool = env.station.find_tool(&image_cmd, &env.account).expect("the image example is runnable");
+    assert!(tool.inputs.values().any(|d| d.kind == station_core::tools::InputType::Image), "[{k}] {image_cmd}");
+    env.command("help", "").await;
+    let msgs = env.wait("help", |m| m.iter().any(|m| m.view.plain_text().starts_with("Commands"))).await;
+    let help = msgs.last().unwrap().view.plain_text();
+    assert!(help.contains("/dream a lighthouse at dusk") && help.contains("name=value"), "[{k}] {help}");
+
+    env.command("make", "").await;
+    let mut seen = vec![];
+    let mut msgs = env.wait("picker", |m| m.last().is_some_and(|m| m.view.input.is_some())).await;
+    loop {
+        let picker = msgs.last().unwrap().clone();
+        if let Some(InputKind::Choice { options }) = picker.view.input.as_ref().map(|i| &i.kind) {
+            seen.extend(options.iter().map(|b| b.label.clone()));
+        }
+        if !labels(&picker).iter().any(|l| l.contains("Next")) {
+            break;
+        }
+        let n = msgs.len();
+        env.press(&picker, "Next").await;
+        msgs = env.wait("next page", |m| m.len() > n).await;
+    }
+    let distinct: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!(distinct.len(), seen.len(), "[{k}] labels repeat: {seen:?}");
+    assert!(seen.iter().filter(|l| l.starts_with("Resize")).count() >= 2, "[{k}] both resize tools: {seen:?}");
+    env.stop().await;
+}
+
+/// Issue 21, item 13: what a person reads carries no job ids, `media:`
+/// references, ledger kinds or error codes; points are counted in words.
+async fn user_text_has_no_internal_data(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    let photo = env.upload(8, 8).await;
+    env.send(Input::Command {
+        name: "flip".into(),
+        text: "direction=horizontal".into(),
+        images: vec![photo],
+        params: Map::new(),
+    })
+    .await;
+    let result = env.wait_results(1).await.remove(0);
+    // The charge is captured just after the result is announced.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.station.points(&env.account.id).await.unwrap().balance != 999 {
+        assert!(tokio::time::Instant::now() < deadline, "[{k}] the run was never charged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.press(&result, "Info").await;
+    let msgs = env.wait("info", |m| m.iter().any(|m| m.view.plain_text().contains("About this result"))).await;
+    let info = msgs.iter().find(|m| m.view.plain_text().contains("About this result")).unwrap().view.plain_text();
+    let job = env.jobs().await.remove(0);
+    assert!(!info.contains(&job.id) && !info.contains("media:"), "[{k}] {info}");
+    assert!(info.contains("1 point") && !info.contains("1 points"), "[{k}] {info}");
+    env.command("balance", "").await;
+    let msgs = env.wait("balance", |m| m.last().is_some_and(|m| m.view.plain_text().contains("You have"))).await;
+    let balance = msgs.last().unwrap().view.plain_text();
+    assert!(balance.contains("-1 point:"), "[{k}] {balance}");
+    for raw in ["capture", "hold", "grant", "+0", &job.id] {
+        assert!(!balance.contains(raw), "[{k}] {raw:?} in {balance}");
+    }
+    assert!(balance.contains("Flip"), "[{k}] the charge names its tool: {balance}");
+    env.stop().await;
+}
+
 use station_testkit::on_every_db;
 
 on_every_db!(
@@ -705,4 +846,8 @@ on_every_db!(
     start_help_and_unknown_input,
     too_many_inputs_get_a_friendly_refusal,
     balance_and_link,
+    starting_grant_shows_before_the_first_job,
+    inline_parameters_set_inputs,
+    examples_and_labels_come_from_runnable_tools,
+    user_text_has_no_internal_data,
 );

@@ -423,7 +423,14 @@ impl TelegramBot {
         let text = msg["text"].as_str().or_else(|| msg["caption"].as_str()).unwrap_or("").to_string();
         let album = msg["media_group_id"].as_str().map(str::to_string);
         let state = self.inner.station.adapter_state(&self.inner.scope);
-        let mut command = self.command(&text);
+        // `@bot /flip` (a group's way of addressing one bot) is the command.
+        let mention = format!("@{}", self.username());
+        let unmentioned = match text.trim_start().strip_prefix(&mention) {
+            Some(rest) if !self.username().is_empty() && rest.trim_start().starts_with('/') => rest.trim_start(),
+            _ => text.as_str(),
+        };
+        let mut command = self.command(unmentioned);
+        let text = if command.is_some() { unmentioned.to_string() } else { text.clone() };
         if text.trim_start().starts_with('/') && command.is_none() {
             // Addressed to another bot.
             return Ok(vec![]);
@@ -437,16 +444,22 @@ impl TelegramBot {
                     let v = json!({"name": n, "text": t}).to_string();
                     let _ = state.set(&key, &v).await;
                 }
-                None => {
-                    if let Some(v) = state.get(&key).await.ok().flatten()
-                        && let Ok(v) = serde_json::from_str::<Value>(&v)
-                    {
-                        command = Some((
-                            v["name"].as_str().unwrap_or_default().to_string(),
-                            v["text"].as_str().unwrap_or_default().to_string(),
-                        ));
+                None => match state.get(&key).await.ok().flatten() {
+                    Some(v) => {
+                        let v = serde_json::from_str::<Value>(&v).unwrap_or(Value::Null);
+                        match v["name"].as_str() {
+                            Some(name) => {
+                                command = Some((name.to_string(), v["text"].as_str().unwrap_or_default().to_string()));
+                            }
+                            // An album without a command: its first photo was answered
+                            // (one hint, or one input to the open step); the rest add nothing.
+                            None => return Ok(vec![]),
+                        }
                     }
-                }
+                    None => {
+                        let _ = state.set(&key, &json!({"answered": true}).to_string()).await;
+                    }
+                },
             }
         }
         let own = self.image_of(account, msg).await?;
@@ -462,7 +475,6 @@ impl TelegramBot {
         }
         // Outside private chats, only what is addressed to the bot.
         let to_bot = self.replies_to_me(msg);
-        let mention = format!("@{}", self.username());
         let (addressed, text) = match text.trim_start().strip_prefix(&mention) {
             Some(rest) if !self.username().is_empty() => (true, rest.trim().to_string()),
             _ => (private || to_bot, text),

@@ -164,21 +164,26 @@ async fn start_upscale_reply_dream_progress_rerun_and_menu() {
         env.tg.send_text(&chat, &ann, "/dream a red fox in the snow");
         let msgs = env.wait_msgs(chat.id, "the dream result", |m| results(m).len() >= 2).await;
         let dream = results(&msgs)[1].clone();
-        // Text, or a photo with the latest preview and the progress as its caption.
-        let shown = |m: &FakeMessage| m.content.text.clone().or(m.content.caption.clone()).unwrap_or_default();
-        let is_progress = |m: &FakeMessage| m.message_id > result.message_id && shown(m).starts_with("Dream: ");
-        // Edited in place until it shows the outcome, its buttons gone.
-        let done = env
-            .wait_msgs(chat.id, "the progress message to show the outcome", |m| {
-                m.iter().any(|m| is_progress(m) && shown(m).contains("done"))
-            })
-            .await;
-        let p = done.iter().find(|m| is_progress(m)).unwrap();
-        assert!(p.message_id < dream.message_id, "[{k}] progress came before the result");
-        assert!(!p.history.is_empty(), "[{k}] edited in place, not sent again: {p:#?}");
         env.comfy_fake.set_step_delay(0);
-        assert_eq!(done.iter().filter(|m| is_progress(m)).count(), 1, "[{k}] one progress message per job");
-        assert!(p.content.buttons().is_empty(), "[{k}] no Cancel on a finished job");
+        // Issue 21, item 6: the progress (text, or a photo with the latest
+        // preview) was edited in place while the job ran, and the result took
+        // its place: a finished job leaves exactly one message.
+        let shown = |m: &FakeMessage| m.content.text.clone().or(m.content.caption.clone()).unwrap_or_default();
+        let after: Vec<FakeMessage> =
+            env.tg.bot_messages(chat.id).into_iter().filter(|m| m.message_id > result.message_id).collect();
+        assert_eq!(after.len(), 1, "[{k}] one message for the job: {after:#?}");
+        assert_eq!(after[0].message_id, dream.message_id, "[{k}]");
+        let progress: Vec<FakeMessage> = env
+            .tg
+            .messages(chat.id)
+            .into_iter()
+            .filter(|m| m.from_bot && m.message_id > result.message_id && m.message_id <= dream.message_id)
+            .filter(|m| {
+                shown(m).starts_with("Dream: ") || m.history.iter().any(|h| format!("{h:?}").contains("Dream: "))
+            })
+            .collect();
+        assert!(!progress.is_empty(), "[{k}] progress was shown");
+        assert!(progress.iter().any(|m| !m.history.is_empty()), "[{k}] edited in place, not sent again: {progress:#?}");
         // Rerun: answered, and a new result.
         let q = env.tg.press(&chat, &ann, dream.message_id, "Rerun");
         env.wait_msgs(chat.id, "the rerun result", |m| results(m).len() >= 3).await;

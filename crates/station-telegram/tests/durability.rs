@@ -192,6 +192,21 @@ fn results(msgs: &[FakeMessage]) -> Vec<FakeMessage> {
         .collect()
 }
 
+/// How many progress messages the bot sent in a chat (deleted or turned
+/// into a result since, included).
+fn progress_sent(tg: &FakeTelegram, chat: i64) -> usize {
+    tg.messages(chat)
+        .iter()
+        .filter(|m| m.from_bot)
+        .filter(|m| {
+            shown(m).starts_with("Dream: ")
+                || m.history
+                    .iter()
+                    .any(|h| h.text.clone().or(h.caption.clone()).is_some_and(|t| t.starts_with("Dream: ")))
+        })
+        .count()
+}
+
 fn progress(msgs: &[FakeMessage]) -> Vec<FakeMessage> {
     msgs.iter().filter(|m| shown(m).starts_with("Dream: ")).cloned().collect()
 }
@@ -237,7 +252,9 @@ async fn an_update_handled_before_a_crash_changes_nothing_the_second_time(db: Te
     let deliveries = env.settled(chat.id).await;
     let msgs = env.tg.bot_messages(chat.id);
     assert_eq!(results(&msgs).len(), 1, "[{k}] one result: {msgs:#?}");
-    assert_eq!(progress(&msgs).len(), 1, "[{k}] one progress message: {msgs:#?}");
+    // The progress message became the result: one message for the job.
+    assert_eq!(msgs.len(), 1, "[{k}] one message: {msgs:#?}");
+    assert_eq!(progress_sent(&env.tg, chat.id), 1, "[{k}] one progress message, replaced by the result");
     assert_eq!(jobs_and_holds(&second.station, &account.id).await, (1, 1), "[{k}] one job, one charge");
     assert_eq!(deliveries.len(), 2, "[{k}] a progress and a result row: {deliveries:#?}");
     second.stop().await;
@@ -284,7 +301,8 @@ async fn a_crash_between_submit_and_transition_queues_and_charges_once(db: TestD
     assert_eq!(deliveries.len(), 2, "[{k}] a progress and a result row: {deliveries:#?}");
     let msgs_after = env.tg.bot_messages(chat.id);
     assert_eq!(results(&msgs_after).len(), 1, "[{k}] one result: {msgs:#?}");
-    assert_eq!(progress(&msgs_after).len(), 1, "[{k}] one progress message: {msgs_after:#?}");
+    assert_eq!(msgs_after.len(), 1, "[{k}] one message: {msgs_after:#?}");
+    assert_eq!(progress_sent(&env.tg, chat.id), 1, "[{k}] one progress message, replaced by the result");
     assert_eq!(jobs_and_holds(&second.station, &account.id).await, (1, 1), "[{k}] one job, one charge");
     let jobs = second.station.jobs(&JobFilter { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(jobs[0].id, job.id, "[{k}] the flow found the queued job");
@@ -326,16 +344,13 @@ async fn restart_mid_job_delivers_the_result_once(db: TestDb) {
     let mut second = env.process().await;
     second.start_bot(fast_options()).await;
     let msgs = env.wait_msgs(chat.id, "the result after the restart", |m| results(m).len() == 1).await;
-    let done = env
-        .wait_msgs(chat.id, "the progress message to show the outcome", |m| {
-            progress(m).iter().any(|p| shown(p).contains("done"))
-        })
-        .await;
+    env.settled(chat.id).await;
     let msgs_after = env.tg.bot_messages(chat.id);
     assert_eq!(results(&msgs_after).len(), 1, "[{k}] exactly one result photo: {msgs:#?}");
-    let p = progress(&done);
-    assert_eq!(p.len(), 1, "[{k}] the progress message was edited, not sent again: {done:#?}");
-    assert!(!p[0].history.is_empty(), "[{k}] edited in place: {:#?}", p[0]);
+    assert_eq!(msgs_after.len(), 1, "[{k}] the progress message became the result: {msgs_after:#?}");
+    assert_eq!(progress_sent(&env.tg, chat.id), 1, "[{k}] the progress message was edited, not sent again");
+    let edited = env.tg.messages(chat.id).into_iter().filter(|m| m.from_bot && !m.history.is_empty()).count();
+    assert!(edited >= 1, "[{k}] progress edited in place across the restart");
     let job = second.station.job(&running.id).await.unwrap().unwrap();
     assert_eq!(job.status, "succeeded", "[{k}]");
     assert_eq!(jobs_and_holds(&second.station, &account.id).await, (1, 1), "[{k}] one job, one charge");

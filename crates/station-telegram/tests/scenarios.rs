@@ -539,7 +539,40 @@ async fn sign_in_secrets_reach_only_their_owner(db: TestDb) {
     env.stop().await;
 }
 
+/// Issue 21, items 7 and 8: in a group, `@bot /flip` as a photo's caption is
+/// a command, even while a prompt of another flow waits; an album sent
+/// without a caption gets one hint, not one per photo.
+async fn mentioned_commands_and_uncaptioned_albums(db: TestDb) {
+    let env = start(db).await;
+    let k = env.kind;
+    let me = env.tg.bot_username();
+    let group = FakeChat::group(-100_888, "Sketchers");
+    let ann = FakeUser::new(7401, "Ann");
+    env.tg.send_text(&group, &ann, &format!("/make@{me}"));
+    env.wait_text(group.id, "What would you like to make?").await;
+    env.tg.send_photo(&group, &ann, png(8, 6), Some(&format!("@{me} /flip")));
+    let msgs = env.wait_msgs(group.id, "the flip", |m| !results(m).is_empty()).await;
+    let p = results(&msgs)[0].content.photo.clone().expect("a photo");
+    assert_eq!((p.width, p.height), (8, 6), "[{k}] flipped, not taken as an answer to /make");
+    let acc = env.db.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
+    let jobs = env.jobs_of(&acc.id).await;
+    assert_eq!(jobs.len(), 1, "[{k}]");
+    assert_eq!(jobs[0].tool_id, "flip", "[{k}]");
+
+    let bob = FakeUser::new(7402, "Bob");
+    let chat = FakeChat::private(&bob);
+    env.tg.send_album(&chat, &bob, vec![png(8, 6), png(10, 4), png(6, 12)], None);
+    // Updates of one chat run in order: once /balance is answered, every
+    // photo of the album has been.
+    env.tg.send_text(&chat, &bob, "/balance");
+    let msgs = env.wait_msgs(chat.id, "the balance", |m| m.iter().any(|m| shown(m).contains("You have"))).await;
+    let hints = msgs.iter().filter(|m| shown(m).contains("To use a photo")).count();
+    assert_eq!(hints, 1, "[{k}] one hint for the album: {msgs:#?}");
+    env.stop().await;
+}
+
 on_every_db!(
+    mentioned_commands_and_uncaptioned_albums,
     sign_in_secrets_reach_only_their_owner,
     operator_commands_and_menus,
     group_commands_replies_and_foreign_buttons,

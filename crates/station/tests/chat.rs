@@ -35,10 +35,11 @@ fn chat_with(data: &Path, out: &Path, comfyui: Option<&str>) -> PtySession {
     p
 }
 
-/// Waits for a button labelled `label` and returns its number.
+/// Waits for a button labelled `label` (shown `[#3] label`) and returns
+/// what presses it (`#3`).
 fn button(p: &mut PtySession, label: &str) -> String {
     let (_, m) = p
-        .exp_regex(&format!(r"\[\d+\] [^\[\n]*{}", regex_escape(label)))
+        .exp_regex(&format!(r"\[#\d+\] [^\[\n]*{}", regex_escape(label)))
         .unwrap_or_else(|e| panic!("button {label}: {e}"));
     m.trim_start_matches('[').split(']').next().unwrap().to_string()
 }
@@ -175,4 +176,55 @@ async fn prompt_inline_status_tweak_use_as_input_and_history_in_a_terminal() {
     })
     .await
     .unwrap();
+}
+
+/// Issue 21, items 15 and 16: a number typed where a value is asked is the
+/// value (buttons are pressed as `#N`); a chat started again shows the open
+/// question again, and a finished job leaves no stale progress line.
+#[test]
+fn typed_numbers_are_values_and_a_resumed_chat_asks_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    let photo = dir.path().join("in.png");
+    let img = RgbImage::from_fn(16, 12, |x, y| Rgb([(x * 15) as u8, (y * 20) as u8, 90]));
+    let mut buf = vec![];
+    img.write_to(&mut Cursor::new(&mut buf), ImageFormat::Png).unwrap();
+    std::fs::write(&photo, buf).unwrap();
+
+    let mut p = chat(&data, &out);
+    p.send_line(&format!("/flip @{}", photo.display())).unwrap();
+    // Buttons were numbered before this; "8" must not press one.
+    p.exp_regex(r"\S+\.png 16\S+12").unwrap();
+    button(&mut p, "Hide");
+    p.send_line("/make resize").unwrap();
+    p.exp_string("Send an image for image").unwrap();
+    p.send_line(&format!("@{}", photo.display())).unwrap();
+    let change = button(&mut p, "Change a setting");
+    p.send_line(&change).unwrap();
+    p.exp_string("Which setting?").unwrap();
+    p.send_line("width").unwrap();
+    p.exp_string("(type a number)").unwrap();
+    p.send_line("8").unwrap();
+    p.exp_string("width: 8").unwrap();
+    let change = button(&mut p, "Change a setting");
+    p.send_line(&change).unwrap();
+    p.send_line("height").unwrap();
+    p.exp_string("Send height").unwrap();
+    p.send_line("#999").unwrap();
+    p.exp_string("there is no button [#999]").unwrap();
+    p.send_line("/quit").unwrap();
+    p.exp_eof().unwrap();
+
+    // Started again, the open question is asked again and a number answers it.
+    let mut p = chat(&data, &out);
+    p.exp_string("Send height").unwrap();
+    p.send_line("6").unwrap();
+    p.exp_string("height: 6").unwrap();
+    let run = button(&mut p, "Run");
+    p.send_line(&run).unwrap();
+    p.exp_regex(r"\S+\.png 8\S+6").unwrap();
+    p.send_line("/quit").unwrap();
+    let rest = p.exp_eof().unwrap();
+    assert!(!rest.contains("100%"), "no stale 100 % line after the result: {rest}");
 }

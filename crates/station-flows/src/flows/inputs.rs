@@ -21,6 +21,18 @@ pub fn pickable_tools(cx: &Cx<'_>, needs_image: bool) -> Vec<Arc<ToolDef>> {
         .collect()
 }
 
+/// Picker labels for tools, one per tool, distinct: a name two tools share
+/// is followed by the tool's command ("Resize · /resize", "Resize · /resize-fast").
+pub fn tool_labels(tools: &[Arc<ToolDef>]) -> Vec<String> {
+    tools
+        .iter()
+        .map(|t| {
+            let shared = tools.iter().filter(|o| o.name.eq_ignore_ascii_case(&t.name)).count() > 1;
+            if shared { format!("{} · /{}", t.name, t.command) } else { t.name.clone() }
+        })
+        .collect()
+}
+
 /// Checks one input's value against the tool; `Err` says why in words.
 pub fn check_one(tool: &ToolDef, name: &str, value: &Value) -> Result<(), String> {
     check_input(tool, name, value).map_err(|e| e.to_string())

@@ -10,7 +10,7 @@ use station_core::tools::{InputType, ToolDef, coerce_text, coerce_value};
 use super::inputs::{ask_kind, ask_text, check_one, pickable_tools};
 use crate::flow::{Accepts, Cx, Flow, FlowError, Next, Start, StepInput, StepSpec, get_str, with, without};
 use crate::results::{Refused, submit_for};
-use crate::view::{Block, Button, Field, InputKind, Rich, View};
+use crate::view::{Block, Button, Field, InputKind, Rich, View, points};
 
 /// The make flow.
 pub struct Make;
@@ -36,18 +36,44 @@ fn tool_of(cx: &Cx<'_>, state: &Value) -> Result<Arc<ToolDef>, FlowError> {
 }
 
 impl Make {
-    /// Puts the command's text and images into the tool's inputs.
-    fn place_inputs(tool: &ToolDef, state: Value, text: &str, images: &[String]) -> Value {
+    /// Puts the command's text and images into the tool's inputs:
+    /// `name=value` words set those inputs, the rest is the tool's text
+    /// input (its prompt). Nothing typed is dropped: an unknown name, a bad
+    /// value, or text for a tool that takes none is refused in words that
+    /// list the tool's inputs.
+    fn place_inputs(tool: &ToolDef, state: Value, text: &str, images: &[String]) -> Result<Value, String> {
         let mut params = params_of(&state);
-        let text = text.trim();
-        if !text.is_empty() {
+        let (free, pairs) = split_assignments(text);
+        for (k, v) in pairs {
+            let Some(def) = tool.inputs.get(&k) else {
+                return Err(format!("{} has no input called {k}. {}", tool.name, inputs_list(tool)));
+            };
+            if def.kind == InputType::Image {
+                return Err(format!("{k} takes a picture, not text. {}", inputs_list(tool)));
+            }
+            let value = coerce_text(def, &v);
+            check_one(tool, &k, &value)?;
+            params.insert(k, value);
+        }
+        let free = free.trim();
+        if !free.is_empty() {
             let target = tool
                 .primary_input()
                 .filter(|(_, d)| d.kind == InputType::Text)
                 .map(|(n, _)| n.to_string())
                 .or_else(|| tool.inputs.iter().find(|(_, d)| d.kind == InputType::Text).map(|(n, _)| n.clone()));
-            if let Some(name) = target {
-                params.insert(name, Value::String(text.to_string()));
+            match target {
+                Some(name) => {
+                    params.insert(name, Value::String(free.to_string()));
+                }
+                None => {
+                    return Err(format!(
+                        "{} takes no text, so I did not know what to do with \"{}\". {}",
+                        tool.name,
+                        crate::view::excerpt(free, 40),
+                        inputs_list(tool)
+                    ));
+                }
             }
         }
         // Images fill image inputs, the primary one first.
@@ -59,7 +85,7 @@ impl Make {
                 params.insert(slot.clone(), Value::String(format!("media:{media}")));
             }
         }
-        with(&state, "params", params)
+        Ok(with(&state, "params", params))
     }
 
     /// The first required input with no value from the request, the saved
@@ -166,13 +192,12 @@ impl Make {
                 image: None,
                 fields,
             })
-            .with_text(
-                Rich::plain("Price: ")
-                    .bold(format!("{price} points"))
-                    .text(". Send name=value to change a setting, or use the buttons."),
-            )
+            .with_text(Rich::plain("Price: ").bold(points(price)).text(match cx.flows.style_of(cx.conversation) {
+                crate::platform::ChatStyle::Interactions => ". Change a setting with the buttons, or run it.",
+                _ => ". Send name=value to change a setting (for example steps=30), or use the buttons.",
+            }))
             .row(vec![
-                Button::action(format!("▶ Run · {price} points"), "run", Value::Null).primary(),
+                Button::action(format!("▶ Run · {}", points(price)), "run", Value::Null).primary(),
                 Button::action("⚙ Change a setting", "settings", Value::Null),
             ])
             .row(vec![Button::action("Cancel", "cancel", Value::Null).danger()])
@@ -193,14 +218,68 @@ async fn confirmation_needed(
     })
 }
 
-/// Parses `name=value` lines.
+/// Parses text made only of `name=value` words (or lines); `None` when
+/// anything else is in it.
 fn parse_assignments(text: &str) -> Option<Vec<(String, String)>> {
-    let pairs: Vec<(String, String)> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
-        .collect::<Option<_>>()?;
-    (!pairs.is_empty()).then_some(pairs)
+    let (free, pairs) = split_assignments(text);
+    (free.trim().is_empty() && !pairs.is_empty()).then_some(pairs)
+}
+
+/// Splits text into free words and `name=value` words (a name is a word of
+/// letters, digits, `_` and `-`; a value in double quotes may hold spaces).
+/// Text with no assignment comes back unchanged.
+pub(crate) fn split_assignments(text: &str) -> (String, Vec<(String, String)>) {
+    let is_name = |k: &str| {
+        k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut free = vec![];
+    let mut pairs = vec![];
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i];
+        i += 1;
+        match w.split_once('=') {
+            Some((k, v)) if is_name(k) => {
+                let mut value = v.to_string();
+                if let Some(rest) = value.strip_prefix('"') {
+                    let mut quoted = rest.to_string();
+                    while !quoted.ends_with('"') && i < words.len() {
+                        quoted.push(' ');
+                        quoted.push_str(words[i]);
+                        i += 1;
+                    }
+                    value = quoted.strip_suffix('"').unwrap_or(&quoted).to_string();
+                }
+                pairs.push((k.to_string(), value));
+            }
+            _ => free.push(w),
+        }
+    }
+    if pairs.is_empty() { (text.to_string(), pairs) } else { (free.join(" "), pairs) }
+}
+
+/// "Inputs of Resize: width, height. Set one as name=value, for example width=512."
+fn inputs_list(tool: &ToolDef) -> String {
+    let names: Vec<String> = tool
+        .inputs
+        .iter()
+        .map(|(n, d)| match d.kind {
+            InputType::Image => format!("{n} (a picture)"),
+            _ => n.clone(),
+        })
+        .collect();
+    let example = tool
+        .inputs
+        .iter()
+        .find(|(_, d)| matches!(d.kind, InputType::Integer | InputType::Number))
+        .map(|(n, d)| format!("{n}={}", d.default.as_ref().map(Value::to_string).unwrap_or_else(|| "1".into())))
+        .or_else(|| tool.inputs.iter().find(|(_, d)| d.kind != InputType::Image).map(|(n, _)| format!("{n}=…")));
+    match example {
+        Some(e) => format!("Inputs of {}: {}. Set one as name=value, for example {e}.", tool.name, names.join(", ")),
+        None => format!("Inputs of {}: {}.", tool.name, names.join(", ")),
+    }
 }
 
 #[async_trait::async_trait]
@@ -234,7 +313,10 @@ impl Flow for Make {
                     )))]));
                 };
                 state = with(&state, "tool", tool.id.clone());
-                state = Self::place_inputs(&tool, state, &start.text, &start.images);
+                state = match Self::place_inputs(&tool, state, &start.text, &start.images) {
+                    Ok(s) => s,
+                    Err(why) => return Ok(Next::Invalid(why)),
+                };
                 if tweak {
                     state = with(&state, "interactive", true);
                     return Ok(Next::Goto("options".into(), state));
@@ -256,7 +338,10 @@ impl Flow for Make {
                     if let Some(tool) = cx.station.find_tool(first, cx.account) {
                         let rest = start.text.trim_start()[first.len()..].to_string();
                         state = with(&state, "tool", tool.id.clone());
-                        state = Self::place_inputs(&tool, state, &rest, &start.images);
+                        state = match Self::place_inputs(&tool, state, &rest, &start.images) {
+                            Ok(s) => s,
+                            Err(why) => return Ok(Next::Invalid(why)),
+                        };
                         return Self::proceed(cx, state).await;
                     }
                 }
@@ -273,11 +358,13 @@ impl Flow for Make {
                 let page = state.get("page").and_then(Value::as_u64).unwrap_or(0) as usize;
                 let pages = tools.len().div_ceil(PAGE).max(1);
                 let page = page.min(pages - 1);
+                let labels = super::inputs::tool_labels(&tools);
                 let options: Vec<Button> = tools
                     .iter()
+                    .zip(labels)
                     .skip(page * PAGE)
                     .take(PAGE)
-                    .map(|t| Button::action(t.name.clone(), "choose", json!({"tool": t.id})))
+                    .map(|(t, label)| Button::action(label, "choose", json!({"tool": t.id})))
                     .collect();
                 let mut nav = vec![];
                 if page > 0 {
@@ -336,7 +423,7 @@ impl Flow for Make {
                 let balance = cx.station.points(&cx.account.id).await?;
                 Ok(View::text(
                     Rich::plain("This run costs ")
-                        .bold(format!("{price} points"))
+                        .bold(points(price))
                         .text(format!(" (you have {} available). Run it?", balance.available())),
                 )
                 .row(vec![
@@ -372,8 +459,10 @@ impl Flow for Make {
                     .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
                     .unwrap_or_default();
                 let s = with(state, "tool", tool.id.clone());
-                let s = Self::place_inputs(&tool, s, "", &images);
-                Self::proceed(cx, s).await
+                match Self::place_inputs(&tool, s, "", &images) {
+                    Ok(s) => Self::proceed(cx, s).await,
+                    Err(why) => Ok(Next::Invalid(why)),
+                }
             }
             "ask" | "set" => {
                 let tool = tool_of(cx, state)?;
@@ -438,9 +527,15 @@ impl Flow for Make {
                     let mut params = params_of(state);
                     for (k, v) in pairs {
                         let Some(def) = tool.inputs.get(&k) else {
-                            let known: Vec<&str> = tool.inputs.keys().map(String::as_str).collect();
-                            return Ok(Next::Invalid(format!("{k}: no such setting; known: {}", known.join(", "))));
+                            return Ok(Next::Invalid(format!(
+                                "{} has no input called {k}. {}",
+                                tool.name,
+                                inputs_list(&tool)
+                            )));
                         };
+                        if def.kind == InputType::Image {
+                            return Ok(Next::Invalid(format!("{k} takes a picture: use the buttons to change it.")));
+                        }
                         let value = coerce_text(def, &v);
                         if let Err(why) = check_one(&tool, &k, &value) {
                             return Ok(Next::Invalid(why));

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use station_core::{JobRow, JobStatus};
 
 use crate::flow::{Accepts, Cx, Flow, FlowError, Next, Out, Start, StepInput, StepSpec};
-use crate::view::{Block, Button, Field, GridCell, ImageRef, Rich, View};
+use crate::view::{Block, Button, Field, GridCell, ImageRef, Rich, View, points};
 
 impl crate::Flows {
     /// An engine with the built-in flows and result actions.
@@ -71,9 +71,9 @@ const NO_STEPS: &[StepSpec] = &[];
 
 macro_rules! one_shot {
     ($ty:ident, $name:literal, $desc:literal) => {
-        one_shot!($ty, $name, $desc, false);
+        one_shot!($ty, $name, $desc, false, false);
     };
-    ($ty:ident, $name:literal, $desc:literal, $private:literal) => {
+    ($ty:ident, $name:literal, $desc:literal, $private:literal, $personal:literal) => {
         /// A flow that answers at once.
         pub struct $ty;
         #[async_trait::async_trait]
@@ -86,6 +86,9 @@ macro_rules! one_shot {
             }
             fn private(&self) -> bool {
                 $private
+            }
+            fn personal(&self) -> bool {
+                $personal
             }
             fn steps(&self) -> &'static [StepSpec] {
                 NO_STEPS
@@ -103,13 +106,61 @@ macro_rules! one_shot {
     };
 }
 
-one_shot!(Welcome, "start", "Welcome and your starting points");
-one_shot!(Help, "help", "What I can do");
-one_shot!(Status, "status", "Your balance, running jobs and recent results");
-one_shot!(BalanceFlow, "balance", "Your points and their history");
+// Answers about the asker alone: ephemeral where a platform has that.
+one_shot!(Welcome, "start", "Welcome and your starting points", false, true);
+one_shot!(Help, "help", "What I can do", false, true);
+one_shot!(Status, "status", "Your balance, running jobs and recent results", false, true);
+one_shot!(BalanceFlow, "balance", "Your points and their history", false, true);
 // Their answers hold secrets that grant the account: only the asker sees them.
-one_shot!(Link, "link", "Link this account with another platform", true);
-one_shot!(Web, "web", "A sign-in link for the web app", true);
+one_shot!(Link, "link", "Link this account with another platform", true, true);
+one_shot!(Web, "web", "A sign-in link for the web app", true, true);
+
+/// Example commands made from the tools this account can run: a prompt
+/// example only for a tool that takes a prompt, an image example only for
+/// one that takes an image; never a hidden tool. Worded for the platform.
+fn examples(cx: &Cx<'_>) -> String {
+    use crate::platform::ChatStyle;
+    use station_core::tools::InputType;
+    let tools = inputs::pickable_tools(cx, false);
+    let style = cx.flows.style_of(cx.conversation);
+    let takes_image = |t: &station_core::tools::ToolDef| t.inputs.values().any(|d| d.kind == InputType::Image);
+    let prompt = tools.iter().filter(|t| !takes_image(t)).find_map(|t| {
+        let (name, _) = t.primary_input().filter(|(_, d)| d.kind == InputType::Text)?;
+        Some((t.command.clone(), name.to_string()))
+    });
+    let image = tools
+        .iter()
+        .find(|t| t.inputs.values().any(|d| d.kind == InputType::Image && d.required && d.default.is_none()))
+        .or_else(|| tools.iter().find(|t| takes_image(t)))
+        .map(|t| t.command.clone());
+    let mut out = vec![];
+    out.push(match (style, &prompt) {
+        (ChatStyle::Interactions, Some((cmd, input))) => {
+            format!("Use /make to choose a tool, or a tool's own command with its {input} (for example /{cmd} {input}: a lighthouse at dusk).")
+        }
+        (ChatStyle::Interactions, None) => "Use /make to choose a tool, or a tool's own command.".to_string(),
+        (ChatStyle::Terminal, Some((cmd, _))) => {
+            format!("Type /make to choose a tool, or a tool's command with a prompt (for example /{cmd} a lighthouse at dusk).")
+        }
+        (ChatStyle::Terminal, None) => "Type /make to choose a tool, or a tool's command.".to_string(),
+        (ChatStyle::Messages, Some((cmd, _))) => {
+            format!("Send /make to choose a tool, or a tool's command with a prompt (for example /{cmd} a lighthouse at dusk).")
+        }
+        (ChatStyle::Messages, None) => "Send /make to choose a tool, or a tool's command.".to_string(),
+    });
+    if let Some(cmd) = image {
+        out.push(match style {
+            ChatStyle::Interactions => {
+                format!("Tools that use a picture have an image option to attach it (for example /{cmd}).")
+            }
+            ChatStyle::Terminal => format!("To use a picture, add its file path after the command (for example /{cmd} @photo.png)."),
+            ChatStyle::Messages => format!(
+                "To use a photo, send it with a command as its caption (for example /{cmd}), or reply to it with the command."
+            ),
+        });
+    }
+    out.join(" ")
+}
 
 impl Welcome {
     async fn answer(&self, cx: &Cx<'_>, _start: Start) -> Result<Next, FlowError> {
@@ -117,13 +168,12 @@ impl Welcome {
         let balance = cx.station.points(&cx.account.id).await?;
         let tools = inputs::pickable_tools(cx, false);
         let mut text = Rich::plain("Welcome to Station, ").bold(cx.account.name.clone()).text("!\n\n");
-        text = text.text("I make images with AI tools. You have ").bold(format!("{} points", balance.available()));
+        text = text.text("I make images with AI tools. You have ").bold(points(balance.available()));
         text = text.text(format!(
-            ". Every run costs points; the price is shown before anything is spent.\n\nTry one of the {} tools: \
-             send /make, or a tool's command with a prompt (for example /{} a lighthouse at dusk). Send a photo \
-             with a command as its caption to use it as input.",
-            tools.len(),
-            tools.iter().find(|t| t.primary_input().is_some()).map(|t| t.command.as_str()).unwrap_or("make")
+            ". Every run costs points; the price is shown before anything is spent.\n\nThere {} {} to try. {}",
+            if tools.len() == 1 { "is" } else { "are" },
+            if tools.len() == 1 { "1 tool".to_string() } else { format!("{} tools", tools.len()) },
+            examples(cx)
         ));
         Ok(finish(View::text(text).row(menu_row()).row(vec![Button::action(
             "❓ Help",
@@ -135,14 +185,24 @@ impl Welcome {
 
 impl Help {
     async fn answer(&self, cx: &Cx<'_>, _start: Start) -> Result<Next, FlowError> {
+        use crate::platform::ChatStyle;
+        let style = cx.flows.style_of(cx.conversation);
         let mut lines = vec![];
         for c in cx.flows.commands(Some(cx.account)) {
+            // An interactions-only platform registers no /start: the app's menu is its welcome.
+            if style == ChatStyle::Interactions && c.name == "start" && c.tool.is_none() {
+                continue;
+            }
             lines.push(format!("/{} — {}", c.name, c.description));
         }
-        let text = Rich::plain("Commands\n").text(lines.join("\n")).text(
-            "\n\nA tool command takes its prompt inline (/sdxl a red fox), a photo as caption, or a reply to a \
-             photo. Results come with buttons to rerun, tweak, use as input, see info, rate or hide.",
-        );
+        let settings = match style {
+            ChatStyle::Interactions => "A tool command takes its prompt and settings as options.",
+            _ => "Settings can follow the command as name=value (for example steps=30).",
+        };
+        let text = Rich::plain("Commands\n").text(lines.join("\n")).text(format!(
+            "\n\n{} {settings} Results come with buttons to rerun, tweak, use as input, see info, rate or hide.",
+            examples(cx)
+        ));
         Ok(finish(View::text(text).row(menu_row())))
     }
 }
@@ -151,9 +211,12 @@ impl Status {
     async fn answer(&self, cx: &Cx<'_>, _start: Start) -> Result<Next, FlowError> {
         let station = cx.station;
         let balance = station.points(&cx.account.id).await?;
-        let mut view = View::text(Rich::plain("Balance: ").bold(format!("{} points", balance.available())).text(
-            if balance.held > 0 { format!(" ({} on hold for running jobs)", balance.held) } else { String::new() },
-        ));
+        let mut view =
+            View::text(Rich::plain("Balance: ").bold(points(balance.available())).text(if balance.held > 0 {
+                format!(" ({} on hold for running jobs)", balance.held)
+            } else {
+                String::new()
+            }));
         let active = station.active_jobs(cx.account, 10).await?;
         if active.is_empty() {
             view = view.with_text("Nothing running or queued.");
@@ -182,13 +245,15 @@ impl Status {
 
 async fn recent_cells(cx: &Cx<'_>, jobs: &[JobRow]) -> Result<Vec<GridCell>, FlowError> {
     let mut cells = vec![];
+    let now = station_core::now_ms();
     for job in jobs {
         let image = cx.station.job_outputs(job).await?.first().map(|m| ImageRef::media(&m.id, &m.mime));
-        let tool = cx.station.tools.get(&job.tool_id).map(|t| t.name.clone()).unwrap_or(job.tool_id.clone());
+        // Buttons say what each job was, so three runs of one tool differ.
+        let label = crate::results::job_label(cx.flows, job, now);
         cells.push(GridCell {
             image,
-            label: tool,
-            button: Some(Button::action("Open", "open", json!({"job": job.id}))),
+            label: label.clone(),
+            button: Some(Button::action(label, "open", json!({"job": job.id}))),
         });
     }
     Ok(cells)
@@ -197,17 +262,35 @@ async fn recent_cells(cx: &Cx<'_>, jobs: &[JobRow]) -> Result<Vec<GridCell>, Flo
 impl BalanceFlow {
     async fn answer(&self, cx: &Cx<'_>, _start: Start) -> Result<Next, FlowError> {
         let b = cx.station.points(&cx.account.id).await?;
-        let entries = cx.station.ledger_history(&cx.account.id, None, 10).await?;
-        let fields = entries
-            .iter()
-            .map(|e| Field {
-                name: format!("{} {:+}", e.kind, e.amount),
-                value: e.reason.clone().or(e.job_id.clone()).unwrap_or_default(),
+        let entries = cx.station.ledger_history(&cx.account.id, None, 30).await?;
+        let now = station_core::now_ms();
+        let mut fields = vec![];
+        // Holds and releases move nothing a person spent: only changes of the balance are listed.
+        for e in entries.iter().filter(|e| e.amount != 0).take(10) {
+            let job = match &e.job_id {
+                Some(id) => cx.station.job_for(cx.account, id).await.ok(),
+                None => None,
+            };
+            let what = match (&job, e.kind.as_str()) {
+                (Some(job), _) => crate::results::job_label(cx.flows, job, now),
+                (None, "grant") if e.reason.as_deref() == Some("starting grant") => "Starting points".to_string(),
+                (None, "grant") => "Points from an operator".to_string(),
+                (None, "deposit") => "Points paid in".to_string(),
+                (None, "refund") => "Refund".to_string(),
+                (None, "adjustment") => "Correction by an operator".to_string(),
+                (None, "reward") => "Reward".to_string(),
+                (None, "transfer") => "Moved when accounts were linked".to_string(),
+                (None, _) => "A run".to_string(),
+            };
+            let sign = if e.amount > 0 { "+" } else { "" };
+            fields.push(Field {
+                name: format!("{sign}{}", points(e.amount)),
+                value: format!("{what} · {}", crate::results::ago(now - e.created_at)),
                 inline: false,
-            })
-            .collect();
+            });
+        }
         Ok(finish(
-            View::text(Rich::plain("You have ").bold(format!("{} points", b.available())).text(if b.held > 0 {
+            View::text(Rich::plain("You have ").bold(points(b.available())).text(if b.held > 0 {
                 format!(" available ({} on hold)", b.held)
             } else {
                 String::new()
@@ -267,6 +350,10 @@ impl Flow for History {
 
     fn description(&self) -> &'static str {
         "Browse your past results"
+    }
+
+    fn personal(&self) -> bool {
+        true
     }
 
     fn steps(&self) -> &'static [StepSpec] {

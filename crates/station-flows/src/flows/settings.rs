@@ -29,6 +29,10 @@ impl Flow for Settings {
         "Your default settings per tool"
     }
 
+    fn personal(&self) -> bool {
+        true
+    }
+
     fn steps(&self) -> &'static [StepSpec] {
         STEPS
     }
@@ -47,13 +51,15 @@ impl Flow for Settings {
     async fn view(&self, cx: &Cx<'_>, step: &str, state: &Value) -> Result<View, FlowError> {
         match step {
             "tool" => {
-                let options = pickable_tools(cx, false)
+                let tools = pickable_tools(cx, false);
+                let options = tools
                     .iter()
-                    .map(|t| Button::action(t.name.clone(), "choose", json!({"tool": t.id})))
+                    .zip(super::inputs::tool_labels(&tools))
+                    .map(|(t, label)| Button::action(label, "choose", json!({"tool": t.id})))
                     .collect();
                 let threshold = cx.station.quote_threshold(cx.account).await?;
                 let ask = match threshold {
-                    Some(t) => format!("I ask before runs that cost more than {t} points."),
+                    Some(t) => format!("I ask before runs that cost more than {}.", crate::view::points(t)),
                     None => "I never ask before a run.".to_string(),
                 };
                 let mut view = View::text(Rich::plain("Settings for which tool?\n\n").text(ask))
@@ -64,14 +70,17 @@ impl Flow for Settings {
                     let label = if off { "Watermark: off (turn on)" } else { "Watermark: on (turn off)" };
                     view = view.row(vec![Button::action(label, "watermark", json!({"off": !off}))]);
                 }
-                // Chat platforms send results as photos (re-compressed by some); this asks for the files.
-                let originals = cx.station.sends_originals(&cx.account.id).await?;
-                let label = if originals {
-                    "Results as original files: on (send photos)"
-                } else {
-                    "Results as photos (send original files)"
-                };
-                view = view.row(vec![Button::action(label, "originals", json!({"on": !originals}))]);
+                // Chat platforms send results as photos (re-compressed by some); this asks for the
+                // files. A terminal saves files anyway: nothing to choose there.
+                if cx.flows.style_of(cx.conversation) != crate::platform::ChatStyle::Terminal {
+                    let originals = cx.station.sends_originals(&cx.account.id).await?;
+                    let label = if originals {
+                        "Results as original files: on (send photos)"
+                    } else {
+                        "Results as photos (send original files)"
+                    };
+                    view = view.row(vec![Button::action(label, "originals", json!({"on": !originals}))]);
+                }
                 Ok(view
                     .row(vec![Button::action("Close", "cancel", Value::Null)])
                     .ask("Tool", InputKind::Choice { options }))

@@ -1,9 +1,10 @@
 //! `station chat`: the conversation flows in a terminal, as a local account.
 //!
 //! A full platform adapter: views print as text, images are saved to files
-//! (their paths shown), buttons are numbered choices. Input lines are
-//! commands (`/make`, `/dream a fox`), numbers (press a button), `@PATH`
-//! (send an image; `/upscale @photo.png` sends it with a command) or text.
+//! (their paths shown), buttons are numbered choices shown as `[#3]`. Input
+//! lines are commands (`/make`, `/dream a fox`), `#N` (press button N),
+//! `@PATH` (send an image; `/upscale @photo.png` sends it with a command) or
+//! text — a typed number is text (the value asked for), never a button.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -32,6 +33,8 @@ struct TermState {
     buttons: HashMap<usize, String>,
     next_button: usize,
     next_message: u64,
+    /// What each message last printed: an edit that changes nothing prints nothing.
+    printed: HashMap<String, String>,
 }
 
 impl Terminal {
@@ -135,7 +138,7 @@ impl Terminal {
                     state.next_button += 1;
                     let n = state.next_button;
                     state.buttons.insert(n, t.clone());
-                    choices.push(format!("[{n}] {}", b.label));
+                    choices.push(format!("[#{n}] {}", b.label));
                 }
                 station_flows::ButtonAction::Url(u) => choices.push(format!("{}: {u}", b.label)),
                 station_flows::ButtonAction::Pending(_) => {}
@@ -148,7 +151,7 @@ impl Terminal {
             let hint = match &input.kind {
                 InputKind::Text { .. } => "type it",
                 InputKind::Number { .. } => "type a number",
-                InputKind::Choice { .. } => "type a number from the list, or the value",
+                InputKind::Choice { .. } => "press #N, or type the value",
                 InputKind::Image { .. } => "send @PATH to an image",
                 InputKind::File => "send @PATH",
                 InputKind::Form { .. } => "send name=value lines",
@@ -165,18 +168,39 @@ impl Platform for Terminal {
         "terminal"
     }
 
+    /// Typed lines; pictures are file paths.
+    fn style(&self) -> station_flows::ChatStyle {
+        station_flows::ChatStyle::Terminal
+    }
+
     /// Only the person at the terminal reads it.
     fn delivers_privately(&self) -> bool {
         true
     }
 
     async fn deliver(&self, _conversation: &Conversation, out: &Outgoing) -> Outcome {
-        let text = self.render(&out.view, out.kind).await;
         let message_ref = {
             let mut s = self.state.lock().expect("terminal state");
             s.next_message += 1;
             out.replace.clone().unwrap_or_else(|| format!("t{}", s.next_message))
         };
+        if out.kind == DeliveryKind::Progress && out.view.all_buttons().is_empty() && out.replace.is_some() {
+            // The job ended: its result (or failure) is the next message; a
+            // last "100 %" line above it would only repeat it.
+            return Outcome::Sent { message_ref: Some(message_ref) };
+        }
+        {
+            let mut s = self.state.lock().expect("terminal state");
+            // Progress prints once per change: an edit showing what is on
+            // screen already (fresh button tokens aside) prints nothing.
+            let labels: Vec<&str> = out.view.all_buttons().iter().map(|b| b.label.as_str()).collect();
+            let key = format!("{}\n{}", out.view.plain_text(), labels.join("|"));
+            if s.printed.get(&message_ref) == Some(&key) {
+                return Outcome::Sent { message_ref: Some(message_ref) };
+            }
+            s.printed.insert(message_ref.clone(), key);
+        }
+        let text = self.render(&out.view, out.kind).await;
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "\n{text}");
         let _ = stdout.flush();
@@ -209,8 +233,13 @@ pub async fn run(station: &Station, args: ChatArgs) -> u8 {
     // One conversation per local user, so a restarted chat resumes where it was.
     let conv = Conversation::new("terminal", &user);
     println!(
-        "Station chat as {user}. Commands: /make, /help, /status, /history, /settings, /quit. Numbers press buttons."
+        "Station chat as {user}. Commands: /make, /help, /status, /history, /settings, /quit. Type #3 to press \
+         button [#3]; @photo.png sends a picture."
     );
+    // A resumed chat asks its open question again, with buttons that work.
+    if let Err(e) = flows.show_open_step(&account, &conv).await {
+        println!("⚠ {e}");
+    }
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let code = loop {
         let line = tokio::select! {
@@ -257,13 +286,13 @@ pub async fn run(station: &Station, args: ChatArgs) -> u8 {
     code
 }
 
-/// Turns a typed line into input: `/cmd text @img`, a button number, `@img`, or text.
+/// Turns a typed line into input: `/cmd text @img`, `#N` (a button), `@img`, or text.
 async fn parse_line(station: &Station, account_id: &str, terminal: &Terminal, line: &str) -> Result<Input, String> {
-    if let Ok(n) = line.parse::<usize>() {
+    if let Some(n) = line.strip_prefix('#').and_then(|n| n.trim().parse::<usize>().ok()) {
         let token = terminal.state.lock().expect("terminal state").buttons.get(&n).cloned();
         return match token {
             Some(token) => Ok(Input::Action { token }),
-            None => Err(format!("there is no button [{n}]")),
+            None => Err(format!("there is no button [#{n}]")),
         };
     }
     let mut images = vec![];
