@@ -40,7 +40,7 @@ async fn prefixes_name_one_job_and_short_ids_stay_unique() {
         // Jobs made together share their first characters (the time).
         match st.resolve_job_id(&ids[0][..4]).await {
             Err(JobIdError::Ambiguous { first, second, .. }) => {
-                assert!(ids.contains(&first) && ids.contains(&second) && first != second, "{kind}")
+                assert!(ids.contains(&first) && ids.contains(&second) && first != second, "{kind}");
             }
             other => panic!("{kind}: expected ambiguous, got {other:?}"),
         }

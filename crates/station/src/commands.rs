@@ -688,12 +688,9 @@ async fn follow(
 /// Ctrl-C on a job this process runs: cancel it (its points come back) and
 /// let the worker interrupt its prompt on the backend before exiting.
 async fn cancel_on_interrupt(station: &Station, workers: &Workers, job: &JobRow, short: &str) {
-    let owner = match station.account_by_id(&job.account_id).await {
-        Ok(Some(a)) => a,
-        _ => {
-            eprintln!("The job stays queued; cancel it with `station jobs cancel {short}`.");
-            return;
-        }
+    let Ok(Some(owner)) = station.account_by_id(&job.account_id).await else {
+        eprintln!("The job stays queued; cancel it with `station jobs cancel {short}`.");
+        return;
     };
     if let Err(e) = station.cancel(&owner, &job.id).await {
         eprintln!("error: could not cancel the job: {e}; cancel it with `station jobs cancel {short}`.");
@@ -711,7 +708,7 @@ async fn cancel_on_interrupt(station: &Station, workers: &Workers, job: &JobRow,
                         eprintln!(
                             "Cancelled the job; its prompt on {} was interrupted.",
                             r.backend.as_deref().unwrap_or("the backend")
-                        )
+                        );
                     }
                     JobStatus::Cancelled => eprintln!("Cancelled the job before it started; its points are back."),
                     s => eprintln!("The job ended as {s} before the cancellation reached it."),
