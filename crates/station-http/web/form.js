@@ -134,7 +134,9 @@ function imageDrop(d, id, value) {
   const hidden = el('input', { type: 'hidden', name: d.name, dataset: { image: '1' } });
   const preview = el('img', { class: 'preview', alt: `${humanName(d.name)} preview`, hidden: true });
   const status = el('span', { class: 'drop-status', role: 'status' });
-  const file = el('input', { type: 'file', id, accept: 'image/png,image/jpeg,image/webp,image/gif', class: 'file' });
+  // One control: the zone is the button; the file input is kept for
+  // keyboards, screen readers and drivers, but not drawn.
+  const file = el('input', { type: 'file', id, accept: 'image/png,image/jpeg,image/webp,image/gif', class: 'file visually-hidden' });
   const zone = el('div', { class: 'drop', tabindex: '0', 'aria-label': `Drop an image for ${humanName(d.name)}` },
     el('p', {}, 'Drop an image here, or ', el('span', { class: 'linkish' }, 'choose a file')), file, preview, status);
   const show = (mid) => {
@@ -144,11 +146,24 @@ function imageDrop(d, id, value) {
       preview.hidden = false;
     }
   };
-  if (value && mediaId(value)) show(mediaId(value));
+  if (value && mediaId(value)) {
+    show(mediaId(value));
+    status.textContent = 'Using the image you picked; drop or choose another to replace it.';
+  }
+  const clear = (why) => {
+    hidden.value = '';
+    preview.hidden = true;
+    preview.removeAttribute('src');
+    status.textContent = why;
+    delete zone.dataset.uploaded;
+  };
+  zone.addEventListener('click', (e) => {
+    if (e.target !== file) file.click();
+  });
   const upload = async (f) => {
     if (!f) return;
     if (!f.type.startsWith('image/')) {
-      status.textContent = `${f.name} is not an image`;
+      clear(`${f.name} is not an image`);
       return;
     }
     preview.src = URL.createObjectURL(f);
@@ -164,8 +179,7 @@ function imageDrop(d, id, value) {
       status.textContent = `Uploaded ${f.name}`;
       zone.dataset.uploaded = m.id;
     } catch (e) {
-      hidden.value = '';
-      status.textContent = `Upload failed: ${e.message}`;
+      clear(`Upload failed: ${e.message}`);
       toast(e.message, 'error');
     } finally {
       zone.classList.remove('busy');

@@ -321,42 +321,161 @@ function rerunButton(j) {
   return b;
 }
 
-/** Every generation, newest first, loading more as you scroll. */
+/** The words a generation was asked with: its prompt, else its first text. */
+function promptOf(j) {
+  const p = j.params || {};
+  const text = typeof p.prompt === 'string' ? p.prompt
+    : Object.entries(p).map(([k, v]) => (!k.startsWith('_') && typeof v === 'string' && !v.startsWith('media:') ? v : '')).find(Boolean) || '';
+  return text.length > 90 ? `${text.slice(0, 87)}…` : text;
+}
+
+/** A dialog with a generation's image, details and parameters. */
+function lightbox(j) {
+  let d = document.getElementById('lightbox');
+  if (!d) {
+    d = el('dialog', { id: 'lightbox', class: 'lightbox', 'aria-label': 'Generation details' });
+    document.body.append(d);
+  }
+  const close = el('button', { type: 'button', class: 'close', 'aria-label': 'Close' }, '✕');
+  close.addEventListener('click', () => d.close());
+  const took = j.finished_at && j.started_at ? `${((j.finished_at - j.started_at) / 1000).toFixed(1)} s` : '';
+  const first = j.outputs[0];
+  d.replaceChildren(close,
+    first ? el('img', { src: mediaUrl(first), alt: `${j.tool_id} result`, class: 'lightbox-image' })
+      : el('p', { class: `placeholder ${j.status}` }, j.status),
+    el('div', { class: 'lightbox-info' },
+      el('h2', {}, j.tool_id),
+      el('dl', {},
+        el('dt', {}, 'Status'), el('dd', {}, j.status),
+        el('dt', {}, 'Created'), el('dd', {}, when(j.created_at)),
+        el('dt', {}, 'Took'), el('dd', {}, took || '—'),
+        el('dt', {}, 'Rating'), el('dd', {}, j.rating ? '★'.repeat(j.rating) : 'not rated')),
+      paramsTable(j.params),
+      el('div', { class: 'actions' },
+        el('a', { class: 'button primary', href: `/tools/${encodeURIComponent(j.tool_id)}?from=${encodeURIComponent(j.id)}` }, 'Copy to form'),
+        el('a', { class: 'button', href: `/jobs/${encodeURIComponent(j.id)}` }, 'Open'),
+        first ? el('a', { class: 'button', href: mediaUrl(first), download: `${j.tool_id}-${j.id.slice(0, 13)}` }, 'Download') : null)));
+  d.showModal();
+}
+
+/**
+ * Every generation, newest first, loading more as you scroll: filters by
+ * tool, status and time, a search in the parameters (prompts), a lightbox
+ * with the details, and a selection to hide.
+ */
 async function history() {
   const m = main('History');
+  const list = await loadTools().catch(() => []);
+  const labelled = (id, text, control) => el('div', { class: 'field' }, el('label', { for: id }, text), control);
+  const tool = el('select', { id: 'h-tool' }, el('option', { value: '' }, 'All tools'),
+    list.map((t) => el('option', { value: t.id }, t.name || t.id)));
+  const status = el('select', { id: 'h-status' },
+    [['', 'Any status'], ['succeeded', 'Done'], ['failed', 'Failed'], ['cancelled', 'Cancelled'], ['running', 'Running'], ['queued', 'Queued']]
+      .map(([v, l]) => el('option', { value: v }, l)));
+  const since = el('select', { id: 'h-since' },
+    [['', 'Any time'], ['1', 'Last 24 hours'], ['7', 'Last 7 days'], ['30', 'Last 30 days']].map(([v, l]) => el('option', { value: v }, l)));
+  const search = el('input', { type: 'search', id: 'h-search', placeholder: 'Words of the prompt…' });
+  const filters = el('form', { class: 'filters', role: 'search', 'aria-label': 'Filter your generations' },
+    labelled('h-search', 'Search', search), labelled('h-tool', 'Tool', tool), labelled('h-status', 'Status', status), labelled('h-since', 'When', since));
+  filters.addEventListener('submit', (e) => e.preventDefault());
+  const count = el('span', { id: 'selected-count' });
+  const hide = el('button', { type: 'button', class: 'danger', id: 'hide-selected' }, 'Hide selected');
+  const none = el('button', { type: 'button' }, 'Clear selection');
+  const selection = el('div', { class: 'selection actions', hidden: true }, count, hide, none);
   const grid = el('ul', { class: 'gallery', 'aria-label': 'Your generations' });
   const sentinel = el('p', { class: 'more', role: 'status' }, 'Loading…');
-  m.append(grid, sentinel);
+  m.append(filters, selection, grid, sentinel);
+  const selected = new Set();
+  const showSelection = () => {
+    selection.hidden = selected.size === 0;
+    count.textContent = `${selected.size} selected`;
+  };
   let cursor = null;
   let loading = false;
   let end = false;
+  let round = 0;
   const more = async () => {
     if (loading || end) return;
     loading = true;
+    const mine = round;
     try {
       const qs = new URLSearchParams({ limit: '24' });
       if (cursor) qs.set('before', cursor);
+      if (tool.value) qs.set('tool', tool.value);
+      if (status.value) qs.set('status', status.value);
+      if (since.value) qs.set('since', String(Date.now() - Number(since.value) * 86400000));
+      if (search.value.trim()) qs.set('q', search.value.trim());
       const data = await api('GET', `/api/v1/generations?${qs}`);
+      if (mine !== round) return;
       const items = listOf(data, 'generations', 'jobs').map(job);
       for (const j of items) {
         const thumb = j.outputs.length
           ? el('img', { src: mediaUrl(j.outputs[0], true), alt: `${j.tool_id} result`, loading: 'lazy' })
           : el('span', { class: `placeholder ${j.status}` }, j.status);
-        grid.append(el('li', { dataset: { job: j.id } }, el('a', { href: `/jobs/${encodeURIComponent(j.id)}` }, thumb,
-          el('span', { class: 'caption' }, `${j.tool_id} · ${when(j.created_at)}`))));
+        const open = el('button', { type: 'button', class: 'thumb', 'aria-label': `Details of ${j.tool_id} from ${when(j.created_at)}` }, thumb);
+        open.addEventListener('click', () => lightbox(j));
+        const pick = el('input', { type: 'checkbox', class: 'pick', 'aria-label': `Select ${j.tool_id} from ${when(j.created_at)}` });
+        pick.addEventListener('change', () => {
+          if (pick.checked) selected.add(j.id);
+          else selected.delete(j.id);
+          showSelection();
+        });
+        const prompt = promptOf(j);
+        grid.append(el('li', { dataset: { job: j.id, status: j.status } }, open, pick,
+          el('span', { class: 'caption' }, prompt ? el('span', { class: 'prompt' }, prompt) : null, `${j.tool_id} · ${when(j.created_at)}`)));
       }
       cursor = data && data.next;
       end = !cursor || !items.length;
-      sentinel.textContent = end ? (grid.children.length ? 'That is everything.' : 'Nothing yet: pick a tool to make something.') : '';
+      const filtered = tool.value || status.value || since.value || search.value.trim();
+      sentinel.textContent = end
+        ? (grid.children.length ? 'That is everything.' : filtered ? 'Nothing matches these filters.' : 'Nothing yet: pick a tool to make something.')
+        : '';
     } catch (e) {
       sentinel.textContent = e.message;
       end = true;
     } finally {
-      loading = false;
+      if (mine === round) loading = false;
     }
     // Keep filling until the page scrolls.
-    if (!end && sentinel.getBoundingClientRect().top < window.innerHeight) more();
+    if (mine === round && !end && sentinel.getBoundingClientRect().top < window.innerHeight) more();
   };
+  const restart = () => {
+    round += 1;
+    grid.replaceChildren();
+    selected.clear();
+    showSelection();
+    cursor = null;
+    end = false;
+    loading = false;
+    sentinel.textContent = 'Loading…';
+    more();
+  };
+  for (const s of [tool, status, since]) s.addEventListener('change', restart);
+  let typing;
+  search.addEventListener('input', () => {
+    clearTimeout(typing);
+    typing = setTimeout(restart, 300);
+  });
+  none.addEventListener('click', () => {
+    grid.querySelectorAll('input.pick').forEach((c) => (c.checked = false));
+    selected.clear();
+    showSelection();
+  });
+  hide.addEventListener('click', async () => {
+    if (!window.confirm(`Hide ${selected.size} generation(s) from your history?`)) return;
+    for (const id of [...selected]) {
+      try {
+        await api('DELETE', `/api/v1/generations/${encodeURIComponent(id)}`);
+        grid.querySelector(`li[data-job="${CSS.escape(id)}"]`)?.remove();
+        selected.delete(id);
+      } catch (e) {
+        showError(e);
+        break;
+      }
+    }
+    showSelection();
+    toast('Hidden from your history.');
+  });
   new IntersectionObserver((entries) => entries.some((e) => e.isIntersecting) && more()).observe(sentinel);
   await more();
 }

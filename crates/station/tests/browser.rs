@@ -697,6 +697,70 @@ async fn forms_scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: 
     let monotonic = events.iter().filter_map(|e| e["pct"].as_i64()).collect::<Vec<_>>();
     assert!(monotonic.windows(2).all(|w| w[0] <= w[1]), "{kind}: {monotonic:?}");
     screenshot(c, &shots("sketch-result")).await;
+
+    // Item 8, the history browser: search, filters, lightbox, copy to form, hide.
+    c.goto(&server.url("/history")).await.unwrap();
+    let items = "return document.querySelectorAll('.gallery li').length";
+    until(c, "both generations", &format!("{items} === 2")).await;
+    type_into(c, "#h-search", "HARBOR").await;
+    until(c, "the search", &format!("{items} === 1 && !!document.querySelector('.gallery li .prompt')")).await;
+    let caption = text_of(c, ".gallery li .caption").await;
+    assert!(caption.contains("sketch"), "{kind}: {caption}");
+    c.find(Locator::Css("#h-search")).await.unwrap().clear().await.unwrap();
+    c.execute("document.getElementById('h-search').dispatchEvent(new Event('input'))", vec![]).await.unwrap();
+    until(c, "both again", &format!("{items} === 2")).await;
+    c.execute(
+        "const s = document.getElementById('h-tool'); s.value = 'resize'; s.dispatchEvent(new Event('change'))",
+        vec![],
+    )
+    .await
+    .unwrap();
+    until(
+        c,
+        "the tool filter",
+        &format!("{items} === 1 && document.querySelector('.gallery li img').alt.startsWith('resize')"),
+    )
+    .await;
+    c.execute(
+        "const s = document.getElementById('h-status'); s.value = 'failed'; s.dispatchEvent(new Event('change'))",
+        vec![],
+    )
+    .await
+    .unwrap();
+    until(c, "no failures", &format!("{items} === 0 && document.body.innerText.includes('Nothing matches')")).await;
+    c.execute(
+        "for (const id of ['h-tool', 'h-status']) { const s = document.getElementById(id); s.value = ''; s.dispatchEvent(new Event('change')); }",
+        vec![],
+    )
+    .await
+    .unwrap();
+    until(c, "both again", &format!("{items} === 2")).await;
+    // The lightbox: image, parameters as a table, copy to form.
+    click(c, ".gallery li:first-child .thumb").await;
+    until(c, "the lightbox", "const d = document.getElementById('lightbox'); return d.open && d.querySelector('table.params').innerText.includes('harbor')").await;
+    screenshot(c, &shots("lightbox")).await;
+    click(c, "#lightbox a.primary").await;
+    until(c, "the form from the generation", "return location.search.includes('from=') && document.getElementById('in-name') && document.getElementById('in-name').value === 'harbor'").await;
+    // Select the resize and hide it.
+    c.goto(&server.url("/history")).await.unwrap();
+    until(c, "both generations", &format!("{items} === 2")).await;
+    c.set_window_size(390, 844).await.unwrap();
+    click(c, ".gallery li:last-child input.pick").await;
+    until(c, "the selection bar", "return !document.querySelector('.selection').hidden && document.getElementById('selected-count').textContent === '1 selected'").await;
+    let fits = c.execute("return document.documentElement.scrollWidth <= window.innerWidth", vec![]).await.unwrap();
+    assert_eq!(fits, json!(true), "{kind}: history fits a phone");
+    screenshot(c, &shots("history-phone")).await;
+    click(c, "#hide-selected").await;
+    c.accept_alert().await.unwrap();
+    until(c, "one left", &format!("{items} === 1")).await;
+    c.refresh().await.unwrap();
+    until(
+        c,
+        "still one after a reload",
+        &format!("{items} === 1 && document.body.innerText.includes('That is everything')"),
+    )
+    .await;
+    c.set_window_size(1280, 900).await.unwrap();
     drop(server);
 }
 
