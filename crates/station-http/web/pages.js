@@ -324,8 +324,8 @@ function rerunButton(j) {
 /** The words a generation was asked with: its prompt, else its first text. */
 function promptOf(j) {
   const p = j.params || {};
-  const text = typeof p.prompt === 'string' ? p.prompt
-    : Object.entries(p).map(([k, v]) => (!k.startsWith('_') && typeof v === 'string' && !v.startsWith('media:') ? v : '')).find(Boolean) || '';
+  const key = Object.keys(p).find((k) => /prompt|text|caption/i.test(k) && !/negative/i.test(k) && typeof p[k] === 'string');
+  const text = key ? p[key] : '';
   return text.length > 90 ? `${text.slice(0, 87)}…` : text;
 }
 
