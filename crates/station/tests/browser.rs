@@ -882,5 +882,45 @@ async fn queue_scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: 
         tokio::time::sleep(Duration::from_millis(300)).await;
         c.refresh().await.unwrap();
     }
+
+    // Item 6: the admin page fits a phone; a grant updates the users table
+    // and the picker keeps the account.
+    server.run(&["users", "create", "zed"]);
+    c.goto(&server.url("/admin")).await.unwrap();
+    c.set_window_size(390, 844).await.unwrap();
+    until(c, "the dashboard", "return document.querySelectorAll('#admin-users tbody tr').length === 2 && !!document.getElementById('grant-account')").await;
+    let fits = c.execute("return document.documentElement.scrollWidth <= window.innerWidth", vec![]).await.unwrap();
+    assert_eq!(fits, json!(true), "{kind}: the admin page fits a phone");
+    let headings = c
+        .execute(
+            "return [...document.querySelectorAll('h2, h3, caption:not(.visually-hidden)')].map(h => h.textContent)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let headings: Vec<String> = serde_json::from_value(headings).unwrap();
+    let mut unique = headings.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), headings.len(), "{kind}: no heading twice: {headings:?}");
+    screenshot(c, &shots("admin-phone")).await;
+    let zed = c
+        .execute("return [...document.querySelectorAll('#grant-account option')].find(o => o.textContent.startsWith('zed')).value", vec![])
+        .await
+        .unwrap();
+    let zed = zed.as_str().unwrap().to_string();
+    c.execute(&format!("document.getElementById('grant-account').value = '{zed}'"), vec![]).await.unwrap();
+    type_into(c, "#grant-amount", "25").await;
+    type_into(c, "#grant-reason", "welcome").await;
+    click(c, "#admin-grants button[type=submit]").await;
+    until(
+        c,
+        "the new balance in the table",
+        &format!("return document.querySelector('#admin-users tr[data-account=\"{zed}\"] td:nth-child(4)').textContent === '125'"),
+    )
+    .await;
+    let picked = c.execute("return document.getElementById('grant-account').value", vec![]).await.unwrap();
+    assert_eq!(picked, json!(zed), "{kind}: the picker keeps the account");
+    c.set_window_size(1280, 900).await.unwrap();
     drop(server);
 }
