@@ -563,7 +563,8 @@ async function points() {
 /** API keys: create (shown once), list, revoke. */
 async function keys() {
   const m = main('API keys');
-  m.append(el('p', { class: 'lead' }, 'Keys let programs use the API as you: send one as "Authorization: Bearer KEY".'));
+  m.append(el('p', { class: 'lead' }, 'Keys let programs use the API as you: send one as "Authorization: Bearer KEY". ',
+    el('a', { href: '/api/v1/docs', id: 'api-docs-link' }, 'API reference')));
   const name = el('input', { id: 'key-name', name: 'name', required: true, maxlength: 64, placeholder: 'e.g. my script' });
   const days = el('input', { id: 'key-days', name: 'expires_in_days', type: 'number', min: 1, max: 3650, placeholder: 'never' });
   const form = el('form', { class: 'key-form', 'aria-label': 'New API key' },

@@ -921,6 +921,26 @@ async fn queue_scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: 
     .await;
     let picked = c.execute("return document.getElementById('grant-account').value", vec![]).await.unwrap();
     assert_eq!(picked, json!(zed), "{kind}: the picker keeps the account");
+
+    // The API reference: linked from the keys page, Markdown drawn, fits a phone.
+    c.goto(&server.url("/keys")).await.unwrap();
+    click(c, "#api-docs-link").await;
+    until(
+        c,
+        "the API reference",
+        "return document.querySelectorAll('details.op').length > 10 && !!document.querySelector('.md code')",
+    )
+    .await;
+    let raw = c.execute("return [...document.body.innerText].filter(ch => ch === '`').length", vec![]).await.unwrap();
+    assert_eq!(raw, json!(0), "{kind}: no Markdown shown raw");
+    let repeats = c
+        .execute("return [...document.querySelectorAll('.op summary .summary')].filter(s => /^(GET|POST|PUT|PATCH|DELETE) [/]/.test(s.textContent)).length", vec![])
+        .await
+        .unwrap();
+    assert_eq!(repeats, json!(0), "{kind}: summaries do not repeat the method and path");
+    let fits = c.execute("return document.documentElement.scrollWidth <= window.innerWidth", vec![]).await.unwrap();
+    assert_eq!(fits, json!(true), "{kind}: the API reference fits a phone");
+    screenshot(c, &shots("api-docs-phone")).await;
     c.set_window_size(1280, 900).await.unwrap();
     drop(server);
 }
