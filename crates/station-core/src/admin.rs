@@ -127,6 +127,12 @@ impl Station {
         self.store.recent_failures(limit).await
     }
 
+    /// A fingerprint of the database this Station uses (see
+    /// [`crate::Config::database_fingerprint`]).
+    pub fn database_fingerprint(&self) -> String {
+        self.config.database_fingerprint()
+    }
+
     /// Whether the database answers within `timeout`: `Ok` or why not, in words.
     pub async fn database_health(&self, timeout: std::time::Duration) -> Result<(), String> {
         match tokio::time::timeout(timeout, self.store.ping()).await {

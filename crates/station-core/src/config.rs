@@ -748,6 +748,27 @@ impl Config {
         self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("station.db").display()))
     }
 
+    /// A short fingerprint of the database in effect: the SQLite file's
+    /// absolute path, or the PostgreSQL URL (password masked, so the same
+    /// for every process sharing it), hashed. Two processes with one
+    /// fingerprint share their data; `/healthz` shows it so the CLI can tell
+    /// whether the server on its address uses its data folder.
+    pub fn database_fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let url = self.database_url();
+        let identity = match url.strip_prefix("sqlite:") {
+            Some(rest) => {
+                let path = Path::new(rest.trim_start_matches("//"));
+                let abs = std::fs::canonicalize(path).unwrap_or_else(|_| {
+                    std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
+                });
+                format!("sqlite:{}", abs.display())
+            }
+            None => mask_url(&url),
+        };
+        hex::encode(&sha2::Sha256::digest(identity.as_bytes())[..8])
+    }
+
     /// The tools folder in effect.
     pub fn tools_dir(&self) -> PathBuf {
         self.tools_dir.clone().unwrap_or_else(|| self.data_dir.join("tools"))
@@ -795,6 +816,7 @@ impl Config {
         tree["media_dir"] = Value::String(self.media_dir().display().to_string());
         mask_secrets(&mut tree);
         strip_nulls(&mut tree);
+        tidy_floats(&mut tree);
         let body = toml::to_string_pretty(&tree).unwrap_or_else(|e| format!("# cannot render: {e}"));
         let notes: String =
             self.sections.registered.iter().flat_map(|s| &s.notes).map(|n| format!("# {n}\n")).collect();
@@ -806,7 +828,11 @@ impl Config {
     /// Every configurable key with its environment name, for documentation:
     /// the core's and every registered section's.
     pub fn env_names(&self) -> Vec<(String, String)> {
-        leaf_paths(&self.default_tree()).into_iter().map(|(p, _)| (p.join("."), env_name(&p))).collect()
+        let mut names: Vec<(String, String)> =
+            leaf_paths(&self.default_tree()).into_iter().map(|(p, _)| (p.join("."), env_name(&p))).collect();
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|(_, env)| seen.insert(env.clone()));
+        names
     }
 
     /// A commented example configuration, written by `station config init`:
@@ -883,6 +909,26 @@ fn mask_secrets(v: &mut Value) {
             }
             mask_secrets(child);
         }
+    }
+}
+
+/// Writes floats as they were typed: `0.2` read into an `f32` widens to
+/// 0.20000000298023224; a value that is exactly an `f32` is printed as the
+/// shortest decimal of that `f32`.
+fn tidy_floats(v: &mut Value) {
+    match v {
+        Value::Object(m) => m.values_mut().for_each(tidy_floats),
+        Value::Array(a) => a.iter_mut().for_each(tidy_floats),
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap_or_default();
+            let narrow = x as f32;
+            if f64::from(narrow) == x
+                && let Some(short) = format!("{narrow}").parse::<f64>().ok().and_then(serde_json::Number::from_f64)
+            {
+                *n = short;
+            }
+        }
+        _ => {}
     }
 }
 

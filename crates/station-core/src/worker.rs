@@ -30,6 +30,7 @@ pub struct Workers {
     tasks: JoinSet<()>,
     owner: Arc<str>,
     station: Station,
+    inflight: Inflight,
 }
 
 type Inflight = Arc<Mutex<HashMap<String, CancellationToken>>>;
@@ -65,12 +66,26 @@ impl Workers {
         tasks.spawn(heartbeat_loop(station.clone(), owner.clone(), stop.clone(), inflight.clone()));
         tasks.spawn(sweeper_loop(station.clone(), stop.clone()));
         info!(%owner, "workers started");
-        Workers { stop, tasks, owner, station: station.clone() }
+        Workers { stop, tasks, owner, station: station.clone(), inflight }
     }
 
     /// This process's lease owner id.
     pub fn owner(&self) -> &str {
         &self.owner
+    }
+
+    /// Stops job `id` now if this process runs it (its executor interrupts
+    /// it on its backend), without waiting for the heartbeat to relay a
+    /// cancellation request; `false` if it runs elsewhere or not at all.
+    /// Use after [`Station::cancel`], which records the request.
+    pub fn cancel_local(&self, id: &str) -> bool {
+        match self.inflight.lock().expect("inflight").get(id) {
+            Some(t) => {
+                t.cancel();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Stops claiming, lets running jobs go (their leases are released so

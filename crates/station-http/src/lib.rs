@@ -330,11 +330,33 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     (StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response()
 }
 
-/// Liveness: the process answers.
+/// Liveness: the process answers, with which data it serves: `database` is
+/// a fingerprint of its database (the same for every process sharing it),
+/// and `data_dir` its data folder, given only to requests addressed to a
+/// loopback or unspecified host (the `station` command on the same machine).
 #[utoipa::path(get, path = "/healthz", tag = "service", security(()),
-    responses((status = 200, description = "`{status: ok, version}`")))]
-async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+    responses((status = 200, description = "`{status: ok, version, database, data_dir?}`")))]
+async fn healthz(State(station): State<Station>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let mut body = json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "database": station.database_fingerprint(),
+    });
+    if headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).is_some_and(local_host) {
+        let dir = std::fs::canonicalize(&station.config.data_dir).unwrap_or_else(|_| station.config.data_dir.clone());
+        body["data_dir"] = json!(dir.display().to_string());
+    }
+    Json(body)
+}
+
+/// Whether a `Host` header names this machine (loopback or unspecified address).
+fn local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
 /// Readiness: the database answers; backends are reported (a Station with no

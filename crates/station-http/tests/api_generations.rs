@@ -117,6 +117,14 @@ async fn create_run_list_rerun_rate_hide_and_ownership() {
         assert_eq!(a.body["items"], json!([]), "{k}");
         let a = s.get("/api/v1/generations?tool=resize&status=succeeded", &s.alice_key).await;
         assert_eq!(a.body["items"].as_array().unwrap().len(), 3, "{k}");
+        // Search in the parameters (case-insensitive, wildcards are plain text) and by time.
+        let far = chrono_free_future();
+        for (q, n) in [("q=CONTAIN", 3), ("q=zzz", 0), ("q=%25", 0), ("q=_", 0), ("q=%20", 3), ("since=0", 3)] {
+            let a = s.get(&format!("/api/v1/generations?{q}"), &s.alice_key).await;
+            assert_eq!(a.body["items"].as_array().map(Vec::len), Some(n), "{k}: {q}: {}", a.body);
+        }
+        let a = s.get(&format!("/api/v1/generations?since={far}&q=contain"), &s.alice_key).await;
+        assert_eq!(a.body["items"], json!([]), "{k}");
         for (q, field) in [("status=done", "status"), ("limit=0", "limit"), ("limit=201", "limit")] {
             let a = s.get(&format!("/api/v1/generations?{q}"), &s.alice_key).await;
             assert_eq!((a.status, a.fields()), (StatusCode::BAD_REQUEST, vec![field.to_string()]), "{k}: {q}");
@@ -729,4 +737,10 @@ async fn cross_field_problems_are_refused_before_queuing() {
         assert_eq!(count(s.get("/api/v1/generations", &s.alice_key).await), before, "{k}: nothing queued");
         s.stop().await;
     }
+}
+
+/// A time (Unix ms) well after any job of a test.
+fn chrono_free_future() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    now + 86_400_000
 }

@@ -3,9 +3,10 @@
 
 import { api, el, listOf, main, showError, toast, when } from './app.js';
 
+/** A table; its caption is for screen readers (each section has a visible heading). */
 function table(caption, heads, rows) {
   return el('div', { class: 'table-wrap' }, el('table', {},
-    el('caption', {}, caption),
+    el('caption', { class: 'visually-hidden' }, caption),
     el('thead', {}, el('tr', {}, heads.map((h) => el('th', { scope: 'col' }, h)))),
     el('tbody', {}, rows)));
 }
@@ -124,7 +125,12 @@ export async function admin() {
           { amount: parseInt(amount.value, 10), reason: reason.value, idempotency_key: key });
         toast(r.applied ? `Granted ${amount.value} points; balance now ${r.balance}.` : 'Already granted.');
         key = crypto.randomUUID();
+        // The users table shows the new balance; the picker keeps the account.
+        const account = who.value;
+        const cell = document.querySelector(`#admin-users tr[data-account="${CSS.escape(account)}"] td:nth-child(4)`);
+        if (cell && r.balance !== undefined) cell.textContent = String(r.balance);
         form.reset();
+        who.value = account;
       } catch (err) {
         showError(err, form);
       }

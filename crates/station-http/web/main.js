@@ -8,6 +8,7 @@ async function start() {
   const page = document.body.dataset.page;
   if (page === 'signin' || page === 'error') return;
   refreshBalance();
+  import('./queue.js').then((q) => q.startQueue()).catch(() => {});
   try {
     if (page === 'admin') {
       const m = await import('./admin.js');

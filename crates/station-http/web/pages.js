@@ -73,10 +73,16 @@ async function tool() {
     const img = inputsOf(t).find((d) => d.type === 'image');
     if (img) values[img.name] = `media:${query.get('media')}`;
   }
-  const form = toolForm(t, values, 'Generate', async (params) => {
-    const j = await submitJob({ tool: t.id, params });
-    location.href = `/jobs/${encodeURIComponent(j.id)}`;
-  });
+  // Fields left untouched are not sent: Station fills them from the saved settings.
+  const saved = await api('GET', `/api/v1/settings/${encodeURIComponent(t.id)}`).catch(() => null);
+  const baseline = { ...((saved && saved.params) || {}) };
+  // A batch is that many jobs, each queued (and paid) on its own.
+  const form = toolForm(t, values, 'Generate', async (params, _form, count) => {
+    const first = await submitJob({ tool: t.id, params });
+    for (let i = 1; i < count; i++) await submitJob({ tool: t.id, params });
+    window.dispatchEvent(new Event('station:submitted'));
+    location.href = `/jobs/${encodeURIComponent(first.id)}`;
+  }, { baseline, batch: 8 });
   m.append(form);
 }
 
@@ -88,8 +94,11 @@ function progressBar() {
   const label = el('span', { class: 'progress-label', id: 'progress-label' }, '0 %');
   return {
     node: el('div', { class: 'progress-wrap' }, outer, label),
+    shown: 0,
+    /** Shows `fraction`, never less than already shown (events and reads can arrive out of order). */
     set(fraction) {
-      const pct = Math.max(0, Math.min(100, Math.round(fraction * 100)));
+      const pct = Math.max(this.shown, 0, Math.min(100, Math.round(fraction * 100)));
+      this.shown = pct;
       bar.style.width = `${pct}%`;
       outer.setAttribute('aria-valuenow', pct);
       label.textContent = `${pct} %`;
@@ -107,7 +116,7 @@ function statusText(j) {
     case 'dispatched':
       return 'Starting…';
     case 'running':
-      return 'Running';
+      return j.label ? `Running: ${j.label}` : 'Running';
     case 'succeeded':
       return 'Done';
     case 'failed':
@@ -122,7 +131,15 @@ function statusText(j) {
 /** A generation: live progress with previews, then the result and its actions. */
 async function jobPage() {
   const id = document.body.dataset.job;
-  let j = job(await api('GET', `/api/v1/generations/${encodeURIComponent(id)}`));
+  let j;
+  try {
+    j = job(await api('GET', `/api/v1/generations/${encodeURIComponent(id)}`));
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 404)) throw e;
+    main('Generation not found').append(el('p', {}, 'There is no such generation among yours. ',
+      el('a', { href: '/history' }, 'Your history'), ' lists them.'));
+    return;
+  }
   const m = main('Generation');
   const status = el('p', { class: 'status', id: 'job-status', role: 'status' }, statusText(j));
   const progress = progressBar();
@@ -143,11 +160,15 @@ async function jobPage() {
 
   let done = false;
   let source;
-  let poll;
+  let poll = null;
+  const stopPolling = () => {
+    clearInterval(poll);
+    poll = null;
+  };
   const finish = () => {
     done = true;
     if (source) source.close();
-    clearInterval(poll);
+    stopPolling();
     live.querySelector('.actions').hidden = true;
     preview.hidden = true;
     if (j.status === 'succeeded') progress.set(1);
@@ -158,10 +179,12 @@ async function jobPage() {
   const refresh = async () => {
     if (done) return;
     try {
-      j = job(await api('GET', `/api/v1/generations/${encodeURIComponent(id)}`));
+      // The row knows no step label: keep the one the stream gave.
+      j = { ...job(await api('GET', `/api/v1/generations/${encodeURIComponent(id)}`)), label: j.label };
     } catch {
       return;
     }
+    if (done) return;
     if (TERMINAL.includes(j.status)) finish();
     else {
       status.textContent = statusText(j);
@@ -183,8 +206,9 @@ async function jobPage() {
     }
     if (ev.type === 'progress') {
       progress.set(e.fraction || 0);
-      if (j.status !== 'running') j.status = 'running';
-      status.textContent = e.label ? `Running: ${e.label}` : 'Running';
+      j.status = 'running';
+      if (e.label) j.label = e.label;
+      status.textContent = statusText(j);
     } else if (ev.type === 'preview') {
       preview.src = e.data_url || (e.media_id ? mediaUrl(e.media_id) : preview.src);
       preview.hidden = false;
@@ -207,8 +231,18 @@ async function jobPage() {
     }
   };
   for (const t of ['status', 'progress', 'preview', 'result']) source.addEventListener(t, onEvent);
-  // Should the stream drop, the row is read now and then as well.
-  poll = setInterval(refresh, 3000);
+  // The row is read every few seconds only while the stream is down (the
+  // browser reconnects it); once it is back, one read catches up.
+  let dropped = false;
+  source.addEventListener('error', () => {
+    dropped = true;
+    if (!poll && !done) poll = setInterval(refresh, 3000);
+  });
+  source.addEventListener('open', () => {
+    stopPolling();
+    if (dropped) refresh();
+    dropped = false;
+  });
 }
 
 /** The result images and the same actions as in chat. */
@@ -231,14 +265,19 @@ function renderResult(box, j) {
       el('dt', {}, 'Started'), el('dd', {}, when(j.started_at || j.created_at)),
       el('dt', {}, 'Finished'), el('dd', {}, when(j.finished_at)),
       el('dt', {}, 'Took'), el('dd', {}, j.finished_at && j.started_at ? `${((j.finished_at - j.started_at) / 1000).toFixed(1)} s` : ''),
-      el('dt', {}, 'Parameters'), el('dd', {}, el('pre', {}, JSON.stringify(j.params, null, 2)))));
+      el('dt', {}, 'Parameters'), el('dd', {}, paramsTable(j.params))));
   const stars = el('div', { class: 'stars', role: 'group', 'aria-label': 'Rate this result' });
+  // Stars light up to the chosen one; the chosen one is the pressed button.
+  const light = (n) => stars.querySelectorAll('button').forEach((x, k) => {
+    x.setAttribute('aria-pressed', k + 1 === n ? 'true' : 'false');
+    x.classList.toggle('lit', k < n);
+  });
   for (let n = 1; n <= 5; n++) {
-    const b = el('button', { type: 'button', 'aria-label': `${n} star${n > 1 ? 's' : ''}`, 'aria-pressed': j.rating === n ? 'true' : 'false' }, '★');
+    const b = el('button', { type: 'button', 'aria-label': `${n} star${n > 1 ? 's' : ''}`, 'aria-pressed': j.rating === n ? 'true' : 'false', class: j.rating >= n ? 'lit' : undefined }, '★');
     b.addEventListener('click', async () => {
       try {
         await api('POST', `/api/v1/generations/${encodeURIComponent(j.id)}/rating`, { stars: n });
-        stars.querySelectorAll('button').forEach((x, k) => x.setAttribute('aria-pressed', k + 1 === n ? 'true' : 'false'));
+        light(n);
         toast(`Rated ${'★'.repeat(n)}`);
       } catch (e) {
         showError(e);
@@ -250,6 +289,22 @@ function renderResult(box, j) {
     el('div', { class: 'actions' }, rerunButton(j),
       el('a', { class: 'button', href: `/tools/${encodeURIComponent(j.tool_id)}?from=${encodeURIComponent(j.id)}` }, 'Tweak'), stars),
     info);
+}
+
+/** Parameters as a table: name and value; the applied LoRAs by name and weight. */
+function paramsTable(params) {
+  const rows = [];
+  for (const [k, v] of Object.entries(params || {})) {
+    if (k === '_loras') {
+      const list = Array.isArray(v) ? v.map((l) => `${l.name || l.slug || l.filename} (${l.weight ?? 1})`).join(', ') : '';
+      if (list) rows.push(['LoRAs', list]);
+      continue;
+    }
+    if (k.startsWith('_')) continue;
+    const shown = typeof v === 'string' && v.startsWith('media:') ? 'an uploaded image' : typeof v === 'object' ? JSON.stringify(v) : String(v);
+    rows.push([k.replace(/[_-]+/g, ' '), shown]);
+  }
+  return el('table', { class: 'params' }, el('tbody', {}, rows.map(([k, v]) => el('tr', {}, el('th', { scope: 'row' }, k), el('td', {}, v)))));
 }
 
 function rerunButton(j) {
@@ -275,42 +330,161 @@ function rerunButton(j) {
   return b;
 }
 
-/** Every generation, newest first, loading more as you scroll. */
+/** The words a generation was asked with: its prompt, else its first text. */
+function promptOf(j) {
+  const p = j.params || {};
+  const key = Object.keys(p).find((k) => /prompt|text|caption/i.test(k) && !/negative/i.test(k) && typeof p[k] === 'string');
+  const text = key ? p[key] : '';
+  return text.length > 90 ? `${text.slice(0, 87)}…` : text;
+}
+
+/** A dialog with a generation's image, details and parameters. */
+function lightbox(j) {
+  let d = document.getElementById('lightbox');
+  if (!d) {
+    d = el('dialog', { id: 'lightbox', class: 'lightbox', 'aria-label': 'Generation details' });
+    document.body.append(d);
+  }
+  const close = el('button', { type: 'button', class: 'close', 'aria-label': 'Close' }, '✕');
+  close.addEventListener('click', () => d.close());
+  const took = j.finished_at && j.started_at ? `${((j.finished_at - j.started_at) / 1000).toFixed(1)} s` : '';
+  const first = j.outputs[0];
+  d.replaceChildren(close,
+    first ? el('img', { src: mediaUrl(first), alt: `${j.tool_id} result`, class: 'lightbox-image' })
+      : el('p', { class: `placeholder ${j.status}` }, j.status),
+    el('div', { class: 'lightbox-info' },
+      el('h2', {}, j.tool_id),
+      el('dl', {},
+        el('dt', {}, 'Status'), el('dd', {}, j.status),
+        el('dt', {}, 'Created'), el('dd', {}, when(j.created_at)),
+        el('dt', {}, 'Took'), el('dd', {}, took || '—'),
+        el('dt', {}, 'Rating'), el('dd', {}, j.rating ? '★'.repeat(j.rating) : 'not rated')),
+      paramsTable(j.params),
+      el('div', { class: 'actions' },
+        el('a', { class: 'button primary', href: `/tools/${encodeURIComponent(j.tool_id)}?from=${encodeURIComponent(j.id)}` }, 'Copy to form'),
+        el('a', { class: 'button', href: `/jobs/${encodeURIComponent(j.id)}` }, 'Open'),
+        first ? el('a', { class: 'button', href: mediaUrl(first), download: `${j.tool_id}-${j.id.slice(0, 13)}` }, 'Download') : null)));
+  d.showModal();
+}
+
+/**
+ * Every generation, newest first, loading more as you scroll: filters by
+ * tool, status and time, a search in the parameters (prompts), a lightbox
+ * with the details, and a selection to hide.
+ */
 async function history() {
   const m = main('History');
+  const list = await loadTools().catch(() => []);
+  const labelled = (id, text, control) => el('div', { class: 'field' }, el('label', { for: id }, text), control);
+  const tool = el('select', { id: 'h-tool' }, el('option', { value: '' }, 'All tools'),
+    list.map((t) => el('option', { value: t.id }, t.name || t.id)));
+  const status = el('select', { id: 'h-status' },
+    [['', 'Any status'], ['succeeded', 'Done'], ['failed', 'Failed'], ['cancelled', 'Cancelled'], ['running', 'Running'], ['queued', 'Queued']]
+      .map(([v, l]) => el('option', { value: v }, l)));
+  const since = el('select', { id: 'h-since' },
+    [['', 'Any time'], ['1', 'Last 24 hours'], ['7', 'Last 7 days'], ['30', 'Last 30 days']].map(([v, l]) => el('option', { value: v }, l)));
+  const search = el('input', { type: 'search', id: 'h-search', placeholder: 'Words of the prompt…' });
+  const filters = el('form', { class: 'filters', role: 'search', 'aria-label': 'Filter your generations' },
+    labelled('h-search', 'Search', search), labelled('h-tool', 'Tool', tool), labelled('h-status', 'Status', status), labelled('h-since', 'When', since));
+  filters.addEventListener('submit', (e) => e.preventDefault());
+  const count = el('span', { id: 'selected-count' });
+  const hide = el('button', { type: 'button', class: 'danger', id: 'hide-selected' }, 'Hide selected');
+  const none = el('button', { type: 'button' }, 'Clear selection');
+  const selection = el('div', { class: 'selection actions', hidden: true }, count, hide, none);
   const grid = el('ul', { class: 'gallery', 'aria-label': 'Your generations' });
   const sentinel = el('p', { class: 'more', role: 'status' }, 'Loading…');
-  m.append(grid, sentinel);
+  m.append(filters, selection, grid, sentinel);
+  const selected = new Set();
+  const showSelection = () => {
+    selection.hidden = selected.size === 0;
+    count.textContent = `${selected.size} selected`;
+  };
   let cursor = null;
   let loading = false;
   let end = false;
+  let round = 0;
   const more = async () => {
     if (loading || end) return;
     loading = true;
+    const mine = round;
     try {
       const qs = new URLSearchParams({ limit: '24' });
       if (cursor) qs.set('before', cursor);
+      if (tool.value) qs.set('tool', tool.value);
+      if (status.value) qs.set('status', status.value);
+      if (since.value) qs.set('since', String(Date.now() - Number(since.value) * 86400000));
+      if (search.value.trim()) qs.set('q', search.value.trim());
       const data = await api('GET', `/api/v1/generations?${qs}`);
+      if (mine !== round) return;
       const items = listOf(data, 'generations', 'jobs').map(job);
       for (const j of items) {
         const thumb = j.outputs.length
           ? el('img', { src: mediaUrl(j.outputs[0], true), alt: `${j.tool_id} result`, loading: 'lazy' })
           : el('span', { class: `placeholder ${j.status}` }, j.status);
-        grid.append(el('li', { dataset: { job: j.id } }, el('a', { href: `/jobs/${encodeURIComponent(j.id)}` }, thumb,
-          el('span', { class: 'caption' }, `${j.tool_id} · ${when(j.created_at)}`))));
+        const open = el('button', { type: 'button', class: 'thumb', 'aria-label': `Details of ${j.tool_id} from ${when(j.created_at)}` }, thumb);
+        open.addEventListener('click', () => lightbox(j));
+        const pick = el('input', { type: 'checkbox', class: 'pick', 'aria-label': `Select ${j.tool_id} from ${when(j.created_at)}` });
+        pick.addEventListener('change', () => {
+          if (pick.checked) selected.add(j.id);
+          else selected.delete(j.id);
+          showSelection();
+        });
+        const prompt = promptOf(j);
+        grid.append(el('li', { dataset: { job: j.id, status: j.status } }, open, pick,
+          el('span', { class: 'caption' }, prompt ? el('span', { class: 'prompt' }, prompt) : null, `${j.tool_id} · ${when(j.created_at)}`)));
       }
       cursor = data && data.next;
       end = !cursor || !items.length;
-      sentinel.textContent = end ? (grid.children.length ? 'That is everything.' : 'Nothing yet: pick a tool to make something.') : '';
+      const filtered = tool.value || status.value || since.value || search.value.trim();
+      sentinel.textContent = end
+        ? (grid.children.length ? 'That is everything.' : filtered ? 'Nothing matches these filters.' : 'Nothing yet: pick a tool to make something.')
+        : '';
     } catch (e) {
       sentinel.textContent = e.message;
       end = true;
     } finally {
-      loading = false;
+      if (mine === round) loading = false;
     }
     // Keep filling until the page scrolls.
-    if (!end && sentinel.getBoundingClientRect().top < window.innerHeight) more();
+    if (mine === round && !end && sentinel.getBoundingClientRect().top < window.innerHeight) more();
   };
+  const restart = () => {
+    round += 1;
+    grid.replaceChildren();
+    selected.clear();
+    showSelection();
+    cursor = null;
+    end = false;
+    loading = false;
+    sentinel.textContent = 'Loading…';
+    more();
+  };
+  for (const s of [tool, status, since]) s.addEventListener('change', restart);
+  let typing;
+  search.addEventListener('input', () => {
+    clearTimeout(typing);
+    typing = setTimeout(restart, 300);
+  });
+  none.addEventListener('click', () => {
+    grid.querySelectorAll('input.pick').forEach((c) => (c.checked = false));
+    selected.clear();
+    showSelection();
+  });
+  hide.addEventListener('click', async () => {
+    if (!window.confirm(`Hide ${selected.size} generation(s) from your history?`)) return;
+    for (const id of [...selected]) {
+      try {
+        await api('DELETE', `/api/v1/generations/${encodeURIComponent(id)}`);
+        grid.querySelector(`li[data-job="${CSS.escape(id)}"]`)?.remove();
+        selected.delete(id);
+      } catch (e) {
+        showError(e);
+        break;
+      }
+    }
+    showSelection();
+    toast('Hidden from your history.');
+  });
   new IntersectionObserver((entries) => entries.some((e) => e.isIntersecting) && more()).observe(sentinel);
   await more();
 }
@@ -341,6 +515,34 @@ async function settings() {
   await show();
 }
 
+const LEDGER_KINDS = {
+  grant: 'Points given', hold: 'Held for a generation', capture: 'Paid', release: 'Returned',
+  transfer: 'Transfer', adjust: 'Adjustment', sponsor: 'Sponsored',
+};
+
+const LEDGER_NOTES = {
+  no_backend: 'No backend could run it.', timeout: 'It took too long and was stopped.', cancelled: 'It was cancelled.',
+  execution_error: 'It failed on the backend.', invalid_input: 'Its inputs could not be used.',
+  starting_grant: 'Welcome points.', succeeded: 'It finished.', failed: 'It failed.',
+};
+
+/** A ledger row's change in words: the balance's, else what was held or returned. */
+function ledgerChange(r) {
+  if (r.amount) return [(r.amount > 0 ? '+' : '') + r.amount, r.amount < 0 ? 'neg' : 'pos'];
+  if (r.held > 0) return [`${r.held} held`, 'held'];
+  if (r.held < 0) return [`${-r.held} returned`, 'held'];
+  if (r.allowance) return [`${Math.abs(r.allowance)} free points ${r.allowance > 0 ? 'used' : 'back'}`, 'held'];
+  return ['0', ''];
+}
+
+/** A stored note as a sentence (codes such as `no_backend` are for programs). */
+function ledgerNote(reason) {
+  if (!reason) return '';
+  if (LEDGER_NOTES[reason]) return LEDGER_NOTES[reason];
+  if (/^[a-z0-9_]+$/.test(reason)) return reason.replace(/_/g, ' ').replace(/^./, (c) => c.toUpperCase()) + '.';
+  return reason;
+}
+
 /** Balance and the ledger. */
 async function points() {
   const m = main('Points');
@@ -354,19 +556,24 @@ async function points() {
   const rows = listOf(data);
   const table = el('table', { class: 'ledger' },
     el('caption', {}, 'Ledger (newest first)'),
-    el('thead', {}, el('tr', {}, ['When', 'Change', 'Kind', 'Note'].map((h) => el('th', { scope: 'col' }, h)))),
-    el('tbody', {}, rows.map((r) => el('tr', {},
-      el('td', {}, when(r.created_at)),
-      el('td', { class: r.amount < 0 ? 'neg' : 'pos' }, (r.amount > 0 ? '+' : '') + r.amount),
-      el('td', {}, r.kind),
-      el('td', {}, r.generation ? el('a', { href: `/jobs/${encodeURIComponent(r.generation)}` }, r.reason || 'generation') : r.reason || '')))));
+    el('thead', {}, el('tr', {}, ['When', 'Change', 'What', 'Note'].map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, rows.map((r) => {
+      const [text, cls] = ledgerChange(r);
+      const note = ledgerNote(r.reason);
+      return el('tr', { dataset: { kind: r.kind } },
+        el('td', {}, when(r.created_at)),
+        el('td', { class: cls }, text),
+        el('td', {}, LEDGER_KINDS[r.kind] || r.kind),
+        el('td', {}, r.generation ? el('a', { href: `/jobs/${encodeURIComponent(r.generation)}` }, note || 'the generation') : note));
+    })));
   m.append(el('div', { class: 'table-wrap' }, table));
 }
 
 /** API keys: create (shown once), list, revoke. */
 async function keys() {
   const m = main('API keys');
-  m.append(el('p', { class: 'lead' }, 'Keys let programs use the API as you: send one as "Authorization: Bearer KEY".'));
+  m.append(el('p', { class: 'lead' }, 'Keys let programs use the API as you: send one as "Authorization: Bearer KEY". ',
+    el('a', { href: '/api/v1/docs', id: 'api-docs-link' }, 'API reference')));
   const name = el('input', { id: 'key-name', name: 'name', required: true, maxlength: 64, placeholder: 'e.g. my script' });
   const days = el('input', { id: 'key-days', name: 'expires_in_days', type: 'number', min: 1, max: 3650, placeholder: 'never' });
   const form = el('form', { class: 'key-form', 'aria-label': 'New API key' },

@@ -16,6 +16,14 @@ pub enum StoreError {
         /// Why it was refused.
         reason: String,
     },
+    /// The database server could not be reached at start.
+    #[error("cannot connect to {url} ({reason})")]
+    Connect {
+        /// The URL with any password masked.
+        url: String,
+        /// Why, in words ("connection refused", "password authentication failed …").
+        reason: String,
+    },
     /// The database refused or failed a statement.
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
@@ -81,6 +89,19 @@ pub enum Store {
     Sqlite(SqlitePool),
     /// PostgreSQL pool.
     Postgres(PgPool),
+}
+
+/// Why a connection failed, in words.
+fn connect_reason(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+            std::io::ErrorKind::TimedOut => "connection timed out".into(),
+            _ => io.to_string(),
+        },
+        sqlx::Error::Database(d) => d.message().to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// Runs the same body against whichever pool the store holds. The body is
@@ -161,6 +182,20 @@ impl Store {
     /// Connects to PostgreSQL with explicit options (tests use a per-test schema
     /// through `search_path`).
     pub async fn connect_postgres(opts: PgConnectOptions) -> Result<Store, StoreError> {
+        // One connection first: a pool only says "timed out" when the
+        // server is unreachable; a connection says why.
+        {
+            use sqlx::{ConnectOptions as _, Connection as _};
+            let url = mask_url(opts.to_url_lossy().as_str());
+            let first = tokio::time::timeout(Duration::from_secs(10), opts.connect()).await;
+            match first {
+                Ok(Ok(c)) => {
+                    let _ = c.close().await;
+                }
+                Ok(Err(e)) => return Err(StoreError::Connect { url, reason: connect_reason(&e) }),
+                Err(_) => return Err(StoreError::Connect { url, reason: "no answer within 10 s".into() }),
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))

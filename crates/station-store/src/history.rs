@@ -19,6 +19,11 @@ pub struct GenerationFilter {
     pub before_id: Option<String>,
     /// Include jobs the owner hid.
     pub include_hidden: bool,
+    /// Only jobs whose parameters contain this text (case-insensitive for
+    /// ASCII letters; `%`, `_` and `\` match themselves).
+    pub text: Option<String>,
+    /// Only jobs created at or after this time (Unix ms).
+    pub since: Option<i64>,
     /// Page size (clamped to 1..=200).
     pub limit: i64,
 }
@@ -56,6 +61,24 @@ impl Store {
         if f.before_id.is_some() {
             sql += &format!(" AND j.id < {}", next());
         }
+        let pattern = f.text.as_deref().map(|t| {
+            let escaped: String = t
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            format!("%{escaped}%")
+        });
+        if pattern.is_some() {
+            // SQLite's LIKE ignores ASCII case; PostgreSQL needs ILIKE.
+            let like = if self.backend() == crate::Backend::Postgres { "ILIKE" } else { "LIKE" };
+            sql += &format!(" AND j.params {like} {} ESCAPE '\\'", next());
+        }
+        if f.since.is_some() {
+            sql += &format!(" AND j.created_at >= {}", next());
+        }
         if !f.include_hidden {
             sql += " AND NOT EXISTS (SELECT 1 FROM job_marks h WHERE h.job_id = j.id AND h.hidden)";
         }
@@ -65,6 +88,8 @@ impl Store {
             if let Some(s) = f.status { q = q.bind(s.as_str()); }
             if let Some(t) = &f.tool_id { q = q.bind(t); }
             if let Some(b) = &f.before_id { q = q.bind(b); }
+            if let Some(t) = &pattern { q = q.bind(t); }
+            if let Some(s) = f.since { q = q.bind(s); }
             Ok(q.bind(f.limit.clamp(1, 200)).fetch_all(p).await?)
         })
     }

@@ -818,6 +818,20 @@ impl Store {
         })
     }
 
+    /// Ids of jobs starting with `prefix`, in id order, at most `limit`.
+    /// `prefix` must hold only characters of job ids (hex digits and `-`),
+    /// so it carries no `LIKE` wildcard.
+    pub async fn job_ids_with_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<String>, StoreError> {
+        debug_assert!(prefix.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'));
+        with_pool!(self, p => {
+            Ok(sqlx::query_scalar("SELECT id FROM jobs WHERE id LIKE $1 ORDER BY id LIMIT $2")
+                .bind(format!("{prefix}%"))
+                .bind(limit)
+                .fetch_all(p)
+                .await?)
+        })
+    }
+
     /// Jobs newest first, filtered and paged.
     pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<JobRow>, StoreError> {
         let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1=1");

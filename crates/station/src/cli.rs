@@ -4,9 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Station: a self-hosted image-generation platform.
+/// Station: self-hosted AI image generation for a community. Tools run on
+/// ComfyUI servers (and natively for simple edits), paid with points, used
+/// from Telegram, Discord, the web app, the REST API and this command.
 #[derive(Debug, Parser)]
-#[command(name = "station", version, about, after_help = EXIT_CODES)]
+#[command(name = "station", version, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Configuration file (default: ./station.toml if present).
     #[arg(long, global = true, env = "STATION_CONFIG")]
@@ -19,8 +21,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 done, 1 job failed or check found problems, 2 bad usage/config/input, \
-3 Station could not start, 130 interrupted (the job stays queued).";
+const EXIT_CODES: &str = "Exit codes: 0 done, 1 job failed or check found problems, 2 bad usage/config/input \
+(nothing was queued), 3 Station could not start, 130 interrupted with Ctrl-C (a job a running server took \
+keeps running there; a job `station run` ran itself is cancelled).";
 
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
@@ -79,12 +82,16 @@ pub struct RunArgs {
     /// An input image: `PATH` for the tool's main image input, or `NAME=PATH`.
     #[arg(short, long = "image", value_name = "[NAME=]PATH")]
     pub images: Vec<String>,
-    /// Folder to save outputs in.
+    /// Folder to save outputs in (created if missing; an existing file is refused).
     #[arg(short, long, default_value = ".")]
     pub out: PathBuf,
     /// Queue the job, print its id and return at once.
     #[arg(long)]
     pub no_wait: bool,
+    /// Run without asking when the price is above the confirmation
+    /// threshold (`points.confirm_above`).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
     /// Run as this local user (default: $USER).
     #[arg(long)]
     pub user: Option<String>,
@@ -119,17 +126,25 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// One job in full, with queue position and ETA.
+    /// One job in full, with queue position, ETA and outputs.
     Show {
-        /// Job id.
+        /// Job id, or any unique prefix of it.
         id: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Save a finished job's outputs as files.
+    Get {
+        /// Job id, or any unique prefix of it.
+        id: String,
+        /// Folder to save them in (created if missing).
+        #[arg(short, long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Cancel a job (queued: at once; running: interrupted on its backend).
     Cancel {
-        /// Job id.
+        /// Job id, or any unique prefix of it.
         id: String,
     },
 }

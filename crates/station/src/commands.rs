@@ -100,7 +100,9 @@ fn init_logging(config: &Config, verbose: u8, serving: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},sqlx=warn,hyper=warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, never in files or pipes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if config.log_format == "json" {
         builder.json().init();
     } else {
@@ -131,11 +133,17 @@ fn config_cmd(config: &Config, c: ConfigCommand) -> u8 {
             }
         }
         ConfigCommand::Env => {
+            // Each variable once: the backends' shorthand is also a key.
             for (key, env) in config.env_names() {
-                println!("{env:<44} {key}");
+                if env == "STATION_COMFYUI_BACKENDS" {
+                    println!("{env:<44} {key}: comma-separated URLs, or a JSON array of tables");
+                } else {
+                    println!("{env:<44} {key}");
+                }
             }
-            println!("{:<44} comma-separated backend URLs (shorthand)", "STATION_COMFYUI_BACKENDS");
-            println!("{:<44} path of the configuration file", "STATION_CONFIG");
+            println!("{:<44} path of the configuration file (as --config)", "STATION_CONFIG");
+            println!("{:<44} log filter, e.g. info or station_core=debug (overrides -v)", "RUST_LOG");
+            println!("{:<44} the local user `station run` and `station chat` act as (as --user)", "USER");
             exit::OK
         }
     }
@@ -169,7 +177,7 @@ async fn serve(station: Station) -> u8 {
         station_http::metrics::install();
     }
     let metrics_stop = tokio_util::sync::CancellationToken::new();
-    let background = wire::register_executors(&station).await;
+    let background = wire::register_executors(&station, true).await;
     let workers = Workers::start(&station);
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| listen.to_string());
     // Conversations: chat adapters register with the engine; its delivery
@@ -343,18 +351,72 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Is a `station serve` answering on the configured address?
-async fn server_running(config: &Config) -> bool {
-    let url = format!("http://{}/healthz", config.listen);
-    let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build();
-    match client {
-        Ok(c) => c.get(url).send().await.map(|r| r.status().is_success()).unwrap_or(false),
-        Err(_) => false,
+/// What answers on the configured address.
+pub(crate) enum ServerOnAddress {
+    /// Nothing, or not a Station: this process runs the job itself.
+    Nobody,
+    /// A Station serving this command's database: it runs the job.
+    Same,
+    /// A Station serving another database (its data folder when it says).
+    Other(Option<String>),
+}
+
+/// Asks `/healthz` on the configured address which database the server
+/// there serves, and compares it with this command's.
+pub(crate) async fn server_on_address(station: &Station) -> ServerOnAddress {
+    let url = format!("http://{}/healthz", station.config.listen);
+    let Ok(client) = reqwest::Client::builder().timeout(Duration::from_millis(1500)).build() else {
+        return ServerOnAddress::Nobody;
+    };
+    let Ok(r) = client.get(url).send().await else { return ServerOnAddress::Nobody };
+    if !r.status().is_success() {
+        return ServerOnAddress::Nobody;
+    }
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    match body["database"].as_str() {
+        None => ServerOnAddress::Nobody,
+        Some(fp) if fp == station.database_fingerprint() => ServerOnAddress::Same,
+        Some(_) => ServerOnAddress::Other(body["data_dir"].as_str().map(str::to_string)),
     }
 }
 
 fn local_user(args_user: Option<String>) -> String {
     args_user.or_else(|| std::env::var("USER").ok()).filter(|u| !u.is_empty()).unwrap_or_else(|| "operator".into())
+}
+
+/// Refuses to work next to a server on other data (exit 2): its jobs would
+/// wait in a database nobody serves.
+pub(crate) fn other_server(station: &Station, theirs: Option<&str>) -> u8 {
+    eprintln!(
+        "error: a Station server answers on {} but uses another database{}; this command uses {}. \
+         Run it with the server's configuration (--config, or STATION_DATA_DIR / STATION_DATABASE_URL), \
+         or stop that server (or give this one another `listen` address) to run jobs here.",
+        station.config.listen,
+        theirs.map(|d| format!(" (data folder {d})")).unwrap_or_default(),
+        own_data_dir(station),
+    );
+    exit::USAGE
+}
+
+/// This command's data folder, absolute when it exists.
+fn own_data_dir(station: &Station) -> String {
+    let dir = &station.config.data_dir;
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone()).display().to_string()
+}
+
+/// Asks "y/N" on the terminal; false when stdin is not one.
+fn confirm_on_terminal(question: &str) -> bool {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return false;
+    }
+    matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 async fn run(station: &Station, args: RunArgs) -> u8 {
@@ -371,6 +433,15 @@ async fn run(station: &Station, args: RunArgs) -> u8 {
         eprintln!("error: unknown tool {:?}; available: {}", args.tool, known.join(", "));
         return exit::USAGE;
     };
+    // Everything that can be refused is refused before anything is queued.
+    if args.out.exists() && !args.out.is_dir() {
+        eprintln!("error: --out {} is a file; give a folder to save the outputs in", args.out.display());
+        return exit::USAGE;
+    }
+    let server = if args.no_wait { ServerOnAddress::Nobody } else { server_on_address(station).await };
+    if let ServerOnAddress::Other(theirs) = &server {
+        return other_server(station, theirs.as_deref());
+    }
     let mut params = Map::new();
     for p in &args.params {
         let Some((k, v)) = p.split_once('=') else {
@@ -412,42 +483,61 @@ async fn run(station: &Station, args: RunArgs) -> u8 {
             }
         }
     }
-    let req = SubmitRequest {
+    let mut req = SubmitRequest {
         tool: tool.id.clone(),
         params,
         priority: 0,
         source: Some(serde_json::json!({"platform": "cli"})),
-        // The operator at the terminal asked for this job by name.
-        confirmed: true,
         ..Default::default()
     };
+    // The price first, checked exactly as the submission will be.
+    let quote = match station.quote(&account, &req).await {
+        Ok(q) => q,
+        Err(e) => return submit_refused(e),
+    };
+    eprintln!(
+        "{}: {} point{} ({} available to {user})",
+        tool.id,
+        quote.price,
+        if quote.price == 1 { "" } else { "s" },
+        quote.available
+    );
+    if quote.needs_confirmation && !args.yes {
+        let threshold = quote.threshold.unwrap_or_default();
+        let question = format!("It costs more than your confirmation threshold of {threshold} points. Run it?");
+        if !confirm_on_terminal(&question) {
+            eprintln!(
+                "not started: {} points is above the confirmation threshold of {threshold} (points.confirm_above); \
+                 pass --yes to run it",
+                quote.price
+            );
+            return exit::USAGE;
+        }
+    }
+    req.confirmed = true;
+    let mut interrupt = Interrupt::listen();
     let job = match station.submit(&account, req).await {
         Ok(j) => j,
-        Err(SubmitError::Invalid(errors)) => {
-            eprintln!("error: the job was not queued:");
-            for e in errors {
-                eprintln!("  --param {}: {}", e.field, e.reason);
-            }
-            return exit::USAGE;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
+        Err(e) => return submit_refused(e),
     };
+    let short = station.short_job_id(&job.id).await.unwrap_or_else(|_| job.id.clone());
     if args.no_wait {
         println!("{}", job.id);
-        eprintln!("queued; follow it with `station jobs show {}`", job.id);
+        eprintln!(
+            "queued; follow it with `station jobs show {short}` and save its outputs with `station jobs get {short}`"
+        );
         return exit::OK;
     }
     // Without a server, this process runs the job itself.
-    let embedded = if server_running(&station.config).await {
-        None
-    } else {
-        let background = wire::register_executors(station).await;
-        Some((Workers::start(station), background))
+    let embedded = match server {
+        ServerOnAddress::Same => None,
+        _ => {
+            let comfy_job = station_core::service_name(tool.service) == "comfyui";
+            let background = wire::register_executors(station, comfy_job).await;
+            Some((Workers::start(station), background))
+        }
     };
-    let code = follow(station, &job, &args.out, embedded.is_some()).await;
+    let code = follow(station, &job, &short, &args.out, embedded.as_ref().map(|(w, _)| w), &mut interrupt).await;
     if let Some((workers, background)) = embedded {
         workers.shutdown().await;
         background.shutdown().await;
@@ -455,7 +545,65 @@ async fn run(station: &Station, args: RunArgs) -> u8 {
     code
 }
 
-async fn follow(station: &Station, job: &JobRow, out: &Path, embedded: bool) -> u8 {
+/// Ctrl-C, heard from the moment this is made: a signal arriving while
+/// nobody awaits it (between two polls, or before following starts) is kept.
+struct Interrupt {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupt {
+    fn listen() -> Interrupt {
+        #[cfg(unix)]
+        {
+            let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+            if let Err(e) = &signal {
+                warn!(error = %e, "cannot listen for Ctrl-C");
+            }
+            Interrupt { signal: signal.ok() }
+        }
+        #[cfg(not(unix))]
+        Interrupt {}
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        match &mut self.signal {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Prints why a request was not queued (exit 2).
+fn submit_refused(e: SubmitError) -> u8 {
+    match e {
+        SubmitError::Invalid(errors) => {
+            eprintln!("error: the job was not queued:");
+            for e in errors {
+                eprintln!("  --param {}: {}", e.field, e.reason);
+            }
+        }
+        e => eprintln!("error: the job was not queued: {e}"),
+    }
+    exit::USAGE
+}
+
+/// Follows `job` to its end and saves its outputs. `embedded`: the workers
+/// of this process, which run it (a Ctrl-C then cancels it and interrupts
+/// its prompt on its backend); None when a server runs it.
+async fn follow(
+    station: &Station,
+    job: &JobRow,
+    short: &str,
+    out: &Path,
+    embedded: Option<&Workers>,
+    interrupt: &mut Interrupt,
+) -> u8 {
     use indicatif::{ProgressBar, ProgressStyle};
     let bar = ProgressBar::new(1000);
     bar.set_style(
@@ -463,22 +611,24 @@ async fn follow(station: &Station, job: &JobRow, out: &Path, embedded: bool) -> 
             .expect("valid template")
             .progress_chars("=> "),
     );
-    bar.set_prefix(format!("{} {}", job.tool_id, &job.id[job.id.len() - 8..]));
+    bar.set_prefix(format!("{} {short}", job.tool_id));
     bar.enable_steady_tick(Duration::from_millis(120));
     let mut events = station.bus.subscribe();
     // With a server running the job, its changes reach this process as bus
     // events only on PostgreSQL: poll the row often (one indexed read) so
     // the result shows as soon as in the web app. In-process, events lead.
-    let mut poll = tokio::time::interval(Duration::from_millis(if embedded { 1000 } else { 25 }));
+    let mut poll = tokio::time::interval(Duration::from_millis(if embedded.is_some() { 1000 } else { 25 }));
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let final_row = loop {
         let read_row = tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.recv() => {
                 bar.abandon_with_message("interrupted");
-                if embedded {
-                    eprintln!("The job stays queued and resumes when `station serve` runs. Follow it with `station jobs show {}`.", job.id);
-                } else {
-                    eprintln!("The job keeps running in the server. Follow it with `station jobs show {}`.", job.id);
+                match embedded {
+                    Some(workers) => cancel_on_interrupt(station, workers, job, short).await,
+                    None => eprintln!(
+                        "The job keeps running in the server. Follow it with `station jobs show {short}` \
+                         and save its outputs with `station jobs get {short}`."
+                    ),
                 }
                 return exit::INTERRUPTED;
             }
@@ -522,26 +672,76 @@ async fn follow(station: &Station, job: &JobRow, out: &Path, embedded: bool) -> 
             Err(e) => warn!(error = %e, "cannot read job status"),
         }
     };
+    // This process's worker settles the points right after recording the
+    // outcome; exiting now could cut that short, so settle here too (it
+    // happens once, whoever comes first).
+    if embedded.is_some()
+        && let Err(e) = station.settle_job(&final_row.id, "cli").await
+    {
+        warn!(error = %e, "the job's points are settled at the next start");
+    }
     match final_row.status() {
         JobStatus::Succeeded => {
             bar.set_position(1000);
             bar.finish_with_message("done");
-            save_outputs(station, &final_row, out).await
+            save_outputs(station, &final_row, short, out).await
         }
         s => {
             bar.abandon_with_message(s.to_string());
-            eprintln!("job {} {}: {}", final_row.id, s, final_row.error.as_deref().unwrap_or("no details"));
+            eprintln!("job {short} {}: {}", s, final_row.error.as_deref().unwrap_or("no details"));
             exit::FAILED
         }
     }
 }
 
-async fn save_outputs(station: &Station, job: &JobRow, out: &Path) -> u8 {
+/// Ctrl-C on a job this process runs: cancel it (its points come back) and
+/// let the worker interrupt its prompt on the backend before exiting.
+async fn cancel_on_interrupt(station: &Station, workers: &Workers, job: &JobRow, short: &str) {
+    let Ok(Some(owner)) = station.account_by_id(&job.account_id).await else {
+        eprintln!("The job stays queued; cancel it with `station jobs cancel {short}`.");
+        return;
+    };
+    if let Err(e) = station.cancel(&owner, &job.id).await {
+        eprintln!("error: could not cancel the job: {e}; cancel it with `station jobs cancel {short}`.");
+        return;
+    }
+    workers.cancel_local(&job.id);
+    // The worker records the cancellation once the backend has stopped.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match station.job(&job.id).await {
+            Ok(Some(r)) if r.status().is_terminal() => {
+                let _ = station.settle_job(&r.id, "cli").await;
+                match r.status() {
+                    JobStatus::Cancelled if r.remote_id.is_some() => {
+                        eprintln!(
+                            "Cancelled the job; its prompt on {} was interrupted.",
+                            r.backend.as_deref().unwrap_or("the backend")
+                        );
+                    }
+                    JobStatus::Cancelled => eprintln!("Cancelled the job before it started; its points are back."),
+                    s => eprintln!("The job ended as {s} before the cancellation reached it."),
+                }
+                return;
+            }
+            Ok(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ => {
+                eprintln!(
+                    "The job is marked cancelled; its backend is told to stop at the next start of Station \
+                     (`station serve` or `station run`)."
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Saves `job`'s outputs in `out` as `TOOL-SHORTID-N.EXT`, printing each path.
+async fn save_outputs(station: &Station, job: &JobRow, short: &str, out: &Path) -> u8 {
     if let Err(e) = std::fs::create_dir_all(out) {
         eprintln!("error: cannot create {}: {e}", out.display());
         return exit::FAILED;
     }
-    let short = &job.id[job.id.len() - 8..];
     for (i, id) in job.output_ids().iter().enumerate() {
         match station.media.get(id, None).await {
             Ok((row, bytes)) => {
@@ -562,6 +762,34 @@ async fn save_outputs(station: &Station, job: &JobRow, out: &Path) -> u8 {
     exit::OK
 }
 
+/// A job as JSON with its JSON columns (params, outputs, source) as values.
+fn job_json(v: &impl serde::Serialize) -> Value {
+    let mut value = serde_json::to_value(v).unwrap_or(Value::Null);
+    for key in ["params", "outputs", "source"] {
+        if let Some(Value::String(text)) = value.get(key)
+            && let Ok(parsed) = serde_json::from_str::<Value>(text)
+        {
+            value[key] = parsed;
+        }
+    }
+    value
+}
+
+/// The job a typed id or prefix names, or the exit code after saying why.
+async fn resolve_job(station: &Station, typed: &str) -> Result<String, u8> {
+    match station.resolve_job_id(typed).await {
+        Ok(id) => Ok(id),
+        Err(station_core::JobIdError::Storage(e)) => {
+            eprintln!("error: {e}");
+            Err(exit::UNAVAILABLE)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(exit::USAGE)
+        }
+    }
+}
+
 async fn jobs(station: &Station, c: JobsCommand) -> u8 {
     match c {
         JobsCommand::List { status, tool, limit, json } => {
@@ -578,6 +806,7 @@ async fn jobs(station: &Station, c: JobsCommand) -> u8 {
             let f = JobFilter { status, tool_id: tool, limit, ..Default::default() };
             match station.jobs(&f).await {
                 Ok(rows) if json => {
+                    let rows: Vec<Value> = rows.iter().map(job_json).collect();
                     println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
                     exit::OK
                 }
@@ -601,57 +830,114 @@ async fn jobs(station: &Station, c: JobsCommand) -> u8 {
                 }
             }
         }
-        JobsCommand::Show { id, json } => match station.job_view(&id).await {
-            Ok(Some(v)) if json => {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-                exit::OK
+        JobsCommand::Show { id, json } => {
+            let id = match resolve_job(station, &id).await {
+                Ok(id) => id,
+                Err(code) => return code,
+            };
+            let (v, outputs) = match station.job_view(&id).await {
+                Ok(Some(v)) => match station.job_outputs(&v.row).await {
+                    Ok(o) => (v, o),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return exit::UNAVAILABLE;
+                    }
+                },
+                Ok(None) => {
+                    eprintln!("error: no job {id}");
+                    return exit::USAGE;
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::UNAVAILABLE;
+                }
+            };
+            let base = public_url(&station.config, &station.config.listen.to_string());
+            let urls: Vec<String> = outputs.iter().map(|m| format!("{base}/api/v1/media/{}", m.id)).collect();
+            if json {
+                let mut value = job_json(&v);
+                value["output_urls"] = serde_json::json!(urls);
+                println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+                return exit::OK;
             }
-            Ok(Some(v)) => {
-                let r = &v.row;
-                println!(
-                    "job       {}\ntool      {}\nstatus    {} ({})\nprogress  {:.0}%",
-                    r.id,
-                    r.tool_id,
-                    r.status,
-                    v.status_text(),
-                    r.progress * 100.0
-                );
-                if let Some(p) = v.queue_position {
-                    println!("position  {p} ahead");
-                }
-                if let Some(n) = v.backend_ahead() {
-                    println!("on GPU    waiting, {n} ahead on its backend");
-                }
-                if let Some(eta) = v.eta_ms {
-                    println!("eta       ~{} s", (eta + 999) / 1000);
-                }
-                println!("attempts  {}/{}", r.attempts, r.max_attempts);
-                if let Some(b) = &r.backend {
-                    println!("backend   {b}");
-                }
-                println!("params    {}", r.params);
-                println!("created   {}", fmt_time(r.created_at));
-                if let Some(f) = r.finished_at {
-                    println!("finished  {}", fmt_time(f));
-                }
-                if let Some(e) = &r.error {
-                    println!("error     {e}");
-                }
-                for o in r.output_ids() {
-                    println!("output    media:{o}");
-                }
-                exit::OK
+            let r = &v.row;
+            println!(
+                "job       {}\ntool      {}\nstatus    {} ({})\nprogress  {:.0}%",
+                r.id,
+                r.tool_id,
+                r.status,
+                v.status_text(),
+                r.progress * 100.0
+            );
+            if let Some(p) = v.queue_position {
+                println!("position  {p} ahead");
             }
-            Ok(None) => {
-                eprintln!("error: no job {id}");
-                exit::USAGE
+            if let Some(n) = v.backend_ahead() {
+                println!("on GPU    waiting, {n} ahead on its backend");
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                exit::UNAVAILABLE
+            if let Some(eta) = v.eta_ms {
+                println!("eta       ~{} s", (eta + 999) / 1000);
             }
-        },
+            println!("attempts  {}/{}", r.attempts, r.max_attempts);
+            if let Some(b) = &r.backend {
+                println!("backend   {b}");
+            }
+            println!("params    {}", r.params);
+            println!("created   {}", fmt_time(r.created_at));
+            if let Some(f) = r.finished_at {
+                println!("finished  {}", fmt_time(f));
+            }
+            if let Some(e) = &r.error {
+                println!("error     {e}");
+            }
+            for (m, url) in outputs.iter().zip(&urls) {
+                println!("output    {url}  ({}, {}×{}, {} bytes)", m.mime, m.width, m.height, m.size);
+            }
+            if !outputs.is_empty() {
+                let short = station.short_job_id(&r.id).await.unwrap_or_else(|_| r.id.clone());
+                println!("save them with `station jobs get {short}`");
+            }
+            exit::OK
+        }
+        JobsCommand::Get { id, out } => {
+            let id = match resolve_job(station, &id).await {
+                Ok(id) => id,
+                Err(code) => return code,
+            };
+            let row = match station.job(&id).await {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    eprintln!("error: no job {id}");
+                    return exit::USAGE;
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::UNAVAILABLE;
+                }
+            };
+            let short = station.short_job_id(&row.id).await.unwrap_or_else(|_| row.id.clone());
+            match row.status() {
+                JobStatus::Succeeded => {}
+                s if s.is_terminal() => {
+                    eprintln!("job {short} {s}: {}; it has no outputs", row.error.as_deref().unwrap_or("no details"));
+                    return exit::FAILED;
+                }
+                s => {
+                    eprintln!("error: job {short} is {s}; wait for it with `station jobs show {short}`");
+                    return exit::USAGE;
+                }
+            }
+            if out.exists() && !out.is_dir() {
+                eprintln!("error: --out {} is a file; give a folder", out.display());
+                return exit::USAGE;
+            }
+            save_outputs(station, &row, &short, &out).await
+        }
         JobsCommand::Cancel { id } => {
+            let id = match resolve_job(station, &id).await {
+                Ok(id) => id,
+                Err(code) => return code,
+            };
             let admin = match station.account("local", "operator", "operator").await {
                 Ok(mut a) => {
                     a.role = station_core::Role::Admin; // the local operator owns the data folder
@@ -662,14 +948,19 @@ async fn jobs(station: &Station, c: JobsCommand) -> u8 {
                     return exit::UNAVAILABLE;
                 }
             };
+            let before = station.job(&id).await.ok().flatten().map(|r| r.status());
             match station.cancel(&admin, &id).await {
+                Ok(Some(r)) if r.status() == JobStatus::Cancelled && before == Some(JobStatus::Cancelled) => {
+                    println!("job {id} was already cancelled");
+                    exit::OK
+                }
                 Ok(Some(r)) if r.status() == JobStatus::Cancelled => {
                     println!("cancelled {id}");
                     exit::OK
                 }
                 Ok(Some(r)) if r.status().is_terminal() => {
-                    eprintln!("job {id} already {}", r.status);
-                    exit::FAILED
+                    eprintln!("error: job {id} already {}; there is nothing to cancel", r.status);
+                    exit::USAGE
                 }
                 Ok(Some(_)) => {
                     println!("cancellation requested; the worker running {id} interrupts it on its backend");
@@ -701,20 +992,42 @@ fn tools(station: &Station, c: ToolsCommand, errors: &[station_core::tools::Tool
             if json {
                 println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
             } else {
-                println!("{:<18} {:<14} {:<9} {:<16} {:>6}  NAME", "ID", "COMMAND", "SERVICE", "CATEGORY", "COST");
-                for t in &list {
-                    println!(
-                        "{:<18} /{:<13} {:<9} {:<16} {:>6}  {}",
-                        t.id,
-                        t.command,
-                        station_core::service_name(t.service),
-                        serde_json::to_value(t.category)
-                            .ok()
-                            .and_then(|v| v.as_str().map(String::from))
-                            .unwrap_or_default(),
-                        t.cost.estimate(),
-                        t.name
-                    );
+                let text = |v: serde_json::Result<Value>| {
+                    v.ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+                };
+                let rows: Vec<[String; 7]> = list
+                    .iter()
+                    .map(|t| {
+                        [
+                            t.id.clone(),
+                            format!("/{}", t.command),
+                            station_core::service_name(t.service).to_string(),
+                            text(serde_json::to_value(t.category)),
+                            text(serde_json::to_value(t.visibility)),
+                            t.cost.estimate().to_string(),
+                            t.name.clone(),
+                        ]
+                    })
+                    .collect();
+                let header = ["ID", "COMMAND", "SERVICE", "CATEGORY", "VISIBILITY", "COST", "NAME"].map(String::from);
+                let mut widths = [0usize; 7];
+                for r in std::iter::once(&header).chain(&rows) {
+                    for (w, cell) in widths.iter_mut().zip(r) {
+                        *w = (*w).max(cell.chars().count());
+                    }
+                }
+                for r in std::iter::once(&header).chain(&rows) {
+                    let line: Vec<String> = r
+                        .iter()
+                        .zip(widths)
+                        .enumerate()
+                        .map(|(i, (cell, w))| match i {
+                            5 => format!("{cell:>w$}"),
+                            6 => cell.clone(),
+                            _ => format!("{cell:<w$}"),
+                        })
+                        .collect();
+                    println!("{}", line.join("  "));
                 }
             }
             for e in errors {

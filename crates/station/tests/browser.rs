@@ -91,7 +91,11 @@ async fn text_of(c: &Client, css: &str) -> String {
 }
 
 async fn click(c: &Client, css: &str) {
-    c.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css(css)).await.unwrap().click().await.unwrap();
+    let e = c.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css(css)).await.unwrap();
+    // Into the middle of the window: the form's sticky Generate bar covers its bottom edge.
+    let arg = serde_json::to_value(&e).unwrap();
+    c.execute("arguments[0].scrollIntoView({ block: 'center' })", vec![arg]).await.unwrap();
+    e.click().await.unwrap();
 }
 
 async fn type_into(c: &Client, css: &str, text: &str) {
@@ -396,7 +400,10 @@ async fn scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: Option
     )
     .await;
     type_into(c, ".field[data-input=\"scale_by\"] .range-value", "3").await;
-    let slider = c.execute("return document.getElementById('in-scale_by').value", vec![]).await.unwrap();
+    let slider = c
+        .execute("return document.querySelector('.field[data-input=\"scale_by\"] input[type=range]').value", vec![])
+        .await
+        .unwrap();
     assert_eq!(slider, json!("3"), "typing the number moves the slider");
     click(c, "details.advanced summary").await;
     type_into(c, "#in-name", "lighthouse").await;
@@ -517,5 +524,423 @@ async fn scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: Option
     let forbidden = http.get(server.url("/api/v1/admin/users")).send().await.unwrap();
     assert_eq!(forbidden.status(), 401);
     screenshot(c, &shots("admin-refused")).await;
+    drop(server);
+}
+
+/// Records what the page sends to `POST /api/v1/generations` in
+/// `sessionStorage.sent` (it survives the move to the job page).
+const CAPTURE_SUBMIT: &str = "const f = window.fetch;
+  window.fetch = function (u, o) {
+    if (o && o.method === 'POST' && String(u) === '/api/v1/generations') sessionStorage.setItem('sent', o.body);
+    return f.apply(this, arguments);
+  };
+  sessionStorage.removeItem('sent');
+  return true;";
+
+/// Records, on the job page, each read of the job's row and each change of
+/// the progress bar, in order, in `window.timeline`.
+const RECORD_TIMELINE: &str = "window.timeline = [];
+  const f = window.fetch;
+  window.fetch = function (u, o) {
+    const path = String(u).split('?')[0];
+    if (path.startsWith('/api/v1/generations/') && path.split('/').length === 5) window.timeline.push({ read: true });
+    return f.apply(this, arguments);
+  };
+  const p = document.querySelector('.progress');
+  new MutationObserver(() => window.timeline.push({ pct: parseInt(p.getAttribute('aria-valuenow'), 10) }))
+    .observe(p, { attributes: true, attributeFilter: ['aria-valuenow'] });
+  return true;";
+
+async fn sent_params(c: &Client) -> Value {
+    until(c, "the submission", "return !!sessionStorage.getItem('sent')").await;
+    let sent = c.execute("return JSON.parse(sessionStorage.getItem('sent'))", vec![]).await.unwrap();
+    sent["params"].clone()
+}
+
+async fn upload_into(c: &Client, css: &str, file: &Path) {
+    let input = c.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css(css)).await.unwrap();
+    input.send_keys(file.to_str().unwrap()).await.unwrap();
+    until(c, "the upload", "return !!document.querySelector('.drop[data-uploaded]')").await;
+}
+
+/// Web defects 1–3 of issue 22: optional number inputs without a default
+/// have no slider and send nothing when empty (the native Resize form works
+/// with one field, on a phone); the tool form starts from the saved settings
+/// and sends only what the user changed (the saved values still apply); the
+/// job page reads the row only while the event stream is down, and its
+/// progress never goes backwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_send_only_what_changed_and_progress_never_goes_back() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let driver = match browser_available() {
+        Ok(d) => d,
+        Err(why) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        Err(why) => panic!("CI=true but the browser tests cannot run: {why}"),
+    };
+    let (_driver, c) = chromedriver(&driver).await;
+    let mut dbs = vec![("sqlite", None)];
+    let pg = station_testkit::testing::postgres().await;
+    if let Some(pg) = &pg {
+        dbs.push(("postgres", Some(pg.url.clone())));
+    }
+    for (kind, url) in dbs {
+        c.delete_all_cookies().await.unwrap();
+        let fake = FakeComfy::start(FakeOptions::default()).await;
+        forms_scenario(&c, &fake, kind, url.as_deref()).await;
+    }
+    c.close().await.unwrap();
+}
+
+async fn forms_scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: Option<&str>) {
+    let mut server = Server::new(&fake.url(), database_url);
+    let link = link_in(&server.run(&["users", "create", "--admin", "ada"]));
+    server.start().await;
+    let shots = |name: &str| format!("{kind}-forms-{name}");
+    let upload = input_png(server.dir.path());
+
+    // 1. On a phone: Resize with a width only. Its optional numbers have no
+    // default, so no slider, and an emptied box sends nothing.
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&link).await.unwrap();
+    until(c, "the gallery", "return !!document.querySelector('.card')").await;
+    c.goto(&server.url("/tools/resize")).await.unwrap();
+    until(c, "the resize form", "return !!document.querySelector('form.tool-form .field[data-input=\"scale\"]')").await;
+    let sliders = c.execute("return document.querySelectorAll('form.tool-form input[type=range]').length", vec![]);
+    assert_eq!(sliders.await.unwrap(), json!(0), "{kind}: no slider without a default");
+    let empty =
+        c.execute("return ['width','height','scale'].map(n => document.querySelector(`[name=${n}]`).value)", vec![]);
+    assert_eq!(empty.await.unwrap(), json!(["", "", ""]), "{kind}: optional numbers start empty");
+    c.execute(CAPTURE_SUBMIT, vec![]).await.unwrap();
+    upload_into(c, "#in-image", &upload).await;
+    type_into(c, "#in-width", "16").await;
+    type_into(c, "#in-height", "9").await;
+    c.find(Locator::Css("#in-height")).await.unwrap().clear().await.unwrap();
+    // Out of range: said next to the field, not clamped.
+    type_into(c, "#in-scale", "30").await;
+    until(c, "the range note", "const n = document.querySelector('.field[data-input=\"scale\"] .field-note'); return !n.hidden && n.textContent.includes('8')").await;
+    c.find(Locator::Css("#in-scale")).await.unwrap().clear().await.unwrap();
+    let fits = c.execute("return document.documentElement.scrollWidth <= window.innerWidth", vec![]).await.unwrap();
+    assert_eq!(fits, json!(true), "{kind}: the resize form fits a phone");
+    screenshot(c, &shots("resize-phone")).await;
+    click(c, "form.tool-form button[type=submit]").await;
+    let sent = sent_params(c).await;
+    let keys: Vec<&str> = sent.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["image", "width"], "{kind}: only the filled fields are sent: {sent}");
+    assert_eq!(sent["width"], json!(16));
+    until(
+        c,
+        "the resized result",
+        "const i = document.querySelector('.result-image'); return !!i && i.complete && i.naturalWidth === 16",
+    )
+    .await;
+    screenshot(c, &shots("resize-result-phone")).await;
+    c.set_window_size(1280, 900).await.unwrap();
+
+    // 2. Saved settings: the form starts from them and leaves them out.
+    let saved = c
+        .execute(
+            "return fetch('/api/v1/settings/sketch', { method: 'PUT', credentials: 'same-origin',
+               headers: { 'Content-Type': 'application/json',
+                          'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content },
+               body: JSON.stringify({ params: { scale_by: 3, steps: 16, step_ms: 350 } }) }).then(r => r.status)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(saved, json!(200), "{kind}: settings saved");
+    c.goto(&server.url("/tools/sketch")).await.unwrap();
+    until(c, "the sketch form", "return !!document.querySelector('form.tool-form #in-steps')").await;
+    let shown = c.execute(
+        "return ['scale_by','steps','step_ms','name'].map(n => document.querySelector(`[name=${n}]`).value)",
+        vec![],
+    );
+    assert_eq!(
+        shown.await.unwrap(),
+        json!(["3", "16", "350", "sketch"]),
+        "{kind}: the form starts from the saved settings"
+    );
+    c.execute(CAPTURE_SUBMIT, vec![]).await.unwrap();
+    upload_into(c, "#in-image", &upload).await;
+    type_into(c, "#in-name", "harbor").await;
+    screenshot(c, &shots("sketch-saved")).await;
+    click(c, "form.tool-form button[type=submit]").await;
+    let sent = sent_params(c).await;
+    let keys: Vec<&str> = sent.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["image", "name"], "{kind}: only the changed fields are sent: {sent}");
+
+    // 3. The job page: no reads of the row while the stream is live, and the
+    // bar never moves back.
+    until(c, "the job page", "return location.pathname.startsWith('/jobs/') && !!document.querySelector('.progress')")
+        .await;
+    c.execute(RECORD_TIMELINE, vec![]).await.unwrap();
+    let (seen, _) = watch_job(c).await;
+    assert_eq!(seen.last(), Some(&100), "{kind}: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{kind}: progress went backwards: {seen:?}");
+    assert!(seen.iter().filter(|p| **p > 0 && **p < 100).count() >= 3, "{kind}: progress on the way: {seen:?}");
+    let width = c.execute("return document.querySelector('.result-image').naturalWidth", vec![]).await.unwrap();
+    assert_eq!(width, json!(96), "{kind}: the saved scale (3) applied to an untouched field");
+    let sent = fake.last_prompt().unwrap();
+    assert_eq!(sent["prompt"]["2"]["inputs"]["steps"], json!(16), "{kind}: the saved steps applied");
+    assert_eq!(sent["prompt"]["4"]["inputs"]["filename_prefix"], json!("harbor"));
+    let timeline = c.execute("return window.timeline", vec![]).await.unwrap();
+    let events = timeline.as_array().unwrap();
+    let first_progress = events.iter().position(|e| e["pct"].is_i64()).expect("progress was recorded");
+    for (i, e) in events.iter().enumerate().skip(first_progress) {
+        if e["read"] == true {
+            let later = events[i..].iter().filter_map(|e| e["pct"].as_i64()).find(|p| *p < 100);
+            assert!(later.is_none(), "{kind}: the row was read while the stream was live: {timeline}");
+        }
+    }
+    let monotonic = events.iter().filter_map(|e| e["pct"].as_i64()).collect::<Vec<_>>();
+    assert!(monotonic.windows(2).all(|w| w[0] <= w[1]), "{kind}: {monotonic:?}");
+    screenshot(c, &shots("sketch-result")).await;
+
+    // Item 8, the history browser: search, filters, lightbox, copy to form, hide.
+    c.goto(&server.url("/history")).await.unwrap();
+    let items = "return document.querySelectorAll('.gallery li').length";
+    until(c, "both generations", &format!("{items} === 2")).await;
+    type_into(c, "#h-search", "HARBOR").await;
+    until(c, "the search", &format!("{items} === 1")).await;
+    let caption = text_of(c, ".gallery li .caption").await;
+    assert!(caption.contains("sketch"), "{kind}: {caption}");
+    c.find(Locator::Css("#h-search")).await.unwrap().clear().await.unwrap();
+    c.execute("document.getElementById('h-search').dispatchEvent(new Event('input'))", vec![]).await.unwrap();
+    until(c, "both again", &format!("{items} === 2")).await;
+    c.execute(
+        "const s = document.getElementById('h-tool'); s.value = 'resize'; s.dispatchEvent(new Event('change'))",
+        vec![],
+    )
+    .await
+    .unwrap();
+    until(
+        c,
+        "the tool filter",
+        &format!("{items} === 1 && document.querySelector('.gallery li img').alt.startsWith('resize')"),
+    )
+    .await;
+    c.execute(
+        "const s = document.getElementById('h-status'); s.value = 'failed'; s.dispatchEvent(new Event('change'))",
+        vec![],
+    )
+    .await
+    .unwrap();
+    until(c, "no failures", &format!("{items} === 0 && document.body.innerText.includes('Nothing matches')")).await;
+    c.execute(
+        "for (const id of ['h-tool', 'h-status']) { const s = document.getElementById(id); s.value = ''; s.dispatchEvent(new Event('change')); }",
+        vec![],
+    )
+    .await
+    .unwrap();
+    until(c, "both again", &format!("{items} === 2")).await;
+    // The lightbox: image, parameters as a table, copy to form.
+    click(c, ".gallery li:first-child .thumb").await;
+    until(c, "the lightbox", "const d = document.getElementById('lightbox'); return d.open && d.querySelector('table.params').innerText.includes('harbor')").await;
+    screenshot(c, &shots("lightbox")).await;
+    click(c, "#lightbox a.primary").await;
+    until(c, "the form from the generation", "return location.search.includes('from=') && document.getElementById('in-name') && document.getElementById('in-name').value === 'harbor'").await;
+    // Select the resize and hide it.
+    c.goto(&server.url("/history")).await.unwrap();
+    until(c, "both generations", &format!("{items} === 2")).await;
+    c.set_window_size(390, 844).await.unwrap();
+    click(c, ".gallery li:last-child input.pick").await;
+    until(c, "the selection bar", "return !document.querySelector('.selection').hidden && document.getElementById('selected-count').textContent === '1 selected'").await;
+    let fits = c.execute("return document.documentElement.scrollWidth <= window.innerWidth", vec![]).await.unwrap();
+    assert_eq!(fits, json!(true), "{kind}: history fits a phone");
+    screenshot(c, &shots("history-phone")).await;
+    click(c, "#hide-selected").await;
+    c.accept_alert().await.unwrap();
+    until(c, "one left", &format!("{items} === 1")).await;
+    c.refresh().await.unwrap();
+    until(
+        c,
+        "still one after a reload",
+        &format!("{items} === 1 && document.body.innerText.includes('That is everything')"),
+    )
+    .await;
+    c.set_window_size(1280, 900).await.unwrap();
+    drop(server);
+}
+
+/// Web items 9 and 10 of issue 22: a batch of two queued with Ctrl+Enter
+/// (two jobs, each paid); "My queue" shows them with position, progress and
+/// Cancel on every page, after a refresh too, and at phone width; cancelling
+/// the queued one from the panel cancels it; the panel empties when done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_panel_follows_a_batch_across_pages() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let driver = match browser_available() {
+        Ok(d) => d,
+        Err(why) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        Err(why) => panic!("CI=true but the browser tests cannot run: {why}"),
+    };
+    let (_driver, c) = chromedriver(&driver).await;
+    let mut dbs = vec![("sqlite", None)];
+    let pg = station_testkit::testing::postgres().await;
+    if let Some(pg) = &pg {
+        dbs.push(("postgres", Some(pg.url.clone())));
+    }
+    for (kind, url) in dbs {
+        c.delete_all_cookies().await.unwrap();
+        c.set_window_size(1280, 900).await.unwrap();
+        let fake = FakeComfy::start(FakeOptions::default()).await;
+        queue_scenario(&c, &fake, kind, url.as_deref()).await;
+    }
+    c.close().await.unwrap();
+}
+
+async fn queue_scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: Option<&str>) {
+    let mut server = Server::new(&fake.url(), database_url);
+    let link = link_in(&server.run(&["users", "create", "--admin", "quinn"]));
+    server.start().await;
+    let shots = |name: &str| format!("{kind}-queue-{name}");
+    let upload = input_png(server.dir.path());
+    c.goto(&link).await.unwrap();
+    until(c, "the gallery", "return !!document.querySelector('.card')").await;
+    let start = balance(c).await;
+    assert!(c.find(Locator::Css("#queue-panel:not([hidden])")).await.is_err(), "{kind}: no panel with nothing queued");
+
+    c.goto(&server.url("/tools/sketch")).await.unwrap();
+    until(c, "the form", "return !!document.querySelector('form.tool-form #in-steps')").await;
+    upload_into(c, "#in-image", &upload).await;
+    click(c, "details.advanced summary").await;
+    type_into(c, "#in-steps", "50").await;
+    type_into(c, "#in-step_ms", "400").await;
+    type_into(c, "#batch-count", "2").await;
+    let sticky = c
+        .execute("return getComputedStyle(document.querySelector('.tool-form > .actions')).position", vec![])
+        .await
+        .unwrap();
+    assert_eq!(sticky, json!("sticky"), "{kind}: Generate stays in view");
+    // Ctrl+Enter in a text box submits the form.
+    let name = c.find(Locator::Css("#in-name")).await.unwrap();
+    name.send_keys("\u{E009}\u{E007}\u{E000}").await.unwrap();
+    until(c, "the job page", "return location.pathname.startsWith('/jobs/')").await;
+    until(
+        c,
+        "two jobs in the queue",
+        "return document.querySelectorAll('#queue-panel:not([hidden]) .queue-item').length === 2",
+    )
+    .await;
+    until(
+        c,
+        "one running with progress, one queued with its position",
+        "const r = document.querySelector('.queue-item[data-status=running] .queue-progress');
+         const q = document.querySelector('.queue-item[data-status=queued] .queue-state');
+         return !!r && parseInt(r.getAttribute('aria-valuenow'), 10) > 0 && !!q && q.textContent.includes('next in line')",
+    )
+    .await;
+    screenshot(c, &shots("job-page")).await;
+
+    // Another page, then a refresh: the panel is back with both.
+    c.goto(&server.url("/history")).await.unwrap();
+    until(c, "the panel on history", "return document.querySelectorAll('#queue-panel .queue-item').length === 2").await;
+    c.refresh().await.unwrap();
+    until(c, "the panel after a refresh", "return document.querySelectorAll('#queue-panel .queue-item').length === 2")
+        .await;
+    c.set_window_size(390, 844).await.unwrap();
+    let fits = c.execute("return document.documentElement.scrollWidth <= window.innerWidth", vec![]).await.unwrap();
+    assert_eq!(fits, json!(true), "{kind}: the queue panel fits a phone");
+    screenshot(c, &shots("history-phone")).await;
+    c.set_window_size(1280, 900).await.unwrap();
+
+    // Cancel the queued one from the panel.
+    let queued = c
+        .execute("return document.querySelector('.queue-item[data-status=queued]').dataset.job", vec![])
+        .await
+        .unwrap();
+    let queued = queued.as_str().unwrap().to_string();
+    click(c, ".queue-item[data-status=queued] button").await;
+    until(c, "one left in the queue", "return document.querySelectorAll('#queue-panel .queue-item').length === 1")
+        .await;
+    let http = reqwest::Client::new();
+    let created = server.run(&["keys", "create", "--user", "quinn", "--name", "check", "--json"]);
+    let key = serde_json::from_str::<Value>(&created).unwrap()["key"].as_str().unwrap().to_string();
+    let row: Value = http
+        .get(server.url(&format!("/api/v1/generations/{queued}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(row["status"], json!("cancelled"), "{kind}: {row}");
+
+    // The running one: cancelled too from the panel, after which it empties.
+    click(c, ".queue-item button").await;
+    until(c, "an empty queue", "return document.getElementById('queue-panel').hidden").await;
+    // Both holds come back (the running one once its backend has stopped).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while balance(c).await != start {
+        assert!(Instant::now() < deadline, "{kind}: the points held for the cancelled jobs did not come back");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.refresh().await.unwrap();
+    }
+
+    // Item 6: the admin page fits a phone; a grant updates the users table
+    // and the picker keeps the account.
+    server.run(&["users", "create", "zed"]);
+    c.goto(&server.url("/admin")).await.unwrap();
+    c.set_window_size(390, 844).await.unwrap();
+    until(c, "the dashboard", "return document.querySelectorAll('#admin-users tbody tr').length === 2 && !!document.getElementById('grant-account')").await;
+    let fits = c.execute("return document.documentElement.scrollWidth <= window.innerWidth", vec![]).await.unwrap();
+    assert_eq!(fits, json!(true), "{kind}: the admin page fits a phone");
+    let headings = c
+        .execute(
+            "return [...document.querySelectorAll('h2, h3, caption:not(.visually-hidden)')].map(h => h.textContent)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let headings: Vec<String> = serde_json::from_value(headings).unwrap();
+    let mut unique = headings.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), headings.len(), "{kind}: no heading twice: {headings:?}");
+    screenshot(c, &shots("admin-phone")).await;
+    let zed = c
+        .execute("return [...document.querySelectorAll('#grant-account option')].find(o => o.textContent.startsWith('zed')).value", vec![])
+        .await
+        .unwrap();
+    let zed = zed.as_str().unwrap().to_string();
+    c.execute(&format!("document.getElementById('grant-account').value = '{zed}'"), vec![]).await.unwrap();
+    type_into(c, "#grant-amount", "25").await;
+    type_into(c, "#grant-reason", "welcome").await;
+    click(c, "#admin-grants button[type=submit]").await;
+    until(
+        c,
+        "the new balance in the table",
+        &format!("return document.querySelector('#admin-users tr[data-account=\"{zed}\"] td:nth-child(4)').textContent === '125'"),
+    )
+    .await;
+    let picked = c.execute("return document.getElementById('grant-account').value", vec![]).await.unwrap();
+    assert_eq!(picked, json!(zed), "{kind}: the picker keeps the account");
+
+    // The API reference: linked from the keys page, Markdown drawn, fits a phone.
+    c.goto(&server.url("/keys")).await.unwrap();
+    click(c, "#api-docs-link").await;
+    until(
+        c,
+        "the API reference",
+        "return document.querySelectorAll('details.op').length > 10 && !!document.querySelector('.md code')",
+    )
+    .await;
+    let raw = c.execute("return [...document.body.innerText].filter(ch => ch === '`').length", vec![]).await.unwrap();
+    assert_eq!(raw, json!(0), "{kind}: no Markdown shown raw");
+    let repeats = c
+        .execute("return [...document.querySelectorAll('.op summary .summary')].filter(s => /^(GET|POST|PUT|PATCH|DELETE) [/]/.test(s.textContent)).length", vec![])
+        .await
+        .unwrap();
+    assert_eq!(repeats, json!(0), "{kind}: summaries do not repeat the method and path");
+    let fits = c.execute("return document.documentElement.scrollWidth <= window.innerWidth", vec![]).await.unwrap();
+    assert_eq!(fits, json!(true), "{kind}: the API reference fits a phone");
+    screenshot(c, &shots("api-docs-phone")).await;
+    c.set_window_size(1280, 900).await.unwrap();
     drop(server);
 }

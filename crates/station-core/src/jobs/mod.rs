@@ -7,6 +7,7 @@
 //! - [`quote`]: what a request would cost, before it is submitted;
 //! - this module: finding tools, submitting and cancelling.
 
+pub mod ids;
 pub mod owned;
 pub mod quote;
 pub mod request;
@@ -19,6 +20,7 @@ use station_tools::{FieldError, InputType, ToolDef, Visibility, resolve_params_w
 use crate::Station;
 use crate::events::JobEvent;
 use crate::media::CheckedImage;
+pub use ids::{JobIdError, PREFIX_MIN, SHORT_ID_MIN};
 pub use owned::{GenerationPage, JobAccessError, RatingError};
 pub use quote::Quote;
 pub(crate) use request::Prepared;

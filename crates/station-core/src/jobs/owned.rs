@@ -38,6 +38,9 @@ impl From<StoreError> for RatingError {
     }
 }
 
+/// The longest search text used for a history search; more is cut off.
+pub const MAX_SEARCH_CHARS: usize = 200;
+
 /// One page of an account's generations, newest first.
 #[derive(Debug, Clone)]
 pub struct GenerationPage {
@@ -121,6 +124,13 @@ impl Station {
         mut filter: GenerationFilter,
     ) -> Result<GenerationPage, StoreError> {
         filter.account_id = account.id.clone();
+        // Searching: words as typed, blank is no search, at most 200 characters.
+        filter.text = filter
+            .text
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| t.chars().take(MAX_SEARCH_CHARS).collect());
         let limit = filter.limit.clamp(1, 200);
         filter.limit = limit + 1;
         let mut items = self.store.list_generations(&filter).await?;

@@ -174,6 +174,11 @@ pub struct GenerationQuery {
     pub tool: Option<String>,
     /// Include hidden generations.
     pub include_hidden: Option<bool>,
+    /// Only generations whose parameters contain this text, such as words
+    /// of the prompt (case-insensitive; at most 200 characters are used).
+    pub q: Option<String>,
+    /// Only generations created at or after this time (Unix ms).
+    pub since: Option<i64>,
 }
 
 /// `POST /api/v1/generations` as JSON.
@@ -520,6 +525,8 @@ async fn list_generations(
         tool_id: q.tool.filter(|t| !t.is_empty()),
         before_id: page.before.filter(|b| !b.is_empty()),
         include_hidden: q.include_hidden.unwrap_or(false),
+        text: q.q,
+        since: q.since,
         limit: i64::from(limit),
         ..Default::default()
     };

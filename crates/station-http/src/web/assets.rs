@@ -21,6 +21,7 @@ pub const FILES: &[(&str, &str, &[u8])] = &[
     ("form.js", "text/javascript; charset=utf-8", include_bytes!("../../web/form.js")),
     ("pages.js", "text/javascript; charset=utf-8", include_bytes!("../../web/pages.js")),
     ("admin.js", "text/javascript; charset=utf-8", include_bytes!("../../web/admin.js")),
+    ("queue.js", "text/javascript; charset=utf-8", include_bytes!("../../web/queue.js")),
     ("icon.svg", "image/svg+xml", include_bytes!("../../web/icon.svg")),
 ];
 
@@ -49,4 +50,9 @@ pub async fn serve(Path(file): Path<String>, headers: HeaderMap) -> Response {
     h.insert(header::ETAG, HeaderValue::from_str(etag).expect("hex ETag"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     r
+}
+
+/// `GET /favicon.ico`: the icon (browsers that ignore `<link rel="icon">` ask here).
+pub async fn favicon(headers: HeaderMap) -> Response {
+    serve(Path("icon.svg".to_string()), headers).await
 }

@@ -53,6 +53,7 @@ pub fn routes() -> Router<Station> {
         .route("/login", get(login))
         .route("/logout", post(logout))
         .route("/assets/{file}", get(assets::serve))
+        .route("/favicon.ico", get(assets::favicon))
         .route("/tools", get(|s: WebSession| async move { page(&s, Page::simple("tools", "Tools")) }))
         .route("/tools/{id}", get(tool_page))
         .route("/jobs/{id}", get(job_page))
@@ -286,7 +287,7 @@ async fn login(State(station): State<Station>, headers: HeaderMap, Query(q): Que
                 AuthError::Suspended(_) => "This account is suspended; ask the operator.",
                 _ => "This sign-in link is not valid. Check that you copied all of it.",
             };
-            return signin_page(StatusCode::UNAUTHORIZED, Some(&format!("{why} Ask for a new one below.")));
+            return signin_page(StatusCode::UNAUTHORIZED, Some(&format!("{why} Get a new one as described below.")));
         }
     };
     let ttl = Duration::from_secs(station.config.web.session_hours.max(1) * 3600);
@@ -407,7 +408,13 @@ async fn admin_page(s: WebSession) -> Response {
 fn page(s: &WebSession, p: Page) -> Response {
     let admin = s.account.is_admin();
     let link = |href: &str, name: &str, label: &str| {
-        let current = if p.name == name { r#" aria-current="page""# } else { "" };
+        // A tool's page belongs to the Tools tab, a generation's to History.
+        let section = match p.name {
+            "tool" => "tools",
+            "job" => "history",
+            other => other,
+        };
+        let current = if section == name { r#" aria-current="page""# } else { "" };
         format!(r#"<a href="{href}"{current}>{label}</a>"#)
     };
     let mut nav = [
@@ -452,21 +459,23 @@ fn shell(status: StatusCode, title: &str, name: &str, data: &str, csrf: Option<&
     let csrf = csrf.map(|c| format!(r#"<meta name="csrf-token" content="{}">"#, esc(c))).unwrap_or_default();
     let v = assets::VERSION;
     let html = format!(
-        r#"<!doctype html>
+        r##"<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · Station</title>
 {csrf}
+<link rel="icon" href="/assets/icon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="/assets/app.css?v={v}">
 <script type="module" src="/assets/main.js?v={v}"></script>
 </head>
 <body data-page="{name}"{data}>
+<a class="skip" href="#main">Skip to content</a>
 {body}
 </body>
 </html>
-"#,
+"##,
         title = esc(title),
     );
     let mut r = (status, Html(html)).into_response();

@@ -219,11 +219,13 @@ pub async fn run(station: &Station, args: ChatArgs) -> u8 {
         }
     };
     // Without a server on this database, this process runs the jobs itself.
-    let embedded = if super::server_running(&station.config).await {
-        None
-    } else {
-        let background = super::wire::register_executors(station).await;
-        Some((Workers::start(station), background))
+    let embedded = match super::server_on_address(station).await {
+        super::ServerOnAddress::Same => None,
+        super::ServerOnAddress::Other(theirs) => return super::other_server(station, theirs.as_deref()),
+        super::ServerOnAddress::Nobody => {
+            let background = super::wire::register_executors(station, true).await;
+            Some((Workers::start(station), background))
+        }
     };
     let settings = FlowSettings::from_config(&station.config);
     let flows = Flows::with_settings(station.clone(), settings);

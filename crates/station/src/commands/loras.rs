@@ -36,7 +36,12 @@ pub enum LorasCommand {
         /// Slug.
         slug: String,
     },
-    /// Add a LoRA (needs --checkpoint, --filename and --visibility).
+    /// Add a LoRA.
+    #[command(
+        mut_arg("checkpoint", |a| a.required(true)),
+        mut_arg("filename", |a| a.required(true)),
+        mut_arg("visibility", |a| a.required(true))
+    )]
     Add {
         /// Slug: lowercase a-z, digits, '-', '_', '.'.
         slug: String,

@@ -24,6 +24,9 @@ pub enum UsersCommand {
     Show {
         /// Account id, provider:subject or local user name.
         user: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Create an account (it gets the starting grant). With --admin it is an
     /// administrator and a one-time web sign-in link is printed.
@@ -98,7 +101,7 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
             }
             exit::OK
         }
-        UsersCommand::Show { user } => {
+        UsersCommand::Show { user, json } => {
             let a = match find_account(station, &user).await {
                 Ok(a) => a,
                 Err(code) => return code,
@@ -112,7 +115,19 @@ pub async fn run(station: &Station, c: UsersCommand) -> u8 {
                 "identities": ids.iter().map(|(p, s)| format!("{p}:{s}")).collect::<Vec<_>>(),
                 "points": {"balance": b.balance, "held": b.held, "available": b.available()},
             });
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                return exit::OK;
+            }
+            let created = chrono::DateTime::from_timestamp_millis(a.created_at)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default();
+            println!("account     {}\nname        {}\nrole        {}", a.id, a.name, a.role);
+            println!("state       {}", if a.suspended { "suspended" } else { "active" });
+            println!("created     {created}");
+            let ids: Vec<String> = ids.iter().map(|(p, s)| format!("{p}:{s}")).collect();
+            println!("identities  {}", if ids.is_empty() { "none".to_string() } else { ids.join(", ") });
+            println!("points      {} available ({} balance, {} held)", b.available(), b.balance, b.held);
             exit::OK
         }
         UsersCommand::Create { name, identity, admin } => {

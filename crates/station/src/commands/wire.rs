@@ -88,11 +88,12 @@ pub(super) fn health_timeouts(station: &Station) -> (Duration, Duration) {
     (Duration::from_secs(c.health_connect_timeout_seconds.max(1)), Duration::from_secs(c.health_timeout_seconds.max(1)))
 }
 
-/// Registers the native media executor and the ComfyUI pool.
-pub async fn register_executors(station: &Station) -> Background {
+/// Registers the native media executor and the ComfyUI pool. `warn_without_backends`:
+/// say when no ComfyUI backend is configured (not for a native job run from the CLI).
+pub async fn register_executors(station: &Station, warn_without_backends: bool) -> Background {
     station.register_executor(Arc::new(MediaExecutor::new(&station.config)));
     let specs = backend_specs(station).await;
-    if specs.is_empty() {
+    if specs.is_empty() && warn_without_backends {
         warn!(
             "no ComfyUI backend configured: ComfyUI tools wait in the queue until one is added \
              (`station backends add NAME URL`, STATION_COMFYUI_BACKENDS, or [[comfyui.backends]] in station.toml)"

@@ -11,6 +11,39 @@ function el(tag, attrs, ...children) {
 
 function refName(ref) { return ref.split("/").pop(); }
 
+// The descriptions are Markdown (from the handlers' doc comments): `code`,
+// **bold**, [links](url) and paragraphs are drawn; everything else is text.
+function inline(text) {
+  const frag = document.createDocumentFragment();
+  const re = /`([^`]+)`|\*\*([^*]+)\*\*|\[([^\]]+)\]\(([^)\s]+)\)/g;
+  let last = 0;
+  for (const m of text.matchAll(re)) {
+    frag.append(text.slice(last, m.index));
+    if (m[1] !== undefined) frag.append(el("code", {}, m[1]));
+    else if (m[2] !== undefined) frag.append(el("strong", {}, m[2]));
+    else if (/^(https?:\/\/|\/|#)/.test(m[4])) frag.append(el("a", { href: m[4] }, m[3]));
+    else frag.append(m[3]);
+    last = m.index + m[0].length;
+  }
+  frag.append(text.slice(last));
+  return frag;
+}
+
+function md(text) {
+  const box = el("div", { class: "md" });
+  for (const para of String(text || "").split(/\n\s*\n/)) {
+    if (para.trim()) box.append(el("p", {}, inline(para.replace(/\s*\n\s*/g, " ").trim())));
+  }
+  return box;
+}
+
+/** A description without a first paragraph that only repeats the summary. */
+function rest(op) {
+  const d = op.description || "";
+  const s = (op.summary || "").trim();
+  return s && d.trim().startsWith(s) ? d.trim().slice(s.length) : d;
+}
+
 function typeText(s) {
   if (!s) return "";
   if (s.$ref) { const n = refName(s.$ref); return el("a", { href: "#schema-" + n }, n); }
@@ -32,8 +65,8 @@ function schemaTable(s) {
   const req = new Set(s.required || []);
   const rows = Object.entries(s.properties).map(([name, p]) =>
     el("tr", {}, el("td", {}, el("code", {}, name), req.has(name) ? " *" : ""), el("td", {}, typeText(p)),
-      el("td", {}, p.description || "")));
-  return el("table", {}, el("tr", {}, el("th", {}, "field"), el("th", {}, "type"), el("th", {}, "description")), ...rows);
+      el("td", {}, md(p.description))));
+  return el("div", { class: "table-wrap" }, el("table", {}, el("tr", {}, el("th", {}, "field"), el("th", {}, "type"), el("th", {}, "description")), ...rows));
 }
 
 function content(c) {
@@ -46,19 +79,25 @@ function content(c) {
 
 function operation(path, method, op) {
   const d = el("details", { class: "op", id: (op.operationId || method + path) });
-  d.append(el("summary", {}, el("span", { class: "method " + method }, method), " ", path, " — ", op.summary || ""));
-  if (op.description) d.append(el("p", {}, op.description));
+  // Summaries often begin with "`GET /path`:", which the line already shows.
+  const head = "`" + method.toUpperCase() + " " + path + "`";
+  let summary = (op.summary || "").trim();
+  if (summary.startsWith(head)) summary = summary.slice(head.length).replace(/^[:\s—-]+/, "");
+  summary = summary.replace(/^./, (c) => c.toUpperCase());
+  d.append(el("summary", {}, el("span", { class: "method " + method }, method), " ", el("span", { class: "path" }, path),
+    summary ? el("span", { class: "summary" }, inline(summary)) : ""));
+  if (rest(op).trim()) d.append(md(rest(op)));
   const params = op.parameters || [];
   if (params.length) {
     d.append(el("h4", {}, "Parameters"));
-    d.append(el("table", {}, el("tr", {}, el("th", {}, "name"), el("th", {}, "in"), el("th", {}, "type"), el("th", {}, "description")),
+    d.append(el("div", { class: "table-wrap" }, el("table", {}, el("tr", {}, el("th", {}, "name"), el("th", {}, "in"), el("th", {}, "type"), el("th", {}, "description")),
       ...params.map((p) => el("tr", {}, el("td", {}, el("code", {}, p.name), p.required ? " *" : ""), el("td", {}, p.in),
-        el("td", {}, typeText(p.schema)), el("td", {}, p.description || "")))));
+        el("td", {}, typeText(p.schema)), el("td", {}, md(p.description)))))));
   }
   if (op.requestBody) { d.append(el("h4", {}, "Request body"), content(op.requestBody.content)); }
   d.append(el("h4", {}, "Responses"));
-  d.append(el("table", {}, ...Object.entries(op.responses || {}).map(([code, r]) =>
-    el("tr", {}, el("td", {}, el("code", {}, code)), el("td", {}, r.description || ""), el("td", {}, content(r.content))))));
+  d.append(el("div", { class: "table-wrap" }, el("table", {}, ...Object.entries(op.responses || {}).map(([code, r]) =>
+    el("tr", {}, el("td", {}, el("code", {}, code)), el("td", {}, md(r.description)), el("td", {}, content(r.content)))))));
   return d;
 }
 
@@ -74,7 +113,7 @@ async function main() {
   }
   document.getElementById("title").textContent = doc.info.title;
   document.getElementById("version").textContent = "version " + doc.info.version + " · OpenAPI " + doc.openapi;
-  document.getElementById("intro").append(el("p", {}, doc.info.description || ""));
+  document.getElementById("intro").append(md(doc.info.description));
   const byTag = new Map();
   for (const [path, item] of Object.entries(doc.paths || {})) {
     for (const method of ["get", "post", "put", "patch", "delete"]) {
@@ -95,7 +134,7 @@ async function main() {
   const schemas = document.getElementById("schemas");
   schemas.append(el("h2", {}, "Schemas"));
   for (const [name, s] of Object.entries((doc.components && doc.components.schemas) || {})) {
-    schemas.append(el("h3", { id: "schema-" + name }, name), el("p", {}, s.description || ""), schemaTable(s));
+    schemas.append(el("h3", { id: "schema-" + name }, name), md(s.description), schemaTable(s));
   }
 }
 
