@@ -103,6 +103,7 @@ pub fn describe_action(action: &str) -> &str {
         "lora.grant" => "granted a LoRA",
         "lora.revoke" => "revoked a LoRA",
         "lora.import" => "imported the LoRA catalog",
+        "model.set" => "changed a model's catalog entry",
         other => other,
     }
 }

@@ -308,7 +308,13 @@ impl Station {
     /// Changes the operator's catalog entry for the model `name` (a file a
     /// backend has listed). Making it the default unsets the default of the
     /// other models of its base model and kind.
-    pub async fn set_model(&self, name: &str, s: &ModelSettings) -> Result<ModelInfo, ModelError> {
+    /// Audited (`model.set`).
+    pub async fn set_model(
+        &self,
+        name: &str,
+        s: &ModelSettings,
+        by: &crate::audit::Actor,
+    ) -> Result<ModelInfo, ModelError> {
         let all = self.models().await?;
         let Some(model) = all.iter().find(|m| m.name == name).cloned() else {
             let known: Vec<&str> = all.iter().map(|m| m.name.as_str()).collect();
@@ -364,6 +370,21 @@ impl Station {
             .map(|m| m.name.clone())
             .collect();
         self.store.upsert_model_catalog(&row, &others).await?;
+        let mut changed = vec![];
+        if let Some(b) = &row.base_model {
+            changed.push(format!("base model {b}"));
+        }
+        if let Some(l) = &row.label {
+            changed.push(format!("label {l:?}"));
+        }
+        if row.hidden {
+            changed.push("hidden".to_string());
+        }
+        if row.is_default {
+            changed.push("default".to_string());
+        }
+        changed.push(format!("price ×{}", row.price_multiplier));
+        self.audit(by, "model.set", name, changed.join(", ")).await;
         let all = self.reload_models().await?;
         Ok(all.iter().find(|m| m.name == name).cloned().expect("just written"))
     }

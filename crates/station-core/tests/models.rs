@@ -132,10 +132,18 @@ async fn defaults_follow_the_base_model_and_explicit_values_win() {
         // The operator names it: now SDXL defaults apply, and the label is what people see.
         let set =
             ModelSettings { base_model: Some("sdxl".into()), label: Some("Mystery XL".into()), ..Default::default() };
-        let m = st.set_model("mystery.safetensors", &set).await.unwrap();
+        let m = st.set_model("mystery.safetensors", &set, &station_core::audit::Actor::operator("test")).await.unwrap();
         assert_eq!(
             (m.base_model.as_deref(), m.base_model_source, m.label.as_str()),
             (Some("SDXL"), BaseModelSource::Catalog, "Mystery XL")
+        );
+        let q = station_core::audit::AuditQuery { action: Some("model.set".into()), limit: 10, ..Default::default() };
+        let audited = st.audit_log(&q).await.unwrap();
+        assert_eq!(audited.len(), 1, "{kind}: the catalog change is audited");
+        assert_eq!(
+            (audited[0].target.as_str(), audited[0].detail.as_str()),
+            ("mystery.safetensors", "base model SDXL, label \"Mystery XL\", price ×1"),
+            "{kind}"
         );
         let named = job(json!({"prompt": "x", "model": "Mystery XL"})).await;
         assert_eq!(
@@ -194,7 +202,7 @@ async fn hidden_models_defaults_and_price_multipliers() {
         assert_eq!(names(st), ["a_sd15.safetensors", "b_sd15.safetensors"], "{kind}");
 
         let b_default = ModelSettings { default: Some(true), price_multiplier: Some(2.5), ..Default::default() };
-        st.set_model("b_sd15.safetensors", &b_default).await.unwrap();
+        st.set_model("b_sd15.safetensors", &b_default, &station_core::audit::Actor::operator("test")).await.unwrap();
         assert_eq!(names(st), ["b_sd15.safetensors", "a_sd15.safetensors"], "{kind}: the default first");
         let q = st.quote(&member, &draw(json!({"prompt": "x"}))).await.unwrap();
         // 1 point a second × 20 s estimate × 2.5.
@@ -203,20 +211,39 @@ async fn hidden_models_defaults_and_price_multipliers() {
         assert_eq!(q.price, 20, "{kind}");
 
         // Moving the default moves it off the other model of the base model.
-        st.set_model("a_sd15.safetensors", &ModelSettings { default: Some(true), ..Default::default() }).await.unwrap();
+        st.set_model(
+            "a_sd15.safetensors",
+            &ModelSettings { default: Some(true), ..Default::default() },
+            &station_core::audit::Actor::operator("test"),
+        )
+        .await
+        .unwrap();
         let all = st.models().await.unwrap();
         let defaults: Vec<&str> = all.iter().filter(|m| m.default).map(|m| m.name.as_str()).collect();
         assert_eq!(defaults, ["a_sd15.safetensors"], "{kind}");
 
-        st.set_model("a_sd15.safetensors", &ModelSettings { hidden: Some(true), ..Default::default() }).await.unwrap();
+        st.set_model(
+            "a_sd15.safetensors",
+            &ModelSettings { hidden: Some(true), ..Default::default() },
+            &station_core::audit::Actor::operator("test"),
+        )
+        .await
+        .unwrap();
         assert_eq!(names(st), ["b_sd15.safetensors"], "{kind}: hidden models are not offered");
         let r = st.submit(&member, draw(json!({"prompt": "x", "model": "a_sd15.safetensors"}))).await;
         assert!(matches!(r, Err(SubmitError::Invalid(ref e)) if e[0].field == "model"), "{kind}: {r:?}");
 
-        let bad = st.set_model("nope.safetensors", &ModelSettings::default()).await.unwrap_err();
+        let bad = st
+            .set_model("nope.safetensors", &ModelSettings::default(), &station_core::audit::Actor::operator("test"))
+            .await
+            .unwrap_err();
         assert!(bad.to_string().contains("a_sd15.safetensors"), "{kind}: lists what exists: {bad}");
         let bad = st
-            .set_model("b_sd15.safetensors", &ModelSettings { price_multiplier: Some(0.0), ..Default::default() })
+            .set_model(
+                "b_sd15.safetensors",
+                &ModelSettings { price_multiplier: Some(0.0), ..Default::default() },
+                &station_core::audit::Actor::operator("test"),
+            )
             .await
             .unwrap_err();
         assert!(bad.to_string().starts_with("price_multiplier:"), "{kind}: {bad}");

@@ -40,9 +40,12 @@ async fn models_list_tool_choices_and_refusals() {
             .await
             .unwrap();
         let hide = ModelSettings { hidden: Some(true), ..Default::default() };
-        s.station.set_model("secret.safetensors", &hide).await.unwrap();
+        s.station.set_model("secret.safetensors", &hide, &station_core::audit::Actor::operator("test")).await.unwrap();
         let label = ModelSettings { label: Some("SDXL base".into()), default: Some(true), ..Default::default() };
-        s.station.set_model("sd_xl_base_1.0.safetensors", &label).await.unwrap();
+        s.station
+            .set_model("sd_xl_base_1.0.safetensors", &label, &station_core::audit::Actor::operator("test"))
+            .await
+            .unwrap();
 
         let list = s.get("/api/v1/models", &s.alice_key).await;
         assert_eq!(list.status.as_u16(), 200, "{k}: {}", list.body);

@@ -224,7 +224,12 @@ async fn operator_commands_and_menus(db: TestDb) {
         assert!(names(&admin_menu).iter().any(|n| n == c), "[{k}] admin menu lacks /{c}: {admin_menu:?}");
     }
     assert_eq!(names(&env.tg.menu_seen(olga.id, olga.id)), names(&admin_menu), "[{k}] what Olga sees");
-    assert_eq!(names(&env.tg.menu_seen(ann.id, ann.id)), names(&default), "[{k}] what Ann sees");
+    // Ann sees the public menu as it is now (the model tools join it once the
+    // backend's health check has stored its checkpoints, which may be after
+    // `default` was read above).
+    let public = env.tg.commands();
+    assert_eq!(names(&env.tg.menu_seen(ann.id, ann.id)), names(&public), "[{k}] what Ann sees");
+    assert!(!names(&public).iter().any(|c| c == "queue" || c == "grant"), "[{k}] public menu: {public:?}");
 
     // A new tool reaches both menus.
     let tools = env.station.config.tools_dir();

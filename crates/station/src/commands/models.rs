@@ -123,7 +123,10 @@ pub async fn run(station: &Station, c: ModelsCommand) -> u8 {
                 },
                 price_multiplier,
             };
-            match station.set_model(&name, &settings).await {
+            match station
+                .set_model(&name, &settings, &station_core::audit::Actor::operator(&super::local_user(None)))
+                .await
+            {
                 Ok(m) => {
                     println!(
                         "{}: {} {}, base model {}{}{}, price ×{}",
