@@ -73,9 +73,13 @@ fn option_for(name: &str, def: &InputDef) -> Option<Value> {
             }
         }
         InputType::Boolean => o["type"] = json!(5),
-        // A model input takes free text here (the core checks it against the
-        // inventory); its own option with autocomplete is added with the Discord command work.
-        InputType::Enum | InputType::Checkpoint | InputType::Model => {
+        // The models the backends offer change at run time: the option is
+        // autocompleted from the inventory (the core still checks the value).
+        InputType::Model => {
+            o["type"] = json!(3);
+            o["autocomplete"] = json!(true);
+        }
+        InputType::Enum | InputType::Checkpoint => {
             o["type"] = json!(3);
             let choices = def.choices();
             // More than 25 choices cannot be offered as a list: the option takes free text

@@ -104,7 +104,40 @@ fn autocomplete(d: &Discord, v: &Value) -> Value {
             }
         }
     }
+    if focused["name"] != "tool"
+        && let Some(def) = model_option(d, v, focused["name"].as_str().unwrap_or(""))
+    {
+        let typed = focused["value"].as_str().unwrap_or("").trim().to_lowercase();
+        for m in d.inner.station.model_choices(&def) {
+            if !(typed.is_empty() || m.label.to_lowercase().contains(&typed) || m.name.to_lowercase().contains(&typed))
+            {
+                continue;
+            }
+            let label = match &m.base_model {
+                Some(b) => format!("{} ({b})", m.label),
+                None => m.label.clone(),
+            };
+            choices.push(json!({"name": crate::commands::cut(&label, 100, &m.name), "value": m.name}));
+            if choices.len() == 25 {
+                break;
+            }
+        }
+    }
     json!({"type": 8, "data": {"choices": choices}})
+}
+
+/// The model input behind option `option` of the tool command the
+/// autocomplete interaction `v` is for.
+fn model_option(d: &Discord, v: &Value, option: &str) -> Option<station_core::tools::InputDef> {
+    let command = v["data"]["name"].as_str()?;
+    let tool = d.inner.station.tools.by_command(command)?;
+    tool.inputs
+        .iter()
+        .find(|(name, def)| {
+            def.kind == station_core::tools::InputType::Model
+                && crate::commands::discord_name(name).as_deref() == Some(option)
+        })
+        .map(|(_, def)| def.clone())
 }
 
 /// Who and where an interaction comes from.

@@ -676,12 +676,61 @@ async fn a_result_lands_under_its_own_command(db: TestDb) {
     env.stop().await;
 }
 
+/// Issue 20: a tool's `model` option is autocompleted from the models the
+/// backends offer now (label and base model shown, the file name sent), and
+/// filtered by what was typed.
+async fn model_option_is_autocompleted_from_the_backends(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    let txt2img = env.station.tools.get("txt2img").unwrap();
+    let options = station_discord::commands::tool_options(&txt2img);
+    let model = options.iter().find(|o| o["name"] == "model").unwrap_or_else(|| panic!("[{k}] {options:?}"));
+    assert_eq!((model["type"].clone(), model["autocomplete"].clone()), (json!(3), json!(true)), "[{k}] {model}");
+    assert!(model.get("choices").is_none(), "[{k}] no fixed list: {model}");
+
+    env.comfy_fake.set_models("checkpoints", &["dreamshaper_8_sd15.safetensors", "tiny_xl.safetensors"]);
+    let def = txt2img.model_input().unwrap().1.clone();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.station.model_choices(&def).len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "[{k}] the models were never stored");
+        env.comfy.check_all().await;
+        env.station.reload_models().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let command = txt2img.command.clone();
+    let ask = |typed: &str| {
+        let mut v = env.fake.slash(
+            &env.actor,
+            &command,
+            json!([{"type": 3, "name": "prompt", "value": "a fox"}, {"type": 3, "name": "model", "value": typed, "focused": true}]),
+            &[],
+        );
+        v["type"] = json!(4);
+        v
+    };
+    let all = env.send(ask("")).await;
+    assert_eq!(all.body["type"], 8, "[{k}] {}", all.body);
+    let choices = all.body["data"]["choices"].as_array().unwrap().clone();
+    let values: Vec<&str> = choices.iter().map(|c| c["value"].as_str().unwrap()).collect();
+    assert_eq!(values.len(), 2, "[{k}] {choices:?}");
+    assert!(
+        values.contains(&"tiny_xl.safetensors") && values.contains(&"dreamshaper_8_sd15.safetensors"),
+        "[{k}] {choices:?}"
+    );
+    let xl = choices.iter().find(|c| c["value"] == "tiny_xl.safetensors").unwrap();
+    assert!(xl["name"].as_str().unwrap().ends_with("(SDXL)"), "[{k}] label with base model: {xl}");
+    let typed = env.send(ask("xl")).await;
+    assert_eq!(typed.body["data"]["choices"].as_array().unwrap().len(), 1, "[{k}] {}", typed.body);
+    env.stop().await;
+}
+
 use station_testkit::on_every_db;
 
 on_every_db!(
     a_result_lands_under_its_own_command,
     personal_answers_are_ephemeral_in_a_server,
     make_tool_option_is_autocompleted,
+    model_option_is_autocompleted_from_the_backends,
     sign_in_secrets_are_ephemeral,
     stale_or_future_timestamps_are_refused,
     a_replayed_admin_switch_changes_nothing,
