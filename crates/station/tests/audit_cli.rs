@@ -4,35 +4,12 @@
 //! text or JSON lines. Runs on SQLite, and on PostgreSQL when
 //! `STATION_TEST_POSTGRES_URL` is set.
 
-use std::path::Path;
-use std::process::{Command, Output};
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
 
+use common::cli::expect;
 use serde_json::Value;
-use station_testkit::testing::{self, TestDb};
-
-const BIN: &str = env!("CARGO_BIN_EXE_station");
-
-fn station(dir: &Path, db: &TestDb, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("USER", "olga")
-        .env("STATION_DATA_DIR", dir.join("data"))
-        .env("STATION_DATABASE_URL", &db.url)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
-
-/// Runs the command expecting exit `code`; returns (stdout, stderr).
-fn expect(dir: &Path, db: &TestDb, args: &[&str], code: i32) -> (String, String) {
-    let out = station(dir, db, args);
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(code), "{} {args:?}\nstdout: {stdout}\nstderr: {stderr}", db.kind);
-    (stdout, stderr)
-}
+use station_testkit::testing;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_line_actions_are_audited_and_listed() {
@@ -51,7 +28,7 @@ async fn command_line_actions_are_audited_and_listed() {
         let (text, _) = expect(dir, &db, &["audit"], 0);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{k}: {text}");
-        assert!(lines[0].contains("operator:olga via cli: added a backend (gpu-1)"), "{k}: {text}");
+        assert!(lines[0].contains("operator:tester via cli: added a backend (gpu-1)"), "{k}: {text}");
         assert!(lines[1].contains("suspended an account"), "{k}: {text}");
         assert!(
             lines[2].contains("granted points") && lines[2].contains("25 points to alice: welcome back"),
@@ -64,7 +41,7 @@ async fn command_line_actions_are_audited_and_listed() {
         assert_eq!(rows.len(), 1, "{k}: {json}");
         assert_eq!(
             (&rows[0]["action"], &rows[0]["actor"], &rows[0]["via"]),
-            (&"points.grant".into(), &"operator:olga".into(), &"cli".into()),
+            (&"points.grant".into(), &"operator:tester".into(), &"cli".into()),
             "{k}"
         );
         let (none, _) = expect(dir, &db, &["audit", "--since", "2999-01-01T00:00:00Z"], 0);

@@ -3,36 +3,14 @@
 //! its text, and stops working once revoked. Runs on SQLite, and on
 //! PostgreSQL when `STATION_TEST_POSTGRES_URL` is set.
 
-use std::path::Path;
-use std::process::{Command, Output};
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
 
+use common::cli::expect;
 use serde_json::Value;
 use station_core::identity::AuthError;
 use station_core::{Config, Station};
-use station_testkit::testing::{self, TestDb};
-
-const BIN: &str = env!("CARGO_BIN_EXE_station");
-
-fn station(dir: &Path, db: &TestDb, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("STATION_DATA_DIR", dir.join("data"))
-        .env("STATION_DATABASE_URL", &db.url)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
-
-/// Runs the command expecting exit `code`; returns (stdout, stderr).
-fn expect(dir: &Path, db: &TestDb, args: &[&str], code: i32) -> (String, String) {
-    let out = station(dir, db, args);
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(code), "{} {args:?}\nstdout: {stdout}\nstderr: {stderr}", db.kind);
-    (stdout, stderr)
-}
+use station_testkit::testing;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_create_list_revoke_and_link_code() {

@@ -1,6 +1,9 @@
 //! Helpers shared by the tests that run the real `station` binary
-//! (`processes.rs`, `faults.rs`): their environment, a test picture, a free
-//! port, and waiting for a server and for a job row.
+//! (`processes.rs`, `faults.rs`, …): their environment, a test picture, a
+//! free port, waiting for a server and for a job row, and ([`cli`]) one
+//! command run against a test database.
+
+pub mod cli;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
