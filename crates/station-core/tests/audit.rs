@@ -15,6 +15,11 @@ async fn try_sql(store: &Store, sql: &'static str) -> Result<u64, String> {
     r.map_err(|e| e.to_string())
 }
 
+/// A Station on `store` with its data folder in `dir`.
+fn station(store: &Store, dir: &std::path::Path) -> Station {
+    Station::with_store(Config { data_dir: dir.to_path_buf(), ..Config::default() }, store.clone()).unwrap().0
+}
+
 fn all(limit: i64) -> AuditQuery {
     AuditQuery { limit, ..Default::default() }
 }
@@ -24,10 +29,7 @@ async fn every_admin_action_is_one_row_and_rows_cannot_be_changed() {
     for db in testing::all().await {
         let k = db.kind;
         let dir = tempfile::tempdir().unwrap();
-        let st =
-            Station::with_store(Config { data_dir: dir.path().to_path_buf(), ..Config::default() }, db.store.clone())
-                .unwrap()
-                .0;
+        let st = station(&db.store, dir.path());
         let ann = st.account("test", "ann", "Ann").await.unwrap();
         let root = st.account("test", "root", "Root").await.unwrap();
         let ops = Actor::operator("ops");
@@ -119,10 +121,7 @@ async fn lora_catalog_changes_and_sponsors_are_audited() {
     for db in testing::all().await {
         let k = db.kind;
         let dir = tempfile::tempdir().unwrap();
-        let st =
-            Station::with_store(Config { data_dir: dir.path().to_path_buf(), ..Config::default() }, db.store.clone())
-                .unwrap()
-                .0;
+        let st = station(&db.store, dir.path());
         let ops = Actor::operator("ops");
         let ann = st.account("test", "ann", "Ann").await.unwrap();
         let edit = station_core::loras::LoraEdit {
