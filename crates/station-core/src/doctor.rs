@@ -49,12 +49,13 @@ impl Check {
     }
 }
 
-/// Free space below this share of the data folder's file system is a failure.
-const DISK_FAIL_SHARE: f64 = 0.05;
-/// … and below this, a warning.
-const DISK_WARN_SHARE: f64 = 0.15;
-/// Less than this many bytes free is a failure whatever the share.
+/// Less than this many bytes free where the data folder is fails the check:
+/// a few uploads and results would fill it. What matters is room in bytes,
+/// not a share: 4 % of a large disk is still plenty.
 const DISK_FAIL_BYTES: u64 = 1 << 30;
+/// Less than this many bytes free, or less than `DISK_WARN_SHARE`, warns.
+const DISK_WARN_BYTES: u64 = 10 << 30;
+const DISK_WARN_SHARE: f64 = 0.05;
 
 impl Station {
     /// The core's own checks: the data folder, the database and its
@@ -130,9 +131,9 @@ fn disk(dir: &Path) -> Check {
     let share = free as f64 / total as f64;
     let detail = format!("{} free of {} ({:.0} %) where {} is", gib(free), gib(total), share * 100.0, dir.display());
     let fix = "free space or move data_dir: media, the database and uploads all live there";
-    if share < DISK_FAIL_SHARE || free < DISK_FAIL_BYTES {
+    if free < DISK_FAIL_BYTES {
         Check::fail("disk", detail, fix)
-    } else if share < DISK_WARN_SHARE {
+    } else if free < DISK_WARN_BYTES || share < DISK_WARN_SHARE {
         Check::warn("disk", detail, fix)
     } else {
         Check::ok("disk", detail)
