@@ -104,6 +104,8 @@ pub fn describe_action(action: &str) -> &str {
         "lora.revoke" => "revoked a LoRA",
         "lora.import" => "imported the LoRA catalog",
         "model.set" => "changed a model's catalog entry",
+        "flag.set" => "set a feature flag",
+        "flag.unset" => "removed a feature flag",
         other => other,
     }
 }

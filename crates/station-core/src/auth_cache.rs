@@ -46,6 +46,9 @@ pub enum Invalidation {
         /// Account id.
         id: String,
     },
+    /// The feature flags changed (see [`crate::flags`]): not a credential,
+    /// but announced the same way so every process rereads them at once.
+    Flags,
     /// Everything (notifications may have been missed).
     All,
 }
@@ -94,6 +97,9 @@ pub struct AuthCache {
     ttl: Duration,
     inner: Mutex<Inner>,
     remote: OnceLock<Arc<dyn Announcer>>,
+    /// Goes up when the feature flags change ([`Invalidation::Flags`] or
+    /// [`Invalidation::All`]); the flag cache rereads when it moved.
+    flags_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for AuthCache {
@@ -132,7 +138,13 @@ impl AuthCache {
             ttl,
             inner: Mutex::new(Inner { sweep_at: SWEEP_MIN, ..Default::default() }),
             remote: OnceLock::new(),
+            flags_epoch: Default::default(),
         }
+    }
+
+    /// Moves when the feature flags changed (see [`crate::flags`]).
+    pub(crate) fn flags_epoch(&self) -> u64 {
+        self.flags_epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// How long an entry is trusted.
@@ -203,9 +215,13 @@ impl AuthCache {
                 inner.keys.retain(|_, (_, k)| k.account.id != *id);
                 inner.sessions.retain(|_, (_, s)| s.account.id != *id);
             }
+            Invalidation::Flags => {
+                self.flags_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
             Invalidation::All => {
                 inner.keys.clear();
                 inner.sessions.clear();
+                self.flags_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             }
         }
     }

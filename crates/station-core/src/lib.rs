@@ -16,6 +16,7 @@ pub mod events;
 pub mod executor;
 #[doc(hidden)]
 pub mod faults;
+pub mod flags;
 pub mod group_tools;
 pub mod identity;
 pub mod inbox;
@@ -27,6 +28,7 @@ pub mod native;
 pub mod points;
 pub mod secrets;
 pub mod settings;
+pub mod stats;
 pub mod telemetry;
 pub mod watermark;
 pub mod worker;
@@ -111,6 +113,8 @@ pub struct StationParts {
     pub rate_limits: Arc<identity::RateLimiter>,
     /// Recently resolved API keys and sessions (see [`auth_cache`]).
     pub auth_cache: Arc<auth_cache::AuthCache>,
+    /// Feature flags as last read (see [`flags`]).
+    pub flag_cache: Arc<flags::FlagCache>,
     /// Recent run times per tool for ETAs, read at most once a second.
     pub eta_cache: jobs::EtaCache,
     /// Cancelled when the process begins to shut down ([`Station::begin_shutdown`]):
@@ -169,6 +173,8 @@ impl Station {
         station.join_processes().await?;
         // Tool lists (synchronous) read the inventory from this copy.
         station.reload_models().await?;
+        // Flags are read synchronously (tool lookups): loaded before the first one.
+        station.reload_flags().await?;
         Ok((station, errors))
     }
 
@@ -221,6 +227,7 @@ impl Station {
             auto_watermark,
             rate_limits,
             auth_cache,
+            flag_cache: Default::default(),
             eta_cache: Default::default(),
             faults: Default::default(),
             closing: tokio_util::sync::CancellationToken::new(),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use station_store::{ModelCatalogRow, StoreError};
+use station_store::{AccountRow, ModelCatalogRow, StoreError};
 use station_tools::{FieldError, InputDef, ToolDef, Visibility};
 
 use crate::Station;
@@ -428,6 +428,14 @@ impl Station {
             let rank = |t: &ToolDef| (t.category != station_tools::Category::TextToImage, t.model_input().is_none());
             rank(a).cmp(&rank(b)).then(a.name.to_lowercase().cmp(&b.name.to_lowercase())).then(a.id.cmp(&b.id))
         });
+        tools
+    }
+
+    /// [`Station::listed_tools`] for one account: without the tools its
+    /// feature flags (`tool.<id>`) switch off.
+    pub fn listed_tools_for(&self, account: &AccountRow) -> Vec<Arc<ToolDef>> {
+        let mut tools = self.listed_tools(account.is_admin());
+        tools.retain(|t| self.tool_flag_on(&t.id, account));
         tools
     }
 

@@ -109,7 +109,7 @@ impl Default for FlowSettings {
 /// Built-in commands that are not tools.
 const BUILTIN_COMMANDS: &[&str] = &["start", "help", "make", "settings", "status", "history", "balance", "link", "web"];
 /// Operator commands, listed only for admins (their flows are `admin_only`).
-const ADMIN_COMMANDS: &[&str] = &["queue", "grant"];
+const ADMIN_COMMANDS: &[&str] = &["queue", "grant", "flags"];
 
 impl Flows {
     /// An engine with these flows (by name) and standalone action handler.
@@ -171,7 +171,11 @@ impl Flows {
             }));
         }
         // Listed tools only: a tool with a model input waits for a backend that has one.
-        for tool in self.inner.station.listed_tools(admin) {
+        let tools = match account {
+            Some(a) => self.inner.station.listed_tools_for(a),
+            None => self.inner.station.listed_tools(false),
+        };
+        for tool in tools {
             let taken = BUILTIN_COMMANDS.contains(&tool.command.as_str())
                 || (admin && ADMIN_COMMANDS.contains(&tool.command.as_str()));
             if !taken && tool.command != "cancel" {
@@ -254,6 +258,17 @@ impl Flows {
         // The same per-account token bucket as the API (`limits.requests_per_minute`).
         if let Err(limited) = self.inner.station.check_rate(account) {
             let text = format!("You're going a bit fast. Please wait {} s and try again.", limited.retry_after_secs());
+            if !matches!(input, Input::Action { .. }) {
+                self.notice_keyed(key, account, conv, View::text(text.clone())).await?;
+            }
+            return Ok(Reply::toast(text));
+        }
+        // The operator may switch a platform off (for some or all) with its flag.
+        if !self.inner.station.platform_on(&conv.platform, account, conv.group.as_deref()).await {
+            let text = format!(
+                "Station is switched off on {} for you right now. Please try again later.",
+                crate::platform::platform_title(&conv.platform)
+            );
             if !matches!(input, Input::Action { .. }) {
                 self.notice_keyed(key, account, conv, View::text(text.clone())).await?;
             }

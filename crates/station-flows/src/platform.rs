@@ -25,6 +25,17 @@ pub struct Conversation {
     pub group: Option<String>,
 }
 
+/// A platform's name for people: `Telegram`, `Discord`, `the terminal`.
+pub fn platform_title(platform: &str) -> String {
+    match platform {
+        "telegram" => "Telegram".into(),
+        "discord" => "Discord".into(),
+        "terminal" => "the terminal".into(),
+        "web" => "the web app".into(),
+        other => other.to_string(),
+    }
+}
+
 impl Conversation {
     /// A private conversation.
     pub fn new(platform: &str, chat: &str) -> Conversation {

@@ -49,8 +49,10 @@ impl FromRequestParts<Station> for Caller {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, station: &Station) -> Result<Self, Self::Rejection> {
+        let mut platform = "api";
         let account = match (api_key(parts), session_cookie(&parts.headers)) {
             (Err(AuthError::Missing), Some(session)) => {
+                platform = "web";
                 let (account, info) = station.session_account(&session).await.map_err(auth_error)?;
                 let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
                 let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -71,6 +73,15 @@ impl FromRequestParts<Station> for Caller {
             (key, _) => station.authenticate_api_key(key.map_err(auth_error)?).await.map_err(auth_error)?,
         };
         station.check_rate(&account).map_err(rate_limited)?;
+        if !station.platform_on(platform, &account, None).await {
+            let what = if platform == "web" { "The web app" } else { "The API" };
+            return Err(api_error(
+                StatusCode::FORBIDDEN,
+                "platform_off",
+                format!("{what} is switched off for your account right now; please try again later"),
+                vec![],
+            ));
+        }
         Ok(Caller(account))
     }
 }

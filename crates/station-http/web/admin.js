@@ -1,5 +1,6 @@
 // The admin dashboard: backends with health and load, the queue (depth and
-// oldest job), recent failures, users, and granting points.
+// oldest job), recent failures, users, granting points, usage and revenue
+// (charts drawn as inline SVG here), feature flags and the audit log.
 
 import { api, el, listOf, main, showError, toast, when } from './app.js';
 
@@ -90,6 +91,148 @@ async function auditLog(box) {
   box.append(more);
 }
 
+// Feature flags: who each is on for, with quick switches, and a form to set one.
+async function featureFlags(box, users) {
+  const data = await api('GET', '/api/v1/admin/flags');
+  const names = (data.features || []).map(([n]) => n);
+  const rows = [];
+  async function change(method, name, payload) {
+    try {
+      await api(method, `/api/v1/admin/flags/${encodeURIComponent(name)}`, payload);
+      toast(method === 'DELETE' ? `${name} removed: on for everyone.` : `${name} set.`);
+      box.replaceChildren(el('h2', {}, 'Feature flags'));
+      await featureFlags(box, users);
+    } catch (err) {
+      showError(err, box);
+    }
+  }
+  for (const f of data.flags || []) {
+    const quick = f.state === 'off'
+      ? el('button', { type: 'button', onclick: () => change('PUT', f.name, { state: 'on' }) }, 'Turn on')
+      : el('button', { type: 'button', onclick: () => change('PUT', f.name, { state: 'off' }) }, 'Turn off');
+    rows.push(el('tr', { dataset: { flag: f.name } },
+      el('td', {}, el('code', {}, f.name)), el('td', {}, f.summary), el('td', {}, f.switches),
+      el('td', {}, f.description || ''),
+      el('td', {}, quick, ' ', el('button', { type: 'button', onclick: () => change('DELETE', f.name) }, 'Remove'))));
+  }
+  if (rows.length) {
+    box.append(table('Feature flags', ['Flag', 'On for', 'Switches', 'Description', ''], rows));
+  } else {
+    box.append(el('p', {}, 'No flags set: everything is on for everyone.'));
+  }
+  const name = el('input', { id: 'flag-name', name: 'name', required: true, list: 'flag-names', placeholder: 'training, tool.txt2img, platform.discord' });
+  const state = el('select', { id: 'flag-state', name: 'state' },
+    el('option', { value: 'off' }, 'Off for everyone'), el('option', { value: 'on' }, 'On for everyone'),
+    el('option', { value: 'some' }, 'On for some'));
+  const percent = el('input', { id: 'flag-percent', name: 'percent', type: 'number', min: 0, max: 100, step: 1, placeholder: '0' });
+  const accounts = el('select', { id: 'flag-accounts', name: 'accounts', multiple: true },
+    users.map((u) => el('option', { value: u.id }, u.name)));
+  const platforms = ['telegram', 'discord', 'terminal', 'web', 'api'].map((p) =>
+    el('label', {}, el('input', { type: 'checkbox', name: 'platforms', value: p }), ` ${p}`));
+  const admins = el('input', { id: 'flag-admins', name: 'admins', type: 'checkbox' });
+  const description = el('input', { id: 'flag-description', name: 'description', maxlength: 200 });
+  const some = el('fieldset', { hidden: true }, el('legend', {}, 'On for'),
+    el('div', { class: 'field' }, el('label', { for: 'flag-percent' }, 'Share of accounts (%)'), percent),
+    el('div', { class: 'field' }, el('label', { for: 'flag-accounts' }, 'Accounts'), accounts),
+    el('div', { class: 'field' }, el('span', {}, 'Platforms'), ...platforms),
+    el('div', { class: 'field' }, el('label', {}, admins, ' Administrators')));
+  state.addEventListener('change', () => { some.hidden = state.value !== 'some'; });
+  const form = el('form', { 'aria-label': 'Set a feature flag' },
+    el('datalist', { id: 'flag-names' }, names.map((n) => el('option', { value: n }))),
+    el('div', { class: 'field' }, el('label', { for: 'flag-name' }, 'Flag'), name),
+    el('div', { class: 'field' }, el('label', { for: 'flag-state' }, 'State'), state),
+    some,
+    el('div', { class: 'field' }, el('label', { for: 'flag-description' }, 'What it is for'), description),
+    el('div', { class: 'actions' }, el('button', { type: 'submit', class: 'primary' }, 'Set flag')));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const payload = { state: state.value, description: description.value || null };
+    if (state.value === 'some') {
+      payload.percent = percent.value ? parseInt(percent.value, 10) : 0;
+      payload.accounts = [...accounts.selectedOptions].map((o) => o.value);
+      payload.platforms = platforms.map((l) => l.querySelector('input')).filter((i) => i.checked).map((i) => i.value);
+      payload.admins = admins.checked;
+    }
+    await change('PUT', name.value.trim(), payload);
+  });
+  box.append(el('h3', {}, 'Set a flag'), form);
+}
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+/** An SVG element (own drawing: no chart library, no CDN). */
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+  for (const c of children.flat()) if (c) node.append(c);
+  return node;
+}
+
+/** A bar chart of one value per day; each bar has a tooltip with its figure. */
+function dayChart(title, days, value, label) {
+  const w = 640; const h = 160; const pad = 24;
+  const max = Math.max(1, ...days.map(value));
+  const step = (w - pad) / Math.max(1, days.length);
+  const bars = days.map((d, i) => {
+    const v = value(d);
+    const bh = Math.round((h - pad) * (v / max));
+    return svg('rect', { x: Math.round(pad + i * step + step * 0.1), y: h - pad - bh, width: Math.max(1, Math.round(step * 0.8)), height: bh, class: 'bar' },
+      svg('title', {}, document.createTextNode(`${d.date}: ${label(v)}`)));
+  });
+  const first = days[0]?.date || ''; const last = days[days.length - 1]?.date || '';
+  return el('figure', { class: 'chart' },
+    svg('svg', { viewBox: `0 0 ${w} ${h}`, role: 'img', 'aria-label': `${title}, ${first} to ${last}, at most ${label(max)} a day` },
+      svg('line', { x1: pad, y1: h - pad, x2: w, y2: h - pad, class: 'axis' }),
+      svg('text', { x: 0, y: 12, class: 'tick' }, document.createTextNode(String(max))),
+      svg('text', { x: pad, y: h - 6, class: 'tick' }, document.createTextNode(first)),
+      svg('text', { x: w, y: h - 6, class: 'tick', 'text-anchor': 'end' }, document.createTextNode(last)),
+      bars),
+    el('figcaption', {}, title));
+}
+
+function secs(ms) {
+  if (ms === null || ms === undefined) return '—';
+  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+// Usage and revenue: jobs and points per day, breakdowns, busiest accounts, failures.
+async function usage(box) {
+  const period = el('select', { id: 'stats-days', 'aria-label': 'Period' },
+    [7, 30, 90].map((d) => el('option', { value: d }, `Last ${d} days`)));
+  const csv = el('a', { id: 'stats-csv', href: '/api/v1/admin/stats?days=7&format=csv', download: '' }, 'Download CSV');
+  const body = el('div', {});
+  async function load() {
+    const days = period.value;
+    csv.href = `/api/v1/admin/stats?days=${days}&format=csv`;
+    const s = await api('GET', `/api/v1/admin/stats?days=${days}`);
+    const t = s.total || {};
+    const ended = (t.succeeded || 0) + (t.failed || 0);
+    const rate = ended ? ` (${((t.failed / ended) * 100).toFixed(1)} % of those that ended)` : '';
+    const breakdown = (title, rows) => (rows && rows.length
+      ? table(title, [title, 'Jobs', 'Failed', 'Avg wait', 'Avg run'], rows.map((r) => el('tr', {},
+        el('td', {}, r.label), el('td', {}, String(r.jobs)), el('td', {}, String(r.failed)),
+        el('td', {}, secs(r.avg_wait_ms)), el('td', {}, secs(r.avg_run_ms)))))
+      : null);
+    body.replaceChildren(
+      el('dl', { class: 'balance' },
+        el('dt', {}, 'Jobs'), el('dd', { id: 'stats-jobs' }, String(t.jobs || 0)),
+        el('dt', {}, 'Failed'), el('dd', {}, `${t.failed || 0}${rate}`),
+        el('dt', {}, 'Average wait / run'), el('dd', {}, `${secs(t.avg_wait_ms)} / ${secs(t.avg_run_ms)}`),
+        el('dt', {}, 'Points spent'), el('dd', { id: 'stats-spent' }, String(s.points_spent || 0)),
+        el('dt', {}, 'Points granted'), el('dd', {}, String(s.points_granted || 0))),
+      dayChart('Jobs per day', s.days || [], (d) => d.jobs, (v) => `${v} jobs`),
+      dayChart('Points spent per day', s.days || [], (d) => d.points_spent, (v) => `${v} points`),
+      breakdown('Tool', s.by_tool), breakdown('Model', s.by_model), breakdown('Platform', s.by_platform),
+      (s.top_accounts || []).length ? table('Busiest accounts', ['Account', 'Jobs', 'Points spent'], s.top_accounts.map((a) =>
+        el('tr', {}, el('td', {}, a.name), el('td', {}, String(a.jobs)), el('td', {}, String(a.points_spent))))) : null,
+      (s.failures || []).length ? table('Why jobs failed', ['Reason', 'Jobs', 'Example'], s.failures.map((f) =>
+        el('tr', {}, el('td', {}, f.code), el('td', {}, String(f.jobs)), el('td', {}, f.example || '')))) : null);
+  }
+  period.addEventListener('change', () => load().catch((e) => showError(e, box)));
+  box.append(el('div', { class: 'actions' }, period, ' ', csv), body);
+  await load();
+}
+
 /** Fills the dashboard. */
 export async function admin() {
   const m = main('Admin');
@@ -137,6 +280,8 @@ export async function admin() {
     });
     box.append(form);
   });
+  const stats = await section('Usage', 'admin-usage', usage);
+  const flags = await section('Feature flags', 'admin-flags', (box) => featureFlags(box, users));
   const audit = await section('Audit log', 'admin-audit', auditLog);
-  m.append(el('div', { class: 'dashboard' }, parts, grant, audit));
+  m.append(el('div', { class: 'dashboard' }, parts, grant, stats, flags, audit));
 }

@@ -62,6 +62,11 @@ pub enum Command {
     Doctor,
     /// The audit log: every administrative action, who did it, when and how.
     Audit(crate::commands::audit::AuditArgs),
+    /// Usage and revenue: jobs per day, tool, model and platform, points, top accounts, failures.
+    Stats(crate::commands::stats::StatsArgs),
+    /// Feature flags: switch tools, platforms and features on, off, or on for some accounts.
+    #[command(subcommand)]
+    Flags(crate::commands::flags::FlagsCommand),
     /// Apply database migrations (also done at every start).
     Migrate(MigrateArgs),
     /// Show or create configuration.

@@ -17,10 +17,12 @@ use crate::exit;
 pub(crate) mod audit;
 mod chat;
 mod doctor;
+pub(crate) mod flags;
 pub(crate) mod keys;
 pub(crate) mod loras;
 pub(crate) mod models;
 pub(crate) mod points;
+mod stats;
 pub(crate) mod users;
 mod wire;
 
@@ -80,6 +82,8 @@ pub async fn dispatch(cli: Cli) -> u8 {
                 Command::Users(c) => users::run(&station, c).await,
                 Command::Keys(c) => keys::run(&station, c).await,
                 Command::Audit(a) => audit::run(&station, a).await,
+                Command::Flags(c) => flags::run(&station, c).await,
+                Command::Stats(a) => stats::run(&station, a).await,
                 Command::Doctor => {
                     let problems: Vec<String> = tool_errors.iter().map(ToString::to_string).collect();
                     doctor::run(&station, &problems).await
@@ -429,7 +433,7 @@ async fn run(station: &Station, args: RunArgs) -> u8 {
         }
     };
     let Some(tool) = station.find_tool(&args.tool, &account) else {
-        let known: Vec<String> = station.tools.list().iter().map(|t| t.id.clone()).collect();
+        let known: Vec<String> = station.listed_tools_for(&account).iter().map(|t| t.id.clone()).collect();
         eprintln!("error: unknown tool {:?}; available: {}", args.tool, known.join(", "));
         return exit::USAGE;
     };

@@ -46,6 +46,8 @@ impl Station {
     /// administrators (nor do tools with a `model` input while no backend that
     /// is up offers a model for them), so quoting, submitting, rerunning and saving settings
     /// all answer "unknown tool", on every front end (they all look tools up here).
+    /// A tool whose feature flag (`tool.<id>`) is off for the account is
+    /// unknown to it too, administrators included.
     pub fn find_tool(&self, name: &str, account: &AccountRow) -> Option<std::sync::Arc<ToolDef>> {
         let name = name.trim_start_matches('/');
         let tool = match self.config.commands.get(name) {
@@ -56,6 +58,8 @@ impl Station {
             Visibility::Admin | Visibility::Hidden if !account.is_admin() => None,
             // A tool with a model input is hidden while no backend offers a model for it.
             Visibility::Public if !account.is_admin() && !self.tool_offered(&tool) => None,
+            // Switched off for this account by its feature flag (`tool.<id>`).
+            _ if !self.tool_flag_on(&tool.id, account) => None,
             _ => Some(tool),
         }
     }
@@ -81,6 +85,8 @@ impl Station {
                 return keyed_repeat(account, job);
             }
         }
+        // A flag flipped in another process applies within the cache bound.
+        self.refresh_flags_if_stale().await;
         let p = self.prepare(account, &req).await?;
         if !req.confirmed
             && let Some(threshold) = self.quote_threshold(account).await?

@@ -231,3 +231,92 @@ impl Flow for Grant {
         Ok(Next::Finish(vec![Out::message(View::text(text))]))
     }
 }
+
+/// `/flags` lists the feature flags; `/flags NAME on|off|25%|admins|remove`
+/// sets or removes one (effective at once, audited).
+pub struct Flags;
+
+const FLAGS_USAGE: &str = "Set one: /flags NAME on · off · 25% · admins · remove. \
+                           NAME is a feature (training, spells, …), tool.<id> or platform.<name>.";
+
+#[async_trait::async_trait]
+impl Flow for Flags {
+    fn name(&self) -> &'static str {
+        "flags"
+    }
+
+    fn description(&self) -> &'static str {
+        "Operators: feature flags"
+    }
+
+    fn admin_only(&self) -> bool {
+        true
+    }
+
+    fn steps(&self) -> &'static [StepSpec] {
+        &[]
+    }
+
+    async fn start(&self, cx: &Cx<'_>, start: Start) -> Result<Next, FlowError> {
+        use station_core::flags::{FlagRule, FlagState, SetFlagError, flag_target};
+        let station = cx.station;
+        let mut words = start.text.split_whitespace();
+        let (name, how) = (words.next(), words.next());
+        let reply = |text: String| Ok(Next::Finish(vec![Out::message(View::text(text))]));
+        let Some(name) = name else {
+            let flags = station.flags().await?;
+            let fields = flags
+                .iter()
+                .map(|f| Field {
+                    name: f.name.clone(),
+                    value: format!("{} — {}", f.rule.describe(), flag_target(station, &f.name)),
+                    inline: false,
+                })
+                .collect::<Vec<_>>();
+            let title = if fields.is_empty() {
+                "Feature flags: none set, everything is on".to_string()
+            } else {
+                format!("Feature flags: {}", fields.len())
+            };
+            let view = View::default().block(Block::Card { title, body: Some(FLAGS_USAGE.into()), image: None, fields });
+            return Ok(Next::Finish(vec![Out::message(view)]));
+        };
+        let name = name.to_lowercase();
+        let by = station_core::audit::Actor::account(
+            cx.account,
+            station_core::audit::Via::Chat(cx.conversation.platform.clone()),
+        );
+        let rule = match how.map(str::to_lowercase).as_deref() {
+            Some("on") => FlagRule::on(),
+            Some("off") => FlagRule::off(),
+            Some("admins") => FlagRule { state: FlagState::Some, admins: true, ..FlagRule::off() },
+            Some("remove") => {
+                return match station.unset_flag(&name, &by).await? {
+                    true => reply(format!("{name} removed: {} is on for everyone.", flag_target(station, &name))),
+                    false => reply(format!("There is no flag {name}.")),
+                };
+            }
+            Some(p) if p.ends_with('%') => match p.trim_end_matches('%').parse::<u8>() {
+                Ok(percent) if percent <= 100 => FlagRule { state: FlagState::Some, percent, ..FlagRule::off() },
+                _ => return reply(format!("⚠ {p} is not a share from 0% to 100%.\n{FLAGS_USAGE}")),
+            },
+            _ => return reply(format!("⚠ Say how to set {name}.\n{FLAGS_USAGE}")),
+        };
+        match station.set_flag(&name, rule, None, &by).await {
+            Ok(f) => reply(format!("{} is now {}: {}.", f.name, f.rule.describe(), flag_target(station, &f.name))),
+            Err(SetFlagError::Invalid(errors)) => {
+                let why: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                reply(format!("⚠ Not set: {}\n{FLAGS_USAGE}", why.join("; ")))
+            }
+            Err(SetFlagError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    async fn view(&self, _cx: &Cx<'_>, _step: &str, _state: &Value) -> Result<View, FlowError> {
+        Ok(View::default())
+    }
+
+    async fn input(&self, _cx: &Cx<'_>, _s: &str, _st: &Value, _i: StepInput) -> Result<Next, FlowError> {
+        Ok(Next::Cancel)
+    }
+}

@@ -15,7 +15,7 @@ use crate::view::{Button, InputKind, Rich};
 pub fn pickable_tools(cx: &Cx<'_>, needs_image: bool) -> Vec<Arc<ToolDef>> {
     // Tools with a model input only while a backend offers a model for them.
     cx.station
-        .listed_tools(cx.account.is_admin())
+        .listed_tools_for(cx.account)
         .into_iter()
         .filter(|t| !needs_image || t.inputs.values().any(|i| i.kind == InputType::Image))
         .collect()

@@ -1,5 +1,5 @@
 //! The built-in flows: start, help, make, settings, status, history,
-//! balance, link, web, and the operators' queue and grant.
+//! balance, link, web, and the operators' queue, grant and flags.
 
 pub mod admin;
 pub mod inputs;
@@ -51,6 +51,7 @@ pub fn builtin() -> Vec<Arc<dyn Flow>> {
         Arc::new(Web),
         Arc::new(admin::Queue),
         Arc::new(admin::Grant),
+        Arc::new(admin::Flags),
     ]
 }
 

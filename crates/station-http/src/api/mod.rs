@@ -13,12 +13,14 @@
 pub mod admin;
 pub mod error;
 pub mod events;
+pub mod flags;
 pub mod generations;
 pub mod media;
 pub mod models;
 pub mod openapi;
 pub mod points;
 pub mod settings;
+pub mod stats;
 pub mod tools;
 
 use axum::Json;
@@ -71,6 +73,8 @@ pub fn routes() -> OpenApiRouter<Station> {
         .merge(points::routes())
         .merge(settings::routes())
         .merge(admin::routes())
+        .merge(flags::routes())
+        .merge(stats::routes())
 }
 
 /// The body as a JSON object holding only `known` keys; a missing or

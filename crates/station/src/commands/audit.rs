@@ -75,7 +75,7 @@ pub async fn run(station: &Station, a: AuditArgs) -> u8 {
 }
 
 /// `30m`, `12h`, `7d`, `2w` before `now`, an RFC 3339 time, or Unix ms.
-fn parse_since(text: &str, now: i64) -> Option<i64> {
+pub(crate) fn parse_since(text: &str, now: i64) -> Option<i64> {
     let text = text.trim();
     if let Ok(ms) = text.parse::<i64>() {
         return Some(ms);
