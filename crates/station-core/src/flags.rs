@@ -139,7 +139,10 @@ impl FlagRule {
         }
         for p in &self.platforms {
             if !PLATFORMS.contains(&p.as_str()) {
-                errors.push(FlagError::field("platforms", format!("unknown platform {p:?}; known: {}", PLATFORMS.join(", "))));
+                errors.push(FlagError::field(
+                    "platforms",
+                    format!("unknown platform {p:?}; known: {}", PLATFORMS.join(", ")),
+                ));
             }
         }
         for (field, list) in [("accounts", &self.accounts), ("groups", &self.groups)] {
@@ -588,7 +591,8 @@ mod tests {
     fn bad_rules_and_names_name_the_field() {
         let empty_some = FlagRule { state: FlagState::Some, ..FlagRule::off() };
         assert_eq!(empty_some.validate().unwrap_err()[0].field, "state");
-        let bad = FlagRule { state: FlagState::Some, percent: 101, platforms: vec!["myspace".into()], ..FlagRule::off() };
+        let bad =
+            FlagRule { state: FlagState::Some, percent: 101, platforms: vec!["myspace".into()], ..FlagRule::off() };
         let fields: Vec<&str> = bad.validate().unwrap_err().iter().map(|e| e.field).collect();
         assert_eq!(fields, ["percent", "platforms"]);
         let on_with_list = FlagRule { accounts: vec!["a".into()], ..FlagRule::on() };

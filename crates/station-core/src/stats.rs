@@ -259,9 +259,17 @@ impl Station {
             by_platform: ranked(by_platform, str::to_string),
             top_accounts: top
                 .into_iter()
-                .map(|a| TopAccount { account_id: a.account_id, name: a.name, jobs: a.jobs, points_spent: a.points_spent })
+                .map(|a| TopAccount {
+                    account_id: a.account_id,
+                    name: a.name,
+                    jobs: a.jobs,
+                    points_spent: a.points_spent,
+                })
                 .collect(),
-            failures: failures.into_iter().map(|f| Failure { code: f.code, jobs: f.jobs, example: f.example }).collect(),
+            failures: failures
+                .into_iter()
+                .map(|f| Failure { code: f.code, jobs: f.jobs, example: f.example })
+                .collect(),
         })
     }
 }
@@ -277,8 +285,9 @@ pub fn stats_csv(s: &Stats) -> String {
     fn opt(v: Option<i64>) -> String {
         v.map(|v| v.to_string()).unwrap_or_default()
     }
-    let mut out =
-        String::from("section,key,label,jobs,succeeded,failed,cancelled,avg_wait_ms,avg_run_ms,points_spent,points_granted\n");
+    let mut out = String::from(
+        "section,key,label,jobs,succeeded,failed,cancelled,avg_wait_ms,avg_run_ms,points_spent,points_granted\n",
+    );
     let mut line = |section: &str, key: &str, label: &str, u: &Usage, spent: String, granted: String| {
         out.push_str(&format!(
             "{section},{},{},{},{},{},{},{},{},{spent},{granted}\n",

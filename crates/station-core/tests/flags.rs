@@ -51,7 +51,14 @@ async fn a_flag_flipped_in_one_process_applies_in_another_within_the_bound() {
         tokio::time::sleep(Duration::from_millis(ttl + 50)).await;
         b.refresh_flags_if_stale().await;
         assert!(b.find_tool("resize", &ann).is_some(), "{k}");
-        let audit = a.audit_log(&station_core::audit::AuditQuery { action: Some("flag.".into()), limit: 10, ..Default::default() }).await.unwrap();
+        let audit = a
+            .audit_log(&station_core::audit::AuditQuery {
+                action: Some("flag.".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         let details: Vec<&str> = audit.iter().map(|r| r.detail.as_str()).collect();
         assert_eq!(
             details,

@@ -29,7 +29,9 @@ async fn flags_switch_tools_and_platforms_per_account() {
                 Method::PUT,
                 "/api/v1/admin/flags/tool.resize",
                 Some(&s.admin_key),
-                Some(json!({"state": "some", "accounts": [s.bob.id], "description": "new resizer, Bob tries it first"})),
+                Some(
+                    json!({"state": "some", "accounts": [s.bob.id], "description": "new resizer, Bob tries it first"}),
+                ),
             )
             .await;
         assert_eq!(set.status, StatusCode::OK, "{k}: {}", set.body);
@@ -48,9 +50,13 @@ async fn flags_switch_tools_and_platforms_per_account() {
         // Submitting it is refused as an unknown tool, before anything is stored.
         let png = common::png(8, 8);
         let up = s.upload(&s.alice_key, png, "a.png").await;
-        let media = up.body["id"].as_str().unwrap().to_string();
+        let media = format!("media:{}", up.body["id"].as_str().unwrap());
         let sub = s
-            .post("/api/v1/generations", &s.alice_key, json!({"tool": "resize", "params": {"image": media, "width": 4}}))
+            .post(
+                "/api/v1/generations",
+                &s.alice_key,
+                json!({"tool": "resize", "params": {"image": media, "width": 4}}),
+            )
             .await;
         assert_eq!((sub.status, sub.code()), (StatusCode::NOT_FOUND, "unknown_tool"), "{k}: {}", sub.body);
 
@@ -66,7 +72,11 @@ async fn flags_switch_tools_and_platforms_per_account() {
         assert_eq!(off.status, StatusCode::OK, "{k}: {}", off.body);
         let refused = s.get("/api/v1/tools", &s.alice_key).await;
         assert_eq!((refused.status, refused.code()), (StatusCode::FORBIDDEN, "platform_off"), "{k}: {}", refused.body);
-        assert!(refused.body["error"]["message"].as_str().unwrap_or_default().contains("The API is switched off"), "{k}: {}", refused.body);
+        assert!(
+            refused.body["error"]["message"].as_str().unwrap_or_default().contains("The API is switched off"),
+            "{k}: {}",
+            refused.body
+        );
         assert_eq!(s.get("/api/v1/admin/flags", &s.admin_key).await.status, StatusCode::OK, "{k}");
 
         // Bad rules: every field named at once; members may not manage flags.
@@ -99,20 +109,24 @@ async fn flags_switch_tools_and_platforms_per_account() {
         assert_eq!(del.status, StatusCode::NO_CONTENT, "{k}: {}", del.body);
         let again = s.call(Method::DELETE, "/api/v1/admin/flags/platform.api", Some(&s.admin_key), None).await;
         assert_eq!(again.status, StatusCode::NOT_FOUND, "{k}");
-        let member = s.call(Method::PUT, "/api/v1/admin/flags/training", Some(&s.alice_key), Some(json!({"state": "off"}))).await;
+        let member = s
+            .call(Method::PUT, "/api/v1/admin/flags/training", Some(&s.alice_key), Some(json!({"state": "off"})))
+            .await;
         assert_eq!(member.status, StatusCode::FORBIDDEN, "{k}");
 
         // A feature off for everyone shows in the caller's own view.
         s.call(Method::PUT, "/api/v1/admin/flags/training", Some(&s.admin_key), Some(json!({"state": "off"}))).await;
         let mine = s.get("/api/v1/flags", &s.alice_key).await;
         assert_eq!(mine.status, StatusCode::OK, "{k}: {}", mine.body);
-        let training = mine.body["features"].as_array().unwrap().iter().find(|f| f["name"] == "training").unwrap().clone();
+        let training =
+            mine.body["features"].as_array().unwrap().iter().find(|f| f["name"] == "training").unwrap().clone();
         assert_eq!(training["on"], false, "{k}: {}", mine.body);
         let spells = mine.body["features"].as_array().unwrap().iter().find(|f| f["name"] == "spells").unwrap().clone();
         assert_eq!(spells["on"], true, "{k}: a feature without a flag is on");
 
         let list = s.get("/api/v1/admin/flags", &s.admin_key).await;
-        let names: Vec<&str> = list.body["flags"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> =
+            list.body["flags"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["tool.resize", "training"], "{k}");
 
         let audit = s.get("/api/v1/admin/audit?action=flag.", &s.admin_key).await;
@@ -124,7 +138,12 @@ async fn flags_switch_tools_and_platforms_per_account() {
             .collect();
         assert_eq!(
             actions,
-            [("flag.set", "training"), ("flag.unset", "platform.api"), ("flag.set", "platform.api"), ("flag.set", "tool.resize")],
+            [
+                ("flag.set", "training"),
+                ("flag.unset", "platform.api"),
+                ("flag.set", "platform.api"),
+                ("flag.set", "tool.resize")
+            ],
             "{k}"
         );
         s.stop().await;

@@ -18,23 +18,34 @@ async fn the_report_counts_known_work() {
         let s = serve(&db, true, |_| {}).await;
         let k = s.kind;
         let media = s.upload(&s.alice_key, common::png(16, 16), "a.png").await.body["id"].as_str().unwrap().to_string();
+        let media = format!("media:{media}");
         for width in [8, 4] {
             let c = s
-                .post("/api/v1/generations", &s.alice_key, json!({"tool": "resize", "params": {"image": media, "width": width}}))
+                .post(
+                    "/api/v1/generations",
+                    &s.alice_key,
+                    json!({"tool": "resize", "params": {"image": media, "width": width}}),
+                )
                 .await;
             assert_eq!(c.status, StatusCode::CREATED, "{k}: {}", c.body);
             let done = s.wait(&s.alice_key, c.body["id"].as_str().unwrap()).await;
             assert_eq!(done["status"], "succeeded", "{k}: {done}");
         }
         // No ComfyUI backend: Bob's invert waits, and he cancels it.
-        let bob_media = s.upload(&s.bob_key, common::png(8, 8), "b.png").await.body["id"].as_str().unwrap().to_string();
-        let c = s.post("/api/v1/generations", &s.bob_key, json!({"tool": "invert", "params": {"image": bob_media}})).await;
+        let bob_media =
+            format!("media:{}", s.upload(&s.bob_key, common::png(8, 8), "b.png").await.body["id"].as_str().unwrap());
+        let c =
+            s.post("/api/v1/generations", &s.bob_key, json!({"tool": "invert", "params": {"image": bob_media}})).await;
         assert_eq!(c.status, StatusCode::CREATED, "{k}: {}", c.body);
         let id = c.body["id"].as_str().unwrap().to_string();
         let cancel = s.call(Method::POST, &format!("/api/v1/generations/{id}/cancel"), Some(&s.bob_key), None).await;
         assert_eq!(cancel.status, StatusCode::OK, "{k}: {}", cancel.body);
         let g = s
-            .post(&format!("/api/v1/admin/users/{}/grant", s.bob.id), &s.admin_key, json!({"amount": 30, "reason": "sorry"}))
+            .post(
+                &format!("/api/v1/admin/users/{}/grant", s.bob.id),
+                &s.admin_key,
+                json!({"amount": 30, "reason": "sorry"}),
+            )
             .await;
         assert_eq!(g.status, StatusCode::OK, "{k}: {}", g.body);
 
@@ -61,24 +72,41 @@ async fn the_report_counts_known_work() {
             .iter()
             .map(|t| (t["key"].as_str().unwrap(), t["label"].as_str().unwrap(), t["jobs"].as_i64().unwrap()))
             .collect();
-        assert_eq!(tools, [("resize", "Resize", 2), ("invert", "Invert", 1)], "{k}");
+        assert_eq!(tools, [("resize", "Resize", 2), ("invert", "Invert colours", 1)], "{k}");
         assert_eq!(b["by_platform"][0]["key"], "api", "{k}: jobs made through the API: {b}");
         let top = &b["top_accounts"][0];
-        assert_eq!((top["name"].as_str(), top["jobs"].as_i64(), top["points_spent"].as_i64()), (Some("alice"), Some(2), Some(2)), "{k}: {b}");
+        assert_eq!(
+            (top["name"].as_str(), top["jobs"].as_i64(), top["points_spent"].as_i64()),
+            (Some("alice"), Some(2), Some(2)),
+            "{k}: {b}"
+        );
         assert!(b["failures"].as_array().unwrap().is_empty(), "{k}");
 
-        let csv = s.http.get(s.url("/api/v1/admin/stats?days=2&format=csv")).bearer_auth(&s.admin_key).send().await.unwrap();
+        let csv =
+            s.http.get(s.url("/api/v1/admin/stats?days=2&format=csv")).bearer_auth(&s.admin_key).send().await.unwrap();
         assert_eq!(csv.status(), StatusCode::OK, "{k}");
         assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8", "{k}");
-        assert!(csv.headers()["content-disposition"].to_str().unwrap().starts_with("attachment; filename=\"station-stats-"), "{k}");
+        assert!(
+            csv.headers()["content-disposition"].to_str().unwrap().starts_with("attachment; filename=\"station-stats-"),
+            "{k}"
+        );
         let text = csv.text().await.unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "section,key,label,jobs,succeeded,failed,cancelled,avg_wait_ms,avg_run_ms,points_spent,points_granted", "{k}");
+        assert_eq!(
+            lines[0],
+            "section,key,label,jobs,succeeded,failed,cancelled,avg_wait_ms,avg_run_ms,points_spent,points_granted",
+            "{k}"
+        );
         assert!(lines[2].starts_with("day,") && lines[2].contains(",3,2,0,1,"), "{k}: {text}");
         assert!(lines.iter().any(|l| l.starts_with("tool,resize,Resize,2,2,0,0,")), "{k}: {text}");
         assert!(lines.iter().any(|l| l.starts_with("platform,api,api,3,")), "{k}: {text}");
 
-        for (q, field) in [("days=0", "days"), ("days=7&since=1", "since"), ("format=xml", "format"), ("since=99999999999999", "since")] {
+        for (q, field) in [
+            ("days=0", "days"),
+            ("days=7&since=1", "since"),
+            ("format=xml", "format"),
+            ("since=99999999999999", "since"),
+        ] {
             let bad = s.get(&format!("/api/v1/admin/stats?{q}"), &s.admin_key).await;
             assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{k} {q}: {}", bad.body);
             assert_eq!(bad.fields(), [field], "{k} {q}: {}", bad.body);

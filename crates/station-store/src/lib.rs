@@ -36,7 +36,6 @@ pub use backends::{BackendLoad, BackendRow, RemoteCancel};
 pub use db::{Backend, Store, StoreError, mask_url};
 pub use finisher::{DEFAULT_MAX_BATCH, FinishBatcher};
 pub use flags::FlagRow;
-pub use stats::{AccountUsageRow, FailureRow, JobUsageRow, PointsUsageRow};
 pub use flows::{ActionRow, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition};
 pub use group_tools::GroupToolRow;
 pub use history::{GenerationFilter, RatedJob};
@@ -52,6 +51,7 @@ pub use media::MediaRow;
 pub use models::{BackendModelRow, ModelCatalogRow};
 pub use notify::{Channel, Notifications};
 pub use pricing::{PaidBy, PayTerms, Payment, Placed, SponsorRow, utc_day};
+pub use stats::{AccountUsageRow, FailureRow, JobUsageRow, PointsUsageRow};
 
 /// Milliseconds since the Unix epoch, the one time unit stored.
 pub fn now_ms() -> i64 {

@@ -99,12 +99,8 @@ impl Store {
     /// platform, model and status.
     pub async fn job_usage(&self, since: i64, until: i64) -> Result<Vec<JobUsageRow>, StoreError> {
         Ok(match self {
-            Store::Sqlite(p) => {
-                sqlx::query_as(JOB_USAGE_SQLITE).bind(since).bind(until).fetch_all(p).await?
-            }
-            Store::Postgres(p) => {
-                sqlx::query_as(JOB_USAGE_PG).bind(since).bind(until).fetch_all(p).await?
-            }
+            Store::Sqlite(p) => sqlx::query_as(JOB_USAGE_SQLITE).bind(since).bind(until).fetch_all(p).await?,
+            Store::Postgres(p) => sqlx::query_as(JOB_USAGE_PG).bind(since).bind(until).fetch_all(p).await?,
         })
     }
 

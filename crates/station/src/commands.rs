@@ -22,7 +22,7 @@ pub(crate) mod keys;
 pub(crate) mod loras;
 pub(crate) mod models;
 pub(crate) mod points;
-mod stats;
+pub(crate) mod stats;
 pub(crate) mod users;
 mod wire;
 

@@ -39,7 +39,7 @@ async fn operators_roll_features_out_and_switch_tools_off() {
         assert!(err.contains("unknown tool"), "{k}: {err}");
 
         let (list, _) = expect(dir, &db, &["flags", "list"], 0);
-        assert!(list.contains("tool.invert") && list.contains("switches the tool Invert"), "{k}: {list}");
+        assert!(list.contains("tool.invert") && list.contains("switches the tool Invert colours"), "{k}: {list}");
         assert!(list.contains("beta testers first") && list.contains("by operator:tester"), "{k}: {list}");
 
         // Bad input names the field; nothing is stored.
@@ -51,7 +51,7 @@ async fn operators_roll_features_out_and_switch_tools_off() {
         assert!(err.contains("platforms: unknown platform \"fax\""), "{k}: {err}");
 
         let (gone, _) = expect(dir, &db, &["flags", "unset", "tool.invert"], 0);
-        assert!(gone.contains("tool.invert removed: the tool Invert is on for everyone"), "{k}: {gone}");
+        assert!(gone.contains("tool.invert removed: the tool Invert colours is on for everyone"), "{k}: {gone}");
         let (_, err) = expect(dir, &db, &["flags", "unset", "tool.invert"], 2);
         assert!(err.contains("there is no flag"), "{k}: {err}");
         let (audit, _) = expect(dir, &db, &["audit", "--action", "flag."], 0);

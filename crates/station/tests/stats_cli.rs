@@ -22,10 +22,28 @@ async fn usage_of_command_line_work_is_reported() {
         let input = dir.join("in.png");
         image::RgbaImage::from_pixel(16, 16, image::Rgba([10, 20, 30, 255])).save(&input).unwrap();
         let out = dir.join("out");
-        expect(dir, &db, &["run", "resize", "--image", input.to_str().unwrap(), "--param", "width=8", "--out", out.to_str().unwrap(), "--yes"], 0);
+        expect(
+            dir,
+            &db,
+            &[
+                "run",
+                "resize",
+                "--image",
+                input.to_str().unwrap(),
+                "--param",
+                "width=8",
+                "--out",
+                out.to_str().unwrap(),
+                "--yes",
+            ],
+            0,
+        );
 
         let (text, _) = expect(dir, &db, &["stats", "--since", "1d"], 0);
-        assert!(text.contains("Jobs: 1 (1 succeeded, 0 failed, 0.0 % of those that ended, 0 cancelled)"), "{k}: {text}");
+        assert!(
+            text.contains("Jobs: 1 (1 succeeded, 0 failed, 0.0 % of those that ended, 0 cancelled)"),
+            "{k}: {text}"
+        );
         assert!(text.contains("Points: 1 spent"), "{k}: {text}");
         assert!(text.lines().any(|l| l.starts_with("Resize ") && l.contains(" 1 ")), "{k}: by tool: {text}");
         assert!(text.lines().any(|l| l.starts_with("cli ")), "{k}: by platform: {text}");

@@ -278,7 +278,8 @@ impl Flow for Flags {
             } else {
                 format!("Feature flags: {}", fields.len())
             };
-            let view = View::default().block(Block::Card { title, body: Some(FLAGS_USAGE.into()), image: None, fields });
+            let view =
+                View::default().block(Block::Card { title, body: Some(FLAGS_USAGE.into()), image: None, fields });
             return Ok(Next::Finish(vec![Out::message(view)]));
         };
         let name = name.to_lowercase();

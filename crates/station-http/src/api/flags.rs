@@ -22,10 +22,7 @@ use crate::{AdminCaller, Caller};
 
 /// Routes of this module.
 pub fn routes() -> OpenApiRouter<Station> {
-    OpenApiRouter::new()
-        .routes(routes!(list_flags))
-        .routes(routes!(set_flag, unset_flag))
-        .routes(routes!(my_flags))
+    OpenApiRouter::new().routes(routes!(list_flags)).routes(routes!(set_flag, unset_flag)).routes(routes!(my_flags))
 }
 
 /// One feature flag.
@@ -126,7 +123,7 @@ async fn set_flag(
     };
     let percent = match obj.get("percent") {
         None | Some(Value::Null) => 0,
-        Some(v) => match v.as_u64().and_then(|p| u8::try_from(p).ok()) {
+        Some(v) => match v.as_u64().filter(|p| *p <= 100).and_then(|p| u8::try_from(p).ok()) {
             Some(p) => p,
             None => {
                 issue("percent", "expected a whole number from 0 to 100");
@@ -168,7 +165,10 @@ async fn set_flag(
     }
     for id in &accounts {
         if station.account_by_id(id).await?.is_none() {
-            return Err(ApiError::invalid("accounts", format!("no account {id:?}; GET /api/v1/admin/users lists them")));
+            return Err(ApiError::invalid(
+                "accounts",
+                format!("no account {id:?}; GET /api/v1/admin/users lists them"),
+            ));
         }
     }
     let rule = FlagRule { state, percent, accounts, groups, platforms, admins };

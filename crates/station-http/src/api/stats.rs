@@ -64,7 +64,10 @@ async fn admin_stats(
     };
     let stats = station.stats(range).await?;
     if csv {
-        let name = format!("attachment; filename=\"station-stats-{}.csv\"", stats.days.last().map(|d| d.date.as_str()).unwrap_or("report"));
+        let name = format!(
+            "attachment; filename=\"station-stats-{}.csv\"",
+            stats.days.last().map(|d| d.date.as_str()).unwrap_or("report")
+        );
         Ok((
             [
                 (header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8")),

@@ -128,12 +128,7 @@ async fn list(station: &Station, json: bool) -> u8 {
             if !f.description.is_empty() {
                 println!("{:width$}  {}", "", f.description);
             }
-            println!(
-                "{:width$}  set {} by {}",
-                "",
-                station_core::audit::utc_text(f.updated_at),
-                f.updated_by
-            );
+            println!("{:width$}  set {} by {}", "", station_core::audit::utc_text(f.updated_at), f.updated_by);
         }
     }
     println!();

@@ -125,7 +125,10 @@ fn report(s: &Stats) -> String {
         thousands(s.points_granted),
         thousands(s.points_refunded)
     ));
-    out.push_str(&format!("\n{:10}  {:>8}  {:>7}  {:>12}  {:>8}\n", "day", "jobs", "failed", "points spent", "granted"));
+    out.push_str(&format!(
+        "\n{:10}  {:>8}  {:>7}  {:>12}  {:>8}\n",
+        "day", "jobs", "failed", "points spent", "granted"
+    ));
     for d in &s.days {
         out.push_str(&format!(
             "{:10}  {:>8}  {:>7}  {:>12}  {:>8}\n",
