@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod admin;
+pub mod collections;
 pub mod error;
 pub mod events;
 pub mod generations;
@@ -71,6 +72,7 @@ pub fn routes() -> OpenApiRouter<Station> {
         .merge(points::routes())
         .merge(settings::routes())
         .merge(admin::routes())
+        .merge(collections::routes())
 }
 
 /// The body as a JSON object holding only `known` keys; a missing or
