@@ -404,7 +404,7 @@ impl Station {
                 match items.iter().find(|i| &i.id == cover) {
                     Some(i) if i.kind == "media" => c.cover_item_id = Some(cover.clone()),
                     Some(_) => {
-                        bad.push(FieldError { field: "cover_item".into(), reason: "a LoRA has no image".into() })
+                        bad.push(FieldError { field: "cover_item".into(), reason: "a LoRA has no image".into() });
                     }
                     None => bad.push(FieldError {
                         field: "cover_item".into(),
@@ -981,7 +981,7 @@ fn write_zip(path: &std::path::Path, mut rx: tokio::sync::mpsc::Receiver<(String
     }
     let mut w = zip.finish().map_err(std::io::Error::other)?;
     w.flush()?;
-    let f = w.into_inner().map_err(|e| e.into_error())?;
+    let f = w.into_inner().map_err(std::io::IntoInnerError::into_error)?;
     f.sync_all()?;
     Ok(f.metadata()?.len() as i64)
 }
