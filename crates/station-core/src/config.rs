@@ -59,6 +59,8 @@ pub struct Config {
     pub flows: FlowsConfig,
     /// Web app: public address and sign-in sessions.
     pub web: WebConfig,
+    /// Collections: exports and limits.
+    pub collections: CollectionsConfig,
     /// Operator's choice of tool for a chat command, overriding the tools'
     /// own `command` (e.g. `upscale = "resize"` sends `/upscale` to the native
     /// resize tool instead of the ComfyUI one).
@@ -277,6 +279,22 @@ pub struct WebConfig {
     pub session_hours: u64,
 }
 
+/// Collection settings (issue 24).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectionsConfig {
+    /// How long an export's download link lives once built, in hours.
+    pub export_ttl_hours: u64,
+    /// The most items one collection holds.
+    pub max_items: u64,
+}
+
+impl Default for CollectionsConfig {
+    fn default() -> Self {
+        CollectionsConfig { export_ttl_hours: 24, max_items: 1000 }
+    }
+}
+
 impl Default for WebConfig {
     fn default() -> Self {
         WebConfig { public_url: None, session_hours: 24 * 7 }
@@ -301,6 +319,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             flows: FlowsConfig::default(),
             web: WebConfig::default(),
+            collections: CollectionsConfig::default(),
             commands: Default::default(),
             sections: Sections::default(),
         }

@@ -9,6 +9,7 @@ pub mod adapter_state;
 pub mod admin;
 pub mod audit;
 pub mod auth_cache;
+pub mod collections;
 pub mod config;
 pub mod conversations;
 pub mod doctor;
@@ -37,6 +38,7 @@ use std::sync::{Arc, RwLock};
 
 pub use adapter_state::AdapterState;
 pub use admin::{BackendHealth, QueueOverview, ServiceHealth};
+pub use collections::{CollectionError, CollectionView, ItemRef};
 pub use config::Config;
 pub use events::{EventBus, InProcessBus, JobEvent, PgBus};
 pub use executor::{ExecContext, ExecError, ExecJob, Executor, InputImage, OutputFile};
@@ -64,8 +66,8 @@ pub mod tools {
 /// The records front ends read, as the core hands them out. Only the core
 /// writes them; front ends never name the store.
 pub use station_store::{
-    AccountRow, BackendRow, GenerationFilter, JobFilter, JobRow, JobStatus, MediaRow, RatedJob, Role, StoreError,
-    mask_url, now_ms,
+    AccountRow, BackendRow, CollectionExportRow, CollectionItemRow, CollectionRow, CollectionShareRow,
+    GenerationFilter, JobFilter, JobRow, JobStatus, MediaRow, RatedJob, Role, StoreError, mask_url, now_ms,
 };
 use station_tools::{ToolLoadError, ToolRegistry};
 
@@ -98,6 +100,8 @@ pub struct StationParts {
     pub bus: Arc<dyn EventBus>,
     /// Wakes idle workers when a job is submitted.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Wakes the export worker when a collection export is asked for.
+    pub export_wake: Arc<tokio::sync::Notify>,
     /// Registered executors, one per service.
     pub executors: Arc<RwLock<Vec<Arc<dyn Executor>>>>,
     /// Accounts this process knows already received their starting grant, so
@@ -220,6 +224,7 @@ impl Station {
             tools,
             bus: Arc::new(InProcessBus::default()),
             wake: Arc::new(tokio::sync::Notify::new()),
+            export_wake: Arc::new(tokio::sync::Notify::new()),
             executors: Default::default(),
             starting_granted: Default::default(),
             lora_cache: Default::default(),

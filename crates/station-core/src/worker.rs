@@ -65,6 +65,7 @@ impl Workers {
         drop(finisher);
         tasks.spawn(heartbeat_loop(station.clone(), owner.clone(), stop.clone(), inflight.clone()));
         tasks.spawn(sweeper_loop(station.clone(), stop.clone()));
+        tasks.spawn(crate::collections::export_loop(station.clone(), owner.clone(), stop.clone()));
         info!(%owner, "workers started");
         Workers { stop, tasks, owner, station: station.clone(), inflight }
     }

@@ -22,6 +22,11 @@ const PUBLIC: &[&str] = &[
     "GET /api/v1/docs",
     "GET /api/v1/docs/docs.js",
     "GET /api/v1/docs/docs.css",
+    // Collections opened by a share link or an unlisted/public address (issue 24).
+    "GET /api/v1/collections/public",
+    "GET /api/v1/shared/{key}",
+    "GET /api/v1/shared/{key}/items/{item}/image",
+    "GET /api/v1/shared/{key}/items/{item}/thumbnail",
 ];
 
 /// Every `(method, path, "METHOD /path", declared public)` in the OpenAPI

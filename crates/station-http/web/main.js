@@ -7,12 +7,21 @@ import { ApiError, el, refreshBalance } from './app.js';
 async function start() {
   const page = document.body.dataset.page;
   if (page === 'signin' || page === 'error') return;
+  if (page === 'shared') {
+    // The public page of a collection: no account, so no balance or queue.
+    const m = await import('./collections.js');
+    await m.pages.shared();
+    return;
+  }
   refreshBalance();
   import('./queue.js').then((q) => q.startQueue()).catch(() => {});
   try {
     if (page === 'admin') {
       const m = await import('./admin.js');
       await m.admin();
+    } else if (page === 'collections' || page === 'collection') {
+      const m = await import('./collections.js');
+      await m.pages[page]();
     } else {
       const m = await import('./pages.js');
       const fn = m.pages[page];

@@ -3,6 +3,7 @@
 
 import { ApiError, api, el, job, listOf, main, mediaUrl, refreshBalance, showError, toast, when } from './app.js';
 import { inputsOf, toolForm } from './form.js';
+import { addToCollectionButton } from './collections.js';
 
 const TERMINAL = ['succeeded', 'failed', 'cancelled'];
 const query = new URLSearchParams(location.search);
@@ -287,7 +288,8 @@ function renderResult(box, j) {
   }
   box.append(figures,
     el('div', { class: 'actions' }, rerunButton(j),
-      el('a', { class: 'button', href: `/tools/${encodeURIComponent(j.tool_id)}?from=${encodeURIComponent(j.id)}` }, 'Tweak'), stars),
+      el('a', { class: 'button', href: `/tools/${encodeURIComponent(j.tool_id)}?from=${encodeURIComponent(j.id)}` }, 'Tweak'),
+      addToCollectionButton(j.id), stars),
     info);
 }
 
@@ -363,6 +365,7 @@ function lightbox(j) {
       el('div', { class: 'actions' },
         el('a', { class: 'button primary', href: `/tools/${encodeURIComponent(j.tool_id)}?from=${encodeURIComponent(j.id)}` }, 'Copy to form'),
         el('a', { class: 'button', href: `/jobs/${encodeURIComponent(j.id)}` }, 'Open'),
+        j.status === 'succeeded' ? addToCollectionButton(j.id) : null,
         first ? el('a', { class: 'button', href: mediaUrl(first), download: `${j.tool_id}-${j.id.slice(0, 13)}` }, 'Download') : null)));
   d.showModal();
 }

@@ -58,6 +58,9 @@ pub enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(crate::commands::keys::KeysCommand),
+    /// Collections of results and LoRAs: list, show, share links, ZIP export.
+    #[command(subcommand)]
+    Collections(crate::commands::collections::CollectionsCommand),
     /// Check configuration, database, migrations, disk, tools, every backend and the bots; print what to fix.
     Doctor,
     /// The audit log: every administrative action, who did it, when and how.

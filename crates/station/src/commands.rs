@@ -16,6 +16,7 @@ use crate::exit;
 
 pub(crate) mod audit;
 mod chat;
+pub(crate) mod collections;
 mod doctor;
 pub(crate) mod flags;
 pub(crate) mod keys;
@@ -81,6 +82,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
                 Command::Points(c) => points::run(&station, c).await,
                 Command::Users(c) => users::run(&station, c).await,
                 Command::Keys(c) => keys::run(&station, c).await,
+                Command::Collections(c) => collections::run(&station, c).await,
                 Command::Audit(a) => audit::run(&station, a).await,
                 Command::Flags(c) => flags::run(&station, c).await,
                 Command::Stats(a) => stats::run(&station, a).await,

@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod admin;
+pub mod collections;
 pub mod error;
 pub mod events;
 pub mod flags;
@@ -75,6 +76,7 @@ pub fn routes() -> OpenApiRouter<Station> {
         .merge(admin::routes())
         .merge(flags::routes())
         .merge(stats::routes())
+        .merge(collections::routes())
 }
 
 /// The body as a JSON object holding only `known` keys; a missing or

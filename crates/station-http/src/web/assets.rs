@@ -22,6 +22,7 @@ pub const FILES: &[(&str, &str, &[u8])] = &[
     ("pages.js", "text/javascript; charset=utf-8", include_bytes!("../../web/pages.js")),
     ("admin.js", "text/javascript; charset=utf-8", include_bytes!("../../web/admin.js")),
     ("queue.js", "text/javascript; charset=utf-8", include_bytes!("../../web/queue.js")),
+    ("collections.js", "text/javascript; charset=utf-8", include_bytes!("../../web/collections.js")),
     ("icon.svg", "image/svg+xml", include_bytes!("../../web/icon.svg")),
 ];
 

@@ -62,6 +62,9 @@ pub fn routes() -> Router<Station> {
         .route("/points", get(|s: WebSession| async move { page(&s, Page::simple("points", "Points")) }))
         .route("/keys", get(|s: WebSession| async move { page(&s, Page::simple("keys", "API keys")) }))
         .route("/admin", get(admin_page))
+        .route("/collections", get(|s: WebSession| async move { page(&s, Page::simple("collections", "Collections")) }))
+        .route("/collections/{id}", get(collection_page))
+        .route("/c/{key}", get(shared_page))
 }
 
 /// A signed-in visitor: the account, the session id (from the cookie) and its
@@ -396,6 +399,41 @@ async fn job_page(s: WebSession, Path(id): Path<String>) -> Response {
     page(&s, Page { name: "job", title: "Generation".into(), data: format!(r#" data-job="{}""#, esc(&id)) })
 }
 
+async fn collection_page(s: WebSession, Path(id): Path<String>) -> Response {
+    if !plain_id(&id) {
+        return error_page(StatusCode::NOT_FOUND, "No such collection. Your collections page lists them.");
+    }
+    let data = format!(r#" data-collection="{}""#, esc(&id));
+    page(&s, Page { name: "collection", title: "Collection".into(), data })
+}
+
+/// The public page of a collection (a share link's token, or the id of an
+/// unlisted or public collection): no sign-in. The script reads the
+/// collection through the API, which answers a clear 404 for an expired or
+/// revoked link; an unknown key is answered 404 here already.
+async fn shared_page(State(station): State<Station>, Path(key): Path<String>) -> Response {
+    if !plain_id(&key) {
+        return error_page(StatusCode::NOT_FOUND, "No such collection.");
+    }
+    if let Err(e) = station.shared_collection(&key).await {
+        let message = match e {
+            station_core::CollectionError::Gone(m) => m,
+            station_core::CollectionError::NotFound { .. } => {
+                "No such collection: the link is wrong, or the collection is private.".to_string()
+            }
+            e => {
+                tracing::error!(error = %e, "shared collection lookup failed");
+                return error_page(StatusCode::SERVICE_UNAVAILABLE, "Station cannot show this right now; try again.");
+            }
+        };
+        return error_page(StatusCode::NOT_FOUND, &message);
+    }
+    let body = r#"<header class="top"><a class="brand" href="/">Station</a></header>
+<main id="main" aria-live="polite"><p class="loading">Loading…</p></main>"#;
+    let data = format!(r#" data-key="{}""#, esc(&key));
+    shell(StatusCode::OK, "Collection", "shared", &data, None, body)
+}
+
 async fn admin_page(s: WebSession) -> Response {
     if !s.account.is_admin() {
         return error_page(StatusCode::FORBIDDEN, "The admin dashboard is for administrators only.");
@@ -412,6 +450,7 @@ fn page(s: &WebSession, p: Page) -> Response {
         let section = match p.name {
             "tool" => "tools",
             "job" => "history",
+            "collection" => "collections",
             other => other,
         };
         let current = if section == name { r#" aria-current="page""# } else { "" };
@@ -420,6 +459,7 @@ fn page(s: &WebSession, p: Page) -> Response {
     let mut nav = [
         link("/tools", "tools", "Tools"),
         link("/history", "history", "History"),
+        link("/collections", "collections", "Collections"),
         link("/points", "points", "Points"),
         link("/settings", "settings", "Settings"),
         link("/keys", "keys", "API keys"),

@@ -140,6 +140,13 @@ impl Server {
         self.call(Method::GET, path, Some(key), None).await
     }
 
+    /// The bytes of a GET with `key` (asserting 200).
+    pub async fn get_bytes(&self, path: &str, key: &str) -> Vec<u8> {
+        let r = self.http.get(self.url(path)).bearer_auth(key).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        r.bytes().await.unwrap().to_vec()
+    }
+
     pub async fn post(&self, path: &str, key: &str, body: Value) -> Answer {
         self.call(Method::POST, path, Some(key), Some(body)).await
     }
