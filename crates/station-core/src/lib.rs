@@ -27,8 +27,10 @@ pub mod native;
 pub mod points;
 pub mod secrets;
 pub mod settings;
+pub mod spells;
 pub mod telemetry;
 pub mod watermark;
+pub mod webhooks;
 pub mod worker;
 
 use std::sync::{Arc, RwLock};

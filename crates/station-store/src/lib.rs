@@ -27,6 +27,8 @@ mod models;
 mod notify;
 mod pricing;
 mod settings;
+mod spells;
+mod webhooks;
 
 pub use accounts::{AccountRow, Role};
 pub use audit::{AuditFilter, AuditRow, NewAuditEntry};
@@ -48,6 +50,8 @@ pub use media::MediaRow;
 pub use models::{BackendModelRow, ModelCatalogRow};
 pub use notify::{Channel, Notifications};
 pub use pricing::{PaidBy, PayTerms, Payment, Placed, SponsorRow, utc_day};
+pub use spells::{CastRow, CastStepRow, NewCast, NewSpell, PARKED, SpellRow};
+pub use webhooks::{NewWebhookDelivery, PendingEvent, WebhookDeliveryRow, WebhookRow};
 
 /// Milliseconds since the Unix epoch, the one time unit stored.
 pub fn now_ms() -> i64 {

@@ -21,6 +21,7 @@ pub(crate) mod keys;
 pub(crate) mod loras;
 pub(crate) mod models;
 pub(crate) mod points;
+pub(crate) mod spells;
 pub(crate) mod users;
 mod wire;
 
@@ -77,6 +78,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
                 Command::Loras(c) => loras::run(&station, c).await,
                 Command::Models(c) => models::run(&station, c).await,
                 Command::Points(c) => points::run(&station, c).await,
+                Command::Spells(c) => spells::run(&station, c).await,
                 Command::Users(c) => users::run(&station, c).await,
                 Command::Keys(c) => keys::run(&station, c).await,
                 Command::Audit(a) => audit::run(&station, a).await,
