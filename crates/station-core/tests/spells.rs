@@ -148,7 +148,7 @@ async fn three_step_cast_binds_outputs_and_settles_each_step(db: TestDb) {
         let job = env.station.job(&pair[1].job_id).await.unwrap().unwrap();
         assert_eq!(job.params_json()["image"], json!(format!("media:{}", pair[0].outputs[0])));
     }
-    assert_eq!(balance(&env, &env.account).await, (17, 0), "each step captured its price");
+    wait_settled(&env, &env.account, (17, 0)).await; // each step captured its price
     audit_clean(&env).await;
     workers.shutdown().await;
 }
@@ -179,7 +179,7 @@ async fn one_and_two_step_casts(db: TestDb) {
         let (_, bytes) = env.station.media.get(&done.outputs[0], None).await.unwrap();
         let img = station_media::decode(&bytes, &Default::default()).unwrap();
         assert_eq!(img.dimensions(), dims, "{slug}");
-        assert_eq!(balance(&env, &env.account).await, (before - price, 0), "{slug}");
+        wait_settled(&env, &env.account, (before - price, 0)).await;
     }
     audit_clean(&env).await;
     workers.shutdown().await;
@@ -207,8 +207,8 @@ async fn validation_names_every_error_with_step_and_field(db: TestDb) {
             "slug",
             "name",
             "step1.tool",
-            "step2.params.width",
             "step2.params.colour",
+            "step2.params.width",
             "step2.inputs_from.image",
             "step3.inputs_from.degrees",
             "step3.image",
@@ -355,7 +355,7 @@ async fn crash_between_steps_neither_loses_nor_repeats_a_step(db: TestDb) {
     }
     let step2 = env.station.job(&done.steps[1].job_id).await.unwrap().unwrap();
     assert_eq!(step2.params_json()["image"], json!(format!("media:{}", out.id)), "bound to step 1's output");
-    assert_eq!(balance(&env, &env.account).await, (17, 0));
+    wait_settled(&env, &env.account, (17, 0)).await;
     audit_clean(&env).await;
     workers.shutdown().await;
 }
@@ -379,7 +379,7 @@ async fn public_spell_is_cast_under_the_callers_points(db: TestDb) {
     let cast = env.station.cast(&fan, req("shared")).await.unwrap();
     let done = wait_cast(&env, &fan, &cast.id).await;
     assert_eq!(done.status, "succeeded", "{:?}", done.error);
-    assert_eq!(balance(&env, &fan).await, (2, 0), "the caster paid");
+    wait_settled(&env, &fan, (2, 0)).await; // the caster paid
     assert_eq!(balance(&env, &env.account).await, (20, 0), "the owner paid nothing");
     assert!(env.station.cast_view(&env.account, &cast.id).await.unwrap().is_none(), "the owner does not see it");
     let shared = env.station.spell(&fan, "shared").await.unwrap().unwrap();

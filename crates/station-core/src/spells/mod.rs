@@ -18,7 +18,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use station_store::{AccountRow, NewSpell, SpellRow, StoreError};
-use station_tools::{FieldError, InputDef, InputType, check_input, coerce_value};
+use station_tools::{FieldError, InputDef, InputType, check_input, coerce_value, resolve_params};
 
 use crate::Station;
 
@@ -269,6 +269,10 @@ impl Station {
                 ));
                 continue;
             };
+            // Fixed values are checked together, so rules between them
+            // (width requires height) see both; errors about inputs that are
+            // not fixed (mapped, or left to their defaults) are not theirs.
+            let mut fixed = Map::new();
             for (name, value) in &step.params {
                 match tool.inputs.get(name) {
                     None => errors.push(err(format!("{at}.params.{name}"), format!("{} has no input {name}", tool.name))),
@@ -277,10 +281,13 @@ impl Station {
                         "an image input is mapped (inputs_from), not fixed".to_string(),
                     )),
                     Some(def) => {
-                        if let Err(e) = check_input(&tool, name, &coerce_value(def, value)) {
-                            errors.push(err(format!("{at}.params.{name}"), e.reason));
-                        }
+                        fixed.insert(name.clone(), coerce_value(def, value));
                     }
+                }
+            }
+            if let Err(problems) = resolve_params(&tool, &fixed, &Map::new(), &mut rand::rng()) {
+                for e in problems.0.into_iter().filter(|e| fixed.contains_key(&e.field)) {
+                    errors.push(err(format!("{at}.params.{}", e.field), e.reason));
                 }
             }
             for (name, src) in &step.inputs_from {
