@@ -302,7 +302,10 @@ impl Station {
     async fn event_data(&self, kind: &str, ev: &PendingEvent) -> Result<Option<Value>, StoreError> {
         if kind == "cast" {
             let Some(owner) = self.store.get_account(&ev.account_id).await? else { return Ok(None) };
-            return Ok(self.cast_view(&owner, &ev.subject_id).await?.map(|c| serde_json::to_value(c).unwrap_or_default()));
+            return Ok(self
+                .cast_view(&owner, &ev.subject_id)
+                .await?
+                .map(|c| serde_json::to_value(c).unwrap_or_default()));
         }
         let Some(job) = self.store.get_job(&ev.subject_id).await? else { return Ok(None) };
         Ok(Some(json!({
@@ -332,14 +335,19 @@ impl Station {
                         Ok(s) => (Some(s), format!("the receiver answered {s}")),
                         Err(e) => (None, e),
                     };
-                    let backoff = (cfg.retry_base_ms as i64).saturating_mul(1 << d.attempts.clamp(1, 20).saturating_sub(1));
+                    let backoff =
+                        (cfg.retry_base_ms as i64).saturating_mul(1 << d.attempts.clamp(1, 20).saturating_sub(1));
                     let next = now + backoff.min(3_600_000);
                     let give_up = d.created_at + (cfg.give_up_hours as i64) * 3_600_000;
                     let state = if next > give_up { "failed" } else { "pending" };
                     (state, status, Some(error), next)
                 }
             };
-            match self.store.record_webhook_delivery(&d.id, d.attempts, state, status, error.as_deref(), next, now).await {
+            match self
+                .store
+                .record_webhook_delivery(&d.id, d.attempts, state, status, error.as_deref(), next, now)
+                .await
+            {
                 Ok(_) => {
                     if state == "delivered" {
                         info!(event = %d.event_id, url = %d.url, "webhook delivered");
@@ -419,7 +427,13 @@ mod tests {
 
     #[tokio::test]
     async fn private_destinations_are_refused() {
-        for url in ["http://127.0.0.1:9/x", "http://10.1.2.3/", "http://[::1]/", "http://localhost/", "http://169.254.169.254/"] {
+        for url in [
+            "http://127.0.0.1:9/x",
+            "http://10.1.2.3/",
+            "http://[::1]/",
+            "http://localhost/",
+            "http://169.254.169.254/",
+        ] {
             assert!(check_url(url, false).await.is_err(), "{url}");
             assert!(check_url(url, true).await.is_ok(), "{url} with allow_private");
         }

@@ -160,10 +160,10 @@ async fn one_and_two_step_casts(db: TestDb) {
         "steps": [{"tool": "flip", "inputs_from": {"image": "input.picture"}}]}));
     env.station.create_spell(&env.account, one).await.unwrap();
     let two = spec(json!({"slug": "half-turn", "name": "Half turn",
-        "steps": [
-            {"tool": "resize", "params": {"scale": 0.5}, "inputs_from": {"image": "input.picture"}},
-            {"tool": "rotate", "params": {"degrees": "180"}, "inputs_from": {"image": "step1.output[0]"}},
-        ]}));
+    "steps": [
+        {"tool": "resize", "params": {"scale": 0.5}, "inputs_from": {"image": "input.picture"}},
+        {"tool": "rotate", "params": {"degrees": "180"}, "inputs_from": {"image": "step1.output[0]"}},
+    ]}));
     env.station.create_spell(&env.account, two).await.unwrap();
     let image = upload(&env, &env.account, 20, 10).await;
     for (slug, dims, price) in [("mirror", (20, 10), 1), ("half-turn", (10, 5), 2)] {
@@ -197,9 +197,7 @@ async fn validation_names_every_error_with_step_and_field(db: TestDb) {
         ],
         "inputs": {"unused": {"default": 1}},
     }));
-    let Err(SpellError::Invalid(errors)) = env.station.create_spell(&env.account, bad).await else {
-        panic!("refused")
-    };
+    let Err(SpellError::Invalid(errors)) = env.station.create_spell(&env.account, bad).await else { panic!("refused") };
     let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(
         fields,
@@ -250,16 +248,19 @@ async fn failing_middle_step_releases_the_rest(db: TestDb) {
     // Crop far outside a small picture: valid when cast (the size is not known
     // yet), fails when it runs.
     let s = spec(json!({"slug": "break", "name": "Breaks in the middle",
-        "steps": [
-            {"tool": "flip", "inputs_from": {"image": "input.image"}},
-            {"tool": "crop", "params": {"x": 5000, "y": 5000, "width": 8, "height": 8},
-             "inputs_from": {"image": "step1.output[0]"}},
-            {"tool": "rotate", "inputs_from": {"image": "step2.output[0]"}},
-        ]}));
+    "steps": [
+        {"tool": "flip", "inputs_from": {"image": "input.image"}},
+        {"tool": "crop", "params": {"x": 5000, "y": 5000, "width": 8, "height": 8},
+         "inputs_from": {"image": "step1.output[0]"}},
+        {"tool": "rotate", "inputs_from": {"image": "step2.output[0]"}},
+    ]}));
     env.station.create_spell(&env.account, s).await.unwrap();
     let image = upload(&env, &env.account, 16, 8).await;
-    let req =
-        CastRequest { spell: "break".into(), inputs: json!({"image": image}).as_object().unwrap().clone(), ..Default::default() };
+    let req = CastRequest {
+        spell: "break".into(),
+        inputs: json!({"image": image}).as_object().unwrap().clone(),
+        ..Default::default()
+    };
     let cast = env.station.cast(&env.account, req).await.unwrap();
     let done = wait_cast(&env, &env.account, &cast.id).await;
     assert_eq!(done.status, "failed");
@@ -285,8 +286,11 @@ async fn cancel_stops_the_cast_and_returns_its_points(db: TestDb) {
     let env = setup(db).await;
     env.station.create_spell(&env.account, three_steps("turn", "private")).await.unwrap();
     let image = upload(&env, &env.account, 32, 16).await;
-    let req =
-        CastRequest { spell: "turn".into(), inputs: json!({"image": image}).as_object().unwrap().clone(), ..Default::default() };
+    let req = CastRequest {
+        spell: "turn".into(),
+        inputs: json!({"image": image}).as_object().unwrap().clone(),
+        ..Default::default()
+    };
     let cast = env.station.cast(&env.account, req).await.unwrap();
     let other = env.station.account("local", "other", "Other").await.unwrap();
     assert!(env.station.cancel_cast(&other, &cast.id).await.unwrap().is_none(), "not someone else's");
@@ -304,8 +308,11 @@ async fn crash_between_steps_neither_loses_nor_repeats_a_step(db: TestDb) {
     let env = setup(db).await;
     env.station.create_spell(&env.account, three_steps("turn", "private")).await.unwrap();
     let image = upload(&env, &env.account, 32, 16).await;
-    let req =
-        CastRequest { spell: "turn".into(), inputs: json!({"image": image}).as_object().unwrap().clone(), ..Default::default() };
+    let req = CastRequest {
+        spell: "turn".into(),
+        inputs: json!({"image": image}).as_object().unwrap().clone(),
+        ..Default::default()
+    };
     let cast = env.station.cast(&env.account, req).await.unwrap();
     // "Process 1" runs step 1 and dies before advancing: claimed and finished
     // by hand (its output: a picture of the right size), no cast loop.
@@ -328,13 +335,23 @@ async fn crash_between_steps_neither_loses_nor_repeats_a_step(db: TestDb) {
     let finished = env
         .db
         .store
-        .finish_job(&claimed[0].id, "dead-process", JobStatus::Succeeded, Some(&[out.id.clone()]), None, station_store::now_ms())
+        .finish_job(
+            &claimed[0].id,
+            "dead-process",
+            JobStatus::Succeeded,
+            Some(&[out.id.clone()]),
+            None,
+            station_store::now_ms(),
+        )
         .await
         .unwrap();
     assert!(finished);
     env.station.settle_job(&claimed[0].id, "worker:dead-process").await.unwrap();
     let between = env.station.cast_view(&env.account, &cast.id).await.unwrap().unwrap();
-    assert_eq!(between.steps.iter().map(|s| s.status.as_str()).collect::<Vec<_>>(), ["succeeded", "waiting", "waiting"]);
+    assert_eq!(
+        between.steps.iter().map(|s| s.status.as_str()).collect::<Vec<_>>(),
+        ["succeeded", "waiting", "waiting"]
+    );
 
     // Advancing twice at once (two processes) moves it once.
     let (a, b) = tokio::join!(env.station.advance_cast(&cast.id), env.station.advance_cast(&cast.id));
@@ -428,8 +445,11 @@ async fn a_spell_whose_tool_changed_is_marked_broken(db: TestDb) {
     let reason = spell.broken.expect("marked broken");
     assert!(reason.contains("step2.inputs_from.image: Flip has no input image"), "{reason}");
     let image = upload(&env, &env.account, 32, 16).await;
-    let req =
-        CastRequest { spell: "turn".into(), inputs: json!({"image": image}).as_object().unwrap().clone(), ..Default::default() };
+    let req = CastRequest {
+        spell: "turn".into(),
+        inputs: json!({"image": image}).as_object().unwrap().clone(),
+        ..Default::default()
+    };
     assert!(matches!(station.cast(&env.account, req).await, Err(CastError::Broken { .. })));
 }
 

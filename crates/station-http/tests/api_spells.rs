@@ -70,9 +70,11 @@ fn verify(secret: &str, header: &str, body: &str) -> bool {
 }
 
 async fn with_comfy(s: &Server) -> (FakeComfy, station_core::Workers) {
-    let fake =
-        FakeComfy::start(FakeOptions { checkpoints: vec!["v1-5-pruned-emaonly.safetensors".into()], ..Default::default() })
-            .await;
+    let fake = FakeComfy::start(FakeOptions {
+        checkpoints: vec!["v1-5-pruned-emaonly.safetensors".into()],
+        ..Default::default()
+    })
+    .await;
     let spec = BackendSpec { name: "b0".into(), url: fake.url(), max_concurrent: 2, tags: vec![] };
     let comfy = ComfyExecutor::new(vec![spec], "auto").unwrap();
     comfy.start_health_checks(Duration::from_millis(200), s.station.wake.clone()).await;
@@ -116,10 +118,7 @@ async fn a_two_step_spell_is_saved_and_cast_over_rest_with_signed_webhooks() {
         let k = s.kind;
         let (_fake, workers) = with_comfy(&s).await;
         // The dream tool is listed once the backend's models are known.
-        wait_for("the dream tool", async || {
-            s.station.find_tool("dream", &s.alice).map(|_| ())
-        })
-        .await;
+        wait_for("the dream tool", async || s.station.find_tool("dream", &s.alice).map(|_| ())).await;
 
         // Bad spells are refused with every problem named.
         let bad = json!({"slug": "x y", "name": "Bad", "steps": [
@@ -172,7 +171,8 @@ async fn a_two_step_spell_is_saved_and_cast_over_rest_with_signed_webhooks() {
         let out = done["outputs"][0].as_str().unwrap();
         let m = s.station.media.get(out, None).await.unwrap().0;
         assert_eq!((m.width, m.height), (32, 32), "{k}: 64×64 from the dream, halved");
-        let step2 = s.get(&format!("/api/v1/generations/{}", done["steps"][1]["job_id"].as_str().unwrap()), &s.bob_key).await;
+        let step2 =
+            s.get(&format!("/api/v1/generations/{}", done["steps"][1]["job_id"].as_str().unwrap()), &s.bob_key).await;
         assert_eq!(
             step2.body["params"]["image"],
             json!(format!("media:{}", done["steps"][0]["outputs"][0].as_str().unwrap())),
@@ -208,7 +208,8 @@ async fn a_two_step_spell_is_saved_and_cast_over_rest_with_signed_webhooks() {
         assert!(!verify("whsec_wrong", &cast_event.1, &cast_event.2));
 
         // A cast refused for its inputs names them; nothing is held.
-        let a = s.post("/api/v1/casts", &s.bob_key, json!({"spell": "small-dream", "inputs": {"prompt": 5, "x": 1}})).await;
+        let a =
+            s.post("/api/v1/casts", &s.bob_key, json!({"spell": "small-dream", "inputs": {"prompt": 5, "x": 1}})).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{k}: {}", a.body);
         assert_eq!(a.fields(), ["inputs.x", "inputs.prompt"], "{k}: {}", a.body);
         workers.shutdown().await;
@@ -221,7 +222,11 @@ async fn a_two_step_spell_is_saved_and_cast_over_rest_with_signed_webhooks() {
         };
         let s2 = serve(&db2, false, |_| {}).await;
         let a = s2
-            .post("/api/v1/account/webhooks", &s2.bob_key, json!({"url": "http://127.0.0.1:9/hook", "events": ["cast.*"]}))
+            .post(
+                "/api/v1/account/webhooks",
+                &s2.bob_key,
+                json!({"url": "http://127.0.0.1:9/hook", "events": ["cast.*"]}),
+            )
             .await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{k}: {}", a.body);
         assert_eq!(a.fields(), ["url"]);

@@ -173,9 +173,9 @@ macro_rules! read_funds {
             // Parked steps of a cast wait for the step before them; they are not in the queue yet.
             "SELECT COUNT(*) FROM jobs WHERE account_id = $1 AND status = 'queued' AND run_after < 9223372036854775807",
         )
-            .bind(member)
-            .fetch_one(&mut *$c)
-            .await?;
+        .bind(member)
+        .fetch_one(&mut *$c)
+        .await?;
         let own: Option<(i64, i64)> = sqlx::query_as("SELECT balance, held FROM balances WHERE account_id = $1")
             .bind(member)
             .fetch_optional(&mut *$c)
@@ -276,7 +276,13 @@ macro_rules! place_paid_job {
         };
         if let Some((payer, allowance, balance, beneficiary, scope)) = hold {
             if allowance > 0 {
-                sqlx::query(ADD_USAGE).bind(FREE_POOL).bind(member).bind(day).bind(allowance).execute(&mut *$tx).await?;
+                sqlx::query(ADD_USAGE)
+                    .bind(FREE_POOL)
+                    .bind(member)
+                    .bind(day)
+                    .bind(allowance)
+                    .execute(&mut *$tx)
+                    .await?;
             }
             if let Some(scope) = scope {
                 sqlx::query(ADD_USAGE)
@@ -464,7 +470,12 @@ impl Store {
     /// for lack of points; refused with nothing written when the caster
     /// cannot cover the sum ([`LedgerError::Insufficient`]) or is at the
     /// queued-jobs quota. Counts the cast on its spell.
-    pub async fn insert_cast(&self, c: &crate::spells::NewCast<'_>, actor: &str, now: i64) -> Result<crate::spells::CastRow, LedgerError> {
+    pub async fn insert_cast(
+        &self,
+        c: &crate::spells::NewCast<'_>,
+        actor: &str,
+        now: i64,
+    ) -> Result<crate::spells::CastRow, LedgerError> {
         let day = utc_day(now);
         let (key_sql, job_sql) = job_insert_sql(self);
         let insert_entry = insert_entry_sql();

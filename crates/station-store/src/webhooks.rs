@@ -212,7 +212,12 @@ impl Store {
     /// Claims up to `limit` deliveries that are due: each gets its attempt
     /// counted and `next_attempt_at` moved `lease_ms` on (so a process that
     /// dies while sending leaves it to be sent again then).
-    pub async fn claim_webhook_deliveries(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<WebhookDeliveryRow>, StoreError> {
+    pub async fn claim_webhook_deliveries(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<WebhookDeliveryRow>, StoreError> {
         with_pool!(self, p => {
             Ok(sqlx::query_as(safe(&format!(
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $2 \
@@ -262,7 +267,11 @@ impl Store {
     }
 
     /// An account's deliveries, newest first.
-    pub async fn webhook_deliveries(&self, account_id: &str, limit: i64) -> Result<Vec<WebhookDeliveryRow>, StoreError> {
+    pub async fn webhook_deliveries(
+        &self,
+        account_id: &str,
+        limit: i64,
+    ) -> Result<Vec<WebhookDeliveryRow>, StoreError> {
         with_pool!(self, p => {
             Ok(sqlx::query_as(safe(&format!(
                 "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE account_id = $1 \

@@ -27,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{Source, SpellError};
+use crate::Station;
 use crate::events::JobEvent;
 use crate::jobs::{SubmitError, SubmitRequest};
-use crate::Station;
 
 /// A request to cast a spell.
 #[derive(Debug, Clone, Default)]
@@ -268,18 +268,12 @@ impl Station {
             account_id: &account.id,
             inputs: &inputs,
             callback_url: None,
-            steps: prepared
-                .into_iter()
-                .map(|(p, b)| (p.job, p.price, Value::Object(b).to_string()))
-                .collect(),
+            steps: prepared.into_iter().map(|(p, b)| (p.job, p.price, Value::Object(b).to_string())).collect(),
             free_daily: terms.free_daily,
             max_queued: terms.max_queued,
         };
         let actor = format!("account:{}", account.id);
-        self.store
-            .insert_cast(&new, &actor, station_store::now_ms())
-            .await
-            .map_err(SubmitError::from)?;
+        self.store.insert_cast(&new, &actor, station_store::now_ms()).await.map_err(SubmitError::from)?;
         for (job, _, _) in &new.steps {
             crate::telemetry::job_submitted(&job.tool_id, &job.service);
         }

@@ -275,7 +275,9 @@ impl Station {
             let mut fixed = Map::new();
             for (name, value) in &step.params {
                 match tool.inputs.get(name) {
-                    None => errors.push(err(format!("{at}.params.{name}"), format!("{} has no input {name}", tool.name))),
+                    None => {
+                        errors.push(err(format!("{at}.params.{name}"), format!("{} has no input {name}", tool.name)))
+                    }
                     Some(def) if def.kind == InputType::Image => errors.push(err(
                         format!("{at}.params.{name}"),
                         "an image input is mapped (inputs_from), not fixed".to_string(),
@@ -368,7 +370,8 @@ impl Station {
             let decl = spec.inputs.get(&name).cloned().unwrap_or_default();
             if let Some(d) = &decl.default {
                 let (step, param) = feeds[0].split_once('.').unwrap_or_default();
-                let tool = step.strip_prefix("step").and_then(|n| n.parse::<usize>().ok()).and_then(|n| steps.get(n - 1));
+                let tool =
+                    step.strip_prefix("step").and_then(|n| n.parse::<usize>().ok()).and_then(|n| steps.get(n - 1));
                 let value = coerce_value(&def, d);
                 if let Some((tool, _)) = tool
                     && let Err(e) = check_input(tool, param, &value)
@@ -407,10 +410,7 @@ impl Station {
             definition: &definition,
         };
         if !self.store.insert_spell(&row, station_store::now_ms()).await? {
-            return Err(SpellError::Invalid(vec![err(
-                "slug",
-                format!("{:?} is taken; choose another", spec.slug),
-            )]));
+            return Err(SpellError::Invalid(vec![err("slug", format!("{:?} is taken; choose another", spec.slug))]));
         }
         let stored = self.store.spell(&id).await?.ok_or(StoreError::NotFound { what: "spell", id })?;
         Ok(self.spell_view(&stored).await?.0)

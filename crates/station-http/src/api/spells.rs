@@ -346,7 +346,8 @@ async fn create_spell(
     body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<SpellBody>)> {
     let obj = object(body, &["slug", "name", "description", "visibility", "steps", "inputs"])?;
-    let spec: SpellSpec = serde_json::from_value(Value::Object(obj)).map_err(|e| ApiError::invalid("(body)", e.to_string()))?;
+    let spec: SpellSpec =
+        serde_json::from_value(Value::Object(obj)).map_err(|e| ApiError::invalid("(body)", e.to_string()))?;
     let spell = station.create_spell(&a, spec).await?;
     Ok((StatusCode::CREATED, Json(spell.into())))
 }
@@ -400,7 +401,11 @@ async fn list_casts(State(station): State<Station>, Caller(a): Caller) -> ApiRes
 #[utoipa::path(get, path = "/api/v1/casts/{id}", tag = "spells",
     params(("id" = String, Path, description = "Cast id")),
     responses((status = 200, body = CastBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn show_cast(State(station): State<Station>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult<Json<CastBody>> {
+async fn show_cast(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CastBody>> {
     let cast = station.cast_view(&a, &id).await?.ok_or_else(|| cast_not_found(&id))?;
     Ok(Json(cast.into()))
 }
@@ -410,7 +415,11 @@ async fn show_cast(State(station): State<Station>, Caller(a): Caller, Path(id): 
 #[utoipa::path(post, path = "/api/v1/casts/{id}/cancel", tag = "spells",
     params(("id" = String, Path, description = "Cast id")),
     responses((status = 200, body = CastBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn cancel_cast(State(station): State<Station>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult<Json<CastBody>> {
+async fn cancel_cast(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CastBody>> {
     let cast = station.cancel_cast(&a, &id).await?.ok_or_else(|| cast_not_found(&id))?;
     Ok(Json(cast.into()))
 }

@@ -167,7 +167,11 @@ async fn create_webhook(
 #[utoipa::path(delete, path = "/api/v1/account/webhooks/{id}", tag = "account",
     params(("id" = String, Path, description = "Subscription id")),
     responses((status = 204, description = "Removed"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn delete_webhook(State(station): State<Station>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_webhook(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     if station.remove_webhook(&a, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -189,7 +193,11 @@ async fn list_deliveries(State(station): State<Station>, Caller(a): Caller) -> A
     params(("id" = String, Path, description = "Delivery id")),
     responses((status = 202, description = "Queued to be sent again"), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-async fn replay_delivery(State(station): State<Station>, Caller(a): Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn replay_delivery(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     if station.replay_webhook_delivery(&a, &id).await? {
         Ok(StatusCode::ACCEPTED)
     } else {
