@@ -339,7 +339,7 @@ async fn crash_between_steps_neither_loses_nor_repeats_a_step(db: TestDb) {
             &claimed[0].id,
             "dead-process",
             JobStatus::Succeeded,
-            Some(&[out.id.clone()]),
+            Some(std::slice::from_ref(&out.id)),
             None,
             station_store::now_ms(),
         )

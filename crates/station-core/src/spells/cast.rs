@@ -140,7 +140,7 @@ pub fn progress_text(status: &str, step: usize, total: usize, tool_name: &str, j
         "cancelled" => format!("cancelled at step {step} of {total}: {tool_name}"),
         "failed" => format!("failed at step {step} of {total}: {tool_name}"),
         _ => {
-            let what = match job.map(|j| j.status()) {
+            let what = match job.map(JobRow::status) {
                 Some(JobStatus::Running) => {
                     let pct = job.map(|j| (j.progress * 100.0).clamp(0.0, 100.0).floor()).unwrap_or(0.0);
                     format!("{pct:.0} %")

@@ -276,7 +276,7 @@ impl Station {
             for (name, value) in &step.params {
                 match tool.inputs.get(name) {
                     None => {
-                        errors.push(err(format!("{at}.params.{name}"), format!("{} has no input {name}", tool.name)))
+                        errors.push(err(format!("{at}.params.{name}"), format!("{} has no input {name}", tool.name)));
                     }
                     Some(def) if def.kind == InputType::Image => errors.push(err(
                         format!("{at}.params.{name}"),
