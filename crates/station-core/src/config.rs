@@ -61,6 +61,8 @@ pub struct Config {
     pub web: WebConfig,
     /// Collections: exports and limits.
     pub collections: CollectionsConfig,
+    /// Webhooks: where events may be sent, timeouts and retries.
+    pub webhooks: WebhooksConfig,
     /// Operator's choice of tool for a chat command, overriding the tools'
     /// own `command` (e.g. `upscale = "resize"` sends `/upscale` to the native
     /// resize tool instead of the ComfyUI one).
@@ -246,6 +248,28 @@ impl Default for FlowsConfig {
     }
 }
 
+/// Webhook deliveries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Allow webhook URLs on private, loopback and link-local addresses
+    /// (off: a URL naming or resolving to one is refused, so accounts cannot
+    /// make Station call into the operator's network).
+    pub allow_private: bool,
+    /// How long one delivery attempt may take, connecting included.
+    pub timeout_seconds: u64,
+    /// First retry delay of a failed delivery; doubles each attempt, at most an hour.
+    pub retry_base_ms: u64,
+    /// Deliveries are retried for this long after the event, then given up.
+    pub give_up_hours: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig { allow_private: false, timeout_seconds: 5, retry_base_ms: 10_000, give_up_hours: 24 }
+    }
+}
+
 /// Per-account limits.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -320,6 +344,7 @@ impl Default for Config {
             flows: FlowsConfig::default(),
             web: WebConfig::default(),
             collections: CollectionsConfig::default(),
+            webhooks: WebhooksConfig::default(),
             commands: Default::default(),
             sections: Sections::default(),
         }

@@ -30,8 +30,10 @@ pub mod points;
 pub mod secrets;
 pub mod settings;
 pub mod stats;
+pub mod spells;
 pub mod telemetry;
 pub mod watermark;
+pub mod webhooks;
 pub mod worker;
 
 use std::sync::{Arc, RwLock};

@@ -36,7 +36,9 @@ pub struct Workers {
 type Inflight = Arc<Mutex<HashMap<String, CancellationToken>>>;
 
 impl Workers {
-    /// Starts a claim loop per registered executor, the heartbeat and the sweeper.
+    /// Starts a claim loop per registered executor, the heartbeat, the sweeper,
+    /// the loop that moves casts of spells on as their steps end and the
+    /// webhook sender.
     pub fn start(station: &Station) -> Workers {
         let owner: Arc<str> = format!(
             "{}-{}-{}",
@@ -66,6 +68,8 @@ impl Workers {
         tasks.spawn(heartbeat_loop(station.clone(), owner.clone(), stop.clone(), inflight.clone()));
         tasks.spawn(sweeper_loop(station.clone(), stop.clone()));
         tasks.spawn(crate::collections::export_loop(station.clone(), owner.clone(), stop.clone()));
+        tasks.spawn(crate::spells::cast::cast_loop(station.clone(), stop.clone()));
+        tasks.spawn(crate::webhooks::webhook_loop(station.clone(), stop.clone()));
         info!(%owner, "workers started");
         Workers { stop, tasks, owner, station: station.clone(), inflight }
     }

@@ -30,6 +30,8 @@ mod notify;
 mod pricing;
 mod settings;
 mod stats;
+mod spells;
+mod webhooks;
 
 pub use accounts::{AccountRow, Role};
 pub use audit::{AuditFilter, AuditRow, NewAuditEntry};
@@ -54,6 +56,8 @@ pub use models::{BackendModelRow, ModelCatalogRow};
 pub use notify::{Channel, Notifications};
 pub use pricing::{PaidBy, PayTerms, Payment, Placed, SponsorRow, utc_day};
 pub use stats::{AccountUsageRow, FailureRow, JobUsageRow, PointsUsageRow};
+pub use spells::{CastRow, CastStepRow, NewCast, NewSpell, PARKED, SpellRow};
+pub use webhooks::{NewWebhookDelivery, PendingEvent, WebhookDeliveryRow, WebhookRow};
 
 /// Milliseconds since the Unix epoch, the one time unit stored.
 pub fn now_ms() -> i64 {

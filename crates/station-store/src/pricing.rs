@@ -169,10 +169,13 @@ macro_rules! read_funds {
         let member: &str = $member;
         let sponsor: Option<(String, String, i64)> = $sponsor;
         let day: i64 = $day;
-        let (queued,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE account_id = $1 AND status = 'queued'")
-            .bind(member)
-            .fetch_one(&mut *$c)
-            .await?;
+        let (queued,): (i64,) = sqlx::query_as(
+            // Parked steps of a cast wait for the step before them; they are not in the queue yet.
+            "SELECT COUNT(*) FROM jobs WHERE account_id = $1 AND status = 'queued' AND run_after < 9223372036854775807",
+        )
+        .bind(member)
+        .fetch_one(&mut *$c)
+        .await?;
         let own: Option<(i64, i64)> = sqlx::query_as("SELECT balance, held FROM balances WHERE account_id = $1")
             .bind(member)
             .fetch_optional(&mut *$c)
@@ -215,6 +218,132 @@ fn check_terms(t: &PayTerms<'_>) -> Result<(), LedgerError> {
     Ok(())
 }
 
+/// Inside an open transaction `$tx` whose first statement was a write:
+/// locks the balance rows of the member and the group's sponsor (id order),
+/// reads what they have, decides who pays `$terms.price` for `$job`, writes
+/// its hold and the job. Refused (rolled back, returning from the enclosing
+/// function) at the quota or when short. Evaluates to who pays. Shared by
+/// one job ([`Store::insert_job_paid_keyed`]) and the steps of a cast.
+macro_rules! place_paid_job {
+    ($tx:ident, $job:expr, $terms:expr, $day:expr, $actor:expr, $now:expr, $key_sql:expr, $job_sql:expr, $insert_entry:expr) => {{
+        let job: &NewJob = $job;
+        let terms: &PayTerms<'_> = $terms;
+        let (day, actor, now): (i64, &str, i64) = ($day, $actor, $now);
+        let member = job.account_id.as_str();
+        let sponsor = match terms.sponsor_scope {
+            Some(scope) if terms.price > 0 => {
+                let row: Option<(String, i64)> =
+                    sqlx::query_as(ACTIVE_SPONSOR).bind(scope).bind(false).fetch_optional(&mut *$tx).await?;
+                row.map(|(id, cap)| (scope.to_string(), id, cap))
+            }
+            _ => None,
+        };
+        let mut locks = vec![member];
+        if let Some((_, id, _)) = &sponsor
+            && id != member
+        {
+            sqlx::query(ENSURE_BALANCE).bind(id).bind(now).execute(&mut *$tx).await?;
+            locks.push(id.as_str());
+        }
+        // On PostgreSQL these row locks serialise every submission that
+        // involves the same accounts; the fixed order rules out deadlock.
+        locks.sort_unstable();
+        for id in locks {
+            sqlx::query("UPDATE balances SET updated_at = updated_at WHERE account_id = $1")
+                .bind(id)
+                .execute(&mut *$tx)
+                .await?;
+        }
+        let funds = read_funds!($tx, member, sponsor, day);
+        if let Some(limit) = terms.max_queued
+            && funds.queued >= limit
+        {
+            $tx.rollback().await?;
+            return Err(LedgerError::QuotaExceeded { limit, queued: funds.queued });
+        }
+        let plan = decide(terms.price, terms.free_daily, &funds);
+        if !plan.affordable {
+            $tx.rollback().await?;
+            return Err(LedgerError::Insufficient { needed: terms.price, available: plan.available });
+        }
+        // (payer, allowance part, balance part, beneficiary, scope)
+        let hold = match &plan.paid_by {
+            PaidBy::Free => None,
+            PaidBy::Own { allowance, balance } => Some((member, *allowance, *balance, None, None)),
+            PaidBy::Sponsor { scope, account_id } => {
+                Some((account_id.as_str(), 0, terms.price, Some(member), Some(scope.as_str())))
+            }
+        };
+        if let Some((payer, allowance, balance, beneficiary, scope)) = hold {
+            if allowance > 0 {
+                sqlx::query(ADD_USAGE)
+                    .bind(FREE_POOL)
+                    .bind(member)
+                    .bind(day)
+                    .bind(allowance)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+            if let Some(scope) = scope {
+                sqlx::query(ADD_USAGE)
+                    .bind(sponsor_pool(scope))
+                    .bind(member)
+                    .bind(day)
+                    .bind(terms.price)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+            let counted_day = (allowance > 0 || scope.is_some()).then_some(day);
+            sqlx::query(
+                "INSERT INTO holds (job_id, account_id, amount, state, created_at, allowance, beneficiary, \
+                 sponsor_scope, day) VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8)",
+            )
+            .bind(&job.id)
+            .bind(payer)
+            .bind(terms.price)
+            .bind(now)
+            .bind(allowance)
+            .bind(beneficiary)
+            .bind(scope)
+            .bind(counted_day)
+            .execute(&mut *$tx)
+            .await?;
+            let written: Option<LedgerEntry> = sqlx::query_as(safe(&$insert_entry))
+                .bind(format!("hold:{}", job.id))
+                .bind(payer)
+                .bind(EntryKind::Hold.as_str())
+                .bind(0i64)
+                .bind(balance)
+                .bind(&job.id)
+                .bind(&job.tool_id)
+                .bind(actor)
+                .bind(now)
+                .bind(allowance)
+                .bind(beneficiary)
+                .fetch_optional(&mut *$tx)
+                .await?;
+            if written.is_none() {
+                $tx.rollback().await?;
+                return Err(LedgerError::Invalid { field: "id", reason: format!("job {} already has a hold", job.id) });
+            }
+            let r = sqlx::query(
+                "UPDATE balances SET held = held + $1, updated_at = $2 WHERE account_id = $3 AND balance >= held + $1",
+            )
+            .bind(balance)
+            .bind(now)
+            .bind(payer)
+            .execute(&mut *$tx)
+            .await?;
+            if r.rows_affected() != 1 {
+                // Checked above under the lock; only a corrupt cache gets here.
+                $tx.rollback().await?;
+                return Err(LedgerError::Insufficient { needed: terms.price, available: plan.available });
+            }
+        }
+        insert_job_in_tx!($tx, job, now, $key_sql, $job_sql);
+        plan.paid_by
+    }};
+}
 impl Store {
     /// Writes a queued job and, in the same transaction, holds `hold` points
     /// of its owner for it. If the account lacks the points nothing is
@@ -326,117 +455,86 @@ impl Store {
                     return Ok(Placed::Existing(row));
                 }
             }
-            let sponsor = match terms.sponsor_scope {
-                Some(scope) if terms.price > 0 => {
-                    let row: Option<(String, i64)> =
-                        sqlx::query_as(ACTIVE_SPONSOR).bind(scope).bind(false).fetch_optional(&mut *tx).await?;
-                    row.map(|(id, cap)| (scope.to_string(), id, cap))
-                }
-                _ => None,
-            };
-            let mut locks = vec![member];
-            if let Some((_, id, _)) = &sponsor
-                && id != member
-            {
-                sqlx::query(ENSURE_BALANCE).bind(id).bind(now).execute(&mut *tx).await?;
-                locks.push(id.as_str());
-            }
-            // On PostgreSQL these row locks serialise every submission that
-            // involves the same accounts; the fixed order rules out deadlock.
-            locks.sort_unstable();
-            for id in locks {
-                sqlx::query("UPDATE balances SET updated_at = updated_at WHERE account_id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let funds = read_funds!(tx, member, sponsor, day);
-            if let Some(limit) = terms.max_queued
-                && funds.queued >= limit
-            {
-                tx.rollback().await?;
-                return Err(LedgerError::QuotaExceeded { limit, queued: funds.queued });
-            }
-            let plan = decide(terms.price, terms.free_daily, &funds);
-            if !plan.affordable {
-                tx.rollback().await?;
-                return Err(LedgerError::Insufficient { needed: terms.price, available: plan.available });
-            }
-            // (payer, allowance part, balance part, beneficiary, scope)
-            let hold = match &plan.paid_by {
-                PaidBy::Free => None,
-                PaidBy::Own { allowance, balance } => Some((member, *allowance, *balance, None, None)),
-                PaidBy::Sponsor { scope, account_id } => {
-                    Some((account_id.as_str(), 0, terms.price, Some(member), Some(scope.as_str())))
-                }
-            };
-            if let Some((payer, allowance, balance, beneficiary, scope)) = hold {
-                if allowance > 0 {
-                    sqlx::query(ADD_USAGE).bind(FREE_POOL).bind(member).bind(day).bind(allowance).execute(&mut *tx).await?;
-                }
-                if let Some(scope) = scope {
-                    sqlx::query(ADD_USAGE)
-                        .bind(sponsor_pool(scope))
-                        .bind(member)
-                        .bind(day)
-                        .bind(terms.price)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                let counted_day = (allowance > 0 || scope.is_some()).then_some(day);
-                sqlx::query(
-                    "INSERT INTO holds (job_id, account_id, amount, state, created_at, allowance, beneficiary, \
-                     sponsor_scope, day) VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8)",
-                )
-                .bind(&job.id)
-                .bind(payer)
-                .bind(terms.price)
-                .bind(now)
-                .bind(allowance)
-                .bind(beneficiary)
-                .bind(scope)
-                .bind(counted_day)
-                .execute(&mut *tx)
-                .await?;
-                let written: Option<LedgerEntry> = sqlx::query_as(safe(&insert_entry))
-                    .bind(format!("hold:{}", job.id))
-                    .bind(payer)
-                    .bind(EntryKind::Hold.as_str())
-                    .bind(0i64)
-                    .bind(balance)
-                    .bind(&job.id)
-                    .bind(&job.tool_id)
-                    .bind(actor)
-                    .bind(now)
-                    .bind(allowance)
-                    .bind(beneficiary)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if written.is_none() {
-                    tx.rollback().await?;
-                    return Err(LedgerError::Invalid { field: "id", reason: format!("job {} already has a hold", job.id) });
-                }
-                let r = sqlx::query(
-                    "UPDATE balances SET held = held + $1, updated_at = $2 WHERE account_id = $3 AND balance >= held + $1",
-                )
-                .bind(balance)
-                .bind(now)
-                .bind(payer)
-                .execute(&mut *tx)
-                .await?;
-                if r.rows_affected() != 1 {
-                    // Checked above under the lock; only a corrupt cache gets here.
-                    tx.rollback().await?;
-                    return Err(LedgerError::Insufficient { needed: terms.price, available: plan.available });
-                }
-            }
-            insert_job_in_tx!(tx, job, now, key_sql, job_sql);
+            let paid_by = place_paid_job!(tx, job, terms, day, actor, now, key_sql, job_sql, insert_entry);
             tx.commit().await?;
-            plan.paid_by
+            paid_by
         });
         let row =
             self.get_job(&job.id).await?.ok_or_else(|| StoreError::NotFound { what: "job", id: job.id.clone() })?;
         Ok(Placed::New(row, paid_by))
+    }
+
+    /// Writes a cast, its steps, and every step's job with its hold, in one
+    /// transaction: the first step queued, the rest parked ([`crate::spells::PARKED`]). The
+    /// whole price is held now, step by step, so a cast never stops halfway
+    /// for lack of points; refused with nothing written when the caster
+    /// cannot cover the sum ([`LedgerError::Insufficient`]) or is at the
+    /// queued-jobs quota. Counts the cast on its spell.
+    pub async fn insert_cast(
+        &self,
+        c: &crate::spells::NewCast<'_>,
+        actor: &str,
+        now: i64,
+    ) -> Result<crate::spells::CastRow, LedgerError> {
+        let day = utc_day(now);
+        let (key_sql, job_sql) = job_insert_sql(self);
+        let insert_entry = insert_entry_sql();
+        let price: i64 = c.steps.iter().map(|(_, p, _)| *p).sum();
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            // A write first: on SQLite it takes the database's write lock.
+            sqlx::query(
+                "INSERT INTO balances (account_id, balance, held, updated_at) VALUES ($1, 0, 0, $2) \
+                 ON CONFLICT (account_id) DO NOTHING",
+            )
+            .bind(c.account_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO casts (id, spell_id, account_id, status, steps, current_step, inputs, price, \
+                 callback_url, created_at) VALUES ($1, $2, $3, 'running', $4, 0, $5, $6, $7, $8)",
+            )
+            .bind(c.id)
+            .bind(c.spell_id)
+            .bind(c.account_id)
+            .bind(c.steps.len() as i64)
+            .bind(c.inputs)
+            .bind(price)
+            .bind(c.callback_url)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            for (n, (job, price, bindings)) in c.steps.iter().enumerate() {
+                let terms = PayTerms {
+                    price: *price,
+                    free_daily: c.free_daily,
+                    sponsor_scope: None,
+                    max_queued: if n == 0 { c.max_queued } else { None },
+                };
+                let _: PaidBy = place_paid_job!(tx, job, &terms, day, actor, now, key_sql, job_sql, insert_entry);
+                if n > 0 {
+                    sqlx::query("UPDATE jobs SET run_after = $1 WHERE id = $2")
+                        .bind(crate::spells::PARKED)
+                        .bind(&job.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(
+                    "INSERT INTO cast_steps (cast_id, step, job_id, tool_id, bindings) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(c.id)
+                .bind(n as i64)
+                .bind(&job.id)
+                .bind(&job.tool_id)
+                .bind(bindings)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query("UPDATE spells SET casts = casts + 1 WHERE id = $1").bind(c.spell_id).execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
+        Ok(self.cast(c.id).await?.ok_or_else(|| StoreError::NotFound { what: "cast", id: c.id.to_string() })?)
     }
 
     /// The job queued with an idempotency key, if any.

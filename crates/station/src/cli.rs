@@ -52,6 +52,9 @@ pub enum Command {
     /// Balances, history, grants, adjustments and the ledger audit.
     #[command(subcommand)]
     Points(crate::commands::points::PointsCommand),
+    /// Spells: saved chains of tools — list, show, create from a file, cast.
+    #[command(subcommand)]
+    Spells(crate::commands::spells::SpellsCommand),
     /// List, inspect, create, promote and suspend accounts.
     #[command(subcommand)]
     Users(crate::commands::users::UsersCommand),

@@ -24,6 +24,7 @@ pub(crate) mod loras;
 pub(crate) mod models;
 pub(crate) mod points;
 pub(crate) mod stats;
+pub(crate) mod spells;
 pub(crate) mod users;
 mod wire;
 
@@ -80,6 +81,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
                 Command::Loras(c) => loras::run(&station, c).await,
                 Command::Models(c) => models::run(&station, c).await,
                 Command::Points(c) => points::run(&station, c).await,
+                Command::Spells(c) => spells::run(&station, c).await,
                 Command::Users(c) => users::run(&station, c).await,
                 Command::Keys(c) => keys::run(&station, c).await,
                 Command::Collections(c) => collections::run(&station, c).await,

@@ -244,7 +244,7 @@ impl Station {
 
     /// [`Station::prepare`] taking the image references in `pending` as the
     /// account's own without looking them up (see [`Station::check_submit`]).
-    async fn prepare_with(
+    pub(crate) async fn prepare_with(
         &self,
         account: &AccountRow,
         req: &SubmitRequest,

@@ -1,5 +1,5 @@
 //! The REST API under `/api/v1`: tools, generations, media, live events,
-//! points, settings per tool and the admin endpoints, documented by an
+//! points, settings per tool, spells and casts, and the admin endpoints, documented by an
 //! OpenAPI 3 document built from the handlers themselves ([`openapi`]).
 //!
 //! Every handler authenticates with [`crate::Caller`] (API key or web session
@@ -22,7 +22,9 @@ pub mod openapi;
 pub mod points;
 pub mod settings;
 pub mod stats;
+pub mod spells;
 pub mod tools;
+pub mod webhooks;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -73,6 +75,8 @@ pub fn routes() -> OpenApiRouter<Station> {
         .merge(events::routes())
         .merge(points::routes())
         .merge(settings::routes())
+        .merge(spells::routes())
+        .merge(webhooks::routes())
         .merge(admin::routes())
         .merge(flags::routes())
         .merge(stats::routes())

@@ -56,6 +56,7 @@ pub fn base() -> OpenApi {
                 ("points", "Balance, history, quotes"),
                 ("settings", "Saved parameters per tool"),
                 ("collections", "Curated sets of results and LoRAs: share links, ZIP exports"),
+                ("spells", "Saved chains of tools, and casting them"),
                 ("account", "Who am I, API keys, linking accounts"),
                 ("admin", "Backends, queue, users (administrators)"),
                 ("service", "Health, readiness, documentation"),

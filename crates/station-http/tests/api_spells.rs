@@ -1,0 +1,235 @@
+//! Spells, casts and webhooks through the real server, with the fake
+//! ComfyUI and the native tools, on SQLite and PostgreSQL: a two-step spell
+//! (text to image on ComfyUI → resize) saved and cast over REST, its
+//! validation errors, and a webhook subscription receiving the cast's and
+//! the generations' events signed, retried after a 500, with one event id.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use common::{Server, serve};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use station_comfyui::{BackendSpec, ComfyExecutor};
+use station_comfyui_fake::{FakeComfy, FakeOptions};
+use station_testkit::testing;
+
+/// What the test receiver saw: (event id, signature header, body).
+type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
+
+/// A webhook receiver on 127.0.0.1 that answers 500 to the first request
+/// of each event id and 200 afterwards.
+async fn receiver() -> (String, Seen) {
+    let seen: Seen = Default::default();
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let s = s.clone();
+            async move {
+                let id = headers["x-station-event-id"].to_str().unwrap().to_string();
+                let sig = headers["x-station-signature"].to_str().unwrap().to_string();
+                let mut seen = s.lock().unwrap();
+                let first = !seen.iter().any(|(e, _, _)| *e == id);
+                seen.push((id, sig, body));
+                if first { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+/// HMAC-SHA256, written here independently of Station's.
+fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let mut k = [0u8; 64];
+    k[..key.len()].copy_from_slice(key);
+    let inner = Sha256::new().chain_update(k.map(|b| b ^ 0x36)).chain_update(msg).finalize();
+    Sha256::new().chain_update(k.map(|b| b ^ 0x5c)).chain_update(inner).finalize().to_vec()
+}
+
+/// Verifies `t=…,v1=…` over `body` with `secret`, as a Stripe-style verifier does.
+fn verify(secret: &str, header: &str, body: &str) -> bool {
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", x)) => t = Some(x.to_string()),
+            Some(("v1", x)) => v1 = Some(x.to_string()),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else { return false };
+    hex::encode(hmac(secret.as_bytes(), format!("{t}.{body}").as_bytes())) == v1
+}
+
+async fn with_comfy(s: &Server) -> (FakeComfy, station_core::Workers) {
+    let fake = FakeComfy::start(FakeOptions {
+        checkpoints: vec!["v1-5-pruned-emaonly.safetensors".into()],
+        ..Default::default()
+    })
+    .await;
+    let spec = BackendSpec { name: "b0".into(), url: fake.url(), max_concurrent: 2, tags: vec![] };
+    let comfy = ComfyExecutor::new(vec![spec], "auto").unwrap();
+    comfy.start_health_checks(Duration::from_millis(200), s.station.wake.clone()).await;
+    s.station.register_executor(comfy);
+    (fake, station_core::Workers::start(&s.station))
+}
+
+async fn wait_cast(s: &Server, key: &str, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let a = s.get(&format!("/api/v1/casts/{id}"), key).await;
+        assert_eq!(a.status, StatusCode::OK, "{}: {}", s.kind, a.body);
+        if a.body["status"] != "running" {
+            return a.body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}: cast stuck: {}", s.kind, a.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_for<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_step_spell_is_saved_and_cast_over_rest_with_signed_webhooks() {
+    for db in testing::all().await {
+        let s = serve(&db, false, |c| {
+            station_testkit::install_dream(&c.tools_dir());
+            c.webhooks.allow_private = true;
+            c.webhooks.retry_base_ms = 50;
+        })
+        .await;
+        let k = s.kind;
+        let (_fake, workers) = with_comfy(&s).await;
+        // The dream tool is listed once the backend's models are known.
+        wait_for("the dream tool", async || s.station.find_tool("dream", &s.alice).map(|_| ())).await;
+
+        // Bad spells are refused with every problem named.
+        let bad = json!({"slug": "x y", "name": "Bad", "steps": [
+            {"tool": "dream"},
+            {"tool": "resize", "params": {"scale": 0.5}, "inputs_from": {"image": "step2.output[0]"}},
+        ]});
+        let a = s.post("/api/v1/spells", &s.alice_key, bad).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{k}: {}", a.body);
+        assert_eq!(a.fields(), ["slug", "step1.prompt", "step2.inputs_from.image"], "{k}: {}", a.body);
+
+        let spell = json!({
+            "slug": "small-dream", "name": "Small dream", "visibility": "public",
+            "steps": [
+                {"tool": "dream", "inputs_from": {"prompt": "input.prompt"}},
+                {"tool": "resize", "params": {"scale": 0.5}, "inputs_from": {"image": "step1.output[0]"}},
+            ],
+            "inputs": {"prompt": {"default": "a lighthouse"}},
+        });
+        let a = s.post("/api/v1/spells", &s.alice_key, spell).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+        assert_eq!(a.body["inputs"][0]["name"], "prompt");
+        assert_eq!(a.body["inputs"][0]["type"], "text");
+        let listed = s.get("/api/v1/spells", &s.bob_key).await;
+        assert_eq!(listed.body["spells"][0]["slug"], "small-dream", "{k}: public spells are listed for others");
+
+        // Bob subscribes to every generation and cast event.
+        let (url, seen) = receiver().await;
+        let a = s
+            .post("/api/v1/account/webhooks", &s.bob_key, json!({"url": url, "events": ["generation.*", "cast.*"]}))
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+        let secret = a.body["secret"].as_str().unwrap().to_string();
+        let listed = s.get("/api/v1/account/webhooks", &s.bob_key).await;
+        assert!(listed.body["webhooks"][0]["secret"].is_null(), "{k}: the secret is shown once");
+
+        // Bob casts Alice's public spell: bound outputs, quote = holds, his points.
+        let before = s.get("/api/v1/points", &s.bob_key).await.body;
+        let a = s
+            .post("/api/v1/casts", &s.bob_key, json!({"spell": "small-dream", "inputs": {"prompt": "a red fox"}}))
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+        let price = a.body["price"].as_i64().unwrap();
+        assert_eq!(a.body["steps_total"], 2);
+        let held = s.get("/api/v1/points", &s.bob_key).await.body;
+        assert_eq!(held["held"].as_i64().unwrap() - before["held"].as_i64().unwrap(), price, "{k}: {held}");
+        let id = a.body["id"].as_str().unwrap().to_string();
+        let done = wait_cast(&s, &s.bob_key, &id).await;
+        assert_eq!(done["status"], "succeeded", "{k}: {done}");
+        assert_eq!(done["progress_text"], "done: 2 of 2 steps");
+        let out = done["outputs"][0].as_str().unwrap();
+        let m = s.station.media.get(out, None).await.unwrap().0;
+        assert_eq!((m.width, m.height), (32, 32), "{k}: 64×64 from the dream, halved");
+        let step2 =
+            s.get(&format!("/api/v1/generations/{}", done["steps"][1]["job_id"].as_str().unwrap()), &s.bob_key).await;
+        assert_eq!(
+            step2.body["params"]["image"],
+            json!(format!("media:{}", done["steps"][0]["outputs"][0].as_str().unwrap())),
+            "{k}: {}",
+            step2.body
+        );
+        let alice = s.get("/api/v1/spells/small-dream", &s.alice_key).await;
+        assert_eq!(alice.body["casts"], 1);
+        assert!(s.get(&format!("/api/v1/casts/{id}"), &s.alice_key).await.status == StatusCode::NOT_FOUND);
+
+        // Three events (two generations, one cast), each delivered after one 500, signed, with one id.
+        let log = wait_for("three delivered events", async || {
+            let log = s.get("/api/v1/account/webhooks/deliveries", &s.bob_key).await.body;
+            let list = log["deliveries"].as_array()?.clone();
+            (list.len() == 3 && list.iter().all(|d| d["state"] == "delivered")).then_some(list)
+        })
+        .await;
+        let mut events: Vec<&str> = log.iter().map(|d| d["event"].as_str().unwrap()).collect();
+        events.sort();
+        assert_eq!(events, ["cast.succeeded", "generation.succeeded", "generation.succeeded"], "{k}");
+        assert!(log.iter().all(|d| d["attempts"] == 2 && d["last_status"] == 200), "{k}: {log:?}");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 6, "{k}: each event twice (a 500, then 200)");
+        for (event_id, sig, body) in &seen {
+            assert!(verify(&secret, sig, body), "{k}: signature of {event_id} verifies");
+            let v: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(v["id"], json!(event_id));
+        }
+        let cast_event = seen.iter().find(|(e, _, _)| e.starts_with("cast.")).unwrap();
+        assert_eq!(cast_event.0, format!("cast.succeeded:{id}"));
+        let body: Value = serde_json::from_str(&cast_event.2).unwrap();
+        assert_eq!(body["data"]["outputs"][0], json!(out));
+        assert!(!verify("whsec_wrong", &cast_event.1, &cast_event.2));
+
+        // A cast refused for its inputs names them; nothing is held.
+        let a =
+            s.post("/api/v1/casts", &s.bob_key, json!({"spell": "small-dream", "inputs": {"prompt": 5, "x": 1}})).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{k}: {}", a.body);
+        assert_eq!(a.fields(), ["inputs.x", "inputs.prompt"], "{k}: {}", a.body);
+        workers.shutdown().await;
+        s.stop().await;
+
+        // Without allow_private, a private destination is refused.
+        let db2 = match k {
+            "sqlite" => testing::sqlite().await,
+            _ => testing::postgres().await.unwrap(),
+        };
+        let s2 = serve(&db2, false, |_| {}).await;
+        let a = s2
+            .post(
+                "/api/v1/account/webhooks",
+                &s2.bob_key,
+                json!({"url": "http://127.0.0.1:9/hook", "events": ["cast.*"]}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{k}: {}", a.body);
+        assert_eq!(a.fields(), ["url"]);
+        s2.stop().await;
+    }
+}
