@@ -59,6 +59,8 @@ pub struct Config {
     pub flows: FlowsConfig,
     /// Web app: public address and sign-in sessions.
     pub web: WebConfig,
+    /// LoRA training: dataset sizes and where trained files are published.
+    pub training: TrainingConfig,
     /// Operator's choice of tool for a chat command, overriding the tools'
     /// own `command` (e.g. `upscale = "resize"` sends `/upscale` to the native
     /// resize tool instead of the ComfyUI one).
@@ -277,6 +279,27 @@ pub struct WebConfig {
     pub session_hours: u64,
 }
 
+/// LoRA training settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingConfig {
+    /// Fewest images a dataset needs before it can be trained.
+    pub min_images: u64,
+    /// Most images (slots) a dataset may hold.
+    pub max_images: u64,
+    /// A models folder every backend loads LoRAs from: each trained LoRA is
+    /// also written there as `<slug>.safetensors`, and the catalog names that
+    /// file. Unset: the catalog names the file the training backend saved
+    /// (in its `output/loras`, which ComfyUI lists as a LoRA folder).
+    pub publish_dir: Option<PathBuf>,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig { min_images: 4, max_images: 20, publish_dir: None }
+    }
+}
+
 impl Default for WebConfig {
     fn default() -> Self {
         WebConfig { public_url: None, session_hours: 24 * 7 }
@@ -301,6 +324,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             flows: FlowsConfig::default(),
             web: WebConfig::default(),
+            training: TrainingConfig::default(),
             commands: Default::default(),
             sections: Sections::default(),
         }

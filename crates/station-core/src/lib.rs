@@ -28,6 +28,7 @@ pub mod points;
 pub mod secrets;
 pub mod settings;
 pub mod telemetry;
+pub mod training;
 pub mod watermark;
 pub mod worker;
 
@@ -37,7 +38,7 @@ pub use adapter_state::AdapterState;
 pub use admin::{BackendHealth, QueueOverview, ServiceHealth};
 pub use config::Config;
 pub use events::{EventBus, InProcessBus, JobEvent, PgBus};
-pub use executor::{ExecContext, ExecError, ExecJob, Executor, InputImage, OutputFile};
+pub use executor::{DatasetFile, ExecContext, ExecError, ExecJob, Executor, InputImage, OutputFile};
 pub use inbox::InboxService;
 pub use jobs::{
     GenerationPage, JobAccessError, JobIdError, JobStatusView, JobView, RatingError, SubmitError, SubmitRequest,

@@ -27,6 +27,7 @@ mod models;
 mod notify;
 mod pricing;
 mod settings;
+mod training;
 
 pub use accounts::{AccountRow, Role};
 pub use audit::{AuditFilter, AuditRow, NewAuditEntry};
@@ -47,6 +48,7 @@ pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use media::MediaRow;
 pub use models::{BackendModelRow, ModelCatalogRow};
 pub use notify::{Channel, Notifications};
+pub use training::{AddedImage, DatasetImageRow, DatasetRow, TrainingRow};
 pub use pricing::{PaidBy, PayTerms, Payment, Placed, SponsorRow, utc_day};
 
 /// Milliseconds since the Unix epoch, the one time unit stored.

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod points;
 pub mod settings;
 pub mod tools;
+pub mod training;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -71,6 +72,7 @@ pub fn routes() -> OpenApiRouter<Station> {
         .merge(points::routes())
         .merge(settings::routes())
         .merge(admin::routes())
+        .merge(training::routes())
 }
 
 /// The body as a JSON object holding only `known` keys; a missing or

@@ -55,6 +55,7 @@ pub fn base() -> OpenApi {
                 ("media", "Uploads, downloads, thumbnails"),
                 ("points", "Balance, history, quotes"),
                 ("settings", "Saved parameters per tool"),
+                ("training", "Datasets, LoRA trainings and trained LoRA files"),
                 ("account", "Who am I, API keys, linking accounts"),
                 ("admin", "Backends, queue, users (administrators)"),
                 ("service", "Health, readiness, documentation"),
