@@ -1048,9 +1048,10 @@ async fn fetch_saved_file(
     let bytes = backend.client.view(&file).await.map_err(|e| {
         mark_down(backend, &e);
         match e {
-            ComfyError::Http { status: 404, .. } => {
-                ExecError::Failed(format!("{} finished but its file {filename} is not on {}", job.tool.id, backend.spec.name))
-            }
+            ComfyError::Http { status: 404, .. } => ExecError::Failed(format!(
+                "{} finished but its file {filename} is not on {}",
+                job.tool.id, backend.spec.name
+            )),
             e => ExecError::from_comfy(e),
         }
     })?;

@@ -242,6 +242,9 @@ pub fn with_trigger(caption: &str, trigger: &str) -> String {
 
 const MAX_CAPTION: usize = 1000;
 
+/// A training without a job this long after it was recorded was never queued.
+const ORPHAN_AFTER_MS: i64 = 60_000;
+
 impl Station {
     /// Creates an empty dataset owned by `account`. The trigger word
     /// defaults to the slug of the name.
@@ -492,10 +495,8 @@ impl Station {
         if let Some((_, m)) = &model {
             multiplier *= m.price_multiplier;
         }
-        let price = crate::points::price(
-            &station_tools::Cost::PerRun(1),
-            (steps as f64) * def.points_per_step * multiplier,
-        );
+        let price =
+            crate::points::price(&station_tools::Cost::PerRun(1), (steps as f64) * def.points_per_step * multiplier);
         self.ensure_starting_grant(&account.id).await.map_err(SubmitError::from)?;
         let terms = self.pay_terms(account, price, None);
         let plan =
@@ -600,8 +601,9 @@ impl Station {
         Ok(TrainingView { row, job: Some(job_row), lora: None })
     }
 
-    /// One of the account's trainings (admins: anyone's), completed first
-    /// if its job has ended.
+    /// One of the account's trainings (admins: anyone's). A training whose
+    /// job ended is completed by the job's worker (or, after a crash, the
+    /// sweeper), not by readers.
     pub async fn training(&self, account: &AccountRow, id: &str) -> Result<TrainingView, TrainingError> {
         let row = self
             .store
@@ -609,12 +611,6 @@ impl Station {
             .await?
             .filter(|t| account.may_access(Some(&t.account_id)))
             .ok_or_else(|| TrainingError::NotFound(format!("no training {id:?}")))?;
-        let row = if row.status == "running" {
-            self.complete_training_for_job(&row.job_id).await?;
-            self.store.get_training(id).await?.unwrap_or(row)
-        } else {
-            row
-        };
         self.training_view(row).await
     }
 
@@ -659,8 +655,16 @@ impl Station {
         if training.status != "running" {
             return Ok(());
         }
-        let Some(job) = self.store.get_job(job_id).await? else { return Ok(()) };
         let now = station_store::now_ms();
+        let Some(job) = self.store.get_job(job_id).await? else {
+            // A process died between recording the training and queuing its
+            // job (nothing was held): it ends, and its dataset is unlocked.
+            if training.created_at < now - ORPHAN_AFTER_MS {
+                let why = "its job was never queued (Station stopped while starting it); nothing was charged";
+                self.store.finish_training(&training.id, "failed", Some(why), None, now).await?;
+            }
+            return Ok(());
+        };
         match job.status() {
             JobStatus::Queued | JobStatus::Dispatched | JobStatus::Running => Ok(()),
             JobStatus::Failed | JobStatus::Cancelled => {
@@ -694,7 +698,13 @@ impl Station {
                 Some(n) => n.clone(),
                 None => {
                     self.store
-                        .finish_training(&training.id, "failed", Some("the trained file's name was not recorded"), None, now)
+                        .finish_training(
+                            &training.id,
+                            "failed",
+                            Some("the trained file's name was not recorded"),
+                            None,
+                            now,
+                        )
                         .await?;
                     return Ok(());
                 }
@@ -736,7 +746,7 @@ impl Station {
     /// Completes every training whose job ended without it (a process died
     /// in between). Returns how many it completed.
     pub async fn complete_trainings(&self) -> Result<usize, TrainingError> {
-        let open = self.store.trainings_to_complete().await?;
+        let open = self.store.trainings_to_complete(station_store::now_ms() - ORPHAN_AFTER_MS).await?;
         let n = open.len();
         for t in open {
             self.complete_training_for_job(&t.job_id).await?;

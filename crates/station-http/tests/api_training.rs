@@ -84,7 +84,9 @@ async fn dataset_quote_training_events_and_the_lora_file() {
         assert_eq!(q.status, StatusCode::OK, "{k}: {}", q.body);
         assert_eq!(q.body["price"], 3, "{k}: 30 steps × 0.1");
         assert_eq!(q.body["settings"]["rank"], 16, "{k}: the SD1.5 default");
-        let bad = s.post("/api/v1/trainings/quote", &s.alice_key, json!({"dataset": "red-fox", "settings": {"rank": 0}})).await;
+        let bad = s
+            .post("/api/v1/trainings/quote", &s.alice_key, json!({"dataset": "red-fox", "settings": {"rank": 0}}))
+            .await;
         assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{k}");
         assert_eq!(bad.fields(), ["rank"]);
 
@@ -117,8 +119,7 @@ async fn dataset_quote_training_events_and_the_lora_file() {
         let file = done["lora_file"].as_str().unwrap();
         assert!(file.ends_with("_30_steps_00001_.safetensors"), "{k}: {file}");
 
-        let resp =
-            s.http.get(s.url("/api/v1/loras/red-fox/file")).bearer_auth(&s.alice_key).send().await.unwrap();
+        let resp = s.http.get(s.url("/api/v1/loras/red-fox/file")).bearer_auth(&s.alice_key).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{k}");
         assert_eq!(resp.headers()["content-type"], "application/octet-stream");
         let bytes = resp.bytes().await.unwrap();

@@ -48,8 +48,8 @@ pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use media::MediaRow;
 pub use models::{BackendModelRow, ModelCatalogRow};
 pub use notify::{Channel, Notifications};
-pub use training::{AddedImage, DatasetImageRow, DatasetRow, TrainingRow};
 pub use pricing::{PaidBy, PayTerms, Payment, Placed, SponsorRow, utc_day};
+pub use training::{AddedImage, DatasetImageRow, DatasetRow, TrainingRow};
 
 /// Milliseconds since the Unix epoch, the one time unit stored.
 pub fn now_ms() -> i64 {

@@ -1,7 +1,7 @@
 //! LoRA training: datasets with their images and captions, and trainings
 //! (each one job; its outcome turns into a catalog LoRA through the core).
 
-use crate::db::{Store, StoreError, with_pool};
+use crate::db::{Store, StoreError, safe, with_pool};
 
 /// One dataset.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
@@ -115,19 +115,19 @@ impl Store {
     /// A dataset by id.
     pub async fn get_dataset(&self, id: &str) -> Result<Option<DatasetRow>, StoreError> {
         let sql = format!("SELECT {DATASET_COLS} FROM datasets WHERE id = $1");
-        Ok(with_pool!(self, p => sqlx::query_as(&sql).bind(id).fetch_optional(p).await?))
+        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(id).fetch_optional(p).await?))
     }
 
     /// An owner's dataset by slug.
     pub async fn dataset_by_slug(&self, account_id: &str, slug: &str) -> Result<Option<DatasetRow>, StoreError> {
         let sql = format!("SELECT {DATASET_COLS} FROM datasets WHERE account_id = $1 AND slug = $2");
-        Ok(with_pool!(self, p => sqlx::query_as(&sql).bind(account_id).bind(slug).fetch_optional(p).await?))
+        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(account_id).bind(slug).fetch_optional(p).await?))
     }
 
     /// An owner's datasets, newest first (archived ones too).
     pub async fn list_datasets(&self, account_id: &str) -> Result<Vec<DatasetRow>, StoreError> {
         let sql = format!("SELECT {DATASET_COLS} FROM datasets WHERE account_id = $1 ORDER BY created_at DESC, id");
-        Ok(with_pool!(self, p => sqlx::query_as(&sql).bind(account_id).fetch_all(p).await?))
+        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(account_id).fetch_all(p).await?))
     }
 
     /// A dataset's images in slot order.
@@ -227,7 +227,7 @@ impl Store {
         });
         if n == 1 {
             with_pool!(self, p => {
-                sqlx::query("UPDATE datasets SET updated_at = $2 WHERE id = $1").bind(dataset_id).bind(now).execute(p).await?
+                sqlx::query("UPDATE datasets SET updated_at = $2 WHERE id = $1").bind(dataset_id).bind(now).execute(p).await?;
             });
         }
         Ok(n == 1)
@@ -291,35 +291,38 @@ impl Store {
     /// A training by id.
     pub async fn get_training(&self, id: &str) -> Result<Option<TrainingRow>, StoreError> {
         let sql = format!("SELECT {TRAINING_COLS} FROM trainings WHERE id = $1");
-        Ok(with_pool!(self, p => sqlx::query_as(&sql).bind(id).fetch_optional(p).await?))
+        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(id).fetch_optional(p).await?))
     }
 
     /// The training a job runs, if it runs one.
     pub async fn training_by_job(&self, job_id: &str) -> Result<Option<TrainingRow>, StoreError> {
         let sql = format!("SELECT {TRAINING_COLS} FROM trainings WHERE job_id = $1");
-        Ok(with_pool!(self, p => sqlx::query_as(&sql).bind(job_id).fetch_optional(p).await?))
+        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(job_id).fetch_optional(p).await?))
     }
 
     /// The training that made the LoRA with this slug.
     pub async fn training_by_lora(&self, slug: &str) -> Result<Option<TrainingRow>, StoreError> {
         let sql = format!("SELECT {TRAINING_COLS} FROM trainings WHERE lora_slug = $1 AND status = 'succeeded'");
-        Ok(with_pool!(self, p => sqlx::query_as(&sql).bind(slug).fetch_optional(p).await?))
+        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(slug).fetch_optional(p).await?))
     }
 
     /// An owner's trainings, newest first.
     pub async fn list_trainings(&self, account_id: &str) -> Result<Vec<TrainingRow>, StoreError> {
         let sql = format!("SELECT {TRAINING_COLS} FROM trainings WHERE account_id = $1 ORDER BY created_at DESC, id");
-        Ok(with_pool!(self, p => sqlx::query_as(&sql).bind(account_id).fetch_all(p).await?))
+        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(account_id).fetch_all(p).await?))
     }
 
     /// Trainings whose job ended but which were not completed yet (a process
-    /// died in between): the core completes them.
-    pub async fn trainings_to_complete(&self) -> Result<Vec<TrainingRow>, StoreError> {
+    /// died in between), and those created before `orphaned_before` whose job
+    /// was never queued (a process died between the two inserts): the core
+    /// completes them.
+    pub async fn trainings_to_complete(&self, orphaned_before: i64) -> Result<Vec<TrainingRow>, StoreError> {
         let sql = format!(
-            "SELECT {TRAINING_COLS} FROM trainings t WHERE t.status = 'running' AND EXISTS \
-             (SELECT 1 FROM jobs j WHERE j.id = t.job_id AND j.status IN ('succeeded', 'failed', 'cancelled'))"
+            "SELECT {TRAINING_COLS} FROM trainings t WHERE t.status = 'running' AND (EXISTS \
+             (SELECT 1 FROM jobs j WHERE j.id = t.job_id AND j.status IN ('succeeded', 'failed', 'cancelled')) \
+             OR (t.created_at < $1 AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = t.job_id)))"
         );
-        Ok(with_pool!(self, p => sqlx::query_as(&sql).fetch_all(p).await?))
+        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(orphaned_before).fetch_all(p).await?))
     }
 
     /// Records a training's end and unlocks its dataset (`ready` again), once:
@@ -364,7 +367,7 @@ impl Store {
                 .bind(job_id)
                 .bind(name)
                 .execute(p)
-                .await?
+                .await?;
         });
         Ok(())
     }

@@ -18,7 +18,8 @@ pub use def::{
     SavedFileSpec, Service, ToolDef, Visibility,
 };
 pub use load::{
-    BUILTIN_PREFIX, DEFAULT_MAX_FILE_BYTES, LoadOptions, ToolLoadError, builtin_tools, check_dir, check_dir_with, parse_tool,
+    BUILTIN_PREFIX, DEFAULT_MAX_FILE_BYTES, LoadOptions, ToolLoadError, builtin_tools, check_dir, check_dir_with,
+    parse_tool,
 };
 pub use params::{
     FieldError, ParamErrors, ResolvedParams, check_input, coerce_text, coerce_value, is_media_ref, resolve_params,

@@ -385,7 +385,10 @@ fn validate_comfyui(tool: &ToolDef, out: &mut Vec<Problem>) {
     }
     if let Some(saved) = &comfy.saved_file {
         if !in_workflow(&saved.prefix) {
-            out.push(problem("comfyui.saved_file.prefix", format!("\"{}\" is not a node input in the workflow", saved.prefix)));
+            out.push(problem(
+                "comfyui.saved_file.prefix",
+                format!("\"{}\" is not a node input in the workflow", saved.prefix),
+            ));
         }
         if saved.folder.is_empty() || saved.folder.contains("..") || saved.folder.starts_with('/') {
             out.push(problem("comfyui.saved_file.folder", "must be a relative folder name such as \"loras\""));

@@ -21,8 +21,8 @@ pub(crate) mod keys;
 pub(crate) mod loras;
 pub(crate) mod models;
 pub(crate) mod points;
-pub(crate) mod users;
 mod training;
+pub(crate) mod users;
 mod wire;
 
 /// The front ends' configuration sections (`[telegram]`, `[discord]`,

@@ -237,7 +237,10 @@ async fn add_image(
     let checked = check_upload(&station, "file", bytes, &slot, None).await?;
     drop(slot);
     let row = station.add_dataset_image_checked(&a, &slug, checked, &caption).await?;
-    Ok((StatusCode::CREATED, Json(DatasetImageInfo { position: row.position, media: row.media_id, caption: row.caption })))
+    Ok((
+        StatusCode::CREATED,
+        Json(DatasetImageInfo { position: row.position, media: row.media_id, caption: row.caption }),
+    ))
 }
 
 /// `PUT /api/v1/datasets/{dataset}/images/{position}`.

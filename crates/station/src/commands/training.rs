@@ -331,7 +331,9 @@ pub async fn train(station: &Station, args: TrainArgs) -> u8 {
     };
     let shown: Vec<String> = ["checkpoint", "steps", "learning_rate", "rank", "batch_size"]
         .iter()
-        .filter_map(|k| quote.settings.get(*k).map(|v| format!("{k} {}", v.as_str().map(str::to_owned).unwrap_or(v.to_string()))))
+        .filter_map(|k| {
+            quote.settings.get(*k).map(|v| format!("{k} {}", v.as_str().map(str::to_owned).unwrap_or(v.to_string())))
+        })
         .collect();
     eprintln!(
         "Training a {} LoRA {:?} (trigger word {:?}) on {} images: {}.",
@@ -368,8 +370,7 @@ pub async fn train(station: &Station, args: TrainArgs) -> u8 {
         }
     };
     let short = station.short_job_id(&job.id).await.unwrap_or_else(|_| job.id.clone());
-    let code =
-        super::follow(station, &job, &short, None, embedded.as_ref().map(|(w, _)| w), &mut interrupt).await;
+    let code = super::follow(station, &job, &short, None, embedded.as_ref().map(|(w, _)| w), &mut interrupt).await;
     let done = station.training(&a, &view.row.id).await;
     if let Some((workers, background)) = embedded {
         workers.shutdown().await;
