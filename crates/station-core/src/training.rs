@@ -363,11 +363,8 @@ impl Station {
             .store
             .add_dataset_image(
                 &dataset.id,
-                &media.id,
-                &media.hash,
-                &caption,
-                self.max_images() as i64,
-                self.min_images() as i64,
+                (&media.id, &media.hash, &caption),
+                (self.max_images() as i64, self.min_images() as i64),
                 station_store::now_ms(),
             )
             .await?;
@@ -587,7 +584,7 @@ impl Station {
         let actor = format!("account:{}", account.id);
         let placed = self.store.insert_job_paid_keyed(&job, &terms, &actor, None, now).await;
         let job_row = match placed {
-            Ok(station_store::Placed::New(row, _)) | Ok(station_store::Placed::Existing(row)) => row,
+            Ok(station_store::Placed::New(row, _) | station_store::Placed::Existing(row)) => row,
             Err(e) => {
                 if let Err(d) = self.store.delete_unqueued_training(&training_id, now).await {
                     tracing::warn!(training = %training_id, error = %d, "could not remove a training whose job was refused");
@@ -777,7 +774,7 @@ impl Station {
 
 fn training_summary(t: &TrainingRow) -> String {
     let settings: Map<String, Value> = serde_json::from_str(&t.settings).unwrap_or_default();
-    let get = |k: &str| settings.get(k).map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+    let get = |k: &str| settings.get(k).map(ToString::to_string).unwrap_or_else(|| "?".into());
     format!("{} steps, learning rate {}, rank {}", get("steps"), get("learning_rate"), get("rank"))
 }
 

@@ -145,15 +145,12 @@ impl Store {
 
     /// Adds an image into the next free slot of an editable dataset (one
     /// transaction: the duplicate and slot checks see the rows they guard).
-    /// `ready_at` images make the dataset `ready`.
+    /// `limits` is (most images, images that make the dataset `ready`).
     pub async fn add_dataset_image(
         &self,
         dataset_id: &str,
-        media_id: &str,
-        hash: &str,
-        caption: &str,
-        max_images: i64,
-        ready_at: i64,
+        (media_id, hash, caption): (&str, &str, &str),
+        (max_images, ready_at): (i64, i64),
         now: i64,
     ) -> Result<AddedImage, StoreError> {
         with_pool!(self, p => {
