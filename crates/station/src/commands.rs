@@ -21,7 +21,7 @@ pub(crate) mod keys;
 pub(crate) mod loras;
 pub(crate) mod models;
 pub(crate) mod points;
-mod training;
+pub mod training;
 pub(crate) mod users;
 mod wire;
 
