@@ -222,6 +222,9 @@ async fn happy_path(db: TestDb) {
         assert!(Instant::now() < deadline, "{kind}: backend never listed {file_name}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // One whole health check after the file exists: a check that began
+    // before it read `/object_info` (LoraLoader's choices) without it.
+    env.comfy.check_all().await;
     let params = settings(json!({"prompt": "tom-cat on a roof", "steps": 2, "width": 64, "height": 64}));
     let row = env
         .station
