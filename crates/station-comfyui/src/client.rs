@@ -160,10 +160,26 @@ impl ComfyClient {
 
     /// Uploads an input image (overwriting a file of the same name) for `LoadImage`.
     pub async fn upload_image(&self, bytes: impl Into<Bytes>, filename: &str) -> Result<UploadedImage, ComfyError> {
+        self.upload_into(bytes, filename, "").await
+    }
+
+    /// Uploads a file into `input/<subfolder>/` (`POST /upload/image` with a
+    /// `subfolder`), overwriting one of the same name. ComfyUI takes any file
+    /// there, so training datasets send their caption `.txt` files this way too.
+    pub async fn upload_into(
+        &self,
+        bytes: impl Into<Bytes>,
+        filename: &str,
+        subfolder: &str,
+    ) -> Result<UploadedImage, ComfyError> {
         let url = self.url("upload/image");
         let bytes: Bytes = bytes.into();
         let part = reqwest::multipart::Part::stream(bytes).file_name(filename.to_owned());
-        let form = reqwest::multipart::Form::new().part("image", part).text("overwrite", "true").text("type", "input");
+        let mut form =
+            reqwest::multipart::Form::new().part("image", part).text("overwrite", "true").text("type", "input");
+        if !subfolder.is_empty() {
+            form = form.text("subfolder", subfolder.to_owned());
+        }
         let resp = self.send(&url, self.http.post(url.clone()).multipart(form)).await?;
         let body = Self::expect_ok(&url, resp).await?;
         Self::decode(&url, &body)

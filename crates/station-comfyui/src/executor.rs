@@ -600,9 +600,28 @@ impl ComfyExecutor {
             };
             uploaded.insert(name.clone(), up.load_image_name());
         }
+        // A training dataset: images and their caption files into input/<folder>/.
+        let folder = match &comfy.dataset {
+            Some(_) => {
+                let folder = dataset_folder(&job.row.id);
+                if let Err(e) = upload_dataset(&backend, &folder, &job.dataset, ctx).await {
+                    mark_down(&backend, &e);
+                    return Err(map_error(e, &job.tool));
+                }
+                Some(folder)
+            }
+            None => None,
+        };
         let params = prompt_without_lora_tags(job, &loras);
-        let bound = station_tools::bind_workflow(&job.tool, params.as_ref().unwrap_or(&job.params), &uploaded)
+        let mut bound = station_tools::bind_workflow(&job.tool, params.as_ref().unwrap_or(&job.params), &uploaded)
             .map_err(|e| ExecError::Invalid { message: e.to_string(), field: None })?;
+        if let (Some(target), Some(folder)) = (&comfy.dataset, folder) {
+            set_target(&mut bound, target, folder.into())?;
+        }
+        if let Some(saved) = &comfy.saved_file {
+            let prefix = format!("{}/{}", saved.folder, saved_file_base(&job.row.id));
+            set_target(&mut bound, &saved.prefix, prefix.into())?;
+        }
         let bound = match &comfy.loras {
             Some(spec) if !loras.is_empty() => {
                 let mut graph = bound;
@@ -631,7 +650,10 @@ impl ComfyExecutor {
         let outputs = &comfy.outputs;
         let result = async {
             let images = self.follow(&backend, ctx, &job.tool, &graph, &prompt_id, true).await?;
-            download(&backend, images, outputs, &job.tool).await
+            match &comfy.saved_file {
+                Some(saved) => fetch_saved_file(&backend, saved, job).await,
+                None => download(&backend, images, outputs, &job.tool).await,
+            }
         }
         .await;
         // Left in place when this future is dropped (timeout), for cancel_remote.
@@ -954,6 +976,88 @@ fn tool_input_for(tool: &ToolDef, node_id: &str, field: Option<&str>) -> Option<
     exact.or_else(|| tool.input_for_node(node_id).map(String::from))
 }
 
+/// The `input/` subfolder a job's training dataset is uploaded to: one per
+/// job, so a retry overwrites its own files and nobody else's.
+fn dataset_folder(job_id: &str) -> String {
+    format!("station_ds_{}", job_id.replace('-', ""))
+}
+
+/// The base name of the file a job's workflow saves (`station_<job>`), so the
+/// file is found by name afterwards, also by a process that resumes the job.
+fn saved_file_base(job_id: &str) -> String {
+    format!("station_{}", job_id.replace('-', ""))
+}
+
+/// Uploads a dataset as ComfyUI's `LoadImageTextDataSetFromFolder` reads it:
+/// `img000.png` with its caption in `img000.txt`, and so on.
+async fn upload_dataset(
+    backend: &Backend,
+    folder: &str,
+    files: &[station_core::DatasetFile],
+    ctx: &ExecContext,
+) -> Result<(), ComfyError> {
+    for (i, f) in files.iter().enumerate() {
+        if ctx.cancelled().is_cancelled() {
+            break;
+        }
+        let stem = format!("img{i:03}");
+        backend.client.upload_into(f.bytes.as_ref().clone(), &format!("{stem}.{}", f.extension), folder).await?;
+        backend.client.upload_into(f.caption.clone().into_bytes(), &format!("{stem}.txt"), folder).await?;
+    }
+    Ok(())
+}
+
+/// Writes `value` at `target` (`node.inputs.field`) of a bound workflow.
+fn set_target(graph: &mut serde_json::Value, target: &str, value: serde_json::Value) -> Result<(), ExecError> {
+    let slot = station_tools::BindingTarget::parse(target)
+        .and_then(|t| graph.get_mut(t.node)?.get_mut("inputs")?.as_object_mut()?.get_mut(t.field))
+        .ok_or_else(|| ExecError::Invalid { message: format!("{target} is not in the workflow"), field: None })?;
+    *slot = value;
+    Ok(())
+}
+
+/// Fetches the file a finished job's workflow saved without reporting it
+/// (`SaveLoRA`): `output/<folder>/station_<job>_<steps>_steps_<counter:05>_.<ext>`.
+/// The counter is the backend's, so the file is looked up in the folder's
+/// listing (`GET /models/<folder>`; the newest of the job's names), with
+/// counter 1 — what a fresh prefix gets — when the server lists nothing.
+async fn fetch_saved_file(
+    backend: &Backend,
+    spec: &station_tools::SavedFileSpec,
+    job: &ExecJob,
+) -> Result<Vec<OutputFile>, ExecError> {
+    let base = saved_file_base(&job.row.id);
+    let steps = spec.steps_input.as_ref().and_then(|i| job.params.get(i)).and_then(serde_json::Value::as_u64);
+    let stem = match steps {
+        Some(n) => format!("{base}_{n}_steps_"),
+        None => format!("{base}_"),
+    };
+    let tail = format!("_.{}", spec.extension);
+    let counter = |name: &str| -> Option<u64> {
+        let digits = name.strip_prefix(stem.as_str())?.strip_suffix(tail.as_str())?;
+        (digits.len() >= 5 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+    };
+    let listed = backend.client.model_files(&spec.folder).await.ok().flatten().unwrap_or_default();
+    let filename = listed
+        .iter()
+        .filter_map(|f| counter(f).map(|c| (c, f)))
+        .max_by_key(|(c, _)| *c)
+        .map(|(_, f)| f.clone())
+        .unwrap_or_else(|| format!("{stem}00001{tail}"));
+    let file = ImageRef { filename: filename.clone(), subfolder: spec.folder.clone(), kind: "output".into() };
+    let bytes = backend.client.view(&file).await.map_err(|e| {
+        mark_down(backend, &e);
+        match e {
+            ComfyError::Http { status: 404, .. } => ExecError::Failed(format!(
+                "{} finished but its file {filename} is not on {}",
+                job.tool.id, backend.spec.name
+            )),
+            e => ExecError::from_comfy(e),
+        }
+    })?;
+    Ok(vec![OutputFile { bytes: bytes.to_vec(), filename }])
+}
+
 async fn download(
     backend: &Backend,
     images: Vec<(String, ImageRef)>,
@@ -1012,6 +1116,9 @@ impl Executor for ComfyExecutor {
                     let graph = Graph::new();
                     let outputs = job.tool.comfyui.as_ref().map(|c| c.outputs.clone()).unwrap_or_default();
                     let images = self.follow(&backend, &ctx, &job.tool, &graph, &prompt_id, false).await?;
+                    if let Some(saved) = job.tool.comfyui.as_ref().and_then(|c| c.saved_file.as_ref()) {
+                        return fetch_saved_file(&backend, saved, &job).await;
+                    }
                     return download(&backend, images, &outputs, &job.tool).await;
                 }
                 Err(e) => {

@@ -63,6 +63,8 @@ pub struct Config {
     pub collections: CollectionsConfig,
     /// Webhooks: where events may be sent, timeouts and retries.
     pub webhooks: WebhooksConfig,
+    /// LoRA training: dataset sizes and where trained files are published.
+    pub training: TrainingConfig,
     /// Operator's choice of tool for a chat command, overriding the tools'
     /// own `command` (e.g. `upscale = "resize"` sends `/upscale` to the native
     /// resize tool instead of the ComfyUI one).
@@ -319,6 +321,27 @@ impl Default for CollectionsConfig {
     }
 }
 
+/// LoRA training settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingConfig {
+    /// Fewest images a dataset needs before it can be trained.
+    pub min_images: u64,
+    /// Most images (slots) a dataset may hold.
+    pub max_images: u64,
+    /// A models folder every backend loads LoRAs from: each trained LoRA is
+    /// also written there as `<slug>.safetensors`, and the catalog names that
+    /// file. Unset: the catalog names the file the training backend saved
+    /// (in its `output/loras`, which ComfyUI lists as a LoRA folder).
+    pub publish_dir: Option<PathBuf>,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig { min_images: 4, max_images: 20, publish_dir: None }
+    }
+}
+
 impl Default for WebConfig {
     fn default() -> Self {
         WebConfig { public_url: None, session_hours: 24 * 7 }
@@ -345,6 +368,7 @@ impl Default for Config {
             web: WebConfig::default(),
             collections: CollectionsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            training: TrainingConfig::default(),
             commands: Default::default(),
             sections: Sections::default(),
         }

@@ -24,6 +24,18 @@ pub struct InputImage {
     pub filename: String,
 }
 
+/// One image of a training dataset, with its caption, handed to an executor
+/// (a job whose tool declares `comfyui.dataset`).
+#[derive(Debug, Clone)]
+pub struct DatasetFile {
+    /// Encoded bytes.
+    pub bytes: Arc<Vec<u8>>,
+    /// File extension for its MIME type (`png`).
+    pub extension: String,
+    /// The caption the trainer reads for it.
+    pub caption: String,
+}
+
 /// Everything an executor needs to run one job.
 #[derive(Debug, Clone)]
 pub struct ExecJob {
@@ -36,6 +48,8 @@ pub struct ExecJob {
     pub params: Map<String, Value>,
     /// Image inputs by input name.
     pub images: HashMap<String, InputImage>,
+    /// The training dataset, in order (empty for other jobs).
+    pub dataset: Vec<DatasetFile>,
 }
 
 /// One output file an executor produced.

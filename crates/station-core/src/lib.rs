@@ -32,6 +32,7 @@ pub mod settings;
 pub mod stats;
 pub mod spells;
 pub mod telemetry;
+pub mod training;
 pub mod watermark;
 pub mod webhooks;
 pub mod worker;
@@ -43,7 +44,7 @@ pub use admin::{BackendHealth, QueueOverview, ServiceHealth};
 pub use collections::{CollectionError, CollectionView, ItemRef};
 pub use config::Config;
 pub use events::{EventBus, InProcessBus, JobEvent, PgBus};
-pub use executor::{ExecContext, ExecError, ExecJob, Executor, InputImage, OutputFile};
+pub use executor::{DatasetFile, ExecContext, ExecError, ExecJob, Executor, InputImage, OutputFile};
 pub use inbox::InboxService;
 pub use jobs::{
     GenerationPage, JobAccessError, JobIdError, JobStatusView, JobView, RatingError, SubmitError, SubmitRequest,

@@ -249,6 +249,33 @@ impl MediaService {
         self.stage_checked(image, account_id, job_id, kind).await
     }
 
+    /// [`MediaService::stage_image`] for a file that is not an image (a
+    /// trained LoRA): stored by content hash, no dimensions.
+    pub(crate) async fn stage_file(
+        &self,
+        bytes: Vec<u8>,
+        account_id: Option<&str>,
+        job_id: Option<&str>,
+        kind: &str,
+    ) -> Result<MediaRow, MediaServiceError> {
+        let blobs = self.blobs.clone();
+        let blob = tokio::task::spawn_blocking(move || blobs.put(&bytes, None).map_err(blob_error))
+            .await
+            .map_err(blob_error)??;
+        Ok(MediaRow {
+            id: new_media_id(),
+            hash: blob.hash,
+            mime: blob.mime,
+            size: blob.size as i64,
+            width: 0,
+            height: 0,
+            account_id: account_id.map(str::to_owned),
+            job_id: job_id.map(str::to_owned),
+            kind: kind.into(),
+            created_at: station_store::now_ms(),
+        })
+    }
+
     async fn stage_checked(
         &self,
         image: CheckedImage,

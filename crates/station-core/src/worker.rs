@@ -240,6 +240,11 @@ async fn sweeper_loop(station: Station, stop: CancellationToken) {
             Ok(_) => {}
             Err(e) => warn!(error = %e, "points sweep failed"),
         }
+        match station.complete_trainings().await {
+            Ok(n) if n > 0 => info!(trainings = n, "completed trainings whose job ended without completing them"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "training sweep failed"),
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
@@ -308,7 +313,23 @@ async fn run_job(w: &JobWorker<'_>, ex: Arc<dyn Executor>, job: JobRow, cancel: 
             };
             // Blobs are written now; their media rows only by the fenced finish.
             let mut rows = vec![];
+            let saves_file = crate::training::definition_for_tool(&job.tool_id).is_some();
             for f in files {
+                if saves_file {
+                    // A trained file, not an image: stored as it is.
+                    if let Err(e) = station.store.set_training_file_name(&job.id, &f.filename).await {
+                        retry_or_fail(w, &job, format!("could not record the trained file's name: {e}")).await;
+                        return;
+                    }
+                    match station.media.stage_file(f.bytes, Some(&job.account_id), Some(&job.id), "output").await {
+                        Ok(m) => rows.push(m),
+                        Err(e) => {
+                            retry_or_fail(w, &job, format!("could not store output {}: {e}", f.filename)).await;
+                            return;
+                        }
+                    }
+                    continue;
+                }
                 let bytes = if watermark {
                     match station.auto_watermark.apply(f.bytes).await {
                         Ok(b) => b,
@@ -463,6 +484,13 @@ async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) -> bool {
             if let Err(e) = station.settle_job(&job.id, &format!("worker:{}", w.owner)).await {
                 warn!(job = %job.id, error = %e, "could not settle the job's points; the sweeper will");
             }
+            if crate::training::definition_for_tool(&job.tool_id).is_some() {
+                // The trained file becomes a catalog LoRA (or the training
+                // ends failed); if this fails the sweeper completes it.
+                if let Err(e) = station.complete_training_for_job(&job.id).await {
+                    warn!(job = %job.id, error = %e, "could not complete the training; the sweeper will");
+                }
+            }
             true
         }
         Ok(false) => {
@@ -503,7 +531,11 @@ async fn retry_or_fail(w: &JobWorker<'_>, job: &JobRow, msg: String) {
 }
 
 async fn prepare(station: &Station, job: &JobRow) -> Result<ExecJob, String> {
-    let tool = station.tools.get(&job.tool_id).ok_or_else(|| format!("tool {} no longer exists", job.tool_id))?;
+    let tool = station
+        .tools
+        .get(&job.tool_id)
+        .or_else(|| crate::training::definition_for_tool(&job.tool_id).map(|d| d.tool.clone()))
+        .ok_or_else(|| format!("tool {} no longer exists", job.tool_id))?;
     let params = job.params_json();
     let mut images = HashMap::new();
     for (name, input) in &tool.inputs {
@@ -524,5 +556,6 @@ async fn prepare(station: &Station, job: &JobRow) -> Result<ExecJob, String> {
             },
         );
     }
-    Ok(ExecJob { row: job.clone(), tool, params, images })
+    let dataset = crate::training::load_dataset(station, &params).await?;
+    Ok(ExecJob { row: job.clone(), tool, params, images, dataset })
 }

@@ -616,6 +616,7 @@ async fn direct_job(env: &Env, tool: &str, bytes: Vec<u8>, p: Value) -> ExecJob 
         params: row.params_json(),
         images: HashMap::from([("image".to_string(), input)]),
         row,
+        dataset: vec![],
     }
 }
 

@@ -32,6 +32,7 @@ mod settings;
 mod stats;
 mod spells;
 mod webhooks;
+mod training;
 
 pub use accounts::{AccountRow, Role};
 pub use audit::{AuditFilter, AuditRow, NewAuditEntry};
@@ -58,6 +59,7 @@ pub use pricing::{PaidBy, PayTerms, Payment, Placed, SponsorRow, utc_day};
 pub use stats::{AccountUsageRow, FailureRow, JobUsageRow, PointsUsageRow};
 pub use spells::{CastRow, CastStepRow, NewCast, NewSpell, PARKED, SpellRow};
 pub use webhooks::{NewWebhookDelivery, PendingEvent, WebhookDeliveryRow, WebhookRow};
+pub use training::{AddedImage, DatasetImageRow, DatasetRow, TrainingRow};
 
 /// Milliseconds since the Unix epoch, the one time unit stored.
 pub fn now_ms() -> i64 {

@@ -402,6 +402,34 @@ pub struct ComfyUiSpec {
     /// Where LoRAs are chained in, if the tool supports them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loras: Option<LoraSpec>,
+    /// Training workflows: where the name of the dataset folder the job
+    /// uploads (images and caption `.txt` files into `input/<folder>/`) is
+    /// written (`node_id.inputs.field`, e.g. `LoadImageTextDataSetFromFolder`'s `folder`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// A file the workflow saves without reporting it as an output (ComfyUI's
+    /// `SaveLoRA`): the executor names it and fetches it afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_file: Option<SavedFileSpec>,
+}
+
+/// A file a workflow writes into the backend's output folder without
+/// reporting it (ComfyUI's `SaveLoRA` writes
+/// `output/<folder>/<prefix>_<steps>_steps_<counter:05>_.safetensors`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedFileSpec {
+    /// Where the file name prefix is written (`node_id.inputs.field`); the
+    /// executor sets it to `<folder>/station_<job>` so each job's file is its own.
+    pub prefix: String,
+    /// The output subfolder the file lands in (`loras`).
+    pub folder: String,
+    /// The tool input whose value is the step count in the file name, if the
+    /// name carries one (`steps`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_input: Option<String>,
+    /// The file's extension without the dot (`safetensors`).
+    pub extension: String,
 }
 
 /// Where user-chosen LoRAs are inserted into a workflow.

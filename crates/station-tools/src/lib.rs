@@ -15,10 +15,11 @@ mod validate;
 pub use bind::{BindError, bind_workflow};
 pub use def::{
     BindingTarget, Category, ComfyUiSpec, Cost, InputDef, InputType, LoraSpec, MediaOperation, MediaSpec, Names, Rule,
-    Service, ToolDef, Visibility,
+    SavedFileSpec, Service, ToolDef, Visibility,
 };
 pub use load::{
     BUILTIN_PREFIX, DEFAULT_MAX_FILE_BYTES, LoadOptions, ToolLoadError, builtin_tools, check_dir, check_dir_with,
+    parse_tool,
 };
 pub use params::{
     FieldError, ParamErrors, ResolvedParams, check_input, coerce_text, coerce_value, is_media_ref, resolve_params,

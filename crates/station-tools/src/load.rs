@@ -58,7 +58,8 @@ impl fmt::Display for ToolLoadError {
 }
 
 /// Parses and validates one tool file's text; every problem found is returned.
-pub(crate) fn parse_tool(text: &str, source: &Path) -> Result<ToolDef, Vec<ToolLoadError>> {
+/// `source` names the file in errors (and [`ToolDef::source`]).
+pub fn parse_tool(text: &str, source: &Path) -> Result<ToolDef, Vec<ToolLoadError>> {
     let err = |field: String, reason: String| ToolLoadError { file: source.to_path_buf(), field, reason };
     let de = &mut serde_json::Deserializer::from_str(text);
     let raw: RawToolDef = match serde_path_to_error::deserialize(de) {

@@ -361,7 +361,7 @@ fn validate_comfyui(tool: &ToolDef, out: &mut Vec<Problem>) {
         }
     }
 
-    if comfy.outputs.is_empty() {
+    if comfy.outputs.is_empty() && comfy.saved_file.is_none() {
         out.push(problem("comfyui.outputs", "needs at least one output node (usually the SaveImage node)"));
     }
     for (i, id) in comfy.outputs.iter().enumerate() {
@@ -373,6 +373,34 @@ fn validate_comfyui(tool: &ToolDef, out: &mut Vec<Problem>) {
         && !nodes.contains_key(&loras.node)
     {
         out.push(problem("comfyui.loras.node", format!("node \"{}\" is not in the workflow", loras.node)));
+    }
+    let in_workflow = |target: &str| {
+        BindingTarget::parse(target)
+            .is_some_and(|t| nodes.get(t.node).and_then(|n| n.get("inputs")?.get(t.field)).is_some())
+    };
+    if let Some(target) = &comfy.dataset
+        && !in_workflow(target)
+    {
+        out.push(problem("comfyui.dataset", format!("\"{target}\" is not a node input in the workflow")));
+    }
+    if let Some(saved) = &comfy.saved_file {
+        if !in_workflow(&saved.prefix) {
+            out.push(problem(
+                "comfyui.saved_file.prefix",
+                format!("\"{}\" is not a node input in the workflow", saved.prefix),
+            ));
+        }
+        if saved.folder.is_empty() || saved.folder.contains("..") || saved.folder.starts_with('/') {
+            out.push(problem("comfyui.saved_file.folder", "must be a relative folder name such as \"loras\""));
+        }
+        if let Some(input) = &saved.steps_input
+            && !tool.inputs.contains_key(input)
+        {
+            out.push(problem("comfyui.saved_file.steps_input", format!("\"{input}\" is not an input of the tool")));
+        }
+        if saved.extension.is_empty() || !saved.extension.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            out.push(problem("comfyui.saved_file.extension", "must be letters and digits, without the dot"));
+        }
     }
 }
 

@@ -46,6 +46,14 @@ pub enum Command {
     /// Manage the LoRA catalog and try trigger-word resolution.
     #[command(subcommand)]
     Loras(crate::commands::loras::LorasCommand),
+    /// Datasets of images and captions to train LoRAs on.
+    #[command(subcommand)]
+    Datasets(crate::commands::training::DatasetsCommand),
+    /// Train a LoRA on a dataset: prints the quote, then follows the run.
+    Train(crate::commands::training::TrainArgs),
+    /// List, show and cancel trainings.
+    #[command(subcommand)]
+    Trainings(crate::commands::training::TrainingsCommand),
     /// Models the backends offer, and the catalog of them.
     #[command(subcommand)]
     Models(crate::commands::models::ModelsCommand),

@@ -25,6 +25,7 @@ pub(crate) mod models;
 pub(crate) mod points;
 pub(crate) mod stats;
 pub(crate) mod spells;
+pub mod training;
 pub(crate) mod users;
 mod wire;
 
@@ -80,6 +81,9 @@ pub async fn dispatch(cli: Cli) -> u8 {
                 Command::Migrate(a) => migrate(&station, a.status).await,
                 Command::Loras(c) => loras::run(&station, c).await,
                 Command::Models(c) => models::run(&station, c).await,
+                Command::Datasets(c) => training::datasets(&station, c).await,
+                Command::Train(a) => training::train(&station, a).await,
+                Command::Trainings(c) => training::trainings(&station, c).await,
                 Command::Points(c) => points::run(&station, c).await,
                 Command::Spells(c) => spells::run(&station, c).await,
                 Command::Users(c) => users::run(&station, c).await,
@@ -388,7 +392,7 @@ pub(crate) async fn server_on_address(station: &Station) -> ServerOnAddress {
     }
 }
 
-fn local_user(args_user: Option<String>) -> String {
+pub(crate) fn local_user(args_user: Option<String>) -> String {
     args_user.or_else(|| std::env::var("USER").ok()).filter(|u| !u.is_empty()).unwrap_or_else(|| "operator".into())
 }
 
@@ -413,7 +417,7 @@ fn own_data_dir(station: &Station) -> String {
 }
 
 /// Asks "y/N" on the terminal; false when stdin is not one.
-fn confirm_on_terminal(question: &str) -> bool {
+pub(crate) fn confirm_on_terminal(question: &str) -> bool {
     use std::io::{BufRead as _, IsTerminal as _, Write as _};
     if !std::io::stdin().is_terminal() {
         return false;
@@ -545,7 +549,7 @@ async fn run(station: &Station, args: RunArgs) -> u8 {
             Some((Workers::start(station), background))
         }
     };
-    let code = follow(station, &job, &short, &args.out, embedded.as_ref().map(|(w, _)| w), &mut interrupt).await;
+    let code = follow(station, &job, &short, Some(&args.out), embedded.as_ref().map(|(w, _)| w), &mut interrupt).await;
     if let Some((workers, background)) = embedded {
         workers.shutdown().await;
         background.shutdown().await;
@@ -555,13 +559,13 @@ async fn run(station: &Station, args: RunArgs) -> u8 {
 
 /// Ctrl-C, heard from the moment this is made: a signal arriving while
 /// nobody awaits it (between two polls, or before following starts) is kept.
-struct Interrupt {
+pub(crate) struct Interrupt {
     #[cfg(unix)]
     signal: Option<tokio::signal::unix::Signal>,
 }
 
 impl Interrupt {
-    fn listen() -> Interrupt {
+    pub(crate) fn listen() -> Interrupt {
         #[cfg(unix)]
         {
             let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
@@ -604,11 +608,11 @@ fn submit_refused(e: SubmitError) -> u8 {
 /// Follows `job` to its end and saves its outputs. `embedded`: the workers
 /// of this process, which run it (a Ctrl-C then cancels it and interrupts
 /// its prompt on its backend); None when a server runs it.
-async fn follow(
+pub(crate) async fn follow(
     station: &Station,
     job: &JobRow,
     short: &str,
-    out: &Path,
+    out: Option<&Path>,
     embedded: Option<&Workers>,
     interrupt: &mut Interrupt,
 ) -> u8 {
@@ -692,7 +696,10 @@ async fn follow(
         JobStatus::Succeeded => {
             bar.set_position(1000);
             bar.finish_with_message("done");
-            save_outputs(station, &final_row, short, out).await
+            match out {
+                Some(out) => save_outputs(station, &final_row, short, out).await,
+                None => exit::OK,
+            }
         }
         s => {
             bar.abandon_with_message(s.to_string());

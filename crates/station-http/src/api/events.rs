@@ -63,7 +63,7 @@ fn event(kind: &str, data: Value) -> Event {
 }
 
 /// Sends the job's events until it ends or the client goes away.
-async fn follow(
+pub(crate) async fn follow(
     station: Station,
     id: String,
     mut bus: tokio::sync::broadcast::Receiver<JobEvent>,

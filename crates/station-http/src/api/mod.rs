@@ -25,6 +25,7 @@ pub mod stats;
 pub mod spells;
 pub mod tools;
 pub mod webhooks;
+pub mod training;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -81,6 +82,7 @@ pub fn routes() -> OpenApiRouter<Station> {
         .merge(flags::routes())
         .merge(stats::routes())
         .merge(collections::routes())
+        .merge(training::routes())
 }
 
 /// The body as a JSON object holding only `known` keys; a missing or

@@ -57,6 +57,7 @@ pub fn base() -> OpenApi {
                 ("settings", "Saved parameters per tool"),
                 ("collections", "Curated sets of results and LoRAs: share links, ZIP exports"),
                 ("spells", "Saved chains of tools, and casting them"),
+                ("training", "Datasets, LoRA trainings and trained LoRA files"),
                 ("account", "Who am I, API keys, linking accounts"),
                 ("admin", "Backends, queue, users (administrators)"),
                 ("service", "Health, readiness, documentation"),

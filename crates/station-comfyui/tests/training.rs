@@ -1,0 +1,380 @@
+//! LoRA training end to end: a dataset through the real core (store,
+//! workers, points, catalog) to the fake ComfyUI's training nodes, as the
+//! recording `train_lora_sd15.json` shows real ComfyUI 0.8 runs them. Every
+//! case runs on SQLite, and again on PostgreSQL when
+//! `STATION_TEST_POSTGRES_URL` is set.
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image::{ImageFormat, Rgb, RgbImage};
+use serde_json::{Map, Value, json};
+use station_comfyui::{BackendSpec, ComfyExecutor};
+use station_comfyui_fake::{FakeComfy, FakeOptions};
+use station_core::training::{TrainingError, TrainingRequest, TrainingView};
+use station_core::{Config, JobEvent, Station, SubmitError, SubmitRequest, Workers};
+use station_store::{AccountRow, JobRow, JobStatus};
+use station_testkit::testing::{self, TestDb};
+
+const CKPT: &str = "v1-5-pruned-emaonly.safetensors";
+
+struct Env {
+    station: Station,
+    comfy: Arc<ComfyExecutor>,
+    workers: Option<Workers>,
+    account: AccountRow,
+    fake: FakeComfy,
+    db: TestDb,
+    publish: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(db: TestDb, publish: bool) -> Env {
+    let fake = FakeComfy::start(FakeOptions { checkpoints: vec![CKPT.into()], ..FakeOptions::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let publish_dir = tempfile::tempdir().unwrap();
+    let mut config =
+        Config { data_dir: dir.path().to_path_buf(), media_dir: Some(dir.path().join("media")), ..Default::default() };
+    config.queue.lease_seconds = 2;
+    config.queue.retry_base_ms = 50;
+    config.queue.poll_ms = 50;
+    if publish {
+        config.training.publish_dir = Some(publish_dir.path().join("loras"));
+    }
+    // The SD 1.5 template is hidden (administrators only): the member runs a public copy.
+    station_testkit::install_tools(&config.tools_dir(), &[station_testkit::public_builtin("txt2img-sd15")]);
+    let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let spec = BackendSpec { name: "b0".into(), url: fake.url(), max_concurrent: 2, tags: vec![] };
+    let comfy = ComfyExecutor::new(vec![spec], "auto").unwrap();
+    station.register_executor(comfy.clone());
+    comfy.start_health_checks(Duration::from_millis(200), station.wake.clone()).await;
+    let workers = Some(Workers::start(&station));
+    let account = station.account("local", "trainer", "Trainer").await.unwrap();
+    station.ensure_starting_grant(&account.id).await.unwrap();
+    Env { station, comfy, workers, account, fake, db, publish: publish_dir, _dir: dir }
+}
+
+impl Env {
+    async fn stop(mut self) {
+        if let Some(w) = self.workers.take() {
+            w.shutdown().await;
+        }
+        self.comfy.shutdown();
+    }
+
+    async fn job(&self, id: &str) -> JobRow {
+        self.db.store.get_job(id).await.unwrap().unwrap()
+    }
+
+    async fn wait_job(&self, id: &str, what: &str, done: impl Fn(&JobRow) -> bool) -> JobRow {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let row = self.job(id).await;
+            if done(&row) {
+                return row;
+            }
+            assert!(Instant::now() < deadline, "job {id} not {what}: status {} error {:?}", row.status, row.error);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn wait_training(&self, id: &str) -> TrainingView {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let view = self.station.training(&self.account, id).await.unwrap();
+            if view.row.status != "running" {
+                return view;
+            }
+            assert!(Instant::now() < deadline, "training {id} still running: {:?}", view.job.map(|j| j.status));
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn available(&self) -> i64 {
+        self.station.points(&self.account.id).await.unwrap().available()
+    }
+
+    /// A dataset `name` with `n` distinct images, captioned `a photo number i`.
+    async fn dataset(&self, name: &str, n: u8) {
+        self.station.create_dataset(&self.account, name, None).await.unwrap();
+        for i in 0..n {
+            let slug = station_core::training::slugify(name);
+            let caption = format!("a photo number {i}");
+            self.station.add_dataset_image(&self.account, &slug, png(i), &caption).await.unwrap();
+        }
+    }
+}
+
+/// An 8×8 PNG that differs for each `seed`.
+fn png(seed: u8) -> Vec<u8> {
+    let img = RgbImage::from_fn(8, 8, |x, y| Rgb([seed.wrapping_mul(40), (x * 30) as u8, (y * 30) as u8]));
+    let mut buf = Vec::new();
+    img.write_to(&mut Cursor::new(&mut buf), ImageFormat::Png).unwrap();
+    buf
+}
+
+fn settings(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+/// Dataset → quote → hold → progress per step → the LoRA in the catalog,
+/// private to its owner, with the trained file; then a generation with its
+/// trigger word gets a LoraLoader with that file.
+async fn happy_path(db: TestDb) {
+    let kind = db.kind;
+    let env = setup(db, false).await;
+    env.dataset("Tom Cat", 4).await;
+    let ds = env.station.dataset(&env.account, "tom-cat").await.unwrap();
+    assert_eq!(ds.row.trigger_word, "tom-cat");
+    assert_eq!(ds.row.status, "ready", "{kind}: 4 images make it ready");
+    assert_eq!(ds.images[0].caption, "tom-cat, a photo number 0", "{kind}: trigger word put in front");
+    let caption = env.station.set_dataset_caption(&env.account, "tom-cat", 2, "Tom-Cat asleep").await.unwrap();
+    assert_eq!(caption, "Tom-Cat asleep", "{kind}: has the trigger word already");
+
+    let req = TrainingRequest {
+        dataset: "tom-cat".into(),
+        base_model: Some("SD1.5".into()),
+        settings: settings(json!({"steps": 20, "learning_rate": 0.0002, "rank": 8, "seed": 7})),
+    };
+    let before = env.available().await;
+    let quote = env.station.quote_training(&env.account, &req).await.unwrap();
+    assert_eq!(quote.price, 2, "{kind}: 20 steps × 0.1 point");
+    assert_eq!(quote.steps, 20);
+    assert_eq!(quote.settings["checkpoint"], CKPT, "{kind}: the SD1.5 checkpoint the backend has");
+    assert_eq!(quote.settings["batch_size"], 1, "{kind}: defaults for what was not set");
+    assert_eq!(quote.lora_slug, "tom-cat");
+    assert_eq!(env.available().await, before, "{kind}: a quote holds nothing");
+
+    let mut rx = env.station.bus.subscribe();
+    let started = env.station.start_training(&env.account, &req).await.unwrap();
+    let job_id = started.row.job_id.clone();
+    assert_eq!(env.available().await, before - 2, "{kind}: the quote is held");
+    let locked = env.station.dataset(&env.account, "tom-cat").await.unwrap();
+    assert_eq!(locked.row.status, "locked", "{kind}");
+    let err = env.station.add_dataset_image(&env.account, "tom-cat", png(9), "").await.unwrap_err();
+    assert!(matches!(&err, TrainingError::Invalid { field, .. } if field == "dataset"), "{kind}: {err}");
+
+    let done = env.wait_training(&started.row.id).await;
+    assert_eq!(done.row.status, "succeeded", "{kind}: {:?} / {:?}", done.row.error, done.job.map(|j| j.error));
+    let job = env.job(&job_id).await;
+    assert_eq!(job.status(), JobStatus::Succeeded);
+
+    // What ComfyUI was sent and trained on: the recorded workflow's shape.
+    let sent = env.fake.last_prompt().unwrap()["prompt"].clone();
+    let folder = sent["2"]["inputs"]["folder"].as_str().unwrap().to_owned();
+    assert!(folder.starts_with("station_ds_"), "{kind}: {folder}");
+    assert_eq!(sent["5"]["inputs"]["steps"], 20);
+    assert_eq!(sent["5"]["inputs"]["learning_rate"], 0.0002);
+    assert_eq!(sent["5"]["inputs"]["rank"], 8);
+    assert_eq!(sent["5"]["inputs"]["seed"], 7);
+    assert_eq!(sent["5"]["inputs"]["training_dtype"], "fp32");
+    assert_eq!(sent["1"]["inputs"]["ckpt_name"], CKPT);
+    let run = env.fake.trainings().pop().unwrap();
+    assert_eq!(run.folder.as_deref(), Some(folder.as_str()));
+    assert_eq!(run.images.len(), 4, "{kind}: {:?}", run.images);
+    assert_eq!(run.steps_done, 20);
+    assert_eq!(
+        run.captions,
+        ["tom-cat, a photo number 0", "Tom-Cat asleep", "tom-cat, a photo number 2", "tom-cat, a photo number 3"],
+        "{kind}: the captions uploaded as .txt files beside the images"
+    );
+    let saved = run.saved_file.clone().unwrap();
+    let file_name = saved.strip_prefix("loras/").unwrap().to_owned();
+    assert!(file_name.ends_with("_20_steps_00001_.safetensors"), "{kind}: {file_name}");
+
+    // One progress event per training step, on the training node.
+    let mut steps = vec![];
+    while let Ok(ev) = rx.try_recv() {
+        if let JobEvent::Progress { job_id: j, step: Some(s), of: Some(20), .. } = ev
+            && j == job_id
+        {
+            steps.push(s);
+        }
+    }
+    assert_eq!(steps, (1..=20).collect::<Vec<u64>>(), "{kind}");
+
+    // Paid exactly the quote; the hold is gone.
+    assert_eq!(env.available().await, before - 2, "{kind}");
+    assert_eq!(env.station.points(&env.account.id).await.unwrap().held, 0, "{kind}");
+    assert_eq!(env.station.job_charge(&job_id).await.unwrap(), 2);
+
+    // The LoRA: private, the owner's, with its trigger word and the file the backend saved.
+    let lora = done.lora.clone().unwrap();
+    assert_eq!(lora.slug, "tom-cat");
+    assert_eq!(lora.owner.as_deref(), Some(env.account.id.as_str()));
+    assert_eq!(lora.visibility.as_str(), "private");
+    assert_eq!(lora.trigger_words, ["tom-cat"]);
+    assert_eq!(lora.checkpoint, "SD1.5");
+    assert_eq!(lora.filename, file_name);
+    let (name, bytes) = env.station.lora_file(&env.account, "tom-cat").await.unwrap();
+    assert_eq!(name, "tom-cat.safetensors");
+    assert_eq!(Some(bytes), env.fake.file("output", "loras", &file_name), "{kind}: the file, byte for byte");
+    let other = env.station.account("local", "other", "Other").await.unwrap();
+    assert!(env.station.lora_file(&other, "tom-cat").await.is_err(), "{kind}: not someone else's");
+    assert_eq!(env.station.dataset(&env.account, "tom-cat").await.unwrap().row.status, "ready", "{kind}: unlocked");
+
+    // A generation with the trigger word loads the trained file, once the
+    // backend lists it (ComfyUI registers output/loras as a LoRA folder).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !env.comfy.inventory("b0").is_some_and(|inv| inv.contains(&("lora".to_owned(), file_name.clone()))) {
+        assert!(Instant::now() < deadline, "{kind}: backend never listed {file_name}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One whole health check after the file exists: a check that began
+    // before it read `/object_info` (LoraLoader's choices) without it.
+    env.comfy.check_all().await;
+    let params = settings(json!({"prompt": "tom-cat on a roof", "steps": 2, "width": 64, "height": 64}));
+    let row = env
+        .station
+        .submit(&env.account, SubmitRequest { tool: "txt2img-sd15".into(), params, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(row.params_json()["_loras"][0]["filename"], json!(file_name), "{kind}");
+    let row = env.wait_job(&row.id, "finished", |r| r.status() != JobStatus::Queued && r.finished_at.is_some()).await;
+    assert_eq!(row.status(), JobStatus::Succeeded, "{kind}: {:?}", row.error);
+    let sent = env.fake.last_prompt().unwrap()["prompt"].clone();
+    let loaders: Vec<&Value> = sent.as_object().unwrap().values().filter(|n| n["class_type"] == "LoraLoader").collect();
+    assert_eq!(loaders.len(), 1, "{kind}: {sent}");
+    assert_eq!(loaders[0]["inputs"]["lora_name"], json!(file_name), "{kind}");
+
+    // Someone else's prompt with the trigger word does not get it.
+    let params = settings(json!({"prompt": "tom-cat on a roof", "steps": 2}));
+    let theirs = env
+        .station
+        .submit(&other, SubmitRequest { tool: "txt2img-sd15".into(), params, ..Default::default() })
+        .await
+        .unwrap();
+    assert!(theirs.params_json().get("_loras").is_none_or(|l| l.as_array().is_none_or(Vec::is_empty)), "{kind}");
+    env.stop().await;
+}
+
+/// Cancelling mid-run interrupts the backend and releases the whole hold;
+/// the dataset is unlocked and no LoRA appears.
+async fn cancel_mid_run_releases(db: TestDb) {
+    let kind = db.kind;
+    let env = setup(db, false).await;
+    env.dataset("Slow One", 4).await;
+    env.fake.set_step_delay(30);
+    let before = env.available().await;
+    let req =
+        TrainingRequest { dataset: "slow-one".into(), settings: settings(json!({"steps": 500})), ..Default::default() };
+    let started = env.station.start_training(&env.account, &req).await.unwrap();
+    assert_eq!(started.row.price, 50, "{kind}");
+    assert_eq!(env.available().await, before - 50, "{kind}");
+    env.wait_job(&started.row.job_id, "training", |r| r.status() == JobStatus::Running && r.progress > 0.0).await;
+    let view = env.station.cancel_training(&env.account, &started.row.id).await.unwrap();
+    let done = if view.row.status == "running" { env.wait_training(&view.row.id).await } else { view };
+    assert_eq!(done.row.status, "cancelled", "{kind}: {:?}", done.row.error);
+    assert!(done.lora.is_none());
+    let job = env.job(&started.row.job_id).await;
+    assert_eq!(job.status(), JobStatus::Cancelled, "{kind}");
+    assert_eq!(env.available().await, before, "{kind}: all released");
+    assert_eq!(env.station.job_charge(&started.row.job_id).await.unwrap(), 0);
+    let run = env.fake.trainings().pop().unwrap();
+    assert!(run.steps_done < 500 && run.saved_file.is_none(), "{kind}: interrupted on the backend: {run:?}");
+    assert_eq!(env.station.dataset(&env.account, "slow-one").await.unwrap().row.status, "ready", "{kind}");
+    assert!(env.station.loras().show("slow-one").await.is_err(), "{kind}");
+    env.stop().await;
+}
+
+/// Refusals before anything is stored or held: too few images, a duplicate
+/// image, a setting out of range or unknown, a second dataset of one name.
+async fn refusals(db: TestDb) {
+    let kind = db.kind;
+    let env = setup(db, false).await;
+    env.dataset("Few", 3).await;
+    let before = env.available().await;
+    let req = TrainingRequest { dataset: "few".into(), ..Default::default() };
+    let err = env.station.start_training(&env.account, &req).await.unwrap_err();
+    match &err {
+        TrainingError::Invalid { field, reason } => {
+            assert_eq!(field, "images", "{kind}");
+            assert!(reason.contains("3 images") && reason.contains("at least 4"), "{kind}: {reason}");
+        }
+        e => panic!("{kind}: {e}"),
+    }
+    assert_eq!(env.station.dataset(&env.account, "few").await.unwrap().row.status, "draft", "{kind}");
+
+    let err = env.station.add_dataset_image(&env.account, "few", png(1), "again").await.unwrap_err();
+    match &err {
+        TrainingError::Invalid { field, reason } => {
+            assert_eq!(field, "image");
+            assert!(reason.contains("already in slot 2"), "{kind}: {reason}");
+        }
+        e => panic!("{kind}: {e}"),
+    }
+    assert_eq!(env.station.dataset(&env.account, "few").await.unwrap().images.len(), 3, "{kind}");
+    let err = env.station.add_dataset_image(&env.account, "few", b"not an image".to_vec(), "").await.unwrap_err();
+    assert!(matches!(&err, TrainingError::Invalid { field, .. } if field == "image"), "{kind}: {err}");
+
+    env.station.add_dataset_image(&env.account, "few", png(3), "").await.unwrap();
+    let req = TrainingRequest {
+        dataset: "few".into(),
+        settings: settings(json!({"steps": 0, "rank": 500, "colour": "blue"})),
+        ..Default::default()
+    };
+    let err = env.station.quote_training(&env.account, &req).await.unwrap_err();
+    let TrainingError::Submit(SubmitError::Invalid(fields)) = &err else { panic!("{kind}: {err}") };
+    let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
+    for f in ["steps", "rank", "colour"] {
+        assert!(names.contains(&f), "{kind}: {names:?}");
+    }
+    let err = env.station.create_dataset(&env.account, "few", None).await.unwrap_err();
+    assert!(matches!(&err, TrainingError::Invalid { field, .. } if field == "name"), "{kind}: {err}");
+    assert_eq!(env.available().await, before, "{kind}: nothing held");
+    assert_eq!(env.fake.prompts_received(), 0, "{kind}");
+    env.stop().await;
+}
+
+/// With `training.publish_dir` the trained file is written there as
+/// `<slug>.safetensors` and the catalog names that file.
+async fn publish_dir_gets_the_file(db: TestDb) {
+    let kind = db.kind;
+    let env = setup(db, true).await;
+    env.dataset("Ink Style", 4).await;
+    let req =
+        TrainingRequest { dataset: "ink-style".into(), settings: settings(json!({"steps": 3})), ..Default::default() };
+    let started = env.station.start_training(&env.account, &req).await.unwrap();
+    let done = env.wait_training(&started.row.id).await;
+    assert_eq!(done.row.status, "succeeded", "{kind}: {:?}", done.row.error);
+    let lora = done.lora.unwrap();
+    assert_eq!(lora.filename, "ink-style.safetensors");
+    let published = std::fs::read(env.publish.path().join("loras/ink-style.safetensors")).unwrap();
+    let saved = env.fake.trainings().pop().unwrap().saved_file.unwrap();
+    let on_backend = env.fake.file("output", "", &saved).or_else(|| {
+        let (sub, name) = saved.rsplit_once('/').unwrap();
+        env.fake.file("output", sub, name)
+    });
+    assert_eq!(Some(published), on_backend, "{kind}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_happy_path() {
+    for db in testing::all().await {
+        happy_path(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_cancel_mid_run_releases() {
+    for db in testing::all().await {
+        cancel_mid_run_releases(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_refusals() {
+    for db in testing::all().await {
+        refusals(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_publish_dir() {
+    for db in testing::all().await {
+        publish_dir_gets_the_file(db).await;
+    }
+}
