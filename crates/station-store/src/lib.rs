@@ -33,7 +33,7 @@ pub use audit::{AuditFilter, AuditRow, NewAuditEntry};
 pub use backends::{BackendLoad, BackendRow, RemoteCancel};
 pub use db::{Backend, Store, StoreError, mask_url};
 pub use finisher::{DEFAULT_MAX_BATCH, FinishBatcher};
-pub use flows::{ActionRow, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition};
+pub use flows::{ActionRow, DeliveryMark, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition};
 pub use group_tools::GroupToolRow;
 pub use history::{GenerationFilter, RatedJob};
 pub use identity::{ApiKeyRow, LinkError, OneTimeState, SessionRow};
