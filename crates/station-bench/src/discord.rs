@@ -32,7 +32,9 @@ pub struct DiscordResult {
     pub max: Duration,
     /// Answers that were not a 200 deferral.
     pub refused: usize,
-    /// Deferred answers not edited into the reply by the end.
+    /// Deferred answers never edited into a reply (the adapter answers a
+    /// chat through its latest interaction, so an earlier one still in
+    /// flight keeps showing "thinking…").
     pub unanswered: usize,
 }
 
