@@ -74,7 +74,10 @@ pub async fn run(args: ChatBenchArgs) -> Outcome {
     let mut discord = vec![];
     for url in &crate::database_urls(&args.database_urls) {
         match bench(&args, url.as_deref()).await {
-            Ok(r) => results.push(r),
+            Ok(r) => {
+                print!("{}", table(&args, std::slice::from_ref(&r)));
+                results.push(r);
+            }
             Err(e) => {
                 eprintln!("error: chat benchmark failed: {e}");
                 return Outcome::Failed;
@@ -90,7 +93,9 @@ pub async fn run(args: ChatBenchArgs) -> Outcome {
             }
         }
     }
-    print!("{}", table(&args, &results));
+    if results.len() > 1 {
+        print!("{}", table(&args, &results));
+    }
     if !discord.is_empty() {
         print!("{}", discord_table(&args, &discord));
     }
