@@ -34,6 +34,10 @@ pub struct ChatBenchArgs {
     /// Private chats the updates are spread over (each one person).
     #[arg(long, default_value_t = 500)]
     pub chats: usize,
+    /// Discord `/balance` interactions per second offered after the Telegram
+    /// run (0: no Discord run); the deferral answer is timed.
+    #[arg(long, default_value_t = 500)]
+    pub discord_rate: u64,
     /// Database URL (default: a temporary SQLite file). Repeat for several;
     /// a PostgreSQL URL gets a throwaway schema, dropped afterwards.
     #[arg(long = "database-url")]
@@ -67,21 +71,77 @@ pub async fn run(args: ChatBenchArgs) -> Outcome {
         );
     }
     let mut results = vec![];
+    let mut discord = vec![];
     for url in &crate::database_urls(&args.database_urls) {
         match bench(&args, url.as_deref()).await {
-            Ok(r) => results.push(r),
+            Ok(r) => {
+                print!("{}", table(&args, std::slice::from_ref(&r)));
+                results.push(r);
+            }
             Err(e) => {
                 eprintln!("error: chat benchmark failed: {e}");
                 return Outcome::Failed;
             }
         }
+        if args.discord_rate > 0 {
+            match crate::discord::bench(&args, url.as_deref()).await {
+                Ok(r) => discord.push(r),
+                Err(e) => {
+                    eprintln!("error: Discord benchmark failed: {e}");
+                    return Outcome::Failed;
+                }
+            }
+        }
     }
-    print!("{}", table(&args, &results));
+    if results.len() > 1 {
+        print!("{}", table(&args, &results));
+    }
+    if !discord.is_empty() {
+        print!("{}", discord_table(&args, &discord));
+    }
     if results.iter().any(|r| r.mismatched_chats > 0) {
         eprintln!("error: some chats did not get exactly one reply per update");
         return Outcome::Failed;
     }
+    if discord.iter().any(|r| r.refused > 0) {
+        eprintln!("error: some Discord interactions were refused");
+        return Outcome::Failed;
+    }
+    if discord.iter().any(|r| r.unanswered > 0) {
+        // The adapter answers a chat through its latest interaction: an
+        // earlier one still in flight keeps showing "thinking…".
+        eprintln!(
+            "note: some deferred Discord answers were never edited (a later interaction of the chat took the reply)"
+        );
+    }
     Outcome::Done
+}
+
+fn discord_table(args: &ChatBenchArgs, results: &[crate::discord::DiscordResult]) -> String {
+    let mut out = format!(
+        "\nDiscord /balance interactions, {} offered per second over {} DM channels for {} s; load average {}\n\n",
+        args.discord_rate,
+        args.chats,
+        args.seconds,
+        crate::load_average()
+    );
+    out += "| database | interactions | sent/s | deferral p50 ms | p99 ms | max ms | refused | left \"thinking…\" |\n";
+    out += "|---|---:|---:|---:|---:|---:|---:|---:|\n";
+    for r in results {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        out += &format!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
+            r.database,
+            r.interactions,
+            r.offered_per_s,
+            ms(r.p50),
+            ms(r.p99),
+            ms(r.max),
+            r.refused,
+            r.unanswered
+        );
+    }
+    out
 }
 
 fn table(args: &ChatBenchArgs, results: &[ChatResult]) -> String {
@@ -228,7 +288,7 @@ async fn wait_replies(
     let deadline = Instant::now() + timeout;
     loop {
         let short: usize =
-            people.iter().zip(want).map(|((c, _), w)| w.saturating_sub(tg.bot_messages(c.id).len())).sum();
+            people.iter().zip(want).map(|((c, _), w)| w.saturating_sub(tg.bot_message_count(c.id))).sum();
         if short == 0 {
             return Ok(());
         }
@@ -243,13 +303,33 @@ async fn wait_replies(
 mod tests {
     use super::*;
 
+    /// `station bench chat` from a test binary, for comparing two builds
+    /// without building the whole `station` binary twice:
+    /// `STATION_BENCH_CHAT="--rate 2000 --seconds 3" cargo test -p station-bench --release chat_from_env -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a benchmark: run on demand"]
+    async fn chat_from_env() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: ChatBenchArgs,
+        }
+        let line = std::env::var("STATION_BENCH_CHAT").unwrap_or_default();
+        let cli = Cli::parse_from(std::iter::once("chat").chain(line.split_whitespace()));
+        assert_eq!(run(cli.args).await, Outcome::Done);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_short_run_answers_every_update_once() {
-        let args = ChatBenchArgs { seconds: 1, rate: 200, chats: 20, database_urls: vec![] };
+        let args = ChatBenchArgs { seconds: 1, rate: 200, chats: 20, discord_rate: 100, database_urls: vec![] };
         let r = bench(&args, None).await.expect("bench");
         assert_eq!(r.updates, 200);
         assert_eq!(r.mismatched_chats, 0, "{r:?}");
         assert!(r.p50 <= r.p99 && r.p99 <= r.max, "{r:?}");
         assert!(table(&args, &[r]).contains("| SQLite | 200 |"));
+        let d = crate::discord::bench(&args, None).await.expect("Discord bench");
+        assert_eq!((d.interactions, d.refused), (100, 0), "{d:?}");
+        assert!(d.p50 <= d.p99 && d.p99 <= d.max, "{d:?}");
     }
 }

@@ -9,6 +9,7 @@
 //! nothing else outside `station-core` does.
 
 pub mod chat;
+pub mod discord;
 pub mod http;
 pub mod queue;
 pub mod submit;

@@ -7,7 +7,9 @@
 //! causes; deliveries are leased per process); this service is the engine's
 //! only way to the database, so no front end touches the store.
 
-pub use station_store::{ActionRow, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition};
+pub use station_store::{
+    ActionRow, DeliveryMark, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition,
+};
 use station_store::{JobRow, StoreError};
 
 use crate::Station;
@@ -128,6 +130,13 @@ impl Conversations<'_> {
         now: i64,
     ) -> Result<(), StoreError> {
         self.store().finish_delivery(id, owner, version_sent, result, now).await
+    }
+
+    /// Records how several sends went in one transaction, each as
+    /// [`Conversations::finish_delivery`] (after holding back its
+    /// conversation's progress edits when the mark asks for it).
+    pub async fn finish_deliveries(&self, marks: &[DeliveryMark], now: i64) -> Result<(), StoreError> {
+        self.store().finish_deliveries(marks, now).await
     }
 
     /// Holds the conversation's pending progress edits until `until`.

@@ -41,6 +41,13 @@ impl InboxService<'_> {
         self.station.store.inbox_insert(self.source, seq, lane, payload, now).await
     }
 
+    /// Stores a batch of events `(seq, lane, payload)` the source delivered
+    /// together in one transaction, skipping redeliveries: all or none.
+    /// Returns how many were new.
+    pub async fn insert_many(&self, events: &[(i64, String, String)]) -> Result<u64, StoreError> {
+        self.station.store.inbox_insert_many(self.source, events, now_ms()).await
+    }
+
     /// The highest sequence number stored (the next one to ask for is one more).
     pub async fn max_seq(&self) -> Result<Option<i64>, StoreError> {
         self.station.store.inbox_max_seq(self.source).await
@@ -49,6 +56,25 @@ impl InboxService<'_> {
     /// Up to `limit` pending events, lowest `seq` first.
     pub async fn pending(&self, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
         self.station.store.inbox_pending(self.source, limit).await
+    }
+
+    /// Up to `limit` lanes with a pending event, the lane of the oldest first.
+    pub async fn pending_lanes(&self, limit: i64) -> Result<Vec<String>, StoreError> {
+        self.station.store.inbox_pending_lanes(self.source, limit).await
+    }
+
+    /// One step through a lane, in one transaction: records event `done`
+    /// processed (`(seq, None)`) or failed (`(seq, Some(reason))`) when
+    /// given, then claims the lane's next event for `owner` when the lane's
+    /// oldest unfinished event is pending. None: nothing for this caller
+    /// now (the lane is empty, or another process holds it).
+    pub async fn advance(
+        &self,
+        lane: &str,
+        owner: &str,
+        done: Option<(i64, Option<&str>)>,
+    ) -> Result<Option<InboxRow>, StoreError> {
+        self.station.store.inbox_advance(self.source, lane, owner, done, now_ms()).await
     }
 
     /// The oldest unfinished event of a lane (pending, or processing by

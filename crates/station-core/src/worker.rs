@@ -117,8 +117,14 @@ struct LoopCtx {
 async fn claim_loop(station: Station, ex: Arc<dyn Executor>, ctx: LoopCtx) {
     let LoopCtx { owner, stop, inflight, finisher } = ctx;
     let q = station.config.queue.clone();
-    let mut running = JoinSet::new();
-    let done = Arc::new(tokio::sync::Notify::new());
+    // Each job's task ends with its account's id.
+    let mut running: JoinSet<String> = JoinSet::new();
+    // Jobs this loop runs, per account (for the running cap, see below).
+    let mut per_account: HashMap<String, u64> = HashMap::new();
+    // The last claim left nothing claimable behind (it filled fewer slots
+    // than it had): until a submit, a requeue or the poll tick, a job ending
+    // frees a slot that no queued job can take.
+    let mut drained = false;
     let mut failures = 0u32;
     loop {
         // Listen for submits BEFORE claiming: `notify_waiters` stores nothing,
@@ -126,7 +132,9 @@ async fn claim_loop(station: Station, ex: Arc<dyn Executor>, ctx: LoopCtx) {
         let wake = station.wake.notified();
         tokio::pin!(wake);
         wake.as_mut().enable();
-        while running.try_join_next().is_some() {}
+        while let Some(r) = running.try_join_next() {
+            ended(r.ok(), &mut per_account);
+        }
         let free = ex.capacity().saturating_sub(running.len());
         let mut claimed = 0;
         if free > 0 && !stop.is_cancelled() {
@@ -143,26 +151,23 @@ async fn claim_loop(station: Station, ex: Arc<dyn Executor>, ctx: LoopCtx) {
                 Ok(jobs) => {
                     failures = 0;
                     claimed = jobs.len();
+                    drained = claimed < free;
                     for job in jobs {
+                        *per_account.entry(job.account_id.clone()).or_default() += 1;
                         // Not a child of `stop`: shutting down hands jobs back to the
                         // queue, it must not cancel (interrupt) them on their backend.
                         let token = CancellationToken::new();
                         inflight.lock().expect("inflight").insert(job.id.clone(), token.clone());
-                        let (st, ex, ow, inf, dn, fin) = (
-                            station.clone(),
-                            ex.clone(),
-                            owner.clone(),
-                            inflight.clone(),
-                            done.clone(),
-                            finisher.clone(),
-                        );
+                        let (st, ex, ow, inf, fin) =
+                            (station.clone(), ex.clone(), owner.clone(), inflight.clone(), finisher.clone());
                         running.spawn(async move {
                             let id = job.id.clone();
+                            let account = job.account_id.clone();
                             let w = JobWorker { station: &st, owner: &ow, finisher: &fin };
                             run_job(&w, ex, job, token).await;
                             inf.lock().expect("inflight").remove(&id);
                             st.faults.hit(FaultPoint::JobDone, &ow, &id).await;
-                            dn.notify_one();
+                            account
                         });
                     }
                 }
@@ -189,13 +194,40 @@ async fn claim_loop(station: Station, ex: Arc<dyn Executor>, ctx: LoopCtx) {
         if claimed > 0 && claimed == free {
             continue; // more may be waiting
         }
-        tokio::select! {
-            _ = stop.cancelled() => {}
-            _ = &mut wake => {}
-            _ = done.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(q.poll_ms)) => {}
+        let tick = tokio::time::sleep(Duration::from_millis(q.poll_ms));
+        tokio::pin!(tick);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = &mut wake => break,
+                _ = &mut tick => break,
+                Some(r) = running.join_next(), if !running.is_empty() => {
+                    // A job ended. Claiming again finds something only if the
+                    // last claim left jobs behind, or if this job's account
+                    // was at its running cap (its queued jobs were skipped).
+                    // Otherwise the claim would be an empty write: skip it.
+                    let before = ended(r.ok(), &mut per_account);
+                    if !drained || before >= q.per_user_running {
+                        break;
+                    }
+                }
+            }
         }
     }
+}
+
+/// Counts a job of `account` as ended in `per_account`; returns how many of
+/// the account's jobs ran before (`u64::MAX` when the task gave no account:
+/// it panicked or was aborted).
+fn ended(account: Option<String>, per_account: &mut HashMap<String, u64>) -> u64 {
+    let Some(account) = account else { return u64::MAX };
+    let n = per_account.get(&account).copied().unwrap_or(0);
+    if n <= 1 {
+        per_account.remove(&account);
+    } else {
+        per_account.insert(account, n - 1);
+    }
+    n
 }
 
 async fn heartbeat_loop(station: Station, owner: Arc<str>, stop: CancellationToken, inflight: Inflight) {

@@ -55,6 +55,36 @@ async fn an_inbox_keeps_events_once_in_lane_order_and_prunes_processed_ones() {
 }
 
 #[tokio::test]
+async fn a_batch_is_stored_at_once_and_a_lane_advances_one_event_at_a_time() {
+    for db in testing::all().await {
+        let k = db.kind;
+        let dir = tempfile::tempdir().unwrap();
+        let st = station(&db, dir.path());
+        let inbox = st.inbox("bot:1");
+        let ev = |seq: i64, lane: &str| (seq, lane.to_string(), "{}".to_string());
+        let batch = vec![ev(1, "chat:a"), ev(2, "chat:b"), ev(3, "chat:a")];
+        assert_eq!(inbox.insert_many(&batch).await.unwrap(), 3, "{k}");
+        assert_eq!(inbox.insert_many(&[ev(3, "chat:a"), ev(4, "chat:a")]).await.unwrap(), 1, "{k}: redelivery skipped");
+        assert_eq!(inbox.pending_lanes(10).await.unwrap(), vec!["chat:a".to_string(), "chat:b".into()], "{k}");
+        // The lane's oldest first; held by its owner, another gets nothing.
+        let first = inbox.advance("chat:a", "p1", None).await.unwrap().expect("claimed");
+        assert_eq!((first.seq, first.state.as_str(), first.attempts), (1, "processing", 1), "{k}");
+        assert!(inbox.advance("chat:a", "p2", None).await.unwrap().is_none(), "{k}: one at a time per lane");
+        assert_eq!(inbox.advance("chat:b", "p2", None).await.unwrap().map(|r| r.seq), Some(2), "{k}");
+        // Done and the next claimed in one step, in order; a failure is recorded too.
+        let next = inbox.advance("chat:a", "p1", Some((1, None))).await.unwrap().expect("next");
+        assert_eq!(next.seq, 3, "{k}");
+        let last = inbox.advance("chat:a", "p1", Some((3, Some("refused")))).await.unwrap().expect("last");
+        assert_eq!(last.seq, 4, "{k}");
+        assert!(inbox.advance("chat:a", "p1", Some((4, None))).await.unwrap().is_none(), "{k}: lane empty");
+        let states: Vec<(i64, String)> = inbox.list().await.unwrap().into_iter().map(|r| (r.seq, r.state)).collect();
+        let want = [(1, "done"), (2, "processing"), (3, "failed"), (4, "done")];
+        assert_eq!(states, want.map(|(s, t)| (s, t.to_string())).to_vec(), "{k}");
+        assert!(inbox.pending_lanes(10).await.unwrap().is_empty(), "{k}");
+    }
+}
+
+#[tokio::test]
 async fn adapter_state_is_kept_per_scope_and_pruned_by_prefix() {
     for db in testing::all().await {
         let k = db.kind;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use station_core::JobEvent;
-use station_core::conversations::{DeliveryResult, DeliveryRow};
+use station_core::conversations::{DeliveryMark, DeliveryResult, DeliveryRow};
 use station_core::{JobRow, JobStatus, now_ms};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -86,15 +86,26 @@ impl Flows {
     }
 
     async fn send_loop(&self, stop: CancellationToken) {
-        let mut in_flight: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
+        let mut in_flight: tokio::task::JoinSet<Option<DeliveryMark>> = tokio::task::JoinSet::new();
+        // How the sends that ended went, recorded together in one transaction
+        // before the next claim (a conversation's next message waits for it:
+        // its delivery is `sending` until then).
+        let mut marks: Vec<DeliveryMark> = vec![];
         // Lapsed leases (a crashed sender) are rare: look for them every few
         // seconds, not on every pass of this loop.
         let mut next_requeue = tokio::time::Instant::now();
         loop {
             if stop.is_cancelled() {
-                while in_flight.join_next().await.is_some() {}
+                while let Some(r) = in_flight.join_next().await {
+                    marks.extend(r.ok().flatten());
+                }
+                self.record_marks(&mut marks).await;
                 return;
             }
+            while let Some(r) = in_flight.try_join_next() {
+                marks.extend(r.ok().flatten());
+            }
+            self.record_marks(&mut marks).await;
             let names: Vec<String> = self.inner.platforms.read().expect("platforms").keys().cloned().collect();
             let store = self.station().conversations();
             let now = now_ms();
@@ -116,26 +127,43 @@ impl Flows {
                 let me = self.clone();
                 in_flight.spawn(async move { me.send_one(d).await });
             }
-            while in_flight.try_join_next().is_some() {}
             let wait = if got { Duration::from_millis(5) } else { Duration::from_millis(250) };
             tokio::select! {
                 _ = stop.cancelled() => {}
                 _ = self.inner.outbox.notified() => {}
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                Some(r) = in_flight.join_next(), if !in_flight.is_empty() => marks.extend(r.ok().flatten()),
                 _ = tokio::time::sleep(wait) => {}
             }
         }
     }
 
-    async fn send_one(&self, d: DeliveryRow) {
+    /// Records the outcomes of ended sends (one transaction) and forgets them.
+    async fn record_marks(&self, marks: &mut Vec<DeliveryMark>) {
+        if marks.is_empty() {
+            return;
+        }
+        if let Err(e) = self.station().conversations().finish_deliveries(marks, now_ms()).await {
+            // Their leases lapse and they are sent again (at least once).
+            tracing::warn!(deliveries = marks.len(), error = %e, "could not record delivery outcomes");
+        }
+        marks.clear();
+    }
+
+    /// Sends one claimed delivery; returns how it went, for the send loop to record.
+    async fn send_one(&self, d: DeliveryRow) -> Option<DeliveryMark> {
         let platform = self.inner.platforms.read().expect("platforms").get(&d.platform).cloned();
         let store = self.station().conversations();
-        let Some(platform) = platform else { return };
+        let platform = platform?;
+        let mark = |result: DeliveryResult, delay_progress: Option<(String, i64)>| DeliveryMark {
+            id: d.id.clone(),
+            owner: self.inner.owner.clone(),
+            version_sent: d.version,
+            result,
+            delay_progress,
+        };
         let (Ok(conv), Ok(view)) = (serde_json::from_str::<Conversation>(&d.conv_json), serde_json::from_str(&d.view))
         else {
-            let r = DeliveryResult::Failed { error: "stored delivery is unreadable".into() };
-            let _ = store.finish_delivery(&d.id, &self.inner.owner, d.version, &r, now_ms()).await;
-            return;
+            return Some(mark(DeliveryResult::Failed { error: "stored delivery is unreadable".into() }, None));
         };
         let kind = DeliveryKind::parse(&d.kind);
         let mut replace = d.message_ref.clone().or(d.replace_ref.clone());
@@ -154,9 +182,7 @@ impl Flows {
                     && r.status != "pending"
                 {
                     let r = DeliveryResult::Sent { message_ref: d.message_ref.clone(), next_at: now_ms() };
-                    let _ = store.finish_delivery(&d.id, &self.inner.owner, d.version, &r, now_ms()).await;
-                    self.inner.outbox.notify_one();
-                    return;
+                    return Some(mark(r, None));
                 }
             }
             _ => {}
@@ -200,18 +226,14 @@ impl Flows {
         if let DeliveryResult::Failed { error } = &result {
             tracing::warn!(delivery = %d.id, conversation = %d.conversation, error = %error, "delivery failed for good");
         }
-        // Throttle the conversation's other progress edits while this row is
-        // still `sending` (nothing else of the conversation can be claimed yet).
-        if kind == DeliveryKind::Progress
-            && let DeliveryResult::Sent { next_at, .. } = &result
-            && let Err(e) = store.delay_progress(&d.conversation, *next_at).await
-        {
-            tracing::warn!(conversation = %d.conversation, error = %e, "could not throttle progress edits");
-        }
-        if let Err(e) = store.finish_delivery(&d.id, &self.inner.owner, d.version, &result, now).await {
-            tracing::warn!(delivery = %d.id, error = %e, "could not record a delivery outcome");
-        }
-        self.inner.outbox.notify_one();
+        // Throttle the conversation's other progress edits, recorded with this
+        // outcome while the row is still `sending` (nothing else of the
+        // conversation can be claimed before).
+        let delay = match (&kind, &result) {
+            (DeliveryKind::Progress, DeliveryResult::Sent { next_at, .. }) => Some((d.conversation.clone(), *next_at)),
+            _ => None,
+        };
+        Some(mark(result, delay))
     }
 
     async fn notify_loop(&self, mut events: tokio::sync::broadcast::Receiver<JobEvent>, stop: CancellationToken) {

@@ -152,6 +152,26 @@ pub enum DeliveryResult {
     },
 }
 
+/// How one claimed send ended, for [`Store::finish_deliveries`].
+#[derive(Debug, Clone)]
+pub struct DeliveryMark {
+    /// The delivery.
+    pub id: String,
+    /// The process that claimed it (the mark applies only under its lease).
+    pub owner: String,
+    /// The view version that was sent.
+    pub version_sent: i64,
+    /// The outcome.
+    pub result: DeliveryResult,
+    /// Hold back the conversation's progress edits until this time first
+    /// (a progress edit was sent): `(conversation, until)`.
+    pub delay_progress: Option<(String, i64)>,
+}
+
+/// Holds back a conversation's progress edits that already went once.
+const DELAY_PROGRESS: &str = "UPDATE deliveries SET next_attempt_at = CASE WHEN next_attempt_at < $2 THEN $2 ELSE next_attempt_at END \
+     WHERE conversation = $1 AND kind = 'progress' AND status IN ('pending', 'sent') AND message_ref IS NOT NULL";
+
 /// A state transition to store atomically.
 #[derive(Debug, Clone)]
 pub struct Transition {
@@ -507,33 +527,32 @@ impl Store {
         let candidates: Vec<DeliveryRow> = with_pool!(self, p => {
             sqlx::query_as(crate::db::safe(&sql)).bind(now).bind(limit * 4).fetch_all(p).await?
         });
+        // The oldest candidate of each conversation, claimed in one statement
+        // (RETURNING gives the row as claimed: a progress update that landed
+        // after the select is in it).
         let mut seen = std::collections::HashSet::new();
-        let mut out = vec![];
-        for mut d in candidates {
-            if out.len() as i64 >= limit || !seen.insert(d.conversation.clone()) {
-                continue;
-            }
-            let claimed = with_pool!(self, p => {
-                sqlx::query(
-                    "UPDATE deliveries SET status = 'sending', lease_owner = $2, lease_until = $3 \
-                     WHERE id = $1 AND status = 'pending'",
-                )
-                .bind(&d.id).bind(owner).bind(now + lease_ms)
-                .execute(p).await?.rows_affected()
-            });
-            if claimed == 1 {
-                d.status = "sending".into();
-                d.lease_owner = Some(owner.to_string());
-                // Re-read the view: a progress update may have landed between
-                // the select and the claim.
-                if let Some(fresh) = self.get_delivery(&d.id).await? {
-                    d.view = fresh.view;
-                    d.version = fresh.version;
-                    d.message_ref = fresh.message_ref;
-                }
-                out.push(d);
-            }
+        let ids: Vec<String> = candidates
+            .into_iter()
+            .filter(|d| seen.insert(d.conversation.clone()))
+            .take(usize::try_from(limit).unwrap_or(0))
+            .map(|d| d.id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(vec![]);
         }
+        let marks = (0..ids.len()).map(|i| format!("${}", i + 3)).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "UPDATE deliveries SET status = 'sending', lease_owner = $1, lease_until = $2 \
+             WHERE status = 'pending' AND id IN ({marks}) RETURNING {DELIVERY_COLUMNS}"
+        );
+        let mut out: Vec<DeliveryRow> = with_pool!(self, p => {
+            let mut q = sqlx::query_as(crate::db::safe(&sql)).bind(owner).bind(now + lease_ms);
+            for id in &ids {
+                q = q.bind(id);
+            }
+            q.fetch_all(p).await?
+        });
+        out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
 
@@ -579,47 +598,76 @@ impl Store {
         result: &DeliveryResult,
         now: i64,
     ) -> Result<(), StoreError> {
+        let mark = DeliveryMark {
+            id: id.to_string(),
+            owner: owner.to_string(),
+            version_sent,
+            result: result.clone(),
+            delay_progress: None,
+        };
+        self.finish_deliveries(std::slice::from_ref(&mark), now).await
+    }
+
+    /// Records how several claimed sends ended, in one transaction (the
+    /// delivery service's marks of one pass). Each mark is applied as
+    /// [`Store::finish_delivery`] would, after its conversation's progress
+    /// edits were held back when it asks for that ([`Store::delay_progress`]).
+    pub async fn finish_deliveries(&self, marks: &[DeliveryMark], now: i64) -> Result<(), StoreError> {
+        if marks.is_empty() {
+            return Ok(());
+        }
         with_pool!(self, p => {
-            match result {
-                DeliveryResult::Sent { message_ref, next_at } => {
-                    sqlx::query(
-                        "UPDATE deliveries SET status = CASE WHEN version = $3 THEN 'sent' ELSE 'pending' END, \
-                         message_ref = COALESCE($4, message_ref), attempts = attempts + 1, sent_at = $5, \
-                         next_attempt_at = $6, lease_owner = NULL, lease_until = NULL, error = NULL \
-                         WHERE id = $1 AND lease_owner = $2",
-                    )
-                    .bind(id).bind(owner).bind(version_sent).bind(message_ref).bind(now).bind(next_at)
-                    .execute(p).await?;
+            let mut tx = p.begin().await?;
+            for m in marks {
+                if let Some((conversation, until)) = &m.delay_progress {
+                    sqlx::query(DELAY_PROGRESS).bind(conversation).bind(until).execute(&mut *tx).await?;
                 }
-                DeliveryResult::Retry { at, error } => {
-                    sqlx::query(
-                        "UPDATE deliveries SET status = 'pending', attempts = attempts + 1, next_attempt_at = $3, \
-                         error = $4, lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
-                    )
-                    .bind(id).bind(owner).bind(at).bind(error)
-                    .execute(p).await?;
-                }
-                DeliveryResult::Failed { error } => {
-                    let mut tx = p.begin().await?;
-                    let conv: Option<(String,)> = sqlx::query_as("SELECT conversation FROM deliveries WHERE id = $1")
-                        .bind(id).fetch_optional(&mut *tx).await?;
-                    sqlx::query(
-                        "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, error = $3, \
-                         lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
-                    )
-                    .bind(id).bind(owner).bind(error)
-                    .execute(&mut *tx).await?;
-                    if let Some((conv,)) = conv {
+                match &m.result {
+                    DeliveryResult::Sent { message_ref, next_at } => {
                         sqlx::query(
-                            "UPDATE deliveries SET status = 'failed', error = $2 \
-                             WHERE conversation = $1 AND status = 'pending'",
+                            "UPDATE deliveries SET status = CASE WHEN version = $3 THEN 'sent' ELSE 'pending' END, \
+                             message_ref = COALESCE($4, message_ref), attempts = attempts + 1, sent_at = $5, \
+                             next_attempt_at = $6, lease_owner = NULL, lease_until = NULL, error = NULL \
+                             WHERE id = $1 AND lease_owner = $2",
                         )
-                        .bind(conv).bind(format!("not sent: an earlier delivery failed for good ({error})"))
+                        .bind(&m.id).bind(&m.owner).bind(m.version_sent).bind(message_ref).bind(now).bind(next_at)
                         .execute(&mut *tx).await?;
                     }
-                    tx.commit().await?;
+                    DeliveryResult::Retry { at, error } => {
+                        sqlx::query(
+                            "UPDATE deliveries SET status = 'pending', attempts = attempts + 1, next_attempt_at = $3, \
+                             error = $4, lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
+                        )
+                        .bind(&m.id).bind(&m.owner).bind(at).bind(error)
+                        .execute(&mut *tx).await?;
+                    }
+                    DeliveryResult::Failed { error } => {
+                        // A write first: on SQLite a transaction that reads
+                        // first may not be able to write afterwards.
+                        let failed = sqlx::query(
+                            "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, error = $3, \
+                             lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
+                        )
+                        .bind(&m.id).bind(&m.owner).bind(error)
+                        .execute(&mut *tx).await?;
+                        let conv: Option<(String,)> = if failed.rows_affected() == 1 {
+                            sqlx::query_as("SELECT conversation FROM deliveries WHERE id = $1")
+                                .bind(&m.id).fetch_optional(&mut *tx).await?
+                        } else {
+                            None
+                        };
+                        if let Some((conv,)) = conv {
+                            sqlx::query(
+                                "UPDATE deliveries SET status = 'failed', error = $2 \
+                                 WHERE conversation = $1 AND status = 'pending'",
+                            )
+                            .bind(conv).bind(format!("not sent: an earlier delivery failed for good ({error})"))
+                            .execute(&mut *tx).await?;
+                        }
+                    }
                 }
             }
+            tx.commit().await?;
             Ok(())
         })
     }
@@ -629,13 +677,7 @@ impl Store {
     /// A job's first progress message is not an edit and goes at once.
     pub async fn delay_progress(&self, conversation: &str, until: i64) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            sqlx::query(
-                "UPDATE deliveries SET next_attempt_at = CASE WHEN next_attempt_at < $2 THEN $2 ELSE next_attempt_at END \
-                 WHERE conversation = $1 AND kind = 'progress' AND status IN ('pending', 'sent') \
-                 AND message_ref IS NOT NULL",
-            )
-            .bind(conversation).bind(until)
-            .execute(p).await?;
+            sqlx::query(DELAY_PROGRESS).bind(conversation).bind(until).execute(p).await?;
             Ok(())
         })
     }

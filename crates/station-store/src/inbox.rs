@@ -59,6 +59,86 @@ impl Store {
         Ok(done == 1)
     }
 
+    /// Stores several events of one source in one transaction (a batch the
+    /// source delivered together), skipping those already stored. Returns
+    /// how many were new. All or none: on an error nothing is stored.
+    pub async fn inbox_insert_many(
+        &self,
+        source: &str,
+        events: &[(i64, String, String)],
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let mut new = 0;
+            for (seq, lane, payload) in events {
+                new += sqlx::query(
+                    "INSERT INTO inbox (source, seq, lane, payload, state, attempts, received_at) \
+                     VALUES ($1, $2, $3, $4, 'pending', 0, $5) ON CONFLICT (source, seq) DO NOTHING",
+                )
+                .bind(source).bind(seq).bind(lane).bind(payload).bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+            Ok(new)
+        })
+    }
+
+    /// Lanes that have a pending event, the lane of the oldest one first.
+    pub async fn inbox_pending_lanes(&self, source: &str, limit: i64) -> Result<Vec<String>, StoreError> {
+        with_pool!(self, p => {
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "SELECT lane FROM inbox WHERE source = $1 AND state = 'pending' GROUP BY lane ORDER BY MIN(seq) LIMIT $2",
+            )
+            .bind(source).bind(limit)
+            .fetch_all(p)
+            .await?;
+            Ok(rows.into_iter().map(|r| r.0).collect())
+        })
+    }
+
+    /// One step of a lane's processing, in one transaction: records event
+    /// `done` processed (`(seq, None)`, or failed with the reason) when
+    /// given, then claims the lane's next event for `owner` — only if the
+    /// lane's oldest unfinished event is pending (one being processed by
+    /// someone else holds the lane). Returns the claimed event, or None
+    /// when the lane has nothing for this caller now.
+    pub async fn inbox_advance(
+        &self,
+        source: &str,
+        lane: &str,
+        owner: &str,
+        done: Option<(i64, Option<&str>)>,
+        now: i64,
+    ) -> Result<Option<InboxRow>, StoreError> {
+        let claim = format!(
+            "UPDATE inbox SET state = 'processing', claimed_by = $3, attempts = attempts + 1 \
+             WHERE source = $1 AND state = 'pending' AND seq = (SELECT seq FROM inbox WHERE source = $1 \
+             AND lane = $2 AND state IN ('pending', 'processing') ORDER BY seq LIMIT 1) RETURNING {COLUMNS}"
+        );
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            if let Some((seq, error)) = done {
+                let state = if error.is_some() { "failed" } else { "done" };
+                sqlx::query("UPDATE inbox SET state = $3, error = $4, done_at = $5 WHERE source = $1 AND seq = $2")
+                    .bind(source).bind(seq).bind(state).bind(error).bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let row: Option<InboxRow> = sqlx::query_as(crate::db::safe(&claim))
+                .bind(source).bind(lane).bind(owner)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(row)
+        })
+    }
+
     /// The highest sequence number stored for a source.
     pub async fn inbox_max_seq(&self, source: &str) -> Result<Option<i64>, StoreError> {
         with_pool!(self, p => {

@@ -657,6 +657,16 @@ impl FakeTelegram {
         self.messages(chat_id).into_iter().filter(|m| m.from_bot && !m.deleted).collect()
     }
 
+    /// How many messages the bot has in a chat (not deleted), without
+    /// copying them: cheap enough to poll for many chats under load.
+    pub fn bot_message_count(&self, chat_id: i64) -> usize {
+        self.shared
+            .lock()
+            .chats
+            .get(&chat_id)
+            .map_or(0, |c| c.messages.values().filter(|m| m.from_bot && !m.deleted).count())
+    }
+
     /// Every button press so far, with its answer once answered.
     pub fn callbacks(&self) -> Vec<CallbackRecord> {
         let inner = self.shared.lock();

@@ -3,6 +3,7 @@
 //! webhook's 200 — then processed in update order within a chat and
 //! concurrently across chats.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use axum::Router;
@@ -82,9 +83,28 @@ impl TelegramBot {
             return Err(UpdateError::Malformed);
         };
         let inner = &self.inner;
-        inner.station.inbox(&inner.scope).insert(id, &chat_key(update), &update.to_string()).await?;
-        inner.stored.notify_one();
+        let lane = chat_key(update);
+        inner.station.inbox(&inner.scope).insert(id, &lane, &update.to_string()).await?;
+        self.news(std::iter::once(lane));
         Ok(())
+    }
+
+    /// Stores a `getUpdates` batch in one transaction (all or none) and
+    /// wakes the dispatcher. Returns the highest update id stored.
+    async fn store_batch(&self, list: &[Value]) -> Result<Option<i64>, UpdateError> {
+        let events: Vec<(i64, String, String)> =
+            list.iter().filter_map(|u| Some((u["update_id"].as_i64()?, chat_key(u), u.to_string()))).collect();
+        let inner = &self.inner;
+        inner.station.inbox(&inner.scope).insert_many(&events).await?;
+        let last = events.iter().map(|e| e.0).max();
+        self.news(events.into_iter().map(|e| e.1));
+        Ok(last)
+    }
+
+    /// Tells the dispatcher which chats have new updates.
+    fn news(&self, lanes: impl Iterator<Item = String>) {
+        self.inner.fresh.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(lanes);
+        self.inner.stored.notify_one();
     }
 
     pub(crate) async fn poll_loop(&self, stop: CancellationToken) {
@@ -120,14 +140,18 @@ impl TelegramBot {
             match res {
                 Ok(list) => {
                     backoff = Duration::from_millis(500);
-                    for u in list.as_array().into_iter().flatten() {
-                        // Stored before the next getUpdates acknowledges it.
-                        if let Err(e) = self.store_update(u).await {
-                            tracing::warn!(error = %e, "update not stored; it will be fetched again");
-                            break;
-                        }
-                        if let Some(id) = u["update_id"].as_i64() {
-                            offset = Some(offset.unwrap_or(0).max(id + 1));
+                    let list = list.as_array().map(Vec::as_slice).unwrap_or_default();
+                    // Stored (one transaction for the batch) before the next
+                    // getUpdates acknowledges them.
+                    match self.store_batch(list).await {
+                        Ok(Some(last)) => offset = Some(offset.unwrap_or(0).max(last + 1)),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "updates not stored; they will be fetched again");
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                _ = tokio::time::sleep(backoff) => {}
+                            }
                         }
                     }
                 }
@@ -146,69 +170,78 @@ impl TelegramBot {
         }
     }
 
+    /// Starts a task per chat with updates to process (one at a time per
+    /// chat, concurrently across chats). Which chats have news comes from
+    /// what this process stored; the database is scanned at start and every
+    /// second (updates another process stored, or requeued after a stop).
     pub(crate) async fn dispatch_loop(&self, stop: CancellationToken) {
         let inner = &self.inner;
         let mut chats = tokio::task::JoinSet::new();
+        // Chats with news that were busy: looked at again when a chat ends.
+        let mut deferred: HashSet<String> = HashSet::new();
+        let mut scan_at = tokio::time::Instant::now();
         loop {
             if stop.is_cancelled() {
                 while chats.join_next().await.is_some() {}
                 return;
             }
-            match inner.station.inbox(&inner.scope).pending(500).await {
-                Ok(rows) => {
-                    for row in rows {
-                        let fresh = inner
-                            .busy
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .insert(row.lane.clone());
-                        if fresh {
-                            let me = self.clone();
-                            let s = stop.clone();
-                            chats.spawn(async move {
-                                me.run_chat(&row.lane, s).await;
-                                me.inner
-                                    .busy
-                                    .lock()
-                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                    .remove(&row.lane);
-                                me.inner.stored.notify_one();
-                            });
-                        }
-                    }
+            let mut lanes: Vec<String> = deferred.drain().collect();
+            lanes.extend(inner.fresh.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain());
+            if tokio::time::Instant::now() >= scan_at {
+                scan_at = tokio::time::Instant::now() + Duration::from_secs(1);
+                match inner.station.inbox(&inner.scope).pending_lanes(500).await {
+                    Ok(found) => lanes.extend(found),
+                    Err(e) => tracing::warn!(error = %e, "cannot read stored Telegram updates"),
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot read stored Telegram updates"),
+            }
+            for lane in lanes {
+                let fresh = inner.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(lane.clone());
+                if !fresh {
+                    deferred.insert(lane);
+                    continue;
+                }
+                let me = self.clone();
+                let s = stop.clone();
+                chats.spawn(async move {
+                    me.run_chat(&lane, s).await;
+                    me.inner.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&lane);
+                    me.inner.stored.notify_one();
+                });
             }
             while chats.try_join_next().is_some() {}
             tokio::select! {
                 _ = stop.cancelled() => {}
                 _ = inner.stored.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep_until(scan_at) => {}
             }
         }
     }
 
-    /// Processes one chat's stored updates in order until none is left.
+    /// Processes one chat's stored updates in order until none is left. The
+    /// end of one update and the claim of the next are one transaction.
     async fn run_chat(&self, key: &str, stop: CancellationToken) {
         let inner = &self.inner;
         let inbox = inner.station.inbox(&inner.scope);
-        while !stop.is_cancelled() {
-            let row = match inbox.next(key).await {
+        let mut done: Option<(i64, Option<String>)> = None;
+        loop {
+            if stop.is_cancelled() {
+                if let Some((seq, error)) = &done
+                    && let Err(e) = inbox.finish(*seq, error.as_deref()).await
+                {
+                    tracing::warn!(error = %e, "could not record a processed Telegram update");
+                }
+                return;
+            }
+            let step = done.as_ref().map(|(seq, error)| (*seq, error.as_deref()));
+            let row = match inbox.advance(key, &inner.owner, step).await {
                 Ok(Some(r)) => r,
+                // The chat is done, or another process holds its next update.
                 Ok(None) => return,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the next Telegram update");
+                    tracing::warn!(error = %e, "could not record a processed Telegram update or claim the next");
                     return;
                 }
             };
-            if row.state != "pending" {
-                // Someone else (another process) is on it.
-                return;
-            }
-            match inbox.claim(row.seq, &inner.owner).await {
-                Ok(true) => {}
-                _ => return,
-            }
             let update: Value = serde_json::from_str(&row.payload).unwrap_or(Value::Null);
             let outcome = self.process(&update).await;
             if inner.options.crash_after_handling {
@@ -217,10 +250,7 @@ impl TelegramBot {
             if let Err(e) = &outcome {
                 tracing::warn!(update = row.seq, error = %e, "Telegram update failed");
             }
-            if let Err(e) = inbox.finish(row.seq, outcome.err().map(|e| e.to_string()).as_deref()).await {
-                tracing::warn!(error = %e, "could not record a processed Telegram update");
-                return;
-            }
+            done = Some((row.seq, outcome.err().map(|e| e.to_string())));
         }
     }
 

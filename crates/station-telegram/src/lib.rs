@@ -142,6 +142,8 @@ pub(crate) struct Inner {
     pub stored: tokio::sync::Notify,
     /// Chats being processed now.
     pub busy: Mutex<HashSet<String>>,
+    /// Chats this process stored updates for since the dispatcher last looked.
+    pub fresh: Mutex<HashSet<String>>,
     pub owner: String,
 }
 
@@ -230,6 +232,7 @@ impl TelegramBot {
                 keep_updates: Duration::from_secs(config.keep_updates_days.saturating_mul(86_400)),
                 stored: tokio::sync::Notify::new(),
                 busy: Mutex::new(HashSet::new()),
+                fresh: Mutex::new(HashSet::new()),
                 owner: format!("telegram-{}", uuid::Uuid::new_v4().simple()),
             }),
         })

@@ -19,8 +19,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use base64::Engine;
 use futures::Stream;
 use serde_json::{Value, json};
-use station_core::JobStatus;
 use station_core::{JobEvent, Station};
+use station_core::{JobStatus, JobView};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use utoipa_axum::router::OpenApiRouter;
@@ -51,9 +51,10 @@ async fn generation_events(
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     // Subscribe before the first read so nothing published in between is lost.
     let bus = station.bus.subscribe();
-    station.job_for(&a, &id).await?;
+    // The ownership check's read is also the stream's first state, sent at once.
+    let first = station.job_status_for(&a, &id).await?.view;
     let (tx, rx) = mpsc::channel::<Event>(64);
-    tokio::spawn(follow(station, id, bus, tx));
+    tokio::spawn(follow(station, id, bus, tx, first));
     let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
@@ -68,6 +69,7 @@ pub(crate) async fn follow(
     id: String,
     mut bus: tokio::sync::broadcast::Receiver<JobEvent>,
     tx: mpsc::Sender<Event>,
+    first: JobView,
 ) {
     // Status and position (in Station's queue, on the backend) last sent.
     type Shown = (JobStatus, (Option<i64>, Option<i64>));
@@ -75,46 +77,53 @@ pub(crate) async fn follow(
     let mut last_progress = 0.0f64;
     // Whether the job was seen before it ended (else only its end state is sent).
     let mut followed = false;
-    let mut poll = tokio::time::interval(POLL);
+    // The first state is the one read when the stream was opened.
+    let mut first = Some(first);
+    let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + POLL, POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // The row is the truth: read it on every tick and after every status event.
-        let mut read_row = false;
-        tokio::select! {
-            _ = poll.tick() => read_row = true,
-            _ = tx.closed() => return,
-            // Shutting down: end the stream so the connection can close.
-            () = station.closing.cancelled() => return,
-            ev = bus.recv() => match ev {
-                Ok(ev) if ev.job_id() == id => match ev {
-                    JobEvent::Progress { fraction, step, of, label, .. } => {
-                        if fraction > last_progress {
-                            last_progress = fraction;
-                            let data = json!({"fraction": fraction, "step": step, "of": of, "label": label});
-                            if tx.send(event("progress", data)).await.is_err() { return; }
-                        }
+        let view = match first.take() {
+            Some(v) => v,
+            None => {
+                // The row is the truth: read it on every tick and after every status event.
+                let mut read_row = false;
+                tokio::select! {
+                    _ = poll.tick() => read_row = true,
+                    _ = tx.closed() => return,
+                    // Shutting down: end the stream so the connection can close.
+                    () = station.closing.cancelled() => return,
+                    ev = bus.recv() => match ev {
+                        Ok(ev) if ev.job_id() == id => match ev {
+                            JobEvent::Progress { fraction, step, of, label, .. } => {
+                                if fraction > last_progress {
+                                    last_progress = fraction;
+                                    let data = json!({"fraction": fraction, "step": step, "of": of, "label": label});
+                                    if tx.send(event("progress", data)).await.is_err() { return; }
+                                }
+                            }
+                            JobEvent::Preview { mime, data, .. } => {
+                                let b64 = base64::engine::general_purpose::STANDARD.encode(data.as_slice());
+                                let data = json!({"mime": mime, "data_url": format!("data:{mime};base64,{b64}")});
+                                if tx.send(event("preview", data)).await.is_err() { return; }
+                            }
+                            JobEvent::Status { .. } | JobEvent::Result { .. } => read_row = true,
+                        },
+                        Ok(_) => {}
+                        Err(RecvError::Lagged(_)) => read_row = true,
+                        Err(RecvError::Closed) => read_row = true,
+                    },
+                }
+                if !read_row {
+                    continue;
+                }
+                match station.job_view(&id).await {
+                    Ok(Some(v)) => v,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(job = %id, error = %e, "event stream could not read the job; retrying");
+                        continue;
                     }
-                    JobEvent::Preview { mime, data, .. } => {
-                        let b64 = base64::engine::general_purpose::STANDARD.encode(data.as_slice());
-                        let data = json!({"mime": mime, "data_url": format!("data:{mime};base64,{b64}")});
-                        if tx.send(event("preview", data)).await.is_err() { return; }
-                    }
-                    JobEvent::Status { .. } | JobEvent::Result { .. } => read_row = true,
-                },
-                Ok(_) => {}
-                Err(RecvError::Lagged(_)) => read_row = true,
-                Err(RecvError::Closed) => read_row = true,
-            },
-        }
-        if !read_row {
-            continue;
-        }
-        let view = match station.job_view(&id).await {
-            Ok(Some(v)) => v,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(job = %id, error = %e, "event stream could not read the job; retrying");
-                continue;
+                }
             }
         };
         let row = &view.row;
