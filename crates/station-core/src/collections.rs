@@ -256,6 +256,9 @@ impl Station {
         account: &AccountRow,
         new: CollectionEdit,
     ) -> Result<CollectionRow, CollectionError> {
+        if let Some(off) = self.feature_refusal("collections", account).await {
+            return Err(CollectionError::Invalid(vec![off]));
+        }
         let mut bad = vec![];
         let name = checked_text("name", new.name.as_deref().unwrap_or(""), MAX_NAME_CHARS, true, &mut bad);
         let description = checked_text(
@@ -551,6 +554,9 @@ impl Station {
         id: &str,
         req: ShareRequest,
     ) -> Result<NewShare, CollectionError> {
+        if let Some(off) = self.feature_refusal("collections", account).await {
+            return Err(CollectionError::Invalid(vec![off]));
+        }
         let c = self.owned(account, id).await?;
         let secs = req.expires_in.unwrap_or(DEFAULT_SHARE_SECS);
         if !(1..=MAX_SHARE_SECS).contains(&secs) {
@@ -692,6 +698,9 @@ impl Station {
         account: &AccountRow,
         id: &str,
     ) -> Result<CollectionExportRow, CollectionError> {
+        if let Some(off) = self.feature_refusal("collections", account).await {
+            return Err(CollectionError::Invalid(vec![off]));
+        }
         let row = self.store_export_row(account, id).await?;
         self.export_wake.notify_one();
         Ok(row)

@@ -107,7 +107,7 @@ impl FlagRule {
             FlagState::Some => {
                 let account = who.account;
                 (self.admins && account.is_some_and(AccountRow::is_admin))
-                    || account.is_some_and(|a| self.accounts.iter().any(|id| *id == a.id))
+                    || account.is_some_and(|a| self.accounts.contains(&a.id))
                     || who.group.is_some_and(|g| self.groups.iter().any(|x| x == g))
                     || who.platform.is_some_and(|p| self.platforms.iter().any(|x| x == p))
                     || (self.percent > 0 && account.is_some_and(|a| rollout_bucket(name, &a.id) < self.percent))
@@ -338,18 +338,12 @@ pub struct FlagCache {
     reloading: AtomicBool,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Snapshot {
     flags: Arc<HashMap<String, Flag>>,
     loaded_at: Option<Instant>,
     /// The invalidation epoch the copy was read at.
     epoch: u64,
-}
-
-impl Default for Snapshot {
-    fn default() -> Self {
-        Snapshot { flags: Arc::default(), loaded_at: None, epoch: 0 }
-    }
 }
 
 impl std::fmt::Debug for FlagCache {
@@ -387,6 +381,25 @@ impl Station {
         self.flag_on(feature, who)
     }
 
+    /// `None` when `feature` (one of [`FEATURES`]) is on for `account`, else
+    /// the refusal to show: the core's entry points to each feature (saving
+    /// a spell, casting, creating a collection, sharing, exporting, creating
+    /// a dataset, starting a training, adding a webhook) check it first.
+    pub async fn feature_refusal(&self, feature: &str, account: &AccountRow) -> Option<station_tools::FieldError> {
+        if self.feature_on(feature, &FlagSubject::account(account)).await {
+            return None;
+        }
+        let what = FEATURES.iter().find(|(f, _)| *f == feature).map_or(feature, |(_, w)| w);
+        let mut what = what.to_string();
+        if let Some(first) = what.get(..1) {
+            what = first.to_uppercase() + &what[1..];
+        }
+        Some(station_tools::FieldError {
+            field: "feature".into(),
+            reason: format!("{what} is switched off for your account right now; please try again later"),
+        })
+    }
+
     /// Whether `account` may use `platform` (its `platform.<name>` flag),
     /// in `group` when the request comes from one.
     pub async fn platform_on(&self, platform: &str, account: &AccountRow, group: Option<&str>) -> bool {
@@ -419,10 +432,10 @@ impl Station {
     /// Reloads the flags when the copy is older than the cache bound or a
     /// change was announced. A failed read keeps the old copy (logged).
     pub async fn refresh_flags_if_stale(&self) {
-        if self.flags_stale(&self.flag_cache.read()) {
-            if let Err(e) = self.reload_flags().await {
-                tracing::warn!(error = %e, "could not read the feature flags; using the copy in memory");
-            }
+        if self.flags_stale(&self.flag_cache.read())
+            && let Err(e) = self.reload_flags().await
+        {
+            tracing::warn!(error = %e, "could not read the feature flags; using the copy in memory");
         }
     }
 

@@ -254,6 +254,9 @@ impl Station {
         name: &str,
         trigger_word: Option<&str>,
     ) -> Result<Dataset, TrainingError> {
+        if let Some(off) = self.feature_refusal("training", account).await {
+            return Err(TrainingError::Invalid { field: off.field, reason: off.reason });
+        }
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 80 {
             return Err(invalid("name", "must be 1 to 80 characters"));
@@ -536,6 +539,9 @@ impl Station {
         account: &AccountRow,
         req: &TrainingRequest,
     ) -> Result<TrainingView, TrainingError> {
+        if let Some(off) = self.feature_refusal("training", account).await {
+            return Err(TrainingError::Invalid { field: off.field, reason: off.reason });
+        }
         let (quote, dataset, def) = self.assess_training(account, req).await?;
         if quote.available < quote.price {
             return Err(SubmitError::InsufficientPoints { needed: quote.price, available: quote.available }.into());

@@ -203,6 +203,9 @@ impl Station {
         url: &str,
         events: &[String],
     ) -> Result<(Webhook, String), WebhookError> {
+        if let Some(off) = self.feature_refusal("webhooks", account).await {
+            return Err(WebhookError::Invalid(vec![off]));
+        }
         let mut errors = vec![];
         if let Err(reason) = check_url(url.trim(), self.config.webhooks.allow_private).await {
             errors.push(FieldError { field: "url".into(), reason });

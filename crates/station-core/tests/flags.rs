@@ -35,6 +35,14 @@ async fn a_flag_flipped_in_one_process_applies_in_another_within_the_bound() {
         tokio::time::sleep(Duration::from_millis(ttl + 50)).await;
         assert!(!b.feature_on("training", &who).await, "{k}: B within the cache bound");
 
+        // The feature's entry points refuse, naming the feature.
+        let err = b.create_dataset(&ann, "my face", None).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "feature: LoRA training from a user's dataset is switched off for your account right now; please try again later",
+            "{k}"
+        );
+
         // A tool off for Ann: unknown to her everywhere in B, submit included.
         a.set_flag("tool.resize", FlagRule::off(), None, &Actor::operator("ops")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(ttl + 50)).await;

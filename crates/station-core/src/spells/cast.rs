@@ -165,6 +165,9 @@ impl Station {
     /// held, the first step queued. Runs under the caster's account and
     /// points whoever owns the spell.
     pub async fn cast(&self, account: &AccountRow, req: CastRequest) -> Result<CastView, CastError> {
+        if let Some(off) = self.feature_refusal("spells", account).await {
+            return Err(CastError::Submit(SubmitError::Invalid(vec![off])));
+        }
         let row = match self.store.spell(&req.spell).await? {
             Some(r) if r.visibility != "private" || account.may_access(Some(&r.owner_id)) => r,
             _ => return Err(CastError::UnknownSpell(req.spell)),

@@ -397,6 +397,9 @@ impl Station {
 
     /// Validates and saves a spell owned by `owner`.
     pub async fn create_spell(&self, owner: &AccountRow, spec: SpellSpec) -> Result<Spell, SpellError> {
+        if let Some(off) = self.feature_refusal("spells", owner).await {
+            return Err(SpellError::Invalid(vec![off]));
+        }
         self.check_spell(owner, &spec).map_err(SpellError::Invalid)?;
         let id = uuid::Uuid::now_v7().to_string();
         let definition = serde_json::to_string(&spec).expect("a spell serialises");

@@ -21,11 +21,11 @@ pub mod models;
 pub mod openapi;
 pub mod points;
 pub mod settings;
-pub mod stats;
 pub mod spells;
+pub mod stats;
 pub mod tools;
-pub mod webhooks;
 pub mod training;
+pub mod webhooks;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;

@@ -476,7 +476,9 @@ async fn training_events(
     let bus = station.bus.subscribe();
     let view = training_for(&station, &a, &id).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
-    tokio::spawn(super::events::follow(station, view.row.job_id, bus, tx));
+    // The stream starts from the training's job as read now (its owner's, as the training is).
+    let first = station.job_status_for(&a, &view.row.job_id).await?.view;
+    tokio::spawn(super::events::follow(station, view.row.job_id, bus, tx, first));
     let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
