@@ -368,11 +368,26 @@ impl Station {
     /// or a change was announced, a reload starts and the next read sees it
     /// (call [`Station::refresh_flags_if_stale`] first where a strict bound matters).
     pub fn flag_on(&self, name: &str, who: &FlagSubject<'_>) -> bool {
+        self.current_flags().get(name).is_none_or(|f| f.rule.allows(name, who))
+    }
+
+    /// This process's copy, starting a reload when it is stale.
+    fn current_flags(&self) -> Arc<HashMap<String, Flag>> {
         let snapshot = self.flag_cache.read();
         if self.flags_stale(&snapshot) {
             self.reload_flags_in_background();
         }
-        snapshot.flags.get(name).is_none_or(|f| f.rule.allows(name, who))
+        snapshot.flags
+    }
+
+    /// The flag `<family>.<id>` for `who`; without any flag stored, no name is built.
+    fn family_flag_on(&self, family: &str, id: &str, who: &FlagSubject<'_>) -> bool {
+        let flags = self.current_flags();
+        if flags.is_empty() {
+            return true;
+        }
+        let name = format!("{family}.{id}");
+        flags.get(&name).is_none_or(|f| f.rule.allows(&name, who))
     }
 
     /// Whether a feature of [`FEATURES`] is on for `who`; refreshes a stale copy first.
@@ -404,24 +419,13 @@ impl Station {
     /// in `group` when the request comes from one.
     pub async fn platform_on(&self, platform: &str, account: &AccountRow, group: Option<&str>) -> bool {
         self.refresh_flags_if_stale().await;
-        if self.flag_cache.read().flags.is_empty() {
-            return true;
-        }
         let who = FlagSubject { account: Some(account), platform: Some(platform), group };
-        self.flag_on(&format!("platform.{platform}"), &who)
+        self.family_flag_on("platform", platform, &who)
     }
 
     /// Whether the tool `tool_id` is on for `account` (its `tool.<id>` flag).
     pub fn tool_flag_on(&self, tool_id: &str, account: &AccountRow) -> bool {
-        let snapshot = self.flag_cache.read();
-        if self.flags_stale(&snapshot) {
-            self.reload_flags_in_background();
-        }
-        if snapshot.flags.is_empty() {
-            return true;
-        }
-        let name = format!("tool.{tool_id}");
-        snapshot.flags.get(&name).is_none_or(|f| f.rule.allows(&name, &FlagSubject::account(account)))
+        self.family_flag_on("tool", tool_id, &FlagSubject::account(account))
     }
 
     /// Whether any `tool.` flag exists (lists then differ per account).
