@@ -131,6 +131,15 @@ fn builtin_options(name: &str) -> Vec<Value> {
                 json!({"type": 3, "name": "tool", "description": "Tool whose defaults to change", "required": false, "autocomplete": true}),
             ]
         }
+        "train" => vec![
+            json!({"type": 3, "name": "name", "description": "Your LoRA's name (leave empty to continue one)", "required": false, "max_length": 80}),
+            json!({"type": 11, "name": "image", "description": "A photo to add to it", "required": false}),
+        ],
+        "cast" => vec![
+            json!({"type": 3, "name": "spell", "description": "The spell (leave empty to pick from a list)", "required": false}),
+            json!({"type": 3, "name": "prompt", "description": "Its prompt, and name=value for other inputs", "required": false}),
+            json!({"type": 11, "name": "image", "description": "An input image, for spells that take one", "required": false}),
+        ],
         "link" => vec![
             json!({"type": 3, "name": "code", "description": "A link code from another platform", "required": false}),
         ],

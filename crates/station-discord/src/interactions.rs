@@ -182,12 +182,8 @@ impl Origin {
 
 fn begin(d: &Discord, o: &Origin, original_free: bool, ephemeral: bool) {
     let mut s = d.inner.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let lifetime = d.inner.options.token_lifetime;
-    s.by_id.retain(|_, x| x.started.elapsed() < lifetime);
-    let live: std::collections::HashSet<String> = s.by_id.keys().cloned().collect();
-    s.by_chat.retain(|_, iid| live.contains(iid));
-    s.by_id.insert(o.id.clone(), Session { token: o.token.clone(), started: Instant::now(), original_free, ephemeral });
-    s.by_chat.insert(o.conversation().chat, o.id.clone());
+    let session = Session { token: o.token.clone(), started: Instant::now(), original_free, ephemeral };
+    s.begin(o.conversation().chat, o.id.clone(), session, d.inner.options.token_lifetime);
 }
 
 /// Runs `input` through the engine after the interaction was answered.

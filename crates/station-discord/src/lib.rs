@@ -153,10 +153,52 @@ pub(crate) struct Session {
     pub(crate) ephemeral: bool,
 }
 
+/// The live interactions of each chat, oldest first. A new message takes
+/// the oldest deferred response still showing "thinking…": the engine
+/// answers a chat's inputs in the order they came, so each command's first
+/// answer lands under that command, not under a later one sent meanwhile.
 #[derive(Default)]
 pub(crate) struct Sessions {
-    pub(crate) by_chat: HashMap<String, String>,
+    pub(crate) by_chat: HashMap<String, Vec<String>>,
     pub(crate) by_id: HashMap<String, Session>,
+}
+
+impl Sessions {
+    /// Records interaction `iid` of `chat` (forgetting expired ones).
+    pub(crate) fn begin(&mut self, chat: String, iid: String, session: Session, lifetime: Duration) {
+        self.by_id.retain(|_, x| x.started.elapsed() < lifetime);
+        let live: std::collections::HashSet<String> = self.by_id.keys().cloned().collect();
+        self.by_chat.retain(|_, ids| {
+            ids.retain(|i| live.contains(i));
+            !ids.is_empty()
+        });
+        self.by_id.insert(iid.clone(), session);
+        self.by_chat.entry(chat).or_default().push(iid);
+    }
+
+    /// The interaction a new message of `chat` goes through: the oldest live
+    /// one whose deferred response is free (taken now: `true`), else the
+    /// newest live one (a follow-up: `false`).
+    pub(crate) fn claim(&mut self, chat: &str, lifetime: Duration) -> Option<(String, Session, bool)> {
+        let ids = self.by_chat.get(chat)?;
+        let live = |id: &String| self.by_id.get(id).is_some_and(|x| x.started.elapsed() < lifetime);
+        let free = ids.iter().find(|id| live(id) && self.by_id[*id].original_free).cloned();
+        if let Some(iid) = free {
+            let sess = self.by_id.get_mut(&iid).expect("live");
+            sess.original_free = false;
+            return Some((iid, sess.clone(), true));
+        }
+        let iid = ids.iter().rev().find(|id| live(id))?.clone();
+        Some((iid.clone(), self.by_id[&iid].clone(), false))
+    }
+
+    /// Gives a claimed deferred response back after a send that failed
+    /// (and will be retried), so the retry lands there too.
+    pub(crate) fn release(&mut self, iid: &str) {
+        if let Some(x) = self.by_id.get_mut(iid) {
+            x.original_free = true;
+        }
+    }
 }
 
 /// The Discord adapter. Cheap to clone.
@@ -315,12 +357,12 @@ impl Discord {
     /// Takes the deferred response for a new message, if it is still free.
     fn claim_original(&self, chat: &str) -> Option<(String, Session, bool)> {
         let mut s = self.inner.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let iid = s.by_chat.get(chat)?.clone();
-        let lifetime = self.inner.options.token_lifetime;
-        let sess = s.by_id.get_mut(&iid).filter(|x| x.started.elapsed() < lifetime)?;
-        let free = sess.original_free;
-        sess.original_free = false;
-        Some((iid, sess.clone(), free))
+        s.claim(chat, self.inner.options.token_lifetime)
+    }
+
+    /// See [`Sessions::release`].
+    fn release_original(&self, iid: &str) {
+        self.inner.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).release(iid);
     }
 
     pub(crate) fn webhook_path(&self, token: &str) -> String {
@@ -515,7 +557,12 @@ impl Discord {
                 "a private message can only be sent through its interaction, whose token is no longer valid ({e}); \
                  not posted in the channel"
             )),
-            Err(e) => outcome_of(&e),
+            Err(e) => {
+                if original_free && sess.ephemeral {
+                    self.release_original(&iid);
+                }
+                outcome_of(&e)
+            }
         }
     }
 
@@ -578,9 +625,56 @@ impl Discord {
                 Err(e) if token_gone(&e) => {
                     tracing::debug!(error = %e, "interaction token no longer valid; posting in the channel");
                 }
-                Err(e) => return outcome_of(&e),
+                Err(e) => {
+                    if original_free {
+                        self.release_original(&iid);
+                    }
+                    return outcome_of(&e);
+                }
             }
         }
         self.channel_post(&channel, &rendered).await
+    }
+}
+
+#[cfg(test)]
+mod sessions_tests {
+    use super::*;
+
+    fn session(token: &str) -> Session {
+        Session { token: token.into(), started: Instant::now(), original_free: true, ephemeral: false }
+    }
+
+    #[test]
+    fn each_command_gets_its_own_deferred_response_in_order() {
+        let life = Duration::from_secs(900);
+        let mut s = Sessions::default();
+        // Two commands in one chat before either was answered.
+        s.begin("c".into(), "first".into(), session("t1"), life);
+        s.begin("c".into(), "second".into(), session("t2"), life);
+        s.begin("other".into(), "third".into(), session("t3"), life);
+        let (a, _, free) = s.claim("c", life).unwrap();
+        assert_eq!((a.as_str(), free), ("first", true), "the first answer goes under the first command");
+        let (b, _, free) = s.claim("c", life).unwrap();
+        assert_eq!((b.as_str(), free), ("second", true));
+        // Later messages are follow-ups of the newest interaction.
+        let (c, _, free) = s.claim("c", life).unwrap();
+        assert_eq!((c.as_str(), free), ("second", false));
+        // A failed send gives its response back for the retry.
+        s.release("first");
+        assert_eq!(s.claim("c", life).unwrap().0, "first");
+        assert_eq!(s.claim("other", life).unwrap().0, "third", "chats apart");
+    }
+
+    #[test]
+    fn expired_interactions_are_skipped_and_forgotten() {
+        let life = Duration::from_millis(50);
+        let mut s = Sessions::default();
+        s.begin("c".into(), "old".into(), session("t1"), life);
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(s.claim("c", life).is_none(), "an expired token is never used");
+        s.begin("c".into(), "new".into(), session("t2"), life);
+        assert_eq!(s.by_chat["c"], vec!["new".to_string()], "the expired one is forgotten");
+        assert_eq!(s.claim("c", life).unwrap().0, "new");
     }
 }
