@@ -99,6 +99,11 @@ struct Backend {
     last_error: Mutex<Option<String>>,
     /// Its current inventory is stored (set after a write, cleared when it goes down).
     recorded: AtomicBool,
+    /// Health checks started, and the newest one whose lists are stored: an
+    /// older check finishing late never overwrites a newer one's (a file
+    /// that appeared in between would vanish again until the next check).
+    checks_started: std::sync::atomic::AtomicU64,
+    newest_stored: std::sync::atomic::AtomicU64,
 }
 
 impl Backend {
@@ -289,6 +294,8 @@ impl ComfyExecutor {
             last_checkpoint: Mutex::new(None),
             last_error: Mutex::new(None),
             recorded: AtomicBool::new(false),
+            checks_started: Default::default(),
+            newest_stored: Default::default(),
         });
         let mut list = self.backends.write().expect("backends lock");
         list.retain(|b| b.spec.name != backend.spec.name);
@@ -406,6 +413,7 @@ impl ComfyExecutor {
     pub async fn check_all(&self) {
         let checks = self.list().into_iter().map(|b| async move {
             let b = &b;
+            let seq = b.checks_started.fetch_add(1, Ordering::SeqCst) + 1;
             let result = async {
                 b.health.system_stats().await?;
                 let info = b.health.object_info().await?;
@@ -415,6 +423,9 @@ impl ComfyExecutor {
             .await;
             match result {
                 Ok((info, queue)) => {
+                    if b.newest_stored.fetch_max(seq, Ordering::SeqCst) > seq {
+                        return; // a newer check stored its lists already
+                    }
                     b.note_queue(&queue);
                     // The model folders are extra detail: a server without the
                     // route, or one that fails it, still lists its loaders' files.
@@ -1083,6 +1094,10 @@ async fn download(
 impl Executor for ComfyExecutor {
     fn service(&self) -> &'static str {
         "comfyui"
+    }
+
+    async fn refresh(&self) {
+        self.check_all().await;
     }
 
     fn capacity(&self) -> usize {

@@ -302,4 +302,10 @@ pub trait Executor: Send + Sync + 'static {
     async fn health(&self) -> Vec<(String, bool, String)> {
         vec![]
     }
+
+    /// Reads what the backends have now (their nodes and model files) at
+    /// once instead of at the next health check: called when Station knows
+    /// a file just appeared (a trained LoRA), so the next job using it is
+    /// routed by a fresh list.
+    async fn refresh(&self) {}
 }
