@@ -158,4 +158,9 @@ impl Conversations<'_> {
     pub async fn undelivered_results(&self, since: i64, limit: i64) -> Result<Vec<JobRow>, StoreError> {
         self.store().undelivered_results(since, limit).await
     }
+
+    /// Ended casts asked from a conversation whose result message was never written.
+    pub async fn undelivered_cast_results(&self, since: i64, limit: i64) -> Result<Vec<String>, StoreError> {
+        self.store().undelivered_cast_results(since, limit).await
+    }
 }

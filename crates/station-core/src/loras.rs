@@ -411,6 +411,17 @@ impl LoraService<'_> {
         Ok(Value::Array(out))
     }
 
+    /// The LoRAs `account` may use now: its own first, then those shared
+    /// with it, then public ones, each group by name.
+    pub async fn usable(&self, account: &AccountRow) -> Result<Vec<LoraRecord>, LoraError> {
+        let now = crate::now_ms();
+        let catalog = self.catalog().await?;
+        let mut out: Vec<(station_lora::Access, LoraRecord)> =
+            catalog.iter().filter_map(|r| r.access(Some(&account.id), now).map(|a| (a, r.clone()))).collect();
+        out.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.name.to_lowercase().cmp(&y.name.to_lowercase())));
+        Ok(out.into_iter().map(|(_, r)| r).collect())
+    }
+
     /// LoRAs matching `filter`, by slug, with their grants.
     pub async fn list(&self, filter: &LoraFilter) -> Result<Vec<LoraRecord>, LoraError> {
         let wanted: std::collections::HashSet<String> =

@@ -188,6 +188,12 @@ pub struct TrainingRequest {
     /// `rank`, `batch_size`, `seed`, `checkpoint`, …); missing ones take the
     /// definition's defaults.
     pub settings: Map<String, Value>,
+    /// Where it was asked from (a chat conversation gets the job's progress
+    /// and result messages), stored in the job's `source`.
+    pub source: Option<Value>,
+    /// A submission repeated with the same key (a chat input handled again
+    /// after a crash) returns the first one's training instead of a refusal.
+    pub idempotency_key: Option<String>,
 }
 
 /// A training as its owner sees it.
@@ -242,6 +248,18 @@ pub fn with_trigger(caption: &str, trigger: &str) -> String {
 
 const MAX_CAPTION: usize = 1000;
 
+/// A caption is text of at most [`MAX_CAPTION`] characters: line breaks and
+/// tabs are fine, other control characters (a NUL byte) are refused.
+fn check_caption(caption: &str) -> Result<(), TrainingError> {
+    if caption.chars().count() > MAX_CAPTION {
+        return Err(invalid("caption", format!("at most {MAX_CAPTION} characters")));
+    }
+    if caption.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+        return Err(invalid("caption", "must be text, without control characters"));
+    }
+    Ok(())
+}
+
 /// A training without a job this long after it was recorded was never queued.
 const ORPHAN_AFTER_MS: i64 = 60_000;
 
@@ -260,6 +278,9 @@ impl Station {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 80 {
             return Err(invalid("name", "must be 1 to 80 characters"));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(invalid("name", "must be one line of text, without control characters"));
         }
         let slug = slugify(name);
         if slug.is_empty() {
@@ -346,9 +367,7 @@ impl Station {
         caption: &str,
     ) -> Result<DatasetImageRow, TrainingError> {
         let dataset = self.dataset_row(account, key).await?;
-        if caption.chars().count() > MAX_CAPTION {
-            return Err(invalid("caption", format!("at most {MAX_CAPTION} characters")));
-        }
+        check_caption(caption)?;
         if dataset.status == "locked" {
             return Err(invalid("dataset", "is being trained; add images when the training has ended"));
         }
@@ -400,9 +419,7 @@ impl Station {
         caption: &str,
     ) -> Result<String, TrainingError> {
         let dataset = self.dataset_row(account, key).await?;
-        if caption.chars().count() > MAX_CAPTION {
-            return Err(invalid("caption", format!("at most {MAX_CAPTION} characters")));
-        }
+        check_caption(caption)?;
         let caption = with_trigger(caption, &dataset.trigger_word);
         if !self.store.set_dataset_caption(&dataset.id, position, &caption, station_store::now_ms()).await? {
             return Err(invalid("position", format!("no image in slot {position}, or the dataset is being trained")));
@@ -542,6 +559,13 @@ impl Station {
         if let Some(off) = self.feature_refusal("training", account).await {
             return Err(TrainingError::Invalid { field: off.field, reason: off.reason });
         }
+        if let Some(key) = &req.idempotency_key
+            && let Some(job) = self.store.job_by_idem_key(key).await?
+            && job.account_id == account.id
+            && let Some(row) = self.store.training_by_job(&job.id).await?
+        {
+            return self.training_view(row).await;
+        }
         let (quote, dataset, def) = self.assess_training(account, req).await?;
         if quote.available < quote.price {
             return Err(SubmitError::InsufficientPoints { needed: quote.price, available: quote.available }.into());
@@ -584,11 +608,11 @@ impl Station {
             priority: 0,
             max_attempts: q.max_attempts as i64,
             timeout_ms: (def.timeout_seconds * 1000) as i64,
-            source: None,
+            source: req.source.clone(),
         };
         let terms = self.pay_terms(account, quote.price, None);
         let actor = format!("account:{}", account.id);
-        let placed = self.store.insert_job_paid_keyed(&job, &terms, &actor, None, now).await;
+        let placed = self.store.insert_job_paid_keyed(&job, &terms, &actor, req.idempotency_key.as_deref(), now).await;
         let job_row = match placed {
             Ok(station_store::Placed::New(row, _) | station_store::Placed::Existing(row)) => row,
             Err(e) => {
@@ -615,6 +639,37 @@ impl Station {
             .filter(|t| account.may_access(Some(&t.account_id)))
             .ok_or_else(|| TrainingError::NotFound(format!("no training {id:?}")))?;
         self.training_view(row).await
+    }
+
+    /// The training a job runs, completed first when the job has ended (so a
+    /// result message can name the LoRA it made); `None` for other jobs.
+    pub async fn training_for_job(
+        &self,
+        account: &AccountRow,
+        job_id: &str,
+    ) -> Result<Option<TrainingView>, TrainingError> {
+        let Some(row) = self.store.training_by_job(job_id).await? else { return Ok(None) };
+        if !account.may_access(Some(&row.account_id)) {
+            return Ok(None);
+        }
+        if row.status == "running" {
+            self.complete_training_for_job(job_id).await?;
+            return self.training(account, &row.id).await.map(Some);
+        }
+        self.training_view(row).await.map(Some)
+    }
+
+    /// Adds an image the account already stored (a chat upload) to the
+    /// dataset's next slot, as [`Station::add_dataset_image`] does.
+    pub async fn add_dataset_media(
+        &self,
+        account: &AccountRow,
+        key: &str,
+        media_id: &str,
+        caption: &str,
+    ) -> Result<DatasetImageRow, TrainingError> {
+        let (_, bytes) = self.media.get(media_id, Some(account)).await?;
+        self.add_dataset_image(account, key, bytes, caption).await
     }
 
     async fn training_view(&self, row: TrainingRow) -> Result<TrainingView, TrainingError> {
@@ -728,6 +783,12 @@ impl Station {
             visibility: Some(Visibility::Private),
             ..Default::default()
         };
+        // The backends list the new file before the LoRA is usable: a job
+        // with it right after is routed by a fresh list, not refused by a stale one.
+        let executors: Vec<_> = self.executors.read().expect("executors lock").clone();
+        for ex in executors {
+            ex.refresh().await;
+        }
         let by = Actor { who: format!("account:{}", training.account_id), via: Via::Chat("training".into()) };
         match self.loras().add(&training.lora_slug, edit, &by).await {
             Ok(_) => {}

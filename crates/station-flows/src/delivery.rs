@@ -239,6 +239,8 @@ impl Flows {
     async fn notify_loop(&self, mut events: tokio::sync::broadcast::Receiver<JobEvent>, stop: CancellationToken) {
         // job id → its conversation (None: not from a conversation).
         let mut sources: HashMap<String, Option<JobSource>> = HashMap::new();
+        // job id → the cast it is a step of (a conversation follows the cast).
+        let mut casts: HashMap<String, Option<String>> = HashMap::new();
         let mut previews: HashMap<String, ImageRef> = HashMap::new();
         let mut scan = tokio::time::interval(Duration::from_secs(3));
         loop {
@@ -263,15 +265,27 @@ impl Flows {
                             sources.insert(job_id.clone(), src);
                         }
                         let Some(Some(src)) = sources.get(&job_id).cloned() else { continue };
+                        if !casts.contains_key(&job_id) {
+                            let cast = self.station().cast_of_job(&job_id).await.ok().flatten();
+                            if casts.len() > 10_000 {
+                                casts.clear();
+                            }
+                            casts.insert(job_id.clone(), cast);
+                        }
                         if let JobEvent::Preview { mime, data, .. } = &ev {
                             previews.insert(job_id.clone(), ImageRef::inline(mime, data));
                         }
-                        if let Err(e) = self.on_event(&src, &ev, previews.get(&job_id).cloned()).await {
+                        let written = match casts.get(&job_id).cloned().flatten() {
+                            Some(cast) => self.on_cast_event(&src, &cast, &ev, previews.get(&job_id).cloned()).await,
+                            None => self.on_event(&src, &ev, previews.get(&job_id).cloned()).await,
+                        };
+                        if let Err(e) = written {
                             tracing::warn!(job = %job_id, error = %e, "could not write a job notification");
                         }
                         if matches!(&ev, JobEvent::Status { status, .. } if status.is_terminal()) {
                             previews.remove(&job_id);
                             sources.remove(&job_id);
+                            casts.remove(&job_id);
                         }
                     }
                     Err(RecvError::Lagged(n)) => {
@@ -312,9 +326,76 @@ impl Flows {
         Ok(())
     }
 
+    /// A step of a cast moved: the cast's one progress message is edited
+    /// ("step 2 of 3: Upscale 40 %"), and once the cast has ended its result
+    /// takes that message's place. A step that ended moves the cast on first
+    /// (idempotent, as the cast loop does), so the last step's end is the
+    /// cast's end here too.
+    async fn on_cast_event(
+        &self,
+        src: &JobSource,
+        cast_id: &str,
+        ev: &JobEvent,
+        preview: Option<ImageRef>,
+    ) -> Result<(), crate::flow::FlowError> {
+        let station = self.station();
+        if matches!(ev, JobEvent::Status { status, .. } if status.is_terminal()) {
+            station.advance_cast(cast_id).await?;
+        }
+        let Some(cast) = station.cast_view_of(cast_id).await? else { return Ok(()) };
+        if cast.status == "running" {
+            let mut view = self.cast_progress_view(&cast, preview);
+            let now = now_ms();
+            let actions = mint_view(&mut view, &cast.account_id, None, now);
+            let out = Out { view, kind: DeliveryKind::Progress, dedupe_key: Some(format!("progress:cast-{cast_id}")) };
+            let d = new_delivery(&src.conversation, &cast.account_id, &out);
+            station.conversations().save_outbox(&actions, &[d], true, None, now).await?;
+        } else {
+            self.write_cast_result(src, &cast).await?;
+        }
+        self.inner.outbox.notify_one();
+        Ok(())
+    }
+
+    /// The progress message of a cast: its spell, where it stands, and a
+    /// cancel button for the running step (which ends the cast).
+    pub fn cast_progress_view(&self, cast: &station_core::spells::CastView, preview: Option<ImageRef>) -> View {
+        let label = format!("{}: {}", cast.spell_name, cast.progress_text);
+        let fraction = (cast.status == "running").then_some(cast.progress);
+        let mut view = View::default().block(Block::Progress { fraction, label, preview });
+        if cast.status == "running"
+            && let Some(step) = cast.steps.get(cast.step.saturating_sub(1))
+        {
+            view = view.row(vec![
+                crate::view::Button::action("Cancel", "cancel_job", serde_json::json!({"job": step.job_id})).danger(),
+            ]);
+        }
+        view
+    }
+
+    /// Writes an ended cast's result message (once: keyed by the cast).
+    async fn write_cast_result(
+        &self,
+        src: &JobSource,
+        cast: &station_core::spells::CastView,
+    ) -> Result<(), crate::flow::FlowError> {
+        let now = now_ms();
+        let mut view = crate::results::cast_result_view(self, cast).await?;
+        let actions = mint_view(&mut view, &cast.account_id, None, now);
+        let out = Out { view, kind: DeliveryKind::Result, dedupe_key: Some(format!("result:cast-{}", cast.id)) };
+        let d = new_delivery(&src.conversation, &cast.account_id, &out);
+        self.station().conversations().save_outbox(&actions, &[d], false, None, now).await?;
+        self.inner.outbox.notify_one();
+        Ok(())
+    }
+
     /// The progress message of a job.
     pub async fn progress_view(&self, job: &JobRow, preview: Option<ImageRef>) -> View {
-        let tool = self.station().tools.get(&job.tool_id).map(|t| t.name.clone()).unwrap_or(job.tool_id.clone());
+        let tool = match self.station().tools.get(&job.tool_id) {
+            Some(t) => t.name.clone(),
+            None => station_core::training::definition_for_tool(&job.tool_id)
+                .map_or_else(|| job.tool_id.clone(), |d| d.name.clone()),
+        };
         // The core's wording: "queued, 2 ahead", "waiting for a GPU (3 ahead)"
         // (sent to a backend that has not started it), "running 45 %".
         let text = match job.status() {
@@ -374,10 +455,20 @@ impl Flows {
     pub async fn catch_up(&self) -> Result<usize, crate::flow::FlowError> {
         let since = now_ms() - 24 * 3600 * 1000;
         let jobs = self.station().conversations().undelivered_results(since, 100).await?;
-        let n = jobs.len();
+        let mut n = jobs.len();
         for job in jobs {
             if let Some(src) = JobSource::of(&job) {
                 self.write_result(&src, &job).await?;
+            }
+        }
+        let casts = self.station().conversations().undelivered_cast_results(since, 100).await?;
+        n += casts.len();
+        for id in casts {
+            let Some(cast) = self.station().cast_view_of(&id).await? else { continue };
+            let Some(first) = cast.steps.first() else { continue };
+            let Some(job) = self.station().job(&first.job_id).await? else { continue };
+            if let Some(src) = JobSource::of(&job) {
+                self.write_cast_result(&src, &cast).await?;
             }
         }
         Ok(n)

@@ -107,7 +107,14 @@ impl Default for FlowSettings {
 }
 
 /// Built-in commands that are not tools.
-const BUILTIN_COMMANDS: &[&str] = &["start", "help", "make", "settings", "status", "history", "balance", "link", "web"];
+const BUILTIN_COMMANDS: &[&str] = &[
+    "start", "help", "make", "settings", "status", "history", "balance", "loras", "train", "spells", "cast", "link",
+    "web",
+];
+
+/// Built-in commands of a feature behind a flag (`station flags`): listed
+/// only for accounts the feature is on for.
+const FEATURE_COMMANDS: &[(&str, &str)] = &[("train", "training"), ("spells", "spells"), ("cast", "spells")];
 /// Operator commands, listed only for admins (their flows are `admin_only`).
 const ADMIN_COMMANDS: &[&str] = &["queue", "grant", "flags"];
 
@@ -154,8 +161,16 @@ impl Flows {
 
     /// The command menu: built-ins, then every tool the account may see.
     pub fn commands(&self, account: Option<&AccountRow>) -> Vec<CommandInfo> {
+        let feature_off = |name: &str| {
+            let feature = FEATURE_COMMANDS.iter().find(|(c, _)| *c == name).map(|(_, f)| *f);
+            match (feature, account) {
+                (Some(f), Some(a)) => !self.inner.station.flag_on(f, &station_core::flags::FlagSubject::account(a)),
+                _ => false,
+            }
+        };
         let mut out: Vec<CommandInfo> = BUILTIN_COMMANDS
             .iter()
+            .filter(|name| !feature_off(name))
             .map(|name| CommandInfo {
                 name: name.to_string(),
                 description: self.inner.flows.get(name).map(|f| f.description()).unwrap_or("").to_string(),

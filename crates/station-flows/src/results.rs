@@ -18,6 +18,9 @@ pub async fn result_view(flows: &Flows, job: &JobRow) -> Result<View, FlowError>
     let tool = station.tools.get(&job.tool_id);
     let tool_name = tool.as_ref().map(|t| t.name.clone()).unwrap_or(job.tool_id.clone());
     let args = json!({"job": job.id});
+    if station_core::training::definition_for_tool(&job.tool_id).is_some() {
+        return training_result_view(flows, job).await;
+    }
     match job.status() {
         JobStatus::Succeeded => {
             let mut images = vec![];
@@ -52,7 +55,8 @@ pub async fn result_view(flows: &Flows, job: &JobRow) -> Result<View, FlowError>
                 .row(vec![
                     Button::action("ℹ️ Info", "info", args.clone()),
                     Button::action("⭐ Rate", "rate", args.clone()),
-                    Button::action("🙈 Hide", "hide", args),
+                    Button::action("🙈 Hide", "hide", args.clone()),
+                    Button::action("➕ Collection", "start", json!({"flow": "collect", "args": args})),
                 ]))
         }
         JobStatus::Failed => {
@@ -61,6 +65,122 @@ pub async fn result_view(flows: &Flows, job: &JobRow) -> Result<View, FlowError>
                 .row(vec![Button::action("🔁 Try again", "rerun", args)]))
         }
         JobStatus::Cancelled => Ok(View::text(format!("{tool_name} was cancelled; your points were returned."))),
+        _ => Ok(flows.progress_view(job, None).await),
+    }
+}
+
+/// The message showing an ended cast: the last step's images (with the
+/// actions of that result), or which step failed and why.
+pub async fn cast_result_view(flows: &Flows, cast: &station_core::spells::CastView) -> Result<View, FlowError> {
+    let station = flows.station();
+    let again = Button::action(
+        "🔁 Cast again",
+        "start",
+        json!({"flow": "cast", "args": {"spell": cast.spell, "inputs": cast.inputs}}),
+    );
+    match cast.status.as_str() {
+        "succeeded" => {
+            let mut images = vec![];
+            for id in &cast.outputs {
+                if let Ok(m) = station.media.row(id, None).await {
+                    let mut r = ImageRef::media(&m.id, &m.mime);
+                    r.width = Some(m.width as u32);
+                    r.height = Some(m.height as u32);
+                    images.push(r);
+                }
+            }
+            let caption = format!("{} · {} steps", cast.spell_name, cast.steps_total);
+            let mut view = View::default();
+            match images.len() {
+                0 => view = view.with_text(format!("{} finished but produced no images.", cast.spell_name)),
+                1 => {
+                    let mut img = images.remove(0);
+                    img.caption = Some(caption);
+                    view = view.block(Block::Image { image: img });
+                }
+                _ => {
+                    if let Some(first) = images.first_mut() {
+                        first.caption = Some(caption);
+                    }
+                    view = view.block(Block::Gallery { images });
+                }
+            }
+            let mut row = vec![again.primary()];
+            if let Some(last) = cast.steps.last() {
+                let args = json!({"job": last.job_id});
+                row.push(Button::action("➡️ Use as input", "use", args.clone()));
+                row.push(Button::action("ℹ️ Info", "info", args.clone()));
+                row.push(Button::action("➕ Collection", "start", json!({"flow": "collect", "args": args})));
+            }
+            Ok(view.row(row))
+        }
+        "cancelled" => Ok(View::text(format!(
+            "{} was cancelled; the points for the steps that had not finished were returned.",
+            cast.spell_name
+        ))),
+        _ => {
+            let failed = cast.steps.iter().find(|s| s.status == "failed" || s.status == "cancelled");
+            let why = match failed {
+                Some(step) => match station.job(&step.job_id).await? {
+                    Some(job) => format!("step {} of {} ({}) {}", step.step, cast.steps_total, step.tool_name, {
+                        let words = failure_words(&job);
+                        format!("failed: {words}")
+                    }),
+                    None => format!("step {} of {} failed", step.step, cast.steps_total),
+                },
+                None => "it could not go on".to_string(),
+            };
+            Ok(View::text(Rich::plain("⚠ ").bold(cast.spell_name.clone()).text(format!(": {why}.")))
+                .with_text("Your points for the steps that did not run were returned.")
+                .row(vec![again]))
+        }
+    }
+}
+
+/// The end of a training: the LoRA is ready (with its trigger word), or why not.
+async fn training_result_view(flows: &Flows, job: &JobRow) -> Result<View, FlowError> {
+    let station = flows.station();
+    let Some(owner) = station.account_by_id(&job.account_id).await? else {
+        return Ok(View::text("This training's account is gone."));
+    };
+    let training = match station.training_for_job(&owner, &job.id).await {
+        Ok(t) => t,
+        Err(station_core::training::TrainingError::Storage(e)) => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(job = %job.id, error = %e, "could not complete a training for its result message");
+            None
+        }
+    };
+    let make = Button::action("🎨 Try it", "start", json!({"flow": "make"})).primary();
+    let again = Button::action("🧪 Train again", "start", json!({"flow": "train"}));
+    match (job.status(), training) {
+        (JobStatus::Succeeded, Some(t)) if t.lora.is_some() => {
+            let lora = t.lora.expect("checked");
+            let trigger = lora.trigger_words.first().cloned().unwrap_or_else(|| lora.slug.clone());
+            Ok(View::text(
+                Rich::plain("✅ Your LoRA ")
+                    .bold(lora.name.clone())
+                    .text(" is ready. Put ")
+                    .code(trigger.clone())
+                    .text(format!(
+                        " in a prompt to use it (for example: {trigger}, portrait in a garden). Only you can use it; \
+                         /loras lists it."
+                    )),
+            )
+            .row(vec![make]))
+        }
+        (JobStatus::Succeeded, t) => {
+            let why = t.and_then(|t| t.row.error).unwrap_or_else(|| "it is still being stored".into());
+            Ok(View::text(format!("⚠ The training finished but the LoRA is not ready: {why}.")).row(vec![again]))
+        }
+        (JobStatus::Failed, _) => {
+            Ok(View::text(Rich::plain("⚠ ").bold("Training").text(format!(" failed: {}.", failure_words(job))))
+                .with_text("Your points for it were returned; your photos are kept, so you can try again.")
+                .row(vec![again]))
+        }
+        (JobStatus::Cancelled, _) => {
+            Ok(View::text("The training was cancelled; your points were returned and your photos are kept."))
+        }
         _ => Ok(flows.progress_view(job, None).await),
     }
 }

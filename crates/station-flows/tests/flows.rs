@@ -844,6 +844,160 @@ async fn user_text_has_no_internal_data(db: TestDb) {
     env.stop().await;
 }
 
+/// Issue 23: the training journey in chat — name, photos (a copy refused),
+/// captions, settings, price, progress, and a result naming the LoRA and its
+/// trigger word; `/loras` then lists it as the user's own.
+async fn train_a_lora_in_chat(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    env.command("train", "Tom Cat").await;
+    env.wait("the photos step", |m| m.last().is_some_and(|m| m.view.plain_text().contains("0 of 20"))).await;
+    let mut photos = vec![];
+    for i in 0..4 {
+        photos.push(env.upload(8 + i, 8).await);
+    }
+    env.send(Input::Images { media: photos[..3].to_vec() }).await;
+    env.wait("3 photos", |m| m.last().is_some_and(|m| m.view.plain_text().contains("3 of 20"))).await;
+    // The same photo twice is refused, and said so.
+    env.send(Input::Images { media: vec![photos[0].clone()] }).await;
+    let msgs = env
+        .wait("the copy refused", |m| m.last().is_some_and(|m| m.view.plain_text().contains("already in slot 1")))
+        .await;
+    assert!(!labels(msgs.last().unwrap()).iter().any(|l| l.contains("Continue")), "[{k}] 3 photos are too few");
+    env.send(Input::Images { media: vec![photos[3].clone()] }).await;
+    let msgs = env.wait("4 photos", |m| m.last().is_some_and(|m| m.view.plain_text().contains("4 of 20"))).await;
+    // The price needs the backend's checkpoint, known after its first health check.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.station.reload_models().await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "[{k}] the health check never stored the models");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.press(msgs.last().unwrap(), "Continue").await;
+    let msgs = env.wait("the price", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Price"))).await;
+    let quote = msgs.last().unwrap().view.plain_text();
+    assert!(quote.contains("tom-cat") && quote.contains("1000"), "[{k}] slug, trigger and default steps: {quote}");
+    // A caption for the first photo; the trigger word is put in front.
+    env.press(msgs.last().unwrap(), "Captions").await;
+    env.wait("the first caption", |m| m.last().is_some_and(|m| m.view.plain_text().contains("1 of 4"))).await;
+    env.text("sitting on a red sofa").await;
+    let msgs =
+        env.wait("the second caption", |m| m.last().is_some_and(|m| m.view.plain_text().contains("2 of 4"))).await;
+    env.press(msgs.last().unwrap(), "Keep the rest").await;
+    let ds = env.station.dataset(&env.account, "tom-cat").await.unwrap();
+    assert_eq!(ds.images[0].caption, "tom-cat, sitting on a red sofa", "[{k}]");
+    // A bad setting is refused by the core with its reason; a good one changes the price.
+    env.text("steps=0").await;
+    env.wait("steps refused", |m| m.last().is_some_and(|m| m.view.plain_text().contains("steps"))).await;
+    env.text("steps=4").await;
+    let msgs = env
+        .wait("the new price", |m| {
+            m.last().is_some_and(|m| m.view.plain_text().contains("Price") && m.view.plain_text().contains("Steps: 4"))
+        })
+        .await;
+    let before = env.station.points(&env.account.id).await.unwrap().available();
+    env.press(msgs.last().unwrap(), "Train").await;
+    let msgs = env.wait("the LoRA ready", |m| m.iter().any(|m| m.view.plain_text().contains("✅"))).await;
+    let ready = msgs.iter().find(|m| m.view.plain_text().contains("✅")).unwrap().view.plain_text();
+    assert_eq!(msgs.iter().filter(|m| m.kind == DeliveryKind::Result).count(), 1, "[{k}] one result: {msgs:?}");
+    assert!(ready.contains("Tom Cat") && ready.contains("tom-cat"), "[{k}] names the LoRA and trigger word: {ready}");
+    assert!(!ready.contains(&env.account.id), "[{k}] no internal ids: {ready}");
+    let after = env.station.points(&env.account.id).await.unwrap().available();
+    assert_eq!(before - after, 1, "[{k}] 4 steps × 0.1 point, rounded up, charged once");
+    let lora = env.station.loras().show("tom-cat").await.unwrap();
+    assert_eq!(lora.owner.as_deref(), Some(env.account.id.as_str()), "[{k}]");
+    env.command("loras", "").await;
+    let msgs =
+        env.wait("the LoRA list", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Your LoRAs"))).await;
+    let list = msgs.last().unwrap().view.plain_text();
+    assert!(list.contains("Tom Cat") && list.contains("yours"), "[{k}] {list}");
+    env.stop().await;
+}
+
+/// Issue 25: a spell cast from chat — `/spells` lists it, `/cast` with a
+/// photo and name=value runs every step, followed by ONE message that shows
+/// "step n of 2" and becomes the result (the last step's image).
+async fn cast_a_spell_in_chat(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    let spec: station_core::spells::SpellSpec = serde_json::from_value(serde_json::json!({
+        "slug": "mirror", "name": "Shrink and mirror", "visibility": "private",
+        "steps": [
+            {"tool": "resize", "inputs_from": {"image": "input.image", "width": "input.width"}},
+            {"tool": "flip", "params": {"direction": "horizontal"}, "inputs_from": {"image": "step1.output[0]"}},
+        ],
+        "inputs": {"width": {"default": 16}},
+    }))
+    .unwrap();
+    env.station.create_spell(&env.account, spec).await.unwrap();
+    env.command("spells", "").await;
+    let msgs = env.wait("the spell list", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Spells"))).await;
+    let list = msgs.last().unwrap().clone();
+    assert!(list.view.plain_text().contains("Resize → Flip"), "[{k}] {}", list.view.plain_text());
+    assert!(labels(&list).iter().any(|l| l.contains("Shrink and mirror")), "[{k}] {:?}", labels(&list));
+
+    // The picker path asks for the photo, the only input without a default.
+    env.press(&list, "Shrink and mirror").await;
+    env.wait("the photo question", |m| m.last().is_some_and(|m| m.view.plain_text().contains("image"))).await;
+    env.send(Input::Images { media: vec![env.upload(32, 16).await] }).await;
+    let first = env.wait_results(1).await.remove(0);
+    let out = env.db.store.get_media(&result_image(&first)).await.unwrap().unwrap();
+    assert_eq!((out.width, out.height), (16, 8), "[{k}] the default width");
+
+    // The command path: photo, name=value, one message for the whole cast.
+    let before = env.platform.messages(&env.conv.chat).len();
+    let photo = env.upload(40, 20).await;
+    env.send(Input::Command {
+        name: "cast".into(),
+        text: "mirror width=8".into(),
+        images: vec![photo],
+        params: Map::new(),
+    })
+    .await;
+    let second = env.wait_results(2).await.remove(1);
+    let out = env.db.store.get_media(&result_image(&second)).await.unwrap().unwrap();
+    assert_eq!((out.width, out.height), (8, 4), "[{k}] width=8 reached step 1");
+    assert!(second.view.plain_text().contains("Shrink and mirror"), "[{k}] {}", second.view.plain_text());
+    assert!(labels(&second).iter().any(|l| l.contains("Cast again")), "[{k}] {:?}", labels(&second));
+    assert!(
+        second.edits.iter().all(|v| v.blocks.iter().any(|b| matches!(b, Block::Progress { .. }))),
+        "[{k}] every earlier version was the cast's progress"
+    );
+    let shown: Vec<String> = second.edits.iter().map(|v| v.plain_text()).collect();
+    assert!(shown.iter().any(|t| t.contains("of 2")), "[{k}] progress names the step: {shown:?}");
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    assert_eq!(msgs.len(), before + 1, "[{k}] one message for the whole cast: {msgs:?}");
+    // Cast again runs the spell with the same inputs.
+    env.press(&second, "Cast again").await;
+    let third = env.wait_results(3).await.remove(2);
+    let out = env.db.store.get_media(&result_image(&third)).await.unwrap().unwrap();
+    assert_eq!((out.width, out.height), (8, 4), "[{k}] same inputs");
+    env.stop().await;
+}
+
+/// Issue 24: "➕ Collection" under a result — the first time it names a new
+/// collection, then it offers the user's collections; a result already in
+/// one is not added twice.
+async fn a_result_goes_into_a_collection(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    env.command("dream", "a red fox").await;
+    let result = env.wait_results(1).await.remove(0);
+    env.press(&result, "Collection").await;
+    env.wait("the name question", |m| m.last().is_some_and(|m| m.view.plain_text().contains("called"))).await;
+    env.text("Foxes").await;
+    env.wait("added", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Added to Foxes"))).await;
+    let mine = env.station.collections_of(&env.account).await.unwrap();
+    assert_eq!(mine.len(), 1, "[{k}]");
+    assert_eq!((mine[0].collection.name.as_str(), mine[0].items), ("Foxes", 1), "[{k}]");
+    env.press(&result, "Collection").await;
+    let msgs = env.wait("the picker", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l == "Foxes (1)"))).await;
+    env.press(msgs.last().unwrap(), "Foxes (1)").await;
+    env.wait("already there", |m| m.last().is_some_and(|m| m.view.plain_text().contains("already"))).await;
+    assert_eq!(env.station.collections_of(&env.account).await.unwrap()[0].items, 1, "[{k}] not added twice");
+    env.stop().await;
+}
+
 use station_testkit::on_every_db;
 
 on_every_db!(
@@ -869,4 +1023,7 @@ on_every_db!(
     inline_parameters_set_inputs,
     examples_and_labels_come_from_runnable_tools,
     user_text_has_no_internal_data,
+    train_a_lora_in_chat,
+    cast_a_spell_in_chat,
+    a_result_goes_into_a_collection,
 );

@@ -207,6 +207,31 @@ async fn a_two_step_spell_is_saved_and_cast_over_rest_with_signed_webhooks() {
         assert_eq!(body["data"]["outputs"][0], json!(out));
         assert!(!verify("whsec_wrong", &cast_event.1, &cast_event.2));
 
+        // The same Idempotency-Key twice: one cast, one charge, the first answer.
+        let send = || async {
+            let r = s
+                .http
+                .post(s.url("/api/v1/casts"))
+                .bearer_auth(&s.bob_key)
+                .header("Idempotency-Key", "cast-once-1")
+                .json(&json!({"spell": "small-dream", "inputs": {"prompt": "a grey heron"}}))
+                .send()
+                .await
+                .unwrap();
+            Server::answer(r).await
+        };
+        let before = s.get("/api/v1/points", &s.bob_key).await.body;
+        let (a, b) = (send().await, send().await);
+        assert_eq!((a.status, b.status), (StatusCode::CREATED, StatusCode::CREATED), "{k}: {} {}", a.body, b.body);
+        assert_eq!(a.body["id"], b.body["id"], "{k}: the repeat answers the first cast");
+        let held = s.get("/api/v1/points", &s.bob_key).await.body;
+        let price = a.body["price"].as_i64().unwrap();
+        let spent = (before["available"].as_i64().unwrap()) - held["available"].as_i64().unwrap();
+        assert_eq!(spent, price, "{k}: held once: {before} → {held}");
+        let casts = s.get("/api/v1/casts", &s.bob_key).await.body;
+        assert_eq!(casts["casts"].as_array().unwrap().len(), 2, "{k}: {casts}");
+        wait_cast(&s, &s.bob_key, a.body["id"].as_str().unwrap()).await;
+
         // A cast refused for its inputs names them; nothing is held.
         let a =
             s.post("/api/v1/casts", &s.bob_key, json!({"spell": "small-dream", "inputs": {"prompt": 5, "x": 1}})).await;

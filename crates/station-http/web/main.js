@@ -19,6 +19,9 @@ async function start() {
     if (page === 'admin') {
       const m = await import('./admin.js');
       await m.admin();
+    } else if (page === 'training' || page === 'dataset') {
+      const m = await import('./training.js');
+      await m.pages[page]();
     } else if (page === 'collections' || page === 'collection') {
       const m = await import('./collections.js');
       await m.pages[page]();

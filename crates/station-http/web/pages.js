@@ -87,7 +87,7 @@ async function tool() {
   m.append(form);
 }
 
-function progressBar() {
+export function progressBar() {
   const bar = el('div', { class: 'bar' });
   const outer = el('div', {
     class: 'progress', role: 'progressbar', 'aria-label': 'Progress', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': 0,

@@ -691,6 +691,7 @@ impl Store {
                 "SELECT {cols} FROM jobs j WHERE j.source IS NOT NULL \
                  AND j.status IN ('succeeded', 'failed', 'cancelled') AND j.finished_at >= $1 \
                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.dedupe_key = 'result:' || j.id) \
+                 AND NOT EXISTS (SELECT 1 FROM cast_steps cs WHERE cs.job_id = j.id) \
                  ORDER BY j.finished_at LIMIT $2"
             )))
             .bind(since)
@@ -698,6 +699,26 @@ impl Store {
             .fetch_all(p)
             .await?)
         })
+    }
+
+    /// Ended casts asked from a conversation (their steps' jobs carry it)
+    /// whose result delivery (`result:cast-<id>`) was never written.
+    pub async fn undelivered_cast_results(&self, since: i64, limit: i64) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = with_pool!(self, p => {
+            sqlx::query_as(
+                "SELECT c.id FROM casts c WHERE c.status IN ('succeeded', 'failed', 'cancelled') \
+                 AND c.finished_at >= $1 \
+                 AND EXISTS (SELECT 1 FROM cast_steps cs JOIN jobs j ON j.id = cs.job_id \
+                             WHERE cs.cast_id = c.id AND cs.step = 0 AND j.source IS NOT NULL) \
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.dedupe_key = 'result:cast-' || c.id) \
+                 ORDER BY c.finished_at LIMIT $2",
+            )
+            .bind(since)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
     /// An account's succeeded, not hidden jobs, newest first, one page; and the total.

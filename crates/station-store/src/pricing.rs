@@ -491,6 +491,25 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            if let (Some(key), Some((first, _, _))) = (c.idem_key, c.steps.first()) {
+                let fresh = sqlx::query(
+                    "INSERT INTO job_keys (idem_key, job_id, account_id, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (idem_key) DO NOTHING",
+                )
+                .bind(key).bind(&first.id).bind(c.account_id).bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if fresh == 0 {
+                    let (job,): (String,) = sqlx::query_as("SELECT job_id FROM job_keys WHERE idem_key = $1")
+                        .bind(key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    tx.rollback().await?;
+                    let cast = self.cast_of_job(&job).await?.ok_or(StoreError::NotFound { what: "cast", id: job })?;
+                    return Ok(self.cast(&cast).await?.ok_or(StoreError::NotFound { what: "cast", id: cast })?);
+                }
+            }
             sqlx::query(
                 "INSERT INTO casts (id, spell_id, account_id, status, steps, current_step, inputs, price, \
                  callback_url, created_at) VALUES ($1, $2, $3, 'running', $4, 0, $5, $6, $7, $8)",

@@ -120,6 +120,9 @@ pub struct NewCast<'a> {
     pub inputs: &'a str,
     /// Where to post the outcome.
     pub callback_url: Option<&'a str>,
+    /// Idempotency key, recorded for the first step's job in the same
+    /// transaction: a repeat writes nothing and gets the first cast.
+    pub idem_key: Option<&'a str>,
     /// Steps in order: the job, its price, its bindings JSON text.
     pub steps: Vec<(NewJob, i64, String)>,
     /// Free daily allowance per account (0: none).

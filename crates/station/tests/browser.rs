@@ -944,3 +944,81 @@ async fn queue_scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: 
     c.set_window_size(1280, 900).await.unwrap();
     drop(server);
 }
+
+/// Issue 23 on the web: name a LoRA, add four photos at once (one input,
+/// several files), see the price follow the steps, train, and watch the run
+/// until the page says the LoRA is ready with its trigger word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn train_a_lora_on_the_web() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let driver = match browser_available() {
+        Ok(d) => d,
+        Err(why) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        Err(why) => panic!("CI=true but the browser tests cannot run: {why}"),
+    };
+    let (_driver, c) = chromedriver(&driver).await;
+    let mut dbs = vec![("sqlite", None)];
+    let pg = station_testkit::testing::postgres().await;
+    if let Some(pg) = &pg {
+        dbs.push(("postgres", Some(pg.url.clone())));
+    }
+    for (kind, url) in dbs {
+        c.delete_all_cookies().await.unwrap();
+        let fake = FakeComfy::start(FakeOptions {
+            checkpoints: vec!["v1-5-pruned-emaonly.safetensors".into()],
+            ..FakeOptions::default()
+        })
+        .await;
+        training_scenario(&c, kind, &fake, url.as_deref()).await;
+    }
+    c.close().await.unwrap();
+}
+
+async fn training_scenario(c: &Client, kind: &str, fake: &FakeComfy, database_url: Option<&str>) {
+    let mut server = Server::new(&fake.url(), database_url);
+    let link = link_in(&server.run(&["users", "create", "--admin", "ada"]));
+    server.start().await;
+    let shots = |name: &str| format!("{kind}-training-{name}");
+    c.goto(&link).await.unwrap();
+    until(c, "the gallery", "return !!document.querySelector('.card')").await;
+    c.goto(&server.url("/training")).await.unwrap();
+    until(c, "the training page", "return !!document.querySelector('#new-dataset')").await;
+    type_into(c, "#d-name", "Tom Cat").await;
+    click(c, "#new-dataset button[type=submit]").await;
+    until(
+        c,
+        "the dataset page",
+        "return location.pathname === '/training/tom-cat' && !!document.querySelector('#files')",
+    )
+    .await;
+    let photos: Vec<String> = (0..4u32)
+        .map(|i| {
+            let img =
+                image::RgbImage::from_fn(24 + i, 24, |x, y| image::Rgb([(x * 9) as u8, (y * 9) as u8, 60 * i as u8]));
+            let path = server.dir.path().join(format!("photo{i}.png"));
+            img.save(&path).unwrap();
+            path.display().to_string()
+        })
+        .collect();
+    let input = c.find(Locator::Css("#files")).await.unwrap();
+    input.send_keys(&photos.join("\n")).await.unwrap();
+    click(c, "#add-images button[type=submit]").await;
+    until(c, "four photos", "return document.getElementById('dataset-status').textContent.includes('4 of 20')").await;
+    let captions = c.execute("return document.querySelectorAll('#images input[name=caption]').length", vec![]);
+    assert_eq!(captions.await.unwrap(), json!(4), "{kind}: one caption box per photo");
+    // Fewer steps, a lower price: the server's quote follows the field.
+    type_into(c, "#t-steps", "4").await;
+    c.execute("document.getElementById('t-steps').dispatchEvent(new Event('change'))", vec![]).await.unwrap();
+    until(c, "the new price", "return document.getElementById('price').textContent.startsWith('4 steps')").await;
+    screenshot(c, &shots("dataset")).await;
+    click(c, "#train").await;
+    until(c, "the LoRA ready", "return document.body.innerText.includes('Your LoRA tom-cat is ready')").await;
+    screenshot(c, &shots("ready")).await;
+    c.goto(&server.url("/training")).await.unwrap();
+    until(c, "the training list", "return !!document.querySelector('#training-list') && document.getElementById('training-list').textContent.includes('ready')").await;
+    let out = server.run(&["trainings", "list", "--user", "ada"]);
+    assert!(out.contains("tom-cat") && out.contains("succeeded"), "{kind}: {out}");
+}

@@ -40,6 +40,12 @@ pub struct CastRequest {
     pub inputs: Map<String, Value>,
     /// The caster has seen the total price and agreed (see [`SubmitRequest::confirmed`]).
     pub confirmed: bool,
+    /// Where it was asked from (a chat conversation), stored on every step's
+    /// job: the conversation follows the cast with one progress message.
+    pub source: Option<Value>,
+    /// A cast repeated with the same key (a chat input handled again after
+    /// a crash, an HTTP retry) returns the first one: one cast, one charge.
+    pub idempotency_key: Option<String>,
 }
 
 /// Why a cast was refused. Nothing was written.
@@ -125,6 +131,8 @@ pub struct CastView {
     pub outputs: Vec<String>,
     /// Why it failed.
     pub error: Option<String>,
+    /// The caster's inputs (to cast it again with the same values).
+    pub inputs: Map<String, Value>,
     /// Each step.
     pub steps: Vec<CastStepView>,
     /// When cast (Unix ms).
@@ -167,6 +175,11 @@ impl Station {
     pub async fn cast(&self, account: &AccountRow, req: CastRequest) -> Result<CastView, CastError> {
         if let Some(off) = self.feature_refusal("spells", account).await {
             return Err(CastError::Submit(SubmitError::Invalid(vec![off])));
+        }
+        if let Some(key) = &req.idempotency_key
+            && let Some(cast) = self.cast_by_key(account, key).await?
+        {
+            return Ok(cast);
         }
         let row = match self.store.spell(&req.spell).await? {
             Some(r) if r.visibility != "private" || account.may_access(Some(&r.owner_id)) => r,
@@ -229,7 +242,13 @@ impl Station {
                     Err(_) => {}
                 }
             }
-            let sub = SubmitRequest { tool: tool.id.clone(), params, confirmed: true, ..Default::default() };
+            let sub = SubmitRequest {
+                tool: tool.id.clone(),
+                params,
+                confirmed: true,
+                source: req.source.clone(),
+                ..Default::default()
+            };
             match self.prepare_with(account, &sub, &pending).await {
                 Ok(p) => prepared.push((p, bindings)),
                 Err(SubmitError::Invalid(errs)) => {
@@ -271,12 +290,17 @@ impl Station {
             account_id: &account.id,
             inputs: &inputs,
             callback_url: None,
+            idem_key: req.idempotency_key.as_deref(),
             steps: prepared.into_iter().map(|(p, b)| (p.job, p.price, Value::Object(b).to_string())).collect(),
             free_daily: terms.free_daily,
             max_queued: terms.max_queued,
         };
         let actor = format!("account:{}", account.id);
-        self.store.insert_cast(&new, &actor, station_store::now_ms()).await.map_err(SubmitError::from)?;
+        let stored = self.store.insert_cast(&new, &actor, station_store::now_ms()).await.map_err(SubmitError::from)?;
+        if stored.id != id {
+            // The same key won a race meanwhile: its cast is the answer.
+            return Ok(self.cast_view_of(&stored.id).await?.expect("the cast exists"));
+        }
         for (job, _, _) in &new.steps {
             crate::telemetry::job_submitted(&job.tool_id, &job.service);
         }
@@ -284,6 +308,18 @@ impl Station {
         self.bus.publish(JobEvent::Status { job_id: first_job, status: JobStatus::Queued, error: None });
         self.wake.notify_waiters();
         Ok(self.cast_view_of(&id).await?.expect("the cast was just written"))
+    }
+
+    /// The cast queued with idempotency `key` by `account`, if any.
+    async fn cast_by_key(&self, account: &AccountRow, key: &str) -> Result<Option<CastView>, StoreError> {
+        let Some(job) = self.store.job_by_idem_key(key).await? else { return Ok(None) };
+        if job.account_id != account.id {
+            return Ok(None);
+        }
+        match self.store.cast_of_job(&job.id).await? {
+            Some(cast) => self.cast_view_of(&cast).await,
+            None => Ok(None),
+        }
     }
 
     /// A cast `account` made (administrators: any), with its steps.
@@ -310,7 +346,9 @@ impl Station {
         self.store.cast_of_job(job_id).await
     }
 
-    async fn cast_view_of(&self, cast_id: &str) -> Result<Option<CastView>, StoreError> {
+    /// A cast by id, with no access check: for the caster's own
+    /// conversation (the chat notifier following its steps' jobs).
+    pub async fn cast_view_of(&self, cast_id: &str) -> Result<Option<CastView>, StoreError> {
         let Some(c) = self.store.cast(cast_id).await? else { return Ok(None) };
         let steps = self.store.cast_steps(cast_id).await?;
         let spell = self.store.spell(&c.spell_id).await?;
@@ -354,6 +392,7 @@ impl Station {
             price: c.price,
             outputs,
             error: c.error.clone(),
+            inputs: serde_json::from_str(&c.inputs).unwrap_or_default(),
             steps: step_views,
             created_at: c.created_at,
             finished_at: c.finished_at,

@@ -2,9 +2,12 @@
 //! balance, link, web, and the operators' queue, grant and flags.
 
 pub mod admin;
+pub mod cast;
+pub mod collect;
 pub mod inputs;
 pub mod make;
 mod settings;
+pub mod train;
 
 use std::sync::Arc;
 
@@ -52,6 +55,11 @@ pub fn builtin() -> Vec<Arc<dyn Flow>> {
         Arc::new(admin::Queue),
         Arc::new(admin::Grant),
         Arc::new(admin::Flags),
+        Arc::new(train::Train),
+        Arc::new(Loras),
+        Arc::new(cast::Cast),
+        Arc::new(Spells),
+        Arc::new(collect::Collect),
     ]
 }
 
@@ -112,6 +120,8 @@ one_shot!(Welcome, "start", "Welcome and your starting points", false, true);
 one_shot!(Help, "help", "What I can do", false, true);
 one_shot!(Status, "status", "Your balance, running jobs and recent results", false, true);
 one_shot!(BalanceFlow, "balance", "Your points and their history", false, true);
+one_shot!(Loras, "loras", "LoRAs you can use and their trigger words", false, true);
+one_shot!(Spells, "spells", "Spells you can cast: several tools in one go", false, true);
 // Their answers hold secrets that grant the account: only the asker sees them.
 one_shot!(Link, "link", "Link this account with another platform", true, true);
 one_shot!(Web, "web", "A sign-in link for the web app", true, true);
@@ -298,6 +308,91 @@ impl BalanceFlow {
             }))
             .block(Block::Card { title: "Recent entries".into(), body: None, image: None, fields }),
         ))
+    }
+}
+
+impl Loras {
+    async fn answer(&self, cx: &Cx<'_>, _start: Start) -> Result<Next, FlowError> {
+        let usable = match cx.station.loras().usable(cx.account).await {
+            Ok(l) => l,
+            Err(station_core::loras::LoraError::Storage(e)) => return Err(e.into()),
+            Err(e) => return Ok(finish(View::text(format!("⚠ The LoRA list is not available: {e}")))),
+        };
+        let training = cx.station.flag_on("training", &station_core::flags::FlagSubject::account(cx.account));
+        let mut view = View::default();
+        if usable.is_empty() {
+            view = view.with_text("No LoRAs yet.");
+        } else {
+            view = view.with_text(
+                "A LoRA adds a style or a subject. Put its trigger word in a prompt to use it (add :0.7 after the \
+                 word for a lighter touch).",
+            );
+        }
+        let mut fields = vec![];
+        for l in usable.iter().take(25) {
+            let trigger = l.trigger_words.first().cloned().unwrap_or_else(|| l.slug.clone());
+            let whose = match (&l.owner, l.visibility) {
+                (Some(o), _) if *o == cx.account.id => " · yours",
+                (_, station_core::loras::Visibility::Private) => " · shared with you",
+                _ => "",
+            };
+            fields.push(Field {
+                name: l.name.clone(),
+                value: format!("{trigger} · {}{whose}", l.checkpoint),
+                inline: false,
+            });
+        }
+        if !fields.is_empty() {
+            view = view.block(Block::Card { title: "Your LoRAs".into(), body: None, image: None, fields });
+        }
+        if usable.len() > 25 {
+            view = view.with_text(format!("…and {} more.", usable.len() - 25));
+        }
+        let mut row = vec![Button::action("🎨 Make", "start", json!({"flow": "make"})).primary()];
+        if training {
+            row.push(Button::action("🧪 Train your own", "start", json!({"flow": "train"})));
+        }
+        Ok(finish(view.row(row)))
+    }
+}
+
+impl Spells {
+    async fn answer(&self, cx: &Cx<'_>, _start: Start) -> Result<Next, FlowError> {
+        if let Some(off) = cx.station.feature_refusal("spells", cx.account).await {
+            return Ok(finish(View::text(off.reason)));
+        }
+        let spells = cx.station.spells(cx.account).await?;
+        if spells.is_empty() {
+            return Ok(finish(View::text(
+                "There are no spells yet. A spell chains tools (for example a picture, then an upscale); they are \
+                 made on the web or with the API.",
+            )));
+        }
+        let mut fields = vec![];
+        let mut buttons = vec![];
+        for s in spells.iter().take(10) {
+            let chain = s.steps.iter().map(|x| x.tool_name.clone()).collect::<Vec<_>>().join(" → ");
+            let takes = s.inputs.iter().map(|i| i.name.clone()).collect::<Vec<_>>().join(", ");
+            let mine = if s.owner_id == cx.account.id { " · yours" } else { "" };
+            let value = match (&s.broken, takes.is_empty()) {
+                (Some(_), _) => format!("{chain} · cannot run now (a tool is missing){mine}"),
+                (None, true) => format!("{chain}{mine}"),
+                (None, false) => format!("{chain} · takes {takes}{mine}"),
+            };
+            fields.push(Field { name: format!("{} (/cast {})", s.name, s.slug), value, inline: false });
+            if s.broken.is_none() {
+                buttons.push(Button::action(
+                    format!("✨ {}", s.name),
+                    "start",
+                    json!({"flow": "cast", "args": {"spell": s.slug}}),
+                ));
+            }
+        }
+        let mut view = View::default().block(Block::Card { title: "Spells".into(), body: None, image: None, fields });
+        for row in buttons.chunks(3) {
+            view = view.row(row.to_vec());
+        }
+        Ok(finish(view.with_text("Cast one with its button, or /cast NAME followed by a prompt.")))
     }
 }
 

@@ -288,7 +288,7 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The caller's `Idempotency-Key` as the core's submission key. Keys are
 /// scoped to the account, so two clients can never collide or probe each
 /// other's keys.
-fn idempotency_key(headers: &HeaderMap, caller: &AccountRow) -> ApiResult<Option<String>> {
+pub(crate) fn idempotency_key(headers: &HeaderMap, caller: &AccountRow) -> ApiResult<Option<String>> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
     let key = value.to_str().map(str::trim).unwrap_or_default();
     if key.is_empty() || key.len() > 200 || !key.bytes().all(|b| b.is_ascii_graphic()) {

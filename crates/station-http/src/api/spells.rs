@@ -368,7 +368,11 @@ async fn show_spell(
 /// Casts a spell: every step is checked and priced, the whole price held,
 /// and the first step queued; each next step is queued when the one before
 /// it succeeded, with its outputs bound. Follow it with GET /api/v1/casts/{id}.
+/// With an `Idempotency-Key` header, a repeat of the key answers the cast
+/// the first request made (nothing cast or charged again).
 #[utoipa::path(post, path = "/api/v1/casts", tag = "spells",
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = r"^[\x21-\x7E]{1,200}$",
+        description = "Makes a retried request safe: the same key answers the first cast")),
     request_body = CreateCast,
     responses((status = 201, body = CastBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 402, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -377,6 +381,7 @@ async fn show_spell(
 async fn create_cast(
     State(station): State<Station>,
     Caller(a): Caller,
+    headers: axum::http::HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<CastBody>)> {
     let obj = object(body, &["spell", "inputs", "confirmed"])?;
@@ -384,6 +389,8 @@ async fn create_cast(
         spell: required_str(&obj, "spell", "the slug of the spell to cast")?,
         inputs: optional_object(&obj, "inputs")?,
         confirmed: optional_bool(&obj, "confirmed")?,
+        idempotency_key: super::generations::idempotency_key(&headers, &a)?,
+        ..Default::default()
     };
     let cast = station.cast(&a, req).await?;
     Ok((StatusCode::CREATED, Json(cast.into())))

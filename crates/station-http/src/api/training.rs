@@ -303,6 +303,7 @@ fn training_request(body: Result<Json<Value>, JsonRejection>) -> ApiResult<Train
         dataset: required_str(&obj, "dataset", "the dataset's slug")?,
         base_model,
         settings: optional_object(&obj, "settings")?,
+        ..Default::default()
     })
 }
 

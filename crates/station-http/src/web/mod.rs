@@ -62,6 +62,8 @@ pub fn routes() -> Router<Station> {
         .route("/points", get(|s: WebSession| async move { page(&s, Page::simple("points", "Points")) }))
         .route("/keys", get(|s: WebSession| async move { page(&s, Page::simple("keys", "API keys")) }))
         .route("/admin", get(admin_page))
+        .route("/training", get(|s: WebSession| async move { page(&s, Page::simple("training", "Training")) }))
+        .route("/training/{slug}", get(dataset_page))
         .route("/collections", get(|s: WebSession| async move { page(&s, Page::simple("collections", "Collections")) }))
         .route("/collections/{id}", get(collection_page))
         .route("/c/{key}", get(shared_page))
@@ -407,6 +409,14 @@ async fn collection_page(s: WebSession, Path(id): Path<String>) -> Response {
     page(&s, Page { name: "collection", title: "Collection".into(), data })
 }
 
+async fn dataset_page(s: WebSession, Path(slug): Path<String>) -> Response {
+    if !plain_id(&slug) {
+        return error_page(StatusCode::NOT_FOUND, "No such dataset. Your training page lists them.");
+    }
+    let data = format!(r#" data-dataset="{}""#, esc(&slug));
+    page(&s, Page { name: "dataset", title: "Training".into(), data })
+}
+
 /// The public page of a collection (a share link's token, or the id of an
 /// unlisted or public collection): no sign-in. The script reads the
 /// collection through the API, which answers a clear 404 for an expired or
@@ -451,6 +461,7 @@ fn page(s: &WebSession, p: Page) -> Response {
             "tool" => "tools",
             "job" => "history",
             "collection" => "collections",
+            "dataset" => "training",
             other => other,
         };
         let current = if section == name { r#" aria-current="page""# } else { "" };
@@ -460,6 +471,7 @@ fn page(s: &WebSession, p: Page) -> Response {
         link("/tools", "tools", "Tools"),
         link("/history", "history", "History"),
         link("/collections", "collections", "Collections"),
+        link("/training", "training", "Training"),
         link("/points", "points", "Points"),
         link("/settings", "settings", "Settings"),
         link("/keys", "keys", "API keys"),

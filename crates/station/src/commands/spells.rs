@@ -222,7 +222,7 @@ pub async fn run(station: &Station, c: SpellsCommand) -> u8 {
                     }
                 }
             }
-            let req = CastRequest { spell: slug.clone(), inputs, confirmed: yes };
+            let req = CastRequest { spell: slug.clone(), inputs, confirmed: yes, ..Default::default() };
             let cast = match station.cast(&account, req).await {
                 Ok(c) => c,
                 Err(CastError::Submit(SubmitError::Invalid(errors))) => {

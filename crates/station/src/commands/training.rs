@@ -324,7 +324,12 @@ pub async fn train(station: &Station, args: TrainArgs) -> u8 {
     if let Some(r) = args.rank {
         settings.insert("rank".into(), r.into());
     }
-    let req = TrainingRequest { dataset: args.dataset.clone(), base_model: args.base_model.clone(), settings };
+    let req = TrainingRequest {
+        dataset: args.dataset.clone(),
+        base_model: args.base_model.clone(),
+        settings,
+        ..Default::default()
+    };
     let quote = match station.quote_training(&a, &req).await {
         Ok(q) => q,
         Err(e) => return refused(e),
