@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod collections;
+pub mod alerts;
 pub mod error;
 pub mod events;
 pub mod flags;
@@ -81,6 +82,7 @@ pub fn routes() -> OpenApiRouter<Station> {
         .merge(admin::routes())
         .merge(flags::routes())
         .merge(stats::routes())
+        .merge(alerts::routes())
         .merge(collections::routes())
         .merge(training::routes())
 }
