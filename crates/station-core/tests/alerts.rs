@@ -51,14 +51,7 @@ async fn job(store: &Store, account: &str, service: &str, created: i64) -> Strin
 /// Claims every queued job of `service` and ends it: the first `failed` fail.
 async fn end_jobs(store: &Store, service: &str, failed: usize) {
     let now = station_core::now_ms();
-    let req = ClaimRequest {
-        service,
-        owner: "w",
-        limit: 100,
-        lease_ms: 60_000,
-        per_account_running_cap: 100,
-        now,
-    };
+    let req = ClaimRequest { service, owner: "w", limit: 100, lease_ms: 60_000, per_account_running_cap: 100, now };
     let claimed = store.claim_jobs(&req).await.unwrap();
     let batch: Vec<JobFinish> = claimed
         .iter()

@@ -11,8 +11,8 @@
 #![allow(clippy::result_large_err)]
 
 pub mod admin;
-pub mod collections;
 pub mod alerts;
+pub mod collections;
 pub mod error;
 pub mod events;
 pub mod flags;
