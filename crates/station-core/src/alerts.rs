@@ -284,15 +284,14 @@ pub fn sinks(config: &AlertsConfig, kinds: Option<&[String]>) -> Result<Vec<Sink
         } else if let Some(kinds) = kinds
             && !kinds.contains(&kind)
         {
+            let mut known = vec![WEBHOOK.to_string()];
+            known.extend(kinds.iter().cloned());
             errors.push(field(
                 key("kind"),
-                if matches!(kind.as_str(), "telegram" | "discord") {
-                    format!("{kind} sinks need the {kind} bot configured ([{kind}] token)")
-                } else {
-                    let mut known = vec![WEBHOOK.to_string()];
-                    known.extend(kinds.iter().cloned());
-                    format!("unknown sink kind {kind:?}; known here: {}", known.join(", "))
-                },
+                format!(
+                    "no {kind} bot is configured to send {kind} sinks ([{kind}] token); this process can send to: {}",
+                    known.join(", ")
+                ),
             ));
             continue;
         }
@@ -1006,15 +1005,17 @@ mod tests {
 
     #[test]
     fn rules_are_checked_field_by_field() {
-        let mut c = AlertsConfig::default();
-        c.rules = vec![
-            AlertRuleConfig { minutes: Some(5.0), ..rule("backend_down") },
-            AlertRuleConfig { percent: Some(150.0), minutes: Some(10.0), ..rule("failure_rate") },
-            AlertRuleConfig { percent: Some(10.0), ..rule("backend_down") },
-            rule("disk_space"),
-            rule("chain_lag"),
-            AlertRuleConfig { minutes: Some(5.0), ..rule("backend_down") },
-        ];
+        let mut c = AlertsConfig {
+            rules: vec![
+                AlertRuleConfig { minutes: Some(5.0), ..rule("backend_down") },
+                AlertRuleConfig { percent: Some(150.0), minutes: Some(10.0), ..rule("failure_rate") },
+                AlertRuleConfig { percent: Some(10.0), ..rule("backend_down") },
+                rule("disk_space"),
+                rule("chain_lag"),
+                AlertRuleConfig { minutes: Some(5.0), ..rule("backend_down") },
+            ],
+            ..Default::default()
+        };
         let errors = rules(&c).unwrap_err();
         let text: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.reason)).collect();
         let text = text.join("\n");
@@ -1034,17 +1035,19 @@ mod tests {
 
     #[test]
     fn sinks_are_checked_against_the_kinds_that_can_be_sent() {
-        let mut c = AlertsConfig::default();
         let sink = |kind: &str, target: &str| AlertSinkConfig {
             kind: kind.into(),
             target: target.into(),
             ..Default::default()
         };
-        c.sinks = vec![sink("webhook", "http://a.example/x"), sink("webhook", "ftp://x"), sink("telegram", "-100")];
+        let mut c = AlertsConfig {
+            sinks: vec![sink("webhook", "http://a.example/x"), sink("webhook", "ftp://x"), sink("telegram", "-100")],
+            ..Default::default()
+        };
         let errors = sinks(&c, Some(&[])).unwrap_err();
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].field == "alerts.sinks[1].target");
-        assert!(errors[1].reason.contains("need the telegram bot configured"), "{errors:?}");
+        assert!(errors[1].reason.contains("no telegram bot is configured to send telegram sinks"), "{errors:?}");
         c.sinks =
             vec![sink("webhook", "http://a.example/x"), sink("webhook", "http://b.example/"), sink("telegram", "-1")];
         let names: Vec<String> = sinks(&c, Some(&["telegram".into()])).unwrap().into_iter().map(|s| s.name).collect();
@@ -1078,6 +1081,23 @@ mod tests {
         assert_eq!(f.iter().map(|f| f.holds).collect::<Vec<_>>(), [true, true, false]);
         let f = chain_findings(Some(50), None, Some("eth"), &lags);
         assert_eq!((f.len(), f[0].holds), (1, false));
+    }
+
+    #[test]
+    fn rules_and_sinks_come_from_the_environment_as_json() {
+        let env = [
+            ("STATION_ALERTS_RULES", r#"[{"kind": "disk_free", "percent": 5}]"#),
+            ("STATION_ALERTS_SINKS", r#"[{"kind": "webhook", "target": "https://ops.example/h"}]"#),
+            ("STATION_ALERTS_EVALUATE_EVERY_MS", "1000"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let c = crate::Config::load_with_env(None, &[], env).unwrap();
+        assert_eq!(c.alerts.evaluate_every_ms, 1000);
+        assert_eq!(rules(&c.alerts).unwrap()[0].condition, Condition::DiskFree { percent: 5.0 });
+        assert_eq!(sinks(&c.alerts, Some(&[])).unwrap()[0].target, "https://ops.example/h");
+        let bad = [("STATION_ALERTS_RULES".to_string(), r#"[{"kind": "disk_free", "percnt": 5}]"#.to_string())];
+        let err = crate::Config::load_with_env(None, &[], bad).unwrap_err().to_string();
+        assert!(err.contains("percnt"), "{err}");
     }
 
     #[test]

@@ -257,7 +257,10 @@ fn a_sink_of_a_bot_that_is_not_configured_is_refused_by_name() {
     let (code, text) = run(&dir, &vars, &["alerts", "test"]);
     assert_eq!(code, 2, "{text}");
     assert!(
-        text.contains("alerts.sinks[0].kind: telegram sinks need the telegram bot configured ([telegram] token)"),
+        text.contains(
+            "alerts.sinks[0].kind: no telegram bot is configured to send telegram sinks ([telegram] token); \
+             this process can send to: webhook"
+        ),
         "{text}"
     );
 }
