@@ -649,12 +649,18 @@ impl Station {
     /// from one process at a time ([`start`] holds a lease for that).
     /// `health_known`: the backends have had their first health check.
     pub async fn evaluate_alerts(&self, health_known: bool) -> Result<usize, AlertsError> {
+        self.evaluate_alerts_at(station_store::now_ms(), health_known).await
+    }
+
+    /// [`Station::evaluate_alerts`] as if the time were `now` (Unix ms), so
+    /// tests can step through hold times and reminders without waiting.
+    #[doc(hidden)]
+    pub async fn evaluate_alerts_at(&self, now: i64, health_known: bool) -> Result<usize, AlertsError> {
         let (rules, sinks) = {
             let r = rules(&self.config.alerts).map_err(AlertsError::Invalid)?;
             let s = sinks(&self.config.alerts, None).map_err(AlertsError::Invalid)?;
             (r, s)
         };
-        let now = station_store::now_ms();
         let states = self.store.alert_states().await?;
         let mut changed = 0;
         for rule in &rules {

@@ -1,8 +1,9 @@
 //! Alert evaluation through the real core and store, on both databases:
 //! a queue-age rule and a failure-rate rule fire once per subject (one
 //! message row per sink), stay quiet while they keep firing, resolve once;
-//! one failed job of one does not page; the evaluator's lease is held by
-//! one process at a time. (Sending to real sinks: `station/tests/alerts_cli.rs`.)
+//! one failed job of one does not page; a rule that keeps firing is
+//! repeated only as a reminder when `alerts.reminder_minutes` is set; the
+//! evaluator's lease is held by one process at a time. (Sending to real sinks: `station/tests/alerts_cli.rs`.)
 
 use station_core::config::{AlertRuleConfig, AlertSinkConfig};
 use station_core::{Config, JobStatus, Station};
@@ -10,7 +11,12 @@ use station_store::testing::TestDb;
 use station_store::{ClaimRequest, JobFinish, NewJob, Store, on_every_db};
 
 fn station(db: &TestDb, dir: &std::path::Path) -> Station {
+    station_with(db, dir, 0)
+}
+
+fn station_with(db: &TestDb, dir: &std::path::Path, reminder_minutes: u64) -> Station {
     let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+    config.alerts.reminder_minutes = reminder_minutes;
     config.alerts.rules = vec![
         AlertRuleConfig { kind: "queue_age".into(), minutes: Some(5.0), ..Default::default() },
         AlertRuleConfig {
@@ -141,4 +147,25 @@ async fn rules_fire_once_and_resolve_once(db: TestDb) {
     assert!(db.store.hold_lease("alerts", "p1", t + 1_700, 1_000).await.unwrap());
 }
 
-on_every_db!(rules_fire_once_and_resolve_once);
+async fn a_rule_that_keeps_firing_is_repeated_only_as_a_reminder(db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = station_with(&db, dir.path(), 30);
+    let ann = s.account("test", "ann", "Ann").await.unwrap();
+    let t0 = station_core::now_ms();
+    job(&db.store, &ann.id, "gpu", t0 - 6 * 60_000).await;
+    let minute = 60_000;
+    assert_eq!(s.evaluate_alerts_at(t0, true).await.unwrap(), 1, "{}", db.kind);
+    assert_eq!(s.evaluate_alerts_at(t0 + 29 * minute, true).await.unwrap(), 0, "{}", db.kind);
+    assert_eq!(s.evaluate_alerts_at(t0 + 30 * minute, true).await.unwrap(), 1, "{}: a reminder", db.kind);
+    assert_eq!(s.evaluate_alerts_at(t0 + 45 * minute, true).await.unwrap(), 0, "{}", db.kind);
+    let mut want = owed("firing", "queue_age", "gpu");
+    want.extend(owed("reminder", "queue_age", "gpu"));
+    want.sort();
+    assert_eq!(messages(&s).await, want, "{}", db.kind);
+    let recent = s.alerts_overview(100).await.unwrap().recent;
+    let reminder = recent.iter().find(|m| m.kind == "reminder").unwrap();
+    assert!(reminder.text.starts_with("🔴 Still firing: gpu jobs are waiting too long"), "{}", reminder.text);
+    assert!(reminder.text.contains("has waited 36 min"), "{}", reminder.text);
+}
+
+on_every_db!(rules_fire_once_and_resolve_once, a_rule_that_keeps_firing_is_repeated_only_as_a_reminder);
