@@ -65,6 +65,9 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// LoRA training: dataset sizes and where trained files are published.
     pub training: TrainingConfig,
+    /// Alerts: rules watched in the background and the sinks told when one
+    /// fires and when it resolves (see `station_core::alerts`).
+    pub alerts: AlertsConfig,
     /// Operator's choice of tool for a chat command, overriding the tools'
     /// own `command` (e.g. `upscale = "resize"` sends `/upscale` to the native
     /// resize tool instead of the ComfyUI one).
@@ -272,6 +275,81 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// Alerts: rules, sinks and how messages are sent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// How often the rules are evaluated (one process at a time evaluates).
+    pub evaluate_every_ms: u64,
+    /// While a rule keeps firing, say so again this often; 0 = never.
+    pub reminder_minutes: u64,
+    /// First retry of a message a sink did not take; doubles each attempt, at most an hour.
+    pub retry_base_ms: u64,
+    /// Messages are retried this long, then given up.
+    pub give_up_hours: u64,
+    /// One webhook attempt, connecting included.
+    pub timeout_seconds: u64,
+    /// The rules (`[[alerts.rules]]`).
+    pub rules: Vec<AlertRuleConfig>,
+    /// Where messages go (`[[alerts.sinks]]`).
+    pub sinks: Vec<AlertSinkConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            evaluate_every_ms: 30_000,
+            reminder_minutes: 0,
+            retry_base_ms: 10_000,
+            give_up_hours: 24,
+            timeout_seconds: 5,
+            rules: vec![],
+            sinks: vec![],
+        }
+    }
+}
+
+/// One alert rule as configured. Which keys a kind takes:
+/// `backend_down` (`minutes` down), `queue_age` (`minutes` waited, optional
+/// `service`), `failure_rate` (`percent` over `minutes`, at least
+/// `min_jobs` ended, optional `service`), `disk_free` (`percent` free
+/// below), `chain_lag` (`blocks` and/or `minutes` behind, optional `chain`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertRuleConfig {
+    /// The rule's name in messages and `station alerts list` (default: its kind).
+    pub name: Option<String>,
+    /// `backend_down`, `queue_age`, `failure_rate`, `disk_free` or `chain_lag`.
+    pub kind: String,
+    /// Minutes (see the kinds).
+    pub minutes: Option<f64>,
+    /// Percent (see the kinds).
+    pub percent: Option<f64>,
+    /// `failure_rate`: fewer ended jobs in the window never fire (default 10).
+    pub min_jobs: Option<u64>,
+    /// `queue_age`, `failure_rate`: only this service (default: each service).
+    pub service: Option<String>,
+    /// `chain_lag`: blocks behind the chain's head.
+    pub blocks: Option<u64>,
+    /// `chain_lag`: only this chain (default: each chain watched).
+    pub chain: Option<String>,
+}
+
+/// One place alert messages go.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSinkConfig {
+    /// The sink's name (default: its kind, numbered when repeated).
+    pub name: Option<String>,
+    /// `telegram` (a chat id or @channel), `discord` (a channel id) or
+    /// `webhook` (a URL); chat kinds need that bot configured.
+    pub kind: String,
+    /// The chat, channel or URL.
+    pub target: String,
+    /// `webhook`: sign bodies with this secret (`X-Station-Signature`, as account webhooks).
+    pub secret: Option<String>,
+}
+
 /// Per-account limits.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -369,6 +447,7 @@ impl Default for Config {
             collections: CollectionsConfig::default(),
             webhooks: WebhooksConfig::default(),
             training: TrainingConfig::default(),
+            alerts: AlertsConfig::default(),
             commands: Default::default(),
             sections: Sections::default(),
         }

@@ -119,15 +119,23 @@ fn data_folder(dir: &Path) -> Check {
     }
 }
 
+/// Free and total bytes of the file system holding `dir`, as an
+/// unprivileged user sees them (the doctor's disk check and the
+/// `disk_free` alert rule measure the same way).
+pub fn disk_space(dir: &Path) -> Result<(u64, u64), String> {
+    let stat = rustix::fs::statvfs(dir).map_err(|e| e.to_string())?;
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    let total = stat.f_blocks.saturating_mul(stat.f_frsize).max(1);
+    Ok((free, total))
+}
+
 fn disk(dir: &Path) -> Check {
-    let stat = match rustix::fs::statvfs(dir) {
+    let (free, total) = match disk_space(dir) {
         Ok(s) => s,
         Err(e) => {
             return Check::warn("disk", format!("free space of {} unknown: {e}", dir.display()), "check it with df");
         }
     };
-    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
-    let total = stat.f_blocks.saturating_mul(stat.f_frsize).max(1);
     let share = free as f64 / total as f64;
     let detail = format!("{} free of {} ({:.0} %) where {} is", gib(free), gib(total), share * 100.0, dir.display());
     let fix = "free space or move data_dir: media, the database and uploads all live there";
@@ -140,6 +148,6 @@ fn disk(dir: &Path) -> Check {
     }
 }
 
-fn gib(bytes: u64) -> String {
+pub(crate) fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }

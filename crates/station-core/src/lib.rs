@@ -7,6 +7,7 @@
 
 pub mod adapter_state;
 pub mod admin;
+pub mod alerts;
 pub mod audit;
 pub mod auth_cache;
 pub mod collections;
@@ -122,6 +123,8 @@ pub struct StationParts {
     pub auth_cache: Arc<auth_cache::AuthCache>,
     /// Feature flags as last read (see [`flags`]).
     pub flag_cache: Arc<flags::FlagCache>,
+    /// Who sends alert messages to chat sinks in this process (see [`alerts`]).
+    pub alert_senders: alerts::AlertSenders,
     /// Recent run times per tool for ETAs, read at most once a second.
     pub eta_cache: jobs::EtaCache,
     /// Cancelled when the process begins to shut down ([`Station::begin_shutdown`]):
@@ -236,6 +239,7 @@ impl Station {
             rate_limits,
             auth_cache,
             flag_cache: Default::default(),
+            alert_senders: Default::default(),
             eta_cache: Default::default(),
             faults: Default::default(),
             closing: tokio_util::sync::CancellationToken::new(),

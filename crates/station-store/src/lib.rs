@@ -10,6 +10,7 @@
 
 mod accounts;
 mod adapter_state;
+mod alerts;
 mod audit;
 mod backends;
 mod collections;
@@ -35,6 +36,7 @@ mod training;
 mod webhooks;
 
 pub use accounts::{AccountRow, Role};
+pub use alerts::{AlertMessageRow, AlertStateRow, ServiceFailures};
 pub use audit::{AuditFilter, AuditRow, NewAuditEntry};
 pub use backends::{BackendLoad, BackendRow, RemoteCancel};
 pub use collections::{CollectionExportRow, CollectionItemRow, CollectionRow, CollectionShareRow};

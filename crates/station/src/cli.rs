@@ -81,6 +81,9 @@ pub enum Command {
     /// Feature flags: switch tools, platforms and features on, off, or on for some accounts.
     #[command(subcommand)]
     Flags(crate::commands::flags::FlagsCommand),
+    /// Alerts: the rules and what fires now; a test message to every sink.
+    #[command(subcommand)]
+    Alerts(crate::commands::alerts::AlertsCommand),
     /// Apply database migrations (also done at every start).
     Migrate(MigrateArgs),
     /// Show or create configuration.

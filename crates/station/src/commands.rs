@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::cli::{BackendsCommand, Cli, Command, ConfigCommand, JobsCommand, RunArgs, ToolsCommand};
 use crate::exit;
 
+pub(crate) mod alerts;
 pub(crate) mod audit;
 mod chat;
 pub(crate) mod collections;
@@ -91,6 +92,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
                 Command::Collections(c) => collections::run(&station, c).await,
                 Command::Audit(a) => audit::run(&station, a).await,
                 Command::Flags(c) => flags::run(&station, c).await,
+                Command::Alerts(c) => alerts::run(&station, c).await,
                 Command::Stats(a) => stats::run(&station, a).await,
                 Command::Doctor => {
                     let problems: Vec<String> = tool_errors.iter().map(ToString::to_string).collect();
@@ -276,6 +278,16 @@ async fn serve(station: Station) -> u8 {
             }))
         }
     };
+    // Alerts: chat sinks are sent through the configured bots' clients.
+    if let Err(e) = alerts::register_senders(&station) {
+        eprintln!("error: {e}");
+        return exit::USAGE;
+    }
+    if let Err(e) = station.check_alerts() {
+        eprintln!("error: {e}");
+        return exit::USAGE;
+    }
+    let alerting = station_core::alerts::start(&station);
     let deliveries = flows.start();
     info!(%addr, data_dir = %station.config.data_dir.display(), "Station is serving; health at /healthz, readiness at /readyz");
     let stop = tokio_util::sync::CancellationToken::new();
@@ -328,6 +340,9 @@ async fn serve(station: Station) -> u8 {
     if tokio::time::timeout_at(deadline, &mut http).await.is_err() {
         warn!("HTTP requests still open after the shutdown grace; closing them");
         http.abort();
+    }
+    if tokio::time::timeout_at(deadline, alerting.shutdown()).await.is_err() {
+        warn!("alert messages were still being sent at the shutdown grace; they are sent at the next start");
     }
     if tokio::time::timeout_at(deadline, deliveries.shutdown()).await.is_err() {
         warn!("chat deliveries did not stop within the shutdown grace; they resume at the next start");

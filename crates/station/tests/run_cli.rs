@@ -377,6 +377,7 @@ async fn operator_commands_print_text_people_can_read() {
         "[telegram]",
         "[discord]",
         "[metrics]",
+        "[alerts]",
     ] {
         assert!(template.contains(section), "{section} missing from the template");
     }

@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod admin;
+pub mod alerts;
 pub mod collections;
 pub mod error;
 pub mod events;
@@ -81,6 +82,7 @@ pub fn routes() -> OpenApiRouter<Station> {
         .merge(admin::routes())
         .merge(flags::routes())
         .merge(stats::routes())
+        .merge(alerts::routes())
         .merge(collections::routes())
         .merge(training::routes())
 }
