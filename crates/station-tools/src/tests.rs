@@ -1308,8 +1308,16 @@ fn a_hosted_tool_binds_its_inputs_to_the_deployments_external_inputs() {
 #[test]
 fn a_hosted_tool_names_each_problem_of_its_binding() {
     assert_error(&without(hosted_json(), "/comfydeploy"), "comfydeploy", &["missing", "deployment_id"]);
-    assert_error(&with(hosted_json(), "/comfydeploy/deployment_id", json!(" ")), "comfydeploy.deployment_id", &["empty"]);
-    assert_error(&with(hosted_json(), "/comfydeploy/deployment_id", json!("a/b")), "comfydeploy.deployment_id", &["not a deployment id"]);
+    assert_error(
+        &with(hosted_json(), "/comfydeploy/deployment_id", json!(" ")),
+        "comfydeploy.deployment_id",
+        &["empty"],
+    );
+    assert_error(
+        &with(hosted_json(), "/comfydeploy/deployment_id", json!("a/b")),
+        "comfydeploy.deployment_id",
+        &["not a deployment id"],
+    );
     let v = with(hosted_json(), "/comfydeploy/inputs/colour", json!("colour"));
     assert_error(&v, "comfydeploy.inputs.colour", &["not an input of this tool", "prompt, seed"]);
     let v = with(hosted_json(), "/comfydeploy/inputs/seed", json!("positive_prompt"));

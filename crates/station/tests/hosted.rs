@@ -95,7 +95,8 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut vars = station_vars(&dir, "", database_url);
-        let backends = json!([{"name": "cd", "api_url": fake.url(), "api_key_env": "CD_TEST_KEY", "deployments": ["dep-txt"]}]);
+        let backends =
+            json!([{"name": "cd", "api_url": fake.url(), "api_key_env": "CD_TEST_KEY", "deployments": ["dep-txt"]}]);
         vars.extend([
             ("STATION_COMFYDEPLOY_BACKENDS".to_string(), backends.to_string()),
             ("CD_TEST_KEY".into(), api_key.into()),
@@ -259,7 +260,10 @@ async fn a_hosted_run_succeeds_with_its_pixels_progress_and_cost_by_the_second()
         let run_id = row.remote_id.clone().unwrap();
         assert_eq!(row.backend.as_deref(), Some("cd"), "{k}");
         let inputs = fake.run_inputs(&run_id).unwrap();
-        assert_eq!(Value::Object(inputs), json!({"positive_prompt": "a red fox", "width": 12, "height": 10, "seed": 7}));
+        assert_eq!(
+            Value::Object(inputs),
+            json!({"positive_prompt": "a red fox", "width": 12, "height": 10, "seed": 7})
+        );
         assert_eq!(fake.runs_created(), 1, "{k}");
         assert!(fake.webhooks_sent() > 0, "{k}: the provider was given Station's hook and called it");
 
@@ -274,7 +278,10 @@ async fn a_hosted_run_succeeds_with_its_pixels_progress_and_cost_by_the_second()
         let fractions: Vec<f64> = progress.iter().map(|d| d["fraction"].as_f64().unwrap()).collect();
         assert!(fractions.windows(2).all(|w| w[0] <= w[1]), "{k}: {fractions:?}");
         assert_eq!(fractions.last(), Some(&1.0), "{k}");
-        assert!(progress.iter().any(|d| d["label"].as_str().is_some_and(|l| l.starts_with("KSampler"))), "{k}: {events:?}");
+        assert!(
+            progress.iter().any(|d| d["label"].as_str().is_some_and(|l| l.starts_with("KSampler"))),
+            "{k}: {events:?}"
+        );
         assert!(events.iter().any(|(t, _)| t == "result"), "{k}: {events:?}");
 
         // Charged by the measured seconds (started → finished), never the whole hold.
@@ -314,7 +321,11 @@ async fn a_failed_run_says_the_providers_reason_and_refused_inputs_name_the_inpu
         fake.set_behaviour(Behaviour::default());
         let id = env.submit("hosted-styled", json!({"prompt": "x"})).await;
         let g = env.wait_end(&id).await;
-        assert_eq!((g["status"].as_str(), g["error"]["code"].as_str()), (Some("failed"), Some("invalid_input")), "{k}: {g}");
+        assert_eq!(
+            (g["status"].as_str(), g["error"]["code"].as_str()),
+            (Some("failed"), Some("invalid_input")),
+            "{k}: {g}"
+        );
         assert!(g["error"]["message"].as_str().unwrap().contains("style_text"), "{k}: {g}");
         assert_eq!(fake.runs_created(), 1, "{k}: nothing was queued");
         kill(server);
