@@ -222,14 +222,12 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({"error": message.into()}))).into_response()
 }
 
-fn authorised(inner: &Inner, headers: &HeaderMap) -> Result<(), Response> {
+/// The 401 answer unless `headers` carry the API key as a bearer token.
+fn unauthorised(inner: &Inner, headers: &HeaderMap) -> Option<Response> {
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(inner.options.api_key.as_str()) {
-        Ok(())
-    } else {
-        Err(error(StatusCode::UNAUTHORIZED, "Invalid or missing API key"))
-    }
+    (given != Some(inner.options.api_key.as_str()))
+        .then(|| error(StatusCode::UNAUTHORIZED, "Invalid or missing API key"))
 }
 
 fn now() -> String {
@@ -237,7 +235,7 @@ fn now() -> String {
 }
 
 async fn queue(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Err(r) = authorised(&inner, &headers) {
+    if let Some(r) = unauthorised(&inner, &headers) {
         return r;
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
@@ -298,7 +296,7 @@ async fn queue(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: axum::
 }
 
 async fn status(State(inner): State<Arc<Inner>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(r) = authorised(&inner, &headers) {
+    if let Some(r) = unauthorised(&inner, &headers) {
         return r;
     }
     let runs = inner.runs.lock().expect("runs");
@@ -312,7 +310,7 @@ async fn status(State(inner): State<Arc<Inner>>, headers: HeaderMap, Path(id): P
 }
 
 async fn cancel(State(inner): State<Arc<Inner>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(r) = authorised(&inner, &headers) {
+    if let Some(r) = unauthorised(&inner, &headers) {
         return r;
     }
     let mut runs = inner.runs.lock().expect("runs");

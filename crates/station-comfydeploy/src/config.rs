@@ -195,8 +195,7 @@ mod tests {
 
     #[test]
     fn check_names_each_problem() {
-        let mut c = ComfyDeployConfig::default();
-        c.backends = vec![
+        let backends = vec![
             DeployBackendConfig {
                 name: "a".into(),
                 api_url: "ftp://x".into(),
@@ -212,7 +211,7 @@ mod tests {
                 max_concurrent: 1,
             },
         ];
-        c.poll_min_ms = 10_000;
+        let c = ComfyDeployConfig { backends, poll_min_ms: 10_000, ..ComfyDeployConfig::default() };
         let e = c.check().unwrap_err();
         for part in [
             "backends[0].api_url",

@@ -455,3 +455,20 @@ async fn forged_webhooks_only_make_station_ask_and_change_no_outcome() {
         kill(server);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_providers_webhooks_wake_the_waiting_job() {
+    init();
+    let fake = fake().await;
+    let mut env = Env::new(&fake, None, KEY);
+    // Polls ten minutes apart: only a webhook can make Station ask again in time.
+    env.vars.push(("STATION_COMFYDEPLOY_POLL_MIN_MS".into(), "600000".into()));
+    env.vars.push(("STATION_COMFYDEPLOY_POLL_MAX_MS".into(), "600000".into()));
+    let server = env.serve("serve").await;
+    let id = env.submit("hosted-dream", json!({"prompt": "woken", "seed": 5})).await;
+    let g = env.wait_end(&id).await;
+    assert_eq!(g["status"], "succeeded", "{g}\n{}", env.log("serve"));
+    assert_eq!(env.output_image(&g).await.get_pixel(0, 0).0, [5, 0, 0]);
+    assert!(fake.status_reads() <= fake.webhooks_sent() + 1, "one read per hint at most");
+    kill(server);
+}
