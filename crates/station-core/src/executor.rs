@@ -113,6 +113,14 @@ impl RemoteHints {
         format!("{service}\u{1f}{remote_id}")
     }
 
+    /// Registers a waiter for `remote_id` on `service` (replacing an earlier one).
+    pub(crate) fn register(&self, service: &str, remote_id: &str) -> HintWaiter {
+        let key = RemoteHints::key(service, remote_id);
+        let notify = Arc::new(tokio::sync::Notify::new());
+        self.0.lock().expect("hints lock").insert(key.clone(), notify.clone());
+        HintWaiter { hints: self.clone(), key, notify }
+    }
+
     /// Wakes the waiter of `remote_id` on `service`, if this process has
     /// one; false otherwise.
     pub fn wake(&self, service: &str, remote_id: &str) -> bool {
@@ -305,10 +313,7 @@ impl ExecContext {
     /// waiter while it lives. The waiter must confirm with the provider
     /// before recording anything: a hint proves nothing.
     pub fn wait_for_hints(&self, service: &str, remote_id: &str) -> HintWaiter {
-        let key = RemoteHints::key(service, remote_id);
-        let notify = Arc::new(tokio::sync::Notify::new());
-        self.hints.0.lock().expect("hints lock").insert(key.clone(), notify.clone());
-        HintWaiter { hints: self.hints.clone(), key, notify }
+        self.hints.register(service, remote_id)
     }
 
     /// Publishes a preview image.
@@ -363,5 +368,28 @@ pub trait Executor: Send + Sync + 'static {
     /// Health summary for readiness checks: `(name, healthy, detail)` per backend.
     async fn health(&self) -> Vec<(String, bool, String)> {
         vec![]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RemoteHints;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_hint_wakes_only_its_registered_waiter_until_it_is_dropped() {
+        let hints = RemoteHints::default();
+        assert!(!hints.wake("comfydeploy", "run-1"), "nobody waits yet");
+        let waiter = hints.register("comfydeploy", "run-1");
+        assert!(!hints.wake("other", "run-1"), "another service's run of that id");
+        assert!(hints.wake("comfydeploy", "run-1"));
+        // The hint that came before the wait is kept for it.
+        tokio::time::timeout(Duration::from_secs(5), waiter.hinted()).await.expect("woken");
+        // A newer waiter for the run is not removed by the older one's drop.
+        let newer = hints.register("comfydeploy", "run-1");
+        drop(waiter);
+        assert!(hints.wake("comfydeploy", "run-1"));
+        drop(newer);
+        assert!(!hints.wake("comfydeploy", "run-1"), "forgotten with its waiter");
     }
 }
