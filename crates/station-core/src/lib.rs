@@ -127,6 +127,9 @@ pub struct StationParts {
     pub alert_senders: alerts::AlertSenders,
     /// Recent run times per tool for ETAs, read at most once a second.
     pub eta_cache: jobs::EtaCache,
+    /// Jobs of this process waiting on a hosted provider, by remote id: an
+    /// unsigned webhook only wakes them ([`Station::hint_remote`]).
+    pub remote_hints: executor::RemoteHints,
     /// Cancelled when the process begins to shut down ([`Station::begin_shutdown`]):
     /// long-lived streams (server-sent events) end on it.
     pub closing: tokio_util::sync::CancellationToken,
@@ -241,6 +244,7 @@ impl Station {
             flag_cache: Default::default(),
             alert_senders: Default::default(),
             eta_cache: Default::default(),
+            remote_hints: Default::default(),
             faults: Default::default(),
             closing: tokio_util::sync::CancellationToken::new(),
             pg_bus: None,
@@ -261,6 +265,17 @@ impl Station {
     /// holding its lease: what tests use to drive an executor directly.
     pub fn exec_context(&self, owner: &str, job_id: &str, cancel: tokio_util::sync::CancellationToken) -> ExecContext {
         ExecContext::new(self, owner, job_id, cancel)
+    }
+
+    /// A hosted provider said (in an unsigned webhook) that its run
+    /// `remote_id` moved: wakes the job of this process that waits on it,
+    /// which then asks the provider itself before recording anything, so a
+    /// forged hint costs one status request and changes no outcome. True
+    /// when a waiter was woken. Only services with a registered executor
+    /// are hinted.
+    pub fn hint_remote(&self, service: &str, remote_id: &str) -> bool {
+        let known = self.executors.read().expect("executors lock").iter().any(|e| e.service() == service);
+        known && !remote_id.is_empty() && remote_id.len() <= 200 && self.remote_hints.wake(service, remote_id)
     }
 
     /// A reference that does not keep the Station alive (for executors,

@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 pub mod account;
 pub mod api;
 pub mod extract;
+pub mod hooks;
 pub mod metrics;
 pub mod web;
 
@@ -99,6 +100,7 @@ fn app_routes(station: Station) -> Router {
     let (routes, _) = documented_routes().split_for_parts();
     routes
         .merge(web::routes())
+        .merge(hooks::routes())
         .fallback(not_found)
         // After every route is registered: it applies to those present.
         .method_not_allowed_fallback(method_not_allowed)

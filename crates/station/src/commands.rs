@@ -39,6 +39,7 @@ pub fn config_sections() -> Vec<station_core::config::Section> {
         station_telegram::TelegramConfig::section(),
         station_discord::DiscordConfig::section(),
         station_http::metrics::MetricsConfig::section(),
+        station_comfydeploy::ComfyDeployConfig::section(),
     ]
 }
 

@@ -434,5 +434,6 @@ pub fn service_name(s: station_tools::Service) -> &'static str {
     match s {
         station_tools::Service::Comfyui => "comfyui",
         station_tools::Service::Media => "media",
+        station_tools::Service::Comfydeploy => "comfydeploy",
     }
 }
