@@ -33,6 +33,7 @@ pub mod spells;
 pub mod stats;
 pub mod telemetry;
 pub mod training;
+pub mod wallets;
 pub mod watermark;
 pub mod webhooks;
 pub mod worker;
@@ -122,6 +123,8 @@ pub struct StationParts {
     pub auth_cache: Arc<auth_cache::AuthCache>,
     /// Feature flags as last read (see [`flags`]).
     pub flag_cache: Arc<flags::FlagCache>,
+    /// The configured chains of `[wallets]`, checked (see [`wallets`]).
+    pub wallet_chains: Arc<[wallets::Chain]>,
     /// Recent run times per tool for ETAs, read at most once a second.
     pub eta_cache: jobs::EtaCache,
     /// Cancelled when the process begins to shut down ([`Station::begin_shutdown`]):
@@ -165,6 +168,9 @@ pub enum OpenError {
     /// The automatic watermark settings are unusable.
     #[error("{0}")]
     Watermark(String),
+    /// The `[wallets]` section is unusable (names the chain and key).
+    #[error("{0}")]
+    Wallets(String),
 }
 
 impl Station {
@@ -210,6 +216,8 @@ impl Station {
         };
         let auto_watermark =
             watermark::AutoWatermark::from_config(&config.media, limits).map_err(OpenError::Watermark)?;
+        let wallet_chains: Arc<[wallets::Chain]> =
+            wallets::chains_from_config(&config.wallets).map_err(OpenError::Wallets)?.into();
         let tools_dir = config.tools_dir();
         let (tools, errors) = ToolRegistry::load_with(Some(&tools_dir), config.tools.load_options());
         let rate_limits = Arc::new(identity::RateLimiter::new(config.limits.requests_per_minute));
@@ -237,6 +245,7 @@ impl Station {
             auth_cache,
             flag_cache: Default::default(),
             eta_cache: Default::default(),
+            wallet_chains,
             faults: Default::default(),
             closing: tokio_util::sync::CancellationToken::new(),
             pg_bus: None,
