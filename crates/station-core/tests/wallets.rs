@@ -333,8 +333,13 @@ async fn native_and_token_deposits_are_credited_once_after_their_confirmations()
         let other = station(Store::connect(&db.url).await.unwrap(), dir2.path(), chain(&a.url, Some(&token)));
         poll_all(&other).await;
         assert_eq!((balance(&s, &ann).await, balance(&s, &bob).await), (1050, 500), "{k}");
+        // Two processes following the chain at once: one credit.
+        a.send(ACCOUNTS[2], Some(DEPOSIT), ETH / 100, "0x").await;
+        a.mine(3).await;
+        tokio::join!(poll_all(&s), poll_all(&other));
+        assert_eq!(balance(&s, &ann).await, 1060, "{k}");
         let ledger = s.ledger_history(&ann.id, None, 100).await.unwrap();
-        assert_eq!(ledger.iter().filter(|e| e.kind == "deposit").count(), 2, "{k}: {ledger:?}");
+        assert_eq!(ledger.iter().filter(|e| e.kind == "deposit").count(), 3, "{k}: {ledger:?}");
         let st = s.wallet_chain_status().await;
         assert_eq!(st[0].lag, Some(0), "{k}: {st:?}");
         assert_eq!(st[0].last_error, None, "{k}");

@@ -25,6 +25,7 @@ pub mod spells;
 pub mod stats;
 pub mod tools;
 pub mod training;
+pub mod wallets;
 pub mod webhooks;
 
 use axum::Json;
@@ -83,6 +84,7 @@ pub fn routes() -> OpenApiRouter<Station> {
         .merge(stats::routes())
         .merge(collections::routes())
         .merge(training::routes())
+        .merge(wallets::routes())
 }
 
 /// The body as a JSON object holding only `known` keys; a missing or
