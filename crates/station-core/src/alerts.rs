@@ -532,7 +532,18 @@ impl Station {
     /// this build, so the list is empty; the wallets' watcher answers it
     /// (the `chain_lag` rule reads this).
     pub async fn chain_lags(&self) -> Result<Vec<ChainLag>, StoreError> {
-        Ok(vec![])
+        let now = crate::now_ms();
+        let mut out = vec![];
+        for c in self.wallet_chains.iter() {
+            // A watcher that never reached its chain has no cursor yet: nothing to measure.
+            let Some(cursor) = self.store.wallet_cursor(c.id as i64).await? else { continue };
+            let blocks_behind = (cursor.head.max(0) as u64 + 1).saturating_sub(cursor.next_block.max(0) as u64);
+            // Behind, or failing to read: for as long as its cursor row has not moved.
+            let stuck = blocks_behind > 0 || cursor.last_error.is_some();
+            let seconds_behind = if stuck { ((now - cursor.updated_at).max(0) / 1000) as u64 } else { 0 };
+            out.push(ChainLag { chain: c.name.clone(), blocks_behind, seconds_behind });
+        }
+        Ok(out)
     }
 
     /// Rules, their states, sinks and the newest messages.

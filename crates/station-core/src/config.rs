@@ -68,6 +68,9 @@ pub struct Config {
     /// Alerts: rules watched in the background and the sinks told when one
     /// fires and when it resolves (see `station_core::alerts`).
     pub alerts: AlertsConfig,
+    /// Wallets: EVM chains watched for deposits, linking by signature or
+    /// magic deposit.
+    pub wallets: WalletsConfig,
     /// Operator's choice of tool for a chat command, overriding the tools'
     /// own `command` (e.g. `upscale = "resize"` sends `/upscale` to the native
     /// resize tool instead of the ComfyUI one).
@@ -399,6 +402,98 @@ impl Default for CollectionsConfig {
     }
 }
 
+/// Wallets and on-chain deposits (`[wallets]`, chains as `[[wallets.chains]]`;
+/// in the environment `STATION_WALLETS_CHAINS` takes the chains as a JSON
+/// array). Checked when Station opens: every error names its chain and key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalletsConfig {
+    /// How long a sign-in-with-Ethereum challenge may be signed, in minutes (at most 15).
+    pub challenge_minutes: u64,
+    /// How long a magic-deposit quote is valid, in minutes (at most 15).
+    pub quote_minutes: u64,
+    /// The chains deposits are accepted on.
+    pub chains: Vec<ChainConfig>,
+}
+
+impl Default for WalletsConfig {
+    fn default() -> Self {
+        WalletsConfig { challenge_minutes: 10, quote_minutes: 15, chains: vec![] }
+    }
+}
+
+/// One EVM chain (`[[wallets.chains]]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// EIP-155 chain id (1 Ethereum, 8453 Base, 31337 a local anvil, …).
+    pub id: u64,
+    /// Name shown to people.
+    pub name: String,
+    /// JSON-RPC endpoint (`https://…` or `http://127.0.0.1:8545`).
+    pub rpc_url: String,
+    /// The operator's address (or vault contract) deposits are sent to.
+    pub deposit_address: String,
+    /// Blocks a deposit needs (its own included) before it is credited;
+    /// default 12, or 1 on development chains (31337, 1337).
+    #[serde(default)]
+    pub confirmations: Option<u64>,
+    /// Block the watcher starts at the first time; default: the chain's head then.
+    #[serde(default)]
+    pub start_block: Option<u64>,
+    /// Time between two looks at the chain, in milliseconds.
+    #[serde(default = "default_chain_poll_ms")]
+    pub poll_ms: u64,
+    /// Most blocks read in one step.
+    #[serde(default = "default_chain_batch")]
+    pub max_blocks_per_poll: u64,
+    /// Largest magic amount quoted, in the native coin's smallest unit
+    /// (default 10^9: at most 1 gwei on an 18-decimal coin).
+    #[serde(default = "default_magic_cap")]
+    pub magic_cap: u64,
+    /// Accepted assets: the native coin (no `token`) and ERC-20 tokens.
+    #[serde(default)]
+    pub assets: Vec<AssetConfig>,
+}
+
+fn default_chain_poll_ms() -> u64 {
+    2000
+}
+
+fn default_chain_batch() -> u64 {
+    100
+}
+
+fn default_magic_cap() -> u64 {
+    1_000_000_000
+}
+
+/// One accepted asset of a chain (`[[wallets.chains.assets]]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AssetConfig {
+    /// Symbol shown to people (`ETH`, `USDC`).
+    pub symbol: String,
+    /// The ERC-20 contract's address; unset for the chain's native coin.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Decimals of the asset (18 for ETH, 6 for USDC): one whole unit is
+    /// 10^decimals smallest units.
+    #[serde(default = "default_decimals")]
+    pub decimals: u32,
+    /// Points credited for one whole unit; a deposit of `n` smallest units
+    /// gives `floor(n × points_per_unit / 10^decimals)` points (integers only).
+    pub points_per_unit: u64,
+    /// Smallest deposit credited, in whole units as decimal text (`"0.01"`);
+    /// smaller deposits are recorded and not credited.
+    #[serde(default)]
+    pub minimum: Option<String>,
+}
+
+fn default_decimals() -> u32 {
+    18
+}
+
 /// LoRA training settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -448,6 +543,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             training: TrainingConfig::default(),
             alerts: AlertsConfig::default(),
+            wallets: WalletsConfig::default(),
             commands: Default::default(),
             sections: Sections::default(),
         }
@@ -1242,6 +1338,26 @@ mod tests {
             assert!(names.contains(&(key.to_string(), var.to_string())), "{key} missing: {names:?}");
         }
         assert!(!Config::default().env_names().iter().any(|(k, _)| k.starts_with("chat.")));
+    }
+
+    #[test]
+    fn wallet_chains_come_from_the_file_or_the_environment() {
+        let (_d, f) = file(
+            "[[wallets.chains]]\nid = 31337\nname = \"Local\"\nrpc_url = \"http://127.0.0.1:8545\"\n\
+             deposit_address = \"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"\n\
+             [[wallets.chains.assets]]\nsymbol = \"ETH\"\npoints_per_unit = 1000\nminimum = \"0.01\"\n",
+        );
+        let c = Config::load_with_env(Some(&f), &sections(), env(&[])).unwrap();
+        let chain = &c.wallets.chains[0];
+        assert_eq!((chain.id, chain.confirmations, chain.assets[0].decimals), (31337, None, 18));
+        assert_eq!(chain.assets[0].minimum.as_deref(), Some("0.01"));
+        let json = r#"[{"id":1,"name":"Ethereum","rpc_url":"https://rpc.example","deposit_address":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8","assets":[{"symbol":"USDC","token":"0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48","decimals":6,"points_per_unit":100}]}]"#;
+        let c = Config::load_with_env(None, &sections(), env(&[("STATION_WALLETS_CHAINS", json)])).unwrap();
+        assert_eq!(c.wallets.chains[0].assets[0].token.as_deref(), Some("0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"));
+        let err = Config::load_with_env(None, &sections(), env(&[("STATION_WALLETS_CHAINS", "[{\"id\":1}]")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing field `name`"), "{err}");
     }
 
     #[test]

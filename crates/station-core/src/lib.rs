@@ -34,6 +34,7 @@ pub mod spells;
 pub mod stats;
 pub mod telemetry;
 pub mod training;
+pub mod wallets;
 pub mod watermark;
 pub mod webhooks;
 pub mod worker;
@@ -125,6 +126,8 @@ pub struct StationParts {
     pub flag_cache: Arc<flags::FlagCache>,
     /// Who sends alert messages to chat sinks in this process (see [`alerts`]).
     pub alert_senders: alerts::AlertSenders,
+    /// The configured chains of `[wallets]`, checked (see [`wallets`]).
+    pub wallet_chains: Arc<[wallets::Chain]>,
     /// Recent run times per tool for ETAs, read at most once a second.
     pub eta_cache: jobs::EtaCache,
     /// Jobs of this process waiting on a hosted provider, by remote id: an
@@ -171,6 +174,9 @@ pub enum OpenError {
     /// The automatic watermark settings are unusable.
     #[error("{0}")]
     Watermark(String),
+    /// The `[wallets]` section is unusable (names the chain and key).
+    #[error("{0}")]
+    Wallets(String),
 }
 
 impl Station {
@@ -216,6 +222,8 @@ impl Station {
         };
         let auto_watermark =
             watermark::AutoWatermark::from_config(&config.media, limits).map_err(OpenError::Watermark)?;
+        let wallet_chains: Arc<[wallets::Chain]> =
+            wallets::chains_from_config(&config.wallets).map_err(OpenError::Wallets)?.into();
         let tools_dir = config.tools_dir();
         let (tools, errors) = ToolRegistry::load_with(Some(&tools_dir), config.tools.load_options());
         let rate_limits = Arc::new(identity::RateLimiter::new(config.limits.requests_per_minute));
@@ -245,6 +253,7 @@ impl Station {
             alert_senders: Default::default(),
             eta_cache: Default::default(),
             remote_hints: Default::default(),
+            wallet_chains,
             faults: Default::default(),
             closing: tokio_util::sync::CancellationToken::new(),
             pg_bus: None,

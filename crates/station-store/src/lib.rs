@@ -33,6 +33,7 @@ mod settings;
 mod spells;
 mod stats;
 mod training;
+mod wallets;
 mod webhooks;
 
 pub use accounts::{AccountRow, Role};
@@ -61,6 +62,9 @@ pub use pricing::{PaidBy, PayTerms, Payment, Placed, SponsorRow, utc_day};
 pub use spells::{CastRow, CastStepRow, NewCast, NewSpell, PARKED, SpellRow};
 pub use stats::{AccountUsageRow, FailureRow, JobUsageRow, PointsUsageRow};
 pub use training::{AddedImage, DatasetImageRow, DatasetRow, TrainingRow};
+pub use wallets::{
+    WalletBlockRow, WalletChallengeRow, WalletCursorRow, WalletDepositRow, WalletLinkRow, WalletQuoteRow,
+};
 pub use webhooks::{NewWebhookDelivery, PendingEvent, WebhookDeliveryRow, WebhookRow};
 
 /// Milliseconds since the Unix epoch, the one time unit stored.

@@ -72,6 +72,12 @@ pub enum Command {
     /// Collections of results and LoRAs: list, show, share links, ZIP export.
     #[command(subcommand)]
     Collections(crate::commands::collections::CollectionsCommand),
+    /// EVM wallets linked to an account: list, link (by signature or magic deposit), unlink.
+    #[command(subcommand)]
+    Wallets(crate::commands::wallets::WalletsCommand),
+    /// On-chain deposits the watchers saw: list, rescan a chain from a block.
+    #[command(subcommand)]
+    Deposits(crate::commands::wallets::DepositsCommand),
     /// Check configuration, database, migrations, disk, tools, every backend and the bots; print what to fix.
     Doctor,
     /// The audit log: every administrative action, who did it, when and how.

@@ -28,6 +28,7 @@ pub(crate) mod spells;
 pub(crate) mod stats;
 pub mod training;
 pub(crate) mod users;
+pub(crate) mod wallets;
 mod wire;
 
 /// The front ends' configuration sections (`[telegram]`, `[discord]`,
@@ -91,6 +92,8 @@ pub async fn dispatch(cli: Cli) -> u8 {
                 Command::Users(c) => users::run(&station, c).await,
                 Command::Keys(c) => keys::run(&station, c).await,
                 Command::Collections(c) => collections::run(&station, c).await,
+                Command::Wallets(c) => wallets::run(&station, c).await,
+                Command::Deposits(c) => wallets::deposits(&station, c).await,
                 Command::Audit(a) => audit::run(&station, a).await,
                 Command::Flags(c) => flags::run(&station, c).await,
                 Command::Alerts(c) => alerts::run(&station, c).await,

@@ -26,6 +26,7 @@ pub mod spells;
 pub mod stats;
 pub mod tools;
 pub mod training;
+pub mod wallets;
 pub mod webhooks;
 
 use axum::Json;
@@ -85,6 +86,7 @@ pub fn routes() -> OpenApiRouter<Station> {
         .merge(alerts::routes())
         .merge(collections::routes())
         .merge(training::routes())
+        .merge(wallets::routes())
 }
 
 /// The body as a JSON object holding only `known` keys; a missing or
