@@ -81,6 +81,9 @@ pub enum Command {
     /// Feature flags: switch tools, platforms and features on, off, or on for some accounts.
     #[command(subcommand)]
     Flags(crate::commands::flags::FlagsCommand),
+    /// Media storage: copy the local media folder to object storage.
+    #[command(subcommand)]
+    Media(crate::commands::media::MediaCommand),
     /// Apply database migrations (also done at every start).
     Migrate(MigrateArgs),
     /// Show or create configuration.
