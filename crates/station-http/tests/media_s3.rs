@@ -84,11 +84,11 @@ async fn two_processes_with_separate_folders_serve_each_others_media_from_the_bu
 
         // A thumbnail made by B is cached in the bucket (blob and index) and
         // A serves the same one without making it again.
-        let thumb_path = format!("/api/v1/media/{result_id}/thumbnail?size=8");
+        let thumb_path = format!("/api/v1/media/{result_id}/thumbnail?size=16");
         let thumb = b.get_bytes(&thumb_path, &b.alice_key).await;
         assert_eq!(&thumb[0..2], &[0xFF, 0xD8], "{k}: a JPEG");
         let keys = fake.keys();
-        assert!(keys.iter().any(|key| key.starts_with("station/media/thumbs/") && key.ends_with("-8.json")), "{k}");
+        assert!(keys.iter().any(|key| key.starts_with("station/media/thumbs/") && key.ends_with("-16.json")), "{k}");
         assert_eq!(a.get_bytes(&thumb_path, &a.alice_key).await, thumb, "{k}");
         assert_eq!(fake.keys(), keys, "{k}: A found B's thumbnail instead of storing another");
 
