@@ -141,7 +141,8 @@ async fn downloads_redirect_to_presigned_urls_when_enabled() {
     assert_eq!(r.bytes().await.unwrap().to_vec(), original);
     // ... and only as signed: a changed signature is refused.
     let (head, sig) = location.split_once("X-Amz-Signature=").unwrap();
-    let flipped = if sig.starts_with('0') { format!("1{}", &sig[1..]) } else { format!("0{}", &sig[1..]) };
+    let first = if sig.starts_with('0') { '1' } else { '0' };
+    let flipped = format!("{first}{}", &sig[1..]);
     let r = no_redirects.get(format!("{head}X-Amz-Signature={flipped}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // A client that follows redirects just gets the image.
