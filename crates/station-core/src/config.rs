@@ -209,6 +209,74 @@ pub struct MediaConfig {
     pub auto_watermark_scale: f32,
     /// Distance of the automatic watermark from the image edges, in pixels.
     pub auto_watermark_margin: u32,
+    /// Where blobs (uploads, results, thumbnails, fitted copies) are kept:
+    /// `local` (the `media_dir` folder of this machine) or `s3` (the bucket
+    /// of `[media.s3]`, shared by every process pointed at it).
+    pub store: MediaStoreKind,
+    /// With `store = "s3"`: answer downloads with a redirect to a URL
+    /// presigned for this many seconds instead of streaming the bytes
+    /// through Station. Unset: streamed.
+    pub presign_seconds: Option<u64>,
+    /// The bucket for `store = "s3"`.
+    pub s3: S3Config,
+}
+
+/// Where media blobs are kept ([`MediaConfig::store`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaStoreKind {
+    /// Files in `media_dir`.
+    #[default]
+    Local,
+    /// An S3-compatible bucket (`[media.s3]`).
+    S3,
+}
+
+/// An S3-compatible bucket for media (`[media.s3]`, `STATION_MEDIA_S3_*`).
+/// Credentials left unset come from the standard `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` variables.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// The bucket's name (it must exist).
+    pub bucket: String,
+    /// Key prefix for Station's objects in the bucket (`""`: its root).
+    pub prefix: String,
+    /// Endpoint of an S3-compatible service (MinIO, R2, Ceph, ...); unset: AWS.
+    pub endpoint: Option<String>,
+    /// Region requests are signed for.
+    pub region: String,
+    /// Access key id; unset: `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// Secret access key; unset: `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<String>,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            bucket: String::new(),
+            prefix: String::new(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            access_key_id: None,
+            secret_access_key: None,
+        }
+    }
+}
+
+impl S3Config {
+    /// The media crate's settings for this bucket.
+    pub fn settings(&self) -> station_media::ObjectStoreSettings {
+        station_media::ObjectStoreSettings {
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+        }
+    }
 }
 
 /// `points.max_amount` by default: 10^12 points.
@@ -592,6 +660,9 @@ impl Default for MediaConfig {
             auto_watermark_opacity: 0.5,
             auto_watermark_scale: 0.2,
             auto_watermark_margin: 16,
+            store: MediaStoreKind::Local,
+            presign_seconds: None,
+            s3: S3Config::default(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `station doctor`'s findings: one [`Check`] per thing looked at, with what
 //! to do when it is not right. The core checks what it owns (configuration,
-//! database, migrations, disk, tools); the ComfyUI pool and the chat
+//! database, migrations, disk, media store, tools); the ComfyUI pool and the chat
 //! adapters add theirs in the same shape.
 
 use std::path::Path;
@@ -88,6 +88,7 @@ impl Station {
             Err(e) => out.push(Check::fail("migrations", format!("cannot be read: {e}"), "fix the database first")),
         }
         out.push(disk(&self.config.data_dir));
+        out.push(self.media_store_check().await);
         let tools = self.tools.list();
         if tool_problems.is_empty() {
             out.push(Check::ok("tools", format!("{} loaded from {}", tools.len(), self.config.tools_dir().display())));
@@ -101,6 +102,26 @@ impl Station {
             }
         }
         out
+    }
+}
+
+impl Station {
+    /// Where media is kept and whether it answers: the folder, or the
+    /// bucket (one listing request, so a missing bucket or refused
+    /// credentials show here).
+    async fn media_store_check(&self) -> Check {
+        let Some(location) = self.media.store_location() else {
+            return Check::ok("media store", format!("files in {}", self.config.media_dir().display()));
+        };
+        match self.media.check_store().await {
+            Ok(()) => Check::ok("media store", format!("{location} answers")),
+            Err(e) => Check::fail(
+                "media store",
+                e,
+                "create the bucket, or correct [media.s3] (STATION_MEDIA_S3_BUCKET, STATION_MEDIA_S3_ENDPOINT, \
+                 STATION_MEDIA_S3_ACCESS_KEY_ID, STATION_MEDIA_S3_SECRET_ACCESS_KEY or AWS_*)",
+            ),
+        }
     }
 }
 

@@ -168,8 +168,9 @@ pub enum OpenError {
     /// The database could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] station_store::StoreError),
-    /// The media folder could not be opened.
-    #[error("media folder: {0}")]
+    /// The media store (folder or bucket) could not be opened or does not
+    /// answer: the sentence says which setting to look at.
+    #[error("media store: {0}")]
     Media(String),
     /// The automatic watermark settings are unusable.
     #[error("{0}")]
@@ -183,7 +184,18 @@ impl Station {
     /// Opens the database (running migrations), the media store and the tool
     /// registry. Returns the tool files that failed to load, which never stop
     /// the others (nor start-up).
+    /// With `media.store = "s3"` one listing request checks the bucket and
+    /// the credentials, so a missing bucket or refused keys stop start-up
+    /// with a sentence saying which.
     pub async fn open(config: Config) -> Result<(Station, Vec<ToolLoadError>), OpenError> {
+        let (station, errors) = Self::open_without_media_check(config).await?;
+        station.media.check_store().await.map_err(OpenError::Media)?;
+        Ok((station, errors))
+    }
+
+    /// [`Station::open`] without checking that the media store answers:
+    /// for `station doctor`, which reports that as one of its findings.
+    pub async fn open_without_media_check(config: Config) -> Result<(Station, Vec<ToolLoadError>), OpenError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| OpenError::DataDir { path: config.data_dir.clone(), source })?;
         let store = Store::connect(&config.database_url()).await?;
@@ -213,7 +225,16 @@ impl Station {
 
     /// Like [`Station::open`] on an already migrated store (tests).
     pub fn with_store(config: Config, store: Store) -> Result<(Station, Vec<ToolLoadError>), OpenError> {
-        let blobs = station_media::MediaStore::open(config.media_dir()).map_err(|e| OpenError::Media(e.to_string()))?;
+        let blobs: Arc<dyn station_media::BlobStore> = match config.media.store {
+            config::MediaStoreKind::Local => Arc::new(
+                station_media::MediaStore::open(config.media_dir())
+                    .map_err(|e| OpenError::Media(format!("media_dir: {e}")))?,
+            ),
+            config::MediaStoreKind::S3 => Arc::new(
+                station_media::ObjectBlobStore::open(&config.media.s3.settings())
+                    .map_err(|e| OpenError::Media(format!("[media.s3]: {e}")))?,
+            ),
+        };
         let limits = station_media::DecodeLimits {
             max_bytes: config.media.max_bytes,
             max_pixels: config.media.max_pixels,
@@ -231,11 +252,12 @@ impl Station {
             Arc::new(auth_cache::AuthCache::new(std::time::Duration::from_millis(config.limits.auth_cache_ms)));
         let station = Station(Arc::new(StationParts {
             media: MediaService::new(
-                Arc::new(blobs),
+                blobs,
                 store.clone(),
                 limits,
                 usize::try_from(config.media.decode_concurrency).unwrap_or(usize::MAX),
-            ),
+            )
+            .with_presign(config.media.presign_seconds),
             config: Arc::new(config),
             store,
             tools,

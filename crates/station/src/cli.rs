@@ -90,6 +90,9 @@ pub enum Command {
     /// Alerts: the rules and what fires now; a test message to every sink.
     #[command(subcommand)]
     Alerts(crate::commands::alerts::AlertsCommand),
+    /// Media storage: copy the local media folder to object storage.
+    #[command(subcommand)]
+    Media(crate::commands::media::MediaCommand),
     /// Apply database migrations (also done at every start).
     Migrate(MigrateArgs),
     /// Show or create configuration.

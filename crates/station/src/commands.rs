@@ -22,6 +22,7 @@ mod doctor;
 pub(crate) mod flags;
 pub(crate) mod keys;
 pub(crate) mod loras;
+pub(crate) mod media;
 pub(crate) mod models;
 pub(crate) mod points;
 pub(crate) mod spells;
@@ -59,6 +60,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Tools(ToolsCommand::Check { dir }) => {
             tools_check(dir.unwrap_or_else(|| config.tools_dir()), config.tools.load_options())
         }
+        Command::Media(c) => media::run(&config, c).await,
         Command::Bench(args) => match station_bench::run(args).await {
             station_bench::Outcome::Done => exit::OK,
             station_bench::Outcome::BadUsage => exit::USAGE,
@@ -66,7 +68,14 @@ pub async fn dispatch(cli: Cli) -> u8 {
             station_bench::Outcome::Unavailable => exit::UNAVAILABLE,
         },
         command => {
-            let (station, tool_errors) = match Station::open(config).await {
+            // The doctor reports an unreachable media store as one of its
+            // findings instead of refusing to start.
+            let opened = if matches!(command, Command::Doctor) {
+                Station::open_without_media_check(config).await
+            } else {
+                Station::open(config).await
+            };
+            let (station, tool_errors) = match opened {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -102,7 +111,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
                     let problems: Vec<String> = tool_errors.iter().map(ToString::to_string).collect();
                     doctor::run(&station, &problems).await
                 }
-                Command::Config(_) | Command::Bench(_) => unreachable!("handled above"),
+                Command::Config(_) | Command::Bench(_) | Command::Media(_) => unreachable!("handled above"),
             };
             station.shutdown().await;
             code
