@@ -324,6 +324,10 @@ impl Station {
 
     /// The account's dataset by slug or id (admins: anyone's by id).
     async fn dataset_row(&self, account: &AccountRow, key: &str) -> Result<DatasetRow, TrainingError> {
+        // No slug or id has control characters (PostgreSQL refuses a NUL in a query).
+        if key.is_empty() || key.len() > 200 || key.chars().any(char::is_control) {
+            return Err(TrainingError::NotFound(format!("no dataset {key:?}")));
+        }
         let found = match self.store.dataset_by_slug(&account.id, key).await? {
             Some(row) => Some(row),
             None => self.store.get_dataset(key).await?.filter(|d| account.may_access(Some(&d.account_id))),

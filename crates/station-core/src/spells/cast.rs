@@ -181,6 +181,9 @@ impl Station {
         {
             return Ok(cast);
         }
+        if req.spell.is_empty() || req.spell.len() > 200 || req.spell.chars().any(char::is_control) {
+            return Err(CastError::UnknownSpell(req.spell));
+        }
         let row = match self.store.spell(&req.spell).await? {
             Some(r) if r.visibility != "private" || account.may_access(Some(&r.owner_id)) => r,
             _ => return Err(CastError::UnknownSpell(req.spell)),

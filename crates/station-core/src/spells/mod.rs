@@ -422,6 +422,10 @@ impl Station {
     /// A spell `account` may see, by slug or id: its own, any public or
     /// unlisted one (administrators: any). None otherwise.
     pub async fn spell(&self, account: &AccountRow, slug: &str) -> Result<Option<Spell>, StoreError> {
+        // No slug or id has control characters (PostgreSQL refuses a NUL in a query).
+        if slug.is_empty() || slug.len() > 200 || slug.chars().any(char::is_control) {
+            return Ok(None);
+        }
         match self.store.spell(slug).await? {
             Some(row) if visible(account, &row) => Ok(Some(self.spell_view(&row).await?.0)),
             _ => Ok(None),
