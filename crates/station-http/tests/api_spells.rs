@@ -258,3 +258,116 @@ async fn a_two_step_spell_is_saved_and_cast_over_rest_with_signed_webhooks() {
         s2.stop().await;
     }
 }
+
+/// Parses SSE text into `(event, data)` pairs.
+fn parse_events(text: &str) -> Vec<(String, Value)> {
+    let mut out = vec![];
+    for block in text.split("\n\n") {
+        let (mut event, mut data) = (String::new(), String::new());
+        for line in block.lines() {
+            if let Some(e) = line.strip_prefix("event:") {
+                event = e.trim().to_string();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                data += d.trim_start();
+            }
+        }
+        if !event.is_empty() {
+            out.push((event, serde_json::from_str(&data).unwrap()));
+        }
+    }
+    out
+}
+
+/// Reads an SSE stream until it ends; `first` fires once the first event is in.
+async fn read_events(mut resp: reqwest::Response, first: tokio::sync::oneshot::Sender<()>) -> Vec<(String, Value)> {
+    let mut first = Some(first);
+    let mut text = String::new();
+    let read = async {
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+            if text.contains("\n\n")
+                && let Some(f) = first.take()
+            {
+                let _ = f.send(());
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read).await.expect("the stream ends");
+    parse_events(&text)
+}
+
+/// resize → flip, native tools: the image is an exposed input.
+fn resize_flip(slug: &str) -> Value {
+    json!({
+        "slug": slug, "name": "Shrink and mirror", "visibility": "public",
+        "steps": [
+            {"tool": "resize", "params": {"scale": 0.5}, "inputs_from": {"image": "input.image"}},
+            {"tool": "flip", "params": {"direction": "horizontal"}, "inputs_from": {"image": "step1.output[0]"}},
+        ],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cast_is_followed_live_over_server_sent_events_until_its_result() {
+    for db in testing::all().await {
+        let s = serve(&db, false, |_| {}).await;
+        let k = s.kind;
+        let a = s.post("/api/v1/spells", &s.alice_key, resize_flip("shrink-mirror")).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+        let up = s.upload(&s.bob_key, common::png(64, 32), "in.png").await;
+        let image = format!("media:{}", up.body["id"].as_str().unwrap());
+        // No workers yet: the cast waits queued while the stream opens.
+        let a =
+            s.post("/api/v1/casts", &s.bob_key, json!({"spell": "shrink-mirror", "inputs": {"image": image}})).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+        let id = a.body["id"].as_str().unwrap().to_string();
+
+        // Another account cannot follow it.
+        let other = s.http.get(s.url(&format!("/api/v1/casts/{id}/events"))).bearer_auth(&s.alice_key).send().await;
+        assert_eq!(other.unwrap().status(), StatusCode::NOT_FOUND, "{k}");
+
+        let resp =
+            s.http.get(s.url(&format!("/api/v1/casts/{id}/events"))).bearer_auth(&s.bob_key).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{k}");
+        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        let (first, first_in) = tokio::sync::oneshot::channel();
+        let reader = tokio::spawn(read_events(resp, first));
+        first_in.await.unwrap();
+        let workers = station_core::Workers::start(&s.station);
+        let events = reader.await.unwrap();
+        workers.shutdown().await;
+
+        let kinds: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+        let statuses: Vec<(&str, i64)> = events
+            .iter()
+            .filter(|(e, _)| e == "status")
+            .map(|(_, d)| (d["status"].as_str().unwrap(), d["step"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(statuses.first(), Some(&("running", 1)), "{k}: {events:?}");
+        assert!(statuses.contains(&("running", 2)), "{k}: the second step is announced: {events:?}");
+        assert_eq!(statuses.last(), Some(&("succeeded", 2)), "{k}: {events:?}");
+        let first = &events[0].1;
+        assert_eq!(first["steps_total"], 2);
+        assert_eq!(first["tool"], "Resize");
+        assert!(first["progress_text"].as_str().unwrap().starts_with("step 1 of 2: Resize"), "{k}: {first}");
+        let texts: Vec<&str> =
+            events.iter().filter(|(e, _)| e == "progress").map(|(_, d)| d["progress_text"].as_str().unwrap()).collect();
+        assert!(texts.iter().any(|t| t.starts_with("step 2 of 2: Flip")), "{k}: {texts:?}");
+        let fractions: Vec<f64> =
+            events.iter().filter(|(e, _)| e == "progress").map(|(_, d)| d["fraction"].as_f64().unwrap()).collect();
+        assert!(fractions.windows(2).all(|w| w[0] <= w[1]), "{k}: progress never goes back: {fractions:?}");
+        assert_eq!(fractions.last(), Some(&1.0), "{k}: {fractions:?}");
+        assert_eq!(kinds.last(), Some(&"result"), "{k}: {kinds:?}");
+        let done = s.get(&format!("/api/v1/casts/{id}"), &s.bob_key).await.body;
+        assert_eq!(events.last().unwrap().1["outputs"][0]["id"], done["outputs"][0], "{k}: {done}");
+
+        // A stream opened on an ended cast answers its end state and closes.
+        let resp =
+            s.http.get(s.url(&format!("/api/v1/casts/{id}/events"))).bearer_auth(&s.bob_key).send().await.unwrap();
+        let (first, _) = tokio::sync::oneshot::channel();
+        let again = read_events(resp, first).await;
+        let kinds: Vec<&str> = again.iter().map(|(e, _)| e.as_str()).collect();
+        assert_eq!(kinds, ["status", "progress", "result"], "{k}: {again:?}");
+        s.stop().await;
+    }
+}
