@@ -371,3 +371,107 @@ async fn a_cast_is_followed_live_over_server_sent_events_until_its_result() {
         s.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_urls_of_a_generation_and_a_cast_get_their_signed_end_events() {
+    for db in testing::all().await {
+        let s = serve(&db, true, |c| {
+            c.webhooks.allow_private = true;
+            c.webhooks.retry_base_ms = 50;
+        })
+        .await;
+        let k = s.kind;
+        let (url, seen) = receiver().await;
+        let a = s.post("/api/v1/spells", &s.alice_key, resize_flip("mirror-cb")).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+        let up = s.upload(&s.bob_key, common::png(64, 32), "in.png").await;
+        let image = format!("media:{}", up.body["id"].as_str().unwrap());
+
+        // A bad callback_url is refused by name, nothing queued.
+        let a = s
+            .post(
+                "/api/v1/generations",
+                &s.bob_key,
+                json!({"tool": "flip", "params": {"image": image}, "callback_url": "ftp://example.com/x"}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{k}: {}", a.body);
+        assert_eq!(a.fields(), ["callback_url"], "{k}: {}", a.body);
+
+        let a = s
+            .post(
+                "/api/v1/generations",
+                &s.bob_key,
+                json!({"tool": "flip", "params": {"image": image}, "callback_url": url}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+        let job = a.body["id"].as_str().unwrap().to_string();
+        let a = s
+            .post(
+                "/api/v1/casts",
+                &s.bob_key,
+                json!({"spell": "mirror-cb", "inputs": {"image": image}, "callback_url": url}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+        let cast = a.body["id"].as_str().unwrap().to_string();
+        assert_eq!(wait_cast(&s, &s.bob_key, &cast).await["status"], "succeeded");
+        assert_eq!(s.wait(&s.bob_key, &job).await["status"], "succeeded");
+
+        // Exactly the two requested ends (not the cast's steps), each retried after a 500.
+        let log = wait_for("two delivered callbacks", async || {
+            let log = s.get("/api/v1/account/webhooks/deliveries", &s.bob_key).await.body;
+            let list = log["deliveries"].as_array()?.clone();
+            (list.len() == 2 && list.iter().all(|d| d["state"] == "delivered")).then_some(list)
+        })
+        .await;
+        let mut ids: Vec<String> = log.iter().map(|d| d["event_id"].as_str().unwrap().to_string()).collect();
+        ids.sort();
+        assert_eq!(ids, [format!("cast.succeeded:{cast}"), format!("generation.succeeded:{job}")], "{k}");
+        let secret = s.get("/api/v1/account/webhooks/callback-secret", &s.bob_key).await.body["secret"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let again = s.get("/api/v1/account/webhooks/callback-secret", &s.bob_key).await.body;
+        assert_eq!(again["secret"], json!(secret), "{k}: one secret per account");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 4, "{k}: each event twice (a 500, then 200): {seen:?}");
+        for (event_id, sig, body) in &seen {
+            assert!(verify(&secret, sig, body), "{k}: signature of {event_id} verifies");
+            let v: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(v["id"], json!(event_id));
+        }
+        let gen_event = seen.iter().find(|(e, _, _)| e.starts_with("generation.")).unwrap();
+        let body: Value = serde_json::from_str(&gen_event.2).unwrap();
+        assert_eq!(body["type"], "generation.succeeded");
+        assert_eq!(body["data"]["id"], json!(job));
+        // The rows are written once: another sweep enqueues nothing.
+        assert_eq!(s.station.enqueue_webhook_events().await.unwrap(), 0, "{k}");
+        s.stop().await;
+
+        // Without allow_private, a private callback_url is refused everywhere.
+        let db2 = match k {
+            "sqlite" => testing::sqlite().await,
+            _ => testing::postgres().await.unwrap(),
+        };
+        let s2 = serve(&db2, false, |_| {}).await;
+        let a = s2.post("/api/v1/spells", &s2.alice_key, resize_flip("mirror-private")).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+        let up = s2.upload(&s2.bob_key, common::png(8, 8), "in.png").await;
+        let image = format!("media:{}", up.body["id"].as_str().unwrap());
+        let private = "http://127.0.0.1:9/hook";
+        for (path, body) in [
+            ("/api/v1/generations", json!({"tool": "flip", "params": {"image": image}, "callback_url": private})),
+            ("/api/v1/casts", json!({"spell": "mirror-private", "inputs": {"image": image}, "callback_url": private})),
+            ("/api/v1/trainings", json!({"dataset": "none", "callback_url": private})),
+        ] {
+            let a = s2.post(path, &s2.bob_key, body).await;
+            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{k} {path}: {}", a.body);
+            assert_eq!(a.fields(), ["callback_url"], "{k} {path}: {}", a.body);
+        }
+        let jobs = s2.get("/api/v1/generations", &s2.bob_key).await.body;
+        assert_eq!(jobs["items"].as_array().map(Vec::len), Some(0), "{k}: nothing was queued: {jobs}");
+        s2.stop().await;
+    }
+}

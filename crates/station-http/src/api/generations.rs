@@ -196,6 +196,11 @@ pub struct CreateGeneration {
     confirmed: Option<bool>,
     /// Scheduling priority (administrators only; others are capped at 0).
     priority: Option<i64>,
+    /// An http(s) URL that is sent the generation's end (`generation.succeeded`,
+    /// `generation.failed`, `generation.cancelled`) as a signed webhook event;
+    /// signed with your callback secret (GET /api/v1/account/webhooks/callback-secret).
+    #[schema(max_length = 2000)]
+    callback_url: Option<String>,
 }
 
 /// `POST /api/v1/generations` as `multipart/form-data`: text parts `tool`,
@@ -341,7 +346,7 @@ async fn create_generation(State(station): State<Station>, Caller(a): Caller, re
         return create_from_form(&station, &a, form, key).await;
     } else {
         let body = <Json<Value> as FromRequest<Station>>::from_request(req, &station).await;
-        let obj = object(body, &["tool", "params", "confirmed", "priority"])?;
+        let obj = object(body, &["tool", "params", "confirmed", "priority", "callback_url"])?;
         let priority = match obj.get("priority") {
             None | Some(Value::Null) => 0,
             Some(v) => v.as_i64().ok_or_else(|| ApiError::invalid("priority", "expected a whole number"))?,
@@ -352,6 +357,7 @@ async fn create_generation(State(station): State<Station>, Caller(a): Caller, re
             confirmed: optional_bool(&obj, "confirmed")?,
             priority,
             idempotency_key: key,
+            callback_url: super::optional_str(&obj, "callback_url")?,
             ..Default::default()
         }
     };
