@@ -475,3 +475,76 @@ async fn callback_urls_of_a_generation_and_a_cast_get_their_signed_end_events() 
         s2.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creator_share_moves_from_caster_to_owner_with_each_capture() {
+    for db in testing::all().await {
+        let s = serve(&db, true, |c| {
+            // Each native step costs 55 points; 10 % of 55 is 5 (rounded down).
+            c.points.multiplier = 55.0;
+            c.points.free_daily = 0;
+            c.points.starting_grant = 1000;
+            c.spells.creator_share_percent = 10;
+        })
+        .await;
+        let k = s.kind;
+        let a = s.post("/api/v1/spells", &s.alice_key, resize_flip("shared-mirror")).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+        let up = s.upload(&s.bob_key, common::png(64, 32), "in.png").await;
+        let image = format!("media:{}", up.body["id"].as_str().unwrap());
+        let bob_before = s.get("/api/v1/points", &s.bob_key).await.body;
+        let alice_before = s.get("/api/v1/points", &s.alice_key).await.body;
+        let a = s
+            .post(
+                "/api/v1/casts",
+                &s.bob_key,
+                json!({"spell": "shared-mirror", "inputs": {"image": image}, "confirmed": true}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+        assert_eq!(a.body["price"], 110, "{k}: {}", a.body);
+        let done = wait_cast(&s, &s.bob_key, a.body["id"].as_str().unwrap()).await;
+        assert_eq!(done["status"], "succeeded", "{k}: {done}");
+        let bal = |v: &Value, f: &str| v[f].as_i64().unwrap();
+        let bob = wait_for("both steps settled", async || {
+            let b = s.get("/api/v1/points", &s.bob_key).await.body;
+            (bal(&b, "held") == bal(&bob_before, "held")).then_some(b)
+        })
+        .await;
+        let alice = s.get("/api/v1/points", &s.alice_key).await.body;
+        assert_eq!(bal(&bob_before, "balance") - bal(&bob, "balance"), 110, "{k}: the caster pays the price: {bob}");
+        assert_eq!(bal(&alice, "balance") - bal(&alice_before, "balance"), 10, "{k}: 5 + 5 to the owner: {alice}");
+
+        // Each step: the caster's capture and the owner's reward, one of each.
+        for step in done["steps"].as_array().unwrap() {
+            let job = step["job_id"].as_str().unwrap();
+            let entries = s.store.ledger_for_job(job).await.unwrap();
+            let kinds: Vec<(&str, &str, i64)> =
+                entries.iter().map(|e| (e.kind.as_str(), e.account_id.as_str(), e.amount)).collect();
+            assert!(kinds.contains(&("capture", s.bob.id.as_str(), -55)), "{k}: {kinds:?}");
+            assert!(kinds.contains(&("reward", s.alice.id.as_str(), 5)), "{k}: {kinds:?}");
+            assert_eq!(kinds.iter().filter(|e| e.0 == "reward").count(), 1, "{k}: {kinds:?}");
+            // Settling again moves nothing.
+            s.station.settle_job(job, "test").await.unwrap();
+            assert_eq!(s.store.ledger_for_job(job).await.unwrap().len(), entries.len(), "{k}");
+        }
+        assert_eq!(s.station.audit_points().await.unwrap(), vec![], "{k}");
+
+        // The owner casting their own spell pays no share to themselves.
+        let up = s.upload(&s.alice_key, common::png(64, 32), "in.png").await;
+        let image = format!("media:{}", up.body["id"].as_str().unwrap());
+        let a = s
+            .post(
+                "/api/v1/casts",
+                &s.alice_key,
+                json!({"spell": "shared-mirror", "inputs": {"image": image}, "confirmed": true}),
+            )
+            .await;
+        let done = wait_cast(&s, &s.alice_key, a.body["id"].as_str().unwrap()).await;
+        for step in done["steps"].as_array().unwrap() {
+            let entries = s.store.ledger_for_job(step["job_id"].as_str().unwrap()).await.unwrap();
+            assert!(entries.iter().all(|e| e.kind != "reward"), "{k}: {entries:?}");
+        }
+        s.stop().await;
+    }
+}
