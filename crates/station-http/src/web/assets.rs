@@ -24,6 +24,7 @@ pub const FILES: &[(&str, &str, &[u8])] = &[
     ("queue.js", "text/javascript; charset=utf-8", include_bytes!("../../web/queue.js")),
     ("collections.js", "text/javascript; charset=utf-8", include_bytes!("../../web/collections.js")),
     ("training.js", "text/javascript; charset=utf-8", include_bytes!("../../web/training.js")),
+    ("spells.js", "text/javascript; charset=utf-8", include_bytes!("../../web/spells.js")),
     ("icon.svg", "image/svg+xml", include_bytes!("../../web/icon.svg")),
 ];
 
