@@ -470,6 +470,15 @@ async fn callback_urls_of_a_generation_and_a_cast_get_their_signed_end_events() 
             assert_eq!(a.status, StatusCode::BAD_REQUEST, "{k} {path}: {}", a.body);
             assert_eq!(a.fields(), ["callback_url"], "{k} {path}: {}", a.body);
         }
+        // The same as a form with the image uploaded in it: refused before the upload is stored.
+        let form = reqwest::multipart::Form::new()
+            .text("tool", "flip")
+            .text("callback_url", private)
+            .part("image", reqwest::multipart::Part::bytes(common::png(8, 8)).file_name("in.png"));
+        let r = s2.http.post(s2.url("/api/v1/generations")).bearer_auth(&s2.bob_key).multipart(form).send().await;
+        let a = Server::answer(r.unwrap()).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{k} form: {}", a.body);
+        assert_eq!(a.fields(), ["callback_url"], "{k} form: {}", a.body);
         let jobs = s2.get("/api/v1/generations", &s2.bob_key).await.body;
         assert_eq!(jobs["items"].as_array().map(Vec::len), Some(0), "{k}: nothing was queued: {jobs}");
         s2.stop().await;

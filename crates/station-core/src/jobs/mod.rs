@@ -146,6 +146,7 @@ impl Station {
         req: &SubmitRequest,
         pending: &[String],
     ) -> Result<(), SubmitError> {
+        self.check_callback_url(req.callback_url.as_deref()).await?;
         let a = self.assess(account, req, pending, station_store::now_ms()).await?;
         let price = a.prepared.price;
         if !req.confirmed

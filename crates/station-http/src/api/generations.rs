@@ -215,6 +215,8 @@ pub struct CreateGenerationForm {
     params: Option<String>,
     /// `true` to accept a price above your confirmation threshold.
     confirmed: Option<String>,
+    /// An http(s) URL sent the generation's end as a signed webhook event.
+    callback_url: Option<String>,
     /// An image file for the input named like the part (e.g. `image`).
     #[schema(value_type = String, format = Binary)]
     image: Option<Vec<u8>>,
@@ -382,6 +384,7 @@ async fn create_from_form(
     let mut tool = None;
     let mut params = Map::new();
     let mut confirmed = false;
+    let mut callback_url = None;
     let mut files: Vec<(String, Vec<u8>)> = vec![];
     let bad = super::media::bad_form;
     let mut problems: Vec<ApiError> = vec![];
@@ -424,6 +427,7 @@ async fn create_from_form(
             },
             "params" => {}
             "confirmed" => confirmed = matches!(text.trim(), "true" | "1" | "on" | "yes"),
+            "callback_url" => callback_url = Some(text.trim().to_string()),
             // A text part named after a parameter sets it (HTML forms).
             other if !other.is_empty() => {
                 params.insert(other.to_string(), Value::String(text));
@@ -472,7 +476,14 @@ async fn create_from_form(
             params.insert(name.clone(), typed);
         }
     }
-    let req = SubmitRequest { tool: def.id.clone(), params, confirmed, idempotency_key: key, ..Default::default() };
+    let req = SubmitRequest {
+        tool: def.id.clone(),
+        params,
+        confirmed,
+        idempotency_key: key,
+        callback_url,
+        ..Default::default()
+    };
     if !problems.is_empty() {
         // Name every bad field at once: the parameters' problems too.
         let names: Vec<String> = checked.iter().map(|(n, _)| n.clone()).collect();
