@@ -962,7 +962,7 @@ async fn cast_a_spell_in_chat(db: TestDb) {
         second.edits.iter().all(|v| v.blocks.iter().any(|b| matches!(b, Block::Progress { .. }))),
         "[{k}] every earlier version was the cast's progress"
     );
-    let shown: Vec<String> = second.edits.iter().map(|v| v.plain_text()).collect();
+    let shown: Vec<String> = second.edits.iter().map(station_flows::View::plain_text).collect();
     assert!(shown.iter().any(|t| t.contains("of 2")), "[{k}] progress names the step: {shown:?}");
     env.settled().await;
     let msgs = env.platform.messages(&env.conv.chat);
