@@ -417,3 +417,39 @@ async fn training_publish_dir() {
         publish_dir_gets_the_file(db).await;
     }
 }
+
+/// With only an SDXL checkpoint on the backends, a training asked without a
+/// base model is quoted on the SDXL definition (its own price per step), and
+/// asking for SD1.5 names the missing checkpoint.
+async fn sdxl_when_the_backends_have_sdxl(db: TestDb) {
+    let env = setup(db, false).await;
+    let kind = env.db.kind;
+    env.fake.set_models("checkpoints", &["sd_xl_base_1.0.safetensors"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.station.trainable_base_models().await != ["SDXL"] {
+        assert!(Instant::now() < deadline, "{kind}: the backend's SDXL checkpoint never showed");
+        env.station.reload_models().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.station.create_dataset(&env.account, "Ink style", None).await.unwrap();
+    for i in 0..4 {
+        env.station.add_dataset_image(&env.account, "ink-style", png(i), "").await.unwrap();
+    }
+    let req =
+        TrainingRequest { dataset: "ink-style".into(), settings: settings(json!({"steps": 8})), ..Default::default() };
+    let quote = env.station.quote_training(&env.account, &req).await.unwrap();
+    assert_eq!((quote.definition.as_str(), quote.base_model.as_str()), ("lora-sdxl", "SDXL"), "{kind}");
+    assert_eq!(quote.price, 2, "{kind}: 8 steps × 0.25 point");
+    assert_eq!(quote.settings["checkpoint"], "sd_xl_base_1.0.safetensors", "{kind}");
+    let sd15 = TrainingRequest { base_model: Some("SD1.5".into()), ..req };
+    let err = env.station.quote_training(&env.account, &sd15).await.unwrap_err();
+    assert!(err.to_string().contains("checkpoint"), "{kind}: {err}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_sdxl_definition() {
+    for db in testing::all().await {
+        sdxl_when_the_backends_have_sdxl(db).await;
+    }
+}

@@ -106,6 +106,7 @@ pub fn describe_action(action: &str) -> &str {
         "model.set" => "changed a model's catalog entry",
         "flag.set" => "set a feature flag",
         "flag.unset" => "removed a feature flag",
+        "wallets.rescan" => "rescanned a chain for deposits",
         other => other,
     }
 }

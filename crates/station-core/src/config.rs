@@ -67,6 +67,12 @@ pub struct Config {
     pub spells: SpellsConfig,
     /// LoRA training: dataset sizes and where trained files are published.
     pub training: TrainingConfig,
+    /// Alerts: rules watched in the background and the sinks told when one
+    /// fires and when it resolves (see `station_core::alerts`).
+    pub alerts: AlertsConfig,
+    /// Wallets: EVM chains watched for deposits, linking by signature or
+    /// magic deposit.
+    pub wallets: WalletsConfig,
     /// Operator's choice of tool for a chat command, overriding the tools'
     /// own `command` (e.g. `upscale = "resize"` sends `/upscale` to the native
     /// resize tool instead of the ComfyUI one).
@@ -205,6 +211,74 @@ pub struct MediaConfig {
     pub auto_watermark_scale: f32,
     /// Distance of the automatic watermark from the image edges, in pixels.
     pub auto_watermark_margin: u32,
+    /// Where blobs (uploads, results, thumbnails, fitted copies) are kept:
+    /// `local` (the `media_dir` folder of this machine) or `s3` (the bucket
+    /// of `[media.s3]`, shared by every process pointed at it).
+    pub store: MediaStoreKind,
+    /// With `store = "s3"`: answer downloads with a redirect to a URL
+    /// presigned for this many seconds instead of streaming the bytes
+    /// through Station. Unset: streamed.
+    pub presign_seconds: Option<u64>,
+    /// The bucket for `store = "s3"`.
+    pub s3: S3Config,
+}
+
+/// Where media blobs are kept ([`MediaConfig::store`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaStoreKind {
+    /// Files in `media_dir`.
+    #[default]
+    Local,
+    /// An S3-compatible bucket (`[media.s3]`).
+    S3,
+}
+
+/// An S3-compatible bucket for media (`[media.s3]`, `STATION_MEDIA_S3_*`).
+/// Credentials left unset come from the standard `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` variables.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// The bucket's name (it must exist).
+    pub bucket: String,
+    /// Key prefix for Station's objects in the bucket (`""`: its root).
+    pub prefix: String,
+    /// Endpoint of an S3-compatible service (MinIO, R2, Ceph, ...); unset: AWS.
+    pub endpoint: Option<String>,
+    /// Region requests are signed for.
+    pub region: String,
+    /// Access key id; unset: `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// Secret access key; unset: `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<String>,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            bucket: String::new(),
+            prefix: String::new(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            access_key_id: None,
+            secret_access_key: None,
+        }
+    }
+}
+
+impl S3Config {
+    /// The media crate's settings for this bucket.
+    pub fn settings(&self) -> station_media::ObjectStoreSettings {
+        station_media::ObjectStoreSettings {
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+        }
+    }
 }
 
 /// `points.max_amount` by default: 10^12 points.
@@ -295,6 +369,81 @@ fn percent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     Ok(v)
 }
 
+/// Alerts: rules, sinks and how messages are sent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// How often the rules are evaluated (one process at a time evaluates).
+    pub evaluate_every_ms: u64,
+    /// While a rule keeps firing, say so again this often; 0 = never.
+    pub reminder_minutes: u64,
+    /// First retry of a message a sink did not take; doubles each attempt, at most an hour.
+    pub retry_base_ms: u64,
+    /// Messages are retried this long, then given up.
+    pub give_up_hours: u64,
+    /// One webhook attempt, connecting included.
+    pub timeout_seconds: u64,
+    /// The rules (`[[alerts.rules]]`).
+    pub rules: Vec<AlertRuleConfig>,
+    /// Where messages go (`[[alerts.sinks]]`).
+    pub sinks: Vec<AlertSinkConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            evaluate_every_ms: 30_000,
+            reminder_minutes: 0,
+            retry_base_ms: 10_000,
+            give_up_hours: 24,
+            timeout_seconds: 5,
+            rules: vec![],
+            sinks: vec![],
+        }
+    }
+}
+
+/// One alert rule as configured. Which keys a kind takes:
+/// `backend_down` (`minutes` down), `queue_age` (`minutes` waited, optional
+/// `service`), `failure_rate` (`percent` over `minutes`, at least
+/// `min_jobs` ended, optional `service`), `disk_free` (`percent` free
+/// below), `chain_lag` (`blocks` and/or `minutes` behind, optional `chain`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertRuleConfig {
+    /// The rule's name in messages and `station alerts list` (default: its kind).
+    pub name: Option<String>,
+    /// `backend_down`, `queue_age`, `failure_rate`, `disk_free` or `chain_lag`.
+    pub kind: String,
+    /// Minutes (see the kinds).
+    pub minutes: Option<f64>,
+    /// Percent (see the kinds).
+    pub percent: Option<f64>,
+    /// `failure_rate`: fewer ended jobs in the window never fire (default 10).
+    pub min_jobs: Option<u64>,
+    /// `queue_age`, `failure_rate`: only this service (default: each service).
+    pub service: Option<String>,
+    /// `chain_lag`: blocks behind the chain's head.
+    pub blocks: Option<u64>,
+    /// `chain_lag`: only this chain (default: each chain watched).
+    pub chain: Option<String>,
+}
+
+/// One place alert messages go.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSinkConfig {
+    /// The sink's name (default: its kind, numbered when repeated).
+    pub name: Option<String>,
+    /// `telegram` (a chat id or @channel), `discord` (a channel id) or
+    /// `webhook` (a URL); chat kinds need that bot configured.
+    pub kind: String,
+    /// The chat, channel or URL.
+    pub target: String,
+    /// `webhook`: sign bodies with this secret (`X-Station-Signature`, as account webhooks).
+    pub secret: Option<String>,
+}
+
 /// Per-account limits.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -342,6 +491,98 @@ impl Default for CollectionsConfig {
     fn default() -> Self {
         CollectionsConfig { export_ttl_hours: 24, max_items: 1000 }
     }
+}
+
+/// Wallets and on-chain deposits (`[wallets]`, chains as `[[wallets.chains]]`;
+/// in the environment `STATION_WALLETS_CHAINS` takes the chains as a JSON
+/// array). Checked when Station opens: every error names its chain and key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalletsConfig {
+    /// How long a sign-in-with-Ethereum challenge may be signed, in minutes (at most 15).
+    pub challenge_minutes: u64,
+    /// How long a magic-deposit quote is valid, in minutes (at most 15).
+    pub quote_minutes: u64,
+    /// The chains deposits are accepted on.
+    pub chains: Vec<ChainConfig>,
+}
+
+impl Default for WalletsConfig {
+    fn default() -> Self {
+        WalletsConfig { challenge_minutes: 10, quote_minutes: 15, chains: vec![] }
+    }
+}
+
+/// One EVM chain (`[[wallets.chains]]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// EIP-155 chain id (1 Ethereum, 8453 Base, 31337 a local anvil, …).
+    pub id: u64,
+    /// Name shown to people.
+    pub name: String,
+    /// JSON-RPC endpoint (`https://…` or `http://127.0.0.1:8545`).
+    pub rpc_url: String,
+    /// The operator's address (or vault contract) deposits are sent to.
+    pub deposit_address: String,
+    /// Blocks a deposit needs (its own included) before it is credited;
+    /// default 12, or 1 on development chains (31337, 1337).
+    #[serde(default)]
+    pub confirmations: Option<u64>,
+    /// Block the watcher starts at the first time; default: the chain's head then.
+    #[serde(default)]
+    pub start_block: Option<u64>,
+    /// Time between two looks at the chain, in milliseconds.
+    #[serde(default = "default_chain_poll_ms")]
+    pub poll_ms: u64,
+    /// Most blocks read in one step.
+    #[serde(default = "default_chain_batch")]
+    pub max_blocks_per_poll: u64,
+    /// Largest magic amount quoted, in the native coin's smallest unit
+    /// (default 10^9: at most 1 gwei on an 18-decimal coin).
+    #[serde(default = "default_magic_cap")]
+    pub magic_cap: u64,
+    /// Accepted assets: the native coin (no `token`) and ERC-20 tokens.
+    #[serde(default)]
+    pub assets: Vec<AssetConfig>,
+}
+
+fn default_chain_poll_ms() -> u64 {
+    2000
+}
+
+fn default_chain_batch() -> u64 {
+    100
+}
+
+fn default_magic_cap() -> u64 {
+    1_000_000_000
+}
+
+/// One accepted asset of a chain (`[[wallets.chains.assets]]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AssetConfig {
+    /// Symbol shown to people (`ETH`, `USDC`).
+    pub symbol: String,
+    /// The ERC-20 contract's address; unset for the chain's native coin.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Decimals of the asset (18 for ETH, 6 for USDC): one whole unit is
+    /// 10^decimals smallest units.
+    #[serde(default = "default_decimals")]
+    pub decimals: u32,
+    /// Points credited for one whole unit; a deposit of `n` smallest units
+    /// gives `floor(n × points_per_unit / 10^decimals)` points (integers only).
+    pub points_per_unit: u64,
+    /// Smallest deposit credited, in whole units as decimal text (`"0.01"`);
+    /// smaller deposits are recorded and not credited.
+    #[serde(default)]
+    pub minimum: Option<String>,
+}
+
+fn default_decimals() -> u32 {
+    18
 }
 
 /// LoRA training settings.
@@ -393,6 +634,8 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             spells: SpellsConfig::default(),
             training: TrainingConfig::default(),
+            alerts: AlertsConfig::default(),
+            wallets: WalletsConfig::default(),
             commands: Default::default(),
             sections: Sections::default(),
         }
@@ -441,6 +684,9 @@ impl Default for MediaConfig {
             auto_watermark_opacity: 0.5,
             auto_watermark_scale: 0.2,
             auto_watermark_margin: 16,
+            store: MediaStoreKind::Local,
+            presign_seconds: None,
+            s3: S3Config::default(),
         }
     }
 }
@@ -1187,6 +1433,26 @@ mod tests {
             assert!(names.contains(&(key.to_string(), var.to_string())), "{key} missing: {names:?}");
         }
         assert!(!Config::default().env_names().iter().any(|(k, _)| k.starts_with("chat.")));
+    }
+
+    #[test]
+    fn wallet_chains_come_from_the_file_or_the_environment() {
+        let (_d, f) = file(
+            "[[wallets.chains]]\nid = 31337\nname = \"Local\"\nrpc_url = \"http://127.0.0.1:8545\"\n\
+             deposit_address = \"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"\n\
+             [[wallets.chains.assets]]\nsymbol = \"ETH\"\npoints_per_unit = 1000\nminimum = \"0.01\"\n",
+        );
+        let c = Config::load_with_env(Some(&f), &sections(), env(&[])).unwrap();
+        let chain = &c.wallets.chains[0];
+        assert_eq!((chain.id, chain.confirmations, chain.assets[0].decimals), (31337, None, 18));
+        assert_eq!(chain.assets[0].minimum.as_deref(), Some("0.01"));
+        let json = r#"[{"id":1,"name":"Ethereum","rpc_url":"https://rpc.example","deposit_address":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8","assets":[{"symbol":"USDC","token":"0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48","decimals":6,"points_per_unit":100}]}]"#;
+        let c = Config::load_with_env(None, &sections(), env(&[("STATION_WALLETS_CHAINS", json)])).unwrap();
+        assert_eq!(c.wallets.chains[0].assets[0].token.as_deref(), Some("0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"));
+        let err = Config::load_with_env(None, &sections(), env(&[("STATION_WALLETS_CHAINS", "[{\"id\":1}]")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing field `name`"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `station doctor`'s findings: one [`Check`] per thing looked at, with what
 //! to do when it is not right. The core checks what it owns (configuration,
-//! database, migrations, disk, tools); the ComfyUI pool and the chat
+//! database, migrations, disk, media store, tools); the ComfyUI pool and the chat
 //! adapters add theirs in the same shape.
 
 use std::path::Path;
@@ -88,6 +88,7 @@ impl Station {
             Err(e) => out.push(Check::fail("migrations", format!("cannot be read: {e}"), "fix the database first")),
         }
         out.push(disk(&self.config.data_dir));
+        out.push(self.media_store_check().await);
         let tools = self.tools.list();
         if tool_problems.is_empty() {
             out.push(Check::ok("tools", format!("{} loaded from {}", tools.len(), self.config.tools_dir().display())));
@@ -101,6 +102,26 @@ impl Station {
             }
         }
         out
+    }
+}
+
+impl Station {
+    /// Where media is kept and whether it answers: the folder, or the
+    /// bucket (one listing request, so a missing bucket or refused
+    /// credentials show here).
+    async fn media_store_check(&self) -> Check {
+        let Some(location) = self.media.store_location() else {
+            return Check::ok("media store", format!("files in {}", self.config.media_dir().display()));
+        };
+        match self.media.check_store().await {
+            Ok(()) => Check::ok("media store", format!("{location} answers")),
+            Err(e) => Check::fail(
+                "media store",
+                e,
+                "create the bucket, or correct [media.s3] (STATION_MEDIA_S3_BUCKET, STATION_MEDIA_S3_ENDPOINT, \
+                 STATION_MEDIA_S3_ACCESS_KEY_ID, STATION_MEDIA_S3_SECRET_ACCESS_KEY or AWS_*)",
+            ),
+        }
     }
 }
 
@@ -119,15 +140,23 @@ fn data_folder(dir: &Path) -> Check {
     }
 }
 
+/// Free and total bytes of the file system holding `dir`, as an
+/// unprivileged user sees them (the doctor's disk check and the
+/// `disk_free` alert rule measure the same way).
+pub fn disk_space(dir: &Path) -> Result<(u64, u64), String> {
+    let stat = rustix::fs::statvfs(dir).map_err(|e| e.to_string())?;
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    let total = stat.f_blocks.saturating_mul(stat.f_frsize).max(1);
+    Ok((free, total))
+}
+
 fn disk(dir: &Path) -> Check {
-    let stat = match rustix::fs::statvfs(dir) {
+    let (free, total) = match disk_space(dir) {
         Ok(s) => s,
         Err(e) => {
             return Check::warn("disk", format!("free space of {} unknown: {e}", dir.display()), "check it with df");
         }
     };
-    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
-    let total = stat.f_blocks.saturating_mul(stat.f_frsize).max(1);
     let share = free as f64 / total as f64;
     let detail = format!("{} free of {} ({:.0} %) where {} is", gib(free), gib(total), share * 100.0, dir.display());
     let fix = "free space or move data_dir: media, the database and uploads all live there";
@@ -140,6 +169,6 @@ fn disk(dir: &Path) -> Check {
     }
 }
 
-fn gib(bytes: u64) -> String {
+pub(crate) fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }

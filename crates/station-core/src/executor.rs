@@ -101,6 +101,63 @@ pub enum ExecError {
     WaitedTooLong(String),
 }
 
+/// The jobs of this process that wait on a remote run (a hosted provider's
+/// run id), each with the [`tokio::sync::Notify`] that wakes its waiter.
+/// A provider's webhook is a hint, never an outcome: it only makes the
+/// waiter ask the provider now instead of at its next poll.
+#[derive(Clone, Default)]
+pub struct RemoteHints(Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Notify>>>>);
+
+impl RemoteHints {
+    fn key(service: &str, remote_id: &str) -> String {
+        format!("{service}\u{1f}{remote_id}")
+    }
+
+    /// Registers a waiter for `remote_id` on `service` (replacing an earlier one).
+    pub(crate) fn register(&self, service: &str, remote_id: &str) -> HintWaiter {
+        let key = RemoteHints::key(service, remote_id);
+        let notify = Arc::new(tokio::sync::Notify::new());
+        self.0.lock().expect("hints lock").insert(key.clone(), notify.clone());
+        HintWaiter { hints: self.clone(), key, notify }
+    }
+
+    /// Wakes the waiter of `remote_id` on `service`, if this process has
+    /// one; false otherwise.
+    pub fn wake(&self, service: &str, remote_id: &str) -> bool {
+        let waiter = self.0.lock().expect("hints lock").get(&Self::key(service, remote_id)).cloned();
+        match waiter {
+            Some(n) => {
+                n.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A registration in [`RemoteHints`], removed when dropped.
+pub struct HintWaiter {
+    hints: RemoteHints,
+    key: String,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl HintWaiter {
+    /// Resolves at the next hint (one that came since the last call counts).
+    pub async fn hinted(&self) {
+        self.notify.notified().await;
+    }
+}
+
+impl Drop for HintWaiter {
+    fn drop(&mut self) {
+        let mut map = self.hints.0.lock().expect("hints lock");
+        if map.get(&self.key).is_some_and(|n| Arc::ptr_eq(n, &self.notify)) {
+            map.remove(&self.key);
+        }
+    }
+}
+
 /// Handed to an executor for one job: durable bookkeeping and progress.
 #[derive(Clone)]
 pub struct ExecContext {
@@ -118,6 +175,7 @@ pub struct ExecContext {
     /// The last `backend_ahead` written (None: none yet or unknown).
     pub(crate) last_ahead: Arc<std::sync::Mutex<Option<Option<i64>>>>,
     pub(crate) backend_wait: Option<std::time::Duration>,
+    pub(crate) hints: RemoteHints,
 }
 
 impl ExecContext {
@@ -139,6 +197,7 @@ impl ExecContext {
                 0 => None,
                 s => Some(std::time::Duration::from_secs(s)),
             },
+            hints: station.remote_hints.clone(),
         }
     }
 
@@ -249,6 +308,14 @@ impl ExecContext {
         }
     }
 
+    /// Registers this job as waiting on `remote_id` at `service` (a hosted
+    /// provider's run): [`crate::Station::hint_remote`] wakes the returned
+    /// waiter while it lives. The waiter must confirm with the provider
+    /// before recording anything: a hint proves nothing.
+    pub fn wait_for_hints(&self, service: &str, remote_id: &str) -> HintWaiter {
+        self.hints.register(service, remote_id)
+    }
+
     /// Publishes a preview image.
     pub fn preview(&self, mime: &str, data: Vec<u8>) {
         self.bus.publish(JobEvent::Preview {
@@ -308,4 +375,27 @@ pub trait Executor: Send + Sync + 'static {
     /// a file just appeared (a trained LoRA), so the next job using it is
     /// routed by a fresh list.
     async fn refresh(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RemoteHints;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_hint_wakes_only_its_registered_waiter_until_it_is_dropped() {
+        let hints = RemoteHints::default();
+        assert!(!hints.wake("comfydeploy", "run-1"), "nobody waits yet");
+        let waiter = hints.register("comfydeploy", "run-1");
+        assert!(!hints.wake("other", "run-1"), "another service's run of that id");
+        assert!(hints.wake("comfydeploy", "run-1"));
+        // The hint that came before the wait is kept for it.
+        tokio::time::timeout(Duration::from_secs(5), waiter.hinted()).await.expect("woken");
+        // A newer waiter for the run is not removed by the older one's drop.
+        let newer = hints.register("comfydeploy", "run-1");
+        drop(waiter);
+        assert!(hints.wake("comfydeploy", "run-1"));
+        drop(newer);
+        assert!(!hints.wake("comfydeploy", "run-1"), "forgotten with its waiter");
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod adapter_state;
 pub mod admin;
+pub mod alerts;
 pub mod audit;
 pub mod auth_cache;
 pub mod collections;
@@ -33,6 +34,7 @@ pub mod spells;
 pub mod stats;
 pub mod telemetry;
 pub mod training;
+pub mod wallets;
 pub mod watermark;
 pub mod webhooks;
 pub mod worker;
@@ -122,8 +124,15 @@ pub struct StationParts {
     pub auth_cache: Arc<auth_cache::AuthCache>,
     /// Feature flags as last read (see [`flags`]).
     pub flag_cache: Arc<flags::FlagCache>,
+    /// Who sends alert messages to chat sinks in this process (see [`alerts`]).
+    pub alert_senders: alerts::AlertSenders,
+    /// The configured chains of `[wallets]`, checked (see [`wallets`]).
+    pub wallet_chains: Arc<[wallets::Chain]>,
     /// Recent run times per tool for ETAs, read at most once a second.
     pub eta_cache: jobs::EtaCache,
+    /// Jobs of this process waiting on a hosted provider, by remote id: an
+    /// unsigned webhook only wakes them ([`Station::hint_remote`]).
+    pub remote_hints: executor::RemoteHints,
     /// Cancelled when the process begins to shut down ([`Station::begin_shutdown`]):
     /// long-lived streams (server-sent events) end on it.
     pub closing: tokio_util::sync::CancellationToken,
@@ -159,19 +168,34 @@ pub enum OpenError {
     /// The database could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] station_store::StoreError),
-    /// The media folder could not be opened.
-    #[error("media folder: {0}")]
+    /// The media store (folder or bucket) could not be opened or does not
+    /// answer: the sentence says which setting to look at.
+    #[error("media store: {0}")]
     Media(String),
     /// The automatic watermark settings are unusable.
     #[error("{0}")]
     Watermark(String),
+    /// The `[wallets]` section is unusable (names the chain and key).
+    #[error("{0}")]
+    Wallets(String),
 }
 
 impl Station {
     /// Opens the database (running migrations), the media store and the tool
     /// registry. Returns the tool files that failed to load, which never stop
     /// the others (nor start-up).
+    /// With `media.store = "s3"` one listing request checks the bucket and
+    /// the credentials, so a missing bucket or refused keys stop start-up
+    /// with a sentence saying which.
     pub async fn open(config: Config) -> Result<(Station, Vec<ToolLoadError>), OpenError> {
+        let (station, errors) = Self::open_without_media_check(config).await?;
+        station.media.check_store().await.map_err(OpenError::Media)?;
+        Ok((station, errors))
+    }
+
+    /// [`Station::open`] without checking that the media store answers:
+    /// for `station doctor`, which reports that as one of its findings.
+    pub async fn open_without_media_check(config: Config) -> Result<(Station, Vec<ToolLoadError>), OpenError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| OpenError::DataDir { path: config.data_dir.clone(), source })?;
         let store = Store::connect(&config.database_url()).await?;
@@ -201,7 +225,16 @@ impl Station {
 
     /// Like [`Station::open`] on an already migrated store (tests).
     pub fn with_store(config: Config, store: Store) -> Result<(Station, Vec<ToolLoadError>), OpenError> {
-        let blobs = station_media::MediaStore::open(config.media_dir()).map_err(|e| OpenError::Media(e.to_string()))?;
+        let blobs: Arc<dyn station_media::BlobStore> = match config.media.store {
+            config::MediaStoreKind::Local => Arc::new(
+                station_media::MediaStore::open(config.media_dir())
+                    .map_err(|e| OpenError::Media(format!("media_dir: {e}")))?,
+            ),
+            config::MediaStoreKind::S3 => Arc::new(
+                station_media::ObjectBlobStore::open(&config.media.s3.settings())
+                    .map_err(|e| OpenError::Media(format!("[media.s3]: {e}")))?,
+            ),
+        };
         let limits = station_media::DecodeLimits {
             max_bytes: config.media.max_bytes,
             max_pixels: config.media.max_pixels,
@@ -210,6 +243,8 @@ impl Station {
         };
         let auto_watermark =
             watermark::AutoWatermark::from_config(&config.media, limits).map_err(OpenError::Watermark)?;
+        let wallet_chains: Arc<[wallets::Chain]> =
+            wallets::chains_from_config(&config.wallets).map_err(OpenError::Wallets)?.into();
         let tools_dir = config.tools_dir();
         let (tools, errors) = ToolRegistry::load_with(Some(&tools_dir), config.tools.load_options());
         let rate_limits = Arc::new(identity::RateLimiter::new(config.limits.requests_per_minute));
@@ -217,11 +252,12 @@ impl Station {
             Arc::new(auth_cache::AuthCache::new(std::time::Duration::from_millis(config.limits.auth_cache_ms)));
         let station = Station(Arc::new(StationParts {
             media: MediaService::new(
-                Arc::new(blobs),
+                blobs,
                 store.clone(),
                 limits,
                 usize::try_from(config.media.decode_concurrency).unwrap_or(usize::MAX),
-            ),
+            )
+            .with_presign(config.media.presign_seconds),
             config: Arc::new(config),
             store,
             tools,
@@ -236,7 +272,10 @@ impl Station {
             rate_limits,
             auth_cache,
             flag_cache: Default::default(),
+            alert_senders: Default::default(),
             eta_cache: Default::default(),
+            remote_hints: Default::default(),
+            wallet_chains,
             faults: Default::default(),
             closing: tokio_util::sync::CancellationToken::new(),
             pg_bus: None,
@@ -257,6 +296,17 @@ impl Station {
     /// holding its lease: what tests use to drive an executor directly.
     pub fn exec_context(&self, owner: &str, job_id: &str, cancel: tokio_util::sync::CancellationToken) -> ExecContext {
         ExecContext::new(self, owner, job_id, cancel)
+    }
+
+    /// A hosted provider said (in an unsigned webhook) that its run
+    /// `remote_id` moved: wakes the job of this process that waits on it,
+    /// which then asks the provider itself before recording anything, so a
+    /// forged hint costs one status request and changes no outcome. True
+    /// when a waiter was woken. Only services with a registered executor
+    /// are hinted.
+    pub fn hint_remote(&self, service: &str, remote_id: &str) -> bool {
+        let known = self.executors.read().expect("executors lock").iter().any(|e| e.service() == service);
+        known && !remote_id.is_empty() && remote_id.len() <= 200 && self.remote_hints.wake(service, remote_id)
     }
 
     /// A reference that does not keep the Station alive (for executors,

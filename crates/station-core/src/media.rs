@@ -101,6 +101,31 @@ pub struct MediaService {
     store: Store,
     limits: DecodeLimits,
     slots: Arc<Semaphore>,
+    presign: Option<Duration>,
+}
+
+/// How a download's bytes reach the client ([`MediaService::download`]).
+pub enum MediaBody {
+    /// Redirect to this URL, presigned for `media.presign_seconds` (object
+    /// storage with presigning on).
+    Redirect(String),
+    /// The bytes, `len` in all, as chunks read from the store as they are
+    /// sent (never the whole file in memory).
+    Stream {
+        /// Total length in bytes.
+        len: u64,
+        /// The chunks.
+        chunks: futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>,
+    },
+}
+
+impl std::fmt::Debug for MediaBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MediaBody::Redirect(url) => f.debug_tuple("Redirect").field(url).finish(),
+            MediaBody::Stream { len, .. } => f.debug_struct("Stream").field("len", len).finish_non_exhaustive(),
+        }
+    }
 }
 
 impl MediaService {
@@ -112,7 +137,61 @@ impl MediaService {
         limits: DecodeLimits,
         decode_concurrency: usize,
     ) -> MediaService {
-        MediaService { blobs, store, limits, slots: Arc::new(Semaphore::new(decode_concurrency.max(1))) }
+        MediaService { blobs, store, limits, slots: Arc::new(Semaphore::new(decode_concurrency.max(1))), presign: None }
+    }
+
+    /// Downloads from an object store redirect to URLs presigned for this
+    /// many seconds (`media.presign_seconds`; `None` or 0: streamed).
+    pub fn with_presign(mut self, seconds: Option<u64>) -> MediaService {
+        self.presign = seconds.filter(|s| *s > 0).map(Duration::from_secs);
+        self
+    }
+
+    /// Whether the blob store answers: for object storage, one listing
+    /// request (the bucket exists, the credentials may read it); the
+    /// sentence says what is wrong. A local folder was checked on opening.
+    pub async fn check_store(&self) -> Result<(), String> {
+        match self.blobs.object_store() {
+            Some(o) => o.check().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Where blobs are kept, for people: a folder or `s3://bucket/prefix`.
+    pub fn store_location(&self) -> Option<String> {
+        self.blobs.object_store().map(station_media::ObjectBlobStore::location)
+    }
+
+    /// Media the caller may see ([`MediaService::row`]) ready to send: a
+    /// redirect to a presigned URL when the store is object storage and
+    /// `media.presign_seconds` is set, else its bytes as a stream.
+    pub async fn download(
+        &self,
+        id: &str,
+        caller: Option<&AccountRow>,
+    ) -> Result<(MediaRow, MediaBody), MediaServiceError> {
+        use futures::StreamExt as _;
+        let row = self.row(id, caller).await?;
+        if let Some(o) = self.blobs.object_store() {
+            if let Some(valid_for) = self.presign {
+                let url = o.presign(&row.hash, valid_for).await.map_err(blob_error)?;
+                return Ok((row, MediaBody::Redirect(url)));
+            }
+            let (len, chunks) = o.stream(&row.hash).await.map_err(blob_error)?;
+            return Ok((row, MediaBody::Stream { len, chunks }));
+        }
+        if let Some(path) = self.blobs.local_path(&row.hash) {
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| blob_error(format!("reading {}: {e}", path.display())))?;
+            let len = file.metadata().await.map_err(|e| blob_error(format!("reading {}: {e}", path.display())))?.len();
+            let chunks = tokio_util::io::ReaderStream::new(file).boxed();
+            return Ok((row, MediaBody::Stream { len, chunks }));
+        }
+        let (row, bytes) = self.get(id, caller).await?;
+        let len = bytes.len() as u64;
+        let chunks = futures::stream::once(async move { Ok(bytes::Bytes::from(bytes)) }).boxed();
+        Ok((row, MediaBody::Stream { len, chunks }))
     }
 
     /// Waits for a decoding slot (`media.decode_concurrency`), however long
@@ -486,4 +565,26 @@ impl crate::Station {
         settings.insert(ORIGINALS_KEY.into(), serde_json::Value::Bool(on));
         self.store.save_tool_settings(&account.id, key, &settings, station_store::now_ms()).await
     }
+}
+
+/// Copies the local media folder (`media_dir`) into the bucket of
+/// `[media.s3]` for `station media migrate --to s3`: the bucket is checked
+/// first, then every blob and index is copied and verified by hash
+/// ([`station_media::ObjectBlobStore::import_local`]); re-running copies
+/// only what is missing. `total(files, bytes)` comes once before the first
+/// file, `on_file(path, bytes, outcome)` after each. Works whatever
+/// `media.store` says, so it runs before the switch.
+pub async fn migrate_to_object_store(
+    config: &crate::Config,
+    total: impl FnOnce(u64, u64),
+    on_file: impl FnMut(&str, u64, Result<station_media::object::ImportOutcome, &str>),
+) -> Result<station_media::object::ImportReport, String> {
+    let dir = config.media_dir();
+    if !dir.is_dir() {
+        return Err(format!("media_dir {} does not exist: there is nothing to copy", dir.display()));
+    }
+    let bucket =
+        station_media::ObjectBlobStore::open(&config.media.s3.settings()).map_err(|e| format!("[media.s3]: {e}"))?;
+    bucket.check().await?;
+    bucket.import_local(&dir, total, on_file).await.map_err(|e| e.to_string())
 }

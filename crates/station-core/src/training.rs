@@ -58,7 +58,10 @@ struct RawDef {
 }
 
 /// The built-in training definitions (`station-core/training/*.json`).
-const BUILTIN: &[(&str, &str)] = &[("lora-sd15.json", include_str!("../training/lora-sd15.json"))];
+const BUILTIN: &[(&str, &str)] = &[
+    ("lora-sd15.json", include_str!("../training/lora-sd15.json")),
+    ("lora-sdxl.json", include_str!("../training/lora-sdxl.json")),
+];
 
 fn parse_def(name: &str, text: &str) -> Result<TrainingDef, String> {
     let raw: RawDef = serde_json::from_str(text).map_err(|e| format!("{name}: {e}"))?;
@@ -182,7 +185,8 @@ pub struct TrainingQuote {
 pub struct TrainingRequest {
     /// The dataset: its slug or id.
     pub dataset: String,
-    /// A definition id or base model (`SD1.5`); default: the first definition.
+    /// A definition id or base model (`SD1.5`, `SDXL`); default: the first
+    /// definition a backend has a checkpoint for.
     pub base_model: Option<String>,
     /// Settings by the definition's input names (`steps`, `learning_rate`,
     /// `rank`, `batch_size`, `seed`, `checkpoint`, …); missing ones take the
@@ -465,7 +469,21 @@ impl Station {
                 let known: Vec<&str> = definitions().iter().map(|d| d.base_model.as_str()).collect();
                 invalid("base_model", format!("no training for {b:?}; available: {}", known.join(", ")))
             })?,
-            None => definitions().first().ok_or_else(|| invalid("base_model", "no training is defined"))?,
+            // The first definition a backend has a checkpoint for, else the first.
+            None => {
+                let none = Map::new();
+                let mut usable = None;
+                for d in definitions() {
+                    if matches!(self.choose_model(&d.tool, &req.settings, &none).await, Ok(Some(_))) {
+                        usable = Some(d);
+                        break;
+                    }
+                }
+                match usable {
+                    Some(d) => d,
+                    None => definitions().first().ok_or_else(|| invalid("base_model", "no training is defined"))?,
+                }
+            }
         };
         let count = dataset.images.len() as u64;
         if count < dataset.min_images {
@@ -533,6 +551,19 @@ impl Station {
             trigger_word: dataset.row.trigger_word.clone(),
         };
         Ok((quote, dataset, def))
+    }
+
+    /// The base models LoRAs can be trained for now: those of the
+    /// definitions some backend that is up has a checkpoint for.
+    pub async fn trainable_base_models(&self) -> Vec<String> {
+        let none = Map::new();
+        let mut out = vec![];
+        for d in definitions() {
+            if matches!(self.choose_model(&d.tool, &none, &none).await, Ok(Some(_))) {
+                out.push(d.base_model.clone());
+            }
+        }
+        out
     }
 
     /// `base`, or `base-2`, `base-3`, … : the first slug no catalog LoRA has.

@@ -37,8 +37,8 @@ type Inflight = Arc<Mutex<HashMap<String, CancellationToken>>>;
 
 impl Workers {
     /// Starts a claim loop per registered executor, the heartbeat, the sweeper,
-    /// the loop that moves casts of spells on as their steps end and the
-    /// webhook sender.
+    /// the loop that moves casts of spells on as their steps end, the
+    /// webhook sender and a watcher per configured chain (`[wallets]`).
     pub fn start(station: &Station) -> Workers {
         let owner: Arc<str> = format!(
             "{}-{}-{}",
@@ -70,6 +70,9 @@ impl Workers {
         tasks.spawn(crate::collections::export_loop(station.clone(), owner.clone(), stop.clone()));
         tasks.spawn(crate::spells::cast::cast_loop(station.clone(), stop.clone()));
         tasks.spawn(crate::webhooks::webhook_loop(station.clone(), stop.clone()));
+        for chain in station.wallet_chains.iter() {
+            tasks.spawn(crate::wallets::watch_loop(station.clone(), chain.clone(), stop.clone()));
+        }
         info!(%owner, "workers started");
         Workers { stop, tasks, owner, station: station.clone(), inflight }
     }

@@ -17,6 +17,7 @@
 //! - [`render`]: views as embeds, files and components.
 //! - [`commands`]: the command registration payload.
 
+pub mod alerts;
 pub mod commands;
 pub mod config;
 pub mod doctor;
@@ -38,6 +39,7 @@ use station_flows::{Conversation, Flows, Outcome, Outgoing, Platform};
 use crate::render::Modals;
 use crate::rest::{Body, Rest, RestError};
 
+pub use alerts::DiscordAlerts;
 pub use config::DiscordConfig;
 
 /// Where `station serve` mounts the interactions endpoint.

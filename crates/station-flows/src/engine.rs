@@ -114,7 +114,8 @@ const BUILTIN_COMMANDS: &[&str] = &[
 
 /// Built-in commands of a feature behind a flag (`station flags`): listed
 /// only for accounts the feature is on for.
-const FEATURE_COMMANDS: &[(&str, &str)] = &[("train", "training"), ("spells", "spells"), ("cast", "spells")];
+const FEATURE_COMMANDS: &[(&str, &str)] =
+    &[("train", "training"), ("spells", "spells"), ("cast", "spells"), ("wallet", "wallets"), ("deposit", "wallets")];
 /// Operator commands, listed only for admins (their flows are `admin_only`).
 const ADMIN_COMMANDS: &[&str] = &["queue", "grant", "flags"];
 
@@ -161,8 +162,13 @@ impl Flows {
 
     /// The command menu: built-ins, then every tool the account may see.
     pub fn commands(&self, account: Option<&AccountRow>) -> Vec<CommandInfo> {
+        let no_chains = self.inner.station.wallet_chains().is_empty();
         let feature_off = |name: &str| {
             let feature = FEATURE_COMMANDS.iter().find(|(c, _)| *c == name).map(|(_, f)| *f);
+            // Wallet commands only where crypto payments are set up.
+            if feature == Some("wallets") && no_chains {
+                return true;
+            }
             match (feature, account) {
                 (Some(f), Some(a)) => !self.inner.station.flag_on(f, &station_core::flags::FlagSubject::account(a)),
                 _ => false,

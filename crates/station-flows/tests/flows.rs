@@ -37,9 +37,14 @@ fn settings() -> FlowSettings {
 }
 
 async fn setup(db: TestDb) -> Env {
+    setup_with(db, |_| {}).await
+}
+
+async fn setup_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let mut config =
         Config { data_dir: dir.path().to_path_buf(), media_dir: Some(dir.path().join("media")), ..Default::default() };
+    tweak(&mut config);
     config.queue.lease_seconds = 2;
     config.queue.retry_base_ms = 50;
     config.queue.poll_ms = 50;
@@ -998,6 +1003,84 @@ async fn a_result_goes_into_a_collection(db: TestDb) {
     env.stop().await;
 }
 
+/// Issue 26 in chat: `/deposit` says where to send and at which rate;
+/// `/wallet` links an address by a signed message (signed by a real local
+/// chain's unlocked account, as a browser wallet would), refuses a signature
+/// by another key, and a magic deposit quote names the exact amount.
+async fn link_a_wallet_in_chat(db: TestDb) {
+    use station_core::config::{AssetConfig, ChainConfig};
+    use station_testkit::anvil::{ACCOUNTS, Anvil};
+    let Some(chain) = Anvil::start().await else { return };
+    let url = chain.url.clone();
+    let env = setup_with(db, move |c| {
+        c.wallets.chains = vec![ChainConfig {
+            id: 31337,
+            name: "Local".into(),
+            rpc_url: url,
+            deposit_address: "0x000000000000000000000000000000000000dEaD".into(),
+            confirmations: Some(1),
+            start_block: Some(0),
+            poll_ms: 50,
+            max_blocks_per_poll: 100,
+            magic_cap: 1_000_000_000,
+            assets: vec![AssetConfig {
+                symbol: "ETH".into(),
+                token: None,
+                decimals: 18,
+                points_per_unit: 1000,
+                minimum: Some("0.001".into()),
+            }],
+        }];
+    })
+    .await;
+    let k = env.db.kind;
+    env.command("deposit", "").await;
+    let msgs =
+        env.wait("deposit instructions", |m| m.last().is_some_and(|m| m.view.plain_text().contains("dEaD"))).await;
+    let text = msgs.last().unwrap().view.plain_text();
+    assert!(text.contains("1000 points per ETH") && text.contains("/wallet"), "[{k}] {text}");
+
+    env.command("wallet", "").await;
+    let msgs = env
+        .wait("the wallet menu", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("signature"))))
+        .await;
+    env.press(msgs.last().unwrap(), "signature").await;
+    env.wait("the address question", |m| m.last().is_some_and(|m| m.view.plain_text().contains("address"))).await;
+    env.text("0x12").await;
+    env.wait("a bad address refused", |m| m.last().is_some_and(|m| m.view.plain_text().contains("address:"))).await;
+    env.text(ACCOUNTS[1]).await;
+    let msgs =
+        env.wait("the message to sign", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Nonce:"))).await;
+    let shown = msgs.last().unwrap().view.plain_text();
+    let message = shown[..].lines().skip_while(|l| !l.contains("wants you to sign in")).collect::<Vec<_>>();
+    assert!(!message.is_empty(), "[{k}] the EIP-4361 message is shown whole: {shown}");
+    let message =
+        message.iter().take_while(|l| !l.starts_with("It is good once")).cloned().collect::<Vec<_>>().join("\n");
+    // Signed by another key: refused, the step stays.
+    let wrong = chain.sign(ACCOUNTS[2], message.trim_end()).await;
+    env.text(&wrong).await;
+    env.wait("a wrong signer refused", |m| m.last().is_some_and(|m| m.view.plain_text().contains("signature:"))).await;
+    let right = chain.sign(ACCOUNTS[1], message.trim_end()).await;
+    env.text(&right).await;
+    env.wait("linked", |m| m.last().is_some_and(|m| m.view.plain_text().contains("✅ Linked"))).await;
+    let linked = env.station.wallets(&env.account).await.unwrap();
+    assert_eq!(linked.len(), 1, "[{k}]");
+    assert_eq!(linked[0].address, ACCOUNTS[1], "[{k}]");
+
+    // A magic deposit quote for another address: the exact amount and where.
+    env.command("wallet", "").await;
+    let msgs =
+        env.wait("the menu again", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("deposit")))).await;
+    assert!(msgs.last().unwrap().view.plain_text().contains(ACCOUNTS[1]), "[{k}] the linked wallet is listed");
+    env.press(msgs.last().unwrap(), "Link by deposit").await;
+    env.wait("the address question", |m| m.last().is_some_and(|m| m.view.plain_text().contains("address"))).await;
+    env.text(ACCOUNTS[0]).await;
+    let msgs = env.wait("the quote", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Send exactly"))).await;
+    let quote = msgs.last().unwrap().view.plain_text();
+    assert!(quote.contains("ETH") && quote.contains(ACCOUNTS[0]) && quote.contains("dEaD"), "[{k}] {quote}");
+    env.stop().await;
+}
+
 use station_testkit::on_every_db;
 
 on_every_db!(
@@ -1026,4 +1109,5 @@ on_every_db!(
     train_a_lora_in_chat,
     cast_a_spell_in_chat,
     a_result_goes_into_a_collection,
+    link_a_wallet_in_chat,
 );

@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 pub mod account;
 pub mod api;
 pub mod extract;
+pub mod hooks;
 pub mod metrics;
 pub mod web;
 
@@ -99,6 +100,7 @@ fn app_routes(station: Station) -> Router {
     let (routes, _) = documented_routes().split_for_parts();
     routes
         .merge(web::routes())
+        .merge(hooks::routes())
         .fallback(not_found)
         // After every route is registered: it applies to those present.
         .method_not_allowed_fallback(method_not_allowed)
@@ -359,8 +361,9 @@ fn local_host(host: &str) -> bool {
         || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
-/// Readiness: the database answers; backends are reported (a Station with no
-/// healthy backend is still ready: jobs wait in the durable queue).
+/// Readiness: the database answers; backends and chain watchers are
+/// reported (a Station with no healthy backend is still ready: jobs wait in
+/// the durable queue; deposits wait on chain).
 #[utoipa::path(get, path = "/readyz", tag = "service", security(()),
     responses((status = 200, description = "Ready: database and services"), (status = 503, description = "Not ready")))]
 async fn readyz(State(station): State<Station>) -> impl IntoResponse {
@@ -388,12 +391,21 @@ async fn readyz(State(station): State<Station>) -> impl IntoResponse {
             .collect();
         services.insert(ex.service().into(), json!({"capacity": ex.capacity(), "backends": backends}));
     }
+    // Each chain's watcher: head, cursor, lag and last error (a chain that
+    // cannot be read is a problem, not unreadiness: deposits wait on chain).
+    let chains = station.wallet_chain_status().await;
+    for c in &chains {
+        if let Some(e) = &c.last_error {
+            problems.push(format!("chain {} ({}) cannot be read: {e}", c.name, c.chain_id));
+        }
+    }
     let comfy_configured = services.get("comfyui").is_some();
     let ok = db["ok"] == true;
     let body = json!({
         "status": if ok { "ready" } else { "not ready" },
         "database": db,
         "services": services,
+        "chains": chains,
         "problems": problems,
         "notes": if comfy_configured { vec![] } else {
             vec!["no ComfyUI backend configured: ComfyUI tools wait in the queue until one is added"]

@@ -128,7 +128,7 @@ async fn admin_endpoints_are_for_admins() {
     for db in testing::all().await {
         let s = serve(&db, false, |_| {}).await;
         let k = s.kind;
-        for path in ["/api/v1/admin/backends", "/api/v1/admin/queue", "/api/v1/admin/users"] {
+        for path in ["/api/v1/admin/backends", "/api/v1/admin/queue", "/api/v1/admin/users", "/api/v1/admin/alerts"] {
             let a = s.get(path, &s.alice_key).await;
             assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "forbidden"), "{k}: {path}");
             let a = s.call(Method::GET, path, None, None).await;

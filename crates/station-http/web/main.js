@@ -19,6 +19,9 @@ async function start() {
     if (page === 'admin') {
       const m = await import('./admin.js');
       await m.admin();
+    } else if (page === 'wallet') {
+      const m = await import('./wallet.js');
+      await m.pages.wallet();
     } else if (page === 'training' || page === 'dataset') {
       const m = await import('./training.js');
       await m.pages[page]();

@@ -74,6 +74,9 @@ pub enum MediaError {
         #[source]
         source: std::io::Error,
     },
+    /// The object store (S3-compatible) refused or failed a request.
+    #[error("object store: {0}")]
+    Remote(String),
 }
 
 /// Result alias used throughout the crate.

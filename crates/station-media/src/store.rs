@@ -37,7 +37,8 @@ pub struct StoredBlob {
 }
 
 /// A store of immutable blobs named by their sha256. Implemented for the local
-/// filesystem by [`MediaStore`]; kept small so an S3-compatible store can follow.
+/// filesystem by [`MediaStore`] and for S3-compatible object storage by
+/// [`crate::object::ObjectBlobStore`]. Synchronous: call it on the blocking pool.
 pub trait BlobStore: Send + Sync {
     /// Stores `bytes` (no-op if already present) and describes them. `declared_mime`
     /// is only compared with the detected type for logging; it is never trusted.
@@ -63,6 +64,17 @@ pub trait BlobStore: Send + Sync {
         validate_hash(hash)?;
         validate_variant(variant)?;
         self.put(bytes, None)
+    }
+    /// The S3-compatible store this is, if it is one: streamed downloads and
+    /// presigned URLs use its async methods. The default: none.
+    fn object_store(&self) -> Option<&crate::object::ObjectBlobStore> {
+        None
+    }
+    /// The file holding blob `hash`, for a store on the local filesystem
+    /// (streamed downloads). The default: none.
+    fn local_path(&self, hash: &str) -> Option<PathBuf> {
+        let _ = hash;
+        None
     }
 }
 
@@ -239,5 +251,9 @@ impl BlobStore for MediaStore {
         let json = serde_json::to_vec(&blob).expect("StoredBlob always serialises");
         self.write_atomic(&self.derived_index_path(hash, variant), &json)?;
         Ok(blob)
+    }
+
+    fn local_path(&self, hash: &str) -> Option<PathBuf> {
+        self.path(hash).ok()
     }
 }

@@ -10,6 +10,7 @@
 
 mod accounts;
 mod adapter_state;
+mod alerts;
 mod audit;
 mod backends;
 mod collections;
@@ -32,9 +33,11 @@ mod settings;
 mod spells;
 mod stats;
 mod training;
+mod wallets;
 mod webhooks;
 
 pub use accounts::{AccountRow, Role};
+pub use alerts::{AlertMessageRow, AlertStateRow, ServiceFailures};
 pub use audit::{AuditFilter, AuditRow, NewAuditEntry};
 pub use backends::{BackendLoad, BackendRow, RemoteCancel};
 pub use collections::{CollectionExportRow, CollectionItemRow, CollectionRow, CollectionShareRow};
@@ -59,6 +62,9 @@ pub use pricing::{PaidBy, PayTerms, Payment, Placed, SponsorRow, utc_day};
 pub use spells::{CastRow, CastStepRow, NewCast, NewSpell, PARKED, SpellRow};
 pub use stats::{AccountUsageRow, FailureRow, JobUsageRow, PointsUsageRow};
 pub use training::{AddedImage, DatasetImageRow, DatasetRow, TrainingRow};
+pub use wallets::{
+    WalletBlockRow, WalletChallengeRow, WalletCursorRow, WalletDepositRow, WalletLinkRow, WalletQuoteRow,
+};
 pub use webhooks::{NewWebhookDelivery, PendingEvent, WebhookDeliveryRow, WebhookRow};
 
 /// Milliseconds since the Unix epoch, the one time unit stored.

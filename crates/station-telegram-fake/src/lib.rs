@@ -647,6 +647,12 @@ impl FakeTelegram {
         self.shared.lock().blocked.remove(&user_id);
     }
 
+    /// Makes the bot a member of `chat` without any update (an operators'
+    /// group it was added to long ago), so it may post there.
+    pub fn add_chat(&self, chat: &FakeChat) {
+        self.shared.lock().chat_mut(chat);
+    }
+
     /// Every message in a chat (the users' and the bot's), by id.
     pub fn messages(&self, chat_id: i64) -> Vec<FakeMessage> {
         self.shared.lock().chats.get(&chat_id).map(|c| c.messages.values().cloned().collect()).unwrap_or_default()

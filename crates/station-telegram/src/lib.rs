@@ -12,6 +12,7 @@
 //! - sending: [`TelegramBot`] is the flows engine's [`Platform`] for
 //!   `telegram` conversations, paced by [`pace::Pacer`].
 
+pub mod alerts;
 pub mod client;
 pub mod config;
 pub mod doctor;
@@ -30,6 +31,7 @@ use station_core::media::DeliveryLimits;
 use station_flows::Flows;
 use tokio_util::sync::CancellationToken;
 
+pub use alerts::TelegramAlerts;
 pub use client::{ApiError, BotApi};
 pub use config::TelegramConfig;
 pub use pace::{PaceLimits, Pacer};

@@ -7,6 +7,8 @@
 //! [`install_tools`] for the tool every chat and HTTP test uses, and
 //! [`station`] to open a `Station` on a test database.
 
+pub mod anvil;
+
 use std::path::Path;
 
 use serde_json::{Value, json};

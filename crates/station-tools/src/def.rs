@@ -36,6 +36,9 @@ pub struct ToolDef {
     pub comfyui: Option<ComfyUiSpec>,
     /// The native media operation (present iff `service` is `media`).
     pub media: Option<MediaSpec>,
+    /// The hosted deployment and its input binding (present iff `service` is `comfydeploy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comfydeploy: Option<DeploymentSpec>,
     /// Rules between inputs, checked when a job is submitted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
@@ -74,6 +77,8 @@ pub(crate) struct RawToolDef {
     pub comfyui: Option<ComfyUiSpec>,
     #[serde(default)]
     pub media: Option<MediaSpec>,
+    #[serde(default)]
+    pub comfydeploy: Option<DeploymentSpec>,
     #[serde(default)]
     pub rules: Vec<Rule>,
     #[serde(default)]
@@ -161,6 +166,7 @@ impl RawToolDef {
             cost: self.cost,
             comfyui: self.comfyui,
             media: self.media,
+            comfydeploy: self.comfydeploy,
             rules: self.rules,
             base_model_defaults: self.base_model_defaults,
             source,
@@ -209,6 +215,8 @@ pub enum Service {
     Comfyui,
     /// Station's native media service runs the operation.
     Media,
+    /// A hosted ComfyUI deployment on ComfyDeploy runs the tool (`comfydeploy` section).
+    Comfydeploy,
 }
 
 /// The type of one tool input.
@@ -438,6 +446,20 @@ pub struct SavedFileSpec {
 pub struct LoraSpec {
     /// The node (usually the checkpoint loader) whose MODEL and CLIP outputs LoRAs wrap.
     pub node: String,
+}
+
+/// A tool run by a hosted ComfyUI deployment (ComfyDeploy): which
+/// deployment, and which of its external inputs each tool input fills.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentSpec {
+    /// The deployment's id at the provider (`POST /api/run/deployment/queue`'s `deployment_id`).
+    pub deployment_id: String,
+    /// Tool input name → the deployment's external input name (the
+    /// `input_id` of its `ComfyUIDeployExternal*` node). Every tool input is
+    /// sent; image inputs as `data:` URLs.
+    #[serde(default)]
+    pub inputs: IndexMap<String, String>,
 }
 
 /// A tool run natively by Station's media service.

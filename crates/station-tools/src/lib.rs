@@ -14,8 +14,8 @@ mod validate;
 
 pub use bind::{BindError, bind_workflow};
 pub use def::{
-    BindingTarget, Category, ComfyUiSpec, Cost, InputDef, InputType, LoraSpec, MediaOperation, MediaSpec, Names, Rule,
-    SavedFileSpec, Service, ToolDef, Visibility,
+    BindingTarget, Category, ComfyUiSpec, Cost, DeploymentSpec, InputDef, InputType, LoraSpec, MediaOperation,
+    MediaSpec, Names, Rule, SavedFileSpec, Service, ToolDef, Visibility,
 };
 pub use load::{
     BUILTIN_PREFIX, DEFAULT_MAX_FILE_BYTES, LoadOptions, ToolLoadError, builtin_tools, check_dir, check_dir_with,

@@ -1282,3 +1282,57 @@ fn model_inputs_are_checked_and_base_model_defaults_apply() {
     tool["inputs"]["model"] = json!({"type": "text", "kind": "checkpoint"});
     assert_error(&tool, "inputs.model.kind", &["only model inputs take kind"]);
 }
+
+// ---------- hosted deployments (service "comfydeploy") ----------
+
+fn hosted_json() -> Value {
+    json!({
+        "id": "hosted", "name": "Hosted", "category": "text-to-image", "service": "comfydeploy",
+        "inputs": {"prompt": {"type": "text", "required": true, "primary": true},
+                   "seed": {"type": "seed", "default": -1}},
+        "cost": {"per_second": 1, "estimate_seconds": 10},
+        "comfydeploy": {"deployment_id": "dep-1", "inputs": {"prompt": "positive_prompt", "seed": "seed"}}
+    })
+}
+
+#[test]
+fn a_hosted_tool_binds_its_inputs_to_the_deployments_external_inputs() {
+    let t = parse(&hosted_json());
+    assert_eq!(t.service, crate::Service::Comfydeploy);
+    let spec = t.comfydeploy.as_ref().unwrap();
+    assert_eq!(spec.deployment_id, "dep-1");
+    assert_eq!(spec.inputs["prompt"], "positive_prompt");
+    assert!(t.comfyui.is_none() && t.media.is_none());
+}
+
+#[test]
+fn a_hosted_tool_names_each_problem_of_its_binding() {
+    assert_error(&without(hosted_json(), "/comfydeploy"), "comfydeploy", &["missing", "deployment_id"]);
+    assert_error(
+        &with(hosted_json(), "/comfydeploy/deployment_id", json!(" ")),
+        "comfydeploy.deployment_id",
+        &["empty"],
+    );
+    assert_error(
+        &with(hosted_json(), "/comfydeploy/deployment_id", json!("a/b")),
+        "comfydeploy.deployment_id",
+        &["not a deployment id"],
+    );
+    let v = with(hosted_json(), "/comfydeploy/inputs/colour", json!("colour"));
+    assert_error(&v, "comfydeploy.inputs.colour", &["not an input of this tool", "prompt, seed"]);
+    let v = with(hosted_json(), "/comfydeploy/inputs/seed", json!("positive_prompt"));
+    assert_error(&v, "comfydeploy.inputs.seed", &["already filled by input \"prompt\""]);
+    let v = without(hosted_json(), "/comfydeploy/inputs/seed");
+    assert_error(&v, "inputs.seed", &["not sent to the deployment", "comfydeploy.inputs"]);
+    let v = with(hosted_json(), "/inputs/model", json!({"type": "model", "kind": "checkpoint"}));
+    let v = with(v, "/comfydeploy/inputs/model", json!("ckpt"));
+    assert_error(&v, "inputs.model.type", &["models built in"]);
+    let v = with(hosted_json(), "/comfydeploy/deployment", json!("x"));
+    assert_error(&v, "comfydeploy.deployment", &["unknown field `deployment`"]);
+    // Sections of other services are refused on a hosted tool, and the reverse.
+    let v = with(hosted_json(), "/media", json!({"operation": "blur"}));
+    assert_error(&v, "media", &["only allowed with service \"media\"", "\"comfydeploy\""]);
+    let mut v = tool_json("t");
+    v["comfydeploy"] = json!({"deployment_id": "d", "inputs": {}});
+    assert_error(&v, "comfydeploy", &["only allowed with service \"comfydeploy\"", "\"comfyui\""]);
+}

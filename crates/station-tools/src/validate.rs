@@ -67,27 +67,33 @@ pub(crate) fn validate(tool: &ToolDef) -> Vec<Problem> {
     validate_inputs(tool, &mut out);
     validate_rules(tool, &mut out);
     validate_base_model_defaults(tool, &mut out);
+    let sections = [
+        ("comfyui", tool.comfyui.is_some(), Service::Comfyui),
+        ("media", tool.media.is_some(), Service::Media),
+        ("comfydeploy", tool.comfydeploy.is_some(), Service::Comfydeploy),
+    ];
+    let own = match tool.service {
+        Service::Comfyui => "comfyui",
+        Service::Media => "media",
+        Service::Comfydeploy => "comfydeploy",
+    };
+    for (name, present, service) in sections {
+        if present && service != tool.service {
+            out.push(problem(name, format!("only allowed with service \"{name}\"; this tool has service \"{own}\"")));
+        }
+        if !present && service == tool.service {
+            let needs = match service {
+                Service::Comfyui => "a comfyui section with workflow, bindings and outputs",
+                Service::Media => "a media section with an operation",
+                Service::Comfydeploy => "a comfydeploy section with deployment_id and inputs",
+            };
+            out.push(problem(name, format!("missing: service \"{name}\" needs {needs}")));
+        }
+    }
     match tool.service {
-        Service::Comfyui => {
-            if tool.media.is_some() {
-                out.push(problem("media", "only allowed with service \"media\"; this tool has service \"comfyui\""));
-            }
-            if tool.comfyui.is_none() {
-                out.push(problem(
-                    "comfyui",
-                    "missing: service \"comfyui\" needs a comfyui section with workflow, bindings and outputs",
-                ));
-            }
-            validate_comfyui(tool, &mut out);
-        }
-        Service::Media => {
-            if tool.comfyui.is_some() {
-                out.push(problem("comfyui", "only allowed with service \"comfyui\"; this tool has service \"media\""));
-            }
-            if tool.media.is_none() {
-                out.push(problem("media", "missing: service \"media\" needs a media section with an operation"));
-            }
-        }
+        Service::Comfyui => validate_comfyui(tool, &mut out),
+        Service::Comfydeploy => validate_comfydeploy(tool, &mut out),
+        Service::Media => {}
     }
     out
 }
@@ -400,6 +406,49 @@ fn validate_comfyui(tool: &ToolDef, out: &mut Vec<Problem>) {
         }
         if saved.extension.is_empty() || !saved.extension.bytes().all(|b| b.is_ascii_alphanumeric()) {
             out.push(problem("comfyui.saved_file.extension", "must be letters and digits, without the dot"));
+        }
+    }
+}
+
+fn validate_comfydeploy(tool: &ToolDef, out: &mut Vec<Problem>) {
+    let Some(spec) = &tool.comfydeploy else { return };
+    let id = spec.deployment_id.trim();
+    if id.is_empty() {
+        out.push(problem("comfydeploy.deployment_id", "must not be empty: the deployment's id at the provider"));
+    } else if id.len() > 200 || id.chars().any(|c| c.is_whitespace() || c == '/') {
+        out.push(problem(
+            "comfydeploy.deployment_id",
+            format!("\"{id}\" is not a deployment id: at most 200 characters, no spaces or /"),
+        ));
+    }
+    let mut external: HashMap<&str, &str> = HashMap::new();
+    for (input, name) in &spec.inputs {
+        let at = format!("comfydeploy.inputs.{input}");
+        if !tool.inputs.contains_key(input) {
+            let known: Vec<&str> = tool.inputs.keys().map(String::as_str).collect();
+            out.push(problem(
+                &at,
+                format!("maps \"{input}\", which is not an input of this tool; inputs: {}", known.join(", ")),
+            ));
+        }
+        if name.trim().is_empty() {
+            out.push(problem(&at, "the deployment's external input name must not be empty"));
+        } else if let Some(other) = external.insert(name.as_str(), input.as_str()) {
+            out.push(problem(&at, format!("external input \"{name}\" is already filled by input \"{other}\"")));
+        }
+    }
+    for (name, def) in &tool.inputs {
+        if !spec.inputs.contains_key(name) {
+            out.push(problem(
+                format!("inputs.{name}"),
+                format!("not sent to the deployment: add \"{name}\": \"EXTERNAL_INPUT_NAME\" to comfydeploy.inputs"),
+            ));
+        }
+        if def.kind == InputType::Model {
+            out.push(problem(
+                format!("inputs.{name}.type"),
+                "a hosted deployment has its models built in: use an enum or checkpoint input with choices instead of a model input",
+            ));
         }
     }
 }

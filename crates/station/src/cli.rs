@@ -72,6 +72,12 @@ pub enum Command {
     /// Collections of results and LoRAs: list, show, share links, ZIP export.
     #[command(subcommand)]
     Collections(crate::commands::collections::CollectionsCommand),
+    /// EVM wallets linked to an account: list, link (by signature or magic deposit), unlink.
+    #[command(subcommand)]
+    Wallets(crate::commands::wallets::WalletsCommand),
+    /// On-chain deposits the watchers saw: list, rescan a chain from a block.
+    #[command(subcommand)]
+    Deposits(crate::commands::wallets::DepositsCommand),
     /// Check configuration, database, migrations, disk, tools, every backend and the bots; print what to fix.
     Doctor,
     /// The audit log: every administrative action, who did it, when and how.
@@ -81,6 +87,12 @@ pub enum Command {
     /// Feature flags: switch tools, platforms and features on, off, or on for some accounts.
     #[command(subcommand)]
     Flags(crate::commands::flags::FlagsCommand),
+    /// Alerts: the rules and what fires now; a test message to every sink.
+    #[command(subcommand)]
+    Alerts(crate::commands::alerts::AlertsCommand),
+    /// Media storage: copy the local media folder to object storage.
+    #[command(subcommand)]
+    Media(crate::commands::media::MediaCommand),
     /// Apply database migrations (also done at every start).
     Migrate(MigrateArgs),
     /// Show or create configuration.

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::cli::{BackendsCommand, Cli, Command, ConfigCommand, JobsCommand, RunArgs, ToolsCommand};
 use crate::exit;
 
+pub(crate) mod alerts;
 pub(crate) mod audit;
 mod chat;
 pub(crate) mod collections;
@@ -21,12 +22,14 @@ mod doctor;
 pub(crate) mod flags;
 pub(crate) mod keys;
 pub(crate) mod loras;
+pub(crate) mod media;
 pub(crate) mod models;
 pub(crate) mod points;
 pub(crate) mod spells;
 pub(crate) mod stats;
 pub mod training;
 pub(crate) mod users;
+pub(crate) mod wallets;
 mod wire;
 
 /// The front ends' configuration sections (`[telegram]`, `[discord]`,
@@ -38,6 +41,7 @@ pub fn config_sections() -> Vec<station_core::config::Section> {
         station_telegram::TelegramConfig::section(),
         station_discord::DiscordConfig::section(),
         station_http::metrics::MetricsConfig::section(),
+        station_comfydeploy::ComfyDeployConfig::section(),
     ]
 }
 
@@ -56,6 +60,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Tools(ToolsCommand::Check { dir }) => {
             tools_check(dir.unwrap_or_else(|| config.tools_dir()), config.tools.load_options())
         }
+        Command::Media(c) => media::run(&config, c).await,
         Command::Bench(args) => match station_bench::run(args).await {
             station_bench::Outcome::Done => exit::OK,
             station_bench::Outcome::BadUsage => exit::USAGE,
@@ -63,7 +68,14 @@ pub async fn dispatch(cli: Cli) -> u8 {
             station_bench::Outcome::Unavailable => exit::UNAVAILABLE,
         },
         command => {
-            let (station, tool_errors) = match Station::open(config).await {
+            // The doctor reports an unreachable media store as one of its
+            // findings instead of refusing to start.
+            let opened = if matches!(command, Command::Doctor) {
+                Station::open_without_media_check(config).await
+            } else {
+                Station::open(config).await
+            };
+            let (station, tool_errors) = match opened {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -89,14 +101,17 @@ pub async fn dispatch(cli: Cli) -> u8 {
                 Command::Users(c) => users::run(&station, c).await,
                 Command::Keys(c) => keys::run(&station, c).await,
                 Command::Collections(c) => collections::run(&station, c).await,
+                Command::Wallets(c) => wallets::run(&station, c).await,
+                Command::Deposits(c) => wallets::deposits(&station, c).await,
                 Command::Audit(a) => audit::run(&station, a).await,
                 Command::Flags(c) => flags::run(&station, c).await,
+                Command::Alerts(c) => alerts::run(&station, c).await,
                 Command::Stats(a) => stats::run(&station, a).await,
                 Command::Doctor => {
                     let problems: Vec<String> = tool_errors.iter().map(ToString::to_string).collect();
                     doctor::run(&station, &problems).await
                 }
-                Command::Config(_) | Command::Bench(_) => unreachable!("handled above"),
+                Command::Config(_) | Command::Bench(_) | Command::Media(_) => unreachable!("handled above"),
             };
             station.shutdown().await;
             code
@@ -276,6 +291,16 @@ async fn serve(station: Station) -> u8 {
             }))
         }
     };
+    // Alerts: chat sinks are sent through the configured bots' clients.
+    if let Err(e) = alerts::register_senders(&station) {
+        eprintln!("error: {e}");
+        return exit::USAGE;
+    }
+    if let Err(e) = station.check_alerts() {
+        eprintln!("error: {e}");
+        return exit::USAGE;
+    }
+    let alerting = station_core::alerts::start(&station);
     let deliveries = flows.start();
     info!(%addr, data_dir = %station.config.data_dir.display(), "Station is serving; health at /healthz, readiness at /readyz");
     let stop = tokio_util::sync::CancellationToken::new();
@@ -328,6 +353,9 @@ async fn serve(station: Station) -> u8 {
     if tokio::time::timeout_at(deadline, &mut http).await.is_err() {
         warn!("HTTP requests still open after the shutdown grace; closing them");
         http.abort();
+    }
+    if tokio::time::timeout_at(deadline, alerting.shutdown()).await.is_err() {
+        warn!("alert messages were still being sent at the shutdown grace; they are sent at the next start");
     }
     if tokio::time::timeout_at(deadline, deliveries.shutdown()).await.is_err() {
         warn!("chat deliveries did not stop within the shutdown grace; they resume at the next start");

@@ -58,8 +58,15 @@ fn only_station_store_speaks_sql() {
 fn the_core_knows_no_front_end_or_platform() {
     let deps = dependencies();
     let core = &deps["station-core"];
-    for upper in ["station-http", "station-flows", "station-telegram", "station-discord", "station-comfyui", "station"]
-    {
+    for upper in [
+        "station-http",
+        "station-flows",
+        "station-telegram",
+        "station-discord",
+        "station-comfyui",
+        "station-comfydeploy",
+        "station",
+    ] {
         assert!(!core.iter().any(|x| x == upper), "station-core depends on {upper}");
     }
     for lower in ["station-store", "station-tools", "station-media", "station-lora"] {

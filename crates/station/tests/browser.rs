@@ -1023,6 +1023,87 @@ async fn training_scenario(c: &Client, kind: &str, fake: &FakeComfy, database_ur
     assert!(out.contains("tom-cat") && out.contains("succeeded"), "{kind}: {out}");
 }
 
+/// Issue 26 on the web: the Wallet page links an address through an
+/// injected EIP-1193 provider (a test provider whose `personal_sign` is a
+/// real local chain's unlocked account signing), shows where to deposit,
+/// and a magic deposit quote for a typed address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_a_wallet_on_the_web() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let driver = match browser_available() {
+        Ok(d) => d,
+        Err(why) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        Err(why) => panic!("CI=true but the browser tests cannot run: {why}"),
+    };
+    let Some(chain) = station_testkit::anvil::Anvil::start().await else { return };
+    let (_driver, c) = chromedriver(&driver).await;
+    let fake = FakeComfy::start(FakeOptions::default()).await;
+    let mut server = Server::new(&fake.url(), None);
+    let chains = json!([{
+        "id": 31337, "name": "Local", "rpc_url": chain.url, "confirmations": 1,
+        "deposit_address": "0x000000000000000000000000000000000000dEaD",
+        "assets": [{"symbol": "ETH", "points_per_unit": 1000, "minimum": "0.001"}],
+    }]);
+    server.vars.push(("STATION_WALLETS_CHAINS".into(), chains.to_string()));
+    let link = link_in(&server.run(&["users", "create", "--admin", "ada"]));
+    server.start().await;
+    c.goto(&link).await.unwrap();
+    until(&c, "the gallery", "return !!document.querySelector('.card')").await;
+    c.goto(&server.url("/wallet")).await.unwrap();
+    until(
+        &c,
+        "the wallet page",
+        "return !!document.querySelector('#w-connect') && !!document.querySelector('#deposit-info')",
+    )
+    .await;
+    let info = text_of(&c, "#deposit-info").await;
+    assert!(
+        info.contains("0x000000000000000000000000000000000000dEaD") && info.contains("1000 points per ETH"),
+        "{info}"
+    );
+    // The test wallet: an EIP-1193 provider in the page that hands each
+    // personal_sign to the test, which signs it with the local chain's
+    // unlocked account (the page's CSP keeps it from calling the chain itself,
+    // as it would a real extension's background page).
+    let account = station_testkit::anvil::ACCOUNTS[1];
+    let provider = format!(
+        "window.ethereum = {{ request: async ({{ method, params }}) => {{
+           if (method === 'eth_requestAccounts') return ['{account}'];
+           if (method === 'personal_sign') {{
+             window.__signRequest = params;
+             while (!window.__signature) await new Promise((r) => setTimeout(r, 20));
+             return window.__signature;
+           }}
+           throw new Error('unsupported ' + method);
+         }} }};"
+    );
+    c.execute(&provider, vec![]).await.unwrap();
+    click(&c, "#w-connect").await;
+    until(&c, "the signature request", "return !!window.__signRequest").await;
+    let params = c.execute("return window.__signRequest", vec![]).await.unwrap();
+    assert_eq!(params[1], json!(account), "the address asked to sign");
+    let signature = chain.rpc("personal_sign", json!([params[0], account])).await;
+    c.execute("window.__signature = arguments[0]", vec![signature]).await.unwrap();
+    until(&c, "linked", "return document.getElementById('w-status').textContent.includes('Linked')").await;
+    until(
+        &c,
+        "the wallet listed",
+        &format!("return document.getElementById('wallet-list').textContent.includes('{account}')"),
+    )
+    .await;
+    screenshot(&c, "wallet-linked").await;
+    let out = server.run(&["wallets", "list", "--user", "ada"]);
+    assert!(out.contains(account), "{out}");
+    // A magic deposit quote for a typed address.
+    type_into(&c, "#w-address", station_testkit::anvil::ACCOUNTS[2]).await;
+    click(&c, "#w-magic").await;
+    until(&c, "the quote", "return document.getElementById('w-status').textContent.includes('Send exactly')").await;
+    c.close().await.unwrap();
+}
+
 /// Issue 25 on the web: build a two-step spell (resize → flip, native tools)
 /// in the builder — a refused save lists every problem first — then cast it
 /// from the gallery through its generated form and follow it live to the result.

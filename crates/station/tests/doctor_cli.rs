@@ -58,6 +58,7 @@ async fn doctor_passes_a_healthy_setup_and_names_each_problem_with_its_fix() {
         "ok    database:",
         "ok    migrations: all",
         "ok    tools:",
+        "ok    media store: files in",
         "ok    backend backend1:",
         "node types",
         "ok    Telegram bot: the token is accepted: @",

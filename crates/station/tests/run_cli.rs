@@ -377,6 +377,9 @@ async fn operator_commands_print_text_people_can_read() {
         "[telegram]",
         "[discord]",
         "[metrics]",
+        "[alerts]",
+        "[comfydeploy]",
+        "[[comfydeploy.backends]]",
     ] {
         assert!(template.contains(section), "{section} missing from the template");
     }
@@ -408,6 +411,7 @@ async fn operator_commands_print_text_people_can_read() {
         "STATION_CONFIG",
         "STATION_WEB_SESSION_HOURS",
         "STATION_TELEGRAM_TOKEN",
+        "STATION_COMFYDEPLOY_BACKENDS",
         "RUST_LOG",
     ] {
         assert!(names.contains(&name), "{name} missing: {vars}");

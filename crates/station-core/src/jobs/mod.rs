@@ -441,5 +441,6 @@ pub fn service_name(s: station_tools::Service) -> &'static str {
     match s {
         station_tools::Service::Comfyui => "comfyui",
         station_tools::Service::Media => "media",
+        station_tools::Service::Comfydeploy => "comfydeploy",
     }
 }

@@ -8,6 +8,7 @@ pub mod inputs;
 pub mod make;
 mod settings;
 pub mod train;
+pub mod wallet;
 
 use std::sync::Arc;
 
@@ -60,6 +61,8 @@ pub fn builtin() -> Vec<Arc<dyn Flow>> {
         Arc::new(cast::Cast),
         Arc::new(Spells),
         Arc::new(collect::Collect),
+        Arc::new(wallet::Wallet),
+        Arc::new(DepositFlow),
     ]
 }
 
@@ -121,6 +124,7 @@ one_shot!(Help, "help", "What I can do", false, true);
 one_shot!(Status, "status", "Your balance, running jobs and recent results", false, true);
 one_shot!(BalanceFlow, "balance", "Your points and their history", false, true);
 one_shot!(Loras, "loras", "LoRAs you can use and their trigger words", false, true);
+one_shot!(DepositFlow, "deposit", "Pay in points with crypto: where to send, and your deposits", false, true);
 one_shot!(Spells, "spells", "Spells you can cast: several tools in one go", false, true);
 // Their answers hold secrets that grant the account: only the asker sees them.
 one_shot!(Link, "link", "Link this account with another platform", true, true);
@@ -353,6 +357,12 @@ impl Loras {
             row.push(Button::action("🧪 Train your own", "start", json!({"flow": "train"})));
         }
         Ok(finish(view.row(row)))
+    }
+}
+
+impl DepositFlow {
+    async fn answer(&self, cx: &Cx<'_>, _start: Start) -> Result<Next, FlowError> {
+        Ok(finish(wallet::deposit_answer(cx).await?))
     }
 }
 

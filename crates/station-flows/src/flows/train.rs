@@ -316,7 +316,20 @@ impl Flow for Train {
                     Err(e) => return Ok(View::text(words(e)?)),
                 };
                 match cx.station.quote_training(cx.account, &req).await {
-                    Ok(q) => Ok(Self::quote_view(&dataset, &q)),
+                    Ok(q) => {
+                        let mut view = Self::quote_view(&dataset, &q);
+                        // A choice of base model when backends have checkpoints for several.
+                        let bases = cx.station.trainable_base_models().await;
+                        if bases.len() > 1 {
+                            let row = bases
+                                .into_iter()
+                                .filter(|b| *b != q.base_model)
+                                .map(|b| Button::action(format!("Train for {b}"), "base", json!({"base": b})))
+                                .collect();
+                            view = view.row(row);
+                        }
+                        Ok(view)
+                    }
                     Err(e) => Ok(View::text(words(e)?).row(vec![
                         Button::action("◀ Images", "back", Value::Null),
                         Button::action("Cancel", "cancel", Value::Null).danger(),
@@ -375,6 +388,13 @@ impl Flow for Train {
             ("caption", StepInput::Action { name, .. }) if name == "done" => Ok(Next::Back),
             ("settings", StepInput::Action { name, .. }) if name == "captions" => {
                 Ok(Next::Goto("caption".into(), with(state, "slot", 1)))
+            }
+            ("settings", StepInput::Action { name, args }) if name == "base" => {
+                let base = get_str(&args, "base").unwrap_or("").to_string();
+                // The checkpoint chosen for the other base model does not carry over.
+                let mut settings = settings_of(state);
+                settings.remove("checkpoint");
+                Ok(Next::Stay(with(&with(state, "base_model", base), "settings", settings)))
             }
             ("settings", StepInput::Action { name, args }) if name == "steps" => {
                 let mut settings = settings_of(state);

@@ -8,6 +8,7 @@ use axum::extract::{Multipart, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use station_core::media::MediaBody;
 use station_core::tools::InputDef;
 use station_core::{AccountRow, CheckedImage, DecodeSlot, ImageProblem, MediaRow, MediaServiceError, Station};
 use utoipa::{IntoParams, ToSchema};
@@ -203,7 +204,11 @@ async fn upload_media(
 }
 
 fn image_response(bytes: Vec<u8>, mime: &str, filename: &str) -> Response {
-    let mut r = Body::from(bytes).into_response();
+    stream_response(Body::from(bytes), mime, filename)
+}
+
+fn stream_response(body: Body, mime: &str, filename: &str) -> Response {
+    let mut r = body.into_response();
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -220,15 +225,35 @@ fn image_response(bytes: Vec<u8>, mime: &str, filename: &str) -> Response {
 /// Downloads an image you own, with its content type.
 #[utoipa::path(get, path = "/api/v1/media/{id}", tag = "media",
     params(("id" = String, Path, description = "Media id")),
-    responses((status = 200, description = "The image", content_type = "image/*"), (status = 401, body = ErrorBody),
+    responses((status = 200, description = "The image", content_type = "image/*"),
+        (status = 307, description = "With media on object storage and `media.presign_seconds` set: the image at a presigned URL (Location)"),
+        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn download_media(
     State(station): State<Station>,
     Caller(a): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let (row, bytes) = station.media.get(&id, Some(&a)).await?;
-    Ok(image_response(bytes, &row.mime, &format!("{}.{}", row.id, station_core::media::extension_for_mime(&row.mime))))
+    let (row, body) = station.media.download(&id, Some(&a)).await?;
+    match body {
+        // Object storage with `media.presign_seconds`: the client fetches
+        // the bytes from the bucket. The URL expires, so the redirect itself
+        // is never cached.
+        MediaBody::Redirect(url) => {
+            let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
+            if let Ok(v) = HeaderValue::from_str(&url) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+            Ok(r)
+        }
+        MediaBody::Stream { len, chunks } => {
+            let name = format!("{}.{}", row.id, station_core::media::extension_for_mime(&row.mime));
+            let mut r = stream_response(Body::from_stream(chunks), &row.mime, &name);
+            r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            Ok(r)
+        }
+    }
 }
 
 /// A JPEG thumbnail of an image you own (made once per size, then cached).

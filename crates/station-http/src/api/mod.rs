@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod admin;
+pub mod alerts;
 pub mod collections;
 pub mod error;
 pub mod events;
@@ -25,6 +26,7 @@ pub mod spells;
 pub mod stats;
 pub mod tools;
 pub mod training;
+pub mod wallets;
 pub mod webhooks;
 
 use axum::Json;
@@ -81,8 +83,10 @@ pub fn routes() -> OpenApiRouter<Station> {
         .merge(admin::routes())
         .merge(flags::routes())
         .merge(stats::routes())
+        .merge(alerts::routes())
         .merge(collections::routes())
         .merge(training::routes())
+        .merge(wallets::routes())
 }
 
 /// The body as a JSON object holding only `known` keys; a missing or

@@ -58,6 +58,7 @@ pub fn base() -> OpenApi {
                 ("collections", "Curated sets of results and LoRAs: share links, ZIP exports"),
                 ("spells", "Saved chains of tools, and casting them"),
                 ("training", "Datasets, LoRA trainings and trained LoRA files"),
+                ("wallets", "EVM wallets linked by signature or magic deposit, on-chain deposits"),
                 ("account", "Who am I, API keys, linking accounts"),
                 ("admin", "Backends, queue, users (administrators)"),
                 ("service", "Health, readiness, documentation"),

@@ -62,6 +62,7 @@ pub fn routes() -> Router<Station> {
         .route("/points", get(|s: WebSession| async move { page(&s, Page::simple("points", "Points")) }))
         .route("/keys", get(|s: WebSession| async move { page(&s, Page::simple("keys", "API keys")) }))
         .route("/admin", get(admin_page))
+        .route("/wallet", get(|s: WebSession| async move { page(&s, Page::simple("wallet", "Wallet")) }))
         .route("/training", get(|s: WebSession| async move { page(&s, Page::simple("training", "Training")) }))
         .route("/training/{slug}", get(dataset_page))
         .route("/spells", get(|s: WebSession| async move { page(&s, Page::simple("spells", "Spells")) }))
@@ -82,6 +83,8 @@ pub struct WebSession {
     pub session_id: String,
     /// The session's details, its CSRF token among them.
     pub info: SessionInfo,
+    /// This Station takes crypto deposits (some wallet chain is set up).
+    pub wallets: bool,
 }
 
 impl FromRequestParts<Station> for WebSession {
@@ -93,7 +96,9 @@ impl FromRequestParts<Station> for WebSession {
             return Err(to_signin("required", &next));
         };
         match station.session_account(&session_id).await {
-            Ok((account, info)) => Ok(WebSession { account, session_id, info }),
+            Ok((account, info)) => {
+                Ok(WebSession { account, session_id, info, wallets: !station.wallet_chains().is_empty() })
+            }
             Err(AuthError::Suspended(_)) => Err(to_signin("suspended", &next)),
             Err(AuthError::Store(e)) => {
                 tracing::error!(error = %e, "session lookup failed");
@@ -479,6 +484,9 @@ fn page(s: &WebSession, p: Page) -> Response {
         link("/keys", "keys", "API keys"),
     ]
     .join("");
+    if s.wallets {
+        nav.push_str(&link("/wallet", "wallet", "Wallet"));
+    }
     if admin {
         nav.push_str(&link("/admin", "admin", "Admin"));
     }

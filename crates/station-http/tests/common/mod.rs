@@ -108,6 +108,11 @@ impl Answer {
 }
 
 impl Server {
+    /// This server's own data folder (its local media folder is `media` in it).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

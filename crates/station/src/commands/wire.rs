@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use station_comfydeploy::DeployExecutor;
 use station_comfyui::{BackendSpec, ComfyClient, ComfyExecutor};
 use station_core::BackendRow;
 use station_core::audit::Actor;
@@ -15,15 +16,49 @@ use crate::exit;
 /// Background services started with the executors.
 pub struct Background {
     comfy: Arc<ComfyExecutor>,
+    hosted: Option<Arc<DeployExecutor>>,
     stop: tokio_util::sync::CancellationToken,
 }
 
 impl Background {
-    /// Stops health checks and backend syncing.
+    /// Stops health checks, backend syncing and the hosted runs' sweep.
     pub async fn shutdown(self) {
         self.stop.cancel();
         self.comfy.shutdown();
+        if let Some(h) = self.hosted {
+            h.shutdown();
+        }
     }
+}
+
+/// Registers the ComfyDeploy executor when `[[comfydeploy.backends]]` are
+/// configured (keys from the variables they name), and starts its sweep of
+/// runs to cancel.
+async fn register_hosted(station: &Station) -> Option<Arc<DeployExecutor>> {
+    let hosted = match DeployExecutor::from_config(&station.config, |name| std::env::var(name).ok()) {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(error = %e, "ComfyDeploy backends ignored");
+            return None;
+        }
+    };
+    if !hosted.is_configured() {
+        return None;
+    }
+    for (name, ok, detail) in station_core::Executor::health(&*hosted).await {
+        if ok {
+            info!(backend = %name, "ComfyDeploy backend: {detail}");
+        } else {
+            warn!(backend = %name, "ComfyDeploy backend takes no jobs: {detail}");
+        }
+    }
+    match hosted.webhook_url() {
+        Some(url) => info!(url, "ComfyDeploy runs send webhooks here (hints; runs are polled too)"),
+        None => info!("ComfyDeploy runs are polled (no public URL for webhooks)"),
+    }
+    station.register_executor(hosted.clone());
+    hosted.start(Duration::from_secs(10));
+    Some(hosted)
 }
 
 /// Makes the pool match configuration plus the backends added or removed with
@@ -92,6 +127,7 @@ pub(super) fn health_timeouts(station: &Station) -> (Duration, Duration) {
 /// say when no ComfyUI backend is configured (not for a native job run from the CLI).
 pub async fn register_executors(station: &Station, warn_without_backends: bool) -> Background {
     station.register_executor(Arc::new(MediaExecutor::new(&station.config)));
+    let hosted = register_hosted(station).await;
     let specs = backend_specs(station).await;
     if specs.is_empty() && warn_without_backends {
         warn!(
@@ -131,7 +167,7 @@ pub async fn register_executors(station: &Station, warn_without_backends: bool) 
             }
         }
     });
-    Background { comfy, stop }
+    Background { comfy, hosted, stop }
 }
 
 /// `station backends …`.

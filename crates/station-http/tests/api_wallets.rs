@@ -1,0 +1,195 @@
+//! Wallets over real HTTP against a real local chain (anvil; see
+//! `station-core/tests/wallets.rs` for where it comes from), on SQLite and
+//! PostgreSQL: the chains and rates listed, a challenge signed by the
+//! wallet's key and verified, a deposit followed to credited with the
+//! watcher the workers run, unlinking, `/readyz` showing the chain, and the
+//! `wallets` flag refusing by name.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::serve;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use station_core::config::{AssetConfig, ChainConfig};
+use station_testkit::testing;
+
+const OWNER: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
+const DEPOSIT: &str = "0x000000000000000000000000000000000000dEaD";
+
+struct Anvil {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn rpc(url: &str, method: &str, params: Value) -> Value {
+    let v: Value = reqwest::Client::new()
+        .post(url)
+        .json(&json!({"jsonrpc":"2.0","id":1,"method":method,"params":params}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(v.get("error").is_none(), "{method}: {v}");
+    v["result"].clone()
+}
+
+async fn anvil() -> Option<Anvil> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let path = std::env::var("STATION_TEST_ANVIL").ok().filter(|p| !p.is_empty()).or_else(|| {
+        let ok = Command::new("anvil").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+        ok.is_ok_and(|s| s.success()).then(|| "anvil".into())
+    });
+    let Some(path) = path else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "anvil is not installed: .ci/run installs it and sets STATION_TEST_ANVIL"
+        );
+        eprintln!("SKIPPED: anvil not found (set STATION_TEST_ANVIL or put anvil on the PATH)");
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(path)
+        .args(["--port", &port.to_string(), "--host", "127.0.0.1", "--silent"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start anvil");
+    let a = Anvil { child, url: format!("http://127.0.0.1:{port}") };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = reqwest::Client::new();
+    while client
+        .post(&a.url)
+        .json(&json!({"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "anvil did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some(a)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_is_linked_and_its_deposit_credited_over_http() {
+    for db in testing::all().await {
+        let Some(a) = anvil().await else { return };
+        let url = a.url.clone();
+        let s = serve(&db, true, move |c| {
+            c.wallets.chains = vec![ChainConfig {
+                id: 31337,
+                name: "Local".into(),
+                rpc_url: url,
+                deposit_address: DEPOSIT.into(),
+                confirmations: Some(2),
+                start_block: Some(0),
+                poll_ms: 50,
+                max_blocks_per_poll: 100,
+                magic_cap: 1_000_000_000,
+                assets: vec![AssetConfig {
+                    symbol: "ETH".into(),
+                    token: None,
+                    decimals: 18,
+                    points_per_unit: 1000,
+                    minimum: Some("0.01".into()),
+                }],
+            }];
+        })
+        .await;
+        let k = s.kind;
+        let list = s.get("/api/v1/wallets", &s.alice_key).await;
+        assert_eq!(list.status, StatusCode::OK, "{k}: {}", list.body);
+        assert_eq!(list.body["wallets"], json!([]), "{k}");
+        let chain = &list.body["chains"][0];
+        assert_eq!(
+            (chain["deposit_address"].as_str(), chain["confirmations"].as_u64()),
+            (Some(DEPOSIT), Some(2)),
+            "{k}"
+        );
+        assert_eq!(
+            chain["assets"][0],
+            json!({"symbol": "ETH", "token": null, "points_per_unit": 1000, "minimum": "0.01"}),
+            "{k}"
+        );
+
+        // Bad input is named.
+        let bad =
+            s.post("/api/v1/wallets/challenges", &s.alice_key, json!({"chain_id": 31337, "address": "0x12"})).await;
+        assert_eq!((bad.status, bad.fields()), (StatusCode::BAD_REQUEST, vec!["address".to_string()]), "{k}");
+        let bad = s.post("/api/v1/wallets/challenges", &s.alice_key, json!({"chain_id": 5, "address": OWNER})).await;
+        assert_eq!(bad.fields(), vec!["chain_id".to_string()], "{k}: {}", bad.body);
+
+        // Challenge → personal_sign by the wallet → verify.
+        let ch = s.post("/api/v1/wallets/challenges", &s.alice_key, json!({"chain_id": 31337, "address": OWNER})).await;
+        assert_eq!(ch.status, StatusCode::CREATED, "{k}: {}", ch.body);
+        let message = ch.body["message"].as_str().unwrap();
+        let sig = rpc(&a.url, "personal_sign", json!([format!("0x{}", hex::encode(message)), OWNER])).await;
+        let v =
+            s.post("/api/v1/wallets/verify", &s.alice_key, json!({"nonce": ch.body["nonce"], "signature": sig})).await;
+        assert_eq!(v.status, StatusCode::CREATED, "{k}: {}", v.body);
+        assert_eq!((v.body["address"].as_str(), v.body["method"].as_str()), (Some(OWNER), Some("signature")), "{k}");
+        let again =
+            s.post("/api/v1/wallets/verify", &s.alice_key, json!({"nonce": ch.body["nonce"], "signature": sig})).await;
+        assert_eq!(again.fields(), vec!["nonce".to_string()], "{k}");
+
+        // 0.5 ETH from the linked address: credited after two blocks by the watcher.
+        let before = s.get("/api/v1/points", &s.alice_key).await.body["balance"].as_i64().unwrap();
+        let tx = json!({"from": OWNER, "to": DEPOSIT, "value": format!("0x{:x}", 500_000_000_000_000_000u128)});
+        rpc(&a.url, "eth_sendTransaction", json!([tx])).await;
+        rpc(&a.url, "anvil_mine", json!(["0x2"])).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let d = loop {
+            let d = s.get("/api/v1/wallets/deposits", &s.alice_key).await.body["deposits"][0].clone();
+            if d["state"] == "credited" {
+                break d;
+            }
+            assert!(Instant::now() < deadline, "{k}: not credited: {d}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!((d["amount_text"].as_str(), d["points"].as_i64()), (Some("0.5 ETH"), Some(500)), "{k}");
+        assert!(d["confirmations"].as_u64().unwrap() >= 2, "{k}: {d}");
+        let after = s.get("/api/v1/points", &s.alice_key).await.body["balance"].as_i64().unwrap();
+        assert_eq!(after - before, 500, "{k}");
+
+        // /readyz shows the chain caught up.
+        let ready = s.call(Method::GET, "/readyz", None, None).await;
+        let c = &ready.body["chains"][0];
+        assert_eq!((c["chain_id"].as_u64(), c["last_error"].is_null()), (Some(31337), true), "{k}: {}", ready.body);
+        assert!(c["head"].as_u64().is_some() && c["lag"].as_u64().is_some(), "{k}: {}", ready.body);
+
+        // Bob cannot unlink Alice's address; Alice can, once.
+        let path = format!("/api/v1/wallets/31337/{OWNER}");
+        assert_eq!(s.call(Method::DELETE, &path, Some(&s.bob_key), None).await.status, StatusCode::NOT_FOUND, "{k}");
+        assert_eq!(s.call(Method::DELETE, &path, Some(&s.alice_key), None).await.status, StatusCode::NO_CONTENT, "{k}");
+        assert_eq!(s.call(Method::DELETE, &path, Some(&s.alice_key), None).await.status, StatusCode::NOT_FOUND, "{k}");
+
+        // Magic quote for a typed address.
+        let q = s.post("/api/v1/wallets/quotes", &s.bob_key, json!({"chain_id": 31337, "address": OWNER})).await;
+        assert_eq!(q.status, StatusCode::CREATED, "{k}: {}", q.body);
+        assert_eq!(
+            (q.body["from_address"].as_str(), q.body["deposit_address"].as_str()),
+            (Some(OWNER), Some(DEPOSIT)),
+            "{k}"
+        );
+
+        // Switched off: refused naming the feature.
+        let off =
+            s.call(Method::PUT, "/api/v1/admin/flags/wallets", Some(&s.admin_key), Some(json!({"state": "off"}))).await;
+        assert_eq!(off.status, StatusCode::OK, "{k}: {}", off.body);
+        let r = s.post("/api/v1/wallets/challenges", &s.alice_key, json!({"chain_id": 31337, "address": OWNER})).await;
+        assert_eq!((r.status, r.fields()), (StatusCode::BAD_REQUEST, vec!["feature".to_string()]), "{k}: {}", r.body);
+        s.stop().await;
+    }
+}
