@@ -39,6 +39,8 @@ async fn setup(db: TestDb, publish: bool) -> Env {
     config.queue.lease_seconds = 2;
     config.queue.retry_base_ms = 50;
     config.queue.poll_ms = 50;
+    // Callback receivers run on 127.0.0.1.
+    config.webhooks.allow_private = true;
     if publish {
         config.training.publish_dir = Some(publish_dir.path().join("loras"));
     }
@@ -326,14 +328,41 @@ async fn refusals(db: TestDb) {
     env.stop().await;
 }
 
+/// A receiver on 127.0.0.1 that records (event id, signature, body) and answers 200.
+async fn receiver() -> (String, Arc<std::sync::Mutex<Vec<(String, String, String)>>>) {
+    let seen: Arc<std::sync::Mutex<Vec<(String, String, String)>>> = Default::default();
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let s = s.clone();
+            async move {
+                let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                s.lock().unwrap().push((h("x-station-event-id"), h("x-station-signature"), body));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
 /// With `training.publish_dir` the trained file is written there as
-/// `<slug>.safetensors` and the catalog names that file.
+/// `<slug>.safetensors` and the catalog names that file; the training's
+/// `callback_url` is sent `training.succeeded`, signed with the callback secret.
 async fn publish_dir_gets_the_file(db: TestDb) {
     let kind = db.kind;
     let env = setup(db, true).await;
     env.dataset("Ink Style", 4).await;
-    let req =
-        TrainingRequest { dataset: "ink-style".into(), settings: settings(json!({"steps": 3})), ..Default::default() };
+    let (url, seen) = receiver().await;
+    let req = TrainingRequest {
+        dataset: "ink-style".into(),
+        settings: settings(json!({"steps": 3})),
+        callback_url: Some(url),
+        ..Default::default()
+    };
     let started = env.station.start_training(&env.account, &req).await.unwrap();
     let done = env.wait_training(&started.row.id).await;
     assert_eq!(done.row.status, "succeeded", "{kind}: {:?}", done.row.error);
@@ -346,6 +375,18 @@ async fn publish_dir_gets_the_file(db: TestDb) {
         env.fake.file("output", sub, name)
     });
     assert_eq!(Some(published), on_backend, "{kind}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "{kind}: the callback never came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (event_id, sig, body) = seen.lock().unwrap()[0].clone();
+    assert_eq!(event_id, format!("training.succeeded:{}", started.row.id), "{kind}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((body["type"].as_str(), body["data"]["lora"].as_str()), (Some("training.succeeded"), Some("ink-style")));
+    let secret = env.station.callback_secret(&env.account).await.unwrap();
+    let t: i64 = sig.split(',').next().unwrap().trim_start_matches("t=").parse().unwrap();
+    assert_eq!(sig, station_core::webhooks::signature(&secret, t, &seen.lock().unwrap()[0].2), "{kind}");
     env.stop().await;
 }
 

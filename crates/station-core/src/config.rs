@@ -63,6 +63,8 @@ pub struct Config {
     pub collections: CollectionsConfig,
     /// Webhooks: where events may be sent, timeouts and retries.
     pub webhooks: WebhooksConfig,
+    /// Spells: the creator's share of casts.
+    pub spells: SpellsConfig,
     /// LoRA training: dataset sizes and where trained files are published.
     pub training: TrainingConfig,
     /// Alerts: rules watched in the background and the sinks told when one
@@ -346,6 +348,27 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// Spells.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpellsConfig {
+    /// Percent (0–100) of the points captured for each step of a cast of
+    /// someone else's spell that goes to the spell's owner, in the same
+    /// ledger transaction as the capture (rounded down; only points paid
+    /// from the balance, not from the free daily allowance). 0: none.
+    #[serde(deserialize_with = "percent")]
+    pub creator_share_percent: u64,
+}
+
+/// A whole percentage, 0 to 100.
+fn percent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if v > 100 {
+        return Err(serde::de::Error::custom(format!("{v} is not a percentage from 0 to 100")));
+    }
+    Ok(v)
+}
+
 /// Alerts: rules, sinks and how messages are sent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -609,6 +632,7 @@ impl Default for Config {
             web: WebConfig::default(),
             collections: CollectionsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            spells: SpellsConfig::default(),
             training: TrainingConfig::default(),
             alerts: AlertsConfig::default(),
             wallets: WalletsConfig::default(),

@@ -208,6 +208,18 @@ impl Station {
         self.settle_row(&job, actor).await
     }
 
+    /// The owner of the spell `job` is a step of, when a creator share is
+    /// configured and the spell is someone else's.
+    async fn creator_share_owner(&self, job: &JobRow) -> Result<Option<String>, StoreError> {
+        if self.config.spells.creator_share_percent == 0 {
+            return Ok(None);
+        }
+        let Some(cast) = self.store.cast_of_job(&job.id).await? else { return Ok(None) };
+        let Some(cast) = self.store.cast(&cast).await? else { return Ok(None) };
+        let Some(spell) = self.store.spell(&cast.spell_id).await? else { return Ok(None) };
+        Ok(Some(spell.owner_id).filter(|o| *o != job.account_id))
+    }
+
     async fn settle_row(&self, job: &JobRow, actor: &str) -> Result<Option<Settlement>, StoreError> {
         let now = station_store::now_ms();
         match job.status() {
@@ -226,7 +238,9 @@ impl Station {
                     }
                     None => hold.amount,
                 };
-                let settled = self.store.capture_hold(&job.id, amount, actor, now).await?;
+                let owner = self.creator_share_owner(job).await?;
+                let share = owner.as_deref().map(|o| (o, self.config.spells.creator_share_percent));
+                let settled = self.store.capture_hold_with_share(&job.id, amount, actor, share, now).await?;
                 if let Settlement::Captured { charged, held } = settled {
                     crate::telemetry::points("captured", charged);
                     crate::telemetry::points("released", held - charged);

@@ -198,6 +198,9 @@ pub struct TrainingRequest {
     /// A submission repeated with the same key (a chat input handled again
     /// after a crash) returns the first one's training instead of a refusal.
     pub idempotency_key: Option<String>,
+    /// An http(s) URL sent the training's end (`training.succeeded`, …) as
+    /// a signed webhook event, as a generation's `callback_url`.
+    pub callback_url: Option<String>,
 }
 
 /// A training as its owner sees it.
@@ -601,6 +604,13 @@ impl Station {
         {
             return self.training_view(row).await;
         }
+        let callback = self.check_callback_url(req.callback_url.as_deref()).await.map_err(|e| match e {
+            SubmitError::Invalid(mut f) if !f.is_empty() => {
+                let f = f.remove(0);
+                TrainingError::Invalid { field: f.field, reason: f.reason }
+            }
+            e => e.into(),
+        })?;
         let (quote, dataset, def) = self.assess_training(account, req).await?;
         if quote.available < quote.price {
             return Err(SubmitError::InsufficientPoints { needed: quote.price, available: quote.available }.into());
@@ -624,6 +634,11 @@ impl Station {
             created_at: now,
             finished_at: None,
         };
+        if let Some(url) = &callback {
+            // Before the training: once it exists, its end is owed to the URL.
+            self.callback_secret(account).await?;
+            self.store.insert_callback("training", &training_id, &account.id, url, now).await?;
+        }
         // The training first (durable, dataset locked), then its paid job.
         if !self.store.insert_training(&row).await? {
             return Err(invalid("dataset", "is being trained already, or not ready"));

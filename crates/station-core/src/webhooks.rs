@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::Station;
+use crate::jobs::SubmitError;
 
 /// Every event a subscription may name.
 pub const EVENTS: [&str; 6] = [
@@ -248,6 +249,24 @@ impl Station {
         Ok((view(row), secret))
     }
 
+    /// The secret `callback_url` deliveries of `account` are signed with
+    /// (made the first time it is needed or asked for; subscriptions each
+    /// have their own).
+    pub async fn callback_secret(&self, account: &AccountRow) -> Result<String, StoreError> {
+        let fresh = format!("whsec_{}", hex::encode(rand::random::<[u8; 24]>()));
+        self.store.callback_secret(&account.id, &fresh, station_store::now_ms()).await
+    }
+
+    /// A request's `callback_url`, trimmed and checked as a subscription's
+    /// URL is (refused as the invalid field `callback_url`); `None` when absent or empty.
+    pub(crate) async fn check_callback_url(&self, url: Option<&str>) -> Result<Option<String>, SubmitError> {
+        let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else { return Ok(None) };
+        match check_url(url, self.config.webhooks.allow_private).await {
+            Ok(()) => Ok(Some(url.to_string())),
+            Err(reason) => Err(SubmitError::Invalid(vec![FieldError { field: "callback_url".into(), reason }])),
+        }
+    }
+
     /// The account's subscriptions.
     pub async fn webhooks(&self, account: &AccountRow) -> Result<Vec<Webhook>, StoreError> {
         Ok(self.store.webhooks(&account.id).await?.into_iter().map(view).collect())
@@ -309,6 +328,19 @@ impl Station {
                 .cast_view(&owner, &ev.subject_id)
                 .await?
                 .map(|c| serde_json::to_value(c).unwrap_or_default()));
+        }
+        if kind == "training" {
+            let Some(t) = self.store.get_training(&ev.subject_id).await? else { return Ok(None) };
+            return Ok(Some(json!({
+                "id": t.id,
+                "status": t.status,
+                "lora": t.lora_slug,
+                "job_id": t.job_id,
+                "price": t.price,
+                "error": t.error,
+                "created_at": t.created_at,
+                "finished_at": t.finished_at,
+            })));
         }
         let Some(job) = self.store.get_job(&ev.subject_id).await? else { return Ok(None) };
         Ok(Some(json!({

@@ -967,7 +967,7 @@ async fn cast_a_spell_in_chat(db: TestDb) {
         second.edits.iter().all(|v| v.blocks.iter().any(|b| matches!(b, Block::Progress { .. }))),
         "[{k}] every earlier version was the cast's progress"
     );
-    let shown: Vec<String> = second.edits.iter().map(|v| v.plain_text()).collect();
+    let shown: Vec<String> = second.edits.iter().map(station_flows::View::plain_text).collect();
     assert!(shown.iter().any(|t| t.contains("of 2")), "[{k}] progress names the step: {shown:?}");
     env.settled().await;
     let msgs = env.platform.messages(&env.conv.chat);
@@ -1055,7 +1055,7 @@ async fn link_a_wallet_in_chat(db: TestDb) {
     let message = shown[..].lines().skip_while(|l| !l.contains("wants you to sign in")).collect::<Vec<_>>();
     assert!(!message.is_empty(), "[{k}] the EIP-4361 message is shown whole: {shown}");
     let message =
-        message.iter().take_while(|l| !l.starts_with("It is good once")).cloned().collect::<Vec<_>>().join("\n");
+        message.iter().take_while(|l| !l.starts_with("It is good once")).copied().collect::<Vec<_>>().join("\n");
     // Signed by another key: refused, the step stays.
     let wrong = chain.sign(ACCOUNTS[2], message.trim_end()).await;
     env.text(&wrong).await;

@@ -25,6 +25,9 @@ async function start() {
     } else if (page === 'training' || page === 'dataset') {
       const m = await import('./training.js');
       await m.pages[page]();
+    } else if (page === 'spells') {
+      const m = await import('./spells.js');
+      await m.pages.spells();
     } else if (page === 'collections' || page === 'collection') {
       const m = await import('./collections.js');
       await m.pages[page]();

@@ -337,6 +337,10 @@ struct Op<'a> {
     actor: &'a str,
     hold: HoldStep,
     now: i64,
+    /// A capture's creator share: (spell owner, percent) of the points the
+    /// capture took from the payer's balance, posted to the owner as a
+    /// `reward` in the same transaction.
+    share: Option<(&'a str, u64)>,
     /// Change to the free allowance in use (settlements fill it in).
     allowance: i64,
     /// The sponsored member (settlements fill it in).
@@ -382,6 +386,7 @@ impl Store {
             actor: e.actor,
             hold: HoldStep::None,
             now,
+            share: None,
             allowance: 0,
             beneficiary: None,
         };
@@ -401,7 +406,23 @@ impl Store {
         actor: &str,
         now: i64,
     ) -> Result<Settlement, StoreError> {
-        self.settle(job_id, "captured", charge.max(0), actor, None, now).await
+        self.settle(job_id, "captured", charge.max(0), actor, None, None, now).await
+    }
+
+    /// [`Store::capture_hold`] that also moves `percent` (0–100, rounded
+    /// down) of the points the capture took from the payer's balance to
+    /// `owner` (a spell's creator), as a `reward` entry with the key
+    /// `creator_share:<job id>` in the same transaction: both happen or
+    /// neither, once. Nothing moves to the payer itself.
+    pub async fn capture_hold_with_share(
+        &self,
+        job_id: &str,
+        charge: i64,
+        actor: &str,
+        share: Option<(&str, u64)>,
+        now: i64,
+    ) -> Result<Settlement, StoreError> {
+        self.settle(job_id, "captured", charge.max(0), actor, None, share, now).await
     }
 
     /// Returns a job's whole hold to its account. Idempotent like [`Store::capture_hold`].
@@ -412,9 +433,10 @@ impl Store {
         reason: Option<&str>,
         now: i64,
     ) -> Result<Settlement, StoreError> {
-        self.settle(job_id, "released", 0, actor, reason, now).await
+        self.settle(job_id, "released", 0, actor, reason, None, now).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn settle(
         &self,
         job_id: &str,
@@ -422,6 +444,7 @@ impl Store {
         charge: i64,
         actor: &str,
         reason: Option<&str>,
+        share: Option<(&str, u64)>,
         now: i64,
     ) -> Result<Settlement, StoreError> {
         let kind = if state == "captured" { EntryKind::Capture } else { EntryKind::Release };
@@ -436,6 +459,7 @@ impl Store {
             actor,
             hold: HoldStep::Settle { state, charge },
             now,
+            share,
             allowance: 0,
             beneficiary: None,
         };
@@ -586,6 +610,56 @@ impl Store {
                     .bind(day)
                     .execute(&mut *tx)
                     .await?;
+            }
+            // A creator's share of what this capture took from the payer's balance.
+            if let (Some((owner, percent)), Some(_), Some(job_id)) = (op.share, settled, op.job_id) {
+                let paid = i128::from((-op.amount).max(0));
+                let share = (paid * i128::from(percent.min(100)) / 100) as i64;
+                if share > 0 && owner != op.account_id {
+                    sqlx::query(
+                        "INSERT INTO balances (account_id, balance, held, updated_at) VALUES ($1, 0, 0, $2) \
+                         ON CONFLICT (account_id) DO NOTHING",
+                    )
+                    .bind(owner)
+                    .bind(op.now)
+                    .execute(&mut *tx)
+                    .await?;
+                    let key = format!("creator_share:{job_id}");
+                    let reason = format!("creator share ({percent} %) of a cast of your spell");
+                    let entry: Option<LedgerEntry> = sqlx::query_as(safe(&insert_entry))
+                        .bind(&key)
+                        .bind(owner)
+                        .bind(EntryKind::Reward.as_str())
+                        .bind(share)
+                        .bind(0i64)
+                        .bind(Some(job_id))
+                        .bind(Some(reason.as_str()))
+                        .bind(op.actor)
+                        .bind(op.now)
+                        .bind(0i64)
+                        .bind(None::<String>)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if entry.is_some() {
+                        let r = sqlx::query(
+                            "UPDATE balances SET balance = balance + $1, updated_at = $2 \
+                             WHERE account_id = $3 AND balance <= $4",
+                        )
+                        .bind(share)
+                        .bind(op.now)
+                        .bind(owner)
+                        .bind(i64::MAX - share)
+                        .execute(&mut *tx)
+                        .await?;
+                        if r.rows_affected() != 1 {
+                            tx.rollback().await?;
+                            return Err(LedgerError::Invalid {
+                                field: "amount",
+                                reason: format!("a creator share of {share} would overflow {owner}'s balance"),
+                            });
+                        }
+                    }
+                }
             }
             tx.commit().await?;
             Ok(match settled {

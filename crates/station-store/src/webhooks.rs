@@ -160,8 +160,10 @@ impl Store {
 
     /// Generations and casts that ended since `since` and are owed to a
     /// subscription of their account (subscribed to that event, created
-    /// before the end), with no delivery row yet: `("generation" | "cast",
-    /// event)`. At most `limit` of each.
+    /// before the end), and generations, casts and trainings that ended and
+    /// were asked with a `callback_url` (see [`Store::insert_callback`]),
+    /// with no delivery row yet for that URL: `("generation" | "cast" |
+    /// "training", event)`. At most `limit` of each kind of source.
     pub async fn pending_events(&self, since: i64, limit: i64) -> Result<Vec<(String, PendingEvent)>, StoreError> {
         let jobs = "SELECT j.id AS subject_id, j.account_id, j.status, s.id AS subscription_id, s.url, s.secret \
              FROM jobs j JOIN webhook_subscriptions s ON s.account_id = j.account_id AND s.disabled_at IS NULL \
@@ -175,9 +177,33 @@ impl Store {
              AND c.finished_at >= s.created_at AND s.events LIKE '%,cast.' || c.status || ',%' \
              AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.url = s.url \
                 AND d.event_id = 'cast.' || c.status || ':' || c.id) LIMIT $2";
+        // A request's own callback_url, signed with the account's callback secret.
+        let job_callbacks = "SELECT j.id AS subject_id, j.account_id, j.status, CAST(NULL AS TEXT) AS subscription_id, \
+             cb.url, k.secret FROM callbacks cb JOIN jobs j ON j.id = cb.subject_id \
+             JOIN callback_secrets k ON k.account_id = j.account_id \
+             WHERE cb.kind = 'generation' AND j.status IN ('succeeded','failed','cancelled') AND j.finished_at >= $1 \
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.url = cb.url \
+                AND d.event_id = 'generation.' || j.status || ':' || j.id) LIMIT $2";
+        let cast_callbacks = "SELECT c.id AS subject_id, c.account_id, c.status, CAST(NULL AS TEXT) AS subscription_id, \
+             c.callback_url AS url, k.secret FROM casts c JOIN callback_secrets k ON k.account_id = c.account_id \
+             WHERE c.callback_url IS NOT NULL AND c.status IN ('succeeded','failed','cancelled') \
+             AND c.finished_at >= $1 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.url = c.callback_url \
+                AND d.event_id = 'cast.' || c.status || ':' || c.id) LIMIT $2";
+        let training_callbacks = "SELECT t.id AS subject_id, t.account_id, t.status, \
+             CAST(NULL AS TEXT) AS subscription_id, cb.url, k.secret FROM callbacks cb \
+             JOIN trainings t ON t.id = cb.subject_id JOIN callback_secrets k ON k.account_id = t.account_id \
+             WHERE cb.kind = 'training' AND t.status IN ('succeeded','failed','cancelled') AND t.finished_at >= $1 \
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.url = cb.url \
+                AND d.event_id = 'training.' || t.status || ':' || t.id) LIMIT $2";
         let mut out = vec![];
         with_pool!(self, p => {
-            for (kind, sql) in [("generation", jobs), ("cast", casts)] {
+            for (kind, sql) in [
+                ("generation", jobs),
+                ("cast", casts),
+                ("generation", job_callbacks),
+                ("cast", cast_callbacks),
+                ("training", training_callbacks),
+            ] {
                 let rows: Vec<PendingEvent> = sqlx::query_as(sql).bind(since).bind(limit).fetch_all(p).await?;
                 out.extend(rows.into_iter().map(|r| (kind.to_string(), r)));
             }
@@ -298,6 +324,67 @@ impl Store {
             .execute(p)
             .await?;
             Ok(r.rows_affected() == 1)
+        })
+    }
+
+    /// Records that the end of `kind` (`generation` or `training`)
+    /// `subject_id` is owed to `url`. Written before the job or training is,
+    /// so its end is never missed; a row whose subject was never written (a
+    /// refused request) matches nothing.
+    pub async fn insert_callback(
+        &self,
+        kind: &str,
+        subject_id: &str,
+        account_id: &str,
+        url: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, p => {
+            sqlx::query(
+                "INSERT INTO callbacks (kind, subject_id, account_id, url, created_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (kind, subject_id) DO NOTHING",
+            )
+            .bind(kind)
+            .bind(subject_id)
+            .bind(account_id)
+            .bind(url)
+            .bind(now)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The callback URL stored for `kind` `subject_id`, if any.
+    pub async fn callback(&self, kind: &str, subject_id: &str) -> Result<Option<String>, StoreError> {
+        with_pool!(self, p => {
+            let r: Option<(String,)> = sqlx::query_as("SELECT url FROM callbacks WHERE kind = $1 AND subject_id = $2")
+                .bind(kind)
+                .bind(subject_id)
+                .fetch_optional(p)
+                .await?;
+            Ok(r.map(|(u,)| u))
+        })
+    }
+
+    /// The account's callback signing secret: `fresh` stored if it has none
+    /// yet (two racing callers read the same one).
+    pub async fn callback_secret(&self, account_id: &str, fresh: &str, now: i64) -> Result<String, StoreError> {
+        with_pool!(self, p => {
+            sqlx::query(
+                "INSERT INTO callback_secrets (account_id, secret, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (account_id) DO NOTHING",
+            )
+            .bind(account_id)
+            .bind(fresh)
+            .bind(now)
+            .execute(p)
+            .await?;
+            let (secret,): (String,) = sqlx::query_as("SELECT secret FROM callback_secrets WHERE account_id = $1")
+                .bind(account_id)
+                .fetch_one(p)
+                .await?;
+            Ok(secret)
         })
     }
 }

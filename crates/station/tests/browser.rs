@@ -1103,3 +1103,96 @@ async fn link_a_wallet_on_the_web() {
     until(&c, "the quote", "return document.getElementById('w-status').textContent.includes('Send exactly')").await;
     c.close().await.unwrap();
 }
+
+/// Issue 25 on the web: build a two-step spell (resize → flip, native tools)
+/// in the builder — a refused save lists every problem first — then cast it
+/// from the gallery through its generated form and follow it live to the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_and_cast_a_spell_on_the_web() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let driver = match browser_available() {
+        Ok(d) => d,
+        Err(why) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        Err(why) => panic!("CI=true but the browser tests cannot run: {why}"),
+    };
+    let (_driver, c) = chromedriver(&driver).await;
+    let mut dbs = vec![("sqlite", None)];
+    let pg = station_testkit::testing::postgres().await;
+    if let Some(pg) = &pg {
+        dbs.push(("postgres", Some(pg.url.clone())));
+    }
+    for (kind, url) in dbs {
+        c.delete_all_cookies().await.unwrap();
+        let fake = FakeComfy::start(FakeOptions::default()).await;
+        spells_scenario(&c, kind, &fake, url.as_deref()).await;
+    }
+    c.close().await.unwrap();
+}
+
+/// Sets a select or input by CSS and fires its change event.
+async fn set_value(c: &Client, css: &str, value: &str) {
+    until(c, css, &format!("return !!document.querySelector({})", json!(css))).await;
+    let js = "const e = document.querySelector(arguments[0]); e.value = arguments[1]; \
+              e.dispatchEvent(new Event('input', { bubbles: true })); e.dispatchEvent(new Event('change', { bubbles: true }));";
+    c.execute(js, vec![json!(css), json!(value)]).await.unwrap();
+}
+
+async fn spells_scenario(c: &Client, kind: &str, fake: &FakeComfy, database_url: Option<&str>) {
+    let mut server = Server::new(&fake.url(), database_url);
+    let link = link_in(&server.run(&["users", "create", "--admin", "ada"]));
+    server.start().await;
+    let upload = input_png(server.dir.path());
+    c.goto(&link).await.unwrap();
+    until(c, "the gallery", "return !!document.querySelector('.card')").await;
+    c.goto(&server.url("/spells")).await.unwrap();
+    until(c, "the spell builder", "return !!document.querySelector('#new-spell')").await;
+    let current = c.execute("return document.querySelector('nav a[aria-current=page]').textContent", vec![]);
+    assert_eq!(current.await.unwrap(), json!("Spells"), "{kind}");
+
+    // A step without a tool: the save is refused with every problem listed.
+    type_into(c, "#s-name", "Shrink and mirror").await;
+    click(c, "#add-step").await;
+    click(c, "#new-spell button[type=submit]").await;
+    until(c, "the problems", "return document.querySelectorAll('#spell-errors li').length > 0").await;
+    let fields =
+        c.execute("return [...document.querySelectorAll('#spell-errors li')].map((l) => l.dataset.field)", vec![]);
+    let fields = fields.await.unwrap();
+    assert!(fields.as_array().unwrap().iter().any(|f| f.as_str().unwrap().starts_with("step1")), "{kind}: {fields}");
+
+    // Step 1: resize by half, its image an exposed input; step 2: flip step 1's output.
+    set_value(c, "#step1-tool", "resize").await;
+    set_value(c, "[data-step='1'] [name='mode-scale']", "fixed").await;
+    set_value(c, "[data-step='1'] [name='value-scale']", "0.5").await;
+    click(c, "#add-step").await;
+    set_value(c, "#step2-tool", "flip").await;
+    until(c, "flip's inputs", "return !!document.querySelector(\"[data-step='2'] [name='mode-image']\")").await;
+    let mapped = c.execute("return document.querySelector(\"[data-step='2'] [name='mode-image']\").value", vec![]);
+    assert_eq!(mapped.await.unwrap(), json!("step1"), "{kind}: an image input takes the step before's output");
+    set_value(c, "#s-visibility", "public").await;
+    screenshot(c, &format!("{kind}-spell-builder")).await;
+    click(c, "#new-spell button[type=submit]").await;
+    until(c, "the saved spell", "return !!document.querySelector('#spell-list [data-spell=\"shrink-and-mirror\"]')")
+        .await;
+    let card = text_of(c, "#spell-list [data-spell='shrink-and-mirror']").await;
+    assert!(card.contains("resize → flip") && card.contains("cast 0 times"), "{kind}: {card}");
+
+    // Cast it: the form of its exposed inputs, then live progress to the result.
+    click(c, "[data-cast='shrink-and-mirror']").await;
+    upload_into(c, "#in-image", &upload).await;
+    click(c, "#cast form button[type=submit]").await;
+    until(
+        c,
+        "the cast's result",
+        "const s = document.getElementById('cast-status'); const img = document.querySelector('#cast-result img'); \
+         return !!s && s.textContent === 'done: 2 of 2 steps' && !!img && img.complete && img.naturalWidth > 0",
+    )
+    .await;
+    let pct = c.execute("return document.querySelector('.cast-run .progress').getAttribute('aria-valuenow')", vec![]);
+    assert_eq!(pct.await.unwrap(), json!("100"), "{kind}");
+    screenshot(c, &format!("{kind}-spell-cast")).await;
+    let out = server.run(&["spells", "list", "--user", "ada"]);
+    assert!(out.contains("shrink-and-mirror"), "{kind}: {out}");
+}

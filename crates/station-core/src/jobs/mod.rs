@@ -87,6 +87,7 @@ impl Station {
         }
         // A flag flipped in another process applies within the cache bound.
         self.refresh_flags_if_stale().await;
+        let callback = self.check_callback_url(req.callback_url.as_deref()).await?;
         let p = self.prepare(account, &req).await?;
         if !req.confirmed
             && let Some(threshold) = self.quote_threshold(account).await?
@@ -99,6 +100,11 @@ impl Station {
         let terms = self.pay_terms(account, p.price, req.sponsor_scope.as_deref());
         let actor = format!("account:{}", account.id);
         self.ensure_starting_grant(&account.id).await?;
+        if let Some(url) = &callback {
+            // Before the job: once it exists, its end is owed to the URL.
+            self.callback_secret(account).await?;
+            self.store.insert_callback("generation", &p.job.id, &account.id, url, now).await?;
+        }
         let row = match self.store.insert_job_paid_keyed(&p.job, &terms, &actor, key, now).await {
             Ok(station_store::Placed::New(row, paid_by)) => {
                 crate::telemetry::job_submitted(&row.tool_id, &row.service);
@@ -140,6 +146,7 @@ impl Station {
         req: &SubmitRequest,
         pending: &[String],
     ) -> Result<(), SubmitError> {
+        self.check_callback_url(req.callback_url.as_deref()).await?;
         let a = self.assess(account, req, pending, station_store::now_ms()).await?;
         let price = a.prepared.price;
         if !req.confirmed

@@ -33,6 +33,10 @@ pub struct SubmitRequest {
     /// the job the first one queued. Keys are global; one used by another
     /// account is refused as an invalid `idempotency_key`.
     pub idempotency_key: Option<String>,
+    /// An http(s) URL sent the generation's end (`generation.succeeded`, …)
+    /// as a signed webhook event (checked like a subscription's URL; signed
+    /// with the account's callback secret, [`crate::Station::callback_secret`]).
+    pub callback_url: Option<String>,
 }
 
 /// Why a submission was refused. Nothing was written.

@@ -46,6 +46,9 @@ pub struct CastRequest {
     /// A cast repeated with the same key (a chat input handled again after
     /// a crash, an HTTP retry) returns the first one: one cast, one charge.
     pub idempotency_key: Option<String>,
+    /// An http(s) URL sent the cast's end (`cast.succeeded`, …) as a signed
+    /// webhook event, as a generation's `callback_url`.
+    pub callback_url: Option<String>,
 }
 
 /// Why a cast was refused. Nothing was written.
@@ -191,6 +194,7 @@ impl Station {
         if account.suspended {
             return Err(SubmitError::Suspended.into());
         }
+        let callback = self.check_callback_url(req.callback_url.as_deref()).await?;
         let (spell, checked) = self.spell_view(&row).await?;
         let Some(checked) = checked else {
             return Err(CastError::Broken { slug: spell.slug, reason: spell.broken.unwrap_or_default() });
@@ -292,13 +296,16 @@ impl Station {
             spell_id: &row.id,
             account_id: &account.id,
             inputs: &inputs,
-            callback_url: None,
+            callback_url: callback.as_deref(),
             idem_key: req.idempotency_key.as_deref(),
             steps: prepared.into_iter().map(|(p, b)| (p.job, p.price, Value::Object(b).to_string())).collect(),
             free_daily: terms.free_daily,
             max_queued: terms.max_queued,
         };
         let actor = format!("account:{}", account.id);
+        if callback.is_some() {
+            self.callback_secret(account).await?;
+        }
         let stored = self.store.insert_cast(&new, &actor, station_store::now_ms()).await.map_err(SubmitError::from)?;
         if stored.id != id {
             // The same key won a race meanwhile: its cast is the answer.

@@ -130,6 +130,7 @@ impl Cast {
             source: Some(serde_json::to_value(&source).expect("source serialises")),
             // Under Flows::handle_once: a replayed input finds its cast.
             idempotency_key: cx.input.next_job(),
+            callback_url: None,
         };
         match cx.station.cast(cx.account, req).await {
             Ok(cast) => {

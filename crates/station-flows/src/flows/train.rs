@@ -105,6 +105,7 @@ impl Train {
                 .expect("source serialises"),
             ),
             idempotency_key: key,
+            callback_url: None,
         }
     }
 

@@ -9,6 +9,14 @@
 //! data_url}`), `result` (`{outputs: [{id, ref, url, thumbnail_url}]}`). The
 //! stream ends after the terminal `status` (and `result` when it succeeded),
 //! or when the server shuts down (the client reconnects to another).
+//!
+//! `GET /api/v1/casts/{id}/events` follows a whole cast the same way (the
+//! cast's rows are re-read on its steps' bus events and every 500 ms):
+//! `status` (`{status, step, steps_total, tool, progress, progress_text,
+//! error?}`) when the status or the current step changes, `progress`
+//! (`{fraction, progress_text, step, steps_total}`) when the cast's overall
+//! fraction or its text moves, and a final `result` (`{outputs: [...]}`,
+//! the last step's) when it succeeded; the stream ends with the cast.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -19,6 +27,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use base64::Engine;
 use futures::Stream;
 use serde_json::{Value, json};
+use station_core::spells::CastView;
 use station_core::{JobEvent, Station};
 use station_core::{JobStatus, JobView};
 use tokio::sync::broadcast::error::RecvError;
@@ -35,7 +44,7 @@ pub const POLL: Duration = Duration::from_millis(500);
 
 /// Routes of this module.
 pub fn routes() -> OpenApiRouter<Station> {
-    OpenApiRouter::new().routes(routes!(generation_events))
+    OpenApiRouter::new().routes(routes!(generation_events)).routes(routes!(cast_events))
 }
 
 /// Live events of one of your generations (Server-Sent Events: `status`,
@@ -159,6 +168,113 @@ pub(crate) async fn follow(
                     let _ = tx.send(event("progress", json!({"fraction": 1.0}))).await;
                 }
                 let outputs: Vec<OutputRef> = row.output_ids().iter().map(|o| OutputRef::new(o)).collect();
+                let _ = tx.send(event("result", json!({"outputs": outputs}))).await;
+            }
+            return;
+        }
+    }
+}
+
+/// Live events of one of your casts (Server-Sent Events: `status` with the
+/// current step and `progress_text` such as "step 2 of 3: Upscale 40 %",
+/// `progress` with the whole cast's fraction, and a final `result` with the
+/// last step's outputs); the stream ends when the cast does.
+#[utoipa::path(get, path = "/api/v1/casts/{id}/events", tag = "spells",
+    params(("id" = String, Path, description = "Cast id")),
+    responses((status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn cast_events(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let bus = station.bus.subscribe();
+    let first = station
+        .cast_view(&a, &id)
+        .await?
+        .ok_or_else(|| super::ApiError::not_found("cast", &id, "GET /api/v1/casts lists your casts"))?;
+    let (tx, rx) = mpsc::channel::<Event>(64);
+    tokio::spawn(follow_cast(station, id, bus, tx, first));
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Sends a cast's events until it ends or the client goes away.
+async fn follow_cast(
+    station: Station,
+    id: String,
+    mut bus: tokio::sync::broadcast::Receiver<JobEvent>,
+    tx: mpsc::Sender<Event>,
+    first: CastView,
+) {
+    let mut last_status: Option<(String, usize)> = None;
+    let mut last_progress: Option<(f64, String)> = None;
+    // The steps' jobs: their bus events are the cast's.
+    let jobs: Vec<String> = first.steps.iter().map(|s| s.job_id.clone()).collect();
+    let mut first = Some(first);
+    let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + POLL, POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let view = match first.take() {
+            Some(v) => v,
+            None => {
+                tokio::select! {
+                    _ = poll.tick() => {}
+                    _ = tx.closed() => return,
+                    () = station.closing.cancelled() => return,
+                    ev = bus.recv() => {
+                        // Only this cast's steps' events (any, when lagging) make a read.
+                        if let Ok(ev) = ev && !jobs.iter().any(|j| j == ev.job_id()) {
+                            continue;
+                        }
+                    }
+                }
+                match station.cast_view_of(&id).await {
+                    Ok(Some(v)) => v,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(cast = %id, error = %e, "event stream could not read the cast; retrying");
+                        continue;
+                    }
+                }
+            }
+        };
+        let terminal = view.status != "running";
+        let step_tool = view.steps.get(view.step.saturating_sub(1)).map(|s| s.tool_name.clone()).unwrap_or_default();
+        if last_status.as_ref() != Some(&(view.status.clone(), view.step)) {
+            last_status = Some((view.status.clone(), view.step));
+            let data = json!({
+                "status": view.status,
+                "step": view.step,
+                "steps_total": view.steps_total,
+                "tool": step_tool,
+                "progress": view.progress,
+                "progress_text": view.progress_text,
+                "error": view.error,
+            });
+            if tx.send(event("status", data)).await.is_err() {
+                return;
+            }
+        }
+        let moved = match &last_progress {
+            None => true,
+            Some((f, text)) => view.progress > *f || *text != view.progress_text,
+        };
+        if moved && (!terminal || view.status == "succeeded") {
+            last_progress = Some((view.progress, view.progress_text.clone()));
+            let data = json!({
+                "fraction": view.progress,
+                "progress_text": view.progress_text,
+                "step": view.step,
+                "steps_total": view.steps_total,
+            });
+            if tx.send(event("progress", data)).await.is_err() {
+                return;
+            }
+        }
+        if terminal {
+            if view.status == "succeeded" {
+                let outputs: Vec<OutputRef> = view.outputs.iter().map(|o| OutputRef::new(o)).collect();
                 let _ = tx.send(event("result", json!({"outputs": outputs}))).await;
             }
             return;

@@ -196,6 +196,11 @@ pub struct CreateGeneration {
     confirmed: Option<bool>,
     /// Scheduling priority (administrators only; others are capped at 0).
     priority: Option<i64>,
+    /// An http(s) URL that is sent the generation's end (`generation.succeeded`,
+    /// `generation.failed`, `generation.cancelled`) as a signed webhook event;
+    /// signed with your callback secret (GET /api/v1/account/webhooks/callback-secret).
+    #[schema(max_length = 2000)]
+    callback_url: Option<String>,
 }
 
 /// `POST /api/v1/generations` as `multipart/form-data`: text parts `tool`,
@@ -210,6 +215,8 @@ pub struct CreateGenerationForm {
     params: Option<String>,
     /// `true` to accept a price above your confirmation threshold.
     confirmed: Option<String>,
+    /// An http(s) URL sent the generation's end as a signed webhook event.
+    callback_url: Option<String>,
     /// An image file for the input named like the part (e.g. `image`).
     #[schema(value_type = String, format = Binary)]
     image: Option<Vec<u8>>,
@@ -341,7 +348,7 @@ async fn create_generation(State(station): State<Station>, Caller(a): Caller, re
         return create_from_form(&station, &a, form, key).await;
     } else {
         let body = <Json<Value> as FromRequest<Station>>::from_request(req, &station).await;
-        let obj = object(body, &["tool", "params", "confirmed", "priority"])?;
+        let obj = object(body, &["tool", "params", "confirmed", "priority", "callback_url"])?;
         let priority = match obj.get("priority") {
             None | Some(Value::Null) => 0,
             Some(v) => v.as_i64().ok_or_else(|| ApiError::invalid("priority", "expected a whole number"))?,
@@ -352,6 +359,7 @@ async fn create_generation(State(station): State<Station>, Caller(a): Caller, re
             confirmed: optional_bool(&obj, "confirmed")?,
             priority,
             idempotency_key: key,
+            callback_url: super::optional_str(&obj, "callback_url")?,
             ..Default::default()
         }
     };
@@ -376,6 +384,7 @@ async fn create_from_form(
     let mut tool = None;
     let mut params = Map::new();
     let mut confirmed = false;
+    let mut callback_url = None;
     let mut files: Vec<(String, Vec<u8>)> = vec![];
     let bad = super::media::bad_form;
     let mut problems: Vec<ApiError> = vec![];
@@ -418,6 +427,7 @@ async fn create_from_form(
             },
             "params" => {}
             "confirmed" => confirmed = matches!(text.trim(), "true" | "1" | "on" | "yes"),
+            "callback_url" => callback_url = Some(text.trim().to_string()),
             // A text part named after a parameter sets it (HTML forms).
             other if !other.is_empty() => {
                 params.insert(other.to_string(), Value::String(text));
@@ -466,7 +476,14 @@ async fn create_from_form(
             params.insert(name.clone(), typed);
         }
     }
-    let req = SubmitRequest { tool: def.id.clone(), params, confirmed, idempotency_key: key, ..Default::default() };
+    let req = SubmitRequest {
+        tool: def.id.clone(),
+        params,
+        confirmed,
+        idempotency_key: key,
+        callback_url,
+        ..Default::default()
+    };
     if !problems.is_empty() {
         // Name every bad field at once: the parameters' problems too.
         let names: Vec<String> = checked.iter().map(|(n, _)| n.clone()).collect();

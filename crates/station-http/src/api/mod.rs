@@ -142,6 +142,15 @@ pub fn optional_object(obj: &Map<String, Value>, field: &str) -> ApiResult<Map<S
     }
 }
 
+/// An optional string field (`None` when absent or null).
+pub fn optional_str(obj: &Map<String, Value>, field: &str) -> ApiResult<Option<String>> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::invalid(field, "expected a string")),
+    }
+}
+
 /// An optional boolean field.
 pub fn optional_bool(obj: &Map<String, Value>, field: &str) -> ApiResult<bool> {
     match obj.get(field) {

@@ -201,6 +201,11 @@ pub struct CreateCast {
     /// You have seen the total price (GET the spell, or a 409
     /// `confirmation_required`) and agree.
     confirmed: Option<bool>,
+    /// An http(s) URL that is sent the cast's end (`cast.succeeded`,
+    /// `cast.failed`, `cast.cancelled`) as a signed webhook event; signed
+    /// with your callback secret (GET /api/v1/account/webhooks/callback-secret).
+    #[schema(max_length = 2000)]
+    callback_url: Option<String>,
 }
 
 /// One step of a cast.
@@ -384,12 +389,13 @@ async fn create_cast(
     headers: axum::http::HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<CastBody>)> {
-    let obj = object(body, &["spell", "inputs", "confirmed"])?;
+    let obj = object(body, &["spell", "inputs", "confirmed", "callback_url"])?;
     let req = CastRequest {
         spell: required_str(&obj, "spell", "the slug of the spell to cast")?,
         inputs: optional_object(&obj, "inputs")?,
         confirmed: optional_bool(&obj, "confirmed")?,
         idempotency_key: super::generations::idempotency_key(&headers, &a)?,
+        callback_url: super::optional_str(&obj, "callback_url")?,
         ..Default::default()
     };
     let cast = station.cast(&a, req).await?;

@@ -290,10 +290,15 @@ pub struct CreateTraining {
     /// missing ones take the definition's defaults.
     #[schema(value_type = Object)]
     settings: Option<Map<String, Value>>,
+    /// An http(s) URL that is sent the training's end (`training.succeeded`,
+    /// `training.failed`, `training.cancelled`) as a signed webhook event;
+    /// signed with your callback secret (GET /api/v1/account/webhooks/callback-secret).
+    #[schema(max_length = 2000)]
+    callback_url: Option<String>,
 }
 
 fn training_request(body: Result<Json<Value>, JsonRejection>) -> ApiResult<TrainingRequest> {
-    let obj = object(body, &["dataset", "base_model", "settings"])?;
+    let obj = object(body, &["dataset", "base_model", "settings", "callback_url"])?;
     let base_model = match obj.get("base_model") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -303,6 +308,7 @@ fn training_request(body: Result<Json<Value>, JsonRejection>) -> ApiResult<Train
         dataset: required_str(&obj, "dataset", "the dataset's slug")?,
         base_model,
         settings: optional_object(&obj, "settings")?,
+        callback_url: super::optional_str(&obj, "callback_url")?,
         ..Default::default()
     })
 }

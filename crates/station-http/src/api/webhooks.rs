@@ -25,6 +25,24 @@ pub fn routes() -> OpenApiRouter<Station> {
         .routes(routes!(delete_webhook))
         .routes(routes!(list_deliveries))
         .routes(routes!(replay_delivery))
+        .routes(routes!(callback_secret))
+}
+
+/// The secret `callback_url` events are signed with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallbackSecret {
+    /// Verify `X-Station-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`
+    /// of events sent to a generation's, cast's or training's `callback_url` with it.
+    pub secret: String,
+}
+
+/// Your callback secret: what events sent to a `callback_url` (given with
+/// a generation, a cast or a training) are signed with. Made the first time
+/// it is needed or asked for; subscriptions have their own secrets.
+#[utoipa::path(get, path = "/api/v1/account/webhooks/callback-secret", tag = "account",
+    responses((status = 200, body = CallbackSecret), (status = 401, body = ErrorBody)))]
+async fn callback_secret(State(station): State<Station>, Caller(a): Caller) -> ApiResult<Json<CallbackSecret>> {
+    Ok(Json(CallbackSecret { secret: station.callback_secret(&a).await.map_err(ApiError::storage)? }))
 }
 
 /// `POST /api/v1/account/webhooks`.

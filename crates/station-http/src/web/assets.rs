@@ -25,6 +25,7 @@ pub const FILES: &[(&str, &str, &[u8])] = &[
     ("collections.js", "text/javascript; charset=utf-8", include_bytes!("../../web/collections.js")),
     ("wallet.js", "text/javascript; charset=utf-8", include_bytes!("../../web/wallet.js")),
     ("training.js", "text/javascript; charset=utf-8", include_bytes!("../../web/training.js")),
+    ("spells.js", "text/javascript; charset=utf-8", include_bytes!("../../web/spells.js")),
     ("icon.svg", "image/svg+xml", include_bytes!("../../web/icon.svg")),
 ];
 

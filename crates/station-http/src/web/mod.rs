@@ -65,6 +65,7 @@ pub fn routes() -> Router<Station> {
         .route("/wallet", get(|s: WebSession| async move { page(&s, Page::simple("wallet", "Wallet")) }))
         .route("/training", get(|s: WebSession| async move { page(&s, Page::simple("training", "Training")) }))
         .route("/training/{slug}", get(dataset_page))
+        .route("/spells", get(|s: WebSession| async move { page(&s, Page::simple("spells", "Spells")) }))
         .route("/collections", get(|s: WebSession| async move { page(&s, Page::simple("collections", "Collections")) }))
         .route("/collections/{id}", get(collection_page))
         .route("/c/{key}", get(shared_page))
@@ -477,6 +478,7 @@ fn page(s: &WebSession, p: Page) -> Response {
         link("/history", "history", "History"),
         link("/collections", "collections", "Collections"),
         link("/training", "training", "Training"),
+        link("/spells", "spells", "Spells"),
         link("/points", "points", "Points"),
         link("/settings", "settings", "Settings"),
         link("/keys", "keys", "API keys"),
@@ -500,7 +502,8 @@ fn page(s: &WebSession, p: Page) -> Response {
     let body = format!(
         "{header}\n<main id=\"main\" aria-live=\"polite\"><p class=\"loading\">Loading…</p></main>\n<div id=\"toast\" role=\"status\" aria-live=\"polite\"></div>"
     );
-    let data = format!(r#"{} data-role="{}""#, p.data, esc(s.account.role.as_str()));
+    let data =
+        format!(r#"{} data-role="{}" data-account="{}""#, p.data, esc(s.account.role.as_str()), esc(&s.account.id));
     shell(StatusCode::OK, &p.title, p.name, &data, Some(&s.info.csrf_token), &body)
 }
 
