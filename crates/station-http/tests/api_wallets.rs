@@ -7,85 +7,22 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::serve;
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use station_core::config::{AssetConfig, ChainConfig};
+use station_testkit::anvil::Anvil;
 use station_testkit::testing;
 
 const OWNER: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
 const DEPOSIT: &str = "0x000000000000000000000000000000000000dEaD";
 
-struct Anvil {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Anvil {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn rpc(url: &str, method: &str, params: Value) -> Value {
-    let v: Value = reqwest::Client::new()
-        .post(url)
-        .json(&json!({"jsonrpc":"2.0","id":1,"method":method,"params":params}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(v.get("error").is_none(), "{method}: {v}");
-    v["result"].clone()
-}
-
-async fn anvil() -> Option<Anvil> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let path = std::env::var("STATION_TEST_ANVIL").ok().filter(|p| !p.is_empty()).or_else(|| {
-        let ok = Command::new("anvil").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
-        ok.is_ok_and(|s| s.success()).then(|| "anvil".into())
-    });
-    let Some(path) = path else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "anvil is not installed: .ci/run installs it and sets STATION_TEST_ANVIL"
-        );
-        eprintln!("SKIPPED: anvil not found (set STATION_TEST_ANVIL or put anvil on the PATH)");
-        return None;
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(path)
-        .args(["--port", &port.to_string(), "--host", "127.0.0.1", "--silent"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start anvil");
-    let a = Anvil { child, url: format!("http://127.0.0.1:{port}") };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let client = reqwest::Client::new();
-    while client
-        .post(&a.url)
-        .json(&json!({"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "anvil did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Some(a)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wallet_is_linked_and_its_deposit_credited_over_http() {
     for db in testing::all().await {
-        let Some(a) = anvil().await else { return };
+        let Some(a) = Anvil::start().await else { return };
         let url = a.url.clone();
         let s = serve(&db, true, move |c| {
             c.wallets.chains = vec![ChainConfig {
@@ -135,7 +72,7 @@ async fn a_wallet_is_linked_and_its_deposit_credited_over_http() {
         let ch = s.post("/api/v1/wallets/challenges", &s.alice_key, json!({"chain_id": 31337, "address": OWNER})).await;
         assert_eq!(ch.status, StatusCode::CREATED, "{k}: {}", ch.body);
         let message = ch.body["message"].as_str().unwrap();
-        let sig = rpc(&a.url, "personal_sign", json!([format!("0x{}", hex::encode(message)), OWNER])).await;
+        let sig = a.rpc("personal_sign", json!([format!("0x{}", hex::encode(message)), OWNER])).await;
         let v =
             s.post("/api/v1/wallets/verify", &s.alice_key, json!({"nonce": ch.body["nonce"], "signature": sig})).await;
         assert_eq!(v.status, StatusCode::CREATED, "{k}: {}", v.body);
@@ -147,8 +84,8 @@ async fn a_wallet_is_linked_and_its_deposit_credited_over_http() {
         // 0.5 ETH from the linked address: credited after two blocks by the watcher.
         let before = s.get("/api/v1/points", &s.alice_key).await.body["balance"].as_i64().unwrap();
         let tx = json!({"from": OWNER, "to": DEPOSIT, "value": format!("0x{:x}", 500_000_000_000_000_000u128)});
-        rpc(&a.url, "eth_sendTransaction", json!([tx])).await;
-        rpc(&a.url, "anvil_mine", json!(["0x2"])).await;
+        a.rpc("eth_sendTransaction", json!([tx])).await;
+        a.rpc("anvil_mine", json!(["0x2"])).await;
         let deadline = Instant::now() + Duration::from_secs(60);
         let d = loop {
             let d = s.get("/api/v1/wallets/deposits", &s.alice_key).await.body["deposits"][0].clone();

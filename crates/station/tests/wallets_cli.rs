@@ -6,81 +6,19 @@
 #[allow(dead_code)] // each test binary uses part of it
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use common::cli::expect;
-use serde_json::{Value, json};
+use serde_json::json;
+use station_testkit::anvil::Anvil;
 use station_testkit::testing;
 
 const OWNER: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
 const DEPOSIT: &str = "0x000000000000000000000000000000000000dEaD";
 
-struct Anvil(Child, String);
-
-impl Drop for Anvil {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn rpc(url: &str, method: &str, params: Value) -> Value {
-    let v: Value = reqwest::Client::new()
-        .post(url)
-        .json(&json!({"jsonrpc":"2.0","id":1,"method":method,"params":params}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(v.get("error").is_none(), "{method}: {v}");
-    v["result"].clone()
-}
-
-async fn anvil() -> Option<Anvil> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let path = std::env::var("STATION_TEST_ANVIL").ok().filter(|p| !p.is_empty()).or_else(|| {
-        let ok = Command::new("anvil").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
-        ok.is_ok_and(|s| s.success()).then(|| "anvil".into())
-    });
-    let Some(path) = path else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "anvil is not installed: .ci/run installs it and sets STATION_TEST_ANVIL"
-        );
-        eprintln!("SKIPPED: anvil not found (set STATION_TEST_ANVIL or put anvil on the PATH)");
-        return None;
-    };
-    let port = common::free_port();
-    let child = Command::new(path)
-        .args(["--port", &port.to_string(), "--host", "127.0.0.1", "--silent"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start anvil");
-    let a = Anvil(child, format!("http://127.0.0.1:{port}"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let client = reqwest::Client::new();
-    while client
-        .post(&a.1)
-        .json(&json!({"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "anvil did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Some(a)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_link_wallets_and_rescan_deposits_from_the_command_line() {
     for db in testing::all().await {
         let k = db.kind;
-        let Some(a) = anvil().await else { return };
+        let Some(a) = Anvil::start().await else { return };
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         std::fs::write(
@@ -88,7 +26,7 @@ async fn operators_link_wallets_and_rescan_deposits_from_the_command_line() {
             format!(
                 "[[wallets.chains]]\nid = 31337\nname = \"Local\"\nrpc_url = \"{}\"\ndeposit_address = \"{DEPOSIT}\"\n\
                  start_block = 0\n[[wallets.chains.assets]]\nsymbol = \"ETH\"\npoints_per_unit = 1000\n",
-                a.1
+                a.url
             ),
         )
         .unwrap();
@@ -105,12 +43,12 @@ async fn operators_link_wallets_and_rescan_deposits_from_the_command_line() {
             "{k}: {out}"
         );
         let nonce = out.split("--nonce ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
-        let sig = rpc(
-            &a.1,
-            "personal_sign",
-            json!([format!("0x{}", message.bytes().map(|b| format!("{b:02x}")).collect::<String>()), OWNER]),
-        )
-        .await;
+        let sig = a
+            .rpc(
+                "personal_sign",
+                json!([format!("0x{}", message.bytes().map(|b| format!("{b:02x}")).collect::<String>()), OWNER]),
+            )
+            .await;
         let sig = sig.as_str().unwrap();
         let args =
             ["wallets", "link", OWNER, "--chain", "31337", "--nonce", nonce, "--signature", sig, "--user", "alice"];
@@ -124,8 +62,8 @@ async fn operators_link_wallets_and_rescan_deposits_from_the_command_line() {
 
         // A deposit, read by a rescan from the first block: credited once, even when rescanned again.
         let tx = json!({"from": OWNER, "to": DEPOSIT, "value": "0x1bc16d674ec80000"});
-        rpc(&a.1, "eth_sendTransaction", json!([tx])).await;
-        rpc(&a.1, "anvil_mine", json!(["0x1"])).await;
+        a.rpc("eth_sendTransaction", json!([tx])).await;
+        a.rpc("anvil_mine", json!(["0x1"])).await;
         for _ in 0..2 {
             let (out, _) = expect(dir, &db, &["deposits", "rescan", "--chain", "31337", "--from-block", "0"], 0);
             assert!(out.contains("Read chain 31337 again from block 0"), "{k}: {out}");
