@@ -299,8 +299,10 @@ async fn chromedriver(driver: &Path) -> (Reaped, Client) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sign_in_generate_rerun_keys_and_admin_in_chromium() {
+/// A browser session for one test: `None` (the test is skipped, saying
+/// why) when Chromium and its driver are not installed — except under CI,
+/// where that fails the test.
+async fn browser() -> Option<(Reaped, Client)> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let driver = match browser_available() {
         Ok(d) => d,
@@ -308,13 +310,18 @@ async fn sign_in_generate_rerun_keys_and_admin_in_chromium() {
             eprintln!(
                 "skipped: {why}; install Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver) to run the browser tests"
             );
-            return;
+            return None;
         }
         Err(why) => {
             panic!("CI=true but the browser tests cannot run: {why} (.ci/run installs chromium and chromium-driver)")
         }
     };
-    let (_driver, c) = chromedriver(&driver).await;
+    Some(chromedriver(&driver).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_generate_rerun_keys_and_admin_in_chromium() {
+    let Some((_driver, c)) = browser().await else { return };
     let mut dbs = vec![("sqlite", None)];
     let pg = station_testkit::testing::postgres().await;
     if let Some(pg) = &pg {
@@ -571,16 +578,7 @@ async fn upload_into(c: &Client, css: &str, file: &Path) {
 /// progress never goes backwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forms_send_only_what_changed_and_progress_never_goes_back() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let driver = match browser_available() {
-        Ok(d) => d,
-        Err(why) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-        Err(why) => panic!("CI=true but the browser tests cannot run: {why}"),
-    };
-    let (_driver, c) = chromedriver(&driver).await;
+    let Some((_driver, c)) = browser().await else { return };
     let mut dbs = vec![("sqlite", None)];
     let pg = station_testkit::testing::postgres().await;
     if let Some(pg) = &pg {
@@ -770,16 +768,7 @@ async fn forms_scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: 
 /// the queued one from the panel cancels it; the panel empties when done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_panel_follows_a_batch_across_pages() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let driver = match browser_available() {
-        Ok(d) => d,
-        Err(why) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-        Err(why) => panic!("CI=true but the browser tests cannot run: {why}"),
-    };
-    let (_driver, c) = chromedriver(&driver).await;
+    let Some((_driver, c)) = browser().await else { return };
     let mut dbs = vec![("sqlite", None)];
     let pg = station_testkit::testing::postgres().await;
     if let Some(pg) = &pg {
@@ -950,16 +939,7 @@ async fn queue_scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: 
 /// until the page says the LoRA is ready with its trigger word.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn train_a_lora_on_the_web() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let driver = match browser_available() {
-        Ok(d) => d,
-        Err(why) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-        Err(why) => panic!("CI=true but the browser tests cannot run: {why}"),
-    };
-    let (_driver, c) = chromedriver(&driver).await;
+    let Some((_driver, c)) = browser().await else { return };
     let mut dbs = vec![("sqlite", None)];
     let pg = station_testkit::testing::postgres().await;
     if let Some(pg) = &pg {
@@ -1029,17 +1009,8 @@ async fn training_scenario(c: &Client, kind: &str, fake: &FakeComfy, database_ur
 /// and a magic deposit quote for a typed address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_a_wallet_on_the_web() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let driver = match browser_available() {
-        Ok(d) => d,
-        Err(why) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-        Err(why) => panic!("CI=true but the browser tests cannot run: {why}"),
-    };
     let Some(chain) = station_testkit::anvil::Anvil::start().await else { return };
-    let (_driver, c) = chromedriver(&driver).await;
+    let Some((_driver, c)) = browser().await else { return };
     let fake = FakeComfy::start(FakeOptions::default()).await;
     let mut server = Server::new(&fake.url(), None);
     let chains = json!([{
@@ -1109,16 +1080,7 @@ async fn link_a_wallet_on_the_web() {
 /// from the gallery through its generated form and follow it live to the result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_and_cast_a_spell_on_the_web() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let driver = match browser_available() {
-        Ok(d) => d,
-        Err(why) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-        Err(why) => panic!("CI=true but the browser tests cannot run: {why}"),
-    };
-    let (_driver, c) = chromedriver(&driver).await;
+    let Some((_driver, c)) = browser().await else { return };
     let mut dbs = vec![("sqlite", None)];
     let pg = station_testkit::testing::postgres().await;
     if let Some(pg) = &pg {
