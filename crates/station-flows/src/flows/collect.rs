@@ -70,10 +70,10 @@ impl Flow for Collect {
             )]));
         };
         let state = json!({"job": job});
-        let mine = cx.station.collections_of(cx.account).await.map_err(|e| match e {
-            CollectionError::Storage(s) => FlowError::Storage(s),
-            other => FlowError::ToolGone(other.to_string()),
-        })?;
+        let mine = match cx.station.collections_of(cx.account).await {
+            Ok(m) => m,
+            Err(e) => return Ok(Next::Finish(vec![Out::message(View::text(words(e)?).personal())])),
+        };
         if mine.is_empty() { Ok(Next::Goto("name".into(), state)) } else { Ok(Next::Goto("pick".into(), state)) }
     }
 

@@ -191,17 +191,10 @@ impl Flow for Train {
                 Err(why) => Ok(Next::Invalid(why)),
             };
         }
-        let open: Vec<_> = cx
-            .station
-            .datasets(cx.account)
-            .await
-            .map_err(|e| match e {
-                TrainingError::Storage(s) => FlowError::Storage(s),
-                other => FlowError::ToolGone(other.to_string()),
-            })?
-            .into_iter()
-            .filter(|d| d.status != "locked")
-            .collect();
+        let open: Vec<_> = match cx.station.datasets(cx.account).await {
+            Ok(list) => list.into_iter().filter(|d| d.status != "locked").collect(),
+            Err(e) => return Ok(Next::Finish(vec![Out::message(View::text(words(e)?).personal())])),
+        };
         // Images sent with the command go into the newest open dataset.
         if !start.images.is_empty()
             && let Some(d) = open.first()
