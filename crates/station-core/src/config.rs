@@ -475,6 +475,9 @@ pub struct WebConfig {
     pub public_url: Option<String>,
     /// How long a web sign-in lasts, in hours.
     pub session_hours: u64,
+    /// Whether a signature by a linked wallet opens a web session (the
+    /// sign-in page then offers "Sign in with your wallet"). Off by default.
+    pub wallet_sign_in: bool,
 }
 
 /// Collection settings (issue 24).
@@ -608,7 +611,7 @@ impl Default for TrainingConfig {
 
 impl Default for WebConfig {
     fn default() -> Self {
-        WebConfig { public_url: None, session_hours: 24 * 7 }
+        WebConfig { public_url: None, session_hours: 24 * 7, wallet_sign_in: false }
     }
 }
 
@@ -1238,16 +1241,34 @@ fn kind_of(v: &Value) -> &'static str {
 }
 
 fn mask_secrets(v: &mut Value) {
-    if let Value::Object(m) = v {
-        for (k, child) in m.iter_mut() {
-            if (k.contains("token") || k.contains("secret") || k.contains("password"))
-                && let Value::String(s) = child
-            {
-                *s = if s.is_empty() { String::new() } else { "****".into() };
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                if let Value::String(s) = child {
+                    if k.contains("token") || k.contains("secret") || k.contains("password") {
+                        *s = if s.is_empty() { String::new() } else { "****".into() };
+                    } else if k == "rpc_url" {
+                        *s = mask_rpc_url(s);
+                    }
+                }
+                mask_secrets(child);
             }
-            mask_secrets(child);
         }
+        // Lists of tables (`[[wallets.chains]]`, alert sinks) hold secrets too.
+        Value::Array(a) => a.iter_mut().for_each(mask_secrets),
+        _ => {}
     }
+}
+
+/// A JSON-RPC endpoint with what may be a key masked: providers put the
+/// key in the path (`https://mainnet.infura.io/v3/KEY`) or the query, so
+/// only the scheme and host are shown (and a password, if any, masked).
+fn mask_rpc_url(url: &str) -> String {
+    let masked = mask_url(url);
+    let Some((scheme, rest)) = masked.split_once("://") else { return masked };
+    let cut = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (host, tail) = rest.split_at(cut);
+    if tail.is_empty() || tail == "/" { masked } else { format!("{scheme}://{host}/****") }
 }
 
 /// Writes floats as they were typed: `0.2` read into an `f32` widens to
@@ -1499,6 +1520,28 @@ mod tests {
         std::fs::write(&f, with_sections.example()).unwrap();
         assert!(with_sections.example().contains(CHAT_EXAMPLE));
         assert_eq!(Config::load_with_env(Some(&f), &sections(), env(&[])).unwrap(), with_sections);
+    }
+
+    #[test]
+    fn masks_rpc_keys_in_chains() {
+        let mut c = Config::default();
+        c.wallets.chains = vec![ChainConfig {
+            id: 1,
+            name: "Ethereum".into(),
+            rpc_url: "https://mainnet.infura.io/v3/0123456789abcdef".into(),
+            deposit_address: "0x000000000000000000000000000000000000dEaD".into(),
+            confirmations: None,
+            start_block: None,
+            poll_ms: default_chain_poll_ms(),
+            max_blocks_per_poll: default_chain_batch(),
+            magic_cap: 1_000_000_000,
+            assets: vec![],
+        }];
+        let shown = c.show();
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(shown.contains("https://mainnet.infura.io/****"), "{shown}");
+        assert_eq!(mask_rpc_url("http://127.0.0.1:8545"), "http://127.0.0.1:8545");
+        assert_eq!(mask_rpc_url("http://127.0.0.1:8545/"), "http://127.0.0.1:8545/");
     }
 
     #[test]

@@ -250,6 +250,9 @@ impl Flows {
                     if let Err(e) = self.catch_up().await {
                         tracing::warn!(error = %e, "could not write missed job results");
                     }
+                    if let Err(e) = self.announce_deposits().await {
+                        tracing::warn!(error = %e, "could not write deposit notices");
+                    }
                 }
                 ev = events.recv() => match ev {
                     Ok(ev) => {

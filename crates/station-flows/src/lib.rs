@@ -16,6 +16,7 @@
 //! - [`testing`]: an in-memory platform that records what it was sent.
 
 pub mod delivery;
+mod deposits;
 pub mod engine;
 pub mod flow;
 pub mod flows;

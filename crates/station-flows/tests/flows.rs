@@ -1067,6 +1067,26 @@ async fn link_a_wallet_in_chat(db: TestDb) {
     assert_eq!(linked.len(), 1, "[{k}]");
     assert_eq!(linked[0].address, ACCOUNTS[1], "[{k}]");
 
+    // A deposit from the linked wallet is announced here once it is credited:
+    // 0.002 ETH at 1000 points per ETH.
+    let tx = serde_json::json!({"from": ACCOUNTS[1], "to": "0x000000000000000000000000000000000000dEaD", "value": "0x71afd498d0000"});
+    chain.rpc("eth_sendTransaction", serde_json::json!([tx])).await;
+    let msgs =
+        env.wait("the deposit notice", |m| m.iter().any(|m| m.view.plain_text().contains("arrived on Local"))).await;
+    let notice = msgs.iter().find(|m| m.view.plain_text().contains("arrived on Local")).unwrap().view.plain_text();
+    assert!(notice.contains("0.002 ETH") && notice.contains("+2") && notice.contains("Balance"), "[{k}] {notice}");
+    assert!(!notice.contains("0x71afd498d0000") && !notice.contains("deposit:"), "[{k}] no internal data: {notice}");
+    // Later scans find nothing new to announce: once.
+    assert_eq!(env.flows.announce_deposits().await.unwrap(), 0, "[{k}]");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let count = env
+        .platform
+        .messages(&env.conv.chat)
+        .iter()
+        .filter(|m| m.view.plain_text().contains("arrived on Local"))
+        .count();
+    assert_eq!(count, 1, "[{k}] one notice per deposit");
+
     // A magic deposit quote for another address: the exact amount and where.
     env.command("wallet", "").await;
     let msgs =

@@ -130,3 +130,132 @@ async fn a_wallet_is_linked_and_its_deposit_credited_over_http() {
         s.stop().await;
     }
 }
+
+fn local_chain(url: String) -> ChainConfig {
+    ChainConfig {
+        id: 31337,
+        name: "Local".into(),
+        rpc_url: url,
+        deposit_address: DEPOSIT.into(),
+        confirmations: Some(1),
+        start_block: Some(0),
+        poll_ms: 50,
+        max_blocks_per_poll: 100,
+        magic_cap: 1_000_000_000,
+        assets: vec![AssetConfig {
+            symbol: "ETH".into(),
+            token: None,
+            decimals: 18,
+            points_per_unit: 1000,
+            minimum: Some("0.01".into()),
+        }],
+    }
+}
+
+/// Issue 26 item 6: with `web.wallet_sign_in` on, a signature by a linked
+/// wallet opens a web session for its account, once per message; an
+/// unlinked address gets no message to sign; linking and sign-in messages
+/// are not interchangeable; cross-site requests and the switched-off
+/// feature are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_wallet_signs_in_to_the_web() {
+    const STRANGER: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+    for db in testing::all().await {
+        let Some(a) = Anvil::start().await else { return };
+        // Off by default: the endpoints do not exist and the page offers nothing.
+        let url = a.url.clone();
+        let off = serve(&db, false, move |c| c.wallets.chains = vec![local_chain(url)]).await;
+        let k = off.kind;
+        let r = off
+            .call(Method::POST, "/signin/wallet/challenge", None, Some(json!({"chain_id": 31337, "address": OWNER})))
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{k}: {}", r.body);
+        let page = off.http.get(off.url("/signin")).send().await.unwrap().text().await.unwrap();
+        assert!(!page.contains("ws-connect"), "{k}: no wallet sign-in offered when off");
+        off.stop().await;
+
+        let url = a.url.clone();
+        let s = serve(&db, false, move |c| {
+            c.wallets.chains = vec![local_chain(url)];
+            c.web.wallet_sign_in = true;
+        })
+        .await;
+        let page = s.http.get(s.url("/signin")).send().await.unwrap().text().await.unwrap();
+        assert!(page.contains("ws-connect") && page.contains("Sign in with your wallet"), "{k}: {page}");
+
+        // Alice links OWNER the usual way.
+        let ch = s.post("/api/v1/wallets/challenges", &s.alice_key, json!({"chain_id": 31337, "address": OWNER})).await;
+        let link_message = ch.body["message"].as_str().unwrap().to_string();
+        let link_nonce = ch.body["nonce"].clone();
+        let sig = a.rpc("personal_sign", json!([format!("0x{}", hex::encode(&link_message)), OWNER])).await;
+        // A linking message is no sign-in message.
+        let r = s
+            .call(Method::POST, "/signin/wallet/verify", None, Some(json!({"nonce": link_nonce, "signature": sig})))
+            .await;
+        assert_eq!((r.status, r.fields()), (StatusCode::BAD_REQUEST, vec!["nonce".to_string()]), "{k}: {}", r.body);
+        let v = s.post("/api/v1/wallets/verify", &s.alice_key, json!({"nonce": link_nonce, "signature": sig})).await;
+        assert_eq!(v.status, StatusCode::CREATED, "{k}: {}", v.body);
+
+        // No message for an address nobody linked; bad input named.
+        let r = s
+            .call(Method::POST, "/signin/wallet/challenge", None, Some(json!({"chain_id": 31337, "address": STRANGER})))
+            .await;
+        assert_eq!((r.status, r.fields()), (StatusCode::BAD_REQUEST, vec!["address".to_string()]), "{k}: {}", r.body);
+        let r = s
+            .call(Method::POST, "/signin/wallet/challenge", None, Some(json!({"chain_id": 5, "address": OWNER})))
+            .await;
+        assert_eq!(r.fields(), vec!["chain_id".to_string()], "{k}: {}", r.body);
+        // Asked from another site: refused before anything is stored.
+        let r = s
+            .http
+            .post(s.url("/signin/wallet/challenge"))
+            .header("sec-fetch-site", "cross-site")
+            .json(&json!({"chain_id": 31337, "address": OWNER}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{k}");
+
+        let ch = s
+            .call(Method::POST, "/signin/wallet/challenge", None, Some(json!({"chain_id": 31337, "address": OWNER})))
+            .await;
+        assert_eq!(ch.status, StatusCode::OK, "{k}: {}", ch.body);
+        let message = ch.body["message"].as_str().unwrap().to_string();
+        assert!(message.contains("Sign in to Station.") && message.contains(OWNER), "{k}: {message}");
+        let nonce = ch.body["nonce"].clone();
+        // A sign-in message does not link.
+        let good = a.rpc("personal_sign", json!([format!("0x{}", hex::encode(&message)), OWNER])).await;
+        let r = s.post("/api/v1/wallets/verify", &s.bob_key, json!({"nonce": nonce, "signature": good})).await;
+        assert_eq!(r.fields(), vec!["nonce".to_string()], "{k}: {}", r.body);
+        // Signed by another key: refused, naming the signature.
+        let wrong = a.rpc("personal_sign", json!([format!("0x{}", hex::encode(&message)), STRANGER])).await;
+        let r = s
+            .call(Method::POST, "/signin/wallet/verify", None, Some(json!({"nonce": nonce, "signature": wrong})))
+            .await;
+        assert_eq!(r.fields(), vec!["signature".to_string()], "{k}: {}", r.body);
+
+        let resp = s
+            .http
+            .post(s.url("/signin/wallet/verify"))
+            .json(&json!({"nonce": nonce, "signature": good, "next": "/wallet"}))
+            .send()
+            .await
+            .unwrap();
+        let r = common::Server::answer(resp).await;
+        assert_eq!(r.status, StatusCode::OK, "{k}: {}", r.body);
+        assert_eq!(r.body["next"], "/wallet", "{k}");
+        let cookie = r.headers.get("set-cookie").unwrap().to_str().unwrap().to_string();
+        assert!(cookie.starts_with("station_session=") && cookie.contains("HttpOnly"), "{k}: {cookie}");
+        let session = cookie.split(';').next().unwrap().to_string();
+        // The session is Alice's.
+        let me = s.http.get(s.url("/api/v1/account")).header("cookie", &session).send().await.unwrap();
+        let me = common::Server::answer(me).await;
+        assert_eq!(me.status, StatusCode::OK, "{k}: {}", me.body);
+        assert_eq!(me.body["id"].as_str(), Some(s.alice.id.as_str()), "{k}: {}", me.body);
+        // Each message works once.
+        let r =
+            s.call(Method::POST, "/signin/wallet/verify", None, Some(json!({"nonce": nonce, "signature": good}))).await;
+        assert_eq!(r.fields(), vec!["nonce".to_string()], "{k}: {}", r.body);
+        s.stop().await;
+    }
+}

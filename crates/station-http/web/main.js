@@ -6,7 +6,11 @@ import { ApiError, el, refreshBalance } from './app.js';
 
 async function start() {
   const page = document.body.dataset.page;
-  if (page === 'signin' || page === 'error') return;
+  if (page === 'signin') {
+    if (document.getElementById('wallet-sign-in')) (await import('./wallet.js')).signIn();
+    return;
+  }
+  if (page === 'error') return;
   if (page === 'shared') {
     // The public page of a collection: no account, so no balance or queue.
     const m = await import('./collections.js');

@@ -4,7 +4,7 @@
 // your deposits with their confirmations counting up. All through the REST
 // API; every rule is the server's.
 
-import { api, el, main, refreshBalance, showError, toast, when } from './app.js';
+import { ApiError, api, el, main, refreshBalance, showError, toast, when } from './app.js';
 
 const enc = encodeURIComponent;
 
@@ -138,6 +138,65 @@ async function wallet() {
     }
   };
   tick();
+}
+
+/** POSTs JSON to a sign-in endpoint (no session yet: no CSRF token, no redirect on 401). */
+async function signInCall(path, body) {
+  const r = await fetch(path, {
+    method: 'POST',
+    headers: { Accept: 'application/json', 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+    credentials: 'same-origin',
+  });
+  const data = await r.json().catch(() => null);
+  if (!r.ok) throw new ApiError(r.status, data);
+  return data;
+}
+
+/** What went wrong, in words: the reasons of the fields, else the message. */
+function reasonOf(e) {
+  if (e.fields && e.fields.length) {
+    const text = e.fields.map((f) => f.reason).join('; ');
+    return text.charAt(0).toUpperCase() + text.slice(1) + '.';
+  }
+  return e.message || String(e);
+}
+
+/**
+ * The sign-in page's "Sign in with your wallet": the browser wallet shares
+ * an address, Station issues a message for it, the wallet signs it, and a
+ * verified signature opens the session (the server sets the cookie).
+ */
+export async function signIn() {
+  const box = document.getElementById('wallet-sign-in');
+  if (!box) return;
+  const button = document.getElementById('ws-connect');
+  const chain = document.getElementById('ws-chain');
+  const status = document.getElementById('ws-status');
+  button.addEventListener('click', async () => {
+    if (!window.ethereum) {
+      status.textContent = 'No browser wallet (such as MetaMask) was found in this browser. Install one, or sign in with a link from the bot.';
+      return;
+    }
+    button.disabled = true;
+    try {
+      status.textContent = 'Choose an account in your wallet…';
+      const accounts = await window.ethereum.request({ method: 'eth_requestAccounts' });
+      if (!accounts || !accounts.length) throw new Error('Your wallet shared no account.');
+      const ch = await signInCall('/signin/wallet/challenge', { chain_id: Number(chain.value), address: accounts[0] });
+      status.textContent = 'Sign the message in your wallet…';
+      const signature = await window.ethereum.request({ method: 'personal_sign', params: [hexOf(ch.message), accounts[0]] });
+      status.textContent = 'Checking the signature…';
+      const next = new URLSearchParams(location.search).get('next') || undefined;
+      const done = await signInCall('/signin/wallet/verify', { nonce: ch.nonce, signature, next });
+      status.textContent = 'Signed in.';
+      location.href = done.next;
+    } catch (e) {
+      status.textContent = reasonOf(e);
+    } finally {
+      button.disabled = false;
+    }
+  });
 }
 
 export const pages = { wallet };

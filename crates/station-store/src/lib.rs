@@ -63,7 +63,8 @@ pub use spells::{CastRow, CastStepRow, NewCast, NewSpell, PARKED, SpellRow};
 pub use stats::{AccountUsageRow, FailureRow, JobUsageRow, PointsUsageRow};
 pub use training::{AddedImage, DatasetImageRow, DatasetRow, TrainingRow};
 pub use wallets::{
-    WalletBlockRow, WalletChallengeRow, WalletCursorRow, WalletDepositRow, WalletLinkRow, WalletQuoteRow,
+    WalletBlockRow, WalletChallengeRow, WalletCursorRow, WalletDepositRow, WalletLinkRow, WalletNoticeRow,
+    WalletQuoteRow,
 };
 pub use webhooks::{NewWebhookDelivery, PendingEvent, WebhookDeliveryRow, WebhookRow};
 

@@ -103,6 +103,16 @@ pub struct WalletDepositRow {
     pub settled_at: Option<i64>,
 }
 
+/// A settled deposit to announce in the chat its account chose.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
+pub struct WalletNoticeRow {
+    /// The deposit.
+    #[sqlx(flatten)]
+    pub deposit: WalletDepositRow,
+    /// The conversation to announce it in (the flows' JSON, opaque here).
+    pub conv_json: String,
+}
+
 /// A chain watcher's cursor.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
 pub struct WalletCursorRow {
@@ -581,6 +591,58 @@ impl Store {
                  ORDER BY seen_at DESC, block_number DESC, tx_hash, log_index LIMIT $2"
             )))
             .bind(chain_id)
+            .bind(limit)
+            .fetch_all(p)
+            .await?)
+        })
+    }
+
+    /// Remembers `conversation` as where `account_id`'s deposits are
+    /// announced; deposits settled before the first call are not.
+    pub async fn remember_wallet_chat(
+        &self,
+        account_id: &str,
+        platform: &str,
+        conversation: &str,
+        conv_json: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, p => {
+            sqlx::query(
+                "INSERT INTO wallet_notify (account_id, platform, conversation, conv_json, since, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (account_id) DO UPDATE SET platform = excluded.platform, \
+                 conversation = excluded.conversation, conv_json = excluded.conv_json, updated_at = excluded.updated_at",
+            )
+            .bind(account_id)
+            .bind(platform)
+            .bind(conversation)
+            .bind(conv_json)
+            .bind(now)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Deposits credited (or that linked a wallet) since `after` for
+    /// accounts with a remembered chat, that no delivery keyed
+    /// `deposit:<chain>:<tx>:<log>` announced yet; oldest first.
+    pub async fn unannounced_wallet_deposits(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<WalletNoticeRow>, StoreError> {
+        let columns: Vec<String> = DEPOSIT_COLUMNS.split(',').map(|c| format!("d.{}", c.trim())).collect();
+        with_pool!(self, p => {
+            Ok(sqlx::query_as(safe(&format!(
+                "SELECT {}, n.conv_json FROM wallet_deposits d JOIN wallet_notify n ON n.account_id = d.account_id \
+                 WHERE d.settled_at > $1 AND d.settled_at >= n.since AND d.state IN ('credited', 'linked') \
+                 AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.dedupe_key = \
+                 'deposit:' || d.chain_id || ':' || d.tx_hash || ':' || d.log_index) \
+                 ORDER BY d.settled_at, d.chain_id, d.tx_hash, d.log_index LIMIT $2",
+                columns.join(", ")
+            )))
+            .bind(after)
             .bind(limit)
             .fetch_all(p)
             .await?)

@@ -1019,6 +1019,7 @@ async fn link_a_wallet_on_the_web() {
         "assets": [{"symbol": "ETH", "points_per_unit": 1000, "minimum": "0.001"}],
     }]);
     server.vars.push(("STATION_WALLETS_CHAINS".into(), chains.to_string()));
+    server.vars.push(("STATION_WEB_WALLET_SIGN_IN".into(), "true".into()));
     let link = link_in(&server.run(&["users", "create", "--admin", "ada"]));
     server.start().await;
     c.goto(&link).await.unwrap();
@@ -1072,6 +1073,37 @@ async fn link_a_wallet_on_the_web() {
     type_into(&c, "#w-address", station_testkit::anvil::ACCOUNTS[2]).await;
     click(&c, "#w-magic").await;
     until(&c, "the quote", "return document.getElementById('w-status').textContent.includes('Send exactly')").await;
+
+    // Signed out, the linked wallet signs this browser in again (web.wallet_sign_in).
+    c.delete_all_cookies().await.unwrap();
+    c.goto(&server.url("/signin?next=/wallet")).await.unwrap();
+    until(&c, "the wallet sign-in", "return !!document.querySelector('#ws-connect')").await;
+    // An address no account linked is refused in words, before any signing.
+    let stranger = station_testkit::anvil::ACCOUNTS[2];
+    c.execute(&provider.replace(account, stranger), vec![]).await.unwrap();
+    click(&c, "#ws-connect").await;
+    until(&c, "the refusal", "return document.getElementById('ws-status').textContent.includes('No Station account')")
+        .await;
+    let asked = c.execute("return !!window.__signRequest", vec![]).await.unwrap();
+    assert_eq!(asked, json!(false), "nothing to sign for an unlinked address");
+    c.execute(&provider, vec![]).await.unwrap();
+    click(&c, "#ws-connect").await;
+    until(&c, "the sign-in request", "return !!window.__signRequest").await;
+    let params = c.execute("return window.__signRequest", vec![]).await.unwrap();
+    let hex = params[0].as_str().unwrap().trim_start_matches("0x");
+    let message = String::from_utf8(hex::decode(hex).unwrap()).unwrap();
+    assert!(message.contains("Sign in to Station.") && message.contains(account), "{message}");
+    let signature = chain.rpc("personal_sign", json!([params[0], account])).await;
+    c.execute("window.__signature = arguments[0]", vec![signature]).await.unwrap();
+    until(
+        &c,
+        "back on the wallet page, signed in",
+        "return location.pathname === '/wallet' && !!document.querySelector('#wallet-list')",
+    )
+    .await;
+    let listed = text_of(&c, "#wallet-list").await;
+    assert!(listed.contains(account), "{listed}");
+    screenshot(&c, "wallet-sign-in").await;
     c.close().await.unwrap();
 }
 

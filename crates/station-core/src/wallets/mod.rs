@@ -20,7 +20,9 @@
 //! One account per `(chain, address)`: linking an address another account
 //! holds is refused (that account unlinks it first), never a silent move.
 
+mod notices;
 pub mod rpc;
+mod sign_in;
 mod watcher;
 
 use std::time::Duration;
@@ -35,6 +37,8 @@ use station_store::{
 };
 use station_tools::FieldError;
 
+pub use notices::DepositNotice;
+pub use sign_in::SignInError;
 pub(crate) use watcher::watch_loop;
 
 use crate::Station;
@@ -416,6 +420,49 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A fresh one-time nonce (EIP-4361 asks for at least 8 alphanumerics).
+pub(crate) fn new_nonce() -> String {
+    rand::rng().sample_iter(rand::distr::Alphanumeric).take(16).map(char::from).collect()
+}
+
+/// Checks a `personal_sign` signature (0x hex) of `message` by `address`:
+/// recovered (EIP-191) for an ordinary account, else accepted by the
+/// contract at the address (EIP-1271 `isValidSignature`, asked over the
+/// chain's RPC). Returns how it was proven: `signature` or `contract`.
+pub(crate) async fn check_signature(
+    chain: &Chain,
+    address: Address,
+    message: &str,
+    signature: &str,
+) -> Result<&'static str, WalletError> {
+    let sig_text = signature.trim();
+    let sig_bytes = hex::decode(sig_text.strip_prefix("0x").unwrap_or(sig_text))
+        .map_err(|_| invalid("signature", "must be 0x followed by hexadecimal digits"))?;
+    if sig_bytes.is_empty() {
+        return Err(invalid("signature", "must not be empty"));
+    }
+    let recovered = Signature::from_raw(&sig_bytes).ok().and_then(|s| s.recover_address_from_msg(message).ok());
+    if recovered == Some(address) {
+        return Ok("signature");
+    }
+    let rpc = rpc::Rpc::new(&chain.rpc_url, Duration::from_secs(10));
+    let code = rpc.code(address).await.map_err(WalletError::Rpc)?;
+    if code.is_empty() {
+        return Err(invalid("signature", "was not made by this address's key; sign the message with it"));
+    }
+    let call = isValidSignatureCall { hash: eip191_hash_message(message), signature: sig_bytes.into() };
+    let ok = match rpc.call_contract(address, call.abi_encode()).await {
+        Ok(out) => isValidSignatureCall::abi_decode_returns(&out).is_ok_and(|v| v.0 == EIP1271_MAGIC),
+        // A contract without the function reverts: not a valid signature.
+        Err(e) if e.contains("revert") => false,
+        Err(e) => return Err(WalletError::Rpc(e)),
+    };
+    if !ok {
+        return Err(invalid("signature", "the wallet contract at this address does not accept it (EIP-1271)"));
+    }
+    Ok("contract")
+}
+
 /// The deposit's ledger idempotency key.
 pub fn deposit_key(d: &WalletDepositRow) -> String {
     format!("deposit:{}:{}:{}", d.chain_id, d.tx_hash, d.log_index)
@@ -481,6 +528,28 @@ impl Station {
         }
     }
 
+    /// An EIP-4361 ("Sign in with Ethereum") message for `addr` on `chain`.
+    pub(crate) fn siwe_message(
+        &self,
+        chain: &Chain,
+        addr: &Address,
+        statement: &str,
+        nonce: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> String {
+        let uri = self.config.public_url();
+        let domain = uri.split_once("://").map_or(uri.as_str(), |(_, r)| r).split('/').next().unwrap_or("").to_string();
+        format!(
+            "{domain} wants you to sign in with your Ethereum account:\n{address}\n\n{statement}\n\n\
+             URI: {uri}\nVersion: 1\nChain ID: {chain_id}\nNonce: {nonce}\nIssued At: {issued}\nExpiration Time: {expires}",
+            address = addr.to_checksum(None),
+            chain_id = chain.id,
+            issued = rfc3339(now),
+            expires = rfc3339(expires_at),
+        )
+    }
+
     /// Issues a one-time EIP-4361 challenge proving `address` on `chain_id`
     /// for `account`, valid `wallets.challenge_minutes`.
     pub async fn wallet_challenge(
@@ -494,20 +563,11 @@ impl Station {
         }
         let chain = self.chain(chain_id)?;
         let addr = parse_address("address", address).map_err(|e| WalletError::Invalid(vec![e]))?;
-        let nonce: String = rand::rng().sample_iter(rand::distr::Alphanumeric).take(16).map(char::from).collect();
+        let nonce = new_nonce();
         let now = now_ms();
         let expires_at = now + self.config.wallets.challenge_minutes.min(MAX_MINUTES) as i64 * 60_000;
-        let uri = self.config.public_url();
-        let domain = uri.split_once("://").map_or(uri.as_str(), |(_, r)| r).split('/').next().unwrap_or("").to_string();
-        let message = format!(
-            "{domain} wants you to sign in with your Ethereum account:\n{address}\n\n\
-             Link this wallet to your Station account on {chain_name}.\n\n\
-             URI: {uri}\nVersion: 1\nChain ID: {chain_id}\nNonce: {nonce}\nIssued At: {issued}\nExpiration Time: {expires}",
-            address = addr.to_checksum(None),
-            chain_name = chain.name,
-            issued = rfc3339(now),
-            expires = rfc3339(expires_at),
-        );
+        let statement = format!("Link this wallet to your Station account on {}.", chain.name);
+        let message = self.siwe_message(chain, &addr, &statement, &nonce, now, expires_at);
         let row = WalletChallengeRow {
             nonce: nonce.clone(),
             account_id: account.id.clone(),
@@ -543,34 +603,8 @@ impl Station {
             return Err(stale());
         }
         let chain = self.chain(ch.chain_id as u64)?.clone();
-        let sig_text = signature.trim();
-        let sig_bytes = hex::decode(sig_text.strip_prefix("0x").unwrap_or(sig_text))
-            .map_err(|_| invalid("signature", "must be 0x followed by hexadecimal digits"))?;
-        if sig_bytes.is_empty() {
-            return Err(invalid("signature", "must not be empty"));
-        }
         let address: Address = ch.address.parse().map_err(|_| stale())?;
-        let recovered = Signature::from_raw(&sig_bytes).ok().and_then(|s| s.recover_address_from_msg(&ch.message).ok());
-        let method = if recovered == Some(address) {
-            "signature"
-        } else {
-            let rpc = rpc::Rpc::new(&chain.rpc_url, Duration::from_secs(10));
-            let code = rpc.code(address).await.map_err(WalletError::Rpc)?;
-            if code.is_empty() {
-                return Err(invalid("signature", "was not made by this address's key; sign the message with it"));
-            }
-            let call = isValidSignatureCall { hash: eip191_hash_message(&ch.message), signature: sig_bytes.into() };
-            let ok = match rpc.call_contract(address, call.abi_encode()).await {
-                Ok(out) => isValidSignatureCall::abi_decode_returns(&out).is_ok_and(|v| v.0 == EIP1271_MAGIC),
-                // A contract without the function reverts: not a valid signature.
-                Err(e) if e.contains("revert") => false,
-                Err(e) => return Err(WalletError::Rpc(e)),
-            };
-            if !ok {
-                return Err(invalid("signature", "the wallet contract at this address does not accept it (EIP-1271)"));
-            }
-            "contract"
-        };
+        let method = check_signature(&chain, address, &ch.message, signature).await?;
         if !self.store.use_wallet_challenge(&ch.nonce, now_ms()).await? {
             return Err(stale());
         }

@@ -36,6 +36,23 @@ fn words(e: WalletError) -> Result<String, FlowError> {
     }
 }
 
+/// Deposits of this account are announced in this chat from now on (a
+/// private chat only: amounts are nobody else's business).
+async fn remember_chat(cx: &Cx<'_>) -> Result<(), FlowError> {
+    if cx.conversation.group.is_some() {
+        return Ok(());
+    }
+    let conv_json = serde_json::to_string(cx.conversation).expect("conversation serialises");
+    match cx
+        .station
+        .remember_deposit_chat(cx.account, &cx.conversation.platform, &cx.conversation.key(), &conv_json)
+        .await
+    {
+        Err(WalletError::Storage(e)) => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn chain_of(state: &Value) -> u64 {
     state.get("chain").and_then(Value::as_u64).unwrap_or(0)
 }
@@ -71,6 +88,9 @@ impl Flow for Wallet {
             return Ok(Next::Finish(vec![Out::message(View::text(off.reason).personal())]));
         }
         let chains = cx.station.deposit_info();
+        if !chains.is_empty() {
+            remember_chat(cx).await?;
+        }
         match chains.as_slice() {
             [] => Ok(Next::Finish(vec![Out::message(
                 View::text("This Station takes no crypto payments: no chains are set up.").personal(),
@@ -223,6 +243,7 @@ pub async fn deposit_answer(cx: &Cx<'_>) -> Result<View, FlowError> {
     if chains.is_empty() {
         return Ok(View::text("This Station takes no crypto payments: no chains are set up."));
     }
+    remember_chat(cx).await?;
     let linked = match cx.station.wallets(cx.account).await {
         Ok(l) => l,
         Err(e) => return Ok(View::text(words(e)?)),
@@ -255,6 +276,9 @@ pub async fn deposit_answer(cx: &Cx<'_>) -> Result<View, FlowError> {
     } else {
         let list: Vec<String> = linked.iter().map(|l| format!("{} ({})", l.address, l.chain)).collect();
         view = view.with_text(format!("Send from a linked wallet: {}.", list.join(", ")));
+    }
+    if cx.conversation.group.is_none() {
+        view = view.with_text("I will tell you here when a deposit is credited.");
     }
     let recent = match cx.station.deposits(cx.account, 5).await {
         Ok(d) => d,

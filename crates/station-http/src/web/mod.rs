@@ -19,6 +19,7 @@
 #![allow(clippy::result_large_err)]
 
 mod assets;
+mod wallet_sign_in;
 
 use std::time::Duration;
 
@@ -52,6 +53,8 @@ pub fn routes() -> Router<Station> {
         .route("/signin", get(signin))
         .route("/login", get(login))
         .route("/logout", post(logout))
+        .route("/signin/wallet/challenge", post(wallet_sign_in::challenge))
+        .route("/signin/wallet/verify", post(wallet_sign_in::verify))
         .route("/assets/{file}", get(assets::serve))
         .route("/favicon.ico", get(assets::favicon))
         .route("/tools", get(|s: WebSession| async move { page(&s, Page::simple("tools", "Tools")) }))
@@ -221,7 +224,7 @@ async fn home(State(station): State<Station>, headers: HeaderMap) -> Response {
     {
         return Redirect::to("/tools").into_response();
     }
-    signin_page(StatusCode::OK, None)
+    signin_page(&station, StatusCode::OK, None)
 }
 
 #[derive(Deserialize)]
@@ -241,15 +244,16 @@ async fn signin(State(station): State<Station>, Query(q): Query<SigninQuery>) ->
         Some("suspended") => Some("This account is suspended; ask the operator."),
         _ => None,
     };
-    let mut r = signin_page(StatusCode::OK, reason);
+    let mut r = signin_page(&station, StatusCode::OK, reason);
     if let Some(next) = q.next.as_deref().and_then(safe_next).filter(|n| *n != "/") {
         r.headers_mut().append(header::SET_COOKIE, next_cookie_header(&station, Some(next)));
     }
     r
 }
 
-fn signin_page(status: StatusCode, message: Option<&str>) -> Response {
+fn signin_page(station: &Station, status: StatusCode, message: Option<&str>) -> Response {
     let message = message.map(|m| format!(r#"<p class="notice" role="status">{}</p>"#, esc(m))).unwrap_or_default();
+    let wallet = wallet_sign_in_section(station);
     let body = format!(
         r#"<main id="main" class="narrow">
 <h1>Sign in to Station</h1>
@@ -260,9 +264,32 @@ fn signin_page(status: StatusCode, message: Option<&str>) -> Response {
 <li>Operators: run <code>station users login-link NAME</code> on the server (or <code>station users create --admin NAME</code> for the first administrator).</li>
 </ul>
 <p>A link works once, for 15 minutes. Opening it signs this browser in.</p>
-</main>"#
+{wallet}</main>"#
     );
     shell(status, "Sign in", "signin", "", None, &body)
+}
+
+/// The "Sign in with your wallet" part of the sign-in page, when
+/// `web.wallet_sign_in` is on and chains are configured (the page's script
+/// does the rest, see wallet.js).
+fn wallet_sign_in_section(station: &Station) -> String {
+    let chains = station.deposit_info();
+    if !station.config.web.wallet_sign_in || chains.is_empty() {
+        return String::new();
+    }
+    let options: String =
+        chains.iter().map(|c| format!(r#"<option value="{}">{}</option>"#, c.chain_id, esc(&c.name))).collect();
+    let hidden = if chains.len() == 1 { " hidden" } else { "" };
+    format!(
+        r#"<section class="card" id="wallet-sign-in">
+<h2>Or sign in with your wallet</h2>
+<p>If you have linked a wallet to your account (on the Wallet page), your browser wallet can sign you in: it asks you to sign a message, which costs nothing.</p>
+<div class="field"{hidden}><label for="ws-chain">Chain</label><select id="ws-chain">{options}</select></div>
+<p><button type="button" class="primary" id="ws-connect">Sign in with your wallet</button></p>
+<p id="ws-status" role="status"></p>
+</section>
+"#
+    )
 }
 
 #[derive(Deserialize)]
@@ -278,6 +305,7 @@ struct LoginQuery {
 async fn login(State(station): State<Station>, headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
     let Some(token) = q.token.filter(|t| !t.trim().is_empty()) else {
         return signin_page(
+            &station,
             StatusCode::BAD_REQUEST,
             Some("This sign-in link has no token. Copy the whole link, or ask for a new one."),
         );
@@ -298,7 +326,11 @@ async fn login(State(station): State<Station>, headers: HeaderMap, Query(q): Que
                 AuthError::Suspended(_) => "This account is suspended; ask the operator.",
                 _ => "This sign-in link is not valid. Check that you copied all of it.",
             };
-            return signin_page(StatusCode::UNAUTHORIZED, Some(&format!("{why} Get a new one as described below.")));
+            return signin_page(
+                &station,
+                StatusCode::UNAUTHORIZED,
+                Some(&format!("{why} Get a new one as described below.")),
+            );
         }
     };
     let ttl = Duration::from_secs(station.config.web.session_hours.max(1) * 3600);
