@@ -1292,9 +1292,14 @@ fn tidy_floats(v: &mut Value) {
 }
 
 fn strip_nulls(v: &mut Value) {
-    if let Value::Object(m) = v {
-        m.retain(|_, c| !c.is_null());
-        m.values_mut().for_each(strip_nulls);
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, c| !c.is_null());
+            m.values_mut().for_each(strip_nulls);
+        }
+        // TOML has no null: a chain without `confirmations` must render too.
+        Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        _ => {}
     }
 }
 
