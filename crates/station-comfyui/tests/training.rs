@@ -351,12 +351,16 @@ async fn receiver() -> (String, Arc<std::sync::Mutex<Vec<(String, String, String
 
 /// With `training.publish_dir` the trained file is written there as
 /// `<slug>.safetensors` and the catalog names that file; the training's
-/// `callback_url` is sent `training.succeeded`, signed with the callback secret.
+/// `callback_url` is sent `training.succeeded`, signed with the callback
+/// secret, and so is an account subscription to `training.*`, with its own.
 async fn publish_dir_gets_the_file(db: TestDb) {
     let kind = db.kind;
     let env = setup(db, true).await;
     env.dataset("Ink Style", 4).await;
     let (url, seen) = receiver().await;
+    // An account subscription to training.* gets the same end, signed with its own secret.
+    let (sub_url, sub_seen) = receiver().await;
+    let (_, sub_secret) = env.station.add_webhook(&env.account, &sub_url, &["training.*".to_string()]).await.unwrap();
     let req = TrainingRequest {
         dataset: "ink-style".into(),
         settings: settings(json!({"steps": 3})),
@@ -387,6 +391,16 @@ async fn publish_dir_gets_the_file(db: TestDb) {
     let secret = env.station.callback_secret(&env.account).await.unwrap();
     let t: i64 = sig.split(',').next().unwrap().trim_start_matches("t=").parse().unwrap();
     assert_eq!(sig, station_core::webhooks::signature(&secret, t, &seen.lock().unwrap()[0].2), "{kind}");
+    while sub_seen.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "{kind}: the subscription's event never came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (event_id, sig, raw) = sub_seen.lock().unwrap()[0].clone();
+    assert_eq!(event_id, format!("training.succeeded:{}", started.row.id), "{kind}");
+    let t: i64 = sig.split(',').next().unwrap().trim_start_matches("t=").parse().unwrap();
+    assert_eq!(sig, station_core::webhooks::signature(&sub_secret, t, &raw), "{kind}");
+    let deliveries = env.station.webhook_deliveries(&env.account, 10).await.unwrap();
+    assert_eq!(deliveries.len(), 2, "{kind}: one per URL: {deliveries:?}");
     env.stop().await;
 }
 

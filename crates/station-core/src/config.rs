@@ -358,6 +358,10 @@ pub struct SpellsConfig {
     /// from the balance, not from the free daily allowance). 0: none.
     #[serde(deserialize_with = "percent")]
     pub creator_share_percent: u64,
+    /// Public spells are chat commands of their own: `/<slug> prompt…`
+    /// casts the spell, listed in /help and the platforms' command menus
+    /// (a slug that is already a command is not). Off by default.
+    pub commands: bool,
 }
 
 /// A whole percentage, 0 to 100.

@@ -1,9 +1,9 @@
 //! Webhooks: an account subscribes a URL to events (`generation.succeeded`,
-//! `generation.failed`, `generation.cancelled`, `cast.*` …) and Station
+//! `generation.failed`, `generation.cancelled`, `cast.*`, `training.*`) and Station
 //! posts each event there, signed, until the receiver answers 2xx.
 //!
-//! Durable first: an event that happened (a generation or cast row that
-//! ended) is found by a sweep and written as one delivery row per URL
+//! Durable first: an event that happened (a generation, cast or training
+//! row that ended) is found by a sweep and written as one delivery row per URL
 //! before anything is sent (`(event id, url)` unique, so a restart or a
 //! second process never enqueues it twice). Deliveries are claimed with a
 //! lease, sent with a short timeout and no redirects, and retried with
@@ -30,13 +30,16 @@ use crate::Station;
 use crate::jobs::SubmitError;
 
 /// Every event a subscription may name.
-pub const EVENTS: [&str; 6] = [
+pub const EVENTS: [&str; 9] = [
     "generation.succeeded",
     "generation.failed",
     "generation.cancelled",
     "cast.succeeded",
     "cast.failed",
     "cast.cancelled",
+    "training.succeeded",
+    "training.failed",
+    "training.cancelled",
 ];
 
 /// A subscription as its owner sees it (the secret only when created).
@@ -196,7 +199,7 @@ pub async fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
 
 impl Station {
     /// Subscribes `url` to `events` for `account` (`cast.*` stands for the
-    /// three cast events, `generation.*` likewise). Returns the subscription
+    /// three cast events, `generation.*` and `training.*` likewise). Returns the subscription
     /// and its signing secret, which is shown only now.
     pub async fn add_webhook(
         &self,
@@ -220,7 +223,10 @@ impl Station {
             if matched.is_empty() {
                 errors.push(FieldError {
                     field: "events".into(),
-                    reason: format!("unknown event {e:?}; known: {}, or generation.*, cast.*", EVENTS.join(", ")),
+                    reason: format!(
+                        "unknown event {e:?}; known: {}, or generation.*, cast.*, training.*",
+                        EVENTS.join(", ")
+                    ),
                 });
             }
             for m in matched {

@@ -186,6 +186,8 @@ pub fn build(menu: &[CommandInfo]) -> Vec<Value> {
                 let d = if tool.description.trim().is_empty() { &tool.name } else { &tool.description };
                 (cut(d, 100, &tool.name), tool_options(tool))
             }
+            // A public spell as a command of its own: a prompt and an image, like /cast's.
+            None if c.spell.is_some() => (cut(&c.description, 100, &name), builtin_options("cast")[1..].to_vec()),
             None => (cut(&c.description, 100, &name), builtin_options(&name)),
         };
         out.push(json!({"type": 1, "name": name, "description": description, "options": options}));

@@ -78,6 +78,10 @@ pub enum DiscordError {
     Client(String),
 }
 
+/// How often the public spells offered as commands are checked for a
+/// change of the registered commands.
+const SPELL_MENU_CHECK: Duration = Duration::from_secs(60);
+
 /// What the adapter needs to run.
 #[derive(Debug, Clone)]
 pub struct DiscordOptions {
@@ -308,6 +312,10 @@ impl Discord {
 
     /// Registers the commands (bulk overwrite; in the configured server, or globally).
     pub async fn register_commands(&self) -> Result<usize, RestError> {
+        // Public spells offered as commands (`spells.commands`), as they are now.
+        if let Err(e) = self.inner.flows.refresh_spell_commands().await {
+            tracing::warn!(error = %e, "could not read the spells offered as commands");
+        }
         let list = self.command_payload();
         let app = &self.inner.options.application_id;
         let path = match &self.inner.options.guild_id {
@@ -319,7 +327,8 @@ impl Discord {
         Ok(list.len())
     }
 
-    /// Registers the commands now and again whenever the tools change
+    /// Registers the commands now and again whenever the tools change or,
+    /// checked every minute, the public spells offered as commands do
     /// (retrying failed registrations with backoff). Stops when the task is aborted.
     pub fn keep_commands_registered(&self) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
@@ -330,12 +339,28 @@ impl Discord {
                 match me.register_commands().await {
                     Ok(_) => {
                         backoff = Duration::from_secs(1);
-                        if changes.changed().await.is_err() {
-                            return;
+                        let registered = me.command_payload();
+                        loop {
+                            tokio::select! {
+                                r = changes.changed() => {
+                                    if r.is_err() {
+                                        return;
+                                    }
+                                    // Let a burst of file saves settle into one registration.
+                                    tokio::time::sleep(Duration::from_millis(500)).await;
+                                    changes.mark_unchanged();
+                                    break;
+                                }
+                                _ = tokio::time::sleep(SPELL_MENU_CHECK) => {
+                                    if let Err(e) = me.inner.flows.refresh_spell_commands().await {
+                                        tracing::warn!(error = %e, "could not read the spells offered as commands");
+                                    }
+                                    if me.command_payload() != registered {
+                                        break;
+                                    }
+                                }
+                            }
                         }
-                        // Let a burst of file saves settle into one registration.
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        changes.mark_unchanged();
                     }
                     Err(e) => {
                         let wait = match &e {

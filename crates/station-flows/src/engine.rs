@@ -56,6 +56,18 @@ pub struct CommandInfo {
     pub description: String,
     /// The tool behind it, for tool commands (platforms build typed options from its inputs).
     pub tool: Option<Arc<station_core::tools::ToolDef>>,
+    /// The spell behind it (its slug), for a public spell offered as a
+    /// command of its own (`spells.commands`): it takes a prompt.
+    pub spell: Option<String>,
+}
+
+/// The public spells offered as commands, as last read
+/// ([`Flows::refresh_spell_commands`]).
+#[derive(Debug, Default)]
+pub(crate) struct SpellMenu {
+    commands: Vec<CommandInfo>,
+    /// Slugs left out because their command was taken, as last logged.
+    skipped: Vec<String>,
 }
 
 /// The conversation engine shared by every platform adapter. Cheap to clone.
@@ -76,6 +88,7 @@ pub(crate) struct Inner {
     /// This process's name for delivery leases.
     pub(crate) owner: String,
     pub(crate) settings: FlowSettings,
+    pub(crate) spell_menu: RwLock<SpellMenu>,
 }
 
 /// Engine settings.
@@ -140,6 +153,7 @@ impl Flows {
                 outbox: tokio::sync::Notify::new(),
                 owner: format!("flows-{}", uuid::Uuid::new_v4().simple()),
                 settings,
+                spell_menu: Default::default(),
             }),
         }
     }
@@ -181,14 +195,25 @@ impl Flows {
                 name: name.to_string(),
                 description: self.inner.flows.get(name).map(|f| f.description()).unwrap_or("").to_string(),
                 tool: None,
+                spell: None,
             })
             .collect();
-        out.push(CommandInfo { name: "cancel".into(), description: "Stop what you are doing".into(), tool: None });
+        out.push(CommandInfo {
+            name: "cancel".into(),
+            description: "Stop what you are doing".into(),
+            tool: None,
+            spell: None,
+        });
         let admin = account.is_some_and(AccountRow::is_admin);
         if admin {
             out.extend(ADMIN_COMMANDS.iter().filter_map(|name| {
                 let f = self.inner.flows.get(name)?;
-                Some(CommandInfo { name: name.to_string(), description: f.description().to_string(), tool: None })
+                Some(CommandInfo {
+                    name: name.to_string(),
+                    description: f.description().to_string(),
+                    tool: None,
+                    spell: None,
+                })
             }));
         }
         // Listed tools only: a tool with a model input waits for a backend that has one.
@@ -200,10 +225,79 @@ impl Flows {
             let taken = BUILTIN_COMMANDS.contains(&tool.command.as_str())
                 || (admin && ADMIN_COMMANDS.contains(&tool.command.as_str()));
             if !taken && tool.command != "cancel" {
-                out.push(CommandInfo { name: tool.command.clone(), description: tool.name.clone(), tool: Some(tool) });
+                out.push(CommandInfo {
+                    name: tool.command.clone(),
+                    description: tool.name.clone(),
+                    tool: Some(tool),
+                    spell: None,
+                });
             }
         }
+        // Public spells as commands, as last read, where spells are on.
+        if !feature_off("cast") {
+            let menu = self.inner.spell_menu.read().expect("spell menu lock");
+            let spells: Vec<CommandInfo> =
+                menu.commands.iter().filter(|c| !out.iter().any(|o| o.name == c.name)).cloned().collect();
+            out.extend(spells);
+        }
         out
+    }
+
+    /// Whether `name` is a command already — a built-in or operator
+    /// command, a flow, a tool's id or command, or a configured alias — so
+    /// no spell may have it.
+    pub fn command_taken(&self, name: &str) -> bool {
+        let station = &self.inner.station;
+        name == "cancel"
+            || BUILTIN_COMMANDS.contains(&name)
+            || ADMIN_COMMANDS.contains(&name)
+            || FEATURE_COMMANDS.iter().any(|(c, _)| *c == name)
+            || self.inner.flows.contains_key(name)
+            || station.tools.get(name).is_some()
+            || station.tools.by_command(name).is_some()
+            || station.config.commands.contains_key(name)
+    }
+
+    /// The command a public spell is offered as (`spells.commands`): its
+    /// slug with `-` written `_` (Telegram's commands take only `a-z`,
+    /// `0-9` and `_`), or why it is not offered (the name is taken).
+    pub fn spell_command(&self, slug: &str) -> Result<String, String> {
+        let name = slug.replace('-', "_");
+        if self.command_taken(&name) { Err(format!("/{name} is already a command")) } else { Ok(name) }
+    }
+
+    /// Re-reads the public spells offered as commands (none unless the
+    /// operator set `spells.commands`) for [`Flows::commands`]; a spell whose
+    /// command is taken is left out and said in the log (once, until the
+    /// list changes). Adapters call it before they register their menus.
+    pub async fn refresh_spell_commands(&self) -> Result<(), station_core::StoreError> {
+        let spells = self.inner.station.spell_commands().await?;
+        let mut commands = vec![];
+        let mut skipped = vec![];
+        for s in spells {
+            match self.spell_command(&s.slug) {
+                Ok(name) => {
+                    let chain = s.steps.iter().map(|x| x.tool_name.clone()).collect::<Vec<_>>().join(" → ");
+                    commands.push(CommandInfo {
+                        name,
+                        description: format!("✨ {} ({chain})", s.name),
+                        tool: None,
+                        spell: Some(s.slug),
+                    });
+                }
+                Err(why) => skipped.push((s.slug, why)),
+            }
+        }
+        let mut menu = self.inner.spell_menu.write().expect("spell menu lock");
+        let names: Vec<String> = skipped.iter().map(|(s, _)| s.clone()).collect();
+        if names != menu.skipped {
+            for (slug, why) in &skipped {
+                tracing::warn!(spell = %slug, "public spell not offered as a chat command: {why}; /cast {slug} still casts it");
+            }
+        }
+        menu.skipped = names;
+        menu.commands = commands;
+        Ok(())
     }
 
     /// How people talk in a conversation's platform ([`Platform::style`]).
@@ -408,10 +502,31 @@ impl Flows {
         } else if let Some(tool) = self.inner.station.find_tool(name, account) {
             start.args = json!({"tool": tool.id});
             "make".to_string()
+        } else if let Some(slug) = self.public_spell_command(account, name).await? {
+            // `/<slug> prompt…`: the cast flow with the spell chosen.
+            start.args = json!({"spell": slug});
+            "cast".to_string()
         } else {
             return self.unknown_command(key, account, conv, name).await;
         };
         self.start_flow_keyed(key, account, conv, &flow_name, start).await
+    }
+
+    /// The public spell `name` casts as a command of its own, when the
+    /// operator offers spells as commands and the name is no other command
+    /// (`big_dream` and `big-dream` both name `big-dream`).
+    async fn public_spell_command(&self, account: &AccountRow, name: &str) -> Result<Option<String>, FlowError> {
+        let station = &self.inner.station;
+        if !station.config.spells.commands
+            || !station.flag_on("spells", &station_core::flags::FlagSubject::account(account))
+        {
+            return Ok(None);
+        }
+        let slug = name.replace('_', "-");
+        let Some(spell) = station.spell(account, &slug).await? else { return Ok(None) };
+        let offered = spell.visibility == station_core::spells::SpellVisibility::Public
+            && self.spell_command(&spell.slug).is_ok_and(|n| n == name.replace('-', "_"));
+        Ok(offered.then_some(spell.slug))
     }
 
     /// Starts a flow by name (replacing the conversation's active flow).

@@ -980,6 +980,113 @@ async fn cast_a_spell_in_chat(db: TestDb) {
     env.stop().await;
 }
 
+fn last_text(msgs: &[Shown]) -> String {
+    msgs.last().map(|m| m.view.plain_text()).unwrap_or_default()
+}
+
+/// Presses `label` in a paged tool picker, turning pages until it shows.
+async fn pick_paged(env: &Env, label: &str) {
+    for _ in 0..10 {
+        let msgs = env.wait("a picker", |m| m.last().is_some_and(|m| m.view.input.is_some())).await;
+        let last = msgs.last().unwrap().clone();
+        // A name two tools share is labelled with the command ("Resize · /resize").
+        let own = format!("{label} · /{}", label.to_lowercase());
+        if let Some(l) = labels(&last).into_iter().find(|l| *l == label || *l == own) {
+            env.press(&last, &l).await;
+            return;
+        }
+        env.press(&last, "Next ▶").await;
+        let before = last.message_ref.clone();
+        env.wait("the next page", |m| {
+            m.last().is_some_and(|m| m.message_ref != before || m.edits.len() > last.edits.len())
+        })
+        .await;
+    }
+    panic!("{label} is on no page of the picker");
+}
+
+/// Issue 25: a spell made in chat — `/spells` → New spell, a name, Dream
+/// then Resize from the paged picker (Resize's picture comes from step 1 by
+/// itself, Dream's prompt is asked when cast), values fixed and a bad one
+/// refused in words, the process restarted in the middle, saved through the
+/// core's validation as public, then cast with the button it offers.
+async fn create_a_spell_in_chat(db: TestDb) {
+    let mut env = setup(db).await;
+    let k = env.db.kind;
+    env.command("spells", "").await;
+    let msgs = env
+        .wait("the spell list", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("New spell"))))
+        .await;
+    env.press(msgs.last().unwrap(), "New spell").await;
+    env.wait("the name question", |m| last_text(m).contains("What should it be called?")).await;
+    env.text("x").await;
+    env.wait("a refused name", |m| {
+        last_text(m).contains("called?") && m.iter().any(|m| m.view.plain_text().contains("two letters"))
+    })
+    .await;
+    env.text("Dream big").await;
+    env.wait("the first tool", |m| last_text(m).contains("which tool runs first")).await;
+    pick_paged(&env, "Dream").await;
+    let msgs = env.wait("step 1", |m| last_text(m).contains("Step 1: Dream")).await;
+    let step1 = last_text(&msgs);
+    assert!(step1.contains("asked when cast"), "[{k}] the prompt is exposed by default: {step1}");
+    env.text("steps=0").await;
+    let msgs =
+        env.wait("a refused value", |m| m.iter().any(|m| m.view.plain_text().contains("steps cannot be that"))).await;
+    let refusal = msgs.iter().map(|m| m.view.plain_text()).find(|t| t.contains("steps cannot be that")).unwrap();
+    assert!(!refusal.contains("step1.") && !refusal.contains("params"), "[{k}] words, not field paths: {refusal}");
+    env.text("steps=5").await;
+    let msgs = env.wait("steps fixed", |m| last_text(m).contains("5 (fixed)")).await;
+    env.press(msgs.last().unwrap(), "Add a step").await;
+    env.wait("the second tool", |m| last_text(m).contains("Step 2: which tool")).await;
+    pick_paged(&env, "Resize").await;
+    let msgs = env.wait("step 2", |m| last_text(m).contains("Step 2: Resize")).await;
+    assert!(last_text(&msgs).contains("the picture from step 1"), "[{k}] {}", last_text(&msgs));
+    env.press(msgs.last().unwrap(), "✏ width").await;
+    env.wait("the width question", |m| last_text(m).contains("Send a value")).await;
+    env.text("0").await;
+    env.wait("a refused width", |m| m.iter().any(|m| m.view.plain_text().contains("width cannot be that"))).await;
+    env.text("32").await;
+    let msgs = env.wait("width fixed", |m| last_text(m).contains("32 (fixed)")).await;
+
+    // A restarted process continues the same draft.
+    env.runner.take().unwrap().shutdown().await;
+    env.flows = Flows::with_settings(env.station.clone(), settings());
+    env.flows.add_platform(Arc::new(env.platform.clone()));
+    env.runner = Some(env.flows.start());
+    env.press(msgs.last().unwrap(), "Done").await;
+    let msgs = env.wait("the review", |m| last_text(m).contains("Casting it asks for")).await;
+    let review = last_text(&msgs);
+    assert!(review.contains("Casting it asks for: prompt.") && review.contains("Step 2: Resize"), "[{k}] {review}");
+    assert!(!review.contains("Before it can be saved"), "[{k}] {review}");
+    env.press(msgs.last().unwrap(), "Who can cast it").await;
+    let msgs = env.wait("unlisted", |m| last_text(m).contains("Anyone with its name")).await;
+    env.press(msgs.last().unwrap(), "Who can cast it").await;
+    let msgs = env.wait("public", |m| last_text(m).contains("Listed for everyone")).await;
+    env.press(msgs.last().unwrap(), "Save").await;
+    let msgs = env.wait("saved", |m| last_text(m).contains("Saved")).await;
+    assert!(last_text(&msgs).contains("/cast dream-big"), "[{k}] {}", last_text(&msgs));
+
+    let spell = env.station.spell(&env.account, "dream-big").await.unwrap().expect("saved");
+    assert_eq!(spell.visibility, station_core::spells::SpellVisibility::Public, "[{k}]");
+    assert_eq!(spell.steps.len(), 2, "[{k}]");
+    assert_eq!(Value::Object(spell.steps[0].params.clone()), serde_json::json!({"steps": 5}), "[{k}]");
+    assert_eq!(spell.steps[0].inputs_from.get("prompt").map(String::as_str), Some("input.prompt"), "[{k}]");
+    assert_eq!(Value::Object(spell.steps[1].params.clone()), serde_json::json!({"width": 32}), "[{k}]");
+    assert_eq!(spell.steps[1].inputs_from.get("image").map(String::as_str), Some("step1.output[0]"), "[{k}]");
+    let names: Vec<&str> = spell.inputs.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["prompt"], "[{k}]");
+
+    // Cast it from the saved message: the prompt is asked, then both steps run.
+    env.press(msgs.last().unwrap(), "Cast it now").await;
+    env.wait("the prompt question", |m| last_text(m).contains("prompt")).await;
+    env.text("a lighthouse at dusk").await;
+    let result = env.wait_results(1).await.remove(0);
+    let out = env.db.store.get_media(&result_image(&result)).await.unwrap().unwrap();
+    assert_eq!((out.width, out.height), (32, 32), "[{k}] step 1's 64×64 resized to width 32");
+    env.stop().await;
+}
+
 /// Issue 24: "➕ Collection" under a result — the first time it names a new
 /// collection, then it offers the user's collections; a result already in
 /// one is not added twice.
@@ -1128,6 +1235,7 @@ on_every_db!(
     user_text_has_no_internal_data,
     train_a_lora_in_chat,
     cast_a_spell_in_chat,
+    create_a_spell_in_chat,
     a_result_goes_into_a_collection,
     link_a_wallet_in_chat,
 );

@@ -397,6 +397,7 @@ async fn openapi_document_is_valid_and_lists_every_route() {
         "/api/v1/admin/users/{id}/grant",
         "/api/v1/admin/audit",
         "/api/v1/spells",
+        "/api/v1/spells/preview",
         "/api/v1/spells/{slug}",
         "/api/v1/casts",
         "/api/v1/casts/{id}",

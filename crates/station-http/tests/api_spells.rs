@@ -557,3 +557,45 @@ async fn a_creator_share_moves_from_caster_to_owner_with_each_capture() {
         s.stop().await;
     }
 }
+
+/// `POST /api/v1/spells/preview`: a draft's cast inputs (typed by the tool
+/// inputs they feed) and every problem a save would answer, nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_spell_is_previewed_without_being_saved() {
+    for db in testing::all().await {
+        let s = serve(&db, true, |_| {}).await;
+        let k = s.kind;
+        let mut draft = resize_flip("preview-me");
+        draft["steps"][0]["inputs_from"]["width"] = json!("input.width");
+        let a = s.post("/api/v1/spells/preview", &s.alice_key, draft.clone()).await;
+        assert_eq!(a.status, StatusCode::OK, "{k}: {}", a.body);
+        let names: Vec<&str> =
+            a.body["inputs"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["image", "width"], "{k}: {}", a.body);
+        assert_eq!(
+            (a.body["inputs"][1]["type"].as_str(), a.body["inputs"][1]["max"].as_f64()),
+            (Some("integer"), Some(16384.0))
+        );
+        assert_eq!(a.body["problems"], json!([]), "{k}: {}", a.body);
+        assert_eq!(
+            s.get("/api/v1/spells/preview-me", &s.alice_key).await.status,
+            StatusCode::NOT_FOUND,
+            "{k}: nothing stored"
+        );
+
+        // Problems are listed, and the inputs that could be derived still shown.
+        draft["steps"][1]["inputs_from"]["image"] = json!("step3.output[0]");
+        let a = s.post("/api/v1/spells/preview", &s.alice_key, draft.clone()).await;
+        assert_eq!(a.status, StatusCode::OK, "{k}: {}", a.body);
+        let fields: Vec<&str> =
+            a.body["problems"].as_array().unwrap().iter().map(|p| p["field"].as_str().unwrap()).collect();
+        assert_eq!(fields, ["step2.inputs_from.image"], "{k}: {}", a.body);
+        assert_eq!(a.body["inputs"].as_array().unwrap().len(), 2, "{k}: {}", a.body);
+
+        // A taken slug is a problem too.
+        assert_eq!(s.post("/api/v1/spells", &s.alice_key, resize_flip("taken")).await.status, StatusCode::CREATED);
+        let a = s.post("/api/v1/spells/preview", &s.bob_key, resize_flip("taken")).await;
+        assert_eq!(a.body["problems"][0]["field"], "slug", "{k}: {}", a.body);
+        s.stop().await;
+    }
+}

@@ -1,8 +1,10 @@
 // Spells (/spells): the gallery of spells you can cast (yours and the
 // public ones, with their number of casts), casting one through the form
 // generated from its exposed inputs with live progress from the cast's event
-// stream, and a builder for new spells. Every rule (tools, mappings, types,
-// prices) is the server's; a refused spell shows every problem it names.
+// stream, and a builder for new spells whose preview draws, live, the form
+// a cast of the draft shows (the server derives its inputs). Every rule
+// (tools, mappings, types, prices) is the server's; a refused spell shows
+// every problem it names.
 
 import { ApiError, api, el, listOf, main, mediaUrl, refreshBalance, showError, toast } from './app.js';
 import { inputsOf, toolForm } from './form.js';
@@ -126,7 +128,7 @@ function follow(c, box) {
   });
 }
 
-/** The spell builder: name it, add steps, set each input, save. */
+/** The spell builder: name it, add steps, set each input, save; the preview beside it. */
 function builder(tools, saved) {
   const form = el('form', { class: 'card', id: 'new-spell', novalidate: true },
     el('div', { class: 'field' }, el('label', { for: 's-name' }, 'Name'),
@@ -142,9 +144,43 @@ function builder(tools, saved) {
   const add = el('button', { type: 'button', id: 'add-step' }, 'Add step');
   const errors = el('ul', { class: 'error', id: 'spell-errors', role: 'alert' });
   const save = el('button', { type: 'submit', class: 'primary' }, 'Save spell');
+  const preview = el('section', { class: 'spell-preview', id: 'spell-preview', 'aria-live': 'polite' });
   form.append(steps, add, errors, el('div', { class: 'actions' }, save));
   const name = form.elements.name;
   const slug = form.elements.slug;
+  const draft = () => ({
+    slug: slug.value.trim(),
+    name: name.value.trim(),
+    description: form.elements.description.value.trim() || undefined,
+    visibility: form.elements.visibility.value,
+    steps: [...steps.children].map((li) => li.spellStep()),
+  });
+  // The preview follows every change (a burst of typing is one request; an
+  // answer that arrives after a newer one was asked is dropped).
+  let asked = 0;
+  let timer;
+  const refreshPreview = () => {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      const n = ++asked;
+      const body = draft();
+      if (!body.steps.some((st) => st.tool)) {
+        preview.replaceChildren(el('p', { class: 'muted' }, 'Add a step to see the form a cast of it shows.'));
+        return;
+      }
+      let r;
+      try {
+        r = await api('POST', '/api/v1/spells/preview', body);
+      } catch (e) {
+        if (n === asked) preview.replaceChildren(el('p', { class: 'error' }, e.message));
+        return;
+      }
+      if (n === asked) showPreview(preview, body.name, r);
+    }, 250);
+  };
+  form.addEventListener('input', refreshPreview);
+  form.addEventListener('change', refreshPreview);
+  refreshPreview();
   name.addEventListener('input', () => {
     if (slug.dataset.edited) return;
     slug.value = name.value.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 48);
@@ -152,17 +188,12 @@ function builder(tools, saved) {
   slug.addEventListener('input', () => (slug.dataset.edited = '1'));
   add.addEventListener('click', () => {
     steps.append(stepEditor(tools, steps.children.length + 1));
+    refreshPreview();
   });
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     errors.replaceChildren();
-    const body = {
-      slug: slug.value.trim(),
-      name: name.value.trim(),
-      description: form.elements.description.value.trim() || undefined,
-      visibility: form.elements.visibility.value,
-      steps: [...steps.children].map((li) => li.spellStep()),
-    };
+    const body = draft();
     save.disabled = true;
     try {
       const s = await api('POST', '/api/v1/spells', body);
@@ -176,7 +207,42 @@ function builder(tools, saved) {
       save.disabled = false;
     }
   });
-  return form;
+  // The preview is beside the builder's form, not in it (its own form's
+  // typing is not a change of the draft).
+  return el('div', { class: 'spell-builder' }, form,
+    el('section', { class: 'card', 'aria-labelledby': 'spell-preview-title' },
+      el('h3', { id: 'spell-preview-title' }, 'Preview: the form casters get'), preview));
+}
+
+/**
+ * The preview of a draft: its exposed inputs drawn by the same form code a
+ * cast uses (ids prefixed, so they never clash with the cast form's), with
+ * the problems a save would answer below.
+ */
+function showPreview(box, name, r) {
+  const inputs = r.inputs || [];
+  const nodes = [];
+  if (inputs.length) {
+    const form = toolForm({ id: 'preview', name: name || 'Your spell', inputs }, {}, 'Cast', async () => {});
+    form.querySelectorAll('[id]').forEach((n) => (n.id = `preview-${n.id}`));
+    form.querySelectorAll('label[for]').forEach((n) => n.setAttribute('for', `preview-${n.getAttribute('for')}`));
+    form.querySelectorAll('[aria-describedby]').forEach((n) =>
+      n.setAttribute('aria-describedby', n.getAttribute('aria-describedby').split(' ').map((x) => `preview-${x}`).join(' ')));
+    const submit = form.querySelector('button[type=submit]');
+    submit.disabled = true;
+    submit.title = 'Save the spell to cast it';
+    form.addEventListener('submit', (ev) => ev.preventDefault());
+    nodes.push(form);
+  } else {
+    nodes.push(el('p', { class: 'muted' }, 'Casting it asks for nothing.'));
+  }
+  const problems = r.problems || [];
+  if (problems.length) {
+    nodes.push(el('p', { class: 'muted' }, 'Before it can be saved:'),
+      el('ul', { class: 'muted', id: 'spell-preview-problems' },
+        problems.map((f) => el('li', { dataset: { field: f.field } }, `${f.field}: ${f.reason}`))));
+  }
+  box.replaceChildren(...nodes);
 }
 
 /** One step: its tool and, for each of the tool's inputs, where its value comes from. */
@@ -194,6 +260,7 @@ function stepEditor(tools, n) {
       x.dataset.step = i + 1;
       x.querySelector('h3').textContent = `Step ${i + 1}`;
     });
+    list.dispatchEvent(new Event('change', { bubbles: true }));
   });
   li.append(el('h3', {}, `Step ${n}`), el('div', { class: 'field' }, el('label', { for: id }, 'Tool'), pick), rows, remove);
   let inputs = [];
@@ -204,6 +271,8 @@ function stepEditor(tools, n) {
     const t = await api('GET', `/api/v1/tools/${enc(pick.value)}`).then((r) => r.tool || r);
     inputs = inputsOf(t);
     for (const d of inputs) rows.append(inputRow(d, Number(li.dataset.step)));
+    // The tool's inputs are in: the preview follows.
+    li.dispatchEvent(new Event('change', { bubbles: true }));
   });
   li.spellStep = () => {
     const step = { tool: pick.value, params: {}, inputs_from: {} };

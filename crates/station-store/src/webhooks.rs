@@ -158,9 +158,9 @@ impl Store {
         })
     }
 
-    /// Generations and casts that ended since `since` and are owed to a
-    /// subscription of their account (subscribed to that event, created
-    /// before the end), and generations, casts and trainings that ended and
+    /// Generations, casts and trainings that ended since `since` and are
+    /// owed to a subscription of their account (subscribed to that event,
+    /// created before the end), and generations, casts and trainings that ended and
     /// were asked with a `callback_url` (see [`Store::insert_callback`]),
     /// with no delivery row yet for that URL: `("generation" | "cast" |
     /// "training", event)`. At most `limit` of each kind of source.
@@ -177,6 +177,12 @@ impl Store {
              AND c.finished_at >= s.created_at AND s.events LIKE '%,cast.' || c.status || ',%' \
              AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.url = s.url \
                 AND d.event_id = 'cast.' || c.status || ':' || c.id) LIMIT $2";
+        let trainings = "SELECT t.id AS subject_id, t.account_id, t.status, s.id AS subscription_id, s.url, s.secret \
+             FROM trainings t JOIN webhook_subscriptions s ON s.account_id = t.account_id AND s.disabled_at IS NULL \
+             WHERE t.status IN ('succeeded','failed','cancelled') AND t.finished_at >= $1 \
+             AND t.finished_at >= s.created_at AND s.events LIKE '%,training.' || t.status || ',%' \
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.url = s.url \
+                AND d.event_id = 'training.' || t.status || ':' || t.id) LIMIT $2";
         // A request's own callback_url, signed with the account's callback secret.
         let job_callbacks = "SELECT j.id AS subject_id, j.account_id, j.status, CAST(NULL AS TEXT) AS subscription_id, \
              cb.url, k.secret FROM callbacks cb JOIN jobs j ON j.id = cb.subject_id \
@@ -200,6 +206,7 @@ impl Store {
             for (kind, sql) in [
                 ("generation", jobs),
                 ("cast", casts),
+                ("training", trainings),
                 ("generation", job_callbacks),
                 ("cast", cast_callbacks),
                 ("training", training_callbacks),

@@ -431,6 +431,10 @@ impl TelegramBot {
     /// anything was sent.
     pub async fn sync_commands(&self) -> Result<bool, ApiError> {
         let inner = &self.inner;
+        // Public spells offered as commands (`spells.commands`), as they are now.
+        if let Err(e) = inner.flows.refresh_spell_commands().await {
+            tracing::warn!(error = %e, "could not read the spells offered as commands");
+        }
         let mut changed = self.set_menu(None, None).await?;
         let admins = match inner.station.admins_on("telegram").await {
             Ok(a) => a,

@@ -59,6 +59,10 @@ fn options() -> TelegramOptions {
 }
 
 async fn start(db: TestDb) -> Env {
+    start_with(db, |_| {}).await
+}
+
+async fn start_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Env {
     let tg = FakeTelegram::start_with(FakeConfig {
         limits: RateLimits {
             chat_per_second: 1000.0 / 60.0,
@@ -78,6 +82,7 @@ async fn start(db: TestDb) -> Env {
     config.limits.requests_per_minute = 10_000;
     config.points.starting_grant = 100_000;
     TelegramConfig { token: Some(tg.token()), api_url: tg.api_url(), ..Default::default() }.apply_to(&mut config);
+    tweak(&mut config);
     std::fs::create_dir_all(config.tools_dir()).unwrap();
     std::fs::write(config.tools_dir().join("dream.json"), station_testkit::dream_tool("dream").to_string()).unwrap();
     let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
@@ -581,6 +586,72 @@ async fn mentioned_commands_and_uncaptioned_albums(db: TestDb) {
     env.stop().await;
 }
 
+/// Issue 25: a spell made with the buttons of `/spells` → New spell
+/// (Dream, then Flip with its picture from step 1 by itself), saved as
+/// public; with `spells.commands` on it joins the command menu as
+/// `/fox_mirror` and casts with a prompt. A public spell whose slug is a
+/// built-in command (`help`) is left out of the menu and `/help` stays help.
+async fn a_spell_made_in_chat_becomes_a_command(db: TestDb) {
+    let env = start_with(db, |c| c.spells.commands = true).await;
+    let k = env.kind;
+    let ann = FakeUser::new(7301, "Ann");
+    let chat = FakeChat::private(&ann);
+    env.tg.send_text(&chat, &ann, "/spells");
+    let list = env.wait_button(ann.id, "New spell").await;
+    env.tg.press(&chat, &ann, list.message_id, "New spell");
+    env.wait_text(ann.id, "What should it be called?").await;
+    env.tg.send_text(&chat, &ann, "Fox mirror");
+    env.wait_text(ann.id, "which tool runs first").await;
+    env.tg.send_text(&chat, &ann, "Dream");
+    let step1 = env.wait_text(ann.id, "Step 1: Dream").await;
+    assert!(shown(&step1).contains("asked when cast"), "[{k}] {}", shown(&step1));
+    env.tg.press(&chat, &ann, step1.message_id, "Add a step");
+    env.wait_text(ann.id, "Step 2: which tool").await;
+    env.tg.send_text(&chat, &ann, "Flip");
+    let step2 = env.wait_text(ann.id, "Step 2: Flip").await;
+    assert!(shown(&step2).contains("the picture from step 1"), "[{k}] {}", shown(&step2));
+    env.tg.press(&chat, &ann, step2.message_id, "Done");
+    let review = env.wait_text(ann.id, "Casting it asks for: prompt.").await;
+    env.tg.press(&chat, &ann, review.message_id, "Who can cast it");
+    let review = env.wait_text(ann.id, "Anyone with its name").await;
+    env.tg.press(&chat, &ann, review.message_id, "Who can cast it");
+    let review = env.wait_text(ann.id, "Listed for everyone").await;
+    env.tg.press(&chat, &ann, review.message_id, "Save");
+    let saved = env.wait_text(ann.id, "Saved").await;
+    assert!(shown(&saved).contains("/cast fox-mirror"), "[{k}] {}", shown(&saved));
+
+    // Someone's public spell called "help" cannot take /help.
+    let ann_acc = env.db.store.find_account_by_identity("telegram", &ann.id.to_string()).await.unwrap().unwrap();
+    let spec: station_core::spells::SpellSpec = serde_json::from_value(serde_json::json!({
+        "slug": "help", "name": "Helpful", "visibility": "public",
+        "steps": [{"tool": "dream", "inputs_from": {"prompt": "input.prompt"}}],
+    }))
+    .unwrap();
+    env.station.create_spell(&ann_acc, spec).await.unwrap();
+
+    let menu = env
+        .tg
+        .wait_for(WAIT, |t| Some(t.commands()).filter(|c| names(c).contains(&"fox_mirror".to_string())))
+        .await
+        .unwrap_or_else(|| panic!("[{k}] the spell never joined the menu: {:?}", env.tg.commands()));
+    let (_, about) = menu.iter().find(|(c, _)| c == "fox_mirror").unwrap();
+    assert!(about.contains("Fox mirror") && about.contains("Dream → Flip"), "[{k}] {about}");
+    let helps: Vec<&(String, String)> = menu.iter().filter(|(c, _)| c == "help").collect();
+    assert_eq!(helps.len(), 1, "[{k}] one /help: {menu:?}");
+    assert!(!helps[0].1.contains("Helpful"), "[{k}] /help is the built-in: {menu:?}");
+
+    env.tg.send_text(&chat, &ann, "/help");
+    let help = env.wait_text(ann.id, "/fox_mirror — ").await;
+    assert!(!shown(&help).contains("Helpful"), "[{k}] {}", shown(&help));
+    env.tg.send_text(&chat, &ann, "/fox_mirror a red fox");
+    let done = env.wait_button(ann.id, "Cast again").await;
+    assert!(shown(&done).contains("Fox mirror"), "[{k}] {}", shown(&done));
+    let casts = env.station.casts(&ann_acc, 10).await.unwrap();
+    assert_eq!(casts.len(), 1, "[{k}] one cast");
+    assert_eq!(casts[0].inputs.get("prompt").and_then(|v| v.as_str()), Some("a red fox"), "[{k}]");
+    env.stop().await;
+}
+
 on_every_db!(
     mentioned_commands_and_uncaptioned_albums,
     sign_in_secrets_reach_only_their_owner,
@@ -589,4 +660,5 @@ on_every_db!(
     album_runs_the_tool_per_photo,
     settings_then_status_during_a_job,
     originals_as_files_and_fitted_photos,
+    a_spell_made_in_chat_becomes_a_command,
 );

@@ -1160,6 +1160,20 @@ async fn spells_scenario(c: &Client, kind: &str, fake: &FakeComfy, database_url:
     set_value(c, "#step1-tool", "resize").await;
     set_value(c, "[data-step='1'] [name='mode-scale']", "fixed").await;
     set_value(c, "[data-step='1'] [name='value-scale']", "0.5").await;
+    // The preview draws the form a cast would show, with the cast form's
+    // code, and follows the builder live.
+    let preview =
+        "return [...document.querySelectorAll('#spell-preview [data-input]')].map((n) => n.dataset.input).join(',')";
+    until(c, "the preview of step 1", &format!("{preview} === 'image'")).await;
+    set_value(c, "[data-step='1'] [name='mode-width']", "input").await;
+    until(c, "width in the preview", &format!("{preview} === 'image,width'")).await;
+    let kind_of =
+        c.execute("return document.querySelector(\"#spell-preview [data-input='width']\").dataset.type", vec![]);
+    assert_eq!(kind_of.await.unwrap(), json!("integer"), "{kind}: typed as the tool input it feeds");
+    let cast_button = c.execute("return document.querySelector('#spell-preview button[type=submit]').disabled", vec![]);
+    assert_eq!(cast_button.await.unwrap(), json!(true), "{kind}: a preview does not cast");
+    set_value(c, "[data-step='1'] [name='mode-width']", "default").await;
+    until(c, "width gone from the preview", &format!("{preview} === 'image'")).await;
     click(c, "#add-step").await;
     set_value(c, "#step2-tool", "flip").await;
     until(c, "flip's inputs", "return !!document.querySelector(\"[data-step='2'] [name='mode-image']\")").await;

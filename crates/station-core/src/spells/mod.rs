@@ -241,6 +241,13 @@ impl Station {
     /// its field: `slug`, `step2.tool`, `step2.params.width`,
     /// `step2.inputs_from.image`, `inputs.prompt`.
     pub(crate) fn check_spell(&self, owner: &AccountRow, spec: &SpellSpec) -> Result<Checked, Vec<FieldError>> {
+        let (checked, errors) = self.check_spell_all(owner, spec);
+        if errors.is_empty() { Ok(checked) } else { Err(errors) }
+    }
+
+    /// [`Station::check_spell`]'s work: what could be derived (the steps
+    /// whose tools exist, the exposed inputs) and every problem.
+    fn check_spell_all(&self, owner: &AccountRow, spec: &SpellSpec) -> (Checked, Vec<FieldError>) {
         let mut errors = vec![];
         if !valid_slug(&spec.slug) {
             errors.push(err(
@@ -392,7 +399,20 @@ impl Station {
         } else if let Some(p) = inputs.iter().position(|i| i.def.kind == InputType::Image) {
             inputs[p].def.primary = true;
         }
-        if errors.is_empty() { Ok(Checked { steps, inputs }) } else { Err(errors) }
+        (Checked { steps, inputs }, errors)
+    }
+
+    /// A draft spell as a builder previews it: the inputs a cast of it
+    /// would take (as far as they can be derived; the same
+    /// [`ExposedInput`]s a saved spell has) and every problem a save would
+    /// answer ([`Station::spell_problems`]). Nothing is stored.
+    pub async fn preview_spell(
+        &self,
+        owner: &AccountRow,
+        spec: &SpellSpec,
+    ) -> Result<(Vec<ExposedInput>, Vec<FieldError>), StoreError> {
+        let (checked, _) = self.check_spell_all(owner, spec);
+        Ok((checked.inputs, self.spell_problems(owner, spec).await?))
     }
 
     /// Validates and saves a spell owned by `owner`.
@@ -417,6 +437,38 @@ impl Station {
         }
         let stored = self.store.spell(&id).await?.ok_or(StoreError::NotFound { what: "spell", id })?;
         Ok(self.spell_view(&stored).await?.0)
+    }
+
+    /// Every problem [`Station::create_spell`] would answer for `spec` saved
+    /// by `owner`, without saving anything — a slug already taken included;
+    /// empty when it would be saved. Builders (the chat's) check a draft as
+    /// it grows with it.
+    pub async fn spell_problems(&self, owner: &AccountRow, spec: &SpellSpec) -> Result<Vec<FieldError>, StoreError> {
+        let mut errors = self.check_spell(owner, spec).err().unwrap_or_default();
+        if valid_slug(&spec.slug) && self.store.spell(&spec.slug).await?.is_some() {
+            errors.push(err("slug", format!("{:?} is taken; choose another", spec.slug)));
+        }
+        Ok(errors)
+    }
+
+    /// The public spells chat offers as commands of their own (`/<slug>
+    /// prompt…`) when the operator enabled `spells.commands`: none
+    /// otherwise, and never a broken one. Most cast first. Whether a slug
+    /// collides with another command is the chat's business (it knows its
+    /// commands).
+    pub async fn spell_commands(&self) -> Result<Vec<Spell>, StoreError> {
+        if !self.config.spells.commands {
+            return Ok(vec![]);
+        }
+        let mut out = vec![];
+        // No account owns "": the public ones alone.
+        for row in self.store.list_spells("", true, 200).await? {
+            let (spell, _) = self.spell_view(&row).await?;
+            if spell.visibility == SpellVisibility::Public && spell.broken.is_none() {
+                out.push(spell);
+            }
+        }
+        Ok(out)
     }
 
     /// A spell `account` may see, by slug or id: its own, any public or

@@ -210,9 +210,12 @@ impl Flow for Cast {
                 if spells.is_empty() {
                     return Ok(View::text(
                         "There are no spells to cast yet. A spell chains tools (for example a picture, then an \
-                         upscale); they are made on the web or with the API.",
+                         upscale) into one command.",
                     )
-                    .row(vec![Button::action("Close", "cancel", Value::Null)]));
+                    .row(vec![
+                        Button::action("➕ New spell", "start", json!({"flow": "newspell"})),
+                        Button::action("Close", "cancel", Value::Null),
+                    ]));
                 }
                 let options: Vec<Button> = spells
                     .iter()

@@ -7,6 +7,7 @@ pub mod collect;
 pub mod inputs;
 pub mod make;
 mod settings;
+pub mod spell_new;
 pub mod train;
 pub mod wallet;
 
@@ -60,6 +61,7 @@ pub fn builtin() -> Vec<Arc<dyn Flow>> {
         Arc::new(Loras),
         Arc::new(cast::Cast),
         Arc::new(Spells),
+        Arc::new(spell_new::NewSpell),
         Arc::new(collect::Collect),
         Arc::new(wallet::Wallet),
         Arc::new(DepositFlow),
@@ -202,6 +204,8 @@ impl Help {
     async fn answer(&self, cx: &Cx<'_>, _start: Start) -> Result<Next, FlowError> {
         use crate::platform::ChatStyle;
         let style = cx.flows.style_of(cx.conversation);
+        // Public spells offered as commands, as they are now.
+        cx.flows.refresh_spell_commands().await?;
         let mut lines = vec![];
         for c in cx.flows.commands(Some(cx.account)) {
             // An interactions-only platform registers no /start: the app's menu is its welcome.
@@ -372,11 +376,15 @@ impl Spells {
             return Ok(finish(View::text(off.reason)));
         }
         let spells = cx.station.spells(cx.account).await?;
+        let new = Button::action("➕ New spell", "start", json!({"flow": "newspell"}));
         if spells.is_empty() {
-            return Ok(finish(View::text(
-                "There are no spells yet. A spell chains tools (for example a picture, then an upscale); they are \
-                 made on the web or with the API.",
-            )));
+            return Ok(finish(
+                View::text(
+                    "There are no spells yet. A spell chains tools (for example a picture, then an upscale) into \
+                     one command: make one with New spell.",
+                )
+                .row(vec![new]),
+            ));
         }
         let mut fields = vec![];
         let mut buttons = vec![];
@@ -402,7 +410,7 @@ impl Spells {
         for row in buttons.chunks(3) {
             view = view.row(row.to_vec());
         }
-        Ok(finish(view.with_text("Cast one with its button, or /cast NAME followed by a prompt.")))
+        Ok(finish(view.row(vec![new]).with_text("Cast one with its button, or /cast NAME followed by a prompt.")))
     }
 }
 

@@ -22,6 +22,7 @@ use crate::extract::Path;
 pub fn routes() -> OpenApiRouter<Station> {
     OpenApiRouter::new()
         .routes(routes!(list_spells, create_spell))
+        .routes(routes!(preview_spell))
         .routes(routes!(show_spell))
         .routes(routes!(list_casts, create_cast))
         .routes(routes!(show_cast))
@@ -113,6 +114,32 @@ pub struct SpellInput {
     pub feeds: Vec<String>,
 }
 
+impl From<station_core::spells::ExposedInput> for SpellInput {
+    fn from(i: station_core::spells::ExposedInput) -> SpellInput {
+        SpellInput {
+            name: i.name,
+            kind: i.def.kind.as_str().into(),
+            required: i.def.required,
+            default: i.def.default,
+            description: i.def.description,
+            min: i.def.min,
+            max: i.def.max,
+            choices: i.def.choices,
+            feeds: i.feeds,
+        }
+    }
+}
+
+/// `POST /api/v1/spells/preview`: what a cast of a draft would ask for.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SpellPreview {
+    /// The inputs a cast would take, in the order the form shows them (as
+    /// far as they can be derived while the draft has problems).
+    pub inputs: Vec<SpellInput>,
+    /// Every problem a save would answer now, each naming its step and field.
+    pub problems: Vec<FieldIssue>,
+}
+
 /// A spell.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SpellBody {
@@ -158,21 +185,7 @@ impl From<Spell> for SpellBody {
                     inputs_from: st.inputs_from.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
                 })
                 .collect(),
-            inputs: s
-                .inputs
-                .into_iter()
-                .map(|i| SpellInput {
-                    name: i.name,
-                    kind: i.def.kind.as_str().into(),
-                    required: i.def.required,
-                    default: i.def.default,
-                    description: i.def.description,
-                    min: i.def.min,
-                    max: i.def.max,
-                    choices: i.def.choices,
-                    feeds: i.feeds,
-                })
-                .collect(),
+            inputs: s.inputs.into_iter().map(SpellInput::from).collect(),
             broken: s.broken,
             casts: s.casts,
             created_at: s.created_at,
@@ -355,6 +368,26 @@ async fn create_spell(
         serde_json::from_value(Value::Object(obj)).map_err(|e| ApiError::invalid("(body)", e.to_string()))?;
     let spell = station.create_spell(&a, spec).await?;
     Ok((StatusCode::CREATED, Json(spell.into())))
+}
+
+/// Previews a draft spell without saving it: the inputs a cast of it would
+/// take (the form a caster gets) and every problem a save would answer.
+#[utoipa::path(post, path = "/api/v1/spells/preview", tag = "spells",
+    request_body = CreateSpell,
+    responses((status = 200, body = SpellPreview), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn preview_spell(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult<Json<SpellPreview>> {
+    let obj = object(body, &["slug", "name", "description", "visibility", "steps", "inputs"])?;
+    let spec: SpellSpec =
+        serde_json::from_value(Value::Object(obj)).map_err(|e| ApiError::invalid("(body)", e.to_string()))?;
+    let (inputs, problems) = station.preview_spell(&a, &spec).await?;
+    Ok(Json(SpellPreview {
+        inputs: inputs.into_iter().map(SpellInput::from).collect(),
+        problems: problems.into_iter().map(|f| FieldIssue { field: f.field, reason: f.reason }).collect(),
+    }))
 }
 
 /// A spell you may cast, by slug or id.

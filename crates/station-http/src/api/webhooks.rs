@@ -54,7 +54,9 @@ pub struct CreateWebhook {
     /// Where to POST events: http(s), not a private or loopback address.
     url: String,
     /// `generation.succeeded`, `generation.failed`, `generation.cancelled`,
-    /// `cast.succeeded`, `cast.failed`, `cast.cancelled`; `generation.*` and `cast.*` for all three.
+    /// `cast.succeeded`, `cast.failed`, `cast.cancelled`, `training.succeeded`,
+    /// `training.failed`, `training.cancelled`; `generation.*`, `cast.*` and
+    /// `training.*` for all three.
     events: Vec<String>,
 }
 

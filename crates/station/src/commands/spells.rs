@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde_json::{Map, Value};
 use station_core::Station;
-use station_core::spells::{CastError, CastRequest, SpellError, SpellSpec};
+use station_core::spells::{CastError, CastRequest, SpellError, SpellSpec, SpellVisibility};
 use station_core::tools::InputType;
 use station_core::{SubmitError, Workers};
 
@@ -93,11 +93,22 @@ pub async fn run(station: &Station, c: SpellsCommand) -> u8 {
                 exit::OK
             }
             Ok(list) => {
+                // Public spells as chat commands: which command each is, or why it is none.
+                let flows = station.config.spells.commands.then(|| station_flows::Flows::new(station.clone()));
                 for s in list {
                     let tools: Vec<&str> = s.steps.iter().map(|t| t.tool_name.as_str()).collect();
                     let state = s.broken.as_ref().map(|_| " (broken)").unwrap_or_default();
+                    let command = match &flows {
+                        Some(f) if s.visibility == SpellVisibility::Public && s.broken.is_none() => {
+                            match f.spell_command(&s.slug) {
+                                Ok(name) => format!("  chat command /{name}"),
+                                Err(why) => format!("  not a chat command: {why}"),
+                            }
+                        }
+                        _ => String::new(),
+                    };
                     println!(
-                        "{:<24} {:<9} {:>5} casts  {}{state}",
+                        "{:<24} {:<9} {:>5} casts  {}{state}{command}",
                         s.slug,
                         s.visibility.as_str(),
                         s.casts,
