@@ -127,7 +127,8 @@ struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, n: u64) -> u64 {
         self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n.max(1)
+        // The top 53 bits: a month in milliseconds needs more than 31.
+        (self.0 >> 11) % n.max(1)
     }
 }
 
