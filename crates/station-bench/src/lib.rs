@@ -1,7 +1,8 @@
 //! Station's benchmarks, run by `station bench …`: how fast the durable
 //! queue moves jobs ([`queue`]), what the REST API costs against bare
 //! axum handlers in the same process ([`http`]) how many submissions
-//! per second it takes ([`submit`]) and how many chat updates ([`chat`]).
+//! per second it takes ([`submit`]), how many chat updates ([`chat`]) and
+//! what the usage report costs on a million jobs ([`stats`]).
 //!
 //! Figures only mean something from a release build; results and how to
 //! reproduce them are in `docs/PERFORMANCE.md`. Benchmarks may read the
@@ -12,6 +13,7 @@ pub mod chat;
 pub mod discord;
 pub mod http;
 pub mod queue;
+pub mod stats;
 pub mod submit;
 
 use std::time::Duration;
@@ -38,6 +40,7 @@ pub async fn run(args: BenchArgs) -> Outcome {
     match args.command {
         Some(BenchCommand::Submit(a)) => submit::run(a).await,
         Some(BenchCommand::Chat(a)) => chat::run(a).await,
+        Some(BenchCommand::Stats(a)) => stats::run(a).await,
         _ => queue::run(args).await,
     }
 }
@@ -77,6 +80,8 @@ pub enum BenchCommand {
     Submit(submit::SubmitBenchArgs),
     /// Telegram updates per second through the adapter, the flows and the database, and update-to-reply latency.
     Chat(chat::ChatBenchArgs),
+    /// The usage report on a million jobs, from raw rows and from the daily rollups.
+    Stats(stats::StatsBenchArgs),
 }
 
 /// A benchmark's own database: a temporary SQLite file in the run's data

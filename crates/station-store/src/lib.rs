@@ -60,7 +60,7 @@ pub use models::{BackendModelRow, ModelCatalogRow};
 pub use notify::{Channel, Notifications};
 pub use pricing::{PaidBy, PayTerms, Payment, Placed, SponsorRow, utc_day};
 pub use spells::{CastRow, CastStepRow, NewCast, NewSpell, PARKED, SpellRow};
-pub use stats::{AccountUsageRow, FailureRow, JobUsageRow, PointsUsageRow};
+pub use stats::{AccountUsageRow, FailureRow, HistoryEntry, HistoryJob, JobUsageRow, PointsUsageRow, StatsSources};
 pub use training::{AddedImage, DatasetImageRow, DatasetRow, TrainingRow};
 pub use wallets::{
     WalletBlockRow, WalletChallengeRow, WalletCursorRow, WalletDepositRow, WalletLinkRow, WalletNoticeRow,

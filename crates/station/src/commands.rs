@@ -301,6 +301,8 @@ async fn serve(station: Station) -> u8 {
         return exit::USAGE;
     }
     let alerting = station_core::alerts::start(&station);
+    // Usage figures of each day that is over are rolled up for fast reports.
+    let rollups = station_core::stats::start_rollups(&station);
     let deliveries = flows.start();
     info!(%addr, data_dir = %station.config.data_dir.display(), "Station is serving; health at /healthz, readiness at /readyz");
     let stop = tokio_util::sync::CancellationToken::new();
@@ -357,6 +359,7 @@ async fn serve(station: Station) -> u8 {
     if tokio::time::timeout_at(deadline, alerting.shutdown()).await.is_err() {
         warn!("alert messages were still being sent at the shutdown grace; they are sent at the next start");
     }
+    rollups.shutdown().await;
     if tokio::time::timeout_at(deadline, deliveries.shutdown()).await.is_err() {
         warn!("chat deliveries did not stop within the shutdown grace; they resume at the next start");
     }

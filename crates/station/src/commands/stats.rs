@@ -2,7 +2,7 @@
 //! model and platform, points spent and granted, the busiest accounts,
 //! failure reasons, waits and run times.
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use station_core::Station;
 use station_core::stats::{Stats, StatsRange, UsageBy, stats_csv};
 
@@ -10,7 +10,11 @@ use crate::exit;
 
 /// `station stats`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct StatsArgs {
+    /// Maintenance of the figures (without one: print the report).
+    #[command(subcommand)]
+    command: Option<StatsCommand>,
     /// The period: whole UTC days (`7d`, today included), another age (`12h`, `2w`),
     /// an RFC 3339 time, or Unix milliseconds.
     #[arg(long, default_value = "7d")]
@@ -23,22 +27,86 @@ pub struct StatsArgs {
     csv: bool,
 }
 
+/// `station stats <what>`.
+#[derive(Debug, Subcommand)]
+pub enum StatsCommand {
+    /// Recompute the daily rollups the report reads from the jobs and the
+    /// ledger (after restoring a backup, importing rows, or to repair).
+    Rebuild(RebuildArgs),
+}
+
+/// `station stats rebuild`.
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// From when: whole UTC days (`90d`, today included), another age, an
+    /// RFC 3339 time or Unix milliseconds (default: the first day with any job).
+    #[arg(long)]
+    since: Option<String>,
+}
+
+/// `--since` as a range ending now, or the error to print.
+fn parse_range(since: &str, now: i64) -> Result<StatsRange, String> {
+    match since.trim().strip_suffix('d').and_then(|d| d.parse::<u32>().ok()) {
+        Some(days) if (1..=3660).contains(&days) => Ok(StatsRange::last_days(days, now)),
+        _ => match super::audit::parse_since(since, now) {
+            Some(since) if since <= now => Ok(StatsRange { since, until: now + 1 }),
+            _ => Err(format!(
+                "error: --since {since:?}: expected whole days like 7d, an age like 12h or 2w, an RFC 3339 time, \
+                 or Unix milliseconds in the past"
+            )),
+        },
+    }
+}
+
+/// Runs `station stats rebuild`: every day that is over, one line each.
+async fn rebuild(station: &Station, a: RebuildArgs) -> u8 {
+    let now = station_core::now_ms();
+    let since_day = match a.since.as_deref().map(|s| parse_range(s, now)) {
+        None => None,
+        Some(Ok(r)) => Some(r.since.div_euclid(86_400_000)),
+        Some(Err(e)) => {
+            eprintln!("{e}");
+            return exit::USAGE;
+        }
+    };
+    let mut progress = |done: usize, total: usize, day: &str| eprintln!("{day} recomputed ({done} of {total})");
+    match station.roll_up_stats(since_day, true, &mut progress).await {
+        Ok(s) => {
+            let days = |n: usize| if n == 1 { "1 day".to_string() } else { format!("{n} days") };
+            if s.days == 0 {
+                println!("No finished day to roll up yet; reports read today from the jobs themselves.");
+            } else {
+                println!("Rolled up {} of usage figures.", days(s.rolled));
+            }
+            if s.unfinished > 0 {
+                println!(
+                    "{} still {} jobs that have not ended; reports read {} from the jobs until they end.",
+                    days(s.unfinished),
+                    if s.unfinished == 1 { "holds" } else { "hold" },
+                    if s.unfinished == 1 { "it" } else { "them" }
+                );
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: cannot roll up the figures: {e}");
+            exit::UNAVAILABLE
+        }
+    }
+}
+
 /// Runs `station stats` and returns the exit code.
 pub async fn run(station: &Station, a: StatsArgs) -> u8 {
+    if let Some(StatsCommand::Rebuild(r)) = a.command {
+        return rebuild(station, r).await;
+    }
     let now = station_core::now_ms();
-    let range = match a.since.trim().strip_suffix('d').and_then(|d| d.parse::<u32>().ok()) {
-        Some(days) if (1..=3660).contains(&days) => StatsRange::last_days(days, now),
-        _ => match super::audit::parse_since(&a.since, now) {
-            Some(since) if since <= now => StatsRange { since, until: now + 1 },
-            _ => {
-                eprintln!(
-                    "error: --since {:?}: expected whole days like 7d, an age like 12h or 2w, an RFC 3339 time, \
-                     or Unix milliseconds in the past",
-                    a.since
-                );
-                return exit::USAGE;
-            }
-        },
+    let range = match parse_range(&a.since, now) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit::USAGE;
+        }
     };
     let stats = match station.stats(range).await {
         Ok(s) => s,
