@@ -873,6 +873,7 @@ impl<'a> Run<'a> {
                 captions: captions.clone(),
                 steps,
                 steps_done: 0,
+                interrupted: false,
                 learning_rate: self.float(n, "learning_rate")?,
                 rank,
                 batch_size: self.int(n, "batch_size")?.max(1) as u64,
@@ -886,10 +887,25 @@ impl<'a> Run<'a> {
         let mut losses = Vec::new();
         for step in 1..=steps {
             tokio::time::sleep(Duration::from_millis(delay)).await;
-            self.progress(id, step, steps, None).await?;
+            if let Err(stop) = self.progress(id, step, steps, None).await {
+                self.training_stopped(record, &stop);
+                return Err(stop);
+            }
             losses.push(1.0 / (step as f64 + 1.0));
-            if let Some(run) = self.shared.lock().trainings.get_mut(record) {
-                run.steps_done = step;
+            let stall = {
+                let mut st = self.shared.lock();
+                if let Some(run) = st.trainings.get_mut(record) {
+                    run.steps_done = step;
+                }
+                st.stall_training_after == Some(step)
+            };
+            // A wedged trainer: silent until interrupted.
+            while stall {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if let Err(stop) = self.check_interrupt() {
+                    self.training_stopped(record, &stop);
+                    return Err(stop);
+                }
             }
         }
         let settings_text = Value::Object(settings).to_string();
@@ -905,6 +921,15 @@ impl<'a> Run<'a> {
             Data::LossMap(losses),
             Data::Int(steps as i64),
         ])
+    }
+
+    /// Records that training run `record` was interrupted, when `stop` says so.
+    fn training_stopped(&self, record: usize, stop: &Stop) {
+        if matches!(stop, Stop::Interrupted)
+            && let Some(run) = self.shared.lock().trainings.get_mut(record)
+        {
+            run.interrupted = true;
+        }
     }
 
     /// `SaveLoRA`: `output/<prefix>_<steps>_steps_<counter:05>_.safetensors` (without `steps`:

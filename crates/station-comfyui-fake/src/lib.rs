@@ -215,6 +215,12 @@ impl FakeComfy {
         self.shared.lock().model_list(models::canonical(folder)).unwrap_or_default()
     }
 
+    /// Makes `TrainLoraNode` hang after `steps` steps (a wedged GPU): no more progress, no end,
+    /// until the prompt is interrupted (`POST /interrupt`), which the run records. `None` restores.
+    pub fn stall_training_after(&self, steps: Option<u64>) {
+        self.shared.lock().stall_training_after = steps;
+    }
+
     /// Every `TrainLoraNode` run so far, oldest first: the dataset folder, image files and
     /// captions it trained on, its settings and the file `SaveLoRA` wrote.
     pub fn trainings(&self) -> Vec<TrainingRun> {

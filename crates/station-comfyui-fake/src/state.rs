@@ -95,6 +95,8 @@ pub(crate) struct State {
     pub models: ModelFolders,
     /// Every `TrainLoraNode` run, oldest first.
     pub trainings: Vec<TrainingRun>,
+    /// `TrainLoraNode` stops reporting after this many steps and waits until interrupted.
+    pub stall_training_after: Option<u64>,
 }
 
 impl State {
@@ -148,6 +150,7 @@ impl Shared {
                 cache: HashMap::new(),
                 models,
                 trainings: Vec::new(),
+                stall_training_after: None,
             }),
             wake: Notify::new(),
             frozen: watch::Sender::new(false),

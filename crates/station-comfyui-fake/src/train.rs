@@ -26,6 +26,8 @@ pub struct TrainingRun {
     pub captions: Vec<String>,
     /// Requested steps.
     pub steps: u64,
+    /// Whether it was interrupted (`POST /interrupt`) before it ended.
+    pub interrupted: bool,
     /// Steps done so far (less than `steps` when interrupted or still running).
     pub steps_done: u64,
     /// `learning_rate`.

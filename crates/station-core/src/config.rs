@@ -605,11 +605,32 @@ pub struct TrainingConfig {
     /// file. Unset: the catalog names the file the training backend saved
     /// (in its `output/loras`, which ComfyUI lists as a LoRA folder).
     pub publish_dir: Option<PathBuf>,
+    /// A running training that reports no progress for this many minutes is
+    /// stopped on its backend and its points are returned (fractions allowed;
+    /// 0 turns stall handling off).
+    pub stall_minutes: f64,
+    /// Making a trained LoRA public waits for an administrator's approval
+    /// (administrators' own LoRAs excepted).
+    pub publish_needs_approval: bool,
+}
+
+impl TrainingConfig {
+    /// How long a running training may go without progress, if limited.
+    pub fn stall_after(&self) -> Option<std::time::Duration> {
+        (self.stall_minutes.is_finite() && self.stall_minutes > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(self.stall_minutes * 60.0))
+    }
 }
 
 impl Default for TrainingConfig {
     fn default() -> Self {
-        TrainingConfig { min_images: 4, max_images: 20, publish_dir: None }
+        TrainingConfig {
+            min_images: 4,
+            max_images: 20,
+            publish_dir: None,
+            stall_minutes: 30.0,
+            publish_needs_approval: true,
+        }
     }
 }
 

@@ -172,6 +172,8 @@ pub struct ExecContext {
     /// Set once the backend started executing the job: the job timeout
     /// counts from then (waiting in a backend's queue is not running).
     pub(crate) started: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Counts progress reports: the worker's stall timer restarts at each.
+    pub(crate) progressed: Arc<tokio::sync::watch::Sender<u64>>,
     /// The last `backend_ahead` written (None: none yet or unknown).
     pub(crate) last_ahead: Arc<std::sync::Mutex<Option<Option<i64>>>>,
     pub(crate) backend_wait: Option<std::time::Duration>,
@@ -192,6 +194,7 @@ impl ExecContext {
             media: station.media.clone(),
             faults: station.faults.clone(),
             started: Arc::new(tokio::sync::watch::channel(false).0),
+            progressed: Arc::new(tokio::sync::watch::channel(0).0),
             last_ahead: Arc::new(std::sync::Mutex::new(None)),
             backend_wait: match station.config.queue.backend_wait_seconds {
                 0 => None,
@@ -216,6 +219,11 @@ impl ExecContext {
     /// timer starts there).
     pub(crate) fn started(&self) -> tokio::sync::watch::Receiver<bool> {
         self.started.subscribe()
+    }
+
+    /// Changes at every progress report (the worker's stall timer).
+    pub(crate) fn progressed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.progressed.subscribe()
     }
 
     /// The job's prompt waits in its backend's own queue with `ahead`
@@ -302,6 +310,7 @@ impl ExecContext {
             }
             due
         };
+        self.progressed.send_modify(|n| *n = n.wrapping_add(1));
         self.bus.publish(JobEvent::Progress { job_id: self.job_id.to_string(), fraction, step, of, label });
         if write {
             let _ = self.store.set_progress(&self.job_id, &self.owner, fraction).await;

@@ -27,6 +27,7 @@ pub mod loras;
 pub mod media;
 pub mod models;
 pub mod native;
+pub mod own_loras;
 pub mod points;
 pub mod secrets;
 pub mod settings;

@@ -267,6 +267,27 @@ fn check_caption(caption: &str) -> Result<(), TrainingError> {
     Ok(())
 }
 
+/// The points of a run (in percent) its owner is told about, besides its
+/// start and its end.
+pub const MILESTONES: [u8; 3] = [25, 50, 75];
+
+/// The highest of [`MILESTONES`] a run at `fraction` (0..1) has reached.
+pub fn milestone(fraction: f64) -> Option<u8> {
+    MILESTONES.iter().rev().copied().find(|m| fraction * 100.0 >= f64::from(*m))
+}
+
+/// A duration for a person: "30 minutes", "1 minute", "5 seconds".
+pub fn duration_words(d: std::time::Duration) -> String {
+    let secs = d.as_secs_f64();
+    let (n, unit) = if secs >= 60.0 && (secs / 60.0).fract() < 1e-9 {
+        (secs / 60.0, "minute")
+    } else {
+        (secs.round().max(1.0), "second")
+    };
+    let n = n as u64;
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 /// A training without a job this long after it was recorded was never queued.
 const ORPHAN_AFTER_MS: i64 = 60_000;
 
@@ -709,6 +730,26 @@ impl Station {
         self.training_view(row).await.map(Some)
     }
 
+    /// The name a training is told by (its dataset's, else its LoRA's slug)
+    /// and its steps, for the training job `job_id`; `None` for other jobs
+    /// and jobs the account may not see. Reads only.
+    pub async fn training_summary_for_job(
+        &self,
+        account: &AccountRow,
+        job_id: &str,
+    ) -> Result<Option<(String, Option<u64>)>, TrainingError> {
+        let Some(row) = self.store.training_by_job(job_id).await? else { return Ok(None) };
+        if !account.may_access(Some(&row.account_id)) {
+            return Ok(None);
+        }
+        let name = match self.store.get_dataset(&row.dataset_id).await? {
+            Some(d) => d.name,
+            None => row.lora_slug.clone(),
+        };
+        let settings: Map<String, Value> = serde_json::from_str(&row.settings).unwrap_or_default();
+        Ok(Some((name, settings.get("steps").and_then(Value::as_u64))))
+    }
+
     /// Adds an image the account already stored (a chat upload) to the
     /// dataset's next slot, as [`Station::add_dataset_image`] does.
     pub async fn add_dataset_media(
@@ -937,6 +978,18 @@ mod tests {
         assert_eq!(d.tool.inputs["steps"].default, Some(json!(1000)));
         assert_eq!(d.tool.inputs["rank"].default, Some(json!(16)));
         assert!(definition_for_tool("train-lora-sd15").is_some());
+    }
+
+    #[test]
+    fn milestones_and_durations() {
+        assert_eq!(milestone(0.1), None);
+        assert_eq!(milestone(0.25), Some(25));
+        assert_eq!(milestone(0.74), Some(50));
+        assert_eq!(milestone(1.0), Some(75));
+        assert_eq!(duration_words(std::time::Duration::from_secs(1800)), "30 minutes");
+        assert_eq!(duration_words(std::time::Duration::from_secs(60)), "1 minute");
+        assert_eq!(duration_words(std::time::Duration::from_millis(3000)), "3 seconds");
+        assert_eq!(duration_words(std::time::Duration::from_secs(90)), "90 seconds");
     }
 
     #[test]

@@ -320,8 +320,37 @@ async fn run_job(w: &JobWorker<'_>, ex: Arc<dyn Executor>, job: JobRow, cancel: 
         }
         tokio::time::sleep(timeout).await;
     };
+    // A training that reports no progress for `training.stall_minutes`
+    // (counted from the backend's start, restarted at every report) is
+    // stopped like a timed-out job, and its points are returned.
+    let stall_after = crate::training::definition_for_tool(&job.tool_id).and(station.config.training.stall_after());
+    let mut progressed = ctx.progressed();
+    let mut begun = ctx.started();
+    let stall = async move {
+        let Some(limit) = stall_after else { return std::future::pending().await };
+        if !from_claim && begun.wait_for(|s| *s).await.is_err() {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::select! {
+                changed = progressed.changed() => if changed.is_err() {
+                    return std::future::pending().await;
+                },
+                () = tokio::time::sleep(limit) => return limit,
+            }
+        }
+    };
     let result = tokio::select! {
         r = ex.execute(exec_job, ctx) => r,
+        limit = stall => {
+            let msg = format!("made no progress for {}", crate::training::duration_words(limit));
+            warn!(job = %job.id, "training stalled: {msg}; stopping it");
+            if finish(w, &job, Outcome::Failed("stalled", msg)).await {
+                let current = station.store.get_job(&job.id).await.ok().flatten();
+                ex.cancel_remote(current.as_ref().unwrap_or(&job)).await;
+            }
+            return;
+        }
         () = timer => {
             station.faults.hit(FaultPoint::Timeout, w.owner, &job.id).await;
             // Fenced first: only a worker that still holds the job may end it,
@@ -457,9 +486,9 @@ enum Outcome {
 /// True when this worker's outcome was recorded (it still held the lease).
 async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) -> bool {
     let station = w.station;
-    // A timed-out job's prompt is recorded, with the outcome, as one to
+    // A timed-out (or stalled) job's prompt is recorded, with the outcome, as one to
     // cancel on its backend: durable even if this process dies next.
-    let cancel_remote = matches!(outcome, Outcome::Failed("timeout", _));
+    let cancel_remote = matches!(outcome, Outcome::Failed("timeout" | "stalled", _));
     let (status, outputs, error, media) = match outcome {
         Outcome::Succeeded(rows) => {
             (JobStatus::Succeeded, Some(rows.iter().map(|m| m.id.clone()).collect::<Vec<_>>()), None, rows)

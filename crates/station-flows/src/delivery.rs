@@ -307,6 +307,9 @@ impl Flows {
         preview: Option<ImageRef>,
     ) -> Result<(), crate::flow::FlowError> {
         let Some(job) = self.station().job(ev.job_id()).await? else { return Ok(()) };
+        if !job.status().is_terminal() && station_core::training::definition_for_tool(&job.tool_id).is_some() {
+            self.write_training_notes(src, &job, ev).await?;
+        }
         match ev {
             JobEvent::Progress { .. } | JobEvent::Preview { .. } => {
                 if job.status().is_terminal() {
@@ -437,6 +440,79 @@ impl Flows {
         Ok(())
     }
 
+    /// A running training's notes, each a message of its own written once
+    /// (keyed `train-start:<job>`, `train-25:<job>`, …): its start, and the
+    /// highest milestone its trainer's steps reached. One that a restart made the process miss is written at the next
+    /// progress report; a lower milestone passed meanwhile is not sent late.
+    async fn write_training_notes(
+        &self,
+        src: &JobSource,
+        job: &JobRow,
+        ev: &JobEvent,
+    ) -> Result<(), crate::flow::FlowError> {
+        let (milestone, step, of) = match ev {
+            // Milestones count the trainer's steps; the job's overall
+            // fraction also moves with the nodes around it (loading,
+            // encoding), which would tell "25 %" before any step ran.
+            JobEvent::Progress { step, of, .. } => {
+                let reached = match (step, of) {
+                    (Some(s), Some(o)) if *o > 0 => station_core::training::milestone(*s as f64 / *o as f64),
+                    _ => None,
+                };
+                (reached, *step, *of)
+            }
+            JobEvent::Status { status: JobStatus::Running, .. } => (None, None, None),
+            _ => return Ok(()),
+        };
+        let store = self.station().conversations();
+        let mut due = vec![];
+        for (key, m) in [
+            (Some(format!("train-start:{}", job.id)), None),
+            (milestone.map(|m| format!("train-{m}:{}", job.id)), milestone),
+        ] {
+            let Some(key) = key else { continue };
+            if store.delivery_by_key(&key).await?.is_none() {
+                due.push((key, m));
+            }
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        let (name, steps) = self.training_name(job).await?;
+        let deliveries: Vec<_> = due
+            .into_iter()
+            .map(|(key, m)| {
+                let view = match m {
+                    None => crate::results::training_note_view(&name, None, None, of.or(steps)),
+                    Some(_) => crate::results::training_note_view(&name, m, step, of),
+                };
+                new_delivery(
+                    &src.conversation,
+                    &job.account_id,
+                    &Out { view, kind: DeliveryKind::Notice, dedupe_key: Some(key) },
+                )
+            })
+            .collect();
+        store.save_outbox(&[], &deliveries, false, None, now_ms()).await?;
+        Ok(())
+    }
+
+    /// The name a training's notes give it (its dataset's, else its LoRA's
+    /// slug) and its steps.
+    async fn training_name(&self, job: &JobRow) -> Result<(String, Option<u64>), crate::flow::FlowError> {
+        let station = self.station();
+        let Some(owner) = station.account_by_id(&job.account_id).await? else { return Ok(("your LoRA".into(), None)) };
+        match station.training_summary_for_job(&owner, &job.id).await {
+            Ok(Some((name, steps))) => Ok((name, steps)),
+            Ok(None) => Ok(("your LoRA".into(), None)),
+            Err(station_core::training::TrainingError::Storage(e)) => Err(e.into()),
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "could not read a training for its notes");
+                Ok(("your LoRA".into(), None))
+            }
+        }
+    }
+
     /// Writes a finished job's result message (once: keyed by the job) and
     /// the final state of its progress message.
     pub(crate) async fn write_result(&self, src: &JobSource, job: &JobRow) -> Result<(), crate::flow::FlowError> {
@@ -447,8 +523,22 @@ impl Flows {
         let mut view = crate::results::result_view(self, job).await?;
         let actions = mint_view(&mut view, &job.account_id, None, now);
         let out = Out { view, kind: DeliveryKind::Result, dedupe_key: Some(format!("result:{}", job.id)) };
-        let d = new_delivery(&src.conversation, &job.account_id, &out);
-        store.save_outbox(&actions, &[d], false, None, now).await?;
+        let mut deliveries = vec![new_delivery(&src.conversation, &job.account_id, &out)];
+        // A training's end is also told as a message of its own (its result
+        // takes the place of the progress message, far up the chat by now),
+        // written with the result: once, or again never.
+        if station_core::training::definition_for_tool(&job.tool_id).is_some() {
+            let (name, _) = self.training_name(job).await?;
+            if let Some(view) = crate::results::training_end_note(&name, job) {
+                let key = Some(format!("train-end:{}", job.id));
+                deliveries.push(new_delivery(
+                    &src.conversation,
+                    &job.account_id,
+                    &Out { view, kind: DeliveryKind::Notice, dedupe_key: key },
+                ));
+            }
+        }
+        store.save_outbox(&actions, &deliveries, false, None, now).await?;
         self.inner.outbox.notify_one();
         Ok(())
     }

@@ -173,15 +173,60 @@ async fn training_result_view(flows: &Flows, job: &JobRow) -> Result<View, FlowE
             let why = t.and_then(|t| t.row.error).unwrap_or_else(|| "it is still being stored".into());
             Ok(View::text(format!("⚠ The training finished but the LoRA is not ready: {why}.")).row(vec![again]))
         }
-        (JobStatus::Failed, _) => {
-            Ok(View::text(Rich::plain("⚠ ").bold("Training").text(format!(" failed: {}.", failure_words(job))))
-                .with_text("Your points for it were returned; your photos are kept, so you can try again.")
-                .row(vec![again]))
-        }
+        (JobStatus::Failed, _) => Ok(View::text(
+            Rich::plain("⚠ ").bold("Training").text(format!(" failed: {}.", training_failure_words(job))),
+        )
+        .with_text("Your points for it were returned; your photos are kept, so you can try again.")
+        .row(vec![again])),
         (JobStatus::Cancelled, _) => {
             Ok(View::text("The training was cancelled; your points were returned and your photos are kept."))
         }
         _ => Ok(flows.progress_view(job, None).await),
+    }
+}
+
+/// Why a training failed, in words for a person: a stalled run says for how
+/// long it made no progress (Station's own words, kept in the job's error).
+pub fn training_failure_words(job: &JobRow) -> String {
+    match (job.error_code.as_deref(), job.error.as_deref()) {
+        (Some("stalled"), Some(why)) => format!("it {why}, so it was stopped"),
+        _ => failure_words(job).to_owned(),
+    }
+}
+
+/// What a training's owner is told, as a message of its own, about its run:
+/// `milestone` None for its start, else the percent reached (`step` of `of`
+/// when the trainer reports steps). ComfyUI's trainer reports no loss while
+/// it runs (only a loss map output at the end), so none is shown.
+pub fn training_note_view(name: &str, milestone: Option<u8>, step: Option<u64>, of: Option<u64>) -> View {
+    let steps = match (step, of) {
+        (Some(s), Some(o)) if o > 0 => format!(" (step {s} of {o})"),
+        _ => String::new(),
+    };
+    match milestone {
+        None => View::text(Rich::plain("🧪 Training of ").bold(name.to_owned()).text(format!(
+            " has started{}. I will tell you at 25, 50 and 75 % and when it is done.",
+            of.map(|o| format!(": {o} steps")).unwrap_or_default()
+        ))),
+        Some(m) => {
+            View::text(Rich::plain(format!("🧪 {m} % of ")).bold(name.to_owned()).text(format!(" trained{steps}.")))
+        }
+    }
+}
+
+/// The message of its own telling a training's owner it ended (done or
+/// failed); None for a cancelled one (its owner or an operator stopped it).
+pub fn training_end_note(name: &str, job: &JobRow) -> Option<View> {
+    match job.status() {
+        JobStatus::Succeeded => {
+            Some(View::text(Rich::plain("🔔 ").bold(name.to_owned()).text(" is trained: your LoRA is ready to use.")))
+        }
+        JobStatus::Failed => Some(View::text(
+            Rich::plain("🔔 Training of ")
+                .bold(name.to_owned())
+                .text(format!(" failed: {}. Your points were returned.", training_failure_words(job))),
+        )),
+        _ => None,
     }
 }
 

@@ -88,6 +88,25 @@ function follow(t, box, status) {
     }
   });
   box.append(cancel);
+  // The run's notes, as chat gets them: its start, each milestone reached
+  // (the highest one when several passed unseen) and its end, once each.
+  // ComfyUI's trainer reports steps, not loss, so no loss is shown.
+  const notes = el('ul', { class: 'training-notes', 'aria-live': 'polite' });
+  box.append(notes);
+  const told = new Set();
+  const note = (key, text) => {
+    if (told.has(key)) return;
+    told.add(key);
+    notes.append(el('li', {}, text));
+  };
+  const started = (of) => note('start', `Started${of ? `: ${of} steps` : ''}.`);
+  const progressed = (e) => {
+    const f = e.step && e.of ? e.step / e.of : e.fraction || 0;
+    started(e.of);
+    const m = (t.milestones || []).filter((p) => f * 100 >= p).pop();
+    if (m) note(`m${m}`, `${m} % trained${e.step && e.of ? ` (step ${e.step} of ${e.of})` : ''}.`);
+  };
+  if (t.progress > 0) progressed({ fraction: t.progress });
   let poll = null;
   let ended = false;
   const source = new EventSource(`/api/v1/trainings/${enc(t.id)}/events`);
@@ -107,6 +126,8 @@ function follow(t, box, status) {
     source.close();
     if (poll) clearInterval(poll);
     cancel.remove();
+    if (now.status === 'succeeded') note('end', 'Done: your LoRA is ready.');
+    else if (now.status === 'failed') note('end', `Failed${now.error ? `: ${now.error}` : ''}. Your points were returned.`);
     if (now.status === 'succeeded') {
       bar.set(1);
       box.append(el('p', { class: 'done', role: 'status' }, '✅ Your LoRA ', el('strong', {}, now.lora),
@@ -123,9 +144,11 @@ function follow(t, box, status) {
     }
     if (ev.type === 'progress') {
       bar.set(e.fraction || 0);
+      progressed(e);
       if (e.label) status.textContent = e.label;
     } else if (ev.type === 'status') {
       if (e.status_text) status.textContent = e.status_text;
+      if (e.status === 'running') started();
       if (['succeeded', 'failed', 'cancelled'].includes(e.status)) refresh();
     } else if (ev.type === 'result') {
       refresh();

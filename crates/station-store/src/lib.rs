@@ -24,6 +24,7 @@ mod identity;
 mod inbox;
 mod jobs;
 mod ledger;
+mod lora_publish;
 mod loras;
 mod media;
 mod models;
@@ -54,6 +55,7 @@ pub use jobs::{
     ServiceQueued,
 };
 pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};
+pub use lora_publish::LoraPublishRow;
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use media::MediaRow;
 pub use models::{BackendModelRow, ModelCatalogRow};

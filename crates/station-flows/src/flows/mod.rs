@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cast;
 pub mod collect;
 pub mod inputs;
+pub mod lora;
 pub mod make;
 mod settings;
 pub mod spell_new;
@@ -59,6 +60,7 @@ pub fn builtin() -> Vec<Arc<dyn Flow>> {
         Arc::new(admin::Flags),
         Arc::new(train::Train),
         Arc::new(Loras),
+        Arc::new(lora::Lora),
         Arc::new(cast::Cast),
         Arc::new(Spells),
         Arc::new(spell_new::NewSpell),
@@ -355,6 +357,22 @@ impl Loras {
         }
         if usable.len() > 25 {
             view = view.with_text(format!("…and {} more.", usable.len() - 25));
+        }
+        // One button per LoRA of your own (up to 5): share, publish, delete.
+        let own: Vec<_> =
+            usable.iter().filter(|l| l.owner.as_deref() == Some(cx.account.id.as_str())).take(5).collect();
+        if !own.is_empty() {
+            view = view.row(
+                own.iter()
+                    .map(|l| {
+                        Button::action(
+                            format!("⚙ {}", l.name),
+                            "start",
+                            json!({"flow": "lora", "args": {"lora": l.slug}}),
+                        )
+                    })
+                    .collect(),
+            );
         }
         let mut row = vec![Button::action("🎨 Make", "start", json!({"flow": "make"})).primary()];
         if training {

@@ -20,6 +20,7 @@ pub mod generations;
 pub mod media;
 pub mod models;
 pub mod openapi;
+pub mod own_loras;
 pub mod points;
 pub mod settings;
 pub mod spells;
@@ -86,6 +87,7 @@ pub fn routes() -> OpenApiRouter<Station> {
         .merge(alerts::routes())
         .merge(collections::routes())
         .merge(training::routes())
+        .merge(own_loras::routes())
         .merge(wallets::routes())
 }
 

@@ -394,6 +394,9 @@ pub struct TrainingInfo {
     pub lora_file: Option<String>,
     /// Started (Unix ms).
     pub created_at: i64,
+    /// The percentages of a run its owner is told about (besides its start
+    /// and end; the web app's live view lists them as they are reached).
+    pub milestones: Vec<u8>,
 }
 
 impl TrainingInfo {
@@ -415,6 +418,7 @@ impl TrainingInfo {
             lora: v.row.lora_slug,
             lora_file: v.lora.map(|l| l.filename),
             created_at: v.row.created_at,
+            milestones: station_core::training::MILESTONES.to_vec(),
         }
     }
 }

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use station_core::Station;
-use station_core::audit::Actor;
+use station_core::audit::{Actor, Via};
 use station_core::loras::LoraFilter;
 use station_core::loras::{LoraEdit, LoraError};
 use station_core::loras::{LoraRecord, Visibility};
+use station_core::own_loras::Publication;
 
 use crate::exit;
 
@@ -78,6 +79,61 @@ pub enum LorasCommand {
         slug: String,
         /// Account id or platform identity such as telegram:123.
         account: String,
+    },
+    /// Your own (trained) LoRAs: whom each is shared with, whether it is public.
+    Mine {
+        /// As this local user (default: $USER).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Let another account use one of your LoRAs.
+    Share {
+        /// Slug.
+        slug: String,
+        /// Account id or platform identity such as telegram:123.
+        account: String,
+        /// As this local user (default: $USER).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Stop sharing one of your LoRAs with an account.
+    Unshare {
+        /// Slug.
+        slug: String,
+        /// Account id or platform identity such as telegram:123.
+        account: String,
+        /// As this local user (default: $USER).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Make one of your LoRAs public (after an administrator's approval when
+    /// `training.publish_needs_approval`).
+    Publish {
+        /// Slug.
+        slug: String,
+        /// As this local user (default: $USER).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Delete one of your LoRAs.
+    Delete {
+        /// Slug.
+        slug: String,
+        /// As this local user (default: $USER).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Requests to publish a LoRA that wait for an administrator.
+    Requests,
+    /// Approve a request to publish a LoRA (written to the audit log).
+    Approve {
+        /// Slug.
+        slug: String,
+    },
+    /// Refuse a request to publish a LoRA (written to the audit log).
+    Refuse {
+        /// Slug.
+        slug: String,
     },
     /// Import a JSON array of LoRA records (`-` reads standard input).
     Import {
@@ -278,6 +334,93 @@ pub async fn run(station: &Station, c: LorasCommand) -> u8 {
                 Err(e) => return fail(e),
             }
         }
+        LorasCommand::Mine { user } => {
+            let a = match super::training::account(station, user).await {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            match station.own_loras(&a).await {
+                Ok(list) if list.is_empty() => println!("no LoRAs of your own yet; train one with `station train`"),
+                Ok(list) => {
+                    println!("{:<28} {:<10} {:<9} {:<20} SHARED WITH", "SLUG", "BASE", "PUBLIC", "TRIGGER");
+                    for o in list {
+                        println!(
+                            "{:<28} {:<10} {:<9} {:<20} {}",
+                            o.lora.slug,
+                            o.lora.checkpoint,
+                            o.publication,
+                            o.lora.trigger_words.first().cloned().unwrap_or_default(),
+                            if o.shared_with.is_empty() { "-".to_owned() } else { o.shared_with.join(", ") }
+                        );
+                    }
+                }
+                Err(e) => return super::training::refused(e),
+            }
+        }
+        LorasCommand::Share { slug, account, user } => {
+            let a = match super::training::account(station, user).await {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            match station.share_lora(&a, &slug, &account, Via::Cli).await {
+                Ok(other) => println!("{} may now use {slug}", other.name),
+                Err(e) => return super::training::refused(e),
+            }
+        }
+        LorasCommand::Unshare { slug, account, user } => {
+            let a = match super::training::account(station, user).await {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            match station.unshare_lora(&a, &slug, &account, Via::Cli).await {
+                Ok(true) => println!("{account} may no longer use {slug}"),
+                Ok(false) => println!("{slug} was not shared with {account}"),
+                Err(e) => return super::training::refused(e),
+            }
+        }
+        LorasCommand::Publish { slug, user } => {
+            let a = match super::training::account(station, user).await {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            match station.publish_lora(&a, &slug, Via::Cli).await {
+                Ok(Publication::Public) => println!("{slug} is public"),
+                Ok(Publication::Pending) => println!("{slug} waits for an administrator's approval"),
+                Err(e) => return super::training::refused(e),
+            }
+        }
+        LorasCommand::Delete { slug, user } => {
+            let a = match super::training::account(station, user).await {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            match station.delete_lora(&a, &slug, Via::Cli).await {
+                Ok(()) => println!("deleted {slug}"),
+                Err(e) => return super::training::refused(e),
+            }
+        }
+        LorasCommand::Requests => match station.lora_publish_requests().await {
+            Ok(list) if list.is_empty() => println!("no requests to publish a LoRA wait"),
+            Ok(list) => {
+                println!("{:<28} {:<24} ASKED", "SLUG", "BY");
+                for r in list {
+                    let by = match station.account_by_id(&r.account_id).await {
+                        Ok(Some(a)) => a.name,
+                        _ => r.account_id.clone(),
+                    };
+                    println!("{:<28} {:<24} {}", r.slug, by, station_core::audit::utc_text(r.requested_at));
+                }
+            }
+            Err(e) => return super::training::refused(e),
+        },
+        LorasCommand::Approve { slug } => match station.decide_lora_publish(&slug, true, &by).await {
+            Ok(()) => println!("{slug} is public"),
+            Err(e) => return super::training::refused(e),
+        },
+        LorasCommand::Refuse { slug } => match station.decide_lora_publish(&slug, false, &by).await {
+            Ok(()) => println!("{slug} stays private"),
+            Err(e) => return super::training::refused(e),
+        },
         LorasCommand::Export => match loras.export().await {
             Ok(v) => print_json(&v),
             Err(e) => return fail(e),

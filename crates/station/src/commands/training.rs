@@ -123,7 +123,8 @@ pub enum TrainingsCommand {
     },
 }
 
-async fn account(station: &Station, user: Option<String>) -> Result<AccountRow, u8> {
+/// The local account `--user` names (default: $USER), made on first use.
+pub(crate) async fn account(station: &Station, user: Option<String>) -> Result<AccountRow, u8> {
     let user = local_user(user);
     station.account("local", &user, &user).await.map_err(|e| {
         eprintln!("error: {e}");
@@ -131,7 +132,8 @@ async fn account(station: &Station, user: Option<String>) -> Result<AccountRow, 
     })
 }
 
-fn refused(e: TrainingError) -> u8 {
+/// A refusal printed with its fields; its exit code.
+pub(crate) fn refused(e: TrainingError) -> u8 {
     match e {
         TrainingError::Submit(SubmitError::Invalid(errors)) => {
             eprintln!("error: not started:");
