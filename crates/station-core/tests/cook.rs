@@ -255,7 +255,7 @@ async fn reviewers_never_share_a_piece_then_cull_and_export(db: TestDb) {
     let id = collection(&env, "Skies").await;
     let r = recipe(&env, 12, &["local:bob"]).await;
     let saved = env.station.save_recipe(&env.owner, &id, &r).await.unwrap();
-    assert_eq!(saved.reviewers, [bob.id.clone()], "named by identity, kept as the account");
+    assert_eq!(saved.reviewers, std::slice::from_ref(&bob.id), "named by identity, kept as the account");
     env.station.start_cook(&env.owner, &id, Some(3)).await.unwrap();
     // Pause and resume on the way.
     let paused = env.station.control_cook(&env.owner, &id, "pause").await.unwrap();

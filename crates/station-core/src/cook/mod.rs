@@ -656,10 +656,11 @@ impl Station {
             }
         }
         let counts = self.store.cook_piece_counts(collection_id).await?;
-        if counts.pending == 0 && counts.submitted == 0 {
-            if self.store.set_cook_status(collection_id, &["running"], "done", None, now_ms()).await? {
-                info!(collection = %collection_id, made = counts.succeeded, failed = counts.failed, "cook done");
-            }
+        if counts.pending == 0
+            && counts.submitted == 0
+            && self.store.set_cook_status(collection_id, &["running"], "done", None, now_ms()).await?
+        {
+            info!(collection = %collection_id, made = counts.succeeded, failed = counts.failed, "cook done");
         }
         Ok(())
     }

@@ -410,7 +410,7 @@ fn parse_categories(v: Option<&Value>, supply: i64, errs: &mut Vec<FieldError>) 
         unknown_keys(o, &["name", "traits"], &format!("{at}."), errs);
         let traits = match o.get("traits") {
             Some(Value::Array(a)) if !a.is_empty() => a,
-            Some(Value::Array(_)) | None | Some(Value::Null) => {
+            Some(Value::Array(_) | Value::Null) | None => {
                 bad(errs, format!("{at}.traits"), "give at least one trait (or make it a range)");
                 continue;
             }
@@ -660,7 +660,7 @@ mod tests {
                     {"name": "Blue", "value": "blue sky", "weight": 3},
                     {"name": "Gold", "value": "golden sky", "weight": 0.5},
                 ]},
-                {"name": "Number", "type": "range", "start": 1, "end": 5000, "step": 1, "zero_pad": 4, "unique": true},
+                {"name": "Number", "type": "range", "start": 1, "end": 20000, "step": 1, "zero_pad": 5, "unique": true},
                 {"name": "Hat", "type": "range", "start": 0, "end": 30, "step": 10},
             ],
         }))

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod cast;
 pub mod collect;
+pub mod cook;
 pub mod inputs;
 pub mod make;
 mod settings;
@@ -61,6 +62,7 @@ pub fn builtin() -> Vec<Arc<dyn Flow>> {
         Arc::new(cast::Cast),
         Arc::new(Spells),
         Arc::new(collect::Collect),
+        Arc::new(cook::Cook),
         Arc::new(wallet::Wallet),
         Arc::new(DepositFlow),
     ]
