@@ -48,7 +48,7 @@ pub const MAX_SHARE_SECS: i64 = 365 * 24 * 3600;
 /// What every share token starts with.
 pub const TOKEN_PREFIX: &str = "sc_";
 /// How long an export builder's lease lasts without progress.
-const EXPORT_LEASE: Duration = Duration::from_secs(60);
+pub(crate) const EXPORT_LEASE: Duration = Duration::from_secs(60);
 
 /// Who may see a collection without an account: nobody, whoever has its
 /// address, or everyone (also listed).
@@ -223,7 +223,7 @@ fn random_token() -> String {
     format!("{TOKEN_PREFIX}{body}")
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
@@ -331,7 +331,7 @@ impl Station {
     }
 
     /// A collection `account` may change (owner or administrator).
-    async fn owned(&self, account: &AccountRow, id: &str) -> Result<CollectionRow, CollectionError> {
+    pub(crate) async fn owned(&self, account: &AccountRow, id: &str) -> Result<CollectionRow, CollectionError> {
         match self.store.get_collection(id).await? {
             Some(c) if account.may_access(Some(&c.owner_id)) => Ok(c),
             _ => Err(CollectionError::not_found("collection", id)),
@@ -724,6 +724,7 @@ impl Station {
             created_at: now_ms(),
             finished_at: None,
             expires_at: None,
+            options: None,
         };
         self.store.insert_collection_export(&row).await?;
         Ok(row)
@@ -784,6 +785,9 @@ impl Station {
         owner: &str,
         progress: &(dyn Fn(i64, i64) + Send + Sync),
     ) -> Result<(), CollectionError> {
+        if export.options.is_some() {
+            return self.build_nft_export(export, owner, progress).await;
+        }
         let view = match self.store.get_collection(&export.collection_id).await? {
             Some(c) => self.view(c, false, false).await?,
             None => return Err(CollectionError::Io("the collection was deleted".into())),
@@ -948,6 +952,17 @@ impl Station {
         progress: &(dyn Fn(i64, i64) + Send + Sync),
     ) -> Result<CollectionExportRow, CollectionError> {
         let row = self.store_export_row(account, id).await?;
+        self.build_export_now(account, row, progress).await
+    }
+
+    /// Builds a stored export row in this process now (unless a server's
+    /// worker claimed it first: then waits for that one), with progress.
+    pub(crate) async fn build_export_now(
+        &self,
+        account: &AccountRow,
+        row: CollectionExportRow,
+        progress: &(dyn Fn(i64, i64) + Send + Sync),
+    ) -> Result<CollectionExportRow, CollectionError> {
         let owner = format!("cli-{}-{}", std::process::id(), &new_id()[..8]);
         let now = now_ms();
         let lease = now + EXPORT_LEASE.as_millis() as i64;
@@ -979,7 +994,10 @@ impl Station {
 
 /// Writes the entries received into a ZIP at `path` (stored, not
 /// compressed: images are compressed already), synced to disk; its size.
-fn write_zip(path: &std::path::Path, mut rx: tokio::sync::mpsc::Receiver<(String, Vec<u8>)>) -> std::io::Result<i64> {
+pub(crate) fn write_zip(
+    path: &std::path::Path,
+    mut rx: tokio::sync::mpsc::Receiver<(String, Vec<u8>)>,
+) -> std::io::Result<i64> {
     let file = std::fs::File::create(path)?;
     let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
     let stored =

@@ -492,11 +492,16 @@ pub struct CollectionsConfig {
     pub export_ttl_hours: u64,
     /// The most items one collection holds.
     pub max_items: u64,
+    /// The most pieces one cook makes (a recipe's `supply`).
+    pub max_supply: u64,
+    /// The most jobs one cook has queued or running at once (the rest wait
+    /// their turn, so a cook never floods the queue).
+    pub max_in_flight: u64,
 }
 
 impl Default for CollectionsConfig {
     fn default() -> Self {
-        CollectionsConfig { export_ttl_hours: 24, max_items: 1000 }
+        CollectionsConfig { export_ttl_hours: 24, max_items: 1000, max_supply: 10_000, max_in_flight: 4 }
     }
 }
 

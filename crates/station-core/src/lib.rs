@@ -13,6 +13,7 @@ pub mod auth_cache;
 pub mod collections;
 pub mod config;
 pub mod conversations;
+pub mod cook;
 pub mod doctor;
 pub mod events;
 pub mod executor;
@@ -108,6 +109,8 @@ pub struct StationParts {
     pub wake: Arc<tokio::sync::Notify>,
     /// Wakes the export worker when a collection export is asked for.
     pub export_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the cook driver when a cook starts, resumes or a piece is sent back.
+    pub cook_wake: Arc<tokio::sync::Notify>,
     /// Registered executors, one per service.
     pub executors: Arc<RwLock<Vec<Arc<dyn Executor>>>>,
     /// Accounts this process knows already received their starting grant, so
@@ -265,6 +268,7 @@ impl Station {
             bus: Arc::new(InProcessBus::default()),
             wake: Arc::new(tokio::sync::Notify::new()),
             export_wake: Arc::new(tokio::sync::Notify::new()),
+            cook_wake: Arc::new(tokio::sync::Notify::new()),
             executors: Default::default(),
             starting_granted: Default::default(),
             lora_cache: Default::default(),

@@ -69,6 +69,7 @@ impl Workers {
         tasks.spawn(sweeper_loop(station.clone(), stop.clone()));
         tasks.spawn(crate::collections::export_loop(station.clone(), owner.clone(), stop.clone()));
         tasks.spawn(crate::spells::cast::cast_loop(station.clone(), stop.clone()));
+        tasks.spawn(crate::cook::cook_loop(station.clone(), owner.clone(), stop.clone()));
         tasks.spawn(crate::webhooks::webhook_loop(station.clone(), stop.clone()));
         for chain in station.wallet_chains.iter() {
             tasks.spawn(crate::wallets::watch_loop(station.clone(), chain.clone(), stop.clone()));

@@ -1210,7 +1210,47 @@ async fn link_a_wallet_in_chat(db: TestDb) {
 
 use station_testkit::on_every_db;
 
+/// Issue 24: `/cook` words each cook's progress and pauses, resumes or stops
+/// it with a button; with no cook it says how to make one.
+async fn cook_status_in_chat(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    env.command("cook", "").await;
+    env.wait("no cooks", |m| m.last().is_some_and(|m| m.view.plain_text().contains("no cooks yet"))).await;
+    let edit = station_core::collections::CollectionEdit { name: Some("Marks".into()), ..Default::default() };
+    let c = env.station.create_collection(&env.account, edit).await.unwrap();
+    let image = env.upload(32, 16).await;
+    let recipe = serde_json::json!({
+        "tool": "watermark", "supply": 3,
+        "params": {"image": format!("media:{image}"), "text": "[[Tone]]"},
+        "categories": [{"name": "Tone", "traits": [{"name": "Warm"}, {"name": "Cold"}]}],
+    });
+    env.station.save_recipe(&env.account, &c.id, &recipe).await.unwrap();
+    env.station.start_cook(&env.account, &c.id, Some(1)).await.unwrap();
+    env.station.control_cook(&env.account, &c.id, "pause").await.unwrap();
+    env.command("cook", "").await;
+    let msgs =
+        env.wait("the cook list", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Your cooks"))).await;
+    let list = msgs.last().unwrap().clone();
+    assert!(list.view.plain_text().contains("paused:"), "[{k}] {}", list.view.plain_text());
+    env.press(&list, "▶ Resume Marks").await;
+    env.wait("resumed", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Done — "))).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let cook = env.station.cook_status(&env.account, &c.id).await.unwrap().unwrap();
+        if cook.status == "done" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "[{k}] {}", cook.progress_text);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    env.command("cook", "").await;
+    env.wait("done", |m| m.last().is_some_and(|m| m.view.plain_text().contains("done: 3 of 3 made"))).await;
+    env.stop().await;
+}
+
 on_every_db!(
+    cook_status_in_chat,
     make_offers_the_backends_models,
     secrets_asked_in_a_group_reach_only_the_asker,
     hidden_tools_are_unknown_commands,

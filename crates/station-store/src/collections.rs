@@ -101,6 +101,8 @@ pub struct CollectionExportRow {
     pub finished_at: Option<i64>,
     /// The download ends (Unix ms).
     pub expires_at: Option<i64>,
+    /// Options of a cook export (JSON `{"nft": bool, "shuffle": bool}`).
+    pub options: Option<String>,
 }
 
 const COLLECTION_COLUMNS: &str = "id, owner_id, name, description, visibility, cover_item_id, created_at, updated_at";
@@ -108,7 +110,7 @@ const ITEM_COLUMNS: &str = "id, collection_id, kind, ref_id, position, added_by,
 const SHARE_COLUMNS: &str =
     "id, collection_id, token_hash, permission, accounts, created_by, created_at, expires_at, revoked_at";
 const EXPORT_COLUMNS: &str = "id, collection_id, account_id, status, done, total, error, file, size, lease_owner, \
-     lease_expires_at, created_at, finished_at, expires_at";
+     lease_expires_at, created_at, finished_at, expires_at, options";
 
 fn sql(s: String) -> sqlx::AssertSqlSafe<String> {
     crate::db::safe(&s)
@@ -323,11 +325,11 @@ impl Store {
     pub async fn insert_collection_export(&self, e: &CollectionExportRow) -> Result<(), StoreError> {
         with_pool!(self, p => {
             sqlx::query(
-                "INSERT INTO collection_exports (id, collection_id, account_id, status, done, total, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO collection_exports (id, collection_id, account_id, status, done, total, created_at, options) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&e.id).bind(&e.collection_id).bind(&e.account_id).bind(&e.status).bind(e.done).bind(e.total)
-            .bind(e.created_at)
+            .bind(e.created_at).bind(&e.options)
             .execute(p)
             .await?;
         });

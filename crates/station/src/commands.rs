@@ -18,6 +18,7 @@ pub(crate) mod alerts;
 pub(crate) mod audit;
 mod chat;
 pub(crate) mod collections;
+pub(crate) mod cook;
 mod doctor;
 pub(crate) mod flags;
 pub(crate) mod keys;

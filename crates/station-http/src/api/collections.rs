@@ -649,17 +649,47 @@ async fn revoke_share(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Options of an export.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ExportRequest {
+    /// A cooked collection's NFT export: its accepted, kept pieces, each
+    /// with `metadata/<n>.json` (`name`, `description`, `image`,
+    /// `attributes`), instead of the curated items.
+    pub nft: Option<bool>,
+    /// With `nft`: the pieces in an order drawn from the cook seed.
+    pub shuffle: Option<bool>,
+}
+
 /// Starts a ZIP export (answers 202): the images' original bytes and
-/// `metadata.json`, built in the background; follow it at its URL.
+/// `metadata.json`, built in the background; follow it at its URL. With
+/// `{"nft": true}` a cooked collection's pieces are exported with
+/// per-piece NFT metadata (optionally shuffled).
 #[utoipa::path(post, path = "/api/v1/collections/{id}/exports", tag = "collections",
     params(("id" = String, Path, description = "Collection id")),
-    responses((status = 202, body = Export), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    request_body(content = Option<ExportRequest>, content_type = "application/json"),
+    responses((status = 202, body = Export), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn start_export(
     State(station): State<Station>,
     Caller(a): Caller,
     Path(id): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<Response> {
-    let e = station.export_collection(&a, &id).await?;
+    let obj = match body {
+        Err(JsonRejection::MissingJsonContentType(_)) => serde_json::Map::new(),
+        body => object(body, &["nft", "shuffle"])?,
+    };
+    let flag = |name: &str| match obj.get(name) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::invalid(name, "expected true or false")),
+    };
+    let (nft, shuffle) = (flag("nft")?, flag("shuffle")?);
+    if shuffle && !nft {
+        return Err(ApiError::invalid("shuffle", "only an NFT export (nft: true) is shuffled"));
+    }
+    let e = if nft { station.export_cook(&a, &id, shuffle).await? } else { station.export_collection(&a, &id).await? };
     let location = format!("/api/v1/exports/{}", e.id);
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(Export::from_row(&e))).into_response())
 }

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod collections;
+pub mod cook;
 pub mod error;
 pub mod events;
 pub mod flags;
@@ -86,6 +87,7 @@ pub fn routes() -> OpenApiRouter<Station> {
         .merge(stats::routes())
         .merge(alerts::routes())
         .merge(collections::routes())
+        .merge(cook::routes())
         .merge(training::routes())
         .merge(own_loras::routes())
         .merge(wallets::routes())

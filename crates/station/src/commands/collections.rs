@@ -8,6 +8,7 @@ use serde_json::json;
 use station_core::collections::{CollectionEdit, ShareRequest};
 use station_core::{AccountRow, CollectionError, Station};
 
+use super::cook::CookArgs;
 use super::points::find_account;
 use crate::exit;
 
@@ -75,6 +76,62 @@ pub enum CollectionsCommand {
         /// Where to write the ZIP (default: collection-<id>.zip here).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// A cooked collection's kept pieces with per-piece NFT metadata.
+        #[arg(long)]
+        nft: bool,
+        /// With --nft: in an order drawn from the cook seed.
+        #[arg(long, requires = "nft")]
+        shuffle: bool,
+        /// Account id, provider:subject or local user name (default: you).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Cook a generative collection: save its recipe (a JSON file), start,
+    /// pause, resume or stop the cook, follow its progress, cull, show
+    /// trait statistics. Without an action: where the cook stands.
+    Cook {
+        /// Collection id.
+        id: String,
+        /// Save this recipe (JSON; see docs/COLLECTIONS.md) first.
+        #[arg(long)]
+        recipe: Option<PathBuf>,
+        /// Start cooking (the server's workers make the pieces).
+        #[arg(long, conflicts_with_all = ["pause", "resume", "stop"])]
+        start: bool,
+        /// With --start: the cook seed (same seed, same pieces).
+        #[arg(long, requires = "start")]
+        seed: Option<i64>,
+        /// Pause submitting pieces.
+        #[arg(long, conflicts_with_all = ["resume", "stop"])]
+        pause: bool,
+        /// Go on after a pause.
+        #[arg(long, conflicts_with = "stop")]
+        resume: bool,
+        /// Stop: queued pieces are cancelled, the rest never made.
+        #[arg(long)]
+        stop: bool,
+        /// Keep this many accepted pieces (the rest excluded from the export).
+        #[arg(long)]
+        cull: Option<i64>,
+        /// Show how often each trait occurs against its weight.
+        #[arg(long)]
+        stats: bool,
+        /// Follow the cook with a progress bar until it ends.
+        #[arg(long)]
+        watch: bool,
+        /// Account id, provider:subject or local user name (default: you).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Review a cook's pieces one at a time: each is claimed for 5 minutes
+    /// (no other reviewer sees it), then answer a (accept), r (reject),
+    /// g (regenerate), s (skip) or q (quit) on standard input.
+    Review {
+        /// Collection id.
+        id: String,
+        /// Pieces to claim at a time (1–50).
+        #[arg(long, default_value_t = 10)]
+        count: i64,
         /// Account id, provider:subject or local user name (default: you).
         #[arg(long)]
         user: Option<String>,
@@ -264,13 +321,33 @@ pub async fn run(station: &Station, c: CollectionsCommand) -> u8 {
                 Err(e) => fail(e),
             }
         }
-        CollectionsCommand::Export { id, out, user } => {
+        CollectionsCommand::Cook { id, recipe, start, seed, pause, resume, stop, cull, stats, watch, user } => {
+            let a = match who(station, user).await {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            let args = CookArgs { recipe, start, seed, pause, resume, stop, cull, stats, watch };
+            super::cook::run_cook(station, &a, &id, args).await
+        }
+        CollectionsCommand::Review { id, count, user } => {
+            let a = match who(station, user).await {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            super::cook::run_review(station, &a, &id, count).await
+        }
+        CollectionsCommand::Export { id, out, nft, shuffle, user } => {
             let a = match who(station, user).await {
                 Ok(a) => a,
                 Err(code) => return code,
             };
             let progress = |done: i64, total: i64| eprint!("\rexporting: {done} of {total} items");
-            let e = match station.export_collection_now(&a, &id, &progress).await {
+            let e = if nft {
+                station.export_cook_now(&a, &id, shuffle, &progress).await
+            } else {
+                station.export_collection_now(&a, &id, &progress).await
+            };
+            let e = match e {
                 Ok(e) => e,
                 Err(e) => return fail(e),
             };
