@@ -1,7 +1,9 @@
 //! Station's benchmarks, run by `station bench …`: how fast the durable
 //! queue moves jobs ([`queue`]), what the REST API costs against bare
 //! axum handlers in the same process ([`http`]) how many submissions
-//! per second it takes ([`submit`]) and how many chat updates ([`chat`]).
+//! per second it takes ([`submit`]), how many chat updates ([`chat`]) and
+//! how a fleet of `station serve` processes on one PostgreSQL queue serves
+//! many simulated GPUs and accounts ([`fleet`]).
 //!
 //! Figures only mean something from a release build; results and how to
 //! reproduce them are in `docs/PERFORMANCE.md`. Benchmarks may read the
@@ -10,6 +12,7 @@
 
 pub mod chat;
 pub mod discord;
+pub mod fleet;
 pub mod http;
 pub mod queue;
 pub mod submit;
@@ -38,6 +41,7 @@ pub async fn run(args: BenchArgs) -> Outcome {
     match args.command {
         Some(BenchCommand::Submit(a)) => submit::run(a).await,
         Some(BenchCommand::Chat(a)) => chat::run(a).await,
+        Some(BenchCommand::Fleet(a)) => fleet::run(a).await,
         _ => queue::run(args).await,
     }
 }
@@ -77,6 +81,8 @@ pub enum BenchCommand {
     Submit(submit::SubmitBenchArgs),
     /// Telegram updates per second through the adapter, the flows and the database, and update-to-reply latency.
     Chat(chat::ChatBenchArgs),
+    /// Several `station serve` processes on one PostgreSQL queue against many simulated GPUs and accounts: throughput, dispatch latency, fairness, utilisation.
+    Fleet(fleet::FleetBenchArgs),
 }
 
 /// A benchmark's own database: a temporary SQLite file in the run's data

@@ -95,6 +95,11 @@ pub(crate) struct State {
     pub models: ModelFolders,
     /// Every `TrainLoraNode` run, oldest first.
     pub trainings: Vec<TrainingRun>,
+    /// A simulated GPU's run time and failure rate, applied to every prompt.
+    pub profile: Option<crate::Profile>,
+    /// Prompts run to their end (success, failure or interruption) and the
+    /// milliseconds spent running them.
+    pub usage: crate::Usage,
 }
 
 impl State {
@@ -148,6 +153,8 @@ impl Shared {
                 cache: HashMap::new(),
                 models,
                 trainings: Vec::new(),
+                profile: None,
+                usage: crate::Usage::default(),
             }),
             wake: Notify::new(),
             frozen: watch::Sender::new(false),

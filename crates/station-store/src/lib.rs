@@ -24,6 +24,7 @@ mod identity;
 mod inbox;
 mod jobs;
 mod ledger;
+mod load;
 mod loras;
 mod media;
 mod models;
@@ -36,7 +37,7 @@ mod training;
 mod wallets;
 mod webhooks;
 
-pub use accounts::{AccountRow, Role};
+pub use accounts::{AccountRow, NewBulkAccount, Role};
 pub use alerts::{AlertMessageRow, AlertStateRow, ServiceFailures};
 pub use audit::{AuditFilter, AuditRow, NewAuditEntry};
 pub use backends::{BackendLoad, BackendRow, RemoteCancel};
@@ -54,6 +55,7 @@ pub use jobs::{
     ServiceQueued,
 };
 pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};
+pub use load::{DatabaseCounters, JobTiming, StatementCost, TableCounters};
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use media::MediaRow;
 pub use models::{BackendModelRow, ModelCatalogRow};
