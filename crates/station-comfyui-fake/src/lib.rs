@@ -10,7 +10,9 @@
 //! Control methods on [`FakeComfy`] change what the server has (model files per folder), load it
 //! with other people's prompts, let tests read what a training run saw, and inject faults:
 //! slowness, node failures, dropped sockets, restarts, refused connections, missing nodes and a
-//! frozen (SIGSTOPped) process.
+//! frozen (SIGSTOPped) process. [`FakeComfy::set_profile`] makes it a simulated GPU (a log-normal
+//! run time and a failure rate per prompt) and [`FakeComfy::take_usage`] reports its busy time,
+//! for `station bench fleet`.
 
 mod exec;
 mod graph;
