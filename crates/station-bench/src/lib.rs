@@ -3,6 +3,8 @@
 //! axum handlers in the same process ([`http`]) how many submissions
 //! per second it takes ([`submit`]), how many chat updates ([`chat`]) and
 //! what the usage report costs on a million jobs ([`stats`]).
+//! how a fleet of `station serve` processes on one PostgreSQL queue serves
+//! many simulated GPUs and accounts ([`fleet`]).
 //!
 //! Figures only mean something from a release build; results and how to
 //! reproduce them are in `docs/PERFORMANCE.md`. Benchmarks may read the
@@ -11,6 +13,7 @@
 
 pub mod chat;
 pub mod discord;
+pub mod fleet;
 pub mod http;
 pub mod queue;
 pub mod stats;
@@ -41,6 +44,7 @@ pub async fn run(args: BenchArgs) -> Outcome {
         Some(BenchCommand::Submit(a)) => submit::run(a).await,
         Some(BenchCommand::Chat(a)) => chat::run(a).await,
         Some(BenchCommand::Stats(a)) => stats::run(a).await,
+        Some(BenchCommand::Fleet(a)) => fleet::run(a).await,
         _ => queue::run(args).await,
     }
 }
@@ -82,6 +86,8 @@ pub enum BenchCommand {
     Chat(chat::ChatBenchArgs),
     /// The usage report on a million jobs, from raw rows and from the daily rollups.
     Stats(stats::StatsBenchArgs),
+    /// Several `station serve` processes on one PostgreSQL queue against many simulated GPUs and accounts: throughput, dispatch latency, fairness, utilisation.
+    Fleet(fleet::FleetBenchArgs),
 }
 
 /// A benchmark's own database: a temporary SQLite file in the run's data

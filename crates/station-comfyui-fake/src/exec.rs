@@ -93,7 +93,12 @@ pub(crate) async fn run_worker(shared: Arc<Shared>) {
             continue;
         };
         shared.broadcast_status();
-        Run::new(&shared, item).execute().await;
+        let started = std::time::Instant::now();
+        let ok = Run::new(&shared, item).execute().await;
+        let mut st = shared.lock();
+        st.usage.prompts += 1;
+        st.usage.failed += u64::from(!ok);
+        st.usage.busy_ms += started.elapsed().as_millis() as u64;
     }
 }
 
@@ -210,7 +215,8 @@ impl<'a> Run<'a> {
         json!([node["class_type"], inputs]).to_string()
     }
 
-    async fn execute(mut self) {
+    /// Runs the prompt to its end; whether it succeeded.
+    async fn execute(mut self) -> bool {
         let pid = self.pid().to_owned();
         self.send_recorded("execution_start", json!({"prompt_id": pid, "timestamp": now_ms()}));
         let needed = self.needed();
@@ -232,7 +238,19 @@ impl<'a> Run<'a> {
         self.send_recorded("execution_cached", json!({"nodes": cached_list, "prompt_id": pid, "timestamp": now_ms()}));
         let order = execution_order(&self.item.graph, &self.item.outputs, &cached, |id| self.output_nodes.contains(id));
         let mut outcome = Ok(());
+        // A simulated GPU: the prompt takes its sampled time, then may fail.
+        let profile = self.shared.lock().profile;
+        if let Some(profile) = profile {
+            let (run, fails) = profile.sample(&mut rand::rng());
+            tokio::time::sleep(run).await;
+            if fails && let Some(first) = order.first() {
+                outcome = Err((first.clone(), fail("simulated backend failure (out of memory)")));
+            }
+        }
         for id in &order {
+            if outcome.is_err() {
+                break;
+            }
             // A frozen process does not start its next node.
             self.shared.thawed().await;
             if let Err(stop) = self.check_interrupt() {
@@ -315,6 +333,7 @@ impl<'a> Run<'a> {
         }
         self.shared.broadcast_status();
         self.send("executing", json!({"node": null, "prompt_id": pid}));
+        success
     }
 
     fn class_of(&self, node: &str) -> String {

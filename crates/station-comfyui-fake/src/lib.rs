@@ -10,7 +10,9 @@
 //! Control methods on [`FakeComfy`] change what the server has (model files per folder), load it
 //! with other people's prompts, let tests read what a training run saw, and inject faults:
 //! slowness, node failures, dropped sockets, restarts, refused connections, missing nodes and a
-//! frozen (SIGSTOPped) process.
+//! frozen (SIGSTOPped) process. [`FakeComfy::set_profile`] makes it a simulated GPU (a log-normal
+//! run time and a failure rate per prompt) and [`FakeComfy::take_usage`] reports its busy time,
+//! for `station bench fleet`.
 
 mod exec;
 mod graph;
@@ -24,6 +26,7 @@ mod validate;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -68,6 +71,47 @@ impl Default for FakeOptions {
             cache: true,
         }
     }
+}
+
+/// A simulated GPU for [`FakeComfy::set_profile`]: every prompt takes a run
+/// time drawn from a log-normal distribution, then fails with probability
+/// `failure_rate` (a node error, as an out-of-memory GPU reports it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Profile {
+    /// Median run time of a prompt.
+    pub median: Duration,
+    /// Spread: the standard deviation of the run time's logarithm (0: every
+    /// prompt takes `median`; 0.5: the middle 68 % within ×0.6–×1.65).
+    pub sigma: f64,
+    /// Share of prompts that fail, 0–1.
+    pub failure_rate: f64,
+}
+
+impl Profile {
+    /// Mean run time (of the log-normal: median × e^(σ²/2)).
+    pub fn mean(&self) -> Duration {
+        self.median.mul_f64((self.sigma * self.sigma / 2.0).exp())
+    }
+
+    /// One prompt's run time and whether it fails.
+    pub fn sample(&self, rng: &mut impl rand::Rng) -> (Duration, bool) {
+        // Box–Muller: one standard normal from two uniforms.
+        let (u1, u2): (f64, f64) = (rng.random_range(f64::EPSILON..1.0), rng.random());
+        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        let run = self.median.mul_f64((self.sigma * z).exp().min(1_000.0));
+        (run, rng.random_bool(self.failure_rate.clamp(0.0, 1.0)))
+    }
+}
+
+/// What a server ran since it started or since [`FakeComfy::take_usage`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompts run to their end.
+    pub prompts: u64,
+    /// Of those, the ones that failed or were interrupted.
+    pub failed: u64,
+    /// Milliseconds spent running them (the server was busy).
+    pub busy_ms: u64,
 }
 
 /// A running fake ComfyUI server. Dropping it stops the server.
@@ -120,6 +164,17 @@ impl FakeComfy {
     /// applies to a prompt already running.
     pub fn set_step_delay(&self, ms: u64) {
         self.shared.lock().step_delay_ms = ms;
+    }
+
+    /// Makes the server behave like a GPU with `profile` (None: prompts run
+    /// as fast as their nodes compute). Applies to prompts started afterwards.
+    pub fn set_profile(&self, profile: Option<Profile>) {
+        self.shared.lock().profile = profile;
+    }
+
+    /// What the server ran since it started or the last call, and resets it.
+    pub fn take_usage(&self) -> Usage {
+        std::mem::take(&mut self.shared.lock().usage)
     }
 
     /// Makes every node of `class_type` raise `message` (a RuntimeError) when it runs.

@@ -97,6 +97,11 @@ pub(crate) struct State {
     pub trainings: Vec<TrainingRun>,
     /// `TrainLoraNode` stops reporting after this many steps and waits until interrupted.
     pub stall_training_after: Option<u64>,
+    /// A simulated GPU's run time and failure rate, applied to every prompt.
+    pub profile: Option<crate::Profile>,
+    /// Prompts run to their end (success, failure or interruption) and the
+    /// milliseconds spent running them.
+    pub usage: crate::Usage,
 }
 
 impl State {
@@ -151,6 +156,8 @@ impl Shared {
                 models,
                 trainings: Vec::new(),
                 stall_training_after: None,
+                profile: None,
+                usage: crate::Usage::default(),
             }),
             wake: Notify::new(),
             frozen: watch::Sender::new(false),

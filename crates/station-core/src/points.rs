@@ -148,6 +148,51 @@ impl Station {
         Ok(posted)
     }
 
+    /// Creates many new accounts at once, each with identity
+    /// `provider:subject` and `grant` points granted (a ledger entry per
+    /// account, so balances and `audit_points` agree), in chunked multi-row
+    /// transactions — for simulations and imports where one transaction per
+    /// account would take minutes. Every identity must be new. One audit
+    /// entry (`points.grant`) records the whole batch. Refused before
+    /// anything is stored when `grant` is not positive, `provider` is empty,
+    /// or a subject or name is empty.
+    pub async fn create_accounts_with_grant(
+        &self,
+        provider: &str,
+        accounts: &[(String, String)],
+        grant: i64,
+        reason: &str,
+        by: &Actor,
+    ) -> Result<Vec<AccountRow>, LedgerError> {
+        if grant <= 0 {
+            return Err(LedgerError::Invalid { field: "grant", reason: format!("must be positive, got {grant}") });
+        }
+        if provider.is_empty() {
+            return Err(LedgerError::Invalid { field: "provider", reason: "must not be empty".into() });
+        }
+        if let Some((subject, _)) = accounts.iter().find(|(s, n)| s.is_empty() || n.is_empty()) {
+            return Err(LedgerError::Invalid {
+                field: "accounts",
+                reason: format!("every account needs a subject and a name (subject {subject:?})"),
+            });
+        }
+        let new: Vec<station_store::NewBulkAccount> = accounts
+            .iter()
+            .map(|(subject, name)| station_store::NewBulkAccount {
+                provider: provider.to_owned(),
+                subject: subject.clone(),
+                name: name.clone(),
+            })
+            .collect();
+        let rows =
+            self.store.create_accounts_bulk(&new, Some((grant, reason, &by.who)), station_store::now_ms()).await?;
+        let total = grant.checked_mul(rows.len() as i64).unwrap_or(i64::MAX);
+        crate::telemetry::points("granted", total);
+        let detail = format!("{} to each of {} new {provider} accounts: {reason}", plural_points(grant), rows.len());
+        self.audit(by, "points.grant", provider, detail).await;
+        Ok(rows)
+    }
+
     /// Corrects an account's points up or down (never below what is held).
     /// Audited (`points.adjust`) when applied.
     pub async fn adjust_points(

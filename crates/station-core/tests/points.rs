@@ -393,3 +393,32 @@ async fn the_audit_reports_a_bad_row_instead_of_failing() {
         assert_eq!(st.points(&bob.id).await.unwrap().balance, 100, "{k}: others' balances still read");
     }
 }
+
+#[tokio::test]
+async fn accounts_created_in_bulk_have_their_identity_and_grant_and_can_pay() {
+    for db in testing::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let st = station(&db, dir.path(), |c| c.points.starting_grant = 0);
+        let by = station_core::audit::Actor::operator("bench");
+        // More than one chunk of the store's multi-row inserts.
+        let wanted: Vec<(String, String)> = (0..1_203).map(|i| (format!("sim-{i}"), format!("Sim {i}"))).collect();
+        let rows = st.create_accounts_with_grant("bench", &wanted, 40, "simulation", &by).await.unwrap();
+        assert_eq!(rows.len(), wanted.len(), "{}", db.kind);
+        let last = st.account("bench", "sim-1202", "ignored").await.unwrap();
+        assert_eq!((last.id.as_str(), last.name.as_str()), (rows[1202].id.as_str(), "Sim 1202"), "{}", db.kind);
+        let b = st.points(&rows[7].id).await.unwrap();
+        assert_eq!((b.balance, b.held), (40, 0), "{}", db.kind);
+        st.submit(&rows[7], txt2img("paid from the bulk grant")).await.unwrap();
+        assert_eq!(st.points(&rows[7].id).await.unwrap().held, 20, "{}", db.kind);
+        assert!(st.audit_points().await.unwrap().is_empty(), "{}", db.kind);
+        // Bad input is refused before anything is stored; a taken identity fails its chunk.
+        let err = st.create_accounts_with_grant("bench", &wanted[..1], 0, "x", &by).await.unwrap_err();
+        assert!(err.to_string().contains("grant"), "{err}");
+        let empty = vec![(String::new(), "Nobody".to_string())];
+        let err = st.create_accounts_with_grant("bench", &empty, 5, "x", &by).await.unwrap_err();
+        assert!(err.to_string().contains("accounts"), "{err}");
+        let again = vec![("new-one".to_string(), "New".to_string()), ("sim-3".to_string(), "Dup".to_string())];
+        assert!(st.create_accounts_with_grant("bench", &again, 5, "x", &by).await.is_err(), "{}", db.kind);
+        assert!(db.store.find_account_by_identity("bench", "new-one").await.unwrap().is_none(), "{}", db.kind);
+    }
+}

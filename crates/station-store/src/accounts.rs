@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::db::{Store, StoreError, with_pool};
+use crate::db::{Store, StoreError, safe, with_pool};
+use crate::ledger::EntryKind;
 
 /// What an account may do: everyone is a user; administrators also run the
 /// operator commands, see every job and use admin-only tools.
@@ -225,5 +226,100 @@ impl Store {
             .fetch_all(p)
             .await?)
         })
+    }
+}
+
+/// One account for [`Store::create_accounts_bulk`]: its first identity and name.
+#[derive(Debug, Clone)]
+pub struct NewBulkAccount {
+    /// Identity provider (`bench`, `telegram`, …).
+    pub provider: String,
+    /// Identity subject within the provider.
+    pub subject: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// Rows per multi-row `INSERT` of [`Store::create_accounts_bulk`] (well under
+/// both engines' limits on bound parameters).
+const BULK_ROWS: usize = 500;
+
+impl Store {
+    /// Creates many new accounts, each with its identity and, when `grant` is
+    /// given, a `grant` ledger entry of that many points (key
+    /// `grant:bulk:<account>`) and the balance it makes — the rows
+    /// [`Store::account_for_identity`] and a grant write, a chunk of
+    /// accounts per transaction with multi-row inserts. Every identity must
+    /// be new: a taken one fails its chunk (nothing of it is stored).
+    /// Returns the accounts in input order.
+    pub async fn create_accounts_bulk(
+        &self,
+        accounts: &[NewBulkAccount],
+        grant: Option<(i64, &str, &str)>,
+        now: i64,
+    ) -> Result<Vec<AccountRow>, StoreError> {
+        let mut out = Vec::with_capacity(accounts.len());
+        for chunk in accounts.chunks(BULK_ROWS) {
+            let rows: Vec<AccountRow> = chunk
+                .iter()
+                .map(|a| AccountRow {
+                    id: uuid::Uuid::now_v7().simple().to_string(),
+                    name: a.name.clone(),
+                    role: Role::User,
+                    suspended: false,
+                    created_at: now,
+                })
+                .collect();
+            let sql = |head: &str, width: usize| {
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|r| {
+                        let cols: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+                        format!("({})", cols.join(", "))
+                    })
+                    .collect();
+                format!("{head} VALUES {}", rows.join(", "))
+            };
+            let accounts_sql = sql("INSERT INTO accounts (id, name, role, suspended, created_at)", 5);
+            let identities_sql = sql("INSERT INTO identities (provider, subject, account_id, created_at)", 4);
+            let ledger_sql =
+                sql("INSERT INTO ledger (idem_key, account_id, kind, amount, held, reason, actor, created_at)", 8);
+            let balances_sql = sql("INSERT INTO balances (account_id, balance, held, updated_at)", 4);
+            with_pool!(self, p => {
+                let mut tx = p.begin().await?;
+                let mut q = sqlx::query(safe(&accounts_sql));
+                for r in &rows {
+                    q = q.bind(&r.id).bind(&r.name).bind(Role::User.as_str()).bind(false).bind(now);
+                }
+                q.execute(&mut *tx).await?;
+                let mut q = sqlx::query(safe(&identities_sql));
+                for (a, r) in chunk.iter().zip(&rows) {
+                    q = q.bind(&a.provider).bind(&a.subject).bind(&r.id).bind(now);
+                }
+                q.execute(&mut *tx).await?;
+                if let Some((amount, reason, actor)) = grant {
+                    let mut q = sqlx::query(safe(&ledger_sql));
+                    for r in &rows {
+                        q = q
+                            .bind(format!("grant:bulk:{}", r.id))
+                            .bind(&r.id)
+                            .bind(EntryKind::Grant.as_str())
+                            .bind(amount)
+                            .bind(0i64)
+                            .bind(reason)
+                            .bind(actor)
+                            .bind(now);
+                    }
+                    q.execute(&mut *tx).await?;
+                    let mut q = sqlx::query(safe(&balances_sql));
+                    for r in &rows {
+                        q = q.bind(&r.id).bind(amount).bind(0i64).bind(now);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            });
+            out.extend(rows);
+        }
+        Ok(out)
     }
 }

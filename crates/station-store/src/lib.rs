@@ -26,6 +26,7 @@ mod inbox;
 mod jobs;
 mod ledger;
 mod lora_publish;
+mod load;
 mod loras;
 mod media;
 mod models;
@@ -38,7 +39,7 @@ mod training;
 mod wallets;
 mod webhooks;
 
-pub use accounts::{AccountRow, Role};
+pub use accounts::{AccountRow, NewBulkAccount, Role};
 pub use alerts::{AlertMessageRow, AlertStateRow, ServiceFailures};
 pub use audit::{AuditFilter, AuditRow, NewAuditEntry};
 pub use backends::{BackendLoad, BackendRow, RemoteCancel};
@@ -58,6 +59,7 @@ pub use jobs::{
 };
 pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};
 pub use lora_publish::LoraPublishRow;
+pub use load::{DatabaseCounters, JobTiming, StatementCost, TableCounters};
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use media::MediaRow;
 pub use models::{BackendModelRow, ModelCatalogRow};
