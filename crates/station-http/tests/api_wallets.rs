@@ -24,27 +24,7 @@ async fn a_wallet_is_linked_and_its_deposit_credited_over_http() {
     for db in testing::all().await {
         let Some(a) = Anvil::start().await else { return };
         let url = a.url.clone();
-        let s = serve(&db, true, move |c| {
-            c.wallets.chains = vec![ChainConfig {
-                id: 31337,
-                name: "Local".into(),
-                rpc_url: url,
-                deposit_address: DEPOSIT.into(),
-                confirmations: Some(2),
-                start_block: Some(0),
-                poll_ms: 50,
-                max_blocks_per_poll: 100,
-                magic_cap: 1_000_000_000,
-                assets: vec![AssetConfig {
-                    symbol: "ETH".into(),
-                    token: None,
-                    decimals: 18,
-                    points_per_unit: 1000,
-                    minimum: Some("0.01".into()),
-                }],
-            }];
-        })
-        .await;
+        let s = serve(&db, true, move |c| c.wallets.chains = vec![local_chain(url, 2)]).await;
         let k = s.kind;
         let list = s.get("/api/v1/wallets", &s.alice_key).await;
         assert_eq!(list.status, StatusCode::OK, "{k}: {}", list.body);
@@ -131,13 +111,13 @@ async fn a_wallet_is_linked_and_its_deposit_credited_over_http() {
     }
 }
 
-fn local_chain(url: String) -> ChainConfig {
+fn local_chain(url: String, confirmations: u64) -> ChainConfig {
     ChainConfig {
         id: 31337,
         name: "Local".into(),
         rpc_url: url,
         deposit_address: DEPOSIT.into(),
-        confirmations: Some(1),
+        confirmations: Some(confirmations),
         start_block: Some(0),
         poll_ms: 50,
         max_blocks_per_poll: 100,
@@ -164,7 +144,7 @@ async fn a_linked_wallet_signs_in_to_the_web() {
         let Some(a) = Anvil::start().await else { return };
         // Off by default: the endpoints do not exist and the page offers nothing.
         let url = a.url.clone();
-        let off = serve(&db, false, move |c| c.wallets.chains = vec![local_chain(url)]).await;
+        let off = serve(&db, false, move |c| c.wallets.chains = vec![local_chain(url, 1)]).await;
         let k = off.kind;
         let r = off
             .call(Method::POST, "/signin/wallet/challenge", None, Some(json!({"chain_id": 31337, "address": OWNER})))
@@ -176,7 +156,7 @@ async fn a_linked_wallet_signs_in_to_the_web() {
 
         let url = a.url.clone();
         let s = serve(&db, false, move |c| {
-            c.wallets.chains = vec![local_chain(url)];
+            c.wallets.chains = vec![local_chain(url, 1)];
             c.web.wallet_sign_in = true;
         })
         .await;
