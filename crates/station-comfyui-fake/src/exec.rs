@@ -919,11 +919,13 @@ impl<'a> Run<'a> {
                 st.stall_training_after == Some(step)
             };
             // A wedged trainer: silent until interrupted.
-            while stall {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                if let Err(stop) = self.check_interrupt() {
-                    self.training_stopped(record, &stop);
-                    return Err(stop);
+            if stall {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    if let Err(stop) = self.check_interrupt() {
+                        self.training_stopped(record, &stop);
+                        return Err(stop);
+                    }
                 }
             }
         }
