@@ -73,7 +73,7 @@ impl Station {
         for lora in catalog.iter().filter(|l| l.owner.as_deref() == Some(account.id.as_str())) {
             out.push(self.own_view(lora.clone(), now).await?);
         }
-        out.sort_by(|a, b| a.lora.name.to_lowercase().cmp(&b.lora.name.to_lowercase()));
+        out.sort_by_key(|a| a.lora.name.to_lowercase());
         Ok(out)
     }
 
