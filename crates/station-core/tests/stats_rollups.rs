@@ -106,7 +106,7 @@ fn history(now: i64, days: i64, seed: u64) -> (Vec<(String, String)>, Vec<Histor
                 amount,
                 job_id: Some(id.clone()),
                 created_at: at,
-            })
+            });
         };
         entry("hold", 0, created);
         if status == "succeeded" {
