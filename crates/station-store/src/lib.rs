@@ -25,8 +25,8 @@ mod identity;
 mod inbox;
 mod jobs;
 mod ledger;
-mod lora_publish;
 mod load;
+mod lora_publish;
 mod loras;
 mod media;
 mod models;
@@ -58,8 +58,8 @@ pub use jobs::{
     ServiceQueued,
 };
 pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};
-pub use lora_publish::LoraPublishRow;
 pub use load::{DatabaseCounters, JobTiming, StatementCost, TableCounters};
+pub use lora_publish::LoraPublishRow;
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use media::MediaRow;
 pub use models::{BackendModelRow, ModelCatalogRow};
