@@ -497,6 +497,29 @@ impl Flows {
         Ok(())
     }
 
+    /// Whether `job` is a succeeded training whose LoRA is still being
+    /// stored (or could not be completed just now, as when another task is
+    /// completing it): for ten minutes after the job ended, its result waits.
+    async fn training_still_storing(&self, job: &JobRow, now: i64) -> Result<bool, crate::flow::FlowError> {
+        if job.status() != JobStatus::Succeeded || station_core::training::definition_for_tool(&job.tool_id).is_none() {
+            return Ok(false);
+        }
+        if job.finished_at.is_some_and(|f| f < now - 600_000) {
+            return Ok(false);
+        }
+        let station = self.station();
+        let Some(owner) = station.account_by_id(&job.account_id).await? else { return Ok(false) };
+        Ok(match station.training_for_job(&owner, &job.id).await {
+            Ok(Some(t)) => t.lora.is_none() && t.row.error.is_none(),
+            Ok(None) => false,
+            Err(station_core::training::TrainingError::Storage(e)) => return Err(e.into()),
+            Err(e) => {
+                tracing::debug!(job = %job.id, error = %e, "training not complete yet; its result waits");
+                true
+            }
+        })
+    }
+
     /// The name a training's notes give it (its dataset's, else its LoRA's
     /// slug) and its steps.
     async fn training_name(&self, job: &JobRow) -> Result<(String, Option<u64>), crate::flow::FlowError> {
@@ -518,6 +541,12 @@ impl Flows {
     pub(crate) async fn write_result(&self, src: &JobSource, job: &JobRow) -> Result<(), crate::flow::FlowError> {
         let store = self.station().conversations();
         let now = now_ms();
+        if self.training_still_storing(job, now).await? {
+            // The result is written once: not while the LoRA is being
+            // stored (the worker completes it after the job ends); the
+            // periodic catch-up writes it a few seconds later.
+            return Ok(());
+        }
         // No final progress edit: the result (or the failure) takes the
         // progress message's place when it is sent (see `send_one`).
         let mut view = crate::results::result_view(self, job).await?;

@@ -126,6 +126,10 @@ const NAMES_FIXTURES: &[(&str, &str)] = &[
     ("put", "/api/v1/datasets/{dataset}/images/{position}"),
     ("post", "/api/v1/trainings"),
     ("post", "/api/v1/trainings/quote"),
+    // A collection of the caller's, and a trained LoRA of theirs.
+    ("put", "/api/v1/collections/{id}/recipe"),
+    ("post", "/api/v1/loras/{slug}/share"),
+    ("post", "/api/v1/loras/{slug}/unshare"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

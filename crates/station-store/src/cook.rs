@@ -344,9 +344,13 @@ impl Store {
     ) -> Result<Vec<CookPieceRow>, StoreError> {
         const FREE: &str = "status = 'succeeded' AND review = 'unreviewed' AND \
              (claimed_by IS NULL OR claimed_by = $2 OR claim_expires_at < $3)";
+        // Two reviewers claiming at once on PostgreSQL: without SKIP LOCKED
+        // the second waits for the first's rows, finds them taken and gets
+        // none; with it, it takes the next free ones. SQLite serialises writers.
+        let skip = if matches!(self, Store::Sqlite(_)) { "" } else { " FOR UPDATE SKIP LOCKED" };
         let q = sql(format!(
             "UPDATE cook_pieces SET claimed_by = $2, claim_expires_at = $4 WHERE id IN \
-             (SELECT id FROM cook_pieces WHERE collection_id = $1 AND {FREE} ORDER BY number LIMIT $5) \
+             (SELECT id FROM cook_pieces WHERE collection_id = $1 AND {FREE} ORDER BY number LIMIT $5{skip}) \
              AND collection_id = $1 AND {FREE} RETURNING {PIECE_COLUMNS}"
         ));
         with_pool!(self, p => {

@@ -16,6 +16,8 @@ async fn a_cook_recipe_is_checked_at_the_command_line() {
         let k = db.kind;
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
+        // The collections are the operator's own (local:$USER, here `tester`).
+        expect(dir, &db, &["users", "create", "tester"], 0);
         let (id, _) = expect(dir, &db, &["collections", "create", "Hats"], 0);
         let id = id.split_whitespace().next().unwrap().to_owned();
 
