@@ -344,22 +344,30 @@ impl Store {
     ) -> Result<Vec<CookPieceRow>, StoreError> {
         const FREE: &str = "status = 'succeeded' AND review = 'unreviewed' AND \
              (claimed_by IS NULL OR claimed_by = $2 OR claim_expires_at < $3)";
-        // Two reviewers claiming at once on PostgreSQL: without SKIP LOCKED
-        // the second waits for the first's rows, finds them taken and gets
-        // none; with it, it takes the next free ones. SQLite serialises writers.
-        let skip = if matches!(self, Store::Sqlite(_)) { "" } else { " FOR UPDATE SKIP LOCKED" };
-        let q = sql(format!(
-            "UPDATE cook_pieces SET claimed_by = $2, claim_expires_at = $4 WHERE id IN \
-             (SELECT id FROM cook_pieces WHERE collection_id = $1 AND {FREE} ORDER BY number LIMIT $5{skip}) \
-             AND collection_id = $1 AND {FREE} RETURNING {PIECE_COLUMNS}"
-        ));
-        with_pool!(self, p => {
-            let mut rows: Vec<CookPieceRow> = sqlx::query_as(q)
-                .bind(collection_id).bind(reviewer).bind(now).bind(until).bind(limit)
-                .fetch_all(p).await?;
+        let q = || {
+            sql(format!(
+                "UPDATE cook_pieces SET claimed_by = $2, claim_expires_at = $4 WHERE id IN \
+                 (SELECT id FROM cook_pieces WHERE collection_id = $1 AND {FREE} ORDER BY number LIMIT $5) \
+                 AND collection_id = $1 AND {FREE} RETURNING {PIECE_COLUMNS}"
+            ))
+        };
+        // Two reviewers claiming at once on PostgreSQL: the second statement
+        // waits for the first's rows, finds them taken and claims none; asked
+        // again, it sees them taken and picks the next free ones.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut rows: Vec<CookPieceRow> = with_pool!(self, p => {
+                sqlx::query_as(q())
+                    .bind(collection_id).bind(reviewer).bind(now).bind(until).bind(limit)
+                    .fetch_all(p).await?
+            });
+            if rows.is_empty() && attempts < 3 {
+                continue;
+            }
             rows.sort_by_key(|r| r.number);
-            Ok(rows)
-        })
+            return Ok(rows);
+        }
     }
 
     /// Records a review decision (`accepted` or `rejected`) on a succeeded
