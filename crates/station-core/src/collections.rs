@@ -709,23 +709,7 @@ impl Station {
     async fn store_export_row(&self, account: &AccountRow, id: &str) -> Result<CollectionExportRow, CollectionError> {
         let c = self.owned(account, id).await?;
         let total = self.store.collection_items(&c.id).await?.len() as i64;
-        let row = CollectionExportRow {
-            id: new_id(),
-            collection_id: c.id,
-            account_id: account.id.clone(),
-            status: "queued".into(),
-            done: 0,
-            total,
-            error: None,
-            file: None,
-            size: None,
-            lease_owner: None,
-            lease_expires_at: None,
-            created_at: now_ms(),
-            finished_at: None,
-            expires_at: None,
-            options: None,
-        };
+        let row = queued_export(c.id, account, total, None);
         self.store.insert_collection_export(&row).await?;
         Ok(row)
     }
@@ -1046,5 +1030,32 @@ pub(crate) async fn export_loop(station: Station, owner: Arc<str>, stop: Cancell
             _ = station.export_wake.notified() => {}
             _ = tokio::time::sleep(poll.max(Duration::from_millis(500))) => {}
         }
+    }
+}
+
+/// A new export, queued: `total` items to write; `options` as stored (the
+/// cook export's `{"nft": true, "shuffle": …}`).
+pub(crate) fn queued_export(
+    collection_id: String,
+    account: &AccountRow,
+    total: i64,
+    options: Option<String>,
+) -> CollectionExportRow {
+    CollectionExportRow {
+        id: new_id(),
+        collection_id,
+        account_id: account.id.clone(),
+        status: "queued".into(),
+        done: 0,
+        total,
+        error: None,
+        file: None,
+        size: None,
+        lease_owner: None,
+        lease_expires_at: None,
+        created_at: now_ms(),
+        finished_at: None,
+        expires_at: None,
+        options,
     }
 }

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::recipe::{Chosen, SplitMix64, fill_template, mix};
 use super::{invalid, parse_stored};
 use crate::Station;
-use crate::collections::{CollectionError, EXPORT_LEASE, exports_dir, new_id, write_zip};
+use crate::collections::{CollectionError, EXPORT_LEASE, exports_dir, write_zip};
 
 /// The pieces an export holds: made, accepted and kept, by number.
 fn exportable(pieces: Vec<CookPieceRow>) -> Vec<CookPieceRow> {
@@ -65,23 +65,8 @@ impl Station {
         if total == 0 {
             return Err(invalid("export", "no piece is accepted and kept yet; review the pieces first"));
         }
-        let row = CollectionExportRow {
-            id: new_id(),
-            collection_id: c.id,
-            account_id: account.id.clone(),
-            status: "queued".into(),
-            done: 0,
-            total,
-            error: None,
-            file: None,
-            size: None,
-            lease_owner: None,
-            lease_expires_at: None,
-            created_at: now_ms(),
-            finished_at: None,
-            expires_at: None,
-            options: Some(json!({"nft": true, "shuffle": shuffle}).to_string()),
-        };
+        let options = json!({"nft": true, "shuffle": shuffle}).to_string();
+        let row = crate::collections::queued_export(c.id, account, total, Some(options));
         self.store.insert_collection_export(&row).await?;
         Ok(row)
     }
