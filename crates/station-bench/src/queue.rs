@@ -280,6 +280,7 @@ async fn finish(finisher: &Finisher, job_id: &str, owner: &str) -> Result<(), St
         Finisher::Single(store) => store.finish_job(job_id, owner, JobStatus::Succeeded, None, None, now_ms()).await?,
         Finisher::Batched(b) => {
             let f = JobFinish {
+                settle: None,
                 job_id: job_id.into(),
                 owner: owner.into(),
                 status: JobStatus::Succeeded,

@@ -304,6 +304,52 @@ impl Station {
         }
     }
 
+    /// How a worker's finish of `job` (ending as `status`, with the error
+    /// code `code`) settles its hold in the finish's own transaction — one
+    /// commit per job instead of two — when the claimed row decides it: a
+    /// release, or the capture of a per-run price. None when the settlement
+    /// needs what only the recorded row or other tables know (a per-second
+    /// price needs the recorded run time; a creator share the spell's owner):
+    /// then [`Station::settle_job`] settles it after the finish.
+    pub(crate) fn finish_settlement(
+        &self,
+        job: &JobRow,
+        status: JobStatus,
+        code: Option<&str>,
+        actor: &str,
+    ) -> Option<station_store::FinishSettle> {
+        let charge = match status {
+            JobStatus::Succeeded => {
+                if self.config.spells.creator_share_percent > 0 {
+                    return None;
+                }
+                match self.tools.get(&job.tool_id) {
+                    Some(tool) => match tool.cost {
+                        Cost::PerRun(_) => {
+                            let model: f64 = serde_json::from_str::<serde_json::Value>(&job.params)
+                                .ok()
+                                .and_then(|p| p.get(crate::models::MULTIPLIER_PARAM)?.as_f64())
+                                .unwrap_or(1.0);
+                            Some(charge(&tool.cost, self.config.points.multiplier * model, 0, i64::MAX))
+                        }
+                        Cost::PerSecond { .. } => return None,
+                    },
+                    // A tool deleted since submission is charged the hold
+                    // (the statement caps the charge at the hold).
+                    None => Some(i64::MAX),
+                }
+            }
+            JobStatus::Failed | JobStatus::Cancelled => None,
+            JobStatus::Queued | JobStatus::Dispatched | JobStatus::Running => return None,
+        };
+        Some(station_store::FinishSettle {
+            account_id: job.account_id.clone(),
+            charge,
+            reason: charge.is_none().then(|| code.map_or_else(|| status.as_str().to_string(), str::to_string)),
+            actor: actor.to_string(),
+        })
+    }
+
     /// Settles holds left active on jobs that already ended (the process died
     /// between recording the outcome and settling). Returns how many it settled.
     pub async fn settle_stuck_holds(&self) -> Result<usize, StoreError> {

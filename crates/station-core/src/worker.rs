@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use station_store::{ClaimRequest, DEFAULT_MAX_BATCH, FinishBatcher, JobFinish, JobRow, JobStatus};
+use station_store::{ClaimRequest, DEFAULT_MAX_BATCH, FinishBatcher, Finished, JobFinish, JobRow, JobStatus, Settlement};
 use station_tools::InputType;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -501,7 +501,10 @@ async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) -> bool {
     };
     let message = error.as_ref().map(|(_, m)| m.clone());
     let record_error = error.clone();
+    let actor = format!("worker:{}", w.owner);
+    let settle = station.finish_settlement(job, status, error.as_ref().map(|(c, _)| c.as_str()), &actor);
     let record = JobFinish {
+        settle,
         job_id: job.id.clone(),
         owner: w.owner.to_string(),
         status,
@@ -518,7 +521,7 @@ async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) -> bool {
     let give_up = std::time::Instant::now() + Duration::from_secs(station.config.queue.lease_seconds.max(1) * 2);
     let mut delay = Duration::from_millis(200);
     let recorded = loop {
-        match w.finisher.finish(record.clone()).await {
+        match w.finisher.finish_settling(record.clone()).await {
             Err(e) if e.is_unavailable() && std::time::Instant::now() < give_up => {
                 warn!(job = %job.id, error = %e, "database unreachable; retrying the outcome");
                 tokio::time::sleep(delay).await;
@@ -528,7 +531,7 @@ async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) -> bool {
         }
     };
     match recorded {
-        Ok(true) => {
+        Ok(Finished { recorded: true, settled }) => {
             let outcome = match status {
                 JobStatus::Succeeded => "succeeded",
                 JobStatus::Cancelled => "cancelled",
@@ -544,10 +547,21 @@ async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) -> bool {
                 station.bus.publish(JobEvent::Result { job_id: job.id.clone(), outputs: ids });
             }
             station.bus.publish(JobEvent::Status { job_id: job.id.clone(), status, error: message });
-            // Only the worker that recorded the outcome settles the points; if
+            // Only the worker that recorded the outcome settles the points:
+            // in the finish's transaction when it could, otherwise now; if
             // this fails (or the process dies first) the sweeper settles them.
-            if let Err(e) = station.settle_job(&job.id, &format!("worker:{}", w.owner)).await {
-                warn!(job = %job.id, error = %e, "could not settle the job's points; the sweeper will");
+            match settled {
+                Some(Settlement::Captured { charged, held }) => {
+                    crate::telemetry::points("captured", charged);
+                    crate::telemetry::points("released", held - charged);
+                }
+                Some(Settlement::Released { held }) => crate::telemetry::points("released", held),
+                Some(Settlement::AlreadySettled | Settlement::NoHold) => {}
+                None => {
+                    if let Err(e) = station.settle_job(&job.id, &actor).await {
+                        warn!(job = %job.id, error = %e, "could not settle the job's points; the sweeper will");
+                    }
+                }
             }
             if crate::training::definition_for_tool(&job.tool_id).is_some() {
                 // The trained file becomes a catalog LoRA (or the training
@@ -558,7 +572,7 @@ async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) -> bool {
             }
             true
         }
-        Ok(false) => {
+        Ok(Finished { recorded: false, .. }) => {
             info!(job = %job.id, "outcome not recorded: lease lost to another worker");
             false
         }

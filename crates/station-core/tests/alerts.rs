@@ -63,6 +63,7 @@ async fn end_jobs(store: &Store, service: &str, failed: usize) {
         .iter()
         .enumerate()
         .map(|(i, j)| JobFinish {
+            settle: None,
             job_id: j.id.clone(),
             owner: "w".into(),
             status: if i < failed { JobStatus::Failed } else { JobStatus::Succeeded },

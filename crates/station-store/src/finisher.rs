@@ -18,14 +18,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{Store, StoreError};
-use crate::jobs::JobFinish;
+use crate::jobs::{Finished, JobFinish};
 
 /// Largest batch one transaction records by default.
 pub const DEFAULT_MAX_BATCH: usize = 256;
 
 struct Pending {
     finish: JobFinish,
-    reply: oneshot::Sender<Result<bool, String>>,
+    reply: oneshot::Sender<Result<Finished, String>>,
 }
 
 /// Sends job outcomes to the batching task. Cheap to clone; the task ends when
@@ -57,6 +57,12 @@ impl FinishBatcher {
     /// commit, whether it was applied: false when `owner` no longer holds the
     /// job's lease, in which case nothing was changed for it.
     pub async fn finish(&self, finish: JobFinish) -> Result<bool, StoreError> {
+        Ok(self.finish_settling(finish).await?.recorded)
+    }
+
+    /// [`FinishBatcher::finish`], also telling how the job's hold was
+    /// settled in the same transaction when [`JobFinish::settle`] asked.
+    pub async fn finish_settling(&self, finish: JobFinish) -> Result<Finished, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Pending { finish, reply })
@@ -90,7 +96,7 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Pending>, max_batch: 
             }
         }
         let finishes: Vec<JobFinish> = batch.iter().map(|p| p.finish.clone()).collect();
-        let result = store.finish_jobs(&finishes).await;
+        let result = store.finish_jobs_settling(&finishes).await;
         stats.outcomes.fetch_add(batch.len() as u64, Ordering::Relaxed);
         match result {
             Ok(applied) => {

@@ -368,6 +368,37 @@ pub struct JobFinish {
     /// The job's prompt must not go on running on its backend (a timeout):
     /// it is recorded as a prompt to cancel there, with the outcome.
     pub cancel_remote: bool,
+    /// Settle the job's points hold in the same transaction when the outcome
+    /// applies (one commit per job instead of two). A settlement that cannot
+    /// apply (no active hold, already settled) is rolled back to its own
+    /// savepoint and never costs the batch its outcomes.
+    pub settle: Option<FinishSettle>,
+}
+
+/// How [`JobFinish::settle`] settles the job's hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishSettle {
+    /// The job's account: settlements in one batch lock balances in this
+    /// order, so two processes' batches cannot deadlock on PostgreSQL.
+    pub account_id: String,
+    /// Points to capture (capped at the hold), or None to release it all.
+    pub charge: Option<i64>,
+    /// Why, for a release (the job's error code).
+    pub reason: Option<String>,
+    /// Who settles, for the ledger entry.
+    pub actor: String,
+}
+
+/// What [`Store::finish_jobs_settling`] did with one outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    /// The outcome was recorded (the worker still held the lease).
+    pub recorded: bool,
+    /// What the settlement in the same transaction did: `Captured` or
+    /// `Released`, or `NoHold` when the job had no active hold (none was
+    /// taken, or it was settled before). None: not asked, or it could not
+    /// apply there; settle the job on its own afterwards.
+    pub settled: Option<crate::ledger::Settlement>,
 }
 
 impl Store {
@@ -677,6 +708,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         let finish = JobFinish {
+            settle: None,
             job_id: job_id.to_string(),
             owner: owner.to_string(),
             status,
@@ -696,6 +728,13 @@ impl Store {
     /// lease was lost and nothing was changed for it). Either every recorded
     /// outcome is committed or, on error, none is.
     pub async fn finish_jobs(&self, batch: &[JobFinish]) -> Result<Vec<bool>, StoreError> {
+        Ok(self.finish_jobs_settling(batch).await?.into_iter().map(|f| f.recorded).collect())
+    }
+
+    /// [`Store::finish_jobs`], also settling in the same transaction the
+    /// points hold of each recorded job that asks for it
+    /// ([`JobFinish::settle`]), each behind its own savepoint.
+    pub async fn finish_jobs_settling(&self, batch: &[JobFinish]) -> Result<Vec<Finished>, StoreError> {
         if batch.is_empty() {
             return Ok(vec![]);
         }
@@ -744,8 +783,40 @@ impl Store {
                 }
                 applied.push(done);
             }
+            let mut settled: Vec<Option<crate::ledger::Settlement>> = vec![None; batch.len()];
+            let mut order: Vec<(&str, usize)> = batch
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| applied[*i])
+                .filter_map(|(i, f)| Some((f.settle.as_ref()?.account_id.as_str(), i)))
+                .collect();
+            order.sort_unstable();
+            for (_, i) in order {
+                let f = &batch[i];
+                let Some(s) = &f.settle else { continue };
+                let (state, charge) = match s.charge {
+                    Some(c) => ("captured", c.max(0)),
+                    None => ("released", 0),
+                };
+                let mut op = crate::ledger::settle_op(&f.job_id, state, charge, &s.actor, s.reason.as_deref(), None, f.now);
+                let kind = op.kind;
+                let mut sp = sqlx::Acquire::begin(&mut tx).await?;
+                match crate::ledger::apply_in_tx!(sp, op) {
+                    Ok(crate::ledger::InTx::Done(crate::ledger::Applied::Settled { amount, charged })) => {
+                        sp.commit().await?;
+                        settled[i] = Some(crate::ledger::settlement_of(kind, amount, charged));
+                    }
+                    Ok(crate::ledger::InTx::NoActiveHold) => {
+                        sp.rollback().await?;
+                        settled[i] = Some(crate::ledger::Settlement::NoHold);
+                    }
+                    // Not settled here (or a statement failed): undone to the
+                    // savepoint; the caller settles it on its own.
+                    _ => sp.rollback().await?,
+                }
+            }
             tx.commit().await?;
-            Ok(applied)
+            Ok(applied.into_iter().zip(settled).map(|(recorded, settled)| Finished { recorded, settled }).collect())
         })
     }
 

@@ -318,7 +318,7 @@ pub(crate) fn insert_entry_sql() -> String {
 }
 
 /// What the one transaction in [`Store::apply`] does with the `holds` table.
-enum HoldStep {
+pub(crate) enum HoldStep {
     /// Nothing (direct entries).
     None,
     /// Settles the job's active hold: `charge` points (capped at the hold) are
@@ -326,28 +326,28 @@ enum HoldStep {
     Settle { state: &'static str, charge: i64 },
 }
 
-struct Op<'a> {
-    kind: EntryKind,
-    idem_key: String,
-    account_id: String,
-    amount: i64,
-    held: i64,
-    job_id: Option<&'a str>,
-    reason: Option<&'a str>,
-    actor: &'a str,
-    hold: HoldStep,
-    now: i64,
+pub(crate) struct Op<'a> {
+    pub(crate) kind: EntryKind,
+    pub(crate) idem_key: String,
+    pub(crate) account_id: String,
+    pub(crate) amount: i64,
+    pub(crate) held: i64,
+    pub(crate) job_id: Option<&'a str>,
+    pub(crate) reason: Option<&'a str>,
+    pub(crate) actor: &'a str,
+    pub(crate) hold: HoldStep,
+    pub(crate) now: i64,
     /// A capture's creator share: (spell owner, percent) of the points the
     /// capture took from the payer's balance, posted to the owner as a
     /// `reward` in the same transaction.
-    share: Option<(&'a str, u64)>,
+    pub(crate) share: Option<(&'a str, u64)>,
     /// Change to the free allowance in use (settlements fill it in).
-    allowance: i64,
+    pub(crate) allowance: i64,
     /// The sponsored member (settlements fill it in).
-    beneficiary: Option<String>,
+    pub(crate) beneficiary: Option<String>,
 }
 
-enum Applied {
+pub(crate) enum Applied {
     Posted(Posted),
     /// A hold was settled: `charged` of its `amount` was taken.
     Settled {
@@ -356,6 +356,226 @@ enum Applied {
     },
     /// Settle found no active hold.
     NoActiveHold,
+}
+
+/// How [`apply_in_tx!`] ended inside its transaction.
+pub(crate) enum InTx {
+    /// Done: commit (or release the savepoint).
+    Done(Applied),
+    /// A settlement found no active hold: nothing was changed.
+    NoActiveHold,
+    /// The entry's idempotency key was used before: roll back.
+    Duplicate,
+    /// The balance cannot take it (overdraft or overflow): roll back.
+    Short,
+    /// A creator share would overflow its owner's balance: roll back.
+    ShareOverflow { owner: String, share: i64 },
+}
+
+/// The statements of one ledger operation inside an open transaction (the
+/// body is compiled once per database by `with_pool!`, so this is a macro
+/// rather than a generic fn). Evaluates to `Result<InTx, sqlx::Error>`; on
+/// anything but [`InTx::Done`] the caller must roll the transaction (or its
+/// savepoint) back. `$op` is updated with what the settled hold decided.
+macro_rules! apply_in_tx {
+    ($tx:ident, $op:ident) => {{
+        let insert_entry = $crate::ledger::insert_entry_sql();
+        // (charged of amount, and the daily usage to give back: pool, account, day, points)
+        let mut settled: Option<(i64, i64)> = None;
+        let mut returns: Vec<(String, String, i64, i64)> = vec![];
+        let r: Result<$crate::ledger::InTx, sqlx::Error> = async {
+            if let $crate::ledger::HoldStep::Settle { state, charge } = $op.hold {
+                // Flipping the hold's state first is what makes a capture and
+                // a release of the same job mutually exclusive.
+                let row: Option<$crate::ledger::SettledHold> = sqlx::query_as(
+                    "UPDATE holds SET state = $1, charged = CASE WHEN $2 > amount THEN amount ELSE $2 END, \
+                     settled_at = $3 WHERE job_id = $4 AND state = 'active' \
+                     RETURNING account_id, amount, charged, allowance, beneficiary, sponsor_scope, day",
+                )
+                .bind(state)
+                .bind(charge)
+                .bind($op.now)
+                .bind($op.job_id)
+                .fetch_optional(&mut *$tx)
+                .await?;
+                let Some(h) = row else {
+                    return Ok($crate::ledger::InTx::NoActiveHold);
+                };
+                // The charge is taken from the free allowance first; what was
+                // not used returns to the balance first.
+                let from_allowance = h.charged.min(h.allowance);
+                $op.account_id = h.account_id.clone();
+                $op.amount = -(h.charged - from_allowance);
+                $op.held = -(h.amount - h.allowance);
+                $op.allowance = -(h.allowance - from_allowance);
+                $op.beneficiary = h.beneficiary.clone();
+                settled = Some((h.amount, h.charged));
+                if let Some(day) = h.day {
+                    if h.allowance > from_allowance {
+                        returns.push((
+                            $crate::ledger::FREE_POOL.to_string(),
+                            h.account_id.clone(),
+                            day,
+                            h.allowance - from_allowance,
+                        ));
+                    }
+                    if let (Some(scope), Some(member)) = (&h.sponsor_scope, &h.beneficiary)
+                        && h.amount > h.charged
+                    {
+                        returns.push((format!("sponsor:{scope}"), member.clone(), day, h.amount - h.charged));
+                    }
+                }
+            }
+            sqlx::query(
+                "INSERT INTO balances (account_id, balance, held, updated_at) VALUES ($1, 0, 0, $2) \
+                 ON CONFLICT (account_id) DO NOTHING",
+            )
+            .bind(&$op.account_id)
+            .bind($op.now)
+            .execute(&mut *$tx)
+            .await?;
+            let entry: Option<$crate::ledger::LedgerEntry> = sqlx::query_as($crate::db::safe(&insert_entry))
+                .bind(&$op.idem_key)
+                .bind(&$op.account_id)
+                .bind($op.kind.as_str())
+                .bind($op.amount)
+                .bind($op.held)
+                .bind($op.job_id)
+                .bind($op.reason)
+                .bind($op.actor)
+                .bind($op.now)
+                .bind($op.allowance)
+                .bind(&$op.beneficiary)
+                .fetch_optional(&mut *$tx)
+                .await?;
+            let Some(entry) = entry else {
+                return Ok($crate::ledger::InTx::Duplicate);
+            };
+            // The whole overdraft rule is this WHERE: evaluated on the locked
+            // row, so concurrent spends see each other's effect. Its first two
+            // terms keep the sums below from overflowing (checked in SQL, so a
+            // concurrent entry cannot slip between a check and the write):
+            // SQLite would turn an overflowing sum into a float, PostgreSQL
+            // would fail the statement.
+            let r = sqlx::query(
+                "UPDATE balances SET balance = balance + $1, held = held + $2, updated_at = $3 \
+                 WHERE account_id = $4 AND balance <= $5 AND held <= $6 \
+                 AND held + $2 >= 0 AND balance + $1 >= held + $2",
+            )
+            .bind($op.amount)
+            .bind($op.held)
+            .bind($op.now)
+            .bind(&$op.account_id)
+            .bind(i64::MAX - $op.amount.max(0))
+            .bind(i64::MAX - $op.held.max(0))
+            .execute(&mut *$tx)
+            .await?;
+            if r.rows_affected() != 1 {
+                return Ok($crate::ledger::InTx::Short);
+            }
+            // After the balance row: the same lock order as a submission, which
+            // locks balances before it touches daily usage.
+            for (pool, account, day, points) in &returns {
+                sqlx::query("UPDATE daily_usage SET used = used - $1 WHERE pool = $2 AND account_id = $3 AND day = $4")
+                    .bind(points)
+                    .bind(pool)
+                    .bind(account)
+                    .bind(day)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+            // A creator's share of what this capture took from the payer's balance.
+            if let (Some((owner, percent)), Some(_), Some(job_id)) = ($op.share, settled, $op.job_id) {
+                let paid = i128::from((-$op.amount).max(0));
+                let share = (paid * i128::from(percent.min(100)) / 100) as i64;
+                if share > 0 && owner != $op.account_id {
+                    sqlx::query(
+                        "INSERT INTO balances (account_id, balance, held, updated_at) VALUES ($1, 0, 0, $2) \
+                         ON CONFLICT (account_id) DO NOTHING",
+                    )
+                    .bind(owner)
+                    .bind($op.now)
+                    .execute(&mut *$tx)
+                    .await?;
+                    let key = format!("creator_share:{job_id}");
+                    let reason = format!("creator share ({percent} %) of a cast of your spell");
+                    let entry: Option<$crate::ledger::LedgerEntry> = sqlx::query_as($crate::db::safe(&insert_entry))
+                        .bind(&key)
+                        .bind(owner)
+                        .bind($crate::ledger::EntryKind::Reward.as_str())
+                        .bind(share)
+                        .bind(0i64)
+                        .bind(Some(job_id))
+                        .bind(Some(reason.as_str()))
+                        .bind($op.actor)
+                        .bind($op.now)
+                        .bind(0i64)
+                        .bind(None::<String>)
+                        .fetch_optional(&mut *$tx)
+                        .await?;
+                    if entry.is_some() {
+                        let r = sqlx::query(
+                            "UPDATE balances SET balance = balance + $1, updated_at = $2 \
+                             WHERE account_id = $3 AND balance <= $4",
+                        )
+                        .bind(share)
+                        .bind($op.now)
+                        .bind(owner)
+                        .bind(i64::MAX - share)
+                        .execute(&mut *$tx)
+                        .await?;
+                        if r.rows_affected() != 1 {
+                            return Ok($crate::ledger::InTx::ShareOverflow { owner: owner.to_string(), share });
+                        }
+                    }
+                }
+            }
+            Ok($crate::ledger::InTx::Done(match settled {
+                Some((amount, charged)) => $crate::ledger::Applied::Settled { amount, charged },
+                None => $crate::ledger::Applied::Posted($crate::ledger::Posted::Applied(entry)),
+            }))
+        }
+        .await;
+        r
+    }};
+}
+pub(crate) use apply_in_tx;
+
+/// The ledger operation that settles `job_id`'s hold: `state` "captured"
+/// (taking `charge`, capped at the hold) or "released".
+pub(crate) fn settle_op<'a>(
+    job_id: &'a str,
+    state: &'static str,
+    charge: i64,
+    actor: &'a str,
+    reason: Option<&'a str>,
+    share: Option<(&'a str, u64)>,
+    now: i64,
+) -> Op<'a> {
+    let kind = if state == "captured" { EntryKind::Capture } else { EntryKind::Release };
+    Op {
+        kind,
+        idem_key: format!("{kind}:{job_id}"),
+        account_id: String::new(),
+        amount: 0,
+        held: 0,
+        job_id: Some(job_id),
+        reason,
+        actor,
+        hold: HoldStep::Settle { state, charge },
+        now,
+        share,
+        allowance: 0,
+        beneficiary: None,
+    }
+}
+
+/// What a settlement of `kind` that took `charged` of `amount` held points did.
+pub(crate) fn settlement_of(kind: EntryKind, amount: i64, charged: i64) -> Settlement {
+    match kind {
+        EntryKind::Capture => Settlement::Captured { charged, held: amount },
+        _ => Settlement::Released { held: amount },
+    }
 }
 
 impl Store {
@@ -447,27 +667,10 @@ impl Store {
         share: Option<(&str, u64)>,
         now: i64,
     ) -> Result<Settlement, StoreError> {
-        let kind = if state == "captured" { EntryKind::Capture } else { EntryKind::Release };
-        let op = Op {
-            kind,
-            idem_key: format!("{kind}:{job_id}"),
-            account_id: String::new(),
-            amount: 0,
-            held: 0,
-            job_id: Some(job_id),
-            reason,
-            actor,
-            hold: HoldStep::Settle { state, charge },
-            now,
-            share,
-            allowance: 0,
-            beneficiary: None,
-        };
+        let op = settle_op(job_id, state, charge, actor, reason, share, now);
+        let kind = op.kind;
         match self.apply(op).await {
-            Ok(Applied::Settled { amount, charged }) => Ok(match kind {
-                EntryKind::Capture => Settlement::Captured { charged, held: amount },
-                _ => Settlement::Released { held: amount },
-            }),
+            Ok(Applied::Settled { amount, charged }) => Ok(settlement_of(kind, amount, charged)),
             Ok(Applied::Posted(_)) => Ok(Settlement::AlreadySettled),
             Ok(Applied::NoActiveHold) => Ok(if self.hold_for_job(job_id).await?.is_some() {
                 Settlement::AlreadySettled
@@ -483,191 +686,53 @@ impl Store {
 
     /// The one transaction behind every direct entry and settlement.
     async fn apply(&self, mut op: Op<'_>) -> Result<Applied, LedgerError> {
-        let insert_entry = insert_entry_sql();
-        // (charged of amount, and the daily usage to give back: pool, account, day, points)
-        let mut settled: Option<(i64, i64)> = None;
-        let mut returns: Vec<(String, String, i64, i64)> = vec![];
-        let outcome: Result<Applied, LedgerError> = with_pool!(self, p => {
+        with_pool!(self, p => {
             let mut tx = p.begin().await?;
-            if let HoldStep::Settle { state, charge } = op.hold {
-                // Flipping the hold's state first is what makes a capture and
-                // a release of the same job mutually exclusive.
-                let row: Option<SettledHold> = sqlx::query_as(
-                    "UPDATE holds SET state = $1, charged = CASE WHEN $2 > amount THEN amount ELSE $2 END, \
-                     settled_at = $3 WHERE job_id = $4 AND state = 'active' \
-                     RETURNING account_id, amount, charged, allowance, beneficiary, sponsor_scope, day",
-                )
-                .bind(state)
-                .bind(charge)
-                .bind(op.now)
-                .bind(op.job_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(h) = row else {
+            match apply_in_tx!(tx, op)? {
+                InTx::Done(applied) => {
+                    tx.commit().await?;
+                    Ok(applied)
+                }
+                InTx::NoActiveHold => {
                     tx.rollback().await?;
-                    return Ok(Applied::NoActiveHold);
-                };
-                // The charge is taken from the free allowance first; what was
-                // not used returns to the balance first.
-                let from_allowance = h.charged.min(h.allowance);
-                op.account_id = h.account_id.clone();
-                op.amount = -(h.charged - from_allowance);
-                op.held = -(h.amount - h.allowance);
-                op.allowance = -(h.allowance - from_allowance);
-                op.beneficiary = h.beneficiary.clone();
-                settled = Some((h.amount, h.charged));
-                if let Some(day) = h.day {
-                    if h.allowance > from_allowance {
-                        returns.push((
-                            FREE_POOL.to_string(),
-                            h.account_id.clone(),
-                            day,
-                            h.allowance - from_allowance,
-                        ));
-                    }
-                    if let (Some(scope), Some(member)) = (&h.sponsor_scope, &h.beneficiary)
-                        && h.amount > h.charged
-                    {
-                        returns.push((format!("sponsor:{scope}"), member.clone(), day, h.amount - h.charged));
-                    }
+                    Ok(Applied::NoActiveHold)
                 }
-            }
-            sqlx::query(
-                "INSERT INTO balances (account_id, balance, held, updated_at) VALUES ($1, 0, 0, $2) \
-                 ON CONFLICT (account_id) DO NOTHING",
-            )
-            .bind(&op.account_id)
-            .bind(op.now)
-            .execute(&mut *tx)
-            .await?;
-            let entry: Option<LedgerEntry> = sqlx::query_as(safe(&insert_entry))
-                .bind(&op.idem_key)
-                .bind(&op.account_id)
-                .bind(op.kind.as_str())
-                .bind(op.amount)
-                .bind(op.held)
-                .bind(op.job_id)
-                .bind(op.reason)
-                .bind(op.actor)
-                .bind(op.now)
-                .bind(op.allowance)
-                .bind(&op.beneficiary)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(entry) = entry else {
-                tx.rollback().await?;
-                let earlier: LedgerEntry = sqlx::query_as(safe(&format!(
-                    "SELECT {ENTRY_COLUMNS} FROM ledger WHERE idem_key = $1"
-                )))
-                .bind(&op.idem_key)
-                .fetch_one(p)
-                .await?;
-                return Ok(Applied::Posted(Posted::Duplicate(earlier)));
-            };
-            // The whole overdraft rule is this WHERE: evaluated on the locked
-            // row, so concurrent spends see each other's effect. Its first two
-            // terms keep the sums below from overflowing (checked in SQL, so a
-            // concurrent entry cannot slip between a check and the write):
-            // SQLite would turn an overflowing sum into a float, PostgreSQL
-            // would fail the statement.
-            let r = sqlx::query(
-                "UPDATE balances SET balance = balance + $1, held = held + $2, updated_at = $3 \
-                 WHERE account_id = $4 AND balance <= $5 AND held <= $6 \
-                 AND held + $2 >= 0 AND balance + $1 >= held + $2",
-            )
-            .bind(op.amount)
-            .bind(op.held)
-            .bind(op.now)
-            .bind(&op.account_id)
-            .bind(i64::MAX - op.amount.max(0))
-            .bind(i64::MAX - op.held.max(0))
-            .execute(&mut *tx)
-            .await?;
-            if r.rows_affected() != 1 {
-                tx.rollback().await?;
-                let b = self.balance(&op.account_id).await?;
-                if b.balance.checked_add(op.amount).is_none() || b.held.checked_add(op.held).is_none() {
-                    return Err(LedgerError::Invalid {
+                InTx::Duplicate => {
+                    tx.rollback().await?;
+                    let earlier: LedgerEntry = sqlx::query_as(safe(&format!(
+                        "SELECT {ENTRY_COLUMNS} FROM ledger WHERE idem_key = $1"
+                    )))
+                    .bind(&op.idem_key)
+                    .fetch_one(p)
+                    .await?;
+                    Ok(Applied::Posted(Posted::Duplicate(earlier)))
+                }
+                InTx::Short => {
+                    tx.rollback().await?;
+                    let b = self.balance(&op.account_id).await?;
+                    if b.balance.checked_add(op.amount).is_none() || b.held.checked_add(op.held).is_none() {
+                        return Err(LedgerError::Invalid {
+                            field: "amount",
+                            reason: format!(
+                                "{} would take the balance of {} past the most points an account can hold ({})",
+                                op.amount,
+                                b.balance,
+                                i64::MAX
+                            ),
+                        });
+                    }
+                    let available = b.available();
+                    Err(LedgerError::Insufficient { needed: op.held.max(-op.amount).max(0), available })
+                }
+                InTx::ShareOverflow { owner, share } => {
+                    tx.rollback().await?;
+                    Err(LedgerError::Invalid {
                         field: "amount",
-                        reason: format!(
-                            "{} would take the balance of {} past the most points an account can hold ({})",
-                            op.amount,
-                            b.balance,
-                            i64::MAX
-                        ),
-                    });
-                }
-                let available = b.available();
-                return Err(LedgerError::Insufficient { needed: op.held.max(-op.amount).max(0), available });
-            }
-            // After the balance row: the same lock order as a submission, which
-            // locks balances before it touches daily usage.
-            for (pool, account, day, points) in &returns {
-                sqlx::query("UPDATE daily_usage SET used = used - $1 WHERE pool = $2 AND account_id = $3 AND day = $4")
-                    .bind(points)
-                    .bind(pool)
-                    .bind(account)
-                    .bind(day)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            // A creator's share of what this capture took from the payer's balance.
-            if let (Some((owner, percent)), Some(_), Some(job_id)) = (op.share, settled, op.job_id) {
-                let paid = i128::from((-op.amount).max(0));
-                let share = (paid * i128::from(percent.min(100)) / 100) as i64;
-                if share > 0 && owner != op.account_id {
-                    sqlx::query(
-                        "INSERT INTO balances (account_id, balance, held, updated_at) VALUES ($1, 0, 0, $2) \
-                         ON CONFLICT (account_id) DO NOTHING",
-                    )
-                    .bind(owner)
-                    .bind(op.now)
-                    .execute(&mut *tx)
-                    .await?;
-                    let key = format!("creator_share:{job_id}");
-                    let reason = format!("creator share ({percent} %) of a cast of your spell");
-                    let entry: Option<LedgerEntry> = sqlx::query_as(safe(&insert_entry))
-                        .bind(&key)
-                        .bind(owner)
-                        .bind(EntryKind::Reward.as_str())
-                        .bind(share)
-                        .bind(0i64)
-                        .bind(Some(job_id))
-                        .bind(Some(reason.as_str()))
-                        .bind(op.actor)
-                        .bind(op.now)
-                        .bind(0i64)
-                        .bind(None::<String>)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if entry.is_some() {
-                        let r = sqlx::query(
-                            "UPDATE balances SET balance = balance + $1, updated_at = $2 \
-                             WHERE account_id = $3 AND balance <= $4",
-                        )
-                        .bind(share)
-                        .bind(op.now)
-                        .bind(owner)
-                        .bind(i64::MAX - share)
-                        .execute(&mut *tx)
-                        .await?;
-                        if r.rows_affected() != 1 {
-                            tx.rollback().await?;
-                            return Err(LedgerError::Invalid {
-                                field: "amount",
-                                reason: format!("a creator share of {share} would overflow {owner}'s balance"),
-                            });
-                        }
-                    }
+                        reason: format!("a creator share of {share} would overflow {owner}'s balance"),
+                    })
                 }
             }
-            tx.commit().await?;
-            Ok(match settled {
-                Some((amount, charged)) => Applied::Settled { amount, charged },
-                None => Applied::Posted(Posted::Applied(entry)),
-            })
-        });
-        outcome
+        })
     }
 
     /// An account's points (zero if it never had any).
@@ -974,14 +1039,14 @@ impl Store {
 
 /// A hold as its settlement left it.
 #[derive(sqlx::FromRow)]
-struct SettledHold {
-    account_id: String,
-    amount: i64,
-    charged: i64,
-    allowance: i64,
-    beneficiary: Option<String>,
-    sponsor_scope: Option<String>,
-    day: Option<i64>,
+pub(crate) struct SettledHold {
+    pub(crate) account_id: String,
+    pub(crate) amount: i64,
+    pub(crate) charged: i64,
+    pub(crate) allowance: i64,
+    pub(crate) beneficiary: Option<String>,
+    pub(crate) sponsor_scope: Option<String>,
+    pub(crate) day: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]

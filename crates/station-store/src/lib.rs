@@ -54,7 +54,7 @@ pub use history::{GenerationFilter, RatedJob};
 pub use identity::{ApiKeyRow, LinkError, OneTimeState, SessionRow};
 pub use inbox::InboxRow;
 pub use jobs::{
-    ClaimRequest, JobFilter, JobFinish, JobRow, JobStatus, JobStatusRow, NewJob, QueuePosition, QueueStats,
+    ClaimRequest, FinishSettle, Finished, JobFilter, JobFinish, JobRow, JobStatus, JobStatusRow, NewJob, QueuePosition, QueueStats,
     ServiceQueued,
 };
 pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};

@@ -8,7 +8,10 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 use station_store::testing::{self, TestDb};
-use station_store::{EntryKind, JobStatus, LedgerError, NewEntry, NewJob, Posted, Settlement, Store};
+use station_store::{
+    ClaimRequest, EntryKind, FinishSettle, Finished, JobFinish, JobStatus, LedgerError, NewEntry, NewJob, Posted,
+    Settlement, Store,
+};
 
 fn job(account: &str) -> NewJob {
     NewJob {
@@ -92,6 +95,89 @@ async fn a_hold_without_points_writes_nothing() {
         assert_eq!((b.balance, b.held, b.available()), (5, 5, 0), "{}", db.kind);
         // A free job needs no points at all.
         s.insert_job_with_hold(&job("nobody"), 0, "test", 4).await.unwrap();
+        assert_clean(&db).await;
+    }
+}
+
+fn settled_finish(id: &str, owner: &str, status: JobStatus, account: &str, charge: Option<i64>) -> JobFinish {
+    JobFinish {
+        job_id: id.into(),
+        owner: owner.into(),
+        status,
+        outputs: (status == JobStatus::Succeeded).then(Vec::new),
+        error: (status != JobStatus::Succeeded).then(|| ("execution_error".to_string(), "boom".to_string())),
+        now: 10,
+        media: vec![],
+        cancel_remote: false,
+        settle: Some(FinishSettle {
+            account_id: account.into(),
+            charge,
+            reason: charge.is_none().then(|| "execution_error".to_string()),
+            actor: format!("worker:{owner}"),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn a_finish_settles_its_jobs_holds_in_its_own_transaction_once() {
+    for db in testing::all().await {
+        let s = &db.store;
+        s.post_entry(&entry("g:a", "a", EntryKind::Grant, 100), 1).await.unwrap();
+        s.post_entry(&entry("g:b", "b", EntryKind::Grant, 100), 1).await.unwrap();
+        let won = s.insert_job_with_hold(&job("b"), 30, "test", 2).await.unwrap();
+        let lost = s.insert_job_with_hold(&job("a"), 20, "test", 2).await.unwrap();
+        let free = s.insert_job_with_hold(&job("a"), 0, "test", 2).await.unwrap();
+        let claim = |now| ClaimRequest {
+            service: "comfyui",
+            owner: "w1",
+            limit: 10,
+            lease_ms: 30_000,
+            per_account_running_cap: 10,
+            now,
+        };
+        let claimed = s.claim_jobs(&claim(3)).await.unwrap();
+        assert_eq!(claimed.len(), 3, "{}", db.kind);
+        // `lost`'s lease passes to another worker before w1 finishes it.
+        let sql = "UPDATE jobs SET lease_owner = 'w2' WHERE id = $1";
+        match s {
+            Store::Sqlite(p) => sqlx::query(sql).bind(&lost.id).execute(p).await.map(|_| ()),
+            Store::Postgres(p) => sqlx::query(sql).bind(&lost.id).execute(p).await.map(|_| ()),
+        }
+        .unwrap();
+        let failed = s.insert_job_with_hold(&job("a"), 15, "test", 4).await.unwrap();
+        let second = s.claim_jobs(&claim(5)).await.unwrap();
+        assert_eq!(second.len(), 1, "{}", db.kind);
+
+        let got = s
+            .finish_jobs_settling(&[
+                settled_finish(&won.id, "w1", JobStatus::Succeeded, "b", Some(25)),
+                settled_finish(&lost.id, "w1", JobStatus::Succeeded, "a", Some(20)),
+                settled_finish(&free.id, "w1", JobStatus::Succeeded, "a", Some(0)),
+                settled_finish(&failed.id, "w1", JobStatus::Failed, "a", None),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Finished { recorded: true, settled: Some(Settlement::Captured { charged: 25, held: 30 }) },
+                Finished { recorded: false, settled: None },
+                Finished { recorded: true, settled: Some(Settlement::NoHold) },
+                Finished { recorded: true, settled: Some(Settlement::Released { held: 15 }) },
+            ],
+            "{}",
+            db.kind
+        );
+        // The stale worker's outcome and settlement left `lost` untouched.
+        assert_eq!(s.hold_for_job(&lost.id).await.unwrap().unwrap().state, "active", "{}", db.kind);
+        assert!(!s.get_job(&lost.id).await.unwrap().unwrap().status().is_terminal(), "{}", db.kind);
+        let (a, b) = (s.balance("a").await.unwrap(), s.balance("b").await.unwrap());
+        assert_eq!((a.balance, a.held, b.balance, b.held), (100, 20, 75, 0), "{}", db.kind);
+        // Settling again on its own finds nothing left to do: charged once.
+        assert_eq!(s.capture_hold(&won.id, 30, "sweeper", 11).await.unwrap(), Settlement::AlreadySettled);
+        assert_eq!(s.release_hold(&failed.id, "sweeper", None, 11).await.unwrap(), Settlement::AlreadySettled);
+        let kinds: Vec<_> = s.ledger_for_job(&won.id).await.unwrap().iter().map(|e| e.kind.clone()).collect();
+        assert_eq!(kinds, ["hold", "capture"], "{}", db.kind);
         assert_clean(&db).await;
     }
 }

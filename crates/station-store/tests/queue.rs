@@ -126,6 +126,7 @@ async fn lost_lease_cannot_decide_the_outcome() {
 fn done(id: &str, owner: &str, status: JobStatus, outputs: Option<Vec<String>>, now: i64) -> JobFinish {
     let error = (status != JobStatus::Succeeded).then(|| ("execution_error".to_string(), "boom".to_string()));
     JobFinish {
+        settle: None,
         job_id: id.into(),
         owner: owner.into(),
         status,
