@@ -493,7 +493,7 @@ impl ComfyExecutor {
     /// and submit-time validation see it. Written at every check (the rows
     /// say when each file was last seen), unless nothing changed and the
     /// backend was already up.
-    async fn record_models(&self, b: &Backend, models: Option<Vec<station_store::BackendFile>>, changed: bool) {
+    async fn record_models(&self, b: &Backend, models: Option<Vec<station_core::models::BackendFile>>, changed: bool) {
         let Some(station) = self.station.get().and_then(station_core::WeakStation::upgrade) else { return };
         let r = match models {
             Some(list) => {

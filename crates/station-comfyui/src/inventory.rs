@@ -133,7 +133,7 @@ pub async fn ask_metadata(
 }
 
 /// The inventory as stored: each file with the base model its metadata named.
-pub fn with_metadata(inventory: &Inventory, answered: &MetadataAnswers) -> Vec<station_store::BackendFile> {
+pub fn with_metadata(inventory: &Inventory, answered: &MetadataAnswers) -> Vec<station_core::models::BackendFile> {
     inventory
         .iter()
         .map(|(kind, name)| {

@@ -236,22 +236,26 @@ async fn base_models_from_the_files_metadata_asked_once_and_bounded() {
             let m = all.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("{kind}: no {name}"));
             (m.base_model.clone(), m.base_model_source)
         };
-        use station_core::models::BaseModelSource::*;
+        use station_core::models::BaseModelSource::{Catalog, Metadata, Name, Unknown};
 
         comfy.check_all().await;
         assert_eq!(fake.metadata_requests(), 16, "{kind}: at most 16 files asked per check");
         let all = station.models().await.unwrap();
-        assert_eq!(base_of(&all, "mystery.safetensors"), (None, Unknown), "{kind}: not asked yet");
-        assert_eq!(base_of(&all, "sd_xl_base_1.0.safetensors"), (Some("SDXL".into()), Name), "{kind}");
+        assert_eq!(base_of(all.as_slice(), "mystery.safetensors"), (None, Unknown), "{kind}: not asked yet");
+        assert_eq!(base_of(all.as_slice(), "sd_xl_base_1.0.safetensors"), (Some("SDXL".into()), Name), "{kind}");
 
         comfy.check_all().await;
         // 20 + mystery + plain + the LoRA; not the named one, not the .ckpt, not the upscale model.
         assert_eq!(fake.metadata_requests(), 23, "{kind}");
         let all = station.models().await.unwrap();
-        assert_eq!(base_of(&all, "mystery.safetensors"), (Some("SDXL".into()), Metadata), "{kind}");
-        assert_eq!(base_of(&all, "ink.safetensors"), (Some("SD1.5".into()), Metadata), "{kind}");
-        assert_eq!(base_of(&all, "plain.safetensors"), (None, Unknown), "{kind}: the server has no metadata (404)");
-        assert_eq!(base_of(&all, "old.ckpt"), (None, Unknown), "{kind}");
+        assert_eq!(base_of(all.as_slice(), "mystery.safetensors"), (Some("SDXL".into()), Metadata), "{kind}");
+        assert_eq!(base_of(all.as_slice(), "ink.safetensors"), (Some("SD1.5".into()), Metadata), "{kind}");
+        assert_eq!(
+            base_of(all.as_slice(), "plain.safetensors"),
+            (None, Unknown),
+            "{kind}: the server has no metadata (404)"
+        );
+        assert_eq!(base_of(all.as_slice(), "old.ckpt"), (None, Unknown), "{kind}");
 
         // Later checks ask nothing again, and keep what was found.
         comfy.check_all().await;
@@ -262,13 +266,13 @@ async fn base_models_from_the_files_metadata_asked_once_and_bounded() {
         let listed: Vec<(String, String)> = comfy.inventory("gpu").unwrap().iter().cloned().collect();
         station.record_backend_models("gpu", &listed).await.unwrap();
         let all = station.models().await.unwrap();
-        assert_eq!(base_of(&all, "mystery.safetensors"), (Some("SDXL".into()), Metadata), "{kind}");
+        assert_eq!(base_of(all.as_slice(), "mystery.safetensors"), (Some("SDXL".into()), Metadata), "{kind}");
 
         // The operator's catalog wins over the metadata.
         let set = station_core::models::ModelSettings { base_model: Some("SD1.5".into()), ..Default::default() };
         station.set_model("mystery.safetensors", &set, &station_core::audit::Actor::operator("test")).await.unwrap();
         let all = station.models().await.unwrap();
-        assert_eq!(base_of(&all, "mystery.safetensors"), (Some("SD1.5".into()), Catalog), "{kind}");
+        assert_eq!(base_of(all.as_slice(), "mystery.safetensors"), (Some("SD1.5".into()), Catalog), "{kind}");
 
         // A file that leaves and comes back is asked again.
         fake.remove_model("loras", "ink.safetensors");

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+pub use station_store::BackendFile;
 use station_store::{AccountRow, ModelCatalogRow, StoreError};
 use station_tools::{FieldError, InputDef, ToolDef, Visibility};
 
@@ -249,7 +250,7 @@ impl Station {
     /// what it offered before ([`Station::record_backend_inventory`] without
     /// metadata).
     pub async fn record_backend_models(&self, backend: &str, models: &[(String, String)]) -> Result<(), StoreError> {
-        let files: Vec<station_store::BackendFile> =
+        let files: Vec<BackendFile> =
             models.iter().map(|(kind, name)| (kind.clone(), name.clone(), None)).collect();
         self.record_backend_inventory(backend, &files).await
     }
@@ -261,7 +262,7 @@ impl Station {
     pub async fn record_backend_inventory(
         &self,
         backend: &str,
-        files: &[station_store::BackendFile],
+        files: &[BackendFile],
     ) -> Result<(), StoreError> {
         self.store.replace_backend_models(backend, files, station_store::now_ms()).await?;
         self.reload_models().await.map(|_| ())
@@ -328,7 +329,7 @@ impl Station {
             if let Some(b) = f.metadata_base_model.as_deref().filter(|b| !b.is_empty())
                 && !from_metadata.iter().any(|(k, n, _)| *k == f.kind && *n == f.name)
             {
-                from_metadata.push((&f.kind, &f.name, b));
+                from_metadata.push((f.kind.as_str(), f.name.as_str(), b));
             }
             let m = match out.iter_mut().find(|m| m.name == f.name && m.kind == f.kind) {
                 Some(m) => m,

@@ -56,13 +56,17 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            // Read before the transaction: on SQLite a transaction that reads
+            // first cannot always upgrade to a writer (another backend's
+            // health check may be writing), and fails instead of waiting.
             let known: Vec<(String, String, Option<String>)> = sqlx::query_as(
-                "SELECT kind, name, metadata_base_model FROM backend_models WHERE backend = $1",
+                "SELECT kind, name, metadata_base_model FROM backend_models \
+                 WHERE backend = $1 AND metadata_base_model IS NOT NULL",
             )
             .bind(backend)
-            .fetch_all(&mut *tx)
+            .fetch_all(p)
             .await?;
+            let mut tx = p.begin().await?;
             sqlx::query("DELETE FROM backend_models WHERE backend = $1").bind(backend).execute(&mut *tx).await?;
             for (kind, name, meta) in models {
                 let meta = meta.clone().or_else(|| {

@@ -166,6 +166,36 @@ async fn refresh_list_set_and_run_with_a_model() {
             2,
         );
         assert!(refused.contains("model") && refused.contains("dreamshaper_8.safetensors"), "{kind}: {refused}");
+
+        // The model leaves both backends: `backends refresh` stores that, `backends
+        // check` says why a backend cannot draw, and a run naming it is refused.
+        expect(dir, &db, &backends, &["models", "set", "sd_xl_base_1.0.safetensors", "--visible"], 0);
+        a.remove_model("checkpoints", "dreamshaper_8.safetensors");
+        b.remove_model("checkpoints", "dreamshaper_8.safetensors");
+        let refreshed = expect(dir, &db, &backends, &["backends", "refresh"], 0);
+        assert!(
+            refreshed.contains("up: 1 checkpoint") && refreshed.contains("up: 1 upscale_model"),
+            "{kind}: {refreshed}"
+        );
+        let list = expect(dir, &db, &backends, &["models", "list"], 0);
+        let gone = line_of(&list, "dreamshaper_8.safetensors");
+        assert!(!gone.contains("backend1") && !gone.contains("backend2"), "{kind}: on no backend now: {gone}");
+        let check = expect(dir, &db, &backends, &["backends", "check"], 0);
+        assert!(check.contains("cannot    txt2img: has no checkpoint model"), "{kind}: {check}");
+        let refused = expect(
+            dir,
+            &db,
+            &backends,
+            &["run", "txt2img", "--param", "prompt=x", "--param", "model=dreamshaper_8.safetensors"],
+            2,
+        );
+        assert!(
+            refused.contains("unknown model \"dreamshaper_8.safetensors\"; available: sd_xl_base_1.0.safetensors"),
+            "{kind}: {refused}"
+        );
+        // Back for the next database's run.
+        a.add_model("checkpoints", "dreamshaper_8.safetensors");
+        b.add_model("checkpoints", "dreamshaper_8.safetensors");
     }
 }
 
