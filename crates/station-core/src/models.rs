@@ -250,8 +250,7 @@ impl Station {
     /// what it offered before ([`Station::record_backend_inventory`] without
     /// metadata).
     pub async fn record_backend_models(&self, backend: &str, models: &[(String, String)]) -> Result<(), StoreError> {
-        let files: Vec<BackendFile> =
-            models.iter().map(|(kind, name)| (kind.clone(), name.clone(), None)).collect();
+        let files: Vec<BackendFile> = models.iter().map(|(kind, name)| (kind.clone(), name.clone(), None)).collect();
         self.record_backend_inventory(backend, &files).await
     }
 
@@ -259,11 +258,7 @@ impl Station {
     /// metadata names)` — replacing what it offered before. A file listed
     /// again without a metadata base model keeps the one recorded for it.
     /// Called by the ComfyUI executor after each health check that passed.
-    pub async fn record_backend_inventory(
-        &self,
-        backend: &str,
-        files: &[BackendFile],
-    ) -> Result<(), StoreError> {
+    pub async fn record_backend_inventory(&self, backend: &str, files: &[BackendFile]) -> Result<(), StoreError> {
         self.store.replace_backend_models(backend, files, station_store::now_ms()).await?;
         self.reload_models().await.map(|_| ())
     }
