@@ -264,6 +264,23 @@ impl FakeComfy {
         st.files.remove(&("output".to_owned(), sub, name));
     }
 
+    /// Gives a configured model file the safetensors `__metadata__` that `GET /view_metadata`
+    /// returns for it (string values, as in a real header: `modelspec.architecture`,
+    /// `ss_base_model_version`, …); `None` takes it away (the server then answers 404).
+    pub fn set_model_metadata(&self, folder: &str, file: &str, metadata: Option<&Value>) {
+        let key = (models::canonical(folder).to_owned(), file.to_owned());
+        let mut st = self.shared.lock();
+        match metadata.and_then(Value::as_object) {
+            Some(m) => st.model_metadata.insert(key, m.clone()),
+            None => st.model_metadata.remove(&key),
+        };
+    }
+
+    /// How many `GET /view_metadata/…` requests arrived.
+    pub fn metadata_requests(&self) -> u64 {
+        self.shared.lock().metadata_requests
+    }
+
     /// The files of a model folder as `GET /models/{folder}` lists them now (legacy names
     /// allowed here); empty for an unknown folder.
     pub fn models(&self, folder: &str) -> Vec<String> {

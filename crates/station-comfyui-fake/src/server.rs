@@ -41,6 +41,7 @@ pub(crate) fn serve(shared: &Arc<Shared>, listener: TcpListener) {
         .route("/system_stats", get(system_stats))
         .route("/models", get(get_model_folders))
         .route("/models/{folder}", get(get_models))
+        .route("/view_metadata/{folder}", get(get_view_metadata))
         .route("/embeddings", get(get_embeddings))
         .route("/ws", get(ws_upgrade))
         .layer(middleware::from_fn_with_state(shared.clone(), hold_while_frozen))
@@ -345,6 +346,49 @@ async fn get_models(State(shared): S, Path(folder): Path<String>) -> Response {
     match shared.lock().model_list(&folder) {
         Some(files) => Json(json!(files)).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// `GET /view_metadata/{folder}?filename=NAME`: the `__metadata__` object of a model file's
+/// safetensors header, as `server.py` answers it — a bare 404 without `filename`, for a name not
+/// ending in `.safetensors`, a folder or file the server does not have (legacy folder names are
+/// mapped, as `folder_paths.get_full_path` does), or a header without `__metadata__`. The metadata
+/// of configured files is what [`crate::FakeComfy::set_model_metadata`] gave (none by default);
+/// files saved under `output/<folder>` have their real header read.
+async fn get_view_metadata(
+    State(shared): S,
+    Path(folder): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut st = shared.lock();
+    st.metadata_requests += 1;
+    let Some(filename) = q.get("filename") else { return StatusCode::NOT_FOUND.into_response() };
+    if !filename.ends_with(".safetensors") || !st.has_model(&folder, filename) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let folder = crate::models::canonical(&folder);
+    let meta = st.model_metadata.get(&(folder.to_owned(), filename.clone())).cloned().or_else(|| {
+        let on_disk = if folder == "text_encoders" { "clip" } else { folder };
+        let (sub, name) = match filename.rsplit_once('/') {
+            Some((dir, name)) => (format!("{on_disk}/{dir}"), name.to_owned()),
+            None => (on_disk.to_owned(), filename.clone()),
+        };
+        st.files.get(&("output".to_owned(), sub, name)).and_then(|bytes| safetensors_metadata(bytes))
+    });
+    match meta {
+        Some(m) => Json(Value::Object(m)).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The `__metadata__` object of a safetensors file's header (8-byte little-endian length, JSON).
+fn safetensors_metadata(bytes: &[u8]) -> Option<Map<String, Value>> {
+    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let header = bytes.get(8..8usize.checked_add(usize::try_from(len).ok()?)?)?;
+    let mut header: Map<String, Value> = serde_json::from_slice(header).ok()?;
+    match header.remove("__metadata__")? {
+        Value::Object(m) => Some(m),
+        _ => None,
     }
 }
 

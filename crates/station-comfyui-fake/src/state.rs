@@ -93,6 +93,10 @@ pub(crate) struct State {
     pub cache: HashMap<String, CachedOutputs>,
     /// Model files per folder, as configured (saved files are found in `files`).
     pub models: ModelFolders,
+    /// (folder, file) → the `__metadata__` of configured model files that have one.
+    pub model_metadata: HashMap<(String, String), Map<String, Value>>,
+    /// `GET /view_metadata/…` requests received.
+    pub metadata_requests: u64,
     /// Every `TrainLoraNode` run, oldest first.
     pub trainings: Vec<TrainingRun>,
     /// `TrainLoraNode` stops reporting after this many steps and waits until interrupted.
@@ -154,6 +158,8 @@ impl Shared {
                 uploads: Vec::new(),
                 cache: HashMap::new(),
                 models,
+                model_metadata: HashMap::new(),
+                metadata_requests: 0,
                 trainings: Vec::new(),
                 stall_training_after: None,
                 profile: None,

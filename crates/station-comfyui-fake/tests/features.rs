@@ -233,6 +233,50 @@ async fn model_folders_follow_changes_in_listings_object_info_and_validation() {
     assert_eq!(fake.models("unet"), ["flux1-dev.safetensors"]);
 }
 
+/// `GET /view_metadata/{folder}?filename=…` answers as `server.py` does: the header's
+/// `__metadata__` object, or a bare 404 for everything else.
+#[tokio::test]
+async fn view_metadata_answers_like_the_server() {
+    let fake = FakeComfy::start(FakeOptions {
+        checkpoints: vec!["mystery.safetensors".into(), "plain.safetensors".into(), "old.ckpt".into()],
+        models: [("unet".to_owned(), vec!["dit.safetensors".to_owned()])].into_iter().collect(),
+        ..Default::default()
+    })
+    .await;
+    let meta = json!({"modelspec.architecture": "stable-diffusion-xl-v1-base", "modelspec.title": "Mystery"});
+    fake.set_model_metadata("checkpoints", "mystery.safetensors", Some(&meta));
+    fake.set_model_metadata("unet", "dit.safetensors", Some(&json!({"modelspec.architecture": "flux-1-dev"})));
+    fake.set_model_metadata("checkpoints", "old.ckpt", Some(&json!({"format": "pt"})));
+    let resp = http()
+        .get(format!("{}/view_metadata/checkpoints?filename=mystery.safetensors", fake.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert_eq!(resp.json::<Value>().await.unwrap(), meta);
+    // Legacy folder names are mapped, as `folder_paths.get_full_path` maps them.
+    let flux = json!({"modelspec.architecture": "flux-1-dev"});
+    assert_eq!(get(&fake, "/view_metadata/unet?filename=dit.safetensors").await, (200, flux.clone()));
+    assert_eq!(get(&fake, "/view_metadata/diffusion_models?filename=dit.safetensors").await, (200, flux));
+    for path in [
+        "/view_metadata/checkpoints?filename=plain.safetensors", // a header without __metadata__
+        "/view_metadata/checkpoints?filename=old.ckpt",          // not a safetensors file
+        "/view_metadata/checkpoints?filename=gone.safetensors",  // no such file
+        "/view_metadata/loras?filename=mystery.safetensors",     // not in that folder
+        "/view_metadata/nowhere?filename=mystery.safetensors",   // no such folder
+        "/view_metadata/checkpoints",                            // no file name
+    ] {
+        assert_eq!(get(&fake, path).await, (404, Value::Null), "{path}");
+    }
+    // Taken away, and once the file is gone: 404 again.
+    fake.set_model_metadata("unet", "dit.safetensors", None);
+    assert_eq!(get(&fake, "/view_metadata/unet?filename=dit.safetensors").await.0, 404);
+    fake.remove_model("checkpoints", "mystery.safetensors");
+    assert_eq!(get(&fake, "/view_metadata/checkpoints?filename=mystery.safetensors").await.0, 404);
+    assert_eq!(fake.metadata_requests(), 11);
+}
+
 /// Uploads the recorded dataset: img0..3.png (different colours) and their captions.
 async fn upload_dataset(fake: &FakeComfy, folder: &str) -> Vec<Value> {
     let colours = [[200, 30, 30], [30, 200, 30], [30, 30, 200], [200, 200, 30]];
@@ -322,6 +366,8 @@ async fn lora_training_runs_like_the_recording() {
     assert_eq!(lora["LoraLoader"]["input"]["required"]["lora_name"][0], json!(["station-test-lora.safetensors", name]));
     let other = FakeComfy::start(FakeOptions::default()).await;
     assert_eq!(get(&other, "/models/loras").await.1, json!(["station-test-lora.safetensors"]));
+    // SaveLoRA writes no `__metadata__`: the server has none to show.
+    assert_eq!(get(&fake, &format!("/view_metadata/loras?filename={name}")).await, (404, Value::Null));
 
     let runs = fake.trainings();
     assert_eq!(runs.len(), 1);

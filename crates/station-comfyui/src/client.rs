@@ -261,6 +261,24 @@ impl ComfyClient {
         }
     }
 
+    /// `GET /view_metadata/<folder>?filename=…`: the `__metadata__` object of
+    /// a model file's safetensors header (its values are strings). `None`
+    /// when the server answers 404: the folder or file is unknown, the file
+    /// is not a `.safetensors` file, or its header has no metadata.
+    pub async fn model_metadata(
+        &self,
+        folder: &str,
+        filename: &str,
+    ) -> Result<Option<serde_json::Map<String, Value>>, ComfyError> {
+        let url = self.url(&format!("view_metadata/{folder}"));
+        let resp = self.send(&url, self.http.get(url.clone()).query(&[("filename", filename)])).await?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body = Self::expect_ok(&url, resp).await?;
+        Self::decode(&url, &body).map(Some)
+    }
+
     /// Host, version and device facts; doubles as a health check.
     pub async fn system_stats(&self) -> Result<SystemStats, ComfyError> {
         self.get_json("system_stats").await

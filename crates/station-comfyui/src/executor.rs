@@ -95,6 +95,8 @@ struct Backend {
     object_info: RwLock<Option<Arc<ObjectInfo>>>,
     /// Model files it offers (`(kind, name)`), from its last good health check.
     models: RwLock<Option<Arc<Inventory>>>,
+    /// The base models its files' metadata named (asked once per file while it is listed).
+    metadata: Mutex<crate::inventory::MetadataAnswers>,
     last_checkpoint: Mutex<Option<String>>,
     last_error: Mutex<Option<String>>,
     /// Its current inventory is stored (set after a write, cleared when it goes down).
@@ -291,6 +293,7 @@ impl ComfyExecutor {
             mine: Mutex::new(std::collections::HashSet::new()),
             object_info: RwLock::new(None),
             models: RwLock::new(None),
+            metadata: Mutex::new(Default::default()),
             last_checkpoint: Mutex::new(None),
             last_error: Mutex::new(None),
             recorded: AtomicBool::new(false),
@@ -433,14 +436,16 @@ impl ComfyExecutor {
                     if let Err(e) = crate::inventory::add_folders(&b.health, &mut models).await {
                         warn!(backend = %b.spec.name, error = %e, "cannot list model folders; using the loaders' lists");
                     }
-                    let changed = b.models.read().expect("lock").as_deref() != Some(&models);
-                    *b.models.write().expect("lock") = Some(Arc::new(models.clone()));
+                    let found = self.ask_metadata(b, &models).await;
+                    let changed = found || b.models.read().expect("lock").as_deref() != Some(&models);
+                    let files = crate::inventory::with_metadata(&models, &b.metadata.lock().expect("lock"));
+                    *b.models.write().expect("lock") = Some(Arc::new(models));
                     *b.object_info.write().expect("lock") = Some(Arc::new(info));
                     *b.last_error.lock().expect("lock") = None;
                     if !b.healthy.swap(true, Ordering::SeqCst) {
                         info!(backend = %b.spec.name, url = %b.spec.url, "backend is up");
                     }
-                    self.record_models(b, Some(models), changed).await;
+                    self.record_models(b, Some(files), changed).await;
                     self.cancel_orphans(b).await;
                 }
                 Err(e) => {
@@ -461,20 +466,41 @@ impl ComfyExecutor {
         futures::future::join_all(checks).await;
     }
 
+    /// Asks `b` for the metadata of the files in `models` whose base model
+    /// their names do not tell and that it was not asked about yet (a
+    /// bounded number per check), keeping the answers; forgets the answers
+    /// for files it no longer lists. Whether a base model was found.
+    async fn ask_metadata(&self, b: &Backend, models: &Inventory) -> bool {
+        let to_ask = {
+            let mut answered = b.metadata.lock().expect("metadata lock");
+            answered.retain(|file, _| models.contains(file));
+            crate::inventory::metadata_to_ask(models, &answered)
+        };
+        if to_ask.is_empty() {
+            return false;
+        }
+        let (answers, failed) = crate::inventory::ask_metadata(&b.health, &to_ask).await;
+        if let Some(e) = failed {
+            warn!(backend = %b.spec.name, error = %e, "cannot read a model file's metadata; will ask again at the next check");
+        }
+        let found = answers.iter().any(|(_, base)| base.is_some());
+        b.metadata.lock().expect("metadata lock").extend(answers);
+        found
+    }
+
     /// Stores what a backend offers (`None`: it is down, its files are not
     /// offered) through the attached Station, so every process, the catalog
     /// and submit-time validation see it. Written at every check (the rows
     /// say when each file was last seen), unless nothing changed and the
     /// backend was already up.
-    async fn record_models(&self, b: &Backend, models: Option<Inventory>, changed: bool) {
+    async fn record_models(&self, b: &Backend, models: Option<Vec<station_core::models::BackendFile>>, changed: bool) {
         let Some(station) = self.station.get().and_then(station_core::WeakStation::upgrade) else { return };
         let r = match models {
-            Some(m) => {
-                let list: Vec<(String, String)> = m.into_iter().collect();
+            Some(list) => {
                 if !changed && b.recorded.swap(true, Ordering::SeqCst) {
                     return;
                 }
-                station.record_backend_models(&b.spec.name, &list).await
+                station.record_backend_inventory(&b.spec.name, &list).await
             }
             None => {
                 b.recorded.store(false, Ordering::SeqCst);

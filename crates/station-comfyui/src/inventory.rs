@@ -7,7 +7,7 @@
 //! `/models` route is missing or whose custom loader is absent still lists
 //! what it can run.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::client::ComfyClient;
 use crate::error::ComfyError;
@@ -76,6 +76,71 @@ pub async fn fetch(client: &ComfyClient, info: &ObjectInfo) -> Result<Inventory,
     let mut out = from_object_info(info);
     add_folders(client, &mut out).await?;
     Ok(out)
+}
+
+/// Metadata lookups (`GET /view_metadata`) one health check makes at most
+/// per backend; files past it are asked at the next checks.
+pub const METADATA_LOOKUPS_PER_CHECK: usize = 16;
+
+/// What a backend's files' metadata said, by `(kind, name)`: the base model
+/// it names, or `None` when it names none (or the server has no metadata for
+/// the file). A file in here is not asked again while the backend lists it.
+pub type MetadataAnswers = HashMap<(String, String), Option<String>>;
+
+/// The model folder of `GET /models/<folder>` and `/view_metadata/<folder>` for a kind.
+pub fn folder_of(kind: &str) -> Option<&'static str> {
+    FOLDERS.iter().find(|(_, k)| *k == kind).map(|(folder, _)| *folder)
+}
+
+/// The files of `inventory` whose base model is worth asking the backend's
+/// metadata for (see [`station_core::models::wants_metadata`]) and that
+/// `answered` has no answer for yet, at most [`METADATA_LOOKUPS_PER_CHECK`].
+pub fn metadata_to_ask(inventory: &Inventory, answered: &MetadataAnswers) -> Vec<(String, String)> {
+    inventory
+        .iter()
+        .filter(|(kind, name)| {
+            folder_of(kind).is_some()
+                && station_core::models::wants_metadata(kind, name)
+                && !answered.contains_key(&(kind.clone(), name.clone()))
+        })
+        .take(METADATA_LOOKUPS_PER_CHECK)
+        .cloned()
+        .collect()
+}
+
+/// Asks the backend for the metadata of `files` (`GET /view_metadata`), one
+/// at a time, and returns the base model each names (`None`: none). Stops at
+/// the first failure (a timeout, a 500): the files not answered are asked
+/// at a later check.
+pub async fn ask_metadata(
+    client: &ComfyClient,
+    files: &[(String, String)],
+) -> (Vec<((String, String), Option<String>)>, Option<ComfyError>) {
+    let mut out = vec![];
+    for (kind, name) in files {
+        let Some(folder) = folder_of(kind) else { continue };
+        match client.model_metadata(folder, name).await {
+            Ok(meta) => {
+                let base = meta.as_ref().and_then(station_core::models::base_model_from_metadata);
+                out.push(((kind.clone(), name.clone()), base.map(str::to_owned)));
+            }
+            // An answer that is not a JSON object says nothing about the file.
+            Err(ComfyError::Protocol { .. }) => out.push(((kind.clone(), name.clone()), None)),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+    (out, None)
+}
+
+/// The inventory as stored: each file with the base model its metadata named.
+pub fn with_metadata(inventory: &Inventory, answered: &MetadataAnswers) -> Vec<station_core::models::BackendFile> {
+    inventory
+        .iter()
+        .map(|(kind, name)| {
+            let base = answered.get(&(kind.clone(), name.clone())).cloned().flatten();
+            (kind.clone(), name.clone(), base)
+        })
+        .collect()
 }
 
 #[cfg(test)]

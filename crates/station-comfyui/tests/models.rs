@@ -195,3 +195,91 @@ async fn jobs_go_only_to_the_backend_with_their_model_and_a_removed_model_is_ref
         env.stop().await;
     }
 }
+
+/// Base models from what ComfyUI exposes about a file (`GET /view_metadata`):
+/// asked only for safetensors files whose names say nothing, a bounded
+/// number per health check, once per file, stored with the inventory; the
+/// catalog still wins, and `models list` says where each came from.
+#[tokio::test]
+async fn base_models_from_the_files_metadata_asked_once_and_bounded() {
+    for db in testing::all().await {
+        let kind = db.kind;
+        // 20 anonymous checkpoints sort before the interesting ones: the first
+        // check asks 16 files, the second the rest.
+        let mut checkpoints: Vec<String> = (0..20).map(|i| format!("model_{i:02}.safetensors")).collect();
+        checkpoints.extend(
+            ["mystery.safetensors", "plain.safetensors", "sd_xl_base_1.0.safetensors", "old.ckpt"].map(String::from),
+        );
+        let fake =
+            FakeComfy::start(FakeOptions { checkpoints, loras: vec!["ink.safetensors".into()], ..Default::default() })
+                .await;
+        fake.set_model_metadata(
+            "checkpoints",
+            "mystery.safetensors",
+            Some(&json!({"modelspec.architecture": "stable-diffusion-xl-v1-base", "modelspec.title": "Mystery"})),
+        );
+        fake.set_model_metadata("loras", "ink.safetensors", Some(&json!({"ss_base_model_version": "sd_v1"})));
+        // The name says SDXL: never asked, even though its metadata would say otherwise.
+        fake.set_model_metadata(
+            "checkpoints",
+            "sd_xl_base_1.0.safetensors",
+            Some(&json!({"modelspec.architecture": "flux-1-dev"})),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
+        let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        let spec = BackendSpec { name: "gpu".into(), url: fake.url(), max_concurrent: 1, tags: vec![] };
+        let comfy = ComfyExecutor::new(vec![spec], "none").unwrap();
+        station.register_executor(comfy.clone());
+        let base_of = |all: &[station_core::models::ModelInfo], name: &str| {
+            let m = all.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("{kind}: no {name}"));
+            (m.base_model.clone(), m.base_model_source)
+        };
+        use station_core::models::BaseModelSource::{Catalog, Metadata, Name, Unknown};
+
+        comfy.check_all().await;
+        assert_eq!(fake.metadata_requests(), 16, "{kind}: at most 16 files asked per check");
+        let all = station.models().await.unwrap();
+        assert_eq!(base_of(all.as_slice(), "mystery.safetensors"), (None, Unknown), "{kind}: not asked yet");
+        assert_eq!(base_of(all.as_slice(), "sd_xl_base_1.0.safetensors"), (Some("SDXL".into()), Name), "{kind}");
+
+        comfy.check_all().await;
+        // 20 + mystery + plain + the LoRA; not the named one, not the .ckpt, not the upscale model.
+        assert_eq!(fake.metadata_requests(), 23, "{kind}");
+        let all = station.models().await.unwrap();
+        assert_eq!(base_of(all.as_slice(), "mystery.safetensors"), (Some("SDXL".into()), Metadata), "{kind}");
+        assert_eq!(base_of(all.as_slice(), "ink.safetensors"), (Some("SD1.5".into()), Metadata), "{kind}");
+        assert_eq!(
+            base_of(all.as_slice(), "plain.safetensors"),
+            (None, Unknown),
+            "{kind}: the server has no metadata (404)"
+        );
+        assert_eq!(base_of(all.as_slice(), "old.ckpt"), (None, Unknown), "{kind}");
+
+        // Later checks ask nothing again, and keep what was found.
+        comfy.check_all().await;
+        comfy.check_all().await;
+        assert_eq!(fake.metadata_requests(), 23, "{kind}: answers are kept with the inventory");
+        // Another process (`station backends refresh`) recording the same files
+        // without their metadata keeps what was found.
+        let listed: Vec<(String, String)> = comfy.inventory("gpu").unwrap().iter().cloned().collect();
+        station.record_backend_models("gpu", &listed).await.unwrap();
+        let all = station.models().await.unwrap();
+        assert_eq!(base_of(all.as_slice(), "mystery.safetensors"), (Some("SDXL".into()), Metadata), "{kind}");
+
+        // The operator's catalog wins over the metadata.
+        let set = station_core::models::ModelSettings { base_model: Some("SD1.5".into()), ..Default::default() };
+        station.set_model("mystery.safetensors", &set, &station_core::audit::Actor::operator("test")).await.unwrap();
+        let all = station.models().await.unwrap();
+        assert_eq!(base_of(all.as_slice(), "mystery.safetensors"), (Some("SD1.5".into()), Catalog), "{kind}");
+
+        // A file that leaves and comes back is asked again.
+        fake.remove_model("loras", "ink.safetensors");
+        comfy.check_all().await;
+        fake.add_model("loras", "ink.safetensors");
+        comfy.check_all().await;
+        assert_eq!(fake.metadata_requests(), 24, "{kind}");
+        comfy.shutdown();
+    }
+}

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+pub use station_store::BackendFile;
 use station_store::{AccountRow, ModelCatalogRow, StoreError};
 use station_tools::{FieldError, InputDef, ToolDef, Visibility};
 
@@ -36,8 +37,11 @@ pub const KNOWN_BASE_MODELS: [&str; 4] = ["SD1.5", "SDXL", "FLUX", "SD3"];
 pub enum BaseModelSource {
     /// The operator set it (`station models set NAME --base-model …`).
     Catalog,
-    /// Guessed from the file name.
-    Inferred,
+    /// Named by the file's own metadata, as its backend reported it
+    /// (ComfyUI's `GET /view_metadata`; see [`base_model_from_metadata`]).
+    Metadata,
+    /// Guessed from the file name (see [`infer_base_model`]).
+    Name,
     /// Not known: the operator should set it.
     Unknown,
 }
@@ -165,6 +169,77 @@ pub fn infer_base_model(file: &str) -> Option<&'static str> {
     None
 }
 
+/// Kinds of model files whose base model matters (what a checkpoint is
+/// built on; what a LoRA was trained for).
+pub const BASE_MODEL_KINDS: [&str; 3] = ["checkpoint", "lora", "diffusion_model"];
+
+/// Whether a backend should be asked for the metadata of this file: a
+/// safetensors file of a kind with a base model whose name gives no hint.
+/// (ComfyUI's `GET /view_metadata` reads only safetensors headers.)
+pub fn wants_metadata(kind: &str, name: &str) -> bool {
+    BASE_MODEL_KINDS.contains(&kind)
+        && name.to_ascii_lowercase().ends_with(".safetensors")
+        && infer_base_model(name).is_none()
+}
+
+/// The base model a model file's safetensors metadata names, as ComfyUI's
+/// `GET /view_metadata/<folder>?filename=…` returns it (the header's
+/// `__metadata__`, an object of strings). Read, in this order: the model
+/// spec's `modelspec.architecture` (`stable-diffusion-xl-v1-base`,
+/// `stable-diffusion-v1/lora`, `flux-1-dev`, …), kohya's
+/// `ss_base_model_version` (`sdxl_base_v1-0`, `sd_v1`, `flux1`, …) and
+/// `ss_v2`, then the name of the checkpoint a LoRA was trained on
+/// (`ss_sd_model_name`, by its file name hints). `None` when none says.
+pub fn base_model_from_metadata(meta: &Map<String, Value>) -> Option<&'static str> {
+    let get = |key: &str| meta.get(key).and_then(Value::as_str).map(|v| v.trim().to_ascii_lowercase());
+    if let Some(arch) = get("modelspec.architecture") {
+        // `<architecture>[/<adapter>]`, e.g. `stable-diffusion-xl-v1-base/lora`.
+        let arch = arch.split('/').next().unwrap_or_default();
+        let flat: String = arch.chars().filter(char::is_ascii_alphanumeric).collect();
+        let found = if flat.contains("flux") {
+            Some("FLUX")
+        } else if flat.starts_with("stablediffusionxl") || flat.starts_with("sdxl") {
+            Some("SDXL")
+        } else if flat.starts_with("stablediffusionv3")
+            || flat.starts_with("stablediffusion3")
+            || flat.starts_with("sd3")
+        {
+            Some("SD3")
+        } else if flat.starts_with("stablediffusionv2") || flat.starts_with("sd2") {
+            Some("SD2")
+        } else if flat.starts_with("stablediffusionv1") || flat.starts_with("sd1") {
+            Some("SD1.5")
+        } else {
+            None
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    if let Some(version) = get("ss_base_model_version") {
+        let found = if version.starts_with("sdxl") {
+            Some("SDXL")
+        } else if version.starts_with("flux") {
+            Some("FLUX")
+        } else if version.starts_with("sd_3") || version.starts_with("sd3") {
+            Some("SD3")
+        } else if version.starts_with("sd_v2") {
+            Some("SD2")
+        } else if version.starts_with("sd_v1") {
+            Some("SD1.5")
+        } else {
+            None
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    if get("ss_v2").as_deref() == Some("true") {
+        return Some("SD2");
+    }
+    get("ss_sd_model_name").and_then(|trained_on| infer_base_model(&trained_on))
+}
+
 fn plain_label(name: &str) -> String {
     let file = name.rsplit('/').next().unwrap_or(name);
     file.rsplit_once('.').map(|(stem, _)| stem).filter(|s| !s.is_empty()).unwrap_or(file).to_owned()
@@ -172,10 +247,19 @@ fn plain_label(name: &str) -> String {
 
 impl Station {
     /// Records what `backend` offers now (`(kind, file)` pairs), replacing
-    /// what it offered before. Called by the ComfyUI executor after each
-    /// health check that passed.
+    /// what it offered before ([`Station::record_backend_inventory`] without
+    /// metadata).
     pub async fn record_backend_models(&self, backend: &str, models: &[(String, String)]) -> Result<(), StoreError> {
-        self.store.replace_backend_models(backend, models, station_store::now_ms()).await?;
+        let files: Vec<BackendFile> = models.iter().map(|(kind, name)| (kind.clone(), name.clone(), None)).collect();
+        self.record_backend_inventory(backend, &files).await
+    }
+
+    /// Records what `backend` offers now — `(kind, file, base model its
+    /// metadata names)` — replacing what it offered before. A file listed
+    /// again without a metadata base model keeps the one recorded for it.
+    /// Called by the ComfyUI executor after each health check that passed.
+    pub async fn record_backend_inventory(&self, backend: &str, files: &[BackendFile]) -> Result<(), StoreError> {
+        self.store.replace_backend_models(backend, files, station_store::now_ms()).await?;
         self.reload_models().await.map(|_| ())
     }
 
@@ -234,7 +318,14 @@ impl Station {
         let files = self.store.backend_models().await?;
         let catalog = self.store.model_catalog().await?;
         let mut out: Vec<ModelInfo> = vec![];
+        // What the files' own metadata says, by (kind, name): the first backend that said.
+        let mut from_metadata: Vec<(&str, &str, &str)> = vec![];
         for f in &files {
+            if let Some(b) = f.metadata_base_model.as_deref().filter(|b| !b.is_empty())
+                && !from_metadata.iter().any(|(k, n, _)| *k == f.kind && *n == f.name)
+            {
+                from_metadata.push((f.kind.as_str(), f.name.as_str(), b));
+            }
             let m = match out.iter_mut().find(|m| m.name == f.name && m.kind == f.kind) {
                 Some(m) => m,
                 None => {
@@ -284,9 +375,13 @@ impl Station {
                     m.base_model_source = BaseModelSource::Catalog;
                 }
                 None => {
-                    if let Some(b) = infer_base_model(&m.name) {
+                    let said = from_metadata.iter().find(|(k, n, _)| *k == m.kind && *n == m.name);
+                    if let Some((_, _, b)) = said {
+                        m.base_model = Some((*b).to_owned());
+                        m.base_model_source = BaseModelSource::Metadata;
+                    } else if let Some(b) = infer_base_model(&m.name) {
                         m.base_model = Some(b.to_owned());
-                        m.base_model_source = BaseModelSource::Inferred;
+                        m.base_model_source = BaseModelSource::Name;
                     }
                 }
             }
@@ -507,7 +602,43 @@ fn base_models_note(def: &InputDef) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::infer_base_model;
+    use super::{base_model_from_metadata, infer_base_model, wants_metadata};
+    use serde_json::json;
+
+    #[test]
+    fn base_models_from_file_metadata() {
+        for (meta, base) in [
+            (json!({"modelspec.architecture": "stable-diffusion-xl-v1-base"}), Some("SDXL")),
+            (json!({"modelspec.architecture": "stable-diffusion-xl-v1-base/lora"}), Some("SDXL")),
+            (json!({"modelspec.architecture": "stable-diffusion-v1"}), Some("SD1.5")),
+            (json!({"modelspec.architecture": "stable-diffusion-v1/lora"}), Some("SD1.5")),
+            (json!({"modelspec.architecture": "stable-diffusion-v2-768-v"}), Some("SD2")),
+            (json!({"modelspec.architecture": "stable-diffusion-v3-medium"}), Some("SD3")),
+            (json!({"modelspec.architecture": "flux-1-dev"}), Some("FLUX")),
+            (json!({"modelspec.architecture": "Flux.1-schnell/lora"}), Some("FLUX")),
+            (json!({"ss_base_model_version": "sdxl_base_v1-0"}), Some("SDXL")),
+            (json!({"ss_base_model_version": "sd_v1"}), Some("SD1.5")),
+            (json!({"ss_base_model_version": "flux1"}), Some("FLUX")),
+            (json!({"ss_v2": "True"}), Some("SD2")),
+            (json!({"ss_sd_model_name": "sd_xl_base_1.0.safetensors"}), Some("SDXL")),
+            (json!({"ss_sd_model_name": "v1-5-pruned-emaonly.safetensors"}), Some("SD1.5")),
+            // An unknown architecture does not hide what kohya's keys say.
+            (json!({"modelspec.architecture": "something-new", "ss_base_model_version": "sd_v1"}), Some("SD1.5")),
+            (json!({"ss_sd_model_name": "mystery.ckpt", "format": "pt"}), None),
+            (json!({}), None),
+        ] {
+            assert_eq!(base_model_from_metadata(meta.as_object().unwrap()), base, "{meta}");
+        }
+    }
+
+    #[test]
+    fn metadata_is_asked_only_where_the_name_gives_no_hint() {
+        assert!(wants_metadata("checkpoint", "dreamshaper_8.safetensors"));
+        assert!(wants_metadata("lora", "styles/ink.safetensors"));
+        assert!(!wants_metadata("checkpoint", "sd_xl_base_1.0.safetensors"), "the name says");
+        assert!(!wants_metadata("checkpoint", "old.ckpt"), "no safetensors header");
+        assert!(!wants_metadata("upscale_model", "mystery.safetensors"), "no base model");
+    }
 
     #[test]
     fn base_models_from_file_names() {

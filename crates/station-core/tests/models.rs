@@ -127,7 +127,7 @@ async fn defaults_follow_the_base_model_and_explicit_values_win() {
         let m = models.iter().find(|m| m.name == "mystery.safetensors").unwrap();
         assert_eq!((m.base_model.clone(), m.base_model_source), (None, BaseModelSource::Unknown), "{kind}");
         let xl = models.iter().find(|m| m.name == "sd_xl_base_1.0.safetensors").unwrap();
-        assert_eq!((xl.base_model.as_deref(), xl.base_model_source), (Some("SDXL"), BaseModelSource::Inferred));
+        assert_eq!((xl.base_model.as_deref(), xl.base_model_source), (Some("SDXL"), BaseModelSource::Name));
 
         // The operator names it: now SDXL defaults apply, and the label is what people see.
         let set =

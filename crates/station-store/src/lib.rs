@@ -62,7 +62,7 @@ pub use load::{DatabaseCounters, JobTiming, StatementCost, TableCounters};
 pub use lora_publish::LoraPublishRow;
 pub use loras::{LoraFilter, LoraGrantRow, LoraRow, Upserted};
 pub use media::MediaRow;
-pub use models::{BackendModelRow, ModelCatalogRow};
+pub use models::{BackendFile, BackendModelRow, ModelCatalogRow};
 pub use notify::{Channel, Notifications};
 pub use pricing::{PaidBy, PayTerms, Payment, Placed, SponsorRow, utc_day};
 pub use spells::{CastRow, CastStepRow, NewCast, NewSpell, PARKED, SpellRow};

@@ -17,7 +17,14 @@ pub struct BackendModelRow {
     pub online: bool,
     /// When it was last listed (Unix ms).
     pub seen_at: i64,
+    /// The base model the file's own metadata names, as the backend reported
+    /// it (`None`: not asked, or nothing said).
+    pub metadata_base_model: Option<String>,
 }
+
+/// One model file a backend lists: kind, file name, and the base model its
+/// metadata names when the backend was asked and said.
+pub type BackendFile = (String, String, Option<String>);
 
 /// What the operator set for one model.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, PartialEq, Default)]
@@ -39,23 +46,37 @@ pub struct ModelCatalogRow {
 }
 
 impl Store {
-    /// Replaces what `backend` offers with `models` (`(kind, name)` pairs),
-    /// marking it online, in one transaction.
+    /// Replaces what `backend` offers with `models`, marking it online, in
+    /// one transaction. A file listed again without a metadata base model
+    /// keeps the one stored for it (it was asked before; the file stayed).
     pub async fn replace_backend_models(
         &self,
         backend: &str,
-        models: &[(String, String)],
+        models: &[BackendFile],
         now: i64,
     ) -> Result<(), StoreError> {
         with_pool!(self, p => {
+            // Read before the transaction: on SQLite a transaction that reads
+            // first cannot always upgrade to a writer (another backend's
+            // health check may be writing), and fails instead of waiting.
+            let known: Vec<(String, String, Option<String>)> = sqlx::query_as(
+                "SELECT kind, name, metadata_base_model FROM backend_models \
+                 WHERE backend = $1 AND metadata_base_model IS NOT NULL",
+            )
+            .bind(backend)
+            .fetch_all(p)
+            .await?;
             let mut tx = p.begin().await?;
             sqlx::query("DELETE FROM backend_models WHERE backend = $1").bind(backend).execute(&mut *tx).await?;
-            for (kind, name) in models {
+            for (kind, name, meta) in models {
+                let meta = meta.clone().or_else(|| {
+                    known.iter().find(|(k, n, _)| k == kind && n == name).and_then(|(_, _, m)| m.clone())
+                });
                 sqlx::query(
-                    "INSERT INTO backend_models (backend, kind, name, online, seen_at) VALUES ($1, $2, $3, TRUE, $4) \
-                     ON CONFLICT (backend, kind, name) DO NOTHING",
+                    "INSERT INTO backend_models (backend, kind, name, online, seen_at, metadata_base_model) \
+                     VALUES ($1, $2, $3, TRUE, $4, $5) ON CONFLICT (backend, kind, name) DO NOTHING",
                 )
-                .bind(backend).bind(kind).bind(name).bind(now)
+                .bind(backend).bind(kind).bind(name).bind(now).bind(meta)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -93,7 +114,8 @@ impl Store {
     pub async fn backend_models(&self) -> Result<Vec<BackendModelRow>, StoreError> {
         with_pool!(self, p => {
             Ok(sqlx::query_as(
-                "SELECT backend, kind, name, online, seen_at FROM backend_models ORDER BY kind, name, backend",
+                "SELECT backend, kind, name, online, seen_at, metadata_base_model FROM backend_models \
+                 ORDER BY kind, name, backend",
             )
             .fetch_all(p)
             .await?)

@@ -534,6 +534,103 @@ async fn scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: Option
     drop(server);
 }
 
+/// Issue 20: a fresh `station serve` pointed at a ComfyUI with one checkpoint
+/// (whose name says nothing; its safetensors metadata says SD1.5): a member
+/// signs in, the gallery's first card is Text to image, its model dropdown
+/// shows the model by label and base model, and a prompt generates with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_run_generates_text_to_image_with_the_model_dropdown() {
+    let Some((_driver, c)) = browser().await else { return };
+    let mut dbs = vec![("sqlite", None)];
+    let pg = station_testkit::testing::postgres().await;
+    if let Some(pg) = &pg {
+        dbs.push(("postgres", Some(pg.url.clone())));
+    }
+    for (kind, url) in dbs {
+        c.delete_all_cookies().await.unwrap();
+        let fake = FakeComfy::start(FakeOptions {
+            checkpoints: vec!["my-first-model.safetensors".into()],
+            loras: vec![],
+            upscale_models: vec![],
+            ..Default::default()
+        })
+        .await;
+        let meta = json!({"modelspec.architecture": "stable-diffusion-v1", "modelspec.title": "My first model"});
+        fake.set_model_metadata("checkpoints", "my-first-model.safetensors", Some(&meta));
+        first_run_scenario(&c, &fake, kind, url.as_deref()).await;
+    }
+    c.close().await.unwrap();
+}
+
+async fn first_run_scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: Option<&str>) {
+    let mut server = Server::new(&fake.url(), database_url);
+    server.run(&["users", "create", "ann"]);
+    let link = link_in(&server.run(&["users", "login-link", "ann"]));
+    server.start().await;
+
+    // Signing in lands on the gallery; Text to image comes first once the
+    // first health check stored the model (the page is loaded again until then).
+    c.goto(&link).await.unwrap();
+    until(c, "the gallery", "return !!document.querySelector('.card[data-tool]')").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let first = c
+            .execute(
+                "const card = document.querySelector('.card[data-tool]'); return card ? card.dataset.tool : null",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if first == json!("txt2img") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{kind}: the first card is {first}, not Text to image:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.goto(&server.url("/tools")).await.unwrap();
+        until(c, "the gallery", "return !!document.querySelector('.card[data-tool]')").await;
+    }
+    assert_eq!(text_of(c, ".card[data-tool] h3").await, "Text to image", "{kind}");
+    assert!(
+        c.find(Locator::Css(".card[data-tool=\"upscale-model\"]")).await.is_err(),
+        "{kind}: no upscale model on the backend, no model-upscale tool"
+    );
+    screenshot(c, &format!("{kind}-first-run-gallery")).await;
+
+    // The form: a model dropdown with the model by label and base model, and
+    // the other inputs at its base model's defaults.
+    click(c, ".card[data-tool=\"txt2img\"] a").await;
+    until(c, "the model dropdown", "return !!document.querySelector('.field[data-input=\"model\"] select option')")
+        .await;
+    let options = c
+        .execute(
+            "return [...document.querySelectorAll('.field[data-input=\"model\"] select option')].map(o => [o.value, o.textContent, o.selected])",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(options, json!([["my-first-model.safetensors", "my-first-model (SD1.5)", true]]), "{kind}");
+    let width = c.execute("return document.getElementById('in-width').value", vec![]).await.unwrap();
+    assert_eq!(width, json!("512"), "{kind}: SD1.5's size");
+    type_into(c, "#in-prompt", "a lighthouse at dusk").await;
+    screenshot(c, &format!("{kind}-first-run-form")).await;
+    click(c, "form.tool-form button[type=submit]").await;
+
+    // The result: drawn with the chosen model at SD1.5's size.
+    until(c, "the job page", "return location.pathname.startsWith('/jobs/')").await;
+    let (seen, _) = watch_job(c).await;
+    assert_eq!(seen.last(), Some(&100), "{kind}: progress ends at 100 %: {seen:?}");
+    let size = c
+        .execute("const i = document.querySelector('.result-image'); return [i.naturalWidth, i.naturalHeight]", vec![])
+        .await
+        .unwrap();
+    assert_eq!(size, json!([512, 512]), "{kind}");
+    let sent = fake.last_prompt().unwrap();
+    assert_eq!(sent["prompt"]["4"]["inputs"]["ckpt_name"], "my-first-model.safetensors", "{kind}");
+    assert!(fake.metadata_requests() >= 1, "{kind}: the base model came from the file's metadata");
+    screenshot(c, &format!("{kind}-first-run-result")).await;
+    drop(server);
+}
+
 /// Records what the page sends to `POST /api/v1/generations` in
 /// `sessionStorage.sent` (it survives the move to the job page).
 const CAPTURE_SUBMIT: &str = "const f = window.fetch;

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use station_comfyui_fake::{FakeComfy, FakeOptions};
 use station_testkit::testing::{self, TestDb};
 
@@ -47,10 +47,12 @@ fn line_of<'a>(text: &'a str, needle: &str) -> &'a str {
 async fn refresh_list_set_and_run_with_a_model() {
     let a = FakeComfy::start(FakeOptions {
         checkpoints: vec!["sd_xl_base_1.0.safetensors".into(), "dreamshaper_8.safetensors".into()],
-        loras: vec![],
+        loras: vec!["ink.safetensors".into()],
         ..Default::default()
     })
     .await;
+    // What ComfyUI shows of the LoRA's safetensors header (`GET /view_metadata/loras`).
+    a.set_model_metadata("loras", "ink.safetensors", Some(&json!({"ss_base_model_version": "sd_v1"})));
     let b = FakeComfy::start(FakeOptions {
         checkpoints: vec!["dreamshaper_8.safetensors".into()],
         loras: vec![],
@@ -71,7 +73,9 @@ async fn refresh_list_set_and_run_with_a_model() {
 
         let list = expect(dir, &db, &backends, &["models", "list"], 0);
         let xl = line_of(&list, "sd_xl_base_1.0.safetensors");
-        assert!(xl.contains("SDXL?"), "{kind}: inferred from the name: {xl}");
+        assert!(xl.contains("SDXL     name"), "{kind}: inferred from the name: {xl}");
+        let ink = line_of(&list, "ink.safetensors");
+        assert!(ink.contains("SD1.5    metadata"), "{kind}: from the file's metadata: {ink}");
         let shaper = line_of(&list, "dreamshaper_8.safetensors");
         assert!(shaper.contains("unknown"), "{kind}: {shaper}");
         // Both backends, by their names (`backend1`, `backend2`, … in URL order).
@@ -103,6 +107,10 @@ async fn refresh_list_set_and_run_with_a_model() {
         let m = json.as_array().unwrap().iter().find(|m| m["name"] == "dreamshaper_8.safetensors").unwrap();
         assert_eq!(m["base_model"], "SD1.5", "{kind}");
         assert_eq!(m["base_model_source"], "catalog", "{kind}");
+        let ink = json.as_array().unwrap().iter().find(|m| m["name"] == "ink.safetensors").unwrap();
+        assert_eq!((&ink["base_model"], &ink["base_model_source"]), (&json!("SD1.5"), &json!("metadata")), "{kind}");
+        let xl = json.as_array().unwrap().iter().find(|m| m["name"] == "sd_xl_base_1.0.safetensors").unwrap();
+        assert_eq!(xl["base_model_source"], "name", "{kind}");
         assert_eq!(m["label"], "DreamShaper 8", "{kind}");
         assert_eq!(m["price_multiplier"], 1.5, "{kind}");
         assert_eq!(m["default"], true, "{kind}");
@@ -158,6 +166,36 @@ async fn refresh_list_set_and_run_with_a_model() {
             2,
         );
         assert!(refused.contains("model") && refused.contains("dreamshaper_8.safetensors"), "{kind}: {refused}");
+
+        // The model leaves both backends: `backends refresh` stores that, `backends
+        // check` says why a backend cannot draw, and a run naming it is refused.
+        expect(dir, &db, &backends, &["models", "set", "sd_xl_base_1.0.safetensors", "--visible"], 0);
+        a.remove_model("checkpoints", "dreamshaper_8.safetensors");
+        b.remove_model("checkpoints", "dreamshaper_8.safetensors");
+        let refreshed = expect(dir, &db, &backends, &["backends", "refresh"], 0);
+        assert!(
+            refreshed.contains("up: 1 checkpoint") && refreshed.contains("up: 1 upscale_model"),
+            "{kind}: {refreshed}"
+        );
+        let list = expect(dir, &db, &backends, &["models", "list"], 0);
+        let gone = line_of(&list, "dreamshaper_8.safetensors");
+        assert!(!gone.contains("backend1") && !gone.contains("backend2"), "{kind}: on no backend now: {gone}");
+        let check = expect(dir, &db, &backends, &["backends", "check"], 0);
+        assert!(check.contains("cannot    txt2img: has no checkpoint model"), "{kind}: {check}");
+        let refused = expect(
+            dir,
+            &db,
+            &backends,
+            &["run", "txt2img", "--param", "prompt=x", "--param", "model=dreamshaper_8.safetensors"],
+            2,
+        );
+        assert!(
+            refused.contains("unknown model \"dreamshaper_8.safetensors\"; available: sd_xl_base_1.0.safetensors"),
+            "{kind}: {refused}"
+        );
+        // Back for the next database's run.
+        a.add_model("checkpoints", "dreamshaper_8.safetensors");
+        b.add_model("checkpoints", "dreamshaper_8.safetensors");
     }
 }
 

@@ -2,15 +2,16 @@
 
 use clap::Subcommand;
 use station_core::Station;
-use station_core::models::{BaseModelSource, ModelError, ModelSettings};
+use station_core::models::{BASE_MODEL_KINDS, BaseModelSource, ModelError, ModelSettings};
 
 use crate::exit;
 
 /// `station models …`.
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// Every model the backends offer: kind, base model (or why it is
-    /// unknown), which backends have it, and the catalog's settings.
+    /// Every model the backends offer: kind, base model and where it comes
+    /// from (catalog, file metadata, file name) or that it is unknown, which
+    /// backends have it, and the catalog's settings.
     List {
         /// Print JSON.
         #[arg(long)]
@@ -62,18 +63,20 @@ pub async fn run(station: &Station, c: ModelsCommand) -> u8 {
                 );
                 return exit::OK;
             }
-            println!("{:<14} {:<44} {:<10} {:<24} SETTINGS", "KIND", "NAME", "BASE", "BACKENDS");
+            println!("{:<14} {:<44} {:<8} {:<9} {:<24} SETTINGS", "KIND", "NAME", "BASE", "FROM", "BACKENDS");
             let mut unknown = 0;
             for m in models.iter() {
-                let base = match (m.base_model_source, &m.base_model) {
+                // Where the base model comes from: the catalog, the file's own metadata, its name.
+                let (base, from) = match (m.base_model_source, &m.base_model) {
                     // Upscale models and VAEs belong to no base model that matters here.
-                    _ if !matches!(m.kind.as_str(), "checkpoint" | "lora" | "diffusion_model") => "-".to_string(),
+                    _ if !BASE_MODEL_KINDS.contains(&m.kind.as_str()) => ("-".to_string(), "-"),
                     (BaseModelSource::Unknown, _) | (_, None) => {
                         unknown += 1;
-                        "unknown".to_string()
+                        ("unknown".to_string(), "-")
                     }
-                    (BaseModelSource::Inferred, Some(b)) => format!("{b}?"),
-                    (BaseModelSource::Catalog, Some(b)) => b.clone(),
+                    (BaseModelSource::Name, Some(b)) => (b.clone(), "name"),
+                    (BaseModelSource::Metadata, Some(b)) => (b.clone(), "metadata"),
+                    (BaseModelSource::Catalog, Some(b)) => (b.clone(), "catalog"),
                 };
                 let mut backends = m.backends.join(",");
                 if !m.offline_backends.is_empty() {
@@ -98,9 +101,20 @@ pub async fn run(station: &Station, c: ModelsCommand) -> u8 {
                 if m.price_multiplier != 1.0 {
                     settings.push(format!("price×{}", m.price_multiplier));
                 }
-                println!("{:<14} {:<44} {:<10} {:<24} {}", m.kind, m.name, base, backends, settings.join(" "));
+                println!(
+                    "{:<14} {:<44} {:<8} {:<9} {:<24} {}",
+                    m.kind,
+                    m.name,
+                    base,
+                    from,
+                    backends,
+                    settings.join(" ")
+                );
             }
-            println!("(BASE with ? is guessed from the file name)");
+            println!(
+                "(FROM: catalog = set with `station models set`; metadata = named in the file's own metadata, as its \
+                 backend reports it; name = guessed from the file name)"
+            );
             if unknown > 0 {
                 println!(
                     "hint: {unknown} model(s) have an unknown base model, so their tools use generic defaults and \
