@@ -195,6 +195,8 @@ pub struct CollectionSummary {
     pub items: usize,
     /// The cover's media id.
     pub cover_media: Option<String>,
+    /// The cover's item id (its image through a public address).
+    pub cover_item: Option<String>,
 }
 
 /// What a new share link allows.
@@ -309,9 +311,13 @@ impl Station {
             let chosen = c.cover_item_id.as_deref();
             let cover = chosen
                 .and_then(|id| items.iter().find(|i| i.id == id && i.kind == "media"))
-                .or_else(|| items.iter().find(|i| i.kind == "media"))
-                .map(|i| i.ref_id.clone());
-            out.push(CollectionSummary { collection: c, items: items.len(), cover_media: cover });
+                .or_else(|| items.iter().find(|i| i.kind == "media"));
+            out.push(CollectionSummary {
+                items: items.len(),
+                cover_media: cover.map(|i| i.ref_id.clone()),
+                cover_item: cover.map(|i| i.id.clone()),
+                collection: c,
+            });
         }
         Ok(out)
     }

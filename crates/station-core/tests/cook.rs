@@ -356,8 +356,107 @@ async fn reviewers_never_share_a_piece_then_cull_and_export(db: TestDb) {
     workers.shutdown().await;
 }
 
+/// Re-cook after a stop: the pieces a stop left unmade are made, the
+/// made ones stay; a piece never submitted keeps its draw, one whose job
+/// the stop cancelled gets the next attempt (a new key, a new job), and
+/// every piece is charged once.
+async fn a_stopped_cook_is_cooked_again(db: TestDb) {
+    let env = setup(db).await;
+    let id = collection(&env, "Skies").await;
+    let r = recipe(&env, 10, &[]).await;
+    env.station.save_recipe(&env.owner, &id, &r).await.unwrap();
+    env.station.start_cook(&env.owner, &id, Some(11)).await.unwrap();
+    // Not stopped, not done: nothing to re-cook.
+    assert_eq!(fields(env.station.control_cook(&env.owner, &id, "recook").await.unwrap_err()), ["action"]);
+    // One pass of the driver queues max_in_flight (4) jobs; no worker runs them.
+    env.station.drive_cook(&id, "test-driver").await.unwrap();
+    let drawn = env.station.cook_pieces(&env.owner, &id).await.unwrap();
+    assert_eq!(drawn.iter().filter(|p| p.status == "submitted").count(), 4);
+    let stopped = env.station.control_cook(&env.owner, &id, "stop").await.unwrap();
+    assert_eq!((stopped.status.as_str(), stopped.stopped), ("stopped", 6));
+    // The driver records the cancelled jobs' pieces as stopped.
+    env.station.drive_cook(&id, "test-driver").await.unwrap();
+    let c = env.station.cook_status(&env.owner, &id).await.unwrap().unwrap();
+    assert_eq!((c.stopped, c.in_flight, c.done), (10, 0, 0), "{}", c.progress_text);
+    wait_settled(&env, (1000, 0)).await;
+
+    let again = env.station.control_cook(&env.owner, &id, "recook").await.unwrap();
+    assert_eq!((again.status.as_str(), again.pending, again.stopped), ("running", 10, 0));
+    let workers = Workers::start(&env.station);
+    let done = wait_cook(&env, &env.station, &id, |c| c.status == "done").await;
+    assert_eq!((done.done, done.failed, done.stopped), (10, 0, 0), "{}", done.progress_text);
+    let made = env.station.cook_pieces(&env.owner, &id).await.unwrap();
+    for (before, after) in drawn.iter().zip(&made) {
+        assert_eq!(before.traits, after.traits, "piece {}: same traits", before.number);
+        if before.status == "submitted" {
+            assert_eq!(after.attempt, 1, "piece {}: its cancelled job is not taken again", before.number);
+            assert_ne!(after.job_id, before.job_id);
+        } else {
+            assert_eq!((after.attempt, after.seed, &after.params), (0, before.seed, &before.params));
+        }
+    }
+    let jobs = env
+        .db
+        .store
+        .list_jobs(&JobFilter { account_id: Some(env.owner.id.clone()), limit: 100, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 14, "4 cancelled by the stop, then one per piece");
+    wait_settled(&env, (990, 0)).await;
+    let problems = env.station.audit_points().await.unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    // Everything made: a re-cook has nothing to do.
+    let e = env.station.control_cook(&env.owner, &id, "recook").await.unwrap_err();
+    assert_eq!(fields(e), ["action"]);
+    workers.shutdown().await;
+}
+
+/// A recipe that casts a spell (watermark the trait's text, then mirror):
+/// each piece is one cast of the spell with its traits filled in, charged
+/// per step, and a refused spell input is named by field.
+async fn a_recipe_casts_a_spell(db: TestDb) {
+    let env = setup(db).await;
+    let spell: station_core::spells::SpellSpec = serde_json::from_value(json!({
+        "slug": "stamp-and-mirror", "name": "Stamp and mirror",
+        "steps": [
+            {"tool": "watermark", "params": {"opacity": 1},
+             "inputs_from": {"image": "input.image", "text": "input.text"}},
+            {"tool": "flip", "params": {"direction": "horizontal"}, "inputs_from": {"image": "step1.output[0]"}},
+        ],
+    }))
+    .unwrap();
+    env.station.create_spell(&env.owner, spell).await.unwrap();
+    let id = collection(&env, "Mirrored skies").await;
+    let image = env.station.media.put_image(png(48, 32), Some(&env.owner.id), None, "input").await.unwrap();
+    let mut r = json!({
+        "spell": "stamp-and-mirror",
+        "params": {"image": format!("media:{}", image.id), "text": "[[Sky]]", "colour": "red"},
+        "supply": 4,
+        "categories": [{"name": "Sky", "traits": [{"name": "Dawn", "value": "dawn"}, {"name": "Dusk", "value": "dusk"}]}],
+    });
+    let e = env.station.save_recipe(&env.owner, &id, &r).await.unwrap_err();
+    assert_eq!(fields(e), ["params.colour"], "the spell has no such input");
+    r["params"].as_object_mut().unwrap().remove("colour");
+    env.station.save_recipe(&env.owner, &id, &r).await.unwrap();
+    env.station.start_cook(&env.owner, &id, Some(5)).await.unwrap();
+    let workers = Workers::start(&env.station);
+    let done = wait_cook(&env, &env.station, &id, |c| c.status == "done").await;
+    assert_eq!((done.done, done.failed), (4, 0), "{}", done.progress_text);
+    for p in env.station.cook_pieces(&env.owner, &id).await.unwrap() {
+        let cast = env.station.cast_view(&env.owner, p.job_id.as_deref().unwrap()).await.unwrap().expect("a cast");
+        assert_eq!(cast.spell, "stamp-and-mirror");
+        assert_eq!(cast.status, "succeeded");
+        assert_eq!(cast.inputs["text"], json!(p.traits[0].value), "piece {}", p.number);
+        assert_eq!(p.media_id.as_deref(), cast.outputs.first().map(String::as_str), "the last step's image");
+    }
+    wait_settled(&env, (1000 - 4 * 2, 0)).await;
+    workers.shutdown().await;
+}
+
 on_every_db!(
     a_recipe_is_refused_field_by_field,
+    a_stopped_cook_is_cooked_again,
+    a_recipe_casts_a_spell,
     a_200_piece_cook_survives_a_crash,
     reviewers_never_share_a_piece_then_cull_and_export,
 );

@@ -1249,8 +1249,63 @@ async fn cook_status_in_chat(db: TestDb) {
     env.stop().await;
 }
 
+/// Issue 24: chat review cards — one piece at a time with ✅ Keep / ❌ Cull,
+/// each press editing the same card in place, until nothing is left; the
+/// decisions are the core's review. A stopped cook offers a re-cook.
+async fn review_cards_in_chat(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    let edit = station_core::collections::CollectionEdit { name: Some("Marks".into()), ..Default::default() };
+    let c = env.station.create_collection(&env.account, edit).await.unwrap();
+    let image = env.upload(32, 16).await;
+    let recipe = serde_json::json!({
+        "tool": "watermark", "supply": 3,
+        "params": {"image": format!("media:{image}"), "text": "[[Tone]]"},
+        "categories": [{"name": "Tone", "traits": [{"name": "Warm"}, {"name": "Cold"}]}],
+    });
+    env.station.save_recipe(&env.account, &c.id, &recipe).await.unwrap();
+    env.station.start_cook(&env.account, &c.id, Some(1)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.station.cook_status(&env.account, &c.id).await.unwrap().unwrap().status != "done" {
+        assert!(tokio::time::Instant::now() < deadline, "[{k}] the cook never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.command("cook", "").await;
+    let msgs =
+        env.wait("the cook list", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("Review")))).await;
+    env.press(msgs.last().unwrap(), "🔎 Review Marks").await;
+    let is_card = |m: &Shown| m.view.plain_text().contains("Review Marks — piece");
+    let msgs = env.wait("the first card", |m| m.iter().any(|m| is_card(m) && m.view.plain_text().contains("#1"))).await;
+    let card = msgs.iter().find(|m| is_card(m)).unwrap().clone();
+    assert_eq!(card.view.media_ids().len(), 1, "[{k}] the piece's image is on the card");
+    let text = card.view.plain_text();
+    assert!(text.contains("0 of 3 made reviewed"), "[{k}] {text}");
+    for (label, next) in [("✅ Keep", "#2"), ("❌ Cull", "#3"), ("✅ Keep", "Nothing left to review")] {
+        let now =
+            env.platform.messages(&env.conv.chat).into_iter().find(|m| m.message_ref == card.message_ref).unwrap();
+        env.press(&now, label).await;
+        env.wait(next, |m| m.iter().any(|m| m.message_ref == card.message_ref && m.view.plain_text().contains(next)))
+            .await;
+    }
+    let msgs = env.platform.messages(&env.conv.chat);
+    let cards = msgs.iter().filter(|m| m.edits.iter().chain([&m.view]).any(|v| v.plain_text().contains("— piece #")));
+    assert_eq!(cards.count(), 1, "[{k}] one card, edited in place");
+    let last = msgs.iter().find(|m| m.message_ref == card.message_ref).unwrap();
+    assert!(last.edits.len() >= 3, "[{k}] edited in place: {}", last.edits.len());
+    assert!(
+        last.view.plain_text().contains("3 of 3 made reviewed: 2 accepted, 1 rejected"),
+        "[{k}] {}",
+        last.view.plain_text()
+    );
+    let pieces = env.station.cook_pieces(&env.account, &c.id).await.unwrap();
+    let reviews: Vec<&str> = pieces.iter().map(|p| p.review.as_str()).collect();
+    assert_eq!(reviews, ["accepted", "rejected", "accepted"], "[{k}]");
+    env.stop().await;
+}
+
 on_every_db!(
     cook_status_in_chat,
+    review_cards_in_chat,
     make_offers_the_backends_models,
     secrets_asked_in_a_group_reach_only_the_asker,
     hidden_tools_are_unknown_commands,

@@ -257,6 +257,11 @@ async fn share_links_open_without_an_account_until_revoked_or_expired() {
         let (status, body) = anonymous(&s, "/api/v1/collections/public").await;
         let public: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!((status, &public["items"][0]["id"]), (StatusCode::OK, &json!(cid)), "{k}: {public}");
+        // Its cover thumbnail answers anyone, at the collection's public address.
+        let cover = public["items"][0]["cover_thumbnail_url"].as_str().unwrap_or_else(|| panic!("{k}: {public}"));
+        assert!(cover.starts_with(&format!("/api/v1/shared/{cid}/items/")), "{k}: {cover}");
+        let (status, jpeg) = anonymous(&s, cover).await;
+        assert_eq!((status, &jpeg[..2]), (StatusCode::OK, &[0xFF, 0xD8][..]), "{k}: a JPEG thumbnail");
         // Another signed-in user sees a public collection, read-only.
         let a = s.get(&coll, &s.bob_key).await;
         assert_eq!((a.status, &a.body["can_edit"]), (StatusCode::OK, &json!(false)), "{k}: {}", a.body);

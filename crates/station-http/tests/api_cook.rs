@@ -83,6 +83,38 @@ async fn cook_review_cull_and_export_over_http() {
         let done = wait_cook(&s, &s.alice_key, &cid, "done").await;
         assert_eq!((done["done"].as_i64(), done["failed"].as_i64()), (Some(6), Some(0)), "{k}: {done}");
         assert_eq!(done["progress_text"], "done: 6 of 6 made", "{k}");
+        // The price quote (one point per watermark), the list of cooks, and
+        // a done cook with nothing unmade is not cooked again.
+        let a = s.get(&format!("/api/v1/collections/{cid}/recipe/quote"), &s.alice_key).await;
+        assert_eq!(
+            (a.status, &a.body["per_piece"], &a.body["total"]),
+            (StatusCode::OK, &json!(1), &json!(6)),
+            "{k}: {}",
+            a.body
+        );
+        assert!(a.body["text"].as_str().unwrap().starts_with("6 pieces × 1 points = 6 points"), "{k}: {}", a.body);
+        assert_eq!(
+            s.get(&format!("/api/v1/collections/{cid}/recipe/quote"), &s.bob_key).await.status,
+            StatusCode::NOT_FOUND,
+            "{k}"
+        );
+        let a = s.get("/api/v1/cooks", &s.alice_key).await;
+        assert_eq!(
+            (&a.body["items"][0]["id"], &a.body["items"][0]["cook"]["done"]),
+            (&json!(cid), &json!(6)),
+            "{k}: {}",
+            a.body
+        );
+        let a = s.post(&format!("{cook}/recook"), &s.alice_key, json!({})).await;
+        assert_eq!(a.fields(), ["action"], "{k}: {}", a.body);
+        // A named reviewer sees the pieces' thumbnails (the owner's images).
+        let pieces = s.get(&format!("/api/v1/collections/{cid}/pieces"), &s.bob_key).await;
+        let thumb = pieces.body["items"][0]["thumbnail_url"].as_str().unwrap().to_owned();
+        let r = s.http.get(s.url(&thumb)).bearer_auth(&s.bob_key).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{k}: {thumb}");
+        assert_eq!(&r.bytes().await.unwrap()[..2], &[0xFF, 0xD8], "{k}: a JPEG");
+        let r = s.http.get(s.url(&thumb)).bearer_auth(&s.admin_key).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{k}: administrators see everything");
 
         // Two reviewers claim at once: disjoint.
         let claims = format!("/api/v1/collections/{cid}/review/claims");

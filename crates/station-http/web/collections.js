@@ -56,7 +56,8 @@ async function collection() {
   const m = main(c.name);
   if (c.description) m.append(el('p', {}, c.description));
   m.append(el('p', { class: 'muted' }, `By ${c.owner} · ${labelOf(c.visibility)}`,
-    c.public_url ? [' · ', el('a', { href: c.public_url }, 'public page')] : null));
+    c.public_url ? [' · ', el('a', { href: c.public_url }, 'public page')] : null,
+    c.can_edit ? [' · ', el('a', { href: `/collections/${enc(id)}/cook`, id: 'cook-link' }, 'Cook (recipe and review)')] : null));
   const grid = el('ol', { class: 'gallery collection-items', id: 'items' });
   m.append(grid);
   const draw = (col) => {

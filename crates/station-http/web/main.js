@@ -32,6 +32,9 @@ async function start() {
     } else if (page === 'spells') {
       const m = await import('./spells.js');
       await m.pages.spells();
+    } else if (page === 'cooks' || page === 'cook' || page === 'review') {
+      const m = await import('./cook.js');
+      await m.pages[page]();
     } else if (page === 'collections' || page === 'collection') {
       const m = await import('./collections.js');
       await m.pages[page]();

@@ -431,6 +431,44 @@ impl Store {
         })
     }
 
+    /// Re-cooks a stopped or finished cook: sets it running again and puts
+    /// each listed piece (`id`, the attempt it is at, the attempt, seed and
+    /// parameters it is made with now) back to pending — only while it is
+    /// still `stopped` or `failed` at that attempt — in one transaction.
+    /// The number of pieces sent back; `None` (nothing written) when the
+    /// cook is neither stopped nor done.
+    pub async fn recook(
+        &self,
+        collection_id: &str,
+        pieces: &[(String, i64, i64, i64, String)],
+        now: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let n = sqlx::query(
+                "UPDATE cooks SET status = 'running', reason = NULL, updated_at = $2 \
+                 WHERE collection_id = $1 AND status IN ('stopped', 'done')",
+            )
+            .bind(collection_id).bind(now).execute(&mut *tx).await?.rows_affected();
+            if n != 1 {
+                return Ok(None);
+            }
+            let mut back = 0;
+            for (id, was, attempt, seed, params) in pieces {
+                back += sqlx::query(
+                    "UPDATE cook_pieces SET attempt = $3, seed = $4, params = $5, status = 'pending', job_id = NULL, \
+                     media_id = NULL, error = NULL, review = 'unreviewed', reviewed_by = NULL, claimed_by = NULL, \
+                     claim_expires_at = NULL, kept = 1, updated_at = $6 \
+                     WHERE id = $1 AND collection_id = $7 AND attempt = $2 AND status IN ('stopped', 'failed')",
+                )
+                .bind(id).bind(was).bind(attempt).bind(seed).bind(params).bind(now).bind(collection_id)
+                .execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+            Ok(Some(back))
+        })
+    }
+
     /// Sets which accepted pieces are kept: those in `keep` kept, every
     /// other accepted piece excluded, in one transaction.
     pub async fn cull_pieces(&self, collection_id: &str, keep: &[String], now: i64) -> Result<(), StoreError> {

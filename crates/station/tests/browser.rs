@@ -1301,3 +1301,216 @@ async fn spells_scenario(c: &Client, kind: &str, fake: &FakeComfy, database_url:
     let out = server.run(&["spells", "list", "--user", "ada"]);
     assert!(out.contains("shrink-and-mirror"), "{kind}: {out}");
 }
+
+/// Issue 24 on the web: a cook from the Cook menu — a recipe refused with
+/// each problem at its field, saved, priced, cooked with live progress —
+/// then the review grid (keyboard and click), and the public page of an
+/// unlisted collection (grid and lightbox) with no sign-in, whose cover
+/// thumbnail the public list shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cook_review_and_the_public_page_on_the_web() {
+    let Some((_driver, c)) = browser().await else { return };
+    let mut dbs = vec![("sqlite", None)];
+    let pg = station_testkit::testing::postgres().await;
+    if let Some(pg) = &pg {
+        dbs.push(("postgres", Some(pg.url.clone())));
+    }
+    for (kind, url) in dbs {
+        c.delete_all_cookies().await.unwrap();
+        c.set_window_size(1280, 900).await.unwrap();
+        let fake = FakeComfy::start(FakeOptions::default()).await;
+        cook_scenario(&c, kind, &fake, url.as_deref()).await;
+    }
+    c.close().await.unwrap();
+}
+
+/// Runs `fetch` in the page (with its session and CSRF token); the JSON answer.
+async fn fetch_json(c: &Client, method: &str, path: &str, body: Value) -> Value {
+    let js = "const [method, path, body, done] = arguments;
+              const csrf = (document.querySelector('meta[name=csrf-token]') || {}).content || '';
+              const init = { method, credentials: 'same-origin', headers: { 'X-CSRF-Token': csrf, Accept: 'application/json' } };
+              if (body !== null) { init.headers['Content-Type'] = 'application/json'; init.body = JSON.stringify(body); }
+              fetch(path, init).then((r) => r.json()).then(done, (e) => done({ failed: String(e) }));";
+    c.execute_async(js, vec![json!(method), json!(path), body]).await.unwrap()
+}
+
+async fn cook_scenario(c: &Client, kind: &str, fake: &FakeComfy, database_url: Option<&str>) {
+    use fantoccini::key::Key;
+    let mut server = Server::new(&fake.url(), database_url);
+    let link = link_in(&server.run(&["users", "create", "--admin", "ada"]));
+    server.start().await;
+    c.goto(&link).await.unwrap();
+    until(c, "the gallery", "return !!document.querySelector('.card')").await;
+    // An image of Ada's for the recipe, uploaded from the page.
+    let upload = "const done = arguments[0];
+        const cv = document.createElement('canvas'); cv.width = 48; cv.height = 32;
+        const g = cv.getContext('2d'); g.fillStyle = '#3366cc'; g.fillRect(0, 0, 48, 32); g.fillStyle = '#ffcc00'; g.fillRect(24, 0, 24, 32);
+        cv.toBlob((b) => { const fd = new FormData(); fd.append('file', b, 'base.png');
+          fetch('/api/v1/media', { method: 'POST', body: fd, credentials: 'same-origin',
+            headers: { 'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content } })
+            .then((r) => r.json()).then(done); }, 'image/png');";
+    let media = c.execute_async(upload, vec![]).await.unwrap();
+    let image = media["ref"].as_str().unwrap_or_else(|| panic!("{kind}: upload failed: {media}")).to_string();
+
+    // The Cook menu: a new cooked collection opens its recipe editor.
+    click(c, "nav a[href='/cook']").await;
+    until(c, "the cooks page", "return !!document.querySelector('#new-cook')").await;
+    let current = c.execute("return document.querySelector('nav a[aria-current=page]').textContent", vec![]);
+    assert_eq!(current.await.unwrap(), json!("Cook"), "{kind}");
+    type_into(c, "#nc-name", "Tones").await;
+    click(c, "#new-cook button[type=submit]").await;
+    until(c, "the recipe editor", "return !!document.querySelector('#recipe #save-recipe')").await;
+    until(
+        c,
+        "the quote",
+        "return (document.getElementById('cook-quote') || {}).textContent === 'Save a recipe to see its price.'",
+    )
+    .await;
+
+    // A recipe with two mistakes: each shown at its field, and listed.
+    set_value(c, "#r-tool", "watermark").await;
+    set_value(c, "#r-params", &json!({"image": image, "text": "[[Hat]] and [[Moon]]"}).to_string()).await;
+    set_value(c, "#r-supply", "4").await;
+    set_value(c, "[name='categories[0].traits[1].weight']", "0").await;
+    click(c, "#save-recipe").await;
+    until(c, "the problems", "return document.querySelectorAll('#recipe-errors li').length >= 2").await;
+    let fields =
+        c.execute("return [...document.querySelectorAll('#recipe-errors li')].map((l) => l.dataset.field)", vec![]);
+    let fields = fields.await.unwrap();
+    assert_eq!(fields, json!(["categories[0].traits[1].weight", "params.text"]), "{kind}");
+    let at_field = c.execute(
+        "const n = document.querySelector(\".field-error[data-for='categories[0].traits[1].weight']\");
+         return !!n && n.previousElementSibling.getAttribute('aria-invalid') === 'true'",
+        vec![],
+    );
+    assert_eq!(at_field.await.unwrap(), json!(true), "{kind}: the weight's reason is beside it");
+    let params_note = text_of(c, ".field-error[data-for='params.text']").await;
+    assert!(params_note.contains("[[Moon]] names no category"), "{kind}: {params_note}");
+    // The JSON view follows the form.
+    let shown = c.execute("return JSON.parse(document.getElementById('recipe-json').value).supply", vec![]);
+    assert_eq!(shown.await.unwrap(), json!(4), "{kind}");
+    screenshot(c, &format!("{kind}-cook-recipe-errors")).await;
+
+    set_value(c, "[name='categories[0].traits[1].weight']", "3").await;
+    set_value(c, "#r-params", &json!({"image": image, "text": "[[Hat]]"}).to_string()).await;
+    click(c, "#save-recipe").await;
+    until(c, "the price", "return (document.getElementById('cook-quote') || {}).textContent.startsWith('Price: 4 pieces × 1 points = 4 points')").await;
+    let left = c.execute("return document.querySelectorAll('#recipe-errors li, .field-error').length", vec![]);
+    assert_eq!(left.await.unwrap(), json!(0), "{kind}: the problems are gone");
+
+    // Cook: live progress to the end.
+    set_value(c, "#cook-seed", "7").await;
+    click(c, "#cook-controls button[data-action='startcooking']").await;
+    until(
+        c,
+        "the cook's end",
+        "return (document.getElementById('cook-progress') || {}).textContent === 'done: 4 of 4 made'",
+    )
+    .await;
+    let pct =
+        c.execute("return document.querySelector('#cook-status .progress').getAttribute('aria-valuenow')", vec![]);
+    assert_eq!(pct.await.unwrap(), json!("100"), "{kind}");
+    screenshot(c, &format!("{kind}-cook-done")).await;
+
+    // The review grid: a, arrows and r on the keyboard, a click for the last.
+    click(c, "#cook-controls a[href$='/review']").await;
+    until(
+        c,
+        "the review grid",
+        "const imgs = [...document.querySelectorAll('#review-grid li.piece img')];
+         return imgs.length === 4 && imgs.every((i) => i.complete && i.naturalWidth > 0)",
+    )
+    .await;
+    until(c, "focus on the first piece", "return document.activeElement.dataset.number === '1'").await;
+    c.active_element().await.unwrap().send_keys("a").await.unwrap();
+    until(
+        c,
+        "piece 1 accepted",
+        "return document.querySelector(\"li[data-number='1']\").dataset.review === 'accepted'",
+    )
+    .await;
+    until(c, "focus on piece 2", "return document.activeElement.dataset.number === '2'").await;
+    c.active_element().await.unwrap().send_keys(&char::from(Key::Right).to_string()).await.unwrap();
+    until(c, "focus on piece 3", "return document.activeElement.dataset.number === '3'").await;
+    c.active_element().await.unwrap().send_keys("r").await.unwrap();
+    until(
+        c,
+        "piece 3 rejected",
+        "return document.querySelector(\"li[data-number='3']\").dataset.review === 'rejected'",
+    )
+    .await;
+    click(c, "li[data-number='2'] button.accept").await;
+    until(
+        c,
+        "piece 2 accepted",
+        "return document.querySelector(\"li[data-number='2']\").dataset.review === 'accepted'",
+    )
+    .await;
+    until(
+        c,
+        "the review's progress",
+        "return document.getElementById('review-progress').textContent === '3 of 4 made pieces reviewed: 2 accepted, 1 rejected.'",
+    )
+    .await;
+    screenshot(c, &format!("{kind}-cook-review")).await;
+    let cid = c.execute("return document.body.dataset.collection", vec![]).await.unwrap();
+    let cid = cid.as_str().unwrap().to_string();
+    let pieces = fetch_json(c, "GET", &format!("/api/v1/collections/{cid}/pieces"), Value::Null).await;
+    let reviews: Vec<&str> =
+        pieces["items"].as_array().unwrap().iter().map(|p| p["review"].as_str().unwrap()).collect();
+    assert_eq!(reviews, ["accepted", "accepted", "rejected", "unreviewed"], "{kind}");
+
+    // The public page: a generation's result in an unlisted collection.
+    let job = fetch_json(
+        c,
+        "POST",
+        "/api/v1/generations",
+        json!({"tool": "watermark", "params": {"image": image, "text": "shared"}, "confirmed": true}),
+    )
+    .await;
+    let job_id = job["id"].as_str().unwrap_or_else(|| panic!("{kind}: {job}")).to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = fetch_json(c, "GET", &format!("/api/v1/generations/{job_id}"), Value::Null).await;
+        if j["status"] == "succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{kind}: the generation never finished: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let coll =
+        fetch_json(c, "POST", "/api/v1/collections", json!({"name": "Open to all", "visibility": "public"})).await;
+    let pid = coll["id"].as_str().unwrap().to_string();
+    let added = fetch_json(c, "POST", &format!("/api/v1/collections/{pid}/items"), json!({"generation": job_id})).await;
+    assert_eq!(added["added"].as_array().map(Vec::len), Some(1), "{kind}: {added}");
+
+    // Signed out: the page, its grid and lightbox; the public list's cover.
+    c.delete_all_cookies().await.unwrap();
+    c.goto(&server.url(&format!("/c/{pid}"))).await.unwrap();
+    until(
+        c,
+        "the public grid",
+        "const i = document.querySelector('#shared-grid button.thumb img'); return !!i && i.complete && i.naturalWidth > 0",
+    )
+    .await;
+    assert_eq!(text_of(c, "main h1").await, "Open to all", "{kind}");
+    click(c, "#shared-grid button.thumb").await;
+    until(
+        c,
+        "the lightbox",
+        "const d = document.getElementById('lightbox'); const i = d && d.querySelector('.lightbox-image');
+         return !!d && d.open && !!i && i.complete && i.naturalWidth > 0",
+    )
+    .await;
+    screenshot(c, &format!("{kind}-public-collection")).await;
+    click(c, "#lightbox .close").await;
+    until(c, "the lightbox closed", "return !document.getElementById('lightbox').open").await;
+    let public = fetch_json(c, "GET", "/api/v1/collections/public", Value::Null).await;
+    let cover = public["items"][0]["cover_thumbnail_url"].as_str().unwrap_or_else(|| panic!("{kind}: {public}"));
+    let loads = "const [src, done] = arguments; const i = new Image(); i.onload = () => done(i.naturalWidth > 0); i.onerror = () => done(false); i.src = src;";
+    assert_eq!(
+        c.execute_async(loads, vec![json!(cover)]).await.unwrap(),
+        json!(true),
+        "{kind}: the cover loads signed out"
+    );
+}

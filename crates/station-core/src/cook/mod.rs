@@ -92,6 +92,8 @@ pub struct CookView {
 pub struct PieceView {
     /// Id.
     pub id: String,
+    /// Its collection.
+    pub collection_id: String,
     /// 1-based number.
     pub number: i64,
     /// Regenerations so far.
@@ -128,6 +130,7 @@ impl From<CookPieceRow> for PieceView {
             traits: serde_json::from_str(&p.traits).unwrap_or_default(),
             params: serde_json::from_str(&p.params).unwrap_or_default(),
             id: p.id,
+            collection_id: p.collection_id,
             number: p.number,
             attempt: p.attempt,
             seed: p.seed,
@@ -142,6 +145,36 @@ impl From<CookPieceRow> for PieceView {
             kept: p.kept == 1,
         }
     }
+}
+
+/// What a cook would cost ([`Station::cook_quote`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct CookQuote {
+    /// Pieces the recipe makes.
+    pub supply: i64,
+    /// Points per piece (`None` for a spell: priced per cast).
+    pub per_piece: Option<i64>,
+    /// Points for the whole supply.
+    pub total: Option<i64>,
+    /// Points the account can spend now.
+    pub available: i64,
+    /// For people: "100 pieces × 3 points = 300 points; you have 250 points …".
+    pub text: String,
+}
+
+/// One piece to review, as a chat card shows it ([`Station::review_card`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewCard {
+    /// The collection's name.
+    pub collection_name: String,
+    /// The piece claimed for the reviewer; `None` when none is left.
+    pub piece: Option<PieceView>,
+    /// Its image's MIME type.
+    pub mime: Option<String>,
+    /// Where the cook stands.
+    pub cook: CookView,
+    /// For people: "12 of 40 made reviewed: 10 accepted, 2 rejected".
+    pub review_text: String,
 }
 
 /// A reviewer's decision on a piece.
@@ -491,6 +524,53 @@ impl Station {
         self.cook_status(account, &c.id).await?.ok_or_else(|| CollectionError::Io("the cook vanished".into()))
     }
 
+    /// What cooking a collection's saved recipe would cost `account` (the
+    /// owner): a tool recipe's price per piece is the tool's quote for the
+    /// first piece, times the supply; a spell's pieces cost one cast each,
+    /// priced step by step as they are queued. With the points `account`
+    /// can spend now.
+    pub async fn cook_quote(&self, account: &AccountRow, collection_id: &str) -> Result<CookQuote, CollectionError> {
+        let c = self.owned(account, collection_id).await?;
+        let Some(r) = self.stored_recipe(&c.id).await? else {
+            return Err(invalid("recipe", "this collection has no recipe yet; save one first"));
+        };
+        let mut available = self.points(&account.id).await?.available();
+        let per_piece = match &r.tool {
+            Some(tool) => {
+                let chosen = Drawer::new(&r, 0).traits(1);
+                let req = SubmitRequest {
+                    tool: tool.clone(),
+                    params: self.piece_params(&r, &chosen, 1),
+                    ..Default::default()
+                };
+                match self.quote(account, &req).await {
+                    Ok(q) => {
+                        // With today's free allowance (the quote gives a starting grant still due).
+                        available = q.available;
+                        Some(q.price)
+                    }
+                    Err(SubmitError::Storage(e)) => return Err(e.into()),
+                    Err(SubmitError::Invalid(errs)) => return Err(CollectionError::Invalid(errs)),
+                    // A quota or a suspension is said when the cook starts.
+                    Err(_) => None,
+                }
+            }
+            None => None,
+        };
+        let total = per_piece.map(|p| p.saturating_mul(r.supply));
+        let text = match (per_piece, total) {
+            (Some(p), Some(t)) => {
+                let mut s = format!("{} pieces × {p} points = {t} points; you have {available} points", r.supply);
+                if t > available {
+                    s.push_str(" — the cook pauses when they run out");
+                }
+                s
+            }
+            _ => format!("{} pieces, each charged as one cast of the spell; you have {available} points", r.supply),
+        };
+        Ok(CookQuote { supply: r.supply, per_piece, total, available, text })
+    }
+
     /// The cook of a collection `account` may review, if it has one.
     pub async fn cook_status(
         &self,
@@ -521,9 +601,11 @@ impl Station {
         Ok(out)
     }
 
-    /// Pauses, resumes or stops (`action`) the cook of a collection
-    /// `account` owns. Stopping cancels the pieces' queued jobs (their
-    /// points are released) and leaves the rest unmade.
+    /// Pauses, resumes, stops or re-cooks (`action`: `pause`, `resume`,
+    /// `stop`, `recook`) the cook of a collection `account` owns. Stopping
+    /// cancels the pieces' queued jobs (their points are released) and
+    /// leaves the rest unmade; re-cooking makes what a stop (or a failure)
+    /// left unmade.
     pub async fn control_cook(
         &self,
         account: &AccountRow,
@@ -539,8 +621,9 @@ impl Station {
             "pause" => (&["running"], "paused"),
             "resume" => (&["paused"], "running"),
             "stop" => (&["running", "paused"], "stopped"),
+            "recook" => return self.recook(account, &c.id, &cook).await,
             other => {
-                return Err(invalid("action", format!("{other:?} is not one of pause, resume, stop")));
+                return Err(invalid("action", format!("{other:?} is not one of pause, resume, stop, recook")));
             }
         };
         if !self.store.set_cook_status(&c.id, from, to, None, now).await? {
@@ -563,6 +646,53 @@ impl Station {
         }
         self.cook_wake.notify_one();
         self.cook_status(account, &c.id).await?.ok_or_else(|| CollectionError::Io("the cook vanished".into()))
+    }
+
+    /// Re-cooks a stopped cook (or a finished one with failed pieces): the
+    /// pieces it never made — stopped or failed — go back to be made, and
+    /// the cook runs again. A piece never submitted keeps its draw (attempt,
+    /// seed, parameters), so it comes out as the first cook would have
+    /// made it; one whose job was cancelled or failed gets the next attempt
+    /// (its seed from the cook seed, number and attempt, and a new
+    /// idempotency key, so the old job is never taken for the new one).
+    /// Made pieces and their reviews stay.
+    async fn recook(
+        &self,
+        account: &AccountRow,
+        collection_id: &str,
+        cook: &CookRow,
+    ) -> Result<CookView, CollectionError> {
+        if cook.status != "stopped" && cook.status != "done" {
+            return Err(invalid(
+                "action",
+                format!("the cook is {}; only a stopped or finished cook is cooked again", cook.status),
+            ));
+        }
+        let r = parse_stored(&cook.recipe)?;
+        let mut back = vec![];
+        for p in self.store.cook_pieces(collection_id).await? {
+            if p.status != "stopped" && p.status != "failed" {
+                continue;
+            }
+            if p.status == "stopped" && p.job_id.is_none() {
+                back.push((p.id.clone(), p.attempt, p.attempt, p.seed, p.params.clone()));
+                continue;
+            }
+            let attempt = p.attempt + 1;
+            let seed = piece_seed(cook.seed as u64, p.number, attempt);
+            let chosen: Vec<Chosen> = serde_json::from_str(&p.traits).unwrap_or_default();
+            let params = Value::Object(self.piece_params(&r, &chosen, seed)).to_string();
+            back.push((p.id.clone(), p.attempt, attempt, seed, params));
+        }
+        if back.is_empty() {
+            return Err(invalid("action", "every piece of this cook is made already; nothing to cook again"));
+        }
+        match self.store.recook(collection_id, &back, now_ms()).await? {
+            Some(n) => info!(collection = %collection_id, pieces = n, "cook started again for its missing pieces"),
+            None => return Err(invalid("action", "the cook changed meanwhile; look again")),
+        }
+        self.cook_wake.notify_one();
+        self.cook_status(account, collection_id).await?.ok_or_else(|| CollectionError::Io("the cook vanished".into()))
     }
 
     fn is_spell_cook(&self, cook: &CookRow) -> Result<bool, CollectionError> {
@@ -732,6 +862,54 @@ impl Station {
         let now = now_ms();
         let rows = self.store.claim_pieces(&c.id, &account.id, now, now + CLAIM_MS, count).await?;
         Ok(rows.into_iter().map(PieceView::from).collect())
+    }
+
+    /// A made piece's image — a JPEG thumbnail with its longest side
+    /// `thumb`, or the original bytes — for the owner and the named
+    /// reviewers (the image itself is the owner's media).
+    pub async fn piece_image(
+        &self,
+        account: &AccountRow,
+        collection_id: &str,
+        piece_id: &str,
+        thumb: Option<u32>,
+    ) -> Result<(String, Vec<u8>), CollectionError> {
+        let (c, _) = self.reviewer_access(account, collection_id).await?;
+        let not_found = || CollectionError::NotFound { what: "piece", id: piece_id.into() };
+        let media = match self.store.cook_piece(piece_id).await? {
+            Some(p) if p.collection_id == c.id => p.media_id.ok_or_else(not_found)?,
+            _ => return Err(not_found()),
+        };
+        let io = |e: crate::MediaServiceError| CollectionError::Io(e.to_string());
+        match thumb {
+            Some(side) => Ok(("image/jpeg".into(), self.media.thumbnail(&media, None, side).await.map_err(io)?)),
+            None => {
+                let (row, bytes) = self.media.get(&media, None).await.map_err(io)?;
+                Ok((row.mime, bytes))
+            }
+        }
+    }
+
+    /// The next piece for `account` to review, one at a time (chat cards):
+    /// it is claimed for five minutes like any claim, so no other reviewer
+    /// sees it meanwhile; `piece` is `None` when nothing made is left
+    /// unreviewed. With where the cook and its review stand.
+    pub async fn review_card(&self, account: &AccountRow, collection_id: &str) -> Result<ReviewCard, CollectionError> {
+        let (c, _) = self.reviewer_access(account, collection_id).await?;
+        let Some(cook) = self.cook_status(account, &c.id).await? else {
+            return Err(invalid("cook", "this collection has no cook; start one"));
+        };
+        let piece = self.claim_pieces(account, &c.id, 1).await?.into_iter().next();
+        let mime = match piece.as_ref().and_then(|p| p.media_id.as_deref()) {
+            Some(m) => self.media.row(m, None).await.ok().map(|r| r.mime),
+            None => None,
+        };
+        let reviewed = cook.accepted + cook.rejected;
+        let text = format!(
+            "{reviewed} of {} made reviewed: {} accepted, {} rejected",
+            cook.done, cook.accepted, cook.rejected
+        );
+        Ok(ReviewCard { collection_name: c.name, piece, mime, cook, review_text: text })
     }
 
     /// Accepts, rejects or regenerates a piece. A named reviewer must hold

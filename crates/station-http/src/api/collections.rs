@@ -70,7 +70,8 @@ pub struct CollectionSummaryInfo {
     pub visibility: String,
     /// Items it holds.
     pub items: usize,
-    /// Thumbnail of the cover image (owner's view), if it has images.
+    /// Thumbnail of the cover image, if it has images: the owner's media
+    /// address in your list, the public address in the public list.
     #[schema(required = true)]
     pub cover_thumbnail_url: Option<String>,
     /// Created (Unix ms).
@@ -452,7 +453,8 @@ async fn public_collections(State(station): State<Station>) -> ApiResult<Json<Co
         .map(|s| {
             let mut i = CollectionSummaryInfo::from(s);
             // The cover through the public address, not the owner's media API.
-            i.cover_thumbnail_url = None;
+            i.cover_thumbnail_url =
+                s.cover_item.as_ref().map(|item| format!("/api/v1/shared/{}/items/{item}/thumbnail", s.collection.id));
             i
         })
         .collect();

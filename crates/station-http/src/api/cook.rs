@@ -32,6 +32,9 @@ pub fn routes() -> OpenApiRouter<Station> {
         .routes(routes!(keep_piece))
         .routes(routes!(cull_cook))
         .routes(routes!(trait_stats))
+        .routes(routes!(cook_quote))
+        .routes(routes!(list_cooks))
+        .routes(routes!(piece_thumbnail))
 }
 
 /// A recipe: the tool (or spell) every piece runs, its fixed parameters
@@ -195,7 +198,10 @@ pub struct Piece {
 impl From<PieceView> for Piece {
     fn from(p: PieceView) -> Piece {
         Piece {
-            thumbnail_url: p.media_id.as_ref().map(|m| format!("/api/v1/media/{m}/thumbnail")),
+            thumbnail_url: p
+                .media_id
+                .as_ref()
+                .map(|_| format!("/api/v1/collections/{}/pieces/{}/thumbnail", p.collection_id, p.id)),
             id: p.id,
             number: p.number,
             attempt: p.attempt,
@@ -421,11 +427,13 @@ async fn start_cook(
     Ok((StatusCode::CREATED, Json(Cook::from(c))).into_response())
 }
 
-/// Pauses, resumes or stops the cook (the owner). Stopping cancels the
-/// queued pieces' jobs (their points come back); made pieces stay.
+/// Pauses, resumes, stops or re-cooks the cook (the owner). Stopping
+/// cancels the queued pieces' jobs (their points come back); made pieces
+/// stay. Re-cooking a stopped (or finished) cook makes the pieces it left
+/// unmade — stopped or failed — and keeps the rest.
 #[utoipa::path(post, path = "/api/v1/collections/{id}/cook/{action}", tag = "collections",
     params(("id" = String, Path, description = "Collection id"),
-        ("action" = String, Path, description = "`pause`, `resume` or `stop`")),
+        ("action" = String, Path, description = "`pause`, `resume`, `stop` or `recook` (a stopped or finished cook makes the pieces it left unmade)")),
     responses((status = 200, body = Cook), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn control_cook(
@@ -535,4 +543,110 @@ async fn trait_stats(
     Query(q): Query<StatsQuery>,
 ) -> ApiResult<Json<TraitStatList>> {
     Ok(Json(station.trait_stats(&a, &id, q.kept.unwrap_or(false)).await?.into()))
+}
+
+/// What cooking the saved recipe would cost.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CookQuoteBody {
+    /// Pieces the recipe makes.
+    pub supply: i64,
+    /// Points per piece (`null` for a spell: each piece costs one cast).
+    #[schema(required = true)]
+    pub per_piece: Option<i64>,
+    /// Points for the whole supply (`null` for a spell).
+    #[schema(required = true)]
+    pub total: Option<i64>,
+    /// Points you can spend now.
+    pub available: i64,
+    /// For people: "100 pieces × 3 points = 300 points; you have 250 points …".
+    pub text: String,
+}
+
+/// What cooking the collection's saved recipe would cost (the owner).
+#[utoipa::path(get, path = "/api/v1/collections/{id}/recipe/quote", tag = "collections",
+    params(("id" = String, Path, description = "Collection id")),
+    responses((status = 200, body = CookQuoteBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn cook_quote(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CookQuoteBody>> {
+    let q = station.cook_quote(&a, &id).await?;
+    Ok(Json(CookQuoteBody {
+        supply: q.supply,
+        per_piece: q.per_piece,
+        total: q.total,
+        available: q.available,
+        text: q.text,
+    }))
+}
+
+/// One of your cooks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CookSummary {
+    /// The collection's id.
+    pub id: String,
+    /// The collection's name.
+    pub name: String,
+    /// Where its cook stands.
+    pub cook: Cook,
+}
+
+/// Your cooks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CookList {
+    /// Newest collection first.
+    pub items: Vec<CookSummary>,
+}
+
+/// Your cooked collections with where each cook stands.
+#[utoipa::path(get, path = "/api/v1/cooks", tag = "collections",
+    responses((status = 200, body = CookList), (status = 401, body = ErrorBody)))]
+async fn list_cooks(State(station): State<Station>, Caller(a): Caller) -> ApiResult<Json<CookList>> {
+    let items = station
+        .cooks_of(&a)
+        .await?
+        .into_iter()
+        .map(|(c, cook)| CookSummary {
+            id: c.collection.id.clone(),
+            name: c.collection.name.clone(),
+            cook: cook.into(),
+        })
+        .collect();
+    Ok(Json(CookList { items }))
+}
+
+/// Thumbnail size.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PieceThumbQuery {
+    /// Longest side in pixels, 16–1024 (default 256).
+    pub size: Option<u32>,
+}
+
+/// A JPEG thumbnail of a made piece (the owner and the named reviewers).
+#[utoipa::path(get, path = "/api/v1/collections/{id}/pieces/{piece}/thumbnail", tag = "collections",
+    params(("id" = String, Path, description = "Collection id"), ("piece" = String, Path, description = "Piece id"),
+        PieceThumbQuery),
+    responses((status = 200, description = "JPEG thumbnail", content_type = "image/jpeg"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn piece_thumbnail(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path((id, piece)): Path<(String, String)>,
+    Query(q): Query<PieceThumbQuery>,
+) -> ApiResult<Response> {
+    let size = q.size.unwrap_or(256);
+    if !(16..=1024).contains(&size) {
+        return Err(ApiError::invalid("size", format!("{size} is out of range; use 16 to 1024 pixels")));
+    }
+    let (mime, bytes) = station.piece_image(&a, &id, &piece, Some(size)).await?;
+    let mut r = bytes.into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&mime) {
+        r.headers_mut().insert(axum::http::header::CONTENT_TYPE, v);
+    }
+    r.headers_mut()
+        .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("private, no-cache"));
+    Ok(r)
 }

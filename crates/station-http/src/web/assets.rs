@@ -23,6 +23,7 @@ pub const FILES: &[(&str, &str, &[u8])] = &[
     ("admin.js", "text/javascript; charset=utf-8", include_bytes!("../../web/admin.js")),
     ("queue.js", "text/javascript; charset=utf-8", include_bytes!("../../web/queue.js")),
     ("collections.js", "text/javascript; charset=utf-8", include_bytes!("../../web/collections.js")),
+    ("cook.js", "text/javascript; charset=utf-8", include_bytes!("../../web/cook.js")),
     ("wallet.js", "text/javascript; charset=utf-8", include_bytes!("../../web/wallet.js")),
     ("training.js", "text/javascript; charset=utf-8", include_bytes!("../../web/training.js")),
     ("spells.js", "text/javascript; charset=utf-8", include_bytes!("../../web/spells.js")),

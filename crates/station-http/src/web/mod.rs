@@ -71,6 +71,9 @@ pub fn routes() -> Router<Station> {
         .route("/spells", get(|s: WebSession| async move { page(&s, Page::simple("spells", "Spells")) }))
         .route("/collections", get(|s: WebSession| async move { page(&s, Page::simple("collections", "Collections")) }))
         .route("/collections/{id}", get(collection_page))
+        .route("/cook", get(|s: WebSession| async move { page(&s, Page::simple("cooks", "Cook")) }))
+        .route("/collections/{id}/cook", get(cook_page))
+        .route("/collections/{id}/review", get(review_page))
         .route("/c/{key}", get(shared_page))
 }
 
@@ -447,6 +450,24 @@ async fn collection_page(s: WebSession, Path(id): Path<String>) -> Response {
     page(&s, Page { name: "collection", title: "Collection".into(), data })
 }
 
+/// A collection's recipe editor, cook controls and live progress.
+async fn cook_page(s: WebSession, Path(id): Path<String>) -> Response {
+    if !plain_id(&id) {
+        return error_page(StatusCode::NOT_FOUND, "No such collection. Your cooks page lists them.");
+    }
+    let data = format!(r#" data-collection="{}""#, esc(&id));
+    page(&s, Page { name: "cook", title: "Cook".into(), data })
+}
+
+/// The review grid of a collection's cook (the owner and its reviewers).
+async fn review_page(s: WebSession, Path(id): Path<String>) -> Response {
+    if !plain_id(&id) {
+        return error_page(StatusCode::NOT_FOUND, "No such collection. Your cooks page lists them.");
+    }
+    let data = format!(r#" data-collection="{}""#, esc(&id));
+    page(&s, Page { name: "review", title: "Review".into(), data })
+}
+
 async fn dataset_page(s: WebSession, Path(slug): Path<String>) -> Response {
     if !plain_id(&slug) {
         return error_page(StatusCode::NOT_FOUND, "No such dataset. Your training page lists them.");
@@ -499,6 +520,7 @@ fn page(s: &WebSession, p: Page) -> Response {
             "tool" => "tools",
             "job" => "history",
             "collection" => "collections",
+            "cook" | "review" => "cooks",
             "dataset" => "training",
             other => other,
         };
@@ -509,6 +531,7 @@ fn page(s: &WebSession, p: Page) -> Response {
         link("/tools", "tools", "Tools"),
         link("/history", "history", "History"),
         link("/collections", "collections", "Collections"),
+        link("/cook", "cooks", "Cook"),
         link("/training", "training", "Training"),
         link("/spells", "spells", "Spells"),
         link("/points", "points", "Points"),

@@ -87,7 +87,7 @@ pub enum CollectionsCommand {
         user: Option<String>,
     },
     /// Cook a generative collection: save its recipe (a JSON file), start,
-    /// pause, resume or stop the cook, follow its progress, cull, show
+    /// pause, resume, stop or re-cook the cook, follow its progress, cull, show
     /// trait statistics. Without an action: where the cook stands.
     Cook {
         /// Collection id.
@@ -110,6 +110,9 @@ pub enum CollectionsCommand {
         /// Stop: queued pieces are cancelled, the rest never made.
         #[arg(long)]
         stop: bool,
+        /// Cook again what a stop (or failures) left unmade; made pieces stay.
+        #[arg(long, conflicts_with_all = ["start", "pause", "resume", "stop"])]
+        recook: bool,
         /// Keep this many accepted pieces (the rest excluded from the export).
         #[arg(long)]
         cull: Option<i64>,
@@ -321,12 +324,12 @@ pub async fn run(station: &Station, c: CollectionsCommand) -> u8 {
                 Err(e) => fail(e),
             }
         }
-        CollectionsCommand::Cook { id, recipe, start, seed, pause, resume, stop, cull, stats, watch, user } => {
+        CollectionsCommand::Cook { id, recipe, start, seed, pause, resume, stop, recook, cull, stats, watch, user } => {
             let a = match who(station, user).await {
                 Ok(a) => a,
                 Err(code) => return code,
             };
-            let args = CookArgs { recipe, start, seed, pause, resume, stop, cull, stats, watch };
+            let args = CookArgs { recipe, start, seed, pause, resume, stop, recook, cull, stats, watch };
             super::cook::run_cook(station, &a, &id, args).await
         }
         CollectionsCommand::Review { id, count, user } => {

@@ -26,6 +26,8 @@ pub struct CookArgs {
     pub resume: bool,
     /// Stop it.
     pub stop: bool,
+    /// Cook again what a stop left unmade.
+    pub recook: bool,
     /// Cull to this many accepted pieces.
     pub cull: Option<i64>,
     /// Print trait statistics.
@@ -88,6 +90,8 @@ pub async fn run_cook(station: &Station, a: &AccountRow, id: &str, args: CookArg
         Some("resume")
     } else if args.stop {
         Some("stop")
+    } else if args.recook {
+        Some("recook")
     } else {
         None
     };
