@@ -172,17 +172,25 @@ fn plain_label(name: &str) -> String {
 
 impl Station {
     /// Records what `backend` offers now (`(kind, file)` pairs), replacing
-    /// what it offered before. Called by the ComfyUI executor after each
-    /// health check that passed.
-    pub async fn record_backend_models(&self, backend: &str, models: &[(String, String)]) -> Result<(), StoreError> {
-        self.store.replace_backend_models(backend, models, station_store::now_ms()).await?;
-        self.reload_models().await.map(|_| ())
+    /// what it offered before. Called by the ComfyUI executor after health
+    /// checks that passed. Writes (and re-reads the inventory) only when the
+    /// stored list differs or was offline; true when it wrote.
+    pub async fn record_backend_models(&self, backend: &str, models: &[(String, String)]) -> Result<bool, StoreError> {
+        let changed = self.store.replace_backend_models(backend, models, station_store::now_ms()).await?;
+        if changed {
+            self.reload_models().await?;
+        }
+        Ok(changed)
     }
 
-    /// `backend` failed its health check: its models are not offered until it is back.
-    pub async fn backend_models_offline(&self, backend: &str) -> Result<(), StoreError> {
-        self.store.set_backend_models_online(backend, false).await?;
-        self.reload_models().await.map(|_| ())
+    /// `backend` failed its health check: its models are not offered until
+    /// it is back. True when that changed a row (it was online).
+    pub async fn backend_models_offline(&self, backend: &str) -> Result<bool, StoreError> {
+        let changed = self.store.set_backend_models_online(backend, false).await?;
+        if changed {
+            self.reload_models().await?;
+        }
+        Ok(changed)
     }
 
     /// Forgets the models of every backend but `keep` (the ones configured

@@ -55,7 +55,7 @@ pub use identity::{ApiKeyRow, LinkError, OneTimeState, SessionRow};
 pub use inbox::InboxRow;
 pub use jobs::{
     ClaimRequest, JobFilter, JobFinish, JobRow, JobStatus, JobStatusRow, NewJob, QueuePosition, QueueStats,
-    ServiceQueued,
+    ServiceQueued, Submission,
 };
 pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};
 pub use load::{DatabaseCounters, JobTiming, StatementCost, TableCounters};

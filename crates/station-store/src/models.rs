@@ -15,7 +15,8 @@ pub struct BackendModelRow {
     pub name: String,
     /// Whether the backend passed its last health check.
     pub online: bool,
-    /// When it was last listed (Unix ms).
+    /// When the backend's list last changed to this one (Unix ms): an
+    /// unchanged list is not written again.
     pub seen_at: i64,
 }
 
@@ -40,13 +41,40 @@ pub struct ModelCatalogRow {
 
 impl Store {
     /// Replaces what `backend` offers with `models` (`(kind, name)` pairs),
-    /// marking it online, in one transaction.
+    /// marking it online, in one transaction — only when that changes
+    /// something: the stored rows are read first, and a list equal to them
+    /// (all online) writes nothing, so many processes checking many
+    /// backends do not rewrite the inventory every few seconds. True when
+    /// it wrote.
     pub async fn replace_backend_models(
         &self,
         backend: &str,
         models: &[(String, String)],
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        let stored: Vec<(String, String, bool)> = with_pool!(self, p => {
+            sqlx::query_as("SELECT kind, name, online FROM backend_models WHERE backend = $1")
+                .bind(backend)
+                .fetch_all(p)
+                .await?
+        });
+        let wanted: std::collections::BTreeSet<(&str, &str)> =
+            models.iter().map(|(k, n)| (k.as_str(), n.as_str())).collect();
+        let have: std::collections::BTreeSet<(&str, &str)> =
+            stored.iter().map(|(k, n, _)| (k.as_str(), n.as_str())).collect();
+        if wanted == have {
+            if stored.iter().all(|(_, _, online)| *online) {
+                return Ok(false);
+            }
+            // Back up with the same files: only the flag changes.
+            with_pool!(self, p => {
+                sqlx::query("UPDATE backend_models SET online = TRUE, seen_at = $2 WHERE backend = $1 AND online = FALSE")
+                    .bind(backend).bind(now)
+                    .execute(p)
+                    .await?;
+            });
+            return Ok(true);
+        }
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
             sqlx::query("DELETE FROM backend_models WHERE backend = $1").bind(backend).execute(&mut *tx).await?;
@@ -61,18 +89,19 @@ impl Store {
             }
             tx.commit().await?;
         });
-        Ok(())
+        Ok(true)
     }
 
-    /// Marks what `backend` offers as offline (it failed a health check).
-    pub async fn set_backend_models_online(&self, backend: &str, online: bool) -> Result<(), StoreError> {
+    /// Marks what `backend` offers as online or offline (it failed a health
+    /// check). True when a row changed.
+    pub async fn set_backend_models_online(&self, backend: &str, online: bool) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            sqlx::query("UPDATE backend_models SET online = $2 WHERE backend = $1 AND online <> $2")
+            let r = sqlx::query("UPDATE backend_models SET online = $2 WHERE backend = $1 AND online <> $2")
                 .bind(backend).bind(online)
                 .execute(p)
                 .await?;
-        });
-        Ok(())
+            Ok(r.rows_affected() > 0)
+        })
     }
 
     /// Forgets every backend's files but those named in `keep` (backends removed).
