@@ -991,13 +991,12 @@ async fn two_processes_share_one_backends_capacity(db: TestDb) {
     let mut ran_on = vec![];
     for job in &jobs {
         let row = first.wait_terminal(&job.id, 60).await;
-        assert_eq!(row.status(), JobStatus::Succeeded, "{}: {:?}", kind, row.error);
+        assert_eq!(row.status(), JobStatus::Succeeded, "{kind}: {:?}", row.error);
         ran_on.push(row.backend.clone());
     }
     assert!(ran_on.iter().all(|b| b.as_deref() == Some("b0")), "{ran_on:?}");
-    assert_eq!(first.fake(0).prompts_received(), 6, "{}: every job sent once", kind);
-    assert_eq!(first.fake(0).most_held(), 1, "{}: the backend held two prompts at once", kind);
-    // Both processes took part (each claimed jobs: the queue is shared).
+    assert_eq!(first.fake(0).prompts_received(), 6, "{kind}: every job sent once");
+    assert_eq!(first.fake(0).most_held(), 1, "{kind}: the backend held two prompts at once");
     workers.shutdown().await;
     comfy.shutdown();
     first.stop().await;
