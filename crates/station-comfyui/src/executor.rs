@@ -620,7 +620,16 @@ impl ComfyExecutor {
             let slot = Slot(b.clone());
             match ctx.record_submission_within(&b.spec.name, prompt_id, b.spec.max_concurrent).await {
                 Ok(()) => return Ok(slot),
-                Err(ExecError::Busy(m)) => busy = Some(m),
+                Err(ExecError::Busy(m)) => {
+                    drop(slot);
+                    // Other processes fill it: full for this process's routing
+                    // and claiming too, until its next look at the backend's
+                    // queue (a health check, or a waiting job's poll) says
+                    // otherwise — so jobs are not claimed only to come back.
+                    let others = b.spec.max_concurrent.saturating_sub(b.inflight.load(Ordering::SeqCst));
+                    b.foreign.fetch_max(others, Ordering::SeqCst);
+                    busy = Some(m);
+                }
                 Err(e) => return Err(e),
             }
         }
