@@ -217,6 +217,13 @@ impl FakeComfy {
         self.shared.lock().missing = class_types.iter().map(|s| s.as_ref().to_owned()).collect::<HashSet<_>>();
     }
 
+    /// The most prompts it held at once — the one running and those
+    /// pending — since it started (a client that respects a capacity of 1
+    /// never makes it more than 1).
+    pub fn most_held(&self) -> usize {
+        self.shared.lock().most_held
+    }
+
     /// How many `POST /prompt` requests arrived (valid or not).
     pub fn prompts_received(&self) -> u64 {
         self.shared.lock().prompts_received

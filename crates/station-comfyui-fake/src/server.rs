@@ -143,7 +143,13 @@ fn enqueue(
 /// Stamps `create_time`, queues the item and tells everyone (`status`) and the worker.
 fn push_queued(shared: &Arc<Shared>, mut item: QueueItem) {
     item.extra_data.insert("create_time".into(), json!(now_ms()));
-    shared.lock().queue.push(item);
+    {
+        let mut st = shared.lock();
+        st.queue.push(item);
+        // Prompts held at once: the one running (if any) and those pending.
+        let held = st.queue.len() + usize::from(st.running.is_some());
+        st.most_held = st.most_held.max(held);
+    }
     shared.broadcast_status();
     shared.wake.notify_one();
 }

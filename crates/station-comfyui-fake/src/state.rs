@@ -88,6 +88,8 @@ pub(crate) struct State {
     pub failures: HashMap<String, String>,
     pub missing: HashSet<String>,
     pub prompts_received: u64,
+    /// The most prompts it held at once (running and pending), since start.
+    pub most_held: usize,
     pub last_prompt: Option<Value>,
     pub uploads: Vec<String>,
     pub cache: HashMap<String, CachedOutputs>,
@@ -154,6 +156,7 @@ impl Shared {
                 failures: HashMap::new(),
                 missing: HashSet::new(),
                 prompts_received: 0,
+                most_held: 0,
                 last_prompt: None,
                 uploads: Vec::new(),
                 cache: HashMap::new(),

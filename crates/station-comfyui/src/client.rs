@@ -59,10 +59,10 @@ impl ComfyClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let http =
-            reqwest::Client::builder().timeout(request).connect_timeout(connect.min(request)).build().map_err(|e| {
-                ComfyError::BadUrl { url: base_url.to_owned(), reason: format!("cannot build HTTP client: {e}") }
-            })?;
+        let http = shared_http(connect.min(request), request).map_err(|e| ComfyError::BadUrl {
+            url: base_url.to_owned(),
+            reason: format!("cannot build HTTP client: {e}"),
+        })?;
         Ok(ComfyClient { base, http })
     }
 
@@ -307,4 +307,23 @@ pub fn validation_error(body: ValidationErrorBody) -> ComfyError {
         })
         .collect();
     ComfyError::Validation { message, node_errors }
+}
+
+/// One `reqwest::Client` per pair of timeouts for the whole process, cloned
+/// (it is a handle) into every `ComfyClient`. Building one reads and parses
+/// the system's CA certificates (rustls-platform-verifier): the fleet
+/// profile showed that, at 2 clients per backend, as most of a process's
+/// start-up CPU with 100 backends (docs/PERFORMANCE.md). Connection pools
+/// are per host inside it, so backends still get their own connections.
+fn shared_http(connect: Duration, request: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    static CLIENTS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<(Duration, Duration), reqwest::Client>>,
+    > = std::sync::OnceLock::new();
+    let mut clients = CLIENTS.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(c) = clients.get(&(connect, request)) {
+        return Ok(c.clone());
+    }
+    let client = reqwest::Client::builder().timeout(request).connect_timeout(connect).build()?;
+    clients.insert((connect, request), client.clone());
+    Ok(client)
 }

@@ -99,8 +99,9 @@ struct Backend {
     metadata: Mutex<crate::inventory::MetadataAnswers>,
     last_checkpoint: Mutex<Option<String>>,
     last_error: Mutex<Option<String>>,
-    /// Its current inventory is stored (set after a write, cleared when it goes down).
-    recorded: AtomicBool,
+    /// When its current inventory was last found stored (after a write or a
+    /// comparison that found the rows equal; cleared when it goes down).
+    recorded: Mutex<Option<std::time::Instant>>,
     /// Health checks started, and the newest one whose lists are stored: an
     /// older check finishing late never overwrites a newer one's (a file
     /// that appeared in between would vanish again until the next check).
@@ -220,8 +221,16 @@ pub struct ComfyExecutor {
 /// Default health-check timeouts: (connect, whole request).
 pub const DEFAULT_HEALTH_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(5));
 
+/// How long a backend's unchanged inventory goes without being compared
+/// with the stored rows (another process may have marked it down).
+pub const INVENTORY_RECHECK: Duration = Duration::from_secs(60);
+
 /// Default for [`ComfyExecutor::set_unreachable_grace`].
 pub const DEFAULT_UNREACHABLE_GRACE: Duration = Duration::from_secs(30);
+
+/// How many backends a submission tries when the database says the
+/// preferred one is full (other processes filled it).
+const SLOT_TRIES: usize = 3;
 
 /// Holds a backend slot for the life of one job.
 struct Slot(Arc<Backend>);
@@ -296,7 +305,7 @@ impl ComfyExecutor {
             metadata: Mutex::new(Default::default()),
             last_checkpoint: Mutex::new(None),
             last_error: Mutex::new(None),
-            recorded: AtomicBool::new(false),
+            recorded: Mutex::new(None),
             checks_started: Default::default(),
             newest_stored: Default::default(),
         });
@@ -490,26 +499,33 @@ impl ComfyExecutor {
 
     /// Stores what a backend offers (`None`: it is down, its files are not
     /// offered) through the attached Station, so every process, the catalog
-    /// and submit-time validation see it. Written at every check (the rows
-    /// say when each file was last seen), unless nothing changed and the
-    /// backend was already up.
+    /// and submit-time validation see it. The core writes only what differs
+    /// from the stored rows; this process does not even compare while the
+    /// lists are unchanged since it last found them stored, except every
+    /// [`INVENTORY_RECHECK`] (another process may have marked the backend
+    /// down meanwhile).
     async fn record_models(&self, b: &Backend, models: Option<Vec<station_core::models::BackendFile>>, changed: bool) {
         let Some(station) = self.station.get().and_then(station_core::WeakStation::upgrade) else { return };
         let r = match models {
             Some(list) => {
-                if !changed && b.recorded.swap(true, Ordering::SeqCst) {
+                let fresh = b.recorded.lock().expect("lock").is_some_and(|at| at.elapsed() < INVENTORY_RECHECK);
+                if !changed && fresh {
                     return;
                 }
                 station.record_backend_inventory(&b.spec.name, &list).await
             }
             None => {
-                b.recorded.store(false, Ordering::SeqCst);
-                station.backend_models_offline(&b.spec.name).await
+                *b.recorded.lock().expect("lock") = None;
+                station.backend_models_offline(&b.spec.name).await.map(|_| false)
             }
         };
-        if let Err(e) = r {
-            warn!(backend = %b.spec.name, error = %e, "cannot record the backend's models; will retry");
-            b.recorded.store(false, Ordering::SeqCst);
+        match r {
+            Ok(true) => *b.recorded.lock().expect("lock") = Some(std::time::Instant::now()),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(backend = %b.spec.name, error = %e, "cannot record the backend's models; will retry");
+                *b.recorded.lock().expect("lock") = None;
+            }
         }
     }
 
@@ -557,7 +573,10 @@ impl ComfyExecutor {
         self.stop.cancel();
     }
 
-    /// Picks a backend for a new submission and takes a slot on it.
+    /// The backends a new submission may go to, best first (model affinity,
+    /// then least loaded as this process sees it). Taking a slot on one is
+    /// [`ComfyExecutor::take_slot`]: the database has the last word, since
+    /// other processes send prompts there too.
     fn route(
         &self,
         tool: &ToolDef,
@@ -565,7 +584,7 @@ impl ComfyExecutor {
         models: &[(String, String)],
         loras: &[LoraFile],
         avoid: Option<&str>,
-    ) -> Result<Slot, ExecError> {
+    ) -> Result<Vec<Arc<Backend>>, ExecError> {
         let all = self.list();
         if all.is_empty() {
             return Err(ExecError::Transient(
@@ -597,19 +616,50 @@ impl ComfyExecutor {
         {
             candidates.retain(|b| b.spec.name != avoid);
         }
-        let best = candidates.into_iter().min_by_key(|b| {
+        candidates.sort_by_cached_key(|b| {
             let affinity = checkpoint.is_some() && b.last_checkpoint.lock().expect("lock").as_deref() == checkpoint;
             let busy = b.inflight.load(Ordering::SeqCst) + b.foreign.load(Ordering::SeqCst);
             let load = busy * 1000 / b.spec.max_concurrent.max(1);
             (!affinity, load)
         });
-        match best {
-            Some(b) => {
-                b.inflight.fetch_add(1, Ordering::SeqCst);
-                Ok(Slot(b.clone()))
-            }
-            None => Err(ExecError::Transient(format!("every backend able to run {} is down or busy", tool.id))),
+        if candidates.is_empty() {
+            return Err(ExecError::Transient(format!("every backend able to run {} is down or busy", tool.id)));
         }
+        Ok(candidates.into_iter().cloned().collect())
+    }
+
+    /// Takes a slot for `job` on the first of `candidates` that has one,
+    /// recording the submission of `prompt_id` there before anything is
+    /// sent (see [`ExecContext::record_submission_within`]: the backend's
+    /// `max_concurrent` counts the jobs of every Station process on this
+    /// database). Tries a few candidates; [`ExecError::Busy`] when each was
+    /// full.
+    async fn take_slot(
+        &self,
+        candidates: Vec<Arc<Backend>>,
+        ctx: &ExecContext,
+        prompt_id: &str,
+    ) -> Result<Slot, ExecError> {
+        let mut busy = None;
+        for b in candidates.into_iter().take(SLOT_TRIES) {
+            b.inflight.fetch_add(1, Ordering::SeqCst);
+            let slot = Slot(b.clone());
+            match ctx.record_submission_within(&b.spec.name, prompt_id, b.spec.max_concurrent).await {
+                Ok(()) => return Ok(slot),
+                Err(ExecError::Busy(m)) => {
+                    drop(slot);
+                    // Other processes fill it: full for this process's routing
+                    // and claiming too, until its next look at the backend's
+                    // queue (a health check, or a waiting job's poll) says
+                    // otherwise — so jobs are not claimed only to come back.
+                    let others = b.spec.max_concurrent.saturating_sub(b.inflight.load(Ordering::SeqCst));
+                    b.foreign.fetch_max(others, Ordering::SeqCst);
+                    busy = Some(m);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ExecError::Busy(busy.unwrap_or_else(|| "every backend able to run the job is busy".into())))
     }
 
     /// Submits the job afresh on a routed backend and follows it.
@@ -621,8 +671,13 @@ impl ComfyExecutor {
         let checkpoint = job.tool.checkpoint_param(&job.params);
         let loras = job_loras(job)?;
         let models = job_models(job);
-        let slot = self.route(&job.tool, checkpoint.as_deref(), &models, &loras, job.row.backend.as_deref())?;
+        let candidates = self.route(&job.tool, checkpoint.as_deref(), &models, &loras, job.row.backend.as_deref())?;
+        // Recorded before the uploads: the slot is taken (and the prompt id
+        // known for reconciling) before anything is sent to the backend.
+        let prompt_id = uuid::Uuid::new_v4().to_string();
+        let slot = self.take_slot(candidates, ctx, &prompt_id).await?;
         let backend = slot.0.clone();
+        let _following = Following::new(&backend, &prompt_id);
         // Upload image inputs (idempotent: same name, overwrite).
         let mut uploaded = HashMap::new();
         for (name, img) in &job.images {
@@ -675,9 +730,6 @@ impl ComfyExecutor {
                 return Err(ExecError::Invalid { message: "workflow is not an object".into(), field: None });
             }
         };
-        let prompt_id = uuid::Uuid::new_v4().to_string();
-        let _following = Following::new(&backend, &prompt_id);
-        ctx.record_submission(&backend.spec.name, &prompt_id).await?;
         ctx.fault_point(FaultPoint::BeforePost).await;
         *backend.last_checkpoint.lock().expect("lock") = checkpoint;
         self.submitted

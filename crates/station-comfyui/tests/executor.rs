@@ -354,6 +354,7 @@ on_every_db!(
     job_timeout_interrupts_the_backend,
     backend_without_node_gets_no_jobs,
     no_capable_backend_fails_with_no_backend,
+    two_processes_share_one_backends_capacity,
 );
 
 async fn success_with_pixels_progress_and_previews(db: TestDb) {
@@ -958,4 +959,45 @@ async fn retried_job_does_not_also_run_on_the_backend_that_came_back() {
     assert_eq!(env.fake(1).prompts_received(), 1);
     assert_eq!(row.attempts, 2);
     env.stop().await;
+}
+
+/// Two Station processes on one database and one backend configured for one
+/// prompt at a time: each process alone would send it one job, together two.
+/// The backend's capacity is counted in the database, so the fake never
+/// holds two prompts at once, and every job still runs exactly once.
+async fn two_processes_share_one_backends_capacity(db: TestDb) {
+    let fake = FakeComfy::start(FakeOptions::default()).await;
+    let first = setup_with(db, Setup { slots: vec![1], ..Setup::default() }, vec![fake]).await;
+    // The second process: its own Station, executor and workers on the same
+    // database, the same backend and the same (shared) media folder.
+    let dir = tempfile::tempdir().unwrap();
+    let kind = first.db.kind;
+    let mut config = (*first.station.config).clone();
+    config.data_dir = dir.path().to_path_buf();
+    install_tools(&config.tools_dir());
+    let (second, errors) = Station::with_store(config, first.db.store.clone()).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let spec = BackendSpec { name: "b0".into(), url: first.fake(0).url(), max_concurrent: 1, tags: vec![] };
+    let comfy = ComfyExecutor::new(vec![spec], "auto").unwrap();
+    comfy.start_health_checks(Duration::from_millis(200), second.wake.clone()).await;
+    second.register_executor(comfy.clone());
+    let workers = Workers::start(&second);
+
+    let image = first.upload().await;
+    let mut jobs = vec![];
+    for _ in 0..6 {
+        jobs.push(first.submit("slow-upscale", json!({"image": image, "steps": 4, "step_ms": 40})).await);
+    }
+    let mut ran_on = vec![];
+    for job in &jobs {
+        let row = first.wait_terminal(&job.id, 60).await;
+        assert_eq!(row.status(), JobStatus::Succeeded, "{kind}: {:?}", row.error);
+        ran_on.push(row.backend.clone());
+    }
+    assert!(ran_on.iter().all(|b| b.as_deref() == Some("b0")), "{ran_on:?}");
+    assert_eq!(first.fake(0).prompts_received(), 6, "{kind}: every job sent once");
+    assert_eq!(first.fake(0).most_held(), 1, "{kind}: the backend held two prompts at once");
+    workers.shutdown().await;
+    comfy.shutdown();
+    first.stop().await;
 }

@@ -278,6 +278,28 @@ impl ExecContext {
         }
     }
 
+    /// [`ExecContext::record_submission`] on a backend that runs at most
+    /// `capacity` jobs at once, counted over every process sharing the
+    /// database: when it has that many dispatched or running already,
+    /// nothing is recorded and the answer is [`ExecError::Busy`] (the job
+    /// goes back to Station's queue without counting an attempt).
+    pub async fn record_submission_within(
+        &self,
+        backend: &str,
+        remote_id: &str,
+        capacity: usize,
+    ) -> Result<(), ExecError> {
+        let capacity = i64::try_from(capacity).unwrap_or(i64::MAX);
+        match self.store.record_submission_within(&self.job_id, &self.owner, backend, remote_id, Some(capacity)).await {
+            Ok(station_store::Submission::Recorded) => Ok(()),
+            Ok(station_store::Submission::LeaseLost) => Err(ExecError::LeaseLost),
+            Ok(station_store::Submission::Full) => Err(ExecError::Busy(format!(
+                "{backend} is running as many jobs as it may ({capacity}), counting every Station process"
+            ))),
+            Err(e) => Err(ExecError::Transient(format!("database: {e}"))),
+        }
+    }
+
     /// The backend started executing the job (from here the job timeout
     /// runs). Only the first call writes.
     pub async fn running(&self) {

@@ -48,6 +48,25 @@ impl InboxService<'_> {
         self.station.store.inbox_insert_many(self.source, events, now_ms()).await
     }
 
+    /// Takes or renews, for `owner` and `ttl`, the one right to fetch this
+    /// source's events (a source that allows a single receiver, such as
+    /// Telegram's `getUpdates`, when several processes share the database).
+    /// True while `owner` holds it; another owner gets it once the holder
+    /// stops renewing (it died) or gives it up. A named `process_leases` row.
+    pub async fn hold_receiver(&self, owner: &str, ttl: std::time::Duration) -> Result<bool, StoreError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        self.station.store.hold_lease(&self.receiver_lease(), owner, now_ms(), ttl_ms).await
+    }
+
+    /// Gives the receiver right up, if `owner` holds it (a process stopping).
+    pub async fn release_receiver(&self, owner: &str) -> Result<(), StoreError> {
+        self.station.store.release_lease(&self.receiver_lease(), owner).await
+    }
+
+    fn receiver_lease(&self) -> String {
+        format!("receiver:{}", self.source)
+    }
+
     /// The highest sequence number stored (the next one to ask for is one more).
     pub async fn max_seq(&self) -> Result<Option<i64>, StoreError> {
         self.station.store.inbox_max_seq(self.source).await

@@ -248,8 +248,8 @@ fn plain_label(name: &str) -> String {
 impl Station {
     /// Records what `backend` offers now (`(kind, file)` pairs), replacing
     /// what it offered before ([`Station::record_backend_inventory`] without
-    /// metadata).
-    pub async fn record_backend_models(&self, backend: &str, models: &[(String, String)]) -> Result<(), StoreError> {
+    /// metadata). True when it wrote.
+    pub async fn record_backend_models(&self, backend: &str, models: &[(String, String)]) -> Result<bool, StoreError> {
         let files: Vec<BackendFile> = models.iter().map(|(kind, name)| (kind.clone(), name.clone(), None)).collect();
         self.record_backend_inventory(backend, &files).await
     }
@@ -257,16 +257,25 @@ impl Station {
     /// Records what `backend` offers now — `(kind, file, base model its
     /// metadata names)` — replacing what it offered before. A file listed
     /// again without a metadata base model keeps the one recorded for it.
-    /// Called by the ComfyUI executor after each health check that passed.
-    pub async fn record_backend_inventory(&self, backend: &str, files: &[BackendFile]) -> Result<(), StoreError> {
-        self.store.replace_backend_models(backend, files, station_store::now_ms()).await?;
-        self.reload_models().await.map(|_| ())
+    /// Called by the ComfyUI executor after health checks that passed.
+    /// Writes (and re-reads the inventory) only when the stored list differs
+    /// or was offline; true when it wrote.
+    pub async fn record_backend_inventory(&self, backend: &str, files: &[BackendFile]) -> Result<bool, StoreError> {
+        let changed = self.store.replace_backend_models(backend, files, station_store::now_ms()).await?;
+        if changed {
+            self.reload_models().await?;
+        }
+        Ok(changed)
     }
 
-    /// `backend` failed its health check: its models are not offered until it is back.
-    pub async fn backend_models_offline(&self, backend: &str) -> Result<(), StoreError> {
-        self.store.set_backend_models_online(backend, false).await?;
-        self.reload_models().await.map(|_| ())
+    /// `backend` failed its health check: its models are not offered until
+    /// it is back. True when that changed a row (it was online).
+    pub async fn backend_models_offline(&self, backend: &str) -> Result<bool, StoreError> {
+        let changed = self.store.set_backend_models_online(backend, false).await?;
+        if changed {
+            self.reload_models().await?;
+        }
+        Ok(changed)
     }
 
     /// Forgets the models of every backend but `keep` (the ones configured

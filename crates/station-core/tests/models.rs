@@ -291,3 +291,41 @@ async fn loras_apply_only_for_the_chosen_models_base_model() {
         assert_eq!(applied("flux1-schnell.safetensors").await, ["flux-glow"], "{kind}");
     }
 }
+
+#[tokio::test]
+async fn an_unchanged_inventory_is_not_written_again_and_a_changed_one_is() {
+    for env in envs().await {
+        let (st, kind) = (&env.station, env.db.kind);
+        let list = files(&[("checkpoint", "one_sd15.safetensors"), ("lora", "ink.safetensors")]);
+        assert!(st.record_backend_models("gpu1", &list).await.unwrap(), "{kind}: first listing is written");
+        let stamps = |rows: Vec<station_store::BackendModelRow>| -> Vec<(String, bool, i64)> {
+            rows.into_iter().map(|r| (r.name, r.online, r.seen_at)).collect()
+        };
+        let first = stamps(env.db.store.backend_models().await.unwrap());
+        assert_eq!(first.len(), 2, "{kind}: {first:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        // The same list, in another order: nothing is written, not even the stamps.
+        let reordered: Vec<(String, String)> = list.iter().rev().cloned().collect();
+        assert!(!st.record_backend_models("gpu1", &reordered).await.unwrap(), "{kind}: unchanged list written");
+        assert_eq!(stamps(env.db.store.backend_models().await.unwrap()), first, "{kind}: rows rewritten");
+
+        // A new file is a change: written, with a new stamp.
+        let grown = files(&[
+            ("checkpoint", "one_sd15.safetensors"),
+            ("checkpoint", "two_sd15.safetensors"),
+            ("lora", "ink.safetensors"),
+        ]);
+        assert!(st.record_backend_models("gpu1", &grown).await.unwrap(), "{kind}: a new file is written");
+        let rows = stamps(env.db.store.backend_models().await.unwrap());
+        assert_eq!(rows.len(), 3, "{kind}: {rows:?}");
+        assert!(rows.iter().all(|(_, online, at)| *online && *at > first[0].2), "{kind}: {rows:?}");
+        assert!(st.models().await.unwrap().iter().any(|m| m.name == "two_sd15.safetensors"), "{kind}");
+
+        // Down: one write; down again: none; back with the same files: written (online again).
+        assert!(st.backend_models_offline("gpu1").await.unwrap(), "{kind}");
+        assert!(!st.backend_models_offline("gpu1").await.unwrap(), "{kind}: already offline");
+        assert!(st.record_backend_models("gpu1", &grown).await.unwrap(), "{kind}: back online is a change");
+        assert!(env.db.store.backend_models().await.unwrap().iter().all(|r| r.online), "{kind}");
+        assert!(!st.record_backend_models("gpu1", &grown).await.unwrap(), "{kind}");
+    }
+}

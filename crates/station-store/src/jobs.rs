@@ -339,6 +339,17 @@ impl Store {
 
 const ACTIVE: &str = "('dispatched','running')";
 
+/// What [`Store::record_submission_within`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submission {
+    /// The backend and remote id are recorded (one attempt counted).
+    Recorded,
+    /// This worker no longer holds the job.
+    LeaseLost,
+    /// The backend already has its capacity of jobs: nothing was written.
+    Full,
+}
+
 /// Records a terminal outcome, fenced by the lease owner ($7).
 const FINISH_SQL: &str = "UPDATE jobs SET status = $1, outputs = COALESCE($2, outputs), error_code = $3, error = $4, \
      finished_at = $5, progress = CASE WHEN $1 = 'succeeded' THEN 1.0 ELSE progress END, \
@@ -583,6 +594,25 @@ impl Store {
         backend: &str,
         remote_id: &str,
     ) -> Result<bool, StoreError> {
+        Ok(self.record_submission_within(job_id, owner, backend, remote_id, None).await? == Submission::Recorded)
+    }
+
+    /// [`Store::record_submission`], and when `capacity` is given only while
+    /// fewer than `capacity` other jobs are dispatched or running on
+    /// `backend` — counted in this database, so every process sharing it
+    /// sees the same count. The count and the write are one transaction
+    /// that excludes every other submission to the same backend (SQLite: its
+    /// single writer, taken by the transaction's first statement;
+    /// PostgreSQL: a transaction-scoped advisory lock on the backend's
+    /// name), so two processes never both take its last slot.
+    pub async fn record_submission_within(
+        &self,
+        job_id: &str,
+        owner: &str,
+        backend: &str,
+        remote_id: &str,
+        capacity: Option<i64>,
+    ) -> Result<Submission, StoreError> {
         // The job's earlier prompt, if any, may still be on its backend (it
         // could not be reached, or answered "unknown"): it becomes a prompt
         // to cancel there, in the same fenced transaction.
@@ -592,28 +622,60 @@ impl Store {
              AND status IN {ACTIVE} AND backend IS NOT NULL AND remote_id IS NOT NULL AND remote_id <> $4 \
              ON CONFLICT (backend, remote_id) DO NOTHING"
         );
-        with_pool!(self, p => {
-            let mut tx = p.begin().await?;
-            sqlx::query(safe(&orphan_sql))
-                .bind(job_id)
-                .bind(owner)
-                .bind(crate::now_ms())
-                .bind(remote_id)
-                .execute(&mut *tx)
-                .await?;
-            let r = sqlx::query(safe(&format!(
-                "UPDATE jobs SET backend = $1, remote_id = $2, attempts = attempts + 1 \
-                 WHERE id = $3 AND lease_owner = $4 AND status IN {ACTIVE}"
-            )))
-            .bind(backend)
-            .bind(remote_id)
-            .bind(job_id)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(r.rows_affected() == 1)
-        })
+        // Same predicate as the partial index jobs_active_backend (migration 0033).
+        let busy_sql = format!(
+            "SELECT COUNT(*) FROM jobs WHERE backend = $1 AND status IN {ACTIVE} AND id <> $2 \
+             AND service = (SELECT service FROM jobs WHERE id = $2)"
+        );
+        let update_sql = format!(
+            "UPDATE jobs SET backend = $1, remote_id = $2, attempts = attempts + 1 \
+             WHERE id = $3 AND lease_owner = $4 AND status IN {ACTIVE}"
+        );
+        macro_rules! body {
+            ($tx:ident) => {{
+                sqlx::query(safe(&orphan_sql))
+                    .bind(job_id)
+                    .bind(owner)
+                    .bind(crate::now_ms())
+                    .bind(remote_id)
+                    .execute(&mut *$tx)
+                    .await?;
+                if let Some(capacity) = capacity {
+                    let busy: i64 =
+                        sqlx::query_scalar(safe(&busy_sql)).bind(backend).bind(job_id).fetch_one(&mut *$tx).await?;
+                    if busy >= capacity {
+                        $tx.rollback().await?;
+                        return Ok(Submission::Full);
+                    }
+                }
+                let r = sqlx::query(safe(&update_sql))
+                    .bind(backend)
+                    .bind(remote_id)
+                    .bind(job_id)
+                    .bind(owner)
+                    .execute(&mut *$tx)
+                    .await?;
+                $tx.commit().await?;
+                Ok(if r.rows_affected() == 1 { Submission::Recorded } else { Submission::LeaseLost })
+            }};
+        }
+        match self {
+            // The INSERT is a write: it takes SQLite's one write lock before the count is read.
+            Store::Sqlite(p) => {
+                let mut tx = p.begin().await?;
+                body!(tx)
+            }
+            Store::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                if capacity.is_some() {
+                    sqlx::query("SELECT pg_advisory_xact_lock(28, hashtext($1))")
+                        .bind(backend)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                body!(tx)
+            }
+        }
     }
 
     /// Marks a dispatched job as running on its backend.

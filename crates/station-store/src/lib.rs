@@ -54,8 +54,8 @@ pub use history::{GenerationFilter, RatedJob};
 pub use identity::{ApiKeyRow, LinkError, OneTimeState, SessionRow};
 pub use inbox::InboxRow;
 pub use jobs::{
-    ClaimRequest, FinishSettle, Finished, JobFilter, JobFinish, JobRow, JobStatus, JobStatusRow, NewJob, QueuePosition, QueueStats,
-    ServiceQueued,
+    ClaimRequest, FinishSettle, Finished, JobFilter, JobFinish, JobRow, JobStatus, JobStatusRow, NewJob, QueuePosition,
+    QueueStats, ServiceQueued, Submission,
 };
 pub use ledger::{AuditProblem, Balance, EntryKind, HoldRow, LedgerEntry, LedgerError, NewEntry, Posted, Settlement};
 pub use load::{DatabaseCounters, JobTiming, StatementCost, TableCounters};

@@ -15,7 +15,8 @@ pub struct BackendModelRow {
     pub name: String,
     /// Whether the backend passed its last health check.
     pub online: bool,
-    /// When it was last listed (Unix ms).
+    /// When the backend's list last changed to this one (Unix ms): an
+    /// unchanged list is not written again.
     pub seen_at: i64,
     /// The base model the file's own metadata names, as the backend reported
     /// it (`None`: not asked, or nothing said).
@@ -47,31 +48,53 @@ pub struct ModelCatalogRow {
 
 impl Store {
     /// Replaces what `backend` offers with `models`, marking it online, in
-    /// one transaction. A file listed again without a metadata base model
-    /// keeps the one stored for it (it was asked before; the file stayed).
+    /// one transaction — only when that changes something: the stored rows
+    /// are read first, and a list equal to them (all online, no new metadata
+    /// answer) writes nothing, so many processes checking many backends do
+    /// not rewrite the inventory every few seconds. A file listed again
+    /// without a metadata base model keeps the one stored for it (it was
+    /// asked before; the file stayed). True when it wrote.
     pub async fn replace_backend_models(
         &self,
         backend: &str,
         models: &[BackendFile],
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        // Read before any transaction: on SQLite a transaction that reads
+        // first cannot always upgrade to a writer (another backend's health
+        // check may be writing), and fails instead of waiting.
+        let stored: Vec<(String, String, bool, Option<String>)> = with_pool!(self, p => {
+            sqlx::query_as("SELECT kind, name, online, metadata_base_model FROM backend_models WHERE backend = $1")
+                .bind(backend)
+                .fetch_all(p)
+                .await?
+        });
+        let known = |kind: &str, name: &str| {
+            stored.iter().find(|(k, n, _, _)| k == kind && n == name).and_then(|(_, _, _, m)| m.clone())
+        };
+        let wanted: std::collections::BTreeSet<(&str, &str)> =
+            models.iter().map(|(k, n, _)| (k.as_str(), n.as_str())).collect();
+        let have: std::collections::BTreeSet<(&str, &str)> =
+            stored.iter().map(|(k, n, _, _)| (k.as_str(), n.as_str())).collect();
+        let new_answer = models.iter().any(|(k, n, m)| m.is_some() && *m != known(k, n));
+        if wanted == have && !new_answer {
+            if stored.iter().all(|(_, _, online, _)| *online) {
+                return Ok(false);
+            }
+            // Back up with the same files: only the flag changes.
+            with_pool!(self, p => {
+                sqlx::query("UPDATE backend_models SET online = TRUE, seen_at = $2 WHERE backend = $1 AND online = FALSE")
+                    .bind(backend).bind(now)
+                    .execute(p)
+                    .await?;
+            });
+            return Ok(true);
+        }
         with_pool!(self, p => {
-            // Read before the transaction: on SQLite a transaction that reads
-            // first cannot always upgrade to a writer (another backend's
-            // health check may be writing), and fails instead of waiting.
-            let known: Vec<(String, String, Option<String>)> = sqlx::query_as(
-                "SELECT kind, name, metadata_base_model FROM backend_models \
-                 WHERE backend = $1 AND metadata_base_model IS NOT NULL",
-            )
-            .bind(backend)
-            .fetch_all(p)
-            .await?;
             let mut tx = p.begin().await?;
             sqlx::query("DELETE FROM backend_models WHERE backend = $1").bind(backend).execute(&mut *tx).await?;
             for (kind, name, meta) in models {
-                let meta = meta.clone().or_else(|| {
-                    known.iter().find(|(k, n, _)| k == kind && n == name).and_then(|(_, _, m)| m.clone())
-                });
+                let meta = meta.clone().or_else(|| known(kind, name));
                 sqlx::query(
                     "INSERT INTO backend_models (backend, kind, name, online, seen_at, metadata_base_model) \
                      VALUES ($1, $2, $3, TRUE, $4, $5) ON CONFLICT (backend, kind, name) DO NOTHING",
@@ -82,18 +105,19 @@ impl Store {
             }
             tx.commit().await?;
         });
-        Ok(())
+        Ok(true)
     }
 
-    /// Marks what `backend` offers as offline (it failed a health check).
-    pub async fn set_backend_models_online(&self, backend: &str, online: bool) -> Result<(), StoreError> {
+    /// Marks what `backend` offers as online or offline (it failed a health
+    /// check). True when a row changed.
+    pub async fn set_backend_models_online(&self, backend: &str, online: bool) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            sqlx::query("UPDATE backend_models SET online = $2 WHERE backend = $1 AND online <> $2")
+            let r = sqlx::query("UPDATE backend_models SET online = $2 WHERE backend = $1 AND online <> $2")
                 .bind(backend).bind(online)
                 .execute(p)
                 .await?;
-        });
-        Ok(())
+            Ok(r.rows_affected() > 0)
+        })
     }
 
     /// Forgets every backend's files but those named in `keep` (backends removed).

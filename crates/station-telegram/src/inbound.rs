@@ -107,11 +107,55 @@ impl TelegramBot {
         self.inner.stored.notify_one();
     }
 
+    /// Long polling, by one process at a time: Telegram allows a single
+    /// `getUpdates` caller per bot (a second is answered 409 and the first
+    /// cut off), so every process sharing the database competes for the
+    /// bot's receiver lease ([`station_core::inbox::InboxService::hold_receiver`]),
+    /// renewed before each call. The others stand by (their dispatchers
+    /// still process what the holder stored) and one of them takes over
+    /// once the holder stops renewing — it died — or gives the lease up.
     pub(crate) async fn poll_loop(&self, stop: CancellationToken) {
+        self.poll_while_holding(&stop).await;
+        let inner = &self.inner;
+        if let Err(e) = inner.station.inbox(&inner.scope).release_receiver(&inner.owner).await {
+            tracing::warn!(error = %e, "could not give up the Telegram polling lease; another process takes over when it lapses");
+        }
+    }
+
+    async fn poll_while_holding(&self, stop: &CancellationToken) {
         let inner = &self.inner;
         let mut offset: Option<i64> = None;
         let mut backoff = Duration::from_millis(500);
+        let lease = inner.options.poller_lease;
+        let mut holding = false;
         loop {
+            match inner.station.inbox(&inner.scope).hold_receiver(&inner.owner, lease).await {
+                Ok(true) => {
+                    if !holding {
+                        holding = true;
+                        // Another process may have moved the offset on meanwhile.
+                        offset = None;
+                        tracing::info!("this process receives the Telegram updates (long polling)");
+                    }
+                }
+                Ok(false) => {
+                    if holding {
+                        holding = false;
+                        tracing::warn!("another process took the Telegram polling over");
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep((lease / 4).max(Duration::from_millis(100))) => continue,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew the Telegram polling lease; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => continue,
+                    }
+                }
+            }
             if offset.is_none() {
                 match inner.station.inbox(&inner.scope).max_seq().await {
                     Ok(max) => offset = Some(max.map(|m| m + 1).unwrap_or(0)),

@@ -87,6 +87,11 @@ pub struct TelegramOptions {
     /// changed by other processes, e.g. `station users`); tool changes
     /// update them at once.
     pub menu_refresh: Duration,
+    /// Long polling: how long the one process that polls keeps the right to
+    /// after its last renewal (before each `getUpdates`); another process
+    /// takes over this long after the poller died. Longer than a poll
+    /// (`poll_timeout`).
+    pub poller_lease: Duration,
 }
 
 impl Default for TelegramOptions {
@@ -101,6 +106,7 @@ impl Default for TelegramOptions {
             start_retry: Duration::from_secs(1),
             housekeeping_every: Duration::from_secs(3600),
             menu_refresh: Duration::from_secs(60),
+            poller_lease: Duration::from_secs(60),
         }
     }
 }

@@ -44,6 +44,8 @@ fn fast_options() -> TelegramOptions {
             global_per_second: 30,
         },
         poll_timeout: Duration::from_secs(2),
+        // A process killed by a test hands polling over within seconds.
+        poller_lease: Duration::from_secs(4),
         ..Default::default()
     }
 }

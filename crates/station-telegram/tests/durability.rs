@@ -29,6 +29,8 @@ fn fast_options() -> TelegramOptions {
             global_per_second: 30,
         },
         poll_timeout: Duration::from_secs(2),
+        // A process killed by a test hands polling over within seconds.
+        poller_lease: Duration::from_secs(4),
         start_retry: Duration::from_millis(50),
         ..Default::default()
     }
@@ -492,4 +494,42 @@ on_every_db!(
     start_waits_out_server_errors,
     start_waits_out_a_refused_connection,
     a_refused_token_is_a_clear_error,
+    two_processes_poll_one_at_a_time_and_the_survivor_takes_over,
 );
+
+/// Two processes run the bot on one database: only one calls `getUpdates`
+/// (Telegram would cut the other off with a 409), both answer what it
+/// stored, and when the poller dies the other takes polling over.
+async fn two_processes_poll_one_at_a_time_and_the_survivor_takes_over(db: TestDb) {
+    let env = env(db).await;
+    let k = env.db.kind;
+    let mut first = env.process().await;
+    first.start_bot(fast_options()).await;
+    let polled = |n: u64| {
+        move |t: &FakeTelegram| (t.stats().requests.get("getupdates").copied().unwrap_or(0) >= n).then_some(())
+    };
+    assert!(env.tg.wait_for(WAIT, polled(1)).await.is_some(), "[{k}] the first process polls");
+    let mut second = env.process().await;
+    second.start_bot(fast_options()).await;
+    let ann = FakeUser::new(7101, "Ann");
+    let chat = FakeChat::private(&ann);
+    for _ in 0..3 {
+        let had = env.tg.bot_messages(chat.id).len();
+        env.tg.send_text(&chat, &ann, "/help");
+        env.wait_msgs(chat.id, "the help", move |m| m.len() > had).await;
+    }
+    // Several polls went by with both processes up, and none was cut off.
+    let before = env.tg.stats().requests.get("getupdates").copied().unwrap_or(0);
+    assert!(env.tg.wait_for(WAIT, polled(before + 2)).await.is_some(), "[{k}] polling goes on");
+    let conflicts = |t: &FakeTelegram| t.stats().errors.iter().filter(|e| e.code == 409).count();
+    assert_eq!(conflicts(&env.tg), 0, "[{k}] two processes polled at once: {:?}", env.tg.stats().errors);
+
+    // The poller dies without giving the lease up: the survivor takes over once it lapses.
+    let (_, runner) = first.bot.take().unwrap();
+    runner.abort();
+    first.stop().await;
+    let had = env.tg.bot_messages(chat.id).len();
+    env.tg.send_text(&chat, &ann, "/help");
+    env.wait_msgs(chat.id, "the help after the poller died", move |m| m.len() > had).await;
+    second.stop().await;
+}
