@@ -504,7 +504,10 @@ async fn samples_after_training(db: TestDb) {
         assert_eq!(sample.status(), JobStatus::Succeeded, "{kind}: {:?}", sample.error);
         assert_eq!(sample.tool_id, "txt2img", "{kind}");
         let params = sample.params_json();
-        assert_eq!(params["prompt"], format!("tom-cat, a photo number {i}"), "{kind}: a caption as the prompt");
+        // A caption as the prompt; its trigger word resolved into the LoRA's tag.
+        let prompt = params["prompt"].as_str().unwrap();
+        assert!(prompt.ends_with(&format!("tom-cat, a photo number {i}")), "{kind}: {prompt}");
+        assert!(prompt.contains("<lora:tom-cat:"), "{kind}: {prompt}");
         assert_eq!(params["model"], CKPT, "{kind}: the checkpoint trained on");
         assert_eq!(params["_loras"][0]["filename"], json!(file_name), "{kind}: the new LoRA");
         assert_eq!(sample.output_ids().len(), 1, "{kind}");
