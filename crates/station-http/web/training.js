@@ -161,6 +161,8 @@ function follow(t, box, status) {
     source.close();
     if (poll) clearInterval(poll);
     cancel.remove();
+    // A run that ended before its events were heard did start: said first.
+    if (now.status === 'succeeded') started();
     if (now.status === 'succeeded') note('end', 'Done: your LoRA is ready.');
     else if (now.status === 'failed') note('end', `Failed${now.error ? `: ${now.error}` : ''}. Your points were returned.`);
     if (now.status === 'succeeded') {

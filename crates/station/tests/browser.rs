@@ -1045,7 +1045,7 @@ async fn training_scenario(c: &Client, kind: &str, fake: &FakeComfy, database_ur
     // A wedged trainer: the page shows its notes, then the stall and the refund.
     fake.stall_training_after(Some(2));
     c.goto(&server.url("/training/tom-cat")).await.unwrap();
-    until(c, "the dataset page again", "return !document.getElementById('train').disabled").await;
+    until(c, "the dataset page again", "return document.getElementById('price').textContent.includes('steps')").await;
     type_into(c, "#t-steps", "8").await;
     c.execute("document.getElementById('t-steps').dispatchEvent(new Event('change'))", vec![]).await.unwrap();
     until(c, "the price of 8 steps", "return document.getElementById('price').textContent.startsWith('8 steps')").await;
