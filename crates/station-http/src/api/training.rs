@@ -280,14 +280,17 @@ async fn set_caption(
 /// One image of a captioning run.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CaptionItemInfo {
-    /// The image's slot (absent when it left the dataset since).
+    /// The image's slot (null when it left the dataset since).
+    #[schema(required = true)]
     pub position: Option<i64>,
     /// `pending`, `applied`, `kept` (a caption was there, or was written
     /// meanwhile), `failed` or `cancelled`.
     pub status: String,
     /// The caption the tool wrote, once it did.
+    #[schema(required = true)]
     pub caption: Option<String>,
     /// Why it failed.
+    #[schema(required = true)]
     pub error: Option<String>,
     /// Progress of its job, 0–1.
     pub progress: f64,
