@@ -741,6 +741,7 @@ impl ComfyExecutor {
             let images = self.follow(&backend, ctx, &job.tool, &graph, &prompt_id, true).await?;
             match &comfy.saved_file {
                 Some(saved) => fetch_saved_file(&backend, saved, job).await,
+                None if returns_text(&job.tool) => fetch_texts(&backend, &prompt_id, outputs, &job.tool).await,
                 None => download(&backend, images, outputs, &job.tool).await,
             }
         }
@@ -1147,6 +1148,44 @@ async fn fetch_saved_file(
     Ok(vec![OutputFile { bytes: bytes.to_vec(), filename }])
 }
 
+/// A tool whose result is text (category `caption`), not images.
+fn returns_text(tool: &ToolDef) -> bool {
+    tool.category == station_tools::Category::Caption
+}
+
+/// The text a finished prompt's output nodes returned (`{"text": [...]}` in
+/// its history, as stock `PreviewAny` reports), one UTF-8 file per node.
+async fn fetch_texts(
+    backend: &Backend,
+    prompt_id: &str,
+    output_nodes: &[String],
+    tool: &ToolDef,
+) -> Result<Vec<OutputFile>, ExecError> {
+    let entry = backend.client.history_after_finish(prompt_id).await.map_err(|e| map_error(e, tool))?;
+    let Some(entry) = entry else {
+        return Err(ExecError::Transient(format!("{} finished but its history is gone", tool.id)));
+    };
+    let mut files = vec![];
+    for (node, out) in &entry.outputs {
+        if !output_nodes.is_empty() && !output_nodes.contains(node) {
+            continue;
+        }
+        let texts: Vec<&str> = match out.other.get("text") {
+            Some(serde_json::Value::Array(items)) => items.iter().filter_map(serde_json::Value::as_str).collect(),
+            Some(serde_json::Value::String(t)) => vec![t.as_str()],
+            _ => continue,
+        };
+        if texts.is_empty() {
+            continue;
+        }
+        files.push(OutputFile { bytes: texts.join("\n").into_bytes(), filename: format!("{node}.txt") });
+    }
+    if files.is_empty() {
+        return Err(ExecError::Failed(format!("{} finished without a text output", tool.id)));
+    }
+    Ok(files)
+}
+
 async fn download(
     backend: &Backend,
     images: Vec<(String, ImageRef)>,
@@ -1211,6 +1250,9 @@ impl Executor for ComfyExecutor {
                     let images = self.follow(&backend, &ctx, &job.tool, &graph, &prompt_id, false).await?;
                     if let Some(saved) = job.tool.comfyui.as_ref().and_then(|c| c.saved_file.as_ref()) {
                         return fetch_saved_file(&backend, saved, &job).await;
+                    }
+                    if returns_text(&job.tool) {
+                        return fetch_texts(&backend, &prompt_id, &outputs, &job.tool).await;
                     }
                     return download(&backend, images, &outputs, &job.tool).await;
                 }

@@ -31,6 +31,10 @@ struct Env {
 }
 
 async fn setup(db: TestDb, publish: bool) -> Env {
+    setup_with(db, publish, |_| {}).await
+}
+
+async fn setup_with(db: TestDb, publish: bool, tweak: impl FnOnce(&mut Config)) -> Env {
     let fake = FakeComfy::start(FakeOptions { checkpoints: vec![CKPT.into()], ..FakeOptions::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let publish_dir = tempfile::tempdir().unwrap();
@@ -44,6 +48,7 @@ async fn setup(db: TestDb, publish: bool) -> Env {
     if publish {
         config.training.publish_dir = Some(publish_dir.path().join("loras"));
     }
+    tweak(&mut config);
     // The SD 1.5 template is hidden (administrators only): the member runs a public copy.
     station_testkit::install_tools(&config.tools_dir(), &[station_testkit::public_builtin("txt2img-sd15")]);
     let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
@@ -459,6 +464,77 @@ async fn sdxl_when_the_backends_have_sdxl(db: TestDb) {
     let err = env.station.quote_training(&env.account, &sd15).await.unwrap_err();
     assert!(err.to_string().contains("checkpoint"), "{kind}: {err}");
     env.stop().await;
+}
+
+/// With `training.samples = 2`, a LoRA just trained draws two sample
+/// images: ordinary paid jobs of the definition's sample tool, prompted with
+/// the dataset's captions (so the trigger word brings in a LoraLoader with
+/// the trained file), on the checkpoint trained on; listed with the training.
+async fn samples_after_training(db: TestDb) {
+    let env = setup_with(db, false, |c| c.training.samples = 2).await;
+    let kind = env.db.kind;
+    env.dataset("Tom Cat", 4).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.station.trainable_base_models().await.is_empty() {
+        assert!(Instant::now() < deadline, "{kind}: the backend's checkpoint never showed");
+        env.station.reload_models().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let req =
+        TrainingRequest { dataset: "tom-cat".into(), settings: settings(json!({"steps": 4})), ..Default::default() };
+    let started = env.station.start_training(&env.account, &req).await.unwrap();
+    let before = env.available().await + started.row.price;
+    let done = env.wait_training(&started.row.id).await;
+    assert_eq!(done.row.status, "succeeded", "{kind}: {:?}", done.row.error);
+    let file_name = done.lora.clone().unwrap().filename;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let view = loop {
+        let v = env.station.training(&env.account, &started.row.id).await.unwrap();
+        if v.samples.len() == 2 && v.samples.iter().all(|j| j.finished_at.is_some()) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{kind}: samples {:?}",
+            v.samples.iter().map(|j| &j.status).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for (i, sample) in view.samples.iter().enumerate() {
+        assert_eq!(sample.status(), JobStatus::Succeeded, "{kind}: {:?}", sample.error);
+        assert_eq!(sample.tool_id, "txt2img", "{kind}");
+        let params = sample.params_json();
+        // A caption as the prompt; its trigger word resolved into the LoRA's tag.
+        let prompt = params["prompt"].as_str().unwrap();
+        assert!(prompt.ends_with(&format!("tom-cat, a photo number {i}")), "{kind}: {prompt}");
+        assert!(prompt.contains("<lora:tom-cat:"), "{kind}: {prompt}");
+        assert_eq!(params["model"], CKPT, "{kind}: the checkpoint trained on");
+        assert_eq!(params["_loras"][0]["filename"], json!(file_name), "{kind}: the new LoRA");
+        assert_eq!(sample.output_ids().len(), 1, "{kind}");
+    }
+    // Each sample is paid like any generation, after the training's price.
+    let samples: i64 = {
+        let mut n = 0;
+        for j in &view.samples {
+            n += env.station.job_charge(&j.id).await.unwrap();
+        }
+        n
+    };
+    assert!(samples > 0, "{kind}: samples are charged");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.station.points(&env.account.id).await.unwrap().held != 0 {
+        assert!(Instant::now() < deadline, "{kind}: holds never settled");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(env.available().await, before - started.row.price - samples, "{kind}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_samples() {
+    for db in testing::all().await {
+        samples_after_training(db).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

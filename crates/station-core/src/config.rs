@@ -617,6 +617,16 @@ pub struct TrainingConfig {
     /// Making a trained LoRA public waits for an administrator's approval
     /// (administrators' own LoRAs excepted).
     pub publish_needs_approval: bool,
+    /// The tool that writes captions for dataset images (auto-captions): a
+    /// ComfyUI tool with `category: "caption"` whose workflow ends in a node
+    /// that returns text (`PreviewAny`). Unset: the first such tool loaded,
+    /// if any.
+    pub caption_tool: Option<String>,
+    /// Sample images made with each trained LoRA once it is ready (0: none;
+    /// at most 8): ordinary generation jobs, paid like any, with the
+    /// training definition's sample tool, the LoRA's checkpoint and the
+    /// dataset's captions (which carry the trigger word) as prompts.
+    pub samples: u64,
 }
 
 impl TrainingConfig {
@@ -635,6 +645,8 @@ impl Default for TrainingConfig {
             publish_dir: None,
             stall_minutes: 30.0,
             publish_needs_approval: true,
+            caption_tool: None,
+            samples: 0,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod alerts;
 pub mod audit;
 pub mod auth_cache;
+pub mod captions;
 pub mod collections;
 pub mod config;
 pub mod conversations;

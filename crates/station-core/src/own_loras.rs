@@ -21,6 +21,9 @@ pub struct OwnLora {
     pub lora: LoraRecord,
     /// The accounts it is shared with now (their names), besides the owner.
     pub shared_with: Vec<String>,
+    /// Their account ids, in the same order (what unsharing names).
+    #[serde(skip)]
+    pub shared_ids: Vec<String>,
     /// `private`, `pending` (waiting for an administrator), `public`, or
     /// `refused` (an administrator said no; it stays private).
     pub publication: String,
@@ -85,12 +88,14 @@ impl Station {
 
     async fn own_view(&self, lora: LoraRecord, now: i64) -> Result<OwnLora, TrainingError> {
         let mut shared_with = vec![];
+        let mut shared_ids = vec![];
         for g in &lora.grants {
             let live = !g.revoked && g.expires_at.is_none_or(|t| t > now);
             if live && Some(&g.account) != lora.owner.as_ref() {
                 let name =
                     self.store.get_account(&g.account).await?.map(|a| a.name).unwrap_or_else(|| g.account.clone());
                 shared_with.push(name);
+                shared_ids.push(g.account.clone());
             }
         }
         let publication = match lora.visibility {
@@ -100,7 +105,7 @@ impl Station {
                 _ => "private".to_owned(),
             },
         };
-        Ok(OwnLora { lora, shared_with, publication })
+        Ok(OwnLora { lora, shared_with, shared_ids, publication })
     }
 
     /// Lets another account use the account's LoRA `slug`. `with` names it:

@@ -44,6 +44,20 @@ pub struct TrainingDef {
     /// The job's tool: inputs with defaults and ranges, and the ComfyUI
     /// workflow (`comfyui.dataset`, `comfyui.saved_file`).
     pub tool: Arc<ToolDef>,
+    /// How sample images of a trained LoRA are made (`training.samples`).
+    pub samples: Option<SamplesSpec>,
+}
+
+/// The generation tool a definition's sample images are made with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplesSpec {
+    /// A text-to-image tool with a `prompt` input; its model input (or a
+    /// `checkpoint` input) gets the checkpoint trained on.
+    pub tool: String,
+    /// Parameters of every sample besides the prompt and checkpoint.
+    #[serde(default)]
+    pub params: Map<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +69,8 @@ struct RawDef {
     points_per_step: f64,
     timeout_seconds: u64,
     tool: Value,
+    #[serde(default)]
+    samples: Option<SamplesSpec>,
 }
 
 /// The built-in training definitions (`station-core/training/*.json`).
@@ -86,6 +102,7 @@ fn parse_def(name: &str, text: &str) -> Result<TrainingDef, String> {
         points_per_step: raw.points_per_step,
         timeout_seconds: raw.timeout_seconds.max(60),
         tool: Arc::new(tool),
+        samples: raw.samples,
     })
 }
 
@@ -213,6 +230,8 @@ pub struct TrainingView {
     pub job: Option<JobRow>,
     /// The LoRA it made.
     pub lora: Option<LoraRecord>,
+    /// Its sample images' jobs (`training.samples`), in order.
+    pub samples: Vec<JobRow>,
 }
 
 impl TrainingView {
@@ -289,7 +308,7 @@ pub fn duration_words(d: std::time::Duration) -> String {
 }
 
 /// A training without a job this long after it was recorded was never queued.
-const ORPHAN_AFTER_MS: i64 = 60_000;
+pub(crate) const ORPHAN_AFTER_MS: i64 = 60_000;
 
 impl Station {
     /// Creates an empty dataset owned by `account`. The trigger word
@@ -696,7 +715,7 @@ impl Station {
         crate::telemetry::job_submitted(&job_row.tool_id, &job_row.service);
         self.bus.publish(JobEvent::Status { job_id: job_row.id.clone(), status: JobStatus::Queued, error: None });
         self.wake.notify_waiters();
-        Ok(TrainingView { row, job: Some(job_row), lora: None })
+        Ok(TrainingView { row, job: Some(job_row), lora: None, samples: vec![] })
     }
 
     /// One of the account's trainings (admins: anyone's). A training whose
@@ -769,7 +788,15 @@ impl Station {
             "succeeded" => self.loras().show(&row.lora_slug).await.ok(),
             _ => None,
         };
-        Ok(TrainingView { row, job, lora })
+        let mut samples = vec![];
+        if row.status == "succeeded" {
+            for id in self.store.training_samples(&row.id).await? {
+                if let Some(j) = self.store.get_job(&id).await? {
+                    samples.push(j);
+                }
+            }
+        }
+        Ok(TrainingView { row, job, lora, samples })
     }
 
     /// The account's trainings, newest first.
@@ -894,8 +921,95 @@ impl Station {
             }
             Err(e) => return Err(e.into()),
         }
-        self.store.finish_training(&training.id, "succeeded", None, Some(&media.hash), now).await?;
+        if self.store.finish_training(&training.id, "succeeded", None, Some(&media.hash), now).await? {
+            // Only the completion that recorded the success queues samples.
+            self.queue_samples(training, job).await;
+        }
         Ok(())
+    }
+
+    /// Queues `training.samples` sample images of a LoRA just trained: one
+    /// ordinary paid job each with the definition's sample tool, the
+    /// checkpoint trained on and the dataset's captions as prompts (their
+    /// trigger word brings the LoRA in); delivered where the training was
+    /// asked from. A sample that cannot be queued (too few points, no
+    /// sample tool) is logged and left out: the LoRA is ready regardless.
+    async fn queue_samples(&self, training: &TrainingRow, job: &JobRow) {
+        let count = self.config.training.samples.min(8);
+        if count == 0 {
+            return;
+        }
+        let Some(spec) = definitions().iter().find(|d| d.id == training.definition).and_then(|d| d.samples.as_ref())
+        else {
+            tracing::info!(training = %training.id, "no sample tool in its definition; no samples");
+            return;
+        };
+        let Some(tool) = self.tools.get(&spec.tool) else {
+            tracing::warn!(training = %training.id, tool = %spec.tool, "the sample tool is not loaded; no samples");
+            return;
+        };
+        let Ok(Some(account)) = self.store.get_account(&training.account_id).await else { return };
+        let captions: Vec<String> = match self.store.dataset_images(&training.dataset_id).await {
+            Ok(images) => images.into_iter().map(|i| i.caption).collect(),
+            Err(e) => {
+                tracing::warn!(training = %training.id, error = %e, "cannot read the captions; no samples");
+                return;
+            }
+        };
+        if captions.is_empty() {
+            return;
+        }
+        let settings: Map<String, Value> = serde_json::from_str(&training.settings).unwrap_or_default();
+        let source = job.source.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok());
+        let actor = format!("account:{}", account.id);
+        for i in 0..count as usize {
+            let mut params = spec.params.clone();
+            params.insert("prompt".into(), Value::String(captions[i % captions.len()].clone()));
+            // The checkpoint trained on goes into the tool's model input.
+            let model_input = tool
+                .model_input()
+                .map(|(n, _)| n.to_owned())
+                .or_else(|| tool.inputs.contains_key("checkpoint").then(|| "checkpoint".to_owned()));
+            if let (Some(input), Some(c)) = (model_input, settings.get("checkpoint")) {
+                params.insert(input, c.clone());
+            }
+            let req = crate::jobs::SubmitRequest {
+                tool: tool.id.clone(),
+                params,
+                source: source.clone(),
+                confirmed: true,
+                ..Default::default()
+            };
+            let key = format!("sample:{}:{i}", training.id);
+            let p = match self.prepare_tool(&account, tool.clone(), &req, &[]).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(training = %training.id, error = %e, "a sample was refused; no more samples");
+                    return;
+                }
+            };
+            let now = station_store::now_ms();
+            if let Err(e) = self.store.insert_training_sample(&p.job.id, &training.id, i as i64, now).await {
+                tracing::warn!(training = %training.id, error = %e, "cannot record a sample");
+                return;
+            }
+            let terms = self.pay_terms(&account, p.price, None);
+            match self.store.insert_job_paid_keyed(&p.job, &terms, &actor, Some(&key), now).await {
+                Ok(station_store::Placed::New(row, _)) => {
+                    crate::telemetry::job_submitted(&row.tool_id, &row.service);
+                    self.bus.publish(JobEvent::Status { job_id: row.id, status: JobStatus::Queued, error: None });
+                }
+                Ok(station_store::Placed::Existing(_)) => {
+                    let _ = self.store.delete_training_sample(&p.job.id).await;
+                }
+                Err(e) => {
+                    let _ = self.store.delete_training_sample(&p.job.id).await;
+                    tracing::warn!(training = %training.id, error = %e, "a sample was not queued; no more samples");
+                    return;
+                }
+            }
+        }
+        self.wake.notify_waiters();
     }
 
     /// Completes every training whose job ended without it (a process died

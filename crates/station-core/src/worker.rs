@@ -276,6 +276,11 @@ async fn sweeper_loop(station: Station, stop: CancellationToken) {
             Ok(_) => {}
             Err(e) => warn!(error = %e, "points sweep failed"),
         }
+        match station.complete_captions().await {
+            Ok(n) if n > 0 => info!(captions = n, "completed caption jobs that ended without applying their text"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "caption sweep failed"),
+        }
         match station.complete_trainings().await {
             Ok(n) if n > 0 => info!(trainings = n, "completed trainings whose job ended without completing them"),
             Ok(_) => {}
@@ -341,6 +346,8 @@ async fn run_job(w: &JobWorker<'_>, ex: Arc<dyn Executor>, job: JobRow, cancel: 
             }
         }
     };
+    // A caption tool's result is text, stored as it is (not an image).
+    let text_result = exec_job.tool.category == station_tools::Category::Caption;
     let result = tokio::select! {
         r = ex.execute(exec_job, ctx) => r,
         limit = stall => {
@@ -380,6 +387,16 @@ async fn run_job(w: &JobWorker<'_>, ex: Arc<dyn Executor>, job: JobRow, cancel: 
             let mut rows = vec![];
             let saves_file = crate::training::definition_for_tool(&job.tool_id).is_some();
             for f in files {
+                if text_result {
+                    match station.media.stage_file(f.bytes, Some(&job.account_id), Some(&job.id), "output").await {
+                        Ok(m) => rows.push(m),
+                        Err(e) => {
+                            retry_or_fail(w, &job, format!("could not store output {}: {e}", f.filename)).await;
+                            return;
+                        }
+                    }
+                    continue;
+                }
                 if saves_file {
                     // A trained file, not an image: stored as it is.
                     if let Err(e) = station.store.set_training_file_name(&job.id, &f.filename).await {
@@ -561,6 +578,13 @@ async fn finish(w: &JobWorker<'_>, job: &JobRow, outcome: Outcome) -> bool {
                     if let Err(e) = station.settle_job(&job.id, &actor).await {
                         warn!(job = %job.id, error = %e, "could not settle the job's points; the sweeper will");
                     }
+                }
+            }
+            if station.tools.get(&job.tool_id).is_some_and(|t| t.category == station_tools::Category::Caption) {
+                // The caption goes into its dataset image (or the record
+                // ends failed); if this fails the sweeper completes it.
+                if let Err(e) = station.complete_caption_for_job(&job.id).await {
+                    warn!(job = %job.id, error = %e, "could not apply the caption; the sweeper will");
                 }
             }
             if crate::training::definition_for_tool(&job.tool_id).is_some() {

@@ -882,7 +882,7 @@ async fn train_a_lora_in_chat(db: TestDb) {
     let quote = msgs.last().unwrap().view.plain_text();
     assert!(quote.contains("tom-cat") && quote.contains("1000"), "[{k}] slug, trigger and default steps: {quote}");
     // A caption for the first photo; the trigger word is put in front.
-    env.press(msgs.last().unwrap(), "Captions").await;
+    env.press(msgs.last().unwrap(), "✍ Captions").await;
     env.wait("the first caption", |m| m.last().is_some_and(|m| m.view.plain_text().contains("1 of 4"))).await;
     env.text("sitting on a red sofa").await;
     let msgs =
@@ -890,6 +890,13 @@ async fn train_a_lora_in_chat(db: TestDb) {
     env.press(msgs.last().unwrap(), "Keep the rest").await;
     let ds = env.station.dataset(&env.account, "tom-cat").await.unwrap();
     assert_eq!(ds.images[0].caption, "tom-cat, sitting on a red sofa", "[{k}]");
+    // Without a caption tool, automatic captions are refused in words.
+    let msgs = env.wait("the price again", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Price"))).await;
+    env.press(msgs.last().unwrap(), "Auto-captions").await;
+    env.wait("auto-captions refused", |m| {
+        m.last().is_some_and(|m| m.view.plain_text().contains("no caption tool is configured"))
+    })
+    .await;
     // A bad setting is refused by the core with its reason; a good one changes the price.
     env.text("steps=0").await;
     env.wait("steps refused", |m| m.last().is_some_and(|m| m.view.plain_text().contains("steps"))).await;
@@ -915,6 +922,165 @@ async fn train_a_lora_in_chat(db: TestDb) {
         env.wait("the LoRA list", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Your LoRAs"))).await;
     let list = msgs.last().unwrap().view.plain_text();
     assert!(list.contains("Tom Cat") && list.contains("yours"), "[{k}] {list}");
+    env.stop().await;
+}
+
+/// Issue 23: an owner's LoRA from `/loras` in chat — share it with
+/// someone, stop sharing it, ask to make it public (an administrator
+/// approves), delete it — each through the core's rules and audited.
+async fn own_lora_actions_in_chat(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    let bob = env.station.account("test", "u2", "Bob").await.unwrap();
+    let edit = station_core::loras::LoraEdit {
+        name: Some("Ink Fox".into()),
+        trigger_words: Some(vec!["inkfox".into()]),
+        checkpoint: Some("SD1.5".into()),
+        filename: Some("ink-fox.safetensors".into()),
+        owner: Some(Some(env.account.id.clone())),
+        visibility: Some(station_core::loras::Visibility::Private),
+        ..Default::default()
+    };
+    let operator = station_core::audit::Actor::operator("test");
+    env.station.loras().add("ink-fox", edit, &operator).await.unwrap();
+    let open_menu = || async {
+        env.command("loras", "").await;
+        let msgs =
+            env.wait("the LoRA list", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Your LoRAs"))).await;
+        env.press(msgs.last().unwrap(), "⚙ Ink Fox").await;
+        let msgs = env
+            .wait("the LoRA's card", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Who can use it")))
+            .await;
+        msgs.last().unwrap().clone()
+    };
+
+    // Share it with Bob, named by his identity.
+    let card = open_menu().await;
+    assert!(card.view.plain_text().contains("nobody yet"), "[{k}] {}", card.view.plain_text());
+    assert!(!labels(&card).iter().any(|l| l.contains("Stop sharing")), "[{k}] nothing to unshare yet");
+    env.press(&card, "Share").await;
+    env.wait("who to share with", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Who should be able")))
+        .await;
+    env.text("test:nobody-here").await;
+    env.wait("an unknown account refused", |m| m.iter().any(|m| m.view.plain_text().contains("That account"))).await;
+    env.text("test:u2").await;
+    env.wait("shared", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Bob can now use"))).await;
+    let bob_sees = env.station.loras().usable(&bob).await.unwrap();
+    assert!(bob_sees.iter().any(|l| l.slug == "ink-fox"), "[{k}] Bob can use it");
+
+    // Stop sharing it.
+    let card = open_menu().await;
+    assert!(card.view.plain_text().contains("Bob"), "[{k}] {}", card.view.plain_text());
+    env.press(&card, "Stop sharing").await;
+    let msgs = env.wait("whom to stop", |m| m.last().is_some_and(|m| m.view.plain_text().contains("no longer"))).await;
+    env.press(msgs.last().unwrap(), "Bob").await;
+    env.wait("unshared", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Bob can no longer use"))).await;
+    let bob_sees = env.station.loras().usable(&bob).await.unwrap();
+    assert!(!bob_sees.iter().any(|l| l.slug == "ink-fox"), "[{k}] Bob can no longer use it");
+
+    // Make it public: an administrator approves the request first.
+    let card = open_menu().await;
+    env.press(&card, "Make public").await;
+    env.wait("asked", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Asked an administrator"))).await;
+    let card = open_menu().await;
+    let text = card.view.plain_text();
+    assert!(text.contains("waiting for an administrator"), "[{k}] {text}");
+    assert!(!labels(&card).iter().any(|l| l.contains("Make public")), "[{k}] asked once");
+    env.send(station_flows::Input::Action { token: token_of(&card, "Done") }).await;
+    env.station.decide_lora_publish("ink-fox", true, &operator).await.unwrap();
+    let card = open_menu().await;
+    assert!(card.view.plain_text().contains("everyone can use it"), "[{k}] {}", card.view.plain_text());
+
+    // Delete it (asked first); it leaves the catalog.
+    env.press(&card, "Delete").await;
+    let msgs =
+        env.wait("delete asked", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Delete Ink Fox?"))).await;
+    env.press(msgs.last().unwrap(), "🗑 Delete").await;
+    env.wait("deleted", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Deleted ink-fox"))).await;
+    assert!(env.station.loras().show("ink-fox").await.is_err(), "[{k}] deleted");
+    let audit =
+        env.station.audit_log(&station_core::audit::AuditQuery { limit: 100, ..Default::default() }).await.unwrap();
+    for action in ["lora.grant", "lora.revoke", "lora.publish.request", "lora.publish.approve"] {
+        assert!(audit.iter().any(|e| e.action == action), "[{k}] {action} audited");
+    }
+    for m in env.platform.messages(&env.conv.chat) {
+        assert!(!m.view.plain_text().contains(&bob.id), "[{k}] no internal ids: {}", m.view.plain_text());
+    }
+    env.stop().await;
+}
+
+/// Issue 23: captions written by the operator's caption tool from the
+/// `/train` flow — a paid job per photo, progress on Refresh, then a review
+/// of each caption.
+async fn auto_captions_in_chat(db: TestDb) {
+    let env = setup_with(db, |c| {
+        let dir = c.tools_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let tool = serde_json::json!({
+            "id": "caption", "name": "Caption", "category": "caption", "visibility": "hidden", "service": "comfyui",
+            "inputs": {"image": {"type": "image", "required": true}},
+            "cost": {"per_run": 1},
+            "comfyui": {
+                "workflow": {
+                    "1": {"class_type": "LoadImage", "inputs": {"image": "in.png"}},
+                    "2": {"class_type": "StationCaption", "inputs": {"image": ["1", 0]}},
+                    "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}
+                },
+                "bindings": {"image": ["1.inputs.image"]},
+                "outputs": ["3"]
+            }
+        });
+        std::fs::write(dir.join("caption.json"), serde_json::to_vec(&tool).unwrap()).unwrap();
+    })
+    .await;
+    let k = env.db.kind;
+    env.command("train", "Tom Cat").await;
+    env.wait("the photos step", |m| m.last().is_some_and(|m| m.view.plain_text().contains("0 of 20"))).await;
+    let mut photos = vec![];
+    for i in 0..4 {
+        photos.push(env.upload(8 + i, 8).await);
+    }
+    env.send(Input::Images { media: photos }).await;
+    let msgs = env.wait("4 photos", |m| m.last().is_some_and(|m| m.view.plain_text().contains("4 of 20"))).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.station.reload_models().await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "[{k}] the health check never stored the models");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.press(msgs.last().unwrap(), "Continue").await;
+    let msgs = env.wait("the price", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Price"))).await;
+    let before = env.station.points(&env.account.id).await.unwrap().available();
+    env.press(msgs.last().unwrap(), "Auto-captions").await;
+    let msgs =
+        env.wait("the run", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Captions cost 4 points"))).await;
+    let mut last = msgs.last().unwrap().clone();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !last.view.plain_text().contains("Captions done: 4 written") {
+        assert!(tokio::time::Instant::now() < deadline, "[{k}] {}", last.view.plain_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        env.press(&last, "Refresh").await;
+        last = env.platform.last(&env.conv.chat).unwrap();
+    }
+    env.press(&last, "Review captions").await;
+    let msgs =
+        env.wait("the first caption", |m| m.last().is_some_and(|m| m.view.plain_text().contains("1 of 4"))).await;
+    let first = msgs.last().unwrap().view.plain_text();
+    assert!(first.contains("tom-cat, a photo of a mostly"), "[{k}] the written caption is shown: {first}");
+    env.text("on a sofa").await;
+    env.wait("the second caption", |m| m.last().is_some_and(|m| m.view.plain_text().contains("2 of 4"))).await;
+    let ds = env.station.dataset(&env.account, "tom-cat").await.unwrap();
+    assert_eq!(ds.images[0].caption, "tom-cat, on a sofa", "[{k}] edited after");
+    assert!(ds.images[1].caption.starts_with("tom-cat, a photo of a mostly"), "[{k}] {:?}", ds.images[1].caption);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let after = env.station.points(&env.account.id).await.unwrap();
+        if after.held == 0 {
+            assert_eq!(before - after.available(), 4, "[{k}] a point per caption");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "[{k}] holds never settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     env.stop().await;
 }
 
@@ -1329,6 +1495,8 @@ on_every_db!(
     examples_and_labels_come_from_runnable_tools,
     user_text_has_no_internal_data,
     train_a_lora_in_chat,
+    own_lora_actions_in_chat,
+    auto_captions_in_chat,
     cast_a_spell_in_chat,
     create_a_spell_in_chat,
     a_result_goes_into_a_collection,

@@ -124,6 +124,8 @@ const NAMES_FIXTURES: &[(&str, &str)] = &[
     ("post", "/api/v1/spells"),
     // A dataset with at least four images, and an image at a position.
     ("put", "/api/v1/datasets/{dataset}/images/{position}"),
+    // A dataset with empty captions, and a caption tool.
+    ("post", "/api/v1/datasets/{dataset}/captions"),
     ("post", "/api/v1/trainings"),
     ("post", "/api/v1/trainings/quote"),
     // A collection of the caller's, and a trained LoRA of theirs.

@@ -63,7 +63,42 @@ function trainingRow(t) {
   const li = el('li', { class: 'card training', dataset: { training: t.id } },
     el('strong', {}, t.lora), ' · ', status, el('span', { class: 'muted' }, ` · ${t.price} points · ${when(t.created_at)}`));
   if (t.status === 'running') follow(t, li, status);
+  else if (t.status === 'succeeded') showSamples(t, li);
   return li;
+}
+
+/** The sample images of a trained LoRA (training.samples), read again while some are being drawn. */
+function showSamples(t, box) {
+  let grid = box.querySelector('.samples');
+  const draw = (now) => {
+    const samples = now.samples || [];
+    if (!samples.length) return false;
+    if (!grid) {
+      grid = el('ul', { class: 'gallery samples', 'aria-label': `Samples of ${now.lora}` });
+      box.append(el('p', { class: 'muted' }, `Samples with ${now.lora}:`), grid);
+    }
+    grid.replaceChildren();
+    for (const s of samples) {
+      for (const m of s.images) {
+        grid.append(el('li', { class: 'item' }, el('img', { src: mediaUrl(m, true), alt: s.prompt, title: s.prompt, loading: 'lazy' })));
+      }
+      if (['queued', 'dispatched', 'running'].includes(s.status)) grid.append(el('li', { class: 'muted' }, 'drawing a sample…'));
+      if (s.status === 'failed') grid.append(el('li', { class: 'muted' }, 'a sample failed'));
+    }
+    return samples.some((s) => ['queued', 'dispatched', 'running'].includes(s.status));
+  };
+  let waiting = draw(t);
+  let reads = 0;
+  const poll = setInterval(async () => {
+    reads += 1;
+    try {
+      waiting = draw(await api('GET', `/api/v1/trainings/${enc(t.id)}`));
+    } catch {
+      /* the next read tries again */
+    }
+    // Samples are queued just after the LoRA is ready: look for a while.
+    if (!waiting && (reads > 5 || (t.samples || []).length)) clearInterval(poll);
+  }, 2000);
 }
 
 function describe(t) {
@@ -126,12 +161,15 @@ function follow(t, box, status) {
     source.close();
     if (poll) clearInterval(poll);
     cancel.remove();
+    // A run that ended before its events were heard did start: said first.
+    if (now.status === 'succeeded') started();
     if (now.status === 'succeeded') note('end', 'Done: your LoRA is ready.');
     else if (now.status === 'failed') note('end', `Failed${now.error ? `: ${now.error}` : ''}. Your points were returned.`);
     if (now.status === 'succeeded') {
       bar.set(1);
       box.append(el('p', { class: 'done', role: 'status' }, '✅ Your LoRA ', el('strong', {}, now.lora),
         ' is ready. Put ', el('code', {}, now.lora), ' in a prompt to use it.'));
+      showSamples(now, box);
     }
     refreshBalance();
   };
@@ -181,7 +219,18 @@ async function dataset() {
     el('button', { type: 'submit', class: 'primary' }, 'Add'),
     el('p', { class: 'muted', id: 'upload-progress', role: 'status' }));
   const settings = el('form', { class: 'card', id: 'train-settings' });
-  m.append(intro, grid, upload, settings);
+  // Automatic captions by the operator's caption tool: one paid job per photo.
+  const overwrite = el('input', { id: 'c-overwrite', name: 'overwrite', type: 'checkbox' });
+  const autoButton = el('button', { type: 'submit', id: 'auto-captions' }, 'Write captions automatically');
+  const captionStatus = el('p', { class: 'muted', id: 'caption-status', role: 'status' });
+  const captionBar = progressBar();
+  captionBar.node.hidden = true;
+  const auto = el('form', { class: 'card', id: 'auto-caption' },
+    el('h2', {}, 'Captions'),
+    el('p', { class: 'muted' }, 'A caption tool can describe each photo for you; you can edit every caption afterwards.'),
+    el('div', { class: 'field' }, el('label', { for: 'c-overwrite' }, overwrite, ' Also replace captions already written')),
+    autoButton, captionBar.node, captionStatus);
+  m.append(intro, grid, upload, auto, settings);
 
   const draw = () => {
     const n = d.images ? d.images.length : 0;
@@ -206,6 +255,51 @@ async function dataset() {
     upload.hidden = d.status === 'locked' || n >= d.max_images;
   };
   draw();
+
+  // Follows a captioning run until its jobs end, then shows the captions.
+  let captionPoll = null;
+  const followCaptions = (run) => {
+    captionStatus.textContent = run.summary;
+    captionBar.node.hidden = !run.running;
+    captionBar.set(run.progress || 0);
+    autoButton.disabled = run.running;
+    const failed = run.items.filter((i) => i.status === 'failed' && i.error);
+    if (!run.running && failed.length) {
+      captionStatus.textContent += ` · ${failed.map((i) => `photo ${i.position}: ${i.error}`).join('; ')}`;
+    }
+    if (run.running && !captionPoll) {
+      captionPoll = setInterval(async () => {
+        try {
+          followCaptions(await api('GET', `/api/v1/datasets/${enc(slug)}/captions`));
+        } catch {
+          /* the next read tries again */
+        }
+      }, 1500);
+    } else if (!run.running && captionPoll) {
+      clearInterval(captionPoll);
+      captionPoll = null;
+      refreshBalance();
+      api('GET', `/api/v1/datasets/${enc(slug)}`).then((fresh) => {
+        d = fresh;
+        draw();
+      });
+    }
+  };
+  auto.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    auto.querySelectorAll('.field-error').forEach((n) => n.remove());
+    try {
+      const run = await api('POST', `/api/v1/datasets/${enc(slug)}/captions`, { overwrite: overwrite.checked });
+      toast(`Writing ${run.images} caption${run.images === 1 ? '' : 's'} · ${run.price} points`);
+      refreshBalance();
+      followCaptions(run);
+    } catch (e) {
+      captionStatus.textContent = e.message;
+      showError(e, auto);
+    }
+  });
+  auto.hidden = d.status === 'locked';
+  api('GET', `/api/v1/datasets/${enc(slug)}/captions`).then(followCaptions, () => {});
 
   upload.addEventListener('submit', async (ev) => {
     ev.preventDefault();

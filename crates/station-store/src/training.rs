@@ -85,6 +85,37 @@ pub struct TrainingRow {
     pub finished_at: Option<i64>,
 }
 
+/// One caption job of a dataset image (auto-captions).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct DatasetCaptionRow {
+    /// The caption job.
+    pub job_id: String,
+    /// The captioning run it belongs to (one request for a dataset).
+    pub run_id: String,
+    /// The dataset.
+    pub dataset_id: String,
+    /// Owner (who pays).
+    pub account_id: String,
+    /// The image captioned.
+    pub media_id: String,
+    /// Replace a caption someone wrote (else only an empty one is filled).
+    pub overwrite: bool,
+    /// `pending` until its job ends, then `applied`, `kept` (the caption was
+    /// not empty, or was edited meanwhile), `failed` or `cancelled`.
+    pub status: String,
+    /// The caption the tool wrote.
+    pub caption: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Created, Unix ms.
+    pub created_at: i64,
+    /// Ended, Unix ms.
+    pub finished_at: Option<i64>,
+}
+
+const CAPTION_COLS: &str =
+    "job_id, run_id, dataset_id, account_id, media_id, overwrite, status, caption, error, created_at, finished_at";
+
 const DATASET_COLS: &str = "id, account_id, name, slug, trigger_word, status, created_at, updated_at";
 const TRAINING_COLS: &str = "id, account_id, dataset_id, definition, job_id, lora_slug, settings, price, status, \
                              error, file_hash, file_name, created_at, finished_at";
@@ -388,5 +419,176 @@ impl Store {
             tx.commit().await?;
             Ok(())
         })
+    }
+
+    /// Records a caption job about to be queued (its id chosen first).
+    pub async fn insert_dataset_caption(&self, row: &DatasetCaptionRow) -> Result<(), StoreError> {
+        with_pool!(self, p => {
+            sqlx::query(
+                "INSERT INTO dataset_captions (job_id, run_id, dataset_id, account_id, media_id, overwrite, status, \
+                 caption, error, created_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(&row.job_id)
+            .bind(&row.run_id)
+            .bind(&row.dataset_id)
+            .bind(&row.account_id)
+            .bind(&row.media_id)
+            .bind(row.overwrite)
+            .bind(&row.status)
+            .bind(&row.caption)
+            .bind(&row.error)
+            .bind(row.created_at)
+            .bind(row.finished_at)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Removes the record of a caption job that was not queued (refused).
+    pub async fn delete_dataset_caption(&self, job_id: &str) -> Result<(), StoreError> {
+        with_pool!(self, p => {
+            sqlx::query("DELETE FROM dataset_captions WHERE job_id = $1").bind(job_id).execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// The caption record of a job, if it is a caption job.
+    pub async fn dataset_caption_by_job(&self, job_id: &str) -> Result<Option<DatasetCaptionRow>, StoreError> {
+        let sql = format!("SELECT {CAPTION_COLS} FROM dataset_captions WHERE job_id = $1");
+        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(job_id).fetch_optional(p).await?))
+    }
+
+    /// The caption jobs of a dataset's latest captioning run, oldest first
+    /// (empty when it was never captioned by a tool).
+    pub async fn latest_caption_run(&self, dataset_id: &str) -> Result<Vec<DatasetCaptionRow>, StoreError> {
+        let sql = format!(
+            "SELECT {CAPTION_COLS} FROM dataset_captions WHERE run_id = (SELECT run_id FROM dataset_captions \
+             WHERE dataset_id = $1 ORDER BY created_at DESC, run_id DESC LIMIT 1) ORDER BY created_at, job_id"
+        );
+        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(dataset_id).fetch_all(p).await?))
+    }
+
+    /// Ends a pending caption job. With `applied`, the image's caption
+    /// becomes `caption` in the same transaction — only while it is still
+    /// `expected` (a caption someone wrote meanwhile is kept: the job then
+    /// ends `kept`). Returns the status recorded, or None when the job had
+    /// ended already.
+    pub async fn end_dataset_caption(
+        &self,
+        job_id: &str,
+        status: &str,
+        caption: Option<&str>,
+        expected: Option<&str>,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let row: Option<(String, String)> = sqlx::query_as(
+                "SELECT dataset_id, media_id FROM dataset_captions WHERE job_id = $1 AND status = 'pending'",
+            )
+            .bind(job_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((dataset, media)) = row else { return Ok(None) };
+            let mut status = status.to_owned();
+            if status == "applied" {
+                let n = sqlx::query(
+                    "UPDATE dataset_images SET caption = $3 WHERE dataset_id = $1 AND media_id = $2 AND caption = $4 \
+                     AND EXISTS (SELECT 1 FROM datasets d WHERE d.id = $1 AND d.status IN ('draft', 'ready'))",
+                )
+                .bind(&dataset)
+                .bind(&media)
+                .bind(caption)
+                .bind(expected)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n == 1 {
+                    sqlx::query("UPDATE datasets SET updated_at = $2 WHERE id = $1")
+                        .bind(&dataset)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                } else {
+                    status = "kept".into();
+                }
+            }
+            let n = sqlx::query(
+                "UPDATE dataset_captions SET status = $2, caption = $3, error = $4, finished_at = $5 \
+                 WHERE job_id = $1 AND status = 'pending'",
+            )
+            .bind(job_id)
+            .bind(&status)
+            .bind(caption)
+            .bind(error)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n != 1 {
+                return Ok(None);
+            }
+            tx.commit().await?;
+            Ok(Some(status))
+        })
+    }
+
+    /// Pending caption jobs whose job ended (a process died before applying
+    /// it), and those created before `orphaned_before` whose job was never
+    /// queued: the core completes them.
+    pub async fn dataset_captions_to_complete(
+        &self,
+        orphaned_before: i64,
+    ) -> Result<Vec<DatasetCaptionRow>, StoreError> {
+        let sql = format!(
+            "SELECT {CAPTION_COLS} FROM dataset_captions c WHERE c.status = 'pending' AND (EXISTS \
+             (SELECT 1 FROM jobs j WHERE j.id = c.job_id AND j.status IN ('succeeded', 'failed', 'cancelled')) \
+             OR (c.created_at < $1 AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = c.job_id)))"
+        );
+        Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(orphaned_before).fetch_all(p).await?))
+    }
+
+    /// Records a sample job of a training about to be queued.
+    pub async fn insert_training_sample(
+        &self,
+        job_id: &str,
+        training_id: &str,
+        position: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, p => {
+            sqlx::query(
+                "INSERT INTO training_samples (job_id, training_id, position, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (job_id) DO NOTHING",
+            )
+            .bind(job_id)
+            .bind(training_id)
+            .bind(position)
+            .bind(now)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Removes the record of a sample job that was not queued.
+    pub async fn delete_training_sample(&self, job_id: &str) -> Result<(), StoreError> {
+        with_pool!(self, p => {
+            sqlx::query("DELETE FROM training_samples WHERE job_id = $1").bind(job_id).execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// The sample jobs of a training, in order.
+    pub async fn training_samples(&self, training_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = with_pool!(self, p => {
+            sqlx::query_as("SELECT job_id FROM training_samples WHERE training_id = $1 ORDER BY position, job_id")
+                .bind(training_id)
+                .fetch_all(p)
+                .await?
+        });
+        Ok(rows.into_iter().map(|(j,)| j).collect())
     }
 }

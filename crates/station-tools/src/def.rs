@@ -188,6 +188,10 @@ pub enum Category {
     Inpaint,
     /// Describes an image in text.
     ImageToText,
+    /// Writes a caption for one image: the text a training dataset's
+    /// auto-captions use (`training.caption_tool`). Its result is text (the
+    /// workflow's output node returns `{"text": [...]}`, e.g. `PreviewAny`).
+    Caption,
     /// Produces video.
     Video,
     /// Anything else.

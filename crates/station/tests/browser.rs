@@ -1054,8 +1054,30 @@ async fn train_a_lora_on_the_web() {
     c.close().await.unwrap();
 }
 
+/// A caption tool (LoadImage → StationCaption → PreviewAny: a text output).
+fn install_caption_tool(tools_dir: &Path) {
+    let tool = json!({
+        "id": "caption", "name": "Caption", "category": "caption", "visibility": "hidden", "service": "comfyui",
+        "inputs": {"image": {"type": "image", "required": true}},
+        "cost": {"per_run": 1},
+        "comfyui": {
+            "workflow": {
+                "1": {"class_type": "LoadImage", "inputs": {"image": "in.png"}},
+                "2": {"class_type": "StationCaption", "inputs": {"image": ["1", 0]}},
+                "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}
+            },
+            "bindings": {"image": ["1.inputs.image"]},
+            "outputs": ["3"]
+        }
+    });
+    std::fs::write(tools_dir.join("caption.json"), serde_json::to_vec_pretty(&tool).unwrap()).unwrap();
+}
+
 async fn training_scenario(c: &Client, kind: &str, fake: &FakeComfy, database_url: Option<&str>) {
     let mut server = Server::new(&fake.url(), database_url);
+    install_caption_tool(&server.dir.path().join("data").join("tools"));
+    // A trainer silent for 6 seconds is stopped (the second training below).
+    server.vars.push(("STATION_TRAINING_STALL_MINUTES".into(), "0.1".into()));
     let link = link_in(&server.run(&["users", "create", "--admin", "ada"]));
     server.start().await;
     let shots = |name: &str| format!("{kind}-training-{name}");
@@ -1086,6 +1108,21 @@ async fn training_scenario(c: &Client, kind: &str, fake: &FakeComfy, database_ur
     until(c, "four photos", "return document.getElementById('dataset-status').textContent.includes('4 of 20')").await;
     let captions = c.execute("return document.querySelectorAll('#images input[name=caption]').length", vec![]);
     assert_eq!(captions.await.unwrap(), json!(4), "{kind}: one caption box per photo");
+    // Captions written by the caption tool, one paid job per photo.
+    click(c, "#auto-captions").await;
+    until(
+        c,
+        "the captions written",
+        "return document.getElementById('caption-status').textContent.includes('Captions done: 4 written')",
+    )
+    .await;
+    until(
+        c,
+        "the written captions in the grid",
+        "return [...document.querySelectorAll('#images input[name=caption]')].every((i) => i.value.startsWith('tom-cat, a photo of a mostly'))",
+    )
+    .await;
+    screenshot(c, &shots("captions")).await;
     // Fewer steps, a lower price: the server's quote follows the field.
     type_into(c, "#t-steps", "4").await;
     c.execute("document.getElementById('t-steps').dispatchEvent(new Event('change'))", vec![]).await.unwrap();
@@ -1093,11 +1130,39 @@ async fn training_scenario(c: &Client, kind: &str, fake: &FakeComfy, database_ur
     screenshot(c, &shots("dataset")).await;
     click(c, "#train").await;
     until(c, "the LoRA ready", "return document.body.innerText.includes('Your LoRA tom-cat is ready')").await;
+    // The run's notes as chat gets them: its start and its end.
+    let notes = text_of(c, ".training-notes").await;
+    assert!(notes.contains("Started") && notes.contains("Done: your LoRA is ready."), "{kind}: {notes}");
     screenshot(c, &shots("ready")).await;
     c.goto(&server.url("/training")).await.unwrap();
     until(c, "the training list", "return !!document.querySelector('#training-list') && document.getElementById('training-list').textContent.includes('ready')").await;
     let out = server.run(&["trainings", "list", "--user", "ada"]);
     assert!(out.contains("tom-cat") && out.contains("succeeded"), "{kind}: {out}");
+
+    // A wedged trainer: the page shows its notes, then the stall and the refund.
+    fake.stall_training_after(Some(2));
+    c.goto(&server.url("/training/tom-cat")).await.unwrap();
+    until(c, "the dataset page again", "return document.getElementById('price').textContent.includes('steps')").await;
+    type_into(c, "#t-steps", "8").await;
+    c.execute("document.getElementById('t-steps').dispatchEvent(new Event('change'))", vec![]).await.unwrap();
+    until(c, "the price of 8 steps", "return document.getElementById('price').textContent.startsWith('8 steps')").await;
+    click(c, "#train").await;
+    until(
+        c,
+        "the start note",
+        "return (document.querySelector('.training-notes') || {}).textContent?.includes('Started')",
+    )
+    .await;
+    until(
+        c,
+        "the stall shown",
+        "return document.body.innerText.includes('made no progress for 6 seconds') && document.body.innerText.includes('points were returned')",
+    )
+    .await;
+    let notes = text_of(c, ".training-notes").await;
+    assert!(notes.contains("Failed: made no progress for 6 seconds. Your points were returned."), "{kind}: {notes}");
+    screenshot(c, &shots("stalled")).await;
+    fake.stall_training_after(None);
 }
 
 /// Issue 26 on the web: the Wallet page links an address through an

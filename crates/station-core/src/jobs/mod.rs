@@ -261,6 +261,21 @@ impl Station {
             return Err(SubmitError::Suspended);
         }
         let tool = self.find_tool(&req.tool, account).ok_or_else(|| SubmitError::UnknownTool(req.tool.clone()))?;
+        self.prepare_tool(account, tool, req, pending).await
+    }
+
+    /// [`Station::prepare_with`] for a tool the core chose itself (a hidden
+    /// caption tool): validated and priced like any, not looked up by name.
+    pub(crate) async fn prepare_tool(
+        &self,
+        account: &AccountRow,
+        tool: std::sync::Arc<ToolDef>,
+        req: &SubmitRequest,
+        pending: &[String],
+    ) -> Result<Prepared, SubmitError> {
+        if account.suspended {
+            return Err(SubmitError::Suspended);
+        }
         let saved = self.store.tool_settings(&account.id, &tool.id).await?;
         // The model first: its base model picks the defaults of the rest.
         let (model, model_error) = match self.choose_model(&tool, &req.params, &saved).await {

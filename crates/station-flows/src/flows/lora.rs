@@ -1,7 +1,7 @@
 //! `lora`: one of your own LoRAs (a `/loras` button) — whom it is shared
 //! with and whether it is public, and what you can do with it: share it with
-//! someone, make it public (at once, or after an administrator's approval),
-//! delete it. Every rule is the core's (`station_core::own_loras`).
+//! someone or stop sharing it, make it public (at once, or after an
+//! administrator's approval), delete it. Every rule is the core's (`station_core::own_loras`).
 
 use serde_json::{Value, json};
 use station_core::audit::Via;
@@ -17,6 +17,7 @@ pub struct Lora;
 const STEPS: &[StepSpec] = &[
     StepSpec { id: "menu", accepts: &[] },
     StepSpec { id: "share", accepts: &[Accepts::Text] },
+    StepSpec { id: "unshare", accepts: &[] },
     StepSpec { id: "delete", accepts: &[] },
 ];
 
@@ -102,6 +103,18 @@ impl Flow for Lora {
                 "Account",
                 InputKind::Text { placeholder: Some("telegram:123456".into()), multiline: false, max_len: Some(200) },
             ),
+            "unshare" => {
+                let buttons: Vec<Button> = own
+                    .shared_with
+                    .iter()
+                    .zip(&own.shared_ids)
+                    .take(10)
+                    .map(|(name, id)| Button::action(name.clone(), "unshare", json!({"account": id})))
+                    .collect();
+                View::text(Rich::plain("Who should no longer be able to use ").bold(own.lora.name.clone()).text("?"))
+                    .row(buttons)
+                    .row(vec![Button::action("Cancel", "cancel", Value::Null)])
+            }
             "delete" => View::text(
                 Rich::plain("Delete ")
                     .bold(own.lora.name.clone())
@@ -113,6 +126,9 @@ impl Flow for Lora {
             ]),
             _ => {
                 let mut row = vec![Button::action("👥 Share", "share", Value::Null)];
+                if !own.shared_ids.is_empty() {
+                    row.push(Button::action("🚫 Stop sharing", "unshare", Value::Null));
+                }
                 if own.publication != "public" && own.publication != "pending" {
                     row.push(Button::action("🌍 Make public", "publish", Value::Null));
                 }
@@ -129,6 +145,26 @@ impl Flow for Lora {
         match (step, input) {
             ("menu", StepInput::Action { name, .. }) if name == "share" => {
                 Ok(Next::Goto("share".into(), state.clone()))
+            }
+            ("menu", StepInput::Action { name, .. }) if name == "unshare" => {
+                Ok(Next::Goto("unshare".into(), state.clone()))
+            }
+            ("unshare", StepInput::Action { name, args }) if name == "unshare" => {
+                let who = get_str(&args, "account").unwrap_or("").to_owned();
+                let name = match cx.station.own_lora(cx.account, &slug).await {
+                    Ok(o) => o.shared_ids.iter().position(|i| *i == who).map(|p| o.shared_with[p].clone()),
+                    Err(e) => return Ok(Next::Invalid(words(e)?)),
+                };
+                match cx.station.unshare_lora(cx.account, &slug, &who, via(cx)).await {
+                    Ok(_) => Ok(done(View::text(
+                        Rich::plain("🚫 ")
+                            .bold(name.unwrap_or_else(|| "They".into()))
+                            .text(" can no longer use ")
+                            .code(slug)
+                            .text("."),
+                    ))),
+                    Err(e) => Ok(Next::Invalid(words(e)?)),
+                }
             }
             ("menu", StepInput::Action { name, .. }) if name == "delete" => {
                 Ok(Next::Goto("delete".into(), state.clone()))

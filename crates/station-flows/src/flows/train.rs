@@ -20,6 +20,7 @@ const STEPS: &[StepSpec] = &[
     StepSpec { id: "name", accepts: &[Accepts::Text, Accepts::Image] },
     StepSpec { id: "images", accepts: &[Accepts::Image, Accepts::Text] },
     StepSpec { id: "caption", accepts: &[Accepts::Text] },
+    StepSpec { id: "autocaption", accepts: &[Accepts::Text] },
     StepSpec { id: "settings", accepts: &[Accepts::Text] },
 ];
 
@@ -35,11 +36,19 @@ fn words(e: TrainingError) -> Result<String, FlowError> {
             "name" => format!("That name does not work: {reason}."),
             "image" => format!("That image was not added: {reason}."),
             "caption" => format!("That caption is too long: {reason}."),
+            "captions" => capitalised(&reason),
             "feature" => reason,
             _ => format!("{field}: {reason}."),
         }),
         other => Ok(other.to_string()),
     }
+}
+
+/// `text` with its first letter in capitals and a full stop.
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    let first = chars.next().map(|c| c.to_uppercase().collect::<String>()).unwrap_or_default();
+    format!("{first}{}.", chars.as_str().trim_end_matches('.'))
 }
 
 fn dataset_key(state: &Value) -> &str {
@@ -149,6 +158,7 @@ impl Train {
             first.push(Button::action(format!("▶ Train · {}", points(quote.price)), "train", Value::Null).primary());
         }
         first.push(Button::action("✍ Captions", "captions", Value::Null));
+        first.push(Button::action("✨ Auto-captions", "autocaption", Value::Null));
         let presets = STEP_PRESETS
             .iter()
             .filter(|s| **s != quote.steps)
@@ -302,6 +312,42 @@ impl Flow for Train {
                     ])
                     .ask("Caption", InputKind::Text { placeholder: None, multiline: true, max_len: Some(1000) }))
             }
+            "autocaption" => {
+                let run = match cx.station.caption_run(cx.account, dataset_key(state)).await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => {
+                        return Ok(View::text("No captions are being written.").row(vec![Button::action(
+                            "◀ Back",
+                            "back",
+                            Value::Null,
+                        )]));
+                    }
+                    Err(e) => return Ok(View::text(words(e)?)),
+                };
+                let mut view = View::default();
+                if let Some(price) = state.get("caption_price").and_then(Value::as_i64) {
+                    view = view.with_text(format!("Captions cost {}.", points(price)));
+                }
+                view = view.with_text(Rich::plain(run.summary()).text(if run.running {
+                    " (press Refresh to see how far it is)."
+                } else {
+                    "."
+                }));
+                for i in run.items.iter().filter(|i| i.status == "failed") {
+                    if let (Some(p), Some(e)) = (i.position, &i.error) {
+                        view = view.with_text(format!("⚠ Photo {p}: {e}"));
+                    }
+                }
+                let row = if run.running {
+                    vec![Button::action("↻ Refresh", "refresh", Value::Null).primary()]
+                } else {
+                    vec![
+                        Button::action("✍ Review captions", "review", Value::Null).primary(),
+                        Button::action("✨ Rewrite all", "rewrite", Value::Null),
+                    ]
+                };
+                Ok(view.row(row).row(vec![Button::action("◀ Settings", "back", Value::Null)]))
+            }
             "settings" => {
                 let req = Self::request(state, cx, None);
                 let dataset = match cx.station.dataset(cx.account, &req.dataset).await {
@@ -379,6 +425,21 @@ impl Flow for Train {
                 next_caption(cx, state, slot).await
             }
             ("caption", StepInput::Action { name, .. }) if name == "done" => Ok(Next::Back),
+            ("settings" | "autocaption", StepInput::Action { name, .. })
+                if name == "autocaption" || name == "rewrite" =>
+            {
+                match cx.station.caption_dataset(cx.account, dataset_key(state), name == "rewrite").await {
+                    Ok(run) => {
+                        let s = with(state, "caption_price", json!(run.price.unwrap_or(0)));
+                        if step == "autocaption" { Ok(Next::Stay(s)) } else { Ok(Next::Goto("autocaption".into(), s)) }
+                    }
+                    Err(e) => Ok(Next::Invalid(words(e)?)),
+                }
+            }
+            ("autocaption", StepInput::Action { name, .. }) if name == "refresh" => Ok(Next::Stay(state.clone())),
+            ("autocaption", StepInput::Action { name, .. }) if name == "review" => {
+                Ok(Next::Goto("caption".into(), with(state, "slot", 1)))
+            }
             ("settings", StepInput::Action { name, .. }) if name == "captions" => {
                 Ok(Next::Goto("caption".into(), with(state, "slot", 1)))
             }

@@ -33,6 +33,7 @@ pub fn routes() -> OpenApiRouter<Station> {
         .routes(routes!(get_dataset, delete_dataset))
         .routes(routes!(add_image))
         .routes(routes!(set_caption))
+        .routes(routes!(caption_status, start_captions))
         .routes(routes!(quote_training))
         .routes(routes!(list_trainings, create_training))
         .routes(routes!(get_training))
@@ -276,6 +277,133 @@ async fn set_caption(
     Ok(Json(DatasetImageInfo { position, media, caption }))
 }
 
+/// One image of a captioning run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CaptionItemInfo {
+    /// The image's slot (null when it left the dataset since).
+    #[schema(required = true)]
+    pub position: Option<i64>,
+    /// `pending`, `applied`, `kept` (a caption was there, or was written
+    /// meanwhile), `failed` or `cancelled`.
+    pub status: String,
+    /// The caption the tool wrote, once it did.
+    #[schema(required = true)]
+    pub caption: Option<String>,
+    /// Why it failed.
+    #[schema(required = true)]
+    pub error: Option<String>,
+    /// Progress of its job, 0–1.
+    pub progress: f64,
+}
+
+/// A dataset's captioning run (automatic captions by the caption tool).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CaptionRunInfo {
+    /// Images the run captions.
+    pub images: usize,
+    /// Of those, how many have ended.
+    pub done: usize,
+    /// Captions written.
+    pub applied: usize,
+    /// Captions kept as they were.
+    pub kept: usize,
+    /// Images whose caption job failed or was cancelled.
+    pub failed: usize,
+    /// Some caption jobs are still queued or running.
+    pub running: bool,
+    /// Progress of the run, 0–1.
+    pub progress: f64,
+    /// Points held for the run (only in the answer that starts it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<i64>,
+    /// The run in words.
+    pub summary: String,
+    /// Every image of the run.
+    pub items: Vec<CaptionItemInfo>,
+}
+
+impl CaptionRunInfo {
+    fn from_run(r: station_core::captions::CaptionRun) -> CaptionRunInfo {
+        CaptionRunInfo {
+            summary: r.summary(),
+            images: r.images,
+            done: r.done,
+            applied: r.applied,
+            kept: r.kept,
+            failed: r.failed,
+            running: r.running,
+            progress: r.progress,
+            price: r.price,
+            items: r
+                .items
+                .into_iter()
+                .map(|i| CaptionItemInfo {
+                    position: i.position,
+                    status: i.status,
+                    caption: i.caption,
+                    error: i.error,
+                    progress: i.progress,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `POST /api/v1/datasets/{dataset}/captions`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"overwrite": false}))]
+pub struct StartCaptions {
+    /// Write every image's caption again (default: only empty ones — those
+    /// that are no more than the trigger word).
+    overwrite: Option<bool>,
+}
+
+/// The dataset's latest captioning run: progress and what each image got.
+#[utoipa::path(get, path = "/api/v1/datasets/{dataset}/captions", tag = "training",
+    params(("dataset" = String, Path, description = "Dataset slug")),
+    responses((status = 200, body = CaptionRunInfo), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such dataset, or its captions were never written by the tool")))]
+async fn caption_status(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<CaptionRunInfo>> {
+    match station.caption_run(&a, &slug).await? {
+        Some(run) => Ok(Json(CaptionRunInfo::from_run(run))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("the captions of {slug:?} were never written by the caption tool"),
+        )),
+    }
+}
+
+/// Writes the dataset's captions with the operator's caption tool: one job
+/// per image whose caption is empty (all with `overwrite`), each paid like a
+/// generation. Follow it with `GET` on the same path.
+#[utoipa::path(post, path = "/api/v1/datasets/{dataset}/captions", tag = "training",
+    params(("dataset" = String, Path, description = "Dataset slug")),
+    request_body(content = StartCaptions, description = "Optional"),
+    responses((status = 202, body = CaptionRunInfo), (status = 400, body = ErrorBody,
+        description = "No caption tool is configured, no caption is left to write, the dataset is being trained or captioned"),
+        (status = 401, body = ErrorBody), (status = 402, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn start_captions(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Path(slug): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<CaptionRunInfo>)> {
+    let obj = match body {
+        Err(JsonRejection::MissingJsonContentType(_)) => Map::new(),
+        body => object(body, &["overwrite"])?,
+    };
+    let overwrite = super::optional_bool(&obj, "overwrite")?;
+    let run = station.caption_dataset(&a, &slug, overwrite).await?;
+    Ok((StatusCode::ACCEPTED, Json(CaptionRunInfo::from_run(run))))
+}
+
 /// `POST /api/v1/trainings` and `/api/v1/trainings/quote`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[allow(dead_code)]
@@ -397,6 +525,22 @@ pub struct TrainingInfo {
     /// The percentages of a run its owner is told about (besides its start
     /// and end; the web app's live view lists them as they are reached).
     pub milestones: Vec<u8>,
+    /// Sample images made with the LoRA once it is ready
+    /// (`training.samples`): one generation each, with its images once done.
+    pub samples: Vec<SampleInfo>,
+}
+
+/// One sample image generation of a trained LoRA.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SampleInfo {
+    /// The generation (`GET /api/v1/generations/{id}`).
+    pub generation: String,
+    /// `queued`, `running`, `succeeded`, `failed`, `cancelled`.
+    pub status: String,
+    /// The prompt it drew (a caption of the dataset, with the trigger word).
+    pub prompt: String,
+    /// Its images (`GET /api/v1/media/{id}`), once it succeeded.
+    pub images: Vec<String>,
 }
 
 impl TrainingInfo {
@@ -419,6 +563,19 @@ impl TrainingInfo {
             lora_file: v.lora.map(|l| l.filename),
             created_at: v.row.created_at,
             milestones: station_core::training::MILESTONES.to_vec(),
+            samples: v
+                .samples
+                .iter()
+                .map(|j| SampleInfo {
+                    generation: j.id.clone(),
+                    status: j.status.clone(),
+                    prompt: serde_json::from_str::<Value>(&j.params)
+                        .ok()
+                        .and_then(|p| p["prompt"].as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    images: j.output_ids(),
+                })
+                .collect(),
         }
     }
 }

@@ -55,6 +55,22 @@ pub enum DatasetsCommand {
         #[arg(long)]
         user: Option<String>,
     },
+    /// Write the captions with the operator's caption tool (one job per
+    /// image, each paid like a generation): only empty captions (no more
+    /// than the trigger word) unless --overwrite. Waits and prints them.
+    AutoCaption {
+        /// Dataset slug.
+        dataset: String,
+        /// Write every image's caption again, also those someone wrote.
+        #[arg(long)]
+        overwrite: bool,
+        /// Start the jobs and return (a running `station serve` runs them).
+        #[arg(long)]
+        no_wait: bool,
+        /// As this local user (default: $USER).
+        #[arg(long)]
+        user: Option<String>,
+    },
     /// Delete a dataset that is not being trained.
     Delete {
         /// Dataset slug.
@@ -259,6 +275,9 @@ pub async fn datasets(station: &Station, cmd: DatasetsCommand) -> u8 {
                 Err(e) => refused(e),
             }
         }
+        DatasetsCommand::AutoCaption { dataset, overwrite, no_wait, user } => {
+            auto_caption(station, &dataset, overwrite, no_wait, user).await
+        }
         DatasetsCommand::Caption { dataset, slot, caption, user } => {
             let a = match account(station, user).await {
                 Ok(a) => a,
@@ -295,6 +314,79 @@ fn is_image(p: &std::path::Path) -> bool {
 
 fn file_name(p: &std::path::Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Runs `station datasets auto-caption`: starts the run, then (unless
+/// `no_wait`) runs it — here, or in the `station serve` on this database —
+/// printing its progress, and lists the captions it wrote.
+async fn auto_caption(station: &Station, dataset: &str, overwrite: bool, no_wait: bool, user: Option<String>) -> u8 {
+    let a = match account(station, user).await {
+        Ok(a) => a,
+        Err(c) => return c,
+    };
+    let server = if no_wait { ServerOnAddress::Nobody } else { server_on_address(station).await };
+    if let ServerOnAddress::Other(theirs) = &server {
+        return other_server(station, theirs.as_deref());
+    }
+    let mut interrupt = Interrupt::listen();
+    let run = match station.caption_dataset(&a, dataset, overwrite).await {
+        Ok(r) => r,
+        Err(e) => return refused(e),
+    };
+    eprintln!(
+        "Writing {} caption{} with the caption tool ({}).",
+        run.images,
+        if run.images == 1 { "" } else { "s" },
+        station_core::points::plural_points(run.price.unwrap_or(0))
+    );
+    if no_wait {
+        eprintln!("started; follow it with `station datasets show {dataset}`");
+        return exit::OK;
+    }
+    let embedded = match server {
+        ServerOnAddress::Same => None,
+        _ => {
+            let background = wire::register_executors(station, true).await;
+            Some((Workers::start(station), background))
+        }
+    };
+    let mut last = String::new();
+    let code = loop {
+        let run = match station.caption_run(&a, dataset).await {
+            Ok(Some(r)) => r,
+            Ok(None) => break exit::FAILED,
+            Err(e) => break refused(e),
+        };
+        let line = run.summary();
+        if line != last {
+            eprintln!("{line}");
+            last = line;
+        }
+        if !run.running {
+            for i in &run.items {
+                let slot = i.position.map(|p| format!("slot {p}")).unwrap_or_else(|| "(removed)".into());
+                match (i.status.as_str(), &i.caption, &i.error) {
+                    ("applied", Some(c), _) => println!("  {slot}: {c}"),
+                    ("kept", _, _) => println!("  {slot}: kept (it has a caption)"),
+                    (status, _, Some(e)) => println!("  {slot}: {status}: {e}"),
+                    (status, _, None) => println!("  {slot}: {status}"),
+                }
+            }
+            break if run.failed > 0 { exit::FAILED } else { exit::OK };
+        }
+        tokio::select! {
+            _ = interrupt.recv() => {
+                eprintln!("stopped following; the caption jobs go on (`station datasets show {dataset}`)");
+                break exit::FAILED;
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {}
+        }
+    };
+    if let Some((workers, background)) = embedded {
+        workers.shutdown().await;
+        background.shutdown().await;
+    }
+    code
 }
 
 /// Runs `station train`: the quote, the price accepted, then the run with a progress bar.
