@@ -548,7 +548,7 @@ async function history() {
     labelled('h-status', 'Status', status), labelled('h-since', 'When', since));
   filters.addEventListener('submit', (e) => e.preventDefault());
   const count = el('span', { id: 'selected-count' });
-  const hide = el('button', { type: 'button', class: 'danger', id: 'hide-selected' }, '🗑 Hide selected');
+  const hide = el('button', { type: 'button', class: 'danger', id: 'hide-selected' }, '✕ Hide selected');
   const none = el('button', { type: 'button' }, 'Clear selection');
   // The ZIP is streamed by the server; the browser saves it as it arrives.
   const zip = el('a', { class: 'button', id: 'download-selected', download: '' }, '⬇ Download as ZIP');

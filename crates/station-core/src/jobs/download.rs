@@ -93,24 +93,29 @@ fn stream_zip(
     mut entries: mpsc::Receiver<Result<(String, Vec<u8>), String>>,
     out: mpsc::Sender<std::io::Result<Vec<u8>>>,
 ) {
-    let mut zip = zip::ZipWriter::new_stream(ChunkWriter { tx: out.clone(), buf: Vec::with_capacity(CHUNK) });
-    let stored =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
-    let result = (|| -> std::io::Result<()> {
-        while let Some(entry) = entries.blocking_recv() {
-            let (name, bytes) = entry.map_err(std::io::Error::other)?;
-            zip.start_file(name.as_str(), stored).map_err(std::io::Error::other)?;
-            zip.write_all(&bytes)?;
-        }
-        let mut w = zip.finish().map_err(std::io::Error::other)?;
-        w.flush()
-    })();
-    if let Err(e) = result {
+    let zip = zip::ZipWriter::new_stream(ChunkWriter { tx: out.clone(), buf: Vec::with_capacity(CHUNK) });
+    if let Err(e) = write_entries(zip, &mut entries) {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             warn!(error = %e, "writing a download of generations failed");
         }
         let _ = out.blocking_send(Err(e));
     }
+}
+
+/// Writes each entry received into `zip` (an `Err` entry aborts) and finishes it.
+fn write_entries(
+    mut zip: zip::ZipWriter<zip::write::StreamWriter<ChunkWriter>>,
+    entries: &mut mpsc::Receiver<Result<(String, Vec<u8>), String>>,
+) -> std::io::Result<()> {
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
+    while let Some(entry) = entries.blocking_recv() {
+        let (name, bytes) = entry.map_err(std::io::Error::other)?;
+        zip.start_file(name.as_str(), stored).map_err(std::io::Error::other)?;
+        zip.write_all(&bytes)?;
+    }
+    let mut w = zip.finish().map_err(std::io::Error::other)?;
+    w.flush()
 }
 
 impl Station {
