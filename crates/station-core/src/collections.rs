@@ -870,7 +870,7 @@ impl Station {
     /// What `metadata.json` says of one image: its generation's prompt,
     /// parameters (without internal `_` keys), model, LoRAs and seed, and
     /// its creator.
-    async fn image_metadata(&self, m: &MediaRow) -> Result<Map<String, Value>, StoreError> {
+    pub(crate) async fn image_metadata(&self, m: &MediaRow) -> Result<Map<String, Value>, StoreError> {
         let mut out = Map::new();
         out.insert("media".into(), json!(m.id));
         out.insert("mime".into(), json!(m.mime));

@@ -52,8 +52,8 @@ pub use events::{EventBus, InProcessBus, JobEvent, PgBus};
 pub use executor::{DatasetFile, ExecContext, ExecError, ExecJob, Executor, InputImage, OutputFile};
 pub use inbox::InboxService;
 pub use jobs::{
-    GenerationPage, JobAccessError, JobIdError, JobStatusView, JobView, RatingError, SubmitError, SubmitRequest,
-    service_name,
+    DownloadError, GenerationPage, GenerationsZip, JobAccessError, JobIdError, JobStatusView, JobView, RatingError,
+    SubmitError, SubmitRequest, service_name,
 };
 pub use media::{CheckedImage, DecodeSlot, ImageProblem, MediaService, MediaServiceError, UPLOAD_SLOT_WAIT};
 pub use native::MediaExecutor;

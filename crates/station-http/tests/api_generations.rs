@@ -744,3 +744,101 @@ fn chrono_free_future() -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     now + 86_400_000
 }
+
+/// Issue 22, item 8: a selection of one's generations downloads as one ZIP
+/// (streamed): each image as TOOL-SHORTID-N.EXT in the order asked, and
+/// metadata.json describing each; another person's generation is 404 (an
+/// administrator's too), and an empty, too long or imageless selection is
+/// refused with the field named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selection_of_generations_downloads_as_one_zip() {
+    use std::io::Read as _;
+    for db in testing::all().await {
+        let s = serve(&db, true, |_| {}).await;
+        let k = s.kind;
+        let up = s.upload(&s.alice_key, png(64, 32), "in.png").await;
+        let image = up.body["ref"].as_str().unwrap().to_string();
+        let mut ids = vec![];
+        for (width, prompt) in [(16, "first"), (8, "second")] {
+            let a = s
+                .post(
+                    "/api/v1/generations",
+                    &s.alice_key,
+                    json!({"tool": "resize", "params": {"image": image, "width": width}}),
+                )
+                .await;
+            assert_eq!(a.status, StatusCode::CREATED, "{k}: {prompt}: {}", a.body);
+            let id = a.body["id"].as_str().unwrap().to_string();
+            assert_eq!(s.wait(&s.alice_key, &id).await["status"], "succeeded", "{k}");
+            ids.push(id);
+        }
+        // Newest first, as the history lists them; a repeat is ignored.
+        let path = format!("/api/v1/generations/download?ids={},{},{}", ids[1], ids[0], ids[1]);
+        let r = s.http.get(s.url(&path)).bearer_auth(&s.alice_key).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{k}");
+        assert_eq!(r.headers()["content-type"], "application/zip");
+        assert_eq!(r.headers()["content-disposition"], "attachment; filename=\"station-2-images.zip\"");
+        let bytes = r.bytes().await.unwrap().to_vec();
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+        let names: Vec<String> = zip.file_names().map(|n| n.unwrap().into_owned()).collect();
+        assert_eq!(names.len(), 3, "{k}: {names:?}");
+        for (name, id) in names.iter().zip([&ids[1], &ids[0]]) {
+            assert!(name.starts_with(&format!("resize-{}", &id[..13])) && name.ends_with("-1.png"), "{k}: {name}");
+        }
+        let mut first = vec![];
+        zip.by_name(&names[0]).unwrap().read_to_end(&mut first).unwrap();
+        // The PNG header's width and height (IHDR).
+        let size = |at: usize| u32::from_be_bytes(first[at..at + 4].try_into().unwrap());
+        assert_eq!((&first[1..4], size(16), size(20)), (&b"PNG"[..], 8, 4), "{k}: the newest (width 8) first");
+        let mut text = String::new();
+        zip.by_name("metadata.json").unwrap().read_to_string(&mut text).unwrap();
+        let meta: Value = serde_json::from_str(&text).unwrap();
+        let images = meta["images"].as_array().unwrap();
+        assert_eq!(images.len(), 2, "{k}: {meta}");
+        assert_eq!((&images[0]["generation"], &images[0]["file"]), (&json!(ids[1]), &json!(names[0])), "{k}");
+        assert_eq!(images[0]["parameters"]["width"], json!(8), "{k}: {meta}");
+        assert_eq!(images[1]["tool"], json!("resize"), "{k}");
+
+        // The history's model filter: a parameter whose whole value is the
+        // name (resize's `fit` stands in for a model here).
+        let listed = |a: common::Answer| a.body["items"].as_array().map_or(0, Vec::len);
+        assert_eq!(listed(s.get("/api/v1/generations?model=contain", &s.alice_key).await), 2, "{k}");
+        assert_eq!(listed(s.get("/api/v1/generations?model=CONTAIN", &s.alice_key).await), 2, "{k}");
+        for partial in ["cont", "ontain", "fit", "%25"] {
+            let a = s.get(&format!("/api/v1/generations?model={partial}"), &s.alice_key).await;
+            assert_eq!(listed(a), 0, "{k}: {partial} is not a whole value");
+        }
+
+        // Bob, and even an administrator, get 404 for alice's generation.
+        for key in [&s.bob_key, &s.admin_key] {
+            let a = s.get(&format!("/api/v1/generations/download?ids={}", ids[0]), key).await;
+            assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "not_found"), "{k}: {}", a.body);
+        }
+        // Nothing, or too much, is refused naming the field.
+        let many = std::iter::once(ids[0].clone()).chain((0..101).map(|n| format!("{n:04}"))).collect::<Vec<_>>();
+        for path in
+            ["/api/v1/generations/download".to_string(), format!("/api/v1/generations/download?ids={}", many.join(","))]
+        {
+            let a = s.get(&path, &s.alice_key).await;
+            assert_eq!((a.status, a.fields()), (StatusCode::BAD_REQUEST, vec!["ids".to_string()]), "{k}: {}", a.body);
+        }
+        s.stop().await;
+
+        // A generation that has no image yet (no workers: it stays queued).
+        let s = serve(&db, false, |_| {}).await;
+        let up = s.upload(&s.alice_key, png(64, 32), "in.png").await;
+        let image = up.body["ref"].as_str().unwrap().to_string();
+        let a = s
+            .post(
+                "/api/v1/generations",
+                &s.alice_key,
+                json!({"tool": "resize", "params": {"image": image, "width": 4}}),
+            )
+            .await;
+        let id = a.body["id"].as_str().unwrap();
+        let a = s.get(&format!("/api/v1/generations/download?ids={id}"), &s.alice_key).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{k}: {}", a.body);
+        assert!(a.body["error"]["message"].as_str().unwrap().contains("finished image"), "{k}: {}", a.body);
+        s.stop().await;
+    }
+}

@@ -77,14 +77,131 @@ async function tool() {
   // Fields left untouched are not sent: Station fills them from the saved settings.
   const saved = await api('GET', `/api/v1/settings/${encodeURIComponent(t.id)}`).catch(() => null);
   const baseline = { ...((saved && saved.params) || {}) };
-  // A batch is that many jobs, each queued (and paid) on its own.
+  // The result appears beside the form (below it on a phone), with the
+  // earlier results of this browser session under it.
+  const current = el('section', { class: 'current', id: 'current', 'aria-label': 'Result', tabindex: '-1' },
+    el('p', { class: 'empty-result' }, 'Your result appears here.'));
+  const strip = el('ul', { class: 'gallery session-strip', id: 'session-strip', 'aria-label': 'Earlier in this session' });
+  const earlier = el('section', { class: 'session', hidden: true }, el('h2', {}, 'Earlier in this session'), strip);
+  let stopFollowing = () => {};
+  let pollTimer = null;
+  /** Shows generation `j` as the current result and follows it. */
+  const show = (j) => {
+    stopFollowing();
+    current.dataset.job = j.id;
+    const box = el('div', { class: 'followed' });
+    current.replaceChildren(
+      el('p', { class: 'lead' }, el('a', { href: `/jobs/${encodeURIComponent(j.id)}` }, j.tool_id), ` · ${when(j.created_at)}`), box);
+    stopFollowing = follow(box, j, {
+      onRerun: (n) => {
+        remember(n);
+        show(n);
+      },
+      onEnd: (f) => {
+        remember(f);
+        drawStrip();
+      },
+    });
+    drawStrip();
+  };
+  /** The session's other generations, newest first; unfinished ones are read again every few seconds. */
+  const drawStrip = () => {
+    const others = sessionJobs().filter((x) => x.id !== current.dataset.job);
+    earlier.hidden = others.length === 0;
+    strip.replaceChildren(...others.map((x) => {
+      const thumb = x.thumb
+        ? el('img', { src: mediaUrl(x.thumb, true), alt: `${x.tool} result`, loading: 'lazy' })
+        : el('span', { class: `placeholder ${x.status}` }, x.status);
+      const open = el('button', { type: 'button', class: 'thumb', 'aria-label': `Show ${x.tool} from ${when(x.created)}` }, thumb);
+      open.addEventListener('click', async () => {
+        try {
+          show(job(await api('GET', `/api/v1/generations/${encodeURIComponent(x.id)}`)));
+          current.scrollIntoView({ block: 'nearest' });
+        } catch (e) {
+          showError(e);
+        }
+      });
+      return el('li', { dataset: { job: x.id, status: x.status } }, open,
+        el('span', { class: 'caption' }, x.prompt ? el('span', { class: 'prompt' }, x.prompt) : null, `${x.tool} · ${when(x.created)}`));
+    }));
+    clearTimeout(pollTimer);
+    if (others.some((x) => !TERMINAL.includes(x.status))) pollTimer = setTimeout(readUnfinished, 2000);
+  };
+  const readUnfinished = async () => {
+    const open = sessionJobs().filter((x) => x.id !== current.dataset.job && !TERMINAL.includes(x.status));
+    for (const x of open) {
+      try {
+        remember(job(await api('GET', `/api/v1/generations/${encodeURIComponent(x.id)}`)));
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 404) forget(x.id);
+      }
+    }
+    drawStrip();
+  };
+  // A batch is that many jobs, each queued (and paid) on its own; the
+  // first is followed here, the others wait in the strip.
   const form = toolForm(t, values, 'Generate', async (params, _form, count) => {
     const first = await submitJob({ tool: t.id, params });
-    for (let i = 1; i < count; i++) await submitJob({ tool: t.id, params });
+    remember(first);
+    show(first);
     window.dispatchEvent(new Event('station:submitted'));
-    location.href = `/jobs/${encodeURIComponent(first.id)}`;
+    const r = current.getBoundingClientRect();
+    if (r.top < 0 || r.top > window.innerHeight - 80) current.scrollIntoView({ block: 'start' });
+    for (let i = 1; i < count; i++) {
+      remember(await submitJob({ tool: t.id, params }));
+      drawStrip();
+    }
+    if (count > 1) window.dispatchEvent(new Event('station:submitted'));
   }, { baseline, batch: 8 });
-  m.append(form);
+  m.append(el('div', { class: 'workbench' },
+    el('div', { class: 'workbench-form' }, form),
+    el('div', { class: 'workbench-result' }, current, earlier)));
+  // After a reload: this tool's latest generation of the session is the current one again.
+  const latest = values && Object.keys(values).length ? null : sessionJobs().find((x) => x.tool === t.id);
+  if (latest) {
+    try {
+      show(job(await api('GET', `/api/v1/generations/${encodeURIComponent(latest.id)}`)));
+    } catch {
+      forget(latest.id);
+      drawStrip();
+    }
+  } else drawStrip();
+}
+
+/** Where this browser tab keeps its session's generations (newest first), per account signed in. */
+const SESSION_KEY = `station.session.${(document.querySelector('.who .name') || {}).textContent || ''}`;
+const SESSION_MAX = 48;
+
+/** The generations made in this tab's session: id, tool, status, first output, prompt, time. */
+function sessionJobs() {
+  try {
+    const list = JSON.parse(sessionStorage.getItem(SESSION_KEY) || '[]');
+    return Array.isArray(list) ? list : [];
+  } catch {
+    return [];
+  }
+}
+
+function saveSession(list) {
+  try {
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify(list.slice(0, SESSION_MAX)));
+  } catch { /* storage may be off or full */ }
+}
+
+/** Adds or updates `j` in the session (a new one goes first). */
+function remember(j) {
+  const entry = {
+    id: j.id, tool: j.tool_id, status: j.status, thumb: j.outputs[0] || null, prompt: promptOf(j), created: j.created_at,
+  };
+  const list = sessionJobs();
+  const at = list.findIndex((x) => x.id === j.id);
+  if (at >= 0) list[at] = entry;
+  else list.unshift(entry);
+  saveSession(list);
+}
+
+function forget(id) {
+  saveSession(sessionJobs().filter((x) => x.id !== id));
 }
 
 export function progressBar() {
@@ -129,7 +246,7 @@ function statusText(j) {
   }
 }
 
-/** A generation: live progress with previews, then the result and its actions. */
+/** A generation on its own page: live progress with previews, then the result and its actions. */
 async function jobPage() {
   const id = document.body.dataset.job;
   let j;
@@ -142,13 +259,28 @@ async function jobPage() {
     return;
   }
   const m = main('Generation');
+  const box = el('div', { class: 'followed', dataset: { job: j.id } });
+  m.append(el('p', { class: 'lead' }, el('a', { href: `/tools/${encodeURIComponent(j.tool_id)}` }, j.tool_id), ` · ${when(j.created_at)}`), box);
+  follow(box, j);
+}
+
+/**
+ * Follows generation `j` in `box`: its status, progress with live previews
+ * and Cancel while it waits or runs, then the result and its actions. Live
+ * events drive it; the row is read every few seconds only while the event
+ * stream is down, and the bar never shows less than it did. Options:
+ * `onRerun(newJob)` takes a rerun (else the browser goes to its page),
+ * `onEnd(job)` hears how it ended. Returns a function that stops following.
+ */
+function follow(box, j, opts = {}) {
+  const id = j.id;
   const status = el('p', { class: 'status', id: 'job-status', role: 'status' }, statusText(j));
   const progress = progressBar();
   const preview = el('img', { class: 'live-preview', alt: 'Preview of the image being made', hidden: true });
-  const cancel = el('button', { type: 'button', class: 'secondary' }, 'Cancel');
+  const cancel = el('button', { type: 'button', class: 'secondary' }, '✕ Cancel');
   const live = el('section', { class: 'live', 'aria-label': 'Progress' }, status, progress.node, preview, el('div', { class: 'actions' }, cancel));
   const result = el('section', { class: 'result', 'aria-label': 'Result' });
-  m.append(el('p', { class: 'lead' }, el('a', { href: `/tools/${encodeURIComponent(j.tool_id)}` }, j.tool_id), ` · ${when(j.created_at)}`), live, result);
+  box.replaceChildren(live, result);
   progress.set(j.progress || 0);
   cancel.addEventListener('click', async () => {
     try {
@@ -166,16 +298,20 @@ async function jobPage() {
     clearInterval(poll);
     poll = null;
   };
-  const finish = () => {
+  const stop = () => {
     done = true;
     if (source) source.close();
     stopPolling();
+  };
+  const finish = () => {
+    stop();
     live.querySelector('.actions').hidden = true;
     preview.hidden = true;
     if (j.status === 'succeeded') progress.set(1);
     status.textContent = statusText(j);
-    renderResult(result, j);
+    renderResult(result, j, opts.onRerun);
     refreshBalance();
+    if (opts.onEnd) opts.onEnd(j);
   };
   const refresh = async () => {
     if (done) return;
@@ -194,11 +330,12 @@ async function jobPage() {
   };
   if (TERMINAL.includes(j.status)) {
     finish();
-    return;
+    return stop;
   }
   // Live events: `progress`, `preview`, `status` (with the queue position), `result`.
   source = new EventSource(`/api/v1/generations/${encodeURIComponent(id)}/events`);
   const onEvent = (ev) => {
+    if (done) return;
     let e;
     try {
       e = JSON.parse(ev.data);
@@ -244,21 +381,22 @@ async function jobPage() {
     if (dropped) refresh();
     dropped = false;
   });
+  return stop;
 }
 
 /** The result images and the same actions as in chat. */
-function renderResult(box, j) {
+function renderResult(box, j, onRerun) {
   box.replaceChildren();
   if (j.status !== 'succeeded') {
-    box.append(el('div', { class: 'actions' }, rerunButton(j), el('a', { class: 'button', href: `/tools/${encodeURIComponent(j.tool_id)}?from=${encodeURIComponent(j.id)}` }, 'Tweak')));
+    box.append(el('div', { class: 'actions' }, rerunButton(j, onRerun), el('a', { class: 'button', href: `/tools/${encodeURIComponent(j.tool_id)}?from=${encodeURIComponent(j.id)}` }, '✎ Tweak')));
     return;
   }
   const figures = el('div', { class: 'outputs' });
   for (const [i, mid] of j.outputs.entries()) {
     figures.append(el('figure', {},
       el('img', { src: mediaUrl(mid), alt: `Result ${i + 1} of ${j.tool_id}`, class: 'result-image' }),
-      el('figcaption', {}, el('a', { href: mediaUrl(mid), download: `${j.tool_id}-${j.id}-${i + 1}`, class: 'button' }, 'Download'),
-        el('a', { href: `/tools?media=${encodeURIComponent(mid)}`, class: 'button' }, 'Use as input'))));
+      el('figcaption', {}, el('a', { href: mediaUrl(mid), download: `${j.tool_id}-${j.id.slice(0, 13)}-${i + 1}`, class: 'button' }, '⬇ Download'),
+        el('a', { href: `/tools?media=${encodeURIComponent(mid)}`, class: 'button' }, '⇪ Use as input'))));
   }
   const info = el('details', { class: 'info' }, el('summary', {}, 'Info'),
     el('dl', {},
@@ -287,8 +425,8 @@ function renderResult(box, j) {
     stars.append(b);
   }
   box.append(figures,
-    el('div', { class: 'actions' }, rerunButton(j),
-      el('a', { class: 'button', href: `/tools/${encodeURIComponent(j.tool_id)}?from=${encodeURIComponent(j.id)}` }, 'Tweak'),
+    el('div', { class: 'actions' }, rerunButton(j, onRerun),
+      el('a', { class: 'button', href: `/tools/${encodeURIComponent(j.tool_id)}?from=${encodeURIComponent(j.id)}` }, '✎ Tweak'),
       addToCollectionButton(j.id), stars),
     info);
 }
@@ -309,8 +447,9 @@ function paramsTable(params) {
   return el('table', { class: 'params' }, el('tbody', {}, rows.map(([k, v]) => el('tr', {}, el('th', { scope: 'row' }, k), el('td', {}, v)))));
 }
 
-function rerunButton(j) {
-  const b = el('button', { type: 'button', class: 'primary', id: 'rerun' }, 'Rerun');
+/** Rerun: a new generation with the same parameters, given to `onRerun` (else opened on its page). */
+function rerunButton(j, onRerun) {
+  const b = el('button', { type: 'button', class: 'primary', id: 'rerun' }, '↻ Rerun');
   b.addEventListener('click', async () => {
     b.disabled = true;
     try {
@@ -322,7 +461,9 @@ function rerunButton(j) {
         if (!window.confirm(`${e.message}\n\nRun it anyway?`)) return;
         n = job(await api('POST', `/api/v1/generations/${encodeURIComponent(j.id)}/rerun`, { confirmed: true }));
       }
-      location.href = `/jobs/${encodeURIComponent(n.id)}`;
+      window.dispatchEvent(new Event('station:submitted'));
+      if (onRerun) onRerun(n);
+      else location.href = `/jobs/${encodeURIComponent(n.id)}`;
     } catch (e) {
       showError(e);
     } finally {
@@ -338,6 +479,13 @@ function promptOf(j) {
   const key = Object.keys(p).find((k) => /prompt|text|caption/i.test(k) && !/negative/i.test(k) && typeof p[k] === 'string');
   const text = key ? p[key] : '';
   return text.length > 90 ? `${text.slice(0, 87)}…` : text;
+}
+
+/** The model a generation ran with (its file name without the extension), if it names one. */
+function modelOf(j) {
+  const p = j.params || {};
+  const m = ['model', 'checkpoint', 'ckpt_name', 'unet_name'].map((k) => p[k]).find((v) => typeof v === 'string' && v);
+  return m ? m.replace(/\.(safetensors|ckpt|pt|pth|bin|gguf)$/i, '') : '';
 }
 
 /** A dialog with a generation's image, details and parameters. */
@@ -370,10 +518,13 @@ function lightbox(j) {
   d.showModal();
 }
 
+/** The most generations one ZIP download holds (the server's limit). */
+const MAX_ZIP = 100;
+
 /**
  * Every generation, newest first, loading more as you scroll: filters by
  * tool, status and time, a search in the parameters (prompts), a lightbox
- * with the details, and a selection to hide.
+ * with the details, and a selection to download as one ZIP or hide.
  */
 async function history() {
   const m = main('History');
@@ -384,23 +535,38 @@ async function history() {
   const status = el('select', { id: 'h-status' },
     [['', 'Any status'], ['succeeded', 'Done'], ['failed', 'Failed'], ['cancelled', 'Cancelled'], ['running', 'Running'], ['queued', 'Queued']]
       .map(([v, l]) => el('option', { value: v }, l)));
+  // Models offered now (those no backend has any more can still be searched for by name).
+  const models = listOf(await api('GET', '/api/v1/models').catch(() => null), 'models').filter((x) => x.kind !== 'lora');
+  const model = el('select', { id: 'h-model' }, el('option', { value: '' }, 'Any model'),
+    models.map((x) => el('option', { value: x.name }, x.label || x.name)));
   const since = el('select', { id: 'h-since' },
     [['', 'Any time'], ['1', 'Last 24 hours'], ['7', 'Last 7 days'], ['30', 'Last 30 days']].map(([v, l]) => el('option', { value: v }, l)));
   const search = el('input', { type: 'search', id: 'h-search', placeholder: 'Words of the prompt…' });
   const filters = el('form', { class: 'filters', role: 'search', 'aria-label': 'Filter your generations' },
-    labelled('h-search', 'Search', search), labelled('h-tool', 'Tool', tool), labelled('h-status', 'Status', status), labelled('h-since', 'When', since));
+    labelled('h-search', 'Search', search), labelled('h-tool', 'Tool', tool),
+    models.length ? labelled('h-model', 'Model', model) : null,
+    labelled('h-status', 'Status', status), labelled('h-since', 'When', since));
   filters.addEventListener('submit', (e) => e.preventDefault());
   const count = el('span', { id: 'selected-count' });
-  const hide = el('button', { type: 'button', class: 'danger', id: 'hide-selected' }, 'Hide selected');
+  const hide = el('button', { type: 'button', class: 'danger', id: 'hide-selected' }, '✕ Hide selected');
   const none = el('button', { type: 'button' }, 'Clear selection');
-  const selection = el('div', { class: 'selection actions', hidden: true }, count, hide, none);
+  // The ZIP is streamed by the server; the browser saves it as it arrives.
+  const zip = el('a', { class: 'button', id: 'download-selected', download: '' }, '⬇ Download as ZIP');
+  const tooMany = el('span', { class: 'field-note', hidden: true }, `At most ${MAX_ZIP} at a time.`);
+  const selection = el('div', { class: 'selection actions', hidden: true }, count, zip, tooMany, hide, none);
   const grid = el('ul', { class: 'gallery', 'aria-label': 'Your generations' });
   const sentinel = el('p', { class: 'more', role: 'status' }, 'Loading…');
   m.append(filters, selection, grid, sentinel);
   const selected = new Set();
+  /** The selected ones that have an image (only those go in a ZIP). */
+  const imaged = new Set();
   const showSelection = () => {
     selection.hidden = selected.size === 0;
     count.textContent = `${selected.size} selected`;
+    const fits = selected.size <= MAX_ZIP;
+    tooMany.hidden = fits;
+    zip.hidden = !fits || imaged.size === 0;
+    zip.href = `/api/v1/generations/download?ids=${[...imaged].map(encodeURIComponent).join(',')}`;
   };
   let cursor = null;
   let loading = false;
@@ -414,6 +580,7 @@ async function history() {
       const qs = new URLSearchParams({ limit: '24' });
       if (cursor) qs.set('before', cursor);
       if (tool.value) qs.set('tool', tool.value);
+      if (model.value) qs.set('model', model.value);
       if (status.value) qs.set('status', status.value);
       if (since.value) qs.set('since', String(Date.now() - Number(since.value) * 86400000));
       if (search.value.trim()) qs.set('q', search.value.trim());
@@ -430,15 +597,18 @@ async function history() {
         pick.addEventListener('change', () => {
           if (pick.checked) selected.add(j.id);
           else selected.delete(j.id);
+          if (pick.checked && j.outputs.length) imaged.add(j.id);
+          else imaged.delete(j.id);
           showSelection();
         });
         const prompt = promptOf(j);
         grid.append(el('li', { dataset: { job: j.id, status: j.status } }, open, pick,
-          el('span', { class: 'caption' }, prompt ? el('span', { class: 'prompt' }, prompt) : null, `${j.tool_id} · ${when(j.created_at)}`)));
+          el('span', { class: 'caption' }, prompt ? el('span', { class: 'prompt' }, prompt) : null,
+            modelOf(j) ? el('span', { class: 'model' }, modelOf(j)) : null, `${j.tool_id} · ${when(j.created_at)}`)));
       }
       cursor = data && data.next;
       end = !cursor || !items.length;
-      const filtered = tool.value || status.value || since.value || search.value.trim();
+      const filtered = tool.value || model.value || status.value || since.value || search.value.trim();
       sentinel.textContent = end
         ? (grid.children.length ? 'That is everything.' : filtered ? 'Nothing matches these filters.' : 'Nothing yet: pick a tool to make something.')
         : '';
@@ -455,6 +625,7 @@ async function history() {
     round += 1;
     grid.replaceChildren();
     selected.clear();
+    imaged.clear();
     showSelection();
     cursor = null;
     end = false;
@@ -462,7 +633,7 @@ async function history() {
     sentinel.textContent = 'Loading…';
     more();
   };
-  for (const s of [tool, status, since]) s.addEventListener('change', restart);
+  for (const s of [tool, model, status, since]) s.addEventListener('change', restart);
   let typing;
   search.addEventListener('input', () => {
     clearTimeout(typing);
@@ -471,6 +642,7 @@ async function history() {
   none.addEventListener('click', () => {
     grid.querySelectorAll('input.pick').forEach((c) => (c.checked = false));
     selected.clear();
+    imaged.clear();
     showSelection();
   });
   hide.addEventListener('click', async () => {
@@ -480,6 +652,7 @@ async function history() {
         await api('DELETE', `/api/v1/generations/${encodeURIComponent(id)}`);
         grid.querySelector(`li[data-job="${CSS.escape(id)}"]`)?.remove();
         selected.delete(id);
+        imaged.delete(id);
       } catch (e) {
         showError(e);
         break;

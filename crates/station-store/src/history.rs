@@ -24,6 +24,9 @@ pub struct GenerationFilter {
     pub text: Option<String>,
     /// Only jobs created at or after this time (Unix ms).
     pub since: Option<i64>,
+    /// Only jobs whose parameters name this model file (a parameter whose
+    /// whole value is this text, such as `"model": "sdxl.safetensors"`).
+    pub model: Option<String>,
     /// Page size (clamped to 1..=200).
     pub limit: i64,
 }
@@ -61,19 +64,27 @@ impl Store {
         if f.before_id.is_some() {
             sql += &format!(" AND j.id < {}", next());
         }
-        let pattern = f.text.as_deref().map(|t| {
-            let escaped: String = t
-                .chars()
+        let escape = |t: &str| -> String {
+            t.chars()
                 .flat_map(|c| match c {
                     '%' | '_' | '\\' => vec!['\\', c],
                     c => vec![c],
                 })
-                .collect();
-            format!("%{escaped}%")
-        });
+                .collect()
+        };
+        let pattern = f.text.as_deref().map(|t| format!("%{}%", escape(t)));
+        // SQLite's LIKE ignores ASCII case; PostgreSQL needs ILIKE.
+        let like = if self.backend() == crate::Backend::Postgres { "ILIKE" } else { "LIKE" };
         if pattern.is_some() {
-            // SQLite's LIKE ignores ASCII case; PostgreSQL needs ILIKE.
-            let like = if self.backend() == crate::Backend::Postgres { "ILIKE" } else { "LIKE" };
+            sql += &format!(" AND j.params {like} {} ESCAPE '\\'", next());
+        }
+        // The model as a whole JSON string value: its name in quotes (JSON
+        // escapes neither letters, digits nor `.-_ /` of file names).
+        let model = f.model.as_deref().map(|m| {
+            let quoted = serde_json::to_string(m).unwrap_or_default();
+            format!("%:{}%", escape(&quoted))
+        });
+        if model.is_some() {
             sql += &format!(" AND j.params {like} {} ESCAPE '\\'", next());
         }
         if f.since.is_some() {
@@ -89,6 +100,7 @@ impl Store {
             if let Some(t) = &f.tool_id { q = q.bind(t); }
             if let Some(b) = &f.before_id { q = q.bind(b); }
             if let Some(t) = &pattern { q = q.bind(t); }
+            if let Some(m) = &model { q = q.bind(m); }
             if let Some(s) = f.since { q = q.bind(s); }
             Ok(q.bind(f.limit.clamp(1, 200)).fetch_all(p).await?)
         })

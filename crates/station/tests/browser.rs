@@ -423,9 +423,11 @@ async fn scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: Option
     screenshot(c, &shots("tool-form")).await;
     click(c, "form.tool-form button[type=submit]").await;
 
-    // Live progress up to 100 %, then the result image (32×24 enlarged 3×).
-    until(c, "the job page", "return location.pathname.startsWith('/jobs/')").await;
-    let first_job = c.current_url().await.unwrap().path().to_string();
+    // Live progress up to 100 %, then the result image (32×24 enlarged 3×),
+    // beside the form: the page stays.
+    until(c, "the result beside the form", "return !!document.querySelector('#current[data-job] .progress')").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/tools/sketch", "{kind}: no other page");
+    let first_job = current_job(c).await;
     let (seen, previewed) = watch_job(c).await;
     assert_eq!(seen.last(), Some(&100), "{kind}: progress ends at 100 %: {seen:?}");
     assert!(seen.iter().any(|p| *p > 0 && *p < 100), "{kind}: progress was seen on the way: {seen:?}");
@@ -446,16 +448,52 @@ async fn scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: Option
     )
     .await;
 
-    // Rerun: a new generation, paid again.
+    let beside = c
+        .execute(
+            "const f = document.querySelector('form.tool-form').getBoundingClientRect();
+             const r = document.getElementById('current').getBoundingClientRect();
+             return r.left >= f.right && r.top < f.bottom",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(beside, json!(true), "{kind}: the result is beside the form on a wide screen");
+
+    // Rerun: a new generation, paid again, shown in its place; the first
+    // moves to the session strip below it.
     click(c, "#rerun").await;
     until(
         c,
-        "the rerun's page",
-        &format!("return location.pathname.startsWith('/jobs/') && location.pathname !== '{first_job}'"),
+        "the rerun beside the form",
+        &format!("return document.getElementById('current').dataset.job !== '{first_job}' && !!document.querySelector('#current .progress')"),
     )
     .await;
     let (seen, _) = watch_job(c).await;
     assert_eq!(seen.last(), Some(&100), "{kind}: rerun progress {seen:?}");
+    let rerun_job = current_job(c).await;
+    until(
+        c,
+        "the first result in the session strip",
+        &format!("const i = document.querySelector('#session-strip li[data-job=\"{first_job}\"] img'); return !!i && i.complete && i.naturalWidth > 0"),
+    )
+    .await;
+    screenshot(c, &shots("tool-session")).await;
+    // A strip item becomes the current result again.
+    click(c, &format!("#session-strip li[data-job=\"{first_job}\"] .thumb")).await;
+    until(
+        c,
+        "the first one current again",
+        &format!("return document.getElementById('current').dataset.job === '{first_job}' && !!document.querySelector('#current .result-image') && !!document.querySelector('#session-strip li[data-job=\"{rerun_job}\"]')"),
+    )
+    .await;
+    // A generation still has a page of its own (the queue panel links there).
+    c.goto(&server.url(&format!("/jobs/{rerun_job}"))).await.unwrap();
+    until(
+        c,
+        "the job page",
+        "const i = document.querySelector('.result-image'); return !!i && i.complete && i.naturalWidth === 96",
+    )
+    .await;
     until(
         c,
         "the balance to drop again",
@@ -499,13 +537,31 @@ async fn scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: Option
     until(c, "the dashboard", "return !!document.querySelector('#admin-backends td.ok') && !!document.getElementById('queue-depth') && document.querySelectorAll('#admin-users tbody tr').length === 2").await;
     screenshot(c, &shots("admin")).await;
 
-    // On a phone: no sideways scrolling.
+    // On a phone: no sideways scrolling; after a reload the session's
+    // latest result of this tool is shown again, below the form.
     c.goto(&server.url("/tools/sketch")).await.unwrap();
     c.set_window_size(390, 844).await.unwrap();
-    until(c, "the form on a phone", "return !!document.querySelector('form.tool-form')").await;
+    until(
+        c,
+        "the form on a phone",
+        "return !!document.querySelector('form.tool-form') && !!document.querySelector('#current .result-image')",
+    )
+    .await;
     let fits = c.execute("return document.documentElement.scrollWidth <= window.innerWidth", vec![]).await.unwrap();
-    assert_eq!(fits, json!(true), "{kind}: the tool page fits a phone screen");
+    assert_eq!(fits, json!(true), "{kind}: the tool page fits a phone");
+    let below = c
+        .execute(
+            "const f = document.querySelector('form.tool-form').getBoundingClientRect();
+             return document.getElementById('current').getBoundingClientRect().top >= f.bottom
+               && document.querySelectorAll('#session-strip li').length === 1",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(below, json!(true), "{kind}: on a phone the result is below the form, the earlier one under it");
     screenshot(c, &shots("tool-phone")).await;
+    c.execute("document.getElementById('current').scrollIntoView()", vec![]).await.unwrap();
+    screenshot(c, &shots("tool-result-phone")).await;
     c.set_window_size(1280, 900).await.unwrap();
 
     // Sign out; the pages then ask to sign in.
@@ -655,6 +711,12 @@ const RECORD_TIMELINE: &str = "window.timeline = [];
     .observe(p, { attributes: true, attributeFilter: ['aria-valuenow'] });
   return true;";
 
+/// The generation shown beside the tool form.
+async fn current_job(c: &Client) -> String {
+    let v = c.execute("return document.getElementById('current').dataset.job", vec![]).await.unwrap();
+    v.as_str().expect("a current generation").to_string()
+}
+
 async fn sent_params(c: &Client) -> Value {
     until(c, "the submission", "return !!sessionStorage.getItem('sent')").await;
     let sent = c.execute("return JSON.parse(sessionStorage.getItem('sent'))", vec![]).await.unwrap();
@@ -768,8 +830,7 @@ async fn forms_scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: 
 
     // 3. The job page: no reads of the row while the stream is live, and the
     // bar never moves back.
-    until(c, "the job page", "return location.pathname.startsWith('/jobs/') && !!document.querySelector('.progress')")
-        .await;
+    until(c, "the result beside the form", "return !!document.querySelector('#current[data-job] .progress')").await;
     c.execute(RECORD_TIMELINE, vec![]).await.unwrap();
     let (seen, _) = watch_job(c).await;
     assert_eq!(seen.last(), Some(&100), "{kind}: {seen:?}");
@@ -836,9 +897,31 @@ async fn forms_scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: 
     screenshot(c, &shots("lightbox")).await;
     click(c, "#lightbox a.primary").await;
     until(c, "the form from the generation", "return location.search.includes('from=') && document.getElementById('in-name') && document.getElementById('in-name').value === 'harbor'").await;
-    // Select the resize and hide it.
+    // Select both and download them as one ZIP (two images and metadata.json).
     c.goto(&server.url("/history")).await.unwrap();
     until(c, "both generations", &format!("{items} === 2")).await;
+    click(c, ".gallery li:first-child input.pick").await;
+    click(c, ".gallery li:last-child input.pick").await;
+    until(c, "the download link", "const a = document.getElementById('download-selected'); return !a.hidden && a.offsetParent !== null && document.getElementById('selected-count').textContent === '2 selected'").await;
+    screenshot(c, &shots("history-selected")).await;
+    let zip = c
+        .execute(
+            "return fetch(document.getElementById('download-selected').href).then(async r => ({
+               status: r.status, type: r.headers.get('content-type'), name: r.headers.get('content-disposition'),
+               bytes: Array.from(new Uint8Array(await r.arrayBuffer())) }))",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!((&zip["status"], &zip["type"]), (&json!(200), &json!("application/zip")), "{kind}");
+    assert_eq!(zip["name"], json!("attachment; filename=\"station-2-images.zip\""), "{kind}");
+    let bytes: Vec<u8> = serde_json::from_value(zip["bytes"].clone()).unwrap();
+    assert_eq!(&bytes[..4], b"PK\x03\x04", "{kind}: a ZIP");
+    let entries = bytes.windows(4).filter(|w| *w == b"PK\x01\x02").count();
+    assert_eq!(entries, 3, "{kind}: two images and metadata.json");
+    click(c, ".selection button:not(.danger)").await;
+    until(c, "no selection", "return document.querySelector('.selection').hidden").await;
+    // Select the resize and hide it.
     c.set_window_size(390, 844).await.unwrap();
     click(c, ".gallery li:last-child input.pick").await;
     until(c, "the selection bar", "return !document.querySelector('.selection').hidden && document.getElementById('selected-count').textContent === '1 selected'").await;
@@ -906,7 +989,9 @@ async fn queue_scenario(c: &Client, fake: &FakeComfy, kind: &str, database_url: 
     // Ctrl+Enter in a text box submits the form.
     let name = c.find(Locator::Css("#in-name")).await.unwrap();
     name.send_keys("\u{E009}\u{E007}\u{E000}").await.unwrap();
-    until(c, "the job page", "return location.pathname.startsWith('/jobs/')").await;
+    until(c, "the first beside the form", "return !!document.querySelector('#current[data-job]')").await;
+    until(c, "the second in the session strip", "return document.querySelectorAll('#session-strip li').length === 1")
+        .await;
     until(
         c,
         "two jobs in the queue",

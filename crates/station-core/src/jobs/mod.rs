@@ -5,8 +5,10 @@
 //! - [`view`]: a job as people waiting for it see it (queue position, ETA);
 //! - [`owned`]: lookups that check ownership, marks, history pages, reruns;
 //! - [`quote`]: what a request would cost, before it is submitted;
+//! - [`download`]: a selection of one's generations as one streamed ZIP;
 //! - this module: finding tools, submitting and cancelling.
 
+pub mod download;
 pub mod ids;
 pub mod owned;
 pub mod quote;
@@ -20,6 +22,7 @@ use station_tools::{FieldError, InputType, ToolDef, Visibility, resolve_params_w
 use crate::Station;
 use crate::events::JobEvent;
 use crate::media::CheckedImage;
+pub use download::{DownloadError, GenerationsZip, MAX_DOWNLOAD_GENERATIONS};
 pub use ids::{JobIdError, PREFIX_MIN, SHORT_ID_MIN};
 pub use owned::{GenerationPage, JobAccessError, RatingError};
 pub use quote::Quote;

@@ -28,6 +28,7 @@ pub fn routes() -> OpenApiRouter<Station> {
         .routes(routes!(cancel_generation))
         .routes(routes!(rerun_generation))
         .routes(routes!(rate_generation))
+        .routes(routes!(download_generations))
 }
 
 /// A result image of a generation.
@@ -179,6 +180,16 @@ pub struct GenerationQuery {
     pub q: Option<String>,
     /// Only generations created at or after this time (Unix ms).
     pub since: Option<i64>,
+    /// Only generations run with this model (its file name, as `GET /api/v1/models` lists it).
+    pub model: Option<String>,
+}
+
+/// Which generations to download.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DownloadQuery {
+    /// Generation ids separated by commas (at most 100), all yours.
+    pub ids: Option<String>,
 }
 
 /// `POST /api/v1/generations` as JSON.
@@ -544,6 +555,7 @@ async fn list_generations(
         include_hidden: q.include_hidden.unwrap_or(false),
         text: q.q,
         since: q.since,
+        model: q.model.map(|m| m.trim().to_string()).filter(|m| !m.is_empty()),
         limit: i64::from(limit),
         ..Default::default()
     };
@@ -648,4 +660,34 @@ async fn hide_generation(
 ) -> ApiResult<StatusCode> {
     station.hide_job(&a, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The images of some of your generations as one ZIP, streamed as it is
+/// written: `TOOL-SHORTID-N.EXT` per image, in the order given, and
+/// `metadata.json` with each image's prompt, parameters, model, LoRAs and
+/// seed. At most 100 generations; any one that is not yours is 404.
+#[utoipa::path(get, path = "/api/v1/generations/download", tag = "generations",
+    params(DownloadQuery),
+    responses((status = 200, description = "The ZIP", content_type = "application/zip"),
+        (status = 400, body = ErrorBody, description = "No ids, more than 100, or nothing finished to download"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn download_generations(
+    State(station): State<Station>,
+    Caller(a): Caller,
+    Query(q): Query<DownloadQuery>,
+) -> ApiResult<Response> {
+    let ids: Vec<String> = q.ids.unwrap_or_default().split(',').map(str::to_string).collect();
+    let zip = station.download_generations(&a, &ids).await.map_err(|e| match e {
+        station_core::DownloadError::Invalid(reason) => ApiError::invalid("ids", reason),
+        station_core::DownloadError::Access(e) => e.into(),
+    })?;
+    let chunks = futures::stream::unfold(zip.chunks, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let mut r = axum::body::Body::from_stream(chunks).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/zip"));
+    h.insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("private, no-store"));
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("attachment; filename=\"{}\"", zip.file_name)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(r)
 }
