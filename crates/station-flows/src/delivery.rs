@@ -174,7 +174,9 @@ impl Flows {
             (DeliveryKind::Result, Some(job)) if replace.is_none() => {
                 // Sent at least once (an edit may still be waiting: it is dropped below).
                 if let Ok(Some(p)) = store.delivery_by_key(&format!("progress:{job}")).await {
-                    replace = p.message_ref;
+                    // Its message, or the card it was to take over (a job
+                    // that ended before its progress was shown).
+                    replace = p.message_ref.or(p.replace_ref);
                 }
             }
             (DeliveryKind::Progress, Some(job)) => {
