@@ -166,7 +166,10 @@ impl Flows {
             return Some(mark(DeliveryResult::Failed { error: "stored delivery is unreadable".into() }, None));
         };
         let kind = DeliveryKind::parse(&d.kind);
-        let mut replace = d.message_ref.clone().or(d.replace_ref.clone());
+        let mut replace = match d.message_ref.clone() {
+            Some(r) => Some(r),
+            None => self.replace_target(d.replace_ref.as_deref()).await,
+        };
         // A job's progress message becomes its result (one message per job);
         // once the result is out, late progress edits must not touch it.
         let job = d.dedupe_key.as_deref().and_then(|k| k.split_once(':')).map(|(_, j)| j.to_string());
@@ -176,7 +179,10 @@ impl Flows {
                 if let Ok(Some(p)) = store.delivery_by_key(&format!("progress:{job}")).await {
                     // Its message, or the card it was to take over (a job
                     // that ended before its progress was shown).
-                    replace = p.message_ref.or(p.replace_ref);
+                    replace = match p.message_ref {
+                        Some(r) => Some(r),
+                        None => self.replace_target(p.replace_ref.as_deref()).await,
+                    };
                 }
             }
             (DeliveryKind::Progress, Some(job)) => {
@@ -236,6 +242,20 @@ impl Flows {
             _ => None,
         };
         Some(mark(result, delay))
+    }
+
+    /// The platform message a delivery's `replace_ref` names: itself, or
+    /// the message of the delivery it names ([`crate::engine::CARD_REF`]),
+    /// if that was sent.
+    async fn replace_target(&self, replace_ref: Option<&str>) -> Option<String> {
+        let r = replace_ref?;
+        match r.strip_prefix(crate::engine::CARD_REF) {
+            None => Some(r.to_string()),
+            Some(key) => match self.station().conversations().delivery_by_key(key).await {
+                Ok(Some(card)) => card.message_ref,
+                _ => None,
+            },
+        }
     }
 
     async fn notify_loop(&self, mut events: tokio::sync::broadcast::Receiver<JobEvent>, stop: CancellationToken) {

@@ -886,17 +886,30 @@ impl Flows {
         {
             let card: Option<View> = serde_json::from_str(&row.view).ok();
             let card_personal = card.as_ref().is_some_and(|v| v.personal || v.private);
-            let sent = row.status == "sent" && row.message_ref.is_some();
+            // Shown, or being sent now (its message is known by the time
+            // anything written here is sent: a conversation's deliveries go
+            // one at a time).
+            let sent = row.status != "failed" && (row.message_ref.is_some() || row.status == "sending");
             let moved = format!("{}@{}", card_key(&inst.id), row.id);
+            // A job's progress already shown as a message of its own (its
+            // events came first) cannot take the card over.
+            let progress_shown = match notes.first().and_then(|n| n.dedupe_key.as_deref()) {
+                Some(k) if notes[0].kind == DeliveryKind::Progress => {
+                    store.delivery_by_key(k).await?.is_some_and(|p| p.message_ref.is_some() || p.status == "sending")
+                }
+                _ => false,
+            };
             match notes.first_mut() {
                 Some(first)
                     if in_place
                         && sent
                         && first.kind == DeliveryKind::Progress
                         && first.dedupe_key.is_some()
+                        && !progress_shown
                         && !card_personal =>
                 {
-                    takeover = row.message_ref.clone();
+                    // Resolved when the progress is sent (see `delivery::send_one`).
+                    takeover = Some(format!("{CARD_REF}{moved}"));
                     retire.push(CardRetire { key: card_key(&inst.id), new_key: moved, view: None });
                 }
                 Some(first)
@@ -1043,6 +1056,11 @@ impl Flows {
         Ok(n)
     }
 }
+
+/// A `replace_ref` naming a delivery (by key) whose message is to be
+/// replaced, rather than a platform message: a job's progress taking over
+/// the card of the press that ran it, whose message may still be on its way.
+pub(crate) const CARD_REF: &str = "delivery:";
 
 /// The delivery key of a flow instance's card: the one message its steps
 /// show, edited as the flow moves.

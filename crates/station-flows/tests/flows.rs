@@ -796,13 +796,12 @@ async fn examples_and_labels_come_from_runnable_tools(db: TestDb) {
         if !labels(&picker).iter().any(|l| l.contains("Next")) {
             break;
         }
-        let n = msgs.len();
         let first = labels(&picker).first().cloned();
         env.press(&picker, "Next").await;
-        // The next page: a newer picker whose first option is another one.
+        // The next page: the same card, edited, whose first option is another one.
         msgs = env
             .wait("next page", |m| {
-                m.len() > n && m.last().is_some_and(|p| p.view.input.is_some() && labels(p).first().cloned() != first)
+                m.last().is_some_and(|p| p.view.input.is_some() && labels(p).first().cloned() != first)
             })
             .await;
     }

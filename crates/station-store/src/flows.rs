@@ -304,9 +304,12 @@ macro_rules! insert_delivery {
 }
 
 /// Progress rows take the new view; a row already sent goes back to pending
-/// (an edit), keeping its message reference and throttle time.
+/// (an edit), keeping its message reference and throttle time. A message to
+/// replace given by the later write is kept (a job's progress written by
+/// its events before the press that ran it named the card to take over).
 const UPSERT_VIEW: &str = "ON CONFLICT (dedupe_key) DO UPDATE SET view = excluded.view, \
      version = deliveries.version + 1, \
+     replace_ref = COALESCE(excluded.replace_ref, deliveries.replace_ref), \
      status = CASE WHEN deliveries.status = 'sent' THEN 'pending' ELSE deliveries.status END";
 
 impl Store {

@@ -285,11 +285,14 @@ async fn operator_commands_and_menus(db: TestDb) {
     assert!(shown(&confirm).contains(&ann_acc.id), "[{k}] names the account");
     let entries = env.db.store.ledger_history(&ann_acc.id, None, 100).await.unwrap();
     assert!(entries.iter().all(|e| e.kind != "grant" || e.actor == "system"), "[{k}] nothing before the press");
+    let data =
+        confirm.content.buttons().into_iter().find(|(l, _)| l.contains("Grant 50")).and_then(|(_, d)| d).unwrap();
     let q1 = env.tg.press(&olga_chat, &olga, confirm.message_id, "Grant 50 points");
     env.answer(&q1).await;
-    env.wait_text(olga.id, "Granted 50 points to Ann").await;
-    // A second press of the same button changes nothing.
-    let q2 = env.tg.press(&olga_chat, &olga, confirm.message_id, "Grant 50 points");
+    let granted = env.wait_text(olga.id, "Granted 50 points to Ann").await;
+    assert_eq!(granted.message_id, confirm.message_id, "[{k}] the card shows the outcome, its buttons gone");
+    // A second press of the same button (a client that still shows it) changes nothing.
+    let q2 = env.tg.press_data(&olga_chat, &olga, confirm.message_id, &data);
     assert!(env.answer(&q2).await.contains("moved on"), "[{k}] the stale press is refused");
     // (Ann's balance also moves with her job's settlement: the ledger tells grants apart.)
     let olga_grants = || async {
