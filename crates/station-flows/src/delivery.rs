@@ -40,6 +40,9 @@ impl FlowsRunner {
 }
 
 const LEASE_MS: i64 = 60_000;
+/// How long a job's first message waits for the step that submitted it to
+/// be stored (see `send_one`).
+const FLOW_SETTLE_MS: i64 = 2_000;
 const MAX_ATTEMPTS: i64 = 8;
 
 /// How often old input keys ([`Flows::handle_once`]) are pruned.
@@ -195,6 +198,18 @@ impl Flows {
             }
             _ => {}
         }
+        // A job's first message while the press that ran it is still being
+        // stored (its transition names the card the job takes over): wait a
+        // moment for it rather than post a message of its own.
+        if replace.is_none()
+            && matches!(kind, DeliveryKind::Progress | DeliveryKind::Result)
+            && d.created_at > now_ms() - FLOW_SETTLE_MS
+            && let Some(job) = &job
+            && self.flow_still_submitting(job).await
+        {
+            let r = DeliveryResult::Retry { at: now_ms() + 50, error: "waiting for the step that ran the job".into() };
+            return Some(mark(r, None));
+        }
         let out = Outgoing { delivery_id: d.id.clone(), kind, view, replace, account_id: d.account_id.clone() };
         // A secret for one person never goes through an adapter that cannot
         // keep it to them.
@@ -242,6 +257,16 @@ impl Flows {
             _ => None,
         };
         Some(mark(result, delay))
+    }
+
+    /// Whether the flow step that submitted `job` is still open: the job
+    /// ran before the step's transition was stored.
+    async fn flow_still_submitting(&self, job: &str) -> bool {
+        let Ok(Some(row)) = self.station().job(job).await else { return false };
+        let Some(instance) = JobSource::of(&row).and_then(|s| s.instance) else { return false };
+        let Ok(Some(inst)) = self.station().conversations().get(&instance).await else { return false };
+        // A step that submits and stays (a cook, a cast's own flow) is waited for briefly, once.
+        inst.status == "active" && inst.updated_at <= row.created_at
     }
 
     /// The platform message a delivery's `replace_ref` names: itself, or
