@@ -835,7 +835,7 @@ impl Flows {
                     if row.status == "failed" {
                         // It never reached the chat: the next card is a new message.
                         retire.push(CardRetire { key: card_key(&inst.id), new_key: moved, view: None });
-                    } else if !in_place && row.message_ref.is_some() {
+                    } else if !in_place && (row.message_ref.is_some() || row.status == "sending") {
                         retire.extend(self.retire_card(cx.conversation, &inst.id).await?);
                     }
                 }
