@@ -796,13 +796,12 @@ async fn examples_and_labels_come_from_runnable_tools(db: TestDb) {
         if !labels(&picker).iter().any(|l| l.contains("Next")) {
             break;
         }
-        let n = msgs.len();
         let first = labels(&picker).first().cloned();
         env.press(&picker, "Next").await;
-        // The next page: a newer picker whose first option is another one.
+        // The next page: the same card, edited, whose first option is another one.
         msgs = env
             .wait("next page", |m| {
-                m.len() > n && m.last().is_some_and(|p| p.view.input.is_some() && labels(p).first().cloned() != first)
+                m.last().is_some_and(|p| p.view.input.is_some() && labels(p).first().cloned() != first)
             })
             .await;
     }
@@ -1469,7 +1468,105 @@ async fn review_cards_in_chat(db: TestDb) {
     env.stop().await;
 }
 
+/// Issue 24 in chat: `/collections` lists your collections with their size
+/// and who sees them; one opens with its address, and a share link made
+/// there opens the collection for anyone who has it (the core resolves it).
+async fn collections_in_chat(db: TestDb) {
+    let env = setup(db).await;
+    let k = env.db.kind;
+    env.command("collections", "").await;
+    env.wait("none yet", |m| m.last().is_some_and(|m| m.view.plain_text().contains("no collections yet"))).await;
+    env.command("dream", "a red fox").await;
+    let result = env.wait_results(1).await.remove(0);
+    env.press(&result, "Collection").await;
+    env.wait("the name question", |m| m.last().is_some_and(|m| m.view.plain_text().contains("called"))).await;
+    env.text("Foxes").await;
+    env.wait("added", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Added to Foxes"))).await;
+    env.command("collections", "").await;
+    let msgs = env
+        .wait("the list", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l == "📂 Foxes")))
+        .await;
+    let list = msgs.last().unwrap().clone();
+    let text = list.view.plain_text();
+    assert!(text.contains("Foxes") && text.contains("1 image") && text.contains("private"), "[{k}] {text}");
+    env.press(&list, "📂 Foxes").await;
+    let msgs = env
+        .wait("one collection", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.starts_with("🔗 Share link"))))
+        .await;
+    let one = msgs.last().unwrap().clone();
+    assert!(one.view.plain_text().contains("Holds"), "[{k}] {}", one.view.plain_text());
+    env.press(&one, "🔗 Share link (7 days)").await;
+    let msgs =
+        env.wait("the link", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Anyone with this link"))).await;
+    let text = msgs.last().unwrap().view.plain_text();
+    let token = text
+        .split(|c: char| c.is_whitespace())
+        .find_map(|w| w.split("/c/").nth(1))
+        .unwrap_or_else(|| panic!("[{k}] no link in {text}"))
+        .to_string();
+    assert!(token.starts_with("sc_"), "[{k}] {token}");
+    let shared = env.station.shared_collection(&token).await.unwrap();
+    assert_eq!(shared.collection.name, "Foxes", "[{k}]");
+    assert!(!text.contains("media:") && !text.contains(&shared.collection.id), "[{k}] no internal ids: {text}");
+    env.stop().await;
+}
+
+/// A flow is one card (issue 21, item 6): its buttons edit it in place,
+/// typed text gets a new card below while the old one loses its buttons, a
+/// command replacing the flow takes its card's buttons away, and a press
+/// that ends the flow shows the ending on the card itself.
+async fn a_flow_is_one_card_edited_in_place(db: TestDb) {
+    let env = setup(db).await;
+    env.command("make", "").await;
+    let card = env.wait("the tool picker", |m| m.len() == 1 && !labels(&m[0]).is_empty()).await.remove(0);
+    env.press(&card, "Dream").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    assert_eq!(
+        msgs.len(),
+        1,
+        "the press edited the card: {:?}",
+        msgs.iter().map(|m| m.view.plain_text()).collect::<Vec<_>>()
+    );
+    assert_eq!(msgs[0].edits.len(), 1);
+    assert!(msgs[0].view.plain_text().contains("prompt"), "{}", msgs[0].view.plain_text());
+    // Typed text: a new card below; the old one keeps its words, not its buttons.
+    env.text("a lighthouse").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    assert_eq!(msgs.len(), 2, "{:?}", msgs.iter().map(|m| m.view.plain_text()).collect::<Vec<_>>());
+    assert!(labels(&msgs[0]).is_empty() && msgs[0].view.input.is_none(), "old card: {:?}", labels(&msgs[0]));
+    assert!(msgs[0].view.plain_text().contains("prompt"));
+    assert!(labels(&msgs[1]).iter().any(|l| l.contains("Run")));
+    // Presses move the card through steps, still one message.
+    env.press(&msgs[1], "Change a setting").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    assert_eq!(msgs.len(), 2, "{:?}", msgs.iter().map(|m| m.view.plain_text()).collect::<Vec<_>>());
+    // Cancel on the card: the card says so.
+    env.press(&msgs[1], "Back").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    env.press(&msgs[1], "Cancel").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    assert_eq!(msgs.len(), 2, "{:?}", msgs.iter().map(|m| m.view.plain_text()).collect::<Vec<_>>());
+    assert_eq!(msgs[1].view.plain_text(), "Cancelled.");
+    // A new command replaces an open flow: the old card's buttons go.
+    env.command("settings", "dream").await;
+    env.wait("the settings card", |m| m.len() == 3).await;
+    env.command("make", "").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    assert_eq!(msgs.len(), 4);
+    assert!(labels(&msgs[2]).is_empty(), "the replaced flow's card: {:?}", labels(&msgs[2]));
+    assert!(!labels(&msgs[3]).is_empty());
+    env.stop().await;
+}
+
 on_every_db!(
+    a_flow_is_one_card_edited_in_place,
+    collections_in_chat,
     cook_status_in_chat,
     review_cards_in_chat,
     make_offers_the_backends_models,
