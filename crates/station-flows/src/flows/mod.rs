@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod cast;
 pub mod collect;
+pub mod collections;
 pub mod cook;
 pub mod inputs;
 pub mod lora;
@@ -66,6 +67,7 @@ pub fn builtin() -> Vec<Arc<dyn Flow>> {
         Arc::new(Spells),
         Arc::new(spell_new::NewSpell),
         Arc::new(collect::Collect),
+        Arc::new(collections::Collections),
         Arc::new(cook::Cook),
         Arc::new(wallet::Wallet),
         Arc::new(DepositFlow),
