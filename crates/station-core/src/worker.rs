@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use station_store::{ClaimRequest, DEFAULT_MAX_BATCH, FinishBatcher, Finished, JobFinish, JobRow, JobStatus, Settlement};
+use station_store::{
+    ClaimRequest, DEFAULT_MAX_BATCH, FinishBatcher, Finished, JobFinish, JobRow, JobStatus, Settlement,
+};
 use station_tools::InputType;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;

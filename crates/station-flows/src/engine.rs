@@ -121,22 +121,34 @@ impl Default for FlowSettings {
 
 /// Built-in commands that are not tools.
 const BUILTIN_COMMANDS: &[&str] = &[
-    "start", "help", "make", "settings", "status", "history", "balance", "loras", "train", "spells", "cast",
-    "collections", "cook", "link", "web",
+    "start",
+    "help",
+    "make",
+    "settings",
+    "status",
+    "history",
+    "balance",
+    "loras",
+    "train",
+    "spells",
+    "cast",
+    "collections",
+    "cook",
+    "link",
+    "web",
 ];
 
 /// Built-in commands of a feature behind a flag (`station flags`): listed
 /// only for accounts the feature is on for.
-const FEATURE_COMMANDS: &[(&str, &str)] =
-    &[
-        ("train", "training"),
-        ("spells", "spells"),
-        ("cast", "spells"),
-        ("collections", "collections"),
-        ("cook", "cook"),
-        ("wallet", "wallets"),
-        ("deposit", "wallets"),
-    ];
+const FEATURE_COMMANDS: &[(&str, &str)] = &[
+    ("train", "training"),
+    ("spells", "spells"),
+    ("cast", "spells"),
+    ("collections", "collections"),
+    ("cook", "cook"),
+    ("wallet", "wallets"),
+    ("deposit", "wallets"),
+];
 /// Operator commands, listed only for admins (their flows are `admin_only`).
 const ADMIN_COMMANDS: &[&str] = &["queue", "grant", "flags"];
 

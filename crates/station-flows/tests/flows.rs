@@ -1483,9 +1483,7 @@ async fn collections_in_chat(db: TestDb) {
     env.text("Foxes").await;
     env.wait("added", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Added to Foxes"))).await;
     env.command("collections", "").await;
-    let msgs = env
-        .wait("the list", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l == "📂 Foxes")))
-        .await;
+    let msgs = env.wait("the list", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l == "📂 Foxes"))).await;
     let list = msgs.last().unwrap().clone();
     let text = list.view.plain_text();
     assert!(text.contains("Foxes") && text.contains("1 image") && text.contains("private"), "[{k}] {text}");

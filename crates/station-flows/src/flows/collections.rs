@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use station_core::collections::{CollectionError, CollectionSummary, ShareRequest};
 
 use crate::flow::{Cx, Flow, FlowError, Next, Out, Start, StepInput, StepSpec, get_str};
-use crate::view::{Block, Button, Field, View};
+use crate::view::{Block, Button, Field, Rich, View};
 
 /// The collections flow.
 pub struct Collections;
@@ -122,7 +122,7 @@ impl Collections {
                 Err(e) => format!("⚠ {}", words(e)?),
             });
         }
-        let body = (!col.description.is_empty()).then(|| col.description.clone());
+        let body = (!col.description.is_empty()).then(|| Rich::plain(col.description.clone()));
         let mut view = View::default().block(Block::Card { title: col.name.clone(), body, image: None, fields });
         let mut row = vec![];
         if col.visibility != "public" {
