@@ -1510,7 +1510,6 @@ async fn collections_in_chat(db: TestDb) {
     env.stop().await;
 }
 
-
 on_every_db!(
     collections_in_chat,
     cook_status_in_chat,

@@ -1055,14 +1055,16 @@ fn tools_md_examples_load() {
         .map(|rest| rest.split("```").next().unwrap())
         .filter(|b| b.trim_start().starts_with('{'))
         .collect();
-    assert_eq!(blocks.len(), 2);
+    assert_eq!(blocks.len(), 3);
     let dir = tempfile::tempdir().unwrap();
     for (i, block) in blocks.iter().enumerate() {
         std::fs::write(dir.path().join(format!("example{i}.json")), block).unwrap();
     }
     let (tools, errors) = check_dir(dir.path());
     assert!(errors.is_empty(), "{errors:#?}");
-    assert_eq!(tools.len(), 2);
+    assert_eq!(tools.len(), 3);
+    // The caption tool of "Text outputs" (training's auto-captions).
+    assert!(tools.iter().any(|t| t.id == "caption"), "the caption example loads");
     let portrait = tools.iter().find(|t| t.id == "portrait").unwrap();
     let params =
         resolve_params(portrait, &map(json!({"prompt": "a lighthouse keeper"})), &Map::new(), &mut rng()).unwrap();

@@ -671,8 +671,9 @@ async fn first_run_scenario(c: &Client, fake: &FakeComfy, kind: &str, database_u
     screenshot(c, &format!("{kind}-first-run-form")).await;
     click(c, "form.tool-form button[type=submit]").await;
 
-    // The result: drawn with the chosen model at SD1.5's size.
-    until(c, "the job page", "return location.pathname.startsWith('/jobs/')").await;
+    // The result, beside the form: drawn with the chosen model at SD1.5's size.
+    until(c, "the result beside the form", "return !!document.querySelector('#current[data-job]')").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/tools/txt2img", "{kind}: no other page");
     let (seen, _) = watch_job(c).await;
     assert_eq!(seen.last(), Some(&100), "{kind}: progress ends at 100 %: {seen:?}");
     let size = c
