@@ -389,19 +389,12 @@ async fn run_job(w: &JobWorker<'_>, ex: Arc<dyn Executor>, job: JobRow, cancel: 
             let mut rows = vec![];
             let saves_file = crate::training::definition_for_tool(&job.tool_id).is_some();
             for f in files {
-                if text_result {
-                    match station.media.stage_file(f.bytes, Some(&job.account_id), Some(&job.id), "output").await {
-                        Ok(m) => rows.push(m),
-                        Err(e) => {
-                            retry_or_fail(w, &job, format!("could not store output {}: {e}", f.filename)).await;
-                            return;
-                        }
-                    }
-                    continue;
-                }
-                if saves_file {
-                    // A trained file, not an image: stored as it is.
-                    if let Err(e) = station.store.set_training_file_name(&job.id, &f.filename).await {
+                if text_result || saves_file {
+                    // Text, or a trained file: not an image, stored as it is.
+                    if saves_file
+                        && !text_result
+                        && let Err(e) = station.store.set_training_file_name(&job.id, &f.filename).await
+                    {
                         retry_or_fail(w, &job, format!("could not record the trained file's name: {e}")).await;
                         return;
                     }
