@@ -1,6 +1,7 @@
 //! Accounts and the platform identities that lead to them: created on first
 //! contact, looked up, listed and administered (role, suspension).
 
+use crate::db::BeginWrite as _;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{Store, StoreError, safe, with_pool};
@@ -94,7 +95,7 @@ impl Store {
         }
         let id = uuid::Uuid::now_v7().simple().to_string();
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("INSERT INTO accounts (id, name, role, suspended, created_at) VALUES ($1, $2, 'user', FALSE, $3)")
                 .bind(&id).bind(name).bind(now).execute(&mut *tx).await?;
             let inserted = sqlx::query(
@@ -285,7 +286,7 @@ impl Store {
                 sql("INSERT INTO ledger (idem_key, account_id, kind, amount, held, reason, actor, created_at)", 8);
             let balances_sql = sql("INSERT INTO balances (account_id, balance, held, updated_at)", 4);
             with_pool!(self, p => {
-                let mut tx = p.begin().await?;
+                let mut tx = p.begin_write().await?;
                 let mut q = sqlx::query(safe(&accounts_sql));
                 for r in &rows {
                     q = q.bind(&r.id).bind(&r.name).bind(Role::User.as_str()).bind(false).bind(now);

@@ -4,6 +4,7 @@
 //! measurements only SQL can make (queue age per service, failures per
 //! service over a window). The core decides what a rule means.
 
+use crate::db::BeginWrite as _;
 use serde::Serialize;
 
 use crate::db::{Store, StoreError, safe, with_pool};
@@ -163,7 +164,7 @@ impl Store {
         messages: &[AlertMessageRow],
     ) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let applied = match expected {
                 None => {
                     match next {
@@ -215,7 +216,7 @@ impl Store {
     /// most once per event and sink.
     pub async fn insert_alert_messages(&self, messages: &[AlertMessageRow]) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             for m in messages {
                 insert_message!(m, &mut *tx);
             }

@@ -3,6 +3,7 @@
 //! lease like jobs. The core decides who may do what; these statements
 //! carry it out atomically.
 
+use crate::db::BeginWrite as _;
 use serde::Serialize;
 
 use crate::db::{Store, StoreError, with_pool};
@@ -180,7 +181,7 @@ impl Store {
     /// exports stay until they expire. True if it existed.
     pub async fn delete_collection(&self, id: &str) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("DELETE FROM collection_items WHERE collection_id = $1").bind(id).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM collection_shares WHERE collection_id = $1").bind(id).execute(&mut *tx).await?;
             let r = sqlx::query("DELETE FROM collections WHERE id = $1").bind(id).execute(&mut *tx).await?;
@@ -215,7 +216,7 @@ impl Store {
              ON CONFLICT (collection_id, kind, ref_id) DO NOTHING RETURNING {ITEM_COLUMNS}"
         ));
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let row: Option<CollectionItemRow> = sqlx::query_as(q)
                 .bind(id).bind(collection_id).bind(kind).bind(ref_id).bind(added_by).bind(now)
                 .fetch_optional(&mut *tx)
@@ -237,7 +238,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let r = sqlx::query("DELETE FROM collection_items WHERE collection_id = $1 AND id = $2")
                 .bind(collection_id).bind(item_id).execute(&mut *tx).await?;
             if r.rows_affected() == 1 {
@@ -261,7 +262,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             for (i, id) in item_ids.iter().enumerate() {
                 sqlx::query("UPDATE collection_items SET position = $3 WHERE collection_id = $1 AND id = $2")
                     .bind(collection_id).bind(id).bind(i as i64 + 1).execute(&mut *tx).await?;

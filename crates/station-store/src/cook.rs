@@ -5,6 +5,7 @@
 //! while it is still pending at that attempt, review claims that two
 //! reviewers can never both take.
 
+use crate::db::BeginWrite as _;
 use serde::Serialize;
 
 use crate::db::{Store, StoreError, with_pool};
@@ -138,7 +139,7 @@ impl Store {
     /// written) if the collection has a cook already.
     pub async fn start_cook(&self, cook: &CookRow, pieces: &[CookPieceRow]) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let n = sqlx::query(
                 "INSERT INTO cooks (collection_id, account_id, status, seed, total, recipe, reason, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (collection_id) DO NOTHING",
@@ -189,7 +190,7 @@ impl Store {
             marks.join(", ")
         ));
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let mut query = sqlx::query(q).bind(collection_id).bind(to).bind(reason).bind(now);
             for f in from {
                 query = query.bind(*f);
@@ -410,7 +411,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let r: Option<(String,)> = sqlx::query_as(
                 "UPDATE cook_pieces SET attempt = $2, seed = $3, params = $4, status = 'pending', job_id = NULL, \
                  media_id = NULL, error = NULL, review = 'unreviewed', reviewed_by = NULL, claimed_by = NULL, \
@@ -444,7 +445,7 @@ impl Store {
         now: i64,
     ) -> Result<Option<u64>, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let n = sqlx::query(
                 "UPDATE cooks SET status = 'running', reason = NULL, updated_at = $2 \
                  WHERE collection_id = $1 AND status IN ('stopped', 'done')",
@@ -473,7 +474,7 @@ impl Store {
     /// other accepted piece excluded, in one transaction.
     pub async fn cull_pieces(&self, collection_id: &str, keep: &[String], now: i64) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("UPDATE cook_pieces SET kept = 0, updated_at = $2 WHERE collection_id = $1 AND review = 'accepted'")
                 .bind(collection_id).bind(now).execute(&mut *tx).await?;
             for id in keep {

@@ -116,6 +116,39 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// Begins a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`:
+/// a deferred transaction that reads first and writes later cannot wait for
+/// the write lock once another connection has committed since its read
+/// (SQLite answers `SQLITE_BUSY_SNAPSHOT`, "database is locked", at once and
+/// the busy timeout does not apply); taking the lock at `BEGIN` makes it
+/// wait its turn instead. PostgreSQL's row locks need nothing special.
+pub(crate) trait BeginWrite {
+    /// The pool's database.
+    type Db: sqlx::Database;
+    /// Starts the transaction, holding the write lock where the database has one.
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error>> + Send {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>> + Send {
+        self.begin()
+    }
+}
+
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

@@ -1,6 +1,7 @@
 //! Feature flags as stored: a name, its rule (JSON the core reads) and who
 //! last set it. The core owns what a rule means (see `station_core::flags`).
 
+use crate::db::BeginWrite as _;
 use serde::Serialize;
 
 use crate::db::{Store, StoreError, with_pool};
@@ -31,7 +32,7 @@ impl Store {
     /// the same transaction, so the audit can say what changed).
     pub async fn put_flag(&self, row: &FlagRow) -> Result<Option<FlagRow>, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let old: Option<FlagRow> = sqlx::query_as(
                 "SELECT name, rule, description, updated_at, updated_by FROM feature_flags WHERE name = $1",
             )

@@ -5,6 +5,7 @@
 //! sends) is one transaction, fenced by the instance's revision so two
 //! inputs racing for one instance can never both apply.
 
+use crate::db::BeginWrite as _;
 use serde::Serialize;
 
 use crate::db::{Store, StoreError, with_pool};
@@ -302,7 +303,7 @@ impl Store {
     pub async fn save_transition(&self, t: &Transition, now: i64) -> Result<bool, StoreError> {
         let i = &t.instance;
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             if !record_input!(&mut *tx, t.input_key.as_deref(), now) {
                 tx.rollback().await?;
                 return Ok(false);
@@ -375,7 +376,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let conflict = if upsert { UPSERT_VIEW } else { "ON CONFLICT (dedupe_key) DO NOTHING" };
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             if !record_input!(&mut *tx, input_key, now) {
                 tx.rollback().await?;
                 return Ok(false);
@@ -416,7 +417,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             if !record_input!(&mut *tx, input_key, now) {
                 tx.rollback().await?;
                 return Ok(false);
@@ -617,7 +618,7 @@ impl Store {
             return Ok(());
         }
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             for m in marks {
                 if let Some((conversation, until)) = &m.delay_progress {
                     sqlx::query(DELAY_PROGRESS).bind(conversation).bind(until).execute(&mut *tx).await?;

@@ -2,6 +2,7 @@
 //! server, scoped like `discord-guild:<id>`) turn tools on or off there. A
 //! tool without a row follows the default (enabled).
 
+use crate::db::BeginWrite as _;
 use crate::db::{Store, StoreError, with_pool};
 
 /// One tool switch of a group.
@@ -66,7 +67,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             if let Some(key) = input_key {
                 let fresh = sqlx::query(
                     "INSERT INTO flow_inputs (input_key, created_at) VALUES ($1, $2) ON CONFLICT (input_key) DO NOTHING",

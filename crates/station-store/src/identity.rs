@@ -5,6 +5,7 @@
 //! them and deciding what an error means to a person is the core's job
 //! (`station_core::identity`).
 
+use crate::db::BeginWrite as _;
 use serde::Serialize;
 
 use crate::accounts::{AccountRow, Role};
@@ -426,7 +427,7 @@ impl Store {
             if postgres { " FOR UPDATE" } else { "" }
         );
         let survivor: String = with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             if postgres {
                 sqlx::query(crate::db::safe(&states_sql)).bind(&owner).bind(caller).execute(&mut *tx).await?;
             }

@@ -6,6 +6,7 @@
 //! Rows are kept per `source` (e.g. `telegram:<bot>`), numbered by the
 //! source's own sequence (`seq`, e.g. Telegram's update id).
 
+use crate::db::BeginWrite as _;
 use crate::db::{Store, StoreError, with_pool};
 
 /// One stored event.
@@ -72,7 +73,7 @@ impl Store {
             return Ok(0);
         }
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let mut new = 0;
             for (seq, lane, payload) in events {
                 new += sqlx::query(
@@ -122,7 +123,7 @@ impl Store {
              AND lane = $2 AND state IN ('pending', 'processing') ORDER BY seq LIMIT 1) RETURNING {COLUMNS}"
         );
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             if let Some((seq, error)) = done {
                 let state = if error.is_some() { "failed" } else { "done" };
                 sqlx::query("UPDATE inbox SET state = $3, error = $4, done_at = $5 WHERE source = $1 AND seq = $2")

@@ -11,6 +11,7 @@
 //! fenced by `lease_owner`, so a worker that lost its lease (crash, pause) can
 //! never overwrite the outcome decided by the worker that took over.
 
+use crate::db::BeginWrite as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -417,7 +418,7 @@ impl Store {
     pub async fn insert_job(&self, job: &NewJob, now: i64) -> Result<JobRow, StoreError> {
         let (key_sql, job_sql) = job_insert_sql(self);
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             insert_job_in_tx!(tx, job, now, key_sql, job_sql);
             tx.commit().await?;
         });
@@ -476,7 +477,7 @@ impl Store {
         // (one WAL flush on PostgreSQL) per claim instead of two, and the clock
         // can never lag behind jobs that were already handed out.
         let mut rows: Vec<JobRow> = with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let rows: Vec<JobRow> = sqlx::query_as(safe(&sql))
                 .bind(req.owner)
                 .bind(req.now + req.lease_ms)
@@ -662,11 +663,11 @@ impl Store {
         match self {
             // The INSERT is a write: it takes SQLite's one write lock before the count is read.
             Store::Sqlite(p) => {
-                let mut tx = p.begin().await?;
+                let mut tx = p.begin_write().await?;
                 body!(tx)
             }
             Store::Postgres(p) => {
-                let mut tx = p.begin().await?;
+                let mut tx = p.begin_write().await?;
                 if capacity.is_some() {
                     sqlx::query("SELECT pg_advisory_xact_lock(28, hashtext($1))")
                         .bind(backend)
@@ -731,7 +732,7 @@ impl Store {
              attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END \
              WHERE id = $3 AND lease_owner = $4 AND status = 'dispatched'";
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(remember).bind(job_id).bind(now).bind(owner).execute(&mut *tx).await?;
             let r = sqlx::query(requeue).bind(now).bind(reason).bind(job_id).bind(owner).execute(&mut *tx).await?;
             if r.rows_affected() != 1 {
@@ -801,7 +802,7 @@ impl Store {
             return Ok(vec![]);
         }
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let mut applied = Vec::with_capacity(batch.len());
             for f in batch {
                 debug_assert!(f.status.is_terminal());

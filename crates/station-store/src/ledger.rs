@@ -13,6 +13,7 @@
 //! a capture charges what was used (the rest returns to the account in the
 //! same entry) or a release returns it all.
 
+use crate::db::BeginWrite as _;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -687,7 +688,7 @@ impl Store {
     /// The one transaction behind every direct entry and settlement.
     async fn apply(&self, mut op: Op<'_>) -> Result<Applied, LedgerError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             match apply_in_tx!(tx, op)? {
                 InTx::Done(applied) => {
                     tx.commit().await?;

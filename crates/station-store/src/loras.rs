@@ -4,6 +4,7 @@
 //! filter in memory; [`Store::lora_catalog_version`] tells a cache whether that
 //! load is needed again.
 
+use crate::db::BeginWrite as _;
 use serde::Serialize;
 
 use crate::accounts::AccountRow;
@@ -194,7 +195,7 @@ impl Store {
              VALUES ($1, $2, $3, FALSE, $4) \
              ON CONFLICT (lora_id, account_id) DO UPDATE SET expires_at = excluded.expires_at, revoked = FALSE";
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let existed: Option<(String,)> = sqlx::query_as("SELECT id FROM loras WHERE slug = $1")
                 .bind(&row.slug)
                 .fetch_optional(&mut *tx)
@@ -262,7 +263,7 @@ impl Store {
         let sql = format!("SELECT {LORA_COLUMNS} FROM loras ORDER BY slug");
         let grants_sql = format!("SELECT {GRANT_COLUMNS} FROM lora_grants ORDER BY created_at, account_id");
         let (version, raws, grants): (i64, Vec<RawLora>, Vec<LoraGrantRow>) = with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let (version,): (i64,) =
                 sqlx::query_as("SELECT version FROM lora_catalog WHERE id = 1").fetch_one(&mut *tx).await?;
             let raws = sqlx::query_as(crate::db::safe(&sql)).fetch_all(&mut *tx).await?;
@@ -308,7 +309,7 @@ impl Store {
     /// Deletes a LoRA and its grants; true if it existed.
     pub async fn remove_lora(&self, slug: &str) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             // Grants go explicitly rather than by cascade: SQLite only cascades
             // with foreign keys switched on, which a foreign connection may not do.
             sqlx::query("DELETE FROM lora_grants WHERE lora_id IN (SELECT id FROM loras WHERE slug = $1)")
@@ -338,7 +339,7 @@ impl Store {
              RETURNING {GRANT_COLUMNS}"
         );
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let row: Option<LoraGrantRow> = sqlx::query_as(crate::db::safe(&sql))
                 .bind(slug)
                 .bind(account_id)
@@ -359,7 +360,7 @@ impl Store {
     /// expired grant to revoke.
     pub async fn revoke_lora(&self, slug: &str, account_id: &str) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let r = sqlx::query(
                 "UPDATE lora_grants SET revoked = TRUE WHERE account_id = $2 AND revoked = FALSE \
                  AND lora_id IN (SELECT id FROM loras WHERE slug = $1)",

@@ -1,5 +1,6 @@
 //! The model files each backend offers, and the operator's catalog of them.
 
+use crate::db::BeginWrite as _;
 use serde::Serialize;
 
 use crate::db::{Store, StoreError, with_pool};
@@ -91,7 +92,7 @@ impl Store {
             return Ok(true);
         }
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("DELETE FROM backend_models WHERE backend = $1").bind(backend).execute(&mut *tx).await?;
             for (kind, name, meta) in models {
                 let meta = meta.clone().or_else(|| known(kind, name));
@@ -167,7 +168,7 @@ impl Store {
         others_of_base: &[String],
     ) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             if row.is_default {
                 for other in others_of_base.iter().filter(|o| **o != row.name) {
                     sqlx::query("UPDATE model_catalog SET is_default = FALSE, updated_at = $2 WHERE name = $1")

@@ -15,6 +15,7 @@
 //! against the allowance and sponsorship cap of the day it was placed, and a
 //! release returns its points to that same day.
 
+use crate::db::BeginWrite as _;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -430,7 +431,7 @@ impl Store {
         let (key_sql, job_sql) = job_insert_sql(self);
         let insert_entry = insert_entry_sql();
         let paid_by: PaidBy = with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             // A write first: on SQLite it takes the database's write lock, so
             // nothing read below can change before the commit.
             sqlx::query(ENSURE_BALANCE).bind(member).bind(now).execute(&mut *tx).await?;
@@ -481,7 +482,7 @@ impl Store {
         let insert_entry = insert_entry_sql();
         let price: i64 = c.steps.iter().map(|(_, p, _)| *p).sum();
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             // A write first: on SQLite it takes the database's write lock.
             sqlx::query(
                 "INSERT INTO balances (account_id, balance, held, updated_at) VALUES ($1, 0, 0, $2) \

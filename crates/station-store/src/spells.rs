@@ -9,6 +9,7 @@
 //! the cast's `current_step`, so the advance happens once however often (or
 //! by however many processes) it is attempted.
 
+use crate::db::BeginWrite as _;
 use serde::Serialize;
 
 use crate::db::{Store, StoreError, safe, with_pool};
@@ -286,7 +287,7 @@ impl Store {
         let (key_sql, _) = job_insert_sql(self);
         let params = serde_json::Value::Object(params.clone()).to_string();
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let moved = sqlx::query(
                 "UPDATE casts SET current_step = current_step + 1 WHERE id = $1 AND status = 'running' \
                  AND current_step = $2",

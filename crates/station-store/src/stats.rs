@@ -2,6 +2,7 @@
 //! keeps (jobs and the ledger) by time range. The core shapes them
 //! (`station_core::stats`).
 
+use crate::db::BeginWrite as _;
 use serde::Serialize;
 
 use crate::db::{Store, StoreError};
@@ -374,7 +375,7 @@ impl Store {
             "DELETE FROM stats_failures_daily WHERE day = $1",
         ];
         crate::db::with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             // First a write: it takes the day's lock (PostgreSQL row lock,
             // SQLite's writer lock) before anything is read.
             sqlx::query(
@@ -466,7 +467,7 @@ impl Store {
         entries: &[HistoryEntry],
     ) -> Result<(), StoreError> {
         crate::db::with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             for chunk in accounts.chunks(HISTORY_CHUNK) {
                 let mut q = sqlx::QueryBuilder::new("INSERT INTO accounts (id, name, created_at) ");
                 q.push_values(chunk, |mut b, (id, name)| {

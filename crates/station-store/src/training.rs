@@ -1,6 +1,7 @@
 //! LoRA training: datasets with their images and captions, and trainings
 //! (each one job; its outcome turns into a catalog LoRA through the core).
 
+use crate::db::BeginWrite as _;
 use crate::db::{Store, StoreError, safe, with_pool};
 
 /// One dataset.
@@ -185,7 +186,7 @@ impl Store {
         now: i64,
     ) -> Result<AddedImage, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             // Taking the row first serialises writers of one dataset on both engines.
             let status: Option<(String,)> = sqlx::query_as(
                 "UPDATE datasets SET updated_at = $2 WHERE id = $1 AND status IN ('draft', 'ready') RETURNING status",
@@ -278,7 +279,7 @@ impl Store {
     /// writing nothing, unless the dataset is `ready`).
     pub async fn insert_training(&self, row: &TrainingRow) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let locked = sqlx::query(
                 "UPDATE datasets SET status = 'locked', updated_at = $2 WHERE id = $1 AND status = 'ready'",
             )
@@ -364,7 +365,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let dataset: Option<(String,)> = sqlx::query_as(
                 "UPDATE trainings SET status = $2, error = $3, file_hash = $4, finished_at = $5 \
                  WHERE id = $1 AND status = 'running' RETURNING dataset_id",
@@ -404,7 +405,7 @@ impl Store {
     /// unlocking its dataset.
     pub async fn delete_unqueued_training(&self, id: &str, now: i64) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let dataset: Option<(String,)> = sqlx::query_as("DELETE FROM trainings WHERE id = $1 RETURNING dataset_id")
                 .bind(id)
                 .fetch_optional(&mut *tx)
@@ -484,7 +485,7 @@ impl Store {
         now: i64,
     ) -> Result<Option<String>, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let row: Option<(String, String)> = sqlx::query_as(
                 "SELECT dataset_id, media_id FROM dataset_captions WHERE job_id = $1 AND status = 'pending'",
             )

@@ -9,6 +9,7 @@
 //! the cursor is still where the scan began (two processes watching one
 //! chain: one of them wins, the other reads again).
 
+use crate::db::BeginWrite as _;
 use serde::Serialize;
 
 use crate::db::{Store, StoreError, safe, with_pool};
@@ -406,7 +407,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let moved = sqlx::query(
                 "UPDATE wallet_cursors SET next_block = $3, updated_at = $4 WHERE chain_id = $1 AND next_block = $2",
             )
@@ -472,7 +473,7 @@ impl Store {
     /// and the cursor moves back (never forward). Returns the deposits removed.
     pub async fn rewind_wallet_chain(&self, chain_id: i64, block: i64, now: i64) -> Result<u64, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("DELETE FROM wallet_blocks WHERE chain_id = $1 AND number >= $2")
                 .bind(chain_id)
                 .bind(block)
