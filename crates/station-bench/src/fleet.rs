@@ -638,6 +638,7 @@ impl Fleet {
     /// Waits until every process answers `/readyz` with every backend healthy.
     async fn wait_ready(&mut self, backends: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(90);
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::new();
         let spinner = bar(self.ports.len() as u64, "starting Station processes {pos}/{len} {spinner}");
         for (i, port) in self.ports.clone().into_iter().enumerate() {
@@ -706,6 +707,7 @@ async fn load(
     let cpu0 = CpuSample::take(&fleet.pids());
     backends.take_usage();
 
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().map_err(|e| e.to_string())?;
     let urls: Vec<String> = fleet.ports.iter().map(|p| format!("http://127.0.0.1:{p}/api/v1/generations")).collect();
     let (accepted, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));

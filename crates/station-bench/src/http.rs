@@ -249,6 +249,7 @@ async fn scenarios(args: &HttpBenchArgs, station: &Station, store: &Store) -> Re
     let api = serve(station_http::service(station.clone(), axum::Router::new())).await?;
     // The real tool list's bytes, for a bare handler answering the same body:
     // the fair baseline for `GET /api/v1/tools` (a constant of the same size).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let tools_body = reqwest::Client::new()
         .get(format!("{api}/api/v1/tools"))
         .bearer_auth(&key)
@@ -438,6 +439,7 @@ async fn run_clients(
     let start = Instant::now();
     let mut tasks = vec![];
     for _ in 0..connections {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client");
         let (url, key) = (url.to_string(), key.map(str::to_owned));
         let (stop, ok, errors) = (stop.clone(), ok.clone(), errors.clone());

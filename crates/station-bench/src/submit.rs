@@ -220,6 +220,7 @@ async fn clients(
     let start = Instant::now();
     let mut tasks = vec![];
     for c in 0..args.clients {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client");
         let (url, key, with_keys) = (url.to_owned(), keys[c % keys.len()].clone(), args.idempotency_keys);
         let (stop, ok, errors) = (stop.clone(), ok.clone(), errors.clone());

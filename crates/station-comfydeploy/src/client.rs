@@ -83,6 +83,7 @@ impl DeployClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))

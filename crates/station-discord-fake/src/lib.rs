@@ -372,6 +372,7 @@ impl FakeDiscord {
             base_url: url.clone(),
         }));
         let server = tokio::spawn(server::serve(state.clone(), listener));
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let secret: [u8; 32] = rand::random();
         FakeDiscord {
             url,

@@ -105,6 +105,7 @@ pub fn route_key(method: &Method, path: &str) -> String {
 impl Rest {
     /// A client for `base` (`https://discord.com/api/v10`), authenticating with the bot token when given.
     pub fn new(base: &str, token: Option<String>) -> Result<Rest, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .user_agent("DiscordBot (https://example.invalid/station, 0.1) station")

@@ -343,6 +343,7 @@ fn webhook_info(shared: &Shared) -> ApiResult {
 /// Delivers pending updates to the webhook one at a time, in order, removing
 /// each when the bot answers 2xx (retrying otherwise).
 pub(crate) async fn webhook_loop(shared: Arc<Shared>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("webhook client");
     let mut rx = shared.changed.subscribe();
     loop {

@@ -409,6 +409,7 @@ pub(crate) enum ServerOnAddress {
 /// there serves, and compares it with this command's.
 pub(crate) async fn server_on_address(station: &Station) -> ServerOnAddress {
     let url = format!("http://{}/healthz", station.config.listen);
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let Ok(client) = reqwest::Client::builder().timeout(Duration::from_millis(1500)).build() else {
         return ServerOnAddress::Nobody;
     };

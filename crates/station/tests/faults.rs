@@ -266,9 +266,15 @@ async fn sigterm_with_an_open_event_stream_exits_promptly_and_cleanly() {
             status.is_some_and(|s| s.success()),
             "{kind}: serve did not exit cleanly on SIGTERM: {status:?}\n{log}"
         );
-        // The one expected warning is about the missing backend, at start.
-        let warnings: Vec<&str> =
-            log.lines().filter(|l| l.contains("WARN") && !l.contains("no ComfyUI backend configured")).collect();
+        // The one expected warning is about the missing backend, at start;
+        // sqlx's "slow statement" notes say how busy the machine is (the
+        // migration lock took over a second under the suite's load), not
+        // how the server ended.
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") && !l.contains("no ComfyUI backend configured"))
+            .filter(|l| !l.contains("slow statement"))
+            .collect();
         assert!(warnings.is_empty(), "{kind}: a clean exit logs no warning:\n{log}");
     }
 }

@@ -120,6 +120,7 @@ impl Served {
         tokio::spawn(station_http::serve(listener, station, axum::Router::new(), async move {
             let _ = stopped.await;
         }));
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder().pool_max_idle_per_host(4).build().expect("HTTP client");
         Served { base, base_nagle, key, http, workers, comfy, stop, _dir: dir }
     }
