@@ -396,11 +396,9 @@ pub fn words_ms(ms: i64) -> String {
     }
 }
 
-/// A Unix ms time for people: `2026-12-07 14:02 UTC`.
+/// A Unix ms time for people: `2026-12-07 14:02 UTC` (the audit log's format).
 pub fn words_time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|| ms.to_string())
+    crate::audit::utc_text(ms)
 }
 
 fn minutes_words(m: f64) -> String {

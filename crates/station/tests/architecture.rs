@@ -73,3 +73,30 @@ fn the_core_knows_no_front_end_or_platform() {
         assert!(!deps[lower].iter().any(|x| x == "station-core"), "{lower} depends on station-core");
     }
 }
+
+/// SQLite write transactions take the write lock at `BEGIN` (see
+/// `BeginWrite` in station-store's db.rs): a plain `begin()` in the store
+/// reads under a snapshot that a later write cannot upgrade once another
+/// connection committed, and fails with "database is locked" at once.
+#[test]
+fn store_transactions_begin_as_writers() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../station-store/src");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&src).expect("station-store/src") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("source");
+        for (n, line) in text.lines().enumerate() {
+            assert!(
+                !line.contains(".begin().await"),
+                "{}:{}: use begin_write() (BEGIN IMMEDIATE on SQLite), not begin(): {line}",
+                path.display(),
+                n + 1
+            );
+        }
+        checked += text.matches(".begin_write().await").count();
+    }
+    assert!(checked >= 40, "expected the store's write transactions, found {checked}");
+}

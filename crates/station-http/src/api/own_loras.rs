@@ -120,8 +120,7 @@ async fn share(
     Path(slug): Path<String>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<Json<OwnLoraInfo>> {
-    let obj = object(body, &["account"])?;
-    let with = required_str(&obj, "account", "an account id or an identity like telegram:123")?;
+    let with = named_account(body)?;
     station.share_lora(&a, &slug, &with, Via::Api).await?;
     Ok(Json(station.own_lora(&a, &slug).await?.into()))
 }
@@ -137,10 +136,15 @@ async fn unshare(
     Path(slug): Path<String>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<Json<OwnLoraInfo>> {
-    let obj = object(body, &["account"])?;
-    let with = required_str(&obj, "account", "an account id or an identity like telegram:123")?;
+    let with = named_account(body)?;
     station.unshare_lora(&a, &slug, &with, Via::Api).await?;
     Ok(Json(station.own_lora(&a, &slug).await?.into()))
+}
+
+/// The account a share or an unshare names (`{"account": …}`).
+fn named_account(body: Result<Json<Value>, JsonRejection>) -> ApiResult<String> {
+    let obj = object(body, &["account"])?;
+    required_str(&obj, "account", "an account id or an identity like telegram:123")
 }
 
 /// Makes one of your LoRAs public: at once (200), or — when the operator
