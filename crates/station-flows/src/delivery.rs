@@ -40,6 +40,9 @@ impl FlowsRunner {
 }
 
 const LEASE_MS: i64 = 60_000;
+/// How long a job's first message waits for the step that submitted it to
+/// be stored (see `send_one`).
+const FLOW_SETTLE_MS: i64 = 2_000;
 const MAX_ATTEMPTS: i64 = 8;
 
 /// How often old input keys ([`Flows::handle_once`]) are pruned.
@@ -166,7 +169,10 @@ impl Flows {
             return Some(mark(DeliveryResult::Failed { error: "stored delivery is unreadable".into() }, None));
         };
         let kind = DeliveryKind::parse(&d.kind);
-        let mut replace = d.message_ref.clone().or(d.replace_ref.clone());
+        let mut replace = match d.message_ref.clone() {
+            Some(r) => Some(r),
+            None => self.replace_target(d.replace_ref.as_deref()).await,
+        };
         // A job's progress message becomes its result (one message per job);
         // once the result is out, late progress edits must not touch it.
         let job = d.dedupe_key.as_deref().and_then(|k| k.split_once(':')).map(|(_, j)| j.to_string());
@@ -174,7 +180,12 @@ impl Flows {
             (DeliveryKind::Result, Some(job)) if replace.is_none() => {
                 // Sent at least once (an edit may still be waiting: it is dropped below).
                 if let Ok(Some(p)) = store.delivery_by_key(&format!("progress:{job}")).await {
-                    replace = p.message_ref;
+                    // Its message, or the card it was to take over (a job
+                    // that ended before its progress was shown).
+                    replace = match p.message_ref {
+                        Some(r) => Some(r),
+                        None => self.replace_target(p.replace_ref.as_deref()).await,
+                    };
                 }
             }
             (DeliveryKind::Progress, Some(job)) => {
@@ -186,6 +197,18 @@ impl Flows {
                 }
             }
             _ => {}
+        }
+        // A job's first message while the press that ran it is still being
+        // stored (its transition names the card the job takes over): wait a
+        // moment for it rather than post a message of its own.
+        if replace.is_none()
+            && matches!(kind, DeliveryKind::Progress | DeliveryKind::Result)
+            && d.created_at > now_ms() - FLOW_SETTLE_MS
+            && let Some(job) = &job
+            && self.flow_still_submitting(job).await
+        {
+            let r = DeliveryResult::Retry { at: now_ms() + 50, error: "waiting for the step that ran the job".into() };
+            return Some(mark(r, None));
         }
         let out = Outgoing { delivery_id: d.id.clone(), kind, view, replace, account_id: d.account_id.clone() };
         // A secret for one person never goes through an adapter that cannot
@@ -234,6 +257,30 @@ impl Flows {
             _ => None,
         };
         Some(mark(result, delay))
+    }
+
+    /// Whether the flow step that submitted `job` is still open: the job
+    /// ran before the step's transition was stored.
+    async fn flow_still_submitting(&self, job: &str) -> bool {
+        let Ok(Some(row)) = self.station().job(job).await else { return false };
+        let Some(instance) = JobSource::of(&row).and_then(|s| s.instance) else { return false };
+        let Ok(Some(inst)) = self.station().conversations().get(&instance).await else { return false };
+        // A step that submits and stays (a cook, a cast's own flow) is waited for briefly, once.
+        inst.status == "active" && inst.updated_at <= row.created_at
+    }
+
+    /// The platform message a delivery's `replace_ref` names: itself, or
+    /// the message of the delivery it names ([`crate::engine::CARD_REF`]),
+    /// if that was sent.
+    async fn replace_target(&self, replace_ref: Option<&str>) -> Option<String> {
+        let r = replace_ref?;
+        match r.strip_prefix(crate::engine::CARD_REF) {
+            None => Some(r.to_string()),
+            Some(key) => match self.station().conversations().delivery_by_key(key).await {
+                Ok(Some(card)) => card.message_ref,
+                _ => None,
+            },
+        }
     }
 
     async fn notify_loop(&self, mut events: tokio::sync::broadcast::Receiver<JobEvent>, stop: CancellationToken) {

@@ -796,13 +796,12 @@ async fn examples_and_labels_come_from_runnable_tools(db: TestDb) {
         if !labels(&picker).iter().any(|l| l.contains("Next")) {
             break;
         }
-        let n = msgs.len();
         let first = labels(&picker).first().cloned();
         env.press(&picker, "Next").await;
-        // The next page: a newer picker whose first option is another one.
+        // The next page: the same card, edited, whose first option is another one.
         msgs = env
             .wait("next page", |m| {
-                m.len() > n && m.last().is_some_and(|p| p.view.input.is_some() && labels(p).first().cloned() != first)
+                m.last().is_some_and(|p| p.view.input.is_some() && labels(p).first().cloned() != first)
             })
             .await;
     }
@@ -1511,7 +1510,61 @@ async fn collections_in_chat(db: TestDb) {
     env.stop().await;
 }
 
+/// A flow is one card (issue 21, item 6): its buttons edit it in place,
+/// typed text gets a new card below while the old one loses its buttons, a
+/// command replacing the flow takes its card's buttons away, and a press
+/// that ends the flow shows the ending on the card itself.
+async fn a_flow_is_one_card_edited_in_place(db: TestDb) {
+    let env = setup(db).await;
+    env.command("make", "").await;
+    let card = env.wait("the tool picker", |m| m.len() == 1 && !labels(&m[0]).is_empty()).await.remove(0);
+    env.press(&card, "Dream").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    assert_eq!(
+        msgs.len(),
+        1,
+        "the press edited the card: {:?}",
+        msgs.iter().map(|m| m.view.plain_text()).collect::<Vec<_>>()
+    );
+    assert_eq!(msgs[0].edits.len(), 1);
+    assert!(msgs[0].view.plain_text().contains("prompt"), "{}", msgs[0].view.plain_text());
+    // Typed text: a new card below; the old one keeps its words, not its buttons.
+    env.text("a lighthouse").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    assert_eq!(msgs.len(), 2, "{:?}", msgs.iter().map(|m| m.view.plain_text()).collect::<Vec<_>>());
+    assert!(labels(&msgs[0]).is_empty() && msgs[0].view.input.is_none(), "old card: {:?}", labels(&msgs[0]));
+    assert!(msgs[0].view.plain_text().contains("prompt"));
+    assert!(labels(&msgs[1]).iter().any(|l| l.contains("Run")));
+    // Presses move the card through steps, still one message.
+    env.press(&msgs[1], "Change a setting").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    assert_eq!(msgs.len(), 2, "{:?}", msgs.iter().map(|m| m.view.plain_text()).collect::<Vec<_>>());
+    // Cancel on the card: the card says so.
+    env.press(&msgs[1], "Back").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    env.press(&msgs[1], "Cancel").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    assert_eq!(msgs.len(), 2, "{:?}", msgs.iter().map(|m| m.view.plain_text()).collect::<Vec<_>>());
+    assert_eq!(msgs[1].view.plain_text(), "Cancelled.");
+    // A new command replaces an open flow: the old card's buttons go.
+    env.command("settings", "dream").await;
+    env.wait("the settings card", |m| m.len() == 3).await;
+    env.command("make", "").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    assert_eq!(msgs.len(), 4);
+    assert!(labels(&msgs[2]).is_empty(), "the replaced flow's card: {:?}", labels(&msgs[2]));
+    assert!(!labels(&msgs[3]).is_empty());
+    env.stop().await;
+}
+
 on_every_db!(
+    a_flow_is_one_card_edited_in_place,
     collections_in_chat,
     cook_status_in_chat,
     review_cards_in_chat,
