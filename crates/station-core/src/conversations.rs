@@ -149,6 +149,11 @@ impl Conversations<'_> {
         self.store().delivery_by_key(key).await
     }
 
+    /// One delivery, by id.
+    pub async fn delivery(&self, id: &str) -> Result<Option<DeliveryRow>, StoreError> {
+        self.store().get_delivery(id).await
+    }
+
     /// Every delivery of a conversation, oldest first.
     pub async fn deliveries(&self, conversation: &str) -> Result<Vec<DeliveryRow>, StoreError> {
         self.store().conversation_deliveries(conversation).await

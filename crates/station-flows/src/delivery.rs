@@ -40,9 +40,6 @@ impl FlowsRunner {
 }
 
 const LEASE_MS: i64 = 60_000;
-/// How long a job's first message waits for the step that submitted it to
-/// be stored (see `send_one`).
-const FLOW_SETTLE_MS: i64 = 2_000;
 const MAX_ATTEMPTS: i64 = 8;
 
 /// How often old input keys ([`Flows::handle_once`]) are pruned.
@@ -180,12 +177,7 @@ impl Flows {
             (DeliveryKind::Result, Some(job)) if replace.is_none() => {
                 // Sent at least once (an edit may still be waiting: it is dropped below).
                 if let Ok(Some(p)) = store.delivery_by_key(&format!("progress:{job}")).await {
-                    // Its message, or the card it was to take over (a job
-                    // that ended before its progress was shown).
-                    replace = match p.message_ref {
-                        Some(r) => Some(r),
-                        None => self.replace_target(p.replace_ref.as_deref()).await,
-                    };
+                    replace = p.message_ref;
                 }
             }
             (DeliveryKind::Progress, Some(job)) => {
@@ -197,18 +189,6 @@ impl Flows {
                 }
             }
             _ => {}
-        }
-        // A job's first message while the press that ran it is still being
-        // stored (its transition names the card the job takes over): wait a
-        // moment for it rather than post a message of its own.
-        if replace.is_none()
-            && matches!(kind, DeliveryKind::Progress | DeliveryKind::Result)
-            && d.created_at > now_ms() - FLOW_SETTLE_MS
-            && let Some(job) = &job
-            && self.flow_still_submitting(job).await
-        {
-            let r = DeliveryResult::Retry { at: now_ms() + 50, error: "waiting for the step that ran the job".into() };
-            return Some(mark(r, None));
         }
         let out = Outgoing { delivery_id: d.id.clone(), kind, view, replace, account_id: d.account_id.clone() };
         // A secret for one person never goes through an adapter that cannot
@@ -259,24 +239,14 @@ impl Flows {
         Some(mark(result, delay))
     }
 
-    /// Whether the flow step that submitted `job` is still open: the job
-    /// ran before the step's transition was stored.
-    async fn flow_still_submitting(&self, job: &str) -> bool {
-        let Ok(Some(row)) = self.station().job(job).await else { return false };
-        let Some(instance) = JobSource::of(&row).and_then(|s| s.instance) else { return false };
-        let Ok(Some(inst)) = self.station().conversations().get(&instance).await else { return false };
-        // A step that submits and stays (a cook, a cast's own flow) is waited for briefly, once.
-        inst.status == "active" && inst.updated_at <= row.created_at
-    }
-
     /// The platform message a delivery's `replace_ref` names: itself, or
-    /// the message of the delivery it names ([`crate::engine::CARD_REF`]),
-    /// if that was sent.
+    /// the message of the delivery it names ([`crate::outbox::DELIVERY_REF`]:
+    /// a flow's card a job took over), if that was sent.
     async fn replace_target(&self, replace_ref: Option<&str>) -> Option<String> {
         let r = replace_ref?;
-        match r.strip_prefix(crate::engine::CARD_REF) {
+        match r.strip_prefix(crate::outbox::DELIVERY_REF) {
             None => Some(r.to_string()),
-            Some(key) => match self.station().conversations().delivery_by_key(key).await {
+            Some(id) => match self.station().conversations().delivery(id).await {
                 Ok(Some(card)) => card.message_ref,
                 _ => None,
             },
@@ -401,7 +371,7 @@ impl Flows {
             let now = now_ms();
             let actions = mint_view(&mut view, &cast.account_id, None, now);
             let out = Out { view, kind: DeliveryKind::Progress, dedupe_key: Some(format!("progress:cast-{cast_id}")) };
-            let d = new_delivery(&src.conversation, &cast.account_id, &out);
+            let d = src.delivery(&cast.account_id, &out);
             station.conversations().save_outbox(&actions, &[d], true, None, now).await?;
         } else {
             self.write_cast_result(src, &cast).await?;
@@ -436,7 +406,7 @@ impl Flows {
         let mut view = crate::results::cast_result_view(self, cast).await?;
         let actions = mint_view(&mut view, &cast.account_id, None, now);
         let out = Out { view, kind: DeliveryKind::Result, dedupe_key: Some(format!("result:cast-{}", cast.id)) };
-        let d = new_delivery(&src.conversation, &cast.account_id, &out);
+        let d = src.delivery(&cast.account_id, &out);
         self.station().conversations().save_outbox(&actions, &[d], false, None, now).await?;
         self.inner.outbox.notify_one();
         Ok(())
@@ -482,7 +452,9 @@ impl Flows {
         let now = now_ms();
         let actions = mint_view(&mut view, &job.account_id, None, now);
         let out = Out { view, kind: DeliveryKind::Progress, dedupe_key: Some(format!("progress:{}", job.id)) };
-        let d = new_delivery(&src.conversation, &job.account_id, &out);
+        // A job that took its flow's card over names it from its first
+        // message on, whether or not the step that submitted it is stored yet.
+        let d = src.delivery(&job.account_id, &out);
         self.station().conversations().save_outbox(&actions, &[d], true, None, now).await?;
         Ok(())
     }
@@ -599,7 +571,7 @@ impl Flows {
         let mut view = crate::results::result_view(self, job).await?;
         let actions = mint_view(&mut view, &job.account_id, None, now);
         let out = Out { view, kind: DeliveryKind::Result, dedupe_key: Some(format!("result:{}", job.id)) };
-        let mut deliveries = vec![new_delivery(&src.conversation, &job.account_id, &out)];
+        let mut deliveries = vec![src.delivery(&job.account_id, &out)];
         // A training's end is also told as a message of its own (its result
         // takes the place of the progress message, far up the chat by now),
         // written with the result: once, or again never.

@@ -10,9 +10,9 @@ use station_core::Station;
 use station_core::conversations::{CardRetire, FlowInstanceRow, Transition};
 use station_core::{AccountRow, now_ms};
 
-use crate::flow::{Cx, Flow, FlowError, Next, Out, Start, StepInput};
+use crate::flow::{CardOffer, Cx, Flow, FlowError, Next, Out, Start, StepInput};
 use crate::input::InputKey;
-use crate::outbox::{mint_view, new_delivery};
+use crate::outbox::{DELIVERY_REF, mint_view, new_delivery};
 use crate::platform::{Conversation, DeliveryKind, Input, Platform};
 use crate::view::{Rich, View};
 
@@ -582,6 +582,7 @@ impl Flows {
             instance_id: &instance_id,
             flows: self,
             input: key,
+            card: CardOffer::default(),
         };
         let next = flow.start(&cx, start).await?;
         let now = now_ms();
@@ -671,6 +672,13 @@ impl Flows {
     ) -> Result<Reply, FlowError> {
         let flow = self.flow(&inst.flow)?;
         let instance_id = inst.id.clone();
+        let kind = input.kind();
+        // A button on the card was pressed (or, where people answer only
+        // through interactions, a form it opened was sent): the card changes
+        // in place. Something written into the chat gets a new card below it.
+        let in_place =
+            kind == crate::flow::Accepts::Action || self.style_of(conv) == crate::platform::ChatStyle::Interactions;
+        let card = if in_place { self.card_offer(flow.as_ref(), &inst.id).await? } else { None };
         let cx = Cx {
             station: &self.inner.station,
             account,
@@ -678,6 +686,7 @@ impl Flows {
             instance_id: &instance_id,
             flows: self,
             input: key,
+            card: CardOffer::new(card),
         };
         let mut inst = inst;
         if inst.flow_version != flow.version() {
@@ -708,12 +717,6 @@ impl Flows {
         }
         let state: Value = serde_json::from_str(&inst.state).unwrap_or(Value::Null);
         let spec = flow.steps().iter().find(|s| s.id == inst.step);
-        let kind = input.kind();
-        // A button on the card was pressed (or, where people answer only
-        // through interactions, a form it opened was sent): the card changes
-        // in place. Something written into the chat gets a new card below it.
-        let in_place =
-            kind == crate::flow::Accepts::Action || self.style_of(conv) == crate::platform::ChatStyle::Interactions;
         if kind != crate::flow::Accepts::Action
             && let Some(spec) = spec
             && !spec.accepts.contains(&kind)
@@ -852,8 +855,9 @@ impl Flows {
             Some(_) if card.is_some() => {
                 if let Some(row) = store.delivery_by_key(&card_key(&inst.id)).await? {
                     let moved = format!("{}@{}", card_key(&inst.id), row.id);
-                    if row.status == "failed" {
-                        // It never reached the chat: the next card is a new message.
+                    if row.status == "failed" || cx.card.taken().is_some() {
+                        // It never reached the chat, or a job submitted here
+                        // took it over: the next card is a new message.
                         retire.push(CardRetire { key: card_key(&inst.id), new_key: moved, view: None });
                     } else if !in_place && (row.message_ref.is_some() || row.status == "sending") {
                         retire.extend(self.retire_card(cx.conversation, &inst.id).await?);
@@ -895,9 +899,10 @@ impl Flows {
         in_place: bool,
     ) -> Result<Reply, FlowError> {
         let store = self.inner.station.conversations();
-        // The flow's card: pressed to an end, it shows the first thing the
-        // end says (or becomes the job's progress message, then its result);
-        // otherwise it stays as it was, without buttons.
+        // The flow's card: taken over by the job this press submitted (its
+        // progress message, then its result), or pressed to an end it shows
+        // the first thing the end says; otherwise it stays as it was,
+        // without buttons.
         let mut retire = vec![];
         let mut takeover = None;
         if expected_rev.is_some()
@@ -911,28 +916,17 @@ impl Flows {
             // one at a time).
             let sent = row.status != "failed" && (row.message_ref.is_some() || row.status == "sending");
             let moved = format!("{}@{}", card_key(&inst.id), row.id);
-            // A job's progress already shown as a message of its own (its
-            // events came first) cannot take the card over.
-            let progress_shown = match notes.first().and_then(|n| n.dedupe_key.as_deref()) {
-                Some(k) if notes[0].kind == DeliveryKind::Progress => {
-                    store.delivery_by_key(k).await?.is_some_and(|p| p.message_ref.is_some() || p.status == "sending")
-                }
-                _ => false,
-            };
-            match notes.first_mut() {
-                Some(first)
-                    if in_place
-                        && sent
-                        && first.kind == DeliveryKind::Progress
-                        && first.dedupe_key.is_some()
-                        && !progress_shown
-                        && !card_personal =>
-                {
-                    // Resolved when the progress is sent (see `delivery::send_one`).
-                    takeover = Some(format!("{CARD_REF}{moved}"));
+            match (cx.card.taken(), notes.first_mut()) {
+                (Some(id), first) => {
+                    // The job's source names the card since it was submitted,
+                    // so its events may have shown its progress there already
+                    // (see `Flows::card_offer`); the card's key moves aside.
+                    if first.is_some_and(|f| f.kind == DeliveryKind::Progress && f.dedupe_key.is_some()) {
+                        takeover = Some(format!("{DELIVERY_REF}{id}"));
+                    }
                     retire.push(CardRetire { key: card_key(&inst.id), new_key: moved, view: None });
                 }
-                Some(first)
+                (None, Some(first))
                     if in_place
                         && sent
                         && matches!(first.kind, DeliveryKind::Message | DeliveryKind::Notice)
@@ -992,6 +986,7 @@ impl Flows {
             instance_id: &inst.id,
             flows: self,
             input: &key,
+            card: CardOffer::default(),
         };
         let state: Value = serde_json::from_str(&inst.state).unwrap_or(Value::Null);
         let mut view = flow.view(&cx, &inst.step, &state).await?;
@@ -1077,11 +1072,6 @@ impl Flows {
     }
 }
 
-/// A `replace_ref` naming a delivery (by key) whose message is to be
-/// replaced, rather than a platform message: a job's progress taking over
-/// the card of the press that ran it, whose message may still be on its way.
-pub(crate) const CARD_REF: &str = "delivery:";
-
 /// The delivery key of a flow instance's card: the one message its steps
 /// show, edited as the flow moves.
 pub(crate) fn card_key(instance: &str) -> String {
@@ -1089,6 +1079,24 @@ pub(crate) fn card_key(instance: &str) -> String {
 }
 
 impl Flows {
+    /// The card a press on it offers to the job it may submit
+    /// ([`CardOffer`]): the delivery id of the flow's card when it is shown
+    /// (or being sent) to everyone in the chat. The job names it in its
+    /// source, written with the job before anything runs, so the job's
+    /// progress takes the card over even when it is written before this
+    /// step is stored; the step's transition then only moves the card's key.
+    async fn card_offer(&self, flow: &dyn Flow, instance: &str) -> Result<Option<String>, FlowError> {
+        if flow.private() {
+            return Ok(None);
+        }
+        let Some(row) = self.inner.station.conversations().delivery_by_key(&card_key(instance)).await? else {
+            return Ok(None);
+        };
+        let sent = row.status != "failed" && (row.message_ref.is_some() || row.status == "sending");
+        let personal = serde_json::from_str::<View>(&row.view).ok().is_none_or(|v| v.personal || v.private);
+        Ok((sent && !personal).then_some(row.id))
+    }
+
     /// Moves a flow's card aside (its key freed for a new card, or the flow
     /// over) and takes its buttons away: the message stays as it was, with
     /// nothing left to press. A terminal's printed lines cannot change, so

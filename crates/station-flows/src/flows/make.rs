@@ -138,7 +138,7 @@ impl Make {
             cx.conversation,
             &tool.id,
             params,
-            Some(cx.instance_id),
+            Some((cx.instance_id, &cx.card)),
             confirmed,
         )
         .await?
