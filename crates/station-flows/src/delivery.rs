@@ -166,16 +166,16 @@ impl Flows {
             return Some(mark(DeliveryResult::Failed { error: "stored delivery is unreadable".into() }, None));
         };
         let kind = DeliveryKind::parse(&d.kind);
-        let mut replace = match d.message_ref.clone() {
-            Some(r) => Some(r),
-            None => self.replace_target(d.replace_ref.as_deref()).await,
-        };
+        let mut replace = d.message_ref.clone();
         // A job's progress message becomes its result (one message per job);
         // once the result is out, late progress edits must not touch it.
         let job = d.dedupe_key.as_deref().and_then(|k| k.split_once(':')).map(|(_, j)| j.to_string());
         match (kind, &job) {
             (DeliveryKind::Result, Some(job)) if replace.is_none() => {
-                // Sent at least once (an edit may still be waiting: it is dropped below).
+                // Sent at least once (an edit may still be waiting: it is
+                // dropped below). Its message before the card it took over:
+                // a platform may have shown the progress as a new message in
+                // the card's place (text cannot become a photo on Telegram).
                 if let Ok(Some(p)) = store.delivery_by_key(&format!("progress:{job}")).await {
                     replace = p.message_ref;
                 }
@@ -189,6 +189,10 @@ impl Flows {
                 }
             }
             _ => {}
+        }
+        if replace.is_none() {
+            // A message it was written to replace: the card a job took over.
+            replace = self.replace_target(d.replace_ref.as_deref()).await;
         }
         let out = Outgoing { delivery_id: d.id.clone(), kind, view, replace, account_id: d.account_id.clone() };
         // A secret for one person never goes through an adapter that cannot

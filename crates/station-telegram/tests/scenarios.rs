@@ -703,7 +703,14 @@ async fn a_make_walk_is_one_card_edited_in_place(db: TestDb) {
     assert!(shown(&old).contains("Send prompt"), "[{k}] {}", shown(&old));
     // Run: the card becomes the progress message, then the result.
     env.tg.press(&chat, &ann, options.message_id, "Run");
-    let msgs = env.wait_msgs(chat.id, "the result", |m| !results(m).is_empty()).await;
+    // A photo cannot be edited into a text message: the result is sent,
+    // then the card it replaces is deleted. Wait for both (a card that never
+    // became the job's message is never deleted, and this times out).
+    let msgs = env
+        .wait_msgs(chat.id, "the result in the card's place", |m| {
+            !results(m).is_empty() && !m.iter().any(|m| m.message_id == options.message_id)
+        })
+        .await;
     let left: Vec<String> = msgs.iter().map(shown).collect();
     assert_eq!(msgs.len(), 2, "[{k}] the old card and the result photo only: {left:#?}");
     assert!(
