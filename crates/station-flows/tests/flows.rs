@@ -1652,7 +1652,11 @@ async fn a_job_that_ends_before_its_press_is_stored_still_takes_over_the_card(db
     let texts: Vec<String> = msgs.iter().map(|m| format!("[{:?}] {}", m.kind, m.view.plain_text())).collect();
     assert_eq!(msgs.len(), before, "{texts:#?}");
     let last = msgs.last().unwrap();
-    assert_eq!((last.message_ref.as_str(), last.kind), (options.message_ref.as_str(), DeliveryKind::Result), "{texts:#?}");
+    assert_eq!(
+        (last.message_ref.as_str(), last.kind),
+        (options.message_ref.as_str(), DeliveryKind::Result),
+        "{texts:#?}"
+    );
     assert!(!msgs.iter().any(|m| m.kind == DeliveryKind::Progress), "no progress left: {texts:#?}");
     assert_eq!(env.jobs().await.len(), 1, "the replayed press found its job");
     assert!(env.db.store.active_flow(&env.conv.key(), &env.account.id).await.unwrap().is_none(), "the flow ended");
