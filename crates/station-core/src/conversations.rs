@@ -8,7 +8,7 @@
 //! only way to the database, so no front end touches the store.
 
 pub use station_store::{
-    ActionRow, DeliveryMark, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition,
+    ActionRow, CardRetire, DeliveryMark, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition,
 };
 use station_store::{JobRow, StoreError};
 
@@ -66,20 +66,20 @@ impl Conversations<'_> {
     }
 
     /// Ends an instance with `status` and final messages, only if its
-    /// revision is still `rev` (and `input_key`, if given, is new).
+    /// revision is still `rev` (and `input_key`, if given, is new); its
+    /// cards are moved aside first (`retire`).
+    #[allow(clippy::too_many_arguments)]
     pub async fn end(
         &self,
         id: &str,
         rev: i64,
         status: &str,
         deliveries: &[NewDelivery],
+        retire: &[CardRetire],
         input_key: Option<&str>,
         now: i64,
     ) -> Result<bool, StoreError> {
-        match input_key {
-            Some(_) => self.store().end_flow_keyed(id, rev, status, deliveries, input_key, now).await,
-            None => self.store().end_flow(id, rev, status, deliveries, now).await,
-        }
+        self.store().end_flow_keyed(id, rev, status, deliveries, retire, input_key, now).await
     }
 
     /// Whether an input with this key was handled already.
@@ -147,6 +147,11 @@ impl Conversations<'_> {
     /// The delivery with this dedupe key, if any.
     pub async fn delivery_by_key(&self, key: &str) -> Result<Option<DeliveryRow>, StoreError> {
         self.store().delivery_by_key(key).await
+    }
+
+    /// One delivery, by id.
+    pub async fn delivery(&self, id: &str) -> Result<Option<DeliveryRow>, StoreError> {
+        self.store().get_delivery(id).await
     }
 
     /// Every delivery of a conversation, oldest first.

@@ -627,6 +627,15 @@ impl FakeDiscord {
         self.base(actor, 5, json!({"custom_id": custom_id, "components": rows}))
     }
 
+    /// A modal submission from a modal a button of `message_id` opened: Discord
+    /// then names that message, and a deferred update (type 6) of the
+    /// submission edits it as `@original`.
+    pub fn modal_submit_on(&self, actor: &Actor, message_id: &str, custom_id: &str, values: &[(&str, &str)]) -> Value {
+        let mut v = self.modal_submit(actor, custom_id, values);
+        v["message"] = self.message(message_id).map(|m| m.to_json()).unwrap_or(json!({"id": message_id}));
+        v
+    }
+
     /// Signs and POSTs an interaction to the bot's endpoint, recording an
     /// interaction response in the HTTP body as the callback. Fills in `id` and `token`.
     pub async fn send(&self, endpoint: &str, mut interaction: Value) -> Sent {

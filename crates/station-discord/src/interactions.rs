@@ -150,6 +150,8 @@ struct Origin {
     channel: String,
     guild: Option<String>,
     permissions: u64,
+    /// The message a component was on (button, select, or a form it opened).
+    message: Option<String>,
 }
 
 impl Origin {
@@ -164,6 +166,7 @@ impl Origin {
             channel: channel.to_string(),
             guild: v["guild_id"].as_str().map(str::to_owned),
             permissions: v["member"]["permissions"].as_str().and_then(|p| p.parse().ok()).unwrap_or(0),
+            message: v["message"]["id"].as_str().map(str::to_owned),
         })
     }
 
@@ -182,7 +185,13 @@ impl Origin {
 
 fn begin(d: &Discord, o: &Origin, original_free: bool, ephemeral: bool) {
     let mut s = d.inner.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let session = Session { token: o.token.clone(), started: Instant::now(), original_free, ephemeral };
+    let session = Session {
+        token: o.token.clone(),
+        started: Instant::now(),
+        original_free,
+        ephemeral,
+        message: o.message.clone(),
+    };
     s.begin(o.conversation().chat, o.id.clone(), session, d.inner.options.token_lifetime);
 }
 

@@ -157,6 +157,10 @@ pub(crate) struct Session {
     pub(crate) original_free: bool,
     /// The deferred response is ephemeral (only the asker sees it).
     pub(crate) ephemeral: bool,
+    /// The message whose button or select made this interaction (or whose
+    /// button opened the form sent): answered with a deferred update (type
+    /// 6), its `@original` is that message, edited in place.
+    pub(crate) message: Option<String>,
 }
 
 /// The live interactions of each chat, oldest first. A new message takes
@@ -196,6 +200,16 @@ impl Sessions {
         }
         let iid = ids.iter().rev().find(|id| live(id))?.clone();
         Some((iid.clone(), self.by_id[&iid].clone(), false))
+    }
+
+    /// The newest live interaction of `chat` made on `message` (see
+    /// [`Session::message`]).
+    pub(crate) fn on_message(&self, chat: &str, message: &str, lifetime: Duration) -> Option<(String, Session)> {
+        let ids = self.by_chat.get(chat)?;
+        ids.iter().rev().find_map(|id| {
+            let s = self.by_id.get(id)?;
+            (s.started.elapsed() < lifetime && s.message.as_deref() == Some(message)).then(|| (id.clone(), s.clone()))
+        })
     }
 
     /// Gives a claimed deferred response back after a send that failed
@@ -387,6 +401,33 @@ impl Discord {
         s.claim(chat, self.inner.options.token_lifetime)
     }
 
+    /// Edits `message` (of `channel`) through the newest interaction made on
+    /// it — the answer to its deferred update — while that token is valid.
+    /// `None` when there is none (or its token is gone): the caller edits
+    /// another way.
+    async fn edit_through_component(
+        &self,
+        chat: &str,
+        channel: &str,
+        message: &str,
+        rendered: &render::Rendered,
+    ) -> Option<Outcome> {
+        let found = {
+            let s = self.inner.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.on_message(chat, message, self.inner.options.token_lifetime)
+        };
+        let (iid, sess) = found?;
+        let path = format!("{}/messages/@original", self.webhook_path(&sess.token));
+        match self.webhook_call(Method::PATCH, &path, rendered, sess.started).await {
+            Ok(_) => {
+                let r = MessageRef::Interaction { interaction: iid, channel: channel.into(), message: message.into() };
+                Some(Outcome::Sent { message_ref: Some(r.render()) })
+            }
+            Err(e) if token_gone(&e) => None,
+            Err(e) => Some(outcome_of(&e)),
+        }
+    }
+
     /// See [`Sessions::release`].
     fn release_original(&self, iid: &str) {
         self.inner.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).release(iid);
@@ -522,6 +563,13 @@ impl Discord {
         let channel = channel_of(&conversation.chat).to_string();
         let mut rendered = rendered;
         rendered.payload["flags"] = serde_json::json!(64);
+        // A card changed by a button on it: the press's own answer edits it.
+        if let Some(MessageRef::Interaction { channel: ch, message, .. }) =
+            out.replace.as_deref().and_then(MessageRef::parse)
+            && let Some(outcome) = self.edit_through_component(&conversation.chat, &ch, &message, &rendered).await
+        {
+            return outcome;
+        }
         if let Some(MessageRef::Interaction { interaction, message, .. }) =
             out.replace.as_deref().and_then(MessageRef::parse)
             && let Some(sess) = self.session(&interaction)
@@ -531,6 +579,15 @@ impl Discord {
                 Ok(_) => Outcome::Sent { message_ref: out.replace.clone() },
                 Err(e) => outcome_of(&e),
             };
+        }
+        if out.kind == station_flows::DeliveryKind::Message
+            && matches!(out.replace.as_deref().and_then(MessageRef::parse), Some(MessageRef::Interaction { .. }))
+        {
+            // An ephemeral card no live interaction reaches (its buttons
+            // taken away after 15 minutes): it stays as it is rather than
+            // coming back as a new message.
+            tracing::debug!(delivery = %out.delivery_id, "ephemeral card out of reach; left as it is");
+            return Outcome::Sent { message_ref: out.replace.clone() };
         }
         let Some((iid, sess, original_free)) = self.claim_original(&conversation.chat) else {
             if personal_only {
@@ -603,6 +660,17 @@ impl Discord {
         }
         // Edits of an earlier message.
         if let Some(r) = out.replace.as_deref().and_then(MessageRef::parse) {
+            // A card changed by a button on it (a page, a choice, a setting):
+            // the press was answered with a deferred update, and its own
+            // `@original` — the card — takes the new view.
+            let (ch, mid) = match &r {
+                MessageRef::Interaction { channel, message, .. } | MessageRef::Channel { channel, message } => {
+                    (channel.clone(), message.clone())
+                }
+            };
+            if let Some(outcome) = self.edit_through_component(&conversation.chat, &ch, &mid, &rendered).await {
+                return outcome;
+            }
             if let MessageRef::Interaction { interaction, message, .. } = &r
                 && let Some(sess) = self.session(interaction)
             {
@@ -669,7 +737,7 @@ mod sessions_tests {
     use super::*;
 
     fn session(token: &str) -> Session {
-        Session { token: token.into(), started: Instant::now(), original_free: true, ephemeral: false }
+        Session { token: token.into(), started: Instant::now(), original_free: true, ephemeral: false, message: None }
     }
 
     #[test]

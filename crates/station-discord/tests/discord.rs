@@ -362,30 +362,49 @@ async fn image_tool_with_an_attachment_option(db: TestDb) {
 async fn settings_change_through_a_modal(db: TestDb) {
     let env = setup(db).await;
     env.slash("settings", json!([{"name": "tool", "type": 3, "value": "dream"}])).await;
-    let card = env.wait_n(1, "settings card", |m| m.buttons().iter().any(|(_, l)| l == "Change width")).await.remove(0);
-    env.press(&card, "Change width").await;
-    let (msg, button) = env
-        .fake
-        .wait_for(WAIT, "width modal button", |all| {
-            all.iter().rev().find_map(|m| {
-                m.buttons()
-                    .into_iter()
-                    .find(|(id, l)| id.starts_with("m:") && l.contains("width"))
-                    .map(|(id, _)| (m.clone(), id))
-            })
+    // One modal holds the typed settings with their current values: a
+    // change is two interactions (open it, send it), on the same card.
+    let card = env
+        .wait_n(1, "settings card", |m| {
+            m.buttons().iter().any(|(id, l)| id.starts_with("m:") && l.contains("Settings"))
         })
-        .await;
-    let opened = env.send(env.fake.component(&env.actor, &msg.id, &button, None)).await;
+        .await
+        .remove(0);
+    assert!(card.ephemeral(), "settings are the asker's own");
+    assert!(!card.buttons().iter().any(|(_, l)| l == "Change width"), "{:?}", card.buttons());
+    let (button, _) = card.buttons().into_iter().find(|(id, _)| id.starts_with("m:")).unwrap();
+    let opened = env.send(env.fake.component(&env.actor, &card.id, &button, None)).await;
     assert_eq!(opened.body["type"], 9);
     let form = opened.body["data"]["custom_id"].as_str().unwrap().to_string();
-    let field = opened.body["data"]["components"][0]["components"][0]["custom_id"].as_str().unwrap().to_string();
+    let fields: Vec<Value> =
+        opened.body["data"]["components"].as_array().unwrap().iter().map(|r| r["components"][0].clone()).collect();
+    let width = fields.iter().find(|f| f["label"] == "width").expect("width in the modal");
+    assert_eq!(width["value"], "64", "the current value: {width}");
+    let field = width["custom_id"].as_str().unwrap().to_string();
     // The adapter checks numbers before the engine sees them.
-    let refused = env.send(env.fake.modal_submit(&env.actor, &form, &[(&field, "abc")])).await;
+    let refused = env.send(env.fake.modal_submit_on(&env.actor, &card.id, &form, &[(&field, "abc")])).await;
     assert_eq!(refused.body["type"], 4);
     assert_eq!(refused.body["data"]["flags"], 64, "ephemeral");
     assert!(refused.body["data"]["content"].as_str().unwrap().contains("not a number"));
-    env.send(env.fake.modal_submit(&env.actor, &form, &[(&field, "96")])).await;
-    env.wait_n(1, "card with the new width", |m| m.text().contains("96 (yours)")).await;
+    // Every field comes back; only the changed one becomes yours.
+    let all: Vec<(String, String)> = fields
+        .iter()
+        .map(|f| {
+            let id = f["custom_id"].as_str().unwrap().to_string();
+            let v =
+                if f["label"] == "width" { "96".to_string() } else { f["value"].as_str().unwrap_or("").to_string() };
+            (id, v)
+        })
+        .collect();
+    let pairs: Vec<(&str, &str)> = all.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    env.send(env.fake.modal_submit_on(&env.actor, &card.id, &form, &pairs)).await;
+    let edited = env
+        .fake
+        .wait_for(WAIT, "the card with the new width", |_| {
+            env.fake.message(&card.id).filter(|m| m.text().contains("96 (yours)"))
+        })
+        .await;
+    assert_eq!(edited.text().matches("(yours)").count(), 1, "{}", edited.text());
     env.stop().await;
 }
 
@@ -724,9 +743,86 @@ async fn model_option_is_autocompleted_from_the_backends(db: TestDb) {
     env.stop().await;
 }
 
+/// Components change their own message (issue 21, items 2 and 4): the
+/// `/make` card is one message — a select menu of up to 25 tools, the
+/// prompt asked on it, its settings changed through one modal holding the
+/// current values — edited by every press (a deferred update, then its
+/// `@original`), and Run turns it into the job's progress and result.
+async fn components_change_their_own_card(db: TestDb) {
+    let env = setup(db).await;
+    let sent = env.slash("make", json!([])).await;
+    let card = env
+        .fake
+        .wait_for(WAIT, "the tool picker", |_| env.fake.original(&sent.id).filter(|m| !m.selects().is_empty()))
+        .await;
+    let (select_id, tools) = card.selects().remove(0);
+    assert!(tools.len() > 8 && tools.len() <= 25, "one select menu holds more than a page of buttons: {tools:?}");
+    assert!(!card.text().contains("type its name"), "{}", card.text());
+    let dream = tools.iter().find(|(l, _)| l == "Dream").expect("Dream offered").1.clone();
+    let chose = env.send(env.fake.component(&env.actor, &card.id, &select_id, Some(vec![dream]))).await;
+    assert_eq!(chose.body["type"], 6, "a deferred update: {}", chose.body);
+    let asked = env
+        .fake
+        .wait_for(WAIT, "the prompt asked on the card", |_| {
+            env.fake.message(&card.id).filter(|m| m.buttons().iter().any(|(id, _)| id.starts_with("m:")))
+        })
+        .await;
+    let (modal_button, _) = asked.buttons().into_iter().find(|(id, _)| id.starts_with("m:")).unwrap();
+    let opened = env.send(env.fake.component(&env.actor, &card.id, &modal_button, None)).await;
+    assert_eq!(opened.body["type"], 9, "{}", opened.body);
+    let form = opened.body["data"]["custom_id"].as_str().unwrap().to_string();
+    let field = opened.body["data"]["components"][0]["components"][0]["custom_id"].as_str().unwrap().to_string();
+    env.send(env.fake.modal_submit_on(&env.actor, &card.id, &form, &[(&field, "a red fox")])).await;
+    let options = env
+        .fake
+        .wait_for(WAIT, "the options on the card", |_| {
+            env.fake.message(&card.id).filter(|m| m.buttons().iter().any(|(_, l)| l.contains("Run")))
+        })
+        .await;
+    assert!(options.text().contains("a red fox"), "{}", options.text());
+    // One modal holds the typed settings with their current values.
+    let (settings_button, _) = options
+        .buttons()
+        .into_iter()
+        .find(|(id, l)| id.starts_with("m:") && l.contains("Settings"))
+        .expect("✏️ Settings");
+    let opened = env.send(env.fake.component(&env.actor, &card.id, &settings_button, None)).await;
+    assert_eq!(opened.body["type"], 9, "the modal opens at once: {}", opened.body);
+    let rows = opened.body["data"]["components"].as_array().unwrap().clone();
+    let steps = rows
+        .iter()
+        .map(|r| r["components"][0].clone())
+        .find(|c| c["label"] == "steps")
+        .unwrap_or_else(|| panic!("steps in the modal: {rows:?}"));
+    assert!(steps["value"].as_str().is_some_and(|v| !v.is_empty()), "prefilled with the current value: {steps}");
+    let form = opened.body["data"]["custom_id"].as_str().unwrap().to_string();
+    let steps_id = steps["custom_id"].as_str().unwrap().to_string();
+    env.send(env.fake.modal_submit_on(&env.actor, &card.id, &form, &[(&steps_id, "4")])).await;
+    env.fake
+        .wait_for(WAIT, "steps 4 on the card", |_| env.fake.message(&card.id).filter(|m| m.text().contains("steps: 4")))
+        .await;
+    let now = env.fake.message(&card.id).unwrap();
+    env.press(&now, "Run").await;
+    let result = env.results(1).await.remove(0);
+    assert_eq!(result.id, card.id, "the card became the result");
+    let public: Vec<Message> = env.fake.channel_messages(CHANNEL).into_iter().filter(|m| !m.ephemeral()).collect();
+    assert_eq!(
+        public.len(),
+        1,
+        "one message for the whole walk: {:?}",
+        public.iter().map(Message::text).collect::<Vec<_>>()
+    );
+    assert!(result.edits >= 5, "edited in place at every step: {}", result.edits);
+    let jobs = env.db.store.list_jobs(&station_core::JobFilter { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&jobs[0].params).unwrap()["steps"], 4);
+    assert!(env.fake.violations().is_empty(), "{:?}", env.fake.violations());
+    env.stop().await;
+}
+
 use station_testkit::on_every_db;
 
 on_every_db!(
+    components_change_their_own_card,
     a_result_lands_under_its_own_command,
     personal_answers_are_ephemeral_in_a_server,
     make_tool_option_is_autocompleted,

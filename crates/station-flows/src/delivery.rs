@@ -166,13 +166,16 @@ impl Flows {
             return Some(mark(DeliveryResult::Failed { error: "stored delivery is unreadable".into() }, None));
         };
         let kind = DeliveryKind::parse(&d.kind);
-        let mut replace = d.message_ref.clone().or(d.replace_ref.clone());
+        let mut replace = d.message_ref.clone();
         // A job's progress message becomes its result (one message per job);
         // once the result is out, late progress edits must not touch it.
         let job = d.dedupe_key.as_deref().and_then(|k| k.split_once(':')).map(|(_, j)| j.to_string());
         match (kind, &job) {
             (DeliveryKind::Result, Some(job)) if replace.is_none() => {
-                // Sent at least once (an edit may still be waiting: it is dropped below).
+                // Sent at least once (an edit may still be waiting: it is
+                // dropped below). Its message before the card it took over:
+                // a platform may have shown the progress as a new message in
+                // the card's place (text cannot become a photo on Telegram).
                 if let Ok(Some(p)) = store.delivery_by_key(&format!("progress:{job}")).await {
                     replace = p.message_ref;
                 }
@@ -186,6 +189,10 @@ impl Flows {
                 }
             }
             _ => {}
+        }
+        if replace.is_none() {
+            // A message it was written to replace: the card a job took over.
+            replace = self.replace_target(d.replace_ref.as_deref()).await;
         }
         let out = Outgoing { delivery_id: d.id.clone(), kind, view, replace, account_id: d.account_id.clone() };
         // A secret for one person never goes through an adapter that cannot
@@ -234,6 +241,20 @@ impl Flows {
             _ => None,
         };
         Some(mark(result, delay))
+    }
+
+    /// The platform message a delivery's `replace_ref` names: itself, or
+    /// the message of the delivery it names ([`crate::outbox::DELIVERY_REF`]:
+    /// a flow's card a job took over), if that was sent.
+    async fn replace_target(&self, replace_ref: Option<&str>) -> Option<String> {
+        let r = replace_ref?;
+        match r.strip_prefix(crate::outbox::DELIVERY_REF) {
+            None => Some(r.to_string()),
+            Some(id) => match self.station().conversations().delivery(id).await {
+                Ok(Some(card)) => card.message_ref,
+                _ => None,
+            },
+        }
     }
 
     async fn notify_loop(&self, mut events: tokio::sync::broadcast::Receiver<JobEvent>, stop: CancellationToken) {
@@ -354,7 +375,7 @@ impl Flows {
             let now = now_ms();
             let actions = mint_view(&mut view, &cast.account_id, None, now);
             let out = Out { view, kind: DeliveryKind::Progress, dedupe_key: Some(format!("progress:cast-{cast_id}")) };
-            let d = new_delivery(&src.conversation, &cast.account_id, &out);
+            let d = src.delivery(&cast.account_id, &out);
             station.conversations().save_outbox(&actions, &[d], true, None, now).await?;
         } else {
             self.write_cast_result(src, &cast).await?;
@@ -389,7 +410,7 @@ impl Flows {
         let mut view = crate::results::cast_result_view(self, cast).await?;
         let actions = mint_view(&mut view, &cast.account_id, None, now);
         let out = Out { view, kind: DeliveryKind::Result, dedupe_key: Some(format!("result:cast-{}", cast.id)) };
-        let d = new_delivery(&src.conversation, &cast.account_id, &out);
+        let d = src.delivery(&cast.account_id, &out);
         self.station().conversations().save_outbox(&actions, &[d], false, None, now).await?;
         self.inner.outbox.notify_one();
         Ok(())
@@ -435,7 +456,9 @@ impl Flows {
         let now = now_ms();
         let actions = mint_view(&mut view, &job.account_id, None, now);
         let out = Out { view, kind: DeliveryKind::Progress, dedupe_key: Some(format!("progress:{}", job.id)) };
-        let d = new_delivery(&src.conversation, &job.account_id, &out);
+        // A job that took its flow's card over names it from its first
+        // message on, whether or not the step that submitted it is stored yet.
+        let d = src.delivery(&job.account_id, &out);
         self.station().conversations().save_outbox(&actions, &[d], true, None, now).await?;
         Ok(())
     }
@@ -552,7 +575,7 @@ impl Flows {
         let mut view = crate::results::result_view(self, job).await?;
         let actions = mint_view(&mut view, &job.account_id, None, now);
         let out = Out { view, kind: DeliveryKind::Result, dedupe_key: Some(format!("result:{}", job.id)) };
-        let mut deliveries = vec![new_delivery(&src.conversation, &job.account_id, &out)];
+        let mut deliveries = vec![src.delivery(&job.account_id, &out)];
         // A training's end is also told as a message of its own (its result
         // takes the place of the progress message, far up the chat by now),
         // written with the result: once, or again never.

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::{Value, json};
 use station_core::Station;
-use station_core::conversations::{FlowInstanceRow, Transition};
+use station_core::conversations::{CardRetire, FlowInstanceRow, Transition};
 use station_core::{AccountRow, now_ms};
 
-use crate::flow::{Cx, Flow, FlowError, Next, Out, Start, StepInput};
+use crate::flow::{CardOffer, Cx, Flow, FlowError, Next, Out, Start, StepInput};
 use crate::input::InputKey;
-use crate::outbox::{mint_view, new_delivery};
+use crate::outbox::{DELIVERY_REF, mint_view, new_delivery};
 use crate::platform::{Conversation, DeliveryKind, Input, Platform};
 use crate::view::{Rich, View};
 
@@ -582,6 +582,7 @@ impl Flows {
             instance_id: &instance_id,
             flows: self,
             input: key,
+            card: CardOffer::default(),
         };
         let next = flow.start(&cx, start).await?;
         let now = now_ms();
@@ -600,7 +601,7 @@ impl Flows {
             created_at: now,
             updated_at: now,
         };
-        self.apply(&cx, flow.as_ref(), fresh, None, next).await
+        self.apply(&cx, flow.as_ref(), fresh, None, next, false).await
     }
 
     async fn unknown_command(
@@ -647,7 +648,10 @@ impl Flows {
                 let out =
                     Out { view: View::text("Cancelled.").personal(), kind: DeliveryKind::Notice, dedupe_key: None };
                 let d = new_delivery(conv, &account.id, &out);
-                store.end(&inst.id, inst.rev, "cancelled", &[d], key.next_write().as_deref(), now_ms()).await?;
+                let retire = self.retire_card(conv, &inst.id).await?;
+                store
+                    .end(&inst.id, inst.rev, "cancelled", &[d], &retire, key.next_write().as_deref(), now_ms())
+                    .await?;
                 Ok(Reply::toast("Cancelled"))
             }
             None => {
@@ -668,6 +672,13 @@ impl Flows {
     ) -> Result<Reply, FlowError> {
         let flow = self.flow(&inst.flow)?;
         let instance_id = inst.id.clone();
+        let kind = input.kind();
+        // A button on the card was pressed (or, where people answer only
+        // through interactions, a form it opened was sent): the card changes
+        // in place. Something written into the chat gets a new card below it.
+        let in_place =
+            kind == crate::flow::Accepts::Action || self.style_of(conv) == crate::platform::ChatStyle::Interactions;
+        let card = if in_place { self.card_offer(flow.as_ref(), &inst.id).await? } else { None };
         let cx = Cx {
             station: &self.inner.station,
             account,
@@ -675,6 +686,7 @@ impl Flows {
             instance_id: &instance_id,
             flows: self,
             input: key,
+            card: CardOffer::new(card),
         };
         let mut inst = inst;
         if inst.flow_version != flow.version() {
@@ -693,10 +705,11 @@ impl Flows {
                     let out = Out { view, kind: DeliveryKind::Notice, dedupe_key: None };
                     let d = new_delivery(conv, &account.id, &out);
                     let write = key.next_write();
+                    let retire = self.retire_card(conv, &inst.id).await?;
                     self.inner
                         .station
                         .conversations()
-                        .end(&inst.id, inst.rev, "ended", &[d], write.as_deref(), now_ms())
+                        .end(&inst.id, inst.rev, "ended", &[d], &retire, write.as_deref(), now_ms())
                         .await?;
                     return Ok(Reply::default());
                 }
@@ -704,14 +717,13 @@ impl Flows {
         }
         let state: Value = serde_json::from_str(&inst.state).unwrap_or(Value::Null);
         let spec = flow.steps().iter().find(|s| s.id == inst.step);
-        let kind = input.kind();
         if kind != crate::flow::Accepts::Action
             && let Some(spec) = spec
             && !spec.accepts.contains(&kind)
         {
             let expects = describe_accepts(spec.accepts);
             let next = Next::Invalid(format!("This step expects {expects}."));
-            return self.apply(&cx, flow.as_ref(), inst.clone(), Some(inst.rev), next).await;
+            return self.apply(&cx, flow.as_ref(), inst.clone(), Some(inst.rev), next, in_place).await;
         }
         let next = match input {
             StepInput::Action { name, .. } if name == "back" => Next::Back,
@@ -719,11 +731,13 @@ impl Flows {
             input => flow.input(&cx, &inst.step, &state, input).await?,
         };
         let rev = inst.rev;
-        self.apply(&cx, flow.as_ref(), inst, Some(rev), next).await
+        self.apply(&cx, flow.as_ref(), inst, Some(rev), next, in_place).await
     }
 
     /// Applies a transition and stores it with the messages it sends. Loops
-    /// while `before_step` hooks redirect.
+    /// while `before_step` hooks redirect. The step's view is the flow's
+    /// card (one message, [`card_key`]): edited `in_place`, else sent anew
+    /// below while the old card loses its buttons.
     async fn apply(
         &self,
         cx: &Cx<'_>,
@@ -731,6 +745,7 @@ impl Flows {
         mut inst: FlowInstanceRow,
         expected_rev: Option<i64>,
         mut next: Next,
+        in_place: bool,
     ) -> Result<Reply, FlowError> {
         let store = self.inner.station.conversations();
         let now = now_ms();
@@ -764,7 +779,7 @@ impl Flows {
                         // Refused while starting (an over-long prompt after a
                         // tool command): there is no step to stay in, so the
                         // flow ends with the reason instead of waiting in none.
-                        return self.finish(cx, inst, expected_rev, "ended", notes, now).await;
+                        return self.finish(cx, flow, inst, expected_rev, "ended", notes, now, in_place).await;
                     }
                 }
                 Next::Back => match history.pop() {
@@ -784,7 +799,7 @@ impl Flows {
                         kind: DeliveryKind::Notice,
                         dedupe_key: None,
                     });
-                    return self.finish(cx, inst, expected_rev, "cancelled", notes, now).await;
+                    return self.finish(cx, flow, inst, expected_rev, "cancelled", notes, now, in_place).await;
                 }
                 Next::Finish(outs) => {
                     notes.extend(outs);
@@ -794,7 +809,7 @@ impl Flows {
                     if flow.personal() {
                         notes.iter_mut().for_each(|n| n.view.personal = true);
                     }
-                    return self.finish(cx, inst, expected_rev, "finished", notes, now).await;
+                    return self.finish(cx, flow, inst, expected_rev, "finished", notes, now, in_place).await;
                 }
             }
             let state: Value = serde_json::from_str(&inst.state).unwrap_or(Value::Null);
@@ -828,9 +843,42 @@ impl Flows {
             actions.extend(mint_view(&mut note.view, &cx.account.id, None, now));
             deliveries.push(new_delivery(cx.conversation, &cx.account.id, &note));
         }
-        deliveries.push(new_delivery(cx.conversation, &cx.account.id, &Out::message(view)));
-        let t =
-            Transition { instance: inst.clone(), expected_rev, actions, deliveries, input_key: cx.input.next_write() };
+        let mut retire = vec![];
+        let card = (!flow.private()).then(|| card_key(&inst.id));
+        match expected_rev {
+            // A new flow replaces the conversation's open one: that card's buttons go.
+            None => {
+                if let Some(old) = store.active(&cx.conversation.key(), &cx.account.id).await? {
+                    retire.extend(self.retire_card(cx.conversation, &old.id).await?);
+                }
+            }
+            Some(_) if card.is_some() => {
+                if let Some(row) = store.delivery_by_key(&card_key(&inst.id)).await? {
+                    let moved = format!("{}@{}", card_key(&inst.id), row.id);
+                    if row.status == "failed" || cx.card.taken().is_some() {
+                        // It never reached the chat, or a job submitted here
+                        // took it over: the next card is a new message.
+                        retire.push(CardRetire { key: card_key(&inst.id), new_key: moved, view: None });
+                    } else if !in_place && (row.message_ref.is_some() || row.status == "sending") {
+                        retire.extend(self.retire_card(cx.conversation, &inst.id).await?);
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+        deliveries.push(new_delivery(
+            cx.conversation,
+            &cx.account.id,
+            &Out { view, kind: DeliveryKind::Message, dedupe_key: card },
+        ));
+        let t = Transition {
+            instance: inst.clone(),
+            expected_rev,
+            actions,
+            deliveries,
+            input_key: cx.input.next_write(),
+            retire,
+        };
         if !store.save_transition(&t, now).await? {
             return Ok(Reply::toast("That arrived after the conversation moved on; nothing changed."));
         }
@@ -838,21 +886,67 @@ impl Flows {
         Ok(Reply::default())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn finish(
         &self,
         cx: &Cx<'_>,
+        flow: &dyn Flow,
         inst: FlowInstanceRow,
         expected_rev: Option<i64>,
         status: &str,
-        notes: Vec<Out>,
+        mut notes: Vec<Out>,
         now: i64,
+        in_place: bool,
     ) -> Result<Reply, FlowError> {
         let store = self.inner.station.conversations();
+        // The flow's card: taken over by the job this press submitted (its
+        // progress message, then its result), or pressed to an end it shows
+        // the first thing the end says; otherwise it stays as it was,
+        // without buttons.
+        let mut retire = vec![];
+        let mut takeover = None;
+        if expected_rev.is_some()
+            && !flow.private()
+            && let Some(row) = store.delivery_by_key(&card_key(&inst.id)).await?
+        {
+            let card: Option<View> = serde_json::from_str(&row.view).ok();
+            let card_personal = card.as_ref().is_some_and(|v| v.personal || v.private);
+            // Shown, or being sent now (its message is known by the time
+            // anything written here is sent: a conversation's deliveries go
+            // one at a time).
+            let sent = row.status != "failed" && (row.message_ref.is_some() || row.status == "sending");
+            let moved = format!("{}@{}", card_key(&inst.id), row.id);
+            match (cx.card.taken(), notes.first_mut()) {
+                (Some(id), first) => {
+                    // The job's source names the card since it was submitted,
+                    // so its events may have shown its progress there already
+                    // (see `Flows::card_offer`); the card's key moves aside.
+                    if first.is_some_and(|f| f.kind == DeliveryKind::Progress && f.dedupe_key.is_some()) {
+                        takeover = Some(format!("{DELIVERY_REF}{id}"));
+                    }
+                    retire.push(CardRetire { key: card_key(&inst.id), new_key: moved, view: None });
+                }
+                (None, Some(first))
+                    if in_place
+                        && sent
+                        && matches!(first.kind, DeliveryKind::Message | DeliveryKind::Notice)
+                        && first.dedupe_key.is_none()
+                        && !first.view.private
+                        && (first.view.personal == card_personal || cx.conversation.group.is_none()) =>
+                {
+                    first.dedupe_key = Some(card_key(&inst.id));
+                }
+                _ => retire.extend(self.retire_card(cx.conversation, &inst.id).await?),
+            }
+        }
         let mut actions = vec![];
         let mut deliveries = vec![];
         for mut note in notes {
             actions.extend(mint_view(&mut note.view, &cx.account.id, None, now));
             deliveries.push(new_delivery(cx.conversation, &cx.account.id, &note));
+        }
+        if let (Some(r), Some(first)) = (takeover, deliveries.first_mut()) {
+            first.replace_ref = Some(r);
         }
         match expected_rev {
             // A flow that finished in its first step never needs an instance row.
@@ -862,7 +956,10 @@ impl Flows {
             Some(rev) => {
                 // Button records alone send nothing; the input is recorded with the flow's end.
                 store.save_outbox(&actions, &[], false, None, now).await?;
-                if !store.end(&inst.id, rev, status, &deliveries, cx.input.next_write().as_deref(), now).await? {
+                if !store
+                    .end(&inst.id, rev, status, &deliveries, &retire, cx.input.next_write().as_deref(), now)
+                    .await?
+                {
                     return Ok(Reply::toast("That arrived after the conversation moved on; nothing changed."));
                 }
             }
@@ -889,6 +986,7 @@ impl Flows {
             instance_id: &inst.id,
             flows: self,
             input: &key,
+            card: CardOffer::default(),
         };
         let state: Value = serde_json::from_str(&inst.state).unwrap_or(Value::Null);
         let mut view = flow.view(&cx, &inst.step, &state).await?;
@@ -962,7 +1060,8 @@ impl Flows {
             ));
             let out = Out { view, kind: DeliveryKind::Notice, dedupe_key: None };
             let d = new_delivery(&conv, &inst.account_id, &out);
-            if store.end(&inst.id, inst.rev, "expired", &[d], None, now).await? {
+            let retire = self.retire_card(&conv, &inst.id).await?;
+            if store.end(&inst.id, inst.rev, "expired", &[d], &retire, None, now).await? {
                 n += 1;
             }
         }
@@ -970,6 +1069,48 @@ impl Flows {
             self.inner.outbox.notify_one();
         }
         Ok(n)
+    }
+}
+
+/// The delivery key of a flow instance's card: the one message its steps
+/// show, edited as the flow moves.
+pub(crate) fn card_key(instance: &str) -> String {
+    format!("card:{instance}")
+}
+
+impl Flows {
+    /// The card a press on it offers to the job it may submit
+    /// ([`CardOffer`]): the delivery id of the flow's card when it is shown
+    /// (or being sent) to everyone in the chat. The job names it in its
+    /// source, written with the job before anything runs, so the job's
+    /// progress takes the card over even when it is written before this
+    /// step is stored; the step's transition then only moves the card's key.
+    async fn card_offer(&self, flow: &dyn Flow, instance: &str) -> Result<Option<String>, FlowError> {
+        if flow.private() {
+            return Ok(None);
+        }
+        let Some(row) = self.inner.station.conversations().delivery_by_key(&card_key(instance)).await? else {
+            return Ok(None);
+        };
+        let sent = row.status != "failed" && (row.message_ref.is_some() || row.status == "sending");
+        let personal = serde_json::from_str::<View>(&row.view).ok().is_none_or(|v| v.personal || v.private);
+        Ok((sent && !personal).then_some(row.id))
+    }
+
+    /// Moves a flow's card aside (its key freed for a new card, or the flow
+    /// over) and takes its buttons away: the message stays as it was, with
+    /// nothing left to press. A terminal's printed lines cannot change, so
+    /// there only the key moves, as for a card that failed to reach the chat.
+    async fn retire_card(&self, conv: &Conversation, instance: &str) -> Result<Vec<CardRetire>, FlowError> {
+        let key = card_key(instance);
+        let Some(row) = self.inner.station.conversations().delivery_by_key(&key).await? else { return Ok(vec![]) };
+        let new_key = format!("{key}@{}", row.id);
+        let strip = row.status != "failed" && self.style_of(conv) != crate::platform::ChatStyle::Terminal;
+        let view = strip
+            .then(|| serde_json::from_str::<View>(&row.view).ok())
+            .flatten()
+            .map(|v| serde_json::to_string(&v.without_buttons()).expect("view serialises"));
+        Ok(vec![CardRetire { key, new_key, view }])
     }
 }
 

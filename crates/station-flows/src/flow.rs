@@ -127,6 +127,41 @@ pub struct Cx<'a> {
     /// The name of the input being handled: writes and jobs it causes are
     /// keyed by it, so a replayed input does nothing twice.
     pub input: &'a crate::input::InputKey,
+    /// The flow's card, when a job this input submits takes it over.
+    pub card: CardOffer,
+}
+
+/// The flow's card (its step message) offered to the job a press on it
+/// submits: the job's progress, then its result, are shown on that message
+/// instead of a new one. The job that takes it names it in its stored
+/// source ([`crate::JobSource::card`]), written with the job: whichever
+/// writes the job's first message — the step's transition or the job's own
+/// events, when it ran before the step was stored — takes the card over.
+#[derive(Debug, Default)]
+pub struct CardOffer {
+    /// The card's delivery id; none when nothing is offered (typed input,
+    /// a card not shown, a private or personal one).
+    id: Option<String>,
+    taken: std::sync::atomic::AtomicBool,
+}
+
+impl CardOffer {
+    /// Offers the card delivered by delivery `id`.
+    pub(crate) fn new(id: Option<String>) -> CardOffer {
+        CardOffer { id, taken: Default::default() }
+    }
+
+    /// The card's delivery id for the job being submitted, once: one job
+    /// takes a card over.
+    pub(crate) fn take(&self) -> Option<String> {
+        let id = self.id.as_ref()?;
+        (!self.taken.swap(true, std::sync::atomic::Ordering::SeqCst)).then(|| id.clone())
+    }
+
+    /// The card's delivery id when a job took it over.
+    pub(crate) fn taken(&self) -> Option<&str> {
+        self.id.as_deref().filter(|_| self.taken.load(std::sync::atomic::Ordering::SeqCst))
+    }
 }
 
 /// Errors a flow cannot turn into a friendly "try again": the engine ends

@@ -72,9 +72,29 @@ pub struct JobSource {
     /// The flow instance that submitted it.
     #[serde(default)]
     pub instance: Option<String>,
+    /// The delivery id of the flow's card the job took over
+    /// ([`crate::flow::CardOffer`]): its progress and result edit that
+    /// message, whoever writes them first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<String>,
 }
 
+/// A `replace_ref` naming a delivery (by id) whose message is to be
+/// replaced, rather than a platform message: resolved when it is sent, as
+/// the card's message may still be on its way when the job's is written.
+pub(crate) const DELIVERY_REF: &str = "delivery:";
+
 impl JobSource {
+    /// The `replace_ref` of the job's messages: the card it took over, if any.
+    pub(crate) fn replace_ref(&self) -> Option<String> {
+        self.card.as_ref().map(|id| format!("{DELIVERY_REF}{id}"))
+    }
+
+    /// The delivery row carrying one of the job's messages (see [`new_delivery`]).
+    pub(crate) fn delivery(&self, account_id: &str, out: &Out) -> NewDelivery {
+        NewDelivery { replace_ref: self.replace_ref(), ..new_delivery(&self.conversation, account_id, out) }
+    }
+
     /// Reads a job's source, if it came from a conversation.
     pub fn of(job: &JobRow) -> Option<JobSource> {
         serde_json::from_str(job.source.as_deref()?).ok()

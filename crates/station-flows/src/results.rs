@@ -290,6 +290,8 @@ fn caption(job: &JobRow, tool_name: &str) -> String {
 
 /// Submits a job for a conversation and writes its progress message
 /// (which later updates edit in place). Refusals become friendly text.
+/// `step` is the flow instance submitting it and the card it offers
+/// ([`crate::flow::CardOffer`]), taken over by the job when offered.
 #[allow(clippy::too_many_arguments)] // one submission's who, where, what and how, each needed
 pub async fn submit_for(
     flows: &Flows,
@@ -298,11 +300,15 @@ pub async fn submit_for(
     conv: &Conversation,
     tool: &str,
     params: Map<String, Value>,
-    instance: Option<&str>,
+    step: Option<(&str, &crate::flow::CardOffer)>,
     confirmed: bool,
 ) -> Result<Result<(JobRow, Out), Refused>, FlowError> {
     let station = flows.station();
-    let source = JobSource { conversation: conv.clone(), instance: instance.map(str::to_owned) };
+    let source = JobSource {
+        conversation: conv.clone(),
+        instance: step.map(|(i, _)| i.to_owned()),
+        card: step.and_then(|(_, card)| card.take()),
+    };
     let req = SubmitRequest {
         tool: tool.to_string(),
         params,

@@ -586,6 +586,25 @@ impl View {
         out
     }
 
+    /// The view as it stays in the chat once its step is over: the same
+    /// content with no buttons to press (links aside) and no input asked.
+    pub fn without_buttons(&self) -> View {
+        let mut v = self.clone();
+        for b in &mut v.blocks {
+            match b {
+                Block::List { items, .. } => items.iter_mut().for_each(|i| i.button = None),
+                Block::Grid { cells, .. } => cells.iter_mut().for_each(|c| c.button = None),
+                _ => {}
+            }
+        }
+        for row in &mut v.buttons {
+            row.retain(|b| matches!(b.action, ButtonAction::Url(_)));
+        }
+        v.buttons.retain(|r| !r.is_empty());
+        v.input = None;
+        v
+    }
+
     /// Every button, read-only, in the same order as [`View::buttons_mut`].
     pub fn all_buttons(&self) -> Vec<&Button> {
         let mut out: Vec<&Button> = vec![];

@@ -796,13 +796,12 @@ async fn examples_and_labels_come_from_runnable_tools(db: TestDb) {
         if !labels(&picker).iter().any(|l| l.contains("Next")) {
             break;
         }
-        let n = msgs.len();
         let first = labels(&picker).first().cloned();
         env.press(&picker, "Next").await;
-        // The next page: a newer picker whose first option is another one.
+        // The next page: the same card, edited, whose first option is another one.
         msgs = env
             .wait("next page", |m| {
-                m.len() > n && m.last().is_some_and(|p| p.view.input.is_some() && labels(p).first().cloned() != first)
+                m.last().is_some_and(|p| p.view.input.is_some() && labels(p).first().cloned() != first)
             })
             .await;
     }
@@ -1511,7 +1510,185 @@ async fn collections_in_chat(db: TestDb) {
     env.stop().await;
 }
 
+/// A flow is one card (issue 21, item 6): its buttons edit it in place,
+/// typed text gets a new card below while the old one loses its buttons, a
+/// command replacing the flow takes its card's buttons away, and a press
+/// that ends the flow shows the ending on the card itself.
+async fn a_flow_is_one_card_edited_in_place(db: TestDb) {
+    let env = setup(db).await;
+    env.command("make", "").await;
+    let card = env.wait("the tool picker", |m| m.len() == 1 && !labels(&m[0]).is_empty()).await.remove(0);
+    env.press(&card, "Dream").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    assert_eq!(
+        msgs.len(),
+        1,
+        "the press edited the card: {:?}",
+        msgs.iter().map(|m| m.view.plain_text()).collect::<Vec<_>>()
+    );
+    assert_eq!(msgs[0].edits.len(), 1);
+    assert!(msgs[0].view.plain_text().contains("prompt"), "{}", msgs[0].view.plain_text());
+    // Typed text: a new card below; the old one keeps its words, not its buttons.
+    env.text("a lighthouse").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    assert_eq!(msgs.len(), 2, "{:?}", msgs.iter().map(|m| m.view.plain_text()).collect::<Vec<_>>());
+    assert!(labels(&msgs[0]).is_empty() && msgs[0].view.input.is_none(), "old card: {:?}", labels(&msgs[0]));
+    assert!(msgs[0].view.plain_text().contains("prompt"));
+    assert!(labels(&msgs[1]).iter().any(|l| l.contains("Run")));
+    // Presses move the card through steps, still one message.
+    env.press(&msgs[1], "Change a setting").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    assert_eq!(msgs.len(), 2, "{:?}", msgs.iter().map(|m| m.view.plain_text()).collect::<Vec<_>>());
+    // Cancel on the card: the card says so.
+    env.press(&msgs[1], "Back").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    env.press(&msgs[1], "Cancel").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    assert_eq!(msgs.len(), 2, "{:?}", msgs.iter().map(|m| m.view.plain_text()).collect::<Vec<_>>());
+    assert_eq!(msgs[1].view.plain_text(), "Cancelled.");
+    // A new command replaces an open flow: the old card's buttons go.
+    env.command("settings", "dream").await;
+    env.wait("the settings card", |m| m.len() == 3).await;
+    env.command("make", "").await;
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    assert_eq!(msgs.len(), 4);
+    assert!(labels(&msgs[2]).is_empty(), "the replaced flow's card: {:?}", labels(&msgs[2]));
+    assert!(!labels(&msgs[3]).is_empty());
+    env.stop().await;
+}
+
+/// Makes every flow's end fail until [`release_flow_ends`]: the step that
+/// submits a job is not stored while the job runs and its messages are
+/// written and sent (a process that died between the two, or a database
+/// that refused the transition), deterministically.
+async fn hold_flow_ends(db: &TestDb) {
+    match &db.store {
+        station_testkit::Store::Sqlite(p) => {
+            sqlx::query(
+                "CREATE TRIGGER test_hold_flow_end BEFORE UPDATE ON flow_instances WHEN NEW.status <> 'active' \
+                 BEGIN SELECT RAISE(ABORT, 'flow ends held by the test'); END",
+            )
+            .execute(p)
+            .await
+            .unwrap();
+        }
+        station_testkit::Store::Postgres(p) => {
+            sqlx::query(
+                "CREATE FUNCTION test_hold_flow_end() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'flow ends held by the test'; END $$",
+            )
+            .execute(p)
+            .await
+            .unwrap();
+            sqlx::query(
+                "CREATE TRIGGER test_hold_flow_end BEFORE UPDATE ON flow_instances FOR EACH ROW \
+                 WHEN (NEW.status <> 'active') EXECUTE FUNCTION test_hold_flow_end()",
+            )
+            .execute(p)
+            .await
+            .unwrap();
+        }
+    }
+}
+
+async fn release_flow_ends(db: &TestDb) {
+    match &db.store {
+        station_testkit::Store::Sqlite(p) => {
+            sqlx::query("DROP TRIGGER test_hold_flow_end").execute(p).await.unwrap();
+        }
+        station_testkit::Store::Postgres(p) => {
+            sqlx::query("DROP TRIGGER test_hold_flow_end ON flow_instances").execute(p).await.unwrap();
+        }
+    }
+}
+
+/// Typed prompt, then the options card with Run: the card a press on Run hands to the job.
+async fn options_card(env: &Env) -> Shown {
+    env.command("make", "").await;
+    let card = env.wait("the tool picker", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l == "Dream"))).await;
+    env.press(card.last().unwrap(), "Dream").await;
+    env.settled().await;
+    env.text("a lighthouse at dusk").await;
+    env.wait("the options card", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.contains("Run"))))
+        .await
+        .pop()
+        .unwrap()
+}
+
+/// The race that once got "one card per flow" reverted: a job that runs
+/// (and ends) before the press that submitted it is stored still takes
+/// over the card it was pressed on — its progress and result are never
+/// messages of their own. Here the press's transition fails until the job
+/// has ended and its messages were sent; the press is then handed over
+/// again (as an adapter replays an input after a crash), finds its job and
+/// stores the step without a second job or a second message.
+async fn a_job_that_ends_before_its_press_is_stored_still_takes_over_the_card(db: TestDb) {
+    let env = setup(db).await;
+    let options = options_card(&env).await;
+    let before = env.platform.messages(&env.conv.chat).len();
+    let token = token_of(&options, "Run");
+    hold_flow_ends(&env.db).await;
+    let run = || Input::Action { token: token.clone() };
+    let first = env.flows.handle_once("test:run", &env.account, &env.conv, run()).await;
+    assert!(first.is_err(), "the held transition fails: {first:?}");
+    // The job ran anyway (it was stored before the transition), and its
+    // messages went out while the step was not stored.
+    let msgs = env.wait_results(1).await;
+    env.settled().await;
+    let msgs_now = env.platform.messages(&env.conv.chat);
+    let texts: Vec<String> = msgs_now.iter().map(|m| format!("[{:?}] {}", m.kind, m.view.plain_text())).collect();
+    assert_eq!(msgs_now.len(), before, "the job's messages took over the card: {texts:#?}");
+    assert_eq!(msgs[0].message_ref, options.message_ref, "the card became the result: {texts:#?}");
+    release_flow_ends(&env.db).await;
+    env.flows.handle_once("test:run", &env.account, &env.conv, run()).await.unwrap();
+    env.settled().await;
+    let msgs = env.platform.messages(&env.conv.chat);
+    let texts: Vec<String> = msgs.iter().map(|m| format!("[{:?}] {}", m.kind, m.view.plain_text())).collect();
+    assert_eq!(msgs.len(), before, "{texts:#?}");
+    let last = msgs.last().unwrap();
+    assert_eq!(
+        (last.message_ref.as_str(), last.kind),
+        (options.message_ref.as_str(), DeliveryKind::Result),
+        "{texts:#?}"
+    );
+    assert!(!msgs.iter().any(|m| m.kind == DeliveryKind::Progress), "no progress left: {texts:#?}");
+    assert_eq!(env.jobs().await.len(), 1, "the replayed press found its job");
+    assert!(env.db.store.active_flow(&env.conv.key(), &env.account.id).await.unwrap().is_none(), "the flow ended");
+    env.stop().await;
+}
+
+/// Fast jobs, walk after walk: each Run press leaves one message, the card
+/// it was pressed on, showing the result (the job's events and the press's
+/// transition race to write its first message; either way it is the card).
+async fn fast_jobs_walk_after_walk_each_leave_one_card(db: TestDb) {
+    let env = setup(db).await;
+    env.fake.set_step_delay(0);
+    for walk in 1..=5 {
+        let options = options_card(&env).await;
+        let before = env.platform.messages(&env.conv.chat).len();
+        env.press(&options, "Run").await;
+        env.wait_results(walk).await;
+        env.settled().await;
+        let msgs = env.platform.messages(&env.conv.chat);
+        let texts: Vec<String> = msgs.iter().map(|m| format!("[{:?}] {}", m.kind, m.view.plain_text())).collect();
+        assert_eq!(msgs.len(), before, "walk {walk}: the options card became the result: {texts:#?}");
+        let card = msgs.iter().find(|m| m.message_ref == options.message_ref).unwrap();
+        assert_eq!(card.kind, DeliveryKind::Result, "walk {walk}: {texts:#?}");
+        assert!(!msgs.iter().any(|m| m.kind == DeliveryKind::Progress), "walk {walk}: {texts:#?}");
+    }
+    env.stop().await;
+}
+
 on_every_db!(
+    a_flow_is_one_card_edited_in_place,
+    a_job_that_ends_before_its_press_is_stored_still_takes_over_the_card,
+    fast_jobs_walk_after_walk_each_leave_one_card,
     collections_in_chat,
     cook_status_in_chat,
     review_cards_in_chat,

@@ -104,7 +104,8 @@ impl Env {
         for i in 0..4u8 {
             p.station.add_dataset_image(&account, "tom-cat", png(i), "a cat").await.unwrap();
         }
-        let source = serde_json::to_value(JobSource { conversation: self.conv.clone(), instance: None }).unwrap();
+        let source =
+            serde_json::to_value(JobSource { conversation: self.conv.clone(), instance: None, card: None }).unwrap();
         let req = TrainingRequest {
             dataset: "tom-cat".into(),
             settings: settings(json!({"steps": steps})),
@@ -186,7 +187,8 @@ async fn a_training_tells_its_start_milestones_and_end(db: TestDb) {
     // A failed run: its end note says why, and that the points came back.
     env.fake.fail_node("TrainLoraNode", "CUDA out of memory");
     let before = p.station.points(&account.id).await.unwrap().available();
-    let source = serde_json::to_value(JobSource { conversation: env.conv.clone(), instance: None }).unwrap();
+    let source =
+        serde_json::to_value(JobSource { conversation: env.conv.clone(), instance: None, card: None }).unwrap();
     let req = TrainingRequest {
         dataset: "tom-cat".into(),
         settings: settings(json!({"steps": 4})),
@@ -285,7 +287,8 @@ async fn a_crash_mid_training_makes_one_lora_and_one_charge(db: TestDb) {
                 for i in 0..4u8 {
                     station.add_dataset_image(&account, "tom-cat", png(i), "a cat").await.unwrap();
                 }
-                let source = serde_json::to_value(JobSource { conversation: conv, instance: None }).unwrap();
+                let source =
+                    serde_json::to_value(JobSource { conversation: conv, instance: None, card: None }).unwrap();
                 let req = TrainingRequest {
                     dataset: "tom-cat".into(),
                     settings: settings(json!({"steps": 40})),

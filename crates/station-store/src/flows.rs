@@ -188,6 +188,51 @@ pub struct Transition {
     /// the same transaction, and a key recorded before makes the whole
     /// transition a no-op.
     pub input_key: Option<String>,
+    /// Earlier step messages (cards) moved aside in the same transaction,
+    /// before the deliveries are written.
+    pub retire: Vec<CardRetire>,
+}
+
+/// A flow's step message (its card, a delivery under a stable key) moved
+/// aside: renamed so the key is free for a new message, and shown with
+/// `view` instead (its buttons gone) — an edit of the message when it was
+/// sent already. With no `view` only the key moves (another delivery takes
+/// the message over, or it never reached the chat).
+#[derive(Debug, Clone)]
+pub struct CardRetire {
+    /// The card's key now.
+    pub key: String,
+    /// The key it keeps from now on.
+    pub new_key: String,
+    /// What it shows from now on (view JSON), if it changes.
+    pub view: Option<String>,
+}
+
+/// Moves one card aside in a transaction (see [`CardRetire`]).
+macro_rules! retire_card {
+    ($tx:expr, $r:expr) => {{
+        let r: &CardRetire = $r;
+        match &r.view {
+            Some(view) => {
+                sqlx::query(
+                    "UPDATE deliveries SET dedupe_key = $2, view = $3, version = version + 1, \
+                 status = CASE WHEN status = 'sent' THEN 'pending' ELSE status END WHERE dedupe_key = $1",
+                )
+                .bind(&r.key)
+                .bind(&r.new_key)
+                .bind(view)
+                .execute($tx)
+                .await?
+            }
+            None => {
+                sqlx::query("UPDATE deliveries SET dedupe_key = $2 WHERE dedupe_key = $1")
+                    .bind(&r.key)
+                    .bind(&r.new_key)
+                    .execute($tx)
+                    .await?
+            }
+        }
+    }};
 }
 
 const INSTANCE_COLUMNS: &str = "id, account_id, conversation, conv_json, flow, flow_version, step, state, history, rev, \
@@ -260,9 +305,12 @@ macro_rules! insert_delivery {
 }
 
 /// Progress rows take the new view; a row already sent goes back to pending
-/// (an edit), keeping its message reference and throttle time.
+/// (an edit), keeping its message reference and throttle time. A message to
+/// replace given by the later write is kept (a job's progress written by
+/// its events before the press that ran it named the card to take over).
 const UPSERT_VIEW: &str = "ON CONFLICT (dedupe_key) DO UPDATE SET view = excluded.view, \
      version = deliveries.version + 1, \
+     replace_ref = COALESCE(excluded.replace_ref, deliveries.replace_ref), \
      status = CASE WHEN deliveries.status = 'sent' THEN 'pending' ELSE deliveries.status END";
 
 impl Store {
@@ -342,6 +390,9 @@ impl Store {
             for a in &t.actions {
                 insert_action!(&mut *tx, a);
             }
+            for r in &t.retire {
+                retire_card!(&mut *tx, r);
+            }
             for d in &t.deliveries {
                 insert_delivery!(&mut *tx, d, now, UPSERT_VIEW);
             }
@@ -402,17 +453,20 @@ impl Store {
         deliveries: &[NewDelivery],
         now: i64,
     ) -> Result<bool, StoreError> {
-        self.end_flow_keyed(id, rev, status, deliveries, None, now).await
+        self.end_flow_keyed(id, rev, status, deliveries, &[], None, now).await
     }
 
     /// [`Store::end_flow`] on behalf of an input, recording its key in the
     /// same transaction; false (nothing written) when it was recorded before.
+    /// `retire` moves the flow's cards aside first ([`CardRetire`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn end_flow_keyed(
         &self,
         id: &str,
         rev: i64,
         status: &str,
         deliveries: &[NewDelivery],
+        retire: &[CardRetire],
         input_key: Option<&str>,
         now: i64,
     ) -> Result<bool, StoreError> {
@@ -431,6 +485,9 @@ impl Store {
             if done.rows_affected() == 0 {
                 tx.rollback().await?;
                 return Ok(false);
+            }
+            for r in retire {
+                retire_card!(&mut *tx, r);
             }
             for d in deliveries {
                 insert_delivery!(&mut *tx, d, now, UPSERT_VIEW);

@@ -48,7 +48,9 @@ pub use cook::{CookPieceRow, CookRow, PieceCounts};
 pub use db::{Backend, Store, StoreError, mask_url};
 pub use finisher::{DEFAULT_MAX_BATCH, FinishBatcher};
 pub use flags::FlagRow;
-pub use flows::{ActionRow, DeliveryMark, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition};
+pub use flows::{
+    ActionRow, CardRetire, DeliveryMark, DeliveryResult, DeliveryRow, FlowInstanceRow, NewDelivery, Transition,
+};
 pub use group_tools::GroupToolRow;
 pub use history::{GenerationFilter, RatedJob};
 pub use identity::{ApiKeyRow, LinkError, OneTimeState, SessionRow};

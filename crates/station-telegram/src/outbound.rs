@@ -533,6 +533,12 @@ impl TelegramBot {
                 }
                 res
             }
+            (_, n) if n > 1 && out.kind == DeliveryKind::Message && r.keyboard.is_none() => {
+                // A card whose step is over (its buttons taken away) that
+                // cannot be edited into its view (an album above a text):
+                // only the buttons go, nothing is sent again.
+                self.paced(t, true, Call::Json("editMessageReplyMarkup", &body)).await
+            }
             _ => {
                 // Text ↔ media, or an album: send anew and remove the old message.
                 let new = self.send(t, r).await?;

@@ -294,7 +294,8 @@ async fn a_crash_between_submit_and_transition_queues_and_charges_once(db: TestD
     // What the crashed process got as far as: the job queued and paid for
     // under the update's key, nothing else.
     let account = first.station.account("telegram", "7002", "Bob").await.unwrap();
-    let source = JobSource { conversation: Conversation::new("telegram", &chat.id.to_string()), instance: None };
+    let source =
+        JobSource { conversation: Conversation::new("telegram", &chat.id.to_string()), instance: None, card: None };
     let key = station_flows::job_key(&format!("telegram:{bot_id}:{update_id}"), 1);
     let mut params = serde_json::Map::new();
     params.insert("prompt".into(), json!("a paper boat"));

@@ -287,11 +287,14 @@ async fn operator_commands_and_menus(db: TestDb) {
     assert!(shown(&confirm).contains(&ann_acc.id), "[{k}] names the account");
     let entries = env.db.store.ledger_history(&ann_acc.id, None, 100).await.unwrap();
     assert!(entries.iter().all(|e| e.kind != "grant" || e.actor == "system"), "[{k}] nothing before the press");
+    let data =
+        confirm.content.buttons().into_iter().find(|(l, _)| l.contains("Grant 50")).and_then(|(_, d)| d).unwrap();
     let q1 = env.tg.press(&olga_chat, &olga, confirm.message_id, "Grant 50 points");
     env.answer(&q1).await;
-    env.wait_text(olga.id, "Granted 50 points to Ann").await;
-    // A second press of the same button changes nothing.
-    let q2 = env.tg.press(&olga_chat, &olga, confirm.message_id, "Grant 50 points");
+    let granted = env.wait_text(olga.id, "Granted 50 points to Ann").await;
+    assert_eq!(granted.message_id, confirm.message_id, "[{k}] the card shows the outcome, its buttons gone");
+    // A second press of the same button (a client that still shows it) changes nothing.
+    let q2 = env.tg.press_data(&olga_chat, &olga, confirm.message_id, &data);
     assert!(env.answer(&q2).await.contains("moved on"), "[{k}] the stale press is refused");
     // (Ann's balance also moves with her job's settlement: the ledger tells grants apart.)
     let olga_grants = || async {
@@ -654,7 +657,72 @@ async fn a_spell_made_in_chat_becomes_a_command(db: TestDb) {
     env.stop().await;
 }
 
+/// One menu message, edited (issue 21, item 6): a `/make` walk of N pages
+/// is one message with N edits; what is typed gets a new card below and the
+/// old card loses its buttons; Run turns the card into the job's progress
+/// message and then its result, so the finished job leaves one photo.
+async fn a_make_walk_is_one_card_edited_in_place(db: TestDb) {
+    let env = start(db).await;
+    let k = env.kind;
+    let ann = FakeUser::new(7601, "Ann");
+    let chat = FakeChat::private(&ann);
+    env.tg.send_text(&chat, &ann, "/make");
+    let card = env.wait_button(chat.id, "Next").await;
+    let pages = shown(&card).split("Page 1 of ").nth(1).and_then(|t| t.trim().parse::<usize>().ok()).unwrap_or(1);
+    assert!(pages >= 2, "[{k}] several pages of tools: {}", shown(&card));
+    for page in 2..=pages {
+        env.tg.press(&chat, &ann, card.message_id, "Next");
+        env.wait_text(chat.id, &format!("Page {page} of {pages}")).await;
+    }
+    env.tg.press(&chat, &ann, card.message_id, "Previous");
+    env.wait_text(chat.id, &format!("Page {} of {pages}", pages - 1)).await;
+    let bot = env.tg.bot_messages(chat.id);
+    assert_eq!(bot.len(), 1, "[{k}] one menu message: {:#?}", bot.iter().map(shown).collect::<Vec<_>>());
+    assert_eq!(bot[0].message_id, card.message_id, "[{k}]");
+    assert_eq!(bot[0].history.len(), pages, "[{k}] {pages} pages shown by {pages} edits");
+    // Back to the first page and Dream: the card asks for the prompt, still in place.
+    for page in (1..pages - 1).rev() {
+        env.tg.press(&chat, &ann, card.message_id, "Previous");
+        env.wait_text(chat.id, &format!("Page {page} of {pages}")).await;
+    }
+    let dream = env.wait_button(chat.id, "Dream").await;
+    assert_eq!(dream.message_id, card.message_id, "[{k}]");
+    env.tg.press(&chat, &ann, card.message_id, "Dream");
+    env.wait_text(chat.id, "Send prompt").await;
+    assert_eq!(env.tg.bot_messages(chat.id).len(), 1, "[{k}] still one message");
+    // Typed text: a new card below it; the old one keeps its text, not its buttons.
+    env.tg.send_text(&chat, &ann, "a lighthouse at dusk");
+    let options = env.wait_button(chat.id, "Run").await;
+    assert_ne!(options.message_id, card.message_id, "[{k}] the answer comes below what was typed");
+    let old = env
+        .wait_msgs(chat.id, "the old card without buttons", |m| {
+            m.iter().any(|m| m.message_id == card.message_id && m.content.buttons().is_empty())
+        })
+        .await;
+    let old = old.into_iter().find(|m| m.message_id == card.message_id).unwrap();
+    assert!(shown(&old).contains("Send prompt"), "[{k}] {}", shown(&old));
+    // Run: the card becomes the progress message, then the result.
+    env.tg.press(&chat, &ann, options.message_id, "Run");
+    // A photo cannot be edited into a text message: the result is sent,
+    // then the card it replaces is deleted. Wait for both (a card that never
+    // became the job's message is never deleted, and this times out).
+    let msgs = env
+        .wait_msgs(chat.id, "the result in the card's place", |m| {
+            !results(m).is_empty() && !m.iter().any(|m| m.message_id == options.message_id)
+        })
+        .await;
+    let left: Vec<String> = msgs.iter().map(shown).collect();
+    assert_eq!(msgs.len(), 2, "[{k}] the old card and the result photo only: {left:#?}");
+    assert!(
+        env.tg.messages(chat.id).iter().any(|m| m.message_id == options.message_id && m.deleted),
+        "[{k}] the options card became the progress message, replaced by the photo"
+    );
+    assert!(!left.iter().any(|t| t.contains('%') || t.contains("queued")), "[{k}] no progress left: {left:#?}");
+    env.stop().await;
+}
+
 on_every_db!(
+    a_make_walk_is_one_card_edited_in_place,
     mentioned_commands_and_uncaptioned_albums,
     sign_in_secrets_reach_only_their_owner,
     operator_commands_and_menus,

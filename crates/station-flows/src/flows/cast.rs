@@ -122,7 +122,11 @@ impl Cast {
     }
 
     async fn run(cx: &Cx<'_>, spell: &Spell, state: Value) -> Result<Next, FlowError> {
-        let source = JobSource { conversation: cx.conversation.clone(), instance: Some(cx.instance_id.to_owned()) };
+        let source = JobSource {
+            conversation: cx.conversation.clone(),
+            instance: Some(cx.instance_id.to_owned()),
+            card: cx.card.take(),
+        };
         let req = CastRequest {
             spell: spell.slug.clone(),
             inputs: inputs_of(&state),

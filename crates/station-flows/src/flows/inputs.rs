@@ -8,7 +8,64 @@ use station_core::Station;
 use station_core::tools::{InputDef, InputType, ToolDef, check_input};
 
 use crate::flow::Cx;
-use crate::view::{Button, InputKind, Rich};
+use crate::platform::ChatStyle;
+use crate::view::{Button, FormField, InputKind, Rich};
+
+/// Choices a picker shows at once: a select menu holds 25 (Discord),
+/// buttons read well up to 8 (Telegram, the terminal).
+pub fn picker_page(cx: &Cx<'_>) -> usize {
+    if cx.flows.style_of(cx.conversation) == ChatStyle::Interactions { 25 } else { 8 }
+}
+
+/// Whether people here answer through interactions only (select menus,
+/// modals, buttons): nothing typed reaches the bot.
+pub fn interactions_only(cx: &Cx<'_>) -> bool {
+    cx.flows.style_of(cx.conversation) == ChatStyle::Interactions
+}
+
+/// A form of a tool's typed settings (text and numbers; no pictures, no
+/// choices — those are picked from a menu) holding `current` values, at
+/// most `max` fields, everyday settings before advanced ones: one modal
+/// changes them all at once.
+pub fn settings_form(
+    tool: &ToolDef,
+    current: &dyn Fn(&str) -> Option<Value>,
+    max: usize,
+) -> (Vec<FormField>, Vec<String>) {
+    let mut typed: Vec<(&String, &InputDef)> = tool
+        .inputs
+        .iter()
+        .filter(|(_, d)| !matches!(d.kind, InputType::Image | InputType::Enum | InputType::Boolean | InputType::Model))
+        .collect();
+    typed.sort_by_key(|(_, d)| (d.advanced, !d.primary));
+    let mut fields = vec![];
+    let mut rest = vec![];
+    for (name, def) in typed {
+        if fields.len() < max {
+            let kind = match def.kind {
+                InputType::Integer | InputType::Seed => {
+                    InputKind::Number { min: def.min, max: def.max, step: def.step, integer: true }
+                }
+                InputType::Number => InputKind::Number { min: def.min, max: def.max, step: def.step, integer: false },
+                _ => InputKind::Text {
+                    placeholder: None,
+                    multiline: def.primary,
+                    max_len: def.max_length.map(|m| m as u32),
+                },
+            };
+            fields.push(FormField {
+                name: name.clone(),
+                label: name.clone(),
+                kind,
+                required: false,
+                value: current(name),
+            });
+        } else {
+            rest.push(name.clone());
+        }
+    }
+    (fields, rest)
+}
 
 /// Tools the account can pick (public, or admin tools for admins); with
 /// `needs_image`, only tools that take an image.

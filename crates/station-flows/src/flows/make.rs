@@ -7,15 +7,13 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use station_core::tools::{InputType, ToolDef, coerce_text, coerce_value};
 
-use super::inputs::{ask_kind, ask_text, check_one, pickable_tools};
+use super::inputs::{ask_kind, ask_text, check_one, interactions_only, pickable_tools, picker_page, settings_form};
 use crate::flow::{Accepts, Cx, Flow, FlowError, Next, Start, StepInput, StepSpec, get_str, with, without};
 use crate::results::{Refused, submit_for};
 use crate::view::{Block, Button, Field, InputKind, Rich, View, points};
 
 /// The make flow.
 pub struct Make;
-
-const PAGE: usize = 8;
 
 const STEPS: &[StepSpec] = &[
     StepSpec { id: "tool", accepts: &[Accepts::Text] },
@@ -140,7 +138,7 @@ impl Make {
             cx.conversation,
             &tool.id,
             params,
-            Some(cx.instance_id),
+            Some((cx.instance_id, &cx.card)),
             confirmed,
         )
         .await?
@@ -183,9 +181,22 @@ impl Make {
             };
             fields.push(Field { name: name.clone(), value: format!("{shown}{origin}"), inline: !def.primary });
         }
+        // Where nothing typed reaches the bot, one form (a modal) holds the
+        // typed settings with their current values.
+        let form = interactions_only(cx).then(|| {
+            let current = |name: &str| {
+                params.get(name).or_else(|| saved.get(name)).cloned().or_else(|| {
+                    base_defaults
+                        .and_then(|d| d.get(name))
+                        .or(tool.inputs.get(name).and_then(|d| d.default.as_ref()))
+                        .cloned()
+                })
+            };
+            settings_form(tool, &current, 5).0
+        });
         let model_multiplier = model.as_ref().map_or(1.0, |m| m.price_multiplier);
         let price = station_core::points::price(&tool.cost, cx.station.config.points.multiplier * model_multiplier);
-        View::default()
+        let view = View::default()
             .block(Block::Card {
                 title: tool.name.clone(),
                 body: Some(Rich::plain(tool.description.clone())),
@@ -193,14 +204,18 @@ impl Make {
                 fields,
             })
             .with_text(Rich::plain("Price: ").bold(points(price)).text(match cx.flows.style_of(cx.conversation) {
-                crate::platform::ChatStyle::Interactions => ". Change a setting with the buttons, or run it.",
+                crate::platform::ChatStyle::Interactions => ". Change settings with the buttons, or run it.",
                 _ => ". Send name=value to change a setting (for example steps=30), or use the buttons.",
             }))
             .row(vec![
                 Button::action(format!("▶ Run · {}", points(price)), "run", Value::Null).primary(),
                 Button::action("⚙ Change a setting", "settings", Value::Null),
             ])
-            .row(vec![Button::action("Cancel", "cancel", Value::Null).danger()])
+            .row(vec![Button::action("Cancel", "cancel", Value::Null).danger()]);
+        match form {
+            Some(fields) if !fields.is_empty() => view.ask("Settings", InputKind::Form { fields }),
+            _ => view,
+        }
     }
 }
 
@@ -356,14 +371,15 @@ impl Flow for Make {
                 let needs_image = state.get("images").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
                 let tools = pickable_tools(cx, needs_image);
                 let page = state.get("page").and_then(Value::as_u64).unwrap_or(0) as usize;
-                let pages = tools.len().div_ceil(PAGE).max(1);
+                let per_page = picker_page(cx);
+                let pages = tools.len().div_ceil(per_page).max(1);
                 let page = page.min(pages - 1);
                 let labels = super::inputs::tool_labels(&tools);
                 let options: Vec<Button> = tools
                     .iter()
                     .zip(labels)
-                    .skip(page * PAGE)
-                    .take(PAGE)
+                    .skip(page * per_page)
+                    .take(per_page)
                     .map(|(t, label)| Button::action(label, "choose", json!({"tool": t.id})))
                     .collect();
                 let mut nav = vec![];
@@ -375,7 +391,8 @@ impl Flow for Make {
                 }
                 let title =
                     if needs_image { "Which tool should use this image?" } else { "What would you like to make?" };
-                let mut view = View::text(Rich::plain(title).text(" Choose a tool (or type its name)."));
+                let how = if interactions_only(cx) { " Choose a tool." } else { " Choose a tool (or type its name)." };
+                let mut view = View::text(Rich::plain(title).text(how));
                 if pages > 1 {
                     view = view.with_text(format!("Page {} of {pages}", page + 1));
                 }

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use station_core::SettingsError;
 use station_core::tools::InputType;
 
-use super::inputs::{ask_kind, ask_text, pickable_tools};
+use super::inputs::{ask_kind, ask_text, interactions_only, pickable_tools, settings_form};
 use crate::flow::{Accepts, Cx, Flow, FlowError, Next, Start, StepInput, StepSpec, get_str, with, without};
 use crate::view::{Block, Button, Field, InputKind, Rich, View};
 
@@ -15,7 +15,7 @@ pub struct Settings;
 const STEPS: &[StepSpec] = &[
     StepSpec { id: "tool", accepts: &[Accepts::Text] },
     StepSpec { id: "threshold", accepts: &[Accepts::Text] },
-    StepSpec { id: "edit", accepts: &[Accepts::Text] },
+    StepSpec { id: "edit", accepts: &[Accepts::Text, Accepts::Form] },
     StepSpec { id: "set", accepts: &[Accepts::Text] },
 ];
 
@@ -112,8 +112,23 @@ impl Flow for Settings {
                     image: None,
                     fields,
                 });
-                for chunk in buttons.chunks(2) {
-                    view = view.row(chunk.to_vec());
+                if interactions_only(cx) {
+                    // One modal with the current values changes the typed
+                    // settings (two interactions); a choice is a button away
+                    // from its select menu.
+                    let current = |name: &str| current_value(&tool, &saved, name);
+                    let (fields, _) = settings_form(&tool, &current, 5);
+                    buttons.retain(|b| !fields.iter().any(|f| b.label == format!("Change {}", f.name)));
+                    for chunk in buttons.chunks(5).take(3) {
+                        view = view.row(chunk.to_vec());
+                    }
+                    if !fields.is_empty() {
+                        view = view.ask("Settings", InputKind::Form { fields });
+                    }
+                } else {
+                    for chunk in buttons.chunks(2) {
+                        view = view.row(chunk.to_vec());
+                    }
                 }
                 Ok(view.row(vec![
                     Button::action("Reset all", "reset_all", Value::Null).danger(),
@@ -198,6 +213,22 @@ impl Flow for Settings {
                         Some((k, v)) => save(cx, &tool, state, k.trim(), &Value::String(v.trim().to_string())).await,
                         None => Ok(Next::Invalid("Send name=value, or use the buttons.".into())),
                     },
+                    StepInput::Form(values) => {
+                        // Only what was changed becomes yours: a value left as
+                        // shown (a default) stays the tool's.
+                        let saved = cx.station.settings().get(cx.account, &tool).await?;
+                        for (name, value) in values {
+                            let shown = current_value(&tool, &saved, &name);
+                            if shown.as_ref().map(show) == Some(show(&value)) {
+                                continue;
+                            }
+                            match save(cx, &tool, state, &name, &value).await? {
+                                Next::Invalid(why) => return Ok(Next::Invalid(why)),
+                                _ => continue,
+                            }
+                        }
+                        Ok(Next::Stay(state.clone()))
+                    }
                     _ => Ok(Next::Invalid("Use the buttons, or send name=value.".into())),
                 }
             }
@@ -224,6 +255,15 @@ impl Flow for Settings {
 fn tool(cx: &Cx<'_>, state: &Value) -> Result<std::sync::Arc<station_core::tools::ToolDef>, FlowError> {
     let id = get_str(state, "tool").unwrap_or("");
     cx.station.find_tool(id, cx.account).ok_or_else(|| FlowError::ToolGone(id.to_string()))
+}
+
+/// A setting's value as the person has it now: theirs, else the tool's default.
+fn current_value(
+    tool: &station_core::tools::ToolDef,
+    saved: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Option<Value> {
+    saved.get(name).cloned().or_else(|| tool.inputs.get(name).and_then(|d| d.default.clone()))
 }
 
 fn show(v: &Value) -> String {

@@ -110,6 +110,8 @@ impl Train {
                 serde_json::to_value(JobSource {
                     conversation: cx.conversation.clone(),
                     instance: Some(cx.instance_id.to_owned()),
+                    // Its first message is the intro; the card shows that.
+                    card: None,
                 })
                 .expect("source serialises"),
             ),
