@@ -322,6 +322,35 @@ async fn settings_change_is_used_by_next_make(db: TestDb) {
     env.stop().await;
 }
 
+/// `/settings` without a tool pages its tool picker like `/make` (8 buttons
+/// a page in a chat, 25 in a Discord select menu): every tool the person
+/// can use is reachable, and one from a later page opens its settings.
+async fn settings_picker_pages_through_every_tool(db: TestDb) {
+    let env = setup(db).await;
+    env.command("settings", "").await;
+    let msgs = env.wait("settings menu", |m| m.last().is_some_and(|m| m.view.input.is_some())).await;
+    let first = msgs.last().unwrap().clone();
+    let choices = |m: &Shown| match &m.view.input.as_ref().unwrap().kind {
+        station_flows::InputKind::Choice { options } => options.iter().map(|b| b.label.clone()).collect::<Vec<_>>(),
+        other => panic!("a tool choice, not {other:?}"),
+    };
+    let page_one = choices(&first);
+    assert_eq!(page_one.len(), 8, "one page of buttons: {page_one:?}");
+    assert!(labels(&first).iter().any(|l| l == "Next ▶"), "{:?}", labels(&first));
+    assert!(first.view.plain_text().contains("Page 1 of"), "{}", first.view.plain_text());
+    env.press(&first, "Next ▶").await;
+    let msgs = env.wait("page two", |m| m.last().is_some_and(|m| m.view.plain_text().contains("Page 2 of"))).await;
+    let second = msgs.last().unwrap().clone();
+    let page_two = choices(&second);
+    assert!(!page_two.is_empty() && page_two.iter().all(|l| !page_one.contains(l)), "{page_one:?} / {page_two:?}");
+    assert!(labels(&second).iter().any(|l| l == "◀ Previous"), "{:?}", labels(&second));
+    let pick = page_two[0].clone();
+    env.press(&second, &pick).await;
+    env.wait("that tool's settings", |m| m.last().is_some_and(|m| labels(m).iter().any(|l| l.starts_with("Change "))))
+        .await;
+    env.stop().await;
+}
+
 async fn runs_over_the_threshold_are_confirmed_first(db: TestDb) {
     let env = setup(db).await;
     env.command("settings", "").await;
@@ -1700,6 +1729,7 @@ on_every_db!(
     make_asks_only_for_missing_inputs,
     photo_tool_rerun_tweak_and_use_as_input,
     settings_change_is_used_by_next_make,
+    settings_picker_pages_through_every_tool,
     status_during_a_running_job,
     runs_over_the_threshold_are_confirmed_first,
     history_is_paginated,

@@ -167,7 +167,9 @@ async fn a_training_tells_its_start_milestones_and_end(db: TestDb) {
     let k = db.kind;
     let env = Env::new(db).await;
     let p = env.open(30.0).await;
-    env.fake.set_step_delay(20);
+    // Long enough per step that each milestone is seen before the next
+    // step on a loaded machine (a milestone passed unseen is not sent late).
+    env.fake.set_step_delay(120);
     let (account, _) = env.start(&p, 8).await;
     env.wait("the end note", |m| m.iter().any(|m| m.view.plain_text().contains("is trained"))).await;
     env.settled().await;

@@ -52,18 +52,34 @@ impl Flow for Settings {
         match step {
             "tool" => {
                 let tools = pickable_tools(cx, false);
+                // Paged like `/make`'s picker: 25 in a Discord select menu, 8 buttons elsewhere.
+                let per_page = super::inputs::picker_page(cx);
+                let pages = tools.len().div_ceil(per_page).max(1);
+                let page = (state.get("page").and_then(Value::as_u64).unwrap_or(0) as usize).min(pages - 1);
                 let options = tools
                     .iter()
                     .zip(super::inputs::tool_labels(&tools))
+                    .skip(page * per_page)
+                    .take(per_page)
                     .map(|(t, label)| Button::action(label, "choose", json!({"tool": t.id})))
                     .collect();
+                let mut nav = vec![];
+                if page > 0 {
+                    nav.push(Button::action("◀ Previous", "page", json!({"page": page - 1})));
+                }
+                if page + 1 < pages {
+                    nav.push(Button::action("Next ▶", "page", json!({"page": page + 1})));
+                }
                 let threshold = cx.station.quote_threshold(cx.account).await?;
                 let ask = match threshold {
                     Some(t) => format!("I ask before runs that cost more than {}.", crate::view::points(t)),
                     None => "I never ask before a run.".to_string(),
                 };
-                let mut view = View::text(Rich::plain("Settings for which tool?\n\n").text(ask))
-                    .row(vec![Button::action("Change when I ask", "threshold", Value::Null)]);
+                let mut view = View::text(Rich::plain("Settings for which tool?\n\n").text(ask));
+                if pages > 1 {
+                    view = view.with_text(format!("Page {} of {pages}", page + 1));
+                }
+                let mut view = view.row(nav).row(vec![Button::action("Change when I ask", "threshold", Value::Null)]);
                 let media = &cx.station.config.media;
                 if media.auto_watermark.is_some() && media.watermark_opt_out {
                     let off = cx.station.watermark_opt_out(&cx.account.id).await?;
@@ -177,6 +193,10 @@ impl Flow for Settings {
                             Ok(()) => Ok(Next::Stay(state.clone())),
                             Err(e) => Ok(Next::Invalid(e.to_string())),
                         };
+                    }
+                    StepInput::Action { name, args } if name == "page" => {
+                        let page = args.get("page").and_then(Value::as_u64).unwrap_or(0);
+                        return Ok(Next::Stay(with(state, "page", page)));
                     }
                     StepInput::Action { name, args } if name == "originals" => {
                         let on = args.get("on").and_then(Value::as_bool).unwrap_or(false);

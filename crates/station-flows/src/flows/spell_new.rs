@@ -30,9 +30,6 @@ const STEPS: &[StepSpec] = &[
     StepSpec { id: "review", accepts: &[Accepts::Text] },
 ];
 
-/// Tools per picker page (as `/make`'s).
-const PAGE: usize = 8;
-
 fn steps_of(state: &Value) -> Vec<SpellStep> {
     state.get("steps").cloned().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default()
 }
@@ -404,13 +401,15 @@ impl Flow for NewSpell {
             "tool" => {
                 let tools = pickable_tools(cx, !steps.is_empty());
                 let page = state.get("page").and_then(Value::as_u64).unwrap_or(0) as usize;
-                let pages = tools.len().div_ceil(PAGE).max(1);
+                // 25 in a Discord select menu, 8 buttons elsewhere.
+                let per_page = super::inputs::picker_page(cx);
+                let pages = tools.len().div_ceil(per_page).max(1);
                 let page = page.min(pages - 1);
                 let options: Vec<Button> = tools
                     .iter()
                     .zip(tool_labels(&tools))
-                    .skip(page * PAGE)
-                    .take(PAGE)
+                    .skip(page * per_page)
+                    .take(per_page)
                     .map(|(t, label)| Button::action(label, "choose", json!({"tool": t.id})))
                     .collect();
                 let mut nav = vec![];
@@ -420,13 +419,16 @@ impl Flow for NewSpell {
                 if page + 1 < pages {
                     nav.push(Button::action("Next ▶", "page", json!({"page": page + 1})));
                 }
+                // An interactions-only chat (Discord) never sees typed text.
+                let how =
+                    if super::inputs::interactions_only(cx) { "Choose one." } else { "Choose one (or type its name)." };
                 let title = if steps.is_empty() {
                     Rich::plain("Step 1 of ")
                         .bold(get_str(state, "name").unwrap_or("your spell").to_string())
-                        .text(": which tool runs first? Choose one (or type its name).")
+                        .text(format!(": which tool runs first? {how}"))
                 } else {
                     Rich::plain(format!(
-                        "Step {}: which tool works on the picture from step {}? Choose one (or type its name).",
+                        "Step {}: which tool works on the picture from step {}? {how}",
                         steps.len() + 1,
                         steps.len()
                     ))
