@@ -513,7 +513,13 @@ async fn samples_after_training(db: TestDb) {
         assert_eq!(params["_loras"][0]["filename"], json!(file_name), "{kind}: the new LoRA");
         assert_eq!(sample.output_ids().len(), 1, "{kind}");
     }
-    // Each sample is paid like any generation, after the training's price.
+    // Each sample is paid like any generation, after the training's price
+    // (read once every hold is settled: a finished job is captured just after).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.station.points(&env.account.id).await.unwrap().held != 0 {
+        assert!(Instant::now() < deadline, "{kind}: holds never settled");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let samples: i64 = {
         let mut n = 0;
         for j in &view.samples {
@@ -522,11 +528,6 @@ async fn samples_after_training(db: TestDb) {
         n
     };
     assert!(samples > 0, "{kind}: samples are charged");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while env.station.points(&env.account.id).await.unwrap().held != 0 {
-        assert!(Instant::now() < deadline, "{kind}: holds never settled");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
     assert_eq!(env.available().await, before - started.row.price - samples, "{kind}");
     env.stop().await;
 }

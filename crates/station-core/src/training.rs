@@ -128,6 +128,11 @@ fn short_number(x: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
+/// "point" for a rate of at most one ("0.1 point a step"), else "points".
+fn point_unit(rate: f64) -> &'static str {
+    if rate <= 1.0 { "point" } else { "points" }
+}
+
 /// "about 12 minutes", "about 40 seconds", "about 2 hours 5 minutes".
 fn about(seconds: u64) -> String {
     let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
@@ -155,7 +160,7 @@ impl RunEstimate {
         let margin = ((self.margin - 1.0) * 100.0).round();
         let margin = if margin > 0.0 { format!(", plus {margin} %") } else { String::new() };
         let rate = short_number(self.points_per_second);
-        let unit = if rate == "1" { "point" } else { "points" };
+        let unit = point_unit(self.points_per_second);
         format!(
             "{} at {rate} {unit} a second ({steps} steps at {} s a step, {basis}{margin}); you pay for the time it \
              takes, at most {}",
@@ -726,7 +731,7 @@ impl Station {
                 let price =
                     crate::points::price(&station_tools::Cost::PerRun(1), (steps as f64) * per_step * multiplier);
                 let rate = short_number(per_step * multiplier);
-                let unit = if rate == "1" { "point" } else { "points" };
+                let unit = point_unit(per_step * multiplier);
                 (price, format!("{steps} steps at {rate} {unit} a step"), None)
             }
             TrainingPrice::PerSecond(per_second) => {
