@@ -681,7 +681,10 @@ impl TryFrom<RawTrainingPerSecond> for TrainingPerSecond {
             return Err(format!("points must be a number above 0, got {}", r.points));
         }
         if !(r.default_seconds_per_step.is_finite() && r.default_seconds_per_step > 0.0) {
-            return Err(format!("default_seconds_per_step must be a number above 0, got {}", r.default_seconds_per_step));
+            return Err(format!(
+                "default_seconds_per_step must be a number above 0, got {}",
+                r.default_seconds_per_step
+            ));
         }
         if !(r.margin.is_finite() && (1.0..=10.0).contains(&r.margin)) {
             return Err(format!("margin must be from 1 to 10, got {}", r.margin));

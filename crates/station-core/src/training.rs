@@ -8,9 +8,9 @@
 
 use std::sync::{Arc, LazyLock};
 
+use crate::config::TrainingPerSecond;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use crate::config::TrainingPerSecond;
 use station_store::{AccountRow, AddedImage, DatasetImageRow, DatasetRow, JobRow, JobStatus, StoreError, TrainingRow};
 use station_tools::{FieldError, ToolDef, resolve_params_with_defaults};
 
@@ -105,8 +105,11 @@ pub struct RunEstimate {
 /// The median of the seconds per step of past runs, given as
 /// `(run_ms, steps)`; runs with no steps or no time are left out.
 pub fn median_seconds_per_step(runs: &[(i64, u64)]) -> Option<f64> {
-    let mut per_step: Vec<f64> =
-        runs.iter().filter(|(ms, steps)| *ms > 0 && *steps > 0).map(|(ms, steps)| *ms as f64 / 1000.0 / *steps as f64).collect();
+    let mut per_step: Vec<f64> = runs
+        .iter()
+        .filter(|(ms, steps)| *ms > 0 && *steps > 0)
+        .map(|(ms, steps)| *ms as f64 / 1000.0 / *steps as f64)
+        .collect();
     if per_step.is_empty() {
         return None;
     }
@@ -144,7 +147,11 @@ fn about(seconds: u64) -> String {
         return format!("about {}", plural(minutes, "minute"));
     }
     let (h, m) = (minutes / 60, minutes % 60);
-    if m == 0 { format!("about {}", plural(h, "hour")) } else { format!("about {} {}", plural(h, "hour"), plural(m, "minute")) }
+    if m == 0 {
+        format!("about {}", plural(h, "hour"))
+    } else {
+        format!("about {} {}", plural(h, "hour"), plural(m, "minute"))
+    }
 }
 
 impl RunEstimate {
@@ -265,7 +272,10 @@ pub fn check_config(config: &crate::config::TrainingConfig) -> Result<(), String
     for id in config.per_second.keys() {
         if !definitions().iter().any(|d| &d.id == id) {
             let known: Vec<&str> = definitions().iter().map(|d| d.id.as_str()).collect();
-            return Err(format!("training.per_second.{id}: no training definition {id:?}; definitions: {}", known.join(", ")));
+            return Err(format!(
+                "training.per_second.{id}: no training definition {id:?}; definitions: {}",
+                known.join(", ")
+            ));
         }
     }
     Ok(())

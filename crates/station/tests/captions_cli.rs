@@ -117,6 +117,9 @@ async fn train_prints_a_per_second_quote_with_its_explanation() {
         };
         let out = run(&["datasets", "create", "Red Fox", "--images", photos.to_str().unwrap(), "--user", "ada"]);
         assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
+        // The backend's checkpoints, stored (a running server reads them at every health check).
+        let out = run(&["backends", "refresh"]);
+        assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
         // Not confirmed (no terminal, no --yes): the quote is printed, nothing starts.
         let out = run(&["train", "red-fox", "--user", "ada", "--base-model", "SD1.5", "--steps", "10"]);
         let stderr = String::from_utf8_lossy(&out.stderr);
