@@ -844,7 +844,7 @@ impl<'a> Run<'a> {
                     if !clips.contains(&clip) {
                         clips.push(clip);
                     }
-                    captions.push(text)
+                    captions.push(text);
                 }
                 _ => return Err(fail("input 'positive' expects CONDITIONING")),
             }
