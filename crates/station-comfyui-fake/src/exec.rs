@@ -650,6 +650,14 @@ impl<'a> Run<'a> {
                 self.require_model("text_encoders", &name)?;
                 vec![Data::Clip(name)]
             }
+            "DualCLIPLoader" => {
+                // Both text encoders loaded as one CLIP (FLUX: CLIP-L and T5-XXL, `type` "flux").
+                let first = self.string(n, "clip_name1")?;
+                let second = self.string(n, "clip_name2")?;
+                self.require_model("text_encoders", &first)?;
+                self.require_model("text_encoders", &second)?;
+                vec![Data::Clip(format!("{first}+{second}:{}", self.string(n, "type")?))]
+            }
             "VAELoader" => {
                 let name = self.string(n, "vae_name")?;
                 if name != "pixel_space" {
@@ -829,9 +837,15 @@ impl<'a> Run<'a> {
             }
         }
         let mut captions = Vec::new();
+        let mut clips: Vec<String> = Vec::new();
         for item in flatten(self.linked(n, "positive")?) {
             match item {
-                Data::Conditioning { text, .. } => captions.push(text),
+                Data::Conditioning { text, clip } => {
+                    if !clips.contains(&clip) {
+                        clips.push(clip);
+                    }
+                    captions.push(text);
+                }
                 _ => return Err(fail("input 'positive' expects CONDITIONING")),
             }
         }
@@ -890,6 +904,8 @@ impl<'a> Run<'a> {
                 folder,
                 images,
                 captions: captions.clone(),
+                model: model.clone(),
+                clips,
                 steps,
                 steps_done: 0,
                 interrupted: false,

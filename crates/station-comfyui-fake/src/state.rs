@@ -292,6 +292,8 @@ impl Shared {
         set_choices(&mut info, "UpscaleModelLoader", "model_name", list("upscale_models"));
         set_choices(&mut info, "UNETLoader", "unet_name", list("diffusion_models"));
         set_choices(&mut info, "CLIPLoader", "clip_name", list("text_encoders"));
+        set_choices(&mut info, "DualCLIPLoader", "clip_name1", list("text_encoders"));
+        set_choices(&mut info, "DualCLIPLoader", "clip_name2", list("text_encoders"));
         // VAELoader.vae_list: the vae files, then the latent-free "pixel_space" choice.
         let mut vaes = list("vae");
         vaes.push("pixel_space".to_owned());

@@ -24,6 +24,12 @@ pub struct TrainingRun {
     /// The caption of each training image, as encoded for the trainer (`""` when an image had
     /// no `.txt`).
     pub captions: Vec<String>,
+    /// The model trained on, as its loader named it (`CheckpointLoaderSimple`'s `ckpt_name`,
+    /// `UNETLoader`'s `unet_name`).
+    pub model: String,
+    /// The text encoder(s) the captions were encoded with (`DualCLIPLoader`:
+    /// `clip_l.safetensors+t5xxl_fp16.safetensors:flux`), one per distinct CLIP.
+    pub clips: Vec<String>,
     /// Requested steps.
     pub steps: u64,
     /// Whether it was interrupted (`POST /interrupt`) before it ended.

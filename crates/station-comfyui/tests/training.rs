@@ -12,7 +12,8 @@ use image::{ImageFormat, Rgb, RgbImage};
 use serde_json::{Map, Value, json};
 use station_comfyui::{BackendSpec, ComfyExecutor};
 use station_comfyui_fake::{FakeComfy, FakeOptions};
-use station_core::training::{TrainingError, TrainingRequest, TrainingView};
+use station_core::config::TrainingPerSecond;
+use station_core::training::{EstimateBasis, TrainingError, TrainingRequest, TrainingView};
 use station_core::{Config, JobEvent, Station, SubmitError, SubmitRequest, Workers};
 use station_store::{AccountRow, JobRow, JobStatus};
 use station_testkit::testing::{self, TestDb};
@@ -512,7 +513,13 @@ async fn samples_after_training(db: TestDb) {
         assert_eq!(params["_loras"][0]["filename"], json!(file_name), "{kind}: the new LoRA");
         assert_eq!(sample.output_ids().len(), 1, "{kind}");
     }
-    // Each sample is paid like any generation, after the training's price.
+    // Each sample is paid like any generation, after the training's price
+    // (read once every hold is settled: a finished job is captured just after).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.station.points(&env.account.id).await.unwrap().held != 0 {
+        assert!(Instant::now() < deadline, "{kind}: holds never settled");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let samples: i64 = {
         let mut n = 0;
         for j in &view.samples {
@@ -521,11 +528,6 @@ async fn samples_after_training(db: TestDb) {
         n
     };
     assert!(samples > 0, "{kind}: samples are charged");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while env.station.points(&env.account.id).await.unwrap().held != 0 {
-        assert!(Instant::now() < deadline, "{kind}: holds never settled");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
     assert_eq!(env.available().await, before - started.row.price - samples, "{kind}");
     env.stop().await;
 }
@@ -541,5 +543,179 @@ async fn training_samples() {
 async fn training_sdxl_definition() {
     for db in testing::all().await {
         sdxl_when_the_backends_have_sdxl(db).await;
+    }
+}
+
+/// `training.per_second` for SD1.5: 2 points a second, 0.5 s a step until a
+/// run is measured, a 50 % margin.
+fn per_second(c: &mut Config, default_seconds_per_step: f64, margin: f64) {
+    let price = TrainingPerSecond { points: 2.0, default_seconds_per_step, margin, runs: 5 };
+    c.training.per_second.insert("lora-sd15".into(), price);
+}
+
+/// A per-second training is quoted from the operator's default before any
+/// run, holds the quote, captures the measured seconds × the rate (never
+/// more than the hold) and releases the rest; the next quote is learnt from
+/// that run's seconds per step, and says so.
+async fn per_second_quote_learns_from_past_runs(db: TestDb) {
+    let env = setup_with(db, false, |c| per_second(c, 0.5, 1.5)).await;
+    let kind = env.db.kind;
+    env.dataset("Tom Cat", 4).await;
+    env.fake.set_step_delay(20);
+    let req = |steps: u64| TrainingRequest {
+        dataset: "tom-cat".into(),
+        base_model: Some("SD1.5".into()),
+        settings: settings(json!({ "steps": steps })),
+        ..Default::default()
+    };
+    // No run yet: 10 steps × 0.5 s × 1.5 = 7.5 → 8 s, × 2 points = 16.
+    let quote = env.station.quote_training(&env.account, &req(10)).await.unwrap();
+    let estimate = quote.estimate.clone().expect("priced per second");
+    assert_eq!((estimate.seconds, estimate.basis.clone()), (8, EstimateBasis::Default), "{kind}");
+    assert_eq!(quote.price, 16, "{kind}");
+    assert_eq!(
+        quote.explanation,
+        "about 8 seconds at 2 points a second (10 steps at 0.5 s a step, the operator's estimate until a run has \
+         been measured, plus 50 %); you pay for the time it takes, at most 16 points",
+        "{kind}"
+    );
+
+    let before = env.available().await;
+    let started = env.station.start_training(&env.account, &req(10)).await.unwrap();
+    assert_eq!(started.row.price, 16, "{kind}");
+    assert_eq!(env.available().await, before - 16, "{kind}: the quote is held");
+    let done = env.wait_training(&started.row.id).await;
+    assert_eq!(done.row.status, "succeeded", "{kind}: {:?}", done.row.error);
+    let job = env.job(&started.row.job_id).await;
+    let run_ms = job.finished_at.unwrap() - job.started_at.or(job.dispatched_at).unwrap();
+    assert!(run_ms >= 200, "{kind}: 10 steps of 20 ms took {run_ms} ms");
+    // Captured: the measured seconds × 2, rounded up, at most the hold; the rest released.
+    let expected = ((2.0 * run_ms as f64 / 1000.0).ceil() as i64).min(16);
+    assert_eq!(env.station.job_charge(&job.id).await.unwrap(), expected, "{kind}: ran {run_ms} ms");
+    assert_eq!(env.available().await, before - expected, "{kind}: the rest of the hold is back");
+    assert_eq!(env.station.points(&env.account.id).await.unwrap().held, 0, "{kind}");
+
+    // Learnt: that run's seconds per step × 100 steps × 1.5.
+    let quote = env.station.quote_training(&env.account, &req(100)).await.unwrap();
+    let estimate = quote.estimate.clone().unwrap();
+    let per_step = run_ms as f64 / 1000.0 / 10.0;
+    assert_eq!(estimate.basis, EstimateBasis::History { runs: 1 }, "{kind}");
+    assert_eq!(estimate.seconds, (100.0 * per_step * 1.5).ceil() as u64, "{kind}: ran {run_ms} ms");
+    assert_eq!(quote.price, (2.0 * estimate.seconds as f64).ceil() as i64, "{kind}");
+    assert!(quote.explanation.contains("as the last run took, plus 50 %"), "{kind}: {}", quote.explanation);
+    assert!(quote.explanation.contains("at 2 points a second (100 steps"), "{kind}: {}", quote.explanation);
+    env.stop().await;
+}
+
+/// A run slower than its estimate is charged the hold, not more.
+async fn per_second_capture_never_above_the_hold(db: TestDb) {
+    let env = setup_with(db, false, |c| per_second(c, 0.001, 1.0)).await;
+    let kind = env.db.kind;
+    env.dataset("Slow Cat", 4).await;
+    env.fake.set_step_delay(100);
+    let req = TrainingRequest {
+        dataset: "slow-cat".into(),
+        base_model: Some("SD1.5".into()),
+        settings: settings(json!({"steps": 20})),
+        ..Default::default()
+    };
+    let before = env.available().await;
+    let started = env.station.start_training(&env.account, &req).await.unwrap();
+    assert_eq!(started.row.price, 2, "{kind}: 20 × 0.001 s rounds up to 1 s, × 2 points");
+    let done = env.wait_training(&started.row.id).await;
+    assert_eq!(done.row.status, "succeeded", "{kind}: {:?}", done.row.error);
+    let job = env.job(&started.row.job_id).await;
+    let run_ms = job.finished_at.unwrap() - job.started_at.or(job.dispatched_at).unwrap();
+    assert!(run_ms >= 2000, "{kind}: 20 steps of 100 ms took {run_ms} ms");
+    assert_eq!(env.station.job_charge(&job.id).await.unwrap(), 2, "{kind}: never more than the hold");
+    assert_eq!(env.available().await, before - 2, "{kind}");
+    assert_eq!(env.station.points(&env.account.id).await.unwrap().held, 0, "{kind}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_per_second_quote_learns_from_past_runs() {
+    for db in testing::all().await {
+        per_second_quote_learns_from_past_runs(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_per_second_capture_never_above_the_hold() {
+    for db in testing::all().await {
+        per_second_capture_never_above_the_hold(db).await;
+    }
+}
+
+const FLUX: &str = "flux1-dev.safetensors";
+
+/// A FLUX training: the FLUX diffusion model (UNETLoader), its two text
+/// encoders (DualCLIPLoader, type flux) and its VAE (VAELoader) feed the
+/// training nodes; priced per second by the definition (no run yet: its
+/// default seconds per step); the result is a private FLUX LoRA.
+async fn flux_training(db: TestDb) {
+    let env = setup(db, false).await;
+    let kind = env.db.kind;
+    env.fake.set_models("diffusion_models", &[FLUX]);
+    env.fake.set_models("text_encoders", &["clip_l.safetensors", "t5xxl_fp16.safetensors"]);
+    env.fake.set_models("vae", &["ae.safetensors"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !env.station.trainable_base_models().await.contains(&"FLUX".to_owned()) {
+        assert!(Instant::now() < deadline, "{kind}: the backend's FLUX model never showed");
+        env.station.reload_models().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.dataset("Flux Cat", 4).await;
+    let req = TrainingRequest {
+        dataset: "flux-cat".into(),
+        base_model: Some("FLUX".into()),
+        settings: settings(json!({"steps": 4, "rank": 8})),
+        ..Default::default()
+    };
+    let quote = env.station.quote_training(&env.account, &req).await.unwrap();
+    assert_eq!((quote.definition.as_str(), quote.base_model.as_str()), ("lora-flux", "FLUX"), "{kind}");
+    assert_eq!(quote.settings["checkpoint"], FLUX, "{kind}");
+    assert_eq!(quote.settings["precision"], "bf16", "{kind}: FLUX trains in bf16 by default");
+    // 4 steps × 2 s (the definition's default) × 1.25 = 10 s at 1 point a second.
+    assert_eq!(quote.estimate.as_ref().map(|e| e.seconds), Some(10), "{kind}");
+    assert_eq!(quote.price, 10, "{kind}");
+    let before = env.available().await;
+    let started = env.station.start_training(&env.account, &req).await.unwrap();
+    let done = env.wait_training(&started.row.id).await;
+    assert_eq!(done.row.status, "succeeded", "{kind}: {:?} / {:?}", done.row.error, done.job.map(|j| j.error));
+
+    // The graph ComfyUI got: FLUX's loaders into the training nodes.
+    let sent = env.fake.last_prompt().unwrap()["prompt"].clone();
+    assert_eq!(sent["1"]["class_type"], "UNETLoader", "{kind}");
+    assert_eq!(sent["1"]["inputs"]["unet_name"], FLUX, "{kind}");
+    assert_eq!(sent["1"]["inputs"]["weight_dtype"], "default", "{kind}");
+    assert_eq!(sent["2"]["class_type"], "DualCLIPLoader", "{kind}");
+    assert_eq!(sent["2"]["inputs"]["type"], "flux", "{kind}");
+    assert_eq!(sent["3"]["inputs"]["vae_name"], "ae.safetensors", "{kind}");
+    assert_eq!(sent["7"]["inputs"]["steps"], 4, "{kind}");
+    assert_eq!(sent["7"]["inputs"]["rank"], 8, "{kind}");
+    assert_eq!(sent["7"]["inputs"]["training_dtype"], "bf16", "{kind}");
+    let run = env.fake.trainings().pop().unwrap();
+    assert_eq!(run.model, FLUX, "{kind}");
+    assert_eq!(run.clips, ["clip_l.safetensors+t5xxl_fp16.safetensors:flux"], "{kind}");
+    assert_eq!(run.steps_done, 4, "{kind}");
+    assert_eq!(run.captions.len(), 4, "{kind}");
+
+    // A private FLUX LoRA of its owner, paid at most the hold.
+    let lora = done.lora.clone().unwrap();
+    assert_eq!(lora.checkpoint, "FLUX", "{kind}");
+    assert_eq!(lora.owner.as_deref(), Some(env.account.id.as_str()), "{kind}");
+    assert_eq!(lora.visibility.as_str(), "private", "{kind}");
+    assert_eq!(lora.trigger_words, ["flux-cat"], "{kind}");
+    let charged = env.station.job_charge(&started.row.job_id).await.unwrap();
+    assert!((1..=10).contains(&charged), "{kind}: charged {charged}");
+    assert_eq!(env.available().await, before - charged, "{kind}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_flux_definition() {
+    for db in testing::all().await {
+        flux_training(db).await;
     }
 }

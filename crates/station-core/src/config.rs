@@ -627,6 +627,78 @@ pub struct TrainingConfig {
     /// training definition's sample tool, the LoRA's checkpoint and the
     /// dataset's captions (which carry the trigger word) as prompts.
     pub samples: u64,
+    /// Per-second prices by training definition id (`lora-sdxl`, …): a
+    /// definition named here is priced by the backend time it takes instead
+    /// of its built-in price (see [`TrainingPerSecond`]).
+    pub per_second: BTreeMap<String, TrainingPerSecond>,
+}
+
+/// A training priced by the seconds it runs on its backend: the quote (and
+/// hold) is `points` × an estimate of its run time, learnt from the
+/// definition's recent successful trainings; the capture is `points` × the
+/// measured time, never more than the hold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(try_from = "RawTrainingPerSecond")]
+pub struct TrainingPerSecond {
+    /// Points per second of backend time (before `points.multiplier` and the
+    /// checkpoint's price multiplier).
+    pub points: f64,
+    /// Seconds a step is assumed to take until a training of this definition
+    /// has succeeded (the operator's estimate for the GPUs at hand).
+    pub default_seconds_per_step: f64,
+    /// The estimate is multiplied by this (1 or more, default 1.25), so a run
+    /// somewhat slower than the recent ones still fits in the hold.
+    pub margin: f64,
+    /// How many of the latest successful trainings the estimate is the
+    /// median of (default 5).
+    pub runs: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrainingPerSecond {
+    points: f64,
+    default_seconds_per_step: f64,
+    #[serde(default = "default_margin")]
+    margin: f64,
+    #[serde(default = "default_runs")]
+    runs: u32,
+}
+
+fn default_margin() -> f64 {
+    1.25
+}
+
+fn default_runs() -> u32 {
+    5
+}
+
+impl TryFrom<RawTrainingPerSecond> for TrainingPerSecond {
+    type Error = String;
+
+    fn try_from(r: RawTrainingPerSecond) -> Result<Self, String> {
+        if !(r.points.is_finite() && r.points > 0.0) {
+            return Err(format!("points must be a number above 0, got {}", r.points));
+        }
+        if !(r.default_seconds_per_step.is_finite() && r.default_seconds_per_step > 0.0) {
+            return Err(format!(
+                "default_seconds_per_step must be a number above 0, got {}",
+                r.default_seconds_per_step
+            ));
+        }
+        if !(r.margin.is_finite() && (1.0..=10.0).contains(&r.margin)) {
+            return Err(format!("margin must be from 1 to 10, got {}", r.margin));
+        }
+        if !(1..=100).contains(&r.runs) {
+            return Err(format!("runs must be from 1 to 100, got {}", r.runs));
+        }
+        Ok(TrainingPerSecond {
+            points: r.points,
+            default_seconds_per_step: r.default_seconds_per_step,
+            margin: r.margin,
+            runs: r.runs,
+        })
+    }
 }
 
 impl TrainingConfig {
@@ -647,6 +719,7 @@ impl Default for TrainingConfig {
             publish_needs_approval: true,
             caption_tool: None,
             samples: 0,
+            per_second: BTreeMap::new(),
         }
     }
 }

@@ -183,6 +183,9 @@ pub enum OpenError {
     /// The `[wallets]` section is unusable (names the chain and key).
     #[error("{0}")]
     Wallets(String),
+    /// The `[training]` section names something that does not exist.
+    #[error("{0}")]
+    Training(String),
 }
 
 impl Station {
@@ -250,6 +253,7 @@ impl Station {
             watermark::AutoWatermark::from_config(&config.media, limits).map_err(OpenError::Watermark)?;
         let wallet_chains: Arc<[wallets::Chain]> =
             wallets::chains_from_config(&config.wallets).map_err(OpenError::Wallets)?.into();
+        training::check_config(&config.training).map_err(OpenError::Training)?;
         let tools_dir = config.tools_dir();
         let (tools, errors) = ToolRegistry::load_with(Some(&tools_dir), config.tools.load_options());
         let rate_limits = Arc::new(identity::RateLimiter::new(config.limits.requests_per_minute));

@@ -52,6 +52,13 @@ pub fn charge(cost: &Cost, multiplier: f64, run_ms: i64, held: i64) -> i64 {
     full.clamp(0, held.max(0))
 }
 
+/// Points to charge for a per-second training that ran `run_ms` at `rate`
+/// points a second (every multiplier applied): rounded up, never more than
+/// the `held` quote.
+pub fn training_charge(rate: f64, run_ms: i64, held: i64) -> i64 {
+    scaled(rate * run_ms.max(0) as f64 / 1000.0, 1.0).clamp(0, held.max(0))
+}
+
 fn scaled(points: f64, multiplier: f64) -> i64 {
     let v = (points * multiplier).ceil();
     // NaN and negative multipliers make a tool free rather than paying users.
@@ -273,15 +280,17 @@ impl Station {
                 let run_ms = job.finished_at.unwrap_or(now) - job.started_at.or(job.dispatched_at).unwrap_or(now);
                 // A tool deleted since submission is charged the hold: the
                 // price agreed when the job was accepted.
-                let amount = match self.tools.get(&job.tool_id) {
-                    Some(tool) => {
+                let amount = match (crate::training::per_second_rate(job), self.tools.get(&job.tool_id)) {
+                    // A per-second training: the rate agreed at submit × the measured seconds.
+                    (Some(rate), _) => training_charge(rate, run_ms, hold.amount),
+                    (None, Some(tool)) => {
                         let model: f64 = serde_json::from_str::<serde_json::Value>(&job.params)
                             .ok()
                             .and_then(|p| p.get(crate::models::MULTIPLIER_PARAM)?.as_f64())
                             .unwrap_or(1.0);
                         charge(&tool.cost, self.config.points.multiplier * model, run_ms, hold.amount)
                     }
-                    None => hold.amount,
+                    (None, None) => hold.amount,
                 };
                 let owner = self.creator_share_owner(job).await?;
                 let share = owner.as_deref().map(|o| (o, self.config.spells.creator_share_percent));
@@ -321,6 +330,10 @@ impl Station {
         let charge = match status {
             JobStatus::Succeeded => {
                 if self.config.spells.creator_share_percent > 0 {
+                    return None;
+                }
+                if crate::training::per_second_rate(job).is_some() {
+                    // Measured: needs the recorded run time.
                     return None;
                 }
                 match self.tools.get(&job.tool_id) {
@@ -480,5 +493,13 @@ mod tests {
         assert_eq!(charge(&c, 1.0, -5, 20), 0);
         assert_eq!(charge(&Cost::PerRun(5), 2.0, 99_999, 10), 10);
         assert_eq!(charge(&Cost::PerRun(5), 2.0, 99_999, 4), 4);
+    }
+
+    #[test]
+    fn training_charge_is_measured_and_capped_at_the_hold() {
+        assert_eq!(training_charge(2.0, 3_500, 20), 7);
+        assert_eq!(training_charge(0.5, 3_000, 20), 2, "1.5 rounds up");
+        assert_eq!(training_charge(2.0, 600_000, 20), 20, "never more than held");
+        assert_eq!(training_charge(2.0, -1, 20), 0);
     }
 }

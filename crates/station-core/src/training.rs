@@ -8,6 +8,7 @@
 
 use std::sync::{Arc, LazyLock};
 
+use crate::config::TrainingPerSecond;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use station_store::{AccountRow, AddedImage, DatasetImageRow, DatasetRow, JobRow, JobStatus, StoreError, TrainingRow};
@@ -26,6 +27,17 @@ use crate::media::MediaServiceError;
 pub const DATASET_PARAM: &str = "_dataset";
 /// Job params key holding the training's id.
 pub const TRAINING_PARAM: &str = "_training";
+/// Job params key holding a per-second training's effective points per
+/// second (with every multiplier), agreed at submit: its capture is this ×
+/// the measured seconds, never more than the hold.
+pub const RATE_PARAM: &str = "_points_per_second";
+
+/// The per-second rate a training job was submitted with, if it is one.
+pub(crate) fn per_second_rate(job: &JobRow) -> Option<f64> {
+    definition_for_tool(&job.tool_id)?;
+    let params: Value = serde_json::from_str(&job.params).ok()?;
+    params.get(RATE_PARAM)?.as_f64().filter(|r| r.is_finite() && *r >= 0.0)
+}
 
 /// One training definition: how a LoRA is trained for one base model.
 #[derive(Debug, Clone)]
@@ -36,9 +48,9 @@ pub struct TrainingDef {
     pub name: String,
     /// The base model trained LoRAs are for (`SD1.5`).
     pub base_model: String,
-    /// Points per training step (the price is steps × this × the operator's
-    /// multiplier, rounded up).
-    pub points_per_step: f64,
+    /// How it is priced, unless `training.per_second` names it (see
+    /// [`Station::training_price`]).
+    pub price: TrainingPrice,
     /// Longest a training may run on its backend.
     pub timeout_seconds: u64,
     /// The job's tool: inputs with defaults and ranges, and the ComfyUI
@@ -46,6 +58,124 @@ pub struct TrainingDef {
     pub tool: Arc<ToolDef>,
     /// How sample images of a trained LoRA are made (`training.samples`).
     pub samples: Option<SamplesSpec>,
+}
+
+/// How a training is priced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainingPrice {
+    /// Points per training step: the price is steps × this × the operator's
+    /// multiplier, rounded up, and is what is captured.
+    PerStep(f64),
+    /// Points per second of backend time: the quote is an estimate learnt
+    /// from past runs, the capture the measured time (never above the hold).
+    PerSecond(TrainingPerSecond),
+}
+
+/// Where a per-second quote's run time comes from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "from")]
+pub enum EstimateBasis {
+    /// The median seconds per step of this many recent successful trainings
+    /// of the definition.
+    History {
+        /// How many runs the median is of.
+        runs: usize,
+    },
+    /// No training of the definition has succeeded yet: the operator's
+    /// `default_seconds_per_step`.
+    Default,
+}
+
+/// A per-second training's estimated run time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunEstimate {
+    /// Seconds a step is expected to take.
+    pub seconds_per_step: f64,
+    /// The margin the estimate was multiplied by.
+    pub margin: f64,
+    /// The run time held for: steps × seconds per step × margin, rounded up.
+    pub seconds: u64,
+    /// Effective points per second (with the operator's and the checkpoint's multipliers).
+    pub points_per_second: f64,
+    /// Where the seconds per step come from.
+    #[serde(flatten)]
+    pub basis: EstimateBasis,
+}
+
+/// The median of the seconds per step of past runs, given as
+/// `(run_ms, steps)`; runs with no steps or no time are left out.
+pub fn median_seconds_per_step(runs: &[(i64, u64)]) -> Option<f64> {
+    let mut per_step: Vec<f64> = runs
+        .iter()
+        .filter(|(ms, steps)| *ms > 0 && *steps > 0)
+        .map(|(ms, steps)| *ms as f64 / 1000.0 / *steps as f64)
+        .collect();
+    if per_step.is_empty() {
+        return None;
+    }
+    per_step.sort_by(f64::total_cmp);
+    let n = per_step.len();
+    Some(if n % 2 == 1 { per_step[n / 2] } else { (per_step[n / 2 - 1] + per_step[n / 2]) / 2.0 })
+}
+
+/// The seconds of a run of `steps` steps at `seconds_per_step`, times the
+/// margin, rounded up (at least 1).
+pub fn estimated_seconds(steps: u64, seconds_per_step: f64, margin: f64) -> u64 {
+    let s = (steps as f64 * seconds_per_step * margin).ceil();
+    if s.is_finite() && s >= 1.0 { s.min(u64::MAX as f64) as u64 } else { 1 }
+}
+
+/// A number for a sentence: up to two decimals, trailing zeros dropped.
+fn short_number(x: f64) -> String {
+    let s = format!("{x:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// "point" for a rate of at most one ("0.1 point a step"), else "points".
+fn point_unit(rate: f64) -> &'static str {
+    if rate <= 1.0 { "point" } else { "points" }
+}
+
+/// "about 12 minutes", "about 40 seconds", "about 2 hours 5 minutes".
+fn about(seconds: u64) -> String {
+    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    if seconds < 90 {
+        return format!("about {}", plural(seconds, "second"));
+    }
+    let minutes = seconds.div_ceil(60);
+    if minutes < 120 {
+        return format!("about {}", plural(minutes, "minute"));
+    }
+    let (h, m) = (minutes / 60, minutes % 60);
+    if m == 0 {
+        format!("about {}", plural(h, "hour"))
+    } else {
+        format!("about {} {}", plural(h, "hour"), plural(m, "minute"))
+    }
+}
+
+impl RunEstimate {
+    /// The quote in words: "about 12 minutes at 2 points a second (1000
+    /// steps at 0.58 s a step, the median of the last 5 runs, plus 25 %);
+    /// you pay the time it takes, at most this".
+    pub fn explain(&self, steps: u64, price: i64) -> String {
+        let basis = match &self.basis {
+            EstimateBasis::History { runs: 1 } => "as the last run took".to_owned(),
+            EstimateBasis::History { runs } => format!("the median of the last {runs} runs"),
+            EstimateBasis::Default => "the operator's estimate until a run has been measured".to_owned(),
+        };
+        let margin = ((self.margin - 1.0) * 100.0).round();
+        let margin = if margin > 0.0 { format!(", plus {margin} %") } else { String::new() };
+        let rate = short_number(self.points_per_second);
+        let unit = point_unit(self.points_per_second);
+        format!(
+            "{} at {rate} {unit} a second ({steps} steps at {} s a step, {basis}{margin}); you pay for the time it \
+             takes, at most {}",
+            about(self.seconds),
+            short_number(self.seconds_per_step),
+            crate::points::plural_points(price)
+        )
+    }
 }
 
 /// The generation tool a definition's sample images are made with.
@@ -66,7 +196,10 @@ struct RawDef {
     id: String,
     name: String,
     base_model: String,
-    points_per_step: f64,
+    #[serde(default)]
+    points_per_step: Option<f64>,
+    #[serde(default)]
+    per_second: Option<TrainingPerSecond>,
     timeout_seconds: u64,
     tool: Value,
     #[serde(default)]
@@ -77,13 +210,18 @@ struct RawDef {
 const BUILTIN: &[(&str, &str)] = &[
     ("lora-sd15.json", include_str!("../training/lora-sd15.json")),
     ("lora-sdxl.json", include_str!("../training/lora-sdxl.json")),
+    ("lora-flux.json", include_str!("../training/lora-flux.json")),
 ];
 
 fn parse_def(name: &str, text: &str) -> Result<TrainingDef, String> {
     let raw: RawDef = serde_json::from_str(text).map_err(|e| format!("{name}: {e}"))?;
-    if !(raw.points_per_step.is_finite() && raw.points_per_step >= 0.0) {
-        return Err(format!("{name}: points_per_step must be a number of 0 or more"));
-    }
+    let price = match (raw.points_per_step, raw.per_second) {
+        (Some(p), None) if p.is_finite() && p >= 0.0 => TrainingPrice::PerStep(p),
+        (Some(_), None) => return Err(format!("{name}: points_per_step must be a number of 0 or more")),
+        (None, Some(s)) => TrainingPrice::PerSecond(s),
+        (Some(_), Some(_)) => return Err(format!("{name}: give either points_per_step or per_second, not both")),
+        (None, None) => return Err(format!("{name}: needs points_per_step or per_second")),
+    };
     let source = std::path::Path::new("<builtin>/training").join(name);
     let tool = station_tools::parse_tool(&raw.tool.to_string(), &source).map_err(|errors| {
         errors.iter().map(|e| format!("{name}: tool.{}: {}", e.field, e.reason)).collect::<Vec<_>>().join("; ")
@@ -99,7 +237,7 @@ fn parse_def(name: &str, text: &str) -> Result<TrainingDef, String> {
         id: raw.id,
         name: raw.name,
         base_model: raw.base_model,
-        points_per_step: raw.points_per_step,
+        price,
         timeout_seconds: raw.timeout_seconds.max(60),
         tool: Arc::new(tool),
         samples: raw.samples,
@@ -126,6 +264,21 @@ pub fn definition_for_tool(tool_id: &str) -> Option<&'static TrainingDef> {
 /// The definition with this id or for this base model (case-insensitive).
 pub fn find_definition(name: &str) -> Option<&'static TrainingDef> {
     definitions().iter().find(|d| d.id == name || d.base_model.eq_ignore_ascii_case(name))
+}
+
+/// Checks `[training]` against the definitions: every
+/// `training.per_second.<id>` must name one.
+pub fn check_config(config: &crate::config::TrainingConfig) -> Result<(), String> {
+    for id in config.per_second.keys() {
+        if !definitions().iter().any(|d| &d.id == id) {
+            let known: Vec<&str> = definitions().iter().map(|d| d.id.as_str()).collect();
+            return Err(format!(
+                "training.per_second.{id}: no training definition {id:?}; definitions: {}",
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Why a dataset or training request was refused.
@@ -185,8 +338,14 @@ pub struct TrainingQuote {
     pub settings: Map<String, Value>,
     /// Training steps.
     pub steps: u64,
-    /// Points held at submit and captured on success.
+    /// Points held at submit; captured on success (per-second pricing: the
+    /// measured time's price, never more than this).
     pub price: i64,
+    /// How the price was reached, in words for a person ("1000 steps at
+    /// 0.1 point a step", "about 12 minutes at 2 points a second (…)").
+    pub explanation: String,
+    /// Per-second pricing: the estimated run time the price holds for.
+    pub estimate: Option<RunEstimate>,
     /// Points the account can spend now.
     pub available: i64,
     /// Images trained on.
@@ -577,8 +736,24 @@ impl Station {
         if let Some((_, m)) = &model {
             multiplier *= m.price_multiplier;
         }
-        let price =
-            crate::points::price(&station_tools::Cost::PerRun(1), (steps as f64) * def.points_per_step * multiplier);
+        let (price, explanation, estimate) = match self.training_price(def) {
+            TrainingPrice::PerStep(per_step) => {
+                let price =
+                    crate::points::price(&station_tools::Cost::PerRun(1), (steps as f64) * per_step * multiplier);
+                let rate = short_number(per_step * multiplier);
+                let unit = point_unit(per_step * multiplier);
+                (price, format!("{steps} steps at {rate} {unit} a step"), None)
+            }
+            TrainingPrice::PerSecond(per_second) => {
+                let estimate = self.estimate_run(def, &per_second, steps, multiplier).await?;
+                let price = crate::points::price(
+                    &station_tools::Cost::PerRun(1),
+                    estimate.seconds as f64 * estimate.points_per_second,
+                );
+                let explanation = estimate.explain(steps, price);
+                (price, explanation, Some(estimate))
+            }
+        };
         self.ensure_starting_grant(&account.id).await.map_err(SubmitError::from)?;
         let terms = self.pay_terms(account, price, None);
         let plan =
@@ -589,12 +764,57 @@ impl Station {
             settings,
             steps,
             price,
+            explanation,
+            estimate,
             available: plan.available,
             images: dataset.images.len(),
             lora_slug: self.free_lora_slug(&dataset.row.slug).await?,
             trigger_word: dataset.row.trigger_word.clone(),
         };
         Ok((quote, dataset, def))
+    }
+
+    /// How `def` is priced: `training.per_second.<id>` when the operator set
+    /// it, else the definition's own price.
+    pub fn training_price(&self, def: &TrainingDef) -> TrainingPrice {
+        match self.config.training.per_second.get(&def.id) {
+            Some(p) => TrainingPrice::PerSecond(p.clone()),
+            None => def.price.clone(),
+        }
+    }
+
+    /// The run time a per-second training of `steps` steps is quoted for:
+    /// the median seconds per step of the definition's latest `runs`
+    /// successful trainings (measured as their capture is: the backend time
+    /// of their job), else the operator's `default_seconds_per_step`; times
+    /// the steps and the margin.
+    pub async fn estimate_run(
+        &self,
+        def: &TrainingDef,
+        price: &TrainingPerSecond,
+        steps: u64,
+        multiplier: f64,
+    ) -> Result<RunEstimate, TrainingError> {
+        let past = self.store.training_runs(&def.id, i64::from(price.runs)).await?;
+        let runs: Vec<(i64, u64)> = past
+            .iter()
+            .map(|r| {
+                let settings: Map<String, Value> = serde_json::from_str(&r.settings).unwrap_or_default();
+                (r.run_ms, settings.get("steps").and_then(Value::as_u64).unwrap_or(0))
+            })
+            .filter(|(ms, steps)| *ms > 0 && *steps > 0)
+            .collect();
+        let (seconds_per_step, basis) = match median_seconds_per_step(&runs) {
+            Some(s) => (s, EstimateBasis::History { runs: runs.len() }),
+            None => (price.default_seconds_per_step, EstimateBasis::Default),
+        };
+        Ok(RunEstimate {
+            seconds_per_step,
+            margin: price.margin,
+            seconds: estimated_seconds(steps, seconds_per_step, price.margin),
+            points_per_second: price.points * multiplier,
+            basis,
+        })
     }
 
     /// The base models LoRAs can be trained for now: those of the
@@ -688,6 +908,10 @@ impl Station {
             dataset.images.iter().map(|i| json!({"media": i.media_id, "caption": i.caption})).collect();
         params.insert(DATASET_PARAM.into(), Value::Array(files));
         params.insert(TRAINING_PARAM.into(), Value::String(training_id.clone()));
+        if let Some(e) = &quote.estimate {
+            // The rate agreed at submit settles the run, whatever the config says by then.
+            params.insert(RATE_PARAM.into(), json!(e.points_per_second));
+        }
         let q = &self.config.queue;
         let job = station_store::NewJob {
             id: job_id,
@@ -1092,6 +1316,97 @@ mod tests {
         assert_eq!(d.tool.inputs["steps"].default, Some(json!(1000)));
         assert_eq!(d.tool.inputs["rank"].default, Some(json!(16)));
         assert!(definition_for_tool("train-lora-sd15").is_some());
+    }
+
+    #[test]
+    fn flux_definition_loads_with_its_graph_and_per_second_price() {
+        let d = find_definition("flux").expect("FLUX training");
+        assert_eq!((d.id.as_str(), d.tool.id.as_str()), ("lora-flux", "train-lora-flux"));
+        let TrainingPrice::PerSecond(p) = &d.price else { panic!("{:?}", d.price) };
+        assert_eq!((p.points, p.default_seconds_per_step, p.margin, p.runs), (1.0, 2.0, 1.25, 5));
+        assert_eq!(d.tool.inputs["precision"].default, Some(json!("bf16")));
+        assert_eq!(d.tool.inputs["checkpoint"].model_kind.as_deref(), Some("diffusion_model"));
+        let graph = &d.tool.comfyui.as_ref().unwrap().workflow;
+        let class = |id: &str| graph[id]["class_type"].as_str().unwrap().to_owned();
+        assert_eq!(
+            ["1", "2", "3", "4", "5", "6", "7", "8"].map(class),
+            [
+                "UNETLoader",
+                "DualCLIPLoader",
+                "VAELoader",
+                "LoadImageTextDataSetFromFolder",
+                "VAEEncode",
+                "CLIPTextEncode",
+                "TrainLoraNode",
+                "SaveLoRA"
+            ]
+        );
+        assert_eq!(graph["2"]["inputs"]["type"], "flux");
+        // Per step for the others.
+        assert_eq!(find_definition("SDXL").unwrap().price, TrainingPrice::PerStep(0.25));
+    }
+
+    #[test]
+    fn a_definition_has_one_price() {
+        let sd15 = include_str!("../training/lora-sd15.json");
+        let both = sd15.replacen(
+            "\"points_per_step\": 0.1,",
+            "\"points_per_step\": 0.1, \"per_second\": {\"points\": 1, \"default_seconds_per_step\": 1},",
+            1,
+        );
+        assert!(parse_def("x.json", &both).unwrap_err().contains("not both"));
+        let neither = sd15.replacen("\"points_per_step\": 0.1,", "", 1);
+        assert!(parse_def("x.json", &neither).unwrap_err().contains("needs points_per_step or per_second"));
+        let bad = sd15.replacen(
+            "\"points_per_step\": 0.1,",
+            "\"per_second\": {\"points\": 1, \"default_seconds_per_step\": 1, \"margin\": 0.5},",
+            1,
+        );
+        assert!(parse_def("x.json", &bad).unwrap_err().contains("margin"));
+    }
+
+    #[test]
+    fn estimates_from_past_runs() {
+        assert_eq!(median_seconds_per_step(&[]), None);
+        assert_eq!(median_seconds_per_step(&[(0, 10), (5000, 0)]), None, "no time or no steps: left out");
+        assert_eq!(median_seconds_per_step(&[(10_000, 10)]), Some(1.0));
+        // 1, 3 and 0.5 s a step: the median is 1; a slow outlier does not move it.
+        assert_eq!(median_seconds_per_step(&[(10_000, 10), (300_000, 100), (500, 1)]), Some(1.0));
+        assert_eq!(median_seconds_per_step(&[(10_000, 10), (20_000, 10)]), Some(1.5));
+        assert_eq!(estimated_seconds(1000, 0.58, 1.25), 725);
+        assert_eq!(estimated_seconds(1, 0.001, 1.0), 1, "at least a second");
+        let e = RunEstimate {
+            seconds_per_step: 0.58,
+            margin: 1.25,
+            seconds: 725,
+            points_per_second: 2.0,
+            basis: EstimateBasis::History { runs: 5 },
+        };
+        assert_eq!(
+            e.explain(1000, 1450),
+            "about 13 minutes at 2 points a second (1000 steps at 0.58 s a step, the median of the last 5 runs, \
+             plus 25 %); you pay for the time it takes, at most 1450 points"
+        );
+        assert_eq!(about(7200), "about 2 hours");
+        assert_eq!(about(7260), "about 2 hours 1 minute");
+        assert_eq!(about(60), "about 60 seconds");
+    }
+
+    #[test]
+    fn per_second_config_is_typed_and_names_a_definition() {
+        let c: crate::config::TrainingConfig =
+            toml::from_str("[per_second.lora-sdxl]\npoints = 2\ndefault_seconds_per_step = 0.6\n").unwrap();
+        let p = &c.per_second["lora-sdxl"];
+        assert_eq!((p.points, p.default_seconds_per_step, p.margin, p.runs), (2.0, 0.6, 1.25, 5), "defaults");
+        assert!(check_config(&c).is_ok());
+        let bad = toml::from_str::<crate::config::TrainingConfig>(
+            "[per_second.lora-sdxl]\npoints = 0\ndefault_seconds_per_step = 0.6\n",
+        );
+        assert!(bad.unwrap_err().to_string().contains("points must be a number above 0"));
+        let c: crate::config::TrainingConfig =
+            toml::from_str("[per_second.lora-sd16]\npoints = 2\ndefault_seconds_per_step = 0.6\n").unwrap();
+        let err = check_config(&c).unwrap_err();
+        assert!(err.contains("training.per_second.lora-sd16") && err.contains("lora-sd15"), "{err}");
     }
 
     #[test]

@@ -83,6 +83,8 @@ async fn dataset_quote_training_events_and_the_lora_file() {
         let q = s.post("/api/v1/trainings/quote", &s.alice_key, body.clone()).await;
         assert_eq!(q.status, StatusCode::OK, "{k}: {}", q.body);
         assert_eq!(q.body["price"], 3, "{k}: 30 steps × 0.1");
+        assert_eq!(q.body["explanation"], "30 steps at 0.1 point a step", "{k}");
+        assert!(q.body["estimate_seconds"].is_null(), "{k}: priced per step");
         assert_eq!(q.body["settings"]["rank"], 16, "{k}: the SD1.5 default");
         let bad = s
             .post("/api/v1/trainings/quote", &s.alice_key, json!({"dataset": "red-fox", "settings": {"rank": 0}}))
@@ -136,5 +138,53 @@ async fn dataset_quote_training_events_and_the_lora_file() {
         workers.shutdown().await;
         comfy.shutdown();
         s.stop().await;
+    }
+}
+
+/// A definition priced per second: the quote holds the estimated time and
+/// says how it was reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_second_quote_explains_itself() {
+    for db in testing::all().await {
+        let s = serve(&db, false, |c| {
+            let price = station_core::config::TrainingPerSecond {
+                points: 2.0,
+                default_seconds_per_step: 0.5,
+                margin: 1.5,
+                runs: 5,
+            };
+            c.training.per_second.insert("lora-sd15".into(), price);
+        })
+        .await;
+        let k = s.kind;
+        let fake = FakeComfy::start(FakeOptions::default()).await;
+        let spec = BackendSpec { name: "b0".into(), url: fake.url(), max_concurrent: 1, tags: vec![] };
+        let comfy = ComfyExecutor::new(vec![spec], "auto").unwrap();
+        s.station.register_executor(comfy.clone());
+        comfy.start_health_checks(Duration::from_millis(200), s.station.wake.clone()).await;
+        let a = s.post("/api/v1/datasets", &s.alice_key, json!({"name": "Red Fox"})).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+        for i in 0..4 {
+            let a = add_image(&s, &s.alice_key, "red-fox", image(i), "").await;
+            assert_eq!(a.status, StatusCode::CREATED, "{k}: {}", a.body);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while s.station.trainable_base_models().await.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "{k}: the backend's checkpoint never showed");
+            s.station.reload_models().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let body = json!({"dataset": "red-fox", "base_model": "SD1.5", "settings": {"steps": 10}});
+        let q = s.post("/api/v1/trainings/quote", &s.alice_key, body).await;
+        assert_eq!(q.status, StatusCode::OK, "{k}: {}", q.body);
+        assert_eq!(q.body["price"], 16, "{k}: 10 steps × 0.5 s × 1.5 = 8 s at 2 points");
+        assert_eq!(q.body["estimate_seconds"], 8, "{k}");
+        assert_eq!(
+            q.body["explanation"],
+            "about 8 seconds at 2 points a second (10 steps at 0.5 s a step, the operator's estimate until a run \
+             has been measured, plus 50 %); you pay for the time it takes, at most 16 points",
+            "{k}"
+        );
+        comfy.shutdown();
     }
 }

@@ -347,7 +347,8 @@ async function dataset() {
     settings.querySelectorAll('.field-error').forEach((n) => n.remove());
     try {
       const q = await api('POST', '/api/v1/trainings/quote', body());
-      price.textContent = `${q.steps} steps on ${q.base_model} · ${q.price} points (you have ${q.available}). The LoRA will be called ${q.lora}.`;
+      price.textContent = `${q.steps} steps on ${q.base_model} · ${q.price} points (you have ${q.available}). The LoRA will be called ${q.lora}.`
+        + (q.estimate_seconds == null ? '' : ` Priced by time: ${q.explanation}.`);
       train.disabled = q.price > q.available;
       train.textContent = `Train · ${q.price} points`;
     } catch (e) {

@@ -69,7 +69,7 @@ pub use notify::{Channel, Notifications};
 pub use pricing::{PaidBy, PayTerms, Payment, Placed, SponsorRow, utc_day};
 pub use spells::{CastRow, CastStepRow, NewCast, NewSpell, PARKED, SpellRow};
 pub use stats::{AccountUsageRow, FailureRow, HistoryEntry, HistoryJob, JobUsageRow, PointsUsageRow, StatsSources};
-pub use training::{AddedImage, DatasetCaptionRow, DatasetImageRow, DatasetRow, TrainingRow};
+pub use training::{AddedImage, DatasetCaptionRow, DatasetImageRow, DatasetRow, TrainingRow, TrainingRun};
 pub use wallets::{
     WalletBlockRow, WalletChallengeRow, WalletCursorRow, WalletDepositRow, WalletLinkRow, WalletNoticeRow,
     WalletQuoteRow,

@@ -86,6 +86,15 @@ pub struct TrainingRow {
     pub finished_at: Option<i64>,
 }
 
+/// A succeeded training's settings and measured backend time.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TrainingRun {
+    /// Its settings (JSON), which hold its `steps`.
+    pub settings: String,
+    /// Milliseconds its job ran on its backend.
+    pub run_ms: i64,
+}
+
 /// One caption job of a dataset image (auto-captions).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct DatasetCaptionRow {
@@ -333,6 +342,18 @@ impl Store {
     pub async fn training_by_lora(&self, slug: &str) -> Result<Option<TrainingRow>, StoreError> {
         let sql = format!("SELECT {TRAINING_COLS} FROM trainings WHERE lora_slug = $1 AND status = 'succeeded'");
         Ok(with_pool!(self, p => sqlx::query_as(safe(&sql)).bind(slug).fetch_optional(p).await?))
+    }
+
+    /// The latest `limit` succeeded trainings of `definition`, newest first,
+    /// each with its job's measured backend time (from its start, else its
+    /// dispatch, to its end — what a per-second capture charges for).
+    pub async fn training_runs(&self, definition: &str, limit: i64) -> Result<Vec<TrainingRun>, StoreError> {
+        let sql = "SELECT t.settings, j.finished_at - COALESCE(j.started_at, j.dispatched_at) AS run_ms \
+                   FROM trainings t JOIN jobs j ON j.id = t.job_id \
+                   WHERE t.definition = $1 AND t.status = 'succeeded' AND j.finished_at IS NOT NULL \
+                   AND COALESCE(j.started_at, j.dispatched_at) IS NOT NULL \
+                   ORDER BY t.finished_at DESC, t.id LIMIT $2";
+        Ok(with_pool!(self, p => sqlx::query_as(sql).bind(definition).bind(limit).fetch_all(p).await?))
     }
 
     /// An owner's trainings, newest first.

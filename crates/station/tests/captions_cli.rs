@@ -87,3 +87,52 @@ async fn auto_caption_writes_the_empty_captions() {
         assert!(shown.contains("slot 4: red-fox, my own words"), "{kind}: the written caption kept: {shown}");
     }
 }
+
+/// `station train` prints the quote with how it was reached: for a
+/// definition priced per second, the estimated time, the rate and where the
+/// estimate comes from (no run yet: the operator's default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn train_prints_a_per_second_quote_with_its_explanation() {
+    for db in testing::all().await {
+        let kind = db.kind;
+        let fake = FakeComfy::start(FakeOptions::default()).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let photos = dir.join("photos");
+        std::fs::create_dir_all(&photos).unwrap();
+        for (i, rgb) in [[210u8, 25, 20], [20, 30, 210], [20, 200, 30], [230, 220, 20]].iter().enumerate() {
+            image::RgbImage::from_pixel(16, 16, image::Rgb(*rgb)).save(photos.join(format!("p{i}.png"))).unwrap();
+        }
+        let config = dir.join("station.toml");
+        std::fs::write(
+            &config,
+            "[training.per_second.lora-sd15]\npoints = 2\ndefault_seconds_per_step = 0.5\nmargin = 1.5\n",
+        )
+        .unwrap();
+        let config = config.to_str().unwrap().to_owned();
+        let run = |args: &[&str]| {
+            let mut all = vec!["--config", config.as_str()];
+            all.extend_from_slice(args);
+            station(dir, &db.url, &fake.url(), &all)
+        };
+        let out = run(&["datasets", "create", "Red Fox", "--images", photos.to_str().unwrap(), "--user", "ada"]);
+        assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
+        // The backend's checkpoints, stored (a running server reads them at every health check).
+        let out = run(&["backends", "refresh"]);
+        assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
+        // Not confirmed (no terminal, no --yes): the quote is printed, nothing starts.
+        let out = run(&["train", "red-fox", "--user", "ada", "--base-model", "SD1.5", "--steps", "10"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{kind}: {stderr}");
+        assert!(
+            stderr.contains(
+                "available): about 8 seconds at 2 points a second (10 steps at 0.5 s a step, \
+                 the operator's estimate until a run has been measured, plus 50 %); you pay for the time it takes, \
+                 at most 16 points."
+            ),
+            "{kind}: {stderr}"
+        );
+        assert!(stderr.contains("Price: 16 points ("), "{kind}: {stderr}");
+        assert!(stderr.contains("not started"), "{kind}: {stderr}");
+    }
+}

@@ -151,6 +151,10 @@ impl Train {
                     .bold(points(quote.price))
                     .text(format!(" (you have {} available).", points(quote.available))),
             );
+        if quote.estimate.is_some() {
+            // Priced by the time it takes: say how the hold was estimated.
+            view = view.with_text(format!("That is {}.", quote.explanation));
+        }
         if !affordable {
             view = view.with_text("That is more than you have: fewer steps cost less, or /balance shows your points.");
         }

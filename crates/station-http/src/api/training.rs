@@ -453,8 +453,16 @@ pub struct QuoteInfo {
     pub settings: Map<String, Value>,
     /// Training steps.
     pub steps: u64,
-    /// Points held when it starts, captured when it succeeds.
+    /// Points held when it starts, captured when it succeeds (priced per
+    /// second: the measured time's price, never more than this).
     pub price: i64,
+    /// How the price was reached, for a person: "1000 steps at 0.1 point a
+    /// step", or for per-second pricing "about 12 minutes at 2 points a
+    /// second (1000 steps at 0.58 s a step, the median of the last 5 runs,
+    /// plus 25 %); you pay for the time it takes, at most 1440 points".
+    pub explanation: String,
+    /// Priced per second: the run time the price holds for, in seconds.
+    pub estimate_seconds: Option<u64>,
     /// Points you can spend now.
     pub available: i64,
     /// Images trained on.
@@ -473,6 +481,8 @@ impl From<TrainingQuote> for QuoteInfo {
             settings: q.settings,
             steps: q.steps,
             price: q.price,
+            explanation: q.explanation,
+            estimate_seconds: q.estimate.map(|e| e.seconds),
             available: q.available,
             images: q.images,
             lora: q.lora_slug,

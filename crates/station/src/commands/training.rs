@@ -442,7 +442,12 @@ pub async fn train(station: &Station, args: TrainArgs) -> u8 {
         quote.images,
         shown.join(", ")
     );
-    eprintln!("Price: {} ({} available).", station_core::points::plural_points(quote.price), quote.available);
+    eprintln!(
+        "Price: {} ({} available): {}.",
+        station_core::points::plural_points(quote.price),
+        quote.available,
+        quote.explanation
+    );
     if !args.yes && !confirm_on_terminal("Start the training?") {
         eprintln!("not started; pass --yes to accept the price");
         return exit::USAGE;
