@@ -24,7 +24,8 @@
 //! `BENCH_N` (jobs per latency series, default 200), `BENCH_JOBS` (jobs per
 //! throughput burst, default 200), `BENCH_STEP_MS` (fake per-node delay for
 //! the throughput part, default 20), `BENCH_ONLY` (`e2e`, `latency` or
-//! `throughput`: run that part alone).
+//! `throughput`: run that part alone), `BENCH_COMFYUI_URL` (run the end-to-end
+//! part against that ComfyUI server, e.g. a real one, instead of the fake).
 
 #[path = "overhead/e2e.rs"]
 mod e2e;
@@ -637,7 +638,7 @@ fn main() {
     let runs = |part: &str| only.is_empty() || only == part;
     rt.block_on(async {
         if runs("e2e") {
-            e2e::run(n).await;
+            e2e::run(n, std::env::var("BENCH_COMFYUI_URL").ok().filter(|u| !u.is_empty())).await;
         }
         if runs("latency") {
             latency(n).await;
