@@ -406,11 +406,21 @@ async fn get_embeddings(State(shared): S) -> Json<Value> {
     Json(json!(names))
 }
 
+/// Waits as long as a busy server takes to build its node list ([`crate::FakeComfy::set_object_info_delay`]).
+async fn object_info_delay(shared: &Shared) {
+    let ms = shared.lock().object_info_delay_ms;
+    if ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
 async fn get_object_info(State(shared): S) -> Json<Value> {
+    object_info_delay(&shared).await;
     Json(Value::Object(shared.object_info()))
 }
 
 async fn get_object_info_one(State(shared): S, Path(class): Path<String>) -> Json<Value> {
+    object_info_delay(&shared).await;
     let info = shared.object_info();
     let mut map = Map::new();
     if let Some(entry) = info.get(&class) {
