@@ -215,6 +215,8 @@ async fn txt2img_is_seed_deterministic_and_models_are_listed() {
     assert_eq!(info.choices("LoraLoader", "lora_name").unwrap(), vec!["station-test-lora.safetensors"]);
     let stats = e.client.system_stats().await.unwrap();
     assert_eq!(stats.system.comfyui_version.as_deref(), Some("0.8.0"));
+    // A real 0.8 server reports `sys.platform`, not `os.name`.
+    assert_eq!(stats.system.os, "linux");
     assert_eq!(stats.devices[0].kind, "cpu");
 
     let fetch = async |seed| {
