@@ -59,10 +59,12 @@ fn colour(i: usize) -> u32 {
     (i as u32).wrapping_mul(2_654_435_761) & 0x00FF_FFFF
 }
 
-/// The inverted first pixel of job `i`'s picture.
+/// The inverted first pixel of job `i`'s picture, as ComfyUI saves it: in
+/// float32 `1 - c / 255`, truncated to `u8` (often one below `255 - c`).
 fn expected_pixel(i: usize) -> [u8; 3] {
     let c = colour(i);
-    [255 - (c >> 16) as u8, 255 - (c >> 8 & 0xFF) as u8, 255 - (c & 0xFF) as u8]
+    let inv = |v: u32| (255.0f32 * (1.0f32 - v as f32 / 255.0)) as u8;
+    [inv(c >> 16), inv(c >> 8 & 0xFF), inv(c & 0xFF)]
 }
 
 fn check_pixel(bytes: &[u8], i: usize, what: &str) {
