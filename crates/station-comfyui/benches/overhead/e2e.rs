@@ -283,7 +283,9 @@ pub async fn run(n: usize, real: Option<String>) {
     served.shutdown().await;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let against = if _fake.is_some() { "the in-repo fake ComfyUI".to_owned() } else { format!("the ComfyUI at {url}") };
-    println!("\n## End to end through the REST API against {against} (N = {n} each, alternating, after {WARMUP} warm-up runs), ms\n");
+    println!(
+        "\n## End to end through the REST API against {against} (N = {n} each, alternating, after {WARMUP} warm-up runs), ms\n"
+    );
     println!("Load average at the end: {}\n", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
     println!("| path | p50 | p90 | p99 | mean | max |");
     println!("|---|---:|---:|---:|---:|---:|");
