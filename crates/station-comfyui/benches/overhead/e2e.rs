@@ -240,7 +240,7 @@ impl Direct {
 /// against the in-repo fake (instant nodes), or against the ComfyUI server at
 /// `real` (`BENCH_COMFYUI_URL`) when given.
 pub async fn run(n: usize, real: Option<String>) {
-    let (_fake, url) = match real {
+    let (fake, url) = match real {
         Some(url) => (None, url),
         None => {
             let fake = FakeComfy::start(FakeOptions { cache: false, ..Default::default() }).await;
@@ -282,7 +282,7 @@ pub async fn run(n: usize, real: Option<String>) {
     }
     served.shutdown().await;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let against = if _fake.is_some() { "the in-repo fake ComfyUI".to_owned() } else { format!("the ComfyUI at {url}") };
+    let against = if fake.is_some() { "the in-repo fake ComfyUI".to_owned() } else { format!("the ComfyUI at {url}") };
     println!(
         "\n## End to end through the REST API against {against} (N = {n} each, alternating, after {WARMUP} warm-up runs), ms\n"
     );
