@@ -603,7 +603,9 @@ impl<'a> Run<'a> {
             }
             "ImageInvert" => {
                 let mut imgs = self.images(n, "image")?;
-                imgs.iter_mut().for_each(imageops::invert);
+                for img in &mut imgs {
+                    img.pixels_mut().for_each(|p| p.0 = p.0.map(comfy_invert));
+                }
                 vec![Data::Image(imgs)]
             }
             "SaveImage" => {
@@ -1176,6 +1178,15 @@ fn colour_name([r, g, b]: [u8; 3]) -> usize {
         h if h < 290.0 => 6,
         _ => 7,
     }
+}
+
+/// One channel of `ImageInvert` followed by `SaveImage`, as ComfyUI computes
+/// it: pixels are float32 `c / 255`, inverted as `1 - x`, saved as
+/// `uint8(255 * x)`, which truncates. So a real server turns 1 into 254 but
+/// 121 into 133 (not 134): checked against a real 0.8 server for all 256 values.
+fn comfy_invert(c: u8) -> u8 {
+    let x = 1.0f32 - f32::from(c) / 255.0;
+    (255.0f32 * x).clamp(0.0, 255.0) as u8
 }
 
 #[cfg(test)]

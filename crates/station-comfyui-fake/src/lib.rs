@@ -166,6 +166,15 @@ impl FakeComfy {
         self.shared.lock().step_delay_ms = ms;
     }
 
+    /// Makes `GET /object_info` (and `/object_info/{class}`) answer only after
+    /// `ms` milliseconds while every other route answers at once: what a real
+    /// ComfyUI does while it is busy (a model loading, a training on CPU):
+    /// it builds its large node list in Python, seen taking longer than a
+    /// 5 s health timeout while `/system_stats` answered. 0 restores.
+    pub fn set_object_info_delay(&self, ms: u64) {
+        self.shared.lock().object_info_delay_ms = ms;
+    }
+
     /// Makes the server behave like a GPU with `profile` (None: prompts run
     /// as fast as their nodes compute). Applies to prompts started afterwards.
     pub fn set_profile(&self, profile: Option<Profile>) {

@@ -406,11 +406,21 @@ async fn get_embeddings(State(shared): S) -> Json<Value> {
     Json(json!(names))
 }
 
+/// Waits as long as a busy server takes to build its node list ([`crate::FakeComfy::set_object_info_delay`]).
+async fn object_info_delay(shared: &Shared) {
+    let ms = shared.lock().object_info_delay_ms;
+    if ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
 async fn get_object_info(State(shared): S) -> Json<Value> {
+    object_info_delay(&shared).await;
     Json(Value::Object(shared.object_info()))
 }
 
 async fn get_object_info_one(State(shared): S, Path(class): Path<String>) -> Json<Value> {
+    object_info_delay(&shared).await;
     let info = shared.object_info();
     let mut map = Map::new();
     if let Some(entry) = info.get(&class) {
@@ -422,13 +432,14 @@ async fn get_object_info_one(State(shared): S, Path(class): Path<String>) -> Jso
 async fn system_stats() -> Json<Value> {
     Json(json!({
         "system": {
-            "os": "posix",
+            // `sys.platform` on 0.8 (older servers sent `os.name`, "posix").
+            "os": "linux",
             "ram_total": 8_000_000_000u64,
             "ram_free": 6_000_000_000u64,
             "comfyui_version": "0.8.0",
-            "required_frontend_version": "1.34.9",
-            "installed_templates_version": null,
-            "required_templates_version": null,
+            "required_frontend_version": "1.35.9",
+            "installed_templates_version": "0.7.67",
+            "required_templates_version": "0.7.67",
             "python_version": "3.12.3 (main, Nov  6 2025, 13:44:16) [GCC 13.3.0]",
             "pytorch_version": "2.9.1+cpu",
             "embedded_python": false,

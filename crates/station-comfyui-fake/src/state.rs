@@ -85,6 +85,8 @@ pub(crate) struct State {
     /// (type, subfolder, filename) → bytes: the server's input/output/temp folders.
     pub files: HashMap<(String, String, String), Vec<u8>>,
     pub step_delay_ms: u64,
+    /// How long `GET /object_info` takes to answer (a busy real server builds it slowly).
+    pub object_info_delay_ms: u64,
     pub failures: HashMap<String, String>,
     pub missing: HashSet<String>,
     pub prompts_received: u64,
@@ -153,6 +155,7 @@ impl Shared {
                 next_conn: 0,
                 files: HashMap::new(),
                 step_delay_ms: 0,
+                object_info_delay_ms: 0,
                 failures: HashMap::new(),
                 missing: HashSet::new(),
                 prompts_received: 0,

@@ -428,13 +428,38 @@ impl ComfyExecutor {
             let seq = b.checks_started.fetch_add(1, Ordering::SeqCst) + 1;
             let result = async {
                 b.health.system_stats().await?;
-                let info = b.health.object_info().await?;
+                let info = match b.health.object_info().await {
+                    Ok(info) => Some(info),
+                    // A busy ComfyUI (a model loading, a training on CPU) can
+                    // take longer than the health timeout to build its large
+                    // /object_info while it answers /system_stats and /queue
+                    // at once (seen on a real 0.8 server). It is up: keep the
+                    // lists of its last good check instead of taking its
+                    // models offline and refusing jobs for them.
+                    Err(ComfyError::Timeout { .. }) if b.object_info.read().expect("lock").is_some() => None,
+                    Err(e) => return Err(e),
+                };
                 let queue = b.health.queue().await?;
                 Ok::<_, ComfyError>((info, queue))
             }
             .await;
             match result {
-                Ok((info, queue)) => {
+                Ok((None, queue)) => {
+                    b.note_queue(&queue);
+                    *b.last_error.lock().expect("lock") = None;
+                    if !b.healthy.swap(true, Ordering::SeqCst) {
+                        info!(backend = %b.spec.name, url = %b.spec.url, "backend is up");
+                    }
+                    tracing::debug!(backend = %b.spec.name, "backend is slow to list its nodes (busy?); keeping its last lists");
+                    // Offered again if an earlier failed check took them offline.
+                    let models = b.models.read().expect("lock").clone();
+                    if let Some(models) = models {
+                        let files = crate::inventory::with_metadata(&models, &b.metadata.lock().expect("lock"));
+                        self.record_models(b, Some(files), false).await;
+                    }
+                    self.cancel_orphans(b).await;
+                }
+                Ok((Some(info), queue)) => {
                     if b.newest_stored.fetch_max(seq, Ordering::SeqCst) > seq {
                         return; // a newer check stored its lists already
                     }

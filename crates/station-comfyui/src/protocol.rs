@@ -292,7 +292,8 @@ pub struct SystemStats {
 /// `system` part of `/system_stats`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SystemInfo {
-    /// `posix` or `nt`.
+    /// `sys.platform` on ComfyUI 0.8 (`linux`, `win32`, `darwin`); `os.name`
+    /// (`posix`, `nt`) on older servers.
     #[serde(default)]
     pub os: String,
     /// Python version string.

@@ -54,6 +54,33 @@ fn test_png() -> Vec<u8> {
     buf
 }
 
+/// `EmptyImage` → `ImageInvert` → `SaveImage` gives what a real ComfyUI 0.8
+/// gives: it inverts in float32 and truncates when saving, so many channels
+/// come out one below `255 - c` (seen on a real server: colour 0x3779B1 saved
+/// as (200, 133, 77), not (200, 134, 78)).
+#[tokio::test]
+async fn inverted_pixels_are_what_a_real_server_saves() {
+    let e = env().await;
+    let g = graph(json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 4, "height": 4, "batch_size": 1, "color": 0x3779B1}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "inv"}}
+    }));
+    let o = run_prompt(&e.client, &e.socket, &g, &pid(), &opts(), |_| {}).await.unwrap();
+    let png = e.client.view(&o.images()[0]).await.unwrap();
+    let px = image::load_from_memory(&png).unwrap().to_rgb8();
+    assert_eq!(px.get_pixel(0, 0).0, [200, 133, 77]);
+    // Values seen on the real server: 0 → 255, 1 → 254, 200 → 54, 255 → 0.
+    let g = graph(json!({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 4, "height": 4, "batch_size": 1, "color": 0x0001C8}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "inv"}}
+    }));
+    let o = run_prompt(&e.client, &e.socket, &g, &pid(), &opts(), |_| {}).await.unwrap();
+    let png = e.client.view(&o.images()[0]).await.unwrap();
+    assert_eq!(image::load_from_memory(&png).unwrap().to_rgb8().get_pixel(0, 0).0, [255, 254, 54]);
+}
+
 fn steps_graph(steps: u32, step_ms: u32) -> Graph {
     graph(json!({
         "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0x336699}},
@@ -215,6 +242,8 @@ async fn txt2img_is_seed_deterministic_and_models_are_listed() {
     assert_eq!(info.choices("LoraLoader", "lora_name").unwrap(), vec!["station-test-lora.safetensors"]);
     let stats = e.client.system_stats().await.unwrap();
     assert_eq!(stats.system.comfyui_version.as_deref(), Some("0.8.0"));
+    // A real 0.8 server reports `sys.platform`, not `os.name`.
+    assert_eq!(stats.system.os, "linux");
     assert_eq!(stats.devices[0].kind, "cpu");
 
     let fetch = async |seed| {

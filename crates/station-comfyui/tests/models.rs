@@ -283,3 +283,56 @@ async fn base_models_from_the_files_metadata_asked_once_and_bounded() {
         comfy.shutdown();
     }
 }
+
+/// A real ComfyUI 0.8 busy with a training on CPU answered `/system_stats` at
+/// once but took longer than the 5 s health timeout to build its large
+/// `/object_info`: Station marked it down, took its models offline and
+/// refused jobs for them until the next check. A backend that answers its
+/// cheap routes is up; its last good lists stand while `/object_info` is
+/// slow, also when it comes back from an outage slow. One that answers
+/// nothing (frozen) is still down.
+#[tokio::test]
+async fn a_busy_backend_slow_to_list_its_nodes_stays_up_with_its_models() {
+    for db in testing::all().await {
+        let kind = db.kind;
+        let fake =
+            FakeComfy::start(FakeOptions { checkpoints: vec!["busy_sd15.safetensors".into()], ..Default::default() })
+                .await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
+        config.points.starting_grant = 1000;
+        let (station, errors) = Station::with_store(config, db.store.clone()).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        let spec = BackendSpec { name: "gpu".into(), url: fake.url(), max_concurrent: 1, tags: vec![] };
+        // Short health timeouts keep the test quick; the delay below exceeds them.
+        let comfy =
+            ComfyExecutor::with_health_timeouts(vec![spec], "none", (Duration::from_secs(2), Duration::from_secs(1)))
+                .unwrap();
+        station.register_executor(comfy.clone());
+        let offered = |all: &[station_core::models::ModelInfo]| {
+            all.iter().find(|m| m.name == "busy_sd15.safetensors").map(|m| m.backends.clone()).unwrap_or_default()
+        };
+        let member = station.account("telegram", "8", "Bo").await.unwrap();
+
+        comfy.check_all().await;
+        assert!(comfy.health().await[0].1, "{kind}: up at first");
+        fake.set_object_info_delay(2_500);
+        comfy.check_all().await;
+        let health = comfy.health().await;
+        assert!(health[0].1, "{kind}: busy is not down: {health:?}");
+        assert_eq!(offered(station.models().await.unwrap().as_slice()), ["gpu"], "{kind}: its models stay offered");
+        station.submit(&member, draw("busy_sd15.safetensors")).await.unwrap_or_else(|e| panic!("{kind}: {e:?}"));
+
+        // Frozen, it answers nothing: down, its models offline.
+        fake.freeze();
+        comfy.check_all().await;
+        assert!(!comfy.health().await[0].1, "{kind}: a frozen backend is down");
+        assert!(offered(station.models().await.unwrap().as_slice()).is_empty(), "{kind}");
+        // Thawed but still slow to list its nodes: up again, its models offered again.
+        fake.thaw();
+        comfy.check_all().await;
+        assert!(comfy.health().await[0].1, "{kind}: back");
+        assert_eq!(offered(station.models().await.unwrap().as_slice()), ["gpu"], "{kind}: offered again");
+        comfy.shutdown();
+    }
+}

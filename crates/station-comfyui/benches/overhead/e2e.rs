@@ -59,10 +59,12 @@ fn colour(i: usize) -> u32 {
     (i as u32).wrapping_mul(2_654_435_761) & 0x00FF_FFFF
 }
 
-/// The inverted first pixel of job `i`'s picture.
+/// The inverted first pixel of job `i`'s picture, as ComfyUI saves it: in
+/// float32 `1 - c / 255`, truncated to `u8` (often one below `255 - c`).
 fn expected_pixel(i: usize) -> [u8; 3] {
     let c = colour(i);
-    [255 - (c >> 16) as u8, 255 - (c >> 8 & 0xFF) as u8, 255 - (c & 0xFF) as u8]
+    let inv = |v: u32| (255.0f32 * (1.0f32 - v as f32 / 255.0)) as u8;
+    [inv(c >> 16), inv(c >> 8 & 0xFF), inv(c & 0xFF)]
 }
 
 fn check_pixel(bytes: &[u8], i: usize, what: &str) {
@@ -86,7 +88,7 @@ struct Served {
 }
 
 impl Served {
-    async fn start(fake: &FakeComfy) -> Served {
+    async fn start(comfy_url: &str) -> Served {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
         // The per-account limits are not what is measured.
@@ -96,7 +98,7 @@ impl Served {
         std::fs::write(config.tools_dir().join("tiny.json"), tiny_tool().to_string()).expect("write tool");
         let (station, errors) = Station::open(config).await.expect("open Station");
         assert!(errors.is_empty(), "tool files failed to load: {errors:?}");
-        let spec = BackendSpec { name: "b0".into(), url: fake.url(), max_concurrent: 1, tags: vec![] };
+        let spec = BackendSpec { name: "b0".into(), url: comfy_url.to_owned(), max_concurrent: 1, tags: vec![] };
         let comfy = ComfyExecutor::new(vec![spec], "auto").expect("executor");
         comfy.start_health_checks(Duration::from_secs(10), station.wake.clone()).await;
         station.register_executor(comfy.clone());
@@ -209,9 +211,9 @@ struct Direct {
 }
 
 impl Direct {
-    async fn connect(fake: &FakeComfy) -> Direct {
-        let client = ComfyClient::new(&fake.url()).expect("client");
-        let socket = BackendSocket::connect(&fake.url(), &uuid::Uuid::new_v4().to_string()).expect("socket");
+    async fn connect(comfy_url: &str) -> Direct {
+        let client = ComfyClient::new(comfy_url).expect("client");
+        let socket = BackendSocket::connect(comfy_url, &uuid::Uuid::new_v4().to_string()).expect("socket");
         assert!(socket.wait_connected(Duration::from_secs(5)).await, "websocket did not connect");
         let options = RunOptions {
             preview_method: Some("auto".into()),
@@ -235,12 +237,21 @@ impl Direct {
     }
 }
 
-/// Runs `n` jobs each way, alternating, and prints the table and ratios.
-pub async fn run(n: usize) {
-    let fake = FakeComfy::start(FakeOptions { cache: false, ..Default::default() }).await;
-    fake.set_step_delay(0);
-    let direct = Direct::connect(&fake).await;
-    let served = Served::start(&fake).await;
+/// Runs `n` jobs each way, alternating, and prints the table and ratios:
+/// against the in-repo fake (instant nodes), or against the ComfyUI server at
+/// `real` (`BENCH_COMFYUI_URL`) when given.
+pub async fn run(n: usize, real: Option<String>) {
+    let (fake, url) = match real {
+        Some(url) => (None, url),
+        None => {
+            let fake = FakeComfy::start(FakeOptions { cache: false, ..Default::default() }).await;
+            fake.set_step_delay(0);
+            let url = fake.url();
+            (Some(fake), url)
+        }
+    };
+    let direct = Direct::connect(&url).await;
+    let served = Served::start(&url).await;
     let (mut d, mut total, mut create, mut first, mut result, mut download, mut nagle, mut nagle_first) = (
         Series::default(),
         Series::default(),
@@ -272,7 +283,10 @@ pub async fn run(n: usize) {
     }
     served.shutdown().await;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("\n## End to end through the REST API (N = {n} each, alternating, after {WARMUP} warm-up runs), ms\n");
+    let against = if fake.is_some() { "the in-repo fake ComfyUI".to_owned() } else { format!("the ComfyUI at {url}") };
+    println!(
+        "\n## End to end through the REST API against {against} (N = {n} each, alternating, after {WARMUP} warm-up runs), ms\n"
+    );
     println!("Load average at the end: {}\n", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
     println!("| path | p50 | p90 | p99 | mean | max |");
     println!("|---|---:|---:|---:|---:|---:|");
