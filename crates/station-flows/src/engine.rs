@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::{Value, json};
 use station_core::Station;
-use station_core::conversations::{CardRetire, FlowInstanceRow, Transition};
+use station_core::conversations::{CardRetire, DeliveryRow, FlowInstanceRow, Transition};
 use station_core::{AccountRow, now_ms};
 
 use crate::flow::{CardOffer, Cx, Flow, FlowError, Next, Out, Start, StepInput};
@@ -854,12 +854,11 @@ impl Flows {
             }
             Some(_) if card.is_some() => {
                 if let Some(row) = store.delivery_by_key(&card_key(&inst.id)).await? {
-                    let moved = format!("{}@{}", card_key(&inst.id), row.id);
                     if row.status == "failed" || cx.card.taken().is_some() {
                         // It never reached the chat, or a job submitted here
                         // took it over: the next card is a new message.
-                        retire.push(CardRetire { key: card_key(&inst.id), new_key: moved, view: None });
-                    } else if !in_place && (row.message_ref.is_some() || row.status == "sending") {
+                        retire.push(card_moved_aside(&inst.id, &row));
+                    } else if !in_place && card_shown(&row) {
                         retire.extend(self.retire_card(cx.conversation, &inst.id).await?);
                     }
                 }
@@ -914,8 +913,7 @@ impl Flows {
             // Shown, or being sent now (its message is known by the time
             // anything written here is sent: a conversation's deliveries go
             // one at a time).
-            let sent = row.status != "failed" && (row.message_ref.is_some() || row.status == "sending");
-            let moved = format!("{}@{}", card_key(&inst.id), row.id);
+            let sent = card_shown(&row);
             match (cx.card.taken(), notes.first_mut()) {
                 (Some(id), first) => {
                     // The job's source names the card since it was submitted,
@@ -924,7 +922,7 @@ impl Flows {
                     if first.is_some_and(|f| f.kind == DeliveryKind::Progress && f.dedupe_key.is_some()) {
                         takeover = Some(format!("{DELIVERY_REF}{id}"));
                     }
-                    retire.push(CardRetire { key: card_key(&inst.id), new_key: moved, view: None });
+                    retire.push(card_moved_aside(&inst.id, &row));
                 }
                 (None, Some(first))
                     if in_place
@@ -1078,6 +1076,20 @@ pub(crate) fn card_key(instance: &str) -> String {
     format!("card:{instance}")
 }
 
+/// A flow's card moved aside as it is: its row keeps the message under
+/// `card:<instance>@<delivery id>`, freeing the card's key for a new card.
+fn card_moved_aside(instance: &str, row: &DeliveryRow) -> CardRetire {
+    let key = card_key(instance);
+    let new_key = format!("{key}@{}", row.id);
+    CardRetire { key, new_key, view: None }
+}
+
+/// Whether a card reached the chat, or is being sent now (its message is
+/// known by the time anything written after it is sent).
+fn card_shown(row: &DeliveryRow) -> bool {
+    row.status != "failed" && (row.message_ref.is_some() || row.status == "sending")
+}
+
 impl Flows {
     /// The card a press on it offers to the job it may submit
     /// ([`CardOffer`]): the delivery id of the flow's card when it is shown
@@ -1092,7 +1104,7 @@ impl Flows {
         let Some(row) = self.inner.station.conversations().delivery_by_key(&card_key(instance)).await? else {
             return Ok(None);
         };
-        let sent = row.status != "failed" && (row.message_ref.is_some() || row.status == "sending");
+        let sent = card_shown(&row);
         let personal = serde_json::from_str::<View>(&row.view).ok().is_none_or(|v| v.personal || v.private);
         Ok((sent && !personal).then_some(row.id))
     }
@@ -1104,13 +1116,12 @@ impl Flows {
     async fn retire_card(&self, conv: &Conversation, instance: &str) -> Result<Vec<CardRetire>, FlowError> {
         let key = card_key(instance);
         let Some(row) = self.inner.station.conversations().delivery_by_key(&key).await? else { return Ok(vec![]) };
-        let new_key = format!("{key}@{}", row.id);
         let strip = row.status != "failed" && self.style_of(conv) != crate::platform::ChatStyle::Terminal;
         let view = strip
             .then(|| serde_json::from_str::<View>(&row.view).ok())
             .flatten()
             .map(|v| serde_json::to_string(&v.without_buttons()).expect("view serialises"));
-        Ok(vec![CardRetire { key, new_key, view }])
+        Ok(vec![CardRetire { view, ..card_moved_aside(instance, &row) }])
     }
 }
 
